@@ -1,0 +1,194 @@
+//! The command line. `main` only calls [`main_with_args`]; tests call it in-process.
+
+mod bench;
+
+use std::ffi::OsString;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::SimError;
+use crate::scenario::{Overrides, load};
+
+/// servesim: a deterministic discrete-event simulator of LLM inference serving.
+///
+/// Replays request traces against scheduling policies (Orca FCFS, vLLM, …) on a modelled
+/// GPU cluster and reports job completion time (JCT), time to first token (TTFT), time per output
+/// token (TPOT) and throughput. Same scenario + seed ⇒ byte-identical outputs.
+#[derive(Debug, Parser)]
+#[command(name = "servesim", version, about, long_about, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one scenario and write requests.csv, summary.json, config.json (and timing.json).
+    ///
+    /// Outputs go to --out DIR (default results/<scenario name>/<policy>/), written atomically:
+    /// on any error no output directory is left behind.
+    Run(RunArgs),
+    /// Measure simulator speed: wall time, simulated requests/s, iterations/s, events/s, peak RSS.
+    Bench(bench::BenchArgs),
+    /// List the policies, models and GPUs this build knows.
+    List,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Scenario TOML file (see README: "Scenario reference").
+    pub scenario: PathBuf,
+    /// Replace the scenario's trace with this canonical or Vidur CSV.
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+    /// Scheduling policy (see `servesim list`).
+    #[arg(long, value_name = "NAME")]
+    pub policy: Option<String>,
+    /// Arrival rate in requests/s: sets a synthetic trace's rate, or rescales a file trace's
+    /// arrival times to this mean rate (keeping their shape).
+    #[arg(long, value_name = "REQ_PER_S")]
+    pub rate: Option<f64>,
+    /// Seed of every random stream.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Number of requests (synthetic), or the first N rows of a file trace.
+    #[arg(long, value_name = "N")]
+    pub num_requests: Option<u64>,
+    /// Output directory.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Do not print the summary table.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Parse `args` (program name first) and run. Returns the process exit code: 0 on success, 2 on
+/// any user error (printed as one line on `err`).
+pub fn main_with_args(args: Vec<OsString>, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let text = e.render().to_string();
+            let _ = if code == 0 {
+                write!(out, "{text}")
+            } else {
+                write!(err, "{text}")
+            };
+            return code;
+        }
+    };
+    match dispatch(cli, out, err) {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            2
+        }
+    }
+}
+
+fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run(a) => run_cmd(a, out, err),
+        Command::Bench(a) => bench::bench_cmd(a, out),
+        Command::List => {
+            writeln!(out, "policies:")?;
+            for e in crate::policy::REGISTRY {
+                writeln!(out, "  {:<10} {}", e.name, e.summary)?;
+            }
+            let cat = crate::catalogue::Catalogue::builtin();
+            writeln!(
+                out,
+                "models:   {}",
+                cat.models.keys().cloned().collect::<Vec<_>>().join(", ")
+            )?;
+            writeln!(
+                out,
+                "gpus:     {}",
+                cat.gpus.keys().cloned().collect::<Vec<_>>().join(", ")
+            )?;
+            writeln!(
+                out,
+                "predictors: {}",
+                crate::predict::PREDICTOR_NAMES.join(", ")
+            )?;
+            Ok(())
+        }
+    }
+}
+
+/// A progress bar on stderr when it is a terminal, hidden otherwise.
+pub fn progress_bar(total: Option<u64>) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = match total {
+        Some(n) => indicatif::ProgressBar::new(n),
+        None => indicatif::ProgressBar::new_spinner(),
+    };
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} requests (eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    pb
+}
+
+fn run_cmd(a: RunArgs, out: &mut dyn Write, _err: &mut dyn Write) -> anyhow::Result<()> {
+    let loaded = load(&a.scenario)?;
+    let o = Overrides {
+        trace: a.trace,
+        policy: a.policy,
+        rate_per_s: a.rate,
+        seed: a.seed,
+        num_requests: a.num_requests,
+    };
+    if let Some(r) = o.rate_per_s
+        && !(r.is_finite() && r > 0.0)
+    {
+        return Err(
+            SimError::config(format!("--rate must be a finite number > 0, got {r}")).into(),
+        );
+    }
+    let resolved = loaded.resolve(&o)?;
+    let dest = a.out.unwrap_or_else(|| {
+        PathBuf::from("results")
+            .join(&resolved.scenario.name)
+            .join(&resolved.scenario.scheduler.policy)
+    });
+    let pb = progress_bar(crate::run::expected_requests(&resolved));
+    let pb2 = pb.clone();
+    let started = Instant::now();
+    let result = crate::run::run(
+        &resolved,
+        Some(Box::new(move |n| {
+            if n % 1024 == 0 {
+                pb2.set_position(n)
+            }
+        })),
+    );
+    pb.finish_and_clear();
+    let output = result?;
+    let wall_s = started.elapsed().as_secs_f64();
+    let timing = serde_json::json!({
+        "wall_s": wall_s,
+        "simulated_requests_per_wall_s": output.summary.requests as f64 / wall_s.max(1e-9),
+        "iterations_per_wall_s": output.stats.iterations as f64 / wall_s.max(1e-9),
+        "events_per_wall_s": output.stats.events as f64 / wall_s.max(1e-9),
+    });
+    let dir =
+        crate::output::write_run(&dest, &output, &crate::run::config_json(&resolved), &timing)?;
+    if !a.quiet {
+        write!(out, "{}", crate::metrics::table(&output.summary))?;
+        writeln!(
+            out,
+            "simulated in {wall_s:.3} s wall; outputs in {}",
+            dir.display()
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! Per-request state inside one replica, and the slab that holds only in-flight requests
+//! (memory stays O(in flight), not O(trace)).
+
+use super::time::Ns;
+
+/// Handle of an in-flight request inside its replica's slab. Reused after the request finishes.
+pub type Slot = u32;
+
+/// One request as the engine tracks it. Policies read it through [`crate::policy::ReplicaView`].
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Row index in the trace (0-based), the request's identity in every output.
+    pub id: u64,
+    pub arrival_ns: Ns,
+    pub input_tokens: u32,
+    /// True output length. The engine needs it to know when the request ends; policies must not
+    /// read it (they get `predicted_output_tokens`).
+    pub(crate) output_tokens: u32,
+    /// Output length as the scenario's predictor estimated it at arrival.
+    pub predicted_output_tokens: u32,
+    /// Tokens emitted so far.
+    pub generated_tokens: u32,
+    /// Tokens whose KV is resident on the GPU (0 = needs a (re-)prefill).
+    pub kv_tokens: u32,
+    /// GPU KV blocks held (allocated on demand, or reserved ahead by the policy).
+    pub blocks: u32,
+    /// Times this request was preempted.
+    pub preemptions: u32,
+    /// Service attained: sum of the durations of the iterations it took part in.
+    pub attained_ns: Ns,
+    /// Start of the first iteration this request took part in.
+    pub first_scheduled_ns: Option<Ns>,
+    /// End of the iteration that emitted its first token.
+    pub first_token_ns: Option<Ns>,
+    /// End of the last iteration it took part in (arrival before that).
+    pub last_run_end_ns: Ns,
+    pub(crate) in_batch: bool,
+}
+
+impl Request {
+    /// Prompt tokens the next iteration processes if it is a (re-)prefill: the prompt plus every
+    /// token generated before a recompute preemption.
+    pub fn prefill_tokens(&self) -> u32 {
+        self.input_tokens + self.generated_tokens
+    }
+    /// Whether the request's next iteration is a prefill (no KV resident).
+    pub fn needs_prefill(&self) -> bool {
+        self.kv_tokens == 0
+    }
+    /// Tokens whose KV must be resident at the end of its next iteration.
+    pub fn kv_tokens_after_next(&self) -> u32 {
+        if self.needs_prefill() {
+            self.prefill_tokens()
+        } else {
+            self.kv_tokens + 1
+        }
+    }
+    /// Tokens the next iteration processes for this request (prefill length, or 1 for a decode).
+    pub fn next_input_tokens(&self) -> u32 {
+        if self.needs_prefill() {
+            self.prefill_tokens()
+        } else {
+            1
+        }
+    }
+    /// Whether this request has produced its first token.
+    pub fn started(&self) -> bool {
+        self.generated_tokens > 0
+    }
+}
+
+/// A slab of requests with slot reuse; iteration order is never used on a decision path.
+#[derive(Debug, Default)]
+pub struct Slab {
+    items: Vec<Option<Request>>,
+    free: Vec<Slot>,
+    len: usize,
+}
+
+impl Slab {
+    pub fn insert(&mut self, r: Request) -> Slot {
+        self.len += 1;
+        if let Some(s) = self.free.pop() {
+            self.items[s as usize] = Some(r);
+            s
+        } else {
+            self.items.push(Some(r));
+            (self.items.len() - 1) as Slot
+        }
+    }
+    pub fn remove(&mut self, s: Slot) -> Request {
+        let r = self.items[s as usize]
+            .take()
+            .expect("engine bug: removing an empty slot");
+        self.free.push(s);
+        self.len -= 1;
+        r
+    }
+    pub fn get(&self, s: Slot) -> &Request {
+        self.items[s as usize]
+            .as_ref()
+            .expect("engine bug: reading an empty slot")
+    }
+    pub fn get_mut(&mut self, s: Slot) -> &mut Request {
+        self.items[s as usize]
+            .as_mut()
+            .expect("engine bug: writing an empty slot")
+    }
+    pub fn contains(&self, s: Slot) -> bool {
+        self.items.get(s as usize).is_some_and(|r| r.is_some())
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}

@@ -1,0 +1,23 @@
+//! servesim: a deterministic discrete-event simulator of LLM inference serving clusters.
+//!
+//! Layout: [`engine`] (event loop, replicas, KV accounting — no I/O), [`policy`] (one file per
+//! scheduling policy), [`cost`] (iteration-time models), [`exec`] (the executor seam),
+//! [`trace`] (readers and synthetic arrivals), [`scenario`] (TOML schema), [`metrics`],
+//! [`output`] (atomic writers), [`run`] (one run), [`cli`].
+
+pub mod catalogue;
+pub mod cli;
+pub mod cost;
+pub mod engine;
+pub mod error;
+pub mod exec;
+pub mod metrics;
+pub mod output;
+pub mod policy;
+pub mod predict;
+pub mod rng;
+pub mod run;
+pub mod scenario;
+pub mod trace;
+
+pub use error::{Result, SimError};

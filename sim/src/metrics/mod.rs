@@ -1,0 +1,240 @@
+//! Per-request records, summaries and the stdout table. Pure computation; writers are in
+//! [`crate::output`].
+
+use serde::Serialize;
+
+use crate::engine::time::ns_to_s;
+use crate::engine::{Completion, Observer, RunStats};
+
+/// Collects completions (compact, 56 bytes each).
+#[derive(Default)]
+pub struct Collector {
+    pub completions: Vec<Completion>,
+    pub on_progress: Option<Box<dyn FnMut(u64)>>,
+}
+
+impl Observer for Collector {
+    fn on_completion(&mut self, c: &Completion) {
+        self.completions.push(*c);
+        if let Some(f) = &mut self.on_progress {
+            f(self.completions.len() as u64);
+        }
+    }
+}
+
+/// Derived per-request metrics (seconds).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RequestMetrics {
+    pub jct_s: f64,
+    pub ttft_s: f64,
+    /// (finish − first token) / (output − 1); `None` for one-token outputs.
+    pub tpot_s: Option<f64>,
+    pub queue_s: f64,
+    /// FastServe's per-token latency: jct / output tokens.
+    pub per_token_s: f64,
+}
+
+pub fn request_metrics(c: &Completion) -> RequestMetrics {
+    let jct_s = ns_to_s(c.finish_ns - c.arrival_ns);
+    RequestMetrics {
+        jct_s,
+        ttft_s: ns_to_s(c.first_token_ns - c.arrival_ns),
+        tpot_s: (c.output_tokens > 1)
+            .then(|| ns_to_s(c.finish_ns - c.first_token_ns) / (c.output_tokens - 1) as f64),
+        queue_s: ns_to_s(c.first_scheduled_ns - c.arrival_ns),
+        per_token_s: jct_s / c.output_tokens as f64,
+    }
+}
+
+/// Mean and percentiles of one metric.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Dist {
+    pub count: u64,
+    pub mean: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+/// Linear-interpolation quantile of sorted data (numpy's default), `q` in [0, 1].
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let pos = q * (sorted.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = pos.ceil() as usize;
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
+impl Dist {
+    pub fn of(mut v: Vec<f64>) -> Option<Dist> {
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        Some(Dist {
+            count: v.len() as u64,
+            mean: v.iter().sum::<f64>() / v.len() as f64,
+            p50: quantile(&v, 0.50),
+            p90: quantile(&v, 0.90),
+            p95: quantile(&v, 0.95),
+            p99: quantile(&v, 0.99),
+            max: *v.last().expect("non-empty"),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ReplicaSummary {
+    pub requests: u64,
+    pub iterations: u64,
+    pub busy_fraction: f64,
+    pub mean_batch_size: f64,
+    pub kv_capacity_blocks: u32,
+    pub peak_kv_blocks: u32,
+    pub preemptions: u64,
+}
+
+/// `summary.json`. Deterministic: no wall-clock figures (those go to `timing.json`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Summary {
+    pub scenario: String,
+    pub policy: String,
+    pub seed: u64,
+    pub requests: u64,
+    pub makespan_s: f64,
+    pub iterations: u64,
+    pub events: u64,
+    pub preemptions: u64,
+    pub throughput_requests_per_s: f64,
+    pub throughput_output_tokens_per_s: f64,
+    pub jct_s: Option<Dist>,
+    pub ttft_s: Option<Dist>,
+    pub tpot_s: Option<Dist>,
+    pub per_token_latency_s: Option<Dist>,
+    pub queue_s: Option<Dist>,
+    pub replicas: Vec<ReplicaSummary>,
+}
+
+pub fn summarize(
+    scenario: &str,
+    policy: &str,
+    seed: u64,
+    completions: &[Completion],
+    stats: &RunStats,
+) -> Summary {
+    let ms: Vec<RequestMetrics> = completions.iter().map(request_metrics).collect();
+    let col = |f: &dyn Fn(&RequestMetrics) -> Option<f64>| {
+        Dist::of(ms.iter().filter_map(f).collect::<Vec<f64>>())
+    };
+    let span_s = ns_to_s(stats.makespan_ns.saturating_sub(stats.first_arrival_ns));
+    let out_tokens: u64 = completions.iter().map(|c| c.output_tokens as u64).sum();
+    let rate = |x: f64| if span_s > 0.0 { x / span_s } else { 0.0 };
+    Summary {
+        scenario: scenario.to_string(),
+        policy: policy.to_string(),
+        seed,
+        requests: completions.len() as u64,
+        makespan_s: ns_to_s(stats.makespan_ns),
+        iterations: stats.iterations,
+        events: stats.events,
+        preemptions: stats.replicas.iter().map(|r| r.preemptions).sum(),
+        throughput_requests_per_s: rate(completions.len() as f64),
+        throughput_output_tokens_per_s: rate(out_tokens as f64),
+        jct_s: col(&|m| Some(m.jct_s)),
+        ttft_s: col(&|m| Some(m.ttft_s)),
+        tpot_s: col(&|m| m.tpot_s),
+        per_token_latency_s: col(&|m| Some(m.per_token_s)),
+        queue_s: col(&|m| Some(m.queue_s)),
+        replicas: stats
+            .replicas
+            .iter()
+            .map(|r| ReplicaSummary {
+                requests: r.requests,
+                iterations: r.iterations,
+                busy_fraction: if stats.makespan_ns > 0 {
+                    r.busy_ns as f64 / stats.makespan_ns as f64
+                } else {
+                    0.0
+                },
+                mean_batch_size: if r.iterations > 0 {
+                    r.batch_requests_sum as f64 / r.iterations as f64
+                } else {
+                    0.0
+                },
+                kv_capacity_blocks: r.kv_capacity_blocks,
+                peak_kv_blocks: r.peak_kv_blocks,
+                preemptions: r.preemptions,
+            })
+            .collect(),
+    }
+}
+
+/// The short table printed after a run.
+pub fn table(s: &Summary) -> String {
+    let mut out = format!(
+        "scenario {}  policy {}  seed {}  requests {}  makespan {:.2} s  iterations {}  preemptions {}\n",
+        s.scenario, s.policy, s.seed, s.requests, s.makespan_s, s.iterations, s.preemptions
+    );
+    out += &format!(
+        "throughput {:.3} req/s, {:.1} output tok/s\n",
+        s.throughput_requests_per_s, s.throughput_output_tokens_per_s
+    );
+    out += &format!(
+        "{:<22}{:>11}{:>11}{:>11}{:>11}{:>11}\n",
+        "metric (s)", "mean", "p50", "p90", "p99", "max"
+    );
+    for (name, d) in [
+        ("jct", &s.jct_s),
+        ("ttft", &s.ttft_s),
+        ("tpot", &s.tpot_s),
+        ("per-token latency", &s.per_token_latency_s),
+        ("queue", &s.queue_s),
+    ] {
+        if let Some(d) = d {
+            out += &format!(
+                "{:<22}{:>11.4}{:>11.4}{:>11.4}{:>11.4}{:>11.4}\n",
+                name, d.mean, d.p50, d.p90, d.p99, d.max
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_interpolate_like_numpy() {
+        let v = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(quantile(&v, 0.5), 2.5);
+        assert_eq!(quantile(&v, 0.0), 1.0);
+        assert_eq!(quantile(&v, 1.0), 4.0);
+        assert!((quantile(&v, 0.9) - 3.7).abs() < 1e-12);
+    }
+
+    #[test]
+    fn request_metrics_by_hand() {
+        let c = Completion {
+            id: 0,
+            replica: 0,
+            arrival_ns: 1_000_000_000,
+            input_tokens: 10,
+            output_tokens: 5,
+            first_scheduled_ns: 1_500_000_000,
+            first_token_ns: 2_000_000_000,
+            finish_ns: 4_000_000_000,
+            preemptions: 0,
+        };
+        let m = request_metrics(&c);
+        assert_eq!(m.jct_s, 3.0);
+        assert_eq!(m.ttft_s, 1.0);
+        assert_eq!(m.tpot_s, Some(0.5));
+        assert_eq!(m.queue_s, 0.5);
+        assert_eq!(m.per_token_s, 0.6);
+    }
+}

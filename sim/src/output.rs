@@ -1,0 +1,129 @@
+//! Writing a run's outputs atomically: everything goes to a temporary sibling directory that is
+//! renamed into place at the end, so an error never leaves a partial result directory.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::engine::time::ns_to_s;
+use crate::error::{Result, SimError};
+use crate::metrics::request_metrics;
+use crate::run::RunOutput;
+
+pub const REQUESTS_HEADER: &str = "id,arrival_s,input_tokens,output_tokens,first_token_s,finish_s,jct_s,ttft_s,tpot_s,queue_s,preemptions,replica";
+
+fn io(path: &Path, e: impl std::fmt::Display) -> SimError {
+    SimError::Io {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    }
+}
+
+/// `requests.csv` text: one row per request, sorted by id, times with 9 decimals (nanoseconds).
+pub fn requests_csv(out: &RunOutput) -> String {
+    let mut s = String::with_capacity(out.completions.len() * 96 + 128);
+    s.push_str(REQUESTS_HEADER);
+    s.push('\n');
+    for c in &out.completions {
+        let m = request_metrics(c);
+        let tpot = m.tpot_s.map(|t| format!("{t:.9}")).unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "{},{:.9},{},{},{:.9},{:.9},{:.9},{:.9},{},{:.9},{},{}",
+            c.id,
+            ns_to_s(c.arrival_ns),
+            c.input_tokens,
+            c.output_tokens,
+            ns_to_s(c.first_token_ns),
+            ns_to_s(c.finish_ns),
+            m.jct_s,
+            m.ttft_s,
+            tpot,
+            m.queue_s,
+            c.preemptions,
+            c.replica
+        );
+    }
+    s
+}
+
+/// A directory being written; dropped without `commit`, it is removed.
+pub struct StagedDir {
+    tmp: PathBuf,
+    dest: PathBuf,
+    committed: bool,
+}
+
+impl StagedDir {
+    pub fn new(dest: &Path) -> Result<Self> {
+        let parent = dest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(|e| io(parent, format!("cannot create: {e}")))?;
+        let name = dest
+            .file_name()
+            .ok_or_else(|| io(dest, "output path has no directory name"))?
+            .to_string_lossy();
+        let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, format!("cannot create: {e}")))?;
+        Ok(StagedDir {
+            tmp,
+            dest: dest.to_path_buf(),
+            committed: false,
+        })
+    }
+
+    pub fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let p = self.tmp.join(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+        }
+        let mut f = std::fs::File::create(&p).map_err(|e| io(&p, e))?;
+        f.write_all(bytes).map_err(|e| io(&p, e))?;
+        Ok(())
+    }
+
+    /// Replace `dest` with the staged directory.
+    pub fn commit(mut self) -> Result<PathBuf> {
+        if self.dest.exists() {
+            std::fs::remove_dir_all(&self.dest)
+                .map_err(|e| io(&self.dest, format!("cannot replace: {e}")))?;
+        }
+        std::fs::rename(&self.tmp, &self.dest).map_err(|e| io(&self.dest, e))?;
+        self.committed = true;
+        Ok(self.dest.clone())
+    }
+}
+
+impl Drop for StagedDir {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(&self.tmp);
+        }
+    }
+}
+
+/// Write `requests.csv`, `summary.json`, `config.json` and `timing.json` into `dest` atomically.
+pub fn write_run(
+    dest: &Path,
+    out: &RunOutput,
+    config: &serde_json::Value,
+    timing: &serde_json::Value,
+) -> Result<PathBuf> {
+    let dir = StagedDir::new(dest)?;
+    dir.write("requests.csv", requests_csv(out).as_bytes())?;
+    let pretty = |v: &serde_json::Value| {
+        let mut s = serde_json::to_string_pretty(v).expect("JSON values serialise");
+        s.push('\n');
+        s
+    };
+    let summary = serde_json::to_value(&out.summary).expect("summary serialises");
+    dir.write("summary.json", pretty(&summary).as_bytes())?;
+    dir.write("config.json", pretty(config).as_bytes())?;
+    dir.write("timing.json", pretty(timing).as_bytes())?;
+    dir.commit()
+}

@@ -1,0 +1,147 @@
+//! `fcfs` — first-come-first-served with iteration-level batching, as in Orca
+//! (Yu et al., "Orca: A Distributed Serving System for Transformer-Based Generative Models", OSDI'22).
+//!
+//! Every iteration runs all admitted (running) requests, then admits waiting requests in arrival
+//! order while the batch has room (`max_batch_size`), the prefill-token budget (`max_batch_tokens`)
+//! allows, and the KV pool can hold the request's *reservation*; admission stops at the first
+//! request that does not fit (no back-filling). Prefills and decodes share an iteration
+//! (selective batching). Admitted requests run to completion.
+//!
+//! | parameter | values | meaning |
+//! |---|---|---|
+//! | `reserve` | `"max"` (default) | reserve KV for the model's context limit at admission — vLLM paper's Orca(Max) |
+//! |           | `"oracle"` | reserve KV for prompt + predicted output — Orca(Oracle) with the `oracle` predictor |
+//!
+//! If a reservation proves too small (a non-oracle predictor under-estimated), the request grows on
+//! demand and, when blocks run out, the latest-arrived running request is preempted by recompute,
+//! as in `vllm`.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use super::common::{insert_by_arrival, make_room_for_decodes, remove_slot};
+use super::{Limits, Plan, Policy, PolicyEntry, PolicyEnv, ReplicaView, RunItem, parse_params};
+use crate::engine::request::Slot;
+use crate::error::{Result, SimError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Reserve {
+    #[default]
+    Max,
+    Oracle,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Params {
+    pub reserve: Reserve,
+}
+
+pub const ENTRY: PolicyEntry = PolicyEntry {
+    name: "fcfs",
+    summary: "Orca: FCFS admission, run to completion, KV reserved at admission (reserve = max | oracle)",
+    build,
+};
+
+fn build(
+    table: Option<&toml::Value>,
+    env: &PolicyEnv,
+) -> Result<(Box<dyn Policy>, serde_json::Value)> {
+    let (params, json) = parse_params::<Params>("fcfs", table)?;
+    Ok((Box::new(Fcfs::new(params, env.limits)), json))
+}
+
+pub struct Fcfs {
+    params: Params,
+    limits: Limits,
+    waiting: VecDeque<Slot>,
+    /// Admitted requests, in arrival order.
+    running: Vec<Slot>,
+}
+
+impl Fcfs {
+    pub fn new(params: Params, limits: Limits) -> Self {
+        Fcfs {
+            params,
+            limits,
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+        }
+    }
+
+    fn reservation_tokens(&self, view: &ReplicaView, s: Slot) -> u64 {
+        let r = view.req(s);
+        match self.params.reserve {
+            Reserve::Max => self.limits.max_context_tokens as u64,
+            Reserve::Oracle => {
+                (r.input_tokens as u64 + r.predicted_output_tokens.max(1) as u64).saturating_sub(1)
+            }
+        }
+    }
+}
+
+impl Policy for Fcfs {
+    fn name(&self) -> &'static str {
+        "fcfs"
+    }
+
+    fn on_arrival(&mut self, s: Slot, view: &ReplicaView) -> Result<()> {
+        let need = view.blocks_for_tokens(self.reservation_tokens(view, s));
+        if need > view.capacity_blocks() {
+            return Err(SimError::Request {
+                id: view.req(s).id,
+                msg: format!(
+                    "fcfs reservation of {need} KV blocks exceeds the replica's {} blocks",
+                    view.capacity_blocks()
+                ),
+            });
+        }
+        self.waiting.push_back(s);
+        Ok(())
+    }
+
+    fn schedule(&mut self, view: &ReplicaView, plan: &mut Plan) {
+        plan.clear();
+        let mut free = make_room_for_decodes(view, &mut self.running, &mut self.waiting, plan);
+        for &s in &self.running {
+            plan.run_on_demand(s);
+        }
+        let mut tokens: u64 = 0;
+        let mut admitted = 0;
+        while let Some(&s) = self.waiting.front() {
+            if plan.run.len() >= self.limits.max_batch_size as usize {
+                break;
+            }
+            if plan.preempt.iter().any(|&(p, _)| p == s) {
+                break; // just preempted: not re-admitted in the same boundary
+            }
+            let r = view.req(s);
+            let t = r.prefill_tokens() as u64;
+            if admitted > 0 && tokens + t > self.limits.max_batch_tokens as u64 {
+                break;
+            }
+            let reserve = view
+                .blocks_for_tokens(self.reservation_tokens(view, s))
+                .max(view.blocks_for_tokens(r.kv_tokens_after_next() as u64));
+            let need = reserve.saturating_sub(r.blocks);
+            if need > free {
+                break;
+            }
+            free -= need;
+            tokens += t;
+            admitted += 1;
+            self.waiting.pop_front();
+            insert_by_arrival(view, &mut self.running, s);
+            plan.run.push(RunItem {
+                slot: s,
+                reserve_blocks: reserve,
+            });
+        }
+    }
+
+    fn on_finish(&mut self, s: Slot) {
+        remove_slot(&mut self.running, s);
+    }
+}

@@ -1,0 +1,159 @@
+//! Scheduling policies: the trait, the read-only replica view they decide from, the plan they
+//! return, and the registry. Adding a policy = one file + one line in [`REGISTRY`].
+//!
+//! Contract: at every iteration boundary the engine calls [`Policy::schedule`]; the policy fills a
+//! [`Plan`] (which requests run next, which resident requests are preempted and how, optional KV
+//! reservations). The engine validates the plan against `max_batch_size`, `max_batch_tokens` and
+//! the KV pool, then applies it. Policies never allocate memory and never see true output lengths.
+
+pub mod common;
+pub mod fcfs;
+pub mod vllm;
+
+use crate::engine::KvPool;
+use crate::engine::kv::blocks_for_tokens;
+use crate::engine::request::{Request, Slab, Slot};
+use crate::engine::time::Ns;
+use crate::error::{Result, SimError};
+
+/// Batch limits every policy must respect (the engine checks them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Maximum requests in one iteration.
+    pub max_batch_size: u32,
+    /// Maximum prefill tokens in one iteration (a batch whose only prefill is larger is allowed:
+    /// a prompt that alone exceeds the budget is rejected at arrival, a recompute is not).
+    pub max_batch_tokens: u32,
+    /// Model context limit in tokens (prompt + output).
+    pub max_context_tokens: u32,
+}
+
+/// What a policy may read about its replica at a decision point.
+pub struct ReplicaView<'a> {
+    pub(crate) reqs: &'a Slab,
+    pub(crate) kv: &'a KvPool,
+    pub now_ns: Ns,
+    pub limits: Limits,
+}
+
+impl<'a> ReplicaView<'a> {
+    pub fn req(&self, s: Slot) -> &Request {
+        self.reqs.get(s)
+    }
+    pub fn free_blocks(&self) -> u32 {
+        self.kv.free_blocks()
+    }
+    pub fn capacity_blocks(&self) -> u32 {
+        self.kv.capacity_blocks()
+    }
+    pub fn block_tokens(&self) -> u32 {
+        self.kv.block_tokens()
+    }
+    pub fn blocks_for_tokens(&self, tokens: u64) -> u32 {
+        blocks_for_tokens(tokens, self.kv.block_tokens()) as u32
+    }
+    /// Extra blocks request `s` needs before its next iteration can run (0 if its resident or
+    /// reserved blocks already cover it).
+    pub fn extra_blocks_for_next(&self, s: Slot) -> u32 {
+        let r = self.req(s);
+        self.blocks_for_tokens(r.kv_tokens_after_next() as u64)
+            .saturating_sub(r.blocks)
+    }
+}
+
+/// How a preempted request gives up its KV.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreemptMode {
+    /// Drop the KV; the request later re-prefills prompt + generated tokens.
+    Recompute,
+}
+
+/// One request to run in the next iteration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunItem {
+    pub slot: Slot,
+    /// Blocks to hold at least (a reservation ahead of need, Orca style); 0 = on demand.
+    pub reserve_blocks: u32,
+}
+
+/// A policy's decision for one iteration boundary. Buffers are reused between iterations.
+#[derive(Debug, Default, Clone)]
+pub struct Plan {
+    pub run: Vec<RunItem>,
+    pub preempt: Vec<(Slot, PreemptMode)>,
+}
+
+impl Plan {
+    pub fn clear(&mut self) {
+        self.run.clear();
+        self.preempt.clear();
+    }
+    pub fn run_on_demand(&mut self, s: Slot) {
+        self.run.push(RunItem {
+            slot: s,
+            reserve_blocks: 0,
+        });
+    }
+}
+
+/// A scheduling policy for one replica.
+pub trait Policy: Send {
+    fn name(&self) -> &'static str;
+    /// A request arrived at this replica. An error rejects the whole run (e.g. a request that can
+    /// never be admitted under this policy's rules).
+    fn on_arrival(&mut self, s: Slot, view: &ReplicaView) -> Result<()>;
+    /// Fill `plan` for the next iteration. An empty plan means "nothing to run".
+    fn schedule(&mut self, view: &ReplicaView, plan: &mut Plan);
+    /// The iteration that ran `batch` ended at `view.now_ns` after `duration_ns`. Finished
+    /// requests are reported separately through [`Policy::on_finish`], after this call.
+    fn on_iteration_end(&mut self, _batch: &[Slot], _duration_ns: Ns, _view: &ReplicaView) {}
+    /// Request `s` emitted its last token and leaves the replica; its slot may be reused.
+    fn on_finish(&mut self, s: Slot);
+}
+
+/// Context a policy constructor may use.
+pub struct PolicyEnv {
+    pub limits: Limits,
+}
+
+/// A policy constructor: its scenario parameter table (if any) → the policy and its fully resolved
+/// parameters (for `config.json`).
+pub type BuildFn =
+    fn(Option<&toml::Value>, &PolicyEnv) -> Result<(Box<dyn Policy>, serde_json::Value)>;
+
+pub struct PolicyEntry {
+    pub name: &'static str,
+    pub summary: &'static str,
+    pub build: BuildFn,
+}
+
+/// Every policy servesim knows. One line per policy.
+pub const REGISTRY: &[PolicyEntry] = &[fcfs::ENTRY, vllm::ENTRY];
+
+pub fn policy_names() -> Vec<&'static str> {
+    REGISTRY.iter().map(|e| e.name).collect()
+}
+
+pub fn lookup(name: &str) -> Result<&'static PolicyEntry> {
+    REGISTRY.iter().find(|e| e.name == name).ok_or_else(|| {
+        SimError::config(format!(
+            "unknown policy `{name}`; valid policies: {}",
+            policy_names().join(", ")
+        ))
+    })
+}
+
+/// Parse a policy's parameter table with its own `deny_unknown_fields` struct.
+pub fn parse_params<P>(policy: &str, table: Option<&toml::Value>) -> Result<(P, serde_json::Value)>
+where
+    P: serde::de::DeserializeOwned + serde::Serialize + Default,
+{
+    let p: P = match table {
+        None => P::default(),
+        Some(v) => v.clone().try_into().map_err(|e: toml::de::Error| {
+            SimError::config(format!("[policies.{policy}]: {}", e.message()))
+        })?,
+    };
+    let json = serde_json::to_value(&p).map_err(|e| SimError::config(e.to_string()))?;
+    Ok((p, json))
+}

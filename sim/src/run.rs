@@ -1,0 +1,170 @@
+//! One run of a resolved scenario: build the trace source, the replicas and the predictor, drive
+//! the engine, and summarise. Reads input files; writes nothing.
+
+use crate::engine::{Completion, EngineConfig, ReplicaParts, RunStats, TraceRow, simulate};
+use crate::error::Result;
+use crate::exec::SimExecutor;
+use crate::metrics::{Collector, Summary, summarize};
+use crate::policy::{PolicyEnv, lookup};
+use crate::scenario::{Resolved, TraceSource};
+use crate::trace::{LengthPair, Synthetic, TraceCsv, read_lengths, scan_trace};
+
+pub struct RunOutput {
+    /// Completed requests, sorted by id.
+    pub completions: Vec<Completion>,
+    pub stats: RunStats,
+    pub summary: Summary,
+}
+
+/// Number of requests the run will see, when known up front (for progress bars).
+pub fn expected_requests(r: &Resolved) -> Option<u64> {
+    match &r.trace {
+        TraceSource::Synthetic { num_requests, .. } => Some(*num_requests),
+        TraceSource::File { limit, .. } => *limit,
+    }
+}
+
+/// Run the simulation. `progress` is called with the number of completed requests.
+pub fn run(r: &Resolved, progress: Option<Box<dyn FnMut(u64)>>) -> Result<RunOutput> {
+    let s = &r.scenario;
+    let env = PolicyEnv { limits: r.limits };
+    let entry = lookup(&s.scheduler.policy)?;
+    let mut parts = Vec::with_capacity(s.replicas as usize);
+    for _ in 0..s.replicas {
+        let (policy, _) = (entry.build)(s.policies.get(&s.scheduler.policy), &env)?;
+        parts.push(ReplicaParts {
+            policy,
+            executor: Box::new(SimExecutor::new(r.cost_model()?)),
+            kv_capacity_blocks: r.kv_capacity_blocks,
+        });
+    }
+    let cfg = EngineConfig {
+        block_tokens: s.memory.block_tokens,
+        limits: r.limits,
+        guards: r.guards,
+    };
+    let mut predictor = crate::predict::build(&s.predictor)?;
+    let mut collector = Collector {
+        completions: Vec::new(),
+        on_progress: progress,
+    };
+    let lengths;
+    let mut trace: Box<dyn Iterator<Item = Result<TraceRow>>> = match &r.trace {
+        TraceSource::File {
+            path,
+            rate_per_s,
+            limit,
+        } => {
+            let rescale = match rate_per_s {
+                None => None,
+                Some(target) => {
+                    let sum = scan_trace(path)?;
+                    let file_rate = sum.mean_rate_per_s().ok_or_else(|| {
+                        crate::error::SimError::Io {
+                            path: path.clone(),
+                            msg: "cannot rescale to a rate: the trace needs ≥ 2 rows spanning a positive time".into(),
+                        }
+                    })?;
+                    Some((sum.first_arrival_s, file_rate / target))
+                }
+            };
+            Box::new(TraceCsv::open(path, rescale, *limit)?)
+        }
+        TraceSource::Synthetic {
+            arrival,
+            rate_per_s,
+            cv,
+            lengths_file,
+            num_requests,
+            drop_over_context,
+        } => {
+            lengths = fit_lengths(
+                read_lengths(lengths_file)?,
+                lengths_file,
+                r.limits.max_context_tokens,
+                *drop_over_context,
+            )?;
+            Box::new(Synthetic::new(
+                *arrival,
+                *rate_per_s,
+                *cv,
+                &lengths,
+                *num_requests,
+                s.seed,
+            )?)
+        }
+    };
+    let stats = simulate(
+        &cfg,
+        trace.as_mut(),
+        parts,
+        predictor.as_mut(),
+        &mut collector,
+    )?;
+    let mut completions = collector.completions;
+    completions.sort_by_key(|c| c.id);
+    let summary = summarize(&s.name, &s.scheduler.policy, s.seed, &completions, &stats);
+    Ok(RunOutput {
+        completions,
+        stats,
+        summary,
+    })
+}
+
+/// Check lengths against the model context: drop the rows that exceed it, or fail naming the
+/// first one (line numbers assume one record per line, as every supported lengths file has).
+fn fit_lengths(
+    lengths: Vec<LengthPair>,
+    path: &std::path::Path,
+    max_context_tokens: u32,
+    drop_over_context: bool,
+) -> Result<Vec<LengthPair>> {
+    let fits = |l: &LengthPair| {
+        l.input_tokens as u64 + l.output_tokens as u64 <= max_context_tokens as u64
+    };
+    if drop_over_context {
+        let kept: Vec<LengthPair> = lengths.into_iter().filter(fits).collect();
+        if kept.is_empty() {
+            return Err(crate::error::SimError::Io {
+                path: path.to_path_buf(),
+                msg: format!("no row fits the model context of {max_context_tokens} tokens"),
+            });
+        }
+        return Ok(kept);
+    }
+    if let Some(i) = lengths.iter().position(|l| !fits(l)) {
+        return Err(crate::error::SimError::Input {
+            path: path.to_path_buf(),
+            line: i as u64 + 2,
+            field: "input_tokens".into(),
+            msg: format!(
+                "input + output = {} tokens exceeds the model context of {max_context_tokens} tokens (set `drop_over_context = true` in [trace] to skip such rows)",
+                lengths[i].input_tokens as u64 + lengths[i].output_tokens as u64
+            ),
+        });
+    }
+    Ok(lengths)
+}
+
+/// The fully resolved configuration recorded in `config.json`.
+pub fn config_json(r: &Resolved) -> serde_json::Value {
+    serde_json::json!({
+        "scenario": r.scenario,
+        "scenario_file": r.scenario_path,
+        "resolved": {
+            "model": r.model,
+            "gpu": r.gpu,
+            "kv_capacity_blocks": r.kv_capacity_blocks,
+            "kv_bytes_per_token": r.model.kv_bytes_per_token(),
+            "weight_bytes": r.model.weight_bytes(),
+            "limits": {
+                "max_batch_size": r.limits.max_batch_size,
+                "max_batch_tokens": r.limits.max_batch_tokens,
+                "max_context_tokens": r.limits.max_context_tokens,
+            },
+            "policy_params": r.policy_params,
+            "analytic_params": r.analytic_params,
+        },
+        "servesim_version": env!("CARGO_PKG_VERSION"),
+    })
+}

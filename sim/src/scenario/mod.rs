@@ -1,0 +1,553 @@
+//! Scenario files (TOML): schema, validation, CLI overrides and resolution into the parts a run
+//! needs. Every table denies unknown keys. Relative paths are relative to the scenario file's
+//! directory (paths given on the command line are relative to the working directory).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalogue::{Catalogue, GpuSpec, ModelSpec};
+use crate::cost::CostModel;
+use crate::cost::analytic::{AnalyticCost, AnalyticParams};
+use crate::cost::constant::ConstantCost;
+use crate::cost::linear::LinearCost;
+use crate::engine::Guards;
+use crate::error::{Result, SimError};
+use crate::policy::Limits;
+use crate::trace::ArrivalProcess;
+
+const ANALYTIC_FIT_TOML: &str = include_str!("../../catalogue/analytic_fit.toml");
+
+/// A whole scenario file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Scenario name; the default output directory is `results/<name>/<policy>/`.
+    pub name: String,
+    /// The one seed of the run; every random stream derives from it.
+    #[serde(default)]
+    pub seed: u64,
+    /// Model name from the catalogue (e.g. `opt-13b`, `llama-2-7b`).
+    pub model: String,
+    /// GPU name from the catalogue (e.g. `a100-40gb`).
+    pub gpu: String,
+    /// Tensor-parallel degree (GPUs per pipeline stage).
+    #[serde(default = "one")]
+    pub tp: u32,
+    /// Pipeline-parallel degree (stages per replica).
+    #[serde(default = "one")]
+    pub pp: u32,
+    /// Number of model replicas; requests are routed round-robin.
+    #[serde(default = "one")]
+    pub replicas: u32,
+    /// Extra catalogue files (`[models.NAME]`, `[gpus.NAME]` tables) added to the built-in one.
+    #[serde(default)]
+    pub catalogue_files: Vec<PathBuf>,
+    /// Output-length predictor the policies see (`oracle`).
+    #[serde(default = "oracle")]
+    pub predictor: String,
+    pub trace: TraceSpec,
+    #[serde(default)]
+    pub memory: MemorySpec,
+    pub cost: CostSpec,
+    pub scheduler: SchedulerSpec,
+    /// Per-policy parameter tables, `[policies.NAME]`.
+    #[serde(default)]
+    pub policies: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    pub limits: LimitsSpec,
+}
+
+fn one() -> u32 {
+    1
+}
+fn oracle() -> String {
+    "oracle".into()
+}
+
+/// `[trace]`: either `file`, or a synthetic trace (`arrival`, `rate_per_s`, `lengths_file`,
+/// `num_requests`, optional `cv`).
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TraceSpec {
+    /// Canonical (`arrival_s,input_tokens,output_tokens`) or Vidur trace CSV.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// Synthetic: `poisson`, `gamma` or `constant`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arrival: Option<ArrivalProcess>,
+    /// Synthetic: mean arrival rate. With `file`: rescale the file's arrivals to this mean rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_per_s: Option<f64>,
+    /// Synthetic gamma: coefficient of variation of inter-arrival times (default 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cv: Option<f64>,
+    /// Synthetic: CSV of `input_tokens,output_tokens` sampled with replacement.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lengths_file: Option<PathBuf>,
+    /// Synthetic: number of requests. With `file`: read at most this many rows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub num_requests: Option<u64>,
+    /// Synthetic: skip lengths-file rows whose input + output exceed the model context (the
+    /// count is reported); without it such a row is an error naming its line.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drop_over_context: bool,
+}
+
+/// `[memory]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemorySpec {
+    /// Tokens per KV block.
+    pub block_tokens: u32,
+    /// Fraction of each GPU's memory servesim may use.
+    pub gpu_memory_utilization: f64,
+    /// Bytes per GPU kept for activations and workspace.
+    pub activation_reserve_bytes: u64,
+    /// Override: KV blocks per replica (ignores the memory arithmetic; for tests and teaching).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kv_capacity_blocks: Option<u32>,
+}
+
+impl Default for MemorySpec {
+    fn default() -> Self {
+        MemorySpec {
+            block_tokens: 16,
+            gpu_memory_utilization: 0.9,
+            activation_reserve_bytes: 1 << 30,
+            kv_capacity_blocks: None,
+        }
+    }
+}
+
+/// `[cost]`: `model = "analytic" | "linear" | "constant"` and that model's parameters.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "model", rename_all = "lowercase", deny_unknown_fields)]
+pub enum CostSpec {
+    Constant {
+        iteration_s: f64,
+    },
+    Linear(LinearCost),
+    Analytic {
+        /// Overrides of the fitted parameters for this scenario's GPU.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        params: Option<toml::Value>,
+    },
+}
+
+/// `[scheduler]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerSpec {
+    pub policy: String,
+    #[serde(default = "default_batch")]
+    pub max_batch_size: u32,
+    #[serde(default = "default_tokens")]
+    pub max_batch_tokens: u32,
+    /// Context limit; defaults to the model's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_context_tokens: Option<u32>,
+}
+
+fn default_batch() -> u32 {
+    256
+}
+fn default_tokens() -> u32 {
+    2048
+}
+
+/// `[limits]`: guards that end a run with an error instead of a hang.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSpec {
+    pub max_events: u64,
+    pub max_sim_s: f64,
+    pub max_queue: u64,
+}
+
+impl Default for LimitsSpec {
+    fn default() -> Self {
+        let g = Guards::default();
+        LimitsSpec {
+            max_events: g.max_events,
+            max_sim_s: g.max_sim_ns as f64 / 1e9,
+            max_queue: g.max_queue as u64,
+        }
+    }
+}
+
+/// CLI overrides of the common fields.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub trace: Option<PathBuf>,
+    pub policy: Option<String>,
+    pub rate_per_s: Option<f64>,
+    pub seed: Option<u64>,
+    pub num_requests: Option<u64>,
+}
+
+/// Turn a TOML error into "line N, column C: message".
+pub fn toml_error_message(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+            format!("line {line}, column {col}: {}", e.message().trim())
+        }
+        None => e.message().trim().to_string(),
+    }
+}
+
+/// A loaded scenario with its base directory.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub path: PathBuf,
+    pub base_dir: PathBuf,
+    pub scenario: Scenario,
+}
+
+pub fn load(path: &Path) -> Result<Loaded> {
+    let text = std::fs::read_to_string(path).map_err(|e| SimError::Io {
+        path: path.to_path_buf(),
+        msg: format!("cannot read scenario: {e}"),
+    })?;
+    parse(path, &text)
+}
+
+pub fn parse(path: &Path, text: &str) -> Result<Loaded> {
+    let scenario: Scenario = toml::from_str(text).map_err(|e| SimError::Scenario {
+        path: path.to_path_buf(),
+        msg: toml_error_message(text, &e),
+    })?;
+    Ok(Loaded {
+        path: path.to_path_buf(),
+        base_dir: path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(".")),
+        scenario,
+    })
+}
+
+/// Where a run's requests come from, with paths resolved.
+#[derive(Debug, Clone)]
+pub enum TraceSource {
+    File {
+        path: PathBuf,
+        rate_per_s: Option<f64>,
+        limit: Option<u64>,
+    },
+    Synthetic {
+        arrival: ArrivalProcess,
+        rate_per_s: f64,
+        cv: f64,
+        lengths_file: PathBuf,
+        num_requests: u64,
+        drop_over_context: bool,
+    },
+}
+
+/// Everything a run needs, validated.
+pub struct Resolved {
+    pub scenario: Scenario,
+    pub scenario_path: PathBuf,
+    pub model: ModelSpec,
+    pub gpu: GpuSpec,
+    pub trace: TraceSource,
+    pub limits: Limits,
+    pub guards: Guards,
+    pub kv_capacity_blocks: u32,
+    pub policy_params: serde_json::Value,
+    pub analytic_params: Option<AnalyticParams>,
+}
+
+impl Loaded {
+    fn err(&self, msg: impl Into<String>) -> SimError {
+        SimError::Scenario {
+            path: self.path.clone(),
+            msg: msg.into(),
+        }
+    }
+
+    fn rel(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    /// Apply CLI overrides and validate everything that can be checked before the run.
+    pub fn resolve(mut self, o: &Overrides) -> Result<Resolved> {
+        let s = &mut self.scenario;
+        if let Some(seed) = o.seed {
+            s.seed = seed;
+        }
+        if let Some(p) = &o.policy {
+            s.scheduler.policy = p.clone();
+        }
+        let mut trace_from_cli = false;
+        if let Some(t) = &o.trace {
+            s.trace = TraceSpec {
+                file: Some(t.clone()),
+                ..Default::default()
+            };
+            trace_from_cli = true;
+        }
+        if let Some(r) = o.rate_per_s {
+            s.trace.rate_per_s = Some(r);
+        }
+        if let Some(n) = o.num_requests {
+            s.trace.num_requests = Some(n);
+        }
+        let s = self.scenario.clone();
+        let mut cat = Catalogue::builtin();
+        for f in &s.catalogue_files {
+            cat.extend_from_file(&self.rel(f))?;
+        }
+        let wrap = |e: SimError| match e {
+            SimError::Config(m) => self.err(m),
+            other => other,
+        };
+        let model = cat.model(&s.model).map_err(wrap)?.clone();
+        let gpu = cat.gpu(&s.gpu).map_err(wrap)?.clone();
+        for (k, v) in [("tp", s.tp), ("pp", s.pp), ("replicas", s.replicas)] {
+            if v == 0 {
+                return Err(self.err(format!("`{k}` must be ≥ 1")));
+            }
+        }
+        if model.layers % s.pp != 0 {
+            return Err(self.err(format!(
+                "pp = {} does not divide the model's {} layers",
+                s.pp, model.layers
+            )));
+        }
+        if model.heads % s.tp != 0 {
+            return Err(self.err(format!(
+                "tp = {} does not divide the model's {} attention heads",
+                s.tp, model.heads
+            )));
+        }
+        crate::predict::build(&s.predictor).map_err(wrap)?;
+
+        // Trace.
+        let t = &s.trace;
+        let trace = match (&t.file, &t.lengths_file) {
+            (Some(_), Some(_)) => {
+                return Err(self.err("[trace]: give either `file` or `lengths_file`, not both"));
+            }
+            (None, None) => {
+                return Err(self.err(
+                    "[trace]: give `file` (a trace CSV) or a synthetic trace (`arrival`, `rate_per_s`, `lengths_file`, `num_requests`)",
+                ));
+            }
+            (Some(f), None) => {
+                if t.arrival.is_some() || t.cv.is_some() || t.drop_over_context {
+                    return Err(self.err(
+                        "[trace]: `arrival`, `cv` and `drop_over_context` apply to synthetic traces only, not to `file`",
+                    ));
+                }
+                TraceSource::File {
+                    path: if trace_from_cli {
+                        f.clone()
+                    } else {
+                        self.rel(f)
+                    },
+                    rate_per_s: t.rate_per_s,
+                    limit: t.num_requests,
+                }
+            }
+            (None, Some(l)) => TraceSource::Synthetic {
+                arrival: t.arrival.unwrap_or(ArrivalProcess::Poisson),
+                rate_per_s: t
+                    .rate_per_s
+                    .ok_or_else(|| self.err("[trace]: synthetic traces need `rate_per_s`"))?,
+                cv: t.cv.unwrap_or(1.0),
+                lengths_file: self.rel(l),
+                num_requests: t
+                    .num_requests
+                    .ok_or_else(|| self.err("[trace]: synthetic traces need `num_requests`"))?,
+                drop_over_context: t.drop_over_context,
+            },
+        };
+        if let Some(r) = t.rate_per_s
+            && !(r.is_finite() && r > 0.0)
+        {
+            return Err(self.err(format!(
+                "[trace] rate_per_s must be a finite number > 0, got {r}"
+            )));
+        }
+        if let Some(cv) = t.cv
+            && !(cv.is_finite() && cv > 0.0)
+        {
+            return Err(self.err(format!("[trace] cv must be a finite number > 0, got {cv}")));
+        }
+
+        // Limits.
+        let sch = &s.scheduler;
+        if sch.max_batch_size == 0 || sch.max_batch_tokens == 0 {
+            return Err(self.err("[scheduler] max_batch_size and max_batch_tokens must be ≥ 1"));
+        }
+        let limits = Limits {
+            max_batch_size: sch.max_batch_size,
+            max_batch_tokens: sch.max_batch_tokens,
+            max_context_tokens: sch.max_context_tokens.unwrap_or(model.max_context_tokens),
+        };
+        let l = &s.limits;
+        if !(l.max_sim_s.is_finite() && l.max_sim_s > 0.0) || l.max_events == 0 || l.max_queue == 0
+        {
+            return Err(self.err("[limits]: every limit must be > 0"));
+        }
+        let guards = Guards {
+            max_events: l.max_events,
+            max_sim_ns: (l.max_sim_s * 1e9).min(u64::MAX as f64 / 2.0) as u64,
+            max_queue: l.max_queue.min(usize::MAX as u64) as usize,
+        };
+
+        // Memory.
+        let m = &s.memory;
+        if m.block_tokens == 0 {
+            return Err(self.err("[memory] block_tokens must be ≥ 1"));
+        }
+        let kv_capacity_blocks = match m.kv_capacity_blocks {
+            Some(0) => return Err(self.err("[memory] kv_capacity_blocks must be ≥ 1")),
+            Some(b) => b,
+            None => kv_blocks_from_memory(&model, &gpu, s.tp, s.pp, m).map_err(|e| self.err(e))?,
+        };
+
+        // Policy parameters.
+        let entry = crate::policy::lookup(&sch.policy).map_err(wrap)?;
+        for k in s.policies.keys() {
+            crate::policy::lookup(k).map_err(|_| {
+                self.err(format!(
+                    "[policies.{k}]: unknown policy; valid policies: {}",
+                    crate::policy::policy_names().join(", ")
+                ))
+            })?;
+        }
+        let env = crate::policy::PolicyEnv { limits };
+        let (_, policy_params) = (entry.build)(s.policies.get(&sch.policy), &env).map_err(wrap)?;
+
+        // Cost model.
+        let analytic_params = match &s.cost {
+            CostSpec::Constant { iteration_s } => {
+                if !(iteration_s.is_finite() && *iteration_s >= 0.0) {
+                    return Err(self.err(format!(
+                        "[cost] iteration_s must be a finite number ≥ 0, got {iteration_s}"
+                    )));
+                }
+                None
+            }
+            CostSpec::Linear(lc) => {
+                lc.validate().map_err(wrap)?;
+                None
+            }
+            CostSpec::Analytic { params } => {
+                let p = analytic_params_for(&s.gpu, params.as_ref()).map_err(|e| self.err(e))?;
+                AnalyticCost::new(model.clone(), gpu.clone(), s.tp, p.clone()).map_err(wrap)?;
+                Some(p)
+            }
+        };
+
+        Ok(Resolved {
+            scenario: s,
+            scenario_path: self.path.clone(),
+            model,
+            gpu,
+            trace,
+            limits,
+            guards,
+            kv_capacity_blocks,
+            policy_params,
+            analytic_params,
+        })
+    }
+}
+
+/// KV blocks per replica: (tp·pp GPUs × (memory × utilisation − activation reserve) − weights)
+/// / (KV bytes per token × block tokens).
+pub fn kv_blocks_from_memory(
+    model: &ModelSpec,
+    gpu: &GpuSpec,
+    tp: u32,
+    pp: u32,
+    m: &MemorySpec,
+) -> std::result::Result<u32, String> {
+    if !(m.gpu_memory_utilization > 0.0 && m.gpu_memory_utilization <= 1.0) {
+        return Err(format!(
+            "[memory] gpu_memory_utilization must be in (0, 1], got {}",
+            m.gpu_memory_utilization
+        ));
+    }
+    let gpus = (tp * pp) as f64;
+    let usable = gpus
+        * (gpu.memory_bytes as f64 * m.gpu_memory_utilization - m.activation_reserve_bytes as f64);
+    let weights = model.weight_bytes() as f64;
+    let kv_bytes = usable - weights;
+    let gib = |b: f64| b / (1u64 << 30) as f64;
+    if kv_bytes <= 0.0 {
+        return Err(format!(
+            "the model does not fit: weights {:.1} GiB, usable memory {:.1} GiB on {} GPU(s) (tp × pp); raise tp or pp, or use a larger GPU",
+            gib(weights),
+            gib(usable),
+            tp * pp
+        ));
+    }
+    let block_bytes = model.kv_bytes_per_token() as f64 * m.block_tokens as f64;
+    let blocks = (kv_bytes / block_bytes).floor();
+    if blocks < 1.0 {
+        return Err("no room for even one KV block after the weights".into());
+    }
+    Ok(blocks.min(u32::MAX as f64) as u32)
+}
+
+/// The fitted analytic parameters for `gpu`, with the scenario's overrides applied.
+pub fn analytic_params_for(
+    gpu: &str,
+    overrides: Option<&toml::Value>,
+) -> std::result::Result<AnalyticParams, String> {
+    let fits: BTreeMap<String, toml::Table> =
+        toml::from_str(ANALYTIC_FIT_TOML).expect("built-in analytic_fit.toml is valid (tested)");
+    let key = gpu.to_lowercase();
+    let mut table = fits.get(&key).cloned().ok_or_else(|| {
+        format!(
+            "no fitted analytic parameters for GPU `{gpu}` (fitted: {}); give all of them in [cost.params]",
+            fits.keys().cloned().collect::<Vec<_>>().join(", ")
+        )
+    })?;
+    table.retain(|k, _| !k.starts_with("fit_"));
+    if let Some(o) = overrides {
+        let o = o
+            .as_table()
+            .ok_or("[cost.params] must be a table of analytic parameters")?;
+        for (k, v) in o {
+            table.insert(k.clone(), v.clone());
+        }
+    }
+    let p: AnalyticParams = toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| format!("[cost.params]: {}", e.message().trim()))?;
+    p.validate().map_err(|e| e.to_string())?;
+    Ok(p)
+}
+
+impl Resolved {
+    pub fn cost_model(&self) -> Result<Box<dyn CostModel>> {
+        Ok(match &self.scenario.cost {
+            CostSpec::Constant { iteration_s } => Box::new(ConstantCost {
+                iteration_s: *iteration_s,
+            }),
+            CostSpec::Linear(l) => Box::new(l.clone()),
+            CostSpec::Analytic { .. } => Box::new(AnalyticCost::new(
+                self.model.clone(),
+                self.gpu.clone(),
+                self.scenario.tp,
+                self.analytic_params
+                    .clone()
+                    .expect("resolve() sets analytic params for the analytic model"),
+            )?),
+        })
+    }
+}

@@ -1,0 +1,341 @@
+//! Streaming reader for request traces.
+//!
+//! Accepted headers (extra columns such as `id` are ignored):
+//! - canonical: `arrival_s,input_tokens,output_tokens`;
+//! - Vidur replay: `arrived_at,num_prefill_tokens,num_decode_tokens`.
+//!
+//! Every problem is reported with the file, the 1-based line and the field.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use crate::engine::TraceRow;
+use crate::engine::time::{Ns, instant_ns_round};
+use crate::error::{Result, SimError};
+
+/// The column names of one supported trace format.
+#[derive(Debug, Clone, Copy)]
+pub struct Columns {
+    pub arrival: &'static str,
+    pub input: &'static str,
+    pub output: &'static str,
+}
+
+pub const CANONICAL: Columns = Columns {
+    arrival: "arrival_s",
+    input: "input_tokens",
+    output: "output_tokens",
+};
+pub const VIDUR: Columns = Columns {
+    arrival: "arrived_at",
+    input: "num_prefill_tokens",
+    output: "num_decode_tokens",
+};
+
+pub(crate) fn io_err(path: &Path, e: impl std::fmt::Display) -> SimError {
+    SimError::Io {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    }
+}
+
+pub(crate) fn input_err(path: &Path, line: u64, field: &str, msg: impl Into<String>) -> SimError {
+    SimError::Input {
+        path: path.to_path_buf(),
+        line,
+        field: field.to_string(),
+        msg: msg.into(),
+    }
+}
+
+/// Open a CSV file and return its reader and (BOM-stripped, trimmed) header names, after
+/// rejecting an empty file and duplicated header names.
+pub(crate) fn open_csv(path: &Path) -> Result<(csv::Reader<BufReader<File>>, Vec<String>)> {
+    let f = File::open(path).map_err(|e| io_err(path, format!("cannot open: {e}")))?;
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(false)
+        .trim(csv::Trim::All)
+        .from_reader(BufReader::new(f));
+    let headers = rdr
+        .headers()
+        .map_err(|e| csv_err(path, 1, "header", e))?
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            if i == 0 {
+                h.trim_start_matches('\u{feff}').to_string()
+            } else {
+                h.to_string()
+            }
+        })
+        .collect::<Vec<_>>();
+    if headers.iter().all(|h| h.is_empty()) {
+        return Err(input_err(
+            path,
+            1,
+            "header",
+            "the file is empty (no header row)",
+        ));
+    }
+    for (i, h) in headers.iter().enumerate() {
+        if headers[..i].contains(h) {
+            return Err(input_err(
+                path,
+                1,
+                h,
+                "column name appears twice in the header",
+            ));
+        }
+    }
+    Ok((rdr, headers))
+}
+
+pub(crate) fn csv_err(path: &Path, line: u64, field: &str, e: csv::Error) -> SimError {
+    let line = e.position().map(|p| p.line()).unwrap_or(line);
+    let msg = match e.kind() {
+        csv::ErrorKind::Utf8 { .. } => "not valid UTF-8".to_string(),
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => format!("row has {len} fields, the header has {expected_len}"),
+        _ => e.to_string(),
+    };
+    input_err(path, line, field, msg)
+}
+
+/// Index of each wanted column, or an error naming the missing one and the accepted headers.
+pub(crate) fn locate(
+    path: &Path,
+    headers: &[String],
+    formats: &[Columns],
+    need_arrival: bool,
+) -> Result<(Columns, Option<usize>, usize, usize)> {
+    let find = |n: &str| headers.iter().position(|h| h == n);
+    for f in formats {
+        if let (Some(i), Some(o)) = (find(f.input), find(f.output)) {
+            let a = find(f.arrival);
+            if need_arrival && a.is_none() {
+                return Err(input_err(
+                    path,
+                    1,
+                    f.arrival,
+                    format!(
+                        "missing column `{}` (header has: {})",
+                        f.arrival,
+                        headers.join(",")
+                    ),
+                ));
+            }
+            return Ok((*f, a, i, o));
+        }
+    }
+    let wanted = formats
+        .iter()
+        .map(|f| {
+            if need_arrival {
+                format!("{},{},{}", f.arrival, f.input, f.output)
+            } else {
+                format!("{},{}", f.input, f.output)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("` or `");
+    let missing = formats
+        .iter()
+        .flat_map(|f| [f.input, f.output])
+        .find(|c| find(c).is_none())
+        .unwrap_or("input_tokens");
+    Err(input_err(
+        path,
+        1,
+        missing,
+        format!(
+            "missing column; expected a header with `{wanted}` (header has: {})",
+            headers.join(",")
+        ),
+    ))
+}
+
+pub(crate) fn parse_tokens(path: &Path, line: u64, field: &str, s: &str) -> Result<u32> {
+    let v: u64 = s.parse().map_err(|_| {
+        input_err(
+            path,
+            line,
+            field,
+            format!("expected a whole number of tokens ≥ 1, got `{}`", clip(s)),
+        )
+    })?;
+    if v == 0 {
+        return Err(input_err(path, line, field, "must be ≥ 1, got 0"));
+    }
+    if v > u32::MAX as u64 {
+        return Err(input_err(path, line, field, format!("{v} is too large")));
+    }
+    Ok(v as u32)
+}
+
+pub(crate) fn parse_seconds(path: &Path, line: u64, field: &str, s: &str) -> Result<f64> {
+    let v: f64 = s.parse().map_err(|_| {
+        input_err(
+            path,
+            line,
+            field,
+            format!("expected seconds (a number ≥ 0), got `{}`", clip(s)),
+        )
+    })?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(input_err(
+            path,
+            line,
+            field,
+            format!("expected seconds (a finite number ≥ 0), got `{}`", clip(s)),
+        ));
+    }
+    Ok(v)
+}
+
+fn clip(s: &str) -> String {
+    if s.chars().count() > 40 {
+        format!("{}…", s.chars().take(40).collect::<String>())
+    } else {
+        s.to_string()
+    }
+}
+
+/// Count, first and last arrival of a trace file (a pre-pass for `--rate` rescaling).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TraceSummary {
+    pub rows: u64,
+    pub first_arrival_s: f64,
+    pub last_arrival_s: f64,
+}
+
+impl TraceSummary {
+    /// Mean arrival rate: (rows − 1) / span. `None` with < 2 rows or a zero span.
+    pub fn mean_rate_per_s(&self) -> Option<f64> {
+        let span = self.last_arrival_s - self.first_arrival_s;
+        (self.rows >= 2 && span > 0.0).then(|| (self.rows - 1) as f64 / span)
+    }
+}
+
+/// Validate a whole trace file and summarise it.
+pub fn scan_trace(path: &Path) -> Result<TraceSummary> {
+    let mut rows = 0;
+    let mut first = 0.0;
+    let mut last = 0.0;
+    for r in TraceCsv::open(path, None, None)? {
+        let r = r?;
+        let t = r.arrival_ns as f64 / 1e9;
+        if rows == 0 {
+            first = t;
+        }
+        last = t;
+        rows += 1;
+    }
+    Ok(TraceSummary {
+        rows,
+        first_arrival_s: first,
+        last_arrival_s: last,
+    })
+}
+
+/// Rows of a trace file as [`TraceRow`]s, validated, in file order.
+pub struct TraceCsv {
+    path: PathBuf,
+    rdr: csv::Reader<BufReader<File>>,
+    record: csv::StringRecord,
+    cols: Columns,
+    idx: (usize, usize, usize),
+    next_id: u64,
+    last_arrival_s: f64,
+    /// `(first_arrival_s, factor)`: arrival ← first + (arrival − first) · factor.
+    rescale: Option<(f64, f64)>,
+    limit: Option<u64>,
+    done: bool,
+}
+
+impl TraceCsv {
+    /// Open `path`. `rescale` stretches arrival times; `limit` stops after that many rows.
+    pub fn open(path: &Path, rescale: Option<(f64, f64)>, limit: Option<u64>) -> Result<Self> {
+        let (rdr, headers) = open_csv(path)?;
+        let (cols, a, i, o) = locate(path, &headers, &[CANONICAL, VIDUR], true)?;
+        Ok(TraceCsv {
+            path: path.to_path_buf(),
+            rdr,
+            record: csv::StringRecord::new(),
+            cols,
+            idx: (a.expect("locate checked the arrival column"), i, o),
+            next_id: 0,
+            last_arrival_s: f64::NEG_INFINITY,
+            rescale,
+            limit,
+            done: false,
+        })
+    }
+
+    fn read_row(&mut self) -> Result<Option<TraceRow>> {
+        if self.limit.is_some_and(|l| self.next_id >= l) {
+            return Ok(None);
+        }
+        let more = self
+            .rdr
+            .read_record(&mut self.record)
+            .map_err(|e| csv_err(&self.path, 0, "row", e))?;
+        if !more {
+            return Ok(None);
+        }
+        let line = self.record.position().map(|p| p.line()).unwrap_or(0);
+        let p = &self.path;
+        let (a, i, o) = self.idx;
+        let arrival_s = parse_seconds(p, line, self.cols.arrival, &self.record[a])?;
+        let input = parse_tokens(p, line, self.cols.input, &self.record[i])?;
+        let output = parse_tokens(p, line, self.cols.output, &self.record[o])?;
+        if arrival_s < self.last_arrival_s {
+            return Err(input_err(
+                p,
+                line,
+                self.cols.arrival,
+                format!(
+                    "arrivals must be sorted: {arrival_s} comes after {}",
+                    self.last_arrival_s
+                ),
+            ));
+        }
+        self.last_arrival_s = arrival_s;
+        let t = match self.rescale {
+            Some((first, factor)) => first + (arrival_s - first) * factor,
+            None => arrival_s,
+        };
+        let arrival_ns: Ns = instant_ns_round(t)
+            .ok_or_else(|| input_err(p, line, self.cols.arrival, "arrival time out of range"))?;
+        let id = self.next_id;
+        self.next_id += 1;
+        Ok(Some(TraceRow {
+            id,
+            arrival_ns,
+            input_tokens: input,
+            output_tokens: output,
+        }))
+    }
+}
+
+impl Iterator for TraceCsv {
+    type Item = Result<TraceRow>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.read_row() {
+            Ok(Some(r)) => Some(Ok(r)),
+            Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
