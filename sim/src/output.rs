@@ -10,7 +10,7 @@ use crate::error::{Result, SimError};
 use crate::metrics::request_metrics;
 use crate::run::RunOutput;
 
-pub const REQUESTS_HEADER: &str = "id,arrival_s,input_tokens,output_tokens,first_token_s,finish_s,jct_s,ttft_s,tpot_s,queue_s,preemptions,replica";
+pub const REQUESTS_HEADER: &str = "id,arrival_s,input_tokens,output_tokens,first_token_s,finish_s,jct_s,ttft_s,tpot_s,queue_s,preemptions,replica,predicted_output_tokens,priority_at_finish,demotions,promotions";
 
 fn io(path: &Path, e: impl std::fmt::Display) -> SimError {
     SimError::Io {
@@ -29,7 +29,7 @@ pub fn requests_csv(out: &RunOutput) -> String {
         let tpot = m.tpot_s.map(|t| format!("{t:.9}")).unwrap_or_default();
         let _ = writeln!(
             s,
-            "{},{:.9},{},{},{:.9},{:.9},{:.9},{:.9},{},{:.9},{},{}",
+            "{},{:.9},{},{},{:.9},{:.9},{:.9},{:.9},{},{:.9},{},{},{},{},{},{}",
             c.id,
             ns_to_s(c.arrival_ns),
             c.input_tokens,
@@ -41,7 +41,11 @@ pub fn requests_csv(out: &RunOutput) -> String {
             tpot,
             m.queue_s,
             c.preemptions,
-            c.replica
+            c.replica,
+            c.predicted_output_tokens,
+            c.priority,
+            c.demotions,
+            c.promotions
         );
     }
     s

@@ -27,7 +27,10 @@ pub fn expected_requests(r: &Resolved) -> Option<u64> {
 /// Run the simulation. `progress` is called with the number of completed requests.
 pub fn run(r: &Resolved, progress: Option<Box<dyn FnMut(u64)>>) -> Result<RunOutput> {
     let s = &r.scenario;
-    let env = PolicyEnv { limits: r.limits };
+    let env = PolicyEnv {
+        limits: r.limits,
+        cost: r.cost_model()?.into(),
+    };
     let entry = lookup(&s.scheduler.policy)?;
     let mut parts = Vec::with_capacity(s.replicas as usize);
     for _ in 0..s.replicas {
@@ -43,7 +46,12 @@ pub fn run(r: &Resolved, progress: Option<Box<dyn FnMut(u64)>>) -> Result<RunOut
         limits: r.limits,
         guards: r.guards,
     };
-    let mut predictor = crate::predict::build(&s.predictor)?;
+    let (mut predictor, _) = crate::predict::build(
+        &r.predictor,
+        s.predictors.get(&r.predictor),
+        s.seed,
+        &mut || reference_outputs(r),
+    )?;
     let mut collector = Collector {
         completions: Vec::new(),
         on_progress: progress,
@@ -111,6 +119,19 @@ pub fn run(r: &Resolved, progress: Option<Box<dyn FnMut(u64)>>) -> Result<RunOut
     })
 }
 
+/// The trace's output lengths (for predictors that model a classifier trained on them).
+fn reference_outputs(r: &Resolved) -> Result<Vec<u32>> {
+    Ok(match &r.trace {
+        TraceSource::Synthetic { lengths_file, .. } => read_lengths(lengths_file)?
+            .iter()
+            .map(|l| l.output_tokens)
+            .collect(),
+        TraceSource::File { path, limit, .. } => TraceCsv::open(path, None, *limit)?
+            .map(|row| row.map(|t| t.output_tokens))
+            .collect::<Result<Vec<u32>>>()?,
+    })
+}
+
 /// Check lengths against the model context: drop the rows that exceed it, or fail naming the
 /// first one (line numbers assume one record per line, as every supported lengths file has).
 fn fit_lengths(
@@ -163,6 +184,7 @@ pub fn config_json(r: &Resolved) -> serde_json::Value {
                 "max_context_tokens": r.limits.max_context_tokens,
             },
             "policy_params": r.policy_params,
+            "predictor": r.predictor,
             "analytic_params": r.analytic_params,
         },
         "servesim_version": env!("CARGO_PKG_VERSION"),

@@ -22,7 +22,7 @@ use crate::cost::BatchShape;
 use crate::error::{Result, SimError};
 use crate::exec::Executor;
 use crate::policy::{Limits, Plan, Policy, PreemptMode, ReplicaView};
-use crate::predict::Predictor;
+use crate::predict::{Predictor, extend_prediction};
 
 /// One trace row, ready for the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +67,7 @@ pub struct EngineConfig {
 }
 
 /// A finished request, as the engine reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Completion {
     pub id: u64,
     pub replica: u32,
@@ -78,6 +78,12 @@ pub struct Completion {
     pub first_token_ns: Ns,
     pub finish_ns: Ns,
     pub preemptions: u32,
+    /// The prediction the policy saw last (after any extension for outliving it).
+    pub predicted_output_tokens: u32,
+    /// The policy's priority of the request when it finished (level or score; see the policy).
+    pub priority: f64,
+    pub demotions: u32,
+    pub promotions: u32,
 }
 
 /// Receives what happens during a run (metrics, progress, traces of iterations).
@@ -246,7 +252,7 @@ impl Sim {
                     self.pull_arrival(trace)?;
                 }
                 CLASS_END => {
-                    self.finish_iteration(r, now, observer);
+                    self.finish_iteration(r, now, predictor, observer);
                     self.start_iteration(r, now, observer)?;
                 }
                 _ => {
@@ -456,7 +462,13 @@ impl Sim {
         Ok(())
     }
 
-    fn finish_iteration(&mut self, r: u32, now: Ns, observer: &mut dyn Observer) {
+    fn finish_iteration(
+        &mut self,
+        r: u32,
+        now: Ns,
+        predictor: &mut dyn Predictor,
+        observer: &mut dyn Observer,
+    ) {
         let limits = self.cfg.limits;
         let rep = &mut self.replicas[r as usize];
         let dur = now - rep.iter_start_ns;
@@ -477,9 +489,11 @@ impl Sim {
                 req.blocks as u64 >= blocks_for_tokens(req.kv_tokens as u64, self.cfg.block_tokens)
             );
             if req.generated_tokens >= req.output_tokens {
+                let info = rep.policy.describe(s);
                 let req = rep.reqs.remove(s);
                 rep.kv.free(req.blocks);
                 rep.policy.on_finish(s);
+                predictor.observe(req.input_tokens, req.output_tokens);
                 observer.on_completion(&Completion {
                     id: req.id,
                     replica: r,
@@ -490,8 +504,16 @@ impl Sim {
                     first_token_ns: req.first_token_ns.unwrap_or(now),
                     finish_ns: now,
                     preemptions: req.preemptions,
+                    predicted_output_tokens: req.predicted_output_tokens,
+                    priority: info.priority,
+                    demotions: info.demotions,
+                    promotions: info.promotions,
                 });
             } else {
+                if req.generated_tokens >= req.predicted_output_tokens {
+                    req.predicted_output_tokens =
+                        extend_prediction(req.generated_tokens, req.predicted_output_tokens);
+                }
                 rep.survivors.push(s);
             }
         }

@@ -112,6 +112,10 @@ impl Slab {
     pub fn len(&self) -> usize {
         self.len
     }
+    /// One more than the largest slot ever handed out (size of per-slot side tables).
+    pub fn capacity_hint(&self) -> usize {
+        self.items.len()
+    }
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

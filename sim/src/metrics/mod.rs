@@ -229,6 +229,10 @@ mod tests {
             first_token_ns: 2_000_000_000,
             finish_ns: 4_000_000_000,
             preemptions: 0,
+            predicted_output_tokens: 5,
+            priority: 0.0,
+            demotions: 0,
+            promotions: 0,
         };
         let m = request_metrics(&c);
         assert_eq!(m.jct_s, 3.0);

@@ -3,7 +3,8 @@
 use std::collections::VecDeque;
 
 use super::{Plan, PreemptMode, ReplicaView};
-use crate::engine::request::Slot;
+use crate::cost::{BatchShape, CostModel};
+use crate::engine::request::{Request, Slot};
 
 /// vLLM's decode-memory rule: walk `running` from highest priority (front) to lowest; while the
 /// request at hand cannot get the blocks it needs, preempt (by recompute) the lowest-priority
@@ -53,4 +54,114 @@ pub fn remove_slot(list: &mut Vec<Slot>, s: Slot) -> bool {
     } else {
         false
     }
+}
+
+/// What to do with a candidate that does not fit (batch token budget or KV blocks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Misfit {
+    /// Stop forming the batch (FastServe's code: no back-filling).
+    Stop,
+    /// Skip it and try lower-priority candidates.
+    Skip,
+}
+
+/// Form a batch from `order` (every unfinished request of the replica, highest priority first).
+///
+/// Candidates join while the batch has room. A candidate that needs KV blocks that are not free
+/// may take them from resident requests of *lower* priority, which are preempted by recompute
+/// (lowest priority first). Candidates past the lowest one already considered for eviction are
+/// not scheduled this iteration. Returns the number of candidates consumed from the front.
+pub fn form_priority_batch(
+    view: &ReplicaView,
+    order: &[Slot],
+    misfit: Misfit,
+    plan: &mut Plan,
+) -> usize {
+    let limits = view.limits;
+    let mut free = view.free_blocks();
+    let mut prefill_tokens: u64 = 0;
+    let mut has_prefill = false;
+    let mut evict_from = order.len();
+    let mut i = 0;
+    while i < order.len() && i < evict_from {
+        if plan.run.len() >= limits.max_batch_size as usize {
+            break;
+        }
+        let s = order[i];
+        let r = view.req(s);
+        if r.needs_prefill() {
+            let t = r.prefill_tokens() as u64;
+            if has_prefill && prefill_tokens + t > limits.max_batch_tokens as u64 {
+                match misfit {
+                    Misfit::Stop => break,
+                    Misfit::Skip => {
+                        i += 1;
+                        continue;
+                    }
+                }
+            }
+        }
+        let need = view.extra_blocks_for_next(s);
+        while need > free && evict_from > i + 1 {
+            evict_from -= 1;
+            let v = order[evict_from];
+            let blocks = view.req(v).blocks;
+            if blocks > 0 {
+                plan.preempt.push((v, PreemptMode::Recompute));
+                free += blocks;
+            }
+        }
+        if need > free {
+            match misfit {
+                Misfit::Stop => break,
+                Misfit::Skip => {
+                    i += 1;
+                    continue;
+                }
+            }
+        }
+        free -= need;
+        if r.needs_prefill() {
+            has_prefill = true;
+            prefill_tokens += r.prefill_tokens() as u64;
+        }
+        plan.run_on_demand(s);
+        i += 1;
+    }
+    i
+}
+
+/// Estimated remaining execution time of `r` on its own (batch size 1), from the cost model and
+/// the request's *predicted* output length: its (re-)prefill if no KV is resident, plus its
+/// remaining decode iterations at its current context length.
+pub fn remaining_time_s(cost: &dyn CostModel, r: &Request) -> f64 {
+    let mut total = 0.0;
+    let mut decodes = r.predicted_output_tokens.saturating_sub(r.generated_tokens);
+    if r.needs_prefill() {
+        let mut b = BatchShape::default();
+        b.add_prefill(r.prefill_tokens());
+        total += cost.iteration_s(&b).unwrap_or(0.0);
+        decodes = decodes.saturating_sub(1);
+    }
+    if decodes > 0 {
+        let mut b = BatchShape::default();
+        b.add_decode(r.input_tokens + r.generated_tokens.max(1));
+        total += decodes as f64 * cost.iteration_s(&b).unwrap_or(0.0);
+    }
+    total
+}
+
+/// Sort `active` by `(key, id)` ascending into `order` (ties broken by arrival order).
+pub fn rank(
+    view: &ReplicaView,
+    active: &[Slot],
+    keys: &mut Vec<(f64, u64, Slot)>,
+    order: &mut Vec<Slot>,
+    key: impl Fn(Slot) -> f64,
+) {
+    keys.clear();
+    keys.extend(active.iter().map(|&s| (key(s), view.req(s).id, s)));
+    keys.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    order.clear();
+    order.extend(keys.iter().map(|k| k.2));
 }

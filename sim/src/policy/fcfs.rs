@@ -43,6 +43,8 @@ pub const ENTRY: PolicyEntry = PolicyEntry {
     name: "fcfs",
     summary: "Orca: FCFS admission, run to completion, KV reserved at admission (reserve = max | oracle)",
     build,
+    default_predictor: "oracle",
+    forced_predictor: None,
 };
 
 fn build(

@@ -6,10 +6,17 @@
 //! reservations). The engine validates the plan against `max_batch_size`, `max_batch_tokens` and
 //! the KV pool, then applies it. Policies never allocate memory and never see true output lengths.
 
+pub mod alise;
 pub mod common;
 pub mod fcfs;
+pub mod ltr;
+pub mod mlfq;
+pub mod sjf;
+pub mod skip_join_mlfq;
+pub mod srpt;
 pub mod vllm;
 
+use crate::cost::CostModel;
 use crate::engine::KvPool;
 use crate::engine::kv::blocks_for_tokens;
 use crate::engine::request::{Request, Slab, Slot};
@@ -39,6 +46,10 @@ pub struct ReplicaView<'a> {
 impl<'a> ReplicaView<'a> {
     pub fn req(&self, s: Slot) -> &Request {
         self.reqs.get(s)
+    }
+    /// One more than the largest slot in use so far (size for per-slot side tables).
+    pub fn slot_capacity(&self) -> usize {
+        self.reqs.capacity_hint()
     }
     pub fn free_blocks(&self) -> u32 {
         self.kv.free_blocks()
@@ -109,11 +120,27 @@ pub trait Policy: Send {
     fn on_iteration_end(&mut self, _batch: &[Slot], _duration_ns: Ns, _view: &ReplicaView) {}
     /// Request `s` emitted its last token and leaves the replica; its slot may be reused.
     fn on_finish(&mut self, s: Slot);
+    /// The policy's view of request `s` for the per-request output (called just before
+    /// [`Policy::on_finish`]).
+    fn describe(&self, _s: Slot) -> PolicyInfo {
+        PolicyInfo::default()
+    }
+}
+
+/// Per-request policy facts written to `requests.csv`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PolicyInfo {
+    /// Level (MLFQ) or score (ranking policies) at finish; 0 for FCFS-like policies.
+    pub priority: f64,
+    pub demotions: u32,
+    pub promotions: u32,
 }
 
 /// Context a policy constructor may use.
 pub struct PolicyEnv {
     pub limits: Limits,
+    /// The scenario's iteration-time model (for policies that estimate job times).
+    pub cost: std::sync::Arc<dyn CostModel>,
 }
 
 /// A policy constructor: its scenario parameter table (if any) → the policy and its fully resolved
@@ -125,10 +152,26 @@ pub struct PolicyEntry {
     pub name: &'static str,
     pub summary: &'static str,
     pub build: BuildFn,
+    /// Predictor used when the scenario names none.
+    pub default_predictor: &'static str,
+    /// A predictor this entry always uses (the `-oracle` shorthands); naming another is an error.
+    pub forced_predictor: Option<&'static str>,
 }
 
 /// Every policy servesim knows. One line per policy.
-pub const REGISTRY: &[PolicyEntry] = &[fcfs::ENTRY, vllm::ENTRY];
+#[rustfmt::skip]
+pub const REGISTRY: &[PolicyEntry] = &[
+    fcfs::ENTRY,
+    vllm::ENTRY,
+    mlfq::ENTRY,
+    skip_join_mlfq::ENTRY,
+    srpt::ENTRY,
+    srpt::ORACLE_ENTRY,
+    sjf::ENTRY,
+    sjf::ORACLE_ENTRY,
+    alise::ENTRY,
+    ltr::ENTRY,
+];
 
 pub fn policy_names() -> Vec<&'static str> {
     REGISTRY.iter().map(|e| e.name).collect()

@@ -42,6 +42,8 @@ pub const ENTRY: PolicyEntry = PolicyEntry {
     name: "vllm",
     summary: "vLLM v0: FCFS, paged KV on demand, prefill-first, preempt latest arrival by recompute",
     build,
+    default_predictor: "oracle",
+    forced_predictor: None,
 };
 
 fn build(

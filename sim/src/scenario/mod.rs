@@ -44,9 +44,13 @@ pub struct Scenario {
     /// Extra catalogue files (`[models.NAME]`, `[gpus.NAME]` tables) added to the built-in one.
     #[serde(default)]
     pub catalogue_files: Vec<PathBuf>,
-    /// Output-length predictor the policies see (`oracle`).
-    #[serde(default = "oracle")]
-    pub predictor: String,
+    /// Output-length predictor the policies see (default: the policy's own default, `oracle`
+    /// for most; `history` for `alise`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predictor: Option<String>,
+    /// Per-predictor parameter tables, `[predictors.NAME]`.
+    #[serde(default)]
+    pub predictors: BTreeMap<String, toml::Value>,
     pub trace: TraceSpec,
     #[serde(default)]
     pub memory: MemorySpec,
@@ -61,9 +65,6 @@ pub struct Scenario {
 
 fn one() -> u32 {
     1
-}
-fn oracle() -> String {
-    "oracle".into()
 }
 
 /// `[trace]`: either `file`, or a synthetic trace (`arrival`, `rate_per_s`, `lengths_file`,
@@ -261,6 +262,8 @@ pub struct Resolved {
     pub kv_capacity_blocks: u32,
     pub policy_params: serde_json::Value,
     pub analytic_params: Option<AnalyticParams>,
+    /// The predictor the policy sees (forced, named, or the policy's default).
+    pub predictor: String,
 }
 
 impl Loaded {
@@ -330,7 +333,6 @@ impl Loaded {
                 s.tp, model.heads
             )));
         }
-        crate::predict::build(&s.predictor).map_err(wrap)?;
 
         // Trace.
         let t = &s.trace;
@@ -427,8 +429,22 @@ impl Loaded {
                 ))
             })?;
         }
-        let env = crate::policy::PolicyEnv { limits };
-        let (_, policy_params) = (entry.build)(s.policies.get(&sch.policy), &env).map_err(wrap)?;
+        let predictor = match (entry.forced_predictor, &s.predictor) {
+            (Some(f), Some(named)) if named != f => {
+                return Err(self.err(format!(
+                    "policy `{}` always uses the `{f}` predictor; remove `predictor = \"{named}\"` or use the policy without the suffix",
+                    sch.policy
+                )));
+            }
+            (Some(f), _) => f.to_string(),
+            (None, Some(named)) => named.clone(),
+            (None, None) => entry.default_predictor.to_string(),
+        };
+        crate::predict::check_name(&predictor).map_err(wrap)?;
+        for k in s.predictors.keys() {
+            crate::predict::check_name(k)
+                .map_err(|e| self.err(format!("[predictors.{k}]: {e}")))?;
+        }
 
         // Cost model.
         let analytic_params = match &s.cost {
@@ -451,8 +467,8 @@ impl Loaded {
             }
         };
 
-        Ok(Resolved {
-            scenario: s,
+        let mut resolved = Resolved {
+            scenario: s.clone(),
             scenario_path: self.path.clone(),
             model,
             gpu,
@@ -460,9 +476,18 @@ impl Loaded {
             limits,
             guards,
             kv_capacity_blocks,
-            policy_params,
+            policy_params: serde_json::Value::Null,
             analytic_params,
-        })
+            predictor,
+        };
+        let env = crate::policy::PolicyEnv {
+            limits,
+            cost: resolved.cost_model()?.into(),
+        };
+        let (_, policy_params) =
+            (entry.build)(s.policies.get(&s.scheduler.policy), &env).map_err(wrap)?;
+        resolved.policy_params = policy_params;
+        Ok(resolved)
     }
 }
 

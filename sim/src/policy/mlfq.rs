@@ -1,0 +1,422 @@
+//! `mlfq` — naive multi-level feedback queue, and the level machinery that `skip-join-mlfq`
+//! (FastServe) reuses.
+//!
+//! Every arrival joins the top level (0). Level p has quantum `base_quantum_s × ratio^p`. At each
+//! iteration boundary the batch is formed in strict priority order (level 0 first, FIFO within a
+//! level) under `max_batch_size`, `max_batch_tokens` and KV limits. Every request in a batch is
+//! charged the whole iteration time. When a request's attained service at its level *exceeds* the
+//! quantum it is demoted (one level, or — paper mode — to the first level whose quantum covers its
+//! next iteration time) and its attained service resets. Requests that just ran go back to the
+//! *front* of their level. Starvation: a queued request idle for at least `starvation_threshold_s`
+//! is promoted to the front of level 0 (checked every `starvation_period_iterations`).
+//!
+//! Sources: Wu et al., "Fast Distributed Inference Serving for Large Language Models"
+//! (arXiv 2305.05920), §4; official code LLMServe/FastServe `fastserve/scheduler.py` class `MLFQ`
+//! (see `shared/docs/scheduling-papers.md` §1.3–1.4). Presets (every field overridable):
+//!
+//! | parameter | unit | `code` preset | `paper` preset |
+//! |---|---|---|---|
+//! | `base_quantum_s` | s | 0.010 | minimum iteration time (cost model: one decode, context 1) |
+//! | `ratio` | — | 2 | 2 |
+//! | `max_levels` | levels | 0 = unbounded | 0 = unbounded |
+//! | `demotion` | — | `one-level` | `cover-next-iteration` (η from the next iteration's time) |
+//! | `starvation_threshold_s` | s | 3.0 | 0.3 (α, SLO-derived) |
+//! | `starvation_period_iterations` | iterations | 1000 | 1 |
+//! | `starvation_clock_from_zero` | — | true (code quirk: `last_step_time` starts at 0, so a never-run request counts as idle since t = 0) | false (idle since arrival) |
+//! | `reset_attained_on_promotion` | — | false (code quirk) | true |
+//! | `misfit` | — | `stop` (no back-filling) | `skip` (our choice; the paper does not say) |
+//! | `requeue_reverses_batch` | — | true (code pushes each just-run request to the front in batch order) | false |
+//!
+//! Preemption under memory pressure (no host swap in this build): a higher-priority request that
+//! needs KV blocks takes them from resident lower-priority requests, preempted by recompute.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::common::{Misfit, form_priority_batch};
+use super::{Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, ReplicaView, parse_params};
+use crate::cost::{BatchShape, CostModel};
+use crate::engine::request::Slot;
+use crate::engine::time::Ns;
+use crate::error::{Result, SimError};
+
+/// Unbounded levels are capped here (quantum 2^63 × base is beyond any run).
+const LEVEL_CAP: u32 = 63;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    #[default]
+    Code,
+    Paper,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Demotion {
+    OneLevel,
+    CoverNextIteration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MisfitRule {
+    Stop,
+    Skip,
+}
+
+/// Scenario parameters (`[policies.mlfq]` / `[policies.skip-join-mlfq]`): a preset plus overrides.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Params {
+    pub preset: Preset,
+    pub base_quantum_s: Option<f64>,
+    pub ratio: Option<f64>,
+    pub max_levels: Option<u32>,
+    pub demotion: Option<Demotion>,
+    pub starvation_threshold_s: Option<f64>,
+    pub starvation_period_iterations: Option<u64>,
+    pub starvation_clock_from_zero: Option<bool>,
+    pub reset_attained_on_promotion: Option<bool>,
+    pub misfit: Option<MisfitRule>,
+    pub requeue_reverses_batch: Option<bool>,
+}
+
+/// The concrete configuration (recorded in `config.json`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Config {
+    pub preset: Preset,
+    pub skip_join: bool,
+    pub base_quantum_s: f64,
+    pub ratio: f64,
+    pub max_levels: u32,
+    pub demotion: Demotion,
+    pub starvation_threshold_s: f64,
+    pub starvation_period_iterations: u64,
+    pub starvation_clock_from_zero: bool,
+    pub reset_attained_on_promotion: bool,
+    pub misfit: MisfitRule,
+    pub requeue_reverses_batch: bool,
+}
+
+/// Time of the smallest possible iteration: one decode with a one-token context.
+pub fn min_iteration_s(cost: &dyn CostModel) -> Result<f64> {
+    let mut s = BatchShape::default();
+    s.add_decode(1);
+    cost.iteration_s(&s)
+}
+
+impl Params {
+    pub fn resolve(&self, skip_join: bool, cost: &dyn CostModel, policy: &str) -> Result<Config> {
+        let code = self.preset == Preset::Code;
+        let base = match self.base_quantum_s {
+            Some(b) => b,
+            None if code => 0.010,
+            None => min_iteration_s(cost)?,
+        };
+        let c =
+            Config {
+                preset: self.preset,
+                skip_join,
+                base_quantum_s: base,
+                ratio: self.ratio.unwrap_or(2.0),
+                max_levels: self.max_levels.unwrap_or(0),
+                demotion: self.demotion.unwrap_or(if code {
+                    Demotion::OneLevel
+                } else {
+                    Demotion::CoverNextIteration
+                }),
+                starvation_threshold_s: self.starvation_threshold_s.unwrap_or(if code {
+                    3.0
+                } else {
+                    0.3
+                }),
+                starvation_period_iterations: self
+                    .starvation_period_iterations
+                    .unwrap_or(if code { 1000 } else { 1 }),
+                starvation_clock_from_zero: self.starvation_clock_from_zero.unwrap_or(code),
+                reset_attained_on_promotion: self.reset_attained_on_promotion.unwrap_or(!code),
+                misfit: self.misfit.unwrap_or(if code {
+                    MisfitRule::Stop
+                } else {
+                    MisfitRule::Skip
+                }),
+                requeue_reverses_batch: self.requeue_reverses_batch.unwrap_or(code),
+            };
+        let bad = |m: String| SimError::config(format!("[policies.{policy}] {m}"));
+        if !(c.base_quantum_s.is_finite() && c.base_quantum_s > 0.0) {
+            return Err(bad(format!(
+                "base_quantum_s must be > 0, got {}",
+                c.base_quantum_s
+            )));
+        }
+        if !(c.ratio.is_finite() && c.ratio >= 1.0) {
+            return Err(bad(format!("ratio must be ≥ 1, got {}", c.ratio)));
+        }
+        if !(c.starvation_threshold_s.is_finite() && c.starvation_threshold_s > 0.0) {
+            return Err(bad("starvation_threshold_s must be > 0".into()));
+        }
+        if c.starvation_period_iterations == 0 {
+            return Err(bad("starvation_period_iterations must be ≥ 1".into()));
+        }
+        Ok(c)
+    }
+}
+
+pub const ENTRY: PolicyEntry = PolicyEntry {
+    name: "mlfq",
+    summary: "naive MLFQ: all arrivals join level 0, quantum base·ratio^p, demote on exhaustion, starvation promotion (preset code|paper)",
+    build,
+    default_predictor: "oracle",
+    forced_predictor: None,
+};
+
+fn build(
+    table: Option<&toml::Value>,
+    env: &PolicyEnv,
+) -> Result<(Box<dyn Policy>, serde_json::Value)> {
+    let (params, _) = parse_params::<Params>("mlfq", table)?;
+    let cfg = params.resolve(false, env.cost.as_ref(), "mlfq")?;
+    let json = serde_json::to_value(&cfg).map_err(|e| SimError::config(e.to_string()))?;
+    Ok((Box::new(Mlfq::new(cfg, env.cost.clone(), "mlfq")), json))
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct State {
+    level: u32,
+    attained_ns: Ns,
+    last_step_ns: Ns,
+    demotions: u32,
+    promotions: u32,
+}
+
+/// The MLFQ mechanism shared by `mlfq` and `skip-join-mlfq`.
+pub struct Mlfq {
+    cfg: Config,
+    name: &'static str,
+    cost: Arc<dyn CostModel>,
+    levels: Vec<VecDeque<Slot>>,
+    state: Vec<State>,
+    iterations: u64,
+    order: Vec<Slot>,
+    promote_buf: Vec<Slot>,
+}
+
+impl Mlfq {
+    pub fn new(cfg: Config, cost: Arc<dyn CostModel>, name: &'static str) -> Self {
+        Mlfq {
+            cfg,
+            name,
+            cost,
+            levels: Vec::new(),
+            state: Vec::new(),
+            iterations: 0,
+            order: Vec::new(),
+            promote_buf: Vec::new(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    fn max_level(&self) -> u32 {
+        if self.cfg.max_levels == 0 {
+            LEVEL_CAP
+        } else {
+            (self.cfg.max_levels - 1).min(LEVEL_CAP)
+        }
+    }
+
+    /// Quantum of level `p` in seconds.
+    pub fn quantum_s(&self, p: u32) -> f64 {
+        self.cfg.base_quantum_s * self.cfg.ratio.powi(p as i32)
+    }
+
+    /// The highest level (smallest p) whose quantum covers `t_s`.
+    pub fn level_covering(&self, t_s: f64) -> u32 {
+        let mut p = 0;
+        while p < self.max_level() && self.quantum_s(p) < t_s {
+            p += 1;
+        }
+        p
+    }
+
+    fn queue(&mut self, p: u32) -> &mut VecDeque<Slot> {
+        let p = p as usize;
+        if self.levels.len() <= p {
+            self.levels.resize_with(p + 1, VecDeque::new);
+        }
+        &mut self.levels[p]
+    }
+
+    fn remove_from_level(&mut self, s: Slot) {
+        let p = self.state[s as usize].level as usize;
+        if let Some(q) = self.levels.get_mut(p)
+            && let Some(i) = q.iter().position(|&x| x == s)
+        {
+            q.remove(i);
+        }
+    }
+
+    fn prefill_time_s(&self, tokens: u32) -> f64 {
+        let mut b = BatchShape::default();
+        b.add_prefill(tokens);
+        // A cost-model error here would already have failed the first iteration; treat as 0.
+        self.cost.iteration_s(&b).unwrap_or(0.0)
+    }
+
+    fn decode_time_s(&self, context: u32) -> f64 {
+        let mut b = BatchShape::default();
+        b.add_decode(context);
+        self.cost.iteration_s(&b).unwrap_or(0.0)
+    }
+
+    fn starvation_check(&mut self, now: Ns) {
+        let threshold_ns = (self.cfg.starvation_threshold_s * 1e9) as Ns;
+        self.promote_buf.clear();
+        for q in &self.levels {
+            for &s in q {
+                let st = &self.state[s as usize];
+                if now.saturating_sub(st.last_step_ns) >= threshold_ns {
+                    self.promote_buf.push(s);
+                }
+            }
+        }
+        let buf = std::mem::take(&mut self.promote_buf);
+        for &s in &buf {
+            self.remove_from_level(s);
+        }
+        let reset = self.cfg.reset_attained_on_promotion;
+        let push = |this: &mut Self, s: Slot| {
+            let st = &mut this.state[s as usize];
+            if st.level > 0 {
+                st.promotions += 1;
+            }
+            st.level = 0;
+            if reset {
+                st.attained_ns = 0;
+            }
+            this.queue(0).push_front(s);
+        };
+        if self.cfg.requeue_reverses_batch {
+            for &s in &buf {
+                push(self, s);
+            }
+        } else {
+            for &s in buf.iter().rev() {
+                push(self, s);
+            }
+        }
+        self.promote_buf = buf;
+    }
+}
+
+impl Policy for Mlfq {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn on_arrival(&mut self, s: Slot, view: &ReplicaView) -> Result<()> {
+        let r = view.req(s);
+        let level = if self.cfg.skip_join {
+            self.level_covering(self.prefill_time_s(r.input_tokens))
+        } else {
+            0
+        };
+        if self.state.len() <= s as usize {
+            self.state.resize(s as usize + 1, State::default());
+        }
+        self.state[s as usize] = State {
+            level,
+            attained_ns: 0,
+            last_step_ns: if self.cfg.starvation_clock_from_zero {
+                0
+            } else {
+                view.now_ns
+            },
+            demotions: 0,
+            promotions: 0,
+        };
+        self.queue(level).push_back(s);
+        Ok(())
+    }
+
+    fn schedule(&mut self, view: &ReplicaView, plan: &mut Plan) {
+        plan.clear();
+        self.iterations += 1;
+        if self
+            .iterations
+            .is_multiple_of(self.cfg.starvation_period_iterations)
+        {
+            self.starvation_check(view.now_ns);
+        }
+        self.order.clear();
+        for q in &self.levels {
+            self.order.extend(q.iter().copied());
+        }
+        let misfit = match self.cfg.misfit {
+            MisfitRule::Stop => Misfit::Stop,
+            MisfitRule::Skip => Misfit::Skip,
+        };
+        form_priority_batch(view, &self.order, misfit, plan);
+    }
+
+    fn on_iteration_end(&mut self, batch: &[Slot], duration_ns: Ns, view: &ReplicaView) {
+        for &s in batch {
+            self.remove_from_level(s);
+        }
+        let requeue = |this: &mut Self, s: Slot| {
+            let ctx = view.req(s).kv_tokens + 1;
+            let st = this.state[s as usize];
+            let mut st = State {
+                attained_ns: st.attained_ns + duration_ns,
+                last_step_ns: view.now_ns,
+                ..st
+            };
+            if st.attained_ns as f64 / 1e9 > this.quantum_s(st.level) && st.level < this.max_level()
+            {
+                let next = match this.cfg.demotion {
+                    Demotion::OneLevel => st.level + 1,
+                    Demotion::CoverNextIteration => {
+                        let t = this.decode_time_s(ctx);
+                        let mut p = st.level + 1;
+                        while p < this.max_level() && this.quantum_s(p) < t {
+                            p += 1;
+                        }
+                        p
+                    }
+                };
+                st.level = next;
+                st.attained_ns = 0;
+                st.demotions += 1;
+            }
+            this.state[s as usize] = st;
+            this.queue(st.level).push_front(s);
+        };
+        if self.cfg.requeue_reverses_batch {
+            for &s in batch {
+                requeue(self, s);
+            }
+        } else {
+            for &s in batch.iter().rev() {
+                requeue(self, s);
+            }
+        }
+    }
+
+    fn on_finish(&mut self, s: Slot) {
+        self.remove_from_level(s);
+    }
+
+    fn describe(&self, s: Slot) -> PolicyInfo {
+        let st = &self.state[s as usize];
+        PolicyInfo {
+            priority: st.level as f64,
+            demotions: st.demotions,
+            promotions: st.promotions,
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! `srpt` — preemptive shortest remaining processing time at iteration boundaries.
+//! `srpt-oracle` is the same policy with the `oracle` predictor: the preemptive lower bound that
+//! FastServe's code keeps for comparison (`fastserve/scheduler.py` class `SRPT`).
+//!
+//! At every boundary all unfinished requests are ranked by their estimated remaining time
+//! ([`super::common::remaining_time_s`]: re-prefill if needed + remaining predicted decode
+//! iterations × the cost model's batch-size-1 decode time at the current context), shortest
+//! first, ties by arrival; the batch is filled in that order under the batch, token and KV
+//! limits, skipping requests that do not fit. A request that needs KV blocks takes them from
+//! resident requests with longer remaining time, which are preempted by recompute.
+//!
+//! No parameters.
+
+use std::sync::Arc;
+
+use super::common::{Misfit, form_priority_batch, rank, remaining_time_s};
+use super::{Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, ReplicaView, parse_params};
+use crate::cost::CostModel;
+use crate::engine::request::Slot;
+use crate::error::Result;
+
+pub const ENTRY: PolicyEntry = PolicyEntry {
+    name: "srpt",
+    summary: "preemptive shortest remaining (predicted) processing time",
+    build,
+    default_predictor: "oracle",
+    forced_predictor: None,
+};
+
+pub const ORACLE_ENTRY: PolicyEntry = PolicyEntry {
+    name: "srpt-oracle",
+    summary: "srpt with the oracle predictor (the preemptive bound)",
+    build,
+    default_predictor: "oracle",
+    forced_predictor: Some("oracle"),
+};
+
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {}
+
+fn build(
+    table: Option<&toml::Value>,
+    env: &PolicyEnv,
+) -> Result<(Box<dyn Policy>, serde_json::Value)> {
+    let (_, json) = parse_params::<Params>("srpt", table)?;
+    Ok((Box::new(Srpt::new(env.cost.clone())), json))
+}
+
+pub struct Srpt {
+    cost: Arc<dyn CostModel>,
+    active: Vec<Slot>,
+    keys: Vec<(f64, u64, Slot)>,
+    order: Vec<Slot>,
+    last_key: Vec<f64>,
+}
+
+impl Srpt {
+    pub fn new(cost: Arc<dyn CostModel>) -> Self {
+        Srpt {
+            cost,
+            active: Vec::new(),
+            keys: Vec::new(),
+            order: Vec::new(),
+            last_key: Vec::new(),
+        }
+    }
+}
+
+impl Policy for Srpt {
+    fn name(&self) -> &'static str {
+        "srpt"
+    }
+    fn on_arrival(&mut self, s: Slot, _view: &ReplicaView) -> Result<()> {
+        self.active.push(s);
+        Ok(())
+    }
+    fn schedule(&mut self, view: &ReplicaView, plan: &mut Plan) {
+        plan.clear();
+        let cost = self.cost.as_ref();
+        rank(view, &self.active, &mut self.keys, &mut self.order, |s| {
+            remaining_time_s(cost, view.req(s))
+        });
+        if self.last_key.len() < view.slot_capacity() {
+            self.last_key.resize(view.slot_capacity(), 0.0);
+        }
+        for &(k, _, s) in &self.keys {
+            self.last_key[s as usize] = k;
+        }
+        form_priority_batch(view, &self.order, Misfit::Skip, plan);
+    }
+    fn on_finish(&mut self, s: Slot) {
+        if let Some(i) = self.active.iter().position(|&x| x == s) {
+            self.active.swap_remove(i);
+        }
+    }
+    fn describe(&self, s: Slot) -> PolicyInfo {
+        PolicyInfo {
+            priority: self.last_key.get(s as usize).copied().unwrap_or(0.0),
+            ..Default::default()
+        }
+    }
+}
