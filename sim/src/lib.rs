@@ -18,6 +18,7 @@ pub mod predict;
 pub mod rng;
 pub mod run;
 pub mod scenario;
+pub mod sweep;
 pub mod trace;
 
 pub use error::{Result, SimError};

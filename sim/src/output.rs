@@ -111,6 +111,13 @@ impl Drop for StagedDir {
     }
 }
 
+/// Pretty JSON with a trailing newline.
+pub fn pretty_json(v: &serde_json::Value) -> String {
+    let mut s = serde_json::to_string_pretty(v).expect("JSON values serialise");
+    s.push('\n');
+    s
+}
+
 /// Write `requests.csv`, `summary.json`, `config.json` and `timing.json` into `dest` atomically.
 pub fn write_run(
     dest: &Path,
@@ -120,11 +127,7 @@ pub fn write_run(
 ) -> Result<PathBuf> {
     let dir = StagedDir::new(dest)?;
     dir.write("requests.csv", requests_csv(out).as_bytes())?;
-    let pretty = |v: &serde_json::Value| {
-        let mut s = serde_json::to_string_pretty(v).expect("JSON values serialise");
-        s.push('\n');
-        s
-    };
+    let pretty = pretty_json;
     let summary = serde_json::to_value(&out.summary).expect("summary serialises");
     dir.write("summary.json", pretty(&summary).as_bytes())?;
     dir.write("config.json", pretty(config).as_bytes())?;

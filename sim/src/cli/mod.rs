@@ -31,6 +31,13 @@ pub enum Command {
     /// Outputs go to --out DIR (default results/<scenario name>/<policy>/), written atomically:
     /// on any error no output directory is left behind.
     Run(RunArgs),
+    /// Run the cartesian product of a scenario's [sweep] axes in parallel; write sweep.csv and
+    /// every run's outputs under runs/.
+    ///
+    /// sweep.csv has one row per run (axis values, then summary metrics) in run order, identical
+    /// for any --jobs. A run that fails at run time (e.g. overloaded) is recorded in the `error`
+    /// column; bad input fails the whole sweep before any run starts.
+    Sweep(SweepArgs),
     /// Measure simulator speed: wall time, simulated requests/s, iterations/s, events/s, peak RSS.
     Bench(bench::BenchArgs),
     /// List the policies, models and GPUs this build knows.
@@ -65,6 +72,24 @@ pub struct RunArgs {
     pub quiet: bool,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct SweepArgs {
+    /// Scenario TOML file with a [sweep] table.
+    pub scenario: PathBuf,
+    /// Parallel runs (default: number of CPUs). Results do not depend on it.
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Output directory (default results/<scenario name>/sweep).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Override the number of requests of every run.
+    #[arg(long, value_name = "N")]
+    pub num_requests: Option<u64>,
+    /// Skip the per-request requests.csv of each run (summaries stay exact).
+    #[arg(long)]
+    pub no_requests_csv: bool,
+}
+
 /// Parse `args` (program name first) and run. Returns the process exit code: 0 on success, 2 on
 /// any user error (printed as one line on `err`).
 pub fn main_with_args(args: Vec<OsString>, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
@@ -93,6 +118,7 @@ pub fn main_with_args(args: Vec<OsString>, out: &mut dyn Write, err: &mut dyn Wr
 fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(a) => run_cmd(a, out, err),
+        Command::Sweep(a) => sweep_cmd(a, out),
         Command::Bench(a) => bench::bench_cmd(a, out),
         Command::List => {
             writeln!(out, "policies:")?;
@@ -190,5 +216,91 @@ fn run_cmd(a: RunArgs, out: &mut dyn Write, _err: &mut dyn Write) -> anyhow::Res
             dir.display()
         )?;
     }
+    Ok(())
+}
+
+fn sweep_cmd(a: SweepArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    use rayon::prelude::*;
+    let runs = crate::sweep::expand(
+        &a.scenario,
+        &Overrides {
+            num_requests: a.num_requests,
+            ..Default::default()
+        },
+    )?;
+    let name = runs
+        .first()
+        .map(|r| r.resolved.scenario.name.clone())
+        .unwrap_or_default();
+    let dest = a
+        .out
+        .unwrap_or_else(|| PathBuf::from("results").join(&name).join("sweep"));
+    let dir = crate::output::StagedDir::new(&dest)?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(a.jobs.unwrap_or(0))
+        .build()?;
+    let pb = progress_bar(Some(runs.len() as u64));
+    let started = Instant::now();
+    let results: Vec<std::result::Result<crate::run::RunOutput, String>> = pool.install(|| {
+        runs.par_iter()
+            .map(|r| {
+                let o = crate::run::run(&r.resolved, None).map_err(|e| e.to_string());
+                pb.inc(1);
+                o
+            })
+            .collect()
+    });
+    pb.finish_and_clear();
+    let wall_s = started.elapsed().as_secs_f64();
+    let mut outcomes = Vec::with_capacity(runs.len());
+    let mut failed = 0;
+    for (r, res) in runs.iter().zip(results) {
+        match res {
+            Ok(o) => {
+                let sub = format!("runs/{}", r.dir_name());
+                if !a.no_requests_csv {
+                    dir.write(
+                        &format!("{sub}/requests.csv"),
+                        crate::output::requests_csv(&o).as_bytes(),
+                    )?;
+                }
+                dir.write(
+                    &format!("{sub}/summary.json"),
+                    crate::output::pretty_json(&serde_json::to_value(&o.summary)?).as_bytes(),
+                )?;
+                dir.write(
+                    &format!("{sub}/config.json"),
+                    crate::output::pretty_json(&crate::run::config_json(&r.resolved)).as_bytes(),
+                )?;
+                outcomes.push(Ok(o.summary));
+            }
+            Err(e) => {
+                failed += 1;
+                outcomes.push(Err(e));
+            }
+        }
+    }
+    dir.write(
+        "sweep.csv",
+        crate::sweep::sweep_csv(&runs, &outcomes).as_bytes(),
+    )?;
+    dir.write(
+        "timing.json",
+        crate::output::pretty_json(&serde_json::json!({
+            "wall_s": wall_s,
+            "runs": runs.len(),
+            "jobs": pool.current_num_threads(),
+        }))
+        .as_bytes(),
+    )?;
+    let path = dir.commit()?;
+    writeln!(
+        out,
+        "{} runs ({} failed) in {wall_s:.2} s wall on {} threads; sweep.csv in {}",
+        runs.len(),
+        failed,
+        pool.current_num_threads(),
+        path.display()
+    )?;
     Ok(())
 }

@@ -61,6 +61,9 @@ pub struct Scenario {
     pub policies: BTreeMap<String, toml::Value>,
     #[serde(default)]
     pub limits: LimitsSpec,
+    /// Sweep axes (used by `servesim sweep`; `run` runs the base scenario).
+    #[serde(default, skip_serializing)]
+    pub sweep: Option<toml::Value>,
 }
 
 fn one() -> u32 {

@@ -1,0 +1,253 @@
+//! Policy sweeps: the cartesian product of a scenario's `[sweep]` axes, run in parallel (between
+//! runs only), with results in run order whatever the thread count.
+//!
+//! ```toml
+//! [sweep]
+//! policy = ["fcfs", "vllm"]           # shorthand for scheduler.policy
+//! rate = [0.5, 1.0, 2.0]              # shorthand for trace.rate_per_s
+//! seed = [0, 1, 2]
+//! "scheduler.max_batch_size" = [16, 32] # any scalar key by dotted path
+//! ```
+//!
+//! Axis order: `policy`, `rate`, `seed`, then the other keys alphabetically; the last axis varies
+//! fastest.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::error::{Result, SimError};
+use crate::metrics::Summary;
+use crate::scenario::{Overrides, Resolved, toml_error_message};
+
+/// Shorthand axis names → dotted paths.
+fn axis_path(name: &str) -> &str {
+    match name {
+        "policy" => "scheduler.policy",
+        "rate" => "trace.rate_per_s",
+        other => other,
+    }
+}
+
+/// One point of a sweep.
+pub struct SweepRun {
+    pub index: usize,
+    /// `(axis name, value as text)` in axis order.
+    pub axes: Vec<(String, String)>,
+    pub resolved: Resolved,
+}
+
+impl SweepRun {
+    /// Directory name under `runs/`.
+    pub fn dir_name(&self) -> String {
+        let mut s = format!("{:04}", self.index);
+        for (_, v) in &self.axes {
+            s.push('-');
+            s.extend(v.chars().map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            }));
+        }
+        s
+    }
+}
+
+fn value_text(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn set_path(root: &mut toml::Table, path: &str, v: toml::Value) -> std::result::Result<(), String> {
+    let mut parts = path.split('.').peekable();
+    let mut t = root;
+    while let Some(p) = parts.next() {
+        if parts.peek().is_none() {
+            t.insert(p.to_string(), v);
+            return Ok(());
+        }
+        let entry = t
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        t = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("sweep axis `{path}`: `{p}` is not a table"))?;
+    }
+    Err(format!("sweep axis `{path}` is empty"))
+}
+
+/// Expand a scenario file into its runs, validating each (bad input fails the whole sweep up
+/// front). A scenario without `[sweep]` is a sweep of one run.
+pub fn expand(path: &Path, base: &Overrides) -> Result<Vec<SweepRun>> {
+    let text = std::fs::read_to_string(path).map_err(|e| SimError::Io {
+        path: path.to_path_buf(),
+        msg: format!("cannot read scenario: {e}"),
+    })?;
+    let err = |msg: String| SimError::Scenario {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let mut root: toml::Table =
+        toml::from_str(&text).map_err(|e| err(toml_error_message(&text, &e)))?;
+    let sweep = match root.remove("sweep") {
+        None => toml::Table::new(),
+        Some(toml::Value::Table(t)) => t,
+        Some(_) => return Err(err("`sweep` must be a table of axes".into())),
+    };
+    let mut names: Vec<String> = sweep.keys().cloned().collect();
+    let rank = |n: &str| match n {
+        "policy" => 0,
+        "rate" => 1,
+        "seed" => 2,
+        _ => 3,
+    };
+    names.sort_by(|a, b| rank(a).cmp(&rank(b)).then(a.cmp(b)));
+    let mut axes: Vec<(String, Vec<toml::Value>)> = Vec::new();
+    for n in names {
+        let vals = match &sweep[&n] {
+            toml::Value::Array(a) if !a.is_empty() => a.clone(),
+            _ => return Err(err(format!("[sweep] `{n}` must be a non-empty array"))),
+        };
+        if vals.iter().any(|v| v.is_table() || v.is_array()) {
+            return Err(err(format!("[sweep] `{n}`: values must be scalars")));
+        }
+        axes.push((n, vals));
+    }
+    let total: usize = axes.iter().map(|(_, v)| v.len()).product();
+    let mut runs = Vec::with_capacity(total);
+    for index in 0..total {
+        let mut t = root.clone();
+        let mut rem = index;
+        let mut point = vec![(String::new(), String::new()); axes.len()];
+        for (k, (name, vals)) in axes.iter().enumerate().rev() {
+            let v = &vals[rem % vals.len()];
+            rem /= vals.len();
+            set_path(&mut t, axis_path(name), v.clone()).map_err(&err)?;
+            point[k] = (name.clone(), value_text(v));
+        }
+        let text = toml::to_string(&t).map_err(|e| err(e.to_string()))?;
+        let loaded = crate::scenario::parse(path, &text).map_err(|e| match e {
+            SimError::Scenario { path, msg } => SimError::Scenario {
+                path,
+                msg: format!("sweep point {index} ({}): {msg}", describe(&point)),
+            },
+            other => other,
+        })?;
+        let resolved = loaded.resolve(base)?;
+        runs.push(SweepRun {
+            index,
+            axes: point,
+            resolved,
+        });
+    }
+    Ok(runs)
+}
+
+fn describe(point: &[(String, String)]) -> String {
+    point
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Columns of `sweep.csv` after the axes.
+pub const METRIC_COLUMNS: &[&str] = &[
+    "requests",
+    "makespan_s",
+    "throughput_requests_per_s",
+    "jct_mean_s",
+    "jct_p50_s",
+    "jct_p99_s",
+    "ttft_mean_s",
+    "ttft_p99_s",
+    "tpot_mean_s",
+    "tpot_p99_s",
+    "per_token_mean_s",
+    "per_token_p95_s",
+    "per_token_p99_s",
+    "preemptions",
+    "error",
+];
+
+fn metric_cells(s: &Summary) -> Vec<String> {
+    let d = |x: &Option<crate::metrics::Dist>, f: fn(&crate::metrics::Dist) -> f64| {
+        x.as_ref()
+            .map(|d| format!("{:.9}", f(d)))
+            .unwrap_or_default()
+    };
+    vec![
+        s.requests.to_string(),
+        format!("{:.9}", s.makespan_s),
+        format!("{:.9}", s.throughput_requests_per_s),
+        d(&s.jct_s, |d| d.mean),
+        d(&s.jct_s, |d| d.p50),
+        d(&s.jct_s, |d| d.p99),
+        d(&s.ttft_s, |d| d.mean),
+        d(&s.ttft_s, |d| d.p99),
+        d(&s.tpot_s, |d| d.mean),
+        d(&s.tpot_s, |d| d.p99),
+        d(&s.per_token_latency_s, |d| d.mean),
+        d(&s.per_token_latency_s, |d| d.p95),
+        d(&s.per_token_latency_s, |d| d.p99),
+        s.preemptions.to_string(),
+        String::new(),
+    ]
+}
+
+fn csv_cell(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// `sweep.csv` text from the runs and their outcomes (summary, or the error that ended the run).
+pub fn sweep_csv(runs: &[SweepRun], outcomes: &[std::result::Result<Summary, String>]) -> String {
+    let mut s = String::from("run");
+    if let Some(r) = runs.first() {
+        for (k, _) in &r.axes {
+            s.push(',');
+            s.push_str(&csv_cell(k));
+        }
+    }
+    for c in METRIC_COLUMNS {
+        s.push(',');
+        s.push_str(c);
+    }
+    s.push('\n');
+    for (r, o) in runs.iter().zip(outcomes) {
+        let _ = write!(s, "{}", r.index);
+        for (_, v) in &r.axes {
+            s.push(',');
+            s.push_str(&csv_cell(v));
+        }
+        let cells = match o {
+            Ok(sum) => metric_cells(sum),
+            Err(e) => {
+                let mut c = vec![String::new(); METRIC_COLUMNS.len()];
+                *c.last_mut().expect("non-empty") = e.clone();
+                c
+            }
+        };
+        for c in cells {
+            s.push(',');
+            s.push_str(&csv_cell(&c));
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// Axis values of a run, by axis name.
+pub fn axis_map(r: &SweepRun) -> BTreeMap<&str, &str> {
+    r.axes
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
