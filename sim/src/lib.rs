@@ -13,6 +13,7 @@ pub mod error;
 pub mod exec;
 pub mod metrics;
 pub mod output;
+pub mod plot;
 pub mod policy;
 pub mod predict;
 pub mod rng;

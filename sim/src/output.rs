@@ -81,6 +81,11 @@ impl StagedDir {
         })
     }
 
+    /// The temporary directory being filled.
+    pub fn path(&self) -> &Path {
+        &self.tmp
+    }
+
     pub fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
         let p = self.tmp.join(name);
         if let Some(parent) = p.parent() {

@@ -38,6 +38,11 @@ pub enum Command {
     /// for any --jobs. A run that fails at run time (e.g. overloaded) is recorded in the `error`
     /// column; bad input fails the whole sweep before any run starts.
     Sweep(SweepArgs),
+    /// (Re)draw the plots of a sweep directory into DIR/plots/ (PNG and SVG).
+    Plot {
+        /// A directory written by `servesim sweep`.
+        dir: PathBuf,
+    },
     /// Measure simulator speed: wall time, simulated requests/s, iterations/s, events/s, peak RSS.
     Bench(bench::BenchArgs),
     /// List the policies, models and GPUs this build knows.
@@ -88,6 +93,9 @@ pub struct SweepArgs {
     /// Skip the per-request requests.csv of each run (summaries stay exact).
     #[arg(long)]
     pub no_requests_csv: bool,
+    /// Do not draw plots.
+    #[arg(long)]
+    pub no_plots: bool,
 }
 
 /// Parse `args` (program name first) and run. Returns the process exit code: 0 on success, 2 on
@@ -119,6 +127,16 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Resul
     match cli.command {
         Command::Run(a) => run_cmd(a, out, err),
         Command::Sweep(a) => sweep_cmd(a, out),
+        Command::Plot { dir } => {
+            let files = crate::plot::plot_sweep(&dir, &dir.join("plots"))?;
+            writeln!(
+                out,
+                "{} plot files in {}",
+                files.len(),
+                dir.join("plots").display()
+            )?;
+            Ok(())
+        }
         Command::Bench(a) => bench::bench_cmd(a, out),
         Command::List => {
             writeln!(out, "policies:")?;
@@ -293,6 +311,9 @@ fn sweep_cmd(a: SweepArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         }))
         .as_bytes(),
     )?;
+    if !a.no_plots {
+        crate::plot::plot_sweep(dir.path(), &dir.path().join("plots"))?;
+    }
     let path = dir.commit()?;
     writeln!(
         out,
