@@ -267,11 +267,13 @@ fn draw_cdf<DB: DrawingBackend>(
 
 const SIZE: (u32, u32) = (960, 600);
 
+type Draw<'a, DB> = &'a dyn Fn(&DrawingArea<DB, Shift>) -> std::result::Result<(), String>;
+
 fn both(
     dir: &Path,
     name: &str,
-    f: &dyn Fn(&DrawingArea<BitMapBackend, Shift>) -> std::result::Result<(), String>,
-    g: &dyn Fn(&DrawingArea<SVGBackend, Shift>) -> std::result::Result<(), String>,
+    f: Draw<BitMapBackend>,
+    g: Draw<SVGBackend>,
 ) -> Result<Vec<PathBuf>> {
     let png = dir.join(format!("{name}.png"));
     let svg = dir.join(format!("{name}.svg"));
