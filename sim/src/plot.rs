@@ -267,13 +267,15 @@ fn draw_cdf<DB: DrawingBackend>(
 
 const SIZE: (u32, u32) = (960, 600);
 
-type Draw<'a, DB> = &'a dyn Fn(&DrawingArea<DB, Shift>) -> std::result::Result<(), String>;
+type PlotResult = std::result::Result<(), String>;
+type PngDraw<'a> = &'a dyn for<'b> Fn(&DrawingArea<BitMapBackend<'b>, Shift>) -> PlotResult;
+type SvgDraw<'a> = &'a dyn for<'b> Fn(&DrawingArea<SVGBackend<'b>, Shift>) -> PlotResult;
 
 fn both(
     dir: &Path,
     name: &str,
-    f: Draw<BitMapBackend>,
-    g: Draw<SVGBackend>,
+    f: PngDraw,
+    g: SvgDraw,
 ) -> Result<Vec<PathBuf>> {
     let png = dir.join(format!("{name}.png"));
     let svg = dir.join(format!("{name}.svg"));
