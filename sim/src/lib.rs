@@ -6,6 +6,7 @@
 //! [`output`] (atomic writers), [`run`] (one run), [`cli`].
 
 pub mod catalogue;
+pub mod check;
 pub mod cli;
 pub mod cost;
 pub mod engine;

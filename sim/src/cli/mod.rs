@@ -43,6 +43,9 @@ pub enum Command {
         /// A directory written by `servesim sweep`.
         dir: PathBuf,
     },
+    /// Compare a sweep's sweep.csv with a golden copy; exit 1 and list the moved points on a
+    /// regression.
+    Check(CheckArgs),
     /// Measure simulator speed: wall time, simulated requests/s, iterations/s, events/s, peak RSS.
     Bench(bench::BenchArgs),
     /// List the policies, models and GPUs this build knows.
@@ -98,6 +101,21 @@ pub struct SweepArgs {
     pub no_plots: bool,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// A sweep directory (or its sweep.csv).
+    pub sweep: PathBuf,
+    /// The golden sweep.csv to compare with.
+    #[arg(long, value_name = "FILE")]
+    pub golden: PathBuf,
+    /// Relative tolerance for numeric cells (default 0: exact; runs are deterministic).
+    #[arg(long, default_value_t = 0.0, value_name = "REL")]
+    pub rel_tol: f64,
+    /// Rewrite the golden file with the sweep's sweep.csv.
+    #[arg(long)]
+    pub bless: bool,
+}
+
 /// Parse `args` (program name first) and run. Returns the process exit code: 0 on success, 2 on
 /// any user error (printed as one line on `err`).
 pub fn main_with_args(args: Vec<OsString>, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
@@ -116,6 +134,7 @@ pub fn main_with_args(args: Vec<OsString>, out: &mut dyn Write, err: &mut dyn Wr
     };
     match dispatch(cli, out, err) {
         Ok(()) => 0,
+        Err(e) if e.downcast_ref::<Regression>().is_some() => 1,
         Err(e) => {
             let _ = writeln!(err, "error: {e}");
             2
@@ -123,10 +142,66 @@ pub fn main_with_args(args: Vec<OsString>, out: &mut dyn Write, err: &mut dyn Wr
     }
 }
 
+/// `check` found moved points (exit code 1, already reported).
+#[derive(Debug)]
+struct Regression;
+
+impl std::fmt::Display for Regression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("regression")
+    }
+}
+
+impl std::error::Error for Regression {}
+
+fn check_cmd(a: CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
+    let actual = if a.sweep.is_dir() {
+        a.sweep.join("sweep.csv")
+    } else {
+        a.sweep.clone()
+    };
+    if !(a.rel_tol.is_finite() && a.rel_tol >= 0.0) {
+        return Err(SimError::config("--rel-tol must be a finite number ≥ 0").into());
+    }
+    if a.bless {
+        std::fs::copy(&actual, &a.golden).map_err(|e| SimError::Io {
+            path: a.golden.clone(),
+            msg: format!("cannot bless: {e}"),
+        })?;
+        writeln!(
+            out,
+            "blessed {} from {}",
+            a.golden.display(),
+            actual.display()
+        )?;
+        return Ok(());
+    }
+    let moved = crate::check::compare(&actual, &a.golden, a.rel_tol)?;
+    if moved.is_empty() {
+        writeln!(
+            out,
+            "ok: {} matches {}",
+            actual.display(),
+            a.golden.display()
+        )?;
+        Ok(())
+    } else {
+        writeln!(
+            err,
+            "regression: {} value(s) moved against {}:\n{}",
+            moved.len(),
+            a.golden.display(),
+            crate::check::report(&moved)
+        )?;
+        Err(Regression.into())
+    }
+}
+
 fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(a) => run_cmd(a, out, err),
         Command::Sweep(a) => sweep_cmd(a, out),
+        Command::Check(a) => return check_cmd(a, out, err),
         Command::Plot { dir } => {
             let files = crate::plot::plot_sweep(&dir, &dir.join("plots"))?;
             writeln!(
