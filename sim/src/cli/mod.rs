@@ -201,7 +201,7 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Resul
     match cli.command {
         Command::Run(a) => run_cmd(a, out, err),
         Command::Sweep(a) => sweep_cmd(a, out),
-        Command::Check(a) => return check_cmd(a, out, err),
+        Command::Check(a) => check_cmd(a, out, err),
         Command::Plot { dir } => {
             let files = crate::plot::plot_sweep(&dir, &dir.join("plots"))?;
             writeln!(
