@@ -5,6 +5,7 @@
 //! [`trace`] (readers and synthetic arrivals), [`scenario`] (TOML schema), [`metrics`],
 //! [`output`] (atomic writers), [`run`] (one run), [`cli`].
 
+pub mod capacity;
 pub mod catalogue;
 pub mod check;
 pub mod cli;

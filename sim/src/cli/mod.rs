@@ -43,6 +43,9 @@ pub enum Command {
         /// A directory written by `servesim sweep`.
         dir: PathBuf,
     },
+    /// Throughput under an SLO: per policy, the highest arrival rate whose latency statistic
+    /// (averaged over seeds) meets the target, by bracketing and bisection.
+    Capacity(CapacityArgs),
     /// Compare a sweep's sweep.csv with a golden copy; exit 1 and list the moved points on a
     /// regression.
     Check(CheckArgs),
@@ -99,6 +102,36 @@ pub struct SweepArgs {
     /// Do not draw plots.
     #[arg(long)]
     pub no_plots: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CapacityArgs {
+    /// Scenario TOML file (its [sweep] table is ignored).
+    pub scenario: PathBuf,
+    /// The target, METRIC[:STAT]=SECONDS, e.g. per_token_s=0.3 (FastServe's SLO) or jct_s:p99=30.
+    #[arg(long)]
+    pub slo: String,
+    /// Comma-separated policies (default: the scenario's).
+    #[arg(long, value_delimiter = ',')]
+    pub policies: Vec<String>,
+    /// Comma-separated seeds averaged at each rate.
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
+    pub seeds: Vec<u64>,
+    /// First rate probed (default: the scenario's rate).
+    #[arg(long)]
+    pub start_rate: Option<f64>,
+    /// Stop when the bracket is within this relative width.
+    #[arg(long, default_value_t = 0.01)]
+    pub precision: f64,
+    /// Override the number of requests.
+    #[arg(long)]
+    pub num_requests: Option<u64>,
+    /// Write capacity.csv here.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Parallel runs (seeds at one rate run in parallel).
+    #[arg(long, short = 'j')]
+    pub jobs: Option<usize>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -202,6 +235,7 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Resul
         Command::Run(a) => run_cmd(a, out, err),
         Command::Sweep(a) => sweep_cmd(a, out),
         Command::Check(a) => check_cmd(a, out, err),
+        Command::Capacity(a) => capacity_cmd(a, out),
         Command::Plot { dir } => {
             let files = crate::plot::plot_sweep(&dir, &dir.join("plots"))?;
             writeln!(
@@ -398,5 +432,96 @@ fn sweep_cmd(a: SweepArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         pool.current_num_threads(),
         path.display()
     )?;
+    Ok(())
+}
+
+fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    use rayon::prelude::*;
+    let slo = crate::capacity::Slo::parse(&a.slo)?;
+    if a.seeds.is_empty() {
+        return Err(SimError::config("--seeds needs at least one seed").into());
+    }
+    let loaded = load(&a.scenario)?;
+    let policies = if a.policies.is_empty() {
+        vec![loaded.scenario.scheduler.policy.clone()]
+    } else {
+        a.policies.clone()
+    };
+    // Validate every policy up front.
+    for p in &policies {
+        loaded.clone().resolve(&Overrides {
+            policy: Some(p.clone()),
+            num_requests: a.num_requests,
+            ..Default::default()
+        })?;
+    }
+    let start = a
+        .start_rate
+        .or(loaded.scenario.trace.rate_per_s)
+        .unwrap_or(1.0);
+    if !(start.is_finite() && start > 0.0) {
+        return Err(SimError::config("--start-rate must be > 0").into());
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(a.jobs.unwrap_or(0))
+        .build()?;
+    let mut csv = String::from("policy,capacity_rate_per_s,probes\n");
+    writeln!(
+        out,
+        "SLO: {}({}) <= {} s, seeds {:?}",
+        slo.stat, slo.metric, slo.limit_s, a.seeds
+    )?;
+    writeln!(
+        out,
+        "{:<18}{:>16}{:>10}",
+        "policy", "capacity req/s", "probes"
+    )?;
+    let mut first: Option<f64> = None;
+    for p in &policies {
+        let mut eval = |rate: f64| -> f64 {
+            let vals: Vec<f64> = pool.install(|| {
+                a.seeds
+                    .par_iter()
+                    .map(|&seed| {
+                        let r = loaded.clone().resolve(&Overrides {
+                            policy: Some(p.clone()),
+                            rate_per_s: Some(rate),
+                            seed: Some(seed),
+                            num_requests: a.num_requests,
+                            ..Default::default()
+                        });
+                        match r.and_then(|r| crate::run::run(&r, None)) {
+                            Ok(o) => slo.value(&o.summary),
+                            Err(_) => f64::INFINITY,
+                        }
+                    })
+                    .collect()
+            });
+            vals.iter().sum::<f64>() / vals.len() as f64
+        };
+        let c = crate::capacity::search(start, slo.limit_s, a.precision, 40, &mut eval);
+        let ratio = match first {
+            None => {
+                first = Some(c.rate_per_s);
+                String::new()
+            }
+            Some(b) if b > 0.0 => format!("  ({:.2}x the first)", c.rate_per_s / b),
+            Some(_) => String::new(),
+        };
+        writeln!(
+            out,
+            "{:<18}{:>16.4}{:>10}{}",
+            p,
+            c.rate_per_s,
+            c.probes.len(),
+            ratio
+        )?;
+        csv += &format!("{},{:.6},{}\n", p, c.rate_per_s, c.probes.len());
+    }
+    if let Some(dir) = a.out {
+        let staged = crate::output::StagedDir::new(&dir)?;
+        staged.write("capacity.csv", csv.as_bytes())?;
+        staged.commit()?;
+    }
     Ok(())
 }
