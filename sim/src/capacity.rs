@@ -30,10 +30,9 @@ impl Slo {
         let (lhs, v) = s.split_once('=').ok_or_else(bad)?;
         let (metric, stat) = lhs.split_once(':').unwrap_or((lhs, "mean"));
         let limit_s: f64 = v.trim().parse().map_err(|_| bad())?;
-        if !(limit_s.is_finite() && limit_s > 0.0)
-            || !["jct_s", "ttft_s", "tpot_s", "per_token_s", "queue_s"].contains(&metric)
-            || !["mean", "p50", "p90", "p95", "p99"].contains(&stat)
-        {
+        let known = ["jct_s", "ttft_s", "tpot_s", "per_token_s", "queue_s"].contains(&metric)
+            && ["mean", "p50", "p90", "p95", "p99"].contains(&stat);
+        if !(limit_s.is_finite() && limit_s > 0.0 && known) {
             return Err(bad());
         }
         Ok(Slo {
