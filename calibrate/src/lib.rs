@@ -1,1 +1,3 @@
-pub fn placeholder() {}
+//! servesim-calibrate: fitting servesim's cost models to measured data.
+
+pub mod vidur_fit;

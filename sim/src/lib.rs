@@ -21,6 +21,7 @@ pub mod predict;
 pub mod rng;
 pub mod run;
 pub mod scenario;
+pub mod swap;
 pub mod sweep;
 pub mod trace;
 

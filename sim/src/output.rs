@@ -10,7 +10,7 @@ use crate::error::{Result, SimError};
 use crate::metrics::request_metrics;
 use crate::run::RunOutput;
 
-pub const REQUESTS_HEADER: &str = "id,arrival_s,input_tokens,output_tokens,first_token_s,finish_s,jct_s,ttft_s,tpot_s,queue_s,preemptions,replica,predicted_output_tokens,priority_at_finish,demotions,promotions";
+pub const REQUESTS_HEADER: &str = "id,arrival_s,input_tokens,output_tokens,first_token_s,finish_s,jct_s,ttft_s,tpot_s,queue_s,preemptions,replica,predicted_output_tokens,priority_at_finish,demotions,promotions,swap_out_bytes,swap_in_bytes,swap_stall_s,recomputed_tokens";
 
 fn io(path: &Path, e: impl std::fmt::Display) -> SimError {
     SimError::Io {
@@ -29,7 +29,7 @@ pub fn requests_csv(out: &RunOutput) -> String {
         let tpot = m.tpot_s.map(|t| format!("{t:.9}")).unwrap_or_default();
         let _ = writeln!(
             s,
-            "{},{:.9},{},{},{:.9},{:.9},{:.9},{:.9},{},{:.9},{},{},{},{},{},{}",
+            "{},{:.9},{},{},{:.9},{:.9},{:.9},{:.9},{},{:.9},{},{},{},{},{},{},{},{},{:.9},{}",
             c.id,
             ns_to_s(c.arrival_ns),
             c.input_tokens,
@@ -45,7 +45,11 @@ pub fn requests_csv(out: &RunOutput) -> String {
             c.predicted_output_tokens,
             c.priority,
             c.demotions,
-            c.promotions
+            c.promotions,
+            c.swap_out_bytes,
+            c.swap_in_bytes,
+            ns_to_s(c.swap_stall_ns),
+            c.recomputed_tokens
         );
     }
     s
@@ -138,4 +142,61 @@ pub fn write_run(
     dir.write("config.json", pretty(config).as_bytes())?;
     dir.write("timing.json", pretty(timing).as_bytes())?;
     dir.commit()
+}
+
+/// One output file being written: bytes go to a hidden temporary sibling that [`StagedFile::commit`]
+/// renames into place; dropped without `commit` (any error), the temporary is removed, so a failed
+/// command never leaves a partial file behind.
+pub struct StagedFile {
+    tmp: PathBuf,
+    dest: PathBuf,
+    writer: Option<std::io::BufWriter<std::fs::File>>,
+}
+
+impl StagedFile {
+    pub fn new(dest: &Path) -> Result<Self> {
+        let parent = dest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(|e| io(parent, format!("cannot create: {e}")))?;
+        let name = dest
+            .file_name()
+            .ok_or_else(|| io(dest, "output path has no file name"))?
+            .to_string_lossy();
+        let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+        let f = std::fs::File::create(&tmp).map_err(|e| io(&tmp, format!("cannot create: {e}")))?;
+        Ok(StagedFile {
+            tmp,
+            dest: dest.to_path_buf(),
+            writer: Some(std::io::BufWriter::with_capacity(1 << 16, f)),
+        })
+    }
+
+    /// Append bytes to the temporary file.
+    pub fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
+        let w = self.writer.as_mut().expect("writer lives until commit");
+        w.write_all(bytes).map_err(|e| io(&self.tmp, e))
+    }
+
+    /// Flush, sync and rename the temporary file onto `dest` (replacing it).
+    pub fn commit(mut self) -> Result<PathBuf> {
+        let w = self.writer.take().expect("writer lives until commit");
+        let f = w
+            .into_inner()
+            .map_err(|e| io(&self.tmp, e.error().to_string()))?;
+        f.sync_all().map_err(|e| io(&self.tmp, e))?;
+        drop(f);
+        std::fs::rename(&self.tmp, &self.dest).map_err(|e| io(&self.dest, e))?;
+        Ok(self.dest.clone())
+    }
+}
+
+impl Drop for StagedFile {
+    fn drop(&mut self) {
+        if self.writer.is_some() || self.tmp.exists() {
+            self.writer = None;
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }

@@ -271,12 +271,7 @@ type PlotResult = std::result::Result<(), String>;
 type PngDraw<'a> = &'a dyn for<'b> Fn(&DrawingArea<BitMapBackend<'b>, Shift>) -> PlotResult;
 type SvgDraw<'a> = &'a dyn for<'b> Fn(&DrawingArea<SVGBackend<'b>, Shift>) -> PlotResult;
 
-fn both(
-    dir: &Path,
-    name: &str,
-    f: PngDraw,
-    g: SvgDraw,
-) -> Result<Vec<PathBuf>> {
+fn both(dir: &Path, name: &str, f: PngDraw, g: SvgDraw) -> Result<Vec<PathBuf>> {
     let png = dir.join(format!("{name}.png"));
     let svg = dir.join(format!("{name}.svg"));
     f(&BitMapBackend::new(&png, SIZE).into_drawing_area()).map_err(|e| perr(&png, e))?;

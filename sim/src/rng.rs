@@ -11,6 +11,8 @@ pub enum Stream {
     Arrivals = 1,
     Lengths = 2,
     Predictor = 3,
+    /// `trace import`: the seeded shuffle of a dataset's rows.
+    Shuffle = 4,
 }
 
 pub fn stream(seed: u64, s: Stream) -> ChaCha8Rng {

@@ -6,8 +6,8 @@ use crate::error::Result;
 use crate::exec::SimExecutor;
 use crate::metrics::{Collector, Summary, summarize};
 use crate::policy::{PolicyEnv, lookup};
-use crate::scenario::{Resolved, TraceSource};
-use crate::trace::{LengthPair, Synthetic, TraceCsv, read_lengths, scan_trace};
+use crate::scenario::{Resolved, SyntheticLengths, TraceSource};
+use crate::trace::{Arrivals, LengthPair, Lengths, Synthetic, TraceCsv, read_lengths, scan_trace};
 
 pub struct RunOutput {
     /// Completed requests, sorted by id.
@@ -39,6 +39,9 @@ pub fn run(r: &Resolved, progress: Option<Box<dyn FnMut(u64)>>) -> Result<RunOut
             policy,
             executor: Box::new(SimExecutor::new(r.cost_model()?)),
             kv_capacity_blocks: r.kv_capacity_blocks,
+            host_kv_blocks: r.host_kv_blocks,
+            kv_block_bytes: r.kv_block_bytes,
+            swap: Box::new(r.swap),
         });
     }
     let cfg = EngineConfig {
@@ -56,8 +59,8 @@ pub fn run(r: &Resolved, progress: Option<Box<dyn FnMut(u64)>>) -> Result<RunOut
         completions: Vec::new(),
         on_progress: progress,
     };
-    let lengths;
-    let mut trace: Box<dyn Iterator<Item = Result<TraceRow>>> = match &r.trace {
+    let mut lengths = Vec::new();
+    let mut trace: Box<dyn Iterator<Item = Result<TraceRow>> + '_> = match &r.trace {
         TraceSource::File {
             path,
             rate_per_s,
@@ -78,29 +81,7 @@ pub fn run(r: &Resolved, progress: Option<Box<dyn FnMut(u64)>>) -> Result<RunOut
             };
             Box::new(TraceCsv::open(path, rescale, *limit)?)
         }
-        TraceSource::Synthetic {
-            arrival,
-            rate_per_s,
-            cv,
-            lengths_file,
-            num_requests,
-            drop_over_context,
-        } => {
-            lengths = fit_lengths(
-                read_lengths(lengths_file)?,
-                lengths_file,
-                r.limits.max_context_tokens,
-                *drop_over_context,
-            )?;
-            Box::new(Synthetic::new(
-                *arrival,
-                *rate_per_s,
-                *cv,
-                &lengths,
-                *num_requests,
-                s.seed,
-            )?)
-        }
+        TraceSource::Synthetic { .. } => synthetic(r, &mut lengths)?,
     };
     let stats = simulate(
         &cfg,
@@ -119,13 +100,69 @@ pub fn run(r: &Resolved, progress: Option<Box<dyn FnMut(u64)>>) -> Result<RunOut
     })
 }
 
-/// The trace's output lengths (for predictors that model a classifier trained on them).
+/// The synthetic trace of a resolved scenario. `lengths` holds a lengths file's pairs (it must
+/// outlive the iterator).
+fn synthetic<'a>(
+    r: &'a Resolved,
+    lengths: &'a mut Vec<LengthPair>,
+) -> Result<Box<dyn Iterator<Item = Result<TraceRow>> + 'a>> {
+    let TraceSource::Synthetic {
+        arrival,
+        rate_per_s,
+        cv,
+        replay_file,
+        lengths: spec,
+        num_requests,
+        drop_over_context,
+    } = &r.trace
+    else {
+        unreachable!("synthetic() is called for synthetic traces only")
+    };
+    let arrivals = Arrivals::build(*arrival, *rate_per_s, *cv, replay_file.as_deref())?;
+    let max_context = r.limits.max_context_tokens;
+    Ok(match spec {
+        SyntheticLengths::File(path) => {
+            *lengths = fit_lengths(read_lengths(path)?, path, max_context, *drop_over_context)?;
+            Box::new(Synthetic::new(
+                &arrivals,
+                Lengths::Sample(lengths),
+                *num_requests,
+                r.scenario.seed,
+            )?)
+        }
+        SyntheticLengths::Parametric { input, output } => {
+            let s = Synthetic::new(
+                &arrivals,
+                Lengths::Parametric { input, output },
+                *num_requests,
+                r.scenario.seed,
+            )?;
+            Box::new(if *drop_over_context {
+                s.with_max_total(max_context)
+            } else {
+                s
+            })
+        }
+    })
+}
+
+/// The trace's output lengths (for predictors that model a classifier trained on them): a
+/// lengths file's outputs, a trace file's, or, for parametric lengths, the run's own.
 fn reference_outputs(r: &Resolved) -> Result<Vec<u32>> {
     Ok(match &r.trace {
-        TraceSource::Synthetic { lengths_file, .. } => read_lengths(lengths_file)?
+        TraceSource::Synthetic {
+            lengths: SyntheticLengths::File(path),
+            ..
+        } => read_lengths(path)?
             .iter()
             .map(|l| l.output_tokens)
             .collect(),
+        TraceSource::Synthetic { .. } => {
+            let mut l = Vec::new();
+            synthetic(r, &mut l)?
+                .map(|row| row.map(|t| t.output_tokens))
+                .collect::<Result<Vec<u32>>>()?
+        }
         TraceSource::File { path, limit, .. } => TraceCsv::open(path, None, *limit)?
             .map(|row| row.map(|t| t.output_tokens))
             .collect::<Result<Vec<u32>>>()?,
@@ -176,6 +213,9 @@ pub fn config_json(r: &Resolved) -> serde_json::Value {
             "model": r.model,
             "gpu": r.gpu,
             "kv_capacity_blocks": r.kv_capacity_blocks,
+            "host_kv_blocks": r.host_kv_blocks,
+            "kv_block_bytes": r.kv_block_bytes,
+            "swap": r.swap,
             "kv_bytes_per_token": r.model.kv_bytes_per_token(),
             "weight_bytes": r.model.weight_bytes(),
             "limits": {

@@ -1,6 +1,7 @@
 //! The command line. `main` only calls [`main_with_args`]; tests call it in-process.
 
 mod bench;
+mod trace;
 
 use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
@@ -51,6 +52,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Measure simulator speed: wall time, simulated requests/s, iterations/s, events/s, peak RSS.
     Bench(bench::BenchArgs),
+    /// Import (ShareGPT, Alpaca, Azure, Vidur), synthesise and summarise request traces.
+    Trace(trace::TraceArgs),
     /// List the policies, models and GPUs this build knows.
     List,
 }
@@ -247,6 +250,7 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Resul
             Ok(())
         }
         Command::Bench(a) => bench::bench_cmd(a, out),
+        Command::Trace(a) => trace::trace_cmd(a, out),
         Command::List => {
             writeln!(out, "policies:")?;
             for e in crate::policy::REGISTRY {

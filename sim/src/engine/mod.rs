@@ -15,14 +15,15 @@ use std::collections::BinaryHeap;
 
 pub use kv::KvPool;
 use kv::blocks_for_tokens;
-use request::{Request, Slab, Slot};
-use time::{Ns, ns_to_s};
+use request::{KvLoc, Request, Slab, Slot};
+use time::{Ns, duration_ns_ceil, ns_to_s};
 
 use crate::cost::BatchShape;
 use crate::error::{Result, SimError};
 use crate::exec::Executor;
 use crate::policy::{Limits, Plan, Policy, PreemptMode, ReplicaView};
 use crate::predict::{Predictor, extend_prediction};
+use crate::swap::{Direction, SwapModel};
 
 /// One trace row, ready for the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +58,12 @@ pub struct ReplicaParts {
     pub policy: Box<dyn Policy>,
     pub executor: Box<dyn Executor>,
     pub kv_capacity_blocks: u32,
+    /// Host KV pool for swapping (0 = none).
+    pub host_kv_blocks: u32,
+    /// Bytes of one KV block over the whole replica (all layers, all shards).
+    pub kv_block_bytes: u64,
+    /// Transfer-time model of the replica's host links.
+    pub swap: Box<dyn SwapModel>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -78,6 +85,10 @@ pub struct Completion {
     pub first_token_ns: Ns,
     pub finish_ns: Ns,
     pub preemptions: u32,
+    pub swap_out_bytes: u64,
+    pub swap_in_bytes: u64,
+    pub swap_stall_ns: Ns,
+    pub recomputed_tokens: u64,
     /// The prediction the policy saw last (after any extension for outliving it).
     pub predicted_output_tokens: u32,
     /// The policy's priority of the request when it finished (level or score; see the policy).
@@ -102,6 +113,16 @@ pub struct ReplicaStats {
     pub peak_kv_blocks: u32,
     pub preemptions: u64,
     pub batch_requests_sum: u64,
+    pub host_capacity_blocks: u32,
+    pub peak_host_blocks: u32,
+    pub swap_outs: u64,
+    pub swap_ins: u64,
+    /// Time the copy engine was busy, per direction (GPU→host, host→GPU).
+    pub d2h_busy_ns: Ns,
+    pub h2d_busy_ns: Ns,
+    /// ∫ used GPU blocks dt and ∫ used host blocks dt (for time-averaged usage).
+    pub kv_block_ns: u128,
+    pub host_block_ns: u128,
 }
 
 /// What a whole run did.
@@ -115,9 +136,27 @@ pub struct RunStats {
     pub replicas: Vec<ReplicaStats>,
 }
 
+/// A policy's read-only view of a replica (a macro so that it borrows fields, not the replica).
+macro_rules! view {
+    ($rep:expr, $now:expr, $limits:expr) => {
+        ReplicaView {
+            reqs: &$rep.reqs,
+            kv: &$rep.kv,
+            host: &$rep.host,
+            now_ns: $now,
+            limits: $limits,
+        }
+    };
+}
+
+/// `(time, class, seq, replica, slot)`: the total order of events; `slot` names the request of a
+/// transfer event.
+type Event = (Ns, u8, u64, u32, Slot);
+
 const CLASS_ARRIVAL: u8 = 0;
-const CLASS_END: u8 = 1;
-const CLASS_KICK: u8 = 2;
+const CLASS_TRANSFER: u8 = 1;
+const CLASS_END: u8 = 2;
+const CLASS_KICK: u8 = 3;
 
 struct Replica {
     reqs: Slab,
@@ -131,6 +170,68 @@ struct Replica {
     survivors: Vec<Slot>,
     plan: Plan,
     stats: ReplicaStats,
+    host: KvPool,
+    swap: Box<dyn SwapModel>,
+    kv_block_bytes: u64,
+    /// When each copy direction is next free: [GPU→host, host→GPU].
+    copy_free_at_ns: [Ns; 2],
+    transfers_in_flight: u32,
+    /// Last time block usage was integrated.
+    usage_at_ns: Ns,
+}
+
+impl Replica {
+    /// Integrate block usage up to `now` (call before any pool change).
+    fn account_usage(&mut self, now: Ns) {
+        let dt = now.saturating_sub(self.usage_at_ns) as u128;
+        self.stats.kv_block_ns += dt * self.kv.used_blocks() as u128;
+        self.stats.host_block_ns += dt * self.host.used_blocks() as u128;
+        self.usage_at_ns = self.usage_at_ns.max(now);
+    }
+
+    /// Queue a copy of request `s` on the copy engine; returns its completion time.
+    fn start_transfer(&mut self, s: Slot, dir: Direction, now: Ns) -> Result<Ns> {
+        let req = self.reqs.get(s);
+        let blocks = match dir {
+            Direction::DeviceToHost => req.blocks,
+            Direction::HostToDevice => req.host_blocks,
+        };
+        let bytes = blocks as u64 * self.kv_block_bytes;
+        let secs = self.swap.transfer_s(dir, bytes, blocks);
+        let dur = duration_ns_ceil(secs).ok_or_else(|| {
+            SimError::config(format!("swap model returned an invalid time {secs} s"))
+        })?;
+        let k = match dir {
+            Direction::DeviceToHost => 0,
+            Direction::HostToDevice => 1,
+        };
+        let start = now.max(self.copy_free_at_ns[k]);
+        let end = start + dur;
+        self.copy_free_at_ns[k] = end;
+        match dir {
+            Direction::DeviceToHost => {
+                self.stats.d2h_busy_ns += dur;
+                self.stats.swap_outs += 1;
+            }
+            Direction::HostToDevice => {
+                self.stats.h2d_busy_ns += dur;
+                self.stats.swap_ins += 1;
+            }
+        }
+        let req = self.reqs.get_mut(s);
+        match dir {
+            Direction::DeviceToHost => {
+                req.swap_out_bytes += bytes;
+                req.kv_loc = KvLoc::SwappingOut;
+            }
+            Direction::HostToDevice => {
+                req.swap_in_bytes += bytes;
+                req.kv_loc = KvLoc::SwappingIn;
+            }
+        }
+        self.transfers_in_flight += 1;
+        Ok(end)
+    }
 }
 
 /// Run a whole simulation. Requests come from `trace` in arrival order and are routed round-robin
@@ -166,16 +267,26 @@ pub fn simulate(
                 plan: Plan::default(),
                 stats: ReplicaStats {
                     kv_capacity_blocks: p.kv_capacity_blocks,
+                    host_capacity_blocks: p.host_kv_blocks,
                     ..Default::default()
                 },
+                host: KvPool::new(p.host_kv_blocks, cfg.block_tokens),
+                swap: p.swap,
+                kv_block_bytes: p.kv_block_bytes,
+                copy_free_at_ns: [0, 0],
+                transfers_in_flight: 0,
+                usage_at_ns: 0,
             })
             .collect(),
         stats: RunStats::default(),
         next_replica: 0,
     };
     sim.run(trace, predictor, observer)?;
+    let end = sim.stats.makespan_ns;
     for r in &mut sim.replicas {
+        r.account_usage(end);
         r.stats.peak_kv_blocks = r.kv.peak_used_blocks();
+        r.stats.peak_host_blocks = r.host.peak_used_blocks();
     }
     sim.stats.replicas = sim.replicas.iter().map(|r| r.stats.clone()).collect();
     Ok(sim.stats)
@@ -183,7 +294,7 @@ pub fn simulate(
 
 struct Sim {
     cfg: EngineConfig,
-    heap: BinaryHeap<Reverse<(Ns, u8, u64, u32)>>,
+    heap: BinaryHeap<Reverse<Event>>,
     seq: u64,
     pending: Option<TraceRow>,
     last_arrival_ns: Ns,
@@ -194,7 +305,11 @@ struct Sim {
 
 impl Sim {
     fn push(&mut self, t: Ns, class: u8, replica: u32) {
-        self.heap.push(Reverse((t, class, self.seq, replica)));
+        self.push_slot(t, class, replica, 0);
+    }
+
+    fn push_slot(&mut self, t: Ns, class: u8, replica: u32, slot: Slot) {
+        self.heap.push(Reverse((t, class, self.seq, replica, slot)));
         self.seq += 1;
     }
 
@@ -227,7 +342,7 @@ impl Sim {
         observer: &mut dyn Observer,
     ) -> Result<()> {
         self.pull_arrival(trace)?;
-        while let Some(Reverse((now, class, _, r))) = self.heap.pop() {
+        while let Some(Reverse((now, class, _, r, slot))) = self.heap.pop() {
             self.stats.events += 1;
             if self.stats.events > self.cfg.guards.max_events {
                 return Err(SimError::Limit(format!(
@@ -250,6 +365,14 @@ impl Sim {
                         .expect("an arrival event has a pending row");
                     self.arrive(now, row, predictor)?;
                     self.pull_arrival(trace)?;
+                }
+                CLASS_TRANSFER => {
+                    self.finish_transfer(r, slot, now);
+                    let rep = &mut self.replicas[r as usize];
+                    if !rep.busy && !rep.kick_pending {
+                        rep.kick_pending = true;
+                        self.push(now, CLASS_KICK, r);
+                    }
                 }
                 CLASS_END => {
                     self.finish_iteration(r, now, predictor, observer);
@@ -319,6 +442,12 @@ impl Sim {
             generated_tokens: 0,
             kv_tokens: 0,
             blocks: 0,
+            kv_loc: KvLoc::None,
+            host_blocks: 0,
+            swap_out_bytes: 0,
+            swap_in_bytes: 0,
+            swap_stall_ns: 0,
+            recomputed_tokens: 0,
             preemptions: 0,
             attained_ns: 0,
             first_scheduled_ns: None,
@@ -328,12 +457,7 @@ impl Sim {
         });
         rep.stats.requests += 1;
         self.stats.requests += 1;
-        let view = ReplicaView {
-            reqs: &rep.reqs,
-            kv: &rep.kv,
-            now_ns: now,
-            limits,
-        };
+        let view = view!(rep, now, limits);
         rep.policy.on_arrival(slot, &view)?;
         if rep.reqs.len() > self.cfg.guards.max_queue {
             return Err(SimError::Limit(format!(
@@ -353,13 +477,9 @@ impl Sim {
         let limits = self.cfg.limits;
         let block_tokens = self.cfg.block_tokens;
         let rep = &mut self.replicas[r as usize];
+        rep.account_usage(now);
         {
-            let view = ReplicaView {
-                reqs: &rep.reqs,
-                kv: &rep.kv,
-                now_ns: now,
-                limits,
-            };
+            let view = view!(rep, now, limits);
             rep.policy.schedule(&view, &mut rep.plan);
         }
         let policy = rep.policy.name();
@@ -368,30 +488,86 @@ impl Sim {
             time_s: ns_to_s(now),
             msg,
         };
+        let mut transfers: Vec<(Ns, Slot)> = Vec::new();
         // Preemptions first: they free blocks for the batch.
-        for &(s, mode) in &rep.plan.preempt {
+        for i in 0..rep.plan.preempt.len() {
+            let (s, mode) = rep.plan.preempt[i];
             if !rep.reqs.contains(s) {
                 return Err(plan_err(format!("preempts unknown slot {s}")));
             }
             let req = rep.reqs.get_mut(s);
+            if req.in_transfer() {
+                return Err(plan_err(format!(
+                    "preempts request {} while its KV is being copied",
+                    req.id
+                )));
+            }
+            let host_room = req.blocks <= rep.host.free_blocks();
             match mode {
-                PreemptMode::Recompute => {
+                PreemptMode::Swap if req.kv_loc == KvLoc::Gpu && host_room => {
+                    let blocks = req.blocks;
+                    let ok = rep.host.try_alloc(blocks);
+                    debug_assert!(ok, "host room was checked");
+                    rep.reqs.get_mut(s).host_blocks = blocks;
+                    let end = rep.start_transfer(s, Direction::DeviceToHost, now)?;
+                    transfers.push((end, s));
+                    let req = rep.reqs.get_mut(s);
+                    req.preemptions += 1;
+                    rep.stats.preemptions += 1;
+                }
+                PreemptMode::Swap if req.kv_loc == KvLoc::Host => {}
+                // Recompute (or a swap with no room on the host: degrade to recompute).
+                _ => {
+                    if req.kv_loc == KvLoc::None {
+                        continue;
+                    }
                     rep.kv.free(req.blocks);
+                    rep.host.free(req.host_blocks);
                     req.blocks = 0;
+                    req.host_blocks = 0;
                     req.kv_tokens = 0;
+                    req.kv_loc = KvLoc::None;
+                    req.recomputed_tokens += req.prefill_tokens() as u64;
                     req.preemptions += 1;
                     rep.stats.preemptions += 1;
                 }
             }
         }
-        if rep.plan.run.is_empty() {
-            rep.busy = false;
-            if !rep.reqs.is_empty() {
+        // Proactive swap-ins.
+        for i in 0..rep.plan.swap_in.len() {
+            let s = rep.plan.swap_in[i];
+            if !rep.reqs.contains(s) || rep.reqs.get(s).kv_loc != KvLoc::Host {
                 return Err(plan_err(format!(
-                    "nothing to run while {} requests are unfinished (free KV blocks: {}); the run would never end",
-                    rep.reqs.len(),
+                    "swaps in slot {s}, which is not on the host"
+                )));
+            }
+            let need = rep.reqs.get(s).host_blocks;
+            if !rep.kv.try_alloc(need) {
+                return Err(plan_err(format!(
+                    "swap-in needs {need} GPU blocks but only {} are free",
                     rep.kv.free_blocks()
                 )));
+            }
+            rep.reqs.get_mut(s).blocks = need;
+            let end = rep.start_transfer(s, Direction::HostToDevice, now)?;
+            transfers.push((end, s));
+        }
+        if rep.plan.run.is_empty() {
+            rep.busy = false;
+            for (end, s) in transfers {
+                self.push_slot(end, CLASS_TRANSFER, r, s);
+            }
+            let rep = &self.replicas[r as usize];
+            if !rep.reqs.is_empty() && rep.transfers_in_flight == 0 {
+                return Err(SimError::Plan {
+                    policy: rep.policy.name().to_string(),
+                    time_s: ns_to_s(now),
+                    msg: format!(
+                        "nothing to run while {} requests are unfinished (free KV blocks: {}); the run would never end",
+                        rep.reqs.len(),
+                        rep.kv.free_blocks()
+                    ),
+                });
             }
             return Ok(());
         }
@@ -404,7 +580,9 @@ impl Sim {
         }
         let mut shape = BatchShape::default();
         rep.batch.clear();
-        for item in &rep.plan.run {
+        let mut ready_ns = now;
+        for i in 0..rep.plan.run.len() {
+            let item = rep.plan.run[i];
             let s = item.slot;
             if !rep.reqs.contains(s) {
                 return Err(plan_err(format!("runs unknown slot {s}")));
@@ -413,8 +591,32 @@ impl Sim {
             if req.in_batch {
                 return Err(plan_err(format!("runs request {} twice", req.id)));
             }
+            if !req.runnable() {
+                return Err(plan_err(format!(
+                    "runs request {} while its KV is being copied",
+                    req.id
+                )));
+            }
             req.in_batch = true;
             rep.batch.push(s);
+            if req.kv_loc == KvLoc::Host {
+                // Reactive swap-in: the iteration waits for the copy.
+                let need = req.host_blocks;
+                if !rep.kv.try_alloc(need) {
+                    for &b in &rep.batch {
+                        rep.reqs.get_mut(b).in_batch = false;
+                    }
+                    return Err(plan_err(format!(
+                        "reactive swap-in needs {need} GPU blocks but only {} are free",
+                        rep.kv.free_blocks()
+                    )));
+                }
+                rep.reqs.get_mut(s).blocks = need;
+                let end = rep.start_transfer(s, Direction::HostToDevice, now)?;
+                transfers.push((end, s));
+                ready_ns = ready_ns.max(end);
+            }
+            let req = rep.reqs.get_mut(s);
             if req.needs_prefill() {
                 shape.add_prefill(req.prefill_tokens());
             } else {
@@ -447,19 +649,53 @@ impl Sim {
                 shape.prefill_tokens, limits.max_batch_tokens
             )));
         }
-        let dur = rep.executor.run_iteration(&shape)?;
+        let compute = rep.executor.run_iteration(&shape)?;
+        let compute_end = now
+            .checked_add(compute)
+            .ok_or_else(|| SimError::Limit("simulated time overflowed u64 nanoseconds".into()))?;
+        let end = compute_end.max(ready_ns);
+        if ready_ns > compute_end {
+            let stall = ready_ns - compute_end;
+            for i in 0..rep.batch.len() {
+                let s = rep.batch[i];
+                rep.reqs.get_mut(s).swap_stall_ns += stall;
+            }
+        }
+        let dur = end - now;
         rep.busy = true;
         rep.iter_start_ns = now;
         rep.stats.iterations += 1;
         rep.stats.busy_ns += dur;
         rep.stats.batch_requests_sum += shape.requests() as u64;
         self.stats.iterations += 1;
-        let end = now
-            .checked_add(dur)
-            .ok_or_else(|| SimError::Limit("simulated time overflowed u64 nanoseconds".into()))?;
         observer.on_iteration(r, now, end, &shape);
+        for (t, s) in transfers {
+            self.push_slot(t, CLASS_TRANSFER, r, s);
+        }
         self.push(end, CLASS_END, r);
         Ok(())
+    }
+
+    fn finish_transfer(&mut self, r: u32, s: Slot, now: Ns) {
+        let rep = &mut self.replicas[r as usize];
+        rep.account_usage(now);
+        rep.transfers_in_flight -= 1;
+        let req = rep.reqs.get_mut(s);
+        match req.kv_loc {
+            KvLoc::SwappingOut => {
+                rep.kv.free(req.blocks);
+                req.blocks = 0;
+                req.kv_loc = KvLoc::Host;
+            }
+            KvLoc::SwappingIn => {
+                rep.host.free(req.host_blocks);
+                req.host_blocks = 0;
+                req.kv_loc = KvLoc::Gpu;
+            }
+            other => {
+                unreachable!("engine bug: transfer completed for a request in state {other:?}")
+            }
+        }
     }
 
     fn finish_iteration(
@@ -471,6 +707,7 @@ impl Sim {
     ) {
         let limits = self.cfg.limits;
         let rep = &mut self.replicas[r as usize];
+        rep.account_usage(now);
         let dur = now - rep.iter_start_ns;
         rep.busy = false;
         rep.survivors.clear();
@@ -481,6 +718,7 @@ impl Sim {
             req.attained_ns += dur;
             req.last_run_end_ns = now;
             req.kv_tokens = req.kv_tokens_after_next();
+            req.kv_loc = KvLoc::Gpu;
             req.generated_tokens += 1;
             if req.first_token_ns.is_none() {
                 req.first_token_ns = Some(now);
@@ -504,6 +742,10 @@ impl Sim {
                     first_token_ns: req.first_token_ns.unwrap_or(now),
                     finish_ns: now,
                     preemptions: req.preemptions,
+                    swap_out_bytes: req.swap_out_bytes,
+                    swap_in_bytes: req.swap_in_bytes,
+                    swap_stall_ns: req.swap_stall_ns,
+                    recomputed_tokens: req.recomputed_tokens,
                     predicted_output_tokens: req.predicted_output_tokens,
                     priority: info.priority,
                     demotions: info.demotions,
@@ -517,12 +759,7 @@ impl Sim {
                 rep.survivors.push(s);
             }
         }
-        let view = ReplicaView {
-            reqs: &rep.reqs,
-            kv: &rep.kv,
-            now_ns: now,
-            limits,
-        };
+        let view = view!(rep, now, limits);
         rep.policy.on_iteration_end(&rep.survivors, dur, &view);
     }
 }

@@ -3,6 +3,21 @@
 
 use super::time::Ns;
 
+/// Where a request's KV cache is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvLoc {
+    /// No KV anywhere (not started, or preempted by recompute): the next iteration is a prefill.
+    None,
+    /// Resident on the GPU.
+    Gpu,
+    /// Being copied GPU → host; GPU blocks are freed when the copy completes.
+    SwappingOut,
+    /// On the host only.
+    Host,
+    /// Being copied host → GPU; the request can run when the copy completes.
+    SwappingIn,
+}
+
 /// Handle of an in-flight request inside its replica's slab. Reused after the request finishes.
 pub type Slot = u32;
 
@@ -24,6 +39,16 @@ pub struct Request {
     pub kv_tokens: u32,
     /// GPU KV blocks held (allocated on demand, or reserved ahead by the policy).
     pub blocks: u32,
+    /// Where the KV of `kv_tokens` tokens is.
+    pub kv_loc: KvLoc,
+    /// Host KV blocks held.
+    pub host_blocks: u32,
+    pub swap_out_bytes: u64,
+    pub swap_in_bytes: u64,
+    /// Time iterations that included this request waited for its swap-in beyond their compute.
+    pub swap_stall_ns: Ns,
+    /// Tokens re-prefilled after recompute preemptions.
+    pub recomputed_tokens: u64,
     /// Times this request was preempted.
     pub preemptions: u32,
     /// Service attained: sum of the durations of the iterations it took part in.
@@ -43,9 +68,18 @@ impl Request {
     pub fn prefill_tokens(&self) -> u32 {
         self.input_tokens + self.generated_tokens
     }
-    /// Whether the request's next iteration is a prefill (no KV resident).
+    /// Whether the request's next iteration is a prefill (no KV anywhere).
     pub fn needs_prefill(&self) -> bool {
         self.kv_tokens == 0
+    }
+    /// Whether it can be put in a batch now: KV on the GPU, or none at all (prefill), or on the
+    /// host (the engine then swaps it in reactively and the iteration waits for the copy).
+    pub fn runnable(&self) -> bool {
+        matches!(self.kv_loc, KvLoc::None | KvLoc::Gpu | KvLoc::Host)
+    }
+    /// Whether a copy is in flight.
+    pub fn in_transfer(&self) -> bool {
+        matches!(self.kv_loc, KvLoc::SwappingOut | KvLoc::SwappingIn)
     }
     /// Tokens whose KV must be resident at the end of its next iteration.
     pub fn kv_tokens_after_next(&self) -> u32 {

@@ -95,7 +95,17 @@ pub struct ReplicaSummary {
     pub mean_batch_size: f64,
     pub kv_capacity_blocks: u32,
     pub peak_kv_blocks: u32,
+    /// Time-averaged GPU KV blocks in use over the makespan.
+    pub mean_kv_blocks: f64,
+    pub host_capacity_blocks: u32,
+    pub peak_host_blocks: u32,
+    pub mean_host_blocks: f64,
     pub preemptions: u64,
+    pub swap_outs: u64,
+    pub swap_ins: u64,
+    /// Fraction of the makespan the copy engine was busy, GPU→host and host→GPU.
+    pub d2h_busy_fraction: f64,
+    pub h2d_busy_fraction: f64,
 }
 
 /// `summary.json`. Deterministic: no wall-clock figures (those go to `timing.json`).
@@ -133,6 +143,13 @@ pub fn summarize(
     let span_s = ns_to_s(stats.makespan_ns.saturating_sub(stats.first_arrival_ns));
     let out_tokens: u64 = completions.iter().map(|c| c.output_tokens as u64).sum();
     let rate = |x: f64| if span_s > 0.0 { x / span_s } else { 0.0 };
+    let per_ns = |x: u128| {
+        if stats.makespan_ns > 0 {
+            x as f64 / stats.makespan_ns as f64
+        } else {
+            0.0
+        }
+    };
     Summary {
         scenario: scenario.to_string(),
         policy: policy.to_string(),
@@ -167,7 +184,15 @@ pub fn summarize(
                 },
                 kv_capacity_blocks: r.kv_capacity_blocks,
                 peak_kv_blocks: r.peak_kv_blocks,
+                mean_kv_blocks: per_ns(r.kv_block_ns),
+                host_capacity_blocks: r.host_capacity_blocks,
+                peak_host_blocks: r.peak_host_blocks,
+                mean_host_blocks: per_ns(r.host_block_ns),
                 preemptions: r.preemptions,
+                swap_outs: r.swap_outs,
+                swap_ins: r.swap_ins,
+                d2h_busy_fraction: per_ns(r.d2h_busy_ns as u128),
+                h2d_busy_fraction: per_ns(r.h2d_busy_ns as u128),
             })
             .collect(),
     }
@@ -229,6 +254,10 @@ mod tests {
             first_token_ns: 2_000_000_000,
             finish_ns: 4_000_000_000,
             preemptions: 0,
+            swap_out_bytes: 0,
+            swap_in_bytes: 0,
+            swap_stall_ns: 0,
+            recomputed_tokens: 0,
             predicted_output_tokens: 5,
             priority: 0.0,
             demotions: 0,

@@ -24,13 +24,16 @@
 //! | parameter | unit | default | meaning |
 //! |---|---|---|---|
 //! | `aging_weight` | s of priority per s waited | 0.1 | aging credit |
+//! | `preemption` | — | `swap` | evicted KV goes to the host pool when it has room (else recompute); or `recompute` |
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::common::{Misfit, form_priority_batch, rank, remaining_time_s};
-use super::{Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, ReplicaView, parse_params};
+use super::{
+    Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice, ReplicaView, parse_params,
+};
 use crate::cost::CostModel;
 use crate::engine::request::Slot;
 use crate::engine::time::ns_to_s;
@@ -48,11 +51,16 @@ pub const ENTRY: PolicyEntry = PolicyEntry {
 #[serde(deny_unknown_fields, default)]
 pub struct Params {
     pub aging_weight: f64,
+    /// How an evicted request gives up its KV: `swap` (host pool, if room) or `recompute`.
+    pub preemption: PreemptionChoice,
 }
 
 impl Default for Params {
     fn default() -> Self {
-        Params { aging_weight: 0.1 }
+        Params {
+            aging_weight: 0.1,
+            preemption: PreemptionChoice::Swap,
+        }
     }
 }
 
@@ -92,6 +100,12 @@ impl Alise {
     }
 }
 
+impl Alise {
+    fn preemption(&self) -> PreemptionChoice {
+        self.p.preemption
+    }
+}
+
 impl Policy for Alise {
     fn name(&self) -> &'static str {
         "alise"
@@ -115,7 +129,14 @@ impl Policy for Alise {
         for &(k, _, s) in &self.keys {
             self.last_key[s as usize] = k;
         }
-        form_priority_batch(view, &self.order, Misfit::Skip, plan);
+        form_priority_batch(
+            view,
+            &self.order,
+            Misfit::Skip,
+            self.preemption(),
+            false,
+            plan,
+        );
     }
     fn on_finish(&mut self, s: Slot) {
         if let Some(i) = self.active.iter().position(|&x| x == s) {

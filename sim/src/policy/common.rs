@@ -2,9 +2,9 @@
 
 use std::collections::VecDeque;
 
-use super::{Plan, PreemptMode, ReplicaView};
+use super::{Plan, PreemptMode, PreemptionChoice, ReplicaView};
 use crate::cost::{BatchShape, CostModel};
-use crate::engine::request::{Request, Slot};
+use crate::engine::request::{KvLoc, Request, Slot};
 
 /// vLLM's decode-memory rule: walk `running` from highest priority (front) to lowest; while the
 /// request at hand cannot get the blocks it needs, preempt (by recompute) the lowest-priority
@@ -70,18 +70,24 @@ pub enum Misfit {
 /// Candidates join while the batch has room. A candidate that needs KV blocks that are not free
 /// may take them from resident requests of *lower* priority, which are preempted by recompute
 /// (lowest priority first). Candidates past the lowest one already considered for eviction are
-/// not scheduled this iteration. Returns the number of candidates consumed from the front.
+/// not scheduled this iteration. Returns the GPU blocks left free once the batch has its blocks
+/// (swap-outs started here not counted: they free later). With `defer_new`, requests that have not
+/// started are passed over (FastServe defers prefills when host swap space runs low).
 pub fn form_priority_batch(
     view: &ReplicaView,
     order: &[Slot],
     misfit: Misfit,
+    preemption: PreemptionChoice,
+    defer_new: bool,
     plan: &mut Plan,
-) -> usize {
+) -> u32 {
     let limits = view.limits;
     let mut free = view.free_blocks();
     let mut prefill_tokens: u64 = 0;
     let mut has_prefill = false;
     let mut evict_from = order.len();
+    // Blocks of swap-outs started here: free when their copies complete, not for this batch.
+    let mut freeing: u32 = 0;
     let mut i = 0;
     while i < order.len() && i < evict_from {
         if plan.run.len() >= limits.max_batch_size as usize {
@@ -89,6 +95,11 @@ pub fn form_priority_batch(
         }
         let s = order[i];
         let r = view.req(s);
+        if !r.runnable() || (defer_new && !r.started()) {
+            // Its KV is being copied, or new requests are deferred: not this iteration.
+            i += 1;
+            continue;
+        }
         if r.needs_prefill() {
             let t = r.prefill_tokens() as u64;
             if has_prefill && prefill_tokens + t > limits.max_batch_tokens as u64 {
@@ -102,13 +113,20 @@ pub fn form_priority_batch(
             }
         }
         let need = view.extra_blocks_for_next(s);
-        while need > free && evict_from > i + 1 {
+        while need > free + freeing && evict_from > i + 1 {
             evict_from -= 1;
             let v = order[evict_from];
-            let blocks = view.req(v).blocks;
-            if blocks > 0 {
-                plan.preempt.push((v, PreemptMode::Recompute));
-                free += blocks;
+            let vr = view.req(v);
+            if vr.blocks > 0 && vr.kv_loc == KvLoc::Gpu {
+                let mode = preemption.mode_for(view, v);
+                if mode == PreemptMode::Swap {
+                    // The blocks free when the copy completes: not usable for this batch.
+                    plan.preempt.push((v, mode));
+                    freeing += vr.blocks;
+                } else {
+                    plan.preempt.push((v, mode));
+                    free += vr.blocks;
+                }
             }
         }
         if need > free {
@@ -128,7 +146,7 @@ pub fn form_priority_batch(
         plan.run_on_demand(s);
         i += 1;
     }
-    i
+    free
 }
 
 /// Estimated remaining execution time of `r` on its own (batch size 1), from the cost model and

@@ -13,11 +13,14 @@
 //! |---|---|---|
 //! | `starvation_iterations` | iterations | 200 |
 //! | `boost_iterations` | iterations | 10 |
+//! | `preemption` | — | `swap` (else `recompute`) |
 
 use serde::{Deserialize, Serialize};
 
 use super::common::{Misfit, form_priority_batch, rank};
-use super::{Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, ReplicaView, parse_params};
+use super::{
+    Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice, ReplicaView, parse_params,
+};
 use crate::engine::request::Slot;
 use crate::engine::time::Ns;
 use crate::error::{Result, SimError};
@@ -35,6 +38,8 @@ pub const ENTRY: PolicyEntry = PolicyEntry {
 pub struct Params {
     pub starvation_iterations: u32,
     pub boost_iterations: u32,
+    /// How an evicted request gives up its KV: `swap` (host pool, if room) or `recompute`.
+    pub preemption: PreemptionChoice,
 }
 
 impl Default for Params {
@@ -42,6 +47,7 @@ impl Default for Params {
         Params {
             starvation_iterations: 200,
             boost_iterations: 10,
+            preemption: PreemptionChoice::Swap,
         }
     }
 }
@@ -88,6 +94,12 @@ impl Ltr {
     }
 }
 
+impl Ltr {
+    fn preemption(&self) -> PreemptionChoice {
+        self.p.preemption
+    }
+}
+
 impl Policy for Ltr {
     fn name(&self) -> &'static str {
         "ltr"
@@ -111,7 +123,14 @@ impl Policy for Ltr {
                 view.req(s).predicted_output_tokens as f64
             }
         });
-        form_priority_batch(view, &self.order, Misfit::Skip, plan);
+        form_priority_batch(
+            view,
+            &self.order,
+            Misfit::Skip,
+            self.preemption(),
+            false,
+            plan,
+        );
         for item in &plan.run {
             self.in_batch[item.slot as usize] = true;
         }

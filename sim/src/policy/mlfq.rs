@@ -25,6 +25,10 @@
 //! | `starvation_clock_from_zero` | — | true (code quirk: `last_step_time` starts at 0, so a never-run request counts as idle since t = 0) | false (idle since arrival) |
 //! | `reset_attained_on_promotion` | — | false (code quirk) | true |
 //! | `misfit` | — | `stop` (no back-filling) | `skip` (our choice; the paper does not say) |
+//! | `preemption` | — | `swap` (host pool when it has room, else recompute) | `swap` |
+//! | `offload` | — | `proactive` (FastServe `reserve_free_blocks`) | `proactive` (ordered by queue position; the paper's explicit ENST order is not implemented) |
+//! | `defer_new_below_host_free_frac` | — | 0.1 (code: a prefill-stage request is set aside while free host blocks < 10%) | 0.1 |
+//! | `min_free_blocks` | blocks | 0 (reserve = max(max_batch_size, this)) | 0 |
 //! | `requeue_reverses_batch` | — | true (code pushes each just-run request to the front in batch order) | false |
 //!
 //! Preemption under memory pressure (no host swap in this build): a higher-priority request that
@@ -35,10 +39,13 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::PreemptMode;
 use super::common::{Misfit, form_priority_batch};
-use super::{Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, ReplicaView, parse_params};
+use super::{
+    Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice, ReplicaView, parse_params,
+};
 use crate::cost::{BatchShape, CostModel};
-use crate::engine::request::Slot;
+use crate::engine::request::{KvLoc, Slot};
 use crate::engine::time::Ns;
 use crate::error::{Result, SimError};
 
@@ -82,6 +89,24 @@ pub struct Params {
     pub reset_attained_on_promotion: Option<bool>,
     pub misfit: Option<MisfitRule>,
     pub requeue_reverses_batch: Option<bool>,
+    pub preemption: Option<PreemptionChoice>,
+    pub offload: Option<Offload>,
+    pub min_free_blocks: Option<u32>,
+    pub defer_new_below_host_free_frac: Option<f64>,
+}
+
+/// How host memory is used (with `preemption = "swap"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Offload {
+    /// Swap out only to make room for a batch; swap in when a host-resident request is
+    /// scheduled (the iteration waits for the copy).
+    Reactive,
+    /// FastServe's `reserve_free_blocks`: keep `max(max_batch_size, min_free_blocks)` GPU blocks
+    /// free by swapping out the lowest-priority resident requests; when no swap-out happened at a
+    /// boundary, swap in host-resident requests among the next `max_batch_size` in priority order
+    /// ahead of their turn, overlapped with compute.
+    Proactive,
 }
 
 /// The concrete configuration (recorded in `config.json`).
@@ -99,6 +124,10 @@ pub struct Config {
     pub reset_attained_on_promotion: bool,
     pub misfit: MisfitRule,
     pub requeue_reverses_batch: bool,
+    pub preemption: PreemptionChoice,
+    pub offload: Offload,
+    pub min_free_blocks: u32,
+    pub defer_new_below_host_free_frac: f64,
 }
 
 /// Time of the smallest possible iteration: one decode with a one-token context.
@@ -144,6 +173,10 @@ impl Params {
                     MisfitRule::Skip
                 }),
                 requeue_reverses_batch: self.requeue_reverses_batch.unwrap_or(code),
+                preemption: self.preemption.unwrap_or(PreemptionChoice::Swap),
+                offload: self.offload.unwrap_or(Offload::Proactive),
+                min_free_blocks: self.min_free_blocks.unwrap_or(0),
+                defer_new_below_host_free_frac: self.defer_new_below_host_free_frac.unwrap_or(0.1),
             };
         let bad = |m: String| SimError::config(format!("[policies.{policy}] {m}"));
         if !(c.base_quantum_s.is_finite() && c.base_quantum_s > 0.0) {
@@ -202,6 +235,7 @@ pub struct Mlfq {
     iterations: u64,
     order: Vec<Slot>,
     promote_buf: Vec<Slot>,
+    taken: Vec<bool>,
 }
 
 impl Mlfq {
@@ -215,6 +249,7 @@ impl Mlfq {
             iterations: 0,
             order: Vec::new(),
             promote_buf: Vec::new(),
+            taken: Vec::new(),
         }
     }
 
@@ -233,6 +268,13 @@ impl Mlfq {
     /// Quantum of level `p` in seconds.
     pub fn quantum_s(&self, p: u32) -> f64 {
         self.cfg.base_quantum_s * self.cfg.ratio.powi(p as i32)
+    }
+
+    /// Quantum of level `p` in whole nanoseconds (nearest; saturating), the unit attained service
+    /// is counted in. Comparing in seconds would demote a request whose attained service equals
+    /// the quantum whenever `base · ratio^p` rounds below its decimal value (e.g. 0.009 × 3).
+    pub fn quantum_ns(&self, p: u32) -> Ns {
+        (self.quantum_s(p) * 1e9).round() as Ns
     }
 
     /// The highest level (smallest p) whose quantum covers `t_s`.
@@ -275,7 +317,8 @@ impl Mlfq {
     }
 
     fn starvation_check(&mut self, now: Ns) {
-        let threshold_ns = (self.cfg.starvation_threshold_s * 1e9) as Ns;
+        // Nearest, not truncated: 1.001 s × 1e9 = 1000999999.9999999 must not fire 1 ns early.
+        let threshold_ns = (self.cfg.starvation_threshold_s * 1e9).round() as Ns;
         self.promote_buf.clear();
         for q in &self.levels {
             for &s in q {
@@ -311,6 +354,82 @@ impl Mlfq {
             }
         }
         self.promote_buf = buf;
+    }
+}
+
+impl Mlfq {
+    fn preemption(&self) -> PreemptionChoice {
+        self.cfg.preemption
+    }
+
+    /// FastServe code `reserve_free_blocks` after the batch is formed (see [`Offload`]).
+    fn proactive(&mut self, view: &ReplicaView, plan: &mut Plan, free_after: u32) {
+        if self.cfg.offload != Offload::Proactive
+            || self.cfg.preemption != PreemptionChoice::Swap
+            || view.host_capacity_blocks() == 0
+        {
+            return;
+        }
+        let reserve = view.limits.max_batch_size.max(self.cfg.min_free_blocks);
+        if self.taken.len() < view.slot_capacity() {
+            self.taken.resize(view.slot_capacity(), false);
+        }
+        for item in &plan.run {
+            self.taken[item.slot as usize] = true;
+        }
+        for &(s, _) in &plan.preempt {
+            self.taken[s as usize] = true;
+        }
+        // The highest-priority request left out of the batch for want of GPU memory (no KV on the
+        // GPU): memory is made for it and never given to anyone below it.
+        let blocked = self.order.iter().position(|&s| {
+            let r = view.req(s);
+            !self.taken[s as usize] && matches!(r.kv_loc, KvLoc::None | KvLoc::Host)
+        });
+        let blocked_need = blocked.map_or(0, |i| view.extra_blocks_for_next(self.order[i]));
+        let mut deficit = reserve as i64 + blocked_need as i64 - free_after as i64;
+        let mut host_free = view.host_free_blocks();
+        let mut swapped_out = false;
+        let floor = blocked.map_or(0, |i| i + 1);
+        for &s in self.order[floor..].iter().rev() {
+            if deficit <= 0 {
+                break;
+            }
+            let r = view.req(s);
+            if self.taken[s as usize] || r.kv_loc != KvLoc::Gpu || r.blocks > host_free {
+                continue;
+            }
+            plan.preempt.push((s, PreemptMode::Swap));
+            self.taken[s as usize] = true;
+            host_free -= r.blocks;
+            deficit -= r.blocks as i64;
+            swapped_out = true;
+        }
+        if !swapped_out {
+            let mut free = free_after as i64;
+            let mut quota = view.limits.max_batch_size;
+            for &s in &self.order {
+                if quota == 0 {
+                    break;
+                }
+                quota -= 1;
+                let r = view.req(s);
+                if self.taken[s as usize] || r.kv_loc == KvLoc::Gpu || r.in_transfer() {
+                    continue;
+                }
+                if r.kv_loc != KvLoc::Host || free < reserve as i64 + r.host_blocks as i64 {
+                    break; // memory goes to this request first
+                }
+                plan.swap_in.push(s);
+                free -= r.host_blocks as i64;
+            }
+        }
+        for item in &plan.run {
+            self.taken[item.slot as usize] = false;
+        }
+        for &(s, _) in &plan.preempt {
+            self.taken[s as usize] = false;
+        }
     }
 }
 
@@ -361,7 +480,19 @@ impl Policy for Mlfq {
             MisfitRule::Stop => Misfit::Stop,
             MisfitRule::Skip => Misfit::Skip,
         };
-        form_priority_batch(view, &self.order, misfit, plan);
+        let defer_new = view.host_capacity_blocks() > 0
+            && self.cfg.preemption == PreemptionChoice::Swap
+            && (view.host_free_blocks() as f64)
+                < self.cfg.defer_new_below_host_free_frac * view.host_capacity_blocks() as f64;
+        let free_after = form_priority_batch(
+            view,
+            &self.order,
+            misfit,
+            self.preemption(),
+            defer_new,
+            plan,
+        );
+        self.proactive(view, plan, free_after);
     }
 
     fn on_iteration_end(&mut self, batch: &[Slot], duration_ns: Ns, view: &ReplicaView) {
@@ -376,8 +507,7 @@ impl Policy for Mlfq {
                 last_step_ns: view.now_ns,
                 ..st
             };
-            if st.attained_ns as f64 / 1e9 > this.quantum_s(st.level) && st.level < this.max_level()
-            {
+            if st.attained_ns > this.quantum_ns(st.level) && st.level < this.max_level() {
                 let next = match this.cfg.demotion {
                     Demotion::OneLevel => st.level + 1,
                     Demotion::CoverNextIteration => {

@@ -39,6 +39,7 @@ pub struct Limits {
 pub struct ReplicaView<'a> {
     pub(crate) reqs: &'a Slab,
     pub(crate) kv: &'a KvPool,
+    pub(crate) host: &'a KvPool,
     pub now_ns: Ns,
     pub limits: Limits,
 }
@@ -56,6 +57,18 @@ impl<'a> ReplicaView<'a> {
     }
     pub fn capacity_blocks(&self) -> u32 {
         self.kv.capacity_blocks()
+    }
+    /// Free host KV blocks (0 when the scenario has no host pool).
+    pub fn host_free_blocks(&self) -> u32 {
+        self.host.free_blocks()
+    }
+    pub fn host_capacity_blocks(&self) -> u32 {
+        self.host.capacity_blocks()
+    }
+    /// Whether request `s` can be swapped out now (resident, not in flight, host room).
+    pub fn can_swap_out(&self, s: Slot) -> bool {
+        let r = self.req(s);
+        r.kv_loc == crate::engine::request::KvLoc::Gpu && r.blocks <= self.host.free_blocks()
     }
     pub fn block_tokens(&self) -> u32 {
         self.kv.block_tokens()
@@ -77,6 +90,27 @@ impl<'a> ReplicaView<'a> {
 pub enum PreemptMode {
     /// Drop the KV; the request later re-prefills prompt + generated tokens.
     Recompute,
+    /// Copy the KV to the host pool (GPU blocks free when the copy completes).
+    Swap,
+}
+
+/// Which preemption a policy uses when it has the choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PreemptionChoice {
+    Recompute,
+    /// Swap when the host pool has room, else recompute.
+    Swap,
+}
+
+impl PreemptionChoice {
+    /// The mode for evicting `s` now.
+    pub fn mode_for(self, view: &ReplicaView, s: Slot) -> PreemptMode {
+        match self {
+            PreemptionChoice::Swap if view.can_swap_out(s) => PreemptMode::Swap,
+            _ => PreemptMode::Recompute,
+        }
+    }
 }
 
 /// One request to run in the next iteration.
@@ -92,12 +126,15 @@ pub struct RunItem {
 pub struct Plan {
     pub run: Vec<RunItem>,
     pub preempt: Vec<(Slot, PreemptMode)>,
+    /// Host-resident requests to copy back to the GPU ahead of their turn (proactive swap-in).
+    pub swap_in: Vec<Slot>,
 }
 
 impl Plan {
     pub fn clear(&mut self) {
         self.run.clear();
         self.preempt.clear();
+        self.swap_in.clear();
     }
     pub fn run_on_demand(&mut self, s: Slot) {
         self.run.push(RunItem {

@@ -9,12 +9,16 @@
 //! limits, skipping requests that do not fit. A request that needs KV blocks takes them from
 //! resident requests with longer remaining time, which are preempted by recompute.
 //!
-//! No parameters.
+//! | parameter | default | meaning |
+//! |---|---|---|
+//! | `preemption` | `swap` | how an evicted request gives up its KV (`swap` to the host pool when it has room, else recompute; or always `recompute`) |
 
 use std::sync::Arc;
 
 use super::common::{Misfit, form_priority_batch, rank, remaining_time_s};
-use super::{Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, ReplicaView, parse_params};
+use super::{
+    Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice, ReplicaView, parse_params,
+};
 use crate::cost::CostModel;
 use crate::engine::request::Slot;
 use crate::error::Result;
@@ -35,20 +39,32 @@ pub const ORACLE_ENTRY: PolicyEntry = PolicyEntry {
     forced_predictor: Some("oracle"),
 };
 
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Params {}
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Params {
+    /// How an evicted request gives up its KV: `swap` (host pool, if room) or `recompute`.
+    pub preemption: PreemptionChoice,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            preemption: PreemptionChoice::Swap,
+        }
+    }
+}
 
 fn build(
     table: Option<&toml::Value>,
     env: &PolicyEnv,
 ) -> Result<(Box<dyn Policy>, serde_json::Value)> {
-    let (_, json) = parse_params::<Params>("srpt", table)?;
-    Ok((Box::new(Srpt::new(env.cost.clone())), json))
+    let (p, json) = parse_params::<Params>("srpt", table)?;
+    Ok((Box::new(Srpt::new(env.cost.clone(), p.preemption)), json))
 }
 
 pub struct Srpt {
     cost: Arc<dyn CostModel>,
+    preemption: PreemptionChoice,
     active: Vec<Slot>,
     keys: Vec<(f64, u64, Slot)>,
     order: Vec<Slot>,
@@ -56,14 +72,21 @@ pub struct Srpt {
 }
 
 impl Srpt {
-    pub fn new(cost: Arc<dyn CostModel>) -> Self {
+    pub fn new(cost: Arc<dyn CostModel>, preemption: PreemptionChoice) -> Self {
         Srpt {
             cost,
+            preemption,
             active: Vec::new(),
             keys: Vec::new(),
             order: Vec::new(),
             last_key: Vec::new(),
         }
+    }
+}
+
+impl Srpt {
+    fn preemption(&self) -> PreemptionChoice {
+        self.preemption
     }
 }
 
@@ -87,7 +110,14 @@ impl Policy for Srpt {
         for &(k, _, s) in &self.keys {
             self.last_key[s as usize] = k;
         }
-        form_priority_batch(view, &self.order, Misfit::Skip, plan);
+        form_priority_batch(
+            view,
+            &self.order,
+            Misfit::Skip,
+            self.preemption(),
+            false,
+            plan,
+        );
     }
     fn on_finish(&mut self, s: Slot) {
         if let Some(i) = self.active.iter().position(|&x| x == s) {

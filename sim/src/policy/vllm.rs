@@ -5,8 +5,9 @@
 //! At each iteration boundary:
 //! 1. Admit waiting requests in FCFS order while the running set stays ≤ `max_batch_size`, the
 //!    prefill tokens stay ≤ `max_batch_tokens`, and the KV pool keeps `watermark_frac` of its
-//!    blocks free after allocating the prompt; stop at the first that does not fit. If any was
-//!    admitted, the iteration is **prefill-only** (vLLM v0 does not mix phases).
+//!    blocks free after allocating the prompt (waived while nothing is running); stop at the first
+//!    that does not fit. If any was admitted, the iteration is **prefill-only** (vLLM v0 does not
+//!    mix phases).
 //! 2. Otherwise run one decode step for every running request, oldest first; when a request
 //!    cannot get its next block, preempt the most recently arrived running request by recompute
 //!    (possibly itself) and put it at the front of the waiting queue.
@@ -119,7 +120,15 @@ impl Policy for Vllm {
                 break;
             }
             let need = view.extra_blocks_for_next(s);
-            if free < need + watermark {
+            // With nothing resident the watermark protects nobody. Waiving it then guarantees
+            // progress: a request preempted late re-prefills prompt + generated tokens, which
+            // may need more than capacity − watermark blocks (it always fits in capacity).
+            let keep_free = if self.running.is_empty() {
+                0
+            } else {
+                watermark
+            };
+            if free < need + keep_free {
                 break;
             }
             free -= need;

@@ -15,7 +15,7 @@ use crate::cost::linear::LinearCost;
 use crate::engine::Guards;
 use crate::error::{Result, SimError};
 use crate::policy::Limits;
-use crate::trace::ArrivalProcess;
+use crate::trace::{ArrivalProcess, LengthDist};
 
 const ANALYTIC_FIT_TOML: &str = include_str!("../../catalogue/analytic_fit.toml");
 
@@ -54,6 +54,9 @@ pub struct Scenario {
     pub trace: TraceSpec,
     #[serde(default)]
     pub memory: MemorySpec,
+    /// Host↔GPU transfer model (defaults from the GPU's PCIe figures).
+    #[serde(default)]
+    pub swap: crate::swap::SwapSpec,
     pub cost: CostSpec,
     pub scheduler: SchedulerSpec,
     /// Per-policy parameter tables, `[policies.NAME]`.
@@ -70,15 +73,16 @@ fn one() -> u32 {
     1
 }
 
-/// `[trace]`: either `file`, or a synthetic trace (`arrival`, `rate_per_s`, `lengths_file`,
-/// `num_requests`, optional `cv`).
+/// `[trace]`: either `file`, or a synthetic trace (`arrival`, `rate_per_s`, `num_requests`,
+/// lengths from `lengths_file` or `input_lengths` + `output_lengths`, optional `cv`,
+/// `replay_file`).
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TraceSpec {
     /// Canonical (`arrival_s,input_tokens,output_tokens`) or Vidur trace CSV.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<PathBuf>,
-    /// Synthetic: `poisson`, `gamma` or `constant`.
+    /// Synthetic: `poisson`, `gamma`, `constant` or `replay`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub arrival: Option<ArrivalProcess>,
     /// Synthetic: mean arrival rate. With `file`: rescale the file's arrivals to this mean rate.
@@ -94,9 +98,21 @@ pub struct TraceSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub num_requests: Option<u64>,
     /// Synthetic: skip lengths-file rows whose input + output exceed the model context (the
-    /// count is reported); without it such a row is an error naming its line.
+    /// count is reported); without it such a row is an error naming its line. With parametric
+    /// lengths: redraw pairs that exceed the context.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub drop_over_context: bool,
+    /// Synthetic `replay`: the trace whose arrival times are replayed (rescaled to `rate_per_s`
+    /// when it is given). Implies `arrival = "replay"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_file: Option<PathBuf>,
+    /// Synthetic: parametric input lengths (instead of `lengths_file`), e.g.
+    /// `{ dist = "lognormal", mean = 19.31, sigma = 0.6 }`; needs `output_lengths` too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_lengths: Option<LengthDist>,
+    /// Synthetic: parametric output lengths (instead of `lengths_file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_lengths: Option<LengthDist>,
 }
 
 /// `[memory]`
@@ -112,6 +128,9 @@ pub struct MemorySpec {
     /// Override: KV blocks per replica (ignores the memory arithmetic; for tests and teaching).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kv_capacity_blocks: Option<u32>,
+    /// Host memory for swapped-out KV, per replica (0 disables swapping: swap preemption then
+    /// degrades to recompute).
+    pub host_kv_bytes: u64,
 }
 
 impl Default for MemorySpec {
@@ -121,6 +140,7 @@ impl Default for MemorySpec {
             gpu_memory_utilization: 0.9,
             activation_reserve_bytes: 1 << 30,
             kv_capacity_blocks: None,
+            host_kv_bytes: 32 << 30,
         }
     }
 }
@@ -245,11 +265,26 @@ pub enum TraceSource {
     },
     Synthetic {
         arrival: ArrivalProcess,
-        rate_per_s: f64,
+        /// Required except for `replay` (where it rescales the replayed trace).
+        rate_per_s: Option<f64>,
         cv: f64,
-        lengths_file: PathBuf,
+        /// `replay` only.
+        replay_file: Option<PathBuf>,
+        lengths: SyntheticLengths,
         num_requests: u64,
         drop_over_context: bool,
+    },
+}
+
+/// Lengths of a synthetic trace, with paths resolved.
+#[derive(Debug, Clone)]
+pub enum SyntheticLengths {
+    /// Sampled with replacement from a lengths file.
+    File(PathBuf),
+    /// Drawn from parametric distributions.
+    Parametric {
+        input: LengthDist,
+        output: LengthDist,
     },
 }
 
@@ -263,6 +298,11 @@ pub struct Resolved {
     pub limits: Limits,
     pub guards: Guards,
     pub kv_capacity_blocks: u32,
+    /// Host KV blocks per replica.
+    pub host_kv_blocks: u32,
+    /// Bytes of one KV block (whole replica).
+    pub kv_block_bytes: u64,
+    pub swap: crate::swap::PcieSwap,
     pub policy_params: serde_json::Value,
     pub analytic_params: Option<AnalyticParams>,
     /// The predictor the policy sees (forced, named, or the policy's default).
@@ -339,16 +379,20 @@ impl Loaded {
 
         // Trace.
         let t = &s.trace;
-        let trace = match (&t.file, &t.lengths_file) {
-            (Some(_), Some(_)) => {
-                return Err(self.err("[trace]: give either `file` or `lengths_file`, not both"));
-            }
-            (None, None) => {
+        let parametric = t.input_lengths.is_some() || t.output_lengths.is_some();
+        let synthetic_keys = t.lengths_file.is_some() || parametric || t.replay_file.is_some();
+        let trace = match &t.file {
+            Some(_) if synthetic_keys => {
                 return Err(self.err(
-                    "[trace]: give `file` (a trace CSV) or a synthetic trace (`arrival`, `rate_per_s`, `lengths_file`, `num_requests`)",
+                    "[trace]: give either `file` or a synthetic trace (`lengths_file`, `input_lengths`/`output_lengths`, `replay_file`), not both",
                 ));
             }
-            (Some(f), None) => {
+            None if !synthetic_keys => {
+                return Err(self.err(
+                    "[trace]: give `file` (a trace CSV) or a synthetic trace (`arrival`, `rate_per_s`, `num_requests`, and `lengths_file` or `input_lengths` + `output_lengths`)",
+                ));
+            }
+            Some(f) => {
                 if t.arrival.is_some() || t.cv.is_some() || t.drop_over_context {
                     return Err(self.err(
                         "[trace]: `arrival`, `cv` and `drop_over_context` apply to synthetic traces only, not to `file`",
@@ -364,18 +408,67 @@ impl Loaded {
                     limit: t.num_requests,
                 }
             }
-            (None, Some(l)) => TraceSource::Synthetic {
-                arrival: t.arrival.unwrap_or(ArrivalProcess::Poisson),
-                rate_per_s: t
-                    .rate_per_s
-                    .ok_or_else(|| self.err("[trace]: synthetic traces need `rate_per_s`"))?,
-                cv: t.cv.unwrap_or(1.0),
-                lengths_file: self.rel(l),
-                num_requests: t
-                    .num_requests
-                    .ok_or_else(|| self.err("[trace]: synthetic traces need `num_requests`"))?,
-                drop_over_context: t.drop_over_context,
-            },
+            None => {
+                let lengths = match (&t.lengths_file, &t.input_lengths, &t.output_lengths) {
+                    (Some(l), None, None) => SyntheticLengths::File(self.rel(l)),
+                    (None, Some(i), Some(o)) => {
+                        for (k, d) in [("input_lengths", i), ("output_lengths", o)] {
+                            d.validate()
+                                .map_err(|e| self.err(format!("[trace] {k}: {e}")))?;
+                        }
+                        SyntheticLengths::Parametric {
+                            input: i.clone(),
+                            output: o.clone(),
+                        }
+                    }
+                    (Some(_), _, _) => {
+                        return Err(self.err(
+                            "[trace]: give either `lengths_file` or `input_lengths` + `output_lengths`, not both",
+                        ));
+                    }
+                    (None, None, None) => {
+                        return Err(self.err(
+                            "[trace]: synthetic traces need lengths: `lengths_file` or `input_lengths` + `output_lengths`",
+                        ));
+                    }
+                    (None, _, _) => {
+                        return Err(self.err(
+                            "[trace]: `input_lengths` and `output_lengths` go together; give both",
+                        ));
+                    }
+                };
+                let arrival = match (t.arrival, &t.replay_file) {
+                    (None, Some(_)) | (Some(ArrivalProcess::Replay), Some(_)) => {
+                        ArrivalProcess::Replay
+                    }
+                    (Some(ArrivalProcess::Replay), None) => {
+                        return Err(self.err(
+                            "[trace]: `arrival = \"replay\"` needs `replay_file` (the trace whose arrival times are replayed)",
+                        ));
+                    }
+                    (Some(a), Some(_)) => {
+                        return Err(self.err(format!(
+                            "[trace]: `replay_file` goes with `arrival = \"replay\"`, not `{}`",
+                            ArrivalProcess::NAMES[a as usize]
+                        )));
+                    }
+                    (a, None) => a.unwrap_or(ArrivalProcess::Poisson),
+                };
+                if arrival != ArrivalProcess::Replay && t.rate_per_s.is_none() {
+                    return Err(self.err("[trace]: synthetic traces need `rate_per_s`"));
+                }
+                TraceSource::Synthetic {
+                    arrival,
+                    rate_per_s: t.rate_per_s,
+                    cv: t.cv.unwrap_or(1.0),
+                    replay_file: t.replay_file.as_ref().map(|p| self.rel(p)),
+                    lengths,
+                    num_requests: t
+                        .num_requests
+                        .ok_or_else(|| self.err("[trace]: synthetic traces need `num_requests`"))?,
+                    drop_over_context: t.drop_over_context,
+                }
+            }
         };
         if let Some(r) = t.rate_per_s
             && !(r.is_finite() && r > 0.0)
@@ -470,6 +563,10 @@ impl Loaded {
             }
         };
 
+        let kv_block_bytes = model.kv_bytes_per_token() * m.block_tokens as u64;
+        let host_kv_blocks = (m.host_kv_bytes / kv_block_bytes).min(u32::MAX as u64) as u32;
+        let swap = crate::swap::PcieSwap::resolve(&s.swap, gpu.pcie_bytes_per_s, s.tp * s.pp)
+            .map_err(wrap)?;
         let mut resolved = Resolved {
             scenario: s.clone(),
             scenario_path: self.path.clone(),
@@ -479,6 +576,9 @@ impl Loaded {
             limits,
             guards,
             kv_capacity_blocks,
+            host_kv_blocks,
+            kv_block_bytes,
+            swap,
             policy_params: serde_json::Value::Null,
             analytic_params,
             predictor,

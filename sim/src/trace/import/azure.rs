@@ -1,0 +1,281 @@
+//! Azure LLM inference traces (`Azure/AzurePublicDataset`, 2023 and 2024):
+//! `TIMESTAMP,ContextTokens,GeneratedTokens`, timestamps like `2023-11-16 18:15:46.6805900`
+//! (optionally with `T`, a `Z` or a `±HH:MM` offset).
+//!
+//! Output: `arrival_s` = seconds from the first arrival (6 decimals, rounded half up from the
+//! exact nanosecond difference), `input_tokens` = ContextTokens, `output_tokens` =
+//! GeneratedTokens. Rows with a zero count are dropped (servesim needs ≥ 1 token of each) and
+//! counted; rows out of time order are sorted (stably) and counted.
+
+use std::path::{Path, PathBuf};
+
+use super::{normalise_arrivals, parse_count, write_trace};
+use crate::error::Result;
+use crate::trace::csv_reader::{csv_err, input_err, open_csv};
+
+pub const TIMESTAMP: &str = "TIMESTAMP";
+pub const CONTEXT: &str = "ContextTokens";
+pub const GENERATED: &str = "GeneratedTokens";
+
+/// What a CSV import did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CsvReport {
+    pub rows: u64,
+    pub dropped_zero: u64,
+    pub out_of_order: u64,
+    pub written: u64,
+    /// Last arrival − first arrival, when the output has arrivals.
+    pub duration_s: Option<f64>,
+    /// The first arrival before shifting to 0 (seconds, in the input's own time base).
+    pub first_arrival: Option<String>,
+    pub out: PathBuf,
+}
+
+impl CsvReport {
+    pub fn lines(&self) -> String {
+        let mut s = format!("read {} rows", self.rows);
+        if let Some(f) = &self.first_arrival {
+            s.push_str(&format!("; first arrival {f} → 0 s"));
+        }
+        s.push('\n');
+        if self.dropped_zero > 0 {
+            s.push_str(&format!(
+                "dropped {} rows with a zero token count (servesim needs ≥ 1 input and ≥ 1 output token)\n",
+                self.dropped_zero
+            ));
+        }
+        if self.out_of_order > 0 {
+            s.push_str(&format!(
+                "{} rows were out of time order: sorted by arrival\n",
+                self.out_of_order
+            ));
+        }
+        s.push_str(&format!("wrote {} requests", self.written));
+        if let Some(d) = self.duration_s {
+            s.push_str(&format!(" spanning {d:.3} s"));
+        }
+        s.push_str(&format!(" to {}\n", self.out.display()));
+        s
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Nanoseconds since 1970-01-01 UTC of `YYYY-MM-DD[ T]HH:MM:SS[.fraction][Z|±HH:MM|±HHMM]`.
+pub fn parse_timestamp(s: &str) -> Option<i128> {
+    let b = s.trim().as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = b.get(r)?;
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(part).ok()?.parse().ok()
+    };
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b' ' | b'T') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut frac_ns: i64 = 0;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            if i - start < 9 {
+                frac_ns = frac_ns * 10 + (b[i] - b'0') as i64;
+            }
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        for _ in (i - start)..9 {
+            frac_ns *= 10;
+        }
+    }
+    let offset_s: i64 = match b.get(i) {
+        None => 0,
+        Some(b'Z') if i + 1 == b.len() => 0,
+        Some(&sign @ (b'+' | b'-')) => {
+            let rest = &s.trim()[i + 1..];
+            let (oh, om) = match rest.len() {
+                5 if rest.as_bytes()[2] == b':' => (&rest[..2], &rest[3..]),
+                4 => (&rest[..2], &rest[2..]),
+                2 => (rest, "00"),
+                _ => return None,
+            };
+            let (oh, om): (i64, i64) = (oh.parse().ok()?, om.parse().ok()?);
+            let o = oh * 3600 + om * 60;
+            if sign == b'+' { o } else { -o }
+        }
+        _ => return None,
+    };
+    let secs = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec - offset_s;
+    Some(secs as i128 * 1_000_000_000 + frac_ns as i128)
+}
+
+/// Import an Azure trace CSV into `arrival_s,input_tokens,output_tokens` at `out`.
+pub fn import(path: &Path, out: &Path) -> Result<CsvReport> {
+    let (mut rdr, headers) = open_csv(path)?;
+    let find = |n: &str| {
+        headers.iter().position(|h| h == n).ok_or_else(|| {
+            input_err(
+                path,
+                1,
+                n,
+                format!(
+                    "missing column `{n}`: an Azure LLM inference trace has the header `TIMESTAMP,ContextTokens,GeneratedTokens` (this header has: {})",
+                    headers.join(",")
+                ),
+            )
+        })
+    };
+    let (ti, ci, gi) = (find(TIMESTAMP)?, find(CONTEXT)?, find(GENERATED)?);
+    let mut rows = Vec::new();
+    let mut rec = csv::StringRecord::new();
+    let mut read = 0u64;
+    let mut dropped_zero = 0u64;
+    let mut first_text = None;
+    while rdr
+        .read_record(&mut rec)
+        .map_err(|e| csv_err(path, 0, "row", e))?
+    {
+        let line = rec.position().map(|p| p.line()).unwrap_or(0);
+        read += 1;
+        let t = parse_timestamp(&rec[ti]).ok_or_else(|| {
+            input_err(
+                path,
+                line,
+                TIMESTAMP,
+                format!(
+                    "expected a timestamp like `2023-11-16 18:15:46.6805900`, got `{}`",
+                    &rec[ti]
+                ),
+            )
+        })?;
+        let i = parse_count(path, line, CONTEXT, &rec[ci])?;
+        let o = parse_count(path, line, GENERATED, &rec[gi])?;
+        if first_text.is_none() {
+            first_text = Some(rec[ti].to_string());
+        }
+        if i == 0 || o == 0 {
+            dropped_zero += 1;
+            continue;
+        }
+        rows.push((t, i, o));
+    }
+    if rows.is_empty() {
+        return Err(input_err(
+            path,
+            2,
+            TIMESTAMP,
+            if read == 0 {
+                "the trace has a header but no rows".to_string()
+            } else {
+                format!("none of the {read} rows has ≥ 1 input and ≥ 1 output token")
+            },
+        ));
+    }
+    let (out_of_order, shifted) = normalise_arrivals(&mut rows);
+    write_trace(out, &shifted, 6)?;
+    Ok(CsvReport {
+        rows: read,
+        dropped_zero,
+        out_of_order,
+        written: shifted.len() as u64,
+        duration_s: shifted.last().map(|r| r.0 as f64 / 1e9),
+        first_arrival: if out_of_order == 0 { first_text } else { None },
+        out: out.to_path_buf(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps() {
+        let t0 = parse_timestamp("2023-11-16 18:15:46.6805900").unwrap();
+        let t1 = parse_timestamp("2023-11-16 18:15:50.9951690").unwrap();
+        assert_eq!(t1 - t0, 4_314_579_000);
+        assert_eq!(parse_timestamp("1970-01-01 00:00:00").unwrap(), 0, "epoch");
+        assert_eq!(
+            parse_timestamp("2024-05-10T00:00:01.5+00:00").unwrap()
+                - parse_timestamp("2024-05-10 00:00:00Z").unwrap(),
+            1_500_000_000
+        );
+        assert_eq!(
+            parse_timestamp("2024-05-10 02:00:00+02:00"),
+            parse_timestamp("2024-05-10 00:00:00")
+        );
+        // Across a month and a leap day.
+        assert_eq!(
+            parse_timestamp("2024-03-01 00:00:00").unwrap()
+                - parse_timestamp("2024-02-28 00:00:00").unwrap(),
+            2 * 86_400 * 1_000_000_000
+        );
+        assert_eq!(
+            parse_timestamp("2023-11-16 00:00:00").unwrap() / 1_000_000_000,
+            1_700_092_800
+        );
+        for bad in [
+            "",
+            "2023-11-16",
+            "2023-13-01 00:00:00",
+            "16/11/2023 18:15:46",
+            "2023-11-16 18:15:46.",
+            "2023-11-16 18:15:46 x",
+        ] {
+            assert!(parse_timestamp(bad).is_none(), "{bad}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod import_tests {
+    use super::*;
+
+    fn fixture(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name)
+    }
+
+    #[test]
+    fn azure_fixtures() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("a.csv");
+        let r = import(&fixture("azure_small.csv"), &out).unwrap();
+        assert_eq!(
+            (r.rows, r.written, r.dropped_zero, r.out_of_order),
+            (5, 4, 1, 0)
+        );
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "arrival_s,input_tokens,output_tokens\n0.000000,374,44\n4.314579,396,109\n4.319410,879,7\n13.319411,2000,1\n"
+        );
+        // 2024 format with a UTC offset, one row out of order.
+        let r = import(&fixture("azure_2024_small.csv"), &out).unwrap();
+        assert_eq!((r.written, r.out_of_order), (3, 1));
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "arrival_s,input_tokens,output_tokens\n0.000000,100,20\n0.010000,4808,10\n0.510000,3180,8\n"
+        );
+    }
+}
