@@ -3,7 +3,7 @@
 //! Layout: [`engine`] (event loop, replicas, KV accounting — no I/O), [`policy`] (one file per
 //! scheduling policy), [`cost`] (iteration-time models), [`exec`] (the executor seam),
 //! [`trace`] (readers and synthetic arrivals), [`scenario`] (TOML schema), [`metrics`],
-//! [`output`] (atomic writers), [`run`] (one run), [`cli`].
+//! [`output`] (atomic writers), [`route`] (cluster routers), [`run`] (one run), [`cli`].
 
 pub mod capacity;
 pub mod catalogue;
@@ -18,9 +18,12 @@ pub mod output;
 pub mod plot;
 pub mod policy;
 pub mod predict;
+pub mod profile;
 pub mod rng;
+pub mod route;
 pub mod run;
 pub mod scenario;
+pub mod shard;
 pub mod swap;
 pub mod sweep;
 pub mod trace;

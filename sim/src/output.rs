@@ -55,6 +55,38 @@ pub fn requests_csv(out: &RunOutput) -> String {
     s
 }
 
+/// Columns of `replicas.csv`.
+pub const REPLICAS_HEADER: &str = "replica,requests,iterations,busy_fraction,mean_batch_size,kv_capacity_blocks,peak_kv_blocks,mean_kv_blocks,host_capacity_blocks,peak_host_blocks,mean_host_blocks,preemptions,swap_outs,swap_ins,d2h_busy_fraction,h2d_busy_fraction";
+
+/// `replicas.csv` text: one row per replica (the `replicas` array of `summary.json`), fractions
+/// and means with 9 decimals.
+pub fn replicas_csv(summary: &crate::metrics::Summary) -> String {
+    let mut s = String::from(REPLICAS_HEADER);
+    s.push('\n');
+    for (i, r) in summary.replicas.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "{i},{},{},{:.9},{:.9},{},{},{:.9},{},{},{:.9},{},{},{},{:.9},{:.9}",
+            r.requests,
+            r.iterations,
+            r.busy_fraction,
+            r.mean_batch_size,
+            r.kv_capacity_blocks,
+            r.peak_kv_blocks,
+            r.mean_kv_blocks,
+            r.host_capacity_blocks,
+            r.peak_host_blocks,
+            r.mean_host_blocks,
+            r.preemptions,
+            r.swap_outs,
+            r.swap_ins,
+            r.d2h_busy_fraction,
+            r.h2d_busy_fraction
+        );
+    }
+    s
+}
+
 /// A directory being written; dropped without `commit`, it is removed.
 pub struct StagedDir {
     tmp: PathBuf,
@@ -127,7 +159,8 @@ pub fn pretty_json(v: &serde_json::Value) -> String {
     s
 }
 
-/// Write `requests.csv`, `summary.json`, `config.json` and `timing.json` into `dest` atomically.
+/// Write `requests.csv`, `replicas.csv`, `summary.json`, `config.json` and `timing.json` into
+/// `dest` atomically.
 pub fn write_run(
     dest: &Path,
     out: &RunOutput,
@@ -136,6 +169,7 @@ pub fn write_run(
 ) -> Result<PathBuf> {
     let dir = StagedDir::new(dest)?;
     dir.write("requests.csv", requests_csv(out).as_bytes())?;
+    dir.write("replicas.csv", replicas_csv(&out.summary).as_bytes())?;
     let pretty = pretty_json;
     let summary = serde_json::to_value(&out.summary).expect("summary serialises");
     dir.write("summary.json", pretty(&summary).as_bytes())?;

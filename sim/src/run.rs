@@ -1,7 +1,7 @@
 //! One run of a resolved scenario: build the trace source, the replicas and the predictor, drive
 //! the engine, and summarise. Reads input files; writes nothing.
 
-use crate::engine::{Completion, EngineConfig, ReplicaParts, RunStats, TraceRow, simulate};
+use crate::engine::{Completion, EngineConfig, ReplicaParts, RunStats, TraceRow, simulate_routed};
 use crate::error::Result;
 use crate::exec::SimExecutor;
 use crate::metrics::{Collector, Summary, summarize};
@@ -32,16 +32,20 @@ pub fn run(r: &Resolved, progress: Option<Box<dyn FnMut(u64)>>) -> Result<RunOut
         cost: r.cost_model()?.into(),
     };
     let entry = lookup(&s.scheduler.policy)?;
+    // Off-grid queries of profile-based models (summary.json `profile_extrapolations`).
+    let extrapolations = std::sync::Arc::new(crate::profile::ExtrapolationCounter::default());
     let mut parts = Vec::with_capacity(s.replicas as usize);
     for _ in 0..s.replicas {
         let (policy, _) = (entry.build)(s.policies.get(&s.scheduler.policy), &env)?;
         parts.push(ReplicaParts {
             policy,
-            executor: Box::new(SimExecutor::new(r.cost_model()?)),
+            executor: Box::new(SimExecutor::new(
+                r.cost_model_counted(Some(extrapolations.clone()))?,
+            )),
             kv_capacity_blocks: r.kv_capacity_blocks,
             host_kv_blocks: r.host_kv_blocks,
             kv_block_bytes: r.kv_block_bytes,
-            swap: Box::new(r.swap),
+            swap: r.swap_model(Some(extrapolations.clone())),
         });
     }
     let cfg = EngineConfig {
@@ -83,16 +87,23 @@ pub fn run(r: &Resolved, progress: Option<Box<dyn FnMut(u64)>>) -> Result<RunOut
         }
         TraceSource::Synthetic { .. } => synthetic(r, &mut lengths)?,
     };
-    let stats = simulate(
+    let router_entry = crate::route::lookup(&s.router)?;
+    let (router, _) = (router_entry.build)(s.routers.get(&s.router), &r.router_env()?)?;
+    let stats = simulate_routed(
         &cfg,
         trace.as_mut(),
         parts,
+        router,
         predictor.as_mut(),
         &mut collector,
-    )?;
+    )
+    .map_err(|e| locate_request_error(e, &r.trace))?;
     let mut completions = collector.completions;
     completions.sort_by_key(|c| c.id);
-    let summary = summarize(&s.name, &s.scheduler.policy, s.seed, &completions, &stats);
+    let mut summary = summarize(&s.name, &s.scheduler.policy, s.seed, &completions, &stats);
+    if r.uses_profile() {
+        summary.profile_extrapolations = Some(extrapolations.report());
+    }
     Ok(RunOutput {
         completions,
         stats,
@@ -144,6 +155,22 @@ fn synthetic<'a>(
             })
         }
     })
+}
+
+/// A rejected request of a trace file is reported at its file and line (request ids are 0-based
+/// data rows; every supported trace has one record per line after the header).
+fn locate_request_error(e: crate::error::SimError, trace: &TraceSource) -> crate::error::SimError {
+    match (e, trace) {
+        (crate::error::SimError::Request { id, msg }, TraceSource::File { path, .. }) => {
+            crate::error::SimError::Input {
+                path: path.clone(),
+                line: id + 2,
+                field: "input_tokens,output_tokens".into(),
+                msg: format!("request {id}: {msg}"),
+            }
+        }
+        (e, _) => e,
+    }
 }
 
 /// The trace's output lengths (for predictors that model a classifier trained on them): a
@@ -206,7 +233,7 @@ fn fit_lengths(
 
 /// The fully resolved configuration recorded in `config.json`.
 pub fn config_json(r: &Resolved) -> serde_json::Value {
-    serde_json::json!({
+    let mut v = serde_json::json!({
         "scenario": r.scenario,
         "scenario_file": r.scenario_path,
         "resolved": {
@@ -224,9 +251,22 @@ pub fn config_json(r: &Resolved) -> serde_json::Value {
                 "max_context_tokens": r.limits.max_context_tokens,
             },
             "policy_params": r.policy_params,
+            "router": r.scenario.router,
+            "router_params": r.router_params,
             "predictor": r.predictor,
             "analytic_params": r.analytic_params,
         },
         "servesim_version": env!("CARGO_PKG_VERSION"),
-    })
+    });
+    if let Some((tables, dir)) = &r.cost_profile {
+        v["resolved"]["cost_profile"] = serde_json::json!({
+            "path": dir,
+            "mode": tables.mode(),
+            "iteration_overhead_s": tables.iteration_overhead_s(),
+        });
+    }
+    if let Some(p) = &r.swap_profile {
+        v["resolved"]["swap"] = serde_json::json!(p);
+    }
+    v
 }

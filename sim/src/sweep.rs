@@ -209,6 +209,17 @@ fn csv_cell(s: &str) -> String {
 
 /// `sweep.csv` text from the runs and their outcomes (summary, or the error that ended the run).
 pub fn sweep_csv(runs: &[SweepRun], outcomes: &[std::result::Result<Summary, String>]) -> String {
+    let mut s = csv_header(runs);
+    s.push('\n');
+    for (r, o) in runs.iter().zip(outcomes) {
+        s.push_str(&csv_row(r, o));
+        s.push('\n');
+    }
+    s
+}
+
+/// The header line of `sweep.csv` (no newline): `run`, the axes of the first run, the metrics.
+pub fn csv_header(runs: &[SweepRun]) -> String {
     let mut s = String::from("run");
     if let Some(r) = runs.first() {
         for (k, _) in &r.axes {
@@ -220,26 +231,28 @@ pub fn sweep_csv(runs: &[SweepRun], outcomes: &[std::result::Result<Summary, Str
         s.push(',');
         s.push_str(c);
     }
-    s.push('\n');
-    for (r, o) in runs.iter().zip(outcomes) {
-        let _ = write!(s, "{}", r.index);
-        for (_, v) in &r.axes {
-            s.push(',');
-            s.push_str(&csv_cell(v));
+    s
+}
+
+/// One run's line of `sweep.csv` (no newline; a quoted error cell may contain newlines).
+pub fn csv_row(r: &SweepRun, o: &std::result::Result<Summary, String>) -> String {
+    let mut s = String::new();
+    let _ = write!(s, "{}", r.index);
+    for (_, v) in &r.axes {
+        s.push(',');
+        s.push_str(&csv_cell(v));
+    }
+    let cells = match o {
+        Ok(sum) => metric_cells(sum),
+        Err(e) => {
+            let mut c = vec![String::new(); METRIC_COLUMNS.len()];
+            *c.last_mut().expect("non-empty") = e.clone();
+            c
         }
-        let cells = match o {
-            Ok(sum) => metric_cells(sum),
-            Err(e) => {
-                let mut c = vec![String::new(); METRIC_COLUMNS.len()];
-                *c.last_mut().expect("non-empty") = e.clone();
-                c
-            }
-        };
-        for c in cells {
-            s.push(',');
-            s.push_str(&csv_cell(&c));
-        }
-        s.push('\n');
+    };
+    for c in cells {
+        s.push(',');
+        s.push_str(&csv_cell(&c));
     }
     s
 }

@@ -140,6 +140,36 @@ impl Table {
     }
 }
 
+/// One row of an `mlp.csv` with every operator kept apart (milliseconds, as in the file).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerOps {
+    pub tp: u32,
+    pub tokens: u32,
+    /// Medians of [`LINEAR_OPS`], in that order, ms.
+    pub linear_ms: [f64; 4],
+    /// Medians of [`SMALL_OPS`], in that order, ms.
+    pub small_ms: [f64; 5],
+}
+
+impl LayerOps {
+    /// Σ of the linear operators, seconds.
+    pub fn linear_s(&self) -> f64 {
+        let mut s = 0.0;
+        for v in self.linear_ms {
+            s += v;
+        }
+        s * 1e-3
+    }
+    /// Σ of the small operators, seconds.
+    pub fn small_s(&self) -> f64 {
+        let mut s = 0.0;
+        for v in self.small_ms {
+            s += v;
+        }
+        s * 1e-3
+    }
+}
+
 /// Parse a Vidur `mlp.csv` for the catalogue model `model` (`spec` its shape). The dimension columns
 /// of every row must match `spec`, so a file can never be fitted against the wrong model.
 pub fn parse_mlp_csv(
@@ -148,6 +178,25 @@ pub fn parse_mlp_csv(
     model: &str,
     spec: &ModelSpec,
 ) -> Result<Vec<LayerSample>> {
+    Ok(parse_mlp_ops(text, source, model, spec)?
+        .into_iter()
+        .map(|o| LayerSample {
+            model: model.to_string(),
+            tp: o.tp,
+            tokens: o.tokens,
+            linear_s: o.linear_s(),
+            small_s: o.small_s(),
+        })
+        .collect())
+}
+
+/// Like [`parse_mlp_csv`], keeping every operator's median apart.
+pub fn parse_mlp_ops(
+    text: &str,
+    source: &str,
+    model: &str,
+    spec: &ModelSpec,
+) -> Result<Vec<LayerOps>> {
     let t = Table::parse(text, source)?;
     let lin: Vec<(usize, String)> = LINEAR_OPS
         .iter()
@@ -197,21 +246,25 @@ pub fn parse_mlp_csv(
                 spec.gated_mlp
             );
         }
-        let sum = |cols: &[(usize, String)]| -> Result<f64> {
-            let mut s = 0.0;
-            for (c, n) in cols {
-                s += t.num(i, *c, n)?;
-            }
-            Ok(s * 1e-3)
-        };
-        let sample = LayerSample {
-            model: model.to_string(),
+        let mut linear_ms = [0.0; 4];
+        for (k, (c, n)) in lin.iter().enumerate() {
+            linear_ms[k] = t.num(i, *c, n)?;
+        }
+        let mut small_ms = [0.0; 5];
+        for (k, (c, n)) in small.iter().enumerate() {
+            small_ms[k] = t.num(i, *c, n)?;
+        }
+        let sample = LayerOps {
             tp: t.uint(i, tp, "num_tensor_parallel_workers")? as u32,
             tokens: t.uint(i, tokens, "num_tokens")? as u32,
-            linear_s: sum(&lin)?,
-            small_s: sum(&small)?,
+            linear_ms,
+            small_ms,
         };
-        if sample.tp == 0 || sample.tokens == 0 || sample.linear_s <= 0.0 || sample.small_s <= 0.0 {
+        if sample.tp == 0
+            || sample.tokens == 0
+            || sample.linear_s() <= 0.0
+            || sample.small_s() <= 0.0
+        {
             bail!(
                 "{source}: line {}: zero TP, tokens or time in {sample:?}",
                 i + 2

@@ -1,6 +1,8 @@
 //! The command line. `main` only calls [`main_with_args`]; tests call it in-process.
 
 mod bench;
+pub mod calibrate;
+mod merge;
 mod trace;
 
 use std::ffi::OsString;
@@ -39,6 +41,9 @@ pub enum Command {
     /// for any --jobs. A run that fails at run time (e.g. overloaded) is recorded in the `error`
     /// column; bad input fails the whole sweep before any run starts.
     Sweep(SweepArgs),
+    /// Join the shard directories of `sweep --shard I/N` into one sweep directory: the same
+    /// sweep.csv (byte for byte) and runs/ an unsharded sweep writes.
+    Merge(merge::MergeArgs),
     /// (Re)draw the plots of a sweep directory into DIR/plots/ (PNG and SVG).
     Plot {
         /// A directory written by `servesim sweep`.
@@ -56,6 +61,15 @@ pub enum Command {
     Trace(trace::TraceArgs),
     /// List the policies, models and GPUs this build knows.
     List,
+    /// Calibration: measurement plans, GPU measurement, fitting, Vidur import and reports
+    /// (`plan`, `run`, `fit`, `import-vidur`, `report`; `servesim calibrate --help`). Runs the
+    /// `servesim-calibrate` executable built next to `servesim`.
+    #[command(disable_help_flag = true)]
+    Calibrate {
+        /// Arguments passed to servesim-calibrate.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<OsString>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -105,6 +119,10 @@ pub struct SweepArgs {
     /// Do not draw plots.
     #[arg(long)]
     pub no_plots: bool,
+    /// Run only shard I of N (0-based): the runs whose index mod N is I. Writes a shard directory
+    /// (default results/<name>/sweep-shard-I-of-N, no plots) for `servesim merge`.
+    #[arg(long, value_name = "I/N", value_parser = crate::shard::Shard::parse)]
+    pub shard: Option<crate::shard::Shard>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -171,6 +189,9 @@ pub fn main_with_args(args: Vec<OsString>, out: &mut dyn Write, err: &mut dyn Wr
     match dispatch(cli, out, err) {
         Ok(()) => 0,
         Err(e) if e.downcast_ref::<Regression>().is_some() => 1,
+        Err(e) if e.downcast_ref::<calibrate::Forwarded>().is_some() => {
+            e.downcast_ref::<calibrate::Forwarded>().map_or(2, |f| f.0)
+        }
         Err(e) => {
             let _ = writeln!(err, "error: {e}");
             2
@@ -237,6 +258,7 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Resul
     match cli.command {
         Command::Run(a) => run_cmd(a, out, err),
         Command::Sweep(a) => sweep_cmd(a, out),
+        Command::Merge(a) => merge::merge_cmd(a, out),
         Command::Check(a) => check_cmd(a, out, err),
         Command::Capacity(a) => capacity_cmd(a, out),
         Command::Plot { dir } => {
@@ -251,10 +273,15 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Resul
         }
         Command::Bench(a) => bench::bench_cmd(a, out),
         Command::Trace(a) => trace::trace_cmd(a, out),
+        Command::Calibrate { args } => calibrate::calibrate_cmd(args),
         Command::List => {
             writeln!(out, "policies:")?;
             for e in crate::policy::REGISTRY {
                 writeln!(out, "  {:<10} {}", e.name, e.summary)?;
+            }
+            writeln!(out, "routers:")?;
+            for e in crate::route::REGISTRY {
+                writeln!(out, "  {:<18} {}", e.name, e.summary)?;
             }
             let cat = crate::catalogue::Catalogue::builtin();
             writeln!(
@@ -352,7 +379,7 @@ fn run_cmd(a: RunArgs, out: &mut dyn Write, _err: &mut dyn Write) -> anyhow::Res
 
 fn sweep_cmd(a: SweepArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     use rayon::prelude::*;
-    let runs = crate::sweep::expand(
+    let mut runs = crate::sweep::expand(
         &a.scenario,
         &Overrides {
             num_requests: a.num_requests,
@@ -363,9 +390,13 @@ fn sweep_cmd(a: SweepArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         .first()
         .map(|r| r.resolved.scenario.name.clone())
         .unwrap_or_default();
+    let shard = a.shard.map(|s| s.select(&mut runs));
+    let default_dir = shard
+        .as_ref()
+        .map_or("sweep".into(), |s| s.shard.dir_name());
     let dest = a
         .out
-        .unwrap_or_else(|| PathBuf::from("results").join(&name).join("sweep"));
+        .unwrap_or_else(|| PathBuf::from("results").join(&name).join(default_dir));
     let dir = crate::output::StagedDir::new(&dest)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(a.jobs.unwrap_or(0))
@@ -396,6 +427,10 @@ fn sweep_cmd(a: SweepArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                     )?;
                 }
                 dir.write(
+                    &format!("{sub}/replicas.csv"),
+                    crate::output::replicas_csv(&o.summary).as_bytes(),
+                )?;
+                dir.write(
                     &format!("{sub}/summary.json"),
                     crate::output::pretty_json(&serde_json::to_value(&o.summary)?).as_bytes(),
                 )?;
@@ -411,10 +446,17 @@ fn sweep_cmd(a: SweepArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             }
         }
     }
-    dir.write(
-        "sweep.csv",
-        crate::sweep::sweep_csv(&runs, &outcomes).as_bytes(),
-    )?;
+    let csv = match &shard {
+        Some(sh) => {
+            dir.write(
+                "shard.json",
+                sh.manifest(&runs, &outcomes, wall_s).as_bytes(),
+            )?;
+            sh.sweep_csv(&runs, &outcomes)
+        }
+        None => crate::sweep::sweep_csv(&runs, &outcomes),
+    };
+    dir.write("sweep.csv", csv.as_bytes())?;
     dir.write(
         "timing.json",
         crate::output::pretty_json(&serde_json::json!({
@@ -424,7 +466,7 @@ fn sweep_cmd(a: SweepArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         }))
         .as_bytes(),
     )?;
-    if !a.no_plots {
+    if !a.no_plots && shard.is_none() {
         crate::plot::plot_sweep(dir.path(), &dir.path().join("plots"))?;
     }
     let path = dir.commit()?;

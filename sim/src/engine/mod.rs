@@ -23,6 +23,7 @@ use crate::error::{Result, SimError};
 use crate::exec::Executor;
 use crate::policy::{Limits, Plan, Policy, PreemptMode, ReplicaView};
 use crate::predict::{Predictor, extend_prediction};
+use crate::route::{ClusterView, Incoming, LoadSource, ReplicaLoad, Router};
 use crate::swap::{Direction, SwapModel};
 
 /// One trace row, ready for the engine.
@@ -243,6 +244,19 @@ pub fn simulate(
     predictor: &mut dyn Predictor,
     observer: &mut dyn Observer,
 ) -> Result<RunStats> {
+    let router = Box::new(crate::route::round_robin::RoundRobin::default());
+    simulate_routed(cfg, trace, parts, router, predictor, observer)
+}
+
+/// [`simulate`] with the cluster router that picks each arriving request's replica.
+pub fn simulate_routed(
+    cfg: &EngineConfig,
+    trace: &mut dyn Iterator<Item = Result<TraceRow>>,
+    parts: Vec<ReplicaParts>,
+    router: Box<dyn Router>,
+    predictor: &mut dyn Predictor,
+    observer: &mut dyn Observer,
+) -> Result<RunStats> {
     if parts.is_empty() {
         return Err(SimError::config("at least one replica is needed"));
     }
@@ -279,7 +293,7 @@ pub fn simulate(
             })
             .collect(),
         stats: RunStats::default(),
-        next_replica: 0,
+        router,
     };
     sim.run(trace, predictor, observer)?;
     let end = sim.stats.makespan_ns;
@@ -300,7 +314,7 @@ struct Sim {
     last_arrival_ns: Ns,
     replicas: Vec<Replica>,
     stats: RunStats,
-    next_replica: u32,
+    router: Box<dyn Router>,
 }
 
 impl Sim {
@@ -418,8 +432,7 @@ impl Sim {
                 ),
             });
         }
-        let r = self.next_replica;
-        self.next_replica = (self.next_replica + 1) % self.replicas.len() as u32;
+        let (r, predicted) = self.route(now, &row, predictor)?;
         let rep = &mut self.replicas[r as usize];
         let max_blocks = blocks_for_tokens(total - 1, self.cfg.block_tokens);
         if max_blocks > rep.kv.capacity_blocks() as u64 {
@@ -438,7 +451,7 @@ impl Sim {
             arrival_ns: row.arrival_ns,
             input_tokens: row.input_tokens,
             output_tokens: row.output_tokens,
-            predicted_output_tokens: predictor.predict(row.input_tokens, row.output_tokens),
+            predicted_output_tokens: predicted,
             generated_tokens: 0,
             kv_tokens: 0,
             blocks: 0,
@@ -471,6 +484,34 @@ impl Sim {
             self.push(now, CLASS_KICK, r);
         }
         Ok(())
+    }
+
+    /// Predict the arriving request's output and ask the router for its replica.
+    fn route(
+        &mut self,
+        now: Ns,
+        row: &TraceRow,
+        predictor: &mut dyn Predictor,
+    ) -> Result<(u32, u32)> {
+        let predicted = predictor.predict(row.input_tokens, row.output_tokens);
+        let incoming = Incoming {
+            id: row.id,
+            arrival_ns: row.arrival_ns,
+            input_tokens: row.input_tokens,
+            predicted_output_tokens: predicted,
+        };
+        let r = self
+            .router
+            .route(&incoming, &ClusterView::new(&self.replicas, now));
+        if r >= self.replicas.len() {
+            return Err(SimError::config(format!(
+                "router `{}` sent request {} to replica {r}, but there are {} replicas",
+                self.router.name(),
+                row.id,
+                self.replicas.len()
+            )));
+        }
+        Ok((r as u32, predicted))
     }
 
     fn start_iteration(&mut self, r: u32, now: Ns, observer: &mut dyn Observer) -> Result<()> {
@@ -761,5 +802,21 @@ impl Sim {
         }
         let view = view!(rep, now, limits);
         rep.policy.on_iteration_end(&rep.survivors, dur, &view);
+    }
+}
+
+/// The routers' read-only view of the replicas.
+impl LoadSource for Vec<Replica> {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn load(&self, r: usize) -> ReplicaLoad<'_> {
+        let rep = &self[r];
+        ReplicaLoad {
+            reqs: &rep.reqs,
+            kv: &rep.kv,
+            host: &rep.host,
+            busy: rep.busy,
+        }
     }
 }

@@ -153,4 +153,8 @@ impl Slab {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+    /// Every request, in slot order (for order-independent aggregates such as a router's load).
+    pub fn iter(&self) -> impl Iterator<Item = &Request> {
+        self.items.iter().flatten()
+    }
 }

@@ -127,6 +127,10 @@ pub struct Summary {
     pub per_token_latency_s: Option<Dist>,
     pub queue_s: Option<Dist>,
     pub replicas: Vec<ReplicaSummary>,
+    /// Queries the profile cost / swap models answered outside their measured grid (present when
+    /// a profile model is in use; set by the run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile_extrapolations: Option<crate::profile::ExtrapolationReport>,
 }
 
 pub fn summarize(
@@ -195,6 +199,7 @@ pub fn summarize(
                 h2d_busy_fraction: per_ns(r.h2d_busy_ns as u128),
             })
             .collect(),
+        profile_extrapolations: None,
     }
 }
 

@@ -152,8 +152,9 @@ pub trait Policy: Send {
     fn on_arrival(&mut self, s: Slot, view: &ReplicaView) -> Result<()>;
     /// Fill `plan` for the next iteration. An empty plan means "nothing to run".
     fn schedule(&mut self, view: &ReplicaView, plan: &mut Plan);
-    /// The iteration that ran `batch` ended at `view.now_ns` after `duration_ns`. Finished
-    /// requests are reported separately through [`Policy::on_finish`], after this call.
+    /// The iteration that ran `batch` ended at `view.now_ns` after `duration_ns`. `batch` holds
+    /// only the requests that did not finish: finished ones were reported through
+    /// [`Policy::on_finish`] just before this call.
     fn on_iteration_end(&mut self, _batch: &[Slot], _duration_ns: Ns, _view: &ReplicaView) {}
     /// Request `s` emitted its last token and leaves the replica; its slot may be reused.
     fn on_finish(&mut self, s: Slot);

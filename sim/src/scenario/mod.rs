@@ -12,6 +12,7 @@ use crate::cost::CostModel;
 use crate::cost::analytic::{AnalyticCost, AnalyticParams};
 use crate::cost::constant::ConstantCost;
 use crate::cost::linear::LinearCost;
+use crate::cost::profile::{ProfileCost, ProfileMode, ProfileTables};
 use crate::engine::Guards;
 use crate::error::{Result, SimError};
 use crate::policy::Limits;
@@ -38,9 +39,15 @@ pub struct Scenario {
     /// Pipeline-parallel degree (stages per replica).
     #[serde(default = "one")]
     pub pp: u32,
-    /// Number of model replicas; requests are routed round-robin.
+    /// Number of model replicas; `router` picks each request's replica.
     #[serde(default = "one")]
     pub replicas: u32,
+    /// Cluster router (`round-robin` by default; see `servesim list`).
+    #[serde(default = "default_router", skip_serializing_if = "is_default_router")]
+    pub router: String,
+    /// Per-router parameter tables, `[routers.NAME]`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub routers: BTreeMap<String, toml::Value>,
     /// Extra catalogue files (`[models.NAME]`, `[gpus.NAME]` tables) added to the built-in one.
     #[serde(default)]
     pub catalogue_files: Vec<PathBuf>,
@@ -71,6 +78,14 @@ pub struct Scenario {
 
 fn one() -> u32 {
     1
+}
+
+fn default_router() -> String {
+    crate::route::DEFAULT_ROUTER.to_string()
+}
+
+fn is_default_router(r: &str) -> bool {
+    r == crate::route::DEFAULT_ROUTER
 }
 
 /// `[trace]`: either `file`, or a synthetic trace (`arrival`, `rate_per_s`, `num_requests`,
@@ -145,7 +160,7 @@ impl Default for MemorySpec {
     }
 }
 
-/// `[cost]`: `model = "analytic" | "linear" | "constant"` and that model's parameters.
+/// `[cost]`: `model = "analytic" | "linear" | "constant" | "profile"` and that model's parameters.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "model", rename_all = "lowercase", deny_unknown_fields)]
 pub enum CostSpec {
@@ -157,6 +172,17 @@ pub enum CostSpec {
         /// Overrides of the fitted parameters for this scenario's GPU.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         params: Option<toml::Value>,
+    },
+    /// A calibration profile (`servesim calibrate`), e.g. `calibrate/profiles/a100-80gb/llama-2-7b/tp1`.
+    Profile {
+        /// The profile directory, relative to the scenario file.
+        path: PathBuf,
+        /// `interpolate` (measured grid, default) or `fitted` (the per-operator fits only).
+        #[serde(default)]
+        mode: ProfileMode,
+        /// Replaces the profile's fixed per-iteration overhead (seconds).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        iteration_overhead_s: Option<f64>,
     },
 }
 
@@ -303,7 +329,13 @@ pub struct Resolved {
     /// Bytes of one KV block (whole replica).
     pub kv_block_bytes: u64,
     pub swap: crate::swap::PcieSwap,
+    /// `[swap] profile`: replaces `swap` when set.
+    pub swap_profile: Option<crate::swap::profile::ProfileSwap>,
+    /// `[cost] model = "profile"`: the profile's tables and its directory.
+    pub cost_profile: Option<(std::sync::Arc<ProfileTables>, PathBuf)>,
     pub policy_params: serde_json::Value,
+    /// The router's resolved parameters.
+    pub router_params: serde_json::Value,
     pub analytic_params: Option<AnalyticParams>,
     /// The predictor the policy sees (forced, named, or the policy's default).
     pub predictor: String,
@@ -315,6 +347,64 @@ impl Loaded {
             path: self.path.clone(),
             msg: msg.into(),
         }
+    }
+
+    /// Load a calibration profile for `section` and check that it was made on the scenario's GPU.
+    fn load_profile(
+        &self,
+        dir: &Path,
+        gpu: &str,
+        section: &str,
+    ) -> Result<crate::profile::Profile> {
+        let profile = crate::profile::Profile::load(dir).map_err(|e| match e {
+            SimError::Config(m) => self.err(format!("{section} profile: {m}")),
+            other => other,
+        })?;
+        if !profile.meta.gpu.eq_ignore_ascii_case(gpu) {
+            return Err(self.err(format!(
+                "{section} profile {} was made on GPU `{}`, the scenario's gpu is `{gpu}`",
+                dir.display(),
+                profile.meta.gpu
+            )));
+        }
+        Ok(profile)
+    }
+
+    /// `[swap] profile = "DIR"`: the profile swap model (`None` without `profile`).
+    fn swap_profile(
+        &self,
+        model: &ModelSpec,
+        s: &Scenario,
+    ) -> Result<Option<crate::swap::profile::ProfileSwap>> {
+        let w = &s.swap;
+        let Some(p) = &w.profile else {
+            if w.variant.is_some() {
+                return Err(self.err("[swap]: `variant` goes with `profile`"));
+            }
+            return Ok(None);
+        };
+        if w.latency_s.is_some()
+            || w.per_block_s.is_some()
+            || w.h2d_bytes_per_s.is_some()
+            || w.d2h_bytes_per_s.is_some()
+            || w.efficiency.is_some()
+        {
+            return Err(self.err(
+                "[swap]: `profile` replaces latency_s, per_block_s, h2d_bytes_per_s, d2h_bytes_per_s and efficiency; remove them",
+            ));
+        }
+        let dir = self.rel(p);
+        let profile = self.load_profile(&dir, &s.gpu, "[swap]")?;
+        crate::swap::profile::ProfileSwap::new(
+            &profile,
+            dir.clone(),
+            w.variant,
+            model,
+            s.pp,
+            s.tp * s.pp,
+        )
+        .map(Some)
+        .map_err(|e| self.err(format!("[swap] profile {}: {e}", dir.display())))
     }
 
     fn rel(&self, p: &Path) -> PathBuf {
@@ -543,6 +633,7 @@ impl Loaded {
         }
 
         // Cost model.
+        let mut cost_profile = None;
         let analytic_params = match &s.cost {
             CostSpec::Constant { iteration_s } => {
                 if !(iteration_s.is_finite() && *iteration_s >= 0.0) {
@@ -561,12 +652,32 @@ impl Loaded {
                 AnalyticCost::new(model.clone(), gpu.clone(), s.tp, p.clone()).map_err(wrap)?;
                 Some(p)
             }
+            CostSpec::Profile {
+                path,
+                mode,
+                iteration_overhead_s,
+            } => {
+                let dir = self.rel(path);
+                let profile = self.load_profile(&dir, &s.gpu, "[cost]")?;
+                let tables = ProfileTables::new(
+                    &profile,
+                    &s.model,
+                    &model,
+                    s.tp,
+                    *mode,
+                    *iteration_overhead_s,
+                )
+                .map_err(|e| self.err(format!("[cost] profile {}: {e}", dir.display())))?;
+                cost_profile = Some((std::sync::Arc::new(tables), dir));
+                None
+            }
         };
 
         let kv_block_bytes = model.kv_bytes_per_token() * m.block_tokens as u64;
         let host_kv_blocks = (m.host_kv_bytes / kv_block_bytes).min(u32::MAX as u64) as u32;
         let swap = crate::swap::PcieSwap::resolve(&s.swap, gpu.pcie_bytes_per_s, s.tp * s.pp)
             .map_err(wrap)?;
+        let swap_profile = self.swap_profile(&model, &s)?;
         let mut resolved = Resolved {
             scenario: s.clone(),
             scenario_path: self.path.clone(),
@@ -579,7 +690,10 @@ impl Loaded {
             host_kv_blocks,
             kv_block_bytes,
             swap,
+            swap_profile,
+            cost_profile,
             policy_params: serde_json::Value::Null,
+            router_params: serde_json::Value::Null,
             analytic_params,
             predictor,
         };
@@ -590,6 +704,18 @@ impl Loaded {
         let (_, policy_params) =
             (entry.build)(s.policies.get(&s.scheduler.policy), &env).map_err(wrap)?;
         resolved.policy_params = policy_params;
+        let router = crate::route::lookup(&s.router).map_err(wrap)?;
+        for k in s.routers.keys() {
+            crate::route::lookup(k).map_err(|_| {
+                self.err(format!(
+                    "[routers.{k}]: unknown router; valid routers: {}",
+                    crate::route::router_names().join(", ")
+                ))
+            })?;
+        }
+        let (_, router_params) =
+            (router.build)(s.routers.get(&s.router), &resolved.router_env()?).map_err(wrap)?;
+        resolved.router_params = router_params;
         Ok(resolved)
     }
 }
@@ -662,8 +788,32 @@ pub fn analytic_params_for(
 }
 
 impl Resolved {
+    /// What the scenario's router is built from.
+    pub fn router_env(&self) -> Result<crate::route::RouterEnv> {
+        Ok(crate::route::RouterEnv {
+            cost: self.cost_model()?.into(),
+            replicas: self.scenario.replicas,
+            max_context_tokens: self.limits.max_context_tokens,
+        })
+    }
+
     pub fn cost_model(&self) -> Result<Box<dyn CostModel>> {
+        self.cost_model_counted(None)
+    }
+
+    /// The cost model; a `profile` model reports its off-grid queries to `counter`.
+    pub fn cost_model_counted(
+        &self,
+        counter: Option<std::sync::Arc<crate::profile::ExtrapolationCounter>>,
+    ) -> Result<Box<dyn CostModel>> {
         Ok(match &self.scenario.cost {
+            CostSpec::Profile { .. } => {
+                let (tables, _) = self
+                    .cost_profile
+                    .as_ref()
+                    .expect("resolve() loads the profile of the profile model");
+                Box::new(ProfileCost::new(tables.clone(), counter))
+            }
             CostSpec::Constant { iteration_s } => Box::new(ConstantCost {
                 iteration_s: *iteration_s,
             }),
@@ -677,5 +827,22 @@ impl Resolved {
                     .expect("resolve() sets analytic params for the analytic model"),
             )?),
         })
+    }
+
+    /// The swap model; a profile model reports its off-grid transfers to `counter`.
+    pub fn swap_model(
+        &self,
+        counter: Option<std::sync::Arc<crate::profile::ExtrapolationCounter>>,
+    ) -> Box<dyn crate::swap::SwapModel> {
+        match (&self.swap_profile, counter) {
+            (Some(p), Some(c)) => Box::new(p.with_counter(c)),
+            (Some(p), None) => Box::new(p.clone()),
+            (None, _) => Box::new(self.swap),
+        }
+    }
+
+    /// Whether a profile-based model is in use (its extrapolations go into the summary).
+    pub fn uses_profile(&self) -> bool {
+        self.cost_profile.is_some() || self.swap_profile.is_some()
     }
 }

@@ -8,7 +8,11 @@
 //! efficiency 0.8 (PCIe 4.0 x16: 31.5 GB/s theoretical → 25.2 GB/s, the "~25 GB/s in practice"
 //! figure for pinned memory), latency 10 µs, no per-block overhead (a batched gather kernel, as
 //! vLLM's 12.6 GB/s one, rather than per-block `cudaMemcpyAsync` at 3.1 GB/s). Calibrated
-//! profiles replace these numbers.
+//! profiles replace these numbers: `[swap] profile = "DIR"` selects [`profile::ProfileSwap`].
+
+pub mod profile;
+
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +46,14 @@ pub struct SwapSpec {
     /// Fraction of the catalogue PCIe rate reached (used when a bandwidth is not given).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub efficiency: Option<f64>,
+    /// A calibration profile directory (relative to the scenario file) whose fitted copy models
+    /// replace the PCIe formula; excludes the fields above.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<PathBuf>,
+    /// With `profile`: the measured copy variant (`pinned_gather`, `pinned_memcpy` or
+    /// `pageable_memcpy`; default: the profile's `swap_variant`, else `pinned_gather`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant: Option<crate::profile::CopyVariant>,
 }
 
 /// The resolved PCIe model (recorded in `config.json`).
@@ -105,7 +117,7 @@ mod tests {
                 per_block_s: Some(1e-5),
                 h2d_bytes_per_s: Some(1e9),
                 d2h_bytes_per_s: Some(2e9),
-                efficiency: None,
+                ..Default::default()
             },
             31.5e9,
             2,

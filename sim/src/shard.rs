@@ -1,0 +1,444 @@
+//! Distributed sweeps: `servesim sweep --shard I/N` runs a deterministic 1/N of a sweep's runs
+//! (those whose run index mod N is I, 0-based) into a *shard directory*, and `servesim merge`
+//! joins N shard directories into the directory an unsharded sweep writes: the same `sweep.csv`
+//! byte for byte, and every run's `runs/` subdirectory.
+//!
+//! A shard directory holds what a sweep directory holds for its runs (`sweep.csv` with only its
+//! rows, `runs/`, `timing.json`, no plots) plus `shard.json`: the shard's place (`shard`,
+//! `shards`, `runs_total`), a fingerprint of the whole expanded sweep, the `sweep.csv` header, and
+//! each of its runs' exact `sweep.csv` line. Merging checks that the shards come from the same
+//! sweep (same fingerprint, count and header), that none is given twice and none is missing, and
+//! that every run appears exactly once; any mismatch is an error naming the directories.
+//!
+//! The fingerprint is a 64-bit FNV-1a hash of every run's axis values and resolved configuration
+//! (`config.json` without the scenario file's path, so shards may be started from different
+//! directories), servesim's version included: shards of different scenarios, `--num-requests`
+//! or builds do not merge.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, SimError};
+use crate::metrics::Summary;
+use crate::output::{StagedDir, pretty_json};
+use crate::sweep::{SweepRun, csv_header, csv_row};
+
+/// Version of the `shard.json` format.
+pub const FORMAT: u32 = 1;
+
+/// `--shard I/N`: this process runs the runs whose index mod `count` is `index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// Parse `I/N` with 0 ≤ I < N.
+    pub fn parse(s: &str) -> std::result::Result<Shard, String> {
+        let (i, n) = s
+            .split_once('/')
+            .ok_or_else(|| format!("expected I/N (e.g. 0/4), got `{s}`"))?;
+        let i: usize = i
+            .trim()
+            .parse()
+            .map_err(|_| format!("shard index `{i}` is not a non-negative integer"))?;
+        let n: usize = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("shard count `{n}` is not a positive integer"))?;
+        if n == 0 {
+            return Err("the shard count N must be ≥ 1".into());
+        }
+        if i >= n {
+            return Err(format!(
+                "shard index {i} is out of range: shards are numbered 0 to {} for N = {n}",
+                n - 1
+            ));
+        }
+        Ok(Shard { index: i, count: n })
+    }
+
+    /// Whether run `run_index` belongs to this shard.
+    pub fn owns(&self, run_index: usize) -> bool {
+        run_index % self.count == self.index
+    }
+
+    /// Default directory name: `sweep-shard-I-of-N`.
+    pub fn dir_name(&self) -> String {
+        format!("sweep-shard-{}-of-{}", self.index, self.count)
+    }
+
+    /// Fix what the whole sweep looks like, then keep only this shard's runs in `runs`.
+    pub fn select(self, runs: &mut Vec<SweepRun>) -> ShardInfo {
+        let info = ShardInfo {
+            shard: self,
+            runs_total: runs.len(),
+            fingerprint: fingerprint(runs),
+            header: csv_header(runs),
+        };
+        runs.retain(|r| self.owns(r.index));
+        info
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+/// What a shard knows about the whole sweep.
+#[derive(Debug, Clone)]
+pub struct ShardInfo {
+    pub shard: Shard,
+    pub runs_total: usize,
+    pub fingerprint: String,
+    pub header: String,
+}
+
+impl ShardInfo {
+    /// The shard's `sweep.csv`: the whole sweep's header and this shard's rows.
+    pub fn sweep_csv(&self, runs: &[SweepRun], outcomes: &[OutcomeRef]) -> String {
+        let mut s = self.header.clone();
+        s.push('\n');
+        for (r, o) in runs.iter().zip(outcomes) {
+            s.push_str(&csv_row(r, o));
+            s.push('\n');
+        }
+        s
+    }
+
+    /// `shard.json` text.
+    pub fn manifest(&self, runs: &[SweepRun], outcomes: &[OutcomeRef], wall_s: f64) -> String {
+        let m = Manifest {
+            format: FORMAT,
+            shard: self.shard.index,
+            shards: self.shard.count,
+            runs_total: self.runs_total,
+            fingerprint: self.fingerprint.clone(),
+            header: self.header.clone(),
+            wall_s,
+            rows: runs
+                .iter()
+                .zip(outcomes)
+                .map(|(r, o)| ManifestRow {
+                    run: r.index,
+                    dir: o.is_ok().then(|| r.dir_name()),
+                    csv: csv_row(r, o),
+                })
+                .collect(),
+        };
+        pretty_json(&serde_json::to_value(&m).expect("manifest serialises"))
+    }
+}
+
+/// A run's outcome as `sweep.csv` records it.
+pub type OutcomeRef = std::result::Result<Summary, String>;
+
+/// `shard.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: u32,
+    pub shard: usize,
+    pub shards: usize,
+    pub runs_total: usize,
+    pub fingerprint: String,
+    pub header: String,
+    /// Wall time of the shard's runs (informational; not compared).
+    pub wall_s: f64,
+    pub rows: Vec<ManifestRow>,
+}
+
+/// One run of a shard.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestRow {
+    pub run: usize,
+    /// Its directory under `runs/` (absent when the run failed and wrote none).
+    pub dir: Option<String>,
+    /// Its exact `sweep.csv` line, without the newline.
+    pub csv: String,
+}
+
+/// 64-bit FNV-1a (stable across builds and platforms, unlike `std`'s hasher).
+fn fnv1a(h: &mut u64, bytes: &[u8]) {
+    for &b in bytes {
+        *h ^= b as u64;
+        *h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+}
+
+/// Fingerprint of an expanded sweep: every run's index, axis values and resolved configuration.
+pub fn fingerprint(runs: &[SweepRun]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for r in runs {
+        let mut cfg = crate::run::config_json(&r.resolved);
+        if let Some(o) = cfg.as_object_mut() {
+            o.remove("scenario_file");
+        }
+        let mut line = format!("{}", r.index);
+        for (k, v) in &r.axes {
+            let _ = write!(line, "\u{1f}{k}={v}");
+        }
+        fnv1a(&mut h, line.as_bytes());
+        fnv1a(&mut h, cfg.to_string().as_bytes());
+        fnv1a(&mut h, b"\x1e");
+    }
+    format!("{h:016x}")
+}
+
+fn io(path: &Path, e: impl std::fmt::Display) -> SimError {
+    SimError::Io {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    }
+}
+
+/// A shard directory read back.
+struct Loaded {
+    dir: PathBuf,
+    m: Manifest,
+}
+
+fn read_manifest(dir: &Path) -> Result<Loaded> {
+    let p = dir.join("shard.json");
+    let text = std::fs::read_to_string(&p).map_err(|e| {
+        io(
+            dir,
+            if e.kind() == std::io::ErrorKind::NotFound {
+                "not a sweep shard directory (no shard.json); write shards with `servesim sweep --shard I/N`".to_string()
+            } else {
+                format!("cannot read shard.json: {e}")
+            },
+        )
+    })?;
+    let m: Manifest = serde_json::from_str(&text)
+        .map_err(|e| io(&p, format!("not a valid shard manifest: {e}")))?;
+    if m.format != FORMAT {
+        return Err(io(
+            &p,
+            format!(
+                "shard format {} is not supported (this servesim writes format {FORMAT})",
+                m.format
+            ),
+        ));
+    }
+    if m.shards == 0 || m.shard >= m.shards {
+        return Err(io(&p, format!("invalid shard {}/{}", m.shard, m.shards)));
+    }
+    Ok(Loaded {
+        dir: dir.to_path_buf(),
+        m,
+    })
+}
+
+/// What [`merge`] did.
+#[derive(Debug, Clone)]
+pub struct MergeReport {
+    pub dir: PathBuf,
+    pub shards: usize,
+    pub runs: usize,
+    pub failed: usize,
+}
+
+/// Join shard directories into a sweep directory at `out` (written atomically), drawing plots
+/// unless `plots` is false.
+pub fn merge(shard_dirs: &[PathBuf], out: &Path, plots: bool) -> Result<MergeReport> {
+    if shard_dirs.is_empty() {
+        return Err(SimError::config("merge needs at least one shard directory"));
+    }
+    let shards: Vec<Loaded> = shard_dirs
+        .iter()
+        .map(|d| read_manifest(d))
+        .collect::<Result<_>>()?;
+    let first = &shards[0];
+    let n = first.m.shards;
+    let total = first.m.runs_total;
+    let mismatch = |s: &Loaded, what: &str| {
+        SimError::config(format!(
+            "{} and {} are shards of different sweeps ({what} differ); merge the shards of one `servesim sweep --shard I/N` scenario, run with the same options and servesim version",
+            first.dir.display(),
+            s.dir.display()
+        ))
+    };
+    let mut by_index: Vec<Option<&Loaded>> = vec![None; n];
+    for s in &shards {
+        if s.m.shards != n {
+            return Err(mismatch(
+                s,
+                &format!("shard counts {} and {}", n, s.m.shards),
+            ));
+        }
+        if s.m.runs_total != total {
+            return Err(mismatch(
+                s,
+                &format!("run counts {total} and {}", s.m.runs_total),
+            ));
+        }
+        if s.m.fingerprint != first.m.fingerprint {
+            return Err(mismatch(s, "scenario fingerprints"));
+        }
+        if s.m.header != first.m.header {
+            return Err(mismatch(s, "sweep.csv headers"));
+        }
+        if let Some(other) = by_index[s.m.shard] {
+            return Err(SimError::config(format!(
+                "shard {}/{n} is given twice: {} and {}",
+                s.m.shard,
+                other.dir.display(),
+                s.dir.display()
+            )));
+        }
+        by_index[s.m.shard] = Some(s);
+    }
+    let missing: Vec<String> = (0..n)
+        .filter(|&i| by_index[i].is_none())
+        .map(|i| format!("{i}/{n}"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(SimError::config(format!(
+            "missing shard(s) {} of the {n}; run `servesim sweep --shard I/{n}` for each and pass every shard directory",
+            missing.join(", ")
+        )));
+    }
+    // Every run exactly once, in the shard that owns it.
+    let mut rows: Vec<Option<(&ManifestRow, &Loaded)>> = vec![None; total];
+    for s in &shards {
+        let expected = (0..total).filter(|i| i % n == s.m.shard).count();
+        if s.m.rows.len() != expected {
+            return Err(io(
+                &s.dir,
+                format!(
+                    "shard {}/{n} lists {} runs, expected {expected} of {total}; the shard is incomplete or was edited",
+                    s.m.shard,
+                    s.m.rows.len()
+                ),
+            ));
+        }
+        for row in &s.m.rows {
+            if row.run >= total || row.run % n != s.m.shard || rows[row.run].is_some() {
+                return Err(io(
+                    &s.dir,
+                    format!(
+                        "run {} does not belong to shard {}/{n} of a {total}-run sweep (or is listed twice)",
+                        row.run, s.m.shard
+                    ),
+                ));
+            }
+            rows[row.run] = Some((row, s));
+        }
+    }
+    let staged = StagedDir::new(out)?;
+    let mut csv = first.m.header.clone();
+    csv.push('\n');
+    let mut failed = 0;
+    for (i, slot) in rows.iter().enumerate() {
+        let (row, s) = slot.expect("every run was checked present");
+        debug_assert_eq!(row.run, i);
+        csv.push_str(&row.csv);
+        csv.push('\n');
+        match &row.dir {
+            Some(d) => {
+                let name = Path::new(d);
+                if name.components().count() != 1 || d.contains(['/', '\\']) || d.starts_with('.') {
+                    return Err(io(&s.dir, format!("run {i}: invalid run directory `{d}`")));
+                }
+                copy_dir(
+                    &s.dir.join("runs").join(d),
+                    &staged.path().join("runs").join(d),
+                )?;
+            }
+            None => failed += 1,
+        }
+    }
+    staged.write("sweep.csv", csv.as_bytes())?;
+    let walls: Vec<f64> = by_index
+        .iter()
+        .map(|s| s.expect("all present").m.wall_s)
+        .collect();
+    staged.write(
+        "timing.json",
+        pretty_json(&serde_json::json!({
+            "wall_s": walls.iter().cloned().fold(0.0, f64::max),
+            "runs": total,
+            "shards": n,
+            "shard_wall_s": walls,
+        }))
+        .as_bytes(),
+    )?;
+    if plots {
+        crate::plot::plot_sweep(staged.path(), &staged.path().join("plots"))?;
+    }
+    let dir = staged.commit()?;
+    Ok(MergeReport {
+        dir,
+        shards: n,
+        runs: total,
+        failed,
+    })
+}
+
+/// Copy a directory tree of plain files.
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    let entries = std::fs::read_dir(from).map_err(|e| {
+        io(
+            from,
+            format!("cannot read a run directory the shard lists: {e}"),
+        )
+    })?;
+    std::fs::create_dir_all(to).map_err(|e| io(to, format!("cannot create: {e}")))?;
+    let mut entries: Vec<std::fs::DirEntry> = entries
+        .collect::<std::io::Result<_>>()
+        .map_err(|e| io(from, e))?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let src = e.path();
+        let dst = to.join(e.file_name());
+        let ft = e.file_type().map_err(|err| io(&src, err))?;
+        if ft.is_dir() {
+            copy_dir(&src, &dst)?;
+        } else {
+            std::fs::copy(&src, &dst).map_err(|err| io(&src, format!("cannot copy: {err}")))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_shard_specs() {
+        assert_eq!(Shard::parse("0/3"), Ok(Shard { index: 0, count: 3 }));
+        assert_eq!(Shard::parse("2/3"), Ok(Shard { index: 2, count: 3 }));
+        assert!(Shard::parse("3/3").unwrap_err().contains("0 to 2"));
+        assert!(Shard::parse("0/0").unwrap_err().contains("≥ 1"));
+        assert!(Shard::parse("1").unwrap_err().contains("I/N"));
+        assert!(Shard::parse("-1/2").is_err());
+        assert!(Shard::parse("a/2").is_err());
+    }
+
+    #[test]
+    fn shards_partition_the_runs() {
+        for n in 1..6 {
+            for i in 0..17 {
+                let owners: Vec<usize> = (0..n)
+                    .filter(|&k| Shard { index: k, count: n }.owns(i))
+                    .collect();
+                assert_eq!(owners, vec![i % n]);
+            }
+        }
+    }
+
+    #[test]
+    fn fnv1a_known_values() {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        fnv1a(&mut h, b"a");
+        assert_eq!(h, 0xaf63_dc4c_8601_ec8c);
+    }
+}

@@ -1,0 +1,415 @@
+//! The command line on bad input: every case must exit with code 2, print exactly one clear
+//! `error: …` line on stderr naming what to fix (file, line and field where applicable), never
+//! panic, and leave no output directory behind (neither `--out DIR` nor a `.DIR.tmp-*` staging
+//! sibling). Plus the happy paths of `--help`, `list` and a BOM + CRLF trace.
+
+use crate::support::{CliResult, Workdir, cli, parse_ns, read_requests};
+
+const HEADER: &str = "arrival_s,input_tokens,output_tokens\n";
+const GOOD_ROWS: &str = "0,4,2\n0.05,4,1\n";
+
+/// A minimal valid scenario over `trace.csv` (next to it), with `extra` appended.
+fn scenario(policy: &str, extra: &str) -> String {
+    format!(
+        r#"name = "cli"
+model = "opt-13b"
+gpu = "a100-40gb"
+
+[trace]
+file = "trace.csv"
+
+[memory]
+kv_capacity_blocks = 1000
+
+[cost]
+model = "constant"
+iteration_s = 0.1
+
+[scheduler]
+policy = "{policy}"
+{extra}"#
+    )
+}
+
+/// Run `run scenario.toml --out W/results/run` (plus `extra` arguments) in `w`.
+fn run_in(w: &Workdir, extra: &[&str]) -> CliResult {
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "run".into(),
+        w.path("scenario.toml").into(),
+        "--out".into(),
+        w.path("results/run").into(),
+        "--quiet".into(),
+    ];
+    args.extend(extra.iter().map(Into::into));
+    cli(args)
+}
+
+/// No `results/run` and no `.run.tmp-*` staging directory next to it.
+fn assert_no_output(w: &Workdir) {
+    let out = w.path("results/run");
+    assert!(!out.exists(), "{} was left behind", out.display());
+    if let Ok(entries) = std::fs::read_dir(w.path("results")) {
+        for e in entries {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(
+                !name.starts_with(".run.tmp-"),
+                "staging directory {name} was left behind"
+            );
+        }
+    }
+}
+
+/// Exit code 2, one `error:` line containing every `needles` string, nothing on stdout, no
+/// output directory.
+fn assert_user_error(w: &Workdir, r: &CliResult, needles: &[&str]) {
+    assert_eq!(r.code, 2, "exit code; stderr: {}", r.stderr);
+    assert!(
+        r.stderr.starts_with("error: ") && r.stderr.ends_with('\n'),
+        "stderr is not one `error: …` line: {:?}",
+        r.stderr
+    );
+    assert_eq!(
+        r.stderr.lines().count(),
+        1,
+        "stderr has more than one line: {:?}",
+        r.stderr
+    );
+    for n in needles {
+        assert!(
+            r.stderr.contains(n),
+            "{:?} does not mention {n:?}",
+            r.stderr
+        );
+    }
+    assert_eq!(r.stdout, "", "stdout should be empty on error");
+    assert_no_output(w);
+}
+
+fn trace_path(w: &Workdir) -> String {
+    w.path("trace.csv").display().to_string()
+}
+
+#[test]
+fn missing_trace_file() {
+    let w = Workdir::new();
+    w.write(
+        "scenario.toml",
+        scenario("vllm", "").replace("trace.csv", "no_such_trace.csv"),
+    );
+    let r = run_in(&w, &[]);
+    let path = w.path("no_such_trace.csv").display().to_string();
+    assert_user_error(&w, &r, &[&path, "cannot open"]);
+}
+
+#[test]
+fn missing_scenario_file() {
+    let w = Workdir::new();
+    let r = run_in(&w, &[]);
+    assert_user_error(&w, &r, &["scenario.toml", "cannot read scenario"]);
+}
+
+#[test]
+fn missing_column() {
+    let w = Workdir::new();
+    w.write("trace.csv", "arrival_s,input_tokens\n0,4\n");
+    w.write("scenario.toml", scenario("vllm", ""));
+    let r = run_in(&w, &[]);
+    let p = format!("{}:1:", trace_path(&w));
+    assert_user_error(&w, &r, &[&p, "output_tokens", "missing column"]);
+}
+
+#[test]
+fn missing_arrival_column() {
+    let w = Workdir::new();
+    w.write("trace.csv", "input_tokens,output_tokens\n4,2\n");
+    w.write("scenario.toml", scenario("fcfs", ""));
+    let r = run_in(&w, &[]);
+    let p = format!("{}:1:", trace_path(&w));
+    assert_user_error(&w, &r, &[&p, "arrival_s", "missing column"]);
+}
+
+/// `rows` (after the header) must fail on `line`, naming `field` and `needles`.
+fn expect_row_error(rows: &str, line: u32, field: &str, needles: &[&str]) {
+    for policy in ["fcfs", "vllm"] {
+        let w = Workdir::new();
+        w.write("trace.csv", format!("{HEADER}{rows}"));
+        w.write("scenario.toml", scenario(policy, ""));
+        let r = run_in(&w, &[]);
+        let at = format!("{}:{line}:", trace_path(&w));
+        let f = format!("`{field}`");
+        let mut all = vec![at.as_str(), f.as_str()];
+        all.extend_from_slice(needles);
+        assert_user_error(&w, &r, &all);
+    }
+}
+
+#[test]
+fn non_numeric_value() {
+    expect_row_error("0,4,2\n0.1,four,2\n", 3, "input_tokens", &["four"]);
+    expect_row_error("soon,4,2\n", 2, "arrival_s", &["soon"]);
+}
+
+#[test]
+fn negative_value() {
+    expect_row_error("0,4,2\n-1.5,4,2\n", 3, "arrival_s", &["-1.5"]);
+    expect_row_error("0,-4,2\n", 2, "input_tokens", &["-4"]);
+    expect_row_error("0,4,-2\n", 2, "output_tokens", &["-2"]);
+}
+
+#[test]
+fn zero_output_tokens() {
+    expect_row_error("0,4,2\n0.5,4,0\n", 3, "output_tokens", &["≥ 1"]);
+}
+
+#[test]
+fn unsorted_arrivals() {
+    expect_row_error("0,4,2\n1.0,4,2\n0.5,4,2\n", 4, "arrival_s", &["sorted"]);
+}
+
+#[test]
+fn nan_and_infinite_values() {
+    expect_row_error("NaN,4,2\n", 2, "arrival_s", &["NaN"]);
+    expect_row_error("inf,4,2\n", 2, "arrival_s", &["inf"]);
+    expect_row_error("0,nan,2\n", 2, "input_tokens", &["nan"]);
+}
+
+#[test]
+fn nan_in_scenario() {
+    let w = Workdir::new();
+    w.write("trace.csv", format!("{HEADER}{GOOD_ROWS}"));
+    w.write(
+        "scenario.toml",
+        scenario("vllm", "").replace("iteration_s = 0.1", "iteration_s = nan"),
+    );
+    let r = run_in(&w, &[]);
+    assert_user_error(&w, &r, &["scenario.toml", "iteration_s", "NaN"]);
+}
+
+#[test]
+fn row_with_wrong_field_count() {
+    expect_row_error("0,4,2\n0.1,4\n", 3, "row", &["2 fields"]);
+}
+
+#[test]
+fn empty_trace_file() {
+    let w = Workdir::new();
+    w.write("trace.csv", "");
+    w.write("scenario.toml", scenario("vllm", ""));
+    let r = run_in(&w, &[]);
+    let at = format!("{}:1:", trace_path(&w));
+    assert_user_error(&w, &r, &[&at, "empty"]);
+}
+
+#[test]
+fn duplicated_header() {
+    let w = Workdir::new();
+    w.write(
+        "trace.csv",
+        "arrival_s,input_tokens,output_tokens,input_tokens\n0,4,2,4\n",
+    );
+    w.write("scenario.toml", scenario("vllm", ""));
+    let r = run_in(&w, &[]);
+    let at = format!("{}:1:", trace_path(&w));
+    assert_user_error(&w, &r, &[&at, "`input_tokens`", "twice"]);
+}
+
+#[test]
+fn unknown_policy_lists_valid_names() {
+    let w = Workdir::new();
+    w.write("trace.csv", format!("{HEADER}{GOOD_ROWS}"));
+    w.write("scenario.toml", scenario("lottery", ""));
+    let r = run_in(&w, &[]);
+    assert_user_error(
+        &w,
+        &r,
+        &["scenario.toml", "unknown policy `lottery`", "fcfs", "vllm"],
+    );
+    // The same through --policy.
+    w.write("scenario.toml", scenario("vllm", ""));
+    let r = run_in(&w, &["--policy", "lottery"]);
+    assert_user_error(&w, &r, &["unknown policy `lottery`", "fcfs", "vllm"]);
+}
+
+#[test]
+fn unknown_model_lists_valid_names() {
+    let w = Workdir::new();
+    w.write("trace.csv", format!("{HEADER}{GOOD_ROWS}"));
+    w.write(
+        "scenario.toml",
+        scenario("vllm", "").replace("opt-13b", "gpt-9"),
+    );
+    let r = run_in(&w, &[]);
+    assert_user_error(
+        &w,
+        &r,
+        &["scenario.toml", "unknown model `gpt-9`", "llama-2-7b"],
+    );
+}
+
+#[test]
+fn unknown_gpu_lists_valid_names() {
+    let w = Workdir::new();
+    w.write("trace.csv", format!("{HEADER}{GOOD_ROWS}"));
+    w.write(
+        "scenario.toml",
+        scenario("vllm", "").replace("a100-40gb", "tpu-v9"),
+    );
+    let r = run_in(&w, &[]);
+    assert_user_error(
+        &w,
+        &r,
+        &["scenario.toml", "unknown GPU `tpu-v9`", "a100-40gb"],
+    );
+}
+
+/// Line (1-based) of the first line of `text` starting with `prefix`.
+fn line_of(text: &str, prefix: &str) -> usize {
+    text.lines().position(|l| l.starts_with(prefix)).unwrap() + 1
+}
+
+#[test]
+fn unknown_scenario_key_names_the_line() {
+    let w = Workdir::new();
+    w.write("trace.csv", format!("{HEADER}{GOOD_ROWS}"));
+    // At the top level.
+    let text = scenario("vllm", "").replace("gpu =", "colour = \"blue\"\ngpu =");
+    w.write("scenario.toml", &text);
+    let r = run_in(&w, &[]);
+    let line = format!("line {},", line_of(&text, "colour"));
+    assert_user_error(&w, &r, &["scenario.toml", &line, "`colour`"]);
+    // Inside a table.
+    let text = scenario("vllm", "max_batch_sise = 8\n");
+    w.write("scenario.toml", &text);
+    let r = run_in(&w, &[]);
+    let line = format!("line {},", line_of(&text, "max_batch_sise"));
+    assert_user_error(&w, &r, &["scenario.toml", &line, "`max_batch_sise`"]);
+    // Inside a policy's parameter table.
+    let text = scenario("vllm", "\n[policies.vllm]\nwatermark = 0.1\n");
+    w.write("scenario.toml", &text);
+    let r = run_in(&w, &[]);
+    assert_user_error(&w, &r, &["`watermark`", "policies.vllm"]);
+}
+
+#[test]
+fn request_larger_than_kv_capacity() {
+    // 20 blocks of 16 tokens = 320 tokens; request 1 needs 300 + 40 − 1 = 339 tokens = 22 blocks.
+    for policy in ["vllm", "fcfs"] {
+        let w = Workdir::new();
+        w.write("trace.csv", format!("{HEADER}0,4,2\n0.1,300,40\n"));
+        w.write(
+            "scenario.toml",
+            scenario(policy, "\n[policies.fcfs]\nreserve = \"oracle\"\n")
+                .replace("kv_capacity_blocks = 1000", "kv_capacity_blocks = 20"),
+        );
+        let r = run_in(&w, &[]);
+        assert_user_error(&w, &r, &["request 1", "22 KV blocks", "20 blocks"]);
+    }
+    // fcfs reserve = max: the context-length reservation (2048 tokens = 128 blocks) cannot fit.
+    let w = Workdir::new();
+    w.write("trace.csv", format!("{HEADER}{GOOD_ROWS}"));
+    w.write(
+        "scenario.toml",
+        scenario("fcfs", "").replace("kv_capacity_blocks = 1000", "kv_capacity_blocks = 100"),
+    );
+    let r = run_in(&w, &[]);
+    assert_user_error(&w, &r, &["request 0", "reservation", "128"]);
+}
+
+#[test]
+fn bad_rate_flag() {
+    let w = Workdir::new();
+    w.write("trace.csv", format!("{HEADER}{GOOD_ROWS}"));
+    w.write("scenario.toml", scenario("vllm", ""));
+    for rate in ["--rate=0", "--rate=nan", "--rate=-3"] {
+        let r = run_in(&w, &[rate]);
+        assert_user_error(&w, &r, &["--rate"]);
+    }
+}
+
+#[test]
+fn bom_and_crlf_trace_is_accepted() {
+    let w = Workdir::new();
+    w.write(
+        "trace.csv",
+        "\u{feff}arrival_s,input_tokens,output_tokens\r\n0,4,2\r\n0.05,4,1\r\n",
+    );
+    w.write("scenario.toml", scenario("fcfs", ""));
+    let r = run_in(&w, &[]);
+    assert_eq!(r.code, 0, "BOM + CRLF trace rejected: {}", r.stderr);
+    assert_eq!(r.stderr, "");
+    let rows = read_requests(&w.path("results/run"));
+    // [A+] 0–100, [A· B+] 100–200: both done at 200.
+    let got: Vec<(u64, u32, u32, u64)> = rows
+        .iter()
+        .map(|x| (x.arrival_ns, x.input_tokens, x.output_tokens, x.finish_ns))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (0, 4, 2, parse_ns("0.2")),
+            (parse_ns("0.05"), 4, 1, parse_ns("0.2"))
+        ]
+    );
+    // Nothing but the committed directory is left in results/.
+    let names: Vec<String> = std::fs::read_dir(w.path("results"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["run"]);
+}
+
+#[test]
+fn header_only_trace_does_not_panic() {
+    // Zero requests: either an empty result or one clear error, never a panic.
+    let w = Workdir::new();
+    w.write("trace.csv", HEADER);
+    w.write("scenario.toml", scenario("vllm", ""));
+    let r = run_in(&w, &[]);
+    if r.code == 0 {
+        assert_eq!(read_requests(&w.path("results/run")).len(), 0);
+    } else {
+        assert_user_error(&w, &r, &["trace.csv"]);
+    }
+}
+
+#[test]
+fn help_lists_subcommands() {
+    let r = cli(["--help"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for sub in ["run", "bench", "list"] {
+        assert!(
+            r.stdout.lines().any(|l| l.trim_start().starts_with(sub)),
+            "--help does not list `{sub}`:\n{}",
+            r.stdout
+        );
+    }
+    let r = cli(["run", "--help"]);
+    assert_eq!(r.code, 0);
+    assert!(r.stdout.contains("--out"), "{}", r.stdout);
+}
+
+#[test]
+fn list_prints_policies() {
+    let r = cli(["list"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("policies:"), "{}", r.stdout);
+    for name in servesim::policy::policy_names() {
+        assert!(
+            r.stdout.lines().any(|l| l.trim_start().starts_with(name)),
+            "`list` does not show policy {name}:\n{}",
+            r.stdout
+        );
+    }
+    for name in ["fcfs", "vllm", "opt-13b", "a100-40gb"] {
+        assert!(r.stdout.contains(name), "{}", r.stdout);
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let r = cli(["run"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("SCENARIO") || r.stderr.contains("scenario"));
+    let r = cli(["frobnicate"]);
+    assert_eq!(r.code, 2);
+}

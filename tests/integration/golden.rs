@@ -1,0 +1,96 @@
+//! CI regression of JCT curves: the small golden sweep (`scenarios/golden_small.toml`) must
+//! reproduce `results/golden/golden_small.csv` exactly, at any `--jobs`; `servesim check` must
+//! fail (exit 1, naming the point) when a policy's behaviour is perturbed.
+//!
+//! After an intentional change of behaviour, re-bless with
+//! `servesim sweep scenarios/golden_small.toml --out /tmp/g --no-plots && servesim check /tmp/g --golden results/golden/golden_small.csv --bless`.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn cli(args: &[&str]) -> (i32, String, String) {
+    let mut argv: Vec<OsString> = vec!["servesim".into()];
+    argv.extend(args.iter().map(OsString::from));
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = servesim::cli::main_with_args(argv, &mut out, &mut err);
+    (
+        code,
+        String::from_utf8_lossy(&out).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+    )
+}
+
+fn sweep(scenario: &Path, out: &Path, jobs: &str) {
+    let (code, o, e) = cli(&[
+        "sweep",
+        scenario.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--no-plots",
+        "--jobs",
+        jobs,
+    ]);
+    assert_eq!(code, 0, "sweep failed: {o}{e}");
+}
+
+#[test]
+fn golden_sweep_matches_at_any_job_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let scenario = root().join("scenarios/golden_small.toml");
+    let golden = root().join("results/golden/golden_small.csv");
+    let (a, b) = (tmp.path().join("j1"), tmp.path().join("j2"));
+    sweep(&scenario, &a, "1");
+    sweep(&scenario, &b, "2");
+    assert_eq!(
+        std::fs::read(a.join("sweep.csv")).unwrap(),
+        std::fs::read(b.join("sweep.csv")).unwrap(),
+        "sweep.csv depends on --jobs"
+    );
+    let (code, out, err) = cli(&[
+        "check",
+        a.to_str().unwrap(),
+        "--golden",
+        golden.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "golden curves moved:\n{out}{err}");
+}
+
+#[test]
+fn check_fails_and_names_the_point_when_a_policy_is_perturbed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(root().join("scenarios/golden_small.toml")).unwrap();
+    let lengths = root().join("traces/sharegpt_vllm_opt.csv");
+    // Perturb vllm only: a 20% admission watermark instead of 1%.
+    let perturbed = text.replace(
+        "\"../traces/sharegpt_vllm_opt.csv\"",
+        &format!("{:?}", lengths.to_str().unwrap()),
+    ) + "\n[policies.vllm]\nwatermark_frac = 0.2\n";
+    let scenario = tmp.path().join("perturbed.toml");
+    std::fs::write(&scenario, perturbed).unwrap();
+    let out_dir = tmp.path().join("p");
+    sweep(&scenario, &out_dir, "2");
+    let golden = root().join("results/golden/golden_small.csv");
+    let (code, _out, err) = cli(&[
+        "check",
+        out_dir.to_str().unwrap(),
+        "--golden",
+        golden.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "perturbation not detected: {err}");
+    assert!(err.contains("policy=vllm"), "{err}");
+    assert!(!err.contains("policy=fcfs"), "only vllm should move: {err}");
+    // A loose tolerance does not hide a real change either.
+    let (code, _, _) = cli(&[
+        "check",
+        out_dir.to_str().unwrap(),
+        "--golden",
+        golden.to_str().unwrap(),
+        "--rel-tol",
+        "1e-6",
+    ]);
+    assert_eq!(code, 1);
+}
