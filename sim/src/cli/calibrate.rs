@@ -43,7 +43,7 @@ pub fn find_calibrate(current_exe: &Path) -> Result<PathBuf, String> {
     let c = candidates(current_exe);
     c.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
         format!(
-            "`servesim calibrate` runs the `{CALIBRATE_EXE}` executable, which is not installed next to {} (looked for {}); build the whole workspace: cargo build --release",
+            "`servesim calibrate` runs the `{CALIBRATE_EXE}` executable, which is not installed next to {} (looked for {}); build the whole workspace: cargo build --release --workspace",
             current_exe.display(),
             c.iter()
                 .map(|p| p.display().to_string())
@@ -87,7 +87,7 @@ mod tests {
         let main_exe = dir.path().join("release/servesim");
         // Missing: a clear error naming the build command and where it looked.
         let e = find_calibrate(&main_exe).unwrap_err();
-        assert!(e.contains("cargo build --release"), "{e}");
+        assert!(e.contains("cargo build --release --workspace"), "{e}");
         assert!(e.contains(&name), "{e}");
         let e = find_calibrate(&test_exe).unwrap_err();
         assert!(e.contains(&deps.join(&name).display().to_string()), "{e}");
