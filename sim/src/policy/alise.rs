@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::common::{Misfit, form_priority_batch, rank, remaining_time_s};
+use super::common::{Ranking, remaining_time_s};
 use super::{
     Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice, ReplicaView, parse_params,
 };
@@ -81,10 +81,7 @@ fn build(
 pub struct Alise {
     p: Params,
     cost: Arc<dyn CostModel>,
-    active: Vec<Slot>,
-    keys: Vec<(f64, u64, Slot)>,
-    order: Vec<Slot>,
-    last_key: Vec<f64>,
+    ranking: Ranking,
 }
 
 impl Alise {
@@ -92,17 +89,8 @@ impl Alise {
         Alise {
             p,
             cost,
-            active: Vec::new(),
-            keys: Vec::new(),
-            order: Vec::new(),
-            last_key: Vec::new(),
+            ranking: Ranking::default(),
         }
-    }
-}
-
-impl Alise {
-    fn preemption(&self) -> PreemptionChoice {
-        self.p.preemption
     }
 }
 
@@ -111,41 +99,26 @@ impl Policy for Alise {
         "alise"
     }
     fn on_arrival(&mut self, s: Slot, _view: &ReplicaView) -> Result<()> {
-        self.active.push(s);
+        self.ranking.add(s);
         Ok(())
     }
     fn schedule(&mut self, view: &ReplicaView, plan: &mut Plan) {
         plan.clear();
         let cost = self.cost.as_ref();
         let w = self.p.aging_weight;
-        rank(view, &self.active, &mut self.keys, &mut self.order, |s| {
-            let r = view.req(s);
-            let waited = ns_to_s(view.now_ns.saturating_sub(r.last_run_end_ns));
-            remaining_time_s(cost, r) - w * waited
-        });
-        if self.last_key.len() < view.slot_capacity() {
-            self.last_key.resize(view.slot_capacity(), 0.0);
-        }
-        for &(k, _, s) in &self.keys {
-            self.last_key[s as usize] = k;
-        }
-        form_priority_batch(
-            view,
-            &self.order,
-            Misfit::Skip,
-            self.preemption(),
-            false,
-            plan,
-        );
+        self.ranking
+            .rank_and_form(view, plan, self.p.preemption, |s| {
+                let r = view.req(s);
+                let waited = ns_to_s(view.now_ns.saturating_sub(r.last_run_end_ns));
+                remaining_time_s(cost, r) - w * waited
+            });
     }
     fn on_finish(&mut self, s: Slot) {
-        if let Some(i) = self.active.iter().position(|&x| x == s) {
-            self.active.swap_remove(i);
-        }
+        self.ranking.remove(s);
     }
     fn describe(&self, s: Slot) -> PolicyInfo {
         PolicyInfo {
-            priority: self.last_key.get(s as usize).copied().unwrap_or(0.0),
+            priority: self.ranking.last_key(s),
             ..Default::default()
         }
     }

@@ -169,17 +169,59 @@ pub fn remaining_time_s(cost: &dyn CostModel, r: &Request) -> f64 {
     total
 }
 
-/// Sort `active` by `(key, id)` ascending into `order` (ties broken by arrival order).
-pub fn rank(
-    view: &ReplicaView,
-    active: &[Slot],
-    keys: &mut Vec<(f64, u64, Slot)>,
-    order: &mut Vec<Slot>,
-    key: impl Fn(Slot) -> f64,
-) {
-    keys.clear();
-    keys.extend(active.iter().map(|&s| (key(s), view.req(s).id, s)));
-    keys.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    order.clear();
-    order.extend(keys.iter().map(|k| k.2));
+/// The unfinished requests of a ranking policy (SRPT, ALISE, LTR): re-ranked at every boundary by a
+/// key (smaller first, ties by arrival), with the last key kept for the per-request output.
+#[derive(Debug, Default)]
+pub struct Ranking {
+    active: Vec<Slot>,
+    keys: Vec<(f64, u64, Slot)>,
+    order: Vec<Slot>,
+    last_key: Vec<f64>,
+}
+
+impl Ranking {
+    pub fn add(&mut self, s: Slot) {
+        self.active.push(s);
+    }
+
+    pub fn remove(&mut self, s: Slot) {
+        if let Some(i) = self.active.iter().position(|&x| x == s) {
+            self.active.swap_remove(i);
+        }
+    }
+
+    /// The unfinished requests, in no particular order.
+    pub fn active(&self) -> &[Slot] {
+        &self.active
+    }
+
+    /// The key request `s` had at the last ranking.
+    pub fn last_key(&self, s: Slot) -> f64 {
+        self.last_key.get(s as usize).copied().unwrap_or(0.0)
+    }
+
+    /// Rank every unfinished request by `key` and fill `plan` in that order, skipping misfits and
+    /// evicting lower-ranked resident requests by `preemption` when KV blocks run out.
+    pub fn rank_and_form(
+        &mut self,
+        view: &ReplicaView,
+        plan: &mut Plan,
+        preemption: PreemptionChoice,
+        key: impl Fn(Slot) -> f64,
+    ) {
+        self.keys.clear();
+        self.keys
+            .extend(self.active.iter().map(|&s| (key(s), view.req(s).id, s)));
+        self.keys
+            .sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        self.order.clear();
+        self.order.extend(self.keys.iter().map(|k| k.2));
+        if self.last_key.len() < view.slot_capacity() {
+            self.last_key.resize(view.slot_capacity(), 0.0);
+        }
+        for &(k, _, s) in &self.keys {
+            self.last_key[s as usize] = k;
+        }
+        form_priority_batch(view, &self.order, Misfit::Skip, preemption, false, plan);
+    }
 }

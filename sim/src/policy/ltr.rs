@@ -17,7 +17,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::common::{Misfit, form_priority_batch, rank};
+use super::common::Ranking;
 use super::{
     Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice, ReplicaView, parse_params,
 };
@@ -74,10 +74,8 @@ struct State {
 
 pub struct Ltr {
     p: Params,
-    active: Vec<Slot>,
+    ranking: Ranking,
     state: Vec<State>,
-    keys: Vec<(f64, u64, Slot)>,
-    order: Vec<Slot>,
     in_batch: Vec<bool>,
 }
 
@@ -85,18 +83,10 @@ impl Ltr {
     pub fn new(p: Params) -> Self {
         Ltr {
             p,
-            active: Vec::new(),
+            ranking: Ranking::default(),
             state: Vec::new(),
-            keys: Vec::new(),
-            order: Vec::new(),
             in_batch: Vec::new(),
         }
-    }
-}
-
-impl Ltr {
-    fn preemption(&self) -> PreemptionChoice {
-        self.p.preemption
     }
 }
 
@@ -110,31 +100,24 @@ impl Policy for Ltr {
             self.in_batch.resize(s as usize + 1, false);
         }
         self.state[s as usize] = State::default();
-        self.active.push(s);
+        self.ranking.add(s);
         Ok(())
     }
     fn schedule(&mut self, view: &ReplicaView, plan: &mut Plan) {
         plan.clear();
         let state = &self.state;
-        rank(view, &self.active, &mut self.keys, &mut self.order, |s| {
-            if state[s as usize].boost_left > 0 {
-                -1.0
-            } else {
-                view.req(s).predicted_output_tokens as f64
-            }
-        });
-        form_priority_batch(
-            view,
-            &self.order,
-            Misfit::Skip,
-            self.preemption(),
-            false,
-            plan,
-        );
+        self.ranking
+            .rank_and_form(view, plan, self.p.preemption, |s| {
+                if state[s as usize].boost_left > 0 {
+                    -1.0
+                } else {
+                    view.req(s).predicted_output_tokens as f64
+                }
+            });
         for item in &plan.run {
             self.in_batch[item.slot as usize] = true;
         }
-        for &s in &self.active {
+        for &s in self.ranking.active() {
             let st = &mut self.state[s as usize];
             if self.in_batch[s as usize] {
                 st.idle = 0;
@@ -154,14 +137,12 @@ impl Policy for Ltr {
     }
     fn on_iteration_end(&mut self, _batch: &[Slot], _d: Ns, _view: &ReplicaView) {}
     fn on_finish(&mut self, s: Slot) {
-        if let Some(i) = self.active.iter().position(|&x| x == s) {
-            self.active.swap_remove(i);
-        }
+        self.ranking.remove(s);
     }
     fn describe(&self, s: Slot) -> PolicyInfo {
         let st = self.state[s as usize];
         PolicyInfo {
-            priority: if st.boost_left > 0 { -1.0 } else { 0.0 },
+            priority: self.ranking.last_key(s),
             promotions: st.promotions,
             demotions: 0,
         }

@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use super::common::{Misfit, form_priority_batch, rank, remaining_time_s};
+use super::common::{Ranking, remaining_time_s};
 use super::{
     Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice, ReplicaView, parse_params,
 };
@@ -65,10 +65,7 @@ fn build(
 pub struct Srpt {
     cost: Arc<dyn CostModel>,
     preemption: PreemptionChoice,
-    active: Vec<Slot>,
-    keys: Vec<(f64, u64, Slot)>,
-    order: Vec<Slot>,
-    last_key: Vec<f64>,
+    ranking: Ranking,
 }
 
 impl Srpt {
@@ -76,17 +73,8 @@ impl Srpt {
         Srpt {
             cost,
             preemption,
-            active: Vec::new(),
-            keys: Vec::new(),
-            order: Vec::new(),
-            last_key: Vec::new(),
+            ranking: Ranking::default(),
         }
-    }
-}
-
-impl Srpt {
-    fn preemption(&self) -> PreemptionChoice {
-        self.preemption
     }
 }
 
@@ -95,38 +83,23 @@ impl Policy for Srpt {
         "srpt"
     }
     fn on_arrival(&mut self, s: Slot, _view: &ReplicaView) -> Result<()> {
-        self.active.push(s);
+        self.ranking.add(s);
         Ok(())
     }
     fn schedule(&mut self, view: &ReplicaView, plan: &mut Plan) {
         plan.clear();
         let cost = self.cost.as_ref();
-        rank(view, &self.active, &mut self.keys, &mut self.order, |s| {
-            remaining_time_s(cost, view.req(s))
-        });
-        if self.last_key.len() < view.slot_capacity() {
-            self.last_key.resize(view.slot_capacity(), 0.0);
-        }
-        for &(k, _, s) in &self.keys {
-            self.last_key[s as usize] = k;
-        }
-        form_priority_batch(
-            view,
-            &self.order,
-            Misfit::Skip,
-            self.preemption(),
-            false,
-            plan,
-        );
+        self.ranking
+            .rank_and_form(view, plan, self.preemption, |s| {
+                remaining_time_s(cost, view.req(s))
+            });
     }
     fn on_finish(&mut self, s: Slot) {
-        if let Some(i) = self.active.iter().position(|&x| x == s) {
-            self.active.swap_remove(i);
-        }
+        self.ranking.remove(s);
     }
     fn describe(&self, s: Slot) -> PolicyInfo {
         PolicyInfo {
-            priority: self.last_key.get(s as usize).copied().unwrap_or(0.0),
+            priority: self.ranking.last_key(s),
             ..Default::default()
         }
     }
