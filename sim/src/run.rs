@@ -1,11 +1,19 @@
 //! One run of a resolved scenario: build the trace source, the replicas and the predictor, drive
 //! the engine, and summarise. Reads input files; writes nothing.
 
-use crate::engine::{Completion, EngineConfig, ReplicaParts, RunStats, TraceRow, simulate_routed};
+use std::sync::Arc;
+
+use crate::cost::BatchShape;
+use crate::engine::time::Ns;
+use crate::engine::{
+    Clock, Completion, EngineConfig, Observer, ReplicaParts, RunStats, TraceRow, VirtualClock,
+    simulate_clocked,
+};
 use crate::error::Result;
-use crate::exec::SimExecutor;
+use crate::exec::{Executor, SimExecutor};
 use crate::metrics::{Collector, Summary, summarize};
 use crate::policy::{PolicyEnv, lookup};
+use crate::profile::ExtrapolationCounter;
 use crate::scenario::{Resolved, SyntheticLengths, TraceSource};
 use crate::trace::{Arrivals, LengthPair, Lengths, Synthetic, TraceCsv, read_lengths, scan_trace};
 
@@ -26,6 +34,48 @@ pub fn expected_requests(r: &Resolved) -> Option<u64> {
 
 /// Run the simulation. `progress` is called with the number of completed requests.
 pub fn run(r: &Resolved, progress: Option<Box<dyn FnMut(u64)>>) -> Result<RunOutput> {
+    drive(
+        r,
+        progress,
+        &mut |r, x| Ok(Box::new(SimExecutor::new(r.cost_model_counted(Some(x))?))),
+        &mut VirtualClock,
+        None,
+    )
+}
+
+/// Builds one replica's executor (given the run's profile-extrapolation counter).
+pub type ExecutorFactory<'a> =
+    dyn FnMut(&Resolved, Arc<ExtrapolationCounter>) -> Result<Box<dyn Executor>> + 'a;
+
+/// Receives every iteration: `(replica, start_ns, end_ns, shape)`.
+pub type IterationTap<'a> = dyn FnMut(u32, Ns, Ns, &BatchShape) + 'a;
+
+/// Collects completions and forwards iterations to an optional tap.
+struct Tap<'a, 'b> {
+    collector: Collector,
+    on_iteration: Option<&'a mut IterationTap<'b>>,
+}
+
+impl Observer for Tap<'_, '_> {
+    fn on_completion(&mut self, c: &Completion) {
+        self.collector.on_completion(c);
+    }
+    fn on_iteration(&mut self, replica: u32, start_ns: Ns, end_ns: Ns, shape: &BatchShape) {
+        if let Some(f) = &mut self.on_iteration {
+            f(replica, start_ns, end_ns, shape);
+        }
+    }
+}
+
+/// [`run`] with the executors, the clock and an iteration tap supplied by the caller: the live
+/// driver uses it to run the very same policies, KV accounting and metrics in wall-clock time.
+pub fn drive(
+    r: &Resolved,
+    progress: Option<Box<dyn FnMut(u64)>>,
+    make_executor: &mut ExecutorFactory<'_>,
+    clock: &mut dyn Clock,
+    on_iteration: Option<&mut IterationTap<'_>>,
+) -> Result<RunOutput> {
     let s = &r.scenario;
     let env = PolicyEnv {
         limits: r.limits,
@@ -33,15 +83,13 @@ pub fn run(r: &Resolved, progress: Option<Box<dyn FnMut(u64)>>) -> Result<RunOut
     };
     let entry = lookup(&s.scheduler.policy)?;
     // Off-grid queries of profile-based models (summary.json `profile_extrapolations`).
-    let extrapolations = std::sync::Arc::new(crate::profile::ExtrapolationCounter::default());
+    let extrapolations = Arc::new(ExtrapolationCounter::default());
     let mut parts = Vec::with_capacity(s.replicas as usize);
     for _ in 0..s.replicas {
         let (policy, _) = (entry.build)(s.policies.get(&s.scheduler.policy), &env)?;
         parts.push(ReplicaParts {
             policy,
-            executor: Box::new(SimExecutor::new(
-                r.cost_model_counted(Some(extrapolations.clone()))?,
-            )),
+            executor: make_executor(r, extrapolations.clone())?,
             kv_capacity_blocks: r.kv_capacity_blocks,
             host_kv_blocks: r.host_kv_blocks,
             kv_block_bytes: r.kv_block_bytes,
@@ -59,9 +107,12 @@ pub fn run(r: &Resolved, progress: Option<Box<dyn FnMut(u64)>>) -> Result<RunOut
         s.seed,
         &mut || reference_outputs(r),
     )?;
-    let mut collector = Collector {
-        completions: Vec::new(),
-        on_progress: progress,
+    let mut tap = Tap {
+        collector: Collector {
+            completions: Vec::new(),
+            on_progress: progress,
+        },
+        on_iteration,
     };
     let mut lengths = Vec::new();
     let mut trace: Box<dyn Iterator<Item = Result<TraceRow>> + '_> = match &r.trace {
@@ -89,16 +140,17 @@ pub fn run(r: &Resolved, progress: Option<Box<dyn FnMut(u64)>>) -> Result<RunOut
     };
     let router_entry = crate::route::lookup(&s.router)?;
     let (router, _) = (router_entry.build)(s.routers.get(&s.router), &r.router_env()?)?;
-    let stats = simulate_routed(
+    let stats = simulate_clocked(
         &cfg,
         trace.as_mut(),
         parts,
         router,
         predictor.as_mut(),
-        &mut collector,
+        &mut tap,
+        clock,
     )
     .map_err(|e| locate_request_error(e, &r.trace))?;
-    let mut completions = collector.completions;
+    let mut completions = tap.collector.completions;
     completions.sort_by_key(|c| c.id);
     let mut summary = summarize(&s.name, &s.scheduler.policy, s.seed, &completions, &stats);
     if r.uses_profile() {

@@ -9,8 +9,10 @@
 mod cli;
 mod cluster;
 mod determinism;
+mod fuzz;
 mod golden;
 mod invariants;
+mod live;
 mod micro;
 mod policies;
 mod queueing;

@@ -61,6 +61,17 @@ pub enum Command {
     Trace(trace::TraceArgs),
     /// List the policies, models and GPUs this build knows.
     List,
+    /// Run a scenario live, in wall-clock time: the same policies, KV accounting and metrics as
+    /// `run`, with each iteration executed by an executor that takes real time.
+    ///
+    /// Writes what `run` writes plus iterations.csv (measured duration and batch shape of every
+    /// iteration). --mock sleeps the cost model's durations (times --time-scale) on the CPU; the
+    /// GPU executor is not built yet. Ctrl-C stops the run and writes the partial results
+    /// (summary.json "partial": true and a PARTIAL file).
+    Live(LiveArgs),
+    /// Compare a simulated run directory with a live one: error table of JCT, TTFT, TPOT (mean,
+    /// p50, p99) and mean iteration time; printed and written to compare.csv.
+    Compare(CompareArgs),
     /// Calibration: measurement plans, GPU measurement, fitting, Vidur import and reports
     /// (`plan`, `run`, `fit`, `import-vidur`, `report`; `servesim calibrate --help`). Runs the
     /// `servesim-calibrate` executable built next to `servesim`.
@@ -98,6 +109,38 @@ pub struct RunArgs {
     /// Do not print the summary table.
     #[arg(long)]
     pub quiet: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LiveArgs {
+    /// Scenario TOML file.
+    pub scenario: PathBuf,
+    /// Output directory (default results/<scenario name>/<policy>-live/).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Use the mock executor (sleeps the cost model's iteration times) instead of the GPU.
+    #[arg(long)]
+    pub mock: bool,
+    /// Wall seconds per scenario second (e.g. 0.01 replays 100× faster; mock only).
+    #[arg(long, value_name = "X", default_value_t = 1.0)]
+    pub time_scale: f64,
+    /// Number of requests (synthetic), or the first N rows of a file trace.
+    #[arg(long, value_name = "N")]
+    pub num_requests: Option<u64>,
+    /// Do not print the summary table.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CompareArgs {
+    /// A directory written by `servesim run`.
+    pub sim_dir: PathBuf,
+    /// A directory written by `servesim live`.
+    pub live_dir: PathBuf,
+    /// Where to write compare.csv (default LIVE_DIR/compare.csv).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -272,6 +315,8 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Resul
             Ok(())
         }
         Command::Bench(a) => bench::bench_cmd(a, out),
+        Command::Live(a) => live_cmd(a, out),
+        Command::Compare(a) => compare_cmd(a, out),
         Command::Trace(a) => trace::trace_cmd(a, out),
         Command::Calibrate { args } => calibrate::calibrate_cmd(args),
         Command::List => {
@@ -346,7 +391,7 @@ fn run_cmd(a: RunArgs, out: &mut dyn Write, _err: &mut dyn Write) -> anyhow::Res
     });
     let pb = progress_bar(crate::run::expected_requests(&resolved));
     let pb2 = pb.clone();
-    let started = Instant::now();
+    let started = Instant::now(); // allow-wall-clock: timing.json only, outside the simulation
     let result = crate::run::run(
         &resolved,
         Some(Box::new(move |n| {
@@ -377,6 +422,70 @@ fn run_cmd(a: RunArgs, out: &mut dyn Write, _err: &mut dyn Write) -> anyhow::Res
     Ok(())
 }
 
+fn live_cmd(a: LiveArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    use crate::live::{CtrlC, ExecutorKind, LiveOptions, run_live, write_live};
+    if !a.mock {
+        return Err(SimError::config(crate::live::NO_GPU_EXECUTOR).into());
+    }
+    if !(a.time_scale.is_finite() && a.time_scale > 0.0) {
+        return Err(SimError::config(format!(
+            "--time-scale must be a finite number > 0, got {}",
+            a.time_scale
+        ))
+        .into());
+    }
+    let loaded = load(&a.scenario)?;
+    let resolved = loaded.resolve(&Overrides {
+        num_requests: a.num_requests,
+        ..Default::default()
+    })?;
+    let dest = a.out.unwrap_or_else(|| {
+        PathBuf::from("results")
+            .join(&resolved.scenario.name)
+            .join(format!("{}-live", resolved.scenario.scheduler.policy))
+    });
+    let opts = LiveOptions {
+        executor: ExecutorKind::Mock,
+        time_scale: a.time_scale,
+        stop: Default::default(),
+    };
+    let output = {
+        let _ctrl_c = CtrlC::install();
+        run_live(&resolved, &opts)?
+    };
+    let dir = write_live(&dest, &output, &crate::run::config_json(&resolved), &opts)?;
+    if !a.quiet {
+        write!(out, "{}", crate::metrics::table(&output.run.summary))?;
+        if output.partial {
+            writeln!(
+                out,
+                "PARTIAL: stopped after {} completed requests",
+                output.run.summary.requests
+            )?;
+        }
+        writeln!(
+            out,
+            "ran live (mock executor, time scale {}) in {:.3} s wall; outputs in {}",
+            a.time_scale,
+            output.wall_s,
+            dir.display()
+        )?;
+    }
+    Ok(())
+}
+
+fn compare_cmd(a: CompareArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    use crate::live::compare::{compare, compare_csv, compare_table};
+    let rows = compare(&a.sim_dir, &a.live_dir)?;
+    let dest = a.out.unwrap_or_else(|| a.live_dir.join("compare.csv"));
+    let mut f = crate::output::StagedFile::new(&dest)?;
+    f.write_all(compare_csv(&rows).as_bytes())?;
+    let dest = f.commit()?;
+    write!(out, "{}", compare_table(&rows))?;
+    writeln!(out, "written to {}", dest.display())?;
+    Ok(())
+}
+
 fn sweep_cmd(a: SweepArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     use rayon::prelude::*;
     let mut runs = crate::sweep::expand(
@@ -402,7 +511,7 @@ fn sweep_cmd(a: SweepArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         .num_threads(a.jobs.unwrap_or(0))
         .build()?;
     let pb = progress_bar(Some(runs.len() as u64));
-    let started = Instant::now();
+    let started = Instant::now(); // allow-wall-clock: timing.json only, outside the simulation
     let results: Vec<std::result::Result<crate::run::RunOutput, String>> = pool.install(|| {
         runs.par_iter()
             .map(|r| {

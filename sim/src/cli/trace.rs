@@ -221,7 +221,7 @@ fn text_import(a: &TextArgs) -> anyhow::Result<TextImport> {
 }
 
 fn import_cmd(source: ImportSource, out: &mut dyn Write) -> anyhow::Result<()> {
-    let started = Instant::now();
+    let started = Instant::now(); // allow-wall-clock: timing.json only, outside the simulation
     let text = match source {
         ImportSource::Sharegpt(a) => {
             let r = import::sharegpt::import(&a.input, &a.out, &text_import(&a)?)?;

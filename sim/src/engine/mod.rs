@@ -137,6 +137,27 @@ pub struct RunStats {
     pub replicas: Vec<ReplicaStats>,
 }
 
+/// Paces the event loop. The simulator uses [`VirtualClock`]: each event is handled at its own
+/// time, as fast as possible. A live driver (outside the engine, which never reads a wall clock)
+/// waits for the wall clock to reach each event, and may report that real time has run past it.
+pub trait Clock {
+    /// Called before handling the event stamped `t` (non-decreasing over a run). Returns the time
+    /// at which to handle it (≥ `t`: later when real time has already passed `t`), or `None` to
+    /// stop the run here (the run then returns what it has so far).
+    fn advance(&mut self, t: Ns) -> Option<Ns>;
+}
+
+/// The simulator's clock: every event happens exactly at its time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VirtualClock;
+
+impl Clock for VirtualClock {
+    #[inline]
+    fn advance(&mut self, t: Ns) -> Option<Ns> {
+        Some(t)
+    }
+}
+
 /// A policy's read-only view of a replica (a macro so that it borrows fields, not the replica).
 macro_rules! view {
     ($rep:expr, $now:expr, $limits:expr) => {
@@ -257,6 +278,29 @@ pub fn simulate_routed(
     predictor: &mut dyn Predictor,
     observer: &mut dyn Observer,
 ) -> Result<RunStats> {
+    simulate_clocked(
+        cfg,
+        trace,
+        parts,
+        router,
+        predictor,
+        observer,
+        &mut VirtualClock,
+    )
+}
+
+/// [`simulate_routed`] paced by `clock` (the live driver's wall clock). When the clock stops the
+/// run, the returned statistics cover the events handled so far; unfinished requests are not
+/// reported.
+pub fn simulate_clocked(
+    cfg: &EngineConfig,
+    trace: &mut dyn Iterator<Item = Result<TraceRow>>,
+    parts: Vec<ReplicaParts>,
+    router: Box<dyn Router>,
+    predictor: &mut dyn Predictor,
+    observer: &mut dyn Observer,
+    clock: &mut dyn Clock,
+) -> Result<RunStats> {
     if parts.is_empty() {
         return Err(SimError::config("at least one replica is needed"));
     }
@@ -295,7 +339,7 @@ pub fn simulate_routed(
         stats: RunStats::default(),
         router,
     };
-    sim.run(trace, predictor, observer)?;
+    sim.run(trace, predictor, observer, clock)?;
     let end = sim.stats.makespan_ns;
     for r in &mut sim.replicas {
         r.account_usage(end);
@@ -354,9 +398,15 @@ impl Sim {
         trace: &mut dyn Iterator<Item = Result<TraceRow>>,
         predictor: &mut dyn Predictor,
         observer: &mut dyn Observer,
+        clock: &mut dyn Clock,
     ) -> Result<()> {
         self.pull_arrival(trace)?;
-        while let Some(Reverse((now, class, _, r, slot))) = self.heap.pop() {
+        while let Some(Reverse((t, class, _, r, slot))) = self.heap.pop() {
+            let Some(now) = clock.advance(t) else {
+                break;
+            };
+            // A live clock may hand back a later time; never earlier than the last event.
+            let now = now.max(t).max(self.stats.makespan_ns);
             self.stats.events += 1;
             if self.stats.events > self.cfg.guards.max_events {
                 return Err(SimError::Limit(format!(

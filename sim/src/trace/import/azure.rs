@@ -114,6 +114,10 @@ pub fn parse_timestamp(s: &str) -> Option<i128> {
         Some(b'Z') if i + 1 == b.len() => 0,
         Some(&sign @ (b'+' | b'-')) => {
             let rest = &s.trim()[i + 1..];
+            // Digits and `:` only: slicing below must not cut a multi-byte character.
+            if !rest.bytes().all(|c| c.is_ascii_digit() || c == b':') {
+                return None;
+            }
             let (oh, om) = match rest.len() {
                 5 if rest.as_bytes()[2] == b':' => (&rest[..2], &rest[3..]),
                 4 => (&rest[..2], &rest[2..]),

@@ -52,7 +52,14 @@ pub fn import(path: &Path, out: &Path) -> Result<CsvReport> {
                 if first_text.is_none() {
                     first_text = Some(rec[a].to_string());
                 }
-                (s * 1e9).round() as i128
+                crate::engine::time::instant_ns_round(s).ok_or_else(|| {
+                    input_err(
+                        path,
+                        line,
+                        VIDUR.arrival,
+                        format!("arrival time {s:e} s is out of range (max ~1.8e10 s)"),
+                    )
+                })? as i128
             }
             None => 0,
         };

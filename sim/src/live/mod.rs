@@ -1,0 +1,321 @@
+//! Live mode: the policies, routers, KV accounting and metrics of `servesim run`, driven in
+//! wall-clock time. The engine's event loop is reused as is; only its [`Clock`] changes: a
+//! [`WallClock`] releases each event (arrivals included) when the wall clock reaches it, and each
+//! iteration's batch is executed by an [`Executor`] whose call takes real time and returns the
+//! measured duration. The engine itself stays free of I/O and wall clocks.
+//!
+//! Time scale: engine time `t` maps to the wall instant `start + (t − t0) · scale`, where `t0` is
+//! the first event's time. Executors sleep/measure in wall time and report `wall / scale`, so
+//! with `scale < 1` a live run of a mock executor replays the simulator's timeline faster than
+//! real time and still reports times in the scenario's units. A real GPU executor runs at 1.
+//!
+//! Executions are synchronous: one replica's iteration blocks the driver while it runs. With one
+//! replica this is exact; with several, their iterations are serialised (a GPU executor for
+//! multi-replica scenarios needs one worker per replica).
+
+pub mod compare;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::cost::{BatchShape, CostModel};
+use crate::engine::Clock;
+use crate::engine::time::{Ns, ns_to_s};
+use crate::error::{Result, SimError};
+use crate::exec::Executor;
+use crate::output::{StagedDir, pretty_json, replicas_csv, requests_csv};
+use crate::run::RunOutput;
+use crate::scenario::Resolved;
+
+/// The message of `servesim live` without `--mock` in this build.
+pub const NO_GPU_EXECUTOR: &str = "live GPU executor not built / no CUDA driver found; use --mock to exercise the driver (`servesim live SCENARIO --mock --time-scale 0.1`)";
+
+/// Sleep until `deadline`: coarse sleeps, then a short spin for the last 200 µs (sleep overshoot
+/// would otherwise add tens of microseconds to every wait). Returns early (`false`) when `stop` is
+/// raised.
+fn wait_until(deadline: Instant, stop: &dyn Fn() -> bool) -> bool {
+    const SPIN: Duration = Duration::from_micros(200);
+    loop {
+        if stop() {
+            return false;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return true;
+        }
+        let left = deadline - now;
+        if left > SPIN {
+            std::thread::sleep((left - SPIN).min(Duration::from_millis(5)));
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+fn wall_to_ns(d: Duration, scale: f64) -> Ns {
+    (d.as_secs_f64() / scale * 1e9).round() as Ns
+}
+
+/// A wall clock for the engine: waits until each event's (scaled) time, and stamps it with the
+/// real time when that has already passed (the driver or an executor ran late).
+pub struct WallClock {
+    scale: f64,
+    stop: Arc<AtomicBool>,
+    origin: Option<(Instant, Ns)>,
+    stopped: bool,
+}
+
+impl WallClock {
+    pub fn new(scale: f64, stop: Arc<AtomicBool>) -> Self {
+        WallClock {
+            scale,
+            stop,
+            origin: None,
+            stopped: false,
+        }
+    }
+    /// Whether the stop flag ended the run.
+    pub fn stopped(&self) -> bool {
+        self.stopped
+    }
+}
+
+impl Clock for WallClock {
+    fn advance(&mut self, t: Ns) -> Option<Ns> {
+        let stop = || self.stop.load(Ordering::Relaxed) || SIGINT_RAISED.load(Ordering::Relaxed);
+        if stop() {
+            self.stopped = true;
+            return None;
+        }
+        let (start, t0) = *self.origin.get_or_insert_with(|| (Instant::now(), t));
+        let offset = Duration::from_secs_f64(ns_to_s(t.saturating_sub(t0)) * self.scale);
+        if !wait_until(start + offset, &stop) {
+            self.stopped = true;
+            return None;
+        }
+        let real = t0 + wall_to_ns(start.elapsed(), self.scale);
+        Some(t.max(real))
+    }
+}
+
+/// Executes nothing, in real time: sleeps the cost model's duration of each batch (times the
+/// time scale) and returns the measured sleep (divided by the scale). Exercises the live driver
+/// on a CPU.
+pub struct MockExecutor {
+    cost: Box<dyn CostModel>,
+    scale: f64,
+}
+
+impl MockExecutor {
+    pub fn new(cost: Box<dyn CostModel>, scale: f64) -> Self {
+        MockExecutor { cost, scale }
+    }
+}
+
+impl Executor for MockExecutor {
+    fn run_iteration(&mut self, shape: &BatchShape) -> Result<Ns> {
+        let s = self.cost.iteration_s(shape)?;
+        if !(s.is_finite() && s >= 0.0) {
+            return Err(SimError::Cost {
+                model: self.cost.name().into(),
+                msg: format!("invalid iteration time {s} s for batch {shape:?}"),
+            });
+        }
+        let start = Instant::now();
+        wait_until(start + Duration::from_secs_f64(s * self.scale), &|| false);
+        Ok(wall_to_ns(start.elapsed(), self.scale).max(1))
+    }
+}
+
+/// Which executor runs the batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutorKind {
+    /// [`MockExecutor`] (CPU).
+    Mock,
+    /// The GPU executor (not built yet: [`run_live`] fails with [`NO_GPU_EXECUTOR`]).
+    Gpu,
+}
+
+#[derive(Debug, Clone)]
+pub struct LiveOptions {
+    pub executor: ExecutorKind,
+    /// Wall seconds per scenario second (> 0; 1 = real time).
+    pub time_scale: f64,
+    /// Raised (e.g. by Ctrl-C) to stop the run; the results so far are kept and marked partial.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// One executed iteration.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IterationRecord {
+    pub replica: u32,
+    pub start_ns: Ns,
+    pub end_ns: Ns,
+    pub shape: BatchShape,
+}
+
+pub struct LiveOutput {
+    pub run: RunOutput,
+    pub iterations: Vec<IterationRecord>,
+    /// The stop flag ended the run before every request finished.
+    pub partial: bool,
+    /// Wall seconds the run took.
+    pub wall_s: f64,
+}
+
+/// Run a resolved scenario live.
+pub fn run_live(r: &Resolved, opts: &LiveOptions) -> Result<LiveOutput> {
+    if opts.executor == ExecutorKind::Gpu {
+        return Err(SimError::config(NO_GPU_EXECUTOR));
+    }
+    if !(opts.time_scale.is_finite() && opts.time_scale > 0.0) {
+        return Err(SimError::config(format!(
+            "--time-scale must be a finite number > 0, got {}",
+            opts.time_scale
+        )));
+    }
+    let scale = opts.time_scale;
+    let mut clock = WallClock::new(scale, opts.stop.clone());
+    let mut iterations = Vec::new();
+    let mut tap = |replica: u32, start_ns: Ns, end_ns: Ns, shape: &BatchShape| {
+        iterations.push(IterationRecord {
+            replica,
+            start_ns,
+            end_ns,
+            shape: *shape,
+        })
+    };
+    let started = Instant::now();
+    let run = crate::run::drive(
+        r,
+        None,
+        &mut |r, x| {
+            Ok(Box::new(MockExecutor::new(
+                r.cost_model_counted(Some(x))?,
+                scale,
+            )))
+        },
+        &mut clock,
+        Some(&mut tap),
+    )?;
+    let wall_s = started.elapsed().as_secs_f64();
+    Ok(LiveOutput {
+        run,
+        iterations,
+        partial: clock.stopped(),
+        wall_s,
+    })
+}
+
+/// Columns of `iterations.csv`.
+pub const ITERATIONS_HEADER: &str = "iteration,replica,start_s,end_s,duration_s,prefill_requests,prefill_tokens,decode_requests,decode_context_tokens";
+
+/// `iterations.csv` text: one row per executed iteration, in start order; `duration_s` is the
+/// measured time (wall seconds / time scale, swap-in stalls included).
+pub fn iterations_csv(rows: &[IterationRecord]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::from(ITERATIONS_HEADER);
+    s.push('\n');
+    for (i, it) in rows.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "{i},{},{:.9},{:.9},{:.9},{},{},{},{}",
+            it.replica,
+            ns_to_s(it.start_ns),
+            ns_to_s(it.end_ns),
+            ns_to_s(it.end_ns - it.start_ns),
+            it.shape.prefill_requests,
+            it.shape.prefill_tokens,
+            it.shape.decode_requests,
+            it.shape.decode_context_tokens
+        );
+    }
+    s
+}
+
+/// Write a live run's outputs atomically: those of `run` plus `iterations.csv`; `summary.json`
+/// carries `"live": {"partial": …, …}` and a partial run also gets a `PARTIAL` file.
+pub fn write_live(
+    dest: &Path,
+    out: &LiveOutput,
+    config: &serde_json::Value,
+    opts: &LiveOptions,
+) -> Result<PathBuf> {
+    let dir = StagedDir::new(dest)?;
+    dir.write("requests.csv", requests_csv(&out.run).as_bytes())?;
+    dir.write("replicas.csv", replicas_csv(&out.run.summary).as_bytes())?;
+    dir.write("iterations.csv", iterations_csv(&out.iterations).as_bytes())?;
+    let mut summary = serde_json::to_value(&out.run.summary).expect("summary serialises");
+    summary["partial"] = serde_json::json!(out.partial);
+    summary["live"] = serde_json::json!({
+        "executor": match opts.executor {
+            ExecutorKind::Mock => "mock",
+            ExecutorKind::Gpu => "gpu",
+        },
+        "time_scale": opts.time_scale,
+        "wall_s": out.wall_s,
+        "partial": out.partial,
+    });
+    dir.write("summary.json", pretty_json(&summary).as_bytes())?;
+    let mut config = config.clone();
+    config["live"] = summary["live"].clone();
+    dir.write("config.json", pretty_json(&config).as_bytes())?;
+    if out.partial {
+        dir.write(
+            "PARTIAL",
+            format!(
+                "stopped before every request finished: {} requests completed; unfinished requests are not in requests.csv\n",
+                out.run.summary.requests
+            )
+            .as_bytes(),
+        )?;
+    }
+    dir.commit()
+}
+
+/// Set by the SIGINT handler that [`CtrlC`] installs; every [`WallClock`] checks it.
+static SIGINT_RAISED: AtomicBool = AtomicBool::new(false);
+
+#[cfg(unix)]
+unsafe extern "C" {
+    fn signal(signum: i32, handler: usize) -> usize;
+}
+
+#[cfg(unix)]
+extern "C" fn on_sigint(_sig: i32) {
+    SIGINT_RAISED.store(true, Ordering::SeqCst);
+    // A second Ctrl-C kills the process as usual (signal() is async-signal-safe).
+    // SAFETY: restores the default disposition (SIG_DFL = 0) of SIGINT.
+    unsafe {
+        signal(2, 0);
+    }
+}
+
+/// While alive, Ctrl-C (SIGINT) stops live runs, which then flush partial results; a second
+/// Ctrl-C kills the process. Dropping it restores the default disposition.
+pub struct CtrlC(());
+
+impl CtrlC {
+    pub fn install() -> CtrlC {
+        SIGINT_RAISED.store(false, Ordering::SeqCst);
+        #[cfg(unix)]
+        // SAFETY: the handler only stores to an atomic and calls signal(), both async-signal-safe.
+        unsafe {
+            signal(2, on_sigint as extern "C" fn(i32) as usize);
+        }
+        CtrlC(())
+    }
+}
+
+impl Drop for CtrlC {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        // SAFETY: restores the default disposition (SIG_DFL = 0) of SIGINT.
+        unsafe {
+            signal(2, 0);
+        }
+        SIGINT_RAISED.store(false, Ordering::SeqCst);
+    }
+}
