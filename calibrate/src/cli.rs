@@ -187,18 +187,9 @@ impl std::error::Error for Differs {}
 
 /// Parse, run, and return the exit status (errors are printed to `err`).
 pub fn main_with_args(args: Vec<OsString>, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
-    let cli = match Cli::try_parse_from(args) {
+    let cli = match servesim::cli::parse_or_report::<Cli>(args, out, err) {
         Ok(c) => c,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let text = e.render().to_string();
-            let _ = if code == 0 {
-                write!(out, "{text}")
-            } else {
-                write!(err, "{text}")
-            };
-            return code;
-        }
+        Err(code) => return code,
     };
     match dispatch(cli, out, err) {
         Ok(()) => 0,

@@ -213,21 +213,31 @@ pub struct CheckArgs {
     pub bless: bool,
 }
 
+/// Parse a command line with clap; on failure print clap's message (help and version to `out`,
+/// usage errors to `err`) and return the exit code (0 for help/version, 2 for errors).
+pub fn parse_or_report<C: Parser>(
+    args: Vec<OsString>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<C, i32> {
+    C::try_parse_from(args).map_err(|e| {
+        let code = if e.use_stderr() { 2 } else { 0 };
+        let text = e.render().to_string();
+        let _ = if code == 0 {
+            write!(out, "{text}")
+        } else {
+            write!(err, "{text}")
+        };
+        code
+    })
+}
+
 /// Parse `args` (program name first) and run. Returns the process exit code: 0 on success, 2 on
 /// any user error (printed as one line on `err`).
 pub fn main_with_args(args: Vec<OsString>, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
-    let cli = match Cli::try_parse_from(args) {
+    let cli = match parse_or_report::<Cli>(args, out, err) {
         Ok(c) => c,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
-            let text = e.render().to_string();
-            let _ = if code == 0 {
-                write!(out, "{text}")
-            } else {
-                write!(err, "{text}")
-            };
-            return code;
-        }
+        Err(code) => return code,
     };
     match dispatch(cli, out, err) {
         Ok(()) => 0,
