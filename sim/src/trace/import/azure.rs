@@ -254,12 +254,7 @@ mod tests {
 #[cfg(test)]
 mod import_tests {
     use super::*;
-
-    fn fixture(name: &str) -> std::path::PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(name)
-    }
+    use crate::trace::import::test_fixture as fixture;
 
     #[test]
     fn azure_fixtures() {

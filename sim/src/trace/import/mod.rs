@@ -491,6 +491,14 @@ pub(crate) fn parse_count(path: &Path, line: u64, field: &str, s: &str) -> Resul
     u32::try_from(v).map_err(|_| bad())
 }
 
+/// Path of a file in `sim/tests/fixtures/` (the importers' unit tests share these fixtures).
+#[cfg(test)]
+pub(crate) fn test_fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

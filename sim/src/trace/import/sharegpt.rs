@@ -78,14 +78,9 @@ pub fn import(path: &Path, out: &Path, opts: &TextImport) -> Result<TextReport> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trace::import::test_fixture as fixture;
     use crate::trace::import::{LengthFilter, TokenCounter};
     use crate::trace::read_lengths;
-
-    fn fixture(name: &str) -> std::path::PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(name)
-    }
 
     fn opts(filter: LengthFilter, seed: Option<u64>, num: Option<usize>) -> TextImport {
         TextImport {

@@ -108,12 +108,7 @@ pub fn import(path: &Path, out: &Path) -> Result<CsvReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fixture(name: &str) -> std::path::PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(name)
-    }
+    use crate::trace::import::test_fixture as fixture;
 
     #[test]
     fn vidur_fixtures() {
