@@ -167,8 +167,22 @@ pub fn write_run(
     config: &serde_json::Value,
     timing: &serde_json::Value,
 ) -> Result<PathBuf> {
+    write_run_with(dest, out, config, timing, true)
+}
+
+/// [`write_run`], optionally without the per-request `requests.csv` (huge runs; every summary is
+/// still computed from all requests).
+pub fn write_run_with(
+    dest: &Path,
+    out: &RunOutput,
+    config: &serde_json::Value,
+    timing: &serde_json::Value,
+    with_requests_csv: bool,
+) -> Result<PathBuf> {
     let dir = StagedDir::new(dest)?;
-    dir.write("requests.csv", requests_csv(out).as_bytes())?;
+    if with_requests_csv {
+        dir.write("requests.csv", requests_csv(out).as_bytes())?;
+    }
     dir.write("replicas.csv", replicas_csv(&out.summary).as_bytes())?;
     let pretty = pretty_json;
     let summary = serde_json::to_value(&out.summary).expect("summary serialises");

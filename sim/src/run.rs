@@ -6,8 +6,8 @@ use std::sync::Arc;
 use crate::cost::BatchShape;
 use crate::engine::time::Ns;
 use crate::engine::{
-    Clock, Completion, EngineConfig, Observer, ReplicaParts, RunStats, TraceRow, VirtualClock,
-    simulate_clocked,
+    Clock, Completion, EngineConfig, Observer, ReplicaParts, RunStats, SteppingClock, TraceRow,
+    VirtualClock, simulate_clocked,
 };
 use crate::error::Result;
 use crate::exec::{Executor, SimExecutor};
@@ -34,13 +34,24 @@ pub fn expected_requests(r: &Resolved) -> Option<u64> {
 
 /// Run the simulation. `progress` is called with the number of completed requests.
 pub fn run(r: &Resolved, progress: Option<Box<dyn FnMut(u64)>>) -> Result<RunOutput> {
-    drive(
-        r,
-        progress,
-        &mut |r, x| Ok(Box::new(SimExecutor::new(r.cost_model_counted(Some(x))?))),
-        &mut VirtualClock,
-        None,
-    )
+    run_with(r, progress, true)
+}
+
+/// [`run`], choosing whether runs of identical decode iterations are fast-forwarded (`false`
+/// steps every iteration as its own event: the reference path; outputs are identical).
+pub fn run_with(
+    r: &Resolved,
+    progress: Option<Box<dyn FnMut(u64)>>,
+    fast_forward: bool,
+) -> Result<RunOutput> {
+    let mut executor = |r: &Resolved, x| -> Result<Box<dyn Executor>> {
+        Ok(Box::new(SimExecutor::new(r.cost_model_counted(Some(x))?)))
+    };
+    if fast_forward {
+        drive(r, progress, &mut executor, &mut VirtualClock, None)
+    } else {
+        drive(r, progress, &mut executor, &mut SteppingClock, None)
+    }
 }
 
 /// Builds one replica's executor (given the run's profile-extrapolation counter).

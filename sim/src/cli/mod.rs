@@ -109,6 +109,13 @@ pub struct RunArgs {
     /// Do not print the summary table.
     #[arg(long)]
     pub quiet: bool,
+    /// Do not write requests.csv (huge runs; summary.json is still exact over every request).
+    #[arg(long)]
+    pub no_requests_csv: bool,
+    /// Step every iteration as its own event instead of fast-forwarding runs of identical decode
+    /// iterations (the reference path; outputs are byte-identical, only slower).
+    #[arg(long)]
+    pub no_fast_forward: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -402,13 +409,14 @@ fn run_cmd(a: RunArgs, out: &mut dyn Write, _err: &mut dyn Write) -> anyhow::Res
     let pb = progress_bar(crate::run::expected_requests(&resolved));
     let pb2 = pb.clone();
     let started = Instant::now(); // allow-wall-clock: timing.json only, outside the simulation
-    let result = crate::run::run(
+    let result = crate::run::run_with(
         &resolved,
         Some(Box::new(move |n| {
             if n % 1024 == 0 {
                 pb2.set_position(n)
             }
         })),
+        !a.no_fast_forward,
     );
     pb.finish_and_clear();
     let output = result?;
@@ -419,8 +427,13 @@ fn run_cmd(a: RunArgs, out: &mut dyn Write, _err: &mut dyn Write) -> anyhow::Res
         "iterations_per_wall_s": output.stats.iterations as f64 / wall_s.max(1e-9),
         "events_per_wall_s": output.stats.events as f64 / wall_s.max(1e-9),
     });
-    let dir =
-        crate::output::write_run(&dest, &output, &crate::run::config_json(&resolved), &timing)?;
+    let dir = crate::output::write_run_with(
+        &dest,
+        &output,
+        &crate::run::config_json(&resolved),
+        &timing,
+        !a.no_requests_csv,
+    )?;
     if !a.quiet {
         write!(out, "{}", crate::metrics::table(&output.summary))?;
         writeln!(

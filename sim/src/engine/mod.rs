@@ -145,6 +145,12 @@ pub trait Clock {
     /// at which to handle it (≥ `t`: later when real time has already passed `t`), or `None` to
     /// stop the run here (the run then returns what it has so far).
     fn advance(&mut self, t: Ns) -> Option<Ns>;
+    /// Whether the engine may fast-forward: handle runs of identical decode iterations without
+    /// an event each (outputs are identical; only a virtual clock can allow it, since the events
+    /// it skips are never shown to [`Clock::advance`]).
+    fn fast_forward(&self) -> bool {
+        false
+    }
 }
 
 /// The simulator's clock: every event happens exactly at its time.
@@ -152,6 +158,21 @@ pub trait Clock {
 pub struct VirtualClock;
 
 impl Clock for VirtualClock {
+    #[inline]
+    fn advance(&mut self, t: Ns) -> Option<Ns> {
+        Some(t)
+    }
+    fn fast_forward(&self) -> bool {
+        true
+    }
+}
+
+/// [`VirtualClock`] without fast-forward: every iteration is its own event (the reference path
+/// of the differential tests, and `servesim run --no-fast-forward`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SteppingClock;
+
+impl Clock for SteppingClock {
     #[inline]
     fn advance(&mut self, t: Ns) -> Option<Ns> {
         Some(t)
@@ -338,6 +359,8 @@ pub fn simulate_clocked(
             .collect(),
         stats: RunStats::default(),
         router,
+        fast_forward: clock.fast_forward(),
+        ff_alloc: Vec::new(),
     };
     sim.run(trace, predictor, observer, clock)?;
     let end = sim.stats.makespan_ns;
@@ -359,6 +382,10 @@ struct Sim {
     replicas: Vec<Replica>,
     stats: RunStats,
     router: Box<dyn Router>,
+    /// Whether runs of identical decode iterations may be fast-forwarded.
+    fast_forward: bool,
+    /// Scratch: blocks each repeated iteration of a fast-forward allocates.
+    ff_alloc: Vec<u32>,
 }
 
 impl Sim {
@@ -760,11 +787,142 @@ impl Sim {
         rep.stats.batch_requests_sum += shape.requests() as u64;
         self.stats.iterations += 1;
         observer.on_iteration(r, now, end, &shape);
+        let repeatable = self.fast_forward
+            && transfers.is_empty()
+            && rep.plan.preempt.is_empty()
+            && rep.plan.swap_in.is_empty()
+            && shape.prefill_requests == 0
+            && ready_ns == now;
         for (t, s) in transfers {
             self.push_slot(t, CLASS_TRANSFER, r, s);
         }
+        let end = if repeatable {
+            self.fast_forward(r, now, end, shape, observer)?
+        } else {
+            end
+        };
         self.push(end, CLASS_END, r);
         Ok(())
+    }
+
+    /// Fast-forward: the decode-only batch just launched on replica `r` (at `start`, ending at
+    /// `end`) is repeated, iteration by iteration but without events, policy calls or plan
+    /// checks, while nothing could make the next boundary decide differently: no other event
+    /// comes first, nobody finishes or outlives its prediction, the KV blocks of the next step fit
+    /// and the policy's [`crate::policy::Steady`] bounds hold. Each repeated iteration still gets
+    /// its own cost-model time, observer call, event count and KV accounting, so every output is
+    /// identical to stepping. Returns the end of the last iteration launched.
+    fn fast_forward(
+        &mut self,
+        r: u32,
+        start: Ns,
+        end: Ns,
+        mut shape: BatchShape,
+        observer: &mut dyn Observer,
+    ) -> Result<Ns> {
+        // Scratch bound per fast-forward (the next one continues from there).
+        const MAX_REPEATS: usize = 4096;
+        let limits = self.cfg.limits;
+        let block_tokens = self.cfg.block_tokens as u64;
+        let next_event_ns = self.heap.peek().map_or(Ns::MAX, |Reverse(e)| e.0);
+        let guards = self.cfg.guards;
+        let rep = &mut self.replicas[r as usize];
+        if end >= next_event_ns {
+            return Ok(end);
+        }
+        // Repeats the requests allow: the repeat launched at boundary m follows the m-th end,
+        // which must neither finish a request nor reach its prediction.
+        let mut horizon = MAX_REPEATS;
+        for i in 0..rep.plan.run.len() {
+            let item = rep.plan.run[i];
+            let q = rep.reqs.get(item.slot);
+            if item.reserve_blocks > q.blocks {
+                return Ok(end);
+            }
+            let stop_at = q.output_tokens.min(q.predicted_output_tokens);
+            let left = stop_at.saturating_sub(q.generated_tokens + 1) as usize;
+            horizon = horizon.min(left);
+        }
+        if horizon == 0 {
+            return Ok(end);
+        }
+        let steady = {
+            let view = view!(rep, start, limits);
+            match rep.policy.steady(&rep.batch, &view) {
+                Some(s) => s,
+                None => return Ok(end),
+            }
+        };
+        horizon = horizon.min(steady.max_iterations.min(MAX_REPEATS as u64) as usize);
+        // Blocks the repeat at boundary m allocates: request q with kv tokens k and b blocks
+        // (k + 1 ≤ b·B) first needs a new block at m = b·B − k, then every B boundaries.
+        let alloc = &mut self.ff_alloc;
+        alloc.clear();
+        alloc.resize(horizon + 1, 0);
+        for &s in &rep.batch {
+            let q = rep.reqs.get(s);
+            let mut m = (q.blocks as u64 * block_tokens - q.kv_tokens as u64) as usize;
+            while m <= horizon {
+                alloc[m] += 1;
+                m += block_tokens as usize;
+            }
+        }
+        let n = rep.batch.len() as u64;
+        let (mut cur_start, mut cur_end) = (start, end);
+        let mut service_ns: Ns = 0;
+        let mut repeats: u64 = 0;
+        for &need in &alloc[1..=horizon] {
+            let dur = cur_end - cur_start;
+            let free = rep.kv.free_blocks();
+            if cur_end >= next_event_ns
+                || cur_end >= steady.until_ns
+                || cur_end > guards.max_sim_ns
+                || self.stats.events >= guards.max_events
+                || service_ns.saturating_add(dur) > steady.max_service_ns
+                || need > free
+                || free - need < steady.min_free_blocks
+            {
+                break;
+            }
+            // The end of the iteration that ran [cur_start, cur_end): an event when stepping.
+            self.stats.events += 1;
+            self.stats.makespan_ns = self.stats.makespan_ns.max(cur_end);
+            service_ns += dur;
+            repeats += 1;
+            rep.account_usage(cur_end);
+            let ok = rep.kv.try_alloc(need);
+            debug_assert!(ok, "free blocks were checked");
+            shape.decode_context_tokens += n;
+            let d = rep.executor.run_iteration(&shape)?;
+            let e = cur_end.checked_add(d).ok_or_else(|| {
+                SimError::Limit("simulated time overflowed u64 nanoseconds".into())
+            })?;
+            rep.stats.iterations += 1;
+            rep.stats.busy_ns += d;
+            rep.stats.batch_requests_sum += n;
+            self.stats.iterations += 1;
+            observer.on_iteration(r, cur_end, e, &shape);
+            (cur_start, cur_end) = (cur_end, e);
+        }
+        if repeats == 0 {
+            return Ok(end);
+        }
+        let k = repeats as u32;
+        for i in 0..rep.batch.len() {
+            let s = rep.batch[i];
+            let q = rep.reqs.get_mut(s);
+            q.attained_ns += service_ns;
+            q.last_run_end_ns = cur_start;
+            q.kv_tokens += k;
+            q.generated_tokens += k;
+            let target = blocks_for_tokens(q.kv_tokens as u64 + 1, self.cfg.block_tokens) as u32;
+            q.blocks = q.blocks.max(target);
+        }
+        rep.iter_start_ns = cur_start;
+        let view = view!(rep, cur_start, limits);
+        rep.policy
+            .on_steady_iterations(&mut rep.batch, repeats, service_ns, &view);
+        Ok(cur_end)
     }
 
     fn finish_transfer(&mut self, r: u32, s: Slot, now: Ns) {

@@ -21,7 +21,9 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 
 use super::common::{insert_by_arrival, make_room_for_decodes, remove_slot};
-use super::{Limits, Plan, Policy, PolicyEntry, PolicyEnv, ReplicaView, RunItem, parse_params};
+use super::{
+    Limits, Plan, Policy, PolicyEntry, PolicyEnv, ReplicaView, RunItem, Steady, parse_params,
+};
 use crate::engine::request::Slot;
 use crate::error::{Result, SimError};
 
@@ -141,6 +143,13 @@ impl Policy for Fcfs {
                 reserve_blocks: reserve,
             });
         }
+    }
+
+    /// A decode-only plan runs every running request and admits nobody; until a request finishes
+    /// or arrives, free blocks only shrink, so a waiting request that did not fit still does not,
+    /// and the decodes need no preemption while their blocks fit (the engine checks that).
+    fn steady(&self, _batch: &[Slot], _view: &ReplicaView) -> Option<Steady> {
+        Some(Steady::UNBOUNDED)
     }
 
     fn on_finish(&mut self, s: Slot) {

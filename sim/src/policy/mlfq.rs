@@ -42,7 +42,8 @@ use serde::{Deserialize, Serialize};
 use super::PreemptMode;
 use super::common::{Misfit, form_priority_batch};
 use super::{
-    Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice, ReplicaView, parse_params,
+    Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice, ReplicaView, Steady,
+    parse_params,
 };
 use crate::cost::{BatchShape, CostModel};
 use crate::engine::request::{KvLoc, Slot};
@@ -236,6 +237,8 @@ pub struct Mlfq {
     order: Vec<Slot>,
     promote_buf: Vec<Slot>,
     taken: Vec<bool>,
+    /// `quantum_ns(p)` for every level (computed once: it is on every iteration's path).
+    quantum_ns_table: Vec<Ns>,
 }
 
 impl Mlfq {
@@ -250,7 +253,14 @@ impl Mlfq {
             order: Vec::new(),
             promote_buf: Vec::new(),
             taken: Vec::new(),
+            quantum_ns_table: Vec::new(),
         }
+        .with_quantum_table()
+    }
+
+    fn with_quantum_table(mut self) -> Self {
+        self.quantum_ns_table = (0..=LEVEL_CAP).map(|p| self.quantum_ns(p)).collect();
+        self
     }
 
     pub fn config(&self) -> &Config {
@@ -292,6 +302,30 @@ impl Mlfq {
             self.levels.resize_with(p + 1, VecDeque::new);
         }
         &mut self.levels[p]
+    }
+
+    /// Remove every slot of `batch` from its level in one pass per level touched (the order of
+    /// the others is kept).
+    fn remove_batch_from_levels(&mut self, batch: &[Slot]) {
+        let n = self.state.len();
+        if self.taken.len() < n {
+            self.taken.resize(n, false);
+        }
+        let mut lo = usize::MAX;
+        let mut hi = 0;
+        for &s in batch {
+            self.taken[s as usize] = true;
+            let p = self.state[s as usize].level as usize;
+            lo = lo.min(p);
+            hi = hi.max(p);
+        }
+        for p in lo..=hi.min(self.levels.len().saturating_sub(1)) {
+            let taken = &self.taken;
+            self.levels[p].retain(|&x| !taken[x as usize]);
+        }
+        for &s in batch {
+            self.taken[s as usize] = false;
+        }
     }
 
     fn remove_from_level(&mut self, s: Slot) {
@@ -496,9 +530,10 @@ impl Policy for Mlfq {
     }
 
     fn on_iteration_end(&mut self, batch: &[Slot], duration_ns: Ns, view: &ReplicaView) {
-        for &s in batch {
-            self.remove_from_level(s);
+        if batch.is_empty() {
+            return;
         }
+        self.remove_batch_from_levels(batch);
         let requeue = |this: &mut Self, s: Slot| {
             let ctx = view.req(s).kv_tokens + 1;
             let st = this.state[s as usize];
@@ -507,7 +542,9 @@ impl Policy for Mlfq {
                 last_step_ns: view.now_ns,
                 ..st
             };
-            if st.attained_ns > this.quantum_ns(st.level) && st.level < this.max_level() {
+            if st.attained_ns > this.quantum_ns_table[st.level as usize]
+                && st.level < this.max_level()
+            {
                 let next = match this.cfg.demotion {
                     Demotion::OneLevel => st.level + 1,
                     Demotion::CoverNextIteration => {
@@ -533,6 +570,104 @@ impl Policy for Mlfq {
         } else {
             for &s in batch.iter().rev() {
                 requeue(self, s);
+            }
+        }
+    }
+
+    /// The plan repeats while: the batch is a prefix of the priority order (so the first request
+    /// left out stays out: its reason — batch full, KV blocks, deferral — cannot ease while free
+    /// blocks only shrink), nobody in the batch passes its quantum (no demotion), no queued request
+    /// reaches the starvation threshold, and proactive offloading keeps its reserve without a swap.
+    fn steady(&self, batch: &[Slot], view: &ReplicaView) -> Option<Steady> {
+        if batch.len() > self.order.len() || self.order[..batch.len()] != *batch {
+            return None;
+        }
+        let threshold_ns = (self.cfg.starvation_threshold_s * 1e9).round() as Ns;
+        if threshold_ns == 0 {
+            return None;
+        }
+        let mut max_service_ns = Ns::MAX;
+        for &s in batch {
+            let st = &self.state[s as usize];
+            if st.level < self.max_level() {
+                let q = self.quantum_ns_table[st.level as usize];
+                max_service_ns = max_service_ns.min(q.saturating_sub(st.attained_ns));
+            }
+        }
+        let until_ns = self.order[batch.len()..]
+            .iter()
+            .map(|&s| {
+                self.state[s as usize]
+                    .last_step_ns
+                    .saturating_add(threshold_ns)
+            })
+            .min()
+            .unwrap_or(Ns::MAX);
+        let proactive = self.cfg.preemption == PreemptionChoice::Swap
+            && view.host_capacity_blocks() > 0
+            && match self.cfg.offload {
+                Offload::Reactive => false,
+                Offload::Proactive => true,
+            };
+        let min_free_blocks = if proactive {
+            // No swap-out while free blocks cover the reserve plus what the first request left
+            // out without GPU memory needs; no swap-in became possible (free blocks only shrink).
+            let reserve = view.limits.max_batch_size.max(self.cfg.min_free_blocks);
+            let blocked = self.order[batch.len()..]
+                .iter()
+                .find(|&&s| matches!(view.req(s).kv_loc, KvLoc::None | KvLoc::Host));
+            let need = blocked.map_or(0, |&s| view.extra_blocks_for_next(s));
+            let min = reserve.saturating_add(need);
+            if view.free_blocks() < min {
+                return None;
+            }
+            min
+        } else {
+            0
+        };
+        Some(Steady {
+            max_iterations: u64::MAX,
+            min_free_blocks,
+            max_service_ns,
+            until_ns,
+        })
+    }
+
+    fn on_steady_iterations(
+        &mut self,
+        batch: &mut [Slot],
+        iterations: u64,
+        service_ns: Ns,
+        view: &ReplicaView,
+    ) {
+        self.iterations += iterations;
+        for &s in batch.iter() {
+            let st = &mut self.state[s as usize];
+            st.attained_ns += service_ns;
+            st.last_step_ns = view.now_ns;
+        }
+        // Each requeue puts the batch back at the front of its levels, reversed when
+        // `requeue_reverses_batch`: the batch is a prefix of the order, i.e. whole levels and the
+        // front of one, so an odd number of requeues reverses each level's batch segment.
+        if self.cfg.requeue_reverses_batch && iterations % 2 == 1 {
+            let mut left = batch.len();
+            for q in &mut self.levels {
+                if left == 0 {
+                    break;
+                }
+                let k = left.min(q.len());
+                q.make_contiguous()[..k].reverse();
+                left -= k;
+            }
+        }
+        let mut i = 0;
+        'fill: for q in &self.levels {
+            for &s in q {
+                if i == batch.len() {
+                    break 'fill;
+                }
+                batch[i] = s;
+                i += 1;
             }
         }
     }

@@ -121,6 +121,32 @@ pub struct RunItem {
     pub reserve_blocks: u32,
 }
 
+/// How long a policy's last plan stays what it would decide anyway (fast-forward). The engine
+/// repeats the batch while every bound holds, and stops earlier at any arrival, completion,
+/// transfer, prediction extension or other event; stopping early is always correct.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Steady {
+    /// At most this many repeated iterations.
+    pub max_iterations: u64,
+    /// Each repeat must leave at least this many GPU blocks free after its allocations.
+    pub min_free_blocks: u32,
+    /// The summed duration of the iterations that end before a repeat starts (from the first
+    /// run of the plan) must stay ≤ this (e.g. the smallest quantum left in the batch).
+    pub max_service_ns: Ns,
+    /// No repeat may start at or after this time (e.g. a starvation promotion).
+    pub until_ns: Ns,
+}
+
+impl Steady {
+    /// No bound of the policy's own: the plan holds until something else happens.
+    pub const UNBOUNDED: Steady = Steady {
+        max_iterations: u64::MAX,
+        min_free_blocks: 0,
+        max_service_ns: Ns::MAX,
+        until_ns: Ns::MAX,
+    };
+}
+
 /// A policy's decision for one iteration boundary. Buffers are reused between iterations.
 #[derive(Debug, Default, Clone)]
 pub struct Plan {
@@ -156,6 +182,29 @@ pub trait Policy: Send {
     /// only the requests that did not finish: finished ones were reported through
     /// [`Policy::on_finish`] just before this call.
     fn on_iteration_end(&mut self, _batch: &[Slot], _duration_ns: Ns, _view: &ReplicaView) {}
+    /// Fast-forward support (see [`Steady`]). Called right after [`Policy::schedule`] returned a
+    /// plan that the engine found repeatable on its side: decode-only, no preemptions, no swaps,
+    /// no reservations beyond the blocks held, and `batch` (the plan's run order). Return how long
+    /// re-running that same batch is guaranteed to be exactly what `schedule` would decide at each
+    /// following boundary, provided nothing else happens (no arrival, completion, transfer or
+    /// prediction extension: the engine stops at those itself). `None` (the default) disables
+    /// fast-forward for this policy.
+    fn steady(&self, _batch: &[Slot], _view: &ReplicaView) -> Option<Steady> {
+        None
+    }
+    /// The engine repeated the batch for `iterations` further boundaries without calling
+    /// [`Policy::schedule`] or [`Policy::on_iteration_end`]: bring the policy to the state those
+    /// calls would have left (`service_ns` = summed durations of the `iterations` iterations that
+    /// ended, the last at `view.now_ns`), and leave in `batch` the run order `schedule` would have
+    /// produced at the last boundary (the set is unchanged).
+    fn on_steady_iterations(
+        &mut self,
+        _batch: &mut [Slot],
+        _iterations: u64,
+        _service_ns: Ns,
+        _view: &ReplicaView,
+    ) {
+    }
     /// Request `s` emitted its last token and leaves the replica; its slot may be reused.
     fn on_finish(&mut self, s: Slot);
     /// The policy's view of request `s` for the per-request output (called just before

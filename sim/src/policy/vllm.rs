@@ -21,7 +21,7 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 
 use super::common::{insert_by_arrival, make_room_for_decodes, remove_slot};
-use super::{Limits, Plan, Policy, PolicyEntry, PolicyEnv, ReplicaView, parse_params};
+use super::{Limits, Plan, Policy, PolicyEntry, PolicyEnv, ReplicaView, Steady, parse_params};
 use crate::engine::request::Slot;
 use crate::error::{Result, SimError};
 
@@ -144,6 +144,13 @@ impl Policy for Vllm {
         for &s in &self.running {
             plan.run_on_demand(s);
         }
+    }
+
+    /// A decode-only plan runs every running request and admits nobody; until a request finishes
+    /// or arrives, free blocks only shrink, so a waiting request that did not fit still does not,
+    /// and the decodes need no preemption while their blocks fit (the engine checks that).
+    fn steady(&self, _batch: &[Slot], _view: &ReplicaView) -> Option<Steady> {
+        Some(Steady::UNBOUNDED)
     }
 
     fn on_finish(&mut self, s: Slot) {
