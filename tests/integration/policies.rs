@@ -147,6 +147,30 @@ impl Scn {
         servesim::run::run(&resolved, None).map_err(|e| format!("run failed: {e}"))
     }
 
+    /// The run with fast-forward on and off (the stepping reference).
+    fn try_run_both(&self, rows: &[Row]) -> Result<(RunOutput, RunOutput), String> {
+        let dir = tempfile::tempdir().expect("create a temporary directory");
+        let mut trace = String::from("arrival_s,input_tokens,output_tokens\n");
+        for &(t, i, o) in rows {
+            trace.push_str(&format!(
+                "{}.{:09},{i},{o}\n",
+                t / 1_000_000_000,
+                t % 1_000_000_000
+            ));
+        }
+        std::fs::write(dir.path().join("trace.csv"), trace).expect("write the trace");
+        let path = dir.path().join("scenario.toml");
+        let text = self.toml();
+        let resolved = parse(Path::new(&path), &text)
+            .and_then(|l| l.resolve(&Overrides::default()))
+            .map_err(|e| format!("scenario rejected: {e}\n{text}"))?;
+        let fast = servesim::run::run_with(&resolved, None, true)
+            .map_err(|e| format!("fast-forward run failed: {e}"))?;
+        let step = servesim::run::run_with(&resolved, None, false)
+            .map_err(|e| format!("stepping run failed: {e}"))?;
+        Ok((fast, step))
+    }
+
     fn run(&self, rows: &[Row]) -> Vec<Completion> {
         let out = self
             .try_run(rows)
@@ -959,6 +983,56 @@ fn every_policy_finishes_every_request_exactly_once() {
             if let Err(e) = result {
                 panic!("policy `{}` with predictors {preds:?}: {e}", entry.name);
             }
+        }
+    }
+}
+
+/// Differential test of the fast-forward (issue "Performance"): for every policy of the registry,
+/// random cases as above run once fast-forwarded and once stepping every iteration as its own
+/// event; completions (every timestamp, counter, prediction and priority), run statistics and the
+/// summary must be identical. The policies that implement fast-forward (fcfs, vllm, mlfq,
+/// skip-join-mlfq) must actually have fast-forwarded somewhere, so the comparison is not vacuous.
+/// 24 cases per policy; `SERVESIM_POLICY_CASES=N` runs N.
+#[test]
+fn fast_forward_is_identical_to_stepping_every_iteration() {
+    let all = ["oracle", "noisy", "history", "bucket"];
+    for entry in REGISTRY {
+        let preds: Vec<&str> = match entry.forced_predictor {
+            Some(f) => vec![f],
+            None => all.to_vec(),
+        };
+        let mut runner = TestRunner::new(PtConfig {
+            cases: std::env::var("SERVESIM_POLICY_CASES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(24),
+            failure_persistence: None,
+            ..PtConfig::default()
+        });
+        let forwarded = std::cell::Cell::new(0u64);
+        let result = runner.run(&case_strategy(), |c| {
+            let scn = case_scenario(entry.name, &preds, &c);
+            let (mut fast, step) = scn.try_run_both(&c.rows).map_err(TestCaseError::fail)?;
+            prop_assert_eq!(step.stats.fast_forwarded_iterations, 0);
+            forwarded.set(forwarded.get() + fast.stats.fast_forwarded_iterations);
+            fast.stats.fast_forwarded_iterations = 0;
+            prop_assert_eq!(&fast.completions, &step.completions);
+            prop_assert_eq!(&fast.stats, &step.stats);
+            prop_assert_eq!(
+                serde_json::to_string(&fast.summary).unwrap(),
+                serde_json::to_string(&step.summary).unwrap()
+            );
+            Ok(())
+        });
+        if let Err(e) = result {
+            panic!("policy `{}`: fast-forward differs from stepping: {e}", entry.name);
+        }
+        if matches!(entry.name, "fcfs" | "vllm" | "mlfq" | "skip-join-mlfq") {
+            assert!(
+                forwarded.get() > 0,
+                "policy `{}` never fast-forwarded: the differential test compared nothing",
+                entry.name
+            );
         }
     }
 }

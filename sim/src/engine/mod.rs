@@ -135,6 +135,9 @@ pub struct RunStats {
     pub makespan_ns: Ns,
     pub first_arrival_ns: Ns,
     pub replicas: Vec<ReplicaStats>,
+    /// Iterations handled by fast-forward rather than as their own event (a speed statistic, not
+    /// an output: everything else is identical either way).
+    pub fast_forwarded_iterations: u64,
 }
 
 /// Paces the event loop. The simulator uses [`VirtualClock`]: each event is handled at its own
@@ -886,6 +889,7 @@ impl Sim {
             }
             // The end of the iteration that ran [cur_start, cur_end): an event when stepping.
             self.stats.events += 1;
+            self.stats.fast_forwarded_iterations += 1;
             self.stats.makespan_ns = self.stats.makespan_ns.max(cur_end);
             service_ns += dur;
             repeats += 1;
