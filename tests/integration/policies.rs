@@ -1025,7 +1025,10 @@ fn fast_forward_is_identical_to_stepping_every_iteration() {
             Ok(())
         });
         if let Err(e) = result {
-            panic!("policy `{}`: fast-forward differs from stepping: {e}", entry.name);
+            panic!(
+                "policy `{}`: fast-forward differs from stepping: {e}",
+                entry.name
+            );
         }
         if matches!(entry.name, "fcfs" | "vllm" | "mlfq" | "skip-join-mlfq") {
             assert!(

@@ -34,14 +34,15 @@ pub fn bench_cmd(a: BenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     };
     writeln!(
         out,
-        "{:<40}{:>10}{:>12}{:>14}{:>14}{:>14}{:>12}",
+        "{:<40}{:>10}{:>12}{:>14}{:>14}{:>14}{:>12}{:>10}",
         "scenario",
         "requests",
         "wall_s",
         "req/wall_s",
         "iter/wall_s",
         "events/wall_s",
-        "peak_rss_MB"
+        "peak_rss_MB",
+        "ff_share"
     )?;
     for path in scenarios {
         let resolved = load(&path)?.resolve(&Overrides {
@@ -61,14 +62,15 @@ pub fn bench_cmd(a: BenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         let rss = peak_rss_bytes().map(|b| b as f64 / 1e6).unwrap_or(f64::NAN);
         writeln!(
             out,
-            "{:<40}{:>10}{:>12.4}{:>14.0}{:>14.0}{:>14.0}{:>12.1}",
+            "{:<40}{:>10}{:>12.4}{:>14.0}{:>14.0}{:>14.0}{:>12.1}{:>10.3}",
             resolved.scenario.name,
             o.summary.requests,
             w,
             o.summary.requests as f64 / w,
             o.stats.iterations as f64 / w,
             o.stats.events as f64 / w,
-            rss
+            rss,
+            o.stats.fast_forwarded_iterations as f64 / o.stats.iterations.max(1) as f64
         )?;
     }
     Ok(())

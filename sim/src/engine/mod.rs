@@ -824,7 +824,7 @@ impl Sim {
         observer: &mut dyn Observer,
     ) -> Result<Ns> {
         // Scratch bound per fast-forward (the next one continues from there).
-        const MAX_REPEATS: usize = 4096;
+        const MAX_REPEATS: usize = 1 << 20;
         let limits = self.cfg.limits;
         let block_tokens = self.cfg.block_tokens as u64;
         let next_event_ns = self.heap.peek().map_or(Ns::MAX, |Reverse(e)| e.0);
@@ -858,23 +858,35 @@ impl Sim {
         };
         horizon = horizon.min(steady.max_iterations.min(MAX_REPEATS as u64) as usize);
         // Blocks the repeat at boundary m allocates: request q with kv tokens k and b blocks
-        // (k + 1 ≤ b·B) first needs a new block at m = b·B − k, then every B boundaries.
+        // (k + 1 ≤ b·B) first needs a new block at m = b·B − k, then every B boundaries. Counted
+        // one window of B boundaries at a time (each request crosses at most once per window).
+        let bt = block_tokens as usize;
         let alloc = &mut self.ff_alloc;
-        alloc.clear();
-        alloc.resize(horizon + 1, 0);
-        for &s in &rep.batch {
-            let q = rep.reqs.get(s);
-            let mut m = (q.blocks as u64 * block_tokens - q.kv_tokens as u64) as usize;
-            while m <= horizon {
-                alloc[m] += 1;
-                m += block_tokens as usize;
-            }
-        }
+        let first_crossing =
+            |q: &Request| (q.blocks as u64 * block_tokens - q.kv_tokens as u64) as usize;
         let n = rep.batch.len() as u64;
         let (mut cur_start, mut cur_end) = (start, end);
         let mut service_ns: Ns = 0;
         let mut repeats: u64 = 0;
-        for &need in &alloc[1..=horizon] {
+        let mut window_lo = usize::MAX;
+        for m in 1..=horizon {
+            if m >= window_lo.wrapping_add(bt) || window_lo == usize::MAX {
+                window_lo = m;
+                alloc.clear();
+                alloc.resize(bt, 0);
+                for &s in &rep.batch {
+                    let m1 = first_crossing(rep.reqs.get(s));
+                    let at = if m1 >= m {
+                        m1
+                    } else {
+                        m1 + (m - m1).div_ceil(bt) * bt
+                    };
+                    if at < m + bt {
+                        alloc[at - m] += 1;
+                    }
+                }
+            }
+            let need = alloc[m - window_lo];
             let dur = cur_end - cur_start;
             let free = rep.kv.free_blocks();
             if cur_end >= next_event_ns
