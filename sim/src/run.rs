@@ -45,7 +45,9 @@ pub fn run_with(
     fast_forward: bool,
 ) -> Result<RunOutput> {
     let mut executor = |r: &Resolved, x| -> Result<Box<dyn Executor>> {
-        Ok(Box::new(SimExecutor::new(r.cost_model_counted(Some(x))?)))
+        Ok(Box::new(
+            SimExecutor::new(r.cost_model_counted(Some(x))?).with_pipeline(r.pipeline),
+        ))
     };
     if fast_forward {
         drive(r, progress, &mut executor, &mut VirtualClock, None)
@@ -330,6 +332,9 @@ pub fn config_json(r: &Resolved) -> serde_json::Value {
     }
     if let Some(p) = &r.swap_profile {
         v["resolved"]["swap"] = serde_json::json!(p);
+    }
+    if r.pipeline.stages > 1 {
+        v["resolved"]["pipeline"] = serde_json::json!(r.pipeline);
     }
     v
 }

@@ -579,3 +579,57 @@ fn reproduction_shapes_have_vllm_table1_kv_capacity() {
         assert_eq!(read_requests(&out).len(), 200);
     }
 }
+
+/// Pipeline parallelism, by hand. OPT-13B with pp = 2, a constant 100 ms iteration (the whole
+/// model), a 2 ms stage-to-stage send and no bandwidth term: each stage takes 100/2 + 2 = 52 ms,
+/// a micro-batch leaves the pipeline 104 ms after it enters, and the first stage takes the next
+/// micro-batch 52 ms after the last. `fcfs` with max_batch_size = 1 (per micro-batch).
+///
+/// One request (output 3): it is in at most one micro-batch at a time, so its tokens come at
+/// 104, 208, 312 ms and the pipeline is half idle: busy fraction = 3 × 52 / 312 = 0.5.
+///
+/// Two requests at t = 0 (output 3 each): A enters at 0; the first stage frees at 52 and B enters;
+/// A leaves at 104 (token 1) and re-enters as the first stage frees at 104; B leaves at 156 and
+/// re-enters; A: tokens at 104, 208, 312; B: 156, 260, 364. Six micro-batches × 52 ms of the
+/// mean stage's time over 364 ms: busy fraction 312 / 364.
+#[test]
+fn pipeline_keeps_two_micro_batches_in_flight_by_hand() {
+    let w = Workdir::new();
+    let scenario = |name: &str, trace: &str| {
+        format!(
+            "name = \"{name}\"\nmodel = \"opt-13b\"\ngpu = \"a100-80gb\"\ntp = 1\npp = 2\n\n\
+             [trace]\nfile = \"{trace}\"\n\n[memory]\nblock_tokens = 16\nkv_capacity_blocks = 100\n\n\
+             [pipeline]\nsend_latency_s = 0.002\nsend_bytes_per_s = 1e30\n\n\
+             [cost]\nmodel = \"constant\"\niteration_s = 0.1\n\n\
+             [scheduler]\npolicy = \"fcfs\"\nmax_batch_size = 1\n\n[policies.fcfs]\nreserve = \"oracle\"\n"
+        )
+    };
+    w.write("one.csv", "arrival_s,input_tokens,output_tokens\n0,10,3\n");
+    w.write(
+        "two.csv",
+        "arrival_s,input_tokens,output_tokens\n0,10,3\n0,10,3\n",
+    );
+    let one = w.write("one.toml", scenario("one", "one.csv"));
+    let two = w.write("two.toml", scenario("two", "two.csv"));
+    run_ok(&one, &w.path("one-out"));
+    run_ok(&two, &w.path("two-out"));
+    let r1 = read_requests(&w.path("one-out"));
+    assert_eq!(
+        (r1[0].first_token_ns, r1[0].finish_ns),
+        (104 * MS, 312 * MS)
+    );
+    let r2 = read_requests(&w.path("two-out"));
+    let got: Vec<(u64, u64)> = r2.iter().map(|r| (r.first_token_ns, r.finish_ns)).collect();
+    assert_eq!(got, vec![(104 * MS, 312 * MS), (156 * MS, 364 * MS)]);
+    let busy = |dir: &str| {
+        read_summary(&w.path(dir))["replicas"][0]["busy_fraction"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!((busy("one-out") - 0.5).abs() < 1e-9, "{}", busy("one-out"));
+    assert!(
+        (busy("two-out") - 312.0 / 364.0).abs() < 1e-9,
+        "{}",
+        busy("two-out")
+    );
+}

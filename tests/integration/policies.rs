@@ -48,6 +48,8 @@ struct Scn {
     /// every preemption is by recompute).
     host_kv_bytes: Option<u64>,
     replicas: u32,
+    /// Pipeline stages per replica.
+    pp: u32,
     seed: u64,
     predictor: Option<String>,
     /// Extra TOML tables (`[policies.NAME]`, `[predictors.NAME]`).
@@ -65,6 +67,7 @@ impl Scn {
             kv_blocks: 1000,
             host_kv_bytes: None,
             replicas: 1,
+            pp: 1,
             seed: 0,
             predictor: None,
             tables: String::new(),
@@ -105,7 +108,7 @@ impl Scn {
             .unwrap_or_default();
         format!(
             "name = \"policies-test\"\nseed = {seed}\nmodel = \"opt-13b\"\ngpu = \"a100-40gb\"\n\
-             replicas = {replicas}\n{predictor}\n\
+             replicas = {replicas}\npp = {pp}\n{predictor}\n\
              [trace]\nfile = \"trace.csv\"\n\n\
              [memory]\nblock_tokens = 16\nkv_capacity_blocks = {kv}\n{host}\n\
              [cost]\n{cost}\n\
@@ -114,6 +117,7 @@ impl Scn {
              [limits]\nmax_events = 5000000\nmax_sim_s = 1000000.0\n\n{tables}",
             seed = self.seed,
             replicas = self.replicas,
+            pp = self.pp,
             kv = self.kv_blocks,
             host = self
                 .host_kv_bytes
@@ -814,6 +818,7 @@ struct Case {
     host: usize,
     knob: u32,
     predictor: usize,
+    pp: u32,
 }
 
 fn case_strategy() -> impl Strategy<Value = Case> {
@@ -832,6 +837,7 @@ fn case_strategy() -> impl Strategy<Value = Case> {
         0usize..3,
         0u32..1000,
         0usize..4,
+        1u32..=2,
     )
         .prop_map(
             |(
@@ -844,6 +850,7 @@ fn case_strategy() -> impl Strategy<Value = Case> {
                 host,
                 knob,
                 predictor,
+                pp,
             )| {
                 let mut t = 0;
                 let rows = gaps
@@ -863,6 +870,7 @@ fn case_strategy() -> impl Strategy<Value = Case> {
                     host,
                     knob,
                     predictor,
+                    pp,
                 }
             },
         )
@@ -927,6 +935,7 @@ fn case_scenario(policy: &str, predictors: &[&str], c: &Case) -> Scn {
     scn.max_batch_tokens = max_input + c.extra_batch_tokens;
     scn.max_context_tokens = CONTEXT;
     scn.replicas = c.replicas;
+    scn.pp = c.pp;
     // No host pool (recompute only), a few blocks' worth (OPT-13B: 12.5 MiB per 16-token block),
     // or the default.
     scn.host_kv_bytes = [Some(0), Some(40 << 20), None][c.host];

@@ -202,7 +202,15 @@ type Event = (Ns, u8, u64, u32, Slot);
 const CLASS_ARRIVAL: u8 = 0;
 const CLASS_TRANSFER: u8 = 1;
 const CLASS_END: u8 = 2;
-const CLASS_KICK: u8 = 3;
+/// The first pipeline stage is free for the next micro-batch (pipeline parallelism only).
+const CLASS_STAGE_FREE: u8 = 3;
+const CLASS_KICK: u8 = 4;
+
+/// A micro-batch in the pipeline (pipeline parallelism only).
+struct Flight {
+    batch: Vec<Slot>,
+    start_ns: Ns,
+}
 
 struct Replica {
     reqs: Slab,
@@ -224,6 +232,14 @@ struct Replica {
     transfers_in_flight: u32,
     /// Last time block usage was integrated.
     usage_at_ns: Ns,
+    pipeline: crate::exec::Pipeline,
+    /// Micro-batches in the pipeline, oldest first (pipeline parallelism only; with one stage
+    /// the batch in flight is `batch`).
+    flights: std::collections::VecDeque<Flight>,
+    /// When each stage finishes the last micro-batch given to it.
+    stage_free_ns: Vec<Ns>,
+    /// The first stage is still working on the last micro-batch.
+    stage0_busy: bool,
 }
 
 impl Replica {
@@ -336,28 +352,35 @@ pub fn simulate_clocked(
         last_arrival_ns: 0,
         replicas: parts
             .into_iter()
-            .map(|p| Replica {
-                reqs: Slab::default(),
-                kv: KvPool::new(p.kv_capacity_blocks, cfg.block_tokens),
-                policy: p.policy,
-                executor: p.executor,
-                busy: false,
-                kick_pending: false,
-                iter_start_ns: 0,
-                batch: Vec::new(),
-                survivors: Vec::new(),
-                plan: Plan::default(),
-                stats: ReplicaStats {
-                    kv_capacity_blocks: p.kv_capacity_blocks,
-                    host_capacity_blocks: p.host_kv_blocks,
-                    ..Default::default()
-                },
-                host: KvPool::new(p.host_kv_blocks, cfg.block_tokens),
-                swap: p.swap,
-                kv_block_bytes: p.kv_block_bytes,
-                copy_free_at_ns: [0, 0],
-                transfers_in_flight: 0,
-                usage_at_ns: 0,
+            .map(|p| {
+                let pipeline = p.executor.pipeline();
+                Replica {
+                    reqs: Slab::default(),
+                    kv: KvPool::new(p.kv_capacity_blocks, cfg.block_tokens),
+                    policy: p.policy,
+                    executor: p.executor,
+                    busy: false,
+                    kick_pending: false,
+                    iter_start_ns: 0,
+                    batch: Vec::new(),
+                    survivors: Vec::new(),
+                    plan: Plan::default(),
+                    stats: ReplicaStats {
+                        kv_capacity_blocks: p.kv_capacity_blocks,
+                        host_capacity_blocks: p.host_kv_blocks,
+                        ..Default::default()
+                    },
+                    host: KvPool::new(p.host_kv_blocks, cfg.block_tokens),
+                    swap: p.swap,
+                    kv_block_bytes: p.kv_block_bytes,
+                    copy_free_at_ns: [0, 0],
+                    transfers_in_flight: 0,
+                    usage_at_ns: 0,
+                    pipeline,
+                    flights: std::collections::VecDeque::new(),
+                    stage_free_ns: vec![0; pipeline.stages.max(1) as usize],
+                    stage0_busy: false,
+                }
             })
             .collect(),
         stats: RunStats::default(),
@@ -468,9 +491,32 @@ impl Sim {
                         self.push(now, CLASS_KICK, r);
                     }
                 }
+                CLASS_END if self.replicas[r as usize].pipeline.stages > 1 => {
+                    let rep = &mut self.replicas[r as usize];
+                    let f = rep
+                        .flights
+                        .pop_front()
+                        .expect("a pipeline end has a micro-batch in flight");
+                    rep.batch = f.batch;
+                    rep.iter_start_ns = f.start_ns;
+                    self.finish_iteration(r, now, predictor, observer);
+                    let rep = &mut self.replicas[r as usize];
+                    rep.busy = rep.stage0_busy;
+                    if !rep.busy {
+                        self.start_iteration(r, now, observer)?;
+                    }
+                }
                 CLASS_END => {
                     self.finish_iteration(r, now, predictor, observer);
                     self.start_iteration(r, now, observer)?;
+                }
+                CLASS_STAGE_FREE => {
+                    let rep = &mut self.replicas[r as usize];
+                    rep.stage0_busy = false;
+                    rep.busy = rep.flights.len() >= rep.pipeline.stages as usize;
+                    if !rep.busy {
+                        self.start_iteration(r, now, observer)?;
+                    }
                 }
                 _ => {
                     let rep = &mut self.replicas[r as usize];
@@ -623,6 +669,12 @@ impl Sim {
                     req.id
                 )));
             }
+            if req.in_flight() {
+                return Err(plan_err(format!(
+                    "preempts request {} while its micro-batch is in the pipeline",
+                    req.id
+                )));
+            }
             let host_room = req.blocks <= rep.host.free_blocks();
             match mode {
                 PreemptMode::Swap if req.kv_loc == KvLoc::Gpu && host_room => {
@@ -679,7 +731,7 @@ impl Sim {
                 self.push_slot(end, CLASS_TRANSFER, r, s);
             }
             let rep = &self.replicas[r as usize];
-            if !rep.reqs.is_empty() && rep.transfers_in_flight == 0 {
+            if !rep.reqs.is_empty() && rep.transfers_in_flight == 0 && rep.flights.is_empty() {
                 return Err(SimError::Plan {
                     policy: rep.policy.name().to_string(),
                     time_s: ns_to_s(now),
@@ -771,6 +823,13 @@ impl Sim {
             )));
         }
         let compute = rep.executor.run_iteration(&shape)?;
+        if rep.pipeline.stages > 1 {
+            let pipeline = rep.pipeline;
+            for (t, s) in transfers {
+                self.push_slot(t, CLASS_TRANSFER, r, s);
+            }
+            return self.launch_micro_batch(r, now, compute, ready_ns, &shape, pipeline, observer);
+        }
         let compute_end = now
             .checked_add(compute)
             .ok_or_else(|| SimError::Limit("simulated time overflowed u64 nanoseconds".into()))?;
@@ -791,6 +850,7 @@ impl Sim {
         self.stats.iterations += 1;
         observer.on_iteration(r, now, end, &shape);
         let repeatable = self.fast_forward
+            && rep.pipeline.stages == 1
             && transfers.is_empty()
             && rep.plan.preempt.is_empty()
             && rep.plan.swap_in.is_empty()
@@ -805,6 +865,67 @@ impl Sim {
             end
         };
         self.push(end, CLASS_END, r);
+        Ok(())
+    }
+
+    /// Put the batch just formed into the pipeline: stage k starts it when stage k − 1 has sent it
+    /// and stage k is done with the previous micro-batch; each stage takes `compute / stages` plus
+    /// the activation send. The first stage takes the next micro-batch when it is done; the batch's
+    /// tokens come out of the last stage (not before its swap-ins, if any, completed). Busy time
+    /// counts the mean stage occupancy, so pipeline bubbles lower the busy fraction.
+    #[allow(clippy::too_many_arguments)]
+    fn launch_micro_batch(
+        &mut self,
+        r: u32,
+        now: Ns,
+        compute: Ns,
+        ready_ns: Ns,
+        shape: &BatchShape,
+        pipeline: crate::exec::Pipeline,
+        observer: &mut dyn Observer,
+    ) -> Result<()> {
+        let stages = pipeline.stages as u64;
+        let send_s = pipeline.send_s(shape.tokens());
+        let send = duration_ns_ceil(send_s)
+            .ok_or_else(|| SimError::config(format!("pipeline send time {send_s} s is invalid")))?;
+        let stage_ns = compute.div_ceil(stages) + send;
+        let rep = &mut self.replicas[r as usize];
+        let mut t = now;
+        let mut first_stage_end = now;
+        for (k, free) in rep.stage_free_ns.iter_mut().enumerate() {
+            let start = t.max(*free);
+            let end = start.checked_add(stage_ns).ok_or_else(|| {
+                SimError::Limit("simulated time overflowed u64 nanoseconds".into())
+            })?;
+            *free = end;
+            t = end;
+            if k == 0 {
+                first_stage_end = end;
+            }
+        }
+        let exit = t.max(ready_ns);
+        if ready_ns > t {
+            let stall = ready_ns - t;
+            for i in 0..rep.batch.len() {
+                let s = rep.batch[i];
+                rep.reqs.get_mut(s).swap_stall_ns += stall;
+            }
+        }
+        rep.stats.iterations += 1;
+        rep.stats.busy_ns += stage_ns;
+        rep.stats.batch_requests_sum += shape.requests() as u64;
+        self.stats.iterations += 1;
+        observer.on_iteration(r, now, exit, shape);
+        let batch = std::mem::take(&mut rep.batch);
+        rep.flights.push_back(Flight {
+            batch,
+            start_ns: now,
+        });
+        rep.stage0_busy = true;
+        rep.busy = true;
+        rep.iter_start_ns = now;
+        self.push(first_stage_end, CLASS_STAGE_FREE, r);
+        self.push(exit, CLASS_END, r);
         Ok(())
     }
 

@@ -75,7 +75,13 @@ impl Request {
     /// Whether it can be put in a batch now: KV on the GPU, or none at all (prefill), or on the
     /// host (the engine then swaps it in reactively and the iteration waits for the copy).
     pub fn runnable(&self) -> bool {
-        matches!(self.kv_loc, KvLoc::None | KvLoc::Gpu | KvLoc::Host)
+        !self.in_batch && matches!(self.kv_loc, KvLoc::None | KvLoc::Gpu | KvLoc::Host)
+    }
+    /// Whether it is in a micro-batch still in the pipeline (only with pipeline parallelism:
+    /// otherwise no batch is in flight when a policy decides). It can be neither run nor
+    /// preempted until that batch leaves the last stage.
+    pub fn in_flight(&self) -> bool {
+        self.in_batch
     }
     /// Whether a copy is in flight.
     pub fn in_transfer(&self) -> bool {

@@ -7,17 +7,61 @@ use crate::error::{Result, SimError};
 
 pub trait Executor: Send {
     /// Run (or model) one iteration of the given shape; return its duration in nanoseconds (≥ 1).
+    /// With pipeline parallelism this is the compute of the whole model (all stages back to
+    /// back); the engine splits it over the stages.
     fn run_iteration(&mut self, shape: &BatchShape) -> Result<Ns>;
+    /// The replica's pipeline (default: one stage, one batch in flight).
+    fn pipeline(&self) -> Pipeline {
+        Pipeline::SINGLE
+    }
+}
+
+/// Pipeline parallelism of a replica: `stages` stages hold the layers evenly; a micro-batch takes
+/// `compute / stages` per stage plus the send of its activations to the next stage, and up to
+/// `stages` micro-batches are in flight (a request in at most one, FastServe's scheme).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Pipeline {
+    pub stages: u32,
+    /// Stage-to-stage send: fixed latency per micro-batch.
+    pub send_latency_s: f64,
+    /// Activation bytes sent per token of the micro-batch (hidden × dtype bytes).
+    pub send_bytes_per_token: f64,
+    /// Stage-to-stage link bandwidth.
+    pub send_bytes_per_s: f64,
+}
+
+impl Pipeline {
+    pub const SINGLE: Pipeline = Pipeline {
+        stages: 1,
+        send_latency_s: 0.0,
+        send_bytes_per_token: 0.0,
+        send_bytes_per_s: 1.0,
+    };
+    /// Seconds to send the activations of `tokens` tokens to the next stage.
+    pub fn send_s(&self, tokens: u64) -> f64 {
+        if self.stages <= 1 {
+            return 0.0;
+        }
+        self.send_latency_s + tokens as f64 * self.send_bytes_per_token / self.send_bytes_per_s
+    }
 }
 
 /// Executes nothing: the duration comes from a cost model.
 pub struct SimExecutor<C: CostModel + ?Sized> {
     cost: Box<C>,
+    pipeline: Pipeline,
 }
 
 impl<C: CostModel + ?Sized> SimExecutor<C> {
     pub fn new(cost: Box<C>) -> Self {
-        SimExecutor { cost }
+        SimExecutor {
+            cost,
+            pipeline: Pipeline::SINGLE,
+        }
+    }
+    pub fn with_pipeline(mut self, pipeline: Pipeline) -> Self {
+        self.pipeline = pipeline;
+        self
     }
 }
 
@@ -28,5 +72,8 @@ impl<C: CostModel + ?Sized> Executor for SimExecutor<C> {
             model: self.cost.name().into(),
             msg: format!("invalid iteration time {s} s for batch {shape:?}"),
         })
+    }
+    fn pipeline(&self) -> Pipeline {
+        self.pipeline
     }
 }

@@ -22,21 +22,38 @@ pub fn make_room_for_decodes(
     let mut i = 0;
     while i < running.len() {
         let s = running[i];
+        // A request in a micro-batch still in the pipeline neither runs nor can be preempted.
+        if view.req(s).in_flight() {
+            i += 1;
+            continue;
+        }
         let need = view.extra_blocks_for_next(s);
         if need <= free {
             free -= need;
             i += 1;
             continue;
         }
-        let victim = running
-            .pop()
-            .expect("loop runs only while running is non-empty");
+        // The lowest-priority request not in flight (the request at hand is one).
+        let v = running
+            .iter()
+            .rposition(|&x| !view.req(x).in_flight())
+            .expect("the request at hand is not in flight");
+        let victim = running.remove(v);
         free += view.req(victim).blocks;
         plan.preempt.push((victim, PreemptMode::Recompute));
         waiting.push_front(victim);
-        // If the victim was the request at hand, the loop ends (i == running.len()).
+        // If the victim was the request at hand, the loop ends or moves on to the next one.
     }
     free
+}
+
+/// Run every request of `running` that is not in an in-flight micro-batch.
+pub fn run_all_not_in_flight(view: &ReplicaView, running: &[Slot], plan: &mut Plan) {
+    for &s in running {
+        if !view.req(s).in_flight() {
+            plan.run_on_demand(s);
+        }
+    }
 }
 
 /// Insert `s` into `list` (kept sorted by trace id, i.e. arrival order).
@@ -117,7 +134,7 @@ pub fn form_priority_batch(
             evict_from -= 1;
             let v = order[evict_from];
             let vr = view.req(v);
-            if vr.blocks > 0 && vr.kv_loc == KvLoc::Gpu {
+            if vr.blocks > 0 && vr.kv_loc == KvLoc::Gpu && !vr.in_flight() {
                 let mode = preemption.mode_for(view, v);
                 if mode == PreemptMode::Swap {
                     // The blocks free when the copy completes: not usable for this batch.

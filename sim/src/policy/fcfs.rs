@@ -20,7 +20,7 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use super::common::{insert_by_arrival, make_room_for_decodes, remove_slot};
+use super::common::{insert_by_arrival, make_room_for_decodes, remove_slot, run_all_not_in_flight};
 use super::{
     Limits, Plan, Policy, PolicyEntry, PolicyEnv, ReplicaView, RunItem, Steady, parse_params,
 };
@@ -109,9 +109,7 @@ impl Policy for Fcfs {
     fn schedule(&mut self, view: &ReplicaView, plan: &mut Plan) {
         plan.clear();
         let mut free = make_room_for_decodes(view, &mut self.running, &mut self.waiting, plan);
-        for &s in &self.running {
-            plan.run_on_demand(s);
-        }
+        run_all_not_in_flight(view, &self.running, plan);
         let mut tokens: u64 = 0;
         let mut admitted = 0;
         while let Some(&s) = self.waiting.front() {

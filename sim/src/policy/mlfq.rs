@@ -430,7 +430,11 @@ impl Mlfq {
                 break;
             }
             let r = view.req(s);
-            if self.taken[s as usize] || r.kv_loc != KvLoc::Gpu || r.blocks > host_free {
+            if self.taken[s as usize]
+                || r.kv_loc != KvLoc::Gpu
+                || r.in_flight()
+                || r.blocks > host_free
+            {
                 continue;
             }
             plan.preempt.push((s, PreemptMode::Swap));

@@ -68,7 +68,9 @@ impl<'a> ReplicaView<'a> {
     /// Whether request `s` can be swapped out now (resident, not in flight, host room).
     pub fn can_swap_out(&self, s: Slot) -> bool {
         let r = self.req(s);
-        r.kv_loc == crate::engine::request::KvLoc::Gpu && r.blocks <= self.host.free_blocks()
+        r.kv_loc == crate::engine::request::KvLoc::Gpu
+            && !r.in_flight()
+            && r.blocks <= self.host.free_blocks()
     }
     pub fn block_tokens(&self) -> u32 {
         self.kv.block_tokens()

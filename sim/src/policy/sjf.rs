@@ -15,7 +15,7 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use super::common::{make_room_for_decodes, remaining_time_s};
+use super::common::{make_room_for_decodes, remaining_time_s, run_all_not_in_flight};
 use super::{Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, ReplicaView, parse_params};
 use crate::cost::CostModel;
 use crate::engine::request::Slot;
@@ -97,9 +97,7 @@ impl Policy for Sjf {
         plan.clear();
         self.victims.clear();
         let mut free = make_room_for_decodes(view, &mut self.running, &mut self.victims, plan);
-        for &s in &self.running {
-            plan.run_on_demand(s);
-        }
+        run_all_not_in_flight(view, &self.running, plan);
         let mut tokens: u64 = 0;
         let mut admitted = 0;
         while let Some(&(key, s)) = self.waiting.first() {

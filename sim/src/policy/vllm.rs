@@ -20,7 +20,7 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use super::common::{insert_by_arrival, make_room_for_decodes, remove_slot};
+use super::common::{insert_by_arrival, make_room_for_decodes, remove_slot, run_all_not_in_flight};
 use super::{Limits, Plan, Policy, PolicyEntry, PolicyEnv, ReplicaView, Steady, parse_params};
 use crate::engine::request::Slot;
 use crate::error::{Result, SimError};
@@ -141,9 +141,7 @@ impl Policy for Vllm {
             return; // prefill-only iteration
         }
         make_room_for_decodes(view, &mut self.running, &mut self.waiting, plan);
-        for &s in &self.running {
-            plan.run_on_demand(s);
-        }
+        run_all_not_in_flight(view, &self.running, plan);
     }
 
     /// A decode-only plan runs every running request and admits nobody; until a request finishes

@@ -64,6 +64,9 @@ pub struct Scenario {
     /// Host↔GPU transfer model (defaults from the GPU's PCIe figures).
     #[serde(default)]
     pub swap: crate::swap::SwapSpec,
+    /// Stage-to-stage activation sends of pipeline parallelism (used when `pp` > 1).
+    #[serde(default, skip_serializing_if = "PipelineSpec::is_default")]
+    pub pipeline: PipelineSpec,
     pub cost: CostSpec,
     pub scheduler: SchedulerSpec,
     /// Per-policy parameter tables, `[policies.NAME]`.
@@ -74,6 +77,25 @@ pub struct Scenario {
     /// Sweep axes (used by `servesim sweep`; `run` runs the base scenario).
     #[serde(default, skip_serializing)]
     pub sweep: Option<toml::Value>,
+}
+
+/// Scenario `[pipeline]` table: the link between consecutive pipeline stages.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineSpec {
+    /// Fixed cost of one micro-batch's send to the next stage (default 20 µs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_latency_s: Option<f64>,
+    /// Stage-to-stage bandwidth (default 12.5 GB/s: one 100 Gb/s network link, since pipeline
+    /// stages usually sit on different nodes; an assumption, not a measurement).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_bytes_per_s: Option<f64>,
+}
+
+impl PipelineSpec {
+    fn is_default(&self) -> bool {
+        *self == PipelineSpec::default()
+    }
 }
 
 fn one() -> u32 {
@@ -329,6 +351,8 @@ pub struct Resolved {
     /// Bytes of one KV block (whole replica).
     pub kv_block_bytes: u64,
     pub swap: crate::swap::PcieSwap,
+    /// Pipeline of each replica (one stage unless `pp` > 1).
+    pub pipeline: crate::exec::Pipeline,
     /// `[swap] profile`: replaces `swap` when set.
     pub swap_profile: Option<crate::swap::profile::ProfileSwap>,
     /// `[cost] model = "profile"`: the profile's tables and its directory.
@@ -678,6 +702,23 @@ impl Loaded {
         let swap = crate::swap::PcieSwap::resolve(&s.swap, gpu.pcie_bytes_per_s, s.tp * s.pp)
             .map_err(wrap)?;
         let swap_profile = self.swap_profile(&model, &s)?;
+        let pipeline = if s.pp > 1 {
+            let p = crate::exec::Pipeline {
+                stages: s.pp,
+                send_latency_s: s.pipeline.send_latency_s.unwrap_or(20e-6),
+                send_bytes_per_token: (model.hidden as u64 * model.dtype_bytes as u64) as f64,
+                send_bytes_per_s: s.pipeline.send_bytes_per_s.unwrap_or(12.5e9),
+            };
+            if !(p.send_latency_s.is_finite() && p.send_latency_s >= 0.0) {
+                return Err(self.err("[pipeline] send_latency_s must be a finite number ≥ 0"));
+            }
+            if !(p.send_bytes_per_s.is_finite() && p.send_bytes_per_s > 0.0) {
+                return Err(self.err("[pipeline] send_bytes_per_s must be a finite number > 0"));
+            }
+            p
+        } else {
+            crate::exec::Pipeline::SINGLE
+        };
         let mut resolved = Resolved {
             scenario: s.clone(),
             scenario_path: self.path.clone(),
@@ -690,6 +731,7 @@ impl Loaded {
             host_kv_blocks,
             kv_block_bytes,
             swap,
+            pipeline,
             swap_profile,
             cost_profile,
             policy_params: serde_json::Value::Null,
