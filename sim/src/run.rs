@@ -98,16 +98,34 @@ pub fn drive(
     // Off-grid queries of profile-based models (summary.json `profile_extrapolations`).
     let extrapolations = Arc::new(ExtrapolationCounter::default());
     let mut parts = Vec::with_capacity(s.replicas as usize);
-    for _ in 0..s.replicas {
-        let (policy, _) = (entry.build)(s.policies.get(&s.scheduler.policy), &env)?;
-        parts.push(ReplicaParts {
-            policy,
-            executor: make_executor(r, extrapolations.clone())?,
-            kv_capacity_blocks: r.kv_capacity_blocks,
-            host_kv_blocks: r.host_kv_blocks,
-            kv_block_bytes: r.kv_block_bytes,
-            swap: r.swap_model(Some(extrapolations.clone())),
-        });
+    // A homogeneous cluster is one group: the scenario itself.
+    let groups: Vec<&Resolved> = if r.groups.is_empty() {
+        vec![r]
+    } else {
+        r.groups.iter().collect()
+    };
+    for g in groups {
+        let group_env;
+        let env = if r.groups.is_empty() {
+            &env
+        } else {
+            group_env = PolicyEnv {
+                limits: r.limits,
+                cost: g.cost_model()?.into(),
+            };
+            &group_env
+        };
+        for _ in 0..g.scenario.replicas {
+            let (policy, _) = (entry.build)(s.policies.get(&s.scheduler.policy), env)?;
+            parts.push(ReplicaParts {
+                policy,
+                executor: make_executor(g, extrapolations.clone())?,
+                kv_capacity_blocks: g.kv_capacity_blocks,
+                host_kv_blocks: g.host_kv_blocks,
+                kv_block_bytes: g.kv_block_bytes,
+                swap: g.swap_model(Some(extrapolations.clone())),
+            });
+        }
     }
     let cfg = EngineConfig {
         block_tokens: s.memory.block_tokens,
@@ -335,6 +353,19 @@ pub fn config_json(r: &Resolved) -> serde_json::Value {
     }
     if r.pipeline.stages > 1 {
         v["resolved"]["pipeline"] = serde_json::json!(r.pipeline);
+    }
+    if !r.groups.is_empty() {
+        v["resolved"]["replica_groups"] = r
+            .groups
+            .iter()
+            .map(|g| {
+                let mut gv = config_json(g)["resolved"].clone();
+                gv["replicas"] = serde_json::json!(g.scenario.replicas);
+                gv["tp"] = serde_json::json!(g.scenario.tp);
+                gv["pp"] = serde_json::json!(g.scenario.pp);
+                gv
+            })
+            .collect();
     }
     v
 }

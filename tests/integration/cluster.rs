@@ -633,3 +633,103 @@ fn pipeline_keeps_two_micro_batches_in_flight_by_hand() {
         busy("two-out")
     );
 }
+
+/// A heterogeneous cluster: `[[replica_groups]]` of one OPT-13B replica on an A100-80GB and one on
+/// two H100-80GB (TP 2), analytic cost, round-robin. The replicas never interact, so each
+/// request's timeline must equal the single-replica run of its half of the trace on that group's
+/// hardware, and replicas.csv must report each group's own KV capacity.
+#[test]
+fn replica_groups_equal_single_replica_runs_on_their_own_hardware() {
+    let rows = trace_rows(80, 11);
+    let even: Vec<_> = rows.iter().copied().step_by(2).collect();
+    let odd: Vec<_> = rows.iter().copied().skip(1).step_by(2).collect();
+    let w = Workdir::new();
+    w.write("all.csv", trace_csv(&rows));
+    w.write("even.csv", trace_csv(&even));
+    w.write("odd.csv", trace_csv(&odd));
+    let body = |trace: &str| {
+        format!(
+            "[trace]\nfile = \"{trace}\"\n\n[cost]\nmodel = \"analytic\"\n\n\
+             [scheduler]\npolicy = \"skip-join-mlfq\"\nmax_batch_size = 8\n"
+        )
+    };
+    let hetero = w.write(
+        "hetero.toml",
+        format!(
+            "name = \"hetero\"\nmodel = \"opt-13b\"\ngpu = \"a100-80gb\"\n\n\
+             [[replica_groups]]\ncount = 1\n\n\
+             [[replica_groups]]\ncount = 1\ngpu = \"h100-80gb\"\ntp = 2\n\n{}",
+            body("all.csv")
+        ),
+    );
+    let a100 = w.write(
+        "a100.toml",
+        format!(
+            "name = \"a\"\nmodel = \"opt-13b\"\ngpu = \"a100-80gb\"\n\n{}",
+            body("even.csv")
+        ),
+    );
+    let h100 = w.write(
+        "h100.toml",
+        format!(
+            "name = \"h\"\nmodel = \"opt-13b\"\ngpu = \"h100-80gb\"\ntp = 2\n\n{}",
+            body("odd.csv")
+        ),
+    );
+    run_ok(&hetero, &w.path("hetero-out"));
+    run_ok(&a100, &w.path("a100-out"));
+    run_ok(&h100, &w.path("h100-out"));
+    let all = read_requests(&w.path("hetero-out"));
+    let halves = [
+        read_requests(&w.path("a100-out")),
+        read_requests(&w.path("h100-out")),
+    ];
+    assert_eq!(all.len(), rows.len());
+    for r in &all {
+        let half = (r.id % 2) as usize;
+        assert_eq!(r.replica as usize, half);
+        assert_eq!(
+            timeline(r),
+            timeline(&halves[half][(r.id / 2) as usize]),
+            "request {} differs from its single-replica run",
+            r.id
+        );
+    }
+    // The two groups' timelines differ (the H100 pair is faster), so the test compares something.
+    let mean_finish = |h: &[Row]| h.iter().map(|r| r.finish_ns - r.arrival_ns).sum::<u64>();
+    assert!(mean_finish(&halves[1]) < mean_finish(&halves[0]));
+    let cap = |dir: &str, i: usize| {
+        read_summary(&w.path(dir))["replicas"][i]["kv_capacity_blocks"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(cap("hetero-out", 0), cap("a100-out", 0));
+    assert_eq!(cap("hetero-out", 1), cap("h100-out", 0));
+    assert_ne!(cap("hetero-out", 0), cap("hetero-out", 1));
+    // Errors name the group; `replicas` and groups together are rejected.
+    for (text, want) in [
+        ("[[replica_groups]]\ncount = 0\n", "#1: `count` must be ≥ 1"),
+        (
+            "[[replica_groups]]\ncount = 1\ngpu = \"tpu\"\n",
+            "[[replica_groups]] #1",
+        ),
+        ("replicas = 2\n[[replica_groups]]\ncount = 1\n", "not both"),
+    ] {
+        let bad = w.write(
+            "bad.toml",
+            format!(
+                "name = \"b\"\nmodel = \"opt-13b\"\ngpu = \"a100-80gb\"\n{text}\n{}",
+                body("all.csv")
+            ),
+        );
+        let r = cli([
+            "run".into(),
+            bad.into_os_string(),
+            "--out".into(),
+            w.path("bad-out").into_os_string(),
+        ]);
+        assert_eq!(r.code, 2, "{text}: {}", r.stderr);
+        assert!(r.stderr.contains(want), "{text}: {}", r.stderr);
+        assert!(!w.path("bad-out").exists());
+    }
+}

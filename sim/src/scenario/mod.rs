@@ -42,6 +42,11 @@ pub struct Scenario {
     /// Number of model replicas; `router` picks each request's replica.
     #[serde(default = "one")]
     pub replicas: u32,
+    /// Heterogeneous clusters: groups of replicas, each with its own GPU type and parallelism
+    /// (top-level `gpu`, `tp`, `pp` are the defaults of a group's missing fields). Replaces
+    /// `replicas`: the cluster has Σ `count` replicas, numbered group by group.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replica_groups: Vec<ReplicaGroup>,
     /// Cluster router (`round-robin` by default; see `servesim list`).
     #[serde(default = "default_router", skip_serializing_if = "is_default_router")]
     pub router: String,
@@ -77,6 +82,20 @@ pub struct Scenario {
     /// Sweep axes (used by `servesim sweep`; `run` runs the base scenario).
     #[serde(default, skip_serializing)]
     pub sweep: Option<toml::Value>,
+}
+
+/// One `[[replica_groups]]` entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaGroup {
+    /// Replicas in this group.
+    pub count: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tp: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pp: Option<u32>,
 }
 
 /// Scenario `[pipeline]` table: the link between consecutive pipeline stages.
@@ -358,6 +377,9 @@ pub struct Resolved {
     /// `[cost] model = "profile"`: the profile's tables and its directory.
     pub cost_profile: Option<(std::sync::Arc<ProfileTables>, PathBuf)>,
     pub policy_params: serde_json::Value,
+    /// `[[replica_groups]]`: each group resolved as a scenario of its own (its GPU, `tp`, `pp`
+    /// and `replicas = count`); empty for a homogeneous cluster.
+    pub groups: Vec<Resolved>,
     /// The router's resolved parameters.
     pub router_params: serde_json::Value,
     pub analytic_params: Option<AnalyticParams>,
@@ -461,6 +483,10 @@ impl Loaded {
         }
         if let Some(n) = o.num_requests {
             s.trace.num_requests = Some(n);
+        }
+        let groups = self.resolve_groups()?;
+        if !groups.is_empty() {
+            self.scenario.replicas = groups.iter().map(|g| g.scenario.replicas).sum();
         }
         let s = self.scenario.clone();
         let mut cat = Catalogue::builtin();
@@ -735,6 +761,7 @@ impl Loaded {
             swap_profile,
             cost_profile,
             policy_params: serde_json::Value::Null,
+            groups,
             router_params: serde_json::Value::Null,
             analytic_params,
             predictor,
@@ -759,6 +786,48 @@ impl Loaded {
             (router.build)(s.routers.get(&s.router), &resolved.router_env()?).map_err(wrap)?;
         resolved.router_params = router_params;
         Ok(resolved)
+    }
+
+    /// Resolve every `[[replica_groups]]` entry as a scenario of its own (overrides already
+    /// applied); errors name the group.
+    fn resolve_groups(&self) -> Result<Vec<Resolved>> {
+        let s = &self.scenario;
+        if s.replica_groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        if s.replicas != 1 {
+            return Err(self.err(
+                "give either `replicas` or `[[replica_groups]]` (whose `count`s add up to the replicas), not both",
+            ));
+        }
+        let mut out = Vec::with_capacity(s.replica_groups.len());
+        for (i, g) in s.replica_groups.iter().enumerate() {
+            if g.count == 0 {
+                return Err(self.err(format!(
+                    "[[replica_groups]] #{}: `count` must be ≥ 1",
+                    i + 1
+                )));
+            }
+            let mut sub = self.clone();
+            let sc = &mut sub.scenario;
+            sc.replica_groups.clear();
+            sc.replicas = g.count;
+            if let Some(gpu) = &g.gpu {
+                sc.gpu = gpu.clone();
+            }
+            sc.tp = g.tp.unwrap_or(sc.tp);
+            sc.pp = g.pp.unwrap_or(sc.pp);
+            let what = format!("{} × {} tp {} pp {}", g.count, sc.gpu, sc.tp, sc.pp);
+            let r = sub.resolve(&Overrides::default()).map_err(|e| match e {
+                SimError::Scenario { path, msg } => SimError::Scenario {
+                    path,
+                    msg: format!("[[replica_groups]] #{} ({what}): {msg}", i + 1),
+                },
+                other => other,
+            })?;
+            out.push(r);
+        }
+        Ok(out)
     }
 }
 
@@ -832,8 +901,10 @@ pub fn analytic_params_for(
 impl Resolved {
     /// What the scenario's router is built from.
     pub fn router_env(&self) -> Result<crate::route::RouterEnv> {
+        // Heterogeneous clusters: the first group's model (see README "Clusters").
+        let src = self.groups.first().unwrap_or(self);
         Ok(crate::route::RouterEnv {
-            cost: self.cost_model()?.into(),
+            cost: src.cost_model()?.into(),
             replicas: self.scenario.replicas,
             max_context_tokens: self.limits.max_context_tokens,
         })
@@ -885,6 +956,8 @@ impl Resolved {
 
     /// Whether a profile-based model is in use (its extrapolations go into the summary).
     pub fn uses_profile(&self) -> bool {
-        self.cost_profile.is_some() || self.swap_profile.is_some()
+        self.cost_profile.is_some()
+            || self.swap_profile.is_some()
+            || self.groups.iter().any(|g| g.uses_profile())
     }
 }
