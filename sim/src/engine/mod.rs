@@ -1026,6 +1026,11 @@ impl Sim {
             self.stats.makespan_ns = self.stats.makespan_ns.max(cur_end);
             service_ns += dur;
             repeats += 1;
+            if steady.stepwise {
+                let view = view!(rep, cur_end, limits);
+                rep.policy
+                    .on_steady_step(&mut rep.batch, repeats, dur, &view);
+            }
             rep.account_usage(cur_end);
             let ok = rep.kv.try_alloc(need);
             debug_assert!(ok, "free blocks were checked");
@@ -1056,9 +1061,11 @@ impl Sim {
             q.blocks = q.blocks.max(target);
         }
         rep.iter_start_ns = cur_start;
-        let view = view!(rep, cur_start, limits);
-        rep.policy
-            .on_steady_iterations(&mut rep.batch, repeats, service_ns, &view);
+        if !steady.stepwise {
+            let view = view!(rep, cur_start, limits);
+            rep.policy
+                .on_steady_iterations(&mut rep.batch, repeats, service_ns, &view);
+        }
         Ok(cur_end)
     }
 

@@ -590,6 +590,15 @@ impl Policy for Mlfq {
         if threshold_ns == 0 {
             return None;
         }
+        if batch.len() == self.order.len() {
+            // The batch holds every request: demotions and requeues reorder it but cannot change
+            // it (nobody is left out, nobody waits to be promoted, no swap has a candidate); the
+            // engine checks memory. Followed step by step.
+            return Some(Steady {
+                stepwise: true,
+                ..Steady::UNBOUNDED
+            });
+        }
         let mut max_service_ns = Ns::MAX;
         for &s in batch {
             let st = &self.state[s as usize];
@@ -634,7 +643,67 @@ impl Policy for Mlfq {
             min_free_blocks,
             max_service_ns,
             until_ns,
+            stepwise: false,
         })
+    }
+
+    fn on_steady_step(
+        &mut self,
+        batch: &mut [Slot],
+        repeat: u64,
+        duration_ns: Ns,
+        view: &ReplicaView,
+    ) {
+        // What `on_iteration_end` does, with the batch = every request of the levels.
+        for q in &mut self.levels {
+            q.clear();
+        }
+        let now = view.now_ns;
+        let requeue = |this: &mut Self, s: Slot| {
+            let mut st = this.state[s as usize];
+            st.attained_ns += duration_ns;
+            st.last_step_ns = now;
+            if st.attained_ns > this.quantum_ns_table[st.level as usize]
+                && st.level < this.max_level()
+            {
+                let next = match this.cfg.demotion {
+                    Demotion::OneLevel => st.level + 1,
+                    Demotion::CoverNextIteration => {
+                        let ctx = view.req(s).kv_tokens + repeat as u32 + 1;
+                        let t = this.decode_time_s(ctx);
+                        let mut p = st.level + 1;
+                        while p < this.max_level() && this.quantum_s(p) < t {
+                            p += 1;
+                        }
+                        p
+                    }
+                };
+                st.level = next;
+                st.attained_ns = 0;
+                st.demotions += 1;
+            }
+            this.state[s as usize] = st;
+            this.queue(st.level).push_front(s);
+        };
+        if self.cfg.requeue_reverses_batch {
+            for &s in batch.iter() {
+                requeue(self, s);
+            }
+        } else {
+            for &s in batch.iter().rev() {
+                requeue(self, s);
+            }
+        }
+        // What the next `schedule` does before forming the (same) batch: count the boundary and
+        // maybe run the starvation check, which promotes nobody (everyone just ran).
+        self.iterations += 1;
+        let mut i = 0;
+        for q in &self.levels {
+            for &s in q {
+                batch[i] = s;
+                i += 1;
+            }
+        }
     }
 
     fn on_steady_iterations(

@@ -137,6 +137,10 @@ pub struct Steady {
     pub max_service_ns: Ns,
     /// No repeat may start at or after this time (e.g. a starvation promotion).
     pub until_ns: Ns,
+    /// The policy follows the repeats one by one through [`Policy::on_steady_step`] (its state
+    /// changes at boundaries without changing its plan's set, e.g. MLFQ demotions when the batch
+    /// holds every request) instead of once at the end through [`Policy::on_steady_iterations`].
+    pub stepwise: bool,
 }
 
 impl Steady {
@@ -146,6 +150,7 @@ impl Steady {
         min_free_blocks: 0,
         max_service_ns: Ns::MAX,
         until_ns: Ns::MAX,
+        stepwise: false,
     };
 }
 
@@ -204,6 +209,20 @@ pub trait Policy: Send {
         _batch: &mut [Slot],
         _iterations: u64,
         _service_ns: Ns,
+        _view: &ReplicaView,
+    ) {
+    }
+    /// With [`Steady::stepwise`]: the batch's iteration ended at `view.now_ns` after
+    /// `duration_ns` and is repeated. This is the `repeat`-th end of the fast-forward (1-based):
+    /// the engine updates request state only at the end, so a batch request's KV tokens are now
+    /// `view.req(s).kv_tokens + repeat`. Do what [`Policy::on_iteration_end`] and the next
+    /// [`Policy::schedule`] would do to the policy's state, and leave in `batch` the run order that
+    /// `schedule` would produce (the set is unchanged).
+    fn on_steady_step(
+        &mut self,
+        _batch: &mut [Slot],
+        _repeat: u64,
+        _duration_ns: Ns,
         _view: &ReplicaView,
     ) {
     }
