@@ -2,7 +2,7 @@
 //!
 //! - [`micro`]: hand-computed 2–4 request scenarios with exact timestamps, through the CLI;
 //! - [`invariants`]: property tests of engine invariants over random small traces;
-//! - [`queueing`]: agreement with M/G/1 queueing theory (run with `--release`);
+//! - [`queueing`]: agreement with M/G/1 queueing theory: FCFS, SRPT, FB/LAS, SJF (run with `--release`);
 //! - [`determinism`]: same scenario + seed ⇒ byte-identical outputs;
 //! - [`cli`]: user errors (exit 2, one line, no partial output) and the help/list commands.
 
