@@ -43,6 +43,24 @@ pub fn run(r: &Resolved, progress: Option<Box<dyn FnMut(u64)>>) -> Result<RunOut
     )
 }
 
+/// [`run`] that Ctrl-C can stop (with a [`crate::interrupt::CtrlC`] guard installed): the run
+/// ends at its first event after the signal and returns what finished, and whether it was
+/// stopped (then the output covers only the completed requests).
+pub fn run_interruptible(
+    r: &Resolved,
+    progress: Option<Box<dyn FnMut(u64)>>,
+) -> Result<(RunOutput, bool)> {
+    let mut clock = crate::interrupt::InterruptibleClock::default();
+    let out = drive(
+        r,
+        progress,
+        &mut |r, x| Ok(Box::new(SimExecutor::new(r.cost_model_counted(Some(x))?))),
+        &mut clock,
+        None,
+    )?;
+    Ok((out, clock.stopped()))
+}
+
 /// Builds one replica's executor (given the run's profile-extrapolation counter).
 pub type ExecutorFactory<'a> =
     dyn FnMut(&Resolved, Arc<ExtrapolationCounter>) -> Result<Box<dyn Executor>> + 'a;
