@@ -422,7 +422,7 @@ fn write_mixture_lengths(w: &Workdir, rows: usize, seed: u64) -> Vec<u32> {
 /// Simulated vs formula mean response time (iterations), overall and per band.
 struct Agreement {
     overall: (f64, f64),
-    /// (band, count, simulated, formula, continuous formula)
+    /// (band, requests, simulated mean, formula mean)
     bands: Vec<((u32, u32), usize, f64, f64)>,
     continuous_overall: Option<f64>,
 }
