@@ -160,14 +160,17 @@ pub fn pretty_json(v: &serde_json::Value) -> String {
 }
 
 /// Write `requests.csv`, `replicas.csv`, `summary.json`, `config.json` and `timing.json` into
-/// `dest` atomically.
+/// `dest` atomically. A `partial` run (stopped by Ctrl-C) gets `"partial": true` in
+/// `summary.json` and a `PARTIAL` file, as live mode writes them; a complete run's files are
+/// unchanged (no `partial` key).
 pub fn write_run(
     dest: &Path,
     out: &RunOutput,
     config: &serde_json::Value,
     timing: &serde_json::Value,
+    partial: bool,
 ) -> Result<PathBuf> {
-    write_run_with(dest, out, config, timing, true)
+    write_run_with(dest, out, config, timing, partial, true)
 }
 
 /// [`write_run`], optionally without the per-request `requests.csv` (huge runs; every summary is
@@ -177,6 +180,7 @@ pub fn write_run_with(
     out: &RunOutput,
     config: &serde_json::Value,
     timing: &serde_json::Value,
+    partial: bool,
     with_requests_csv: bool,
 ) -> Result<PathBuf> {
     let dir = StagedDir::new(dest)?;
@@ -185,11 +189,24 @@ pub fn write_run_with(
     }
     dir.write("replicas.csv", replicas_csv(&out.summary).as_bytes())?;
     let pretty = pretty_json;
-    let summary = serde_json::to_value(&out.summary).expect("summary serialises");
+    let mut summary = serde_json::to_value(&out.summary).expect("summary serialises");
+    if partial {
+        summary["partial"] = serde_json::json!(true);
+    }
     dir.write("summary.json", pretty(&summary).as_bytes())?;
     dir.write("config.json", pretty(config).as_bytes())?;
     dir.write("timing.json", pretty(timing).as_bytes())?;
+    if partial {
+        dir.write("PARTIAL", partial_note(out.summary.requests).as_bytes())?;
+    }
     dir.commit()
+}
+
+/// The text of the `PARTIAL` file of a run stopped before every request finished.
+pub fn partial_note(completed_requests: u64) -> String {
+    format!(
+        "stopped before every request finished: {completed_requests} requests completed; unfinished requests are not in requests.csv\n"
+    )
 }
 
 /// One output file being written: bytes go to a hidden temporary sibling that [`StagedFile::commit`]

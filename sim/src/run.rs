@@ -44,16 +44,31 @@ pub fn run_with(
     progress: Option<Box<dyn FnMut(u64)>>,
     fast_forward: bool,
 ) -> Result<RunOutput> {
-    let mut executor = |r: &Resolved, x| -> Result<Box<dyn Executor>> {
-        Ok(Box::new(
-            SimExecutor::new(r.cost_model_counted(Some(x))?).with_pipeline(r.pipeline),
-        ))
-    };
     if fast_forward {
-        drive(r, progress, &mut executor, &mut VirtualClock, None)
+        drive(r, progress, &mut sim_executor, &mut VirtualClock, None)
     } else {
-        drive(r, progress, &mut executor, &mut SteppingClock, None)
+        drive(r, progress, &mut sim_executor, &mut SteppingClock, None)
     }
+}
+
+/// The simulator's executor of one replica: its group's cost model and pipeline.
+fn sim_executor(r: &Resolved, x: Arc<ExtrapolationCounter>) -> Result<Box<dyn Executor>> {
+    Ok(Box::new(
+        SimExecutor::new(r.cost_model_counted(Some(x))?).with_pipeline(r.pipeline),
+    ))
+}
+
+/// [`run`] that Ctrl-C can stop (with a [`crate::interrupt::CtrlC`] guard installed): the run
+/// ends at its first event after the signal and returns what finished, and whether it was
+/// stopped (then the output covers only the completed requests).
+pub fn run_interruptible(
+    r: &Resolved,
+    progress: Option<Box<dyn FnMut(u64)>>,
+    fast_forward: bool,
+) -> Result<(RunOutput, bool)> {
+    let mut clock = crate::interrupt::InterruptibleClock::new(fast_forward);
+    let out = drive(r, progress, &mut sim_executor, &mut clock, None)?;
+    Ok((out, clock.stopped()))
 }
 
 /// Builds one replica's executor (given the run's profile-extrapolation counter).

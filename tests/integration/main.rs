@@ -2,15 +2,18 @@
 //!
 //! - [`micro`]: hand-computed 2–4 request scenarios with exact timestamps, through the CLI;
 //! - [`invariants`]: property tests of engine invariants over random small traces;
-//! - [`queueing`]: agreement with M/G/1 queueing theory (run with `--release`);
+//! - [`queueing`]: agreement with M/G/1 queueing theory: FCFS, SRPT, FB/LAS, SJF (run with `--release`);
 //! - [`determinism`]: same scenario + seed ⇒ byte-identical outputs;
-//! - [`cli`]: user errors (exit 2, one line, no partial output) and the help/list commands.
+//! - [`cli`]: user errors (exit 2, one line, no partial output) and the help/list commands;
+//! - [`interrupt`]: Ctrl-C during `run` and `sweep` in a real child process (exit 130, no
+//!   half-written directory).
 
 mod cli;
 mod cluster;
 mod determinism;
 mod fuzz;
 mod golden;
+mod interrupt;
 mod invariants;
 mod live;
 mod micro;

@@ -32,14 +32,17 @@ pub enum Command {
     /// Run one scenario and write requests.csv, summary.json, config.json (and timing.json).
     ///
     /// Outputs go to --out DIR (default results/<scenario name>/<policy>/), written atomically:
-    /// on any error no output directory is left behind.
+    /// on any error no output directory is left behind. Ctrl-C stops the simulation and writes
+    /// the requests that finished, marked partial (summary.json "partial": true and a PARTIAL
+    /// file), then exits 130; a second Ctrl-C kills the process.
     Run(RunArgs),
     /// Run the cartesian product of a scenario's [sweep] axes in parallel; write sweep.csv and
     /// every run's outputs under runs/.
     ///
     /// sweep.csv has one row per run (axis values, then summary metrics) in run order, identical
     /// for any --jobs. A run that fails at run time (e.g. overloaded) is recorded in the `error`
-    /// column; bad input fails the whole sweep before any run starts.
+    /// column; bad input fails the whole sweep before any run starts. Ctrl-C stops every run and
+    /// exits 130 without writing anything.
     Sweep(SweepArgs),
     /// Join the shard directories of `sweep --shard I/N` into one sweep directory: the same
     /// sweep.csv (byte for byte) and runs/ an unsharded sweep writes.
@@ -67,7 +70,7 @@ pub enum Command {
     /// Writes what `run` writes plus iterations.csv (measured duration and batch shape of every
     /// iteration). --mock sleeps the cost model's durations (times --time-scale) on the CPU; the
     /// GPU executor is not built yet. Ctrl-C stops the run and writes the partial results
-    /// (summary.json "partial": true and a PARTIAL file).
+    /// (summary.json "partial": true and a PARTIAL file), then exits 130.
     Live(LiveArgs),
     /// Compare a simulated run directory with a live one: error table of JCT, TTFT, TPOT (mean,
     /// p50, p99) and mean iteration time; printed and written to compare.csv.
@@ -249,6 +252,10 @@ pub fn main_with_args(args: Vec<OsString>, out: &mut dyn Write, err: &mut dyn Wr
     match dispatch(cli, out, err) {
         Ok(()) => 0,
         Err(e) if e.downcast_ref::<Regression>().is_some() => 1,
+        Err(e) if e.downcast_ref::<Interrupted>().is_some() => {
+            let _ = writeln!(err, "interrupted: {e}");
+            INTERRUPTED_EXIT_CODE
+        }
         Err(e) if e.downcast_ref::<calibrate::Forwarded>().is_some() => {
             e.downcast_ref::<calibrate::Forwarded>().map_or(2, |f| f.0)
         }
@@ -258,6 +265,22 @@ pub fn main_with_args(args: Vec<OsString>, out: &mut dyn Write, err: &mut dyn Wr
         }
     }
 }
+
+/// Exit status of a command stopped by Ctrl-C (128 + SIGINT, the shell convention).
+pub const INTERRUPTED_EXIT_CODE: i32 = 130;
+
+/// Ctrl-C stopped the command (exit code [`INTERRUPTED_EXIT_CODE`]); the message says what was
+/// written.
+#[derive(Debug)]
+struct Interrupted(String);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}
 
 /// `check` found moved points (exit code 1, already reported).
 #[derive(Debug)]
@@ -385,6 +408,10 @@ pub fn progress_bar(total: Option<u64>) -> indicatif::ProgressBar {
 }
 
 fn run_cmd(a: RunArgs, out: &mut dyn Write, _err: &mut dyn Write) -> anyhow::Result<()> {
+    // Installed first and kept until the outputs are written: a Ctrl-C at any point stops the
+    // simulation (if still running) instead of killing the process mid-way, so the output
+    // directory is either absent or complete (marked partial when the run was cut short).
+    let _ctrl_c = crate::interrupt::CtrlC::install();
     let loaded = load(&a.scenario)?;
     let o = Overrides {
         trace: a.trace,
@@ -409,7 +436,7 @@ fn run_cmd(a: RunArgs, out: &mut dyn Write, _err: &mut dyn Write) -> anyhow::Res
     let pb = progress_bar(crate::run::expected_requests(&resolved));
     let pb2 = pb.clone();
     let started = Instant::now(); // allow-wall-clock: timing.json only, outside the simulation
-    let result = crate::run::run_with(
+    let result = crate::run::run_interruptible(
         &resolved,
         Some(Box::new(move |n| {
             if n % 1024 == 0 {
@@ -419,7 +446,7 @@ fn run_cmd(a: RunArgs, out: &mut dyn Write, _err: &mut dyn Write) -> anyhow::Res
         !a.no_fast_forward,
     );
     pb.finish_and_clear();
-    let output = result?;
+    let (output, partial) = result?;
     let wall_s = started.elapsed().as_secs_f64();
     let timing = serde_json::json!({
         "wall_s": wall_s,
@@ -432,8 +459,17 @@ fn run_cmd(a: RunArgs, out: &mut dyn Write, _err: &mut dyn Write) -> anyhow::Res
         &output,
         &crate::run::config_json(&resolved),
         &timing,
+        partial,
         !a.no_requests_csv,
     )?;
+    if partial {
+        return Err(Interrupted(format!(
+            "Ctrl-C stopped the run after {} completed requests; partial results in {} (summary.json \"partial\": true, PARTIAL)",
+            output.summary.requests,
+            dir.display()
+        ))
+        .into());
+    }
     if !a.quiet {
         write!(out, "{}", crate::metrics::table(&output.summary))?;
         writeln!(
@@ -494,6 +530,14 @@ fn live_cmd(a: LiveArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             dir.display()
         )?;
     }
+    if output.partial {
+        return Err(Interrupted(format!(
+            "Ctrl-C stopped the live run after {} completed requests; partial results in {} (summary.json \"partial\": true, PARTIAL)",
+            output.run.summary.requests,
+            dir.display()
+        ))
+        .into());
+    }
     Ok(())
 }
 
@@ -511,6 +555,9 @@ fn compare_cmd(a: CompareArgs, out: &mut dyn Write) -> anyhow::Result<()> {
 
 fn sweep_cmd(a: SweepArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     use rayon::prelude::*;
+    // Ctrl-C stops every run at its next event; the sweep then writes nothing (its temporary
+    // directory is removed) and exits 130: a sweep.csv of cut-short runs would mislead.
+    let _ctrl_c = crate::interrupt::CtrlC::install();
     let mut runs = crate::sweep::expand(
         &a.scenario,
         &Overrides {
@@ -535,16 +582,33 @@ fn sweep_cmd(a: SweepArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         .build()?;
     let pb = progress_bar(Some(runs.len() as u64));
     let started = Instant::now(); // allow-wall-clock: timing.json only, outside the simulation
-    let results: Vec<std::result::Result<crate::run::RunOutput, String>> = pool.install(|| {
+    let results: Vec<crate::error::Result<(crate::run::RunOutput, bool)>> = pool.install(|| {
         runs.par_iter()
             .map(|r| {
-                let o = crate::run::run(&r.resolved, None).map_err(|e| e.to_string());
+                let o = crate::run::run_interruptible(&r.resolved, None, true);
                 pb.inc(1);
                 o
             })
             .collect()
     });
     pb.finish_and_clear();
+    let mut stopped = false;
+    let results: Vec<std::result::Result<crate::run::RunOutput, String>> = results
+        .into_iter()
+        .map(|res| {
+            res.map(|(o, cut)| {
+                stopped |= cut;
+                o
+            })
+            .map_err(|e| e.to_string())
+        })
+        .collect();
+    if stopped {
+        return Err(Interrupted(
+            "Ctrl-C stopped the sweep before every run finished; nothing was written (temporary directory removed)".into(),
+        )
+        .into());
+    }
     let wall_s = started.elapsed().as_secs_f64();
     let mut outcomes = Vec::with_capacity(runs.len());
     let mut failed = 0;

@@ -15,6 +15,9 @@
 
 pub mod compare;
 
+/// Ctrl-C handling (shared with `run` and `sweep`).
+pub use crate::interrupt::CtrlC;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -84,7 +87,7 @@ impl WallClock {
 
 impl Clock for WallClock {
     fn advance(&mut self, t: Ns) -> Option<Ns> {
-        let stop = || self.stop.load(Ordering::Relaxed) || SIGINT_RAISED.load(Ordering::Relaxed);
+        let stop = || self.stop.load(Ordering::Relaxed) || crate::interrupt::interrupted();
         if stop() {
             self.stopped = true;
             return None;
@@ -265,57 +268,8 @@ pub fn write_live(
     if out.partial {
         dir.write(
             "PARTIAL",
-            format!(
-                "stopped before every request finished: {} requests completed; unfinished requests are not in requests.csv\n",
-                out.run.summary.requests
-            )
-            .as_bytes(),
+            crate::output::partial_note(out.run.summary.requests).as_bytes(),
         )?;
     }
     dir.commit()
-}
-
-/// Set by the SIGINT handler that [`CtrlC`] installs; every [`WallClock`] checks it.
-static SIGINT_RAISED: AtomicBool = AtomicBool::new(false);
-
-#[cfg(unix)]
-unsafe extern "C" {
-    fn signal(signum: i32, handler: usize) -> usize;
-}
-
-#[cfg(unix)]
-extern "C" fn on_sigint(_sig: i32) {
-    SIGINT_RAISED.store(true, Ordering::SeqCst);
-    // A second Ctrl-C kills the process as usual (signal() is async-signal-safe).
-    // SAFETY: restores the default disposition (SIG_DFL = 0) of SIGINT.
-    unsafe {
-        signal(2, 0);
-    }
-}
-
-/// While alive, Ctrl-C (SIGINT) stops live runs, which then flush partial results; a second
-/// Ctrl-C kills the process. Dropping it restores the default disposition.
-pub struct CtrlC(());
-
-impl CtrlC {
-    pub fn install() -> CtrlC {
-        SIGINT_RAISED.store(false, Ordering::SeqCst);
-        #[cfg(unix)]
-        // SAFETY: the handler only stores to an atomic and calls signal(), both async-signal-safe.
-        unsafe {
-            signal(2, on_sigint as extern "C" fn(i32) as usize);
-        }
-        CtrlC(())
-    }
-}
-
-impl Drop for CtrlC {
-    fn drop(&mut self) {
-        #[cfg(unix)]
-        // SAFETY: restores the default disposition (SIG_DFL = 0) of SIGINT.
-        unsafe {
-            signal(2, 0);
-        }
-        SIGINT_RAISED.store(false, Ordering::SeqCst);
-    }
 }

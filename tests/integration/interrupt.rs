@@ -1,0 +1,249 @@
+//! Ctrl-C (SIGINT) during `servesim run` and `servesim sweep`, sent to a real process: `run`
+//! leaves a complete output directory marked partial (`summary.json` `"partial": true` and a
+//! `PARTIAL` file, as live mode does), `sweep` leaves nothing; both exit 130, and neither leaves a
+//! `.DIR.tmp-*` staging directory behind.
+//!
+//! The `servesim` executable lives in another package of the workspace, so cargo gives this test
+//! binary no `CARGO_BIN_EXE_servesim`, and a `target/*/servesim` next to it may be stale (`cargo
+//! test` does not rebuild it). So the process is this test binary re-run with the test's own name
+//! and [`CHILD_ENV`] set, where the test body is exactly the `servesim` binary's `main`:
+//! `servesim::cli::main_with_args` on the given arguments, then `exit` with its code.
+#![cfg(unix)]
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{Workdir, read_requests, read_summary};
+
+/// Set in the child process: the `servesim` arguments, separated by U+001F.
+const CHILD_ENV: &str = "SERVESIM_INTERRUPT_CHILD_ARGS";
+
+/// In the child process, run `servesim ARGS…` and exit with its status; in the parent, return.
+fn be_servesim_if_child() {
+    if let Some(args) = std::env::var_os(CHILD_ENV) {
+        let args = args.to_string_lossy().into_owned();
+        let mut argv: Vec<std::ffi::OsString> = vec!["servesim".into()];
+        argv.extend(args.split('\u{1f}').map(Into::into));
+        let code = servesim::cli::main_with_args(
+            argv,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        );
+        std::process::exit(code);
+    }
+}
+
+/// Start `servesim ARGS…` as a child process (see the module doc) in `w`.
+fn spawn_servesim(test: &str, w: &Workdir, args: &[&str]) -> Child {
+    Command::new(std::env::current_exe().expect("test binary path"))
+        .args([
+            &format!("interrupt::{test}"),
+            "--exact",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(CHILD_ENV, args.join("\u{1f}"))
+        .current_dir(w.dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the servesim child process")
+}
+
+/// Whether process `pid` catches SIGINT (Linux: bit 1 of `SigCgt` in `/proc/PID/status`); `None`
+/// where that cannot be read.
+fn catches_sigint(pid: u32) -> Option<bool> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let mask = s.lines().find_map(|l| l.strip_prefix("SigCgt:"))?.trim();
+    Some(u64::from_str_radix(mask, 16).ok()? & (1 << 1) != 0)
+}
+
+/// Wait until the child has installed its Ctrl-C handler (polling `/proc`, or 2 s where it is
+/// unavailable), let it simulate for `run_for`, then send SIGINT and wait (≤ 60 s) for it to
+/// exit. Returns (exit code, stderr).
+fn interrupt(mut child: Child, run_for: Duration) -> (Option<i32>, String) {
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match catches_sigint(pid) {
+            Some(true) => break,
+            None => {
+                std::thread::sleep(Duration::from_secs(2));
+                break;
+            }
+            Some(false) => {
+                assert!(
+                    child.try_wait().unwrap().is_none(),
+                    "the child exited before installing its Ctrl-C handler"
+                );
+                assert!(Instant::now() < deadline, "no Ctrl-C handler after 30 s");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+    std::thread::sleep(run_for);
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the scenario finished before the interrupt: make it longer"
+    );
+    let status = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -INT {pid} failed");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the child did not stop within 60 s of SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        out.status.signal(),
+        None,
+        "killed by a signal instead of exiting: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A scenario that takes ~20 s uninterrupted (100,000 requests × 2,000 iterations, batch 1).
+fn long_scenario(w: &Workdir, extra: &str) {
+    let mut lengths = String::from("input_tokens,output_tokens\n");
+    for _ in 0..10 {
+        lengths.push_str("1,2000\n");
+    }
+    w.write("lengths.csv", lengths);
+    w.write(
+        "scenario.toml",
+        format!(
+            r#"name = "interrupt"
+seed = 1
+model = "opt-13b"
+gpu = "a100-40gb"
+
+[trace]
+arrival = "poisson"
+rate_per_s = 0.45
+lengths_file = "lengths.csv"
+num_requests = 100000
+
+[memory]
+kv_capacity_blocks = 100000000
+
+[cost]
+model = "constant"
+iteration_s = 0.001
+
+[scheduler]
+policy = "fcfs"
+max_batch_size = 1
+max_batch_tokens = 100000000
+{extra}"#
+        ),
+    );
+}
+
+/// Names in `dir` that start with `.` (staging directories and files).
+fn hidden_entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect()
+}
+
+#[test]
+fn ctrl_c_during_run_writes_a_complete_directory_marked_partial_and_exits_130() {
+    be_servesim_if_child();
+    let w = Workdir::new();
+    long_scenario(&w, "");
+    std::fs::create_dir(w.path("results")).unwrap();
+    let child = spawn_servesim(
+        "ctrl_c_during_run_writes_a_complete_directory_marked_partial_and_exits_130",
+        &w,
+        &["run", "scenario.toml", "--out", "results/run", "--quiet"],
+    );
+    let (code, stderr) = interrupt(child, Duration::from_millis(300));
+    assert_eq!(code, Some(130), "exit code; stderr: {stderr}");
+    assert!(
+        stderr.contains("interrupted: Ctrl-C stopped the run after"),
+        "stderr: {stderr}"
+    );
+    let dir = w.path("results/run");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .expect("the output directory exists")
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "PARTIAL",
+            "config.json",
+            "replicas.csv",
+            "requests.csv",
+            "summary.json",
+            "timing.json"
+        ]
+    );
+    let summary = read_summary(&dir);
+    assert_eq!(summary["partial"], true);
+    let done = summary["requests"].as_u64().unwrap();
+    assert!(
+        done > 0 && done < 100_000,
+        "the run was cut short after it started: {done} requests"
+    );
+    let rows = read_requests(&dir);
+    assert_eq!(
+        rows.len() as u64,
+        done,
+        "requests.csv holds every completed request"
+    );
+    assert!(
+        rows.iter()
+            .all(|r| r.output_tokens == 2000 && r.finish_ns > r.arrival_ns)
+    );
+    let partial = std::fs::read_to_string(dir.join("PARTIAL")).unwrap();
+    assert!(
+        partial.contains(&format!("{done} requests completed")),
+        "{partial}"
+    );
+    assert_eq!(hidden_entries(&w.path("results")), Vec::<String>::new());
+}
+
+#[test]
+fn ctrl_c_during_sweep_writes_nothing_and_exits_130() {
+    be_servesim_if_child();
+    let w = Workdir::new();
+    long_scenario(&w, "\n[sweep]\nseed = [1, 2, 3]\n");
+    std::fs::create_dir(w.path("results")).unwrap();
+    let child = spawn_servesim(
+        "ctrl_c_during_sweep_writes_nothing_and_exits_130",
+        &w,
+        &[
+            "sweep",
+            "scenario.toml",
+            "--out",
+            "results/sweep",
+            "--jobs",
+            "2",
+        ],
+    );
+    let (code, stderr) = interrupt(child, Duration::from_millis(300));
+    assert_eq!(code, Some(130), "exit code; stderr: {stderr}");
+    assert!(
+        stderr.contains("interrupted: Ctrl-C stopped the sweep"),
+        "stderr: {stderr}"
+    );
+    assert!(!w.path("results/sweep").exists(), "no sweep directory");
+    assert_eq!(hidden_entries(&w.path("results")), Vec::<String>::new());
+}
