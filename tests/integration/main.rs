@@ -16,5 +16,6 @@ mod live;
 mod micro;
 mod policies;
 mod queueing;
+mod slo;
 mod support;
 mod traces;
