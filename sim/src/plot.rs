@@ -713,6 +713,8 @@ fn draw_kv<DB: DrawingBackend>(
     if t1 <= t0 {
         t1 = t0 + 1.0;
     }
+    // Room after the last sample so its value shows.
+    t1 += (t1 - t0) * 0.04;
     let panels = root.split_evenly((2, 1));
     for (k, (area, (what, top))) in panels.iter().zip([("GPU", g1), ("host", h1)]).enumerate() {
         let mut chart = ChartBuilder::on(area)
@@ -721,6 +723,7 @@ fn draw_kv<DB: DrawingBackend>(
                 ("sans-serif", 20),
             )
             .margin(10)
+            .margin_right(24)
             .x_label_area_size(40)
             .y_label_area_size(70)
             .build_cartesian_2d(t0..t1, 0.0..(top.max(1.0) * 1.1))
@@ -729,6 +732,7 @@ fn draw_kv<DB: DrawingBackend>(
             .configure_mesh()
             .x_desc("simulated time (s)")
             .y_desc(format!("{what} blocks used"))
+            .y_label_formatter(&|v| format!("{v:.0}"))
             .label_style(("sans-serif", 14))
             .draw()
             .map_err(|x| e(&x))?;

@@ -83,7 +83,11 @@ fn goodput_is_the_exact_hand_computed_fraction() {
         let g = &read_summary(&dir)["goodput"];
         assert_eq!(g["met"], met, "({ttft}, {tpot}): {g}");
         assert_eq!(g["requests"], 4, "({ttft}, {tpot}): {g}");
-        assert_eq!(g["fraction"].as_f64(), Some(fraction), "({ttft}, {tpot}): {g}");
+        assert_eq!(
+            g["fraction"].as_f64(),
+            Some(fraction),
+            "({ttft}, {tpot}): {g}"
+        );
         assert_eq!(g["ttft_s"].as_f64(), Some(ttft));
         assert_eq!(g["tpot_s"].as_f64(), Some(tpot));
     }
@@ -144,7 +148,10 @@ fn absent_slo_keeps_run_outputs_unchanged() {
     assert!(!read(&plain, "summary.json").contains("goodput"));
     assert!(!read(&plain, "config.json").contains("slo"));
     let mut s = read_summary(&with);
-    s.as_object_mut().unwrap().remove("goodput").expect("goodput");
+    s.as_object_mut()
+        .unwrap()
+        .remove("goodput")
+        .expect("goodput");
     assert_eq!(p, s, "summary.json differs only by goodput");
 }
 
@@ -248,12 +255,18 @@ fn capacity_writes_csv_and_bar_plot() {
         assert_eq!(lines[0], "policy,capacity_rate_per_s,probes");
         assert!(lines[1].starts_with("vllm,") && lines[2].starts_with("fcfs,"));
         let rate: f64 = lines[1].split(',').nth(1).unwrap().parse().unwrap();
-        assert!(rate > 0.0, "{target:?}: vllm meets the target somewhere: {csv}");
+        assert!(
+            rate > 0.0,
+            "{target:?}: vllm meets the target somewhere: {csv}"
+        );
         let png = std::fs::read(dir.join("capacity.png")).unwrap();
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "capacity.png is a PNG");
         assert!(png.len() > 5_000, "capacity.png has content");
         let svg = std::fs::read_to_string(dir.join("capacity.svg")).unwrap();
-        assert!(svg.contains("vllm") && svg.contains("fcfs"), "bars labelled");
+        assert!(
+            svg.contains("vllm") && svg.contains("fcfs"),
+            "bars labelled"
+        );
         assert!(svg.contains("capacity under"), "title");
         let mut names: Vec<String> = std::fs::read_dir(&dir)
             .unwrap()
@@ -287,19 +300,16 @@ fn capacity_goodput_needs_targets_and_one_kind_of_target() {
     assert!(r.stderr.contains("no `ttft_s`"), "{}", r.stderr);
     let r = cli(["capacity".into(), no_slo.into_os_string()]);
     assert_eq!(r.code, 2, "neither --slo nor --goodput");
-    assert!(r.stderr.contains("--slo") && r.stderr.contains("--goodput"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("--slo") && r.stderr.contains("--goodput"),
+        "{}",
+        r.stderr
+    );
 }
 
-const KV_FIXTURE: &str = "time_s,replica,gpu_blocks_used,host_blocks_used,running,waiting,swapped
-0.0,0,0,0,0,0,0
-0.0,1,0,0,0,0,0
-1.5,0,120,0,4,1,0
-1.5,1,80,10,3,0,1
-3.0,0,300,40,8,5,2
-3.0,1,200,0,6,2,0
-4.5,0,90,0,2,0,0
-4.5,1,0,0,0,0,0
-";
+/// Hand-written `kv_timeline.csv` (two replicas, four samples each); also the source of
+/// `results/figures/kv_usage.png`.
+const KV_FIXTURE: &str = include_str!("../fixtures/kv_timeline.csv");
 
 #[test]
 fn plot_draws_kv_usage_from_kv_timeline_and_skips_it_without() {
@@ -319,7 +329,12 @@ fn plot_draws_kv_usage_from_kv_timeline_and_skips_it_without() {
     let png = std::fs::read(dir.join("plots/kv_usage.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     let svg = std::fs::read_to_string(dir.join("plots/kv_usage.svg")).unwrap();
-    for text in ["GPU KV blocks in use", "host KV blocks in use", "replica 0", "replica 1"] {
+    for text in [
+        "GPU KV blocks in use",
+        "host KV blocks in use",
+        "replica 0",
+        "replica 1",
+    ] {
         assert!(svg.contains(text), "kv_usage.svg lacks `{text}`");
     }
     let leftovers: Vec<_> = std::fs::read_dir(dir.join("plots"))
@@ -391,6 +406,8 @@ fn kv_timeline_parses_exactly_and_sums_many_replicas() {
     );
     // The header must be exactly the agreed one.
     let p = w.write("bad.csv", "time,replica\n0,0\n");
-    let e = servesim::plot::read_kv_timeline(&p).unwrap_err().to_string();
+    let e = servesim::plot::read_kv_timeline(&p)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("line 1") && e.contains("time_s,replica"), "{e}");
 }
