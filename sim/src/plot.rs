@@ -638,6 +638,9 @@ pub fn read_kv_timeline(path: &Path) -> Result<Vec<KvSample>> {
     Ok(out)
 }
 
+/// One line of the KV plot: its label and `(time_s, gpu_blocks, host_blocks)` points.
+pub type KvSeries = (String, Vec<(f64, f64, f64)>);
+
 /// Per-replica lines at most this many replicas; beyond it, one summed line.
 pub const KV_MAX_REPLICA_LINES: usize = 4;
 
@@ -645,7 +648,7 @@ pub const KV_MAX_REPLICA_LINES: usize = 4;
 /// N`) for up to [`KV_MAX_REPLICA_LINES`] replicas, otherwise one `all N replicas` series that
 /// sums each replica's most recent sample at every sample time (a step-function sum, right
 /// whether or not the replicas are sampled at the same instants).
-pub fn kv_series(samples: &[KvSample]) -> Vec<(String, Vec<(f64, f64, f64)>)> {
+pub fn kv_series(samples: &[KvSample]) -> Vec<KvSeries> {
     let mut by: BTreeMap<u32, Vec<(f64, f64, f64)>> = BTreeMap::new();
     for s in samples {
         by.entry(s.replica).or_default().push((
@@ -694,7 +697,7 @@ pub fn kv_series(samples: &[KvSample]) -> Vec<(String, Vec<(f64, f64, f64)>)> {
 
 fn draw_kv<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
-    series: &[(String, Vec<(f64, f64, f64)>)],
+    series: &[KvSeries],
 ) -> std::result::Result<(), String> {
     let e = |x: &dyn std::fmt::Display| x.to_string();
     root.fill(&WHITE).map_err(|x| e(&x))?;

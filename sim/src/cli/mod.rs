@@ -56,7 +56,11 @@ pub enum Command {
         dir: PathBuf,
     },
     /// Throughput under an SLO: per policy, the highest arrival rate whose latency statistic
-    /// (averaged over seeds) meets the target, by bracketing and bisection.
+    /// (--slo) or goodput fraction (--goodput), averaged over seeds, meets the target, by
+    /// bracketing and bisection.
+    ///
+    /// With --out DIR: capacity.csv and a bar plot, capacity.png / capacity.svg (one bar per
+    /// policy, labelled with its rate and its ratio to the first policy), written atomically.
     Capacity(CapacityArgs),
     /// Compare a sweep's sweep.csv with a golden copy; exit 1 and list the moved points on a
     /// regression.
