@@ -2,9 +2,12 @@
 //! which a latency statistic stays within a target, found by bracketing then bisection over the
 //! rate with fixed seeds.
 //!
-//! The statistic (e.g. mean per-token latency) is averaged over the seeds at each rate. Latency is
-//! assumed to grow with load; where it is not monotone the search reports the boundary it
-//! brackets, not necessarily the highest feasible rate.
+//! Two kinds of target: a latency statistic (e.g. mean per-token latency ≤ 0.3 s, FastServe
+//! Fig. 11) or goodput (FastServe Fig. 13: at least a fraction `min` of the requests meet both a
+//! TTFT and a TPOT target; TPOT by vLLM's benchmark convention, see [`crate::metrics::meets_slo`]).
+//! The statistic or the goodput fraction is averaged over the seeds at each rate. Latency is
+//! assumed to grow (goodput to fall) with load; where it is not monotone the search reports the
+//! boundary it brackets, not necessarily the highest feasible rate.
 
 use crate::error::{Result, SimError};
 use crate::metrics::Summary;
@@ -63,6 +66,109 @@ impl Slo {
     }
 }
 
+/// A goodput target: `min` of the requests must have TTFT ≤ `ttft_s` and TPOT ≤ `tpot_s`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GoodputTarget {
+    pub ttft_s: f64,
+    pub tpot_s: f64,
+    /// Required fraction of requests meeting both (FastServe: 0.95).
+    pub min: f64,
+}
+
+/// Default required goodput fraction (FastServe's "P95 goodput").
+pub const DEFAULT_MIN_GOODPUT: f64 = 0.95;
+
+impl GoodputTarget {
+    /// Parse `ttft_s=S,tpot_s=S[,min=F]` (any order). A missing `ttft_s` / `tpot_s` is taken
+    /// from `scenario_slo` (the scenario's `[slo]` table) and is an error without one; `min`
+    /// defaults to [`DEFAULT_MIN_GOODPUT`].
+    pub fn parse(s: &str, scenario_slo: Option<(f64, f64)>) -> Result<GoodputTarget> {
+        let bad = |why: String| {
+            SimError::config(format!(
+                "--goodput `{s}`: {why} (expected ttft_s=SECONDS,tpot_s=SECONDS[,min=FRACTION])"
+            ))
+        };
+        let (mut ttft, mut tpot, mut min) = (None, None, None);
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| bad(format!("`{part}` is not KEY=VALUE")))?;
+            let x: f64 = v
+                .trim()
+                .parse()
+                .map_err(|_| bad(format!("`{k}`: `{v}` is not a number")))?;
+            let slot = match k.trim() {
+                "ttft_s" => &mut ttft,
+                "tpot_s" => &mut tpot,
+                "min" => &mut min,
+                other => return Err(bad(format!("unknown key `{other}`"))),
+            };
+            if slot.replace(x).is_some() {
+                return Err(bad(format!("`{k}` given twice")));
+            }
+        }
+        let from_scenario = |x: Option<f64>, k: &str, pick: fn((f64, f64)) -> f64| {
+            x.or(scenario_slo.map(pick))
+                .ok_or_else(|| bad(format!("no `{k}` and the scenario has no [slo] table")))
+        };
+        let g = GoodputTarget {
+            ttft_s: from_scenario(ttft, "ttft_s", |p| p.0)?,
+            tpot_s: from_scenario(tpot, "tpot_s", |p| p.1)?,
+            min: min.unwrap_or(DEFAULT_MIN_GOODPUT),
+        };
+        for (k, v) in [("ttft_s", g.ttft_s), ("tpot_s", g.tpot_s)] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(bad(format!("`{k}` must be a finite number > 0, got {v}")));
+            }
+        }
+        if !(g.min > 0.0 && g.min <= 1.0) {
+            return Err(bad(format!("`min` must be in (0, 1], got {}", g.min)));
+        }
+        Ok(g)
+    }
+}
+
+/// What a capacity search bounds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    Latency(Slo),
+    Goodput(GoodputTarget),
+}
+
+impl Target {
+    /// The per-run figure averaged over seeds: the latency statistic (infinite for a failed
+    /// run), or the goodput fraction (0 for a failed run).
+    pub fn measure(&self, run: Option<&crate::run::RunOutput>) -> f64 {
+        match (self, run) {
+            (Target::Latency(slo), Some(o)) => slo.value(&o.summary),
+            (Target::Latency(_), None) => f64::INFINITY,
+            (Target::Goodput(g), Some(o)) => {
+                crate::metrics::goodput(&o.completions, g.ttft_s, g.tpot_s).fraction
+            }
+            (Target::Goodput(_), None) => 0.0,
+        }
+    }
+
+    /// Whether a seed-averaged figure meets the target.
+    pub fn meets(&self, v: f64) -> bool {
+        match self {
+            Target::Latency(slo) => v <= slo.limit_s,
+            Target::Goodput(g) => v >= g.min,
+        }
+    }
+
+    /// One-line description, e.g. `mean(per_token_s) <= 0.3 s`.
+    pub fn describe(&self) -> String {
+        match self {
+            Target::Latency(s) => format!("{}({}) <= {} s", s.stat, s.metric, s.limit_s),
+            Target::Goodput(g) => format!(
+                "goodput >= {} (TTFT <= {} s and TPOT <= {} s)",
+                g.min, g.ttft_s, g.tpot_s
+            ),
+        }
+    }
+}
+
 /// Result of a capacity search.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Capacity {
@@ -72,11 +178,12 @@ pub struct Capacity {
     pub probes: Vec<(f64, f64)>,
 }
 
-/// Bracket and bisect. `eval(rate)` returns the statistic at that rate (an overloaded run that
-/// fails counts as violating the SLO). Stops when the bracket is within `rel_precision`.
+/// Bracket and bisect. `eval(rate)` returns the figure at that rate and `meets(figure)` whether
+/// it satisfies the target (an overloaded run that fails must map to a failing figure). Stops
+/// when the bracket is within `rel_precision`.
 pub fn search(
     start_rate: f64,
-    limit_s: f64,
+    meets: &dyn Fn(f64) -> bool,
     rel_precision: f64,
     max_probes: usize,
     eval: &mut dyn FnMut(f64) -> f64,
@@ -85,7 +192,7 @@ pub fn search(
     let mut probe = |r: f64, probes: &mut Vec<(f64, f64)>| {
         let v = eval(r);
         probes.push((r, v));
-        v <= limit_s
+        meets(v)
     };
     let (mut lo, mut hi);
     if probe(start_rate, &mut probes) {
@@ -102,7 +209,7 @@ pub fn search(
             hi = lo;
             lo /= 2.0;
         }
-        if probes.last().is_some_and(|&(_, v)| v > limit_s) {
+        if probes.last().is_some_and(|&(_, v)| !meets(v)) {
             return Capacity {
                 rate_per_s: 0.0,
                 probes,
@@ -137,16 +244,54 @@ mod tests {
                 f64::INFINITY
             }
         };
-        let c = search(0.5, 1.0, 0.001, 60, &mut f);
+        let le1 = |v: f64| v <= 1.0;
+        let c = search(0.5, &le1, 0.001, 60, &mut f);
         assert!((c.rate_per_s - 2.0).abs() < 0.003, "{}", c.rate_per_s);
-        let c = search(10.0, 1.0, 0.001, 60, &mut f);
+        let c = search(10.0, &le1, 0.001, 60, &mut f);
         assert!((c.rate_per_s - 2.0).abs() < 0.003, "{}", c.rate_per_s);
     }
 
     #[test]
     fn infeasible_everywhere_gives_zero() {
         let mut f = |_r: f64| 5.0;
-        assert_eq!(search(1.0, 1.0, 0.01, 10, &mut f).rate_per_s, 0.0);
+        assert_eq!(search(1.0, &|v| v <= 1.0, 0.01, 10, &mut f).rate_per_s, 0.0);
+    }
+
+    #[test]
+    fn goodput_search_finds_where_the_fraction_drops_below_min() {
+        // Goodput 1 − rate/4: at least 0.95 up to rate 0.2.
+        let t = Target::Goodput(GoodputTarget {
+            ttft_s: 1.0,
+            tpot_s: 0.1,
+            min: 0.95,
+        });
+        let mut f = |r: f64| (1.0 - r / 4.0).max(0.0);
+        let c = search(1.0, &|v| t.meets(v), 0.001, 60, &mut f);
+        assert!((c.rate_per_s - 0.2).abs() < 0.001, "{}", c.rate_per_s);
+    }
+
+    #[test]
+    fn goodput_target_parsing() {
+        let g = GoodputTarget::parse("ttft_s=3.1,tpot_s=0.3", None).unwrap();
+        assert_eq!((g.ttft_s, g.tpot_s, g.min), (3.1, 0.3, 0.95));
+        let g = GoodputTarget::parse("min=0.9", Some((1.55, 0.15))).unwrap();
+        assert_eq!((g.ttft_s, g.tpot_s, g.min), (1.55, 0.15, 0.9));
+        let g = GoodputTarget::parse("tpot_s=0.6", Some((1.55, 0.15))).unwrap();
+        assert_eq!((g.ttft_s, g.tpot_s), (1.55, 0.6));
+        for bad in [
+            "min=0.9",
+            "ttft_s=1",
+            "ttft_s=-1,tpot_s=1",
+            "ttft_s=nan,tpot_s=1",
+            "ttft_s=1,tpot_s=1,min=1.5",
+            "ttft_s=1,tpot_s=1,min=0",
+            "ttft_s=1,ttft_s=2,tpot_s=1",
+            "ttft=1,tpot_s=1",
+            "ttft_s",
+        ] {
+            let e = GoodputTarget::parse(bad, None).unwrap_err().to_string();
+            assert!(e.contains("--goodput"), "{bad}: {e}");
+        }
     }
 
     #[test]

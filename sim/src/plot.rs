@@ -1,6 +1,11 @@
-//! Plots of a sweep directory (PNG and SVG, embedded DejaVu font, no system font libraries):
+//! Plots (PNG and SVG, embedded DejaVu font, no system font libraries). Of a sweep directory:
 //! mean JCT, p99 JCT and mean per-token latency versus arrival rate per series (error bars:
-//! min–max over seeds), and the JCT CDF per series at one rate.
+//! min–max over seeds), goodput versus rate when the sweep has a `goodput` column, and the JCT
+//! CDF per series at one rate. Of a run directory: KV blocks in use over time from
+//! `kv_timeline.csv` (when present). Of `servesim capacity`: the capacity bars per policy.
+//!
+//! Every file is drawn into a hidden temporary sibling and renamed into place, so a failed plot
+//! never leaves a truncated image.
 //!
 //! A *series* is one combination of the sweep axes other than `rate` and `seed` (usually the
 //! policy).
@@ -10,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::error::{Result, SimError};
 
@@ -271,11 +277,41 @@ type PlotResult = std::result::Result<(), String>;
 type PngDraw<'a> = &'a dyn for<'b> Fn(&DrawingArea<BitMapBackend<'b>, Shift>) -> PlotResult;
 type SvgDraw<'a> = &'a dyn for<'b> Fn(&DrawingArea<SVGBackend<'b>, Shift>) -> PlotResult;
 
+/// `DIR/NAME.png` and `DIR/NAME.svg`, each drawn into a hidden temporary sibling (same
+/// extension, which the bitmap encoder needs) and renamed into place.
 fn both(dir: &Path, name: &str, f: PngDraw, g: SvgDraw) -> Result<Vec<PathBuf>> {
+    both_sized(dir, name, SIZE, f, g)
+}
+
+fn both_sized(
+    dir: &Path,
+    name: &str,
+    size: (u32, u32),
+    f: PngDraw,
+    g: SvgDraw,
+) -> Result<Vec<PathBuf>> {
+    let pid = std::process::id();
     let png = dir.join(format!("{name}.png"));
     let svg = dir.join(format!("{name}.svg"));
-    f(&BitMapBackend::new(&png, SIZE).into_drawing_area()).map_err(|e| perr(&png, e))?;
-    g(&SVGBackend::new(&svg, SIZE).into_drawing_area()).map_err(|e| perr(&svg, e))?;
+    let png_tmp = dir.join(format!(".tmp-{pid}-{name}.png"));
+    let svg_tmp = dir.join(format!(".tmp-{pid}-{name}.svg"));
+    let drawn = (|| {
+        {
+            let area = BitMapBackend::new(&png_tmp, size).into_drawing_area();
+            f(&area).map_err(|e| perr(&png, e))?;
+        }
+        {
+            let area = SVGBackend::new(&svg_tmp, size).into_drawing_area();
+            g(&area).map_err(|e| perr(&svg, e))?;
+        }
+        std::fs::rename(&png_tmp, &png).map_err(|e| perr(&png, e))?;
+        std::fs::rename(&svg_tmp, &svg).map_err(|e| perr(&svg, e))
+    })();
+    if drawn.is_err() {
+        let _ = std::fs::remove_file(&png_tmp);
+        let _ = std::fs::remove_file(&svg_tmp);
+    }
+    drawn?;
     Ok(vec![png, svg])
 }
 
@@ -316,6 +352,16 @@ pub fn plot_sweep(sweep_dir: &Path, plots_dir: &Path) -> Result<Vec<PathBuf>> {
                 name,
                 &|a| draw_curves(a, title, y, &data),
                 &|a| draw_curves(a, title, y, &data),
+            )?);
+        }
+        let data = curves(&rows, "goodput");
+        if !data.is_empty() {
+            let title = "Goodput: fraction of requests meeting the TTFT and TPOT targets";
+            written.extend(both(
+                plots_dir,
+                "goodput_vs_rate",
+                &|a| draw_fraction_curves(a, title, &data),
+                &|a| draw_fraction_curves(a, title, &data),
             )?);
         }
     }
@@ -372,6 +418,395 @@ pub fn plot_sweep(sweep_dir: &Path, plots_dir: &Path) -> Result<Vec<PathBuf>> {
             &|a| draw_cdf(a, &title, &cdf),
             &|a| draw_cdf(a, &title, &cdf),
         )?);
+    }
+    Ok(written)
+}
+
+/// Like [`draw_curves`] on a linear 0–1 y axis (goodput fractions).
+fn draw_fraction_curves<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    data: &BTreeMap<String, Curve>,
+) -> std::result::Result<(), String> {
+    let e = |x: &dyn std::fmt::Display| x.to_string();
+    root.fill(&WHITE).map_err(|x| e(&x))?;
+    let (x0, x1) = data
+        .values()
+        .flatten()
+        .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    if x0 > x1 {
+        return Err("no data points".into());
+    }
+    let pad = ((x1 - x0) * 0.05).max(0.05);
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d((x0 - pad)..(x1 + pad), 0.0..1.05)
+        .map_err(|x| e(&x))?;
+    chart
+        .configure_mesh()
+        .x_desc("arrival rate (requests/s)")
+        .y_desc("goodput (fraction of requests)")
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(|x| e(&x))?;
+    for (i, (name, c)) in data.iter().enumerate() {
+        let col = palette(i);
+        chart
+            .draw_series(LineSeries::new(
+                c.iter().map(|p| (p.0, p.1)),
+                col.stroke_width(2),
+            ))
+            .map_err(|x| e(&x))?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], col.stroke_width(2)));
+        chart
+            .draw_series(c.iter().map(|p| Circle::new((p.0, p.1), 3, col.filled())))
+            .map_err(|x| e(&x))?;
+        chart
+            .draw_series(
+                c.iter()
+                    .map(|p| ErrorBar::new_vertical(p.0, p.2, p.1, p.3, col, 6)),
+            )
+            .map_err(|x| e(&x))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()
+        .map_err(|x| e(&x))?;
+    root.present().map_err(|x| e(&x))?;
+    Ok(())
+}
+
+/// One bar of the capacity plot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CapacityBar {
+    pub policy: String,
+    /// Highest rate meeting the SLO (requests/s; 0 when none does).
+    pub rate_per_s: f64,
+}
+
+fn draw_capacity<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    bars: &[CapacityBar],
+    names: &[String],
+) -> std::result::Result<(), String> {
+    let e = |x: &dyn std::fmt::Display| x.to_string();
+    root.fill(&WHITE).map_err(|x| e(&x))?;
+    if bars.is_empty() {
+        return Err("no policies".into());
+    }
+    let top = bars
+        .iter()
+        .map(|b| b.rate_per_s)
+        .fold(0.0, f64::max)
+        .max(1e-3)
+        * 1.2;
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(70)
+        .build_cartesian_2d(names.into_segmented(), 0.0..top)
+        .map_err(|x| e(&x))?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_desc("policy")
+        .y_desc("capacity under the SLO (requests/s)")
+        .x_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(n) | SegmentValue::Exact(n) => n.to_string(),
+            SegmentValue::Last => String::new(),
+        })
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(|x| e(&x))?;
+    let last = names.len() - 1;
+    chart
+        .draw_series(bars.iter().enumerate().map(|(i, b)| {
+            let right = if i == last {
+                SegmentValue::Last
+            } else {
+                SegmentValue::Exact(&names[i + 1])
+            };
+            let mut r = Rectangle::new(
+                [(SegmentValue::Exact(&names[i]), 0.0), (right, b.rate_per_s)],
+                palette(i).filled(),
+            );
+            r.set_margin(0, 0, 18, 18);
+            r
+        }))
+        .map_err(|x| e(&x))?;
+    let base = bars[0].rate_per_s;
+    let style = ("sans-serif", 15)
+        .into_font()
+        .color(&BLACK)
+        .pos(Pos::new(HPos::Center, VPos::Bottom));
+    for (i, b) in bars.iter().enumerate() {
+        let label = if base > 0.0 {
+            format!("{:.3} ({:.2}x)", b.rate_per_s, b.rate_per_s / base)
+        } else {
+            format!("{:.3}", b.rate_per_s)
+        };
+        // Pixel position above the bar (the root area's origin is the image's).
+        let at = chart.backend_coord(&(SegmentValue::CenterOf(&names[i]), b.rate_per_s));
+        root.draw(&Text::new(label, (at.0, at.1 - 6), style.clone()))
+            .map_err(|x| e(&x))?;
+    }
+    root.present().map_err(|x| e(&x))?;
+    Ok(())
+}
+
+/// Write `capacity.png` / `capacity.svg` into `dir`: one bar per policy (in the given order) at
+/// the highest rate meeting the SLO, labelled with the rate and its ratio to the first policy.
+pub fn plot_capacity(dir: &Path, title: &str, bars: &[CapacityBar]) -> Result<Vec<PathBuf>> {
+    register_font();
+    let names: Vec<String> = bars.iter().map(|b| b.policy.clone()).collect();
+    both(
+        dir,
+        "capacity",
+        &|a| draw_capacity(a, title, bars, &names),
+        &|a| draw_capacity(a, title, bars, &names),
+    )
+}
+
+/// Header of `kv_timeline.csv` (exactly these columns, in this order).
+pub const KV_TIMELINE_HEADER: &str =
+    "time_s,replica,gpu_blocks_used,host_blocks_used,running,waiting,swapped";
+
+/// One sample of `kv_timeline.csv`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KvSample {
+    pub time_s: f64,
+    pub replica: u32,
+    pub gpu_blocks_used: u64,
+    pub host_blocks_used: u64,
+    pub running: u64,
+    pub waiting: u64,
+    pub swapped: u64,
+}
+
+/// Parse `kv_timeline.csv`; the header must be [`KV_TIMELINE_HEADER`]. Errors name the line.
+pub fn read_kv_timeline(path: &Path) -> Result<Vec<KvSample>> {
+    let text = std::fs::read_to_string(path).map_err(|e| perr(path, e))?;
+    let mut lines = text.lines().enumerate();
+    match lines.next() {
+        Some((_, h)) if h.trim_end_matches('\r') == KV_TIMELINE_HEADER => {}
+        other => {
+            return Err(perr(
+                path,
+                format!(
+                    "line 1: expected header `{KV_TIMELINE_HEADER}`, got `{}`",
+                    other.map_or("", |(_, h)| h)
+                ),
+            ));
+        }
+    }
+    let mut out = Vec::new();
+    for (i, line) in lines {
+        let line = line.trim_end_matches('\r');
+        if line.is_empty() {
+            continue;
+        }
+        let bad = |what: &str| perr(path, format!("line {}: {what}: `{line}`", i + 1));
+        let f: Vec<&str> = line.split(',').collect();
+        if f.len() != 7 {
+            return Err(bad("expected 7 fields"));
+        }
+        let int = |k: usize| f[k].trim().parse::<u64>().map_err(|_| bad("bad integer"));
+        let time_s: f64 = f[0].trim().parse().map_err(|_| bad("bad time_s"))?;
+        if !(time_s.is_finite() && time_s >= 0.0) {
+            return Err(bad("time_s must be finite and ≥ 0"));
+        }
+        out.push(KvSample {
+            time_s,
+            replica: u32::try_from(int(1)?).map_err(|_| bad("replica out of range"))?,
+            gpu_blocks_used: int(2)?,
+            host_blocks_used: int(3)?,
+            running: int(4)?,
+            waiting: int(5)?,
+            swapped: int(6)?,
+        });
+    }
+    Ok(out)
+}
+
+/// One line of the KV plot: its label and `(time_s, gpu_blocks, host_blocks)` points.
+pub type KvSeries = (String, Vec<(f64, f64, f64)>);
+
+/// Per-replica lines at most this many replicas; beyond it, one summed line.
+pub const KV_MAX_REPLICA_LINES: usize = 4;
+
+/// The (time, gpu blocks, host blocks) series of the KV plot: one per replica (label `replica
+/// N`) for up to [`KV_MAX_REPLICA_LINES`] replicas, otherwise one `all N replicas` series that
+/// sums each replica's most recent sample at every sample time (a step-function sum, right
+/// whether or not the replicas are sampled at the same instants).
+pub fn kv_series(samples: &[KvSample]) -> Vec<KvSeries> {
+    let mut by: BTreeMap<u32, Vec<(f64, f64, f64)>> = BTreeMap::new();
+    for s in samples {
+        by.entry(s.replica).or_default().push((
+            s.time_s,
+            s.gpu_blocks_used as f64,
+            s.host_blocks_used as f64,
+        ));
+    }
+    for v in by.values_mut() {
+        v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    if by.len() <= KV_MAX_REPLICA_LINES {
+        return by
+            .into_iter()
+            .map(|(r, v)| (format!("replica {r}"), v))
+            .collect();
+    }
+    let mut all: Vec<&KvSample> = samples.iter().collect();
+    all.sort_by(|a, b| {
+        a.time_s
+            .total_cmp(&b.time_s)
+            .then(a.replica.cmp(&b.replica))
+    });
+    let mut cur: BTreeMap<u32, (f64, f64)> = BTreeMap::new();
+    let mut sum: Vec<(f64, f64, f64)> = Vec::new();
+    let mut k = 0;
+    while k < all.len() {
+        let t = all[k].time_s;
+        while k < all.len() && all[k].time_s == t {
+            cur.insert(
+                all[k].replica,
+                (
+                    all[k].gpu_blocks_used as f64,
+                    all[k].host_blocks_used as f64,
+                ),
+            );
+            k += 1;
+        }
+        let (g, h) = cur
+            .values()
+            .fold((0.0, 0.0), |(g, h), &(a, b)| (g + a, h + b));
+        sum.push((t, g, h));
+    }
+    vec![(format!("all {} replicas", by.len()), sum)]
+}
+
+fn draw_kv<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    series: &[KvSeries],
+) -> std::result::Result<(), String> {
+    let e = |x: &dyn std::fmt::Display| x.to_string();
+    root.fill(&WHITE).map_err(|x| e(&x))?;
+    let pts = series.iter().flat_map(|(_, v)| v.iter());
+    let (mut t1, mut g1, mut h1) = (0.0f64, 0.0f64, 0.0f64);
+    let mut t0 = f64::MAX;
+    for &(t, g, h) in pts {
+        t0 = t0.min(t);
+        t1 = t1.max(t);
+        g1 = g1.max(g);
+        h1 = h1.max(h);
+    }
+    if t0 == f64::MAX {
+        return Err("kv_timeline.csv has no samples".into());
+    }
+    if t1 <= t0 {
+        t1 = t0 + 1.0;
+    }
+    // Room after the last sample so its value shows.
+    t1 += (t1 - t0) * 0.04;
+    let panels = root.split_evenly((2, 1));
+    for (k, (area, (what, top))) in panels.iter().zip([("GPU", g1), ("host", h1)]).enumerate() {
+        let mut chart = ChartBuilder::on(area)
+            .caption(
+                format!("{what} KV blocks in use over time"),
+                ("sans-serif", 20),
+            )
+            .margin(10)
+            .margin_right(24)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(t0..t1, 0.0..(top.max(1.0) * 1.1))
+            .map_err(|x| e(&x))?;
+        chart
+            .configure_mesh()
+            .x_desc("simulated time (s)")
+            .y_desc(format!("{what} blocks used"))
+            .y_label_formatter(&|v| format!("{v:.0}"))
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(|x| e(&x))?;
+        for (i, (name, v)) in series.iter().enumerate() {
+            let col = palette(i);
+            // Step lines: a sample holds until the next one.
+            let mut step = Vec::with_capacity(v.len() * 2);
+            for (j, p) in v.iter().enumerate() {
+                let y = if k == 0 { p.1 } else { p.2 };
+                if j > 0 {
+                    step.push((p.0, step.last().map_or(y, |q: &(f64, f64)| q.1)));
+                }
+                step.push((p.0, y));
+            }
+            chart
+                .draw_series(LineSeries::new(step, col.stroke_width(2)))
+                .map_err(|x| e(&x))?
+                .label(name.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], col.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 14))
+            .draw()
+            .map_err(|x| e(&x))?;
+    }
+    root.present().map_err(|x| e(&x))?;
+    Ok(())
+}
+
+/// Write `kv_usage.png` / `kv_usage.svg` into `dir` from parsed `kv_timeline.csv` rows: GPU
+/// blocks used (top panel) and host blocks used (bottom) over simulated time, per replica or
+/// summed (see [`kv_series`]).
+pub fn plot_kv_usage(samples: &[KvSample], dir: &Path) -> Result<Vec<PathBuf>> {
+    register_font();
+    std::fs::create_dir_all(dir).map_err(|e| perr(dir, e))?;
+    let series = kv_series(samples);
+    both_sized(
+        dir,
+        "kv_usage",
+        (960, 800),
+        &|a| draw_kv(a, &series),
+        &|a| draw_kv(a, &series),
+    )
+}
+
+/// `servesim plot DIR`: the sweep plots when DIR has `sweep.csv`, and the KV usage plot when it
+/// has `kv_timeline.csv` (silently skipped when it does not), into `DIR/plots/`. A directory
+/// with neither `sweep.csv` nor `summary.json` is an error.
+pub fn plot_dir(dir: &Path) -> Result<Vec<PathBuf>> {
+    let plots = dir.join("plots");
+    let is_sweep = dir.join("sweep.csv").is_file();
+    if !is_sweep && !dir.join("summary.json").is_file() {
+        return Err(perr(
+            dir,
+            "not a sweep directory (no sweep.csv) or a run directory (no summary.json)",
+        ));
+    }
+    let mut written = Vec::new();
+    if is_sweep {
+        written.extend(plot_sweep(dir, &plots)?);
+    }
+    let kv = dir.join("kv_timeline.csv");
+    if kv.is_file() {
+        let samples = read_kv_timeline(&kv)?;
+        written.extend(plot_kv_usage(&samples, &plots)?);
     }
     Ok(written)
 }

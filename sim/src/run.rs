@@ -202,6 +202,13 @@ pub fn drive(
     if r.uses_profile() {
         summary.profile_extrapolations = Some(extrapolations.report());
     }
+    if let Some(slo) = &s.slo {
+        summary.goodput = Some(crate::metrics::goodput(
+            &completions,
+            slo.ttft_s,
+            slo.tpot_s,
+        ));
+    }
     Ok(RunOutput {
         completions,
         stats,

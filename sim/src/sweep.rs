@@ -155,7 +155,8 @@ fn describe(point: &[(String, String)]) -> String {
         .join(", ")
 }
 
-/// Columns of `sweep.csv` after the axes.
+/// Columns of `sweep.csv` after the axes (a `goodput` column goes before `error` when the
+/// scenario has `[slo]`; see [`metric_columns`]).
 pub const METRIC_COLUMNS: &[&str] = &[
     "requests",
     "makespan_s",
@@ -174,13 +175,28 @@ pub const METRIC_COLUMNS: &[&str] = &[
     "error",
 ];
 
-fn metric_cells(s: &Summary) -> Vec<String> {
+/// Whether this run's row carries a `goodput` cell (its scenario has `[slo]`).
+fn has_goodput(r: &SweepRun) -> bool {
+    r.resolved.scenario.slo.is_some()
+}
+
+/// The metric columns of a sweep whose first run is `first`: [`METRIC_COLUMNS`], plus `goodput`
+/// before `error` when the scenario has `[slo]` (without it the header is unchanged).
+pub fn metric_columns(first: Option<&SweepRun>) -> Vec<&'static str> {
+    let mut c = METRIC_COLUMNS.to_vec();
+    if first.is_some_and(has_goodput) {
+        c.insert(c.len() - 1, "goodput");
+    }
+    c
+}
+
+fn metric_cells(s: &Summary, with_goodput: bool) -> Vec<String> {
     let d = |x: &Option<crate::metrics::Dist>, f: fn(&crate::metrics::Dist) -> f64| {
         x.as_ref()
             .map(|d| format!("{:.9}", f(d)))
             .unwrap_or_default()
     };
-    vec![
+    let mut cells = vec![
         s.requests.to_string(),
         format!("{:.9}", s.makespan_s),
         format!("{:.9}", s.throughput_requests_per_s),
@@ -195,8 +211,17 @@ fn metric_cells(s: &Summary) -> Vec<String> {
         d(&s.per_token_latency_s, |d| d.p95),
         d(&s.per_token_latency_s, |d| d.p99),
         s.preemptions.to_string(),
-        String::new(),
-    ]
+    ];
+    if with_goodput {
+        cells.push(
+            s.goodput
+                .as_ref()
+                .map(|g| format!("{:.9}", g.fraction))
+                .unwrap_or_default(),
+        );
+    }
+    cells.push(String::new());
+    cells
 }
 
 fn csv_cell(s: &str) -> String {
@@ -227,7 +252,7 @@ pub fn csv_header(runs: &[SweepRun]) -> String {
             s.push_str(&csv_cell(k));
         }
     }
-    for c in METRIC_COLUMNS {
+    for c in metric_columns(runs.first()) {
         s.push(',');
         s.push_str(c);
     }
@@ -243,9 +268,9 @@ pub fn csv_row(r: &SweepRun, o: &std::result::Result<Summary, String>) -> String
         s.push_str(&csv_cell(v));
     }
     let cells = match o {
-        Ok(sum) => metric_cells(sum),
+        Ok(sum) => metric_cells(sum, has_goodput(r)),
         Err(e) => {
-            let mut c = vec![String::new(); METRIC_COLUMNS.len()];
+            let mut c = vec![String::new(); metric_columns(Some(r)).len()];
             *c.last_mut().expect("non-empty") = e.clone();
             c
         }

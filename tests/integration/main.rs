@@ -19,5 +19,6 @@ mod live;
 mod micro;
 mod policies;
 mod queueing;
+mod slo;
 mod support;
 mod traces;

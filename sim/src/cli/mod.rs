@@ -47,13 +47,23 @@ pub enum Command {
     /// Join the shard directories of `sweep --shard I/N` into one sweep directory: the same
     /// sweep.csv (byte for byte) and runs/ an unsharded sweep writes.
     Merge(merge::MergeArgs),
-    /// (Re)draw the plots of a sweep directory into DIR/plots/ (PNG and SVG).
+    /// (Re)draw the plots of a sweep or run directory into DIR/plots/ (PNG and SVG).
+    ///
+    /// A sweep directory (sweep.csv) gets the latency-vs-rate curves, goodput vs rate (when the
+    /// scenario has [slo]) and the JCT CDF. A directory holding kv_timeline.csv (columns
+    /// time_s,replica,gpu_blocks_used,host_blocks_used,running,waiting,swapped) also gets
+    /// kv_usage.png/.svg: GPU and host KV blocks in use over time, per replica (summed beyond 4
+    /// replicas); without that file the KV plot is skipped.
     Plot {
-        /// A directory written by `servesim sweep`.
+        /// A directory written by `servesim sweep` or `servesim run`.
         dir: PathBuf,
     },
     /// Throughput under an SLO: per policy, the highest arrival rate whose latency statistic
-    /// (averaged over seeds) meets the target, by bracketing and bisection.
+    /// (--slo) or goodput fraction (--goodput), averaged over seeds, meets the target, by
+    /// bracketing and bisection.
+    ///
+    /// With --out DIR: capacity.csv and a bar plot, capacity.png / capacity.svg (one bar per
+    /// policy, labelled with its rate and its ratio to the first policy), written atomically.
     Capacity(CapacityArgs),
     /// Compare a sweep's sweep.csv with a golden copy; exit 1 and list the moved points on a
     /// regression.
@@ -179,12 +189,21 @@ pub struct SweepArgs {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["slo", "goodput"])))]
 pub struct CapacityArgs {
     /// Scenario TOML file (its [sweep] table is ignored).
     pub scenario: PathBuf,
-    /// The target, METRIC[:STAT]=SECONDS, e.g. per_token_s=0.3 (FastServe's SLO) or jct_s:p99=30.
-    #[arg(long)]
-    pub slo: String,
+    /// A latency target, METRIC[:STAT]=SECONDS, e.g. per_token_s=0.3 (FastServe's SLO) or
+    /// jct_s:p99=30. Give this or --goodput.
+    #[arg(long, value_name = "METRIC[:STAT]=SECONDS")]
+    pub slo: Option<String>,
+    /// A goodput target (FastServe Fig. 13): the highest rate at which at least MIN (default
+    /// 0.95) of the requests have TTFT <= ttft_s and TPOT <= tpot_s, e.g.
+    /// --goodput ttft_s=3.1,tpot_s=0.3. TPOT = (finish - first token) / (output tokens - 1), the
+    /// vLLM benchmark convention; one-token requests are judged on TTFT alone. A missing ttft_s
+    /// or tpot_s is taken from the scenario's [slo] table (so --goodput min=0.95 uses it).
+    #[arg(long, value_name = "ttft_s=S,tpot_s=S[,min=F]")]
+    pub goodput: Option<String>,
     /// Comma-separated policies (default: the scenario's).
     #[arg(long, value_delimiter = ',')]
     pub policies: Vec<String>,
@@ -200,7 +219,7 @@ pub struct CapacityArgs {
     /// Override the number of requests.
     #[arg(long)]
     pub num_requests: Option<u64>,
-    /// Write capacity.csv here.
+    /// Write capacity.csv and the bar plot capacity.png / capacity.svg into DIR (atomically).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Parallel runs (seeds at one rate run in parallel).
@@ -345,7 +364,7 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Resul
         Command::Check(a) => check_cmd(a, out, err),
         Command::Capacity(a) => capacity_cmd(a, out),
         Command::Plot { dir } => {
-            let files = crate::plot::plot_sweep(&dir, &dir.join("plots"))?;
+            let files = crate::plot::plot_dir(&dir)?;
             writeln!(
                 out,
                 "{} plot files in {}",
@@ -678,12 +697,20 @@ fn sweep_cmd(a: SweepArgs, out: &mut dyn Write) -> anyhow::Result<()> {
 }
 
 fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    use crate::capacity::{GoodputTarget, Slo, Target};
     use rayon::prelude::*;
-    let slo = crate::capacity::Slo::parse(&a.slo)?;
     if a.seeds.is_empty() {
         return Err(SimError::config("--seeds needs at least one seed").into());
     }
     let loaded = load(&a.scenario)?;
+    let target = match (&a.slo, &a.goodput) {
+        (Some(s), _) => Target::Latency(Slo::parse(s)?),
+        (None, Some(g)) => {
+            let scenario_slo = loaded.scenario.slo.map(|s| (s.ttft_s, s.tpot_s));
+            Target::Goodput(GoodputTarget::parse(g, scenario_slo)?)
+        }
+        (None, None) => return Err(SimError::config("give --slo or --goodput").into()),
+    };
     let policies = if a.policies.is_empty() {
         vec![loaded.scenario.scheduler.policy.clone()]
     } else {
@@ -708,17 +735,14 @@ fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         .num_threads(a.jobs.unwrap_or(0))
         .build()?;
     let mut csv = String::from("policy,capacity_rate_per_s,probes\n");
-    writeln!(
-        out,
-        "SLO: {}({}) <= {} s, seeds {:?}",
-        slo.stat, slo.metric, slo.limit_s, a.seeds
-    )?;
+    writeln!(out, "SLO: {}, seeds {:?}", target.describe(), a.seeds)?;
     writeln!(
         out,
         "{:<18}{:>16}{:>10}",
         "policy", "capacity req/s", "probes"
     )?;
     let mut first: Option<f64> = None;
+    let mut bars = Vec::new();
     for p in &policies {
         let mut eval = |rate: f64| -> f64 {
             let vals: Vec<f64> = pool.install(|| {
@@ -732,16 +756,13 @@ fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                             num_requests: a.num_requests,
                             ..Default::default()
                         });
-                        match r.and_then(|r| crate::run::run(&r, None)) {
-                            Ok(o) => slo.value(&o.summary),
-                            Err(_) => f64::INFINITY,
-                        }
+                        target.measure(r.and_then(|r| crate::run::run(&r, None)).ok().as_ref())
                     })
                     .collect()
             });
             vals.iter().sum::<f64>() / vals.len() as f64
         };
-        let c = crate::capacity::search(start, slo.limit_s, a.precision, 40, &mut eval);
+        let c = crate::capacity::search(start, &|v| target.meets(v), a.precision, 40, &mut eval);
         let ratio = match first {
             None => {
                 first = Some(c.rate_per_s);
@@ -759,11 +780,26 @@ fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             ratio
         )?;
         csv += &format!("{},{:.6},{}\n", p, c.rate_per_s, c.probes.len());
+        bars.push(crate::plot::CapacityBar {
+            policy: p.clone(),
+            rate_per_s: c.rate_per_s,
+        });
     }
     if let Some(dir) = a.out {
         let staged = crate::output::StagedDir::new(&dir)?;
         staged.write("capacity.csv", csv.as_bytes())?;
-        staged.commit()?;
+        let title = format!(
+            "{}: capacity under {}",
+            loaded.scenario.name,
+            target.describe()
+        );
+        crate::plot::plot_capacity(staged.path(), &title, &bars)?;
+        let path = staged.commit()?;
+        writeln!(
+            out,
+            "capacity.csv, capacity.png and capacity.svg in {}",
+            path.display()
+        )?;
     }
     Ok(())
 }

@@ -46,6 +46,46 @@ pub fn request_metrics(c: &Completion) -> RequestMetrics {
     }
 }
 
+/// Fraction of requests meeting both latency targets (FastServe Fig. 13's goodput).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Goodput {
+    /// The targets: TTFT ≤ `ttft_s` and TPOT ≤ `tpot_s`.
+    pub ttft_s: f64,
+    pub tpot_s: f64,
+    /// Requests that met both (one-token requests: TTFT only).
+    pub met: u64,
+    pub requests: u64,
+    /// `met / requests` (0 when there are no requests).
+    pub fraction: f64,
+}
+
+/// Whether one request meets the targets. TPOT follows vLLM's benchmark convention
+/// ((finish − first token) / (output tokens − 1)); a request with one output token has no TPOT
+/// and is judged on TTFT alone. Both bounds are inclusive.
+pub fn meets_slo(m: &RequestMetrics, ttft_s: f64, tpot_s: f64) -> bool {
+    m.ttft_s <= ttft_s && m.tpot_s.is_none_or(|t| t <= tpot_s)
+}
+
+/// Goodput of a run's completions against the targets.
+pub fn goodput(completions: &[Completion], ttft_s: f64, tpot_s: f64) -> Goodput {
+    let met = completions
+        .iter()
+        .filter(|c| meets_slo(&request_metrics(c), ttft_s, tpot_s))
+        .count() as u64;
+    let requests = completions.len() as u64;
+    Goodput {
+        ttft_s,
+        tpot_s,
+        met,
+        requests,
+        fraction: if requests > 0 {
+            met as f64 / requests as f64
+        } else {
+            0.0
+        },
+    }
+}
+
 /// Mean and percentiles of one metric.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Dist {
@@ -131,6 +171,9 @@ pub struct Summary {
     /// a profile model is in use; set by the run).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profile_extrapolations: Option<crate::profile::ExtrapolationReport>,
+    /// Goodput against the scenario's `[slo]` targets (present only when it has `[slo]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub goodput: Option<Goodput>,
 }
 
 pub fn summarize(
@@ -200,6 +243,7 @@ pub fn summarize(
             })
             .collect(),
         profile_extrapolations: None,
+        goodput: None,
     }
 }
 
@@ -213,6 +257,12 @@ pub fn table(s: &Summary) -> String {
         "throughput {:.3} req/s, {:.1} output tok/s\n",
         s.throughput_requests_per_s, s.throughput_output_tokens_per_s
     );
+    if let Some(g) = &s.goodput {
+        out += &format!(
+            "goodput {:.4} ({} of {} requests with TTFT <= {} s and TPOT <= {} s)\n",
+            g.fraction, g.met, g.requests, g.ttft_s, g.tpot_s
+        );
+    }
     out += &format!(
         "{:<22}{:>11}{:>11}{:>11}{:>11}{:>11}\n",
         "metric (s)", "mean", "p50", "p90", "p99", "max"

@@ -79,6 +79,10 @@ pub struct Scenario {
     pub policies: BTreeMap<String, toml::Value>,
     #[serde(default)]
     pub limits: LimitsSpec,
+    /// Latency targets for goodput (`[slo]`); when present `summary.json` gains `goodput` and
+    /// `sweep.csv` a `goodput` column. Absent: outputs are exactly as without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo: Option<SloSpec>,
     /// Sweep axes (used by `servesim sweep`; `run` runs the base scenario).
     #[serde(default, skip_serializing)]
     pub sweep: Option<toml::Value>,
@@ -246,6 +250,29 @@ fn default_batch() -> u32 {
 }
 fn default_tokens() -> u32 {
     2048
+}
+
+/// `[slo]`: per-request latency targets. A request meets the SLO when its TTFT ≤ `ttft_s` and
+/// its TPOT ≤ `tpot_s` (TPOT by vLLM's benchmark convention, (finish − first token) /
+/// (output tokens − 1); a one-token request is judged on TTFT alone). Goodput is the fraction of
+/// requests that meet it (FastServe Fig. 13).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SloSpec {
+    pub ttft_s: f64,
+    pub tpot_s: f64,
+}
+
+impl SloSpec {
+    /// Both targets finite and > 0; the error names the offending field.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        for (k, v) in [("ttft_s", self.ttft_s), ("tpot_s", self.tpot_s)] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(format!("[slo] {k} must be a finite number > 0, got {v}"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[limits]`: guards that end a run with an error instead of a hang.
@@ -625,6 +652,9 @@ impl Loaded {
 
         // Limits.
         let sch = &s.scheduler;
+        if let Some(slo) = &s.slo {
+            slo.validate().map_err(|m| self.err(m))?;
+        }
         if sch.max_batch_size == 0 || sch.max_batch_tokens == 0 {
             return Err(self.err("[scheduler] max_batch_size and max_batch_tokens must be ≥ 1"));
         }

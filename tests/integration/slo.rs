@@ -1,0 +1,413 @@
+//! Goodput (`[slo]`), the capacity bar plot and the KV usage plot.
+//!
+//! The goodput trace is the hand-derived `vllm` micro-scenario of `micro.rs`
+//! (`arrivals_wait_for_the_boundary_and_boundary_arrivals_join_it`): constant 100 ms
+//! iterations, requests A (0 s, out 3), B (0.05 s, out 2), C (0.2 s, out 1), D (1.234 s, out 2):
+//!
+//! | req | first token | finish | TTFT   | TPOT = (finish − first) / (out − 1) |
+//! |-----|-------------|--------|--------|-------------------------------------|
+//! | A   | 0.1         | 0.5    | 0.1    | 0.4 / 2 = 0.2                       |
+//! | B   | 0.2         | 0.4    | 0.15   | 0.2 / 1 = 0.2                       |
+//! | C   | 0.3         | 0.3    | 0.1    | — (one output token: TTFT only)     |
+//! | D   | 1.334       | 1.434  | 0.1    | 0.1                                 |
+
+use std::path::Path;
+
+use crate::support::{Workdir, cli, read_summary};
+
+const TRACE: &str = "arrival_s,input_tokens,output_tokens\n0,2,3\n0.05,2,2\n0.2,2,1\n1.234,2,2\n";
+
+fn scenario(slo: &str) -> String {
+    format!(
+        r#"name = "tiny"
+model = "opt-13b"
+gpu = "a100-40gb"
+
+[trace]
+file = "trace.csv"
+
+[memory]
+block_tokens = 1
+kv_capacity_blocks = 64
+
+[cost]
+model = "constant"
+iteration_s = 0.1
+
+[scheduler]
+policy = "vllm"
+max_context_tokens = 16
+
+[policies.vllm]
+watermark_frac = 0.0
+{slo}"#
+    )
+}
+
+fn run(w: &Workdir, slo: &str, out: &str) -> std::path::PathBuf {
+    let sc = w.write(&format!("{out}.toml"), scenario(slo));
+    let dir = w.path(out);
+    let r = cli([
+        "run".into(),
+        sc.into_os_string(),
+        "--out".into(),
+        dir.clone().into_os_string(),
+        "--quiet".into(),
+    ]);
+    assert_eq!(r.code, 0, "run failed: {}", r.stderr);
+    dir
+}
+
+#[test]
+fn goodput_is_the_exact_hand_computed_fraction() {
+    let w = Workdir::new();
+    w.write("trace.csv", TRACE);
+    // (ttft_s, tpot_s) → (met, fraction), from the table above (both bounds inclusive).
+    for (ttft, tpot, met, fraction) in [
+        // A fails TPOT (0.2), B fails TTFT (0.15); C passes on TTFT alone; D passes.
+        (0.12, 0.15, 2, 0.5),
+        // Everything on the boundary passes: A's TPOT is exactly 0.2, B's TTFT exactly 0.15.
+        (0.2, 0.2, 4, 1.0),
+        // A's and B's TPOT 0.2 > 0.19.
+        (0.2, 0.19, 2, 0.5),
+        // TTFT exactly 0.1 passes (A, C, D); B's 0.15 fails.
+        (0.1, 0.3, 3, 0.75),
+        // Nobody's TTFT is below 0.1.
+        (0.09, 1.0, 0, 0.0),
+    ] {
+        let dir = run(
+            &w,
+            &format!("[slo]\nttft_s = {ttft:?}\ntpot_s = {tpot:?}\n"),
+            "out",
+        );
+        let g = &read_summary(&dir)["goodput"];
+        assert_eq!(g["met"], met, "({ttft}, {tpot}): {g}");
+        assert_eq!(g["requests"], 4, "({ttft}, {tpot}): {g}");
+        assert_eq!(
+            g["fraction"].as_f64(),
+            Some(fraction),
+            "({ttft}, {tpot}): {g}"
+        );
+        assert_eq!(g["ttft_s"].as_f64(), Some(ttft));
+        assert_eq!(g["tpot_s"].as_f64(), Some(tpot));
+    }
+}
+
+#[test]
+fn sweep_gains_a_goodput_column_only_with_slo() {
+    let w = Workdir::new();
+    w.write("trace.csv", TRACE);
+    let sweep = "\n[sweep]\npolicy = [\"vllm\"]\nseed = [0, 1]\n";
+    let with = w.write(
+        "with.toml",
+        scenario(&format!("[slo]\nttft_s = 0.12\ntpot_s = 0.15\n{sweep}")),
+    );
+    let without = w.write("without.toml", scenario(sweep));
+    let mut csvs = Vec::new();
+    for (sc, out) in [(&with, "sw_with"), (&without, "sw_without")] {
+        let dir = w.path(out);
+        let r = cli([
+            "sweep".into(),
+            sc.clone().into_os_string(),
+            "--out".into(),
+            dir.clone().into_os_string(),
+            "--no-plots".into(),
+            "--jobs".into(),
+            "1".into(),
+        ]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        csvs.push(std::fs::read_to_string(dir.join("sweep.csv")).unwrap());
+    }
+    let old_header = "run,policy,seed,requests,makespan_s,throughput_requests_per_s,jct_mean_s,jct_p50_s,jct_p99_s,ttft_mean_s,ttft_p99_s,tpot_mean_s,tpot_p99_s,per_token_mean_s,per_token_p95_s,per_token_p99_s,preemptions,error";
+    let lines_with: Vec<&str> = csvs[0].lines().collect();
+    let lines_without: Vec<&str> = csvs[1].lines().collect();
+    assert_eq!(lines_without[0], old_header, "no [slo]: header unchanged");
+    assert_eq!(
+        lines_with[0],
+        old_header.replace(",error", ",goodput,error"),
+        "[slo]: goodput before error"
+    );
+    for (a, b) in lines_with[1..].iter().zip(&lines_without[1..]) {
+        // Same row with the goodput cell inserted before the (empty) error cell.
+        assert_eq!(*a, format!("{},0.500000000,", b.trim_end_matches(',')));
+    }
+}
+
+#[test]
+fn absent_slo_keeps_run_outputs_unchanged() {
+    let w = Workdir::new();
+    w.write("trace.csv", TRACE);
+    let plain = run(&w, "", "plain");
+    let with = run(&w, "[slo]\nttft_s = 0.12\ntpot_s = 0.15\n", "with");
+    let read = |d: &Path, f: &str| std::fs::read_to_string(d.join(f)).unwrap();
+    for f in ["requests.csv", "replicas.csv"] {
+        assert_eq!(read(&plain, f), read(&with, f), "{f}");
+    }
+    let p = read_summary(&plain);
+    assert!(p.get("goodput").is_none(), "no [slo] → no goodput key");
+    assert!(!read(&plain, "summary.json").contains("goodput"));
+    assert!(!read(&plain, "config.json").contains("slo"));
+    let mut s = read_summary(&with);
+    s.as_object_mut()
+        .unwrap()
+        .remove("goodput")
+        .expect("goodput");
+    assert_eq!(p, s, "summary.json differs only by goodput");
+}
+
+#[test]
+fn bad_slo_targets_are_config_errors_naming_the_field() {
+    let w = Workdir::new();
+    w.write("trace.csv", TRACE);
+    for (slo, needle) in [
+        ("ttft_s = -1.0\ntpot_s = 0.1", "[slo] ttft_s"),
+        ("ttft_s = 1.0\ntpot_s = nan", "[slo] tpot_s"),
+        ("ttft_s = 0.0\ntpot_s = 0.1", "[slo] ttft_s"),
+        ("ttft_s = inf\ntpot_s = 0.1", "[slo] ttft_s"),
+        ("ttft_s = 1.0\ntpot_s = -0.5", "[slo] tpot_s"),
+        ("ttft_s = 1.0", "tpot_s"),
+        ("ttft_s = 1.0\ntpot_s = 0.1\nttft = 2.0", "ttft"),
+    ] {
+        let sc = w.write("bad.toml", scenario(&format!("[slo]\n{slo}\n")));
+        for cmd in ["run", "sweep"] {
+            let r = cli([
+                cmd.into(),
+                sc.clone().into_os_string(),
+                "--out".into(),
+                w.path("bad_out").into_os_string(),
+            ]);
+            assert_eq!(r.code, 2, "{cmd} {slo:?}: {}", r.stdout);
+            assert!(
+                r.stderr.contains(needle) && r.stderr.contains("bad.toml"),
+                "{cmd} {slo:?}: expected `{needle}` in: {}",
+                r.stderr
+            );
+            assert!(!w.path("bad_out").exists(), "no output on error");
+        }
+    }
+}
+
+/// A small synthetic scenario (linear cost) for the capacity search.
+fn capacity_scenario(w: &Workdir) -> std::path::PathBuf {
+    let lengths = crate::support::workspace_root().join("traces/sharegpt_vllm_opt.csv");
+    w.write(
+        "cap.toml",
+        format!(
+            r#"name = "cap"
+model = "opt-13b"
+gpu = "a100-40gb"
+
+[trace]
+arrival = "poisson"
+rate_per_s = 1.0
+lengths_file = {lengths:?}
+num_requests = 60
+
+[cost]
+model = "linear"
+a_s = 0.012
+b_s_per_token = 1.0e-4
+c_s_per_token_sq = 0.0
+d_s_per_request = 1.0e-4
+e_s_per_context_token = 1.0e-7
+
+[scheduler]
+policy = "vllm"
+max_batch_size = 16
+
+[slo]
+ttft_s = 2.0
+tpot_s = 0.05
+"#
+        ),
+    )
+}
+
+#[test]
+fn capacity_writes_csv_and_bar_plot() {
+    let w = Workdir::new();
+    let sc = capacity_scenario(&w);
+    for (target, out) in [
+        (vec!["--slo", "per_token_s=0.1"], "cap_latency"),
+        (vec!["--goodput", "min=0.9"], "cap_goodput"),
+    ] {
+        let dir = w.path(out);
+        let mut args: Vec<std::ffi::OsString> = vec!["capacity".into(), sc.clone().into()];
+        args.extend(target.iter().map(|s| s.into()));
+        args.extend(
+            [
+                "--policies",
+                "vllm,fcfs",
+                "--seeds",
+                "0",
+                "--precision",
+                "0.05",
+                "--out",
+            ]
+            .iter()
+            .map(|s| s.into()),
+        );
+        args.push(dir.clone().into_os_string());
+        let r = cli(args);
+        assert_eq!(r.code, 0, "{target:?}: {}", r.stderr);
+        let csv = std::fs::read_to_string(dir.join("capacity.csv")).unwrap();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines[0], "policy,capacity_rate_per_s,probes");
+        assert!(lines[1].starts_with("vllm,") && lines[2].starts_with("fcfs,"));
+        let rate: f64 = lines[1].split(',').nth(1).unwrap().parse().unwrap();
+        assert!(
+            rate > 0.0,
+            "{target:?}: vllm meets the target somewhere: {csv}"
+        );
+        let png = std::fs::read(dir.join("capacity.png")).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "capacity.png is a PNG");
+        assert!(png.len() > 5_000, "capacity.png has content");
+        let svg = std::fs::read_to_string(dir.join("capacity.svg")).unwrap();
+        assert!(
+            svg.contains("vllm") && svg.contains("fcfs"),
+            "bars labelled"
+        );
+        assert!(svg.contains("capacity under"), "title");
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["capacity.csv", "capacity.png", "capacity.svg"]);
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(w.dir.path())
+        .unwrap()
+        .filter_map(|e| {
+            let n = e.unwrap().file_name().to_string_lossy().into_owned();
+            n.contains(".tmp-").then_some(n)
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
+#[test]
+fn capacity_goodput_needs_targets_and_one_kind_of_target() {
+    let w = Workdir::new();
+    w.write("trace.csv", TRACE);
+    let no_slo = w.write("s.toml", scenario(""));
+    let r = cli([
+        "capacity".into(),
+        no_slo.clone().into_os_string(),
+        "--goodput".into(),
+        "min=0.95".into(),
+    ]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("no `ttft_s`"), "{}", r.stderr);
+    let r = cli(["capacity".into(), no_slo.into_os_string()]);
+    assert_eq!(r.code, 2, "neither --slo nor --goodput");
+    assert!(
+        r.stderr.contains("--slo") && r.stderr.contains("--goodput"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// Hand-written `kv_timeline.csv` (two replicas, four samples each); also the source of
+/// `results/figures/kv_usage.png`.
+const KV_FIXTURE: &str = include_str!("../fixtures/kv_timeline.csv");
+
+#[test]
+fn plot_draws_kv_usage_from_kv_timeline_and_skips_it_without() {
+    let w = Workdir::new();
+    w.write("trace.csv", TRACE);
+    let dir = run(&w, "", "run");
+    // Without kv_timeline.csv: nothing to draw, not an error.
+    let r = cli(["plot".into(), dir.clone().into_os_string()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.starts_with("0 plot files"), "{}", r.stdout);
+    assert!(!dir.join("plots/kv_usage.png").exists());
+    // With the fixture.
+    std::fs::write(dir.join("kv_timeline.csv"), KV_FIXTURE).unwrap();
+    let r = cli(["plot".into(), dir.clone().into_os_string()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.starts_with("2 plot files"), "{}", r.stdout);
+    let png = std::fs::read(dir.join("plots/kv_usage.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let svg = std::fs::read_to_string(dir.join("plots/kv_usage.svg")).unwrap();
+    for text in [
+        "GPU KV blocks in use",
+        "host KV blocks in use",
+        "replica 0",
+        "replica 1",
+    ] {
+        assert!(svg.contains(text), "kv_usage.svg lacks `{text}`");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(dir.join("plots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // A malformed file is an error naming the line.
+    std::fs::write(
+        dir.join("kv_timeline.csv"),
+        KV_FIXTURE.replace("3.0,1,200", "3.0,1,lots"),
+    )
+    .unwrap();
+    let r = cli(["plot".into(), dir.clone().into_os_string()]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("line 7"), "{}", r.stderr);
+    // Neither a sweep nor a run directory.
+    let r = cli(["plot".into(), w.path("nothing").into_os_string()]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("not a sweep directory"), "{}", r.stderr);
+}
+
+#[test]
+fn kv_timeline_parses_exactly_and_sums_many_replicas() {
+    let w = Workdir::new();
+    let p = w.write("kv.csv", KV_FIXTURE);
+    let rows = servesim::plot::read_kv_timeline(&p).unwrap();
+    assert_eq!(rows.len(), 8);
+    assert_eq!(
+        rows[4],
+        servesim::plot::KvSample {
+            time_s: 3.0,
+            replica: 0,
+            gpu_blocks_used: 300,
+            host_blocks_used: 40,
+            running: 8,
+            waiting: 5,
+            swapped: 2,
+        }
+    );
+    // Two replicas: one series each.
+    let s = servesim::plot::kv_series(&rows);
+    assert_eq!(s.len(), 2);
+    assert_eq!(s[1].0, "replica 1");
+    assert_eq!(s[1].1[1], (1.5, 80.0, 10.0));
+    // Five replicas sampled at different instants: one summed step series, each replica
+    // contributing its latest sample.
+    let many = "time_s,replica,gpu_blocks_used,host_blocks_used,running,waiting,swapped
+0,0,10,1,0,0,0
+0,1,20,0,0,0,0
+1,2,30,0,0,0,0
+2,3,40,5,0,0,0
+2,4,50,0,0,0,0
+3,0,0,0,0,0,0
+";
+    let p = w.write("many.csv", many);
+    let s = servesim::plot::kv_series(&servesim::plot::read_kv_timeline(&p).unwrap());
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].0, "all 5 replicas");
+    assert_eq!(
+        s[0].1,
+        vec![
+            (0.0, 30.0, 1.0),
+            (1.0, 60.0, 1.0),
+            (2.0, 150.0, 6.0),
+            (3.0, 140.0, 5.0),
+        ]
+    );
+    // The header must be exactly the agreed one.
+    let p = w.write("bad.csv", "time,replica\n0,0\n");
+    let e = servesim::plot::read_kv_timeline(&p)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("line 1") && e.contains("time_s,replica"), "{e}");
+}
