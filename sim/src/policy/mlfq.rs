@@ -396,12 +396,13 @@ impl Mlfq {
                 break;
             }
             let r = view.req(s);
-            if self.taken[s as usize] || r.kv_loc != KvLoc::Gpu || r.blocks > host_free {
+            let host_need = view.host_blocks_for(r.blocks);
+            if self.taken[s as usize] || r.kv_loc != KvLoc::Gpu || host_need > host_free {
                 continue;
             }
             plan.preempt.push((s, PreemptMode::Swap));
             self.taken[s as usize] = true;
-            host_free -= r.blocks;
+            host_free -= host_need;
             deficit -= r.blocks as i64;
             swapped_out = true;
         }
@@ -417,11 +418,12 @@ impl Mlfq {
                 if self.taken[s as usize] || r.kv_loc == KvLoc::Gpu || r.in_transfer() {
                     continue;
                 }
-                if r.kv_loc != KvLoc::Host || free < reserve as i64 + r.host_blocks as i64 {
+                let need = view.swap_in_blocks(s) as i64;
+                if r.kv_loc != KvLoc::Host || free < reserve as i64 + need {
                     break; // memory goes to this request first
                 }
                 plan.swap_in.push(s);
-                free -= r.host_blocks as i64;
+                free -= need;
             }
         }
         for item in &plan.run {

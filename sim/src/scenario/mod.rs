@@ -71,6 +71,9 @@ pub struct Scenario {
     pub policies: BTreeMap<String, toml::Value>,
     #[serde(default)]
     pub limits: LimitsSpec,
+    /// What `servesim run` writes besides the fixed files.
+    #[serde(default, skip_serializing_if = "OutputSpec::is_default")]
+    pub output: OutputSpec,
     /// Sweep axes (used by `servesim sweep`; `run` runs the base scenario).
     #[serde(default, skip_serializing)]
     pub sweep: Option<toml::Value>,
@@ -207,6 +210,31 @@ fn default_tokens() -> u32 {
     2048
 }
 
+/// `[output]`: optional outputs of `servesim run`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputSpec {
+    /// Period of `kv_timeline.csv` samples in simulated seconds (0 = no file).
+    pub kv_timeline_interval_s: f64,
+}
+
+/// Default `kv_timeline.csv` period (s).
+pub const DEFAULT_KV_TIMELINE_INTERVAL_S: f64 = 1.0;
+
+impl Default for OutputSpec {
+    fn default() -> Self {
+        OutputSpec {
+            kv_timeline_interval_s: DEFAULT_KV_TIMELINE_INTERVAL_S,
+        }
+    }
+}
+
+impl OutputSpec {
+    fn is_default(&self) -> bool {
+        *self == OutputSpec::default()
+    }
+}
+
 /// `[limits]`: guards that end a run with an error instead of a hang.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -329,6 +357,10 @@ pub struct Resolved {
     /// Bytes of one KV block (whole replica).
     pub kv_block_bytes: u64,
     pub swap: crate::swap::PcieSwap,
+    /// `[swap] kv_offload_bits`, `kv_quant_s_per_byte`: the format of offloaded KV.
+    pub offload: crate::swap::KvOffload,
+    /// `[output] kv_timeline_interval_s` in ns (0 = off).
+    pub kv_timeline_interval_ns: u64,
     /// `[swap] profile`: replaces `swap` when set.
     pub swap_profile: Option<crate::swap::profile::ProfileSwap>,
     /// `[cost] model = "profile"`: the profile's tables and its directory.
@@ -678,6 +710,14 @@ impl Loaded {
         let swap = crate::swap::PcieSwap::resolve(&s.swap, gpu.pcie_bytes_per_s, s.tp * s.pp)
             .map_err(wrap)?;
         let swap_profile = self.swap_profile(&model, &s)?;
+        let offload = crate::swap::KvOffload::resolve(&s.swap).map_err(wrap)?;
+        let iv = s.output.kv_timeline_interval_s;
+        if !(iv.is_finite() && (iv == 0.0 || iv >= 1e-6)) {
+            return Err(self.err(format!(
+                "[output] kv_timeline_interval_s must be 0 (off) or a finite number ≥ 1e-6 s, got {iv}"
+            )));
+        }
+        let kv_timeline_interval_ns = (iv * 1e9).round() as u64;
         let mut resolved = Resolved {
             scenario: s.clone(),
             scenario_path: self.path.clone(),
@@ -690,6 +730,8 @@ impl Loaded {
             host_kv_blocks,
             kv_block_bytes,
             swap,
+            offload,
+            kv_timeline_interval_ns,
             swap_profile,
             cost_profile,
             policy_params: serde_json::Value::Null,
