@@ -4,6 +4,7 @@
 //! - [`invariants`]: property tests of engine invariants over random small traces;
 //! - [`queueing`]: agreement with M/G/1 queueing theory (run with `--release`);
 //! - [`determinism`]: same scenario + seed ⇒ byte-identical outputs;
+//! - [`memory`]: hand-computed swap timings and property tests of the KV memory hierarchy;
 //! - [`cli`]: user errors (exit 2, one line, no partial output) and the help/list commands.
 
 mod cli;
@@ -13,6 +14,7 @@ mod fuzz;
 mod golden;
 mod invariants;
 mod live;
+mod memory;
 mod micro;
 mod policies;
 mod queueing;

@@ -26,13 +26,21 @@
 //! | `reset_attained_on_promotion` | — | false (code quirk) | true |
 //! | `misfit` | — | `stop` (no back-filling) | `skip` (our choice; the paper does not say) |
 //! | `preemption` | — | `swap` (host pool when it has room, else recompute) | `swap` |
-//! | `offload` | — | `proactive` (FastServe `reserve_free_blocks`) | `proactive` (ordered by queue position; the paper's explicit ENST order is not implemented) |
+//! | `offload` | — | `proactive` (= `code`: FastServe `reserve_free_blocks`, swaps ordered by queue position) | `proactive` (kept so that existing scenarios do not change; select the paper's order with `offload = "paper"`) |
 //! | `defer_new_below_host_free_frac` | — | 0.1 (code: a prefill-stage request is set aside while free host blocks < 10%) | 0.1 |
 //! | `min_free_blocks` | blocks | 0 (reserve = max(max_batch_size, this)) | 0 |
 //! | `requeue_reverses_batch` | — | true (code pushes each just-run request to the front in batch order) | false |
 //!
-//! Preemption under memory pressure (no host swap in this build): a higher-priority request that
-//! needs KV blocks takes them from resident lower-priority requests, preempted by recompute.
+//! `offload` values (with `preemption = "swap"` and a host pool): `reactive` (swap out only to
+//! make room for a batch, swap in when scheduled, the iteration waiting for the copy),
+//! `proactive` / `code` (FastServe's code: keep `max(max_batch_size, min_free_blocks)` blocks
+//! free by swapping out the lowest-queued requests, swap the next ones in ahead of their turn),
+//! `paper` (FastServe's paper: the same reserve, swaps ordered by ENST = min(T_promote,
+//! T_execute), largest out first, smallest in first; see [`Mlfq::enst_s`]). Both proactive modes
+//! overlap their copies with compute on the copy engines.
+//!
+//! Preemption under memory pressure: a higher-priority request that needs KV blocks takes them
+//! from resident lower-priority requests, by swap when the host pool has room, else recompute.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -40,13 +48,13 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::PreemptMode;
-use super::common::{Misfit, form_priority_batch};
+use super::common::{Misfit, form_priority_batch, score_offload};
 use super::{
     Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice, ReplicaView, parse_params,
 };
 use crate::cost::{BatchShape, CostModel};
 use crate::engine::request::{KvLoc, Slot};
-use crate::engine::time::Ns;
+use crate::engine::time::{Ns, ns_to_s};
 use crate::error::{Result, SimError};
 
 /// Unbounded levels are capped here (quantum 2^63 × base is beyond any run).
@@ -105,8 +113,13 @@ pub enum Offload {
     /// FastServe's `reserve_free_blocks`: keep `max(max_batch_size, min_free_blocks)` GPU blocks
     /// free by swapping out the lowest-priority resident requests; when no swap-out happened at a
     /// boundary, swap in host-resident requests among the next `max_batch_size` in priority order
-    /// ahead of their turn, overlapped with compute.
+    /// ahead of their turn, overlapped with compute. Also accepted as `code`.
+    #[serde(alias = "code")]
     Proactive,
+    /// FastServe paper: the same reserve, but swaps are ordered by the Estimated Next Scheduled
+    /// Time `ENST = min(T_promote, T_execute)` — largest ENST swapped out first, smallest swapped
+    /// in first — overlapped with compute ([`Mlfq::enst_s`], [`super::common::score_offload`]).
+    Paper,
 }
 
 /// The concrete configuration (recorded in `config.json`).
@@ -236,6 +249,7 @@ pub struct Mlfq {
     order: Vec<Slot>,
     promote_buf: Vec<Slot>,
     taken: Vec<bool>,
+    scores: Vec<f64>,
 }
 
 impl Mlfq {
@@ -250,6 +264,7 @@ impl Mlfq {
             order: Vec::new(),
             promote_buf: Vec::new(),
             taken: Vec::new(),
+            scores: Vec::new(),
         }
     }
 
@@ -362,15 +377,79 @@ impl Mlfq {
         self.cfg.preemption
     }
 
-    /// FastServe code `reserve_free_blocks` after the batch is formed (see [`Offload`]).
+    /// Estimated Next Scheduled Time (seconds from now) of every request of `self.order`, into
+    /// `self.scores` (FastServe paper §KV-cache management; `shared/docs/scheduling-papers.md`
+    /// §1.5). For request i at level p_i, with B = `max_batch_size`, q_k the level quanta and
+    /// a_j the service j attained at its current level:
+    ///
+    /// - `T_promote(i) = max(0, α − idle_i)` (α = `starvation_threshold_s`, idle on the
+    ///   starvation clock); ∞ at level 0, where promotion changes nothing;
+    /// - `T_execute(i, j)` for every j ahead of i in priority order: the time j runs before it
+    ///   drops below i assuming it never finishes — `(q_{p_j} − a_j) + Σ_{p_j<k<p_i} q_k` for
+    ///   `p_j < p_i` (the paper's `Σ_{k=p_j}^{p_i−1} q_k` with j's quantum already used at its
+    ///   own level taken off, our refinement), and `q_{p_i} − a_j` for j ahead in i's own level
+    ///   (0 in the paper's formula, which would make a level's members indistinguishable);
+    /// - `T_execute(i) = (1/B) Σ_j T_execute(i, j)`; `ENST(i) = min(T_promote, T_execute)`.
+    ///
+    /// O(requests) with running sums: `Σ_j T(i,j) = n_prev·Q(p_i) − Σ_prev (Q(p_j) + a_j) +
+    /// n_same·q_{p_i} − Σ_same a_j`, `Q(p) = Σ_{k<p} q_k`.
+    pub fn enst_s(&mut self, view: &ReplicaView) {
+        self.scores.clear();
+        let b = view.limits.max_batch_size.max(1) as f64;
+        let alpha = self.cfg.starvation_threshold_s;
+        let (mut level, mut q_prefix, mut q_level) = (0u32, 0.0f64, self.quantum_s(0));
+        let (mut n_prev, mut s_prev) = (0.0f64, 0.0f64);
+        let (mut n_same, mut a_same, mut qa_same) = (0.0f64, 0.0f64, 0.0f64);
+        for &s in &self.order {
+            let st = self.state[s as usize];
+            while level < st.level {
+                // Order is level by level: fold the finished level into the "previous" sums.
+                n_prev += n_same;
+                s_prev += qa_same;
+                (n_same, a_same, qa_same) = (0.0, 0.0, 0.0);
+                q_prefix += q_level;
+                level += 1;
+                q_level = self.quantum_s(level);
+            }
+            let a = ns_to_s(st.attained_ns).min(q_level);
+            let sum = n_prev * q_prefix - s_prev + n_same * q_level - a_same;
+            let t_execute = sum.max(0.0) / b;
+            let t_promote = if st.level == 0 {
+                f64::INFINITY
+            } else {
+                (alpha - ns_to_s(view.now_ns.saturating_sub(st.last_step_ns))).max(0.0)
+            };
+            self.scores.push(t_execute.min(t_promote));
+            n_same += 1.0;
+            a_same += a;
+            qa_same += q_prefix + a;
+        }
+    }
+
+    /// Proactive offloading after the batch is formed (see [`Offload`]).
     fn proactive(&mut self, view: &ReplicaView, plan: &mut Plan, free_after: u32) {
-        if self.cfg.offload != Offload::Proactive
+        if self.cfg.offload == Offload::Reactive
             || self.cfg.preemption != PreemptionChoice::Swap
             || view.host_capacity_blocks() == 0
         {
             return;
         }
         let reserve = view.limits.max_batch_size.max(self.cfg.min_free_blocks);
+        if self.cfg.offload == Offload::Paper {
+            self.enst_s(view);
+            let mut taken = std::mem::take(&mut self.taken);
+            score_offload(
+                view,
+                plan,
+                &self.order,
+                &self.scores,
+                free_after,
+                reserve,
+                &mut taken,
+            );
+            self.taken = taken;
+            return;
+        }
         if self.taken.len() < view.slot_capacity() {
             self.taken.resize(view.slot_capacity(), false);
         }
