@@ -407,6 +407,10 @@ const SWAP_POLICIES: &[Pol] = &[
         table: "preset = \"paper\"\noffload = \"paper\"",
     },
     Pol {
+        name: "skip-join-mlfq",
+        table: "offload = \"paper\"\nswap_in_window = 2",
+    },
+    Pol {
         name: "srpt",
         table: "",
     },

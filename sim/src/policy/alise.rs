@@ -182,6 +182,7 @@ impl Policy for Alise {
                 &self.ewt,
                 free_after,
                 view.limits.max_batch_size,
+                usize::MAX,
                 &mut self.taken,
             );
         }

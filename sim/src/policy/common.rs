@@ -242,6 +242,7 @@ impl Ranking {
 ///   in the plan are swapped out, **largest score first** (host room permitting).
 /// - Swap-in: only at a boundary with no swap-out (no ping-pong), host-resident requests not in
 ///   the plan are swapped in, **smallest score first**, at most `max_batch_size` per boundary,
+///   among the first `window` requests of `order` only (`usize::MAX`: all of them),
 ///   while the GPU keeps `reserve` free blocks plus the left-out request's blocks; the first one
 ///   that does not fit stops the pass (memory is kept for it).
 ///
@@ -253,6 +254,7 @@ pub fn score_offload(
     scores: &[f64],
     free_after: u32,
     reserve: u32,
+    window: usize,
     taken: &mut Vec<bool>,
 ) {
     debug_assert_eq!(order.len(), scores.len());
@@ -302,7 +304,7 @@ pub fn score_offload(
         }
     }
     if !swapped_out {
-        let mut cand: Vec<usize> = (0..order.len())
+        let mut cand: Vec<usize> = (0..order.len().min(window))
             .filter(|&i| !taken[order[i] as usize] && view.req(order[i]).kv_loc == KvLoc::Host)
             .collect();
         cand.sort_by(by_score);

@@ -30,6 +30,7 @@
 //! | `defer_new_below_host_free_frac` | — | 0.1 (code: a prefill-stage request is set aside while free host blocks < 10%) | 0.1 |
 //! | `min_free_blocks` | blocks | 0 (reserve = max(max_batch_size, this)) | 0 |
 //! | `requeue_reverses_batch` | — | true (code pushes each just-run request to the front in batch order) | false |
+//! | `swap_in_window` | requests | 0 = none (`offload = "paper"` only: swap in proactively only among the first N in priority order; the code mode's implicit window is `max_batch_size`) | 0 |
 //!
 //! `offload` values (with `preemption = "swap"` and a host pool): `reactive` (swap out only to
 //! make room for a batch, swap in when scheduled, the iteration waiting for the copy),
@@ -101,6 +102,7 @@ pub struct Params {
     pub offload: Option<Offload>,
     pub min_free_blocks: Option<u32>,
     pub defer_new_below_host_free_frac: Option<f64>,
+    pub swap_in_window: Option<u32>,
 }
 
 /// How host memory is used (with `preemption = "swap"`).
@@ -141,6 +143,14 @@ pub struct Config {
     pub offload: Offload,
     pub min_free_blocks: u32,
     pub defer_new_below_host_free_frac: f64,
+    /// `offload = "paper"`: proactive swap-ins only among the first N requests in priority order
+    /// (0 = no window, the default: the paper states none). Left out of `config.json` when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub swap_in_window: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 /// Time of the smallest possible iteration: one decode with a one-token context.
@@ -190,6 +200,7 @@ impl Params {
                 offload: self.offload.unwrap_or(Offload::Proactive),
                 min_free_blocks: self.min_free_blocks.unwrap_or(0),
                 defer_new_below_host_free_frac: self.defer_new_below_host_free_frac.unwrap_or(0.1),
+                swap_in_window: self.swap_in_window.unwrap_or(0),
             };
         let bad = |m: String| SimError::config(format!("[policies.{policy}] {m}"));
         if !(c.base_quantum_s.is_finite() && c.base_quantum_s > 0.0) {
@@ -445,6 +456,10 @@ impl Mlfq {
                 &self.scores,
                 free_after,
                 reserve,
+                match self.cfg.swap_in_window {
+                    0 => usize::MAX,
+                    w => w as usize,
+                },
                 &mut taken,
             );
             self.taken = taken;
@@ -628,6 +643,126 @@ impl Policy for Mlfq {
             priority: st.level as f64,
             demotions: st.demotions,
             promotions: st.promotions,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cost::constant::ConstantCost;
+    use crate::engine::KvPool;
+    use crate::engine::request::{Request, Slab};
+    use crate::policy::{Limits, RunItem};
+    use crate::swap::KvOffload;
+
+    const MS: Ns = 1_000_000;
+
+    fn req(id: u64) -> Request {
+        Request {
+            id,
+            arrival_ns: 0,
+            input_tokens: 50,
+            output_tokens: 100,
+            predicted_output_tokens: 100,
+            generated_tokens: 50,
+            kv_tokens: 100,
+            blocks: 10,
+            kv_loc: KvLoc::Gpu,
+            host_blocks: 0,
+            offloaded_gpu_blocks: 0,
+            kv_ready_ns: 0,
+            swap_out_bytes: 0,
+            swap_in_bytes: 0,
+            swap_stall_ns: 0,
+            recomputed_tokens: 0,
+            preemptions: 0,
+            attained_ns: 0,
+            first_scheduled_ns: None,
+            first_token_ns: None,
+            last_run_end_ns: 0,
+            in_batch: false,
+        }
+    }
+
+    /// Four resident requests (10 blocks each, a full 40-block GPU): 0 and 1 at level 0 (0 has
+    /// used 4 ms of its 10 ms quantum), 2 and 3 at level 2 (quantum 40 ms; 2 has used 5 ms and
+    /// idled 1 s, 3 idled 2.99 s of the 3 s starvation threshold). B = 2.
+    fn setup(offload: Offload) -> (Mlfq, Slab, KvPool, KvPool, Ns) {
+        let cost = Arc::new(ConstantCost { iteration_s: 0.01 });
+        let mut cfg = Params::default().resolve(false, cost.as_ref(), "mlfq").unwrap();
+        cfg.offload = offload;
+        let mut m = Mlfq::new(cfg, cost, "mlfq");
+        let mut reqs = Slab::default();
+        let now = 10_000 * MS;
+        let states = [(0, 4 * MS, now), (0, 0, now), (2, 5 * MS, now - 1000 * MS), (2, 0, now - 2990 * MS)];
+        for (i, &(level, attained_ns, last_step_ns)) in states.iter().enumerate() {
+            let s = reqs.insert(req(i as u64));
+            m.state.resize(s as usize + 1, State::default());
+            m.state[s as usize] = State {
+                level,
+                attained_ns,
+                last_step_ns,
+                ..State::default()
+            };
+            m.queue(level).push_back(s);
+        }
+        m.order = m.levels.iter().flatten().copied().collect();
+        let mut kv = KvPool::new(40, 16);
+        assert!(kv.try_alloc(40));
+        (m, reqs, kv, KvPool::new(100, 16), now)
+    }
+
+    fn view<'a>(reqs: &'a Slab, kv: &'a KvPool, host: &'a KvPool, now: Ns) -> ReplicaView<'a> {
+        ReplicaView {
+            reqs,
+            kv,
+            host,
+            offload: KvOffload::default(),
+            now_ns: now,
+            limits: Limits {
+                max_batch_size: 2,
+                max_batch_tokens: 2048,
+                max_context_tokens: 2048,
+            },
+        }
+    }
+
+    /// Hand-computed ENST (quanta q0 = 10 ms, q1 = 20 ms, q2 = 40 ms; Q(2) = 30 ms):
+    /// - 0: nobody ahead → T_execute 0; level 0 → ENST 0;
+    /// - 1: 0 ahead in its level: (10 − 4) ms / 2 = 3 ms;
+    /// - 2: 0 and 1 ahead from level 0: ((30 − 4) + (30 − 0)) ms / 2 = 28 ms; T_promote = 3 − 1 =
+    ///   2 s → ENST 28 ms;
+    /// - 3: those plus 2 in its level: (56 + (40 − 5)) ms / 2 = 45.5 ms, but T_promote =
+    ///   3 − 2.99 = 10 ms → ENST 10 ms.
+    #[test]
+    fn enst_by_hand() {
+        let (mut m, reqs, kv, host, now) = setup(Offload::Paper);
+        m.enst_s(&view(&reqs, &kv, &host, now));
+        let want = [0.0, 0.003, 0.028, 0.010];
+        for (got, want) in m.scores.iter().zip(want) {
+            assert!((got - want).abs() < 1e-12, "{:?} vs {want:?}", m.scores);
+        }
+    }
+
+    /// With 0 and 1 in the batch and no free block, the reserve (B = 2 blocks) needs one
+    /// swap-out: the paper's order picks the largest ENST (request 2, 28 ms), the code's order
+    /// the last one queued (request 3, whose ENST is only 10 ms: it is about to be promoted).
+    #[test]
+    fn paper_swaps_out_largest_enst_code_swaps_out_last_queued() {
+        for (offload, victim) in [(Offload::Paper, 2), (Offload::Proactive, 3)] {
+            let (mut m, reqs, kv, host, now) = setup(offload);
+            let v = view(&reqs, &kv, &host, now);
+            let mut plan = Plan::default();
+            for s in [0, 1] {
+                plan.run.push(RunItem {
+                    slot: s,
+                    reserve_blocks: 0,
+                });
+            }
+            m.proactive(&v, &mut plan, 0);
+            assert_eq!(plan.preempt, vec![(victim, PreemptMode::Swap)], "{offload:?}");
+            assert!(plan.swap_in.is_empty());
         }
     }
 }
