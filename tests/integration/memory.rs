@@ -1,7 +1,8 @@
 //! KV memory hierarchy: hand-computed swap timings (one swap-out and one swap-in of known size,
 //! overlapped with compute or stalling it), quantized offload, recompute fallback without a host
 //! pool, `kv_timeline` sampling, and property tests of the memory invariants over random traces
-//! for every swap-capable policy.
+//! for every swap-capable policy (`mlfq`, `skip-join-mlfq` in each offload mode, `srpt`, `alise`
+//! reactive and EWT, `ltr`), offloaded KV at 16/8/4 bits, host pools from none to ample.
 //!
 //! Every run drives [`servesim::engine::simulate`] with an [`Observer`] that asks for memory
 //! snapshots ([`Observer::wants_memory`]): the engine then reports its pools and every request's
@@ -16,13 +17,11 @@ use servesim::cost::{BatchShape, CostModel};
 use servesim::engine::request::{KvLoc, Slot};
 use servesim::engine::time::Ns;
 use servesim::engine::{
-    Completion, EngineConfig, Guards, KvSample, MemorySnapshot, Observer, ReplicaParts,
-    TransferRecord, TraceRow, simulate,
+    Completion, EngineConfig, Guards, KvSample, MemorySnapshot, Observer, ReplicaParts, TraceRow,
+    TransferRecord, simulate,
 };
 use servesim::exec::SimExecutor;
-use servesim::policy::{
-    Limits, Plan, Policy, PolicyEnv, PreemptMode, ReplicaView, RunItem,
-};
+use servesim::policy::{Limits, Plan, Policy, PolicyEnv, PreemptMode, ReplicaView, RunItem};
 use servesim::predict::Oracle;
 use servesim::swap::{Direction, KvOffload, PcieSwap, SwapSpec};
 
@@ -259,7 +258,14 @@ fn proactive_swap_out_and_in_overlap_compute() {
         dirs(&rec),
         vec![
             (0, Direction::DeviceToHost, C, C, C + 3 * U, 2 * MIB),
-            (0, Direction::HostToDevice, 2 * C, 2 * C, 2 * C + 5 * U, 2 * MIB),
+            (
+                0,
+                Direction::HostToDevice,
+                2 * C,
+                2 * C,
+                2 * C + 5 * U,
+                2 * MIB
+            ),
         ]
     );
     assert_eq!(C + 3 * U, 21_484_375);
@@ -269,7 +275,10 @@ fn proactive_swap_out_and_in_overlap_compute() {
     let (a, b) = (rec.completion(0), rec.completion(1));
     assert_eq!((a.finish_ns, b.finish_ns), (5 * C, 3 * C));
     assert_eq!((a.swap_out_bytes, a.swap_in_bytes), (2 * MIB, 2 * MIB));
-    assert_eq!((a.swap_stall_ns, a.preemptions, a.recomputed_tokens), (0, 1, 0));
+    assert_eq!(
+        (a.swap_stall_ns, a.preemptions, a.recomputed_tokens),
+        (0, 1, 0)
+    );
     // Pools at the iteration starts: at c, A still holds its 2 GPU blocks while it is copied
     // out (freed when the copy completes) plus 2 host blocks; at 2c, A holds 2 GPU blocks for
     // the copy back (host blocks freed when it lands), B holds 2.
@@ -280,7 +289,13 @@ fn proactive_swap_out_and_in_overlap_compute() {
         .collect();
     assert_eq!(
         pools,
-        vec![(0, 2, 0), (C, 3, 2), (2 * C, 4, 2), (3 * C, 3, 0), (4 * C, 3, 0)]
+        vec![
+            (0, 2, 0),
+            (C, 3, 2),
+            (2 * C, 4, 2),
+            (3 * C, 3, 0),
+            (4 * C, 3, 0)
+        ]
     );
 }
 
@@ -361,14 +376,24 @@ fn quantized_offload_halves_bytes_and_host_blocks() {
         dirs(&rec),
         vec![
             (0, Direction::DeviceToHost, C, C, C + 4_882_813, MIB),
-            (0, Direction::HostToDevice, 2 * C, 2 * C, 2 * C + 6_835_938, MIB),
+            (
+                0,
+                Direction::HostToDevice,
+                2 * C,
+                2 * C,
+                2 * C + 6_835_938,
+                MIB
+            ),
         ]
     );
     assert_eq!(rec.transfers[0].host_blocks, 1);
     let host: Vec<u32> = rec.snapshots.iter().map(|s| s.host_used).collect();
     assert_eq!(host, vec![0, 1, 1, 0, 0]);
     let a = rec.completion(0);
-    assert_eq!((a.swap_out_bytes, a.swap_in_bytes, a.finish_ns), (MIB, MIB, 5 * C));
+    assert_eq!(
+        (a.swap_out_bytes, a.swap_in_bytes, a.finish_ns),
+        (MIB, MIB, 5 * C)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -417,6 +442,10 @@ const SWAP_POLICIES: &[Pol] = &[
     Pol {
         name: "alise",
         table: "offload = \"ewt\"",
+    },
+    Pol {
+        name: "ltr",
+        table: "",
     },
     Pol {
         name: "alise",
@@ -480,7 +509,10 @@ fn zero_host_memory_degrades_to_recompute() {
 
         let rec = pressure(p, 64).unwrap_or_else(|e| panic!("{p:?}: {e}"));
         assert_eq!(rec.completions.len(), 2, "{p:?}");
-        assert!(!rec.transfers.is_empty(), "{p:?} never swapped with a host pool");
+        assert!(
+            !rec.transfers.is_empty(),
+            "{p:?} never swapped with a host pool"
+        );
         let recomputed: u64 = rec.completions.iter().map(|c| c.recomputed_tokens).sum();
         assert_eq!(recomputed, 0, "{p:?} recomputed although the host had room");
     }
@@ -510,7 +542,14 @@ fn kv_samples_are_exact_multiples_and_change_nothing() {
         }
     };
     let rows: Vec<TraceRow> = (0..12)
-        .map(|i| row(i, i * 7_000_000, 6 + (i as u32 * 5) % 13, 3 + (i as u32 * 7) % 17))
+        .map(|i| {
+            row(
+                i,
+                i * 7_000_000,
+                6 + (i as u32 * 5) % 13,
+                3 + (i as u32 * 7) % 17,
+            )
+        })
         .collect();
     let plain = run(mk(0), &rows).unwrap();
     let step = 3_000_000;
@@ -519,7 +558,12 @@ fn kv_samples_are_exact_multiples_and_change_nothing() {
     assert_eq!(plain.completions, sampled.completions);
     assert_eq!(plain.iterations, sampled.iterations);
     assert_eq!(plain.transfers, sampled.transfers);
-    let makespan = sampled.completions.iter().map(|c| c.finish_ns).max().unwrap();
+    let makespan = sampled
+        .completions
+        .iter()
+        .map(|c| c.finish_ns)
+        .max()
+        .unwrap();
     let times: Vec<Ns> = sampled.samples.iter().map(|s| s.time_ns).collect();
     let expected: Vec<Ns> = (0..=makespan / step).map(|k| k * step).collect();
     assert_eq!(times, expected);
@@ -534,8 +578,16 @@ fn kv_samples_are_exact_multiples_and_change_nothing() {
         assert_eq!(s.running + s.waiting + s.swapped, arrived - done, "{s:?}");
         assert!(s.running <= 2 && s.gpu_blocks_used <= 12 && s.host_blocks_used <= 16);
     }
-    assert!(sampled.samples.iter().any(|s| s.swapped > 0), "no swap in the case");
-    assert!(sampled.samples.iter().any(|s| s.running > 0 && s.waiting > 0));
+    assert!(
+        sampled.samples.iter().any(|s| s.swapped > 0),
+        "no swap in the case"
+    );
+    assert!(
+        sampled
+            .samples
+            .iter()
+            .any(|s| s.running > 0 && s.waiting > 0)
+    );
 }
 
 /// `servesim run` writes `kv_timeline.csv` with the documented header (1 s default), and
@@ -578,9 +630,15 @@ fn kv_timeline_csv_through_the_cli() {
     assert_eq!(code, 0, "{e}");
     assert!(!out.join("kv_timeline.csv").exists());
     for (extra, field) in [
-        ("[output]\nkv_timeline_interval_s = -1.0\n", "kv_timeline_interval_s"),
+        (
+            "[output]\nkv_timeline_interval_s = -1.0\n",
+            "kv_timeline_interval_s",
+        ),
         ("[swap]\nkv_offload_bits = 2\n", "kv_offload_bits"),
-        ("[swap]\nkv_quant_s_per_byte = -1e-12\n", "kv_quant_s_per_byte"),
+        (
+            "[swap]\nkv_quant_s_per_byte = -1e-12\n",
+            "kv_quant_s_per_byte",
+        ),
     ] {
         let (code, _, e) = run_with(extra);
         assert_eq!(code, 2, "{extra}");
@@ -614,15 +672,17 @@ fn case_strategy() -> impl Strategy<Value = Case> {
         prop::sample::select(vec![5e7, 2e8, 1e9, 1e10]),
         prop::collection::vec((0u64..8, 1u32..40, 1u32..30), 1..24),
     )
-        .prop_map(|(pol, bits, host_blocks, extra_blocks, batch, bw, rows)| Case {
-            pol,
-            bits,
-            host_blocks,
-            extra_blocks,
-            batch,
-            bw,
-            rows,
-        })
+        .prop_map(
+            |(pol, bits, host_blocks, extra_blocks, batch, bw, rows)| Case {
+                pol,
+                bits,
+                host_blocks,
+                extra_blocks,
+                batch,
+                bw,
+                rows,
+            },
+        )
 }
 
 const BLOCK_TOKENS: u32 = 4;
@@ -665,9 +725,14 @@ fn simulate_case(c: &Case) -> Result<(Rec, Vec<TraceRow>), String> {
 }
 
 fn check_case(c: &Case) -> Result<(), TestCaseError> {
-    let (rec, rows) = simulate_case(c).map_err(|e| TestCaseError::fail(format!("run failed: {e}")))?;
+    let (rec, rows) =
+        simulate_case(c).map_err(|e| TestCaseError::fail(format!("run failed: {e}")))?;
     let q = offload_bits(c.bits);
-    prop_assert_eq!(rec.completions.len(), rows.len(), "not every request finished");
+    prop_assert_eq!(
+        rec.completions.len(),
+        rows.len(),
+        "not every request finished"
+    );
     prop_assert!(!rec.snapshots.is_empty());
     for s in &rec.snapshots {
         // Conservation: used + free = capacity in both pools, and the pools' used blocks are
@@ -710,12 +775,25 @@ fn check_case(c: &Case) -> Result<(), TestCaseError> {
         match (t.dir, last.get(&t.id)) {
             (Direction::DeviceToHost, None) => {}
             (Direction::DeviceToHost, Some(p)) => {
-                prop_assert_eq!(p.dir, Direction::HostToDevice, "two swap-outs in a row: {:?}", t);
+                prop_assert_eq!(
+                    p.dir,
+                    Direction::HostToDevice,
+                    "two swap-outs in a row: {:?}",
+                    t
+                );
                 prop_assert!(t.queued_ns >= p.end_ns);
             }
             (Direction::HostToDevice, Some(p)) => {
-                prop_assert_eq!(p.dir, Direction::DeviceToHost, "swap-in without swap-out: {:?}", t);
-                prop_assert!(t.queued_ns >= p.end_ns, "swap-in before its swap-out landed");
+                prop_assert_eq!(
+                    p.dir,
+                    Direction::DeviceToHost,
+                    "swap-in without swap-out: {:?}",
+                    t
+                );
+                prop_assert!(
+                    t.queued_ns >= p.end_ns,
+                    "swap-in before its swap-out landed"
+                );
                 prop_assert_eq!(t.gpu_blocks, p.gpu_blocks);
             }
             (Direction::HostToDevice, None) => {
@@ -734,7 +812,7 @@ fn check_case(c: &Case) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 192, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     #[test]
     fn memory_invariants_hold_for_every_swap_policy(c in case_strategy()) {
@@ -756,13 +834,27 @@ fn property_cases_exercise_swapping() {
                 extra_blocks: 2,
                 batch: 3,
                 bw: 2e8,
-                rows: (0..16).map(|i| (i % 3, 10 + (i as u32 * 11) % 29, 5 + (i as u32 * 13) % 24)).collect(),
+                rows: (0..16)
+                    .map(|i| (i % 3, 10 + (i as u32 * 11) % 29, 5 + (i as u32 * 13) % 24))
+                    .collect(),
             };
             check_case(&c).unwrap_or_else(|e| panic!("{c:?}: {e}"));
             let (rec, _) = simulate_case(&c).unwrap();
-            saw.0 += rec.transfers.iter().filter(|t| t.dir == Direction::HostToDevice).count();
-            saw.1 += rec.transfers.iter().filter(|t| bits == 4 && t.host_blocks < t.gpu_blocks).count();
-            saw.2 += rec.completions.iter().filter(|c| c.swap_stall_ns > 0).count();
+            saw.0 += rec
+                .transfers
+                .iter()
+                .filter(|t| t.dir == Direction::HostToDevice)
+                .count();
+            saw.1 += rec
+                .transfers
+                .iter()
+                .filter(|t| bits == 4 && t.host_blocks < t.gpu_blocks)
+                .count();
+            saw.2 += rec
+                .completions
+                .iter()
+                .filter(|c| c.swap_stall_ns > 0)
+                .count();
         }
     }
     assert!(saw.0 > 0 && saw.1 > 0 && saw.2 > 0, "{saw:?}");

@@ -478,7 +478,12 @@ const MAX_KV_SAMPLES: u64 = 50_000_000;
 impl Sim {
     /// Report the KV samples due before `t` (`inclusive`: at `t` too). Nothing happens between
     /// events, so the current state is the state at every such instant.
-    fn sample_through(&mut self, t: Ns, inclusive: bool, observer: &mut dyn Observer) -> Result<()> {
+    fn sample_through(
+        &mut self,
+        t: Ns,
+        inclusive: bool,
+        observer: &mut dyn Observer,
+    ) -> Result<()> {
         let step = self.cfg.kv_sample_interval_ns;
         if step == 0 {
             return Ok(());
@@ -932,7 +937,12 @@ impl Sim {
         observer.on_iteration(r, now, end, &shape);
         if rep.transfer_log.is_some() {
             let snap = memory_snapshot(rep, r, now, end, block_tokens);
-            for t in rep.transfer_log.as_mut().into_iter().flat_map(|l| l.drain(..)) {
+            for t in rep
+                .transfer_log
+                .as_mut()
+                .into_iter()
+                .flat_map(|l| l.drain(..))
+            {
                 observer.on_transfer(&t);
             }
             observer.on_memory(&snap);

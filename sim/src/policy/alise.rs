@@ -50,7 +50,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::common::{Ranking, remaining_time_s, score_offload};
+use super::common::{OffloadTarget, Ranking, remaining_time_s, score_offload};
 use super::{
     Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice, ReplicaView, parse_params,
 };
@@ -180,9 +180,11 @@ impl Policy for Alise {
                 plan,
                 self.ranking.order(),
                 &self.ewt,
-                free_after,
-                view.limits.max_batch_size,
-                usize::MAX,
+                OffloadTarget {
+                    free_after,
+                    reserve: view.limits.max_batch_size,
+                    window: usize::MAX,
+                },
                 &mut self.taken,
             );
         }

@@ -232,9 +232,20 @@ impl Ranking {
     }
 }
 
+/// Memory target and swap-in window of [`score_offload`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffloadTarget {
+    /// GPU blocks left free by the formed batch ([`form_priority_batch`]'s result).
+    pub free_after: u32,
+    /// GPU blocks to keep free.
+    pub reserve: u32,
+    /// Swap-in candidates: the first `window` requests of `order` (`usize::MAX`: all).
+    pub window: usize,
+}
+
 /// Proactive offloading ordered by a per-request score (FastServe paper: ENST; ALISE: EWT),
 /// after the batch of `plan` is formed from `order` (highest priority first; `scores[i]` belongs
-/// to `order[i]`, smaller = needed sooner). `free_after` is what [`form_priority_batch`] returned.
+/// to `order[i]`, smaller = needed sooner), with the limits of `target` ([`OffloadTarget`]).
 ///
 /// - Memory target: keep `reserve` GPU blocks free plus the blocks of the highest-priority
 ///   request left out of the batch that has no KV on the GPU (as FastServe's code does).
@@ -252,12 +263,15 @@ pub fn score_offload(
     plan: &mut Plan,
     order: &[Slot],
     scores: &[f64],
-    free_after: u32,
-    reserve: u32,
-    window: usize,
+    target: OffloadTarget,
     taken: &mut Vec<bool>,
 ) {
     debug_assert_eq!(order.len(), scores.len());
+    let OffloadTarget {
+        free_after,
+        reserve,
+        window,
+    } = target;
     if taken.len() < view.slot_capacity() {
         taken.resize(view.slot_capacity(), false);
     }

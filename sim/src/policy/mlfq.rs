@@ -49,7 +49,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::PreemptMode;
-use super::common::{Misfit, form_priority_batch, score_offload};
+use super::common::{Misfit, OffloadTarget, form_priority_batch, score_offload};
 use super::{
     Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice, ReplicaView, parse_params,
 };
@@ -454,11 +454,13 @@ impl Mlfq {
                 plan,
                 &self.order,
                 &self.scores,
-                free_after,
-                reserve,
-                match self.cfg.swap_in_window {
-                    0 => usize::MAX,
-                    w => w as usize,
+                OffloadTarget {
+                    free_after,
+                    reserve,
+                    window: match self.cfg.swap_in_window {
+                        0 => usize::MAX,
+                        w => w as usize,
+                    },
                 },
                 &mut taken,
             );
@@ -690,12 +692,19 @@ mod tests {
     /// idled 1 s, 3 idled 2.99 s of the 3 s starvation threshold). B = 2.
     fn setup(offload: Offload) -> (Mlfq, Slab, KvPool, KvPool, Ns) {
         let cost = Arc::new(ConstantCost { iteration_s: 0.01 });
-        let mut cfg = Params::default().resolve(false, cost.as_ref(), "mlfq").unwrap();
+        let mut cfg = Params::default()
+            .resolve(false, cost.as_ref(), "mlfq")
+            .unwrap();
         cfg.offload = offload;
         let mut m = Mlfq::new(cfg, cost, "mlfq");
         let mut reqs = Slab::default();
         let now = 10_000 * MS;
-        let states = [(0, 4 * MS, now), (0, 0, now), (2, 5 * MS, now - 1000 * MS), (2, 0, now - 2990 * MS)];
+        let states = [
+            (0, 4 * MS, now),
+            (0, 0, now),
+            (2, 5 * MS, now - 1000 * MS),
+            (2, 0, now - 2990 * MS),
+        ];
         for (i, &(level, attained_ns, last_step_ns)) in states.iter().enumerate() {
             let s = reqs.insert(req(i as u64));
             m.state.resize(s as usize + 1, State::default());
@@ -761,7 +770,11 @@ mod tests {
                 });
             }
             m.proactive(&v, &mut plan, 0);
-            assert_eq!(plan.preempt, vec![(victim, PreemptMode::Swap)], "{offload:?}");
+            assert_eq!(
+                plan.preempt,
+                vec![(victim, PreemptMode::Swap)],
+                "{offload:?}"
+            );
             assert!(plan.swap_in.is_empty());
         }
     }

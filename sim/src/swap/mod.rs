@@ -223,10 +223,25 @@ mod tests {
         assert_eq!(q.wire_bytes(1000), 250);
         assert!((q.quant_s(1000) - 2e-9).abs() < 1e-21);
         let f = KvOffload::default();
-        assert_eq!((f.host_blocks_for(10), f.wire_bytes(1000), f.quant_s(1000)), (10, 1000, 0.0));
+        assert_eq!(
+            (f.host_blocks_for(10), f.wire_bytes(1000), f.quant_s(1000)),
+            (10, 1000, 0.0)
+        );
         for (spec, field) in [
-            (SwapSpec { kv_offload_bits: Some(2), ..Default::default() }, "kv_offload_bits"),
-            (SwapSpec { kv_quant_s_per_byte: Some(-1.0), ..Default::default() }, "kv_quant_s_per_byte"),
+            (
+                SwapSpec {
+                    kv_offload_bits: Some(2),
+                    ..Default::default()
+                },
+                "kv_offload_bits",
+            ),
+            (
+                SwapSpec {
+                    kv_quant_s_per_byte: Some(-1.0),
+                    ..Default::default()
+                },
+                "kv_quant_s_per_byte",
+            ),
         ] {
             let e = KvOffload::resolve(&spec).unwrap_err().to_string();
             assert!(e.contains(field), "{e}");
