@@ -87,6 +87,31 @@ pub fn replicas_csv(summary: &crate::metrics::Summary) -> String {
     s
 }
 
+/// Columns of `kv_timeline.csv` (a plot reads exactly these names).
+pub const KV_TIMELINE_HEADER: &str =
+    "time_s,replica,gpu_blocks_used,host_blocks_used,running,waiting,swapped";
+
+/// `kv_timeline.csv` text: one row per sample instant and replica, time with 9 decimals.
+pub fn kv_timeline_csv(rows: &[crate::engine::KvSample]) -> String {
+    let mut s = String::with_capacity(rows.len() * 40 + 80);
+    s.push_str(KV_TIMELINE_HEADER);
+    s.push('\n');
+    for k in rows {
+        let _ = writeln!(
+            s,
+            "{:.9},{},{},{},{},{},{}",
+            ns_to_s(k.time_ns),
+            k.replica,
+            k.gpu_blocks_used,
+            k.host_blocks_used,
+            k.running,
+            k.waiting,
+            k.swapped
+        );
+    }
+    s
+}
+
 /// A directory being written; dropped without `commit`, it is removed.
 pub struct StagedDir {
     tmp: PathBuf,
@@ -159,10 +184,10 @@ pub fn pretty_json(v: &serde_json::Value) -> String {
     s
 }
 
-/// Write `requests.csv`, `replicas.csv`, `summary.json`, `config.json` and `timing.json` into
-/// `dest` atomically. A `partial` run (stopped by Ctrl-C) gets `"partial": true` in
-/// `summary.json` and a `PARTIAL` file, as live mode writes them; a complete run's files are
-/// unchanged (no `partial` key).
+/// Write `requests.csv`, `replicas.csv`, `summary.json`, `config.json`, `timing.json` and (unless
+/// disabled) `kv_timeline.csv` into `dest` atomically. A `partial` run (stopped by Ctrl-C) gets
+/// `"partial": true` in `summary.json` and a `PARTIAL` file, as live mode writes them; a complete
+/// run's files are unchanged (no `partial` key).
 pub fn write_run(
     dest: &Path,
     out: &RunOutput,
@@ -196,6 +221,9 @@ pub fn write_run_with(
     dir.write("summary.json", pretty(&summary).as_bytes())?;
     dir.write("config.json", pretty(config).as_bytes())?;
     dir.write("timing.json", pretty(timing).as_bytes())?;
+    if let Some(rows) = &out.kv_timeline {
+        dir.write("kv_timeline.csv", kv_timeline_csv(rows).as_bytes())?;
+    }
     if partial {
         dir.write("PARTIAL", partial_note(out.summary.requests).as_bytes())?;
     }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use crate::cost::BatchShape;
 use crate::engine::time::Ns;
 use crate::engine::{
-    Clock, Completion, EngineConfig, Observer, ReplicaParts, RunStats, SteppingClock, TraceRow,
-    VirtualClock, simulate_clocked,
+    Clock, Completion, EngineConfig, KvSample, Observer, ReplicaParts, RunStats, SteppingClock,
+    TraceRow, VirtualClock, simulate_clocked,
 };
 use crate::error::Result;
 use crate::exec::{Executor, SimExecutor};
@@ -22,6 +22,9 @@ pub struct RunOutput {
     pub completions: Vec<Completion>,
     pub stats: RunStats,
     pub summary: Summary,
+    /// `kv_timeline.csv` rows in time then replica order (`None` when `[output]
+    /// kv_timeline_interval_s = 0`).
+    pub kv_timeline: Option<Vec<KvSample>>,
 }
 
 /// Number of requests the run will see, when known up front (for progress bars).
@@ -82,6 +85,7 @@ pub type IterationTap<'a> = dyn FnMut(u32, Ns, Ns, &BatchShape) + 'a;
 struct Tap<'a, 'b> {
     collector: Collector,
     on_iteration: Option<&'a mut IterationTap<'b>>,
+    kv_timeline: Vec<KvSample>,
 }
 
 impl Observer for Tap<'_, '_> {
@@ -92,6 +96,9 @@ impl Observer for Tap<'_, '_> {
         if let Some(f) = &mut self.on_iteration {
             f(replica, start_ns, end_ns, shape);
         }
+    }
+    fn on_kv_sample(&mut self, sample: &KvSample) {
+        self.kv_timeline.push(*sample);
     }
 }
 
@@ -139,6 +146,7 @@ pub fn drive(
                 host_kv_blocks: g.host_kv_blocks,
                 kv_block_bytes: g.kv_block_bytes,
                 swap: g.swap_model(Some(extrapolations.clone())),
+                offload: g.offload,
             });
         }
     }
@@ -146,6 +154,7 @@ pub fn drive(
         block_tokens: s.memory.block_tokens,
         limits: r.limits,
         guards: r.guards,
+        kv_sample_interval_ns: r.kv_timeline_interval_ns,
     };
     let (mut predictor, _) = crate::predict::build(
         &r.predictor,
@@ -159,6 +168,7 @@ pub fn drive(
             on_progress: progress,
         },
         on_iteration,
+        kv_timeline: Vec::new(),
     };
     let mut lengths = Vec::new();
     let mut trace: Box<dyn Iterator<Item = Result<TraceRow>> + '_> = match &r.trace {
@@ -196,7 +206,7 @@ pub fn drive(
         clock,
     )
     .map_err(|e| locate_request_error(e, &r.trace))?;
-    let mut completions = tap.collector.completions;
+    let mut completions = std::mem::take(&mut tap.collector.completions);
     completions.sort_by_key(|c| c.id);
     let mut summary = summarize(&s.name, &s.scheduler.policy, s.seed, &completions, &stats);
     if r.uses_profile() {
@@ -213,6 +223,7 @@ pub fn drive(
         completions,
         stats,
         summary,
+        kv_timeline: (r.kv_timeline_interval_ns > 0).then_some(tap.kv_timeline),
     })
 }
 
@@ -388,6 +399,9 @@ pub fn config_json(r: &Resolved) -> serde_json::Value {
                 gv
             })
             .collect();
+    }
+    if r.offload.is_quantized() {
+        v["resolved"]["kv_offload"] = serde_json::json!(r.offload);
     }
     v
 }

@@ -264,6 +264,7 @@ fn simulate_case(case: &Case) -> Result<(RunStats, Recorder), String> {
                 host_kv_blocks: 0,
                 kv_block_bytes: 1,
                 swap: Box::new(NoLink),
+                offload: Default::default(),
             })
         })
         .collect::<Result<Vec<_>, String>>()?;
@@ -271,6 +272,7 @@ fn simulate_case(case: &Case) -> Result<(RunStats, Recorder), String> {
         block_tokens: case.block_tokens,
         limits,
         guards: Guards::default(),
+        kv_sample_interval_ns: 0,
     };
     let trace = case.trace();
     let mut rows = trace.iter().map(|r| Ok(*r));

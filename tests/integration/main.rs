@@ -4,6 +4,7 @@
 //! - [`invariants`]: property tests of engine invariants over random small traces;
 //! - [`queueing`]: agreement with M/G/1 queueing theory: FCFS, SRPT, FB/LAS, SJF (run with `--release`);
 //! - [`determinism`]: same scenario + seed ⇒ byte-identical outputs;
+//! - [`memory`]: hand-computed swap timings and property tests of the KV memory hierarchy;
 //! - [`cli`]: user errors (exit 2, one line, no partial output) and the help/list commands;
 //! - [`interrupt`]: Ctrl-C during `run` and `sweep` in a real child process (exit 130, no
 //!   half-written directory).
@@ -16,6 +17,7 @@ mod golden;
 mod interrupt;
 mod invariants;
 mod live;
+mod memory;
 mod micro;
 mod policies;
 mod queueing;

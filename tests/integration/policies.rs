@@ -1020,8 +1020,11 @@ fn fast_forward_is_identical_to_stepping_every_iteration() {
         });
         let forwarded = std::cell::Cell::new(0u64);
         let result = runner.run(&case_strategy(), |c| {
-            let scn = case_scenario(entry.name, &preds, &c);
+            // KV samples every 37 ms: a repeated iteration must never cross a sample instant.
+            let scn = case_scenario(entry.name, &preds, &c)
+                .table("[output]\nkv_timeline_interval_s = 0.037");
             let (mut fast, step) = scn.try_run_both(&c.rows).map_err(TestCaseError::fail)?;
+            prop_assert_eq!(&fast.kv_timeline, &step.kv_timeline);
             prop_assert_eq!(step.stats.fast_forwarded_iterations, 0);
             forwarded.set(forwarded.get() + fast.stats.fast_forwarded_iterations);
             fast.stats.fast_forwarded_iterations = 0;

@@ -24,7 +24,7 @@ use crate::exec::Executor;
 use crate::policy::{Limits, Plan, Policy, PreemptMode, ReplicaView};
 use crate::predict::{Predictor, extend_prediction};
 use crate::route::{ClusterView, Incoming, LoadSource, ReplicaLoad, Router};
-use crate::swap::{Direction, SwapModel};
+use crate::swap::{Direction, KvOffload, SwapModel};
 
 /// One trace row, ready for the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +65,8 @@ pub struct ReplicaParts {
     pub kv_block_bytes: u64,
     /// Transfer-time model of the replica's host links.
     pub swap: Box<dyn SwapModel>,
+    /// Format of offloaded KV (quantization; 16 bits = unchanged).
+    pub offload: KvOffload,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -72,6 +74,8 @@ pub struct EngineConfig {
     pub block_tokens: u32,
     pub limits: Limits,
     pub guards: Guards,
+    /// Period of [`Observer::on_kv_sample`] in simulated ns (0 = no samples).
+    pub kv_sample_interval_ns: Ns,
 }
 
 /// A finished request, as the engine reports it.
@@ -102,6 +106,83 @@ pub struct Completion {
 pub trait Observer {
     fn on_completion(&mut self, c: &Completion);
     fn on_iteration(&mut self, _replica: u32, _start_ns: Ns, _end_ns: Ns, _shape: &BatchShape) {}
+    /// One replica's KV state at `sample.time_ns`, an exact multiple of
+    /// [`EngineConfig::kv_sample_interval_ns`]: the state after every event stamped ≤ that time.
+    /// Samples cover `0, I, 2I, …` up to the last event; they add no events to the run.
+    fn on_kv_sample(&mut self, _sample: &KvSample) {}
+    /// Whether to build [`Observer::on_memory`] snapshots and [`Observer::on_transfer`] records
+    /// (O(requests) per iteration; off for ordinary runs).
+    fn wants_memory(&self) -> bool {
+        false
+    }
+    /// The memory state of a replica just after an iteration's plan was applied.
+    fn on_memory(&mut self, _snapshot: &MemorySnapshot) {}
+    /// A KV copy was queued on a copy engine.
+    fn on_transfer(&mut self, _t: &TransferRecord) {}
+}
+
+/// A `kv_timeline.csv` row. Every unfinished request is counted once: `running` (in the
+/// iteration in flight), else `swapped` (KV on the host or being copied), else `waiting`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvSample {
+    pub time_ns: Ns,
+    pub replica: u32,
+    pub gpu_blocks_used: u32,
+    pub host_blocks_used: u32,
+    pub running: u32,
+    pub waiting: u32,
+    pub swapped: u32,
+}
+
+/// One batch member as the iteration starts (see [`MemorySnapshot`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchMember {
+    pub id: u64,
+    pub kv_loc: KvLoc,
+    /// GPU blocks it holds now.
+    pub blocks: u32,
+    /// Blocks its KV needs at the end of this iteration.
+    pub needed_blocks: u32,
+    /// When its KV is resident on the GPU (later than the iteration start for a reactive
+    /// swap-in); `None` for a prefill, which has no KV yet.
+    pub kv_ready_ns: Option<Ns>,
+}
+
+/// A replica's pools and the requests' holdings, at an iteration start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemorySnapshot {
+    pub replica: u32,
+    pub start_ns: Ns,
+    pub end_ns: Ns,
+    pub gpu_capacity: u32,
+    pub gpu_used: u32,
+    pub gpu_free: u32,
+    pub host_capacity: u32,
+    pub host_used: u32,
+    pub host_free: u32,
+    /// Σ GPU blocks held by the replica's requests.
+    pub gpu_held: u64,
+    /// Σ host blocks held by the replica's requests.
+    pub host_held: u64,
+    /// Σ host blocks the host-resident or in-flight requests need (⌈gpu blocks·bits/16⌉).
+    pub host_expected: u64,
+    pub batch: Vec<BatchMember>,
+}
+
+/// One KV copy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TransferRecord {
+    pub replica: u32,
+    pub id: u64,
+    pub dir: Direction,
+    /// When it was queued, when the copy engine starts it, when it completes.
+    pub queued_ns: Ns,
+    pub start_ns: Ns,
+    pub end_ns: Ns,
+    /// PCIe bytes (quantized when the offload format is).
+    pub bytes: u64,
+    pub gpu_blocks: u32,
+    pub host_blocks: u32,
 }
 
 /// Per-replica counters.
@@ -189,6 +270,7 @@ macro_rules! view {
             reqs: &$rep.reqs,
             kv: &$rep.kv,
             host: &$rep.host,
+            offload: $rep.offload,
             now_ns: $now,
             limits: $limits,
         }
@@ -240,6 +322,10 @@ struct Replica {
     stage_free_ns: Vec<Ns>,
     /// The first stage is still working on the last micro-batch.
     stage0_busy: bool,
+    offload: KvOffload,
+    /// Copies queued since the last flush (kept only when the observer wants memory records).
+    transfer_log: Option<Vec<TransferRecord>>,
+    id: u32,
 }
 
 impl Replica {
@@ -254,12 +340,13 @@ impl Replica {
     /// Queue a copy of request `s` on the copy engine; returns its completion time.
     fn start_transfer(&mut self, s: Slot, dir: Direction, now: Ns) -> Result<Ns> {
         let req = self.reqs.get(s);
-        let blocks = match dir {
-            Direction::DeviceToHost => req.blocks,
-            Direction::HostToDevice => req.host_blocks,
+        let (blocks, host_blocks) = match dir {
+            Direction::DeviceToHost => (req.blocks, req.host_blocks),
+            Direction::HostToDevice => (req.offloaded_gpu_blocks, req.host_blocks),
         };
-        let bytes = blocks as u64 * self.kv_block_bytes;
-        let secs = self.swap.transfer_s(dir, bytes, blocks);
+        let fp16_bytes = blocks as u64 * self.kv_block_bytes;
+        let bytes = self.offload.wire_bytes(fp16_bytes);
+        let secs = self.swap.transfer_s(dir, bytes, blocks) + self.offload.quant_s(fp16_bytes);
         let dur = duration_ns_ceil(secs).ok_or_else(|| {
             SimError::config(format!("swap model returned an invalid time {secs} s"))
         })?;
@@ -270,6 +357,19 @@ impl Replica {
         let start = now.max(self.copy_free_at_ns[k]);
         let end = start + dur;
         self.copy_free_at_ns[k] = end;
+        if let Some(log) = &mut self.transfer_log {
+            log.push(TransferRecord {
+                replica: self.id,
+                id: req.id,
+                dir,
+                queued_ns: now,
+                start_ns: start,
+                end_ns: end,
+                bytes,
+                gpu_blocks: blocks,
+                host_blocks,
+            });
+        }
         match dir {
             Direction::DeviceToHost => {
                 self.stats.d2h_busy_ns += dur;
@@ -281,6 +381,7 @@ impl Replica {
             }
         }
         let req = self.reqs.get_mut(s);
+        req.kv_ready_ns = end;
         match dir {
             Direction::DeviceToHost => {
                 req.swap_out_bytes += bytes;
@@ -350,9 +451,11 @@ pub fn simulate_clocked(
         seq: 0,
         pending: None,
         last_arrival_ns: 0,
+        next_sample_ns: 0,
         replicas: parts
             .into_iter()
-            .map(|p| {
+            .enumerate()
+            .map(|(id, p)| {
                 let pipeline = p.executor.pipeline();
                 Replica {
                     reqs: Slab::default(),
@@ -380,6 +483,9 @@ pub fn simulate_clocked(
                     flights: std::collections::VecDeque::new(),
                     stage_free_ns: vec![0; pipeline.stages.max(1) as usize],
                     stage0_busy: false,
+                    offload: p.offload,
+                    transfer_log: observer.wants_memory().then(Vec::new),
+                    id: id as u32,
                 }
             })
             .collect(),
@@ -390,6 +496,9 @@ pub fn simulate_clocked(
     };
     sim.run(trace, predictor, observer, clock)?;
     let end = sim.stats.makespan_ns;
+    if sim.stats.events > 0 {
+        sim.sample_through(end, true, observer)?;
+    }
     for r in &mut sim.replicas {
         r.account_usage(end);
         r.stats.peak_kv_blocks = r.kv.peak_used_blocks();
@@ -405,6 +514,8 @@ struct Sim {
     seq: u64,
     pending: Option<TraceRow>,
     last_arrival_ns: Ns,
+    /// Time of the next KV sample (a multiple of `cfg.kv_sample_interval_ns`).
+    next_sample_ns: Ns,
     replicas: Vec<Replica>,
     stats: RunStats,
     router: Box<dyn Router>,
@@ -414,7 +525,61 @@ struct Sim {
     ff_alloc: Vec<u32>,
 }
 
+/// Most KV samples (rows × replicas) one run may produce.
+const MAX_KV_SAMPLES: u64 = 50_000_000;
+
 impl Sim {
+    /// Report the KV samples due before `t` (`inclusive`: at `t` too). Nothing happens between
+    /// events, so the current state is the state at every such instant.
+    fn sample_through(
+        &mut self,
+        t: Ns,
+        inclusive: bool,
+        observer: &mut dyn Observer,
+    ) -> Result<()> {
+        let step = self.cfg.kv_sample_interval_ns;
+        if step == 0 {
+            return Ok(());
+        }
+        while self.next_sample_ns < t || (inclusive && self.next_sample_ns == t) {
+            let n = self.next_sample_ns / step + 1;
+            if n.saturating_mul(self.replicas.len() as u64) > MAX_KV_SAMPLES {
+                return Err(SimError::Limit(format!(
+                    "kv_timeline would exceed {MAX_KV_SAMPLES} rows; raise [output] kv_timeline_interval_s (or set it to 0)"
+                )));
+            }
+            for (i, rep) in self.replicas.iter().enumerate() {
+                let (mut running, mut waiting, mut swapped) = (0u32, 0u32, 0u32);
+                for q in rep.reqs.iter() {
+                    if q.in_batch {
+                        running += 1;
+                    } else if matches!(
+                        q.kv_loc,
+                        KvLoc::Host | KvLoc::SwappingIn | KvLoc::SwappingOut
+                    ) {
+                        swapped += 1;
+                    } else {
+                        waiting += 1;
+                    }
+                }
+                observer.on_kv_sample(&KvSample {
+                    time_ns: self.next_sample_ns,
+                    replica: i as u32,
+                    gpu_blocks_used: rep.kv.used_blocks(),
+                    host_blocks_used: rep.host.used_blocks(),
+                    running,
+                    waiting,
+                    swapped,
+                });
+            }
+            match self.next_sample_ns.checked_add(step) {
+                Some(n) => self.next_sample_ns = n,
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
     fn push(&mut self, t: Ns, class: u8, replica: u32) {
         self.push_slot(t, class, replica, 0);
     }
@@ -460,6 +625,7 @@ impl Sim {
             };
             // A live clock may hand back a later time; never earlier than the last event.
             let now = now.max(t).max(self.stats.makespan_ns);
+            self.sample_through(now, false, observer)?;
             self.stats.events += 1;
             if self.stats.events > self.cfg.guards.max_events {
                 return Err(SimError::Limit(format!(
@@ -583,6 +749,8 @@ impl Sim {
             blocks: 0,
             kv_loc: KvLoc::None,
             host_blocks: 0,
+            offloaded_gpu_blocks: 0,
+            kv_ready_ns: 0,
             swap_out_bytes: 0,
             swap_in_bytes: 0,
             swap_stall_ns: 0,
@@ -675,13 +843,15 @@ impl Sim {
                     req.id
                 )));
             }
-            let host_room = req.blocks <= rep.host.free_blocks();
+            let host_need = rep.offload.host_blocks_for(req.blocks);
+            let host_room = host_need <= rep.host.free_blocks();
             match mode {
                 PreemptMode::Swap if req.kv_loc == KvLoc::Gpu && host_room => {
-                    let blocks = req.blocks;
-                    let ok = rep.host.try_alloc(blocks);
+                    let ok = rep.host.try_alloc(host_need);
                     debug_assert!(ok, "host room was checked");
-                    rep.reqs.get_mut(s).host_blocks = blocks;
+                    let req = rep.reqs.get_mut(s);
+                    req.host_blocks = host_need;
+                    req.offloaded_gpu_blocks = req.blocks;
                     let end = rep.start_transfer(s, Direction::DeviceToHost, now)?;
                     transfers.push((end, s));
                     let req = rep.reqs.get_mut(s);
@@ -714,7 +884,7 @@ impl Sim {
                     "swaps in slot {s}, which is not on the host"
                 )));
             }
-            let need = rep.reqs.get(s).host_blocks;
+            let need = rep.reqs.get(s).offloaded_gpu_blocks;
             if !rep.kv.try_alloc(need) {
                 return Err(plan_err(format!(
                     "swap-in needs {need} GPU blocks but only {} are free",
@@ -727,6 +897,11 @@ impl Sim {
         }
         if rep.plan.run.is_empty() {
             rep.busy = false;
+            if let Some(log) = &mut rep.transfer_log {
+                for t in log.drain(..) {
+                    observer.on_transfer(&t);
+                }
+            }
             for (end, s) in transfers {
                 self.push_slot(end, CLASS_TRANSFER, r, s);
             }
@@ -774,7 +949,7 @@ impl Sim {
             rep.batch.push(s);
             if req.kv_loc == KvLoc::Host {
                 // Reactive swap-in: the iteration waits for the copy.
-                let need = req.host_blocks;
+                let need = req.offloaded_gpu_blocks;
                 if !rep.kv.try_alloc(need) {
                     for &b in &rep.batch {
                         rep.reqs.get_mut(b).in_batch = false;
@@ -849,7 +1024,20 @@ impl Sim {
         rep.stats.batch_requests_sum += shape.requests() as u64;
         self.stats.iterations += 1;
         observer.on_iteration(r, now, end, &shape);
+        if rep.transfer_log.is_some() {
+            let snap = memory_snapshot(rep, r, now, end, block_tokens);
+            for t in rep
+                .transfer_log
+                .as_mut()
+                .into_iter()
+                .flat_map(|l| l.drain(..))
+            {
+                observer.on_transfer(&t);
+            }
+            observer.on_memory(&snap);
+        }
         let repeatable = self.fast_forward
+            && rep.transfer_log.is_none()
             && rep.pipeline.stages == 1
             && transfers.is_empty()
             && rep.plan.preempt.is_empty()
@@ -949,6 +1137,13 @@ impl Sim {
         let limits = self.cfg.limits;
         let block_tokens = self.cfg.block_tokens as u64;
         let next_event_ns = self.heap.peek().map_or(Ns::MAX, |Reverse(e)| e.0);
+        // A KV sample at T shows the state after every event stamped ≤ T: no repeated iteration
+        // may end after a pending sample time (the sample is taken at the next real event).
+        let next_sample_ns = if self.cfg.kv_sample_interval_ns == 0 {
+            Ns::MAX
+        } else {
+            self.next_sample_ns
+        };
         let guards = self.cfg.guards;
         let rep = &mut self.replicas[r as usize];
         if end >= next_event_ns {
@@ -1011,6 +1206,7 @@ impl Sim {
             let dur = cur_end - cur_start;
             let free = rep.kv.free_blocks();
             if cur_end >= next_event_ns
+                || cur_end > next_sample_ns
                 || cur_end >= steady.until_ns
                 || cur_end > guards.max_sim_ns
                 || self.stats.events >= guards.max_events
@@ -1154,6 +1350,53 @@ impl Sim {
         }
         let view = view!(rep, now, limits);
         rep.policy.on_iteration_end(&rep.survivors, dur, &view);
+    }
+}
+
+/// The memory state of `rep` after its plan was applied (for [`Observer::on_memory`]).
+fn memory_snapshot(rep: &Replica, r: u32, start: Ns, end: Ns, block_tokens: u32) -> MemorySnapshot {
+    let (mut gpu_held, mut host_held, mut host_expected) = (0u64, 0u64, 0u64);
+    for q in rep.reqs.iter() {
+        gpu_held += q.blocks as u64;
+        host_held += q.host_blocks as u64;
+        if matches!(
+            q.kv_loc,
+            KvLoc::Host | KvLoc::SwappingIn | KvLoc::SwappingOut
+        ) {
+            host_expected += rep.offload.host_blocks_for(q.offloaded_gpu_blocks) as u64;
+        }
+    }
+    let batch = rep
+        .batch
+        .iter()
+        .map(|&s| {
+            let q = rep.reqs.get(s);
+            BatchMember {
+                id: q.id,
+                kv_loc: q.kv_loc,
+                blocks: q.blocks,
+                needed_blocks: blocks_for_tokens(q.kv_tokens_after_next() as u64, block_tokens)
+                    as u32,
+                // The end of its last copy (0 if never copied): in the future only for a
+                // reactive swap-in, whose iteration then ends no earlier.
+                kv_ready_ns: (q.kv_loc != KvLoc::None).then_some(q.kv_ready_ns),
+            }
+        })
+        .collect();
+    MemorySnapshot {
+        replica: r,
+        start_ns: start,
+        end_ns: end,
+        gpu_capacity: rep.kv.capacity_blocks(),
+        gpu_used: rep.kv.used_blocks(),
+        gpu_free: rep.kv.free_blocks(),
+        host_capacity: rep.host.capacity_blocks(),
+        host_used: rep.host.used_blocks(),
+        host_free: rep.host.free_blocks(),
+        gpu_held,
+        host_held,
+        host_expected,
+        batch,
     }
 }
 

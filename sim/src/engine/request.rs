@@ -41,8 +41,13 @@ pub struct Request {
     pub blocks: u32,
     /// Where the KV of `kv_tokens` tokens is.
     pub kv_loc: KvLoc,
-    /// Host KV blocks held.
+    /// Host KV blocks held (fewer than the GPU blocks when offloaded KV is quantized).
     pub host_blocks: u32,
+    /// GPU blocks the host-resident KV occupies once swapped back in (the `blocks` it held when
+    /// it was swapped out).
+    pub offloaded_gpu_blocks: u32,
+    /// When the KV of the last copy started for this request is in place (its end time).
+    pub kv_ready_ns: Ns,
     pub swap_out_bytes: u64,
     pub swap_in_bytes: u64,
     /// Time iterations that included this request waited for its swap-in beyond their compute.

@@ -4,8 +4,10 @@
 //!
 //! What the paper specifies (per its abstract and two third-party summaries; no code is public):
 //! a retrieval-based output-length predictor; an execution-time model `T = s·T0 + n·(α·s + β)`;
-//! a preemptive scheduler with priority queues ordered by estimated execution time; EWT-based
-//! KV swapping and KV quantization (not in this build: host memory is a later issue).
+//! a preemptive scheduler with priority queues ordered by estimated execution time; a
+//! priority-based KV cache manager that swaps whole requests between GPU and host by estimated
+//! waiting time (EWT: highest EWT offloaded, lowest EWT uploaded ahead of its turn — "Algorithm 2,
+//! dynamic swapping"); quantization-based compression of the KV cache.
 //!
 //! Our choices (the paper leaves them open, `shared/docs/scheduling-papers.md` §2.2):
 //! - the execution-time model is the scenario's cost model at batch size 1
@@ -18,19 +20,37 @@
 //!   (`generated + max(16, prediction/2)`);
 //! - the default predictor is `history` (k nearest completed requests by input length), the
 //!   realistic stand-in for ALISE's retrieval predictor;
-//! - batch formation skips requests that do not fit; KV pressure preempts (recompute) resident
-//!   requests of lower priority.
+//! - batch formation skips requests that do not fit; KV pressure preempts resident requests of
+//!   lower priority (swap when the host pool has room, else recompute);
+//! - **memory manager** (`offload = "ewt"`; the default `reactive` keeps the behaviour that the
+//!   golden curves record): the EWT formula is not published; ours is
+//!   `EWT(r) = Σ_{q ranked ahead of r} remaining_s(q) / max_batch_size` — the work queued ahead
+//!   of r, shared by a full batch (the analogue of FastServe's `T_execute`). After the batch is
+//!   formed, [`super::common::score_offload`] keeps `max_batch_size` GPU blocks free plus the
+//!   blocks of the best-ranked request left out, swapping out non-batch resident requests by
+//!   decreasing EWT, and at boundaries with no swap-out swaps host-resident requests in by
+//!   increasing EWT (at most `max_batch_size` per boundary), overlapped with compute. The
+//!   reserve and the no-ping-pong rule are borrowed from FastServe's code (ALISE gives neither).
+//!   Because EWT is a prefix sum of non-negative times over the ranking, its order *is* the
+//!   ranking: EWT adds no information to the order, only a time scale;
+//! - **KV quantization**: the paper gives neither bit-width nor trigger. We quantize only the
+//!   *offloaded* KV (GPU KV stays FP16, so compute and accuracy are untouched in the model):
+//!   `[swap] kv_offload_bits` = 16 (default, off), 8 or 4 divides PCIe bytes and host blocks by
+//!   16/bits, and `[swap] kv_quant_s_per_byte` (default 1e-12 s per FP16 byte) is added to each
+//!   copy for the (de)quantization kernel (see [`crate::swap`]). It applies to any policy that
+//!   swaps, not only `alise`. Accuracy loss from quantization is not modelled.
 //!
 //! | parameter | unit | default | meaning |
 //! |---|---|---|---|
 //! | `aging_weight` | s of priority per s waited | 0.1 | aging credit |
 //! | `preemption` | — | `swap` | evicted KV goes to the host pool when it has room (else recompute); or `recompute` |
+//! | `offload` | — | `reactive` | `reactive` (swap out only to make room, swap in when scheduled) or `ewt` (the EWT memory manager above; needs `preemption = "swap"` and a host pool to do anything) |
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::common::{Ranking, remaining_time_s};
+use super::common::{OffloadTarget, Ranking, remaining_time_s, score_offload};
 use super::{
     Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice, ReplicaView, parse_params,
 };
@@ -53,6 +73,27 @@ pub struct Params {
     pub aging_weight: f64,
     /// How an evicted request gives up its KV: `swap` (host pool, if room) or `recompute`.
     pub preemption: PreemptionChoice,
+    /// Host-memory management: `reactive` or `ewt` (left out of `config.json` when `reactive`,
+    /// so that scenarios written before it existed record the same configuration).
+    #[serde(skip_serializing_if = "AliseOffload::is_reactive")]
+    pub offload: AliseOffload,
+}
+
+/// ALISE's host-memory management.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AliseOffload {
+    /// Swap out only to make room for a batch; swap in when scheduled.
+    #[default]
+    Reactive,
+    /// Proactive swapping by estimated waiting time (see the module docs).
+    Ewt,
+}
+
+impl AliseOffload {
+    fn is_reactive(&self) -> bool {
+        *self == AliseOffload::Reactive
+    }
 }
 
 impl Default for Params {
@@ -60,6 +101,7 @@ impl Default for Params {
         Params {
             aging_weight: 0.1,
             preemption: PreemptionChoice::Swap,
+            offload: AliseOffload::Reactive,
         }
     }
 }
@@ -82,6 +124,8 @@ pub struct Alise {
     p: Params,
     cost: Arc<dyn CostModel>,
     ranking: Ranking,
+    ewt: Vec<f64>,
+    taken: Vec<bool>,
 }
 
 impl Alise {
@@ -90,6 +134,19 @@ impl Alise {
             p,
             cost,
             ranking: Ranking::default(),
+            ewt: Vec::new(),
+            taken: Vec::new(),
+        }
+    }
+
+    /// Estimated waiting time (s) of every request of the last ranking, in ranking order.
+    fn estimate_ewt(&mut self, view: &ReplicaView) {
+        let b = view.limits.max_batch_size.max(1) as f64;
+        let mut ahead = 0.0;
+        self.ewt.clear();
+        for &s in self.ranking.order() {
+            self.ewt.push(ahead / b);
+            ahead += remaining_time_s(self.cost.as_ref(), view.req(s));
         }
     }
 }
@@ -106,12 +163,31 @@ impl Policy for Alise {
         plan.clear();
         let cost = self.cost.as_ref();
         let w = self.p.aging_weight;
-        self.ranking
+        let free_after = self
+            .ranking
             .rank_and_form(view, plan, self.p.preemption, |s| {
                 let r = view.req(s);
                 let waited = ns_to_s(view.now_ns.saturating_sub(r.last_run_end_ns));
                 remaining_time_s(cost, r) - w * waited
             });
+        if self.p.offload == AliseOffload::Ewt
+            && self.p.preemption == PreemptionChoice::Swap
+            && view.host_capacity_blocks() > 0
+        {
+            self.estimate_ewt(view);
+            score_offload(
+                view,
+                plan,
+                self.ranking.order(),
+                &self.ewt,
+                OffloadTarget {
+                    free_after,
+                    reserve: view.limits.max_batch_size,
+                    window: usize::MAX,
+                },
+                &mut self.taken,
+            );
+        }
     }
     fn on_finish(&mut self, s: Slot) {
         self.ranking.remove(s);

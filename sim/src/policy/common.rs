@@ -207,6 +207,11 @@ impl Ranking {
         }
     }
 
+    /// The requests in the order of the last ranking (highest priority first).
+    pub fn order(&self) -> &[Slot] {
+        &self.order
+    }
+
     /// The unfinished requests, in no particular order.
     pub fn active(&self) -> &[Slot] {
         &self.active
@@ -218,14 +223,15 @@ impl Ranking {
     }
 
     /// Rank every unfinished request by `key` and fill `plan` in that order, skipping misfits and
-    /// evicting lower-ranked resident requests by `preemption` when KV blocks run out.
+    /// evicting lower-ranked resident requests by `preemption` when KV blocks run out. Returns
+    /// the GPU blocks left free (see [`form_priority_batch`]).
     pub fn rank_and_form(
         &mut self,
         view: &ReplicaView,
         plan: &mut Plan,
         preemption: PreemptionChoice,
         key: impl Fn(Slot) -> f64,
-    ) {
+    ) -> u32 {
         self.keys.clear();
         self.keys
             .extend(self.active.iter().map(|&s| (key(s), view.req(s).id, s)));
@@ -239,6 +245,116 @@ impl Ranking {
         for &(k, _, s) in &self.keys {
             self.last_key[s as usize] = k;
         }
-        form_priority_batch(view, &self.order, Misfit::Skip, preemption, false, plan);
+        form_priority_batch(view, &self.order, Misfit::Skip, preemption, false, plan)
+    }
+}
+
+/// Memory target and swap-in window of [`score_offload`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffloadTarget {
+    /// GPU blocks left free by the formed batch ([`form_priority_batch`]'s result).
+    pub free_after: u32,
+    /// GPU blocks to keep free.
+    pub reserve: u32,
+    /// Swap-in candidates: the first `window` requests of `order` (`usize::MAX`: all).
+    pub window: usize,
+}
+
+/// Proactive offloading ordered by a per-request score (FastServe paper: ENST; ALISE: EWT),
+/// after the batch of `plan` is formed from `order` (highest priority first; `scores[i]` belongs
+/// to `order[i]`, smaller = needed sooner), with the limits of `target` ([`OffloadTarget`]).
+///
+/// - Memory target: keep `reserve` GPU blocks free plus the blocks of the highest-priority
+///   request left out of the batch that has no KV on the GPU (as FastServe's code does).
+/// - Swap-out: while short of the target, GPU-resident requests ranked below that request and not
+///   in the plan are swapped out, **largest score first** (host room permitting).
+/// - Swap-in: only at a boundary with no swap-out (no ping-pong), host-resident requests not in
+///   the plan are swapped in, **smallest score first**, at most `max_batch_size` per boundary,
+///   among the first `window` requests of `order` only (`usize::MAX`: all of them),
+///   while the GPU keeps `reserve` free blocks plus the left-out request's blocks; the first one
+///   that does not fit stops the pass (memory is kept for it).
+///
+/// `taken` is a per-slot scratch buffer (all `false` on entry and on return).
+pub fn score_offload(
+    view: &ReplicaView,
+    plan: &mut Plan,
+    order: &[Slot],
+    scores: &[f64],
+    target: OffloadTarget,
+    taken: &mut Vec<bool>,
+) {
+    debug_assert_eq!(order.len(), scores.len());
+    let OffloadTarget {
+        free_after,
+        reserve,
+        window,
+    } = target;
+    if taken.len() < view.slot_capacity() {
+        taken.resize(view.slot_capacity(), false);
+    }
+    let mut host_free = view.host_free_blocks() as i64;
+    for item in &plan.run {
+        taken[item.slot as usize] = true;
+    }
+    for &(s, mode) in &plan.preempt {
+        taken[s as usize] = true;
+        let r = view.req(s);
+        if mode == PreemptMode::Swap && r.kv_loc == KvLoc::Gpu {
+            host_free -= view.host_blocks_for(r.blocks) as i64;
+        }
+    }
+    let blocked = order.iter().position(|&s| {
+        !taken[s as usize] && matches!(view.req(s).kv_loc, KvLoc::None | KvLoc::Host)
+    });
+    let blocked_need = blocked.map_or(0, |i| view.extra_blocks_for_next(order[i])) as i64;
+    let mut deficit = reserve as i64 + blocked_need - free_after as i64;
+    let floor = blocked.map_or(0, |i| i + 1);
+    // Candidates as positions in `order`, sorted by (score, position).
+    let by_score = |a: &usize, b: &usize| scores[*a].total_cmp(&scores[*b]).then(a.cmp(b));
+    let mut swapped_out = false;
+    if deficit > 0 {
+        let mut out: Vec<usize> = (floor..order.len())
+            .filter(|&i| !taken[order[i] as usize] && view.req(order[i]).kv_loc == KvLoc::Gpu)
+            .collect();
+        out.sort_by(|a, b| by_score(b, a));
+        for i in out {
+            if deficit <= 0 {
+                break;
+            }
+            let s = order[i];
+            let r = view.req(s);
+            let need = view.host_blocks_for(r.blocks) as i64;
+            if r.blocks == 0 || need > host_free {
+                continue;
+            }
+            plan.preempt.push((s, PreemptMode::Swap));
+            taken[s as usize] = true;
+            host_free -= need;
+            deficit -= r.blocks as i64;
+            swapped_out = true;
+        }
+    }
+    if !swapped_out {
+        let mut cand: Vec<usize> = (0..order.len().min(window))
+            .filter(|&i| !taken[order[i] as usize] && view.req(order[i]).kv_loc == KvLoc::Host)
+            .collect();
+        cand.sort_by(by_score);
+        let mut free = free_after as i64;
+        for &i in cand.iter().take(view.limits.max_batch_size as usize) {
+            let s = order[i];
+            let need = view.swap_in_blocks(s) as i64;
+            let keep = reserve as i64 + if Some(i) == blocked { 0 } else { blocked_need };
+            if free < keep + need {
+                break;
+            }
+            plan.swap_in.push(s);
+            free -= need;
+        }
+    }
+    for item in &plan.run {
+        taken[item.slot as usize] = false;
+    }
+    for &(s, _) in &plan.preempt {
+        taken[s as usize] = false;
     }
 }

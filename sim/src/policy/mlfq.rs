@@ -26,13 +26,22 @@
 //! | `reset_attained_on_promotion` | — | false (code quirk) | true |
 //! | `misfit` | — | `stop` (no back-filling) | `skip` (our choice; the paper does not say) |
 //! | `preemption` | — | `swap` (host pool when it has room, else recompute) | `swap` |
-//! | `offload` | — | `proactive` (FastServe `reserve_free_blocks`) | `proactive` (ordered by queue position; the paper's explicit ENST order is not implemented) |
+//! | `offload` | — | `proactive` (= `code`: FastServe `reserve_free_blocks`, swaps ordered by queue position) | `proactive` (kept so that existing scenarios do not change; select the paper's order with `offload = "paper"`) |
 //! | `defer_new_below_host_free_frac` | — | 0.1 (code: a prefill-stage request is set aside while free host blocks < 10%) | 0.1 |
 //! | `min_free_blocks` | blocks | 0 (reserve = max(max_batch_size, this)) | 0 |
 //! | `requeue_reverses_batch` | — | true (code pushes each just-run request to the front in batch order) | false |
+//! | `swap_in_window` | requests | 0 = none (`offload = "paper"` only: swap in proactively only among the first N in priority order; the code mode's implicit window is `max_batch_size`) | 0 |
 //!
-//! Preemption under memory pressure (no host swap in this build): a higher-priority request that
-//! needs KV blocks takes them from resident lower-priority requests, preempted by recompute.
+//! `offload` values (with `preemption = "swap"` and a host pool): `reactive` (swap out only to
+//! make room for a batch, swap in when scheduled, the iteration waiting for the copy),
+//! `proactive` / `code` (FastServe's code: keep `max(max_batch_size, min_free_blocks)` blocks
+//! free by swapping out the lowest-queued requests, swap the next ones in ahead of their turn),
+//! `paper` (FastServe's paper: the same reserve, swaps ordered by ENST = min(T_promote,
+//! T_execute), largest out first, smallest in first; see [`Mlfq::enst_s`]). Both proactive modes
+//! overlap their copies with compute on the copy engines.
+//!
+//! Preemption under memory pressure: a higher-priority request that needs KV blocks takes them
+//! from resident lower-priority requests, by swap when the host pool has room, else recompute.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -40,14 +49,14 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::PreemptMode;
-use super::common::{Misfit, form_priority_batch};
+use super::common::{Misfit, OffloadTarget, form_priority_batch, score_offload};
 use super::{
     Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice, ReplicaView, Steady,
     parse_params,
 };
 use crate::cost::{BatchShape, CostModel};
 use crate::engine::request::{KvLoc, Slot};
-use crate::engine::time::Ns;
+use crate::engine::time::{Ns, ns_to_s};
 use crate::error::{Result, SimError};
 
 /// Unbounded levels are capped here (quantum 2^63 × base is beyond any run).
@@ -94,6 +103,7 @@ pub struct Params {
     pub offload: Option<Offload>,
     pub min_free_blocks: Option<u32>,
     pub defer_new_below_host_free_frac: Option<f64>,
+    pub swap_in_window: Option<u32>,
 }
 
 /// How host memory is used (with `preemption = "swap"`).
@@ -106,8 +116,13 @@ pub enum Offload {
     /// FastServe's `reserve_free_blocks`: keep `max(max_batch_size, min_free_blocks)` GPU blocks
     /// free by swapping out the lowest-priority resident requests; when no swap-out happened at a
     /// boundary, swap in host-resident requests among the next `max_batch_size` in priority order
-    /// ahead of their turn, overlapped with compute.
+    /// ahead of their turn, overlapped with compute. Also accepted as `code`.
+    #[serde(alias = "code")]
     Proactive,
+    /// FastServe paper: the same reserve, but swaps are ordered by the Estimated Next Scheduled
+    /// Time `ENST = min(T_promote, T_execute)` — largest ENST swapped out first, smallest swapped
+    /// in first — overlapped with compute ([`Mlfq::enst_s`], [`super::common::score_offload`]).
+    Paper,
 }
 
 /// The concrete configuration (recorded in `config.json`).
@@ -129,6 +144,14 @@ pub struct Config {
     pub offload: Offload,
     pub min_free_blocks: u32,
     pub defer_new_below_host_free_frac: f64,
+    /// `offload = "paper"`: proactive swap-ins only among the first N requests in priority order
+    /// (0 = no window, the default: the paper states none). Left out of `config.json` when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub swap_in_window: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 /// Time of the smallest possible iteration: one decode with a one-token context.
@@ -178,6 +201,7 @@ impl Params {
                 offload: self.offload.unwrap_or(Offload::Proactive),
                 min_free_blocks: self.min_free_blocks.unwrap_or(0),
                 defer_new_below_host_free_frac: self.defer_new_below_host_free_frac.unwrap_or(0.1),
+                swap_in_window: self.swap_in_window.unwrap_or(0),
             };
         let bad = |m: String| SimError::config(format!("[policies.{policy}] {m}"));
         if !(c.base_quantum_s.is_finite() && c.base_quantum_s > 0.0) {
@@ -239,6 +263,7 @@ pub struct Mlfq {
     taken: Vec<bool>,
     /// `quantum_ns(p)` for every level (computed once: it is on every iteration's path).
     quantum_ns_table: Vec<Ns>,
+    scores: Vec<f64>,
 }
 
 impl Mlfq {
@@ -254,6 +279,7 @@ impl Mlfq {
             promote_buf: Vec::new(),
             taken: Vec::new(),
             quantum_ns_table: Vec::new(),
+            scores: Vec::new(),
         }
         .with_quantum_table()
     }
@@ -396,15 +422,85 @@ impl Mlfq {
         self.cfg.preemption
     }
 
-    /// FastServe code `reserve_free_blocks` after the batch is formed (see [`Offload`]).
+    /// Estimated Next Scheduled Time (seconds from now) of every request of `self.order`, into
+    /// `self.scores` (FastServe paper §KV-cache management; `shared/docs/scheduling-papers.md`
+    /// §1.5). For request i at level p_i, with B = `max_batch_size`, q_k the level quanta and
+    /// a_j the service j attained at its current level:
+    ///
+    /// - `T_promote(i) = max(0, α − idle_i)` (α = `starvation_threshold_s`, idle on the
+    ///   starvation clock); ∞ at level 0, where promotion changes nothing;
+    /// - `T_execute(i, j)` for every j ahead of i in priority order: the time j runs before it
+    ///   drops below i assuming it never finishes — `(q_{p_j} − a_j) + Σ_{p_j<k<p_i} q_k` for
+    ///   `p_j < p_i` (the paper's `Σ_{k=p_j}^{p_i−1} q_k` with j's quantum already used at its
+    ///   own level taken off, our refinement), and `q_{p_i} − a_j` for j ahead in i's own level
+    ///   (0 in the paper's formula, which would make a level's members indistinguishable);
+    /// - `T_execute(i) = (1/B) Σ_j T_execute(i, j)`; `ENST(i) = min(T_promote, T_execute)`.
+    ///
+    /// O(requests) with running sums: `Σ_j T(i,j) = n_prev·Q(p_i) − Σ_prev (Q(p_j) + a_j) +
+    /// n_same·q_{p_i} − Σ_same a_j`, `Q(p) = Σ_{k<p} q_k`.
+    pub fn enst_s(&mut self, view: &ReplicaView) {
+        self.scores.clear();
+        let b = view.limits.max_batch_size.max(1) as f64;
+        let alpha = self.cfg.starvation_threshold_s;
+        let (mut level, mut q_prefix, mut q_level) = (0u32, 0.0f64, self.quantum_s(0));
+        let (mut n_prev, mut s_prev) = (0.0f64, 0.0f64);
+        let (mut n_same, mut a_same, mut qa_same) = (0.0f64, 0.0f64, 0.0f64);
+        for &s in &self.order {
+            let st = self.state[s as usize];
+            while level < st.level {
+                // Order is level by level: fold the finished level into the "previous" sums.
+                n_prev += n_same;
+                s_prev += qa_same;
+                (n_same, a_same, qa_same) = (0.0, 0.0, 0.0);
+                q_prefix += q_level;
+                level += 1;
+                q_level = self.quantum_s(level);
+            }
+            let a = ns_to_s(st.attained_ns).min(q_level);
+            let sum = n_prev * q_prefix - s_prev + n_same * q_level - a_same;
+            let t_execute = sum.max(0.0) / b;
+            let t_promote = if st.level == 0 {
+                f64::INFINITY
+            } else {
+                (alpha - ns_to_s(view.now_ns.saturating_sub(st.last_step_ns))).max(0.0)
+            };
+            self.scores.push(t_execute.min(t_promote));
+            n_same += 1.0;
+            a_same += a;
+            qa_same += q_prefix + a;
+        }
+    }
+
+    /// Proactive offloading after the batch is formed (see [`Offload`]).
     fn proactive(&mut self, view: &ReplicaView, plan: &mut Plan, free_after: u32) {
-        if self.cfg.offload != Offload::Proactive
+        if self.cfg.offload == Offload::Reactive
             || self.cfg.preemption != PreemptionChoice::Swap
             || view.host_capacity_blocks() == 0
         {
             return;
         }
         let reserve = view.limits.max_batch_size.max(self.cfg.min_free_blocks);
+        if self.cfg.offload == Offload::Paper {
+            self.enst_s(view);
+            let mut taken = std::mem::take(&mut self.taken);
+            score_offload(
+                view,
+                plan,
+                &self.order,
+                &self.scores,
+                OffloadTarget {
+                    free_after,
+                    reserve,
+                    window: match self.cfg.swap_in_window {
+                        0 => usize::MAX,
+                        w => w as usize,
+                    },
+                },
+                &mut taken,
+            );
+            self.taken = taken;
+            return;
+        }
         if self.taken.len() < view.slot_capacity() {
             self.taken.resize(view.slot_capacity(), false);
         }
@@ -430,16 +526,17 @@ impl Mlfq {
                 break;
             }
             let r = view.req(s);
+            let host_need = view.host_blocks_for(r.blocks);
             if self.taken[s as usize]
                 || r.kv_loc != KvLoc::Gpu
                 || r.in_flight()
-                || r.blocks > host_free
+                || host_need > host_free
             {
                 continue;
             }
             plan.preempt.push((s, PreemptMode::Swap));
             self.taken[s as usize] = true;
-            host_free -= r.blocks;
+            host_free -= host_need;
             deficit -= r.blocks as i64;
             swapped_out = true;
         }
@@ -455,11 +552,12 @@ impl Mlfq {
                 if self.taken[s as usize] || r.kv_loc == KvLoc::Gpu || r.in_transfer() {
                     continue;
                 }
-                if r.kv_loc != KvLoc::Host || free < reserve as i64 + r.host_blocks as i64 {
+                let need = view.swap_in_blocks(s) as i64;
+                if r.kv_loc != KvLoc::Host || free < reserve as i64 + need {
                     break; // memory goes to this request first
                 }
                 plan.swap_in.push(s);
-                free -= r.host_blocks as i64;
+                free -= need;
             }
         }
         for item in &plan.run {
@@ -616,11 +714,14 @@ impl Policy for Mlfq {
             })
             .min()
             .unwrap_or(Ns::MAX);
-        let proactive = self.cfg.preemption == PreemptionChoice::Swap
-            && view.host_capacity_blocks() > 0
+        let offloading =
+            self.cfg.preemption == PreemptionChoice::Swap && view.host_capacity_blocks() > 0;
+        let proactive = offloading
             && match self.cfg.offload {
                 Offload::Reactive => false,
                 Offload::Proactive => true,
+                // ENST moves with the clock: its swap order can change while nothing else does.
+                Offload::Paper => return None,
             };
         let min_free_blocks = if proactive {
             // No swap-out while free blocks cover the reserve plus what the first request left
@@ -755,6 +856,137 @@ impl Policy for Mlfq {
             priority: st.level as f64,
             demotions: st.demotions,
             promotions: st.promotions,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cost::constant::ConstantCost;
+    use crate::engine::KvPool;
+    use crate::engine::request::{Request, Slab};
+    use crate::policy::{Limits, RunItem};
+    use crate::swap::KvOffload;
+
+    const MS: Ns = 1_000_000;
+
+    fn req(id: u64) -> Request {
+        Request {
+            id,
+            arrival_ns: 0,
+            input_tokens: 50,
+            output_tokens: 100,
+            predicted_output_tokens: 100,
+            generated_tokens: 50,
+            kv_tokens: 100,
+            blocks: 10,
+            kv_loc: KvLoc::Gpu,
+            host_blocks: 0,
+            offloaded_gpu_blocks: 0,
+            kv_ready_ns: 0,
+            swap_out_bytes: 0,
+            swap_in_bytes: 0,
+            swap_stall_ns: 0,
+            recomputed_tokens: 0,
+            preemptions: 0,
+            attained_ns: 0,
+            first_scheduled_ns: None,
+            first_token_ns: None,
+            last_run_end_ns: 0,
+            in_batch: false,
+        }
+    }
+
+    /// Four resident requests (10 blocks each, a full 40-block GPU): 0 and 1 at level 0 (0 has
+    /// used 4 ms of its 10 ms quantum), 2 and 3 at level 2 (quantum 40 ms; 2 has used 5 ms and
+    /// idled 1 s, 3 idled 2.99 s of the 3 s starvation threshold). B = 2.
+    fn setup(offload: Offload) -> (Mlfq, Slab, KvPool, KvPool, Ns) {
+        let cost = Arc::new(ConstantCost { iteration_s: 0.01 });
+        let mut cfg = Params::default()
+            .resolve(false, cost.as_ref(), "mlfq")
+            .unwrap();
+        cfg.offload = offload;
+        let mut m = Mlfq::new(cfg, cost, "mlfq");
+        let mut reqs = Slab::default();
+        let now = 10_000 * MS;
+        let states = [
+            (0, 4 * MS, now),
+            (0, 0, now),
+            (2, 5 * MS, now - 1000 * MS),
+            (2, 0, now - 2990 * MS),
+        ];
+        for (i, &(level, attained_ns, last_step_ns)) in states.iter().enumerate() {
+            let s = reqs.insert(req(i as u64));
+            m.state.resize(s as usize + 1, State::default());
+            m.state[s as usize] = State {
+                level,
+                attained_ns,
+                last_step_ns,
+                ..State::default()
+            };
+            m.queue(level).push_back(s);
+        }
+        m.order = m.levels.iter().flatten().copied().collect();
+        let mut kv = KvPool::new(40, 16);
+        assert!(kv.try_alloc(40));
+        (m, reqs, kv, KvPool::new(100, 16), now)
+    }
+
+    fn view<'a>(reqs: &'a Slab, kv: &'a KvPool, host: &'a KvPool, now: Ns) -> ReplicaView<'a> {
+        ReplicaView {
+            reqs,
+            kv,
+            host,
+            offload: KvOffload::default(),
+            now_ns: now,
+            limits: Limits {
+                max_batch_size: 2,
+                max_batch_tokens: 2048,
+                max_context_tokens: 2048,
+            },
+        }
+    }
+
+    /// Hand-computed ENST (quanta q0 = 10 ms, q1 = 20 ms, q2 = 40 ms; Q(2) = 30 ms):
+    /// - 0: nobody ahead → T_execute 0; level 0 → ENST 0;
+    /// - 1: 0 ahead in its level: (10 − 4) ms / 2 = 3 ms;
+    /// - 2: 0 and 1 ahead from level 0: ((30 − 4) + (30 − 0)) ms / 2 = 28 ms; T_promote = 3 − 1 =
+    ///   2 s → ENST 28 ms;
+    /// - 3: those plus 2 in its level: (56 + (40 − 5)) ms / 2 = 45.5 ms, but T_promote =
+    ///   3 − 2.99 = 10 ms → ENST 10 ms.
+    #[test]
+    fn enst_by_hand() {
+        let (mut m, reqs, kv, host, now) = setup(Offload::Paper);
+        m.enst_s(&view(&reqs, &kv, &host, now));
+        let want = [0.0, 0.003, 0.028, 0.010];
+        for (got, want) in m.scores.iter().zip(want) {
+            assert!((got - want).abs() < 1e-12, "{:?} vs {want:?}", m.scores);
+        }
+    }
+
+    /// With 0 and 1 in the batch and no free block, the reserve (B = 2 blocks) needs one
+    /// swap-out: the paper's order picks the largest ENST (request 2, 28 ms), the code's order
+    /// the last one queued (request 3, whose ENST is only 10 ms: it is about to be promoted).
+    #[test]
+    fn paper_swaps_out_largest_enst_code_swaps_out_last_queued() {
+        for (offload, victim) in [(Offload::Paper, 2), (Offload::Proactive, 3)] {
+            let (mut m, reqs, kv, host, now) = setup(offload);
+            let v = view(&reqs, &kv, &host, now);
+            let mut plan = Plan::default();
+            for s in [0, 1] {
+                plan.run.push(RunItem {
+                    slot: s,
+                    reserve_blocks: 0,
+                });
+            }
+            m.proactive(&v, &mut plan, 0);
+            assert_eq!(
+                plan.preempt,
+                vec![(victim, PreemptMode::Swap)],
+                "{offload:?}"
+            );
+            assert!(plan.swap_in.is_empty());
         }
     }
 }

@@ -40,6 +40,7 @@ pub struct ReplicaView<'a> {
     pub(crate) reqs: &'a Slab,
     pub(crate) kv: &'a KvPool,
     pub(crate) host: &'a KvPool,
+    pub(crate) offload: crate::swap::KvOffload,
     pub now_ns: Ns,
     pub limits: Limits,
 }
@@ -70,7 +71,16 @@ impl<'a> ReplicaView<'a> {
         let r = self.req(s);
         r.kv_loc == crate::engine::request::KvLoc::Gpu
             && !r.in_flight()
-            && r.blocks <= self.host.free_blocks()
+            && self.host_blocks_for(r.blocks) <= self.host.free_blocks()
+    }
+    /// Host blocks the KV of `gpu_blocks` GPU blocks takes once offloaded (fewer when offloaded
+    /// KV is quantized).
+    pub fn host_blocks_for(&self, gpu_blocks: u32) -> u32 {
+        self.offload.host_blocks_for(gpu_blocks)
+    }
+    /// GPU blocks a host-resident request `s` needs to be swapped back in.
+    pub fn swap_in_blocks(&self, s: Slot) -> u32 {
+        self.req(s).offloaded_gpu_blocks
     }
     pub fn block_tokens(&self) -> u32 {
         self.kv.block_tokens()

@@ -240,6 +240,8 @@ pub(crate) mod testing {
                 KvLoc::None
             },
             host_blocks: 0,
+            offloaded_gpu_blocks: 0,
+            kv_ready_ns: 0,
             swap_out_bytes: 0,
             swap_in_bytes: 0,
             swap_stall_ns: 0,

@@ -83,6 +83,9 @@ pub struct Scenario {
     /// `sweep.csv` a `goodput` column. Absent: outputs are exactly as without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slo: Option<SloSpec>,
+    /// What `servesim run` writes besides the fixed files.
+    #[serde(default, skip_serializing_if = "OutputSpec::is_default")]
+    pub output: OutputSpec,
     /// Sweep axes (used by `servesim sweep`; `run` runs the base scenario).
     #[serde(default, skip_serializing)]
     pub sweep: Option<toml::Value>,
@@ -275,6 +278,31 @@ impl SloSpec {
     }
 }
 
+/// `[output]`: optional outputs of `servesim run`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputSpec {
+    /// Period of `kv_timeline.csv` samples in simulated seconds (0 = no file).
+    pub kv_timeline_interval_s: f64,
+}
+
+/// Default `kv_timeline.csv` period (s).
+pub const DEFAULT_KV_TIMELINE_INTERVAL_S: f64 = 1.0;
+
+impl Default for OutputSpec {
+    fn default() -> Self {
+        OutputSpec {
+            kv_timeline_interval_s: DEFAULT_KV_TIMELINE_INTERVAL_S,
+        }
+    }
+}
+
+impl OutputSpec {
+    fn is_default(&self) -> bool {
+        *self == OutputSpec::default()
+    }
+}
+
 /// `[limits]`: guards that end a run with an error instead of a hang.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -399,6 +427,10 @@ pub struct Resolved {
     pub swap: crate::swap::PcieSwap,
     /// Pipeline of each replica (one stage unless `pp` > 1).
     pub pipeline: crate::exec::Pipeline,
+    /// `[swap] kv_offload_bits`, `kv_quant_s_per_byte`: the format of offloaded KV.
+    pub offload: crate::swap::KvOffload,
+    /// `[output] kv_timeline_interval_s` in ns (0 = off).
+    pub kv_timeline_interval_ns: u64,
     /// `[swap] profile`: replaces `swap` when set.
     pub swap_profile: Option<crate::swap::profile::ProfileSwap>,
     /// `[cost] model = "profile"`: the profile's tables and its directory.
@@ -775,6 +807,14 @@ impl Loaded {
         } else {
             crate::exec::Pipeline::SINGLE
         };
+        let offload = crate::swap::KvOffload::resolve(&s.swap).map_err(wrap)?;
+        let iv = s.output.kv_timeline_interval_s;
+        if !(iv.is_finite() && (iv == 0.0 || iv >= 1e-6)) {
+            return Err(self.err(format!(
+                "[output] kv_timeline_interval_s must be 0 (off) or a finite number ≥ 1e-6 s, got {iv}"
+            )));
+        }
+        let kv_timeline_interval_ns = (iv * 1e9).round() as u64;
         let mut resolved = Resolved {
             scenario: s.clone(),
             scenario_path: self.path.clone(),
@@ -788,6 +828,8 @@ impl Loaded {
             kv_block_bytes,
             swap,
             pipeline,
+            offload,
+            kv_timeline_interval_ns,
             swap_profile,
             cost_profile,
             policy_params: serde_json::Value::Null,

@@ -9,6 +9,15 @@
 //! figure for pinned memory), latency 10 µs, no per-block overhead (a batched gather kernel, as
 //! vLLM's 12.6 GB/s one, rather than per-block `cudaMemcpyAsync` at 3.1 GB/s). Calibrated
 //! profiles replace these numbers: `[swap] profile = "DIR"` selects [`profile::ProfileSwap`].
+//!
+//! Offloaded-KV quantization (ALISE's KV compression, [`KvOffload`]): `[swap] kv_offload_bits`
+//! = 16 (default: offloaded KV keeps its FP16 format, nothing changes), 8 or 4. A request swapped
+//! out of `b` GPU blocks then holds `⌈b·bits/16⌉` host blocks, its copies move `bytes·bits/16`
+//! over PCIe (both directions), and each copy additionally takes `kv_quant_s_per_byte` × its
+//! FP16 bytes for the (de)quantization kernel, charged on the copy engine's timeline (serial with
+//! the copy of that request, overlapped with compute like the copy itself). Default cost
+//! 1e-12 s/byte: a memory-bound elementwise kernel that reads 2 bytes and writes ≤ 1 byte per
+//! element at ~2–3 TB/s of HBM (A100/H100 class) — an assumption, not a measurement.
 
 pub mod profile;
 
@@ -54,6 +63,80 @@ pub struct SwapSpec {
     /// `pageable_memcpy`; default: the profile's `swap_variant`, else `pinned_gather`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub variant: Option<crate::profile::CopyVariant>,
+    /// Bits per element of offloaded KV: 16 (default, no quantization), 8 or 4.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kv_offload_bits: Option<u32>,
+    /// (De)quantization cost in seconds per FP16 byte of a quantized copy (default 1e-12).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kv_quant_s_per_byte: Option<f64>,
+}
+
+/// Default (de)quantization cost, seconds per FP16 byte (see the module docs).
+pub const DEFAULT_KV_QUANT_S_PER_BYTE: f64 = 1e-12;
+
+/// Format of offloaded KV (recorded in `config.json` when quantized).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct KvOffload {
+    /// 16 (no quantization), 8 or 4.
+    pub bits: u32,
+    /// Seconds per FP16 byte added to every copy of quantized KV (ignored at 16 bits).
+    pub quant_s_per_byte: f64,
+}
+
+impl Default for KvOffload {
+    fn default() -> Self {
+        KvOffload {
+            bits: 16,
+            quant_s_per_byte: DEFAULT_KV_QUANT_S_PER_BYTE,
+        }
+    }
+}
+
+impl KvOffload {
+    /// Validate the `[swap]` quantization keys, naming the bad field.
+    pub fn resolve(spec: &SwapSpec) -> Result<Self> {
+        let bits = spec.kv_offload_bits.unwrap_or(16);
+        if !matches!(bits, 4 | 8 | 16) {
+            return Err(SimError::config(format!(
+                "[swap] kv_offload_bits must be 4, 8 or 16, got {bits}"
+            )));
+        }
+        let c = spec
+            .kv_quant_s_per_byte
+            .unwrap_or(DEFAULT_KV_QUANT_S_PER_BYTE);
+        if !(c.is_finite() && c >= 0.0) {
+            return Err(SimError::config(format!(
+                "[swap] kv_quant_s_per_byte must be a finite number ≥ 0, got {c}"
+            )));
+        }
+        Ok(KvOffload {
+            bits,
+            quant_s_per_byte: c,
+        })
+    }
+
+    pub fn is_quantized(&self) -> bool {
+        self.bits < 16
+    }
+
+    /// Host blocks that hold the KV of `gpu_blocks` GPU blocks.
+    pub fn host_blocks_for(&self, gpu_blocks: u32) -> u32 {
+        ((gpu_blocks as u64 * self.bits as u64).div_ceil(16)) as u32
+    }
+
+    /// PCIe bytes of a copy of `fp16_bytes` of KV.
+    pub fn wire_bytes(&self, fp16_bytes: u64) -> u64 {
+        (fp16_bytes as u128 * self.bits as u128 / 16) as u64
+    }
+
+    /// (De)quantization seconds added to a copy of `fp16_bytes` of KV.
+    pub fn quant_s(&self, fp16_bytes: u64) -> f64 {
+        if self.is_quantized() {
+            self.quant_s_per_byte * fp16_bytes as f64
+        } else {
+            0.0
+        }
+    }
 }
 
 /// The resolved PCIe model (recorded in `config.json`).
@@ -126,6 +209,43 @@ mod tests {
         // 1 ms + 100 × 10 µs + (1e8 B / 2 links) / 1e9 B/s = 1 + 1 + 50 ms.
         assert!((m.transfer_s(Direction::HostToDevice, 100_000_000, 100) - 0.052).abs() < 1e-12);
         assert!((m.transfer_s(Direction::DeviceToHost, 100_000_000, 100) - 0.027).abs() < 1e-12);
+    }
+
+    #[test]
+    fn quantized_offload_scales_bytes_and_blocks() {
+        let q = KvOffload::resolve(&SwapSpec {
+            kv_offload_bits: Some(4),
+            kv_quant_s_per_byte: Some(2e-12),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(q.host_blocks_for(10), 3); // ⌈10·4/16⌉ = ⌈2.5⌉
+        assert_eq!(q.wire_bytes(1000), 250);
+        assert!((q.quant_s(1000) - 2e-9).abs() < 1e-21);
+        let f = KvOffload::default();
+        assert_eq!(
+            (f.host_blocks_for(10), f.wire_bytes(1000), f.quant_s(1000)),
+            (10, 1000, 0.0)
+        );
+        for (spec, field) in [
+            (
+                SwapSpec {
+                    kv_offload_bits: Some(2),
+                    ..Default::default()
+                },
+                "kv_offload_bits",
+            ),
+            (
+                SwapSpec {
+                    kv_quant_s_per_byte: Some(-1.0),
+                    ..Default::default()
+                },
+                "kv_quant_s_per_byte",
+            ),
+        ] {
+            let e = KvOffload::resolve(&spec).unwrap_err().to_string();
+            assert!(e.contains(field), "{e}");
+        }
     }
 
     #[test]

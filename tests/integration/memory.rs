@@ -1,0 +1,861 @@
+//! KV memory hierarchy: hand-computed swap timings (one swap-out and one swap-in of known size,
+//! overlapped with compute or stalling it), quantized offload, recompute fallback without a host
+//! pool, `kv_timeline` sampling, and property tests of the memory invariants over random traces
+//! for every swap-capable policy (`mlfq`, `skip-join-mlfq` in each offload mode, `srpt`, `alise`
+//! reactive and EWT, `ltr`), offloaded KV at 16/8/4 bits, host pools from none to ample.
+//!
+//! Every run drives [`servesim::engine::simulate`] with an [`Observer`] that asks for memory
+//! snapshots ([`Observer::wants_memory`]): the engine then reports its pools and every request's
+//! holdings at each iteration start and every copy it queues (the engine does no I/O).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use servesim::cost::constant::ConstantCost;
+use servesim::cost::{BatchShape, CostModel};
+use servesim::engine::request::{KvLoc, Slot};
+use servesim::engine::time::Ns;
+use servesim::engine::{
+    Completion, EngineConfig, Guards, KvSample, MemorySnapshot, Observer, ReplicaParts, TraceRow,
+    TransferRecord, simulate,
+};
+use servesim::exec::SimExecutor;
+use servesim::policy::{Limits, Plan, Policy, PolicyEnv, PreemptMode, ReplicaView, RunItem};
+use servesim::predict::Oracle;
+use servesim::swap::{Direction, KvOffload, PcieSwap, SwapSpec};
+
+use crate::support::Workdir;
+
+/// Everything the engine reports.
+#[derive(Default)]
+struct Rec {
+    completions: Vec<Completion>,
+    iterations: Vec<(Ns, Ns)>,
+    snapshots: Vec<MemorySnapshot>,
+    transfers: Vec<TransferRecord>,
+    samples: Vec<KvSample>,
+}
+
+impl Observer for Rec {
+    fn on_completion(&mut self, c: &Completion) {
+        self.completions.push(*c);
+    }
+    fn on_iteration(&mut self, _r: u32, start: Ns, end: Ns, _shape: &BatchShape) {
+        self.iterations.push((start, end));
+    }
+    fn wants_memory(&self) -> bool {
+        true
+    }
+    fn on_memory(&mut self, s: &MemorySnapshot) {
+        self.snapshots.push(s.clone());
+    }
+    fn on_transfer(&mut self, t: &TransferRecord) {
+        self.transfers.push(*t);
+    }
+    fn on_kv_sample(&mut self, s: &KvSample) {
+        self.samples.push(*s);
+    }
+}
+
+impl Rec {
+    fn completion(&self, id: u64) -> &Completion {
+        self.completions.iter().find(|c| c.id == id).unwrap()
+    }
+}
+
+/// One replica run through the engine.
+struct Setup {
+    policy: Box<dyn Policy>,
+    iteration_s: f64,
+    block_tokens: u32,
+    kv_blocks: u32,
+    host_blocks: u32,
+    block_bytes: u64,
+    swap: PcieSwap,
+    offload: KvOffload,
+    limits: Limits,
+    sample_ns: Ns,
+}
+
+fn limits(batch: u32) -> Limits {
+    Limits {
+        max_batch_size: batch,
+        max_batch_tokens: 256,
+        max_context_tokens: 128,
+    }
+}
+
+fn run(s: Setup, rows: &[TraceRow]) -> Result<Rec, String> {
+    let parts = vec![ReplicaParts {
+        policy: s.policy,
+        executor: Box::new(SimExecutor::new(Box::new(ConstantCost {
+            iteration_s: s.iteration_s,
+        }))),
+        kv_capacity_blocks: s.kv_blocks,
+        host_kv_blocks: s.host_blocks,
+        kv_block_bytes: s.block_bytes,
+        swap: Box::new(s.swap),
+        offload: s.offload,
+    }];
+    let cfg = EngineConfig {
+        block_tokens: s.block_tokens,
+        limits: s.limits,
+        guards: Guards {
+            max_events: 5_000_000,
+            ..Guards::default()
+        },
+        kv_sample_interval_ns: s.sample_ns,
+    };
+    let mut it = rows.iter().map(|r| Ok(*r));
+    let mut rec = Rec::default();
+    simulate(&cfg, &mut it, parts, &mut Oracle, &mut rec).map_err(|e| e.to_string())?;
+    Ok(rec)
+}
+
+fn pcie(latency_s: f64, d2h: f64, h2d: f64) -> PcieSwap {
+    PcieSwap::resolve(
+        &SwapSpec {
+            latency_s: Some(latency_s),
+            per_block_s: Some(0.0),
+            d2h_bytes_per_s: Some(d2h),
+            h2d_bytes_per_s: Some(h2d),
+            ..Default::default()
+        },
+        1.0,
+        1,
+    )
+    .unwrap()
+}
+
+fn row(id: u64, arrival_ns: Ns, input: u32, output: u32) -> TraceRow {
+    TraceRow {
+        id,
+        arrival_ns,
+        input_tokens: input,
+        output_tokens: output,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hand-computed timings.
+
+/// A policy that follows a script: at its k-th boundary it preempts, swaps in and runs the
+/// listed request ids (nothing once the script is over).
+struct Scripted {
+    steps: Vec<Step>,
+    k: usize,
+    slots: HashMap<u64, Slot>,
+}
+
+#[derive(Clone, Default)]
+struct Step {
+    preempt: Vec<(u64, PreemptMode)>,
+    swap_in: Vec<u64>,
+    run: Vec<u64>,
+}
+
+fn step(preempt: &[(u64, PreemptMode)], swap_in: &[u64], run: &[u64]) -> Step {
+    Step {
+        preempt: preempt.to_vec(),
+        swap_in: swap_in.to_vec(),
+        run: run.to_vec(),
+    }
+}
+
+impl Policy for Scripted {
+    fn name(&self) -> &'static str {
+        "scripted"
+    }
+    fn on_arrival(&mut self, s: Slot, view: &ReplicaView) -> servesim::error::Result<()> {
+        self.slots.insert(view.req(s).id, s);
+        Ok(())
+    }
+    fn schedule(&mut self, _view: &ReplicaView, plan: &mut Plan) {
+        plan.clear();
+        let Some(st) = self.steps.get(self.k).cloned() else {
+            return;
+        };
+        self.k += 1;
+        plan.preempt
+            .extend(st.preempt.iter().map(|&(id, m)| (self.slots[&id], m)));
+        plan.swap_in
+            .extend(st.swap_in.iter().map(|id| self.slots[id]));
+        plan.run.extend(st.run.iter().map(|id| RunItem {
+            slot: self.slots[id],
+            reserve_blocks: 0,
+        }));
+    }
+    fn on_finish(&mut self, _s: Slot) {}
+}
+
+// Units chosen so that every time is exact in binary floating point:
+// iteration c = 2^-6 s = 15_625_000 ns; copy latency u = 2^-9 s = 1_953_125 ns; KV block =
+// 2^20 bytes (1 MiB) of 4 tokens. A = request 0 (8-token prompt, 3 output tokens), B = request 1
+// (4-token prompt, 2 output tokens), both at t = 0; 8 GPU blocks, 8 host blocks.
+const C: Ns = 15_625_000;
+const U: Ns = 1_953_125;
+const MIB: u64 = 1 << 20;
+
+fn two_requests() -> Vec<TraceRow> {
+    vec![row(0, 0, 8, 3), row(1, 0, 4, 2)]
+}
+
+fn hand_setup(script: Vec<Step>, swap: PcieSwap, offload: KvOffload) -> Setup {
+    Setup {
+        policy: Box::new(Scripted {
+            steps: script,
+            k: 0,
+            slots: HashMap::new(),
+        }),
+        iteration_s: 1.0 / 64.0,
+        block_tokens: 4,
+        kv_blocks: 8,
+        host_blocks: 8,
+        block_bytes: MIB,
+        swap,
+        offload,
+        limits: limits(4),
+        sample_ns: 0,
+    }
+}
+
+fn dirs(rec: &Rec) -> Vec<(u64, Direction, Ns, Ns, Ns, u64)> {
+    rec.transfers
+        .iter()
+        .map(|t| (t.id, t.dir, t.queued_ns, t.start_ns, t.end_ns, t.bytes))
+        .collect()
+}
+
+/// Proactive: A is swapped out while B prefills and swapped back in while B decodes; both copies
+/// hide under compute, so every iteration takes exactly c.
+///
+/// - [0, c): A prefills (8 tokens → 2 blocks).
+/// - [c, 2c): A swapped out — 2 blocks = 2 MiB at 2^29 B/s: u + 2^21/2^29 s = u + 2u = 3u =
+///   5_859_375 ns, done at c + 3u = 21_484_375 — while B prefills (1 block).
+/// - [2c, 3c): A swapped in — 2 MiB at 2^28 B/s: u + 2^21/2^28 s = u + 4u = 5u = 9_765_625 ns,
+///   done at 2c + 5u = 41_015_625 < 3c = 46_875_000 — while B decodes; B finishes at 3c.
+/// - [3c, 4c), [4c, 5c): A decodes twice and finishes at 5c = 78_125_000.
+#[test]
+fn proactive_swap_out_and_in_overlap_compute() {
+    let script = vec![
+        step(&[], &[], &[0]),
+        step(&[(0, PreemptMode::Swap)], &[], &[1]),
+        step(&[], &[0], &[1]),
+        step(&[], &[], &[0]),
+        step(&[], &[], &[0]),
+    ];
+    let rec = run(
+        hand_setup(
+            script,
+            pcie(1.0 / 512.0, (1 << 29) as f64, (1 << 28) as f64),
+            KvOffload::default(),
+        ),
+        &two_requests(),
+    )
+    .unwrap();
+    assert_eq!(
+        dirs(&rec),
+        vec![
+            (0, Direction::DeviceToHost, C, C, C + 3 * U, 2 * MIB),
+            (
+                0,
+                Direction::HostToDevice,
+                2 * C,
+                2 * C,
+                2 * C + 5 * U,
+                2 * MIB
+            ),
+        ]
+    );
+    assert_eq!(C + 3 * U, 21_484_375);
+    assert_eq!(2 * C + 5 * U, 41_015_625);
+    let ends: Vec<Ns> = rec.iterations.iter().map(|&(_, e)| e).collect();
+    assert_eq!(ends, vec![C, 2 * C, 3 * C, 4 * C, 5 * C]);
+    let (a, b) = (rec.completion(0), rec.completion(1));
+    assert_eq!((a.finish_ns, b.finish_ns), (5 * C, 3 * C));
+    assert_eq!((a.swap_out_bytes, a.swap_in_bytes), (2 * MIB, 2 * MIB));
+    assert_eq!(
+        (a.swap_stall_ns, a.preemptions, a.recomputed_tokens),
+        (0, 1, 0)
+    );
+    // Pools at the iteration starts: at c, A still holds its 2 GPU blocks while it is copied
+    // out (freed when the copy completes) plus 2 host blocks; at 2c, A holds 2 GPU blocks for
+    // the copy back (host blocks freed when it lands), B holds 2.
+    let pools: Vec<(Ns, u32, u32)> = rec
+        .snapshots
+        .iter()
+        .map(|s| (s.start_ns, s.gpu_used, s.host_used))
+        .collect();
+    assert_eq!(
+        pools,
+        vec![
+            (0, 2, 0),
+            (C, 3, 2),
+            (2 * C, 4, 2),
+            (3 * C, 3, 0),
+            (4 * C, 3, 0)
+        ]
+    );
+}
+
+/// Reactive: A is scheduled while its KV is on the host; the iteration waits for the copy.
+/// Swap-in at 2^26 B/s: u + 2^21/2^26 s = u + 16u = 17u = 33_203_125 ns > c, so the iteration
+/// [2c, …) ends at max(2c + c, 2c + 17u) = 2c + 17u = 64_453_125 and both batch members stall
+/// 17u − c = 17_578_125 ns. B finishes then; A's last decode ends c later, at 80_078_125.
+#[test]
+fn reactive_swap_in_stalls_when_the_copy_outlasts_compute() {
+    let script = vec![
+        step(&[], &[], &[0]),
+        step(&[(0, PreemptMode::Swap)], &[], &[1]),
+        step(&[], &[], &[0, 1]),
+        step(&[], &[], &[0]),
+    ];
+    let rec = run(
+        hand_setup(
+            script,
+            pcie(1.0 / 512.0, (1 << 29) as f64, (1 << 26) as f64),
+            KvOffload::default(),
+        ),
+        &two_requests(),
+    )
+    .unwrap();
+    let t_in = 2 * C + 17 * U;
+    assert_eq!(t_in, 64_453_125);
+    assert_eq!(
+        dirs(&rec),
+        vec![
+            (0, Direction::DeviceToHost, C, C, C + 3 * U, 2 * MIB),
+            (0, Direction::HostToDevice, 2 * C, 2 * C, t_in, 2 * MIB),
+        ]
+    );
+    let ends: Vec<Ns> = rec.iterations.iter().map(|&(_, e)| e).collect();
+    assert_eq!(ends, vec![C, 2 * C, t_in, t_in + C]);
+    let (a, b) = (rec.completion(0), rec.completion(1));
+    assert_eq!((a.finish_ns, b.finish_ns), (80_078_125, t_in));
+    assert_eq!((a.swap_stall_ns, b.swap_stall_ns), (17 * U - C, 17 * U - C));
+    assert_eq!(17 * U - C, 17_578_125);
+    // The batch member whose KV is in flight is ready exactly when the iteration ends.
+    let s = &rec.snapshots[2];
+    let a_member = s.batch.iter().find(|m| m.id == 0).unwrap();
+    assert_eq!(
+        (a_member.kv_loc, a_member.kv_ready_ns, s.end_ns),
+        (KvLoc::SwappingIn, Some(t_in), t_in)
+    );
+}
+
+/// The same proactive script with 8-bit offloaded KV and (de)quantization at 2^-31 s per FP16
+/// byte: the 2 MiB of A move as 1 MiB and take 1 host block.
+/// - out: u + 2^20/2^29 s + 2^21·2^-31 s = u + u + u/2 = 2.5u = 4_882_812.5 → 4_882_813 ns (rounded up);
+/// - in:  u + 2^20/2^28 s + u/2 = 3.5u = 6_835_937.5 → 6_835_938 ns.
+#[test]
+fn quantized_offload_halves_bytes_and_host_blocks() {
+    let script = vec![
+        step(&[], &[], &[0]),
+        step(&[(0, PreemptMode::Swap)], &[], &[1]),
+        step(&[], &[0], &[1]),
+        step(&[], &[], &[0]),
+        step(&[], &[], &[0]),
+    ];
+    let offload = KvOffload::resolve(&SwapSpec {
+        kv_offload_bits: Some(8),
+        kv_quant_s_per_byte: Some(1.0 / (1u64 << 31) as f64),
+        ..Default::default()
+    })
+    .unwrap();
+    let rec = run(
+        hand_setup(
+            script,
+            pcie(1.0 / 512.0, (1 << 29) as f64, (1 << 28) as f64),
+            offload,
+        ),
+        &two_requests(),
+    )
+    .unwrap();
+    assert_eq!(
+        dirs(&rec),
+        vec![
+            (0, Direction::DeviceToHost, C, C, C + 4_882_813, MIB),
+            (
+                0,
+                Direction::HostToDevice,
+                2 * C,
+                2 * C,
+                2 * C + 6_835_938,
+                MIB
+            ),
+        ]
+    );
+    assert_eq!(rec.transfers[0].host_blocks, 1);
+    let host: Vec<u32> = rec.snapshots.iter().map(|s| s.host_used).collect();
+    assert_eq!(host, vec![0, 1, 1, 0, 0]);
+    let a = rec.completion(0);
+    assert_eq!(
+        (a.swap_out_bytes, a.swap_in_bytes, a.finish_ns),
+        (MIB, MIB, 5 * C)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Real policies.
+
+/// A swap-capable policy and its `[policies.NAME]` table.
+#[derive(Debug, Clone)]
+struct Pol {
+    name: &'static str,
+    table: &'static str,
+}
+
+const SWAP_POLICIES: &[Pol] = &[
+    Pol {
+        name: "mlfq",
+        table: "",
+    },
+    Pol {
+        name: "mlfq",
+        table: "preset = \"paper\"\noffload = \"paper\"",
+    },
+    Pol {
+        name: "skip-join-mlfq",
+        table: "offload = \"code\"",
+    },
+    Pol {
+        name: "skip-join-mlfq",
+        table: "offload = \"paper\"",
+    },
+    Pol {
+        name: "skip-join-mlfq",
+        table: "offload = \"reactive\"",
+    },
+    Pol {
+        name: "skip-join-mlfq",
+        table: "preset = \"paper\"\noffload = \"paper\"",
+    },
+    Pol {
+        name: "skip-join-mlfq",
+        table: "offload = \"paper\"\nswap_in_window = 2",
+    },
+    Pol {
+        name: "srpt",
+        table: "",
+    },
+    Pol {
+        name: "alise",
+        table: "offload = \"ewt\"",
+    },
+    Pol {
+        name: "ltr",
+        table: "",
+    },
+    Pol {
+        name: "alise",
+        table: "",
+    },
+];
+
+fn build(p: &Pol, iteration_s: f64, lim: Limits) -> Box<dyn Policy> {
+    let cost: Arc<dyn CostModel> = Arc::new(ConstantCost { iteration_s });
+    let env = PolicyEnv { limits: lim, cost };
+    let table: toml::Value = toml::from_str(p.table).unwrap();
+    let entry = servesim::policy::lookup(p.name).unwrap();
+    (entry.build)(Some(&table), &env)
+        .unwrap_or_else(|e| panic!("{} {}: {e}", p.name, p.table))
+        .0
+}
+
+fn offload_bits(bits: u32) -> KvOffload {
+    KvOffload::resolve(&SwapSpec {
+        kv_offload_bits: Some(bits),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+/// Pressure case: A (20-token prompt, 20 outputs, 10 of the 10 blocks at its end) runs alone,
+/// then B (20-token prompt, 2 outputs) arrives at 50 ms with higher priority under every policy
+/// here (level 0 / shorter remaining time) and needs blocks A holds.
+fn pressure(p: &Pol, host_blocks: u32) -> Result<Rec, String> {
+    let lim = limits(4);
+    run(
+        Setup {
+            policy: build(p, 1.0 / 64.0, lim),
+            iteration_s: 1.0 / 64.0,
+            block_tokens: 4,
+            kv_blocks: 10,
+            host_blocks,
+            block_bytes: MIB,
+            swap: pcie(1e-4, 1e10, 1e10),
+            offload: KvOffload::default(),
+            limits: lim,
+            sample_ns: 0,
+        },
+        &[row(0, 0, 20, 20), row(1, 50_000_000, 20, 2)],
+    )
+}
+
+/// With no host pool, every swap policy degrades to recompute (no copy, no error, every
+/// request finishes); with a host pool the same case does swap (so the first half is not
+/// vacuous).
+#[test]
+fn zero_host_memory_degrades_to_recompute() {
+    for p in SWAP_POLICIES {
+        let rec = pressure(p, 0).unwrap_or_else(|e| panic!("{p:?}: {e}"));
+        assert_eq!(rec.completions.len(), 2, "{p:?}");
+        assert!(rec.transfers.is_empty(), "{p:?} copied with no host pool");
+        let recomputed: u64 = rec.completions.iter().map(|c| c.recomputed_tokens).sum();
+        let preempted: u32 = rec.completions.iter().map(|c| c.preemptions).sum();
+        assert!(preempted > 0 && recomputed > 0, "{p:?}: no recompute");
+        assert!(rec.snapshots.iter().all(|s| s.host_used == 0));
+
+        let rec = pressure(p, 64).unwrap_or_else(|e| panic!("{p:?}: {e}"));
+        assert_eq!(rec.completions.len(), 2, "{p:?}");
+        assert!(
+            !rec.transfers.is_empty(),
+            "{p:?} never swapped with a host pool"
+        );
+        let recomputed: u64 = rec.completions.iter().map(|c| c.recomputed_tokens).sum();
+        assert_eq!(recomputed, 0, "{p:?} recomputed although the host had room");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// kv_timeline sampling.
+
+/// Samples sit at exact multiples of the interval, cover 0 … makespan, count every unfinished
+/// request once, and do not change the run.
+#[test]
+fn kv_samples_are_exact_multiples_and_change_nothing() {
+    let p = &SWAP_POLICIES[3];
+    let mk = |sample_ns| {
+        let lim = limits(2);
+        Setup {
+            policy: build(p, 0.01, lim),
+            iteration_s: 0.01,
+            block_tokens: 4,
+            kv_blocks: 12,
+            host_blocks: 16,
+            block_bytes: MIB,
+            swap: pcie(1e-4, 2e8, 2e8),
+            offload: KvOffload::default(),
+            limits: lim,
+            sample_ns,
+        }
+    };
+    let rows: Vec<TraceRow> = (0..12)
+        .map(|i| {
+            row(
+                i,
+                i * 7_000_000,
+                6 + (i as u32 * 5) % 13,
+                3 + (i as u32 * 7) % 17,
+            )
+        })
+        .collect();
+    let plain = run(mk(0), &rows).unwrap();
+    let step = 3_000_000;
+    let sampled = run(mk(step), &rows).unwrap();
+    assert!(plain.samples.is_empty());
+    assert_eq!(plain.completions, sampled.completions);
+    assert_eq!(plain.iterations, sampled.iterations);
+    assert_eq!(plain.transfers, sampled.transfers);
+    let makespan = sampled
+        .completions
+        .iter()
+        .map(|c| c.finish_ns)
+        .max()
+        .unwrap();
+    let times: Vec<Ns> = sampled.samples.iter().map(|s| s.time_ns).collect();
+    let expected: Vec<Ns> = (0..=makespan / step).map(|k| k * step).collect();
+    assert_eq!(times, expected);
+    // The state at an instant: unfinished = arrived − finished by then (right-continuous).
+    for s in &sampled.samples {
+        let arrived = rows.iter().filter(|r| r.arrival_ns <= s.time_ns).count() as u32;
+        let done = sampled
+            .completions
+            .iter()
+            .filter(|c| c.finish_ns <= s.time_ns)
+            .count() as u32;
+        assert_eq!(s.running + s.waiting + s.swapped, arrived - done, "{s:?}");
+        assert!(s.running <= 2 && s.gpu_blocks_used <= 12 && s.host_blocks_used <= 16);
+    }
+    assert!(
+        sampled.samples.iter().any(|s| s.swapped > 0),
+        "no swap in the case"
+    );
+    assert!(
+        sampled
+            .samples
+            .iter()
+            .any(|s| s.running > 0 && s.waiting > 0)
+    );
+}
+
+/// `servesim run` writes `kv_timeline.csv` with the documented header (1 s default), and
+/// `kv_timeline_interval_s = 0` turns it off; bad values are config errors naming the field.
+#[test]
+fn kv_timeline_csv_through_the_cli() {
+    let w = Workdir::new();
+    let base = "name = \"t\"\nmodel = \"opt-13b\"\ngpu = \"a100-40gb\"\n\
+        [trace]\narrival = \"constant\"\nrate_per_s = 2.0\nnum_requests = 20\n\
+        input_lengths = { dist = \"uniform\", min = 10, max = 200 }\n\
+        output_lengths = { dist = \"uniform\", min = 10, max = 200 }\n\
+        [cost]\nmodel = \"constant\"\niteration_s = 0.02\n\
+        [scheduler]\npolicy = \"skip-join-mlfq\"\nmax_batch_size = 4\n\
+        [policies.skip-join-mlfq]\noffload = \"paper\"\n";
+    let out = w.path("o");
+    let run_with = |extra: &str| {
+        let scn = w.write("s.toml", format!("{base}{extra}"));
+        let r = crate::support::cli([
+            "run",
+            scn.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ]);
+        (r.code, r.stdout, r.stderr)
+    };
+    let (code, _, e) = run_with("");
+    assert_eq!(code, 0, "{e}");
+    let csv = std::fs::read_to_string(out.join("kv_timeline.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "time_s,replica,gpu_blocks_used,host_blocks_used,running,waiting,swapped"
+    );
+    let first: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(first[..2], ["0.000000000", "0"]);
+    let second: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(second[0], "1.000000000");
+    let (code, _, e) = run_with("[output]\nkv_timeline_interval_s = 0\n");
+    assert_eq!(code, 0, "{e}");
+    assert!(!out.join("kv_timeline.csv").exists());
+    for (extra, field) in [
+        (
+            "[output]\nkv_timeline_interval_s = -1.0\n",
+            "kv_timeline_interval_s",
+        ),
+        ("[swap]\nkv_offload_bits = 2\n", "kv_offload_bits"),
+        (
+            "[swap]\nkv_quant_s_per_byte = -1e-12\n",
+            "kv_quant_s_per_byte",
+        ),
+    ] {
+        let (code, _, e) = run_with(extra);
+        assert_eq!(code, 2, "{extra}");
+        assert!(e.contains(field), "{extra}: {e}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Property tests.
+
+#[derive(Debug, Clone)]
+struct Case {
+    pol: usize,
+    bits: u32,
+    host_blocks: u32,
+    extra_blocks: u32,
+    batch: u32,
+    /// Bandwidth in bytes/s (the same both ways) — slow links keep copies in flight across
+    /// several iterations.
+    bw: f64,
+    rows: Vec<(u64, u32, u32)>,
+}
+
+fn case_strategy() -> impl Strategy<Value = Case> {
+    (
+        0..SWAP_POLICIES.len(),
+        prop::sample::select(vec![16u32, 8, 4]),
+        prop_oneof![Just(0u32), 1u32..8, 8u32..64],
+        0u32..12,
+        1u32..6,
+        prop::sample::select(vec![5e7, 2e8, 1e9, 1e10]),
+        prop::collection::vec((0u64..8, 1u32..40, 1u32..30), 1..24),
+    )
+        .prop_map(
+            |(pol, bits, host_blocks, extra_blocks, batch, bw, rows)| Case {
+                pol,
+                bits,
+                host_blocks,
+                extra_blocks,
+                batch,
+                bw,
+                rows,
+            },
+        )
+}
+
+const BLOCK_TOKENS: u32 = 4;
+const ITER_S: f64 = 0.01;
+
+fn simulate_case(c: &Case) -> Result<(Rec, Vec<TraceRow>), String> {
+    let mut t = 0;
+    let rows: Vec<TraceRow> = c
+        .rows
+        .iter()
+        .enumerate()
+        .map(|(i, &(gap, input, output))| {
+            // Gaps in quarter iterations: arrivals often land on iteration boundaries.
+            t += gap * 2_500_000;
+            row(i as u64, t, input, output)
+        })
+        .collect();
+    let need = rows
+        .iter()
+        .map(|r| (r.input_tokens + r.output_tokens - 1).div_ceil(BLOCK_TOKENS))
+        .max()
+        .unwrap();
+    let lim = limits(c.batch);
+    let rec = run(
+        Setup {
+            policy: build(&SWAP_POLICIES[c.pol], ITER_S, lim),
+            iteration_s: ITER_S,
+            block_tokens: BLOCK_TOKENS,
+            kv_blocks: need + c.extra_blocks,
+            host_blocks: c.host_blocks,
+            block_bytes: MIB,
+            swap: pcie(1e-4, c.bw, c.bw),
+            offload: offload_bits(c.bits),
+            limits: lim,
+            sample_ns: 7_000_000,
+        },
+        &rows,
+    )?;
+    Ok((rec, rows))
+}
+
+fn check_case(c: &Case) -> Result<(), TestCaseError> {
+    let (rec, rows) =
+        simulate_case(c).map_err(|e| TestCaseError::fail(format!("run failed: {e}")))?;
+    let q = offload_bits(c.bits);
+    prop_assert_eq!(
+        rec.completions.len(),
+        rows.len(),
+        "not every request finished"
+    );
+    prop_assert!(!rec.snapshots.is_empty());
+    for s in &rec.snapshots {
+        // Conservation: used + free = capacity in both pools, and the pools' used blocks are
+        // exactly what the requests hold; never over capacity.
+        prop_assert_eq!(s.gpu_used + s.gpu_free, s.gpu_capacity, "{:?}", s);
+        prop_assert_eq!(s.host_used + s.host_free, s.host_capacity, "{:?}", s);
+        prop_assert_eq!(s.gpu_held, s.gpu_used as u64, "{:?}", s);
+        prop_assert_eq!(s.host_held, s.host_used as u64, "{:?}", s);
+        prop_assert_eq!(s.host_expected, s.host_used as u64, "{:?}", s);
+        prop_assert!(s.gpu_used <= s.gpu_capacity && s.host_used <= s.host_capacity);
+        prop_assert!(s.batch.len() <= c.batch as usize);
+        // Nobody executes without its KV resident on the GPU: a member is a prefill, resident
+        // (its last copy done before the start), or a reactive swap-in that lands no later
+        // than the iteration's end; and it holds the blocks its next token needs.
+        for m in &s.batch {
+            prop_assert!(m.blocks >= m.needed_blocks, "{:?} in {:?}", m, s);
+            match (m.kv_loc, m.kv_ready_ns) {
+                (KvLoc::None, None) => {}
+                (KvLoc::Gpu, Some(t)) => prop_assert!(t <= s.start_ns, "{:?}", m),
+                (KvLoc::SwappingIn, Some(t)) => prop_assert!(t <= s.end_ns, "{:?}", m),
+                other => prop_assert!(false, "batch member {:?} with KV at {:?}", m.id, other),
+            }
+        }
+    }
+    // Every swap-in follows a completed swap-out of the same request; copies alternate; sizes
+    // follow the offload format; no copy at all without a host pool.
+    if c.host_blocks == 0 {
+        prop_assert!(rec.transfers.is_empty());
+    }
+    let mut last: HashMap<u64, &TransferRecord> = HashMap::new();
+    let mut free_at = [0; 2];
+    for t in &rec.transfers {
+        prop_assert_eq!(t.bytes, q.wire_bytes(t.gpu_blocks as u64 * MIB));
+        prop_assert_eq!(t.host_blocks, q.host_blocks_for(t.gpu_blocks));
+        prop_assert!(t.start_ns >= t.queued_ns && t.end_ns > t.start_ns);
+        // One FIFO per direction: a copy starts when the previous one of its direction ends.
+        let k = (t.dir == Direction::HostToDevice) as usize;
+        prop_assert_eq!(t.start_ns, t.queued_ns.max(free_at[k]));
+        free_at[k] = t.end_ns;
+        match (t.dir, last.get(&t.id)) {
+            (Direction::DeviceToHost, None) => {}
+            (Direction::DeviceToHost, Some(p)) => {
+                prop_assert_eq!(
+                    p.dir,
+                    Direction::HostToDevice,
+                    "two swap-outs in a row: {:?}",
+                    t
+                );
+                prop_assert!(t.queued_ns >= p.end_ns);
+            }
+            (Direction::HostToDevice, Some(p)) => {
+                prop_assert_eq!(
+                    p.dir,
+                    Direction::DeviceToHost,
+                    "swap-in without swap-out: {:?}",
+                    t
+                );
+                prop_assert!(
+                    t.queued_ns >= p.end_ns,
+                    "swap-in before its swap-out landed"
+                );
+                prop_assert_eq!(t.gpu_blocks, p.gpu_blocks);
+            }
+            (Direction::HostToDevice, None) => {
+                prop_assert!(false, "swap-in of {} that was never swapped out", t.id)
+            }
+        }
+        last.insert(t.id, t);
+    }
+    let gpu_capacity = rec.snapshots[0].gpu_capacity;
+    for s in &rec.samples {
+        prop_assert!(s.gpu_blocks_used <= gpu_capacity);
+        prop_assert!(s.host_blocks_used <= c.host_blocks);
+        prop_assert!(s.running <= c.batch);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn memory_invariants_hold_for_every_swap_policy(c in case_strategy()) {
+        check_case(&c)?;
+    }
+}
+
+/// The properties are not vacuous: over a fixed set of tight cases, swaps (both ways),
+/// quantized copies and reactive stalls all happen.
+#[test]
+fn property_cases_exercise_swapping() {
+    let mut saw = (0usize, 0usize, 0usize);
+    for pol in 0..SWAP_POLICIES.len() {
+        for bits in [16, 4] {
+            let c = Case {
+                pol,
+                bits,
+                host_blocks: 40,
+                extra_blocks: 2,
+                batch: 3,
+                bw: 2e8,
+                rows: (0..16)
+                    .map(|i| (i % 3, 10 + (i as u32 * 11) % 29, 5 + (i as u32 * 13) % 24))
+                    .collect(),
+            };
+            check_case(&c).unwrap_or_else(|e| panic!("{c:?}: {e}"));
+            let (rec, _) = simulate_case(&c).unwrap();
+            saw.0 += rec
+                .transfers
+                .iter()
+                .filter(|t| t.dir == Direction::HostToDevice)
+                .count();
+            saw.1 += rec
+                .transfers
+                .iter()
+                .filter(|t| bits == 4 && t.host_blocks < t.gpu_blocks)
+                .count();
+            saw.2 += rec
+                .completions
+                .iter()
+                .filter(|c| c.swap_stall_ns > 0)
+                .count();
+        }
+    }
+    assert!(saw.0 > 0 && saw.1 > 0 && saw.2 > 0, "{saw:?}");
+}
