@@ -189,6 +189,7 @@ fn ctrl_c_during_run_writes_a_complete_directory_marked_partial_and_exits_130() 
         [
             "PARTIAL",
             "config.json",
+            "kv_timeline.csv",
             "replicas.csv",
             "requests.csv",
             "summary.json",
