@@ -85,6 +85,19 @@ max_batch_size = 8
     )
 }
 
+/// A work directory with a pseudo-random trace of `n` rows as `all.csv` and its even and odd rows
+/// (what round-robin gives replica 0 and 1) as `even.csv` and `odd.csv`.
+fn halves_workdir(n: usize, seed: u64) -> (Workdir, Vec<(u64, u32, u32)>) {
+    let rows = trace_rows(n, seed);
+    let even: Vec<_> = rows.iter().copied().step_by(2).collect();
+    let odd: Vec<_> = rows.iter().copied().skip(1).step_by(2).collect();
+    let w = Workdir::new();
+    w.write("all.csv", trace_csv(&rows));
+    w.write("even.csv", trace_csv(&even));
+    w.write("odd.csv", trace_csv(&odd));
+    (w, rows)
+}
+
 /// What must match between the two-replica run and the half runs.
 fn timeline(r: &Row) -> (u64, u32, u32, u64, u64, u64, u32) {
     (
@@ -100,13 +113,7 @@ fn timeline(r: &Row) -> (u64, u32, u32, u64, u64, u64, u32) {
 
 #[test]
 fn two_round_robin_replicas_equal_two_single_replica_runs_of_the_halves() {
-    let rows = trace_rows(120, 7);
-    let even: Vec<_> = rows.iter().copied().step_by(2).collect();
-    let odd: Vec<_> = rows.iter().copied().skip(1).step_by(2).collect();
-    let w = Workdir::new();
-    w.write("all.csv", trace_csv(&rows));
-    w.write("even.csv", trace_csv(&even));
-    w.write("odd.csv", trace_csv(&odd));
+    let (w, rows) = halves_workdir(120, 7);
     for policy in ["vllm", "skip-join-mlfq", "srpt-oracle"] {
         let both = w.write(
             "both.toml",
@@ -640,13 +647,7 @@ fn pipeline_keeps_two_micro_batches_in_flight_by_hand() {
 /// hardware, and replicas.csv must report each group's own KV capacity.
 #[test]
 fn replica_groups_equal_single_replica_runs_on_their_own_hardware() {
-    let rows = trace_rows(80, 11);
-    let even: Vec<_> = rows.iter().copied().step_by(2).collect();
-    let odd: Vec<_> = rows.iter().copied().skip(1).step_by(2).collect();
-    let w = Workdir::new();
-    w.write("all.csv", trace_csv(&rows));
-    w.write("even.csv", trace_csv(&even));
-    w.write("odd.csv", trace_csv(&odd));
+    let (w, rows) = halves_workdir(80, 11);
     let body = |trace: &str| {
         format!(
             "[trace]\nfile = \"{trace}\"\n\n[cost]\nmodel = \"analytic\"\n\n\

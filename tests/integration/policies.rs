@@ -24,7 +24,7 @@ use proptest::test_runner::{Config as PtConfig, TestCaseError, TestRunner};
 use servesim::engine::Completion;
 use servesim::policy::REGISTRY;
 use servesim::run::RunOutput;
-use servesim::scenario::{Overrides, parse};
+use servesim::scenario::{Overrides, Resolved, parse};
 
 const MS: u64 = 1_000_000;
 
@@ -132,7 +132,8 @@ impl Scn {
         )
     }
 
-    fn try_run(&self, rows: &[Row]) -> Result<RunOutput, String> {
+    /// The scenario resolved against `rows` written as its trace (the directory holds the files).
+    fn resolve(&self, rows: &[Row]) -> Result<(tempfile::TempDir, Resolved), String> {
         let dir = tempfile::tempdir().expect("create a temporary directory");
         let mut trace = String::from("arrival_s,input_tokens,output_tokens\n");
         for &(t, i, o) in rows {
@@ -148,26 +149,17 @@ impl Scn {
         let resolved = parse(Path::new(&path), &text)
             .and_then(|l| l.resolve(&Overrides::default()))
             .map_err(|e| format!("scenario rejected: {e}\n{text}"))?;
+        Ok((dir, resolved))
+    }
+
+    fn try_run(&self, rows: &[Row]) -> Result<RunOutput, String> {
+        let (_dir, resolved) = self.resolve(rows)?;
         servesim::run::run(&resolved, None).map_err(|e| format!("run failed: {e}"))
     }
 
     /// The run with fast-forward on and off (the stepping reference).
     fn try_run_both(&self, rows: &[Row]) -> Result<(RunOutput, RunOutput), String> {
-        let dir = tempfile::tempdir().expect("create a temporary directory");
-        let mut trace = String::from("arrival_s,input_tokens,output_tokens\n");
-        for &(t, i, o) in rows {
-            trace.push_str(&format!(
-                "{}.{:09},{i},{o}\n",
-                t / 1_000_000_000,
-                t % 1_000_000_000
-            ));
-        }
-        std::fs::write(dir.path().join("trace.csv"), trace).expect("write the trace");
-        let path = dir.path().join("scenario.toml");
-        let text = self.toml();
-        let resolved = parse(Path::new(&path), &text)
-            .and_then(|l| l.resolve(&Overrides::default()))
-            .map_err(|e| format!("scenario rejected: {e}\n{text}"))?;
+        let (_dir, resolved) = self.resolve(rows)?;
         let fast = servesim::run::run_with(&resolved, None, true)
             .map_err(|e| format!("fast-forward run failed: {e}"))?;
         let step = servesim::run::run_with(&resolved, None, false)

@@ -418,6 +418,53 @@ impl Mlfq {
 }
 
 impl Mlfq {
+    /// Charge every request of `batch` (already out of the levels) the iteration that ended at
+    /// `now`, demote those past their quantum, and put each back at the front of its level (in
+    /// batch order, so reversed, with `requeue_reverses_batch`). `kv_tokens(s)` is the request's
+    /// KV length after the iteration (paper-mode demotion sizes the next iteration from it).
+    fn requeue_batch(
+        &mut self,
+        batch: &[Slot],
+        duration_ns: Ns,
+        now: Ns,
+        kv_tokens: impl Fn(Slot) -> u32,
+    ) {
+        let requeue = |this: &mut Self, s: Slot| {
+            let mut st = this.state[s as usize];
+            st.attained_ns += duration_ns;
+            st.last_step_ns = now;
+            if st.attained_ns > this.quantum_ns_table[st.level as usize]
+                && st.level < this.max_level()
+            {
+                let next = match this.cfg.demotion {
+                    Demotion::OneLevel => st.level + 1,
+                    Demotion::CoverNextIteration => {
+                        let t = this.decode_time_s(kv_tokens(s) + 1);
+                        let mut p = st.level + 1;
+                        while p < this.max_level() && this.quantum_s(p) < t {
+                            p += 1;
+                        }
+                        p
+                    }
+                };
+                st.level = next;
+                st.attained_ns = 0;
+                st.demotions += 1;
+            }
+            this.state[s as usize] = st;
+            this.queue(st.level).push_front(s);
+        };
+        if self.cfg.requeue_reverses_batch {
+            for &s in batch {
+                requeue(self, s);
+            }
+        } else {
+            for &s in batch.iter().rev() {
+                requeue(self, s);
+            }
+        }
+    }
+
     fn preemption(&self) -> PreemptionChoice {
         self.cfg.preemption
     }
@@ -636,44 +683,7 @@ impl Policy for Mlfq {
             return;
         }
         self.remove_batch_from_levels(batch);
-        let requeue = |this: &mut Self, s: Slot| {
-            let ctx = view.req(s).kv_tokens + 1;
-            let st = this.state[s as usize];
-            let mut st = State {
-                attained_ns: st.attained_ns + duration_ns,
-                last_step_ns: view.now_ns,
-                ..st
-            };
-            if st.attained_ns > this.quantum_ns_table[st.level as usize]
-                && st.level < this.max_level()
-            {
-                let next = match this.cfg.demotion {
-                    Demotion::OneLevel => st.level + 1,
-                    Demotion::CoverNextIteration => {
-                        let t = this.decode_time_s(ctx);
-                        let mut p = st.level + 1;
-                        while p < this.max_level() && this.quantum_s(p) < t {
-                            p += 1;
-                        }
-                        p
-                    }
-                };
-                st.level = next;
-                st.attained_ns = 0;
-                st.demotions += 1;
-            }
-            this.state[s as usize] = st;
-            this.queue(st.level).push_front(s);
-        };
-        if self.cfg.requeue_reverses_batch {
-            for &s in batch {
-                requeue(self, s);
-            }
-        } else {
-            for &s in batch.iter().rev() {
-                requeue(self, s);
-            }
-        }
+        self.requeue_batch(batch, duration_ns, view.now_ns, |s| view.req(s).kv_tokens);
     }
 
     /// The plan repeats while: the batch is a prefix of the priority order (so the first request
@@ -759,42 +769,10 @@ impl Policy for Mlfq {
         for q in &mut self.levels {
             q.clear();
         }
-        let now = view.now_ns;
-        let requeue = |this: &mut Self, s: Slot| {
-            let mut st = this.state[s as usize];
-            st.attained_ns += duration_ns;
-            st.last_step_ns = now;
-            if st.attained_ns > this.quantum_ns_table[st.level as usize]
-                && st.level < this.max_level()
-            {
-                let next = match this.cfg.demotion {
-                    Demotion::OneLevel => st.level + 1,
-                    Demotion::CoverNextIteration => {
-                        let ctx = view.req(s).kv_tokens + repeat as u32 + 1;
-                        let t = this.decode_time_s(ctx);
-                        let mut p = st.level + 1;
-                        while p < this.max_level() && this.quantum_s(p) < t {
-                            p += 1;
-                        }
-                        p
-                    }
-                };
-                st.level = next;
-                st.attained_ns = 0;
-                st.demotions += 1;
-            }
-            this.state[s as usize] = st;
-            this.queue(st.level).push_front(s);
-        };
-        if self.cfg.requeue_reverses_batch {
-            for &s in batch.iter() {
-                requeue(self, s);
-            }
-        } else {
-            for &s in batch.iter().rev() {
-                requeue(self, s);
-            }
-        }
+        // KV tokens now, in the stepping path, are `repeat` more than the engine's record.
+        self.requeue_batch(batch, duration_ns, view.now_ns, |s| {
+            view.req(s).kv_tokens + repeat as u32
+        });
         // What the next `schedule` does before forming the (same) batch: count the boundary and
         // maybe run the starvation check, which promotes nobody (everyone just ran).
         self.iterations += 1;
