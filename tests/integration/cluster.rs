@@ -734,3 +734,44 @@ fn replica_groups_equal_single_replica_runs_on_their_own_hardware() {
         assert!(!w.path("bad-out").exists());
     }
 }
+
+/// Bad `[pipeline]` values are one-line config errors naming the field; nothing is written.
+#[test]
+fn bad_pipeline_tables_are_user_errors() {
+    let w = Workdir::new();
+    w.write("t.csv", "arrival_s,input_tokens,output_tokens\n0,10,3\n");
+    for (table, want) in [
+        (
+            "send_bytes_per_s = 0",
+            "[pipeline] send_bytes_per_s must be a finite number > 0",
+        ),
+        (
+            "send_bytes_per_s = nan",
+            "[pipeline] send_bytes_per_s must be a finite number > 0",
+        ),
+        (
+            "send_latency_s = -1.0",
+            "[pipeline] send_latency_s must be a finite number ≥ 0",
+        ),
+        ("bogus = 1", "unknown field `bogus`"),
+    ] {
+        let s = w.write(
+            "p.toml",
+            format!(
+                "name = \"p\"\nmodel = \"opt-13b\"\ngpu = \"a100-80gb\"\npp = 2\n\n[trace]\nfile = \"t.csv\"\n\n\
+                 [pipeline]\n{table}\n\n[cost]\nmodel = \"constant\"\niteration_s = 0.1\n\n\
+                 [scheduler]\npolicy = \"vllm\"\n"
+            ),
+        );
+        let r = cli([
+            "run".into(),
+            s.into_os_string(),
+            "--out".into(),
+            w.path("out").into_os_string(),
+        ]);
+        assert_eq!(r.code, 2, "{table}: {}", r.stderr);
+        assert!(r.stderr.contains(want), "{table}: {}", r.stderr);
+        assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+        assert!(!w.path("out").exists());
+    }
+}
