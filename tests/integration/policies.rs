@@ -992,7 +992,7 @@ fn every_policy_finishes_every_request_exactly_once() {
 /// random cases as above run once fast-forwarded and once stepping every iteration as its own
 /// event; completions (every timestamp, counter, prediction and priority), run statistics and the
 /// summary must be identical. The policies that implement fast-forward (fcfs, vllm, mlfq,
-/// skip-join-mlfq) must actually have fast-forwarded somewhere, so the comparison is not vacuous.
+/// skip-join-mlfq, srpt, sjf) must actually have fast-forwarded somewhere, so the comparison is not vacuous.
 /// 24 cases per policy; `SERVESIM_POLICY_CASES=N` runs N.
 #[test]
 fn fast_forward_is_identical_to_stepping_every_iteration() {
@@ -1034,7 +1034,17 @@ fn fast_forward_is_identical_to_stepping_every_iteration() {
                 entry.name
             );
         }
-        if matches!(entry.name, "fcfs" | "vllm" | "mlfq" | "skip-join-mlfq") {
+        if matches!(
+            entry.name,
+            "fcfs"
+                | "vllm"
+                | "mlfq"
+                | "skip-join-mlfq"
+                | "srpt"
+                | "srpt-oracle"
+                | "sjf"
+                | "sjf-oracle"
+        ) {
             assert!(
                 forwarded.get() > 0,
                 "policy `{}` never fast-forwarded: the differential test compared nothing",

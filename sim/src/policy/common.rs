@@ -222,16 +222,9 @@ impl Ranking {
         self.last_key.get(s as usize).copied().unwrap_or(0.0)
     }
 
-    /// Rank every unfinished request by `key` and fill `plan` in that order, skipping misfits and
-    /// evicting lower-ranked resident requests by `preemption` when KV blocks run out. Returns
-    /// the GPU blocks left free (see [`form_priority_batch`]).
-    pub fn rank_and_form(
-        &mut self,
-        view: &ReplicaView,
-        plan: &mut Plan,
-        preemption: PreemptionChoice,
-        key: impl Fn(Slot) -> f64,
-    ) -> u32 {
+    /// Rank every unfinished request by `key` (smaller first, ties by arrival) and record each
+    /// one's key; `self.order` holds the ranking.
+    fn rank(&mut self, view: &ReplicaView, key: impl Fn(Slot) -> f64) {
         self.keys.clear();
         self.keys
             .extend(self.active.iter().map(|&s| (key(s), view.req(s).id, s)));
@@ -245,6 +238,37 @@ impl Ranking {
         for &(k, _, s) in &self.keys {
             self.last_key[s as usize] = k;
         }
+    }
+
+    /// Fast-forward: when the batch holds every unfinished request, the ranking can reorder it but
+    /// not change it (the engine checks that its blocks fit).
+    pub fn steady(&self, batch: &[Slot]) -> Option<super::Steady> {
+        (batch.len() == self.active.len()).then_some(super::Steady::UNBOUNDED)
+    }
+
+    /// After a fast-forward: rank as the last repeated boundary did (the view holds the state at
+    /// that boundary) and put the batch in that order.
+    pub fn rerank_batch(
+        &mut self,
+        view: &ReplicaView,
+        batch: &mut [Slot],
+        key: impl Fn(Slot) -> f64,
+    ) {
+        self.rank(view, key);
+        batch.copy_from_slice(&self.order);
+    }
+
+    /// Rank every unfinished request by `key` and fill `plan` in that order, skipping misfits and
+    /// evicting lower-ranked resident requests by `preemption` when KV blocks run out. Returns
+    /// the GPU blocks left free (see [`form_priority_batch`]).
+    pub fn rank_and_form(
+        &mut self,
+        view: &ReplicaView,
+        plan: &mut Plan,
+        preemption: PreemptionChoice,
+        key: impl Fn(Slot) -> f64,
+    ) -> u32 {
+        self.rank(view, key);
         form_priority_batch(view, &self.order, Misfit::Skip, preemption, false, plan)
     }
 }

@@ -16,7 +16,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use super::common::{make_room_for_decodes, remaining_time_s, run_all_not_in_flight};
-use super::{Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, ReplicaView, parse_params};
+use super::{Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, ReplicaView, Steady, parse_params};
 use crate::cost::CostModel;
 use crate::engine::request::Slot;
 use crate::error::Result;
@@ -123,6 +123,11 @@ impl Policy for Sjf {
         while let Some(v) = self.victims.pop_front() {
             self.waiting.insert((self.key[v as usize], v));
         }
+    }
+    /// As `fcfs`: a decode-only plan admits nobody, and until a request finishes or arrives free
+    /// blocks only shrink, so the waiting head that did not fit still does not.
+    fn steady(&self, _batch: &[Slot], _view: &ReplicaView) -> Option<Steady> {
+        Some(Steady::UNBOUNDED)
     }
     fn on_finish(&mut self, s: Slot) {
         if let Some(i) = self.running.iter().position(|&x| x == s) {

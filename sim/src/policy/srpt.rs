@@ -17,10 +17,12 @@ use std::sync::Arc;
 
 use super::common::{Ranking, remaining_time_s};
 use super::{
-    Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice, ReplicaView, parse_params,
+    Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice, ReplicaView, Steady,
+    parse_params,
 };
 use crate::cost::CostModel;
 use crate::engine::request::Slot;
+use crate::engine::time::Ns;
 use crate::error::Result;
 
 pub const ENTRY: PolicyEntry = PolicyEntry {
@@ -93,6 +95,22 @@ impl Policy for Srpt {
             .rank_and_form(view, plan, self.preemption, |s| {
                 remaining_time_s(cost, view.req(s))
             });
+    }
+    /// The remaining-time key of a request is a function of its own state only, so with every
+    /// request in the batch the plan's set cannot change between events.
+    fn steady(&self, batch: &[Slot], _view: &ReplicaView) -> Option<Steady> {
+        self.ranking.steady(batch)
+    }
+    fn on_steady_iterations(
+        &mut self,
+        batch: &mut [Slot],
+        _iterations: u64,
+        _service_ns: Ns,
+        view: &ReplicaView,
+    ) {
+        let cost = self.cost.as_ref();
+        self.ranking
+            .rerank_batch(view, batch, |s| remaining_time_s(cost, view.req(s)));
     }
     fn on_finish(&mut self, s: Slot) {
         self.ranking.remove(s);
