@@ -144,6 +144,48 @@ fn palette(i: usize) -> RGBColor {
     C[i % C.len()]
 }
 
+/// One line with markers and min–max error bars per series, and the legend at `legend`.
+fn draw_rate_series<'a, DB, Y>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>,
+    data: &BTreeMap<String, Curve>,
+    legend: SeriesLabelPosition,
+) -> std::result::Result<(), String>
+where
+    DB: DrawingBackend + 'a,
+    Y: Ranged<ValueType = f64>,
+{
+    let e = |x: &dyn std::fmt::Display| x.to_string();
+    for (i, (name, c)) in data.iter().enumerate() {
+        let col = palette(i);
+        chart
+            .draw_series(LineSeries::new(
+                c.iter().map(|p| (p.0, p.1)),
+                col.stroke_width(2),
+            ))
+            .map_err(|x| e(&x))?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], col.stroke_width(2)));
+        chart
+            .draw_series(c.iter().map(|p| Circle::new((p.0, p.1), 3, col.filled())))
+            .map_err(|x| e(&x))?;
+        chart
+            .draw_series(
+                c.iter()
+                    .map(|p| ErrorBar::new_vertical(p.0, p.2, p.1, p.3, col, 6)),
+            )
+            .map_err(|x| e(&x))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(legend)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()
+        .map_err(|x| e(&x))?;
+    Ok(())
+}
+
 fn draw_curves<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     title: &str,
@@ -178,34 +220,7 @@ fn draw_curves<DB: DrawingBackend>(
         .label_style(("sans-serif", 14))
         .draw()
         .map_err(|x| e(&x))?;
-    for (i, (name, c)) in data.iter().enumerate() {
-        let col = palette(i);
-        chart
-            .draw_series(LineSeries::new(
-                c.iter().map(|p| (p.0, p.1)),
-                col.stroke_width(2),
-            ))
-            .map_err(|x| e(&x))?
-            .label(name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], col.stroke_width(2)));
-        chart
-            .draw_series(c.iter().map(|p| Circle::new((p.0, p.1), 3, col.filled())))
-            .map_err(|x| e(&x))?;
-        chart
-            .draw_series(
-                c.iter()
-                    .map(|p| ErrorBar::new_vertical(p.0, p.2, p.1, p.3, col, 6)),
-            )
-            .map_err(|x| e(&x))?;
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .draw()
-        .map_err(|x| e(&x))?;
+    draw_rate_series(&mut chart, data, SeriesLabelPosition::UpperLeft)?;
     root.present().map_err(|x| e(&x))?;
     Ok(())
 }
@@ -452,34 +467,7 @@ fn draw_fraction_curves<DB: DrawingBackend>(
         .label_style(("sans-serif", 14))
         .draw()
         .map_err(|x| e(&x))?;
-    for (i, (name, c)) in data.iter().enumerate() {
-        let col = palette(i);
-        chart
-            .draw_series(LineSeries::new(
-                c.iter().map(|p| (p.0, p.1)),
-                col.stroke_width(2),
-            ))
-            .map_err(|x| e(&x))?
-            .label(name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], col.stroke_width(2)));
-        chart
-            .draw_series(c.iter().map(|p| Circle::new((p.0, p.1), 3, col.filled())))
-            .map_err(|x| e(&x))?;
-        chart
-            .draw_series(
-                c.iter()
-                    .map(|p| ErrorBar::new_vertical(p.0, p.2, p.1, p.3, col, 6)),
-            )
-            .map_err(|x| e(&x))?;
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .draw()
-        .map_err(|x| e(&x))?;
+    draw_rate_series(&mut chart, data, SeriesLabelPosition::LowerLeft)?;
     root.present().map_err(|x| e(&x))?;
     Ok(())
 }
