@@ -738,30 +738,13 @@ impl Sim {
                 ),
             });
         }
-        let slot = rep.reqs.insert(Request {
-            id: row.id,
-            arrival_ns: row.arrival_ns,
-            input_tokens: row.input_tokens,
-            output_tokens: row.output_tokens,
-            predicted_output_tokens: predicted,
-            generated_tokens: 0,
-            kv_tokens: 0,
-            blocks: 0,
-            kv_loc: KvLoc::None,
-            host_blocks: 0,
-            offloaded_gpu_blocks: 0,
-            kv_ready_ns: 0,
-            swap_out_bytes: 0,
-            swap_in_bytes: 0,
-            swap_stall_ns: 0,
-            recomputed_tokens: 0,
-            preemptions: 0,
-            attained_ns: 0,
-            first_scheduled_ns: None,
-            first_token_ns: None,
-            last_run_end_ns: row.arrival_ns,
-            in_batch: false,
-        });
+        let slot = rep.reqs.insert(Request::new(
+            row.id,
+            row.arrival_ns,
+            row.input_tokens,
+            row.output_tokens,
+            predicted,
+        ));
         rep.stats.requests += 1;
         self.stats.requests += 1;
         let view = view!(rep, now, limits);

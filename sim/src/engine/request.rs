@@ -68,6 +68,39 @@ pub struct Request {
 }
 
 impl Request {
+    /// A request as it arrives: nothing generated, no KV anywhere, never run.
+    pub fn new(
+        id: u64,
+        arrival_ns: Ns,
+        input_tokens: u32,
+        output_tokens: u32,
+        predicted_output_tokens: u32,
+    ) -> Self {
+        Request {
+            id,
+            arrival_ns,
+            input_tokens,
+            output_tokens,
+            predicted_output_tokens,
+            generated_tokens: 0,
+            kv_tokens: 0,
+            blocks: 0,
+            kv_loc: KvLoc::None,
+            host_blocks: 0,
+            offloaded_gpu_blocks: 0,
+            kv_ready_ns: 0,
+            swap_out_bytes: 0,
+            swap_in_bytes: 0,
+            swap_stall_ns: 0,
+            recomputed_tokens: 0,
+            preemptions: 0,
+            attained_ns: 0,
+            first_scheduled_ns: None,
+            first_token_ns: None,
+            last_run_end_ns: arrival_ns,
+            in_batch: false,
+        }
+    }
     /// Prompt tokens the next iteration processes if it is a (re-)prefill: the prompt plus every
     /// token generated before a recompute preemption.
     pub fn prefill_tokens(&self) -> u32 {

@@ -851,28 +851,11 @@ mod tests {
 
     fn req(id: u64) -> Request {
         Request {
-            id,
-            arrival_ns: 0,
-            input_tokens: 50,
-            output_tokens: 100,
-            predicted_output_tokens: 100,
             generated_tokens: 50,
             kv_tokens: 100,
             blocks: 10,
             kv_loc: KvLoc::Gpu,
-            host_blocks: 0,
-            offloaded_gpu_blocks: 0,
-            kv_ready_ns: 0,
-            swap_out_bytes: 0,
-            swap_in_bytes: 0,
-            swap_stall_ns: 0,
-            recomputed_tokens: 0,
-            preemptions: 0,
-            attained_ns: 0,
-            first_scheduled_ns: None,
-            first_token_ns: None,
-            last_run_end_ns: 0,
-            in_batch: false,
+            ..Request::new(id, 0, 50, 100, 100)
         }
     }
 

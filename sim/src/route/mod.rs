@@ -222,36 +222,18 @@ pub(crate) mod testing {
     /// resident when it has started).
     pub fn req(id: u64, input: u32, predicted: u32, generated: u32) -> Request {
         Request {
-            id,
-            arrival_ns: 0,
-            input_tokens: input,
-            output_tokens: predicted,
-            predicted_output_tokens: predicted,
             generated_tokens: generated,
             kv_tokens: if generated > 0 {
                 input + generated - 1
             } else {
                 0
             },
-            blocks: 0,
             kv_loc: if generated > 0 {
                 KvLoc::Gpu
             } else {
                 KvLoc::None
             },
-            host_blocks: 0,
-            offloaded_gpu_blocks: 0,
-            kv_ready_ns: 0,
-            swap_out_bytes: 0,
-            swap_in_bytes: 0,
-            swap_stall_ns: 0,
-            recomputed_tokens: 0,
-            preemptions: 0,
-            attained_ns: 0,
-            first_scheduled_ns: None,
-            first_token_ns: None,
-            last_run_end_ns: 0,
-            in_batch: false,
+            ..Request::new(id, 0, input, predicted, predicted)
         }
     }
 
