@@ -329,6 +329,45 @@ struct Replica {
 }
 
 impl Replica {
+    /// Count one launched iteration of `requests` requests that keeps the replica busy `busy_ns`.
+    fn count_iteration(&mut self, busy_ns: Ns, requests: u64) {
+        self.stats.iterations += 1;
+        self.stats.busy_ns += busy_ns;
+        self.stats.batch_requests_sum += requests;
+    }
+
+    /// The batch's iteration waits `stall` beyond its compute for a swap-in.
+    fn charge_stall(&mut self, stall: Ns) {
+        for i in 0..self.batch.len() {
+            let s = self.batch[i];
+            self.reqs.get_mut(s).swap_stall_ns += stall;
+        }
+    }
+
+    /// Hand the queued copy records to the observer (when it wants memory records).
+    fn flush_transfers(&mut self, observer: &mut dyn Observer) {
+        for t in self.transfer_log.iter_mut().flat_map(|l| l.drain(..)) {
+            observer.on_transfer(&t);
+        }
+    }
+
+    /// With a memory-recording observer: the copies queued so far and the memory state of the
+    /// iteration launched `[start, end)` on replica `r`.
+    fn report_memory(
+        &mut self,
+        r: u32,
+        start: Ns,
+        end: Ns,
+        block_tokens: u32,
+        observer: &mut dyn Observer,
+    ) {
+        if self.transfer_log.is_some() {
+            let snap = memory_snapshot(self, r, start, end, block_tokens);
+            self.flush_transfers(observer);
+            observer.on_memory(&snap);
+        }
+    }
+
     /// Integrate block usage up to `now` (call before any pool change).
     fn account_usage(&mut self, now: Ns) {
         let dt = now.saturating_sub(self.usage_at_ns) as u128;
@@ -880,11 +919,7 @@ impl Sim {
         }
         if rep.plan.run.is_empty() {
             rep.busy = false;
-            if let Some(log) = &mut rep.transfer_log {
-                for t in log.drain(..) {
-                    observer.on_transfer(&t);
-                }
-            }
+            rep.flush_transfers(observer);
             for (end, s) in transfers {
                 self.push_slot(end, CLASS_TRANSFER, r, s);
             }
@@ -993,32 +1028,14 @@ impl Sim {
             .ok_or_else(|| SimError::Limit("simulated time overflowed u64 nanoseconds".into()))?;
         let end = compute_end.max(ready_ns);
         if ready_ns > compute_end {
-            let stall = ready_ns - compute_end;
-            for i in 0..rep.batch.len() {
-                let s = rep.batch[i];
-                rep.reqs.get_mut(s).swap_stall_ns += stall;
-            }
+            rep.charge_stall(ready_ns - compute_end);
         }
-        let dur = end - now;
         rep.busy = true;
         rep.iter_start_ns = now;
-        rep.stats.iterations += 1;
-        rep.stats.busy_ns += dur;
-        rep.stats.batch_requests_sum += shape.requests() as u64;
+        rep.count_iteration(end - now, shape.requests() as u64);
         self.stats.iterations += 1;
         observer.on_iteration(r, now, end, &shape);
-        if rep.transfer_log.is_some() {
-            let snap = memory_snapshot(rep, r, now, end, block_tokens);
-            for t in rep
-                .transfer_log
-                .as_mut()
-                .into_iter()
-                .flat_map(|l| l.drain(..))
-            {
-                observer.on_transfer(&t);
-            }
-            observer.on_memory(&snap);
-        }
+        rep.report_memory(r, now, end, block_tokens, observer);
         let repeatable = self.fast_forward
             && rep.transfer_log.is_none()
             && rep.pipeline.stages == 1
@@ -1076,17 +1093,12 @@ impl Sim {
         }
         let exit = t.max(ready_ns);
         if ready_ns > t {
-            let stall = ready_ns - t;
-            for i in 0..rep.batch.len() {
-                let s = rep.batch[i];
-                rep.reqs.get_mut(s).swap_stall_ns += stall;
-            }
+            rep.charge_stall(ready_ns - t);
         }
-        rep.stats.iterations += 1;
-        rep.stats.busy_ns += stage_ns;
-        rep.stats.batch_requests_sum += shape.requests() as u64;
+        rep.count_iteration(stage_ns, shape.requests() as u64);
         self.stats.iterations += 1;
         observer.on_iteration(r, now, exit, shape);
+        rep.report_memory(r, now, exit, self.cfg.block_tokens, observer);
         let batch = std::mem::take(&mut rep.batch);
         rep.flights.push_back(Flight {
             batch,
@@ -1218,9 +1230,7 @@ impl Sim {
             let e = cur_end.checked_add(d).ok_or_else(|| {
                 SimError::Limit("simulated time overflowed u64 nanoseconds".into())
             })?;
-            rep.stats.iterations += 1;
-            rep.stats.busy_ns += d;
-            rep.stats.batch_requests_sum += n;
+            rep.count_iteration(d, n);
             self.stats.iterations += 1;
             observer.on_iteration(r, cur_end, e, &shape);
             (cur_start, cur_end) = (cur_end, e);
