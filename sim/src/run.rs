@@ -112,10 +112,6 @@ pub fn drive(
     on_iteration: Option<&mut IterationTap<'_>>,
 ) -> Result<RunOutput> {
     let s = &r.scenario;
-    let env = PolicyEnv {
-        limits: r.limits,
-        cost: r.cost_model()?.into(),
-    };
     let entry = lookup(&s.scheduler.policy)?;
     // Off-grid queries of profile-based models (summary.json `profile_extrapolations`).
     let extrapolations = Arc::new(ExtrapolationCounter::default());
@@ -127,18 +123,13 @@ pub fn drive(
         r.groups.iter().collect()
     };
     for g in groups {
-        let group_env;
-        let env = if r.groups.is_empty() {
-            &env
-        } else {
-            group_env = PolicyEnv {
-                limits: r.limits,
-                cost: g.cost_model()?.into(),
-            };
-            &group_env
+        // The policies estimate job times with their own group's model.
+        let env = PolicyEnv {
+            limits: r.limits,
+            cost: g.cost_model()?.into(),
         };
         for _ in 0..g.scenario.replicas {
-            let (policy, _) = (entry.build)(s.policies.get(&s.scheduler.policy), env)?;
+            let (policy, _) = (entry.build)(s.policies.get(&s.scheduler.policy), &env)?;
             parts.push(ReplicaParts {
                 policy,
                 executor: make_executor(g, extrapolations.clone())?,
