@@ -707,6 +707,19 @@ fn replica_groups_equal_single_replica_runs_on_their_own_hardware() {
     assert_eq!(cap("hetero-out", 0), cap("a100-out", 0));
     assert_eq!(cap("hetero-out", 1), cap("h100-out", 0));
     assert_ne!(cap("hetero-out", 0), cap("hetero-out", 1));
+    // The top-level hardware is only a default: OPT-66B does not fit one A100-40GB, but both
+    // groups override it (TP 4 on A100-40GB, TP 2 on A100-80GB).
+    let big = w.write(
+        "big.toml",
+        format!(
+            "name = \"big\"\nmodel = \"opt-66b\"\ngpu = \"a100-40gb\"\n\n\
+             [[replica_groups]]\ncount = 1\ntp = 4\n\n\
+             [[replica_groups]]\ncount = 1\ngpu = \"a100-80gb\"\ntp = 2\n\n{}",
+            body("all.csv")
+        ),
+    );
+    run_ok(&big, &w.path("big-out"));
+    assert_eq!(read_requests(&w.path("big-out")).len(), rows.len());
     // Errors name the group; `replicas` and groups together are rejected.
     for (text, want) in [
         ("[[replica_groups]]\ncount = 0\n", "#1: `count` must be ≥ 1"),

@@ -544,8 +544,14 @@ impl Loaded {
             s.trace.num_requests = Some(n);
         }
         let groups = self.resolve_groups()?;
-        if !groups.is_empty() {
+        if let Some(first) = groups.first() {
+            // The top-level `gpu`, `tp`, `pp` are only the groups' defaults: what the cluster as a
+            // whole resolves to (config.json, validation) is replica 0's hardware, so a default
+            // that no group keeps need not fit the model.
             self.scenario.replicas = groups.iter().map(|g| g.scenario.replicas).sum();
+            self.scenario.gpu = first.scenario.gpu.clone();
+            self.scenario.tp = first.scenario.tp;
+            self.scenario.pp = first.scenario.pp;
         }
         let s = self.scenario.clone();
         let mut cat = Catalogue::builtin();
@@ -973,10 +979,10 @@ pub fn analytic_params_for(
 impl Resolved {
     /// What the scenario's router is built from.
     pub fn router_env(&self) -> Result<crate::route::RouterEnv> {
-        // Heterogeneous clusters: the first group's model (see README "Clusters").
-        let src = self.groups.first().unwrap_or(self);
+        // Heterogeneous clusters: the first group's model (see README "Clusters"), which is the
+        // cluster's own since resolve() gives it replica 0's hardware.
         Ok(crate::route::RouterEnv {
-            cost: src.cost_model()?.into(),
+            cost: self.cost_model()?.into(),
             replicas: self.scenario.replicas,
             max_context_tokens: self.limits.max_context_tokens,
         })
