@@ -5,6 +5,17 @@ pub fn blocks_for_tokens(tokens: u64, block_tokens: u32) -> u64 {
     tokens.div_ceil(block_tokens as u64)
 }
 
+/// Blocks beyond the `held` ones needed to hold `tokens` tokens (0 when `held` already cover
+/// them: the common decode case, answered without a division).
+#[inline]
+pub fn extra_blocks_for(tokens: u64, held: u32, block_tokens: u32) -> u32 {
+    if tokens <= held as u64 * block_tokens as u64 {
+        0
+    } else {
+        (blocks_for_tokens(tokens, block_tokens) - held as u64) as u32
+    }
+}
+
 /// A pool of equally sized KV blocks on one replica's GPUs.
 #[derive(Debug, Clone)]
 pub struct KvPool {

@@ -14,7 +14,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 pub use kv::KvPool;
-use kv::blocks_for_tokens;
+use kv::{blocks_for_tokens, extra_blocks_for};
 use request::{KvLoc, Request, Slab, Slot};
 use time::{Ns, duration_ns_ceil, ns_to_s};
 
@@ -988,9 +988,9 @@ impl Sim {
             } else {
                 shape.add_decode(req.kv_tokens + 1);
             }
-            let target = (blocks_for_tokens(req.kv_tokens_after_next() as u64, block_tokens)
-                as u32)
-                .max(item.reserve_blocks);
+            let target = (req.blocks
+                + extra_blocks_for(req.kv_tokens_after_next() as u64, req.blocks, block_tokens))
+            .max(item.reserve_blocks);
             if target > req.blocks {
                 let extra = target - req.blocks;
                 if !rep.kv.try_alloc(extra) {
@@ -1246,8 +1246,7 @@ impl Sim {
             q.last_run_end_ns = cur_start;
             q.kv_tokens += k;
             q.generated_tokens += k;
-            let target = blocks_for_tokens(q.kv_tokens as u64 + 1, self.cfg.block_tokens) as u32;
-            q.blocks = q.blocks.max(target);
+            q.blocks += extra_blocks_for(q.kv_tokens as u64 + 1, q.blocks, self.cfg.block_tokens);
         }
         rep.iter_start_ns = cur_start;
         if !steady.stepwise {

@@ -43,7 +43,6 @@
 //! Preemption under memory pressure: a higher-priority request that needs KV blocks takes them
 //! from resident lower-priority requests, by swap when the host pool has room, else recompute.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -255,10 +254,15 @@ pub struct Mlfq {
     cfg: Config,
     name: &'static str,
     cost: Arc<dyn CostModel>,
-    levels: Vec<VecDeque<Slot>>,
     state: Vec<State>,
     iterations: u64,
+    /// Every queued request in priority order: level 0 first, front of each level first (so
+    /// sorted by level). The levels are its runs of equal `State::level`.
     order: Vec<Slot>,
+    /// Scratch for rebuilding `order` (double buffer).
+    next_order: Vec<Slot>,
+    /// Scratch: requeued requests grouped by their new level.
+    requeued: Vec<Slot>,
     promote_buf: Vec<Slot>,
     taken: Vec<bool>,
     /// `quantum_ns(p)` for every level (computed once: it is on every iteration's path).
@@ -272,10 +276,11 @@ impl Mlfq {
             cfg,
             name,
             cost,
-            levels: Vec::new(),
             state: Vec::new(),
             iterations: 0,
             order: Vec::new(),
+            next_order: Vec::new(),
+            requeued: Vec::new(),
             promote_buf: Vec::new(),
             taken: Vec::new(),
             quantum_ns_table: Vec::new(),
@@ -322,44 +327,33 @@ impl Mlfq {
         p
     }
 
-    fn queue(&mut self, p: u32) -> &mut VecDeque<Slot> {
-        let p = p as usize;
-        if self.levels.len() <= p {
-            self.levels.resize_with(p + 1, VecDeque::new);
-        }
-        &mut self.levels[p]
+    /// Put `s` (its state set) at the back of its level.
+    fn push_back(&mut self, s: Slot) {
+        let level = self.state[s as usize].level;
+        let state = &self.state;
+        let at = self
+            .order
+            .partition_point(|&x| state[x as usize].level <= level);
+        self.order.insert(at, s);
     }
 
-    /// Remove every slot of `batch` from its level in one pass per level touched (the order of
-    /// the others is kept).
-    fn remove_batch_from_levels(&mut self, batch: &[Slot]) {
-        let n = self.state.len();
-        if self.taken.len() < n {
-            self.taken.resize(n, false);
-        }
-        let mut lo = usize::MAX;
-        let mut hi = 0;
-        for &s in batch {
-            self.taken[s as usize] = true;
-            let p = self.state[s as usize].level as usize;
-            lo = lo.min(p);
-            hi = hi.max(p);
-        }
-        for p in lo..=hi.min(self.levels.len().saturating_sub(1)) {
-            let taken = &self.taken;
-            self.levels[p].retain(|&x| !taken[x as usize]);
-        }
-        for &s in batch {
-            self.taken[s as usize] = false;
+    fn remove_from_order(&mut self, s: Slot) {
+        let level = self.state[s as usize].level;
+        let state = &self.state;
+        let from = self
+            .order
+            .partition_point(|&x| state[x as usize].level < level);
+        if let Some(i) = self.order[from..].iter().position(|&x| x == s) {
+            self.order.remove(from + i);
         }
     }
 
-    fn remove_from_level(&mut self, s: Slot) {
-        let p = self.state[s as usize].level as usize;
-        if let Some(q) = self.levels.get_mut(p)
-            && let Some(i) = q.iter().position(|&x| x == s)
-        {
-            q.remove(i);
+    fn mark_taken(&mut self, slots: &[Slot], taken: bool) {
+        if self.taken.len() < self.state.len() {
+            self.taken.resize(self.state.len(), false);
+        }
+        for &s in slots {
+            self.taken[s as usize] = taken;
         }
     }
 
@@ -380,21 +374,20 @@ impl Mlfq {
         // Nearest, not truncated: 1.001 s × 1e9 = 1000999999.9999999 must not fire 1 ns early.
         let threshold_ns = (self.cfg.starvation_threshold_s * 1e9).round() as Ns;
         self.promote_buf.clear();
-        for q in &self.levels {
-            for &s in q {
-                let st = &self.state[s as usize];
-                if now.saturating_sub(st.last_step_ns) >= threshold_ns {
-                    self.promote_buf.push(s);
-                }
+        for &s in &self.order {
+            let st = &self.state[s as usize];
+            if now.saturating_sub(st.last_step_ns) >= threshold_ns {
+                self.promote_buf.push(s);
             }
         }
-        let buf = std::mem::take(&mut self.promote_buf);
-        for &s in &buf {
-            self.remove_from_level(s);
+        if self.promote_buf.is_empty() {
+            return;
         }
+        let buf = std::mem::take(&mut self.promote_buf);
+        self.mark_taken(&buf, true);
         let reset = self.cfg.reset_attained_on_promotion;
-        let push = |this: &mut Self, s: Slot| {
-            let st = &mut this.state[s as usize];
+        for &s in &buf {
+            let st = &mut self.state[s as usize];
             if st.level > 0 {
                 st.promotions += 1;
             }
@@ -402,26 +395,33 @@ impl Mlfq {
             if reset {
                 st.attained_ns = 0;
             }
-            this.queue(0).push_front(s);
-        };
-        if self.cfg.requeue_reverses_batch {
-            for &s in &buf {
-                push(self, s);
-            }
-        } else {
-            for &s in buf.iter().rev() {
-                push(self, s);
-            }
         }
+        // As `requeue_batch`: pushed one at a time to the front of level 0 in queue order with
+        // `requeue_reverses_batch` (so the last one pushed comes first), else in reverse order.
+        let mut next = std::mem::take(&mut self.next_order);
+        next.clear();
+        if self.cfg.requeue_reverses_batch {
+            next.extend(buf.iter().rev());
+        } else {
+            next.extend_from_slice(&buf);
+        }
+        let taken = &self.taken;
+        next.extend(self.order.iter().filter(|&&x| !taken[x as usize]));
+        self.next_order = std::mem::replace(&mut self.order, next);
+        self.mark_taken(&buf, false);
         self.promote_buf = buf;
     }
 }
 
 impl Mlfq {
-    /// Charge every request of `batch` (already out of the levels) the iteration that ended at
-    /// `now`, demote those past their quantum, and put each back at the front of its level (in
-    /// batch order, so reversed, with `requeue_reverses_batch`). `kv_tokens(s)` is the request's
-    /// KV length after the iteration (paper-mode demotion sizes the next iteration from it).
+    /// Charge every request of `batch` the iteration that ended at `now`, demote those past
+    /// their quantum, and put each back at the front of its level: one at a time in batch order
+    /// (so the level's front ends up reversed) with `requeue_reverses_batch`, else in reverse batch
+    /// order. `kv_tokens(s)` is the request's KV length after the iteration (paper-mode demotion
+    /// sizes the next iteration from it).
+    ///
+    /// One pass: the new order is, level by level, that level's requeued requests followed by its
+    /// other members in their old order.
     fn requeue_batch(
         &mut self,
         batch: &[Slot],
@@ -429,40 +429,98 @@ impl Mlfq {
         now: Ns,
         kv_tokens: impl Fn(Slot) -> u32,
     ) {
-        let requeue = |this: &mut Self, s: Slot| {
-            let mut st = this.state[s as usize];
+        if batch.is_empty() {
+            return;
+        }
+        let max_level = self.max_level();
+        // Usually the batch is the front of the order (it was formed from it in order): the
+        // others are then the rest of the order, found without marking.
+        let prefix = self.order.starts_with(batch);
+        if !prefix {
+            self.mark_taken(batch, true);
+        }
+        // New levels, and how many requests land at each.
+        let mut count = [0u32; LEVEL_CAP as usize + 2];
+        let mut top = 0usize;
+        for &s in batch {
+            let mut st = self.state[s as usize];
             st.attained_ns += duration_ns;
             st.last_step_ns = now;
-            if st.attained_ns > this.quantum_ns_table[st.level as usize]
-                && st.level < this.max_level()
-            {
-                let next = match this.cfg.demotion {
+            if st.attained_ns > self.quantum_ns_table[st.level as usize] && st.level < max_level {
+                st.level = match self.cfg.demotion {
                     Demotion::OneLevel => st.level + 1,
                     Demotion::CoverNextIteration => {
-                        let t = this.decode_time_s(kv_tokens(s) + 1);
+                        let t = self.decode_time_s(kv_tokens(s) + 1);
                         let mut p = st.level + 1;
-                        while p < this.max_level() && this.quantum_s(p) < t {
+                        while p < max_level && self.quantum_s(p) < t {
                             p += 1;
                         }
                         p
                     }
                 };
-                st.level = next;
                 st.attained_ns = 0;
                 st.demotions += 1;
             }
-            this.state[s as usize] = st;
-            this.queue(st.level).push_front(s);
-        };
-        if self.cfg.requeue_reverses_batch {
-            for &s in batch {
-                requeue(self, s);
-            }
-        } else {
-            for &s in batch.iter().rev() {
-                requeue(self, s);
+            self.state[s as usize] = st;
+            count[st.level as usize + 1] += 1;
+            top = top.max(st.level as usize);
+        }
+        // Group by new level (counting sort): `count[p]..count[p + 1]` is level p's group.
+        for p in 1..=top + 1 {
+            count[p] += count[p - 1];
+        }
+        let mut fill = count;
+        self.requeued.clear();
+        self.requeued.resize(batch.len(), 0);
+        let reverses = self.cfg.requeue_reverses_batch;
+        for &s in batch {
+            let p = self.state[s as usize].level as usize;
+            self.requeued[fill[p] as usize] = s;
+            fill[p] += 1;
+        }
+        if reverses {
+            for p in 0..=top {
+                self.requeued[count[p] as usize..count[p + 1] as usize].reverse();
             }
         }
+        // Merge with the others (sorted by their unchanged levels).
+        let mut next = std::mem::take(&mut self.next_order);
+        next.clear();
+        if prefix {
+            let rest = &self.order[batch.len()..];
+            let mut j = 0;
+            for p in 0..=top {
+                next.extend_from_slice(&self.requeued[count[p] as usize..count[p + 1] as usize]);
+                let run = rest[j..]
+                    .iter()
+                    .take_while(|&&x| self.state[x as usize].level as usize == p)
+                    .count();
+                next.extend_from_slice(&rest[j..j + run]);
+                j += run;
+            }
+            next.extend_from_slice(&rest[j..]);
+        } else {
+            let (taken, state) = (&self.taken, &self.state);
+            let mut rest = self
+                .order
+                .iter()
+                .copied()
+                .filter(|&x| !taken[x as usize])
+                .peekable();
+            for p in 0..=top {
+                next.extend_from_slice(&self.requeued[count[p] as usize..count[p + 1] as usize]);
+                while let Some(&x) = rest.peek() {
+                    if state[x as usize].level as usize != p {
+                        break;
+                    }
+                    next.push(x);
+                    rest.next();
+                }
+            }
+            next.extend(rest);
+            self.mark_taken(batch, false);
+        }
+        self.next_order = std::mem::replace(&mut self.order, next);
     }
 
     fn preemption(&self) -> PreemptionChoice {
@@ -642,7 +700,7 @@ impl Policy for Mlfq {
             demotions: 0,
             promotions: 0,
         };
-        self.queue(level).push_back(s);
+        self.push_back(s);
         Ok(())
     }
 
@@ -654,10 +712,6 @@ impl Policy for Mlfq {
             .is_multiple_of(self.cfg.starvation_period_iterations)
         {
             self.starvation_check(view.now_ns);
-        }
-        self.order.clear();
-        for q in &self.levels {
-            self.order.extend(q.iter().copied());
         }
         let misfit = match self.cfg.misfit {
             MisfitRule::Stop => Misfit::Stop,
@@ -682,7 +736,6 @@ impl Policy for Mlfq {
         if batch.is_empty() {
             return;
         }
-        self.remove_batch_from_levels(batch);
         self.requeue_batch(batch, duration_ns, view.now_ns, |s| view.req(s).kv_tokens);
     }
 
@@ -765,10 +818,7 @@ impl Policy for Mlfq {
         duration_ns: Ns,
         view: &ReplicaView,
     ) {
-        // What `on_iteration_end` does, with the batch = every request of the levels.
-        for q in &mut self.levels {
-            q.clear();
-        }
+        // What `on_iteration_end` does, with the batch = every queued request.
         // KV tokens now, in the stepping path, are `repeat` more than the engine's record.
         self.requeue_batch(batch, duration_ns, view.now_ns, |s| {
             view.req(s).kv_tokens + repeat as u32
@@ -776,13 +826,7 @@ impl Policy for Mlfq {
         // What the next `schedule` does before forming the (same) batch: count the boundary and
         // maybe run the starvation check, which promotes nobody (everyone just ran).
         self.iterations += 1;
-        let mut i = 0;
-        for q in &self.levels {
-            for &s in q {
-                batch[i] = s;
-                i += 1;
-            }
-        }
+        batch.copy_from_slice(&self.order);
     }
 
     fn on_steady_iterations(
@@ -802,30 +846,23 @@ impl Policy for Mlfq {
         // `requeue_reverses_batch`: the batch is a prefix of the order, i.e. whole levels and the
         // front of one, so an odd number of requeues reverses each level's batch segment.
         if self.cfg.requeue_reverses_batch && iterations % 2 == 1 {
-            let mut left = batch.len();
-            for q in &mut self.levels {
-                if left == 0 {
-                    break;
-                }
-                let k = left.min(q.len());
-                q.make_contiguous()[..k].reverse();
-                left -= k;
+            let prefix = &mut self.order[..batch.len()];
+            let mut from = 0;
+            while from < prefix.len() {
+                let level = self.state[prefix[from] as usize].level;
+                let len = prefix[from..]
+                    .iter()
+                    .take_while(|&&x| self.state[x as usize].level == level)
+                    .count();
+                prefix[from..from + len].reverse();
+                from += len;
             }
         }
-        let mut i = 0;
-        'fill: for q in &self.levels {
-            for &s in q {
-                if i == batch.len() {
-                    break 'fill;
-                }
-                batch[i] = s;
-                i += 1;
-            }
-        }
+        batch.copy_from_slice(&self.order[..batch.len()]);
     }
 
     fn on_finish(&mut self, s: Slot) {
-        self.remove_from_level(s);
+        self.remove_from_order(s);
     }
 
     fn describe(&self, s: Slot) -> PolicyInfo {
@@ -886,9 +923,8 @@ mod tests {
                 last_step_ns,
                 ..State::default()
             };
-            m.queue(level).push_back(s);
+            m.push_back(s);
         }
-        m.order = m.levels.iter().flatten().copied().collect();
         let mut kv = KvPool::new(40, 16);
         assert!(kv.try_alloc(40));
         (m, reqs, kv, KvPool::new(100, 16), now)

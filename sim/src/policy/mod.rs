@@ -18,7 +18,7 @@ pub mod vllm;
 
 use crate::cost::CostModel;
 use crate::engine::KvPool;
-use crate::engine::kv::blocks_for_tokens;
+use crate::engine::kv::{blocks_for_tokens, extra_blocks_for};
 use crate::engine::request::{Request, Slab, Slot};
 use crate::engine::time::Ns;
 use crate::error::{Result, SimError};
@@ -92,8 +92,11 @@ impl<'a> ReplicaView<'a> {
     /// reserved blocks already cover it).
     pub fn extra_blocks_for_next(&self, s: Slot) -> u32 {
         let r = self.req(s);
-        self.blocks_for_tokens(r.kv_tokens_after_next() as u64)
-            .saturating_sub(r.blocks)
+        extra_blocks_for(
+            r.kv_tokens_after_next() as u64,
+            r.blocks,
+            self.kv.block_tokens(),
+        )
     }
 }
 
