@@ -1053,3 +1053,75 @@ fn fast_forward_is_identical_to_stepping_every_iteration() {
         }
     }
 }
+
+/// Differential test of MLFQ's stepwise fast-forward, which — when the batch holds every queued
+/// request — also starts at an iteration that prefilled some of them and carries on through
+/// completions (issue "Performance"). Cases are shaped for that regime: a batch limit above the
+/// request count, sparse arrivals (gaps up to 2 s, so the batch drains and refills), short outputs
+/// (completions inside runs), and KV from tight to ample. Every MLFQ preset, offload mode and
+/// host size; outputs must equal stepping every iteration. `SERVESIM_POLICY_CASES=N` runs N.
+#[test]
+fn mlfq_fast_forward_through_prefills_and_completions_is_identical_to_stepping() {
+    let row = (
+        prop_oneof![Just(0u64), 0u64..2_000 * MS],
+        1u32..=200,
+        1u32..=60,
+    );
+    let strategy = (
+        prop::collection::vec(row, 1..=40),
+        0usize..2,
+        0u32..8,
+        0u32..40,
+        0usize..3,
+        0usize..3,
+    );
+    let mut runner = TestRunner::new(PtConfig {
+        cases: std::env::var("SERVESIM_POLICY_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(48),
+        failure_persistence: None,
+        ..PtConfig::default()
+    });
+    let forwarded = std::cell::Cell::new(0u64);
+    let result = runner.run(&strategy, |(gaps, policy, knob, extra_kv, cost, host)| {
+        let mut t = 0;
+        let rows: Vec<Row> = gaps
+            .into_iter()
+            .map(|(gap, i, o)| {
+                t += gap;
+                (t, i, o)
+            })
+            .collect();
+        let policy = ["mlfq", "skip-join-mlfq"][policy];
+        let table = format!(
+            "[policies.{policy}]\npreset = \"{}\"\noffload = \"{}\"\nstarvation_threshold_s = {}",
+            if knob % 2 == 0 { "code" } else { "paper" },
+            ["proactive", "paper", "reactive", "proactive"][(knob / 2 % 4) as usize],
+            [0.05, 3.0][(knob / 4 % 2) as usize],
+        );
+        let need = rows.iter().map(|r| blocks(r.1 + r.2 - 1)).max().unwrap();
+        let mut scn = Scn::new(policy, COSTS[cost])
+            .batch(64)
+            .kv(need + extra_kv)
+            .table(&table)
+            .table("[output]\nkv_timeline_interval_s = 0.25");
+        scn.max_context_tokens = CONTEXT;
+        scn.host_kv_bytes = [Some(0), Some(40 << 20), None][host];
+        let (mut fast, step) = scn.try_run_both(&rows).map_err(TestCaseError::fail)?;
+        forwarded.set(forwarded.get() + fast.stats.fast_forwarded_iterations);
+        fast.stats.fast_forwarded_iterations = 0;
+        prop_assert_eq!(&fast.kv_timeline, &step.kv_timeline);
+        prop_assert_eq!(&fast.completions, &step.completions);
+        prop_assert_eq!(&fast.stats, &step.stats);
+        prop_assert_eq!(
+            serde_json::to_string(&fast.summary).unwrap(),
+            serde_json::to_string(&step.summary).unwrap()
+        );
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("MLFQ fast-forward differs from stepping: {e}");
+    }
+    assert!(forwarded.get() > 0, "no case fast-forwarded");
+}

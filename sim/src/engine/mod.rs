@@ -369,6 +369,41 @@ impl Replica {
     }
 
     /// Integrate block usage up to `now` (call before any pool change).
+    /// Request `s` (its record up to date) emitted its last token at `now`: it leaves the replica.
+    fn complete(
+        &mut self,
+        r: u32,
+        s: Slot,
+        now: Ns,
+        predictor: &mut dyn Predictor,
+        observer: &mut dyn Observer,
+    ) {
+        let info = self.policy.describe(s);
+        let req = self.reqs.remove(s);
+        self.kv.free(req.blocks);
+        self.policy.on_finish(s);
+        predictor.observe(req.input_tokens, req.output_tokens);
+        observer.on_completion(&Completion {
+            id: req.id,
+            replica: r,
+            arrival_ns: req.arrival_ns,
+            input_tokens: req.input_tokens,
+            output_tokens: req.output_tokens,
+            first_scheduled_ns: req.first_scheduled_ns.unwrap_or(now),
+            first_token_ns: req.first_token_ns.unwrap_or(now),
+            finish_ns: now,
+            preemptions: req.preemptions,
+            swap_out_bytes: req.swap_out_bytes,
+            swap_in_bytes: req.swap_in_bytes,
+            swap_stall_ns: req.swap_stall_ns,
+            recomputed_tokens: req.recomputed_tokens,
+            predicted_output_tokens: req.predicted_output_tokens,
+            priority: info.priority,
+            demotions: info.demotions,
+            promotions: info.promotions,
+        });
+    }
+
     fn account_usage(&mut self, now: Ns) {
         let dt = now.saturating_sub(self.usage_at_ns) as u128;
         self.stats.kv_block_ns += dt * self.kv.used_blocks() as u128;
@@ -708,26 +743,26 @@ impl Sim {
                     let rep = &mut self.replicas[r as usize];
                     rep.busy = rep.stage0_busy;
                     if !rep.busy {
-                        self.start_iteration(r, now, observer)?;
+                        self.start_iteration(r, now, predictor, observer)?;
                     }
                 }
                 CLASS_END => {
                     self.finish_iteration(r, now, predictor, observer);
-                    self.start_iteration(r, now, observer)?;
+                    self.start_iteration(r, now, predictor, observer)?;
                 }
                 CLASS_STAGE_FREE => {
                     let rep = &mut self.replicas[r as usize];
                     rep.stage0_busy = false;
                     rep.busy = rep.flights.len() >= rep.pipeline.stages as usize;
                     if !rep.busy {
-                        self.start_iteration(r, now, observer)?;
+                        self.start_iteration(r, now, predictor, observer)?;
                     }
                 }
                 _ => {
                     let rep = &mut self.replicas[r as usize];
                     rep.kick_pending = false;
                     if !rep.busy {
-                        self.start_iteration(r, now, observer)?;
+                        self.start_iteration(r, now, predictor, observer)?;
                     }
                 }
             }
@@ -830,7 +865,13 @@ impl Sim {
         Ok((r as u32, predicted))
     }
 
-    fn start_iteration(&mut self, r: u32, now: Ns, observer: &mut dyn Observer) -> Result<()> {
+    fn start_iteration(
+        &mut self,
+        r: u32,
+        now: Ns,
+        predictor: &mut dyn Predictor,
+        observer: &mut dyn Observer,
+    ) -> Result<()> {
         let limits = self.cfg.limits;
         let block_tokens = self.cfg.block_tokens;
         let rep = &mut self.replicas[r as usize];
@@ -1042,13 +1083,12 @@ impl Sim {
             && transfers.is_empty()
             && rep.plan.preempt.is_empty()
             && rep.plan.swap_in.is_empty()
-            && shape.prefill_requests == 0
             && ready_ns == now;
         for (t, s) in transfers {
             self.push_slot(t, CLASS_TRANSFER, r, s);
         }
         let end = if repeatable {
-            self.fast_forward(r, now, end, shape, observer)?
+            self.fast_forward(r, now, end, shape, predictor, observer)?
         } else {
             end
         };
@@ -1119,12 +1159,14 @@ impl Sim {
     /// and the policy's [`crate::policy::Steady`] bounds hold. Each repeated iteration still gets
     /// its own cost-model time, observer call, event count and KV accounting, so every output is
     /// identical to stepping. Returns the end of the last iteration launched.
+    #[allow(clippy::too_many_arguments)]
     fn fast_forward(
         &mut self,
         r: u32,
         start: Ns,
         end: Ns,
         mut shape: BatchShape,
+        predictor: &mut dyn Predictor,
         observer: &mut dyn Observer,
     ) -> Result<Ns> {
         // Scratch bound per fast-forward (the next one continues from there).
@@ -1144,21 +1186,10 @@ impl Sim {
         if end >= next_event_ns {
             return Ok(end);
         }
-        // Repeats the requests allow: the repeat launched at boundary m follows the m-th end,
-        // which must neither finish a request nor reach its prediction.
-        let mut horizon = MAX_REPEATS;
-        for i in 0..rep.plan.run.len() {
-            let item = rep.plan.run[i];
-            let q = rep.reqs.get(item.slot);
-            if item.reserve_blocks > q.blocks {
+        for item in &rep.plan.run {
+            if item.reserve_blocks > rep.reqs.get(item.slot).blocks {
                 return Ok(end);
             }
-            let stop_at = q.output_tokens.min(q.predicted_output_tokens);
-            let left = stop_at.saturating_sub(q.generated_tokens + 1) as usize;
-            horizon = horizon.min(left);
-        }
-        if horizon == 0 {
-            return Ok(end);
         }
         let steady = {
             let view = view!(rep, start, limits);
@@ -1167,22 +1198,58 @@ impl Sim {
                 None => return Ok(end),
             }
         };
-        horizon = horizon.min(steady.max_iterations.min(MAX_REPEATS as u64) as usize);
-        // Blocks the repeat at boundary m allocates: request q with kv tokens k and b blocks
-        // (k + 1 ≤ b·B) first needs a new block at m = b·B − k, then every B boundaries. Counted
-        // one window of B boundaries at a time (each request crosses at most once per window).
+        if shape.prefill_requests > 0 && !(steady.stepwise && steady.with_prefills) {
+            return Ok(end);
+        }
+        let completions = steady.stepwise && steady.through_completions;
+        // The records stay as they were at the plan's first run until the end: request q has
+        // then `kv_tokens_after_next() + m − 1` KV tokens and `generated_tokens + m` tokens at
+        // boundary m (the end of the m-th iteration). Repeats the requests allow: the repeat
+        // launched at boundary m must not follow a prediction being reached (nor, without
+        // `through_completions`, a request finishing).
+        let mut horizon = MAX_REPEATS.min(steady.max_iterations.min(MAX_REPEATS as u64) as usize);
+        let mut next_finish = usize::MAX;
+        for &s in &rep.batch {
+            let q = rep.reqs.get(s);
+            let stop_at = if completions && q.output_tokens <= q.predicted_output_tokens {
+                next_finish = next_finish.min((q.output_tokens - q.generated_tokens) as usize);
+                continue;
+            } else {
+                q.output_tokens.min(q.predicted_output_tokens)
+            };
+            horizon = horizon.min(stop_at.saturating_sub(q.generated_tokens + 1) as usize);
+        }
+        if horizon == 0 {
+            return Ok(end);
+        }
+        if shape.prefill_requests > 0 {
+            // The repeats are decodes of every request (context = KV tokens + the new one).
+            shape = BatchShape::default();
+            for &s in &rep.batch {
+                shape.add_decode(rep.reqs.get(s).kv_tokens_after_next());
+            }
+        }
+        let first_token_ns = end;
+        // Blocks the repeat at boundary m allocates: request q with `a` KV tokens after the first
+        // run and b blocks (a ≤ b·B) first needs a new block at m = b·B − a + 1, then every B
+        // boundaries. Counted one window of B boundaries at a time (each request crosses at most
+        // once per window).
         let bt = block_tokens as usize;
-        let alloc = &mut self.ff_alloc;
-        let first_crossing =
-            |q: &Request| (q.blocks as u64 * block_tokens - q.kv_tokens as u64) as usize;
-        let n = rep.batch.len() as u64;
+        let first_crossing = |q: &Request| {
+            (q.blocks as u64 * block_tokens + 1 - q.kv_tokens_after_next() as u64) as usize
+        };
+        let crosses_at = |q: &Request, m: usize| {
+            let m1 = first_crossing(q);
+            m >= m1 && (m - m1).is_multiple_of(bt)
+        };
         let (mut cur_start, mut cur_end) = (start, end);
         let mut service_ns: Ns = 0;
         let mut repeats: u64 = 0;
         let mut window_lo = usize::MAX;
         for m in 1..=horizon {
-            if m >= window_lo.wrapping_add(bt) || window_lo == usize::MAX {
+            if window_lo == usize::MAX || m >= window_lo + bt {
                 window_lo = m;
+                let alloc = &mut self.ff_alloc;
                 alloc.clear();
                 alloc.resize(bt, 0);
                 for &s in &rep.batch {
@@ -1197,18 +1264,39 @@ impl Sim {
                     }
                 }
             }
-            let need = alloc[m - window_lo];
+            let mut need = self.ff_alloc[m - window_lo];
             let dur = cur_end - cur_start;
-            let free = rep.kv.free_blocks();
+            let mut free = rep.kv.free_blocks();
             if cur_end >= next_event_ns
                 || cur_end > next_sample_ns
                 || cur_end >= steady.until_ns
                 || cur_end > guards.max_sim_ns
                 || self.stats.events >= guards.max_events
                 || service_ns.saturating_add(dur) > steady.max_service_ns
-                || need > free
-                || free - need < steady.min_free_blocks
             {
+                break;
+            }
+            // Requests finishing at this boundary (only with `through_completions`): their
+            // blocks free first, and they allocate nothing for the repeat.
+            let finishing = m == next_finish;
+            let mut finished = 0usize;
+            if finishing {
+                for &s in &rep.batch {
+                    let q = rep.reqs.get(s);
+                    if (q.output_tokens - q.generated_tokens) as usize == m {
+                        finished += 1;
+                        if crosses_at(q, m) {
+                            need -= 1;
+                        }
+                        let kv = q.kv_tokens_after_next() as u64 + m as u64 - 1;
+                        free += q.blocks + extra_blocks_for(kv, q.blocks, self.cfg.block_tokens);
+                    }
+                }
+                if finished == rep.batch.len() {
+                    break; // the batch would be empty: the normal path takes it from here
+                }
+            }
+            if need > free || free - need < steady.min_free_blocks {
                 break;
             }
             // The end of the iteration that ran [cur_start, cur_end): an event when stepping.
@@ -1217,14 +1305,56 @@ impl Sim {
             self.stats.makespan_ns = self.stats.makespan_ns.max(cur_end);
             service_ns += dur;
             repeats += 1;
+            rep.account_usage(cur_end);
+            if finishing {
+                // What `finish_iteration` does for them, in batch order.
+                let mut i = 0;
+                while i < rep.batch.len() {
+                    let s = rep.batch[i];
+                    let q = rep.reqs.get_mut(s);
+                    if (q.output_tokens - q.generated_tokens) as usize != m {
+                        i += 1;
+                        continue;
+                    }
+                    let kv = q.kv_tokens_after_next() + m as u32 - 1;
+                    shape.decode_requests -= 1;
+                    shape.decode_context_tokens -= kv as u64;
+                    q.blocks += extra_blocks_for(kv as u64, q.blocks, self.cfg.block_tokens);
+                    q.kv_tokens = kv;
+                    q.kv_loc = KvLoc::Gpu;
+                    q.generated_tokens += m as u32;
+                    q.attained_ns += service_ns;
+                    q.last_run_end_ns = cur_end;
+                    q.in_batch = false;
+                    if q.first_token_ns.is_none() {
+                        q.first_token_ns = Some(first_token_ns);
+                    }
+                    rep.batch.remove(i);
+                    rep.complete(r, s, cur_end, predictor, observer);
+                }
+                next_finish = rep
+                    .batch
+                    .iter()
+                    .map(|&s| {
+                        let q = rep.reqs.get(s);
+                        if q.output_tokens <= q.predicted_output_tokens {
+                            (q.output_tokens - q.generated_tokens) as usize
+                        } else {
+                            usize::MAX
+                        }
+                    })
+                    .min()
+                    .unwrap_or(usize::MAX);
+                window_lo = usize::MAX;
+            }
             if steady.stepwise {
                 let view = view!(rep, cur_end, limits);
                 rep.policy
                     .on_steady_step(&mut rep.batch, repeats, dur, &view);
             }
-            rep.account_usage(cur_end);
             let ok = rep.kv.try_alloc(need);
             debug_assert!(ok, "free blocks were checked");
+            let n = rep.batch.len() as u64;
             shape.decode_context_tokens += n;
             let d = rep.executor.run_iteration(&shape)?;
             let e = cur_end.checked_add(d).ok_or_else(|| {
@@ -1244,8 +1374,12 @@ impl Sim {
             let q = rep.reqs.get_mut(s);
             q.attained_ns += service_ns;
             q.last_run_end_ns = cur_start;
-            q.kv_tokens += k;
+            q.kv_tokens = q.kv_tokens_after_next() + k - 1;
+            q.kv_loc = KvLoc::Gpu;
             q.generated_tokens += k;
+            if q.first_token_ns.is_none() {
+                q.first_token_ns = Some(first_token_ns);
+            }
             q.blocks += extra_blocks_for(q.kv_tokens as u64 + 1, q.blocks, self.cfg.block_tokens);
         }
         rep.iter_start_ns = cur_start;
@@ -1308,30 +1442,7 @@ impl Sim {
                 req.blocks as u64 >= blocks_for_tokens(req.kv_tokens as u64, self.cfg.block_tokens)
             );
             if req.generated_tokens >= req.output_tokens {
-                let info = rep.policy.describe(s);
-                let req = rep.reqs.remove(s);
-                rep.kv.free(req.blocks);
-                rep.policy.on_finish(s);
-                predictor.observe(req.input_tokens, req.output_tokens);
-                observer.on_completion(&Completion {
-                    id: req.id,
-                    replica: r,
-                    arrival_ns: req.arrival_ns,
-                    input_tokens: req.input_tokens,
-                    output_tokens: req.output_tokens,
-                    first_scheduled_ns: req.first_scheduled_ns.unwrap_or(now),
-                    first_token_ns: req.first_token_ns.unwrap_or(now),
-                    finish_ns: now,
-                    preemptions: req.preemptions,
-                    swap_out_bytes: req.swap_out_bytes,
-                    swap_in_bytes: req.swap_in_bytes,
-                    swap_stall_ns: req.swap_stall_ns,
-                    recomputed_tokens: req.recomputed_tokens,
-                    predicted_output_tokens: req.predicted_output_tokens,
-                    priority: info.priority,
-                    demotions: info.demotions,
-                    promotions: info.promotions,
-                });
+                rep.complete(r, s, now, predictor, observer);
             } else {
                 if req.generated_tokens >= req.predicted_output_tokens {
                     req.predicted_output_tokens =

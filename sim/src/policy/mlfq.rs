@@ -755,8 +755,12 @@ impl Policy for Mlfq {
             // The batch holds every request: demotions and requeues reorder it but cannot change
             // it (nobody is left out, nobody waits to be promoted, no swap has a candidate); the
             // engine checks memory. Followed step by step.
+            // A prefill in it repeats as a decode, and a completion leaves every other request in
+            // it: the plan is still "everyone".
             return Some(Steady {
                 stepwise: true,
+                with_prefills: true,
+                through_completions: true,
                 ..Steady::UNBOUNDED
             });
         }
@@ -807,7 +811,7 @@ impl Policy for Mlfq {
             min_free_blocks,
             max_service_ns,
             until_ns,
-            stepwise: false,
+            ..Steady::UNBOUNDED
         })
     }
 
@@ -821,7 +825,7 @@ impl Policy for Mlfq {
         // What `on_iteration_end` does, with the batch = every queued request.
         // KV tokens now, in the stepping path, are `repeat` more than the engine's record.
         self.requeue_batch(batch, duration_ns, view.now_ns, |s| {
-            view.req(s).kv_tokens + repeat as u32
+            view.req(s).kv_tokens_after_next() + repeat as u32 - 1
         });
         // What the next `schedule` does before forming the (same) batch: count the boundary and
         // maybe run the starvation check, which promotes nobody (everyone just ran).

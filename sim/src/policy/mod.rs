@@ -154,6 +154,12 @@ pub struct Steady {
     /// changes at boundaries without changing its plan's set, e.g. MLFQ demotions when the batch
     /// holds every request) instead of once at the end through [`Policy::on_steady_iterations`].
     pub stepwise: bool,
+    /// With `stepwise`: the plan may also be repeated after an iteration that prefilled some of
+    /// its requests (they then repeat as decodes).
+    pub with_prefills: bool,
+    /// With `stepwise`: a request that finishes leaves the batch and the others repeat (the
+    /// policy's plan is "every request", so a completion does not change it).
+    pub through_completions: bool,
 }
 
 impl Steady {
@@ -164,6 +170,8 @@ impl Steady {
         max_service_ns: Ns::MAX,
         until_ns: Ns::MAX,
         stepwise: false,
+        with_prefills: false,
+        through_completions: false,
     };
 }
 
@@ -230,7 +238,11 @@ pub trait Policy: Send {
     /// the engine updates request state only at the end, so a batch request's KV tokens are now
     /// `view.req(s).kv_tokens + repeat`. Do what [`Policy::on_iteration_end`] and the next
     /// [`Policy::schedule`] would do to the policy's state, and leave in `batch` the run order that
-    /// `schedule` would produce (the set is unchanged).
+    /// `schedule` would produce (the set is unchanged). With [`Steady::with_prefills`] a request
+    /// prefilled by the plan's first run has `view.req(s).kv_tokens_after_next() + repeat − 1` KV
+    /// tokens now (which is the same count for a decode). With
+    /// [`Steady::through_completions`], requests that finished at this boundary were reported
+    /// through [`Policy::on_finish`] just before and are no longer in `batch`.
     fn on_steady_step(
         &mut self,
         _batch: &mut [Slot],
