@@ -1186,10 +1186,30 @@ impl Sim {
         if end >= next_event_ns {
             return Ok(end);
         }
+        // The records stay as they were at the plan's first run until the end: request q has
+        // then `kv_tokens_after_next() + m − 1` KV tokens and `generated_tokens + m` tokens at
+        // boundary m (the end of the m-th iteration). Repeats the requests allow: the repeat
+        // launched at boundary m must not follow a prediction being reached (`loose`, with
+        // `through_completions`) nor, otherwise, a request finishing (`strict`).
+        let (mut strict, mut loose) = (MAX_REPEATS, MAX_REPEATS);
+        let mut next_finish = usize::MAX;
         for item in &rep.plan.run {
-            if item.reserve_blocks > rep.reqs.get(item.slot).blocks {
+            let q = rep.reqs.get(item.slot);
+            if item.reserve_blocks > q.blocks {
                 return Ok(end);
             }
+            let left = |stop_at: u32| stop_at.saturating_sub(q.generated_tokens + 1) as usize;
+            if q.output_tokens <= q.predicted_output_tokens {
+                strict = strict.min(left(q.output_tokens));
+                next_finish = next_finish.min((q.output_tokens - q.generated_tokens) as usize);
+            } else {
+                let l = left(q.predicted_output_tokens);
+                strict = strict.min(l);
+                loose = loose.min(l);
+            }
+        }
+        if loose == 0 {
+            return Ok(end);
         }
         let steady = {
             let view = view!(rep, start, limits);
@@ -1202,23 +1222,11 @@ impl Sim {
             return Ok(end);
         }
         let completions = steady.stepwise && steady.through_completions;
-        // The records stay as they were at the plan's first run until the end: request q has
-        // then `kv_tokens_after_next() + m − 1` KV tokens and `generated_tokens + m` tokens at
-        // boundary m (the end of the m-th iteration). Repeats the requests allow: the repeat
-        // launched at boundary m must not follow a prediction being reached (nor, without
-        // `through_completions`, a request finishing).
-        let mut horizon = MAX_REPEATS.min(steady.max_iterations.min(MAX_REPEATS as u64) as usize);
-        let mut next_finish = usize::MAX;
-        for &s in &rep.batch {
-            let q = rep.reqs.get(s);
-            let stop_at = if completions && q.output_tokens <= q.predicted_output_tokens {
-                next_finish = next_finish.min((q.output_tokens - q.generated_tokens) as usize);
-                continue;
-            } else {
-                q.output_tokens.min(q.predicted_output_tokens)
-            };
-            horizon = horizon.min(stop_at.saturating_sub(q.generated_tokens + 1) as usize);
+        if !completions {
+            next_finish = usize::MAX;
         }
+        let horizon = if completions { loose } else { strict }
+            .min(steady.max_iterations.min(MAX_REPEATS as u64) as usize);
         if horizon == 0 {
             return Ok(end);
         }
