@@ -991,10 +991,9 @@ impl Sim {
         for i in 0..rep.plan.run.len() {
             let item = rep.plan.run[i];
             let s = item.slot;
-            if !rep.reqs.contains(s) {
+            let Some(req) = rep.reqs.try_get_mut(s) else {
                 return Err(plan_err(format!("runs unknown slot {s}")));
-            }
-            let req = rep.reqs.get_mut(s);
+            };
             if req.in_batch {
                 return Err(plan_err(format!("runs request {} twice", req.id)));
             }
@@ -1006,7 +1005,9 @@ impl Sim {
             }
             req.in_batch = true;
             rep.batch.push(s);
-            if req.kv_loc == KvLoc::Host {
+            let req = if req.kv_loc != KvLoc::Host {
+                req
+            } else {
                 // Reactive swap-in: the iteration waits for the copy.
                 let need = req.offloaded_gpu_blocks;
                 if !rep.kv.try_alloc(need) {
@@ -1022,8 +1023,8 @@ impl Sim {
                 let end = rep.start_transfer(s, Direction::HostToDevice, now)?;
                 transfers.push((end, s));
                 ready_ns = ready_ns.max(end);
-            }
-            let req = rep.reqs.get_mut(s);
+                rep.reqs.get_mut(s)
+            };
             if req.needs_prefill() {
                 shape.add_prefill(req.prefill_tokens());
             } else {

@@ -184,6 +184,10 @@ impl Slab {
             .as_mut()
             .expect("engine bug: writing an empty slot")
     }
+    /// The request in slot `s`, if any (one lookup for checking and writing).
+    pub fn try_get_mut(&mut self, s: Slot) -> Option<&mut Request> {
+        self.items.get_mut(s as usize).and_then(|r| r.as_mut())
+    }
     pub fn contains(&self, s: Slot) -> bool {
         self.items.get(s as usize).is_some_and(|r| r.is_some())
     }

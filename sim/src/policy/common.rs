@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 
 use super::{Plan, PreemptMode, PreemptionChoice, ReplicaView};
 use crate::cost::{BatchShape, CostModel};
+use crate::engine::kv::extra_blocks_for;
 use crate::engine::request::{KvLoc, Request, Slot};
 
 /// vLLM's decode-memory rule: walk `running` from highest priority (front) to lowest; while the
@@ -99,6 +100,7 @@ pub fn form_priority_batch(
     plan: &mut Plan,
 ) -> u32 {
     let limits = view.limits;
+    let block_tokens = view.block_tokens();
     let mut free = view.free_blocks();
     let mut prefill_tokens: u64 = 0;
     let mut has_prefill = false;
@@ -129,7 +131,7 @@ pub fn form_priority_batch(
                 }
             }
         }
-        let need = view.extra_blocks_for_next(s);
+        let need = extra_blocks_for(r.kv_tokens_after_next() as u64, r.blocks, block_tokens);
         while need > free + freeing && evict_from > i + 1 {
             evict_from -= 1;
             let v = order[evict_from];
