@@ -609,43 +609,76 @@ impl Mlfq {
         if self.taken.len() < view.slot_capacity() {
             self.taken.resize(view.slot_capacity(), false);
         }
-        for item in &plan.run {
-            self.taken[item.slot as usize] = true;
-        }
+        // The batch is a subsequence of the order (formed from it in order), so the scans from
+        // the front tell its members by walking both; the preempted ones (few) are marked.
         for &(s, _) in &plan.preempt {
             self.taken[s as usize] = true;
         }
+        let run = &plan.run;
+        let taken = &self.taken;
+        let mut j = 0;
+        let mut in_plan = |s: Slot| {
+            if j < run.len() && run[j].slot == s {
+                j += 1;
+                true
+            } else {
+                taken[s as usize]
+            }
+        };
         // The highest-priority request left out of the batch for want of GPU memory (no KV on the
         // GPU): memory is made for it and never given to anyone below it.
-        let blocked = self.order.iter().position(|&s| {
-            let r = view.req(s);
-            !self.taken[s as usize] && matches!(r.kv_loc, KvLoc::None | KvLoc::Host)
-        });
+        let blocked = self
+            .order
+            .iter()
+            .position(|&s| !in_plan(s) && matches!(view.req(s).kv_loc, KvLoc::None | KvLoc::Host));
+        debug_assert!(
+            blocked.is_some() || j == run.len(),
+            "the batch follows the order"
+        );
         let blocked_need = blocked.map_or(0, |i| view.extra_blocks_for_next(self.order[i]));
         let mut deficit = reserve as i64 + blocked_need as i64 - free_after as i64;
         let mut host_free = view.host_free_blocks();
         let mut swapped_out = false;
         let floor = blocked.map_or(0, |i| i + 1);
-        for &s in self.order[floor..].iter().rev() {
-            if deficit <= 0 {
-                break;
+        if deficit > 0 {
+            for item in &plan.run {
+                self.taken[item.slot as usize] = true;
             }
-            let r = view.req(s);
-            let host_need = view.host_blocks_for(r.blocks);
-            if self.taken[s as usize]
-                || r.kv_loc != KvLoc::Gpu
-                || r.in_flight()
-                || host_need > host_free
-            {
-                continue;
+            for &s in self.order[floor..].iter().rev() {
+                if deficit <= 0 {
+                    break;
+                }
+                let r = view.req(s);
+                let host_need = view.host_blocks_for(r.blocks);
+                if self.taken[s as usize]
+                    || r.kv_loc != KvLoc::Gpu
+                    || r.in_flight()
+                    || host_need > host_free
+                {
+                    continue;
+                }
+                plan.preempt.push((s, PreemptMode::Swap));
+                self.taken[s as usize] = true;
+                host_free -= host_need;
+                deficit -= r.blocks as i64;
+                swapped_out = true;
             }
-            plan.preempt.push((s, PreemptMode::Swap));
-            self.taken[s as usize] = true;
-            host_free -= host_need;
-            deficit -= r.blocks as i64;
-            swapped_out = true;
+            for item in &plan.run {
+                self.taken[item.slot as usize] = false;
+            }
         }
         if !swapped_out {
+            let run = &plan.run;
+            let taken = &self.taken;
+            let mut j = 0;
+            let mut in_plan = |s: Slot| {
+                if j < run.len() && run[j].slot == s {
+                    j += 1;
+                    true
+                } else {
+                    taken[s as usize]
+                }
+            };
             let mut free = free_after as i64;
             let mut quota = view.limits.max_batch_size;
             for &s in &self.order {
@@ -653,8 +686,11 @@ impl Mlfq {
                     break;
                 }
                 quota -= 1;
+                if in_plan(s) {
+                    continue;
+                }
                 let r = view.req(s);
-                if self.taken[s as usize] || r.kv_loc == KvLoc::Gpu || r.in_transfer() {
+                if r.kv_loc == KvLoc::Gpu || r.in_transfer() {
                     continue;
                 }
                 let need = view.swap_in_blocks(s) as i64;
@@ -664,9 +700,6 @@ impl Mlfq {
                 plan.swap_in.push(s);
                 free -= need;
             }
-        }
-        for item in &plan.run {
-            self.taken[item.slot as usize] = false;
         }
         for &(s, _) in &plan.preempt {
             self.taken[s as usize] = false;
