@@ -1289,16 +1289,20 @@ impl Sim {
             // blocks free first, and they allocate nothing for the repeat.
             let finishing = m == next_finish;
             let mut finished = 0usize;
+            let mut next_after = usize::MAX;
             if finishing {
                 for &s in &rep.batch {
                     let q = rep.reqs.get(s);
-                    if (q.output_tokens - q.generated_tokens) as usize == m {
+                    let left = (q.output_tokens - q.generated_tokens) as usize;
+                    if left == m {
                         finished += 1;
                         if crosses_at(q, m) {
                             need -= 1;
                         }
                         let kv = q.kv_tokens_after_next() as u64 + m as u64 - 1;
                         free += q.blocks + extra_blocks_for(kv, q.blocks, self.cfg.block_tokens);
+                    } else if q.output_tokens <= q.predicted_output_tokens {
+                        next_after = next_after.min(left);
                     }
                 }
                 if finished == rep.batch.len() {
@@ -1316,7 +1320,11 @@ impl Sim {
             repeats += 1;
             rep.account_usage(cur_end);
             if finishing {
-                // What `finish_iteration` does for them, in batch order.
+                // What `finish_iteration` does for them, in batch order (which only matters when
+                // several finish together).
+                if finished > 1 {
+                    rep.policy.steady_order(&mut rep.batch);
+                }
                 let mut i = 0;
                 while i < rep.batch.len() {
                     let s = rep.batch[i];
@@ -1324,6 +1332,16 @@ impl Sim {
                     if (q.output_tokens - q.generated_tokens) as usize != m {
                         i += 1;
                         continue;
+                    }
+                    // Its later block crossing in the current window is no longer needed.
+                    let m1 = first_crossing(q);
+                    let at = if m1 > m {
+                        m1
+                    } else {
+                        m1 + (m + 1 - m1).div_ceil(bt) * bt
+                    };
+                    if at < window_lo + bt {
+                        self.ff_alloc[at - window_lo] -= 1;
                     }
                     let kv = q.kv_tokens_after_next() + m as u32 - 1;
                     shape.decode_requests -= 1;
@@ -1341,20 +1359,7 @@ impl Sim {
                     rep.batch.remove(i);
                     rep.complete(r, s, cur_end, predictor, observer);
                 }
-                next_finish = rep
-                    .batch
-                    .iter()
-                    .map(|&s| {
-                        let q = rep.reqs.get(s);
-                        if q.output_tokens <= q.predicted_output_tokens {
-                            (q.output_tokens - q.generated_tokens) as usize
-                        } else {
-                            usize::MAX
-                        }
-                    })
-                    .min()
-                    .unwrap_or(usize::MAX);
-                window_lo = usize::MAX;
+                next_finish = next_after;
             }
             if steady.stepwise {
                 let view = view!(rep, cur_end, limits);
@@ -1392,7 +1397,9 @@ impl Sim {
             q.blocks += extra_blocks_for(q.kv_tokens as u64 + 1, q.blocks, self.cfg.block_tokens);
         }
         rep.iter_start_ns = cur_start;
-        if !steady.stepwise {
+        if steady.stepwise {
+            rep.policy.steady_order(&mut rep.batch);
+        } else {
             let view = view!(rep, cur_start, limits);
             rep.policy
                 .on_steady_iterations(&mut rep.batch, repeats, service_ns, &view);

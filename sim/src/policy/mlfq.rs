@@ -43,6 +43,8 @@
 //! Preemption under memory pressure: a higher-priority request that needs KV blocks takes them
 //! from resident lower-priority requests, by swap when the host pool has room, else recompute.
 
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -249,6 +251,69 @@ struct State {
     promotions: u32,
 }
 
+/// MLFQ followed through a stepwise fast-forward (the batch holds every queued request, so each
+/// boundary requeues everyone). Instead of rebuilding the order at every boundary, each level is a
+/// deque read front to back or back to front (`rev[p] ^ parity`: a boundary that reverses every
+/// level's batch segment — `requeue_reverses_batch` — flips `parity`), attained service is
+/// `State::attained_ns + service_ns − since_ns[s]`, and the next demotions come off a heap of
+/// thresholds on `service_ns`. A boundary then costs O(log n) plus its demotions; the order and the
+/// attained service are written back ([`Mlfq::materialize`]) before anything else reads them.
+#[derive(Default)]
+struct Lazy {
+    active: bool,
+    levels: Vec<VecDeque<Slot>>,
+    rev: Vec<bool>,
+    parity: bool,
+    /// Summed durations of the boundaries followed (every request ran in each).
+    service_ns: Ns,
+    steps: u64,
+    last_ns: Ns,
+    /// Per slot: `service_ns` when its attained service was last reset (or the run began).
+    since_ns: Vec<Ns>,
+    /// Per slot: version of its heap entry (older entries are stale).
+    version: Vec<u32>,
+    /// `(threshold, slot, version)`: demoted once `service_ns` exceeds `threshold`.
+    heap: BinaryHeap<Reverse<(i128, Slot, u32)>>,
+    /// Scratch: `(level, position in the level, slot)` of this boundary's demotions.
+    demoted: Vec<(u32, usize, Slot)>,
+}
+
+impl Lazy {
+    fn reversed(&self, p: usize) -> bool {
+        self.rev[p] ^ self.parity
+    }
+    fn push_back(&mut self, p: usize, s: Slot) {
+        if self.reversed(p) {
+            self.levels[p].push_front(s);
+        } else {
+            self.levels[p].push_back(s);
+        }
+    }
+    fn push_front(&mut self, p: usize, s: Slot) {
+        if self.reversed(p) {
+            self.levels[p].push_back(s);
+        } else {
+            self.levels[p].push_front(s);
+        }
+    }
+    fn remove(&mut self, p: usize, s: Slot) {
+        let q = &mut self.levels[p];
+        if let Some(i) = q.iter().position(|&x| x == s) {
+            q.remove(i);
+        }
+    }
+    /// Every queued request in priority order.
+    fn for_each(&self, mut f: impl FnMut(Slot)) {
+        for (p, q) in self.levels.iter().enumerate() {
+            if self.reversed(p) {
+                q.iter().rev().for_each(|&s| f(s));
+            } else {
+                q.iter().for_each(|&s| f(s));
+            }
+        }
+    }
+}
+
 /// The MLFQ mechanism shared by `mlfq` and `skip-join-mlfq`.
 pub struct Mlfq {
     cfg: Config,
@@ -265,6 +330,8 @@ pub struct Mlfq {
     requeued: Vec<Slot>,
     promote_buf: Vec<Slot>,
     taken: Vec<bool>,
+    /// Set while a stepwise fast-forward is followed lazily (see [`Lazy`]).
+    lazy: Lazy,
     /// `quantum_ns(p)` for every level (computed once: it is on every iteration's path).
     quantum_ns_table: Vec<Ns>,
     scores: Vec<f64>,
@@ -283,6 +350,7 @@ impl Mlfq {
             requeued: Vec::new(),
             promote_buf: Vec::new(),
             taken: Vec::new(),
+            lazy: Lazy::default(),
             quantum_ns_table: Vec::new(),
             scores: Vec::new(),
         }
@@ -523,6 +591,146 @@ impl Mlfq {
         self.next_order = std::mem::replace(&mut self.order, next);
     }
 
+    /// Start following a stepwise fast-forward lazily (the order is the batch).
+    fn lazy_begin(&mut self) {
+        let max_level = self.max_level();
+        let lz = &mut self.lazy;
+        lz.active = true;
+        lz.parity = false;
+        lz.service_ns = 0;
+        lz.steps = 0;
+        if lz.levels.is_empty() {
+            lz.levels = (0..=LEVEL_CAP).map(|_| VecDeque::new()).collect();
+            lz.rev = vec![false; LEVEL_CAP as usize + 1];
+        }
+        let n = self.state.len();
+        if lz.since_ns.len() < n {
+            lz.since_ns.resize(n, 0);
+            lz.version.resize(n, 0);
+        }
+        let mut heap = std::mem::take(&mut lz.heap).into_vec();
+        heap.clear();
+        for &s in &self.order {
+            let st = &self.state[s as usize];
+            lz.levels[st.level as usize].push_back(s);
+            lz.since_ns[s as usize] = 0;
+            if st.level < max_level {
+                let q = self.quantum_ns_table[st.level as usize] as i128;
+                heap.push(Reverse((
+                    q - st.attained_ns as i128,
+                    s,
+                    lz.version[s as usize],
+                )));
+            }
+        }
+        lz.heap = BinaryHeap::from(heap);
+    }
+
+    /// One boundary of the lazily followed fast-forward: what [`Mlfq::requeue_batch`] does with
+    /// the batch = every queued request.
+    fn lazy_step(&mut self, duration_ns: Ns, now: Ns, kv_tokens: impl Fn(Slot) -> u32) {
+        let max_level = self.max_level();
+        let reverses = self.cfg.requeue_reverses_batch;
+        let lz = &mut self.lazy;
+        lz.service_ns += duration_ns;
+        lz.steps += 1;
+        lz.last_ns = now;
+        let service = lz.service_ns as i128;
+        lz.demoted.clear();
+        while let Some(&Reverse((threshold, s, version))) = lz.heap.peek() {
+            if service <= threshold {
+                break;
+            }
+            lz.heap.pop();
+            if version != lz.version[s as usize] {
+                continue;
+            }
+            let p = self.state[s as usize].level as usize;
+            let q = &lz.levels[p];
+            let i = q
+                .iter()
+                .position(|&x| x == s)
+                .expect("a lazily followed request is queued at its level");
+            let at = if lz.reversed(p) { q.len() - 1 - i } else { i };
+            lz.demoted.push((p as u32, at, s));
+        }
+        if reverses {
+            // Every level's requests are requeued one by one at its front: reversed.
+            lz.parity = !lz.parity;
+        }
+        if lz.demoted.is_empty() {
+            return;
+        }
+        // In the old order (level, then position), as the requeue meets them.
+        lz.demoted.sort_unstable();
+        let mut demoted = std::mem::take(&mut lz.demoted);
+        for &(p, _, s) in &demoted {
+            lz.remove(p as usize, s);
+        }
+        for d in demoted.iter_mut() {
+            let (p, _, s) = *d;
+            let next = match self.cfg.demotion {
+                Demotion::OneLevel => p + 1,
+                Demotion::CoverNextIteration => {
+                    let t = self.decode_time_s(kv_tokens(s) + 1);
+                    let mut level = p + 1;
+                    while level < max_level && self.quantum_s(level) < t {
+                        level += 1;
+                    }
+                    level
+                }
+            };
+            let st = &mut self.state[s as usize];
+            st.level = next;
+            st.attained_ns = 0;
+            st.demotions += 1;
+            let lz = &mut self.lazy;
+            lz.since_ns[s as usize] = lz.service_ns;
+            lz.version[s as usize] += 1;
+            if next < max_level {
+                let q = self.quantum_ns_table[next as usize] as i128;
+                lz.heap
+                    .push(Reverse((q + service, s, lz.version[s as usize])));
+            }
+            d.0 = next;
+        }
+        // Level p becomes: its others (reversed with `reverses`), then those demoted into it —
+        // reversed after them, or, without `reverses`, in order before them.
+        let lz = &mut self.lazy;
+        for &(p, _, s) in demoted.iter().rev() {
+            if reverses {
+                lz.push_back(p as usize, s);
+            } else {
+                lz.push_front(p as usize, s);
+            }
+        }
+        lz.demoted = demoted;
+    }
+
+    /// End lazy following: write the order and every attained service back.
+    fn materialize(&mut self) {
+        if !self.lazy.active {
+            return;
+        }
+        let lz = &mut self.lazy;
+        self.order.clear();
+        let order = &mut self.order;
+        lz.for_each(|s| order.push(s));
+        for q in &mut lz.levels {
+            q.clear();
+        }
+        lz.rev.fill(false);
+        lz.parity = false;
+        lz.active = false;
+        for &s in &self.order {
+            let st = &mut self.state[s as usize];
+            st.attained_ns += lz.service_ns - lz.since_ns[s as usize];
+            if lz.steps > 0 {
+                st.last_step_ns = lz.last_ns;
+            }
+        }
+    }
+
     fn preemption(&self) -> PreemptionChoice {
         self.cfg.preemption
     }
@@ -713,6 +921,7 @@ impl Policy for Mlfq {
     }
 
     fn on_arrival(&mut self, s: Slot, view: &ReplicaView) -> Result<()> {
+        self.materialize();
         let r = view.req(s);
         let level = if self.cfg.skip_join {
             self.level_covering(self.prefill_time_s(r.input_tokens))
@@ -738,6 +947,7 @@ impl Policy for Mlfq {
     }
 
     fn schedule(&mut self, view: &ReplicaView, plan: &mut Plan) {
+        self.materialize();
         plan.clear();
         self.iterations += 1;
         if self
@@ -766,6 +976,7 @@ impl Policy for Mlfq {
     }
 
     fn on_iteration_end(&mut self, batch: &[Slot], duration_ns: Ns, view: &ReplicaView) {
+        self.materialize();
         if batch.is_empty() {
             return;
         }
@@ -777,6 +988,7 @@ impl Policy for Mlfq {
     /// blocks only shrink), nobody in the batch passes its quantum (no demotion), no queued request
     /// reaches the starvation threshold, and proactive offloading keeps its reserve without a swap.
     fn steady(&self, batch: &[Slot], view: &ReplicaView) -> Option<Steady> {
+        debug_assert!(!self.lazy.active, "schedule wrote the lazy state back");
         if batch.len() > self.order.len() || self.order[..batch.len()] != *batch {
             return None;
         }
@@ -855,15 +1067,29 @@ impl Policy for Mlfq {
         duration_ns: Ns,
         view: &ReplicaView,
     ) {
-        // What `on_iteration_end` does, with the batch = every queued request.
-        // KV tokens now, in the stepping path, are `repeat` more than the engine's record.
-        self.requeue_batch(batch, duration_ns, view.now_ns, |s| {
+        // What `on_iteration_end` does, with the batch = every queued request, followed lazily.
+        let _ = batch;
+        if !self.lazy.active {
+            self.lazy_begin();
+        }
+        self.lazy_step(duration_ns, view.now_ns, |s| {
             view.req(s).kv_tokens_after_next() + repeat as u32 - 1
         });
         // What the next `schedule` does before forming the (same) batch: count the boundary and
         // maybe run the starvation check, which promotes nobody (everyone just ran).
         self.iterations += 1;
-        batch.copy_from_slice(&self.order);
+    }
+
+    fn steady_order(&mut self, batch: &mut [Slot]) {
+        if self.lazy.active {
+            let mut i = 0;
+            self.lazy.for_each(|s| {
+                batch[i] = s;
+                i += 1;
+            });
+        } else {
+            batch.copy_from_slice(&self.order[..batch.len()]);
+        }
     }
 
     fn on_steady_iterations(
@@ -873,6 +1099,7 @@ impl Policy for Mlfq {
         service_ns: Ns,
         view: &ReplicaView,
     ) {
+        self.materialize();
         self.iterations += iterations;
         for &s in batch.iter() {
             let st = &mut self.state[s as usize];
@@ -899,6 +1126,12 @@ impl Policy for Mlfq {
     }
 
     fn on_finish(&mut self, s: Slot) {
+        if self.lazy.active {
+            let p = self.state[s as usize].level as usize;
+            self.lazy.remove(p, s);
+            self.lazy.version[s as usize] += 1;
+            return;
+        }
         self.remove_from_order(s);
     }
 

@@ -237,8 +237,8 @@ pub trait Policy: Send {
     /// `duration_ns` and is repeated. This is the `repeat`-th end of the fast-forward (1-based):
     /// the engine updates request state only at the end, so a batch request's KV tokens are now
     /// `view.req(s).kv_tokens + repeat`. Do what [`Policy::on_iteration_end`] and the next
-    /// [`Policy::schedule`] would do to the policy's state, and leave in `batch` the run order that
-    /// `schedule` would produce (the set is unchanged). With [`Steady::with_prefills`] a request
+    /// [`Policy::schedule`] would do to the policy's state; the run order `schedule` would produce
+    /// (the set is unchanged) is read through [`Policy::steady_order`] when the engine needs it. With [`Steady::with_prefills`] a request
     /// prefilled by the plan's first run has `view.req(s).kv_tokens_after_next() + repeat − 1` KV
     /// tokens now (which is the same count for a decode). With
     /// [`Steady::through_completions`], requests that finished at this boundary were reported
@@ -251,6 +251,10 @@ pub trait Policy: Send {
         _view: &ReplicaView,
     ) {
     }
+    /// With [`Steady::stepwise`]: write into `batch` (the batch's requests, in some order) the run
+    /// order `schedule` would produce now. The default leaves `batch` as it is (for a policy whose
+    /// [`Policy::on_steady_step`] keeps it up to date).
+    fn steady_order(&mut self, _batch: &mut [Slot]) {}
     /// Request `s` emitted its last token and leaves the replica; its slot may be reused.
     fn on_finish(&mut self, s: Slot);
     /// The policy's view of request `s` for the per-request output (called just before
