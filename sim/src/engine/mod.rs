@@ -1231,6 +1231,11 @@ impl Sim {
         if horizon == 0 {
             return Ok(end);
         }
+        if steady.stepwise {
+            // Boundary m ends at `start` + the summed durations so far, before the next event.
+            rep.policy
+                .on_steady_begin(next_event_ns.saturating_sub(start));
+        }
         if shape.prefill_requests > 0 {
             // The repeats are decodes of every request (context = KV tokens + the new one).
             shape = BatchShape::default();

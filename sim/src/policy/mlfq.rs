@@ -251,6 +251,11 @@ struct State {
     promotions: u32,
 }
 
+/// A quantum as a signed threshold (quanta past `i64::MAX` ns — 292 years — are never reached).
+fn quantum_i64(q: Ns) -> i64 {
+    q.min(i64::MAX as Ns) as i64
+}
+
 /// MLFQ followed through a stepwise fast-forward (the batch holds every queued request, so each
 /// boundary requeues everyone). Instead of rebuilding the order at every boundary, each level is a
 /// deque read front to back or back to front (`rev[p] ^ parity`: a boundary that reverses every
@@ -272,13 +277,22 @@ struct Lazy {
     since_ns: Vec<Ns>,
     /// Per slot: version of its heap entry (older entries are stale).
     version: Vec<u32>,
-    /// `(threshold, slot, version)`: demoted once `service_ns` exceeds `threshold`.
-    heap: BinaryHeap<Reverse<(i128, Slot, u32)>>,
+    /// `(threshold, slot << 32 | version)`: demoted once `service_ns` exceeds `threshold`. Only
+    /// thresholds below `bound_ns` (the run cannot reach the others) are kept.
+    heap: BinaryHeap<Reverse<(i64, u64)>>,
+    bound_ns: i64,
     /// Scratch: `(level, position in the level, slot)` of this boundary's demotions.
     demoted: Vec<(u32, usize, Slot)>,
 }
 
 impl Lazy {
+    /// The heap entry of `s`, if its run can reach `threshold`.
+    fn push_threshold(&mut self, threshold: i64, s: Slot) {
+        if threshold < self.bound_ns {
+            let key = (s as u64) << 32 | self.version[s as usize] as u64;
+            self.heap.push(Reverse((threshold, key)));
+        }
+    }
     fn reversed(&self, p: usize) -> bool {
         self.rev[p] ^ self.parity
     }
@@ -350,7 +364,10 @@ impl Mlfq {
             requeued: Vec::new(),
             promote_buf: Vec::new(),
             taken: Vec::new(),
-            lazy: Lazy::default(),
+            lazy: Lazy {
+                bound_ns: i64::MAX,
+                ..Lazy::default()
+            },
             quantum_ns_table: Vec::new(),
             scores: Vec::new(),
         }
@@ -615,12 +632,12 @@ impl Mlfq {
             lz.levels[st.level as usize].push_back(s);
             lz.since_ns[s as usize] = 0;
             if st.level < max_level {
-                let q = self.quantum_ns_table[st.level as usize] as i128;
-                heap.push(Reverse((
-                    q - st.attained_ns as i128,
-                    s,
-                    lz.version[s as usize],
-                )));
+                let threshold = quantum_i64(self.quantum_ns_table[st.level as usize])
+                    .saturating_sub(st.attained_ns.min(i64::MAX as Ns) as i64);
+                if threshold < lz.bound_ns {
+                    let key = (s as u64) << 32 | lz.version[s as usize] as u64;
+                    heap.push(Reverse((threshold, key)));
+                }
             }
         }
         lz.heap = BinaryHeap::from(heap);
@@ -635,13 +652,14 @@ impl Mlfq {
         lz.service_ns += duration_ns;
         lz.steps += 1;
         lz.last_ns = now;
-        let service = lz.service_ns as i128;
+        let service = lz.service_ns.min(i64::MAX as Ns) as i64;
         lz.demoted.clear();
-        while let Some(&Reverse((threshold, s, version))) = lz.heap.peek() {
+        while let Some(&Reverse((threshold, key))) = lz.heap.peek() {
             if service <= threshold {
                 break;
             }
             lz.heap.pop();
+            let (s, version) = ((key >> 32) as Slot, key as u32);
             if version != lz.version[s as usize] {
                 continue;
             }
@@ -688,9 +706,8 @@ impl Mlfq {
             lz.since_ns[s as usize] = lz.service_ns;
             lz.version[s as usize] += 1;
             if next < max_level {
-                let q = self.quantum_ns_table[next as usize] as i128;
-                lz.heap
-                    .push(Reverse((q + service, s, lz.version[s as usize])));
+                let q = quantum_i64(self.quantum_ns_table[next as usize]);
+                lz.push_threshold(q.saturating_add(service), s);
             }
             d.0 = next;
         }
@@ -722,6 +739,7 @@ impl Mlfq {
         lz.rev.fill(false);
         lz.parity = false;
         lz.active = false;
+        lz.bound_ns = i64::MAX;
         for &s in &self.order {
             let st = &mut self.state[s as usize];
             st.attained_ns += lz.service_ns - lz.since_ns[s as usize];
@@ -1078,6 +1096,10 @@ impl Policy for Mlfq {
         // What the next `schedule` does before forming the (same) batch: count the boundary and
         // maybe run the starvation check, which promotes nobody (everyone just ran).
         self.iterations += 1;
+    }
+
+    fn on_steady_begin(&mut self, max_service_ns: Ns) {
+        self.lazy.bound_ns = max_service_ns.min(i64::MAX as Ns) as i64;
     }
 
     fn steady_order(&mut self, batch: &mut [Slot]) {

@@ -251,6 +251,9 @@ pub trait Policy: Send {
         _view: &ReplicaView,
     ) {
     }
+    /// With [`Steady::stepwise`]: a run of repeats begins; the summed durations of the boundaries
+    /// it reports through [`Policy::on_steady_step`] stay below `max_service_ns`.
+    fn on_steady_begin(&mut self, _max_service_ns: Ns) {}
     /// With [`Steady::stepwise`]: write into `batch` (the batch's requests, in some order) the run
     /// order `schedule` would produce now. The default leaves `batch` as it is (for a policy whose
     /// [`Policy::on_steady_step`] keeps it up to date).
