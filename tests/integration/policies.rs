@@ -1058,8 +1058,8 @@ fn fast_forward_is_identical_to_stepping_every_iteration() {
 /// request — also starts at an iteration that prefilled some of them and carries on through
 /// completions (issue "Performance"). Cases are shaped for that regime: a batch limit above the
 /// request count, sparse arrivals (gaps up to 2 s, so the batch drains and refills), short outputs
-/// (completions inside runs), and KV from tight to ample. Every MLFQ preset, offload mode and
-/// host size; outputs must equal stepping every iteration. `SERVESIM_POLICY_CASES=N` runs N.
+/// (completions inside runs), and KV from tight to ample. Every MLFQ preset, offload mode, level
+/// cap and host size; outputs must equal stepping every iteration. `SERVESIM_POLICY_CASES=N` runs N.
 #[test]
 fn mlfq_fast_forward_through_prefills_and_completions_is_identical_to_stepping() {
     let row = (
@@ -1070,7 +1070,7 @@ fn mlfq_fast_forward_through_prefills_and_completions_is_identical_to_stepping()
     let strategy = (
         prop::collection::vec(row, 1..=40),
         0usize..2,
-        0u32..8,
+        0u32..16,
         0u32..40,
         0usize..3,
         0usize..3,
@@ -1095,10 +1095,11 @@ fn mlfq_fast_forward_through_prefills_and_completions_is_identical_to_stepping()
             .collect();
         let policy = ["mlfq", "skip-join-mlfq"][policy];
         let table = format!(
-            "[policies.{policy}]\npreset = \"{}\"\noffload = \"{}\"\nstarvation_threshold_s = {}",
+            "[policies.{policy}]\npreset = \"{}\"\noffload = \"{}\"\nstarvation_threshold_s = {}\nmax_levels = {}",
             if knob % 2 == 0 { "code" } else { "paper" },
             ["proactive", "paper", "reactive", "proactive"][(knob / 2 % 4) as usize],
             [0.05, 3.0][(knob / 4 % 2) as usize],
+            [0, 3][(knob / 8 % 2) as usize],
         );
         let need = rows.iter().map(|r| blocks(r.1 + r.2 - 1)).max().unwrap();
         let mut scn = Scn::new(policy, COSTS[cost])

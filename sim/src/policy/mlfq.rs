@@ -316,16 +316,6 @@ impl Lazy {
             q.remove(i);
         }
     }
-    /// Every queued request in priority order.
-    fn for_each(&self, mut f: impl FnMut(Slot)) {
-        for (p, q) in self.levels.iter().enumerate() {
-            if self.reversed(p) {
-                q.iter().rev().for_each(|&s| f(s));
-            } else {
-                q.iter().for_each(|&s| f(s));
-            }
-        }
-    }
 }
 
 /// The MLFQ mechanism shared by `mlfq` and `skip-join-mlfq`.
@@ -627,9 +617,15 @@ impl Mlfq {
         }
         let mut heap = std::mem::take(&mut lz.heap).into_vec();
         heap.clear();
-        for &s in &self.order {
+        // The order is sorted by level: each level is one run of it.
+        let mut from = 0;
+        for (i, &s) in self.order.iter().enumerate() {
             let st = &self.state[s as usize];
-            lz.levels[st.level as usize].push_back(s);
+            if i + 1 == self.order.len() || self.state[self.order[i + 1] as usize].level != st.level
+            {
+                lz.levels[st.level as usize].extend(&self.order[from..=i]);
+                from = i + 1;
+            }
             lz.since_ns[s as usize] = 0;
             if st.level < max_level {
                 let threshold = quantum_i64(self.quantum_ns_table[st.level as usize])
@@ -731,9 +727,17 @@ impl Mlfq {
         }
         let lz = &mut self.lazy;
         self.order.clear();
-        let order = &mut self.order;
-        lz.for_each(|s| order.push(s));
-        for q in &mut lz.levels {
+        for (p, q) in lz.levels.iter_mut().enumerate() {
+            if q.is_empty() {
+                continue;
+            }
+            if lz.rev[p] ^ lz.parity {
+                self.order.extend(q.iter().rev());
+            } else {
+                let (a, b) = q.as_slices();
+                self.order.extend_from_slice(a);
+                self.order.extend_from_slice(b);
+            }
             q.clear();
         }
         lz.rev.fill(false);
@@ -1104,11 +1108,24 @@ impl Policy for Mlfq {
 
     fn steady_order(&mut self, batch: &mut [Slot]) {
         if self.lazy.active {
+            let lz = &self.lazy;
             let mut i = 0;
-            self.lazy.for_each(|s| {
-                batch[i] = s;
-                i += 1;
-            });
+            for (p, q) in lz.levels.iter().enumerate() {
+                if q.is_empty() {
+                    continue;
+                }
+                let out = &mut batch[i..i + q.len()];
+                if lz.reversed(p) {
+                    for (o, &s) in out.iter_mut().zip(q.iter().rev()) {
+                        *o = s;
+                    }
+                } else {
+                    let (a, b) = q.as_slices();
+                    out[..a.len()].copy_from_slice(a);
+                    out[a.len()..].copy_from_slice(b);
+                }
+                i += q.len();
+            }
         } else {
             batch.copy_from_slice(&self.order[..batch.len()]);
         }
