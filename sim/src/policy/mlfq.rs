@@ -263,7 +263,7 @@ fn quantum_i64(q: Ns) -> i64 {
 /// `State::attained_ns + service_ns − since_ns[s]`, and the next demotions come off a heap of
 /// thresholds on `service_ns`. A boundary then costs O(log n) plus its demotions; the order and the
 /// attained service are written back ([`Mlfq::materialize`]) before anything else reads them.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Lazy {
     active: bool,
     levels: Vec<VecDeque<Slot>>,
@@ -283,6 +283,13 @@ struct Lazy {
     bound_ns: i64,
     /// Scratch: `(level, position in the level, slot)` of this boundary's demotions.
     demoted: Vec<(u32, usize, Slot)>,
+    /// Per slot: arrived after the run's last boundary (queued at its level's back, never run).
+    fresh: Vec<bool>,
+    fresh_slots: Vec<Slot>,
+    /// Scratch for [`Mlfq::requeue_lazy`].
+    into: Vec<Slot>,
+    out: Vec<Slot>,
+    tail: Vec<Slot>,
 }
 
 impl Lazy {
@@ -319,6 +326,7 @@ impl Lazy {
 }
 
 /// The MLFQ mechanism shared by `mlfq` and `skip-join-mlfq`.
+#[derive(Clone)]
 pub struct Mlfq {
     cfg: Config,
     name: &'static str,
@@ -614,6 +622,7 @@ impl Mlfq {
         if lz.since_ns.len() < n {
             lz.since_ns.resize(n, 0);
             lz.version.resize(n, 0);
+            lz.fresh.resize(n, false);
         }
         let mut heap = std::mem::take(&mut lz.heap).into_vec();
         heap.clear();
@@ -720,6 +729,91 @@ impl Mlfq {
         lz.demoted = demoted;
     }
 
+    /// The iteration that ended the lazily followed run, requeued straight from the lazy levels
+    /// into the order (one-level demotion, `requeue_reverses_batch`; `batch` = every request
+    /// followed lazily, the fresh arrivals aside). Level by level: its requests that stay, in
+    /// reverse order, then those demoted into it from the level above, in reverse order — which
+    /// is how visiting each level back to front meets them — then its fresh arrivals.
+    fn requeue_lazy(&mut self, duration_ns: Ns, now: Ns) {
+        let max_level = self.max_level() as usize;
+        let lz = &mut self.lazy;
+        let mut next = std::mem::take(&mut self.next_order);
+        next.clear();
+        let mut into = std::mem::take(&mut lz.into);
+        let mut out = std::mem::take(&mut lz.out);
+        let mut tail = std::mem::take(&mut lz.tail);
+        into.clear();
+        let state = &mut self.state;
+        for p in 0..lz.levels.len() {
+            let q = &lz.levels[p];
+            if q.is_empty() && into.is_empty() {
+                continue;
+            }
+            out.clear();
+            tail.clear();
+            let quantum = self.quantum_ns_table[p];
+            let mut visit = |s: Slot| {
+                if lz.fresh[s as usize] {
+                    tail.push(s);
+                    return;
+                }
+                let st = &mut state[s as usize];
+                st.attained_ns += lz.service_ns - lz.since_ns[s as usize] + duration_ns;
+                st.last_step_ns = now;
+                if st.attained_ns > quantum && p < max_level {
+                    st.level += 1;
+                    st.attained_ns = 0;
+                    st.demotions += 1;
+                    out.push(s);
+                } else {
+                    next.push(s);
+                }
+            };
+            if lz.rev[p] ^ lz.parity {
+                q.iter().for_each(|&s| visit(s));
+            } else {
+                q.iter().rev().for_each(|&s| visit(s));
+            }
+            next.extend_from_slice(&into);
+            next.extend(tail.iter().rev());
+            std::mem::swap(&mut into, &mut out);
+        }
+        debug_assert!(into.is_empty(), "nobody is demoted past the last level");
+        for q in &mut lz.levels {
+            q.clear();
+        }
+        for &s in &lz.fresh_slots {
+            lz.fresh[s as usize] = false;
+        }
+        lz.fresh_slots.clear();
+        lz.rev.fill(false);
+        lz.parity = false;
+        lz.active = false;
+        lz.bound_ns = i64::MAX;
+        (lz.into, lz.out, lz.tail) = (into, out, tail);
+        self.next_order = std::mem::replace(&mut self.order, next);
+    }
+
+    /// Queue an arrival (its state set) at the back of its level. While a run is followed lazily
+    /// (the arrival came after its last boundary, so the batch in flight does not hold it) it goes
+    /// to the back of the lazy level, marked fresh, and is written back with the rest.
+    fn enqueue_arrival(&mut self, s: Slot) {
+        if !self.lazy.active {
+            self.push_back(s);
+            return;
+        }
+        let level = self.state[s as usize].level as usize;
+        let lz = &mut self.lazy;
+        if lz.fresh.len() <= s as usize {
+            lz.fresh.resize(s as usize + 1, false);
+            lz.since_ns.resize(s as usize + 1, 0);
+            lz.version.resize(s as usize + 1, 0);
+        }
+        lz.fresh[s as usize] = true;
+        lz.fresh_slots.push(s);
+        lz.push_back(level, s);
+    }
+
     /// End lazy following: write the order and every attained service back.
     fn materialize(&mut self) {
         if !self.lazy.active {
@@ -745,12 +839,19 @@ impl Mlfq {
         lz.active = false;
         lz.bound_ns = i64::MAX;
         for &s in &self.order {
+            if lz.fresh[s as usize] {
+                continue;
+            }
             let st = &mut self.state[s as usize];
             st.attained_ns += lz.service_ns - lz.since_ns[s as usize];
             if lz.steps > 0 {
                 st.last_step_ns = lz.last_ns;
             }
         }
+        for &s in &lz.fresh_slots {
+            lz.fresh[s as usize] = false;
+        }
+        lz.fresh_slots.clear();
     }
 
     fn preemption(&self) -> PreemptionChoice {
@@ -943,7 +1044,6 @@ impl Policy for Mlfq {
     }
 
     fn on_arrival(&mut self, s: Slot, view: &ReplicaView) -> Result<()> {
-        self.materialize();
         let r = view.req(s);
         let level = if self.cfg.skip_join {
             self.level_covering(self.prefill_time_s(r.input_tokens))
@@ -964,7 +1064,7 @@ impl Policy for Mlfq {
             demotions: 0,
             promotions: 0,
         };
-        self.push_back(s);
+        self.enqueue_arrival(s);
         Ok(())
     }
 
@@ -998,6 +1098,19 @@ impl Policy for Mlfq {
     }
 
     fn on_iteration_end(&mut self, batch: &[Slot], duration_ns: Ns, view: &ReplicaView) {
+        if self.lazy.active
+            && self.cfg.requeue_reverses_batch
+            && self.cfg.demotion == Demotion::OneLevel
+        {
+            // The run's last iteration: its batch is every request followed lazily but the
+            // fresh arrivals.
+            debug_assert_eq!(
+                batch.len() + self.lazy.fresh_slots.len(),
+                self.lazy.levels.iter().map(VecDeque::len).sum::<usize>()
+            );
+            self.requeue_lazy(duration_ns, view.now_ns);
+            return;
+        }
         self.materialize();
         if batch.is_empty() {
             return;
@@ -1251,6 +1364,74 @@ mod tests {
                 max_batch_tokens: 2048,
                 max_context_tokens: 2048,
             },
+        }
+    }
+
+    /// The lazily followed run's last iteration, requeued straight from the lazy levels, leaves
+    /// the same order and states as writing everything back and requeueing the batch — with
+    /// demotions at the end, levels read either way and fresh arrivals at levels that also receive
+    /// demoted requests. Pseudo-random states, 300 cases.
+    #[test]
+    fn lazy_requeue_equals_write_back_then_requeue() {
+        let cost = Arc::new(ConstantCost { iteration_s: 0.01 });
+        let cfg = Params::default()
+            .resolve(true, cost.as_ref(), "skip-join-mlfq")
+            .unwrap();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rand = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for _ in 0..300 {
+            let mut m = Mlfq::new(cfg.clone(), cost.clone(), "skip-join-mlfq");
+            let queued = 1 + rand(14) as usize;
+            let mut slots: Vec<Slot> = (0..queued as Slot).collect();
+            slots.sort_by_key(|_| rand(1000));
+            for &s in &slots {
+                let level = rand(4) as u32;
+                m.state
+                    .resize(m.state.len().max(s as usize + 1), State::default());
+                m.state[s as usize] = State {
+                    level,
+                    attained_ns: rand(m.quantum_ns(level) + 1),
+                    ..State::default()
+                };
+                m.push_back(s);
+            }
+            m.on_steady_begin(Ns::MAX);
+            m.lazy_begin();
+            for k in 0..rand(4) {
+                m.lazy_step(1 + rand(30 * MS), (k + 1) * 100 * MS, |_| 0);
+            }
+            let mut batch = vec![0; queued];
+            m.steady_order(&mut batch);
+            for f in 0..rand(4) as Slot {
+                let s = queued as Slot + f;
+                m.state.resize(s as usize + 1, State::default());
+                m.state[s as usize] = State {
+                    level: rand(4) as u32,
+                    last_step_ns: 7,
+                    ..State::default()
+                };
+                m.enqueue_arrival(s);
+            }
+            let (dur, now) = (1 + rand(30 * MS), 1000 * MS);
+            let mut lazy = m.clone();
+            lazy.requeue_lazy(dur, now);
+            let mut eager = m.clone();
+            eager.materialize();
+            eager.requeue_batch(&batch, dur, now, |_| 0);
+            assert_eq!(lazy.order, eager.order);
+            for s in 0..lazy.state.len() {
+                let (a, b) = (lazy.state[s], eager.state[s]);
+                assert_eq!(
+                    (a.level, a.attained_ns, a.last_step_ns, a.demotions),
+                    (b.level, b.attained_ns, b.last_step_ns, b.demotions)
+                );
+            }
+            assert!(!lazy.lazy.active && !eager.lazy.active);
         }
     }
 
