@@ -26,6 +26,13 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+struct Figures {
+    requests: u64,
+    iterations: u64,
+    events: u64,
+    fast_forwarded: u64,
+}
+
 pub fn bench_cmd(a: BenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let scenarios = if a.scenarios.is_empty() {
         vec![PathBuf::from("scenarios/bench_vllm_azure_conv_10k.toml")]
@@ -49,13 +56,22 @@ pub fn bench_cmd(a: BenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             num_requests: a.num_requests,
             ..Default::default()
         })?;
-        let mut best: Option<(f64, crate::run::RunOutput)> = None;
+        // Only the figures of the fastest run are kept (not its output), so that peak RSS is that
+        // of one run whatever --repeat.
+        let mut best: Option<(f64, Figures)> = None;
         for _ in 0..a.repeat.max(1) {
             let t = Instant::now();
             let o = crate::run::run(&resolved, None)?;
             let w = t.elapsed().as_secs_f64();
+            let f = Figures {
+                requests: o.summary.requests,
+                iterations: o.stats.iterations,
+                events: o.stats.events,
+                fast_forwarded: o.stats.fast_forwarded_iterations,
+            };
+            drop(o);
             if best.as_ref().is_none_or(|(b, _)| w < *b) {
-                best = Some((w, o));
+                best = Some((w, f));
             }
         }
         let (w, o) = best.expect("at least one repeat");
@@ -64,13 +80,13 @@ pub fn bench_cmd(a: BenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             out,
             "{:<40}{:>10}{:>12.4}{:>14.0}{:>14.0}{:>14.0}{:>12.1}{:>10.3}",
             resolved.scenario.name,
-            o.summary.requests,
+            o.requests,
             w,
-            o.summary.requests as f64 / w,
-            o.stats.iterations as f64 / w,
-            o.stats.events as f64 / w,
+            o.requests as f64 / w,
+            o.iterations as f64 / w,
+            o.events as f64 / w,
             rss,
-            o.stats.fast_forwarded_iterations as f64 / o.stats.iterations.max(1) as f64
+            o.fast_forwarded as f64 / o.iterations.max(1) as f64
         )?;
     }
     Ok(())
