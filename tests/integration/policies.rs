@@ -959,14 +959,7 @@ fn every_policy_finishes_every_request_exactly_once() {
             (None, _) => vec![all.to_vec()],
         };
         for preds in predictors {
-            let mut runner = TestRunner::new(PtConfig {
-                cases: std::env::var("SERVESIM_POLICY_CASES")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(32),
-                failure_persistence: None,
-                ..PtConfig::default()
-            });
+            let mut runner = policy_runner(32);
             let result = runner.run(&case_strategy(), |c| {
                 let scn = case_scenario(entry.name, &preds, &c);
                 let out = scn.try_run(&c.rows).map_err(TestCaseError::fail)?;
@@ -988,6 +981,34 @@ fn every_policy_finishes_every_request_exactly_once() {
     }
 }
 
+/// A property-test runner with `SERVESIM_POLICY_CASES` cases (`default` when unset).
+fn policy_runner(default: u32) -> TestRunner {
+    TestRunner::new(PtConfig {
+        cases: std::env::var("SERVESIM_POLICY_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default),
+        failure_persistence: None,
+        ..PtConfig::default()
+    })
+}
+
+/// A fast-forwarded run against the stepping reference: completions, statistics, summary and KV
+/// timeline identical (the fast-forward counter aside). Returns the iterations fast-forwarded.
+fn fast_equals_step(mut fast: RunOutput, step: &RunOutput) -> Result<u64, TestCaseError> {
+    prop_assert_eq!(step.stats.fast_forwarded_iterations, 0);
+    let forwarded = fast.stats.fast_forwarded_iterations;
+    fast.stats.fast_forwarded_iterations = 0;
+    prop_assert_eq!(&fast.kv_timeline, &step.kv_timeline);
+    prop_assert_eq!(&fast.completions, &step.completions);
+    prop_assert_eq!(&fast.stats, &step.stats);
+    prop_assert_eq!(
+        serde_json::to_string(&fast.summary).unwrap(),
+        serde_json::to_string(&step.summary).unwrap()
+    );
+    Ok(forwarded)
+}
+
 /// Differential test of the fast-forward (issue "Performance"): for every policy of the registry,
 /// random cases as above run once fast-forwarded and once stepping every iteration as its own
 /// event; completions (every timestamp, counter, prediction and priority), run statistics and the
@@ -1002,30 +1023,14 @@ fn fast_forward_is_identical_to_stepping_every_iteration() {
             Some(f) => vec![f],
             None => all.to_vec(),
         };
-        let mut runner = TestRunner::new(PtConfig {
-            cases: std::env::var("SERVESIM_POLICY_CASES")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(24),
-            failure_persistence: None,
-            ..PtConfig::default()
-        });
+        let mut runner = policy_runner(24);
         let forwarded = std::cell::Cell::new(0u64);
         let result = runner.run(&case_strategy(), |c| {
             // KV samples every 37 ms: a repeated iteration must never cross a sample instant.
             let scn = case_scenario(entry.name, &preds, &c)
                 .table("[output]\nkv_timeline_interval_s = 0.037");
-            let (mut fast, step) = scn.try_run_both(&c.rows).map_err(TestCaseError::fail)?;
-            prop_assert_eq!(&fast.kv_timeline, &step.kv_timeline);
-            prop_assert_eq!(step.stats.fast_forwarded_iterations, 0);
-            forwarded.set(forwarded.get() + fast.stats.fast_forwarded_iterations);
-            fast.stats.fast_forwarded_iterations = 0;
-            prop_assert_eq!(&fast.completions, &step.completions);
-            prop_assert_eq!(&fast.stats, &step.stats);
-            prop_assert_eq!(
-                serde_json::to_string(&fast.summary).unwrap(),
-                serde_json::to_string(&step.summary).unwrap()
-            );
+            let (fast, step) = scn.try_run_both(&c.rows).map_err(TestCaseError::fail)?;
+            forwarded.set(forwarded.get() + fast_equals_step(fast, &step)?);
             Ok(())
         });
         if let Err(e) = result {
@@ -1075,14 +1080,7 @@ fn mlfq_fast_forward_through_prefills_and_completions_is_identical_to_stepping()
         0usize..3,
         0usize..3,
     );
-    let mut runner = TestRunner::new(PtConfig {
-        cases: std::env::var("SERVESIM_POLICY_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(48),
-        failure_persistence: None,
-        ..PtConfig::default()
-    });
+    let mut runner = policy_runner(48);
     let forwarded = std::cell::Cell::new(0u64);
     let result = runner.run(&strategy, |(gaps, policy, knob, extra_kv, cost, host)| {
         let mut t = 0;
@@ -1109,16 +1107,8 @@ fn mlfq_fast_forward_through_prefills_and_completions_is_identical_to_stepping()
             .table("[output]\nkv_timeline_interval_s = 0.25");
         scn.max_context_tokens = CONTEXT;
         scn.host_kv_bytes = [Some(0), Some(40 << 20), None][host];
-        let (mut fast, step) = scn.try_run_both(&rows).map_err(TestCaseError::fail)?;
-        forwarded.set(forwarded.get() + fast.stats.fast_forwarded_iterations);
-        fast.stats.fast_forwarded_iterations = 0;
-        prop_assert_eq!(&fast.kv_timeline, &step.kv_timeline);
-        prop_assert_eq!(&fast.completions, &step.completions);
-        prop_assert_eq!(&fast.stats, &step.stats);
-        prop_assert_eq!(
-            serde_json::to_string(&fast.summary).unwrap(),
-            serde_json::to_string(&step.summary).unwrap()
-        );
+        let (fast, step) = scn.try_run_both(&rows).map_err(TestCaseError::fail)?;
+        forwarded.set(forwarded.get() + fast_equals_step(fast, &step)?);
         Ok(())
     });
     if let Err(e) = result {

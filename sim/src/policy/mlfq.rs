@@ -52,8 +52,8 @@ use serde::{Deserialize, Serialize};
 use super::PreemptMode;
 use super::common::{Misfit, OffloadTarget, form_priority_batch, score_offload};
 use super::{
-    Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice, ReplicaView, Steady,
-    parse_params,
+    Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice, ReplicaView, RunItem,
+    Steady, parse_params,
 };
 use crate::cost::{BatchShape, CostModel};
 use crate::engine::request::{KvLoc, Slot};
@@ -249,6 +249,20 @@ struct State {
     last_step_ns: Ns,
     demotions: u32,
     promotions: u32,
+}
+
+/// For the requests of the order met front to back: whether each is in `run` (formed from the
+/// order in order, so a subsequence of it: the two are walked together) or marked in `taken`.
+fn plan_members<'a>(run: &'a [RunItem], taken: &'a [bool]) -> impl FnMut(Slot) -> bool + 'a {
+    let mut j = 0;
+    move |s| {
+        if j < run.len() && run[j].slot == s {
+            j += 1;
+            true
+        } else {
+            taken[s as usize]
+        }
+    }
 }
 
 /// A quantum as a signed threshold (quanta past `i64::MAX` ns — 292 years — are never reached).
@@ -945,27 +959,14 @@ impl Mlfq {
         for &(s, _) in &plan.preempt {
             self.taken[s as usize] = true;
         }
-        let run = &plan.run;
-        let taken = &self.taken;
-        let mut j = 0;
-        let mut in_plan = |s: Slot| {
-            if j < run.len() && run[j].slot == s {
-                j += 1;
-                true
-            } else {
-                taken[s as usize]
-            }
-        };
         // The highest-priority request left out of the batch for want of GPU memory (no KV on the
         // GPU): memory is made for it and never given to anyone below it.
-        let blocked = self
-            .order
-            .iter()
-            .position(|&s| !in_plan(s) && matches!(view.req(s).kv_loc, KvLoc::None | KvLoc::Host));
-        debug_assert!(
-            blocked.is_some() || j == run.len(),
-            "the batch follows the order"
-        );
+        let blocked = {
+            let mut in_plan = plan_members(&plan.run, &self.taken);
+            self.order.iter().position(|&s| {
+                !in_plan(s) && matches!(view.req(s).kv_loc, KvLoc::None | KvLoc::Host)
+            })
+        };
         let blocked_need = blocked.map_or(0, |i| view.extra_blocks_for_next(self.order[i]));
         let mut deficit = reserve as i64 + blocked_need as i64 - free_after as i64;
         let mut host_free = view.host_free_blocks();
@@ -999,17 +1000,7 @@ impl Mlfq {
             }
         }
         if !swapped_out {
-            let run = &plan.run;
-            let taken = &self.taken;
-            let mut j = 0;
-            let mut in_plan = |s: Slot| {
-                if j < run.len() && run[j].slot == s {
-                    j += 1;
-                    true
-                } else {
-                    taken[s as usize]
-                }
-            };
+            let mut in_plan = plan_members(&plan.run, &self.taken);
             let mut free = free_after as i64;
             let mut quota = view.limits.max_batch_size;
             for &s in &self.order {
