@@ -198,7 +198,7 @@ pub fn drive(
     )
     .map_err(|e| locate_request_error(e, &r.trace))?;
     let mut completions = std::mem::take(&mut tap.collector.completions);
-    completions.sort_by_key(|c| c.id);
+    completions.sort_unstable_by_key(|c| c.id); // ids are unique
     let mut summary = summarize(&s.name, &s.scheduler.policy, s.seed, &completions, &stats);
     if r.uses_profile() {
         summary.profile_extrapolations = Some(extrapolations.report());

@@ -114,7 +114,8 @@ impl Dist {
         if v.is_empty() {
             return None;
         }
-        v.sort_by(f64::total_cmp);
+        // Equal under `total_cmp` means the same bits: an unstable sort gives the same sequence.
+        v.sort_unstable_by(f64::total_cmp);
         Some(Dist {
             count: v.len() as u64,
             mean: v.iter().sum::<f64>() / v.len() as f64,

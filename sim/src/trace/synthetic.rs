@@ -27,7 +27,8 @@ use rand_distr::{Distribution, Exp, Gamma, LogNormal, Zipf};
 use serde::{Deserialize, Serialize};
 
 use super::csv_reader::{
-    CANONICAL, Columns, TraceCsv, VIDUR, csv_err, input_err, locate, open_csv, parse_tokens,
+    CANONICAL, Columns, TraceCsv, VIDUR, csv_err, input_err, locate, open_csv_untrimmed,
+    parse_tokens,
 };
 use crate::engine::TraceRow;
 use crate::engine::time::instant_ns_round;
@@ -69,7 +70,7 @@ pub struct LengthPair {
 /// Read `input_tokens,output_tokens` (or Vidur's `num_prefill_tokens,num_decode_tokens`) pairs.
 pub fn read_lengths(path: &Path) -> Result<Vec<LengthPair>> {
     const LENGTH_FORMATS: [Columns; 2] = [CANONICAL, VIDUR];
-    let (mut rdr, headers) = open_csv(path)?;
+    let (mut rdr, headers) = open_csv_untrimmed(path)?;
     let (cols, _, i, o) = locate(path, &headers, &LENGTH_FORMATS, false)?;
     let mut out = Vec::new();
     let mut rec = csv::StringRecord::new();
@@ -82,8 +83,8 @@ pub fn read_lengths(path: &Path) -> Result<Vec<LengthPair>> {
         }
         let line = rec.position().map(|p| p.line()).unwrap_or(0);
         out.push(LengthPair {
-            input_tokens: parse_tokens(path, line, cols.input, &rec[i])?,
-            output_tokens: parse_tokens(path, line, cols.output, &rec[o])?,
+            input_tokens: parse_tokens(path, line, cols.input, rec[i].trim())?,
+            output_tokens: parse_tokens(path, line, cols.output, rec[o].trim())?,
         });
     }
     if out.is_empty() {
