@@ -112,7 +112,16 @@ pub struct AnalyticCost {
     dtype: f64,
     kv_heads_per_shard: f64,
     elementwise_bytes_per_token: f64,
+    /// `linear_layer_s(t)` for t < its length, and the LM head's time for r requests: the two
+    /// smooth rooflines of every iteration, looked up instead of recomputed (same values: the
+    /// same function of the same argument).
+    linear_s_by_tokens: Vec<f64>,
+    head_s_by_requests: Vec<f64>,
 }
+
+/// Table sizes (larger batches are computed directly).
+const LINEAR_TABLE_TOKENS: usize = 8192;
+const HEAD_TABLE_REQUESTS: usize = 1024;
 
 impl AnalyticCost {
     pub fn new(model: ModelSpec, gpu: GpuSpec, tp: u32, params: AnalyticParams) -> Result<Self> {
@@ -127,7 +136,7 @@ impl AnalyticCost {
             )));
         }
         let kv_heads_per_shard = (model.kv_heads as f64 / tp as f64).max(1.0);
-        Ok(AnalyticCost {
+        let mut c = AnalyticCost {
             layer_params: model.layer_linear_params() as f64,
             dtype: model.dtype_bytes as f64,
             elementwise_bytes_per_token: Self::elementwise_bytes_per_token(
@@ -140,7 +149,16 @@ impl AnalyticCost {
             gpu,
             tp,
             params,
-        })
+            linear_s_by_tokens: Vec::new(),
+            head_s_by_requests: Vec::new(),
+        };
+        c.linear_s_by_tokens = (0..LINEAR_TABLE_TOKENS)
+            .map(|t| c.linear_layer_s(t as f64))
+            .collect();
+        c.head_s_by_requests = (0..HEAD_TABLE_REQUESTS)
+            .map(|r| c.head_s(r as u64))
+            .collect();
+        Ok(c)
     }
 
     pub fn params(&self) -> &AnalyticParams {
@@ -173,6 +191,17 @@ impl AnalyticCost {
         let flops = 2.0 * tokens * self.layer_params / tp;
         let bytes = self.layer_params * self.dtype / tp;
         self.params.gemm_latency_s + self.roofline(flops, bytes)
+    }
+
+    /// The LM head for `requests` requests (one row of logits each): a smooth roofline without the
+    /// per-layer GEMM latency.
+    fn head_s(&self, requests: u64) -> f64 {
+        let h = self.model.hidden as f64;
+        let v = self.model.vocab as f64;
+        self.roofline(
+            2.0 * requests as f64 * h * v / self.tp as f64,
+            h * v * self.dtype / self.tp as f64,
+        )
     }
 
     /// Smooth roofline √(compute² + memory²) of a GEMM-like operator.
@@ -252,18 +281,21 @@ impl CostModel for AnalyticCost {
         }
         let p = &self.params;
         let tokens = s.tokens() as f64;
-        let layer = self.linear_layer_s(tokens)
+        let linear = match self.linear_s_by_tokens.get(s.tokens() as usize) {
+            Some(&t) => t,
+            None => self.linear_layer_s(tokens),
+        };
+        let layer = linear
             + self.prefill_attention_layer_s(s.prefill_tokens_sq as f64)
             + self
                 .decode_attention_layer_s(s.decode_requests as f64, s.decode_context_tokens as f64)
             + self.small_ops_layer_s(tokens)
             + 2.0 * self.allreduce_s(tokens);
-        let h = self.model.hidden as f64;
-        let v = self.model.vocab as f64;
-        let head = self.roofline(
-            2.0 * s.requests() as f64 * h * v / self.tp as f64,
-            h * v * self.dtype / self.tp as f64,
-        );
+        let requests = s.requests() as u64;
+        let head = match self.head_s_by_requests.get(requests as usize) {
+            Some(&t) => t,
+            None => self.head_s(requests),
+        };
         let t = self.model.layers as f64 * layer + head + p.iteration_overhead_s;
         if !t.is_finite() {
             return Err(SimError::Cost {
