@@ -24,6 +24,8 @@
 //! `servesim-calibrate`'s `fit-vidur`; the fitted values, their errors and provenance live in
 //! `sim/catalogue/analytic_fit.toml`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use serde::{Deserialize, Serialize};
 
 use super::{BatchShape, CostModel};
@@ -112,16 +114,64 @@ pub struct AnalyticCost {
     dtype: f64,
     kv_heads_per_shard: f64,
     elementwise_bytes_per_token: f64,
-    /// `linear_layer_s(t)` for t < its length, and the LM head's time for r requests: the two
-    /// smooth rooflines of every iteration, looked up instead of recomputed (same values: the
-    /// same function of the same argument).
-    linear_s_by_tokens: Vec<f64>,
-    head_s_by_requests: Vec<f64>,
+    /// `linear_layer_s(t)` by token count and the LM head's time by request count: the two smooth
+    /// rooflines of every iteration, remembered instead of recomputed (same values: the same
+    /// function of the same argument).
+    linear_s_by_tokens: Memo,
+    head_s_by_requests: Memo,
 }
 
 /// Table sizes (larger batches are computed directly).
 const LINEAR_TABLE_TOKENS: usize = 8192;
 const HEAD_TABLE_REQUESTS: usize = 1024;
+
+/// A table of a pure function's values, allocated on first use and filled entry by entry (threads
+/// racing on an entry store the same bits; a value whose bits equal the "unset" mark is simply
+/// recomputed each time). Cloning gives an empty table. Constructing one costs nothing, which
+/// matters to the fitter (it builds a model per objective evaluation).
+struct Memo {
+    len: usize,
+    cells: std::sync::OnceLock<Box<[AtomicU64]>>,
+}
+
+const UNSET: u64 = u64::MAX;
+
+impl Memo {
+    fn new(len: usize) -> Self {
+        Memo {
+            len,
+            cells: std::sync::OnceLock::new(),
+        }
+    }
+    #[inline]
+    fn get_or(&self, i: usize, f: impl FnOnce() -> f64) -> f64 {
+        if i >= self.len {
+            return f();
+        }
+        let cells = self
+            .cells
+            .get_or_init(|| (0..self.len).map(|_| AtomicU64::new(UNSET)).collect());
+        let bits = cells[i].load(Ordering::Relaxed);
+        if bits != UNSET {
+            return f64::from_bits(bits);
+        }
+        let v = f();
+        cells[i].store(v.to_bits(), Ordering::Relaxed);
+        v
+    }
+}
+
+impl Clone for Memo {
+    fn clone(&self) -> Self {
+        Memo::new(self.len)
+    }
+}
+
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Memo({} entries)", self.len)
+    }
+}
 
 impl AnalyticCost {
     pub fn new(model: ModelSpec, gpu: GpuSpec, tp: u32, params: AnalyticParams) -> Result<Self> {
@@ -136,7 +186,7 @@ impl AnalyticCost {
             )));
         }
         let kv_heads_per_shard = (model.kv_heads as f64 / tp as f64).max(1.0);
-        let mut c = AnalyticCost {
+        Ok(AnalyticCost {
             layer_params: model.layer_linear_params() as f64,
             dtype: model.dtype_bytes as f64,
             elementwise_bytes_per_token: Self::elementwise_bytes_per_token(
@@ -149,16 +199,9 @@ impl AnalyticCost {
             gpu,
             tp,
             params,
-            linear_s_by_tokens: Vec::new(),
-            head_s_by_requests: Vec::new(),
-        };
-        c.linear_s_by_tokens = (0..LINEAR_TABLE_TOKENS)
-            .map(|t| c.linear_layer_s(t as f64))
-            .collect();
-        c.head_s_by_requests = (0..HEAD_TABLE_REQUESTS)
-            .map(|r| c.head_s(r as u64))
-            .collect();
-        Ok(c)
+            linear_s_by_tokens: Memo::new(LINEAR_TABLE_TOKENS),
+            head_s_by_requests: Memo::new(HEAD_TABLE_REQUESTS),
+        })
     }
 
     pub fn params(&self) -> &AnalyticParams {
@@ -281,10 +324,9 @@ impl CostModel for AnalyticCost {
         }
         let p = &self.params;
         let tokens = s.tokens() as f64;
-        let linear = match self.linear_s_by_tokens.get(s.tokens() as usize) {
-            Some(&t) => t,
-            None => self.linear_layer_s(tokens),
-        };
+        let linear = self
+            .linear_s_by_tokens
+            .get_or(s.tokens() as usize, || self.linear_layer_s(tokens));
         let layer = linear
             + self.prefill_attention_layer_s(s.prefill_tokens_sq as f64)
             + self
@@ -292,10 +334,9 @@ impl CostModel for AnalyticCost {
             + self.small_ops_layer_s(tokens)
             + 2.0 * self.allreduce_s(tokens);
         let requests = s.requests() as u64;
-        let head = match self.head_s_by_requests.get(requests as usize) {
-            Some(&t) => t,
-            None => self.head_s(requests),
-        };
+        let head = self
+            .head_s_by_requests
+            .get_or(requests as usize, || self.head_s(requests));
         let t = self.model.layers as f64 * layer + head + p.iteration_overhead_s;
         if !t.is_finite() {
             return Err(SimError::Cost {
