@@ -157,14 +157,7 @@ where
     let e = |x: &dyn std::fmt::Display| x.to_string();
     for (i, (name, c)) in data.iter().enumerate() {
         let col = palette(i);
-        chart
-            .draw_series(LineSeries::new(
-                c.iter().map(|p| (p.0, p.1)),
-                col.stroke_width(2),
-            ))
-            .map_err(|x| e(&x))?
-            .label(name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], col.stroke_width(2)));
+        draw_labelled_line(chart, c.iter().map(|p| (p.0, p.1)), name, col)?;
         chart
             .draw_series(c.iter().map(|p| Circle::new((p.0, p.1), 3, col.filled())))
             .map_err(|x| e(&x))?;
@@ -175,15 +168,46 @@ where
             )
             .map_err(|x| e(&x))?;
     }
+    draw_legend(chart, legend)
+}
+
+/// A 2-pixel line of colour `col` through `pts`, labelled `name` in the legend (a short line of
+/// its colour).
+fn draw_labelled_line<'a, DB, CT>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    pts: impl IntoIterator<Item = (f64, f64)>,
+    name: &str,
+    col: RGBColor,
+) -> std::result::Result<(), String>
+where
+    DB: DrawingBackend + 'a,
+    CT: CoordTranslate<From = (f64, f64)>,
+{
+    chart
+        .draw_series(LineSeries::new(pts, col.stroke_width(2)))
+        .map_err(|x| x.to_string())?
+        .label(name)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], col.stroke_width(2)));
+    Ok(())
+}
+
+/// The series legend at `position`, in the style every chart here uses.
+fn draw_legend<'a, DB, CT>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+) -> std::result::Result<(), String>
+where
+    DB: DrawingBackend + 'a,
+    CT: CoordTranslate,
+{
     chart
         .configure_series_labels()
-        .position(legend)
+        .position(position)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .label_font(("sans-serif", 14))
         .draw()
-        .map_err(|x| e(&x))?;
-    Ok(())
+        .map_err(|x| x.to_string())
 }
 
 fn draw_curves<DB: DrawingBackend>(
@@ -268,20 +292,9 @@ fn draw_cdf<DB: DrawingBackend>(
             .filter(|(k, _)| k % step == 0 || *k + 1 == v.len())
             .map(|(k, &x)| (x.max(lo), (k + 1) as f64 / n))
             .collect();
-        chart
-            .draw_series(LineSeries::new(pts, col.stroke_width(2)))
-            .map_err(|x| e(&x))?
-            .label(name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], col.stroke_width(2)));
+        draw_labelled_line(&mut chart, pts, name, col)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .draw()
-        .map_err(|x| e(&x))?;
+    draw_legend(&mut chart, SeriesLabelPosition::LowerRight)?;
     root.present().map_err(|x| e(&x))?;
     Ok(())
 }
@@ -738,22 +751,9 @@ fn draw_kv<DB: DrawingBackend>(
                 }
                 step.push((p.0, y));
             }
-            chart
-                .draw_series(LineSeries::new(step, col.stroke_width(2)))
-                .map_err(|x| e(&x))?
-                .label(name.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], col.stroke_width(2))
-                });
+            draw_labelled_line(&mut chart, step, name, col)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 14))
-            .draw()
-            .map_err(|x| e(&x))?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     }
     root.present().map_err(|x| e(&x))?;
     Ok(())
