@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::support::{Row, Workdir, cli, read_requests, read_summary, workspace_root};
+use crate::support::{CliResult, Row, Workdir, cli, read_requests, read_summary, workspace_root};
 
 const MS: u64 = 1_000_000;
 
@@ -24,6 +24,16 @@ fn run_ok(scenario: &Path, out: &Path) {
         "--quiet".into(),
     ]);
     assert_eq!(r.code, 0, "run {} failed: {}", scenario.display(), r.stderr);
+}
+
+/// `servesim run SCENARIO --out DIR`, for runs expected to fail.
+fn run_to(scenario: &Path, out: &Path) -> CliResult {
+    cli([
+        "run".into(),
+        scenario.as_os_str().to_owned(),
+        "--out".into(),
+        out.as_os_str().to_owned(),
+    ])
 }
 
 /// A deterministic pseudo-random trace: `n` rows of (arrival ms, input, output).
@@ -253,12 +263,7 @@ fn unknown_router_and_router_params_are_user_errors() {
     w.write("t.csv", "arrival_s,input_tokens,output_tokens\n0,10,2\n");
     let base = cluster_scenario("t.csv", "vllm", 2, "random");
     let s = w.write("s.toml", &base);
-    let r = cli([
-        "run".into(),
-        s.into_os_string(),
-        "--out".into(),
-        w.path("o").into_os_string(),
-    ]);
+    let r = run_to(&s, &w.path("o"));
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("unknown router `random`"), "{}", r.stderr);
     assert!(r.stderr.contains("least-work"), "{}", r.stderr);
@@ -266,12 +271,7 @@ fn unknown_router_and_router_params_are_user_errors() {
         "s2.toml",
         cluster_scenario("t.csv", "vllm", 2, "least-kv") + "\n[routers.least-kv]\nalpha = 1\n",
     );
-    let r = cli([
-        "run".into(),
-        s.into_os_string(),
-        "--out".into(),
-        w.path("o").into_os_string(),
-    ]);
+    let r = run_to(&s, &w.path("o"));
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("[routers.least-kv]"), "{}", r.stderr);
     assert!(r.stderr.contains("alpha"), "{}", r.stderr);
@@ -736,12 +736,7 @@ fn replica_groups_equal_single_replica_runs_on_their_own_hardware() {
                 body("all.csv")
             ),
         );
-        let r = cli([
-            "run".into(),
-            bad.into_os_string(),
-            "--out".into(),
-            w.path("bad-out").into_os_string(),
-        ]);
+        let r = run_to(&bad, &w.path("bad-out"));
         assert_eq!(r.code, 2, "{text}: {}", r.stderr);
         assert!(r.stderr.contains(want), "{text}: {}", r.stderr);
         assert!(!w.path("bad-out").exists());
@@ -776,12 +771,7 @@ fn bad_pipeline_tables_are_user_errors() {
                  [scheduler]\npolicy = \"vllm\"\n"
             ),
         );
-        let r = cli([
-            "run".into(),
-            s.into_os_string(),
-            "--out".into(),
-            w.path("out").into_os_string(),
-        ]);
+        let r = run_to(&s, &w.path("out"));
         assert_eq!(r.code, 2, "{table}: {}", r.stderr);
         assert!(r.stderr.contains(want), "{table}: {}", r.stderr);
         assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
