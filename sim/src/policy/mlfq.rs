@@ -307,6 +307,14 @@ struct Lazy {
 }
 
 impl Lazy {
+    /// Per-slot tables for slots below `n`.
+    fn ensure_slots(&mut self, n: usize) {
+        if self.since_ns.len() < n {
+            self.since_ns.resize(n, 0);
+            self.version.resize(n, 0);
+            self.fresh.resize(n, false);
+        }
+    }
     /// The heap entry of `s`, if its run can reach `threshold`.
     fn push_threshold(&mut self, threshold: i64, s: Slot) {
         if threshold < self.bound_ns {
@@ -632,12 +640,7 @@ impl Mlfq {
             lz.levels = (0..=LEVEL_CAP).map(|_| VecDeque::new()).collect();
             lz.rev = vec![false; LEVEL_CAP as usize + 1];
         }
-        let n = self.state.len();
-        if lz.since_ns.len() < n {
-            lz.since_ns.resize(n, 0);
-            lz.version.resize(n, 0);
-            lz.fresh.resize(n, false);
-        }
+        lz.ensure_slots(self.state.len());
         let mut heap = std::mem::take(&mut lz.heap).into_vec();
         heap.clear();
         // The order is sorted by level: each level is one run of it.
@@ -818,11 +821,7 @@ impl Mlfq {
         }
         let level = self.state[s as usize].level as usize;
         let lz = &mut self.lazy;
-        if lz.fresh.len() <= s as usize {
-            lz.fresh.resize(s as usize + 1, false);
-            lz.since_ns.resize(s as usize + 1, 0);
-            lz.version.resize(s as usize + 1, 0);
-        }
+        lz.ensure_slots(s as usize + 1);
         lz.fresh[s as usize] = true;
         lz.fresh_slots.push(s);
         lz.push_back(level, s);
