@@ -1249,12 +1249,15 @@ impl Sim {
         // boundaries. Counted one window of B boundaries at a time (each request crosses at most
         // once per window).
         let bt = block_tokens as usize;
-        let first_crossing = |q: &Request| {
-            (q.blocks as u64 * block_tokens + 1 - q.kv_tokens_after_next() as u64) as usize
-        };
-        let crosses_at = |q: &Request, m: usize| {
-            let m1 = first_crossing(q);
-            m >= m1 && (m - m1).is_multiple_of(bt)
+        // The first boundary ≥ `from` at which `q` needs a new block.
+        let next_crossing = |q: &Request, from: usize| {
+            let m1 =
+                (q.blocks as u64 * block_tokens + 1 - q.kv_tokens_after_next() as u64) as usize;
+            if m1 >= from {
+                m1
+            } else {
+                m1 + (from - m1).div_ceil(bt) * bt
+            }
         };
         let (mut cur_start, mut cur_end) = (start, end);
         let mut service_ns: Ns = 0;
@@ -1267,12 +1270,7 @@ impl Sim {
                 alloc.clear();
                 alloc.resize(bt, 0);
                 for &s in &rep.batch {
-                    let m1 = first_crossing(rep.reqs.get(s));
-                    let at = if m1 >= m {
-                        m1
-                    } else {
-                        m1 + (m - m1).div_ceil(bt) * bt
-                    };
+                    let at = next_crossing(rep.reqs.get(s), m);
                     if at < m + bt {
                         alloc[at - m] += 1;
                     }
@@ -1301,7 +1299,7 @@ impl Sim {
                     let left = (q.output_tokens - q.generated_tokens) as usize;
                     if left == m {
                         finished += 1;
-                        if crosses_at(q, m) {
+                        if next_crossing(q, m) == m {
                             need -= 1;
                         }
                         let kv = q.kv_tokens_after_next() as u64 + m as u64 - 1;
@@ -1339,12 +1337,7 @@ impl Sim {
                         continue;
                     }
                     // Its later block crossing in the current window is no longer needed.
-                    let m1 = first_crossing(q);
-                    let at = if m1 > m {
-                        m1
-                    } else {
-                        m1 + (m + 1 - m1).div_ceil(bt) * bt
-                    };
+                    let at = next_crossing(q, m + 1);
                     if at < window_lo + bt {
                         self.ff_alloc[at - window_lo] -= 1;
                     }
