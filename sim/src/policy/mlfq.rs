@@ -307,6 +307,20 @@ struct Lazy {
 }
 
 impl Lazy {
+    /// Stop following: empty levels, no fresh arrivals, nothing reversed, no bound.
+    fn finish(&mut self) {
+        for q in &mut self.levels {
+            q.clear();
+        }
+        for &s in &self.fresh_slots {
+            self.fresh[s as usize] = false;
+        }
+        self.fresh_slots.clear();
+        self.rev.fill(false);
+        self.parity = false;
+        self.active = false;
+        self.bound_ns = i64::MAX;
+    }
     /// Per-slot tables for slots below `n`.
     fn ensure_slots(&mut self, n: usize) {
         if self.since_ns.len() < n {
@@ -796,17 +810,7 @@ impl Mlfq {
             std::mem::swap(&mut into, &mut out);
         }
         debug_assert!(into.is_empty(), "nobody is demoted past the last level");
-        for q in &mut lz.levels {
-            q.clear();
-        }
-        for &s in &lz.fresh_slots {
-            lz.fresh[s as usize] = false;
-        }
-        lz.fresh_slots.clear();
-        lz.rev.fill(false);
-        lz.parity = false;
-        lz.active = false;
-        lz.bound_ns = i64::MAX;
+        lz.finish();
         (lz.into, lz.out, lz.tail) = (into, out, tail);
         self.next_order = std::mem::replace(&mut self.order, next);
     }
@@ -845,12 +849,7 @@ impl Mlfq {
                 self.order.extend_from_slice(a);
                 self.order.extend_from_slice(b);
             }
-            q.clear();
         }
-        lz.rev.fill(false);
-        lz.parity = false;
-        lz.active = false;
-        lz.bound_ns = i64::MAX;
         for &s in &self.order {
             if lz.fresh[s as usize] {
                 continue;
@@ -861,10 +860,7 @@ impl Mlfq {
                 st.last_step_ns = lz.last_ns;
             }
         }
-        for &s in &lz.fresh_slots {
-            lz.fresh[s as usize] = false;
-        }
-        lz.fresh_slots.clear();
+        lz.finish();
     }
 
     fn preemption(&self) -> PreemptionChoice {
