@@ -58,6 +58,9 @@ pub enum Command {
         /// Write the fitted profile here instead of in place.
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+        /// Replace the output directory even when it was not written by servesim.
+        #[arg(long)]
+        force: bool,
     },
     /// Turn Vidur's profiling CSVs into servesim profiles (default: the shipped A100 and H100
     /// Llama-2-7B TP1 profiles and VIDUR_COMPARISON.md under calibrate/profiles/).
@@ -123,6 +126,9 @@ pub struct RunArgs {
     /// Profile directory (default calibrate/profiles/<gpu>/<model>/tp<k>).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Replace the output directory even when it was not written by servesim.
+    #[arg(long)]
+    pub force: bool,
     /// CUDA device ordinal.
     #[arg(long, default_value_t = 0)]
     pub device: usize,
@@ -171,6 +177,9 @@ pub struct ImportArgs {
     /// Write nothing; exit 1 if the files on disk differ from what the import produces.
     #[arg(long)]
     pub check: bool,
+    /// Replace a profile directory even when it was not written by servesim.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `import-vidur --check` found differences.
@@ -218,7 +227,11 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
             write!(out, "{text}")?;
             Ok(())
         }
-        Command::Fit { profile, out: dest } => fit_cmd(&profile, dest.as_deref(), out),
+        Command::Fit {
+            profile,
+            out: dest,
+            force,
+        } => fit_cmd(&profile, dest.as_deref(), force, out),
         Command::ImportVidur(a) => import_cmd(a, out),
         Command::Compare {
             measured,
@@ -242,7 +255,7 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
             };
             write!(out, "{md}")?;
             if let Some(f) = file {
-                std::fs::write(&f, &md).with_context(|| format!("cannot write {}", f.display()))?;
+                servesim::output::write_file(&f, md.as_bytes(), &[measured, reference])?;
             }
             Ok(())
         }
@@ -308,8 +321,7 @@ fn plan_cmd(a: PlanArgs, out: &mut dyn Write) -> Result<()> {
         )?;
     }
     if let Some(p) = a.out {
-        std::fs::write(&p, plan_csv(&items, &gpu))
-            .with_context(|| format!("cannot write {}", p.display()))?;
+        servesim::output::write_file(&p, plan_csv(&items, &gpu).as_bytes(), &[])?;
         writeln!(out, "wrote {}", p.display())?;
     }
     Ok(())
@@ -479,7 +491,7 @@ fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
     let dest = a.out.unwrap_or_else(|| {
         crate::import::profile_dir(&profiles_root(), &gpu_name, &a.model.to_lowercase(), a.tp)
     });
-    let dest = p.write(&dest)?;
+    let dest = p.write(&dest, a.force)?;
     writeln!(out, "measured in {wall_s:.0} s; wrote {}\n", dest.display())?;
     write!(out, "{}", crate::report::text_report(&dest, &p, false))?;
     Ok(())
@@ -541,7 +553,7 @@ pub fn load_for_fit(dir: &Path) -> Result<Profile> {
     })
 }
 
-fn fit_cmd(dir: &Path, dest: Option<&Path>, out: &mut dyn Write) -> Result<()> {
+fn fit_cmd(dir: &Path, dest: Option<&Path>, force: bool, out: &mut dyn Write) -> Result<()> {
     let p = load_for_fit(dir)?;
     let mut fitted = crate::fitting::refit(&p)?;
     if fitted.fit.swap_variant.is_none()
@@ -556,7 +568,7 @@ fn fit_cmd(dir: &Path, dest: Option<&Path>, out: &mut dyn Write) -> Result<()> {
             .unwrap_or(16);
         fitted.fit.swap_variant = fastest_copy_variant(&fitted, m, p.meta.tp, bt);
     }
-    let dest = fitted.write(dest.unwrap_or(dir))?;
+    let dest = fitted.write(dest.unwrap_or(dir), force)?;
     writeln!(out, "wrote {}\n", dest.display())?;
     write!(out, "{}", crate::report::text_report(&dest, &fitted, false))?;
     Ok(())
@@ -614,7 +626,7 @@ fn import_cmd(a: ImportArgs, out: &mut dyn Write) -> Result<()> {
                 }
             }
         } else {
-            p.write(&dir)?;
+            p.write(&dir, a.force)?;
             writeln!(out, "wrote {}", dir.display())?;
             for op in Op::ALL {
                 if let Some(r) = p.meta.fit.get(op.name()) {
@@ -646,8 +658,7 @@ fn import_cmd(a: ImportArgs, out: &mut dyn Write) -> Result<()> {
                 differs.push(path);
             }
         } else {
-            std::fs::write(&path, md)
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            servesim::output::write_file(&path, md.as_bytes(), &[])?;
             writeln!(out, "wrote {}", path.display())?;
         }
     }

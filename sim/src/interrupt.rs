@@ -1,21 +1,46 @@
-//! Ctrl-C (SIGINT) for the commands that run simulations: `run`, `sweep` and `live`.
+//! Ctrl-C (SIGINT) and SIGTERM for the commands that run simulations: `run`, `sweep` and `live`.
 //!
-//! While a [`CtrlC`] guard is alive, the first SIGINT only raises a flag; the engine's clocks
-//! ([`InterruptibleClock`] for `run` and `sweep`, the live [`crate::live::WallClock`]) check it
-//! before every event and end the run there, so the command can write what finished (marked
-//! partial) or clean up its temporary directory. A second Ctrl-C kills the process as usual.
+//! While a [`CtrlC`] guard is alive, the first SIGINT or SIGTERM only raises a flag; the engine's
+//! clocks ([`InterruptibleClock`] for `run` and `sweep`, the live [`crate::live::WallClock`]) check
+//! it before every event and end the run there, so the command can write what finished (marked
+//! partial) or clean up its temporary directory. A second signal of the same kind kills the
+//! process as usual. (Staging directories of a process killed outright, e.g. by SIGKILL, are
+//! removed by the next command writing the same output: see [`crate::staging`].)
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use crate::engine::Clock;
 use crate::engine::time::Ns;
 
-/// Set by the SIGINT handler that [`CtrlC`] installs.
+/// Set by the signal handler that [`CtrlC`] installs.
 static SIGINT_RAISED: AtomicBool = AtomicBool::new(false);
+/// The signal that raised the flag (0 before any).
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
 
-/// Whether Ctrl-C was pressed since the current [`CtrlC`] guard was installed.
+const SIGINT: i32 = 2;
+const SIGTERM: i32 = 15;
+
+/// Whether Ctrl-C (or SIGTERM) arrived since the current [`CtrlC`] guard was installed.
 pub fn interrupted() -> bool {
     SIGINT_RAISED.load(Ordering::Relaxed)
+}
+
+/// What stopped the command, in the user's words: "Ctrl-C" or "SIGTERM".
+pub fn signal_name() -> &'static str {
+    if SIGNAL.load(Ordering::Relaxed) == SIGTERM {
+        "SIGTERM"
+    } else {
+        "Ctrl-C"
+    }
+}
+
+/// The exit status of a command the signal stopped: 128 + its number (130 for Ctrl-C, 143 for
+/// SIGTERM), the shell convention.
+pub fn exit_code() -> i32 {
+    match SIGNAL.load(Ordering::Relaxed) {
+        SIGTERM => 128 + SIGTERM,
+        _ => 128 + SIGINT,
+    }
 }
 
 #[cfg(unix)]
@@ -24,26 +49,30 @@ unsafe extern "C" {
 }
 
 #[cfg(unix)]
-extern "C" fn on_sigint(_sig: i32) {
+extern "C" fn on_signal(sig: i32) {
+    SIGNAL.store(sig, Ordering::SeqCst);
     SIGINT_RAISED.store(true, Ordering::SeqCst);
-    // A second Ctrl-C kills the process as usual (signal() is async-signal-safe).
-    // SAFETY: restores the default disposition (SIG_DFL = 0) of SIGINT.
+    // A second signal of the same kind kills the process as usual (signal() is
+    // async-signal-safe).
+    // SAFETY: restores the default disposition (SIG_DFL = 0) of the signal.
     unsafe {
-        signal(2, 0);
+        signal(sig, 0);
     }
 }
 
-/// While alive, Ctrl-C (SIGINT) stops runs at their next event instead of killing the process; a
-/// second Ctrl-C kills it. Dropping it restores the default disposition.
+/// While alive, Ctrl-C (SIGINT) and SIGTERM stop runs at their next event instead of killing the
+/// process; a second one kills it. Dropping it restores the default dispositions.
 pub struct CtrlC(());
 
 impl CtrlC {
     pub fn install() -> CtrlC {
         SIGINT_RAISED.store(false, Ordering::SeqCst);
+        SIGNAL.store(0, Ordering::SeqCst);
         #[cfg(unix)]
-        // SAFETY: the handler only stores to an atomic and calls signal(), both async-signal-safe.
+        // SAFETY: the handler only stores to atomics and calls signal(), all async-signal-safe.
         unsafe {
-            signal(2, on_sigint as extern "C" fn(i32) as usize);
+            signal(SIGINT, on_signal as extern "C" fn(i32) as usize);
+            signal(SIGTERM, on_signal as extern "C" fn(i32) as usize);
         }
         CtrlC(())
     }
@@ -52,9 +81,10 @@ impl CtrlC {
 impl Drop for CtrlC {
     fn drop(&mut self) {
         #[cfg(unix)]
-        // SAFETY: restores the default disposition (SIG_DFL = 0) of SIGINT.
+        // SAFETY: restores the default disposition (SIG_DFL = 0) of both signals.
         unsafe {
-            signal(2, 0);
+            signal(SIGINT, 0);
+            signal(SIGTERM, 0);
         }
         SIGINT_RAISED.store(false, Ordering::SeqCst);
     }

@@ -26,6 +26,7 @@ pub mod route;
 pub mod run;
 pub mod scenario;
 pub mod shard;
+pub mod staging;
 pub mod swap;
 pub mod sweep;
 pub mod trace;

@@ -1,23 +1,18 @@
-//! Writing a run's outputs atomically: everything goes to a temporary sibling directory that is
-//! renamed into place at the end, so an error never leaves a partial result directory.
+//! A run's output files: `requests.csv`, `replicas.csv`, `kv_timeline.csv`, `summary.json`…,
+//! written atomically through [`StagedDir`] (see [`crate::staging`]: a temporary sibling renamed
+//! into place at the end, so an error never leaves a partial result directory, and a directory
+//! servesim did not write is never replaced without `--force`).
 
 use std::fmt::Write as _;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::engine::time::ns_to_s;
-use crate::error::{Result, SimError};
+use crate::error::Result;
 use crate::metrics::request_metrics;
 use crate::run::RunOutput;
+pub use crate::staging::{Replace, StagedDir, StagedFile, check_dest, check_file_dest, write_file};
 
 pub const REQUESTS_HEADER: &str = "id,arrival_s,input_tokens,output_tokens,first_token_s,finish_s,jct_s,ttft_s,tpot_s,queue_s,preemptions,replica,predicted_output_tokens,priority_at_finish,demotions,promotions,swap_out_bytes,swap_in_bytes,swap_stall_s,recomputed_tokens";
-
-fn io(path: &Path, e: impl std::fmt::Display) -> SimError {
-    SimError::Io {
-        path: path.to_path_buf(),
-        msg: e.to_string(),
-    }
-}
 
 /// `requests.csv` text: one row per request, sorted by id, times with 9 decimals (nanoseconds).
 pub fn requests_csv(out: &RunOutput) -> String {
@@ -112,71 +107,6 @@ pub fn kv_timeline_csv(rows: &[crate::engine::KvSample]) -> String {
     s
 }
 
-/// A directory being written; dropped without `commit`, it is removed.
-pub struct StagedDir {
-    tmp: PathBuf,
-    dest: PathBuf,
-    committed: bool,
-}
-
-impl StagedDir {
-    pub fn new(dest: &Path) -> Result<Self> {
-        let parent = dest
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(parent).map_err(|e| io(parent, format!("cannot create: {e}")))?;
-        let name = dest
-            .file_name()
-            .ok_or_else(|| io(dest, "output path has no directory name"))?
-            .to_string_lossy();
-        let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
-        }
-        std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, format!("cannot create: {e}")))?;
-        Ok(StagedDir {
-            tmp,
-            dest: dest.to_path_buf(),
-            committed: false,
-        })
-    }
-
-    /// The temporary directory being filled.
-    pub fn path(&self) -> &Path {
-        &self.tmp
-    }
-
-    pub fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
-        let p = self.tmp.join(name);
-        if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
-        }
-        let mut f = std::fs::File::create(&p).map_err(|e| io(&p, e))?;
-        f.write_all(bytes).map_err(|e| io(&p, e))?;
-        Ok(())
-    }
-
-    /// Replace `dest` with the staged directory.
-    pub fn commit(mut self) -> Result<PathBuf> {
-        if self.dest.exists() {
-            std::fs::remove_dir_all(&self.dest)
-                .map_err(|e| io(&self.dest, format!("cannot replace: {e}")))?;
-        }
-        std::fs::rename(&self.tmp, &self.dest).map_err(|e| io(&self.dest, e))?;
-        self.committed = true;
-        Ok(self.dest.clone())
-    }
-}
-
-impl Drop for StagedDir {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = std::fs::remove_dir_all(&self.tmp);
-        }
-    }
-}
-
 /// Pretty JSON with a trailing newline.
 pub fn pretty_json(v: &serde_json::Value) -> String {
     let mut s = serde_json::to_string_pretty(v).expect("JSON values serialise");
@@ -189,26 +119,25 @@ pub fn pretty_json(v: &serde_json::Value) -> String {
 /// `"partial": true` in `summary.json` and a `PARTIAL` file, as live mode writes them; a complete
 /// run's files are unchanged (no `partial` key).
 pub fn write_run(
-    dest: &Path,
+    dir: StagedDir,
     out: &RunOutput,
     config: &serde_json::Value,
     timing: &serde_json::Value,
     partial: bool,
 ) -> Result<PathBuf> {
-    write_run_with(dest, out, config, timing, partial, true)
+    write_run_with(dir, out, config, timing, partial, true)
 }
 
 /// [`write_run`], optionally without the per-request `requests.csv` (huge runs; every summary is
 /// still computed from all requests).
 pub fn write_run_with(
-    dest: &Path,
+    dir: StagedDir,
     out: &RunOutput,
     config: &serde_json::Value,
     timing: &serde_json::Value,
     partial: bool,
     with_requests_csv: bool,
 ) -> Result<PathBuf> {
-    let dir = StagedDir::new(dest)?;
     if with_requests_csv {
         dir.write("requests.csv", requests_csv(out).as_bytes())?;
     }
@@ -235,61 +164,4 @@ pub fn partial_note(completed_requests: u64) -> String {
     format!(
         "stopped before every request finished: {completed_requests} requests completed; unfinished requests are not in requests.csv\n"
     )
-}
-
-/// One output file being written: bytes go to a hidden temporary sibling that [`StagedFile::commit`]
-/// renames into place; dropped without `commit` (any error), the temporary is removed, so a failed
-/// command never leaves a partial file behind.
-pub struct StagedFile {
-    tmp: PathBuf,
-    dest: PathBuf,
-    writer: Option<std::io::BufWriter<std::fs::File>>,
-}
-
-impl StagedFile {
-    pub fn new(dest: &Path) -> Result<Self> {
-        let parent = dest
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(parent).map_err(|e| io(parent, format!("cannot create: {e}")))?;
-        let name = dest
-            .file_name()
-            .ok_or_else(|| io(dest, "output path has no file name"))?
-            .to_string_lossy();
-        let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-        let f = std::fs::File::create(&tmp).map_err(|e| io(&tmp, format!("cannot create: {e}")))?;
-        Ok(StagedFile {
-            tmp,
-            dest: dest.to_path_buf(),
-            writer: Some(std::io::BufWriter::with_capacity(1 << 16, f)),
-        })
-    }
-
-    /// Append bytes to the temporary file.
-    pub fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
-        let w = self.writer.as_mut().expect("writer lives until commit");
-        w.write_all(bytes).map_err(|e| io(&self.tmp, e))
-    }
-
-    /// Flush, sync and rename the temporary file onto `dest` (replacing it).
-    pub fn commit(mut self) -> Result<PathBuf> {
-        let w = self.writer.take().expect("writer lives until commit");
-        let f = w
-            .into_inner()
-            .map_err(|e| io(&self.tmp, e.error().to_string()))?;
-        f.sync_all().map_err(|e| io(&self.tmp, e))?;
-        drop(f);
-        std::fs::rename(&self.tmp, &self.dest).map_err(|e| io(&self.dest, e))?;
-        Ok(self.dest.clone())
-    }
-}
-
-impl Drop for StagedFile {
-    fn drop(&mut self) {
-        if self.writer.is_some() || self.tmp.exists() {
-            self.writer = None;
-            let _ = std::fs::remove_file(&self.tmp);
-        }
-    }
 }

@@ -247,10 +247,13 @@ pub struct MergeReport {
 
 /// Join shard directories into a sweep directory at `out` (written atomically), drawing plots
 /// unless `plots` is false.
-pub fn merge(shard_dirs: &[PathBuf], out: &Path, plots: bool) -> Result<MergeReport> {
+pub fn merge(shard_dirs: &[PathBuf], out: &Path, plots: bool, force: bool) -> Result<MergeReport> {
     if shard_dirs.is_empty() {
         return Err(SimError::config("merge needs at least one shard directory"));
     }
+    // The shards are inputs: never replaced, even with --force (`merge s0 s1 --out s0`).
+    let replace = crate::output::Replace::new(force, shard_dirs.iter().cloned());
+    crate::output::check_dest(out, &replace)?;
     let shards: Vec<Loaded> = shard_dirs
         .iter()
         .map(|d| read_manifest(d))
@@ -332,7 +335,7 @@ pub fn merge(shard_dirs: &[PathBuf], out: &Path, plots: bool) -> Result<MergeRep
             rows[row.run] = Some((row, s));
         }
     }
-    let staged = StagedDir::new(out)?;
+    let staged = StagedDir::new(out, &replace)?;
     let mut csv = first.m.header.clone();
     csv.push('\n');
     let mut failed = 0;

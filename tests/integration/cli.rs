@@ -1,6 +1,6 @@
 //! The command line on bad input: every case must exit with code 2, print exactly one clear
 //! `error: …` line on stderr naming what to fix (file, line and field where applicable), never
-//! panic, and leave no output directory behind (neither `--out DIR` nor a `.DIR.tmp-*` staging
+//! panic, and leave no output directory behind (neither `--out DIR` nor a `.DIR.servesim-*` staging
 //! sibling). Plus the happy paths of `--help`, `list` and a BOM + CRLF trace.
 
 use crate::support::{CliResult, Workdir, cli, parse_ns, read_requests};
@@ -44,7 +44,7 @@ fn run_in(w: &Workdir, extra: &[&str]) -> CliResult {
     cli(args)
 }
 
-/// No `results/run` and no `.run.tmp-*` staging directory next to it.
+/// No `results/run` and no staging directory or lock (`.run.servesim-*`) next to it.
 fn assert_no_output(w: &Workdir) {
     let out = w.path("results/run");
     assert!(!out.exists(), "{} was left behind", out.display());
@@ -52,7 +52,7 @@ fn assert_no_output(w: &Workdir) {
         for e in entries {
             let name = e.unwrap().file_name().to_string_lossy().into_owned();
             assert!(
-                !name.starts_with(".run.tmp-"),
+                !name.starts_with(".run.tmp-") && !name.starts_with(".run.servesim-"),
                 "staging directory {name} was left behind"
             );
         }

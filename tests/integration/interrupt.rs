@@ -1,7 +1,8 @@
-//! Ctrl-C (SIGINT) during `servesim run` and `servesim sweep`, sent to a real process: `run`
-//! leaves a complete output directory marked partial (`summary.json` `"partial": true` and a
-//! `PARTIAL` file, as live mode does), `sweep` leaves nothing; both exit 130, and neither leaves a
-//! `.DIR.tmp-*` staging directory behind.
+//! Ctrl-C (SIGINT) and SIGTERM during `servesim run` and `servesim sweep`, sent to a real process:
+//! `run` leaves a complete output directory marked partial (`summary.json` `"partial": true` and a
+//! `PARTIAL` file, as live mode does), `sweep` leaves nothing; both exit 130 (SIGTERM: 143), and
+//! neither leaves a staging directory or lock behind. A sweep killed outright (SIGKILL) leaves its
+//! staging directory and lock, which the next command writing the same output removes.
 //!
 //! The `servesim` executable lives in another package of the workspace, so cargo gives this test
 //! binary no `CARGO_BIN_EXE_servesim`, and a `target/*/servesim` next to it may be stale (`cargo
@@ -63,7 +64,12 @@ fn catches_sigint(pid: u32) -> Option<bool> {
 /// Wait until the child has installed its Ctrl-C handler (polling `/proc`, or 2 s where it is
 /// unavailable), let it simulate for `run_for`, then send SIGINT and wait (≤ 60 s) for it to
 /// exit. Returns (exit code, stderr).
-fn interrupt(mut child: Child, run_for: Duration) -> (Option<i32>, String) {
+fn interrupt(child: Child, run_for: Duration) -> (Option<i32>, String) {
+    send_signal(child, run_for, "INT")
+}
+
+/// [`interrupt`] with the signal `sig` (a `kill -SIG` name: `INT`, `TERM`).
+fn send_signal(mut child: Child, run_for: Duration, sig: &str) -> (Option<i32>, String) {
     let pid = child.id();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -89,15 +95,15 @@ fn interrupt(mut child: Child, run_for: Duration) -> (Option<i32>, String) {
         "the scenario finished before the interrupt: make it longer"
     );
     let status = Command::new("kill")
-        .args(["-INT", &pid.to_string()])
+        .args([&format!("-{sig}"), &pid.to_string()])
         .status()
         .expect("run kill");
-    assert!(status.success(), "kill -INT {pid} failed");
+    assert!(status.success(), "kill -{sig} {pid} failed");
     let deadline = Instant::now() + Duration::from_secs(60);
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("the child did not stop within 60 s of SIGINT");
+            panic!("the child did not stop within 60 s of SIG{sig}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -187,6 +193,7 @@ fn ctrl_c_during_run_writes_a_complete_directory_marked_partial_and_exits_130() 
     assert_eq!(
         files,
         [
+            ".servesim-output",
             "PARTIAL",
             "config.json",
             "kv_timeline.csv",
@@ -246,5 +253,81 @@ fn ctrl_c_during_sweep_writes_nothing_and_exits_130() {
         "stderr: {stderr}"
     );
     assert!(!w.path("results/sweep").exists(), "no sweep directory");
+    assert_eq!(hidden_entries(&w.path("results")), Vec::<String>::new());
+}
+
+#[test]
+fn sigterm_during_run_is_handled_like_ctrl_c_and_exits_143() {
+    be_servesim_if_child();
+    let w = Workdir::new();
+    long_scenario(&w, "");
+    std::fs::create_dir(w.path("results")).unwrap();
+    let child = spawn_servesim(
+        "sigterm_during_run_is_handled_like_ctrl_c_and_exits_143",
+        &w,
+        &["run", "scenario.toml", "--out", "results/run", "--quiet"],
+    );
+    let (code, stderr) = send_signal(child, Duration::from_millis(300), "TERM");
+    assert_eq!(code, Some(143), "exit code; stderr: {stderr}");
+    assert!(
+        stderr.contains("interrupted: SIGTERM stopped the run after"),
+        "stderr: {stderr}"
+    );
+    let dir = w.path("results/run");
+    assert_eq!(read_summary(&dir)["partial"], true);
+    assert!(dir.join("PARTIAL").is_file());
+    assert_eq!(hidden_entries(&w.path("results")), Vec::<String>::new());
+}
+
+#[test]
+fn a_killed_sweep_leaves_debris_that_the_next_sweep_to_the_same_output_removes() {
+    be_servesim_if_child();
+    let w = Workdir::new();
+    long_scenario(&w, "\n[sweep]\nseed = [1, 2]\n");
+    std::fs::create_dir(w.path("results")).unwrap();
+    let mut child = spawn_servesim(
+        "a_killed_sweep_leaves_debris_that_the_next_sweep_to_the_same_output_removes",
+        &w,
+        &[
+            "sweep",
+            "scenario.toml",
+            "--out",
+            "results/sweep",
+            "--jobs",
+            "1",
+        ],
+    );
+    // Wait until the sweep has claimed its output (lock and staging directory), then SIGKILL it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while hidden_entries(&w.path("results")).len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the sweep never staged its output"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the sweep ended early");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut debris = hidden_entries(&w.path("results"));
+    debris.sort();
+    assert_eq!(debris.len(), 2, "{debris:?}");
+    assert!(debris[0].starts_with(".sweep.servesim-lock"), "{debris:?}");
+    assert!(debris[1].starts_with(".sweep.servesim-tmp-"), "{debris:?}");
+    // The next sweep to the same output (a short one) cleans up after the dead process.
+    long_scenario(&w, "\n[sweep]\nseed = [1, 2]\n");
+    let text = std::fs::read_to_string(w.path("scenario.toml"))
+        .unwrap()
+        .replace("num_requests = 100000", "num_requests = 3");
+    w.write("scenario.toml", text);
+    let r = crate::support::cli([
+        "sweep".into(),
+        w.path("scenario.toml").into_os_string(),
+        "--out".into(),
+        w.path("results/sweep").into_os_string(),
+        "--no-plots".into(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(w.path("results/sweep/sweep.csv").is_file());
     assert_eq!(hidden_entries(&w.path("results")), Vec::<String>::new());
 }

@@ -252,7 +252,7 @@ fn stop_flag_flushes_partial_results() {
     assert!(out.partial, "the stop flag must mark the run partial");
     assert!(out.run.summary.requests < 8, "{}", out.run.summary.requests);
     let dir = write_live(
-        &w.path("partial"),
+        servesim::output::StagedDir::new(&w.path("partial"), &Default::default()).unwrap(),
         &out,
         &servesim::run::config_json(&resolved),
         &opts,

@@ -6,8 +6,9 @@
 //! - [`determinism`]: same scenario + seed ⇒ byte-identical outputs;
 //! - [`memory`]: hand-computed swap timings and property tests of the KV memory hierarchy;
 //! - [`cli`]: user errors (exit 2, one line, no partial output) and the help/list commands;
-//! - [`interrupt`]: Ctrl-C during `run` and `sweep` in a real child process (exit 130, no
-//!   half-written directory).
+//! - [`interrupt`]: Ctrl-C and SIGTERM during `run` and `sweep` in a real child process (exit
+//!   130/143, no half-written directory), and the debris of a killed sweep cleaned up;
+//! - [`outputs`]: output paths never lose a user's files (`--force`, inputs, scenario names).
 
 mod cli;
 mod cluster;
@@ -19,6 +20,7 @@ mod invariants;
 mod live;
 mod memory;
 mod micro;
+mod outputs;
 mod policies;
 mod queueing;
 mod slo;

@@ -273,13 +273,21 @@ fn capacity_writes_csv_and_bar_plot() {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         names.sort();
-        assert_eq!(names, ["capacity.csv", "capacity.png", "capacity.svg"]);
+        assert_eq!(
+            names,
+            [
+                ".servesim-output",
+                "capacity.csv",
+                "capacity.png",
+                "capacity.svg"
+            ]
+        );
     }
     let leftovers: Vec<_> = std::fs::read_dir(w.dir.path())
         .unwrap()
         .filter_map(|e| {
             let n = e.unwrap().file_name().to_string_lossy().into_owned();
-            n.contains(".tmp-").then_some(n)
+            (n.contains(".tmp-") || n.contains(".servesim-")).then_some(n)
         })
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");

@@ -32,9 +32,10 @@ pub enum Command {
     /// Run one scenario and write requests.csv, summary.json, config.json (and timing.json).
     ///
     /// Outputs go to --out DIR (default results/<scenario name>/<policy>/), written atomically:
-    /// on any error no output directory is left behind. Ctrl-C stops the simulation and writes
+    /// on any error no output directory is left behind. An existing DIR is replaced only if
+    /// servesim wrote it (or it is empty), unless --force. Ctrl-C stops the simulation and writes
     /// the requests that finished, marked partial (summary.json "partial": true and a PARTIAL
-    /// file), then exits 130; a second Ctrl-C kills the process.
+    /// file), then exits 130 (SIGTERM: the same, exit 143); a second Ctrl-C kills the process.
     Run(RunArgs),
     /// Run the cartesian product of a scenario's [sweep] axes in parallel; write sweep.csv and
     /// every run's outputs under runs/.
@@ -42,7 +43,7 @@ pub enum Command {
     /// sweep.csv has one row per run (axis values, then summary metrics) in run order, identical
     /// for any --jobs. A run that fails at run time (e.g. overloaded) is recorded in the `error`
     /// column; bad input fails the whole sweep before any run starts. Ctrl-C stops every run and
-    /// exits 130 without writing anything.
+    /// exits 130 without writing anything (SIGTERM: the same, exit 143).
     Sweep(SweepArgs),
     /// Join the shard directories of `sweep --shard I/N` into one sweep directory: the same
     /// sweep.csv (byte for byte) and runs/ an unsharded sweep writes.
@@ -116,9 +117,14 @@ pub struct RunArgs {
     /// Number of requests (synthetic), or the first N rows of a file trace.
     #[arg(long, value_name = "N")]
     pub num_requests: Option<u64>,
-    /// Output directory.
+    /// Output directory. An existing one is replaced only if servesim wrote it (or it is empty),
+    /// unless --force.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Replace --out even when it exists and was not written by servesim (never a directory
+    /// holding an input or the current directory).
+    #[arg(long)]
+    pub force: bool,
     /// Do not print the summary table.
     #[arg(long)]
     pub quiet: bool,
@@ -135,9 +141,14 @@ pub struct RunArgs {
 pub struct LiveArgs {
     /// Scenario TOML file.
     pub scenario: PathBuf,
-    /// Output directory (default results/<scenario name>/<policy>-live/).
+    /// Output directory (default results/<scenario name>/<policy>-live/). An existing one is
+    /// replaced only if servesim wrote it (or it is empty), unless --force.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Replace --out even when it exists and was not written by servesim (never a directory
+    /// holding an input or the current directory).
+    #[arg(long)]
+    pub force: bool,
     /// Use the mock executor (sleeps the cost model's iteration times) instead of the GPU.
     #[arg(long)]
     pub mock: bool,
@@ -170,9 +181,14 @@ pub struct SweepArgs {
     /// Parallel runs (default: number of CPUs). Results do not depend on it.
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
-    /// Output directory (default results/<scenario name>/sweep).
+    /// Output directory (default results/<scenario name>/sweep). An existing one is replaced
+    /// only if servesim wrote it (or it is empty), unless --force.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Replace --out even when it exists and was not written by servesim (never a directory
+    /// holding an input or the current directory).
+    #[arg(long)]
+    pub force: bool,
     /// Override the number of requests of every run.
     #[arg(long, value_name = "N")]
     pub num_requests: Option<u64>,
@@ -219,9 +235,14 @@ pub struct CapacityArgs {
     /// Override the number of requests.
     #[arg(long)]
     pub num_requests: Option<u64>,
-    /// Write capacity.csv and the bar plot capacity.png / capacity.svg into DIR (atomically).
+    /// Write capacity.csv and the bar plot capacity.png / capacity.svg into DIR (atomically). An
+    /// existing DIR is replaced only if servesim wrote it (or it is empty), unless --force.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Replace --out even when it exists and was not written by servesim (never a directory
+    /// holding an input or the current directory).
+    #[arg(long)]
+    pub force: bool,
     /// Parallel runs (seeds at one rate run in parallel).
     #[arg(long, short = 'j')]
     pub jobs: Option<usize>,
@@ -273,7 +294,7 @@ pub fn main_with_args(args: Vec<OsString>, out: &mut dyn Write, err: &mut dyn Wr
         Err(e) if e.downcast_ref::<Regression>().is_some() => 1,
         Err(e) if e.downcast_ref::<Interrupted>().is_some() => {
             let _ = writeln!(err, "interrupted: {e}");
-            INTERRUPTED_EXIT_CODE
+            crate::interrupt::exit_code()
         }
         Err(e) if e.downcast_ref::<calibrate::Forwarded>().is_some() => {
             e.downcast_ref::<calibrate::Forwarded>().map_or(2, |f| f.0)
@@ -285,7 +306,8 @@ pub fn main_with_args(args: Vec<OsString>, out: &mut dyn Write, err: &mut dyn Wr
     }
 }
 
-/// Exit status of a command stopped by Ctrl-C (128 + SIGINT, the shell convention).
+/// Exit status of a command stopped by Ctrl-C (128 + SIGINT, the shell convention; SIGTERM gives
+/// 143, see [`crate::interrupt::exit_code`]).
 pub const INTERRUPTED_EXIT_CODE: i32 = 130;
 
 /// Ctrl-C stopped the command (exit code [`INTERRUPTED_EXIT_CODE`]); the message says what was
@@ -323,10 +345,12 @@ fn check_cmd(a: CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::
         return Err(SimError::config("--rel-tol must be a finite number ≥ 0").into());
     }
     if a.bless {
-        std::fs::copy(&actual, &a.golden).map_err(|e| SimError::Io {
-            path: a.golden.clone(),
-            msg: format!("cannot bless: {e}"),
+        let bytes = std::fs::read(&actual).map_err(|e| SimError::Io {
+            path: actual.clone(),
+            msg: format!("cannot read: {e}"),
         })?;
+        // Staged: blessing a file with itself (or an error half-way) never truncates it.
+        crate::output::write_file(&a.golden, &bytes, &[])?;
         writeln!(
             out,
             "blessed {} from {}",
@@ -452,6 +476,11 @@ fn run_cmd(a: RunArgs, out: &mut dyn Write, _err: &mut dyn Write) -> anyhow::Res
             .join(&resolved.scenario.name)
             .join(&resolved.scenario.scheduler.policy)
     });
+    // Claimed before the simulation: a refused or concurrently written --out fails at once.
+    let staged = crate::output::StagedDir::new(
+        &dest,
+        &crate::output::Replace::new(a.force, resolved.input_paths()),
+    )?;
     let pb = progress_bar(crate::run::expected_requests(&resolved));
     let pb2 = pb.clone();
     let started = Instant::now(); // allow-wall-clock: timing.json only, outside the simulation
@@ -474,7 +503,7 @@ fn run_cmd(a: RunArgs, out: &mut dyn Write, _err: &mut dyn Write) -> anyhow::Res
         "events_per_wall_s": output.stats.events as f64 / wall_s.max(1e-9),
     });
     let dir = crate::output::write_run_with(
-        &dest,
+        staged,
         &output,
         &crate::run::config_json(&resolved),
         &timing,
@@ -483,7 +512,8 @@ fn run_cmd(a: RunArgs, out: &mut dyn Write, _err: &mut dyn Write) -> anyhow::Res
     )?;
     if partial {
         return Err(Interrupted(format!(
-            "Ctrl-C stopped the run after {} completed requests; partial results in {} (summary.json \"partial\": true, PARTIAL)",
+            "{} stopped the run after {} completed requests; partial results in {} (summary.json \"partial\": true, PARTIAL)",
+            crate::interrupt::signal_name(),
             output.summary.requests,
             dir.display()
         ))
@@ -522,6 +552,10 @@ fn live_cmd(a: LiveArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             .join(&resolved.scenario.name)
             .join(format!("{}-live", resolved.scenario.scheduler.policy))
     });
+    let staged = crate::output::StagedDir::new(
+        &dest,
+        &crate::output::Replace::new(a.force, resolved.input_paths()),
+    )?;
     let opts = LiveOptions {
         executor: ExecutorKind::Mock,
         time_scale: a.time_scale,
@@ -531,7 +565,7 @@ fn live_cmd(a: LiveArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         let _ctrl_c = CtrlC::install();
         run_live(&resolved, &opts)?
     };
-    let dir = write_live(&dest, &output, &crate::run::config_json(&resolved), &opts)?;
+    let dir = write_live(staged, &output, &crate::run::config_json(&resolved), &opts)?;
     if !a.quiet {
         write!(out, "{}", crate::metrics::table(&output.run.summary))?;
         if output.partial {
@@ -551,7 +585,8 @@ fn live_cmd(a: LiveArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     }
     if output.partial {
         return Err(Interrupted(format!(
-            "Ctrl-C stopped the live run after {} completed requests; partial results in {} (summary.json \"partial\": true, PARTIAL)",
+            "{} stopped the live run after {} completed requests; partial results in {} (summary.json \"partial\": true, PARTIAL)",
+            crate::interrupt::signal_name(),
             output.run.summary.requests,
             dir.display()
         ))
@@ -564,6 +599,7 @@ fn compare_cmd(a: CompareArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     use crate::live::compare::{compare, compare_csv, compare_table};
     let rows = compare(&a.sim_dir, &a.live_dir)?;
     let dest = a.out.unwrap_or_else(|| a.live_dir.join("compare.csv"));
+    crate::output::check_file_dest(&dest, &[a.sim_dir.clone(), a.live_dir.join("summary.json")])?;
     let mut f = crate::output::StagedFile::new(&dest)?;
     f.write_all(compare_csv(&rows).as_bytes())?;
     let dest = f.commit()?;
@@ -595,7 +631,10 @@ fn sweep_cmd(a: SweepArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let dest = a
         .out
         .unwrap_or_else(|| PathBuf::from("results").join(&name).join(default_dir));
-    let dir = crate::output::StagedDir::new(&dest)?;
+    let mut inputs: Vec<PathBuf> = runs.iter().flat_map(|r| r.resolved.input_paths()).collect();
+    inputs.sort();
+    inputs.dedup();
+    let dir = crate::output::StagedDir::new(&dest, &crate::output::Replace::new(a.force, inputs))?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(a.jobs.unwrap_or(0))
         .build()?;
@@ -623,9 +662,10 @@ fn sweep_cmd(a: SweepArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         })
         .collect();
     if stopped {
-        return Err(Interrupted(
-            "Ctrl-C stopped the sweep before every run finished; nothing was written (temporary directory removed)".into(),
-        )
+        return Err(Interrupted(format!(
+            "{} stopped the sweep before every run finished; nothing was written (temporary directory removed)",
+            crate::interrupt::signal_name()
+        ))
         .into());
     }
     let wall_s = started.elapsed().as_secs_f64();
@@ -731,6 +771,20 @@ fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     if !(start.is_finite() && start > 0.0) {
         return Err(SimError::config("--start-rate must be > 0").into());
     }
+    // Claimed before the probes: a refused or concurrently written --out fails at once.
+    let staged = match &a.out {
+        Some(dir) => {
+            let resolved = loaded.clone().resolve(&Overrides {
+                num_requests: a.num_requests,
+                ..Default::default()
+            })?;
+            Some(crate::output::StagedDir::new(
+                dir,
+                &crate::output::Replace::new(a.force, resolved.input_paths()),
+            )?)
+        }
+        None => None,
+    };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(a.jobs.unwrap_or(0))
         .build()?;
@@ -785,8 +839,7 @@ fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             rate_per_s: c.rate_per_s,
         });
     }
-    if let Some(dir) = a.out {
-        let staged = crate::output::StagedDir::new(&dir)?;
+    if let Some(staged) = staged {
         staged.write("capacity.csv", csv.as_bytes())?;
         let title = format!(
             "{}: capacity under {}",

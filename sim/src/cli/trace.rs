@@ -222,6 +222,16 @@ fn text_import(a: &TextArgs) -> anyhow::Result<TextImport> {
 
 fn import_cmd(source: ImportSource, out: &mut dyn Write) -> anyhow::Result<()> {
     let started = Instant::now(); // allow-wall-clock: timing.json only, outside the simulation
+    let (input, dest, tokenizer_file) = match &source {
+        ImportSource::Sharegpt(a) | ImportSource::Alpaca(a) => {
+            (&a.input, &a.out, a.tokenizer_file.clone())
+        }
+        ImportSource::Azure(a) | ImportSource::Vidur(a) => (&a.input, &a.out, None),
+    };
+    let inputs: Vec<PathBuf> = std::iter::once(input.clone())
+        .chain(tokenizer_file)
+        .collect();
+    crate::output::check_file_dest(dest, &inputs)?;
     let text = match source {
         ImportSource::Sharegpt(a) => {
             let r = import::sharegpt::import(&a.input, &a.out, &text_import(&a)?)?;
@@ -243,6 +253,8 @@ fn synth_cmd(a: SynthArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     if a.num == 0 {
         return Err(SimError::config("--num must be ≥ 1").into());
     }
+    let inputs: Vec<PathBuf> = a.replay.iter().chain(&a.lengths_file).cloned().collect();
+    crate::output::check_file_dest(&a.out, &inputs)?;
     let process = match (a.arrival, &a.replay) {
         (None, Some(_)) => ArrivalProcess::Replay,
         (None, None) => ArrivalProcess::Poisson,

@@ -18,7 +18,7 @@ pub mod compare;
 /// Ctrl-C handling (shared with `run` and `sweep`).
 pub use crate::interrupt::CtrlC;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -241,12 +241,11 @@ pub fn iterations_csv(rows: &[IterationRecord]) -> String {
 /// Write a live run's outputs atomically: those of `run` plus `iterations.csv`; `summary.json`
 /// carries `"live": {"partial": …, …}` and a partial run also gets a `PARTIAL` file.
 pub fn write_live(
-    dest: &Path,
+    dir: StagedDir,
     out: &LiveOutput,
     config: &serde_json::Value,
     opts: &LiveOptions,
 ) -> Result<PathBuf> {
-    let dir = StagedDir::new(dest)?;
     dir.write("requests.csv", requests_csv(&out.run).as_bytes())?;
     dir.write("replicas.csv", replicas_csv(&out.run.summary).as_bytes())?;
     dir.write("iterations.csv", iterations_csv(&out.iterations).as_bytes())?;

@@ -776,11 +776,11 @@ impl Profile {
         ])
     }
 
-    /// Write the profile into `dir` atomically (staged in a sibling directory, then renamed; an
-    /// existing directory is replaced).
-    pub fn write(&self, dir: &Path) -> Result<PathBuf> {
+    /// Write the profile into `dir` atomically (staged in a sibling directory, then renamed). An
+    /// existing directory is replaced when servesim wrote it (or it is empty), or with `force`.
+    pub fn write(&self, dir: &Path, force: bool) -> Result<PathBuf> {
         let files = self.render()?;
-        let staged = crate::output::StagedDir::new(dir)?;
+        let staged = crate::output::StagedDir::new(dir, &crate::output::Replace::new(force, []))?;
         for (name, text) in &files {
             staged.write(name, text.as_bytes())?;
         }
@@ -940,7 +940,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = sample();
         let dest = dir.path().join("a100-80gb/llama-2-7b/tp1");
-        p.write(&dest).unwrap();
+        p.write(&dest, false).unwrap();
         let back = Profile::load(&dest).unwrap();
         assert_eq!(back.fit, p.fit);
         assert_eq!(back.rows, p.rows);
@@ -956,7 +956,7 @@ mod tests {
     fn load_rejects_other_schema_versions_and_bad_rows() {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("p");
-        sample().write(&dest).unwrap();
+        sample().write(&dest, false).unwrap();
         let meta = std::fs::read_to_string(dest.join(META_FILE)).unwrap();
         std::fs::write(
             dest.join(META_FILE),
@@ -995,7 +995,7 @@ mod tests {
                 slope_s: 1.0,
             },
         );
-        p.write(&dest).unwrap();
+        p.write(&dest, false).unwrap();
         let e = Profile::load(&dest).unwrap_err().to_string();
         assert!(e.contains("[ops.attn_decode]: form `linear`"), "{e}");
     }

@@ -346,6 +346,58 @@ pub fn toml_error_message(text: &str, e: &toml::de::Error) -> String {
     }
 }
 
+/// The longest scenario name (it names a directory).
+pub const MAX_NAME_CHARS: usize = 100;
+
+/// A scenario name is an identifier that becomes one directory, `results/<name>/`: letters,
+/// digits and `-_.+@=,`, not starting with `.`, at most [`MAX_NAME_CHARS`] characters. So no path
+/// separators, no `..`, no absolute path, no control characters.
+pub fn check_name(name: &str) -> std::result::Result<(), String> {
+    let shown: String = name.chars().take(40).flat_map(char::escape_debug).collect();
+    if name.is_empty() {
+        return Err("the scenario name is empty; give an identifier such as \"my_study\"".into());
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(format!(
+            "the scenario name \"{shown}…\" is longer than {MAX_NAME_CHARS} characters"
+        ));
+    }
+    if name.starts_with('.') {
+        return Err(format!(
+            "the scenario name \"{shown}\" starts with `.`; names become directories under results/ and must not be hidden or climb out (`..`)"
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_alphanumeric() || "-_.+@=,".contains(*c)))
+    {
+        return Err(format!(
+            "the scenario name \"{shown}\" contains {}; names become directories under results/: use letters, digits and - _ . + @ = , only",
+            match c {
+                '/' | '\\' => "a path separator".to_string(),
+                c if c.is_control() => format!("the control character {}", c.escape_default()),
+                c => format!("`{c}`"),
+            }
+        ));
+    }
+    Ok(())
+}
+
+/// The 1-based line of a top-level `key = …` in a TOML text (before its first table header).
+fn top_level_key_line(text: &str, key: &str) -> Option<usize> {
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim_start();
+        if t.starts_with('[') {
+            return None;
+        }
+        let k = t.split('=').next().unwrap_or("").trim().trim_matches('"');
+        if k == key && t.contains('=') {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
 /// A loaded scenario with its base directory.
 #[derive(Debug, Clone)]
 pub struct Loaded {
@@ -367,6 +419,15 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded> {
         path: path.to_path_buf(),
         msg: toml_error_message(text, &e),
     })?;
+    if let Err(msg) = check_name(&scenario.name) {
+        let line = top_level_key_line(text, "name")
+            .map(|l| format!("line {l}: "))
+            .unwrap_or_default();
+        return Err(SimError::Scenario {
+            path: path.to_path_buf(),
+            msg: format!("{line}field `name`: {msg}"),
+        });
+    }
     Ok(Loaded {
         path: path.to_path_buf(),
         base_dir: path
@@ -977,6 +1038,37 @@ pub fn analytic_params_for(
 }
 
 impl Resolved {
+    /// Every file and directory the run reads: the scenario, its trace, replay and lengths files,
+    /// catalogue files and profiles. An output path must never hold one of them.
+    pub fn input_paths(&self) -> Vec<PathBuf> {
+        let base = self
+            .scenario_path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let mut v = vec![self.scenario_path.clone()];
+        match &self.trace {
+            TraceSource::File { path, .. } => v.push(path.clone()),
+            TraceSource::Synthetic {
+                replay_file,
+                lengths,
+                ..
+            } => {
+                v.extend(replay_file.iter().cloned());
+                if let SyntheticLengths::File(p) = lengths {
+                    v.push(p.clone());
+                }
+            }
+        }
+        v.extend(self.scenario.catalogue_files.iter().map(|f| base.join(f)));
+        v.extend(self.cost_profile.iter().map(|(_, dir)| dir.clone()));
+        v.extend(self.swap_profile.iter().map(|p| p.profile.clone()));
+        for g in &self.groups {
+            v.extend(g.input_paths());
+        }
+        v
+    }
+
     /// What the scenario's router is built from.
     pub fn router_env(&self) -> Result<crate::route::RouterEnv> {
         // Heterogeneous clusters: the first group's model (see README "Clusters"), which is the
