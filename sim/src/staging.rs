@@ -145,7 +145,11 @@ pub fn check_dest(dest: &Path, replace: &Replace) -> Result<()> {
     }
     Err(io(
         dest,
-        "the output path exists and is not a directory; choose another --out, or pass --force to replace it",
+        if meta.file_type().is_symlink() {
+            "the output path is a symbolic link; choose another --out, or pass --force to replace the link (not what it points to)"
+        } else {
+            "the output path exists and is not a directory; choose another --out, or pass --force to replace it"
+        },
     ))
 }
 

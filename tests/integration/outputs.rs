@@ -367,3 +367,19 @@ fn blessing_a_golden_file_with_itself_keeps_it() {
         "policy,jct_mean_s\nvllm,1.5\n"
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn a_symlinked_output_is_refused_and_force_replaces_the_link_not_its_target() {
+    let w = setup("");
+    let sc = w.path("scenario.toml");
+    let d = users_dir(&w, "mine");
+    let link = w.path("link");
+    std::os::unix::fs::symlink(&d, &link).unwrap();
+    let r = run(&[&"run", &sc, &"--out", &link, &"--quiet"]);
+    assert_refused(&r, "symbolic link");
+    let r = run(&[&"run", &sc, &"--out", &link, &"--quiet", &"--force"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_users_dir_intact(&d);
+    assert!(link.join("summary.json").is_file() && !link.is_symlink());
+}
