@@ -726,3 +726,40 @@ fn million_row_trace_streams() {
         );
     }
 }
+
+/// A header with 300,000 columns (generated here: too big to commit) used to hang the duplicate
+/// check (quadratic in the columns); every CSV reader now refuses it with the bound, and a
+/// duplicate among many columns is still found.
+#[test]
+fn header_with_300k_columns_is_refused() {
+    let w = fuzz_dir();
+    let mut header = String::from("arrival_s,input_tokens,output_tokens");
+    for i in 3..300_000 {
+        header.push_str(&format!(",c{i}"));
+    }
+    let bytes = format!("{header}\n").into_bytes();
+    let path = w.write("wide.csv", &bytes);
+    for (reader, r) in run_all(w.dir.path(), &path, &bytes) {
+        if reader.starts_with("import sharegpt")
+            || reader.starts_with("import alpaca")
+            || reader == "scenario"
+        {
+            continue;
+        }
+        let e = r.expect_err(reader);
+        assert!(
+            e.contains("300000 columns; at most 4096 are accepted"),
+            "{reader}: {e}"
+        );
+        assert!(e.len() < 400, "{reader}: overlong error {e}");
+    }
+    // Under the bound, a duplicate is still found and named.
+    let mut header = String::from("arrival_s,input_tokens,output_tokens");
+    for i in 3..4000 {
+        header.push_str(&format!(",c{i}"));
+    }
+    header.push_str(",c17\n");
+    let path = w.write("dup.csv", &header);
+    let e = scan_trace(&path).unwrap_err().to_string();
+    assert!(e.contains("c17") && e.contains("appears twice"), "{e}");
+}

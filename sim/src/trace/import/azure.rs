@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::{normalise_arrivals, parse_count, write_trace};
 use crate::error::Result;
-use crate::trace::csv_reader::{csv_err, input_err, open_csv};
+use crate::trace::csv_reader::{csv_err, header_list, input_err, open_csv};
 
 pub const TIMESTAMP: &str = "TIMESTAMP";
 pub const CONTEXT: &str = "ContextTokens";
@@ -145,7 +145,7 @@ pub fn import(path: &Path, out: &Path) -> Result<CsvReport> {
                 n,
                 format!(
                     "missing column `{n}`: an Azure LLM inference trace has the header `TIMESTAMP,ContextTokens,GeneratedTokens` (this header has: {})",
-                    headers.join(",")
+                    header_list(&headers)
                 ),
             )
         })
