@@ -232,7 +232,8 @@ pub(crate) fn parse_seconds(path: &Path, line: u64, field: &str, s: &str) -> Res
     Ok(v)
 }
 
-fn clip(s: &str) -> String {
+/// `s` cut to 40 characters (with `…`) for an error message.
+pub(crate) fn clip(s: &str) -> String {
     clip_to(s, 40)
 }
 
