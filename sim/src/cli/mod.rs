@@ -364,7 +364,10 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Resul
         Command::Check(a) => check_cmd(a, out, err),
         Command::Capacity(a) => capacity_cmd(a, out),
         Command::Plot { dir } => {
-            let files = crate::plot::plot_dir(&dir)?;
+            let (files, note) = crate::plot::plot_dir(&dir)?;
+            if let Some(note) = note {
+                writeln!(err, "warning: {note}")?;
+            }
             writeln!(
                 out,
                 "{} plot files in {}",
