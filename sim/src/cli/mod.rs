@@ -429,7 +429,7 @@ pub fn progress_bar(total: Option<u64>) -> indicatif::ProgressBar {
     pb
 }
 
-fn run_cmd(a: RunArgs, out: &mut dyn Write, _err: &mut dyn Write) -> anyhow::Result<()> {
+fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
     // Installed first and kept until the outputs are written: a Ctrl-C at any point stops the
     // simulation (if still running) instead of killing the process mid-way, so the output
     // directory is either absent or complete (marked partial when the run was cut short).
@@ -484,6 +484,14 @@ fn run_cmd(a: RunArgs, out: &mut dyn Write, _err: &mut dyn Write) -> anyhow::Res
         partial,
         !a.no_requests_csv,
     )?;
+    if let Some(t) = output.kv_timeline_cut_at_ns {
+        writeln!(
+            err,
+            "warning: kv_timeline.csv holds its first {} rows only (samples from {} s on were left out); raise [output] kv_timeline_interval_s",
+            crate::run::KV_TIMELINE_MAX_ROWS,
+            crate::engine::time::ns_to_s(t)
+        )?;
+    }
     if partial {
         return Err(Interrupted(format!(
             "Ctrl-C stopped the run after {} completed requests; partial results in {} (summary.json \"partial\": true, PARTIAL)",
@@ -591,6 +599,16 @@ fn sweep_cmd(a: SweepArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         .first()
         .map(|r| r.resolved.scenario.name.clone())
         .unwrap_or_default();
+    // An empty or absolute-time trace file fails every run that reads it: an error up front
+    // (each distinct file and time limit checked once).
+    let mut checked = std::collections::BTreeSet::new();
+    for r in &runs {
+        if let crate::scenario::TraceSource::File { path, .. } = &r.resolved.trace
+            && checked.insert((path.clone(), r.resolved.guards.max_sim_ns))
+        {
+            crate::run::check_trace_file(&r.resolved)?;
+        }
+    }
     let shard = a.shard.map(|s| s.select(&mut runs));
     let default_dir = shard
         .as_ref()

@@ -316,6 +316,16 @@ impl TraceCsv {
         })
     }
 
+    /// The arrival column's name in this file (`arrival_s`, or Vidur's `arrived_at`).
+    pub fn arrival_column(&self) -> &'static str {
+        self.cols.arrival
+    }
+
+    /// The 1-based line of the row read last (0 before the first).
+    pub fn line(&self) -> u64 {
+        self.record.position().map_or(0, |p| p.line())
+    }
+
     fn read_row(&mut self) -> Result<Option<TraceRow>> {
         if self.limit.is_some_and(|l| self.next_id >= l) {
             return Ok(None);
