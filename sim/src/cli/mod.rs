@@ -584,7 +584,6 @@ fn compare_cmd(a: CompareArgs, out: &mut dyn Write) -> anyhow::Result<()> {
 }
 
 fn sweep_cmd(a: SweepArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    use rayon::prelude::*;
     // Ctrl-C stops every run at its next event; the sweep then writes nothing (its temporary
     // directory is removed) and exits 130: a sweep.csv of cut-short runs would mislead.
     let _ctrl_c = crate::interrupt::CtrlC::install();
@@ -622,25 +621,31 @@ fn sweep_cmd(a: SweepArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         .build()?;
     let pb = progress_bar(Some(runs.len() as u64));
     let started = Instant::now(); // allow-wall-clock: timing.json only, outside the simulation
-    let results: Vec<crate::error::Result<(crate::run::RunOutput, bool)>> = pool.install(|| {
-        runs.par_iter()
-            .map(|r| {
+    // Ctrl-C is checked between runs too (a run not yet started is skipped: `None`), so a sweep
+    // of many short runs stops promptly.
+    let results: Vec<Option<crate::error::Result<(crate::run::RunOutput, bool)>>> =
+        pool.install(|| {
+            crate::interrupt::par_map_until(&runs, &crate::interrupt::interrupted, &|r| {
                 let o = crate::run::run_interruptible(&r.resolved, None, true);
                 pb.inc(1);
                 o
             })
-            .collect()
-    });
+        });
     pb.finish_and_clear();
     let mut stopped = false;
     let results: Vec<std::result::Result<crate::run::RunOutput, String>> = results
         .into_iter()
-        .map(|res| {
-            res.map(|(o, cut)| {
-                stopped |= cut;
-                o
-            })
-            .map_err(|e| e.to_string())
+        .map(|res| match res {
+            None => {
+                stopped = true;
+                Err(String::new())
+            }
+            Some(res) => res
+                .map(|(o, cut)| {
+                    stopped |= cut;
+                    o
+                })
+                .map_err(|e| e.to_string()),
         })
         .collect();
     if stopped {
@@ -752,6 +757,9 @@ fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     if !(start.is_finite() && start > 0.0) {
         return Err(SimError::config("--start-rate must be > 0").into());
     }
+    // Ctrl-C stops the probe under way and skips the rest (each probe checks it before its
+    // runs); then nothing is written.
+    let _ctrl_c = crate::interrupt::CtrlC::install();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(a.jobs.unwrap_or(0))
         .build()?;
@@ -766,6 +774,9 @@ fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let mut bars = Vec::new();
     for p in &policies {
         let mut eval = |rate: f64| -> f64 {
+            if crate::interrupt::interrupted() {
+                return f64::NAN;
+            }
             let vals: Vec<f64> = pool.install(|| {
                 a.seeds
                     .par_iter()
@@ -777,13 +788,20 @@ fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                             num_requests: a.num_requests,
                             ..Default::default()
                         });
-                        target.measure(r.and_then(|r| crate::run::run(&r, None)).ok().as_ref())
+                        let run = r.and_then(|r| crate::run::run_interruptible(&r, None, true));
+                        target.measure(run.ok().map(|(o, _)| o).as_ref())
                     })
                     .collect()
             });
             vals.iter().sum::<f64>() / vals.len() as f64
         };
         let c = crate::capacity::search(start, &|v| target.meets(v), a.precision, 40, &mut eval);
+        if crate::interrupt::interrupted() {
+            return Err(Interrupted(
+                "Ctrl-C stopped `capacity` during its probes; nothing was written".into(),
+            )
+            .into());
+        }
         let ratio = match first {
             None => {
                 first = Some(c.rate_per_s);
