@@ -237,13 +237,32 @@ pub fn drive(
     })
 }
 
-/// Check a scenario's trace file before simulating it: it must hold at least one request, and
-/// its first arrival must come within `[limits] max_sim_s` (absolute, Unix-epoch times would
-/// otherwise make the run idle through ~1.7·10⁹ simulated seconds before failing). Synthetic
-/// traces pass.
+/// Check a scenario's trace before simulating it: it must hold at least one request (a
+/// `num_requests` of 0 keeps none), and a trace file's first arrival must come within
+/// `[limits] max_sim_s` (absolute, Unix-epoch times would otherwise make the run idle through
+/// ~1.7·10⁹ simulated seconds before failing).
 pub fn check_trace_file(r: &Resolved) -> Result<()> {
-    let TraceSource::File { path, .. } = &r.trace else {
-        return Ok(());
+    let no_requests =
+        "no requests to simulate: `num_requests` ([trace] num_requests or --num-requests) is 0";
+    let path = match &r.trace {
+        TraceSource::Synthetic { num_requests, .. } => {
+            return if *num_requests == 0 {
+                Err(SimError::config(no_requests))
+            } else {
+                Ok(())
+            };
+        }
+        TraceSource::File {
+            limit: Some(0),
+            path,
+            ..
+        } => {
+            return Err(SimError::Io {
+                path: path.clone(),
+                msg: no_requests.into(),
+            });
+        }
+        TraceSource::File { path, .. } => path,
     };
     let mut rows = TraceCsv::open(path, None, Some(1))?;
     let Some(first) = rows.next().transpose()? else {

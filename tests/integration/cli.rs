@@ -377,6 +377,26 @@ fn header_only_trace_is_an_error_for_run_sweep_and_live() {
         let r = cli(args);
         assert_user_error(&w, &r, &["trace.csv", "no requests"]);
     }
+    // Every row left out by `num_requests = 0` (scenario or flag), on a file or synthetic trace.
+    w.write("trace.csv", format!("{HEADER}{GOOD_ROWS}"));
+    let r = run_in(&w, &["--num-requests", "0"]);
+    assert_user_error(&w, &r, &["trace.csv", "num_requests", "--num-requests"]);
+    w.write(
+        "scenario.toml",
+        scenario("vllm", "").replace(
+            "file = \"trace.csv\"",
+            "arrival = \"poisson\"\nrate_per_s = 1.0\ninput_lengths = { dist = \"fixed\", value = 4 }\noutput_lengths = { dist = \"fixed\", value = 2 }\nnum_requests = 0",
+        ),
+    );
+    for cmd in ["run", "sweep"] {
+        let r = cli([
+            std::ffi::OsString::from(cmd),
+            w.path("scenario.toml").into(),
+            "--out".into(),
+            w.path("results/run").into(),
+        ]);
+        assert_user_error(&w, &r, &["no requests to simulate", "num_requests"]);
+    }
 }
 
 /// Unix-epoch arrival times (first arrival ~1.7·10⁹ s) used to fail after 1.5 GB of KV

@@ -598,13 +598,17 @@ fn sweep_cmd(a: SweepArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         .first()
         .map(|r| r.resolved.scenario.name.clone())
         .unwrap_or_default();
-    // An empty or absolute-time trace file fails every run that reads it: an error up front
-    // (each distinct file and time limit checked once).
+    // An empty trace or an absolute-time trace file fails every run that reads it: an error up
+    // front (each distinct file, row limit and time limit read once).
     let mut checked = std::collections::BTreeSet::new();
     for r in &runs {
-        if let crate::scenario::TraceSource::File { path, .. } = &r.resolved.trace
-            && checked.insert((path.clone(), r.resolved.guards.max_sim_ns))
-        {
+        let read_once = match &r.resolved.trace {
+            crate::scenario::TraceSource::File { path, limit, .. } => {
+                checked.insert((path.clone(), *limit, r.resolved.guards.max_sim_ns))
+            }
+            crate::scenario::TraceSource::Synthetic { .. } => true,
+        };
+        if read_once {
             crate::run::check_trace_file(&r.resolved)?;
         }
     }
