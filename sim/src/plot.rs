@@ -624,12 +624,15 @@ fn draw_capacity<DB: DrawingBackend>(
     if bars.is_empty() {
         return Err("no policies".into());
     }
+    // Bars beyond ±1e300 (a runaway search) are drawn to the top: an infinite axis end would
+    // make plotters loop forever.
     let top = bars
         .iter()
         .map(|b| b.rate_per_s)
         .fold(0.0, f64::max)
-        .max(1e-3)
+        .clamp(1e-3, PLOT_MAX_ABS)
         * 1.2;
+    let height = |b: &CapacityBar| clamp_to(b.rate_per_s, &(0.0..top));
     let mut chart = ChartBuilder::on(root)
         .caption(title, ("sans-serif", 20))
         .margin(12)
@@ -658,7 +661,7 @@ fn draw_capacity<DB: DrawingBackend>(
                 SegmentValue::Exact(&names[i + 1])
             };
             let mut r = Rectangle::new(
-                [(SegmentValue::Exact(&names[i]), 0.0), (right, b.rate_per_s)],
+                [(SegmentValue::Exact(&names[i]), 0.0), (right, height(b))],
                 palette(i).filled(),
             );
             r.set_margin(0, 0, 18, 18);
@@ -677,7 +680,7 @@ fn draw_capacity<DB: DrawingBackend>(
             format!("{:.3}", b.rate_per_s)
         };
         // Pixel position above the bar (the root area's origin is the image's).
-        let at = chart.backend_coord(&(SegmentValue::CenterOf(&names[i]), b.rate_per_s));
+        let at = chart.backend_coord(&(SegmentValue::CenterOf(&names[i]), height(b)));
         root.draw(&Text::new(label, (at.0, at.1 - 6), style.clone()))
             .map_err(|x| e(&x))?;
     }
@@ -743,8 +746,8 @@ pub fn read_kv_timeline(path: &Path) -> Result<Vec<KvSample>> {
         }
         let int = |k: usize| f[k].trim().parse::<u64>().map_err(|_| bad("bad integer"));
         let time_s: f64 = f[0].trim().parse().map_err(|_| bad("bad time_s"))?;
-        if !(time_s.is_finite() && time_s >= 0.0) {
-            return Err(bad("time_s must be finite and ≥ 0"));
+        if !(time_s.is_finite() && (0.0..=PLOT_MAX_ABS).contains(&time_s)) {
+            return Err(bad("time_s must be finite, ≥ 0 and ≤ 1e300"));
         }
         out.push(KvSample {
             time_s,
@@ -921,4 +924,32 @@ pub fn plot_dir(dir: &Path) -> Result<(Vec<PathBuf>, Option<String>)> {
         written.extend(plot_kv_usage(&samples, &plots)?);
     }
     Ok((written, note))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A runaway capacity (1.7e308 · 1.2 overflowed the axis end to inf) used to make plotters
+    /// loop forever; bars beyond the axis are drawn to its top.
+    #[test]
+    fn capacity_plot_with_huge_and_infinite_bars() {
+        let dir = tempfile::tempdir().unwrap();
+        let bars = [
+            CapacityBar {
+                policy: "a".into(),
+                rate_per_s: 1.7e308,
+            },
+            CapacityBar {
+                policy: "b".into(),
+                rate_per_s: f64::INFINITY,
+            },
+            CapacityBar {
+                policy: "c".into(),
+                rate_per_s: f64::NAN,
+            },
+        ];
+        let files = plot_capacity(dir.path(), "huge", &bars).unwrap();
+        assert_eq!(files.len(), 2);
+    }
 }

@@ -509,4 +509,17 @@ fn plot_survives_degenerate_and_extreme_ranges() {
     let r = cli(["plot".into(), w.dir.path().as_os_str().to_owned()]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(w.path("plots/kv_usage.png").is_file());
+    // Times from 0 to near f64::MAX (the axis end overflowed to inf and plotters looped
+    // forever): an error naming the line.
+    w.write(
+        "kv_timeline.csv",
+        "time_s,replica,gpu_blocks_used,host_blocks_used,running,waiting,swapped\n0,0,5,0,1,0,0\n1.75e308,0,7,0,1,0,0\n",
+    );
+    let r = cli(["plot".into(), w.dir.path().as_os_str().to_owned()]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("line 3") && r.stderr.contains("≤ 1e300"),
+        "{}",
+        r.stderr
+    );
 }
