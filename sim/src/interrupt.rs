@@ -90,6 +90,21 @@ impl Drop for CtrlC {
     }
 }
 
+/// `f` on each item in parallel (on the current rayon pool), in item order, skipping every item
+/// not yet started once `stop()` is true (`None` for it). A sweep of many short runs checks
+/// Ctrl-C this way between its runs, not only inside them, so it stops promptly.
+pub fn par_map_until<T: Sync, R: Send>(
+    items: &[T],
+    stop: &(dyn Fn() -> bool + Sync),
+    f: &(dyn Fn(&T) -> R + Sync),
+) -> Vec<Option<R>> {
+    use rayon::prelude::*;
+    items
+        .par_iter()
+        .map(|x| if stop() { None } else { Some(f(x)) })
+        .collect()
+}
+
 /// The simulator's virtual clock (every event at its own time, as fast as possible) that ends the
 /// run at the first event after Ctrl-C.
 #[derive(Debug, Default)]
@@ -125,5 +140,38 @@ impl Clock for InterruptibleClock {
     }
     fn fast_forward(&self) -> bool {
         self.fast_forward
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Once `stop` says so, no further item starts (one worker: exactly the items before it).
+    #[test]
+    fn par_map_until_starts_nothing_after_stop() {
+        let started = AtomicUsize::new(0);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let items: Vec<u32> = (0..1000).collect();
+        let out = pool.install(|| {
+            par_map_until(&items, &|| started.load(Ordering::SeqCst) >= 5, &|x| {
+                started.fetch_add(1, Ordering::SeqCst);
+                x * 2
+            })
+        });
+        assert_eq!(out.len(), 1000);
+        assert_eq!(started.load(Ordering::SeqCst), 5);
+        assert_eq!(out.iter().flatten().count(), 5);
+        // With `stop` never true, every item runs, in order.
+        let all = par_map_until(&items, &|| false, &|x| x * 2);
+        assert!(
+            all.iter()
+                .enumerate()
+                .all(|(i, v)| *v == Some(2 * i as u32))
+        );
     }
 }

@@ -47,7 +47,46 @@ struct Row {
     metrics: BTreeMap<String, Option<f64>>,
 }
 
-fn read_sweep(path: &Path) -> Result<(Vec<Row>, Vec<String>)> {
+/// The largest magnitude plotted: a value beyond it (or not finite) is skipped, so that every
+/// axis range and its padding stay finite.
+const PLOT_MAX_ABS: f64 = 1e300;
+
+/// Values of `sweep.csv` that [`read_sweep`] left out: how many, and where the first one was.
+#[derive(Debug, Default)]
+struct Skipped {
+    count: u64,
+    first: Option<(u64, String, String)>,
+}
+
+impl Skipped {
+    /// `text` parsed as a plottable number: `None` (and counted) when it is a number that is
+    /// not finite or beyond ±[`PLOT_MAX_ABS`]; `None` (not counted) when it is not a number.
+    fn parse(&mut self, text: &str, line: u64, column: &str) -> Option<f64> {
+        let v: f64 = text.trim().parse().ok()?;
+        if v.is_finite() && v.abs() <= PLOT_MAX_ABS {
+            return Some(v);
+        }
+        self.count += 1;
+        if self.first.is_none() {
+            self.first = Some((line, column.to_string(), text.to_string()));
+        }
+        None
+    }
+
+    /// The one-line note for stderr, when anything was skipped.
+    fn note(&self, path: &Path) -> Option<String> {
+        let (line, column, text) = self.first.as_ref()?;
+        let text: String = text.chars().take(40).collect();
+        Some(format!(
+            "{}: left {} value(s) out of the plots that are not finite or beyond ±1e300 (first: line {line}, column `{column}`, `{}`)",
+            path.display(),
+            self.count,
+            text.escape_debug()
+        ))
+    }
+}
+
+fn read_sweep(path: &Path) -> Result<(Vec<Row>, Vec<String>, Option<String>)> {
     let mut rdr = csv::Reader::from_path(path).map_err(|e| perr(path, e))?;
     let headers: Vec<String> = rdr
         .headers()
@@ -61,15 +100,17 @@ fn read_sweep(path: &Path) -> Result<(Vec<Row>, Vec<String>)> {
         .ok_or_else(|| perr(path, "not a sweep.csv (no `requests` column)"))?;
     let axes: Vec<String> = headers[1..first_metric].to_vec();
     let mut rows = Vec::new();
+    let mut skipped = Skipped::default();
     for rec in rdr.records() {
         let rec = rec.map_err(|e| perr(path, e))?;
+        let line = rec.position().map_or(0, |p| p.line());
         let run: usize = rec[0].parse().map_err(|e| perr(path, e))?;
         let mut series = Vec::new();
         let mut rate = None;
         for (i, a) in axes.iter().enumerate() {
             let v = &rec[i + 1];
             match a.as_str() {
-                "rate" => rate = v.parse().ok(),
+                "rate" => rate = skipped.parse(v, line, a),
                 "seed" => {}
                 _ => series.push(if axes.len() > 3 {
                     format!("{a}={v}")
@@ -81,7 +122,7 @@ fn read_sweep(path: &Path) -> Result<(Vec<Row>, Vec<String>)> {
         let metrics = headers[first_metric..]
             .iter()
             .enumerate()
-            .map(|(k, h)| (h.clone(), rec[first_metric + k].parse().ok()))
+            .map(|(k, h)| (h.clone(), skipped.parse(&rec[first_metric + k], line, h)))
             .collect();
         rows.push(Row {
             run,
@@ -94,7 +135,45 @@ fn read_sweep(path: &Path) -> Result<(Vec<Row>, Vec<String>)> {
             metrics,
         });
     }
-    Ok((rows, axes))
+    let note = skipped.note(path);
+    Ok((rows, axes, note))
+}
+
+/// A log axis covering `lo..hi` widened by the factors `below` (< 1) and `above` (> 1): always
+/// finite, positive and non-empty (values at or below zero are drawn at its bottom, see
+/// [`clamp_to`]).
+fn log_axis(lo: f64, hi: f64, below: f64, above: f64) -> std::ops::Range<f64> {
+    let lo = if lo.is_finite() {
+        lo.clamp(1e-300, PLOT_MAX_ABS)
+    } else {
+        1e-300
+    };
+    let hi = if hi.is_finite() {
+        hi.clamp(lo, PLOT_MAX_ABS)
+    } else {
+        lo
+    };
+    lo * below..hi * above
+}
+
+/// Padding for a linear axis over `x0..x1`: 5 % of the span, at least 0.05, and enough to
+/// separate the ends when the span is tiny relative to the values.
+fn linear_pad(x0: f64, x1: f64) -> f64 {
+    let pad = ((x1 - x0) * 0.05).max(0.05);
+    if x0 - pad == x0 || x1 + pad == x1 {
+        x0.abs().max(x1.abs()) * 0.05
+    } else {
+        pad
+    }
+}
+
+/// `v` moved into `range` (a point outside a log axis would map to an infinite pixel).
+fn clamp_to(v: f64, range: &std::ops::Range<f64>) -> f64 {
+    if v.is_nan() {
+        range.start
+    } else {
+        v.clamp(range.start, range.end)
+    }
 }
 
 /// (x, mean, min, max) per series, sorted by x.
@@ -229,13 +308,28 @@ fn draw_curves<DB: DrawingBackend>(
     if x0 > x1 {
         return Err("no data points".into());
     }
-    let pad = ((x1 - x0) * 0.05).max(0.05);
+    let pad = linear_pad(x0, x1);
+    let y_axis = log_axis(y0, y1, 0.8, 1.25);
+    let clamped: BTreeMap<String, Curve> = data
+        .iter()
+        .map(|(k, c)| {
+            let c = c
+                .iter()
+                .map(|&(x, m, lo, hi)| {
+                    let y = |v| clamp_to(v, &y_axis);
+                    (x, y(m), y(lo), y(hi))
+                })
+                .collect();
+            (k.clone(), c)
+        })
+        .collect();
+    let data = &clamped;
     let mut chart = ChartBuilder::on(root)
         .caption(title, ("sans-serif", 22))
         .margin(12)
         .x_label_area_size(45)
         .y_label_area_size(75)
-        .build_cartesian_2d((x0 - pad)..(x1 + pad), (y0 * 0.8..y1 * 1.25).log_scale())
+        .build_cartesian_2d((x0 - pad)..(x1 + pad), y_axis.clone().log_scale())
         .map_err(|x| e(&x))?;
     chart
         .configure_mesh()
@@ -268,12 +362,13 @@ fn draw_cdf<DB: DrawingBackend>(
         .copied()
         .fold(0.0, f64::max)
         .max(lo * 10.0);
+    let x_axis = log_axis(lo, hi, 0.9, 1.1);
     let mut chart = ChartBuilder::on(root)
         .caption(title, ("sans-serif", 22))
         .margin(12)
         .x_label_area_size(45)
         .y_label_area_size(60)
-        .build_cartesian_2d((lo * 0.9..hi * 1.1).log_scale(), 0.0..1.0)
+        .build_cartesian_2d(x_axis.clone().log_scale(), 0.0..1.0)
         .map_err(|x| e(&x))?;
     chart
         .configure_mesh()
@@ -290,7 +385,7 @@ fn draw_cdf<DB: DrawingBackend>(
             .iter()
             .enumerate()
             .filter(|(k, _)| k % step == 0 || *k + 1 == v.len())
-            .map(|(k, &x)| (x.max(lo), (k + 1) as f64 / n))
+            .map(|(k, &x)| (clamp_to(x.max(lo), &x_axis), (k + 1) as f64 / n))
             .collect();
         draw_labelled_line(&mut chart, pts, name, col)?;
     }
@@ -346,7 +441,17 @@ fn both_sized(
 /// Write every plot of sweep directory `sweep_dir` into `plots_dir`. Returns the files written.
 pub fn plot_sweep(sweep_dir: &Path, plots_dir: &Path) -> Result<Vec<PathBuf>> {
     register_font();
-    let (rows, _axes) = read_sweep(&sweep_dir.join("sweep.csv"))?;
+    plot_sweep_noting(sweep_dir, plots_dir).map(|(files, _)| files)
+}
+
+/// [`plot_sweep`], also returning a note when values of `sweep.csv` were left out of the plots
+/// (not finite, or beyond ±1e300).
+pub fn plot_sweep_noting(
+    sweep_dir: &Path,
+    plots_dir: &Path,
+) -> Result<(Vec<PathBuf>, Option<String>)> {
+    register_font();
+    let (rows, _axes, note) = read_sweep(&sweep_dir.join("sweep.csv"))?;
     std::fs::create_dir_all(plots_dir).map_err(|e| perr(plots_dir, e))?;
     let mut written = Vec::new();
     let has_rate = rows.iter().any(|r| r.rate.is_some());
@@ -429,6 +534,7 @@ pub fn plot_sweep(sweep_dir: &Path, plots_dir: &Path) -> Result<Vec<PathBuf>> {
             .records()
             .flatten()
             .filter_map(|rec| rec.get(col).and_then(|x| x.parse().ok()))
+            .filter(|x: &f64| x.is_finite() && x.abs() <= PLOT_MAX_ABS)
             .collect();
         v.sort_by(f64::total_cmp);
         if !v.is_empty() {
@@ -447,7 +553,7 @@ pub fn plot_sweep(sweep_dir: &Path, plots_dir: &Path) -> Result<Vec<PathBuf>> {
             &|a| draw_cdf(a, &title, &cdf),
         )?);
     }
-    Ok(written)
+    Ok((written, note))
 }
 
 /// Like [`draw_curves`] on a linear 0–1 y axis (goodput fractions).
@@ -465,7 +571,21 @@ fn draw_fraction_curves<DB: DrawingBackend>(
     if x0 > x1 {
         return Err("no data points".into());
     }
-    let pad = ((x1 - x0) * 0.05).max(0.05);
+    let pad = linear_pad(x0, x1);
+    let clamped: BTreeMap<String, Curve> = data
+        .iter()
+        .map(|(k, c)| {
+            let c = c
+                .iter()
+                .map(|&(x, m, lo, hi)| {
+                    let y = |v: f64| clamp_to(v, &(-0.05..1.1));
+                    (x, y(m), y(lo), y(hi))
+                })
+                .collect();
+            (k.clone(), c)
+        })
+        .collect();
+    let data = &clamped;
     let mut chart = ChartBuilder::on(root)
         .caption(title, ("sans-serif", 20))
         .margin(12)
@@ -504,12 +624,15 @@ fn draw_capacity<DB: DrawingBackend>(
     if bars.is_empty() {
         return Err("no policies".into());
     }
+    // Bars beyond ±1e300 (a runaway search) are drawn to the top: an infinite axis end would
+    // make plotters loop forever.
     let top = bars
         .iter()
         .map(|b| b.rate_per_s)
         .fold(0.0, f64::max)
-        .max(1e-3)
+        .clamp(1e-3, PLOT_MAX_ABS)
         * 1.2;
+    let height = |b: &CapacityBar| clamp_to(b.rate_per_s, &(0.0..top));
     let mut chart = ChartBuilder::on(root)
         .caption(title, ("sans-serif", 20))
         .margin(12)
@@ -538,7 +661,7 @@ fn draw_capacity<DB: DrawingBackend>(
                 SegmentValue::Exact(&names[i + 1])
             };
             let mut r = Rectangle::new(
-                [(SegmentValue::Exact(&names[i]), 0.0), (right, b.rate_per_s)],
+                [(SegmentValue::Exact(&names[i]), 0.0), (right, height(b))],
                 palette(i).filled(),
             );
             r.set_margin(0, 0, 18, 18);
@@ -557,7 +680,7 @@ fn draw_capacity<DB: DrawingBackend>(
             format!("{:.3}", b.rate_per_s)
         };
         // Pixel position above the bar (the root area's origin is the image's).
-        let at = chart.backend_coord(&(SegmentValue::CenterOf(&names[i]), b.rate_per_s));
+        let at = chart.backend_coord(&(SegmentValue::CenterOf(&names[i]), height(b)));
         root.draw(&Text::new(label, (at.0, at.1 - 6), style.clone()))
             .map_err(|x| e(&x))?;
     }
@@ -623,8 +746,8 @@ pub fn read_kv_timeline(path: &Path) -> Result<Vec<KvSample>> {
         }
         let int = |k: usize| f[k].trim().parse::<u64>().map_err(|_| bad("bad integer"));
         let time_s: f64 = f[0].trim().parse().map_err(|_| bad("bad time_s"))?;
-        if !(time_s.is_finite() && time_s >= 0.0) {
-            return Err(bad("time_s must be finite and ≥ 0"));
+        if !(time_s.is_finite() && (0.0..=PLOT_MAX_ABS).contains(&time_s)) {
+            return Err(bad("time_s must be finite, ≥ 0 and ≤ 1e300"));
         }
         out.push(KvSample {
             time_s,
@@ -777,8 +900,9 @@ pub fn plot_kv_usage(samples: &[KvSample], dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// `servesim plot DIR`: the sweep plots when DIR has `sweep.csv`, and the KV usage plot when it
 /// has `kv_timeline.csv` (silently skipped when it does not), into `DIR/plots/`. A directory
-/// with neither `sweep.csv` nor `summary.json` is an error.
-pub fn plot_dir(dir: &Path) -> Result<Vec<PathBuf>> {
+/// with neither `sweep.csv` nor `summary.json` is an error. Returns the files written and a note
+/// when values of `sweep.csv` were left out (see [`plot_sweep_noting`]).
+pub fn plot_dir(dir: &Path) -> Result<(Vec<PathBuf>, Option<String>)> {
     let plots = dir.join("plots");
     let is_sweep = dir.join("sweep.csv").is_file();
     if !is_sweep && !dir.join("summary.json").is_file() {
@@ -788,13 +912,44 @@ pub fn plot_dir(dir: &Path) -> Result<Vec<PathBuf>> {
         ));
     }
     let mut written = Vec::new();
+    let mut note = None;
     if is_sweep {
-        written.extend(plot_sweep(dir, &plots)?);
+        let (files, n) = plot_sweep_noting(dir, &plots)?;
+        written.extend(files);
+        note = n;
     }
     let kv = dir.join("kv_timeline.csv");
     if kv.is_file() {
         let samples = read_kv_timeline(&kv)?;
         written.extend(plot_kv_usage(&samples, &plots)?);
     }
-    Ok(written)
+    Ok((written, note))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A runaway capacity (1.7e308 · 1.2 overflowed the axis end to inf) used to make plotters
+    /// loop forever; bars beyond the axis are drawn to its top.
+    #[test]
+    fn capacity_plot_with_huge_and_infinite_bars() {
+        let dir = tempfile::tempdir().unwrap();
+        let bars = [
+            CapacityBar {
+                policy: "a".into(),
+                rate_per_s: 1.7e308,
+            },
+            CapacityBar {
+                policy: "b".into(),
+                rate_per_s: f64::INFINITY,
+            },
+            CapacityBar {
+                policy: "c".into(),
+                rate_per_s: f64::NAN,
+            },
+        ];
+        let files = plot_capacity(dir.path(), "huge", &bars).unwrap();
+        assert_eq!(files.len(), 2);
+    }
 }

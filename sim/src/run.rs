@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use crate::cost::BatchShape;
 use crate::engine::time::Ns;
+use crate::engine::time::ns_to_s;
 use crate::engine::{
     Clock, Completion, EngineConfig, KvSample, Observer, ReplicaParts, RunStats, SteppingClock,
     TraceRow, VirtualClock, simulate_clocked,
 };
-use crate::error::Result;
+use crate::error::{Result, SimError};
 use crate::exec::{Executor, SimExecutor};
 use crate::metrics::{Collector, Summary, summarize};
 use crate::policy::{PolicyEnv, lookup};
@@ -23,9 +24,16 @@ pub struct RunOutput {
     pub stats: RunStats,
     pub summary: Summary,
     /// `kv_timeline.csv` rows in time then replica order (`None` when `[output]
-    /// kv_timeline_interval_s = 0`).
+    /// kv_timeline_interval_s = 0`), at most [`KV_TIMELINE_MAX_ROWS`].
     pub kv_timeline: Option<Vec<KvSample>>,
+    /// The first sample instant left out of `kv_timeline` because it reached
+    /// [`KV_TIMELINE_MAX_ROWS`] (`None`: nothing was left out).
+    pub kv_timeline_cut_at_ns: Option<Ns>,
 }
+
+/// Most `kv_timeline.csv` rows (sample instants × replicas) a run keeps in memory (160 MB);
+/// later samples are left out, and `run` says so on stderr.
+pub const KV_TIMELINE_MAX_ROWS: usize = 5_000_000;
 
 /// Number of requests the run will see, when known up front (for progress bars).
 pub fn expected_requests(r: &Resolved) -> Option<u64> {
@@ -86,6 +94,9 @@ struct Tap<'a, 'b> {
     collector: Collector,
     on_iteration: Option<&'a mut IterationTap<'b>>,
     kv_timeline: Vec<KvSample>,
+    /// Cap on `kv_timeline` ([`KV_TIMELINE_MAX_ROWS`]) and the first instant left out past it.
+    kv_max_rows: usize,
+    kv_cut_at_ns: Option<Ns>,
 }
 
 impl Observer for Tap<'_, '_> {
@@ -98,7 +109,11 @@ impl Observer for Tap<'_, '_> {
         }
     }
     fn on_kv_sample(&mut self, sample: &KvSample) {
-        self.kv_timeline.push(*sample);
+        if self.kv_timeline.len() < self.kv_max_rows {
+            self.kv_timeline.push(*sample);
+        } else if self.kv_cut_at_ns.is_none() {
+            self.kv_cut_at_ns = Some(sample.time_ns);
+        }
     }
 }
 
@@ -160,7 +175,10 @@ pub fn drive(
         },
         on_iteration,
         kv_timeline: Vec::new(),
+        kv_max_rows: KV_TIMELINE_MAX_ROWS,
+        kv_cut_at_ns: None,
     };
+    check_trace_file(r)?;
     let mut lengths = Vec::new();
     let mut trace: Box<dyn Iterator<Item = Result<TraceRow>> + '_> = match &r.trace {
         TraceSource::File {
@@ -215,7 +233,57 @@ pub fn drive(
         stats,
         summary,
         kv_timeline: (r.kv_timeline_interval_ns > 0).then_some(tap.kv_timeline),
+        kv_timeline_cut_at_ns: tap.kv_cut_at_ns,
     })
+}
+
+/// Check a scenario's trace before simulating it: it must hold at least one request (a
+/// `num_requests` of 0 keeps none), and a trace file's first arrival must come within
+/// `[limits] max_sim_s` (absolute, Unix-epoch times would otherwise make the run idle through
+/// ~1.7·10⁹ simulated seconds before failing).
+pub fn check_trace_file(r: &Resolved) -> Result<()> {
+    let no_requests =
+        "no requests to simulate: `num_requests` ([trace] num_requests or --num-requests) is 0";
+    let path = match &r.trace {
+        TraceSource::Synthetic { num_requests, .. } => {
+            return if *num_requests == 0 {
+                Err(SimError::config(no_requests))
+            } else {
+                Ok(())
+            };
+        }
+        TraceSource::File {
+            limit: Some(0),
+            path,
+            ..
+        } => {
+            return Err(SimError::Io {
+                path: path.clone(),
+                msg: no_requests.into(),
+            });
+        }
+        TraceSource::File { path, .. } => path,
+    };
+    let mut rows = TraceCsv::open(path, None, Some(1))?;
+    let Some(first) = rows.next().transpose()? else {
+        return Err(SimError::Io {
+            path: path.clone(),
+            msg: "the trace has no requests (a header but no rows): nothing to simulate".into(),
+        });
+    };
+    if first.arrival_ns > r.guards.max_sim_ns {
+        return Err(SimError::Input {
+            path: path.clone(),
+            line: rows.line(),
+            field: rows.arrival_column().into(),
+            msg: format!(
+                "the first arrival is at {:.0} s, past [limits] max_sim_s = {:.0} s: are these absolute (Unix-epoch) times? Shift the arrivals so that the trace starts near 0 (`servesim trace import vidur` does so for Vidur traces)",
+                ns_to_s(first.arrival_ns),
+                ns_to_s(r.guards.max_sim_ns)
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The synthetic trace of a resolved scenario. `lengths` holds a lengths file's pairs (it must
@@ -395,4 +463,45 @@ pub fn config_json(r: &Resolved) -> serde_json::Value {
         v["resolved"]["kv_offload"] = serde_json::json!(r.offload);
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Past its cap the KV timeline keeps no more rows (memory stays bounded) and remembers
+    /// the first instant it left out; under the cap it keeps every row.
+    #[test]
+    fn kv_timeline_stops_at_its_row_cap() {
+        let mut tap = Tap {
+            collector: Collector {
+                completions: Vec::new(),
+                on_progress: None,
+            },
+            on_iteration: None,
+            kv_timeline: Vec::new(),
+            kv_max_rows: 4,
+            kv_cut_at_ns: None,
+        };
+        let sample = |t: Ns| KvSample {
+            time_ns: t,
+            replica: 0,
+            gpu_blocks_used: t as u32,
+            host_blocks_used: 0,
+            running: 0,
+            waiting: 0,
+            swapped: 0,
+        };
+        for t in 0..4 {
+            tap.on_kv_sample(&sample(t));
+        }
+        assert_eq!(tap.kv_timeline.len(), 4);
+        assert_eq!(tap.kv_cut_at_ns, None);
+        for t in 4..10 {
+            tap.on_kv_sample(&sample(t));
+        }
+        assert_eq!(tap.kv_timeline.len(), 4);
+        assert_eq!(tap.kv_timeline[3].time_ns, 3);
+        assert_eq!(tap.kv_cut_at_ns, Some(4));
+    }
 }

@@ -358,18 +358,88 @@ fn bom_and_crlf_trace_is_accepted() {
     assert_eq!(names, ["run"]);
 }
 
+/// A trace with a header and no rows used to run 0 requests with exit 0 (while `trace stats`
+/// rejects it): `run`, `sweep` and `live` now refuse it, naming the file.
 #[test]
-fn header_only_trace_does_not_panic() {
-    // Zero requests: either an empty result or one clear error, never a panic.
+fn header_only_trace_is_an_error_for_run_sweep_and_live() {
     let w = Workdir::new();
     w.write("trace.csv", HEADER);
     w.write("scenario.toml", scenario("vllm", ""));
     let r = run_in(&w, &[]);
-    if r.code == 0 {
-        assert_eq!(read_requests(&w.path("results/run")).len(), 0);
-    } else {
-        assert_user_error(&w, &r, &["trace.csv"]);
+    assert_user_error(&w, &r, &["trace.csv", "no requests"]);
+    for cmd in [
+        vec!["sweep", "--no-plots"],
+        vec!["live", "--mock", "--quiet"],
+    ] {
+        let mut args: Vec<std::ffi::OsString> = vec![cmd[0].into(), w.path("scenario.toml").into()];
+        args.extend(cmd[1..].iter().map(Into::into));
+        args.extend(["--out".into(), w.path("results/run").into()]);
+        let r = cli(args);
+        assert_user_error(&w, &r, &["trace.csv", "no requests"]);
     }
+    // Every row left out by `num_requests = 0` (scenario or flag), on a file or synthetic trace.
+    w.write("trace.csv", format!("{HEADER}{GOOD_ROWS}"));
+    let r = run_in(&w, &["--num-requests", "0"]);
+    assert_user_error(&w, &r, &["trace.csv", "num_requests", "--num-requests"]);
+    w.write(
+        "scenario.toml",
+        scenario("vllm", "").replace(
+            "file = \"trace.csv\"",
+            "arrival = \"poisson\"\nrate_per_s = 1.0\ninput_lengths = { dist = \"fixed\", value = 4 }\noutput_lengths = { dist = \"fixed\", value = 2 }\nnum_requests = 0",
+        ),
+    );
+    for cmd in ["run", "sweep"] {
+        let r = cli([
+            std::ffi::OsString::from(cmd),
+            w.path("scenario.toml").into(),
+            "--out".into(),
+            w.path("results/run").into(),
+        ]);
+        assert_user_error(&w, &r, &["no requests to simulate", "num_requests"]);
+    }
+}
+
+/// Unix-epoch arrival times (first arrival ~1.7·10⁹ s) used to fail after 1.5 GB of KV
+/// samples with a misleading kv_timeline error: refused up front, naming the file, the first
+/// row's line and its arrival column, with a hint; in both trace formats, for run and sweep.
+#[test]
+fn unix_epoch_arrival_times_are_refused_up_front_with_a_hint() {
+    let w = Workdir::new();
+    w.write("scenario.toml", scenario("vllm", ""));
+    for (header, column) in [
+        (HEADER, "arrival_s"),
+        (
+            "arrived_at,num_prefill_tokens,num_decode_tokens\n",
+            "arrived_at",
+        ),
+    ] {
+        w.write(
+            "trace.csv",
+            format!("{header}1700000000.5,4,2\n1700000001,4,1\n"),
+        );
+        let r = run_in(&w, &[]);
+        assert_user_error(
+            &w,
+            &r,
+            &[
+                &format!("trace.csv:2: field `{column}`"),
+                "first arrival is at 1700000000 s",
+                "max_sim_s",
+                "Unix-epoch",
+            ],
+        );
+        let r = cli([
+            "sweep".into(),
+            std::ffi::OsString::from(w.path("scenario.toml")),
+            "--out".into(),
+            w.path("results/run").into(),
+        ]);
+        assert_user_error(&w, &r, &["trace.csv:2", "Unix-epoch"]);
+    }
+    // A trace that starts late but within max_sim_s still runs.
+    w.write("trace.csv", format!("{HEADER}1000,4,2\n"));
+    let r = run_in(&w, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
 }
 
 #[test]

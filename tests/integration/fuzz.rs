@@ -423,10 +423,11 @@ fn corpus_gives_clean_outcomes() {
         let path = w.write(&name, &bytes);
         let outcomes = run_all(w.dir.path(), &path, &bytes);
         let trace_ok = outcomes[0].1.is_ok();
-        // A header without rows is a valid, empty stream (the run then reports the empty trace).
+        // A header without rows is a valid, empty stream (the run then reports the empty trace);
+        // so are Unix-epoch arrivals (the run refuses them against `[limits] max_sim_s`).
         let want_ok = matches!(
             name.as_str(),
-            "valid.csv" | "bom.csv" | "bom_crlf.csv" | "header_only.csv"
+            "valid.csv" | "bom.csv" | "bom_crlf.csv" | "header_only.csv" | "epoch_arrivals.csv"
         );
         if std::env::var_os("SERVESIM_FUZZ_SHOW").is_some() {
             for (reader, r) in &outcomes {
@@ -725,4 +726,41 @@ fn million_row_trace_streams() {
             "reading a {file_kb} kB trace grew the peak memory by {kb} kB"
         );
     }
+}
+
+/// A header with 300,000 columns (generated here: too big to commit) used to hang the duplicate
+/// check (quadratic in the columns); every CSV reader now refuses it with the bound, and a
+/// duplicate among many columns is still found.
+#[test]
+fn header_with_300k_columns_is_refused() {
+    let w = fuzz_dir();
+    let mut header = String::from("arrival_s,input_tokens,output_tokens");
+    for i in 3..300_000 {
+        header.push_str(&format!(",c{i}"));
+    }
+    let bytes = format!("{header}\n").into_bytes();
+    let path = w.write("wide.csv", &bytes);
+    for (reader, r) in run_all(w.dir.path(), &path, &bytes) {
+        if reader.starts_with("import sharegpt")
+            || reader.starts_with("import alpaca")
+            || reader == "scenario"
+        {
+            continue;
+        }
+        let e = r.expect_err(reader);
+        assert!(
+            e.contains("300000 columns; at most 4096 are accepted"),
+            "{reader}: {e}"
+        );
+        assert!(e.len() < 400, "{reader}: overlong error {e}");
+    }
+    // Under the bound, a duplicate is still found and named.
+    let mut header = String::from("arrival_s,input_tokens,output_tokens");
+    for i in 3..4000 {
+        header.push_str(&format!(",c{i}"));
+    }
+    header.push_str(",c17\n");
+    let path = w.write("dup.csv", &header);
+    let e = scan_trace(&path).unwrap_err().to_string();
+    assert!(e.contains("c17") && e.contains("appears twice"), "{e}");
 }

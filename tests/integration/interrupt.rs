@@ -331,3 +331,73 @@ fn a_killed_sweep_leaves_debris_that_the_next_sweep_to_the_same_output_removes()
     assert!(w.path("results/sweep/sweep.csv").is_file());
     assert_eq!(hidden_entries(&w.path("results")), Vec::<String>::new());
 }
+
+/// `trace synth --num 2⁶⁴−1` used to collect every row in memory before writing (until memory
+/// ran out, with no Ctrl-C handler): rows now stream to a staged file, and Ctrl-C stops it with
+/// exit 130 and no output file nor temporary left behind.
+#[test]
+fn ctrl_c_during_endless_trace_synth_leaves_no_file_and_exits_130() {
+    be_servesim_if_child();
+    let w = Workdir::new();
+    std::fs::create_dir(w.path("out")).unwrap();
+    let child = spawn_servesim(
+        "ctrl_c_during_endless_trace_synth_leaves_no_file_and_exits_130",
+        &w,
+        &[
+            "trace",
+            "synth",
+            "--num",
+            "18446744073709551615",
+            "--rate",
+            "10",
+            "--input",
+            "fixed:value=7",
+            "--output",
+            "fixed:value=3",
+            "-o",
+            "out/trace.csv",
+        ],
+    );
+    let (code, stderr) = interrupt(child, Duration::from_millis(300));
+    assert_eq!(code, Some(130), "exit code; stderr: {stderr}");
+    assert!(
+        stderr.contains("interrupted: Ctrl-C stopped `trace synth` after"),
+        "stderr: {stderr}"
+    );
+    assert_eq!(
+        std::fs::read_dir(w.path("out")).unwrap().count(),
+        0,
+        "no output file nor temporary"
+    );
+}
+
+/// `capacity` had no Ctrl-C handling (SIGINT killed it mid-probe): Ctrl-C now stops the probe
+/// under way, skips the remaining probes, writes nothing and exits 130.
+#[test]
+fn ctrl_c_during_capacity_stops_its_probes_and_exits_130() {
+    be_servesim_if_child();
+    let w = Workdir::new();
+    long_scenario(&w, "");
+    let child = spawn_servesim(
+        "ctrl_c_during_capacity_stops_its_probes_and_exits_130",
+        &w,
+        &[
+            "capacity",
+            "scenario.toml",
+            "--slo",
+            "per_token_s=0.1",
+            "--seeds",
+            "0",
+            "--out",
+            "cap",
+        ],
+    );
+    let (code, stderr) = interrupt(child, Duration::from_millis(300));
+    assert_eq!(code, Some(130), "exit code; stderr: {stderr}");
+    assert!(
+        stderr.contains("interrupted: Ctrl-C stopped `capacity`"),
+        "stderr: {stderr}"
+    );
+    assert!(!w.path("cap").exists(), "no output directory");
+    assert_eq!(hidden_entries(w.dir.path()), Vec::<String>::new());
+}

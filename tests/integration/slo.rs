@@ -421,3 +421,113 @@ fn kv_timeline_parses_exactly_and_sums_many_replicas() {
         .to_string();
     assert!(e.contains("line 1") && e.contains("time_s,replica"), "{e}");
 }
+
+/// `servesim plot` on a hand-written sweep directory: `sweep.csv` (`rows` under the header) and
+/// each run's `requests.csv` holding `jcts` (for the CDF at the median rate).
+fn plot_sweep_dir(rows: &str, jcts: &[&str]) -> (crate::support::CliResult, Workdir) {
+    let w = Workdir::new();
+    w.write(
+        "sweep.csv",
+        format!("run,policy,rate,seed,requests,jct_mean_s,jct_p99_s,per_token_mean_s,goodput,error\n{rows}"),
+    );
+    let mut req = String::from("id,jct_s\n");
+    for (i, j) in jcts.iter().enumerate() {
+        req.push_str(&format!("{i},{j}\n"));
+    }
+    for run in 0..rows.lines().count() {
+        std::fs::create_dir_all(w.path(&format!("runs/{run}-vllm"))).unwrap();
+        w.write(&format!("runs/{run}-vllm/requests.csv"), &req);
+    }
+    let r = cli(["plot".into(), w.dir.path().as_os_str().to_owned()]);
+    (r, w)
+}
+
+/// `inf`, `NaN` and values beyond ±1e300 used to make plotters' log-axis key points loop
+/// forever: they are left out of the plots, said once on stderr with the first position.
+#[test]
+fn plot_leaves_out_non_finite_sweep_values_and_says_so_once() {
+    let (r, w) = plot_sweep_dir(
+        "0,vllm,1,1,10,inf,NaN,0.1,0.5,\n1,vllm,-inf,1,10,1,2,0.1,0.5,\n2,vllm,2,1,10,1e308,3,0.2,0.5,\n3,vllm,3,1,10,2,4,-Infinity,inf,\n",
+        &["inf", "1", "NaN", "2"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    assert!(
+        r.stderr.starts_with("warning: ")
+            && r.stderr.contains("sweep.csv")
+            && r.stderr.contains("left 6 value(s)")
+            && r.stderr.contains("line 2, column `jct_mean_s`, `inf`"),
+        "{}",
+        r.stderr
+    );
+    for f in [
+        "jct_mean_vs_rate",
+        "jct_p99_vs_rate",
+        "goodput_vs_rate",
+        "jct_cdf",
+    ] {
+        assert!(w.path(&format!("plots/{f}.svg")).is_file(), "{f}");
+    }
+}
+
+/// Zero and negative values on a log axis, all-equal values, and values spanning 1e-300..1e300
+/// plot without hanging or panicking, and without a warning (they are finite).
+#[test]
+fn plot_survives_degenerate_and_extreme_ranges() {
+    for (what, rows, jcts) in [
+        (
+            "zero and negative on log axes",
+            "0,vllm,1,1,10,0,-1,-5,0,\n1,vllm,2,1,10,0,0,0,-3,\n",
+            &["0", "-1", "0"][..],
+        ),
+        (
+            "all equal",
+            "0,vllm,7,1,10,3,3,3,1,\n1,vllm,7,2,10,3,3,3,1,\n",
+            &["3", "3"][..],
+        ),
+        (
+            "1e-300..1e300",
+            "0,vllm,1e-300,1,10,1e-300,1e-300,1e-300,1e-300,\n1,vllm,1e300,1,10,1e300,1e300,1e300,1e300,\n",
+            &["1e-300", "1e300"][..],
+        ),
+        (
+            "all equal and huge",
+            "0,vllm,1e300,1,10,1e300,1e300,1e300,1e300,\n",
+            &["1e300"][..],
+        ),
+        (
+            "all equal and tiny",
+            "0,vllm,1e-300,1,10,1e-300,1e-300,1e-300,1e-300,\n",
+            &["1e-300", "5e-324"][..],
+        ),
+    ] {
+        let (r, w) = plot_sweep_dir(rows, jcts);
+        assert_eq!(r.code, 0, "{what}: {}", r.stderr);
+        assert!(r.stderr.is_empty(), "{what}: {}", r.stderr);
+        assert!(w.path("plots/jct_mean_vs_rate.png").is_file(), "{what}");
+        assert!(w.path("plots/jct_cdf.png").is_file(), "{what}");
+    }
+    // The KV plot with every sample at one huge instant.
+    let w = Workdir::new();
+    w.write("summary.json", "{}");
+    w.write(
+        "kv_timeline.csv",
+        "time_s,replica,gpu_blocks_used,host_blocks_used,running,waiting,swapped\n1e300,0,5,0,1,0,0\n1e300,1,18446744073709551615,0,1,0,0\n",
+    );
+    let r = cli(["plot".into(), w.dir.path().as_os_str().to_owned()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(w.path("plots/kv_usage.png").is_file());
+    // Times from 0 to near f64::MAX (the axis end overflowed to inf and plotters looped
+    // forever): an error naming the line.
+    w.write(
+        "kv_timeline.csv",
+        "time_s,replica,gpu_blocks_used,host_blocks_used,running,waiting,swapped\n0,0,5,0,1,0,0\n1.75e308,0,7,0,1,0,0\n",
+    );
+    let r = cli(["plot".into(), w.dir.path().as_os_str().to_owned()]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("line 3") && r.stderr.contains("≤ 1e300"),
+        "{}",
+        r.stderr
+    );
+}

@@ -230,6 +230,33 @@ fn bad_input_is_one_positioned_line_and_no_output() {
             b"TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,1\xFF,2\n",
             &[":2:", "not valid UTF-8"],
         ),
+        // Impossible dates and offsets (were accepted), and a span beyond the nanosecond clock
+        // (was saturated to ~584 years): errors like the Vidur importer's.
+        (
+            "azure",
+            b"TIMESTAMP,ContextTokens,GeneratedTokens\n2023-02-28 18:15:46,1,2\n2023-02-30 18:15:46,1,2\n",
+            &[":3: field `TIMESTAMP`", "a real date", "2023-02-30"],
+        ),
+        (
+            "azure",
+            b"TIMESTAMP,ContextTokens,GeneratedTokens\n2023-02-29 00:00:00,1,2\n",
+            &[":2: field `TIMESTAMP`", "2023-02-29"],
+        ),
+        (
+            "azure",
+            b"TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46+99:99,1,2\n",
+            &[":2: field `TIMESTAMP`", "within ±23:59", "+99:99"],
+        ),
+        (
+            "azure",
+            b"TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,1,2\n0001-01-01 00:00:00,1,2\n",
+            &[":3: field `TIMESTAMP`", "0001-01-01", "span at most 1.845e10 s"],
+        ),
+        (
+            "vidur",
+            b"arrived_at,num_prefill_tokens,num_decode_tokens\n0,1,2\n1e300,1,2\n",
+            &[":3: field `arrived_at`", "out of range"],
+        ),
         (
             "vidur",
             b"arrived_at,num_prefill_tokens\n0,1\n",

@@ -388,7 +388,10 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Resul
         Command::Check(a) => check_cmd(a, out, err),
         Command::Capacity(a) => capacity_cmd(a, out),
         Command::Plot { dir } => {
-            let files = crate::plot::plot_dir(&dir)?;
+            let (files, note) = crate::plot::plot_dir(&dir)?;
+            if let Some(note) = note {
+                writeln!(err, "warning: {note}")?;
+            }
             writeln!(
                 out,
                 "{} plot files in {}",
@@ -450,7 +453,7 @@ pub fn progress_bar(total: Option<u64>) -> indicatif::ProgressBar {
     pb
 }
 
-fn run_cmd(a: RunArgs, out: &mut dyn Write, _err: &mut dyn Write) -> anyhow::Result<()> {
+fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
     // Installed first and kept until the outputs are written: a Ctrl-C at any point stops the
     // simulation (if still running) instead of killing the process mid-way, so the output
     // directory is either absent or complete (marked partial when the run was cut short).
@@ -510,6 +513,14 @@ fn run_cmd(a: RunArgs, out: &mut dyn Write, _err: &mut dyn Write) -> anyhow::Res
         partial,
         !a.no_requests_csv,
     )?;
+    if let Some(t) = output.kv_timeline_cut_at_ns {
+        writeln!(
+            err,
+            "warning: kv_timeline.csv holds its first {} rows only (samples from {} s on were left out); raise [output] kv_timeline_interval_s",
+            crate::run::KV_TIMELINE_MAX_ROWS,
+            crate::engine::time::ns_to_s(t)
+        )?;
+    }
     if partial {
         return Err(Interrupted(format!(
             "{} stopped the run after {} completed requests; partial results in {} (summary.json \"partial\": true, PARTIAL)",
@@ -609,7 +620,6 @@ fn compare_cmd(a: CompareArgs, out: &mut dyn Write) -> anyhow::Result<()> {
 }
 
 fn sweep_cmd(a: SweepArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    use rayon::prelude::*;
     // Ctrl-C stops every run at its next event; the sweep then writes nothing (its temporary
     // directory is removed) and exits 130: a sweep.csv of cut-short runs would mislead.
     let _ctrl_c = crate::interrupt::CtrlC::install();
@@ -624,6 +634,20 @@ fn sweep_cmd(a: SweepArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         .first()
         .map(|r| r.resolved.scenario.name.clone())
         .unwrap_or_default();
+    // An empty trace or an absolute-time trace file fails every run that reads it: an error up
+    // front (each distinct file, row limit and time limit read once).
+    let mut checked = std::collections::BTreeSet::new();
+    for r in &runs {
+        let read_once = match &r.resolved.trace {
+            crate::scenario::TraceSource::File { path, limit, .. } => {
+                checked.insert((path.clone(), *limit, r.resolved.guards.max_sim_ns))
+            }
+            crate::scenario::TraceSource::Synthetic { .. } => true,
+        };
+        if read_once {
+            crate::run::check_trace_file(&r.resolved)?;
+        }
+    }
     let shard = a.shard.map(|s| s.select(&mut runs));
     let default_dir = shard
         .as_ref()
@@ -640,25 +664,31 @@ fn sweep_cmd(a: SweepArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         .build()?;
     let pb = progress_bar(Some(runs.len() as u64));
     let started = Instant::now(); // allow-wall-clock: timing.json only, outside the simulation
-    let results: Vec<crate::error::Result<(crate::run::RunOutput, bool)>> = pool.install(|| {
-        runs.par_iter()
-            .map(|r| {
+    // Ctrl-C is checked between runs too (a run not yet started is skipped: `None`), so a sweep
+    // of many short runs stops promptly.
+    let results: Vec<Option<crate::error::Result<(crate::run::RunOutput, bool)>>> =
+        pool.install(|| {
+            crate::interrupt::par_map_until(&runs, &crate::interrupt::interrupted, &|r| {
                 let o = crate::run::run_interruptible(&r.resolved, None, true);
                 pb.inc(1);
                 o
             })
-            .collect()
-    });
+        });
     pb.finish_and_clear();
     let mut stopped = false;
     let results: Vec<std::result::Result<crate::run::RunOutput, String>> = results
         .into_iter()
-        .map(|res| {
-            res.map(|(o, cut)| {
-                stopped |= cut;
-                o
-            })
-            .map_err(|e| e.to_string())
+        .map(|res| match res {
+            None => {
+                stopped = true;
+                Err(String::new())
+            }
+            Some(res) => res
+                .map(|(o, cut)| {
+                    stopped |= cut;
+                    o
+                })
+                .map_err(|e| e.to_string()),
         })
         .collect();
     if stopped {
@@ -771,6 +801,9 @@ fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     if !(start.is_finite() && start > 0.0) {
         return Err(SimError::config("--start-rate must be > 0").into());
     }
+    // Ctrl-C stops the probe under way and skips the rest (each probe checks it before its
+    // runs); then nothing is written.
+    let _ctrl_c = crate::interrupt::CtrlC::install();
     // Claimed before the probes: a refused or concurrently written --out fails at once.
     let staged = match &a.out {
         Some(dir) => {
@@ -799,6 +832,9 @@ fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let mut bars = Vec::new();
     for p in &policies {
         let mut eval = |rate: f64| -> f64 {
+            if crate::interrupt::interrupted() {
+                return f64::NAN;
+            }
             let vals: Vec<f64> = pool.install(|| {
                 a.seeds
                     .par_iter()
@@ -810,13 +846,20 @@ fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                             num_requests: a.num_requests,
                             ..Default::default()
                         });
-                        target.measure(r.and_then(|r| crate::run::run(&r, None)).ok().as_ref())
+                        let run = r.and_then(|r| crate::run::run_interruptible(&r, None, true));
+                        target.measure(run.ok().map(|(o, _)| o).as_ref())
                     })
                     .collect()
             });
             vals.iter().sum::<f64>() / vals.len() as f64
         };
         let c = crate::capacity::search(start, &|v| target.meets(v), a.precision, 40, &mut eval);
+        if crate::interrupt::interrupted() {
+            return Err(Interrupted(
+                "Ctrl-C stopped `capacity` during its probes; nothing was written".into(),
+            )
+            .into());
+        }
         let ratio = match first {
             None => {
                 first = Some(c.rate_per_s);

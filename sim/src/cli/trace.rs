@@ -305,28 +305,50 @@ fn synth_cmd(a: SynthArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     if let (Lengths::Parametric { .. }, Some(m)) = (lengths, a.max_total) {
         synth = synth.with_max_total(m);
     }
-    let rows: Vec<TraceRow> = synth.collect::<crate::Result<_>>()?;
-    if a.lengths_only {
-        let p: Vec<(u32, u32)> = rows
-            .iter()
-            .map(|r| (r.input_tokens, r.output_tokens))
-            .collect();
-        import::write_lengths(&a.out, &p)?;
+    // Rows stream to the staged file (memory stays bounded for any --num); an error or Ctrl-C
+    // drops it, which removes the temporary, so no partial file is left.
+    let _ctrl_c = crate::interrupt::CtrlC::install();
+    let pb = super::progress_bar(Some(a.num));
+    let mut f = crate::output::StagedFile::new(&a.out)?;
+    f.write_all(if a.lengths_only {
+        b"input_tokens,output_tokens\n"
     } else {
-        let r: Vec<(u64, u32, u32)> = rows
-            .iter()
-            .map(|r| (r.arrival_ns, r.input_tokens, r.output_tokens))
-            .collect();
-        import::write_trace(&a.out, &r, 9)?;
+        b"arrival_s,input_tokens,output_tokens\n"
+    })?;
+    let (mut count, mut sum_input, mut sum_output, mut last_ns) = (0u64, 0.0f64, 0.0f64, 0u64);
+    let mut line = String::with_capacity(64);
+    for r in synth {
+        let r: TraceRow = r?;
+        if crate::interrupt::interrupted() {
+            return Err(super::Interrupted(format!(
+                "Ctrl-C stopped `trace synth` after {count} of {} rows; nothing was written",
+                a.num
+            ))
+            .into());
+        }
+        line.clear();
+        if !a.lengths_only {
+            line.push_str(&import::fmt_ns(r.arrival_ns, 9));
+            line.push(',');
+        }
+        {
+            use std::fmt::Write as _;
+            let _ = writeln!(line, "{},{}", r.input_tokens, r.output_tokens);
+        }
+        f.write_all(line.as_bytes())?;
+        count += 1;
+        sum_input += r.input_tokens as f64;
+        sum_output += r.output_tokens as f64;
+        last_ns = r.arrival_ns;
+        if count % 65_536 == 0 {
+            pb.set_position(count);
+        }
     }
-    let mean =
-        |f: fn(&TraceRow) -> u32| rows.iter().map(|r| f(r) as f64).sum::<f64>() / rows.len() as f64;
-    write!(out, "wrote {} requests to {}", rows.len(), a.out.display())?;
+    f.commit()?;
+    pb.finish_and_clear();
+    write!(out, "wrote {count} requests to {}", a.out.display())?;
     if !a.lengths_only {
-        let last = rows
-            .last()
-            .map(|r| r.arrival_ns as f64 / 1e9)
-            .unwrap_or(0.0);
+        let last = last_ns as f64 / 1e9;
         write!(
             out,
             " ({} arrivals, requested mean rate {:.4} req/s, last arrival {last:.3} s)",
@@ -337,8 +359,8 @@ fn synth_cmd(a: SynthArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     writeln!(
         out,
         "; mean input {:.2}, mean output {:.2} tokens",
-        mean(|r| r.input_tokens),
-        mean(|r| r.output_tokens)
+        sum_input / count as f64,
+        sum_output / count as f64
     )?;
     Ok(())
 }

@@ -95,8 +95,20 @@ fn open_csv_trimming(
             "the file is empty (no header row)",
         ));
     }
-    for (i, h) in headers.iter().enumerate() {
-        if headers[..i].contains(h) {
+    if headers.len() > MAX_COLUMNS {
+        return Err(input_err(
+            path,
+            1,
+            "header",
+            format!(
+                "the header has {} columns; at most {MAX_COLUMNS} are accepted",
+                headers.len()
+            ),
+        ));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(headers.len());
+    for h in &headers {
+        if !seen.insert(h.as_str()) {
             return Err(input_err(
                 path,
                 1,
@@ -106,6 +118,15 @@ fn open_csv_trimming(
         }
     }
     Ok((rdr, headers))
+}
+
+/// The most columns a trace or import CSV header may have (traces need three; the bound keeps a
+/// malformed file from costing time and memory per column).
+pub const MAX_COLUMNS: usize = 4096;
+
+/// The header names joined for an error message, cut short after a few hundred characters.
+pub(crate) fn header_list(headers: &[String]) -> String {
+    clip_to(&headers.join(","), 200)
 }
 
 pub(crate) fn csv_err(path: &Path, line: u64, field: &str, e: csv::Error) -> SimError {
@@ -139,7 +160,7 @@ pub(crate) fn locate(
                     format!(
                         "missing column `{}` (header has: {})",
                         f.arrival,
-                        headers.join(",")
+                        header_list(headers)
                     ),
                 ));
             }
@@ -168,7 +189,7 @@ pub(crate) fn locate(
         missing,
         format!(
             "missing column; expected a header with `{wanted}` (header has: {})",
-            headers.join(",")
+            header_list(headers)
         ),
     ))
 }
@@ -211,9 +232,14 @@ pub(crate) fn parse_seconds(path: &Path, line: u64, field: &str, s: &str) -> Res
     Ok(v)
 }
 
-fn clip(s: &str) -> String {
-    if s.chars().count() > 40 {
-        format!("{}…", s.chars().take(40).collect::<String>())
+/// `s` cut to 40 characters (with `…`) for an error message.
+pub(crate) fn clip(s: &str) -> String {
+    clip_to(s, 40)
+}
+
+fn clip_to(s: &str, max_chars: usize) -> String {
+    if s.chars().nth(max_chars).is_some() {
+        format!("{}…", s.chars().take(max_chars).collect::<String>())
     } else {
         s.to_string()
     }
@@ -288,6 +314,16 @@ impl TraceCsv {
             limit,
             done: false,
         })
+    }
+
+    /// The arrival column's name in this file (`arrival_s`, or Vidur's `arrived_at`).
+    pub fn arrival_column(&self) -> &'static str {
+        self.cols.arrival
+    }
+
+    /// The 1-based line of the row read last (0 before the first).
+    pub fn line(&self) -> u64 {
+        self.record.position().map_or(0, |p| p.line())
     }
 
     fn read_row(&mut self) -> Result<Option<TraceRow>> {

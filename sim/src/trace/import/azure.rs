@@ -11,11 +11,15 @@ use std::path::{Path, PathBuf};
 
 use super::{normalise_arrivals, parse_count, write_trace};
 use crate::error::Result;
-use crate::trace::csv_reader::{csv_err, input_err, open_csv};
+use crate::trace::csv_reader::{clip, csv_err, header_list, input_err, open_csv};
 
 pub const TIMESTAMP: &str = "TIMESTAMP";
 pub const CONTEXT: &str = "ContextTokens";
 pub const GENERATED: &str = "GeneratedTokens";
+
+/// The longest span of arrivals an imported trace may have: what the nanosecond clock holds
+/// (like the Vidur importer's limit on `arrived_at`, ~1.8e10 s).
+const MAX_SPAN_NS: i128 = u64::MAX as i128 - 1;
 
 /// What a CSV import did.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,7 +74,20 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// Nanoseconds since 1970-01-01 UTC of `YYYY-MM-DD[ T]HH:MM:SS[.fraction][Z|±HH:MM|±HHMM]`.
+/// Days in month `m` (1–12) of year `y` (proleptic Gregorian: leap years every 4, except
+/// centuries not divisible by 400).
+fn days_in_month(y: i64, m: i64) -> i64 {
+    match m {
+        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Nanoseconds since 1970-01-01 UTC of `YYYY-MM-DD[ T]HH:MM:SS[.fraction][Z|±HH:MM|±HHMM]`: a
+/// real calendar date (Feb 29 in leap years only), hours 0–23, minutes 0–59, seconds 0–60 (a
+/// leap second), and a UTC offset within ±23:59.
 pub fn parse_timestamp(s: &str) -> Option<i128> {
     let b = s.trim().as_bytes();
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
@@ -88,7 +105,12 @@ pub fn parse_timestamp(s: &str) -> Option<i128> {
     }
     let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+    if !(1..=12).contains(&mo)
+        || !(1..=days_in_month(y, mo)).contains(&d)
+        || h > 23
+        || mi > 59
+        || sec > 60
+    {
         return None;
     }
     let mut i = 19;
@@ -125,6 +147,9 @@ pub fn parse_timestamp(s: &str) -> Option<i128> {
                 _ => return None,
             };
             let (oh, om): (i64, i64) = (oh.parse().ok()?, om.parse().ok()?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
             let o = oh * 3600 + om * 60;
             if sign == b'+' { o } else { -o }
         }
@@ -145,7 +170,7 @@ pub fn import(path: &Path, out: &Path) -> Result<CsvReport> {
                 n,
                 format!(
                     "missing column `{n}`: an Azure LLM inference trace has the header `TIMESTAMP,ContextTokens,GeneratedTokens` (this header has: {})",
-                    headers.join(",")
+                    header_list(&headers)
                 ),
             )
         })
@@ -156,6 +181,7 @@ pub fn import(path: &Path, out: &Path) -> Result<CsvReport> {
     let mut read = 0u64;
     let mut dropped_zero = 0u64;
     let mut first_text = None;
+    let mut span: Option<(i128, i128)> = None;
     while rdr
         .read_record(&mut rec)
         .map_err(|e| csv_err(path, 0, "row", e))?
@@ -168,8 +194,8 @@ pub fn import(path: &Path, out: &Path) -> Result<CsvReport> {
                 line,
                 TIMESTAMP,
                 format!(
-                    "expected a timestamp like `2023-11-16 18:15:46.6805900`, got `{}`",
-                    &rec[ti]
+                    "expected a timestamp like `2023-11-16 18:15:46.6805900` (a real date, UTC offset within ±23:59), got `{}`",
+                    clip(&rec[ti])
                 ),
             )
         })?;
@@ -181,6 +207,26 @@ pub fn import(path: &Path, out: &Path) -> Result<CsvReport> {
         if i == 0 || o == 0 {
             dropped_zero += 1;
             continue;
+        }
+        // Every arrival, shifted so that the earliest is 0, must fit the nanosecond clock.
+        span = Some(match span {
+            None => (t, t),
+            Some((lo, hi)) => (lo.min(t), hi.max(t)),
+        });
+        if let Some((lo, hi)) = span
+            && hi - lo > MAX_SPAN_NS
+        {
+            return Err(input_err(
+                path,
+                line,
+                TIMESTAMP,
+                format!(
+                    "`{}` is {:.3e} s away from another arrival of the trace; a trace may span at most {:.3e} s (the nanosecond clock)",
+                    clip(&rec[ti]),
+                    (hi - lo) as f64 / 1e9,
+                    MAX_SPAN_NS as f64 / 1e9
+                ),
+            ));
         }
         rows.push((t, i, o));
     }
@@ -238,6 +284,16 @@ mod tests {
             parse_timestamp("2023-11-16 00:00:00").unwrap() / 1_000_000_000,
             1_700_092_800
         );
+        // Leap days of leap years (2000 is one, 1900 is not), and the widest offsets.
+        for good in [
+            "2024-02-29 00:00:00",
+            "2000-02-29 00:00:00",
+            "2023-12-31 23:59:60",
+            "2023-11-16 18:15:46+23:59",
+            "2023-11-16 18:15:46-2359",
+        ] {
+            assert!(parse_timestamp(good).is_some(), "{good}");
+        }
         for bad in [
             "",
             "2023-11-16",
@@ -245,6 +301,15 @@ mod tests {
             "16/11/2023 18:15:46",
             "2023-11-16 18:15:46.",
             "2023-11-16 18:15:46 x",
+            "2023-02-29 00:00:00",
+            "2023-02-30 00:00:00",
+            "2024-02-30 00:00:00",
+            "2023-04-31 00:00:00",
+            "1900-02-29 00:00:00",
+            "2023-11-16 18:15:46+99:99",
+            "2023-11-16 18:15:46+24:00",
+            "2023-11-16 18:15:46-12:60",
+            "2023-11-16 18:15:46+2400",
         ] {
             assert!(parse_timestamp(bad).is_none(), "{bad}");
         }

@@ -13,7 +13,7 @@ use std::path::Path;
 use super::azure::CsvReport;
 use super::{normalise_arrivals, parse_count, write_lengths, write_trace};
 use crate::error::Result;
-use crate::trace::csv_reader::{VIDUR, csv_err, input_err, open_csv, parse_seconds};
+use crate::trace::csv_reader::{VIDUR, csv_err, header_list, input_err, open_csv, parse_seconds};
 
 /// Import a Vidur trace CSV at `path` into a canonical CSV at `out`.
 pub fn import(path: &Path, out: &Path) -> Result<CsvReport> {
@@ -31,7 +31,7 @@ pub fn import(path: &Path, out: &Path) -> Result<CsvReport> {
             missing,
             format!(
                 "missing column `{missing}`: a Vidur trace has `arrived_at,num_prefill_tokens,num_decode_tokens` or `num_prefill_tokens,num_decode_tokens,…` (this header has: {})",
-                headers.join(",")
+                header_list(&headers)
             ),
         ));
     };
