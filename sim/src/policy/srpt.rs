@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use super::common::{Ranking, remaining_time_s};
+use super::common::{KeyedRanking, remaining_time_s};
 use super::{
     Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice, ReplicaView, Steady,
     parse_params,
@@ -67,7 +67,9 @@ fn build(
 pub struct Srpt {
     cost: Arc<dyn CostModel>,
     preemption: PreemptionChoice,
-    ranking: Ranking,
+    ranking: KeyedRanking,
+    /// Trace id of each slot's request (to find its key when it finishes).
+    ids: Vec<u64>,
 }
 
 impl Srpt {
@@ -75,7 +77,8 @@ impl Srpt {
         Srpt {
             cost,
             preemption,
-            ranking: Ranking::default(),
+            ranking: KeyedRanking::default(),
+            ids: Vec::new(),
         }
     }
 }
@@ -84,8 +87,14 @@ impl Policy for Srpt {
     fn name(&self) -> &'static str {
         "srpt"
     }
-    fn on_arrival(&mut self, s: Slot, _view: &ReplicaView) -> Result<()> {
-        self.ranking.add(s);
+    fn on_arrival(&mut self, s: Slot, view: &ReplicaView) -> Result<()> {
+        let i = s as usize;
+        if self.ids.len() <= i {
+            self.ids.resize(i + 1, 0);
+        }
+        self.ids[i] = view.req(s).id;
+        let k = remaining_time_s(self.cost.as_ref(), view.req(s));
+        self.ranking.add(view, s, k);
         Ok(())
     }
     fn schedule(&mut self, view: &ReplicaView, plan: &mut Plan) {
@@ -113,7 +122,7 @@ impl Policy for Srpt {
             .rerank_batch(view, batch, |s| remaining_time_s(cost, view.req(s)));
     }
     fn on_finish(&mut self, s: Slot) {
-        self.ranking.remove(s);
+        self.ranking.remove(s, self.ids[s as usize]);
     }
     fn describe(&self, s: Slot) -> PolicyInfo {
         PolicyInfo {
