@@ -323,6 +323,8 @@ pub struct KeyedRanking {
     set: std::collections::BTreeSet<RankKey>,
     /// Key in the set of each slot (valid while the slot is active).
     key: Vec<f64>,
+    /// Trace id of each slot's request.
+    id: Vec<u64>,
     active: Vec<bool>,
     /// Slots whose state may have changed since their key was computed.
     dirty: Vec<Slot>,
@@ -335,11 +337,13 @@ impl KeyedRanking {
         let i = s as usize;
         if self.key.len() <= i {
             self.key.resize(i + 1, 0.0);
+            self.id.resize(i + 1, 0);
             self.active.resize(i + 1, false);
         }
         self.key[i] = k;
+        self.id[i] = view.req(s).id;
         self.active[i] = true;
-        self.set.insert(RankKey(k, view.req(s).id, s));
+        self.set.insert(RankKey(k, self.id[i], s));
     }
 
     /// Request `s` arrived with key `k`.
@@ -347,13 +351,19 @@ impl KeyedRanking {
         self.insert(view, s, k);
     }
 
-    /// Request `s` finished (call before its slot is reused; `id` is its trace id).
-    pub fn remove(&mut self, s: Slot, id: u64) {
+    /// Request `s` finished.
+    pub fn remove(&mut self, s: Slot) {
         let i = s as usize;
         if self.active.get(i).copied().unwrap_or(false) {
-            self.set.remove(&RankKey(self.key[i], id, s));
+            self.set.remove(&RankKey(self.key[i], self.id[i], s));
             self.active[i] = false;
         }
+    }
+
+    /// The key of request `s` may have changed for a reason other than running or being
+    /// preempted: re-key it at the next boundary.
+    pub fn touch(&mut self, s: Slot) {
+        self.dirty.push(s);
     }
 
     pub fn len(&self) -> usize {
@@ -380,7 +390,7 @@ impl KeyedRanking {
             if !self.active.get(i).copied().unwrap_or(false) {
                 continue;
             }
-            let id = view.req(s).id;
+            let id = self.id[i];
             self.set.remove(&RankKey(self.key[i], id, s));
             let k = key(s);
             self.key[i] = k;

@@ -68,8 +68,6 @@ pub struct Srpt {
     cost: Arc<dyn CostModel>,
     preemption: PreemptionChoice,
     ranking: KeyedRanking,
-    /// Trace id of each slot's request (to find its key when it finishes).
-    ids: Vec<u64>,
 }
 
 impl Srpt {
@@ -78,7 +76,6 @@ impl Srpt {
             cost,
             preemption,
             ranking: KeyedRanking::default(),
-            ids: Vec::new(),
         }
     }
 }
@@ -88,11 +85,6 @@ impl Policy for Srpt {
         "srpt"
     }
     fn on_arrival(&mut self, s: Slot, view: &ReplicaView) -> Result<()> {
-        let i = s as usize;
-        if self.ids.len() <= i {
-            self.ids.resize(i + 1, 0);
-        }
-        self.ids[i] = view.req(s).id;
         let k = remaining_time_s(self.cost.as_ref(), view.req(s));
         self.ranking.add(view, s, k);
         Ok(())
@@ -122,7 +114,7 @@ impl Policy for Srpt {
             .rerank_batch(view, batch, |s| remaining_time_s(cost, view.req(s)));
     }
     fn on_finish(&mut self, s: Slot) {
-        self.ranking.remove(s, self.ids[s as usize]);
+        self.ranking.remove(s);
     }
     fn describe(&self, s: Slot) -> PolicyInfo {
         PolicyInfo {
