@@ -558,3 +558,87 @@ pub fn score_offload(
         taken[s as usize] = false;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+    use crate::engine::KvPool;
+    use crate::engine::request::{Request, Slab};
+    use crate::policy::Limits;
+    use crate::swap::KvOffload;
+
+    fn view<'a>(reqs: &'a Slab, kv: &'a KvPool, host: &'a KvPool) -> ReplicaView<'a> {
+        ReplicaView {
+            reqs,
+            kv,
+            host,
+            offload: KvOffload::default(),
+            now_ns: 0,
+            limits: Limits {
+                max_batch_size: 16,
+                max_batch_tokens: 2048,
+                max_context_tokens: 4096,
+            },
+        }
+    }
+
+    /// With 5000 waiting requests (keys with many ties), [`KeyedRanking`] forms the same plans and
+    /// keeps the same keys as the re-sorting [`Ranking`], boundary after boundary as batches
+    /// finish, while evaluating the key only for the last plan's requests: the work per boundary
+    /// does not grow with the queue.
+    #[test]
+    fn keyed_ranking_matches_ranking_and_rekeys_only_the_last_plan() {
+        let n = 5000u32;
+        let mut reqs = Slab::default();
+        for i in 0..n as u64 {
+            let p = 1 + (i * 7919 % 97) as u32;
+            reqs.insert(Request::new(i, 0, 10, p, p));
+        }
+        let (kv, host) = (KvPool::new(100_000, 16), KvPool::new(0, 16));
+        let mut reference = Ranking::default();
+        let mut keyed = KeyedRanking::default();
+        let key = |v: &ReplicaView, s: Slot| v.req(s).predicted_output_tokens as f64;
+        {
+            let v = view(&reqs, &kv, &host);
+            for s in 0..n {
+                reference.add(s);
+                keyed.add(&v, s, key(&v, s));
+            }
+        }
+        let mut last = 0usize;
+        for boundary in 0..50 {
+            let v = view(&reqs, &kv, &host);
+            let (mut want, mut got) = (Plan::default(), Plan::default());
+            reference.rank_and_form(&v, &mut want, PreemptionChoice::Recompute, |s| key(&v, s));
+            let calls = Cell::new(0usize);
+            keyed.rank_and_form(&v, &mut got, PreemptionChoice::Recompute, |s| {
+                calls.set(calls.get() + 1);
+                key(&v, s)
+            });
+            assert_eq!(got.run, want.run, "boundary {boundary}");
+            assert_eq!(got.run.len(), 16);
+            assert!(
+                calls.get() <= last,
+                "boundary {boundary}: {} keys",
+                calls.get()
+            );
+            for s in 0..n {
+                if reqs.contains(s) {
+                    assert_eq!(keyed.last_key(s), reference.last_key(s));
+                }
+            }
+            // Every other boundary the batch finishes; otherwise it stays (and is re-keyed).
+            if boundary % 2 == 1 {
+                for item in &got.run {
+                    reference.remove(item.slot);
+                    keyed.remove(item.slot);
+                    reqs.remove(item.slot);
+                }
+            }
+            last = got.run.len();
+        }
+        assert_eq!(keyed.len(), reference.active().len());
+    }
+}
