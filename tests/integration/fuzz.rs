@@ -595,7 +595,8 @@ fn in_child(name: &str, env: &[(&str, &Path)], body: impl FnOnce()) -> Option<u6
 /// One replica, batch 1, constant cost 0.1 s per iteration and 1 output token: at most one request
 /// per 0.1 s iteration, a capacity c ≤ 10 requests/s. Arrivals at 1000/s (≥ 100×), 10⁶ requests,
 /// and `max_queue = 10000`: the queue passes 10⁴ after 10⁴ / (1000 − c) ≈ 10.0–10.1 s of
-/// simulated time.
+/// simulated time. The early overload check is off here (`overload_window_s = 0`) so that the
+/// `max_queue` bound itself is tested.
 const OVERLOAD: &str = r#"name = "overload"
 model = "opt-13b"
 gpu = "a100-40gb"
@@ -620,6 +621,7 @@ max_batch_size = 1
 
 [limits]
 max_queue = 10000
+overload_window_s = 0
 "#;
 
 #[test]
@@ -666,6 +668,153 @@ fn overload_stops_with_a_clear_error() {
         eprintln!("overload run: peak memory grew by {kb} kB");
         // 10⁴ queued requests; materialising the 10⁶-request trace alone would take > 24 MB.
         assert!(kb < 16 * 1024, "peak memory grew by {kb} kB");
+    }
+}
+
+/// Quickstart's model and batch limits with arrivals at 1000/s, about 100× what the replica serves,
+/// and a `max_queue` of 2·10⁴ (reached after about 20 s of simulated time).
+fn quickstart_overload(policy: &str) -> String {
+    format!(
+        r#"name = "overload"
+model = "opt-13b"
+gpu = "a100-40gb"
+
+[trace]
+arrival = "poisson"
+rate_per_s = 1000.0
+num_requests = 100000
+input_lengths = {{ dist = "fixed", value = 200 }}
+output_lengths = {{ dist = "fixed", value = 100 }}
+
+[cost]
+model = "analytic"
+
+[scheduler]
+policy = "{policy}"
+max_batch_size = 16
+max_batch_tokens = 2048
+
+[limits]
+max_queue = 20000
+"#
+    )
+}
+
+/// Every policy: an overloaded run ends with the overload error after a few seconds of simulated
+/// time (three 1 s windows once the queue holds 10⁴ requests), long before `max_queue`; the
+/// work is bounded by the simulated time the run covers, not by the trace.
+#[test]
+fn overload_is_detected_early_for_every_policy() {
+    for policy in servesim::policy::policy_names() {
+        let w = Workdir::new();
+        let scen = w.write("scenario.toml", quickstart_overload(policy));
+        let out = w.path("run");
+        let r = cli([
+            "run".as_ref(),
+            scen.as_os_str(),
+            "--out".as_ref(),
+            out.as_os_str(),
+            "--quiet".as_ref(),
+        ]);
+        assert_eq!(r.code, 2, "{policy}: stderr: {}", r.stderr);
+        let e = r.stderr.trim_end();
+        assert_eq!(e.lines().count(), 1, "{policy}: {e}");
+        for needle in [
+            "error: overloaded: replica 0's queue grew from ",
+            "req/s against arrivals of ",
+            "limits.overload_window_s",
+        ] {
+            assert!(e.contains(needle), "{policy}: {e:?} lacks {needle:?}");
+        }
+        // "… (t=A s to B s) …": the window that tripped it ends well before 20 s.
+        let end_s: f64 = e
+            .split("s to ")
+            .nth(1)
+            .and_then(|s| s.split('s').next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{policy}: no `s to …s` in {e:?}"));
+        assert!(end_s < 20.0, "{policy}: detected at t={end_s}s: {e}");
+        assert!(
+            !out.exists(),
+            "{policy}: an output directory was left behind"
+        );
+    }
+}
+
+/// A busy but stable replica is never called overloaded, even with the most sensitive settings:
+/// Poisson arrivals at 90 % of a 10 req/s capacity (batch 1, constant 0.1 s iterations, one
+/// output token), a 0.1 s window and a floor of one request, over 20,000 requests.
+#[test]
+fn a_stable_saturated_run_is_not_called_overloaded() {
+    let w = Workdir::new();
+    let scen = w.write(
+        "scenario.toml",
+        OVERLOAD
+            .replace("arrival = \"constant\"", "arrival = \"poisson\"")
+            .replace("rate_per_s = 1000.0", "rate_per_s = 9.0")
+            .replace("num_requests = 1000000", "num_requests = 20000")
+            .replace(
+                "overload_window_s = 0",
+                "overload_window_s = 0.1\noverload_min_queue = 1",
+            ),
+    );
+    let out = w.path("run");
+    let r = cli([
+        "run".as_ref(),
+        scen.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+        "--quiet".as_ref(),
+    ]);
+    assert_eq!(r.code, 0, "stderr: {}", r.stderr);
+    // The same scenario at 1.5× capacity is caught.
+    let scen = w.write(
+        "scenario.toml",
+        std::fs::read_to_string(&scen)
+            .unwrap()
+            .replace("rate_per_s = 9.0", "rate_per_s = 15.0"),
+    );
+    let r = cli([
+        "run".as_ref(),
+        scen.as_os_str(),
+        "--out".as_ref(),
+        w.path("run2").as_os_str(),
+        "--quiet".as_ref(),
+    ]);
+    assert_eq!(r.code, 2, "stderr: {}", r.stderr);
+    assert!(
+        r.stderr.contains("overloaded: replica 0's queue grew"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// `overload_window_s` must be a finite number ≥ 0.
+#[test]
+fn a_bad_overload_window_is_a_clear_error() {
+    for bad in ["-1.0", "nan", "inf"] {
+        let w = Workdir::new();
+        let scen = w.write(
+            "scenario.toml",
+            OVERLOAD.replace(
+                "overload_window_s = 0",
+                &format!("overload_window_s = {bad}"),
+            ),
+        );
+        let r = cli([
+            "run".as_ref(),
+            scen.as_os_str(),
+            "--out".as_ref(),
+            w.path("run").as_os_str(),
+        ]);
+        assert_eq!(r.code, 2, "{bad}: stderr: {}", r.stderr);
+        assert!(
+            r.stderr
+                .contains("overload_window_s must be a finite number")
+                && r.stderr.lines().count() == 1,
+            "{bad}: {}",
+            r.stderr
+        );
     }
 }
 

@@ -7,6 +7,7 @@
 //! push and breaks the remaining ties in push order.
 
 pub mod kv;
+pub mod overload;
 pub mod request;
 pub mod time;
 
@@ -15,6 +16,7 @@ use std::collections::BinaryHeap;
 
 pub use kv::KvPool;
 use kv::{blocks_for_tokens, extra_blocks_for};
+use overload::OverloadWatch;
 use request::{KvLoc, Request, Slab, Slot};
 use time::{Ns, duration_ns_ceil, ns_to_s};
 
@@ -42,6 +44,11 @@ pub struct Guards {
     pub max_sim_ns: Ns,
     /// Maximum unfinished requests on one replica.
     pub max_queue: usize,
+    /// Shortest window of the overload detector in simulated ns (0 = no detector): see
+    /// [`OverloadWatch`].
+    pub overload_window_ns: Ns,
+    /// Unfinished requests a replica must hold before the detector may call it overloaded.
+    pub overload_min_queue: usize,
 }
 
 impl Default for Guards {
@@ -50,6 +57,8 @@ impl Default for Guards {
             max_events: 2_000_000_000,
             max_sim_ns: 30 * 24 * 3600 * 1_000_000_000,
             max_queue: 1_000_000,
+            overload_window_ns: 1_000_000_000,
+            overload_min_queue: 10_000,
         }
     }
 }
@@ -326,6 +335,9 @@ struct Replica {
     /// Copies queued since the last flush (kept only when the observer wants memory records).
     transfer_log: Option<Vec<TransferRecord>>,
     id: u32,
+    /// Requests that finished here.
+    completed: u64,
+    overload: OverloadWatch,
 }
 
 impl Replica {
@@ -380,6 +392,7 @@ impl Replica {
     ) {
         let info = self.policy.describe(s);
         let req = self.reqs.remove(s);
+        self.completed += 1;
         self.kv.free(req.blocks);
         self.policy.on_finish(s);
         predictor.observe(req.input_tokens, req.output_tokens);
@@ -560,6 +573,8 @@ pub fn simulate_clocked(
                     offload: p.offload,
                     transfer_log: observer.wants_memory().then(Vec::new),
                     id: id as u32,
+                    completed: 0,
+                    overload: OverloadWatch::default(),
                 }
             })
             .collect(),
@@ -829,6 +844,22 @@ impl Sim {
                 self.cfg.guards.max_queue,
                 ns_to_s(now)
             )));
+        }
+        let counters = overload::Counters {
+            time_ns: now,
+            arrivals: rep.stats.requests,
+            completions: rep.completed,
+            busy_ns: rep.stats.busy_ns,
+            queue: rep.reqs.len(),
+        };
+        let guards = self.cfg.guards;
+        if let Some(msg) = rep.overload.on_arrival(
+            r,
+            counters,
+            guards.overload_window_ns,
+            guards.overload_min_queue,
+        ) {
+            return Err(SimError::Limit(msg));
         }
         if !rep.busy && !rep.kick_pending {
             rep.kick_pending = true;

@@ -126,6 +126,12 @@ pub struct Alise {
     ranking: Ranking,
     ewt: Vec<f64>,
     taken: Vec<bool>,
+    /// Each request's [`remaining_time_s`] (a function of its own state only), recomputed only
+    /// for the requests that may have changed: the cost-model calls per boundary are O(batch),
+    /// not O(queue).
+    remaining_s: Vec<f64>,
+    /// Requests whose state may have changed since their `remaining_s` was computed.
+    dirty: Vec<Slot>,
 }
 
 impl Alise {
@@ -136,7 +142,24 @@ impl Alise {
             ranking: Ranking::default(),
             ewt: Vec::new(),
             taken: Vec::new(),
+            remaining_s: Vec::new(),
+            dirty: Vec::new(),
         }
+    }
+
+    /// Bring `remaining_s` up to date for the requests of the last plans (a request in a
+    /// micro-batch still in the pipeline changes when that batch ends: it stays dirty).
+    fn refresh_remaining(&mut self, view: &ReplicaView) {
+        let cost = self.cost.as_ref();
+        let remaining_s = &mut self.remaining_s;
+        self.dirty.retain(|&s| {
+            if !view.reqs.contains(s) {
+                return false;
+            }
+            let r = view.req(s);
+            remaining_s[s as usize] = remaining_time_s(cost, r);
+            r.in_flight()
+        });
     }
 
     /// Estimated waiting time (s) of every request of the last ranking, in ranking order.
@@ -146,7 +169,7 @@ impl Alise {
         self.ewt.clear();
         for &s in self.ranking.order() {
             self.ewt.push(ahead / b);
-            ahead += remaining_time_s(self.cost.as_ref(), view.req(s));
+            ahead += self.remaining_s[s as usize];
         }
     }
 }
@@ -155,21 +178,27 @@ impl Policy for Alise {
     fn name(&self) -> &'static str {
         "alise"
     }
-    fn on_arrival(&mut self, s: Slot, _view: &ReplicaView) -> Result<()> {
+    fn on_arrival(&mut self, s: Slot, view: &ReplicaView) -> Result<()> {
         self.ranking.add(s);
+        if self.remaining_s.len() <= s as usize {
+            self.remaining_s.resize(s as usize + 1, 0.0);
+        }
+        self.remaining_s[s as usize] = remaining_time_s(self.cost.as_ref(), view.req(s));
         Ok(())
     }
     fn schedule(&mut self, view: &ReplicaView, plan: &mut Plan) {
         plan.clear();
-        let cost = self.cost.as_ref();
+        self.refresh_remaining(view);
         let w = self.p.aging_weight;
+        let remaining_s = &self.remaining_s;
         let free_after = self
             .ranking
             .rank_and_form(view, plan, self.p.preemption, |s| {
                 let r = view.req(s);
                 let waited = ns_to_s(view.now_ns.saturating_sub(r.last_run_end_ns));
-                remaining_time_s(cost, r) - w * waited
+                remaining_s[s as usize] - w * waited
             });
+
         if self.p.offload == AliseOffload::Ewt
             && self.p.preemption == PreemptionChoice::Swap
             && view.host_capacity_blocks() > 0
@@ -188,6 +217,9 @@ impl Policy for Alise {
                 &mut self.taken,
             );
         }
+        self.dirty.extend(plan.run.iter().map(|r| r.slot));
+        self.dirty.extend(plan.preempt.iter().map(|p| p.0));
+        self.dirty.extend_from_slice(&plan.swap_in);
     }
     fn on_finish(&mut self, s: Slot) {
         self.ranking.remove(s);

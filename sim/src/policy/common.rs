@@ -99,24 +99,45 @@ pub fn form_priority_batch(
     defer_new: bool,
     plan: &mut Plan,
 ) -> u32 {
+    form_priority_batch_from(
+        view,
+        order.iter().copied(),
+        misfit,
+        preemption,
+        defer_new,
+        plan,
+    )
+}
+
+/// [`form_priority_batch`] over the ranking as a double-ended iterator (highest priority first):
+/// candidates are taken from the front and eviction victims from the back, so the work is
+/// proportional to the requests looked at, not to the length of the ranking.
+pub fn form_priority_batch_from(
+    view: &ReplicaView,
+    mut order: impl DoubleEndedIterator<Item = Slot>,
+    misfit: Misfit,
+    preemption: PreemptionChoice,
+    defer_new: bool,
+    plan: &mut Plan,
+) -> u32 {
     let limits = view.limits;
     let block_tokens = view.block_tokens();
     let mut free = view.free_blocks();
     let mut prefill_tokens: u64 = 0;
     let mut has_prefill = false;
-    let mut evict_from = order.len();
     // Blocks of swap-outs started here: free when their copies complete, not for this batch.
     let mut freeing: u32 = 0;
-    let mut i = 0;
-    while i < order.len() && i < evict_from {
+    // `order` yields the candidates not yet looked at and not yet considered for eviction.
+    loop {
         if plan.run.len() >= limits.max_batch_size as usize {
             break;
         }
-        let s = order[i];
+        let Some(s) = order.next() else {
+            break;
+        };
         let r = view.req(s);
         if !r.runnable() || (defer_new && !r.started()) {
             // Its KV is being copied, or new requests are deferred: not this iteration.
-            i += 1;
             continue;
         }
         if r.needs_prefill() {
@@ -124,17 +145,15 @@ pub fn form_priority_batch(
             if has_prefill && prefill_tokens + t > limits.max_batch_tokens as u64 {
                 match misfit {
                     Misfit::Stop => break,
-                    Misfit::Skip => {
-                        i += 1;
-                        continue;
-                    }
+                    Misfit::Skip => continue,
                 }
             }
         }
         let need = extra_blocks_for(r.kv_tokens_after_next() as u64, r.blocks, block_tokens);
-        while need > free + freeing && evict_from > i + 1 {
-            evict_from -= 1;
-            let v = order[evict_from];
+        while need > free + freeing {
+            let Some(v) = order.next_back() else {
+                break;
+            };
             let vr = view.req(v);
             if vr.blocks > 0 && vr.kv_loc == KvLoc::Gpu && !vr.in_flight() {
                 let mode = preemption.mode_for(view, v);
@@ -151,10 +170,7 @@ pub fn form_priority_batch(
         if need > free {
             match misfit {
                 Misfit::Stop => break,
-                Misfit::Skip => {
-                    i += 1;
-                    continue;
-                }
+                Misfit::Skip => continue,
             }
         }
         free -= need;
@@ -163,7 +179,6 @@ pub fn form_priority_batch(
             prefill_tokens += r.prefill_tokens() as u64;
         }
         plan.run_on_demand(s);
-        i += 1;
     }
     free
 }
@@ -275,6 +290,165 @@ impl Ranking {
     }
 }
 
+/// A key of [`KeyedRanking`]: ordered like [`Ranking`] sorts (`f64::total_cmp`, then trace id).
+#[derive(Debug, Clone, Copy)]
+struct RankKey(f64, u64, Slot);
+
+impl PartialEq for RankKey {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == std::cmp::Ordering::Equal
+    }
+}
+impl Eq for RankKey {}
+impl PartialOrd for RankKey {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for RankKey {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.0
+            .total_cmp(&o.0)
+            .then(self.1.cmp(&o.1))
+            .then(self.2.cmp(&o.2))
+    }
+}
+
+/// [`Ranking`] for a key that is a function of the request's own state only (SRPT's remaining
+/// time), kept in an ordered set: a key is recomputed only when its request may have changed
+/// (it ran, was preempted, arrived), so a boundary costs O((batch + looked-at) · log n) instead of
+/// re-keying and sorting every unfinished request. Same order, same keys, same plans.
+#[derive(Debug, Default)]
+pub struct KeyedRanking {
+    set: std::collections::BTreeSet<RankKey>,
+    /// Key in the set of each slot (valid while the slot is active).
+    key: Vec<f64>,
+    /// Trace id of each slot's request.
+    id: Vec<u64>,
+    active: Vec<bool>,
+    /// Slots whose state may have changed since their key was computed.
+    dirty: Vec<Slot>,
+    /// Scratch for the dirty slots kept for the next boundary (in a micro-batch in flight).
+    keep: Vec<Slot>,
+}
+
+impl KeyedRanking {
+    fn insert(&mut self, view: &ReplicaView, s: Slot, k: f64) {
+        let i = s as usize;
+        if self.key.len() <= i {
+            self.key.resize(i + 1, 0.0);
+            self.id.resize(i + 1, 0);
+            self.active.resize(i + 1, false);
+        }
+        self.key[i] = k;
+        self.id[i] = view.req(s).id;
+        self.active[i] = true;
+        self.set.insert(RankKey(k, self.id[i], s));
+    }
+
+    /// Request `s` arrived with key `k`.
+    pub fn add(&mut self, view: &ReplicaView, s: Slot, k: f64) {
+        self.insert(view, s, k);
+    }
+
+    /// Request `s` finished.
+    pub fn remove(&mut self, s: Slot) {
+        let i = s as usize;
+        if self.active.get(i).copied().unwrap_or(false) {
+            self.set.remove(&RankKey(self.key[i], self.id[i], s));
+            self.active[i] = false;
+        }
+    }
+
+    /// The key of request `s` may have changed for a reason other than running or being
+    /// preempted: re-key it at the next boundary.
+    pub fn touch(&mut self, s: Slot) {
+        self.dirty.push(s);
+    }
+
+    pub fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+
+    /// The key request `s` had at the last ranking.
+    pub fn last_key(&self, s: Slot) -> f64 {
+        self.key.get(s as usize).copied().unwrap_or(0.0)
+    }
+
+    /// Re-key the requests that may have changed (those of the last plans).
+    fn refresh(&mut self, view: &ReplicaView, key: &impl Fn(Slot) -> f64) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        self.keep.clear();
+        for &s in &dirty {
+            let i = s as usize;
+            if !self.active.get(i).copied().unwrap_or(false) {
+                continue;
+            }
+            let id = self.id[i];
+            self.set.remove(&RankKey(self.key[i], id, s));
+            let k = key(s);
+            self.key[i] = k;
+            self.set.insert(RankKey(k, id, s));
+            if view.req(s).in_flight() {
+                // Its micro-batch is still in the pipeline: it changes when that batch ends.
+                self.keep.push(s);
+            }
+        }
+        dirty.clear();
+        dirty.extend_from_slice(&self.keep);
+        self.dirty = dirty;
+    }
+
+    /// [`Ranking::rank_and_form`], re-keying only the requests that may have changed.
+    pub fn rank_and_form(
+        &mut self,
+        view: &ReplicaView,
+        plan: &mut Plan,
+        preemption: PreemptionChoice,
+        key: impl Fn(Slot) -> f64,
+    ) -> u32 {
+        self.refresh(view, &key);
+        let free = form_priority_batch_from(
+            view,
+            self.set.iter().map(|k| k.2),
+            Misfit::Skip,
+            preemption,
+            false,
+            plan,
+        );
+        self.dirty.extend(plan.run.iter().map(|r| r.slot));
+        self.dirty.extend(plan.preempt.iter().map(|p| p.0));
+        free
+    }
+
+    /// [`Ranking::steady`].
+    pub fn steady(&self, batch: &[Slot]) -> Option<super::Steady> {
+        (batch.len() == self.set.len()).then_some(super::Steady::UNBOUNDED)
+    }
+
+    /// [`Ranking::rerank_batch`] (the batch holds every unfinished request).
+    pub fn rerank_batch(
+        &mut self,
+        view: &ReplicaView,
+        batch: &mut [Slot],
+        key: impl Fn(Slot) -> f64,
+    ) {
+        self.dirty.extend_from_slice(batch);
+        self.refresh(view, &key);
+        for (b, k) in batch.iter_mut().zip(self.set.iter()) {
+            *b = k.2;
+        }
+        // They run again: re-key them at the next boundary.
+        self.dirty.extend_from_slice(batch);
+    }
+}
+
 /// Memory target and swap-in window of [`score_offload`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OffloadTarget {
@@ -382,5 +556,89 @@ pub fn score_offload(
     }
     for &(s, _) in &plan.preempt {
         taken[s as usize] = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+    use crate::engine::KvPool;
+    use crate::engine::request::{Request, Slab};
+    use crate::policy::Limits;
+    use crate::swap::KvOffload;
+
+    fn view<'a>(reqs: &'a Slab, kv: &'a KvPool, host: &'a KvPool) -> ReplicaView<'a> {
+        ReplicaView {
+            reqs,
+            kv,
+            host,
+            offload: KvOffload::default(),
+            now_ns: 0,
+            limits: Limits {
+                max_batch_size: 16,
+                max_batch_tokens: 2048,
+                max_context_tokens: 4096,
+            },
+        }
+    }
+
+    /// With 5000 waiting requests (keys with many ties), [`KeyedRanking`] forms the same plans and
+    /// keeps the same keys as the re-sorting [`Ranking`], boundary after boundary as batches
+    /// finish, while evaluating the key only for the last plan's requests: the work per boundary
+    /// does not grow with the queue.
+    #[test]
+    fn keyed_ranking_matches_ranking_and_rekeys_only_the_last_plan() {
+        let n = 5000u32;
+        let mut reqs = Slab::default();
+        for i in 0..n as u64 {
+            let p = 1 + (i * 7919 % 97) as u32;
+            reqs.insert(Request::new(i, 0, 10, p, p));
+        }
+        let (kv, host) = (KvPool::new(100_000, 16), KvPool::new(0, 16));
+        let mut reference = Ranking::default();
+        let mut keyed = KeyedRanking::default();
+        let key = |v: &ReplicaView, s: Slot| v.req(s).predicted_output_tokens as f64;
+        {
+            let v = view(&reqs, &kv, &host);
+            for s in 0..n {
+                reference.add(s);
+                keyed.add(&v, s, key(&v, s));
+            }
+        }
+        let mut last = 0usize;
+        for boundary in 0..50 {
+            let v = view(&reqs, &kv, &host);
+            let (mut want, mut got) = (Plan::default(), Plan::default());
+            reference.rank_and_form(&v, &mut want, PreemptionChoice::Recompute, |s| key(&v, s));
+            let calls = Cell::new(0usize);
+            keyed.rank_and_form(&v, &mut got, PreemptionChoice::Recompute, |s| {
+                calls.set(calls.get() + 1);
+                key(&v, s)
+            });
+            assert_eq!(got.run, want.run, "boundary {boundary}");
+            assert_eq!(got.run.len(), 16);
+            assert!(
+                calls.get() <= last,
+                "boundary {boundary}: {} keys",
+                calls.get()
+            );
+            for s in 0..n {
+                if reqs.contains(s) {
+                    assert_eq!(keyed.last_key(s), reference.last_key(s));
+                }
+            }
+            // Every other boundary the batch finishes; otherwise it stays (and is re-keyed).
+            if boundary % 2 == 1 {
+                for item in &got.run {
+                    reference.remove(item.slot);
+                    keyed.remove(item.slot);
+                    reqs.remove(item.slot);
+                }
+            }
+            last = got.run.len();
+        }
+        assert_eq!(keyed.len(), reference.active().len());
     }
 }

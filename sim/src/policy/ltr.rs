@@ -17,7 +17,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::common::Ranking;
+use std::collections::BTreeSet;
+
+use super::common::KeyedRanking;
 use super::{
     Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice, ReplicaView, parse_params,
 };
@@ -65,27 +67,58 @@ fn build(
     Ok((Box::new(Ltr::new(p)), json))
 }
 
+/// Per-request state. A request's idle count (boundaries since it last ran, arrived or was
+/// boosted) is not stored: only the boundary at which it would reach `starvation_iterations`, so
+/// a boundary costs nothing for the requests it leaves waiting.
 #[derive(Debug, Clone, Copy, Default)]
 struct State {
-    idle: u32,
     boost_left: u32,
     promotions: u32,
+    /// The boundary at which it starves if it does not run before (only when not boosted).
+    due: Option<u64>,
 }
 
 pub struct Ltr {
     p: Params,
-    ranking: Ranking,
+    ranking: KeyedRanking,
     state: Vec<State>,
     in_batch: Vec<bool>,
+    /// Boundaries so far.
+    tick: u64,
+    /// `(due, slot)` of every request that is not boosted: the starvation deadlines.
+    deadlines: BTreeSet<(u64, Slot)>,
 }
 
 impl Ltr {
     pub fn new(p: Params) -> Self {
         Ltr {
             p,
-            ranking: Ranking::default(),
+            ranking: KeyedRanking::default(),
             state: Vec::new(),
             in_batch: Vec::new(),
+            tick: 0,
+            deadlines: BTreeSet::new(),
+        }
+    }
+
+    fn key(st: &State, predicted_output_tokens: u32) -> f64 {
+        if st.boost_left > 0 {
+            -1.0
+        } else {
+            predicted_output_tokens as f64
+        }
+    }
+
+    /// Request `s` was reset at boundary `t` (idle 0): its deadline follows.
+    fn reset(&mut self, s: Slot, t: u64) {
+        let st = &mut self.state[s as usize];
+        if let Some(d) = st.due.take() {
+            self.deadlines.remove(&(d, s));
+        }
+        if st.boost_left == 0 {
+            let d = t.saturating_add(self.p.starvation_iterations as u64);
+            st.due = Some(d);
+            self.deadlines.insert((d, s));
         }
     }
 }
@@ -94,13 +127,15 @@ impl Policy for Ltr {
     fn name(&self) -> &'static str {
         "ltr"
     }
-    fn on_arrival(&mut self, s: Slot, _view: &ReplicaView) -> Result<()> {
+    fn on_arrival(&mut self, s: Slot, view: &ReplicaView) -> Result<()> {
         if self.state.len() <= s as usize {
             self.state.resize(s as usize + 1, State::default());
             self.in_batch.resize(s as usize + 1, false);
         }
         self.state[s as usize] = State::default();
-        self.ranking.add(s);
+        self.reset(s, self.tick);
+        let k = Self::key(&self.state[s as usize], view.req(s).predicted_output_tokens);
+        self.ranking.add(view, s, k);
         Ok(())
     }
     fn schedule(&mut self, view: &ReplicaView, plan: &mut Plan) {
@@ -108,28 +143,29 @@ impl Policy for Ltr {
         let state = &self.state;
         self.ranking
             .rank_and_form(view, plan, self.p.preemption, |s| {
-                if state[s as usize].boost_left > 0 {
-                    -1.0
-                } else {
-                    view.req(s).predicted_output_tokens as f64
-                }
+                Self::key(&state[s as usize], view.req(s).predicted_output_tokens)
             });
-        for item in &plan.run {
-            self.in_batch[item.slot as usize] = true;
-        }
-        for &s in self.ranking.active() {
+        // Every request's idle count grows by one at this boundary except the batch's, which
+        // reset; a request whose count reaches `starvation_iterations` unboosted is boosted.
+        self.tick += 1;
+        let t = self.tick;
+        for i in 0..plan.run.len() {
+            let s = plan.run[i].slot;
+            self.in_batch[s as usize] = true;
             let st = &mut self.state[s as usize];
-            if self.in_batch[s as usize] {
-                st.idle = 0;
-                st.boost_left = st.boost_left.saturating_sub(1);
-            } else {
-                st.idle += 1;
-                if st.idle >= self.p.starvation_iterations && st.boost_left == 0 {
-                    st.boost_left = self.p.boost_iterations;
-                    st.idle = 0;
-                    st.promotions += 1;
-                }
+            st.boost_left = st.boost_left.saturating_sub(1);
+            self.reset(s, t);
+        }
+        while let Some(&(d, s)) = self.deadlines.first() {
+            if d > t {
+                break;
             }
+            debug_assert!(!self.in_batch[s as usize], "the batch's deadlines moved on");
+            let st = &mut self.state[s as usize];
+            st.boost_left = self.p.boost_iterations;
+            st.promotions += 1;
+            self.reset(s, t);
+            self.ranking.touch(s);
         }
         for item in &plan.run {
             self.in_batch[item.slot as usize] = false;
@@ -138,6 +174,9 @@ impl Policy for Ltr {
     fn on_iteration_end(&mut self, _batch: &[Slot], _d: Ns, _view: &ReplicaView) {}
     fn on_finish(&mut self, s: Slot) {
         self.ranking.remove(s);
+        if let Some(d) = self.state[s as usize].due.take() {
+            self.deadlines.remove(&(d, s));
+        }
     }
     fn describe(&self, s: Slot) -> PolicyInfo {
         let st = self.state[s as usize];

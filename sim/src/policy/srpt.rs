@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use super::common::{Ranking, remaining_time_s};
+use super::common::{KeyedRanking, remaining_time_s};
 use super::{
     Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice, ReplicaView, Steady,
     parse_params,
@@ -67,7 +67,7 @@ fn build(
 pub struct Srpt {
     cost: Arc<dyn CostModel>,
     preemption: PreemptionChoice,
-    ranking: Ranking,
+    ranking: KeyedRanking,
 }
 
 impl Srpt {
@@ -75,7 +75,7 @@ impl Srpt {
         Srpt {
             cost,
             preemption,
-            ranking: Ranking::default(),
+            ranking: KeyedRanking::default(),
         }
     }
 }
@@ -84,8 +84,9 @@ impl Policy for Srpt {
     fn name(&self) -> &'static str {
         "srpt"
     }
-    fn on_arrival(&mut self, s: Slot, _view: &ReplicaView) -> Result<()> {
-        self.ranking.add(s);
+    fn on_arrival(&mut self, s: Slot, view: &ReplicaView) -> Result<()> {
+        let k = remaining_time_s(self.cost.as_ref(), view.req(s));
+        self.ranking.add(view, s, k);
         Ok(())
     }
     fn schedule(&mut self, view: &ReplicaView, plan: &mut Plan) {

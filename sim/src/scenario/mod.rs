@@ -310,6 +310,10 @@ pub struct LimitsSpec {
     pub max_events: u64,
     pub max_sim_s: f64,
     pub max_queue: u64,
+    /// Shortest window of the overload detector in simulated seconds (0 = off).
+    pub overload_window_s: f64,
+    /// Unfinished requests per replica before the detector may call a run overloaded.
+    pub overload_min_queue: u64,
 }
 
 impl Default for LimitsSpec {
@@ -319,6 +323,8 @@ impl Default for LimitsSpec {
             max_events: g.max_events,
             max_sim_s: g.max_sim_ns as f64 / 1e9,
             max_queue: g.max_queue as u64,
+            overload_window_s: g.overload_window_ns as f64 / 1e9,
+            overload_min_queue: g.overload_min_queue as u64,
         }
     }
 }
@@ -767,10 +773,19 @@ impl Loaded {
         {
             return Err(self.err("[limits]: every limit must be > 0"));
         }
+        if !(l.overload_window_s.is_finite() && l.overload_window_s >= 0.0) {
+            return Err(self.err(
+                "[limits] overload_window_s must be a finite number of seconds ≥ 0 (0 turns the overload check off)",
+            ));
+        }
         let guards = Guards {
             max_events: l.max_events,
             max_sim_ns: (l.max_sim_s * 1e9).min(u64::MAX as f64 / 2.0) as u64,
             max_queue: l.max_queue.min(usize::MAX as u64) as usize,
+            overload_window_ns: (l.overload_window_s * 1e9)
+                .min(u64::MAX as f64 / 2.0)
+                .ceil() as u64,
+            overload_min_queue: l.overload_min_queue.min(usize::MAX as u64) as usize,
         };
 
         // Memory.
