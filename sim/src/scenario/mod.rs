@@ -133,6 +133,10 @@ fn one() -> u32 {
 /// allocated (65,536 replicas take about 250 MB).
 pub const MAX_REPLICAS: u32 = 65_536;
 
+/// Most tokens per KV block (`[memory] block_tokens`; vLLM uses 16): the engine sizes per-block
+/// tables by it.
+pub const MAX_BLOCK_TOKENS: u32 = 65_536;
+
 fn default_router() -> String {
     crate::route::DEFAULT_ROUTER.to_string()
 }
@@ -731,8 +735,11 @@ impl Loaded {
 
         // Memory.
         let m = &s.memory;
-        if m.block_tokens == 0 {
-            return Err(self.err("[memory] block_tokens must be ≥ 1"));
+        if m.block_tokens == 0 || m.block_tokens > MAX_BLOCK_TOKENS {
+            return Err(self.err(format!(
+                "[memory] block_tokens must be from 1 to {MAX_BLOCK_TOKENS}, got {}",
+                m.block_tokens
+            )));
         }
         let kv_capacity_blocks = match m.kv_capacity_blocks {
             Some(0) => return Err(self.err("[memory] kv_capacity_blocks must be ≥ 1")),
