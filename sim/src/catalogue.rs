@@ -335,7 +335,7 @@ mod tests {
             ("heads = 32", "heads = 0", 4, "[models.m] heads"),
             ("kv_heads = 8", "kv_heads = 0", 5, "[models.m] kv_heads"),
             ("kv_heads = 8", "kv_heads = 5", 5, "[models.m] kv_heads"),
-            ("hidden = 4096", "hidden = 4000", 4, "[models.m] heads"),
+            ("hidden = 4096", "hidden = 4100", 4, "[models.m] heads"),
             (
                 "dtype_bytes = 2",
                 "dtype_bytes = 0",
