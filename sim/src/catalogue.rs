@@ -60,7 +60,67 @@ impl ModelSpec {
     pub fn kv_bytes_per_token(&self) -> u64 {
         2 * self.layers as u64 * self.kv_heads as u64 * self.head_dim() * self.dtype_bytes as u64
     }
+
+    /// Every field in its range and the head counts consistent: `Err((field, message))`. With these
+    /// bounds every derived size ([`Self::weight_bytes`], [`Self::kv_bytes_per_token`]) fits in u64.
+    pub fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
+        for (field, v, max) in [
+            ("layers", self.layers, MAX_LAYERS),
+            ("hidden", self.hidden, MAX_HIDDEN),
+            ("heads", self.heads, MAX_HEADS),
+            ("kv_heads", self.kv_heads, MAX_HEADS),
+            ("ffn", self.ffn, MAX_FFN),
+            ("vocab", self.vocab, MAX_VOCAB),
+            ("dtype_bytes", self.dtype_bytes, MAX_DTYPE_BYTES),
+            (
+                "max_context_tokens",
+                self.max_context_tokens,
+                MAX_CONTEXT_TOKENS,
+            ),
+        ] {
+            if v == 0 || v > max {
+                return Err((
+                    field,
+                    format!("must be an integer from 1 to {max}, got {v}"),
+                ));
+            }
+        }
+        if !self.heads.is_multiple_of(self.kv_heads) {
+            return Err((
+                "kv_heads",
+                format!(
+                    "kv_heads = {} must divide heads = {}",
+                    self.kv_heads, self.heads
+                ),
+            ));
+        }
+        if !self.hidden.is_multiple_of(self.heads) {
+            return Err((
+                "heads",
+                format!(
+                    "heads = {} must divide hidden = {} (head_dim = hidden / heads)",
+                    self.heads, self.hidden
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
+
+/// Upper bounds of the model fields (far above any published model; they keep every derived
+/// byte count within 64 bits).
+pub const MAX_LAYERS: u32 = 10_000;
+pub const MAX_HIDDEN: u32 = 1 << 20;
+pub const MAX_HEADS: u32 = 1 << 16;
+pub const MAX_FFN: u32 = 1 << 22;
+pub const MAX_VOCAB: u32 = 1 << 24;
+pub const MAX_DTYPE_BYTES: u32 = 8;
+pub const MAX_CONTEXT_TOKENS: u32 = 1 << 24;
+/// Upper bounds of the GPU fields: 1 PiB of memory, 10²¹ FLOP/s, 10¹⁸ bytes/s, PCIe generation 16.
+pub const MAX_GPU_MEMORY_BYTES: u64 = 1 << 50;
+pub const MAX_FLOPS_PER_S: f64 = 1e21;
+pub const MAX_BYTES_PER_S: f64 = 1e18;
+pub const MAX_PCIE_GENERATION: u32 = 16;
 
 /// GPU datasheet figures. Units last in names.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,6 +132,48 @@ pub struct GpuSpec {
     pub pcie_generation: u32,
     pub pcie_bytes_per_s: f64,
     pub nvlink_bytes_per_s: f64,
+}
+
+impl GpuSpec {
+    /// Every field finite, > 0 and within its bound: `Err((field, message))`.
+    pub fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
+        for (field, v, max) in [
+            ("flops_per_s", self.flops_per_s, MAX_FLOPS_PER_S),
+            ("hbm_bytes_per_s", self.hbm_bytes_per_s, MAX_BYTES_PER_S),
+            ("pcie_bytes_per_s", self.pcie_bytes_per_s, MAX_BYTES_PER_S),
+            (
+                "nvlink_bytes_per_s",
+                self.nvlink_bytes_per_s,
+                MAX_BYTES_PER_S,
+            ),
+        ] {
+            if !(v.is_finite() && v > 0.0 && v <= max) {
+                return Err((
+                    field,
+                    format!("must be a finite number > 0 and ≤ {max:e}, got {v:.6e}"),
+                ));
+            }
+        }
+        if self.memory_bytes == 0 || self.memory_bytes > MAX_GPU_MEMORY_BYTES {
+            return Err((
+                "memory_bytes",
+                format!(
+                    "must be an integer from 1 to {MAX_GPU_MEMORY_BYTES} (1 PiB), got {}",
+                    self.memory_bytes
+                ),
+            ));
+        }
+        if self.pcie_generation == 0 || self.pcie_generation > MAX_PCIE_GENERATION {
+            return Err((
+                "pcie_generation",
+                format!(
+                    "must be an integer from 1 to {MAX_PCIE_GENERATION}, got {}",
+                    self.pcie_generation
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The models and GPUs a scenario may name (names are lower-case).
@@ -110,10 +212,29 @@ impl Catalogue {
             path: path.to_path_buf(),
             msg: crate::scenario::toml_error_message(&text, &e),
         })?;
+        let bad = |table: &str, name: &str, field: &str, msg: String| {
+            let field_name = format!("[{table}.{name}] {field}");
+            match field_line(&text, table, name, field) {
+                Some(line) => SimError::Input {
+                    path: path.to_path_buf(),
+                    line,
+                    field: field_name,
+                    msg,
+                },
+                None => SimError::Scenario {
+                    path: path.to_path_buf(),
+                    msg: format!("field `{field_name}`: {msg}"),
+                },
+            }
+        };
         for (k, v) in extra.models {
+            v.validate()
+                .map_err(|(field, msg)| bad("models", &k, field, msg))?;
             self.models.insert(k.to_lowercase(), v);
         }
         for (k, v) in extra.gpus {
+            v.validate()
+                .map_err(|(field, msg)| bad("gpus", &k, field, msg))?;
             self.gpus.insert(k.to_lowercase(), v);
         }
         Ok(())
@@ -138,9 +259,124 @@ impl Catalogue {
     }
 }
 
+/// The 1-based line of `field = …` inside the `[table.name]` header of a catalogue file (a plain
+/// line scan: the usual layout of these files; `None` when the key is written some other way).
+fn field_line(text: &str, table: &str, name: &str, field: &str) -> Option<u64> {
+    let header = |l: &str| {
+        let l = l.trim();
+        let inner = l.strip_prefix('[')?.strip_suffix(']')?;
+        let (t, n) = inner.split_once('.')?;
+        Some(t.trim() == table && n.trim().trim_matches(['"', '\'']) == name)
+    };
+    let mut inside = false;
+    for (i, l) in text.lines().enumerate() {
+        if let Some(is_ours) = header(l) {
+            inside = is_ours;
+        } else if l.trim_start().starts_with('[') {
+            inside = false;
+        } else if inside
+            && l.split_once('=')
+                .is_some_and(|(k, _)| k.trim().trim_matches(['"', '\'']) == field)
+        {
+            return Some(i as u64 + 1);
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn builtin_entries_pass_validation() {
+        let c = Catalogue::builtin();
+        for (name, m) in &c.models {
+            assert_eq!(m.validate(), Ok(()), "{name}");
+        }
+        for (name, g) in &c.gpus {
+            assert_eq!(g.validate(), Ok(()), "{name}");
+        }
+    }
+
+    #[test]
+    fn largest_valid_model_sizes_fit_in_u64() {
+        let m = ModelSpec {
+            layers: MAX_LAYERS,
+            hidden: MAX_HIDDEN,
+            heads: 1,
+            kv_heads: 1,
+            ffn: MAX_FFN,
+            gated_mlp: true,
+            vocab: MAX_VOCAB,
+            dtype_bytes: MAX_DTYPE_BYTES,
+            max_context_tokens: MAX_CONTEXT_TOKENS,
+            tied_embeddings: false,
+            learned_positions: true,
+        };
+        assert_eq!(m.validate(), Ok(()));
+        let params = 10_000u128 * ((1u128 << 20) * 3 * (1 << 20) + (1 << 40) + 3 * (1 << 42))
+            + 3 * (1u128 << 44);
+        assert_eq!(m.params() as u128, params);
+        assert!(params * 8 < u64::MAX as u128);
+        assert!(m.kv_bytes_per_token() > 0);
+    }
+
+    #[test]
+    fn bad_user_entries_name_file_line_model_and_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = "[models.m]\nlayers = 32\nhidden = 4096\nheads = 32\nkv_heads = 8\nffn = 11008\ngated_mlp = true\nvocab = 32000\ndtype_bytes = 2\nmax_context_tokens = 4096\ntied_embeddings = false\nlearned_positions = false\n[gpus.g]\nflops_per_s = 1e15\nhbm_bytes_per_s = 2e12\nmemory_bytes = 85899345920\npcie_generation = 4\npcie_bytes_per_s = 3e10\nnvlink_bytes_per_s = 3e11\n";
+        let p = dir.path().join("cat.toml");
+        std::fs::write(&p, good).unwrap();
+        Catalogue::builtin().extend_from_file(&p).unwrap();
+        for (from, to, line, field) in [
+            ("layers = 32", "layers = 0", 2, "[models.m] layers"),
+            ("hidden = 4096", "hidden = 0", 3, "[models.m] hidden"),
+            ("heads = 32", "heads = 0", 4, "[models.m] heads"),
+            ("kv_heads = 8", "kv_heads = 0", 5, "[models.m] kv_heads"),
+            ("kv_heads = 8", "kv_heads = 5", 5, "[models.m] kv_heads"),
+            ("hidden = 4096", "hidden = 4100", 4, "[models.m] heads"),
+            (
+                "dtype_bytes = 2",
+                "dtype_bytes = 0",
+                9,
+                "[models.m] dtype_bytes",
+            ),
+            ("ffn = 11008", "ffn = 4294967295", 6, "[models.m] ffn"),
+            (
+                "flops_per_s = 1e15",
+                "flops_per_s = nan",
+                14,
+                "[gpus.g] flops_per_s",
+            ),
+            (
+                "memory_bytes = 85899345920",
+                "memory_bytes = 0",
+                16,
+                "[gpus.g] memory_bytes",
+            ),
+            (
+                "nvlink_bytes_per_s = 3e11",
+                "nvlink_bytes_per_s = -1.0",
+                19,
+                "[gpus.g] nvlink_bytes_per_s",
+            ),
+            (
+                "pcie_generation = 4",
+                "pcie_generation = 0",
+                17,
+                "[gpus.g] pcie_generation",
+            ),
+        ] {
+            std::fs::write(&p, good.replace(from, to)).unwrap();
+            let e = Catalogue::builtin()
+                .extend_from_file(&p)
+                .unwrap_err()
+                .to_string();
+            let want = format!("{}:{line}: field `{field}`", p.display());
+            assert!(e.starts_with(&want), "{to}: {e} (wanted {want})");
+        }
+    }
 
     #[test]
     fn builtin_parses_and_has_the_issue_list() {

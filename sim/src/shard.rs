@@ -52,6 +52,12 @@ impl Shard {
         if n == 0 {
             return Err("the shard count N must be ≥ 1".into());
         }
+        if n > crate::sweep::MAX_RUNS {
+            return Err(format!(
+                "shard count {n} is above the limit of {} (the most runs a sweep may have)",
+                crate::sweep::MAX_RUNS
+            ));
+        }
         if i >= n {
             return Err(format!(
                 "shard index {i} is out of range: shards are numbered 0 to {} for N = {n}",
@@ -230,6 +236,17 @@ fn read_manifest(dir: &Path) -> Result<Loaded> {
     if m.shards == 0 || m.shard >= m.shards {
         return Err(io(&p, format!("invalid shard {}/{}", m.shard, m.shards)));
     }
+    // Bounded before merge sizes its tables by them.
+    let max = crate::sweep::MAX_RUNS;
+    if m.shards > max || m.runs_total > max {
+        return Err(io(
+            &p,
+            format!(
+                "shards = {} and runs_total = {}: each must be at most {max} (the most runs a sweep may have); the manifest was edited or is corrupt",
+                m.shards, m.runs_total
+            ),
+        ));
+    }
     Ok(Loaded {
         dir: dir.to_path_buf(),
         m,
@@ -311,7 +328,8 @@ pub fn merge(shard_dirs: &[PathBuf], out: &Path, plots: bool, force: bool) -> Re
     // Every run exactly once, in the shard that owns it.
     let mut rows: Vec<Option<(&ManifestRow, &Loaded)>> = vec![None; total];
     for s in &shards {
-        let expected = (0..total).filter(|i| i % n == s.m.shard).count();
+        // Runs i < total with i mod n = shard.
+        let expected = (total + n - 1 - s.m.shard) / n;
         if s.m.rows.len() != expected {
             return Err(io(
                 &s.dir,

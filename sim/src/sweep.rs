@@ -117,7 +117,8 @@ pub fn expand(path: &Path, base: &Overrides) -> Result<Vec<SweepRun>> {
         }
         axes.push((n, vals));
     }
-    let total: usize = axes.iter().map(|(_, v)| v.len()).product();
+    check_axes(&axes).map_err(&err)?;
+    let total = run_count(&axes).map_err(&err)?;
     let mut runs = Vec::with_capacity(total);
     for index in 0..total {
         let mut t = root.clone();
@@ -146,6 +147,56 @@ pub fn expand(path: &Path, base: &Overrides) -> Result<Vec<SweepRun>> {
     }
     Ok(runs)
 }
+
+/// Two axes that set the same field (`rate` and `trace.rate_per_s`), or one a table that holds
+/// the other (`memory` and `memory.block_tokens`), would silently override each other.
+fn check_axes(axes: &[(String, Vec<toml::Value>)]) -> std::result::Result<(), String> {
+    for (i, (a, _)) in axes.iter().enumerate() {
+        for (b, _) in &axes[i + 1..] {
+            let (pa, pb) = (axis_path(a), axis_path(b));
+            let inside = |outer: &str, inner: &str| {
+                inner
+                    .strip_prefix(outer)
+                    .is_some_and(|rest| rest.starts_with('.'))
+            };
+            if pa == pb {
+                return Err(format!(
+                    "[sweep] axes `{a}` and `{b}` both set `{pa}`; keep one"
+                ));
+            }
+            if inside(pa, pb) || inside(pb, pa) {
+                return Err(format!(
+                    "[sweep] axes `{a}` and `{b}` overlap (`{pa}` and `{pb}`: one holds the other); keep one"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The number of runs (the product of the axes' lengths), at most [`MAX_RUNS`].
+fn run_count(axes: &[(String, Vec<toml::Value>)]) -> std::result::Result<usize, String> {
+    let total = axes
+        .iter()
+        .try_fold(1usize, |acc, (_, v)| acc.checked_mul(v.len()));
+    match total {
+        Some(n) if n <= MAX_RUNS => Ok(n),
+        _ => {
+            let product = axes
+                .iter()
+                .map(|(k, v)| format!("{k} ({})", v.len()))
+                .collect::<Vec<_>>()
+                .join(" × ");
+            let n = total.map_or_else(|| format!("more than {}", usize::MAX), |n| n.to_string());
+            Err(format!(
+                "[sweep]: {product} = {n} runs, above the limit of {MAX_RUNS} runs per sweep; use fewer values, or split the sweep into several scenarios"
+            ))
+        }
+    }
+}
+
+/// Most runs one sweep may expand to (every run is resolved up front).
+pub const MAX_RUNS: usize = 100_000;
 
 fn describe(point: &[(String, String)]) -> String {
     point

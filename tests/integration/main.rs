@@ -6,6 +6,8 @@
 //! - [`determinism`]: same scenario + seed ⇒ byte-identical outputs;
 //! - [`memory`]: hand-computed swap timings and property tests of the KV memory hierarchy;
 //! - [`cli`]: user errors (exit 2, one line, no partial output) and the help/list commands;
+//! - [`exit_codes`]: the fuzz corpus and hostile scenarios through every entry point (exit codes
+//!   0, 1, 2 or 130 only, no panic), and the regression tests of the crashes they found;
 //! - [`interrupt`]: Ctrl-C and SIGTERM during `run` and `sweep` in a real child process (exit
 //!   130/143, no half-written directory), and the debris of a killed sweep cleaned up;
 //! - [`outputs`]: output paths never lose a user's files (`--force`, inputs, scenario names).
@@ -13,6 +15,7 @@
 mod cli;
 mod cluster;
 mod determinism;
+mod exit_codes;
 mod fuzz;
 mod golden;
 mod interrupt;

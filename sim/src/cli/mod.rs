@@ -178,7 +178,8 @@ pub struct CompareArgs {
 pub struct SweepArgs {
     /// Scenario TOML file with a [sweep] table.
     pub scenario: PathBuf,
-    /// Parallel runs (default: number of CPUs). Results do not depend on it.
+    /// Parallel runs (default, or 0: number of CPUs; at most the number of runs and 1024).
+    /// Results do not depend on it.
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
     /// Output directory (default results/<scenario name>/sweep). An existing one is replaced
@@ -243,7 +244,8 @@ pub struct CapacityArgs {
     /// holding an input or the current directory).
     #[arg(long)]
     pub force: bool,
-    /// Parallel runs (seeds at one rate run in parallel).
+    /// Parallel runs: the seeds at one rate run in parallel (default, or 0: number of CPUs; at
+    /// most the number of seeds and 1024).
     #[arg(long, short = 'j')]
     pub jobs: Option<usize>,
 }
@@ -546,13 +548,7 @@ fn live_cmd(a: LiveArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     if !a.mock {
         return Err(SimError::config(crate::live::NO_GPU_EXECUTOR).into());
     }
-    if !(a.time_scale.is_finite() && a.time_scale > 0.0) {
-        return Err(SimError::config(format!(
-            "--time-scale must be a finite number > 0, got {}",
-            a.time_scale
-        ))
-        .into());
-    }
+    crate::live::check_time_scale(a.time_scale)?;
     let loaded = load(&a.scenario)?;
     let resolved = loaded.resolve(&Overrides {
         num_requests: a.num_requests,
@@ -660,7 +656,7 @@ fn sweep_cmd(a: SweepArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     inputs.dedup();
     let dir = crate::output::StagedDir::new(&dest, &crate::output::Replace::new(a.force, inputs))?;
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(a.jobs.unwrap_or(0))
+        .num_threads(thread_count(a.jobs, runs.len()))
         .build()?;
     let pb = progress_bar(Some(runs.len() as u64));
     let started = Instant::now(); // allow-wall-clock: timing.json only, outside the simulation
@@ -766,6 +762,20 @@ fn sweep_cmd(a: SweepArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Most threads `--jobs` starts (runs are CPU-bound: more threads than cores only cost memory).
+pub const MAX_JOBS: usize = 1024;
+
+/// Threads for `--jobs` over `work` independent runs: `None` or 0 means the number of CPUs (rayon's
+/// default, which honours `RAYON_NUM_THREADS`); never more than `work` (at least 1) or
+/// [`MAX_JOBS`], so a huge `--jobs` does not spend its time spawning idle threads.
+fn thread_count(jobs: Option<usize>, work: usize) -> usize {
+    let wanted = match jobs {
+        Some(j) if j > 0 => j,
+        _ => rayon::current_num_threads(),
+    };
+    wanted.min(work.max(1)).min(MAX_JOBS)
+}
+
 fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     use crate::capacity::{GoodputTarget, Slo, Target};
     use rayon::prelude::*;
@@ -819,7 +829,7 @@ fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         None => None,
     };
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(a.jobs.unwrap_or(0))
+        .num_threads(thread_count(a.jobs, a.seeds.len()))
         .build()?;
     let mut csv = String::from("policy,capacity_rate_per_s,probes\n");
     writeln!(out, "SLO: {}, seeds {:?}", target.describe(), a.seeds)?;

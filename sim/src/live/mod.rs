@@ -35,16 +35,44 @@ use crate::scenario::Resolved;
 /// The message of `servesim live` without `--mock` in this build.
 pub const NO_GPU_EXECUTOR: &str = "live GPU executor not built / no CUDA driver found; use --mock to exercise the driver (`servesim live SCENARIO --mock --time-scale 0.1`)";
 
-/// Sleep until `deadline`: coarse sleeps, then a short spin for the last 200 µs (sleep overshoot
-/// would otherwise add tens of microseconds to every wait). Returns early (`false`) when `stop` is
-/// raised.
-fn wait_until(deadline: Instant, stop: &dyn Fn() -> bool) -> bool {
+/// Smallest and largest `--time-scale`: within them every scaled wait of a run that fits the
+/// simulator's 64-bit nanosecond clock is a representable wall-clock duration.
+pub const MIN_TIME_SCALE: f64 = 1e-6;
+pub const MAX_TIME_SCALE: f64 = 1e6;
+
+/// `--time-scale` must be finite and within [[`MIN_TIME_SCALE`], [`MAX_TIME_SCALE`]].
+pub fn check_time_scale(x: f64) -> Result<()> {
+    if x.is_finite() && (MIN_TIME_SCALE..=MAX_TIME_SCALE).contains(&x) {
+        Ok(())
+    } else {
+        Err(SimError::config(format!(
+            "--time-scale must be a finite number from {MIN_TIME_SCALE:e} to {MAX_TIME_SCALE:e} (wall seconds per scenario second), got {x:e}"
+        )))
+    }
+}
+
+/// The wall instant `seconds × scale` after `start`; `None` when it is not representable (too
+/// far in the future, or not a finite duration ≥ 0).
+fn scaled_deadline(start: Instant, seconds: f64, scale: f64) -> Option<Instant> {
+    Duration::try_from_secs_f64(seconds * scale)
+        .ok()
+        .and_then(|d| start.checked_add(d))
+}
+
+/// Sleep until `deadline` (`None`: a deadline beyond any representable instant, reached only by
+/// `stop`): coarse sleeps, then a short spin for the last 200 µs (sleep overshoot would otherwise
+/// add tens of microseconds to every wait). Returns early (`false`) when `stop` is raised.
+fn wait_until(deadline: Option<Instant>, stop: &dyn Fn() -> bool) -> bool {
     const SPIN: Duration = Duration::from_micros(200);
     loop {
         if stop() {
             return false;
         }
         let now = Instant::now();
+        let Some(deadline) = deadline else {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        };
         if now >= deadline {
             return true;
         }
@@ -93,12 +121,12 @@ impl Clock for WallClock {
             return None;
         }
         let (start, t0) = *self.origin.get_or_insert_with(|| (Instant::now(), t));
-        let offset = Duration::from_secs_f64(ns_to_s(t.saturating_sub(t0)) * self.scale);
-        if !wait_until(start + offset, &stop) {
+        let deadline = scaled_deadline(start, ns_to_s(t.saturating_sub(t0)), self.scale);
+        if !wait_until(deadline, &stop) {
             self.stopped = true;
             return None;
         }
-        let real = t0 + wall_to_ns(start.elapsed(), self.scale);
+        let real = t0.saturating_add(wall_to_ns(start.elapsed(), self.scale));
         Some(t.max(real))
     }
 }
@@ -127,7 +155,16 @@ impl Executor for MockExecutor {
             });
         }
         let start = Instant::now();
-        wait_until(start + Duration::from_secs_f64(s * self.scale), &|| false);
+        let Some(deadline) = scaled_deadline(start, s, self.scale) else {
+            return Err(SimError::Cost {
+                model: self.cost.name().into(),
+                msg: format!(
+                    "iteration time {s:e} s × time scale {:e} is beyond any wall-clock wait",
+                    self.scale
+                ),
+            });
+        };
+        wait_until(Some(deadline), &|| false);
         Ok(wall_to_ns(start.elapsed(), self.scale).max(1))
     }
 }
@@ -173,12 +210,7 @@ pub fn run_live(r: &Resolved, opts: &LiveOptions) -> Result<LiveOutput> {
     if opts.executor == ExecutorKind::Gpu {
         return Err(SimError::config(NO_GPU_EXECUTOR));
     }
-    if !(opts.time_scale.is_finite() && opts.time_scale > 0.0) {
-        return Err(SimError::config(format!(
-            "--time-scale must be a finite number > 0, got {}",
-            opts.time_scale
-        )));
-    }
+    check_time_scale(opts.time_scale)?;
     let scale = opts.time_scale;
     let mut clock = WallClock::new(scale, opts.stop.clone());
     let mut iterations = Vec::new();

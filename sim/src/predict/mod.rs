@@ -83,6 +83,9 @@ impl Predictor for Noisy {
     }
 }
 
+/// Most buckets the `bucket` predictor may have (it sizes two tables by the count).
+pub const MAX_BUCKETS: u32 = 65_536;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BucketParams {
@@ -109,10 +112,10 @@ pub struct Bucket {
 impl Bucket {
     /// Equal-mass buckets over `reference` outputs.
     pub fn new(p: &BucketParams, reference: &[u32], rng: ChaCha8Rng) -> Result<Self> {
-        if p.buckets == 0 || !(0.0..=1.0).contains(&p.confusion_rate) {
-            return Err(SimError::config(
-                "[predictors.bucket] needs buckets ≥ 1 and confusion_rate in [0, 1]",
-            ));
+        if p.buckets == 0 || p.buckets > MAX_BUCKETS || !(0.0..=1.0).contains(&p.confusion_rate) {
+            return Err(SimError::config(format!(
+                "[predictors.bucket] needs buckets from 1 to {MAX_BUCKETS} and confusion_rate in [0, 1]"
+            )));
         }
         if reference.is_empty() {
             return Err(SimError::config(

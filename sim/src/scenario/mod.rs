@@ -128,6 +128,15 @@ fn one() -> u32 {
     1
 }
 
+/// Most replicas one scenario may have (`replicas`, or the sum of the `[[replica_groups]]`
+/// counts): every replica holds its own engine state, so the count is bounded before anything is
+/// allocated (65,536 replicas take about 250 MB).
+pub const MAX_REPLICAS: u32 = 65_536;
+
+/// Most tokens per KV block (`[memory] block_tokens`; vLLM uses 16): the engine sizes per-block
+/// tables by it.
+pub const MAX_BLOCK_TOKENS: u32 = 65_536;
+
 fn default_router() -> String {
     crate::route::DEFAULT_ROUTER.to_string()
 }
@@ -636,6 +645,12 @@ impl Loaded {
                 return Err(self.err(format!("`{k}` must be ≥ 1")));
             }
         }
+        if s.replicas > MAX_REPLICAS {
+            return Err(self.err(format!(
+                "`replicas` = {} is above the limit of {MAX_REPLICAS} replicas per scenario",
+                s.replicas
+            )));
+        }
         if model.layers % s.pp != 0 {
             return Err(self.err(format!(
                 "pp = {} does not divide the model's {} layers",
@@ -646,6 +661,12 @@ impl Loaded {
             return Err(self.err(format!(
                 "tp = {} does not divide the model's {} attention heads",
                 s.tp, model.heads
+            )));
+        }
+        if !model.kv_heads.is_multiple_of(s.tp) && !s.tp.is_multiple_of(model.kv_heads) {
+            return Err(self.err(format!(
+                "tp = {} and the model's {} KV heads: one must divide the other (each GPU holds whole KV heads, or each KV head is replicated over whole GPUs)",
+                s.tp, model.kv_heads
             )));
         }
 
@@ -790,8 +811,11 @@ impl Loaded {
 
         // Memory.
         let m = &s.memory;
-        if m.block_tokens == 0 {
-            return Err(self.err("[memory] block_tokens must be ≥ 1"));
+        if m.block_tokens == 0 || m.block_tokens > MAX_BLOCK_TOKENS {
+            return Err(self.err(format!(
+                "[memory] block_tokens must be from 1 to {MAX_BLOCK_TOKENS}, got {}",
+                m.block_tokens
+            )));
         }
         let kv_capacity_blocks = match m.kv_capacity_blocks {
             Some(0) => return Err(self.err("[memory] kv_capacity_blocks must be ≥ 1")),
@@ -867,7 +891,17 @@ impl Loaded {
             }
         };
 
-        let kv_block_bytes = model.kv_bytes_per_token() * m.block_tokens as u64;
+        let kv_block_bytes = model
+            .kv_bytes_per_token()
+            .checked_mul(m.block_tokens as u64)
+            .ok_or_else(|| {
+                self.err(format!(
+                    "[memory] block_tokens = {}: a KV block of {} bytes per token × {} tokens does not fit in 64 bits; use fewer tokens per block",
+                    m.block_tokens,
+                    model.kv_bytes_per_token(),
+                    m.block_tokens
+                ))
+            })?;
         let host_kv_blocks = (m.host_kv_bytes / kv_block_bytes).min(u32::MAX as u64) as u32;
         let swap = crate::swap::PcieSwap::resolve(&s.swap, gpu.pcie_bytes_per_s, s.tp * s.pp)
             .map_err(wrap)?;
@@ -953,6 +987,13 @@ impl Loaded {
             return Err(self.err(
                 "give either `replicas` or `[[replica_groups]]` (whose `count`s add up to the replicas), not both",
             ));
+        }
+        // Bound the cluster before resolving (and so allocating) anything per group.
+        let total: u64 = s.replica_groups.iter().map(|g| g.count as u64).sum();
+        if total > MAX_REPLICAS as u64 {
+            return Err(self.err(format!(
+                "[[replica_groups]]: the counts add up to {total} replicas, above the limit of {MAX_REPLICAS} replicas per scenario"
+            )));
         }
         let mut out = Vec::with_capacity(s.replica_groups.len());
         for (i, g) in s.replica_groups.iter().enumerate() {
