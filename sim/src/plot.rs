@@ -491,6 +491,8 @@ pub struct CapacityBar {
     pub policy: String,
     /// Highest rate meeting the SLO (requests/s; 0 when none does).
     pub rate_per_s: f64,
+    /// Whether the search bracketed the capacity; an open bracket is labelled `< R` / `> R`.
+    pub bracket: crate::capacity::Bracket,
 }
 
 fn draw_capacity<DB: DrawingBackend>(
@@ -551,7 +553,11 @@ fn draw_capacity<DB: DrawingBackend>(
         .color(&BLACK)
         .pos(Pos::new(HPos::Center, VPos::Bottom));
     for (i, b) in bars.iter().enumerate() {
-        let label = if base > 0.0 {
+        let label = if b.bracket == crate::capacity::Bracket::Below {
+            "below every probed rate".to_string()
+        } else if b.bracket == crate::capacity::Bracket::Above {
+            format!("> {:.3} (bracket never closed)", b.rate_per_s)
+        } else if base > 0.0 {
             format!("{:.3} ({:.2}x)", b.rate_per_s, b.rate_per_s / base)
         } else {
             format!("{:.3}", b.rate_per_s)

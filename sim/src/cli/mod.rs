@@ -698,9 +698,32 @@ fn sweep_cmd(a: SweepArgs, out: &mut dyn Write) -> anyhow::Result<()> {
 
 fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     use crate::capacity::{GoodputTarget, Slo, Target};
+    use crate::error::num;
     use rayon::prelude::*;
     if a.seeds.is_empty() {
         return Err(SimError::config("--seeds needs at least one seed").into());
+    }
+    if !(a.precision > 0.0 && a.precision < 1.0) {
+        return Err(SimError::config(format!(
+            "--precision must be a relative width in (0, 1), e.g. 0.01, got {}",
+            num(a.precision)
+        ))
+        .into());
+    }
+    if let Some(r) = a.start_rate
+        && !(r.is_finite() && r > 0.0)
+    {
+        return Err(SimError::config(format!(
+            "--start-rate must be a finite number of requests/s > 0, got {}",
+            num(r)
+        ))
+        .into());
+    }
+    if a.policies.iter().any(|p| p.trim().is_empty()) {
+        return Err(SimError::config(
+            "--policies has an empty entry: give comma-separated policy names, e.g. vllm,fcfs",
+        )
+        .into());
     }
     let loaded = load(&a.scenario)?;
     let target = match (&a.slo, &a.goodput) {
@@ -729,12 +752,16 @@ fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         .or(loaded.scenario.trace.rate_per_s)
         .unwrap_or(1.0);
     if !(start.is_finite() && start > 0.0) {
-        return Err(SimError::config("--start-rate must be > 0").into());
+        return Err(SimError::config(format!(
+            "--start-rate must be a finite number of requests/s > 0, got {}",
+            num(start)
+        ))
+        .into());
     }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(a.jobs.unwrap_or(0))
         .build()?;
-    let mut csv = String::from("policy,capacity_rate_per_s,probes\n");
+    let mut csv = String::from("policy,capacity_rate_per_s,probes,bracket,limit_rate_per_s\n");
     writeln!(out, "SLO: {}, seeds {:?}", target.describe(), a.seeds)?;
     writeln!(
         out,
@@ -771,18 +798,45 @@ fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             Some(b) if b > 0.0 => format!("  ({:.2}x the first)", c.rate_per_s / b),
             Some(_) => String::new(),
         };
+        use crate::capacity::Bracket;
+        let (shown, note) = match c.bracket {
+            Bracket::Closed => (format!("{:.4}", c.rate_per_s), String::new()),
+            Bracket::Below => (
+                format!("< {}", num(c.limit_rate_per_s)),
+                format!(
+                    "  below the lowest probed rate {} req/s (every probe missed the target)",
+                    num(c.limit_rate_per_s)
+                ),
+            ),
+            Bracket::Above => (
+                format!("> {}", num(c.limit_rate_per_s)),
+                format!(
+                    "  above the highest probed rate {} req/s (the bracket never closed)",
+                    num(c.limit_rate_per_s)
+                ),
+            ),
+        };
         writeln!(
             out,
-            "{:<18}{:>16.4}{:>10}{}",
+            "{:<18}{:>16}{:>10}{}{}",
+            p,
+            shown,
+            c.probes.len(),
+            ratio,
+            note
+        )?;
+        csv += &format!(
+            "{},{:.6},{},{},{}\n",
             p,
             c.rate_per_s,
             c.probes.len(),
-            ratio
-        )?;
-        csv += &format!("{},{:.6},{}\n", p, c.rate_per_s, c.probes.len());
+            c.bracket.as_str(),
+            c.limit_rate_per_s
+        );
         bars.push(crate::plot::CapacityBar {
             policy: p.clone(),
             rate_per_s: c.rate_per_s,
+            bracket: c.bracket,
         });
     }
     if let Some(dir) = a.out {
