@@ -161,6 +161,9 @@ pub struct CompareArgs {
     /// Where to write compare.csv (default LIVE_DIR/compare.csv).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Compare even when a run is partial (stopped by Ctrl-C); the output says so.
+    #[arg(long)]
+    pub allow_partial: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -561,8 +564,16 @@ fn live_cmd(a: LiveArgs, out: &mut dyn Write) -> anyhow::Result<()> {
 }
 
 fn compare_cmd(a: CompareArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    use crate::live::compare::{compare, compare_csv, compare_table};
+    use crate::live::compare::{check_dirs, compare, compare_csv, compare_table};
+    let checked = check_dirs(&a.sim_dir, &a.live_dir, a.allow_partial)?;
     let rows = compare(&a.sim_dir, &a.live_dir)?;
+    for dir in &checked.partial {
+        writeln!(
+            out,
+            "PARTIAL: {} is a partial run (--allow-partial): its figures cover only the requests that finished",
+            dir.display()
+        )?;
+    }
     let dest = a.out.unwrap_or_else(|| a.live_dir.join("compare.csv"));
     let mut f = crate::output::StagedFile::new(&dest)?;
     f.write_all(compare_csv(&rows).as_bytes())?;
