@@ -95,6 +95,48 @@ pub fn echo(s: &str) -> String {
     out
 }
 
+/// A serde/toml message in the user's terms: Rust type names (`expected struct VllmParams`,
+/// `expected enum CostSpec`, `u32`, `f64`) replaced by what they mean in a scenario file.
+pub fn plain_serde(msg: &str) -> String {
+    let mut out = String::new();
+    let mut rest = msg;
+    while let Some(i) = rest
+        .find("expected struct ")
+        .or_else(|| rest.find("expected enum "))
+    {
+        out.push_str(&rest[..i]);
+        let after = &rest[i..];
+        let (what, skip) = if after.starts_with("expected struct ") {
+            ("expected a table", "expected struct ".len())
+        } else {
+            (
+                "expected one of the documented values",
+                "expected enum ".len(),
+            )
+        };
+        out.push_str(what);
+        let tail = &after[skip..];
+        let end = tail
+            .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+            .unwrap_or(tail.len());
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    for (ty, words) in [
+        ("u8", "an integer"),
+        ("u16", "an integer"),
+        ("u32", "an integer"),
+        ("u64", "an integer"),
+        ("usize", "an integer"),
+        ("i64", "an integer"),
+        ("f64", "a number"),
+        ("f32", "a number"),
+    ] {
+        out = out.replace(&format!("expected {ty}"), &format!("expected {words}"));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,6 +153,32 @@ mod tests {
         assert_eq!(num(f64::NAN), "NaN");
         assert_eq!(num(f64::INFINITY), "inf");
         assert!(num(f64::MAX).len() < 16, "{}", num(f64::MAX));
+    }
+
+    #[test]
+    fn serde_messages_lose_rust_type_names() {
+        assert_eq!(
+            plain_serde("invalid type: integer `3`, expected struct VllmParams"),
+            "invalid type: integer `3`, expected a table"
+        );
+        assert_eq!(
+            plain_serde("invalid type: string \"x\", expected u32"),
+            "invalid type: string \"x\", expected an integer"
+        );
+        assert_eq!(
+            plain_serde("expected enum CostSpec"),
+            "expected one of the documented values"
+        );
+    }
+
+    #[test]
+    fn batch_shapes_read_as_words_in_errors() {
+        let mut b = crate::cost::BatchShape::default();
+        b.add_prefill(300);
+        assert_eq!(
+            b.to_string(),
+            "1 prefill requests (300 tokens), 0 decode requests (0 context tokens)"
+        );
     }
 
     #[test]

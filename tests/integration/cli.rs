@@ -389,6 +389,50 @@ fn memory_physics_is_checked_with_a_kv_capacity_override() {
     }
 }
 
+/// Error messages in the user's terms: the duplicate key named, no Rust type names, control
+/// bytes escaped, numbers with a sensible precision, the flag blamed for a flag's value.
+#[test]
+fn error_messages_are_in_the_users_terms() {
+    let w = Workdir::new();
+    w.write("trace.csv", format!("{HEADER}{GOOD_ROWS}"));
+    let dup = scenario("vllm", "").replace("gpu =", "model = \"opt-13b\"\ngpu =");
+    let line = format!("line {},", line_of(&dup, "gpu") - 1);
+    for (text, needles, absent) in [
+        (dup, vec!["duplicate key `model`", line.as_str()], vec![]),
+        (
+            scenario("vllm", "\n[policies]\nvllm = 3\n"),
+            vec!["policies.vllm", "expected a table"],
+            vec!["struct", "Params"],
+        ),
+        (
+            scenario("vl\\u001b[31mlm", ""),
+            vec!["unknown policy `vl\\u{1b}[31mlm`"],
+            vec!["\u{1b}"],
+        ),
+        (
+            scenario("vllm", "").replace(
+                "file = \"trace.csv\"",
+                "file = \"trace.csv\"\nrate_per_s = -1e300",
+            ),
+            vec!["rate_per_s", "got -1e300", "line 7:"],
+            vec!["00000000000000000000"],
+        ),
+    ] {
+        w.write("scenario.toml", &text);
+        let r = run_in(&w, &[]);
+        let needles: Vec<&str> = needles.to_vec();
+        assert_user_error(&w, &r, &needles);
+        for a in absent {
+            assert!(!r.stderr.contains(a), "{a:?} in {:?}", r.stderr);
+        }
+    }
+    w.write("scenario.toml", scenario("vllm", ""));
+    let r = run_in(&w, &["--num-requests", "0"]);
+    assert_user_error(&w, &r, &["--num-requests"]);
+    let r = run_in(&w, &["--rate=-1e300"]);
+    assert_user_error(&w, &r, &["--rate", "got -1e300"]);
+}
+
 #[test]
 fn request_larger_than_kv_capacity() {
     // 20 blocks of 16 tokens = 320 tokens; request 1 needs 300 + 40 − 1 = 339 tokens = 22 blocks.

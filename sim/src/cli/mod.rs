@@ -445,10 +445,13 @@ fn run_cmd(a: RunArgs, out: &mut dyn Write, _err: &mut dyn Write) -> anyhow::Res
     if let Some(r) = o.rate_per_s
         && !(r.is_finite() && r > 0.0)
     {
-        return Err(
-            SimError::config(format!("--rate must be a finite number > 0, got {r}")).into(),
-        );
+        return Err(SimError::config(format!(
+            "--rate must be a finite number > 0, got {}",
+            crate::error::num(r)
+        ))
+        .into());
     }
+    check_num_requests(o.num_requests)?;
     let resolved = loaded.resolve(&o)?;
     let dest = a.out.unwrap_or_else(|| {
         PathBuf::from("results")
@@ -503,6 +506,16 @@ fn run_cmd(a: RunArgs, out: &mut dyn Write, _err: &mut dyn Write) -> anyhow::Res
     Ok(())
 }
 
+/// `--num-requests 0` would run nothing and report an empty run as a result: blame the flag.
+fn check_num_requests(n: Option<u64>) -> Result<(), SimError> {
+    if n == Some(0) {
+        return Err(SimError::config(
+            "--num-requests must be ≥ 1 (0 would run no request)",
+        ));
+    }
+    Ok(())
+}
+
 fn live_cmd(a: LiveArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     use crate::live::{CtrlC, ExecutorKind, LiveOptions, run_live, write_live};
     if !a.mock {
@@ -515,6 +528,7 @@ fn live_cmd(a: LiveArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         ))
         .into());
     }
+    check_num_requests(a.num_requests)?;
     let loaded = load(&a.scenario)?;
     let resolved = loaded.resolve(&Overrides {
         num_requests: a.num_requests,
@@ -588,6 +602,7 @@ fn sweep_cmd(a: SweepArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     // Ctrl-C stops every run at its next event; the sweep then writes nothing (its temporary
     // directory is removed) and exits 130: a sweep.csv of cut-short runs would mislead.
     let _ctrl_c = crate::interrupt::CtrlC::install();
+    check_num_requests(a.num_requests)?;
     let mut runs = crate::sweep::expand(
         &a.scenario,
         &Overrides {
@@ -730,6 +745,7 @@ fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         ))
         .into());
     }
+    check_num_requests(a.num_requests)?;
     if a.policies.iter().any(|p| p.trim().is_empty()) {
         return Err(SimError::config(
             "--policies has an empty entry: give comma-separated policy names, e.g. vllm,fcfs",

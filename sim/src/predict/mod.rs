@@ -258,7 +258,10 @@ fn parse<P: serde::de::DeserializeOwned + Serialize + Default>(
     let p: P = match t {
         None => P::default(),
         Some(v) => v.clone().try_into().map_err(|e: toml::de::Error| {
-            SimError::config(format!("[predictors.{name}]: {}", e.message().trim()))
+            SimError::config(format!(
+                "[predictors.{name}]: {}",
+                crate::error::plain_serde(e.message().trim())
+            ))
         })?,
     };
     let j = serde_json::to_value(&p).map_err(|e| SimError::config(e.to_string()))?;
@@ -271,7 +274,8 @@ pub fn check_name(name: &str) -> Result<()> {
         Ok(())
     } else {
         Err(SimError::config(format!(
-            "unknown predictor `{name}`; valid predictors: {}",
+            "unknown predictor `{}`; valid predictors: {}",
+            crate::error::echo(name),
             PREDICTOR_NAMES.join(", ")
         )))
     }

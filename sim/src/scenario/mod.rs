@@ -340,9 +340,17 @@ pub fn toml_error_message(text: &str, e: &toml::de::Error) -> String {
             let before = &text[..span.start.min(text.len())];
             let line = before.matches('\n').count() + 1;
             let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
-            format!("line {line}, column {col}: {}", e.message().trim())
+            let mut msg = crate::error::plain_serde(e.message().trim());
+            if msg == "duplicate key" {
+                // Name it: the span covers the repeated key.
+                let key = text.get(span.clone()).unwrap_or("").trim();
+                if !key.is_empty() {
+                    msg = format!("duplicate key `{}`", crate::error::echo(key));
+                }
+            }
+            format!("line {line}, column {col}: {msg}")
         }
-        None => e.message().trim().to_string(),
+        None => crate::error::plain_serde(e.message().trim()),
     }
 }
 
@@ -850,7 +858,8 @@ impl Loaded {
                 self.err_at(
                     &["policies", k],
                     format!(
-                        "[policies.{k}]: unknown policy; valid policies: {}",
+                        "[policies.{}]: unknown policy; valid policies: {}",
+                        crate::error::echo(k),
                         crate::policy::policy_names().join(", ")
                     ),
                 )
@@ -989,7 +998,8 @@ impl Loaded {
                 self.err_at(
                     &["routers", k],
                     format!(
-                        "[routers.{k}]: unknown router; valid routers: {}",
+                        "[routers.{}]: unknown router; valid routers: {}",
+                        crate::error::echo(k),
                         crate::route::router_names().join(", ")
                     ),
                 )
