@@ -169,18 +169,53 @@ impl Target {
     }
 }
 
+/// Where the true capacity lies relative to the rates probed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bracket {
+    /// A rate meeting the target and a higher one missing it were both probed: the capacity is
+    /// between them.
+    Closed,
+    /// Every probe missed the target: the capacity is below the lowest rate probed.
+    Below,
+    /// Every probe met the target up to the highest rate allowed: the capacity is above it.
+    Above,
+}
+
+impl Bracket {
+    /// The `bracket` column of capacity.csv.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Bracket::Closed => "closed",
+            Bracket::Below => "below",
+            Bracket::Above => "above",
+        }
+    }
+}
+
 /// Result of a capacity search.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Capacity {
     /// Highest rate found to meet the SLO (0 if even the lowest probed rate fails).
     pub rate_per_s: f64,
+    /// Whether the search closed the bracket, or hit the lowest or highest rate it may probe.
+    pub bracket: Bracket,
+    /// The rate bounding the answer from the other side: the lowest rate found to miss the
+    /// target ([`Bracket::Closed`]), the lowest rate probed ([`Bracket::Below`]: the capacity is
+    /// under it) or the highest rate probed ([`Bracket::Above`]: the capacity is over it).
+    pub limit_rate_per_s: f64,
     /// Rates probed, with the statistic measured at each, in probe order.
     pub probes: Vec<(f64, f64)>,
 }
 
+/// How far the bracketing phase doubles or halves the start rate at most (2^20 ≈ 10^6 either
+/// way): past that the target is unreachable or trivially met, and the search says so
+/// ([`Bracket::Below`] / [`Bracket::Above`]) instead of probing absurd rates.
+pub const MAX_BRACKET_STEPS: i32 = 20;
+
 /// Bracket and bisect. `eval(rate)` returns the figure at that rate and `meets(figure)` whether
-/// it satisfies the target (an overloaded run that fails must map to a failing figure). Stops
-/// when the bracket is within `rel_precision`.
+/// it satisfies the target (an overloaded run that fails must map to a failing figure). Rates
+/// stay within `start_rate · 2^±MAX_BRACKET_STEPS`. Stops when the bracket is within
+/// `rel_precision`.
 pub fn search(
     start_rate: f64,
     meets: &dyn Fn(f64) -> bool,
@@ -194,26 +229,44 @@ pub fn search(
         probes.push((r, v));
         meets(v)
     };
+    let highest = start_rate * 2f64.powi(MAX_BRACKET_STEPS);
+    let lowest = start_rate / 2f64.powi(MAX_BRACKET_STEPS);
     let (mut lo, mut hi);
     if probe(start_rate, &mut probes) {
         lo = start_rate;
         hi = start_rate * 2.0;
-        while probes.len() < max_probes && probe(hi, &mut probes) {
+        loop {
+            if hi > highest || probes.len() >= max_probes {
+                return Capacity {
+                    rate_per_s: lo,
+                    bracket: Bracket::Above,
+                    limit_rate_per_s: lo,
+                    probes,
+                };
+            }
+            if !probe(hi, &mut probes) {
+                break;
+            }
             lo = hi;
             hi *= 2.0;
         }
     } else {
         hi = start_rate;
         lo = start_rate / 2.0;
-        while probes.len() < max_probes && !probe(lo, &mut probes) {
+        loop {
+            if lo < lowest || probes.len() >= max_probes {
+                return Capacity {
+                    rate_per_s: 0.0,
+                    bracket: Bracket::Below,
+                    limit_rate_per_s: hi,
+                    probes,
+                };
+            }
+            if probe(lo, &mut probes) {
+                break;
+            }
             hi = lo;
             lo /= 2.0;
-        }
-        if probes.last().is_some_and(|&(_, v)| !meets(v)) {
-            return Capacity {
-                rate_per_s: 0.0,
-                probes,
-            };
         }
     }
     while probes.len() < max_probes && (hi - lo) > rel_precision * lo {
@@ -226,6 +279,8 @@ pub fn search(
     }
     Capacity {
         rate_per_s: lo,
+        bracket: Bracket::Closed,
+        limit_rate_per_s: hi,
         probes,
     }
 }
@@ -255,6 +310,27 @@ mod tests {
     fn infeasible_everywhere_gives_zero() {
         let mut f = |_r: f64| 5.0;
         assert_eq!(search(1.0, &|v| v <= 1.0, 0.01, 10, &mut f).rate_per_s, 0.0);
+    }
+
+    #[test]
+    fn an_open_bracket_is_reported_and_the_rates_stay_bounded() {
+        // Never met: the capacity is below the lowest rate probed, which is start / 2^20.
+        let c = search(1.0, &|v| v <= 1.0, 0.01, 40, &mut |_r| 5.0);
+        assert_eq!(c.bracket, Bracket::Below);
+        assert_eq!(c.rate_per_s, 0.0);
+        let lowest = c.probes.iter().map(|p| p.0).fold(f64::INFINITY, f64::min);
+        assert_eq!(c.limit_rate_per_s, lowest);
+        assert!(lowest >= 2f64.powi(-MAX_BRACKET_STEPS), "{lowest}");
+        // Always met: above the highest rate probed, at most start · 2^20.
+        let c = search(1.0, &|v| v <= 1.0, 0.01, 40, &mut |_r| 0.5);
+        assert_eq!(c.bracket, Bracket::Above);
+        let highest = c.probes.iter().map(|p| p.0).fold(0.0, f64::max);
+        assert_eq!((c.rate_per_s, c.limit_rate_per_s), (highest, highest));
+        assert!(highest <= 2f64.powi(MAX_BRACKET_STEPS), "{highest}");
+        // A closed bracket names the rate that missed.
+        let c = search(1.0, &|v| v <= 1.0, 0.01, 40, &mut |r| r / 3.0);
+        assert_eq!(c.bracket, Bracket::Closed);
+        assert!(c.rate_per_s <= 3.0 && c.limit_rate_per_s > 3.0, "{c:?}");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! Rows are matched by their axis values (every column before `requests`); numeric cells are equal
 //! when `|a − b| ≤ rel_tol · max(|a|, |b|)` (default `rel_tol = 0`: exact, since runs are
-//! deterministic); other cells must be identical.
+//! deterministic); other cells must be identical. Two rows with the same axis values in either
+//! file are an error naming the file and line; missing or extra columns and rows are reported.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -36,15 +37,39 @@ fn read(path: &Path) -> Result<Table> {
         .iter()
         .position(|h| h == "requests")
         .ok_or_else(|| io(&"not a sweep.csv (no `requests` column)"))?;
-    let mut rows = BTreeMap::new();
+    for (i, h) in headers.iter().enumerate() {
+        if headers[..i].contains(h) {
+            return Err(SimError::Input {
+                path: path.to_path_buf(),
+                line: 1,
+                field: crate::error::echo(h),
+                msg: "column given twice in the header".into(),
+            });
+        }
+    }
+    let mut rows: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut lines: BTreeMap<String, u64> = BTreeMap::new();
     for rec in rdr.records() {
         let rec = rec.map_err(|e| io(&e))?;
+        let line = rec.position().map_or(0, |p| p.line());
         let key = headers[1..n_axes]
             .iter()
             .zip(rec.iter().skip(1))
             .map(|(h, v)| format!("{h}={v}"))
             .collect::<Vec<_>>()
             .join(" ");
+        if let Some(first) = lines.get(&key) {
+            return Err(SimError::Input {
+                path: path.to_path_buf(),
+                line,
+                field: "(row)".into(),
+                msg: format!(
+                    "duplicate point `{}`: the same axis values as line {first}; a sweep.csv has one row per point",
+                    crate::error::echo(&key)
+                ),
+            });
+        }
+        lines.insert(key.clone(), line);
         rows.insert(key, rec.iter().map(str::to_string).collect());
     }
     Ok((headers, rows))
@@ -66,12 +91,30 @@ pub fn compare(actual: &Path, golden: &Path, rel_tol: f64) -> Result<Vec<Moved>>
     let (hg, rg) = read(golden)?;
     let mut moved = Vec::new();
     if ha != hg {
-        moved.push(Moved {
-            point: "(header)".into(),
-            column: "columns".into(),
-            golden: hg.join(","),
-            actual: ha.join(","),
-        });
+        for h in hg.iter().filter(|h| !ha.contains(h)) {
+            moved.push(Moved {
+                point: "(header)".into(),
+                column: h.clone(),
+                golden: "present".into(),
+                actual: "missing".into(),
+            });
+        }
+        for h in ha.iter().filter(|h| !hg.contains(h)) {
+            moved.push(Moved {
+                point: "(header)".into(),
+                column: h.clone(),
+                golden: "missing".into(),
+                actual: "present".into(),
+            });
+        }
+        if moved.is_empty() {
+            moved.push(Moved {
+                point: "(header)".into(),
+                column: "column order".into(),
+                golden: hg.join(","),
+                actual: ha.join(","),
+            });
+        }
         return Ok(moved);
     }
     for (k, g) in &rg {

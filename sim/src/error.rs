@@ -47,3 +47,143 @@ impl SimError {
 }
 
 pub type Result<T, E = SimError> = std::result::Result<T, E>;
+
+/// A user-supplied or derived number for an error message: up to 6 significant digits, in
+/// scientific notation when very large or small (never a 300-digit expansion), `inf`/`NaN` as is.
+pub fn num(x: f64) -> String {
+    if !x.is_finite() || x == 0.0 {
+        return format!("{x}");
+    }
+    let a = x.abs();
+    if (1e-4..1e9).contains(&a) {
+        // 6 significant digits, trailing zeros trimmed.
+        let decimals = (5 - a.log10().floor() as i32).max(0) as usize;
+        let s = format!("{x:.decimals$}");
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s
+        }
+    } else {
+        let s = format!("{x:.5e}");
+        // Trim the mantissa's trailing zeros: 1.50000e20 → 1.5e20.
+        match s.split_once('e') {
+            Some((m, e)) if m.contains('.') => {
+                format!("{}e{e}", m.trim_end_matches('0').trim_end_matches('.'))
+            }
+            _ => s,
+        }
+    }
+}
+
+/// Input text echoed in an error message: control characters (newlines, escapes, NUL, …) shown
+/// escaped so a message stays one line and cannot drive the terminal; long text cut at 80
+/// characters.
+pub fn echo(s: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i == 80 {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A serde/toml message in the user's terms: Rust type names (`expected struct VllmParams`,
+/// `expected enum CostSpec`, `u32`, `f64`) replaced by what they mean in a scenario file.
+pub fn plain_serde(msg: &str) -> String {
+    let mut out = String::new();
+    let mut rest = msg;
+    while let Some(i) = rest
+        .find("expected struct ")
+        .or_else(|| rest.find("expected enum "))
+    {
+        out.push_str(&rest[..i]);
+        let after = &rest[i..];
+        let (what, skip) = if after.starts_with("expected struct ") {
+            ("expected a table", "expected struct ".len())
+        } else {
+            (
+                "expected one of the documented values",
+                "expected enum ".len(),
+            )
+        };
+        out.push_str(what);
+        let tail = &after[skip..];
+        let end = tail
+            .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+            .unwrap_or(tail.len());
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    for (ty, words) in [
+        ("u8", "an integer"),
+        ("u16", "an integer"),
+        ("u32", "an integer"),
+        ("u64", "an integer"),
+        ("usize", "an integer"),
+        ("i64", "an integer"),
+        ("f64", "a number"),
+        ("f32", "a number"),
+    ] {
+        out = out.replace(&format!("expected {ty}"), &format!("expected {words}"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_printed_with_a_sensible_precision() {
+        assert_eq!(num(0.3), "0.3");
+        assert_eq!(num(5.0), "5");
+        assert_eq!(num(-2.5), "-2.5");
+        assert_eq!(num(1.0 / 3.0), "0.333333");
+        assert_eq!(num(123456789.0), "123456789");
+        assert_eq!(num(1e300), "1e300");
+        assert_eq!(num(1.5e-300), "1.5e-300");
+        assert_eq!(num(f64::NAN), "NaN");
+        assert_eq!(num(f64::INFINITY), "inf");
+        assert!(num(f64::MAX).len() < 16, "{}", num(f64::MAX));
+    }
+
+    #[test]
+    fn serde_messages_lose_rust_type_names() {
+        assert_eq!(
+            plain_serde("invalid type: integer `3`, expected struct VllmParams"),
+            "invalid type: integer `3`, expected a table"
+        );
+        assert_eq!(
+            plain_serde("invalid type: string \"x\", expected u32"),
+            "invalid type: string \"x\", expected an integer"
+        );
+        assert_eq!(
+            plain_serde("expected enum CostSpec"),
+            "expected one of the documented values"
+        );
+    }
+
+    #[test]
+    fn batch_shapes_read_as_words_in_errors() {
+        let mut b = crate::cost::BatchShape::default();
+        b.add_prefill(300);
+        assert_eq!(
+            b.to_string(),
+            "1 prefill requests (300 tokens), 0 decode requests (0 context tokens)"
+        );
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(echo("a\nb\x1b[31m\0"), "a\\nb\\u{1b}[31m\\u{0}");
+        assert_eq!(echo(&"x".repeat(100)).chars().count(), 81);
+    }
+}

@@ -611,6 +611,8 @@ pub struct CapacityBar {
     pub policy: String,
     /// Highest rate meeting the SLO (requests/s; 0 when none does).
     pub rate_per_s: f64,
+    /// Whether the search bracketed the capacity; an open bracket is labelled `< R` / `> R`.
+    pub bracket: crate::capacity::Bracket,
 }
 
 fn draw_capacity<DB: DrawingBackend>(
@@ -674,7 +676,11 @@ fn draw_capacity<DB: DrawingBackend>(
         .color(&BLACK)
         .pos(Pos::new(HPos::Center, VPos::Bottom));
     for (i, b) in bars.iter().enumerate() {
-        let label = if base > 0.0 {
+        let label = if b.bracket == crate::capacity::Bracket::Below {
+            "below every probed rate".to_string()
+        } else if b.bracket == crate::capacity::Bracket::Above {
+            format!("> {:.3} (bracket never closed)", b.rate_per_s)
+        } else if base > 0.0 {
             format!("{:.3} ({:.2}x)", b.rate_per_s, b.rate_per_s / base)
         } else {
             format!("{:.3}", b.rate_per_s)
@@ -939,14 +945,17 @@ mod tests {
             CapacityBar {
                 policy: "a".into(),
                 rate_per_s: 1.7e308,
+                bracket: crate::capacity::Bracket::Closed,
             },
             CapacityBar {
                 policy: "b".into(),
                 rate_per_s: f64::INFINITY,
+                bracket: crate::capacity::Bracket::Closed,
             },
             CapacityBar {
                 policy: "c".into(),
                 rate_per_s: f64::NAN,
+                bracket: crate::capacity::Bracket::Closed,
             },
         ];
         let files = plot_capacity(dir.path(), "huge", &bars).unwrap();

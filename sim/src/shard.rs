@@ -8,7 +8,10 @@
 //! `shards`, `runs_total`), a fingerprint of the whole expanded sweep, the `sweep.csv` header, and
 //! each of its runs' exact `sweep.csv` line. Merging checks that the shards come from the same
 //! sweep (same fingerprint, count and header), that none is given twice and none is missing, and
-//! that every run appears exactly once; any mismatch is an error naming the directories.
+//! that every run appears exactly once; any mismatch is an error naming the directories. Each
+//! row must be one CSV record of the header's width, consistent with the run it claims (index,
+//! directory name, error cell) and with the shard's own `sweep.csv`; symbolic links in a shard
+//! (the directory, shard.json, sweep.csv, anything under runs/) are refused.
 //!
 //! The fingerprint is a 64-bit FNV-1a hash of every run's axis values and resolved configuration
 //! (`config.json` without the scenario file's path, so shards may be started from different
@@ -210,8 +213,98 @@ struct Loaded {
     m: Manifest,
 }
 
+/// Refuse a symbolic link: merge copies only what a shard wrote itself, never what a link
+/// points to (which may be anywhere).
+fn no_symlink(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(io(
+            path,
+            "is a symbolic link; merge reads only the files a shard wrote (replace the link with the real file or directory)",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The cells of one `sweep.csv` line (the header or a row), which must be exactly one CSV
+/// record (a quoted cell may hold a newline; an unquoted newline or a carriage return would
+/// inject a row).
+fn csv_record(line: &str) -> std::result::Result<Vec<String>, String> {
+    if line.contains('\r') {
+        return Err("contains a carriage return".into());
+    }
+    let mut rd = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(line.as_bytes());
+    let records: Vec<csv::StringRecord> = rd
+        .records()
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| format!("is not valid CSV: {e}"))?;
+    match records.as_slice() {
+        [one] => Ok(one.iter().map(String::from).collect()),
+        rows => Err(format!(
+            "holds {} CSV records, expected one line (an unquoted newline?)",
+            rows.len()
+        )),
+    }
+}
+
+/// Check a manifest row against the run it claims: one CSV record with the header's number of
+/// cells, starting with its run index; its `dir` (when present) is the directory name the run's
+/// index and axis values give, and the `error` cell is empty exactly when it has a directory.
+fn check_row(row: &ManifestRow, header_cells: usize) -> std::result::Result<(), String> {
+    let cells = csv_record(&row.csv).map_err(|e| format!("its `csv` {e}"))?;
+    if cells.len() != header_cells {
+        return Err(format!(
+            "its `csv` has {} cells, the header {header_cells}",
+            cells.len()
+        ));
+    }
+    if cells[0] != row.run.to_string() {
+        return Err(format!(
+            "its `csv` starts with run `{}`",
+            crate::error::echo(&cells[0])
+        ));
+    }
+    let error_cell = cells.last().map_or("", String::as_str);
+    match &row.dir {
+        Some(d) => {
+            if !error_cell.is_empty() {
+                return Err("it has a run directory but its `csv` records an error".into());
+            }
+            let parts: Vec<&str> = d.split('-').collect();
+            let ok = parts[0] == format!("{:04}", row.run)
+                && parts.len() < cells.len()
+                && parts[1..].iter().zip(&cells[1..]).all(|(p, v)| {
+                    v.chars()
+                        .map(|c| {
+                            if c.is_ascii_alphanumeric() || c == '.' {
+                                c
+                            } else {
+                                '_'
+                            }
+                        })
+                        .eq(p.chars())
+                });
+            if !ok {
+                return Err(format!(
+                    "its directory `{}` does not match its index and axis values",
+                    crate::error::echo(d)
+                ));
+            }
+        }
+        None if error_cell.is_empty() => {
+            return Err("it has no run directory and its `csv` records no error".into());
+        }
+        None => {}
+    }
+    Ok(())
+}
+
 fn read_manifest(dir: &Path) -> Result<Loaded> {
+    no_symlink(dir)?;
     let p = dir.join("shard.json");
+    no_symlink(&p)?;
     let text = std::fs::read_to_string(&p).map_err(|e| {
         io(
             dir,
@@ -245,6 +338,36 @@ fn read_manifest(dir: &Path) -> Result<Loaded> {
                 "shards = {} and runs_total = {}: each must be at most {max} (the most runs a sweep may have); the manifest was edited or is corrupt",
                 m.shards, m.runs_total
             ),
+        ));
+    }
+    let header_cells = csv_record(&m.header)
+        .map_err(|e| io(&p, format!("`header` {e}")))?
+        .len();
+    for row in &m.rows {
+        check_row(row, header_cells).map_err(|e| {
+            io(
+                &p,
+                format!(
+                    "run {}: {e}; the manifest was edited or is corrupt",
+                    row.run
+                ),
+            )
+        })?;
+    }
+    // The shard's own sweep.csv holds the same lines.
+    let csv_path = dir.join("sweep.csv");
+    no_symlink(&csv_path)?;
+    let csv = std::fs::read_to_string(&csv_path).map_err(|e| io(&csv_path, e))?;
+    let mut expected = m.header.clone();
+    expected.push('\n');
+    for row in &m.rows {
+        expected.push_str(&row.csv);
+        expected.push('\n');
+    }
+    if csv != expected {
+        return Err(io(
+            &csv_path,
+            "does not hold the rows shard.json lists; the shard was edited or is corrupt",
         ));
     }
     Ok(Loaded {
@@ -368,6 +491,8 @@ pub fn merge(shard_dirs: &[PathBuf], out: &Path, plots: bool, force: bool) -> Re
                 if name.components().count() != 1 || d.contains(['/', '\\']) || d.starts_with('.') {
                     return Err(io(&s.dir, format!("run {i}: invalid run directory `{d}`")));
                 }
+                no_symlink(&s.dir.join("runs"))?;
+                no_symlink(&s.dir.join("runs").join(d))?;
                 copy_dir(
                     &s.dir.join("runs").join(d),
                     &staged.path().join("runs").join(d),
@@ -420,6 +545,9 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
         let src = e.path();
         let dst = to.join(e.file_name());
         let ft = e.file_type().map_err(|err| io(&src, err))?;
+        if ft.is_symlink() {
+            no_symlink(&src)?;
+        }
         if ft.is_dir() {
             copy_dir(&src, &dst)?;
         } else {

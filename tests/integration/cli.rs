@@ -290,6 +290,149 @@ fn unknown_scenario_key_names_the_line() {
     assert_user_error(&w, &r, &["`watermark`", "policies.vllm"]);
 }
 
+/// Every `[policies.NAME]`, `[routers.NAME]` and `[predictors.NAME]` table present is checked
+/// with its own parameter parser, whether or not the run uses it.
+#[test]
+fn unused_parameter_tables_are_checked() {
+    let w = Workdir::new();
+    w.write("trace.csv", format!("{HEADER}{GOOD_ROWS}"));
+    for (extra, needles) in [
+        (
+            "\n[policies.fcfs]\nreserve = \"nope\"\n",
+            &["policies.fcfs", "reserve", "nope"][..],
+        ),
+        (
+            "\n[policies.srpt]\nbogus = 1\n",
+            &["policies.srpt", "`bogus`"][..],
+        ),
+        (
+            "\n[policies.lottery]\nx = 1\n",
+            &["policies.lottery", "unknown policy", "vllm"][..],
+        ),
+        (
+            "\n[routers.least-work]\nbogus = 1\n",
+            &["routers.least-work", "`bogus`"][..],
+        ),
+        (
+            "\n[routers.random]\n",
+            &["routers.random", "unknown router"][..],
+        ),
+        (
+            "\n[predictors.history]\nk = 0\n",
+            &["scenario.toml", "predictors.history", "k, window"][..],
+        ),
+        (
+            "\n[predictors.bucket]\nconfusion_rate = 2.0\n",
+            &["scenario.toml", "predictors.bucket", "confusion_rate"][..],
+        ),
+        (
+            "\n[predictors.noisy]\nsigma = -1.0\n",
+            &["scenario.toml", "predictors.noisy", "sigma"][..],
+        ),
+        (
+            "\n[predictors.oracle]\nsigma = 1.0\n",
+            &["scenario.toml", "predictors.oracle", "`sigma`"][..],
+        ),
+    ] {
+        w.write("scenario.toml", scenario("vllm", extra));
+        let r = run_in(&w, &[]);
+        assert_user_error(&w, &r, needles);
+    }
+    // The line of the key at fault.
+    let text = scenario("vllm", "\n[policies.fcfs]\nreserve = \"nope\"\n");
+    w.write("scenario.toml", &text);
+    let r = run_in(&w, &[]);
+    let line = format!("line {}:", line_of(&text, "reserve"));
+    assert_user_error(&w, &r, &[&line, "[policies.fcfs] `reserve`"]);
+}
+
+/// `gpu_memory_utilization` outside (0, 1] and a model that cannot fit its GPUs are errors even
+/// when `kv_capacity_blocks` overrides the KV capacity.
+#[test]
+fn memory_physics_is_checked_with_a_kv_capacity_override() {
+    let w = Workdir::new();
+    w.write("trace.csv", format!("{HEADER}{GOOD_ROWS}"));
+    for (text, needles) in [
+        (
+            scenario("vllm", "").replace(
+                "kv_capacity_blocks = 1000",
+                "kv_capacity_blocks = 1000\ngpu_memory_utilization = 5.0",
+            ),
+            &["gpu_memory_utilization", "(0, 1]", "got 5"][..],
+        ),
+        (
+            scenario("vllm", "").replace(
+                "kv_capacity_blocks = 1000",
+                "kv_capacity_blocks = 1000\ngpu_memory_utilization = nan",
+            ),
+            &["gpu_memory_utilization", "NaN"][..],
+        ),
+        (
+            scenario("vllm", "").replace("opt-13b", "opt-66b"),
+            &["does not fit", "weights 122.", "usable memory 35."][..],
+        ),
+        (
+            scenario("vllm", "max_context_tokens = 0\n"),
+            &["max_context_tokens"][..],
+        ),
+        (
+            scenario("vllm", "").replace(
+                "kv_capacity_blocks = 1000",
+                "kv_capacity_blocks = 1000\nblock_tokens = 4000000000",
+            ),
+            &["block_tokens", "at most"][..],
+        ),
+    ] {
+        w.write("scenario.toml", &text);
+        let r = run_in(&w, &[]);
+        assert_user_error(&w, &r, needles);
+    }
+}
+
+/// Error messages in the user's terms: the duplicate key named, no Rust type names, control
+/// bytes escaped, numbers with a sensible precision, the flag blamed for a flag's value.
+#[test]
+fn error_messages_are_in_the_users_terms() {
+    let w = Workdir::new();
+    w.write("trace.csv", format!("{HEADER}{GOOD_ROWS}"));
+    let dup = scenario("vllm", "").replace("gpu =", "model = \"opt-13b\"\ngpu =");
+    let line = format!("line {},", line_of(&dup, "gpu") - 1);
+    for (text, needles, absent) in [
+        (dup, vec!["duplicate key `model`", line.as_str()], vec![]),
+        (
+            scenario("vllm", "\n[policies]\nvllm = 3\n"),
+            vec!["policies.vllm", "expected a table"],
+            vec!["struct", "Params"],
+        ),
+        (
+            scenario("vl\\u001b[31mlm", ""),
+            vec!["unknown policy `vl\\u{1b}[31mlm`"],
+            vec!["\u{1b}"],
+        ),
+        (
+            scenario("vllm", "").replace(
+                "file = \"trace.csv\"",
+                "file = \"trace.csv\"\nrate_per_s = -1e300",
+            ),
+            vec!["rate_per_s", "got -1e300", "line 7:"],
+            vec!["00000000000000000000"],
+        ),
+    ] {
+        w.write("scenario.toml", &text);
+        let r = run_in(&w, &[]);
+        let needles: Vec<&str> = needles.to_vec();
+        assert_user_error(&w, &r, &needles);
+        for a in absent {
+            assert!(!r.stderr.contains(a), "{a:?} in {:?}", r.stderr);
+        }
+    }
+    w.write("scenario.toml", scenario("vllm", ""));
+    let r = run_in(&w, &["--num-requests", "0"]);
+    assert_user_error(&w, &r, &["--num-requests"]);
+    let r = run_in(&w, &["--rate=-1e300"]);
+    assert_user_error(&w, &r, &["--rate", "got -1e300"]);
+}
+
 #[test]
 fn request_larger_than_kv_capacity() {
     // 20 blocks of 16 tokens = 320 tokens; request 1 needs 300 + 40 − 1 = 339 tokens = 22 blocks.

@@ -535,6 +535,159 @@ fn sharded_sweep_merges_into_the_unsharded_sweep_byte_for_byte() {
     }
 }
 
+fn copy_tree(from: &Path, to: &Path) {
+    for f in files_under(from) {
+        std::fs::create_dir_all(to.join(&f).parent().unwrap()).unwrap();
+        std::fs::copy(from.join(&f), to.join(&f)).unwrap();
+    }
+}
+
+/// `merge` checks each row of shard.json (one CSV record of the header's width, consistent with
+/// the run it claims and with the shard's sweep.csv) and refuses symbolic links in a shard.
+#[test]
+fn merge_refuses_edited_rows_and_symlinks() {
+    let w = Workdir::new();
+    let lengths = workspace_root().join("traces/sharegpt_vllm_opt.csv");
+    let s = w.write(
+        "sweep.toml",
+        SWEEP.replace("LENGTHS", &lengths.display().to_string()),
+    );
+    let s = s.to_str().unwrap();
+    for i in 0..2 {
+        let d = w.path(&format!("shard{i}"));
+        let r = sweep(&[
+            s,
+            "--shard",
+            &format!("{i}/2"),
+            "--num-requests",
+            "20",
+            "--out",
+            d.to_str().unwrap(),
+        ]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    let out = w.path("merged");
+    let merge = |first: &Path| {
+        cli([
+            "merge".into(),
+            first.as_os_str().to_owned(),
+            w.path("shard1").into_os_string(),
+            "--out".into(),
+            out.clone().into_os_string(),
+            "--no-plots".into(),
+        ])
+    };
+    let r = merge(&w.path("shard0"));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    std::fs::remove_dir_all(&out).unwrap();
+    let fails = |first: &Path, words: &[&str]| {
+        let r = merge(first);
+        assert_eq!(r.code, 2, "{words:?}: {}", r.stdout);
+        assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+        for word in words {
+            assert!(r.stderr.contains(word), "{word}: {}", r.stderr);
+        }
+        assert!(!out.exists());
+    };
+    // Edit the first row of a copy of shard 0 (shard.json, and sweep.csv where asked).
+    let edited = |name: &str, edit: &dyn Fn(&mut serde_json::Value), csv_too: bool| {
+        let d = w.path(name);
+        copy_tree(&w.path("shard0"), &d);
+        let mut m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(d.join("shard.json")).unwrap()).unwrap();
+        edit(&mut m);
+        std::fs::write(d.join("shard.json"), m.to_string()).unwrap();
+        if csv_too {
+            let mut csv = format!("{}\n", m["header"].as_str().unwrap());
+            for row in m["rows"].as_array().unwrap() {
+                csv += &format!("{}\n", row["csv"].as_str().unwrap());
+            }
+            std::fs::write(d.join("sweep.csv"), csv).unwrap();
+        }
+        d
+    };
+    let row0 = |m: &serde_json::Value| m["rows"][0]["csv"].as_str().unwrap().to_string();
+    // An embedded newline injects a row.
+    let d = edited(
+        "inject",
+        &|m| {
+            let injected = format!("{}\n{}", row0(m), row0(m));
+            m["rows"][0]["csv"] = injected.into();
+        },
+        true,
+    );
+    fails(&d, &["shard.json", "run 0", "2 CSV records"]);
+    // A cell too many.
+    let d = edited(
+        "wide",
+        &|m| m["rows"][0]["csv"] = format!("{},1", row0(m)).into(),
+        true,
+    );
+    fails(&d, &["run 0", "cells"]);
+    // A row that claims another run's index.
+    let d = edited(
+        "index",
+        &|m| m["rows"][0]["csv"] = format!("7{}", row0(m)).into(),
+        true,
+    );
+    fails(&d, &["run 0", "starts with run `70`"]);
+    // A row edited in shard.json only.
+    let d = edited(
+        "csv_only",
+        &|m| m["rows"][0]["csv"] = row0(m).replacen(",fcfs,", ",vllm,", 1).into(),
+        false,
+    );
+    fails(
+        &d,
+        &["sweep.csv", "does not hold the rows shard.json lists"],
+    );
+    // A directory that is not the run's (another successful run's), and a failed run given one.
+    let d = edited(
+        "dir",
+        &|m| {
+            let rows = m["rows"].as_array_mut().unwrap();
+            let ok: Vec<usize> = (0..rows.len())
+                .filter(|&i| !rows[i]["dir"].is_null())
+                .collect();
+            rows[ok[0]]["dir"] = rows[ok[1]]["dir"].clone();
+        },
+        true,
+    );
+    fails(&d, &["does not match its index and axis values"]);
+    let d = edited(
+        "failed_dir",
+        &|m| {
+            let rows = m["rows"].as_array_mut().unwrap();
+            let failed = (0..rows.len()).find(|&i| rows[i]["dir"].is_null()).unwrap();
+            let ok = (0..rows.len())
+                .find(|&i| !rows[i]["dir"].is_null())
+                .unwrap();
+            rows[failed]["dir"] = rows[ok]["dir"].clone();
+        },
+        true,
+    );
+    fails(&d, &["has a run directory but its `csv` records an error"]);
+    // Symbolic links: the shard directory, and a file under runs/ pointing outside.
+    #[cfg(unix)]
+    {
+        let link = w.path("link0");
+        std::os::unix::fs::symlink(w.path("shard0"), &link).unwrap();
+        fails(&link, &["link0", "symbolic link"]);
+        let d = w.path("leaky");
+        copy_tree(&w.path("shard0"), &d);
+        let run = std::fs::read_dir(d.join("runs"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        std::fs::remove_file(run.join("summary.json")).unwrap();
+        std::fs::write(w.path("secret"), "secret").unwrap();
+        std::os::unix::fs::symlink(w.path("secret"), run.join("summary.json")).unwrap();
+        fails(&d, &["summary.json", "symbolic link"]);
+    }
+}
+
 /// The reproduction shapes run, and their KV capacity is that of the vLLM paper's Table 1 to
 /// within 20% (servesim keeps 10% of every GPU free plus a 1 GiB activation reserve per GPU).
 #[test]

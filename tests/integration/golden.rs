@@ -94,3 +94,54 @@ fn check_fails_and_names_the_point_when_a_policy_is_perturbed() {
     ]);
     assert_eq!(code, 1);
 }
+
+/// Duplicate points (two rows with the same axis values) in the golden file or the actual one
+/// are an error naming the file and line, not a pass; missing columns and rows are reported.
+#[test]
+fn check_rejects_duplicate_points_and_names_missing_columns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let golden = root().join("results/golden/golden_small.csv");
+    let text = std::fs::read_to_string(&golden).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    // The last row again, with the run number changed.
+    let last = lines[lines.len() - 1];
+    let again = format!("999{}", &last[last.find(',').unwrap()..]);
+    let dup = tmp.path().join("dup.csv");
+    std::fs::write(&dup, format!("{text}{again}\n")).unwrap();
+    let g = golden.to_str().unwrap();
+    let d = dup.to_str().unwrap();
+    for (actual, gold) in [(g, d), (d, g)] {
+        let (code, _out, err) = cli(&["check", actual, "--golden", gold]);
+        assert_eq!(code, 2, "{actual} vs {gold}: {err}");
+        assert!(
+            err.contains(&format!("dup.csv:{}", lines.len() + 1))
+                && err.contains("duplicate point"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    // A missing column is named; so is a missing row.
+    let cut: String = text
+        .lines()
+        .map(|l| l.rsplit_once(',').unwrap().0.to_string() + "\n")
+        .collect();
+    let cut_path = tmp.path().join("cut.csv");
+    std::fs::write(&cut_path, cut).unwrap();
+    let (code, _out, err) = cli(&["check", cut_path.to_str().unwrap(), "--golden", g]);
+    assert_eq!(code, 1, "{err}");
+    let last_column = lines[0].rsplit_once(',').unwrap().1;
+    assert!(
+        err.contains(&format!(
+            "(header): {last_column} golden present → actual missing"
+        )),
+        "{err}"
+    );
+    let fewer = tmp.path().join("fewer.csv");
+    std::fs::write(&fewer, lines[..lines.len() - 1].join("\n") + "\n").unwrap();
+    let (code, _out, err) = cli(&["check", fewer.to_str().unwrap(), "--golden", g]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("(row) golden present → actual missing"),
+        "{err}"
+    );
+}

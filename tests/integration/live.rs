@@ -335,3 +335,82 @@ fn compare_sim_with_mock_live_gives_small_errors() {
         Ok(())
     });
 }
+
+/// `compare` checks what it is given: a sim run first and a live run second (swapped arguments
+/// are named as such), runs of the same scenario (the differing field named), a strictly parsed
+/// iterations.csv (file, line and column in the error), and no partial run unless
+/// `--allow-partial` (then the output says so).
+#[test]
+fn compare_refuses_swapped_mismatched_garbage_and_partial_dirs() {
+    let _serial = serial();
+    let w = setup();
+    run_sim(&w);
+    run_mock_scaled(&w, "0.01");
+    let compare = |a: &str, b: &str, extra: &[&str]| {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "compare".into(),
+            w.path(a).into_os_string(),
+            w.path(b).into_os_string(),
+            "--out".into(),
+            w.path("compare.csv").into_os_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.into()));
+        cli(args)
+    };
+    let fails = |a: &str, b: &str, words: &[&str]| {
+        let r = compare(a, b, &[]);
+        assert_eq!(r.code, 2, "{a} {b}: {}", r.stdout);
+        assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+        for word in words {
+            assert!(r.stderr.contains(word), "{a} {b}: {word}: {}", r.stderr);
+        }
+    };
+    let copy = |from: &str, to: &str| {
+        std::fs::create_dir_all(w.path(to)).unwrap();
+        for e in std::fs::read_dir(w.path(from)).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), w.path(to).join(e.file_name())).unwrap();
+        }
+    };
+    assert_eq!(compare("sim", "live", &[]).code, 0);
+    fails("live", "sim", &["swapped", "SIM_DIR first"]);
+    fails("sim", "sim", &["not a live run"]);
+    fails("live", "live", &["is a live run"]);
+    // A run of another seed.
+    let r = cli([
+        "run".into(),
+        w.path("scenario.toml").into_os_string(),
+        "--seed".into(),
+        "7".into(),
+        "--out".into(),
+        w.path("sim7").into_os_string(),
+        "--quiet".into(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    fails(
+        "sim7",
+        "live",
+        &["different scenarios", "`seed` is 7", "but 0"],
+    );
+    // Garbage in iterations.csv.
+    copy("live", "live_bad");
+    let path = w.path("live_bad/iterations.csv");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    lines[2] = "1,0,0.5,0.25,x,1,8,0,0".into();
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    fails(
+        "sim",
+        "live_bad",
+        &["iterations.csv:3: field `duration_s`", "`x`"],
+    );
+    std::fs::write(&path, "iteration,replica\n0,0\n").unwrap();
+    fails("sim", "live_bad", &["iterations.csv:1: field `header`"]);
+    // A partial live run.
+    copy("live", "live_partial");
+    std::fs::write(w.path("live_partial/PARTIAL"), "stopped\n").unwrap();
+    fails("sim", "live_partial", &["partial run", "--allow-partial"]);
+    let r = compare("sim", "live_partial", &["--allow-partial"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("PARTIAL:"), "{}", r.stdout);
+}

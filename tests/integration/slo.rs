@@ -223,6 +223,82 @@ tpot_s = 0.05
     )
 }
 
+/// An unreachable target and a trivially met one: the search stops within 2^20 of the start
+/// rate and says the bracket never closed (table, capacity.csv), instead of reporting 0 or
+/// 549,755,813,888 req/s as a capacity.
+#[test]
+fn capacity_reports_an_open_bracket() {
+    let w = Workdir::new();
+    let sc = capacity_scenario(&w);
+    for (slo, bracket, words) in [
+        (
+            "per_token_s=1e-9",
+            "below",
+            "below the lowest probed rate 9.53674e-7 req/s (every probe missed the target)",
+        ),
+        (
+            "per_token_s=1e9",
+            "above",
+            "above the highest probed rate 1048576 req/s (the bracket never closed)",
+        ),
+    ] {
+        let dir = w.path(bracket);
+        let r = cli([
+            "capacity",
+            sc.to_str().unwrap(),
+            "--slo",
+            slo,
+            "--seeds",
+            "0",
+            "--num-requests",
+            "20",
+            "--out",
+            dir.to_str().unwrap(),
+        ]);
+        assert_eq!(r.code, 0, "{slo}: {}", r.stderr);
+        assert!(r.stdout.contains(words), "{slo}: {}", r.stdout);
+        let csv = std::fs::read_to_string(dir.join("capacity.csv")).unwrap();
+        let row: Vec<&str> = csv.lines().nth(1).unwrap().split(',').collect();
+        assert_eq!(row[3], bracket, "{csv}");
+        let limit: f64 = row[4].parse().unwrap();
+        assert!((9e-7..=1.1e6).contains(&limit), "{csv}");
+        let probes: usize = row[2].parse().unwrap();
+        assert!(probes <= 21, "{csv}");
+    }
+}
+
+/// Numeric flags of `capacity` are checked and the error names the flag.
+#[test]
+fn capacity_rejects_bad_flags() {
+    let w = Workdir::new();
+    let sc = capacity_scenario(&w);
+    for (flag, value) in [
+        ("--precision", "0"),
+        ("--precision", "-0.1"),
+        ("--precision", "NaN"),
+        ("--precision", "1"),
+        ("--start-rate", "NaN"),
+        ("--start-rate", "inf"),
+        ("--start-rate", "-1"),
+        ("--policies", "vllm,,fcfs"),
+    ] {
+        let r = cli([
+            "capacity",
+            sc.to_str().unwrap(),
+            "--slo",
+            "per_token_s=0.1",
+            &format!("{flag}={value}"),
+        ]);
+        assert_eq!(r.code, 2, "{flag} {value}: {}", r.stdout);
+        assert!(
+            r.stderr.starts_with("error: ") && r.stderr.contains(flag),
+            "{flag} {value}: {}",
+            r.stderr
+        );
+        assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    }
+}
+
 #[test]
 fn capacity_writes_csv_and_bar_plot() {
     let w = Workdir::new();
@@ -252,7 +328,10 @@ fn capacity_writes_csv_and_bar_plot() {
         assert_eq!(r.code, 0, "{target:?}: {}", r.stderr);
         let csv = std::fs::read_to_string(dir.join("capacity.csv")).unwrap();
         let lines: Vec<&str> = csv.lines().collect();
-        assert_eq!(lines[0], "policy,capacity_rate_per_s,probes");
+        assert_eq!(
+            lines[0],
+            "policy,capacity_rate_per_s,probes,bracket,limit_rate_per_s"
+        );
         assert!(lines[1].starts_with("vllm,") && lines[2].starts_with("fcfs,"));
         let rate: f64 = lines[1].split(',').nth(1).unwrap().parse().unwrap();
         assert!(

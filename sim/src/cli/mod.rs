@@ -172,6 +172,9 @@ pub struct CompareArgs {
     /// Where to write compare.csv (default LIVE_DIR/compare.csv).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Compare even when a run is partial (stopped by Ctrl-C); the output says so.
+    #[arg(long)]
+    pub allow_partial: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -471,10 +474,13 @@ fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Resu
     if let Some(r) = o.rate_per_s
         && !(r.is_finite() && r > 0.0)
     {
-        return Err(
-            SimError::config(format!("--rate must be a finite number > 0, got {r}")).into(),
-        );
+        return Err(SimError::config(format!(
+            "--rate must be a finite number > 0, got {}",
+            crate::error::num(r)
+        ))
+        .into());
     }
+    check_num_requests(o.num_requests)?;
     let resolved = loaded.resolve(&o)?;
     let dest = a.out.unwrap_or_else(|| {
         PathBuf::from("results")
@@ -543,12 +549,23 @@ fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Resu
     Ok(())
 }
 
+/// `--num-requests 0` would run nothing and report an empty run as a result: blame the flag.
+fn check_num_requests(n: Option<u64>) -> Result<(), SimError> {
+    if n == Some(0) {
+        return Err(SimError::config(
+            "--num-requests must be ≥ 1 (0 would run no request)",
+        ));
+    }
+    Ok(())
+}
+
 fn live_cmd(a: LiveArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     use crate::live::{CtrlC, ExecutorKind, LiveOptions, run_live, write_live};
     if !a.mock {
         return Err(SimError::config(crate::live::NO_GPU_EXECUTOR).into());
     }
     crate::live::check_time_scale(a.time_scale)?;
+    check_num_requests(a.num_requests)?;
     let loaded = load(&a.scenario)?;
     let resolved = loaded.resolve(&Overrides {
         num_requests: a.num_requests,
@@ -603,8 +620,16 @@ fn live_cmd(a: LiveArgs, out: &mut dyn Write) -> anyhow::Result<()> {
 }
 
 fn compare_cmd(a: CompareArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    use crate::live::compare::{compare, compare_csv, compare_table};
+    use crate::live::compare::{check_dirs, compare, compare_csv, compare_table};
+    let checked = check_dirs(&a.sim_dir, &a.live_dir, a.allow_partial)?;
     let rows = compare(&a.sim_dir, &a.live_dir)?;
+    for dir in &checked.partial {
+        writeln!(
+            out,
+            "PARTIAL: {} is a partial run (--allow-partial): its figures cover only the requests that finished",
+            dir.display()
+        )?;
+    }
     let dest = a.out.unwrap_or_else(|| a.live_dir.join("compare.csv"));
     crate::output::check_file_dest(&dest, &[a.sim_dir.clone(), a.live_dir.join("summary.json")])?;
     let mut f = crate::output::StagedFile::new(&dest)?;
@@ -619,6 +644,7 @@ fn sweep_cmd(a: SweepArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     // Ctrl-C stops every run at its next event; the sweep then writes nothing (its temporary
     // directory is removed) and exits 130: a sweep.csv of cut-short runs would mislead.
     let _ctrl_c = crate::interrupt::CtrlC::install();
+    check_num_requests(a.num_requests)?;
     let mut runs = crate::sweep::expand(
         &a.scenario,
         &Overrides {
@@ -778,9 +804,33 @@ fn thread_count(jobs: Option<usize>, work: usize) -> usize {
 
 fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     use crate::capacity::{GoodputTarget, Slo, Target};
+    use crate::error::num;
     use rayon::prelude::*;
     if a.seeds.is_empty() {
         return Err(SimError::config("--seeds needs at least one seed").into());
+    }
+    if !(a.precision > 0.0 && a.precision < 1.0) {
+        return Err(SimError::config(format!(
+            "--precision must be a relative width in (0, 1), e.g. 0.01, got {}",
+            num(a.precision)
+        ))
+        .into());
+    }
+    if let Some(r) = a.start_rate
+        && !(r.is_finite() && r > 0.0)
+    {
+        return Err(SimError::config(format!(
+            "--start-rate must be a finite number of requests/s > 0, got {}",
+            num(r)
+        ))
+        .into());
+    }
+    check_num_requests(a.num_requests)?;
+    if a.policies.iter().any(|p| p.trim().is_empty()) {
+        return Err(SimError::config(
+            "--policies has an empty entry: give comma-separated policy names, e.g. vllm,fcfs",
+        )
+        .into());
     }
     let loaded = load(&a.scenario)?;
     let target = match (&a.slo, &a.goodput) {
@@ -809,7 +859,11 @@ fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         .or(loaded.scenario.trace.rate_per_s)
         .unwrap_or(1.0);
     if !(start.is_finite() && start > 0.0) {
-        return Err(SimError::config("--start-rate must be > 0").into());
+        return Err(SimError::config(format!(
+            "--start-rate must be a finite number of requests/s > 0, got {}",
+            num(start)
+        ))
+        .into());
     }
     // Ctrl-C stops the probe under way and skips the rest (each probe checks it before its
     // runs); then nothing is written.
@@ -831,7 +885,7 @@ fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(thread_count(a.jobs, a.seeds.len()))
         .build()?;
-    let mut csv = String::from("policy,capacity_rate_per_s,probes\n");
+    let mut csv = String::from("policy,capacity_rate_per_s,probes,bracket,limit_rate_per_s\n");
     writeln!(out, "SLO: {}, seeds {:?}", target.describe(), a.seeds)?;
     writeln!(
         out,
@@ -878,18 +932,45 @@ fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             Some(b) if b > 0.0 => format!("  ({:.2}x the first)", c.rate_per_s / b),
             Some(_) => String::new(),
         };
+        use crate::capacity::Bracket;
+        let (shown, note) = match c.bracket {
+            Bracket::Closed => (format!("{:.4}", c.rate_per_s), String::new()),
+            Bracket::Below => (
+                format!("< {}", num(c.limit_rate_per_s)),
+                format!(
+                    "  below the lowest probed rate {} req/s (every probe missed the target)",
+                    num(c.limit_rate_per_s)
+                ),
+            ),
+            Bracket::Above => (
+                format!("> {}", num(c.limit_rate_per_s)),
+                format!(
+                    "  above the highest probed rate {} req/s (the bracket never closed)",
+                    num(c.limit_rate_per_s)
+                ),
+            ),
+        };
         writeln!(
             out,
-            "{:<18}{:>16.4}{:>10}{}",
+            "{:<18}{:>16}{:>10}{}{}",
+            p,
+            shown,
+            c.probes.len(),
+            ratio,
+            note
+        )?;
+        csv += &format!(
+            "{},{:.6},{},{},{}\n",
             p,
             c.rate_per_s,
             c.probes.len(),
-            ratio
-        )?;
-        csv += &format!("{},{:.6},{}\n", p, c.rate_per_s, c.probes.len());
+            c.bracket.as_str(),
+            c.limit_rate_per_s
+        );
         bars.push(crate::plot::CapacityBar {
             policy: p.clone(),
             rate_per_s: c.rate_per_s,
+            bracket: c.bracket,
         });
     }
     if let Some(staged) = staged {

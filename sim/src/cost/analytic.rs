@@ -341,7 +341,7 @@ impl CostModel for AnalyticCost {
         if !t.is_finite() {
             return Err(SimError::Cost {
                 model: "analytic".into(),
-                msg: format!("non-finite time for batch {s:?}"),
+                msg: format!("non-finite time for a batch of {s}"),
             });
         }
         Ok(t)

@@ -24,6 +24,20 @@ pub struct BatchShape {
     pub decode_context_tokens: u64,
 }
 
+/// For error messages: `2 prefill requests (300 tokens), 5 decode requests (1200 context tokens)`.
+impl std::fmt::Display for BatchShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} prefill requests ({} tokens), {} decode requests ({} context tokens)",
+            self.prefill_requests,
+            self.prefill_tokens,
+            self.decode_requests,
+            self.decode_context_tokens
+        )
+    }
+}
+
 impl BatchShape {
     pub fn add_prefill(&mut self, tokens: u32) {
         self.prefill_requests += 1;

@@ -279,7 +279,10 @@ impl CostModel for ProfileCost {
         if !(t.is_finite() && t > 0.0) {
             return Err(SimError::Cost {
                 model: "profile".into(),
-                msg: format!("invalid time {t} s for batch {shape:?}"),
+                msg: format!(
+                    "invalid time {} s for a batch of {shape}",
+                    crate::error::num(t)
+                ),
             });
         }
         Ok(t)

@@ -70,7 +70,10 @@ impl<C: CostModel + ?Sized> Executor for SimExecutor<C> {
         let s = self.cost.iteration_s(shape)?;
         duration_ns_ceil(s).ok_or_else(|| SimError::Cost {
             model: self.cost.name().into(),
-            msg: format!("invalid iteration time {s} s for batch {shape:?}"),
+            msg: format!(
+                "invalid iteration time {} s for a batch of {shape}",
+                crate::error::num(s)
+            ),
         })
     }
     fn pipeline(&self) -> Pipeline {

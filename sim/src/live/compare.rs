@@ -1,6 +1,12 @@
 //! `servesim compare SIM_DIR LIVE_DIR`: how far a simulated run is from a live one. Reads both
 //! directories' `requests.csv` (JCT, TTFT, TPOT: mean, p50, p99) and `summary.json` (mean
 //! iteration time = Σ busy time / Σ iterations over replicas).
+//!
+//! Before comparing it checks that the two directories are what they claim ([`check_dirs`]): the
+//! first a simulated run, the second a live one (`config.json` has a `live` table and the
+//! directory an `iterations.csv`, parsed strictly); both `config.json` files describe the same
+//! scenario on the fields that decide the workload and the system ([`SAME_SCENARIO_FIELDS`]);
+//! and neither is a partial run unless the caller allows it.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -41,6 +47,183 @@ fn io(path: &Path, msg: impl std::fmt::Display) -> SimError {
     }
 }
 
+/// The `config.json` fields (under `scenario`) that must be equal for a comparison to mean
+/// anything: the model and hardware, the parallelism and replica count, the scheduling policy
+/// and router, the seed, and the whole trace table (file, arrival process, rate, number of
+/// requests). The cost model, memory settings and limits may differ: the cost model is what a
+/// comparison judges.
+pub const SAME_SCENARIO_FIELDS: [&str; 10] = [
+    "model",
+    "gpu",
+    "tp",
+    "pp",
+    "replicas",
+    "replica_groups",
+    "scheduler.policy",
+    "router",
+    "seed",
+    "trace",
+];
+
+fn read_json(path: &Path) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| io(path, format!("not valid JSON: {e}")))
+}
+
+/// Whether a run directory holds a partial run (a `PARTIAL` file or `"partial": true` in
+/// `summary.json`).
+fn is_partial(dir: &Path, summary: &serde_json::Value) -> bool {
+    dir.join("PARTIAL").exists() || summary["partial"].as_bool() == Some(true)
+}
+
+/// Checks of [`check_dirs`]: what was found partial (allowed by the caller), for the output.
+#[derive(Debug, Default)]
+pub struct DirCheck {
+    /// The directories holding partial runs (only when allowed).
+    pub partial: Vec<std::path::PathBuf>,
+}
+
+/// Check that `sim` is a simulated run directory and `live` a live one of the same scenario, and
+/// that `live/iterations.csv` parses; refuse partial runs unless `allow_partial`.
+pub fn check_dirs(sim: &Path, live: &Path, allow_partial: bool) -> Result<DirCheck> {
+    let sim_cfg = read_json(&sim.join("config.json"))?;
+    let live_cfg = read_json(&live.join("config.json"))?;
+    let is_live = |dir: &Path, cfg: &serde_json::Value| {
+        cfg.get("live").is_some() || dir.join("iterations.csv").exists()
+    };
+    let (sim_is_live, live_is_live) = (is_live(sim, &sim_cfg), is_live(live, &live_cfg));
+    let run_err = |msg: String| SimError::config(format!("compare: {msg}"));
+    match (sim_is_live, live_is_live) {
+        (false, true) => {}
+        (true, false) => {
+            return Err(run_err(format!(
+                "the arguments are swapped: {} is a live run and {} a simulated one; run `servesim compare {} {}` (SIM_DIR first)",
+                sim.display(),
+                live.display(),
+                live.display(),
+                sim.display()
+            )));
+        }
+        (true, true) => {
+            return Err(run_err(format!(
+                "{} is a live run (config.json has a `live` table): the first argument must be a directory written by `servesim run`",
+                sim.display()
+            )));
+        }
+        (false, false) => {
+            return Err(run_err(format!(
+                "{} is not a live run (no `live` table in config.json, no iterations.csv): the second argument must be a directory written by `servesim live`",
+                live.display()
+            )));
+        }
+    }
+    for field in SAME_SCENARIO_FIELDS {
+        let get = |cfg: &serde_json::Value| {
+            field
+                .split('.')
+                .fold(&cfg["scenario"], |v, k| &v[k])
+                .clone()
+        };
+        let (a, b) = (get(&sim_cfg), get(&live_cfg));
+        if a != b {
+            let show = |v: &serde_json::Value| match v {
+                serde_json::Value::Null => "absent".to_string(),
+                v => crate::error::echo(&v.to_string()),
+            };
+            return Err(run_err(format!(
+                "{} and {} are runs of different scenarios: `{field}` is {} in {} but {} in {} (compared: {})",
+                sim.display(),
+                live.display(),
+                show(&a),
+                sim.join("config.json").display(),
+                show(&b),
+                live.join("config.json").display(),
+                SAME_SCENARIO_FIELDS.join(", ")
+            )));
+        }
+    }
+    check_iterations_csv(&live.join("iterations.csv"))?;
+    let mut check = DirCheck::default();
+    for dir in [sim, live] {
+        let summary = read_json(&dir.join("summary.json"))?;
+        if is_partial(dir, &summary) {
+            if !allow_partial {
+                return Err(run_err(format!(
+                    "{} is a partial run (stopped before every request finished: PARTIAL or summary.json \"partial\": true); its figures cover only the requests that finished. Rerun it, or pass --allow-partial to compare anyway",
+                    dir.display()
+                )));
+            }
+            check.partial.push(dir.to_path_buf());
+        }
+    }
+    Ok(check)
+}
+
+/// Parse a live run's `iterations.csv` strictly: the header [`super::ITERATIONS_HEADER`], then
+/// rows of exactly its columns (integers, and finite non-negative times with end ≥ start).
+/// Errors name the file, line and column.
+pub fn check_iterations_csv(path: &Path) -> Result<u64> {
+    let text = std::fs::read_to_string(path).map_err(|e| io(path, e))?;
+    let header: Vec<&str> = super::ITERATIONS_HEADER.split(',').collect();
+    let mut lines = text.strip_suffix('\n').unwrap_or(&text).split('\n');
+    let first = lines.next().unwrap_or("");
+    if first != super::ITERATIONS_HEADER {
+        return Err(SimError::Input {
+            path: path.to_path_buf(),
+            line: 1,
+            field: "header".into(),
+            msg: format!(
+                "expected `{}`, got `{}`",
+                super::ITERATIONS_HEADER,
+                crate::error::echo(first)
+            ),
+        });
+    }
+    let mut rows = 0u64;
+    for (i, line) in lines.enumerate() {
+        let line_no = i as u64 + 2;
+        if line.is_empty() {
+            return Err(SimError::Input {
+                path: path.to_path_buf(),
+                line: line_no,
+                field: "row".into(),
+                msg: "empty line".into(),
+            });
+        }
+        let cells: Vec<&str> = line.split(',').collect();
+        if cells.len() != header.len() {
+            return Err(SimError::Input {
+                path: path.to_path_buf(),
+                line: line_no,
+                field: "row".into(),
+                msg: format!("{} fields, expected {}", cells.len(), header.len()),
+            });
+        }
+        let bad = |k: usize, what: &str| SimError::Input {
+            path: path.to_path_buf(),
+            line: line_no,
+            field: header[k].to_string(),
+            msg: format!("`{}` is not {what}", crate::error::echo(cells[k])),
+        };
+        let mut times = [0.0f64; 3];
+        for (k, cell) in cells.iter().enumerate() {
+            if (2..=4).contains(&k) {
+                match cell.parse::<f64>() {
+                    Ok(x) if x.is_finite() && x >= 0.0 => times[k - 2] = x,
+                    _ => return Err(bad(k, "a finite number of seconds ≥ 0")),
+                }
+            } else if cell.parse::<u64>().is_err() {
+                return Err(bad(k, "a non-negative integer"));
+            }
+        }
+        if times[1] < times[0] {
+            return Err(bad(3, "≥ start_s"));
+        }
+        rows += 1;
+    }
+    Ok(rows)
+}
+
 /// The `jct_s`, `ttft_s` and `tpot_s` columns of a run directory's `requests.csv`.
 fn request_columns(dir: &Path) -> Result<[Vec<f64>; 3]> {
     let path = dir.join("requests.csv");
@@ -56,14 +239,22 @@ fn request_columns(dir: &Path) -> Result<[Vec<f64>; 3]> {
     let mut out: [Vec<f64>; 3] = Default::default();
     for rec in rd.records() {
         let rec = rec.map_err(|e| io(&path, e))?;
+        let line = rec.position().map_or(0, |p| p.line());
         for (k, &i) in idx.iter().enumerate() {
             let cell = rec.get(i).unwrap_or("");
             if cell.is_empty() {
                 continue;
             }
             out[k].push(
-                cell.parse()
-                    .map_err(|_| io(&path, format!("bad number `{cell}`")))?,
+                cell.parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite())
+                    .ok_or_else(|| SimError::Input {
+                        path: path.clone(),
+                        line,
+                        field: ["jct_s", "ttft_s", "tpot_s"][k].into(),
+                        msg: format!("`{}` is not a finite number", crate::error::echo(cell)),
+                    })?,
             );
         }
     }

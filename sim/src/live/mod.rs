@@ -151,7 +151,10 @@ impl Executor for MockExecutor {
         if !(s.is_finite() && s >= 0.0) {
             return Err(SimError::Cost {
                 model: self.cost.name().into(),
-                msg: format!("invalid iteration time {s} s for batch {shape:?}"),
+                msg: format!(
+                    "invalid iteration time {} s for a batch of {shape}",
+                    crate::error::num(s)
+                ),
             });
         }
         let start = Instant::now();

@@ -320,7 +320,8 @@ pub fn policy_names() -> Vec<&'static str> {
 pub fn lookup(name: &str) -> Result<&'static PolicyEntry> {
     REGISTRY.iter().find(|e| e.name == name).ok_or_else(|| {
         SimError::config(format!(
-            "unknown policy `{name}`; valid policies: {}",
+            "unknown policy `{}`; valid policies: {}",
+            crate::error::echo(name),
             policy_names().join(", ")
         ))
     })
@@ -334,7 +335,10 @@ where
     let p: P = match table {
         None => P::default(),
         Some(v) => v.clone().try_into().map_err(|e: toml::de::Error| {
-            SimError::config(format!("[policies.{policy}]: {}", e.message()))
+            SimError::config(format!(
+                "[policies.{policy}]: {}",
+                crate::error::plain_serde(e.message().trim())
+            ))
         })?,
     };
     let json = serde_json::to_value(&p).map_err(|e| SimError::config(e.to_string()))?;

@@ -92,6 +92,20 @@ pub struct BucketParams {
     pub buckets: u32,
     pub confusion_rate: f64,
 }
+impl BucketParams {
+    fn validate(&self) -> Result<()> {
+        if self.buckets == 0
+            || self.buckets > MAX_BUCKETS
+            || !(0.0..=1.0).contains(&self.confusion_rate)
+        {
+            return Err(SimError::config(format!(
+                "[predictors.bucket] needs buckets from 1 to {MAX_BUCKETS} and confusion_rate in [0, 1]"
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl Default for BucketParams {
     fn default() -> Self {
         BucketParams {
@@ -112,11 +126,7 @@ pub struct Bucket {
 impl Bucket {
     /// Equal-mass buckets over `reference` outputs.
     pub fn new(p: &BucketParams, reference: &[u32], rng: ChaCha8Rng) -> Result<Self> {
-        if p.buckets == 0 || p.buckets > MAX_BUCKETS || !(0.0..=1.0).contains(&p.confusion_rate) {
-            return Err(SimError::config(format!(
-                "[predictors.bucket] needs buckets from 1 to {MAX_BUCKETS} and confusion_rate in [0, 1]"
-            )));
-        }
+        p.validate()?;
         if reference.is_empty() {
             return Err(SimError::config(
                 "bucket predictor: the trace has no outputs to build buckets from",
@@ -254,7 +264,10 @@ fn parse<P: serde::de::DeserializeOwned + Serialize + Default>(
     let p: P = match t {
         None => P::default(),
         Some(v) => v.clone().try_into().map_err(|e: toml::de::Error| {
-            SimError::config(format!("[predictors.{name}]: {}", e.message().trim()))
+            SimError::config(format!(
+                "[predictors.{name}]: {}",
+                crate::error::plain_serde(e.message().trim())
+            ))
         })?,
     };
     let j = serde_json::to_value(&p).map_err(|e| SimError::config(e.to_string()))?;
@@ -267,9 +280,30 @@ pub fn check_name(name: &str) -> Result<()> {
         Ok(())
     } else {
         Err(SimError::config(format!(
-            "unknown predictor `{name}`; valid predictors: {}",
+            "unknown predictor `{}`; valid predictors: {}",
+            crate::error::echo(name),
             PREDICTOR_NAMES.join(", ")
         )))
+    }
+}
+
+/// Check a `[predictors.NAME]` table (known keys, valid values) without building the predictor
+/// (which may need the trace), so that tables of predictors a run does not use are checked too.
+pub fn check_params(name: &str, table: &toml::Value) -> Result<()> {
+    check_name(name)?;
+    match name {
+        "bucket" => {
+            let (p, _) = parse::<BucketParams>(name, Some(table))?;
+            p.validate()
+        }
+        "oracle" => match table.as_table().and_then(|t| t.keys().next()) {
+            Some(k) => Err(SimError::config(format!(
+                "[predictors.oracle]: unknown field `{k}`: the oracle predictor has no parameters"
+            ))),
+            None => Ok(()),
+        },
+        // The others need nothing from the trace: build one and drop it.
+        _ => build(name, Some(table), 0, &mut || Ok(Vec::new())).map(|_| ()),
     }
 }
 

@@ -162,7 +162,8 @@ pub fn router_names() -> Vec<&'static str> {
 pub fn lookup(name: &str) -> Result<&'static RouterEntry> {
     REGISTRY.iter().find(|e| e.name == name).ok_or_else(|| {
         SimError::config(format!(
-            "unknown router `{name}`; valid routers: {}",
+            "unknown router `{}`; valid routers: {}",
+            crate::error::echo(name),
             router_names().join(", ")
         ))
     })
@@ -181,7 +182,10 @@ where
     let p: P = match table {
         None => P::default(),
         Some(v) => v.clone().try_into().map_err(|e: toml::de::Error| {
-            SimError::config(format!("[routers.{router}]: {}", e.message().trim()))
+            SimError::config(format!(
+                "[routers.{router}]: {}",
+                crate::error::plain_serde(e.message().trim())
+            ))
         })?,
     };
     let json = serde_json::to_value(&p).map_err(|e| SimError::config(e.to_string()))?;

@@ -355,9 +355,17 @@ pub fn toml_error_message(text: &str, e: &toml::de::Error) -> String {
             let before = &text[..span.start.min(text.len())];
             let line = before.matches('\n').count() + 1;
             let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
-            format!("line {line}, column {col}: {}", e.message().trim())
+            let mut msg = crate::error::plain_serde(e.message().trim());
+            if msg == "duplicate key" {
+                // Name it: the span covers the repeated key.
+                let key = text.get(span.clone()).unwrap_or("").trim();
+                if !key.is_empty() {
+                    msg = format!("duplicate key `{}`", crate::error::echo(key));
+                }
+            }
+            format!("line {line}, column {col}: {msg}")
         }
-        None => e.message().trim().to_string(),
+        None => crate::error::plain_serde(e.message().trim()),
     }
 }
 
@@ -398,19 +406,35 @@ pub fn check_name(name: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// The 1-based line of a top-level `key = …` in a TOML text (before its first table header).
-fn top_level_key_line(text: &str, key: &str) -> Option<usize> {
-    for (i, line) in text.lines().enumerate() {
-        let t = line.trim_start();
-        if t.starts_with('[') {
-            return None;
-        }
-        let k = t.split('=').next().unwrap_or("").trim().trim_matches('"');
-        if k == key && t.contains('=') {
-            return Some(i + 1);
+/// 1-based line of a key in TOML `text`, by its path (tables, then the key): the key's line,
+/// or the line of the deepest table of the path that is present (`None` when none is, or the
+/// text does not parse).
+pub fn line_of_key(text: &str, path: &[&str]) -> Option<usize> {
+    let doc = toml::de::DeTable::parse(text).ok()?;
+    let mut table = doc.get_ref();
+    let mut line = None;
+    for seg in path {
+        let Some((k, v)) = table.iter().find(|(k, _)| k.get_ref().as_ref() == *seg) else {
+            break;
+        };
+        let start = k.span().start.min(text.len());
+        line = Some(text[..start].matches('\n').count() + 1);
+        match v.get_ref() {
+            toml::de::DeValue::Table(t) => table = t,
+            _ => break,
         }
     }
-    None
+    line
+}
+
+/// The key of `table` that `check` rejects on its own (each key tried alone, the others left
+/// at their defaults): names the key a parameter parser's message leaves out.
+fn blame_key(table: &toml::Value, check: &dyn Fn(&toml::Value) -> Result<()>) -> Option<String> {
+    table.as_table()?.iter().find_map(|(k, v)| {
+        let mut one = toml::Table::new();
+        one.insert(k.clone(), v.clone());
+        check(&toml::Value::Table(one)).is_err().then(|| k.clone())
+    })
 }
 
 /// A loaded scenario with its base directory.
@@ -419,6 +443,8 @@ pub struct Loaded {
     pub path: PathBuf,
     pub base_dir: PathBuf,
     pub scenario: Scenario,
+    /// The scenario file's text (to name the line of a key in errors).
+    pub text: std::sync::Arc<str>,
 }
 
 pub fn load(path: &Path) -> Result<Loaded> {
@@ -435,7 +461,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded> {
         msg: toml_error_message(text, &e),
     })?;
     if let Err(msg) = check_name(&scenario.name) {
-        let line = top_level_key_line(text, "name")
+        let line = line_of_key(text, &["name"])
             .map(|l| format!("line {l}: "))
             .unwrap_or_default();
         return Err(SimError::Scenario {
@@ -450,6 +476,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded> {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from(".")),
         scenario,
+        text: text.into(),
     })
 }
 
@@ -527,6 +554,42 @@ impl Loaded {
         SimError::Scenario {
             path: self.path.clone(),
             msg: msg.into(),
+        }
+    }
+
+    /// An error about the key at `path` (tables, then the key): names its line when the file
+    /// has it.
+    fn err_at(&self, path: &[&str], msg: impl Into<String>) -> SimError {
+        match line_of_key(&self.text, path) {
+            Some(line) => self.err(format!("line {line}: {}", msg.into())),
+            None => self.err(msg),
+        }
+    }
+
+    /// An error of a parameter table (`[SECTION.NAME]`) from its parser: the message with the
+    /// line of the key at fault (found by [`blame_key`]) or of the table.
+    fn table_err(
+        &self,
+        section: &str,
+        name: &str,
+        table: &toml::Value,
+        e: SimError,
+        check: &dyn Fn(&toml::Value) -> Result<()>,
+    ) -> SimError {
+        let msg = match e {
+            SimError::Config(m) | SimError::Scenario { msg: m, .. } => m,
+            other => return other,
+        };
+        match blame_key(table, check) {
+            Some(k) => {
+                let msg = msg.replacen(
+                    &format!("[{section}.{name}]:"),
+                    &format!("[{section}.{name}] `{k}`:"),
+                    1,
+                );
+                self.err_at(&[section, name, &k], msg)
+            }
+            None => self.err_at(&[section, name], msg),
         }
     }
 
@@ -766,14 +829,24 @@ impl Loaded {
         if let Some(r) = t.rate_per_s
             && !(r.is_finite() && r > 0.0)
         {
-            return Err(self.err(format!(
-                "[trace] rate_per_s must be a finite number > 0, got {r}"
-            )));
+            return Err(self.err_at(
+                &["trace", "rate_per_s"],
+                format!(
+                    "[trace] rate_per_s must be a finite number > 0, got {}",
+                    crate::error::num(r)
+                ),
+            ));
         }
         if let Some(cv) = t.cv
             && !(cv.is_finite() && cv > 0.0)
         {
-            return Err(self.err(format!("[trace] cv must be a finite number > 0, got {cv}")));
+            return Err(self.err_at(
+                &["trace", "cv"],
+                format!(
+                    "[trace] cv must be a finite number > 0, got {}",
+                    crate::error::num(cv)
+                ),
+            ));
         }
 
         // Limits.
@@ -782,7 +855,15 @@ impl Loaded {
             slo.validate().map_err(|m| self.err(m))?;
         }
         if sch.max_batch_size == 0 || sch.max_batch_tokens == 0 {
-            return Err(self.err("[scheduler] max_batch_size and max_batch_tokens must be ≥ 1"));
+            let key = if sch.max_batch_size == 0 {
+                "max_batch_size"
+            } else {
+                "max_batch_tokens"
+            };
+            return Err(self.err_at(
+                &["scheduler", key],
+                "[scheduler] max_batch_size and max_batch_tokens must be ≥ 1",
+            ));
         }
         let limits = Limits {
             max_batch_size: sch.max_batch_size,
@@ -792,7 +873,7 @@ impl Loaded {
         let l = &s.limits;
         if !(l.max_sim_s.is_finite() && l.max_sim_s > 0.0) || l.max_events == 0 || l.max_queue == 0
         {
-            return Err(self.err("[limits]: every limit must be > 0"));
+            return Err(self.err_at(&["limits"], "[limits]: every limit must be > 0"));
         }
         if !(l.overload_window_s.is_finite() && l.overload_window_s >= 0.0) {
             return Err(self.err(
@@ -811,26 +892,59 @@ impl Loaded {
 
         // Memory.
         let m = &s.memory;
-        if m.block_tokens == 0 || m.block_tokens > MAX_BLOCK_TOKENS {
-            return Err(self.err(format!(
-                "[memory] block_tokens must be from 1 to {MAX_BLOCK_TOKENS}, got {}",
-                m.block_tokens
-            )));
+        if m.block_tokens == 0 {
+            return Err(self.err_at(
+                &["memory", "block_tokens"],
+                "[memory] block_tokens must be ≥ 1",
+            ));
         }
-        let kv_capacity_blocks = match m.kv_capacity_blocks {
-            Some(0) => return Err(self.err("[memory] kv_capacity_blocks must be ≥ 1")),
-            Some(b) => b,
-            None => kv_blocks_from_memory(&model, &gpu, s.tp, s.pp, m).map_err(|e| self.err(e))?,
+        if m.block_tokens > MAX_BLOCK_TOKENS {
+            return Err(self.err_at(
+                &["memory", "block_tokens"],
+                format!(
+                    "[memory] block_tokens must be at most {MAX_BLOCK_TOKENS}, got {}",
+                    m.block_tokens
+                ),
+            ));
+        }
+        if sch.max_context_tokens == Some(0) {
+            return Err(self.err_at(
+                &["scheduler", "max_context_tokens"],
+                "[scheduler] max_context_tokens must be ≥ 1",
+            ));
+        }
+        // The memory arithmetic runs even with `kv_capacity_blocks`: the override replaces the
+        // computed KV capacity, not the checks that the utilization is a fraction and that the
+        // weights fit.
+        let computed = kv_blocks_from_memory(&model, &gpu, s.tp, s.pp, m);
+        let kv_capacity_blocks = match (m.kv_capacity_blocks, computed) {
+            (Some(0), _) => {
+                return Err(self.err_at(
+                    &["memory", "kv_capacity_blocks"],
+                    "[memory] kv_capacity_blocks must be ≥ 1",
+                ));
+            }
+            (Some(b), Ok(_)) => b,
+            (Some(b), Err(e)) if e.starts_with(NO_BLOCK_ROOM) => b,
+            (_, Err(e)) if e.contains("gpu_memory_utilization") => {
+                return Err(self.err_at(&["memory", "gpu_memory_utilization"], e));
+            }
+            (_, Err(e)) => return Err(self.err_at(&["model"], e)),
+            (None, Ok(b)) => b,
         };
 
         // Policy parameters.
         let entry = crate::policy::lookup(&sch.policy).map_err(wrap)?;
         for k in s.policies.keys() {
             crate::policy::lookup(k).map_err(|_| {
-                self.err(format!(
-                    "[policies.{k}]: unknown policy; valid policies: {}",
-                    crate::policy::policy_names().join(", ")
-                ))
+                self.err_at(
+                    &["policies", k],
+                    format!(
+                        "[policies.{}]: unknown policy; valid policies: {}",
+                        crate::error::echo(k),
+                        crate::policy::policy_names().join(", ")
+                    ),
+                )
             })?;
         }
         let predictor = match (entry.forced_predictor, &s.predictor) {
@@ -845,9 +959,11 @@ impl Loaded {
             (None, None) => entry.default_predictor.to_string(),
         };
         crate::predict::check_name(&predictor).map_err(wrap)?;
-        for k in s.predictors.keys() {
+        for (k, v) in &s.predictors {
             crate::predict::check_name(k)
-                .map_err(|e| self.err(format!("[predictors.{k}]: {e}")))?;
+                .map_err(|e| self.err_at(&["predictors", k], format!("[predictors.{k}]: {e}")))?;
+            let check = |t: &toml::Value| crate::predict::check_params(k, t);
+            check(v).map_err(|e| self.table_err("predictors", k, v, e, &check))?;
         }
 
         // Cost model.
@@ -958,20 +1074,37 @@ impl Loaded {
             limits,
             cost: resolved.cost_model()?.into(),
         };
+        // Every table present is checked, also of policies this run does not use (a typo there
+        // would otherwise pass until the policy is swept or named with --policy).
+        for (k, v) in &s.policies {
+            let build = crate::policy::lookup(k).map_err(wrap)?.build;
+            let check = |t: &toml::Value| build(Some(t), &env).map(|_| ());
+            check(v).map_err(|e| self.table_err("policies", k, v, e, &check))?;
+        }
         let (_, policy_params) =
             (entry.build)(s.policies.get(&s.scheduler.policy), &env).map_err(wrap)?;
         resolved.policy_params = policy_params;
         let router = crate::route::lookup(&s.router).map_err(wrap)?;
         for k in s.routers.keys() {
             crate::route::lookup(k).map_err(|_| {
-                self.err(format!(
-                    "[routers.{k}]: unknown router; valid routers: {}",
-                    crate::route::router_names().join(", ")
-                ))
+                self.err_at(
+                    &["routers", k],
+                    format!(
+                        "[routers.{}]: unknown router; valid routers: {}",
+                        crate::error::echo(k),
+                        crate::route::router_names().join(", ")
+                    ),
+                )
             })?;
         }
+        let router_env = resolved.router_env()?;
+        for (k, v) in &s.routers {
+            let build = crate::route::lookup(k).map_err(wrap)?.build;
+            let check = |t: &toml::Value| build(Some(t), &router_env).map(|_| ());
+            check(v).map_err(|e| self.table_err("routers", k, v, e, &check))?;
+        }
         let (_, router_params) =
-            (router.build)(s.routers.get(&s.router), &resolved.router_env()?).map_err(wrap)?;
+            (router.build)(s.routers.get(&s.router), &router_env).map_err(wrap)?;
         resolved.router_params = router_params;
         Ok(resolved)
     }
@@ -1026,6 +1159,10 @@ impl Loaded {
     }
 }
 
+/// Start of [`kv_blocks_from_memory`]'s error when the weights fit but no KV block does (then a
+/// `kv_capacity_blocks` override may still stand).
+const NO_BLOCK_ROOM: &str = "no room for even one KV block";
+
 /// KV blocks per replica: (tp·pp GPUs × (memory × utilisation − activation reserve) − weights)
 /// / (KV bytes per token × block tokens).
 pub fn kv_blocks_from_memory(
@@ -1038,7 +1175,7 @@ pub fn kv_blocks_from_memory(
     if !(m.gpu_memory_utilization > 0.0 && m.gpu_memory_utilization <= 1.0) {
         return Err(format!(
             "[memory] gpu_memory_utilization must be in (0, 1], got {}",
-            m.gpu_memory_utilization
+            crate::error::num(m.gpu_memory_utilization)
         ));
     }
     let gpus = (tp * pp) as f64;
@@ -1058,7 +1195,7 @@ pub fn kv_blocks_from_memory(
     let block_bytes = model.kv_bytes_per_token() as f64 * m.block_tokens as f64;
     let blocks = (kv_bytes / block_bytes).floor();
     if blocks < 1.0 {
-        return Err("no room for even one KV block after the weights".into());
+        return Err(format!("{NO_BLOCK_ROOM} after the weights"));
     }
     Ok(blocks.min(u32::MAX as f64) as u32)
 }
