@@ -176,6 +176,26 @@ fn clamp_to(v: f64, range: &std::ops::Range<f64>) -> f64 {
     }
 }
 
+/// Every curve's y values (mean, min, max) clamped into `range`, so points beyond an axis are drawn
+/// at its edge.
+fn clamp_curves(
+    data: &BTreeMap<String, Curve>,
+    range: &std::ops::Range<f64>,
+) -> BTreeMap<String, Curve> {
+    data.iter()
+        .map(|(k, c)| {
+            let c = c
+                .iter()
+                .map(|&(x, m, lo, hi)| {
+                    let y = |v| clamp_to(v, range);
+                    (x, y(m), y(lo), y(hi))
+                })
+                .collect();
+            (k.clone(), c)
+        })
+        .collect()
+}
+
 /// (x, mean, min, max) per series, sorted by x.
 type Curve = Vec<(f64, f64, f64, f64)>;
 
@@ -310,19 +330,7 @@ fn draw_curves<DB: DrawingBackend>(
     }
     let pad = linear_pad(x0, x1);
     let y_axis = log_axis(y0, y1, 0.8, 1.25);
-    let clamped: BTreeMap<String, Curve> = data
-        .iter()
-        .map(|(k, c)| {
-            let c = c
-                .iter()
-                .map(|&(x, m, lo, hi)| {
-                    let y = |v| clamp_to(v, &y_axis);
-                    (x, y(m), y(lo), y(hi))
-                })
-                .collect();
-            (k.clone(), c)
-        })
-        .collect();
+    let clamped = clamp_curves(data, &y_axis);
     let data = &clamped;
     let mut chart = ChartBuilder::on(root)
         .caption(title, ("sans-serif", 22))
@@ -572,19 +580,7 @@ fn draw_fraction_curves<DB: DrawingBackend>(
         return Err("no data points".into());
     }
     let pad = linear_pad(x0, x1);
-    let clamped: BTreeMap<String, Curve> = data
-        .iter()
-        .map(|(k, c)| {
-            let c = c
-                .iter()
-                .map(|&(x, m, lo, hi)| {
-                    let y = |v: f64| clamp_to(v, &(-0.05..1.1));
-                    (x, y(m), y(lo), y(hi))
-                })
-                .collect();
-            (k.clone(), c)
-        })
-        .collect();
+    let clamped = clamp_curves(data, &(-0.05..1.1));
     let data = &clamped;
     let mut chart = ChartBuilder::on(root)
         .caption(title, ("sans-serif", 20))

@@ -91,6 +91,11 @@ fn within(inner: &Path, outer: &Path) -> bool {
     }
 }
 
+/// The first of `inputs` that `dest` is or holds.
+fn held_input<'a>(dest: &Path, inputs: &'a [PathBuf]) -> Option<&'a PathBuf> {
+    inputs.iter().find(|input| within(input, dest))
+}
+
 /// Check that `dest` may be written under `replace`: absent, a servesim output, an empty
 /// directory, or (with `force`) anything that holds neither an input nor the current directory.
 /// Commands call it before their work starts, so a refusal costs nothing; [`StagedDir`] checks
@@ -103,16 +108,14 @@ pub fn check_dest(dest: &Path, replace: &Replace) -> Result<()> {
         Err(e) => return Err(io(dest, format!("cannot inspect the output path: {e}"))),
     };
     let guard = dest.canonicalize().unwrap_or_else(|_| dest.to_path_buf());
-    for input in &replace.inputs {
-        if within(input, dest) {
-            return Err(io(
-                dest,
-                format!(
-                    "refusing to replace the output path: it holds {}, an input of this command; choose another --out",
-                    input.display()
-                ),
-            ));
-        }
+    if let Some(input) = held_input(dest, &replace.inputs) {
+        return Err(io(
+            dest,
+            format!(
+                "refusing to replace the output path: it holds {}, an input of this command; choose another --out",
+                input.display()
+            ),
+        ));
     }
     if let Ok(cwd) = std::env::current_dir()
         && within(&cwd, &guard)
@@ -449,16 +452,14 @@ pub fn check_file_dest(dest: &Path, inputs: &[PathBuf]) -> Result<()> {
     if std::fs::symlink_metadata(dest).is_ok_and(|m| m.is_dir()) {
         return Err(io(dest, "the output path is a directory; give a file name"));
     }
-    for input in inputs {
-        if within(input, dest) {
-            return Err(io(
-                dest,
-                format!(
-                    "refusing to overwrite {}: it is an input of this command; choose another output file",
-                    input.display()
-                ),
-            ));
-        }
+    if let Some(input) = held_input(dest, inputs) {
+        return Err(io(
+            dest,
+            format!(
+                "refusing to overwrite {}: it is an input of this command; choose another output file",
+                input.display()
+            ),
+        ));
     }
     Ok(())
 }

@@ -523,7 +523,7 @@ fn header_only_trace_is_an_error_for_run_sweep_and_live() {
     // Every row left out by `num_requests = 0` (scenario or flag), on a file or synthetic trace.
     w.write("trace.csv", format!("{HEADER}{GOOD_ROWS}"));
     let r = run_in(&w, &["--num-requests", "0"]);
-    assert_user_error(&w, &r, &["trace.csv", "num_requests", "--num-requests"]);
+    assert_user_error(&w, &r, &["--num-requests must be ≥ 1"]);
     w.write(
         "scenario.toml",
         scenario("vllm", "").replace(

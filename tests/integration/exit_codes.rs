@@ -901,7 +901,7 @@ fn block_tokens_are_bounded() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(
         r.stderr
-            .contains("[memory] block_tokens must be from 1 to 65536, got 4294967295"),
+            .contains("block_tokens must be at most 65536, got 4294967295"),
         "{}",
         r.stderr
     );
