@@ -626,3 +626,23 @@ fn usage_errors_exit_2() {
     let r = cli(["frobnicate"]);
     assert_eq!(r.code, 2);
 }
+
+/// A synthetic rate so low that the first arrival is past the nanosecond clock said only
+/// "synthetic arrival time overflowed"; the message now names the request and the rate.
+#[test]
+fn a_synthetic_rate_too_low_for_the_clock_names_the_rate() {
+    let w = Workdir::new();
+    w.write(
+        "scenario.toml",
+        scenario("vllm", "").replace(
+            "file = \"trace.csv\"",
+            "arrival = \"poisson\"\nrate_per_s = 1.0\ninput_lengths = { dist = \"fixed\", value = 4 }\noutput_lengths = { dist = \"fixed\", value = 2 }\nnum_requests = 3",
+        ),
+    );
+    let r = run_in(&w, &["--rate", "1e-300"]);
+    assert_user_error(
+        &w,
+        &r,
+        &["request 0 would arrive at", "rate_per_s", "--rate"],
+    );
+}

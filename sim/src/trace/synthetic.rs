@@ -569,7 +569,12 @@ impl Iterator for Synthetic<'_> {
                     input_tokens: pair.input_tokens,
                     output_tokens: pair.output_tokens,
                 })
-                .ok_or_else(|| SimError::config("synthetic arrival time overflowed")),
+                .ok_or_else(|| {
+                    SimError::config(format!(
+                        "synthetic trace: request {id} would arrive at {} s, past what the simulated clock holds (about 1.8e10 s); the arrival rate (`rate_per_s` / --rate) is too low",
+                        crate::error::num(t_s)
+                    ))
+                }),
         )
     }
 }
