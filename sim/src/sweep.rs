@@ -93,6 +93,10 @@ pub fn expand(path: &Path, base: &Overrides) -> Result<Vec<SweepRun>> {
     };
     let mut root: toml::Table =
         toml::from_str(&text).map_err(|e| err(toml_error_message(&text, &e)))?;
+    let file_text: std::sync::Arc<str> = text.as_str().into();
+    // The file as written first: its unknown keys and wrong types are reported with its own lines
+    // (the runs below parse generated text).
+    crate::scenario::parse(path, &text)?;
     let sweep = match root.remove("sweep") {
         None => toml::Table::new(),
         Some(toml::Value::Table(t)) => t,
@@ -130,15 +134,18 @@ pub fn expand(path: &Path, base: &Overrides) -> Result<Vec<SweepRun>> {
             set_path(&mut t, axis_path(name), v.clone()).map_err(&err)?;
             point[k] = (name.clone(), value_text(v));
         }
-        let text = toml::to_string(&t).map_err(|e| err(e.to_string()))?;
-        let loaded = crate::scenario::parse(path, &text).map_err(|e| match e {
+        let at_point = |e: SimError| match e {
             SimError::Scenario { path, msg } => SimError::Scenario {
                 path,
                 msg: format!("sweep point {index} ({}): {msg}", describe(&point)),
             },
             other => other,
-        })?;
-        let resolved = loaded.resolve(base)?;
+        };
+        let generated = toml::to_string(&t).map_err(|e| err(e.to_string()))?;
+        let mut loaded = crate::scenario::parse(path, &generated).map_err(at_point)?;
+        // Semantic errors name lines of the user's file, not of the generated text.
+        loaded.text = file_text.clone();
+        let resolved = loaded.resolve(base).map_err(at_point)?;
         runs.push(SweepRun {
             index,
             axes: point,

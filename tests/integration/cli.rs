@@ -646,3 +646,49 @@ fn a_synthetic_rate_too_low_for_the_clock_names_the_rate() {
         &["request 0 would arrive at", "rate_per_s", "--rate"],
     );
 }
+
+/// Semantic scenario errors name the line of the key at fault, also in a sweep (whose runs parse
+/// generated text: the line must still be the user's).
+#[test]
+fn semantic_errors_name_the_line_also_in_a_sweep() {
+    let w = Workdir::new();
+    w.write("trace.csv", format!("{HEADER}{GOOD_ROWS}"));
+    // scenario(): line 11 is `[cost]`, 13 `iteration_s`, 15 `[scheduler]`.
+    let cases = [
+        (
+            "iteration_s = 0.1",
+            "iteration_s = -1",
+            "line 13: [cost] iteration_s",
+        ),
+        (
+            "[scheduler]",
+            "[output]\nkv_timeline_interval_s = -1\n[scheduler]",
+            "line 16: [output] kv_timeline_interval_s",
+        ),
+        (
+            "[scheduler]",
+            "[swap]\nlatency_s = -1\n[scheduler]",
+            "line 15: [swap]",
+        ),
+    ];
+    for (from, to, needle) in cases {
+        w.write("scenario.toml", scenario("vllm", "").replacen(from, to, 1));
+        let r = run_in(&w, &[]);
+        assert_user_error(&w, &r, &[needle]);
+    }
+    w.write(
+        "scenario.toml",
+        format!("tp = 1\n{}\n[sweep]\ntp = [1, 3]\n", scenario("vllm", "")),
+    );
+    let r = cli([
+        "sweep".into(),
+        w.path("scenario.toml").into_os_string(),
+        "--out".into(),
+        w.path("results/run").into_os_string(),
+    ]);
+    assert_user_error(
+        &w,
+        &r,
+        &["sweep point 1 (tp=3): line 1: tp = 3 does not divide"],
+    );
+}

@@ -705,29 +705,38 @@ impl Loaded {
         let gpu = cat.gpu(&s.gpu).map_err(wrap)?.clone();
         for (k, v) in [("tp", s.tp), ("pp", s.pp), ("replicas", s.replicas)] {
             if v == 0 {
-                return Err(self.err(format!("`{k}` must be ≥ 1")));
+                return Err(self.err_at(&[k], format!("`{k}` must be ≥ 1")));
             }
         }
         if s.replicas > MAX_REPLICAS {
-            return Err(self.err(format!(
-                "`replicas` = {} is above the limit of {MAX_REPLICAS} replicas per scenario",
-                s.replicas
-            )));
+            return Err(self.err_at(
+                &["replicas"],
+                format!(
+                    "`replicas` = {} is above the limit of {MAX_REPLICAS} replicas per scenario",
+                    s.replicas
+                ),
+            ));
         }
         if model.layers % s.pp != 0 {
-            return Err(self.err(format!(
-                "pp = {} does not divide the model's {} layers",
-                s.pp, model.layers
-            )));
+            return Err(self.err_at(
+                &["pp"],
+                format!(
+                    "pp = {} does not divide the model's {} layers",
+                    s.pp, model.layers
+                ),
+            ));
         }
         if model.heads % s.tp != 0 {
-            return Err(self.err(format!(
-                "tp = {} does not divide the model's {} attention heads",
-                s.tp, model.heads
-            )));
+            return Err(self.err_at(
+                &["tp"],
+                format!(
+                    "tp = {} does not divide the model's {} attention heads",
+                    s.tp, model.heads
+                ),
+            ));
         }
         if !model.kv_heads.is_multiple_of(s.tp) && !s.tp.is_multiple_of(model.kv_heads) {
-            return Err(self.err(format!(
+            return Err(self.err_at(&["tp"], format!(
                 "tp = {} and the model's {} KV heads: one must divide the other (each GPU holds whole KV heads, or each KV head is replicated over whole GPUs)",
                 s.tp, model.kv_heads
             )));
@@ -739,18 +748,21 @@ impl Loaded {
         let synthetic_keys = t.lengths_file.is_some() || parametric || t.replay_file.is_some();
         let trace = match &t.file {
             Some(_) if synthetic_keys => {
-                return Err(self.err(
+                return Err(self.err_at(
+                    &["trace", "file"],
                     "[trace]: give either `file` or a synthetic trace (`lengths_file`, `input_lengths`/`output_lengths`, `replay_file`), not both",
                 ));
             }
             None if !synthetic_keys => {
-                return Err(self.err(
+                return Err(self.err_at(
+                    &["trace"],
                     "[trace]: give `file` (a trace CSV) or a synthetic trace (`arrival`, `rate_per_s`, `num_requests`, and `lengths_file` or `input_lengths` + `output_lengths`)",
                 ));
             }
             Some(f) => {
                 if t.arrival.is_some() || t.cv.is_some() || t.drop_over_context {
-                    return Err(self.err(
+                    return Err(self.err_at(
+                        &["trace", "file"],
                         "[trace]: `arrival`, `cv` and `drop_over_context` apply to synthetic traces only, not to `file`",
                     ));
                 }
@@ -769,8 +781,9 @@ impl Loaded {
                     (Some(l), None, None) => SyntheticLengths::File(self.rel(l)),
                     (None, Some(i), Some(o)) => {
                         for (k, d) in [("input_lengths", i), ("output_lengths", o)] {
-                            d.validate()
-                                .map_err(|e| self.err(format!("[trace] {k}: {e}")))?;
+                            d.validate().map_err(|e| {
+                                self.err_at(&["trace", k], format!("[trace] {k}: {e}"))
+                            })?;
                         }
                         SyntheticLengths::Parametric {
                             input: i.clone(),
@@ -778,17 +791,20 @@ impl Loaded {
                         }
                     }
                     (Some(_), _, _) => {
-                        return Err(self.err(
+                        return Err(self.err_at(
+                            &["trace", "lengths_file"],
                             "[trace]: give either `lengths_file` or `input_lengths` + `output_lengths`, not both",
                         ));
                     }
                     (None, None, None) => {
-                        return Err(self.err(
+                        return Err(self.err_at(
+                            &["trace"],
                             "[trace]: synthetic traces need lengths: `lengths_file` or `input_lengths` + `output_lengths`",
                         ));
                     }
                     (None, _, _) => {
-                        return Err(self.err(
+                        return Err(self.err_at(
+                            &["trace"],
                             "[trace]: `input_lengths` and `output_lengths` go together; give both",
                         ));
                     }
@@ -798,20 +814,26 @@ impl Loaded {
                         ArrivalProcess::Replay
                     }
                     (Some(ArrivalProcess::Replay), None) => {
-                        return Err(self.err(
+                        return Err(self.err_at(
+                            &["trace", "arrival"],
                             "[trace]: `arrival = \"replay\"` needs `replay_file` (the trace whose arrival times are replayed)",
                         ));
                     }
                     (Some(a), Some(_)) => {
-                        return Err(self.err(format!(
-                            "[trace]: `replay_file` goes with `arrival = \"replay\"`, not `{}`",
-                            ArrivalProcess::NAMES[a as usize]
-                        )));
+                        return Err(self.err_at(
+                            &["trace", "replay_file"],
+                            format!(
+                                "[trace]: `replay_file` goes with `arrival = \"replay\"`, not `{}`",
+                                ArrivalProcess::NAMES[a as usize]
+                            ),
+                        ));
                     }
                     (a, None) => a.unwrap_or(ArrivalProcess::Poisson),
                 };
                 if arrival != ArrivalProcess::Replay && t.rate_per_s.is_none() {
-                    return Err(self.err("[trace]: synthetic traces need `rate_per_s`"));
+                    return Err(
+                        self.err_at(&["trace"], "[trace]: synthetic traces need `rate_per_s`")
+                    );
                 }
                 TraceSource::Synthetic {
                     arrival,
@@ -819,9 +841,9 @@ impl Loaded {
                     cv: t.cv.unwrap_or(1.0),
                     replay_file: t.replay_file.as_ref().map(|p| self.rel(p)),
                     lengths,
-                    num_requests: t
-                        .num_requests
-                        .ok_or_else(|| self.err("[trace]: synthetic traces need `num_requests`"))?,
+                    num_requests: t.num_requests.ok_or_else(|| {
+                        self.err_at(&["trace"], "[trace]: synthetic traces need `num_requests`")
+                    })?,
                     drop_over_context: t.drop_over_context,
                 }
             }
@@ -852,7 +874,7 @@ impl Loaded {
         // Limits.
         let sch = &s.scheduler;
         if let Some(slo) = &s.slo {
-            slo.validate().map_err(|m| self.err(m))?;
+            slo.validate().map_err(|m| self.err_at(&["slo"], m))?;
         }
         if sch.max_batch_size == 0 || sch.max_batch_tokens == 0 {
             let key = if sch.max_batch_size == 0 {
@@ -876,7 +898,8 @@ impl Loaded {
             return Err(self.err_at(&["limits"], "[limits]: every limit must be > 0"));
         }
         if !(l.overload_window_s.is_finite() && l.overload_window_s >= 0.0) {
-            return Err(self.err(
+            return Err(self.err_at(
+                &["limits", "overload_window_s"],
                 "[limits] overload_window_s must be a finite number of seconds ≥ 0 (0 turns the overload check off)",
             ));
         }
@@ -971,9 +994,12 @@ impl Loaded {
         let analytic_params = match &s.cost {
             CostSpec::Constant { iteration_s } => {
                 if !(iteration_s.is_finite() && *iteration_s >= 0.0) {
-                    return Err(self.err(format!(
-                        "[cost] iteration_s must be a finite number ≥ 0, got {iteration_s}"
-                    )));
+                    return Err(self.err_at(
+                        &["cost", "iteration_s"],
+                        format!(
+                            "[cost] iteration_s must be a finite number ≥ 0, got {iteration_s}"
+                        ),
+                    ));
                 }
                 None
             }
@@ -982,7 +1008,8 @@ impl Loaded {
                 None
             }
             CostSpec::Analytic { params } => {
-                let p = analytic_params_for(&s.gpu, params.as_ref()).map_err(|e| self.err(e))?;
+                let p = analytic_params_for(&s.gpu, params.as_ref())
+                    .map_err(|e| self.err_at(&["cost", "params"], e))?;
                 AnalyticCost::new(model.clone(), gpu.clone(), s.tp, p.clone()).map_err(wrap)?;
                 Some(p)
             }
@@ -1020,7 +1047,10 @@ impl Loaded {
             })?;
         let host_kv_blocks = (m.host_kv_bytes / kv_block_bytes).min(u32::MAX as u64) as u32;
         let swap = crate::swap::PcieSwap::resolve(&s.swap, gpu.pcie_bytes_per_s, s.tp * s.pp)
-            .map_err(wrap)?;
+            .map_err(|e| match e {
+                SimError::Config(m) => self.err_at(&["swap"], m),
+                other => other,
+            })?;
         let swap_profile = self.swap_profile(&model, &s)?;
         let pipeline = if s.pp > 1 {
             let p = crate::exec::Pipeline {
@@ -1030,10 +1060,16 @@ impl Loaded {
                 send_bytes_per_s: s.pipeline.send_bytes_per_s.unwrap_or(12.5e9),
             };
             if !(p.send_latency_s.is_finite() && p.send_latency_s >= 0.0) {
-                return Err(self.err("[pipeline] send_latency_s must be a finite number ≥ 0"));
+                return Err(self.err_at(
+                    &["pipeline", "send_latency_s"],
+                    "[pipeline] send_latency_s must be a finite number ≥ 0",
+                ));
             }
             if !(p.send_bytes_per_s.is_finite() && p.send_bytes_per_s > 0.0) {
-                return Err(self.err("[pipeline] send_bytes_per_s must be a finite number > 0"));
+                return Err(self.err_at(
+                    &["pipeline", "send_bytes_per_s"],
+                    "[pipeline] send_bytes_per_s must be a finite number > 0",
+                ));
             }
             p
         } else {
@@ -1042,7 +1078,7 @@ impl Loaded {
         let offload = crate::swap::KvOffload::resolve(&s.swap).map_err(wrap)?;
         let iv = s.output.kv_timeline_interval_s;
         if !(iv.is_finite() && (iv == 0.0 || iv >= 1e-6)) {
-            return Err(self.err(format!(
+            return Err(self.err_at(&["output", "kv_timeline_interval_s"], format!(
                 "[output] kv_timeline_interval_s must be 0 (off) or a finite number ≥ 1e-6 s, got {iv}"
             )));
         }
