@@ -992,12 +992,12 @@ impl Mlfq {
                     break;
                 }
                 let r = view.req(s);
+                if self.taken[s as usize] || r.kv_loc != KvLoc::Gpu || r.in_flight() {
+                    continue;
+                }
+                // Only for the few GPU-resident candidates: most of a long queue holds no KV.
                 let host_need = view.host_blocks_for(r.blocks);
-                if self.taken[s as usize]
-                    || r.kv_loc != KvLoc::Gpu
-                    || r.in_flight()
-                    || host_need > host_free
-                {
+                if host_need > host_free {
                     continue;
                 }
                 plan.preempt.push((s, PreemptMode::Swap));
