@@ -378,6 +378,11 @@ pub struct Mlfq {
     requeued: Vec<Slot>,
     promote_buf: Vec<Slot>,
     taken: Vec<bool>,
+    /// Scratch for [`Mlfq::requeue_batch`]: the batch's new states.
+    new_states: Vec<State>,
+    /// Queue entries [`Mlfq::requeue_batch`] looked at one by one (bulk copies aside): a work
+    /// count for tests.
+    requeue_touched: u64,
     /// Set while a stepwise fast-forward is followed lazily (see [`Lazy`]).
     lazy: Lazy,
     /// `quantum_ns(p)` for every level (computed once: it is on every iteration's path).
@@ -398,6 +403,8 @@ impl Mlfq {
             requeued: Vec::new(),
             promote_buf: Vec::new(),
             taken: Vec::new(),
+            new_states: Vec::new(),
+            requeue_touched: 0,
             lazy: Lazy {
                 bound_ns: i64::MAX,
                 ..Lazy::default()
@@ -539,8 +546,12 @@ impl Mlfq {
     /// order. `kv_tokens(s)` is the request's KV length after the iteration (paper-mode demotion
     /// sizes the next iteration from it).
     ///
-    /// One pass: the new order is, level by level, that level's requeued requests followed by its
-    /// other members in their old order.
+    /// The new order is, level by level, that level's requeued requests followed by its other
+    /// members in their old order. Only the levels up to the highest new level of the batch
+    /// change (demotion only lowers priority, so that covers every batch member's old level too):
+    /// that prefix is rebuilt from runs found by binary search and copied in bulk; within a level
+    /// that held batch members, only the entries up to its last batch member are looked at one by
+    /// one (they were requeued at its front, so that is usually a few).
     fn requeue_batch(
         &mut self,
         batch: &[Slot],
@@ -552,17 +563,16 @@ impl Mlfq {
             return;
         }
         let max_level = self.max_level();
-        // Usually the batch is the front of the order (it was formed from it in order): the
-        // others are then the rest of the order, found without marking.
-        let prefix = self.order.starts_with(batch);
-        if !prefix {
-            self.mark_taken(batch, true);
-        }
-        // New levels, and how many requests land at each.
+        // New states (written back once the old order's level runs are found), how many requests
+        // land at each new level, and how many leave each old level.
         let mut count = [0u32; LEVEL_CAP as usize + 2];
+        let mut leaving = [0u32; LEVEL_CAP as usize + 1];
         let mut top = 0usize;
+        let mut new_states = std::mem::take(&mut self.new_states);
+        new_states.clear();
         for &s in batch {
             let mut st = self.state[s as usize];
+            leaving[st.level as usize] += 1;
             st.attained_ns += duration_ns;
             st.last_step_ns = now;
             if st.attained_ns > self.quantum_ns_table[st.level as usize] && st.level < max_level {
@@ -580,10 +590,23 @@ impl Mlfq {
                 st.attained_ns = 0;
                 st.demotions += 1;
             }
-            self.state[s as usize] = st;
+            new_states.push(st);
             count[st.level as usize + 1] += 1;
             top = top.max(st.level as usize);
         }
+        // Old runs: level p is `self.order[start[p]..start[p + 1]]` (the order is sorted by level).
+        let mut start = [0usize; LEVEL_CAP as usize + 2];
+        {
+            let (order, state) = (&self.order, &self.state);
+            for (p, at) in start.iter_mut().enumerate().take(top + 2).skip(1) {
+                *at = order.partition_point(|&x| (state[x as usize].level as usize) < p);
+            }
+        }
+        let bound = start[top + 1];
+        for (&s, st) in batch.iter().zip(&new_states) {
+            self.state[s as usize] = *st;
+        }
+        self.new_states = new_states;
         // Group by new level (counting sort): `count[p]..count[p + 1]` is level p's group.
         for p in 1..=top + 1 {
             count[p] += count[p - 1];
@@ -602,44 +625,37 @@ impl Mlfq {
                 self.requeued[count[p] as usize..count[p + 1] as usize].reverse();
             }
         }
-        // Merge with the others (sorted by their unchanged levels).
+        self.mark_taken(batch, true);
         let mut next = std::mem::take(&mut self.next_order);
         next.clear();
-        if prefix {
-            let rest = &self.order[batch.len()..];
-            let mut j = 0;
-            for p in 0..=top {
-                next.extend_from_slice(&self.requeued[count[p] as usize..count[p + 1] as usize]);
-                let run = rest[j..]
-                    .iter()
-                    .take_while(|&&x| self.state[x as usize].level as usize == p)
-                    .count();
-                next.extend_from_slice(&rest[j..j + run]);
-                j += run;
-            }
-            next.extend_from_slice(&rest[j..]);
-        } else {
-            let (taken, state) = (&self.taken, &self.state);
-            let mut rest = self
-                .order
-                .iter()
-                .copied()
-                .filter(|&x| !taken[x as usize])
-                .peekable();
-            for p in 0..=top {
-                next.extend_from_slice(&self.requeued[count[p] as usize..count[p + 1] as usize]);
-                while let Some(&x) = rest.peek() {
-                    if state[x as usize].level as usize != p {
-                        break;
-                    }
+        for p in 0..=top {
+            next.extend_from_slice(&self.requeued[count[p] as usize..count[p + 1] as usize]);
+            let run = &self.order[start[p]..start[p + 1]];
+            let mut left = leaving[p];
+            let mut i = 0;
+            while left > 0 && i < run.len() {
+                let x = run[i];
+                if self.taken[x as usize] {
+                    left -= 1;
+                } else {
                     next.push(x);
-                    rest.next();
                 }
+                i += 1;
             }
-            next.extend(rest);
-            self.mark_taken(batch, false);
+            self.requeue_touched += i as u64;
+            next.extend_from_slice(&run[i..]);
         }
-        self.next_order = std::mem::replace(&mut self.order, next);
+        self.mark_taken(batch, false);
+        if next.len() == bound {
+            self.order[..bound].copy_from_slice(&next);
+            self.next_order = next;
+        } else {
+            // A batch member was not queued (cannot happen: finished requests leave the batch):
+            // keep everything, as a full rebuild would.
+            debug_assert!(false, "every batch member is queued");
+            next.extend_from_slice(&self.order[bound..]);
+            self.next_order = std::mem::replace(&mut self.order, next);
+        }
     }
 
     /// Start following a stepwise fast-forward lazily (the order is the batch).
@@ -976,12 +992,12 @@ impl Mlfq {
                     break;
                 }
                 let r = view.req(s);
+                if self.taken[s as usize] || r.kv_loc != KvLoc::Gpu || r.in_flight() {
+                    continue;
+                }
+                // Only for the few GPU-resident candidates: most of a long queue holds no KV.
                 let host_need = view.host_blocks_for(r.blocks);
-                if self.taken[s as usize]
-                    || r.kv_loc != KvLoc::Gpu
-                    || r.in_flight()
-                    || host_need > host_free
-                {
+                if host_need > host_free {
                     continue;
                 }
                 plan.preempt.push((s, PreemptMode::Swap));
@@ -1460,6 +1476,101 @@ mod tests {
                 "{offload:?}"
             );
             assert!(plan.swap_in.is_empty());
+        }
+    }
+
+    /// The order `requeue_batch` must give, rebuilt from scratch: level by level, the batch
+    /// members now at that level (reversed with `requeue_reverses_batch`), then its other members
+    /// in their old order.
+    fn requeue_reference(m: &Mlfq, old: &[Slot], batch: &[Slot]) -> Vec<Slot> {
+        let mut out = Vec::new();
+        for p in 0..=LEVEL_CAP {
+            let at = |&&s: &&Slot| m.state[s as usize].level == p;
+            let mut group: Vec<Slot> = batch.iter().filter(at).copied().collect();
+            if m.cfg.requeue_reverses_batch {
+                group.reverse();
+            }
+            out.extend(group);
+            out.extend(old.iter().filter(at).filter(|s| !batch.contains(s)));
+        }
+        out
+    }
+
+    /// Requeueing a batch of 17 in front of a queue of 10,000 looks at the batch's entries only
+    /// (the rest of the changed prefix moves by bulk copy): the work of a boundary does not grow
+    /// with the queue. Random small queues and batches (prefix or not) give the rebuilt order.
+    #[test]
+    fn requeue_batch_matches_a_full_rebuild_and_touches_only_the_batch() {
+        let cost = Arc::new(ConstantCost { iteration_s: 0.01 });
+        for reverses in [true, false] {
+            let mut cfg = Params::default()
+                .resolve(false, cost.as_ref(), "mlfq")
+                .unwrap();
+            cfg.requeue_reverses_batch = reverses;
+            let mut m = Mlfq::new(cfg.clone(), cost.clone(), "mlfq");
+            let n: Slot = 10_000;
+            m.state.resize(n as usize, State::default());
+            // Slot 16 first, so at the front of level 1; 0..16 at the front of level 0 (8..16
+            // pass their 10 ms quantum in the next 10 ms iteration); the rest at levels 0, 1, 3.
+            for s in std::iter::once(16).chain(0..16).chain(17..n) {
+                m.state[s as usize] = State {
+                    level: match s {
+                        0..=15 => 0,
+                        16 => 1,
+                        _ => [0, 1, 3][s as usize % 3],
+                    },
+                    attained_ns: if (8..16).contains(&s) { 5 * MS } else { 0 },
+                    ..State::default()
+                };
+                m.push_back(s);
+            }
+            let batch: Vec<Slot> = (0..17).collect();
+            let old = m.order.clone();
+            m.requeue_batch(&batch, 10 * MS, 20 * MS, |_| 0);
+            assert_eq!(m.order, requeue_reference(&m, &old, &batch));
+            assert!(
+                m.requeue_touched <= batch.len() as u64,
+                "looked at {} queue entries for a batch of {}",
+                m.requeue_touched,
+                batch.len()
+            );
+        }
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut rand = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for _ in 0..500 {
+            let mut cfg = Params {
+                preset: if rand(2) == 0 {
+                    Preset::Code
+                } else {
+                    Preset::Paper
+                },
+                ..Params::default()
+            }
+            .resolve(false, cost.as_ref(), "mlfq")
+            .unwrap();
+            cfg.requeue_reverses_batch = rand(2) == 0;
+            cfg.max_levels = rand(5) as u32;
+            let mut m = Mlfq::new(cfg, cost.clone(), "mlfq");
+            let queued = 1 + rand(20) as Slot;
+            for s in 0..queued {
+                let level = rand(4) as u32;
+                m.state.push(State {
+                    level,
+                    attained_ns: rand(m.quantum_ns(level) + 1),
+                    ..State::default()
+                });
+                m.push_back(s);
+            }
+            let old = m.order.clone();
+            let batch: Vec<Slot> = old.iter().copied().filter(|_| rand(3) == 0).collect();
+            let kv_tokens = rand(2000) as u32;
+            m.requeue_batch(&batch, rand(30 * MS), 1, |_| kv_tokens);
+            assert_eq!(m.order, requeue_reference(&m, &old, &batch));
         }
     }
 }
