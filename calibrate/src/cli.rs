@@ -491,7 +491,7 @@ fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
     let dest = a.out.unwrap_or_else(|| {
         crate::import::profile_dir(&profiles_root(), &gpu_name, &a.model.to_lowercase(), a.tp)
     });
-    let dest = p.write(&dest, a.force)?;
+    let dest = p.write(&dest, &servesim::output::Replace::new(a.force, []))?;
     writeln!(out, "measured in {wall_s:.0} s; wrote {}\n", dest.display())?;
     write!(out, "{}", crate::report::text_report(&dest, &p, false))?;
     Ok(())
@@ -568,7 +568,18 @@ fn fit_cmd(dir: &Path, dest: Option<&Path>, force: bool, out: &mut dyn Write) ->
             .unwrap_or(16);
         fitted.fit.swap_variant = fastest_copy_variant(&fitted, m, p.meta.tp, bt);
     }
-    let dest = fitted.write(dest.unwrap_or(dir), force)?;
+    // Refitting in place rewrites the input; any other destination must not hold it.
+    let dest = dest.unwrap_or(dir);
+    let in_place = dest
+        .canonicalize()
+        .ok()
+        .is_some_and(|d| dir.canonicalize().ok() == Some(d));
+    let inputs = if in_place {
+        vec![]
+    } else {
+        vec![dir.to_path_buf()]
+    };
+    let dest = fitted.write(dest, &servesim::output::Replace::new(force, inputs))?;
     writeln!(out, "wrote {}\n", dest.display())?;
     write!(out, "{}", crate::report::text_report(&dest, &fitted, false))?;
     Ok(())
@@ -626,7 +637,10 @@ fn import_cmd(a: ImportArgs, out: &mut dyn Write) -> Result<()> {
                 }
             }
         } else {
-            p.write(&dir, a.force)?;
+            p.write(
+                &dir,
+                &servesim::output::Replace::new(a.force, [data.clone()]),
+            )?;
             writeln!(out, "wrote {}", dir.display())?;
             for op in Op::ALL {
                 if let Some(r) = p.meta.fit.get(op.name()) {
@@ -658,7 +672,15 @@ fn import_cmd(a: ImportArgs, out: &mut dyn Write) -> Result<()> {
                 differs.push(path);
             }
         } else {
-            servesim::output::write_file(&path, md.as_bytes(), &[])?;
+            // Replaces only a comparison servesim wrote (same title line), unless --force.
+            let ours = |t: &str| t.lines().next() == md.lines().next();
+            if !a.force && std::fs::read_to_string(&path).is_ok_and(|old| !ours(&old)) {
+                anyhow::bail!(
+                    "{}: exists and was not written by servesim (its first line differs); pass --force to replace it",
+                    path.display()
+                );
+            }
+            servesim::output::write_file(&path, md.as_bytes(), &[data.clone()])?;
             writeln!(out, "wrote {}", path.display())?;
         }
     }

@@ -204,9 +204,11 @@ impl Catalogue {
 
     /// Add the `[models.NAME]` and `[gpus.NAME]` tables of a user file; same names replace.
     pub fn extend_from_file(&mut self, path: &Path) -> Result<()> {
-        let text = std::fs::read_to_string(path).map_err(|e| SimError::Io {
-            path: path.to_path_buf(),
-            msg: format!("cannot read catalogue file: {e}"),
+        let text = crate::input::read_text(path, crate::input::MAX_CONFIG_BYTES).map_err(|e| {
+            SimError::Io {
+                path: path.to_path_buf(),
+                msg: format!("cannot read catalogue file: {e}"),
+            }
         })?;
         let extra: ExtraFile = toml::from_str(&text).map_err(|e| SimError::Scenario {
             path: path.to_path_buf(),

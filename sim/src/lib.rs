@@ -13,6 +13,7 @@ pub mod cost;
 pub mod engine;
 pub mod error;
 pub mod exec;
+pub mod input;
 pub mod interrupt;
 pub mod live;
 pub mod metrics;

@@ -721,7 +721,8 @@ pub struct KvSample {
 
 /// Parse `kv_timeline.csv`; the header must be [`KV_TIMELINE_HEADER`]. Errors name the line.
 pub fn read_kv_timeline(path: &Path) -> Result<Vec<KvSample>> {
-    let text = std::fs::read_to_string(path).map_err(|e| perr(path, e))?;
+    let text =
+        crate::input::read_text(path, crate::input::MAX_DATA_BYTES).map_err(|e| perr(path, e))?;
     let mut lines = text.lines().enumerate();
     match lines.next() {
         Some((_, h)) if h.trim_end_matches('\r') == KV_TIMELINE_HEADER => {}

@@ -85,10 +85,30 @@ fn split(dest: &Path, what: &str) -> Result<(PathBuf, String)> {
 /// Whether `inner` is `outer` or lies inside it (both resolved through symlinks; a path that does
 /// not exist lies nowhere).
 fn within(inner: &Path, outer: &Path) -> bool {
-    match (inner.canonicalize(), outer.canonicalize()) {
-        (Ok(i), Ok(o)) => i.starts_with(o),
+    match (resolve(inner), outer.canonicalize()) {
+        (Some(i), Ok(o)) => i.starts_with(o),
         _ => false,
     }
+}
+
+/// `p` resolved through symlinks; a path that does not exist yet is resolved through its parent
+/// (so an output about to be created can be placed).
+fn resolve(p: &Path) -> Option<PathBuf> {
+    if let Ok(c) = p.canonicalize() {
+        return Some(c);
+    }
+    let parent = p
+        .parent()
+        .filter(|q| !q.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    Some(parent.canonicalize().ok()?.join(p.file_name()?))
+}
+
+/// The first input directory that holds `dest` (writing there would change an input).
+fn inside_input<'a>(dest: &Path, inputs: &'a [PathBuf]) -> Option<&'a PathBuf> {
+    inputs
+        .iter()
+        .find(|input| input.is_dir() && within(dest, input))
 }
 
 /// The first of `inputs` that `dest` is or holds.
@@ -102,6 +122,15 @@ fn held_input<'a>(dest: &Path, inputs: &'a [PathBuf]) -> Option<&'a PathBuf> {
 /// again when it replaces the destination.
 pub fn check_dest(dest: &Path, replace: &Replace) -> Result<()> {
     split(dest, "directory")?;
+    if let Some(input) = inside_input(dest, &replace.inputs) {
+        return Err(io(
+            dest,
+            format!(
+                "refusing to write inside {}, an input directory of this command; choose another --out",
+                input.display()
+            ),
+        ));
+    }
     let meta = match std::fs::symlink_metadata(dest) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -449,8 +478,26 @@ pub struct StagedFile {
 /// the command reads; commands call this before their work starts).
 pub fn check_file_dest(dest: &Path, inputs: &[PathBuf]) -> Result<()> {
     split(dest, "file")?;
-    if std::fs::symlink_metadata(dest).is_ok_and(|m| m.is_dir()) {
-        return Err(io(dest, "the output path is a directory; give a file name"));
+    match std::fs::symlink_metadata(dest) {
+        Ok(m) if m.is_dir() => {
+            return Err(io(dest, "the output path is a directory; give a file name"));
+        }
+        Ok(m) if !m.is_file() => {
+            return Err(io(
+                dest,
+                "the output path exists and is not a regular file (a symbolic link, device, FIFO or socket); give the path of a regular file",
+            ));
+        }
+        _ => {}
+    }
+    if let Some(input) = inside_input(dest, inputs) {
+        return Err(io(
+            dest,
+            format!(
+                "refusing to write inside {}, an input directory of this command; choose another output file",
+                input.display()
+            ),
+        ));
     }
     if let Some(input) = held_input(dest, inputs) {
         return Err(io(

@@ -83,9 +83,11 @@ fn set_path(root: &mut toml::Table, path: &str, v: toml::Value) -> std::result::
 /// Expand a scenario file into its runs, validating each (bad input fails the whole sweep up
 /// front). A scenario without `[sweep]` is a sweep of one run.
 pub fn expand(path: &Path, base: &Overrides) -> Result<Vec<SweepRun>> {
-    let text = std::fs::read_to_string(path).map_err(|e| SimError::Io {
-        path: path.to_path_buf(),
-        msg: format!("cannot read scenario: {e}"),
+    let text = crate::input::read_text(path, crate::input::MAX_CONFIG_BYTES).map_err(|e| {
+        SimError::Io {
+            path: path.to_path_buf(),
+            msg: format!("cannot read scenario: {e}"),
+        }
     })?;
     let err = |msg: String| SimError::Scenario {
         path: path.to_path_buf(),

@@ -401,3 +401,31 @@ fn ctrl_c_during_capacity_stops_its_probes_and_exits_130() {
     assert!(!w.path("cap").exists(), "no output directory");
     assert_eq!(hidden_entries(w.dir.path()), Vec::<String>::new());
 }
+
+/// A live mock iteration scaled to hours used to sleep through SIGTERM and Ctrl-C (its wait did
+/// not look at the flag); it now stops at once, partial.
+#[test]
+fn sigterm_cuts_a_long_live_mock_iteration_short() {
+    be_servesim_if_child();
+    let w = Workdir::new();
+    long_scenario(&w, "");
+    let child = spawn_servesim(
+        "sigterm_cuts_a_long_live_mock_iteration_short",
+        &w,
+        &[
+            "live",
+            "scenario.toml",
+            "--mock",
+            "--time-scale",
+            "1e6",
+            "--num-requests",
+            "1",
+            "--out",
+            "lv",
+            "--quiet",
+        ],
+    );
+    let (code, stderr) = send_signal(child, Duration::from_millis(300), "TERM");
+    assert_eq!(code, Some(143), "exit code; stderr: {stderr}");
+    assert!(w.path("lv/PARTIAL").is_file(), "stderr: {stderr}");
+}

@@ -219,7 +219,7 @@ fn merge_never_replaces_one_of_its_shards() {
             args.push(&"--force");
         }
         let r = run(&args);
-        assert_refused(&r, "an input of this command");
+        assert_refused(&r, "an input");
         assert_eq!(std::fs::read(shards[0].join("shard.json")).unwrap(), before);
     }
     let r = run(&[
@@ -382,4 +382,191 @@ fn a_symlinked_output_is_refused_and_force_replaces_the_link_not_its_target() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_users_dir_intact(&d);
     assert!(link.join("summary.json").is_file() && !link.is_symlink());
+}
+
+/// Run `servesim-calibrate ARGS…` in-process; returns (exit code, stderr).
+fn calibrate(args: &[&dyn AsRef<std::ffi::OsStr>]) -> (i32, String) {
+    let mut argv: Vec<OsString> = vec!["servesim-calibrate".into()];
+    argv.extend(args.iter().map(|a| OsString::from(a.as_ref())));
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = servesim_calibrate::cli::main_with_args(argv, &mut out, &mut err);
+    (code, String::from_utf8_lossy(&err).into_owned())
+}
+
+/// A copy of the shipped A100 Llama-2-7B profile (with its marker) in `w/name`.
+fn profile_copy(w: &Workdir, name: &str) -> std::path::PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../calibrate/profiles/a100-80gb/llama-2-7b/tp1");
+    let dst = w.path(name);
+    std::fs::create_dir_all(&dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+    }
+    dst
+}
+
+#[test]
+fn outputs_inside_an_input_directory_are_refused_even_with_force() {
+    let w = Workdir::new();
+    let lengths = w.write("len.csv", "input_tokens,output_tokens\n4,2\n8,3\n");
+    let p = profile_copy(&w, "par/p");
+    let fit_before = std::fs::read(p.join("fit.toml")).unwrap();
+    w.write(
+        "s.toml",
+        format!(
+            "name = \"s\"\nmodel = \"llama-2-7b\"\ngpu = \"a100-80gb\"\n[trace]\nrate_per_s = 1.0\nlengths_file = \"{}\"\nnum_requests = 5\n[cost]\nmodel = \"profile\"\npath = \"par/p\"\n[scheduler]\npolicy = \"vllm\"\n",
+            lengths.display()
+        ),
+    );
+    let sc = w.path("s.toml");
+    // A run's --out on a file of the profile it reads.
+    let r = run(&[
+        &"run",
+        &sc,
+        &"--out",
+        &p.join("fit.toml"),
+        &"--quiet",
+        &"--force",
+    ]);
+    assert_refused(&r, "an input directory of this command");
+    // calibrate fit into a directory above its input profile; calibrate compare into it.
+    let (code, err) = calibrate(&[&"fit", &p, &"--out", &w.path("par"), &"--force"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("an input of this command"), "{err}");
+    let (code, err) = calibrate(&[&"compare", &p, &"--out", &p.join("meta.toml")]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("an input directory"), "{err}");
+    assert_eq!(std::fs::read(p.join("fit.toml")).unwrap(), fit_before);
+    // compare --out into the sim directory, or onto a file it reads in the live one.
+    let sim = w.path("sim");
+    let live = w.path("live");
+    assert_eq!(run(&[&"run", &sc, &"--out", &sim, &"--quiet"]).code, 0);
+    let r = run(&[
+        &"live",
+        &sc,
+        &"--mock",
+        &"--time-scale",
+        &"0.0001",
+        &"--out",
+        &live,
+        &"--quiet",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let config = std::fs::read(sim.join("config.json")).unwrap();
+    let r = run(&[&"compare", &sim, &live, &"--out", &sim.join("config.json")]);
+    assert_refused(&r, "an input directory of this command");
+    let r = run(&[
+        &"compare",
+        &sim,
+        &live,
+        &"--out",
+        &live.join("requests.csv"),
+    ]);
+    assert_refused(&r, "an input of this command");
+    assert_eq!(std::fs::read(sim.join("config.json")).unwrap(), config);
+    // Blessing onto something that is not a golden CSV.
+    let before = std::fs::read(&sc).unwrap();
+    let csv = w.write("sweep.csv", "policy,jct_mean_s\nvllm,1.5\n");
+    let r = run(&[&"check", &csv, &"--golden", &sc, &"--bless"]);
+    assert_refused(&r, "must be a .csv file");
+    assert_eq!(std::fs::read(&sc).unwrap(), before);
+}
+
+#[cfg(unix)]
+#[test]
+fn file_outputs_never_replace_links_devices_or_fifos() {
+    let w = Workdir::new();
+    let lengths = w.write("len.csv", "input_tokens,output_tokens\n4,2\n8,3\n");
+    let target = w.write("target.txt", "precious");
+    let link = w.path("link.csv");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let fifo = w.path("fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    for dest in [&link, &fifo, &std::path::PathBuf::from("/dev/null")] {
+        let r = run(&[
+            &"trace",
+            &"synth",
+            &"--lengths-file",
+            &lengths,
+            &"--rate",
+            &"1",
+            &"--num",
+            &"3",
+            &"--out",
+            dest,
+        ]);
+        assert_refused(&r, "not a regular file");
+    }
+    assert!(link.is_symlink());
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious");
+    assert!(
+        std::fs::metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device_like()
+    );
+}
+
+/// `std::os::unix::fs::FileTypeExt::is_char_device`, spelled so the test reads plainly.
+#[cfg(unix)]
+trait CharDevice {
+    fn is_char_device_like(&self) -> bool;
+}
+
+#[cfg(unix)]
+impl CharDevice for std::fs::FileType {
+    fn is_char_device_like(&self) -> bool {
+        use std::os::unix::fs::FileTypeExt;
+        self.is_char_device()
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn endless_inputs_are_refused_within_a_bound() {
+    let w = setup("");
+    let sc = w.path("scenario.toml");
+    let r = run(&[&"run", &"/dev/zero", &"--out", &w.path("o"), &"--quiet"]);
+    assert_refused(&r, "larger than 16 MiB");
+    let r = run(&[
+        &"run",
+        &sc,
+        &"--trace",
+        &"/dev/zero",
+        &"--out",
+        &w.path("o"),
+        &"--quiet",
+    ]);
+    assert_refused(&r, "a line is longer than 16 MiB");
+    let r = run(&[&"trace", &"stats", &"/dev/zero"]);
+    assert_refused(&r, "a line is longer than 16 MiB");
+    let r = run(&[
+        &"trace",
+        &"import",
+        &"vidur",
+        &"/dev/zero",
+        &"--out",
+        &w.path("v.csv"),
+    ]);
+    assert_refused(&r, "a line is longer than 16 MiB");
+    let r = run(&[
+        &"trace",
+        &"synth",
+        &"--lengths-file",
+        &w.path("trace.csv"),
+        &"--rate",
+        &"1",
+        &"--num",
+        &"18446744073709551615",
+        &"--out",
+        &w.path("s.csv"),
+    ]);
+    assert_refused(&r, "--num must be from 1 to 1000000000");
 }

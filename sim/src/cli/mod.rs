@@ -354,6 +354,14 @@ fn check_cmd(a: CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::
             path: actual.clone(),
             msg: format!("cannot read: {e}"),
         })?;
+        // A golden file is a sweep.csv copy: never bless onto a scenario, a summary.json, ….
+        if a.golden.exists() && a.golden.extension().is_none_or(|x| x != "csv") {
+            return Err(SimError::Io {
+                path: a.golden.clone(),
+                msg: "--golden with --bless must be a .csv file (a copy of sweep.csv); refusing to overwrite another kind of file".into(),
+            }
+            .into());
+        }
         // Staged: blessing a file with itself (or an error half-way) never truncates it.
         crate::output::write_file(&a.golden, &bytes, &[])?;
         writeln!(
@@ -631,7 +639,20 @@ fn compare_cmd(a: CompareArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         )?;
     }
     let dest = a.out.unwrap_or_else(|| a.live_dir.join("compare.csv"));
-    crate::output::check_file_dest(&dest, &[a.sim_dir.clone(), a.live_dir.join("summary.json")])?;
+    // The sim directory, and the files compare reads from the live one (compare.csv goes there).
+    let inputs: Vec<PathBuf> = std::iter::once(a.sim_dir.clone())
+        .chain(
+            [
+                "summary.json",
+                "config.json",
+                "requests.csv",
+                "iterations.csv",
+                "PARTIAL",
+            ]
+            .map(|f| a.live_dir.join(f)),
+        )
+        .collect();
+    crate::output::check_file_dest(&dest, &inputs)?;
     let mut f = crate::output::StagedFile::new(&dest)?;
     f.write_all(compare_csv(&rows).as_bytes())?;
     let dest = f.commit()?;
@@ -919,9 +940,10 @@ fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         };
         let c = crate::capacity::search(start, &|v| target.meets(v), a.precision, 40, &mut eval);
         if crate::interrupt::interrupted() {
-            return Err(Interrupted(
-                "Ctrl-C stopped `capacity` during its probes; nothing was written".into(),
-            )
+            return Err(Interrupted(format!(
+                "{} stopped `capacity` during its probes; nothing was written",
+                crate::interrupt::signal_name()
+            ))
             .into());
         }
         let ratio = match first {

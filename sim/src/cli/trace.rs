@@ -155,7 +155,7 @@ pub struct SynthArgs {
     /// parametric pairs are redrawn).
     #[arg(long, value_name = "TOKENS")]
     pub max_total: Option<u32>,
-    /// Number of requests.
+    /// Number of requests (at most 10⁹: about 20 GB of CSV).
     #[arg(long, value_name = "N")]
     pub num: u64,
     /// Seed (arrivals and lengths draw from separate ChaCha streams of it).
@@ -249,9 +249,16 @@ fn import_cmd(source: ImportSource, out: &mut dyn Write) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Most rows `trace synth` writes.
+const MAX_SYNTH_ROWS: u64 = 1_000_000_000;
+
 fn synth_cmd(a: SynthArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    if a.num == 0 {
-        return Err(SimError::config("--num must be ≥ 1").into());
+    if a.num == 0 || a.num > MAX_SYNTH_ROWS {
+        return Err(SimError::config(format!(
+            "--num must be from 1 to {MAX_SYNTH_ROWS} (about 20 GB of CSV), got {}",
+            a.num
+        ))
+        .into());
     }
     let inputs: Vec<PathBuf> = a.replay.iter().chain(&a.lengths_file).cloned().collect();
     crate::output::check_file_dest(&a.out, &inputs)?;
@@ -321,7 +328,8 @@ fn synth_cmd(a: SynthArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         let r: TraceRow = r?;
         if crate::interrupt::interrupted() {
             return Err(super::Interrupted(format!(
-                "Ctrl-C stopped `trace synth` after {count} of {} rows; nothing was written",
+                "{} stopped `trace synth` after {count} of {} rows; nothing was written",
+                crate::interrupt::signal_name(),
                 a.num
             ))
             .into());

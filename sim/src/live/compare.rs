@@ -66,7 +66,8 @@ pub const SAME_SCENARIO_FIELDS: [&str; 10] = [
 ];
 
 fn read_json(path: &Path) -> Result<serde_json::Value> {
-    let text = std::fs::read_to_string(path).map_err(|e| io(path, e))?;
+    let text =
+        crate::input::read_text(path, crate::input::MAX_CONFIG_BYTES).map_err(|e| io(path, e))?;
     serde_json::from_str(&text).map_err(|e| io(path, format!("not valid JSON: {e}")))
 }
 
@@ -163,7 +164,8 @@ pub fn check_dirs(sim: &Path, live: &Path, allow_partial: bool) -> Result<DirChe
 /// rows of exactly its columns (integers, and finite non-negative times with end ≥ start).
 /// Errors name the file, line and column.
 pub fn check_iterations_csv(path: &Path) -> Result<u64> {
-    let text = std::fs::read_to_string(path).map_err(|e| io(path, e))?;
+    let text =
+        crate::input::read_text(path, crate::input::MAX_DATA_BYTES).map_err(|e| io(path, e))?;
     let header: Vec<&str> = super::ITERATIONS_HEADER.split(',').collect();
     let mut lines = text.strip_suffix('\n').unwrap_or(&text).split('\n');
     let first = lines.next().unwrap_or("");
@@ -264,7 +266,8 @@ fn request_columns(dir: &Path) -> Result<[Vec<f64>; 3]> {
 /// Mean iteration time (s) from a run directory's `summary.json`.
 fn mean_iteration_s(dir: &Path) -> Result<Option<f64>> {
     let path = dir.join("summary.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
+    let text =
+        crate::input::read_text(&path, crate::input::MAX_CONFIG_BYTES).map_err(|e| io(&path, e))?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| io(&path, e))?;
     let makespan = v["makespan_s"].as_f64().unwrap_or(0.0);
     let (mut busy, mut iters) = (0.0, 0u64);

@@ -540,7 +540,8 @@ fn check_version(path: &Path, v: u32) -> Result<()> {
 }
 
 fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| io(path, format!("cannot read: {e}")))?;
+    let text = crate::input::read_text(path, crate::input::MAX_CONFIG_BYTES)
+        .map_err(|e| io(path, format!("cannot read: {e}")))?;
     toml::from_str(&text).map_err(|e| SimError::Scenario {
         path: path.to_path_buf(),
         msg: crate::scenario::toml_error_message(&text, &e),
@@ -732,7 +733,7 @@ impl Profile {
                 .map_err(|m| io(&fit_path, format!("[ops.{name}]: {m}")))?;
         }
         let m_path = dir.join(MEASUREMENTS_FILE);
-        let text = std::fs::read_to_string(&m_path)
+        let text = crate::input::read_text(&m_path, crate::input::MAX_DATA_BYTES)
             .map_err(|e| io(&m_path, format!("cannot read: {e}")))?;
         let rows = parse_measurements(&text, &m_path)?;
         Ok(Profile { meta, fit, rows })
@@ -777,10 +778,11 @@ impl Profile {
     }
 
     /// Write the profile into `dir` atomically (staged in a sibling directory, then renamed). An
-    /// existing directory is replaced when servesim wrote it (or it is empty), or with `force`.
-    pub fn write(&self, dir: &Path, force: bool) -> Result<PathBuf> {
+    /// existing directory is replaced when servesim wrote it (or it is empty), or with `force`;
+    /// never one holding `replace.inputs`.
+    pub fn write(&self, dir: &Path, replace: &crate::output::Replace) -> Result<PathBuf> {
         let files = self.render()?;
-        let staged = crate::output::StagedDir::new(dir, &crate::output::Replace::new(force, []))?;
+        let staged = crate::output::StagedDir::new(dir, replace)?;
         for (name, text) in &files {
             staged.write(name, text.as_bytes())?;
         }
@@ -940,7 +942,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = sample();
         let dest = dir.path().join("a100-80gb/llama-2-7b/tp1");
-        p.write(&dest, false).unwrap();
+        p.write(&dest, &Default::default()).unwrap();
         let back = Profile::load(&dest).unwrap();
         assert_eq!(back.fit, p.fit);
         assert_eq!(back.rows, p.rows);
@@ -956,7 +958,7 @@ mod tests {
     fn load_rejects_other_schema_versions_and_bad_rows() {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("p");
-        sample().write(&dest, false).unwrap();
+        sample().write(&dest, &Default::default()).unwrap();
         let meta = std::fs::read_to_string(dest.join(META_FILE)).unwrap();
         std::fs::write(
             dest.join(META_FILE),
@@ -995,7 +997,7 @@ mod tests {
                 slope_s: 1.0,
             },
         );
-        p.write(&dest, false).unwrap();
+        p.write(&dest, &Default::default()).unwrap();
         let e = Profile::load(&dest).unwrap_err().to_string();
         assert!(e.contains("[ops.attn_decode]: form `linear`"), "{e}");
     }

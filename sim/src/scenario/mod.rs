@@ -448,9 +448,11 @@ pub struct Loaded {
 }
 
 pub fn load(path: &Path) -> Result<Loaded> {
-    let text = std::fs::read_to_string(path).map_err(|e| SimError::Io {
-        path: path.to_path_buf(),
-        msg: format!("cannot read scenario: {e}"),
+    let text = crate::input::read_text(path, crate::input::MAX_CONFIG_BYTES).map_err(|e| {
+        SimError::Io {
+            path: path.to_path_buf(),
+            msg: format!("cannot read scenario: {e}"),
+        }
     })?;
     parse(path, &text)
 }

@@ -51,7 +51,45 @@ pub(crate) fn input_err(path: &Path, line: u64, field: &str, msg: impl Into<Stri
 
 /// Open a CSV file and return its reader and (BOM-stripped, trimmed) header names, after
 /// rejecting an empty file and duplicated header names.
-pub(crate) fn open_csv(path: &Path) -> Result<(csv::Reader<BufReader<File>>, Vec<String>)> {
+/// Longest line a CSV input may have (a file without line ends, such as `/dev/zero` or a binary,
+/// would otherwise be read into memory whole).
+pub const MAX_LINE_BYTES: usize = 16 << 20;
+
+/// A reader that fails once a line grows past [`MAX_LINE_BYTES`].
+pub struct LineLimited<R> {
+    inner: R,
+    line_bytes: usize,
+}
+
+impl<R> LineLimited<R> {
+    pub fn new(inner: R) -> Self {
+        LineLimited {
+            inner,
+            line_bytes: 0,
+        }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for LineLimited<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        match buf[..n].iter().rposition(|&b| b == b'\n') {
+            Some(i) => self.line_bytes = n - i - 1,
+            None => self.line_bytes += n,
+        }
+        if self.line_bytes > MAX_LINE_BYTES {
+            return Err(std::io::Error::other(format!(
+                "a line is longer than {} MiB; is this a CSV file?",
+                MAX_LINE_BYTES >> 20
+            )));
+        }
+        Ok(n)
+    }
+}
+
+pub(crate) fn open_csv(
+    path: &Path,
+) -> Result<(csv::Reader<BufReader<LineLimited<File>>>, Vec<String>)> {
     open_csv_trimming(path, csv::Trim::All)
 }
 
@@ -60,20 +98,20 @@ pub(crate) fn open_csv(path: &Path) -> Result<(csv::Reader<BufReader<File>>, Vec
 /// which saves rebuilding every record.
 pub(crate) fn open_csv_untrimmed(
     path: &Path,
-) -> Result<(csv::Reader<BufReader<File>>, Vec<String>)> {
+) -> Result<(csv::Reader<BufReader<LineLimited<File>>>, Vec<String>)> {
     open_csv_trimming(path, csv::Trim::Headers)
 }
 
 fn open_csv_trimming(
     path: &Path,
     trim: csv::Trim,
-) -> Result<(csv::Reader<BufReader<File>>, Vec<String>)> {
+) -> Result<(csv::Reader<BufReader<LineLimited<File>>>, Vec<String>)> {
     let f = File::open(path).map_err(|e| io_err(path, format!("cannot open: {e}")))?;
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
         .trim(trim)
-        .from_reader(BufReader::new(f));
+        .from_reader(BufReader::new(LineLimited::new(f)));
     let headers = rdr
         .headers()
         .map_err(|e| csv_err(path, 1, "header", e))?
@@ -285,7 +323,7 @@ pub fn scan_trace(path: &Path) -> Result<TraceSummary> {
 /// Rows of a trace file as [`TraceRow`]s, validated, in file order.
 pub struct TraceCsv {
     path: PathBuf,
-    rdr: csv::Reader<BufReader<File>>,
+    rdr: csv::Reader<BufReader<LineLimited<File>>>,
     record: csv::StringRecord,
     cols: Columns,
     idx: (usize, usize, usize),

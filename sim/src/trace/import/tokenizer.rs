@@ -75,7 +75,12 @@ impl TokenCounter {
 
     /// A Hugging Face `tokenizer.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let tok = tokenizers::Tokenizer::from_file(path).map_err(|e| SimError::Io {
+        // Bounded: tokenizer.json files are a few MB (Llama 3: 9 MB).
+        let bytes = crate::input::read_bytes(path, 256 << 20).map_err(|e| SimError::Io {
+            path: path.to_path_buf(),
+            msg: format!("cannot read the tokenizer: {e}"),
+        })?;
+        let tok = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| SimError::Io {
             path: path.to_path_buf(),
             msg: format!("cannot load the tokenizer: {e}"),
         })?;
