@@ -187,3 +187,86 @@ mod tests {
         assert_eq!(echo(&"x".repeat(100)).chars().count(), 81);
     }
 }
+
+/// Longest error line printed (longer ones are cut in the middle: an echoed 100 KB value).
+pub const MAX_MESSAGE_CHARS: usize = 1000;
+
+/// The final form of an error line, whatever produced it: control characters escaped (one line,
+/// nothing that drives the terminal), runs of more than 20 digits (a 300-digit float expansion
+/// in a TOML or serde message) shortened to scientific notation, and at most
+/// [`MAX_MESSAGE_CHARS`] characters.
+pub fn one_line(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len().min(MAX_MESSAGE_CHARS + 8));
+    let chars: Vec<char> = msg.trim_end_matches('\n').chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c.is_ascii_digit() {
+            let start = i;
+            while i < chars.len() && chars[i].is_ascii_digit() {
+                i += 1;
+            }
+            let run: String = chars[start..i].iter().collect();
+            if run.len() > 20 {
+                let exp = run.len() - 1;
+                out.push_str(&format!("{}.{}e{exp}", &run[..1], &run[1..6]));
+                // A fraction after a long integer part adds nothing at this precision.
+                if i < chars.len() && chars[i] == '.' {
+                    i += 1;
+                    while i < chars.len() && chars[i].is_ascii_digit() {
+                        i += 1;
+                    }
+                }
+            } else {
+                out.push_str(&run);
+            }
+            continue;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+        i += 1;
+    }
+    let n = out.chars().count();
+    if n > MAX_MESSAGE_CHARS {
+        let head: String = out.chars().take(MAX_MESSAGE_CHARS * 3 / 4).collect();
+        let tail: String = out.chars().skip(n - MAX_MESSAGE_CHARS / 4).collect();
+        out = format!(
+            "{head} … ({} characters left out) … {tail}",
+            n - MAX_MESSAGE_CHARS
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod one_line_tests {
+    use super::one_line;
+
+    #[test]
+    fn control_bytes_huge_numbers_and_long_echoes_are_tamed() {
+        assert_eq!(
+            one_line("t.csv:3: got 10\u{1b}[31mRED\u{7}\n"),
+            "t.csv:3: got 10\\u{1b}[31mRED\\u{7}"
+        );
+        let big = format!(
+            "invalid type: floating point {}.0, expected u32",
+            "1".repeat(1) + &"0".repeat(308)
+        );
+        assert_eq!(
+            one_line(&big),
+            "invalid type: floating point 1.00000e308, expected u32"
+        );
+        assert_eq!(
+            one_line("line 12, column 3: 12345678901234567890"),
+            "line 12, column 3: 12345678901234567890"
+        );
+        let long = one_line(&format!("model `{}` is unknown", "x".repeat(100_000)));
+        assert!(
+            long.chars().count() < 1100 && long.ends_with("is unknown"),
+            "{long}"
+        );
+    }
+}

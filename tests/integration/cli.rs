@@ -692,3 +692,61 @@ fn semantic_errors_name_the_line_also_in_a_sweep() {
         &["sweep point 1 (tp=3): line 1: tp = 3 does not divide"],
     );
 }
+
+/// Found by the second adversarial round: values that were accepted and silently ignored, and
+/// echoes that reached the terminal raw.
+#[test]
+fn ignored_values_are_errors_and_echoes_are_tamed() {
+    let w = Workdir::new();
+    w.write("trace.csv", format!("{HEADER}{GOOD_ROWS}"));
+    // [pipeline] with pp = 1.
+    w.write(
+        "scenario.toml",
+        scenario("vllm", "[pipeline]\nsend_latency_s = -1\n"),
+    );
+    let r = run_in(&w, &[]);
+    assert_user_error(&w, &r, &["line 18: [pipeline] send_latency_s"]);
+    // cv with Poisson arrivals (cv = 1 is Poisson's own and stays accepted).
+    let synth = |cv: &str| {
+        scenario("vllm", "").replace(
+            "file = \"trace.csv\"",
+            &format!("arrival = \"poisson\"\ncv = {cv}\nrate_per_s = 1.0\ninput_lengths = {{ dist = \"fixed\", value = 4 }}\noutput_lengths = {{ dist = \"fixed\", value = 2 }}\nnum_requests = 3"),
+        )
+    };
+    w.write("scenario.toml", synth("5"));
+    let r = run_in(&w, &[]);
+    assert_user_error(
+        &w,
+        &r,
+        &["[trace] cv = 5 has no effect on `poisson` arrivals"],
+    );
+    w.write("scenario.toml", synth("1.0"));
+    assert_eq!(run_in(&w, &[]).code, 0);
+    std::fs::remove_dir_all(w.path("results/run")).unwrap();
+    // Control bytes in a trace cell are escaped in the one error line.
+    w.write(
+        "trace.csv",
+        format!("{HEADER}0,4,2\n0.1,4,10\u{1b}[31mRED\u{7}\n"),
+    );
+    w.write("scenario.toml", scenario("vllm", ""));
+    let r = run_in(&w, &[]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        !r.stderr.trim_end().chars().any(char::is_control) && r.stderr.contains("\\u{1b}"),
+        "{:?}",
+        r.stderr
+    );
+    // capacity's first probe rate and bench's repeat count are bounded.
+    w.write("trace.csv", format!("{HEADER}{GOOD_ROWS}"));
+    let r = cli([
+        "capacity".into(),
+        w.path("scenario.toml").into_os_string(),
+        "--slo".into(),
+        "jct_s=20".into(),
+        "--start-rate".into(),
+        "1e308".into(),
+    ]);
+    assert_user_error(&w, &r, &["--start-rate", "got 1e308"]);
+    let r = cli(["bench", "--repeat", "0"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+}

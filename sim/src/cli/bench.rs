@@ -10,8 +10,8 @@ use crate::scenario::{Overrides, load};
 pub struct BenchArgs {
     /// Scenario files to time (default: scenarios/bench_vllm_azure_conv_10k.toml).
     pub scenarios: Vec<PathBuf>,
-    /// Repeat each run this many times and report the fastest.
-    #[arg(long, default_value_t = 3)]
+    /// Repeat each run this many times (≥ 1) and report the fastest.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     pub repeat: u32,
     /// Override the number of requests.
     #[arg(long, value_name = "N")]

@@ -298,14 +298,18 @@ pub fn main_with_args(args: Vec<OsString>, out: &mut dyn Write, err: &mut dyn Wr
         Ok(()) => 0,
         Err(e) if e.downcast_ref::<Regression>().is_some() => 1,
         Err(e) if e.downcast_ref::<Interrupted>().is_some() => {
-            let _ = writeln!(err, "interrupted: {e}");
+            let _ = writeln!(
+                err,
+                "interrupted: {}",
+                crate::error::one_line(&e.to_string())
+            );
             crate::interrupt::exit_code()
         }
         Err(e) if e.downcast_ref::<calibrate::Forwarded>().is_some() => {
             e.downcast_ref::<calibrate::Forwarded>().map_or(2, |f| f.0)
         }
         Err(e) => {
-            let _ = writeln!(err, "error: {e}");
+            let _ = writeln!(err, "error: {}", crate::error::one_line(&e.to_string()));
             2
         }
     }
@@ -823,6 +827,9 @@ fn thread_count(jobs: Option<usize>, work: usize) -> usize {
     wanted.min(work.max(1)).min(MAX_JOBS)
 }
 
+/// Highest rate `capacity` starts probing at (a billion requests/s is beyond any cluster).
+const MAX_START_RATE_PER_S: f64 = 1e9;
+
 fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     use crate::capacity::{GoodputTarget, Slo, Target};
     use crate::error::num;
@@ -879,9 +886,10 @@ fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         .start_rate
         .or(loaded.scenario.trace.rate_per_s)
         .unwrap_or(1.0);
-    if !(start.is_finite() && start > 0.0) {
+    if !(start.is_finite() && start > 0.0 && start <= MAX_START_RATE_PER_S) {
         return Err(SimError::config(format!(
-            "--start-rate must be a finite number of requests/s > 0, got {}",
+            "--start-rate (or the scenario's rate_per_s) must be a number of requests/s in (0, {}], got {}",
+            num(MAX_START_RATE_PER_S),
             num(start)
         ))
         .into());

@@ -832,6 +832,27 @@ impl Loaded {
                     }
                     (a, None) => a.unwrap_or(ArrivalProcess::Poisson),
                 };
+                // `cv` shapes gamma arrivals; elsewhere it may only state the process's own cv
+                // (Poisson 1, constant 0), so a sweep over `arrival` can keep one `cv`.
+                let own_cv = match arrival {
+                    ArrivalProcess::Poisson => Some(1.0),
+                    ArrivalProcess::Constant => Some(0.0),
+                    _ => None,
+                };
+                if let Some(cv) = t.cv
+                    && arrival != ArrivalProcess::Gamma
+                    && own_cv != Some(cv)
+                {
+                    return Err(self.err_at(
+                        &["trace", "cv"],
+                        format!(
+                            "[trace] cv = {} has no effect on `{}` arrivals{}; it shapes `arrival = \"gamma\"` only",
+                            crate::error::num(cv),
+                            ArrivalProcess::NAMES[arrival as usize],
+                            own_cv.map_or(String::new(), |c| format!(" (whose cv is {c})"))
+                        ),
+                    ));
+                }
                 if arrival != ArrivalProcess::Replay && t.rate_per_s.is_none() {
                     return Err(
                         self.err_at(&["trace"], "[trace]: synthetic traces need `rate_per_s`")
@@ -1054,7 +1075,8 @@ impl Loaded {
                 other => other,
             })?;
         let swap_profile = self.swap_profile(&model, &s)?;
-        let pipeline = if s.pp > 1 {
+        // Checked whatever `pp` (a bad value is a mistake even where it is not used).
+        let pipeline = {
             let p = crate::exec::Pipeline {
                 stages: s.pp,
                 send_latency_s: s.pipeline.send_latency_s.unwrap_or(20e-6),
@@ -1073,9 +1095,11 @@ impl Loaded {
                     "[pipeline] send_bytes_per_s must be a finite number > 0",
                 ));
             }
-            p
-        } else {
-            crate::exec::Pipeline::SINGLE
+            if s.pp > 1 {
+                p
+            } else {
+                crate::exec::Pipeline::SINGLE
+            }
         };
         let offload = crate::swap::KvOffload::resolve(&s.swap).map_err(wrap)?;
         let iv = s.output.kv_timeline_interval_s;
