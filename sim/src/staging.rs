@@ -713,7 +713,7 @@ mod tests {
             .err()
             .unwrap()
             .to_string();
-        assert!(msg.contains("an input of this command"), "{msg}");
+        assert!(msg.contains("an input directory of this command"), "{msg}");
         let inner = shard.join("scenario.toml");
         std::fs::write(&inner, "x").unwrap();
         assert!(StagedDir::new(&shard, &Replace::new(true, [inner.clone()])).is_err());

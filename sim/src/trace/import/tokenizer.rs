@@ -161,6 +161,6 @@ mod hf_tests {
         assert_eq!(t.count("Hello, strange world").unwrap(), 5);
         assert_eq!(t.count("").unwrap(), 1);
         let e = TokenCounter::from_file(Path::new("/nonexistent/tokenizer.json")).unwrap_err();
-        assert!(e.to_string().contains("cannot load the tokenizer"), "{e}");
+        assert!(e.to_string().contains("cannot read the tokenizer"), "{e}");
     }
 }
