@@ -49,6 +49,11 @@ fn run(args: &[&dyn AsRef<std::ffi::OsStr>]) -> CliResult {
         .collect::<Vec<_>>())
 }
 
+/// `run SCENARIO --out OUT --quiet --force`.
+fn run_forced(scenario: &Path, out: impl AsRef<std::ffi::OsStr>) -> CliResult {
+    run(&[&"run", &scenario, &"--out", &out, &"--quiet", &"--force"])
+}
+
 /// A user's directory holding a file servesim must not delete.
 fn users_dir(w: &Workdir, name: &str) -> std::path::PathBuf {
     let d = w.path(name);
@@ -189,14 +194,7 @@ fn an_output_holding_an_input_is_refused_even_with_force() {
     assert_refused(&r, "an input of this command");
     assert!(t.join("t.csv").is_file());
     // Paths without a directory name.
-    let r = run(&[
-        &"run",
-        &sc,
-        &"--out",
-        &w.path("x/.."),
-        &"--quiet",
-        &"--force",
-    ]);
+    let r = run_forced(&sc, w.path("x/.."));
     assert_refused(&r, "must end in a directory name");
 }
 
@@ -421,14 +419,7 @@ fn outputs_inside_an_input_directory_are_refused_even_with_force() {
     );
     let sc = w.path("s.toml");
     // A run's --out on a file of the profile it reads.
-    let r = run(&[
-        &"run",
-        &sc,
-        &"--out",
-        &p.join("fit.toml"),
-        &"--quiet",
-        &"--force",
-    ]);
+    let r = run_forced(&sc, p.join("fit.toml"));
     assert_refused(&r, "an input directory of this command");
     // calibrate fit into a directory above its input profile; calibrate compare into it.
     let (code, err) = calibrate(&[&"fit", &p, &"--out", &w.path("par"), &"--force"]);
