@@ -680,7 +680,7 @@ fn import_cmd(a: ImportArgs, out: &mut dyn Write) -> Result<()> {
                     path.display()
                 );
             }
-            servesim::output::write_file(&path, md.as_bytes(), &[data.clone()])?;
+            servesim::output::write_file(&path, md.as_bytes(), std::slice::from_ref(&data))?;
             writeln!(out, "wrote {}", path.display())?;
         }
     }

@@ -253,7 +253,7 @@ mod one_line_tests {
         );
         let big = format!(
             "invalid type: floating point {}.0, expected u32",
-            "1".repeat(1) + &"0".repeat(308)
+            "1".to_string() + &"0".repeat(308)
         );
         assert_eq!(
             one_line(&big),

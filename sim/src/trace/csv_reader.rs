@@ -51,6 +51,9 @@ pub(crate) fn input_err(path: &Path, line: u64, field: &str, msg: impl Into<Stri
 
 /// Open a CSV file and return its reader and (BOM-stripped, trimmed) header names, after
 /// rejecting an empty file and duplicated header names.
+/// A CSV reader over a user file, bounded per line.
+pub(crate) type CsvReader = csv::Reader<BufReader<LineLimited<File>>>;
+
 /// Longest line a CSV input may have (a file without line ends, such as `/dev/zero` or a binary,
 /// would otherwise be read into memory whole).
 pub const MAX_LINE_BYTES: usize = 16 << 20;
@@ -87,25 +90,18 @@ impl<R: std::io::Read> std::io::Read for LineLimited<R> {
     }
 }
 
-pub(crate) fn open_csv(
-    path: &Path,
-) -> Result<(csv::Reader<BufReader<LineLimited<File>>>, Vec<String>)> {
+pub(crate) fn open_csv(path: &Path) -> Result<(CsvReader, Vec<String>)> {
     open_csv_trimming(path, csv::Trim::All)
 }
 
 /// [`open_csv`] with the fields left untrimmed (headers are trimmed): for a reader that trims the
 /// few fields it reads itself (`str::trim`, the same Unicode whitespace as `csv::Trim::All`),
 /// which saves rebuilding every record.
-pub(crate) fn open_csv_untrimmed(
-    path: &Path,
-) -> Result<(csv::Reader<BufReader<LineLimited<File>>>, Vec<String>)> {
+pub(crate) fn open_csv_untrimmed(path: &Path) -> Result<(CsvReader, Vec<String>)> {
     open_csv_trimming(path, csv::Trim::Headers)
 }
 
-fn open_csv_trimming(
-    path: &Path,
-    trim: csv::Trim,
-) -> Result<(csv::Reader<BufReader<LineLimited<File>>>, Vec<String>)> {
+fn open_csv_trimming(path: &Path, trim: csv::Trim) -> Result<(CsvReader, Vec<String>)> {
     let f = File::open(path).map_err(|e| io_err(path, format!("cannot open: {e}")))?;
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
@@ -323,7 +319,7 @@ pub fn scan_trace(path: &Path) -> Result<TraceSummary> {
 /// Rows of a trace file as [`TraceRow`]s, validated, in file order.
 pub struct TraceCsv {
     path: PathBuf,
-    rdr: csv::Reader<BufReader<LineLimited<File>>>,
+    rdr: CsvReader,
     record: csv::StringRecord,
     cols: Columns,
     idx: (usize, usize, usize),
