@@ -907,6 +907,12 @@ pub fn plot_kv_usage(samples: &[KvSample], dir: &Path) -> Result<Vec<PathBuf>> {
 /// when values of `sweep.csv` were left out (see [`plot_sweep_noting`]).
 pub fn plot_dir(dir: &Path) -> Result<(Vec<PathBuf>, Option<String>)> {
     let plots = dir.join("plots");
+    if std::fs::symlink_metadata(&plots).is_ok_and(|m| !m.is_dir()) {
+        return Err(perr(
+            &plots,
+            "exists and is not a directory; the plots go into DIR/plots/: move or rename it",
+        ));
+    }
     let is_sweep = dir.join("sweep.csv").is_file();
     if !is_sweep && !dir.join("summary.json").is_file() {
         return Err(perr(

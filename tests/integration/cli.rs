@@ -750,3 +750,41 @@ fn ignored_values_are_errors_and_echoes_are_tamed() {
     let r = cli(["bench", "--repeat", "0"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
 }
+
+/// Messages the second adversarial round found in Rust terms: `max = Some(2)` from a lognormal
+/// spec, and "File exists (os error 17)" when a run directory's `plots` is a file.
+#[test]
+fn messages_say_values_and_causes_plainly() {
+    let w = Workdir::new();
+    let r = cli([
+        "trace",
+        "synth",
+        "--rate",
+        "1",
+        "--num",
+        "3",
+        "--input",
+        "lognormal:mean=3,sigma=0.5,min=10,max=2",
+        "--output",
+        "fixed:value=3",
+        "-o",
+        w.path("z.csv").to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("got min = 10, max = 2") && !r.stderr.contains("Some("),
+        "{}",
+        r.stderr
+    );
+    w.write("trace.csv", format!("{HEADER}{GOOD_ROWS}"));
+    w.write("scenario.toml", scenario("vllm", ""));
+    assert_eq!(run_in(&w, &[]).code, 0);
+    std::fs::write(w.path("results/run/plots"), "").unwrap();
+    let r = cli(["plot".into(), w.path("results/run").into_os_string()]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("exists and is not a directory"),
+        "{}",
+        r.stderr
+    );
+}

@@ -391,14 +391,21 @@ impl LengthDist {
                 max,
             } => {
                 if !(mean.is_finite() && *mean > 0.0) {
-                    return Err(format!("lognormal: mean must be > 0, got {mean}"));
+                    return Err(format!(
+                        "lognormal: mean must be > 0, got {}",
+                        crate::error::num(*mean)
+                    ));
                 }
                 if !(sigma.is_finite() && *sigma >= 0.0) {
-                    return Err(format!("lognormal: sigma must be ≥ 0, got {sigma}"));
+                    return Err(format!(
+                        "lognormal: sigma must be ≥ 0, got {}",
+                        crate::error::num(*sigma)
+                    ));
                 }
                 if *min == 0 || max.is_some_and(|m| m < *min) {
                     return Err(format!(
-                        "lognormal: need 1 ≤ min ≤ max, got min = {min}, max = {max:?}"
+                        "lognormal: need 1 ≤ min ≤ max, got min = {min}{}",
+                        max.map_or(String::new(), |m| format!(", max = {m}"))
                     ));
                 }
                 Ok(())
