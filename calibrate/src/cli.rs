@@ -265,17 +265,25 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
             all_points,
         } => {
             let p = Profile::load(&profile)?;
-            write!(
-                out,
-                "{}",
-                crate::report::text_report(&profile, &p, all_points)
-            )?;
             let png = png.unwrap_or_else(|| {
                 PathBuf::from("results/calibrate").join(format!(
                     "{}-{}-tp{}.png",
                     p.meta.gpu, p.meta.model, p.meta.tp
                 ))
             });
+            // Checked before the report is printed: a .png file, never inside the profile.
+            if png
+                .extension()
+                .is_none_or(|x| !x.eq_ignore_ascii_case("png"))
+            {
+                anyhow::bail!("{}: --png must name a .png file", png.display());
+            }
+            servesim::output::check_file_dest(&png, std::slice::from_ref(&profile))?;
+            write!(
+                out,
+                "{}",
+                crate::report::text_report(&profile, &p, all_points)
+            )?;
             crate::report::plot_report(&p, &png)?;
             writeln!(out, "\nplot: {}", png.display())?;
             Ok(())

@@ -428,6 +428,12 @@ fn outputs_inside_an_input_directory_are_refused_even_with_force() {
     let (code, err) = calibrate(&[&"compare", &p, &"--out", &p.join("meta.toml")]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("an input directory"), "{err}");
+    let (code, err) = calibrate(&[&"report", &p, &"--png", &p.join("x.png")]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("an input directory"), "{err}");
+    let (code, err) = calibrate(&[&"report", &p, &"--png", &w.path("r.toml")]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--png must name a .png file"), "{err}");
     assert_eq!(std::fs::read(p.join("fit.toml")).unwrap(), fit_before);
     // compare --out into the sim directory, or onto a file it reads in the live one.
     let sim = w.path("sim");
@@ -456,6 +462,15 @@ fn outputs_inside_an_input_directory_are_refused_even_with_force() {
     ]);
     assert_refused(&r, "an input of this command");
     assert_eq!(std::fs::read(sim.join("config.json")).unwrap(), config);
+    // A live run whose requests.csv holds only its header has nothing to compare.
+    let header = std::fs::read_to_string(live.join("requests.csv")).unwrap();
+    std::fs::write(
+        live.join("requests.csv"),
+        header.lines().next().unwrap().to_string() + "\n",
+    )
+    .unwrap();
+    let r = run(&[&"compare", &sim, &live]);
+    assert_refused(&r, "holds no requests");
     // Blessing onto something that is not a golden CSV.
     let before = std::fs::read(&sc).unwrap();
     let csv = w.write("sweep.csv", "policy,jct_mean_s\nvllm,1.5\n");

@@ -260,6 +260,12 @@ fn request_columns(dir: &Path) -> Result<[Vec<f64>; 3]> {
             );
         }
     }
+    if out[0].is_empty() {
+        return Err(io(
+            &path,
+            "holds no requests (header only): nothing to compare",
+        ));
+    }
     Ok(out)
 }
 
