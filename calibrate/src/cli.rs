@@ -301,6 +301,10 @@ fn plan_cmd(a: PlanArgs, out: &mut dyn Write) -> Result<()> {
         PlanConfig::full(&model, a.tp, gpu.memory_bytes, a.gpus)
     };
     let items = plan(&model, a.tp, &cfg)?;
+    if let Some(p) = &a.out {
+        // Checked before the plan is printed.
+        servesim::output::check_file_dest(p, &[])?;
+    }
     writeln!(
         out,
         "plan for {} tp{} on {}: {} shapes, {} warm-up + {} timed runs each, estimated {:.0} s of GPU time",

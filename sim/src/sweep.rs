@@ -121,6 +121,17 @@ pub fn expand(path: &Path, base: &Overrides) -> Result<Vec<SweepRun>> {
         if vals.iter().any(|v| v.is_table() || v.is_array()) {
             return Err(err(format!("[sweep] `{n}`: values must be scalars")));
         }
+        if let Some((i, v)) = vals
+            .iter()
+            .enumerate()
+            .find(|(i, v)| vals[..*i].contains(v))
+        {
+            return Err(err(format!(
+                "[sweep] `{n}`: value {} (position {}) is listed twice; each run would be repeated",
+                crate::error::echo(&value_text(v)),
+                i + 1
+            )));
+        }
         axes.push((n, vals));
     }
     check_axes(&axes).map_err(&err)?;

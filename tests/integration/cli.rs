@@ -788,3 +788,48 @@ fn messages_say_values_and_causes_plainly() {
         r.stderr
     );
 }
+
+/// Repeated sweep values and capacity policies ran twice silently; a gamma `cv` of 1e308 failed
+/// in statrs ("shape is not positive") without naming the field.
+#[test]
+fn repeated_runs_and_out_of_range_cv_are_errors() {
+    let w = Workdir::new();
+    w.write("trace.csv", format!("{HEADER}{GOOD_ROWS}"));
+    w.write(
+        "scenario.toml",
+        scenario(
+            "vllm",
+            "\n[sweep]\npolicy = [\"vllm\", \"fcfs\", \"vllm\"]\n",
+        ),
+    );
+    let r = cli([
+        "sweep".into(),
+        w.path("scenario.toml").into_os_string(),
+        "--out".into(),
+        w.path("results/run").into_os_string(),
+    ]);
+    assert_user_error(
+        &w,
+        &r,
+        &["`policy`: value vllm (position 3) is listed twice"],
+    );
+    w.write("scenario.toml", scenario("vllm", ""));
+    let r = cli([
+        "capacity".into(),
+        w.path("scenario.toml").into_os_string(),
+        "--slo".into(),
+        "jct_s=20".into(),
+        "--policies".into(),
+        "vllm,fcfs,vllm".into(),
+    ]);
+    assert_user_error(&w, &r, &["--policies lists `vllm` twice"]);
+    w.write(
+        "scenario.toml",
+        scenario("vllm", "").replace(
+            "file = \"trace.csv\"",
+            "arrival = \"gamma\"\ncv = 1e308\nrate_per_s = 1.0\ninput_lengths = { dist = \"fixed\", value = 4 }\noutput_lengths = { dist = \"fixed\", value = 2 }\nnum_requests = 3",
+        ),
+    );
+    let r = run_in(&w, &[]);
+    assert_user_error(&w, &r, &["line 7: [trace] cv must be from 1e-6 to 1e6"]);
+}

@@ -874,6 +874,18 @@ fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     } else {
         a.policies.clone()
     };
+    if let Some((i, p)) = policies
+        .iter()
+        .enumerate()
+        .find(|(i, p)| policies[..*i].contains(p))
+    {
+        return Err(SimError::config(format!(
+            "--policies lists `{}` twice (position {}); each policy is searched once",
+            crate::error::echo(p),
+            i + 1
+        ))
+        .into());
+    }
     // Validate every policy up front.
     for p in &policies {
         loaded.clone().resolve(&Overrides {

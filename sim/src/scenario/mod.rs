@@ -882,13 +882,15 @@ impl Loaded {
                 ),
             ));
         }
+        use crate::trace::synthetic::{MAX_CV, MIN_CV};
         if let Some(cv) = t.cv
-            && !(cv.is_finite() && cv > 0.0)
+            && t.arrival == Some(ArrivalProcess::Gamma)
+            && !(cv.is_finite() && (MIN_CV..=MAX_CV).contains(&cv))
         {
             return Err(self.err_at(
                 &["trace", "cv"],
                 format!(
-                    "[trace] cv must be a finite number > 0, got {}",
+                    "[trace] cv must be from {MIN_CV:e} to {MAX_CV:e} for gamma arrivals, got {}",
                     crate::error::num(cv)
                 ),
             ));

@@ -129,6 +129,10 @@ fn check_rate(rate_per_s: f64) -> Result<()> {
     }
 }
 
+/// Bounds of a gamma process's `cv` (its shape 1/cv² stays a normal, positive float).
+pub const MIN_CV: f64 = 1e-6;
+pub const MAX_CV: f64 = 1e6;
+
 impl Arrivals {
     /// Build an arrival process. `rate_per_s` is required except for `replay`, where it rescales
     /// the replayed trace to that mean rate (without it the trace's own times are kept). `cv` is
@@ -155,9 +159,11 @@ impl Arrivals {
                 rate_per_s: need_rate()?,
             },
             ArrivalProcess::Gamma => {
-                if !(cv.is_finite() && cv > 0.0) {
+                // The gamma shape 1/cv² and scale cv²/rate must stay finite and > 0.
+                if !(cv.is_finite() && (MIN_CV..=MAX_CV).contains(&cv)) {
                     return Err(SimError::config(format!(
-                        "cv must be a finite number > 0 for gamma arrivals, got {cv}"
+                        "cv (coefficient of variation of gamma inter-arrival times) must be from {MIN_CV:e} to {MAX_CV:e}, got {}",
+                        crate::error::num(cv)
                     )));
                 }
                 Arrivals::Gamma {
