@@ -54,6 +54,22 @@ fn run_forced(scenario: &Path, out: impl AsRef<std::ffi::OsStr>) -> CliResult {
     run(&[&"run", &scenario, &"--out", &out, &"--quiet", &"--force"])
 }
 
+/// `trace synth --lengths-file LENGTHS --rate 1 --num NUM --out OUT`.
+fn synth_to(lengths: &Path, num: &str, out: impl AsRef<std::ffi::OsStr>) -> CliResult {
+    run(&[
+        &"trace",
+        &"synth",
+        &"--lengths-file",
+        &lengths,
+        &"--rate",
+        &"1",
+        &"--num",
+        &num,
+        &"--out",
+        &out,
+    ])
+}
+
 /// A user's directory holding a file servesim must not delete.
 fn users_dir(w: &Workdir, name: &str) -> std::path::PathBuf {
     let d = w.path(name);
@@ -302,18 +318,7 @@ fn file_outputs_never_overwrite_their_inputs() {
     let w = Workdir::new();
     let lengths = w.write("lengths.csv", "input_tokens,output_tokens\n4,2\n8,3\n");
     let before = std::fs::read(&lengths).unwrap();
-    let r = run(&[
-        &"trace",
-        &"synth",
-        &"--lengths-file",
-        &lengths,
-        &"--rate",
-        &"1",
-        &"--num",
-        &"5",
-        &"--out",
-        &lengths,
-    ]);
+    let r = synth_to(&lengths, "5", &lengths);
     assert_refused(&r, "an input of this command");
     assert_eq!(std::fs::read(&lengths).unwrap(), before);
     let trace = w.write(
@@ -496,18 +501,7 @@ fn file_outputs_never_replace_links_devices_or_fifos() {
             .success()
     );
     for dest in [&link, &fifo, &std::path::PathBuf::from("/dev/null")] {
-        let r = run(&[
-            &"trace",
-            &"synth",
-            &"--lengths-file",
-            &lengths,
-            &"--rate",
-            &"1",
-            &"--num",
-            &"3",
-            &"--out",
-            dest,
-        ]);
+        let r = synth_to(&lengths, "3", dest);
         assert_refused(&r, "not a regular file");
     }
     assert!(link.is_symlink());
