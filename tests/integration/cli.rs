@@ -31,6 +31,16 @@ policy = "{policy}"
     )
 }
 
+/// [`scenario`] (vllm) with a synthetic `[trace]`: `trace_keys`, then fixed lengths (4 in, 2 out).
+fn synthetic_scenario(trace_keys: &str) -> String {
+    scenario("vllm", "").replace(
+        "file = \"trace.csv\"",
+        &format!(
+            "{trace_keys}\ninput_lengths = {{ dist = \"fixed\", value = 4 }}\noutput_lengths = {{ dist = \"fixed\", value = 2 }}"
+        ),
+    )
+}
+
 /// Run `run scenario.toml --out W/results/run` (plus `extra` arguments) in `w`.
 fn run_in(w: &Workdir, extra: &[&str]) -> CliResult {
     let mut args: Vec<std::ffi::OsString> = vec![
@@ -526,10 +536,7 @@ fn header_only_trace_is_an_error_for_run_sweep_and_live() {
     assert_user_error(&w, &r, &["--num-requests must be ≥ 1"]);
     w.write(
         "scenario.toml",
-        scenario("vllm", "").replace(
-            "file = \"trace.csv\"",
-            "arrival = \"poisson\"\nrate_per_s = 1.0\ninput_lengths = { dist = \"fixed\", value = 4 }\noutput_lengths = { dist = \"fixed\", value = 2 }\nnum_requests = 0",
-        ),
+        synthetic_scenario("arrival = \"poisson\"\nrate_per_s = 1.0\nnum_requests = 0"),
     );
     for cmd in ["run", "sweep"] {
         let r = cli([
@@ -634,10 +641,7 @@ fn a_synthetic_rate_too_low_for_the_clock_names_the_rate() {
     let w = Workdir::new();
     w.write(
         "scenario.toml",
-        scenario("vllm", "").replace(
-            "file = \"trace.csv\"",
-            "arrival = \"poisson\"\nrate_per_s = 1.0\ninput_lengths = { dist = \"fixed\", value = 4 }\noutput_lengths = { dist = \"fixed\", value = 2 }\nnum_requests = 3",
-        ),
+        synthetic_scenario("arrival = \"poisson\"\nrate_per_s = 1.0\nnum_requests = 3"),
     );
     let r = run_in(&w, &["--rate", "1e-300"]);
     assert_user_error(
@@ -708,10 +712,9 @@ fn ignored_values_are_errors_and_echoes_are_tamed() {
     assert_user_error(&w, &r, &["line 18: [pipeline] send_latency_s"]);
     // cv with Poisson arrivals (cv = 1 is Poisson's own and stays accepted).
     let synth = |cv: &str| {
-        scenario("vllm", "").replace(
-            "file = \"trace.csv\"",
-            &format!("arrival = \"poisson\"\ncv = {cv}\nrate_per_s = 1.0\ninput_lengths = {{ dist = \"fixed\", value = 4 }}\noutput_lengths = {{ dist = \"fixed\", value = 2 }}\nnum_requests = 3"),
-        )
+        synthetic_scenario(&format!(
+            "arrival = \"poisson\"\ncv = {cv}\nrate_per_s = 1.0\nnum_requests = 3"
+        ))
     };
     w.write("scenario.toml", synth("5"));
     let r = run_in(&w, &[]);
@@ -825,10 +828,7 @@ fn repeated_runs_and_out_of_range_cv_are_errors() {
     assert_user_error(&w, &r, &["--policies lists `vllm` twice"]);
     w.write(
         "scenario.toml",
-        scenario("vllm", "").replace(
-            "file = \"trace.csv\"",
-            "arrival = \"gamma\"\ncv = 1e308\nrate_per_s = 1.0\ninput_lengths = { dist = \"fixed\", value = 4 }\noutput_lengths = { dist = \"fixed\", value = 2 }\nnum_requests = 3",
-        ),
+        synthetic_scenario("arrival = \"gamma\"\ncv = 1e308\nrate_per_s = 1.0\nnum_requests = 3"),
     );
     let r = run_in(&w, &[]);
     assert_user_error(&w, &r, &["line 7: [trace] cv must be from 1e-6 to 1e6"]);
