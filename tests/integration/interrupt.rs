@@ -121,6 +121,17 @@ fn send_signal(mut child: Child, run_for: Duration, sig: &str) -> (Option<i32>, 
     )
 }
 
+/// Ctrl-C the child after 300 ms; it must exit 130 saying `message`, leaving neither `out` nor
+/// any staging entry next to it.
+fn stopped_leaving_nothing(child: Child, message: &str, out: &Path) {
+    let (code, stderr) = interrupt(child, Duration::from_millis(300));
+    assert_eq!(code, Some(130), "exit code; stderr: {stderr}");
+    assert!(stderr.contains(message), "stderr: {stderr}");
+    assert!(!out.exists(), "{} was left behind", out.display());
+    let parent = out.parent().expect("an output inside the work directory");
+    assert_eq!(hidden_entries(parent), Vec::<String>::new());
+}
+
 /// A scenario that takes ~20 s uninterrupted (100,000 requests × 2,000 iterations, batch 1).
 fn long_scenario(w: &Workdir, extra: &str) {
     let mut lengths = String::from("input_tokens,output_tokens\n");
@@ -246,14 +257,11 @@ fn ctrl_c_during_sweep_writes_nothing_and_exits_130() {
             "2",
         ],
     );
-    let (code, stderr) = interrupt(child, Duration::from_millis(300));
-    assert_eq!(code, Some(130), "exit code; stderr: {stderr}");
-    assert!(
-        stderr.contains("interrupted: Ctrl-C stopped the sweep"),
-        "stderr: {stderr}"
+    stopped_leaving_nothing(
+        child,
+        "interrupted: Ctrl-C stopped the sweep",
+        &w.path("results/sweep"),
     );
-    assert!(!w.path("results/sweep").exists(), "no sweep directory");
-    assert_eq!(hidden_entries(&w.path("results")), Vec::<String>::new());
 }
 
 #[test]
@@ -393,14 +401,11 @@ fn ctrl_c_during_capacity_stops_its_probes_and_exits_130() {
             "cap",
         ],
     );
-    let (code, stderr) = interrupt(child, Duration::from_millis(300));
-    assert_eq!(code, Some(130), "exit code; stderr: {stderr}");
-    assert!(
-        stderr.contains("interrupted: Ctrl-C stopped `capacity`"),
-        "stderr: {stderr}"
+    stopped_leaving_nothing(
+        child,
+        "interrupted: Ctrl-C stopped `capacity`",
+        &w.path("cap"),
     );
-    assert!(!w.path("cap").exists(), "no output directory");
-    assert_eq!(hidden_entries(w.dir.path()), Vec::<String>::new());
 }
 
 /// A live mock iteration scaled to hours used to sleep through SIGTERM and Ctrl-C (its wait did
