@@ -886,13 +886,15 @@ fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         ))
         .into());
     }
-    // Validate every policy up front.
+    // Validate every policy up front (and collect the files the runs read).
+    let mut inputs = Vec::new();
     for p in &policies {
-        loaded.clone().resolve(&Overrides {
+        let resolved = loaded.clone().resolve(&Overrides {
             policy: Some(p.clone()),
             num_requests: a.num_requests,
             ..Default::default()
         })?;
+        inputs.extend(resolved.input_paths());
     }
     let start = a
         .start_rate
@@ -911,16 +913,10 @@ fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let _ctrl_c = crate::interrupt::CtrlC::install();
     // Claimed before the probes: a refused or concurrently written --out fails at once.
     let staged = match &a.out {
-        Some(dir) => {
-            let resolved = loaded.clone().resolve(&Overrides {
-                num_requests: a.num_requests,
-                ..Default::default()
-            })?;
-            Some(crate::output::StagedDir::new(
-                dir,
-                &crate::output::Replace::new(a.force, resolved.input_paths()),
-            )?)
-        }
+        Some(dir) => Some(crate::output::StagedDir::new(
+            dir,
+            &crate::output::Replace::new(a.force, inputs),
+        )?),
         None => None,
     };
     let pool = rayon::ThreadPoolBuilder::new()
