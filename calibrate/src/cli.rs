@@ -494,7 +494,7 @@ fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
         rows,
         crate::import::ITERATION_OVERHEAD_S,
         vec![format!(
-            "iteration_overhead_s = {} is not measured (CPU scheduling/sampling outside the kernels); the analytic fit's documented assumption",
+            "iteration_overhead_s = {} is not measured (CPU scheduling/sampling outside the kernels); the published vLLM v0 per-step figure the analytic fit uses",
             crate::import::ITERATION_OVERHEAD_S
         )],
         None,
@@ -555,7 +555,7 @@ pub fn load_for_fit(dir: &Path) -> Result<Profile> {
             schema_version: SCHEMA_VERSION,
             iteration_overhead_s: crate::import::ITERATION_OVERHEAD_S,
             notes: vec![format!(
-                "iteration_overhead_s = {} is not measured; the analytic fit's documented assumption",
+                "iteration_overhead_s = {} is not measured; the published vLLM v0 per-step figure the analytic fit uses",
                 crate::import::ITERATION_OVERHEAD_S
             )],
             swap_variant: None,

@@ -31,7 +31,7 @@ use crate::vidur_fit::fit::round_sig;
 use crate::vidur_fit::{DEVICES, DeviceInputs, MODELS};
 
 /// The iteration overhead written into imported profiles (not in Vidur's data; the analytic fit's
-/// documented assumption).
+/// published vLLM figure, sources at [`crate::vidur_fit::fit::ITERATION_OVERHEAD_S`]).
 pub const ITERATION_OVERHEAD_S: f64 = crate::vidur_fit::fit::ITERATION_OVERHEAD_S;
 
 /// The profiles shipped in `calibrate/profiles/` by default: (Vidur device, model, TP).
@@ -303,7 +303,7 @@ pub fn import_profile(
         rows,
         ITERATION_OVERHEAD_S,
         vec![format!(
-            "iteration_overhead_s = {ITERATION_OVERHEAD_S} is not measured: Vidur's operator profiles contain no CPU scheduling/sampling time; the analytic fit's documented assumption (sim/catalogue/analytic_fit.toml)"
+            "iteration_overhead_s = {ITERATION_OVERHEAD_S} is not measured: Vidur's operator profiles contain no CPU scheduling/sampling time; the published vLLM v0 per-step CPU overhead the analytic fit uses (vllm-project/vllm#6854; sources in sim/catalogue/analytic_fit.toml)"
         )],
         None,
     )

@@ -11,13 +11,28 @@ use servesim::cost::analytic::{AnalyticCost, AnalyticParams};
 
 use super::data::{AllReduceSample, AttnPhase, AttnSample, LayerSample};
 
-/// Fixed per-iteration overhead (scheduling, input preparation, sampling, output processing on the
-/// CPU). Vidur's operator profiles do not contain it (its CPU-overhead model is off by default and its
-/// profiles ship none), so it is **not fitted**: 2 ms is an assumption, inside the ranges reported
-/// for vLLM's per-step CPU work — 0.5–2 ms `schedule()` plus 1–5 ms input preparation
-/// (inference-sim/inference-sim issue #482) and a ~4 ms GPU bubble per decode step in vLLM 0.5
-/// (vllm-project/vllm issue #6854). It is not tuned to reproduce any paper's numbers.
-pub const ITERATION_OVERHEAD_S: f64 = 2.0e-3;
+/// Fixed per-iteration overhead: the GPU idles while vLLM's CPU side collects the step's output
+/// (GPU→CPU copy of the sampled tokens, detokenization), runs the scheduler and builds the next
+/// step's input tensors. Vidur's operator profiles do not contain it (its CPU-overhead model is off
+/// by default and its profiles ship none), so it is **not fitted**; 4 ms is a published GPU figure
+/// for vLLM v0 before v0.6 (whose multi-step scheduling and asynchronous output processing exist to
+/// hide it), at the small batches of a moderately loaded server:
+/// - vllm-project/vllm issue #6854 ("[RFC]: Multi-Step Scheduling", 2024-07-26, vLLM 0.5.x):
+///   "GPU is often idle, waiting for CPU operations (5-13ms of GPU bubble)"; in its Nsight traces
+///   "each highlighted redbox is about 4ms of GPU bubble", incurred on every decode step (the RFC
+///   does not name the traced setup; its implementation, PR #7000, is benchmarked with
+///   Llama-3-8B on one H100);
+/// - WukLab, "Can Scheduling Overhead Dominate LLM Inference Performance?" (2024-09-10; repository
+///   WukLab/wuklab_sysml, `content/posts/scheduling_overhead.md`, Figure 2 `vLLM_A100.svg`):
+///   vLLM 0.5.4, one A100, Llama-3-8B, 300 requests at once, per-iteration CPU scheduling time
+///   (scheduling + input preparation + output processing) read from the figure's bars: 4.1 ms
+///   with LooGLE (few, long requests per batch) and 14.3 / 21.8 / 17.2 ms with 1024:64,
+///   1024:1024 and ShareGPT (many requests per batch); the post finds the time proportional to
+///   the number of requests in the batch, which a constant cannot follow (it under-states large
+///   decode batches).
+///
+/// It is not tuned to reproduce any paper's or simulator's numbers.
+pub const ITERATION_OVERHEAD_S: f64 = 4.0e-3;
 
 /// Significant digits kept in the fitted parameters written to the catalogue.
 pub const SIG_DIGITS: i32 = 4;

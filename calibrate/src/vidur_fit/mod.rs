@@ -9,8 +9,8 @@
 //!   the A100 values over);
 //! - `allreduce_latency_s`, `allreduce_eff`: single-node NCCL all-reduce times against the ring
 //!   formula of `allreduce_bytes_s`;
-//! - `iteration_overhead_s` is not in the data; it is the documented assumption
-//!   [`fit::ITERATION_OVERHEAD_S`].
+//! - `iteration_overhead_s` is not in the data; it is the published vLLM per-step CPU overhead
+//!   [`fit::ITERATION_OVERHEAD_S`] (sources there).
 //!
 //! [`AnalyticParams`]: servesim::cost::analytic::AnalyticParams
 

@@ -150,10 +150,12 @@ pub fn render_fit_toml(fits: &[GpuFit], date: &str) -> String {
         &mut o,
         &format!(
             "iteration_overhead_s = {} is NOT fitted: Vidur's operator profiles contain no CPU \
-             scheduling / sampling time. It is an assumption inside the per-step CPU overheads \
-             reported for vLLM (0.5-2 ms schedule() + 1-5 ms input preparation, \
-             inference-sim/inference-sim#482; ~4 ms GPU bubble per decode step in vLLM 0.5, \
-             vllm-project/vllm#6854), not tuned to any paper result. The fit leaves \
+             scheduling / sampling time. It is the published per-step GPU idle time of vLLM v0 \
+             (0.5.x) at small batches: ~4 ms GPU bubble per decode step \
+             (vllm-project/vllm#6854), 4.1 ms per iteration on an A100 with Llama-3-8B and few \
+             requests per batch (WukLab scheduling-overhead study, 2024; more with many \
+             requests per batch); sources in calibrate/src/vidur_fit/fit.rs. Not tuned to any \
+             paper result. The fit leaves \
              layer_s_per_token at 0: the element-wise traffic term already grows with tokens, and \
              a free extra per-token term did not reduce the error.",
             toml_float(ITERATION_OVERHEAD_S)
@@ -321,7 +323,7 @@ pub fn render_report(fits: &[GpuFit], date: &str) -> String {
     o.push_str(
         "\n## What the fit cannot capture\n\n\
          - **iteration_overhead_s** is not in Vidur's data (no CPU-overhead profile); it is a \
-         documented assumption, see `analytic_fit.toml`.\n\
+         published vLLM figure (4 ms per step), not fitted, see `analytic_fit.toml`.\n\
          - **H100 attention**: no H100 attention samples exist in the data, so the H100 (and H200) \
          attention parameters are the A100 fit's.\n\
          - **H200**: no profile at all; it uses the H100 fit on the H200 datasheet peaks.\n\
