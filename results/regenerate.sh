@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Re-run every experiment behind results/README.md into results/out/ (not committed) and print the
+# tables. Deterministic: the same commands give byte-identical sweep.csv / capacity.csv files.
+#
+#   results/regenerate.sh            # everything (about 20-30 minutes on 2 cores)
+#   results/regenerate.sh quick      # the sweeps only (a few minutes)
+#
+# Run from the repository root after `cargo build --release`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+S=target/release/servesim
+O=results/out
+T="python3 results/tables.py"
+mkdir -p "$O"
+[ -x "$S" ] || { echo "error: build first: cargo build --release" >&2; exit 2; }
+
+sweep() { # NAME [extra args]
+  local name=$1; shift
+  echo "== sweep $name" >&2
+  /usr/bin/time -f "   $name: %e s wall" "$S" sweep "scenarios/$name.toml" --out "$O/$name" --force "$@" >/dev/null
+}
+cap() { # OUTNAME SCENARIO args...
+  local out=$1 sc=$2; shift 2
+  echo "== capacity $out" >&2
+  /usr/bin/time -f "   $out: %e s wall" "$S" capacity "scenarios/$sc.toml" --out "$O/cap-$out" --force "$@" >/dev/null
+  cat "$O/cap-$out/capacity.csv"
+}
+
+sweep policies_sharegpt
+sweep alise_predictors_sharegpt
+sweep alise_aging_ablation
+sweep fastserve_memory_ablation
+sweep fastserve_paper_window
+sweep fastserve_opt13b_sharegpt
+sweep fastserve_opt66b_tp4_sweep
+sweep fastserve_opt175b_tp8_pp2_sweep
+sweep alise_vs_vllm_sharegpt
+sweep alise_vs_vllm_alpaca
+
+echo "## policies_sharegpt"
+for m in jct_mean_s:.2f jct_p99_s:.1f per_token_mean_s:.4f preemptions:.0f achieved_rate:.3f; do
+  echo "### ${m%%:*}"; $T "$O/policies_sharegpt/sweep.csv" --metric "${m%%:*}" --fmt "${m##*:}" --col-suffix " req/s"
+done
+echo "## alise_predictors_sharegpt"; $T "$O/alise_predictors_sharegpt/sweep.csv" --metric jct_mean_s --rows predictor --col-suffix " req/s"
+echo "## alise_aging_ablation"; $T "$O/alise_aging_ablation/sweep.csv" --metric jct_mean_s --rows aging_weight --col-suffix " req/s"
+echo "## fastserve_memory_ablation"; $T "$O/fastserve_memory_ablation/sweep.csv" --metric jct_mean_s --rows offload --col-suffix " req/s"
+
+[ "${1:-}" = quick ] && exit 0
+
+sweep alise_memory_ablation
+cap policies-sharegpt-5k policies_sharegpt --slo per_token_s=0.3 --policies vllm,skip-join-mlfq,alise,srpt-oracle,fcfs,mlfq --seeds 0,1,2
+for sc in fastserve_opt13b_sharegpt:skip-join-mlfq fastserve_opt66b_tp4_sweep:skip-join-mlfq \
+          fastserve_opt175b_tp8_pp2_sweep:skip-join-mlfq alise_vs_vllm_sharegpt:alise alise_vs_vllm_alpaca:alise; do
+  name=${sc%%:*}; pol=${sc##*:}
+  for n in default 5000; do
+    extra=(); [ "$n" = default ] || extra=(--num-requests "$n")
+    cap "$name-$n-pertoken" "$name" --slo per_token_s=0.3 --policies "vllm,$pol" --seeds 0,1,2 "${extra[@]}"
+    cap "$name-$n-goodput" "$name" --goodput min=0.95 --policies "vllm,$pol" --seeds 0,1,2 "${extra[@]}"
+  done
+done
+for pair in 1.55,0.15 3.1,0.3 6.2,0.6; do
+  cap "goodput-${pair/,/-}" fastserve_opt13b_sharegpt --goodput "ttft_s=${pair%%,*},tpot_s=${pair##*,},min=0.95" --policies vllm,skip-join-mlfq --seeds 0,1,2
+done
