@@ -327,3 +327,101 @@ fn bad_swap_timing_fields_name_their_line() {
         assert_eq!(e.trim().lines().count(), 1, "{e}");
     }
 }
+
+/// Pipeline parallelism, 2 stages of L = 4 layers each; a stage computes c/2 = 4u and sends in u
+/// (5u per stage). Script (a schedule at every first-stage free, exit and copy end): [A] at 0
+/// (stages [0, 5u), [5u, 10u)); [B] at 5u (exit 15u); at 10u A is swapped out, [10u, 13u); nothing
+/// at 13u; [A, B] at 15u with A's reactive swap-in [15u, 32u); nothing at its first-stage free;
+/// [A] at its exit. Each stage copies its own layers over its own link, so each sees the whole
+/// copy window [15u, 32u) split over its 4 layers (s = 4.25u; c = u per layer):
+/// - overlap: stages [15u, 20u), [20u, 25u); exit max(25u, 32u) = 32u, stall 7u; A ends 42u.
+/// - layerwise: stage 0 ends max(15u + 4u, 15u + 4.25u + 4u, 32u + u) = 33u, sends until 34u;
+///   stage 1 (copies done) [34u, 38u) + u = 39u; stall 39u − 25u = 14u; A ends 49u.
+/// - serial-swap-in and serial (no swap-out in that step): stage 0 waits until 32u: [32u, 36u)
+///   + u = 37u, stage 1 until 42u; stall 17u; A ends 52u.
+#[test]
+fn pipeline_stages_wait_for_their_layers() {
+    use servesim::cost::constant::ConstantCost;
+    use servesim::engine::{EngineConfig, Guards, ReplicaParts, simulate};
+    use servesim::exec::{Pipeline, SimExecutor};
+    for (reactive, reactive_end, stall) in [
+        (Reactive::Overlap, 32, 7),
+        (Reactive::Layerwise, 39, 14),
+        (Reactive::SerialSwapIn, 42, 17),
+        (Reactive::Serial, 42, 17),
+    ] {
+        let script = vec![
+            step(&[], &[], &[0]),
+            step(&[], &[], &[1]),
+            step(&[(0, PreemptMode::Swap)], &[], &[]),
+            step(&[], &[], &[]),
+            step(&[], &[], &[0, 1]),
+            step(&[], &[], &[]),
+            step(&[], &[], &[0]),
+        ];
+        let s = hand_setup(
+            script,
+            pcie(1.0 / 512.0, (1 << 29) as f64, (1 << 26) as f64),
+            KvOffload::default(),
+        );
+        let parts = vec![ReplicaParts {
+            policy: s.policy,
+            executor: Box::new(
+                SimExecutor::new(Box::new(ConstantCost {
+                    iteration_s: s.iteration_s,
+                }))
+                .with_pipeline(Pipeline {
+                    stages: 2,
+                    send_latency_s: 1.0 / 512.0,
+                    send_bytes_per_token: 0.0,
+                    send_bytes_per_s: 1.0,
+                }),
+            ),
+            kv_capacity_blocks: s.kv_blocks,
+            host_kv_blocks: s.host_blocks,
+            kv_block_bytes: s.block_bytes,
+            swap: Box::new(s.swap),
+            swap_timing: SwapTiming {
+                reactive,
+                layers: 4,
+            },
+            offload: s.offload,
+        }];
+        let cfg = EngineConfig {
+            block_tokens: s.block_tokens,
+            limits: s.limits,
+            guards: Guards::default(),
+            kv_sample_interval_ns: 0,
+        };
+        let rows = two_requests();
+        let mut it = rows.iter().map(|r| Ok(*r));
+        let mut rec = Rec::default();
+        let r = simulate(
+            &cfg,
+            &mut it,
+            parts,
+            &mut servesim::predict::Oracle,
+            &mut rec,
+        );
+        r.unwrap();
+        let e = reactive_end * U;
+        assert_eq!(
+            rec.iterations,
+            vec![(0, 10 * U), (5 * U, 15 * U), (15 * U, e), (e, e + 10 * U)],
+            "{reactive:?}"
+        );
+        assert_eq!(
+            dirs(&rec),
+            vec![
+                (0, Direction::DeviceToHost, 10 * U, 10 * U, 13 * U, 2 * MIB),
+                (0, Direction::HostToDevice, 15 * U, 15 * U, 32 * U, 2 * MIB),
+            ],
+            "{reactive:?}"
+        );
+        assert_eq!(
+            outcome(&rec),
+            [(e + 10 * U, stall * U), (e, stall * U)],
+            "{reactive:?}"
+        );
+    }
+}
