@@ -456,6 +456,49 @@ mod tests {
         assert!(r.max_rel_err < 0.01, "{f:?} {r:?}");
     }
 
+    /// Block-sized per-call copies timed by servesim's PCIe model (`latency_s + calls ×
+    /// per_call_s + bytes / bandwidth`) for both KV layouts of OPT-13B (layer-major: 80 calls of
+    /// 160 KiB per block; block-major: 2 calls of 6.25 MiB) fit back to exactly that model: the
+    /// fit's `s_per_chunk` is the model's `per_call_s`.
+    #[test]
+    fn per_call_copies_fit_back_to_the_pcie_model() {
+        use servesim::swap::{Direction, KvLayout, PcieSwap, SwapModel, SwapSpec};
+        let spec = SwapSpec {
+            latency_s: Some(1e-5),
+            per_call_s: Some(4e-6),
+            h2d_bytes_per_s: Some(2.4e10),
+            d2h_bytes_per_s: Some(2.4e10),
+            ..Default::default()
+        };
+        let chunk = 160u64 << 10;
+        let mut rows = Vec::new();
+        for (layout, chunk_bytes) in [
+            (KvLayout::LayerMajor, chunk),
+            (KvLayout::BlockMajor, 40 * chunk),
+        ] {
+            let m = PcieSwap::resolve(&spec, 1.0, 1, layout, 40).unwrap();
+            for blocks in [1u32, 2, 4, 8, 16, 32] {
+                let calls = blocks as u64 * m.calls_per_block as u64;
+                let bytes = calls * chunk_bytes;
+                let t = m.transfer_s(Direction::HostToDevice, bytes, blocks);
+                rows.push(row(Op::H2dPinnedMemcpy, calls, chunk_bytes, t));
+            }
+        }
+        let refs: Vec<&Measurement> = rows.iter().collect();
+        let f = fit_op(Op::H2dPinnedMemcpy, &refs).unwrap();
+        let OpFit::Copy {
+            latency_s,
+            s_per_chunk,
+            bytes_per_s,
+        } = f
+        else {
+            panic!("{f:?}")
+        };
+        assert!((latency_s / 1e-5 - 1.0).abs() < 1e-3, "{f:?}");
+        assert!((s_per_chunk / 4e-6 - 1.0).abs() < 1e-3, "{f:?}");
+        assert!((bytes_per_s / 2.4e10 - 1.0).abs() < 1e-3, "{f:?}");
+    }
+
     #[test]
     fn duplicates_merge_into_their_median_and_derived_rows_count_only_alone() {
         let mut rows = vec![

@@ -9,7 +9,12 @@
 //! | `small_ops` | the layer's norms, activation, rotary, residual adds (NVRTC kernels) | tokens as above |
 //! | `attn_prefill` | paged causal prefill attention (NVRTC) | prompt lengths (log grid) without a prefix, plus chunks after cached prefixes |
 //! | `attn_decode` | paged decode attention (NVRTC) | sequences × context tokens, within the GPU's KV capacity |
-//! | `h2d_*`, `d2h_*` | host↔GPU copies of KV chunks: pinned per-chunk `cuMemcpyAsync`, pinned gather kernel, pageable per-chunk `cuMemcpyAsync` | chunk counts (log grid) × chunk sizes (the model's per-layer K/V block sizes and two generic sizes) |
+//! | `h2d_*`, `d2h_*` | host↔GPU copies of KV chunks: pinned per-chunk `cuMemcpyAsync`, pinned gather kernel, pageable per-chunk `cuMemcpyAsync` | chunk counts 1…`max_copy_chunks` (log grid) × chunk sizes: the model's block-sized copies of both KV layouts (layer-major: one layer's K or V of a block, vLLM; block-major: a block's K or V over all layers, FastServe) and two generic sizes |
+//!
+//! The per-chunk `cuMemcpyAsync` rows fit servesim's copy model `latency_s + s_per_chunk ×
+//! chunks + bytes / bytes_per_s` (`servesim::profile::OpFit::Copy`): with one call per chunk,
+//! `s_per_chunk` is exactly the PCIe model's `[swap] per_call_s` and a transfer's chunks are its
+//! calls (`servesim::swap::KvLayout::calls_per_block`).
 //! | `all_reduce` | NCCL all-reduce over the TP group (only when TP > 1 and that many GPUs are visible) | message sizes (log grid) |
 
 use anyhow::{Result, bail};
@@ -205,6 +210,12 @@ pub fn chunk_bytes(model: &ModelSpec, tp: u32, block_tokens: u32) -> u64 {
     block_tokens as u64 * hkv as u64 * model.head_dim() * model.dtype_bytes as u64
 }
 
+/// Bytes of one block-major KV chunk (a block's K or V across all layers, FastServe's copy unit)
+/// on one shard.
+pub fn block_major_chunk_bytes(model: &ModelSpec, tp: u32, block_tokens: u32) -> u64 {
+    chunk_bytes(model, tp, block_tokens) * model.layers as u64
+}
+
 /// The whole plan for `model` at `tp`.
 pub fn plan(model: &ModelSpec, tp: u32, cfg: &PlanConfig) -> Result<Vec<PlanItem>> {
     cfg.validate()?;
@@ -303,7 +314,12 @@ pub fn plan(model: &ModelSpec, tp: u32, cfg: &PlanConfig) -> Result<Vec<PlanItem
     let mut sizes: Vec<u64> = cfg
         .block_tokens
         .iter()
-        .map(|&b| chunk_bytes(model, tp, b))
+        .flat_map(|&b| {
+            [
+                chunk_bytes(model, tp, b),
+                block_major_chunk_bytes(model, tp, b),
+            ]
+        })
         .chain([16 << 10, 1 << 20])
         .collect();
     sizes.sort_unstable();
@@ -560,6 +576,11 @@ mod tests {
         assert_eq!(chunk_bytes(&model("llama-2-7b"), 1, 16), 128 << 10);
         assert_eq!(chunk_bytes(&model("opt-13b"), 1, 16), 160 << 10);
         assert_eq!(chunk_bytes(&model("llama-2-7b"), 2, 16), 64 << 10);
+        // Block-major (FastServe): OPT-13B 40 layers × 160 KiB = 6.25 MiB.
+        assert_eq!(
+            block_major_chunk_bytes(&model("opt-13b"), 1, 16),
+            6400 << 10
+        );
     }
 
     #[test]
@@ -600,12 +621,21 @@ mod tests {
                 _ => {}
             }
         }
-        // The copy grid includes the model's own chunk size, for every variant and direction.
+        // The copy grid includes the model's own block-sized chunks of both layouts (layer-major
+        // 128 KiB; block-major 32 layers × 128 KiB = 4 MiB), from a single chunk up, for every
+        // variant and direction.
         for op in Op::ALL.into_iter().filter(|o| o.is_copy()) {
-            assert!(
-                items.iter().any(|i| i.op == op && i.y == 128 << 10),
-                "{op:?}"
-            );
+            for size in [128u64 << 10, 4 << 20] {
+                let counts: Vec<u64> = items
+                    .iter()
+                    .filter(|i| i.op == op && i.y == size)
+                    .map(|i| i.x)
+                    .collect();
+                assert!(
+                    counts.first() == Some(&1) && counts.len() > 4,
+                    "{op:?} {size}"
+                );
+            }
         }
         // Within the budget: the whole Llama-2-7B TP1 profile in ≤ 10 minutes.
         let est = estimate_s(&items, &cfg, gpu);

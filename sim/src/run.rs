@@ -152,6 +152,7 @@ pub fn drive(
                 host_kv_blocks: g.host_kv_blocks,
                 kv_block_bytes: g.kv_block_bytes,
                 swap: g.swap_model(Some(extrapolations.clone())),
+                swap_timing: g.swap_timing,
                 offload: g.offload,
             });
         }
@@ -443,6 +444,10 @@ pub fn config_json(r: &Resolved) -> serde_json::Value {
     if let Some(p) = &r.swap_profile {
         v["resolved"]["swap"] = serde_json::json!(p);
     }
+    // `[swap] reactive` as resolved (the scenario's or the policy's default) and the layers one
+    // pipeline stage splits a layerwise wait over.
+    v["resolved"]["swap"]["reactive"] = serde_json::json!(r.swap_timing.reactive);
+    v["resolved"]["swap"]["reactive_layers"] = serde_json::json!(r.swap_timing.layers);
     if r.pipeline.stages > 1 {
         v["resolved"]["pipeline"] = serde_json::json!(r.pipeline);
     }

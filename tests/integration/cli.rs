@@ -672,7 +672,7 @@ fn semantic_errors_name_the_line_also_in_a_sweep() {
         (
             "[scheduler]",
             "[swap]\nlatency_s = -1\n[scheduler]",
-            "line 15: [swap]",
+            "line 16: [swap]",
         ),
     ];
     for (from, to, needle) in cases {

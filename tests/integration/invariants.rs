@@ -264,6 +264,10 @@ fn simulate_case(case: &Case) -> Result<(RunStats, Recorder), String> {
                 host_kv_blocks: 0,
                 kv_block_bytes: 1,
                 swap: Box::new(NoLink),
+                swap_timing: servesim::swap::timing::SwapTiming {
+                    reactive: entry.reactive,
+                    layers: 1,
+                },
                 offload: Default::default(),
             })
         })

@@ -28,4 +28,5 @@ mod policies;
 mod queueing;
 mod slo;
 mod support;
+mod swap_modes;
 mod traces;

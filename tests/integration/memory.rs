@@ -23,18 +23,19 @@ use servesim::engine::{
 use servesim::exec::SimExecutor;
 use servesim::policy::{Limits, Plan, Policy, PolicyEnv, PreemptMode, ReplicaView, RunItem};
 use servesim::predict::Oracle;
-use servesim::swap::{Direction, KvOffload, PcieSwap, SwapSpec};
+use servesim::swap::timing::SwapTiming;
+use servesim::swap::{Direction, KvLayout, KvOffload, PcieSwap, SwapSpec};
 
 use crate::support::Workdir;
 
 /// Everything the engine reports.
 #[derive(Default)]
-struct Rec {
-    completions: Vec<Completion>,
-    iterations: Vec<(Ns, Ns)>,
-    snapshots: Vec<MemorySnapshot>,
-    transfers: Vec<TransferRecord>,
-    samples: Vec<KvSample>,
+pub(crate) struct Rec {
+    pub(crate) completions: Vec<Completion>,
+    pub(crate) iterations: Vec<(Ns, Ns)>,
+    pub(crate) snapshots: Vec<MemorySnapshot>,
+    pub(crate) transfers: Vec<TransferRecord>,
+    pub(crate) samples: Vec<KvSample>,
 }
 
 impl Observer for Rec {
@@ -59,26 +60,26 @@ impl Observer for Rec {
 }
 
 impl Rec {
-    fn completion(&self, id: u64) -> &Completion {
+    pub(crate) fn completion(&self, id: u64) -> &Completion {
         self.completions.iter().find(|c| c.id == id).unwrap()
     }
 }
 
 /// One replica run through the engine.
-struct Setup {
-    policy: Box<dyn Policy>,
-    iteration_s: f64,
-    block_tokens: u32,
-    kv_blocks: u32,
-    host_blocks: u32,
-    block_bytes: u64,
-    swap: PcieSwap,
-    offload: KvOffload,
-    limits: Limits,
-    sample_ns: Ns,
+pub(crate) struct Setup {
+    pub(crate) policy: Box<dyn Policy>,
+    pub(crate) iteration_s: f64,
+    pub(crate) block_tokens: u32,
+    pub(crate) kv_blocks: u32,
+    pub(crate) host_blocks: u32,
+    pub(crate) block_bytes: u64,
+    pub(crate) swap: PcieSwap,
+    pub(crate) offload: KvOffload,
+    pub(crate) limits: Limits,
+    pub(crate) sample_ns: Ns,
 }
 
-fn limits(batch: u32) -> Limits {
+pub(crate) fn limits(batch: u32) -> Limits {
     Limits {
         max_batch_size: batch,
         max_batch_tokens: 256,
@@ -87,6 +88,11 @@ fn limits(batch: u32) -> Limits {
 }
 
 fn run(s: Setup, rows: &[TraceRow]) -> Result<Rec, String> {
+    run_timed(s, SwapTiming::OVERLAP, rows)
+}
+
+/// [`run`] with iterations waiting for reactive swap-ins as `timing` says.
+pub(crate) fn run_timed(s: Setup, timing: SwapTiming, rows: &[TraceRow]) -> Result<Rec, String> {
     let parts = vec![ReplicaParts {
         policy: s.policy,
         executor: Box::new(SimExecutor::new(Box::new(ConstantCost {
@@ -96,6 +102,7 @@ fn run(s: Setup, rows: &[TraceRow]) -> Result<Rec, String> {
         host_kv_blocks: s.host_blocks,
         kv_block_bytes: s.block_bytes,
         swap: Box::new(s.swap),
+        swap_timing: timing,
         offload: s.offload,
     }];
     let cfg = EngineConfig {
@@ -113,7 +120,7 @@ fn run(s: Setup, rows: &[TraceRow]) -> Result<Rec, String> {
     Ok(rec)
 }
 
-fn pcie(latency_s: f64, d2h: f64, h2d: f64) -> PcieSwap {
+pub(crate) fn pcie(latency_s: f64, d2h: f64, h2d: f64) -> PcieSwap {
     PcieSwap::resolve(
         &SwapSpec {
             latency_s: Some(latency_s),
@@ -124,11 +131,13 @@ fn pcie(latency_s: f64, d2h: f64, h2d: f64) -> PcieSwap {
         },
         1.0,
         1,
+        KvLayout::BlockMajor,
+        1,
     )
     .unwrap()
 }
 
-fn row(id: u64, arrival_ns: Ns, input: u32, output: u32) -> TraceRow {
+pub(crate) fn row(id: u64, arrival_ns: Ns, input: u32, output: u32) -> TraceRow {
     TraceRow {
         id,
         arrival_ns,
@@ -149,13 +158,13 @@ struct Scripted {
 }
 
 #[derive(Clone, Default)]
-struct Step {
+pub(crate) struct Step {
     preempt: Vec<(u64, PreemptMode)>,
     swap_in: Vec<u64>,
     run: Vec<u64>,
 }
 
-fn step(preempt: &[(u64, PreemptMode)], swap_in: &[u64], run: &[u64]) -> Step {
+pub(crate) fn step(preempt: &[(u64, PreemptMode)], swap_in: &[u64], run: &[u64]) -> Step {
     Step {
         preempt: preempt.to_vec(),
         swap_in: swap_in.to_vec(),
@@ -193,15 +202,15 @@ impl Policy for Scripted {
 // iteration c = 2^-6 s = 15_625_000 ns; copy latency u = 2^-9 s = 1_953_125 ns; KV block =
 // 2^20 bytes (1 MiB) of 4 tokens. A = request 0 (8-token prompt, 3 output tokens), B = request 1
 // (4-token prompt, 2 output tokens), both at t = 0; 8 GPU blocks, 8 host blocks.
-const C: Ns = 15_625_000;
-const U: Ns = 1_953_125;
-const MIB: u64 = 1 << 20;
+pub(crate) const C: Ns = 15_625_000;
+pub(crate) const U: Ns = 1_953_125;
+pub(crate) const MIB: u64 = 1 << 20;
 
-fn two_requests() -> Vec<TraceRow> {
+pub(crate) fn two_requests() -> Vec<TraceRow> {
     vec![row(0, 0, 8, 3), row(1, 0, 4, 2)]
 }
 
-fn hand_setup(script: Vec<Step>, swap: PcieSwap, offload: KvOffload) -> Setup {
+pub(crate) fn hand_setup(script: Vec<Step>, swap: PcieSwap, offload: KvOffload) -> Setup {
     Setup {
         policy: Box::new(Scripted {
             steps: script,
@@ -220,7 +229,7 @@ fn hand_setup(script: Vec<Step>, swap: PcieSwap, offload: KvOffload) -> Setup {
     }
 }
 
-fn dirs(rec: &Rec) -> Vec<(u64, Direction, Ns, Ns, Ns, u64)> {
+pub(crate) fn dirs(rec: &Rec) -> Vec<(u64, Direction, Ns, Ns, Ns, u64)> {
     rec.transfers
         .iter()
         .map(|t| (t.id, t.dir, t.queued_ns, t.start_ns, t.end_ns, t.bytes))

@@ -26,6 +26,7 @@ use crate::exec::Executor;
 use crate::policy::{Limits, Plan, Policy, PreemptMode, ReplicaView};
 use crate::predict::{Predictor, extend_prediction};
 use crate::route::{ClusterView, Incoming, LoadSource, ReplicaLoad, Router};
+use crate::swap::timing::{StepCopies, SwapTiming};
 use crate::swap::{Direction, KvOffload, SwapModel};
 
 /// One trace row, ready for the engine.
@@ -74,6 +75,8 @@ pub struct ReplicaParts {
     pub kv_block_bytes: u64,
     /// Transfer-time model of the replica's host links.
     pub swap: Box<dyn SwapModel>,
+    /// How iterations wait for reactive swap-ins (`[swap] reactive`).
+    pub swap_timing: SwapTiming,
     /// Format of offloaded KV (quantization; 16 bits = unchanged).
     pub offload: KvOffload,
 }
@@ -317,6 +320,7 @@ struct Replica {
     stats: ReplicaStats,
     host: KvPool,
     swap: Box<dyn SwapModel>,
+    swap_timing: SwapTiming,
     kv_block_bytes: u64,
     /// When each copy direction is next free: [GPU→host, host→GPU].
     copy_free_at_ns: [Ns; 2],
@@ -348,7 +352,8 @@ impl Replica {
         self.stats.batch_requests_sum += requests;
     }
 
-    /// The batch's iteration waits `stall` beyond its compute for a swap-in.
+    /// The batch's iteration waits `stall` beyond its compute for copies (its reactive swap-ins;
+    /// under `[swap] reactive = "serial"` also the step's swap-outs).
     fn charge_stall(&mut self, stall: Ns) {
         for i in 0..self.batch.len() {
             let s = self.batch[i];
@@ -424,8 +429,8 @@ impl Replica {
         self.usage_at_ns = self.usage_at_ns.max(now);
     }
 
-    /// Queue a copy of request `s` on the copy engine; returns its completion time.
-    fn start_transfer(&mut self, s: Slot, dir: Direction, now: Ns) -> Result<Ns> {
+    /// Queue a copy of request `s` on the copy engine; returns when it starts and completes.
+    fn start_transfer(&mut self, s: Slot, dir: Direction, now: Ns) -> Result<(Ns, Ns)> {
         let req = self.reqs.get(s);
         let (blocks, host_blocks) = match dir {
             Direction::DeviceToHost => (req.blocks, req.host_blocks),
@@ -480,7 +485,7 @@ impl Replica {
             }
         }
         self.transfers_in_flight += 1;
-        Ok(end)
+        Ok((start, end))
     }
 }
 
@@ -562,6 +567,7 @@ pub fn simulate_clocked(
                     },
                     host: KvPool::new(p.host_kv_blocks, cfg.block_tokens),
                     swap: p.swap,
+                    swap_timing: p.swap_timing,
                     kv_block_bytes: p.kv_block_bytes,
                     copy_free_at_ns: [0, 0],
                     transfers_in_flight: 0,
@@ -918,6 +924,8 @@ impl Sim {
             msg,
         };
         let mut transfers: Vec<(Ns, Slot)> = Vec::new();
+        // This step's swap-outs and the batch's reactive swap-ins (they may delay the compute).
+        let mut copies = StepCopies::default();
         // Preemptions first: they free blocks for the batch.
         for i in 0..rep.plan.preempt.len() {
             let (s, mode) = rep.plan.preempt[i];
@@ -946,8 +954,9 @@ impl Sim {
                     let req = rep.reqs.get_mut(s);
                     req.host_blocks = host_need;
                     req.offloaded_gpu_blocks = req.blocks;
-                    let end = rep.start_transfer(s, Direction::DeviceToHost, now)?;
+                    let (_, end) = rep.start_transfer(s, Direction::DeviceToHost, now)?;
                     transfers.push((end, s));
+                    copies.add_swap_out(end);
                     let req = rep.reqs.get_mut(s);
                     req.preemptions += 1;
                     rep.stats.preemptions += 1;
@@ -986,7 +995,7 @@ impl Sim {
                 )));
             }
             rep.reqs.get_mut(s).blocks = need;
-            let end = rep.start_transfer(s, Direction::HostToDevice, now)?;
+            let (_, end) = rep.start_transfer(s, Direction::HostToDevice, now)?;
             transfers.push((end, s));
         }
         if rep.plan.run.is_empty() {
@@ -1018,7 +1027,6 @@ impl Sim {
         }
         let mut shape = BatchShape::default();
         rep.batch.clear();
-        let mut ready_ns = now;
         for i in 0..rep.plan.run.len() {
             let item = rep.plan.run[i];
             let s = item.slot;
@@ -1051,9 +1059,9 @@ impl Sim {
                     )));
                 }
                 rep.reqs.get_mut(s).blocks = need;
-                let end = rep.start_transfer(s, Direction::HostToDevice, now)?;
+                let (start, end) = rep.start_transfer(s, Direction::HostToDevice, now)?;
                 transfers.push((end, s));
-                ready_ns = ready_ns.max(end);
+                copies.add_swap_in(start, end);
                 rep.reqs.get_mut(s)
             };
             if req.needs_prefill() {
@@ -1094,14 +1102,16 @@ impl Sim {
             for (t, s) in transfers {
                 self.push_slot(t, CLASS_TRANSFER, r, s);
             }
-            return self.launch_micro_batch(r, now, compute, ready_ns, &shape, pipeline, observer);
+            return self.launch_micro_batch(r, now, compute, copies, &shape, pipeline, observer);
         }
-        let compute_end = now
-            .checked_add(compute)
-            .ok_or_else(|| SimError::Limit("simulated time overflowed u64 nanoseconds".into()))?;
-        let end = compute_end.max(ready_ns);
-        if ready_ns > compute_end {
-            rep.charge_stall(ready_ns - compute_end);
+        let overflow = || SimError::Limit("simulated time overflowed u64 nanoseconds".into());
+        let compute_end = now.checked_add(compute).ok_or_else(overflow)?;
+        let timing = rep.swap_timing;
+        let end =
+            crate::swap::timing::compute_end(timing.reactive, timing.layers, now, compute, &copies)
+                .ok_or_else(overflow)?;
+        if end > compute_end {
+            rep.charge_stall(end - compute_end);
         }
         rep.busy = true;
         rep.iter_start_ns = now;
@@ -1115,7 +1125,7 @@ impl Sim {
             && transfers.is_empty()
             && rep.plan.preempt.is_empty()
             && rep.plan.swap_in.is_empty()
-            && ready_ns == now;
+            && copies == StepCopies::default();
         for (t, s) in transfers {
             self.push_slot(t, CLASS_TRANSFER, r, s);
         }
@@ -1131,15 +1141,19 @@ impl Sim {
     /// Put the batch just formed into the pipeline: stage k starts it when stage k − 1 has sent it
     /// and stage k is done with the previous micro-batch; each stage takes `compute / stages` plus
     /// the activation send. The first stage takes the next micro-batch when it is done; the batch's
-    /// tokens come out of the last stage (not before its swap-ins, if any, completed). Busy time
-    /// counts the mean stage occupancy, so pipeline bubbles lower the busy fraction.
+    /// tokens come out of the last stage. Reactive swap-ins (`copies`): every stage's GPUs copy
+    /// their own `⌈layers / pp⌉` layers over their own links in parallel, so each stage sees the
+    /// whole copy window; under `overlap` the tokens come out no earlier than the last copy, under
+    /// the other modes each stage's compute waits for it as [`crate::swap::timing`] says (over
+    /// the stage's layers) and its send follows. Busy time counts the mean stage occupancy, so
+    /// pipeline bubbles lower the busy fraction.
     #[allow(clippy::too_many_arguments)]
     fn launch_micro_batch(
         &mut self,
         r: u32,
         now: Ns,
         compute: Ns,
-        ready_ns: Ns,
+        copies: StepCopies,
         shape: &BatchShape,
         pipeline: crate::exec::Pipeline,
         observer: &mut dyn Observer,
@@ -1148,24 +1162,46 @@ impl Sim {
         let send_s = pipeline.send_s(shape.tokens());
         let send = duration_ns_ceil(send_s)
             .ok_or_else(|| SimError::config(format!("pipeline send time {send_s} s is invalid")))?;
-        let stage_ns = compute.div_ceil(stages) + send;
+        let stage_compute = compute.div_ceil(stages);
+        let stage_ns = stage_compute + send;
         let rep = &mut self.replicas[r as usize];
+        let timing = rep.swap_timing;
+        let overflow = || SimError::Limit("simulated time overflowed u64 nanoseconds".into());
         let mut t = now;
+        let mut ungated = now;
         let mut first_stage_end = now;
         for (k, free) in rep.stage_free_ns.iter_mut().enumerate() {
             let start = t.max(*free);
-            let end = start.checked_add(stage_ns).ok_or_else(|| {
-                SimError::Limit("simulated time overflowed u64 nanoseconds".into())
-            })?;
+            let end = if timing.reactive == crate::swap::timing::Reactive::Overlap {
+                start.checked_add(stage_ns)
+            } else {
+                crate::swap::timing::compute_end(
+                    timing.reactive,
+                    timing.layers,
+                    start,
+                    stage_compute,
+                    &copies,
+                )
+                .and_then(|e| e.checked_add(send))
+            }
+            .ok_or_else(overflow)?;
+            // The same stage without any wait for copies (for the stall it charges).
+            ungated = ungated
+                .max(*free)
+                .checked_add(stage_ns)
+                .ok_or_else(overflow)?;
             *free = end;
             t = end;
             if k == 0 {
                 first_stage_end = end;
             }
         }
-        let exit = t.max(ready_ns);
-        if ready_ns > t {
-            rep.charge_stall(ready_ns - t);
+        let exit = match (timing.reactive, copies.swap_in) {
+            (crate::swap::timing::Reactive::Overlap, Some((_, b))) => t.max(b),
+            _ => t,
+        };
+        if exit > ungated {
+            rep.charge_stall(exit - ungated);
         }
         rep.count_iteration(stage_ns, shape.requests() as u64);
         self.stats.iterations += 1;

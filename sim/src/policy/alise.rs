@@ -45,6 +45,11 @@
 //! | `aging_weight` | s of priority per s waited | 0.1 | aging credit |
 //! | `preemption` | — | `swap` | evicted KV goes to the host pool when it has room (else recompute); or `recompute` |
 //! | `offload` | — | `reactive` | `reactive` (swap out only to make room, swap in when scheduled) or `ewt` (the EWT memory manager above; needs `preemption = "swap"` and a host pool to do anything) |
+//!
+//! Swap timing (registry defaults for `[swap]`): `reactive = "layerwise"`, `kv_layout =
+//! "layer-major"`, as `vllm` — an assumption: ALISE's engine is not described in any reachable
+//! source (`shared/docs/fidelity-facts.md` §0.1); it is compared with vLLM, so it runs on the same
+//! engine as the `vllm` baseline.
 
 use std::sync::Arc;
 
@@ -65,6 +70,8 @@ pub const ENTRY: PolicyEntry = PolicyEntry {
     build,
     default_predictor: "history",
     forced_predictor: None,
+    reactive: crate::swap::timing::Reactive::Layerwise,
+    kv_layout: crate::swap::KvLayout::LayerMajor,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -15,6 +15,10 @@
 //! If a reservation proves too small (a non-oracle predictor under-estimated), the request grows on
 //! demand and, when blocks run out, the latest-arrived running request is preempted by recompute,
 //! as in `vllm`.
+//!
+//! Swap timing (registry defaults for `[swap]`): `reactive = "layerwise"`, `kv_layout =
+//! "layer-major"`, as `vllm` (an assumption: Orca has no swapping; the same engine as the
+//! vLLM baseline keeps comparisons about the policy). This policy preempts by recompute.
 
 use std::collections::VecDeque;
 
@@ -47,6 +51,8 @@ pub const ENTRY: PolicyEntry = PolicyEntry {
     build,
     default_predictor: "oracle",
     forced_predictor: None,
+    reactive: crate::swap::timing::Reactive::Layerwise,
+    kv_layout: crate::swap::KvLayout::LayerMajor,
 };
 
 fn build(

@@ -14,6 +14,13 @@
 //! | `starvation_iterations` | iterations | 200 |
 //! | `boost_iterations` | iterations | 10 |
 //! | `preemption` | — | `swap` (else `recompute`) |
+//!
+//! Swap timing (registry defaults for `[swap]`): `reactive = "serial"`, `kv_layout =
+//! "layer-major"` — vllm-ltr runs on vLLM 0.4.1, whose `Worker.cache_swap` issues the step's
+//! swap-ins and swap-outs on the compute stream before `execute_model` (hao-ai-lab/vllm-ltr
+//! @13bbf6f `vllm/worker/worker.py`; the fork's `cache_stream`, per-layer events and
+//! `_swap_by_layer` are never called), with one `cudaMemcpyAsync` per block per layer for K and
+//! V (`csrc/cache_kernels.cu swap_blocks`); `shared/docs/fidelity-facts.md` §2.2, §3.1–3.2.
 
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +40,8 @@ pub const ENTRY: PolicyEntry = PolicyEntry {
     build,
     default_predictor: "oracle",
     forced_predictor: None,
+    reactive: crate::swap::timing::Reactive::Serial,
+    kv_layout: crate::swap::KvLayout::LayerMajor,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -230,6 +230,8 @@ pub const ENTRY: PolicyEntry = PolicyEntry {
     build,
     default_predictor: "oracle",
     forced_predictor: None,
+    reactive: crate::swap::timing::Reactive::SerialSwapIn, // FastServe's; see skip_join_mlfq.rs
+    kv_layout: crate::swap::KvLayout::BlockMajor,
 };
 
 fn build(

@@ -296,6 +296,11 @@ pub struct PolicyEntry {
     pub default_predictor: &'static str,
     /// A predictor this entry always uses (the `-oracle` shorthands); naming another is an error.
     pub forced_predictor: Option<&'static str>,
+    /// `[swap] reactive` when the scenario gives none: how the modelled system's iterations wait
+    /// for reactive swap-ins (the policy header says which system and cites it).
+    pub reactive: crate::swap::timing::Reactive,
+    /// `[swap] kv_layout` when the scenario gives none: the modelled system's KV layout.
+    pub kv_layout: crate::swap::KvLayout,
 }
 
 /// Every policy servesim knows. One line per policy.

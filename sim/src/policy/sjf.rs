@@ -11,6 +11,10 @@
 //! with "latest arrival" replaced by "lowest priority").
 //!
 //! No parameters.
+//!
+//! Swap timing (registry defaults for `[swap]`): `reactive = "layerwise"`, `kv_layout =
+//! "layer-major"`, as `vllm` — an assumption (the same engine as the vLLM baseline, so
+//! comparisons isolate the policy). This policy preempts by recompute.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -27,6 +31,8 @@ pub const ENTRY: PolicyEntry = PolicyEntry {
     build,
     default_predictor: "oracle",
     forced_predictor: None,
+    reactive: crate::swap::timing::Reactive::Layerwise,
+    kv_layout: crate::swap::KvLayout::LayerMajor,
 };
 
 pub const ORACLE_ENTRY: PolicyEntry = PolicyEntry {
@@ -35,6 +41,8 @@ pub const ORACLE_ENTRY: PolicyEntry = PolicyEntry {
     build,
     default_predictor: "oracle",
     forced_predictor: Some("oracle"),
+    reactive: crate::swap::timing::Reactive::Layerwise,
+    kv_layout: crate::swap::KvLayout::LayerMajor,
 };
 
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]

@@ -12,6 +12,17 @@
 //! Note: FastServe's shipped profile for OPT-13B has prefill latencies of 1.3–4.4 ms, so with the
 //! 10 ms base quantum every request joins level 0 in the artifact; with a physically plausible cost
 //! model long prompts do skip levels here (`shared/docs/scheduling-papers.md` §1.4).
+//!
+//! Swap timing (registry defaults for `[swap]`, the same for `mlfq`): `reactive =
+//! "serial-swap-in"`, `kv_layout = "block-major"` — FastServe's engine (LLMServe/FastServe
+//! @187a274 `fastserve/worker.py ParaWorker.step`) makes the compute stream wait, per batch
+//! request, on the request's latest swap event before the forward pass (whole request, no
+//! layer overlap), while swap-outs run on a separate `swap_out_stream`; its KV layout is
+//! `[blocks, layers, heads, block, dim]` and SwiftTransformer's `swap` op
+//! (`src/csrc/util/py_swapping.cc`) issues one `cudaMemcpyAsync` per block for K and one for V,
+//! across all layers. As coded, `ParaWorker.swap_blocks` records that event *before* enqueuing
+//! the copy, so the step does not really wait for it (a race); the default models the intended
+//! ordering, the one the paper describes (`shared/docs/fidelity-facts.md` §4).
 
 use super::mlfq::{Mlfq, Params};
 use super::{Policy, PolicyEntry, PolicyEnv, parse_params};
@@ -23,6 +34,8 @@ pub const ENTRY: PolicyEntry = PolicyEntry {
     build,
     default_predictor: "oracle",
     forced_predictor: None,
+    reactive: crate::swap::timing::Reactive::SerialSwapIn,
+    kv_layout: crate::swap::KvLayout::BlockMajor,
 };
 
 fn build(

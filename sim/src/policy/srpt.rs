@@ -12,6 +12,10 @@
 //! | parameter | default | meaning |
 //! |---|---|---|
 //! | `preemption` | `swap` | how an evicted request gives up its KV (`swap` to the host pool when it has room, else recompute; or always `recompute`) |
+//!
+//! Swap timing (registry defaults for `[swap]`): `reactive = "layerwise"`, `kv_layout =
+//! "layer-major"`, as `vllm` — an assumption: SRPT models no system of its own, so it runs on
+//! the same (vLLM v0.1.7) engine as the `vllm` baseline and comparisons isolate the policy.
 
 use std::sync::Arc;
 
@@ -31,6 +35,8 @@ pub const ENTRY: PolicyEntry = PolicyEntry {
     build,
     default_predictor: "oracle",
     forced_predictor: None,
+    reactive: crate::swap::timing::Reactive::Layerwise,
+    kv_layout: crate::swap::KvLayout::LayerMajor,
 };
 
 pub const ORACLE_ENTRY: PolicyEntry = PolicyEntry {
@@ -39,6 +45,8 @@ pub const ORACLE_ENTRY: PolicyEntry = PolicyEntry {
     build,
     default_predictor: "oracle",
     forced_predictor: Some("oracle"),
+    reactive: crate::swap::timing::Reactive::Layerwise,
+    kv_layout: crate::swap::KvLayout::LayerMajor,
 };
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

@@ -15,6 +15,14 @@
 //! | parameter | default | meaning |
 //! |---|---|---|
 //! | `watermark_frac` | 0.01 | fraction of KV blocks kept free at admission (vLLM's 1% watermark) |
+//!
+//! Swap timing (registry defaults for `[swap]`): `reactive = "layerwise"`, `kv_layout =
+//! "layer-major"` — vLLM v0.1.7, FastServe's vLLM baseline: swaps run on a cache stream with one
+//! event per layer, and each layer's attention waits for its layer's event (vLLM v0.1.0
+//! `vllm/worker/cache_engine.py _swap`, `vllm/model_executor/layers/attention.py`); `swap_blocks`
+//! issues one `cudaMemcpyAsync` per block per layer for K and V (`csrc/cache_kernels.cu`);
+//! `shared/docs/fidelity-facts.md` §3.1–3.2. This policy preempts by recompute, so they matter
+//! only where it swaps nothing else.
 
 use std::collections::VecDeque;
 
@@ -45,6 +53,8 @@ pub const ENTRY: PolicyEntry = PolicyEntry {
     build,
     default_predictor: "oracle",
     forced_predictor: None,
+    reactive: crate::swap::timing::Reactive::Layerwise,
+    kv_layout: crate::swap::KvLayout::LayerMajor,
 };
 
 fn build(

@@ -530,6 +530,8 @@ pub struct Resolved {
     /// Bytes of one KV block (whole replica).
     pub kv_block_bytes: u64,
     pub swap: crate::swap::PcieSwap,
+    /// `[swap] reactive` (or the policy's default) and the layers of one pipeline stage.
+    pub swap_timing: crate::swap::timing::SwapTiming,
     /// Pipeline of each replica (one stage unless `pp` > 1).
     pub pipeline: crate::exec::Pipeline,
     /// `[swap] kv_offload_bits`, `kv_quant_s_per_byte`: the format of offloaded KV.
@@ -621,6 +623,7 @@ impl Loaded {
         &self,
         model: &ModelSpec,
         s: &Scenario,
+        kv_layout: crate::swap::KvLayout,
     ) -> Result<Option<crate::swap::profile::ProfileSwap>> {
         let w = &s.swap;
         let Some(p) = &w.profile else {
@@ -631,12 +634,13 @@ impl Loaded {
         };
         if w.latency_s.is_some()
             || w.per_block_s.is_some()
+            || w.per_call_s.is_some()
             || w.h2d_bytes_per_s.is_some()
             || w.d2h_bytes_per_s.is_some()
             || w.efficiency.is_some()
         {
             return Err(self.err(
-                "[swap]: `profile` replaces latency_s, per_block_s, h2d_bytes_per_s, d2h_bytes_per_s and efficiency; remove them",
+                "[swap]: `profile` replaces latency_s, per_call_s, per_block_s, h2d_bytes_per_s, d2h_bytes_per_s and efficiency; remove them",
             ));
         }
         let dir = self.rel(p);
@@ -648,6 +652,7 @@ impl Loaded {
             model,
             s.pp,
             s.tp * s.pp,
+            kv_layout,
         )
         .map(Some)
         .map_err(|e| self.err(format!("[swap] profile {}: {e}", dir.display())))
@@ -1071,12 +1076,38 @@ impl Loaded {
                 ))
             })?;
         let host_kv_blocks = (m.host_kv_bytes / kv_block_bytes).min(u32::MAX as u64) as u32;
-        let swap = crate::swap::PcieSwap::resolve(&s.swap, gpu.pcie_bytes_per_s, s.tp * s.pp)
-            .map_err(|e| match e {
-                SimError::Config(m) => self.err_at(&["swap"], m),
-                other => other,
-            })?;
-        let swap_profile = self.swap_profile(&model, &s)?;
+        let kv_layout = s.swap.kv_layout.unwrap_or(entry.kv_layout);
+        let stage_layers = crate::swap::layers_per_stage(model.layers, s.pp);
+        let swap_timing = crate::swap::timing::SwapTiming {
+            reactive: s.swap.reactive.unwrap_or(entry.reactive),
+            layers: stage_layers,
+        };
+        let swap = crate::swap::PcieSwap::resolve(
+            &s.swap,
+            gpu.pcie_bytes_per_s,
+            s.tp * s.pp,
+            kv_layout,
+            stage_layers,
+        )
+        .map_err(|e| match e {
+            SimError::Config(m) => {
+                let w = &s.swap;
+                let bad = [
+                    ("per_call_s", w.per_call_s),
+                    ("per_block_s", w.per_block_s),
+                    ("latency_s", w.latency_s),
+                ]
+                .into_iter()
+                .find(|(_, v)| matches!(v, Some(v) if !(v.is_finite() && *v >= 0.0)))
+                .map(|(k, _)| k);
+                match bad {
+                    Some(k) => self.err_at(&["swap", k], m),
+                    None => self.err_at(&["swap"], m),
+                }
+            }
+            other => other,
+        })?;
+        let swap_profile = self.swap_profile(&model, &s, kv_layout)?;
         // Checked whatever `pp` (a bad value is a mistake even where it is not used).
         let pipeline = {
             let p = crate::exec::Pipeline {
@@ -1123,6 +1154,7 @@ impl Loaded {
             host_kv_blocks,
             kv_block_bytes,
             swap,
+            swap_timing,
             pipeline,
             offload,
             kv_timeline_interval_ns,

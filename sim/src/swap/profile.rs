@@ -1,8 +1,11 @@
 //! `[swap] profile = "DIR"`: host↔GPU transfer times from a calibration profile's fitted copy
 //! models (`fit.toml` `[ops.h2d_<variant>]`, `[ops.d2h_<variant>]`).
 //!
-//! A logical KV block is, on each GPU of the replica, `2 × layers / pp` chunks (one layer's K or V
-//! part of the block — what a per-block `cudaMemcpyAsync` loop copies one by one). A transfer of
+//! A logical KV block is, on each GPU of the replica, `calls_per_block` chunks — what a per-block
+//! `cudaMemcpyAsync` loop copies one by one: with `[swap] kv_layout = "layer-major"` (vLLM) one
+//! layer's K or V part of the block, `2 × ⌈layers / pp⌉` chunks; with `"block-major"`
+//! (FastServe) the block's K or V across all the stage's layers, 2 chunks. The fit's
+//! `s_per_chunk` is the per-call cost of the PCIe model (`per_call_s`). A transfer of
 //! `bytes` over `blocks` blocks moves `bytes / links` per GPU link as `blocks × chunks_per_block`
 //! chunks; its time is the copy fit `latency_s + s_per_chunk·chunks + bytes_per_link / bytes_per_s`
 //! of the chosen variant (pinned memcpy per chunk, pinned gather kernel, or pageable memcpy).
@@ -54,7 +57,8 @@ pub struct ProfileSwap {
     pub variant: CopyVariant,
     pub h2d: CopyModel,
     pub d2h: CopyModel,
-    /// Chunks per logical KV block on one GPU (2 × layers / pp).
+    pub kv_layout: super::KvLayout,
+    /// Chunks (copy calls) per logical KV block on one GPU (from `kv_layout`).
     pub chunks_per_block: u32,
     /// GPUs of the replica moving their shards in parallel.
     pub links: u32,
@@ -101,6 +105,7 @@ impl ProfileSwap {
         model: &ModelSpec,
         pp: u32,
         links: u32,
+        kv_layout: super::KvLayout,
     ) -> Result<ProfileSwap, String> {
         let variant = variant
             .or(profile.fit.swap_variant)
@@ -111,7 +116,8 @@ impl ProfileSwap {
             variant,
             h2d: copy_model(profile, Op::copy(true, variant))?,
             d2h: copy_model(profile, Op::copy(false, variant))?,
-            chunks_per_block: (2 * model.layers / pp.max(1)).max(1),
+            kv_layout,
+            chunks_per_block: kv_layout.calls_per_block(super::layers_per_stage(model.layers, pp)),
             links: links.max(1),
             counter: None,
         })
@@ -220,9 +226,17 @@ statistic = "median"
     fn transfer_by_hand_and_off_grid_counting() {
         let spec = Catalogue::builtin().model("llama-2-7b").unwrap().clone();
         let c = Arc::new(ExtrapolationCounter::default());
-        let m = ProfileSwap::new(&profile(), "p".into(), None, &spec, 1, 2)
-            .unwrap()
-            .with_counter(c.clone());
+        let m = ProfileSwap::new(
+            &profile(),
+            "p".into(),
+            None,
+            &spec,
+            1,
+            2,
+            super::super::KvLayout::LayerMajor,
+        )
+        .unwrap()
+        .with_counter(c.clone());
         assert_eq!(m.variant, CopyVariant::PinnedGather);
         assert_eq!(m.chunks_per_block, 64);
         // 4 blocks of 16 tokens of Llama-2-7B: 4 × 8 MiB, over 2 links → 16 MiB per link in
@@ -243,6 +257,21 @@ statistic = "median"
         let r = c.report();
         assert_eq!(r.transfers, 1);
         assert_eq!(r.by_operator["h2d_pinned_gather"], 1);
+        // Block-major (FastServe): 2 chunks per block, each the block's K or V over all 32
+        // layers (4 MiB per link): 4 blocks → 8 chunks. 10 µs + 8 µs + 16 MiB / 1e10 B/s.
+        let b = ProfileSwap::new(
+            &profile(),
+            "p".into(),
+            None,
+            &spec,
+            1,
+            2,
+            super::super::KvLayout::BlockMajor,
+        )
+        .unwrap();
+        assert_eq!(b.chunks_per_block, 2);
+        let want = 1e-5 + 8e-6 + (bytes as f64 / 2.0) / 1e10;
+        assert!((b.transfer_s(Direction::HostToDevice, bytes, 4) - want).abs() < 1e-12);
     }
 
     #[test]
@@ -255,6 +284,7 @@ statistic = "median"
             &spec,
             1,
             1,
+            super::super::KvLayout::LayerMajor,
         )
         .unwrap_err();
         assert!(e.contains("h2d_pageable_memcpy"), "{e}");
@@ -266,6 +296,7 @@ statistic = "median"
             &spec,
             1,
             1,
+            super::super::KvLayout::LayerMajor,
         )
         .unwrap_err();
         assert!(e.contains("d2h_pinned_memcpy"), "{e}");
