@@ -495,6 +495,28 @@ fn srpt_oracle_preempts_a_long_request_at_the_next_boundary() {
     );
 }
 
+/// Equal remaining sizes go by arrival, exactly. Constant 10 ms, batch size 1, oracle predictions.
+/// A (id 0, 10 tokens) arrives at 0; B (id 1, 7 tokens) arrives at 30 ms, a boundary.
+/// ```text
+/// 0–10 A prefill (g1), 10–30 A g2, g3; at 30 A has 10 − 3 = 7 decodes left: 7 × 10 = 70 ms;
+///   B needs its prefill + 6 decodes: 10 + 6 × 10 = 70 ms → a tie, A arrived first:
+/// A 30–100 (done at 100); B 100–170 (first token 110)
+/// ```
+/// Summed in floating point the keys were A = 7 × 0.01 = 0.07 and B = 0.01 + 6 × 0.01 =
+/// 0.06999999999999999, so B ran first (B 30–100, A 100–170). ALISE without aging has the same key.
+#[test]
+fn equal_remaining_sizes_go_by_arrival() {
+    let rows = [(0, 8, 10), (30 * MS, 8, 7)];
+    let exp = [at(10, 100).preempted(0), at(110, 170).preempted(0)];
+    let base = Scn::new("srpt-oracle", CONST_10MS);
+    check("srpt-oracle", &base.run(&rows), &exp);
+    let alise = base
+        .policy("alise")
+        .predictor("oracle")
+        .table("[policies.alise]\naging_weight = 0.0");
+    check("alise w = 0", &alise.run(&rows), &exp);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 5. FastServe's three-job illustration.
 // ---------------------------------------------------------------------------------------------

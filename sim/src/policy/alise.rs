@@ -50,7 +50,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::common::{OffloadTarget, Ranking, remaining_time_s, score_offload};
+use super::common::{OffloadTarget, Ranking, remaining_key_s, score_offload};
 use super::{
     Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice, ReplicaView, parse_params,
 };
@@ -126,7 +126,7 @@ pub struct Alise {
     ranking: Ranking,
     ewt: Vec<f64>,
     taken: Vec<bool>,
-    /// Each request's [`remaining_time_s`] (a function of its own state only), recomputed only
+    /// Each request's [`remaining_key_s`] (a function of its own state only), recomputed only
     /// for the requests that may have changed: the cost-model calls per boundary are O(batch),
     /// not O(queue).
     remaining_s: Vec<f64>,
@@ -157,7 +157,7 @@ impl Alise {
                 return false;
             }
             let r = view.req(s);
-            remaining_s[s as usize] = remaining_time_s(cost, r);
+            remaining_s[s as usize] = remaining_key_s(cost, r);
             r.in_flight()
         });
     }
@@ -183,7 +183,7 @@ impl Policy for Alise {
         if self.remaining_s.len() <= s as usize {
             self.remaining_s.resize(s as usize + 1, 0.0);
         }
-        self.remaining_s[s as usize] = remaining_time_s(self.cost.as_ref(), view.req(s));
+        self.remaining_s[s as usize] = remaining_key_s(self.cost.as_ref(), view.req(s));
         Ok(())
     }
     fn schedule(&mut self, view: &ReplicaView, plan: &mut Plan) {
