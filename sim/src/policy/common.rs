@@ -549,8 +549,12 @@ pub fn score_offload(
     let by_score = |a: &usize, b: &usize| scores[*a].total_cmp(&scores[*b]).then(a.cmp(b));
     let mut swapped_out = false;
     if deficit > 0 {
+        // A request in a micro-batch still in the pipeline cannot be swapped out.
         let mut out: Vec<usize> = (floor..order.len())
-            .filter(|&i| !taken[order[i] as usize] && view.req(order[i]).kv_loc == KvLoc::Gpu)
+            .filter(|&i| {
+                let r = view.req(order[i]);
+                !taken[order[i] as usize] && r.kv_loc == KvLoc::Gpu && !r.in_flight()
+            })
             .collect();
         out.sort_by(|a, b| by_score(b, a));
         for i in out {
