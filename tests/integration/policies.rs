@@ -633,6 +633,7 @@ fn ltr_boosts_a_request_after_starvation_iterations() {
     let rows = [(0, 8, 10), (0, 8, 6)];
     let with = |starve: u32| {
         Scn::new("ltr", CONST_10MS)
+            .predictor("oracle")
             .table(&format!(
                 "[policies.ltr]\nstarvation_iterations = {starve}\nboost_iterations = 2"
             ))
@@ -850,7 +851,7 @@ fn case_strategy() -> impl Strategy<Value = Case> {
         0usize..3,
         0usize..3,
         0u32..1000,
-        0usize..4,
+        0usize..5,
         1u32..=2,
     )
         .prop_map(
@@ -972,7 +973,7 @@ fn case_scenario(policy: &str, predictors: &[&str], c: &Case) -> Scn {
 /// `SERVESIM_POLICY_CASES=N` runs N instead (for a longer hunt).
 #[test]
 fn every_policy_finishes_every_request_exactly_once() {
-    let all = ["oracle", "noisy", "history", "bucket"];
+    let all = ["oracle", "noisy", "history", "bucket", "ranking"];
     for entry in REGISTRY {
         let predictors: Vec<Vec<&str>> = match (entry.forced_predictor, entry.name) {
             (Some(f), _) => vec![vec![f]],
@@ -1039,7 +1040,7 @@ fn fast_equals_step(mut fast: RunOutput, step: &RunOutput) -> Result<u64, TestCa
 /// 24 cases per policy; `SERVESIM_POLICY_CASES=N` runs N.
 #[test]
 fn fast_forward_is_identical_to_stepping_every_iteration() {
-    let all = ["oracle", "noisy", "history", "bucket"];
+    let all = ["oracle", "noisy", "history", "bucket", "ranking"];
     for entry in REGISTRY {
         let preds: Vec<&str> = match entry.forced_predictor {
             Some(f) => vec![f],
