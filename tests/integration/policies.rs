@@ -680,8 +680,10 @@ fn pseudo_random_rows(seed: u64, n: usize) -> Vec<Row> {
         .collect()
 }
 
-/// With `aging_weight = 0`, ALISE's key is the estimated remaining time, exactly SRPT's: the two
-/// policies with the same predictor produce identical runs (batching, KV preemptions and all).
+/// With `aging_weight = 0` (its default), ALISE's key is the estimated remaining time, exactly
+/// SRPT's: with its memory manager and KV quantization switched off (`offload = "reactive"`,
+/// `kv_offload_bits = 16`) the two policies with the same predictor produce identical runs
+/// (batching, KV preemptions and all).
 #[test]
 fn alise_without_aging_is_srpt_with_the_same_predictor() {
     let rows = pseudo_random_rows(11, 60);
@@ -690,7 +692,7 @@ fn alise_without_aging_is_srpt_with_the_same_predictor() {
             .batch(4)
             .kv(60)
             .predictor(predictor)
-            .table("[policies.alise]\naging_weight = 0.0");
+            .table("[policies.alise]\noffload = \"reactive\"\nkv_offload_bits = 16");
         let srpt = base.run(&rows);
         let alise = base.policy("alise").run(&rows);
         assert_eq!(srpt, alise, "predictor {predictor}");
