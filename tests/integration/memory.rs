@@ -405,6 +405,75 @@ fn quantized_offload_halves_bytes_and_host_blocks() {
     );
 }
 
+/// `alise` brings ALISE's system defaults: the EWT memory manager and 8-bit offloaded KV (an
+/// assumption, the paper gives no width), each switchable; `[swap] kv_offload_bits` overrides
+/// the policy's width for any policy, and contradicting it in both places is an error naming
+/// the line and field.
+#[test]
+fn alise_defaults_to_ewt_and_8_bit_offload_with_switches() {
+    let w = Workdir::new();
+    let resolve = |policy: &str, extra: &str| {
+        let text = format!(
+            "name = \"t\"\nmodel = \"opt-13b\"\ngpu = \"a100-40gb\"\n\
+             [trace]\narrival = \"constant\"\nrate_per_s = 2.0\nnum_requests = 4\n\
+             input_lengths = {{ dist = \"fixed\", value = 10 }}\n\
+             output_lengths = {{ dist = \"fixed\", value = 10 }}\n\
+             [cost]\nmodel = \"constant\"\niteration_s = 0.02\n\
+             [scheduler]\npolicy = \"{policy}\"\n{extra}"
+        );
+        let path = w.write("s.toml", &text);
+        servesim::scenario::parse(&path, &text)
+            .and_then(|l| l.resolve(&servesim::scenario::Overrides::default()))
+            .map(|r| (r.offload.bits, r.policy_params.clone()))
+            .map_err(|e| e.to_string())
+    };
+    let (bits, params) = resolve("alise", "").unwrap();
+    assert_eq!(bits, 8);
+    assert_eq!(params["offload"], "ewt");
+    assert_eq!(params["aging_weight"], 0.0);
+    assert_eq!(params["kv_offload_bits"], 8);
+    // Other policies keep FP16 offloaded KV.
+    assert_eq!(resolve("srpt", "").unwrap().0, 16);
+    // The switches.
+    let (bits, params) = resolve(
+        "alise",
+        "[policies.alise]\noffload = \"reactive\"\nkv_offload_bits = 16\n",
+    )
+    .unwrap();
+    assert_eq!((bits, &params["offload"]), (16, &"reactive".into()));
+    assert_eq!(
+        resolve("alise", "[policies.alise]\nkv_offload_bits = 4\n")
+            .unwrap()
+            .0,
+        4
+    );
+    // The global key wins over the policy's default, and applies to every policy.
+    assert_eq!(
+        resolve("alise", "[swap]\nkv_offload_bits = 16\n")
+            .unwrap()
+            .0,
+        16
+    );
+    assert_eq!(
+        resolve("srpt", "[swap]\nkv_offload_bits = 4\n").unwrap().0,
+        4
+    );
+    // Both written and agreeing: fine; contradicting: an error at the policy's key (line 18).
+    let both = "[swap]\nkv_offload_bits = 4\n[policies.alise]\nkv_offload_bits = 4\n";
+    assert_eq!(resolve("alise", both).unwrap().0, 4);
+    let e = resolve(
+        "alise",
+        "[swap]\nkv_offload_bits = 4\n[policies.alise]\nkv_offload_bits = 8\n",
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("line 18") && e.contains("kv_offload_bits"),
+        "{e}"
+    );
+    let e = resolve("alise", "[policies.alise]\nkv_offload_bits = 2\n").unwrap_err();
+    assert!(e.contains("kv_offload_bits") && e.contains("line"), "{e}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Real policies.
 
@@ -458,7 +527,7 @@ const SWAP_POLICIES: &[Pol] = &[
     },
     Pol {
         name: "alise",
-        table: "",
+        table: "offload = \"reactive\"",
     },
 ];
 

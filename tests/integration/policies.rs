@@ -495,6 +495,28 @@ fn srpt_oracle_preempts_a_long_request_at_the_next_boundary() {
     );
 }
 
+/// Equal remaining sizes go by arrival, exactly. Constant 10 ms, batch size 1, oracle predictions.
+/// A (id 0, 10 tokens) arrives at 0; B (id 1, 7 tokens) arrives at 30 ms, a boundary.
+/// ```text
+/// 0–10 A prefill (g1), 10–30 A g2, g3; at 30 A has 10 − 3 = 7 decodes left: 7 × 10 = 70 ms;
+///   B needs its prefill + 6 decodes: 10 + 6 × 10 = 70 ms → a tie, A arrived first:
+/// A 30–100 (done at 100); B 100–170 (first token 110)
+/// ```
+/// Summed in floating point the keys were A = 7 × 0.01 = 0.07 and B = 0.01 + 6 × 0.01 =
+/// 0.06999999999999999, so B ran first (B 30–100, A 100–170). ALISE without aging has the same key.
+#[test]
+fn equal_remaining_sizes_go_by_arrival() {
+    let rows = [(0, 8, 10), (30 * MS, 8, 7)];
+    let exp = [at(10, 100).preempted(0), at(110, 170).preempted(0)];
+    let base = Scn::new("srpt-oracle", CONST_10MS);
+    check("srpt-oracle", &base.run(&rows), &exp);
+    let alise = base
+        .policy("alise")
+        .predictor("oracle")
+        .table("[policies.alise]\naging_weight = 0.0");
+    check("alise w = 0", &alise.run(&rows), &exp);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 5. FastServe's three-job illustration.
 // ---------------------------------------------------------------------------------------------
@@ -611,6 +633,7 @@ fn ltr_boosts_a_request_after_starvation_iterations() {
     let rows = [(0, 8, 10), (0, 8, 6)];
     let with = |starve: u32| {
         Scn::new("ltr", CONST_10MS)
+            .predictor("oracle")
             .table(&format!(
                 "[policies.ltr]\nstarvation_iterations = {starve}\nboost_iterations = 2"
             ))
@@ -657,8 +680,10 @@ fn pseudo_random_rows(seed: u64, n: usize) -> Vec<Row> {
         .collect()
 }
 
-/// With `aging_weight = 0`, ALISE's key is the estimated remaining time, exactly SRPT's: the two
-/// policies with the same predictor produce identical runs (batching, KV preemptions and all).
+/// With `aging_weight = 0` (its default), ALISE's key is the estimated remaining time, exactly
+/// SRPT's: with its memory manager and KV quantization switched off (`offload = "reactive"`,
+/// `kv_offload_bits = 16`) the two policies with the same predictor produce identical runs
+/// (batching, KV preemptions and all).
 #[test]
 fn alise_without_aging_is_srpt_with_the_same_predictor() {
     let rows = pseudo_random_rows(11, 60);
@@ -667,7 +692,7 @@ fn alise_without_aging_is_srpt_with_the_same_predictor() {
             .batch(4)
             .kv(60)
             .predictor(predictor)
-            .table("[policies.alise]\naging_weight = 0.0");
+            .table("[policies.alise]\noffload = \"reactive\"\nkv_offload_bits = 16");
         let srpt = base.run(&rows);
         let alise = base.policy("alise").run(&rows);
         assert_eq!(srpt, alise, "predictor {predictor}");
@@ -828,7 +853,7 @@ fn case_strategy() -> impl Strategy<Value = Case> {
         0usize..3,
         0usize..3,
         0u32..1000,
-        0usize..4,
+        0usize..5,
         1u32..=2,
     )
         .prop_map(
@@ -950,7 +975,7 @@ fn case_scenario(policy: &str, predictors: &[&str], c: &Case) -> Scn {
 /// `SERVESIM_POLICY_CASES=N` runs N instead (for a longer hunt).
 #[test]
 fn every_policy_finishes_every_request_exactly_once() {
-    let all = ["oracle", "noisy", "history", "bucket"];
+    let all = ["oracle", "noisy", "history", "bucket", "ranking"];
     for entry in REGISTRY {
         let predictors: Vec<Vec<&str>> = match (entry.forced_predictor, entry.name) {
             (Some(f), _) => vec![vec![f]],
@@ -1017,7 +1042,7 @@ fn fast_equals_step(mut fast: RunOutput, step: &RunOutput) -> Result<u64, TestCa
 /// 24 cases per policy; `SERVESIM_POLICY_CASES=N` runs N.
 #[test]
 fn fast_forward_is_identical_to_stepping_every_iteration() {
-    let all = ["oracle", "noisy", "history", "bucket"];
+    let all = ["oracle", "noisy", "history", "bucket", "ranking"];
     for entry in REGISTRY {
         let preds: Vec<&str> = match entry.forced_predictor {
             Some(f) => vec![f],

@@ -2,28 +2,49 @@
 //! Accelerating Large Language Model Serving with Speculative Scheduling", ICCAD'24,
 //! arXiv 2410.23537).
 //!
-//! What the paper specifies (per its abstract and two third-party summaries; no code is public):
-//! a retrieval-based output-length predictor; an execution-time model `T = s·T0 + n·(α·s + β)`;
-//! a preemptive scheduler with priority queues ordered by estimated execution time; a
-//! priority-based KV cache manager that swaps whole requests between GPU and host by estimated
-//! waiting time (EWT: highest EWT offloaded, lowest EWT uploaded ahead of its turn — "Algorithm 2,
-//! dynamic swapping"); quantization-based compression of the KV cache.
+//! What is known of the paper (only its abstract and the start of §1 are reachable, plus
+//! third-party summaries; no code is public — `shared/docs/fidelity-facts.md` §1):
+//! - priority: the abstract's design paradigm is "a novel speculative scheduler by estimating the
+//!   execution time for each job and exploiting such prior knowledge to assign appropriate job
+//!   priority orders" (arXiv 2410.23537v1, abstract); the bohrium.com summary describes a
+//!   "preemptive scheduler using priority queues … based on estimating execution latency". Total
+//!   vs remaining time, and re-estimation per iteration, are not stated;
+//! - **aging: no reachable source mentions aging, a waiting-time term or starvation control**
+//!   (abstract, §1 opening, themoonlight / bohrium / ownyourai / deeppaper / emergentmind
+//!   summaries). So the default is no aging (`aging_weight = 0`); the term is kept as a switch
+//!   for ablation (`scenarios/alise_aging_ablation.toml`);
+//! - memory: "we employ a priority-based adaptive memory management protocol and
+//!   quantization-based compression techniques" (abstract); the summaries add request-level
+//!   swapping between HBM and DRAM ordered by estimated waiting time (EWT: highest EWT offloaded,
+//!   lowest EWT uploaded ahead of execution — "Algorithm 2, dynamic swapping"). Both are part of
+//!   ALISE's system, so both are on by default here (`offload = "ewt"`, `kv_offload_bits = 8`);
+//! - a retrieval-based output-length predictor and an execution-time model
+//!   `T = s·T0 + n·(α·s + β)` (themoonlight summary).
 //!
 //! Our choices (the paper leaves them open, `shared/docs/scheduling-papers.md` §2.2):
 //! - the execution-time model is the scenario's cost model at batch size 1
-//!   ([`super::common::remaining_time_s`]) instead of a separately fitted linear form;
+//!   ([`super::common::remaining_time_ns`], summed in integer nanoseconds so that equal
+//!   remaining sizes tie exactly and go by arrival) instead of a separately fitted linear form;
 //! - the priority is the estimated *remaining* time, re-estimated at every iteration boundary,
-//!   minus an aging credit: `key = remaining_s − aging_weight × waited_s`, where `waited_s` is the
-//!   time since the request last ran (or arrived). Any request's key falls without bound while it
-//!   waits, so none starves;
+//!   minus an optional aging credit: `key = remaining_s − aging_weight × waited_s`, where
+//!   `waited_s` is the time since the request last ran (or arrived). With `aging_weight > 0` any
+//!   request's key falls without bound while it waits, so none starves. Scale: a key is seconds of
+//!   remaining work (OPT-13B on an A100, ShareGPT: tens of ms per decode at batch size 1, so a few
+//!   seconds for a typical request: median output 271 tokens × ≈ 26 ms ≈ 7 s) and the credit
+//!   resets each time the request runs; a weight of 0.1 needs 10 s of uninterrupted waiting to
+//!   make up 1 s of remaining-time difference, so it reorders only the few longest waiters and
+//!   leaves the mean untouched. `scenarios/alise_aging_ablation.toml` (5,000 requests, seeds
+//!   0–2): at 1.25 req/s mean JCT is 10.97 s for w = 0 and 0.1 alike while the longest wait for a
+//!   first iteration falls from 118 s to 48 s (w = 1: 12 s); past saturation large weights make
+//!   aged requests preempt one another (1.5 req/s, w = 10: 0.41 req/s served instead of 1.50);
 //! - a request that outlives its prediction follows the engine's rule
 //!   (`generated + max(16, prediction/2)`);
 //! - the default predictor is `history` (k nearest completed requests by input length), the
 //!   realistic stand-in for ALISE's retrieval predictor;
 //! - batch formation skips requests that do not fit; KV pressure preempts resident requests of
 //!   lower priority (swap when the host pool has room, else recompute);
-//! - **memory manager** (`offload = "ewt"`; the default `reactive` keeps the behaviour that the
-//!   golden curves record): the EWT formula is not published; ours is
+//! - **memory manager** (`offload = "ewt"`, the default; `reactive` ablates it): the EWT formula
+//!   is not published; ours is
 //!   `EWT(r) = Σ_{q ranked ahead of r} remaining_s(q) / max_batch_size` — the work queued ahead
 //!   of r, shared by a full batch (the analogue of FastServe's `T_execute`). After the batch is
 //!   formed, [`super::common::score_offload`] keeps `max_batch_size` GPU blocks free plus the
@@ -33,18 +54,22 @@
 //!   reserve and the no-ping-pong rule are borrowed from FastServe's code (ALISE gives neither).
 //!   Because EWT is a prefix sum of non-negative times over the ranking, its order *is* the
 //!   ranking: EWT adds no information to the order, only a time scale;
-//! - **KV quantization**: the paper gives neither bit-width nor trigger. We quantize only the
-//!   *offloaded* KV (GPU KV stays FP16, so compute and accuracy are untouched in the model):
-//!   `[swap] kv_offload_bits` = 16 (default, off), 8 or 4 divides PCIe bytes and host blocks by
-//!   16/bits, and `[swap] kv_quant_s_per_byte` (default 1e-12 s per FP16 byte) is added to each
-//!   copy for the (de)quantization kernel (see [`crate::swap`]). It applies to any policy that
-//!   swaps, not only `alise`. Accuracy loss from quantization is not modelled.
+//! - **KV quantization** (`kv_offload_bits = 8`, the default; 16 ablates it): the paper gives
+//!   neither bit-width nor granularity nor trigger. **8 bits is our assumption** (the milder of
+//!   the usual INT8/INT4 choices). We quantize only the *offloaded* KV (GPU KV stays FP16, so
+//!   compute and accuracy are untouched in the model): 8 or 4 bits divide PCIe bytes and host
+//!   blocks by 16/bits, and `[swap] kv_quant_s_per_byte` (default 1e-12 s per FP16 byte) is added
+//!   to each copy for the (de)quantization kernel (see [`crate::swap`]). The engine uses this
+//!   parameter when the scenario's `[swap] kv_offload_bits` is not given; that global key, when
+//!   given, applies to every policy and must agree with this one if both are written. Accuracy
+//!   loss from quantization is not modelled.
 //!
 //! | parameter | unit | default | meaning |
 //! |---|---|---|---|
-//! | `aging_weight` | s of priority per s waited | 0.1 | aging credit |
+//! | `aging_weight` | s of priority per s waited | 0 (no source mentions aging) | aging credit |
 //! | `preemption` | — | `swap` | evicted KV goes to the host pool when it has room (else recompute); or `recompute` |
-//! | `offload` | — | `reactive` | `reactive` (swap out only to make room, swap in when scheduled) or `ewt` (the EWT memory manager above; needs `preemption = "swap"` and a host pool to do anything) |
+//! | `offload` | — | `ewt` (ALISE's memory manager) | `ewt` (the EWT memory manager above; needs `preemption = "swap"` and a host pool to do anything) or `reactive` (swap out only to make room, swap in when scheduled) |
+//! | `kv_offload_bits` | bits | 8 (assumption: the paper gives no width) | bits per element of offloaded KV: 16 (no quantization), 8 or 4; used when `[swap] kv_offload_bits` is not given |
 //!
 //! Swap timing (registry defaults for `[swap]`): `reactive = "layerwise"`, `kv_layout =
 //! "layer-major"`, as `vllm` — an assumption: ALISE's engine is not described in any reachable
@@ -55,7 +80,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::common::{OffloadTarget, Ranking, remaining_time_s, score_offload};
+use super::common::{OffloadTarget, Ranking, remaining_key_s, score_offload};
 use super::{
     Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice, ReplicaView, parse_params,
 };
@@ -66,7 +91,7 @@ use crate::error::{Result, SimError};
 
 pub const ENTRY: PolicyEntry = PolicyEntry {
     name: "alise",
-    summary: "ALISE: preemptive shortest estimated remaining time with aging; history predictor by default",
+    summary: "ALISE: preemptive shortest estimated remaining time, EWT swapping, 8-bit offloaded KV; history predictor by default",
     build,
     default_predictor: "history",
     forced_predictor: None,
@@ -80,35 +105,34 @@ pub struct Params {
     pub aging_weight: f64,
     /// How an evicted request gives up its KV: `swap` (host pool, if room) or `recompute`.
     pub preemption: PreemptionChoice,
-    /// Host-memory management: `reactive` or `ewt` (left out of `config.json` when `reactive`,
-    /// so that scenarios written before it existed record the same configuration).
-    #[serde(skip_serializing_if = "AliseOffload::is_reactive")]
+    /// Host-memory management: `ewt` (default) or `reactive`.
     pub offload: AliseOffload,
+    /// Bits per element of offloaded KV (16, 8 or 4): the run's `[swap] kv_offload_bits` when
+    /// the scenario does not give that key (see [`crate::scenario`]).
+    pub kv_offload_bits: u32,
 }
+
+/// Default bits of offloaded KV under `alise`: an assumption (the paper gives no width).
+pub const DEFAULT_KV_OFFLOAD_BITS: u32 = 8;
 
 /// ALISE's host-memory management.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum AliseOffload {
     /// Swap out only to make room for a batch; swap in when scheduled.
-    #[default]
     Reactive,
     /// Proactive swapping by estimated waiting time (see the module docs).
+    #[default]
     Ewt,
-}
-
-impl AliseOffload {
-    fn is_reactive(&self) -> bool {
-        *self == AliseOffload::Reactive
-    }
 }
 
 impl Default for Params {
     fn default() -> Self {
         Params {
-            aging_weight: 0.1,
+            aging_weight: 0.0,
             preemption: PreemptionChoice::Swap,
-            offload: AliseOffload::Reactive,
+            offload: AliseOffload::Ewt,
+            kv_offload_bits: DEFAULT_KV_OFFLOAD_BITS,
         }
     }
 }
@@ -124,6 +148,12 @@ fn build(
             p.aging_weight
         )));
     }
+    if !matches!(p.kv_offload_bits, 4 | 8 | 16) {
+        return Err(SimError::config(format!(
+            "[policies.alise] kv_offload_bits must be 4, 8 or 16, got {}",
+            p.kv_offload_bits
+        )));
+    }
     Ok((Box::new(Alise::new(p, env.cost.clone())), json))
 }
 
@@ -133,7 +163,7 @@ pub struct Alise {
     ranking: Ranking,
     ewt: Vec<f64>,
     taken: Vec<bool>,
-    /// Each request's [`remaining_time_s`] (a function of its own state only), recomputed only
+    /// Each request's [`remaining_key_s`] (a function of its own state only), recomputed only
     /// for the requests that may have changed: the cost-model calls per boundary are O(batch),
     /// not O(queue).
     remaining_s: Vec<f64>,
@@ -164,7 +194,7 @@ impl Alise {
                 return false;
             }
             let r = view.req(s);
-            remaining_s[s as usize] = remaining_time_s(cost, r);
+            remaining_s[s as usize] = remaining_key_s(cost, r);
             r.in_flight()
         });
     }
@@ -190,7 +220,7 @@ impl Policy for Alise {
         if self.remaining_s.len() <= s as usize {
             self.remaining_s.resize(s as usize + 1, 0.0);
         }
-        self.remaining_s[s as usize] = remaining_time_s(self.cost.as_ref(), view.req(s));
+        self.remaining_s[s as usize] = remaining_key_s(self.cost.as_ref(), view.req(s));
         Ok(())
     }
     fn schedule(&mut self, view: &ReplicaView, plan: &mut Plan) {

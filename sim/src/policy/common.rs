@@ -183,9 +183,45 @@ pub fn form_priority_batch_from(
     free
 }
 
+/// [`remaining_time_ns`] in seconds: the key SRPT and ALISE rank by. Equal nanosecond counts give
+/// equal keys (one conversion of one integer), so ties stay ties and go by arrival.
+pub fn remaining_key_s(cost: &dyn CostModel, r: &Request) -> f64 {
+    crate::engine::time::ns_to_s(remaining_time_ns(cost, r))
+}
+
+/// Estimated remaining execution time of `r` on its own (batch size 1) in integer nanoseconds:
+/// its (re-)prefill if no KV is resident, plus its remaining predicted decode iterations at its
+/// current context length, each iteration rounded up to whole nanoseconds as the engine times
+/// it. Summed in integers, so that requests of equal remaining size get *exactly* equal
+/// estimates (in floating point `c + 6·c < 7·c` for c = 0.01 s, which ordered such ties either
+/// way instead of by arrival).
+pub fn remaining_time_ns(cost: &dyn CostModel, r: &Request) -> u64 {
+    let ns = |b: &BatchShape| {
+        cost.iteration_s(b)
+            .ok()
+            .and_then(crate::engine::time::duration_ns_ceil)
+            .unwrap_or(0)
+    };
+    let mut total: u64 = 0;
+    let mut decodes = r.predicted_output_tokens.saturating_sub(r.generated_tokens);
+    if r.needs_prefill() {
+        let mut b = BatchShape::default();
+        b.add_prefill(r.prefill_tokens());
+        total = ns(&b);
+        decodes = decodes.saturating_sub(1);
+    }
+    if decodes > 0 {
+        let mut b = BatchShape::default();
+        b.add_decode(r.input_tokens + r.generated_tokens.max(1));
+        total = total.saturating_add((decodes as u64).saturating_mul(ns(&b)));
+    }
+    total
+}
+
 /// Estimated remaining execution time of `r` on its own (batch size 1), from the cost model and
 /// the request's *predicted* output length: its (re-)prefill if no KV is resident, plus its
-/// remaining decode iterations at its current context length.
+/// remaining decode iterations at its current context length. Floating-point form (the
+/// `least-work` router's estimate); the policies rank by [`remaining_time_ns`].
 pub fn remaining_time_s(cost: &dyn CostModel, r: &Request) -> f64 {
     let mut total = 0.0;
     let mut decodes = r.predicted_output_tokens.saturating_sub(r.generated_tokens);
@@ -513,8 +549,12 @@ pub fn score_offload(
     let by_score = |a: &usize, b: &usize| scores[*a].total_cmp(&scores[*b]).then(a.cmp(b));
     let mut swapped_out = false;
     if deficit > 0 {
+        // A request in a micro-batch still in the pipeline cannot be swapped out.
         let mut out: Vec<usize> = (floor..order.len())
-            .filter(|&i| !taken[order[i] as usize] && view.req(order[i]).kv_loc == KvLoc::Gpu)
+            .filter(|&i| {
+                let r = view.req(order[i]);
+                !taken[order[i] as usize] && r.kv_loc == KvLoc::Gpu && !r.in_flight()
+            })
             .collect();
         out.sort_by(|a, b| by_score(b, a));
         for i in out {

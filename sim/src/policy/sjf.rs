@@ -3,12 +3,12 @@
 //! `sjf-oracle` is the same policy with the `oracle` predictor (the non-preemptive bound).
 //!
 //! Waiting requests are ordered by their predicted job time at arrival
-//! ([`super::common::remaining_time_s`]), shortest first, ties by arrival. Every iteration runs
-//! all admitted requests and admits waiting ones in that order while the batch, prefill-token
-//! budget and KV blocks allow, stopping at the first that does not fit. Admitted requests run to
-//! completion, with KV allocated on demand; when blocks run out, the admitted request with the
-//! longest predicted job is preempted by recompute and returns to the waiting queue (vLLM's rule,
-//! with "latest arrival" replaced by "lowest priority").
+//! ([`super::common::remaining_time_ns`], integer nanoseconds), shortest first, ties by arrival.
+//! Every iteration runs all admitted requests and admits waiting ones in that order while the
+//! batch, prefill-token budget and KV blocks allow, stopping at the first that does not fit.
+//! Admitted requests run to completion, with KV allocated on demand; when blocks run out, the
+//! admitted request with the longest predicted job is preempted by recompute and returns to the
+//! waiting queue (vLLM's rule, with "latest arrival" replaced by "lowest priority").
 //!
 //! No parameters.
 //!
@@ -19,7 +19,7 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use super::common::{make_room_for_decodes, remaining_time_s, run_all_not_in_flight};
+use super::common::{make_room_for_decodes, remaining_time_ns, run_all_not_in_flight};
 use super::{Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, ReplicaView, Steady, parse_params};
 use crate::cost::CostModel;
 use crate::engine::request::Slot;
@@ -92,8 +92,7 @@ impl Policy for Sjf {
     }
     fn on_arrival(&mut self, s: Slot, view: &ReplicaView) -> Result<()> {
         let r = view.req(s);
-        let t = remaining_time_s(self.cost.as_ref(), r);
-        let key = ((t * 1e9).round() as u64, r.id);
+        let key = (remaining_time_ns(self.cost.as_ref(), r), r.id);
         if self.key.len() <= s as usize {
             self.key.resize(s as usize + 1, (0, 0));
         }

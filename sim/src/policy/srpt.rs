@@ -3,9 +3,10 @@
 //! FastServe's code keeps for comparison (`fastserve/scheduler.py` class `SRPT`).
 //!
 //! At every boundary all unfinished requests are ranked by their estimated remaining time
-//! ([`super::common::remaining_time_s`]: re-prefill if needed + remaining predicted decode
-//! iterations × the cost model's batch-size-1 decode time at the current context), shortest
-//! first, ties by arrival; the batch is filled in that order under the batch, token and KV
+//! ([`super::common::remaining_time_ns`]: re-prefill if needed + remaining predicted decode
+//! iterations × the cost model's batch-size-1 decode time at the current context, summed in
+//! integer nanoseconds so that equal remaining sizes tie exactly), shortest first, ties by
+//! arrival; the batch is filled in that order under the batch, token and KV
 //! limits, skipping requests that do not fit. A request that needs KV blocks takes them from
 //! resident requests with longer remaining time, which are preempted by recompute.
 //!
@@ -19,7 +20,7 @@
 
 use std::sync::Arc;
 
-use super::common::{KeyedRanking, remaining_time_s};
+use super::common::{KeyedRanking, remaining_key_s};
 use super::{
     Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice, ReplicaView, Steady,
     parse_params,
@@ -93,7 +94,7 @@ impl Policy for Srpt {
         "srpt"
     }
     fn on_arrival(&mut self, s: Slot, view: &ReplicaView) -> Result<()> {
-        let k = remaining_time_s(self.cost.as_ref(), view.req(s));
+        let k = remaining_key_s(self.cost.as_ref(), view.req(s));
         self.ranking.add(view, s, k);
         Ok(())
     }
@@ -102,7 +103,7 @@ impl Policy for Srpt {
         let cost = self.cost.as_ref();
         self.ranking
             .rank_and_form(view, plan, self.preemption, |s| {
-                remaining_time_s(cost, view.req(s))
+                remaining_key_s(cost, view.req(s))
             });
     }
     /// The remaining-time key of a request is a function of its own state only, so with every
@@ -119,7 +120,7 @@ impl Policy for Srpt {
     ) {
         let cost = self.cost.as_ref();
         self.ranking
-            .rerank_batch(view, batch, |s| remaining_time_s(cost, view.req(s)));
+            .rerank_batch(view, batch, |s| remaining_key_s(cost, view.req(s)));
     }
     fn on_finish(&mut self, s: Slot) {
         self.ranking.remove(s);

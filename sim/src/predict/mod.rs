@@ -7,10 +7,13 @@
 //! | `noisy` | true × exp(bias + σ·Z), Z ~ N(0, 1), seeded | `sigma` (0.5), `bias` (0.0) |
 //! | `bucket` | the percentile bucket of the true length among the trace's outputs (SSJF's classifier), wrong with probability `confusion_rate` (then a uniformly random other bucket); predicts the bucket's median | `buckets` (4), `confusion_rate` (0.2) |
 //! | `history` | ALISE-like retrieval: mean output of the `k` completed requests (within the last `window` completions) whose input lengths are closest; no peeking at the future | `k` (8), `window` (1000), `cold_start_tokens` (128) |
+//! | `ranking` | a ranker of known quality: predictions whose Kendall τ with the true lengths is `kendall_tau`, with the trace's output-length distribution ([`rank_noise`]) | `kendall_tau` (0.52: vllm-ltr's OPT-125M ranker for Llama-3-8B on ShareGPT) |
 //!
 //! **Outliving a prediction** (engine rule, all predictors): when a request has generated as many
 //! tokens as predicted and is not finished, its prediction becomes
 //! `generated + max(16, prediction / 2)` ([`extend_prediction`]).
+
+pub mod rank_noise;
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -26,7 +29,7 @@ use crate::rng::{Stream, stream};
 pub trait Predictor: Send {
     fn name(&self) -> &'static str;
     /// Predicted output tokens (≥ 1). `true_output_tokens` may only be used by predictors whose
-    /// definition is a function of the truth (oracle, noisy, bucket).
+    /// definition is a function of the truth (oracle, noisy, bucket, ranking).
     fn predict(&mut self, input_tokens: u32, true_output_tokens: u32) -> u32;
     /// A request finished (its true lengths are now public knowledge).
     fn observe(&mut self, _input_tokens: u32, _output_tokens: u32) {}
@@ -255,7 +258,7 @@ impl Predictor for History {
     }
 }
 
-pub const PREDICTOR_NAMES: &[&str] = &["oracle", "noisy", "bucket", "history"];
+pub const PREDICTOR_NAMES: &[&str] = &["oracle", "noisy", "bucket", "history", "ranking"];
 
 fn parse<P: serde::de::DeserializeOwned + Serialize + Default>(
     name: &str,
@@ -296,6 +299,10 @@ pub fn check_params(name: &str, table: &toml::Value) -> Result<()> {
             let (p, _) = parse::<BucketParams>(name, Some(table))?;
             p.validate()
         }
+        "ranking" => {
+            let (p, _) = parse::<rank_noise::RankingParams>(name, Some(table))?;
+            p.validate()
+        }
         "oracle" => match table.as_table().and_then(|t| t.keys().next()) {
             Some(k) => Err(SimError::config(format!(
                 "[predictors.oracle]: unknown field `{k}`: the oracle predictor has no parameters"
@@ -307,8 +314,8 @@ pub fn check_params(name: &str, table: &toml::Value) -> Result<()> {
     }
 }
 
-/// Build a predictor. `reference_outputs` is called only by `bucket` (it needs the trace's output
-/// distribution).
+/// Build a predictor. `reference_outputs` is called only by `bucket` and `ranking` (they need the
+/// trace's output distribution).
 pub fn build(
     name: &str,
     table: Option<&toml::Value>,
@@ -331,6 +338,14 @@ pub fn build(
         "bucket" => {
             let (p, j) = parse::<BucketParams>(name, table)?;
             (Box::new(Bucket::new(&p, &reference_outputs()?, rng)?), j)
+        }
+        "ranking" => {
+            let (p, j) = parse::<rank_noise::RankingParams>(name, table)?;
+            p.validate()?;
+            (
+                Box::new(rank_noise::RankNoise::new(&p, &reference_outputs()?, rng)?),
+                j,
+            )
         }
         _ => {
             let (p, j) = parse::<HistoryParams>(name, table)?;

@@ -1179,6 +1179,30 @@ impl Loaded {
         }
         let (_, policy_params) =
             (entry.build)(s.policies.get(&s.scheduler.policy), &env).map_err(wrap)?;
+        // A policy's own offloaded-KV format (`alise`: `kv_offload_bits`, validated by its build)
+        // applies when `[swap] kv_offload_bits` is not given; both written must agree.
+        if let Some(bits) = policy_params
+            .get("kv_offload_bits")
+            .and_then(|v| v.as_u64())
+        {
+            let policy = &s.scheduler.policy;
+            let written = s
+                .policies
+                .get(policy)
+                .and_then(|t| t.get("kv_offload_bits"));
+            match s.swap.kv_offload_bits {
+                None => resolved.offload.bits = bits as u32,
+                Some(g) if g as u64 != bits && written.is_some() => {
+                    return Err(self.err_at(
+                        &["policies", policy, "kv_offload_bits"],
+                        format!(
+                            "[policies.{policy}] kv_offload_bits = {bits} contradicts [swap] kv_offload_bits = {g}; give one of them"
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
         resolved.policy_params = policy_params;
         let router = crate::route::lookup(&s.router).map_err(wrap)?;
         for k in s.routers.keys() {
