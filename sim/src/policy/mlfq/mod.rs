@@ -1,0 +1,534 @@
+//! `mlfq` — naive multi-level feedback queue, and the level machinery that `skip-join-mlfq`
+//! (FastServe) reuses.
+//!
+//! Every arrival joins the top level (0). Level p has quantum `base_quantum_s × ratio^p`. At each
+//! iteration boundary the batch is formed in strict priority order (level 0 first, FIFO within a
+//! level) under `max_batch_size`, `max_batch_tokens` and KV limits. Every request in a batch is
+//! charged the whole iteration time. When a request's attained service at its level *exceeds* the
+//! quantum it is demoted (one level, or — paper mode — to the first level whose quantum covers its
+//! next iteration time) and its attained service resets. Requests that just ran go back to the
+//! *front* of their level. Starvation: a queued request idle for at least `starvation_threshold_s`
+//! is promoted to the front of level 0 (checked every `starvation_period_iterations`).
+//!
+//! Sources: Wu et al., "Fast Distributed Inference Serving for Large Language Models"
+//! (arXiv 2305.05920), §4; official code LLMServe/FastServe `fastserve/scheduler.py` class `MLFQ`
+//! (see `shared/docs/scheduling-papers.md` §1.3–1.4). Presets (every field overridable):
+//!
+//! | parameter | unit | `code` preset | `paper` preset |
+//! |---|---|---|---|
+//! | `base_quantum_s` | s | 0.010 | minimum iteration time (cost model: one decode, context 1) |
+//! | `ratio` | — | 2 | 2 |
+//! | `max_levels` | levels | 0 = unbounded | 0 = unbounded |
+//! | `demotion` | — | `one-level` | `cover-next-iteration` (η from the next iteration's time) |
+//! | `starvation_threshold_s` | s | 3.0 | 0.3 (α, SLO-derived) |
+//! | `starvation_period_iterations` | iterations | 1000 | 1 |
+//! | `starvation_clock_from_zero` | — | true (code quirk: `last_step_time` starts at 0, so a never-run request counts as idle since t = 0) | false (idle since arrival) |
+//! | `reset_attained_on_promotion` | — | false (code quirk) | true |
+//! | `misfit` | — | `stop` (no back-filling) | `skip` (our choice; the paper does not say) |
+//! | `preemption` | — | `swap` (host pool when it has room, else recompute) | `swap` |
+//! | `offload` | — | `proactive` (= `code`: FastServe `reserve_free_blocks`, swaps ordered by queue position) | `proactive` (kept so that existing scenarios do not change; select the paper's order with `offload = "paper"`) |
+//! | `defer_new_below_host_free_frac` | — | 0.1 (code: a prefill-stage request is set aside while free host blocks < 10%) | 0.1 |
+//! | `min_free_blocks` | blocks | 0 (reserve = max(max_batch_size, this)) | 0 |
+//! | `requeue_reverses_batch` | — | true (code pushes each just-run request to the front in batch order) | false |
+//! | `swap_in_window` | requests | 0 = none (`offload = "paper"` only: swap in proactively only among the first N in priority order; the code mode's implicit window is `max_batch_size`) | 0 |
+//!
+//! `offload` values (with `preemption = "swap"` and a host pool): `reactive` (swap out only to
+//! make room for a batch, swap in when scheduled, the iteration waiting for the copy),
+//! `proactive` / `code` (FastServe's code: keep `max(max_batch_size, min_free_blocks)` blocks
+//! free by swapping out the lowest-queued requests, swap the next ones in ahead of their turn),
+//! `paper` (FastServe's paper: the same reserve, swaps ordered by ENST = min(T_promote,
+//! T_execute), largest out first, smallest in first; see [`Mlfq::enst_s`]). Both proactive modes
+//! overlap their copies with compute on the copy engines.
+//!
+//! Preemption under memory pressure: a higher-priority request that needs KV blocks takes them
+//! from resident lower-priority requests, by swap when the host pool has room, else recompute.
+
+mod lazy;
+mod offload;
+mod params;
+mod queues;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+pub use params::{Config, Demotion, MisfitRule, Offload, Params, Preset, min_iteration_s};
+
+use super::common::{Misfit, form_priority_batch};
+use super::{
+    Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice, ReplicaView, Steady,
+    parse_params,
+};
+use crate::cost::{BatchShape, CostModel};
+use crate::engine::request::{KvLoc, Slot};
+use crate::engine::time::Ns;
+use crate::error::{Result, SimError};
+use lazy::Lazy;
+
+/// Unbounded levels are capped here (quantum 2^63 × base is beyond any run).
+const LEVEL_CAP: u32 = 63;
+
+pub const ENTRY: PolicyEntry = PolicyEntry {
+    name: "mlfq",
+    summary: "naive MLFQ: all arrivals join level 0, quantum base·ratio^p, demote on exhaustion, starvation promotion (preset code|paper)",
+    build,
+    default_predictor: "oracle",
+    forced_predictor: None,
+};
+
+fn build(
+    table: Option<&toml::Value>,
+    env: &PolicyEnv,
+) -> Result<(Box<dyn Policy>, serde_json::Value)> {
+    let (params, _) = parse_params::<Params>("mlfq", table)?;
+    let cfg = params.resolve(false, env.cost.as_ref(), "mlfq")?;
+    let json = serde_json::to_value(&cfg).map_err(|e| SimError::config(e.to_string()))?;
+    Ok((Box::new(Mlfq::new(cfg, env.cost.clone(), "mlfq")), json))
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct State {
+    level: u32,
+    attained_ns: Ns,
+    last_step_ns: Ns,
+    demotions: u32,
+    promotions: u32,
+}
+
+/// The MLFQ mechanism shared by `mlfq` and `skip-join-mlfq`.
+#[derive(Clone)]
+pub struct Mlfq {
+    cfg: Config,
+    name: &'static str,
+    cost: Arc<dyn CostModel>,
+    state: Vec<State>,
+    iterations: u64,
+    /// Every queued request in priority order: level 0 first, front of each level first (so
+    /// sorted by level). The levels are its runs of equal `State::level`.
+    order: Vec<Slot>,
+    /// Scratch for rebuilding `order` (double buffer).
+    next_order: Vec<Slot>,
+    /// Scratch: requeued requests grouped by their new level.
+    requeued: Vec<Slot>,
+    promote_buf: Vec<Slot>,
+    taken: Vec<bool>,
+    /// Scratch for [`Mlfq::requeue_batch`]: the batch's new states.
+    new_states: Vec<State>,
+    /// Queue entries [`Mlfq::requeue_batch`] looked at one by one (bulk copies aside): a work
+    /// count for tests.
+    requeue_touched: u64,
+    /// Set while a stepwise fast-forward is followed lazily (see [`Lazy`]).
+    lazy: Lazy,
+    /// `quantum_ns(p)` for every level (computed once: it is on every iteration's path).
+    quantum_ns_table: Vec<Ns>,
+    scores: Vec<f64>,
+}
+
+impl Mlfq {
+    pub fn new(cfg: Config, cost: Arc<dyn CostModel>, name: &'static str) -> Self {
+        Mlfq {
+            cfg,
+            name,
+            cost,
+            state: Vec::new(),
+            iterations: 0,
+            order: Vec::new(),
+            next_order: Vec::new(),
+            requeued: Vec::new(),
+            promote_buf: Vec::new(),
+            taken: Vec::new(),
+            new_states: Vec::new(),
+            requeue_touched: 0,
+            lazy: Lazy {
+                bound_ns: i64::MAX,
+                ..Lazy::default()
+            },
+            quantum_ns_table: Vec::new(),
+            scores: Vec::new(),
+        }
+        .with_quantum_table()
+    }
+
+    fn with_quantum_table(mut self) -> Self {
+        self.quantum_ns_table = (0..=LEVEL_CAP).map(|p| self.quantum_ns(p)).collect();
+        self
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    fn max_level(&self) -> u32 {
+        if self.cfg.max_levels == 0 {
+            LEVEL_CAP
+        } else {
+            (self.cfg.max_levels - 1).min(LEVEL_CAP)
+        }
+    }
+
+    /// Quantum of level `p` in seconds.
+    pub fn quantum_s(&self, p: u32) -> f64 {
+        self.cfg.base_quantum_s * self.cfg.ratio.powi(p as i32)
+    }
+
+    /// Quantum of level `p` in whole nanoseconds (nearest; saturating), the unit attained service
+    /// is counted in. Comparing in seconds would demote a request whose attained service equals
+    /// the quantum whenever `base · ratio^p` rounds below its decimal value (e.g. 0.009 × 3).
+    pub fn quantum_ns(&self, p: u32) -> Ns {
+        (self.quantum_s(p) * 1e9).round() as Ns
+    }
+
+    /// The highest level (smallest p) whose quantum covers `t_s`.
+    pub fn level_covering(&self, t_s: f64) -> u32 {
+        let mut p = 0;
+        while p < self.max_level() && self.quantum_s(p) < t_s {
+            p += 1;
+        }
+        p
+    }
+
+    /// Put `s` (its state set) at the back of its level.
+    fn push_back(&mut self, s: Slot) {
+        let level = self.state[s as usize].level;
+        let state = &self.state;
+        let at = self
+            .order
+            .partition_point(|&x| state[x as usize].level <= level);
+        self.order.insert(at, s);
+    }
+
+    fn remove_from_order(&mut self, s: Slot) {
+        let level = self.state[s as usize].level;
+        let state = &self.state;
+        let from = self
+            .order
+            .partition_point(|&x| state[x as usize].level < level);
+        if let Some(i) = self.order[from..].iter().position(|&x| x == s) {
+            self.order.remove(from + i);
+        }
+    }
+
+    fn mark_taken(&mut self, slots: &[Slot], taken: bool) {
+        if self.taken.len() < self.state.len() {
+            self.taken.resize(self.state.len(), false);
+        }
+        for &s in slots {
+            self.taken[s as usize] = taken;
+        }
+    }
+
+    fn prefill_time_s(&self, tokens: u32) -> f64 {
+        let mut b = BatchShape::default();
+        b.add_prefill(tokens);
+        // A cost-model error here would already have failed the first iteration; treat as 0.
+        self.cost.iteration_s(&b).unwrap_or(0.0)
+    }
+
+    fn decode_time_s(&self, context: u32) -> f64 {
+        let mut b = BatchShape::default();
+        b.add_decode(context);
+        self.cost.iteration_s(&b).unwrap_or(0.0)
+    }
+
+    fn starvation_check(&mut self, now: Ns) {
+        // Nearest, not truncated: 1.001 s × 1e9 = 1000999999.9999999 must not fire 1 ns early.
+        let threshold_ns = (self.cfg.starvation_threshold_s * 1e9).round() as Ns;
+        self.promote_buf.clear();
+        for &s in &self.order {
+            let st = &self.state[s as usize];
+            if now.saturating_sub(st.last_step_ns) >= threshold_ns {
+                self.promote_buf.push(s);
+            }
+        }
+        if self.promote_buf.is_empty() {
+            return;
+        }
+        let buf = std::mem::take(&mut self.promote_buf);
+        self.mark_taken(&buf, true);
+        let reset = self.cfg.reset_attained_on_promotion;
+        for &s in &buf {
+            let st = &mut self.state[s as usize];
+            if st.level > 0 {
+                st.promotions += 1;
+            }
+            st.level = 0;
+            if reset {
+                st.attained_ns = 0;
+            }
+        }
+        // As `requeue_batch`: pushed one at a time to the front of level 0 in queue order with
+        // `requeue_reverses_batch` (so the last one pushed comes first), else in reverse order.
+        let mut next = std::mem::take(&mut self.next_order);
+        next.clear();
+        if self.cfg.requeue_reverses_batch {
+            next.extend(buf.iter().rev());
+        } else {
+            next.extend_from_slice(&buf);
+        }
+        let taken = &self.taken;
+        next.extend(self.order.iter().filter(|&&x| !taken[x as usize]));
+        self.next_order = std::mem::replace(&mut self.order, next);
+        self.mark_taken(&buf, false);
+        self.promote_buf = buf;
+    }
+}
+
+impl Policy for Mlfq {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn on_arrival(&mut self, s: Slot, view: &ReplicaView) -> Result<()> {
+        let r = view.req(s);
+        let level = if self.cfg.skip_join {
+            self.level_covering(self.prefill_time_s(r.input_tokens))
+        } else {
+            0
+        };
+        if self.state.len() <= s as usize {
+            self.state.resize(s as usize + 1, State::default());
+        }
+        self.state[s as usize] = State {
+            level,
+            attained_ns: 0,
+            last_step_ns: if self.cfg.starvation_clock_from_zero {
+                0
+            } else {
+                view.now_ns
+            },
+            demotions: 0,
+            promotions: 0,
+        };
+        self.enqueue_arrival(s);
+        Ok(())
+    }
+
+    fn schedule(&mut self, view: &ReplicaView, plan: &mut Plan) {
+        self.materialize();
+        plan.clear();
+        self.iterations += 1;
+        if self
+            .iterations
+            .is_multiple_of(self.cfg.starvation_period_iterations)
+        {
+            self.starvation_check(view.now_ns);
+        }
+        let misfit = match self.cfg.misfit {
+            MisfitRule::Stop => Misfit::Stop,
+            MisfitRule::Skip => Misfit::Skip,
+        };
+        let defer_new = view.host_capacity_blocks() > 0
+            && self.cfg.preemption == PreemptionChoice::Swap
+            && (view.host_free_blocks() as f64)
+                < self.cfg.defer_new_below_host_free_frac * view.host_capacity_blocks() as f64;
+        let free_after = form_priority_batch(
+            view,
+            &self.order,
+            misfit,
+            self.preemption(),
+            defer_new,
+            plan,
+        );
+        self.proactive(view, plan, free_after);
+    }
+
+    fn on_iteration_end(&mut self, batch: &[Slot], duration_ns: Ns, view: &ReplicaView) {
+        if self.lazy.active
+            && self.cfg.requeue_reverses_batch
+            && self.cfg.demotion == Demotion::OneLevel
+        {
+            // The run's last iteration: its batch is every request followed lazily but the
+            // fresh arrivals.
+            debug_assert_eq!(
+                batch.len() + self.lazy.fresh_slots.len(),
+                self.lazy.levels.iter().map(VecDeque::len).sum::<usize>()
+            );
+            self.requeue_lazy(duration_ns, view.now_ns);
+            return;
+        }
+        self.materialize();
+        if batch.is_empty() {
+            return;
+        }
+        self.requeue_batch(batch, duration_ns, view.now_ns, |s| view.req(s).kv_tokens);
+    }
+
+    /// The plan repeats while: the batch is a prefix of the priority order (so the first request
+    /// left out stays out: its reason — batch full, KV blocks, deferral — cannot ease while free
+    /// blocks only shrink), nobody in the batch passes its quantum (no demotion), no queued request
+    /// reaches the starvation threshold, and proactive offloading keeps its reserve without a swap.
+    fn steady(&self, batch: &[Slot], view: &ReplicaView) -> Option<Steady> {
+        debug_assert!(!self.lazy.active, "schedule wrote the lazy state back");
+        if batch.len() > self.order.len() || self.order[..batch.len()] != *batch {
+            return None;
+        }
+        let threshold_ns = (self.cfg.starvation_threshold_s * 1e9).round() as Ns;
+        if threshold_ns == 0 {
+            return None;
+        }
+        if batch.len() == self.order.len() {
+            // The batch holds every request: demotions and requeues reorder it but cannot change
+            // it (nobody is left out, nobody waits to be promoted, no swap has a candidate); the
+            // engine checks memory. Followed step by step.
+            // A prefill in it repeats as a decode, and a completion leaves every other request in
+            // it: the plan is still "everyone".
+            return Some(Steady {
+                stepwise: true,
+                with_prefills: true,
+                through_completions: true,
+                ..Steady::UNBOUNDED
+            });
+        }
+        let mut max_service_ns = Ns::MAX;
+        for &s in batch {
+            let st = &self.state[s as usize];
+            if st.level < self.max_level() {
+                let q = self.quantum_ns_table[st.level as usize];
+                max_service_ns = max_service_ns.min(q.saturating_sub(st.attained_ns));
+            }
+        }
+        let until_ns = self.order[batch.len()..]
+            .iter()
+            .map(|&s| {
+                self.state[s as usize]
+                    .last_step_ns
+                    .saturating_add(threshold_ns)
+            })
+            .min()
+            .unwrap_or(Ns::MAX);
+        let offloading =
+            self.cfg.preemption == PreemptionChoice::Swap && view.host_capacity_blocks() > 0;
+        let proactive = offloading
+            && match self.cfg.offload {
+                Offload::Reactive => false,
+                Offload::Proactive => true,
+                // ENST moves with the clock: its swap order can change while nothing else does.
+                Offload::Paper => return None,
+            };
+        let min_free_blocks = if proactive {
+            // No swap-out while free blocks cover the reserve plus what the first request left
+            // out without GPU memory needs; no swap-in became possible (free blocks only shrink).
+            let reserve = view.limits.max_batch_size.max(self.cfg.min_free_blocks);
+            let blocked = self.order[batch.len()..]
+                .iter()
+                .find(|&&s| matches!(view.req(s).kv_loc, KvLoc::None | KvLoc::Host));
+            let need = blocked.map_or(0, |&s| view.extra_blocks_for_next(s));
+            let min = reserve.saturating_add(need);
+            if view.free_blocks() < min {
+                return None;
+            }
+            min
+        } else {
+            0
+        };
+        Some(Steady {
+            max_iterations: u64::MAX,
+            min_free_blocks,
+            max_service_ns,
+            until_ns,
+            ..Steady::UNBOUNDED
+        })
+    }
+
+    fn on_steady_step(
+        &mut self,
+        batch: &mut [Slot],
+        repeat: u64,
+        duration_ns: Ns,
+        view: &ReplicaView,
+    ) {
+        // What `on_iteration_end` does, with the batch = every queued request, followed lazily.
+        let _ = batch;
+        if !self.lazy.active {
+            self.lazy_begin();
+        }
+        self.lazy_step(duration_ns, view.now_ns, |s| {
+            view.req(s).kv_tokens_after_next() + repeat as u32 - 1
+        });
+        // What the next `schedule` does before forming the (same) batch: count the boundary and
+        // maybe run the starvation check, which promotes nobody (everyone just ran).
+        self.iterations += 1;
+    }
+
+    fn on_steady_begin(&mut self, max_service_ns: Ns) {
+        self.lazy.bound_ns = max_service_ns.min(i64::MAX as Ns) as i64;
+    }
+
+    fn steady_order(&mut self, batch: &mut [Slot]) {
+        if self.lazy.active {
+            let lz = &self.lazy;
+            let mut i = 0;
+            for (p, q) in lz.levels.iter().enumerate() {
+                if q.is_empty() {
+                    continue;
+                }
+                let out = &mut batch[i..i + q.len()];
+                if lz.reversed(p) {
+                    for (o, &s) in out.iter_mut().zip(q.iter().rev()) {
+                        *o = s;
+                    }
+                } else {
+                    let (a, b) = q.as_slices();
+                    out[..a.len()].copy_from_slice(a);
+                    out[a.len()..].copy_from_slice(b);
+                }
+                i += q.len();
+            }
+        } else {
+            batch.copy_from_slice(&self.order[..batch.len()]);
+        }
+    }
+
+    fn on_steady_iterations(
+        &mut self,
+        batch: &mut [Slot],
+        iterations: u64,
+        service_ns: Ns,
+        view: &ReplicaView,
+    ) {
+        self.materialize();
+        self.iterations += iterations;
+        for &s in batch.iter() {
+            let st = &mut self.state[s as usize];
+            st.attained_ns += service_ns;
+            st.last_step_ns = view.now_ns;
+        }
+        // Each requeue puts the batch back at the front of its levels, reversed when
+        // `requeue_reverses_batch`: the batch is a prefix of the order, i.e. whole levels and the
+        // front of one, so an odd number of requeues reverses each level's batch segment.
+        if self.cfg.requeue_reverses_batch && iterations % 2 == 1 {
+            let prefix = &mut self.order[..batch.len()];
+            let mut from = 0;
+            while from < prefix.len() {
+                let level = self.state[prefix[from] as usize].level;
+                let len = prefix[from..]
+                    .iter()
+                    .take_while(|&&x| self.state[x as usize].level == level)
+                    .count();
+                prefix[from..from + len].reverse();
+                from += len;
+            }
+        }
+        batch.copy_from_slice(&self.order[..batch.len()]);
+    }
+
+    fn on_finish(&mut self, s: Slot) {
+        if self.lazy.active {
+            let p = self.state[s as usize].level as usize;
+            self.lazy.remove(p, s);
+            self.lazy.version[s as usize] += 1;
+            return;
+        }
+        self.remove_from_order(s);
+    }
+
+    fn describe(&self, s: Slot) -> PolicyInfo {
+        let st = &self.state[s as usize];
+        PolicyInfo {
+            priority: st.level as f64,
+            demotions: st.demotions,
+            promotions: st.promotions,
+        }
+    }
+}

@@ -1,0 +1,272 @@
+use super::*;
+use crate::cost::constant::ConstantCost;
+use crate::engine::KvPool;
+use crate::engine::request::{Request, Slab};
+use crate::policy::{Limits, PreemptMode, RunItem};
+use crate::swap::KvOffload;
+
+const MS: Ns = 1_000_000;
+
+fn req(id: u64) -> Request {
+    Request {
+        generated_tokens: 50,
+        kv_tokens: 100,
+        blocks: 10,
+        kv_loc: KvLoc::Gpu,
+        ..Request::new(id, 0, 50, 100, 100)
+    }
+}
+
+/// Four resident requests (10 blocks each, a full 40-block GPU): 0 and 1 at level 0 (0 has
+/// used 4 ms of its 10 ms quantum), 2 and 3 at level 2 (quantum 40 ms; 2 has used 5 ms and
+/// idled 1 s, 3 idled 2.99 s of the 3 s starvation threshold). B = 2.
+fn setup(offload: Offload) -> (Mlfq, Slab, KvPool, KvPool, Ns) {
+    let cost = Arc::new(ConstantCost { iteration_s: 0.01 });
+    let mut cfg = Params::default()
+        .resolve(false, cost.as_ref(), "mlfq")
+        .unwrap();
+    cfg.offload = offload;
+    let mut m = Mlfq::new(cfg, cost, "mlfq");
+    let mut reqs = Slab::default();
+    let now = 10_000 * MS;
+    let states = [
+        (0, 4 * MS, now),
+        (0, 0, now),
+        (2, 5 * MS, now - 1000 * MS),
+        (2, 0, now - 2990 * MS),
+    ];
+    for (i, &(level, attained_ns, last_step_ns)) in states.iter().enumerate() {
+        let s = reqs.insert(req(i as u64));
+        m.state.resize(s as usize + 1, State::default());
+        m.state[s as usize] = State {
+            level,
+            attained_ns,
+            last_step_ns,
+            ..State::default()
+        };
+        m.push_back(s);
+    }
+    let mut kv = KvPool::new(40, 16);
+    assert!(kv.try_alloc(40));
+    (m, reqs, kv, KvPool::new(100, 16), now)
+}
+
+fn view<'a>(reqs: &'a Slab, kv: &'a KvPool, host: &'a KvPool, now: Ns) -> ReplicaView<'a> {
+    ReplicaView {
+        reqs,
+        kv,
+        host,
+        offload: KvOffload::default(),
+        now_ns: now,
+        limits: Limits {
+            max_batch_size: 2,
+            max_batch_tokens: 2048,
+            max_context_tokens: 2048,
+        },
+    }
+}
+
+/// The lazily followed run's last iteration, requeued straight from the lazy levels, leaves
+/// the same order and states as writing everything back and requeueing the batch — with
+/// demotions at the end, levels read either way and fresh arrivals at levels that also receive
+/// demoted requests. Pseudo-random states, 300 cases.
+#[test]
+fn lazy_requeue_equals_write_back_then_requeue() {
+    let cost = Arc::new(ConstantCost { iteration_s: 0.01 });
+    let cfg = Params::default()
+        .resolve(true, cost.as_ref(), "skip-join-mlfq")
+        .unwrap();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut rand = |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    for _ in 0..300 {
+        let mut m = Mlfq::new(cfg.clone(), cost.clone(), "skip-join-mlfq");
+        let queued = 1 + rand(14) as usize;
+        let mut slots: Vec<Slot> = (0..queued as Slot).collect();
+        slots.sort_by_key(|_| rand(1000));
+        for &s in &slots {
+            let level = rand(4) as u32;
+            m.state
+                .resize(m.state.len().max(s as usize + 1), State::default());
+            m.state[s as usize] = State {
+                level,
+                attained_ns: rand(m.quantum_ns(level) + 1),
+                ..State::default()
+            };
+            m.push_back(s);
+        }
+        m.on_steady_begin(Ns::MAX);
+        m.lazy_begin();
+        for k in 0..rand(4) {
+            m.lazy_step(1 + rand(30 * MS), (k + 1) * 100 * MS, |_| 0);
+        }
+        let mut batch = vec![0; queued];
+        m.steady_order(&mut batch);
+        for f in 0..rand(4) as Slot {
+            let s = queued as Slot + f;
+            m.state.resize(s as usize + 1, State::default());
+            m.state[s as usize] = State {
+                level: rand(4) as u32,
+                last_step_ns: 7,
+                ..State::default()
+            };
+            m.enqueue_arrival(s);
+        }
+        let (dur, now) = (1 + rand(30 * MS), 1000 * MS);
+        let mut lazy = m.clone();
+        lazy.requeue_lazy(dur, now);
+        let mut eager = m.clone();
+        eager.materialize();
+        eager.requeue_batch(&batch, dur, now, |_| 0);
+        assert_eq!(lazy.order, eager.order);
+        for s in 0..lazy.state.len() {
+            let (a, b) = (lazy.state[s], eager.state[s]);
+            assert_eq!(
+                (a.level, a.attained_ns, a.last_step_ns, a.demotions),
+                (b.level, b.attained_ns, b.last_step_ns, b.demotions)
+            );
+        }
+        assert!(!lazy.lazy.active && !eager.lazy.active);
+    }
+}
+
+/// Hand-computed ENST (quanta q0 = 10 ms, q1 = 20 ms, q2 = 40 ms; Q(2) = 30 ms):
+/// - 0: nobody ahead → T_execute 0; level 0 → ENST 0;
+/// - 1: 0 ahead in its level: (10 − 4) ms / 2 = 3 ms;
+/// - 2: 0 and 1 ahead from level 0: ((30 − 4) + (30 − 0)) ms / 2 = 28 ms; T_promote = 3 − 1 =
+///   2 s → ENST 28 ms;
+/// - 3: those plus 2 in its level: (56 + (40 − 5)) ms / 2 = 45.5 ms, but T_promote =
+///   3 − 2.99 = 10 ms → ENST 10 ms.
+#[test]
+fn enst_by_hand() {
+    let (mut m, reqs, kv, host, now) = setup(Offload::Paper);
+    m.enst_s(&view(&reqs, &kv, &host, now));
+    let want = [0.0, 0.003, 0.028, 0.010];
+    for (got, want) in m.scores.iter().zip(want) {
+        assert!((got - want).abs() < 1e-12, "{:?} vs {want:?}", m.scores);
+    }
+}
+
+/// With 0 and 1 in the batch and no free block, the reserve (B = 2 blocks) needs one
+/// swap-out: the paper's order picks the largest ENST (request 2, 28 ms), the code's order
+/// the last one queued (request 3, whose ENST is only 10 ms: it is about to be promoted).
+#[test]
+fn paper_swaps_out_largest_enst_code_swaps_out_last_queued() {
+    for (offload, victim) in [(Offload::Paper, 2), (Offload::Proactive, 3)] {
+        let (mut m, reqs, kv, host, now) = setup(offload);
+        let v = view(&reqs, &kv, &host, now);
+        let mut plan = Plan::default();
+        for s in [0, 1] {
+            plan.run.push(RunItem {
+                slot: s,
+                reserve_blocks: 0,
+            });
+        }
+        m.proactive(&v, &mut plan, 0);
+        assert_eq!(
+            plan.preempt,
+            vec![(victim, PreemptMode::Swap)],
+            "{offload:?}"
+        );
+        assert!(plan.swap_in.is_empty());
+    }
+}
+
+/// The order `requeue_batch` must give, rebuilt from scratch: level by level, the batch
+/// members now at that level (reversed with `requeue_reverses_batch`), then its other members
+/// in their old order.
+fn requeue_reference(m: &Mlfq, old: &[Slot], batch: &[Slot]) -> Vec<Slot> {
+    let mut out = Vec::new();
+    for p in 0..=LEVEL_CAP {
+        let at = |&&s: &&Slot| m.state[s as usize].level == p;
+        let mut group: Vec<Slot> = batch.iter().filter(at).copied().collect();
+        if m.cfg.requeue_reverses_batch {
+            group.reverse();
+        }
+        out.extend(group);
+        out.extend(old.iter().filter(at).filter(|s| !batch.contains(s)));
+    }
+    out
+}
+
+/// Requeueing a batch of 17 in front of a queue of 10,000 looks at the batch's entries only
+/// (the rest of the changed prefix moves by bulk copy): the work of a boundary does not grow
+/// with the queue. Random small queues and batches (prefix or not) give the rebuilt order.
+#[test]
+fn requeue_batch_matches_a_full_rebuild_and_touches_only_the_batch() {
+    let cost = Arc::new(ConstantCost { iteration_s: 0.01 });
+    for reverses in [true, false] {
+        let mut cfg = Params::default()
+            .resolve(false, cost.as_ref(), "mlfq")
+            .unwrap();
+        cfg.requeue_reverses_batch = reverses;
+        let mut m = Mlfq::new(cfg.clone(), cost.clone(), "mlfq");
+        let n: Slot = 10_000;
+        m.state.resize(n as usize, State::default());
+        // Slot 16 first, so at the front of level 1; 0..16 at the front of level 0 (8..16
+        // pass their 10 ms quantum in the next 10 ms iteration); the rest at levels 0, 1, 3.
+        for s in std::iter::once(16).chain(0..16).chain(17..n) {
+            m.state[s as usize] = State {
+                level: match s {
+                    0..=15 => 0,
+                    16 => 1,
+                    _ => [0, 1, 3][s as usize % 3],
+                },
+                attained_ns: if (8..16).contains(&s) { 5 * MS } else { 0 },
+                ..State::default()
+            };
+            m.push_back(s);
+        }
+        let batch: Vec<Slot> = (0..17).collect();
+        let old = m.order.clone();
+        m.requeue_batch(&batch, 10 * MS, 20 * MS, |_| 0);
+        assert_eq!(m.order, requeue_reference(&m, &old, &batch));
+        assert!(
+            m.requeue_touched <= batch.len() as u64,
+            "looked at {} queue entries for a batch of {}",
+            m.requeue_touched,
+            batch.len()
+        );
+    }
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut rand = |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    for _ in 0..500 {
+        let mut cfg = Params {
+            preset: if rand(2) == 0 {
+                Preset::Code
+            } else {
+                Preset::Paper
+            },
+            ..Params::default()
+        }
+        .resolve(false, cost.as_ref(), "mlfq")
+        .unwrap();
+        cfg.requeue_reverses_batch = rand(2) == 0;
+        cfg.max_levels = rand(5) as u32;
+        let mut m = Mlfq::new(cfg, cost.clone(), "mlfq");
+        let queued = 1 + rand(20) as Slot;
+        for s in 0..queued {
+            let level = rand(4) as u32;
+            m.state.push(State {
+                level,
+                attained_ns: rand(m.quantum_ns(level) + 1),
+                ..State::default()
+            });
+            m.push_back(s);
+        }
+        let old = m.order.clone();
+        let batch: Vec<Slot> = old.iter().copied().filter(|_| rand(3) == 0).collect();
+        let kv_tokens = rand(2000) as u32;
+        m.requeue_batch(&batch, rand(30 * MS), 1, |_| kv_tokens);
+        assert_eq!(m.order, requeue_reference(&m, &old, &batch));
+    }
+}
