@@ -200,6 +200,7 @@ impl Mlfq {
             st.level = next;
             st.attained_ns = 0;
             st.demotions += 1;
+            self.hist[next as usize].demotions_in += 1;
             let lz = &mut self.lazy;
             lz.since_ns[s as usize] = lz.service_ns;
             lz.version[s as usize] += 1;
@@ -237,6 +238,7 @@ impl Mlfq {
         let mut tail = std::mem::take(&mut lz.tail);
         into.clear();
         let state = &mut self.state;
+        let hist = &mut self.hist;
         for p in 0..lz.levels.len() {
             let q = &lz.levels[p];
             if q.is_empty() && into.is_empty() {
@@ -257,6 +259,7 @@ impl Mlfq {
                     st.level += 1;
                     st.attained_ns = 0;
                     st.demotions += 1;
+                    hist[st.level as usize].demotions_in += 1;
                     out.push(s);
                 } else {
                     next.push(s);

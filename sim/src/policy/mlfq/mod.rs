@@ -47,18 +47,22 @@ mod lazy;
 mod offload;
 mod params;
 mod queues;
+mod reserve;
 #[cfg(test)]
 mod tests;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-pub use params::{Config, Demotion, MisfitRule, Offload, Params, Preset, min_iteration_s};
+pub use params::{
+    BatchMemory, Config, Demotion, HostFull, MisfitRule, Offload, Params, Preset, StarvationCheck,
+    min_iteration_s,
+};
 
 use super::common::{Misfit, form_priority_batch};
 use super::{
-    Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice, ReplicaView, Steady,
-    parse_params,
+    LevelCounts, Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice, ReplicaView,
+    Steady, parse_params,
 };
 use crate::cost::{BatchShape, CostModel};
 use crate::engine::request::{KvLoc, Slot};
@@ -123,6 +127,14 @@ pub struct Mlfq {
     /// `quantum_ns(p)` for every level (computed once: it is on every iteration's path).
     quantum_ns_table: Vec<Ns>,
     scores: Vec<f64>,
+    /// Per level: arrivals, demotions into it, starvation promotions out of it (`summary.json`).
+    hist: Vec<LevelCounts>,
+    /// Scratch: the batch popped at the last boundary (`batch_memory = "reserve"`).
+    popped: Vec<Slot>,
+    /// This policy's swap-outs whose copy may still be in progress.
+    swapping_out: Vec<Slot>,
+    /// Scratch: the batch's slots for the starvation check.
+    run_buf: Vec<Slot>,
 }
 
 impl Mlfq {
@@ -146,6 +158,15 @@ impl Mlfq {
             },
             quantum_ns_table: Vec::new(),
             scores: Vec::new(),
+            hist: (0..=LEVEL_CAP)
+                .map(|level| LevelCounts {
+                    level,
+                    ..LevelCounts::default()
+                })
+                .collect(),
+            popped: Vec::new(),
+            swapping_out: Vec::new(),
+            run_buf: Vec::new(),
         }
         .with_quantum_table()
     }
@@ -231,16 +252,23 @@ impl Mlfq {
         self.cost.iteration_s(&b).unwrap_or(0.0)
     }
 
-    fn starvation_check(&mut self, now: Ns) {
+    /// Promote every queued request idle for at least the starvation threshold, but those of
+    /// `skip` (the batch just formed, with `starvation_check = "after-batch"`).
+    fn starvation_check(&mut self, now: Ns, skip: &[Slot]) {
+        if self.cfg.fifo {
+            return;
+        }
         // Nearest, not truncated: 1.001 s × 1e9 = 1000999999.9999999 must not fire 1 ns early.
         let threshold_ns = (self.cfg.starvation_threshold_s * 1e9).round() as Ns;
         self.promote_buf.clear();
+        self.mark_taken(skip, true);
         for &s in &self.order {
             let st = &self.state[s as usize];
-            if now.saturating_sub(st.last_step_ns) >= threshold_ns {
+            if now.saturating_sub(st.last_step_ns) >= threshold_ns && !self.taken[s as usize] {
                 self.promote_buf.push(s);
             }
         }
+        self.mark_taken(skip, false);
         if self.promote_buf.is_empty() {
             return;
         }
@@ -251,6 +279,7 @@ impl Mlfq {
             let st = &mut self.state[s as usize];
             if st.level > 0 {
                 st.promotions += 1;
+                self.hist[st.level as usize].promotions_out += 1;
             }
             st.level = 0;
             if reset {
@@ -271,6 +300,33 @@ impl Mlfq {
         self.next_order = std::mem::replace(&mut self.order, next);
         self.mark_taken(&buf, false);
         self.promote_buf = buf;
+    }
+}
+
+impl Mlfq {
+    /// Form this boundary's batch and memory plan (`batch_memory`).
+    fn form_batch(&mut self, view: &ReplicaView, plan: &mut Plan) {
+        let misfit = match self.cfg.misfit {
+            MisfitRule::Stop => Misfit::Stop,
+            MisfitRule::Skip => Misfit::Skip,
+        };
+        let defer_new = view.host_capacity_blocks() > 0
+            && self.cfg.preemption == PreemptionChoice::Swap
+            && (view.host_free_blocks() as f64)
+                < self.cfg.defer_new_below_host_free_frac * view.host_capacity_blocks() as f64;
+        if self.cfg.batch_memory == BatchMemory::Reserve {
+            self.schedule_reserve(view, plan, defer_new);
+            return;
+        }
+        let free_after = form_priority_batch(
+            view,
+            &self.order,
+            misfit,
+            self.preemption(),
+            defer_new,
+            plan,
+        );
+        self.proactive(view, plan, free_after);
     }
 }
 
@@ -300,6 +356,7 @@ impl Policy for Mlfq {
             demotions: 0,
             promotions: 0,
         };
+        self.hist[level as usize].arrivals += 1;
         self.enqueue_arrival(s);
         Ok(())
     }
@@ -308,29 +365,22 @@ impl Policy for Mlfq {
         self.materialize();
         plan.clear();
         self.iterations += 1;
-        if self
+        let check = self
             .iterations
-            .is_multiple_of(self.cfg.starvation_period_iterations)
-        {
-            self.starvation_check(view.now_ns);
+            .is_multiple_of(self.cfg.starvation_period_iterations);
+        if check && self.cfg.starvation_check == StarvationCheck::BeforeBatch {
+            self.starvation_check(view.now_ns, &[]);
         }
-        let misfit = match self.cfg.misfit {
-            MisfitRule::Stop => Misfit::Stop,
-            MisfitRule::Skip => Misfit::Skip,
-        };
-        let defer_new = view.host_capacity_blocks() > 0
-            && self.cfg.preemption == PreemptionChoice::Swap
-            && (view.host_free_blocks() as f64)
-                < self.cfg.defer_new_below_host_free_frac * view.host_capacity_blocks() as f64;
-        let free_after = form_priority_batch(
-            view,
-            &self.order,
-            misfit,
-            self.preemption(),
-            defer_new,
-            plan,
-        );
-        self.proactive(view, plan, free_after);
+        self.form_batch(view, plan);
+        if check && self.cfg.starvation_check == StarvationCheck::AfterBatch {
+            // FastServe's `get_next_batch` ends with `prevent_starvation` over the queues the
+            // batch was popped from: the batch's members are not promoted.
+            let mut run = std::mem::take(&mut self.run_buf);
+            run.clear();
+            run.extend(plan.run.iter().map(|i| i.slot));
+            self.starvation_check(view.now_ns, &run);
+            self.run_buf = run;
+        }
     }
 
     fn on_iteration_end(&mut self, batch: &[Slot], duration_ns: Ns, view: &ReplicaView) {
@@ -351,6 +401,15 @@ impl Policy for Mlfq {
         if batch.is_empty() {
             return;
         }
+        if self.cfg.fifo {
+            // `fcfs-swap`: one level, arrival order kept (nobody moves to the front).
+            for &s in batch {
+                let st = &mut self.state[s as usize];
+                st.attained_ns += duration_ns;
+                st.last_step_ns = view.now_ns;
+            }
+            return;
+        }
         self.requeue_batch(batch, duration_ns, view.now_ns, |s| view.req(s).kv_tokens);
     }
 
@@ -367,7 +426,21 @@ impl Policy for Mlfq {
         if threshold_ns == 0 {
             return None;
         }
-        if batch.len() == self.order.len() {
+        // `batch_memory = "reserve"`: the repeat's decision is the same while the blocks left free
+        // after its allocations cover the reserve (else `reserve_free_blocks` would swap out or
+        // drop batch members); a proactive swap-in cannot become possible (free blocks only
+        // shrink) and the popped batch is the same (the first request left out of a prefix stays
+        // out: its reason — batch full, deferral, memory — cannot ease).
+        let reserve_floor = if self.cfg.batch_memory == BatchMemory::Reserve
+            && self.cfg.preemption == PreemptionChoice::Swap
+            && view.host_capacity_blocks() > 0
+            && self.cfg.offload == Offload::Proactive
+        {
+            view.limits.max_batch_size.max(self.cfg.min_free_blocks)
+        } else {
+            0
+        };
+        if batch.len() == self.order.len() && !self.cfg.fifo {
             // The batch holds every request: demotions and requeues reorder it but cannot change
             // it (nobody is left out, nobody waits to be promoted, no swap has a candidate); the
             // engine checks memory. Followed step by step.
@@ -377,6 +450,7 @@ impl Policy for Mlfq {
                 stepwise: true,
                 with_prefills: true,
                 through_completions: true,
+                min_free_blocks: reserve_floor,
                 ..Steady::UNBOUNDED
             });
         }
@@ -406,7 +480,9 @@ impl Policy for Mlfq {
                 // ENST moves with the clock: its swap order can change while nothing else does.
                 Offload::Paper => return None,
             };
-        let min_free_blocks = if proactive {
+        let min_free_blocks = if self.cfg.batch_memory == BatchMemory::Reserve {
+            reserve_floor
+        } else if proactive {
             // No swap-out while free blocks cover the reserve plus what the first request left
             // out without GPU memory needs; no swap-in became possible (free blocks only shrink).
             let reserve = view.limits.max_batch_size.max(self.cfg.min_free_blocks);
@@ -521,6 +597,16 @@ impl Policy for Mlfq {
             return;
         }
         self.remove_from_order(s);
+    }
+
+    fn level_counts(&self) -> Option<Vec<LevelCounts>> {
+        // Every level up to the lowest one anything reached (the rest are all zeros).
+        let used = self
+            .hist
+            .iter()
+            .rposition(|c| c.arrivals + c.demotions_in + c.promotions_out > 0)
+            .map_or(1, |p| p + 1);
+        Some(self.hist[..used].to_vec())
     }
 
     fn describe(&self, s: Slot) -> PolicyInfo {

@@ -48,6 +48,45 @@ pub struct Params {
     pub min_free_blocks: Option<u32>,
     pub defer_new_below_host_free_frac: Option<f64>,
     pub swap_in_window: Option<u32>,
+    pub batch_memory: Option<BatchMemory>,
+    pub host_full: Option<HostFull>,
+    pub starvation_check: Option<StarvationCheck>,
+}
+
+/// How a batch gets its GPU memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchMemory {
+    /// FastServe's code (`MLFQ.get_next_batch` + `reserve_free_blocks`): pop the batch by priority
+    /// with only the size and token checks, then swap out queued GPU-resident requests from the
+    /// lowest priority up until the batch (and the reserve) fits, and only then drop batch members
+    /// from the batch's tail.
+    Reserve,
+    /// Each candidate, in priority order, takes the blocks it needs from the lowest-priority
+    /// resident requests as it joins ([`crate::policy::common::form_priority_batch`]).
+    Evict,
+}
+
+/// What happens when a swap-out has no room in the host pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostFull {
+    /// Nobody is evicted without host room: the request that needed the memory waits (see the
+    /// policy header for the exact rule).
+    Defer,
+    /// The victim is preempted by recompute instead.
+    Recompute,
+}
+
+/// When the starvation check runs at a boundary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StarvationCheck {
+    /// Before the batch is formed (promotions change this boundary's batch).
+    BeforeBatch,
+    /// After the batch is formed, over the requests left out of it (FastServe's code: the
+    /// `prevent_starvation` call at the end of `get_next_batch`).
+    AfterBatch,
 }
 
 /// How host memory is used (with `preemption = "swap"`).
@@ -92,6 +131,17 @@ pub struct Config {
     /// (0 = no window, the default: the paper states none). Left out of `config.json` when 0.
     #[serde(skip_serializing_if = "is_zero")]
     pub swap_in_window: u32,
+    pub batch_memory: BatchMemory,
+    pub host_full: HostFull,
+    pub starvation_check: StarvationCheck,
+    /// `fcfs-swap`: one level in arrival order; a batch is not moved to the front when requeued
+    /// and nobody is promoted (not a scenario parameter; left out of `config.json` when false).
+    #[serde(skip_serializing_if = "is_false")]
+    pub fifo: bool,
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
 }
 
 fn is_zero(v: &u32) -> bool {
@@ -113,6 +163,13 @@ impl Params {
             None if code => 0.010,
             None => min_iteration_s(cost)?,
         };
+        let batch_memory =
+            self.batch_memory
+                .unwrap_or(if code && self.offload != Some(Offload::Paper) {
+                    BatchMemory::Reserve
+                } else {
+                    BatchMemory::Evict
+                });
         let c =
             Config {
                 preset: self.preset,
@@ -146,6 +203,17 @@ impl Params {
                 min_free_blocks: self.min_free_blocks.unwrap_or(0),
                 defer_new_below_host_free_frac: self.defer_new_below_host_free_frac.unwrap_or(0.1),
                 swap_in_window: self.swap_in_window.unwrap_or(0),
+                batch_memory,
+                host_full: self.host_full.unwrap_or(match batch_memory {
+                    BatchMemory::Reserve => HostFull::Defer,
+                    BatchMemory::Evict => HostFull::Recompute,
+                }),
+                starvation_check: self.starvation_check.unwrap_or(if code {
+                    StarvationCheck::AfterBatch
+                } else {
+                    StarvationCheck::BeforeBatch
+                }),
+                fifo: false,
             };
         let bad = |m: String| SimError::config(format!("[policies.{policy}] {m}"));
         if !(c.base_quantum_s.is_finite() && c.base_quantum_s > 0.0) {
@@ -162,6 +230,16 @@ impl Params {
         }
         if c.starvation_period_iterations == 0 {
             return Err(bad("starvation_period_iterations must be ≥ 1".into()));
+        }
+        if c.batch_memory == BatchMemory::Reserve && c.offload == Offload::Paper {
+            return Err(bad(
+                "batch_memory = \"reserve\" is FastServe's code and goes with offload = \"proactive\" or \"reactive\", not \"paper\"".into(),
+            ));
+        }
+        if c.host_full == HostFull::Defer && c.batch_memory == BatchMemory::Evict {
+            return Err(bad(
+                "host_full = \"defer\" needs batch_memory = \"reserve\" (the evict rule recomputes a victim the host cannot take)".into(),
+            ));
         }
         Ok(c)
     }

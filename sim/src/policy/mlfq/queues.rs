@@ -54,6 +54,7 @@ impl Mlfq {
                 };
                 st.attained_ns = 0;
                 st.demotions += 1;
+                self.hist[st.level as usize].demotions_in += 1;
             }
             new_states.push(st);
             count[st.level as usize + 1] += 1;

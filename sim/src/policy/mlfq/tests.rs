@@ -270,3 +270,207 @@ fn requeue_batch_matches_a_full_rebuild_and_touches_only_the_batch() {
         assert_eq!(m.order, requeue_reference(&m, &old, &batch));
     }
 }
+
+/// Where a test request's KV is: resident on the GPU (blocks), on the host (GPU blocks it takes
+/// back), or nowhere yet (a new 100-token prompt: 7 blocks of 16 tokens).
+#[derive(Clone, Copy)]
+enum Mem {
+    Gpu(u32),
+    Host(u32),
+    New,
+}
+
+/// Requests queued at level 0 in the given order (a 100-token context each when started; a
+/// started one needs no new block for its next token: 101 tokens ≤ 7 × 16), on a GPU pool of
+/// `gpu_blocks` holding the resident ones and a host pool of `host_blocks` holding the offloaded
+/// ones; `max_batch_size` = `b`. Preset `code` with `edit` applied.
+fn memory_case(
+    mems: &[Mem],
+    gpu_blocks: u32,
+    host_blocks: u32,
+    edit: impl Fn(&mut Config),
+) -> (Mlfq, Slab, KvPool, KvPool) {
+    let cost = Arc::new(ConstantCost { iteration_s: 0.01 });
+    let mut cfg = Params::default()
+        .resolve(true, cost.as_ref(), "skip-join-mlfq")
+        .unwrap();
+    edit(&mut cfg);
+    let mut m = Mlfq::new(cfg, cost, "skip-join-mlfq");
+    let mut reqs = Slab::default();
+    let mut kv = KvPool::new(gpu_blocks, 16);
+    let mut host = KvPool::new(host_blocks, 16);
+    for (i, &mem) in mems.iter().enumerate() {
+        let mut r = Request::new(i as u64, 0, 100, 50, 50);
+        match mem {
+            Mem::Gpu(b) => {
+                (r.generated_tokens, r.kv_tokens, r.blocks, r.kv_loc) = (1, 100, b, KvLoc::Gpu);
+                assert!(kv.try_alloc(b));
+            }
+            Mem::Host(b) => {
+                (r.generated_tokens, r.kv_tokens, r.kv_loc) = (1, 100, KvLoc::Host);
+                (r.host_blocks, r.offloaded_gpu_blocks) = (b, b);
+                assert!(host.try_alloc(b));
+            }
+            Mem::New => {}
+        }
+        let s = reqs.insert(r);
+        m.state.resize(s as usize + 1, State::default());
+        m.state[s as usize] = State {
+            last_step_ns: 10_000 * MS,
+            ..State::default()
+        };
+        m.push_back(s);
+    }
+    (m, reqs, kv, host)
+}
+
+fn view_b<'a>(reqs: &'a Slab, kv: &'a KvPool, host: &'a KvPool, b: u32) -> ReplicaView<'a> {
+    let mut v = view(reqs, kv, host, 10_000 * MS);
+    v.limits.max_batch_size = b;
+    v
+}
+
+fn run_slots(plan: &Plan) -> Vec<Slot> {
+    plan.run.iter().map(|i| i.slot).collect()
+}
+
+/// Proactive swap-in window (`reserve_free_blocks` with no swap-out): B = 2, queue
+/// [0 GPU 10, 1 GPU 10, 2 host 5, 3 new, 4 host 5], GPU 40 blocks (20 free), host 100.
+/// The batch pops 0 and 1 (need 0: their next token fits their blocks); reserve = max(B, 0) = 2;
+/// deficit = 2 + 0 − 20 < 0, so no swap-out and the window walks the queue *after* the batch with
+/// a quota of B = 2: request 2 (host, 20 ≥ 2 + 0 + 5: swapped in), request 3 (never run: counts
+/// against the quota anyway) — quota spent, so 4 stays on the host.
+/// (servesim's earlier rule spent the quota on the batch members 0 and 1: no swap-in at all.)
+#[test]
+fn code_swap_in_window_spends_the_quota_after_the_batch() {
+    use Mem::*;
+    let (mut m, reqs, kv, host) =
+        memory_case(&[Gpu(10), Gpu(10), Host(5), New, Host(5)], 40, 100, |_| {});
+    let v = view_b(&reqs, &kv, &host, 2);
+    let mut plan = Plan::default();
+    m.schedule(&v, &mut plan);
+    assert_eq!(run_slots(&plan), vec![0, 1]);
+    assert!(plan.preempt.is_empty());
+    assert_eq!(plan.swap_in, vec![2]);
+    // A window member that does not fit is passed over, and still counts: with 2 needing 19
+    // blocks (20 < 2 + 0 + 19 = 21) nothing is swapped in (3 takes the rest of the quota).
+    let (mut m, reqs, kv, host) =
+        memory_case(&[Gpu(10), Gpu(10), Host(19), New, Host(5)], 40, 100, |_| {});
+    let v = view_b(&reqs, &kv, &host, 2);
+    m.schedule(&v, &mut plan);
+    assert!(plan.swap_in.is_empty(), "{:?}", plan.swap_in);
+}
+
+/// Swap-out-to-admit (`batch_memory = "reserve"`): B = 2, queue [0 new, 1 GPU 10, 2 GPU 10,
+/// 3 GPU 10, 4 GPU 10] on a full 40-block GPU. The batch pops 0 and 1 by priority (size and token
+/// checks only); need = 7 (0's prompt: ⌈100/16⌉) + 0 = 7, reserve = 2, available = 0, so the
+/// deficit is 2 + 7 − 0 = 9 blocks: swap out from the lowest priority up — 4 (10 blocks) covers it
+/// (9 − 10 < 0). No batch member is dropped. 0's blocks come from that swap-out, whose copy is
+/// still running at this boundary: 0 waits for the next one, 1 (need 0) runs now.
+/// (The evict rule instead gives 0 the blocks of the lowest request and, stop-at-misfit, runs
+/// nobody.)
+#[test]
+fn code_swaps_out_the_lowest_priority_to_admit_the_batch() {
+    use Mem::*;
+    let mems = [New, Gpu(10), Gpu(10), Gpu(10), Gpu(10)];
+    let (mut m, reqs, kv, host) = memory_case(&mems, 40, 100, |_| {});
+    let v = view_b(&reqs, &kv, &host, 2);
+    let mut plan = Plan::default();
+    m.schedule(&v, &mut plan);
+    assert_eq!(plan.preempt, vec![(4, PreemptMode::Swap)]);
+    assert_eq!(run_slots(&plan), vec![1]);
+    assert!(plan.swap_in.is_empty());
+    let (mut m, reqs, kv, host) = memory_case(&mems, 40, 100, |c| {
+        c.batch_memory = BatchMemory::Evict;
+        c.host_full = HostFull::Recompute;
+    });
+    m.schedule(&view_b(&reqs, &kv, &host, 2), &mut plan);
+    assert_eq!(run_slots(&plan), Vec::<Slot>::new());
+    // Only batch members hold GPU blocks: B = 3, queue [0 GPU 10, 1 new, 2 new], GPU 14 blocks
+    // (4 free). need = 0 + 7 + 7 = 14, reserve 3, deficit = 3 + 14 − 4 = 13; no queued request
+    // to swap out, so the batch's tail goes: 2 (13 − 7 = 6), then 1 (6 − 7 < 0). 0 runs.
+    let (mut m, reqs, kv, host) = memory_case(&[Gpu(10), New, New], 14, 100, |_| {});
+    m.schedule(&view_b(&reqs, &kv, &host, 3), &mut plan);
+    assert_eq!(run_slots(&plan), vec![0]);
+    assert!(plan.preempt.is_empty() && plan.swap_in.is_empty());
+}
+
+/// A full host pool: B = 2, queue [0 host 7, 1 GPU 10, 2 GPU 10] on a full 20-block GPU and a
+/// full 7-block host pool. The batch pops 0 and 1; need = 7 (0 swaps back in: ⌈101/16⌉) + 0,
+/// reserve 2, available 0: deficit 9. Victim 2 (10 blocks) has no host room.
+/// - `defer`: 2 is not evicted. From the batch's tail: 1 is GPU-resident and cannot be swapped out
+///   either, so dropping it would free nothing — it stays; 0 is dropped (9 − 7 = 2, which is the
+///   reserve alone: members are not dropped for the reserve once the host refused a swap-out).
+///   1 runs, 0 waits (for 1 or 2 to finish) — nobody is recomputed.
+/// - `recompute`: 2 is recomputed (9 − 10 < 0; its 10 blocks are free at once), so 0 (7 blocks,
+///   swapped in reactively) and 1 both run.
+#[test]
+fn host_full_defers_or_recomputes() {
+    use Mem::*;
+    let mems = [Host(7), Gpu(10), Gpu(10)];
+    let (mut m, reqs, kv, host) = memory_case(&mems, 20, 7, |_| {});
+    assert_eq!(m.cfg.host_full, HostFull::Defer);
+    let mut plan = Plan::default();
+    m.schedule(&view_b(&reqs, &kv, &host, 2), &mut plan);
+    assert_eq!(run_slots(&plan), vec![1]);
+    assert!(plan.preempt.is_empty() && plan.swap_in.is_empty());
+    let (mut m, reqs, kv, host) = memory_case(&mems, 20, 7, |c| c.host_full = HostFull::Recompute);
+    m.schedule(&view_b(&reqs, &kv, &host, 2), &mut plan);
+    assert_eq!(run_slots(&plan), vec![0, 1]);
+    assert_eq!(plan.preempt, vec![(2, PreemptMode::Recompute)]);
+}
+
+/// Starvation check order: B = 1, queue [0 at level 0 (just ran), 1 at level 2 idle 3 s ≥ the
+/// 3 s threshold], checked at every boundary. `after-batch` (the code: `prevent_starvation` at the
+/// end of `get_next_batch`): the batch is 0, then 1 is promoted to the front of level 0 (it runs
+/// at the next boundary). `before-batch`: 1 is promoted first and runs now.
+#[test]
+fn code_checks_starvation_after_forming_the_batch() {
+    use Mem::*;
+    for (check, want) in [
+        (StarvationCheck::AfterBatch, 0),
+        (StarvationCheck::BeforeBatch, 1),
+    ] {
+        let (mut m, reqs, kv, host) = memory_case(&[Gpu(10), Gpu(10)], 40, 100, |c| {
+            c.starvation_check = check;
+            c.starvation_period_iterations = 1;
+        });
+        m.remove_from_order(1);
+        m.state[1] = State {
+            level: 2,
+            last_step_ns: 7_000 * MS,
+            ..State::default()
+        };
+        m.push_back(1);
+        let mut plan = Plan::default();
+        m.schedule(&view_b(&reqs, &kv, &host, 1), &mut plan);
+        assert_eq!(run_slots(&plan), vec![want], "{check:?}");
+        assert_eq!(m.state[1].level, 0, "{check:?}: promoted either way");
+        assert_eq!(m.hist[2].promotions_out, 1);
+    }
+}
+
+/// `fcfs-swap`: one level in arrival order. B = 2, three new requests: the batch is 0 and 1, and
+/// after their iteration (10 ms, which would demote them under MLFQ's 10 ms quantum at the next
+/// one) still 0 and 1 — requeueing moves nobody; once 0 finishes, 1 and 2.
+#[test]
+fn fcfs_swap_keeps_arrival_order() {
+    use Mem::*;
+    let (mut m, mut reqs, kv, host) = memory_case(&[New, New, New], 100, 100, |c| {
+        c.fifo = true;
+        c.max_levels = 1;
+        c.requeue_reverses_batch = false;
+    });
+    let mut plan = Plan::default();
+    for _ in 0..3 {
+        m.schedule(&view_b(&reqs, &kv, &host, 2), &mut plan);
+        assert_eq!(run_slots(&plan), vec![0, 1]);
+        m.on_iteration_end(&[0, 1], 10 * MS, &view_b(&reqs, &kv, &host, 2));
+        assert_eq!(m.order, vec![0, 1, 2]);
+    }
+    m.on_finish(0);
+    reqs.remove(0);
+    m.schedule(&view_b(&reqs, &kv, &host, 2), &mut plan);
+    assert_eq!(run_slots(&plan), vec![1, 2]);
+    assert_eq!(m.state[1].level, 0);
+}
