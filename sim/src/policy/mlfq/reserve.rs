@@ -62,11 +62,42 @@ impl Mlfq {
                 .all(|&s| !view.req(s).in_transfer() && !view.req(s).in_flight())
         {
             plan.clear();
-            self.reserve_pass(view, plan, defer_new, HostFull::Recompute);
+            self.unstick(view, plan, defer_new);
         }
         for &(s, mode) in &plan.preempt {
             if mode == PreemptMode::Swap {
                 self.swapping_out.push(s);
+            }
+        }
+    }
+
+    /// Nothing can run and no copy is in flight: with `defer`, the GPU and the host are full and
+    /// every GPU-resident request needs a new block (the code would crash here). The
+    /// lowest-priority resident request is recomputed and its blocks go to the resident requests
+    /// in priority order; without any resident request, the boundary is planned with `recompute`.
+    fn unstick(&mut self, view: &ReplicaView, plan: &mut Plan, defer_new: bool) {
+        let victim = self.order.iter().rev().copied().find(|&s| {
+            let r = view.req(s);
+            r.kv_loc == KvLoc::Gpu && r.blocks > 0 && !r.in_flight()
+        });
+        let Some(v) = victim else {
+            self.reserve_pass(view, plan, defer_new, HostFull::Recompute);
+            return;
+        };
+        plan.preempt.push((v, PreemptMode::Recompute));
+        let mut free = view.free_blocks() as i64 + view.req(v).blocks as i64;
+        for &s in &self.order {
+            if plan.run.len() >= view.limits.max_batch_size as usize {
+                break;
+            }
+            let r = view.req(s);
+            if s == v || r.kv_loc != KvLoc::Gpu || !r.runnable() {
+                continue;
+            }
+            let n = view.extra_blocks_for_next(s) as i64;
+            if n <= free {
+                free -= n;
+                plan.run_on_demand(s);
             }
         }
     }
@@ -125,6 +156,7 @@ impl Mlfq {
         let swap_out_needed = deficit > 0;
         // Blocks that recompute preemptions free at once (swap-outs free when their copy ends).
         let mut freed_now: i64 = 0;
+        let mut host_blocked = false;
         if swap_out_needed {
             if self.taken.len() < view.slot_capacity() {
                 self.taken.resize(view.slot_capacity(), false);
@@ -133,7 +165,6 @@ impl Mlfq {
                 self.taken[item.slot as usize] = true;
             }
             let mut host_free = view.host_free_blocks() as i64;
-            let mut host_blocked = false;
             // Swap out queued GPU-resident requests from the lowest priority up.
             for i in (0..self.order.len()).rev() {
                 if deficit <= 0 {
@@ -213,6 +244,38 @@ impl Mlfq {
                 false
             }
         });
+        // `defer`: when the host refused a swap-out, the requests that wait for memory leave
+        //    their batch places to queued requests below them whose KV is already on the GPU (in
+        //    priority order, size limit only: they are decodes), so that the GPU-resident work
+        //    goes on and frees memory — the code has no such case (it crashes on a full pool).
+        if host_blocked && plan.run.len() < b {
+            for &(s, _) in &plan.preempt {
+                self.taken[s as usize] = true;
+            }
+            for &s in &self.popped {
+                self.taken[s as usize] = true;
+            }
+            for &s in &self.order {
+                if plan.run.len() >= b {
+                    break;
+                }
+                let r = view.req(s);
+                if self.taken[s as usize] || r.kv_loc != KvLoc::Gpu || !r.runnable() {
+                    continue;
+                }
+                let n = view.extra_blocks_for_next(s) as i64;
+                if n <= free {
+                    free -= n;
+                    plan.run_on_demand(s);
+                }
+            }
+            for &(s, _) in &plan.preempt {
+                self.taken[s as usize] = false;
+            }
+            for &s in &self.popped {
+                self.taken[s as usize] = false;
+            }
+        }
         // 4. Proactive swap-in, only when no swap-out was needed: the next `max_batch_size`
         //    queued requests after the popped batch, each counting against the quota whether or
         //    not it is on the host; a host-resident one is swapped in when the available blocks

@@ -401,7 +401,8 @@ fn code_swaps_out_the_lowest_priority_to_admit_the_batch() {
 /// - `defer`: 2 is not evicted. From the batch's tail: 1 is GPU-resident and cannot be swapped out
 ///   either, so dropping it would free nothing — it stays; 0 is dropped (9 − 7 = 2, which is the
 ///   reserve alone: members are not dropped for the reserve once the host refused a swap-out).
-///   1 runs, 0 waits (for 1 or 2 to finish) — nobody is recomputed.
+///   0's place goes to the next GPU-resident request, 2 (need 0): 1 and 2 run, 0 waits until a
+///   resident request finishes — nobody is recomputed.
 /// - `recompute`: 2 is recomputed (9 − 10 < 0; its 10 blocks are free at once), so 0 (7 blocks,
 ///   swapped in reactively) and 1 both run.
 #[test]
@@ -412,7 +413,7 @@ fn host_full_defers_or_recomputes() {
     assert_eq!(m.cfg.host_full, HostFull::Defer);
     let mut plan = Plan::default();
     m.schedule(&view_b(&reqs, &kv, &host, 2), &mut plan);
-    assert_eq!(run_slots(&plan), vec![1]);
+    assert_eq!(run_slots(&plan), vec![1, 2]);
     assert!(plan.preempt.is_empty() && plan.swap_in.is_empty());
     let (mut m, reqs, kv, host) = memory_case(&mems, 20, 7, |c| c.host_full = HostFull::Recompute);
     m.schedule(&view_b(&reqs, &kv, &host, 2), &mut plan);
@@ -473,4 +474,22 @@ fn fcfs_swap_keeps_arrival_order() {
     m.schedule(&view_b(&reqs, &kv, &host, 2), &mut plan);
     assert_eq!(run_slots(&plan), vec![1, 2]);
     assert_eq!(m.state[1].level, 0);
+}
+
+/// Deadlock under `defer`: B = 2, queue [0 host 7, 1 GPU 7 (112 tokens: its next token needs a
+/// new block), 2 GPU 7 (same)] on a full 14-block GPU and a full 7-block host. Nobody can be
+/// swapped out, 0 waits, and neither resident request can grow (0 free blocks): nothing could
+/// run and nothing is being copied. The lowest-priority resident request (2) is recomputed and
+/// its 7 blocks go to 1 (needs 1 of them). (The code would crash on the full host pool.)
+#[test]
+fn host_full_deadlock_recomputes_only_the_lowest_resident() {
+    use Mem::*;
+    let (mut m, mut reqs, kv, host) = memory_case(&[Host(7), Gpu(7), Gpu(7)], 14, 7, |_| {});
+    for s in [1, 2] {
+        reqs.get_mut(s).kv_tokens = 112;
+    }
+    let mut plan = Plan::default();
+    m.schedule(&view_b(&reqs, &kv, &host, 2), &mut plan);
+    assert_eq!(plan.preempt, vec![(2, PreemptMode::Recompute)]);
+    assert_eq!(run_slots(&plan), vec![1]);
 }
