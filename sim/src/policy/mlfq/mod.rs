@@ -16,7 +16,7 @@
 //!
 //! | parameter | unit | `code` preset | `paper` preset |
 //! |---|---|---|---|
-//! | `base_quantum_s` | s | 0.010 | minimum iteration time (cost model: one decode, context 1) |
+//! | `base_quantum_s` | s | 0.010 (`MLFQ.__init__`: `base_quantum = 0.01`) | minimum iteration time (cost model: one decode, context 1) — see "The paper's q1" below |
 //! | `ratio` | — | 2 | 2 |
 //! | `max_levels` | levels | 0 = unbounded | 0 = unbounded |
 //! | `demotion` | — | `one-level` | `cover-next-iteration` (η from the next iteration's time) |
@@ -24,24 +24,84 @@
 //! | `starvation_period_iterations` | iterations | 1000 | 1 |
 //! | `starvation_clock_from_zero` | — | true (code quirk: `last_step_time` starts at 0, so a never-run request counts as idle since t = 0) | false (idle since arrival) |
 //! | `reset_attained_on_promotion` | — | false (code quirk) | true |
+//! | `starvation_check` | — | `after-batch` (code: `get_next_batch` calls `prevent_starvation` after the batch is popped and its memory made; the batch's members are not in the queues, so they are not promoted) | `before-batch` (our choice; the paper does not say) |
 //! | `misfit` | — | `stop` (no back-filling) | `skip` (our choice; the paper does not say) |
-//! | `preemption` | — | `swap` (host pool when it has room, else recompute) | `swap` |
+//! | `batch_memory` | — | `reserve` (code, see below) | `evict` (servesim's rule, unchanged) |
+//! | `host_full` | — | `defer` (see below; the code has no path for a full host pool) | `recompute` (assumption; the paper does not say) |
+//! | `preemption` | — | `swap` (host pool when it has room, else per `host_full`) | `swap` |
 //! | `offload` | — | `proactive` (= `code`: FastServe `reserve_free_blocks`, swaps ordered by queue position) | `proactive` (kept so that existing scenarios do not change; select the paper's order with `offload = "paper"`) |
 //! | `defer_new_below_host_free_frac` | — | 0.1 (code: a prefill-stage request is set aside while free host blocks < 10%) | 0.1 |
 //! | `min_free_blocks` | blocks | 0 (reserve = max(max_batch_size, this)) | 0 |
 //! | `requeue_reverses_batch` | — | true (code pushes each just-run request to the front in batch order) | false |
-//! | `swap_in_window` | requests | 0 = none (`offload = "paper"` only: swap in proactively only among the first N in priority order; the code mode's implicit window is `max_batch_size`) | 0 |
+//! | `swap_in_window` | requests | 0 = none (`offload = "paper"` only: swap in proactively only among the first N in priority order; the code mode's window is the `max_batch_size` requests after the batch) | 0 |
 //!
-//! `offload` values (with `preemption = "swap"` and a host pool): `reactive` (swap out only to
-//! make room for a batch, swap in when scheduled, the iteration waiting for the copy),
-//! `proactive` / `code` (FastServe's code: keep `max(max_batch_size, min_free_blocks)` blocks
-//! free by swapping out the lowest-queued requests, swap the next ones in ahead of their turn),
-//! `paper` (FastServe's paper: the same reserve, swaps ordered by ENST = min(T_promote,
-//! T_execute), largest out first, smallest in first; see [`Mlfq::enst_s`]). Both proactive modes
-//! overlap their copies with compute on the copy engines.
+//! `offload` values (with `preemption = "swap"` and a host pool): `reactive` (no reserve, no
+//! swap-in ahead of time; swap out only to make room for a batch, swap in when scheduled, the
+//! iteration waiting for the copy), `proactive` / `code` (FastServe's code: keep
+//! `max(max_batch_size, min_free_blocks)` blocks free, swap queued requests in ahead of their
+//! turn), `paper` (FastServe's paper: the same reserve, swaps ordered by ENST = min(T_promote,
+//! T_execute), largest out first, smallest in first; see [`Mlfq::enst_s`]; goes with
+//! `batch_memory = "evict"`). Proactive copies overlap compute on the copy engines.
 //!
-//! Preemption under memory pressure: a higher-priority request that needs KV blocks takes them
-//! from resident lower-priority requests, by swap when the host pool has room, else recompute.
+//! **`batch_memory = "evict"`** — a candidate that needs KV blocks takes them, as it joins the
+//! batch in priority order, from resident lower-priority requests (by swap when the host pool has
+//! room, else recompute; [`super::common::form_priority_batch`]), then the `offload` pass runs.
+//!
+//! **`batch_memory = "reserve"`** — FastServe's `MLFQ.get_next_batch` + `reserve_free_blocks`
+//! (`fastserve/scheduler.py`), module `reserve`:
+//! 1. The batch is popped in priority order with only the size and token checks (`misfit`);
+//!    a new prefill is passed over while the host pool is short (`defer_new_below_host_free_frac`).
+//!    A request whose KV is being copied is passed over (the code would run it, its step waiting
+//!    on the copy's event).
+//! 2. need = the batch's extra blocks (a full prompt / full KV for a request off the GPU, the
+//!    append blocks for a resident one); available = free + blocks of this policy's swap-outs still
+//!    copying (the code's `get_num_avail_gpu_blocks` = free + swapping). If reserve + need >
+//!    available, queued GPU-resident requests are swapped out **from the lowest priority up**
+//!    until the deficit is covered, and only then batch members are dropped **from the batch's
+//!    tail** (a GPU-resident one swapped out). servesim never drops the last member for the
+//!    reserve alone (the code would, and then idle for ever; possible only on tiny GPU pools).
+//! 3. Departure from the code: servesim's engine frees a swapped-out request's GPU blocks when its
+//!    copy completes and cannot hold an iteration for a swap-out, so a member whose blocks come
+//!    from a swap-out still copying waits for the next boundary (the code's iteration would wait
+//!    for the copy, `_get_free_blocks` → `wait_for_all_swap_out`); the members that fit run now.
+//! 4. When nothing was swapped out (and `offload = "proactive"`), the swap-in window: the
+//!    `max_batch_size` queued requests **after** the popped batch, in priority order, each
+//!    counting against the quota whether or not it is on the host; a host-resident one is swapped
+//!    in when available ≥ reserve + need + its blocks (no stop at a misfit).
+//! 5. The code also calls `reserve_free_blocks([])` after each step (`engine.py` `step` →
+//!    `post_process`); servesim plans once per boundary (both calls happen between the same two
+//!    iterations).
+//!
+//! **`host_full`** — a swap-out the host pool cannot take. The code never recomputes: its
+//! `_get_free_blocks(CPU)` asserts and the engine stops (`fastserve/block_manager.py`); it only
+//! defers new prefills while < 10 % of the host pool is free. `recompute`: the victim is preempted
+//! by recompute instead. `defer` (what servesim does in the code's place): nobody is evicted
+//! without host room; a batch member whose blocks would need such an eviction waits (the
+//! high-priority request waits rather than evicting by recompute), a GPU-resident batch member
+//! that cannot be swapped out stays in the batch, members are dropped only while the batch itself
+//! does not fit (not for the reserve), and the places of the waiting members go to the next
+//! GPU-resident queued requests in priority order (their decodes free memory as they finish). Only
+//! if nothing at all could run and no copy is in flight (GPU and host full, every resident request
+//! needing a new block — where the code would crash) is the lowest-priority resident request
+//! recomputed, its blocks going to the resident requests in priority order. Without a host pool
+//! (or with `preemption = "recompute"`) every eviction is a recompute.
+//!
+//! **The paper's q1** (`preset = "paper"`). What is known of the paper's words
+//! (`shared/docs/fidelity-facts.md` §5, secondary notes of arXiv v3 §4 and NSDI'26 Algorithm 1):
+//! quanta q1 < … < qn with "each level's quantum 2× the previous one", "q1 set to the minimum
+//! iteration time", and skip-join's "p_job = min i such that q_i ≥ init_time" with `init_time =
+//! P.getNextIterTime(job)`. We keep q1 = the minimum iteration time of the scenario's cost model:
+//! one decode at context 1, batch size 1 (the smallest iteration any job can have). Consequence:
+//! a prefill of more than a token costs more than q1, so under skip-join **no arrival joins level
+//! 0** (it joins the level of its prefill time); level 0 is then reached only through starvation
+//! promotion ("promote to Q1"). We read this as the paper's intent rather than an accident: Q1 is
+//! the level of jobs whose *next* iteration is a minimal one (decodes), skip-join exists precisely
+//! so that a prefill does not start in a quantum it cannot finish, and the 2× ratio puts every
+//! prefill within a factor of two of its level's quantum. Naive `mlfq` still admits every arrival
+//! at level 0.
+//!
+//! `summary.json` `replicas[].mlfq_levels`: per level, arrivals that joined it, demotions into it
+//! and starvation promotions out of it (these policies only).
 
 mod lazy;
 mod offload;
