@@ -358,12 +358,46 @@ fn skip_join_mlfq_joins_the_level_that_covers_the_prefill() {
     );
 }
 
+/// The per-level counts in `summary.json` for the two runs above: skip-join puts both arrivals at
+/// L3 and demotes B once, into L4; naive MLFQ puts both at L0 and demotes A into L1 and B into
+/// L1, L2 and L3. Nobody is promoted. Other policies' summaries have no such field.
+#[test]
+fn mlfq_summary_counts_arrivals_and_demotions_per_level() {
+    let rows = [(0, 600, 3), (1000 * MS, 600, 10)];
+    let base = Scn::new("skip-join-mlfq", LINEAR)
+        .table(&mlfq_table("skip-join-mlfq", MLFQ_NO_STARVATION))
+        .table(&mlfq_table("mlfq", MLFQ_NO_STARVATION));
+    let levels = |scn: &Scn| {
+        let out = scn.try_run(&rows).unwrap();
+        let v = serde_json::to_value(&out.summary).unwrap();
+        let l = &v["replicas"][0]["mlfq_levels"];
+        let col = |k: &str| -> Vec<u64> {
+            l.as_array()
+                .map(|a| a.iter().map(|x| x[k].as_u64().unwrap()).collect())
+                .unwrap_or_default()
+        };
+        (col("arrivals"), col("demotions_in"), col("promotions_out"))
+    };
+    assert_eq!(
+        levels(&base),
+        (vec![0, 0, 0, 2, 0], vec![0, 0, 0, 0, 1], vec![0; 5])
+    );
+    assert_eq!(
+        levels(&base.policy("mlfq")),
+        (vec![2, 0, 0, 0], vec![0, 2, 1, 1], vec![0; 4])
+    );
+    let fcfs = base.policy("fcfs").try_run(&rows).unwrap();
+    let v = serde_json::to_value(&fcfs.summary).unwrap();
+    assert!(v["replicas"][0].get("mlfq_levels").is_none());
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. Starvation promotion.
 // ---------------------------------------------------------------------------------------------
 
 /// Constant 10 ms, quanta 10·2^p ms, batch size 1, starvation checked at every boundary
-/// (`starvation_period_iterations = 1`), idle time counted from arrival / last run
+/// (`starvation_period_iterations = 1`) before the batch is formed (`starvation_check =
+/// "before-batch"`; the `code` preset checks after, which moves each promotion one boundary later), idle time counted from arrival / last run
 /// (`starvation_clock_from_zero = false`), attained service reset on promotion. X (id 0, 3 tokens)
 /// and Y (id 1, 6 tokens) arrive at 0.
 /// ```text
@@ -389,7 +423,7 @@ fn mlfq_starvation_promotion_fires_at_the_threshold_and_not_before() {
                 &format!(
                     "base_quantum_s = 0.01\nratio = 2.0\nstarvation_threshold_s = {t}\n\
                      starvation_period_iterations = 1\nstarvation_clock_from_zero = false\n\
-                     reset_attained_on_promotion = true"
+                     reset_attained_on_promotion = true\nstarvation_check = \"before-batch\""
                 ),
             ))
             .run(&rows)
@@ -414,7 +448,7 @@ fn mlfq_starvation_promotion_fires_at_the_threshold_and_not_before() {
 /// "Not before" to the nanosecond, with a threshold that is not a whole number of nanoseconds in
 /// binary floating point (1.001 × 1e9 = 1000999999.9999999): skip-join-mlfq, constant iterations
 /// of 1.001 s (D = 1,001,000,000 ns), base quantum 0.5 s, so every arrival joins L2 (quantum 2 s
-/// covers 1.001 s). A (id 0, 2 tokens) arrives at 0, B (id 1, 2 tokens) at 1 ns.
+/// covers 1.001 s); starvation checked before the batch is formed. A (id 0, 2 tokens) arrives at 0, B (id 1, 2 tokens) at 1 ns.
 /// ```text
 /// 0–D   A g1 (att 1.001 s ≤ 2 s, stays L2 front)
 /// at D  B has been idle D − 1 ns = 1.000999999 s < 1.001 s → no promotion; A runs D–2D, done at 2D
@@ -432,7 +466,7 @@ fn starvation_threshold_is_not_rounded_down_to_fire_a_nanosecond_early() {
         "skip-join-mlfq",
         "base_quantum_s = 0.5\nratio = 2.0\nstarvation_threshold_s = 1.001\n\
              starvation_period_iterations = 1\nstarvation_clock_from_zero = false\n\
-             reset_attained_on_promotion = true",
+             reset_attained_on_promotion = true\nstarvation_check = \"before-batch\"",
     ))
     .run(&[(0, 8, 2), (1, 8, 2)]);
     let exp = |first: u64, finish: u64| Exp {

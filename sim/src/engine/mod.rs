@@ -217,6 +217,8 @@ pub struct ReplicaStats {
     /// ∫ used GPU blocks dt and ∫ used host blocks dt (for time-averaged usage).
     pub kv_block_ns: u128,
     pub host_block_ns: u128,
+    /// The policy's per-level counts (multi-level queue policies only).
+    pub mlfq_levels: Option<Vec<crate::policy::LevelCounts>>,
 }
 
 /// What a whole run did.
@@ -599,7 +601,14 @@ pub fn simulate_clocked(
         r.stats.peak_kv_blocks = r.kv.peak_used_blocks();
         r.stats.peak_host_blocks = r.host.peak_used_blocks();
     }
-    sim.stats.replicas = sim.replicas.iter().map(|r| r.stats.clone()).collect();
+    sim.stats.replicas = sim
+        .replicas
+        .iter()
+        .map(|r| ReplicaStats {
+            mlfq_levels: r.policy.level_counts(),
+            ..r.stats.clone()
+        })
+        .collect();
     Ok(sim.stats)
 }
 

@@ -147,6 +147,11 @@ pub struct ReplicaSummary {
     /// Fraction of the makespan the copy engine was busy, GPU→host and host→GPU.
     pub d2h_busy_fraction: f64,
     pub h2d_busy_fraction: f64,
+    /// Multi-level queue policies (`mlfq`, `skip-join-mlfq`, `fcfs-swap`): per level, how many
+    /// requests joined it on arrival, were demoted into it, and were promoted out of it by the
+    /// starvation rule. Absent for every other policy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mlfq_levels: Option<Vec<crate::policy::LevelCounts>>,
 }
 
 /// `summary.json`. Deterministic: no wall-clock figures (those go to `timing.json`).
@@ -241,6 +246,7 @@ pub fn summarize(
                 swap_ins: r.swap_ins,
                 d2h_busy_fraction: per_ns(r.d2h_busy_ns as u128),
                 h2d_busy_fraction: per_ns(r.h2d_busy_ns as u128),
+                mlfq_levels: r.mlfq_levels.clone(),
             })
             .collect(),
         profile_extrapolations: None,

@@ -9,6 +9,7 @@
 pub mod alise;
 pub mod common;
 pub mod fcfs;
+pub mod fcfs_swap;
 pub mod ltr;
 pub mod mlfq;
 pub mod sjf;
@@ -265,6 +266,23 @@ pub trait Policy: Send {
     fn describe(&self, _s: Slot) -> PolicyInfo {
         PolicyInfo::default()
     }
+    /// Multi-level queues: per-level arrival, demotion and promotion counts for `summary.json`
+    /// (`None`, the default, for every other policy: their summary has no such field).
+    fn level_counts(&self) -> Option<Vec<LevelCounts>> {
+        None
+    }
+}
+
+/// One level of a multi-level queue over a run (`summary.json` `replicas[].mlfq_levels`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LevelCounts {
+    pub level: u32,
+    /// Requests that joined this level on arrival.
+    pub arrivals: u64,
+    /// Demotions into this level.
+    pub demotions_in: u64,
+    /// Starvation promotions out of this level (to level 0).
+    pub promotions_out: u64,
 }
 
 /// Per-request policy facts written to `requests.csv`.
@@ -316,6 +334,7 @@ pub const REGISTRY: &[PolicyEntry] = &[
     sjf::ORACLE_ENTRY,
     alise::ENTRY,
     ltr::ENTRY,
+    fcfs_swap::ENTRY,
 ];
 
 pub fn policy_names() -> Vec<&'static str> {

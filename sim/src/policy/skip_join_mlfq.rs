@@ -11,7 +11,11 @@
 //!
 //! Note: FastServe's shipped profile for OPT-13B has prefill latencies of 1.3–4.4 ms, so with the
 //! 10 ms base quantum every request joins level 0 in the artifact; with a physically plausible cost
-//! model long prompts do skip levels here (`shared/docs/scheduling-papers.md` §1.4).
+//! model long prompts do skip levels here (`shared/docs/scheduling-papers.md` §1.4). With the
+//! analytic OPT-13B / A100-40GB model every ShareGPT prefill takes > 20 ms, so under the `code` preset no
+//! arrival joins levels 0–1 (ShareGPT at 1 req/s, 5,000 requests: 81.5 % join level 2, 9.9 % level
+//! 3, 6.5 % level 4, 2.1 % level 5; `summary.json` `mlfq_levels`); under `paper` (q1 = one decode)
+//! no arrival joins level 0 (see `mlfq`'s header, "The paper's q1").
 //!
 //! Swap timing (registry defaults for `[swap]`, the same for `mlfq`): `reactive =
 //! "serial-swap-in"`, `kv_layout = "block-major"` — FastServe's engine (LLMServe/FastServe

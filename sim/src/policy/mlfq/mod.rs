@@ -1,0 +1,682 @@
+//! `mlfq` — naive multi-level feedback queue, and the level machinery that `skip-join-mlfq`
+//! (FastServe) reuses.
+//!
+//! Every arrival joins the top level (0). Level p has quantum `base_quantum_s × ratio^p`. At each
+//! iteration boundary the batch is formed in strict priority order (level 0 first, FIFO within a
+//! level) under `max_batch_size`, `max_batch_tokens` and KV limits. Every request in a batch is
+//! charged the whole iteration time. When a request's attained service at its level *exceeds* the
+//! quantum it is demoted (one level, or — paper mode — to the first level whose quantum covers its
+//! next iteration time) and its attained service resets. Requests that just ran go back to the
+//! *front* of their level. Starvation: a queued request idle for at least `starvation_threshold_s`
+//! is promoted to the front of level 0 (checked every `starvation_period_iterations`).
+//!
+//! Sources: Wu et al., "Fast Distributed Inference Serving for Large Language Models"
+//! (arXiv 2305.05920), §4; official code LLMServe/FastServe `fastserve/scheduler.py` class `MLFQ`
+//! (see `shared/docs/scheduling-papers.md` §1.3–1.4). Presets (every field overridable):
+//!
+//! | parameter | unit | `code` preset | `paper` preset |
+//! |---|---|---|---|
+//! | `base_quantum_s` | s | 0.010 (`MLFQ.__init__`: `base_quantum = 0.01`) | minimum iteration time (cost model: one decode, context 1) — see "The paper's q1" below |
+//! | `ratio` | — | 2 | 2 |
+//! | `max_levels` | levels | 0 = unbounded | 0 = unbounded |
+//! | `demotion` | — | `one-level` | `cover-next-iteration` (η from the next iteration's time) |
+//! | `starvation_threshold_s` | s | 3.0 | 0.3 (α, SLO-derived) |
+//! | `starvation_period_iterations` | iterations | 1000 | 1 |
+//! | `starvation_clock_from_zero` | — | true (code quirk: `last_step_time` starts at 0, so a never-run request counts as idle since t = 0) | false (idle since arrival) |
+//! | `reset_attained_on_promotion` | — | false (code quirk) | true |
+//! | `starvation_check` | — | `after-batch` (code: `get_next_batch` calls `prevent_starvation` after the batch is popped and its memory made; the batch's members are not in the queues, so they are not promoted) | `before-batch` (our choice; the paper does not say) |
+//! | `misfit` | — | `stop` (no back-filling) | `skip` (our choice; the paper does not say) |
+//! | `batch_memory` | — | `reserve` (code, see below) | `evict` (servesim's rule, unchanged) |
+//! | `host_full` | — | `defer` (see below; the code has no path for a full host pool) | `recompute` (assumption; the paper does not say) |
+//! | `preemption` | — | `swap` (host pool when it has room, else per `host_full`) | `swap` |
+//! | `offload` | — | `proactive` (= `code`: FastServe `reserve_free_blocks`, swaps ordered by queue position) | `proactive` (kept so that existing scenarios do not change; select the paper's order with `offload = "paper"`) |
+//! | `defer_new_below_host_free_frac` | — | 0.1 (code: a prefill-stage request is set aside while free host blocks < 10%) | 0.1 |
+//! | `min_free_blocks` | blocks | 0 (reserve = max(max_batch_size, this)) | 0 |
+//! | `requeue_reverses_batch` | — | true (code pushes each just-run request to the front in batch order) | false |
+//! | `swap_in_window` | requests | 0 = none (`offload = "paper"` only: swap in proactively only among the first N in priority order; the code mode's window is the `max_batch_size` requests after the batch) | 0 |
+//!
+//! `offload` values (with `preemption = "swap"` and a host pool): `reactive` (no reserve, no
+//! swap-in ahead of time; swap out only to make room for a batch, swap in when scheduled, the
+//! iteration waiting for the copy), `proactive` / `code` (FastServe's code: keep
+//! `max(max_batch_size, min_free_blocks)` blocks free, swap queued requests in ahead of their
+//! turn), `paper` (FastServe's paper: the same reserve, swaps ordered by ENST = min(T_promote,
+//! T_execute), largest out first, smallest in first; see [`Mlfq::enst_s`]; goes with
+//! `batch_memory = "evict"`). Proactive copies overlap compute on the copy engines.
+//!
+//! **`batch_memory = "evict"`** — a candidate that needs KV blocks takes them, as it joins the
+//! batch in priority order, from resident lower-priority requests (by swap when the host pool has
+//! room, else recompute; [`super::common::form_priority_batch`]), then the `offload` pass runs.
+//!
+//! **`batch_memory = "reserve"`** — FastServe's `MLFQ.get_next_batch` + `reserve_free_blocks`
+//! (`fastserve/scheduler.py`), module `reserve`:
+//! 1. The batch is popped in priority order with only the size and token checks (`misfit`);
+//!    a new prefill is passed over while the host pool is short (`defer_new_below_host_free_frac`).
+//!    A request whose KV is being copied is passed over (the code would run it, its step waiting
+//!    on the copy's event).
+//! 2. need = the batch's extra blocks (a full prompt / full KV for a request off the GPU, the
+//!    append blocks for a resident one); available = free + blocks of this policy's swap-outs still
+//!    copying (the code's `get_num_avail_gpu_blocks` = free + swapping). If reserve + need >
+//!    available, queued GPU-resident requests are swapped out **from the lowest priority up**
+//!    until the deficit is covered, and only then batch members are dropped **from the batch's
+//!    tail** (a GPU-resident one swapped out). servesim never drops the last member for the
+//!    reserve alone (the code would, and then idle for ever; possible only on tiny GPU pools).
+//! 3. Departure from the code: servesim's engine frees a swapped-out request's GPU blocks when its
+//!    copy completes and cannot hold an iteration for a swap-out, so a member whose blocks come
+//!    from a swap-out still copying waits for the next boundary (the code's iteration would wait
+//!    for the copy, `_get_free_blocks` → `wait_for_all_swap_out`); the members that fit run now.
+//! 4. When nothing was swapped out (and `offload = "proactive"`), the swap-in window: the
+//!    `max_batch_size` queued requests **after** the popped batch, in priority order, each
+//!    counting against the quota whether or not it is on the host; a host-resident one is swapped
+//!    in when available ≥ reserve + need + its blocks (no stop at a misfit).
+//! 5. The code also calls `reserve_free_blocks([])` after each step (`engine.py` `step` →
+//!    `post_process`); servesim plans once per boundary (both calls happen between the same two
+//!    iterations).
+//!
+//! **`host_full`** — a swap-out the host pool cannot take. The code never recomputes: its
+//! `_get_free_blocks(CPU)` asserts and the engine stops (`fastserve/block_manager.py`); it only
+//! defers new prefills while < 10 % of the host pool is free. `recompute`: the victim is preempted
+//! by recompute instead. `defer` (what servesim does in the code's place): nobody is evicted
+//! without host room; a batch member whose blocks would need such an eviction waits (the
+//! high-priority request waits rather than evicting by recompute), a GPU-resident batch member
+//! that cannot be swapped out stays in the batch, members are dropped only while the batch itself
+//! does not fit (not for the reserve), and the places of the waiting members go to the next
+//! GPU-resident queued requests in priority order (their decodes free memory as they finish). Only
+//! if nothing at all could run and no copy is in flight (GPU and host full, every resident request
+//! needing a new block — where the code would crash) is the lowest-priority resident request
+//! recomputed, its blocks going to the resident requests in priority order. Without a host pool
+//! (or with `preemption = "recompute"`) every eviction is a recompute.
+//!
+//! **The paper's q1** (`preset = "paper"`). What is known of the paper's words
+//! (`shared/docs/fidelity-facts.md` §5, secondary notes of arXiv v3 §4 and NSDI'26 Algorithm 1):
+//! quanta q1 < … < qn with "each level's quantum 2× the previous one", "q1 set to the minimum
+//! iteration time", and skip-join's "p_job = min i such that q_i ≥ init_time" with `init_time =
+//! P.getNextIterTime(job)`. We keep q1 = the minimum iteration time of the scenario's cost model:
+//! one decode at context 1, batch size 1 (the smallest iteration any job can have). Consequence:
+//! a prefill of more than a token costs more than q1, so under skip-join **no arrival joins level
+//! 0** (it joins the level of its prefill time); level 0 is then reached only through starvation
+//! promotion ("promote to Q1"). We read this as the paper's intent rather than an accident: Q1 is
+//! the level of jobs whose *next* iteration is a minimal one (decodes), skip-join exists precisely
+//! so that a prefill does not start in a quantum it cannot finish, and the 2× ratio puts every
+//! prefill within a factor of two of its level's quantum. Naive `mlfq` still admits every arrival
+//! at level 0.
+//!
+//! `summary.json` `replicas[].mlfq_levels`: per level, arrivals that joined it, demotions into it
+//! and starvation promotions out of it (these policies only).
+
+mod lazy;
+mod offload;
+mod params;
+mod queues;
+mod reserve;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+pub use params::{
+    BatchMemory, Config, Demotion, HostFull, MisfitRule, Offload, Params, Preset, StarvationCheck,
+    min_iteration_s,
+};
+
+use super::common::{Misfit, form_priority_batch};
+use super::{
+    LevelCounts, Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice, ReplicaView,
+    Steady, parse_params,
+};
+use crate::cost::{BatchShape, CostModel};
+use crate::engine::request::{KvLoc, Slot};
+use crate::engine::time::Ns;
+use crate::error::{Result, SimError};
+use lazy::Lazy;
+
+/// Unbounded levels are capped here (quantum 2^63 × base is beyond any run).
+const LEVEL_CAP: u32 = 63;
+
+pub const ENTRY: PolicyEntry = PolicyEntry {
+    name: "mlfq",
+    summary: "naive MLFQ: all arrivals join level 0, quantum base·ratio^p, demote on exhaustion, starvation promotion (preset code|paper)",
+    build,
+    default_predictor: "oracle",
+    forced_predictor: None,
+    reactive: crate::swap::timing::Reactive::SerialSwapIn, // FastServe's; see skip_join_mlfq.rs
+    kv_layout: crate::swap::KvLayout::BlockMajor,
+};
+
+fn build(
+    table: Option<&toml::Value>,
+    env: &PolicyEnv,
+) -> Result<(Box<dyn Policy>, serde_json::Value)> {
+    let (params, _) = parse_params::<Params>("mlfq", table)?;
+    let cfg = params.resolve(false, env.cost.as_ref(), "mlfq")?;
+    let json = serde_json::to_value(&cfg).map_err(|e| SimError::config(e.to_string()))?;
+    Ok((Box::new(Mlfq::new(cfg, env.cost.clone(), "mlfq")), json))
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct State {
+    level: u32,
+    attained_ns: Ns,
+    last_step_ns: Ns,
+    demotions: u32,
+    promotions: u32,
+}
+
+/// The MLFQ mechanism shared by `mlfq` and `skip-join-mlfq`.
+#[derive(Clone)]
+pub struct Mlfq {
+    cfg: Config,
+    name: &'static str,
+    cost: Arc<dyn CostModel>,
+    state: Vec<State>,
+    iterations: u64,
+    /// Every queued request in priority order: level 0 first, front of each level first (so
+    /// sorted by level). The levels are its runs of equal `State::level`.
+    order: Vec<Slot>,
+    /// Scratch for rebuilding `order` (double buffer).
+    next_order: Vec<Slot>,
+    /// Scratch: requeued requests grouped by their new level.
+    requeued: Vec<Slot>,
+    promote_buf: Vec<Slot>,
+    taken: Vec<bool>,
+    /// Scratch for [`Mlfq::requeue_batch`]: the batch's new states.
+    new_states: Vec<State>,
+    /// Queue entries [`Mlfq::requeue_batch`] looked at one by one (bulk copies aside): a work
+    /// count for tests.
+    requeue_touched: u64,
+    /// Set while a stepwise fast-forward is followed lazily (see [`Lazy`]).
+    lazy: Lazy,
+    /// `quantum_ns(p)` for every level (computed once: it is on every iteration's path).
+    quantum_ns_table: Vec<Ns>,
+    scores: Vec<f64>,
+    /// Per level: arrivals, demotions into it, starvation promotions out of it (`summary.json`).
+    hist: Vec<LevelCounts>,
+    /// Scratch: the batch popped at the last boundary (`batch_memory = "reserve"`).
+    popped: Vec<Slot>,
+    /// This policy's swap-outs whose copy may still be in progress.
+    swapping_out: Vec<Slot>,
+    /// Scratch: the batch's slots for the starvation check.
+    run_buf: Vec<Slot>,
+}
+
+impl Mlfq {
+    pub fn new(cfg: Config, cost: Arc<dyn CostModel>, name: &'static str) -> Self {
+        Mlfq {
+            cfg,
+            name,
+            cost,
+            state: Vec::new(),
+            iterations: 0,
+            order: Vec::new(),
+            next_order: Vec::new(),
+            requeued: Vec::new(),
+            promote_buf: Vec::new(),
+            taken: Vec::new(),
+            new_states: Vec::new(),
+            requeue_touched: 0,
+            lazy: Lazy {
+                bound_ns: i64::MAX,
+                ..Lazy::default()
+            },
+            quantum_ns_table: Vec::new(),
+            scores: Vec::new(),
+            hist: (0..=LEVEL_CAP)
+                .map(|level| LevelCounts {
+                    level,
+                    ..LevelCounts::default()
+                })
+                .collect(),
+            popped: Vec::new(),
+            swapping_out: Vec::new(),
+            run_buf: Vec::new(),
+        }
+        .with_quantum_table()
+    }
+
+    fn with_quantum_table(mut self) -> Self {
+        self.quantum_ns_table = (0..=LEVEL_CAP).map(|p| self.quantum_ns(p)).collect();
+        self
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    fn max_level(&self) -> u32 {
+        if self.cfg.max_levels == 0 {
+            LEVEL_CAP
+        } else {
+            (self.cfg.max_levels - 1).min(LEVEL_CAP)
+        }
+    }
+
+    /// Quantum of level `p` in seconds.
+    pub fn quantum_s(&self, p: u32) -> f64 {
+        self.cfg.base_quantum_s * self.cfg.ratio.powi(p as i32)
+    }
+
+    /// Quantum of level `p` in whole nanoseconds (nearest; saturating), the unit attained service
+    /// is counted in. Comparing in seconds would demote a request whose attained service equals
+    /// the quantum whenever `base · ratio^p` rounds below its decimal value (e.g. 0.009 × 3).
+    pub fn quantum_ns(&self, p: u32) -> Ns {
+        (self.quantum_s(p) * 1e9).round() as Ns
+    }
+
+    /// The highest level (smallest p) whose quantum covers `t_s`.
+    pub fn level_covering(&self, t_s: f64) -> u32 {
+        let mut p = 0;
+        while p < self.max_level() && self.quantum_s(p) < t_s {
+            p += 1;
+        }
+        p
+    }
+
+    /// Put `s` (its state set) at the back of its level.
+    fn push_back(&mut self, s: Slot) {
+        let level = self.state[s as usize].level;
+        let state = &self.state;
+        let at = self
+            .order
+            .partition_point(|&x| state[x as usize].level <= level);
+        self.order.insert(at, s);
+    }
+
+    fn remove_from_order(&mut self, s: Slot) {
+        let level = self.state[s as usize].level;
+        let state = &self.state;
+        let from = self
+            .order
+            .partition_point(|&x| state[x as usize].level < level);
+        if let Some(i) = self.order[from..].iter().position(|&x| x == s) {
+            self.order.remove(from + i);
+        }
+    }
+
+    fn mark_taken(&mut self, slots: &[Slot], taken: bool) {
+        if self.taken.len() < self.state.len() {
+            self.taken.resize(self.state.len(), false);
+        }
+        for &s in slots {
+            self.taken[s as usize] = taken;
+        }
+    }
+
+    fn prefill_time_s(&self, tokens: u32) -> f64 {
+        let mut b = BatchShape::default();
+        b.add_prefill(tokens);
+        // A cost-model error here would already have failed the first iteration; treat as 0.
+        self.cost.iteration_s(&b).unwrap_or(0.0)
+    }
+
+    fn decode_time_s(&self, context: u32) -> f64 {
+        let mut b = BatchShape::default();
+        b.add_decode(context);
+        self.cost.iteration_s(&b).unwrap_or(0.0)
+    }
+
+    /// Promote every queued request idle for at least the starvation threshold, but those of
+    /// `skip` (the batch just formed, with `starvation_check = "after-batch"`).
+    fn starvation_check(&mut self, now: Ns, skip: &[Slot]) {
+        if self.cfg.fifo {
+            return;
+        }
+        // Nearest, not truncated: 1.001 s × 1e9 = 1000999999.9999999 must not fire 1 ns early.
+        let threshold_ns = (self.cfg.starvation_threshold_s * 1e9).round() as Ns;
+        self.promote_buf.clear();
+        self.mark_taken(skip, true);
+        for &s in &self.order {
+            let st = &self.state[s as usize];
+            if now.saturating_sub(st.last_step_ns) >= threshold_ns && !self.taken[s as usize] {
+                self.promote_buf.push(s);
+            }
+        }
+        self.mark_taken(skip, false);
+        if self.promote_buf.is_empty() {
+            return;
+        }
+        let buf = std::mem::take(&mut self.promote_buf);
+        self.mark_taken(&buf, true);
+        let reset = self.cfg.reset_attained_on_promotion;
+        for &s in &buf {
+            let st = &mut self.state[s as usize];
+            if st.level > 0 {
+                st.promotions += 1;
+                self.hist[st.level as usize].promotions_out += 1;
+            }
+            st.level = 0;
+            if reset {
+                st.attained_ns = 0;
+            }
+        }
+        // As `requeue_batch`: pushed one at a time to the front of level 0 in queue order with
+        // `requeue_reverses_batch` (so the last one pushed comes first), else in reverse order.
+        let mut next = std::mem::take(&mut self.next_order);
+        next.clear();
+        if self.cfg.requeue_reverses_batch {
+            next.extend(buf.iter().rev());
+        } else {
+            next.extend_from_slice(&buf);
+        }
+        let taken = &self.taken;
+        next.extend(self.order.iter().filter(|&&x| !taken[x as usize]));
+        self.next_order = std::mem::replace(&mut self.order, next);
+        self.mark_taken(&buf, false);
+        self.promote_buf = buf;
+    }
+}
+
+impl Mlfq {
+    /// Form this boundary's batch and memory plan (`batch_memory`).
+    fn form_batch(&mut self, view: &ReplicaView, plan: &mut Plan) {
+        let misfit = match self.cfg.misfit {
+            MisfitRule::Stop => Misfit::Stop,
+            MisfitRule::Skip => Misfit::Skip,
+        };
+        let defer_new = view.host_capacity_blocks() > 0
+            && self.cfg.preemption == PreemptionChoice::Swap
+            && (view.host_free_blocks() as f64)
+                < self.cfg.defer_new_below_host_free_frac * view.host_capacity_blocks() as f64;
+        if self.cfg.batch_memory == BatchMemory::Reserve {
+            self.schedule_reserve(view, plan, defer_new);
+            return;
+        }
+        let free_after = form_priority_batch(
+            view,
+            &self.order,
+            misfit,
+            self.preemption(),
+            defer_new,
+            plan,
+        );
+        self.proactive(view, plan, free_after);
+    }
+}
+
+impl Policy for Mlfq {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn on_arrival(&mut self, s: Slot, view: &ReplicaView) -> Result<()> {
+        let r = view.req(s);
+        let level = if self.cfg.skip_join {
+            self.level_covering(self.prefill_time_s(r.input_tokens))
+        } else {
+            0
+        };
+        if self.state.len() <= s as usize {
+            self.state.resize(s as usize + 1, State::default());
+        }
+        self.state[s as usize] = State {
+            level,
+            attained_ns: 0,
+            last_step_ns: if self.cfg.starvation_clock_from_zero {
+                0
+            } else {
+                view.now_ns
+            },
+            demotions: 0,
+            promotions: 0,
+        };
+        self.hist[level as usize].arrivals += 1;
+        self.enqueue_arrival(s);
+        Ok(())
+    }
+
+    fn schedule(&mut self, view: &ReplicaView, plan: &mut Plan) {
+        self.materialize();
+        plan.clear();
+        self.iterations += 1;
+        let check = self
+            .iterations
+            .is_multiple_of(self.cfg.starvation_period_iterations);
+        if check && self.cfg.starvation_check == StarvationCheck::BeforeBatch {
+            self.starvation_check(view.now_ns, &[]);
+        }
+        self.form_batch(view, plan);
+        if check && self.cfg.starvation_check == StarvationCheck::AfterBatch {
+            // FastServe's `get_next_batch` ends with `prevent_starvation` over the queues the
+            // batch was popped from: the batch's members are not promoted.
+            let mut run = std::mem::take(&mut self.run_buf);
+            run.clear();
+            run.extend(plan.run.iter().map(|i| i.slot));
+            self.starvation_check(view.now_ns, &run);
+            self.run_buf = run;
+        }
+    }
+
+    fn on_iteration_end(&mut self, batch: &[Slot], duration_ns: Ns, view: &ReplicaView) {
+        if self.lazy.active
+            && self.cfg.requeue_reverses_batch
+            && self.cfg.demotion == Demotion::OneLevel
+        {
+            // The run's last iteration: its batch is every request followed lazily but the
+            // fresh arrivals.
+            debug_assert_eq!(
+                batch.len() + self.lazy.fresh_slots.len(),
+                self.lazy.levels.iter().map(VecDeque::len).sum::<usize>()
+            );
+            self.requeue_lazy(duration_ns, view.now_ns);
+            return;
+        }
+        self.materialize();
+        if batch.is_empty() {
+            return;
+        }
+        if self.cfg.fifo {
+            // `fcfs-swap`: one level, arrival order kept (nobody moves to the front).
+            for &s in batch {
+                let st = &mut self.state[s as usize];
+                st.attained_ns += duration_ns;
+                st.last_step_ns = view.now_ns;
+            }
+            return;
+        }
+        self.requeue_batch(batch, duration_ns, view.now_ns, |s| view.req(s).kv_tokens);
+    }
+
+    /// The plan repeats while: the batch is a prefix of the priority order (so the first request
+    /// left out stays out: its reason — batch full, KV blocks, deferral — cannot ease while free
+    /// blocks only shrink), nobody in the batch passes its quantum (no demotion), no queued request
+    /// reaches the starvation threshold, and proactive offloading keeps its reserve without a swap.
+    fn steady(&self, batch: &[Slot], view: &ReplicaView) -> Option<Steady> {
+        debug_assert!(!self.lazy.active, "schedule wrote the lazy state back");
+        if batch.len() > self.order.len() || self.order[..batch.len()] != *batch {
+            return None;
+        }
+        let threshold_ns = (self.cfg.starvation_threshold_s * 1e9).round() as Ns;
+        if threshold_ns == 0 {
+            return None;
+        }
+        // `batch_memory = "reserve"`: the repeat's decision is the same while the blocks left free
+        // after its allocations cover the reserve (else `reserve_free_blocks` would swap out or
+        // drop batch members); a proactive swap-in cannot become possible (free blocks only
+        // shrink) and the popped batch is the same (the first request left out of a prefix stays
+        // out: its reason — batch full, deferral, memory — cannot ease).
+        let reserve_floor = if self.cfg.batch_memory == BatchMemory::Reserve
+            && self.cfg.preemption == PreemptionChoice::Swap
+            && view.host_capacity_blocks() > 0
+            && self.cfg.offload == Offload::Proactive
+        {
+            view.limits.max_batch_size.max(self.cfg.min_free_blocks)
+        } else {
+            0
+        };
+        if batch.len() == self.order.len() && !self.cfg.fifo {
+            // The batch holds every request: demotions and requeues reorder it but cannot change
+            // it (nobody is left out, nobody waits to be promoted, no swap has a candidate); the
+            // engine checks memory. Followed step by step.
+            // A prefill in it repeats as a decode, and a completion leaves every other request in
+            // it: the plan is still "everyone".
+            return Some(Steady {
+                stepwise: true,
+                with_prefills: true,
+                through_completions: true,
+                min_free_blocks: reserve_floor,
+                ..Steady::UNBOUNDED
+            });
+        }
+        let mut max_service_ns = Ns::MAX;
+        for &s in batch {
+            let st = &self.state[s as usize];
+            if st.level < self.max_level() {
+                let q = self.quantum_ns_table[st.level as usize];
+                max_service_ns = max_service_ns.min(q.saturating_sub(st.attained_ns));
+            }
+        }
+        let until_ns = self.order[batch.len()..]
+            .iter()
+            .map(|&s| {
+                self.state[s as usize]
+                    .last_step_ns
+                    .saturating_add(threshold_ns)
+            })
+            .min()
+            .unwrap_or(Ns::MAX);
+        let offloading =
+            self.cfg.preemption == PreemptionChoice::Swap && view.host_capacity_blocks() > 0;
+        let proactive = offloading
+            && match self.cfg.offload {
+                Offload::Reactive => false,
+                Offload::Proactive => true,
+                // ENST moves with the clock: its swap order can change while nothing else does.
+                Offload::Paper => return None,
+            };
+        let min_free_blocks = if self.cfg.batch_memory == BatchMemory::Reserve {
+            reserve_floor
+        } else if proactive {
+            // No swap-out while free blocks cover the reserve plus what the first request left
+            // out without GPU memory needs; no swap-in became possible (free blocks only shrink).
+            let reserve = view.limits.max_batch_size.max(self.cfg.min_free_blocks);
+            let blocked = self.order[batch.len()..]
+                .iter()
+                .find(|&&s| matches!(view.req(s).kv_loc, KvLoc::None | KvLoc::Host));
+            let need = blocked.map_or(0, |&s| view.extra_blocks_for_next(s));
+            let min = reserve.saturating_add(need);
+            if view.free_blocks() < min {
+                return None;
+            }
+            min
+        } else {
+            0
+        };
+        Some(Steady {
+            max_iterations: u64::MAX,
+            min_free_blocks,
+            max_service_ns,
+            until_ns,
+            ..Steady::UNBOUNDED
+        })
+    }
+
+    fn on_steady_step(
+        &mut self,
+        batch: &mut [Slot],
+        repeat: u64,
+        duration_ns: Ns,
+        view: &ReplicaView,
+    ) {
+        // What `on_iteration_end` does, with the batch = every queued request, followed lazily.
+        let _ = batch;
+        if !self.lazy.active {
+            self.lazy_begin();
+        }
+        self.lazy_step(duration_ns, view.now_ns, |s| {
+            view.req(s).kv_tokens_after_next() + repeat as u32 - 1
+        });
+        // What the next `schedule` does before forming the (same) batch: count the boundary and
+        // maybe run the starvation check, which promotes nobody (everyone just ran).
+        self.iterations += 1;
+    }
+
+    fn on_steady_begin(&mut self, max_service_ns: Ns) {
+        self.lazy.bound_ns = max_service_ns.min(i64::MAX as Ns) as i64;
+    }
+
+    fn steady_order(&mut self, batch: &mut [Slot]) {
+        if self.lazy.active {
+            let lz = &self.lazy;
+            let mut i = 0;
+            for (p, q) in lz.levels.iter().enumerate() {
+                if q.is_empty() {
+                    continue;
+                }
+                let out = &mut batch[i..i + q.len()];
+                if lz.reversed(p) {
+                    for (o, &s) in out.iter_mut().zip(q.iter().rev()) {
+                        *o = s;
+                    }
+                } else {
+                    let (a, b) = q.as_slices();
+                    out[..a.len()].copy_from_slice(a);
+                    out[a.len()..].copy_from_slice(b);
+                }
+                i += q.len();
+            }
+        } else {
+            batch.copy_from_slice(&self.order[..batch.len()]);
+        }
+    }
+
+    fn on_steady_iterations(
+        &mut self,
+        batch: &mut [Slot],
+        iterations: u64,
+        service_ns: Ns,
+        view: &ReplicaView,
+    ) {
+        self.materialize();
+        self.iterations += iterations;
+        for &s in batch.iter() {
+            let st = &mut self.state[s as usize];
+            st.attained_ns += service_ns;
+            st.last_step_ns = view.now_ns;
+        }
+        // Each requeue puts the batch back at the front of its levels, reversed when
+        // `requeue_reverses_batch`: the batch is a prefix of the order, i.e. whole levels and the
+        // front of one, so an odd number of requeues reverses each level's batch segment.
+        if self.cfg.requeue_reverses_batch && iterations % 2 == 1 {
+            let prefix = &mut self.order[..batch.len()];
+            let mut from = 0;
+            while from < prefix.len() {
+                let level = self.state[prefix[from] as usize].level;
+                let len = prefix[from..]
+                    .iter()
+                    .take_while(|&&x| self.state[x as usize].level == level)
+                    .count();
+                prefix[from..from + len].reverse();
+                from += len;
+            }
+        }
+        batch.copy_from_slice(&self.order[..batch.len()]);
+    }
+
+    fn on_finish(&mut self, s: Slot) {
+        if self.lazy.active {
+            let p = self.state[s as usize].level as usize;
+            self.lazy.remove(p, s);
+            self.lazy.version[s as usize] += 1;
+            return;
+        }
+        self.remove_from_order(s);
+    }
+
+    fn level_counts(&self) -> Option<Vec<LevelCounts>> {
+        // Every level up to the lowest one anything reached (the rest are all zeros).
+        let used = self
+            .hist
+            .iter()
+            .rposition(|c| c.arrivals + c.demotions_in + c.promotions_out > 0)
+            .map_or(1, |p| p + 1);
+        Some(self.hist[..used].to_vec())
+    }
+
+    fn describe(&self, s: Slot) -> PolicyInfo {
+        let st = &self.state[s as usize];
+        PolicyInfo {
+            priority: st.level as f64,
+            demotions: st.demotions,
+            promotions: st.promotions,
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! Batch formation and GPU memory as FastServe's official code does them (`batch_memory =
+//! "reserve"`): `MLFQ.get_next_batch` pops the batch, `MLFQ.reserve_free_blocks` makes its memory
+//! and swaps in ahead of time (LLMServe/FastServe `fastserve/scheduler.py`). See the policy header
+//! for each rule and where servesim departs from the code.
+
+use super::super::{Plan, PreemptMode, PreemptionChoice, ReplicaView};
+use super::{HostFull, MisfitRule, Mlfq, Offload};
+use crate::engine::request::{KvLoc, Slot};
+
+impl Mlfq {
+    /// GPU blocks of this policy's swap-outs still being copied. FastServe counts them as
+    /// available (`BlockManager.get_num_avail_gpu_blocks` = free + swapping; an allocation that
+    /// needs them waits for the copies, `_get_free_blocks` → `wait_for_all_swap_out`).
+    fn swapping_out_blocks(&mut self, view: &ReplicaView) -> u32 {
+        self.swapping_out
+            .retain(|&s| view.reqs.contains(s) && view.req(s).kv_loc == KvLoc::SwappingOut);
+        self.swapping_out.iter().map(|&s| view.req(s).blocks).sum()
+    }
+
+    /// How a victim gives up its GPU blocks: swap when the host pool takes it, else by
+    /// `host_full` (`None` = defer: it is not evicted). Without a host pool, or with
+    /// `preemption = "recompute"`, by recompute.
+    fn evict_mode(
+        &self,
+        view: &ReplicaView,
+        s: Slot,
+        host_free: &mut i64,
+        host_full: HostFull,
+    ) -> Option<PreemptMode> {
+        if self.cfg.preemption != PreemptionChoice::Swap || view.host_capacity_blocks() == 0 {
+            return Some(PreemptMode::Recompute);
+        }
+        let need = view.host_blocks_for(view.req(s).blocks) as i64;
+        if need <= *host_free {
+            *host_free -= need;
+            Some(PreemptMode::Swap)
+        } else {
+            match host_full {
+                HostFull::Defer => None,
+                HostFull::Recompute => Some(PreemptMode::Recompute),
+            }
+        }
+    }
+
+    /// Fill `plan` as FastServe's `get_next_batch` + `reserve_free_blocks` do; `defer_new`: new
+    /// prefills are set aside (host pool < 10 % free). Falls back to `host_full = "recompute"` for
+    /// a boundary at which deferring would leave nothing to run and nothing in progress.
+    pub(super) fn schedule_reserve(
+        &mut self,
+        view: &ReplicaView,
+        plan: &mut Plan,
+        defer_new: bool,
+    ) {
+        self.reserve_pass(view, plan, defer_new, self.cfg.host_full);
+        if plan.run.is_empty()
+            && plan.preempt.is_empty()
+            && plan.swap_in.is_empty()
+            && !self.popped.is_empty()
+            && self
+                .order
+                .iter()
+                .all(|&s| !view.req(s).in_transfer() && !view.req(s).in_flight())
+        {
+            plan.clear();
+            self.unstick(view, plan, defer_new);
+        }
+        for &(s, mode) in &plan.preempt {
+            if mode == PreemptMode::Swap {
+                self.swapping_out.push(s);
+            }
+        }
+    }
+
+    /// Nothing can run and no copy is in flight: with `defer`, the GPU and the host are full and
+    /// every GPU-resident request needs a new block (the code would crash here). The
+    /// lowest-priority resident request is recomputed and its blocks go to the resident requests
+    /// in priority order; without any resident request, the boundary is planned with `recompute`.
+    fn unstick(&mut self, view: &ReplicaView, plan: &mut Plan, defer_new: bool) {
+        let victim = self.order.iter().rev().copied().find(|&s| {
+            let r = view.req(s);
+            r.kv_loc == KvLoc::Gpu && r.blocks > 0 && !r.in_flight()
+        });
+        let Some(v) = victim else {
+            self.reserve_pass(view, plan, defer_new, HostFull::Recompute);
+            return;
+        };
+        plan.preempt.push((v, PreemptMode::Recompute));
+        let mut free = view.free_blocks() as i64 + view.req(v).blocks as i64;
+        for &s in &self.order {
+            if plan.run.len() >= view.limits.max_batch_size as usize {
+                break;
+            }
+            let r = view.req(s);
+            if s == v || r.kv_loc != KvLoc::Gpu || !r.runnable() {
+                continue;
+            }
+            let n = view.extra_blocks_for_next(s) as i64;
+            if n <= free {
+                free -= n;
+                plan.run_on_demand(s);
+            }
+        }
+    }
+
+    fn reserve_pass(
+        &mut self,
+        view: &ReplicaView,
+        plan: &mut Plan,
+        defer_new: bool,
+        host_full: HostFull,
+    ) {
+        let limits = view.limits;
+        let b = limits.max_batch_size as usize;
+        // 1. `get_next_batch`: pop by priority with only the size and token checks (a new prefill
+        //    is set aside while the host pool is short; a request whose KV is being copied cannot
+        //    run here and is passed over).
+        let (mut prefill_tokens, mut has_prefill) = (0u64, false);
+        for &s in &self.order {
+            if plan.run.len() >= b {
+                break;
+            }
+            let r = view.req(s);
+            if !r.runnable() || r.in_flight() || (defer_new && !r.started()) {
+                continue;
+            }
+            if r.needs_prefill() {
+                let t = r.prefill_tokens() as u64;
+                if has_prefill && prefill_tokens + t > limits.max_batch_tokens as u64 {
+                    match self.cfg.misfit {
+                        MisfitRule::Stop => break,
+                        MisfitRule::Skip => continue,
+                    }
+                }
+                has_prefill = true;
+                prefill_tokens += t;
+            }
+            plan.run_on_demand(s);
+        }
+        self.popped.clear();
+        self.popped.extend(plan.run.iter().map(|i| i.slot));
+        // 2. `reserve_free_blocks(batch)`.
+        let swap = self.cfg.preemption == PreemptionChoice::Swap && view.host_capacity_blocks() > 0;
+        let proactive = swap && self.cfg.offload == Offload::Proactive;
+        let reserve = if proactive {
+            limits.max_batch_size.max(self.cfg.min_free_blocks) as i64
+        } else {
+            0
+        };
+        let need: i64 = plan
+            .run
+            .iter()
+            .map(|i| view.extra_blocks_for_next(i.slot) as i64)
+            .sum();
+        let avail = view.free_blocks() as i64 + self.swapping_out_blocks(view) as i64;
+        let mut deficit = reserve + need - avail;
+        let swap_out_needed = deficit > 0;
+        // Blocks that recompute preemptions free at once (swap-outs free when their copy ends).
+        let mut freed_now: i64 = 0;
+        let mut host_blocked = false;
+        if swap_out_needed {
+            if self.taken.len() < view.slot_capacity() {
+                self.taken.resize(view.slot_capacity(), false);
+            }
+            for item in &plan.run {
+                self.taken[item.slot as usize] = true;
+            }
+            let mut host_free = view.host_free_blocks() as i64;
+            // Swap out queued GPU-resident requests from the lowest priority up.
+            for i in (0..self.order.len()).rev() {
+                if deficit <= 0 {
+                    break;
+                }
+                let s = self.order[i];
+                let r = view.req(s);
+                if self.taken[s as usize]
+                    || r.kv_loc != KvLoc::Gpu
+                    || r.in_flight()
+                    || r.blocks == 0
+                {
+                    continue;
+                }
+                match self.evict_mode(view, s, &mut host_free, host_full) {
+                    Some(mode) => {
+                        plan.preempt.push((s, mode));
+                        deficit -= r.blocks as i64;
+                        if mode == PreemptMode::Recompute {
+                            freed_now += r.blocks as i64;
+                        }
+                    }
+                    None => host_blocked = true,
+                }
+            }
+            // Then drop batch members from its tail, swapping out the GPU-resident ones. A
+            // GPU-resident member the host cannot take (`defer`) stays in the batch (dropping it
+            // would free nothing) and the next one up is tried; once the host refused a
+            // swap-out, members are dropped only while the batch itself does not fit, not to
+            // restore the reserve.
+            let mut i = plan.run.len();
+            while deficit > 0 && i > 0 {
+                if deficit <= reserve && (host_blocked || plan.run.len() == 1) {
+                    // The batch itself fits: the reserve does not take its last member (the code
+                    // would drop it and, with nothing left to swap out, idle for ever — possible
+                    // only on a GPU pool of a few blocks).
+                    break;
+                }
+                i -= 1;
+                let s = plan.run[i].slot;
+                let r = view.req(s);
+                let n = view.extra_blocks_for_next(s) as i64;
+                if r.kv_loc == KvLoc::Gpu && r.blocks > 0 && !r.in_flight() {
+                    match self.evict_mode(view, s, &mut host_free, host_full) {
+                        Some(mode) => {
+                            plan.preempt.push((s, mode));
+                            deficit -= n + r.blocks as i64;
+                            if mode == PreemptMode::Recompute {
+                                freed_now += r.blocks as i64;
+                            }
+                        }
+                        None => {
+                            host_blocked = true;
+                            continue;
+                        }
+                    }
+                } else {
+                    deficit -= n;
+                }
+                self.taken[s as usize] = false;
+                plan.run.remove(i);
+            }
+            for item in &plan.run {
+                self.taken[item.slot as usize] = false;
+            }
+        }
+        // 3. What servesim's engine can run now: a member whose blocks are not free yet (they come
+        //    from swap-outs still copying) waits for the next boundary; the code's iteration
+        //    would wait for the copies instead.
+        let mut free = view.free_blocks() as i64 + freed_now;
+        plan.run.retain(|item| {
+            let n = view.extra_blocks_for_next(item.slot) as i64;
+            if n <= free {
+                free -= n;
+                true
+            } else {
+                false
+            }
+        });
+        // `defer`: when the host refused a swap-out, the requests that wait for memory leave
+        //    their batch places to queued requests below them whose KV is already on the GPU (in
+        //    priority order, size limit only: they are decodes), so that the GPU-resident work
+        //    goes on and frees memory — the code has no such case (it crashes on a full pool).
+        if host_blocked && plan.run.len() < b {
+            for &(s, _) in &plan.preempt {
+                self.taken[s as usize] = true;
+            }
+            for &s in &self.popped {
+                self.taken[s as usize] = true;
+            }
+            for &s in &self.order {
+                if plan.run.len() >= b {
+                    break;
+                }
+                let r = view.req(s);
+                if self.taken[s as usize] || r.kv_loc != KvLoc::Gpu || !r.runnable() {
+                    continue;
+                }
+                let n = view.extra_blocks_for_next(s) as i64;
+                if n <= free {
+                    free -= n;
+                    plan.run_on_demand(s);
+                }
+            }
+            for &(s, _) in &plan.preempt {
+                self.taken[s as usize] = false;
+            }
+            for &s in &self.popped {
+                self.taken[s as usize] = false;
+            }
+        }
+        // 4. Proactive swap-in, only when no swap-out was needed: the next `max_batch_size`
+        //    queued requests after the popped batch, each counting against the quota whether or
+        //    not it is on the host; a host-resident one is swapped in when the available blocks
+        //    cover the reserve + the batch's need + its blocks.
+        if !swap_out_needed && proactive {
+            let mut quota = limits.max_batch_size;
+            let mut avail = avail;
+            if self.taken.len() < view.slot_capacity() {
+                self.taken.resize(view.slot_capacity(), false);
+            }
+            for &s in &self.popped {
+                self.taken[s as usize] = true;
+            }
+            for &s in &self.order {
+                if quota == 0 {
+                    break;
+                }
+                if self.taken[s as usize] {
+                    continue;
+                }
+                quota -= 1;
+                if view.req(s).kv_loc != KvLoc::Host {
+                    continue;
+                }
+                let theirs = view.swap_in_blocks(s) as i64;
+                if avail >= reserve + need + theirs && free >= theirs {
+                    plan.swap_in.push(s);
+                    avail -= theirs;
+                    free -= theirs;
+                }
+            }
+            for &s in &self.popped {
+                self.taken[s as usize] = false;
+            }
+        }
+    }
+}

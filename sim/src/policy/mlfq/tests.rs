@@ -1,0 +1,495 @@
+use super::*;
+use crate::cost::constant::ConstantCost;
+use crate::engine::KvPool;
+use crate::engine::request::{Request, Slab};
+use crate::policy::{Limits, PreemptMode, RunItem};
+use crate::swap::KvOffload;
+
+const MS: Ns = 1_000_000;
+
+fn req(id: u64) -> Request {
+    Request {
+        generated_tokens: 50,
+        kv_tokens: 100,
+        blocks: 10,
+        kv_loc: KvLoc::Gpu,
+        ..Request::new(id, 0, 50, 100, 100)
+    }
+}
+
+/// Four resident requests (10 blocks each, a full 40-block GPU): 0 and 1 at level 0 (0 has
+/// used 4 ms of its 10 ms quantum), 2 and 3 at level 2 (quantum 40 ms; 2 has used 5 ms and
+/// idled 1 s, 3 idled 2.99 s of the 3 s starvation threshold). B = 2.
+fn setup(offload: Offload) -> (Mlfq, Slab, KvPool, KvPool, Ns) {
+    let cost = Arc::new(ConstantCost { iteration_s: 0.01 });
+    let mut cfg = Params::default()
+        .resolve(false, cost.as_ref(), "mlfq")
+        .unwrap();
+    cfg.offload = offload;
+    let mut m = Mlfq::new(cfg, cost, "mlfq");
+    let mut reqs = Slab::default();
+    let now = 10_000 * MS;
+    let states = [
+        (0, 4 * MS, now),
+        (0, 0, now),
+        (2, 5 * MS, now - 1000 * MS),
+        (2, 0, now - 2990 * MS),
+    ];
+    for (i, &(level, attained_ns, last_step_ns)) in states.iter().enumerate() {
+        let s = reqs.insert(req(i as u64));
+        m.state.resize(s as usize + 1, State::default());
+        m.state[s as usize] = State {
+            level,
+            attained_ns,
+            last_step_ns,
+            ..State::default()
+        };
+        m.push_back(s);
+    }
+    let mut kv = KvPool::new(40, 16);
+    assert!(kv.try_alloc(40));
+    (m, reqs, kv, KvPool::new(100, 16), now)
+}
+
+fn view<'a>(reqs: &'a Slab, kv: &'a KvPool, host: &'a KvPool, now: Ns) -> ReplicaView<'a> {
+    ReplicaView {
+        reqs,
+        kv,
+        host,
+        offload: KvOffload::default(),
+        now_ns: now,
+        limits: Limits {
+            max_batch_size: 2,
+            max_batch_tokens: 2048,
+            max_context_tokens: 2048,
+        },
+    }
+}
+
+/// The lazily followed run's last iteration, requeued straight from the lazy levels, leaves
+/// the same order and states as writing everything back and requeueing the batch — with
+/// demotions at the end, levels read either way and fresh arrivals at levels that also receive
+/// demoted requests. Pseudo-random states, 300 cases.
+#[test]
+fn lazy_requeue_equals_write_back_then_requeue() {
+    let cost = Arc::new(ConstantCost { iteration_s: 0.01 });
+    let cfg = Params::default()
+        .resolve(true, cost.as_ref(), "skip-join-mlfq")
+        .unwrap();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut rand = |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    for _ in 0..300 {
+        let mut m = Mlfq::new(cfg.clone(), cost.clone(), "skip-join-mlfq");
+        let queued = 1 + rand(14) as usize;
+        let mut slots: Vec<Slot> = (0..queued as Slot).collect();
+        slots.sort_by_key(|_| rand(1000));
+        for &s in &slots {
+            let level = rand(4) as u32;
+            m.state
+                .resize(m.state.len().max(s as usize + 1), State::default());
+            m.state[s as usize] = State {
+                level,
+                attained_ns: rand(m.quantum_ns(level) + 1),
+                ..State::default()
+            };
+            m.push_back(s);
+        }
+        m.on_steady_begin(Ns::MAX);
+        m.lazy_begin();
+        for k in 0..rand(4) {
+            m.lazy_step(1 + rand(30 * MS), (k + 1) * 100 * MS, |_| 0);
+        }
+        let mut batch = vec![0; queued];
+        m.steady_order(&mut batch);
+        for f in 0..rand(4) as Slot {
+            let s = queued as Slot + f;
+            m.state.resize(s as usize + 1, State::default());
+            m.state[s as usize] = State {
+                level: rand(4) as u32,
+                last_step_ns: 7,
+                ..State::default()
+            };
+            m.enqueue_arrival(s);
+        }
+        let (dur, now) = (1 + rand(30 * MS), 1000 * MS);
+        let mut lazy = m.clone();
+        lazy.requeue_lazy(dur, now);
+        let mut eager = m.clone();
+        eager.materialize();
+        eager.requeue_batch(&batch, dur, now, |_| 0);
+        assert_eq!(lazy.order, eager.order);
+        for s in 0..lazy.state.len() {
+            let (a, b) = (lazy.state[s], eager.state[s]);
+            assert_eq!(
+                (a.level, a.attained_ns, a.last_step_ns, a.demotions),
+                (b.level, b.attained_ns, b.last_step_ns, b.demotions)
+            );
+        }
+        assert!(!lazy.lazy.active && !eager.lazy.active);
+    }
+}
+
+/// Hand-computed ENST (quanta q0 = 10 ms, q1 = 20 ms, q2 = 40 ms; Q(2) = 30 ms):
+/// - 0: nobody ahead → T_execute 0; level 0 → ENST 0;
+/// - 1: 0 ahead in its level: (10 − 4) ms / 2 = 3 ms;
+/// - 2: 0 and 1 ahead from level 0: ((30 − 4) + (30 − 0)) ms / 2 = 28 ms; T_promote = 3 − 1 =
+///   2 s → ENST 28 ms;
+/// - 3: those plus 2 in its level: (56 + (40 − 5)) ms / 2 = 45.5 ms, but T_promote =
+///   3 − 2.99 = 10 ms → ENST 10 ms.
+#[test]
+fn enst_by_hand() {
+    let (mut m, reqs, kv, host, now) = setup(Offload::Paper);
+    m.enst_s(&view(&reqs, &kv, &host, now));
+    let want = [0.0, 0.003, 0.028, 0.010];
+    for (got, want) in m.scores.iter().zip(want) {
+        assert!((got - want).abs() < 1e-12, "{:?} vs {want:?}", m.scores);
+    }
+}
+
+/// With 0 and 1 in the batch and no free block, the reserve (B = 2 blocks) needs one
+/// swap-out: the paper's order picks the largest ENST (request 2, 28 ms), the code's order
+/// the last one queued (request 3, whose ENST is only 10 ms: it is about to be promoted).
+#[test]
+fn paper_swaps_out_largest_enst_code_swaps_out_last_queued() {
+    for (offload, victim) in [(Offload::Paper, 2), (Offload::Proactive, 3)] {
+        let (mut m, reqs, kv, host, now) = setup(offload);
+        let v = view(&reqs, &kv, &host, now);
+        let mut plan = Plan::default();
+        for s in [0, 1] {
+            plan.run.push(RunItem {
+                slot: s,
+                reserve_blocks: 0,
+            });
+        }
+        m.proactive(&v, &mut plan, 0);
+        assert_eq!(
+            plan.preempt,
+            vec![(victim, PreemptMode::Swap)],
+            "{offload:?}"
+        );
+        assert!(plan.swap_in.is_empty());
+    }
+}
+
+/// The order `requeue_batch` must give, rebuilt from scratch: level by level, the batch
+/// members now at that level (reversed with `requeue_reverses_batch`), then its other members
+/// in their old order.
+fn requeue_reference(m: &Mlfq, old: &[Slot], batch: &[Slot]) -> Vec<Slot> {
+    let mut out = Vec::new();
+    for p in 0..=LEVEL_CAP {
+        let at = |&&s: &&Slot| m.state[s as usize].level == p;
+        let mut group: Vec<Slot> = batch.iter().filter(at).copied().collect();
+        if m.cfg.requeue_reverses_batch {
+            group.reverse();
+        }
+        out.extend(group);
+        out.extend(old.iter().filter(at).filter(|s| !batch.contains(s)));
+    }
+    out
+}
+
+/// Requeueing a batch of 17 in front of a queue of 10,000 looks at the batch's entries only
+/// (the rest of the changed prefix moves by bulk copy): the work of a boundary does not grow
+/// with the queue. Random small queues and batches (prefix or not) give the rebuilt order.
+#[test]
+fn requeue_batch_matches_a_full_rebuild_and_touches_only_the_batch() {
+    let cost = Arc::new(ConstantCost { iteration_s: 0.01 });
+    for reverses in [true, false] {
+        let mut cfg = Params::default()
+            .resolve(false, cost.as_ref(), "mlfq")
+            .unwrap();
+        cfg.requeue_reverses_batch = reverses;
+        let mut m = Mlfq::new(cfg.clone(), cost.clone(), "mlfq");
+        let n: Slot = 10_000;
+        m.state.resize(n as usize, State::default());
+        // Slot 16 first, so at the front of level 1; 0..16 at the front of level 0 (8..16
+        // pass their 10 ms quantum in the next 10 ms iteration); the rest at levels 0, 1, 3.
+        for s in std::iter::once(16).chain(0..16).chain(17..n) {
+            m.state[s as usize] = State {
+                level: match s {
+                    0..=15 => 0,
+                    16 => 1,
+                    _ => [0, 1, 3][s as usize % 3],
+                },
+                attained_ns: if (8..16).contains(&s) { 5 * MS } else { 0 },
+                ..State::default()
+            };
+            m.push_back(s);
+        }
+        let batch: Vec<Slot> = (0..17).collect();
+        let old = m.order.clone();
+        m.requeue_batch(&batch, 10 * MS, 20 * MS, |_| 0);
+        assert_eq!(m.order, requeue_reference(&m, &old, &batch));
+        assert!(
+            m.requeue_touched <= batch.len() as u64,
+            "looked at {} queue entries for a batch of {}",
+            m.requeue_touched,
+            batch.len()
+        );
+    }
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut rand = |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    for _ in 0..500 {
+        let mut cfg = Params {
+            preset: if rand(2) == 0 {
+                Preset::Code
+            } else {
+                Preset::Paper
+            },
+            ..Params::default()
+        }
+        .resolve(false, cost.as_ref(), "mlfq")
+        .unwrap();
+        cfg.requeue_reverses_batch = rand(2) == 0;
+        cfg.max_levels = rand(5) as u32;
+        let mut m = Mlfq::new(cfg, cost.clone(), "mlfq");
+        let queued = 1 + rand(20) as Slot;
+        for s in 0..queued {
+            let level = rand(4) as u32;
+            m.state.push(State {
+                level,
+                attained_ns: rand(m.quantum_ns(level) + 1),
+                ..State::default()
+            });
+            m.push_back(s);
+        }
+        let old = m.order.clone();
+        let batch: Vec<Slot> = old.iter().copied().filter(|_| rand(3) == 0).collect();
+        let kv_tokens = rand(2000) as u32;
+        m.requeue_batch(&batch, rand(30 * MS), 1, |_| kv_tokens);
+        assert_eq!(m.order, requeue_reference(&m, &old, &batch));
+    }
+}
+
+/// Where a test request's KV is: resident on the GPU (blocks), on the host (GPU blocks it takes
+/// back), or nowhere yet (a new 100-token prompt: 7 blocks of 16 tokens).
+#[derive(Clone, Copy)]
+enum Mem {
+    Gpu(u32),
+    Host(u32),
+    New,
+}
+
+/// Requests queued at level 0 in the given order (a 100-token context each when started; a
+/// started one needs no new block for its next token: 101 tokens ≤ 7 × 16), on a GPU pool of
+/// `gpu_blocks` holding the resident ones and a host pool of `host_blocks` holding the offloaded
+/// ones; `max_batch_size` = `b`. Preset `code` with `edit` applied.
+fn memory_case(
+    mems: &[Mem],
+    gpu_blocks: u32,
+    host_blocks: u32,
+    edit: impl Fn(&mut Config),
+) -> (Mlfq, Slab, KvPool, KvPool) {
+    let cost = Arc::new(ConstantCost { iteration_s: 0.01 });
+    let mut cfg = Params::default()
+        .resolve(true, cost.as_ref(), "skip-join-mlfq")
+        .unwrap();
+    edit(&mut cfg);
+    let mut m = Mlfq::new(cfg, cost, "skip-join-mlfq");
+    let mut reqs = Slab::default();
+    let mut kv = KvPool::new(gpu_blocks, 16);
+    let mut host = KvPool::new(host_blocks, 16);
+    for (i, &mem) in mems.iter().enumerate() {
+        let mut r = Request::new(i as u64, 0, 100, 50, 50);
+        match mem {
+            Mem::Gpu(b) => {
+                (r.generated_tokens, r.kv_tokens, r.blocks, r.kv_loc) = (1, 100, b, KvLoc::Gpu);
+                assert!(kv.try_alloc(b));
+            }
+            Mem::Host(b) => {
+                (r.generated_tokens, r.kv_tokens, r.kv_loc) = (1, 100, KvLoc::Host);
+                (r.host_blocks, r.offloaded_gpu_blocks) = (b, b);
+                assert!(host.try_alloc(b));
+            }
+            Mem::New => {}
+        }
+        let s = reqs.insert(r);
+        m.state.resize(s as usize + 1, State::default());
+        m.state[s as usize] = State {
+            last_step_ns: 10_000 * MS,
+            ..State::default()
+        };
+        m.push_back(s);
+    }
+    (m, reqs, kv, host)
+}
+
+fn view_b<'a>(reqs: &'a Slab, kv: &'a KvPool, host: &'a KvPool, b: u32) -> ReplicaView<'a> {
+    let mut v = view(reqs, kv, host, 10_000 * MS);
+    v.limits.max_batch_size = b;
+    v
+}
+
+fn run_slots(plan: &Plan) -> Vec<Slot> {
+    plan.run.iter().map(|i| i.slot).collect()
+}
+
+/// Proactive swap-in window (`reserve_free_blocks` with no swap-out): B = 2, queue
+/// [0 GPU 10, 1 GPU 10, 2 host 5, 3 new, 4 host 5], GPU 40 blocks (20 free), host 100.
+/// The batch pops 0 and 1 (need 0: their next token fits their blocks); reserve = max(B, 0) = 2;
+/// deficit = 2 + 0 − 20 < 0, so no swap-out and the window walks the queue *after* the batch with
+/// a quota of B = 2: request 2 (host, 20 ≥ 2 + 0 + 5: swapped in), request 3 (never run: counts
+/// against the quota anyway) — quota spent, so 4 stays on the host.
+/// (servesim's earlier rule spent the quota on the batch members 0 and 1: no swap-in at all.)
+#[test]
+fn code_swap_in_window_spends_the_quota_after_the_batch() {
+    use Mem::*;
+    let (mut m, reqs, kv, host) =
+        memory_case(&[Gpu(10), Gpu(10), Host(5), New, Host(5)], 40, 100, |_| {});
+    let v = view_b(&reqs, &kv, &host, 2);
+    let mut plan = Plan::default();
+    m.schedule(&v, &mut plan);
+    assert_eq!(run_slots(&plan), vec![0, 1]);
+    assert!(plan.preempt.is_empty());
+    assert_eq!(plan.swap_in, vec![2]);
+    // A window member that does not fit is passed over, and still counts: with 2 needing 19
+    // blocks (20 < 2 + 0 + 19 = 21) nothing is swapped in (3 takes the rest of the quota).
+    let (mut m, reqs, kv, host) =
+        memory_case(&[Gpu(10), Gpu(10), Host(19), New, Host(5)], 40, 100, |_| {});
+    let v = view_b(&reqs, &kv, &host, 2);
+    m.schedule(&v, &mut plan);
+    assert!(plan.swap_in.is_empty(), "{:?}", plan.swap_in);
+}
+
+/// Swap-out-to-admit (`batch_memory = "reserve"`): B = 2, queue [0 new, 1 GPU 10, 2 GPU 10,
+/// 3 GPU 10, 4 GPU 10] on a full 40-block GPU. The batch pops 0 and 1 by priority (size and token
+/// checks only); need = 7 (0's prompt: ⌈100/16⌉) + 0 = 7, reserve = 2, available = 0, so the
+/// deficit is 2 + 7 − 0 = 9 blocks: swap out from the lowest priority up — 4 (10 blocks) covers it
+/// (9 − 10 < 0). No batch member is dropped. 0's blocks come from that swap-out, whose copy is
+/// still running at this boundary: 0 waits for the next one, 1 (need 0) runs now.
+/// (The evict rule instead gives 0 the blocks of the lowest request and, stop-at-misfit, runs
+/// nobody.)
+#[test]
+fn code_swaps_out_the_lowest_priority_to_admit_the_batch() {
+    use Mem::*;
+    let mems = [New, Gpu(10), Gpu(10), Gpu(10), Gpu(10)];
+    let (mut m, reqs, kv, host) = memory_case(&mems, 40, 100, |_| {});
+    let v = view_b(&reqs, &kv, &host, 2);
+    let mut plan = Plan::default();
+    m.schedule(&v, &mut plan);
+    assert_eq!(plan.preempt, vec![(4, PreemptMode::Swap)]);
+    assert_eq!(run_slots(&plan), vec![1]);
+    assert!(plan.swap_in.is_empty());
+    let (mut m, reqs, kv, host) = memory_case(&mems, 40, 100, |c| {
+        c.batch_memory = BatchMemory::Evict;
+        c.host_full = HostFull::Recompute;
+    });
+    m.schedule(&view_b(&reqs, &kv, &host, 2), &mut plan);
+    assert_eq!(run_slots(&plan), Vec::<Slot>::new());
+    // Only batch members hold GPU blocks: B = 3, queue [0 GPU 10, 1 new, 2 new], GPU 14 blocks
+    // (4 free). need = 0 + 7 + 7 = 14, reserve 3, deficit = 3 + 14 − 4 = 13; no queued request
+    // to swap out, so the batch's tail goes: 2 (13 − 7 = 6), then 1 (6 − 7 < 0). 0 runs.
+    let (mut m, reqs, kv, host) = memory_case(&[Gpu(10), New, New], 14, 100, |_| {});
+    m.schedule(&view_b(&reqs, &kv, &host, 3), &mut plan);
+    assert_eq!(run_slots(&plan), vec![0]);
+    assert!(plan.preempt.is_empty() && plan.swap_in.is_empty());
+}
+
+/// A full host pool: B = 2, queue [0 host 7, 1 GPU 10, 2 GPU 10] on a full 20-block GPU and a
+/// full 7-block host pool. The batch pops 0 and 1; need = 7 (0 swaps back in: ⌈101/16⌉) + 0,
+/// reserve 2, available 0: deficit 9. Victim 2 (10 blocks) has no host room.
+/// - `defer`: 2 is not evicted. From the batch's tail: 1 is GPU-resident and cannot be swapped out
+///   either, so dropping it would free nothing — it stays; 0 is dropped (9 − 7 = 2, which is the
+///   reserve alone: members are not dropped for the reserve once the host refused a swap-out).
+///   0's place goes to the next GPU-resident request, 2 (need 0): 1 and 2 run, 0 waits until a
+///   resident request finishes — nobody is recomputed.
+/// - `recompute`: 2 is recomputed (9 − 10 < 0; its 10 blocks are free at once), so 0 (7 blocks,
+///   swapped in reactively) and 1 both run.
+#[test]
+fn host_full_defers_or_recomputes() {
+    use Mem::*;
+    let mems = [Host(7), Gpu(10), Gpu(10)];
+    let (mut m, reqs, kv, host) = memory_case(&mems, 20, 7, |_| {});
+    assert_eq!(m.cfg.host_full, HostFull::Defer);
+    let mut plan = Plan::default();
+    m.schedule(&view_b(&reqs, &kv, &host, 2), &mut plan);
+    assert_eq!(run_slots(&plan), vec![1, 2]);
+    assert!(plan.preempt.is_empty() && plan.swap_in.is_empty());
+    let (mut m, reqs, kv, host) = memory_case(&mems, 20, 7, |c| c.host_full = HostFull::Recompute);
+    m.schedule(&view_b(&reqs, &kv, &host, 2), &mut plan);
+    assert_eq!(run_slots(&plan), vec![0, 1]);
+    assert_eq!(plan.preempt, vec![(2, PreemptMode::Recompute)]);
+}
+
+/// Starvation check order: B = 1, queue [0 at level 0 (just ran), 1 at level 2 idle 3 s ≥ the
+/// 3 s threshold], checked at every boundary. `after-batch` (the code: `prevent_starvation` at the
+/// end of `get_next_batch`): the batch is 0, then 1 is promoted to the front of level 0 (it runs
+/// at the next boundary). `before-batch`: 1 is promoted first and runs now.
+#[test]
+fn code_checks_starvation_after_forming_the_batch() {
+    use Mem::*;
+    for (check, want) in [
+        (StarvationCheck::AfterBatch, 0),
+        (StarvationCheck::BeforeBatch, 1),
+    ] {
+        let (mut m, reqs, kv, host) = memory_case(&[Gpu(10), Gpu(10)], 40, 100, |c| {
+            c.starvation_check = check;
+            c.starvation_period_iterations = 1;
+        });
+        m.remove_from_order(1);
+        m.state[1] = State {
+            level: 2,
+            last_step_ns: 7_000 * MS,
+            ..State::default()
+        };
+        m.push_back(1);
+        let mut plan = Plan::default();
+        m.schedule(&view_b(&reqs, &kv, &host, 1), &mut plan);
+        assert_eq!(run_slots(&plan), vec![want], "{check:?}");
+        assert_eq!(m.state[1].level, 0, "{check:?}: promoted either way");
+        assert_eq!(m.hist[2].promotions_out, 1);
+    }
+}
+
+/// `fcfs-swap`: one level in arrival order. B = 2, three new requests: the batch is 0 and 1, and
+/// after their iteration (10 ms, which would demote them under MLFQ's 10 ms quantum at the next
+/// one) still 0 and 1 — requeueing moves nobody; once 0 finishes, 1 and 2.
+#[test]
+fn fcfs_swap_keeps_arrival_order() {
+    use Mem::*;
+    let (mut m, mut reqs, kv, host) = memory_case(&[New, New, New], 100, 100, |c| {
+        c.fifo = true;
+        c.max_levels = 1;
+        c.requeue_reverses_batch = false;
+    });
+    let mut plan = Plan::default();
+    for _ in 0..3 {
+        m.schedule(&view_b(&reqs, &kv, &host, 2), &mut plan);
+        assert_eq!(run_slots(&plan), vec![0, 1]);
+        m.on_iteration_end(&[0, 1], 10 * MS, &view_b(&reqs, &kv, &host, 2));
+        assert_eq!(m.order, vec![0, 1, 2]);
+    }
+    m.on_finish(0);
+    reqs.remove(0);
+    m.schedule(&view_b(&reqs, &kv, &host, 2), &mut plan);
+    assert_eq!(run_slots(&plan), vec![1, 2]);
+    assert_eq!(m.state[1].level, 0);
+}
+
+/// Deadlock under `defer`: B = 2, queue [0 host 7, 1 GPU 7 (112 tokens: its next token needs a
+/// new block), 2 GPU 7 (same)] on a full 14-block GPU and a full 7-block host. Nobody can be
+/// swapped out, 0 waits, and neither resident request can grow (0 free blocks): nothing could
+/// run and nothing is being copied. The lowest-priority resident request (2) is recomputed and
+/// its 7 blocks go to 1 (needs 1 of them). (The code would crash on the full host pool.)
+#[test]
+fn host_full_deadlock_recomputes_only_the_lowest_resident() {
+    use Mem::*;
+    let (mut m, mut reqs, kv, host) = memory_case(&[Host(7), Gpu(7), Gpu(7)], 14, 7, |_| {});
+    for s in [1, 2] {
+        reqs.get_mut(s).kv_tokens = 112;
+    }
+    let mut plan = Plan::default();
+    m.schedule(&view_b(&reqs, &kv, &host, 2), &mut plan);
+    assert_eq!(plan.preempt, vec![(2, PreemptMode::Recompute)]);
+    assert_eq!(run_slots(&plan), vec![1]);
+}
