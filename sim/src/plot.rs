@@ -609,6 +609,9 @@ pub struct CapacityBar {
     pub rate_per_s: f64,
     /// Whether the search bracketed the capacity; an open bracket is labelled `< R` / `> R`.
     pub bracket: crate::capacity::Bracket,
+    /// Probes that met the target but did not count because a run was unstable (shown under
+    /// the bar's label when not 0).
+    pub unstable_probes: usize,
 }
 
 fn draw_capacity<DB: DrawingBackend>(
@@ -949,16 +952,19 @@ mod tests {
                 policy: "a".into(),
                 rate_per_s: 1.7e308,
                 bracket: crate::capacity::Bracket::Closed,
+                unstable_probes: 0,
             },
             CapacityBar {
                 policy: "b".into(),
                 rate_per_s: f64::INFINITY,
                 bracket: crate::capacity::Bracket::Closed,
+                unstable_probes: 0,
             },
             CapacityBar {
                 policy: "c".into(),
                 rate_per_s: f64::NAN,
                 bracket: crate::capacity::Bracket::Closed,
+                unstable_probes: 0,
             },
         ];
         let files = plot_capacity(dir.path(), "huge", &bars).unwrap();
