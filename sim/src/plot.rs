@@ -45,6 +45,9 @@ struct Row {
     series: String,
     rate: Option<f64>,
     metrics: BTreeMap<String, Option<f64>>,
+    /// Its `stable` cell is `false` (see [`crate::metrics::stability`]; a sweep.csv without the
+    /// column, or a run that cannot be judged, counts as stable).
+    unstable: bool,
 }
 
 /// The largest magnitude plotted: a value beyond it (or not finite) is skipped, so that every
@@ -124,6 +127,10 @@ fn read_sweep(path: &Path) -> Result<(Vec<Row>, Vec<String>, Option<String>)> {
             .enumerate()
             .map(|(k, h)| (h.clone(), skipped.parse(&rec[first_metric + k], line, h)))
             .collect();
+        let unstable = headers
+            .iter()
+            .position(|h| h == "stable")
+            .is_some_and(|i| rec.get(i) == Some("false"));
         rows.push(Row {
             run,
             series: if series.is_empty() {
@@ -133,6 +140,7 @@ fn read_sweep(path: &Path) -> Result<(Vec<Row>, Vec<String>, Option<String>)> {
             },
             rate,
             metrics,
+            unstable,
         });
     }
     let note = skipped.note(path);
@@ -186,9 +194,9 @@ fn clamp_curves(
         .map(|(k, c)| {
             let c = c
                 .iter()
-                .map(|&(x, m, lo, hi)| {
+                .map(|&(x, m, lo, hi, unstable)| {
                     let y = |v| clamp_to(v, range);
-                    (x, y(m), y(lo), y(hi))
+                    (x, y(m), y(lo), y(hi), unstable)
                 })
                 .collect();
             (k.clone(), c)
@@ -196,29 +204,32 @@ fn clamp_curves(
         .collect()
 }
 
-/// (x, mean, min, max) per series, sorted by x.
-type Curve = Vec<(f64, f64, f64, f64)>;
+/// (x, mean, min, max, unstable) per series, sorted by x; `unstable` when any seed's run at
+/// that rate is unstable.
+type Curve = Vec<(f64, f64, f64, f64, bool)>;
 
 fn curves(rows: &[Row], metric: &str) -> BTreeMap<String, Curve> {
-    let mut acc: BTreeMap<String, BTreeMap<u64, Vec<f64>>> = BTreeMap::new();
+    let mut acc: BTreeMap<String, BTreeMap<u64, Vec<(f64, bool)>>> = BTreeMap::new();
     for r in rows {
         if let (Some(x), Some(Some(y))) = (r.rate, r.metrics.get(metric)) {
             acc.entry(r.series.clone())
                 .or_default()
                 .entry(x.to_bits())
                 .or_default()
-                .push(*y);
+                .push((*y, r.unstable));
         }
     }
     acc.into_iter()
         .map(|(s, pts)| {
             let mut c: Curve = pts
                 .into_iter()
-                .map(|(xb, ys)| {
+                .map(|(xb, pts)| {
+                    let unstable = pts.iter().any(|p| p.1);
+                    let ys: Vec<f64> = pts.into_iter().map(|p| p.0).collect();
                     let mean = ys.iter().sum::<f64>() / ys.len() as f64;
                     let lo = ys.iter().copied().fold(f64::INFINITY, f64::min);
                     let hi = ys.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                    (f64::from_bits(xb), mean, lo, hi)
+                    (f64::from_bits(xb), mean, lo, hi, unstable)
                 })
                 .collect();
             c.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -243,7 +254,9 @@ fn palette(i: usize) -> RGBColor {
     C[i % C.len()]
 }
 
-/// One line with markers and min–max error bars per series, and the legend at `legend`.
+/// One line with markers and min–max error bars per series, and the legend at `legend`. A point
+/// where a run was unstable ([`crate::metrics::stability`]) gets a hollow marker and the
+/// segments to it are dashed; a legend entry says so when there is one.
 fn draw_rate_series<'a, DB, Y>(
     chart: &mut ChartContext<'a, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>,
     data: &BTreeMap<String, Curve>,
@@ -256,9 +269,32 @@ where
     let e = |x: &dyn std::fmt::Display| x.to_string();
     for (i, (name, c)) in data.iter().enumerate() {
         let col = palette(i);
-        draw_labelled_line(chart, c.iter().map(|p| (p.0, p.1)), name, col)?;
+        // The legend entry only; the segments follow.
+        draw_labelled_line(chart, std::iter::empty(), name, col)?;
+        for w in c.windows(2) {
+            let seg = [(w[0].0, w[0].1), (w[1].0, w[1].1)];
+            if w[0].4 || w[1].4 {
+                chart
+                    .draw_series(DashedLineSeries::new(seg, 7, 5, col.stroke_width(2)))
+                    .map_err(|x| e(&x))?;
+            } else {
+                chart
+                    .draw_series(LineSeries::new(seg, col.stroke_width(2)))
+                    .map_err(|x| e(&x))?;
+            }
+        }
         chart
-            .draw_series(c.iter().map(|p| Circle::new((p.0, p.1), 3, col.filled())))
+            .draw_series(c.iter().map(|p| {
+                let style = if p.4 { WHITE.filled() } else { col.filled() };
+                Circle::new((p.0, p.1), 4, style)
+            }))
+            .map_err(|x| e(&x))?;
+        chart
+            .draw_series(
+                c.iter()
+                    .filter(|p| p.4)
+                    .map(|p| Circle::new((p.0, p.1), 4, col.stroke_width(2))),
+            )
             .map_err(|x| e(&x))?;
         chart
             .draw_series(
@@ -266,6 +302,23 @@ where
                     .map(|p| ErrorBar::new_vertical(p.0, p.2, p.1, p.3, col, 6)),
             )
             .map_err(|x| e(&x))?;
+    }
+    if data.values().flatten().any(|p| p.4) {
+        let grey = RGBColor(90, 90, 90);
+        chart
+            .draw_series(LineSeries::new(std::iter::empty(), grey))
+            .map_err(|x| e(&x))?
+            .label("hollow, dashed: unstable run")
+            .legend(move |(x, y)| {
+                EmptyElement::at((x, y))
+                    + plotters::element::DashedPathElement::new(
+                        vec![(0, 0), (18, 0)],
+                        5,
+                        3,
+                        grey.stroke_width(2),
+                    )
+                    + Circle::new((9, 0), 4, grey.stroke_width(2))
+            });
     }
     draw_legend(chart, legend)
 }
@@ -319,7 +372,7 @@ fn draw_curves<DB: DrawingBackend>(
     root.fill(&WHITE).map_err(|x| e(&x))?;
     let pts = data.values().flatten();
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, _, lo, hi) in pts {
+    for &(x, _, lo, hi, _) in pts {
         x0 = x0.min(x);
         x1 = x1.max(x);
         y0 = y0.min(lo.max(1e-6));
@@ -632,11 +685,27 @@ fn draw_capacity<DB: DrawingBackend>(
         .map(|b| b.rate_per_s)
         .fold(0.0, f64::max)
         .clamp(1e-3, PLOT_MAX_ABS)
-        * 1.2;
+        * 1.3;
     let height = |b: &CapacityBar| clamp_to(b.rate_per_s, &(0.0..top));
+    // The title and, under it, the stability rule (drawn here: a caption has one line).
+    let (w, _) = root.dim_in_pixel();
+    let centred = |size: u32, color: RGBColor| {
+        ("sans-serif", size)
+            .into_font()
+            .color(&color)
+            .pos(Pos::new(HPos::Center, VPos::Top))
+    };
+    root.draw(&Text::new(title, (w as i32 / 2, 10), centred(20, BLACK)))
+        .map_err(|x| e(&x))?;
+    root.draw(&Text::new(
+        "a rate counts only if every run is stable: achieved >= 0.95 x offered (work-weighted) and the queue does not grow over the last half",
+        (w as i32 / 2, 38),
+        centred(12, RGBColor(90, 90, 90)),
+    ))
+    .map_err(|x| e(&x))?;
     let mut chart = ChartBuilder::on(root)
-        .caption(title, ("sans-serif", 20))
         .margin(12)
+        .margin_top(62)
         .x_label_area_size(45)
         .y_label_area_size(70)
         .build_cartesian_2d(names.into_segmented(), 0.0..top)
@@ -688,6 +757,18 @@ fn draw_capacity<DB: DrawingBackend>(
         let at = chart.backend_coord(&(SegmentValue::CenterOf(&names[i]), height(b)));
         root.draw(&Text::new(label, (at.0, at.1 - 6), style.clone()))
             .map_err(|x| e(&x))?;
+        if b.unstable_probes > 0 {
+            let note = format!(
+                "{} faster probe(s) met the target but were unstable",
+                b.unstable_probes
+            );
+            let small = ("sans-serif", 12)
+                .into_font()
+                .color(&RGBColor(90, 90, 90))
+                .pos(Pos::new(HPos::Center, VPos::Bottom));
+            root.draw(&Text::new(note, (at.0, at.1 - 24), small))
+                .map_err(|x| e(&x))?;
+        }
     }
     root.present().map_err(|x| e(&x))?;
     Ok(())

@@ -82,6 +82,10 @@ pub enum Command {
     Capacity(capacity::CapacityArgs),
     /// Compare a sweep's sweep.csv with a golden copy; exit 1 and list the moved points on a
     /// regression.
+    ///
+    /// Rows are matched by their axis values and cells by column name. A column the sweep has
+    /// and the golden file lacks (added to sweep.csv after the golden file was blessed) is not
+    /// compared and not a regression: a `note:` line on stderr names it; re-bless to include it.
     Check(CheckArgs),
     /// Measure simulator speed: wall time, simulated requests/s, iterations/s, events/s, peak RSS.
     Bench(bench::BenchArgs),
@@ -345,7 +349,18 @@ fn check_cmd(a: CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::
         )?;
         return Ok(());
     }
-    let moved = crate::check::compare(&actual, &a.golden, a.rel_tol)?;
+    let crate::check::Comparison {
+        moved,
+        unchecked_columns,
+    } = crate::check::compare(&actual, &a.golden, a.rel_tol)?;
+    if !unchecked_columns.is_empty() {
+        writeln!(
+            err,
+            "note: {} has column(s) the golden file lacks, not compared: {} (re-bless to include them)",
+            actual.display(),
+            unchecked_columns.join(", ")
+        )?;
+    }
     if moved.is_empty() {
         writeln!(
             out,
