@@ -27,5 +27,6 @@ mod outputs;
 mod policies;
 mod queueing;
 mod slo;
+mod stability;
 mod support;
 mod traces;
