@@ -401,6 +401,64 @@ mod tests {
         assert!(c.rate_per_s <= 3.0 && c.limit_rate_per_s > 3.0, "{c:?}");
     }
 
+    fn check(seed: u64, stable: Option<bool>, achieved: f64) -> RunCheck {
+        RunCheck {
+            seed,
+            failed: false,
+            stability: stable.map(|stable| Stability {
+                offered_rate_per_s: 2.0,
+                achieved_rate_per_s: achieved,
+                queue_growth_per_s: 0.0,
+                stable,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_probe_counts_only_when_every_run_is_stable() {
+        let t = Target::Latency(Slo::parse("per_token_s=0.3").unwrap());
+        let probe = |value, runs| Probe { value, runs };
+        // Met, both seeds stable: counted; achieved = (2.0 + 1.9) / 2 = 1.95.
+        let p = probe(
+            0.1,
+            vec![check(0, Some(true), 2.0), check(1, Some(true), 1.9)],
+        );
+        assert_eq!(p.miss_reason(&t), None);
+        assert_eq!(p.achieved_rate_per_s(), Some(1.95));
+        // One seed unstable: the statistic is met, the probe is not.
+        let p = probe(
+            0.1,
+            vec![check(0, Some(true), 2.0), check(1, Some(false), 1.5)],
+        );
+        assert_eq!(p.miss_reason(&t), Some("unstable"));
+        assert_eq!(
+            probe(0.5, p.runs.clone()).miss_reason(&t),
+            Some("target+unstable")
+        );
+        // A run too short to judge counts; a failed run does not.
+        let p = probe(0.5, vec![check(0, None, 0.0)]);
+        assert_eq!(
+            (p.miss_reason(&t), p.achieved_rate_per_s()),
+            (Some("target"), None)
+        );
+        let failed = RunCheck {
+            seed: 0,
+            failed: true,
+            stability: None,
+        };
+        assert_eq!(probe(0.1, vec![failed]).miss_reason(&t), Some("unstable"));
+        // The search stops at the last counted rate: stable up to 2 req/s, statistic always met.
+        let c = search(
+            1.0,
+            &|p: &Probe| p.miss_reason(&t).is_none(),
+            0.01,
+            40,
+            &mut |r| probe(0.1, vec![check(0, Some(r <= 2.0), r.min(2.0))]),
+        );
+        assert!((1.98..=2.0).contains(&c.rate_per_s), "{c:?}");
+        assert_eq!(c.bracket, Bracket::Closed);
+    }
+
     #[test]
     fn goodput_search_finds_where_the_fraction_drops_below_min() {
         // Goodput 1 − rate/4: at least 0.95 up to rate 0.2.

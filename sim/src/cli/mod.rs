@@ -42,7 +42,9 @@ pub enum Command {
     /// every run's outputs under runs/.
     ///
     /// sweep.csv has one row per run (axis values, then summary metrics) in run order, identical
-    /// for any --jobs. A run that fails at run time (e.g. overloaded) is recorded in the `error`
+    /// for any --jobs; its offered_rate_per_s, achieved_rate_per_s, queue_growth_per_s and stable
+    /// columns say whether the run kept up with its arrivals (the rule: `servesim capacity
+    /// --help`). A run that fails at run time (e.g. overloaded) is recorded in the `error`
     /// column; bad input fails the whole sweep before any run starts. Ctrl-C stops every run and
     /// exits 130 without writing anything (SIGTERM: the same, exit 143).
     Sweep(SweepArgs),
