@@ -8,9 +8,20 @@
 //! The statistic or the goodput fraction is averaged over the seeds at each rate. Latency is
 //! assumed to grow (goodput to fall) with load; where it is not monotone the search reports the
 //! boundary it brackets, not necessarily the highest feasible rate.
+//!
+//! A probed rate meets the target only if, besides the figure, every seed's run is *stable*
+//! ([`crate::metrics::stability`]: it completes ≥ 0.95 × the offered rate and its queue does not
+//! grow over the last half of the trace) and none failed. A finite trace always drains, so an
+//! overloaded run still ends with latencies; a policy that serves short requests first can meet
+//! a mean latency target there while serving a fraction of the offered rate (issue 17 §4:
+//! `srpt-oracle` "met" a 0.3 s/token SLO at rates where it served 1.5 req/s). Such a rate is not a
+//! capacity.
+
+use serde::Serialize;
 
 use crate::error::{Result, SimError};
 use crate::metrics::Summary;
+use crate::metrics::stability::Stability;
 
 /// Which summary statistic the SLO bounds.
 #[derive(Debug, Clone, PartialEq)]
@@ -192,9 +203,62 @@ impl Bracket {
     }
 }
 
+/// What one seed's run at a probed rate gave, besides the figure.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RunCheck {
+    pub seed: u64,
+    /// The run ended with an error (e.g. the engine's overload check).
+    pub failed: bool,
+    /// The run's stability (`None`: failed, or too few requests to judge).
+    pub stability: Option<Stability>,
+}
+
+impl RunCheck {
+    /// A run counts when it finished and is stable (or cannot be judged).
+    pub fn counts(&self) -> bool {
+        !self.failed && self.stability.is_none_or(|s| s.stable)
+    }
+}
+
+/// One probed rate: the seed-averaged figure and each seed's run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Probe {
+    /// The figure averaged over seeds ([`Target::measure`]).
+    pub value: f64,
+    pub runs: Vec<RunCheck>,
+}
+
+impl Probe {
+    /// Every run finished and is stable.
+    pub fn stable(&self) -> bool {
+        self.runs.iter().all(RunCheck::counts)
+    }
+
+    /// Mean over the runs that have one of the achieved completion rate (requests/s).
+    pub fn achieved_rate_per_s(&self) -> Option<f64> {
+        let v: Vec<f64> = self
+            .runs
+            .iter()
+            .filter_map(|r| r.stability.map(|s| s.achieved_rate_per_s))
+            .collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    }
+
+    /// Why the probe fails `target`: `None` when it meets it, else `target` (the figure misses),
+    /// `unstable` (the figure meets it but a run is unstable or failed) or `target+unstable`.
+    pub fn miss_reason(&self, target: &Target) -> Option<&'static str> {
+        match (target.meets(self.value), self.stable()) {
+            (true, true) => None,
+            (false, true) => Some("target"),
+            (true, false) => Some("unstable"),
+            (false, false) => Some("target+unstable"),
+        }
+    }
+}
+
 /// Result of a capacity search.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Capacity {
+pub struct Capacity<T = f64> {
     /// Highest rate found to meet the SLO (0 if even the lowest probed rate fails).
     pub rate_per_s: f64,
     /// Whether the search closed the bracket, or hit the lowest or highest rate it may probe.
@@ -203,8 +267,8 @@ pub struct Capacity {
     /// target ([`Bracket::Closed`]), the lowest rate probed ([`Bracket::Below`]: the capacity is
     /// under it) or the highest rate probed ([`Bracket::Above`]: the capacity is over it).
     pub limit_rate_per_s: f64,
-    /// Rates probed, with the statistic measured at each, in probe order.
-    pub probes: Vec<(f64, f64)>,
+    /// Rates probed, with what was measured at each, in probe order.
+    pub probes: Vec<(f64, T)>,
 }
 
 /// How far the bracketing phase doubles or halves the start rate at most (2^20 ≈ 10^6 either
@@ -212,22 +276,23 @@ pub struct Capacity {
 /// ([`Bracket::Below`] / [`Bracket::Above`]) instead of probing absurd rates.
 pub const MAX_BRACKET_STEPS: i32 = 20;
 
-/// Bracket and bisect. `eval(rate)` returns the figure at that rate and `meets(figure)` whether
-/// it satisfies the target (an overloaded run that fails must map to a failing figure). Rates
-/// stay within `start_rate · 2^±MAX_BRACKET_STEPS`. Stops when the bracket is within
-/// `rel_precision`.
-pub fn search(
+/// Bracket and bisect. `eval(rate)` returns what was measured at that rate (the figure, or a
+/// [`Probe`]) and `meets` whether it satisfies the target (an overloaded run that fails must map
+/// to a failing measurement). Rates stay within `start_rate · 2^±MAX_BRACKET_STEPS`. Stops when
+/// the bracket is within `rel_precision`.
+pub fn search<T>(
     start_rate: f64,
-    meets: &dyn Fn(f64) -> bool,
+    meets: &dyn Fn(&T) -> bool,
     rel_precision: f64,
     max_probes: usize,
-    eval: &mut dyn FnMut(f64) -> f64,
-) -> Capacity {
+    eval: &mut dyn FnMut(f64) -> T,
+) -> Capacity<T> {
     let mut probes = Vec::new();
-    let mut probe = |r: f64, probes: &mut Vec<(f64, f64)>| {
+    let mut probe = |r: f64, probes: &mut Vec<(f64, T)>| {
         let v = eval(r);
+        let ok = meets(&v);
         probes.push((r, v));
-        meets(v)
+        ok
     };
     let highest = start_rate * 2f64.powi(MAX_BRACKET_STEPS);
     let lowest = start_rate / 2f64.powi(MAX_BRACKET_STEPS);
@@ -299,7 +364,7 @@ mod tests {
                 f64::INFINITY
             }
         };
-        let le1 = |v: f64| v <= 1.0;
+        let le1 = |v: &f64| *v <= 1.0;
         let c = search(0.5, &le1, 0.001, 60, &mut f);
         assert!((c.rate_per_s - 2.0).abs() < 0.003, "{}", c.rate_per_s);
         let c = search(10.0, &le1, 0.001, 60, &mut f);
@@ -309,28 +374,89 @@ mod tests {
     #[test]
     fn infeasible_everywhere_gives_zero() {
         let mut f = |_r: f64| 5.0;
-        assert_eq!(search(1.0, &|v| v <= 1.0, 0.01, 10, &mut f).rate_per_s, 0.0);
+        assert_eq!(
+            search(1.0, &|v: &f64| *v <= 1.0, 0.01, 10, &mut f).rate_per_s,
+            0.0
+        );
     }
 
     #[test]
     fn an_open_bracket_is_reported_and_the_rates_stay_bounded() {
         // Never met: the capacity is below the lowest rate probed, which is start / 2^20.
-        let c = search(1.0, &|v| v <= 1.0, 0.01, 40, &mut |_r| 5.0);
+        let c = search(1.0, &|v: &f64| *v <= 1.0, 0.01, 40, &mut |_r| 5.0);
         assert_eq!(c.bracket, Bracket::Below);
         assert_eq!(c.rate_per_s, 0.0);
         let lowest = c.probes.iter().map(|p| p.0).fold(f64::INFINITY, f64::min);
         assert_eq!(c.limit_rate_per_s, lowest);
         assert!(lowest >= 2f64.powi(-MAX_BRACKET_STEPS), "{lowest}");
         // Always met: above the highest rate probed, at most start · 2^20.
-        let c = search(1.0, &|v| v <= 1.0, 0.01, 40, &mut |_r| 0.5);
+        let c = search(1.0, &|v: &f64| *v <= 1.0, 0.01, 40, &mut |_r| 0.5);
         assert_eq!(c.bracket, Bracket::Above);
         let highest = c.probes.iter().map(|p| p.0).fold(0.0, f64::max);
         assert_eq!((c.rate_per_s, c.limit_rate_per_s), (highest, highest));
         assert!(highest <= 2f64.powi(MAX_BRACKET_STEPS), "{highest}");
         // A closed bracket names the rate that missed.
-        let c = search(1.0, &|v| v <= 1.0, 0.01, 40, &mut |r| r / 3.0);
+        let c = search(1.0, &|v: &f64| *v <= 1.0, 0.01, 40, &mut |r| r / 3.0);
         assert_eq!(c.bracket, Bracket::Closed);
         assert!(c.rate_per_s <= 3.0 && c.limit_rate_per_s > 3.0, "{c:?}");
+    }
+
+    fn check(seed: u64, stable: Option<bool>, achieved: f64) -> RunCheck {
+        RunCheck {
+            seed,
+            failed: false,
+            stability: stable.map(|stable| Stability {
+                offered_rate_per_s: 2.0,
+                achieved_rate_per_s: achieved,
+                queue_growth_per_s: 0.0,
+                stable,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_probe_counts_only_when_every_run_is_stable() {
+        let t = Target::Latency(Slo::parse("per_token_s=0.3").unwrap());
+        let probe = |value, runs| Probe { value, runs };
+        // Met, both seeds stable: counted; achieved = (2.0 + 1.9) / 2 = 1.95.
+        let p = probe(
+            0.1,
+            vec![check(0, Some(true), 2.0), check(1, Some(true), 1.9)],
+        );
+        assert_eq!(p.miss_reason(&t), None);
+        assert_eq!(p.achieved_rate_per_s(), Some(1.95));
+        // One seed unstable: the statistic is met, the probe is not.
+        let p = probe(
+            0.1,
+            vec![check(0, Some(true), 2.0), check(1, Some(false), 1.5)],
+        );
+        assert_eq!(p.miss_reason(&t), Some("unstable"));
+        assert_eq!(
+            probe(0.5, p.runs.clone()).miss_reason(&t),
+            Some("target+unstable")
+        );
+        // A run too short to judge counts; a failed run does not.
+        let p = probe(0.5, vec![check(0, None, 0.0)]);
+        assert_eq!(
+            (p.miss_reason(&t), p.achieved_rate_per_s()),
+            (Some("target"), None)
+        );
+        let failed = RunCheck {
+            seed: 0,
+            failed: true,
+            stability: None,
+        };
+        assert_eq!(probe(0.1, vec![failed]).miss_reason(&t), Some("unstable"));
+        // The search stops at the last counted rate: stable up to 2 req/s, statistic always met.
+        let c = search(
+            1.0,
+            &|p: &Probe| p.miss_reason(&t).is_none(),
+            0.01,
+            40,
+            &mut |r| probe(0.1, vec![check(0, Some(r <= 2.0), r.min(2.0))]),
+        );
+        assert!((1.98..=2.0).contains(&c.rate_per_s), "{c:?}");
+        assert_eq!(c.bracket, Bracket::Closed);
     }
 
     #[test]
@@ -342,7 +468,7 @@ mod tests {
             min: 0.95,
         });
         let mut f = |r: f64| (1.0 - r / 4.0).max(0.0);
-        let c = search(1.0, &|v| t.meets(v), 0.001, 60, &mut f);
+        let c = search(1.0, &|v: &f64| t.meets(*v), 0.001, 60, &mut f);
         assert!((c.rate_per_s - 0.2).abs() < 0.001, "{}", c.rate_per_s);
     }
 

@@ -1,9 +1,13 @@
 //! CI regression of JCT curves: compare a sweep's `sweep.csv` with a committed golden copy.
 //!
-//! Rows are matched by their axis values (every column before `requests`); numeric cells are equal
-//! when `|a − b| ≤ rel_tol · max(|a|, |b|)` (default `rel_tol = 0`: exact, since runs are
-//! deterministic); other cells must be identical. Two rows with the same axis values in either
-//! file are an error naming the file and line; missing or extra columns and rows are reported.
+//! Rows are matched by their axis values (every column before `requests`), cells by column name;
+//! numeric cells are equal when `|a − b| ≤ rel_tol · max(|a|, |b|)` (default `rel_tol = 0`:
+//! exact, since runs are deterministic); other cells must be identical. Two rows with the same
+//! axis values in either file are an error naming the file and line; missing or extra rows, a
+//! column of the golden file missing from the sweep, and different axes are reported as moved.
+//! A column the sweep has and the golden file lacks (one added to `sweep.csv` after the golden
+//! file was blessed, e.g. the stability columns) is not a regression: it is listed as not
+//! compared, and the other columns are still checked; re-bless to include it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -85,38 +89,49 @@ fn close(a: &str, b: &str, rel_tol: f64) -> bool {
     }
 }
 
-/// Compare `actual` with `golden`; returns the moved points (empty = pass).
-pub fn compare(actual: &Path, golden: &Path, rel_tol: f64) -> Result<Vec<Moved>> {
+/// What [`compare`] found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Comparison {
+    /// The points that differ (empty = pass).
+    pub moved: Vec<Moved>,
+    /// Columns of the sweep that the golden file lacks: not compared (not a regression).
+    pub unchecked_columns: Vec<String>,
+}
+
+/// Compare `actual` with `golden` on the golden file's columns.
+pub fn compare(actual: &Path, golden: &Path, rel_tol: f64) -> Result<Comparison> {
     let (ha, ra) = read(actual)?;
     let (hg, rg) = read(golden)?;
     let mut moved = Vec::new();
-    if ha != hg {
-        for h in hg.iter().filter(|h| !ha.contains(h)) {
-            moved.push(Moved {
-                point: "(header)".into(),
-                column: h.clone(),
-                golden: "present".into(),
-                actual: "missing".into(),
-            });
-        }
-        for h in ha.iter().filter(|h| !hg.contains(h)) {
-            moved.push(Moved {
-                point: "(header)".into(),
-                column: h.clone(),
-                golden: "missing".into(),
-                actual: "present".into(),
-            });
-        }
-        if moved.is_empty() {
-            moved.push(Moved {
-                point: "(header)".into(),
-                column: "column order".into(),
-                golden: hg.join(","),
-                actual: ha.join(","),
-            });
-        }
-        return Ok(moved);
+    let axes = |h: &[String]| h[..h.iter().position(|c| c == "requests").unwrap_or(0)].to_vec();
+    if axes(&ha) != axes(&hg) {
+        moved.push(Moved {
+            point: "(header)".into(),
+            column: "axes".into(),
+            golden: axes(&hg).join(","),
+            actual: axes(&ha).join(","),
+        });
     }
+    for h in hg.iter().filter(|h| !ha.contains(h)) {
+        moved.push(Moved {
+            point: "(header)".into(),
+            column: h.clone(),
+            golden: "present".into(),
+            actual: "missing".into(),
+        });
+    }
+    let unchecked_columns: Vec<String> = ha.iter().filter(|h| !hg.contains(h)).cloned().collect();
+    if !moved.is_empty() {
+        return Ok(Comparison {
+            moved,
+            unchecked_columns,
+        });
+    }
+    // Each golden column's position in the sweep.
+    let at: Vec<usize> = hg
+        .iter()
+        .map(|h| ha.iter().position(|x| x == h).expect("checked above"))
+        .collect();
     for (k, g) in &rg {
         match ra.get(k) {
             None => moved.push(Moved {
@@ -127,12 +142,12 @@ pub fn compare(actual: &Path, golden: &Path, rel_tol: f64) -> Result<Vec<Moved>>
             }),
             Some(a) => {
                 for (i, h) in hg.iter().enumerate().skip(1) {
-                    if !close(&a[i], &g[i], rel_tol) {
+                    if !close(&a[at[i]], &g[i], rel_tol) {
                         moved.push(Moved {
                             point: k.clone(),
                             column: h.clone(),
                             golden: g[i].clone(),
-                            actual: a[i].clone(),
+                            actual: a[at[i]].clone(),
                         });
                     }
                 }
@@ -149,7 +164,10 @@ pub fn compare(actual: &Path, golden: &Path, rel_tol: f64) -> Result<Vec<Moved>>
             });
         }
     }
-    Ok(moved)
+    Ok(Comparison {
+        moved,
+        unchecked_columns,
+    })
 }
 
 /// A readable report of moved points.

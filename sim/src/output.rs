@@ -146,6 +146,8 @@ pub fn write_run_with(
     let mut summary = serde_json::to_value(&out.summary).expect("summary serialises");
     if partial {
         summary["partial"] = serde_json::json!(true);
+        // Unfinished requests are missing from the completions: no judgement of stability.
+        summary["stability"] = serde_json::Value::Null;
     }
     dir.write("summary.json", pretty(&summary).as_bytes())?;
     dir.write("config.json", pretty(config).as_bytes())?;

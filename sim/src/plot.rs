@@ -15,9 +15,11 @@ use std::path::{Path, PathBuf};
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::error::{Result, SimError};
+
+mod capacity;
+pub use capacity::{CapacityBar, plot_capacity};
 
 fn perr(path: &Path, e: impl std::fmt::Display) -> SimError {
     SimError::Io {
@@ -45,6 +47,9 @@ struct Row {
     series: String,
     rate: Option<f64>,
     metrics: BTreeMap<String, Option<f64>>,
+    /// Its `stable` cell is `false` (see [`crate::metrics::stability`]; a sweep.csv without the
+    /// column, or a run that cannot be judged, counts as stable).
+    unstable: bool,
 }
 
 /// The largest magnitude plotted: a value beyond it (or not finite) is skipped, so that every
@@ -124,6 +129,10 @@ fn read_sweep(path: &Path) -> Result<(Vec<Row>, Vec<String>, Option<String>)> {
             .enumerate()
             .map(|(k, h)| (h.clone(), skipped.parse(&rec[first_metric + k], line, h)))
             .collect();
+        let unstable = headers
+            .iter()
+            .position(|h| h == "stable")
+            .is_some_and(|i| rec.get(i) == Some("false"));
         rows.push(Row {
             run,
             series: if series.is_empty() {
@@ -133,6 +142,7 @@ fn read_sweep(path: &Path) -> Result<(Vec<Row>, Vec<String>, Option<String>)> {
             },
             rate,
             metrics,
+            unstable,
         });
     }
     let note = skipped.note(path);
@@ -186,9 +196,9 @@ fn clamp_curves(
         .map(|(k, c)| {
             let c = c
                 .iter()
-                .map(|&(x, m, lo, hi)| {
+                .map(|&(x, m, lo, hi, unstable)| {
                     let y = |v| clamp_to(v, range);
-                    (x, y(m), y(lo), y(hi))
+                    (x, y(m), y(lo), y(hi), unstable)
                 })
                 .collect();
             (k.clone(), c)
@@ -196,29 +206,32 @@ fn clamp_curves(
         .collect()
 }
 
-/// (x, mean, min, max) per series, sorted by x.
-type Curve = Vec<(f64, f64, f64, f64)>;
+/// (x, mean, min, max, unstable) per series, sorted by x; `unstable` when any seed's run at
+/// that rate is unstable.
+type Curve = Vec<(f64, f64, f64, f64, bool)>;
 
 fn curves(rows: &[Row], metric: &str) -> BTreeMap<String, Curve> {
-    let mut acc: BTreeMap<String, BTreeMap<u64, Vec<f64>>> = BTreeMap::new();
+    let mut acc: BTreeMap<String, BTreeMap<u64, Vec<(f64, bool)>>> = BTreeMap::new();
     for r in rows {
         if let (Some(x), Some(Some(y))) = (r.rate, r.metrics.get(metric)) {
             acc.entry(r.series.clone())
                 .or_default()
                 .entry(x.to_bits())
                 .or_default()
-                .push(*y);
+                .push((*y, r.unstable));
         }
     }
     acc.into_iter()
         .map(|(s, pts)| {
             let mut c: Curve = pts
                 .into_iter()
-                .map(|(xb, ys)| {
+                .map(|(xb, pts)| {
+                    let unstable = pts.iter().any(|p| p.1);
+                    let ys: Vec<f64> = pts.into_iter().map(|p| p.0).collect();
                     let mean = ys.iter().sum::<f64>() / ys.len() as f64;
                     let lo = ys.iter().copied().fold(f64::INFINITY, f64::min);
                     let hi = ys.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                    (f64::from_bits(xb), mean, lo, hi)
+                    (f64::from_bits(xb), mean, lo, hi, unstable)
                 })
                 .collect();
             c.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -243,7 +256,9 @@ fn palette(i: usize) -> RGBColor {
     C[i % C.len()]
 }
 
-/// One line with markers and min–max error bars per series, and the legend at `legend`.
+/// One line with markers and min–max error bars per series, and the legend at `legend`. A point
+/// where a run was unstable ([`crate::metrics::stability`]) gets a hollow marker and the
+/// segments to it are dashed; a legend entry says so when there is one.
 fn draw_rate_series<'a, DB, Y>(
     chart: &mut ChartContext<'a, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, Y>>,
     data: &BTreeMap<String, Curve>,
@@ -256,9 +271,32 @@ where
     let e = |x: &dyn std::fmt::Display| x.to_string();
     for (i, (name, c)) in data.iter().enumerate() {
         let col = palette(i);
-        draw_labelled_line(chart, c.iter().map(|p| (p.0, p.1)), name, col)?;
+        // The legend entry only; the segments follow.
+        draw_labelled_line(chart, std::iter::empty(), name, col)?;
+        for w in c.windows(2) {
+            let seg = [(w[0].0, w[0].1), (w[1].0, w[1].1)];
+            if w[0].4 || w[1].4 {
+                chart
+                    .draw_series(DashedLineSeries::new(seg, 7, 5, col.stroke_width(2)))
+                    .map_err(|x| e(&x))?;
+            } else {
+                chart
+                    .draw_series(LineSeries::new(seg, col.stroke_width(2)))
+                    .map_err(|x| e(&x))?;
+            }
+        }
         chart
-            .draw_series(c.iter().map(|p| Circle::new((p.0, p.1), 3, col.filled())))
+            .draw_series(c.iter().map(|p| {
+                let style = if p.4 { WHITE.filled() } else { col.filled() };
+                Circle::new((p.0, p.1), 4, style)
+            }))
+            .map_err(|x| e(&x))?;
+        chart
+            .draw_series(
+                c.iter()
+                    .filter(|p| p.4)
+                    .map(|p| Circle::new((p.0, p.1), 4, col.stroke_width(2))),
+            )
             .map_err(|x| e(&x))?;
         chart
             .draw_series(
@@ -266,6 +304,23 @@ where
                     .map(|p| ErrorBar::new_vertical(p.0, p.2, p.1, p.3, col, 6)),
             )
             .map_err(|x| e(&x))?;
+    }
+    if data.values().flatten().any(|p| p.4) {
+        let grey = RGBColor(90, 90, 90);
+        chart
+            .draw_series(LineSeries::new(std::iter::empty(), grey))
+            .map_err(|x| e(&x))?
+            .label("hollow, dashed: unstable run")
+            .legend(move |(x, y)| {
+                EmptyElement::at((x, y))
+                    + plotters::element::DashedPathElement::new(
+                        vec![(0, 0), (18, 0)],
+                        5,
+                        3,
+                        grey.stroke_width(2),
+                    )
+                    + Circle::new((9, 0), 4, grey.stroke_width(2))
+            });
     }
     draw_legend(chart, legend)
 }
@@ -319,7 +374,7 @@ fn draw_curves<DB: DrawingBackend>(
     root.fill(&WHITE).map_err(|x| e(&x))?;
     let pts = data.values().flatten();
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, _, lo, hi) in pts {
+    for &(x, _, lo, hi, _) in pts {
         x0 = x0.min(x);
         x1 = x1.max(x);
         y0 = y0.min(lo.max(1e-6));
@@ -601,108 +656,6 @@ fn draw_fraction_curves<DB: DrawingBackend>(
     Ok(())
 }
 
-/// One bar of the capacity plot.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CapacityBar {
-    pub policy: String,
-    /// Highest rate meeting the SLO (requests/s; 0 when none does).
-    pub rate_per_s: f64,
-    /// Whether the search bracketed the capacity; an open bracket is labelled `< R` / `> R`.
-    pub bracket: crate::capacity::Bracket,
-}
-
-fn draw_capacity<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    title: &str,
-    bars: &[CapacityBar],
-    names: &[String],
-) -> std::result::Result<(), String> {
-    let e = |x: &dyn std::fmt::Display| x.to_string();
-    root.fill(&WHITE).map_err(|x| e(&x))?;
-    if bars.is_empty() {
-        return Err("no policies".into());
-    }
-    // Bars beyond ±1e300 (a runaway search) are drawn to the top: an infinite axis end would
-    // make plotters loop forever.
-    let top = bars
-        .iter()
-        .map(|b| b.rate_per_s)
-        .fold(0.0, f64::max)
-        .clamp(1e-3, PLOT_MAX_ABS)
-        * 1.2;
-    let height = |b: &CapacityBar| clamp_to(b.rate_per_s, &(0.0..top));
-    let mut chart = ChartBuilder::on(root)
-        .caption(title, ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(45)
-        .y_label_area_size(70)
-        .build_cartesian_2d(names.into_segmented(), 0.0..top)
-        .map_err(|x| e(&x))?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_desc("policy")
-        .y_desc("capacity under the SLO (requests/s)")
-        .x_label_formatter(&|v| match v {
-            SegmentValue::CenterOf(n) | SegmentValue::Exact(n) => n.to_string(),
-            SegmentValue::Last => String::new(),
-        })
-        .label_style(("sans-serif", 14))
-        .draw()
-        .map_err(|x| e(&x))?;
-    let last = names.len() - 1;
-    chart
-        .draw_series(bars.iter().enumerate().map(|(i, b)| {
-            let right = if i == last {
-                SegmentValue::Last
-            } else {
-                SegmentValue::Exact(&names[i + 1])
-            };
-            let mut r = Rectangle::new(
-                [(SegmentValue::Exact(&names[i]), 0.0), (right, height(b))],
-                palette(i).filled(),
-            );
-            r.set_margin(0, 0, 18, 18);
-            r
-        }))
-        .map_err(|x| e(&x))?;
-    let base = bars[0].rate_per_s;
-    let style = ("sans-serif", 15)
-        .into_font()
-        .color(&BLACK)
-        .pos(Pos::new(HPos::Center, VPos::Bottom));
-    for (i, b) in bars.iter().enumerate() {
-        let label = if b.bracket == crate::capacity::Bracket::Below {
-            "below every probed rate".to_string()
-        } else if b.bracket == crate::capacity::Bracket::Above {
-            format!("> {:.3} (bracket never closed)", b.rate_per_s)
-        } else if base > 0.0 {
-            format!("{:.3} ({:.2}x)", b.rate_per_s, b.rate_per_s / base)
-        } else {
-            format!("{:.3}", b.rate_per_s)
-        };
-        // Pixel position above the bar (the root area's origin is the image's).
-        let at = chart.backend_coord(&(SegmentValue::CenterOf(&names[i]), height(b)));
-        root.draw(&Text::new(label, (at.0, at.1 - 6), style.clone()))
-            .map_err(|x| e(&x))?;
-    }
-    root.present().map_err(|x| e(&x))?;
-    Ok(())
-}
-
-/// Write `capacity.png` / `capacity.svg` into `dir`: one bar per policy (in the given order) at
-/// the highest rate meeting the SLO, labelled with the rate and its ratio to the first policy.
-pub fn plot_capacity(dir: &Path, title: &str, bars: &[CapacityBar]) -> Result<Vec<PathBuf>> {
-    register_font();
-    let names: Vec<String> = bars.iter().map(|b| b.policy.clone()).collect();
-    both(
-        dir,
-        "capacity",
-        &|a| draw_capacity(a, title, bars, &names),
-        &|a| draw_capacity(a, title, bars, &names),
-    )
-}
-
 /// Header of `kv_timeline.csv` (exactly these columns, in this order).
 pub const KV_TIMELINE_HEADER: &str =
     "time_s,replica,gpu_blocks_used,host_blocks_used,running,waiting,swapped";
@@ -933,35 +886,4 @@ pub fn plot_dir(dir: &Path) -> Result<(Vec<PathBuf>, Option<String>)> {
         written.extend(plot_kv_usage(&samples, &plots)?);
     }
     Ok((written, note))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A runaway capacity (1.7e308 · 1.2 overflowed the axis end to inf) used to make plotters
-    /// loop forever; bars beyond the axis are drawn to its top.
-    #[test]
-    fn capacity_plot_with_huge_and_infinite_bars() {
-        let dir = tempfile::tempdir().unwrap();
-        let bars = [
-            CapacityBar {
-                policy: "a".into(),
-                rate_per_s: 1.7e308,
-                bracket: crate::capacity::Bracket::Closed,
-            },
-            CapacityBar {
-                policy: "b".into(),
-                rate_per_s: f64::INFINITY,
-                bracket: crate::capacity::Bracket::Closed,
-            },
-            CapacityBar {
-                policy: "c".into(),
-                rate_per_s: f64::NAN,
-                bracket: crate::capacity::Bracket::Closed,
-            },
-        ];
-        let files = plot_capacity(dir.path(), "huge", &bars).unwrap();
-        assert_eq!(files.len(), 2);
-    }
 }

@@ -227,7 +227,9 @@ fn describe(point: &[(String, String)]) -> String {
 }
 
 /// Columns of `sweep.csv` after the axes (a `goodput` column goes before `error` when the
-/// scenario has `[slo]`; see [`metric_columns`]).
+/// scenario has `[slo]`; see [`metric_columns`]). `offered_rate_per_s` … `stable` are the run's
+/// [`crate::metrics::stability::Stability`] (`stable` is `true` / `false`; the four cells are
+/// empty when the run cannot be judged).
 pub const METRIC_COLUMNS: &[&str] = &[
     "requests",
     "makespan_s",
@@ -243,6 +245,10 @@ pub const METRIC_COLUMNS: &[&str] = &[
     "per_token_p95_s",
     "per_token_p99_s",
     "preemptions",
+    "offered_rate_per_s",
+    "achieved_rate_per_s",
+    "queue_growth_per_s",
+    "stable",
     "error",
 ];
 
@@ -283,6 +289,16 @@ fn metric_cells(s: &Summary, with_goodput: bool) -> Vec<String> {
         d(&s.per_token_latency_s, |d| d.p99),
         s.preemptions.to_string(),
     ];
+    // Stability (see [`crate::metrics::stability`]): empty cells when the run cannot be judged.
+    match &s.stability {
+        Some(st) => cells.extend([
+            format!("{:.9}", st.offered_rate_per_s),
+            format!("{:.9}", st.achieved_rate_per_s),
+            format!("{:.9}", st.queue_growth_per_s),
+            st.stable.to_string(),
+        ]),
+        None => cells.extend(std::iter::repeat_n(String::new(), 4)),
+    }
     if with_goodput {
         cells.push(
             s.goodput

@@ -145,3 +145,49 @@ fn check_rejects_duplicate_points_and_names_missing_columns() {
         "{err}"
     );
 }
+
+/// A column added to sweep.csv after the golden file was blessed (the stability columns) is not
+/// a regression: `check` names it on stderr as not compared and still compares the other
+/// columns, by name (their positions shift).
+#[test]
+fn check_notes_columns_the_golden_file_lacks_and_compares_the_rest_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let golden = root().join("results/golden/golden_small.csv");
+    let text = std::fs::read_to_string(&golden).unwrap();
+    // Insert a `newcol` metric column after `requests` (every later column moves one place
+    // right; the axes, the columns before `requests`, stay).
+    let widen = |t: &str| -> String {
+        t.lines()
+            .enumerate()
+            .map(|(i, l)| {
+                let mut cells: Vec<&str> = l.split(',').collect();
+                cells.insert(5, if i == 0 { "newcol" } else { "7" });
+                cells.join(",") + "\n"
+            })
+            .collect()
+    };
+    let wide = tmp.path().join("wide.csv");
+    std::fs::write(&wide, widen(&text)).unwrap();
+    let g = golden.to_str().unwrap();
+    let (code, out, err) = cli(&["check", wide.to_str().unwrap(), "--golden", g]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.starts_with("note: ") && err.contains("not compared: newcol"),
+        "{err}"
+    );
+    // A moved cell of a shared column is still found at its new position.
+    let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+    let jct = header.iter().position(|h| *h == "jct_mean_s").unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let mut cells: Vec<String> = lines[1].split(',').map(str::to_string).collect();
+    cells[jct] = "123.5".into();
+    lines[1] = cells.join(",");
+    let moved = tmp.path().join("moved.csv");
+    std::fs::write(&moved, widen(&(lines.join("\n") + "\n"))).unwrap();
+    let (code, _out, err) = cli(&["check", moved.to_str().unwrap(), "--golden", g]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("jct_mean_s golden") && err.contains("actual 123.5"),
+        "{err}"
+    );
+}

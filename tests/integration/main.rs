@@ -27,6 +27,7 @@ mod outputs;
 mod policies;
 mod queueing;
 mod slo;
+mod stability;
 mod support;
 mod swap_modes;
 mod traces;

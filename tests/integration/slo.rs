@@ -118,7 +118,7 @@ fn sweep_gains_a_goodput_column_only_with_slo() {
         assert_eq!(r.code, 0, "{}", r.stderr);
         csvs.push(std::fs::read_to_string(dir.join("sweep.csv")).unwrap());
     }
-    let old_header = "run,policy,seed,requests,makespan_s,throughput_requests_per_s,jct_mean_s,jct_p50_s,jct_p99_s,ttft_mean_s,ttft_p99_s,tpot_mean_s,tpot_p99_s,per_token_mean_s,per_token_p95_s,per_token_p99_s,preemptions,error";
+    let old_header = "run,policy,seed,requests,makespan_s,throughput_requests_per_s,jct_mean_s,jct_p50_s,jct_p99_s,ttft_mean_s,ttft_p99_s,tpot_mean_s,tpot_p99_s,per_token_mean_s,per_token_p95_s,per_token_p99_s,preemptions,offered_rate_per_s,achieved_rate_per_s,queue_growth_per_s,stable,error";
     let lines_with: Vec<&str> = csvs[0].lines().collect();
     let lines_without: Vec<&str> = csvs[1].lines().collect();
     assert_eq!(lines_without[0], old_header, "no [slo]: header unchanged");
@@ -230,16 +230,21 @@ tpot_s = 0.05
 fn capacity_reports_an_open_bracket() {
     let w = Workdir::new();
     let sc = capacity_scenario(&w);
-    for (slo, bracket, words) in [
+    // A target met at every rate still closes its bracket where the runs stop being stable
+    // (capacity counts only stable runs); one request cannot be judged unstable, so with one
+    // request the bracket stays open above.
+    for (slo, bracket, words, requests) in [
         (
             "per_token_s=1e-9",
             "below",
             "below the lowest probed rate 9.53674e-7 req/s (every probe missed the target)",
+            "20",
         ),
         (
             "per_token_s=1e9",
             "above",
             "above the highest probed rate 1048576 req/s (the bracket never closed)",
+            "1",
         ),
     ] {
         let dir = w.path(bracket);
@@ -251,7 +256,7 @@ fn capacity_reports_an_open_bracket() {
             "--seeds",
             "0",
             "--num-requests",
-            "20",
+            requests,
             "--out",
             dir.to_str().unwrap(),
         ]);
@@ -330,7 +335,7 @@ fn capacity_writes_csv_and_bar_plot() {
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(
             lines[0],
-            "policy,capacity_rate_per_s,probes,bracket,limit_rate_per_s"
+            "policy,capacity_rate_per_s,probes,bracket,limit_rate_per_s,achieved_rate_per_s,unstable_probes,limit_reason"
         );
         assert!(lines[1].starts_with("vllm,") && lines[2].starts_with("fcfs,"));
         let rate: f64 = lines[1].split(',').nth(1).unwrap().parse().unwrap();
@@ -357,6 +362,7 @@ fn capacity_writes_csv_and_bar_plot() {
             [
                 ".servesim-output",
                 "capacity.csv",
+                "capacity.json",
                 "capacity.png",
                 "capacity.svg"
             ]

@@ -2,6 +2,7 @@
 
 mod bench;
 pub mod calibrate;
+mod capacity;
 mod merge;
 mod trace;
 
@@ -41,7 +42,9 @@ pub enum Command {
     /// every run's outputs under runs/.
     ///
     /// sweep.csv has one row per run (axis values, then summary metrics) in run order, identical
-    /// for any --jobs. A run that fails at run time (e.g. overloaded) is recorded in the `error`
+    /// for any --jobs; its offered_rate_per_s, achieved_rate_per_s, queue_growth_per_s and stable
+    /// columns say whether the run kept up with its arrivals (the rule: `servesim capacity
+    /// --help`). A run that fails at run time (e.g. overloaded) is recorded in the `error`
     /// column; bad input fails the whole sweep before any run starts. Ctrl-C stops every run and
     /// exits 130 without writing anything (SIGTERM: the same, exit 143).
     Sweep(SweepArgs),
@@ -63,11 +66,28 @@ pub enum Command {
     /// (--slo) or goodput fraction (--goodput), averaged over seeds, meets the target, by
     /// bracketing and bisection.
     ///
-    /// With --out DIR: capacity.csv and a bar plot, capacity.png / capacity.svg (one bar per
-    /// policy, labelled with its rate and its ratio to the first policy), written atomically.
-    Capacity(CapacityArgs),
+    /// A probed rate counts only if every seed's run also finished and is stable. Stable, over
+    /// the middle 90% of the requests (5% left out at each end): achieved >= 0.95 x offered,
+    /// where offered = gaps / span of the arrival times (requests/s) and achieved = offered x
+    /// (output tokens completed per second over the span of the finish times) / (output tokens
+    /// arriving per second over the span of the arrival times); and the number of requests in
+    /// the system, sampled at each arrival of the last half of the trace, grows (least-squares
+    /// slope) by at most 0.05 x offered per second.
+    /// A finite trace always drains, so an overloaded run still reports latencies: without this
+    /// rule a policy that serves short requests first could "meet" a mean target far beyond the
+    /// rate it serves. (The engine's early overload check, [limits] overload_window_s, aborts
+    /// gross overloads while they run; those runs fail and do not count either.)
+    ///
+    /// With --out DIR: capacity.csv, capacity.json (every probe, with each seed's offered and
+    /// achieved rates) and a bar plot, capacity.png / capacity.svg (one bar per policy, labelled
+    /// with its rate and its ratio to the first policy), written atomically.
+    Capacity(capacity::CapacityArgs),
     /// Compare a sweep's sweep.csv with a golden copy; exit 1 and list the moved points on a
     /// regression.
+    ///
+    /// Rows are matched by their axis values and cells by column name. A column the sweep has
+    /// and the golden file lacks (added to sweep.csv after the golden file was blessed) is not
+    /// compared and not a regression: a `note:` line on stderr names it; re-bless to include it.
     Check(CheckArgs),
     /// Measure simulator speed: wall time, simulated requests/s, iterations/s, events/s, peak RSS.
     Bench(bench::BenchArgs),
@@ -209,51 +229,6 @@ pub struct SweepArgs {
 }
 
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("target").required(true).args(["slo", "goodput"])))]
-pub struct CapacityArgs {
-    /// Scenario TOML file (its [sweep] table is ignored).
-    pub scenario: PathBuf,
-    /// A latency target, METRIC[:STAT]=SECONDS, e.g. per_token_s=0.3 (FastServe's SLO) or
-    /// jct_s:p99=30. Give this or --goodput.
-    #[arg(long, value_name = "METRIC[:STAT]=SECONDS")]
-    pub slo: Option<String>,
-    /// A goodput target (FastServe Fig. 13): the highest rate at which at least MIN (default
-    /// 0.95) of the requests have TTFT <= ttft_s and TPOT <= tpot_s, e.g.
-    /// --goodput ttft_s=3.1,tpot_s=0.3. TPOT = (finish - first token) / (output tokens - 1), the
-    /// vLLM benchmark convention; one-token requests are judged on TTFT alone. A missing ttft_s
-    /// or tpot_s is taken from the scenario's [slo] table (so --goodput min=0.95 uses it).
-    #[arg(long, value_name = "ttft_s=S,tpot_s=S[,min=F]")]
-    pub goodput: Option<String>,
-    /// Comma-separated policies (default: the scenario's).
-    #[arg(long, value_delimiter = ',')]
-    pub policies: Vec<String>,
-    /// Comma-separated seeds averaged at each rate.
-    #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
-    pub seeds: Vec<u64>,
-    /// First rate probed (default: the scenario's rate).
-    #[arg(long)]
-    pub start_rate: Option<f64>,
-    /// Stop when the bracket is within this relative width.
-    #[arg(long, default_value_t = 0.01)]
-    pub precision: f64,
-    /// Override the number of requests.
-    #[arg(long)]
-    pub num_requests: Option<u64>,
-    /// Write capacity.csv and the bar plot capacity.png / capacity.svg into DIR (atomically). An
-    /// existing DIR is replaced only if servesim wrote it (or it is empty), unless --force.
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
-    /// Replace --out even when it exists and was not written by servesim (never a directory
-    /// holding an input or the current directory).
-    #[arg(long)]
-    pub force: bool,
-    /// Parallel runs: the seeds at one rate run in parallel (default, or 0: number of CPUs; at
-    /// most the number of seeds and 1024).
-    #[arg(long, short = 'j')]
-    pub jobs: Option<usize>,
-}
-
-#[derive(Debug, clap::Args)]
 pub struct CheckArgs {
     /// A sweep directory (or its sweep.csv).
     pub sweep: PathBuf,
@@ -376,7 +351,18 @@ fn check_cmd(a: CheckArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::
         )?;
         return Ok(());
     }
-    let moved = crate::check::compare(&actual, &a.golden, a.rel_tol)?;
+    let crate::check::Comparison {
+        moved,
+        unchecked_columns,
+    } = crate::check::compare(&actual, &a.golden, a.rel_tol)?;
+    if !unchecked_columns.is_empty() {
+        writeln!(
+            err,
+            "note: {} has column(s) the golden file lacks, not compared: {} (re-bless to include them)",
+            actual.display(),
+            unchecked_columns.join(", ")
+        )?;
+    }
     if moved.is_empty() {
         writeln!(
             out,
@@ -403,7 +389,7 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Resul
         Command::Sweep(a) => sweep_cmd(a, out),
         Command::Merge(a) => merge::merge_cmd(a, out),
         Command::Check(a) => check_cmd(a, out, err),
-        Command::Capacity(a) => capacity_cmd(a, out),
+        Command::Capacity(a) => capacity::capacity_cmd(a, out),
         Command::Plot { dir } => {
             let (files, note) = crate::plot::plot_dir(&dir)?;
             if let Some(note) = note {
@@ -825,206 +811,4 @@ fn thread_count(jobs: Option<usize>, work: usize) -> usize {
         _ => rayon::current_num_threads(),
     };
     wanted.min(work.max(1)).min(MAX_JOBS)
-}
-
-/// Highest rate `capacity` starts probing at (a billion requests/s is beyond any cluster).
-const MAX_START_RATE_PER_S: f64 = 1e9;
-
-fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    use crate::capacity::{GoodputTarget, Slo, Target};
-    use crate::error::num;
-    use rayon::prelude::*;
-    if a.seeds.is_empty() {
-        return Err(SimError::config("--seeds needs at least one seed").into());
-    }
-    if !(a.precision > 0.0 && a.precision < 1.0) {
-        return Err(SimError::config(format!(
-            "--precision must be a relative width in (0, 1), e.g. 0.01, got {}",
-            num(a.precision)
-        ))
-        .into());
-    }
-    if let Some(r) = a.start_rate
-        && !(r.is_finite() && r > 0.0)
-    {
-        return Err(SimError::config(format!(
-            "--start-rate must be a finite number of requests/s > 0, got {}",
-            num(r)
-        ))
-        .into());
-    }
-    check_num_requests(a.num_requests)?;
-    if a.policies.iter().any(|p| p.trim().is_empty()) {
-        return Err(SimError::config(
-            "--policies has an empty entry: give comma-separated policy names, e.g. vllm,fcfs",
-        )
-        .into());
-    }
-    let loaded = load(&a.scenario)?;
-    let target = match (&a.slo, &a.goodput) {
-        (Some(s), _) => Target::Latency(Slo::parse(s)?),
-        (None, Some(g)) => {
-            let scenario_slo = loaded.scenario.slo.map(|s| (s.ttft_s, s.tpot_s));
-            Target::Goodput(GoodputTarget::parse(g, scenario_slo)?)
-        }
-        (None, None) => return Err(SimError::config("give --slo or --goodput").into()),
-    };
-    let policies = if a.policies.is_empty() {
-        vec![loaded.scenario.scheduler.policy.clone()]
-    } else {
-        a.policies.clone()
-    };
-    if let Some((i, p)) = policies
-        .iter()
-        .enumerate()
-        .find(|(i, p)| policies[..*i].contains(p))
-    {
-        return Err(SimError::config(format!(
-            "--policies lists `{}` twice (position {}); each policy is searched once",
-            crate::error::echo(p),
-            i + 1
-        ))
-        .into());
-    }
-    // Validate every policy up front (and collect the files the runs read).
-    let mut inputs = Vec::new();
-    for p in &policies {
-        let resolved = loaded.clone().resolve(&Overrides {
-            policy: Some(p.clone()),
-            num_requests: a.num_requests,
-            ..Default::default()
-        })?;
-        inputs.extend(resolved.input_paths());
-    }
-    let start = a
-        .start_rate
-        .or(loaded.scenario.trace.rate_per_s)
-        .unwrap_or(1.0);
-    if !(start.is_finite() && start > 0.0 && start <= MAX_START_RATE_PER_S) {
-        return Err(SimError::config(format!(
-            "--start-rate (or the scenario's rate_per_s) must be a number of requests/s in (0, {}], got {}",
-            num(MAX_START_RATE_PER_S),
-            num(start)
-        ))
-        .into());
-    }
-    // Ctrl-C stops the probe under way and skips the rest (each probe checks it before its
-    // runs); then nothing is written.
-    let _ctrl_c = crate::interrupt::CtrlC::install();
-    // Claimed before the probes: a refused or concurrently written --out fails at once.
-    let staged = match &a.out {
-        Some(dir) => Some(crate::output::StagedDir::new(
-            dir,
-            &crate::output::Replace::new(a.force, inputs),
-        )?),
-        None => None,
-    };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(thread_count(a.jobs, a.seeds.len()))
-        .build()?;
-    let mut csv = String::from("policy,capacity_rate_per_s,probes,bracket,limit_rate_per_s\n");
-    writeln!(out, "SLO: {}, seeds {:?}", target.describe(), a.seeds)?;
-    writeln!(
-        out,
-        "{:<18}{:>16}{:>10}",
-        "policy", "capacity req/s", "probes"
-    )?;
-    let mut first: Option<f64> = None;
-    let mut bars = Vec::new();
-    for p in &policies {
-        let mut eval = |rate: f64| -> f64 {
-            if crate::interrupt::interrupted() {
-                return f64::NAN;
-            }
-            let vals: Vec<f64> = pool.install(|| {
-                a.seeds
-                    .par_iter()
-                    .map(|&seed| {
-                        let r = loaded.clone().resolve(&Overrides {
-                            policy: Some(p.clone()),
-                            rate_per_s: Some(rate),
-                            seed: Some(seed),
-                            num_requests: a.num_requests,
-                            ..Default::default()
-                        });
-                        let run = r.and_then(|r| crate::run::run_interruptible(&r, None, true));
-                        target.measure(run.ok().map(|(o, _)| o).as_ref())
-                    })
-                    .collect()
-            });
-            vals.iter().sum::<f64>() / vals.len() as f64
-        };
-        let c = crate::capacity::search(start, &|v| target.meets(v), a.precision, 40, &mut eval);
-        if crate::interrupt::interrupted() {
-            return Err(Interrupted(format!(
-                "{} stopped `capacity` during its probes; nothing was written",
-                crate::interrupt::signal_name()
-            ))
-            .into());
-        }
-        let ratio = match first {
-            None => {
-                first = Some(c.rate_per_s);
-                String::new()
-            }
-            Some(b) if b > 0.0 => format!("  ({:.2}x the first)", c.rate_per_s / b),
-            Some(_) => String::new(),
-        };
-        use crate::capacity::Bracket;
-        let (shown, note) = match c.bracket {
-            Bracket::Closed => (format!("{:.4}", c.rate_per_s), String::new()),
-            Bracket::Below => (
-                format!("< {}", num(c.limit_rate_per_s)),
-                format!(
-                    "  below the lowest probed rate {} req/s (every probe missed the target)",
-                    num(c.limit_rate_per_s)
-                ),
-            ),
-            Bracket::Above => (
-                format!("> {}", num(c.limit_rate_per_s)),
-                format!(
-                    "  above the highest probed rate {} req/s (the bracket never closed)",
-                    num(c.limit_rate_per_s)
-                ),
-            ),
-        };
-        writeln!(
-            out,
-            "{:<18}{:>16}{:>10}{}{}",
-            p,
-            shown,
-            c.probes.len(),
-            ratio,
-            note
-        )?;
-        csv += &format!(
-            "{},{:.6},{},{},{}\n",
-            p,
-            c.rate_per_s,
-            c.probes.len(),
-            c.bracket.as_str(),
-            c.limit_rate_per_s
-        );
-        bars.push(crate::plot::CapacityBar {
-            policy: p.clone(),
-            rate_per_s: c.rate_per_s,
-            bracket: c.bracket,
-        });
-    }
-    if let Some(staged) = staged {
-        staged.write("capacity.csv", csv.as_bytes())?;
-        let title = format!(
-            "{}: capacity under {}",
-            loaded.scenario.name,
-            target.describe()
-        );
-        crate::plot::plot_capacity(staged.path(), &title, &bars)?;
-        let path = staged.commit()?;
-        writeln!(
-            out,
-            "capacity.csv, capacity.png and capacity.svg in {}",
-            path.display()
-        )?;
-    }
-    Ok(())
 }

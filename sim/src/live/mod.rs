@@ -287,6 +287,10 @@ pub fn write_live(
     dir.write("iterations.csv", iterations_csv(&out.iterations).as_bytes())?;
     let mut summary = serde_json::to_value(&out.run.summary).expect("summary serialises");
     summary["partial"] = serde_json::json!(out.partial);
+    if out.partial {
+        // Unfinished requests are missing from the completions: no judgement of stability.
+        summary["stability"] = serde_json::Value::Null;
+    }
     summary["live"] = serde_json::json!({
         "executor": match opts.executor {
             ExecutorKind::Mock => "mock",

@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+pub mod stability;
+
 use crate::engine::time::ns_to_s;
 use crate::engine::{Completion, Observer, RunStats};
 
@@ -180,6 +182,9 @@ pub struct Summary {
     /// Goodput against the scenario's `[slo]` targets (present only when it has `[slo]`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub goodput: Option<Goodput>,
+    /// Whether the run kept up with its arrivals ([`stability::stability`]; `null` with fewer
+    /// than two requests or one arrival instant).
+    pub stability: Option<stability::Stability>,
 }
 
 pub fn summarize(
@@ -251,6 +256,7 @@ pub fn summarize(
             .collect(),
         profile_extrapolations: None,
         goodput: None,
+        stability: stability::stability(completions),
     }
 }
 

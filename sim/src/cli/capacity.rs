@@ -1,0 +1,364 @@
+//! `servesim capacity`: per policy, the highest arrival rate meeting a latency or goodput target
+//! with every run stable (see [`crate::capacity`] and [`crate::metrics::stability`]).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use super::{Interrupted, check_num_requests, thread_count};
+use crate::capacity::{Bracket, Capacity, Probe, Target};
+use crate::error::SimError;
+use crate::scenario::{Overrides, load};
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["slo", "goodput"])))]
+pub struct CapacityArgs {
+    /// Scenario TOML file (its [sweep] table is ignored).
+    pub scenario: PathBuf,
+    /// A latency target, METRIC[:STAT]=SECONDS, e.g. per_token_s=0.3 (FastServe's SLO) or
+    /// jct_s:p99=30. Give this or --goodput.
+    #[arg(long, value_name = "METRIC[:STAT]=SECONDS")]
+    pub slo: Option<String>,
+    /// A goodput target (FastServe Fig. 13): the highest rate at which at least MIN (default
+    /// 0.95) of the requests have TTFT <= ttft_s and TPOT <= tpot_s, e.g.
+    /// --goodput ttft_s=3.1,tpot_s=0.3. TPOT = (finish - first token) / (output tokens - 1), the
+    /// vLLM benchmark convention; one-token requests are judged on TTFT alone. A missing ttft_s
+    /// or tpot_s is taken from the scenario's [slo] table (so --goodput min=0.95 uses it).
+    #[arg(long, value_name = "ttft_s=S,tpot_s=S[,min=F]")]
+    pub goodput: Option<String>,
+    /// Comma-separated policies (default: the scenario's).
+    #[arg(long, value_delimiter = ',')]
+    pub policies: Vec<String>,
+    /// Comma-separated seeds averaged at each rate.
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
+    pub seeds: Vec<u64>,
+    /// First rate probed (default: the scenario's rate).
+    #[arg(long)]
+    pub start_rate: Option<f64>,
+    /// Stop when the bracket is within this relative width.
+    #[arg(long, default_value_t = 0.01)]
+    pub precision: f64,
+    /// Override the number of requests.
+    #[arg(long)]
+    pub num_requests: Option<u64>,
+    /// Write capacity.csv and the bar plot capacity.png / capacity.svg into DIR (atomically). An
+    /// existing DIR is replaced only if servesim wrote it (or it is empty), unless --force.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Replace --out even when it exists and was not written by servesim (never a directory
+    /// holding an input or the current directory).
+    #[arg(long)]
+    pub force: bool,
+    /// Parallel runs: the seeds at one rate run in parallel (default, or 0: number of CPUs; at
+    /// most the number of seeds and 1024).
+    #[arg(long, short = 'j')]
+    pub jobs: Option<usize>,
+}
+
+/// Highest rate `capacity` starts probing at (a billion requests/s is beyond any cluster).
+const MAX_START_RATE_PER_S: f64 = 1e9;
+
+pub fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    use crate::capacity::{GoodputTarget, RunCheck, Slo};
+    use crate::error::num;
+    use rayon::prelude::*;
+    if a.seeds.is_empty() {
+        return Err(SimError::config("--seeds needs at least one seed").into());
+    }
+    if !(a.precision > 0.0 && a.precision < 1.0) {
+        return Err(SimError::config(format!(
+            "--precision must be a relative width in (0, 1), e.g. 0.01, got {}",
+            num(a.precision)
+        ))
+        .into());
+    }
+    if let Some(r) = a.start_rate
+        && !(r.is_finite() && r > 0.0)
+    {
+        return Err(SimError::config(format!(
+            "--start-rate must be a finite number of requests/s > 0, got {}",
+            num(r)
+        ))
+        .into());
+    }
+    check_num_requests(a.num_requests)?;
+    if a.policies.iter().any(|p| p.trim().is_empty()) {
+        return Err(SimError::config(
+            "--policies has an empty entry: give comma-separated policy names, e.g. vllm,fcfs",
+        )
+        .into());
+    }
+    let loaded = load(&a.scenario)?;
+    let target = match (&a.slo, &a.goodput) {
+        (Some(s), _) => Target::Latency(Slo::parse(s)?),
+        (None, Some(g)) => {
+            let scenario_slo = loaded.scenario.slo.map(|s| (s.ttft_s, s.tpot_s));
+            Target::Goodput(GoodputTarget::parse(g, scenario_slo)?)
+        }
+        (None, None) => return Err(SimError::config("give --slo or --goodput").into()),
+    };
+    let policies = if a.policies.is_empty() {
+        vec![loaded.scenario.scheduler.policy.clone()]
+    } else {
+        a.policies.clone()
+    };
+    if let Some((i, p)) = policies
+        .iter()
+        .enumerate()
+        .find(|(i, p)| policies[..*i].contains(p))
+    {
+        return Err(SimError::config(format!(
+            "--policies lists `{}` twice (position {}); each policy is searched once",
+            crate::error::echo(p),
+            i + 1
+        ))
+        .into());
+    }
+    // Validate every policy up front (and collect the files the runs read).
+    let mut inputs = Vec::new();
+    for p in &policies {
+        let resolved = loaded.clone().resolve(&Overrides {
+            policy: Some(p.clone()),
+            num_requests: a.num_requests,
+            ..Default::default()
+        })?;
+        inputs.extend(resolved.input_paths());
+    }
+    let start = a
+        .start_rate
+        .or(loaded.scenario.trace.rate_per_s)
+        .unwrap_or(1.0);
+    if !(start.is_finite() && start > 0.0 && start <= MAX_START_RATE_PER_S) {
+        return Err(SimError::config(format!(
+            "--start-rate (or the scenario's rate_per_s) must be a number of requests/s in (0, {}], got {}",
+            num(MAX_START_RATE_PER_S),
+            num(start)
+        ))
+        .into());
+    }
+    // Ctrl-C stops the probe under way and skips the rest (each probe checks it before its
+    // runs); then nothing is written.
+    let _ctrl_c = crate::interrupt::CtrlC::install();
+    // Claimed before the probes: a refused or concurrently written --out fails at once.
+    let staged = match &a.out {
+        Some(dir) => Some(crate::output::StagedDir::new(
+            dir,
+            &crate::output::Replace::new(a.force, inputs),
+        )?),
+        None => None,
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(thread_count(a.jobs, a.seeds.len()))
+        .build()?;
+    let mut csv = String::from(CSV_HEADER);
+    csv.push('\n');
+    writeln!(out, "SLO: {}, seeds {:?}", target.describe(), a.seeds)?;
+    writeln!(
+        out,
+        "a rate counts only if every seed's run finished and is stable: {}",
+        crate::metrics::stability::RULE
+    )?;
+    writeln!(
+        out,
+        "{:<18}{:>16}{:>10}",
+        "policy", "capacity req/s", "probes"
+    )?;
+    let mut first: Option<f64> = None;
+    let mut bars = Vec::new();
+    let mut searches = Vec::new();
+    for p in &policies {
+        let mut eval = |rate: f64| -> Probe {
+            if crate::interrupt::interrupted() {
+                return Probe {
+                    value: f64::NAN,
+                    runs: Vec::new(),
+                };
+            }
+            let measured: Vec<(f64, RunCheck)> = pool.install(|| {
+                a.seeds
+                    .par_iter()
+                    .map(|&seed| {
+                        let r = loaded.clone().resolve(&Overrides {
+                            policy: Some(p.clone()),
+                            rate_per_s: Some(rate),
+                            seed: Some(seed),
+                            num_requests: a.num_requests,
+                            ..Default::default()
+                        });
+                        let run = r.and_then(|r| crate::run::run_interruptible(&r, None, true));
+                        let run = run.ok().map(|(o, _)| o);
+                        let check = RunCheck {
+                            seed,
+                            failed: run.is_none(),
+                            stability: run.as_ref().and_then(|o| o.summary.stability),
+                        };
+                        (target.measure(run.as_ref()), check)
+                    })
+                    .collect()
+            });
+            Probe {
+                value: measured.iter().map(|m| m.0).sum::<f64>() / measured.len() as f64,
+                runs: measured.into_iter().map(|m| m.1).collect(),
+            }
+        };
+        let meets = |p: &Probe| p.miss_reason(&target).is_none();
+        let c = crate::capacity::search(start, &meets, a.precision, 40, &mut eval);
+        if crate::interrupt::interrupted() {
+            return Err(Interrupted(format!(
+                "{} stopped `capacity` during its probes; nothing was written",
+                crate::interrupt::signal_name()
+            ))
+            .into());
+        }
+        let ratio = match first {
+            None => {
+                first = Some(c.rate_per_s);
+                String::new()
+            }
+            Some(b) if b > 0.0 => format!("  ({:.2}x the first)", c.rate_per_s / b),
+            Some(_) => String::new(),
+        };
+        let (shown, note) = match c.bracket {
+            Bracket::Closed => (format!("{:.4}", c.rate_per_s), String::new()),
+            Bracket::Below => (
+                format!("< {}", num(c.limit_rate_per_s)),
+                format!(
+                    "  below the lowest probed rate {} req/s (every probe missed the target)",
+                    num(c.limit_rate_per_s)
+                ),
+            ),
+            Bracket::Above => (
+                format!("> {}", num(c.limit_rate_per_s)),
+                format!(
+                    "  above the highest probed rate {} req/s (the bracket never closed)",
+                    num(c.limit_rate_per_s)
+                ),
+            ),
+        };
+        let rejected = unstable_probes(&c, &target);
+        let rejected_note = match rejected {
+            0 => String::new(),
+            n => format!("  ({n} probe(s) met the target but were unstable)"),
+        };
+        writeln!(
+            out,
+            "{:<18}{:>16}{:>10}{}{}{}",
+            p,
+            shown,
+            c.probes.len(),
+            ratio,
+            note,
+            rejected_note
+        )?;
+        csv += &csv_row(p, &c, &target);
+        csv.push('\n');
+        bars.push(crate::plot::CapacityBar {
+            policy: p.clone(),
+            rate_per_s: c.rate_per_s,
+            bracket: c.bracket,
+            unstable_probes: rejected,
+        });
+        searches.push((p.clone(), c));
+    }
+    if let Some(staged) = staged {
+        staged.write("capacity.csv", csv.as_bytes())?;
+        let json = summary_json(&target, &a.seeds, &searches);
+        staged.write(
+            "capacity.json",
+            crate::output::pretty_json(&json).as_bytes(),
+        )?;
+        let title = format!(
+            "{}: capacity under {}",
+            loaded.scenario.name,
+            target.describe()
+        );
+        crate::plot::plot_capacity(staged.path(), &title, &bars)?;
+        let path = staged.commit()?;
+        writeln!(
+            out,
+            "capacity.csv, capacity.json, capacity.png and capacity.svg in {}",
+            path.display()
+        )?;
+    }
+    Ok(())
+}
+
+/// Columns of `capacity.csv`.
+pub const CSV_HEADER: &str = "policy,capacity_rate_per_s,probes,bracket,limit_rate_per_s,achieved_rate_per_s,unstable_probes,limit_reason";
+
+/// Probes whose figure met the target but which did not count because a run was unstable or
+/// failed.
+fn unstable_probes(c: &Capacity<Probe>, target: &Target) -> usize {
+    c.probes
+        .iter()
+        .filter(|(_, p)| p.miss_reason(target) == Some("unstable"))
+        .count()
+}
+
+/// One policy's `capacity.csv` line (no newline): the search result; the mean achieved
+/// completion rate at the capacity rate (empty when no rate met the target); how many probes
+/// the stability rule rejected; why the rate bounding the answer failed (`target`, `unstable`,
+/// `target+unstable`; empty for an `above` bracket, whose bound met the target).
+fn csv_row(policy: &str, c: &Capacity<Probe>, target: &Target) -> String {
+    let at = |rate: f64| c.probes.iter().find(|(r, _)| *r == rate).map(|(_, p)| p);
+    let achieved = match c.bracket {
+        Bracket::Below => None,
+        _ => at(c.rate_per_s).and_then(Probe::achieved_rate_per_s),
+    };
+    let reason = match c.bracket {
+        Bracket::Above => None,
+        _ => at(c.limit_rate_per_s).and_then(|p| p.miss_reason(target)),
+    };
+    format!(
+        "{},{:.6},{},{},{},{},{},{}",
+        policy,
+        c.rate_per_s,
+        c.probes.len(),
+        c.bracket.as_str(),
+        c.limit_rate_per_s,
+        achieved.map(|x| format!("{x:.6}")).unwrap_or_default(),
+        unstable_probes(c, target),
+        reason.unwrap_or_default()
+    )
+}
+
+/// `capacity.json`: the target, the stability rule, and every probe of every policy (rate,
+/// figure, whether it counted, and each seed's stability).
+fn summary_json(
+    target: &Target,
+    seeds: &[u64],
+    searches: &[(String, Capacity<Probe>)],
+) -> serde_json::Value {
+    let policies: Vec<serde_json::Value> = searches
+        .iter()
+        .map(|(p, c)| {
+            let probes: Vec<serde_json::Value> = c
+                .probes
+                .iter()
+                .map(|(rate, probe)| {
+                    serde_json::json!({
+                        "rate_per_s": rate,
+                        "value": probe.value,
+                        "meets_target": target.meets(probe.value),
+                        "stable": probe.stable(),
+                        "counted": probe.miss_reason(target).is_none(),
+                        "runs": probe.runs,
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "policy": p,
+                "capacity_rate_per_s": c.rate_per_s,
+                "bracket": c.bracket.as_str(),
+                "limit_rate_per_s": c.limit_rate_per_s,
+                "unstable_probes": unstable_probes(c, target),
+                "probes": probes,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "target": target.describe(),
+        "seeds": seeds,
+        "stability_rule": crate::metrics::stability::RULE,
+        "policies": policies,
+    })
+}

@@ -1,0 +1,306 @@
+//! Whether a finished run kept up with its arrivals (`summary.json` `stability`, the
+//! `offered_rate_per_s`, `achieved_rate_per_s`, `queue_growth_per_s` and `stable` columns of
+//! `sweep.csv`, and the rule `servesim capacity` applies before counting a probed rate).
+//!
+//! A finite trace always ends, so an overloaded run still finishes and reports latencies; a
+//! policy that serves short requests first (SRPT, MLFQ) can then meet a *mean* latency target at
+//! rates far beyond what it sustains, by leaving the long requests to a drain tail after the
+//! last arrival. The rule below tells such a run from a stable one, from the completions alone
+//! (post hoc, deterministic):
+//!
+//! - **Throughput.** Over the middle 90 % of the requests (the k = ⌊N/20⌋ earliest and latest
+//!   left out at each end; none when N < 20), from the arrival times a and finish times f, each
+//!   sorted: `offered = (N − 2k − 1) / (a_(N−k) − a_(k+1))` requests/s, and `achieved = offered ×
+//!   S / O`, where O is the output tokens of arrivals k+2 … N−k over the span a_(N−k) − a_(k+1)
+//!   (the work offered per second) and S the output tokens of completions k+2 … N−k over the
+//!   span f_(N−k) − f_(k+1) (the work served per second): the rate of requests of this mix the
+//!   run really served. The run passes when `achieved ≥ 0.95 × offered`
+//!   ([`MIN_ACHIEVED_FRACTION`]). A stable run's completions follow its arrivals shifted by about
+//!   one JCT, so both spans and both sums match; an overloaded one serves at its capacity.
+//!   *Work, not requests:* a policy that serves short requests first completes more requests per
+//!   second than its capacity in requests of the average size, leaving the long ones to the
+//!   drain tail; counted in requests, `srpt-oracle` at 1.87 req/s offered (OPT-13B, ShareGPT,
+//!   2,000 requests, served ≈ 1.54 req/s over the whole run) completed 1.78 req/s in the middle
+//!   window and would pass; weighted by output tokens it served 85 % of the offered work and
+//!   fails. Output tokens are the work proxy (one decode step each; the size SRPT and the
+//!   length predictors rank by) — an assumption: prefill work is not weighted. *Trimming:* the
+//!   last completion of a light-load run is set by the one or two longest requests (a ShareGPT
+//!   output of 1,000 tokens takes tens of seconds even alone), not by the load; leaving 5 % out
+//!   at each end keeps a finite trace's drain tail from failing a light-load run, while an
+//!   overload moves the bulk of the finish times that the trimmed span measures. A trace much
+//!   shorter than 20 JCTs can still fail spuriously; use more requests.
+//! - **Queue trend.** The number of requests in the system (arrived, not finished) is sampled
+//!   just after each arrival of the last half of the trace (arrivals ⌊N/2⌋+1 … N); its
+//!   least-squares slope against time, `queue_growth_per_s`, must not exceed `0.05 × offered`
+//!   ([`MAX_QUEUE_GROWTH_FRACTION`]). The queue grows at the arrival rate minus the completion
+//!   rate, so this is the same 95 % bound applied to the end of the trace: it catches an overload
+//!   that sets in late (memory filling up, a burst at the end) which the whole-run ratio averages
+//!   away. It counts requests, not work: over half a short trace a work-weighted trend is noisy
+//!   (one long request arriving near the end moves it: the 300-request golden vLLM run at
+//!   1.40 req/s offered had a work trend of 0.10 req/s against 0.07 allowed, a count trend of
+//!   0.036), and starvation, which counts miss, is what the work-weighted throughput catches.
+//!
+//! With equal output lengths the throughput check is a plain request count too.
+//!
+//! A run is `stable` when it passes both. With fewer than two requests, or all arrivals (after
+//! trimming) at one instant, there is no rate to compare: the run is not judged (`None`, empty
+//! cells; `capacity` counts it).
+//!
+//! The engine's early overload check (`[limits] overload_window_s`, `overload_min_queue`; see
+//! `engine/overload.rs`) is a different, coarser tool: it aborts a run *while it runs* once a
+//! replica has been saturated with arrivals ≥ 1.25 × completions for three windows and holds
+//! ≥ 10⁴ requests, so that a grossly overloaded run does not spend hours on a queue nobody reads.
+//! Such a run ends with an error (empty metric cells, and a failed probe for `capacity`). Every
+//! overload it lets finish (a finite trace whose queue stays under 10⁴, or an excess under 25 %)
+//! is judged here.
+
+use serde::Serialize;
+
+use crate::engine::Completion;
+use crate::engine::time::{Ns, ns_to_s};
+
+/// A run is stable only if it completes at least this fraction of its offered rate.
+pub const MIN_ACHIEVED_FRACTION: f64 = 0.95;
+/// …and its queue grows over the last half of the trace by at most this fraction of the offered
+/// rate (requests/s per request/s offered).
+pub const MAX_QUEUE_GROWTH_FRACTION: f64 = 0.05;
+/// Requests left out at each end of the throughput spans: ⌊N / TRIM_DIVISOR⌋ (5 %).
+pub const TRIM_DIVISOR: usize = 20;
+
+/// One line stating the rule (capacity's table and `--help`, capacity.csv's notes).
+pub const RULE: &str = "stable = achieved >= 0.95 x offered (middle 90% of arrivals and of completions, weighted by output tokens) and the number in system, sampled at each arrival of the last half of the trace, grows by at most 0.05 x offered per second";
+
+/// `summary.json` `stability`.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Stability {
+    /// Arrival rate over the middle 90 % of the arrivals (requests/s).
+    pub offered_rate_per_s: f64,
+    /// `offered_rate_per_s` × served / offered work (output tokens per second) over the middle
+    /// 90 % of the completions and of the arrivals: the rate of requests of this mix served.
+    pub achieved_rate_per_s: f64,
+    /// Least-squares slope of the number of requests in the system over the last half of the
+    /// arrivals (requests/s; positive: growing).
+    pub queue_growth_per_s: f64,
+    /// Both checks passed.
+    pub stable: bool,
+}
+
+/// The stability of a run from its completions (any order); `None` when it cannot be judged.
+pub fn stability(completions: &[Completion]) -> Option<Stability> {
+    // (time, output tokens) by arrival and by finish.
+    let mut by_arrival: Vec<(Ns, f64)> = completions
+        .iter()
+        .map(|c| (c.arrival_ns, f64::from(c.output_tokens)))
+        .collect();
+    let mut by_finish: Vec<(Ns, f64)> = completions
+        .iter()
+        .map(|c| (c.finish_ns, f64::from(c.output_tokens)))
+        .collect();
+    by_arrival.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    by_finish.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    let n = by_arrival.len();
+    if n < 2 {
+        return None;
+    }
+    let k = n / TRIM_DIVISOR;
+    let (lo, hi) = (k, n - 1 - k);
+    let arrival_span_ns = by_arrival[hi].0 - by_arrival[lo].0;
+    if arrival_span_ns == 0 {
+        return None;
+    }
+    // Completions all at one instant: as fast as the clock resolves.
+    let finish_span_ns = (by_finish[hi].0 - by_finish[lo].0).max(1);
+    // Work of the requests after the first of each window (one per gap).
+    let work = |v: &[(Ns, f64)]| v[lo + 1..=hi].iter().map(|x| x.1).sum::<f64>();
+    let offered_work_per_s = work(&by_arrival) / ns_to_s(arrival_span_ns);
+    let served_work_per_s = work(&by_finish) / ns_to_s(finish_span_ns);
+    let offered = (hi - lo) as f64 / ns_to_s(arrival_span_ns);
+    let achieved = offered * served_work_per_s / offered_work_per_s;
+    let growth = in_system_slope(
+        &by_arrival.iter().map(|x| x.0).collect::<Vec<_>>(),
+        &by_finish.iter().map(|x| x.0).collect::<Vec<_>>(),
+    );
+    Some(Stability {
+        offered_rate_per_s: offered,
+        achieved_rate_per_s: achieved,
+        queue_growth_per_s: growth,
+        stable: achieved >= MIN_ACHIEVED_FRACTION * offered
+            && growth <= MAX_QUEUE_GROWTH_FRACTION * offered,
+    })
+}
+
+/// Least-squares slope (requests/s) of the number of requests in the system just after each
+/// of the last ⌈N/2⌉ arrivals (0-based ⌊N/2⌋ … N−1), from the sorted arrival and finish times.
+/// A request finishing exactly at an arrival instant has left. 0 when those arrivals share one
+/// instant.
+fn in_system_slope(arrivals: &[Ns], finishes: &[Ns]) -> f64 {
+    let n = arrivals.len();
+    let first = n / 2;
+    let t0 = arrivals[first];
+    let mut done = 0;
+    let mut pts = Vec::with_capacity(n - first);
+    for (i, &a) in arrivals.iter().enumerate().skip(first) {
+        while done < n && finishes[done] <= a {
+            done += 1;
+        }
+        pts.push((ns_to_s(a - t0), (i + 1 - done) as f64));
+    }
+    let m = pts.len() as f64;
+    let mx = pts.iter().map(|p| p.0).sum::<f64>() / m;
+    let my = pts.iter().map(|p| p.1).sum::<f64>() / m;
+    let sxx: f64 = pts.iter().map(|p| (p.0 - mx) * (p.0 - mx)).sum();
+    let sxy: f64 = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    if sxx > 0.0 { sxy / sxx } else { 0.0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Ns = 1_000_000_000;
+
+    fn req(arrival_ns: Ns, finish_ns: Ns) -> Completion {
+        Completion {
+            id: 0,
+            replica: 0,
+            arrival_ns,
+            input_tokens: 1,
+            output_tokens: 1,
+            first_scheduled_ns: arrival_ns,
+            first_token_ns: finish_ns,
+            finish_ns,
+            preemptions: 0,
+            swap_out_bytes: 0,
+            swap_in_bytes: 0,
+            swap_stall_ns: 0,
+            recomputed_tokens: 0,
+            predicted_output_tokens: 1,
+            priority: 0.0,
+            demotions: 0,
+            promotions: 0,
+        }
+    }
+
+    #[test]
+    fn a_server_keeping_up_is_stable() {
+        // Arrivals at 0, 1, 2, 3 s, each served in 0.5 s. N = 4 < 20: nothing trimmed.
+        // offered = 3 gaps / (3 − 0) s = 1; achieved = 3 / (3.5 − 0.5) = 1.
+        // Number in system just after each arrival: 1, 1, 1, 1 → slope 0.
+        let c: Vec<_> = (0..4).map(|i| req(i * S, i * S + S / 2)).collect();
+        let s = stability(&c).unwrap();
+        assert_eq!(s.offered_rate_per_s, 1.0);
+        assert_eq!(s.achieved_rate_per_s, 1.0);
+        assert_eq!(s.queue_growth_per_s, 0.0);
+        assert!(s.stable);
+    }
+
+    #[test]
+    fn a_server_at_half_the_arrival_rate_is_not() {
+        // Arrivals at 0, 1, 2, 3 s; one server taking 2 s each, in order: finishes 2, 4, 6, 8.
+        // offered = 3 / 3 = 1 req/s; achieved = 3 / (8 − 2) = 0.5 < 0.95.
+        // Last half: arrivals 3 and 4 (t = 2, 3 s). In system after arrival 3 at t = 2: 3
+        // arrived − 1 finished (at 2, ≤ 2) = 2; after arrival 4 at t = 3: 4 − 1 = 3.
+        // Slope = 1 req/s > 0.05 × 1.
+        let c: Vec<_> = (0..4).map(|i| req(i * S, 2 * (i + 1) * S)).collect();
+        let s = stability(&c).unwrap();
+        assert_eq!(s.offered_rate_per_s, 1.0);
+        assert_eq!(s.achieved_rate_per_s, 0.5);
+        assert_eq!(s.queue_growth_per_s, 1.0);
+        assert!(!s.stable);
+    }
+
+    #[test]
+    fn a_long_last_request_does_not_make_a_light_run_unstable() {
+        // 40 arrivals 1 s apart (0 … 39 s), each done after 0.2 s, except the last, which takes
+        // 30 s (a long output at light load). Untrimmed, the completions would span
+        // 0.2 … 69 s: 39 / 68.8 = 0.567 req/s against 1 offered. Trimmed (k = 40/20 = 2):
+        // arrivals 2 … 37 s → offered = 35 / 35 = 1; finishes 2.2 … 37.2 s → achieved = 1.
+        // In system after each of the last 20 arrivals: 1 except after the 40th arrival, where
+        // request 40 is the only one present: 1 → slope 0.
+        let mut c: Vec<_> = (0..40).map(|i| req(i * S, i * S + S / 5)).collect();
+        c[39].finish_ns = 69 * S;
+        let s = stability(&c).unwrap();
+        assert_eq!(s.offered_rate_per_s, 1.0);
+        assert!((s.achieved_rate_per_s - 1.0).abs() < 1e-12, "{s:?}");
+        assert_eq!(s.queue_growth_per_s, 0.0);
+        assert!(s.stable);
+    }
+
+    #[test]
+    fn an_overload_of_the_whole_second_half_fails_both_checks() {
+        // 100 arrivals 1 s apart (0 … 99 s). The first 50 are served in 0.5 s; the last 50
+        // all finish together at 105 s. k = 100/20 = 5: offered = 89 / (94 − 5) = 1 req/s;
+        // achieved = 89 / (f_94 − f_5) = 89 / (105 − 5.5) = 0.894 < 0.95. Trend: after arrival
+        // i (i = 51 … 100, at t = i − 1 s) the system holds i − 50 requests: slope 1.
+        let c: Vec<_> = (0..100u64)
+            .map(|i| req(i * S, if i < 50 { i * S + S / 2 } else { 105 * S }))
+            .collect();
+        let s = stability(&c).unwrap();
+        assert_eq!(s.offered_rate_per_s, 1.0);
+        assert!((s.achieved_rate_per_s - 89.0 / 99.5).abs() < 1e-12, "{s:?}");
+        assert!((s.queue_growth_per_s - 1.0).abs() < 1e-12, "{s:?}");
+        assert!(!s.stable);
+    }
+
+    #[test]
+    fn a_queue_growing_only_at_the_end_is_caught_by_the_trend() {
+        // 100 arrivals 1 s apart (0 … 99 s). Requests 0 … 79 are served in 0.5 s; requests
+        // 80 … 99 finish at 80 + 1.2 (i − 79) s (81.2, 82.4, … 104 s): the server falls behind
+        // over the last 20 s only. Throughput: k = 5, f_5 = 5.5 s, f_94 = 80 + 1.2 × 15 = 98 s,
+        // achieved = 89 / 92.5 = 0.962 ≥ 0.95 × 1: passes. Number in system after arrivals
+        // 51 … 100 (t = 50 … 99 s): 1 (×31), 2 (×6), 3 (×6), 4 (×6), 5. Least squares over
+        // x = 0 … 49: Σ(x − x̄)(y − ȳ) = 710, Σ(x − x̄)² = 20825/2, slope = 284/4165 = 0.0682
+        // req/s > 0.05 × 1: unstable.
+        let c: Vec<_> = (0..100u64)
+            .map(|i| {
+                let f = if i < 80 {
+                    i * S + S / 2
+                } else {
+                    80 * S + 12 * (i - 79) * S / 10
+                };
+                req(i * S, f)
+            })
+            .collect();
+        let s = stability(&c).unwrap();
+        assert_eq!(s.offered_rate_per_s, 1.0);
+        assert!((s.achieved_rate_per_s - 89.0 / 92.5).abs() < 1e-12, "{s:?}");
+        assert!(s.achieved_rate_per_s >= MIN_ACHIEVED_FRACTION * s.offered_rate_per_s);
+        assert!(
+            (s.queue_growth_per_s - 284.0 / 4165.0).abs() < 1e-12,
+            "{s:?}"
+        );
+        assert!(!s.stable);
+    }
+
+    #[test]
+    fn a_starved_long_request_counts_by_its_work() {
+        // What SRPT does under overload: 40 arrivals 1 s apart (0 … 39 s), each of 1 output
+        // token and served in 0.5 s, except request 20 (30 tokens), left to the end: it finishes
+        // at 41 s. k = 2. Offered: arrival ranks 2 … 37 span 35 s → 35 gaps / 35 s = 1 req/s;
+        // their work after the first (ranks 3 … 37, request 20 among them) = 34 + 30 = 64 tokens
+        // → 64/35 tokens/s. Served: finish ranks 2 … 37 are requests 2 … 38 less 20, finishes
+        // 2.5 … 38.5 s (36 s), work of ranks 3 … 37 = 35 tokens → 35/36 tokens/s. Counted in
+        // requests the run would pass (35/36 = 0.972 req/s ≥ 0.95); weighted by work it served
+        // achieved = 1 × (35/36) / (64/35) = 1225/2304 = 0.532 req/s of this mix: unstable.
+        // Trend: in system after arrivals 21 … 40 (t = 20 … 39 s): 1, then 2 (the starved one
+        // and the newcomer) ×19; slope = Σ(x − x̄)(y − ȳ) / Σ(x − x̄)² = (19/2) / 665 = 1/70.
+        let mut c: Vec<_> = (0..40u64).map(|i| req(i * S, i * S + S / 2)).collect();
+        c[20].output_tokens = 30;
+        c[20].finish_ns = 41 * S;
+        let s = stability(&c).unwrap();
+        assert_eq!(s.offered_rate_per_s, 1.0);
+        assert!(
+            (s.achieved_rate_per_s - 1225.0 / 2304.0).abs() < 1e-12,
+            "{s:?}"
+        );
+        assert!((s.queue_growth_per_s - 1.0 / 70.0).abs() < 1e-12, "{s:?}");
+        assert!(!s.stable);
+    }
+
+    #[test]
+    fn too_few_requests_or_one_arrival_instant_are_not_judged() {
+        assert_eq!(stability(&[]), None);
+        assert_eq!(stability(&[req(0, S)]), None);
+        assert_eq!(stability(&[req(S, 2 * S), req(S, 3 * S)]), None);
+    }
+}
