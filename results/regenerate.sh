@@ -38,16 +38,28 @@ sweep alise_vs_vllm_sharegpt
 sweep alise_vs_vllm_alpaca
 
 echo "## policies_sharegpt"
-for m in jct_mean_s:.2f jct_p99_s:.1f per_token_mean_s:.4f preemptions:.0f achieved_rate:.3f; do
+for m in jct_mean_s:.2f jct_p99_s:.1f per_token_mean_s:.4f preemptions:.0f achieved_rate_per_s:.3f; do
   echo "### ${m%%:*}"; $T "$O/policies_sharegpt/sweep.csv" --metric "${m%%:*}" --fmt "${m##*:}" --col-suffix " req/s"
 done
 echo "## alise_predictors_sharegpt"; $T "$O/alise_predictors_sharegpt/sweep.csv" --metric jct_mean_s --rows predictor --col-suffix " req/s"
-echo "## alise_aging_ablation"; $T "$O/alise_aging_ablation/sweep.csv" --metric jct_mean_s --rows aging_weight --col-suffix " req/s"
-echo "## fastserve_memory_ablation"; $T "$O/fastserve_memory_ablation/sweep.csv" --metric jct_mean_s --rows offload --col-suffix " req/s"
+echo "## alise_aging_ablation"; $T "$O/alise_aging_ablation/sweep.csv" --metric jct_mean_s --rows policies.alise.aging_weight --col-suffix " req/s"
+echo "## fastserve_memory_ablation"; $T "$O/fastserve_memory_ablation/sweep.csv" --metric jct_mean_s --rows policies.skip-join-mlfq.offload,policies.skip-join-mlfq.preemption --col-suffix " req/s"
+echo "## fastserve_paper_window"; $T "$O/fastserve_paper_window/sweep.csv" --metric jct_mean_s --rows policies.skip-join-mlfq.swap_in_window --col-suffix " req/s"
+for sc in fastserve_opt13b_sharegpt fastserve_opt66b_tp4_sweep fastserve_opt175b_tp8_pp2_sweep alise_vs_vllm_sharegpt alise_vs_vllm_alpaca; do
+  echo "## $sc"; $T "$O/$sc/sweep.csv" --metric jct_mean_s --col-suffix " req/s"; $T "$O/$sc/sweep.csv" --metric achieved_rate_per_s --fmt .3f --col-suffix " req/s"
+done
 
 [ "${1:-}" = quick ] && exit 0
 
 sweep alise_memory_ablation
+echo "## alise_memory_ablation"; $T "$O/alise_memory_ablation/sweep.csv" --metric jct_mean_s --rows policies.alise.offload,policies.alise.kv_offload_bits --cols memory.host_kv_bytes,rate
+# Figures: the sweep plots of policies_sharegpt and fastserve_opt13b_sharegpt, the capacity bars, KV usage.
+cp "$O"/policies_sharegpt/plots/{jct_mean_vs_rate,jct_p99_vs_rate,per_token_vs_rate,jct_cdf}.png results/figures/
+cp "$O"/fastserve_opt13b_sharegpt/plots/goodput_vs_rate.png results/figures/
+cap figure fastserve_opt13b_sharegpt --slo per_token_s=0.3 --policies vllm,skip-join-mlfq,alise,srpt-oracle,fcfs --num-requests 5000
+cp "$O"/cap-figure/capacity.png results/figures/
+"$S" run scenarios/fastserve_memory_ablation.toml --rate 1.4 --num-requests 2000 --out "$O/kv-run" --force >/dev/null
+"$S" plot "$O/kv-run" >/dev/null && cp "$O"/kv-run/plots/kv_usage.png results/figures/
 cap policies-sharegpt-5k policies_sharegpt --slo per_token_s=0.3 --policies vllm,skip-join-mlfq,alise,srpt-oracle,fcfs,mlfq --seeds 0,1,2
 for sc in fastserve_opt13b_sharegpt:skip-join-mlfq fastserve_opt66b_tp4_sweep:skip-join-mlfq \
           fastserve_opt175b_tp8_pp2_sweep:skip-join-mlfq alise_vs_vllm_sharegpt:alise alise_vs_vllm_alpaca:alise; do

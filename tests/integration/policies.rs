@@ -669,7 +669,7 @@ fn ltr_boosts_a_request_after_starvation_iterations() {
         Scn::new("ltr", CONST_10MS)
             .predictor("oracle")
             .table(&format!(
-                "[policies.ltr]\nstarvation_iterations = {starve}\nboost_iterations = 2"
+                "[policies.ltr]\nstarvation = true\nstarvation_iterations = {starve}\nboost_iterations = 2"
             ))
             .run(&rows)
     };
@@ -964,7 +964,7 @@ fn case_scenario(policy: &str, predictors: &[&str], c: &Case) -> Scn {
         ),
         "ltr" => (
             format!(
-                "[policies.ltr]\nstarvation_iterations = {}\nboost_iterations = {}",
+                "[policies.ltr]\nstarvation = true\nstarvation_iterations = {}\nboost_iterations = {}",
                 1 + k % 5,
                 k / 5 % 4
             ),
