@@ -59,7 +59,9 @@ def main():
         row_order.setdefault(rk, None)
         col_order.add(ck)
         cell = cells.setdefault((rk, ck), [])
-        cell.append(None if r.get("error") else float(r[a.metric]))
+        v = r[a.metric]
+        v = {"true": "1", "false": "0"}.get(v, v)  # `stable` averages to the stable fraction
+        cell.append(None if r.get("error") else float(v))
     cols = sorted(col_order, key=lambda c: [sort_key(x) for x in c])
 
     head = " / ".join(row_keys)
