@@ -261,7 +261,10 @@ mod tests {
             .collect();
         let s = stability(&c).unwrap();
         assert_eq!(s.offered_rate_per_s, 1.0);
-        assert!((s.achieved_rate_per_s - 45898.0 / 76123.0).abs() < 1e-12, "{s:?}");
+        assert!(
+            (s.achieved_rate_per_s - 45898.0 / 76123.0).abs() < 1e-12,
+            "{s:?}"
+        );
         assert!((s.queue_growth_per_s - 1.0).abs() < 1e-12, "{s:?}");
         assert!(!s.stable);
     }
@@ -288,7 +291,10 @@ mod tests {
             .collect();
         let s = stability(&c).unwrap();
         assert_eq!(s.offered_rate_per_s, 1.0);
-        assert!((s.achieved_rate_per_s - 354170.0 / 361619.0).abs() < 1e-12, "{s:?}");
+        assert!(
+            (s.achieved_rate_per_s - 354170.0 / 361619.0).abs() < 1e-12,
+            "{s:?}"
+        );
         assert!(s.achieved_rate_per_s >= MIN_ACHIEVED_FRACTION * s.offered_rate_per_s);
         assert!(
             (s.queue_growth_per_s - 284.0 / 4165.0).abs() < 1e-12,
