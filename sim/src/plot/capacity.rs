@@ -115,16 +115,23 @@ fn draw_capacity<DB: DrawingBackend>(
         root.draw(&Text::new(label, (at.0, at.1 - 6), style.clone()))
             .map_err(|x| e(&x))?;
         if b.unstable_probes > 0 {
-            let note = format!(
-                "{} faster probe(s) met the target but were unstable",
-                b.unstable_probes
-            );
+            // Two short lines, so that the note stays within its bar's slot.
             let small = ("sans-serif", 12)
                 .into_font()
                 .color(&RGBColor(90, 90, 90))
                 .pos(Pos::new(HPos::Center, VPos::Bottom));
-            root.draw(&Text::new(note, (at.0, at.1 - 24), small))
+            let lines = [
+                format!("{} faster probe(s)", b.unstable_probes),
+                "met it, unstable".to_string(),
+            ];
+            for (k, line) in lines.into_iter().enumerate() {
+                root.draw(&Text::new(
+                    line,
+                    (at.0, at.1 - 38 + 14 * k as i32),
+                    small.clone(),
+                ))
                 .map_err(|x| e(&x))?;
+            }
         }
     }
     root.present().map_err(|x| e(&x))?;
