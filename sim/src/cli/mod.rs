@@ -69,10 +69,10 @@ pub enum Command {
     /// A probed rate counts only if every seed's run also finished and is stable. Stable, over
     /// the middle 90% of the requests (5% left out at each end): achieved >= 0.95 x offered,
     /// where offered = gaps / span of the arrival times (requests/s) and achieved = offered x
-    /// (output tokens completed per second over the span of the finish times) / (output tokens
-    /// arriving per second over the span of the arrival times); and the number of requests in
-    /// the system, sampled at each arrival of the last half of the trace, grows (least-squares
-    /// slope) by at most 0.05 x offered per second.
+    /// (output tokens completed per second) / (output tokens arriving per second), each rate the
+    /// least-squares slope of the cumulative tokens against the finish (arrival) times; and the
+    /// number of requests in the system, sampled at each arrival of the last half of the trace,
+    /// grows (least-squares slope) by at most 0.05 x offered per second.
     /// A finite trace always drains, so an overloaded run still reports latencies: without this
     /// rule a policy that serves short requests first could "meet" a mean target far beyond the
     /// rate it serves. (The engine's early overload check, [limits] overload_window_s, aborts
