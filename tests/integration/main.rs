@@ -20,6 +20,7 @@ mod fuzz;
 mod golden;
 mod interrupt;
 mod invariants;
+mod layers;
 mod live;
 mod memory;
 mod micro;
