@@ -212,7 +212,7 @@ impl Catalogue {
         })?;
         let extra: ExtraFile = toml::from_str(&text).map_err(|e| SimError::Scenario {
             path: path.to_path_buf(),
-            msg: crate::scenario::toml_error_message(&text, &e),
+            msg: crate::error::toml_error_message(&text, &e),
         })?;
         let bad = |table: &str, name: &str, field: &str, msg: String| {
             let field_name = format!("[{table}.{name}] {field}");

@@ -191,6 +191,27 @@ mod tests {
 /// Longest error line printed (longer ones are cut in the middle: an echoed 100 KB value).
 pub const MAX_MESSAGE_CHARS: usize = 1000;
 
+/// Turn a TOML error into "line N, column C: message".
+pub fn toml_error_message(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+            let mut msg = plain_serde(e.message().trim());
+            if msg == "duplicate key" {
+                // Name it: the span covers the repeated key.
+                let key = text.get(span.clone()).unwrap_or("").trim();
+                if !key.is_empty() {
+                    msg = format!("duplicate key `{}`", echo(key));
+                }
+            }
+            format!("line {line}, column {col}: {msg}")
+        }
+        None => plain_serde(e.message().trim()),
+    }
+}
+
 /// The final form of an error line, whatever produced it: control characters escaped (one line,
 /// nothing that drives the terminal), runs of more than 20 digits (a 300-digit float expansion
 /// in a TOML or serde message) shortened to scientific notation, and at most

@@ -39,12 +39,6 @@ const KNOWN_BACK_EDGES: &[(&str, &str)] = &[
     ("route", "engine"),
     ("swap", "engine"),
     ("trace", "engine"),
-    // `scenario::toml_error_message`: move it to `error`.
-    ("catalogue", "scenario"),
-    ("profile", "scenario"),
-    // Re-exports of `staging` taken from `output`: import `staging` directly.
-    ("profile", "output"),
-    ("trace", "output"),
     // `metrics::quantile` used by `trace/stats.rs`: move it down.
     ("trace", "metrics"),
 ];

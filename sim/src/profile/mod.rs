@@ -544,7 +544,7 @@ fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
         .map_err(|e| io(path, format!("cannot read: {e}")))?;
     toml::from_str(&text).map_err(|e| SimError::Scenario {
         path: path.to_path_buf(),
-        msg: crate::scenario::toml_error_message(&text, &e),
+        msg: crate::error::toml_error_message(&text, &e),
     })
 }
 
@@ -780,9 +780,9 @@ impl Profile {
     /// Write the profile into `dir` atomically (staged in a sibling directory, then renamed). An
     /// existing directory is replaced when servesim wrote it (or it is empty), or with `force`;
     /// never one holding `replace.inputs`.
-    pub fn write(&self, dir: &Path, replace: &crate::output::Replace) -> Result<PathBuf> {
+    pub fn write(&self, dir: &Path, replace: &crate::staging::Replace) -> Result<PathBuf> {
         let files = self.render()?;
-        let staged = crate::output::StagedDir::new(dir, replace)?;
+        let staged = crate::staging::StagedDir::new(dir, replace)?;
         for (name, text) in &files {
             staged.write(name, text.as_bytes())?;
         }

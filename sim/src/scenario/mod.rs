@@ -348,26 +348,7 @@ pub struct Overrides {
     pub num_requests: Option<u64>,
 }
 
-/// Turn a TOML error into "line N, column C: message".
-pub fn toml_error_message(text: &str, e: &toml::de::Error) -> String {
-    match e.span() {
-        Some(span) => {
-            let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
-            let mut msg = crate::error::plain_serde(e.message().trim());
-            if msg == "duplicate key" {
-                // Name it: the span covers the repeated key.
-                let key = text.get(span.clone()).unwrap_or("").trim();
-                if !key.is_empty() {
-                    msg = format!("duplicate key `{}`", crate::error::echo(key));
-                }
-            }
-            format!("line {line}, column {col}: {msg}")
-        }
-        None => crate::error::plain_serde(e.message().trim()),
-    }
-}
+pub use crate::error::toml_error_message;
 
 /// The longest scenario name (it names a directory).
 pub const MAX_NAME_CHARS: usize = 100;

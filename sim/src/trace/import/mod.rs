@@ -26,8 +26,8 @@ use rayon::prelude::*;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Result, SimError};
-use crate::output::StagedFile;
 use crate::rng::{Stream, stream};
+use crate::staging::StagedFile;
 use json_array::{JsonArray, SplitError};
 pub use tokenizer::TokenCounter;
 
