@@ -39,8 +39,6 @@ const KNOWN_BACK_EDGES: &[(&str, &str)] = &[
     ("route", "engine"),
     ("swap", "engine"),
     ("trace", "engine"),
-    // `metrics::quantile` used by `trace/stats.rs`: move it down.
-    ("trace", "metrics"),
 ];
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -100,16 +100,9 @@ pub struct Dist {
     pub max: f64,
 }
 
-/// Linear-interpolation quantile of sorted data (numpy's default), `q` in [0, 1].
-pub fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let pos = q * (sorted.len() - 1) as f64;
-    let lo = pos.floor() as usize;
-    let hi = pos.ceil() as usize;
-    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
-}
+/// Linear-interpolation quantile of sorted data (it lives with the trace statistics, one layer
+/// below, which use it too).
+pub use crate::trace::stats::quantile;
 
 impl Dist {
     pub fn of(mut v: Vec<f64>) -> Option<Dist> {

@@ -14,7 +14,6 @@ use super::csv_reader::{
     CANONICAL, VIDUR, csv_err, input_err, locate, open_csv, parse_seconds, parse_tokens,
 };
 use crate::error::Result;
-use crate::metrics::quantile;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Dist {
@@ -164,6 +163,17 @@ pub fn table(s: &TraceStats) -> String {
         );
     }
     t
+}
+
+/// Linear-interpolation quantile of sorted data (numpy's default), `q` in [0, 1].
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let pos = q * (sorted.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = pos.ceil() as usize;
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
 }
 
 #[cfg(test)]
