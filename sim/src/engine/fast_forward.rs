@@ -1,0 +1,267 @@
+//! The engine side of fast-forward: repeating a steady decode batch without an event per
+//! iteration.
+
+use std::cmp::Reverse;
+
+use super::kv::extra_blocks_for;
+use super::request::{KvLoc, Request};
+use super::time::Ns;
+use super::{Observer, Sim};
+use crate::cost::BatchShape;
+use crate::error::{Result, SimError};
+use crate::policy::ReplicaView;
+use crate::predict::Predictor;
+
+impl Sim {
+    /// Fast-forward: the decode-only batch just launched on replica `r` (at `start`, ending at
+    /// `end`) is repeated, iteration by iteration but without events, policy calls or plan
+    /// checks, while nothing could make the next boundary decide differently: no other event
+    /// comes first, nobody finishes or outlives its prediction, the KV blocks of the next step fit
+    /// and the policy's [`crate::policy::Steady`] bounds hold. Each repeated iteration still gets
+    /// its own cost-model time, observer call, event count and KV accounting, so every output is
+    /// identical to stepping. Returns the end of the last iteration launched.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn fast_forward(
+        &mut self,
+        r: u32,
+        start: Ns,
+        end: Ns,
+        mut shape: BatchShape,
+        predictor: &mut dyn Predictor,
+        observer: &mut dyn Observer,
+    ) -> Result<Ns> {
+        // Scratch bound per fast-forward (the next one continues from there).
+        const MAX_REPEATS: usize = 1 << 20;
+        let limits = self.cfg.limits;
+        let block_tokens = self.cfg.block_tokens as u64;
+        let next_event_ns = self.heap.peek().map_or(Ns::MAX, |Reverse(e)| e.0);
+        // A KV sample at T shows the state after every event stamped ≤ T: no repeated iteration
+        // may end after a pending sample time (the sample is taken at the next real event).
+        let next_sample_ns = if self.cfg.kv_sample_interval_ns == 0 {
+            Ns::MAX
+        } else {
+            self.next_sample_ns
+        };
+        let guards = self.cfg.guards;
+        let rep = &mut self.replicas[r as usize];
+        if end >= next_event_ns {
+            return Ok(end);
+        }
+        // The records stay as they were at the plan's first run until the end: request q has
+        // then `kv_tokens_after_next() + m − 1` KV tokens and `generated_tokens + m` tokens at
+        // boundary m (the end of the m-th iteration). Repeats the requests allow: the repeat
+        // launched at boundary m must not follow a prediction being reached (`loose`, with
+        // `through_completions`) nor, otherwise, a request finishing (`strict`).
+        let (mut strict, mut loose) = (MAX_REPEATS, MAX_REPEATS);
+        let mut next_finish = usize::MAX;
+        for item in &rep.plan.run {
+            let q = rep.reqs.get(item.slot);
+            if item.reserve_blocks > q.blocks {
+                return Ok(end);
+            }
+            let left = |stop_at: u32| stop_at.saturating_sub(q.generated_tokens + 1) as usize;
+            if q.output_tokens <= q.predicted_output_tokens {
+                strict = strict.min(left(q.output_tokens));
+                next_finish = next_finish.min((q.output_tokens - q.generated_tokens) as usize);
+            } else {
+                let l = left(q.predicted_output_tokens);
+                strict = strict.min(l);
+                loose = loose.min(l);
+            }
+        }
+        if loose == 0 {
+            return Ok(end);
+        }
+        let steady = {
+            let view = view!(rep, start, limits);
+            match rep.policy.steady(&rep.batch, &view) {
+                Some(s) => s,
+                None => return Ok(end),
+            }
+        };
+        if shape.prefill_requests > 0 && !(steady.stepwise && steady.with_prefills) {
+            return Ok(end);
+        }
+        let completions = steady.stepwise && steady.through_completions;
+        if !completions {
+            next_finish = usize::MAX;
+        }
+        let horizon = if completions { loose } else { strict }
+            .min(steady.max_iterations.min(MAX_REPEATS as u64) as usize);
+        if horizon == 0 {
+            return Ok(end);
+        }
+        if steady.stepwise {
+            // Boundary m ends at `start` + the summed durations so far, before the next event.
+            rep.policy
+                .on_steady_begin(next_event_ns.saturating_sub(start));
+        }
+        if shape.prefill_requests > 0 {
+            // The repeats are decodes of every request (context = KV tokens + the new one).
+            shape = BatchShape::default();
+            for &s in &rep.batch {
+                shape.add_decode(rep.reqs.get(s).kv_tokens_after_next());
+            }
+        }
+        let first_token_ns = end;
+        // Blocks the repeat at boundary m allocates: request q with `a` KV tokens after the first
+        // run and b blocks (a ≤ b·B) first needs a new block at m = b·B − a + 1, then every B
+        // boundaries. Counted one window of B boundaries at a time (each request crosses at most
+        // once per window).
+        let bt = block_tokens as usize;
+        // The first boundary ≥ `from` at which `q` needs a new block.
+        let next_crossing = |q: &Request, from: usize| {
+            let m1 =
+                (q.blocks as u64 * block_tokens + 1 - q.kv_tokens_after_next() as u64) as usize;
+            if m1 >= from {
+                m1
+            } else {
+                m1 + (from - m1).div_ceil(bt) * bt
+            }
+        };
+        let (mut cur_start, mut cur_end) = (start, end);
+        let mut service_ns: Ns = 0;
+        let mut repeats: u64 = 0;
+        let mut window_lo = usize::MAX;
+        for m in 1..=horizon {
+            if window_lo == usize::MAX || m >= window_lo + bt {
+                window_lo = m;
+                let alloc = &mut self.ff_alloc;
+                alloc.clear();
+                alloc.resize(bt, 0);
+                for &s in &rep.batch {
+                    let at = next_crossing(rep.reqs.get(s), m);
+                    if at < m + bt {
+                        alloc[at - m] += 1;
+                    }
+                }
+            }
+            let mut need = self.ff_alloc[m - window_lo];
+            let dur = cur_end - cur_start;
+            let mut free = rep.kv.free_blocks();
+            if cur_end >= next_event_ns
+                || cur_end > next_sample_ns
+                || cur_end >= steady.until_ns
+                || cur_end > guards.max_sim_ns
+                || self.stats.events >= guards.max_events
+                || service_ns.saturating_add(dur) > steady.max_service_ns
+            {
+                break;
+            }
+            // Requests finishing at this boundary (only with `through_completions`): their
+            // blocks free first, and they allocate nothing for the repeat.
+            let finishing = m == next_finish;
+            let mut finished = 0usize;
+            let mut next_after = usize::MAX;
+            if finishing {
+                for &s in &rep.batch {
+                    let q = rep.reqs.get(s);
+                    let left = (q.output_tokens - q.generated_tokens) as usize;
+                    if left == m {
+                        finished += 1;
+                        if next_crossing(q, m) == m {
+                            need -= 1;
+                        }
+                        let kv = q.kv_tokens_after_next() as u64 + m as u64 - 1;
+                        free += q.blocks + extra_blocks_for(kv, q.blocks, self.cfg.block_tokens);
+                    } else if q.output_tokens <= q.predicted_output_tokens {
+                        next_after = next_after.min(left);
+                    }
+                }
+                if finished == rep.batch.len() {
+                    break; // the batch would be empty: the normal path takes it from here
+                }
+            }
+            if need > free || free - need < steady.min_free_blocks {
+                break;
+            }
+            // The end of the iteration that ran [cur_start, cur_end): an event when stepping.
+            self.stats.events += 1;
+            self.stats.fast_forwarded_iterations += 1;
+            self.stats.makespan_ns = self.stats.makespan_ns.max(cur_end);
+            service_ns += dur;
+            repeats += 1;
+            rep.account_usage(cur_end);
+            if finishing {
+                // What `finish_iteration` does for them, in batch order (which only matters when
+                // several finish together).
+                if finished > 1 {
+                    rep.policy.steady_order(&mut rep.batch);
+                }
+                let mut i = 0;
+                while i < rep.batch.len() {
+                    let s = rep.batch[i];
+                    let q = rep.reqs.get_mut(s);
+                    if (q.output_tokens - q.generated_tokens) as usize != m {
+                        i += 1;
+                        continue;
+                    }
+                    // Its later block crossing in the current window is no longer needed.
+                    let at = next_crossing(q, m + 1);
+                    if at < window_lo + bt {
+                        self.ff_alloc[at - window_lo] -= 1;
+                    }
+                    let kv = q.kv_tokens_after_next() + m as u32 - 1;
+                    shape.decode_requests -= 1;
+                    shape.decode_context_tokens -= kv as u64;
+                    q.blocks += extra_blocks_for(kv as u64, q.blocks, self.cfg.block_tokens);
+                    q.kv_tokens = kv;
+                    q.kv_loc = KvLoc::Gpu;
+                    q.generated_tokens += m as u32;
+                    q.attained_ns += service_ns;
+                    q.last_run_end_ns = cur_end;
+                    q.in_batch = false;
+                    if q.first_token_ns.is_none() {
+                        q.first_token_ns = Some(first_token_ns);
+                    }
+                    rep.batch.remove(i);
+                    rep.complete(r, s, cur_end, predictor, observer);
+                }
+                next_finish = next_after;
+            }
+            if steady.stepwise {
+                let view = view!(rep, cur_end, limits);
+                rep.policy
+                    .on_steady_step(&mut rep.batch, repeats, dur, &view);
+            }
+            let ok = rep.kv.try_alloc(need);
+            debug_assert!(ok, "free blocks were checked");
+            let n = rep.batch.len() as u64;
+            shape.decode_context_tokens += n;
+            let d = rep.executor.run_iteration(&shape)?;
+            let e = cur_end.checked_add(d).ok_or_else(|| {
+                SimError::Limit("simulated time overflowed u64 nanoseconds".into())
+            })?;
+            rep.count_iteration(d, n);
+            self.stats.iterations += 1;
+            observer.on_iteration(r, cur_end, e, &shape);
+            (cur_start, cur_end) = (cur_end, e);
+        }
+        if repeats == 0 {
+            return Ok(end);
+        }
+        let k = repeats as u32;
+        for i in 0..rep.batch.len() {
+            let s = rep.batch[i];
+            let q = rep.reqs.get_mut(s);
+            q.attained_ns += service_ns;
+            q.last_run_end_ns = cur_start;
+            q.kv_tokens = q.kv_tokens_after_next() + k - 1;
+            q.kv_loc = KvLoc::Gpu;
+            q.generated_tokens += k;
+            if q.first_token_ns.is_none() {
+                q.first_token_ns = Some(first_token_ns);
+            }
+            q.blocks += extra_blocks_for(q.kv_tokens as u64 + 1, q.blocks, self.cfg.block_tokens);
+        }
+        rep.iter_start_ns = cur_start;
+        if steady.stepwise {
+            rep.policy.steady_order(&mut rep.batch);
+        } else {
+            let view = view!(rep, cur_start, limits);
+            rep.policy
+                .on_steady_iterations(&mut rep.batch, repeats, service_ns, &view);
+        }
+        Ok(cur_end)
+    }
+}
