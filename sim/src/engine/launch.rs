@@ -1,7 +1,7 @@
 //! Launching a planned batch (single stage or pipelined) and finishing iterations and copies.
 
 use super::kv::{blocks_for_tokens, extra_blocks_for};
-use super::replica::Flight;
+use super::replica::{Flight, Replica};
 use super::request::{KvLoc, Slot};
 use super::time::{Ns, duration_ns_ceil, ns_to_s};
 use super::{CLASS_END, CLASS_STAGE_FREE, CLASS_TRANSFER, Observer, Sim};
@@ -38,96 +38,10 @@ impl Sim {
         // This step's swap-outs and the batch's reactive swap-ins (they may delay the compute).
         let mut copies = StepCopies::default();
         // Preemptions first: they free blocks for the batch.
-        for i in 0..rep.plan.preempt.len() {
-            let (s, mode) = rep.plan.preempt[i];
-            if !rep.reqs.contains(s) {
-                return Err(plan_err(format!("preempts unknown slot {s}")));
-            }
-            let req = rep.reqs.get_mut(s);
-            if req.in_transfer() {
-                return Err(plan_err(format!(
-                    "preempts request {} while its KV is being copied",
-                    req.id
-                )));
-            }
-            if req.in_flight() {
-                return Err(plan_err(format!(
-                    "preempts request {} while its micro-batch is in the pipeline",
-                    req.id
-                )));
-            }
-            let host_need = rep.offload.host_blocks_for(req.blocks);
-            let host_room = host_need <= rep.host.free_blocks();
-            match mode {
-                PreemptMode::Swap if req.kv_loc == KvLoc::Gpu && host_room => {
-                    let ok = rep.host.try_alloc(host_need);
-                    debug_assert!(ok, "host room was checked");
-                    let req = rep.reqs.get_mut(s);
-                    req.host_blocks = host_need;
-                    req.offloaded_gpu_blocks = req.blocks;
-                    let (_, end) = rep.start_transfer(s, Direction::DeviceToHost, now)?;
-                    transfers.push((end, s));
-                    copies.add_swap_out(end);
-                    let req = rep.reqs.get_mut(s);
-                    req.preemptions += 1;
-                    rep.stats.preemptions += 1;
-                }
-                PreemptMode::Swap if req.kv_loc == KvLoc::Host => {}
-                // Recompute (or a swap with no room on the host: degrade to recompute).
-                _ => {
-                    if req.kv_loc == KvLoc::None {
-                        continue;
-                    }
-                    rep.kv.free(req.blocks);
-                    rep.host.free(req.host_blocks);
-                    req.blocks = 0;
-                    req.host_blocks = 0;
-                    req.kv_tokens = 0;
-                    req.kv_loc = KvLoc::None;
-                    req.recomputed_tokens += req.prefill_tokens() as u64;
-                    req.preemptions += 1;
-                    rep.stats.preemptions += 1;
-                }
-            }
-        }
-        // Proactive swap-ins.
-        for i in 0..rep.plan.swap_in.len() {
-            let s = rep.plan.swap_in[i];
-            if !rep.reqs.contains(s) || rep.reqs.get(s).kv_loc != KvLoc::Host {
-                return Err(plan_err(format!(
-                    "swaps in slot {s}, which is not on the host"
-                )));
-            }
-            let need = rep.reqs.get(s).offloaded_gpu_blocks;
-            if !rep.kv.try_alloc(need) {
-                return Err(plan_err(format!(
-                    "swap-in needs {need} GPU blocks but only {} are free",
-                    rep.kv.free_blocks()
-                )));
-            }
-            rep.reqs.get_mut(s).blocks = need;
-            let (_, end) = rep.start_transfer(s, Direction::HostToDevice, now)?;
-            transfers.push((end, s));
-        }
+        rep.apply_preemptions(now, &mut transfers, &mut copies, &plan_err)?;
+        rep.apply_swap_ins(now, &mut transfers, &plan_err)?;
         if rep.plan.run.is_empty() {
-            rep.busy = false;
-            rep.flush_transfers(observer);
-            for (end, s) in transfers {
-                self.push_slot(end, CLASS_TRANSFER, r, s);
-            }
-            let rep = &self.replicas[r as usize];
-            if !rep.reqs.is_empty() && rep.transfers_in_flight == 0 && rep.flights.is_empty() {
-                return Err(SimError::Plan {
-                    policy: rep.policy.name().to_string(),
-                    time_s: ns_to_s(now),
-                    msg: format!(
-                        "nothing to run while {} requests are unfinished (free KV blocks: {}); the run would never end",
-                        rep.reqs.len(),
-                        rep.kv.free_blocks()
-                    ),
-                });
-            }
-            return Ok(());
+            return self.idle_step(r, now, transfers, observer);
         }
         if rep.plan.run.len() > limits.max_batch_size as usize {
             return Err(plan_err(format!(
@@ -136,71 +50,7 @@ impl Sim {
                 limits.max_batch_size
             )));
         }
-        let mut shape = BatchShape::default();
-        rep.batch.clear();
-        for i in 0..rep.plan.run.len() {
-            let item = rep.plan.run[i];
-            let s = item.slot;
-            let Some(req) = rep.reqs.try_get_mut(s) else {
-                return Err(plan_err(format!("runs unknown slot {s}")));
-            };
-            if req.in_batch {
-                return Err(plan_err(format!("runs request {} twice", req.id)));
-            }
-            if !req.runnable() {
-                return Err(plan_err(format!(
-                    "runs request {} while its KV is being copied",
-                    req.id
-                )));
-            }
-            req.in_batch = true;
-            rep.batch.push(s);
-            let req = if req.kv_loc != KvLoc::Host {
-                req
-            } else {
-                // Reactive swap-in: the iteration waits for the copy.
-                let need = req.offloaded_gpu_blocks;
-                if !rep.kv.try_alloc(need) {
-                    for &b in &rep.batch {
-                        rep.reqs.get_mut(b).in_batch = false;
-                    }
-                    return Err(plan_err(format!(
-                        "reactive swap-in needs {need} GPU blocks but only {} are free",
-                        rep.kv.free_blocks()
-                    )));
-                }
-                rep.reqs.get_mut(s).blocks = need;
-                let (start, end) = rep.start_transfer(s, Direction::HostToDevice, now)?;
-                transfers.push((end, s));
-                copies.add_swap_in(start, end);
-                rep.reqs.get_mut(s)
-            };
-            if req.needs_prefill() {
-                shape.add_prefill(req.prefill_tokens());
-            } else {
-                shape.add_decode(req.kv_tokens + 1);
-            }
-            let target = (req.blocks
-                + extra_blocks_for(req.kv_tokens_after_next() as u64, req.blocks, block_tokens))
-            .max(item.reserve_blocks);
-            if target > req.blocks {
-                let extra = target - req.blocks;
-                if !rep.kv.try_alloc(extra) {
-                    let id = req.id;
-                    let free = rep.kv.free_blocks();
-                    for &b in &rep.batch {
-                        rep.reqs.get_mut(b).in_batch = false;
-                    }
-                    return Err(plan_err(format!(
-                        "request {id} needs {extra} more KV blocks but only {free} are free"
-                    )));
-                }
-                req.blocks = target;
-            }
-            if req.first_scheduled_ns.is_none() {
-                req.first_scheduled_ns = Some(now);
-            }
-        }
+        let shape = rep.form_batch(now, block_tokens, &mut transfers, &mut copies, &plan_err)?;
         if shape.prefill_requests > 1 && shape.prefill_tokens > limits.max_batch_tokens as u64 {
             return Err(plan_err(format!(
                 "{} prefill tokens exceed max_batch_tokens = {}",
@@ -215,6 +65,55 @@ impl Sim {
             }
             return self.launch_micro_batch(r, now, compute, copies, &shape, pipeline, observer);
         }
+        self.launch_single(
+            r, now, compute, copies, transfers, shape, predictor, observer,
+        )
+    }
+
+    /// Nothing to run: queue the plan's copies, and fail if the replica could never run again.
+    fn idle_step(
+        &mut self,
+        r: u32,
+        now: Ns,
+        transfers: Vec<(Ns, Slot)>,
+        observer: &mut dyn Observer,
+    ) -> Result<()> {
+        let rep = &mut self.replicas[r as usize];
+        rep.busy = false;
+        rep.flush_transfers(observer);
+        for (end, s) in transfers {
+            self.push_slot(end, CLASS_TRANSFER, r, s);
+        }
+        let rep = &self.replicas[r as usize];
+        if !rep.reqs.is_empty() && rep.transfers_in_flight == 0 && rep.flights.is_empty() {
+            return Err(SimError::Plan {
+                policy: rep.policy.name().to_string(),
+                time_s: ns_to_s(now),
+                msg: format!(
+                    "nothing to run while {} requests are unfinished (free KV blocks: {}); the run would never end",
+                    rep.reqs.len(),
+                    rep.kv.free_blocks()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Launch the batch just formed on a single-stage replica, fast-forwarding when it repeats.
+    #[allow(clippy::too_many_arguments)]
+    fn launch_single(
+        &mut self,
+        r: u32,
+        now: Ns,
+        compute: Ns,
+        copies: StepCopies,
+        transfers: Vec<(Ns, Slot)>,
+        shape: BatchShape,
+        predictor: &mut dyn Predictor,
+        observer: &mut dyn Observer,
+    ) -> Result<()> {
+        let block_tokens = self.cfg.block_tokens;
+        let rep = &mut self.replicas[r as usize];
         let overflow = || SimError::Limit("simulated time overflowed u64 nanoseconds".into());
         let compute_end = now.checked_add(compute).ok_or_else(overflow)?;
         let timing = rep.swap_timing;
@@ -393,5 +292,176 @@ impl Sim {
         }
         let view = view!(rep, now, limits);
         rep.policy.on_iteration_end(&rep.survivors, dur, &view);
+    }
+}
+
+impl Replica {
+    /// Apply the plan's preemptions (swap-outs, or frees for recomputation).
+    fn apply_preemptions(
+        &mut self,
+        now: Ns,
+        transfers: &mut Vec<(Ns, Slot)>,
+        copies: &mut StepCopies,
+        plan_err: &dyn Fn(String) -> SimError,
+    ) -> Result<()> {
+        for i in 0..self.plan.preempt.len() {
+            let (s, mode) = self.plan.preempt[i];
+            if !self.reqs.contains(s) {
+                return Err(plan_err(format!("preempts unknown slot {s}")));
+            }
+            let req = self.reqs.get_mut(s);
+            if req.in_transfer() {
+                return Err(plan_err(format!(
+                    "preempts request {} while its KV is being copied",
+                    req.id
+                )));
+            }
+            if req.in_flight() {
+                return Err(plan_err(format!(
+                    "preempts request {} while its micro-batch is in the pipeline",
+                    req.id
+                )));
+            }
+            let host_need = self.offload.host_blocks_for(req.blocks);
+            let host_room = host_need <= self.host.free_blocks();
+            match mode {
+                PreemptMode::Swap if req.kv_loc == KvLoc::Gpu && host_room => {
+                    let ok = self.host.try_alloc(host_need);
+                    debug_assert!(ok, "host room was checked");
+                    let req = self.reqs.get_mut(s);
+                    req.host_blocks = host_need;
+                    req.offloaded_gpu_blocks = req.blocks;
+                    let (_, end) = self.start_transfer(s, Direction::DeviceToHost, now)?;
+                    transfers.push((end, s));
+                    copies.add_swap_out(end);
+                    let req = self.reqs.get_mut(s);
+                    req.preemptions += 1;
+                    self.stats.preemptions += 1;
+                }
+                PreemptMode::Swap if req.kv_loc == KvLoc::Host => {}
+                // Recompute (or a swap with no room on the host: degrade to recompute).
+                _ => {
+                    if req.kv_loc == KvLoc::None {
+                        continue;
+                    }
+                    self.kv.free(req.blocks);
+                    self.host.free(req.host_blocks);
+                    req.blocks = 0;
+                    req.host_blocks = 0;
+                    req.kv_tokens = 0;
+                    req.kv_loc = KvLoc::None;
+                    req.recomputed_tokens += req.prefill_tokens() as u64;
+                    req.preemptions += 1;
+                    self.stats.preemptions += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Start the plan's proactive swap-ins.
+    fn apply_swap_ins(
+        &mut self,
+        now: Ns,
+        transfers: &mut Vec<(Ns, Slot)>,
+        plan_err: &dyn Fn(String) -> SimError,
+    ) -> Result<()> {
+        for i in 0..self.plan.swap_in.len() {
+            let s = self.plan.swap_in[i];
+            if !self.reqs.contains(s) || self.reqs.get(s).kv_loc != KvLoc::Host {
+                return Err(plan_err(format!(
+                    "swaps in slot {s}, which is not on the host"
+                )));
+            }
+            let need = self.reqs.get(s).offloaded_gpu_blocks;
+            if !self.kv.try_alloc(need) {
+                return Err(plan_err(format!(
+                    "swap-in needs {need} GPU blocks but only {} are free",
+                    self.kv.free_blocks()
+                )));
+            }
+            self.reqs.get_mut(s).blocks = need;
+            let (_, end) = self.start_transfer(s, Direction::HostToDevice, now)?;
+            transfers.push((end, s));
+        }
+        Ok(())
+    }
+
+    /// Check the plan's batch and take it into `batch`, allocating the KV blocks each member
+    /// needs (reactive swap-ins start their copies); returns the batch's shape.
+    fn form_batch(
+        &mut self,
+        now: Ns,
+        block_tokens: u32,
+        transfers: &mut Vec<(Ns, Slot)>,
+        copies: &mut StepCopies,
+        plan_err: &dyn Fn(String) -> SimError,
+    ) -> Result<BatchShape> {
+        let mut shape = BatchShape::default();
+        self.batch.clear();
+        for i in 0..self.plan.run.len() {
+            let item = self.plan.run[i];
+            let s = item.slot;
+            let Some(req) = self.reqs.try_get_mut(s) else {
+                return Err(plan_err(format!("runs unknown slot {s}")));
+            };
+            if req.in_batch {
+                return Err(plan_err(format!("runs request {} twice", req.id)));
+            }
+            if !req.runnable() {
+                return Err(plan_err(format!(
+                    "runs request {} while its KV is being copied",
+                    req.id
+                )));
+            }
+            req.in_batch = true;
+            self.batch.push(s);
+            let req = if req.kv_loc != KvLoc::Host {
+                req
+            } else {
+                // Reactive swap-in: the iteration waits for the copy.
+                let need = req.offloaded_gpu_blocks;
+                if !self.kv.try_alloc(need) {
+                    for &b in &self.batch {
+                        self.reqs.get_mut(b).in_batch = false;
+                    }
+                    return Err(plan_err(format!(
+                        "reactive swap-in needs {need} GPU blocks but only {} are free",
+                        self.kv.free_blocks()
+                    )));
+                }
+                self.reqs.get_mut(s).blocks = need;
+                let (start, end) = self.start_transfer(s, Direction::HostToDevice, now)?;
+                transfers.push((end, s));
+                copies.add_swap_in(start, end);
+                self.reqs.get_mut(s)
+            };
+            if req.needs_prefill() {
+                shape.add_prefill(req.prefill_tokens());
+            } else {
+                shape.add_decode(req.kv_tokens + 1);
+            }
+            let target = (req.blocks
+                + extra_blocks_for(req.kv_tokens_after_next() as u64, req.blocks, block_tokens))
+            .max(item.reserve_blocks);
+            if target > req.blocks {
+                let extra = target - req.blocks;
+                if !self.kv.try_alloc(extra) {
+                    let id = req.id;
+                    let free = self.kv.free_blocks();
+                    for &b in &self.batch {
+                        self.reqs.get_mut(b).in_batch = false;
+                    }
+                    return Err(plan_err(format!(
+                        "request {id} needs {extra} more KV blocks but only {free} are free"
+                    )));
+                }
+                req.blocks = target;
+            }
+            if req.first_scheduled_ns.is_none() {
+                req.first_scheduled_ns = Some(now);
+            }
+        }
+        Ok(shape)
     }
 }
