@@ -7,7 +7,7 @@ use super::kv::extra_blocks_for;
 use super::replica::Replica;
 use super::request::{KvLoc, Request};
 use super::time::Ns;
-use super::{Observer, Sim};
+use super::{Guards, Observer, Sim};
 use crate::cost::BatchShape;
 use crate::error::{Result, SimError};
 use crate::policy::{Limits, ReplicaView, Steady};
@@ -85,6 +85,19 @@ fn count_finishing(
     (finished, next_after)
 }
 
+impl Bounds {
+    /// Whether a bound other than the KV blocks stops the repeat at boundary `cur_end` (after
+    /// `service_ns` of repeated service; the last iteration took `dur`; `events` so far).
+    fn stop(&self, cur_end: Ns, service_ns: Ns, dur: Ns, events: u64, guards: &Guards) -> bool {
+        cur_end >= self.next_event_ns
+            || cur_end > self.next_sample_ns
+            || cur_end >= self.steady.until_ns
+            || cur_end > guards.max_sim_ns
+            || events >= guards.max_events
+            || service_ns.saturating_add(dur) > self.steady.max_service_ns
+    }
+}
+
 impl Sim {
     /// Fast-forward: the decode-only batch just launched on replica `r` (at `start`, ending at
     /// `end`) is repeated, iteration by iteration but without events, policy calls or plan
@@ -107,7 +120,7 @@ impl Sim {
             return Ok(end);
         };
         let (limits, guards, steady) = (self.cfg.limits, self.cfg.guards, b.steady);
-        let block_tokens = self.cfg.block_tokens as u64;
+        let (bt32, block_tokens) = (self.cfg.block_tokens, self.cfg.block_tokens as u64);
         let mut next_finish = b.next_finish;
         let rep = &mut self.replicas[r as usize];
         let first_token_ns = end;
@@ -124,20 +137,13 @@ impl Sim {
             let mut need = self.ff_alloc[m - window_lo];
             let dur = cur_end - cur_start;
             let mut free = rep.kv.free_blocks();
-            if cur_end >= b.next_event_ns
-                || cur_end > b.next_sample_ns
-                || cur_end >= steady.until_ns
-                || cur_end > guards.max_sim_ns
-                || self.stats.events >= guards.max_events
-                || service_ns.saturating_add(dur) > steady.max_service_ns
-            {
+            if b.stop(cur_end, service_ns, dur, self.stats.events, &guards) {
                 break;
             }
             // Requests finishing at this boundary (only with `through_completions`).
             let finishing = m == next_finish;
             let (mut finished, mut next_after) = (0usize, usize::MAX);
             if finishing {
-                let bt32 = self.cfg.block_tokens;
                 (finished, next_after) = count_finishing(rep, m, bt32, &mut need, &mut free);
                 if finished == rep.batch.len() {
                     break; // the batch would be empty: the normal path takes it from here
@@ -156,7 +162,6 @@ impl Sim {
             if finishing {
                 let window = (window_lo, &mut self.ff_alloc[..]);
                 let times = (cur_end, service_ns, first_token_ns);
-                let bt32 = self.cfg.block_tokens;
                 rep.ff_finish(
                     r, m, finished, window, times, bt32, &mut shape, predictor, observer,
                 );
@@ -167,25 +172,15 @@ impl Sim {
                 rep.policy
                     .on_steady_step(&mut rep.batch, repeats, dur, &view);
             }
-            let ok = rep.kv.try_alloc(need);
-            debug_assert!(ok, "free blocks were checked");
-            let e = rep.ff_step(r, cur_end, &mut shape, observer)?;
+            let e = rep.ff_step(r, cur_end, need, &mut shape, observer)?;
             self.stats.iterations += 1;
             (cur_start, cur_end) = (cur_end, e);
         }
         if repeats == 0 {
             return Ok(end);
         }
-        let bt32 = self.cfg.block_tokens;
-        rep.ff_commit(
-            repeats,
-            service_ns,
-            cur_start,
-            first_token_ns,
-            steady,
-            limits,
-            bt32,
-        );
+        let times = (service_ns, cur_start, first_token_ns);
+        rep.ff_commit(repeats, times, steady, limits, bt32);
         Ok(cur_end)
     }
 
@@ -323,14 +318,17 @@ impl Replica {
         }
     }
 
-    /// Launch the repeat at boundary `now` (its blocks allocated); returns its end.
+    /// Allocate the `need` blocks of the repeat at boundary `now` and launch it; returns its end.
     fn ff_step(
         &mut self,
         r: u32,
         now: Ns,
+        need: u32,
         shape: &mut BatchShape,
         observer: &mut dyn Observer,
     ) -> Result<Ns> {
+        let ok = self.kv.try_alloc(need);
+        debug_assert!(ok, "free blocks were checked");
         let n = self.batch.len() as u64;
         shape.decode_context_tokens += n;
         let d = self.executor.run_iteration(shape)?;
@@ -342,19 +340,17 @@ impl Replica {
         Ok(e)
     }
 
-    /// Bring the batch's records up to date after `repeats` repeats (the last one started at
-    /// `cur_start`) and tell the policy.
-    #[allow(clippy::too_many_arguments)]
+    /// Bring the batch's records up to date after `repeats` repeats and tell the policy.
+    /// `times`: the repeated service, the last repeat's start and the first token's time.
     fn ff_commit(
         &mut self,
         repeats: u64,
-        service_ns: Ns,
-        cur_start: Ns,
-        first_token_ns: Ns,
+        times: (Ns, Ns, Ns),
         steady: Steady,
         limits: Limits,
         block_tokens: u32,
     ) {
+        let (service_ns, cur_start, first_token_ns) = times;
         let k = repeats as u32;
         for i in 0..self.batch.len() {
             let s = self.batch[i];
