@@ -16,13 +16,12 @@ use std::collections::BinaryHeap;
 
 pub use kv::KvPool;
 use kv::blocks_for_tokens;
-use overload::OverloadWatch;
-use request::{Request, Slab};
+use request::Request;
 use time::{Ns, ns_to_s};
 
 use crate::error::{Result, SimError};
 use crate::exec::Executor;
-use crate::policy::{Limits, Plan, Policy, ReplicaView};
+use crate::policy::{Limits, Policy, ReplicaView};
 use crate::predict::Predictor;
 use crate::route::{ClusterView, Incoming, Router};
 use crate::swap::timing::SwapTiming;
@@ -175,42 +174,7 @@ pub fn simulate_clocked(
         replicas: parts
             .into_iter()
             .enumerate()
-            .map(|(id, p)| {
-                let pipeline = p.executor.pipeline();
-                Replica {
-                    reqs: Slab::default(),
-                    kv: KvPool::new(p.kv_capacity_blocks, cfg.block_tokens),
-                    policy: p.policy,
-                    executor: p.executor,
-                    busy: false,
-                    kick_pending: false,
-                    iter_start_ns: 0,
-                    batch: Vec::new(),
-                    survivors: Vec::new(),
-                    plan: Plan::default(),
-                    stats: ReplicaStats {
-                        kv_capacity_blocks: p.kv_capacity_blocks,
-                        host_capacity_blocks: p.host_kv_blocks,
-                        ..Default::default()
-                    },
-                    host: KvPool::new(p.host_kv_blocks, cfg.block_tokens),
-                    swap: p.swap,
-                    swap_timing: p.swap_timing,
-                    kv_block_bytes: p.kv_block_bytes,
-                    copy_free_at_ns: [0, 0],
-                    transfers_in_flight: 0,
-                    usage_at_ns: 0,
-                    pipeline,
-                    flights: std::collections::VecDeque::new(),
-                    stage_free_ns: vec![0; pipeline.stages.max(1) as usize],
-                    stage0_busy: false,
-                    offload: p.offload,
-                    transfer_log: observer.wants_memory().then(Vec::new),
-                    id: id as u32,
-                    completed: 0,
-                    overload: OverloadWatch::default(),
-                }
-            })
+            .map(|(id, p)| Replica::new(id as u32, p, cfg.block_tokens, &*observer))
             .collect(),
         stats: RunStats::default(),
         router,
@@ -272,19 +236,7 @@ impl Sim {
             let now = now.max(t).max(self.stats.makespan_ns);
             self.sample_through(now, false, observer)?;
             self.stats.events += 1;
-            if self.stats.events > self.cfg.guards.max_events {
-                return Err(SimError::Limit(format!(
-                    "stopped after {} events at t={:.3}s (limits.max_events); the run is too long or overloaded",
-                    self.cfg.guards.max_events,
-                    ns_to_s(now)
-                )));
-            }
-            if now > self.cfg.guards.max_sim_ns {
-                return Err(SimError::Limit(format!(
-                    "simulated time passed {:.0}s (limits.max_sim_s); the run is overloaded or too long",
-                    ns_to_s(self.cfg.guards.max_sim_ns)
-                )));
-            }
+            self.check_guards(now)?;
             match class {
                 CLASS_ARRIVAL => {
                     let row = self
@@ -338,6 +290,24 @@ impl Sim {
                 }
             }
             self.stats.makespan_ns = self.stats.makespan_ns.max(now);
+        }
+        Ok(())
+    }
+
+    /// Fail the run when it passed [`Guards::max_events`] or [`Guards::max_sim_ns`].
+    fn check_guards(&self, now: Ns) -> Result<()> {
+        if self.stats.events > self.cfg.guards.max_events {
+            return Err(SimError::Limit(format!(
+                "stopped after {} events at t={:.3}s (limits.max_events); the run is too long or overloaded",
+                self.cfg.guards.max_events,
+                ns_to_s(now)
+            )));
+        }
+        if now > self.cfg.guards.max_sim_ns {
+            return Err(SimError::Limit(format!(
+                "simulated time passed {:.0}s (limits.max_sim_s); the run is overloaded or too long",
+                ns_to_s(self.cfg.guards.max_sim_ns)
+            )));
         }
         Ok(())
     }

@@ -5,7 +5,9 @@ use super::kv::blocks_for_tokens;
 use super::overload::OverloadWatch;
 use super::request::{KvLoc, Slab, Slot};
 use super::time::{Ns, duration_ns_ceil};
-use super::{BatchMember, Completion, MemorySnapshot, Observer, ReplicaStats, TransferRecord};
+use super::{
+    BatchMember, Completion, MemorySnapshot, Observer, ReplicaParts, ReplicaStats, TransferRecord,
+};
 use crate::error::{Result, SimError};
 use crate::exec::Executor;
 use crate::policy::{Plan, Policy};
@@ -59,6 +61,49 @@ pub(super) struct Replica {
 }
 
 impl Replica {
+    /// Replica `id`, empty, from its parts (`observer`: whether to keep transfer records).
+    pub(super) fn new(
+        id: u32,
+        p: ReplicaParts,
+        block_tokens: u32,
+        observer: &dyn Observer,
+    ) -> Self {
+        let pipeline = p.executor.pipeline();
+        Replica {
+            reqs: Slab::default(),
+            kv: KvPool::new(p.kv_capacity_blocks, block_tokens),
+            policy: p.policy,
+            executor: p.executor,
+            busy: false,
+            kick_pending: false,
+            iter_start_ns: 0,
+            batch: Vec::new(),
+            survivors: Vec::new(),
+            plan: Plan::default(),
+            stats: ReplicaStats {
+                kv_capacity_blocks: p.kv_capacity_blocks,
+                host_capacity_blocks: p.host_kv_blocks,
+                ..Default::default()
+            },
+            host: KvPool::new(p.host_kv_blocks, block_tokens),
+            swap: p.swap,
+            swap_timing: p.swap_timing,
+            kv_block_bytes: p.kv_block_bytes,
+            copy_free_at_ns: [0, 0],
+            transfers_in_flight: 0,
+            usage_at_ns: 0,
+            pipeline,
+            flights: std::collections::VecDeque::new(),
+            stage_free_ns: vec![0; pipeline.stages.max(1) as usize],
+            stage0_busy: false,
+            offload: p.offload,
+            transfer_log: observer.wants_memory().then(Vec::new),
+            id,
+            completed: 0,
+            overload: OverloadWatch::default(),
+        }
+    }
+
     /// Count one launched iteration of `requests` requests that keeps the replica busy `busy_ns`.
     pub(super) fn count_iteration(&mut self, busy_ns: Ns, requests: u64) {
         self.stats.iterations += 1;
