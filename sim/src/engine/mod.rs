@@ -44,7 +44,7 @@ pub struct Guards {
     /// Maximum unfinished requests on one replica.
     pub max_queue: usize,
     /// Shortest window of the overload detector in simulated ns (0 = no detector): see
-    /// [`OverloadWatch`].
+    /// [`OverloadWatch`](overload::OverloadWatch).
     pub overload_window_ns: Ns,
     /// Unfinished requests a replica must hold before the detector may call it overloaded.
     pub overload_min_queue: usize,

@@ -34,7 +34,7 @@ pub trait Observer {
     fn on_completion(&mut self, c: &Completion);
     fn on_iteration(&mut self, _replica: u32, _start_ns: Ns, _end_ns: Ns, _shape: &BatchShape) {}
     /// One replica's KV state at `sample.time_ns`, an exact multiple of
-    /// [`EngineConfig::kv_sample_interval_ns`]: the state after every event stamped ≤ that time.
+    /// [`EngineConfig::kv_sample_interval_ns`](super::EngineConfig::kv_sample_interval_ns): the state after every event stamped ≤ that time.
     /// Samples cover `0, I, 2I, …` up to the last event; they add no events to the run.
     fn on_kv_sample(&mut self, _sample: &KvSample) {}
     /// Whether to build [`Observer::on_memory`] snapshots and [`Observer::on_transfer`] records
