@@ -1,0 +1,377 @@
+//! The engine side of fast-forward: repeating a steady decode batch without an event per
+//! iteration.
+
+use std::cmp::Reverse;
+
+use super::kv::extra_blocks_for;
+use super::replica::Replica;
+use super::request::{KvLoc, Request};
+use super::time::Ns;
+use super::{Guards, Observer, Sim};
+use crate::cost::BatchShape;
+use crate::error::{Result, SimError};
+use crate::policy::{Limits, ReplicaView, Steady};
+use crate::predict::Predictor;
+
+/// Scratch bound per fast-forward (the next one continues from there).
+const MAX_REPEATS: usize = 1 << 20;
+
+/// What bounds one fast-forward, found before its first repeat.
+struct Bounds {
+    next_event_ns: Ns,
+    /// The next KV sample's time (`Ns::MAX`: none).
+    next_sample_ns: Ns,
+    steady: Steady,
+    /// Most repeats.
+    horizon: usize,
+    /// The boundary at which the next request finishes (`usize::MAX`: none is followed).
+    next_finish: usize,
+}
+
+/// Blocks the repeat at boundary m allocates: request q with `a` KV tokens after the first
+/// run and b blocks (a ≤ b·B) first needs a new block at m = b·B − a + 1, then every B
+/// boundaries. Counted one window of B boundaries at a time (each request crosses at most
+/// once per window).
+///
+/// The first boundary ≥ `from` at which `q` needs a new block.
+fn next_crossing(q: &Request, from: usize, block_tokens: u64) -> usize {
+    let bt = block_tokens as usize;
+    let m1 = (q.blocks as u64 * block_tokens + 1 - q.kv_tokens_after_next() as u64) as usize;
+    if m1 >= from {
+        m1
+    } else {
+        m1 + (from - m1).div_ceil(bt) * bt
+    }
+}
+
+/// Count the blocks the batch allocates at each boundary of the window starting at `m`.
+fn fill_window(alloc: &mut Vec<u32>, rep: &Replica, m: usize, block_tokens: u64) {
+    let bt = block_tokens as usize;
+    alloc.clear();
+    alloc.resize(bt, 0);
+    for &s in &rep.batch {
+        let at = next_crossing(rep.reqs.get(s), m, block_tokens);
+        if at < m + bt {
+            alloc[at - m] += 1;
+        }
+    }
+}
+
+/// The requests finishing at boundary `m`: their blocks free first (`free`), and they allocate
+/// nothing for the repeat (`need`). Returns how many finish and when the next one finishes.
+fn count_finishing(
+    rep: &Replica,
+    m: usize,
+    block_tokens: u32,
+    need: &mut u32,
+    free: &mut u32,
+) -> (usize, usize) {
+    let mut finished = 0usize;
+    let mut next_after = usize::MAX;
+    for &s in &rep.batch {
+        let q = rep.reqs.get(s);
+        let left = (q.output_tokens - q.generated_tokens) as usize;
+        if left == m {
+            finished += 1;
+            if next_crossing(q, m, block_tokens as u64) == m {
+                *need -= 1;
+            }
+            let kv = q.kv_tokens_after_next() as u64 + m as u64 - 1;
+            *free += q.blocks + extra_blocks_for(kv, q.blocks, block_tokens);
+        } else if q.output_tokens <= q.predicted_output_tokens {
+            next_after = next_after.min(left);
+        }
+    }
+    (finished, next_after)
+}
+
+impl Bounds {
+    /// Whether a bound other than the KV blocks stops the repeat at boundary `cur_end` (after
+    /// `service_ns` of repeated service; the last iteration took `dur`; `events` so far).
+    fn stop(&self, cur_end: Ns, service_ns: Ns, dur: Ns, events: u64, guards: &Guards) -> bool {
+        cur_end >= self.next_event_ns
+            || cur_end > self.next_sample_ns
+            || cur_end >= self.steady.until_ns
+            || cur_end > guards.max_sim_ns
+            || events >= guards.max_events
+            || service_ns.saturating_add(dur) > self.steady.max_service_ns
+    }
+}
+
+impl Sim {
+    /// Fast-forward: the decode-only batch just launched on replica `r` (at `start`, ending at
+    /// `end`) is repeated, iteration by iteration but without events, policy calls or plan
+    /// checks, while nothing could make the next boundary decide differently: no other event
+    /// comes first, nobody finishes or outlives its prediction, the KV blocks of the next step fit
+    /// and the policy's [`crate::policy::Steady`] bounds hold. Each repeated iteration still gets
+    /// its own cost-model time, observer call, event count and KV accounting, so every output is
+    /// identical to stepping. Returns the end of the last iteration launched.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn fast_forward(
+        &mut self,
+        r: u32,
+        start: Ns,
+        end: Ns,
+        mut shape: BatchShape,
+        predictor: &mut dyn Predictor,
+        observer: &mut dyn Observer,
+    ) -> Result<Ns> {
+        let Some(b) = self.ff_bounds(r, start, end, &mut shape) else {
+            return Ok(end);
+        };
+        let (limits, guards, steady) = (self.cfg.limits, self.cfg.guards, b.steady);
+        let (bt32, block_tokens) = (self.cfg.block_tokens, self.cfg.block_tokens as u64);
+        let mut next_finish = b.next_finish;
+        let rep = &mut self.replicas[r as usize];
+        let first_token_ns = end;
+        let bt = block_tokens as usize;
+        let (mut cur_start, mut cur_end) = (start, end);
+        let mut service_ns: Ns = 0;
+        let mut repeats: u64 = 0;
+        let mut window_lo = usize::MAX;
+        for m in 1..=b.horizon {
+            if window_lo == usize::MAX || m >= window_lo + bt {
+                window_lo = m;
+                fill_window(&mut self.ff_alloc, rep, m, block_tokens);
+            }
+            let mut need = self.ff_alloc[m - window_lo];
+            let dur = cur_end - cur_start;
+            let mut free = rep.kv.free_blocks();
+            if b.stop(cur_end, service_ns, dur, self.stats.events, &guards) {
+                break;
+            }
+            // Requests finishing at this boundary (only with `through_completions`).
+            let finishing = m == next_finish;
+            let (mut finished, mut next_after) = (0usize, usize::MAX);
+            if finishing {
+                (finished, next_after) = count_finishing(rep, m, bt32, &mut need, &mut free);
+                if finished == rep.batch.len() {
+                    break; // the batch would be empty: the normal path takes it from here
+                }
+            }
+            if need > free || free - need < steady.min_free_blocks {
+                break;
+            }
+            // The end of the iteration that ran [cur_start, cur_end): an event when stepping.
+            self.stats.events += 1;
+            self.stats.fast_forwarded_iterations += 1;
+            self.stats.makespan_ns = self.stats.makespan_ns.max(cur_end);
+            service_ns += dur;
+            repeats += 1;
+            rep.account_usage(cur_end);
+            if finishing {
+                let window = (window_lo, &mut self.ff_alloc[..]);
+                let times = (cur_end, service_ns, first_token_ns);
+                rep.ff_finish(
+                    r, m, finished, window, times, bt32, &mut shape, predictor, observer,
+                );
+                next_finish = next_after;
+            }
+            if steady.stepwise {
+                let view = view!(rep, cur_end, limits);
+                rep.policy
+                    .on_steady_step(&mut rep.batch, repeats, dur, &view);
+            }
+            let e = rep.ff_step(r, cur_end, need, &mut shape, observer)?;
+            self.stats.iterations += 1;
+            (cur_start, cur_end) = (cur_end, e);
+        }
+        if repeats == 0 {
+            return Ok(end);
+        }
+        let times = (service_ns, cur_start, first_token_ns);
+        rep.ff_commit(repeats, times, steady, limits, bt32);
+        Ok(cur_end)
+    }
+
+    /// The bounds of a fast-forward of replica `r`'s batch (`None`: no repeat is possible), and
+    /// the repeats' shape in `shape`.
+    fn ff_bounds(&mut self, r: u32, start: Ns, end: Ns, shape: &mut BatchShape) -> Option<Bounds> {
+        let limits = self.cfg.limits;
+        let next_event_ns = self.heap.peek().map_or(Ns::MAX, |Reverse(e)| e.0);
+        // A KV sample at T shows the state after every event stamped ≤ T: no repeated iteration
+        // may end after a pending sample time (the sample is taken at the next real event).
+        let next_sample_ns = if self.cfg.kv_sample_interval_ns == 0 {
+            Ns::MAX
+        } else {
+            self.next_sample_ns
+        };
+        let rep = &mut self.replicas[r as usize];
+        if end >= next_event_ns {
+            return None;
+        }
+        // The records stay as they were at the plan's first run until the end: request q has
+        // then `kv_tokens_after_next() + m − 1` KV tokens and `generated_tokens + m` tokens at
+        // boundary m (the end of the m-th iteration). Repeats the requests allow: the repeat
+        // launched at boundary m must not follow a prediction being reached (`loose`, with
+        // `through_completions`) nor, otherwise, a request finishing (`strict`).
+        let (mut strict, mut loose) = (MAX_REPEATS, MAX_REPEATS);
+        let mut next_finish = usize::MAX;
+        for item in &rep.plan.run {
+            let q = rep.reqs.get(item.slot);
+            if item.reserve_blocks > q.blocks {
+                return None;
+            }
+            let left = |stop_at: u32| stop_at.saturating_sub(q.generated_tokens + 1) as usize;
+            if q.output_tokens <= q.predicted_output_tokens {
+                strict = strict.min(left(q.output_tokens));
+                next_finish = next_finish.min((q.output_tokens - q.generated_tokens) as usize);
+            } else {
+                let l = left(q.predicted_output_tokens);
+                strict = strict.min(l);
+                loose = loose.min(l);
+            }
+        }
+        if loose == 0 {
+            return None;
+        }
+        let steady = {
+            let view = view!(rep, start, limits);
+            rep.policy.steady(&rep.batch, &view)?
+        };
+        if shape.prefill_requests > 0 && !(steady.stepwise && steady.with_prefills) {
+            return None;
+        }
+        let completions = steady.stepwise && steady.through_completions;
+        if !completions {
+            next_finish = usize::MAX;
+        }
+        let horizon = if completions { loose } else { strict }
+            .min(steady.max_iterations.min(MAX_REPEATS as u64) as usize);
+        if horizon == 0 {
+            return None;
+        }
+        if steady.stepwise {
+            // Boundary m ends at `start` + the summed durations so far, before the next event.
+            rep.policy
+                .on_steady_begin(next_event_ns.saturating_sub(start));
+        }
+        if shape.prefill_requests > 0 {
+            // The repeats are decodes of every request (context = KV tokens + the new one).
+            *shape = BatchShape::default();
+            for &s in &rep.batch {
+                shape.add_decode(rep.reqs.get(s).kv_tokens_after_next());
+            }
+        }
+        Some(Bounds {
+            next_event_ns,
+            next_sample_ns,
+            steady,
+            horizon,
+            next_finish,
+        })
+    }
+}
+
+impl Replica {
+    /// What `finish_iteration` does for the requests finishing at boundary `m` (`finished` of
+    /// them), in batch order (which only matters when several finish together). `window`: the
+    /// first boundary of the current allocation window and its counts; `times`: the boundary's
+    /// time, the service so far and the first token's time.
+    #[allow(clippy::too_many_arguments)]
+    fn ff_finish(
+        &mut self,
+        r: u32,
+        m: usize,
+        finished: usize,
+        window: (usize, &mut [u32]),
+        times: (Ns, Ns, Ns),
+        block_tokens: u32,
+        shape: &mut BatchShape,
+        predictor: &mut dyn Predictor,
+        observer: &mut dyn Observer,
+    ) {
+        let (window_lo, alloc) = window;
+        let (cur_end, service_ns, first_token_ns) = times;
+        let bt = block_tokens as usize;
+        if finished > 1 {
+            self.policy.steady_order(&mut self.batch);
+        }
+        let mut i = 0;
+        while i < self.batch.len() {
+            let s = self.batch[i];
+            let q = self.reqs.get_mut(s);
+            if (q.output_tokens - q.generated_tokens) as usize != m {
+                i += 1;
+                continue;
+            }
+            // Its later block crossing in the current window is no longer needed.
+            let at = next_crossing(q, m + 1, block_tokens as u64);
+            if at < window_lo + bt {
+                alloc[at - window_lo] -= 1;
+            }
+            let kv = q.kv_tokens_after_next() + m as u32 - 1;
+            shape.decode_requests -= 1;
+            shape.decode_context_tokens -= kv as u64;
+            q.blocks += extra_blocks_for(kv as u64, q.blocks, block_tokens);
+            q.kv_tokens = kv;
+            q.kv_loc = KvLoc::Gpu;
+            q.generated_tokens += m as u32;
+            q.attained_ns += service_ns;
+            q.last_run_end_ns = cur_end;
+            q.in_batch = false;
+            if q.first_token_ns.is_none() {
+                q.first_token_ns = Some(first_token_ns);
+            }
+            self.batch.remove(i);
+            self.complete(r, s, cur_end, predictor, observer);
+        }
+    }
+
+    /// Allocate the `need` blocks of the repeat at boundary `now` and launch it; returns its end.
+    fn ff_step(
+        &mut self,
+        r: u32,
+        now: Ns,
+        need: u32,
+        shape: &mut BatchShape,
+        observer: &mut dyn Observer,
+    ) -> Result<Ns> {
+        let ok = self.kv.try_alloc(need);
+        debug_assert!(ok, "free blocks were checked");
+        let n = self.batch.len() as u64;
+        shape.decode_context_tokens += n;
+        let d = self.executor.run_iteration(shape)?;
+        let e = now
+            .checked_add(d)
+            .ok_or_else(|| SimError::Limit("simulated time overflowed u64 nanoseconds".into()))?;
+        self.count_iteration(d, n);
+        observer.on_iteration(r, now, e, shape);
+        Ok(e)
+    }
+
+    /// Bring the batch's records up to date after `repeats` repeats and tell the policy.
+    /// `times`: the repeated service, the last repeat's start and the first token's time.
+    fn ff_commit(
+        &mut self,
+        repeats: u64,
+        times: (Ns, Ns, Ns),
+        steady: Steady,
+        limits: Limits,
+        block_tokens: u32,
+    ) {
+        let (service_ns, cur_start, first_token_ns) = times;
+        let k = repeats as u32;
+        for i in 0..self.batch.len() {
+            let s = self.batch[i];
+            let q = self.reqs.get_mut(s);
+            q.attained_ns += service_ns;
+            q.last_run_end_ns = cur_start;
+            q.kv_tokens = q.kv_tokens_after_next() + k - 1;
+            q.kv_loc = KvLoc::Gpu;
+            q.generated_tokens += k;
+            if q.first_token_ns.is_none() {
+                q.first_token_ns = Some(first_token_ns);
+            }
+            q.blocks += extra_blocks_for(q.kv_tokens as u64 + 1, q.blocks, block_tokens);
+        }
+        self.iter_start_ns = cur_start;
+        if steady.stepwise {
+            self.policy.steady_order(&mut self.batch);
+        } else {
+            let view = view!(self, cur_start, limits);
+            self.policy
+                .on_steady_iterations(&mut self.batch, repeats, service_ns, &view);
+        }
+    }
+}
