@@ -16,9 +16,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
+use crate::error::toml_error_message;
 use crate::error::{Result, SimError};
 use crate::metrics::Summary;
-use crate::scenario::{Overrides, Resolved, toml_error_message};
+use crate::scenario::{Overrides, Resolved};
 
 /// Shorthand axis names → dotted paths.
 fn axis_path(name: &str) -> &str {

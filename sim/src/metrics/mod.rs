@@ -7,6 +7,7 @@ pub mod stability;
 
 use crate::engine::time::ns_to_s;
 use crate::engine::{Completion, Observer, RunStats};
+use crate::trace::stats::quantile;
 
 /// Collects completions (compact, 56 bytes each).
 #[derive(Default)]
@@ -99,10 +100,6 @@ pub struct Dist {
     pub p99: f64,
     pub max: f64,
 }
-
-/// Linear-interpolation quantile of sorted data (it lives with the trace statistics, one layer
-/// below, which use it too).
-pub use crate::trace::stats::quantile;
 
 impl Dist {
     pub fn of(mut v: Vec<f64>) -> Option<Dist> {

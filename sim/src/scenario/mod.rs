@@ -348,7 +348,7 @@ pub struct Overrides {
     pub num_requests: Option<u64>,
 }
 
-pub use crate::error::toml_error_message;
+use crate::error::toml_error_message;
 
 /// The longest scenario name (it names a directory).
 pub const MAX_NAME_CHARS: usize = 100;
