@@ -10,7 +10,7 @@
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use crate::engine::Clock;
-use crate::engine::time::Ns;
+use crate::vocab::time::Ns;
 
 /// Set by the signal handler that [`CtrlC`] installs.
 static SIGINT_RAISED: AtomicBool = AtomicBool::new(false);

@@ -31,5 +31,6 @@ pub mod staging;
 pub mod swap;
 pub mod sweep;
 pub mod trace;
+pub mod vocab;
 
 pub use error::{Result, SimError};

@@ -4,11 +4,9 @@
 use std::sync::Arc;
 
 use crate::cost::BatchShape;
-use crate::engine::time::Ns;
-use crate::engine::time::ns_to_s;
 use crate::engine::{
     Clock, Completion, EngineConfig, KvSample, Observer, ReplicaParts, RunStats, SteppingClock,
-    TraceRow, VirtualClock, simulate_clocked,
+    VirtualClock, simulate_clocked,
 };
 use crate::error::{Result, SimError};
 use crate::exec::{Executor, SimExecutor};
@@ -17,6 +15,9 @@ use crate::policy::{PolicyEnv, lookup};
 use crate::profile::ExtrapolationCounter;
 use crate::scenario::{Resolved, SyntheticLengths, TraceSource};
 use crate::trace::{Arrivals, LengthPair, Lengths, Synthetic, TraceCsv, read_lengths, scan_trace};
+use crate::vocab::TraceRow;
+use crate::vocab::time::Ns;
+use crate::vocab::time::ns_to_s;
 
 pub struct RunOutput {
     /// Completed requests, sorted by id.

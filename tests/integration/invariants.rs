@@ -15,15 +15,16 @@ use proptest::prelude::*;
 use servesim::cost::BatchShape;
 use servesim::cost::CostModel;
 use servesim::cost::constant::ConstantCost;
-use servesim::engine::kv::blocks_for_tokens;
-use servesim::engine::time::{Ns, duration_ns_ceil};
 use servesim::engine::{
-    Completion, EngineConfig, Guards, Observer, ReplicaParts, RunStats, TraceRow, simulate,
+    Completion, EngineConfig, Guards, Observer, ReplicaParts, RunStats, simulate,
 };
 use servesim::exec::SimExecutor;
 use servesim::policy::{Limits, PolicyEnv};
 use servesim::predict::Oracle;
 use servesim::swap::{Direction, SwapModel};
+use servesim::vocab::TraceRow;
+use servesim::vocab::kv::blocks_for_tokens;
+use servesim::vocab::time::{Ns, duration_ns_ceil};
 
 use crate::support::Workdir;
 

@@ -1,9 +1,7 @@
 //! The module layers of `sim/src` (`docs/architecture.md` §1). Every top-level module belongs to a
 //! layer; a module may use modules of its own layer or below. This test reads every `crate::NAME`
 //! path in the non-test code of `sim/src` (comments and `#[cfg(test)]` modules left out) and fails
-//! on any use of a higher layer that is not in [`KNOWN_BACK_EDGES`], the list of today's
-//! violations still to be removed. The list is a ratchet: an edge in it that no longer exists also
-//! fails the test, so it can only shrink.
+//! on any use of a higher layer, and on any import cycle between modules (within a layer too).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -12,9 +10,8 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     // L0 utilities: errors, bounded input, seeded randomness, atomic outputs.
     &["error", "input", "rng", "staging"],
-    // L1 data schemas (the shared vocabulary of time, requests, KV pools and plans belongs here
-    // too, once it moves out of `engine/`; see docs/architecture.md).
-    &["catalogue", "profile"],
+    // L1 the shared vocabulary (time, request state, KV pools, trace rows) and data schemas.
+    &["vocab", "catalogue", "profile"],
     // L2 decide, estimate, price, read: policies, routers, predictors, cost and swap models,
     // executors, traces.
     &[
@@ -28,17 +25,6 @@ const LAYERS: &[&[&str]] = &[
     &["run", "sweep", "capacity", "live", "output", "interrupt"],
     // L6 the command line and its output tools.
     &["cli", "plot", "check", "shard"],
-];
-
-/// Today's uses of a higher layer (`from -> to`), to be removed; see `docs/architecture.md`.
-const KNOWN_BACK_EDGES: &[(&str, &str)] = &[
-    // The shared vocabulary (time, requests, KV pools, observer records) lives in `engine/`:
-    // move it to an L1 module.
-    ("exec", "engine"),
-    ("policy", "engine"),
-    ("route", "engine"),
-    ("swap", "engine"),
-    ("trace", "engine"),
 ];
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -108,17 +94,19 @@ fn layer_of(module: &str) -> Option<usize> {
     LAYERS.iter().position(|l| l.contains(&module))
 }
 
-#[test]
-fn lower_layers_never_use_higher_ones_beyond_the_known_list() {
+/// Every `from -> to` use between distinct top-level modules of `sim/src` (non-test code), with
+/// the first file that makes it.
+fn module_edges() -> BTreeMap<(String, String), PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sim/src");
     let mut files = Vec::new();
     sources(&root, &mut files);
+    files.sort();
     assert!(
         files.len() > 20,
         "found only {} sources under {root:?}",
         files.len()
     );
-    let mut edges: BTreeMap<(String, String), PathBuf> = BTreeMap::new();
+    let mut edges = BTreeMap::new();
     for f in &files {
         let rel = f.strip_prefix(&root).unwrap();
         let first = rel
@@ -137,43 +125,73 @@ fn lower_layers_never_use_higher_ones_beyond_the_known_list() {
         );
         let src = std::fs::read_to_string(f).unwrap();
         for to in referenced_modules(&code_of(&src)) {
-            if to == from {
-                continue;
-            }
-            let Some(lt) = layer_of(&to) else {
-                continue; // a re-exported item of lib.rs, not a module
-            };
-            if lt > layer_of(&from).unwrap() {
+            if to != from && layer_of(&to).is_some() {
                 edges
                     .entry((from.clone(), to))
                     .or_insert_with(|| rel.to_path_buf());
             }
         }
     }
-    let known: BTreeSet<(String, String)> = KNOWN_BACK_EDGES
+    edges
+}
+
+#[test]
+fn lower_layers_never_use_higher_ones() {
+    let up: Vec<String> = module_edges()
         .iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect();
-    let new: Vec<String> = edges
-        .iter()
-        .filter(|(e, _)| !known.contains(*e))
+        .filter(|((a, b), _)| layer_of(b) > layer_of(a))
         .map(|((a, b), f)| format!("{a} -> {b} (first in sim/src/{})", f.display()))
         .collect();
     assert!(
-        new.is_empty(),
+        up.is_empty(),
         "a lower layer uses a higher one; move the shared item down instead:\n{}",
-        new.join("\n")
+        up.join("\n")
     );
-    let gone: Vec<String> = known
-        .iter()
-        .filter(|e| !edges.contains_key(*e))
-        .map(|(a, b)| format!("{a} -> {b}"))
-        .collect();
-    assert!(
-        gone.is_empty(),
-        "these known back-edges are gone: remove them from KNOWN_BACK_EDGES:\n{}",
-        gone.join("\n")
-    );
+}
+
+/// Within a layer modules may use each other, but never in a circle: the whole module graph is a
+/// DAG, so any module can be read and tested with only what it uses below it.
+#[test]
+fn the_module_graph_has_no_cycle() {
+    let edges = module_edges();
+    let mut next: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (a, b) in edges.keys() {
+        next.entry(a).or_default().push(b);
+    }
+    // Depth-first search with colours: 1 = on the current path, 2 = done.
+    fn visit<'a>(
+        m: &'a str,
+        next: &BTreeMap<&'a str, Vec<&'a str>>,
+        colour: &mut BTreeMap<&'a str, u8>,
+        path: &mut Vec<&'a str>,
+    ) -> Option<Vec<&'a str>> {
+        match colour.get(m) {
+            Some(2) => return None,
+            Some(1) => {
+                let at = path.iter().position(|x| *x == m).unwrap();
+                let mut cycle = path[at..].to_vec();
+                cycle.push(m);
+                return Some(cycle);
+            }
+            _ => {}
+        }
+        colour.insert(m, 1);
+        path.push(m);
+        for n in next.get(m).into_iter().flatten() {
+            if let Some(c) = visit(n, next, colour, path) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        colour.insert(m, 2);
+        None
+    }
+    let mut colour = BTreeMap::new();
+    for m in next.keys() {
+        if let Some(cycle) = visit(m, &next, &mut colour, &mut Vec::new()) {
+            panic!("module import cycle: {}", cycle.join(" -> "));
+        }
+    }
 }
 
 #[test]

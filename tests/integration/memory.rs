@@ -14,10 +14,8 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use servesim::cost::constant::ConstantCost;
 use servesim::cost::{BatchShape, CostModel};
-use servesim::engine::request::{KvLoc, Slot};
-use servesim::engine::time::Ns;
 use servesim::engine::{
-    Completion, EngineConfig, Guards, KvSample, MemorySnapshot, Observer, ReplicaParts, TraceRow,
+    Completion, EngineConfig, Guards, KvSample, MemorySnapshot, Observer, ReplicaParts,
     TransferRecord, simulate,
 };
 use servesim::exec::SimExecutor;
@@ -25,6 +23,9 @@ use servesim::policy::{Limits, Plan, Policy, PolicyEnv, PreemptMode, ReplicaView
 use servesim::predict::Oracle;
 use servesim::swap::timing::SwapTiming;
 use servesim::swap::{Direction, KvLayout, KvOffload, PcieSwap, SwapSpec};
+use servesim::vocab::TraceRow;
+use servesim::vocab::request::{KvLoc, Slot};
+use servesim::vocab::time::Ns;
 
 use crate::support::Workdir;
 

@@ -29,8 +29,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Geometric};
 use servesim::engine::Completion;
-use servesim::engine::time::{Ns, duration_ns_ceil};
 use servesim::run::RunOutput;
+use servesim::vocab::time::{Ns, duration_ns_ceil};
 
 use crate::support::Workdir;
 

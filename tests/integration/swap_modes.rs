@@ -12,12 +12,12 @@
 use std::collections::HashSet;
 
 use proptest::prelude::*;
-use servesim::engine::TraceRow;
-use servesim::engine::request::{KvLoc, Slot};
-use servesim::engine::time::Ns;
 use servesim::policy::{Plan, Policy, PreemptMode, ReplicaView, RunItem};
 use servesim::swap::timing::{Reactive, SwapTiming};
 use servesim::swap::{Direction, KvOffload};
+use servesim::vocab::TraceRow;
+use servesim::vocab::request::{KvLoc, Slot};
+use servesim::vocab::time::Ns;
 
 use crate::memory::{C, MIB, Rec, U, dirs, hand_setup, pcie, row, run_timed, step, two_requests};
 use crate::support::{Workdir, cli};

@@ -524,7 +524,7 @@ fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Resu
             err,
             "warning: kv_timeline.csv holds its first {} rows only (samples from {} s on were left out); raise [output] kv_timeline_interval_s",
             crate::run::KV_TIMELINE_MAX_ROWS,
-            crate::engine::time::ns_to_s(t)
+            crate::vocab::time::ns_to_s(t)
         )?;
     }
     if partial {

@@ -8,13 +8,13 @@ use std::time::Instant;
 
 use clap::Subcommand;
 
-use crate::engine::TraceRow;
 use crate::error::SimError;
 use crate::trace::import::{self, LengthFilter, TextImport, TokenCounter};
 use crate::trace::stats::{table, trace_stats};
 use crate::trace::{
     ArrivalProcess, Arrivals, LengthDist, LengthPair, Lengths, Synthetic, read_lengths,
 };
+use crate::vocab::TraceRow;
 
 #[derive(Debug, clap::Args)]
 pub struct TraceArgs {

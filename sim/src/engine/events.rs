@@ -2,10 +2,10 @@
 
 use std::cmp::Reverse;
 
-use super::request::{KvLoc, Slot};
-use super::time::{Ns, ns_to_s};
 use super::{KvSample, Observer, Sim, TraceRow};
 use crate::error::{Result, SimError};
+use crate::vocab::request::{KvLoc, Slot};
+use crate::vocab::time::{Ns, ns_to_s};
 
 /// Paces the event loop. The simulator uses [`VirtualClock`]: each event is handled at its own
 /// time, as fast as possible. A live driver (outside the engine, which never reads a wall clock)

@@ -3,15 +3,15 @@
 
 use std::cmp::Reverse;
 
-use super::kv::extra_blocks_for;
 use super::replica::Replica;
-use super::request::{KvLoc, Request};
-use super::time::Ns;
 use super::{Guards, Observer, Sim};
 use crate::cost::BatchShape;
 use crate::error::{Result, SimError};
 use crate::policy::{Limits, ReplicaView, Steady};
 use crate::predict::Predictor;
+use crate::vocab::kv::extra_blocks_for;
+use crate::vocab::request::{KvLoc, Request};
+use crate::vocab::time::Ns;
 
 /// Scratch bound per fast-forward (the next one continues from there).
 const MAX_REPEATS: usize = 1 << 20;

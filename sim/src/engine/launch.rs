@@ -1,9 +1,6 @@
 //! Launching a planned batch (single stage or pipelined) and finishing iterations and copies.
 
-use super::kv::{blocks_for_tokens, extra_blocks_for};
 use super::replica::{Flight, Replica};
-use super::request::{KvLoc, Slot};
-use super::time::{Ns, duration_ns_ceil, ns_to_s};
 use super::{CLASS_END, CLASS_STAGE_FREE, CLASS_TRANSFER, Observer, Sim};
 use crate::cost::BatchShape;
 use crate::error::{Result, SimError};
@@ -11,6 +8,9 @@ use crate::policy::{PreemptMode, ReplicaView};
 use crate::predict::{Predictor, extend_prediction};
 use crate::swap::Direction;
 use crate::swap::timing::StepCopies;
+use crate::vocab::kv::{blocks_for_tokens, extra_blocks_for};
+use crate::vocab::request::{KvLoc, Slot};
+use crate::vocab::time::{Ns, duration_ns_ceil, ns_to_s};
 
 impl Sim {
     pub(super) fn start_iteration(

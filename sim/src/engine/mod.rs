@@ -6,18 +6,15 @@
 //! boundary's decision), then iteration ends, then idle-replica kicks; `seq` increments on every
 //! push and breaks the remaining ties in push order.
 
-pub mod kv;
 pub mod overload;
-pub mod request;
-pub mod time;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-pub use kv::KvPool;
-use kv::blocks_for_tokens;
-use request::Request;
-use time::{Ns, ns_to_s};
+use crate::vocab::TraceRow;
+use crate::vocab::kv::{KvPool, blocks_for_tokens};
+use crate::vocab::request::Request;
+use crate::vocab::time::{Ns, ns_to_s};
 
 use crate::error::{Result, SimError};
 use crate::exec::Executor;
@@ -26,15 +23,6 @@ use crate::predict::Predictor;
 use crate::route::{ClusterView, Incoming, Router};
 use crate::swap::timing::SwapTiming;
 use crate::swap::{KvOffload, SwapModel};
-
-/// One trace row, ready for the engine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TraceRow {
-    pub id: u64,
-    pub arrival_ns: Ns,
-    pub input_tokens: u32,
-    pub output_tokens: u32,
-}
 
 /// Bounds that end a run with an error instead of a hang or an out-of-memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,9 +1,9 @@
 //! What the engine reports: the [`Observer`] trait and the records it receives.
 
-use super::request::KvLoc;
-use super::time::Ns;
 use crate::cost::BatchShape;
 use crate::swap::Direction;
+use crate::vocab::request::KvLoc;
+use crate::vocab::time::Ns;
 
 /// A finished request, as the engine reports it.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -23,7 +23,7 @@
 //! [`crate::metrics::stability`] (achieved ≥ 0.95 × offered, no queue growth at the end), which
 //! `sweep.csv` reports and `capacity` requires.
 
-use super::time::{Ns, ns_to_s};
+use crate::vocab::time::{Ns, ns_to_s};
 
 /// Arrivals a window needs before it can close.
 pub const MIN_WINDOW_ARRIVALS: u64 = 256;

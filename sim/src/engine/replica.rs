@@ -1,10 +1,7 @@
 //! A replica's state and its KV and copy-engine accounting.
 
 use super::KvPool;
-use super::kv::blocks_for_tokens;
 use super::overload::OverloadWatch;
-use super::request::{KvLoc, Slab, Slot};
-use super::time::{Ns, duration_ns_ceil};
 use super::{
     BatchMember, Completion, MemorySnapshot, Observer, ReplicaParts, ReplicaStats, TransferRecord,
 };
@@ -15,6 +12,9 @@ use crate::predict::Predictor;
 use crate::route::{LoadSource, ReplicaLoad};
 use crate::swap::timing::SwapTiming;
 use crate::swap::{Direction, KvOffload, SwapModel};
+use crate::vocab::kv::blocks_for_tokens;
+use crate::vocab::request::{KvLoc, Slab, Slot};
+use crate::vocab::time::{Ns, duration_ns_ceil};
 
 /// A micro-batch in the pipeline (pipeline parallelism only).
 pub(super) struct Flight {

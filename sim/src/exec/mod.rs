@@ -2,8 +2,8 @@
 //! duration. [`SimExecutor`] asks a cost model (virtual clock); a live executor (GPU) measures.
 
 use crate::cost::{BatchShape, CostModel};
-use crate::engine::time::{Ns, duration_ns_ceil};
 use crate::error::{Result, SimError};
+use crate::vocab::time::{Ns, duration_ns_ceil};
 
 pub trait Executor: Send {
     /// Run (or model) one iteration of the given shape; return its duration in nanoseconds (≥ 1).

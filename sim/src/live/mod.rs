@@ -25,12 +25,12 @@ use std::time::{Duration, Instant};
 
 use crate::cost::{BatchShape, CostModel};
 use crate::engine::Clock;
-use crate::engine::time::{Ns, ns_to_s};
 use crate::error::{Result, SimError};
 use crate::exec::Executor;
 use crate::output::{StagedDir, pretty_json, replicas_csv, requests_csv};
 use crate::run::RunOutput;
 use crate::scenario::Resolved;
+use crate::vocab::time::{Ns, ns_to_s};
 
 /// The message of `servesim live` without `--mock` in this build.
 pub const NO_GPU_EXECUTOR: &str = "live GPU executor not built / no CUDA driver found; use --mock to exercise the driver (`servesim live SCENARIO --mock --time-scale 0.1`)";

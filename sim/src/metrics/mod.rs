@@ -5,9 +5,9 @@ use serde::Serialize;
 
 pub mod stability;
 
-use crate::engine::time::ns_to_s;
 use crate::engine::{Completion, Observer, RunStats};
 use crate::trace::stats::quantile;
+use crate::vocab::time::ns_to_s;
 
 /// Collects completions (compact, 56 bytes each).
 #[derive(Default)]

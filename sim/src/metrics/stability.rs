@@ -61,7 +61,7 @@
 use serde::Serialize;
 
 use crate::engine::Completion;
-use crate::engine::time::{Ns, ns_to_s};
+use crate::vocab::time::{Ns, ns_to_s};
 
 /// A run is stable only if it completes at least this fraction of its offered rate.
 pub const MIN_ACHIEVED_FRACTION: f64 = 0.95;

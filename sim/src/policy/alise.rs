@@ -85,9 +85,9 @@ use super::{
     Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice, ReplicaView, parse_params,
 };
 use crate::cost::CostModel;
-use crate::engine::request::Slot;
-use crate::engine::time::ns_to_s;
 use crate::error::{Result, SimError};
+use crate::vocab::request::Slot;
+use crate::vocab::time::ns_to_s;
 
 pub const ENTRY: PolicyEntry = PolicyEntry {
     name: "alise",

@@ -4,8 +4,8 @@ use std::collections::VecDeque;
 
 use super::{Plan, PreemptMode, PreemptionChoice, ReplicaView};
 use crate::cost::{BatchShape, CostModel};
-use crate::engine::kv::extra_blocks_for;
-use crate::engine::request::{KvLoc, Request, Slot};
+use crate::vocab::kv::extra_blocks_for;
+use crate::vocab::request::{KvLoc, Request, Slot};
 
 /// vLLM's decode-memory rule: walk `running` from highest priority (front) to lowest; while the
 /// request at hand cannot get the blocks it needs, preempt (by recompute) the lowest-priority
@@ -186,7 +186,7 @@ pub fn form_priority_batch_from(
 /// [`remaining_time_ns`] in seconds: the key SRPT and ALISE rank by. Equal nanosecond counts give
 /// equal keys (one conversion of one integer), so ties stay ties and go by arrival.
 pub fn remaining_key_s(cost: &dyn CostModel, r: &Request) -> f64 {
-    crate::engine::time::ns_to_s(remaining_time_ns(cost, r))
+    crate::vocab::time::ns_to_s(remaining_time_ns(cost, r))
 }
 
 /// Estimated remaining execution time of `r` on its own (batch size 1) in integer nanoseconds:
@@ -199,7 +199,7 @@ pub fn remaining_time_ns(cost: &dyn CostModel, r: &Request) -> u64 {
     let ns = |b: &BatchShape| {
         cost.iteration_s(b)
             .ok()
-            .and_then(crate::engine::time::duration_ns_ceil)
+            .and_then(crate::vocab::time::duration_ns_ceil)
             .unwrap_or(0)
     };
     let mut total: u64 = 0;
@@ -604,10 +604,10 @@ mod tests {
     use std::cell::Cell;
 
     use super::*;
-    use crate::engine::KvPool;
-    use crate::engine::request::{Request, Slab};
     use crate::policy::Limits;
     use crate::swap::KvOffload;
+    use crate::vocab::KvPool;
+    use crate::vocab::request::{Request, Slab};
 
     fn view<'a>(reqs: &'a Slab, kv: &'a KvPool, host: &'a KvPool) -> ReplicaView<'a> {
         ReplicaView {

@@ -28,8 +28,8 @@ use super::common::{insert_by_arrival, make_room_for_decodes, remove_slot, run_a
 use super::{
     Limits, Plan, Policy, PolicyEntry, PolicyEnv, ReplicaView, RunItem, Steady, parse_params,
 };
-use crate::engine::request::Slot;
 use crate::error::{Result, SimError};
+use crate::vocab::request::Slot;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]

@@ -44,9 +44,9 @@ use super::common::KeyedRanking;
 use super::{
     Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice, ReplicaView, parse_params,
 };
-use crate::engine::request::Slot;
-use crate::engine::time::Ns;
 use crate::error::{Result, SimError};
+use crate::vocab::request::Slot;
+use crate::vocab::time::Ns;
 
 pub const ENTRY: PolicyEntry = PolicyEntry {
     name: "ltr",

@@ -18,11 +18,11 @@ pub mod srpt;
 pub mod vllm;
 
 use crate::cost::CostModel;
-use crate::engine::KvPool;
-use crate::engine::kv::{blocks_for_tokens, extra_blocks_for};
-use crate::engine::request::{Request, Slab, Slot};
-use crate::engine::time::Ns;
 use crate::error::{Result, SimError};
+use crate::vocab::KvPool;
+use crate::vocab::kv::{blocks_for_tokens, extra_blocks_for};
+use crate::vocab::request::{Request, Slab, Slot};
+use crate::vocab::time::Ns;
 
 /// Batch limits every policy must respect (the engine checks them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +70,7 @@ impl<'a> ReplicaView<'a> {
     /// Whether request `s` can be swapped out now (resident, not in flight, host room).
     pub fn can_swap_out(&self, s: Slot) -> bool {
         let r = self.req(s);
-        r.kv_loc == crate::engine::request::KvLoc::Gpu
+        r.kv_loc == crate::vocab::request::KvLoc::Gpu
             && !r.in_flight()
             && self.host_blocks_for(r.blocks) <= self.host.free_blocks()
     }

@@ -22,8 +22,8 @@ use std::sync::Arc;
 use super::common::{make_room_for_decodes, remaining_time_ns, run_all_not_in_flight};
 use super::{Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, ReplicaView, Steady, parse_params};
 use crate::cost::CostModel;
-use crate::engine::request::Slot;
 use crate::error::Result;
+use crate::vocab::request::Slot;
 
 pub const ENTRY: PolicyEntry = PolicyEntry {
     name: "sjf",

@@ -26,9 +26,9 @@ use super::{
     parse_params,
 };
 use crate::cost::CostModel;
-use crate::engine::request::Slot;
-use crate::engine::time::Ns;
 use crate::error::Result;
+use crate::vocab::request::Slot;
+use crate::vocab::time::Ns;
 
 pub const ENTRY: PolicyEntry = PolicyEntry {
     name: "srpt",

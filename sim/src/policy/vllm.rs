@@ -30,8 +30,8 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{insert_by_arrival, make_room_for_decodes, remove_slot, run_all_not_in_flight};
 use super::{Limits, Plan, Policy, PolicyEntry, PolicyEnv, ReplicaView, Steady, parse_params};
-use crate::engine::request::Slot;
 use crate::error::{Result, SimError};
+use crate::vocab::request::Slot;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use super::{ClusterView, Incoming, NoParams, Router, RouterEntry, RouterEnv, parse_params};
 use crate::cost::{BatchShape, CostModel};
-use crate::engine::request::Request;
 use crate::error::Result;
+use crate::vocab::request::Request;
 
 pub const ENTRY: RouterEntry = RouterEntry {
     name: "least-work",

@@ -23,10 +23,10 @@ pub mod round_robin;
 use std::sync::Arc;
 
 use crate::cost::CostModel;
-use crate::engine::KvPool;
-use crate::engine::request::{Request, Slab};
-use crate::engine::time::Ns;
 use crate::error::{Result, SimError};
+use crate::vocab::KvPool;
+use crate::vocab::request::{Request, Slab};
+use crate::vocab::time::Ns;
 
 /// The router used when a scenario names none (and the behaviour of servesim before routers).
 pub const DEFAULT_ROUTER: &str = "round-robin";
@@ -197,7 +197,7 @@ pub(crate) mod testing {
     //! A hand-built cluster for the routers' unit tests.
 
     use super::*;
-    use crate::engine::request::KvLoc;
+    use crate::vocab::request::KvLoc;
 
     pub struct FakeReplica {
         pub reqs: Slab,

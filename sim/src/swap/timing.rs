@@ -37,7 +37,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::time::Ns;
+use crate::vocab::time::Ns;
 
 /// `[swap] reactive`: how an iteration waits for its batch's reactive swap-ins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,9 +10,9 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
-use crate::engine::TraceRow;
-use crate::engine::time::{Ns, instant_ns_round};
 use crate::error::{Result, SimError};
+use crate::vocab::TraceRow;
+use crate::vocab::time::{Ns, instant_ns_round};
 
 /// The column names of one supported trace format.
 #[derive(Debug, Clone, Copy)]

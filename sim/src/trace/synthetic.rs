@@ -30,10 +30,10 @@ use super::csv_reader::{
     CANONICAL, Columns, TraceCsv, VIDUR, csv_err, input_err, locate, open_csv_untrimmed,
     parse_tokens,
 };
-use crate::engine::TraceRow;
-use crate::engine::time::instant_ns_round;
 use crate::error::{Result, SimError};
 use crate::rng::{Stream, stream};
+use crate::vocab::TraceRow;
+use crate::vocab::time::instant_ns_round;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -4,8 +4,8 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
 use super::{Demotion, LEVEL_CAP, Mlfq};
-use crate::engine::request::Slot;
-use crate::engine::time::Ns;
+use crate::vocab::request::Slot;
+use crate::vocab::time::Ns;
 
 /// A quantum as a signed threshold (quanta past `i64::MAX` ns — 292 years — are never reached).
 pub(super) fn quantum_i64(q: Ns) -> i64 {

@@ -125,9 +125,9 @@ use super::{
     Steady, parse_params,
 };
 use crate::cost::{BatchShape, CostModel};
-use crate::engine::request::{KvLoc, Slot};
-use crate::engine::time::Ns;
 use crate::error::{Result, SimError};
+use crate::vocab::request::{KvLoc, Slot};
+use crate::vocab::time::Ns;
 use lazy::Lazy;
 
 /// Unbounded levels are capped here (quantum 2^63 × base is beyond any run).

@@ -4,8 +4,8 @@
 use super::super::common::{OffloadTarget, score_offload};
 use super::super::{Plan, PreemptMode, PreemptionChoice, ReplicaView, RunItem};
 use super::{Mlfq, Offload};
-use crate::engine::request::{KvLoc, Slot};
-use crate::engine::time::ns_to_s;
+use crate::vocab::request::{KvLoc, Slot};
+use crate::vocab::time::ns_to_s;
 
 /// For the requests of the order met front to back: whether each is in `run` (formed from the
 /// order in order, so a subsequence of it: the two are walked together) or marked in `taken`.

@@ -1,8 +1,8 @@
 //! Levels and queues: requeueing a batch after its iteration.
 
 use super::{Demotion, LEVEL_CAP, Mlfq};
-use crate::engine::request::Slot;
-use crate::engine::time::Ns;
+use crate::vocab::request::Slot;
+use crate::vocab::time::Ns;
 
 impl Mlfq {
     /// Charge every request of `batch` the iteration that ended at `now`, demote those past

@@ -5,7 +5,7 @@
 
 use super::super::{Plan, PreemptMode, PreemptionChoice, ReplicaView};
 use super::{HostFull, MisfitRule, Mlfq, Offload};
-use crate::engine::request::{KvLoc, Slot};
+use crate::vocab::request::{KvLoc, Slot};
 
 impl Mlfq {
     /// GPU blocks of this policy's swap-outs still being copied. FastServe counts them as

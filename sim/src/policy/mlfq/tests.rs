@@ -1,9 +1,9 @@
 use super::*;
 use crate::cost::constant::ConstantCost;
-use crate::engine::KvPool;
-use crate::engine::request::{Request, Slab};
 use crate::policy::{Limits, PreemptMode, RunItem};
 use crate::swap::KvOffload;
+use crate::vocab::KvPool;
+use crate::vocab::request::{Request, Slab};
 
 const MS: Ns = 1_000_000;
 

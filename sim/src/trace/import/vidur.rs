@@ -52,7 +52,7 @@ pub fn import(path: &Path, out: &Path) -> Result<CsvReport> {
                 if first_text.is_none() {
                     first_text = Some(rec[a].to_string());
                 }
-                crate::engine::time::instant_ns_round(s).ok_or_else(|| {
+                crate::vocab::time::instant_ns_round(s).ok_or_else(|| {
                     input_err(
                         path,
                         line,
