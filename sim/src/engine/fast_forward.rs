@@ -169,8 +169,9 @@ impl Sim {
             }
             if steady.stepwise {
                 let view = view!(rep, cur_end, limits);
-                rep.policy
-                    .on_steady_step(&mut rep.batch, repeats, dur, &view);
+                if let Some(ff) = rep.policy.fast_forward() {
+                    ff.on_steady_step(&mut rep.batch, repeats, dur, &view);
+                }
             }
             let e = rep.ff_step(r, cur_end, need, &mut shape, observer)?;
             self.stats.iterations += 1;
@@ -227,7 +228,7 @@ impl Sim {
         }
         let steady = {
             let view = view!(rep, start, limits);
-            rep.policy.steady(&rep.batch, &view)?
+            rep.policy.fast_forward()?.steady(&rep.batch, &view)?
         };
         if shape.prefill_requests > 0 && !(steady.stepwise && steady.with_prefills) {
             return None;
@@ -243,8 +244,9 @@ impl Sim {
         }
         if steady.stepwise {
             // Boundary m ends at `start` + the summed durations so far, before the next event.
-            rep.policy
-                .on_steady_begin(next_event_ns.saturating_sub(start));
+            if let Some(ff) = rep.policy.fast_forward() {
+                ff.on_steady_begin(next_event_ns.saturating_sub(start));
+            }
         }
         if shape.prefill_requests > 0 {
             // The repeats are decodes of every request (context = KV tokens + the new one).
@@ -284,8 +286,10 @@ impl Replica {
         let (window_lo, alloc) = window;
         let (cur_end, service_ns, first_token_ns) = times;
         let bt = block_tokens as usize;
-        if finished > 1 {
-            self.policy.steady_order(&mut self.batch);
+        if finished > 1
+            && let Some(ff) = self.policy.fast_forward()
+        {
+            ff.steady_order(&mut self.batch);
         }
         let mut i = 0;
         while i < self.batch.len() {
@@ -366,12 +370,13 @@ impl Replica {
             q.blocks += extra_blocks_for(q.kv_tokens as u64 + 1, q.blocks, block_tokens);
         }
         self.iter_start_ns = cur_start;
-        if steady.stepwise {
-            self.policy.steady_order(&mut self.batch);
-        } else {
-            let view = view!(self, cur_start, limits);
-            self.policy
-                .on_steady_iterations(&mut self.batch, repeats, service_ns, &view);
+        let view = view!(self, cur_start, limits);
+        if let Some(ff) = self.policy.fast_forward() {
+            if steady.stepwise {
+                ff.steady_order(&mut self.batch);
+            } else {
+                ff.on_steady_iterations(&mut self.batch, repeats, service_ns, &view);
+            }
         }
     }
 }

@@ -293,24 +293,6 @@ impl Ranking {
         }
     }
 
-    /// Fast-forward: when the batch holds every unfinished request, the ranking can reorder it but
-    /// not change it (the engine checks that its blocks fit).
-    pub fn steady(&self, batch: &[Slot]) -> Option<super::Steady> {
-        (batch.len() == self.active.len()).then_some(super::Steady::UNBOUNDED)
-    }
-
-    /// After a fast-forward: rank as the last repeated boundary did (the view holds the state at
-    /// that boundary) and put the batch in that order.
-    pub fn rerank_batch(
-        &mut self,
-        view: &ReplicaView,
-        batch: &mut [Slot],
-        key: impl Fn(Slot) -> f64,
-    ) {
-        self.rank(view, key);
-        batch.copy_from_slice(&self.order);
-    }
-
     /// Rank every unfinished request by `key` and fill `plan` in that order, skipping misfits and
     /// evicting lower-ranked resident requests by `preemption` when KV blocks run out. Returns
     /// the GPU blocks left free (see [`form_priority_batch`]).
@@ -463,12 +445,14 @@ impl KeyedRanking {
         free
     }
 
-    /// [`Ranking::steady`].
+    /// Fast-forward: when the batch holds every unfinished request, the ranking can reorder it but
+    /// not change it (the engine checks that its blocks fit).
     pub fn steady(&self, batch: &[Slot]) -> Option<super::Steady> {
         (batch.len() == self.set.len()).then_some(super::Steady::UNBOUNDED)
     }
 
-    /// [`Ranking::rerank_batch`] (the batch holds every unfinished request).
+    /// After a fast-forward: rank as the last repeated boundary did (the view holds the state at
+    /// that boundary) and put the batch (every unfinished request) in that order.
     pub fn rerank_batch(
         &mut self,
         view: &ReplicaView,

@@ -26,7 +26,8 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{insert_by_arrival, make_room_for_decodes, remove_slot, run_all_not_in_flight};
 use super::{
-    Limits, Plan, Policy, PolicyEntry, PolicyEnv, ReplicaView, RunItem, Steady, parse_params,
+    FastForward, Limits, Plan, Policy, PolicyEntry, PolicyEnv, ReplicaView, RunItem, Steady,
+    parse_params,
 };
 use crate::error::{Result, SimError};
 use crate::vocab::request::Slot;
@@ -149,14 +150,20 @@ impl Policy for Fcfs {
         }
     }
 
+    fn fast_forward(&mut self) -> Option<&mut dyn FastForward> {
+        Some(self)
+    }
+
+    fn on_finish(&mut self, s: Slot) {
+        remove_slot(&mut self.running, s);
+    }
+}
+
+impl FastForward for Fcfs {
     /// A decode-only plan runs every running request and admits nobody; until a request finishes
     /// or arrives, free blocks only shrink, so a waiting request that did not fit still does not,
     /// and the decodes need no preemption while their blocks fit (the engine checks that).
     fn steady(&self, _batch: &[Slot], _view: &ReplicaView) -> Option<Steady> {
         Some(Steady::UNBOUNDED)
-    }
-
-    fn on_finish(&mut self, s: Slot) {
-        remove_slot(&mut self.running, s);
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod alise;
 pub mod common;
+pub mod fast_forward;
 pub mod fcfs;
 pub mod fcfs_swap;
 pub mod ltr;
@@ -23,6 +24,7 @@ use crate::vocab::KvPool;
 use crate::vocab::kv::{blocks_for_tokens, extra_blocks_for};
 use crate::vocab::request::{Request, Slab, Slot};
 use crate::vocab::time::Ns;
+pub use fast_forward::{FastForward, Steady};
 
 /// Batch limits every policy must respect (the engine checks them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,45 +139,6 @@ pub struct RunItem {
     pub reserve_blocks: u32,
 }
 
-/// How long a policy's last plan stays what it would decide anyway (fast-forward). The engine
-/// repeats the batch while every bound holds, and stops earlier at any arrival, completion,
-/// transfer, prediction extension or other event; stopping early is always correct.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Steady {
-    /// At most this many repeated iterations.
-    pub max_iterations: u64,
-    /// Each repeat must leave at least this many GPU blocks free after its allocations.
-    pub min_free_blocks: u32,
-    /// The summed duration of the iterations that end before a repeat starts (from the first
-    /// run of the plan) must stay ≤ this (e.g. the smallest quantum left in the batch).
-    pub max_service_ns: Ns,
-    /// No repeat may start at or after this time (e.g. a starvation promotion).
-    pub until_ns: Ns,
-    /// The policy follows the repeats one by one through [`Policy::on_steady_step`] (its state
-    /// changes at boundaries without changing its plan's set, e.g. MLFQ demotions when the batch
-    /// holds every request) instead of once at the end through [`Policy::on_steady_iterations`].
-    pub stepwise: bool,
-    /// With `stepwise`: the plan may also be repeated after an iteration that prefilled some of
-    /// its requests (they then repeat as decodes).
-    pub with_prefills: bool,
-    /// With `stepwise`: a request that finishes leaves the batch and the others repeat (the
-    /// policy's plan is "every request", so a completion does not change it).
-    pub through_completions: bool,
-}
-
-impl Steady {
-    /// No bound of the policy's own: the plan holds until something else happens.
-    pub const UNBOUNDED: Steady = Steady {
-        max_iterations: u64::MAX,
-        min_free_blocks: 0,
-        max_service_ns: Ns::MAX,
-        until_ns: Ns::MAX,
-        stepwise: false,
-        with_prefills: false,
-        through_completions: false,
-    };
-}
-
 /// A policy's decision for one iteration boundary. Buffers are reused between iterations.
 #[derive(Debug, Default, Clone)]
 pub struct Plan {
@@ -211,54 +174,12 @@ pub trait Policy: Send {
     /// only the requests that did not finish: finished ones were reported through
     /// [`Policy::on_finish`] just before this call.
     fn on_iteration_end(&mut self, _batch: &[Slot], _duration_ns: Ns, _view: &ReplicaView) {}
-    /// Fast-forward support (see [`Steady`]). Called right after [`Policy::schedule`] returned a
-    /// plan that the engine found repeatable on its side: decode-only, no preemptions, no swaps,
-    /// no reservations beyond the blocks held, and `batch` (the plan's run order). Return how long
-    /// re-running that same batch is guaranteed to be exactly what `schedule` would decide at each
-    /// following boundary, provided nothing else happens (no arrival, completion, transfer or
-    /// prediction extension: the engine stops at those itself). `None` (the default) disables
-    /// fast-forward for this policy.
-    fn steady(&self, _batch: &[Slot], _view: &ReplicaView) -> Option<Steady> {
+    /// Opt-in fast-forward: a policy that can say how long its plan stays the same returns
+    /// `Some(self)` and implements [`FastForward`]; the default `None` means the engine calls
+    /// [`Policy::schedule`] at every boundary, which is always correct.
+    fn fast_forward(&mut self) -> Option<&mut dyn FastForward> {
         None
     }
-    /// The engine repeated the batch for `iterations` further boundaries without calling
-    /// [`Policy::schedule`] or [`Policy::on_iteration_end`]: bring the policy to the state those
-    /// calls would have left (`service_ns` = summed durations of the `iterations` iterations that
-    /// ended, the last at `view.now_ns`), and leave in `batch` the run order `schedule` would have
-    /// produced at the last boundary (the set is unchanged).
-    fn on_steady_iterations(
-        &mut self,
-        _batch: &mut [Slot],
-        _iterations: u64,
-        _service_ns: Ns,
-        _view: &ReplicaView,
-    ) {
-    }
-    /// With [`Steady::stepwise`]: the batch's iteration ended at `view.now_ns` after
-    /// `duration_ns` and is repeated. This is the `repeat`-th end of the fast-forward (1-based):
-    /// the engine updates request state only at the end, so a batch request's KV tokens are now
-    /// `view.req(s).kv_tokens + repeat`. Do what [`Policy::on_iteration_end`] and the next
-    /// [`Policy::schedule`] would do to the policy's state; the run order `schedule` would produce
-    /// (the set is unchanged) is read through [`Policy::steady_order`] when the engine needs it. With [`Steady::with_prefills`] a request
-    /// prefilled by the plan's first run has `view.req(s).kv_tokens_after_next() + repeat − 1` KV
-    /// tokens now (which is the same count for a decode). With
-    /// [`Steady::through_completions`], requests that finished at this boundary were reported
-    /// through [`Policy::on_finish`] just before and are no longer in `batch`.
-    fn on_steady_step(
-        &mut self,
-        _batch: &mut [Slot],
-        _repeat: u64,
-        _duration_ns: Ns,
-        _view: &ReplicaView,
-    ) {
-    }
-    /// With [`Steady::stepwise`]: a run of repeats begins; the summed durations of the boundaries
-    /// it reports through [`Policy::on_steady_step`] stay below `max_service_ns`.
-    fn on_steady_begin(&mut self, _max_service_ns: Ns) {}
-    /// With [`Steady::stepwise`]: write into `batch` (the batch's requests, in some order) the run
-    /// order `schedule` would produce now. The default leaves `batch` as it is (for a policy whose
-    /// [`Policy::on_steady_step`] keeps it up to date).
-    fn steady_order(&mut self, _batch: &mut [Slot]) {}
     /// Request `s` emitted its last token and leaves the replica; its slot may be reused.
     fn on_finish(&mut self, s: Slot);
     /// The policy's view of request `s` for the per-request output (called just before

@@ -20,7 +20,10 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use super::common::{make_room_for_decodes, remaining_time_ns, run_all_not_in_flight};
-use super::{Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, ReplicaView, Steady, parse_params};
+use super::{
+    FastForward, Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, ReplicaView, Steady,
+    parse_params,
+};
 use crate::cost::CostModel;
 use crate::error::Result;
 use crate::vocab::request::Slot;
@@ -131,11 +134,10 @@ impl Policy for Sjf {
             self.waiting.insert((self.key[v as usize], v));
         }
     }
-    /// As `fcfs`: a decode-only plan admits nobody, and until a request finishes or arrives free
-    /// blocks only shrink, so the waiting head that did not fit still does not.
-    fn steady(&self, _batch: &[Slot], _view: &ReplicaView) -> Option<Steady> {
-        Some(Steady::UNBOUNDED)
+    fn fast_forward(&mut self) -> Option<&mut dyn FastForward> {
+        Some(self)
     }
+
     fn on_finish(&mut self, s: Slot) {
         if let Some(i) = self.running.iter().position(|&x| x == s) {
             self.running.remove(i);
@@ -146,5 +148,13 @@ impl Policy for Sjf {
             priority: self.key[s as usize].0 as f64 / 1e9,
             ..Default::default()
         }
+    }
+}
+
+impl FastForward for Sjf {
+    /// As `fcfs`: a decode-only plan admits nobody, and until a request finishes or arrives free
+    /// blocks only shrink, so the waiting head that did not fit still does not.
+    fn steady(&self, _batch: &[Slot], _view: &ReplicaView) -> Option<Steady> {
+        Some(Steady::UNBOUNDED)
     }
 }

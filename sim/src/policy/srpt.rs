@@ -22,8 +22,8 @@ use std::sync::Arc;
 
 use super::common::{KeyedRanking, remaining_key_s};
 use super::{
-    Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice, ReplicaView, Steady,
-    parse_params,
+    FastForward, Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice, ReplicaView,
+    Steady, parse_params,
 };
 use crate::cost::CostModel;
 use crate::error::Result;
@@ -106,11 +106,28 @@ impl Policy for Srpt {
                 remaining_key_s(cost, view.req(s))
             });
     }
+    fn fast_forward(&mut self) -> Option<&mut dyn FastForward> {
+        Some(self)
+    }
+
+    fn on_finish(&mut self, s: Slot) {
+        self.ranking.remove(s);
+    }
+    fn describe(&self, s: Slot) -> PolicyInfo {
+        PolicyInfo {
+            priority: self.ranking.last_key(s),
+            ..Default::default()
+        }
+    }
+}
+
+impl FastForward for Srpt {
     /// The remaining-time key of a request is a function of its own state only, so with every
     /// request in the batch the plan's set cannot change between events.
     fn steady(&self, batch: &[Slot], _view: &ReplicaView) -> Option<Steady> {
         self.ranking.steady(batch)
     }
+
     fn on_steady_iterations(
         &mut self,
         batch: &mut [Slot],
@@ -121,14 +138,5 @@ impl Policy for Srpt {
         let cost = self.cost.as_ref();
         self.ranking
             .rerank_batch(view, batch, |s| remaining_key_s(cost, view.req(s)));
-    }
-    fn on_finish(&mut self, s: Slot) {
-        self.ranking.remove(s);
-    }
-    fn describe(&self, s: Slot) -> PolicyInfo {
-        PolicyInfo {
-            priority: self.ranking.last_key(s),
-            ..Default::default()
-        }
     }
 }

@@ -1,0 +1,182 @@
+//! Fast-forward for the multi-level queues: how long the plan repeats (`steady`) and how the
+//! queue state follows the repeats, stepwise through the lazy state (`lazy.rs`) or at once.
+
+use super::*;
+
+impl FastForward for Mlfq {
+    /// The plan repeats while: the batch is a prefix of the priority order (so the first request
+    /// left out stays out: its reason — batch full, KV blocks, deferral — cannot ease while free
+    /// blocks only shrink), nobody in the batch passes its quantum (no demotion), no queued request
+    /// reaches the starvation threshold, and proactive offloading keeps its reserve without a swap.
+    fn steady(&self, batch: &[Slot], view: &ReplicaView) -> Option<Steady> {
+        debug_assert!(!self.lazy.active, "schedule wrote the lazy state back");
+        if batch.len() > self.order.len() || self.order[..batch.len()] != *batch {
+            return None;
+        }
+        let threshold_ns = (self.cfg.starvation_threshold_s * 1e9).round() as Ns;
+        if threshold_ns == 0 {
+            return None;
+        }
+        // `batch_memory = "reserve"`: the repeat's decision is the same while the blocks left free
+        // after its allocations cover the reserve (else `reserve_free_blocks` would swap out or
+        // drop batch members); a proactive swap-in cannot become possible (free blocks only
+        // shrink) and the popped batch is the same (the first request left out of a prefix stays
+        // out: its reason — batch full, deferral, memory — cannot ease).
+        let reserve_floor = if self.cfg.batch_memory == BatchMemory::Reserve
+            && self.cfg.preemption == PreemptionChoice::Swap
+            && view.host_capacity_blocks() > 0
+            && self.cfg.offload == Offload::Proactive
+        {
+            view.limits.max_batch_size.max(self.cfg.min_free_blocks)
+        } else {
+            0
+        };
+        if batch.len() == self.order.len() && !self.cfg.fifo {
+            // The batch holds every request: demotions and requeues reorder it but cannot change
+            // it (nobody is left out, nobody waits to be promoted, no swap has a candidate); the
+            // engine checks memory. Followed step by step.
+            // A prefill in it repeats as a decode, and a completion leaves every other request in
+            // it: the plan is still "everyone".
+            return Some(Steady {
+                stepwise: true,
+                with_prefills: true,
+                through_completions: true,
+                min_free_blocks: reserve_floor,
+                ..Steady::UNBOUNDED
+            });
+        }
+        let mut max_service_ns = Ns::MAX;
+        for &s in batch {
+            let st = &self.state[s as usize];
+            if st.level < self.max_level() {
+                let q = self.quantum_ns_table[st.level as usize];
+                max_service_ns = max_service_ns.min(q.saturating_sub(st.attained_ns));
+            }
+        }
+        let until_ns = self.order[batch.len()..]
+            .iter()
+            .map(|&s| {
+                self.state[s as usize]
+                    .last_step_ns
+                    .saturating_add(threshold_ns)
+            })
+            .min()
+            .unwrap_or(Ns::MAX);
+        let offloading =
+            self.cfg.preemption == PreemptionChoice::Swap && view.host_capacity_blocks() > 0;
+        let proactive = offloading
+            && match self.cfg.offload {
+                Offload::Reactive => false,
+                Offload::Proactive => true,
+                // ENST moves with the clock: its swap order can change while nothing else does.
+                Offload::Paper => return None,
+            };
+        let min_free_blocks = if self.cfg.batch_memory == BatchMemory::Reserve {
+            reserve_floor
+        } else if proactive {
+            // No swap-out while free blocks cover the reserve plus what the first request left
+            // out without GPU memory needs; no swap-in became possible (free blocks only shrink).
+            let reserve = view.limits.max_batch_size.max(self.cfg.min_free_blocks);
+            let blocked = self.order[batch.len()..]
+                .iter()
+                .find(|&&s| matches!(view.req(s).kv_loc, KvLoc::None | KvLoc::Host));
+            let need = blocked.map_or(0, |&s| view.extra_blocks_for_next(s));
+            let min = reserve.saturating_add(need);
+            if view.free_blocks() < min {
+                return None;
+            }
+            min
+        } else {
+            0
+        };
+        Some(Steady {
+            max_iterations: u64::MAX,
+            min_free_blocks,
+            max_service_ns,
+            until_ns,
+            ..Steady::UNBOUNDED
+        })
+    }
+
+    fn on_steady_step(
+        &mut self,
+        batch: &mut [Slot],
+        repeat: u64,
+        duration_ns: Ns,
+        view: &ReplicaView,
+    ) {
+        // What `on_iteration_end` does, with the batch = every queued request, followed lazily.
+        let _ = batch;
+        if !self.lazy.active {
+            self.lazy_begin();
+        }
+        self.lazy_step(duration_ns, view.now_ns, |s| {
+            view.req(s).kv_tokens_after_next() + repeat as u32 - 1
+        });
+        // What the next `schedule` does before forming the (same) batch: count the boundary and
+        // maybe run the starvation check, which promotes nobody (everyone just ran).
+        self.iterations += 1;
+    }
+
+    fn on_steady_begin(&mut self, max_service_ns: Ns) {
+        self.lazy.bound_ns = max_service_ns.min(i64::MAX as Ns) as i64;
+    }
+
+    fn steady_order(&mut self, batch: &mut [Slot]) {
+        if self.lazy.active {
+            let lz = &self.lazy;
+            let mut i = 0;
+            for (p, q) in lz.levels.iter().enumerate() {
+                if q.is_empty() {
+                    continue;
+                }
+                let out = &mut batch[i..i + q.len()];
+                if lz.reversed(p) {
+                    for (o, &s) in out.iter_mut().zip(q.iter().rev()) {
+                        *o = s;
+                    }
+                } else {
+                    let (a, b) = q.as_slices();
+                    out[..a.len()].copy_from_slice(a);
+                    out[a.len()..].copy_from_slice(b);
+                }
+                i += q.len();
+            }
+        } else {
+            batch.copy_from_slice(&self.order[..batch.len()]);
+        }
+    }
+
+    fn on_steady_iterations(
+        &mut self,
+        batch: &mut [Slot],
+        iterations: u64,
+        service_ns: Ns,
+        view: &ReplicaView,
+    ) {
+        self.materialize();
+        self.iterations += iterations;
+        for &s in batch.iter() {
+            let st = &mut self.state[s as usize];
+            st.attained_ns += service_ns;
+            st.last_step_ns = view.now_ns;
+        }
+        // Each requeue puts the batch back at the front of its levels, reversed when
+        // `requeue_reverses_batch`: the batch is a prefix of the order, i.e. whole levels and the
+        // front of one, so an odd number of requeues reverses each level's batch segment.
+        if self.cfg.requeue_reverses_batch && iterations % 2 == 1 {
+            let prefix = &mut self.order[..batch.len()];
+            let mut from = 0;
+            while from < prefix.len() {
+                let level = self.state[prefix[from] as usize].level;
+                let len = prefix[from..]
+                    .iter()
+                    .take_while(|&&x| self.state[x as usize].level == level)
+                    .count();
+                prefix[from..from + len].reverse();
+                from += len;
+            }
+        }
+        batch.copy_from_slice(&self.order[..batch.len()]);
+    }
+}
