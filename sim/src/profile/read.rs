@@ -1,0 +1,186 @@
+//! Reading and validating a profile directory: schema version checks, `fit.toml` forms and
+//! parameters against their operators, and the rows of `measurements.csv`.
+
+use std::path::Path;
+
+use super::{
+    FIT_FILE, FitFile, MEASUREMENTS_FILE, MEASUREMENTS_HEADER, META_FILE, Measurement, Meta, Op,
+    Profile, SCHEMA_VERSION,
+};
+use crate::error::{Result, SimError};
+
+fn io(path: &Path, msg: impl std::fmt::Display) -> SimError {
+    SimError::Io {
+        path: path.to_path_buf(),
+        msg: msg.to_string(),
+    }
+}
+
+fn check_version(path: &Path, v: u32) -> Result<()> {
+    if v != SCHEMA_VERSION {
+        return Err(io(
+            path,
+            format!(
+                "profile schema version {v} is not supported by this servesim (it reads version {SCHEMA_VERSION}); re-create the profile with `servesim calibrate`"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = crate::input::read_text(path, crate::input::MAX_CONFIG_BYTES)
+        .map_err(|e| io(path, format!("cannot read: {e}")))?;
+    toml::from_str(&text).map_err(|e| SimError::Scenario {
+        path: path.to_path_buf(),
+        msg: crate::error::toml_error_message(&text, &e),
+    })
+}
+
+/// Parse `measurements.csv` text (`path` only names it in errors).
+pub fn parse_measurements(text: &str, path: &Path) -> Result<Vec<Measurement>> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_reader(text.as_bytes());
+    check_header(&mut rdr, path)?;
+    let mut rows = Vec::new();
+    for (i, rec) in rdr.records().enumerate() {
+        let line = i as u64 + 2;
+        let rec = rec.map_err(|e| io(path, e))?;
+        rows.push(parse_row(&rec, line, path)?);
+    }
+    Ok(rows)
+}
+
+/// The header row must be exactly [`MEASUREMENTS_HEADER`] (cells trimmed).
+fn check_header(rdr: &mut csv::Reader<&[u8]>, path: &Path) -> Result<()> {
+    let header: Vec<String> = rdr
+        .headers()
+        .map_err(|e| io(path, e))?
+        .iter()
+        .map(|h| h.trim().to_string())
+        .collect();
+    if header.join(",") != MEASUREMENTS_HEADER {
+        return Err(io(
+            path,
+            format!(
+                "header must be `{MEASUREMENTS_HEADER}`, got `{}`",
+                header.join(",")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// One data row of `measurements.csv`, `line` its 1-based line number (for errors).
+fn parse_row(rec: &csv::StringRecord, line: u64, path: &Path) -> Result<Measurement> {
+    let bad = |field: &str, msg: String| SimError::Input {
+        path: path.to_path_buf(),
+        line,
+        field: field.into(),
+        msg,
+    };
+    let get = |k: usize| rec.get(k).map(str::trim).unwrap_or("");
+    let op = Op::parse(get(0)).ok_or_else(|| {
+        bad(
+            "op",
+            format!(
+                "unknown operator `{}`; valid: {}",
+                get(0),
+                Op::ALL.map(Op::name).join(", ")
+            ),
+        )
+    })?;
+    let uint = |k: usize, name: &str| -> Result<u64> {
+        get(k)
+            .parse::<u64>()
+            .map_err(|_| bad(name, format!("`{}` is not a non-negative integer", get(k))))
+    };
+    let secs = |k: usize, name: &str| -> Result<Option<f64>> {
+        let s = get(k);
+        if s.is_empty() {
+            return Ok(None);
+        }
+        match s.parse::<f64>() {
+            Ok(v) if v.is_finite() && v > 0.0 => Ok(Some(v)),
+            _ => Err(bad(
+                name,
+                format!("`{s}` is not a positive number of seconds"),
+            )),
+        }
+    };
+    let x = uint(1, "x")?;
+    if x == 0 {
+        return Err(bad("x", "must be ≥ 1".into()));
+    }
+    let time_s = secs(3, "time_s")?.ok_or_else(|| bad("time_s", "missing".into()))?;
+    let repeats = match get(6) {
+        "" => None,
+        s => Some(
+            s.parse::<u32>()
+                .map_err(|_| bad("repeats", format!("`{s}` is not an integer")))?,
+        ),
+    };
+    Ok(Measurement {
+        op,
+        x,
+        y: uint(2, "y")?,
+        time_s,
+        min_s: secs(4, "min_s")?,
+        max_s: secs(5, "max_s")?,
+        repeats,
+        source: get(7).to_string(),
+    })
+}
+
+impl Profile {
+    /// Read and validate a profile directory.
+    pub fn load(dir: &Path) -> Result<Profile> {
+        if !dir.is_dir() {
+            return Err(io(
+                dir,
+                "not a profile directory (expected meta.toml, fit.toml and measurements.csv; see `servesim calibrate import-vidur` or `servesim calibrate run`)",
+            ));
+        }
+        let meta_path = dir.join(META_FILE);
+        let meta: Meta = read_toml(&meta_path)?;
+        check_version(&meta_path, meta.schema_version)?;
+        let fit_path = dir.join(FIT_FILE);
+        let fit: FitFile = read_toml(&fit_path)?;
+        check_version(&fit_path, fit.schema_version)?;
+        if !(fit.iteration_overhead_s.is_finite() && fit.iteration_overhead_s >= 0.0) {
+            return Err(io(
+                &fit_path,
+                "iteration_overhead_s must be a finite number ≥ 0",
+            ));
+        }
+        for (name, f) in &fit.ops {
+            let op = Op::parse(name).ok_or_else(|| {
+                io(
+                    &fit_path,
+                    format!(
+                        "[ops.{name}]: unknown operator; valid: {}",
+                        Op::ALL.map(Op::name).join(", ")
+                    ),
+                )
+            })?;
+            if f.form() != op.form() {
+                return Err(io(
+                    &fit_path,
+                    format!(
+                        "[ops.{name}]: form `{}` but this operator uses `{}`",
+                        f.form().name(),
+                        op.form().name()
+                    ),
+                ));
+            }
+            f.validate()
+                .map_err(|m| io(&fit_path, format!("[ops.{name}]: {m}")))?;
+        }
+        let m_path = dir.join(MEASUREMENTS_FILE);
+        let text = crate::input::read_text(&m_path, crate::input::MAX_DATA_BYTES)
+            .map_err(|e| io(&m_path, format!("cannot read: {e}")))?;
+        let rows = parse_measurements(&text, &m_path)?;
+        Ok(Profile { meta, fit, rows })
+    }
+}
