@@ -328,7 +328,7 @@ impl CostModel for AnalyticCost {
             .linear_s_by_tokens
             .get_or(s.tokens() as usize, || self.linear_layer_s(tokens));
         let layer = linear
-            + self.prefill_attention_layer_s(s.prefill_tokens_sq as f64)
+            + self.prefill_attention_layer_s(s.prefill_attention_sq() as f64)
             + self
                 .decode_attention_layer_s(s.decode_requests as f64, s.decode_context_tokens as f64)
             + self.small_ops_layer_s(tokens)

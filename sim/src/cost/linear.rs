@@ -1,5 +1,7 @@
 //! `linear` (DistServe/SOLA style):
-//! `a + b·prefill_tokens + c·Σ prefill_tokens² + d·decode_requests + e·decode_context_tokens`,
+//! `a + b·prefill_tokens + c·Σ prefill_tokens² + d·decode_requests + e·decode_context_tokens`
+//! (with chunked prefill, `Σ prefill_tokens²` is [`BatchShape::prefill_attention_sq`]: a chunk of
+//! `c` tokens after a prefix of `p` counts `c² + 2·c·p`),
 //! coefficients in seconds per unit, from the scenario.
 
 use serde::{Deserialize, Serialize};
@@ -48,7 +50,7 @@ impl CostModel for LinearCost {
     fn iteration_s(&self, s: &BatchShape) -> Result<f64> {
         Ok(self.a_s
             + self.b_s_per_token * s.prefill_tokens as f64
-            + self.c_s_per_token_sq * s.prefill_tokens_sq as f64
+            + self.c_s_per_token_sq * s.prefill_attention_sq() as f64
             + self.d_s_per_request * s.decode_requests as f64
             + self.e_s_per_context_token * s.decode_context_tokens as f64)
     }
@@ -73,5 +75,28 @@ mod tests {
         s.add_decode(150);
         // 0.01 + 100e-4 + 1e4*1e-8 + 2e-3 + 200e-6 = 0.0223
         assert!((m.iteration_s(&s).unwrap() - 0.0223).abs() < 1e-12);
+    }
+
+    /// With chunked prefill, the attention term of a prompt's chunks sums to the whole prompt's:
+    /// only the per-iteration terms (`a`) are paid once per chunk.
+    #[test]
+    fn chunks_cost_the_whole_prefill_plus_fixed_costs() {
+        let m = LinearCost {
+            a_s: 0.01,
+            b_s_per_token: 1e-4,
+            c_s_per_token_sq: 1e-8,
+            d_s_per_request: 1e-3,
+            e_s_per_context_token: 1e-6,
+        };
+        let mut whole = BatchShape::default();
+        whole.add_prefill(1000);
+        let mut sum = 0.0;
+        for (c, p) in [(400, 0), (400, 400), (200, 800)] {
+            let mut s = BatchShape::default();
+            s.add_prefill_chunk(c, p);
+            sum += m.iteration_s(&s).unwrap();
+        }
+        let expect = m.iteration_s(&whole).unwrap() + 2.0 * m.a_s;
+        assert!((sum - expect).abs() < 1e-12, "{sum} vs {expect}");
     }
 }

@@ -232,7 +232,7 @@ impl ProfileTables {
         layer += self.op_1d(Op::SmallOps, t, &mut out);
         layer += self.prefill_s(
             s.prefill_tokens as f64,
-            s.prefill_tokens_sq as f64,
+            s.prefill_attention_sq() as f64,
             &mut out,
         );
         layer += self.decode_s(
