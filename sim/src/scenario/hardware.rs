@@ -1,19 +1,28 @@
-//! Hardware sizing and the models' own files: KV blocks from GPU memory, the fitted analytic
-//! cost parameters, and calibration profiles (cost and swap).
+//! Hardware sizing and the cost and swap models: `[memory]` and the KV blocks it leaves, `[cost]`
+//! (the fitted analytic parameters, calibration profiles) and `[swap]` (PCIe or profile model).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use super::{Loaded, MemorySpec, Scenario};
+use super::{CostSpec, Loaded, MAX_BLOCK_TOKENS, MemorySpec, Scenario};
 use crate::catalogue::{GpuSpec, ModelSpec};
-use crate::cost::analytic::AnalyticParams;
+use crate::cost::analytic::{AnalyticCost, AnalyticParams};
+use crate::cost::profile::ProfileTables;
 use crate::error::{Result, SimError};
+
+/// What `[cost]` resolves to besides the model choice: the analytic model's parameters, or the
+/// profile model's tables and directory (see [`Resolved`](super::Resolved)).
+type CostParts = (
+    Option<AnalyticParams>,
+    Option<(Arc<ProfileTables>, PathBuf)>,
+);
 
 const ANALYTIC_FIT_TOML: &str = include_str!("../../catalogue/analytic_fit.toml");
 
 /// Start of [`kv_blocks_from_memory`]'s error when the weights fit but no KV block does (then a
 /// `kv_capacity_blocks` override may still stand).
-pub(super) const NO_BLOCK_ROOM: &str = "no room for even one KV block";
+const NO_BLOCK_ROOM: &str = "no room for even one KV block";
 
 /// KV blocks per replica: (tp·pp GPUs × (memory × utilisation − activation reserve) − weights)
 /// / (KV bytes per token × block tokens).
@@ -142,5 +151,163 @@ impl Loaded {
         )
         .map(Some)
         .map_err(|e| self.err(format!("[swap] profile {}: {e}", dir.display())))
+    }
+
+    /// `[memory]` checked and the KV blocks per replica (`kv_capacity_blocks` or the memory
+    /// arithmetic); also checks `[scheduler] max_context_tokens`.
+    pub(super) fn resolve_kv_capacity(
+        &self,
+        s: &Scenario,
+        model: &ModelSpec,
+        gpu: &GpuSpec,
+    ) -> Result<u32> {
+        let sch = &s.scheduler;
+        let m = &s.memory;
+        if m.block_tokens == 0 {
+            return Err(self.err_at(
+                &["memory", "block_tokens"],
+                "[memory] block_tokens must be ≥ 1",
+            ));
+        }
+        if m.block_tokens > MAX_BLOCK_TOKENS {
+            return Err(self.err_at(
+                &["memory", "block_tokens"],
+                format!(
+                    "[memory] block_tokens must be at most {MAX_BLOCK_TOKENS}, got {}",
+                    m.block_tokens
+                ),
+            ));
+        }
+        if sch.max_context_tokens == Some(0) {
+            return Err(self.err_at(
+                &["scheduler", "max_context_tokens"],
+                "[scheduler] max_context_tokens must be ≥ 1",
+            ));
+        }
+        // The memory arithmetic runs even with `kv_capacity_blocks`: the override replaces the
+        // computed KV capacity, not the checks that the utilization is a fraction and that the
+        // weights fit.
+        let computed = kv_blocks_from_memory(model, gpu, s.tp, s.pp, m);
+        Ok(match (m.kv_capacity_blocks, computed) {
+            (Some(0), _) => {
+                return Err(self.err_at(
+                    &["memory", "kv_capacity_blocks"],
+                    "[memory] kv_capacity_blocks must be ≥ 1",
+                ));
+            }
+            (Some(b), Ok(_)) => b,
+            (Some(b), Err(e)) if e.starts_with(NO_BLOCK_ROOM) => b,
+            (_, Err(e)) if e.contains("gpu_memory_utilization") => {
+                return Err(self.err_at(&["memory", "gpu_memory_utilization"], e));
+            }
+            (_, Err(e)) => return Err(self.err_at(&["model"], e)),
+            (None, Ok(b)) => b,
+        })
+    }
+
+    /// `[cost]` checked: the analytic model's parameters, or the profile model's tables and
+    /// directory.
+    pub(super) fn resolve_cost(
+        &self,
+        s: &Scenario,
+        model: &ModelSpec,
+        gpu: &GpuSpec,
+    ) -> Result<CostParts> {
+        let mut cost_profile = None;
+        let analytic_params = match &s.cost {
+            CostSpec::Constant { iteration_s } => {
+                if !(iteration_s.is_finite() && *iteration_s >= 0.0) {
+                    return Err(self.err_at(
+                        &["cost", "iteration_s"],
+                        format!(
+                            "[cost] iteration_s must be a finite number ≥ 0, got {iteration_s}"
+                        ),
+                    ));
+                }
+                None
+            }
+            CostSpec::Linear(lc) => {
+                lc.validate().map_err(|e| self.wrap(e))?;
+                None
+            }
+            CostSpec::Analytic { params } => {
+                let p = analytic_params_for(&s.gpu, params.as_ref())
+                    .map_err(|e| self.err_at(&["cost", "params"], e))?;
+                AnalyticCost::new(model.clone(), gpu.clone(), s.tp, p.clone())
+                    .map_err(|e| self.wrap(e))?;
+                Some(p)
+            }
+            CostSpec::Profile {
+                path,
+                mode,
+                iteration_overhead_s,
+            } => {
+                let dir = self.rel(path);
+                let profile = self.load_profile(&dir, &s.gpu, "[cost]")?;
+                let tables = ProfileTables::new(
+                    &profile,
+                    &s.model,
+                    model,
+                    s.tp,
+                    *mode,
+                    *iteration_overhead_s,
+                )
+                .map_err(|e| self.err(format!("[cost] profile {}: {e}", dir.display())))?;
+                cost_profile = Some((std::sync::Arc::new(tables), dir));
+                None
+            }
+        };
+        Ok((analytic_params, cost_profile))
+    }
+
+    /// Bytes of one KV block (whole replica), refused when they overflow 64 bits.
+    pub(super) fn kv_block_bytes(&self, s: &Scenario, model: &ModelSpec) -> Result<u64> {
+        let m = &s.memory;
+        model
+            .kv_bytes_per_token()
+            .checked_mul(m.block_tokens as u64)
+            .ok_or_else(|| {
+                self.err(format!(
+                    "[memory] block_tokens = {}: a KV block of {} bytes per token × {} tokens does not fit in 64 bits; use fewer tokens per block",
+                    m.block_tokens,
+                    model.kv_bytes_per_token(),
+                    m.block_tokens
+                ))
+            })
+    }
+
+    /// The PCIe swap model from `[swap]`; its errors name the key at fault.
+    pub(super) fn resolve_swap(
+        &self,
+        s: &Scenario,
+        gpu: &GpuSpec,
+        kv_layout: crate::swap::KvLayout,
+        stage_layers: u32,
+    ) -> Result<crate::swap::PcieSwap> {
+        crate::swap::PcieSwap::resolve(
+            &s.swap,
+            gpu.pcie_bytes_per_s,
+            s.tp * s.pp,
+            kv_layout,
+            stage_layers,
+        )
+        .map_err(|e| match e {
+            SimError::Config(m) => {
+                let w = &s.swap;
+                let bad = [
+                    ("per_call_s", w.per_call_s),
+                    ("per_block_s", w.per_block_s),
+                    ("latency_s", w.latency_s),
+                ]
+                .into_iter()
+                .find(|(_, v)| matches!(v, Some(v) if !(v.is_finite() && *v >= 0.0)))
+                .map(|(k, _)| k);
+                match bad {
+                    Some(k) => self.err_at(&["swap", k], m),
+                    None => self.err_at(&["swap"], m),
+                }
+            }
+            other => other,
+        })
     }
 }

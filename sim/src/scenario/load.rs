@@ -128,6 +128,14 @@ impl Loaded {
         }
     }
 
+    /// A catalogue or parameter-parser error (`Config`) as an error of this scenario file.
+    pub(super) fn wrap(&self, e: SimError) -> SimError {
+        match e {
+            SimError::Config(m) => self.err(m),
+            other => other,
+        }
+    }
+
     /// An error about the key at `path` (tables, then the key): names its line when the file
     /// has it.
     pub(super) fn err_at(&self, path: &[&str], msg: impl Into<String>) -> SimError {

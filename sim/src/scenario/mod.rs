@@ -8,6 +8,8 @@ mod load;
 mod resolve;
 mod resolved;
 mod schema;
+mod tables;
+mod trace_source;
 
 pub use hardware::{analytic_params_for, kv_blocks_from_memory};
 pub use load::{Loaded, MAX_NAME_CHARS, check_name, line_of_key, load, parse};
