@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One Vidur run: run_vidur_one.sh POLICY RATE  (POLICY = vllm | orca). Needs $PY (a Python with
+# One Vidur run: run_vidur_one.sh POLICY RATE  (POLICY = vllm | orca | sarathi). Needs $PY (a Python with
 # vidur==0.0.26) and the work/ folder made by run.sh.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -22,7 +22,10 @@ case "$policy" in
   vllm) sched=(--replica_scheduler_config_type vllm --vllm_scheduler_config_batch_size_cap 128
                --vllm_scheduler_config_max_tokens_in_batch 4096) ;;
   orca) sched=(--replica_scheduler_config_type orca --orca_scheduler_config_batch_size_cap 128) ;;
-  *) echo "policy must be vllm or orca" >&2; exit 2 ;;
+  # Sarathi-Serve: Vidur's defaults (chunk 512, batch cap 128), the paper's strict-SLO budget.
+  sarathi) sched=(--replica_scheduler_config_type sarathi --sarathi_scheduler_config_batch_size_cap 128
+                  --sarathi_scheduler_config_chunk_size 512) ;;
+  *) echo "policy must be vllm, orca or sarathi" >&2; exit 2 ;;
 esac
 WANDB_MODE=disabled "$PY" "$HERE/vidur_offline.py" --work "$WORK" "${fix[@]}" -- \
   --seed 0 \
