@@ -375,6 +375,7 @@ fn hostile_scenarios_exit_cleanly_from_every_entry_point() {
     }
 }
 
+// Long on purpose: every corpus file through one entry point after another.
 /// Every corpus file through every entry point that reads user input.
 #[test]
 fn fuzz_corpus_exits_cleanly_from_every_entry_point() {

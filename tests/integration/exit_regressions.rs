@@ -42,6 +42,7 @@ fn run_scenario(w: &Workdir, text: &str) -> CliResult {
     ])
 }
 
+// Long on purpose: one flat table of catalogue fields, each set to 0 in turn.
 /// A catalogue model with 0 layers, hidden, heads, kv_heads or dtype_bytes divided by zero
 /// (exit 101); now the catalogue is validated on load and the error names the file, the line,
 /// the model and the field.

@@ -88,6 +88,7 @@ fn simulate_case(c: &Case) -> Result<(Rec, Vec<TraceRow>), String> {
     Ok((rec, rows))
 }
 
+// Long on purpose: one invariant after another over the same recorded run.
 fn check_case(c: &Case) -> Result<(), TestCaseError> {
     let (rec, rows) =
         simulate_case(c).map_err(|e| TestCaseError::fail(format!("run failed: {e}")))?;

@@ -172,6 +172,7 @@ fn pipeline_keeps_two_micro_batches_in_flight_by_hand() {
     );
 }
 
+// Long on purpose: the cluster run and the two single-replica runs it is compared with.
 /// A heterogeneous cluster: `[[replica_groups]]` of one OPT-13B replica on an A100-80GB and one on
 /// two H100-80GB (TP 2), analytic cost, round-robin. The replicas never interact, so each
 /// request's timeline must equal the single-replica run of its half of the trace on that group's

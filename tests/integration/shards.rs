@@ -62,6 +62,7 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+// Long on purpose: one end-to-end flow (sweep, three shards, merge, byte comparison).
 #[test]
 fn sharded_sweep_merges_into_the_unsharded_sweep_byte_for_byte() {
     let w = Workdir::new();
@@ -209,6 +210,7 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
+// Long on purpose: one case per way of tampering with a shard, on the same fixture.
 /// `merge` checks each row of shard.json (one CSV record of the header's width, consistent with
 /// the run it claims and with the shard's sweep.csv) and refuses symbolic links in a shard.
 #[test]

@@ -45,6 +45,7 @@ pub struct SweepArgs {
     pub shard: Option<crate::shard::Shard>,
 }
 
+// Long on purpose: the sweep pipeline in order (expand, check, stage, run, write, commit).
 pub(super) fn sweep_cmd(a: SweepArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     // Ctrl-C stops every run at its next event; the sweep then writes nothing (its temporary
     // directory is removed) and exits 130: a sweep.csv of cut-short runs would mislead.
