@@ -4,29 +4,47 @@
 //! - [`invariants`]: property tests of engine invariants over random small traces;
 //! - [`queueing`]: agreement with M/G/1 queueing theory: FCFS, SRPT, FB/LAS, SJF (run with `--release`);
 //! - [`determinism`]: same scenario + seed ⇒ byte-identical outputs;
-//! - [`memory`]: hand-computed swap timings and property tests of the KV memory hierarchy;
+//! - [`memory`]: hand-computed swap timings of the KV memory hierarchy; [`memory_props`]: its
+//!   property tests; [`kv_timeline`]: KV usage sampling;
+//! - [`policies`]: every policy finishes every request, fast-forward equals stepping;
+//!   [`policies_mlfq`] and [`policies_size`]: hand-computed scenarios of each policy mechanism;
+//! - [`cluster`]: replicas and routers; [`parallelism`]: tensor and pipeline parallelism and
+//!   replica groups; [`shards`]: sharded sweeps and `merge`;
 //! - [`cli`]: user errors (exit 2, one line, no partial output) and the help/list commands;
+//!   [`cli_scenario`]: the same for bad scenario files;
 //! - [`exit_codes`]: the fuzz corpus and hostile scenarios through every entry point (exit codes
-//!   0, 1, 2 or 130 only, no panic), and the regression tests of the crashes they found;
+//!   0, 1, 2 or 130 only, no panic); [`exit_regressions`]: the regression tests of the crashes
+//!   they found;
+//! - [`fuzz`]: byte fuzzing of every reader of user files; [`overload`]: overload detection and
+//!   streaming in bounded memory;
 //! - [`interrupt`]: Ctrl-C and SIGTERM during `run` and `sweep` in a real child process (exit
 //!   130/143, no half-written directory), and the debris of a killed sweep cleaned up;
 //! - [`outputs`]: output paths never lose a user's files (`--force`, inputs, scenario names).
 
 mod cli;
+mod cli_scenario;
 mod cluster;
 mod determinism;
 mod exit_codes;
+mod exit_regressions;
 mod fuzz;
 mod golden;
 mod interrupt;
 mod invariants;
+mod kv_timeline;
 mod layers;
 mod live;
 mod memory;
+mod memory_props;
 mod micro;
 mod outputs;
+mod overload;
+mod parallelism;
 mod policies;
+mod policies_mlfq;
+mod policies_size;
 mod queueing;
+mod shards;
 mod slo;
 mod stability;
 mod support;

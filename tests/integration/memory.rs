@@ -1,8 +1,7 @@
 //! KV memory hierarchy: hand-computed swap timings (one swap-out and one swap-in of known size,
 //! overlapped with compute or stalling it), quantized offload, recompute fallback without a host
-//! pool, `kv_timeline` sampling, and property tests of the memory invariants over random traces
-//! for every swap-capable policy (`mlfq`, `skip-join-mlfq` in each offload mode, `srpt`, `alise`
-//! reactive and EWT, `ltr`), offloaded KV at 16/8/4 bits, host pools from none to ample.
+//! pool under every swap-capable policy; and the engine recorder that [`crate::kv_timeline`],
+//! [`crate::memory_props`] and [`crate::swap_modes`] run through.
 //!
 //! Every run drives [`servesim::engine::simulate`] with an [`Observer`] that asks for memory
 //! snapshots ([`Observer::wants_memory`]): the engine then reports its pools and every request's
@@ -11,7 +10,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use proptest::prelude::*;
 use servesim::cost::constant::ConstantCost;
 use servesim::cost::{BatchShape, CostModel};
 use servesim::engine::{
@@ -88,7 +86,7 @@ pub(crate) fn limits(batch: u32) -> Limits {
     }
 }
 
-fn run(s: Setup, rows: &[TraceRow]) -> Result<Rec, String> {
+pub(crate) fn run(s: Setup, rows: &[TraceRow]) -> Result<Rec, String> {
     run_timed(s, SwapTiming::OVERLAP, rows)
 }
 
@@ -480,12 +478,12 @@ fn alise_defaults_to_ewt_and_8_bit_offload_with_switches() {
 
 /// A swap-capable policy and its `[policies.NAME]` table.
 #[derive(Debug, Clone)]
-struct Pol {
-    name: &'static str,
-    table: &'static str,
+pub(crate) struct Pol {
+    pub(crate) name: &'static str,
+    pub(crate) table: &'static str,
 }
 
-const SWAP_POLICIES: &[Pol] = &[
+pub(crate) const SWAP_POLICIES: &[Pol] = &[
     Pol {
         name: "mlfq",
         table: "",
@@ -532,7 +530,7 @@ const SWAP_POLICIES: &[Pol] = &[
     },
 ];
 
-fn build(p: &Pol, iteration_s: f64, lim: Limits) -> Box<dyn Policy> {
+pub(crate) fn build(p: &Pol, iteration_s: f64, lim: Limits) -> Box<dyn Policy> {
     let cost: Arc<dyn CostModel> = Arc::new(ConstantCost { iteration_s });
     let env = PolicyEnv { limits: lim, cost };
     let table: toml::Value = toml::from_str(p.table).unwrap();
@@ -542,7 +540,7 @@ fn build(p: &Pol, iteration_s: f64, lim: Limits) -> Box<dyn Policy> {
         .0
 }
 
-fn offload_bits(bits: u32) -> KvOffload {
+pub(crate) fn offload_bits(bits: u32) -> KvOffload {
     KvOffload::resolve(&SwapSpec {
         kv_offload_bits: Some(bits),
         ..Default::default()
@@ -599,342 +597,3 @@ fn zero_host_memory_degrades_to_recompute() {
 
 // ---------------------------------------------------------------------------------------------
 // kv_timeline sampling.
-
-/// Samples sit at exact multiples of the interval, cover 0 … makespan, count every unfinished
-/// request once, and do not change the run.
-#[test]
-fn kv_samples_are_exact_multiples_and_change_nothing() {
-    let p = &SWAP_POLICIES[3];
-    let mk = |sample_ns| {
-        let lim = limits(2);
-        Setup {
-            policy: build(p, 0.01, lim),
-            iteration_s: 0.01,
-            block_tokens: 4,
-            kv_blocks: 12,
-            host_blocks: 16,
-            block_bytes: MIB,
-            swap: pcie(1e-4, 2e8, 2e8),
-            offload: KvOffload::default(),
-            limits: lim,
-            sample_ns,
-        }
-    };
-    let rows: Vec<TraceRow> = (0..12)
-        .map(|i| {
-            row(
-                i,
-                i * 7_000_000,
-                6 + (i as u32 * 5) % 13,
-                3 + (i as u32 * 7) % 17,
-            )
-        })
-        .collect();
-    let plain = run(mk(0), &rows).unwrap();
-    let step = 3_000_000;
-    let sampled = run(mk(step), &rows).unwrap();
-    assert!(plain.samples.is_empty());
-    assert_eq!(plain.completions, sampled.completions);
-    assert_eq!(plain.iterations, sampled.iterations);
-    assert_eq!(plain.transfers, sampled.transfers);
-    let makespan = sampled
-        .completions
-        .iter()
-        .map(|c| c.finish_ns)
-        .max()
-        .unwrap();
-    let times: Vec<Ns> = sampled.samples.iter().map(|s| s.time_ns).collect();
-    let expected: Vec<Ns> = (0..=makespan / step).map(|k| k * step).collect();
-    assert_eq!(times, expected);
-    // The state at an instant: unfinished = arrived − finished by then (right-continuous).
-    for s in &sampled.samples {
-        let arrived = rows.iter().filter(|r| r.arrival_ns <= s.time_ns).count() as u32;
-        let done = sampled
-            .completions
-            .iter()
-            .filter(|c| c.finish_ns <= s.time_ns)
-            .count() as u32;
-        assert_eq!(s.running + s.waiting + s.swapped, arrived - done, "{s:?}");
-        assert!(s.running <= 2 && s.gpu_blocks_used <= 12 && s.host_blocks_used <= 16);
-    }
-    assert!(
-        sampled.samples.iter().any(|s| s.swapped > 0),
-        "no swap in the case"
-    );
-    assert!(
-        sampled
-            .samples
-            .iter()
-            .any(|s| s.running > 0 && s.waiting > 0)
-    );
-}
-
-/// `servesim run` writes `kv_timeline.csv` with the documented header (1 s default), and
-/// `kv_timeline_interval_s = 0` turns it off; bad values are config errors naming the field.
-#[test]
-fn kv_timeline_csv_through_the_cli() {
-    let w = Workdir::new();
-    let base = "name = \"t\"\nmodel = \"opt-13b\"\ngpu = \"a100-40gb\"\n\
-        [trace]\narrival = \"constant\"\nrate_per_s = 2.0\nnum_requests = 20\n\
-        input_lengths = { dist = \"uniform\", min = 10, max = 200 }\n\
-        output_lengths = { dist = \"uniform\", min = 10, max = 200 }\n\
-        [cost]\nmodel = \"constant\"\niteration_s = 0.02\n\
-        [scheduler]\npolicy = \"skip-join-mlfq\"\nmax_batch_size = 4\n\
-        [policies.skip-join-mlfq]\noffload = \"paper\"\n";
-    let out = w.path("o");
-    let run_with = |extra: &str| {
-        let scn = w.write("s.toml", format!("{base}{extra}"));
-        let r = crate::support::cli([
-            "run",
-            scn.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--quiet",
-        ]);
-        (r.code, r.stdout, r.stderr)
-    };
-    let (code, _, e) = run_with("");
-    assert_eq!(code, 0, "{e}");
-    let csv = std::fs::read_to_string(out.join("kv_timeline.csv")).unwrap();
-    let mut lines = csv.lines();
-    assert_eq!(
-        lines.next().unwrap(),
-        "time_s,replica,gpu_blocks_used,host_blocks_used,running,waiting,swapped"
-    );
-    let first: Vec<&str> = lines.next().unwrap().split(',').collect();
-    assert_eq!(first[..2], ["0.000000000", "0"]);
-    let second: Vec<&str> = lines.next().unwrap().split(',').collect();
-    assert_eq!(second[0], "1.000000000");
-    let (code, _, e) = run_with("[output]\nkv_timeline_interval_s = 0\n");
-    assert_eq!(code, 0, "{e}");
-    assert!(!out.join("kv_timeline.csv").exists());
-    for (extra, field) in [
-        (
-            "[output]\nkv_timeline_interval_s = -1.0\n",
-            "kv_timeline_interval_s",
-        ),
-        ("[swap]\nkv_offload_bits = 2\n", "kv_offload_bits"),
-        (
-            "[swap]\nkv_quant_s_per_byte = -1e-12\n",
-            "kv_quant_s_per_byte",
-        ),
-    ] {
-        let (code, _, e) = run_with(extra);
-        assert_eq!(code, 2, "{extra}");
-        assert!(e.contains(field), "{extra}: {e}");
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Property tests.
-
-#[derive(Debug, Clone)]
-struct Case {
-    pol: usize,
-    bits: u32,
-    host_blocks: u32,
-    extra_blocks: u32,
-    batch: u32,
-    /// Bandwidth in bytes/s (the same both ways) — slow links keep copies in flight across
-    /// several iterations.
-    bw: f64,
-    rows: Vec<(u64, u32, u32)>,
-}
-
-fn case_strategy() -> impl Strategy<Value = Case> {
-    (
-        0..SWAP_POLICIES.len(),
-        prop::sample::select(vec![16u32, 8, 4]),
-        prop_oneof![Just(0u32), 1u32..8, 8u32..64],
-        0u32..12,
-        1u32..6,
-        prop::sample::select(vec![5e7, 2e8, 1e9, 1e10]),
-        prop::collection::vec((0u64..8, 1u32..40, 1u32..30), 1..24),
-    )
-        .prop_map(
-            |(pol, bits, host_blocks, extra_blocks, batch, bw, rows)| Case {
-                pol,
-                bits,
-                host_blocks,
-                extra_blocks,
-                batch,
-                bw,
-                rows,
-            },
-        )
-}
-
-const BLOCK_TOKENS: u32 = 4;
-const ITER_S: f64 = 0.01;
-
-fn simulate_case(c: &Case) -> Result<(Rec, Vec<TraceRow>), String> {
-    let mut t = 0;
-    let rows: Vec<TraceRow> = c
-        .rows
-        .iter()
-        .enumerate()
-        .map(|(i, &(gap, input, output))| {
-            // Gaps in quarter iterations: arrivals often land on iteration boundaries.
-            t += gap * 2_500_000;
-            row(i as u64, t, input, output)
-        })
-        .collect();
-    let need = rows
-        .iter()
-        .map(|r| (r.input_tokens + r.output_tokens - 1).div_ceil(BLOCK_TOKENS))
-        .max()
-        .unwrap();
-    let lim = limits(c.batch);
-    let rec = run(
-        Setup {
-            policy: build(&SWAP_POLICIES[c.pol], ITER_S, lim),
-            iteration_s: ITER_S,
-            block_tokens: BLOCK_TOKENS,
-            kv_blocks: need + c.extra_blocks,
-            host_blocks: c.host_blocks,
-            block_bytes: MIB,
-            swap: pcie(1e-4, c.bw, c.bw),
-            offload: offload_bits(c.bits),
-            limits: lim,
-            sample_ns: 7_000_000,
-        },
-        &rows,
-    )?;
-    Ok((rec, rows))
-}
-
-fn check_case(c: &Case) -> Result<(), TestCaseError> {
-    let (rec, rows) =
-        simulate_case(c).map_err(|e| TestCaseError::fail(format!("run failed: {e}")))?;
-    let q = offload_bits(c.bits);
-    prop_assert_eq!(
-        rec.completions.len(),
-        rows.len(),
-        "not every request finished"
-    );
-    prop_assert!(!rec.snapshots.is_empty());
-    for s in &rec.snapshots {
-        // Conservation: used + free = capacity in both pools, and the pools' used blocks are
-        // exactly what the requests hold; never over capacity.
-        prop_assert_eq!(s.gpu_used + s.gpu_free, s.gpu_capacity, "{:?}", s);
-        prop_assert_eq!(s.host_used + s.host_free, s.host_capacity, "{:?}", s);
-        prop_assert_eq!(s.gpu_held, s.gpu_used as u64, "{:?}", s);
-        prop_assert_eq!(s.host_held, s.host_used as u64, "{:?}", s);
-        prop_assert_eq!(s.host_expected, s.host_used as u64, "{:?}", s);
-        prop_assert!(s.gpu_used <= s.gpu_capacity && s.host_used <= s.host_capacity);
-        prop_assert!(s.batch.len() <= c.batch as usize);
-        // Nobody executes without its KV resident on the GPU: a member is a prefill, resident
-        // (its last copy done before the start), or a reactive swap-in that lands no later
-        // than the iteration's end; and it holds the blocks its next token needs.
-        for m in &s.batch {
-            prop_assert!(m.blocks >= m.needed_blocks, "{:?} in {:?}", m, s);
-            match (m.kv_loc, m.kv_ready_ns) {
-                (KvLoc::None, None) => {}
-                (KvLoc::Gpu, Some(t)) => prop_assert!(t <= s.start_ns, "{:?}", m),
-                (KvLoc::SwappingIn, Some(t)) => prop_assert!(t <= s.end_ns, "{:?}", m),
-                other => prop_assert!(false, "batch member {:?} with KV at {:?}", m.id, other),
-            }
-        }
-    }
-    // Every swap-in follows a completed swap-out of the same request; copies alternate; sizes
-    // follow the offload format; no copy at all without a host pool.
-    if c.host_blocks == 0 {
-        prop_assert!(rec.transfers.is_empty());
-    }
-    let mut last: HashMap<u64, &TransferRecord> = HashMap::new();
-    let mut free_at = [0; 2];
-    for t in &rec.transfers {
-        prop_assert_eq!(t.bytes, q.wire_bytes(t.gpu_blocks as u64 * MIB));
-        prop_assert_eq!(t.host_blocks, q.host_blocks_for(t.gpu_blocks));
-        prop_assert!(t.start_ns >= t.queued_ns && t.end_ns > t.start_ns);
-        // One FIFO per direction: a copy starts when the previous one of its direction ends.
-        let k = (t.dir == Direction::HostToDevice) as usize;
-        prop_assert_eq!(t.start_ns, t.queued_ns.max(free_at[k]));
-        free_at[k] = t.end_ns;
-        match (t.dir, last.get(&t.id)) {
-            (Direction::DeviceToHost, None) => {}
-            (Direction::DeviceToHost, Some(p)) => {
-                prop_assert_eq!(
-                    p.dir,
-                    Direction::HostToDevice,
-                    "two swap-outs in a row: {:?}",
-                    t
-                );
-                prop_assert!(t.queued_ns >= p.end_ns);
-            }
-            (Direction::HostToDevice, Some(p)) => {
-                prop_assert_eq!(
-                    p.dir,
-                    Direction::DeviceToHost,
-                    "swap-in without swap-out: {:?}",
-                    t
-                );
-                prop_assert!(
-                    t.queued_ns >= p.end_ns,
-                    "swap-in before its swap-out landed"
-                );
-                prop_assert_eq!(t.gpu_blocks, p.gpu_blocks);
-            }
-            (Direction::HostToDevice, None) => {
-                prop_assert!(false, "swap-in of {} that was never swapped out", t.id)
-            }
-        }
-        last.insert(t.id, t);
-    }
-    let gpu_capacity = rec.snapshots[0].gpu_capacity;
-    for s in &rec.samples {
-        prop_assert!(s.gpu_blocks_used <= gpu_capacity);
-        prop_assert!(s.host_blocks_used <= c.host_blocks);
-        prop_assert!(s.running <= c.batch);
-    }
-    Ok(())
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
-
-    #[test]
-    fn memory_invariants_hold_for_every_swap_policy(c in case_strategy()) {
-        check_case(&c)?;
-    }
-}
-
-/// The properties are not vacuous: over a fixed set of tight cases, swaps (both ways),
-/// quantized copies and reactive stalls all happen.
-#[test]
-fn property_cases_exercise_swapping() {
-    let mut saw = (0usize, 0usize, 0usize);
-    for pol in 0..SWAP_POLICIES.len() {
-        for bits in [16, 4] {
-            let c = Case {
-                pol,
-                bits,
-                host_blocks: 40,
-                extra_blocks: 2,
-                batch: 3,
-                bw: 2e8,
-                rows: (0..16)
-                    .map(|i| (i % 3, 10 + (i as u32 * 11) % 29, 5 + (i as u32 * 13) % 24))
-                    .collect(),
-            };
-            check_case(&c).unwrap_or_else(|e| panic!("{c:?}: {e}"));
-            let (rec, _) = simulate_case(&c).unwrap();
-            saw.0 += rec
-                .transfers
-                .iter()
-                .filter(|t| t.dir == Direction::HostToDevice)
-                .count();
-            saw.1 += rec
-                .transfers
-                .iter()
-                .filter(|t| bits == 4 && t.host_blocks < t.gpu_blocks)
-                .count();
-            saw.2 += rec
-                .completions
-                .iter()
-                .filter(|c| c.swap_stall_ns > 0)
-                .count();
-        }
-    }
-    assert!(saw.0 > 0 && saw.1 > 0 && saw.2 > 0, "{saw:?}");
-}

@@ -44,22 +44,7 @@ fn draw_capacity<DB: DrawingBackend>(
         .clamp(1e-3, PLOT_MAX_ABS)
         * 1.3;
     let height = |b: &CapacityBar| clamp_to(b.rate_per_s, &(0.0..top));
-    // The title and, under it, the stability rule (drawn here: a caption has one line).
-    let (w, _) = root.dim_in_pixel();
-    let centred = |size: u32, color: RGBColor| {
-        ("sans-serif", size)
-            .into_font()
-            .color(&color)
-            .pos(Pos::new(HPos::Center, VPos::Top))
-    };
-    root.draw(&Text::new(title, (w as i32 / 2, 10), centred(20, BLACK)))
-        .map_err(|x| e(&x))?;
-    root.draw(&Text::new(
-        "a rate counts only if every run is stable: achieved >= 0.95 x offered (work-weighted) and the queue does not grow over the last half",
-        (w as i32 / 2, 38),
-        centred(12, RGBColor(90, 90, 90)),
-    ))
-    .map_err(|x| e(&x))?;
+    draw_titles(root, title)?;
     let mut chart = ChartBuilder::on(root)
         .margin(12)
         .margin_top(62)
@@ -101,40 +86,81 @@ fn draw_capacity<DB: DrawingBackend>(
         .color(&BLACK)
         .pos(Pos::new(HPos::Center, VPos::Bottom));
     for (i, b) in bars.iter().enumerate() {
-        let label = if b.bracket == crate::capacity::Bracket::Below {
-            "below every probed rate".to_string()
-        } else if b.bracket == crate::capacity::Bracket::Above {
-            format!("> {:.3} (bracket never closed)", b.rate_per_s)
-        } else if base > 0.0 {
-            format!("{:.3} ({:.2}x)", b.rate_per_s, b.rate_per_s / base)
-        } else {
-            format!("{:.3}", b.rate_per_s)
-        };
+        let label = bar_label(b, base);
         // Pixel position above the bar (the root area's origin is the image's).
         let at = chart.backend_coord(&(SegmentValue::CenterOf(&names[i]), height(b)));
         root.draw(&Text::new(label, (at.0, at.1 - 6), style.clone()))
             .map_err(|x| e(&x))?;
         if b.unstable_probes > 0 {
-            // Two short lines, so that the note stays within its bar's slot.
-            let small = ("sans-serif", 12)
-                .into_font()
-                .color(&RGBColor(90, 90, 90))
-                .pos(Pos::new(HPos::Center, VPos::Bottom));
-            let lines = [
-                format!("{} faster probe(s)", b.unstable_probes),
-                "met it, unstable".to_string(),
-            ];
-            for (k, line) in lines.into_iter().enumerate() {
-                root.draw(&Text::new(
-                    line,
-                    (at.0, at.1 - 38 + 14 * k as i32),
-                    small.clone(),
-                ))
-                .map_err(|x| e(&x))?;
-            }
+            draw_unstable_note(root, at, b.unstable_probes)?;
         }
     }
     root.present().map_err(|x| e(&x))?;
+    Ok(())
+}
+
+/// The title and, under it, the stability rule (drawn here: a caption has one line).
+fn draw_titles<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+) -> std::result::Result<(), String> {
+    let e = |x: &dyn std::fmt::Display| x.to_string();
+    let (w, _) = root.dim_in_pixel();
+    let centred = |size: u32, color: RGBColor| {
+        ("sans-serif", size)
+            .into_font()
+            .color(&color)
+            .pos(Pos::new(HPos::Center, VPos::Top))
+    };
+    root.draw(&Text::new(title, (w as i32 / 2, 10), centred(20, BLACK)))
+        .map_err(|x| e(&x))?;
+    root.draw(&Text::new(
+        "a rate counts only if every run is stable: achieved >= 0.95 x offered (work-weighted) and the queue does not grow over the last half",
+        (w as i32 / 2, 38),
+        centred(12, RGBColor(90, 90, 90)),
+    ))
+    .map_err(|x| e(&x))?;
+    Ok(())
+}
+
+/// The label over a bar: its rate and its ratio to the first bar's `base`, or what an open
+/// bracket means.
+fn bar_label(b: &CapacityBar, base: f64) -> String {
+    if b.bracket == crate::capacity::Bracket::Below {
+        "below every probed rate".to_string()
+    } else if b.bracket == crate::capacity::Bracket::Above {
+        format!("> {:.3} (bracket never closed)", b.rate_per_s)
+    } else if base > 0.0 {
+        format!("{:.3} ({:.2}x)", b.rate_per_s, b.rate_per_s / base)
+    } else {
+        format!("{:.3}", b.rate_per_s)
+    }
+}
+
+/// How many faster probes met the target but were unstable, over the bar's label at pixel `at`:
+/// two short lines, so that the note stays within its bar's slot.
+fn draw_unstable_note<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    at: (i32, i32),
+    unstable_probes: usize,
+) -> std::result::Result<(), String> {
+    let e = |x: &dyn std::fmt::Display| x.to_string();
+    let small = ("sans-serif", 12)
+        .into_font()
+        .color(&RGBColor(90, 90, 90))
+        .pos(Pos::new(HPos::Center, VPos::Bottom));
+    let lines = [
+        format!("{unstable_probes} faster probe(s)"),
+        "met it, unstable".to_string(),
+    ];
+    for (k, line) in lines.into_iter().enumerate() {
+        root.draw(&Text::new(
+            line,
+            (at.0, at.1 - 38 + 14 * k as i32),
+            small.clone(),
+        ))
+        .map_err(|x| e(&x))?;
+    }
     Ok(())
 }
 

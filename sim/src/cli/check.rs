@@ -1,0 +1,91 @@
+//! `servesim check`: compare a sweep's `sweep.csv` with a golden copy within a relative
+//! tolerance (exit 1 on moved values), or bless the golden file from it.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use super::Regression;
+use crate::error::SimError;
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// A sweep directory (or its sweep.csv).
+    pub sweep: PathBuf,
+    /// The golden sweep.csv to compare with.
+    #[arg(long, value_name = "FILE")]
+    pub golden: PathBuf,
+    /// Relative tolerance for numeric cells (default 0: exact; runs are deterministic).
+    #[arg(long, default_value_t = 0.0, value_name = "REL")]
+    pub rel_tol: f64,
+    /// Rewrite the golden file with the sweep's sweep.csv.
+    #[arg(long)]
+    pub bless: bool,
+}
+
+pub(super) fn check_cmd(
+    a: CheckArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let actual = if a.sweep.is_dir() {
+        a.sweep.join("sweep.csv")
+    } else {
+        a.sweep.clone()
+    };
+    if !(a.rel_tol.is_finite() && a.rel_tol >= 0.0) {
+        return Err(SimError::config("--rel-tol must be a finite number ≥ 0").into());
+    }
+    if a.bless {
+        let bytes = std::fs::read(&actual).map_err(|e| SimError::Io {
+            path: actual.clone(),
+            msg: format!("cannot read: {e}"),
+        })?;
+        // A golden file is a sweep.csv copy: never bless onto a scenario, a summary.json, ….
+        if a.golden.exists() && a.golden.extension().is_none_or(|x| x != "csv") {
+            return Err(SimError::Io {
+                path: a.golden.clone(),
+                msg: "--golden with --bless must be a .csv file (a copy of sweep.csv); refusing to overwrite another kind of file".into(),
+            }
+            .into());
+        }
+        // Staged: blessing a file with itself (or an error half-way) never truncates it.
+        crate::output::write_file(&a.golden, &bytes, &[])?;
+        writeln!(
+            out,
+            "blessed {} from {}",
+            a.golden.display(),
+            actual.display()
+        )?;
+        return Ok(());
+    }
+    let crate::check::Comparison {
+        moved,
+        unchecked_columns,
+    } = crate::check::compare(&actual, &a.golden, a.rel_tol)?;
+    if !unchecked_columns.is_empty() {
+        writeln!(
+            err,
+            "note: {} has column(s) the golden file lacks, not compared: {} (re-bless to include them)",
+            actual.display(),
+            unchecked_columns.join(", ")
+        )?;
+    }
+    if moved.is_empty() {
+        writeln!(
+            out,
+            "ok: {} matches {}",
+            actual.display(),
+            a.golden.display()
+        )?;
+        Ok(())
+    } else {
+        writeln!(
+            err,
+            "regression: {} value(s) moved against {}:\n{}",
+            moved.len(),
+            a.golden.display(),
+            crate::check::report(&moved)
+        )?;
+        Err(Regression.into())
+    }
+}

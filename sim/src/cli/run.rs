@@ -1,0 +1,286 @@
+//! The one-scenario commands: `servesim run` (simulate and write the run directory), `servesim
+//! live` (replay the scenario in real time against the mock executor) and `servesim compare`
+//! (a simulated run directory against a live one).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use super::{Interrupted, check_num_requests, progress_bar};
+use crate::error::SimError;
+use crate::scenario::{Overrides, load};
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Scenario TOML file (see README: "Scenario reference").
+    pub scenario: PathBuf,
+    /// Replace the scenario's trace with this canonical or Vidur CSV.
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+    /// Scheduling policy (see `servesim list`).
+    #[arg(long, value_name = "NAME")]
+    pub policy: Option<String>,
+    /// Arrival rate in requests/s: sets a synthetic trace's rate, or rescales a file trace's
+    /// arrival times to this mean rate (keeping their shape).
+    #[arg(long, value_name = "REQ_PER_S")]
+    pub rate: Option<f64>,
+    /// Seed of every random stream.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Number of requests (synthetic), or the first N rows of a file trace.
+    #[arg(long, value_name = "N")]
+    pub num_requests: Option<u64>,
+    /// Output directory. An existing one is replaced only if servesim wrote it (or it is empty),
+    /// unless --force.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Replace --out even when it exists and was not written by servesim (never a directory
+    /// holding an input or the current directory).
+    #[arg(long)]
+    pub force: bool,
+    /// Do not print the summary table.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Do not write requests.csv (huge runs; summary.json is still exact over every request).
+    #[arg(long)]
+    pub no_requests_csv: bool,
+    /// Step every iteration as its own event instead of fast-forwarding runs of identical decode
+    /// iterations (the reference path; outputs are byte-identical, only slower).
+    #[arg(long)]
+    pub no_fast_forward: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LiveArgs {
+    /// Scenario TOML file.
+    pub scenario: PathBuf,
+    /// Output directory (default results/<scenario name>/<policy>-live/). An existing one is
+    /// replaced only if servesim wrote it (or it is empty), unless --force.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Replace --out even when it exists and was not written by servesim (never a directory
+    /// holding an input or the current directory).
+    #[arg(long)]
+    pub force: bool,
+    /// Use the mock executor (sleeps the cost model's iteration times) instead of the GPU.
+    #[arg(long)]
+    pub mock: bool,
+    /// Wall seconds per scenario second (e.g. 0.01 replays 100× faster; mock only).
+    #[arg(long, value_name = "X", default_value_t = 1.0)]
+    pub time_scale: f64,
+    /// Number of requests (synthetic), or the first N rows of a file trace.
+    #[arg(long, value_name = "N")]
+    pub num_requests: Option<u64>,
+    /// Do not print the summary table.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CompareArgs {
+    /// A directory written by `servesim run`.
+    pub sim_dir: PathBuf,
+    /// A directory written by `servesim live`.
+    pub live_dir: PathBuf,
+    /// Where to write compare.csv (default LIVE_DIR/compare.csv).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Compare even when a run is partial (stopped by Ctrl-C); the output says so.
+    #[arg(long)]
+    pub allow_partial: bool,
+}
+
+pub(super) fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
+    // Installed first and kept until the outputs are written: a Ctrl-C at any point stops the
+    // simulation (if still running) instead of killing the process mid-way, so the output
+    // directory is either absent or complete (marked partial when the run was cut short).
+    let _ctrl_c = crate::interrupt::CtrlC::install();
+    let loaded = load(&a.scenario)?;
+    let o = Overrides {
+        trace: a.trace,
+        policy: a.policy,
+        rate_per_s: a.rate,
+        seed: a.seed,
+        num_requests: a.num_requests,
+    };
+    check_rate(o.rate_per_s)?;
+    check_num_requests(o.num_requests)?;
+    let resolved = loaded.resolve(&o)?;
+    let dest = a.out.unwrap_or_else(|| {
+        PathBuf::from("results")
+            .join(&resolved.scenario.name)
+            .join(&resolved.scenario.scheduler.policy)
+    });
+    // Claimed before the simulation: a refused or concurrently written --out fails at once.
+    let staged = crate::output::StagedDir::new(
+        &dest,
+        &crate::output::Replace::new(a.force, resolved.input_paths()),
+    )?;
+    let pb = progress_bar(crate::run::expected_requests(&resolved));
+    let pb2 = pb.clone();
+    let started = Instant::now(); // allow-wall-clock: timing.json only, outside the simulation
+    let result = crate::run::run_interruptible(
+        &resolved,
+        Some(Box::new(move |n| {
+            if n % 1024 == 0 {
+                pb2.set_position(n)
+            }
+        })),
+        !a.no_fast_forward,
+    );
+    pb.finish_and_clear();
+    let (output, partial) = result?;
+    let wall_s = started.elapsed().as_secs_f64();
+    let timing = timing_json(&output, wall_s);
+    let dir = crate::output::write_run_with(
+        staged,
+        &output,
+        &crate::run::config_json(&resolved),
+        &timing,
+        partial,
+        !a.no_requests_csv,
+    )?;
+    if let Some(t) = output.kv_timeline_cut_at_ns {
+        writeln!(
+            err,
+            "warning: kv_timeline.csv holds its first {} rows only (samples from {} s on were left out); raise [output] kv_timeline_interval_s",
+            crate::run::KV_TIMELINE_MAX_ROWS,
+            crate::vocab::time::ns_to_s(t)
+        )?;
+    }
+    if partial {
+        return Err(Interrupted(format!(
+            "{} stopped the run after {} completed requests; partial results in {} (summary.json \"partial\": true, PARTIAL)",
+            crate::interrupt::signal_name(),
+            output.summary.requests,
+            dir.display()
+        ))
+        .into());
+    }
+    if !a.quiet {
+        write!(out, "{}", crate::metrics::table(&output.summary))?;
+        writeln!(
+            out,
+            "simulated in {wall_s:.3} s wall; outputs in {}",
+            dir.display()
+        )?;
+    }
+    Ok(())
+}
+
+/// `--rate`, when given, must be a finite number > 0.
+fn check_rate(rate: Option<f64>) -> Result<(), SimError> {
+    if let Some(r) = rate
+        && !(r.is_finite() && r > 0.0)
+    {
+        return Err(SimError::config(format!(
+            "--rate must be a finite number > 0, got {}",
+            crate::error::num(r)
+        )));
+    }
+    Ok(())
+}
+
+/// The `timing.json` of a run that took `wall_s` seconds of wall-clock time.
+fn timing_json(output: &crate::run::RunOutput, wall_s: f64) -> serde_json::Value {
+    serde_json::json!({
+        "wall_s": wall_s,
+        "simulated_requests_per_wall_s": output.summary.requests as f64 / wall_s.max(1e-9),
+        "iterations_per_wall_s": output.stats.iterations as f64 / wall_s.max(1e-9),
+        "events_per_wall_s": output.stats.events as f64 / wall_s.max(1e-9),
+    })
+}
+
+pub(super) fn live_cmd(a: LiveArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    use crate::live::{CtrlC, ExecutorKind, LiveOptions, run_live, write_live};
+    if !a.mock {
+        return Err(SimError::config(crate::live::NO_GPU_EXECUTOR).into());
+    }
+    crate::live::check_time_scale(a.time_scale)?;
+    check_num_requests(a.num_requests)?;
+    let loaded = load(&a.scenario)?;
+    let resolved = loaded.resolve(&Overrides {
+        num_requests: a.num_requests,
+        ..Default::default()
+    })?;
+    let dest = a.out.unwrap_or_else(|| {
+        PathBuf::from("results")
+            .join(&resolved.scenario.name)
+            .join(format!("{}-live", resolved.scenario.scheduler.policy))
+    });
+    let staged = crate::output::StagedDir::new(
+        &dest,
+        &crate::output::Replace::new(a.force, resolved.input_paths()),
+    )?;
+    let opts = LiveOptions {
+        executor: ExecutorKind::Mock,
+        time_scale: a.time_scale,
+        stop: Default::default(),
+    };
+    let output = {
+        let _ctrl_c = CtrlC::install();
+        run_live(&resolved, &opts)?
+    };
+    let dir = write_live(staged, &output, &crate::run::config_json(&resolved), &opts)?;
+    if !a.quiet {
+        write!(out, "{}", crate::metrics::table(&output.run.summary))?;
+        if output.partial {
+            writeln!(
+                out,
+                "PARTIAL: stopped after {} completed requests",
+                output.run.summary.requests
+            )?;
+        }
+        writeln!(
+            out,
+            "ran live (mock executor, time scale {}) in {:.3} s wall; outputs in {}",
+            a.time_scale,
+            output.wall_s,
+            dir.display()
+        )?;
+    }
+    if output.partial {
+        return Err(Interrupted(format!(
+            "{} stopped the live run after {} completed requests; partial results in {} (summary.json \"partial\": true, PARTIAL)",
+            crate::interrupt::signal_name(),
+            output.run.summary.requests,
+            dir.display()
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+pub(super) fn compare_cmd(a: CompareArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    use crate::live::compare::{check_dirs, compare, compare_csv, compare_table};
+    let checked = check_dirs(&a.sim_dir, &a.live_dir, a.allow_partial)?;
+    let rows = compare(&a.sim_dir, &a.live_dir)?;
+    for dir in &checked.partial {
+        writeln!(
+            out,
+            "PARTIAL: {} is a partial run (--allow-partial): its figures cover only the requests that finished",
+            dir.display()
+        )?;
+    }
+    let dest = a.out.unwrap_or_else(|| a.live_dir.join("compare.csv"));
+    // The sim directory, and the files compare reads from the live one (compare.csv goes there).
+    let inputs: Vec<PathBuf> = std::iter::once(a.sim_dir.clone())
+        .chain(
+            [
+                "summary.json",
+                "config.json",
+                "requests.csv",
+                "iterations.csv",
+                "PARTIAL",
+            ]
+            .map(|f| a.live_dir.join(f)),
+        )
+        .collect();
+    crate::output::check_file_dest(&dest, &inputs)?;
+    let mut f = crate::output::StagedFile::new(&dest)?;
+    f.write_all(compare_csv(&rows).as_bytes())?;
+    let dest = f.commit()?;
+    write!(out, "{}", compare_table(&rows))?;
+    writeln!(out, "written to {}", dest.display())?;
+    Ok(())
+}

@@ -1,0 +1,224 @@
+//! `servesim sweep`: expand a sweep file into runs, simulate them in parallel, and write every
+//! run's outputs, `sweep.csv`, `timing.json` and the plots into one staged directory (or one
+//! shard of it).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use super::{Interrupted, check_num_requests, progress_bar, thread_count};
+use crate::metrics::Summary;
+use crate::scenario::Overrides;
+use crate::sweep::SweepRun;
+
+/// Per run, in order: its summary, or the message of the error that failed it.
+type Outcomes = Vec<std::result::Result<Summary, String>>;
+
+#[derive(Debug, clap::Args)]
+pub struct SweepArgs {
+    /// Scenario TOML file with a [sweep] table.
+    pub scenario: PathBuf,
+    /// Parallel runs (default, or 0: number of CPUs; at most the number of runs and 1024).
+    /// Results do not depend on it.
+    #[arg(long, short = 'j', value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Output directory (default results/<scenario name>/sweep). An existing one is replaced
+    /// only if servesim wrote it (or it is empty), unless --force.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Replace --out even when it exists and was not written by servesim (never a directory
+    /// holding an input or the current directory).
+    #[arg(long)]
+    pub force: bool,
+    /// Override the number of requests of every run.
+    #[arg(long, value_name = "N")]
+    pub num_requests: Option<u64>,
+    /// Skip the per-request requests.csv of each run (summaries stay exact).
+    #[arg(long)]
+    pub no_requests_csv: bool,
+    /// Do not draw plots.
+    #[arg(long)]
+    pub no_plots: bool,
+    /// Run only shard I of N (0-based): the runs whose index mod N is I. Writes a shard directory
+    /// (default results/<name>/sweep-shard-I-of-N, no plots) for `servesim merge`.
+    #[arg(long, value_name = "I/N", value_parser = crate::shard::Shard::parse)]
+    pub shard: Option<crate::shard::Shard>,
+}
+
+// Long on purpose: the sweep pipeline in order (expand, check, stage, run, write, commit).
+pub(super) fn sweep_cmd(a: SweepArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    // Ctrl-C stops every run at its next event; the sweep then writes nothing (its temporary
+    // directory is removed) and exits 130: a sweep.csv of cut-short runs would mislead.
+    let _ctrl_c = crate::interrupt::CtrlC::install();
+    check_num_requests(a.num_requests)?;
+    let mut runs = crate::sweep::expand(
+        &a.scenario,
+        &Overrides {
+            num_requests: a.num_requests,
+            ..Default::default()
+        },
+    )?;
+    let name = runs
+        .first()
+        .map(|r| r.resolved.scenario.name.clone())
+        .unwrap_or_default();
+    check_trace_files(&runs)?;
+    let shard = a.shard.map(|s| s.select(&mut runs));
+    let default_dir = shard
+        .as_ref()
+        .map_or("sweep".into(), |s| s.shard.dir_name());
+    let dest = a
+        .out
+        .unwrap_or_else(|| PathBuf::from("results").join(&name).join(default_dir));
+    let mut inputs: Vec<PathBuf> = runs.iter().flat_map(|r| r.resolved.input_paths()).collect();
+    inputs.sort();
+    inputs.dedup();
+    let dir = crate::output::StagedDir::new(&dest, &crate::output::Replace::new(a.force, inputs))?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(thread_count(a.jobs, runs.len()))
+        .build()?;
+    let pb = progress_bar(Some(runs.len() as u64));
+    let started = Instant::now(); // allow-wall-clock: timing.json only, outside the simulation
+    // Ctrl-C is checked between runs too (a run not yet started is skipped: `None`), so a sweep
+    // of many short runs stops promptly.
+    let results: Vec<Option<crate::error::Result<(crate::run::RunOutput, bool)>>> =
+        pool.install(|| {
+            crate::interrupt::par_map_until(&runs, &crate::interrupt::interrupted, &|r| {
+                let o = crate::run::run_interruptible(&r.resolved, None, true);
+                pb.inc(1);
+                o
+            })
+        });
+    pb.finish_and_clear();
+    let (results, stopped) = flatten_results(results);
+    if stopped {
+        return Err(Interrupted(format!(
+            "{} stopped the sweep before every run finished; nothing was written (temporary directory removed)",
+            crate::interrupt::signal_name()
+        ))
+        .into());
+    }
+    let wall_s = started.elapsed().as_secs_f64();
+    let (outcomes, failed) = write_runs(&dir, &runs, results, a.no_requests_csv)?;
+    let csv = match &shard {
+        Some(sh) => {
+            dir.write(
+                "shard.json",
+                sh.manifest(&runs, &outcomes, wall_s).as_bytes(),
+            )?;
+            sh.sweep_csv(&runs, &outcomes)
+        }
+        None => crate::sweep::sweep_csv(&runs, &outcomes),
+    };
+    dir.write("sweep.csv", csv.as_bytes())?;
+    dir.write(
+        "timing.json",
+        crate::output::pretty_json(&serde_json::json!({
+            "wall_s": wall_s,
+            "runs": runs.len(),
+            "jobs": pool.current_num_threads(),
+        }))
+        .as_bytes(),
+    )?;
+    if !a.no_plots && shard.is_none() {
+        crate::plot::plot_sweep(dir.path(), &dir.path().join("plots"))?;
+    }
+    let path = dir.commit()?;
+    writeln!(
+        out,
+        "{} runs ({} failed) in {wall_s:.2} s wall on {} threads; sweep.csv in {}",
+        runs.len(),
+        failed,
+        pool.current_num_threads(),
+        path.display()
+    )?;
+    Ok(())
+}
+
+/// An empty trace or an absolute-time trace file fails every run that reads it: an error up
+/// front (each distinct file, row limit and time limit read once).
+fn check_trace_files(runs: &[SweepRun]) -> anyhow::Result<()> {
+    let mut checked = std::collections::BTreeSet::new();
+    for r in runs {
+        let read_once = match &r.resolved.trace {
+            crate::scenario::TraceSource::File { path, limit, .. } => {
+                checked.insert((path.clone(), *limit, r.resolved.guards.max_sim_ns))
+            }
+            crate::scenario::TraceSource::Synthetic { .. } => true,
+        };
+        if read_once {
+            crate::run::check_trace_file(&r.resolved)?;
+        }
+    }
+    Ok(())
+}
+
+/// Each finished run's outputs into `runs/<run>/` of the staged sweep directory (`requests.csv`
+/// unless `no_requests_csv`); returns every run's summary or error message, and how many failed.
+fn write_runs(
+    dir: &crate::output::StagedDir,
+    runs: &[SweepRun],
+    results: Vec<std::result::Result<crate::run::RunOutput, String>>,
+    no_requests_csv: bool,
+) -> anyhow::Result<(Outcomes, usize)> {
+    let mut outcomes = Vec::with_capacity(runs.len());
+    let mut failed = 0;
+    for (r, res) in runs.iter().zip(results) {
+        match res {
+            Ok(o) => {
+                let sub = format!("runs/{}", r.dir_name());
+                if !no_requests_csv {
+                    dir.write(
+                        &format!("{sub}/requests.csv"),
+                        crate::output::requests_csv(&o).as_bytes(),
+                    )?;
+                }
+                dir.write(
+                    &format!("{sub}/replicas.csv"),
+                    crate::output::replicas_csv(&o.summary).as_bytes(),
+                )?;
+                dir.write(
+                    &format!("{sub}/summary.json"),
+                    crate::output::pretty_json(&serde_json::to_value(&o.summary)?).as_bytes(),
+                )?;
+                dir.write(
+                    &format!("{sub}/config.json"),
+                    crate::output::pretty_json(&crate::run::config_json(&r.resolved)).as_bytes(),
+                )?;
+                outcomes.push(Ok(o.summary));
+            }
+            Err(e) => {
+                failed += 1;
+                outcomes.push(Err(e));
+            }
+        }
+    }
+    Ok((outcomes, failed))
+}
+
+/// Each run's output or error message, and whether Ctrl-C stopped any run (cut short, or
+/// skipped: `None`).
+fn flatten_results(
+    results: Vec<Option<crate::error::Result<(crate::run::RunOutput, bool)>>>,
+) -> (
+    Vec<std::result::Result<crate::run::RunOutput, String>>,
+    bool,
+) {
+    let mut stopped = false;
+    let results: Vec<std::result::Result<crate::run::RunOutput, String>> = results
+        .into_iter()
+        .map(|res| match res {
+            None => {
+                stopped = true;
+                Err(String::new())
+            }
+            Some(res) => res
+                .map(|(o, cut)| {
+                    stopped |= cut;
+                    o
+                })
+                .map_err(|e| e.to_string()),
+        })
+        .collect();
+    (results, stopped)
+}

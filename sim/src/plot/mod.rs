@@ -1,0 +1,221 @@
+//! Plots (PNG and SVG, embedded DejaVu font, no system font libraries). Of a sweep directory:
+//! mean JCT, p99 JCT and mean per-token latency versus arrival rate per series (error bars:
+//! min–max over seeds), goodput versus rate when the sweep has a `goodput` column, and the JCT
+//! CDF per series at one rate. Of a run directory: KV blocks in use over time from
+//! `kv_timeline.csv` (when present). Of `servesim capacity`: the capacity bars per policy.
+//!
+//! Every file is drawn into a hidden temporary sibling and renamed into place, so a failed plot
+//! never leaves a truncated image.
+//!
+//! A *series* is one combination of the sweep axes other than `rate` and `seed` (usually the
+//! policy).
+
+use std::path::{Path, PathBuf};
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use crate::error::{Result, SimError};
+
+mod capacity;
+mod kv;
+mod sweep;
+pub use capacity::{CapacityBar, plot_capacity};
+pub use kv::{
+    KV_MAX_REPLICA_LINES, KV_TIMELINE_HEADER, KvSample, KvSeries, kv_series, plot_kv_usage,
+    read_kv_timeline,
+};
+pub use sweep::{plot_sweep, plot_sweep_noting};
+
+fn perr(path: &Path, e: impl std::fmt::Display) -> SimError {
+    SimError::Io {
+        path: path.to_path_buf(),
+        msg: format!("plot: {e}"),
+    }
+}
+
+/// Register the embedded font once (idempotent).
+pub fn register_font() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            dejavu::sans::regular(),
+        );
+    });
+}
+
+/// The largest magnitude plotted: a value beyond it (or not finite) is skipped, so that every
+/// axis range and its padding stay finite.
+const PLOT_MAX_ABS: f64 = 1e300;
+
+/// A log axis covering `lo..hi` widened by the factors `below` (< 1) and `above` (> 1): always
+/// finite, positive and non-empty (values at or below zero are drawn at its bottom, see
+/// [`clamp_to`]).
+fn log_axis(lo: f64, hi: f64, below: f64, above: f64) -> std::ops::Range<f64> {
+    let lo = if lo.is_finite() {
+        lo.clamp(1e-300, PLOT_MAX_ABS)
+    } else {
+        1e-300
+    };
+    let hi = if hi.is_finite() {
+        hi.clamp(lo, PLOT_MAX_ABS)
+    } else {
+        lo
+    };
+    lo * below..hi * above
+}
+
+/// Padding for a linear axis over `x0..x1`: 5 % of the span, at least 0.05, and enough to
+/// separate the ends when the span is tiny relative to the values.
+fn linear_pad(x0: f64, x1: f64) -> f64 {
+    let pad = ((x1 - x0) * 0.05).max(0.05);
+    if x0 - pad == x0 || x1 + pad == x1 {
+        x0.abs().max(x1.abs()) * 0.05
+    } else {
+        pad
+    }
+}
+
+/// `v` moved into `range` (a point outside a log axis would map to an infinite pixel).
+fn clamp_to(v: f64, range: &std::ops::Range<f64>) -> f64 {
+    if v.is_nan() {
+        range.start
+    } else {
+        v.clamp(range.start, range.end)
+    }
+}
+
+fn palette(i: usize) -> RGBColor {
+    const C: [RGBColor; 10] = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
+        RGBColor(127, 127, 127),
+        RGBColor(188, 189, 34),
+        RGBColor(23, 190, 207),
+    ];
+    C[i % C.len()]
+}
+
+/// A 2-pixel line of colour `col` through `pts`, labelled `name` in the legend (a short line of
+/// its colour).
+fn draw_labelled_line<'a, DB, CT>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    pts: impl IntoIterator<Item = (f64, f64)>,
+    name: &str,
+    col: RGBColor,
+) -> std::result::Result<(), String>
+where
+    DB: DrawingBackend + 'a,
+    CT: CoordTranslate<From = (f64, f64)>,
+{
+    chart
+        .draw_series(LineSeries::new(pts, col.stroke_width(2)))
+        .map_err(|x| x.to_string())?
+        .label(name)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], col.stroke_width(2)));
+    Ok(())
+}
+
+/// The series legend at `position`, in the style every chart here uses.
+fn draw_legend<'a, DB, CT>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+) -> std::result::Result<(), String>
+where
+    DB: DrawingBackend + 'a,
+    CT: CoordTranslate,
+{
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()
+        .map_err(|x| x.to_string())
+}
+
+const SIZE: (u32, u32) = (960, 600);
+
+type PlotResult = std::result::Result<(), String>;
+type PngDraw<'a> = &'a dyn for<'b> Fn(&DrawingArea<BitMapBackend<'b>, Shift>) -> PlotResult;
+type SvgDraw<'a> = &'a dyn for<'b> Fn(&DrawingArea<SVGBackend<'b>, Shift>) -> PlotResult;
+
+/// `DIR/NAME.png` and `DIR/NAME.svg`, each drawn into a hidden temporary sibling (same
+/// extension, which the bitmap encoder needs) and renamed into place.
+fn both(dir: &Path, name: &str, f: PngDraw, g: SvgDraw) -> Result<Vec<PathBuf>> {
+    both_sized(dir, name, SIZE, f, g)
+}
+
+fn both_sized(
+    dir: &Path,
+    name: &str,
+    size: (u32, u32),
+    f: PngDraw,
+    g: SvgDraw,
+) -> Result<Vec<PathBuf>> {
+    let pid = std::process::id();
+    let png = dir.join(format!("{name}.png"));
+    let svg = dir.join(format!("{name}.svg"));
+    let png_tmp = dir.join(format!(".tmp-{pid}-{name}.png"));
+    let svg_tmp = dir.join(format!(".tmp-{pid}-{name}.svg"));
+    let drawn = (|| {
+        {
+            let area = BitMapBackend::new(&png_tmp, size).into_drawing_area();
+            f(&area).map_err(|e| perr(&png, e))?;
+        }
+        {
+            let area = SVGBackend::new(&svg_tmp, size).into_drawing_area();
+            g(&area).map_err(|e| perr(&svg, e))?;
+        }
+        std::fs::rename(&png_tmp, &png).map_err(|e| perr(&png, e))?;
+        std::fs::rename(&svg_tmp, &svg).map_err(|e| perr(&svg, e))
+    })();
+    if drawn.is_err() {
+        let _ = std::fs::remove_file(&png_tmp);
+        let _ = std::fs::remove_file(&svg_tmp);
+    }
+    drawn?;
+    Ok(vec![png, svg])
+}
+
+/// `servesim plot DIR`: the sweep plots when DIR has `sweep.csv`, and the KV usage plot when it
+/// has `kv_timeline.csv` (silently skipped when it does not), into `DIR/plots/`. A directory
+/// with neither `sweep.csv` nor `summary.json` is an error. Returns the files written and a note
+/// when values of `sweep.csv` were left out (see [`plot_sweep_noting`]).
+pub fn plot_dir(dir: &Path) -> Result<(Vec<PathBuf>, Option<String>)> {
+    let plots = dir.join("plots");
+    if std::fs::symlink_metadata(&plots).is_ok_and(|m| !m.is_dir()) {
+        return Err(perr(
+            &plots,
+            "exists and is not a directory; the plots go into DIR/plots/: move or rename it",
+        ));
+    }
+    let is_sweep = dir.join("sweep.csv").is_file();
+    if !is_sweep && !dir.join("summary.json").is_file() {
+        return Err(perr(
+            dir,
+            "not a sweep directory (no sweep.csv) or a run directory (no summary.json)",
+        ));
+    }
+    let mut written = Vec::new();
+    let mut note = None;
+    if is_sweep {
+        let (files, n) = plot_sweep_noting(dir, &plots)?;
+        written.extend(files);
+        note = n;
+    }
+    let kv = dir.join("kv_timeline.csv");
+    if kv.is_file() {
+        let samples = read_kv_timeline(&kv)?;
+        written.extend(plot_kv_usage(&samples, &plots)?);
+    }
+    Ok((written, note))
+}

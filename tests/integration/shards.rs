@@ -1,0 +1,358 @@
+//! Sharded sweeps: `sweep --shard I/3` × 3 + `merge` equals the unsharded sweep byte for byte,
+//! and `merge` refuses edited `shard.json` rows and symbolic links in a shard.
+
+use std::path::{Path, PathBuf};
+
+use crate::support::{Workdir, cli, read_summary, workspace_root};
+
+/// A small sweep with a failing point (max_queue = 2 overloads at the high rate).
+const SWEEP: &str = r#"name = "shards"
+model = "opt-13b"
+gpu = "a100-40gb"
+replicas = 2
+
+[trace]
+arrival = "poisson"
+rate_per_s = 1.0
+lengths_file = "LENGTHS"
+num_requests = 60
+
+[memory]
+kv_capacity_blocks = 200
+
+[cost]
+model = "linear"
+a_s = 0.012
+b_s_per_token = 1.0e-4
+c_s_per_token_sq = 0.0
+d_s_per_request = 1.0e-4
+e_s_per_context_token = 1.0e-7
+
+[scheduler]
+policy = "vllm"
+max_batch_size = 8
+
+[sweep]
+policy = ["fcfs", "vllm"]
+rate = [1.0, 20.0]
+router = ["round-robin", "least-work"]
+"limits.max_queue" = [2, 1000]
+"#;
+
+fn sweep(args: &[&str]) -> crate::support::CliResult {
+    let mut v: Vec<String> = vec!["sweep".into()];
+    v.extend(args.iter().map(|s| s.to_string()));
+    cli(v)
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().to_path_buf());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+// Long on purpose: one end-to-end flow (sweep, three shards, merge, byte comparison).
+#[test]
+fn sharded_sweep_merges_into_the_unsharded_sweep_byte_for_byte() {
+    let w = Workdir::new();
+    let lengths = workspace_root().join("traces/sharegpt_vllm_opt.csv");
+    let s = w.write(
+        "sweep.toml",
+        SWEEP.replace("LENGTHS", &lengths.display().to_string()),
+    );
+    let s = s.to_str().unwrap();
+    let whole = w.path("whole");
+    let r = sweep(&[s, "--out", whole.to_str().unwrap(), "--no-plots", "-j", "2"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let mut shard_dirs = Vec::new();
+    for i in 0..3 {
+        let d = w.path(&format!("shard{i}"));
+        let r = sweep(&[
+            s,
+            "--shard",
+            &format!("{i}/3"),
+            "--out",
+            d.to_str().unwrap(),
+            "-j",
+            "1",
+        ]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert!(d.join("shard.json").exists());
+        assert!(!d.join("plots").exists(), "shards draw no plots");
+        shard_dirs.push(d.to_str().unwrap().to_string());
+    }
+    let merged = w.path("merged");
+    let mut args: Vec<String> = vec!["merge".into()];
+    // Any order.
+    args.extend([2, 0, 1].iter().map(|&i| shard_dirs[i].clone()));
+    args.extend([
+        "--out".into(),
+        merged.to_str().unwrap().into(),
+        "--no-plots".into(),
+    ]);
+    let r = cli(args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains("merged 3 shards: 16 runs"),
+        "{}",
+        r.stdout
+    );
+
+    let a = std::fs::read(whole.join("sweep.csv")).unwrap();
+    let b = std::fs::read(merged.join("sweep.csv")).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&a),
+        String::from_utf8_lossy(&b),
+        "merged sweep.csv differs from the unsharded one"
+    );
+    assert_eq!(a, b);
+    let text = String::from_utf8(a).unwrap();
+    assert!(text.starts_with("run,policy,rate,limits.max_queue,router,requests,"));
+    assert!(text.contains("overloaded"), "a point should fail:\n{text}");
+    // The runs/ trees match file for file (timing.json aside).
+    let fa = files_under(&whole.join("runs"));
+    let fb = files_under(&merged.join("runs"));
+    assert_eq!(fa, fb);
+    assert!(fa.iter().any(|p| p.ends_with("replicas.csv")));
+    for f in &fa {
+        assert_eq!(
+            std::fs::read(whole.join("runs").join(f)).unwrap(),
+            std::fs::read(merged.join("runs").join(f)).unwrap(),
+            "runs/{} differs",
+            f.display()
+        );
+    }
+    // Each merged run's summary is the unsharded one.
+    let some_run = fa.iter().find(|p| p.ends_with("summary.json")).unwrap();
+    let dir = whole.join("runs").join(some_run.parent().unwrap());
+    assert_eq!(read_summary(&dir)["replicas"].as_array().unwrap().len(), 2);
+
+    // Errors: one line, exit 2, nothing written.
+    let bad = w.path("bad");
+    let merge = |dirs: &[&str]| {
+        let mut a: Vec<String> = vec!["merge".into()];
+        a.extend(dirs.iter().map(|s| s.to_string()));
+        a.extend(["--out".into(), bad.to_str().unwrap().into()]);
+        cli(a)
+    };
+    let r = merge(&[&shard_dirs[0], &shard_dirs[1]]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("missing shard(s) 2/3"), "{}", r.stderr);
+    let r = merge(&[
+        &shard_dirs[0],
+        &shard_dirs[1],
+        &shard_dirs[2],
+        &shard_dirs[1],
+    ]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("shard 1/3 is given twice"),
+        "{}",
+        r.stderr
+    );
+    let r = merge(&[&shard_dirs[0], whole.to_str().unwrap()]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("not a sweep shard directory"),
+        "{}",
+        r.stderr
+    );
+    // A shard of a different sweep (other --num-requests).
+    let other = w.path("other1");
+    let r = sweep(&[
+        s,
+        "--shard",
+        "1/3",
+        "--num-requests",
+        "30",
+        "--out",
+        other.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = merge(&[&shard_dirs[0], other.to_str().unwrap(), &shard_dirs[2]]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("shards of different sweeps"),
+        "{}",
+        r.stderr
+    );
+    // A different shard count.
+    let other = w.path("other2");
+    let r = sweep(&[s, "--shard", "0/2", "--out", other.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = merge(&[&shard_dirs[0], other.to_str().unwrap()]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("shard counts 3 and 2"), "{}", r.stderr);
+    assert!(!bad.exists());
+    // Bad --shard values are usage errors.
+    for spec in ["3/3", "1", "0/0"] {
+        let r = sweep(&[s, "--shard", spec]);
+        assert_eq!(r.code, 2, "--shard {spec}");
+        assert!(r.stderr.contains("--shard"), "{}", r.stderr);
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    for f in files_under(from) {
+        std::fs::create_dir_all(to.join(&f).parent().unwrap()).unwrap();
+        std::fs::copy(from.join(&f), to.join(&f)).unwrap();
+    }
+}
+
+// Long on purpose: one case per way of tampering with a shard, on the same fixture.
+/// `merge` checks each row of shard.json (one CSV record of the header's width, consistent with
+/// the run it claims and with the shard's sweep.csv) and refuses symbolic links in a shard.
+#[test]
+fn merge_refuses_edited_rows_and_symlinks() {
+    let w = Workdir::new();
+    let lengths = workspace_root().join("traces/sharegpt_vllm_opt.csv");
+    let s = w.write(
+        "sweep.toml",
+        SWEEP.replace("LENGTHS", &lengths.display().to_string()),
+    );
+    let s = s.to_str().unwrap();
+    for i in 0..2 {
+        let d = w.path(&format!("shard{i}"));
+        let r = sweep(&[
+            s,
+            "--shard",
+            &format!("{i}/2"),
+            "--num-requests",
+            "20",
+            "--out",
+            d.to_str().unwrap(),
+        ]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    let out = w.path("merged");
+    let merge = |first: &Path| {
+        cli([
+            "merge".into(),
+            first.as_os_str().to_owned(),
+            w.path("shard1").into_os_string(),
+            "--out".into(),
+            out.clone().into_os_string(),
+            "--no-plots".into(),
+        ])
+    };
+    let r = merge(&w.path("shard0"));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    std::fs::remove_dir_all(&out).unwrap();
+    let fails = |first: &Path, words: &[&str]| {
+        let r = merge(first);
+        assert_eq!(r.code, 2, "{words:?}: {}", r.stdout);
+        assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+        for word in words {
+            assert!(r.stderr.contains(word), "{word}: {}", r.stderr);
+        }
+        assert!(!out.exists());
+    };
+    // Edit the first row of a copy of shard 0 (shard.json, and sweep.csv where asked).
+    let edited = |name: &str, edit: &dyn Fn(&mut serde_json::Value), csv_too: bool| {
+        let d = w.path(name);
+        copy_tree(&w.path("shard0"), &d);
+        let mut m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(d.join("shard.json")).unwrap()).unwrap();
+        edit(&mut m);
+        std::fs::write(d.join("shard.json"), m.to_string()).unwrap();
+        if csv_too {
+            let mut csv = format!("{}\n", m["header"].as_str().unwrap());
+            for row in m["rows"].as_array().unwrap() {
+                csv += &format!("{}\n", row["csv"].as_str().unwrap());
+            }
+            std::fs::write(d.join("sweep.csv"), csv).unwrap();
+        }
+        d
+    };
+    let row0 = |m: &serde_json::Value| m["rows"][0]["csv"].as_str().unwrap().to_string();
+    // An embedded newline injects a row.
+    let d = edited(
+        "inject",
+        &|m| {
+            let injected = format!("{}\n{}", row0(m), row0(m));
+            m["rows"][0]["csv"] = injected.into();
+        },
+        true,
+    );
+    fails(&d, &["shard.json", "run 0", "2 CSV records"]);
+    // A cell too many.
+    let d = edited(
+        "wide",
+        &|m| m["rows"][0]["csv"] = format!("{},1", row0(m)).into(),
+        true,
+    );
+    fails(&d, &["run 0", "cells"]);
+    // A row that claims another run's index.
+    let d = edited(
+        "index",
+        &|m| m["rows"][0]["csv"] = format!("7{}", row0(m)).into(),
+        true,
+    );
+    fails(&d, &["run 0", "starts with run `70`"]);
+    // A row edited in shard.json only.
+    let d = edited(
+        "csv_only",
+        &|m| m["rows"][0]["csv"] = row0(m).replacen(",fcfs,", ",vllm,", 1).into(),
+        false,
+    );
+    fails(
+        &d,
+        &["sweep.csv", "does not hold the rows shard.json lists"],
+    );
+    // A directory that is not the run's (another successful run's), and a failed run given one.
+    let d = edited(
+        "dir",
+        &|m| {
+            let rows = m["rows"].as_array_mut().unwrap();
+            let ok: Vec<usize> = (0..rows.len())
+                .filter(|&i| !rows[i]["dir"].is_null())
+                .collect();
+            rows[ok[0]]["dir"] = rows[ok[1]]["dir"].clone();
+        },
+        true,
+    );
+    fails(&d, &["does not match its index and axis values"]);
+    let d = edited(
+        "failed_dir",
+        &|m| {
+            let rows = m["rows"].as_array_mut().unwrap();
+            let failed = (0..rows.len()).find(|&i| rows[i]["dir"].is_null()).unwrap();
+            let ok = (0..rows.len())
+                .find(|&i| !rows[i]["dir"].is_null())
+                .unwrap();
+            rows[failed]["dir"] = rows[ok]["dir"].clone();
+        },
+        true,
+    );
+    fails(&d, &["has a run directory but its `csv` records an error"]);
+    // Symbolic links: the shard directory, and a file under runs/ pointing outside.
+    #[cfg(unix)]
+    {
+        let link = w.path("link0");
+        std::os::unix::fs::symlink(w.path("shard0"), &link).unwrap();
+        fails(&link, &["link0", "symbolic link"]);
+        let d = w.path("leaky");
+        copy_tree(&w.path("shard0"), &d);
+        let run = std::fs::read_dir(d.join("runs"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        std::fs::remove_file(run.join("summary.json")).unwrap();
+        std::fs::write(w.path("secret"), "secret").unwrap();
+        std::os::unix::fs::symlink(w.path("secret"), run.join("summary.json")).unwrap();
+        fails(&d, &["summary.json", "symbolic link"]);
+    }
+}
