@@ -13,6 +13,7 @@ pub mod fcfs;
 pub mod fcfs_swap;
 pub mod ltr;
 pub mod mlfq;
+pub mod sarathi;
 pub mod sjf;
 pub mod skip_join_mlfq;
 pub mod srpt;
@@ -277,6 +278,7 @@ pub const REGISTRY: &[PolicyEntry] = &[
     alise::ENTRY,
     ltr::ENTRY,
     fcfs_swap::ENTRY,
+    sarathi::ENTRY,
 ];
 
 pub fn policy_names() -> Vec<&'static str> {
