@@ -18,6 +18,7 @@ pub mod sjf;
 pub mod skip_join_mlfq;
 pub mod srpt;
 pub mod vllm;
+pub mod vllm_v1;
 
 use crate::cost::CostModel;
 use crate::error::{Result, SimError};
@@ -279,6 +280,7 @@ pub const REGISTRY: &[PolicyEntry] = &[
     ltr::ENTRY,
     fcfs_swap::ENTRY,
     sarathi::ENTRY,
+    vllm_v1::ENTRY,
 ];
 
 pub fn policy_names() -> Vec<&'static str> {
