@@ -12,6 +12,7 @@
 //!   130/143, no half-written directory), and the debris of a killed sweep cleaned up;
 //! - [`outputs`]: output paths never lose a user's files (`--force`, inputs, scenario names).
 
+mod chunked;
 mod cli;
 mod cluster;
 mod determinism;
