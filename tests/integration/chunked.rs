@@ -271,3 +271,27 @@ fn recompute_mid_prefill_completes_every_request() {
         }
     }
 }
+
+/// `sarathi`'s decode rule (§7 T4): a decode runs only while a KV block is free, else the
+/// latest-arrived unvisited running request is preempted by recompute, even a prefill under way.
+/// 189 blocks, watermark 0. D1 (1-token prompt, 30 out) holds 1 block (2 from iteration 17, when
+/// its KV reaches 17 tokens). A (3,000 tokens = 188 blocks) arrives at 50 ms and is admitted in
+/// iteration 2 (free 188 − 188 ≥ 0), which leaves 0 free: in iterations 3–16 D1's decode preempts
+/// A (its chunk of 511 dropped), whose blocks then fit again, so A is re-admitted from scratch in
+/// the same iteration; in iteration 17 D1 takes one of A's freed blocks and A (188) no longer fits:
+/// it waits until D1 finishes at the end of iteration 30 (3,000 ms). Iterations 31–36 prefill A
+/// alone (512 × 5 + 440): first token at 3,600 ms, second at 3,700 ms; 15 preemptions.
+#[test]
+fn sarathi_decodes_preempt_a_prefill_under_way_when_no_block_is_free() {
+    let rows = run(
+        &scenario(
+            "sarathi",
+            189,
+            128,
+            "[policies.sarathi]\nwatermark_fraction = 0.0\n",
+        ),
+        "0,1,30\n0.05,3000,2\n",
+    );
+    assert_eq!(times(&rows), vec![(100, 3000), (3600, 3700)]);
+    assert_eq!((rows[0].preemptions, rows[1].preemptions), (0, 15));
+}
