@@ -21,6 +21,7 @@
 //!   130/143, no half-written directory), and the debris of a killed sweep cleaned up;
 //! - [`outputs`]: output paths never lose a user's files (`--force`, inputs, scenario names).
 
+mod chunked;
 mod cli;
 mod cli_scenario;
 mod cluster;

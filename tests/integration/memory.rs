@@ -192,6 +192,7 @@ impl Policy for Scripted {
         plan.run.extend(st.run.iter().map(|id| RunItem {
             slot: self.slots[id],
             reserve_blocks: 0,
+            prefill_chunk_tokens: 0,
         }));
     }
     fn on_finish(&mut self, _s: Slot) {}

@@ -133,6 +133,7 @@ impl Policy for SwapAllBack {
         let item = |slot| RunItem {
             slot,
             reserve_blocks: 0,
+            prefill_chunk_tokens: 0,
         };
         let live: Vec<Slot> = self
             .slots

@@ -210,7 +210,8 @@ impl Sim {
         let mut next_finish = usize::MAX;
         for item in &rep.plan.run {
             let q = rep.reqs.get(item.slot);
-            if item.reserve_blocks > q.blocks {
+            // A partial prefill chunk emits nothing and is never repeated as a decode.
+            if item.reserve_blocks > q.blocks || q.kv_tokens_after_step() < q.prefill_tokens() {
                 return None;
             }
             let left = |stop_at: u32| stop_at.saturating_sub(q.generated_tokens + 1) as usize;

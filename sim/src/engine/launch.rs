@@ -51,7 +51,20 @@ impl Sim {
             )));
         }
         let shape = rep.form_batch(now, block_tokens, &mut transfers, &mut copies, &plan_err)?;
-        if shape.prefill_requests > 1 && shape.prefill_tokens > limits.max_batch_tokens as u64 {
+        if rep.plan.run.iter().any(|i| i.prefill_chunk_tokens > 0) {
+            // A chunked plan: prefill chunks and decodes share one token budget.
+            if shape.tokens() > limits.max_batch_tokens as u64 {
+                return Err(plan_err(format!(
+                    "{} tokens ({} in prefill chunks, {} decodes) exceed max_batch_tokens = {}",
+                    shape.tokens(),
+                    shape.prefill_tokens,
+                    shape.decode_requests,
+                    limits.max_batch_tokens
+                )));
+            }
+        } else if shape.prefill_requests > 1
+            && shape.prefill_tokens > limits.max_batch_tokens as u64
+        {
             return Err(plan_err(format!(
                 "{} prefill tokens exceed max_batch_tokens = {}",
                 shape.prefill_tokens, limits.max_batch_tokens
@@ -271,8 +284,15 @@ impl Sim {
             req.in_batch = false;
             req.attained_ns += dur;
             req.last_run_end_ns = now;
-            req.kv_tokens = req.kv_tokens_after_next();
+            req.kv_tokens = req.kv_tokens_after_step();
             req.kv_loc = KvLoc::Gpu;
+            if req.kv_tokens < req.prefill_tokens() {
+                // A prefill chunk that leaves part of the prompt: no token yet.
+                req.mid_prefill = true;
+                rep.survivors.push(s);
+                continue;
+            }
+            req.mid_prefill = false;
             req.generated_tokens += 1;
             if req.first_token_ns.is_none() {
                 req.first_token_ns = Some(now);
@@ -348,9 +368,15 @@ impl Replica {
                     self.host.free(req.host_blocks);
                     req.blocks = 0;
                     req.host_blocks = 0;
+                    // Mid-prefill, only the chunks done so far are redone.
+                    req.recomputed_tokens += if req.mid_prefill {
+                        req.kv_tokens
+                    } else {
+                        req.prefill_tokens()
+                    } as u64;
                     req.kv_tokens = 0;
+                    req.mid_prefill = false;
                     req.kv_loc = KvLoc::None;
-                    req.recomputed_tokens += req.prefill_tokens() as u64;
                     req.preemptions += 1;
                     self.stats.preemptions += 1;
                 }
@@ -436,13 +462,35 @@ impl Replica {
                 copies.add_swap_in(start, end);
                 self.reqs.get_mut(s)
             };
-            if req.needs_prefill() {
-                shape.add_prefill(req.prefill_tokens());
+            let chunk = item.prefill_chunk_tokens;
+            if req.in_prefill() {
+                let left = req.prefill_left();
+                if chunk > left {
+                    let id = req.id;
+                    for &b in &self.batch {
+                        self.reqs.get_mut(b).in_batch = false;
+                    }
+                    return Err(plan_err(format!(
+                        "gives request {id} a prefill chunk of {chunk} tokens but only {left} are left"
+                    )));
+                }
+                req.step_tokens = if chunk == 0 { left } else { chunk };
+                shape.add_prefill_chunk(req.step_tokens, req.kv_tokens);
             } else {
+                if chunk > 0 {
+                    let id = req.id;
+                    for &b in &self.batch {
+                        self.reqs.get_mut(b).in_batch = false;
+                    }
+                    return Err(plan_err(format!(
+                        "gives request {id} a prefill chunk of {chunk} tokens but it is decoding"
+                    )));
+                }
+                req.step_tokens = 1;
                 shape.add_decode(req.kv_tokens + 1);
             }
             let target = (req.blocks
-                + extra_blocks_for(req.kv_tokens_after_next() as u64, req.blocks, block_tokens))
+                + extra_blocks_for(req.kv_tokens_after_step() as u64, req.blocks, block_tokens))
             .max(item.reserve_blocks);
             if target > req.blocks {
                 let extra = target - req.blocks;

@@ -318,17 +318,22 @@ impl Sim {
                 ),
             });
         }
-        if row.input_tokens > limits.max_batch_tokens {
-            return Err(SimError::Request {
-                id: row.id,
-                msg: format!(
-                    "prompt of {} tokens exceeds max_batch_tokens = {}; it could never be prefilled",
-                    row.input_tokens, limits.max_batch_tokens
-                ),
-            });
+        let too_long = |row: &TraceRow| SimError::Request {
+            id: row.id,
+            msg: format!(
+                "prompt of {} tokens exceeds max_batch_tokens = {}; it could never be prefilled (a chunking policy such as `sarathi` or `vllm-v1` accepts it)",
+                row.input_tokens, limits.max_batch_tokens
+            ),
+        };
+        let long = row.input_tokens > limits.max_batch_tokens;
+        if long && !self.replicas.iter().any(|r| r.policy.chunks_prefill()) {
+            return Err(too_long(&row));
         }
         let (r, predicted) = self.route(now, &row, predictor)?;
         let rep = &mut self.replicas[r as usize];
+        if long && !rep.policy.chunks_prefill() {
+            return Err(too_long(&row));
+        }
         let max_blocks = blocks_for_tokens(total - 1, self.cfg.block_tokens);
         if max_blocks > rep.kv.capacity_blocks() as u64 {
             return Err(SimError::Request {

@@ -270,7 +270,7 @@ fn memory_snapshot(rep: &Replica, r: u32, start: Ns, end: Ns, block_tokens: u32)
                 id: q.id,
                 kv_loc: q.kv_loc,
                 blocks: q.blocks,
-                needed_blocks: blocks_for_tokens(q.kv_tokens_after_next() as u64, block_tokens)
+                needed_blocks: blocks_for_tokens(q.kv_tokens_after_step() as u64, block_tokens)
                     as u32,
                 // The end of its last copy (0 if never copied): in the future only for a
                 // reactive swap-in, whose iteration then ends no earlier.

@@ -146,6 +146,7 @@ impl Policy for Fcfs {
             plan.run.push(RunItem {
                 slot: s,
                 reserve_blocks: reserve,
+                prefill_chunk_tokens: 0,
             });
         }
     }

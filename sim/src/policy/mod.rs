@@ -13,10 +13,12 @@ pub mod fcfs;
 pub mod fcfs_swap;
 pub mod ltr;
 pub mod mlfq;
+pub mod sarathi;
 pub mod sjf;
 pub mod skip_join_mlfq;
 pub mod srpt;
 pub mod vllm;
+pub mod vllm_v1;
 
 use crate::cost::CostModel;
 use crate::error::{Result, SimError};
@@ -32,7 +34,9 @@ pub struct Limits {
     /// Maximum requests in one iteration.
     pub max_batch_size: u32,
     /// Maximum prefill tokens in one iteration (a batch whose only prefill is larger is allowed:
-    /// a prompt that alone exceeds the budget is rejected at arrival, a recompute is not).
+    /// a prompt that alone exceeds the budget is rejected at arrival unless the policy chunks
+    /// prefills, a recompute is not). A plan with a prefill chunk must keep Σ (chunk tokens +
+    /// 1 per decode) within it.
     pub max_batch_tokens: u32,
     /// Model context limit in tokens (prompt + output).
     pub max_context_tokens: u32,
@@ -132,11 +136,16 @@ impl PreemptionChoice {
 }
 
 /// One request to run in the next iteration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RunItem {
     pub slot: Slot,
     /// Blocks to hold at least (a reservation ahead of need, Orca style); 0 = on demand.
     pub reserve_blocks: u32,
+    /// Prompt tokens to process this iteration for a request in prefill (chunked prefill:
+    /// 1 ..= [`Request::prefill_left`]); 0 = the whole remaining prefill. Must be 0 for a decode.
+    /// KV blocks cover the tokens done so far plus this chunk; the request emits a token only in
+    /// the iteration whose chunk completes its prefill.
+    pub prefill_chunk_tokens: u32,
 }
 
 /// A policy's decision for one iteration boundary. Buffers are reused between iterations.
@@ -158,6 +167,15 @@ impl Plan {
         self.run.push(RunItem {
             slot: s,
             reserve_blocks: 0,
+            prefill_chunk_tokens: 0,
+        });
+    }
+    /// Run `s` on demand with a prefill chunk of `chunk` tokens (0 = whole prefill, or a decode).
+    pub fn run_chunk(&mut self, s: Slot, chunk: u32) {
+        self.run.push(RunItem {
+            slot: s,
+            reserve_blocks: 0,
+            prefill_chunk_tokens: chunk,
         });
     }
 }
@@ -165,6 +183,11 @@ impl Plan {
 /// A scheduling policy for one replica.
 pub trait Policy: Send {
     fn name(&self) -> &'static str;
+    /// Whether this policy runs prefills in chunks (then a prompt longer than
+    /// `max_batch_tokens` is accepted at arrival).
+    fn chunks_prefill(&self) -> bool {
+        false
+    }
     /// A request arrived at this replica. An error rejects the whole run (e.g. a request that can
     /// never be admitted under this policy's rules).
     fn on_arrival(&mut self, s: Slot, view: &ReplicaView) -> Result<()>;
@@ -256,6 +279,8 @@ pub const REGISTRY: &[PolicyEntry] = &[
     alise::ENTRY,
     ltr::ENTRY,
     fcfs_swap::ENTRY,
+    sarathi::ENTRY,
+    vllm_v1::ENTRY,
 ];
 
 pub fn policy_names() -> Vec<&'static str> {

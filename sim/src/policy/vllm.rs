@@ -1,6 +1,8 @@
 //! `vllm` — FCFS with a paged KV cache allocated on demand and preemption by recompute, as in vLLM
 //! v0 (Kwon et al., "Efficient Memory Management for Large Language Model Serving with
-//! PagedAttention", SOSP'23; code: vLLM v0.2 `vllm/core/scheduler.py _schedule`).
+//! PagedAttention", SOSP'23; code: vLLM v0.2 `vllm/core/scheduler.py _schedule`). This is the
+//! V0 scheduler without chunked prefill; vLLM V1's unified scheduler is `vllm-v1`
+//! ([`super::vllm_v1`]).
 //!
 //! At each iteration boundary:
 //! 1. Admit waiting requests in FCFS order while the running set stays ≤ `max_batch_size`, the
@@ -51,7 +53,7 @@ impl Default for Params {
 
 pub const ENTRY: PolicyEntry = PolicyEntry {
     name: "vllm",
-    summary: "vLLM v0: FCFS, paged KV on demand, prefill-first, preempt latest arrival by recompute",
+    summary: "vLLM V0 (no chunked prefill; V1 is vllm-v1): FCFS, paged KV on demand, prefill-first, preempt latest arrival by recompute",
     build,
     default_predictor: "oracle",
     forced_predictor: None,

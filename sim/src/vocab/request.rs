@@ -65,6 +65,13 @@ pub struct Request {
     /// End of the last iteration it took part in (arrival before that).
     pub last_run_end_ns: Ns,
     pub(crate) in_batch: bool,
+    /// The KV holds only part of the prefill target: a chunked prefill is under way (its
+    /// `kv_tokens` are the chunks done so far; it emits nothing until the last chunk).
+    pub mid_prefill: bool,
+    /// Tokens this request processes in the batch being formed or in flight: its prefill chunk
+    /// (the whole remaining prefill unless the policy chunks it) or 1 for a decode. Set by the
+    /// engine when it takes the request into a batch.
+    pub(crate) step_tokens: u32,
 }
 
 impl Request {
@@ -99,6 +106,8 @@ impl Request {
             first_token_ns: None,
             last_run_end_ns: arrival_ns,
             in_batch: false,
+            mid_prefill: false,
+            step_tokens: 0,
         }
     }
     /// Prompt tokens the next iteration processes if it is a (re-)prefill: the prompt plus every
@@ -106,9 +115,23 @@ impl Request {
     pub fn prefill_tokens(&self) -> u32 {
         self.input_tokens + self.generated_tokens
     }
-    /// Whether the request's next iteration is a prefill (no KV anywhere).
+    /// Whether the request's next iteration is a whole prefill from scratch (no KV anywhere).
+    /// A chunked prefill under way is [`Request::in_prefill`] but not this.
     pub fn needs_prefill(&self) -> bool {
         self.kv_tokens == 0
+    }
+    /// Whether the request's next iteration processes prompt tokens: a prefill from scratch or
+    /// the next chunk of a chunked prefill.
+    pub fn in_prefill(&self) -> bool {
+        self.kv_tokens == 0 || self.mid_prefill
+    }
+    /// Prefill tokens not yet in the KV cache (0 once the prefill is complete).
+    pub fn prefill_left(&self) -> u32 {
+        if self.in_prefill() {
+            self.prefill_tokens() - self.kv_tokens
+        } else {
+            0
+        }
     }
     /// Whether it can be put in a batch now: KV on the GPU, or none at all (prefill), or on the
     /// host (the engine then swaps it in reactively and the iteration waits for the copy).
@@ -125,18 +148,29 @@ impl Request {
     pub fn in_transfer(&self) -> bool {
         matches!(self.kv_loc, KvLoc::SwappingOut | KvLoc::SwappingIn)
     }
-    /// Tokens whose KV must be resident at the end of its next iteration.
+    /// Tokens whose KV must be resident at the end of its next iteration (if a prefill, the
+    /// whole remaining one).
     pub fn kv_tokens_after_next(&self) -> u32 {
-        if self.needs_prefill() {
+        if self.in_prefill() {
             self.prefill_tokens()
         } else {
             self.kv_tokens + 1
         }
     }
-    /// Tokens the next iteration processes for this request (prefill length, or 1 for a decode).
+    /// Tokens whose KV is resident at the end of the iteration it is in (or about to join):
+    /// the chunk it runs there is `step_tokens`.
+    pub fn kv_tokens_after_step(&self) -> u32 {
+        if self.in_prefill() {
+            self.kv_tokens + self.step_tokens
+        } else {
+            self.kv_tokens + 1
+        }
+    }
+    /// Tokens the next iteration processes for this request (the remaining prefill, or 1 for a
+    /// decode).
     pub fn next_input_tokens(&self) -> u32 {
-        if self.needs_prefill() {
-            self.prefill_tokens()
+        if self.in_prefill() {
+            self.prefill_left()
         } else {
             1
         }

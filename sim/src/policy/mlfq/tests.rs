@@ -164,6 +164,7 @@ fn paper_swaps_out_largest_enst_code_swaps_out_last_queued() {
             plan.run.push(RunItem {
                 slot: s,
                 reserve_blocks: 0,
+                prefill_chunk_tokens: 0,
             });
         }
         m.proactive(&v, &mut plan, 0);
