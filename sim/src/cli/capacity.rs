@@ -303,7 +303,7 @@ fn policy_line(p: &str, c: &Capacity<Probe>, target: &Target, first: &mut Option
             ),
         ),
     };
-    let rejected = unstable_probes(&c, &target);
+    let rejected = unstable_probes(c, target);
     let rejected_note = match rejected {
         0 => String::new(),
         n => format!("  ({n} probe(s) met the target but were unstable)"),
