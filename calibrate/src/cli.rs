@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use servesim::catalogue::Catalogue;
+use servesim::catalogue::{Catalogue, ModelSpec};
 use servesim::profile::{
     CopyVariant, DeviceInfo, FitFile, MeasurementInfo, Meta, Op, Profile, Provenance,
     SCHEMA_VERSION,
@@ -372,17 +372,7 @@ fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
     let model = cat.model(&a.model)?.clone();
     // Fail fast (exit 2, no panic) without the cuda feature or without a driver.
     let dev = gpu::probe(a.device)?;
-    let gpu_name = match &a.gpu {
-        Some(g) => g.clone(),
-        None => gpu::catalogue_gpu_for(&dev.name, dev.memory_bytes)
-            .map(str::to_string)
-            .with_context(|| {
-                format!(
-                    "cannot tell which catalogue GPU `{}` is; pass --gpu NAME (see `servesim list`)",
-                    dev.name
-                )
-            })?,
-    };
+    let gpu_name = catalogue_gpu_name(&a, &dev)?;
     cat.gpu(&gpu_name)?;
     let opts = RunOptions {
         ordinal: a.device,
@@ -393,20 +383,7 @@ fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
     if a.self_test {
         write!(out, "{}", gpu::self_test(&opts)?)?;
     }
-    let mut cfg = if a.quick {
-        PlanConfig::quick(&model, a.tp, dev.memory_bytes, dev.device_count)
-    } else {
-        PlanConfig::full(&model, a.tp, dev.memory_bytes, dev.device_count)
-    };
-    if let Some(r) = a.repeats {
-        cfg.repeats = r;
-    }
-    if let Some(w) = a.warmup {
-        cfg.warmup = w;
-    }
-    if let Some(t) = a.max_tokens {
-        cfg.max_tokens = t;
-    }
+    let cfg = plan_config(&a, &model, &dev);
     let mut items = plan(&model, a.tp, &cfg)?;
     if !a.only.is_empty() {
         let ops: Vec<Op> = a
@@ -447,12 +424,75 @@ fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
     };
     let (dev, rows) = gpu::measure(&items, &opts, &mut progress)?;
     let wall_s = started.elapsed().as_secs_f64();
-    let meta = Meta {
+    let meta = measured_meta(&a, &gpu_name, &dev, &cfg, wall_s);
+    let mut p = crate::fitting::fit_profile(
+        meta,
+        rows,
+        crate::import::ITERATION_OVERHEAD_S,
+        vec![format!(
+            "iteration_overhead_s = {} is not measured (CPU scheduling/sampling outside the kernels); the published vLLM v0 per-step figure the analytic fit uses",
+            crate::import::ITERATION_OVERHEAD_S
+        )],
+        None,
+    )?;
+    p.fit.swap_variant = fastest_copy_variant(&p, &model, a.tp, cfg.block_tokens[0]);
+    let dest = a.out.unwrap_or_else(|| {
+        crate::import::profile_dir(&profiles_root(), &gpu_name, &a.model.to_lowercase(), a.tp)
+    });
+    let dest = p.write(&dest, &servesim::output::Replace::new(a.force, []))?;
+    writeln!(out, "measured in {wall_s:.0} s; wrote {}\n", dest.display())?;
+    write!(out, "{}", crate::report::text_report(&dest, &p, false))?;
+    Ok(())
+}
+
+/// The catalogue GPU of the run: `--gpu`, else the one the device's name and memory tell.
+fn catalogue_gpu_name(a: &RunArgs, dev: &gpu::DeviceReport) -> Result<String> {
+    Ok(match &a.gpu {
+        Some(g) => g.clone(),
+        None => gpu::catalogue_gpu_for(&dev.name, dev.memory_bytes)
+            .map(str::to_string)
+            .with_context(|| {
+                format!(
+                    "cannot tell which catalogue GPU `{}` is; pass --gpu NAME (see `servesim list`)",
+                    dev.name
+                )
+            })?,
+    })
+}
+
+/// The measurement plan's settings: quick or full for the device, then the flags' overrides.
+fn plan_config(a: &RunArgs, model: &ModelSpec, dev: &gpu::DeviceReport) -> PlanConfig {
+    let mut cfg = if a.quick {
+        PlanConfig::quick(model, a.tp, dev.memory_bytes, dev.device_count)
+    } else {
+        PlanConfig::full(model, a.tp, dev.memory_bytes, dev.device_count)
+    };
+    if let Some(r) = a.repeats {
+        cfg.repeats = r;
+    }
+    if let Some(w) = a.warmup {
+        cfg.warmup = w;
+    }
+    if let Some(t) = a.max_tokens {
+        cfg.max_tokens = t;
+    }
+    cfg
+}
+
+/// The profile's meta.toml for a run measured on `dev` with `cfg` in `wall_s` seconds.
+fn measured_meta(
+    a: &RunArgs,
+    gpu_name: &str,
+    dev: &gpu::DeviceReport,
+    cfg: &PlanConfig,
+    wall_s: f64,
+) -> Meta {
+    Meta {
         schema_version: SCHEMA_VERSION,
-        gpu: gpu_name.clone(),
+        gpu: gpu_name.to_string(),
         model: a.model.to_lowercase(),
         tp: a.tp,
-        created: a.date.unwrap_or_else(today),
+        created: a.date.clone().unwrap_or_else(today),
         source: "measured".into(),
         tool: format!("servesim-calibrate {} run", env!("CARGO_PKG_VERSION")),
         device: DeviceInfo {
@@ -488,25 +528,7 @@ fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
         },
         grid: Default::default(),
         fit: Default::default(),
-    };
-    let mut p = crate::fitting::fit_profile(
-        meta,
-        rows,
-        crate::import::ITERATION_OVERHEAD_S,
-        vec![format!(
-            "iteration_overhead_s = {} is not measured (CPU scheduling/sampling outside the kernels); the published vLLM v0 per-step figure the analytic fit uses",
-            crate::import::ITERATION_OVERHEAD_S
-        )],
-        None,
-    )?;
-    p.fit.swap_variant = fastest_copy_variant(&p, &model, a.tp, cfg.block_tokens[0]);
-    let dest = a.out.unwrap_or_else(|| {
-        crate::import::profile_dir(&profiles_root(), &gpu_name, &a.model.to_lowercase(), a.tp)
-    });
-    let dest = p.write(&dest, &servesim::output::Replace::new(a.force, []))?;
-    writeln!(out, "measured in {wall_s:.0} s; wrote {}\n", dest.display())?;
-    write!(out, "{}", crate::report::text_report(&dest, &p, false))?;
-    Ok(())
+    }
 }
 
 /// The copy variant whose fitted H2D + D2H time of 16 blocks of the model is least.
@@ -598,33 +620,12 @@ fn fit_cmd(dir: &Path, dest: Option<&Path>, force: bool, out: &mut dyn Write) ->
 }
 
 fn import_cmd(a: ImportArgs, out: &mut dyn Write) -> Result<()> {
+    let custom = !a.device.is_empty() || a.model.is_some() || a.tp.is_some();
+    let set = profile_set(&a, custom);
     let data = a
         .data_dir
         .unwrap_or_else(crate::vidur_fit::default_data_dir);
     let root = a.out.unwrap_or_else(profiles_root);
-    let custom = !a.device.is_empty() || a.model.is_some() || a.tp.is_some();
-    let set: Vec<(String, String, u32)> = if custom {
-        let devices = if a.device.is_empty() {
-            vec!["a100".to_string(), "h100".to_string()]
-        } else {
-            a.device.clone()
-        };
-        devices
-            .into_iter()
-            .map(|d| {
-                (
-                    d,
-                    a.model.clone().unwrap_or_else(|| "llama-2-7b".into()),
-                    a.tp.unwrap_or(1),
-                )
-            })
-            .collect()
-    } else {
-        crate::import::DEFAULT_SET
-            .iter()
-            .map(|(d, m, t)| (d.to_string(), m.to_string(), *t))
-            .collect()
-    };
     let mut profiles = Vec::new();
     let mut differs = Vec::new();
     for (device, model, tp) in &set {
@@ -654,21 +655,7 @@ fn import_cmd(a: ImportArgs, out: &mut dyn Write) -> Result<()> {
                 &servesim::output::Replace::new(a.force, [data.clone()]),
             )?;
             writeln!(out, "wrote {}", dir.display())?;
-            for op in Op::ALL {
-                if let Some(r) = p.meta.fit.get(op.name()) {
-                    writeln!(
-                        out,
-                        "  {:<14} {:<9} {:>4} rows  median {:>5.1}%  mean {:>5.1}%  max {:>6.1}%  ({})",
-                        op.name(),
-                        r.form,
-                        r.points,
-                        100.0 * r.median_rel_err,
-                        100.0 * r.mean_rel_err,
-                        100.0 * r.max_rel_err,
-                        r.over
-                    )?;
-                }
-            }
+            print_fit_errors(out, &p)?;
         }
         let rel = dir
             .strip_prefix(&root)
@@ -704,6 +691,53 @@ fn import_cmd(a: ImportArgs, out: &mut dyn Write) -> Result<()> {
                 writeln!(out, "differs: {}", p.display())?;
             }
             return Err(Differs.into());
+        }
+    }
+    Ok(())
+}
+
+/// The profiles to import: `--device`/`--model`/`--tp` (`custom`; a100 and h100, llama-2-7b,
+/// tp 1 by default), else the committed set.
+fn profile_set(a: &ImportArgs, custom: bool) -> Vec<(String, String, u32)> {
+    if custom {
+        let devices = if a.device.is_empty() {
+            vec!["a100".to_string(), "h100".to_string()]
+        } else {
+            a.device.clone()
+        };
+        devices
+            .into_iter()
+            .map(|d| {
+                (
+                    d,
+                    a.model.clone().unwrap_or_else(|| "llama-2-7b".into()),
+                    a.tp.unwrap_or(1),
+                )
+            })
+            .collect()
+    } else {
+        crate::import::DEFAULT_SET
+            .iter()
+            .map(|(d, m, t)| (d.to_string(), m.to_string(), *t))
+            .collect()
+    }
+}
+
+/// Each fitted operator's form, points and errors, one line each.
+fn print_fit_errors(out: &mut dyn Write, p: &Profile) -> Result<()> {
+    for op in Op::ALL {
+        if let Some(r) = p.meta.fit.get(op.name()) {
+            writeln!(
+                out,
+                "  {:<14} {:<9} {:>4} rows  median {:>5.1}%  mean {:>5.1}%  max {:>6.1}%  ({})",
+                op.name(),
+                r.form,
+                r.points,
+                100.0 * r.median_rel_err,
+                100.0 * r.mean_rel_err,
+                100.0 * r.max_rel_err,
+                r.over
+            )?;
         }
     }
     Ok(())

@@ -97,37 +97,8 @@ pub fn compare_groups(p: &Profile) -> Result<Vec<GroupComparison>> {
     let mut out = Vec::new();
     let fit = |op: Op| p.op_fit(op).copied();
 
-    // Linear layers: the sum of the four GEMMs at each token count.
-    let mut lin: BTreeMap<u64, [(f64, f64, f64); 4]> = BTreeMap::new();
-    let mut complete = true;
-    for (k, op) in Op::LAYER_GEMMS.iter().enumerate() {
-        let Some(f) = fit(*op) else {
-            complete = false;
-            break;
-        };
-        let (rows, _) = fit_rows(&p.rows, *op);
-        for ((x, _), (meas, loo)) in loo_predictions(*op, &f, &rows) {
-            lin.entry(x).or_insert([(0.0, 0.0, 0.0); 4])[k] = (meas, f.eval(x as f64, 0.0), loo);
-        }
-    }
-    if complete && !lin.is_empty() {
-        let (mut ea, mut ef, mut el) = (Vec::new(), Vec::new(), Vec::new());
-        for (x, v) in &lin {
-            if v.iter().any(|c| c.0 == 0.0) {
-                continue;
-            }
-            let meas: f64 = v.iter().map(|c| c.0).sum();
-            ea.push((a.linear_layer_s(*x as f64) / meas - 1.0).abs());
-            ef.push((v.iter().map(|c| c.1).sum::<f64>() / meas - 1.0).abs());
-            el.push((v.iter().map(|c| c.2).sum::<f64>() / meas - 1.0).abs());
-        }
-        out.push(GroupComparison {
-            group: "linear (qkv + out_proj + mlp_up + mlp_down)",
-            points: ea.len(),
-            analytic: stats(&ea),
-            fitted: stats(&ef),
-            interp_loo: stats(&el),
-        });
+    if let Some(g) = linear_group(p, &a) {
+        out.push(g);
     }
     type Analytic<'a> = Box<dyn Fn(u64, u64) -> f64 + 'a>;
     let groups: [(Op, &'static str, Analytic<'_>); 4] = [
@@ -184,6 +155,44 @@ pub fn compare_groups(p: &Profile) -> Result<Vec<GroupComparison>> {
         });
     }
     Ok(out)
+}
+
+/// Linear layers: the sum of the four GEMMs at each token count (`None` without every GEMM
+/// fitted, or without rows).
+fn linear_group(p: &Profile, a: &AnalyticCost) -> Option<GroupComparison> {
+    let fit = |op: Op| p.op_fit(op).copied();
+    let mut lin: BTreeMap<u64, [(f64, f64, f64); 4]> = BTreeMap::new();
+    let mut complete = true;
+    for (k, op) in Op::LAYER_GEMMS.iter().enumerate() {
+        let Some(f) = fit(*op) else {
+            complete = false;
+            break;
+        };
+        let (rows, _) = fit_rows(&p.rows, *op);
+        for ((x, _), (meas, loo)) in loo_predictions(*op, &f, &rows) {
+            lin.entry(x).or_insert([(0.0, 0.0, 0.0); 4])[k] = (meas, f.eval(x as f64, 0.0), loo);
+        }
+    }
+    if !complete || lin.is_empty() {
+        return None;
+    }
+    let (mut ea, mut ef, mut el) = (Vec::new(), Vec::new(), Vec::new());
+    for (x, v) in &lin {
+        if v.iter().any(|c| c.0 == 0.0) {
+            continue;
+        }
+        let meas: f64 = v.iter().map(|c| c.0).sum();
+        ea.push((a.linear_layer_s(*x as f64) / meas - 1.0).abs());
+        ef.push((v.iter().map(|c| c.1).sum::<f64>() / meas - 1.0).abs());
+        el.push((v.iter().map(|c| c.2).sum::<f64>() / meas - 1.0).abs());
+    }
+    Some(GroupComparison {
+        group: "linear (qkv + out_proj + mlp_up + mlp_down)",
+        points: ea.len(),
+        analytic: stats(&ea),
+        fitted: stats(&ef),
+        interp_loo: stats(&el),
+    })
 }
 
 /// Representative batches: (label, shape).
@@ -369,30 +378,84 @@ pub fn compare_against(measured: &Profile, reference: &Profile) -> Result<String
         reference.meta.source,
         reference.meta.created
     );
-    let mut row = |name: &str, pts: Vec<(f64, f64, f64, bool)>| {
-        if pts.is_empty() {
-            return;
-        }
-        let ea: Vec<f64> = pts.iter().map(|p| (p.1 / p.0 - 1.0).abs()).collect();
-        let er: Vec<f64> = pts.iter().map(|p| (p.2 / p.0 - 1.0).abs()).collect();
-        let off = pts.iter().filter(|p| p.3).count();
-        let (am, aa) = stats(&ea);
-        let (rm, ra) = stats(&er);
-        let _ = writeln!(
-            s,
-            "| {name} | {} | {} | {} | {} | {} | {off} |",
-            pts.len(),
-            pct(am),
-            pct(aa),
-            pct(rm),
-            pct(ra)
-        );
-    };
     let merged = |op: Op| {
         let (rows, _) = fit_rows(&measured.rows, op);
         crate::fitting::merge_points(&rows)
     };
-    // Linear: sum of the four GEMMs at token counts all four were measured at.
+    let pts = linear_points(measured, &r, &a);
+    against_row(&mut s, "linear (qkv + out_proj + mlp_up + mlp_down)", pts);
+    type Predict<'a> = &'a dyn Fn(f64, f64, &mut [bool; Op::COUNT]) -> (f64, f64);
+    let one = |op: Op, f: Predict<'_>| {
+        merged(op)
+            .into_iter()
+            .map(|(x, y, t)| {
+                let mut out = [false; Op::COUNT];
+                let (an, re) = f(x, y, &mut out);
+                (t, an, re, out.iter().any(|&o| o))
+            })
+            .collect::<Vec<_>>()
+    };
+    against_row(
+        &mut s,
+        "small_ops",
+        one(Op::SmallOps, &|x, _, o| {
+            (a.small_ops_layer_s(x), r.op_1d(Op::SmallOps, x, o))
+        }),
+    );
+    against_row(
+        &mut s,
+        "attn_prefill",
+        one(Op::AttnPrefill, &|x, y, o| {
+            let pairs = x * (x + 2.0 * y);
+            (a.prefill_attention_layer_s(pairs), r.prefill_s(x, pairs, o))
+        }),
+    );
+    against_row(
+        &mut s,
+        "attn_decode",
+        one(Op::AttnDecode, &|x, y, o| {
+            (
+                a.decode_attention_layer_s(x, x * y),
+                r.decode_s(x, x * y, o),
+            )
+        }),
+    );
+    Ok(s)
+}
+
+/// One group's line of [`compare_against`]'s table; `pts`: (measured, analytic, reference,
+/// off grid) per point (no line without points).
+fn against_row(s: &mut String, name: &str, pts: Vec<(f64, f64, f64, bool)>) {
+    if pts.is_empty() {
+        return;
+    }
+    let ea: Vec<f64> = pts.iter().map(|p| (p.1 / p.0 - 1.0).abs()).collect();
+    let er: Vec<f64> = pts.iter().map(|p| (p.2 / p.0 - 1.0).abs()).collect();
+    let off = pts.iter().filter(|p| p.3).count();
+    let (am, aa) = stats(&ea);
+    let (rm, ra) = stats(&er);
+    let _ = writeln!(
+        s,
+        "| {name} | {} | {} | {} | {} | {} | {off} |",
+        pts.len(),
+        pct(am),
+        pct(aa),
+        pct(rm),
+        pct(ra)
+    );
+}
+
+/// Linear: sum of the four GEMMs at token counts all four were measured at, as (measured,
+/// analytic, reference, off grid).
+fn linear_points(
+    measured: &Profile,
+    r: &ProfileTables,
+    a: &AnalyticCost,
+) -> Vec<(f64, f64, f64, bool)> {
+    let merged = |op: Op| {
+        let (rows, _) = fit_rows(&measured.rows, op);
+        crate::fitting::merge_points(&rows)
+    };
     let mut lin: BTreeMap<u64, (usize, f64)> = BTreeMap::new();
     for op in Op::LAYER_GEMMS {
         for (x, _, t) in merged(op) {
@@ -413,41 +476,7 @@ pub fn compare_against(measured: &Profile, reference: &Profile) -> Result<String
             .sum();
         pts.push((t, a.linear_layer_s(x as f64), pred, out.iter().any(|&o| o)));
     }
-    row("linear (qkv + out_proj + mlp_up + mlp_down)", pts);
-    type Predict<'a> = &'a dyn Fn(f64, f64, &mut [bool; Op::COUNT]) -> (f64, f64);
-    let one = |op: Op, f: Predict<'_>| {
-        merged(op)
-            .into_iter()
-            .map(|(x, y, t)| {
-                let mut out = [false; Op::COUNT];
-                let (an, re) = f(x, y, &mut out);
-                (t, an, re, out.iter().any(|&o| o))
-            })
-            .collect::<Vec<_>>()
-    };
-    row(
-        "small_ops",
-        one(Op::SmallOps, &|x, _, o| {
-            (a.small_ops_layer_s(x), r.op_1d(Op::SmallOps, x, o))
-        }),
-    );
-    row(
-        "attn_prefill",
-        one(Op::AttnPrefill, &|x, y, o| {
-            let pairs = x * (x + 2.0 * y);
-            (a.prefill_attention_layer_s(pairs), r.prefill_s(x, pairs, o))
-        }),
-    );
-    row(
-        "attn_decode",
-        one(Op::AttnDecode, &|x, y, o| {
-            (
-                a.decode_attention_layer_s(x, x * y),
-                r.decode_s(x, x * y, o),
-            )
-        }),
-    );
-    Ok(s)
+    pts
 }
 
 #[cfg(test)]

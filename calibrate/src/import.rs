@@ -127,6 +127,14 @@ fn attention_source(dir: &Path) -> Result<(String, String, Vec<AttnSample>)> {
     Ok((d.catalogue_gpu.to_string(), rel, samples))
 }
 
+/// What the sections of one profile import gather: sources, derived operators, measurements.
+#[derive(Default)]
+struct Gathered {
+    sources: Vec<String>,
+    derived: std::collections::BTreeMap<String, String>,
+    rows: Vec<Measurement>,
+}
+
 /// Import one profile: Vidur `device` (`a100`, `h100`), catalogue `model`, TP degree `tp`.
 pub fn import_profile(
     dir: &Path,
@@ -146,129 +154,16 @@ pub fn import_profile(
             d.models.join(", ")
         );
     }
-    let mut sources = Vec::new();
-    let mut derived = std::collections::BTreeMap::new();
-    let mut rows = Vec::new();
-
-    // Linear layers and small operators.
-    let rel = format!("compute/{}/meta-llama/{folder}/mlp.csv", d.device);
-    let ops = data::parse_mlp_ops(&read(&dir.join(&rel))?, &rel, model, &spec)?;
-    let at_tp: Vec<_> = ops.iter().filter(|o| o.tp == tp).collect();
-    if at_tp.is_empty() {
-        let mut tps: Vec<u32> = ops.iter().map(|o| o.tp).collect();
-        tps.sort_unstable();
-        tps.dedup();
-        bail!("{rel} has no rows at tp = {tp} (it has tp = {tps:?})");
-    }
-    let src = "vidur:mlp.csv";
-    sources.push(format!(
-        "Microsoft Vidur data/profiling (MIT), {rel} (rows with source vidur:mlp.csv): attn_pre_proj → qkv, attn_post_proj → out_proj, mlp_up_proj → mlp_up, mlp_down_proj → mlp_down, input_layernorm + post_attention_layernorm + mlp_act + attn_rope + add → small_ops ({} rows at tp {tp})",
-        at_tp.len()
-    ));
-    let up_width = if spec.gated_mlp { 2 } else { 1 } * spec.ffn / tp;
-    let lm_scale = spec.vocab.div_ceil(tp) as f64 / up_width as f64;
-    for o in &at_tp {
-        let x = o.tokens as u64;
-        for (k, op) in Op::LAYER_GEMMS.iter().enumerate() {
-            rows.push(row(*op, x, 0, o.linear_ms[k] * 1e-3, src));
-        }
-        rows.push(row(Op::SmallOps, x, 0, o.small_s(), src));
-    }
-    for o in &at_tp {
-        rows.push(row(
-            Op::LmHead,
-            o.tokens as u64,
-            0,
-            o.linear_ms[2] * 1e-3 * lm_scale,
-            "derived:mlp_up*vocab_ratio",
-        ));
-    }
-    derived.insert(
-        "lm_head".to_string(),
-        format!(
-            "not in Vidur's data: mlp_up at the same token count × (vocab/tp = {}) / (mlp_up width = {up_width}) = ×{lm_scale:.4} (same k = hidden, n scaled)",
-            spec.vocab.div_ceil(tp)
-        ),
-    );
-
-    // Attention.
-    let (src_gpu, att_rel, samples) = attention_source(dir)?;
+    let mut g = Gathered::default();
+    linear_layers(&mut g, dir, d, folder, model, &spec, tp)?;
     let own = d.attention_model == Some(folder) && tp == 1;
-    type Scale = Box<dyn Fn(&AttnSample) -> f64>;
-    let (att_src, scale): (String, Scale) = if own {
-        sources.push(format!(
-            "Microsoft Vidur data/profiling (MIT), {att_rel} (rows with source vidur:attention_samples.csv): prefill rows → attn_prefill (x = chunk, y = cached), decode rows → attn_decode (x = batch, y = cached + 1)"
-        ));
-        ("vidur:attention_samples.csv".to_string(), Box::new(|_| 1.0))
-    } else {
-        let src_model = cat.model(vidur_catalogue_name(&DEVICES[0])?)?.clone();
-        let from = analytic(&cat, &src_gpu, &src_model, 1)?;
-        let to = analytic(&cat, d.catalogue_gpu, &spec, tp)?;
-        derived.insert(
-            "attn_prefill, attn_decode".to_string(),
-            format!(
-                "Vidur has no attention data for {} {model} tp{tp}: the {src_gpu} llama-2-7b tp1 samples ({att_rel}) × the analytic model's attention time on {} {model} tp{tp} / on {src_gpu} llama-2-7b tp1 at the same shape (committed analytic_fit.toml parameters)",
-                d.device, d.catalogue_gpu
-            ),
-        );
-        (
-            "derived:a100_attention*analytic_ratio".to_string(),
-            Box::new(move |s: &AttnSample| match s.phase {
-                AttnPhase::Prefill => {
-                    let pairs = s.chunk as f64 * (s.chunk as f64 + 2.0 * s.kv as f64);
-                    to.prefill_attention_layer_s(pairs) / from.prefill_attention_layer_s(pairs)
-                }
-                AttnPhase::Decode => {
-                    let b = s.batch as f64;
-                    let k = b * (s.kv as f64 + 1.0);
-                    to.decode_attention_layer_s(b, k) / from.decode_attention_layer_s(b, k)
-                }
-            }),
-        )
-    };
-    for s in &samples {
-        let t = s.time_s * scale(s);
-        match s.phase {
-            AttnPhase::Prefill => rows.push(row(
-                Op::AttnPrefill,
-                s.chunk as u64,
-                s.kv as u64,
-                t,
-                &att_src,
-            )),
-            AttnPhase::Decode => rows.push(row(
-                Op::AttnDecode,
-                s.batch as u64,
-                s.kv as u64 + 1,
-                t,
-                &att_src,
-            )),
-        }
-    }
-
-    // All-reduce.
-    if tp > 1 {
-        let rel = format!("network/{}/all_reduce.csv", d.network);
-        let ar = data::parse_all_reduce_csv(&read(&dir.join(&rel))?, &rel)?;
-        let mut n = 0;
-        for s in ar.iter().filter(|s| s.workers == tp) {
-            rows.push(row(
-                Op::AllReduce,
-                s.bytes as u64,
-                0,
-                s.time_s,
-                "vidur:all_reduce.csv",
-            ));
-            n += 1;
-        }
-        if n == 0 {
-            bail!("{rel} has no all-reduce over {tp} GPUs");
-        }
-        sources.push(format!(
-            "Microsoft Vidur data/profiling (MIT), {rel} (rows with source vidur:all_reduce.csv): NCCL all-reduce over {tp} GPUs of one node ({n} rows)"
-        ));
-    }
-
+    attention(&mut g, dir, d, &cat, model, &spec, tp, own)?;
+    all_reduce(&mut g, dir, d, tp)?;
+    let Gathered {
+        sources,
+        derived,
+        rows,
+    } = g;
     let meta = Meta {
         schema_version: SCHEMA_VERSION,
         gpu: d.catalogue_gpu.to_string(),
@@ -307,6 +202,153 @@ pub fn import_profile(
         )],
         None,
     )
+}
+
+/// Linear layers and small operators from Vidur's `mlp.csv` at `tp`; the LM head derived from
+/// `mlp_up`.
+fn linear_layers(
+    g: &mut Gathered,
+    dir: &Path,
+    d: &DeviceInputs,
+    folder: &str,
+    model: &str,
+    spec: &ModelSpec,
+    tp: u32,
+) -> Result<()> {
+    let rel = format!("compute/{}/meta-llama/{folder}/mlp.csv", d.device);
+    let ops = data::parse_mlp_ops(&read(&dir.join(&rel))?, &rel, model, spec)?;
+    let at_tp: Vec<_> = ops.iter().filter(|o| o.tp == tp).collect();
+    if at_tp.is_empty() {
+        let mut tps: Vec<u32> = ops.iter().map(|o| o.tp).collect();
+        tps.sort_unstable();
+        tps.dedup();
+        bail!("{rel} has no rows at tp = {tp} (it has tp = {tps:?})");
+    }
+    let src = "vidur:mlp.csv";
+    g.sources.push(format!(
+        "Microsoft Vidur data/profiling (MIT), {rel} (rows with source vidur:mlp.csv): attn_pre_proj → qkv, attn_post_proj → out_proj, mlp_up_proj → mlp_up, mlp_down_proj → mlp_down, input_layernorm + post_attention_layernorm + mlp_act + attn_rope + add → small_ops ({} rows at tp {tp})",
+        at_tp.len()
+    ));
+    let up_width = if spec.gated_mlp { 2 } else { 1 } * spec.ffn / tp;
+    let lm_scale = spec.vocab.div_ceil(tp) as f64 / up_width as f64;
+    for o in &at_tp {
+        let x = o.tokens as u64;
+        for (k, op) in Op::LAYER_GEMMS.iter().enumerate() {
+            g.rows.push(row(*op, x, 0, o.linear_ms[k] * 1e-3, src));
+        }
+        g.rows.push(row(Op::SmallOps, x, 0, o.small_s(), src));
+    }
+    for o in &at_tp {
+        g.rows.push(row(
+            Op::LmHead,
+            o.tokens as u64,
+            0,
+            o.linear_ms[2] * 1e-3 * lm_scale,
+            "derived:mlp_up*vocab_ratio",
+        ));
+    }
+    g.derived.insert(
+        "lm_head".to_string(),
+        format!(
+            "not in Vidur's data: mlp_up at the same token count × (vocab/tp = {}) / (mlp_up width = {up_width}) = ×{lm_scale:.4} (same k = hidden, n scaled)",
+            spec.vocab.div_ceil(tp)
+        ),
+    );
+    Ok(())
+}
+
+/// Attention from the first Vidur device's samples: as they are (`own`: the profile's device,
+/// model and tp 1), else scaled by the analytic model's ratio.
+#[allow(clippy::too_many_arguments)]
+fn attention(
+    g: &mut Gathered,
+    dir: &Path,
+    d: &DeviceInputs,
+    cat: &Catalogue,
+    model: &str,
+    spec: &ModelSpec,
+    tp: u32,
+    own: bool,
+) -> Result<()> {
+    let (src_gpu, att_rel, samples) = attention_source(dir)?;
+    type Scale = Box<dyn Fn(&AttnSample) -> f64>;
+    let (att_src, scale): (String, Scale) = if own {
+        g.sources.push(format!(
+            "Microsoft Vidur data/profiling (MIT), {att_rel} (rows with source vidur:attention_samples.csv): prefill rows → attn_prefill (x = chunk, y = cached), decode rows → attn_decode (x = batch, y = cached + 1)"
+        ));
+        ("vidur:attention_samples.csv".to_string(), Box::new(|_| 1.0))
+    } else {
+        let src_model = cat.model(vidur_catalogue_name(&DEVICES[0])?)?.clone();
+        let from = analytic(cat, &src_gpu, &src_model, 1)?;
+        let to = analytic(cat, d.catalogue_gpu, spec, tp)?;
+        g.derived.insert(
+            "attn_prefill, attn_decode".to_string(),
+            format!(
+                "Vidur has no attention data for {} {model} tp{tp}: the {src_gpu} llama-2-7b tp1 samples ({att_rel}) × the analytic model's attention time on {} {model} tp{tp} / on {src_gpu} llama-2-7b tp1 at the same shape (committed analytic_fit.toml parameters)",
+                d.device, d.catalogue_gpu
+            ),
+        );
+        (
+            "derived:a100_attention*analytic_ratio".to_string(),
+            Box::new(move |s: &AttnSample| match s.phase {
+                AttnPhase::Prefill => {
+                    let pairs = s.chunk as f64 * (s.chunk as f64 + 2.0 * s.kv as f64);
+                    to.prefill_attention_layer_s(pairs) / from.prefill_attention_layer_s(pairs)
+                }
+                AttnPhase::Decode => {
+                    let b = s.batch as f64;
+                    let k = b * (s.kv as f64 + 1.0);
+                    to.decode_attention_layer_s(b, k) / from.decode_attention_layer_s(b, k)
+                }
+            }),
+        )
+    };
+    for s in &samples {
+        let t = s.time_s * scale(s);
+        match s.phase {
+            AttnPhase::Prefill => g.rows.push(row(
+                Op::AttnPrefill,
+                s.chunk as u64,
+                s.kv as u64,
+                t,
+                &att_src,
+            )),
+            AttnPhase::Decode => g.rows.push(row(
+                Op::AttnDecode,
+                s.batch as u64,
+                s.kv as u64 + 1,
+                t,
+                &att_src,
+            )),
+        }
+    }
+    Ok(())
+}
+
+/// The all-reduce over `tp` GPUs of one node (none at tp 1).
+fn all_reduce(g: &mut Gathered, dir: &Path, d: &DeviceInputs, tp: u32) -> Result<()> {
+    if tp > 1 {
+        let rel = format!("network/{}/all_reduce.csv", d.network);
+        let ar = data::parse_all_reduce_csv(&read(&dir.join(&rel))?, &rel)?;
+        let mut n = 0;
+        for s in ar.iter().filter(|s| s.workers == tp) {
+            g.rows.push(row(
+                Op::AllReduce,
+                s.bytes as u64,
+                0,
+                s.time_s,
+                "vidur:all_reduce.csv",
+            ));
+            n += 1;
+        }
+        if n == 0 {
+            bail!("{rel} has no all-reduce over {tp} GPUs");
+        }
+        g.sources.push(format!(
+            "Microsoft Vidur data/profiling (MIT), {rel} (rows with source vidur:all_reduce.csv): NCCL all-reduce over {tp} GPUs of one node ({n} rows)"
+        ));
+    }
+    Ok(())
 }
 
 fn vidur_catalogue_name(d: &DeviceInputs) -> Result<&'static str> {

@@ -228,11 +228,38 @@ pub fn plan(model: &ModelSpec, tp: u32, cfg: &PlanConfig) -> Result<Vec<PlanItem
     let ppo = cfg.points_per_octave;
     let mut items = Vec::new();
     let tokens = log_grid(1, cfg.max_tokens as u64, ppo);
+    gemm_items(&mut items, model, tp, cfg, &tokens);
+    small_ops_items(&mut items, model, tp, &tokens);
+    attention_items(&mut items, model, tp, cfg);
+    copy_items(&mut items, model, tp, cfg);
+    if tp > 1 && cfg.gpus >= tp {
+        for &bytes in &log_grid(2 << 10, 256 << 20, 1) {
+            items.push(PlanItem {
+                op: Op::AllReduce,
+                x: bytes,
+                y: 0,
+                kernel: Kernel::AllReduce { bytes, gpus: tp },
+            });
+        }
+    }
+    Ok(items)
+}
+
+/// The GEMMs of a layer and the LM head at every token count of the grid (the LM head up to
+/// `max_lm_rows`).
+fn gemm_items(
+    items: &mut Vec<PlanItem>,
+    model: &ModelSpec,
+    tp: u32,
+    cfg: &PlanConfig,
+    tokens: &[u64],
+) {
+    let ppo = cfg.points_per_octave;
     for (op, n, k) in gemm_shapes(model, tp) {
         let xs = if op == Op::LmHead {
             log_grid(1, cfg.max_lm_rows as u64, ppo)
         } else {
-            tokens.clone()
+            tokens.to_vec()
         };
         for &m in &xs {
             items.push(PlanItem {
@@ -243,9 +270,13 @@ pub fn plan(model: &ModelSpec, tp: u32, cfg: &PlanConfig) -> Result<Vec<PlanItem
             });
         }
     }
+}
+
+/// The small operators of a layer at every token count of the grid.
+fn small_ops_items(items: &mut Vec<PlanItem>, model: &ModelSpec, tp: u32, tokens: &[u64]) {
     let (hq, hkv) = shard_heads(model, tp);
     let hd = model.head_dim() as u32;
-    for &t in &tokens {
+    for &t in tokens {
         items.push(PlanItem {
             op: Op::SmallOps,
             x: t,
@@ -261,6 +292,13 @@ pub fn plan(model: &ModelSpec, tp: u32, cfg: &PlanConfig) -> Result<Vec<PlanItem
             },
         });
     }
+}
+
+/// Prefill (whole and chunked after cached prefixes) and decode attention shapes.
+fn attention_items(items: &mut Vec<PlanItem>, model: &ModelSpec, tp: u32, cfg: &PlanConfig) {
+    let ppo = cfg.points_per_octave;
+    let (hq, hkv) = shard_heads(model, tp);
+    let hd = model.head_dim() as u32;
     let block = cfg.block_tokens[0];
     let max_prefill = cfg.max_prefill_tokens.min(model.max_context_tokens) as u64;
     let mut prefill: Vec<(u64, u64)> = log_grid(16, max_prefill.max(16), ppo)
@@ -311,6 +349,10 @@ pub fn plan(model: &ModelSpec, tp: u32, cfg: &PlanConfig) -> Result<Vec<PlanItem
             });
         }
     }
+}
+
+/// Host↔GPU copies: every variant, direction, chunk size and chunk count within the limits.
+fn copy_items(items: &mut Vec<PlanItem>, model: &ModelSpec, tp: u32, cfg: &PlanConfig) {
     let mut sizes: Vec<u64> = cfg
         .block_tokens
         .iter()
@@ -346,17 +388,6 @@ pub fn plan(model: &ModelSpec, tp: u32, cfg: &PlanConfig) -> Result<Vec<PlanItem
             }
         }
     }
-    if tp > 1 && cfg.gpus >= tp {
-        for &bytes in &log_grid(2 << 10, 256 << 20, 1) {
-            items.push(PlanItem {
-                op: Op::AllReduce,
-                x: bytes,
-                y: 0,
-                kernel: Kernel::AllReduce { bytes, gpus: tp },
-            });
-        }
-    }
-    Ok(items)
 }
 
 /// Work of one kernel: (FLOPs, device-memory bytes, PCIe bytes, driver calls).

@@ -28,8 +28,15 @@ fn spread<T: Clone>(v: &[T], n: usize) -> Vec<T> {
 
 /// The text report. `all_points`: every distinct shape instead of a sample per operator.
 pub fn text_report(dir: &Path, p: &Profile, all_points: bool) -> String {
-    let m = &p.meta;
     let mut s = String::new();
+    write_summary(&mut s, dir, p);
+    write_points(&mut s, p, all_points);
+    s
+}
+
+/// The profile's header lines, the per-operator fit table and the fitted parameters.
+fn write_summary(s: &mut String, dir: &Path, p: &Profile) {
+    let m = &p.meta;
     let _ = writeln!(s, "profile {}", dir.display());
     let _ = writeln!(
         s,
@@ -91,6 +98,10 @@ pub fn text_report(dir: &Path, p: &Profile, all_points: bool) -> String {
             params.join(", ")
         );
     }
+}
+
+/// Measured vs fitted at every shape (`all_points`) or a sample of them per operator.
+fn write_points(s: &mut String, p: &Profile, all_points: bool) {
     let _ = writeln!(
         s,
         "\nmeasured vs fitted ({}):\n{:<20} {:>10} {:>10} {:>13} {:>13} {:>8}",
@@ -125,7 +136,6 @@ pub fn text_report(dir: &Path, p: &Profile, all_points: bool) -> String {
             );
         }
     }
-    s
 }
 
 const COLORS: [RGBColor; 4] = [
@@ -198,28 +208,8 @@ pub fn plot_report(p: &Profile, png: &Path) -> Result<()> {
         let f = p.op_fit(*op).expect("filtered");
         let (rs, over) = fit_rows(&p.rows, *op);
         let series = panel_series(*op, f, &rs);
-        let all = series.iter().flat_map(|s| s.1.iter().chain(s.2.iter()));
-        let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, 0.0f64, f64::INFINITY, 0.0f64);
-        for &(x, y) in all {
-            if x > 0.0 && y > 0.0 {
-                x0 = x0.min(x);
-                x1 = x1.max(x);
-                y0 = y0.min(y);
-                y1 = y1.max(y);
-            }
-        }
-        if x1 <= x0 {
-            x1 = x0 * 2.0;
-        }
-        let residual = p.meta.fit.get(op.name()).map_or(String::new(), |r| {
-            format!(", median err {}", pct(r.median_rel_err))
-        });
-        let caption = format!(
-            "{} ({}{}{residual})",
-            op.name(),
-            f.form().name(),
-            if over == "derived" { ", derived" } else { "" }
-        );
+        let (x0, x1, y0, y1) = series_bounds(&series);
+        let caption = panel_caption(p, *op, f, over);
         let mut chart = ChartBuilder::on(panel)
             .caption(caption, ("sans-serif", 16))
             .margin(10)
@@ -267,6 +257,38 @@ pub fn plot_report(p: &Profile, png: &Path) -> Result<()> {
     }
     root.present().map_err(|x| e(&x))?;
     Ok(())
+}
+
+/// The log–log axes' range: the positive points and curves of the series (x widened to a
+/// factor of 2 when it is one value).
+fn series_bounds(series: &[Series]) -> (f64, f64, f64, f64) {
+    let all = series.iter().flat_map(|s| s.1.iter().chain(s.2.iter()));
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::INFINITY, 0.0f64, f64::INFINITY, 0.0f64);
+    for &(x, y) in all {
+        if x > 0.0 && y > 0.0 {
+            x0 = x0.min(x);
+            x1 = x1.max(x);
+            y0 = y0.min(y);
+            y1 = y1.max(y);
+        }
+    }
+    if x1 <= x0 {
+        x1 = x0 * 2.0;
+    }
+    (x0, x1, y0, y1)
+}
+
+/// A panel's caption: operator, fitted form, whether its rows are derived, median error.
+fn panel_caption(p: &Profile, op: Op, f: &OpFit, over: &str) -> String {
+    let residual = p.meta.fit.get(op.name()).map_or(String::new(), |r| {
+        format!(", median err {}", pct(r.median_rel_err))
+    });
+    format!(
+        "{} ({}{}{residual})",
+        op.name(),
+        f.form().name(),
+        if over == "derived" { ", derived" } else { "" }
+    )
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! One run of a resolved scenario: build the trace source, the replicas and the predictor, drive
 //! the engine, and summarise. Reads input files; writes nothing.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::cost::BatchShape;
@@ -11,7 +12,7 @@ use crate::engine::{
 use crate::error::{Result, SimError};
 use crate::exec::{Executor, SimExecutor};
 use crate::metrics::{Collector, Summary, summarize};
-use crate::policy::{PolicyEnv, lookup};
+use crate::policy::{PolicyEntry, PolicyEnv, lookup};
 use crate::profile::ExtrapolationCounter;
 use crate::scenario::{Resolved, SyntheticLengths, TraceSource};
 use crate::trace::{Arrivals, LengthPair, Lengths, Synthetic, TraceCsv, read_lengths, scan_trace};
@@ -131,33 +132,7 @@ pub fn drive(
     let entry = lookup(&s.scheduler.policy)?;
     // Off-grid queries of profile-based models (summary.json `profile_extrapolations`).
     let extrapolations = Arc::new(ExtrapolationCounter::default());
-    let mut parts = Vec::with_capacity(s.replicas as usize);
-    // A homogeneous cluster is one group: the scenario itself.
-    let groups: Vec<&Resolved> = if r.groups.is_empty() {
-        vec![r]
-    } else {
-        r.groups.iter().collect()
-    };
-    for g in groups {
-        // The policies estimate job times with their own group's model.
-        let env = PolicyEnv {
-            limits: r.limits,
-            cost: g.cost_model()?.into(),
-        };
-        for _ in 0..g.scenario.replicas {
-            let (policy, _) = (entry.build)(s.policies.get(&s.scheduler.policy), &env)?;
-            parts.push(ReplicaParts {
-                policy,
-                executor: make_executor(g, extrapolations.clone())?,
-                kv_capacity_blocks: g.kv_capacity_blocks,
-                host_kv_blocks: g.host_kv_blocks,
-                kv_block_bytes: g.kv_block_bytes,
-                swap: g.swap_model(Some(extrapolations.clone())),
-                swap_timing: g.swap_timing,
-                offload: g.offload,
-            });
-        }
-    }
+    let parts = build_replicas(r, entry, make_executor, &extrapolations)?;
     let cfg = EngineConfig {
         block_tokens: s.memory.block_tokens,
         limits: r.limits,
@@ -188,19 +163,7 @@ pub fn drive(
             rate_per_s,
             limit,
         } => {
-            let rescale = match rate_per_s {
-                None => None,
-                Some(target) => {
-                    let sum = scan_trace(path)?;
-                    let file_rate = sum.mean_rate_per_s().ok_or_else(|| {
-                        crate::error::SimError::Io {
-                            path: path.clone(),
-                            msg: "cannot rescale to a rate: the trace needs ≥ 2 rows spanning a positive time".into(),
-                        }
-                    })?;
-                    Some((sum.first_arrival_s, file_rate / target))
-                }
-            };
+            let rescale = file_rescale(path, *rate_per_s)?;
             Box::new(TraceCsv::open(path, rescale, *limit)?)
         }
         TraceSource::Synthetic { .. } => synthetic(r, &mut lengths)?,
@@ -236,6 +199,63 @@ pub fn drive(
         summary,
         kv_timeline: (r.kv_timeline_interval_ns > 0).then_some(tap.kv_timeline),
         kv_timeline_cut_at_ns: tap.kv_cut_at_ns,
+    })
+}
+
+/// Every replica's policy, executor and memory, group by group (a homogeneous cluster is one
+/// group: the scenario itself).
+fn build_replicas(
+    r: &Resolved,
+    entry: &PolicyEntry,
+    make_executor: &mut ExecutorFactory<'_>,
+    extrapolations: &Arc<ExtrapolationCounter>,
+) -> Result<Vec<ReplicaParts>> {
+    let s = &r.scenario;
+    let mut parts = Vec::with_capacity(s.replicas as usize);
+    // A homogeneous cluster is one group: the scenario itself.
+    let groups: Vec<&Resolved> = if r.groups.is_empty() {
+        vec![r]
+    } else {
+        r.groups.iter().collect()
+    };
+    for g in groups {
+        // The policies estimate job times with their own group's model.
+        let env = PolicyEnv {
+            limits: r.limits,
+            cost: g.cost_model()?.into(),
+        };
+        for _ in 0..g.scenario.replicas {
+            let (policy, _) = (entry.build)(s.policies.get(&s.scheduler.policy), &env)?;
+            parts.push(ReplicaParts {
+                policy,
+                executor: make_executor(g, extrapolations.clone())?,
+                kv_capacity_blocks: g.kv_capacity_blocks,
+                host_kv_blocks: g.host_kv_blocks,
+                kv_block_bytes: g.kv_block_bytes,
+                swap: g.swap_model(Some(extrapolations.clone())),
+                swap_timing: g.swap_timing,
+                offload: g.offload,
+            });
+        }
+    }
+    Ok(parts)
+}
+
+/// How a trace file's arrivals are rescaled to `rate_per_s`: its first arrival and the factor
+/// (`None`: kept as they are).
+fn file_rescale(path: &Path, rate_per_s: Option<f64>) -> Result<Option<(f64, f64)>> {
+    Ok(match rate_per_s {
+        None => None,
+        Some(target) => {
+            let sum = scan_trace(path)?;
+            let file_rate = sum.mean_rate_per_s().ok_or_else(|| {
+                    crate::error::SimError::Io {
+                        path: path.to_path_buf(),
+                        msg: "cannot rescale to a rate: the trace needs ≥ 2 rows spanning a positive time".into(),
+                    }
+                })?;
+            Some((sum.first_arrival_s, file_rate / target))
+        }
     })
 }
 

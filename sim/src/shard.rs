@@ -401,81 +401,8 @@ pub fn merge(shard_dirs: &[PathBuf], out: &Path, plots: bool, force: bool) -> Re
     let first = &shards[0];
     let n = first.m.shards;
     let total = first.m.runs_total;
-    let mismatch = |s: &Loaded, what: &str| {
-        SimError::config(format!(
-            "{} and {} are shards of different sweeps ({what} differ); merge the shards of one `servesim sweep --shard I/N` scenario, run with the same options and servesim version",
-            first.dir.display(),
-            s.dir.display()
-        ))
-    };
-    let mut by_index: Vec<Option<&Loaded>> = vec![None; n];
-    for s in &shards {
-        if s.m.shards != n {
-            return Err(mismatch(
-                s,
-                &format!("shard counts {} and {}", n, s.m.shards),
-            ));
-        }
-        if s.m.runs_total != total {
-            return Err(mismatch(
-                s,
-                &format!("run counts {total} and {}", s.m.runs_total),
-            ));
-        }
-        if s.m.fingerprint != first.m.fingerprint {
-            return Err(mismatch(s, "scenario fingerprints"));
-        }
-        if s.m.header != first.m.header {
-            return Err(mismatch(s, "sweep.csv headers"));
-        }
-        if let Some(other) = by_index[s.m.shard] {
-            return Err(SimError::config(format!(
-                "shard {}/{n} is given twice: {} and {}",
-                s.m.shard,
-                other.dir.display(),
-                s.dir.display()
-            )));
-        }
-        by_index[s.m.shard] = Some(s);
-    }
-    let missing: Vec<String> = (0..n)
-        .filter(|&i| by_index[i].is_none())
-        .map(|i| format!("{i}/{n}"))
-        .collect();
-    if !missing.is_empty() {
-        return Err(SimError::config(format!(
-            "missing shard(s) {} of the {n}; run `servesim sweep --shard I/{n}` for each and pass every shard directory",
-            missing.join(", ")
-        )));
-    }
-    // Every run exactly once, in the shard that owns it.
-    let mut rows: Vec<Option<(&ManifestRow, &Loaded)>> = vec![None; total];
-    for s in &shards {
-        // Runs i < total with i mod n = shard.
-        let expected = (total + n - 1 - s.m.shard) / n;
-        if s.m.rows.len() != expected {
-            return Err(io(
-                &s.dir,
-                format!(
-                    "shard {}/{n} lists {} runs, expected {expected} of {total}; the shard is incomplete or was edited",
-                    s.m.shard,
-                    s.m.rows.len()
-                ),
-            ));
-        }
-        for row in &s.m.rows {
-            if row.run >= total || row.run % n != s.m.shard || rows[row.run].is_some() {
-                return Err(io(
-                    &s.dir,
-                    format!(
-                        "run {} does not belong to shard {}/{n} of a {total}-run sweep (or is listed twice)",
-                        row.run, s.m.shard
-                    ),
-                ));
-            }
-            rows[row.run] = Some((row, s));
-        }
-    }
+    let by_index = shards_by_index(&shards)?;
+    let rows = runs_in_order(&shards, n, total)?;
     let staged = StagedDir::new(out, &replace)?;
     let mut csv = first.m.header.clone();
     csv.push('\n');
@@ -526,6 +453,98 @@ pub fn merge(shard_dirs: &[PathBuf], out: &Path, plots: bool, force: bool) -> Re
         runs: total,
         failed,
     })
+}
+
+/// The shards by their index, checked to be shards of one sweep, each given once, none missing.
+fn shards_by_index(shards: &[Loaded]) -> Result<Vec<Option<&Loaded>>> {
+    let first = &shards[0];
+    let n = first.m.shards;
+    let total = first.m.runs_total;
+    let mismatch = |s: &Loaded, what: &str| {
+        SimError::config(format!(
+            "{} and {} are shards of different sweeps ({what} differ); merge the shards of one `servesim sweep --shard I/N` scenario, run with the same options and servesim version",
+            first.dir.display(),
+            s.dir.display()
+        ))
+    };
+    let mut by_index: Vec<Option<&Loaded>> = vec![None; n];
+    for s in shards {
+        if s.m.shards != n {
+            return Err(mismatch(
+                s,
+                &format!("shard counts {} and {}", n, s.m.shards),
+            ));
+        }
+        if s.m.runs_total != total {
+            return Err(mismatch(
+                s,
+                &format!("run counts {total} and {}", s.m.runs_total),
+            ));
+        }
+        if s.m.fingerprint != first.m.fingerprint {
+            return Err(mismatch(s, "scenario fingerprints"));
+        }
+        if s.m.header != first.m.header {
+            return Err(mismatch(s, "sweep.csv headers"));
+        }
+        if let Some(other) = by_index[s.m.shard] {
+            return Err(SimError::config(format!(
+                "shard {}/{n} is given twice: {} and {}",
+                s.m.shard,
+                other.dir.display(),
+                s.dir.display()
+            )));
+        }
+        by_index[s.m.shard] = Some(s);
+    }
+    let missing: Vec<String> = (0..n)
+        .filter(|&i| by_index[i].is_none())
+        .map(|i| format!("{i}/{n}"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(SimError::config(format!(
+            "missing shard(s) {} of the {n}; run `servesim sweep --shard I/{n}` for each and pass every shard directory",
+            missing.join(", ")
+        )));
+    }
+    Ok(by_index)
+}
+
+/// Each run's manifest row and shard, in run order: every run exactly once, in the shard that
+/// owns it.
+fn runs_in_order(
+    shards: &[Loaded],
+    n: usize,
+    total: usize,
+) -> Result<Vec<Option<(&ManifestRow, &Loaded)>>> {
+    let mut rows: Vec<Option<(&ManifestRow, &Loaded)>> = vec![None; total];
+    for s in shards {
+        // Runs i < total with i mod n = shard.
+        let expected = (total + n - 1 - s.m.shard) / n;
+        if s.m.rows.len() != expected {
+            return Err(io(
+                &s.dir,
+                format!(
+                    "shard {}/{n} lists {} runs, expected {expected} of {total}; the shard is incomplete or was edited",
+                    s.m.shard,
+                    s.m.rows.len()
+                ),
+            ));
+        }
+        for row in &s.m.rows {
+            if row.run >= total || row.run % n != s.m.shard || rows[row.run].is_some() {
+                return Err(io(
+                    &s.dir,
+                    format!(
+                        "run {} does not belong to shard {}/{n} of a {total}-run sweep (or is listed twice)",
+                        row.run, s.m.shard
+                    ),
+                ));
+            }
+            rows[row.run] = Some((row, s));
+        }
+    }
+    Ok(rows)
 }
 
 /// Copy a directory tree of plain files.

@@ -105,36 +105,7 @@ pub fn expand(path: &Path, base: &Overrides) -> Result<Vec<SweepRun>> {
         Some(toml::Value::Table(t)) => t,
         Some(_) => return Err(err("`sweep` must be a table of axes".into())),
     };
-    let mut names: Vec<String> = sweep.keys().cloned().collect();
-    let rank = |n: &str| match n {
-        "policy" => 0,
-        "rate" => 1,
-        "seed" => 2,
-        _ => 3,
-    };
-    names.sort_by(|a, b| rank(a).cmp(&rank(b)).then(a.cmp(b)));
-    let mut axes: Vec<(String, Vec<toml::Value>)> = Vec::new();
-    for n in names {
-        let vals = match &sweep[&n] {
-            toml::Value::Array(a) if !a.is_empty() => a.clone(),
-            _ => return Err(err(format!("[sweep] `{n}` must be a non-empty array"))),
-        };
-        if vals.iter().any(|v| v.is_table() || v.is_array()) {
-            return Err(err(format!("[sweep] `{n}`: values must be scalars")));
-        }
-        if let Some((i, v)) = vals
-            .iter()
-            .enumerate()
-            .find(|(i, v)| vals[..*i].contains(v))
-        {
-            return Err(err(format!(
-                "[sweep] `{n}`: value {} (position {}) is listed twice; each run would be repeated",
-                crate::error::echo(&value_text(v)),
-                i + 1
-            )));
-        }
-        axes.push((n, vals));
-    }
+    let axes = sweep_axes(&sweep).map_err(&err)?;
     check_axes(&axes).map_err(&err)?;
     let total = run_count(&axes).map_err(&err)?;
     let mut runs = Vec::with_capacity(total);
@@ -167,6 +138,42 @@ pub fn expand(path: &Path, base: &Overrides) -> Result<Vec<SweepRun>> {
         });
     }
     Ok(runs)
+}
+
+/// The `[sweep]` axes, checked (non-empty arrays of distinct scalars), in run order: `policy`,
+/// `rate`, `seed`, then the others by name.
+fn sweep_axes(sweep: &toml::Table) -> std::result::Result<Vec<(String, Vec<toml::Value>)>, String> {
+    let mut names: Vec<String> = sweep.keys().cloned().collect();
+    let rank = |n: &str| match n {
+        "policy" => 0,
+        "rate" => 1,
+        "seed" => 2,
+        _ => 3,
+    };
+    names.sort_by(|a, b| rank(a).cmp(&rank(b)).then(a.cmp(b)));
+    let mut axes: Vec<(String, Vec<toml::Value>)> = Vec::new();
+    for n in names {
+        let vals = match &sweep[&n] {
+            toml::Value::Array(a) if !a.is_empty() => a.clone(),
+            _ => return Err(format!("[sweep] `{n}` must be a non-empty array")),
+        };
+        if vals.iter().any(|v| v.is_table() || v.is_array()) {
+            return Err(format!("[sweep] `{n}`: values must be scalars"));
+        }
+        if let Some((i, v)) = vals
+            .iter()
+            .enumerate()
+            .find(|(i, v)| vals[..*i].contains(v))
+        {
+            return Err(format!(
+                "[sweep] `{n}`: value {} (position {}) is listed twice; each run would be repeated",
+                crate::error::echo(&value_text(v)),
+                i + 1
+            ));
+        }
+        axes.push((n, vals));
+    }
+    Ok(axes)
 }
 
 /// Two axes that set the same field (`rate` and `trace.rate_per_s`), or one a table that holds

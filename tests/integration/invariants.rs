@@ -287,6 +287,7 @@ fn simulate_case(case: &Case) -> Result<(RunStats, Recorder), String> {
     Ok((stats, rec))
 }
 
+// Long on purpose: a checklist of invariants over one run, one commented block each, sharing its indexes.
 /// Every invariant of one engine run; returns the first violation.
 fn check_engine_case(case: &Case) -> Result<(), TestCaseError> {
     let (stats, rec) =
@@ -550,6 +551,7 @@ fn synth_strategy() -> impl Strategy<Value = SynthCase> {
         )
 }
 
+// Long on purpose: most of it is the scenario TOML written out whole, then the checks on its run.
 fn check_synth_case(case: &SynthCase) -> Result<(), TestCaseError> {
     let w = Workdir::new();
     let mut lengths = String::from("input_tokens,output_tokens\n");

@@ -45,6 +45,7 @@ mod policies;
 mod policies_mlfq;
 mod policies_size;
 mod queueing;
+mod shape;
 mod shards;
 mod slo;
 mod stability;

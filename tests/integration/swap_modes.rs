@@ -329,6 +329,7 @@ fn bad_swap_timing_fields_name_their_line() {
     }
 }
 
+// Long on purpose: one hand-worked schedule (above) checked step by step in four swap modes.
 /// Pipeline parallelism, 2 stages of L = 4 layers each; a stage computes c/2 = 4u and sends in u
 /// (5u per stage). Script (a schedule at every first-stage free, exit and copy end): [A] at 0
 /// (stages [0, 5u), [5u, 10u)); [B] at 5u (exit 15u); at 10u A is swapped out, [10u, 13u); nothing

@@ -149,6 +149,7 @@ fn importers_on_fixtures() {
     );
 }
 
+// Long on purpose: one flat table of bad inputs and the messages they must give.
 /// Every bad input: exit 2, one `error:` line that names the file and a position, and no output
 /// file (nor a temporary one) left in the directory.
 #[test]
@@ -378,6 +379,7 @@ fn trace_rows(path: &Path) -> Vec<(u64, u32, u32)> {
         .collect()
 }
 
+// Long on purpose: four trace forms in turn (parametric, lengths file, replay, stretched), each a short block.
 #[test]
 fn synth_writes_exactly_the_scenarios_synthetic_trace() {
     let dir = tempfile::tempdir().unwrap();

@@ -190,6 +190,16 @@ pub fn parse_mlp_csv(
         .collect())
 }
 
+/// The columns `time_stats.{op}.median` of `ops`, with their names.
+fn median_cols(t: &Table, ops: &[&str]) -> Result<Vec<(usize, String)>> {
+    ops.iter()
+        .map(|op| {
+            let name = format!("time_stats.{op}.median");
+            Ok((t.col(&name)?, name))
+        })
+        .collect()
+}
+
 /// Like [`parse_mlp_csv`], keeping every operator's median apart.
 pub fn parse_mlp_ops(
     text: &str,
@@ -198,20 +208,8 @@ pub fn parse_mlp_ops(
     spec: &ModelSpec,
 ) -> Result<Vec<LayerOps>> {
     let t = Table::parse(text, source)?;
-    let lin: Vec<(usize, String)> = LINEAR_OPS
-        .iter()
-        .map(|op| {
-            let name = format!("time_stats.{op}.median");
-            Ok((t.col(&name)?, name))
-        })
-        .collect::<Result<_>>()?;
-    let small: Vec<(usize, String)> = SMALL_OPS
-        .iter()
-        .map(|op| {
-            let name = format!("time_stats.{op}.median");
-            Ok((t.col(&name)?, name))
-        })
-        .collect::<Result<_>>()?;
+    let lin = median_cols(&t, &LINEAR_OPS)?;
+    let small = median_cols(&t, &SMALL_OPS)?;
     let dims = [
         ("n_head", spec.heads as u64),
         ("n_kv_head", spec.kv_heads as u64),

@@ -564,6 +564,7 @@ mod tests {
         assert!((x[0] - 1.0).abs() < 1e-9, "{x:?}");
     }
 
+    // Long on purpose: builds one synthetic data set, fits it, then checks every parameter in turn.
     /// Synthetic "measurements" made by the model itself from known parameters: the fit must give
     /// them back (to the 4 significant digits it keeps) with zero error.
     #[test]

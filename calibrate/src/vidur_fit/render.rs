@@ -162,54 +162,58 @@ pub fn render_fit_toml(fits: &[GpuFit], date: &str) -> String {
         ),
     );
     for t in &TARGETS {
-        let Some(f) = fits.iter().find(|f| f.device == t.device) else {
-            continue;
-        };
-        o.push('\n');
-        writeln!(o, "[{}]", t.gpu).unwrap();
-        if let Some(note) = t.note {
-            wrap_comment(&mut o, note);
-        }
-        if let AttnSource::CarriedFrom(d) = &f.attention {
-            wrap_comment(
-                &mut o,
-                &format!(
-                    "attn_* are carried over from the {d} fit: no {} attention data is available \
-                     (the efficiencies are fractions of this GPU's peaks, the latencies are the \
-                     {d}'s).",
-                    f.device
-                ),
-            );
-        }
-        let measured = t.note.is_none();
-        if measured {
-            writeln!(o, "fit_source = {:?}", source_line(f)).unwrap();
-        } else {
-            writeln!(
-                o,
-                "fit_source = \"not measured; parameters of the {} fit ({})\"",
-                f.device, f.catalogue_gpu
-            )
-            .unwrap();
-        }
-        writeln!(o, "fit_date = {date:?}").unwrap();
-        if measured {
-            for g in Group::ALL {
-                if let Some(s) = f.pooled(g) {
-                    writeln!(o, "fit_points_{} = {}", g.key(), s.n).unwrap();
-                    writeln!(o, "fit_mean_rel_err_{} = {}", g.key(), short(s.mean)).unwrap();
-                    writeln!(o, "fit_max_rel_err_{} = {}", g.key(), short(s.max)).unwrap();
-                }
-            }
-            if let AttnSource::CarriedFrom(d) = &f.attention {
-                writeln!(o, "fit_attention = \"carried over from the {d} fit\"").unwrap();
-            }
-        }
-        for (k, v) in param_entries(&f.params) {
-            writeln!(o, "{k} = {}", toml_float(v)).unwrap();
+        if let Some(f) = fits.iter().find(|f| f.device == t.device) {
+            write_gpu_table(&mut o, t, f, date);
         }
     }
     o
+}
+
+/// One GPU's table of `analytic_fit.toml`: notes, fit metadata (measured GPUs), parameters.
+fn write_gpu_table(o: &mut String, t: &Target, f: &GpuFit, date: &str) {
+    o.push('\n');
+    writeln!(o, "[{}]", t.gpu).unwrap();
+    if let Some(note) = t.note {
+        wrap_comment(o, note);
+    }
+    if let AttnSource::CarriedFrom(d) = &f.attention {
+        wrap_comment(
+            o,
+            &format!(
+                "attn_* are carried over from the {d} fit: no {} attention data is available \
+                 (the efficiencies are fractions of this GPU's peaks, the latencies are the \
+                 {d}'s).",
+                f.device
+            ),
+        );
+    }
+    let measured = t.note.is_none();
+    if measured {
+        writeln!(o, "fit_source = {:?}", source_line(f)).unwrap();
+    } else {
+        writeln!(
+            o,
+            "fit_source = \"not measured; parameters of the {} fit ({})\"",
+            f.device, f.catalogue_gpu
+        )
+        .unwrap();
+    }
+    writeln!(o, "fit_date = {date:?}").unwrap();
+    if measured {
+        for g in Group::ALL {
+            if let Some(s) = f.pooled(g) {
+                writeln!(o, "fit_points_{} = {}", g.key(), s.n).unwrap();
+                writeln!(o, "fit_mean_rel_err_{} = {}", g.key(), short(s.mean)).unwrap();
+                writeln!(o, "fit_max_rel_err_{} = {}", g.key(), short(s.max)).unwrap();
+            }
+        }
+        if let AttnSource::CarriedFrom(d) = &f.attention {
+            writeln!(o, "fit_attention = \"carried over from the {d} fit\"").unwrap();
+        }
+    }
+    for (k, v) in param_entries(&f.params) {
+        writeln!(o, "{k} = {}", toml_float(v)).unwrap();
+    }
 }
 
 fn pct(x: f64) -> String {
@@ -257,6 +261,35 @@ pub fn render_report(fits: &[GpuFit], date: &str) -> String {
          over the points with ≤ 256 tokens, the decode regime), 35.9% / 37.1% for the small ops, 28.3% for prefill \
          and 31.5% for decode attention (measured when the formula was changed).\n\n",
     );
+    write_param_table(&mut o, fits);
+    write_error_table(&mut o, fits);
+    o.push_str("\n## Groups\n\n");
+    for g in Group::ALL {
+        writeln!(o, "- `{}`: {}", g.key(), g.describe()).unwrap();
+    }
+    o.push_str(
+        "\n## What the fit cannot capture\n\n\
+         - **iteration_overhead_s** is not in Vidur's data (no CPU-overhead profile); it is a \
+         published vLLM figure (4 ms per step), not fitted, see `analytic_fit.toml`.\n\
+         - **H100 attention**: no H100 attention samples exist in the data, so the H100 (and H200) \
+         attention parameters are the A100 fit's.\n\
+         - **H200**: no profile at all; it uses the H100 fit on the H200 datasheet peaks.\n\
+         - **Linear**: cuBLAS tile quantisation makes measured GEMM time jump at some token counts \
+         (e.g. just above 256); a smooth roofline cannot follow the steps (largest errors there and \
+         at TP 8 with 1–32 tokens, where the fixed latency dominates).\n\
+         - **Small ops**: at a handful of tokens vLLM's activation kernel takes time proportional \
+         to the MLP width (≈22 µs for Llama-2-70B at TP 1), which a traffic-based model \
+         underestimates (the largest small-op errors); it is ≤ 5% of a layer's time there.\n\
+         - **Prefill attention**: the measured kernel time grows more slowly than the FLOP count \
+         (≈ c^1.6 for a chunk of c tokens), so one efficiency plus a latency is a compromise.\n\
+         - **All-reduce**: small-message times are bimodal (≈ 10 µs or ≈ 40–60 µs) in Vidur's \
+         measurements; the fitted latency lies between the modes.\n",
+    );
+    o
+}
+
+/// The table of fitted parameters, one column per GPU.
+fn write_param_table(o: &mut String, fits: &[GpuFit]) {
     o.push_str("## Fitted parameters\n\n| parameter |");
     for f in fits {
         write!(o, " {} ({}) |", f.device, f.catalogue_gpu).unwrap();
@@ -286,6 +319,10 @@ pub fn render_report(fits: &[GpuFit], date: &str) -> String {
             o.push('\n');
         }
     }
+}
+
+/// The table of errors per operator group, GPU and TP degree.
+fn write_error_table(o: &mut String, fits: &[GpuFit]) {
     o.push_str("\n## Errors per operator group, GPU and TP degree\n\n");
     o.push_str(
         "TP for `allreduce` is the number of GPUs in the all-reduce. `all` pools every TP degree.\n\n",
@@ -316,29 +353,6 @@ pub fn render_report(fits: &[GpuFit], date: &str) -> String {
             .unwrap();
         }
     }
-    o.push_str("\n## Groups\n\n");
-    for g in Group::ALL {
-        writeln!(o, "- `{}`: {}", g.key(), g.describe()).unwrap();
-    }
-    o.push_str(
-        "\n## What the fit cannot capture\n\n\
-         - **iteration_overhead_s** is not in Vidur's data (no CPU-overhead profile); it is a \
-         published vLLM figure (4 ms per step), not fitted, see `analytic_fit.toml`.\n\
-         - **H100 attention**: no H100 attention samples exist in the data, so the H100 (and H200) \
-         attention parameters are the A100 fit's.\n\
-         - **H200**: no profile at all; it uses the H100 fit on the H200 datasheet peaks.\n\
-         - **Linear**: cuBLAS tile quantisation makes measured GEMM time jump at some token counts \
-         (e.g. just above 256); a smooth roofline cannot follow the steps (largest errors there and \
-         at TP 8 with 1–32 tokens, where the fixed latency dominates).\n\
-         - **Small ops**: at a handful of tokens vLLM's activation kernel takes time proportional \
-         to the MLP width (≈22 µs for Llama-2-70B at TP 1), which a traffic-based model \
-         underestimates (the largest small-op errors); it is ≤ 5% of a layer's time there.\n\
-         - **Prefill attention**: the measured kernel time grows more slowly than the FLOP count \
-         (≈ c^1.6 for a chunk of c tokens), so one efficiency plus a latency is a compromise.\n\
-         - **All-reduce**: small-message times are bimodal (≈ 10 µs or ≈ 40–60 µs) in Vidur's \
-         measurements; the fitted latency lies between the modes.\n",
-    );
-    o
 }
 
 /// Today's date (UTC) as `YYYY-MM-DD`, from the system clock.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use super::{Interrupted, check_num_requests, thread_count};
 use crate::capacity::{Bracket, Capacity, Probe, Target};
 use crate::error::SimError;
-use crate::scenario::{Overrides, load};
+use crate::scenario::{Loaded, Overrides, load};
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("target").required(true).args(["slo", "goodput"])))]
@@ -58,71 +58,12 @@ pub struct CapacityArgs {
 const MAX_START_RATE_PER_S: f64 = 1e9;
 
 pub fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    use crate::capacity::{GoodputTarget, RunCheck, Slo};
     use crate::error::num;
-    use rayon::prelude::*;
-    if a.seeds.is_empty() {
-        return Err(SimError::config("--seeds needs at least one seed").into());
-    }
-    if !(a.precision > 0.0 && a.precision < 1.0) {
-        return Err(SimError::config(format!(
-            "--precision must be a relative width in (0, 1), e.g. 0.01, got {}",
-            num(a.precision)
-        ))
-        .into());
-    }
-    if let Some(r) = a.start_rate
-        && !(r.is_finite() && r > 0.0)
-    {
-        return Err(SimError::config(format!(
-            "--start-rate must be a finite number of requests/s > 0, got {}",
-            num(r)
-        ))
-        .into());
-    }
-    check_num_requests(a.num_requests)?;
-    if a.policies.iter().any(|p| p.trim().is_empty()) {
-        return Err(SimError::config(
-            "--policies has an empty entry: give comma-separated policy names, e.g. vllm,fcfs",
-        )
-        .into());
-    }
+    check_flags(&a)?;
     let loaded = load(&a.scenario)?;
-    let target = match (&a.slo, &a.goodput) {
-        (Some(s), _) => Target::Latency(Slo::parse(s)?),
-        (None, Some(g)) => {
-            let scenario_slo = loaded.scenario.slo.map(|s| (s.ttft_s, s.tpot_s));
-            Target::Goodput(GoodputTarget::parse(g, scenario_slo)?)
-        }
-        (None, None) => return Err(SimError::config("give --slo or --goodput").into()),
-    };
-    let policies = if a.policies.is_empty() {
-        vec![loaded.scenario.scheduler.policy.clone()]
-    } else {
-        a.policies.clone()
-    };
-    if let Some((i, p)) = policies
-        .iter()
-        .enumerate()
-        .find(|(i, p)| policies[..*i].contains(p))
-    {
-        return Err(SimError::config(format!(
-            "--policies lists `{}` twice (position {}); each policy is searched once",
-            crate::error::echo(p),
-            i + 1
-        ))
-        .into());
-    }
-    // Validate every policy up front (and collect the files the runs read).
-    let mut inputs = Vec::new();
-    for p in &policies {
-        let resolved = loaded.clone().resolve(&Overrides {
-            policy: Some(p.clone()),
-            num_requests: a.num_requests,
-            ..Default::default()
-        })?;
-        inputs.extend(resolved.input_paths());
-    }
+    let target = parse_target(&a, &loaded)?;
+    let policies = chosen_policies(&a, &loaded)?;
+    let inputs = validate_policies(&a, &loaded, &policies)?;
     let start = a
         .start_rate
         .or(loaded.scenario.trace.rate_per_s)
@@ -151,55 +92,12 @@ pub fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> 
         .build()?;
     let mut csv = String::from(CSV_HEADER);
     csv.push('\n');
-    writeln!(out, "SLO: {}, seeds {:?}", target.describe(), a.seeds)?;
-    writeln!(
-        out,
-        "a rate counts only if every seed's run finished and is stable: {}",
-        crate::metrics::stability::RULE
-    )?;
-    writeln!(
-        out,
-        "{:<18}{:>16}{:>10}",
-        "policy", "capacity req/s", "probes"
-    )?;
+    write_header(out, &target, &a.seeds)?;
     let mut first: Option<f64> = None;
     let mut bars = Vec::new();
     let mut searches = Vec::new();
     for p in &policies {
-        let mut eval = |rate: f64| -> Probe {
-            if crate::interrupt::interrupted() {
-                return Probe {
-                    value: f64::NAN,
-                    runs: Vec::new(),
-                };
-            }
-            let measured: Vec<(f64, RunCheck)> = pool.install(|| {
-                a.seeds
-                    .par_iter()
-                    .map(|&seed| {
-                        let r = loaded.clone().resolve(&Overrides {
-                            policy: Some(p.clone()),
-                            rate_per_s: Some(rate),
-                            seed: Some(seed),
-                            num_requests: a.num_requests,
-                            ..Default::default()
-                        });
-                        let run = r.and_then(|r| crate::run::run_interruptible(&r, None, true));
-                        let run = run.ok().map(|(o, _)| o);
-                        let check = RunCheck {
-                            seed,
-                            failed: run.is_none(),
-                            stability: run.as_ref().and_then(|o| o.summary.stability),
-                        };
-                        (target.measure(run.as_ref()), check)
-                    })
-                    .collect()
-            });
-            Probe {
-                value: measured.iter().map(|m| m.0).sum::<f64>() / measured.len() as f64,
-                runs: measured.into_iter().map(|m| m.1).collect(),
-            }
-        };
+        let mut eval = |rate: f64| probe(&pool, &a, &loaded, p, &target, rate);
         let meets = |p: &Probe| p.miss_reason(&target).is_none();
         let c = crate::capacity::search(start, &meets, a.precision, 40, &mut eval);
         if crate::interrupt::interrupted() {
@@ -209,46 +107,8 @@ pub fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> 
             ))
             .into());
         }
-        let ratio = match first {
-            None => {
-                first = Some(c.rate_per_s);
-                String::new()
-            }
-            Some(b) if b > 0.0 => format!("  ({:.2}x the first)", c.rate_per_s / b),
-            Some(_) => String::new(),
-        };
-        let (shown, note) = match c.bracket {
-            Bracket::Closed => (format!("{:.4}", c.rate_per_s), String::new()),
-            Bracket::Below => (
-                format!("< {}", num(c.limit_rate_per_s)),
-                format!(
-                    "  below the lowest probed rate {} req/s (every probe missed the target)",
-                    num(c.limit_rate_per_s)
-                ),
-            ),
-            Bracket::Above => (
-                format!("> {}", num(c.limit_rate_per_s)),
-                format!(
-                    "  above the highest probed rate {} req/s (the bracket never closed)",
-                    num(c.limit_rate_per_s)
-                ),
-            ),
-        };
+        writeln!(out, "{}", policy_line(p, &c, &target, &mut first))?;
         let rejected = unstable_probes(&c, &target);
-        let rejected_note = match rejected {
-            0 => String::new(),
-            n => format!("  ({n} probe(s) met the target but were unstable)"),
-        };
-        writeln!(
-            out,
-            "{:<18}{:>16}{:>10}{}{}{}",
-            p,
-            shown,
-            c.probes.len(),
-            ratio,
-            note,
-            rejected_note
-        )?;
         csv += &csv_row(p, &c, &target);
         csv.push('\n');
         bars.push(crate::plot::CapacityBar {
@@ -260,25 +120,235 @@ pub fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> 
         searches.push((p.clone(), c));
     }
     if let Some(staged) = staged {
-        staged.write("capacity.csv", csv.as_bytes())?;
-        let json = summary_json(&target, &a.seeds, &searches);
-        staged.write(
-            "capacity.json",
-            crate::output::pretty_json(&json).as_bytes(),
-        )?;
-        let title = format!(
-            "{}: capacity under {}",
-            loaded.scenario.name,
-            target.describe()
-        );
-        crate::plot::plot_capacity(staged.path(), &title, &bars)?;
-        let path = staged.commit()?;
-        writeln!(
-            out,
-            "capacity.csv, capacity.json, capacity.png and capacity.svg in {}",
-            path.display()
+        write_outputs(
+            staged, &csv, &target, &a.seeds, &searches, &loaded, &bars, out,
         )?;
     }
+    Ok(())
+}
+
+/// The checks on the flags alone, before the scenario is read.
+fn check_flags(a: &CapacityArgs) -> anyhow::Result<()> {
+    use crate::error::num;
+    if a.seeds.is_empty() {
+        return Err(SimError::config("--seeds needs at least one seed").into());
+    }
+    if !(a.precision > 0.0 && a.precision < 1.0) {
+        return Err(SimError::config(format!(
+            "--precision must be a relative width in (0, 1), e.g. 0.01, got {}",
+            num(a.precision)
+        ))
+        .into());
+    }
+    if let Some(r) = a.start_rate
+        && !(r.is_finite() && r > 0.0)
+    {
+        return Err(SimError::config(format!(
+            "--start-rate must be a finite number of requests/s > 0, got {}",
+            num(r)
+        ))
+        .into());
+    }
+    check_num_requests(a.num_requests)?;
+    if a.policies.iter().any(|p| p.trim().is_empty()) {
+        return Err(SimError::config(
+            "--policies has an empty entry: give comma-separated policy names, e.g. vllm,fcfs",
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// The target `--slo` or `--goodput` gives (the scenario's `[slo]` fills in a goodput's gaps).
+fn parse_target(a: &CapacityArgs, loaded: &Loaded) -> anyhow::Result<Target> {
+    use crate::capacity::{GoodputTarget, Slo};
+    Ok(match (&a.slo, &a.goodput) {
+        (Some(s), _) => Target::Latency(Slo::parse(s)?),
+        (None, Some(g)) => {
+            let scenario_slo = loaded.scenario.slo.map(|s| (s.ttft_s, s.tpot_s));
+            Target::Goodput(GoodputTarget::parse(g, scenario_slo)?)
+        }
+        (None, None) => return Err(SimError::config("give --slo or --goodput").into()),
+    })
+}
+
+/// `--policies` (default: the scenario's), each once.
+fn chosen_policies(a: &CapacityArgs, loaded: &Loaded) -> anyhow::Result<Vec<String>> {
+    let policies = if a.policies.is_empty() {
+        vec![loaded.scenario.scheduler.policy.clone()]
+    } else {
+        a.policies.clone()
+    };
+    if let Some((i, p)) = policies
+        .iter()
+        .enumerate()
+        .find(|(i, p)| policies[..*i].contains(p))
+    {
+        return Err(SimError::config(format!(
+            "--policies lists `{}` twice (position {}); each policy is searched once",
+            crate::error::echo(p),
+            i + 1
+        ))
+        .into());
+    }
+    Ok(policies)
+}
+
+/// Resolve the scenario under every policy up front; the files the runs read.
+fn validate_policies(
+    a: &CapacityArgs,
+    loaded: &Loaded,
+    policies: &[String],
+) -> anyhow::Result<Vec<PathBuf>> {
+    let mut inputs = Vec::new();
+    for p in policies {
+        let resolved = loaded.clone().resolve(&Overrides {
+            policy: Some(p.clone()),
+            num_requests: a.num_requests,
+            ..Default::default()
+        })?;
+        inputs.extend(resolved.input_paths());
+    }
+    Ok(inputs)
+}
+
+/// The lines above the table: the target, the seeds, the stability rule and the column names.
+fn write_header(out: &mut dyn Write, target: &Target, seeds: &[u64]) -> anyhow::Result<()> {
+    writeln!(out, "SLO: {}, seeds {:?}", target.describe(), seeds)?;
+    writeln!(
+        out,
+        "a rate counts only if every seed's run finished and is stable: {}",
+        crate::metrics::stability::RULE
+    )?;
+    writeln!(
+        out,
+        "{:<18}{:>16}{:>10}",
+        "policy", "capacity req/s", "probes"
+    )?;
+    Ok(())
+}
+
+/// One probe of policy `p` at `rate`: every seed run (in parallel on `pool`), their mean figure
+/// and stability checks; an empty probe once interrupted.
+fn probe(
+    pool: &rayon::ThreadPool,
+    a: &CapacityArgs,
+    loaded: &Loaded,
+    p: &str,
+    target: &Target,
+    rate: f64,
+) -> Probe {
+    use crate::capacity::RunCheck;
+    use rayon::prelude::*;
+    if crate::interrupt::interrupted() {
+        return Probe {
+            value: f64::NAN,
+            runs: Vec::new(),
+        };
+    }
+    let measured: Vec<(f64, RunCheck)> = pool.install(|| {
+        a.seeds
+            .par_iter()
+            .map(|&seed| {
+                let r = loaded.clone().resolve(&Overrides {
+                    policy: Some(p.to_owned()),
+                    rate_per_s: Some(rate),
+                    seed: Some(seed),
+                    num_requests: a.num_requests,
+                    ..Default::default()
+                });
+                let run = r.and_then(|r| crate::run::run_interruptible(&r, None, true));
+                let run = run.ok().map(|(o, _)| o);
+                let check = RunCheck {
+                    seed,
+                    failed: run.is_none(),
+                    stability: run.as_ref().and_then(|o| o.summary.stability),
+                };
+                (target.measure(run.as_ref()), check)
+            })
+            .collect()
+    });
+    Probe {
+        value: measured.iter().map(|m| m.0).sum::<f64>() / measured.len() as f64,
+        runs: measured.into_iter().map(|m| m.1).collect(),
+    }
+}
+
+/// One policy's line of the table (no newline): its capacity, probes, ratio to the first
+/// policy's (`first` is set by the first line), bracket note and unstable probes.
+fn policy_line(p: &str, c: &Capacity<Probe>, target: &Target, first: &mut Option<f64>) -> String {
+    use crate::error::num;
+    let ratio = match *first {
+        None => {
+            *first = Some(c.rate_per_s);
+            String::new()
+        }
+        Some(b) if b > 0.0 => format!("  ({:.2}x the first)", c.rate_per_s / b),
+        Some(_) => String::new(),
+    };
+    let (shown, note) = match c.bracket {
+        Bracket::Closed => (format!("{:.4}", c.rate_per_s), String::new()),
+        Bracket::Below => (
+            format!("< {}", num(c.limit_rate_per_s)),
+            format!(
+                "  below the lowest probed rate {} req/s (every probe missed the target)",
+                num(c.limit_rate_per_s)
+            ),
+        ),
+        Bracket::Above => (
+            format!("> {}", num(c.limit_rate_per_s)),
+            format!(
+                "  above the highest probed rate {} req/s (the bracket never closed)",
+                num(c.limit_rate_per_s)
+            ),
+        ),
+    };
+    let rejected = unstable_probes(c, target);
+    let rejected_note = match rejected {
+        0 => String::new(),
+        n => format!("  ({n} probe(s) met the target but were unstable)"),
+    };
+    format!(
+        "{:<18}{:>16}{:>10}{}{}{}",
+        p,
+        shown,
+        c.probes.len(),
+        ratio,
+        note,
+        rejected_note
+    )
+}
+
+/// Write capacity.csv, capacity.json and the bar plot into the staged `--out` and commit it.
+#[allow(clippy::too_many_arguments)]
+fn write_outputs(
+    staged: crate::output::StagedDir,
+    csv: &str,
+    target: &Target,
+    seeds: &[u64],
+    searches: &[(String, Capacity<Probe>)],
+    loaded: &Loaded,
+    bars: &[crate::plot::CapacityBar],
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    staged.write("capacity.csv", csv.as_bytes())?;
+    let json = summary_json(target, seeds, searches);
+    staged.write(
+        "capacity.json",
+        crate::output::pretty_json(&json).as_bytes(),
+    )?;
+    let title = format!(
+        "{}: capacity under {}",
+        loaded.scenario.name,
+        target.describe()
+    );
+    crate::plot::plot_capacity(staged.path(), &title, bars)?;
+    let path = staged.commit()?;
+    writeln!(
+        out,
+        "capacity.csv, capacity.json, capacity.png and capacity.svg in {}",
+        path.display()
+    )?;
     Ok(())
 }
 

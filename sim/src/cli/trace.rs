@@ -3,7 +3,7 @@
 //! error) and reports bad input as one line with its position.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Subcommand;
@@ -262,33 +262,11 @@ fn synth_cmd(a: SynthArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     }
     let inputs: Vec<PathBuf> = a.replay.iter().chain(&a.lengths_file).cloned().collect();
     crate::output::check_file_dest(&a.out, &inputs)?;
-    let process = match (a.arrival, &a.replay) {
-        (None, Some(_)) => ArrivalProcess::Replay,
-        (None, None) => ArrivalProcess::Poisson,
-        (Some(p), Some(_)) if p != ArrivalProcess::Replay => {
-            return Err(SimError::config("--replay goes with --arrival replay").into());
-        }
-        (Some(p), _) => p,
-    };
+    let process = arrival_process(&a)?;
     let pairs: Vec<LengthPair>;
     let lengths = match (&a.lengths_file, &a.input, &a.output) {
         (Some(f), _, _) => {
-            let all = read_lengths(f)?;
-            let n = all.len();
-            pairs = match a.max_total {
-                Some(m) => all
-                    .into_iter()
-                    .filter(|p| p.input_tokens as u64 + p.output_tokens as u64 <= m as u64)
-                    .collect(),
-                None => all,
-            };
-            if pairs.is_empty() {
-                return Err(SimError::Io {
-                    path: f.clone(),
-                    msg: format!("none of its {n} rows has input + output ≤ --max-total"),
-                }
-                .into());
-            }
+            pairs = sample_pairs(f, a.max_total)?;
             Lengths::Sample(&pairs)
         }
         (None, Some(i), Some(o)) => Lengths::Parametric {
@@ -322,6 +300,69 @@ fn synth_cmd(a: SynthArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     } else {
         b"arrival_s,input_tokens,output_tokens\n"
     })?;
+    let (count, sum_input, sum_output, last_ns) = write_rows(synth, &mut f, &a, &pb)?;
+    f.commit()?;
+    pb.finish_and_clear();
+    write!(out, "wrote {count} requests to {}", a.out.display())?;
+    if !a.lengths_only {
+        let last = last_ns as f64 / 1e9;
+        write!(
+            out,
+            " ({} arrivals, requested mean rate {:.4} req/s, last arrival {last:.3} s)",
+            ArrivalProcess::NAMES[process as usize],
+            arrivals.mean_rate_per_s()
+        )?;
+    }
+    writeln!(
+        out,
+        "; mean input {:.2}, mean output {:.2} tokens",
+        sum_input / count as f64,
+        sum_output / count as f64
+    )?;
+    Ok(())
+}
+
+/// The arrival process of `--arrival` and `--replay` (a replay is `--arrival replay`).
+fn arrival_process(a: &SynthArgs) -> anyhow::Result<ArrivalProcess> {
+    Ok(match (a.arrival, &a.replay) {
+        (None, Some(_)) => ArrivalProcess::Replay,
+        (None, None) => ArrivalProcess::Poisson,
+        (Some(p), Some(_)) if p != ArrivalProcess::Replay => {
+            return Err(SimError::config("--replay goes with --arrival replay").into());
+        }
+        (Some(p), _) => p,
+    })
+}
+
+/// The length pairs of `--lengths-file` `f` that `--max-total` keeps (an error if none).
+fn sample_pairs(f: &Path, max_total: Option<u32>) -> anyhow::Result<Vec<LengthPair>> {
+    let all = read_lengths(f)?;
+    let n = all.len();
+    let pairs = match max_total {
+        Some(m) => all
+            .into_iter()
+            .filter(|p| p.input_tokens as u64 + p.output_tokens as u64 <= m as u64)
+            .collect(),
+        None => all,
+    };
+    if pairs.is_empty() {
+        return Err(SimError::Io {
+            path: f.to_path_buf(),
+            msg: format!("none of its {n} rows has input + output ≤ --max-total"),
+        }
+        .into());
+    }
+    Ok(pairs)
+}
+
+/// Stream the rows of `synth` into `f` as CSV lines (stopping at Ctrl-C); the row count, the
+/// input and output token sums and the last arrival.
+fn write_rows(
+    synth: Synthetic<'_>,
+    f: &mut crate::output::StagedFile,
+    a: &SynthArgs,
+    pb: &indicatif::ProgressBar,
+) -> anyhow::Result<(u64, f64, f64, u64)> {
     let (mut count, mut sum_input, mut sum_output, mut last_ns) = (0u64, 0.0f64, 0.0f64, 0u64);
     let mut line = String::with_capacity(64);
     for r in synth {
@@ -352,25 +393,7 @@ fn synth_cmd(a: SynthArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             pb.set_position(count);
         }
     }
-    f.commit()?;
-    pb.finish_and_clear();
-    write!(out, "wrote {count} requests to {}", a.out.display())?;
-    if !a.lengths_only {
-        let last = last_ns as f64 / 1e9;
-        write!(
-            out,
-            " ({} arrivals, requested mean rate {:.4} req/s, last arrival {last:.3} s)",
-            ArrivalProcess::NAMES[process as usize],
-            arrivals.mean_rate_per_s()
-        )?;
-    }
-    writeln!(
-        out,
-        "; mean input {:.2}, mean output {:.2} tokens",
-        sum_input / count as f64,
-        sum_output / count as f64
-    )?;
-    Ok(())
+    Ok((count, sum_input, sum_output, last_ns))
 }
 
 fn stats_cmd(a: StatsArgs, out: &mut dyn Write) -> anyhow::Result<()> {

@@ -313,6 +313,36 @@ mod tests {
     /// A profile whose every fitted form is linear in x with slope 1 µs and whose measurements are
     /// twice the fit at x = 1 and exactly the fit at x = 100.
     fn profile(tp: u32) -> Profile {
+        let ops = fitted_ops();
+        let rows = measured_rows();
+        Profile {
+            meta: Meta {
+                schema_version: 1,
+                gpu: "a100-80gb".into(),
+                model: "llama-2-7b".into(),
+                tp,
+                created: "2026-01-01".into(),
+                source: "measured".into(),
+                tool: "test".into(),
+                device: DeviceInfo::default(),
+                measurement: MeasurementInfo::default(),
+                provenance: Provenance::default(),
+                grid: BTreeMap::new(),
+                fit: BTreeMap::new(),
+            },
+            fit: FitFile {
+                schema_version: 1,
+                iteration_overhead_s: 1e-3,
+                notes: vec![],
+                swap_variant: None,
+                ops,
+            },
+            rows,
+        }
+    }
+
+    /// The fits of [`profile`]: linear with slope 1 µs for the GEMMs and small ops.
+    fn fitted_ops() -> BTreeMap<String, OpFit> {
         let lin = OpFit::Roofline {
             latency_s: 0.0,
             slope_s: 1e-6,
@@ -352,6 +382,11 @@ mod tests {
                 s_per_context_token: 1e-9,
             },
         );
+        ops
+    }
+
+    /// The measurements of [`profile`]: twice the fit at x = 1, the fit at x = 100.
+    fn measured_rows() -> Vec<Measurement> {
         let mut rows = Vec::new();
         for op in [
             Op::Qkv,
@@ -377,30 +412,7 @@ mod tests {
             let t = 1e-5 + 1e-7 * r as f64 + 1e-9 * (r * c) as f64;
             rows.push(row(Op::AttnDecode, r, c, t));
         }
-        Profile {
-            meta: Meta {
-                schema_version: 1,
-                gpu: "a100-80gb".into(),
-                model: "llama-2-7b".into(),
-                tp,
-                created: "2026-01-01".into(),
-                source: "measured".into(),
-                tool: "test".into(),
-                device: DeviceInfo::default(),
-                measurement: MeasurementInfo::default(),
-                provenance: Provenance::default(),
-                grid: BTreeMap::new(),
-                fit: BTreeMap::new(),
-            },
-            fit: FitFile {
-                schema_version: 1,
-                iteration_overhead_s: 1e-3,
-                notes: vec![],
-                swap_variant: None,
-                ops,
-            },
-            rows,
-        }
+        rows
     }
 
     fn tables(tp: u32, mode: ProfileMode) -> ProfileTables {

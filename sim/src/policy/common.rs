@@ -509,39 +509,16 @@ pub fn score_offload(
         reserve,
         window,
     } = target;
-    if taken.len() < view.slot_capacity() {
-        taken.resize(view.slot_capacity(), false);
-    }
-    let mut host_free = view.host_free_blocks() as i64;
-    for item in &plan.run {
-        taken[item.slot as usize] = true;
-    }
-    for &(s, mode) in &plan.preempt {
-        taken[s as usize] = true;
-        let r = view.req(s);
-        if mode == PreemptMode::Swap && r.kv_loc == KvLoc::Gpu {
-            host_free -= view.host_blocks_for(r.blocks) as i64;
-        }
-    }
+    let mut host_free = mark_plan(view, plan, taken);
     let blocked = order.iter().position(|&s| {
         !taken[s as usize] && matches!(view.req(s).kv_loc, KvLoc::None | KvLoc::Host)
     });
     let blocked_need = blocked.map_or(0, |i| view.extra_blocks_for_next(order[i])) as i64;
     let mut deficit = reserve as i64 + blocked_need - free_after as i64;
     let floor = blocked.map_or(0, |i| i + 1);
-    // Candidates as positions in `order`, sorted by (score, position).
-    let by_score = |a: &usize, b: &usize| scores[*a].total_cmp(&scores[*b]).then(a.cmp(b));
     let mut swapped_out = false;
     if deficit > 0 {
-        // A request in a micro-batch still in the pipeline cannot be swapped out.
-        let mut out: Vec<usize> = (floor..order.len())
-            .filter(|&i| {
-                let r = view.req(order[i]);
-                !taken[order[i] as usize] && r.kv_loc == KvLoc::Gpu && !r.in_flight()
-            })
-            .collect();
-        out.sort_by(|a, b| by_score(b, a));
-        for i in out {
+        for i in swap_out_candidates(view, order, scores, floor, taken) {
             if deficit <= 0 {
                 break;
             }
@@ -559,10 +536,7 @@ pub fn score_offload(
         }
     }
     if !swapped_out {
-        let mut cand: Vec<usize> = (0..order.len().min(window))
-            .filter(|&i| !taken[order[i] as usize] && view.req(order[i]).kv_loc == KvLoc::Host)
-            .collect();
-        cand.sort_by(by_score);
+        let cand = swap_in_candidates(view, order, scores, window, taken);
         let mut free = free_after as i64;
         for &i in cand.iter().take(view.limits.max_batch_size as usize) {
             let s = order[i];
@@ -581,6 +555,66 @@ pub fn score_offload(
     for &(s, _) in &plan.preempt {
         taken[s as usize] = false;
     }
+}
+
+/// Candidates ranked by (score, position in `order`); `a`, `b` are positions.
+fn by_score(scores: &[f64], a: usize, b: usize) -> std::cmp::Ordering {
+    scores[a].total_cmp(&scores[b]).then(a.cmp(&b))
+}
+
+/// Mark the plan's members and preempted requests in `taken`; the host blocks left free once
+/// the plan's swap-outs are copied.
+fn mark_plan(view: &ReplicaView, plan: &Plan, taken: &mut Vec<bool>) -> i64 {
+    if taken.len() < view.slot_capacity() {
+        taken.resize(view.slot_capacity(), false);
+    }
+    let mut host_free = view.host_free_blocks() as i64;
+    for item in &plan.run {
+        taken[item.slot as usize] = true;
+    }
+    for &(s, mode) in &plan.preempt {
+        taken[s as usize] = true;
+        let r = view.req(s);
+        if mode == PreemptMode::Swap && r.kv_loc == KvLoc::Gpu {
+            host_free -= view.host_blocks_for(r.blocks) as i64;
+        }
+    }
+    host_free
+}
+
+/// Swap-out candidates: GPU-resident requests from `floor` on, not taken, largest score first.
+fn swap_out_candidates(
+    view: &ReplicaView,
+    order: &[Slot],
+    scores: &[f64],
+    floor: usize,
+    taken: &[bool],
+) -> Vec<usize> {
+    // A request in a micro-batch still in the pipeline cannot be swapped out.
+    let mut out: Vec<usize> = (floor..order.len())
+        .filter(|&i| {
+            let r = view.req(order[i]);
+            !taken[order[i] as usize] && r.kv_loc == KvLoc::Gpu && !r.in_flight()
+        })
+        .collect();
+    out.sort_by(|a, b| by_score(scores, *b, *a));
+    out
+}
+
+/// Swap-in candidates: host-resident requests among the first `window` of `order`, not taken,
+/// smallest score first.
+fn swap_in_candidates(
+    view: &ReplicaView,
+    order: &[Slot],
+    scores: &[f64],
+    window: usize,
+    taken: &[bool],
+) -> Vec<usize> {
+    let mut cand: Vec<usize> = (0..order.len().min(window))
+        .filter(|&i| !taken[order[i] as usize] && view.req(order[i]).kv_loc == KvLoc::Host)
+        .collect();
+    cand.sort_by(|a, b| by_score(scores, *a, *b));
+    cand
 }
 
 #[cfg(test)]

@@ -53,8 +53,8 @@ fn copy_pool_bytes(items: &[PlanItem]) -> Option<usize> {
         .max()
 }
 
-/// The samples of one plan item, timed with the runner of its kernel. Long only because it is one
-/// flat match that unpacks every kernel's fields into its runner's arguments.
+// Long on purpose: one flat match that unpacks every kernel's fields into its runner's arguments.
+/// The samples of one plan item, timed with the runner of its kernel.
 fn time_item(
     g: &mut Gpu,
     opts: &RunOptions,

@@ -85,24 +85,7 @@ impl Mlfq {
         }
         let reserve = view.limits.max_batch_size.max(self.cfg.min_free_blocks);
         if self.cfg.offload == Offload::Paper {
-            self.enst_s(view);
-            let mut taken = std::mem::take(&mut self.taken);
-            score_offload(
-                view,
-                plan,
-                &self.order,
-                &self.scores,
-                OffloadTarget {
-                    free_after,
-                    reserve,
-                    window: match self.cfg.swap_in_window {
-                        0 => usize::MAX,
-                        w => w as usize,
-                    },
-                },
-                &mut taken,
-            );
-            self.taken = taken;
+            self.paper_offload(view, plan, free_after, reserve);
             return;
         }
         if self.taken.len() < view.slot_capacity() {
@@ -122,63 +105,114 @@ impl Mlfq {
             })
         };
         let blocked_need = blocked.map_or(0, |i| view.extra_blocks_for_next(self.order[i]));
-        let mut deficit = reserve as i64 + blocked_need as i64 - free_after as i64;
-        let mut host_free = view.host_free_blocks();
-        let mut swapped_out = false;
+        let deficit = reserve as i64 + blocked_need as i64 - free_after as i64;
         let floor = blocked.map_or(0, |i| i + 1);
-        if deficit > 0 {
-            for item in &plan.run {
-                self.taken[item.slot as usize] = true;
-            }
-            for &s in self.order[floor..].iter().rev() {
-                if deficit <= 0 {
-                    break;
-                }
-                let r = view.req(s);
-                if self.taken[s as usize] || r.kv_loc != KvLoc::Gpu || r.in_flight() {
-                    continue;
-                }
-                // Only for the few GPU-resident candidates: most of a long queue holds no KV.
-                let host_need = view.host_blocks_for(r.blocks);
-                if host_need > host_free {
-                    continue;
-                }
-                plan.preempt.push((s, PreemptMode::Swap));
-                self.taken[s as usize] = true;
-                host_free -= host_need;
-                deficit -= r.blocks as i64;
-                swapped_out = true;
-            }
-            for item in &plan.run {
-                self.taken[item.slot as usize] = false;
-            }
-        }
+        let swapped_out = deficit > 0 && self.swap_out_below(view, plan, floor, deficit);
         if !swapped_out {
-            let mut in_plan = plan_members(&plan.run, &self.taken);
-            let mut free = free_after as i64;
-            let mut quota = view.limits.max_batch_size;
-            for &s in &self.order {
-                if quota == 0 {
-                    break;
-                }
-                quota -= 1;
-                if in_plan(s) {
-                    continue;
-                }
-                let r = view.req(s);
-                if r.kv_loc == KvLoc::Gpu || r.in_transfer() {
-                    continue;
-                }
-                let need = view.swap_in_blocks(s) as i64;
-                if r.kv_loc != KvLoc::Host || free < reserve as i64 + need {
-                    break; // memory goes to this request first
-                }
-                plan.swap_in.push(s);
-                free -= need;
-            }
+            self.swap_in_front(view, plan, free_after, reserve);
         }
         for &(s, _) in &plan.preempt {
             self.taken[s as usize] = false;
+        }
+    }
+
+    /// `offload = "paper"`: the scores of [`Self::enst_s`] pick who is swapped out and in.
+    fn paper_offload(
+        &mut self,
+        view: &ReplicaView,
+        plan: &mut Plan,
+        free_after: u32,
+        reserve: u32,
+    ) {
+        self.enst_s(view);
+        let mut taken = std::mem::take(&mut self.taken);
+        score_offload(
+            view,
+            plan,
+            &self.order,
+            &self.scores,
+            OffloadTarget {
+                free_after,
+                reserve,
+                window: match self.cfg.swap_in_window {
+                    0 => usize::MAX,
+                    w => w as usize,
+                },
+            },
+            &mut taken,
+        );
+        self.taken = taken;
+    }
+
+    /// Swap out GPU-resident requests outside the batch from the lowest priority up to `floor`
+    /// (those the host can take) until `deficit` blocks are made; whether any was.
+    fn swap_out_below(
+        &mut self,
+        view: &ReplicaView,
+        plan: &mut Plan,
+        floor: usize,
+        mut deficit: i64,
+    ) -> bool {
+        let mut host_free = view.host_free_blocks();
+        let mut swapped_out = false;
+        for item in &plan.run {
+            self.taken[item.slot as usize] = true;
+        }
+        for &s in self.order[floor..].iter().rev() {
+            if deficit <= 0 {
+                break;
+            }
+            let r = view.req(s);
+            if self.taken[s as usize] || r.kv_loc != KvLoc::Gpu || r.in_flight() {
+                continue;
+            }
+            // Only for the few GPU-resident candidates: most of a long queue holds no KV.
+            let host_need = view.host_blocks_for(r.blocks);
+            if host_need > host_free {
+                continue;
+            }
+            plan.preempt.push((s, PreemptMode::Swap));
+            self.taken[s as usize] = true;
+            host_free -= host_need;
+            deficit -= r.blocks as i64;
+            swapped_out = true;
+        }
+        for item in &plan.run {
+            self.taken[item.slot as usize] = false;
+        }
+        swapped_out
+    }
+
+    /// With nothing swapped out: swap in the host-resident requests at the front of the order
+    /// (within `max_batch_size` of it) while the free blocks cover the reserve and theirs.
+    fn swap_in_front(
+        &mut self,
+        view: &ReplicaView,
+        plan: &mut Plan,
+        free_after: u32,
+        reserve: u32,
+    ) {
+        let mut in_plan = plan_members(&plan.run, &self.taken);
+        let mut free = free_after as i64;
+        let mut quota = view.limits.max_batch_size;
+        for &s in &self.order {
+            if quota == 0 {
+                break;
+            }
+            quota -= 1;
+            if in_plan(s) {
+                continue;
+            }
+            let r = view.req(s);
+            if r.kv_loc == KvLoc::Gpu || r.in_transfer() {
+                continue;
+            }
+            let need = view.swap_in_blocks(s) as i64;
+            if r.kv_loc != KvLoc::Host || free < reserve as i64 + need {
+                break; // memory goes to this request first
+            }
+            plan.swap_in.push(s);
+            free -= need;
         }
     }
 }

@@ -156,6 +156,7 @@ pub fn min_iteration_s(cost: &dyn CostModel) -> Result<f64> {
 }
 
 impl Params {
+    /// The configuration these parameters give (defaults by preset), checked.
     pub fn resolve(&self, skip_join: bool, cost: &dyn CostModel, policy: &str) -> Result<Config> {
         let code = self.preset == Preset::Code;
         let base = match self.base_quantum_s {
@@ -163,6 +164,14 @@ impl Params {
             None if code => 0.010,
             None => min_iteration_s(cost)?,
         };
+        let c = self.with_defaults(skip_join, base);
+        c.check(policy)?;
+        Ok(c)
+    }
+
+    /// Every unset parameter filled with its preset's default (`base`: the first quantum).
+    fn with_defaults(&self, skip_join: bool, base: f64) -> Config {
+        let code = self.preset == Preset::Code;
         let batch_memory =
             self.batch_memory
                 .unwrap_or(if code && self.offload != Some(Offload::Paper) {
@@ -170,51 +179,59 @@ impl Params {
                 } else {
                     BatchMemory::Evict
                 });
-        let c =
-            Config {
-                preset: self.preset,
-                skip_join,
-                base_quantum_s: base,
-                ratio: self.ratio.unwrap_or(2.0),
-                max_levels: self.max_levels.unwrap_or(0),
-                demotion: self.demotion.unwrap_or(if code {
-                    Demotion::OneLevel
-                } else {
-                    Demotion::CoverNextIteration
-                }),
-                starvation_threshold_s: self.starvation_threshold_s.unwrap_or(if code {
-                    3.0
-                } else {
-                    0.3
-                }),
-                starvation_period_iterations: self
-                    .starvation_period_iterations
-                    .unwrap_or(if code { 1000 } else { 1 }),
-                starvation_clock_from_zero: self.starvation_clock_from_zero.unwrap_or(code),
-                reset_attained_on_promotion: self.reset_attained_on_promotion.unwrap_or(!code),
-                misfit: self.misfit.unwrap_or(if code {
-                    MisfitRule::Stop
-                } else {
-                    MisfitRule::Skip
-                }),
-                requeue_reverses_batch: self.requeue_reverses_batch.unwrap_or(code),
-                preemption: self.preemption.unwrap_or(PreemptionChoice::Swap),
-                offload: self.offload.unwrap_or(Offload::Proactive),
-                min_free_blocks: self.min_free_blocks.unwrap_or(0),
-                defer_new_below_host_free_frac: self.defer_new_below_host_free_frac.unwrap_or(0.1),
-                swap_in_window: self.swap_in_window.unwrap_or(0),
-                batch_memory,
-                host_full: self.host_full.unwrap_or(match batch_memory {
-                    BatchMemory::Reserve => HostFull::Defer,
-                    BatchMemory::Evict => HostFull::Recompute,
-                }),
-                starvation_check: self.starvation_check.unwrap_or(if code {
-                    StarvationCheck::AfterBatch
-                } else {
-                    StarvationCheck::BeforeBatch
-                }),
-                fifo: false,
-            };
+        Config {
+            preset: self.preset,
+            skip_join,
+            base_quantum_s: base,
+            ratio: self.ratio.unwrap_or(2.0),
+            max_levels: self.max_levels.unwrap_or(0),
+            demotion: self.demotion.unwrap_or(if code {
+                Demotion::OneLevel
+            } else {
+                Demotion::CoverNextIteration
+            }),
+            starvation_threshold_s: self.starvation_threshold_s.unwrap_or(if code {
+                3.0
+            } else {
+                0.3
+            }),
+            starvation_period_iterations: self.starvation_period_iterations.unwrap_or(if code {
+                1000
+            } else {
+                1
+            }),
+            starvation_clock_from_zero: self.starvation_clock_from_zero.unwrap_or(code),
+            reset_attained_on_promotion: self.reset_attained_on_promotion.unwrap_or(!code),
+            misfit: self.misfit.unwrap_or(if code {
+                MisfitRule::Stop
+            } else {
+                MisfitRule::Skip
+            }),
+            requeue_reverses_batch: self.requeue_reverses_batch.unwrap_or(code),
+            preemption: self.preemption.unwrap_or(PreemptionChoice::Swap),
+            offload: self.offload.unwrap_or(Offload::Proactive),
+            min_free_blocks: self.min_free_blocks.unwrap_or(0),
+            defer_new_below_host_free_frac: self.defer_new_below_host_free_frac.unwrap_or(0.1),
+            swap_in_window: self.swap_in_window.unwrap_or(0),
+            batch_memory,
+            host_full: self.host_full.unwrap_or(match batch_memory {
+                BatchMemory::Reserve => HostFull::Defer,
+                BatchMemory::Evict => HostFull::Recompute,
+            }),
+            starvation_check: self.starvation_check.unwrap_or(if code {
+                StarvationCheck::AfterBatch
+            } else {
+                StarvationCheck::BeforeBatch
+            }),
+            fifo: false,
+        }
+    }
+}
+
+impl Config {
+    /// The checks on a resolved configuration, named `[policies.{policy}]` in their messages.
+    fn check(&self, policy: &str) -> Result<()> {
+        let c = self;
         let bad = |m: String| SimError::config(format!("[policies.{policy}] {m}"));
         if !(c.base_quantum_s.is_finite() && c.base_quantum_s > 0.0) {
             return Err(bad(format!(
@@ -241,6 +258,6 @@ impl Params {
                 "host_full = \"defer\" needs batch_memory = \"reserve\" (the evict rule recomputes a victim the host cannot take)".into(),
             ));
         }
-        Ok(c)
+        Ok(())
     }
 }

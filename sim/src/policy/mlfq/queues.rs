@@ -1,6 +1,6 @@
 //! Levels and queues: requeueing a batch after its iteration.
 
-use super::{Demotion, LEVEL_CAP, Mlfq};
+use super::{Demotion, LEVEL_CAP, Mlfq, State};
 use crate::vocab::request::Slot;
 use crate::vocab::time::Ns;
 
@@ -36,26 +36,8 @@ impl Mlfq {
         let mut new_states = std::mem::take(&mut self.new_states);
         new_states.clear();
         for &s in batch {
-            let mut st = self.state[s as usize];
-            leaving[st.level as usize] += 1;
-            st.attained_ns += duration_ns;
-            st.last_step_ns = now;
-            if st.attained_ns > self.quantum_ns_table[st.level as usize] && st.level < max_level {
-                st.level = match self.cfg.demotion {
-                    Demotion::OneLevel => st.level + 1,
-                    Demotion::CoverNextIteration => {
-                        let t = self.decode_time_s(kv_tokens(s) + 1);
-                        let mut p = st.level + 1;
-                        while p < max_level && self.quantum_s(p) < t {
-                            p += 1;
-                        }
-                        p
-                    }
-                };
-                st.attained_ns = 0;
-                st.demotions += 1;
-                self.hist[st.level as usize].demotions_in += 1;
-            }
+            let st = self.charged(s, duration_ns, now, max_level, &kv_tokens);
+            leaving[self.state[s as usize].level as usize] += 1;
             new_states.push(st);
             count[st.level as usize + 1] += 1;
             top = top.max(st.level as usize);
@@ -91,6 +73,53 @@ impl Mlfq {
                 self.requeued[count[p] as usize..count[p + 1] as usize].reverse();
             }
         }
+        self.splice_requeued(batch, &count, &start, &leaving, top, bound);
+    }
+
+    /// `s`'s state after it ran for `duration_ns` up to `now`: demoted past its quantum (the
+    /// level's demotion count goes up then).
+    fn charged(
+        &mut self,
+        s: Slot,
+        duration_ns: Ns,
+        now: Ns,
+        max_level: u32,
+        kv_tokens: &impl Fn(Slot) -> u32,
+    ) -> State {
+        let mut st = self.state[s as usize];
+        st.attained_ns += duration_ns;
+        st.last_step_ns = now;
+        if st.attained_ns > self.quantum_ns_table[st.level as usize] && st.level < max_level {
+            st.level = match self.cfg.demotion {
+                Demotion::OneLevel => st.level + 1,
+                Demotion::CoverNextIteration => {
+                    let t = self.decode_time_s(kv_tokens(s) + 1);
+                    let mut p = st.level + 1;
+                    while p < max_level && self.quantum_s(p) < t {
+                        p += 1;
+                    }
+                    p
+                }
+            };
+            st.attained_ns = 0;
+            st.demotions += 1;
+            self.hist[st.level as usize].demotions_in += 1;
+        }
+        st
+    }
+
+    /// Rebuild the order's prefix `..bound` (levels `..=top`): level by level, its requeued
+    /// requests (`self.requeued[count[p]..count[p + 1]]`), then its other members in their old
+    /// order (`leaving[p]` batch members are skipped in its old run `start[p]..start[p + 1]`).
+    fn splice_requeued(
+        &mut self,
+        batch: &[Slot],
+        count: &[u32],
+        start: &[usize],
+        leaving: &[u32],
+        top: usize,
+        bound: usize,
+    ) {
         self.mark_taken(batch, true);
         let mut next = std::mem::take(&mut self.next_order);
         next.clear();

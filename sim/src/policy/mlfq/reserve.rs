@@ -102,6 +102,8 @@ impl Mlfq {
         }
     }
 
+    /// One planning pass at a boundary, in the code's steps: pop the batch, make its memory,
+    /// keep what can run now, and swap in ahead of time.
     fn reserve_pass(
         &mut self,
         view: &ReplicaView,
@@ -111,9 +113,60 @@ impl Mlfq {
     ) {
         let limits = view.limits;
         let b = limits.max_batch_size as usize;
-        // 1. `get_next_batch`: pop by priority with only the size and token checks (a new prefill
-        //    is set aside while the host pool is short; a request whose KV is being copied cannot
-        //    run here and is passed over).
+        self.pop_batch(view, plan, defer_new);
+        // 2. `reserve_free_blocks(batch)`.
+        let swap = self.cfg.preemption == PreemptionChoice::Swap && view.host_capacity_blocks() > 0;
+        let proactive = swap && self.cfg.offload == Offload::Proactive;
+        let reserve = if proactive {
+            limits.max_batch_size.max(self.cfg.min_free_blocks) as i64
+        } else {
+            0
+        };
+        let need: i64 = plan
+            .run
+            .iter()
+            .map(|i| view.extra_blocks_for_next(i.slot) as i64)
+            .sum();
+        let avail = view.free_blocks() as i64 + self.swapping_out_blocks(view) as i64;
+        let deficit = reserve + need - avail;
+        let swap_out_needed = deficit > 0;
+        // Blocks that recompute preemptions free at once (swap-outs free when their copy ends).
+        let (freed_now, host_blocked) = if swap_out_needed {
+            self.make_room(view, plan, deficit, reserve, host_full)
+        } else {
+            (0, false)
+        };
+        // 3. What servesim's engine can run now: a member whose blocks are not free yet (they come
+        //    from swap-outs still copying) waits for the next boundary; the code's iteration
+        //    would wait for the copies instead.
+        let mut free = view.free_blocks() as i64 + freed_now;
+        plan.run.retain(|item| {
+            let n = view.extra_blocks_for_next(item.slot) as i64;
+            if n <= free {
+                free -= n;
+                true
+            } else {
+                false
+            }
+        });
+        if host_blocked && plan.run.len() < b {
+            self.backfill_resident(view, plan, &mut free);
+        }
+        // 4. Proactive swap-in, only when no swap-out was needed: the next `max_batch_size`
+        //    queued requests after the popped batch, each counting against the quota whether or
+        //    not it is on the host; a host-resident one is swapped in when the available blocks
+        //    cover the reserve + the batch's need + its blocks.
+        if !swap_out_needed && proactive {
+            self.swap_in_ahead(view, plan, reserve + need, avail, free);
+        }
+    }
+
+    /// 1. `get_next_batch`: pop by priority with only the size and token checks (a new prefill
+    ///    is set aside while the host pool is short; a request whose KV is being copied cannot
+    ///    run here and is passed over).
+    fn pop_batch(&mut self, view: &ReplicaView, plan: &mut Plan, defer_new: bool) {
+        let limits = view.limits;
+        let b = limits.max_batch_size as usize;
         let (mut prefill_tokens, mut has_prefill) = (0u64, false);
         for &s in &self.order {
             if plan.run.len() >= b {
@@ -138,178 +191,162 @@ impl Mlfq {
         }
         self.popped.clear();
         self.popped.extend(plan.run.iter().map(|i| i.slot));
-        // 2. `reserve_free_blocks(batch)`.
-        let swap = self.cfg.preemption == PreemptionChoice::Swap && view.host_capacity_blocks() > 0;
-        let proactive = swap && self.cfg.offload == Offload::Proactive;
-        let reserve = if proactive {
-            limits.max_batch_size.max(self.cfg.min_free_blocks) as i64
-        } else {
-            0
-        };
-        let need: i64 = plan
-            .run
-            .iter()
-            .map(|i| view.extra_blocks_for_next(i.slot) as i64)
-            .sum();
-        let avail = view.free_blocks() as i64 + self.swapping_out_blocks(view) as i64;
-        let mut deficit = reserve + need - avail;
-        let swap_out_needed = deficit > 0;
-        // Blocks that recompute preemptions free at once (swap-outs free when their copy ends).
+    }
+
+    /// The swap-outs of `reserve_free_blocks` when the batch's need + the reserve exceed the
+    /// available blocks; returns the blocks that recompute preemptions free at once and whether
+    /// the host refused a swap-out.
+    fn make_room(
+        &mut self,
+        view: &ReplicaView,
+        plan: &mut Plan,
+        mut deficit: i64,
+        reserve: i64,
+        host_full: HostFull,
+    ) -> (i64, bool) {
         let mut freed_now: i64 = 0;
         let mut host_blocked = false;
-        if swap_out_needed {
-            if self.taken.len() < view.slot_capacity() {
-                self.taken.resize(view.slot_capacity(), false);
+        if self.taken.len() < view.slot_capacity() {
+            self.taken.resize(view.slot_capacity(), false);
+        }
+        for item in &plan.run {
+            self.taken[item.slot as usize] = true;
+        }
+        let mut host_free = view.host_free_blocks() as i64;
+        // Swap out queued GPU-resident requests from the lowest priority up.
+        for i in (0..self.order.len()).rev() {
+            if deficit <= 0 {
+                break;
             }
-            for item in &plan.run {
-                self.taken[item.slot as usize] = true;
+            let s = self.order[i];
+            let r = view.req(s);
+            if self.taken[s as usize] || r.kv_loc != KvLoc::Gpu || r.in_flight() || r.blocks == 0 {
+                continue;
             }
-            let mut host_free = view.host_free_blocks() as i64;
-            // Swap out queued GPU-resident requests from the lowest priority up.
-            for i in (0..self.order.len()).rev() {
-                if deficit <= 0 {
-                    break;
+            match self.evict_mode(view, s, &mut host_free, host_full) {
+                Some(mode) => {
+                    plan.preempt.push((s, mode));
+                    deficit -= r.blocks as i64;
+                    if mode == PreemptMode::Recompute {
+                        freed_now += r.blocks as i64;
+                    }
                 }
-                let s = self.order[i];
-                let r = view.req(s);
-                if self.taken[s as usize]
-                    || r.kv_loc != KvLoc::Gpu
-                    || r.in_flight()
-                    || r.blocks == 0
-                {
-                    continue;
-                }
+                None => host_blocked = true,
+            }
+        }
+        // Then drop batch members from its tail, swapping out the GPU-resident ones. A
+        // GPU-resident member the host cannot take (`defer`) stays in the batch (dropping it
+        // would free nothing) and the next one up is tried; once the host refused a
+        // swap-out, members are dropped only while the batch itself does not fit, not to
+        // restore the reserve.
+        let mut i = plan.run.len();
+        while deficit > 0 && i > 0 {
+            if deficit <= reserve && (host_blocked || plan.run.len() == 1) {
+                // The batch itself fits: the reserve does not take its last member (the code
+                // would drop it and, with nothing left to swap out, idle for ever — possible
+                // only on a GPU pool of a few blocks).
+                break;
+            }
+            i -= 1;
+            let s = plan.run[i].slot;
+            let r = view.req(s);
+            let n = view.extra_blocks_for_next(s) as i64;
+            if r.kv_loc == KvLoc::Gpu && r.blocks > 0 && !r.in_flight() {
                 match self.evict_mode(view, s, &mut host_free, host_full) {
                     Some(mode) => {
                         plan.preempt.push((s, mode));
-                        deficit -= r.blocks as i64;
+                        deficit -= n + r.blocks as i64;
                         if mode == PreemptMode::Recompute {
                             freed_now += r.blocks as i64;
                         }
                     }
-                    None => host_blocked = true,
-                }
-            }
-            // Then drop batch members from its tail, swapping out the GPU-resident ones. A
-            // GPU-resident member the host cannot take (`defer`) stays in the batch (dropping it
-            // would free nothing) and the next one up is tried; once the host refused a
-            // swap-out, members are dropped only while the batch itself does not fit, not to
-            // restore the reserve.
-            let mut i = plan.run.len();
-            while deficit > 0 && i > 0 {
-                if deficit <= reserve && (host_blocked || plan.run.len() == 1) {
-                    // The batch itself fits: the reserve does not take its last member (the code
-                    // would drop it and, with nothing left to swap out, idle for ever — possible
-                    // only on a GPU pool of a few blocks).
-                    break;
-                }
-                i -= 1;
-                let s = plan.run[i].slot;
-                let r = view.req(s);
-                let n = view.extra_blocks_for_next(s) as i64;
-                if r.kv_loc == KvLoc::Gpu && r.blocks > 0 && !r.in_flight() {
-                    match self.evict_mode(view, s, &mut host_free, host_full) {
-                        Some(mode) => {
-                            plan.preempt.push((s, mode));
-                            deficit -= n + r.blocks as i64;
-                            if mode == PreemptMode::Recompute {
-                                freed_now += r.blocks as i64;
-                            }
-                        }
-                        None => {
-                            host_blocked = true;
-                            continue;
-                        }
+                    None => {
+                        host_blocked = true;
+                        continue;
                     }
-                } else {
-                    deficit -= n;
                 }
-                self.taken[s as usize] = false;
-                plan.run.remove(i);
-            }
-            for item in &plan.run {
-                self.taken[item.slot as usize] = false;
-            }
-        }
-        // 3. What servesim's engine can run now: a member whose blocks are not free yet (they come
-        //    from swap-outs still copying) waits for the next boundary; the code's iteration
-        //    would wait for the copies instead.
-        let mut free = view.free_blocks() as i64 + freed_now;
-        plan.run.retain(|item| {
-            let n = view.extra_blocks_for_next(item.slot) as i64;
-            if n <= free {
-                free -= n;
-                true
             } else {
-                false
+                deficit -= n;
             }
-        });
-        // `defer`: when the host refused a swap-out, the requests that wait for memory leave
-        //    their batch places to queued requests below them whose KV is already on the GPU (in
-        //    priority order, size limit only: they are decodes), so that the GPU-resident work
-        //    goes on and frees memory — the code has no such case (it crashes on a full pool).
-        if host_blocked && plan.run.len() < b {
-            for &(s, _) in &plan.preempt {
-                self.taken[s as usize] = true;
+            self.taken[s as usize] = false;
+            plan.run.remove(i);
+        }
+        for item in &plan.run {
+            self.taken[item.slot as usize] = false;
+        }
+        (freed_now, host_blocked)
+    }
+
+    /// `defer`: when the host refused a swap-out, the requests that wait for memory leave
+    /// their batch places to queued requests below them whose KV is already on the GPU (in
+    /// priority order, size limit only: they are decodes), so that the GPU-resident work
+    /// goes on and frees memory — the code has no such case (it crashes on a full pool).
+    fn backfill_resident(&mut self, view: &ReplicaView, plan: &mut Plan, free: &mut i64) {
+        let b = view.limits.max_batch_size as usize;
+        for &(s, _) in &plan.preempt {
+            self.taken[s as usize] = true;
+        }
+        for &s in &self.popped {
+            self.taken[s as usize] = true;
+        }
+        for &s in &self.order {
+            if plan.run.len() >= b {
+                break;
             }
-            for &s in &self.popped {
-                self.taken[s as usize] = true;
+            let r = view.req(s);
+            if self.taken[s as usize] || r.kv_loc != KvLoc::Gpu || !r.runnable() {
+                continue;
             }
-            for &s in &self.order {
-                if plan.run.len() >= b {
-                    break;
-                }
-                let r = view.req(s);
-                if self.taken[s as usize] || r.kv_loc != KvLoc::Gpu || !r.runnable() {
-                    continue;
-                }
-                let n = view.extra_blocks_for_next(s) as i64;
-                if n <= free {
-                    free -= n;
-                    plan.run_on_demand(s);
-                }
-            }
-            for &(s, _) in &plan.preempt {
-                self.taken[s as usize] = false;
-            }
-            for &s in &self.popped {
-                self.taken[s as usize] = false;
+            let n = view.extra_blocks_for_next(s) as i64;
+            if n <= *free {
+                *free -= n;
+                plan.run_on_demand(s);
             }
         }
-        // 4. Proactive swap-in, only when no swap-out was needed: the next `max_batch_size`
-        //    queued requests after the popped batch, each counting against the quota whether or
-        //    not it is on the host; a host-resident one is swapped in when the available blocks
-        //    cover the reserve + the batch's need + its blocks.
-        if !swap_out_needed && proactive {
-            let mut quota = limits.max_batch_size;
-            let mut avail = avail;
-            if self.taken.len() < view.slot_capacity() {
-                self.taken.resize(view.slot_capacity(), false);
+        for &(s, _) in &plan.preempt {
+            self.taken[s as usize] = false;
+        }
+        for &s in &self.popped {
+            self.taken[s as usize] = false;
+        }
+    }
+
+    /// 4. Proactive swap-in (see `reserve_pass`): `wanted` = the reserve + the batch's need.
+    fn swap_in_ahead(
+        &mut self,
+        view: &ReplicaView,
+        plan: &mut Plan,
+        wanted: i64,
+        mut avail: i64,
+        mut free: i64,
+    ) {
+        let mut quota = view.limits.max_batch_size;
+        if self.taken.len() < view.slot_capacity() {
+            self.taken.resize(view.slot_capacity(), false);
+        }
+        for &s in &self.popped {
+            self.taken[s as usize] = true;
+        }
+        for &s in &self.order {
+            if quota == 0 {
+                break;
             }
-            for &s in &self.popped {
-                self.taken[s as usize] = true;
+            if self.taken[s as usize] {
+                continue;
             }
-            for &s in &self.order {
-                if quota == 0 {
-                    break;
-                }
-                if self.taken[s as usize] {
-                    continue;
-                }
-                quota -= 1;
-                if view.req(s).kv_loc != KvLoc::Host {
-                    continue;
-                }
-                let theirs = view.swap_in_blocks(s) as i64;
-                if avail >= reserve + need + theirs && free >= theirs {
-                    plan.swap_in.push(s);
-                    avail -= theirs;
-                    free -= theirs;
-                }
+            quota -= 1;
+            if view.req(s).kv_loc != KvLoc::Host {
+                continue;
             }
-            for &s in &self.popped {
-                self.taken[s as usize] = false;
+            let theirs = view.swap_in_blocks(s) as i64;
+            if avail >= wanted + theirs && free >= theirs {
+                plan.swap_in.push(s);
+                avail -= theirs;
+                free -= theirs;
             }
+        }
+        for &s in &self.popped {
+            self.taken[s as usize] = false;
         }
     }
 }

@@ -17,20 +17,7 @@ impl FastForward for Mlfq {
         if threshold_ns == 0 {
             return None;
         }
-        // `batch_memory = "reserve"`: the repeat's decision is the same while the blocks left free
-        // after its allocations cover the reserve (else `reserve_free_blocks` would swap out or
-        // drop batch members); a proactive swap-in cannot become possible (free blocks only
-        // shrink) and the popped batch is the same (the first request left out of a prefix stays
-        // out: its reason — batch full, deferral, memory — cannot ease).
-        let reserve_floor = if self.cfg.batch_memory == BatchMemory::Reserve
-            && self.cfg.preemption == PreemptionChoice::Swap
-            && view.host_capacity_blocks() > 0
-            && self.cfg.offload == Offload::Proactive
-        {
-            view.limits.max_batch_size.max(self.cfg.min_free_blocks)
-        } else {
-            0
-        };
+        let reserve_floor = self.reserve_floor(view);
         if batch.len() == self.order.len() && !self.cfg.fifo {
             // The batch holds every request: demotions and requeues reorder it but cannot change
             // it (nobody is left out, nobody waits to be promoted, no swap has a candidate); the
@@ -45,14 +32,7 @@ impl FastForward for Mlfq {
                 ..Steady::UNBOUNDED
             });
         }
-        let mut max_service_ns = Ns::MAX;
-        for &s in batch {
-            let st = &self.state[s as usize];
-            if st.level < self.max_level() {
-                let q = self.quantum_ns_table[st.level as usize];
-                max_service_ns = max_service_ns.min(q.saturating_sub(st.attained_ns));
-            }
-        }
+        let max_service_ns = self.service_left(batch);
         let until_ns = self.order[batch.len()..]
             .iter()
             .map(|&s| {
@@ -178,5 +158,39 @@ impl FastForward for Mlfq {
             }
         }
         batch.copy_from_slice(&self.order[..batch.len()]);
+    }
+}
+
+impl Mlfq {
+    /// The free blocks a repeat must keep (0 unless reserving):
+    /// `batch_memory = "reserve"`: the repeat's decision is the same while the blocks left free
+    /// after its allocations cover the reserve (else `reserve_free_blocks` would swap out or
+    /// drop batch members); a proactive swap-in cannot become possible (free blocks only
+    /// shrink) and the popped batch is the same (the first request left out of a prefix stays
+    /// out: its reason — batch full, deferral, memory — cannot ease).
+    fn reserve_floor(&self, view: &ReplicaView) -> u32 {
+        if self.cfg.batch_memory == BatchMemory::Reserve
+            && self.cfg.preemption == PreemptionChoice::Swap
+            && view.host_capacity_blocks() > 0
+            && self.cfg.offload == Offload::Proactive
+        {
+            view.limits.max_batch_size.max(self.cfg.min_free_blocks)
+        } else {
+            0
+        }
+    }
+
+    /// The most service any batch member can get before it passes its quantum (`Ns::MAX`: all
+    /// are at the lowest level).
+    fn service_left(&self, batch: &[Slot]) -> Ns {
+        let mut max_service_ns = Ns::MAX;
+        for &s in batch {
+            let st = &self.state[s as usize];
+            if st.level < self.max_level() {
+                let q = self.quantum_ns_table[st.level as usize];
+                max_service_ns = max_service_ns.min(q.saturating_sub(st.attained_ns));
+            }
+        }
+        max_service_ns
     }
 }

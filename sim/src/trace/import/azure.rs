@@ -162,19 +162,7 @@ pub fn parse_timestamp(s: &str) -> Option<i128> {
 /// Import an Azure trace CSV into `arrival_s,input_tokens,output_tokens` at `out`.
 pub fn import(path: &Path, out: &Path) -> Result<CsvReport> {
     let (mut rdr, headers) = open_csv(path)?;
-    let find = |n: &str| {
-        headers.iter().position(|h| h == n).ok_or_else(|| {
-            input_err(
-                path,
-                1,
-                n,
-                format!(
-                    "missing column `{n}`: an Azure LLM inference trace has the header `TIMESTAMP,ContextTokens,GeneratedTokens` (this header has: {})",
-                    header_list(&headers)
-                ),
-            )
-        })
-    };
+    let find = |n: &str| column(path, &headers, n);
     let (ti, ci, gi) = (find(TIMESTAMP)?, find(CONTEXT)?, find(GENERATED)?);
     let mut rows = Vec::new();
     let mut rec = csv::StringRecord::new();
@@ -213,20 +201,8 @@ pub fn import(path: &Path, out: &Path) -> Result<CsvReport> {
             None => (t, t),
             Some((lo, hi)) => (lo.min(t), hi.max(t)),
         });
-        if let Some((lo, hi)) = span
-            && hi - lo > MAX_SPAN_NS
-        {
-            return Err(input_err(
-                path,
-                line,
-                TIMESTAMP,
-                format!(
-                    "`{}` is {:.3e} s away from another arrival of the trace; a trace may span at most {:.3e} s (the nanosecond clock)",
-                    clip(&rec[ti]),
-                    (hi - lo) as f64 / 1e9,
-                    MAX_SPAN_NS as f64 / 1e9
-                ),
-            ));
+        if let Some((lo, hi)) = span {
+            check_span(path, line, lo, hi, &rec[ti])?;
         }
         rows.push((t, i, o));
     }
@@ -253,6 +229,40 @@ pub fn import(path: &Path, out: &Path) -> Result<CsvReport> {
         first_arrival: if out_of_order == 0 { first_text } else { None },
         out: out.to_path_buf(),
     })
+}
+
+/// The position of column `n` in `headers`, or the error naming the Azure header.
+fn column(path: &Path, headers: &[String], n: &str) -> Result<usize> {
+    headers.iter().position(|h| h == n).ok_or_else(|| {
+        input_err(
+            path,
+            1,
+            n,
+            format!(
+                "missing column `{n}`: an Azure LLM inference trace has the header `TIMESTAMP,ContextTokens,GeneratedTokens` (this header has: {})",
+                header_list(headers)
+            ),
+        )
+    })
+}
+
+/// Every arrival, shifted so that the earliest is 0, must fit the nanosecond clock: the arrivals
+/// so far span `lo..=hi`; `text`: the timestamp as written on `line`.
+fn check_span(path: &Path, line: u64, lo: i128, hi: i128, text: &str) -> Result<()> {
+    if hi - lo > MAX_SPAN_NS {
+        return Err(input_err(
+            path,
+            line,
+            TIMESTAMP,
+            format!(
+                "`{}` is {:.3e} s away from another arrival of the trace; a trace may span at most {:.3e} s (the nanosecond clock)",
+                clip(text),
+                (hi - lo) as f64 / 1e9,
+                MAX_SPAN_NS as f64 / 1e9
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -328,39 +328,11 @@ where
                 }
             }
             Ok(None) => break,
-            Err(SplitError::Truncated {
-                at,
-                complete,
-                partial_start,
-            }) => {
-                if opts.allow_truncated {
-                    report.truncated_at = Some(at);
-                    break;
-                }
-                let inside = match partial_start {
-                    Some((b, l)) => format!(
-                        "; the file ends inside {one} {} (starting at byte {b}, line {l})",
-                        complete + 1
-                    ),
-                    None => String::new(),
-                };
-                return Err(io_err(
-                    path,
-                    format!(
-                        "truncated at byte {at} after {complete} complete {what}{inside}; pass --allow-truncated to keep the complete ones"
-                    ),
-                ));
+            Err(SplitError::Truncated { at, .. }) if opts.allow_truncated => {
+                report.truncated_at = Some(at);
+                break;
             }
-            Err(SplitError::Empty) => {
-                return Err(io_err(
-                    path,
-                    format!("byte 0 (line 1): the file is empty (expected a JSON array of {what})"),
-                ));
-            }
-            Err(SplitError::Syntax { at, line, msg }) => {
-                return Err(io_err(path, format!("byte {at} (line {line}): {msg}")));
-            }
-            Err(SplitError::Io(m)) => return Err(io_err(path, format!("read error: {m}"))),
+            Err(e) => return Err(array_error(path, e, (one, what))),
         }
     }
     count_batch(&mut batch, &mut pairs)?;
@@ -368,8 +340,57 @@ where
     if let Some(seed) = opts.shuffle_seed {
         pairs.shuffle(&mut stream(seed, Stream::Shuffle));
     }
+    let kept = take_filtered(&pairs, opts, &mut report);
+    check_kept(path, &kept, &report, what)?;
+    report.written = kept.len() as u64;
+    report.input_mean = kept.iter().map(|p| p.0 as f64).sum::<f64>() / kept.len() as f64;
+    report.output_mean = kept.iter().map(|p| p.1 as f64).sum::<f64>() / kept.len() as f64;
+    write_lengths(out, &kept)?;
+    Ok(report)
+}
+
+/// The error for a JSON array that cannot be read to its end (a truncated one when
+/// `--allow-truncated` is not given); `one`, `what`: an element and the elements, in words.
+fn array_error(path: &Path, e: SplitError, (one, what): (&str, &str)) -> SimError {
+    match e {
+        SplitError::Truncated {
+            at,
+            complete,
+            partial_start,
+        } => {
+            let inside = match partial_start {
+                Some((b, l)) => format!(
+                    "; the file ends inside {one} {} (starting at byte {b}, line {l})",
+                    complete + 1
+                ),
+                None => String::new(),
+            };
+            io_err(
+                path,
+                format!(
+                    "truncated at byte {at} after {complete} complete {what}{inside}; pass --allow-truncated to keep the complete ones"
+                ),
+            )
+        }
+        SplitError::Empty => io_err(
+            path,
+            format!("byte 0 (line 1): the file is empty (expected a JSON array of {what})"),
+        ),
+        SplitError::Syntax { at, line, msg } => {
+            io_err(path, format!("byte {at} (line {line}): {msg}"))
+        }
+        SplitError::Io(m) => io_err(path, format!("read error: {m}")),
+    }
+}
+
+/// The shuffled pairs that pass the filters, up to `--num` (the report counts the rest).
+fn take_filtered(
+    pairs: &[(u32, u32)],
+    opts: &TextImport,
+    report: &mut TextReport,
+) -> Vec<(u32, u32)> {
     let mut kept = Vec::with_capacity(pairs.len().min(opts.num.unwrap_or(usize::MAX)));
-    for &(i, o) in &pairs {
+    for &(i, o) in pairs {
         if opts.num.is_some_and(|n| kept.len() >= n) {
             break;
         }
@@ -381,6 +402,11 @@ where
             Some(Reject::TotalTooLong) => report.dropped_total_too_long += 1,
         }
     }
+    kept
+}
+
+/// Something must be left to write, and every kept request must have ≥ 1 input and output token.
+fn check_kept(path: &Path, kept: &[(u32, u32)], report: &TextReport, what: &str) -> Result<()> {
     if kept.is_empty() {
         return Err(io_err(
             path,
@@ -400,11 +426,7 @@ where
             ),
         ));
     }
-    report.written = kept.len() as u64;
-    report.input_mean = kept.iter().map(|p| p.0 as f64).sum::<f64>() / kept.len() as f64;
-    report.output_mean = kept.iter().map(|p| p.1 as f64).sum::<f64>() / kept.len() as f64;
-    write_lengths(out, &kept)?;
-    Ok(report)
+    Ok(())
 }
 
 /// Write `input_tokens,output_tokens` rows atomically.

@@ -18,24 +18,7 @@ use crate::trace::csv_reader::{VIDUR, csv_err, header_list, input_err, open_csv,
 /// Import a Vidur trace CSV at `path` into a canonical CSV at `out`.
 pub fn import(path: &Path, out: &Path) -> Result<CsvReport> {
     let (mut rdr, headers) = open_csv(path)?;
-    let find = |n: &str| headers.iter().position(|h| h == n);
-    let (Some(pi), Some(di)) = (find(VIDUR.input), find(VIDUR.output)) else {
-        let missing = if find(VIDUR.input).is_none() {
-            VIDUR.input
-        } else {
-            VIDUR.output
-        };
-        return Err(input_err(
-            path,
-            1,
-            missing,
-            format!(
-                "missing column `{missing}`: a Vidur trace has `arrived_at,num_prefill_tokens,num_decode_tokens` or `num_prefill_tokens,num_decode_tokens,…` (this header has: {})",
-                header_list(&headers)
-            ),
-        ));
-    };
-    let ai = find(VIDUR.arrival);
+    let (pi, di, ai) = columns(path, &headers)?;
     let mut rows = Vec::new();
     let mut rec = csv::StringRecord::new();
     let (mut read, mut dropped_zero) = (0u64, 0u64);
@@ -103,6 +86,30 @@ pub fn import(path: &Path, out: &Path) -> Result<CsvReport> {
         write_lengths(out, &pairs)?;
     }
     Ok(report)
+}
+
+/// The positions of the input, output and (optional) arrival columns, or the error naming the
+/// Vidur headers.
+fn columns(path: &Path, headers: &[String]) -> Result<(usize, usize, Option<usize>)> {
+    let find = |n: &str| headers.iter().position(|h| h == n);
+    let (Some(pi), Some(di)) = (find(VIDUR.input), find(VIDUR.output)) else {
+        let missing = if find(VIDUR.input).is_none() {
+            VIDUR.input
+        } else {
+            VIDUR.output
+        };
+        return Err(input_err(
+            path,
+            1,
+            missing,
+            format!(
+                "missing column `{missing}`: a Vidur trace has `arrived_at,num_prefill_tokens,num_decode_tokens` or `num_prefill_tokens,num_decode_tokens,…` (this header has: {})",
+                header_list(headers)
+            ),
+        ));
+    };
+    let ai = find(VIDUR.arrival);
+    Ok((pi, di, ai))
 }
 
 #[cfg(test)]
