@@ -9,7 +9,7 @@ use crate::predict::{Predictor, extend_prediction};
 use crate::swap::Direction;
 use crate::swap::timing::StepCopies;
 use crate::vocab::kv::{blocks_for_tokens, extra_blocks_for};
-use crate::vocab::request::{KvLoc, Slot};
+use crate::vocab::request::{KvLoc, Request, Slot};
 use crate::vocab::time::{Ns, duration_ns_ceil, ns_to_s};
 
 impl Sim {
@@ -448,9 +448,7 @@ impl Replica {
                 // Reactive swap-in: the iteration waits for the copy.
                 let need = req.offloaded_gpu_blocks;
                 if !self.kv.try_alloc(need) {
-                    for &b in &self.batch {
-                        self.reqs.get_mut(b).in_batch = false;
-                    }
+                    self.release_batch();
                     return Err(plan_err(format!(
                         "reactive swap-in needs {need} GPU blocks but only {} are free",
                         self.kv.free_blocks()
@@ -462,32 +460,9 @@ impl Replica {
                 copies.add_swap_in(start, end);
                 self.reqs.get_mut(s)
             };
-            let chunk = item.prefill_chunk_tokens;
-            if req.in_prefill() {
-                let left = req.prefill_left();
-                if chunk > left {
-                    let id = req.id;
-                    for &b in &self.batch {
-                        self.reqs.get_mut(b).in_batch = false;
-                    }
-                    return Err(plan_err(format!(
-                        "gives request {id} a prefill chunk of {chunk} tokens but only {left} are left"
-                    )));
-                }
-                req.step_tokens = if chunk == 0 { left } else { chunk };
-                shape.add_prefill_chunk(req.step_tokens, req.kv_tokens);
-            } else {
-                if chunk > 0 {
-                    let id = req.id;
-                    for &b in &self.batch {
-                        self.reqs.get_mut(b).in_batch = false;
-                    }
-                    return Err(plan_err(format!(
-                        "gives request {id} a prefill chunk of {chunk} tokens but it is decoding"
-                    )));
-                }
-                req.step_tokens = 1;
-                shape.add_decode(req.kv_tokens + 1);
+            if let Err(msg) = take_step(req, item.prefill_chunk_tokens, &mut shape) {
+                self.release_batch();
+                return Err(plan_err(msg));
             }
             let target = (req.blocks
                 + extra_blocks_for(req.kv_tokens_after_step() as u64, req.blocks, block_tokens))
@@ -497,9 +472,7 @@ impl Replica {
                 if !self.kv.try_alloc(extra) {
                     let id = req.id;
                     let free = self.kv.free_blocks();
-                    for &b in &self.batch {
-                        self.reqs.get_mut(b).in_batch = false;
-                    }
+                    self.release_batch();
                     return Err(plan_err(format!(
                         "request {id} needs {extra} more KV blocks but only {free} are free"
                     )));
@@ -512,4 +485,41 @@ impl Replica {
         }
         Ok(shape)
     }
+
+    /// The plan was rejected: the members taken into `batch` so far are no longer in it.
+    fn release_batch(&mut self) {
+        for &b in &self.batch {
+            self.reqs.get_mut(b).in_batch = false;
+        }
+    }
+}
+
+/// What `req` runs in the batch being formed: its prefill chunk (`chunk` tokens, or the whole
+/// remaining prefill when 0) or one decode token; adds it to `shape`. An error is the plan's fault.
+fn take_step(
+    req: &mut Request,
+    chunk: u32,
+    shape: &mut BatchShape,
+) -> std::result::Result<(), String> {
+    if req.in_prefill() {
+        let left = req.prefill_left();
+        if chunk > left {
+            return Err(format!(
+                "gives request {} a prefill chunk of {chunk} tokens but only {left} are left",
+                req.id
+            ));
+        }
+        req.step_tokens = if chunk == 0 { left } else { chunk };
+        shape.add_prefill_chunk(req.step_tokens, req.kv_tokens);
+    } else {
+        if chunk > 0 {
+            return Err(format!(
+                "gives request {} a prefill chunk of {chunk} tokens but it is decoding",
+                req.id
+            ));
+        }
+        req.step_tokens = 1;
+        shape.add_decode(req.kv_tokens + 1);
+    }
+    Ok(())
 }

@@ -302,6 +302,35 @@ impl Sim {
 
     fn arrive(&mut self, now: Ns, row: TraceRow, predictor: &mut dyn Predictor) -> Result<()> {
         let limits = self.cfg.limits;
+        let total = self.check_row(&row)?;
+        let (r, predicted) = self.route(now, &row, predictor)?;
+        self.check_fits(r, &row, total)?;
+        let rep = &mut self.replicas[r as usize];
+        let slot = rep.reqs.insert(Request::new(
+            row.id,
+            row.arrival_ns,
+            row.input_tokens,
+            row.output_tokens,
+            predicted,
+        ));
+        rep.stats.requests += 1;
+        self.stats.requests += 1;
+        let view = view!(rep, now, limits);
+        rep.policy.on_arrival(slot, &view)?;
+        self.check_queue(r, now)?;
+        let rep = &mut self.replicas[r as usize];
+        if !rep.busy && !rep.kick_pending {
+            rep.kick_pending = true;
+            self.push(now, CLASS_KICK, r);
+        }
+        Ok(())
+    }
+
+    /// The checks on an arriving row that need no replica: lengths ≥ 1, within the model's
+    /// context, and a prompt over `max_batch_tokens` only if some replica's policy chunks.
+    /// Returns input + output tokens.
+    fn check_row(&self, row: &TraceRow) -> Result<u64> {
+        let limits = self.cfg.limits;
         if row.input_tokens == 0 || row.output_tokens == 0 {
             return Err(SimError::Request {
                 id: row.id,
@@ -318,21 +347,30 @@ impl Sim {
                 ),
             });
         }
-        let too_long = |row: &TraceRow| SimError::Request {
+        if row.input_tokens > limits.max_batch_tokens
+            && !self.replicas.iter().any(|r| r.policy.chunks_prefill())
+        {
+            return Err(self.prompt_too_long(row));
+        }
+        Ok(total)
+    }
+
+    fn prompt_too_long(&self, row: &TraceRow) -> SimError {
+        SimError::Request {
             id: row.id,
             msg: format!(
                 "prompt of {} tokens exceeds max_batch_tokens = {}; it could never be prefilled (a chunking policy such as `sarathi` or `vllm-v1` accepts it)",
-                row.input_tokens, limits.max_batch_tokens
+                row.input_tokens, self.cfg.limits.max_batch_tokens
             ),
-        };
-        let long = row.input_tokens > limits.max_batch_tokens;
-        if long && !self.replicas.iter().any(|r| r.policy.chunks_prefill()) {
-            return Err(too_long(&row));
         }
-        let (r, predicted) = self.route(now, &row, predictor)?;
-        let rep = &mut self.replicas[r as usize];
-        if long && !rep.policy.chunks_prefill() {
-            return Err(too_long(&row));
+    }
+
+    /// The checks against the replica `r` the row was routed to: its policy chunks a prompt over
+    /// `max_batch_tokens`, and its KV pool can hold the whole request.
+    fn check_fits(&self, r: u32, row: &TraceRow, total: u64) -> Result<()> {
+        let rep = &self.replicas[r as usize];
+        if row.input_tokens > self.cfg.limits.max_batch_tokens && !rep.policy.chunks_prefill() {
+            return Err(self.prompt_too_long(row));
         }
         let max_blocks = blocks_for_tokens(total - 1, self.cfg.block_tokens);
         if max_blocks > rep.kv.capacity_blocks() as u64 {
@@ -346,21 +384,17 @@ impl Sim {
                 ),
             });
         }
-        let slot = rep.reqs.insert(Request::new(
-            row.id,
-            row.arrival_ns,
-            row.input_tokens,
-            row.output_tokens,
-            predicted,
-        ));
-        rep.stats.requests += 1;
-        self.stats.requests += 1;
-        let view = view!(rep, now, limits);
-        rep.policy.on_arrival(slot, &view)?;
-        if rep.reqs.len() > self.cfg.guards.max_queue {
+        Ok(())
+    }
+
+    /// The overload guards after an arrival at replica `r`: `max_queue`, then the detector.
+    fn check_queue(&mut self, r: u32, now: Ns) -> Result<()> {
+        let guards = self.cfg.guards;
+        let rep = &mut self.replicas[r as usize];
+        if rep.reqs.len() > guards.max_queue {
             return Err(SimError::Limit(format!(
                 "overloaded: replica {r} queue grew past {} unfinished requests at t={:.3}s; the arrival rate exceeds what it can serve (limits.max_queue)",
-                self.cfg.guards.max_queue,
+                guards.max_queue,
                 ns_to_s(now)
             )));
         }
@@ -371,7 +405,6 @@ impl Sim {
             busy_ns: rep.stats.busy_ns,
             queue: rep.reqs.len(),
         };
-        let guards = self.cfg.guards;
         if let Some(msg) = rep.overload.on_arrival(
             r,
             counters,
@@ -379,10 +412,6 @@ impl Sim {
             guards.overload_min_queue,
         ) {
             return Err(SimError::Limit(msg));
-        }
-        if !rep.busy && !rep.kick_pending {
-            rep.kick_pending = true;
-            self.push(now, CLASS_KICK, r);
         }
         Ok(())
     }

@@ -157,6 +157,49 @@ impl Sarathi {
         (self.p.watermark_fraction * view.capacity_blocks() as f64).floor() as u32
     }
 
+    /// Pass 1 of [`Policy::schedule`]: every decoding request, oldest first (no budget check);
+    /// a decode needs one free block, else the latest-arrived request not yet visited is
+    /// preempted by recompute (or, with none left, the decode itself if it needs a block).
+    /// Partial prefills are set aside in `partial`. Returns the tokens scheduled.
+    fn schedule_decodes(&mut self, view: &ReplicaView, plan: &mut Plan, free: &mut u32) -> u32 {
+        let mut n: u32 = 0;
+        while let Some(s) = self.queue.pop_front() {
+            let r = view.req(s);
+            if r.in_flight() {
+                self.kept.push(s);
+                continue;
+            }
+            if r.in_prefill() {
+                self.partial.push(s);
+                continue;
+            }
+            let need = view.extra_blocks_for_next(s);
+            let mut runs = true;
+            while *free == 0 {
+                if let Some(v) = Self::pop_victim(&mut self.queue, view) {
+                    plan.preempt.push((v, PreemptMode::Recompute));
+                    *free += view.req(v).blocks;
+                    self.waiting.push_front(v);
+                } else {
+                    if need > 0 {
+                        plan.preempt.push((s, PreemptMode::Recompute));
+                        *free += r.blocks;
+                        self.waiting.push_front(s);
+                        runs = false;
+                    }
+                    break;
+                }
+            }
+            if runs {
+                *free -= need;
+                plan.run_chunk(s, 0);
+                n += 1;
+                self.kept.push(s);
+            }
+        }
+        n
+    }
+
     /// The latest-arrived request of `queue` (the unvisited running requests) that is not in a
     /// micro-batch, removed from it.
     fn pop_victim(queue: &mut VecDeque<Slot>, view: &ReplicaView) -> Option<Slot> {
@@ -182,47 +225,12 @@ impl Policy for Sarathi {
     fn schedule(&mut self, view: &ReplicaView, plan: &mut Plan) {
         plan.clear();
         let tau = self.p.chunk_size;
-        let mut n: u32 = 0;
         let mut free = view.free_blocks();
         self.queue.clear();
         self.queue.extend(self.running.drain(..));
         self.kept.clear();
         self.partial.clear();
-        // 1. Decodes, oldest first.
-        while let Some(s) = self.queue.pop_front() {
-            let r = view.req(s);
-            if r.in_flight() {
-                self.kept.push(s);
-                continue;
-            }
-            if r.in_prefill() {
-                self.partial.push(s);
-                continue;
-            }
-            let need = view.extra_blocks_for_next(s);
-            let mut runs = true;
-            while free == 0 {
-                if let Some(v) = Self::pop_victim(&mut self.queue, view) {
-                    plan.preempt.push((v, PreemptMode::Recompute));
-                    free += view.req(v).blocks;
-                    self.waiting.push_front(v);
-                } else {
-                    if need > 0 {
-                        plan.preempt.push((s, PreemptMode::Recompute));
-                        free += r.blocks;
-                        self.waiting.push_front(s);
-                        runs = false;
-                    }
-                    break;
-                }
-            }
-            if runs {
-                free -= need;
-                plan.run_chunk(s, 0);
-                n += 1;
-                self.kept.push(s);
-            }
-        }
+        let mut n = self.schedule_decodes(view, plan, &mut free);
         // 2. Partial prefills, FCFS (their whole prompt is reserved already).
         for i in 0..self.partial.len() {
             let s = self.partial[i];
