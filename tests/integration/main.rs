@@ -11,6 +11,7 @@
 //! - [`interrupt`]: Ctrl-C and SIGTERM during `run` and `sweep` in a real child process (exit
 //!   130/143, no half-written directory), and the debris of a killed sweep cleaned up;
 //! - [`outputs`]: output paths never lose a user's files (`--force`, inputs, scenario names).
+//! - [`itl`]: inter-token latency, per request and pooled, hand-computed and against exact gaps.
 
 mod cli;
 mod cluster;
@@ -20,6 +21,7 @@ mod fuzz;
 mod golden;
 mod interrupt;
 mod invariants;
+mod itl;
 mod layers;
 mod live;
 mod memory;

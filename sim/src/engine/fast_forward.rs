@@ -10,7 +10,7 @@ use crate::error::{Result, SimError};
 use crate::policy::{Limits, ReplicaView, Steady};
 use crate::predict::Predictor;
 use crate::vocab::kv::extra_blocks_for;
-use crate::vocab::request::{KvLoc, Request};
+use crate::vocab::request::{KvLoc, Request, Slot};
 use crate::vocab::time::Ns;
 
 /// Scratch bound per fast-forward (the next one continues from there).
@@ -85,6 +85,35 @@ fn count_finishing(
     (finished, next_after)
 }
 
+/// Keep `x` in `top`, the (at most `k`) largest values seen, ascending.
+fn keep_largest(top: &mut Vec<Ns>, k: usize, x: Ns) {
+    if top.len() == k {
+        if k == 0 || x <= top[0] {
+            return;
+        }
+        top.remove(0);
+    }
+    let i = top.partition_point(|&y| y < x);
+    top.insert(i, x);
+}
+
+impl Replica {
+    /// Record the token gaps of request `s` over the repeats it took part in (before its record
+    /// is brought up to date): the gap to boundary 1 (`boundary1`, from its last token; none if
+    /// that is its first token), then the shared gaps of boundaries 2… (`gaps`: the largest,
+    /// ascending; only its own top k matter for its p99 and maximum).
+    fn ff_token_gaps(&mut self, s: Slot, boundary1: Ns, gaps: &[Ns]) {
+        let q = self.reqs.get_mut(s);
+        if let Some(g) = q.emit_token_gap(boundary1) {
+            self.itl.add(g, 1);
+        }
+        let k = q.itl_top_k();
+        for &g in &gaps[gaps.len().saturating_sub(k)..] {
+            q.itl.push(g, k);
+        }
+    }
+}
+
 impl Bounds {
     /// Whether a bound other than the KV blocks stops the repeat at boundary `cur_end` (after
     /// `service_ns` of repeated service; the last iteration took `dur`; `events` so far).
@@ -129,6 +158,14 @@ impl Sim {
         let mut service_ns: Ns = 0;
         let mut repeats: u64 = 0;
         let mut window_lo = usize::MAX;
+        // Token gaps (ITL): boundary 1's gap depends on each request's previous token, and is
+        // added when its record is brought up to date; the gap at boundary m ≥ 2 is the m-th
+        // iteration's duration for every member. Those are shared: the largest `top_k` of them
+        // (the most any member's p99 needs) are kept in `ff_top` and merged into each record in
+        // O(top_k), and the run sketch gets each with a weight of the batch size.
+        let top_k = rep.batch.iter().map(|&s| rep.reqs.get(s).itl_top_k()).max();
+        let top_k = top_k.unwrap_or(1);
+        self.ff_top.clear();
         for m in 1..=b.horizon {
             if window_lo == usize::MAX || m >= window_lo + bt {
                 window_lo = m;
@@ -159,11 +196,16 @@ impl Sim {
             service_ns += dur;
             repeats += 1;
             rep.account_usage(cur_end);
+            if m >= 2 {
+                keep_largest(&mut self.ff_top, top_k, dur);
+                rep.itl.add(dur, rep.batch.len() as u64);
+            }
             if finishing {
                 let window = (window_lo, &mut self.ff_alloc[..]);
                 let times = (cur_end, service_ns, first_token_ns);
+                let gaps = &self.ff_top[..];
                 rep.ff_finish(
-                    r, m, finished, window, times, bt32, &mut shape, predictor, observer,
+                    r, m, finished, window, times, gaps, bt32, &mut shape, predictor, observer,
                 );
                 next_finish = next_after;
             }
@@ -180,7 +222,7 @@ impl Sim {
             return Ok(end);
         }
         let times = (service_ns, cur_start, first_token_ns);
-        rep.ff_commit(repeats, times, steady, limits, bt32);
+        rep.ff_commit(repeats, times, &self.ff_top, steady, limits, bt32);
         Ok(cur_end)
     }
 
@@ -267,7 +309,8 @@ impl Replica {
     /// What `finish_iteration` does for the requests finishing at boundary `m` (`finished` of
     /// them), in batch order (which only matters when several finish together). `window`: the
     /// first boundary of the current allocation window and its counts; `times`: the boundary's
-    /// time, the service so far and the first token's time.
+    /// time, the service so far and the first token's time; `gaps`: the largest shared token
+    /// gaps so far.
     #[allow(clippy::too_many_arguments)]
     fn ff_finish(
         &mut self,
@@ -276,6 +319,7 @@ impl Replica {
         finished: usize,
         window: (usize, &mut [u32]),
         times: (Ns, Ns, Ns),
+        gaps: &[Ns],
         block_tokens: u32,
         shape: &mut BatchShape,
         predictor: &mut dyn Predictor,
@@ -290,11 +334,12 @@ impl Replica {
         let mut i = 0;
         while i < self.batch.len() {
             let s = self.batch[i];
-            let q = self.reqs.get_mut(s);
-            if (q.output_tokens - q.generated_tokens) as usize != m {
+            if (self.reqs.get(s).output_tokens - self.reqs.get(s).generated_tokens) as usize != m {
                 i += 1;
                 continue;
             }
+            self.ff_token_gaps(s, first_token_ns, gaps);
+            let q = self.reqs.get_mut(s);
             // Its later block crossing in the current window is no longer needed.
             let at = next_crossing(q, m + 1, block_tokens as u64);
             if at < window_lo + bt {
@@ -341,11 +386,13 @@ impl Replica {
     }
 
     /// Bring the batch's records up to date after `repeats` repeats and tell the policy.
-    /// `times`: the repeated service, the last repeat's start and the first token's time.
+    /// `times`: the repeated service, the last repeat's start and the first token's time;
+    /// `gaps`: the largest shared token gaps.
     fn ff_commit(
         &mut self,
         repeats: u64,
         times: (Ns, Ns, Ns),
+        gaps: &[Ns],
         steady: Steady,
         limits: Limits,
         block_tokens: u32,
@@ -354,6 +401,7 @@ impl Replica {
         let k = repeats as u32;
         for i in 0..self.batch.len() {
             let s = self.batch[i];
+            self.ff_token_gaps(s, first_token_ns, gaps);
             let q = self.reqs.get_mut(s);
             q.attained_ns += service_ns;
             q.last_run_end_ns = cur_start;

@@ -270,6 +270,10 @@ impl Sim {
             let req = rep.reqs.get_mut(s);
             req.in_batch = false;
             req.attained_ns += dur;
+            // A token comes out at the end of each iteration (the last stage's, with pipelines).
+            if let Some(gap) = req.emit_token_gap(now) {
+                rep.itl.add(gap, 1);
+            }
             req.last_run_end_ns = now;
             req.kv_tokens = req.kv_tokens_after_next();
             req.kv_loc = KvLoc::Gpu;

@@ -1,6 +1,7 @@
 //! Per-request state inside one replica, and the slab that holds only in-flight requests
 //! (memory stays O(in flight), not O(trace)).
 
+use super::sketch::{TokenGaps, p99_top_k};
 use super::time::Ns;
 
 /// Where a request's KV cache is.
@@ -64,6 +65,11 @@ pub struct Request {
     pub first_token_ns: Option<Ns>,
     /// End of the last iteration it took part in (arrival before that).
     pub last_run_end_ns: Ns,
+    /// Gaps between its consecutive output tokens (ITL): the longest and the exact nearest-rank
+    /// p99. Only user-visible tokens count: a recompute preemption re-prefills the generated
+    /// tokens without emitting them again, so the next gap spans the stall (from the last token
+    /// emitted to the one the re-prefill emits).
+    pub itl: TokenGaps,
     pub(crate) in_batch: bool,
 }
 
@@ -98,6 +104,7 @@ impl Request {
             first_scheduled_ns: None,
             first_token_ns: None,
             last_run_end_ns: arrival_ns,
+            itl: TokenGaps::default(),
             in_batch: false,
         }
     }
@@ -140,6 +147,22 @@ impl Request {
         } else {
             1
         }
+    }
+    /// How many of its largest gaps its exact p99 needs (from the output − 1 gaps it will have).
+    pub fn itl_top_k(&self) -> usize {
+        p99_top_k(self.output_tokens.saturating_sub(1))
+    }
+    /// Record the gap before a token emitted at `now` (its previous token came at the end of the
+    /// last iteration it took part in: every iteration emits one token per member). Returns the
+    /// gap, or `None` for the first token (TTFT is not a gap).
+    pub fn emit_token_gap(&mut self, now: Ns) -> Option<Ns> {
+        if !self.started() {
+            return None;
+        }
+        let gap = now - self.last_run_end_ns;
+        let k = self.itl_top_k();
+        self.itl.push(gap, k);
+        Some(gap)
     }
     /// Whether this request has produced its first token.
     pub fn started(&self) -> bool {
