@@ -108,7 +108,11 @@ impl Replica {
             self.itl.add(g, 1);
         }
         let k = q.itl_top_k();
-        for &g in &gaps[gaps.len().saturating_sub(k)..] {
+        // Largest first: once one would change nothing, no smaller one would.
+        for &g in gaps[gaps.len().saturating_sub(k)..].iter().rev() {
+            if !q.itl.would_keep(g, k) {
+                break;
+            }
             q.itl.push(g, k);
         }
     }

@@ -265,14 +265,21 @@ impl Sim {
         let dur = now - rep.iter_start_ns;
         rep.busy = false;
         rep.survivors.clear();
+        let mut run: (Ns, u64) = (0, 0);
         for i in 0..rep.batch.len() {
             let s = rep.batch[i];
             let req = rep.reqs.get_mut(s);
             req.in_batch = false;
             req.attained_ns += dur;
             // A token comes out at the end of each iteration (the last stage's, with pipelines).
+            // Members mostly share their gap: equal gaps go to the sketch together.
             if let Some(gap) = req.emit_token_gap(now) {
-                rep.itl.add(gap, 1);
+                if gap == run.0 {
+                    run.1 += 1;
+                } else {
+                    rep.itl.add(run.0, run.1);
+                    run = (gap, 1);
+                }
             }
             req.last_run_end_ns = now;
             req.kv_tokens = req.kv_tokens_after_next();
@@ -294,6 +301,7 @@ impl Sim {
                 rep.survivors.push(s);
             }
         }
+        rep.itl.add(run.0, run.1);
         let view = view!(rep, now, limits);
         rep.policy.on_iteration_end(&rep.survivors, dur, &view);
     }

@@ -149,12 +149,14 @@ impl Request {
         }
     }
     /// How many of its largest gaps its exact p99 needs (from the output − 1 gaps it will have).
+    #[inline]
     pub fn itl_top_k(&self) -> usize {
         p99_top_k(self.output_tokens.saturating_sub(1))
     }
     /// Record the gap before a token emitted at `now` (its previous token came at the end of the
     /// last iteration it took part in: every iteration emits one token per member). Returns the
     /// gap, or `None` for the first token (TTFT is not a gap).
+    #[inline]
     pub fn emit_token_gap(&mut self, now: Ns) -> Option<Ns> {
         if !self.started() {
             return None;

@@ -70,6 +70,7 @@ impl GapSketch {
     }
 
     /// Add `weight` gaps of `x` ns.
+    #[inline]
     pub fn add(&mut self, x: Ns, weight: u64) {
         if weight == 0 {
             return;
@@ -77,17 +78,23 @@ impl GapSketch {
         self.count += weight;
         self.sum += x as u128 * weight as u128;
         self.max = self.max.max(x);
+        if x != 0 && self.last.0 == x {
+            // `last.1` < buckets.len(): it was added before.
+            self.buckets[self.last.1] += weight;
+        } else {
+            self.add_new(x, weight);
+        }
+    }
+
+    /// [`GapSketch::add`] of a gap other than the last one (the counters are already done).
+    #[cold]
+    fn add_new(&mut self, x: Ns, weight: u64) {
         if x == 0 {
             self.zeros += weight;
             return;
         }
-        let i = if self.last.0 == x {
-            self.last.1
-        } else {
-            let i = Self::bucket(x);
-            self.last = (x, i);
-            i
-        };
+        let i = Self::bucket(x);
+        self.last = (x, i);
         if i >= self.buckets.len() {
             self.buckets.resize(i + 1, 0);
         }
@@ -148,7 +155,11 @@ impl GapSketch {
 
 /// The k of a request with `gaps` token gaps: its nearest-rank p99 (rank ⌈0.99·g⌉) is its k-th
 /// largest gap, k = g − ⌈0.99·g⌉ + 1 = ⌊g / 100⌋ + 1 (1 when g = 0).
+#[inline]
 pub fn p99_top_k(gaps: u32) -> usize {
+    if gaps < 100 {
+        return 1;
+    }
     let g = gaps as u64;
     (g - (99 * g).div_ceil(100) + 1) as usize
 }
@@ -162,15 +173,23 @@ pub struct TokenGaps {
     pub max_ns: Ns,
     /// The k largest gaps so far as a min-heap (only while k > 1).
     top: BinaryHeap<Reverse<Ns>>,
+    /// The smallest of `top` once it holds k gaps: a gap no larger cannot change the k largest,
+    /// so it is dropped without touching the heap's memory (the common case on the hot path).
+    floor: Ns,
 }
 
 impl TokenGaps {
     /// Record one gap of a request whose p99 needs its `k` largest gaps.
+    #[inline]
     pub fn push(&mut self, gap: Ns, k: usize) {
         self.max_ns = self.max_ns.max(gap);
-        if k <= 1 {
-            return;
+        if k > 1 && (gap > self.floor || self.top.len() < k) {
+            self.push_top(gap, k);
         }
+    }
+
+    #[cold]
+    fn push_top(&mut self, gap: Ns, k: usize) {
         if self.top.len() < k {
             if self.top.capacity() == 0 {
                 self.top.reserve_exact(k);
@@ -180,6 +199,20 @@ impl TokenGaps {
             && gap > least.0
         {
             *least = Reverse(gap);
+        }
+        if self.top.len() == k {
+            self.floor = self.top.peek().map_or(0, |r| r.0);
+        }
+    }
+
+    /// Whether a gap of `gap` ns would change the k largest (false: [`TokenGaps::push`] would
+    /// only raise the maximum, which `gap` then does not exceed either).
+    #[inline]
+    pub fn would_keep(&self, gap: Ns, k: usize) -> bool {
+        if k > 1 {
+            gap > self.floor || self.top.len() < k
+        } else {
+            gap > self.max_ns
         }
     }
 
