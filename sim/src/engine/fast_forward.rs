@@ -110,10 +110,10 @@ impl Replica {
         let k = q.itl_top_k();
         // Largest first: once one would change nothing, no smaller one would.
         for &g in gaps[gaps.len().saturating_sub(k)..].iter().rev() {
-            if !q.itl.would_keep(g, k) {
+            if !q.itl.would_keep(g) {
                 break;
             }
-            q.itl.push(g, k);
+            q.itl.push(g);
         }
     }
 }

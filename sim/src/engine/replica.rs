@@ -183,7 +183,7 @@ impl Replica {
             demotions: info.demotions,
             promotions: info.promotions,
             itl_max_ns: req.itl.max_ns,
-            itl_p99_ns: req.itl.p99_ns(req.itl_top_k()),
+            itl_p99_ns: req.itl.p99_ns(),
         });
     }
 

@@ -1,7 +1,7 @@
 //! Per-request state inside one replica, and the slab that holds only in-flight requests
 //! (memory stays O(in flight), not O(trace)).
 
-use super::sketch::{TokenGaps, p99_top_k};
+use super::sketch::TokenGaps;
 use super::time::Ns;
 
 /// Where a request's KV cache is.
@@ -104,7 +104,7 @@ impl Request {
             first_scheduled_ns: None,
             first_token_ns: None,
             last_run_end_ns: arrival_ns,
-            itl: TokenGaps::default(),
+            itl: TokenGaps::new(output_tokens.saturating_sub(1)),
             in_batch: false,
         }
     }
@@ -151,7 +151,7 @@ impl Request {
     /// How many of its largest gaps its exact p99 needs (from the output − 1 gaps it will have).
     #[inline]
     pub fn itl_top_k(&self) -> usize {
-        p99_top_k(self.output_tokens.saturating_sub(1))
+        self.itl.k()
     }
     /// Record the gap before a token emitted at `now` (its previous token came at the end of the
     /// last iteration it took part in: every iteration emits one token per member). Returns the
@@ -162,8 +162,7 @@ impl Request {
             return None;
         }
         let gap = now - self.last_run_end_ns;
-        let k = self.itl_top_k();
-        self.itl.push(gap, k);
+        self.itl.push(gap);
         Some(gap)
     }
     /// Whether this request has produced its first token.

@@ -166,30 +166,52 @@ pub fn p99_top_k(gaps: u32) -> usize {
 
 /// One request's exact longest gap and nearest-rank p99 gap, kept streaming: the number of gaps
 /// `g` is known on arrival (output tokens − 1), so only the k = ⌊g / 100⌋ + 1 largest gaps are
-/// kept (none beyond the maximum while k = 1, i.e. below 200 output tokens).
+/// kept (none beyond the maximum while k = 1, i.e. up to 100 output tokens).
 #[derive(Debug, Clone, Default)]
 pub struct TokenGaps {
     /// The longest gap so far (0: none yet).
     pub max_ns: Ns,
+    /// Gaps below this cannot change the record (k = 1: the maximum + 1; k > 1: the smallest
+    /// of the k largest + 1 once there are k, else 0), so the hot path is one comparison.
+    keep_from: Ns,
+    /// How many of the largest gaps the p99 needs (fixed on arrival; 0 behaves as 1).
+    k: u32,
     /// The k largest gaps so far as a min-heap (only while k > 1).
     top: BinaryHeap<Reverse<Ns>>,
-    /// The smallest of `top` once it holds k gaps: a gap no larger cannot change the k largest,
-    /// so it is dropped without touching the heap's memory (the common case on the hot path).
-    floor: Ns,
 }
 
 impl TokenGaps {
-    /// Record one gap of a request whose p99 needs its `k` largest gaps.
-    #[inline]
-    pub fn push(&mut self, gap: Ns, k: usize) {
-        self.max_ns = self.max_ns.max(gap);
-        if k > 1 && (gap > self.floor || self.top.len() < k) {
-            self.push_top(gap, k);
+    /// The record of a request that will have `gaps` token gaps.
+    pub fn new(gaps: u32) -> Self {
+        TokenGaps {
+            k: p99_top_k(gaps) as u32,
+            ..TokenGaps::default()
         }
     }
 
+    /// How many of its largest gaps the p99 needs.
+    #[inline]
+    pub fn k(&self) -> usize {
+        (self.k as usize).max(1)
+    }
+
+    /// Record one gap.
+    #[inline]
+    pub fn push(&mut self, gap: Ns) {
+        if gap >= self.keep_from {
+            self.push_slow(gap);
+        }
+    }
+
+    /// [`TokenGaps::push`] of a gap that changes the maximum or the k largest.
     #[cold]
-    fn push_top(&mut self, gap: Ns, k: usize) {
+    fn push_slow(&mut self, gap: Ns) {
+        self.max_ns = self.max_ns.max(gap);
+        let k = self.k as usize;
+        if k <= 1 {
+            self.keep_from = self.max_ns.saturating_add(1);
+            return;
+        }
         if self.top.len() < k {
             if self.top.capacity() == 0 {
                 self.top.reserve_exact(k);
@@ -201,25 +223,21 @@ impl TokenGaps {
             *least = Reverse(gap);
         }
         if self.top.len() == k {
-            self.floor = self.top.peek().map_or(0, |r| r.0);
+            self.keep_from = self.top.peek().map_or(0, |r| r.0.saturating_add(1));
         }
     }
 
-    /// Whether a gap of `gap` ns would change the k largest (false: [`TokenGaps::push`] would
-    /// only raise the maximum, which `gap` then does not exceed either).
+    /// Whether a gap of `gap` ns would change the record (false: [`TokenGaps::push`] would do
+    /// nothing, and neither would any smaller gap).
     #[inline]
-    pub fn would_keep(&self, gap: Ns, k: usize) -> bool {
-        if k > 1 {
-            gap > self.floor || self.top.len() < k
-        } else {
-            gap > self.max_ns
-        }
+    pub fn would_keep(&self, gap: Ns) -> bool {
+        gap >= self.keep_from
     }
 
     /// The nearest-rank p99 of the gaps pushed so far, exact once all `g` gaps are in (the k-th
     /// largest; before that, the smallest of the largest ones kept).
-    pub fn p99_ns(&self, k: usize) -> Ns {
-        if k <= 1 {
+    pub fn p99_ns(&self) -> Ns {
+        if self.k <= 1 {
             self.max_ns
         } else {
             self.top.peek().map_or(0, |r| r.0)
@@ -337,14 +355,14 @@ mod tests {
             (6, 4321),
         ] {
             let v = random_gaps(seed, g);
-            let k = p99_top_k(g as u32);
-            let mut t = TokenGaps::default();
+            let mut t = TokenGaps::new(g as u32);
+            assert_eq!(t.k(), p99_top_k(g as u32));
             for &x in &v {
-                t.push(x, k);
+                t.push(x);
             }
             let mut sorted = v.clone();
             sorted.sort_unstable();
-            assert_eq!(t.p99_ns(k), exact(&sorted, 0.99), "g = {g}");
+            assert_eq!(t.p99_ns(), exact(&sorted, 0.99), "g = {g}");
             assert_eq!(t.max_ns, *sorted.last().unwrap());
         }
     }
