@@ -10,7 +10,7 @@ use crate::error::{Result, SimError};
 use crate::policy::{Limits, ReplicaView, Steady};
 use crate::predict::Predictor;
 use crate::vocab::kv::extra_blocks_for;
-use crate::vocab::request::{KvLoc, Request, Slot};
+use crate::vocab::request::{KvLoc, Request};
 use crate::vocab::time::Ns;
 
 /// Scratch bound per fast-forward (the next one continues from there).
@@ -97,24 +97,32 @@ fn keep_largest(top: &mut Vec<Ns>, k: usize, x: Ns) {
     top.insert(i, x);
 }
 
-impl Replica {
-    /// Record the token gaps of request `s` over the repeats it took part in (before its record
-    /// is brought up to date): the gap to boundary 1 (`boundary1`, from its last token; none if
-    /// that is its first token), then the shared gaps of boundaries 2… (`gaps`: the largest,
-    /// ascending; only its own top k matter for its p99 and maximum).
-    fn ff_token_gaps(&mut self, s: Slot, boundary1: Ns, gaps: &[Ns]) {
-        let q = self.reqs.get_mut(s);
-        if let Some(g) = q.emit_token_gap(boundary1) {
-            self.itl.add(g, 1);
+/// Record the token gaps of request `q` over the repeats it took part in (before its record is
+/// brought up to date): the gap to boundary 1 (`boundary1`, from its last token; none if that is
+/// its first token), returned for the run sketch, then the shared gaps of boundaries 2…
+/// (`gaps`: the largest, ascending; only its own top k matter for its p99 and maximum).
+#[inline]
+fn ff_token_gaps(q: &mut Request, boundary1: Ns, gaps: &[Ns]) -> Option<Ns> {
+    let g1 = q.emit_token_gap(boundary1);
+    // Usually none of the shared gaps changes the record: one comparison with the largest.
+    if let Some(&largest) = gaps.last()
+        && q.itl.would_keep(largest)
+    {
+        merge_shared_gaps(q, gaps);
+    }
+    g1
+}
+
+/// The shared gaps' part of [`ff_token_gaps`] when the largest changes the record.
+#[cold]
+fn merge_shared_gaps(q: &mut Request, gaps: &[Ns]) {
+    let k = q.itl_top_k();
+    // Largest first: once one would change nothing, no smaller one would.
+    for &g in gaps[gaps.len().saturating_sub(k)..].iter().rev() {
+        if !q.itl.would_keep(g) {
+            break;
         }
-        let k = q.itl_top_k();
-        // Largest first: once one would change nothing, no smaller one would.
-        for &g in gaps[gaps.len().saturating_sub(k)..].iter().rev() {
-            if !q.itl.would_keep(g) {
-                break;
-            }
-            q.itl.push(g);
-        }
+        q.itl.push(g);
     }
 }
 
@@ -170,6 +178,8 @@ impl Sim {
         let top_k = rep.batch.iter().map(|&s| rep.reqs.get(s).itl_top_k()).max();
         let top_k = top_k.unwrap_or(1);
         self.ff_top.clear();
+        // Consecutive repeats mostly last the same: their gaps go to the sketch as one run.
+        let mut run: (Ns, u64) = (0, 0);
         for m in 1..=b.horizon {
             if window_lo == usize::MAX || m >= window_lo + bt {
                 window_lo = m;
@@ -202,7 +212,13 @@ impl Sim {
             rep.account_usage(cur_end);
             if m >= 2 {
                 keep_largest(&mut self.ff_top, top_k, dur);
-                rep.itl.add(dur, rep.batch.len() as u64);
+                let n = rep.batch.len() as u64;
+                if dur == run.0 {
+                    run.1 += n;
+                } else {
+                    rep.itl.add(run.0, run.1);
+                    run = (dur, n);
+                }
             }
             if finishing {
                 let window = (window_lo, &mut self.ff_alloc[..]);
@@ -222,6 +238,7 @@ impl Sim {
             self.stats.iterations += 1;
             (cur_start, cur_end) = (cur_end, e);
         }
+        rep.itl.add(run.0, run.1);
         if repeats == 0 {
             return Ok(end);
         }
@@ -342,8 +359,10 @@ impl Replica {
                 i += 1;
                 continue;
             }
-            self.ff_token_gaps(s, first_token_ns, gaps);
             let q = self.reqs.get_mut(s);
+            if let Some(g) = ff_token_gaps(q, first_token_ns, gaps) {
+                self.itl.add(g, 1);
+            }
             // Its later block crossing in the current window is no longer needed.
             let at = next_crossing(q, m + 1, block_tokens as u64);
             if at < window_lo + bt {
@@ -403,10 +422,19 @@ impl Replica {
     ) {
         let (service_ns, cur_start, first_token_ns) = times;
         let k = repeats as u32;
+        // Boundary 1's gaps, mostly equal: each run of equal ones goes to the sketch at once.
+        let mut run: (Ns, u64) = (0, 0);
         for i in 0..self.batch.len() {
             let s = self.batch[i];
-            self.ff_token_gaps(s, first_token_ns, gaps);
             let q = self.reqs.get_mut(s);
+            if let Some(g) = ff_token_gaps(q, first_token_ns, gaps) {
+                if g == run.0 {
+                    run.1 += 1;
+                } else {
+                    self.itl.add(run.0, run.1);
+                    run = (g, 1);
+                }
+            }
             q.attained_ns += service_ns;
             q.last_run_end_ns = cur_start;
             q.kv_tokens = q.kv_tokens_after_next() + k - 1;
@@ -417,6 +445,7 @@ impl Replica {
             }
             q.blocks += extra_blocks_for(q.kv_tokens as u64 + 1, q.blocks, block_tokens);
         }
+        self.itl.add(run.0, run.1);
         self.iter_start_ns = cur_start;
         if steady.stepwise {
             self.policy.steady_order(&mut self.batch);
