@@ -175,8 +175,9 @@ impl Sim {
         // iteration's duration for every member. Those are shared: the largest `top_k` of them
         // (the most any member's p99 needs) are kept in `ff_top` and merged into each record in
         // O(top_k), and the run sketch gets each with a weight of the batch size.
-        let top_k = rep.batch.iter().map(|&s| rep.reqs.get(s).itl_top_k()).max();
-        let top_k = top_k.unwrap_or(1);
+        // (Found at the first repeat's end, m = 2: the batch then holds every member that will
+        // take shared gaps, and many fast-forwards stop before.)
+        let mut top_k = 0;
         self.ff_top.clear();
         // Consecutive repeats mostly last the same: their gaps go to the sketch as one run.
         let mut run: (Ns, u64) = (0, 0);
@@ -211,6 +212,10 @@ impl Sim {
             repeats += 1;
             rep.account_usage(cur_end);
             if m >= 2 {
+                if top_k == 0 {
+                    let k = rep.batch.iter().map(|&s| rep.reqs.get(s).itl_top_k()).max();
+                    top_k = k.unwrap_or(1);
+                }
                 keep_largest(&mut self.ff_top, top_k, dur);
                 let n = rep.batch.len() as u64;
                 if dur == run.0 {

@@ -36,9 +36,9 @@ pub struct GapSketch {
     count: u64,
     sum: u128,
     max: Ns,
-    /// The last nonzero gap added and its bucket (the members of one batch usually share their
-    /// gap): a cache, not part of the sketch's value.
-    last: (Ns, usize),
+    /// The gaps of the last bucket added to, (lo, hi], and its index (consecutive gaps usually
+    /// share a bucket): a cache, not part of the sketch's value; (0, 0] holds nothing.
+    last: (Ns, Ns, usize),
 }
 
 impl PartialEq for GapSketch {
@@ -54,19 +54,36 @@ impl Eq for GapSketch {}
 
 impl GapSketch {
     /// The bucket of a gap x ≥ 1: ⌈ln x / ln γ⌉.
+    #[cfg(test)]
     fn bucket(x: Ns) -> usize {
-        let i = ((x as f64).ln() / gamma().ln()).ceil();
-        // Floating-point rounding near a bucket boundary may put x one bucket off; correct it so
-        // that γ^(i−1) < x ≤ γ^i holds as computed with the same powers the estimate uses.
-        let mut i = i.max(0.0) as usize;
+        Self::bucket_range(x).2
+    }
+
+    /// The bucket of a gap x ≥ 1 as the integers (lo, hi] it holds, and its index i. Floating-
+    /// point rounding near a bucket boundary may put ⌈ln x / ln γ⌉ one bucket off; it is corrected
+    /// so that γ^(i−1) < x ≤ γ^i holds as computed with the same powers the estimate uses. An
+    /// integer x < 2⁵³ converts to f64 exactly, so x ≤ γ^i ⇔ x ≤ ⌊γ^i⌋ and x > γ^(i−1) ⇔
+    /// x > ⌊γ^(i−1)⌋: (lo, hi] = (⌊γ^(i−1)⌋, ⌊γ^i⌋] (lo = 0 for i = 0). Buckets reaching 2⁵³
+    /// get the empty range (0, 0].
+    fn bucket_range(x: Ns) -> (Ns, Ns, usize) {
         let g = gamma();
-        while i > 0 && (x as f64) <= g.powi(i as i32 - 1) {
+        let i = ((x as f64).ln() / g.ln()).ceil();
+        let mut i = i.max(0.0) as usize;
+        let below = |i: usize| if i == 0 { 0.0 } else { g.powi(i as i32 - 1) };
+        let (mut lo, mut hi) = (below(i), g.powi(i as i32));
+        // x ≥ 1 > 0 = below(0): this stops at i = 0 at the latest.
+        while (x as f64) <= lo {
             i -= 1;
+            (lo, hi) = (below(i), lo);
         }
-        while (x as f64) > g.powi(i as i32) {
+        while (x as f64) > hi {
             i += 1;
+            (lo, hi) = (hi, g.powi(i as i32));
         }
-        i
+        if hi.floor() >= (1u64 << 53) as f64 {
+            return (0, 0, i);
+        }
+        (lo.floor() as Ns, hi.floor() as Ns, i)
     }
 
     /// Add `weight` gaps of `x` ns.
@@ -78,23 +95,24 @@ impl GapSketch {
         self.count += weight;
         self.sum += x as u128 * weight as u128;
         self.max = self.max.max(x);
-        if x != 0 && self.last.0 == x {
-            // `last.1` < buckets.len(): it was added before.
-            self.buckets[self.last.1] += weight;
+        let (lo, hi, i) = self.last;
+        if lo < x && x <= hi {
+            // `i` < buckets.len(): it was added to before.
+            self.buckets[i] += weight;
         } else {
             self.add_new(x, weight);
         }
     }
 
-    /// [`GapSketch::add`] of a gap other than the last one (the counters are already done).
+    /// [`GapSketch::add`] of a gap outside the last bucket (the counters are already done).
     #[cold]
     fn add_new(&mut self, x: Ns, weight: u64) {
         if x == 0 {
             self.zeros += weight;
             return;
         }
-        let i = Self::bucket(x);
-        self.last = (x, i);
+        let (lo, hi, i) = Self::bucket_range(x);
+        self.last = (lo, hi, i);
         if i >= self.buckets.len() {
             self.buckets.resize(i + 1, 0);
         }
@@ -199,19 +217,21 @@ impl TokenGaps {
     #[inline]
     pub fn push(&mut self, gap: Ns) {
         if gap >= self.keep_from {
-            self.push_slow(gap);
+            if self.k <= 1 {
+                // A new maximum (gaps grow with the batch's context: not rare).
+                self.max_ns = gap;
+                self.keep_from = gap.saturating_add(1);
+            } else {
+                self.push_top(gap);
+            }
         }
     }
 
-    /// [`TokenGaps::push`] of a gap that changes the maximum or the k largest.
+    /// [`TokenGaps::push`] of a gap that changes the k > 1 largest.
     #[cold]
-    fn push_slow(&mut self, gap: Ns) {
+    fn push_top(&mut self, gap: Ns) {
         self.max_ns = self.max_ns.max(gap);
         let k = self.k as usize;
-        if k <= 1 {
-            self.keep_from = self.max_ns.saturating_add(1);
-            return;
-        }
         if self.top.len() < k {
             if self.top.capacity() == 0 {
                 self.top.reserve_exact(k);
@@ -330,6 +350,15 @@ mod tests {
         s.add(1, 1);
         assert_eq!(s.quantile_ns(0.5), Some(0.0));
         assert!((s.quantile_ns(1.0).unwrap() - 1.0).abs() <= ALPHA);
+        let mut x: Ns = 1;
+        while x < 1 << 60 {
+            let (lo, hi, i) = GapSketch::bucket_range(x);
+            assert!(hi == 0 || (lo < x && x <= hi), "{x}: ({lo}, {hi}]");
+            for y in [lo, lo + 1, hi, hi + 1] {
+                assert!(y == 0 || hi == 0 || (lo < y && y <= hi) == (GapSketch::bucket(y) == i));
+            }
+            x += x / 37 + 1;
+        }
         for x in 1..20_000u64 {
             let i = GapSketch::bucket(x);
             let g = gamma();
