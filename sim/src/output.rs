@@ -12,7 +12,7 @@ use crate::run::RunOutput;
 pub use crate::staging::{Replace, StagedDir, StagedFile, check_dest, check_file_dest, write_file};
 use crate::vocab::time::ns_to_s;
 
-pub const REQUESTS_HEADER: &str = "id,arrival_s,input_tokens,output_tokens,first_token_s,finish_s,jct_s,ttft_s,tpot_s,queue_s,preemptions,replica,predicted_output_tokens,priority_at_finish,demotions,promotions,swap_out_bytes,swap_in_bytes,swap_stall_s,recomputed_tokens";
+pub const REQUESTS_HEADER: &str = "id,arrival_s,input_tokens,output_tokens,first_token_s,finish_s,jct_s,ttft_s,tpot_s,queue_s,preemptions,replica,predicted_output_tokens,priority_at_finish,demotions,promotions,swap_out_bytes,swap_in_bytes,swap_stall_s,recomputed_tokens,itl_max_s,itl_p99_s";
 
 /// `requests.csv` text: one row per request, sorted by id, times with 9 decimals (nanoseconds).
 pub fn requests_csv(out: &RunOutput) -> String {
@@ -21,10 +21,11 @@ pub fn requests_csv(out: &RunOutput) -> String {
     s.push('\n');
     for c in &out.completions {
         let m = request_metrics(c);
-        let tpot = m.tpot_s.map(|t| format!("{t:.9}")).unwrap_or_default();
+        let opt = |x: Option<f64>| x.map(|t| format!("{t:.9}")).unwrap_or_default();
+        let tpot = opt(m.tpot_s);
         let _ = writeln!(
             s,
-            "{},{:.9},{},{},{:.9},{:.9},{:.9},{:.9},{},{:.9},{},{},{},{},{},{},{},{},{:.9},{}",
+            "{},{:.9},{},{},{:.9},{:.9},{:.9},{:.9},{},{:.9},{},{},{},{},{},{},{},{},{:.9},{},{},{}",
             c.id,
             ns_to_s(c.arrival_ns),
             c.input_tokens,
@@ -44,7 +45,9 @@ pub fn requests_csv(out: &RunOutput) -> String {
             c.swap_out_bytes,
             c.swap_in_bytes,
             ns_to_s(c.swap_stall_ns),
-            c.recomputed_tokens
+            c.recomputed_tokens,
+            opt(m.itl_max_s),
+            opt(m.itl_p99_s)
         );
     }
     s

@@ -1,4 +1,4 @@
-//! Chunked prefill under `sarathi` and `vllm-v1` (`shared/docs/chunked-prefill.md` §7), through
+//! Chunked prefill (and its token gaps) under `sarathi` and `vllm-v1` (`shared/docs/chunked-prefill.md` §7), through
 //! the CLI with a constant cost (every iteration takes 100 ms), so every time below is a count of
 //! iterations derived by hand.
 //!
@@ -294,4 +294,43 @@ fn sarathi_decodes_preempt_a_prefill_under_way_when_no_block_is_free() {
     );
     assert_eq!(times(&rows), vec![(100, 3000), (3600, 3700)]);
     assert_eq!((rows[0].preemptions, rows[1].preemptions), (0, 15));
+}
+
+/// A token gap (ITL) runs from one token to the next, across a recompute preemption and the
+/// chunked re-prefill after it. R1 and R2 (600-token prompts, 200 tokens out) share 90 KV blocks
+/// under `vllm-v1` (budget 512, 100 ms per iteration): when their growth no longer fits, the tail
+/// (R2) is preempted by recompute, and its re-prefill of 600 + generated > 512 tokens takes two
+/// chunks, so its next token comes at least two iterations after its last one: its longest gap
+/// is ≥ 200 ms (a partial chunk ending the gap would make it 100 ms). Every other gap is one
+/// iteration.
+#[test]
+fn a_token_gap_spans_a_chunked_re_prefill() {
+    let w = Workdir::new();
+    let rows = run_in(
+        &w,
+        &scenario("vllm-v1", 90, 128, ""),
+        "0,600,200\n0,600,200\n",
+        &[],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(rows[1].preemptions >= 1, "R2 was never preempted");
+    let csv = std::fs::read_to_string(w.path("out").join("requests.csv")).unwrap();
+    let mut lines = csv.lines();
+    let head: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| head.iter().position(|h| *h == name).unwrap();
+    let (max_c, pre_c) = (col("itl_max_s"), col("preemptions"));
+    for line in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        let itl_max: f64 = f[max_c].parse().unwrap();
+        if f[pre_c] == "0" {
+            assert!((itl_max - 0.1).abs() < 1e-9, "{line}");
+        } else {
+            assert!(itl_max >= 0.2 - 1e-9, "{line}");
+            // A multiple of the 100 ms iteration.
+            assert!(
+                ((itl_max * 10.0).round() - itl_max * 10.0).abs() < 1e-6,
+                "{line}"
+            );
+        }
+    }
 }

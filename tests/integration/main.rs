@@ -20,6 +20,7 @@
 //! - [`interrupt`]: Ctrl-C and SIGTERM during `run` and `sweep` in a real child process (exit
 //!   130/143, no half-written directory), and the debris of a killed sweep cleaned up;
 //! - [`outputs`]: output paths never lose a user's files (`--force`, inputs, scenario names).
+//! - [`itl`]: inter-token latency, per request and pooled, hand-computed and against exact gaps.
 
 mod chunked;
 mod cli;
@@ -32,6 +33,7 @@ mod fuzz;
 mod golden;
 mod interrupt;
 mod invariants;
+mod itl;
 mod kv_timeline;
 mod layers;
 mod live;

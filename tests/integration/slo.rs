@@ -118,7 +118,7 @@ fn sweep_gains_a_goodput_column_only_with_slo() {
         assert_eq!(r.code, 0, "{}", r.stderr);
         csvs.push(std::fs::read_to_string(dir.join("sweep.csv")).unwrap());
     }
-    let old_header = "run,policy,seed,requests,makespan_s,throughput_requests_per_s,jct_mean_s,jct_p50_s,jct_p99_s,ttft_mean_s,ttft_p99_s,tpot_mean_s,tpot_p99_s,per_token_mean_s,per_token_p95_s,per_token_p99_s,preemptions,offered_rate_per_s,achieved_rate_per_s,queue_growth_per_s,stable,error";
+    let old_header = "run,policy,seed,requests,makespan_s,throughput_requests_per_s,jct_mean_s,jct_p50_s,jct_p99_s,ttft_mean_s,ttft_p99_s,tpot_mean_s,tpot_p99_s,itl_mean_s,itl_p99_s,per_token_mean_s,per_token_p95_s,per_token_p99_s,preemptions,offered_rate_per_s,achieved_rate_per_s,queue_growth_per_s,stable,error";
     let lines_with: Vec<&str> = csvs[0].lines().collect();
     let lines_without: Vec<&str> = csvs[1].lines().collect();
     assert_eq!(lines_without[0], old_header, "no [slo]: header unchanged");

@@ -85,6 +85,47 @@ fn count_finishing(
     (finished, next_after)
 }
 
+/// Keep `x` in `top`, the (at most `k`) largest values seen, ascending.
+fn keep_largest(top: &mut Vec<Ns>, k: usize, x: Ns) {
+    if top.len() == k {
+        if k == 0 || x <= top[0] {
+            return;
+        }
+        top.remove(0);
+    }
+    let i = top.partition_point(|&y| y < x);
+    top.insert(i, x);
+}
+
+/// Record the token gaps of request `q` over the repeats it took part in (before its record is
+/// brought up to date): the gap to boundary 1 (`boundary1`, from its last token; none if that is
+/// its first token), returned for the run sketch, then the shared gaps of boundaries 2…
+/// (`gaps`: the largest, ascending; only its own top k matter for its p99 and maximum).
+#[inline]
+fn ff_token_gaps(q: &mut Request, boundary1: Ns, gaps: &[Ns]) -> Option<Ns> {
+    let g1 = q.emit_token_gap(boundary1);
+    // Usually none of the shared gaps changes the record: one comparison with the largest.
+    if let Some(&largest) = gaps.last()
+        && q.itl.would_keep(largest)
+    {
+        merge_shared_gaps(q, gaps);
+    }
+    g1
+}
+
+/// The shared gaps' part of [`ff_token_gaps`] when the largest changes the record.
+#[cold]
+fn merge_shared_gaps(q: &mut Request, gaps: &[Ns]) {
+    let k = q.itl_top_k();
+    // Largest first: once one would change nothing, no smaller one would.
+    for &g in gaps[gaps.len().saturating_sub(k)..].iter().rev() {
+        if !q.itl.would_keep(g) {
+            break;
+        }
+        q.itl.push(g);
+    }
+}
+
 impl Bounds {
     /// Whether a bound other than the KV blocks stops the repeat at boundary `cur_end` (after
     /// `service_ns` of repeated service; the last iteration took `dur`; `events` so far).
@@ -129,6 +170,17 @@ impl Sim {
         let mut service_ns: Ns = 0;
         let mut repeats: u64 = 0;
         let mut window_lo = usize::MAX;
+        // Token gaps (ITL): boundary 1's gap depends on each request's previous token, and is
+        // added when its record is brought up to date; the gap at boundary m ≥ 2 is the m-th
+        // iteration's duration for every member. Those are shared: the largest `top_k` of them
+        // (the most any member's p99 needs) are kept in `ff_top` and merged into each record in
+        // O(top_k), and the run sketch gets each with a weight of the batch size.
+        // (Found at the first repeat's end, m = 2: the batch then holds every member that will
+        // take shared gaps, and many fast-forwards stop before.)
+        let mut top_k = 0;
+        self.ff_top.clear();
+        // Consecutive repeats mostly last the same: their gaps go to the sketch as one run.
+        let mut run: (Ns, u64) = (0, 0);
         for m in 1..=b.horizon {
             if window_lo == usize::MAX || m >= window_lo + bt {
                 window_lo = m;
@@ -159,11 +211,26 @@ impl Sim {
             service_ns += dur;
             repeats += 1;
             rep.account_usage(cur_end);
+            if m >= 2 {
+                if top_k == 0 {
+                    let k = rep.batch.iter().map(|&s| rep.reqs.get(s).itl_top_k()).max();
+                    top_k = k.unwrap_or(1);
+                }
+                keep_largest(&mut self.ff_top, top_k, dur);
+                let n = rep.batch.len() as u64;
+                if dur == run.0 {
+                    run.1 += n;
+                } else {
+                    rep.itl.add(run.0, run.1);
+                    run = (dur, n);
+                }
+            }
             if finishing {
                 let window = (window_lo, &mut self.ff_alloc[..]);
                 let times = (cur_end, service_ns, first_token_ns);
+                let gaps = &self.ff_top[..];
                 rep.ff_finish(
-                    r, m, finished, window, times, bt32, &mut shape, predictor, observer,
+                    r, m, finished, window, times, gaps, bt32, &mut shape, predictor, observer,
                 );
                 next_finish = next_after;
             }
@@ -177,11 +244,12 @@ impl Sim {
             self.stats.iterations += 1;
             (cur_start, cur_end) = (cur_end, e);
         }
+        rep.itl.add(run.0, run.1);
         if repeats == 0 {
             return Ok(end);
         }
         let times = (service_ns, cur_start, first_token_ns);
-        rep.ff_commit(repeats, times, steady, limits, bt32);
+        rep.ff_commit(repeats, times, &self.ff_top, steady, limits, bt32);
         Ok(cur_end)
     }
 
@@ -270,7 +338,8 @@ impl Replica {
     /// What `finish_iteration` does for the requests finishing at boundary `m` (`finished` of
     /// them), in batch order (which only matters when several finish together). `window`: the
     /// first boundary of the current allocation window and its counts; `times`: the boundary's
-    /// time, the service so far and the first token's time.
+    /// time, the service so far and the first token's time; `gaps`: the largest shared token
+    /// gaps so far.
     #[allow(clippy::too_many_arguments)]
     fn ff_finish(
         &mut self,
@@ -279,6 +348,7 @@ impl Replica {
         finished: usize,
         window: (usize, &mut [u32]),
         times: (Ns, Ns, Ns),
+        gaps: &[Ns],
         block_tokens: u32,
         shape: &mut BatchShape,
         predictor: &mut dyn Predictor,
@@ -295,10 +365,13 @@ impl Replica {
         let mut i = 0;
         while i < self.batch.len() {
             let s = self.batch[i];
-            let q = self.reqs.get_mut(s);
-            if (q.output_tokens - q.generated_tokens) as usize != m {
+            if (self.reqs.get(s).output_tokens - self.reqs.get(s).generated_tokens) as usize != m {
                 i += 1;
                 continue;
+            }
+            let q = self.reqs.get_mut(s);
+            if let Some(g) = ff_token_gaps(q, first_token_ns, gaps) {
+                self.itl.add(g, 1);
             }
             // Its later block crossing in the current window is no longer needed.
             let at = next_crossing(q, m + 1, block_tokens as u64);
@@ -346,20 +419,32 @@ impl Replica {
     }
 
     /// Bring the batch's records up to date after `repeats` repeats and tell the policy.
-    /// `times`: the repeated service, the last repeat's start and the first token's time.
+    /// `times`: the repeated service, the last repeat's start and the first token's time;
+    /// `gaps`: the largest shared token gaps.
     fn ff_commit(
         &mut self,
         repeats: u64,
         times: (Ns, Ns, Ns),
+        gaps: &[Ns],
         steady: Steady,
         limits: Limits,
         block_tokens: u32,
     ) {
         let (service_ns, cur_start, first_token_ns) = times;
         let k = repeats as u32;
+        // Boundary 1's gaps, mostly equal: each run of equal ones goes to the sketch at once.
+        let mut run: (Ns, u64) = (0, 0);
         for i in 0..self.batch.len() {
             let s = self.batch[i];
             let q = self.reqs.get_mut(s);
+            if let Some(g) = ff_token_gaps(q, first_token_ns, gaps) {
+                if g == run.0 {
+                    run.1 += 1;
+                } else {
+                    self.itl.add(run.0, run.1);
+                    run = (g, 1);
+                }
+            }
             q.attained_ns += service_ns;
             q.last_run_end_ns = cur_start;
             q.kv_tokens = q.kv_tokens_after_next() + k - 1;
@@ -370,6 +455,7 @@ impl Replica {
             }
             q.blocks += extra_blocks_for(q.kv_tokens as u64 + 1, q.blocks, block_tokens);
         }
+        self.itl.add(run.0, run.1);
         self.iter_start_ns = cur_start;
         let view = view!(self, cur_start, limits);
         if let Some(ff) = self.policy.fast_forward() {

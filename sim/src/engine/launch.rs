@@ -278,21 +278,33 @@ impl Sim {
         let dur = now - rep.iter_start_ns;
         rep.busy = false;
         rep.survivors.clear();
+        let mut run: (Ns, u64) = (0, 0);
         for i in 0..rep.batch.len() {
             let s = rep.batch[i];
             let req = rep.reqs.get_mut(s);
             req.in_batch = false;
             req.attained_ns += dur;
-            req.last_run_end_ns = now;
             req.kv_tokens = req.kv_tokens_after_step();
             req.kv_loc = KvLoc::Gpu;
             if req.kv_tokens < req.prefill_tokens() {
-                // A prefill chunk that leaves part of the prompt: no token yet.
+                // A prefill chunk that leaves part of the prompt: no token yet (and no token gap
+                // ends here: `last_run_end_ns` stays at its last token).
                 req.mid_prefill = true;
                 rep.survivors.push(s);
                 continue;
             }
             req.mid_prefill = false;
+            // A token comes out at the end of each iteration (the last stage's, with pipelines).
+            // Members mostly share their gap: equal gaps go to the sketch together.
+            if let Some(gap) = req.emit_token_gap(now) {
+                if gap == run.0 {
+                    run.1 += 1;
+                } else {
+                    rep.itl.add(run.0, run.1);
+                    run = (gap, 1);
+                }
+            }
+            req.last_run_end_ns = now;
             req.generated_tokens += 1;
             if req.first_token_ns.is_none() {
                 req.first_token_ns = Some(now);
@@ -310,6 +322,7 @@ impl Sim {
                 rep.survivors.push(s);
             }
         }
+        rep.itl.add(run.0, run.1);
         let view = view!(rep, now, limits);
         rep.policy.on_iteration_end(&rep.survivors, dur, &view);
     }

@@ -168,6 +168,7 @@ pub fn simulate_clocked(
         router,
         fast_forward: clock.fast_forward(),
         ff_alloc: Vec::new(),
+        ff_top: Vec::new(),
     };
     sim.run(trace, predictor, observer, clock)?;
     let end = sim.stats.makespan_ns;
@@ -178,6 +179,9 @@ pub fn simulate_clocked(
         r.account_usage(end);
         r.stats.peak_kv_blocks = r.kv.peak_used_blocks();
         r.stats.peak_host_blocks = r.host.peak_used_blocks();
+    }
+    for r in &sim.replicas {
+        sim.stats.itl.merge(&r.itl);
     }
     sim.stats.replicas = sim
         .replicas
@@ -205,6 +209,9 @@ struct Sim {
     fast_forward: bool,
     /// Scratch: blocks each repeated iteration of a fast-forward allocates.
     ff_alloc: Vec<u32>,
+    /// Scratch: the largest gaps of a fast-forward's repeats, ascending (see
+    /// `Sim::fast_forward`).
+    ff_top: Vec<Ns>,
 }
 
 impl Sim {

@@ -27,6 +27,10 @@ pub struct Completion {
     pub priority: f64,
     pub demotions: u32,
     pub promotions: u32,
+    /// The longest gap between two consecutive output tokens (0 with fewer than 2 tokens).
+    pub itl_max_ns: Ns,
+    /// The nearest-rank p99 of those gaps, exact (0 with fewer than 2 tokens).
+    pub itl_p99_ns: Ns,
 }
 
 /// Receives what happens during a run (metrics, progress, traces of iterations).
@@ -148,4 +152,7 @@ pub struct RunStats {
     /// Iterations handled by fast-forward rather than as their own event (a speed statistic, not
     /// an output: everything else is identical either way).
     pub fast_forwarded_iterations: u64,
+    /// Every gap between consecutive output tokens of every request (ITL, vLLM's pooled
+    /// definition), the replicas' sketches merged in replica order.
+    pub itl: crate::vocab::sketch::GapSketch,
 }

@@ -14,6 +14,7 @@ use crate::swap::timing::SwapTiming;
 use crate::swap::{Direction, KvOffload, SwapModel};
 use crate::vocab::kv::blocks_for_tokens;
 use crate::vocab::request::{KvLoc, Slab, Slot};
+use crate::vocab::sketch::GapSketch;
 use crate::vocab::time::{Ns, duration_ns_ceil};
 
 /// A micro-batch in the pipeline (pipeline parallelism only).
@@ -58,6 +59,8 @@ pub(super) struct Replica {
     /// Requests that finished here.
     pub(super) completed: u64,
     pub(super) overload: OverloadWatch,
+    /// Every token gap (ITL) emitted here, for the run's ITL quantiles.
+    pub(super) itl: GapSketch,
 }
 
 impl Replica {
@@ -101,6 +104,7 @@ impl Replica {
             id,
             completed: 0,
             overload: OverloadWatch::default(),
+            itl: GapSketch::default(),
         }
     }
 
@@ -178,6 +182,8 @@ impl Replica {
             priority: info.priority,
             demotions: info.demotions,
             promotions: info.promotions,
+            itl_max_ns: req.itl.max_ns,
+            itl_p99_ns: req.itl.p99_ns(),
         });
     }
 

@@ -7,9 +7,10 @@ pub mod stability;
 
 use crate::engine::{Completion, Observer, RunStats};
 use crate::trace::stats::quantile;
+use crate::vocab::sketch::GapSketch;
 use crate::vocab::time::ns_to_s;
 
-/// Collects completions (compact, 56 bytes each).
+/// Collects completions (compact, 128 bytes each).
 #[derive(Default)]
 pub struct Collector {
     pub completions: Vec<Completion>,
@@ -35,6 +36,10 @@ pub struct RequestMetrics {
     pub queue_s: f64,
     /// FastServe's per-token latency: jct / output tokens.
     pub per_token_s: f64,
+    /// The longest gap between consecutive output tokens; `None` for one-token outputs.
+    pub itl_max_s: Option<f64>,
+    /// The exact nearest-rank p99 of those gaps; `None` for one-token outputs.
+    pub itl_p99_s: Option<f64>,
 }
 
 pub fn request_metrics(c: &Completion) -> RequestMetrics {
@@ -46,6 +51,8 @@ pub fn request_metrics(c: &Completion) -> RequestMetrics {
             .then(|| ns_to_s(c.finish_ns - c.first_token_ns) / (c.output_tokens - 1) as f64),
         queue_s: ns_to_s(c.first_scheduled_ns - c.arrival_ns),
         per_token_s: jct_s / c.output_tokens as f64,
+        itl_max_s: (c.output_tokens > 1).then(|| ns_to_s(c.itl_max_ns)),
+        itl_p99_s: (c.output_tokens > 1).then(|| ns_to_s(c.itl_p99_ns)),
     }
 }
 
@@ -102,6 +109,22 @@ pub struct Dist {
 }
 
 impl Dist {
+    /// The distribution of the gaps in `sketch` (ns), in seconds: count, mean and max exact,
+    /// the percentiles the sketch's nearest-rank estimates (within its relative accuracy
+    /// [`crate::vocab::sketch::ALPHA`]); `None` when empty.
+    pub fn of_sketch(sketch: &GapSketch) -> Option<Dist> {
+        let q = |p: f64| sketch.quantile_ns(p).map_or(0.0, |x| x / 1e9);
+        Some(Dist {
+            count: sketch.count(),
+            mean: sketch.mean_ns()? / 1e9,
+            p50: q(0.50),
+            p90: q(0.90),
+            p95: q(0.95),
+            p99: q(0.99),
+            max: ns_to_s(sketch.max_ns()?),
+        })
+    }
+
     pub fn of(mut v: Vec<f64>) -> Option<Dist> {
         if v.is_empty() {
             return None;
@@ -162,6 +185,9 @@ pub struct Summary {
     pub jct_s: Option<Dist>,
     pub ttft_s: Option<Dist>,
     pub tpot_s: Option<Dist>,
+    /// Inter-token latency: every gap between consecutive output tokens of every request, pooled
+    /// (vLLM `benchmark_serving`'s `itl`); percentiles from a sketch with 1 % relative accuracy.
+    pub itl_s: Option<Dist>,
     pub per_token_latency_s: Option<Dist>,
     pub queue_s: Option<Dist>,
     pub replicas: Vec<ReplicaSummary>,
@@ -212,6 +238,7 @@ pub fn summarize(
         jct_s: col(&|m| Some(m.jct_s)),
         ttft_s: col(&|m| Some(m.ttft_s)),
         tpot_s: col(&|m| m.tpot_s),
+        itl_s: Dist::of_sketch(&stats.itl),
         per_token_latency_s: col(&|m| Some(m.per_token_s)),
         queue_s: col(&|m| Some(m.queue_s)),
         replicas: stats
@@ -274,6 +301,7 @@ pub fn table(s: &Summary) -> String {
         ("jct", &s.jct_s),
         ("ttft", &s.ttft_s),
         ("tpot", &s.tpot_s),
+        ("itl", &s.itl_s),
         ("per-token latency", &s.per_token_latency_s),
         ("queue", &s.queue_s),
     ] {
@@ -301,6 +329,12 @@ mod tests {
     }
 
     #[test]
+    fn completions_stay_compact() {
+        // Kept for every request of a run: 112 bytes before the two ITL fields.
+        assert_eq!(std::mem::size_of::<Completion>(), 128);
+    }
+
+    #[test]
     fn request_metrics_by_hand() {
         let c = Completion {
             id: 0,
@@ -320,6 +354,8 @@ mod tests {
             priority: 0.0,
             demotions: 0,
             promotions: 0,
+            itl_max_ns: 700_000_000,
+            itl_p99_ns: 700_000_000,
         };
         let m = request_metrics(&c);
         assert_eq!(m.jct_s, 3.0);
@@ -327,5 +363,7 @@ mod tests {
         assert_eq!(m.tpot_s, Some(0.5));
         assert_eq!(m.queue_s, 0.5);
         assert_eq!(m.per_token_s, 0.6);
+        assert_eq!(m.itl_max_s, Some(0.7));
+        assert_eq!(m.itl_p99_s, Some(0.7));
     }
 }

@@ -200,6 +200,8 @@ mod tests {
             priority: 0.0,
             demotions: 0,
             promotions: 0,
+            itl_max_ns: 0,
+            itl_p99_ns: 0,
         }
     }
 

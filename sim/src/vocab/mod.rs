@@ -4,6 +4,7 @@
 
 pub mod kv;
 pub mod request;
+pub mod sketch;
 pub mod time;
 
 pub use kv::KvPool;

@@ -1,6 +1,7 @@
 //! Per-request state inside one replica, and the slab that holds only in-flight requests
 //! (memory stays O(in flight), not O(trace)).
 
+use super::sketch::TokenGaps;
 use super::time::Ns;
 
 /// Where a request's KV cache is.
@@ -62,8 +63,15 @@ pub struct Request {
     pub first_scheduled_ns: Option<Ns>,
     /// End of the iteration that emitted its first token.
     pub first_token_ns: Option<Ns>,
-    /// End of the last iteration it took part in (arrival before that).
+    /// End of the last iteration that gave it a token (arrival before that). An iteration that
+    /// ran only part of its prefill (a chunk) leaves it unchanged, so the next token's gap (ITL)
+    /// is measured from the request's previous token.
     pub last_run_end_ns: Ns,
+    /// Gaps between its consecutive output tokens (ITL): the longest and the exact nearest-rank
+    /// p99. Only user-visible tokens count: a recompute preemption re-prefills the generated
+    /// tokens without emitting them again, so the next gap spans the stall (from the last token
+    /// emitted to the one the re-prefill emits).
+    pub itl: TokenGaps,
     pub(crate) in_batch: bool,
     /// The KV holds only part of the prefill target: a chunked prefill is under way (its
     /// `kv_tokens` are the chunks done so far; it emits nothing until the last chunk).
@@ -105,6 +113,7 @@ impl Request {
             first_scheduled_ns: None,
             first_token_ns: None,
             last_run_end_ns: arrival_ns,
+            itl: TokenGaps::new(output_tokens.saturating_sub(1)),
             in_batch: false,
             mid_prefill: false,
             step_tokens: 0,
@@ -174,6 +183,23 @@ impl Request {
         } else {
             1
         }
+    }
+    /// How many of its largest gaps its exact p99 needs (from the output − 1 gaps it will have).
+    #[inline]
+    pub fn itl_top_k(&self) -> usize {
+        self.itl.k()
+    }
+    /// Record the gap before a token emitted at `now` (its previous token came at the end of the
+    /// last iteration it took part in: every iteration emits one token per member). Returns the
+    /// gap, or `None` for the first token (TTFT is not a gap).
+    #[inline]
+    pub fn emit_token_gap(&mut self, now: Ns) -> Option<Ns> {
+        if !self.started() {
+            return None;
+        }
+        let gap = now - self.last_run_end_ns;
+        self.itl.push(gap);
+        Some(gap)
     }
     /// Whether this request has produced its first token.
     pub fn started(&self) -> bool {
