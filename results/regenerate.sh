@@ -36,6 +36,8 @@ sweep fastserve_opt66b_tp4_sweep
 sweep fastserve_opt175b_tp8_pp2_sweep
 sweep alise_vs_vllm_sharegpt
 sweep alise_vs_vllm_alpaca
+sweep chunked_prefill_sharegpt
+sweep chunked_prefill_azure_conv
 
 echo "## policies_sharegpt"
 for m in jct_mean_s:.2f jct_p99_s:.1f per_token_mean_s:.4f preemptions:.0f achieved_rate_per_s:.3f; do
@@ -47,6 +49,13 @@ echo "## fastserve_memory_ablation"; $T "$O/fastserve_memory_ablation/sweep.csv"
 echo "## fastserve_paper_window"; $T "$O/fastserve_paper_window/sweep.csv" --metric jct_mean_s --rows policies.skip-join-mlfq.swap_in_window --col-suffix " req/s"
 for sc in fastserve_opt13b_sharegpt fastserve_opt66b_tp4_sweep fastserve_opt175b_tp8_pp2_sweep alise_vs_vllm_sharegpt alise_vs_vllm_alpaca; do
   echo "## $sc"; $T "$O/$sc/sweep.csv" --metric jct_mean_s --col-suffix " req/s"; $T "$O/$sc/sweep.csv" --metric achieved_rate_per_s --fmt .3f --col-suffix " req/s"
+done
+
+for sc in chunked_prefill_sharegpt chunked_prefill_azure_conv; do
+  for m in jct_mean_s ttft_p99_s tpot_p99_s itl_p99_s; do
+    echo "## $sc $m"; $T "$O/$sc/sweep.csv" --metric "$m" --fmt .3f --col-suffix " req/s"
+  done
+  echo "## $sc stable"; $T "$O/$sc/sweep.csv" --metric stable --fmt .2f --col-suffix " req/s"
 done
 
 [ "${1:-}" = quick ] && exit 0

@@ -85,6 +85,39 @@ fn count_finishing(
     (finished, next_after)
 }
 
+/// The token gaps a fast-forward's repeats share (ITL). Boundary 1's gap depends on each
+/// request's previous token, and is added when its record is brought up to date; the gap at
+/// boundary m ≥ 2 is the m-th iteration's duration for every member. Those are shared: the largest
+/// `top_k` of them (the most any member's p99 needs) are kept in `Sim::ff_top` and merged into each
+/// record in O(top_k), and the run sketch gets each with a weight of the batch size.
+#[derive(Default)]
+struct SharedGaps {
+    /// Found at the first repeat's end (m = 2): the batch then holds every member that will take
+    /// shared gaps, and many fast-forwards stop before. 0 until then.
+    top_k: usize,
+    /// Consecutive repeats mostly last the same: their gaps go to the sketch as one weighted run.
+    run: (Ns, u64),
+}
+
+impl SharedGaps {
+    /// A repeat of `dur` ended at a boundary m ≥ 2.
+    #[inline]
+    fn repeat(&mut self, rep: &mut Replica, top: &mut Vec<Ns>, dur: Ns) {
+        if self.top_k == 0 {
+            let k = rep.batch.iter().map(|&s| rep.reqs.get(s).itl_top_k()).max();
+            self.top_k = k.unwrap_or(1);
+        }
+        keep_largest(top, self.top_k, dur);
+        let n = rep.batch.len() as u64;
+        if dur == self.run.0 {
+            self.run.1 += n;
+        } else {
+            rep.itl.add(self.run.0, self.run.1);
+            self.run = (dur, n);
+        }
+    }
+}
+
 /// Keep `x` in `top`, the (at most `k`) largest values seen, ascending.
 fn keep_largest(top: &mut Vec<Ns>, k: usize, x: Ns) {
     if top.len() == k {
@@ -170,17 +203,8 @@ impl Sim {
         let mut service_ns: Ns = 0;
         let mut repeats: u64 = 0;
         let mut window_lo = usize::MAX;
-        // Token gaps (ITL): boundary 1's gap depends on each request's previous token, and is
-        // added when its record is brought up to date; the gap at boundary m ≥ 2 is the m-th
-        // iteration's duration for every member. Those are shared: the largest `top_k` of them
-        // (the most any member's p99 needs) are kept in `ff_top` and merged into each record in
-        // O(top_k), and the run sketch gets each with a weight of the batch size.
-        // (Found at the first repeat's end, m = 2: the batch then holds every member that will
-        // take shared gaps, and many fast-forwards stop before.)
-        let mut top_k = 0;
+        let mut gaps = SharedGaps::default();
         self.ff_top.clear();
-        // Consecutive repeats mostly last the same: their gaps go to the sketch as one run.
-        let mut run: (Ns, u64) = (0, 0);
         for m in 1..=b.horizon {
             if window_lo == usize::MAX || m >= window_lo + bt {
                 window_lo = m;
@@ -204,26 +228,12 @@ impl Sim {
             if need > free || free - need < steady.min_free_blocks {
                 break;
             }
-            // The end of the iteration that ran [cur_start, cur_end): an event when stepping.
-            self.stats.events += 1;
-            self.stats.fast_forwarded_iterations += 1;
-            self.stats.makespan_ns = self.stats.makespan_ns.max(cur_end);
+            self.stats.count_repeat(cur_end);
             service_ns += dur;
             repeats += 1;
             rep.account_usage(cur_end);
             if m >= 2 {
-                if top_k == 0 {
-                    let k = rep.batch.iter().map(|&s| rep.reqs.get(s).itl_top_k()).max();
-                    top_k = k.unwrap_or(1);
-                }
-                keep_largest(&mut self.ff_top, top_k, dur);
-                let n = rep.batch.len() as u64;
-                if dur == run.0 {
-                    run.1 += n;
-                } else {
-                    rep.itl.add(run.0, run.1);
-                    run = (dur, n);
-                }
+                gaps.repeat(rep, &mut self.ff_top, dur);
             }
             if finishing {
                 let window = (window_lo, &mut self.ff_alloc[..]);
@@ -235,16 +245,13 @@ impl Sim {
                 next_finish = next_after;
             }
             if steady.stepwise {
-                let view = view!(rep, cur_end, limits);
-                if let Some(ff) = rep.policy.fast_forward() {
-                    ff.on_steady_step(&mut rep.batch, repeats, dur, &view);
-                }
+                rep.ff_policy_step(cur_end, limits, repeats, dur);
             }
             let e = rep.ff_step(r, cur_end, need, &mut shape, observer)?;
             self.stats.iterations += 1;
             (cur_start, cur_end) = (cur_end, e);
         }
-        rep.itl.add(run.0, run.1);
+        rep.itl.add(gaps.run.0, gaps.run.1);
         if repeats == 0 {
             return Ok(end);
         }
@@ -335,6 +342,15 @@ impl Sim {
 }
 
 impl Replica {
+    /// With [`crate::policy::Steady::stepwise`]: the policy follows repeat `repeat` (of `dur`,
+    /// ending at `now`).
+    fn ff_policy_step(&mut self, now: Ns, limits: Limits, repeat: u64, dur: Ns) {
+        let view = view!(self, now, limits);
+        if let Some(ff) = self.policy.fast_forward() {
+            ff.on_steady_step(&mut self.batch, repeat, dur, &view);
+        }
+    }
+
     /// What `finish_iteration` does for the requests finishing at boundary `m` (`finished` of
     /// them), in batch order (which only matters when several finish together). `window`: the
     /// first boundary of the current allocation window and its counts; `times`: the boundary's
@@ -465,5 +481,15 @@ impl Replica {
                 ff.on_steady_iterations(&mut self.batch, repeats, service_ns, &view);
             }
         }
+    }
+}
+
+impl super::RunStats {
+    /// A repeated iteration ended at `end`: an iteration-end event when stepping.
+    #[inline]
+    fn count_repeat(&mut self, end: Ns) {
+        self.events += 1;
+        self.fast_forwarded_iterations += 1;
+        self.makespan_ns = self.makespan_ns.max(end);
     }
 }
