@@ -509,6 +509,7 @@ impl Replica {
 
 /// What `req` runs in the batch being formed: its prefill chunk (`chunk` tokens, or the whole
 /// remaining prefill when 0) or one decode token; adds it to `shape`. An error is the plan's fault.
+#[inline]
 fn take_step(
     req: &mut Request,
     chunk: u32,

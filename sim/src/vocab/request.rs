@@ -121,20 +121,24 @@ impl Request {
     }
     /// Prompt tokens the next iteration processes if it is a (re-)prefill: the prompt plus every
     /// token generated before a recompute preemption.
+    #[inline]
     pub fn prefill_tokens(&self) -> u32 {
         self.input_tokens + self.generated_tokens
     }
     /// Whether the request's next iteration is a whole prefill from scratch (no KV anywhere).
     /// A chunked prefill under way is [`Request::in_prefill`] but not this.
+    #[inline]
     pub fn needs_prefill(&self) -> bool {
         self.kv_tokens == 0
     }
     /// Whether the request's next iteration processes prompt tokens: a prefill from scratch or
     /// the next chunk of a chunked prefill.
+    #[inline]
     pub fn in_prefill(&self) -> bool {
         self.kv_tokens == 0 || self.mid_prefill
     }
     /// Prefill tokens not yet in the KV cache (0 once the prefill is complete).
+    #[inline]
     pub fn prefill_left(&self) -> u32 {
         if self.in_prefill() {
             self.prefill_tokens() - self.kv_tokens
@@ -144,21 +148,25 @@ impl Request {
     }
     /// Whether it can be put in a batch now: KV on the GPU, or none at all (prefill), or on the
     /// host (the engine then swaps it in reactively and the iteration waits for the copy).
+    #[inline]
     pub fn runnable(&self) -> bool {
         !self.in_batch && matches!(self.kv_loc, KvLoc::None | KvLoc::Gpu | KvLoc::Host)
     }
     /// Whether it is in a micro-batch still in the pipeline (only with pipeline parallelism:
     /// otherwise no batch is in flight when a policy decides). It can be neither run nor
     /// preempted until that batch leaves the last stage.
+    #[inline]
     pub fn in_flight(&self) -> bool {
         self.in_batch
     }
     /// Whether a copy is in flight.
+    #[inline]
     pub fn in_transfer(&self) -> bool {
         matches!(self.kv_loc, KvLoc::SwappingOut | KvLoc::SwappingIn)
     }
     /// Tokens whose KV must be resident at the end of its next iteration (if a prefill, the
     /// whole remaining one).
+    #[inline]
     pub fn kv_tokens_after_next(&self) -> u32 {
         if self.in_prefill() {
             self.prefill_tokens()
@@ -168,6 +176,7 @@ impl Request {
     }
     /// Tokens whose KV is resident at the end of the iteration it is in (or about to join):
     /// the chunk it runs there is `step_tokens`.
+    #[inline]
     pub fn kv_tokens_after_step(&self) -> u32 {
         if self.in_prefill() {
             self.kv_tokens + self.step_tokens
@@ -177,6 +186,7 @@ impl Request {
     }
     /// Tokens the next iteration processes for this request (the remaining prefill, or 1 for a
     /// decode).
+    #[inline]
     pub fn next_input_tokens(&self) -> u32 {
         if self.in_prefill() {
             self.prefill_left()
@@ -202,6 +212,7 @@ impl Request {
         Some(gap)
     }
     /// Whether this request has produced its first token.
+    #[inline]
     pub fn started(&self) -> bool {
         self.generated_tokens > 0
     }
