@@ -225,8 +225,9 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Resul
         Command::Calibrate { args } => calibrate::calibrate_cmd(args),
         Command::List => {
             writeln!(out, "policies:")?;
+            let w = crate::policy::REGISTRY.iter().map(|e| e.name.len()).max();
             for e in crate::policy::REGISTRY {
-                writeln!(out, "  {:<10} {}", e.name, e.summary)?;
+                writeln!(out, "  {:<w$} {}", e.name, e.summary, w = w.unwrap_or(0))?;
             }
             writeln!(out, "routers:")?;
             for e in crate::route::REGISTRY {
