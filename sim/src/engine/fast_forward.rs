@@ -11,6 +11,7 @@ use crate::policy::{Limits, ReplicaView, Steady};
 use crate::predict::Predictor;
 use crate::vocab::kv::extra_blocks_for;
 use crate::vocab::request::{KvLoc, Request};
+use crate::vocab::sketch::GapRun;
 use crate::vocab::time::Ns;
 
 /// Scratch bound per fast-forward (the next one continues from there).
@@ -96,7 +97,7 @@ struct SharedGaps {
     /// shared gaps, and many fast-forwards stop before. 0 until then.
     top_k: usize,
     /// Consecutive repeats mostly last the same: their gaps go to the sketch as one weighted run.
-    run: (Ns, u64),
+    run: GapRun,
 }
 
 impl SharedGaps {
@@ -108,13 +109,7 @@ impl SharedGaps {
             self.top_k = k.unwrap_or(1);
         }
         keep_largest(top, self.top_k, dur);
-        let n = rep.batch.len() as u64;
-        if dur == self.run.0 {
-            self.run.1 += n;
-        } else {
-            rep.itl.add(self.run.0, self.run.1);
-            self.run = (dur, n);
-        }
+        self.run.push(&mut rep.itl, dur, rep.batch.len() as u64);
     }
 }
 
@@ -251,7 +246,7 @@ impl Sim {
             self.stats.iterations += 1;
             (cur_start, cur_end) = (cur_end, e);
         }
-        rep.itl.add(gaps.run.0, gaps.run.1);
+        gaps.run.flush(&mut rep.itl);
         if repeats == 0 {
             return Ok(end);
         }
@@ -449,17 +444,12 @@ impl Replica {
         let (service_ns, cur_start, first_token_ns) = times;
         let k = repeats as u32;
         // Boundary 1's gaps, mostly equal: each run of equal ones goes to the sketch at once.
-        let mut run: (Ns, u64) = (0, 0);
+        let mut run = GapRun::default();
         for i in 0..self.batch.len() {
             let s = self.batch[i];
             let q = self.reqs.get_mut(s);
             if let Some(g) = ff_token_gaps(q, first_token_ns, gaps) {
-                if g == run.0 {
-                    run.1 += 1;
-                } else {
-                    self.itl.add(run.0, run.1);
-                    run = (g, 1);
-                }
+                run.push(&mut self.itl, g, 1);
             }
             q.attained_ns += service_ns;
             q.last_run_end_ns = cur_start;
@@ -471,7 +461,7 @@ impl Replica {
             }
             q.blocks += extra_blocks_for(q.kv_tokens as u64 + 1, q.blocks, block_tokens);
         }
-        self.itl.add(run.0, run.1);
+        run.flush(&mut self.itl);
         self.iter_start_ns = cur_start;
         let view = view!(self, cur_start, limits);
         if let Some(ff) = self.policy.fast_forward() {

@@ -10,6 +10,7 @@ use crate::swap::Direction;
 use crate::swap::timing::StepCopies;
 use crate::vocab::kv::{blocks_for_tokens, extra_blocks_for};
 use crate::vocab::request::{KvLoc, Request, Slot};
+use crate::vocab::sketch::GapRun;
 use crate::vocab::time::{Ns, duration_ns_ceil, ns_to_s};
 
 impl Sim {
@@ -278,7 +279,7 @@ impl Sim {
         let dur = now - rep.iter_start_ns;
         rep.busy = false;
         rep.survivors.clear();
-        let mut run: (Ns, u64) = (0, 0);
+        let mut run = GapRun::default();
         for i in 0..rep.batch.len() {
             let s = rep.batch[i];
             let req = rep.reqs.get_mut(s);
@@ -297,12 +298,7 @@ impl Sim {
             // A token comes out at the end of each iteration (the last stage's, with pipelines).
             // Members mostly share their gap: equal gaps go to the sketch together.
             if let Some(gap) = req.emit_token_gap(now) {
-                if gap == run.0 {
-                    run.1 += 1;
-                } else {
-                    rep.itl.add(run.0, run.1);
-                    run = (gap, 1);
-                }
+                run.push(&mut rep.itl, gap, 1);
             }
             req.last_run_end_ns = now;
             req.generated_tokens += 1;
@@ -322,7 +318,7 @@ impl Sim {
                 rep.survivors.push(s);
             }
         }
-        rep.itl.add(run.0, run.1);
+        run.flush(&mut rep.itl);
         let view = view!(rep, now, limits);
         rep.policy.on_iteration_end(&rep.survivors, dur, &view);
     }

@@ -182,6 +182,34 @@ pub fn p99_top_k(gaps: u32) -> usize {
     (g - (99 * g).div_ceil(100) + 1) as usize
 }
 
+/// Consecutive equal gaps gathered before they go to a [`GapSketch`] as one weighted insertion:
+/// the members of a batch, and the repeats of a fast-forward, mostly share their gap. Call
+/// [`GapRun::flush`] when the gaps of a pass are done.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GapRun {
+    gap: Ns,
+    weight: u64,
+}
+
+impl GapRun {
+    /// `weight` more gaps of `gap` ns; a different gap first sends the run so far to `sketch`.
+    #[inline]
+    pub fn push(&mut self, sketch: &mut GapSketch, gap: Ns, weight: u64) {
+        if gap == self.gap {
+            self.weight += weight;
+        } else {
+            sketch.add(self.gap, self.weight);
+            *self = GapRun { gap, weight };
+        }
+    }
+
+    /// Send the run so far to `sketch`.
+    #[inline]
+    pub fn flush(self, sketch: &mut GapSketch) {
+        sketch.add(self.gap, self.weight);
+    }
+}
+
 /// One request's exact longest gap and nearest-rank p99 gap, kept streaming: the number of gaps
 /// `g` is known on arrival (output tokens − 1), so only the k = ⌊g / 100⌋ + 1 largest gaps are
 /// kept (none beyond the maximum while k = 1, i.e. up to 100 output tokens).
