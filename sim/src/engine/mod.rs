@@ -333,9 +333,8 @@ impl Sim {
         Ok(())
     }
 
-    /// The checks on an arriving row that need no replica: lengths ≥ 1, within the model's
-    /// context, and a prompt over `max_batch_tokens` only if some replica's policy chunks.
-    /// Returns input + output tokens.
+    /// The checks on an arriving row that need no replica: lengths ≥ 1 and within the model's
+    /// context. Returns input + output tokens.
     fn check_row(&self, row: &TraceRow) -> Result<u64> {
         let limits = self.cfg.limits;
         if row.input_tokens == 0 || row.output_tokens == 0 {
@@ -354,30 +353,22 @@ impl Sim {
                 ),
             });
         }
-        if row.input_tokens > limits.max_batch_tokens
-            && !self.replicas.iter().any(|r| r.policy.chunks_prefill())
-        {
-            return Err(self.prompt_too_long(row));
-        }
         Ok(total)
-    }
-
-    fn prompt_too_long(&self, row: &TraceRow) -> SimError {
-        SimError::Request {
-            id: row.id,
-            msg: format!(
-                "prompt of {} tokens exceeds max_batch_tokens = {}; it could never be prefilled (a chunking policy such as `sarathi` or `vllm-v1` accepts it)",
-                row.input_tokens, self.cfg.limits.max_batch_tokens
-            ),
-        }
     }
 
     /// The checks against the replica `r` the row was routed to: its policy chunks a prompt over
     /// `max_batch_tokens`, and its KV pool can hold the whole request.
     fn check_fits(&self, r: u32, row: &TraceRow, total: u64) -> Result<()> {
         let rep = &self.replicas[r as usize];
-        if row.input_tokens > self.cfg.limits.max_batch_tokens && !rep.policy.chunks_prefill() {
-            return Err(self.prompt_too_long(row));
+        let max_batch_tokens = self.cfg.limits.max_batch_tokens;
+        if row.input_tokens > max_batch_tokens && !rep.policy.chunks_prefill() {
+            return Err(SimError::Request {
+                id: row.id,
+                msg: format!(
+                    "prompt of {} tokens exceeds max_batch_tokens = {max_batch_tokens}; it could never be prefilled (a chunking policy such as `sarathi` or `vllm-v1` accepts it)",
+                    row.input_tokens
+                ),
+            });
         }
         let max_blocks = blocks_for_tokens(total - 1, self.cfg.block_tokens);
         if max_blocks > rep.kv.capacity_blocks() as u64 {
