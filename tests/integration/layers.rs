@@ -6,6 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use crate::support::rust_sources;
+
 /// Bottom to top. A module may use its own layer and the layers before it.
 const LAYERS: &[&[&str]] = &[
     // L0 utilities: errors, bounded input, seeded randomness, atomic outputs.
@@ -26,17 +28,6 @@ const LAYERS: &[&[&str]] = &[
     // L6 the command line and its output tools.
     &["cli", "plot", "check", "shard"],
 ];
-
-fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            sources(&p, out);
-        } else if p.extension().is_some_and(|x| x == "rs") {
-            out.push(p);
-        }
-    }
-}
 
 /// The top-level module names a source file refers to: every `crate::NAME` and every name opening
 /// a `use crate::{NAME, …}` group.
@@ -99,7 +90,7 @@ fn layer_of(module: &str) -> Option<usize> {
 fn module_edges() -> BTreeMap<(String, String), PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sim/src");
     let mut files = Vec::new();
-    sources(&root, &mut files);
+    rust_sources(&root, &mut files);
     files.sort();
     assert!(
         files.len() > 20,

@@ -4,20 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::support::rust_sources;
+
 const MAX_FILE_LINES: usize = 800;
 const MAX_FN_LINES: usize = 80;
 const REASON: &str = "// Long on purpose:";
-
-fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            sources(&p, out);
-        } else if p.extension().is_some_and(|x| x == "rs") {
-            out.push(p);
-        }
-    }
-}
 
 fn all_sources() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -28,7 +19,7 @@ fn all_sources() -> Vec<PathBuf> {
         "calibrate/src",
         "tests/integration",
     ] {
-        sources(&root.join(dir), &mut files);
+        rust_sources(&root.join(dir), &mut files);
     }
     files.sort();
     assert!(files.len() > 50, "found only {} sources", files.len());
