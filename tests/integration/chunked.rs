@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use crate::support::{Row, Workdir, cli, read_requests};
+use crate::support::{Row, Workdir, cli, read_column, read_requests};
 
 const MS: u64 = 1_000_000;
 const POLICIES: [&str; 2] = ["sarathi", "vllm-v1"];
@@ -314,22 +314,17 @@ fn a_token_gap_spans_a_chunked_re_prefill() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     assert!(rows[1].preemptions >= 1, "R2 was never preempted");
-    let csv = std::fs::read_to_string(w.path("out").join("requests.csv")).unwrap();
-    let mut lines = csv.lines();
-    let head: Vec<&str> = lines.next().unwrap().split(',').collect();
-    let col = |name: &str| head.iter().position(|h| *h == name).unwrap();
-    let (max_c, pre_c) = (col("itl_max_s"), col("preemptions"));
-    for line in lines {
-        let f: Vec<&str> = line.split(',').collect();
-        let itl_max: f64 = f[max_c].parse().unwrap();
-        if f[pre_c] == "0" {
-            assert!((itl_max - 0.1).abs() < 1e-9, "{line}");
+    let itl_max = read_column(&w.path("out"), "itl_max_s");
+    for (row, cell) in rows.iter().zip(itl_max) {
+        let itl_max: f64 = cell.parse().unwrap();
+        if row.preemptions == 0 {
+            assert!((itl_max - 0.1).abs() < 1e-9, "{row:?}");
         } else {
-            assert!(itl_max >= 0.2 - 1e-9, "{line}");
+            assert!(itl_max >= 0.2 - 1e-9, "{row:?}");
             // A multiple of the 100 ms iteration.
             assert!(
                 ((itl_max * 10.0).round() - itl_max * 10.0).abs() < 1e-6,
-                "{line}"
+                "{row:?}"
             );
         }
     }

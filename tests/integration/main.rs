@@ -23,6 +23,7 @@
 //! - [`itl`]: inter-token latency, per request and pooled, hand-computed and against exact gaps.
 
 mod chunked;
+mod chunked_switch;
 mod cli;
 mod cli_scenario;
 mod cluster;

@@ -139,6 +139,20 @@ pub fn read_requests(dir: &Path) -> Vec<Row> {
         .collect()
 }
 
+/// The cells of column `name` of `DIR/requests.csv`, in row order.
+pub fn read_column(dir: &Path, name: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.join("requests.csv")).expect("requests.csv exists");
+    let mut lines = text.lines();
+    let header = lines.next().expect("requests.csv has a header");
+    let c = header
+        .split(',')
+        .position(|h| h == name)
+        .unwrap_or_else(|| panic!("requests.csv has no `{name}` column"));
+    lines
+        .map(|l| l.split(',').nth(c).unwrap_or_default().to_string())
+        .collect()
+}
+
 /// `DIR/summary.json`.
 pub fn read_summary(dir: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(dir.join("summary.json")).expect("summary.json exists");

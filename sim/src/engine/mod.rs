@@ -365,7 +365,7 @@ impl Sim {
             return Err(SimError::Request {
                 id: row.id,
                 msg: format!(
-                    "prompt of {} tokens exceeds max_batch_tokens = {max_batch_tokens}; it could never be prefilled (a chunking policy such as `sarathi` or `vllm-v1` accepts it)",
+                    "prompt of {} tokens exceeds max_batch_tokens = {max_batch_tokens}; it could never be prefilled (a chunking policy such as `sarathi` or `vllm-v1` accepts it, and so do `mlfq`, `skip-join-mlfq`, `srpt` and `alise` with `chunked_prefill = true`)",
                     row.input_tokens
                 ),
             });

@@ -80,7 +80,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::common::{OffloadTarget, Ranking, remaining_key_s, score_offload};
+use super::common::{
+    OffloadTarget, Ranking, chunk_budget, record_chunking, remaining_key_s, score_offload,
+};
 use super::{
     Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice, ReplicaView, parse_params,
 };
@@ -110,6 +112,13 @@ pub struct Params {
     /// Bits per element of offloaded KV (16, 8 or 4): the run's `[swap] kv_offload_bits` when
     /// the scenario does not give that key (see [`crate::scenario`]).
     pub kv_offload_bits: u32,
+    /// Chunked prefill: prefill chunks and decodes share `chunk_size` tokens per iteration
+    /// (default the scenario's `max_batch_tokens`). Off by default: ALISE as published runs
+    /// whole prefills.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub chunked_prefill: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chunk_size: Option<u32>,
 }
 
 /// Default bits of offloaded KV under `alise`: an assumption (the paper gives no width).
@@ -133,6 +142,8 @@ impl Default for Params {
             preemption: PreemptionChoice::Swap,
             offload: AliseOffload::Ewt,
             kv_offload_bits: DEFAULT_KV_OFFLOAD_BITS,
+            chunked_prefill: false,
+            chunk_size: None,
         }
     }
 }
@@ -141,7 +152,9 @@ fn build(
     table: Option<&toml::Value>,
     env: &PolicyEnv,
 ) -> Result<(Box<dyn Policy>, serde_json::Value)> {
-    let (p, json) = parse_params::<Params>("alise", table)?;
+    let (p, mut json) = parse_params::<Params>("alise", table)?;
+    let budget = chunk_budget("alise", p.chunked_prefill, p.chunk_size, env.limits)?;
+    record_chunking(&mut json, budget);
     if !(p.aging_weight.is_finite() && p.aging_weight >= 0.0) {
         return Err(SimError::config(format!(
             "[policies.alise] aging_weight must be ≥ 0, got {}",
@@ -154,11 +167,15 @@ fn build(
             p.kv_offload_bits
         )));
     }
-    Ok((Box::new(Alise::new(p, env.cost.clone())), json))
+    let mut policy = Alise::new(p, env.cost.clone());
+    policy.chunk_budget = budget;
+    Ok((Box::new(policy), json))
 }
 
 pub struct Alise {
     p: Params,
+    /// Tokens per iteration under chunked prefill (`None`: whole prefills).
+    chunk_budget: Option<u32>,
     cost: Arc<dyn CostModel>,
     ranking: Ranking,
     ewt: Vec<f64>,
@@ -175,6 +192,7 @@ impl Alise {
     pub fn new(p: Params, cost: Arc<dyn CostModel>) -> Self {
         Alise {
             p,
+            chunk_budget: None,
             cost,
             ranking: Ranking::default(),
             ewt: Vec::new(),
@@ -215,6 +233,9 @@ impl Policy for Alise {
     fn name(&self) -> &'static str {
         "alise"
     }
+    fn chunks_prefill(&self) -> bool {
+        self.chunk_budget.is_some()
+    }
     fn on_arrival(&mut self, s: Slot, view: &ReplicaView) -> Result<()> {
         self.ranking.add(s);
         if self.remaining_s.len() <= s as usize {
@@ -230,7 +251,7 @@ impl Policy for Alise {
         let remaining_s = &self.remaining_s;
         let free_after = self
             .ranking
-            .rank_and_form(view, plan, self.p.preemption, |s| {
+            .rank_and_form(view, plan, self.p.preemption, self.chunk_budget, |s| {
                 let r = view.req(s);
                 let waited = ns_to_s(view.now_ns.saturating_sub(r.last_run_end_ns));
                 remaining_s[s as usize] - w * waited

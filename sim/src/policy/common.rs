@@ -83,6 +83,58 @@ pub enum Misfit {
     Skip,
 }
 
+/// The optional chunked prefill of a priority policy (`chunked_prefill = true`, `chunk_size`):
+/// prefill chunks and decodes share one token budget per iteration, as in vLLM with chunked
+/// prefill. Checked here so every policy that offers it says the same.
+pub fn chunk_budget(
+    policy: &str,
+    chunked_prefill: bool,
+    chunk_size: Option<u32>,
+    limits: super::Limits,
+) -> crate::error::Result<Option<u32>> {
+    let err = |m: String| {
+        Err(crate::error::SimError::config(format!(
+            "[policies.{policy}] {m}"
+        )))
+    };
+    if !chunked_prefill {
+        return match chunk_size {
+            Some(_) => err("chunk_size needs chunked_prefill = true".into()),
+            None => Ok(None),
+        };
+    }
+    let budget = chunk_size.unwrap_or(limits.max_batch_tokens);
+    if budget < 2 || budget > limits.max_batch_tokens {
+        return err(format!(
+            "chunk_size must be in 2..={} (the scenario's max_batch_tokens), got {budget}",
+            limits.max_batch_tokens
+        ));
+    }
+    Ok(Some(budget))
+}
+
+/// Record the resolved token budget in a policy's `config.json` parameters (nothing without
+/// chunking, so unchunked runs write what they always wrote).
+pub fn record_chunking(json: &mut serde_json::Value, chunk_budget: Option<u32>) {
+    if let (Some(budget), Some(map)) = (chunk_budget, json.as_object_mut()) {
+        map.insert("chunked_prefill".into(), true.into());
+        map.insert("chunk_size".into(), budget.into());
+    }
+}
+
+/// The step `r` takes within `tokens_left` tokens of a chunked iteration's budget: the
+/// [`super::RunItem::prefill_chunk_tokens`] to plan (0 for a decode) and the tokens it uses, or
+/// `None` when nothing of it fits.
+#[inline]
+pub fn chunk_step(r: &Request, tokens_left: u32) -> Option<(u32, u32)> {
+    if r.in_prefill() {
+        let c = r.prefill_left().min(tokens_left);
+        (c > 0).then_some((c, c))
+    } else {
+        (tokens_left > 0).then_some((0, 1))
+    }
+}
+
 /// Form a batch from `order` (every unfinished request of the replica, highest priority first).
 ///
 /// Candidates join while the batch has room. A candidate that needs KV blocks that are not free
@@ -90,13 +142,16 @@ pub enum Misfit {
 /// (lowest priority first). Candidates past the lowest one already considered for eviction are
 /// not scheduled this iteration. Returns the GPU blocks left free once the batch has its blocks
 /// (swap-outs started here not counted: they free later). With `defer_new`, requests that have not
-/// started are passed over (FastServe defers prefills when host swap space runs low).
+/// started are passed over (FastServe defers prefills when host swap space runs low). With a
+/// `chunk_budget` ([`chunk_budget`]) decodes and prefill chunks share that many tokens: a prefill
+/// that does not fit whole runs the chunk that does, and the batch ends when the budget is spent.
 pub fn form_priority_batch(
     view: &ReplicaView,
     order: &[Slot],
     misfit: Misfit,
     preemption: PreemptionChoice,
     defer_new: bool,
+    chunk_budget: Option<u32>,
     plan: &mut Plan,
 ) -> u32 {
     form_priority_batch_from(
@@ -105,6 +160,7 @@ pub fn form_priority_batch(
         misfit,
         preemption,
         defer_new,
+        chunk_budget,
         plan,
     )
 }
@@ -118,9 +174,11 @@ pub fn form_priority_batch_from(
     misfit: Misfit,
     preemption: PreemptionChoice,
     defer_new: bool,
+    chunk_budget: Option<u32>,
     plan: &mut Plan,
 ) -> u32 {
     let limits = view.limits;
+    let mut tokens_left = chunk_budget.unwrap_or(0);
     let block_tokens = view.block_tokens();
     let mut free = view.free_blocks();
     let mut prefill_tokens: u64 = 0;
@@ -140,16 +198,29 @@ pub fn form_priority_batch_from(
             // Its KV is being copied, or new requests are deferred: not this iteration.
             continue;
         }
-        if r.needs_prefill() {
-            let t = r.prefill_tokens() as u64;
-            if has_prefill && prefill_tokens + t > limits.max_batch_tokens as u64 {
-                match misfit {
-                    Misfit::Stop => break,
-                    Misfit::Skip => continue,
+        let step = match chunk_budget {
+            // Every candidate needs at least one token: a spent budget ends the batch.
+            Some(_) => match chunk_step(r, tokens_left) {
+                Some(step) => Some(step),
+                None => break,
+            },
+            None => {
+                if r.needs_prefill() {
+                    let t = r.prefill_tokens() as u64;
+                    if has_prefill && prefill_tokens + t > limits.max_batch_tokens as u64 {
+                        match misfit {
+                            Misfit::Stop => break,
+                            Misfit::Skip => continue,
+                        }
+                    }
                 }
+                None
             }
-        }
-        let need = extra_blocks_for(r.kv_tokens_after_next() as u64, r.blocks, block_tokens);
+        };
+        let need = match step {
+            Some((chunk, _)) => view.extra_blocks_for_chunk(s, chunk),
+            None => extra_blocks_for(r.kv_tokens_after_next() as u64, r.blocks, block_tokens),
+        };
         while need > free + freeing {
             let Some(v) = order.next_back() else {
                 break;
@@ -174,6 +245,11 @@ pub fn form_priority_batch_from(
             }
         }
         free -= need;
+        if let Some((chunk, tokens)) = step {
+            tokens_left -= tokens;
+            plan.run_chunk(s, chunk);
+            continue;
+        }
         if r.needs_prefill() {
             has_prefill = true;
             prefill_tokens += r.prefill_tokens() as u64;
@@ -189,8 +265,16 @@ pub fn remaining_key_s(cost: &dyn CostModel, r: &Request) -> f64 {
     crate::vocab::time::ns_to_s(remaining_time_ns(cost, r))
 }
 
+/// The rest of `r`'s prefill as one batch: the whole (re-)prefill, or what a chunked prefill
+/// under way has left, attending to the chunks already in the KV cache.
+fn rest_of_prefill(r: &Request) -> BatchShape {
+    let mut b = BatchShape::default();
+    b.add_prefill_chunk(r.prefill_left(), r.kv_tokens);
+    b
+}
+
 /// Estimated remaining execution time of `r` on its own (batch size 1) in integer nanoseconds:
-/// its (re-)prefill if no KV is resident, plus its remaining predicted decode iterations at its
+/// the rest of its (re-)prefill if it is in prefill, plus its remaining predicted decode iterations at its
 /// current context length, each iteration rounded up to whole nanoseconds as the engine times
 /// it. Summed in integers, so that requests of equal remaining size get *exactly* equal
 /// estimates (in floating point `c + 6·c < 7·c` for c = 0.01 s, which ordered such ties either
@@ -204,10 +288,8 @@ pub fn remaining_time_ns(cost: &dyn CostModel, r: &Request) -> u64 {
     };
     let mut total: u64 = 0;
     let mut decodes = r.predicted_output_tokens.saturating_sub(r.generated_tokens);
-    if r.needs_prefill() {
-        let mut b = BatchShape::default();
-        b.add_prefill(r.prefill_tokens());
-        total = ns(&b);
+    if r.in_prefill() {
+        total = ns(&rest_of_prefill(r));
         decodes = decodes.saturating_sub(1);
     }
     if decodes > 0 {
@@ -219,16 +301,14 @@ pub fn remaining_time_ns(cost: &dyn CostModel, r: &Request) -> u64 {
 }
 
 /// Estimated remaining execution time of `r` on its own (batch size 1), from the cost model and
-/// the request's *predicted* output length: its (re-)prefill if no KV is resident, plus its
+/// the request's *predicted* output length: the rest of its (re-)prefill if it is in prefill, plus its
 /// remaining decode iterations at its current context length. Floating-point form (the
 /// `least-work` router's estimate); the policies rank by [`remaining_time_ns`].
 pub fn remaining_time_s(cost: &dyn CostModel, r: &Request) -> f64 {
     let mut total = 0.0;
     let mut decodes = r.predicted_output_tokens.saturating_sub(r.generated_tokens);
-    if r.needs_prefill() {
-        let mut b = BatchShape::default();
-        b.add_prefill(r.prefill_tokens());
-        total += cost.iteration_s(&b).unwrap_or(0.0);
+    if r.in_prefill() {
+        total += cost.iteration_s(&rest_of_prefill(r)).unwrap_or(0.0);
         decodes = decodes.saturating_sub(1);
     }
     if decodes > 0 {
@@ -301,10 +381,19 @@ impl Ranking {
         view: &ReplicaView,
         plan: &mut Plan,
         preemption: PreemptionChoice,
+        chunk_budget: Option<u32>,
         key: impl Fn(Slot) -> f64,
     ) -> u32 {
         self.rank(view, key);
-        form_priority_batch(view, &self.order, Misfit::Skip, preemption, false, plan)
+        form_priority_batch(
+            view,
+            &self.order,
+            Misfit::Skip,
+            preemption,
+            false,
+            chunk_budget,
+            plan,
+        )
     }
 }
 
@@ -429,6 +518,7 @@ impl KeyedRanking {
         view: &ReplicaView,
         plan: &mut Plan,
         preemption: PreemptionChoice,
+        chunk_budget: Option<u32>,
         key: impl Fn(Slot) -> f64,
     ) -> u32 {
         self.refresh(view, &key);
@@ -438,6 +528,7 @@ impl KeyedRanking {
             Misfit::Skip,
             preemption,
             false,
+            chunk_budget,
             plan,
         );
         self.dirty.extend(plan.run.iter().map(|r| r.slot));
@@ -669,9 +760,11 @@ mod tests {
         for boundary in 0..50 {
             let v = view(&reqs, &kv, &host);
             let (mut want, mut got) = (Plan::default(), Plan::default());
-            reference.rank_and_form(&v, &mut want, PreemptionChoice::Recompute, |s| key(&v, s));
+            reference.rank_and_form(&v, &mut want, PreemptionChoice::Recompute, None, |s| {
+                key(&v, s)
+            });
             let calls = Cell::new(0usize);
-            keyed.rank_and_form(&v, &mut got, PreemptionChoice::Recompute, |s| {
+            keyed.rank_and_form(&v, &mut got, PreemptionChoice::Recompute, None, |s| {
                 calls.set(calls.get() + 1);
                 key(&v, s)
             });

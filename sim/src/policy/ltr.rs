@@ -169,7 +169,7 @@ impl Policy for Ltr {
         plan.clear();
         let state = &self.state;
         self.ranking
-            .rank_and_form(view, plan, self.p.preemption, |s| {
+            .rank_and_form(view, plan, self.p.preemption, None, |s| {
                 Self::key(&state[s as usize], view.req(s).predicted_output_tokens)
             });
         // Every request's idle count grows by one at this boundary except the batch's, which

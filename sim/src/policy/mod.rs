@@ -105,6 +105,23 @@ impl<'a> ReplicaView<'a> {
             self.kv.block_tokens(),
         )
     }
+    /// Extra blocks request `s` needs to run a step with a prefill chunk of `chunk` tokens (0:
+    /// its whole next step, as [`ReplicaView::extra_blocks_for_next`]).
+    pub fn extra_blocks_for_chunk(&self, s: Slot, chunk: u32) -> u32 {
+        if chunk == 0 {
+            return self.extra_blocks_for_next(s);
+        }
+        let r = self.req(s);
+        extra_blocks_for(
+            r.kv_tokens as u64 + chunk as u64,
+            r.blocks,
+            self.kv.block_tokens(),
+        )
+    }
+    /// [`ReplicaView::extra_blocks_for_chunk`] of a planned item.
+    pub fn extra_blocks_for_item(&self, item: &RunItem) -> u32 {
+        self.extra_blocks_for_chunk(item.slot, item.prefill_chunk_tokens)
+    }
 }
 
 /// How a preempted request gives up its KV.

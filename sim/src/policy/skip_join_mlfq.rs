@@ -47,7 +47,13 @@ fn build(
     env: &PolicyEnv,
 ) -> Result<(Box<dyn Policy>, serde_json::Value)> {
     let (params, _) = parse_params::<Params>("skip-join-mlfq", table)?;
-    let cfg = params.resolve(true, env.cost.as_ref(), "skip-join-mlfq")?;
+    let mut cfg = params.resolve(true, env.cost.as_ref(), "skip-join-mlfq")?;
+    cfg.chunk_size = crate::policy::common::chunk_budget(
+        "skip-join-mlfq",
+        cfg.chunked_prefill,
+        params.chunk_size,
+        env.limits,
+    )?;
     let json = serde_json::to_value(&cfg).map_err(|e| SimError::config(e.to_string()))?;
     Ok((
         Box::new(Mlfq::new(cfg, env.cost.clone(), "skip-join-mlfq")),

@@ -20,7 +20,7 @@
 
 use std::sync::Arc;
 
-use super::common::{KeyedRanking, remaining_key_s};
+use super::common::{KeyedRanking, chunk_budget, record_chunking, remaining_key_s};
 use super::{
     FastForward, Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice, ReplicaView,
     Steady, parse_params,
@@ -55,12 +55,21 @@ pub const ORACLE_ENTRY: PolicyEntry = PolicyEntry {
 pub struct Params {
     /// How an evicted request gives up its KV: `swap` (host pool, if room) or `recompute`.
     pub preemption: PreemptionChoice,
+    /// Chunked prefill: prefill chunks and decodes share `chunk_size` tokens per iteration
+    /// (default the scenario's `max_batch_tokens`). Off by default: SRPT as published runs whole
+    /// prefills.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub chunked_prefill: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chunk_size: Option<u32>,
 }
 
 impl Default for Params {
     fn default() -> Self {
         Params {
             preemption: PreemptionChoice::Swap,
+            chunked_prefill: false,
+            chunk_size: None,
         }
     }
 }
@@ -69,13 +78,19 @@ fn build(
     table: Option<&toml::Value>,
     env: &PolicyEnv,
 ) -> Result<(Box<dyn Policy>, serde_json::Value)> {
-    let (p, json) = parse_params::<Params>("srpt", table)?;
-    Ok((Box::new(Srpt::new(env.cost.clone(), p.preemption)), json))
+    let (p, mut json) = parse_params::<Params>("srpt", table)?;
+    let budget = chunk_budget("srpt", p.chunked_prefill, p.chunk_size, env.limits)?;
+    record_chunking(&mut json, budget);
+    let mut policy = Srpt::new(env.cost.clone(), p.preemption);
+    policy.chunk_budget = budget;
+    Ok((Box::new(policy), json))
 }
 
 pub struct Srpt {
     cost: Arc<dyn CostModel>,
     preemption: PreemptionChoice,
+    /// Tokens per iteration under chunked prefill (`None`: whole prefills).
+    chunk_budget: Option<u32>,
     ranking: KeyedRanking,
 }
 
@@ -84,6 +99,7 @@ impl Srpt {
         Srpt {
             cost,
             preemption,
+            chunk_budget: None,
             ranking: KeyedRanking::default(),
         }
     }
@@ -92,6 +108,9 @@ impl Srpt {
 impl Policy for Srpt {
     fn name(&self) -> &'static str {
         "srpt"
+    }
+    fn chunks_prefill(&self) -> bool {
+        self.chunk_budget.is_some()
     }
     fn on_arrival(&mut self, s: Slot, view: &ReplicaView) -> Result<()> {
         let k = remaining_key_s(self.cost.as_ref(), view.req(s));
@@ -102,7 +121,7 @@ impl Policy for Srpt {
         plan.clear();
         let cost = self.cost.as_ref();
         self.ranking
-            .rank_and_form(view, plan, self.preemption, |s| {
+            .rank_and_form(view, plan, self.preemption, self.chunk_budget, |s| {
                 remaining_key_s(cost, view.req(s))
             });
     }

@@ -101,6 +101,12 @@ impl LeastWork {
         if r.needs_prefill() {
             total += self.prefill(r.prefill_tokens());
             decodes = decodes.saturating_sub(1);
+        } else if r.in_prefill() {
+            // A chunked prefill under way: the rest of it, attending to the chunks done.
+            let mut b = BatchShape::default();
+            b.add_prefill_chunk(r.prefill_left(), r.kv_tokens);
+            total += self.cost.iteration_s(&b).unwrap_or(0.0);
+            decodes = decodes.saturating_sub(1);
         }
         if decodes > 0 {
             total += decodes as f64 * self.decode(r.input_tokens + r.generated_tokens.max(1));

@@ -120,7 +120,7 @@ pub use params::{
     min_iteration_s,
 };
 
-use super::common::{Misfit, form_priority_batch};
+use super::common::{Misfit, chunk_budget, chunk_step, form_priority_batch};
 use super::{
     FastForward, LevelCounts, Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice,
     ReplicaView, Steady, parse_params,
@@ -149,7 +149,8 @@ fn build(
     env: &PolicyEnv,
 ) -> Result<(Box<dyn Policy>, serde_json::Value)> {
     let (params, _) = parse_params::<Params>("mlfq", table)?;
-    let cfg = params.resolve(false, env.cost.as_ref(), "mlfq")?;
+    let mut cfg = params.resolve(false, env.cost.as_ref(), "mlfq")?;
+    cfg.chunk_size = chunk_budget("mlfq", cfg.chunked_prefill, params.chunk_size, env.limits)?;
     let json = serde_json::to_value(&cfg).map_err(|e| SimError::config(e.to_string()))?;
     Ok((Box::new(Mlfq::new(cfg, env.cost.clone(), "mlfq")), json))
 }
@@ -302,6 +303,29 @@ impl Mlfq {
         }
     }
 
+    /// Tokens of the chunked-prefill budget the batch planned so far leaves (0 without chunking).
+    fn tokens_left(&self, plan: &Plan) -> u32 {
+        let Some(budget) = self.cfg.chunk_size else {
+            return 0;
+        };
+        let used: u32 = plan
+            .run
+            .iter()
+            .map(|i| i.prefill_chunk_tokens.max(1))
+            .sum();
+        budget.saturating_sub(used)
+    }
+
+    /// The prefill chunk (0: whole prefill, or a decode) and the budget tokens `s` takes when
+    /// it joins a batch with `tokens_left` budget tokens left; `None` when it does not fit.
+    /// Without chunking: `(0, 0)`.
+    fn step_for(&self, view: &ReplicaView, s: Slot, tokens_left: u32) -> Option<(u32, u32)> {
+        match self.cfg.chunk_size {
+            Some(_) => chunk_step(view.req(s), tokens_left),
+            None => Some((0, 0)),
+        }
+    }
+
     fn prefill_time_s(&self, tokens: u32) -> f64 {
         let mut b = BatchShape::default();
         b.add_prefill(tokens);
@@ -387,6 +411,7 @@ impl Mlfq {
             misfit,
             self.preemption(),
             defer_new,
+            self.cfg.chunk_size,
             plan,
         );
         self.proactive(view, plan, free_after);
@@ -398,10 +423,20 @@ impl Policy for Mlfq {
         self.name
     }
 
+    fn chunks_prefill(&self) -> bool {
+        self.cfg.chunk_size.is_some()
+    }
+
     fn on_arrival(&mut self, s: Slot, view: &ReplicaView) -> Result<()> {
         let r = view.req(s);
         let level = if self.cfg.skip_join {
-            self.level_covering(self.prefill_time_s(r.input_tokens))
+            // The level whose quantum covers its first iteration: under chunked prefill, the
+            // first chunk (as large as the whole token budget).
+            let first = match self.cfg.chunk_size {
+                Some(budget) => r.input_tokens.min(budget),
+                None => r.input_tokens,
+            };
+            self.level_covering(self.prefill_time_s(first))
         } else {
             0
         };

@@ -51,6 +51,8 @@ pub struct Params {
     pub batch_memory: Option<BatchMemory>,
     pub host_full: Option<HostFull>,
     pub starvation_check: Option<StarvationCheck>,
+    pub chunked_prefill: Option<bool>,
+    pub chunk_size: Option<u32>,
 }
 
 /// How a batch gets its GPU memory.
@@ -138,6 +140,13 @@ pub struct Config {
     /// and nobody is promoted (not a scenario parameter; left out of `config.json` when false).
     #[serde(skip_serializing_if = "is_false")]
     pub fifo: bool,
+    /// Chunked prefill (off by default: FastServe runs whole prefills): prefill chunks and
+    /// decodes share `chunk_size` tokens per iteration (default `max_batch_tokens`, set by the
+    /// policy's constructor). Both left out of `config.json` without chunking.
+    #[serde(skip_serializing_if = "is_false")]
+    pub chunked_prefill: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chunk_size: Option<u32>,
 }
 
 fn is_false(v: &bool) -> bool {
@@ -224,6 +233,8 @@ impl Params {
                 StarvationCheck::BeforeBatch
             }),
             fifo: false,
+            chunked_prefill: self.chunked_prefill.unwrap_or(false),
+            chunk_size: None,
         }
     }
 }

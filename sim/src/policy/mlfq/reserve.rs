@@ -4,7 +4,7 @@
 //! for each rule and where servesim departs from the code.
 
 use super::super::{Plan, PreemptMode, PreemptionChoice, ReplicaView};
-use super::{HostFull, MisfitRule, Mlfq, Offload};
+use super::{HostFull, MisfitRule, Mlfq, Offload, chunk_step};
 use crate::vocab::request::{KvLoc, Slot};
 
 impl Mlfq {
@@ -86,6 +86,7 @@ impl Mlfq {
         };
         plan.preempt.push((v, PreemptMode::Recompute));
         let mut free = view.free_blocks() as i64 + view.req(v).blocks as i64;
+        let mut tokens_left = self.tokens_left(plan);
         for &s in &self.order {
             if plan.run.len() >= view.limits.max_batch_size as usize {
                 break;
@@ -94,10 +95,14 @@ impl Mlfq {
             if s == v || r.kv_loc != KvLoc::Gpu || !r.runnable() {
                 continue;
             }
-            let n = view.extra_blocks_for_next(s) as i64;
+            let Some((chunk, tokens)) = self.step_for(view, s, tokens_left) else {
+                break;
+            };
+            let n = view.extra_blocks_for_chunk(s, chunk) as i64;
             if n <= free {
                 free -= n;
-                plan.run_on_demand(s);
+                tokens_left -= tokens;
+                plan.run_chunk(s, chunk);
             }
         }
     }
@@ -125,7 +130,7 @@ impl Mlfq {
         let need: i64 = plan
             .run
             .iter()
-            .map(|i| view.extra_blocks_for_next(i.slot) as i64)
+            .map(|i| view.extra_blocks_for_item(i) as i64)
             .sum();
         let avail = view.free_blocks() as i64 + self.swapping_out_blocks(view) as i64;
         let deficit = reserve + need - avail;
@@ -141,7 +146,7 @@ impl Mlfq {
         //    would wait for the copies instead.
         let mut free = view.free_blocks() as i64 + freed_now;
         plan.run.retain(|item| {
-            let n = view.extra_blocks_for_next(item.slot) as i64;
+            let n = view.extra_blocks_for_item(item) as i64;
             if n <= free {
                 free -= n;
                 true
@@ -168,12 +173,22 @@ impl Mlfq {
         let limits = view.limits;
         let b = limits.max_batch_size as usize;
         let (mut prefill_tokens, mut has_prefill) = (0u64, false);
+        let mut tokens_left = self.cfg.chunk_size.unwrap_or(0);
         for &s in &self.order {
             if plan.run.len() >= b {
                 break;
             }
             let r = view.req(s);
             if !r.runnable() || r.in_flight() || (defer_new && !r.started()) {
+                continue;
+            }
+            if self.cfg.chunk_size.is_some() {
+                // Chunked prefill: one token budget; a spent budget ends the batch.
+                let Some((chunk, tokens)) = chunk_step(r, tokens_left) else {
+                    break;
+                };
+                tokens_left -= tokens;
+                plan.run_chunk(s, chunk);
                 continue;
             }
             if r.needs_prefill() {
@@ -250,7 +265,7 @@ impl Mlfq {
             i -= 1;
             let s = plan.run[i].slot;
             let r = view.req(s);
-            let n = view.extra_blocks_for_next(s) as i64;
+            let n = view.extra_blocks_for_item(&plan.run[i]) as i64;
             if r.kv_loc == KvLoc::Gpu && r.blocks > 0 && !r.in_flight() {
                 match self.evict_mode(view, s, &mut host_free, host_full) {
                     Some(mode) => {
@@ -283,6 +298,7 @@ impl Mlfq {
     /// goes on and frees memory — the code has no such case (it crashes on a full pool).
     fn backfill_resident(&mut self, view: &ReplicaView, plan: &mut Plan, free: &mut i64) {
         let b = view.limits.max_batch_size as usize;
+        let mut tokens_left = self.tokens_left(plan);
         for &(s, _) in &plan.preempt {
             self.taken[s as usize] = true;
         }
@@ -297,10 +313,14 @@ impl Mlfq {
             if self.taken[s as usize] || r.kv_loc != KvLoc::Gpu || !r.runnable() {
                 continue;
             }
-            let n = view.extra_blocks_for_next(s) as i64;
+            let Some((chunk, tokens)) = self.step_for(view, s, tokens_left) else {
+                break;
+            };
+            let n = view.extra_blocks_for_chunk(s, chunk) as i64;
             if n <= *free {
                 *free -= n;
-                plan.run_on_demand(s);
+                tokens_left -= tokens;
+                plan.run_chunk(s, chunk);
             }
         }
         for &(s, _) in &plan.preempt {
