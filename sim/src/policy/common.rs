@@ -141,10 +141,11 @@ pub fn chunk_step(r: &Request, tokens_left: u32) -> Option<(u32, u32)> {
 /// may take them from resident requests of *lower* priority, which are preempted by recompute
 /// (lowest priority first). Candidates past the lowest one already considered for eviction are
 /// not scheduled this iteration. Returns the GPU blocks left free once the batch has its blocks
-/// (swap-outs started here not counted: they free later). With `defer_new`, requests that have not
-/// started are passed over (FastServe defers prefills when host swap space runs low). With a
-/// `chunk_budget` ([`chunk_budget`]) decodes and prefill chunks share that many tokens: a prefill
-/// that does not fit whole runs the chunk that does, and the batch ends when the budget is spent.
+/// (swap-outs started here not counted: they free later). With `defer_new`, new requests (no
+/// token, no KV: [`Request::is_new`]) are passed over (FastServe defers prefills when host swap
+/// space runs low). With a `chunk_budget` ([`chunk_budget`]) decodes and prefill chunks share that
+/// many tokens: a prefill that does not fit whole runs the chunk that does, and the batch ends when
+/// the budget is spent.
 pub fn form_priority_batch(
     view: &ReplicaView,
     order: &[Slot],
@@ -194,7 +195,7 @@ pub fn form_priority_batch_from(
             break;
         };
         let r = view.req(s);
-        if !r.runnable() || (defer_new && !r.started()) {
+        if !r.runnable() || (defer_new && r.is_new()) {
             // Its KV is being copied, or new requests are deferred: not this iteration.
             continue;
         }

@@ -211,6 +211,12 @@ impl Request {
         self.itl.push(gap);
         Some(gap)
     }
+    /// Whether it is new work: no token yet and no KV anywhere. A chunked prefill under way is
+    /// not new (its chunks hold KV, possibly on the host).
+    #[inline]
+    pub fn is_new(&self) -> bool {
+        !self.started() && self.kv_tokens == 0
+    }
     /// Whether this request has produced its first token.
     #[inline]
     pub fn started(&self) -> bool {

@@ -179,7 +179,7 @@ impl Mlfq {
                 break;
             }
             let r = view.req(s);
-            if !r.runnable() || r.in_flight() || (defer_new && !r.started()) {
+            if !r.runnable() || r.in_flight() || (defer_new && r.is_new()) {
                 continue;
             }
             if self.cfg.chunk_size.is_some() {
