@@ -38,6 +38,8 @@ sweep alise_vs_vllm_sharegpt
 sweep alise_vs_vllm_alpaca
 sweep chunked_prefill_sharegpt
 sweep chunked_prefill_azure_conv
+sweep fastserve_chunked_sharegpt
+sweep fastserve_chunked_azure_conv
 
 echo "## policies_sharegpt"
 for m in jct_mean_s:.2f jct_p99_s:.1f per_token_mean_s:.4f preemptions:.0f achieved_rate_per_s:.3f; do
@@ -56,6 +58,11 @@ for sc in chunked_prefill_sharegpt chunked_prefill_azure_conv; do
     echo "## $sc $m"; $T "$O/$sc/sweep.csv" --metric "$m" --fmt .3f --col-suffix " req/s"
   done
   echo "## $sc stable"; $T "$O/$sc/sweep.csv" --metric stable --fmt .2f --col-suffix " req/s"
+done
+for sc in fastserve_chunked_sharegpt fastserve_chunked_azure_conv; do
+  for m in jct_mean_s ttft_p99_s itl_p99_s stable preemptions; do
+    echo "## $sc $m"; $T "$O/$sc/sweep.csv" --metric "$m" --fmt .3f --rows policies.skip-join-mlfq.chunk_size --col-suffix " req/s"
+  done
 done
 
 [ "${1:-}" = quick ] && exit 0

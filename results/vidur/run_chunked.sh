@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Chunked prefill side by side with Vidur 0.0.26: servesim `sarathi` against Vidur's `sarathi`
 # replica scheduler (chunk 512, 128 requests) on the traces run.sh makes (Llama-2-7B, A100-80GB,
-# TP 1, Azure 2023 conversation lengths, Poisson 2 and 4 req/s). Prints E2E, TTFT and TPOT tables
-# and writes work/chunked.md and work/chunked.csv. Run after run.sh (or with its steps 1-3 done):
+# TP 1, Azure 2023 conversation lengths, Poisson 2 and 4 req/s). Prints E2E, TTFT, TPOT and ITL (time
+# between tokens) tables and writes work/chunked.md, work/chunked.csv and work/chunked_itl.csv. Run after run.sh (or with its steps 1-3 done):
 #   results/vidur/run_chunked.sh
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -39,7 +39,7 @@ for rate in 2 4; do
   fi
 done
 
-rm -f "$WORK/chunked.csv"
+rm -f "$WORK/chunked.csv" "$WORK/chunked_itl.csv"
 {
   for rate in 2 4; do
     for metric in e2e ttft tpot; do
@@ -54,5 +54,14 @@ rm -f "$WORK/chunked.csv"
         --label "servesim analytic, overhead 0" "$d/sarathi_analytic_overhead0_${rate}rps" \
         --label "servesim profile, overhead 0" "$d/sarathi_profile_overhead0_${rate}rps"
     done
+    echo
+    echo "### \`sarathi\`, $rate req/s, time between tokens (ITL / TBT)"
+    echo
+    python3 "$HERE/compare_itl.py" --vidur "$WORK/vidur_sarathi_${rate}rps" \
+      --csv "$WORK/chunked_itl.csv" --tag "sarathi,$rate" \
+      --label "servesim analytic" "$d/sarathi_analytic_${rate}rps" \
+      --label "servesim profile" "$d/sarathi_profile_${rate}rps" \
+      --label "servesim analytic, overhead 0" "$d/sarathi_analytic_overhead0_${rate}rps" \
+      --label "servesim profile, overhead 0" "$d/sarathi_profile_overhead0_${rate}rps"
   done
 } | tee "$WORK/chunked.md"

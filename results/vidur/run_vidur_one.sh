@@ -46,5 +46,6 @@ WANDB_MODE=disabled "$PY" "$HERE/vidur_offline.py" --work "$WORK" "${fix[@]}" --
   --${P}_num_training_job_threads "${VIDUR_THREADS:-1}" \
   --${P}_cache_dir "$WORK/vidur_cache" "${grid[@]}" \
   --metrics_config_output_dir "$out" \
+  --metrics_config_store_token_completion_metrics \
   --no-metrics_config_store_plots --no-metrics_config_enable_chrome_trace \
   --no-metrics_config_write_json_trace
