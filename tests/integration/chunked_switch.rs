@@ -195,7 +195,10 @@ fn long_prompts_under_memory_pressure_complete_and_fast_forward_matches_stepping
 fn chunk_size_is_checked_and_recorded() {
     for p in POLICIES {
         for (table, needle) in [
-            ("chunk_size = 256\n", "chunk_size needs chunked_prefill = true"),
+            (
+                "chunk_size = 256\n",
+                "chunk_size needs chunked_prefill = true",
+            ),
             (
                 "chunked_prefill = true\nchunk_size = 1\n",
                 "chunk_size must be in 2..=512",
@@ -222,5 +225,48 @@ fn chunk_size_is_checked_and_recorded() {
             config.contains("\"chunked_prefill\": true") && config.contains("\"chunk_size\": 300"),
             "{p}: {config}"
         );
+    }
+}
+
+/// Clusters and pipelines: two replicas behind the `least-work` router (which prices the rest of
+/// a chunked prefill), and OPT-66B over 4 GPUs × 2 pipeline stages, with prompts of up to 3,500
+/// tokens: every request completes and fast-forward on and off agree.
+#[test]
+fn chunked_priority_policies_run_on_clusters_and_pipelines() {
+    let mut rows = String::new();
+    for i in 0..80u32 {
+        let input = if i % 4 == 0 {
+            600 + (i * 263) % 2900
+        } else {
+            1 + (i * 7919) % 300
+        };
+        rows.push_str(&format!(
+            "{:.3},{input},{}\n",
+            i as f64 * 0.05,
+            1 + (i * 31) % 120
+        ));
+    }
+    for p in POLICIES {
+        let base = scenario(p, true, 2_000, 16).replace(
+            "[cost]\nmodel = \"constant\"\niteration_s = 0.1\n",
+            "[cost]\nmodel = \"analytic\"\n",
+        );
+        let cluster = base.replace(
+            "gpu = \"a100-40gb\"\n",
+            "gpu = \"a100-40gb\"\nreplicas = 2\nrouter = \"least-work\"\n",
+        );
+        let pipeline = base
+            .replace(
+                "model = \"opt-13b\"\ngpu = \"a100-40gb\"\n",
+                "model = \"opt-66b\"\ngpu = \"a100-40gb\"\ntp = 4\npp = 2\n",
+            )
+            .replace("kv_capacity_blocks = 2000\n", "");
+        for text in [cluster, pipeline] {
+            let (w, step_w) = (Workdir::new(), Workdir::new());
+            let fast = run_in(&w, &text, &rows, &[]).unwrap_or_else(|e| panic!("{p}: {e}\n{text}"));
+            assert_eq!(fast.len(), 80, "{p}");
+            let step = run_in(&step_w, &text, &rows, &["--no-fast-forward"]).unwrap();
+            assert_eq!(fast, step, "{p}: fast-forward changed the requests\n{text}");
+        }
     }
 }

@@ -394,6 +394,7 @@ impl Replica {
             shape.decode_context_tokens -= kv as u64;
             q.blocks += extra_blocks_for(kv as u64, q.blocks, block_tokens);
             q.kv_tokens = kv;
+            q.mid_prefill = false;
             q.kv_loc = KvLoc::Gpu;
             q.generated_tokens += m as u32;
             q.attained_ns += service_ns;
@@ -454,6 +455,8 @@ impl Replica {
             q.attained_ns += service_ns;
             q.last_run_end_ns = cur_start;
             q.kv_tokens = q.kv_tokens_after_next() + k - 1;
+            // A last prefill chunk in the first run completed its prompt: it decodes now.
+            q.mid_prefill = false;
             q.kv_loc = KvLoc::Gpu;
             q.generated_tokens += k;
             if q.first_token_ns.is_none() {

@@ -249,13 +249,13 @@ impl Policy for Alise {
         self.refresh_remaining(view);
         let w = self.p.aging_weight;
         let remaining_s = &self.remaining_s;
-        let free_after = self
-            .ranking
-            .rank_and_form(view, plan, self.p.preemption, self.chunk_budget, |s| {
-                let r = view.req(s);
-                let waited = ns_to_s(view.now_ns.saturating_sub(r.last_run_end_ns));
-                remaining_s[s as usize] - w * waited
-            });
+        let free_after =
+            self.ranking
+                .rank_and_form(view, plan, self.p.preemption, self.chunk_budget, |s| {
+                    let r = view.req(s);
+                    let waited = ns_to_s(view.now_ns.saturating_sub(r.last_run_end_ns));
+                    remaining_s[s as usize] - w * waited
+                });
 
         if self.p.offload == AliseOffload::Ewt
             && self.p.preemption == PreemptionChoice::Swap

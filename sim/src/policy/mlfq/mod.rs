@@ -308,11 +308,7 @@ impl Mlfq {
         let Some(budget) = self.cfg.chunk_size else {
             return 0;
         };
-        let used: u32 = plan
-            .run
-            .iter()
-            .map(|i| i.prefill_chunk_tokens.max(1))
-            .sum();
+        let used: u32 = plan.run.iter().map(|i| i.prefill_chunk_tokens.max(1)).sum();
         budget.saturating_sub(used)
     }
 
