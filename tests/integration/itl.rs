@@ -144,7 +144,9 @@ fn sharegpt_like(seed: u64, n: usize, rate_per_s: f64) -> Vec<Row> {
 }
 
 /// Fast-forward on = off, ITL included (every completion field, run statistics with the ITL
-/// sketch, `summary.json`, `requests.csv`), for every policy, with tight KV (preemptions).
+/// sketch, `summary.json`, `requests.csv`), for every policy, with tight KV (preemptions), and
+/// for the priority policies with `chunked_prefill = true` (256-token budget: most prompts are
+/// chunked).
 #[test]
 fn fast_forward_keeps_itl_identical_for_every_policy() {
     let rows = sharegpt_like(11, 120, 6.0);
@@ -153,30 +155,37 @@ fn fast_forward_keeps_itl_identical_for_every_policy() {
         "some requests keep several gaps for their p99"
     );
     let mut forwarded = 0;
+    let mut cases = Vec::new();
     for entry in REGISTRY {
-        let w = Workdir::new();
         let mut text = scenario(entry.name, LINEAR, 400, 32);
         if let Some(p) = entry.forced_predictor {
             text = text.replace("seed = 1\n", &format!("seed = 1\npredictor = \"{p}\"\n"));
         }
+        cases.push((entry.name.to_string(), text));
+    }
+    for p in ["mlfq", "skip-join-mlfq", "srpt", "srpt-oracle", "alise"] {
+        let mut text = scenario(p, LINEAR, 400, 32);
+        text += &format!("\n[policies.{p}]\nchunked_prefill = true\nchunk_size = 256\n");
+        cases.push((format!("{p} chunked"), text));
+    }
+    for (name, text) in cases {
+        let w = Workdir::new();
         let r = resolve(&w, &text, &rows);
         let (mut fast, step) = (run(&r, true), run(&r, false));
         assert_eq!(step.stats.fast_forwarded_iterations, 0);
         forwarded += fast.stats.fast_forwarded_iterations;
         fast.stats.fast_forwarded_iterations = 0;
-        assert_eq!(fast.completions, step.completions, "{}", entry.name);
-        assert_eq!(fast.stats, step.stats, "{}", entry.name);
+        assert_eq!(fast.completions, step.completions, "{name}");
+        assert_eq!(fast.stats, step.stats, "{name}");
         assert_eq!(
             servesim::output::requests_csv(&fast),
             servesim::output::requests_csv(&step),
-            "{}",
-            entry.name
+            "{name}"
         );
         assert_eq!(
             serde_json::to_string(&fast.summary).unwrap(),
             serde_json::to_string(&step.summary).unwrap(),
-            "{}",
-            entry.name
+            "{name}"
         );
         assert!(step.summary.itl_s.is_some());
     }
