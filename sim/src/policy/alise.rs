@@ -70,6 +70,8 @@
 //! | `preemption` | — | `swap` | evicted KV goes to the host pool when it has room (else recompute); or `recompute` |
 //! | `offload` | — | `ewt` (ALISE's memory manager) | `ewt` (the EWT memory manager above; needs `preemption = "swap"` and a host pool to do anything) or `reactive` (swap out only to make room, swap in when scheduled) |
 //! | `kv_offload_bits` | bits | 8 (assumption: the paper gives no width) | bits per element of offloaded KV: 16 (no quantization), 8 or 4; used when `[swap] kv_offload_bits` is not given |
+//! | `chunked_prefill` | — | false (ALISE runs whole prefills) | true: prefill chunks and decodes share `chunk_size` tokens per iteration, taken in ALISE's priority order |
+//! | `chunk_size` | tokens | `max_batch_tokens` | the token budget of one iteration with `chunked_prefill` (2 ..= `max_batch_tokens`) |
 //!
 //! Swap timing (registry defaults for `[swap]`): `reactive = "layerwise"`, `kv_layout =
 //! "layer-major"`, as `vllm` — an assumption: ALISE's engine is not described in any reachable

@@ -13,6 +13,8 @@
 //! | parameter | default | meaning |
 //! |---|---|---|
 //! | `preemption` | `swap` | how an evicted request gives up its KV (`swap` to the host pool when it has room, else recompute; or always `recompute`) |
+//! | `chunked_prefill` | false | true: prefill chunks and decodes share `chunk_size` tokens per iteration, taken in SRPT order (the budget goes to the shortest remaining jobs first, so decodes can stall behind a short job's chunks); longer prompts than `max_batch_tokens` are then accepted |
+//! | `chunk_size` | `max_batch_tokens` | the token budget of one iteration with `chunked_prefill` (2 ..= `max_batch_tokens`) |
 //!
 //! Swap timing (registry defaults for `[swap]`): `reactive = "layerwise"`, `kv_layout =
 //! "layer-major"`, as `vllm` — an assumption: SRPT models no system of its own, so it runs on

@@ -34,6 +34,8 @@
 //! | `min_free_blocks` | blocks | 0 (reserve = max(max_batch_size, this)) | 0 |
 //! | `requeue_reverses_batch` | — | true (code pushes each just-run request to the front in batch order) | false |
 //! | `swap_in_window` | requests | 0 = none (`offload = "paper"` only: swap in proactively only among the first N in priority order; the code mode's window is the `max_batch_size` requests after the batch) | 0 |
+//! | `chunked_prefill` | — | false (FastServe runs whole prefills) | false |
+//! | `chunk_size` | tokens | `max_batch_tokens` (with `chunked_prefill`: the token budget of one iteration, decodes 1 each, prefill chunks in priority order; skip-join places a request by its first chunk's time) | same |
 //!
 //! `offload` values (with `preemption = "swap"` and a host pool): `reactive` (no reserve, no
 //! swap-in ahead of time; swap out only to make room for a batch, swap in when scheduled, the
