@@ -20,7 +20,7 @@ use servesim::cost::CostModel;
 use servesim::cost::analytic::AnalyticCost;
 use servesim::cost::profile::{ProfileMode, ProfileTables};
 use servesim::profile::table::{Table1, Table2};
-use servesim::profile::{Measurement, Op, OpFit, Profile};
+use servesim::profile::{Measurement, Op, OpFit, OpSet, Profile};
 
 use crate::fitting::{fit_rows, median};
 
@@ -269,7 +269,7 @@ pub fn compare_iterations(p: &Profile) -> Result<Vec<IterationComparison>> {
             analytic_s: a.iteration_s(&s)?,
             interpolate_s: vi,
             fitted_s: tf.iteration(&s).0,
-            off_grid: off.iter().any(|&o| o),
+            off_grid: !off.is_empty(),
         });
     }
     Ok(out)
@@ -384,14 +384,14 @@ pub fn compare_against(measured: &Profile, reference: &Profile) -> Result<String
     };
     let pts = linear_points(measured, &r, &a);
     against_row(&mut s, "linear (qkv + out_proj + mlp_up + mlp_down)", pts);
-    type Predict<'a> = &'a dyn Fn(f64, f64, &mut [bool; Op::COUNT]) -> (f64, f64);
+    type Predict<'a> = &'a dyn Fn(f64, f64, &mut OpSet) -> (f64, f64);
     let one = |op: Op, f: Predict<'_>| {
         merged(op)
             .into_iter()
             .map(|(x, y, t)| {
-                let mut out = [false; Op::COUNT];
+                let mut out = OpSet::default();
                 let (an, re) = f(x, y, &mut out);
-                (t, an, re, out.iter().any(|&o| o))
+                (t, an, re, !out.is_empty())
             })
             .collect::<Vec<_>>()
     };
@@ -469,12 +469,12 @@ fn linear_points(
         if n < 4 {
             continue;
         }
-        let mut out = [false; Op::COUNT];
+        let mut out = OpSet::default();
         let pred: f64 = Op::LAYER_GEMMS
             .iter()
             .map(|op| r.op_1d(*op, x as f64, &mut out))
             .sum();
-        pts.push((t, a.linear_layer_s(x as f64), pred, out.iter().any(|&o| o)));
+        pts.push((t, a.linear_layer_s(x as f64), pred, !out.is_empty()));
     }
     pts
 }

@@ -24,10 +24,9 @@
 //! `servesim-calibrate`'s `fit-vidur`; the fitted values, their errors and provenance live in
 //! `sim/catalogue/analytic_fit.toml`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use serde::{Deserialize, Serialize};
 
+use super::memo::Memo;
 use super::{BatchShape, CostModel};
 use crate::catalogue::{GpuSpec, ModelSpec};
 use crate::error::{Result, SimError};
@@ -124,54 +123,6 @@ pub struct AnalyticCost {
 /// Table sizes (larger batches are computed directly).
 const LINEAR_TABLE_TOKENS: usize = 8192;
 const HEAD_TABLE_REQUESTS: usize = 1024;
-
-/// A table of a pure function's values, allocated on first use and filled entry by entry (threads
-/// racing on an entry store the same bits; a value whose bits equal the "unset" mark is simply
-/// recomputed each time). Cloning gives an empty table. Constructing one costs nothing, which
-/// matters to the fitter (it builds a model per objective evaluation).
-struct Memo {
-    len: usize,
-    cells: std::sync::OnceLock<Box<[AtomicU64]>>,
-}
-
-const UNSET: u64 = u64::MAX;
-
-impl Memo {
-    fn new(len: usize) -> Self {
-        Memo {
-            len,
-            cells: std::sync::OnceLock::new(),
-        }
-    }
-    #[inline]
-    fn get_or(&self, i: usize, f: impl FnOnce() -> f64) -> f64 {
-        if i >= self.len {
-            return f();
-        }
-        let cells = self
-            .cells
-            .get_or_init(|| (0..self.len).map(|_| AtomicU64::new(UNSET)).collect());
-        let bits = cells[i].load(Ordering::Relaxed);
-        if bits != UNSET {
-            return f64::from_bits(bits);
-        }
-        let v = f();
-        cells[i].store(v.to_bits(), Ordering::Relaxed);
-        v
-    }
-}
-
-impl Clone for Memo {
-    fn clone(&self) -> Self {
-        Memo::new(self.len)
-    }
-}
-
-impl std::fmt::Debug for Memo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Memo({} entries)", self.len)
-    }
-}
 
 impl AnalyticCost {
     pub fn new(model: ModelSpec, gpu: GpuSpec, tp: u32, params: AnalyticParams) -> Result<Self> {

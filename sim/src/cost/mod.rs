@@ -4,6 +4,7 @@
 pub mod analytic;
 pub mod constant;
 pub mod linear;
+pub mod memo;
 pub mod profile;
 
 use crate::error::Result;

@@ -22,11 +22,12 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::memo::{Memo, SliceMemo};
 use super::{BatchShape, CostModel};
 use crate::catalogue::ModelSpec;
 use crate::error::{Result, SimError};
 use crate::profile::table::{Table1, Table2};
-use crate::profile::{ExtrapolationCounter, Op, OpFit, Profile};
+use crate::profile::{ExtrapolationCounter, Op, OpFit, OpSet, Profile};
 
 /// How the `profile` model combines the fit with the measurements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -61,12 +62,75 @@ pub struct ProfileTables {
     tp: u32,
     mode: ProfileMode,
     iteration_overhead_s: f64,
+    /// The terms of an iteration that depend on its token count only (the layer's GEMMs and small
+    /// operators; the all-reduces) and on its request count only (the LM head), each with the
+    /// set of operators it evaluated off their grid: remembered instead of re-interpolated at
+    /// every iteration (the same function of the same argument, so the same bits).
+    gemms_s_by_tokens: Memo,
+    allreduce_s_by_tokens: Memo,
+    head_s_by_requests: Memo,
+    outside_by_tokens: Memo,
+    outside_by_requests: Memo,
+    /// Decode attention's ratio rows (one per measured context) at each whole number of
+    /// sequences: a run queries a few batch sizes at ever-changing contexts.
+    decode_rows_by_sequences: SliceMemo,
 }
+
+/// Table sizes (larger batches are computed directly).
+const TOKEN_TABLE: usize = 8192;
+const REQUEST_TABLE: usize = 1024;
 
 /// The key of an `attn_prefill` row in its ratio table: the equivalent sequence length
 /// `S / T = x + 2y`.
 fn prefill_key(x: f64, y: f64) -> f64 {
     x + 2.0 * y
+}
+
+/// The model of one operator: its fitted form and the measured/fitted ratio over its grid.
+fn op_model(profile: &Profile, op: Op) -> std::result::Result<OpModel, String> {
+    let fit = *profile.op_fit(op).ok_or_else(|| {
+        format!(
+            "the profile has no fitted model of `{}` (fit.toml [ops.{}]); re-run `servesim calibrate fit`",
+            op.name(),
+            op.name()
+        )
+    })?;
+    let mut pts = Vec::new();
+    for r in profile.rows_of(op) {
+        let (x, y) = (r.x as f64, r.y as f64);
+        let f = fit.eval(x, y);
+        if !(f.is_finite() && f > 0.0) {
+            return Err(format!(
+                "the fitted `{}` model gives {f} s at x = {}, y = {}; re-run `servesim calibrate fit`",
+                op.name(),
+                r.x,
+                r.y
+            ));
+        }
+        pts.push((x, y, r.time_s / f));
+    }
+    if pts.is_empty() {
+        return Err(format!(
+            "the profile has no measurements of `{}` (measurements.csv)",
+            op.name()
+        ));
+    }
+    let ratio = match op {
+        Op::AttnDecode => Ratio::Two(Table2::new(pts).ok_or("bad attn_decode rows")?),
+        Op::AttnPrefill => Ratio::One(
+            Table1::new(
+                pts.into_iter()
+                    .map(|(x, y, v)| (prefill_key(x, y), v))
+                    .collect(),
+            )
+            .ok_or("bad attn_prefill rows")?,
+        ),
+        _ => Ratio::One(
+            Table1::new(pts.into_iter().map(|(x, _, v)| (x, v)).collect())
+                .ok_or_else(|| format!("bad {} rows", op.name()))?,
+        ),
+    };
+    Ok(OpModel { fit, ratio })
 }
 
 impl ProfileTables {
@@ -93,49 +157,7 @@ impl ProfileTables {
         }
         let mut ops: Vec<Option<OpModel>> = vec![None; Op::COUNT];
         for op in need {
-            let fit = *profile.op_fit(op).ok_or_else(|| {
-                format!(
-                    "the profile has no fitted model of `{}` (fit.toml [ops.{}]); re-run `servesim calibrate fit`",
-                    op.name(),
-                    op.name()
-                )
-            })?;
-            let mut pts = Vec::new();
-            for r in profile.rows_of(op) {
-                let (x, y) = (r.x as f64, r.y as f64);
-                let f = fit.eval(x, y);
-                if !(f.is_finite() && f > 0.0) {
-                    return Err(format!(
-                        "the fitted `{}` model gives {f} s at x = {}, y = {}; re-run `servesim calibrate fit`",
-                        op.name(),
-                        r.x,
-                        r.y
-                    ));
-                }
-                pts.push((x, y, r.time_s / f));
-            }
-            if pts.is_empty() {
-                return Err(format!(
-                    "the profile has no measurements of `{}` (measurements.csv)",
-                    op.name()
-                ));
-            }
-            let ratio = match op {
-                Op::AttnDecode => Ratio::Two(Table2::new(pts).ok_or("bad attn_decode rows")?),
-                Op::AttnPrefill => Ratio::One(
-                    Table1::new(
-                        pts.into_iter()
-                            .map(|(x, y, v)| (prefill_key(x, y), v))
-                            .collect(),
-                    )
-                    .ok_or("bad attn_prefill rows")?,
-                ),
-                _ => Ratio::One(
-                    Table1::new(pts.into_iter().map(|(x, _, v)| (x, v)).collect())
-                        .ok_or_else(|| format!("bad {} rows", op.name()))?,
-                ),
-            };
-            ops[op.index()] = Some(OpModel { fit, ratio });
+            ops[op.index()] = Some(op_model(profile, op)?);
         }
         let overhead = overhead_s.unwrap_or(profile.fit.iteration_overhead_s);
         if !(overhead.is_finite() && overhead >= 0.0) {
@@ -150,6 +172,12 @@ impl ProfileTables {
             tp,
             mode,
             iteration_overhead_s: overhead,
+            gemms_s_by_tokens: Memo::new(TOKEN_TABLE),
+            allreduce_s_by_tokens: Memo::new(TOKEN_TABLE),
+            head_s_by_requests: Memo::new(REQUEST_TABLE),
+            outside_by_tokens: Memo::new(TOKEN_TABLE),
+            outside_by_requests: Memo::new(REQUEST_TABLE),
+            decode_rows_by_sequences: SliceMemo::new(REQUEST_TABLE),
         })
     }
 
@@ -175,18 +203,18 @@ impl ProfileTables {
     }
 
     /// Seconds of a one-dimensional operator at `x`; marks `outside` when off the grid.
-    pub fn op_1d(&self, op: Op, x: f64, outside: &mut [bool; Op::COUNT]) -> f64 {
+    pub fn op_1d(&self, op: Op, x: f64, outside: &mut OpSet) -> f64 {
         let m = self.model(op);
         let (r, inside) = match &m.ratio {
             Ratio::One(t) => t.eval(x),
             Ratio::Two(t) => t.eval(x, 0.0),
         };
-        outside[op.index()] |= !inside;
+        outside.insert_if(op, !inside);
         m.fit.eval(x, 0.0) * self.ratio(r)
     }
 
     /// Seconds of prefill attention over `tokens` new tokens with `pairs` = Σ s².
-    pub fn prefill_s(&self, tokens: f64, pairs: f64, outside: &mut [bool; Op::COUNT]) -> f64 {
+    pub fn prefill_s(&self, tokens: f64, pairs: f64, outside: &mut OpSet) -> f64 {
         if tokens <= 0.0 || pairs <= 0.0 {
             return 0.0;
         }
@@ -197,39 +225,70 @@ impl ProfileTables {
             Ratio::One(t) => t.eval(s_eq),
             Ratio::Two(t) => t.eval(s_eq, 0.0),
         };
-        outside[Op::AttnPrefill.index()] |= !inside;
+        outside.insert_if(Op::AttnPrefill, !inside);
         m.fit.prefill_batch(n_eq, tokens, pairs) * self.ratio(r)
     }
 
     /// Seconds of decode attention for `sequences` attending to `context_tokens` in all.
-    pub fn decode_s(
-        &self,
-        sequences: f64,
-        context_tokens: f64,
-        outside: &mut [bool; Op::COUNT],
-    ) -> f64 {
+    pub fn decode_s(&self, sequences: f64, context_tokens: f64, outside: &mut OpSet) -> f64 {
         if sequences <= 0.0 {
             return 0.0;
         }
         let m = self.model(Op::AttnDecode);
         let per_seq = context_tokens / sequences;
         let (r, inside) = match &m.ratio {
-            Ratio::Two(t) => t.eval(sequences, per_seq),
+            Ratio::Two(t) => {
+                let rows = (sequences.fract() == 0.0)
+                    .then(|| {
+                        self.decode_rows_by_sequences
+                            .get(sequences as usize, || t.row_values(sequences))
+                    })
+                    .flatten();
+                match rows {
+                    Some(rows) => t.eval_rows(rows, sequences, per_seq),
+                    None => t.eval(sequences, per_seq),
+                }
+            }
             Ratio::One(t) => t.eval(sequences),
         };
-        outside[Op::AttnDecode.index()] |= !inside;
+        outside.insert_if(Op::AttnDecode, !inside);
         m.fit.eval(sequences, per_seq) * self.ratio(r)
     }
 
-    /// Iteration seconds and which operators were off their grid.
-    pub fn iteration(&self, s: &BatchShape) -> (f64, [bool; Op::COUNT]) {
-        let mut out = [false; Op::COUNT];
-        let t = s.tokens() as f64;
+    /// Per layer, the GEMMs and small operators at `t` tokens, and twice the all-reduce of
+    /// their activations (0 without TP), marking `out` as [`ProfileTables::op_1d`] does.
+    fn token_terms_s(&self, t: f64, out: &mut OpSet) -> (f64, f64) {
         let mut layer = 0.0;
         for op in Op::LAYER_GEMMS {
-            layer += self.op_1d(op, t, &mut out);
+            layer += self.op_1d(op, t, out);
         }
-        layer += self.op_1d(Op::SmallOps, t, &mut out);
+        layer += self.op_1d(Op::SmallOps, t, out);
+        let allreduce = if self.tp > 1 {
+            2.0 * self.op_1d(Op::AllReduce, t * self.allreduce_bytes_per_token, out)
+        } else {
+            0.0
+        };
+        (layer, allreduce)
+    }
+
+    /// Iteration seconds and which operators were off their grid.
+    pub fn iteration(&self, s: &BatchShape) -> (f64, OpSet) {
+        let mut out = OpSet::default();
+        let (tokens, requests) = (s.tokens() as usize, s.requests() as usize);
+        let t = tokens as f64;
+        let token_terms = || {
+            let mut o = OpSet::default();
+            let (layer, allreduce) = self.token_terms_s(t, &mut o);
+            (layer, allreduce, o.bits())
+        };
+        let mut layer = self.gemms_s_by_tokens.get_or(tokens, || token_terms().0);
+        let allreduce = self
+            .allreduce_s_by_tokens
+            .get_or(tokens, || token_terms().1);
+        out = out.union(OpSet::from_bits(
+            self.outside_by_tokens
+                .get_bits_or(tokens, || token_terms().2),
+        ));
         layer += self.prefill_s(
             s.prefill_tokens as f64,
             s.prefill_attention_sq() as f64,
@@ -241,9 +300,18 @@ impl ProfileTables {
             &mut out,
         );
         if self.tp > 1 {
-            layer += 2.0 * self.op_1d(Op::AllReduce, t * self.allreduce_bytes_per_token, &mut out);
+            layer += allreduce;
         }
-        let head = self.op_1d(Op::LmHead, s.requests() as f64, &mut out);
+        let head_terms = || {
+            let mut o = OpSet::default();
+            let head = self.op_1d(Op::LmHead, requests as f64, &mut o);
+            (head, o.bits())
+        };
+        let head = self.head_s_by_requests.get_or(requests, || head_terms().0);
+        out = out.union(OpSet::from_bits(
+            self.outside_by_requests
+                .get_bits_or(requests, || head_terms().1),
+        ));
         (self.layers * layer + head + self.iteration_overhead_s, out)
     }
 }
@@ -274,7 +342,7 @@ impl CostModel for ProfileCost {
         }
         let (t, outside) = self.tables.iteration(shape);
         if let Some(c) = &self.counter {
-            c.record_iteration(&outside);
+            c.record_iteration(outside);
         }
         if !(t.is_finite() && t > 0.0) {
             return Err(SimError::Cost {
@@ -423,17 +491,17 @@ mod tests {
     #[test]
     fn measured_points_are_reproduced_and_between_them_interpolated() {
         let t = tables(1, ProfileMode::Interpolate);
-        let mut out = [false; Op::COUNT];
+        let mut out = OpSet::default();
         assert!((t.op_1d(Op::Qkv, 1.0, &mut out) - 2e-6).abs() < 1e-18);
         assert!((t.op_1d(Op::Qkv, 100.0, &mut out) - 1e-4).abs() < 1e-15);
         // Halfway (x = 50.5): ratio 1.5, fit 50.5 µs.
         assert!((t.op_1d(Op::Qkv, 50.5, &mut out) - 1.5 * 50.5e-6).abs() < 1e-15);
-        assert!(!out.iter().any(|&o| o));
+        assert!(out.is_empty());
         // Beyond the grid: the fit with the edge ratio (1), flagged.
         assert!((t.op_1d(Op::Qkv, 1000.0, &mut out) - 1e-3).abs() < 1e-15);
-        assert!(out[Op::Qkv.index()] && !out[Op::MlpUp.index()]);
+        assert!(out.contains(Op::Qkv) && !out.contains(Op::MlpUp));
         let f = tables(1, ProfileMode::Fitted);
-        let mut out = [false; Op::COUNT];
+        let mut out = OpSet::default();
         assert!((f.op_1d(Op::Qkv, 1.0, &mut out) - 1e-6).abs() < 1e-18);
     }
 
@@ -448,21 +516,21 @@ mod tests {
         // LM head at 1 row: 2 µs (measured point). Overhead 1 ms. 32 layers.
         let want = 32.0 * layer + 2e-6 + 1e-3;
         assert!((secs - want).abs() < 1e-12, "{secs} vs {want}");
-        assert!(!out.iter().any(|&o| o), "{out:?}");
+        assert!(out.is_empty(), "{out:?}");
         // Decodes: 4 sequences of 500 tokens — inside the decode grid.
         let mut d = BatchShape::default();
         for _ in 0..4 {
             d.add_decode(500);
         }
         let (_, out) = t.iteration(&d);
-        assert!(!out[Op::AttnDecode.index()]);
+        assert!(!out.contains(Op::AttnDecode));
         // 16 sequences: beyond the measured 8.
         let mut big = BatchShape::default();
         for _ in 0..16 {
             big.add_decode(500);
         }
         let (_, out) = t.iteration(&big);
-        assert!(out[Op::AttnDecode.index()]);
+        assert!(out.contains(Op::AttnDecode));
     }
 
     #[test]

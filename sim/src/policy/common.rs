@@ -2,9 +2,9 @@
 
 use std::collections::VecDeque;
 
+pub use super::chunking::{chunk_budget, chunk_step, record_chunking};
 use super::{Plan, PreemptMode, PreemptionChoice, ReplicaView};
 use crate::cost::{BatchShape, CostModel};
-use crate::vocab::kv::extra_blocks_for;
 use crate::vocab::request::{KvLoc, Request, Slot};
 
 /// vLLM's decode-memory rule: walk `running` from highest priority (front) to lowest; while the
@@ -83,58 +83,6 @@ pub enum Misfit {
     Skip,
 }
 
-/// The optional chunked prefill of a priority policy (`chunked_prefill = true`, `chunk_size`):
-/// prefill chunks and decodes share one token budget per iteration, as in vLLM with chunked
-/// prefill. Checked here so every policy that offers it says the same.
-pub fn chunk_budget(
-    policy: &str,
-    chunked_prefill: bool,
-    chunk_size: Option<u32>,
-    limits: super::Limits,
-) -> crate::error::Result<Option<u32>> {
-    let err = |m: String| {
-        Err(crate::error::SimError::config(format!(
-            "[policies.{policy}] {m}"
-        )))
-    };
-    if !chunked_prefill {
-        return match chunk_size {
-            Some(_) => err("chunk_size needs chunked_prefill = true".into()),
-            None => Ok(None),
-        };
-    }
-    let budget = chunk_size.unwrap_or(limits.max_batch_tokens);
-    if budget < 2 || budget > limits.max_batch_tokens {
-        return err(format!(
-            "chunk_size must be in 2..={} (the scenario's max_batch_tokens), got {budget}",
-            limits.max_batch_tokens
-        ));
-    }
-    Ok(Some(budget))
-}
-
-/// Record the resolved token budget in a policy's `config.json` parameters (nothing without
-/// chunking, so unchunked runs write what they always wrote).
-pub fn record_chunking(json: &mut serde_json::Value, chunk_budget: Option<u32>) {
-    if let (Some(budget), Some(map)) = (chunk_budget, json.as_object_mut()) {
-        map.insert("chunked_prefill".into(), true.into());
-        map.insert("chunk_size".into(), budget.into());
-    }
-}
-
-/// The step `r` takes within `tokens_left` tokens of a chunked iteration's budget: the
-/// [`super::RunItem::prefill_chunk_tokens`] to plan (0 for a decode) and the tokens it uses, or
-/// `None` when nothing of it fits.
-#[inline]
-pub fn chunk_step(r: &Request, tokens_left: u32) -> Option<(u32, u32)> {
-    if r.in_prefill() {
-        let c = r.prefill_left().min(tokens_left);
-        (c > 0).then_some((c, c))
-    } else {
-        (tokens_left > 0).then_some((0, 1))
-    }
-}
-
 /// Form a batch from `order` (every unfinished request of the replica, highest priority first).
 ///
 /// Candidates join while the batch has room. A candidate that needs KV blocks that are not free
@@ -180,7 +128,6 @@ pub fn form_priority_batch_from(
 ) -> u32 {
     let limits = view.limits;
     let mut tokens_left = chunk_budget.unwrap_or(0);
-    let block_tokens = view.block_tokens();
     let mut free = view.free_blocks();
     let mut prefill_tokens: u64 = 0;
     let mut has_prefill = false;
@@ -202,43 +149,29 @@ pub fn form_priority_batch_from(
         let step = match chunk_budget {
             // Every candidate needs at least one token: a spent budget ends the batch.
             Some(_) => match chunk_step(r, tokens_left) {
-                Some(step) => Some(step),
+                Some(step) => step,
                 None => break,
             },
-            None => {
-                if r.needs_prefill() {
-                    let t = r.prefill_tokens() as u64;
-                    if has_prefill && prefill_tokens + t > limits.max_batch_tokens as u64 {
-                        match misfit {
-                            Misfit::Stop => break,
-                            Misfit::Skip => continue,
-                        }
-                    }
-                }
-                None
-            }
-        };
-        let need = match step {
-            Some((chunk, _)) => view.extra_blocks_for_chunk(s, chunk),
-            None => extra_blocks_for(r.kv_tokens_after_next() as u64, r.blocks, block_tokens),
-        };
-        while need > free + freeing {
-            let Some(v) = order.next_back() else {
-                break;
-            };
-            let vr = view.req(v);
-            if vr.blocks > 0 && vr.kv_loc == KvLoc::Gpu && !vr.in_flight() {
-                let mode = preemption.mode_for(view, v);
-                if mode == PreemptMode::Swap {
-                    // The blocks free when the copy completes: not usable for this batch.
-                    plan.preempt.push((v, mode));
-                    freeing += vr.blocks;
-                } else {
-                    plan.preempt.push((v, mode));
-                    free += vr.blocks;
+            None if r.needs_prefill()
+                && has_prefill
+                && prefill_tokens + r.prefill_tokens() as u64 > limits.max_batch_tokens as u64 =>
+            {
+                match misfit {
+                    Misfit::Stop => break,
+                    Misfit::Skip => continue,
                 }
             }
-        }
+            None => (0, 0),
+        };
+        let need = view.extra_blocks_for_chunk(s, step.0);
+        evict_lower(
+            view,
+            &mut order,
+            preemption,
+            need,
+            (&mut free, &mut freeing),
+            plan,
+        );
         if need > free {
             match misfit {
                 Misfit::Stop => break,
@@ -246,18 +179,43 @@ pub fn form_priority_batch_from(
             }
         }
         free -= need;
-        if let Some((chunk, tokens)) = step {
-            tokens_left -= tokens;
-            plan.run_chunk(s, chunk);
-            continue;
-        }
-        if r.needs_prefill() {
+        tokens_left -= step.1;
+        if chunk_budget.is_none() && r.needs_prefill() {
             has_prefill = true;
             prefill_tokens += r.prefill_tokens() as u64;
         }
-        plan.run_on_demand(s);
+        plan.run_chunk(s, step.0);
     }
     free
+}
+
+/// Evict resident requests from the back of `order` (lowest priority first) until `need` blocks
+/// are free or freeing; `room` = (free, freeing by swap-outs started here).
+fn evict_lower(
+    view: &ReplicaView,
+    order: &mut impl DoubleEndedIterator<Item = Slot>,
+    preemption: PreemptionChoice,
+    need: u32,
+    room: (&mut u32, &mut u32),
+    plan: &mut Plan,
+) {
+    let (free, freeing) = room;
+    while need > *free + *freeing {
+        let Some(v) = order.next_back() else {
+            break;
+        };
+        let vr = view.req(v);
+        if vr.blocks > 0 && vr.kv_loc == KvLoc::Gpu && !vr.in_flight() {
+            let mode = preemption.mode_for(view, v);
+            plan.preempt.push((v, mode));
+            if mode == PreemptMode::Swap {
+                // The blocks free when the copy completes: not usable for this batch.
+                *freeing += vr.blocks;
+            } else {
+                *free += vr.blocks;
+            }
+        }
+    }
 }
 
 /// [`remaining_time_ns`] in seconds: the key SRPT and ALISE rank by. Equal nanosecond counts give

@@ -7,6 +7,7 @@
 //! the KV pool, then applies it. Policies never allocate memory and never see true output lengths.
 
 pub mod alise;
+pub mod chunking;
 pub mod common;
 pub mod fast_forward;
 pub mod fcfs;

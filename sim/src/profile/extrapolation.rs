@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
-use super::Op;
+use super::{Op, OpSet};
 
 /// Counts the queries a profile-based model answered outside its measured grid. Shared (through
 /// an `Arc`) between the models of one run; the run reads it after the simulation.
@@ -18,14 +18,13 @@ pub struct ExtrapolationCounter {
 }
 
 impl ExtrapolationCounter {
-    /// Record one iteration; `outside[op]` tells which operators were outside their grid.
-    pub fn record_iteration(&self, outside: &[bool; Op::COUNT]) {
-        if outside.iter().any(|&o| o) {
+    /// Record one iteration; `outside` holds the operators it evaluated outside their grid.
+    #[inline]
+    pub fn record_iteration(&self, outside: OpSet) {
+        if !outside.is_empty() {
             self.iterations.fetch_add(1, Ordering::Relaxed);
-            for (i, &o) in outside.iter().enumerate() {
-                if o {
-                    self.ops[i].fetch_add(1, Ordering::Relaxed);
-                }
+            for op in outside.iter() {
+                self.ops[op.index()].fetch_add(1, Ordering::Relaxed);
             }
         }
     }

@@ -39,7 +39,7 @@ mod schema;
 mod write;
 
 pub use extrapolation::{ExtrapolationCounter, ExtrapolationReport};
-pub use op::{CopyVariant, Form, Op};
+pub use op::{CopyVariant, Form, Op, OpSet};
 pub use read::parse_measurements;
 pub use schema::{
     DeviceInfo, FitFile, GridInfo, Measurement, MeasurementInfo, Meta, Profile, Provenance,

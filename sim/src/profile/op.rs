@@ -175,3 +175,42 @@ impl Op {
         self.form() == Form::Copy
     }
 }
+
+/// A set of operators (e.g. those a query evaluated off their measured grid), one bit each.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpSet(u32);
+
+const _: () = assert!(Op::COUNT <= 32, "OpSet holds one bit per operator");
+
+impl OpSet {
+    /// Add `op` when `cond` holds.
+    #[inline]
+    pub fn insert_if(&mut self, op: Op, cond: bool) {
+        self.0 |= u32::from(cond) << op.index();
+    }
+    #[inline]
+    pub fn contains(self, op: Op) -> bool {
+        self.0 >> op.index() & 1 == 1
+    }
+    #[inline]
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    #[inline]
+    pub fn union(self, other: OpSet) -> OpSet {
+        OpSet(self.0 | other.0)
+    }
+    /// The set as 64 bits (for tables of sets) and back.
+    #[inline]
+    pub fn bits(self) -> u64 {
+        u64::from(self.0)
+    }
+    #[inline]
+    pub fn from_bits(bits: u64) -> OpSet {
+        OpSet(bits as u32)
+    }
+    /// The operators in the set, in [`Op::ALL`] order.
+    pub fn iter(self) -> impl Iterator<Item = Op> {
+        Op::ALL.into_iter().filter(move |&op| self.contains(op))
+    }
+}

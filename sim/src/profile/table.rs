@@ -126,22 +126,39 @@ impl Table2 {
     /// `(value, inside)`: inside when `y` lies within the rows and `x` within the x range spanned
     /// by the two bracketing rows together (the bounding box of the neighbouring measurements).
     pub fn eval(&self, x: f64, y: f64) -> (f64, bool) {
+        self.eval_by(x, y, |i| self.rows[i].1.value(x))
+    }
+
+    /// Each row's value at `x`: for a caller that queries one `x` at many `y`
+    /// ([`Table2::eval_rows`]).
+    pub fn row_values(&self, x: f64) -> Box<[f64]> {
+        self.rows.iter().map(|r| r.1.value(x)).collect()
+    }
+
+    /// [`Table2::eval`] with `values` = [`Table2::row_values`]`(x)`: the same result, without
+    /// interpolating along `x` again.
+    pub fn eval_rows(&self, values: &[f64], x: f64, y: f64) -> (f64, bool) {
+        self.eval_by(x, y, |i| values[i])
+    }
+
+    /// [`Table2::eval`] with row `i`'s value at `x` given by `value(i)`.
+    #[inline]
+    fn eval_by(&self, x: f64, y: f64, value: impl Fn(usize) -> f64) -> (f64, bool) {
         let n = self.rows.len();
         let (y_lo, y_hi) = self.y_range();
         let y_inside = y >= y_lo * (1.0 - EDGE_SLACK) && y <= y_hi * (1.0 + EDGE_SLACK);
         if y <= y_lo || n == 1 {
-            let (v, inside) = self.rows[0].1.eval(x);
-            return (v, inside && y_inside);
+            return (value(0), self.rows[0].1.covers(x) && y_inside);
         }
         if y >= y_hi {
-            let (v, inside) = self.rows[n - 1].1.eval(x);
-            return (v, inside && y_inside);
+            return (value(n - 1), self.rows[n - 1].1.covers(x) && y_inside);
         }
         let i = self.rows.partition_point(|r| r.0 <= y);
         let (ya, a) = (&self.rows[i - 1].0, &self.rows[i - 1].1);
         let (yb, b) = (&self.rows[i].0, &self.rows[i].1);
         let w = (y - ya) / (yb - ya);
-        let v = a.value(x) + (b.value(x) - a.value(x)) * w;
+        let (va, vb) = (value(i - 1), value(i));
+        let v = va + (vb - va) * w;
         let lo = a.range().0.min(b.range().0);
         let hi = a.range().1.max(b.range().1);
         let inside = x >= lo * (1.0 - EDGE_SLACK) && x <= hi * (1.0 + EDGE_SLACK);

@@ -191,11 +191,12 @@ fn fitted_forms_by_hand() {
 #[test]
 fn counter_reports_by_operator() {
     let c = ExtrapolationCounter::default();
-    let mut out = [false; Op::COUNT];
-    c.record_iteration(&out);
-    out[Op::AttnDecode.index()] = true;
-    out[Op::LmHead.index()] = true;
-    c.record_iteration(&out);
+    let mut out = OpSet::default();
+    c.record_iteration(out);
+    out.insert_if(Op::AttnDecode, true);
+    out.insert_if(Op::LmHead, true);
+    out.insert_if(Op::Qkv, false);
+    c.record_iteration(out);
     c.record_transfer(Op::H2dPinnedGather);
     let r = c.report();
     assert_eq!((r.iterations, r.transfers), (1, 1));
