@@ -246,4 +246,27 @@ mod tests {
         let files = plot_capacity(dir.path(), "huge", &bars).unwrap();
         assert_eq!(files.len(), 2);
     }
+
+    /// An open bracket draws a hollow bar and the note saying so; the setup line is under the
+    /// title.
+    #[test]
+    fn censored_bars_are_noted() {
+        let dir = tempfile::tempdir().unwrap();
+        let bar = |policy: &str, bracket| CapacityBar {
+            policy: policy.into(),
+            rate_per_s: 1.5,
+            bracket,
+            unstable_probes: 0,
+        };
+        let bars = [
+            bar("vllm", crate::capacity::Bracket::Closed),
+            bar("alise", crate::capacity::Bracket::Above),
+        ];
+        plot_capacity_with_setup(dir.path(), "t", "opt-13b · 1 × a100-40gb", &bars).unwrap();
+        let svg = std::fs::read_to_string(dir.path().join("capacity.svg")).unwrap();
+        assert!(svg.contains("hollow bar: censored"), "no censoring note");
+        assert!(svg.contains("opt-13b · 1 × a100-40gb"), "no setup line");
+        // vllm's and alise's fixed colours.
+        assert!(svg.contains("#1F77B4") && svg.contains("#D62728"));
+    }
 }
