@@ -616,3 +616,122 @@ fn plot_survives_degenerate_and_extreme_ranges() {
         r.stderr
     );
 }
+
+/// The text of every `<text>` element of an SVG, trimmed.
+fn svg_texts(svg: &str) -> Vec<String> {
+    svg.split("<text")
+        .skip(1)
+        .filter_map(|t| {
+            let body = &t[t.find('>')? + 1..];
+            Some(body[..body.find("</text>")?].trim().to_string())
+        })
+        .collect()
+}
+
+/// A sweep directory with a `stable` column: vllm and fcfs at rates 1, 2, 3 (fcfs unstable at
+/// 3), mean JCTs within one decade (9.3–12 s), every run's `requests.csv` holding `jct_s`.
+fn one_decade_sweep() -> Workdir {
+    let w = Workdir::new();
+    let mut csv = String::from(
+        "run,policy,rate,seed,requests,jct_mean_s,jct_p99_s,per_token_mean_s,stable,error\n",
+    );
+    let mut run = 0;
+    for p in ["vllm", "fcfs"] {
+        for (rate, jct) in [(1, 9.3), (2, 10.5), (3, 12.0)] {
+            for seed in [0, 1] {
+                let stable = !(p == "fcfs" && rate == 3);
+                csv.push_str(&format!(
+                    "{run},{p},{rate},{seed},10,{jct},{jct},0.05,{stable},\n"
+                ));
+                let dir = format!("runs/{run:04}-{p}-{rate}-{seed}");
+                std::fs::create_dir_all(w.path(&dir)).unwrap();
+                w.write(&format!("{dir}/requests.csv"), "id,jct_s\n0,1\n1,2\n2,5\n");
+                run += 1;
+            }
+        }
+    }
+    w.write("sweep.csv", csv);
+    w
+}
+
+/// Data within one decade still get labelled ticks on both axes (no `1000.0`-style labels),
+/// the x ticks fall on the rates, a policy has one colour in every figure, and the JCT CDF is
+/// drawn at the highest rate where every run is stable unless `--cdf-rate` says otherwise.
+#[test]
+fn plots_label_one_decade_axes_and_keep_policy_colours() {
+    let w = one_decade_sweep();
+    let r = cli(["plot".into(), w.dir.path().as_os_str().to_owned()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let svg = std::fs::read_to_string(w.path("plots/jct_mean_vs_rate.svg")).unwrap();
+    let texts = svg_texts(&svg);
+    let has = |t: &str| texts.iter().any(|x| x == t);
+    // y: 7.4–15 s on a log axis gets linear ticks; x: the three rates.
+    for t in ["8", "10", "12", "14", "1", "2", "3"] {
+        assert!(has(t), "no tick label `{t}` in {texts:?}");
+    }
+    assert!(!texts.iter().any(|t| t.ends_with(".0")), "{texts:?}");
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("seeds 0,1") && t.contains("min–max over 2 seeds")),
+        "{texts:?}"
+    );
+    // vllm's fixed colour in the curves and in the CDF.
+    let cdf = std::fs::read_to_string(w.path("plots/jct_cdf.svg")).unwrap();
+    for s in [&svg, &cdf] {
+        assert!(s.contains("#1F77B4"), "vllm's colour missing");
+    }
+    let cdf_texts = svg_texts(&cdf);
+    assert!(
+        cdf_texts
+            .iter()
+            .any(|t| t.starts_with("JCT CDF at 2 requests/s (the highest rate")),
+        "{cdf_texts:?}"
+    );
+    // --cdf-rate picks another rate; a rate the sweep lacks is an error naming the rates.
+    let r = cli([
+        "plot".into(),
+        w.dir.path().as_os_str().to_owned(),
+        "--cdf-rate".into(),
+        "3".into(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let cdf = std::fs::read_to_string(w.path("plots/jct_cdf.svg")).unwrap();
+    assert!(
+        svg_texts(&cdf)
+            .iter()
+            .any(|t| t == "JCT CDF at 3 requests/s")
+    );
+    let r = cli([
+        "plot".into(),
+        w.dir.path().as_os_str().to_owned(),
+        "--cdf-rate".into(),
+        "2.5".into(),
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("--cdf-rate 2.5") && r.stderr.contains("1, 2, 3"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+}
+
+/// The KV plot draws no host panel when nothing was swapped out.
+#[test]
+fn kv_plot_has_no_host_panel_without_swapping() {
+    let w = Workdir::new();
+    w.write("summary.json", "{}");
+    w.write(
+        "kv_timeline.csv",
+        "time_s,replica,gpu_blocks_used,host_blocks_used,running,waiting,swapped\n0,0,5,0,1,0,0\n1,0,9,0,1,0,0\n2,0,9,0,1,0,0\n",
+    );
+    let r = cli(["plot".into(), w.dir.path().as_os_str().to_owned()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let texts = svg_texts(&std::fs::read_to_string(w.path("plots/kv_usage.svg")).unwrap());
+    assert!(
+        texts.iter().any(|t| t == "GPU KV blocks in use"),
+        "{texts:?}"
+    );
+    assert!(!texts.iter().any(|t| t.contains("host")), "{texts:?}");
+}

@@ -120,8 +120,9 @@ pub fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> 
         searches.push((p.clone(), c));
     }
     if let Some(staged) = staged {
+        let setup = plot_setup(&loaded, a.num_requests, &a.seeds);
         write_outputs(
-            staged, &csv, &target, &a.seeds, &searches, &loaded, &bars, out,
+            staged, &csv, &target, &a.seeds, &searches, &loaded, &bars, &setup, out,
         )?;
     }
     Ok(())
@@ -319,6 +320,16 @@ fn policy_line(p: &str, c: &Capacity<Probe>, target: &Target, first: &mut Option
     )
 }
 
+/// The setup line under the capacity plot's title (model, GPUs, trace, requests, seeds).
+fn plot_setup(loaded: &Loaded, num_requests: Option<u64>, seeds: &[u64]) -> String {
+    let mut scenario = loaded.scenario.clone();
+    if num_requests.is_some() {
+        scenario.trace.num_requests = num_requests;
+    }
+    let v = serde_json::to_value(&scenario).unwrap_or_default();
+    crate::plot::scenario_setup(&v, seeds)
+}
+
 /// Write capacity.csv, capacity.json and the bar plot into the staged `--out` and commit it.
 #[allow(clippy::too_many_arguments)]
 fn write_outputs(
@@ -329,6 +340,7 @@ fn write_outputs(
     searches: &[(String, Capacity<Probe>)],
     loaded: &Loaded,
     bars: &[crate::plot::CapacityBar],
+    setup: &str,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     staged.write("capacity.csv", csv.as_bytes())?;
@@ -342,7 +354,7 @@ fn write_outputs(
         loaded.scenario.name,
         target.describe()
     );
-    crate::plot::plot_capacity(staged.path(), &title, bars)?;
+    crate::plot::plot_capacity_with_setup(staged.path(), &title, setup, bars)?;
     let path = staged.commit()?;
     writeln!(
         out,

@@ -62,10 +62,15 @@ pub enum Command {
     /// scenario has [slo]) and the JCT CDF. A directory holding kv_timeline.csv (columns
     /// time_s,replica,gpu_blocks_used,host_blocks_used,running,waiting,swapped) also gets
     /// kv_usage.png/.svg: GPU and host KV blocks in use over time, per replica (summed beyond 4
-    /// replicas); without that file the KV plot is skipped.
+    /// replicas); without that file the KV plot is skipped. Titles name the setup (model, GPUs,
+    /// trace, requests, seeds, what the error bars are) from the runs' config.json.
     Plot {
         /// A directory written by `servesim sweep` or `servesim run`.
         dir: PathBuf,
+        /// Draw the JCT CDF at this arrival rate (requests/s; one of the sweep's rates). Default:
+        /// the highest rate at which every run is stable.
+        #[arg(long, value_name = "R")]
+        cdf_rate: Option<f64>,
     },
     /// Throughput under an SLO: per policy, the highest arrival rate whose latency statistic
     /// (--slo) or goodput fraction (--goodput), averaged over seeds, meets the target, by
@@ -205,8 +210,11 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Resul
         Command::Merge(a) => merge::merge_cmd(a, out),
         Command::Check(a) => check::check_cmd(a, out, err),
         Command::Capacity(a) => capacity::capacity_cmd(a, out),
-        Command::Plot { dir } => {
-            let (files, note) = crate::plot::plot_dir(&dir)?;
+        Command::Plot { dir, cdf_rate } => {
+            let opts = crate::plot::SweepPlotOptions {
+                cdf_rate_per_s: cdf_rate,
+            };
+            let (files, note) = crate::plot::plot_dir(&dir, &opts)?;
             if let Some(note) = note {
                 writeln!(err, "warning: {note}")?;
             }

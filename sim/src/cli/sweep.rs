@@ -39,6 +39,10 @@ pub struct SweepArgs {
     /// Do not draw plots.
     #[arg(long)]
     pub no_plots: bool,
+    /// Draw the JCT CDF at this arrival rate (requests/s; one of the sweep's rates). Default:
+    /// the highest rate at which every run is stable.
+    #[arg(long, value_name = "R")]
+    pub cdf_rate: Option<f64>,
     /// Run only shard I of N (0-based): the runs whose index mod N is I. Writes a shard directory
     /// (default results/<name>/sweep-shard-I-of-N, no plots) for `servesim merge`.
     #[arg(long, value_name = "I/N", value_parser = crate::shard::Shard::parse)]
@@ -63,6 +67,7 @@ pub(super) fn sweep_cmd(a: SweepArgs, out: &mut dyn Write) -> anyhow::Result<()>
         .map(|r| r.resolved.scenario.name.clone())
         .unwrap_or_default();
     check_trace_files(&runs)?;
+    check_cdf_rate(a.cdf_rate, &runs)?;
     let shard = a.shard.map(|s| s.select(&mut runs));
     let default_dir = shard
         .as_ref()
@@ -121,7 +126,10 @@ pub(super) fn sweep_cmd(a: SweepArgs, out: &mut dyn Write) -> anyhow::Result<()>
         .as_bytes(),
     )?;
     if !a.no_plots && shard.is_none() {
-        crate::plot::plot_sweep(dir.path(), &dir.path().join("plots"))?;
+        let opts = crate::plot::SweepPlotOptions {
+            cdf_rate_per_s: a.cdf_rate,
+        };
+        crate::plot::plot_sweep_noting(dir.path(), &dir.path().join("plots"), &opts)?;
     }
     let path = dir.commit()?;
     writeln!(
@@ -221,4 +229,27 @@ fn flatten_results(
         })
         .collect();
     (results, stopped)
+}
+
+/// `--cdf-rate` must be the rate of some run (checked before any run starts).
+fn check_cdf_rate(cdf_rate: Option<f64>, runs: &[SweepRun]) -> anyhow::Result<()> {
+    let Some(want) = cdf_rate else { return Ok(()) };
+    let mut rates: Vec<f64> = runs
+        .iter()
+        .filter_map(|r| r.resolved.scenario.trace.rate_per_s)
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    rates.dedup();
+    if rates
+        .iter()
+        .any(|r| (r - want).abs() <= 1e-9 * r.abs().max(1.0))
+    {
+        return Ok(());
+    }
+    let list: Vec<String> = rates.iter().map(|r| r.to_string()).collect();
+    Err(crate::error::SimError::config(format!(
+        "--cdf-rate {want} is not a rate of this sweep (its rates: {})",
+        list.join(", ")
+    ))
+    .into())
 }

@@ -8,7 +8,9 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::{PLOT_MAX_ABS, both, clamp_to, palette, register_font};
+use super::style::styles_for;
+use super::ticks::{Ticked, format_tick};
+use super::{PLOT_MAX_ABS, both, clamp_to, register_font};
 use crate::error::Result;
 
 /// One bar of the capacity plot.
@@ -24,9 +26,11 @@ pub struct CapacityBar {
     pub unstable_probes: usize,
 }
 
+// Long on purpose: one chart, drawn top to bottom (axes, bars, labels, the censoring note).
 fn draw_capacity<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     title: &str,
+    setup: &str,
     bars: &[CapacityBar],
     names: &[String],
 ) -> std::result::Result<(), String> {
@@ -44,13 +48,16 @@ fn draw_capacity<DB: DrawingBackend>(
         .clamp(1e-3, PLOT_MAX_ABS)
         * 1.3;
     let height = |b: &CapacityBar| clamp_to(b.rate_per_s, &(0.0..top));
-    draw_titles(root, title)?;
+    let below = draw_titles(root, title, setup)?;
+    let censored = bars
+        .iter()
+        .any(|b| b.bracket != crate::capacity::Bracket::Closed);
     let mut chart = ChartBuilder::on(root)
         .margin(12)
-        .margin_top(62)
-        .x_label_area_size(45)
+        .margin_top(below + 8)
+        .x_label_area_size(if censored { 62 } else { 45 })
         .y_label_area_size(70)
-        .build_cartesian_2d(names.into_segmented(), 0.0..top)
+        .build_cartesian_2d(names.into_segmented(), Ticked::linear_auto(0.0..top))
         .map_err(|x| e(&x))?;
     chart
         .configure_mesh()
@@ -61,10 +68,14 @@ fn draw_capacity<DB: DrawingBackend>(
             SegmentValue::CenterOf(n) | SegmentValue::Exact(n) => n.to_string(),
             SegmentValue::Last => String::new(),
         })
+        .y_label_formatter(&|v| format_tick(*v))
         .label_style(("sans-serif", 14))
         .draw()
         .map_err(|x| e(&x))?;
     let last = names.len() - 1;
+    let styles = styles_for(names);
+    // A censored bar (the search never bracketed the capacity) is hollow: white inside, its
+    // outline in the policy's colour.
     chart
         .draw_series(bars.iter().enumerate().map(|(i, b)| {
             let right = if i == last {
@@ -72,14 +83,33 @@ fn draw_capacity<DB: DrawingBackend>(
             } else {
                 SegmentValue::Exact(&names[i + 1])
             };
+            let col = styles[i].color;
+            let style = if b.bracket == crate::capacity::Bracket::Closed {
+                col.filled()
+            } else {
+                col.stroke_width(3)
+            };
             let mut r = Rectangle::new(
                 [(SegmentValue::Exact(&names[i]), 0.0), (right, height(b))],
-                palette(i).filled(),
+                style,
             );
             r.set_margin(0, 0, 18, 18);
             r
         }))
         .map_err(|x| e(&x))?;
+    if censored {
+        let (w, h) = root.dim_in_pixel();
+        let grey = ("sans-serif", 12)
+            .into_font()
+            .color(&RGBColor(90, 90, 90))
+            .pos(Pos::new(HPos::Center, VPos::Bottom));
+        root.draw(&Text::new(
+            "hollow bar: censored, the search never bracketed the capacity (at or beyond the probed rates)",
+            (w as i32 / 2, h as i32 - 4),
+            grey,
+        ))
+        .map_err(|x| e(&x))?;
+    }
     let base = bars[0].rate_per_s;
     let style = ("sans-serif", 15)
         .into_font()
@@ -99,28 +129,25 @@ fn draw_capacity<DB: DrawingBackend>(
     Ok(())
 }
 
-/// The title and, under it, the stability rule (drawn here: a caption has one line).
+/// The title, the setup and, under them, the stability rule. Returns the height they take.
 fn draw_titles<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     title: &str,
-) -> std::result::Result<(), String> {
+    setup: &str,
+) -> std::result::Result<i32, String> {
     let e = |x: &dyn std::fmt::Display| x.to_string();
     let (w, _) = root.dim_in_pixel();
-    let centred = |size: u32, color: RGBColor| {
-        ("sans-serif", size)
-            .into_font()
-            .color(&color)
-            .pos(Pos::new(HPos::Center, VPos::Top))
-    };
-    root.draw(&Text::new(title, (w as i32 / 2, 10), centred(20, BLACK)))
-        .map_err(|x| e(&x))?;
+    let y = super::style::draw_title(root, title, setup)?;
     root.draw(&Text::new(
         "a rate counts only if every run is stable: achieved >= 0.95 x offered (work-weighted) and the queue does not grow over the last half",
-        (w as i32 / 2, 38),
-        centred(12, RGBColor(90, 90, 90)),
+        (w as i32 / 2, y),
+        ("sans-serif", 12)
+            .into_font()
+            .color(&RGBColor(90, 90, 90))
+            .pos(Pos::new(HPos::Center, VPos::Top)),
     ))
     .map_err(|x| e(&x))?;
-    Ok(())
+    Ok(y + 18)
 }
 
 /// The label over a bar: its rate and its ratio to the first bar's `base`, or what an open
@@ -167,13 +194,23 @@ fn draw_unstable_note<DB: DrawingBackend>(
 /// Write `capacity.png` / `capacity.svg` into `dir`: one bar per policy (in the given order) at
 /// the highest rate meeting the SLO, labelled with the rate and its ratio to the first policy.
 pub fn plot_capacity(dir: &Path, title: &str, bars: &[CapacityBar]) -> Result<Vec<PathBuf>> {
+    plot_capacity_with_setup(dir, title, "", bars)
+}
+
+/// [`plot_capacity`] with `setup` (see [`super::scenario_setup`]) under the title.
+pub fn plot_capacity_with_setup(
+    dir: &Path,
+    title: &str,
+    setup: &str,
+    bars: &[CapacityBar],
+) -> Result<Vec<PathBuf>> {
     register_font();
     let names: Vec<String> = bars.iter().map(|b| b.policy.clone()).collect();
     both(
         dir,
         "capacity",
-        &|a| draw_capacity(a, title, bars, &names),
-        &|a| draw_capacity(a, title, bars, &names),
+        &|a| draw_capacity(a, title, setup, bars, &names),
+        &|a| draw_capacity(a, title, setup, bars, &names),
     )
 }
 
@@ -208,5 +245,28 @@ mod tests {
         ];
         let files = plot_capacity(dir.path(), "huge", &bars).unwrap();
         assert_eq!(files.len(), 2);
+    }
+
+    /// An open bracket draws a hollow bar and the note saying so; the setup line is under the
+    /// title.
+    #[test]
+    fn censored_bars_are_noted() {
+        let dir = tempfile::tempdir().unwrap();
+        let bar = |policy: &str, bracket| CapacityBar {
+            policy: policy.into(),
+            rate_per_s: 1.5,
+            bracket,
+            unstable_probes: 0,
+        };
+        let bars = [
+            bar("vllm", crate::capacity::Bracket::Closed),
+            bar("alise", crate::capacity::Bracket::Above),
+        ];
+        plot_capacity_with_setup(dir.path(), "t", "opt-13b · 1 × a100-40gb", &bars).unwrap();
+        let svg = std::fs::read_to_string(dir.path().join("capacity.svg")).unwrap();
+        assert!(svg.contains("hollow bar: censored"), "no censoring note");
+        assert!(svg.contains("opt-13b · 1 × a100-40gb"), "no setup line");
+        // vllm's and alise's fixed colours.
+        assert!(svg.contains("#1F77B4") && svg.contains("#D62728"));
     }
 }

@@ -1,8 +1,12 @@
 //! Plots (PNG and SVG, embedded DejaVu font, no system font libraries). Of a sweep directory:
-//! mean JCT, p99 JCT and mean per-token latency versus arrival rate per series (error bars:
-//! min–max over seeds), goodput versus rate when the sweep has a `goodput` column, and the JCT
-//! CDF per series at one rate. Of a run directory: KV blocks in use over time from
-//! `kv_timeline.csv` (when present). Of `servesim capacity`: the capacity bars per policy.
+//! mean JCT, p99 JCT, mean per-token latency and inter-token latency versus arrival rate per
+//! series (error bars: min–max over seeds), goodput versus rate when the sweep has a `goodput`
+//! column, and the JCT CDF per series at one rate. Of a run directory: KV blocks in use over time
+//! from `kv_timeline.csv` (when present). Of `servesim capacity`: the capacity bars per policy.
+//!
+//! Every figure's title says what it shows and, under it, the setup (model, GPUs, trace,
+//! requests, seeds, what the error bars are). A policy has the same colour and marker in every
+//! figure ([`style`]); the legend sits beside the plot; tick labels come from [`ticks`].
 //!
 //! Every file is drawn into a hidden temporary sibling and renamed into place, so a failed plot
 //! never leaves a truncated image.
@@ -18,14 +22,19 @@ use plotters::prelude::*;
 use crate::error::{Result, SimError};
 
 mod capacity;
+mod figure;
 mod kv;
+mod setup;
+pub mod style;
 mod sweep;
-pub use capacity::{CapacityBar, plot_capacity};
+pub mod ticks;
+pub use capacity::{CapacityBar, plot_capacity, plot_capacity_with_setup};
 pub use kv::{
     KV_MAX_REPLICA_LINES, KV_TIMELINE_HEADER, KvSample, KvSeries, kv_series, plot_kv_usage,
     read_kv_timeline,
 };
-pub use sweep::{plot_sweep, plot_sweep_noting};
+pub use setup::scenario_setup;
+pub use sweep::{SweepPlotOptions, plot_sweep, plot_sweep_noting};
 
 fn perr(path: &Path, e: impl std::fmt::Display) -> SimError {
     SimError::Io {
@@ -87,61 +96,6 @@ fn clamp_to(v: f64, range: &std::ops::Range<f64>) -> f64 {
     }
 }
 
-fn palette(i: usize) -> RGBColor {
-    const C: [RGBColor; 10] = [
-        RGBColor(31, 119, 180),
-        RGBColor(255, 127, 14),
-        RGBColor(44, 160, 44),
-        RGBColor(214, 39, 40),
-        RGBColor(148, 103, 189),
-        RGBColor(140, 86, 75),
-        RGBColor(227, 119, 194),
-        RGBColor(127, 127, 127),
-        RGBColor(188, 189, 34),
-        RGBColor(23, 190, 207),
-    ];
-    C[i % C.len()]
-}
-
-/// A 2-pixel line of colour `col` through `pts`, labelled `name` in the legend (a short line of
-/// its colour).
-fn draw_labelled_line<'a, DB, CT>(
-    chart: &mut ChartContext<'a, DB, CT>,
-    pts: impl IntoIterator<Item = (f64, f64)>,
-    name: &str,
-    col: RGBColor,
-) -> std::result::Result<(), String>
-where
-    DB: DrawingBackend + 'a,
-    CT: CoordTranslate<From = (f64, f64)>,
-{
-    chart
-        .draw_series(LineSeries::new(pts, col.stroke_width(2)))
-        .map_err(|x| x.to_string())?
-        .label(name)
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], col.stroke_width(2)));
-    Ok(())
-}
-
-/// The series legend at `position`, in the style every chart here uses.
-fn draw_legend<'a, DB, CT>(
-    chart: &mut ChartContext<'a, DB, CT>,
-    position: SeriesLabelPosition,
-) -> std::result::Result<(), String>
-where
-    DB: DrawingBackend + 'a,
-    CT: CoordTranslate,
-{
-    chart
-        .configure_series_labels()
-        .position(position)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .draw()
-        .map_err(|x| x.to_string())
-}
-
 const SIZE: (u32, u32) = (960, 600);
 
 type PlotResult = std::result::Result<(), String>;
@@ -190,7 +144,7 @@ fn both_sized(
 /// has `kv_timeline.csv` (silently skipped when it does not), into `DIR/plots/`. A directory
 /// with neither `sweep.csv` nor `summary.json` is an error. Returns the files written and a note
 /// when values of `sweep.csv` were left out (see [`plot_sweep_noting`]).
-pub fn plot_dir(dir: &Path) -> Result<(Vec<PathBuf>, Option<String>)> {
+pub fn plot_dir(dir: &Path, opts: &SweepPlotOptions) -> Result<(Vec<PathBuf>, Option<String>)> {
     let plots = dir.join("plots");
     if std::fs::symlink_metadata(&plots).is_ok_and(|m| !m.is_dir()) {
         return Err(perr(
@@ -208,14 +162,14 @@ pub fn plot_dir(dir: &Path) -> Result<(Vec<PathBuf>, Option<String>)> {
     let mut written = Vec::new();
     let mut note = None;
     if is_sweep {
-        let (files, n) = plot_sweep_noting(dir, &plots)?;
+        let (files, n) = plot_sweep_noting(dir, &plots, opts)?;
         written.extend(files);
         note = n;
     }
     let kv = dir.join("kv_timeline.csv");
     if kv.is_file() {
         let samples = read_kv_timeline(&kv)?;
-        written.extend(plot_kv_usage(&samples, &plots)?);
+        written.extend(kv::plot_kv_usage_of_run(dir, &samples, &plots)?);
     }
     Ok((written, note))
 }
