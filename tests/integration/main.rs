@@ -27,6 +27,7 @@ mod cli;
 mod cli_scenario;
 mod cluster;
 mod determinism;
+mod exec_check;
 mod exit_codes;
 mod exit_regressions;
 mod fuzz;
