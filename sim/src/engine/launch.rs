@@ -4,13 +4,13 @@ use super::replica::{Flight, Replica};
 use super::{CLASS_END, CLASS_STAGE_FREE, CLASS_TRANSFER, Observer, Sim};
 use crate::cost::BatchShape;
 use crate::error::{Result, SimError};
-use crate::exec::{ExecItem, KvEventKind};
+use crate::exec::{ExecBatch, ExecItem, KvEventKind};
 use crate::policy::{PreemptMode, ReplicaView};
 use crate::predict::{Predictor, extend_prediction};
 use crate::swap::Direction;
 use crate::swap::timing::StepCopies;
 use crate::vocab::kv::{blocks_for_tokens, extra_blocks_for};
-use crate::vocab::request::{KvLoc, Request, Slot};
+use crate::vocab::request::{KvLoc, Request, Slab, Slot};
 use crate::vocab::sketch::GapRun;
 use crate::vocab::time::{Ns, duration_ns_ceil, ns_to_s};
 
@@ -503,15 +503,10 @@ impl Replica {
             if req.first_scheduled_ns.is_none() {
                 req.first_scheduled_ns = Some(now);
             }
-            if let Some(b) = &mut self.exec {
-                b.items.push(ExecItem {
-                    id: req.id,
-                    cached_tokens: req.kv_tokens,
-                    new_tokens: req.step_tokens,
-                    prefill: req.in_prefill(),
-                    blocks: req.blocks,
-                });
-            }
+        }
+        // After the loop, so that the simulator's path pays one test per batch.
+        if let Some(b) = &mut self.exec {
+            record_items(b, &self.batch, &self.reqs);
         }
         Ok(shape)
     }
@@ -522,6 +517,20 @@ impl Replica {
             self.reqs.get_mut(b).in_batch = false;
         }
     }
+}
+
+/// The request-level view of the batch just formed (for an executor that wants it).
+fn record_items(b: &mut ExecBatch, batch: &[Slot], reqs: &Slab) {
+    b.items.extend(batch.iter().map(|&s| {
+        let req = reqs.get(s);
+        ExecItem {
+            id: req.id,
+            cached_tokens: req.kv_tokens,
+            new_tokens: req.step_tokens,
+            prefill: req.in_prefill(),
+            blocks: req.blocks,
+        }
+    }));
 }
 
 /// What `req` runs in the batch being formed: its prefill chunk (`chunk` tokens, or the whole
