@@ -38,6 +38,7 @@ mod itl;
 mod kv_timeline;
 mod layers;
 mod live;
+mod live_backend;
 mod memory;
 mod memory_props;
 mod micro;
