@@ -108,9 +108,10 @@ pub enum Command {
     /// Run a scenario live, in wall-clock time: the same policies, KV accounting and metrics as
     /// `run`, with each iteration executed by an executor that takes real time.
     ///
-    /// Writes what `run` writes plus iterations.csv (measured duration and batch shape of every
-    /// iteration). --mock sleeps the cost model's durations (times --time-scale) on the CPU; the
-    /// GPU executor is not built yet. Ctrl-C stops the run and writes the partial results
+    /// Writes what `run` writes plus iterations.csv (measured duration, batch shape and checksum
+    /// of every iteration). --device cpu|cuda computes each batch on a compute backend (none is
+    /// built in yet); --device mock (--mock) sleeps the cost model's durations (times
+    /// --time-scale) on the CPU. Ctrl-C stops the run and writes the partial results
     /// (summary.json "partial": true and a PARTIAL file), then exits 130.
     Live(LiveArgs),
     /// Compare a simulated run directory with a live one: error table of JCT, TTFT, TPOT (mean,

@@ -1,5 +1,5 @@
 //! The one-scenario commands: `servesim run` (simulate and write the run directory), `servesim
-//! live` (replay the scenario in real time against the mock executor) and `servesim compare`
+//! live` (run the scenario in real time on a compute backend or the mock executor) and `servesim compare`
 //! (a simulated run directory against a live one).
 
 use std::io::Write;
@@ -62,9 +62,16 @@ pub struct LiveArgs {
     /// holding an input or the current directory).
     #[arg(long)]
     pub force: bool,
-    /// Use the mock executor (sleeps the cost model's iteration times) instead of the GPU.
-    #[arg(long)]
+    /// Where the batches run: `cpu` or `cuda` (a compute backend really computes each batch), or
+    /// `mock` (sleeps the cost model's iteration times).
+    #[arg(long, value_enum, default_value_t = Device::Cuda)]
+    pub device: Device,
+    /// Same as `--device mock`.
+    #[arg(long, conflicts_with = "device")]
     pub mock: bool,
+    /// CPU threads of the compute backend (default: its own choice); recorded in summary.json.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub threads: Option<u32>,
     /// Wall seconds per scenario second (e.g. 0.01 replays 100× faster; mock only).
     #[arg(long, value_name = "X", default_value_t = 1.0)]
     pub time_scale: f64,
@@ -74,6 +81,14 @@ pub struct LiveArgs {
     /// Do not print the summary table.
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// `servesim live --device`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Device {
+    Cpu,
+    Cuda,
+    Mock,
 }
 
 #[derive(Debug, clap::Args)]
@@ -193,10 +208,13 @@ fn timing_json(output: &crate::run::RunOutput, wall_s: f64) -> serde_json::Value
 
 pub(super) fn live_cmd(a: LiveArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     use crate::live::{CtrlC, ExecutorKind, LiveOptions, run_live, write_live};
-    if !a.mock {
-        return Err(SimError::config(crate::live::NO_GPU_EXECUTOR).into());
-    }
-    crate::live::check_time_scale(a.time_scale)?;
+    let device = match (a.mock, a.device) {
+        (true, _) | (_, Device::Mock) => ExecutorKind::Mock,
+        (_, Device::Cpu) => ExecutorKind::Cpu,
+        (_, Device::Cuda) => ExecutorKind::Cuda,
+    };
+    crate::live::backend::check_device(device)?;
+    crate::live::check_options(device, a.time_scale)?;
     check_num_requests(a.num_requests)?;
     let loaded = load(&a.scenario)?;
     let resolved = loaded.resolve(&Overrides {
@@ -213,8 +231,9 @@ pub(super) fn live_cmd(a: LiveArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         &crate::output::Replace::new(a.force, resolved.input_paths()),
     )?;
     let opts = LiveOptions {
-        executor: ExecutorKind::Mock,
+        executor: device,
         time_scale: a.time_scale,
+        threads: a.threads,
         stop: Default::default(),
     };
     let output = {
@@ -233,7 +252,8 @@ pub(super) fn live_cmd(a: LiveArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         }
         writeln!(
             out,
-            "ran live (mock executor, time scale {}) in {:.3} s wall; outputs in {}",
+            "ran live ({} executor, time scale {}) in {:.3} s wall; outputs in {}",
+            device.name(),
             a.time_scale,
             output.wall_s,
             dir.display()

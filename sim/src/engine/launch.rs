@@ -4,12 +4,13 @@ use super::replica::{Flight, Replica};
 use super::{CLASS_END, CLASS_STAGE_FREE, CLASS_TRANSFER, Observer, Sim};
 use crate::cost::BatchShape;
 use crate::error::{Result, SimError};
+use crate::exec::{ExecBatch, ExecItem, KvEventKind};
 use crate::policy::{PreemptMode, ReplicaView};
 use crate::predict::{Predictor, extend_prediction};
 use crate::swap::Direction;
 use crate::swap::timing::StepCopies;
 use crate::vocab::kv::{blocks_for_tokens, extra_blocks_for};
-use crate::vocab::request::{KvLoc, Request, Slot};
+use crate::vocab::request::{KvLoc, Request, Slab, Slot};
 use crate::vocab::sketch::GapRun;
 use crate::vocab::time::{Ns, duration_ns_ceil, ns_to_s};
 
@@ -71,7 +72,14 @@ impl Sim {
                 shape.prefill_tokens, limits.max_batch_tokens
             )));
         }
-        let compute = rep.executor.run_iteration(&shape)?;
+        let compute = match &mut rep.exec {
+            None => rep.executor.run_iteration(&shape)?,
+            Some(b) => {
+                let d = rep.executor.run_batch(b, &shape);
+                b.clear();
+                d?
+            }
+        };
         if rep.pipeline.stages > 1 {
             let pipeline = rep.pipeline;
             for (t, s) in transfers {
@@ -149,7 +157,8 @@ impl Sim {
             && transfers.is_empty()
             && rep.plan.preempt.is_empty()
             && rep.plan.swap_in.is_empty()
-            && copies == StepCopies::default();
+            && copies == StepCopies::default()
+            && rep.exec.is_none();
         for (t, s) in transfers {
             self.push_slot(t, CLASS_TRANSFER, r, s);
         }
@@ -373,6 +382,9 @@ impl Replica {
                     if req.kv_loc == KvLoc::None {
                         continue;
                     }
+                    if let Some(b) = &mut self.exec {
+                        b.push_event(req.id, KvEventKind::Recompute, req.blocks, req.host_blocks);
+                    }
                     self.kv.free(req.blocks);
                     self.host.free(req.host_blocks);
                     req.blocks = 0;
@@ -492,6 +504,10 @@ impl Replica {
                 req.first_scheduled_ns = Some(now);
             }
         }
+        // After the loop, so that the simulator's path pays one test per batch.
+        if let Some(b) = &mut self.exec {
+            record_items(b, &self.batch, &self.reqs);
+        }
         Ok(shape)
     }
 
@@ -501,6 +517,20 @@ impl Replica {
             self.reqs.get_mut(b).in_batch = false;
         }
     }
+}
+
+/// The request-level view of the batch just formed (for an executor that wants it).
+fn record_items(b: &mut ExecBatch, batch: &[Slot], reqs: &Slab) {
+    b.items.extend(batch.iter().map(|&s| {
+        let req = reqs.get(s);
+        ExecItem {
+            id: req.id,
+            cached_tokens: req.kv_tokens,
+            new_tokens: req.step_tokens,
+            prefill: req.in_prefill(),
+            blocks: req.blocks,
+        }
+    }));
 }
 
 /// What `req` runs in the batch being formed: its prefill chunk (`chunk` tokens, or the whole

@@ -171,6 +171,12 @@ pub fn simulate_clocked(
         ff_top: Vec::new(),
     };
     sim.run(trace, predictor, observer, clock)?;
+    for rep in &mut sim.replicas {
+        if let Some(b) = &mut rep.exec {
+            rep.executor.end_run(b)?;
+            b.clear();
+        }
+    }
     let end = sim.stats.makespan_ns;
     if sim.stats.events > 0 {
         sim.sample_through(end, true, observer)?;

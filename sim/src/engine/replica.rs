@@ -6,7 +6,7 @@ use super::{
     BatchMember, Completion, MemorySnapshot, Observer, ReplicaParts, ReplicaStats, TransferRecord,
 };
 use crate::error::{Result, SimError};
-use crate::exec::Executor;
+use crate::exec::{ExecBatch, Executor, KvEventKind};
 use crate::policy::{Plan, Policy};
 use crate::predict::Predictor;
 use crate::route::{LoadSource, ReplicaLoad};
@@ -61,6 +61,9 @@ pub(super) struct Replica {
     pub(super) overload: OverloadWatch,
     /// Every token gap (ITL) emitted here, for the run's ITL quantiles.
     pub(super) itl: GapSketch,
+    /// The request-level view of the next iteration, kept only when the executor wants it
+    /// ([`Executor::wants_requests`]): KV events since its last call, then the batch.
+    pub(super) exec: Option<ExecBatch>,
 }
 
 impl Replica {
@@ -72,6 +75,7 @@ impl Replica {
         observer: &dyn Observer,
     ) -> Self {
         let pipeline = p.executor.pipeline();
+        let exec = p.executor.wants_requests().then(ExecBatch::default);
         Replica {
             reqs: Slab::default(),
             kv: KvPool::new(p.kv_capacity_blocks, block_tokens),
@@ -105,6 +109,7 @@ impl Replica {
             completed: 0,
             overload: OverloadWatch::default(),
             itl: GapSketch::default(),
+            exec,
         }
     }
 
@@ -160,6 +165,9 @@ impl Replica {
     ) {
         let info = self.policy.describe(s);
         let req = self.reqs.remove(s);
+        if let Some(b) = &mut self.exec {
+            b.push_event(req.id, KvEventKind::Finish, req.blocks, req.host_blocks);
+        }
         self.completed += 1;
         self.kv.free(req.blocks);
         self.policy.on_finish(s);
@@ -236,6 +244,13 @@ impl Replica {
                 self.stats.h2d_busy_ns += dur;
                 self.stats.swap_ins += 1;
             }
+        }
+        if let Some(b) = &mut self.exec {
+            let kind = match dir {
+                Direction::DeviceToHost => KvEventKind::SwapOut,
+                Direction::HostToDevice => KvEventKind::SwapIn,
+            };
+            b.push_event(req.id, kind, blocks, host_blocks);
         }
         let req = self.reqs.get_mut(s);
         req.kv_ready_ns = end;

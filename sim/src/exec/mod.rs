@@ -1,5 +1,11 @@
 //! The seam between simulation and hardware: an [`Executor`] turns a resolved batch into a
-//! duration. [`SimExecutor`] asks a cost model (virtual clock); a live executor (GPU) measures.
+//! duration. [`SimExecutor`] asks a cost model (virtual clock); a live executor measures. An
+//! executor that really runs the batch asks for its request-level view ([`ExecBatch`]).
+
+pub mod batch;
+pub mod check;
+
+pub use batch::{ExecBatch, ExecItem, KvEvent, KvEventKind};
 
 use crate::cost::{BatchShape, CostModel};
 use crate::error::{Result, SimError};
@@ -10,6 +16,25 @@ pub trait Executor: Send {
     /// With pipeline parallelism this is the compute of the whole model (all stages back to
     /// back); the engine splits it over the stages.
     fn run_iteration(&mut self, shape: &BatchShape) -> Result<Ns>;
+    /// Whether this executor needs the request-level view of each iteration: then the engine
+    /// builds an [`ExecBatch`] and calls [`Executor::run_batch`] instead of
+    /// [`Executor::run_iteration`], and steps every iteration (no fast-forward). Asked once,
+    /// when the replica is built.
+    fn wants_requests(&self) -> bool {
+        false
+    }
+    /// [`Executor::run_iteration`] with the batch's requests and the KV events since the last
+    /// call (only for an executor that [`wants_requests`](Executor::wants_requests)).
+    fn run_batch(&mut self, batch: &ExecBatch, shape: &BatchShape) -> Result<Ns> {
+        let _ = batch;
+        self.run_iteration(shape)
+    }
+    /// The run is over (or stopped): `batch` holds the KV events after the last iteration (the
+    /// last finishes) and no items. Only for an executor that wants requests.
+    fn end_run(&mut self, batch: &ExecBatch) -> Result<()> {
+        let _ = batch;
+        Ok(())
+    }
     /// The replica's pipeline (default: one stage, one batch in flight).
     fn pipeline(&self) -> Pipeline {
         Pipeline::SINGLE

@@ -9,11 +9,21 @@
 //! with `scale < 1` a live run of a mock executor replays the simulator's timeline faster than
 //! real time and still reports times in the scenario's units. A real GPU executor runs at 1.
 //!
+//! With `--device cpu|cuda` a [`BackendExecutor`] really computes each batch on a
+//! [`ComputeBackend`] (prefills over their prompts, decodes over their paged contexts, swaps as
+//! block copies), from the engine's request-level view of the iteration, at time scale 1.
+//!
 //! Executions are synchronous: one replica's iteration blocks the driver while it runs. With one
 //! replica this is exact; with several, their iterations are serialised (a GPU executor for
 //! multi-replica scenarios needs one worker per replica).
 
+pub mod backend;
 pub mod compare;
+
+pub use backend::{
+    BackendError, BackendExecutor, ComputeBackend, ExecutorKind, NO_CPU_BACKEND, SeqStep,
+    StepOutput,
+};
 
 /// Ctrl-C handling (shared with `run` and `sweep`).
 pub use crate::interrupt::CtrlC;
@@ -49,6 +59,18 @@ pub fn check_time_scale(x: f64) -> Result<()> {
             "--time-scale must be a finite number from {MIN_TIME_SCALE:e} to {MAX_TIME_SCALE:e} (wall seconds per scenario second), got {x:e}"
         )))
     }
+}
+
+/// The time scale is valid ([`check_time_scale`]), and 1 unless the executor is the mock.
+pub fn check_options(executor: ExecutorKind, time_scale: f64) -> Result<()> {
+    check_time_scale(time_scale)?;
+    if executor != ExecutorKind::Mock && time_scale != 1.0 {
+        return Err(SimError::config(format!(
+            "--time-scale applies to --device mock only (a compute backend runs in real time), got {time_scale:e} with --device {}",
+            executor.name()
+        )));
+    }
+    Ok(())
 }
 
 /// The wall instant `seconds × scale` after `start`; `None` when it is not representable (too
@@ -173,20 +195,13 @@ impl Executor for MockExecutor {
     }
 }
 
-/// Which executor runs the batches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExecutorKind {
-    /// [`MockExecutor`] (CPU).
-    Mock,
-    /// The GPU executor (not built yet: [`run_live`] fails with [`NO_GPU_EXECUTOR`]).
-    Gpu,
-}
-
 #[derive(Debug, Clone)]
 pub struct LiveOptions {
     pub executor: ExecutorKind,
-    /// Wall seconds per scenario second (> 0; 1 = real time).
+    /// Wall seconds per scenario second (> 0; 1 = real time; only 1 with a compute backend).
     pub time_scale: f64,
+    /// CPU threads a compute backend may use (`None`: its default); recorded in `summary.json`.
+    pub threads: Option<u32>,
     /// Raised (e.g. by Ctrl-C) to stop the run; the results so far are kept and marked partial.
     pub stop: Arc<AtomicBool>,
 }
@@ -198,6 +213,8 @@ pub struct IterationRecord {
     pub start_ns: Ns,
     pub end_ns: Ns,
     pub shape: BatchShape,
+    /// The backend's checksum of the iteration's logits (none from the mock executor).
+    pub checksum: Option<u64>,
 }
 
 pub struct LiveOutput {
@@ -209,31 +226,53 @@ pub struct LiveOutput {
     pub wall_s: f64,
 }
 
-/// Run a resolved scenario live.
+/// Run a resolved scenario live, on the backend `opts.executor` names.
 pub fn run_live(r: &Resolved, opts: &LiveOptions) -> Result<LiveOutput> {
-    if opts.executor == ExecutorKind::Gpu {
-        return Err(SimError::config(NO_GPU_EXECUTOR));
-    }
-    check_time_scale(opts.time_scale)?;
+    let (device, threads) = (opts.executor, opts.threads);
+    run_live_with(r, opts, &mut |g| backend::open_backend(device, g, threads))
+}
+
+/// Opens the compute backend of one replica (given its group's resolved scenario).
+pub type BackendFactory<'a> = dyn FnMut(&Resolved) -> Result<Box<dyn ComputeBackend>> + 'a;
+
+/// [`run_live`] with the compute backends built by `open` (unused by the mock executor).
+pub fn run_live_with(
+    r: &Resolved,
+    opts: &LiveOptions,
+    open: &mut BackendFactory<'_>,
+) -> Result<LiveOutput> {
+    check_options(opts.executor, opts.time_scale)?;
     let scale = opts.time_scale;
+    let mock = opts.executor == ExecutorKind::Mock;
     let mut clock = WallClock::new(scale, opts.stop.clone());
+    let checksum = backend::ChecksumSlot::default();
     let mut iterations = Vec::new();
+    let slot = checksum.clone();
     let mut tap = |replica: u32, start_ns: Ns, end_ns: Ns, shape: &BatchShape| {
         iterations.push(IterationRecord {
             replica,
             start_ns,
             end_ns,
             shape: *shape,
+            checksum: slot.lock().ok().and_then(|mut c| c.take()),
         })
     };
     let started = Instant::now();
     let run = crate::run::drive(
         r,
         None,
-        &mut |r, x| {
-            Ok(Box::new(MockExecutor::new(
-                r.cost_model_counted(Some(x))?,
+        &mut |g, x| -> Result<Box<dyn Executor>> {
+            if mock {
+                return Ok(Box::new(MockExecutor::new(
+                    g.cost_model_counted(Some(x))?,
+                    scale,
+                )));
+            }
+            Ok(Box::new(BackendExecutor::new(
+                open(g)?,
                 scale,
+                g.pipeline,
+                checksum.clone(),
             )))
         },
         &mut clock,
@@ -249,10 +288,11 @@ pub fn run_live(r: &Resolved, opts: &LiveOptions) -> Result<LiveOutput> {
 }
 
 /// Columns of `iterations.csv`.
-pub const ITERATIONS_HEADER: &str = "iteration,replica,start_s,end_s,duration_s,prefill_requests,prefill_tokens,decode_requests,decode_context_tokens";
+pub const ITERATIONS_HEADER: &str = "iteration,replica,start_s,end_s,duration_s,prefill_requests,prefill_tokens,decode_requests,decode_context_tokens,requests,checksum";
 
 /// `iterations.csv` text: one row per executed iteration, in start order; `duration_s` is the
-/// measured time (wall seconds / time scale, swap-in stalls included).
+/// measured time (wall seconds / time scale, swap-in stalls included); `requests` is the batch's
+/// size; `checksum` the backend's checksum of the logits (empty with the mock executor).
 pub fn iterations_csv(rows: &[IterationRecord]) -> String {
     use std::fmt::Write as _;
     let mut s = String::from(ITERATIONS_HEADER);
@@ -260,7 +300,7 @@ pub fn iterations_csv(rows: &[IterationRecord]) -> String {
     for (i, it) in rows.iter().enumerate() {
         let _ = writeln!(
             s,
-            "{i},{},{:.9},{:.9},{:.9},{},{},{},{}",
+            "{i},{},{:.9},{:.9},{:.9},{},{},{},{},{},{}",
             it.replica,
             ns_to_s(it.start_ns),
             ns_to_s(it.end_ns),
@@ -268,7 +308,9 @@ pub fn iterations_csv(rows: &[IterationRecord]) -> String {
             it.shape.prefill_requests,
             it.shape.prefill_tokens,
             it.shape.decode_requests,
-            it.shape.decode_context_tokens
+            it.shape.decode_context_tokens,
+            it.shape.requests(),
+            it.checksum.map(|c| c.to_string()).unwrap_or_default()
         );
     }
     s
@@ -292,10 +334,8 @@ pub fn write_live(
         summary["stability"] = serde_json::Value::Null;
     }
     summary["live"] = serde_json::json!({
-        "executor": match opts.executor {
-            ExecutorKind::Mock => "mock",
-            ExecutorKind::Gpu => "gpu",
-        },
+        "executor": opts.executor.name(),
+        "threads": opts.threads,
         "time_scale": opts.time_scale,
         "wall_s": out.wall_s,
         "partial": out.partial,
