@@ -225,6 +225,9 @@ pub fn main_with_args(args: Vec<OsString>, out: &mut dyn Write, err: &mut dyn Wr
 fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
     match cli.command {
         Command::Plan(a) => plan_cmd(a, out),
+        Command::Run(a) if crate::cpu_run::is_cpu(&a.device) => {
+            crate::cpu_run::run_cmd(a, out, err)
+        }
         Command::Run(a) => run_cmd(a, out, err),
         Command::SelfTest { device } => {
             let text = gpu::self_test(&RunOptions {
@@ -380,9 +383,6 @@ fn profiles_root() -> PathBuf {
 }
 
 fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
-    if crate::cpu_run::is_cpu(&a.device) {
-        return crate::cpu_run::run_cmd(a, out, err);
-    }
     let ordinal: usize = (a.device.parse())
         .with_context(|| format!("--device {}: a CUDA device ordinal or `cpu`", a.device))?;
     let cat = Catalogue::builtin();

@@ -88,37 +88,8 @@ pub fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     if let Some(g) = a.gpu.as_deref().filter(|g| !is_cpu(g)) {
         anyhow::bail!("--device cpu measures the catalogue device `cpu`, not --gpu {g}");
     }
-    let (model, mut items) = cpu_plan(&a.model, a.tp, a.quick)?;
-    let mut o = options(a.quick, a.threads, a.seed);
-    if let Some(w) = a.warmup {
-        o.warmup = w;
-    }
-    if let Some(ms) = a.cell_ms {
-        anyhow::ensure!(
-            ms.is_finite() && (0.0..=60_000.0).contains(&ms),
-            "--cell-ms must be from 0 to 60000, got {ms}"
-        );
-        o.cell_s = ms / 1e3;
-    }
-    if let Some(r) = a.repeats {
-        o.min_samples = r.div_ceil(o.rounds).max(1);
-    }
-    if let Some(t) = a.max_tokens {
-        items.retain(|i| {
-            !matches!(
-                i.op,
-                Op::Qkv | Op::OutProj | Op::MlpUp | Op::MlpDown | Op::SmallOps
-            ) || i.x <= t as u64
-        });
-    }
-    if !a.only.is_empty() {
-        let ops: Vec<Op> = a
-            .only
-            .iter()
-            .map(|n| Op::parse(n).with_context(|| format!("--only: unknown operator `{n}`")))
-            .collect::<Result<_>>()?;
-        items.retain(|i| ops.contains(&i.op));
-    }
+    let (model, items) = cpu_plan(&a.model, a.tp, a.quick)?;
+    let (o, items) = run_settings(&a, items)?;
     let dest = a.out.clone().unwrap_or_else(|| {
         crate::import::profile_dir(
             &crate::import::default_profiles_dir(),
@@ -166,6 +137,41 @@ pub fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     )?;
     write!(out, "{}", crate::report::text_report(&dest, &p, false))?;
     Ok(())
+}
+
+/// The timing options and plan items of `run --device cpu` after the flags' overrides.
+fn run_settings(a: &RunArgs, mut items: Vec<PlanItem>) -> Result<(CpuOptions, Vec<PlanItem>)> {
+    let mut o = options(a.quick, a.threads, a.seed);
+    if let Some(w) = a.warmup {
+        o.warmup = w;
+    }
+    if let Some(ms) = a.cell_ms {
+        anyhow::ensure!(
+            ms.is_finite() && (0.0..=60_000.0).contains(&ms),
+            "--cell-ms must be from 0 to 60000, got {ms}"
+        );
+        o.cell_s = ms / 1e3;
+    }
+    if let Some(r) = a.repeats {
+        o.min_samples = r.div_ceil(o.rounds).max(1);
+    }
+    if let Some(t) = a.max_tokens {
+        items.retain(|i| {
+            !matches!(
+                i.op,
+                Op::Qkv | Op::OutProj | Op::MlpUp | Op::MlpDown | Op::SmallOps
+            ) || i.x <= t as u64
+        });
+    }
+    if !a.only.is_empty() {
+        let ops: Vec<Op> = a
+            .only
+            .iter()
+            .map(|n| Op::parse(n).with_context(|| format!("--only: unknown operator `{n}`")))
+            .collect::<Result<_>>()?;
+        items.retain(|i| ops.contains(&i.op));
+    }
+    Ok((o, items))
 }
 
 /// Measure the backend's per-iteration overhead against the fitted operators (0 with a note when
