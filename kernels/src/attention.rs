@@ -123,8 +123,40 @@ pub fn attention(
     }
 }
 
-/// One decode token (`q` = all its query heads) over `ctx` keys of a sequence's blocks.
+/// One decode token (`q` = all its query heads) over `ctx` keys of a sequence's blocks, compiled
+/// for AVX2 + FMA when the CPU has them (the default x86-64 target only has SSE2, and this loop
+/// is where a decode step reads the whole KV cache).
 fn decode_one(
+    pool: &KvPool,
+    layer: usize,
+    q: &[f32],
+    table: &[u32],
+    ctx: usize,
+    h: Heads,
+) -> Vec<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports every feature `decode_avx2` is compiled for (checked above).
+        return unsafe { decode_avx2(pool, layer, q, table, ctx, h) };
+    }
+    decode_body(pool, layer, q, table, ctx, h)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn decode_avx2(
+    pool: &KvPool,
+    layer: usize,
+    q: &[f32],
+    table: &[u32],
+    ctx: usize,
+    h: Heads,
+) -> Vec<f32> {
+    decode_body(pool, layer, q, table, ctx, h)
+}
+
+#[inline(always)]
+fn decode_body(
     pool: &KvPool,
     layer: usize,
     q: &[f32],

@@ -132,7 +132,7 @@ pub fn argmax(row: &[f32]) -> usize {
 }
 
 /// Dot product over 16 independent lanes (the compiler vectorises it).
-#[inline]
+#[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 16];
     let (ac, ar) = a.split_at(a.len() / 16 * 16);
@@ -147,7 +147,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// `y += a · x`.
-#[inline]
+#[inline(always)]
 pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     for (p, q) in y.iter_mut().zip(x) {
         *p += a * q;
@@ -155,6 +155,7 @@ pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
 }
 
 /// In-place softmax of `s` (max-subtracted).
+#[inline(always)]
 pub fn softmax(s: &mut [f32]) {
     let m = s.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
     let mut sum = 0.0;
