@@ -103,8 +103,8 @@ impl CpuBackend {
         Ok(CpuBackend {
             weights: Weights::random(d, cfg.seed),
             threads: Threads::new(cfg.threads)?,
-            device: KvPool::new(cfg.device_blocks, d.layers, d.kv_heads, hd),
-            host: KvPool::new(host_blocks, d.layers, d.kv_heads, hd),
+            device: KvPool::try_new(cfg.device_blocks, d.layers, d.kv_heads, hd)?,
+            host: KvPool::try_new(host_blocks, d.layers, d.kv_heads, hd)?,
             device_free: FreeList::new(cfg.device_blocks, cfg.seed ^ 1),
             host_free: FreeList::new(host_blocks, cfg.seed ^ 2),
             seqs: HashMap::new(),

@@ -26,6 +26,34 @@ impl KvPool {
             data: vec![0.0; 2 * layers * blocks * kv_heads * BLOCK_TOKENS * head_dim],
         }
     }
+    /// A zeroed pool, or an error when its size overflows or the memory cannot be had.
+    pub fn try_new(
+        blocks: usize,
+        layers: usize,
+        kv_heads: usize,
+        head_dim: usize,
+    ) -> Result<KvPool, crate::BackendError> {
+        let n = [2, layers, blocks, kv_heads, BLOCK_TOKENS, head_dim]
+            .into_iter()
+            .try_fold(1usize, |a, b| a.checked_mul(b))
+            .filter(|n| n.checked_mul(4).is_some_and(|b| b <= isize::MAX as usize));
+        let too_big = || {
+            crate::BackendError::Config(format!(
+                "a KV pool of {blocks} blocks ({layers} layers, {kv_heads} KV heads of {head_dim}) does not fit in memory"
+            ))
+        };
+        let n = n.ok_or_else(too_big)?;
+        let mut data = Vec::new();
+        data.try_reserve_exact(n).map_err(|_| too_big())?;
+        data.resize(n, 0.0);
+        Ok(KvPool {
+            blocks,
+            layers,
+            kv_heads,
+            head_dim,
+            data,
+        })
+    }
     /// f32 values of one chunk (one layer's K or V of one block).
     pub fn chunk_len(&self) -> usize {
         self.kv_heads * BLOCK_TOKENS * self.head_dim

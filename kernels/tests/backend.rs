@@ -275,4 +275,13 @@ fn bad_configurations_are_errors() {
         ..cfg
     };
     assert!(CpuBackend::new(&cfg).is_err());
+    // A pool whose size overflows is an error, not an abort.
+    let cfg = CpuConfig {
+        device_blocks: usize::MAX / 64,
+        ..cfg
+    };
+    assert!(matches!(
+        CpuBackend::new(&cfg),
+        Err(BackendError::Config(_))
+    ));
 }
