@@ -167,7 +167,9 @@ fn setup_bytes(k: &Kernel) -> f64 {
             chunk_bytes,
             ..
         } => 2.0 * chunks as f64 * chunk_bytes as f64,
-        Kernel::Gemm { n, k, .. } => 4.0 * n as f64 * k as f64,
+        Kernel::Gemm { n, k, .. } => {
+            (4.0 * n as f64 * k as f64).max(servesim_kernels::bench::GEMM_ROTATE_BYTES as f64)
+        }
         _ => 0.0,
     }
 }

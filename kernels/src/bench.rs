@@ -8,7 +8,12 @@ use crate::model::{LayerWeights, ModelDims, Rng, Weights};
 use crate::ops::{linear, rms_norm, rope, silu_gate};
 use crate::{BLOCK_TOKENS, Threads};
 
-/// `Y[m, n] = X[m, k] · W[k, n]`, as one linear layer of `m` tokens.
+/// Bytes of weight copies a [`GemmBench`] rotates through: more than a server CPU's last-level
+/// cache, so each call reads its weights from memory as a forward pass over all layers does.
+pub const GEMM_ROTATE_BYTES: usize = 64 << 20;
+
+/// `Y[m, n] = X[m, k] · W[k, n]`, as one linear layer of `m` tokens; successive calls use
+/// successive copies of `W` (see [`GEMM_ROTATE_BYTES`]).
 #[derive(Debug)]
 pub struct GemmBench {
     threads: Threads,
@@ -16,26 +21,31 @@ pub struct GemmBench {
     k: usize,
     n: usize,
     x: Vec<f32>,
-    w: Vec<f32>,
+    w: Vec<Vec<f32>>,
+    next: usize,
     y: Vec<f32>,
 }
 
 impl GemmBench {
     pub fn new(threads: &Threads, m: usize, k: usize, n: usize, seed: u64) -> GemmBench {
         let mut rng = Rng::new(seed);
+        let w = rng.fill(k * n, 1.0 / (k as f32).sqrt());
+        let copies = GEMM_ROTATE_BYTES.div_ceil(4 * w.len().max(1)).clamp(1, 64);
         GemmBench {
             threads: threads.clone(),
             m,
             k,
             n,
             x: rng.fill(m * k, 1.0),
-            w: rng.fill(k * n, 1.0 / (k as f32).sqrt()),
+            w: vec![w; copies],
+            next: 0,
             y: vec![0.0; m * n],
         }
     }
     pub fn run(&mut self) {
         let (m, k, n, t) = (self.m, self.k, self.n, self.threads.count());
-        let (x, w, y) = (&self.x, &self.w, &mut self.y);
+        self.next = (self.next + 1) % self.w.len();
+        let (x, w, y) = (&self.x, &self.w[self.next], &mut self.y);
         self.threads.install(|| linear(x, m, k, w, n, y, false, t));
     }
 }
