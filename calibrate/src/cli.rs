@@ -17,14 +17,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use servesim::catalogue::{Catalogue, ModelSpec};
 use servesim::profile::{
-    CopyVariant, DeviceInfo, FitFile, MeasurementInfo, Meta, Op, Profile, Provenance,
-    SCHEMA_VERSION,
+    CopyVariant, DeviceInfo, MeasurementInfo, Meta, Op, Profile, Provenance, SCHEMA_VERSION,
 };
 
+pub use crate::fitting::load_for_fit;
 use crate::gpu::{self, RunOptions};
 use crate::plan::{PlanConfig, estimate_s, plan, plan_csv};
 
@@ -108,6 +108,9 @@ pub struct PlanArgs {
     /// A small plan (coarse grids).
     #[arg(long)]
     pub quick: bool,
+    /// `cpu`: the CPU backend's plan and estimate (--gpu is ignored).
+    #[arg(long)]
+    pub device: Option<String>,
     /// Write the plan as CSV.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
@@ -129,9 +132,15 @@ pub struct RunArgs {
     /// Replace the output directory even when it was not written by servesim.
     #[arg(long)]
     pub force: bool,
-    /// CUDA device ordinal.
+    /// CUDA device ordinal, or `cpu` for the CPU backend (servesim-kernels).
+    #[arg(long, default_value = "0")]
+    pub device: String,
+    /// Threads of the CPU backend (`--device cpu`; 0 = every core).
     #[arg(long, default_value_t = 0)]
-    pub device: usize,
+    pub threads: usize,
+    /// `--device cpu`: milliseconds of timed calls per shape and round (default 100, quick 30).
+    #[arg(long, value_name = "MS")]
+    pub cell_ms: Option<f64>,
     /// A small plan (coarse grids; for smoke runs).
     #[arg(long)]
     pub quick: bool,
@@ -216,6 +225,9 @@ pub fn main_with_args(args: Vec<OsString>, out: &mut dyn Write, err: &mut dyn Wr
 fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
     match cli.command {
         Command::Plan(a) => plan_cmd(a, out),
+        Command::Run(a) if crate::cpu_run::is_cpu(&a.device) => {
+            crate::cpu_run::run_cmd(a, out, err)
+        }
         Command::Run(a) => run_cmd(a, out, err),
         Command::SelfTest { device } => {
             let text = gpu::self_test(&RunOptions {
@@ -292,6 +304,9 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
 }
 
 fn plan_cmd(a: PlanArgs, out: &mut dyn Write) -> Result<()> {
+    if a.device.as_deref().is_some_and(crate::cpu_run::is_cpu) {
+        return crate::cpu_run::plan_cmd(&a, out);
+    }
     let cat = Catalogue::builtin();
     let model = cat.model(&a.model)?.clone();
     let gpu = cat.gpu(&a.gpu)?.clone();
@@ -368,14 +383,16 @@ fn profiles_root() -> PathBuf {
 }
 
 fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
+    let ordinal: usize = (a.device.parse())
+        .with_context(|| format!("--device {}: a CUDA device ordinal or `cpu`", a.device))?;
     let cat = Catalogue::builtin();
     let model = cat.model(&a.model)?.clone();
     // Fail fast (exit 2, no panic) without the cuda feature or without a driver.
-    let dev = gpu::probe(a.device)?;
+    let dev = gpu::probe(ordinal)?;
     let gpu_name = catalogue_gpu_name(&a, &dev)?;
     cat.gpu(&gpu_name)?;
     let opts = RunOptions {
-        ordinal: a.device,
+        ordinal,
         warmup: 0,
         repeats: 0,
         seed: a.seed,
@@ -424,7 +441,7 @@ fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
     };
     let (dev, rows) = gpu::measure(&items, &opts, &mut progress)?;
     let wall_s = started.elapsed().as_secs_f64();
-    let meta = measured_meta(&a, &gpu_name, &dev, &cfg, wall_s);
+    let meta = measured_meta(&a, &gpu_name, &dev, &cfg, wall_s, ordinal);
     let mut p = crate::fitting::fit_profile(
         meta,
         rows,
@@ -486,6 +503,7 @@ fn measured_meta(
     dev: &gpu::DeviceReport,
     cfg: &PlanConfig,
     wall_s: f64,
+    ordinal: usize,
 ) -> Meta {
     Meta {
         schema_version: SCHEMA_VERSION,
@@ -518,7 +536,7 @@ fn measured_meta(
             sources: vec![format!(
                 "servesim calibrate run on {} (device {}), plan {}",
                 dev.name,
-                a.device,
+                ordinal,
                 if a.quick { "quick" } else { "full" }
             )],
             derived: Default::default(),
@@ -551,44 +569,8 @@ pub fn fastest_copy_variant(
         .map(|(_, v)| v)
 }
 
-/// Load a profile directory that may not have been fitted yet (no fit.toml).
-pub fn load_for_fit(dir: &Path) -> Result<Profile> {
-    if dir.join(servesim::profile::FIT_FILE).is_file() {
-        return Ok(Profile::load(dir)?);
-    }
-    let meta_path = dir.join(servesim::profile::META_FILE);
-    let text = std::fs::read_to_string(&meta_path)
-        .with_context(|| format!("cannot read {}", meta_path.display()))?;
-    let meta: Meta = toml::from_str(&text).with_context(|| format!("{}", meta_path.display()))?;
-    if meta.schema_version != SCHEMA_VERSION {
-        bail!(
-            "{}: schema version {} (this build reads {SCHEMA_VERSION})",
-            meta_path.display(),
-            meta.schema_version
-        );
-    }
-    let m_path = dir.join(servesim::profile::MEASUREMENTS_FILE);
-    let text = std::fs::read_to_string(&m_path)
-        .with_context(|| format!("cannot read {}", m_path.display()))?;
-    let rows = servesim::profile::parse_measurements(&text, &m_path)?;
-    Ok(Profile {
-        meta,
-        fit: FitFile {
-            schema_version: SCHEMA_VERSION,
-            iteration_overhead_s: crate::import::ITERATION_OVERHEAD_S,
-            notes: vec![format!(
-                "iteration_overhead_s = {} is not measured; the published vLLM v0 per-step figure the analytic fit uses",
-                crate::import::ITERATION_OVERHEAD_S
-            )],
-            swap_variant: None,
-            ops: Default::default(),
-        },
-        rows,
-    })
-}
-
 fn fit_cmd(dir: &Path, dest: Option<&Path>, force: bool, out: &mut dyn Write) -> Result<()> {
-    let p = load_for_fit(dir)?;
+    let p = crate::fitting::load_for_fit(dir)?;
     let mut fitted = crate::fitting::refit(&p)?;
     if fitted.fit.swap_variant.is_none()
         && let Ok(m) = Catalogue::builtin().model(&p.meta.model)

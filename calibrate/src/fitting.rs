@@ -10,6 +10,7 @@
 //! any).
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use servesim::profile::{
@@ -385,6 +386,42 @@ fn rows_x_y(rows: &[&Measurement], key: fn(f64, f64) -> f64, k: f64) -> Option<(
     rows.iter()
         .map(|r| (r.x as f64, r.y as f64))
         .find(|&(x, y)| key(x, y) == k)
+}
+
+/// Load a profile directory that may not have been fitted yet (no fit.toml).
+pub fn load_for_fit(dir: &Path) -> Result<Profile> {
+    if dir.join(servesim::profile::FIT_FILE).is_file() {
+        return Ok(Profile::load(dir)?);
+    }
+    let meta_path = dir.join(servesim::profile::META_FILE);
+    let text = std::fs::read_to_string(&meta_path)
+        .with_context(|| format!("cannot read {}", meta_path.display()))?;
+    let meta: Meta = toml::from_str(&text).with_context(|| format!("{}", meta_path.display()))?;
+    if meta.schema_version != SCHEMA_VERSION {
+        bail!(
+            "{}: schema version {} (this build reads {SCHEMA_VERSION})",
+            meta_path.display(),
+            meta.schema_version
+        );
+    }
+    let m_path = dir.join(servesim::profile::MEASUREMENTS_FILE);
+    let text = std::fs::read_to_string(&m_path)
+        .with_context(|| format!("cannot read {}", m_path.display()))?;
+    let rows = servesim::profile::parse_measurements(&text, &m_path)?;
+    Ok(Profile {
+        meta,
+        fit: FitFile {
+            schema_version: SCHEMA_VERSION,
+            iteration_overhead_s: crate::import::ITERATION_OVERHEAD_S,
+            notes: vec![format!(
+                "iteration_overhead_s = {} is not measured; the published vLLM v0 per-step figure the analytic fit uses",
+                crate::import::ITERATION_OVERHEAD_S
+            )],
+            swap_variant: None,
+            ops: Default::default(),
+        },
+        rows,
+    })
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@
 
 pub mod cli;
 pub mod compare;
+pub mod cpu;
+pub mod cpu_run;
 pub mod fitting;
 pub mod gpu;
 pub mod import;

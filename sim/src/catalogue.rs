@@ -11,6 +11,14 @@ use crate::error::{Result, SimError};
 const MODELS_TOML: &str = include_str!("../catalogue/models.toml");
 const GPUS_TOML: &str = include_str!("../catalogue/gpus.toml");
 
+/// The catalogue "GPU" that stands for the CPU backend (`servesim-kernels`).
+pub const CPU_DEVICE: &str = "cpu";
+
+/// A model made for the CPU backend (names start with `cpu-`), not a published model.
+pub fn is_cpu_test_model(name: &str) -> bool {
+    name.to_lowercase().starts_with("cpu-")
+}
+
 /// Transformer shape. Units: counts, tokens, bytes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -396,9 +404,30 @@ mod tests {
         ] {
             assert!(c.model(m).is_ok(), "{m}");
         }
-        for g in ["a100-40gb", "a100-80gb", "h100-80gb", "h200"] {
+        for g in ["a100-40gb", "a100-80gb", "h100-80gb", "h200", CPU_DEVICE] {
             assert!(c.gpu(g).is_ok(), "{g}");
         }
+    }
+
+    #[test]
+    fn cpu_test_models_have_the_documented_shapes() {
+        let c = Catalogue::builtin();
+        for (name, layers, hidden, vocab) in [
+            ("cpu-tiny-2x256", 2, 256, 8192),
+            ("cpu-small-4x512", 4, 512, 8192),
+            ("cpu-medium-8x1024", 8, 1024, 32000),
+        ] {
+            let m = c.model(name).unwrap();
+            assert!(is_cpu_test_model(name));
+            assert_eq!((m.layers, m.hidden, m.vocab), (layers, hidden, vocab));
+            assert_eq!((m.head_dim(), m.dtype_bytes), (64, 4), "{name}");
+        }
+        // 4x512: 16 KiB of f32 KV per token (doc: cpu-backend.md §4).
+        assert_eq!(
+            c.model("cpu-small-4x512").unwrap().kv_bytes_per_token(),
+            16 << 10
+        );
+        assert!(!is_cpu_test_model("llama-2-7b"));
     }
 
     #[test]

@@ -243,15 +243,19 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Resul
                 writeln!(out, "  {:<18} {}", e.name, e.summary)?;
             }
             let cat = crate::catalogue::Catalogue::builtin();
+            let (cpu_models, models): (Vec<String>, Vec<String>) = cat
+                .models
+                .keys()
+                .cloned()
+                .partition(|m| crate::catalogue::is_cpu_test_model(m));
+            let cpu = crate::catalogue::CPU_DEVICE;
+            writeln!(out, "models:   {}", models.join(", "))?;
+            let gpus: Vec<String> = cat.gpus.keys().filter(|g| *g != cpu).cloned().collect();
+            writeln!(out, "gpus:     {}", gpus.join(", "))?;
             writeln!(
                 out,
-                "models:   {}",
-                cat.models.keys().cloned().collect::<Vec<_>>().join(", ")
-            )?;
-            writeln!(
-                out,
-                "gpus:     {}",
-                cat.gpus.keys().cloned().collect::<Vec<_>>().join(", ")
+                "cpu test models (f32, random weights, device `{cpu}`): {}",
+                cpu_models.join(", ")
             )?;
             writeln!(
                 out,

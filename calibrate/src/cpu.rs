@@ -1,0 +1,408 @@
+//! The CPU runner: times a measurement plan through the CPU backend's operator entry points
+//! (`servesim_kernels::bench`, the functions `CpuBackend::forward` runs) on a thread pool of an
+//! explicit size, and measures the backend's per-iteration cost outside those operators.
+//!
+//! Timing (`shared/docs/cpu-backend.md` §3): each cell is set up, warmed up, then timed call by
+//! call with a monotonic clock for a time box (at least a few samples); the whole grid is repeated
+//! `rounds` times so slow drifts of a shared machine hit every shape alike. A row's `time_s` is
+//! the median of its per-round medians, `min_s`/`max_s` span every sample, `repeats` counts them.
+//! A 512³ GEMM timed before and after the grid tells how much the machine drifted meanwhile.
+
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use servesim::catalogue::ModelSpec;
+use servesim::profile::{CopyVariant, Measurement};
+use servesim_kernels::bench::{AttnBench, CopyBench, GemmBench, SmallOpsBench};
+use servesim_kernels::{Backend, CpuBackend, CpuConfig, ModelDims, SeqStep, Threads};
+
+use crate::plan::{Kernel, PlanConfig, PlanItem, work};
+
+/// The copy variant the CPU measures: one `memcpy` per chunk (both pools are RAM).
+pub const CPU_COPY_VARIANT: CopyVariant = CopyVariant::PinnedMemcpy;
+
+/// How the CPU runner times.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CpuOptions {
+    /// Threads of the backend's pool (0 = every available core).
+    pub threads: usize,
+    pub seed: u64,
+    /// Times the whole grid is measured.
+    pub rounds: u32,
+    /// Untimed calls per cell and round.
+    pub warmup: u32,
+    /// Seconds of timed calls per cell and round.
+    pub cell_s: f64,
+    /// Fewest timed calls per cell and round.
+    pub min_samples: u32,
+}
+
+impl CpuOptions {
+    pub fn full(threads: usize, seed: u64) -> CpuOptions {
+        CpuOptions {
+            threads,
+            seed,
+            rounds: 3,
+            warmup: 3,
+            cell_s: 0.1,
+            min_samples: 7,
+        }
+    }
+    pub fn quick(threads: usize, seed: u64) -> CpuOptions {
+        CpuOptions {
+            rounds: 2,
+            warmup: 2,
+            cell_s: 0.03,
+            min_samples: 5,
+            ..CpuOptions::full(threads, seed)
+        }
+    }
+}
+
+/// Most timed calls per cell and round (µs-scale operators fill their time box quickly).
+const MAX_SAMPLES: usize = 2000;
+
+/// The plan's settings on the CPU: grids a few-core machine measures in minutes.
+pub fn cpu_plan_config(model: &ModelSpec, quick: bool) -> PlanConfig {
+    let ctx = model.max_context_tokens;
+    PlanConfig {
+        max_tokens: if quick { 512 } else { 1024 },
+        max_lm_rows: if quick { 32 } else { 64 },
+        points_per_octave: if quick { 1 } else { 2 },
+        max_prefill_tokens: (if quick { 512 } else { 1024 }).min(ctx),
+        max_decode_batch: if quick { 32 } else { 64 },
+        max_kv_tokens: if quick { 16 << 10 } else { 32 << 10 },
+        block_tokens: vec![servesim_kernels::BLOCK_TOKENS as u32],
+        max_copy_chunks: if quick { 256 } else { 1024 },
+        max_copy_bytes: if quick { 16 << 20 } else { 64 << 20 },
+        gpus: 1,
+        warmup: 3,
+        repeats: 20,
+    }
+}
+
+/// The plan items the CPU runs: copies of the one CPU variant only, no all-reduce.
+pub fn cpu_items(items: Vec<PlanItem>) -> Vec<PlanItem> {
+    items
+        .into_iter()
+        .filter(|i| match i.kernel {
+            Kernel::Copy { variant, .. } => variant == CPU_COPY_VARIANT,
+            Kernel::AllReduce { .. } => false,
+            _ => true,
+        })
+        .collect()
+}
+
+/// The backend's dimensions of a catalogue model (f32 whatever the catalogue's dtype).
+pub fn dims_of(model: &ModelSpec) -> ModelDims {
+    ModelDims {
+        layers: model.layers as usize,
+        hidden: model.hidden as usize,
+        heads: model.heads as usize,
+        kv_heads: model.kv_heads as usize,
+        ffn: model.ffn as usize,
+        vocab: model.vocab as usize,
+        max_context_tokens: model.max_context_tokens as usize,
+    }
+}
+
+/// Models the CPU backend can run: Llama-style (gated MLP, rotary), at TP 1.
+pub fn check_model(name: &str, model: &ModelSpec, tp: u32) -> Result<()> {
+    if tp != 1 {
+        bail!("the CPU backend runs tp = 1 only, got --tp {tp}");
+    }
+    if !model.gated_mlp || model.learned_positions {
+        bail!(
+            "model `{name}`: the CPU backend runs Llama-style blocks (gated MLP, rotary positions); try cpu-small-4x512"
+        );
+    }
+    dims_of(model)
+        .validate()
+        .map_err(|e| anyhow::anyhow!("model `{name}`: {e}"))
+}
+
+/// A rough time of one call of a kernel on a few-core CPU (for the plan's estimate).
+pub fn estimate_call_s(k: &Kernel) -> f64 {
+    let (flops, bytes, copy_bytes, _) = work(k);
+    let eff_flops = match k {
+        Kernel::AttnPrefill { .. } => 3e10,
+        _ => 1.2e11,
+    };
+    // work() counts fp16 bytes; the CPU runs f32.
+    flops / eff_flops + 2.0 * bytes / 2e10 + copy_bytes / 1.5e10 + 2e-5
+}
+
+/// Estimated seconds of a CPU calibration of `items`.
+pub fn estimate_s(items: &[PlanItem], o: &CpuOptions) -> f64 {
+    let per_round: f64 = items
+        .iter()
+        .map(|i| {
+            let t = estimate_call_s(&i.kernel);
+            let set_up = 0.002 + setup_bytes(&i.kernel) / 2e9;
+            set_up + o.warmup as f64 * t + o.cell_s.max(o.min_samples as f64 * t)
+        })
+        .sum();
+    o.rounds as f64 * per_round + OVERHEAD_PROBE_S
+}
+
+/// Bytes a cell's set-up fills with random values (attention pools, copy sources).
+fn setup_bytes(k: &Kernel) -> f64 {
+    match *k {
+        Kernel::AttnDecode {
+            batch,
+            context,
+            kv_heads,
+            head_dim,
+            ..
+        } => 1.5 * 8.0 * batch as f64 * context as f64 * kv_heads as f64 * head_dim as f64,
+        Kernel::AttnPrefill {
+            chunk,
+            cached,
+            kv_heads,
+            head_dim,
+            ..
+        } => 1.5 * 8.0 * (chunk + cached) as f64 * kv_heads as f64 * head_dim as f64,
+        Kernel::Copy {
+            chunks,
+            chunk_bytes,
+            ..
+        } => 2.0 * chunks as f64 * chunk_bytes as f64,
+        Kernel::Gemm { n, k, .. } => {
+            (4.0 * n as f64 * k as f64).max(servesim_kernels::bench::GEMM_ROTATE_BYTES as f64)
+        }
+        _ => 0.0,
+    }
+}
+
+/// Seconds the per-iteration overhead probe takes (about).
+const OVERHEAD_PROBE_S: f64 = 3.0;
+
+/// What the runner learned about the machine and the run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CpuReport {
+    /// The CPU's model name (`/proc/cpuinfo`), or `unknown CPU`.
+    pub cpu_name: String,
+    pub threads: usize,
+    /// Median seconds of a 512×512×512 GEMM before and after the grid.
+    pub reference_gemm_s: (f64, f64),
+    /// Cells whose per-round medians differ by more than 25 %.
+    pub unsteady_cells: Vec<String>,
+    /// Cells measured.
+    pub cells: usize,
+}
+
+/// The CPU's model name from `/proc/cpuinfo` (Linux), else `unknown CPU`.
+pub fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// One cell of the grid, set up and ready to run.
+enum Cell {
+    Gemm(GemmBench),
+    Small(SmallOpsBench),
+    Attn(AttnBench),
+    Copy(CopyBench),
+}
+
+impl Cell {
+    fn build(k: &Kernel, dims: &ModelDims, threads: &Threads, seed: u64) -> Result<Cell> {
+        let u = |v: u32| v as usize;
+        Ok(match *k {
+            Kernel::Gemm { m, n, k } => Cell::Gemm(GemmBench::new(threads, u(m), u(k), u(n), seed)),
+            Kernel::SmallOps { tokens, .. } => {
+                Cell::Small(SmallOpsBench::new(threads, dims, u(tokens), seed))
+            }
+            Kernel::AttnPrefill { chunk, cached, .. } => {
+                Cell::Attn(AttnBench::prefill(threads, dims, u(chunk), u(cached), seed))
+            }
+            Kernel::AttnDecode { batch, context, .. } => {
+                Cell::Attn(AttnBench::decode(threads, dims, u(batch), u(context), seed))
+            }
+            Kernel::Copy {
+                chunks,
+                chunk_bytes,
+                ..
+            } => Cell::Copy(CopyBench::new(u(chunks), chunk_bytes as usize, seed)),
+            Kernel::AllReduce { .. } => bail!("the CPU backend has no all-reduce (tp = 1 only)"),
+        })
+    }
+    fn run(&mut self) {
+        match self {
+            Cell::Gemm(b) => b.run(),
+            Cell::Small(b) => b.run(),
+            Cell::Attn(b) => b.run(),
+            Cell::Copy(b) => b.run(),
+        }
+    }
+}
+
+/// Warm-up calls, then timed calls for the time box (at least `min_samples`): seconds per call.
+fn time_calls(run: &mut dyn FnMut(), o: &CpuOptions) -> Vec<f64> {
+    for _ in 0..o.warmup {
+        run();
+    }
+    let start = Instant::now();
+    let mut v = Vec::new();
+    while (v.len() < o.min_samples as usize || start.elapsed().as_secs_f64() < o.cell_s)
+        && v.len() < MAX_SAMPLES
+    {
+        let t = Instant::now();
+        run();
+        v.push(t.elapsed().as_secs_f64());
+    }
+    v
+}
+
+fn median(v: &[f64]) -> f64 {
+    crate::gpu::summarize(v).map_or(f64::NAN, |s| s.0)
+}
+
+/// Median seconds of a 512×512×512 GEMM on `threads` (the drift reference).
+fn reference_gemm_s(threads: &Threads, o: &CpuOptions) -> f64 {
+    let mut b = GemmBench::new(threads, 512, 512, 512, o.seed);
+    median(&time_calls(&mut || b.run(), o))
+}
+
+/// Per item: each round's median, and min, max and count over all samples.
+#[derive(Debug, Clone)]
+struct Acc {
+    medians: Vec<f64>,
+    min_s: f64,
+    max_s: f64,
+    n: u32,
+}
+
+/// Time every item `o.rounds` times through the CPU backend's operator entry points.
+pub fn measure(
+    model: &ModelSpec,
+    items: &[PlanItem],
+    o: &CpuOptions,
+    progress: crate::gpu::Progress<'_>,
+) -> Result<(CpuReport, Vec<Measurement>)> {
+    let dims = dims_of(model);
+    let threads = Threads::new(o.threads)?;
+    let ref0 = reference_gemm_s(&threads, o);
+    let mut acc = vec![
+        Acc {
+            medians: Vec::new(),
+            min_s: f64::INFINITY,
+            max_s: 0.0,
+            n: 0,
+        };
+        items.len()
+    ];
+    let total = items.len() * o.rounds as usize;
+    for round in 0..o.rounds as usize {
+        for (i, item) in items.iter().enumerate() {
+            let seed = o.seed ^ ((i as u64) << 8) ^ round as u64;
+            let mut cell = Cell::build(&item.kernel, &dims, &threads, seed)?;
+            let s = time_calls(&mut || cell.run(), o);
+            let a = &mut acc[i];
+            a.medians.push(median(&s));
+            a.min_s = s.iter().copied().fold(a.min_s, f64::min);
+            a.max_s = s.iter().copied().fold(a.max_s, f64::max);
+            a.n += s.len() as u32;
+            progress(round * items.len() + i, total, item, median(&s));
+        }
+    }
+    let ref1 = reference_gemm_s(&threads, o);
+    let mut unsteady = Vec::new();
+    let rows = items
+        .iter()
+        .zip(&acc)
+        .map(|(item, a)| {
+            let (lo, hi) = a
+                .medians
+                .iter()
+                .fold((f64::INFINITY, 0.0f64), |(l, h), &m| (l.min(m), h.max(m)));
+            if hi > 1.25 * lo {
+                unsteady.push(format!("{} x={} y={}", item.op.name(), item.x, item.y));
+            }
+            Measurement {
+                op: item.op,
+                x: item.x,
+                y: item.y,
+                time_s: median(&a.medians),
+                min_s: Some(a.min_s),
+                max_s: Some(a.max_s),
+                repeats: Some(a.n),
+                source: "measured".into(),
+            }
+        })
+        .collect();
+    let report = CpuReport {
+        cpu_name: cpu_name(),
+        threads: threads.count(),
+        reference_gemm_s: (ref0, ref1),
+        unsteady_cells: unsteady,
+        cells: items.len(),
+    };
+    Ok((report, rows))
+}
+
+/// The backend's per-iteration time outside the profiled operators (embedding lookup, final norm,
+/// argmax, block allocation, pool hand-offs): the median over a few real `forward` calls of
+/// measured − `operators_s(shape)`, never below 0.
+pub fn iteration_overhead_s(
+    model: &ModelSpec,
+    o: &CpuOptions,
+    operators_s: &dyn Fn(&servesim::cost::BatchShape) -> f64,
+) -> Result<f64> {
+    let dims = dims_of(model);
+    let mut be = CpuBackend::new(&CpuConfig {
+        dims,
+        threads: o.threads,
+        seed: o.seed,
+        device_blocks: 1024,
+        host_bytes: 0,
+    })?;
+    let mut diffs = Vec::new();
+    let mut next_seq = 0u64;
+    // Decode batches of 1, 4 and 16 sequences from context 64 (each call adds one token).
+    for batch in [1usize, 4, 16] {
+        let seqs: Vec<u64> = (0..batch as u64).map(|i| next_seq + i).collect();
+        next_seq += batch as u64;
+        let prefill: Vec<SeqStep> = seqs
+            .iter()
+            .map(|&seq| SeqStep {
+                seq,
+                cached_tokens: 0,
+                new_tokens: 63,
+            })
+            .collect();
+        be.forward(&prefill)?;
+        for call in 0..(o.warmup + 2 * o.min_samples) as usize {
+            let ctx = 63 + call;
+            let steps: Vec<SeqStep> = seqs
+                .iter()
+                .map(|&seq| SeqStep {
+                    seq,
+                    cached_tokens: ctx,
+                    new_tokens: 1,
+                })
+                .collect();
+            let mut shape = servesim::cost::BatchShape::default();
+            for _ in &seqs {
+                shape.add_decode(ctx as u32 + 1);
+            }
+            let t = Instant::now();
+            be.forward(&steps)?;
+            let took = t.elapsed().as_secs_f64();
+            if call >= o.warmup as usize {
+                diffs.push(took - operators_s(&shape));
+            }
+        }
+        for s in seqs {
+            be.release(s);
+        }
+    }
+    Ok(median(&diffs).max(0.0))
+}
