@@ -13,9 +13,6 @@ use crate::exec::{ExecBatch, Executor, KvEventKind, Pipeline};
 use crate::scenario::Resolved;
 use crate::vocab::time::Ns;
 
-/// The message of `servesim live --device cpu` in a build without the CPU backend.
-pub const NO_CPU_BACKEND: &str = "live --device cpu: this build has no CPU compute backend (servesim-kernels); use --mock to exercise the driver (`servesim live SCENARIO --mock --time-scale 0.1`)";
-
 /// A backend's error, as its crate reports it.
 pub type BackendError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -78,7 +75,7 @@ impl ExecutorKind {
 pub fn check_device(device: ExecutorKind) -> Result<()> {
     match device {
         ExecutorKind::Mock => Ok(()),
-        ExecutorKind::Cpu => Err(SimError::config(NO_CPU_BACKEND)),
+        ExecutorKind::Cpu => Ok(()),
         ExecutorKind::Cuda => Err(SimError::config(super::NO_GPU_EXECUTOR)),
     }
 }
@@ -89,12 +86,14 @@ pub fn open_backend(
     r: &Resolved,
     threads: Option<u32>,
 ) -> Result<Box<dyn ComputeBackend>> {
-    let _ = (r, threads);
     check_device(device)?;
-    Err(SimError::config(format!(
-        "live --device {}: no compute backend",
-        device.name()
-    )))
+    match device {
+        ExecutorKind::Cpu => super::cpu::open(r, threads),
+        _ => Err(SimError::config(format!(
+            "live --device {}: no compute backend",
+            device.name()
+        ))),
+    }
 }
 
 /// The checksum of the last iteration a backend ran, for the iteration tap (iterations run one

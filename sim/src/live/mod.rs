@@ -19,10 +19,10 @@
 
 pub mod backend;
 pub mod compare;
+pub mod cpu;
 
 pub use backend::{
-    BackendError, BackendExecutor, ComputeBackend, ExecutorKind, NO_CPU_BACKEND, SeqStep,
-    StepOutput,
+    BackendError, BackendExecutor, ComputeBackend, ExecutorKind, SeqStep, StepOutput,
 };
 
 /// Ctrl-C handling (shared with `run` and `sweep`).
