@@ -151,6 +151,10 @@ pub fn main_with_args(args: Vec<OsString>, out: &mut dyn Write, err: &mut dyn Wr
     match dispatch(cli, out, err) {
         Ok(()) => 0,
         Err(e) if e.downcast_ref::<Regression>().is_some() => 1,
+        Err(e) if e.downcast_ref::<sweep::RunsFailed>().is_some() => {
+            let _ = writeln!(err, "error: {}", crate::error::one_line(&e.to_string()));
+            1
+        }
         Err(e) if e.downcast_ref::<Interrupted>().is_some() => {
             let _ = writeln!(
                 err,
@@ -201,7 +205,7 @@ impl std::error::Error for Regression {}
 fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(a) => run::run_cmd(a, out, err),
-        Command::Sweep(a) => sweep::sweep_cmd(a, out),
+        Command::Sweep(a) => sweep::sweep_cmd(a, out, err),
         Command::Merge(a) => merge::merge_cmd(a, out),
         Command::Check(a) => check::check_cmd(a, out, err),
         Command::Capacity(a) => capacity::capacity_cmd(a, out),
@@ -254,22 +258,44 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Resul
     }
 }
 
-/// A progress bar on stderr when it is a terminal, hidden otherwise.
-pub fn progress_bar(total: Option<u64>) -> indicatif::ProgressBar {
-    if !std::io::stderr().is_terminal() {
+/// Whether progress may be drawn: stderr is a terminal and `--quiet` was not given. Progress
+/// never goes to stdout or into a file.
+pub fn show_progress(quiet: bool) -> bool {
+    !quiet && std::io::stderr().is_terminal()
+}
+
+/// A progress bar on stderr counting `unit` (e.g. "requests") when [`show_progress`], hidden
+/// otherwise. Without a total it is a spinner with the count.
+pub fn progress_bar(total: Option<u64>, unit: &str, quiet: bool) -> indicatif::ProgressBar {
+    if !show_progress(quiet) {
         return indicatif::ProgressBar::hidden();
     }
-    let pb = match total {
-        Some(n) => indicatif::ProgressBar::new(n),
-        None => indicatif::ProgressBar::new_spinner(),
+    let (pb, template) = match total {
+        Some(n) => (
+            indicatif::ProgressBar::new(n),
+            format!(
+                "{{spinner}} [{{elapsed_precise}}] {{bar:30}} {{pos}}/{{len}} {unit} (eta {{eta}}) {{msg}}"
+            ),
+        ),
+        None => (
+            indicatif::ProgressBar::new_spinner(),
+            format!("{{spinner}} [{{elapsed_precise}}] {{pos}} {unit} {{msg}}"),
+        ),
     };
     pb.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} requests (eta {eta})",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(&template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
+    pb.enable_steady_tick(std::time::Duration::from_millis(200));
     pb
+}
+
+/// A policy name given with `flag`: an error naming the flag (and the closest known name) when
+/// no policy has it.
+fn check_policy_flag(flag: &str, name: &str) -> Result<(), SimError> {
+    crate::policy::lookup(name)
+        .map(|_| ())
+        .map_err(|e| SimError::config(format!("{flag}: {e}")))
 }
 
 /// `--num-requests 0` would run nothing and report an empty run as a result: blame the flag.

@@ -116,7 +116,11 @@ pub(super) fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
         &dest,
         &crate::output::Replace::new(a.force, resolved.input_paths()),
     )?;
-    let pb = progress_bar(crate::run::expected_requests(&resolved));
+    let pb = progress_bar(
+        crate::run::expected_requests(&resolved),
+        "requests",
+        a.quiet,
+    );
     let pb2 = pb.clone();
     let started = Instant::now(); // allow-wall-clock: timing.json only, outside the simulation
     let result = crate::run::run_interruptible(

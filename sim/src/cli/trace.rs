@@ -293,7 +293,7 @@ fn synth_cmd(a: SynthArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     // Rows stream to the staged file (memory stays bounded for any --num); an error or Ctrl-C
     // drops it, which removes the temporary, so no partial file is left.
     let _ctrl_c = crate::interrupt::CtrlC::install();
-    let pb = super::progress_bar(Some(a.num));
+    let pb = super::progress_bar(Some(a.num), "requests", false);
     let mut f = crate::output::StagedFile::new(&a.out)?;
     f.write_all(if a.lengths_only {
         b"input_tokens,output_tokens\n"
