@@ -126,3 +126,87 @@ fn a_sweep_with_failed_runs_exits_1_unless_allowed() {
     let r = sweep_in(&w, &["--rates", "0.01"]);
     assert_eq!((r.code, r.stderr.as_str()), (0, ""));
 }
+
+/// Set in the child process of [`progress_stays_off_a_stderr_that_is_not_a_terminal`]: the
+/// `servesim` arguments, separated by U+001F.
+const CHILD_ENV: &str = "SERVESIM_PROGRESS_CHILD_ARGS";
+
+/// `servesim ARGS…` in a real process whose stdout and stderr are pipes (the test binary re-run as
+/// `servesim`, as in [`crate::interrupt`]); returns (exit code, stdout, stderr).
+fn servesim_piped(w: &Workdir, args: &[&str]) -> (Option<i32>, String, String) {
+    let o = std::process::Command::new(std::env::current_exe().expect("test binary path"))
+        .args([
+            "cli_flags::progress_stays_off_a_stderr_that_is_not_a_terminal",
+            "--exact",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(CHILD_ENV, args.join("\u{1f}"))
+        .current_dir(w.dir.path())
+        .output()
+        .expect("run the servesim child process");
+    let text = |b: Vec<u8>| String::from_utf8(b).expect("UTF-8");
+    (o.status.code(), text(o.stdout), text(o.stderr))
+}
+
+/// Progress is drawn only on a terminal: through pipes, `run`, `sweep`, `capacity` and `trace
+/// synth` print exactly what they print in-process (stdout), and nothing on stderr.
+#[test]
+fn progress_stays_off_a_stderr_that_is_not_a_terminal() {
+    if let Some(args) = std::env::var_os(CHILD_ENV) {
+        let args = args.to_string_lossy().into_owned();
+        let mut argv: Vec<std::ffi::OsString> = vec!["servesim".into()];
+        argv.extend(args.split('\u{1f}').map(Into::into));
+        let code = servesim::cli::main_with_args(
+            argv,
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr(),
+        );
+        std::process::exit(code);
+    }
+    let w = Workdir::new();
+    sweep_scenario(&w, "\n[sweep]\nrate = [0.5, 1.0]\n");
+    let commands: &[&[&str]] = &[
+        &["run", "sweep.toml", "--out", "run"],
+        &["sweep", "sweep.toml", "--out", "sweep", "--no-plots"],
+        &[
+            "capacity",
+            "sweep.toml",
+            "--slo",
+            "jct_s=100",
+            "--seeds",
+            "0",
+            "--precision",
+            "0.5",
+        ],
+        &[
+            "trace",
+            "synth",
+            "--rate",
+            "1",
+            "--num",
+            "50",
+            "--input",
+            "fixed:value=4",
+            "--output",
+            "fixed:value=2",
+            "-o",
+            "synth.csv",
+        ],
+    ];
+    for args in commands {
+        let (code, stdout, stderr) = servesim_piped(&w, args);
+        assert_eq!(code, Some(0), "{args:?}: {stderr}");
+        assert_eq!(stderr, "", "{args:?}");
+        assert!(!stdout.contains(['\r', '\x1b']), "{args:?}: {stdout:?}");
+    }
+    // Capacity's stdout (no wall times) is byte for byte what it prints in-process (after the
+    // test harness's own lines, which end in "... ").
+    let (_, piped, _) = servesim_piped(&w, commands[2]);
+    let mut args: Vec<std::ffi::OsString> = commands[2].iter().map(Into::into).collect();
+    args[1] = w.path("sweep.toml").into();
+    let inproc = cli(args).stdout;
+    assert!(inproc.starts_with("SLO: "), "{inproc}");
+    assert_eq!(piped.split_once("... ").map(|x| x.1), Some(inproc.as_str()));
+}
