@@ -210,3 +210,96 @@ fn progress_stays_off_a_stderr_that_is_not_a_terminal() {
     assert!(inproc.starts_with("SLO: "), "{inproc}");
     assert_eq!(piped.split_once("... ").map(|x| x.1), Some(inproc.as_str()));
 }
+
+/// A misspelt name gets the closest known one; a name from a flag blames the flag.
+#[test]
+fn unknown_names_suggest_the_closest_and_blame_their_flag() {
+    let w = Workdir::new();
+    sweep_scenario(&w, "");
+    let scenario = w.path("sweep.toml");
+    let s = scenario.to_str().unwrap();
+    let out = w.path("out");
+    let o = out.to_str().unwrap();
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["run", s, "--out", o, "--policy", "vlm"],
+            &["--policy: unknown policy `vlm`; did you mean `vllm`?"],
+        ),
+        (
+            &["capacity", s, "--slo", "jct_s=1", "--policies", "vllm,srtp"],
+            &["--policies: unknown policy `srtp`; did you mean `srpt`?"],
+        ),
+    ];
+    for (args, needles) in cases {
+        let r = cli(*args);
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        for n in *needles {
+            assert!(r.stderr.contains(n), "{args:?}: no {n:?} in {}", r.stderr);
+        }
+        assert!(!r.stderr.contains("sweep.toml"), "{args:?}: {}", r.stderr);
+    }
+    // In the scenario file: the file is named, with the suggestion.
+    let text = std::fs::read_to_string(&scenario).unwrap();
+    for (from, to, needle) in [
+        (
+            "policy = \"vllm\"",
+            "policy = \"skip-join-mlfg\"",
+            "did you mean `skip-join-mlfq`?",
+        ),
+        (
+            "model = \"opt-13b\"",
+            "model = \"opt-13\"",
+            "did you mean `opt-13b`?",
+        ),
+        (
+            "gpu = \"a100-40gb\"",
+            "gpu = \"a100-40g\"",
+            "did you mean `a100-40gb`?",
+        ),
+    ] {
+        w.write("typo.toml", text.replacen(from, to, 1));
+        let r = cli(["run", w.path("typo.toml").to_str().unwrap(), "--out", o]);
+        assert_eq!(r.code, 2, "{to}: {}", r.stderr);
+        assert!(r.stderr.contains("typo.toml"), "{to}: {}", r.stderr);
+        assert!(r.stderr.contains(needle), "{to}: {}", r.stderr);
+    }
+}
+
+/// Negative numbers reach servesim's own checks (no "pass `-- -1`" tip from the parser).
+#[test]
+fn negative_numbers_get_servesims_own_errors() {
+    let w = Workdir::new();
+    sweep_scenario(&w, "");
+    let s = w.path("sweep.toml");
+    let s = s.to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["run", s, "--rate", "-1"],
+            "--rate must be a finite number > 0, got -1",
+        ),
+        (
+            &["sweep", s, "--rates", "-1,2"],
+            "--rates: every rate must be",
+        ),
+        (
+            &["capacity", s, "--slo", "jct_s=1", "--start-rate", "-2"],
+            "--start-rate",
+        ),
+        (
+            &["capacity", s, "--slo", "jct_s=1", "--precision", "-0.1"],
+            "--precision",
+        ),
+        (&["live", s, "--mock", "--time-scale", "-1"], "time"),
+        (&["run", s, "--seed", "-1"], "'--seed <SEED>'"),
+    ];
+    for (args, needle) in cases {
+        let r = cli(*args);
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        assert!(!r.stderr.contains("-- -"), "{args:?}: {}", r.stderr);
+        assert!(
+            r.stderr.contains(needle),
+            "{args:?}: no {needle:?} in {}",
+            r.stderr
+        );
+    }
+}

@@ -7,6 +7,7 @@ use std::time::Instant;
 use crate::scenario::{Overrides, load};
 
 #[derive(Debug, clap::Args)]
+#[command(allow_negative_numbers = true)]
 pub struct BenchArgs {
     /// Scenario files to time (default: scenarios/bench_vllm_azure_conv_10k.toml).
     pub scenarios: Vec<PathBuf>,

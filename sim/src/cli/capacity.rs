@@ -11,6 +11,7 @@ use crate::scenario::{Loaded, Overrides, load};
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("target").required(true).args(["slo", "goodput"])))]
+#[command(allow_negative_numbers = true)]
 pub struct CapacityArgs {
     /// Scenario TOML file (its [sweep] table is ignored).
     pub scenario: PathBuf,
@@ -29,7 +30,12 @@ pub struct CapacityArgs {
     #[arg(long, value_delimiter = ',')]
     pub policies: Vec<String>,
     /// Comma-separated seeds averaged at each rate.
-    #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0,1,2",
+        allow_hyphen_values = true
+    )]
     pub seeds: Vec<u64>,
     /// First rate probed (default: the scenario's rate).
     #[arg(long)]
@@ -166,6 +172,9 @@ fn check_flags(a: &CapacityArgs) -> anyhow::Result<()> {
             "--policies has an empty entry: give comma-separated policy names, e.g. vllm,fcfs",
         )
         .into());
+    }
+    for p in &a.policies {
+        super::check_policy_flag("--policies", p)?;
     }
     Ok(())
 }

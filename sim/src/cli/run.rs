@@ -11,6 +11,7 @@ use crate::error::SimError;
 use crate::scenario::{Overrides, load};
 
 #[derive(Debug, clap::Args)]
+#[command(allow_negative_numbers = true)]
 pub struct RunArgs {
     /// Scenario TOML file (see README: "Scenario reference").
     pub scenario: PathBuf,
@@ -51,6 +52,7 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(allow_negative_numbers = true)]
 pub struct LiveArgs {
     /// Scenario TOML file.
     pub scenario: PathBuf,
@@ -105,6 +107,9 @@ pub(super) fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
     };
     check_rate(o.rate_per_s)?;
     check_num_requests(o.num_requests)?;
+    if let Some(p) = &o.policy {
+        super::check_policy_flag("--policy", p)?;
+    }
     let resolved = loaded.resolve(&o)?;
     let dest = a.out.unwrap_or_else(|| {
         PathBuf::from("results")

@@ -15,6 +15,7 @@ use crate::sweep::SweepRun;
 type Outcomes = Vec<std::result::Result<Summary, String>>;
 
 #[derive(Debug, clap::Args)]
+#[command(allow_negative_numbers = true)]
 pub struct SweepArgs {
     /// Scenario TOML file with a [sweep] table.
     pub scenario: PathBuf,
@@ -51,11 +52,16 @@ pub struct SweepArgs {
         long,
         value_delimiter = ',',
         value_name = "REQ_PER_S",
-        allow_negative_numbers = true
+        allow_hyphen_values = true
     )]
     pub rates: Vec<f64>,
     /// Comma-separated seeds: the `seed` axis (replaces [sweep] seed).
-    #[arg(long, value_delimiter = ',', value_name = "SEEDS")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "SEEDS",
+        allow_hyphen_values = true
+    )]
     pub seeds: Vec<u64>,
     /// Exit 0 even when some runs failed (they are still recorded in sweep.csv's `error`
     /// column); without it a sweep with a failed run exits 1.

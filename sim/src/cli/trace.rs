@@ -66,6 +66,7 @@ pub enum ImportSource {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(allow_negative_numbers = true)]
 pub struct TextArgs {
     /// The dataset's JSON file (streamed: it is never loaded whole).
     pub input: PathBuf,
@@ -127,6 +128,7 @@ pub struct CsvArgs {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(allow_negative_numbers = true)]
 pub struct SynthArgs {
     /// Arrival process: poisson (the default), gamma (shape 1/cv², scale cv²/rate), constant, or
     /// replay (a trace's arrival times, rescaled to --rate when given; implied by --replay).
