@@ -303,3 +303,41 @@ fn negative_numbers_get_servesims_own_errors() {
         );
     }
 }
+
+/// `list --json` is valid JSON naming every policy, router, predictor, model and GPU;
+/// `list policy NAME` shows its parameters (text and JSON).
+#[test]
+fn list_json_and_list_policy() {
+    let r = cli(["list", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("list --json is JSON");
+    let names = |key: &str| -> Vec<String> {
+        v[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {key} array"))
+            .iter()
+            .map(|e| e.get("name").unwrap_or(e).as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names("policies"), servesim::policy::policy_names());
+    assert_eq!(names("routers"), servesim::route::router_names());
+    assert!(names("models").contains(&"opt-13b".to_string()));
+    assert!(names("gpus").contains(&"a100-40gb".to_string()));
+    assert_eq!(v["scheduler_defaults"]["max_batch_size"], 256);
+    let r = cli(["list"]);
+    assert!(r.stdout.contains("max_batch_size 256"), "{}", r.stdout);
+    for name in servesim::policy::policy_names() {
+        let r = cli(["list", "policy", name]);
+        assert_eq!(r.code, 0, "{name}: {}", r.stderr);
+        assert!(r.stdout.starts_with(&format!("{name}: ")), "{}", r.stdout);
+        let r = cli(["list", "policy", name, "--json"]);
+        let j: serde_json::Value = serde_json::from_str(&r.stdout).expect("JSON");
+        assert_eq!(j["name"], name);
+        assert!(j["parameters"].is_object(), "{name}: {}", r.stdout);
+    }
+    let r = cli(["list", "policy", "vllm"]);
+    assert!(r.stdout.contains("watermark_frac = 0.01"), "{}", r.stdout);
+    let r = cli(["list", "policy", "sarathy"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("did you mean `sarathi`?"), "{}", r.stderr);
+}

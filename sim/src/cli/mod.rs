@@ -4,6 +4,7 @@ mod bench;
 pub mod calibrate;
 mod capacity;
 mod check;
+mod list;
 mod merge;
 mod run;
 mod sweep;
@@ -98,8 +99,9 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Import (ShareGPT, Alpaca, Azure, Vidur), synthesise and summarise request traces.
     Trace(trace::TraceArgs),
-    /// List the policies, models and GPUs this build knows.
-    List,
+    /// List the policies, routers, predictors, models and GPUs this build knows (--json for
+    /// JSON); `list policy NAME` shows one policy's parameters and defaults.
+    List(list::ListArgs),
     /// Run a scenario live, in wall-clock time: the same policies, KV accounting and metrics as
     /// `run`, with each iteration executed by an executor that takes real time.
     ///
@@ -227,34 +229,7 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Resul
         Command::Compare(a) => run::compare_cmd(a, out),
         Command::Trace(a) => trace::trace_cmd(a, out),
         Command::Calibrate { args } => calibrate::calibrate_cmd(args),
-        Command::List => {
-            writeln!(out, "policies:")?;
-            let w = crate::policy::REGISTRY.iter().map(|e| e.name.len()).max();
-            for e in crate::policy::REGISTRY {
-                writeln!(out, "  {:<w$} {}", e.name, e.summary, w = w.unwrap_or(0))?;
-            }
-            writeln!(out, "routers:")?;
-            for e in crate::route::REGISTRY {
-                writeln!(out, "  {:<18} {}", e.name, e.summary)?;
-            }
-            let cat = crate::catalogue::Catalogue::builtin();
-            writeln!(
-                out,
-                "models:   {}",
-                cat.models.keys().cloned().collect::<Vec<_>>().join(", ")
-            )?;
-            writeln!(
-                out,
-                "gpus:     {}",
-                cat.gpus.keys().cloned().collect::<Vec<_>>().join(", ")
-            )?;
-            writeln!(
-                out,
-                "predictors: {}",
-                crate::predict::PREDICTOR_NAMES.join(", ")
-            )?;
-            Ok(())
-        }
+        Command::List(a) => list::list_cmd(a, out),
     }
 }
 
