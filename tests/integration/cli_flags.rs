@@ -341,3 +341,32 @@ fn list_json_and_list_policy() {
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("did you mean `sarathi`?"), "{}", r.stderr);
 }
+
+/// `completions bash|zsh|fish` print a script naming the subcommands; the bash one parses.
+#[test]
+fn completions_print_a_script_per_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let r = cli(["completions", shell]);
+        assert_eq!(r.code, 0, "{shell}: {}", r.stderr);
+        for word in ["servesim", "sweep", "capacity", "allow-failures"] {
+            assert!(r.stdout.contains(word), "{shell}: no {word}");
+        }
+        if shell == "bash"
+            && std::process::Command::new("bash")
+                .arg("--version")
+                .output()
+                .is_ok()
+        {
+            let w = Workdir::new();
+            let f = w.write("servesim.bash", &r.stdout);
+            let ok = std::process::Command::new("bash")
+                .arg("-n")
+                .arg(&f)
+                .status()
+                .expect("bash -n");
+            assert!(ok.success(), "bash -n rejects the bash completion script");
+        }
+    }
+    let r = cli(["completions", "tcsh"]);
+    assert_eq!(r.code, 2);
+}

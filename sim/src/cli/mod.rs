@@ -99,6 +99,13 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Import (ShareGPT, Alpaca, Azure, Vidur), synthesise and summarise request traces.
     Trace(trace::TraceArgs),
+    /// Print a shell completion script, e.g. `servesim completions bash >
+    /// ~/.local/share/bash-completion/completions/servesim` (zsh: a `_servesim` file on $fpath;
+    /// fish: ~/.config/fish/completions/servesim.fish).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// List the policies, routers, predictors, models and GPUs this build knows (--json for
     /// JSON); `list policy NAME` shows one policy's parameters and defaults.
     List(list::ListArgs),
@@ -230,6 +237,14 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Resul
         Command::Trace(a) => trace::trace_cmd(a, out),
         Command::Calibrate { args } => calibrate::calibrate_cmd(args),
         Command::List(a) => list::list_cmd(a, out),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            // Into memory first: generate panics on a write error (e.g. a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "servesim", &mut script);
+            out.write_all(&script)?;
+            Ok(())
+        }
     }
 }
 
