@@ -105,11 +105,7 @@ pub(super) fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
         seed: a.seed,
         num_requests: a.num_requests,
     };
-    check_rate(o.rate_per_s)?;
-    check_num_requests(o.num_requests)?;
-    if let Some(p) = &o.policy {
-        super::check_policy_flag("--policy", p)?;
-    }
+    check_flags(&o)?;
     let resolved = loaded.resolve(&o)?;
     let dest = a.out.unwrap_or_else(|| {
         PathBuf::from("results")
@@ -173,6 +169,16 @@ pub(super) fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
             "simulated in {wall_s:.3} s wall; outputs in {}",
             dir.display()
         )?;
+    }
+    Ok(())
+}
+
+/// The checks on `run`'s flags alone: `--rate`, `--num-requests`, and `--policy` (a known name).
+fn check_flags(o: &Overrides) -> Result<(), SimError> {
+    check_rate(o.rate_per_s)?;
+    check_num_requests(o.num_requests)?;
+    if let Some(p) = &o.policy {
+        super::check_policy_flag("--policy", p)?;
     }
     Ok(())
 }
