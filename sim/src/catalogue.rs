@@ -253,7 +253,8 @@ impl Catalogue {
     pub fn model(&self, name: &str) -> Result<&ModelSpec> {
         self.models.get(&name.to_lowercase()).ok_or_else(|| {
             SimError::config(format!(
-                "unknown model `{name}`; valid models: {}",
+                "unknown model `{name}`; {}valid models: {}",
+                crate::error::did_you_mean(name, self.models.keys().map(String::as_str)),
                 self.models.keys().cloned().collect::<Vec<_>>().join(", ")
             ))
         })
@@ -262,7 +263,8 @@ impl Catalogue {
     pub fn gpu(&self, name: &str) -> Result<&GpuSpec> {
         self.gpus.get(&name.to_lowercase()).ok_or_else(|| {
             SimError::config(format!(
-                "unknown GPU `{name}`; valid GPUs: {}",
+                "unknown GPU `{name}`; {}valid GPUs: {}",
+                crate::error::did_you_mean(name, self.gpus.keys().map(String::as_str)),
                 self.gpus.keys().cloned().collect::<Vec<_>>().join(", ")
             ))
         })

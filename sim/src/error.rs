@@ -48,6 +48,55 @@ impl SimError {
 
 pub type Result<T, E = SimError> = std::result::Result<T, E>;
 
+/// `"did you mean `X`? "` for the known name closest to `name` (edit distance, case-blind) when
+/// it is close enough to be a typo (at most a third of the longer name, and at least 1 edit);
+/// otherwise the empty string. Meant to sit between "unknown … `name`; " and the valid list.
+pub fn did_you_mean<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> String {
+    let name = name.to_lowercase();
+    let best = known
+        .into_iter()
+        .map(|k| (edit_distance(&name, &k.to_lowercase()), k))
+        .min_by_key(|(d, _)| *d);
+    match best {
+        Some((d, k)) if d <= (name.chars().count().max(k.chars().count()) / 3).max(1) => {
+            format!("did you mean `{k}`? ")
+        }
+        _ => String::new(),
+    }
+}
+
+/// Levenshtein distance in characters (insertions, deletions and substitutions cost 1), with
+/// an adjacent transposition also costing 1 (`vlml` → `vllm`). Names longer than 200
+/// characters are not compared (distance `usize::MAX`).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    if a.len() > 200 || b.len() > 200 {
+        return usize::MAX;
+    }
+    // d[i][j]: distance between a[..i] and b[..j].
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
 /// A user-supplied or derived number for an error message: up to 6 significant digits, in
 /// scientific notation when very large or small (never a 300-digit expansion), `inf`/`NaN` as is.
 pub fn num(x: f64) -> String {
@@ -264,6 +313,20 @@ pub fn one_line(msg: &str) -> String {
 
 #[cfg(test)]
 mod one_line_tests {
+    #[test]
+    fn did_you_mean_names_close_names_only() {
+        let known = ["fcfs", "vllm", "skip-join-mlfq", "srpt-oracle"];
+        assert_eq!(super::did_you_mean("vlm", known), "did you mean `vllm`? ");
+        assert_eq!(super::did_you_mean("VLML", known), "did you mean `vllm`? ");
+        assert_eq!(super::did_you_mean("skip-join", known), "");
+        assert_eq!(
+            super::did_you_mean("srpt-orcale", known),
+            "did you mean `srpt-oracle`? "
+        );
+        assert_eq!(super::did_you_mean("lottery", known), "");
+        assert_eq!(super::did_you_mean("x", []), "");
+    }
+
     use super::one_line;
 
     #[test]

@@ -81,9 +81,19 @@ fn set_path(root: &mut toml::Table, path: &str, v: toml::Value) -> std::result::
     Err(format!("sweep axis `{path}` is empty"))
 }
 
+/// A sweep axis given on the command line (`--policies`, `--rates`, `--seeds`): it replaces the
+/// scenario's `[sweep]` axis of the same name, or adds it.
+pub struct FlagAxis {
+    /// The flag, for error messages (`--rates`).
+    pub flag: &'static str,
+    /// The axis it sets (`policy`, `rate`, `seed`).
+    pub axis: &'static str,
+    pub values: Vec<toml::Value>,
+}
+
 /// Expand a scenario file into its runs, validating each (bad input fails the whole sweep up
-/// front). A scenario without `[sweep]` is a sweep of one run.
-pub fn expand(path: &Path, base: &Overrides) -> Result<Vec<SweepRun>> {
+/// front). A scenario without `[sweep]` is a sweep of one run. `flags` replace or add axes.
+pub fn expand(path: &Path, base: &Overrides, flags: &[FlagAxis]) -> Result<Vec<SweepRun>> {
     let text = crate::input::read_text(path, crate::input::MAX_CONFIG_BYTES).map_err(|e| {
         SimError::Io {
             path: path.to_path_buf(),
@@ -100,11 +110,12 @@ pub fn expand(path: &Path, base: &Overrides) -> Result<Vec<SweepRun>> {
     // The file as written first: its unknown keys and wrong types are reported with its own lines
     // (the runs below parse generated text).
     crate::scenario::parse(path, &text)?;
-    let sweep = match root.remove("sweep") {
+    let mut sweep = match root.remove("sweep") {
         None => toml::Table::new(),
         Some(toml::Value::Table(t)) => t,
         Some(_) => return Err(err("`sweep` must be a table of axes".into())),
     };
+    apply_flag_axes(&mut sweep, flags).map_err(SimError::config)?;
     let axes = sweep_axes(&sweep).map_err(&err)?;
     check_axes(&axes).map_err(&err)?;
     let total = run_count(&axes).map_err(&err)?;
@@ -174,6 +185,49 @@ fn sweep_axes(sweep: &toml::Table) -> std::result::Result<Vec<(String, Vec<toml:
         axes.push((n, vals));
     }
     Ok(axes)
+}
+
+/// Put the command-line axes into the scenario's `[sweep]` table: each replaces the axis of its
+/// name; a scenario axis that sets the same field under another name (`trace.rate_per_s` for
+/// `--rates`), or a table holding it, is an error naming the flag.
+fn apply_flag_axes(sweep: &mut toml::Table, flags: &[FlagAxis]) -> std::result::Result<(), String> {
+    for f in flags {
+        let path = axis_path(f.axis);
+        if let Some(other) = sweep
+            .keys()
+            .find(|k| k.as_str() != f.axis && overlap(axis_path(k), path))
+        {
+            return Err(format!(
+                "{} sets `{path}`, which the scenario's [sweep] axis `{other}` also sets; remove that axis or the flag",
+                f.flag
+            ));
+        }
+        if let Some((i, v)) = f
+            .values
+            .iter()
+            .enumerate()
+            .find(|(i, v)| f.values[..*i].contains(v))
+        {
+            return Err(format!(
+                "{} lists {} twice (position {}); each run would be repeated",
+                f.flag,
+                crate::error::echo(&value_text(v)),
+                i + 1
+            ));
+        }
+        sweep.insert(f.axis.to_string(), toml::Value::Array(f.values.clone()));
+    }
+    Ok(())
+}
+
+/// Whether two dotted paths set the same field, or one is a table holding the other.
+fn overlap(a: &str, b: &str) -> bool {
+    let inside = |outer: &str, inner: &str| {
+        inner
+            .strip_prefix(outer)
+            .is_some_and(|rest| rest.starts_with('.'))
+    };
+    a == b || inside(a, b) || inside(b, a)
 }
 
 /// Two axes that set the same field (`rate` and `trace.rate_per_s`), or one a table that holds

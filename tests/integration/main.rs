@@ -11,7 +11,8 @@
 //! - [`cluster`]: replicas and routers; [`parallelism`]: tensor and pipeline parallelism and
 //!   replica groups; [`shards`]: sharded sweeps and `merge`;
 //! - [`cli`]: user errors (exit 2, one line, no partial output) and the help/list commands;
-//!   [`cli_scenario`]: the same for bad scenario files;
+//!   [`cli_scenario`]: the same for bad scenario files; [`cli_flags`]: sweep axes from flags,
+//!   the exit status of failed sweep runs, did-you-mean, `list --json`, completions;
 //! - [`exit_codes`]: the fuzz corpus and hostile scenarios through every entry point (exit codes
 //!   0, 1, 2 or 130 only, no panic); [`exit_regressions`]: the regression tests of the crashes
 //!   they found;
@@ -25,6 +26,7 @@
 mod chunked;
 mod chunked_switch;
 mod cli;
+mod cli_flags;
 mod cli_scenario;
 mod cluster;
 mod determinism;

@@ -39,8 +39,9 @@ router = ["round-robin", "least-work"]
 "limits.max_queue" = [2, 1000]
 "#;
 
+/// `servesim sweep ARGS --allow-failures` (the sweep's `max_queue = 2` runs fail on purpose).
 fn sweep(args: &[&str]) -> crate::support::CliResult {
-    let mut v: Vec<String> = vec!["sweep".into()];
+    let mut v: Vec<String> = vec!["sweep".into(), "--allow-failures".into()];
     v.extend(args.iter().map(|s| s.to_string()));
     cli(v)
 }

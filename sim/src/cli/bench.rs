@@ -7,6 +7,7 @@ use std::time::Instant;
 use crate::scenario::{Overrides, load};
 
 #[derive(Debug, clap::Args)]
+#[command(allow_negative_numbers = true)]
 pub struct BenchArgs {
     /// Scenario files to time (default: scenarios/bench_vllm_azure_conv_10k.toml).
     pub scenarios: Vec<PathBuf>,
@@ -16,6 +17,9 @@ pub struct BenchArgs {
     /// Override the number of requests.
     #[arg(long, value_name = "N")]
     pub num_requests: Option<u64>,
+    /// No progress bar on stderr (it is drawn only when stderr is a terminal).
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 /// Peak resident set size of this process in bytes (Linux `VmHWM`), if known.
@@ -51,6 +55,8 @@ pub fn bench_cmd(a: BenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         "peak_rss_MB",
         "ff_share"
     )?;
+    let runs = scenarios.len() as u64 * u64::from(a.repeat.max(1));
+    let pb = super::progress_bar(Some(runs), "runs", a.quiet);
     for path in scenarios {
         let resolved = load(&path)?.resolve(&Overrides {
             num_requests: a.num_requests,
@@ -70,24 +76,29 @@ pub fn bench_cmd(a: BenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                 fast_forwarded: o.stats.fast_forwarded_iterations,
             };
             drop(o);
+            pb.inc(1);
             if best.as_ref().is_none_or(|(b, _)| w < *b) {
                 best = Some((w, f));
             }
         }
         let (w, o) = best.expect("at least one repeat");
         let rss = peak_rss_bytes().map(|b| b as f64 / 1e6).unwrap_or(f64::NAN);
-        writeln!(
-            out,
-            "{:<40}{:>10}{:>12.4}{:>14.0}{:>14.0}{:>14.0}{:>12.1}{:>10.3}",
-            resolved.scenario.name,
-            o.requests,
-            w,
-            o.requests as f64 / w,
-            o.iterations as f64 / w,
-            o.events as f64 / w,
-            rss,
-            o.fast_forwarded as f64 / o.iterations.max(1) as f64
-        )?;
+        // Drawn above the progress bar, which is redrawn below it.
+        pb.suspend(|| -> std::io::Result<()> {
+            writeln!(
+                out,
+                "{:<40}{:>10}{:>12.4}{:>14.0}{:>14.0}{:>14.0}{:>12.1}{:>10.3}",
+                resolved.scenario.name,
+                o.requests,
+                w,
+                o.requests as f64 / w,
+                o.iterations as f64 / w,
+                o.events as f64 / w,
+                rss,
+                o.fast_forwarded as f64 / o.iterations.max(1) as f64
+            )
+        })?;
     }
+    pb.finish_and_clear();
     Ok(())
 }

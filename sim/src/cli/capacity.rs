@@ -11,6 +11,7 @@ use crate::scenario::{Loaded, Overrides, load};
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("target").required(true).args(["slo", "goodput"])))]
+#[command(allow_negative_numbers = true)]
 pub struct CapacityArgs {
     /// Scenario TOML file (its [sweep] table is ignored).
     pub scenario: PathBuf,
@@ -29,7 +30,12 @@ pub struct CapacityArgs {
     #[arg(long, value_delimiter = ',')]
     pub policies: Vec<String>,
     /// Comma-separated seeds averaged at each rate.
-    #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0,1,2",
+        allow_hyphen_values = true
+    )]
     pub seeds: Vec<u64>,
     /// First rate probed (default: the scenario's rate).
     #[arg(long)]
@@ -52,6 +58,10 @@ pub struct CapacityArgs {
     /// most the number of seeds and 1024).
     #[arg(long, short = 'j')]
     pub jobs: Option<usize>,
+    /// No progress lines on stderr (one per probed rate, written only when stderr is a
+    /// terminal).
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 /// Highest rate `capacity` starts probing at (a billion requests/s is beyond any cluster).
@@ -97,7 +107,14 @@ pub fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> 
     let mut bars = Vec::new();
     let mut searches = Vec::new();
     for p in &policies {
-        let mut eval = |rate: f64| probe(&pool, &a, &loaded, p, &target, rate);
+        let show = super::show_progress(a.quiet);
+        let mut eval = |rate: f64| {
+            let pr = probe(&pool, &a, &loaded, p, &target, rate);
+            if show && !crate::interrupt::interrupted() {
+                eprintln!("{}", probe_line(p, rate, &pr, &target));
+            }
+            pr
+        };
         let meets = |p: &Probe| p.miss_reason(&target).is_none();
         let c = crate::capacity::search(start, &meets, a.precision, 40, &mut eval);
         if crate::interrupt::interrupted() {
@@ -156,6 +173,9 @@ fn check_flags(a: &CapacityArgs) -> anyhow::Result<()> {
             "--policies has an empty entry: give comma-separated policy names, e.g. vllm,fcfs",
         )
         .into());
+    }
+    for p in &a.policies {
+        super::check_policy_flag("--policies", p)?;
     }
     Ok(())
 }
@@ -273,6 +293,31 @@ fn probe(
         value: measured.iter().map(|m| m.0).sum::<f64>() / measured.len() as f64,
         runs: measured.into_iter().map(|m| m.1).collect(),
     }
+}
+
+/// The progress line of one probe: policy, rate, figure, whether it meets the target, and
+/// whether every seed's run finished and is stable.
+fn probe_line(p: &str, rate: f64, pr: &Probe, target: &Target) -> String {
+    let failed = pr.runs.iter().filter(|r| r.failed).count();
+    let stable = match (pr.stable(), failed) {
+        (true, _) => "stable".to_string(),
+        (false, 0) => "unstable".to_string(),
+        (false, n) => format!("unstable ({n} run(s) failed)"),
+    };
+    let meets = if target.meets(pr.value) {
+        "meets"
+    } else {
+        "misses"
+    };
+    let figure = match target {
+        Target::Latency(s) => format!("{}({})", s.stat, s.metric),
+        Target::Goodput(_) => "goodput".to_string(),
+    };
+    format!(
+        "  probe {p} at {} req/s: {figure} = {}, {meets} the target, {stable}",
+        crate::error::num(rate),
+        crate::error::num(pr.value)
+    )
 }
 
 /// One policy's line of the table (no newline): its capacity, probes, ratio to the first

@@ -4,6 +4,7 @@ mod bench;
 pub mod calibrate;
 mod capacity;
 mod check;
+mod list;
 mod merge;
 mod run;
 mod sweep;
@@ -103,8 +104,16 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Import (ShareGPT, Alpaca, Azure, Vidur), synthesise and summarise request traces.
     Trace(trace::TraceArgs),
-    /// List the policies, models and GPUs this build knows.
-    List,
+    /// Print a shell completion script, e.g. `servesim completions bash >
+    /// ~/.local/share/bash-completion/completions/servesim` (zsh: a `_servesim` file on $fpath;
+    /// fish: ~/.config/fish/completions/servesim.fish).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// List the policies, routers, predictors, models and GPUs this build knows (--json for
+    /// JSON); `list policy NAME` shows one policy's parameters and defaults.
+    List(list::ListArgs),
     /// Run a scenario live, in wall-clock time: the same policies, KV accounting and metrics as
     /// `run`, with each iteration executed by an executor that takes real time.
     ///
@@ -157,6 +166,10 @@ pub fn main_with_args(args: Vec<OsString>, out: &mut dyn Write, err: &mut dyn Wr
     match dispatch(cli, out, err) {
         Ok(()) => 0,
         Err(e) if e.downcast_ref::<Regression>().is_some() => 1,
+        Err(e) if e.downcast_ref::<sweep::RunsFailed>().is_some() => {
+            let _ = writeln!(err, "error: {}", crate::error::one_line(&e.to_string()));
+            1
+        }
         Err(e) if e.downcast_ref::<Interrupted>().is_some() => {
             let _ = writeln!(
                 err,
@@ -207,7 +220,7 @@ impl std::error::Error for Regression {}
 fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(a) => run::run_cmd(a, out, err),
-        Command::Sweep(a) => sweep::sweep_cmd(a, out),
+        Command::Sweep(a) => sweep::sweep_cmd(a, out, err),
         Command::Merge(a) => merge::merge_cmd(a, out),
         Command::Check(a) => check::check_cmd(a, out, err),
         Command::Capacity(a) => capacity::capacity_cmd(a, out),
@@ -232,57 +245,56 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Resul
         Command::Compare(a) => run::compare_cmd(a, out),
         Command::Trace(a) => trace::trace_cmd(a, out),
         Command::Calibrate { args } => calibrate::calibrate_cmd(args),
-        Command::List => {
-            writeln!(out, "policies:")?;
-            let w = crate::policy::REGISTRY.iter().map(|e| e.name.len()).max();
-            for e in crate::policy::REGISTRY {
-                writeln!(out, "  {:<w$} {}", e.name, e.summary, w = w.unwrap_or(0))?;
-            }
-            writeln!(out, "routers:")?;
-            for e in crate::route::REGISTRY {
-                writeln!(out, "  {:<18} {}", e.name, e.summary)?;
-            }
-            let cat = crate::catalogue::Catalogue::builtin();
-            let (cpu_models, models): (Vec<String>, Vec<String>) = cat
-                .models
-                .keys()
-                .cloned()
-                .partition(|m| crate::catalogue::is_cpu_test_model(m));
-            let cpu = crate::catalogue::CPU_DEVICE;
-            writeln!(out, "models:   {}", models.join(", "))?;
-            let gpus: Vec<String> = cat.gpus.keys().filter(|g| *g != cpu).cloned().collect();
-            writeln!(out, "gpus:     {}", gpus.join(", "))?;
-            writeln!(
-                out,
-                "cpu test models (f32, random weights, device `{cpu}`): {}",
-                cpu_models.join(", ")
-            )?;
-            writeln!(
-                out,
-                "predictors: {}",
-                crate::predict::PREDICTOR_NAMES.join(", ")
-            )?;
+        Command::List(a) => list::list_cmd(a, out),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            // Into memory first: generate panics on a write error (e.g. a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "servesim", &mut script);
+            out.write_all(&script)?;
             Ok(())
         }
     }
 }
 
-/// A progress bar on stderr when it is a terminal, hidden otherwise.
-pub fn progress_bar(total: Option<u64>) -> indicatif::ProgressBar {
-    if !std::io::stderr().is_terminal() {
+/// Whether progress may be drawn: stderr is a terminal and `--quiet` was not given. Progress
+/// never goes to stdout or into a file.
+pub fn show_progress(quiet: bool) -> bool {
+    !quiet && std::io::stderr().is_terminal()
+}
+
+/// A progress bar on stderr counting `unit` (e.g. "requests") when [`show_progress`], hidden
+/// otherwise. Without a total it is a spinner with the count.
+pub fn progress_bar(total: Option<u64>, unit: &str, quiet: bool) -> indicatif::ProgressBar {
+    if !show_progress(quiet) {
         return indicatif::ProgressBar::hidden();
     }
-    let pb = match total {
-        Some(n) => indicatif::ProgressBar::new(n),
-        None => indicatif::ProgressBar::new_spinner(),
+    let (pb, template) = match total {
+        Some(n) => (
+            indicatif::ProgressBar::new(n),
+            format!(
+                "{{spinner}} [{{elapsed_precise}}] {{bar:30}} {{pos}}/{{len}} {unit} (eta {{eta}}) {{msg}}"
+            ),
+        ),
+        None => (
+            indicatif::ProgressBar::new_spinner(),
+            format!("{{spinner}} [{{elapsed_precise}}] {{pos}} {unit} {{msg}}"),
+        ),
     };
     pb.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} requests (eta {eta})",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(&template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
+    pb.enable_steady_tick(std::time::Duration::from_millis(200));
     pb
+}
+
+/// A policy name given with `flag`: an error naming the flag (and the closest known name) when
+/// no policy has it.
+fn check_policy_flag(flag: &str, name: &str) -> Result<(), SimError> {
+    crate::policy::lookup(name)
+        .map(|_| ())
+        .map_err(|e| SimError::config(format!("{flag}: {e}")))
 }
 
 /// `--num-requests 0` would run nothing and report an empty run as a result: blame the flag.

@@ -11,6 +11,7 @@ use crate::error::SimError;
 use crate::scenario::{Overrides, load};
 
 #[derive(Debug, clap::Args)]
+#[command(allow_negative_numbers = true)]
 pub struct RunArgs {
     /// Scenario TOML file (see README: "Scenario reference").
     pub scenario: PathBuf,
@@ -51,6 +52,7 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(allow_negative_numbers = true)]
 pub struct LiveArgs {
     /// Scenario TOML file.
     pub scenario: PathBuf,
@@ -118,8 +120,7 @@ pub(super) fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
         seed: a.seed,
         num_requests: a.num_requests,
     };
-    check_rate(o.rate_per_s)?;
-    check_num_requests(o.num_requests)?;
+    check_flags(&o)?;
     let resolved = loaded.resolve(&o)?;
     let dest = a.out.unwrap_or_else(|| {
         PathBuf::from("results")
@@ -131,7 +132,11 @@ pub(super) fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
         &dest,
         &crate::output::Replace::new(a.force, resolved.input_paths()),
     )?;
-    let pb = progress_bar(crate::run::expected_requests(&resolved));
+    let pb = progress_bar(
+        crate::run::expected_requests(&resolved),
+        "requests",
+        a.quiet,
+    );
     let pb2 = pb.clone();
     let started = Instant::now(); // allow-wall-clock: timing.json only, outside the simulation
     let result = crate::run::run_interruptible(
@@ -179,6 +184,16 @@ pub(super) fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
             "simulated in {wall_s:.3} s wall; outputs in {}",
             dir.display()
         )?;
+    }
+    Ok(())
+}
+
+/// The checks on `run`'s flags alone: `--rate`, `--num-requests`, and `--policy` (a known name).
+fn check_flags(o: &Overrides) -> Result<(), SimError> {
+    check_rate(o.rate_per_s)?;
+    check_num_requests(o.num_requests)?;
+    if let Some(p) = &o.policy {
+        super::check_policy_flag("--policy", p)?;
     }
     Ok(())
 }

@@ -15,6 +15,7 @@ use crate::sweep::SweepRun;
 type Outcomes = Vec<std::result::Result<Summary, String>>;
 
 #[derive(Debug, clap::Args)]
+#[command(allow_negative_numbers = true)]
 pub struct SweepArgs {
     /// Scenario TOML file with a [sweep] table.
     pub scenario: PathBuf,
@@ -47,20 +48,64 @@ pub struct SweepArgs {
     /// (default results/<name>/sweep-shard-I-of-N, no plots) for `servesim merge`.
     #[arg(long, value_name = "I/N", value_parser = crate::shard::Shard::parse)]
     pub shard: Option<crate::shard::Shard>,
+    /// Comma-separated policies: the `policy` axis (replaces the scenario's [sweep] policy).
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub policies: Vec<String>,
+    /// Comma-separated arrival rates in requests/s: the `rate` axis (replaces [sweep] rate).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "REQ_PER_S",
+        allow_hyphen_values = true
+    )]
+    pub rates: Vec<f64>,
+    /// Comma-separated seeds: the `seed` axis (replaces [sweep] seed).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "SEEDS",
+        allow_hyphen_values = true
+    )]
+    pub seeds: Vec<u64>,
+    /// Exit 0 even when some runs failed (they are still recorded in sweep.csv's `error`
+    /// column); without it a sweep with a failed run exits 1.
+    #[arg(long)]
+    pub allow_failures: bool,
+    /// No progress bar on stderr (it is drawn only when stderr is a terminal).
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
+/// Some runs of the sweep failed (exit code 1; the message names how many and why).
+#[derive(Debug)]
+pub(super) struct RunsFailed(pub String);
+
+impl std::fmt::Display for RunsFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RunsFailed {}
+
 // Long on purpose: the sweep pipeline in order (expand, check, stage, run, write, commit).
-pub(super) fn sweep_cmd(a: SweepArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+pub(super) fn sweep_cmd(
+    a: SweepArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<()> {
     // Ctrl-C stops every run at its next event; the sweep then writes nothing (its temporary
     // directory is removed) and exits 130: a sweep.csv of cut-short runs would mislead.
     let _ctrl_c = crate::interrupt::CtrlC::install();
     check_num_requests(a.num_requests)?;
+    let flags = flag_axes(&a)?;
     let mut runs = crate::sweep::expand(
         &a.scenario,
         &Overrides {
             num_requests: a.num_requests,
             ..Default::default()
         },
+        &flags,
     )?;
     let name = runs
         .first()
@@ -82,7 +127,7 @@ pub(super) fn sweep_cmd(a: SweepArgs, out: &mut dyn Write) -> anyhow::Result<()>
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(thread_count(a.jobs, runs.len()))
         .build()?;
-    let pb = progress_bar(Some(runs.len() as u64));
+    let pb = progress_bar(Some(runs.len() as u64), "runs", a.quiet);
     let started = Instant::now(); // allow-wall-clock: timing.json only, outside the simulation
     // Ctrl-C is checked between runs too (a run not yet started is skipped: `None`), so a sweep
     // of many short runs stops promptly.
@@ -105,6 +150,7 @@ pub(super) fn sweep_cmd(a: SweepArgs, out: &mut dyn Write) -> anyhow::Result<()>
     }
     let wall_s = started.elapsed().as_secs_f64();
     let (outcomes, failed) = write_runs(&dir, &runs, results, a.no_requests_csv)?;
+    let failures = failure_note(&runs, &outcomes, failed);
     let csv = match &shard {
         Some(sh) => {
             dir.write(
@@ -140,7 +186,99 @@ pub(super) fn sweep_cmd(a: SweepArgs, out: &mut dyn Write) -> anyhow::Result<()>
         pool.current_num_threads(),
         path.display()
     )?;
-    Ok(())
+    match failures {
+        Some(note) if a.allow_failures => {
+            writeln!(err, "warning: {note}")?;
+            Ok(())
+        }
+        Some(note) => Err(RunsFailed(format!(
+            "{note}; sweep.csv's `error` column has every reason (--allow-failures exits 0)"
+        ))
+        .into()),
+        None => Ok(()),
+    }
+}
+
+/// The sweep axes given by `--policies`, `--rates` and `--seeds`, each checked (names known,
+/// rates finite and > 0, no empty entry).
+fn flag_axes(a: &SweepArgs) -> anyhow::Result<Vec<crate::sweep::FlagAxis>> {
+    use crate::sweep::FlagAxis;
+    let mut axes = Vec::new();
+    if !a.policies.is_empty() {
+        if a.policies.iter().any(|p| p.trim().is_empty()) {
+            return Err(crate::error::SimError::config(
+                "--policies has an empty entry: give comma-separated policy names, e.g. vllm,fcfs",
+            )
+            .into());
+        }
+        for p in &a.policies {
+            super::check_policy_flag("--policies", p)?;
+        }
+        axes.push(FlagAxis {
+            flag: "--policies",
+            axis: "policy",
+            values: a.policies.iter().map(|p| p.clone().into()).collect(),
+        });
+    }
+    if !a.rates.is_empty() {
+        if let Some(r) = a.rates.iter().find(|r| !(r.is_finite() && **r > 0.0)) {
+            return Err(crate::error::SimError::config(format!(
+                "--rates: every rate must be a finite number of requests/s > 0, got {}",
+                crate::error::num(*r)
+            ))
+            .into());
+        }
+        axes.push(FlagAxis {
+            flag: "--rates",
+            axis: "rate",
+            values: a.rates.iter().map(|&r| r.into()).collect(),
+        });
+    }
+    if !a.seeds.is_empty() {
+        let mut values = Vec::new();
+        for &s in &a.seeds {
+            let v = i64::try_from(s).map_err(|_| {
+                crate::error::SimError::config(format!(
+                    "--seeds: seed {s} is above the largest seed a scenario can hold, {}",
+                    i64::MAX
+                ))
+            })?;
+            values.push(v.into());
+        }
+        axes.push(FlagAxis {
+            flag: "--seeds",
+            axis: "seed",
+            values,
+        });
+    }
+    Ok(axes)
+}
+
+/// How many runs failed and the first distinct reasons (at most 3), one line; `None` when every
+/// run finished.
+fn failure_note(runs: &[SweepRun], outcomes: &Outcomes, failed: usize) -> Option<String> {
+    if failed == 0 {
+        return None;
+    }
+    // One example per kind of failure (the text before the first `:`, e.g. "overloaded").
+    let mut kinds: Vec<String> = Vec::new();
+    let mut reasons: Vec<String> = Vec::new();
+    for (r, o) in runs.iter().zip(outcomes) {
+        if let Err(e) = o {
+            let e = crate::error::one_line(e);
+            let kind = e.split(':').next().unwrap_or_default().to_string();
+            if reasons.len() < 3 && !kinds.contains(&kind) {
+                let point: Vec<String> = r.axes.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                reasons.push(format!("run {} ({}): {e}", r.index, point.join(", ")));
+                kinds.push(kind);
+            }
+        }
+    }
+    Some(format!(
+        "{failed} of {} runs failed; first of each kind: {}",
+        runs.len(),
+        reasons.join("; ")
+    ))
 }
 
 /// An empty trace or an absolute-time trace file fails every run that reads it: an error up

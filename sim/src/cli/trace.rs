@@ -66,6 +66,7 @@ pub enum ImportSource {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(allow_negative_numbers = true)]
 pub struct TextArgs {
     /// The dataset's JSON file (streamed: it is never loaded whole).
     pub input: PathBuf,
@@ -112,6 +113,9 @@ pub struct TextArgs {
     /// before the break instead of failing.
     #[arg(long)]
     pub allow_truncated: bool,
+    /// No progress bar on stderr (it is drawn only when stderr is a terminal).
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -124,6 +128,7 @@ pub struct CsvArgs {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(allow_negative_numbers = true)]
 pub struct SynthArgs {
     /// Arrival process: poisson (the default), gamma (shape 1/cv², scale cv²/rate), constant, or
     /// replay (a trace's arrival times, rescaled to --rate when given; implied by --replay).
@@ -164,6 +169,9 @@ pub struct SynthArgs {
     /// Write only `input_tokens,output_tokens` (a lengths file; no arrivals are generated).
     #[arg(long)]
     pub lengths_only: bool,
+    /// No progress bar on stderr (it is drawn only when stderr is a terminal).
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
     /// Output CSV.
     #[arg(short = 'o', long = "out", value_name = "CSV")]
     pub out: PathBuf,
@@ -234,12 +242,20 @@ fn import_cmd(source: ImportSource, out: &mut dyn Write) -> anyhow::Result<()> {
     crate::output::check_file_dest(dest, &inputs)?;
     let text = match source {
         ImportSource::Sharegpt(a) => {
-            let r = import::sharegpt::import(&a.input, &a.out, &text_import(&a)?)?;
-            r.lines("conversations")
+            let pb = bytes_bar(&a.input, a.quiet);
+            let on_bytes = |n| pb.set_position(n);
+            let r =
+                import::sharegpt::import_reporting(&a.input, &a.out, &text_import(&a)?, &on_bytes);
+            pb.finish_and_clear();
+            r?.lines("conversations")
         }
         ImportSource::Alpaca(a) => {
-            let r = import::alpaca::import(&a.input, &a.out, &text_import(&a)?)?;
-            r.lines("rows")
+            let pb = bytes_bar(&a.input, a.quiet);
+            let on_bytes = |n| pb.set_position(n);
+            let r =
+                import::alpaca::import_reporting(&a.input, &a.out, &text_import(&a)?, &on_bytes);
+            pb.finish_and_clear();
+            r?.lines("rows")
         }
         ImportSource::Azure(a) => import::azure::import(&a.input, &a.out)?.lines(),
         ImportSource::Vidur(a) => import::vidur::import(&a.input, &a.out)?.lines(),
@@ -247,6 +263,22 @@ fn import_cmd(source: ImportSource, out: &mut dyn Write) -> anyhow::Result<()> {
     write!(out, "{text}")?;
     writeln!(out, "took {:.2} s", started.elapsed().as_secs_f64())?;
     Ok(())
+}
+
+/// A progress bar of the bytes read from `input` (hidden unless [`super::show_progress`]).
+fn bytes_bar(input: &Path, quiet: bool) -> indicatif::ProgressBar {
+    if !super::show_progress(quiet) {
+        return indicatif::ProgressBar::hidden();
+    }
+    let size = std::fs::metadata(input).map(|m| m.len()).unwrap_or(0);
+    let pb = indicatif::ProgressBar::new(size);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} read (eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    pb
 }
 
 /// Most rows `trace synth` writes.
@@ -293,7 +325,7 @@ fn synth_cmd(a: SynthArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     // Rows stream to the staged file (memory stays bounded for any --num); an error or Ctrl-C
     // drops it, which removes the temporary, so no partial file is left.
     let _ctrl_c = crate::interrupt::CtrlC::install();
-    let pb = super::progress_bar(Some(a.num));
+    let pb = super::progress_bar(Some(a.num), "requests", a.quiet);
     let mut f = crate::output::StagedFile::new(&a.out)?;
     f.write_all(if a.lengths_only {
         b"input_tokens,output_tokens\n"

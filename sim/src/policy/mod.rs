@@ -308,8 +308,9 @@ pub fn policy_names() -> Vec<&'static str> {
 pub fn lookup(name: &str) -> Result<&'static PolicyEntry> {
     REGISTRY.iter().find(|e| e.name == name).ok_or_else(|| {
         SimError::config(format!(
-            "unknown policy `{}`; valid policies: {}",
+            "unknown policy `{}`; {}valid policies: {}",
             crate::error::echo(name),
+            crate::error::did_you_mean(name, policy_names()),
             policy_names().join(", ")
         ))
     })

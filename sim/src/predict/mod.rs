@@ -283,8 +283,9 @@ pub fn check_name(name: &str) -> Result<()> {
         Ok(())
     } else {
         Err(SimError::config(format!(
-            "unknown predictor `{}`; valid predictors: {}",
+            "unknown predictor `{}`; {}valid predictors: {}",
             crate::error::echo(name),
+            crate::error::did_you_mean(name, PREDICTOR_NAMES.iter().copied()),
             PREDICTOR_NAMES.join(", ")
         )))
     }

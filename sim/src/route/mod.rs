@@ -162,8 +162,9 @@ pub fn router_names() -> Vec<&'static str> {
 pub fn lookup(name: &str) -> Result<&'static RouterEntry> {
     REGISTRY.iter().find(|e| e.name == name).ok_or_else(|| {
         SimError::config(format!(
-            "unknown router `{}`; valid routers: {}",
+            "unknown router `{}`; {}valid routers: {}",
             crate::error::echo(name),
+            crate::error::did_you_mean(name, router_names()),
             router_names().join(", ")
         ))
     })

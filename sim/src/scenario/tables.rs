@@ -16,8 +16,9 @@ impl Loaded {
                 self.err_at(
                     &["policies", k],
                     format!(
-                        "[policies.{}]: unknown policy; valid policies: {}",
+                        "[policies.{}]: unknown policy; {}valid policies: {}",
                         crate::error::echo(k),
+                        crate::error::did_you_mean(k, crate::policy::policy_names()),
                         crate::policy::policy_names().join(", ")
                     ),
                 )
@@ -113,8 +114,9 @@ impl Loaded {
                 self.err_at(
                     &["routers", k],
                     format!(
-                        "[routers.{}]: unknown router; valid routers: {}",
+                        "[routers.{}]: unknown router; {}valid routers: {}",
                         crate::error::echo(k),
+                        crate::error::did_you_mean(k, crate::route::router_names()),
                         crate::route::router_names().join(", ")
                     ),
                 )

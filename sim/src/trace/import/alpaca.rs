@@ -32,9 +32,25 @@ pub fn prompt(instruction: &str, input: &str) -> String {
 
 /// Import an Alpaca JSON file into `input_tokens,output_tokens` at `out`.
 pub fn import(path: &Path, out: &Path, opts: &TextImport) -> Result<TextReport> {
-    import_text_pairs(path, out, opts, ("row", "rows"), "none", |r: Row| {
-        Some((prompt(&r.instruction, &r.input), r.output))
-    })
+    import_reporting(path, out, opts, &|_| {})
+}
+
+/// [`import`], telling `on_bytes` how many bytes of the file it has read so far.
+pub fn import_reporting(
+    path: &Path,
+    out: &Path,
+    opts: &TextImport,
+    on_bytes: &dyn Fn(u64),
+) -> Result<TextReport> {
+    let to_pair = |r: Row| Some((prompt(&r.instruction, &r.input), r.output));
+    import_text_pairs(
+        path,
+        out,
+        opts,
+        ("row", "rows"),
+        "none",
+        (to_pair, on_bytes),
+    )
 }
 
 #[cfg(test)]

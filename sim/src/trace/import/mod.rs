@@ -119,6 +119,22 @@ pub enum Reject {
     TotalTooLong,
 }
 
+/// A reader that reports the bytes read so far after every read.
+struct CountingReader<'a, R> {
+    inner: R,
+    read: u64,
+    on_bytes: &'a dyn Fn(u64),
+}
+
+impl<R: std::io::Read> std::io::Read for CountingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        (self.on_bytes)(self.read);
+        Ok(n)
+    }
+}
+
 /// Options shared by the text-dataset importers (ShareGPT, Alpaca).
 #[derive(Debug)]
 pub struct TextImport {
@@ -280,19 +296,25 @@ const BATCH: usize = 2048;
 /// Read a JSON array of dataset rows, turn each into `Some((prompt, completion))` (or `None`:
 /// skip it), count tokens (in parallel, in order), then shuffle, filter, take `num` and write
 /// `input_tokens,output_tokens` to `out`.
+/// `on_bytes` hears the number of bytes read so far after every read (for a progress bar).
 pub(crate) fn import_text_pairs<T, F>(
     path: &Path,
     out: &Path,
     opts: &TextImport,
     (one, what): (&str, &str),
     skipped_why: &'static str,
-    to_pair: F,
+    (to_pair, on_bytes): (F, &dyn Fn(u64)),
 ) -> Result<TextReport>
 where
     T: DeserializeOwned,
     F: Fn(T) -> Option<(String, String)>,
 {
     let f = File::open(path).map_err(|e| io_err(path, format!("cannot open: {e}")))?;
+    let f = CountingReader {
+        inner: f,
+        read: 0,
+        on_bytes,
+    };
     let mut arr = JsonArray::new(BufReader::with_capacity(1 << 20, f));
     let mut report = TextReport {
         skipped_why,

@@ -62,16 +62,27 @@ impl<'de> Deserialize<'de> for FirstTwo {
 
 /// Import a ShareGPT JSON file into `input_tokens,output_tokens` at `out`.
 pub fn import(path: &Path, out: &Path, opts: &TextImport) -> Result<TextReport> {
+    import_reporting(path, out, opts, &|_| {})
+}
+
+/// [`import`], telling `on_bytes` how many bytes of the file it has read so far.
+pub fn import_reporting(
+    path: &Path,
+    out: &Path,
+    opts: &TextImport,
+    on_bytes: &dyn Fn(u64),
+) -> Result<TextReport> {
+    let to_pair = |c: Conversation| match c.conversations {
+        FirstTwo(Some(p), Some(c)) => Some((p, c)),
+        _ => None,
+    };
     import_text_pairs(
         path,
         out,
         opts,
         ("conversation", "conversations"),
         "conversations with fewer than 2 turns",
-        |c: Conversation| match c.conversations {
-            FirstTwo(Some(p), Some(c)) => Some((p, c)),
-            _ => None,
-        },
+        (to_pair, on_bytes),
     )
 }
 
