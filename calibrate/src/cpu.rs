@@ -93,18 +93,8 @@ pub fn cpu_items(items: Vec<PlanItem>) -> Vec<PlanItem> {
         .collect()
 }
 
-/// The backend's dimensions of a catalogue model (f32 whatever the catalogue's dtype).
-pub fn dims_of(model: &ModelSpec) -> ModelDims {
-    ModelDims {
-        layers: model.layers as usize,
-        hidden: model.hidden as usize,
-        heads: model.heads as usize,
-        kv_heads: model.kv_heads as usize,
-        ffn: model.ffn as usize,
-        vocab: model.vocab as usize,
-        max_context_tokens: model.max_context_tokens as usize,
-    }
-}
+/// The backend's dimensions of a catalogue model (shared with `live --device cpu`).
+pub use servesim::live::cpu::dims_of;
 
 /// Models the CPU backend can run: Llama-style (gated MLP, rotary), at TP 1.
 pub fn check_model(name: &str, model: &ModelSpec, tp: u32) -> Result<()> {

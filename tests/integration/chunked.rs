@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use crate::support::{Row, Workdir, cli, read_column, read_requests};
+use crate::support::{Row, Workdir, cli, read_column, run_with_trace as run_in};
 
 const MS: u64 = 1_000_000;
 const POLICIES: [&str; 2] = ["sarathi", "vllm-v1"];
@@ -40,36 +40,6 @@ max_context_tokens = 4096
 
 {tables}"#
     )
-}
-
-/// Run `rows` (`arrival_s,input_tokens,output_tokens` lines) with `scenario_text`; the output
-/// directory (or the CLI's stderr on failure).
-fn run_in(
-    w: &Workdir,
-    scenario_text: &str,
-    rows: &str,
-    extra: &[&str],
-) -> Result<Vec<Row>, String> {
-    w.write(
-        "trace.csv",
-        format!("arrival_s,input_tokens,output_tokens\n{rows}"),
-    );
-    let scen = w.write("scenario.toml", scenario_text);
-    let out = w.path("out");
-    let mut args: Vec<std::ffi::OsString> = vec![
-        "run".into(),
-        scen.into_os_string(),
-        "--out".into(),
-        out.clone().into_os_string(),
-        "--quiet".into(),
-        "--force".into(),
-    ];
-    args.extend(extra.iter().map(|a| a.into()));
-    let r = cli(args);
-    if r.code != 0 {
-        return Err(r.stderr);
-    }
-    Ok(read_requests(&out))
 }
 
 fn run(scenario_text: &str, rows: &str) -> Vec<Row> {

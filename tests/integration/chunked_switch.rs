@@ -3,7 +3,7 @@
 //! in the policy's own priority order. Same setup as `chunked.rs` (constant cost, 100 ms per
 //! iteration, block size 16, budget 512), so the times below are counts of iterations.
 
-use crate::support::{Row, Workdir, cli, read_column, read_requests};
+use crate::support::{Row, Workdir, read_column, run_with_trace as run_in};
 
 const MS: u64 = 1_000_000;
 const POLICIES: [&str; 5] = ["mlfq", "skip-join-mlfq", "srpt", "srpt-oracle", "alise"];
@@ -38,30 +38,6 @@ max_context_tokens = 8192
 
 {table}"#
     )
-}
-
-/// Run `rows` with `text` into `w/out`; the requests, or the CLI's stderr on failure.
-fn run_in(w: &Workdir, text: &str, rows: &str, extra: &[&str]) -> Result<Vec<Row>, String> {
-    w.write(
-        "trace.csv",
-        format!("arrival_s,input_tokens,output_tokens\n{rows}"),
-    );
-    let scen = w.write("scenario.toml", text);
-    let out = w.path("out");
-    let mut args: Vec<std::ffi::OsString> = vec![
-        "run".into(),
-        scen.into_os_string(),
-        "--out".into(),
-        out.clone().into_os_string(),
-        "--quiet".into(),
-        "--force".into(),
-    ];
-    args.extend(extra.iter().map(|a| a.into()));
-    let r = cli(args);
-    if r.code != 0 {
-        return Err(r.stderr);
-    }
-    Ok(read_requests(&out))
 }
 
 fn run(text: &str, rows: &str) -> Vec<Row> {

@@ -178,3 +178,34 @@ pub fn rust_sources(dir: &Path, out: &mut Vec<PathBuf>) {
         }
     }
 }
+
+/// Write `rows` (`arrival_s,input_tokens,output_tokens` lines) as `w/trace.csv` and `text` as
+/// `w/scenario.toml`, run it into `w/out` (`--quiet --force` plus `extra`): the requests, or the
+/// CLI's stderr on failure.
+pub fn run_with_trace(
+    w: &Workdir,
+    text: &str,
+    rows: &str,
+    extra: &[&str],
+) -> Result<Vec<Row>, String> {
+    w.write(
+        "trace.csv",
+        format!("arrival_s,input_tokens,output_tokens\n{rows}"),
+    );
+    let scen = w.write("scenario.toml", text);
+    let out = w.path("out");
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "run".into(),
+        scen.into_os_string(),
+        "--out".into(),
+        out.clone().into_os_string(),
+        "--quiet".into(),
+        "--force".into(),
+    ];
+    args.extend(extra.iter().map(|a| a.into()));
+    let r = cli(args);
+    if r.code != 0 {
+        return Err(r.stderr);
+    }
+    Ok(read_requests(&out))
+}

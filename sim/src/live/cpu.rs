@@ -43,6 +43,19 @@ impl ComputeBackend for CpuCompute {
     }
 }
 
+/// The backend's dimensions of a catalogue model (f32 whatever the catalogue's dtype).
+pub fn dims_of(model: &crate::catalogue::ModelSpec) -> ModelDims {
+    ModelDims {
+        layers: model.layers as usize,
+        hidden: model.hidden as usize,
+        heads: model.heads as usize,
+        kv_heads: model.kv_heads as usize,
+        ffn: model.ffn as usize,
+        vocab: model.vocab as usize,
+        max_context_tokens: model.max_context_tokens as usize,
+    }
+}
+
 /// The CPU backend of one replica of `r` (its catalogue model, KV pools of the scenario's
 /// `kv_capacity_blocks` and host pool), on `threads` threads (default: every core).
 pub fn open(r: &Resolved, threads: Option<u32>) -> Result<Box<dyn ComputeBackend>> {
@@ -68,15 +81,7 @@ pub fn open(r: &Resolved, threads: Option<u32>) -> Result<Box<dyn ComputeBackend
             s.model
         ));
     }
-    let dims = ModelDims {
-        layers: m.layers as usize,
-        hidden: m.hidden as usize,
-        heads: m.heads as usize,
-        kv_heads: m.kv_heads as usize,
-        ffn: m.ffn as usize,
-        vocab: m.vocab as usize,
-        max_context_tokens: m.max_context_tokens as usize,
-    };
+    let dims = dims_of(m);
     let host_bytes = r.host_kv_blocks as usize * dims.block_bytes();
     let cfg = CpuConfig {
         dims,
