@@ -61,8 +61,11 @@ impl std::fmt::Debug for Memo {
 /// two-dimensional table evaluated at that argument). Cloning gives an empty table.
 pub struct SliceMemo {
     len: usize,
-    cells: std::sync::OnceLock<Box<[std::sync::OnceLock<Box<[f64]>>]>>,
+    cells: std::sync::OnceLock<Slices>,
 }
+
+/// One lazily computed slice per argument.
+type Slices = Box<[std::sync::OnceLock<Box<[f64]>>]>;
 
 impl SliceMemo {
     pub fn new(len: usize) -> Self {
