@@ -370,3 +370,27 @@ fn completions_print_a_script_per_shell() {
     let r = cli(["completions", "tcsh"]);
     assert_eq!(r.code, 2);
 }
+
+/// A misspelt required key is reported as the unknown key it is, with its line — not as the
+/// required key being missing.
+#[test]
+fn a_misspelt_required_key_is_named_with_its_line() {
+    let w = Workdir::new();
+    let text = "name = \"x\"\nmodle = \"opt-13b\"\ngpu = \"a100-40gb\"\n\n[trace]\narrival = \"poisson\"\nrate_per_s = 1.0\nnum_requests = 10\n\n[scheduler]\npolicy = \"vllm\"\n";
+    let path = w.write("s.toml", text);
+    let out = w.path("out");
+    let r = cli([
+        "run",
+        path.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("line 2") && r.stderr.contains("unknown field `modle`"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("missing field"), "{}", r.stderr);
+    assert!(!out.exists());
+}
