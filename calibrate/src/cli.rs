@@ -382,6 +382,26 @@ fn profiles_root() -> PathBuf {
     crate::import::default_profiles_dir()
 }
 
+/// One stderr line of a measurement run: shape `i + 1` of `n`, its median and the time so far.
+pub(crate) fn progress_line(
+    err: &mut dyn Write,
+    started: Instant,
+    (i, n): (usize, usize),
+    item: &crate::plan::PlanItem,
+    median_s: f64,
+) {
+    let _ = writeln!(
+        err,
+        "[{:>4}/{n}] {:<20} x={:<8} y={:<8} median {:>10.4} ms  ({:.0} s)",
+        i + 1,
+        item.op.name(),
+        item.x,
+        item.y,
+        median_s * 1e3,
+        started.elapsed().as_secs_f64()
+    );
+}
+
 fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
     let ordinal: usize = (a.device.parse())
         .with_context(|| format!("--device {}: a CUDA device ordinal or `cpu`", a.device))?;
@@ -428,16 +448,7 @@ fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
         ..opts
     };
     let mut progress = |i: usize, n: usize, item: &crate::plan::PlanItem, median: f64| {
-        let _ = writeln!(
-            err,
-            "[{:>4}/{n}] {:<20} x={:<8} y={:<8} median {:>10.4} ms  ({:.0} s)",
-            i + 1,
-            item.op.name(),
-            item.x,
-            item.y,
-            median * 1e3,
-            started.elapsed().as_secs_f64()
-        );
+        progress_line(err, started, (i, n), item, median)
     };
     let (dev, rows) = gpu::measure(&items, &opts, &mut progress)?;
     let wall_s = started.elapsed().as_secs_f64();

@@ -112,16 +112,7 @@ pub fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     )?;
     let started = Instant::now();
     let mut progress = |i: usize, n: usize, item: &PlanItem, median: f64| {
-        let _ = writeln!(
-            err,
-            "[{:>4}/{n}] {:<20} x={:<8} y={:<8} median {:>10.4} ms  ({:.0} s)",
-            i + 1,
-            item.op.name(),
-            item.x,
-            item.y,
-            median * 1e3,
-            started.elapsed().as_secs_f64()
-        );
+        crate::cli::progress_line(err, started, (i, n), item, median)
     };
     let (report, rows) = measure(&model, &items, &o, &mut progress)?;
     let meta = cpu_meta(&a, &o, &report, started.elapsed().as_secs_f64());

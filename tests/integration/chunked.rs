@@ -15,7 +15,7 @@ use crate::support::{Row, Workdir, cli, read_column, run_with_trace as run_in};
 const MS: u64 = 1_000_000;
 const POLICIES: [&str; 2] = ["sarathi", "vllm-v1"];
 
-fn scenario(policy: &str, cap_blocks: u32, max_batch_size: u32, tables: &str) -> String {
+pub(crate) fn scenario(policy: &str, cap_blocks: u32, max_batch_size: u32, tables: &str) -> String {
     format!(
         r#"name = "chunked"
 model = "opt-13b"

@@ -1,43 +1,22 @@
 //! `chunked_prefill = true` under the priority policies (`mlfq`, `skip-join-mlfq`, `srpt`,
 //! `srpt-oracle`, `alise`): prefill chunks and decodes share one token budget per iteration, taken
-//! in the policy's own priority order. Same setup as `chunked.rs` (constant cost, 100 ms per
-//! iteration, block size 16, budget 512), so the times below are counts of iterations.
+//! in the policy's own priority order. `chunked.rs`'s scenario (constant cost, 100 ms per
+//! iteration, block size 16, budget 512, context 4,096), so the times below are counts of
+//! iterations.
 
 use crate::support::{Row, Workdir, read_column, run_with_trace as run_in};
 
 const MS: u64 = 1_000_000;
 const POLICIES: [&str; 5] = ["mlfq", "skip-join-mlfq", "srpt", "srpt-oracle", "alise"];
 
+/// `chunked.rs`'s scenario, with `chunked_prefill = true` in the policy's table when `chunked`.
 fn scenario(policy: &str, chunked: bool, cap_blocks: u32, max_batch_size: u32) -> String {
     let table = if chunked {
         format!("[policies.{policy}]\nchunked_prefill = true\n")
     } else {
         String::new()
     };
-    format!(
-        r#"name = "chunked-switch"
-model = "opt-13b"
-gpu = "a100-40gb"
-
-[trace]
-file = "trace.csv"
-
-[memory]
-block_tokens = 16
-kv_capacity_blocks = {cap_blocks}
-
-[cost]
-model = "constant"
-iteration_s = 0.1
-
-[scheduler]
-policy = "{policy}"
-max_batch_size = {max_batch_size}
-max_batch_tokens = 512
-max_context_tokens = 8192
-
-{table}"#
-    )
+    crate::chunked::scenario(policy, cap_blocks, max_batch_size, &table)
 }
 
 fn run(text: &str, rows: &str) -> Vec<Row> {
