@@ -1,6 +1,7 @@
 //! CPU calibration end to end: `servesim calibrate run --device cpu` on the CI model with the
 //! smallest settings, the profile read back by servesim's reader and used by `servesim run`
-//! (`[cost] model = "profile"`, `[swap] profile`). No timing is asserted.
+//! (`[cost] model = "profile"`, `[swap] profile`), then `servesim fidelity` on it (the live run
+//! really computes; its times are held to a loose bound only).
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -75,7 +76,7 @@ fn a_tiny_cpu_calibration_writes_a_profile_servesim_runs_with() {
     std::fs::write(
         &scenario,
         format!(
-            "name = \"cpu_profile\"\nseed = 1\nmodel = \"cpu-tiny-2x256\"\ngpu = \"cpu\"\n\n[memory]\nkv_capacity_blocks = 300\n\n[swap]\nprofile = \"cpu/cpu-tiny-2x256/tp1\"\n\n[cost]\nmodel = \"profile\"\npath = \"cpu/cpu-tiny-2x256/tp1\"\n\n[scheduler]\npolicy = \"srpt\"\nmax_batch_size = 16\n\n[trace]\narrival = \"poisson\"\nrate_per_s = 20.0\nlengths_file = \"{}\"\nnum_requests = 60\n",
+            "name = \"cpu_profile\"\nseed = 1\nmodel = \"cpu-tiny-2x256\"\ngpu = \"cpu\"\n\n[memory]\nkv_capacity_blocks = 300\nhost_kv_bytes = 8000000\n\n[swap]\nprofile = \"cpu/cpu-tiny-2x256/tp1\"\n\n[cost]\nmodel = \"profile\"\npath = \"cpu/cpu-tiny-2x256/tp1\"\n\n[scheduler]\npolicy = \"srpt\"\nmax_batch_size = 16\n\n[trace]\narrival = \"poisson\"\nrate_per_s = 20.0\nlengths_file = \"{}\"\nnum_requests = 60\n",
             lengths()
         ),
     )
@@ -96,6 +97,72 @@ fn a_tiny_cpu_calibration_writes_a_profile_servesim_runs_with() {
     let s: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(runs.join("summary.json")).unwrap()).unwrap();
     assert_eq!(s["requests"], 60);
+    the_fidelity_loop_closes_on_the_profile(&scenario, &dir.path().join("fidelity"));
+}
+
+/// `servesim fidelity` on the profile just measured: the 60 requests are simulated, then really
+/// computed on the CPU backend, then compared. The bound is loose (a factor of 20 between the
+/// model's and the measured mean batch time) so that a loaded CI machine cannot fail it, yet a
+/// unit slip or a backend that skips the compute would; the live run's logits checksums must
+/// change with the batch.
+fn the_fidelity_loop_closes_on_the_profile(scenario: &Path, out: &Path) {
+    let (code, stdout, err) = run(
+        servesim::cli::main_with_args,
+        &[
+            "servesim",
+            "fidelity",
+            scenario.to_str().unwrap(),
+            "--policies",
+            "vllm",
+            "--threads",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("| vllm | 20 | 60 |"), "{stdout}");
+    let csv = std::fs::read_to_string(out.join("fidelity.csv")).unwrap();
+    let value = |metric: &str, stat: &str, col: usize| -> f64 {
+        csv.lines()
+            .map(|l| l.split(',').collect::<Vec<_>>())
+            .find(|c| c[2] == metric && c[3] == stat)
+            .unwrap_or_else(|| panic!("no {metric} {stat} in {csv}"))[col]
+            .parse()
+            .unwrap()
+    };
+    for (metric, stat) in [
+        ("jct_s", "mean"),
+        ("batch_s", "mean"),
+        ("iteration_s", "mean"),
+    ] {
+        let (sim, live) = (value(metric, stat, 4), value(metric, stat, 5));
+        assert!(sim > 0.0 && live > 0.0, "{metric} {stat}: {sim} {live}");
+        assert!(
+            (1.0 / 20.0..20.0).contains(&(live / sim)),
+            "{metric} {stat}: sim {sim} s, live {live} s"
+        );
+    }
+    let its = std::fs::read_to_string(out.join("runs/vllm-r20/live/iterations.csv")).unwrap();
+    let header: Vec<&str> = its.lines().next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (c, p) = (col("checksum"), col("predicted_s"));
+    let rows: Vec<Vec<&str>> = its
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert!(rows.len() > 60, "{} iterations", rows.len());
+    assert!(rows.iter().all(|r| !r[c].is_empty() && !r[p].is_empty()));
+    let distinct: std::collections::HashSet<&str> = rows.iter().map(|r| r[c]).collect();
+    assert!(distinct.len() > rows.len() / 2, "checksums barely change");
+    for sub in [
+        "runs/vllm-r20/sim/requests.csv",
+        "runs/vllm-r20/compare.csv",
+        "fidelity.md",
+    ] {
+        assert!(out.join(sub).is_file(), "{sub}");
+    }
 }
 
 #[test]

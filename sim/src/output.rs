@@ -141,10 +141,34 @@ pub fn write_run_with(
     partial: bool,
     with_requests_csv: bool,
 ) -> Result<PathBuf> {
-    if with_requests_csv {
-        dir.write("requests.csv", requests_csv(out).as_bytes())?;
+    write_run_files(&dir, "", out, config, timing, partial, with_requests_csv)?;
+    dir.commit()
+}
+
+/// `name` inside the staged directory's subdirectory `sub` (`""`: its top).
+pub fn sub_path(sub: &str, name: &str) -> String {
+    if sub.is_empty() {
+        name.to_string()
+    } else {
+        format!("{sub}/{name}")
     }
-    dir.write("replicas.csv", replicas_csv(&out.summary).as_bytes())?;
+}
+
+/// [`write_run_with`]'s files into `sub` of a staged directory, without committing it.
+pub fn write_run_files(
+    dir: &StagedDir,
+    sub: &str,
+    out: &RunOutput,
+    config: &serde_json::Value,
+    timing: &serde_json::Value,
+    partial: bool,
+    with_requests_csv: bool,
+) -> Result<()> {
+    let at = |name: &str| sub_path(sub, name);
+    if with_requests_csv {
+        dir.write(&at("requests.csv"), requests_csv(out).as_bytes())?;
+    }
+    dir.write(&at("replicas.csv"), replicas_csv(&out.summary).as_bytes())?;
     let pretty = pretty_json;
     let mut summary = serde_json::to_value(&out.summary).expect("summary serialises");
     if partial {
@@ -152,16 +176,19 @@ pub fn write_run_with(
         // Unfinished requests are missing from the completions: no judgement of stability.
         summary["stability"] = serde_json::Value::Null;
     }
-    dir.write("summary.json", pretty(&summary).as_bytes())?;
-    dir.write("config.json", pretty(config).as_bytes())?;
-    dir.write("timing.json", pretty(timing).as_bytes())?;
+    dir.write(&at("summary.json"), pretty(&summary).as_bytes())?;
+    dir.write(&at("config.json"), pretty(config).as_bytes())?;
+    dir.write(&at("timing.json"), pretty(timing).as_bytes())?;
     if let Some(rows) = &out.kv_timeline {
-        dir.write("kv_timeline.csv", kv_timeline_csv(rows).as_bytes())?;
+        dir.write(&at("kv_timeline.csv"), kv_timeline_csv(rows).as_bytes())?;
     }
     if partial {
-        dir.write("PARTIAL", partial_note(out.summary.requests).as_bytes())?;
+        dir.write(
+            &at("PARTIAL"),
+            partial_note(out.summary.requests).as_bytes(),
+        )?;
     }
-    dir.commit()
+    Ok(())
 }
 
 /// The text of the `PARTIAL` file of a run stopped before every request finished.

@@ -226,14 +226,26 @@ fn build_replicas(
         };
         for _ in 0..g.scenario.replicas {
             let (policy, _) = (entry.build)(s.policies.get(&s.scheduler.policy), &env)?;
+            let executor = make_executor(g, extrapolations.clone())?;
+            // An executor that copies inside its iterations measures the copies itself.
+            let (swap, swap_timing): (Box<dyn crate::swap::SwapModel>, _) =
+                if executor.copies_in_iteration() {
+                    let timing = crate::swap::timing::SwapTiming {
+                        reactive: crate::swap::timing::Reactive::Serial,
+                        ..g.swap_timing
+                    };
+                    (Box::new(crate::swap::InIterationSwap), timing)
+                } else {
+                    (g.swap_model(Some(extrapolations.clone())), g.swap_timing)
+                };
             parts.push(ReplicaParts {
                 policy,
-                executor: make_executor(g, extrapolations.clone())?,
+                executor,
                 kv_capacity_blocks: g.kv_capacity_blocks,
                 host_kv_blocks: g.host_kv_blocks,
                 kv_block_bytes: g.kv_block_bytes,
-                swap: g.swap_model(Some(extrapolations.clone())),
-                swap_timing: g.swap_timing,
+                swap,
+                swap_timing,
                 offload: g.offload,
             });
         }

@@ -4,6 +4,7 @@ mod bench;
 pub mod calibrate;
 mod capacity;
 mod check;
+mod fidelity;
 mod list;
 mod merge;
 mod run;
@@ -11,6 +12,7 @@ mod sweep;
 mod trace;
 
 pub use check::CheckArgs;
+pub use fidelity::FidelityArgs;
 pub use run::{CompareArgs, LiveArgs, RunArgs};
 pub use sweep::SweepArgs;
 
@@ -118,14 +120,23 @@ pub enum Command {
     /// `run`, with each iteration executed by an executor that takes real time.
     ///
     /// Writes what `run` writes plus iterations.csv (measured duration, batch shape and checksum
-    /// of every iteration). --device cpu|cuda computes each batch on a compute backend (none is
-    /// built in yet); --device mock (--mock) sleeps the cost model's durations (times
-    /// --time-scale) on the CPU. Ctrl-C stops the run and writes the partial results
+    /// of every iteration, and the cost model's prediction of it). --device cpu|cuda computes
+    /// each batch on a compute backend; --device mock (--mock) sleeps the cost model's durations
+    /// (times --time-scale). Ctrl-C stops the run and writes the partial results
     /// (summary.json "partial": true and a PARTIAL file), then exits 130.
     Live(LiveArgs),
     /// Compare a simulated run directory with a live one: error table of JCT, TTFT, TPOT (mean,
-    /// p50, p99) and mean iteration time; printed and written to compare.csv.
+    /// p50, p99), mean iteration time, and the cost model on the live run's own batches
+    /// (`batch_s`); printed and written to compare.csv.
     Compare(CompareArgs),
+    /// The simulator against real execution, per policy and rate: simulate with the scenario's
+    /// cost model (a profile calibrated on this machine), run the same trace live on a compute
+    /// backend (`--device cpu` by default), compare.
+    ///
+    /// Writes fidelity.md (the error table), fidelity.csv (every comparison row) and
+    /// runs/<policy>-r<rate>/{sim,live,compare.csv}. Calibrate first, with the threads you give
+    /// here: servesim calibrate run --device cpu --model MODEL --threads N --out PROFILE_DIR.
+    Fidelity(FidelityArgs),
     /// Calibration: measurement plans, GPU measurement, fitting, Vidur import and reports
     /// (`plan`, `run`, `fit`, `import-vidur`, `report`; `servesim calibrate --help`). Runs the
     /// `servesim-calibrate` executable built next to `servesim`.
@@ -243,6 +254,7 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Resul
         Command::Bench(a) => bench::bench_cmd(a, out),
         Command::Live(a) => run::live_cmd(a, out),
         Command::Compare(a) => run::compare_cmd(a, out),
+        Command::Fidelity(a) => fidelity::fidelity_cmd(a, out),
         Command::Trace(a) => trace::trace_cmd(a, out),
         Command::Calibrate { args } => calibrate::calibrate_cmd(args),
         Command::List(a) => list::list_cmd(a, out),

@@ -77,6 +77,15 @@ pub struct LiveArgs {
     /// Wall seconds per scenario second (e.g. 0.01 replays 100× faster; mock only).
     #[arg(long, value_name = "X", default_value_t = 1.0)]
     pub time_scale: f64,
+    /// Scheduling policy (see `servesim list`).
+    #[arg(long, value_name = "NAME")]
+    pub policy: Option<String>,
+    /// Arrival rate in requests/s (as `run --rate`).
+    #[arg(long, value_name = "REQ_PER_S")]
+    pub rate: Option<f64>,
+    /// Seed of every random stream.
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Number of requests (synthetic), or the first N rows of a file trace.
     #[arg(long, value_name = "N")]
     pub num_requests: Option<u64>,
@@ -189,7 +198,7 @@ pub(super) fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
 }
 
 /// The checks on `run`'s flags alone: `--rate`, `--num-requests`, and `--policy` (a known name).
-fn check_flags(o: &Overrides) -> Result<(), SimError> {
+pub(super) fn check_flags(o: &Overrides) -> Result<(), SimError> {
     check_rate(o.rate_per_s)?;
     check_num_requests(o.num_requests)?;
     if let Some(p) = &o.policy {
@@ -212,7 +221,7 @@ fn check_rate(rate: Option<f64>) -> Result<(), SimError> {
 }
 
 /// The `timing.json` of a run that took `wall_s` seconds of wall-clock time.
-fn timing_json(output: &crate::run::RunOutput, wall_s: f64) -> serde_json::Value {
+pub(super) fn timing_json(output: &crate::run::RunOutput, wall_s: f64) -> serde_json::Value {
     serde_json::json!({
         "wall_s": wall_s,
         "simulated_requests_per_wall_s": output.summary.requests as f64 / wall_s.max(1e-9),
@@ -230,12 +239,16 @@ pub(super) fn live_cmd(a: LiveArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     };
     crate::live::backend::check_device(device)?;
     crate::live::check_options(device, a.time_scale)?;
-    check_num_requests(a.num_requests)?;
-    let loaded = load(&a.scenario)?;
-    let resolved = loaded.resolve(&Overrides {
+    let o = Overrides {
+        policy: a.policy,
+        rate_per_s: a.rate,
+        seed: a.seed,
         num_requests: a.num_requests,
         ..Default::default()
-    })?;
+    };
+    check_flags(&o)?;
+    let loaded = load(&a.scenario)?;
+    let resolved = loaded.resolve(&o)?;
     let dest = a.out.unwrap_or_else(|| {
         PathBuf::from("results")
             .join(&resolved.scenario.name)

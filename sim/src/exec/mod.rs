@@ -35,6 +35,14 @@ pub trait Executor: Send {
         let _ = batch;
         Ok(())
     }
+    /// Whether this executor performs the KV copies of each step itself, inside
+    /// [`Executor::run_batch`] before the forward pass, so that the duration it returns includes
+    /// them (a compute backend: its swaps are real copies). The engine then takes no time of its
+    /// own for those copies (a zero-time swap model, `serial` reactive timing) instead of adding
+    /// its modelled copy time on top of the measured one. Asked once, when the replica is built.
+    fn copies_in_iteration(&self) -> bool {
+        false
+    }
     /// The replica's pipeline (default: one stage, one batch in flight).
     fn pipeline(&self) -> Pipeline {
         Pipeline::SINGLE

@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::cost::BatchShape;
+use crate::cost::{BatchShape, CostModel};
 use crate::error::{Result, SimError};
 use crate::exec::{ExecBatch, Executor, KvEventKind, Pipeline};
 use crate::scenario::Resolved;
@@ -96,19 +96,57 @@ pub fn open_backend(
     }
 }
 
-/// The checksum of the last iteration a backend ran, for the iteration tap (iterations run one
-/// at a time, and the engine reports each right after its executor returns).
-pub type ChecksumSlot = Arc<Mutex<Option<u64>>>;
+/// What an executor notes about the iteration it just ran, for the iteration tap (iterations run
+/// one at a time, and the engine reports each right after its executor returns).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct IterationNote {
+    /// The backend's checksum of the logits (none from the mock executor).
+    pub checksum: Option<u64>,
+    /// The scenario's cost model's time for this very batch, plus its swap model's time for the
+    /// step's copies (which a backend runs inside the iteration, one after another).
+    pub predicted_s: Option<f64>,
+}
+
+/// Where the executor leaves its [`IterationNote`].
+pub type NoteSlot = Arc<Mutex<Option<IterationNote>>>;
+
+/// The scenario's models, to predict each executed batch (the simulator's view of it).
+pub struct Predictor {
+    pub cost: Box<dyn CostModel>,
+    pub swap: Box<dyn crate::swap::SwapModel>,
+    /// Bytes of one KV block on the device (a copy moves `blocks × block_bytes`).
+    pub block_bytes: u64,
+}
+
+impl Predictor {
+    /// Predicted seconds of one iteration: the batch's compute plus its step's copies in sequence.
+    pub fn iteration_s(&self, batch: &ExecBatch, shape: &BatchShape) -> Result<f64> {
+        let mut s = self.cost.iteration_s(shape)?;
+        for e in &batch.events {
+            let dir = match e.kind {
+                KvEventKind::SwapOut => crate::swap::Direction::DeviceToHost,
+                KvEventKind::SwapIn => crate::swap::Direction::HostToDevice,
+                KvEventKind::Finish | KvEventKind::Recompute => continue,
+            };
+            s += self
+                .swap
+                .transfer_s(dir, e.blocks as u64 * self.block_bytes, e.blocks);
+        }
+        Ok(s)
+    }
+}
 
 /// Runs each iteration on a [`ComputeBackend`]: applies the KV events since the last call in
 /// order (finishes and recompute preemptions release, swap-outs and swap-ins copy), then runs the
-/// batch's forward pass. The measured duration (wall time / `scale`) includes those copies.
+/// batch's forward pass. The measured duration (wall time / `scale`) includes those copies, so
+/// the engine adds no modelled copy time ([`Executor::copies_in_iteration`]).
 pub struct BackendExecutor {
     backend: Box<dyn ComputeBackend>,
     scale: f64,
     pipeline: Pipeline,
     steps: Vec<SeqStep>,
-    checksum: ChecksumSlot,
+    note: NoteSlot,
+    predictor: Option<Predictor>,
 }
 
 impl BackendExecutor {
@@ -116,15 +154,23 @@ impl BackendExecutor {
         backend: Box<dyn ComputeBackend>,
         scale: f64,
         pipeline: Pipeline,
-        checksum: ChecksumSlot,
+        note: NoteSlot,
     ) -> Self {
         BackendExecutor {
             backend,
             scale,
             pipeline,
             steps: Vec::new(),
-            checksum,
+            note,
+            predictor: None,
         }
+    }
+
+    /// Also predict each executed batch with the scenario's models (`iterations.csv`
+    /// `predicted_s`).
+    pub fn with_predictor(mut self, predictor: Predictor) -> Self {
+        self.predictor = Some(predictor);
+        self
     }
 
     fn fail(&self, what: &str, e: BackendError) -> SimError {
@@ -163,7 +209,7 @@ impl Executor for BackendExecutor {
     fn wants_requests(&self) -> bool {
         true
     }
-    fn run_batch(&mut self, batch: &ExecBatch, _shape: &BatchShape) -> Result<Ns> {
+    fn run_batch(&mut self, batch: &ExecBatch, shape: &BatchShape) -> Result<Ns> {
         let start = Instant::now();
         self.apply_events(batch)?;
         self.steps.clear();
@@ -175,13 +221,24 @@ impl Executor for BackendExecutor {
         let out = self.backend.forward(&self.steps);
         let out = out.map_err(|e| self.fail("forward", e))?;
         let ns = super::wall_to_ns(start.elapsed(), self.scale).max(1);
-        if let Ok(mut slot) = self.checksum.lock() {
-            *slot = Some(out.checksum);
+        // Outside the measured window.
+        let predicted_s = match &self.predictor {
+            Some(p) => Some(p.iteration_s(batch, shape)?),
+            None => None,
+        };
+        if let Ok(mut slot) = self.note.lock() {
+            *slot = Some(IterationNote {
+                checksum: Some(out.checksum),
+                predicted_s,
+            });
         }
         Ok(ns)
     }
     fn end_run(&mut self, batch: &ExecBatch) -> Result<()> {
         self.apply_events(batch)
+    }
+    fn copies_in_iteration(&self) -> bool {
+        true
     }
     fn pipeline(&self) -> Pipeline {
         self.pipeline

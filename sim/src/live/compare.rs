@@ -1,6 +1,8 @@
 //! `servesim compare SIM_DIR LIVE_DIR`: how far a simulated run is from a live one. Reads both
 //! directories' `requests.csv` (JCT, TTFT, TPOT: mean, p50, p99) and `summary.json` (mean
-//! iteration time = Σ busy time / Σ iterations over replicas).
+//! iteration time = Σ busy time / Σ iterations over replicas), and the live run's
+//! `iterations.csv`: the cost model's prediction of each executed batch against its measured time
+//! (`batch_s`; [`iteration_model_rows`]), which separates the model's error from the trajectory's.
 //!
 //! Before comparing it checks that the two directories are what they claim ([`check_dirs`]): the
 //! first a simulated run, the second a live one (`config.json` has a `live` table and the
@@ -160,11 +162,24 @@ pub fn check_dirs(sim: &Path, live: &Path, allow_partial: bool) -> Result<DirChe
     Ok(check)
 }
 
+/// One row of a live run's `iterations.csv`, as [`compare`] uses it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IterationRow {
+    pub duration_s: f64,
+    pub prefill_tokens: u64,
+    pub predicted_s: Option<f64>,
+}
+
+/// [`read_iterations_csv`]'s row count.
+pub fn check_iterations_csv(path: &Path) -> Result<u64> {
+    Ok(read_iterations_csv(path)?.len() as u64)
+}
+
 /// Parse a live run's `iterations.csv` strictly: the header [`super::ITERATIONS_HEADER`], then
 /// rows of exactly its columns (integers, finite non-negative times with end ≥ start, and a
-/// checksum that may be empty).
+/// checksum and a predicted time that may be empty).
 /// Errors name the file, line and column.
-pub fn check_iterations_csv(path: &Path) -> Result<u64> {
+pub fn read_iterations_csv(path: &Path) -> Result<Vec<IterationRow>> {
     let text =
         crate::input::read_text(path, crate::input::MAX_DATA_BYTES).map_err(|e| io(path, e))?;
     let header: Vec<&str> = super::ITERATIONS_HEADER.split(',').collect();
@@ -182,7 +197,7 @@ pub fn check_iterations_csv(path: &Path) -> Result<u64> {
             ),
         });
     }
-    let mut rows = 0u64;
+    let mut rows = Vec::new();
     for (i, line) in lines.enumerate() {
         let line_no = i as u64 + 2;
         if line.is_empty() {
@@ -209,24 +224,78 @@ pub fn check_iterations_csv(path: &Path) -> Result<u64> {
             msg: format!("`{}` is not {what}", crate::error::echo(cells[k])),
         };
         let mut times = [0.0f64; 3];
+        let mut row = IterationRow {
+            duration_s: 0.0,
+            prefill_tokens: 0,
+            predicted_s: None,
+        };
         for (k, cell) in cells.iter().enumerate() {
+            let seconds = || {
+                cell.parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite() && *x >= 0.0)
+                    .ok_or_else(|| bad(k, "a finite number of seconds ≥ 0"))
+            };
             if (2..=4).contains(&k) {
-                match cell.parse::<f64>() {
-                    Ok(x) if x.is_finite() && x >= 0.0 => times[k - 2] = x,
-                    _ => return Err(bad(k, "a finite number of seconds ≥ 0")),
-                }
+                times[k - 2] = seconds()?;
+            } else if header[k] == "predicted_s" {
+                // Empty: no model predicted this iteration.
+                row.predicted_s = if cell.is_empty() {
+                    None
+                } else {
+                    Some(seconds()?)
+                };
             } else if header[k] == "checksum" && cell.is_empty() {
                 // No checksum: the mock executor computes nothing.
-            } else if cell.parse::<u64>().is_err() {
-                return Err(bad(k, "a non-negative integer"));
+            } else {
+                let n = cell
+                    .parse::<u64>()
+                    .map_err(|_| bad(k, "a non-negative integer"))?;
+                if header[k] == "prefill_tokens" {
+                    row.prefill_tokens = n;
+                }
             }
         }
         if times[1] < times[0] {
             return Err(bad(3, "≥ start_s"));
         }
-        rows += 1;
+        row.duration_s = times[2];
+        rows.push(row);
     }
     Ok(rows)
+}
+
+/// The cost model against the measurement on the very batches that ran: for the live run's
+/// iterations that carry a prediction, the mean predicted and measured times — over all of
+/// them, those without prefill tokens (decode-only) and those with (`sim` = predicted, `live` =
+/// measured).
+pub fn iteration_model_rows(rows: &[IterationRow]) -> Vec<CompareRow> {
+    let mut out = Vec::new();
+    type Pick = fn(&IterationRow) -> bool;
+    let groups: [(&str, Pick); 3] = [
+        ("mean", |_| true),
+        ("decode_mean", |r| r.prefill_tokens == 0),
+        ("prefill_mean", |r| r.prefill_tokens > 0),
+    ];
+    for (stat, pick) in groups {
+        let (mut p, mut m, mut n) = (0.0, 0.0, 0u64);
+        for r in rows.iter().filter(|r| pick(r)) {
+            if let Some(x) = r.predicted_s {
+                p += x;
+                m += r.duration_s;
+                n += 1;
+            }
+        }
+        if n > 0 {
+            out.push(CompareRow {
+                metric: "batch_s".into(),
+                stat: stat.into(),
+                sim: p / n as f64,
+                live: m / n as f64,
+            });
+        }
+    }
+    out
 }
 
 /// The `jct_s`, `ttft_s` and `tpot_s` columns of a run directory's `requests.csv`.
@@ -317,6 +386,9 @@ pub fn compare(sim: &Path, live: &Path) -> Result<Vec<CompareRow>> {
             live: b,
         });
     }
+    rows.extend(iteration_model_rows(&read_iterations_csv(
+        &live.join("iterations.csv"),
+    )?));
     Ok(rows)
 }
 
@@ -342,13 +414,13 @@ pub fn compare_csv(rows: &[CompareRow]) -> String {
 /// The printed table.
 pub fn compare_table(rows: &[CompareRow]) -> String {
     let mut s = format!(
-        "{:<12} {:<5} {:>12} {:>12} {:>9}\n",
+        "{:<12} {:<12} {:>12} {:>12} {:>9}\n",
         "metric", "stat", "sim", "live", "error"
     );
     for r in rows {
         let _ = writeln!(
             s,
-            "{:<12} {:<5} {:>12.6} {:>12.6} {:>8.2}%",
+            "{:<12} {:<12} {:>12.6} {:>12.6} {:>8.2}%",
             r.metric,
             r.stat,
             r.sim,

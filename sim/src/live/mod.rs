@@ -20,9 +20,11 @@
 pub mod backend;
 pub mod compare;
 pub mod cpu;
+pub mod fidelity;
 
 pub use backend::{
-    BackendError, BackendExecutor, ComputeBackend, ExecutorKind, SeqStep, StepOutput,
+    BackendError, BackendExecutor, ComputeBackend, ExecutorKind, IterationNote, NoteSlot,
+    Predictor, SeqStep, StepOutput,
 };
 
 /// Ctrl-C handling (shared with `run` and `sweep`).
@@ -159,11 +161,22 @@ impl Clock for WallClock {
 pub struct MockExecutor {
     cost: Box<dyn CostModel>,
     scale: f64,
+    note: Option<NoteSlot>,
 }
 
 impl MockExecutor {
     pub fn new(cost: Box<dyn CostModel>, scale: f64) -> Self {
-        MockExecutor { cost, scale }
+        MockExecutor {
+            cost,
+            scale,
+            note: None,
+        }
+    }
+
+    /// Leave each iteration's modelled time in `note` (`iterations.csv` `predicted_s`).
+    pub fn with_note(mut self, note: NoteSlot) -> Self {
+        self.note = Some(note);
+        self
     }
 }
 
@@ -191,6 +204,12 @@ impl Executor for MockExecutor {
         };
         // Ctrl-C / SIGTERM cut a long (scaled) iteration short; the run then stops, partial.
         wait_until(Some(deadline), &crate::interrupt::interrupted);
+        if let Some(Ok(mut slot)) = self.note.as_ref().map(|n| n.lock()) {
+            *slot = Some(IterationNote {
+                checksum: None,
+                predicted_s: Some(s),
+            });
+        }
         Ok(wall_to_ns(start.elapsed(), self.scale).max(1))
     }
 }
@@ -215,6 +234,8 @@ pub struct IterationRecord {
     pub shape: BatchShape,
     /// The backend's checksum of the iteration's logits (none from the mock executor).
     pub checksum: Option<u64>,
+    /// The scenario's models' time for this batch ([`IterationNote::predicted_s`]).
+    pub predicted_s: Option<f64>,
 }
 
 pub struct LiveOutput {
@@ -245,16 +266,22 @@ pub fn run_live_with(
     let scale = opts.time_scale;
     let mock = opts.executor == ExecutorKind::Mock;
     let mut clock = WallClock::new(scale, opts.stop.clone());
-    let checksum = backend::ChecksumSlot::default();
+    let note = NoteSlot::default();
     let mut iterations = Vec::new();
-    let slot = checksum.clone();
+    let slot = note.clone();
     let mut tap = |replica: u32, start_ns: Ns, end_ns: Ns, shape: &BatchShape| {
+        let n = slot
+            .lock()
+            .ok()
+            .and_then(|mut c| c.take())
+            .unwrap_or_default();
         iterations.push(IterationRecord {
             replica,
             start_ns,
             end_ns,
             shape: *shape,
-            checksum: slot.lock().ok().and_then(|mut c| c.take()),
+            checksum: n.checksum,
+            predicted_s: n.predicted_s,
         })
     };
     let started = Instant::now();
@@ -263,17 +290,20 @@ pub fn run_live_with(
         None,
         &mut |g, x| -> Result<Box<dyn Executor>> {
             if mock {
-                return Ok(Box::new(MockExecutor::new(
-                    g.cost_model_counted(Some(x))?,
-                    scale,
-                )));
+                let cost = g.cost_model_counted(Some(x))?;
+                return Ok(Box::new(
+                    MockExecutor::new(cost, scale).with_note(note.clone()),
+                ));
             }
-            Ok(Box::new(BackendExecutor::new(
-                open(g)?,
-                scale,
-                g.pipeline,
-                checksum.clone(),
-            )))
+            let predictor = Predictor {
+                cost: g.cost_model_counted(Some(x.clone()))?,
+                swap: g.swap_model(Some(x)),
+                block_bytes: g.kv_block_bytes,
+            };
+            Ok(Box::new(
+                BackendExecutor::new(open(g)?, scale, g.pipeline, note.clone())
+                    .with_predictor(predictor),
+            ))
         },
         &mut clock,
         Some(&mut tap),
@@ -288,11 +318,13 @@ pub fn run_live_with(
 }
 
 /// Columns of `iterations.csv`.
-pub const ITERATIONS_HEADER: &str = "iteration,replica,start_s,end_s,duration_s,prefill_requests,prefill_tokens,decode_requests,decode_context_tokens,requests,checksum";
+pub const ITERATIONS_HEADER: &str = "iteration,replica,start_s,end_s,duration_s,prefill_requests,prefill_tokens,decode_requests,decode_context_tokens,requests,checksum,predicted_s";
 
 /// `iterations.csv` text: one row per executed iteration, in start order; `duration_s` is the
 /// measured time (wall seconds / time scale, swap-in stalls included); `requests` is the batch's
-/// size; `checksum` the backend's checksum of the logits (empty with the mock executor).
+/// size; `checksum` the backend's checksum of the logits (empty with the mock executor);
+/// `predicted_s` the scenario's cost model's time for this very batch (plus its swap model's
+/// time for the step's copies, which a backend runs inside the iteration).
 pub fn iterations_csv(rows: &[IterationRecord]) -> String {
     use std::fmt::Write as _;
     let mut s = String::from(ITERATIONS_HEADER);
@@ -300,7 +332,7 @@ pub fn iterations_csv(rows: &[IterationRecord]) -> String {
     for (i, it) in rows.iter().enumerate() {
         let _ = writeln!(
             s,
-            "{i},{},{:.9},{:.9},{:.9},{},{},{},{},{},{}",
+            "{i},{},{:.9},{:.9},{:.9},{},{},{},{},{},{},{}",
             it.replica,
             ns_to_s(it.start_ns),
             ns_to_s(it.end_ns),
@@ -310,7 +342,10 @@ pub fn iterations_csv(rows: &[IterationRecord]) -> String {
             it.shape.decode_requests,
             it.shape.decode_context_tokens,
             it.shape.requests(),
-            it.checksum.map(|c| c.to_string()).unwrap_or_default()
+            it.checksum.map(|c| c.to_string()).unwrap_or_default(),
+            it.predicted_s
+                .map(|p| format!("{p:.9}"))
+                .unwrap_or_default()
         );
     }
     s
@@ -324,9 +359,28 @@ pub fn write_live(
     config: &serde_json::Value,
     opts: &LiveOptions,
 ) -> Result<PathBuf> {
-    dir.write("requests.csv", requests_csv(&out.run).as_bytes())?;
-    dir.write("replicas.csv", replicas_csv(&out.run.summary).as_bytes())?;
-    dir.write("iterations.csv", iterations_csv(&out.iterations).as_bytes())?;
+    write_live_files(&dir, "", out, config, opts)?;
+    dir.commit()
+}
+
+/// [`write_live`]'s files into `sub` of a staged directory, without committing it.
+pub fn write_live_files(
+    dir: &StagedDir,
+    sub: &str,
+    out: &LiveOutput,
+    config: &serde_json::Value,
+    opts: &LiveOptions,
+) -> Result<()> {
+    let at = |name: &str| crate::output::sub_path(sub, name);
+    dir.write(&at("requests.csv"), requests_csv(&out.run).as_bytes())?;
+    dir.write(
+        &at("replicas.csv"),
+        replicas_csv(&out.run.summary).as_bytes(),
+    )?;
+    dir.write(
+        &at("iterations.csv"),
+        iterations_csv(&out.iterations).as_bytes(),
+    )?;
     let mut summary = serde_json::to_value(&out.run.summary).expect("summary serialises");
     summary["partial"] = serde_json::json!(out.partial);
     if out.partial {
@@ -340,15 +394,15 @@ pub fn write_live(
         "wall_s": out.wall_s,
         "partial": out.partial,
     });
-    dir.write("summary.json", pretty_json(&summary).as_bytes())?;
+    dir.write(&at("summary.json"), pretty_json(&summary).as_bytes())?;
     let mut config = config.clone();
     config["live"] = summary["live"].clone();
-    dir.write("config.json", pretty_json(&config).as_bytes())?;
+    dir.write(&at("config.json"), pretty_json(&config).as_bytes())?;
     if out.partial {
         dir.write(
-            "PARTIAL",
+            &at("PARTIAL"),
             crate::output::partial_note(out.run.summary.requests).as_bytes(),
         )?;
     }
-    dir.commit()
+    Ok(())
 }

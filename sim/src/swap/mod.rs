@@ -261,6 +261,17 @@ impl PcieSwap {
     }
 }
 
+/// Copies that take no time of their own: the executor runs them inside the iteration and its
+/// measured duration includes them ([`crate::exec::Executor::copies_in_iteration`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InIterationSwap;
+
+impl SwapModel for InIterationSwap {
+    fn transfer_s(&self, _dir: Direction, _bytes: u64, _blocks: u32) -> f64 {
+        0.0
+    }
+}
+
 impl SwapModel for PcieSwap {
     fn transfer_s(&self, dir: Direction, bytes: u64, blocks: u32) -> f64 {
         let bw = match dir {
