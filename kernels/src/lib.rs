@@ -11,6 +11,7 @@ pub mod attention;
 pub mod bench;
 pub mod cpu;
 pub mod kv;
+pub mod ledger;
 pub mod model;
 pub mod ops;
 
