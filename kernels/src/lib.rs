@@ -10,12 +10,16 @@
 pub mod attention;
 pub mod bench;
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod kv;
 pub mod ledger;
 pub mod model;
 pub mod ops;
 
 pub use cpu::{CpuBackend, CpuConfig, Threads};
+#[cfg(feature = "cuda")]
+pub use cuda::{CudaBackend, CudaConfig};
 pub use model::ModelDims;
 
 /// Tokens per KV block.
@@ -65,6 +69,9 @@ pub enum BackendError {
     UnknownSeq(u64),
     #[error("sequence {seq}: {msg}")]
     BadStep { seq: u64, msg: String },
+    /// A device call failed at run time (the CUDA backend): what was being done and the error.
+    #[error("device: {0}")]
+    Device(String),
 }
 
 /// The compute of a serving engine's iterations over a paged KV cache.
