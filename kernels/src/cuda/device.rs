@@ -42,7 +42,7 @@ fn open_context(ordinal: usize) -> R<Arc<CudaContext>> {
     // SAFETY: the probes only dlopen/dlclose candidate library names.
     if !unsafe { sys::is_culib_present() } {
         return Err(config(
-            "no CUDA driver (libcuda) found on this machine; --device cuda needs an NVIDIA GPU",
+            "no CUDA driver found (libcuda is not on this machine's loader path); --device cuda needs an NVIDIA GPU",
         ));
     }
     let mut found: std::ffi::c_int = 0;
@@ -99,6 +99,12 @@ fn compile_options() -> CompileOptions {
         name: Some("servesim_kernels.cu".into()),
         ..Default::default()
     }
+}
+
+/// Whether GPU `ordinal` can be opened (driver, device, NVRTC and cuBLAS found): its name.
+pub fn probe(ordinal: usize) -> R<String> {
+    let ctx = open_context(ordinal)?;
+    ctx.name().ctx("cuDeviceGetName")
 }
 
 pub(super) struct Kernels {

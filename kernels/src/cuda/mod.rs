@@ -19,8 +19,8 @@ use std::ffi::c_void;
 
 use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig, PinnedHostSlice, PushKernelArg, sys};
 
-pub use self::device::compile_check;
 use self::device::{Ctx, Dev, R, config};
+pub use self::device::{compile_check, probe};
 use crate::attention::SeqRows;
 use crate::kv::block_pairs;
 use crate::ledger::Ledger;
