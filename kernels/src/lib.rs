@@ -6,6 +6,10 @@
 //! SiLU, and KV blocks that really move between a "device" pool and a "host" pool on swaps. Its
 //! operator entry points ([`bench`]) call the same functions its `forward` calls, so a CPU
 //! calibration times exactly what live mode runs.
+//!
+//! `CudaBackend` (feature `cuda`, module `cuda`) is the same model on an NVIDIA GPU, also f32 and
+//! with the same weights for a seed: cuBLAS GEMMs, NVRTC kernels, a KV pool in GPU memory and a
+//! pinned host pool. [`ledger`] holds the block bookkeeping both share.
 
 pub mod attention;
 pub mod bench;
