@@ -1,13 +1,13 @@
 //! [`CpuBackend`]: the [`Backend`] on the CPU, f32, on its own rayon pool of an explicit size.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::attention::{Heads, SeqRows, attention, write_kv};
-use crate::kv::{FreeList, KvPool, block_pairs, copy_chunks};
+use crate::kv::{KvPool, block_pairs, copy_chunks};
+use crate::ledger::Ledger;
 use crate::model::{ModelDims, Weights, token_id};
 use crate::ops::{argmax, linear, rms_norm, rope, silu_gate};
-use crate::{BLOCK_TOKENS, Backend, BackendError, SeqStep, StepOutput};
+use crate::{Backend, BackendError, SeqStep, StepOutput};
 
 /// A rayon pool of a fixed size that the backend's work runs on (not the global pool, so the
 /// thread count of a timing is the one asked for).
@@ -58,13 +58,6 @@ pub struct CpuConfig {
     pub host_bytes: usize,
 }
 
-#[derive(Debug, Clone)]
-struct SeqKv {
-    tokens: usize,
-    blocks: Vec<u32>,
-    on_host: bool,
-}
-
 /// Per-token buffers of one forward pass, reused across iterations.
 #[derive(Debug, Default)]
 struct Scratch {
@@ -84,9 +77,7 @@ pub struct CpuBackend {
     threads: Threads,
     device: KvPool,
     host: KvPool,
-    device_free: FreeList,
-    host_free: FreeList,
-    seqs: HashMap<u64, SeqKv>,
+    ledger: Ledger,
     scratch: Scratch,
     logits: Vec<f32>,
 }
@@ -105,9 +96,12 @@ impl CpuBackend {
             threads: Threads::new(cfg.threads)?,
             device: KvPool::try_new(cfg.device_blocks, d.layers, d.kv_heads, hd)?,
             host: KvPool::try_new(host_blocks, d.layers, d.kv_heads, hd)?,
-            device_free: FreeList::new(cfg.device_blocks, cfg.seed ^ 1),
-            host_free: FreeList::new(host_blocks, cfg.seed ^ 2),
-            seqs: HashMap::new(),
+            ledger: Ledger::new(
+                d.max_context_tokens,
+                cfg.device_blocks,
+                host_blocks,
+                cfg.seed,
+            ),
             scratch: Scratch::default(),
             logits: Vec::new(),
             dims: d.clone(),
@@ -124,15 +118,15 @@ impl CpuBackend {
     }
     /// Free device blocks (and the capacity).
     pub fn device_blocks(&self) -> (usize, usize) {
-        (self.device_free.available(), self.device_free.capacity())
+        self.ledger.device_blocks()
     }
     /// Free host blocks (and the capacity).
     pub fn host_blocks(&self) -> (usize, usize) {
-        (self.host_free.available(), self.host_free.capacity())
+        self.ledger.host_blocks()
     }
     /// Tokens of KV the backend holds for `seq` (None: unknown).
     pub fn seq_tokens(&self, seq: u64) -> Option<usize> {
-        self.seqs.get(&seq).map(|s| s.tokens)
+        self.ledger.seq_tokens(seq)
     }
     /// The last forward's logits, `[steps, vocab]` in step order.
     pub fn last_logits(&self) -> &[f32] {
@@ -144,87 +138,6 @@ impl CpuBackend {
             kv_heads: self.dims.kv_heads,
             head_dim: self.dims.head_dim(),
         }
-    }
-
-    /// Check the steps against what the backend holds and allocate their new blocks (all or none).
-    fn admit(&mut self, steps: &[SeqStep]) -> Result<Vec<SeqRows>, BackendError> {
-        let mut rows = Vec::with_capacity(steps.len());
-        let mut row0 = 0;
-        let mut taken: Vec<(u64, Vec<u32>)> = Vec::new();
-        let undo = |this: &mut CpuBackend, taken: &[(u64, Vec<u32>)]| {
-            for (_, b) in taken {
-                this.device_free.give_back(b);
-            }
-        };
-        for (i, st) in steps.iter().enumerate() {
-            if let Err(e) = self.check_step(st, &steps[..i]) {
-                undo(self, &taken);
-                return Err(e);
-            }
-            let have = self.seqs.get(&st.seq).map_or(&[][..], |s| &s.blocks[..]);
-            let need = (st.cached_tokens + st.new_tokens).div_ceil(BLOCK_TOKENS);
-            let more = need.saturating_sub(have.len());
-            let Some(new_blocks) = self.device_free.take(more) else {
-                let e = BackendError::OutOfDeviceBlocks {
-                    seq: st.seq,
-                    needed: more,
-                    free: self.device_free.available(),
-                    capacity: self.device_free.capacity(),
-                };
-                undo(self, &taken);
-                return Err(e);
-            };
-            let mut table = have.to_vec();
-            table.extend_from_slice(&new_blocks);
-            taken.push((st.seq, new_blocks));
-            rows.push(SeqRows {
-                seq: st.seq,
-                row0,
-                cached: st.cached_tokens,
-                new: st.new_tokens,
-                table,
-            });
-            row0 += st.new_tokens;
-        }
-        for s in &rows {
-            let e = self.seqs.entry(s.seq).or_insert(SeqKv {
-                tokens: 0,
-                blocks: Vec::new(),
-                on_host: false,
-            });
-            e.tokens = s.cached + s.new;
-            e.blocks.clone_from(&s.table);
-        }
-        Ok(rows)
-    }
-
-    fn check_step(&self, st: &SeqStep, earlier: &[SeqStep]) -> Result<(), BackendError> {
-        let bad = |msg: String| Err(BackendError::BadStep { seq: st.seq, msg });
-        if st.new_tokens == 0 {
-            return bad("new_tokens must be ≥ 1".into());
-        }
-        if earlier.iter().any(|e| e.seq == st.seq) {
-            return bad("appears twice in one iteration".into());
-        }
-        let end = st.cached_tokens + st.new_tokens;
-        if end > self.dims.max_context_tokens {
-            return bad(format!(
-                "{end} tokens exceed the model's context of {}",
-                self.dims.max_context_tokens
-            ));
-        }
-        let have = self.seqs.get(&st.seq);
-        if have.is_some_and(|s| s.on_host) {
-            return bad("its KV is on the host; swap it in first".into());
-        }
-        let held = have.map_or(0, |s| s.tokens);
-        if held != st.cached_tokens {
-            return bad(format!(
-                "cached_tokens = {} but the backend holds {held} tokens of its KV",
-                st.cached_tokens
-            ));
-        }
-        Ok(())
     }
 
     /// All layers and the LM head over the admitted rows; fills `self.logits`.
@@ -285,56 +198,17 @@ impl CpuBackend {
 
     /// Move a sequence's blocks between pools (`to_host`: device → host).
     fn swap(&mut self, seq: u64, to_host: bool) -> Result<(), BackendError> {
-        let s = self.seqs.get(&seq).ok_or(BackendError::UnknownSeq(seq))?;
-        if s.on_host == to_host {
-            let where_ = if to_host { "host" } else { "device" };
-            return Err(BackendError::BadStep {
-                seq,
-                msg: format!("its KV is already on the {where_}"),
-            });
-        }
-        let n = s.blocks.len();
-        let (src, dst, src_free, dst_free) = if to_host {
-            (
-                &self.device,
-                &mut self.host,
-                &mut self.device_free,
-                &mut self.host_free,
-            )
-        } else {
-            (
-                &self.host,
-                &mut self.device,
-                &mut self.host_free,
-                &mut self.device_free,
-            )
-        };
-        let Some(to) = dst_free.take(n) else {
-            let (free, capacity) = (dst_free.available(), dst_free.capacity());
-            return Err(if to_host {
-                BackendError::OutOfHostBlocks {
-                    seq,
-                    needed: n,
-                    free,
-                    capacity,
-                }
+        let (device, host, layers) = (&mut self.device, &mut self.host, self.dims.layers);
+        self.ledger.swap(seq, to_host, |from, to| {
+            let (src, dst) = if to_host {
+                (&*device, host)
             } else {
-                BackendError::OutOfDeviceBlocks {
-                    seq,
-                    needed: n,
-                    free,
-                    capacity,
-                }
-            });
-        };
-        let pairs = block_pairs(&s.blocks, src.blocks, &to, dst.blocks, self.dims.layers);
-        let chunk = src.chunk_len();
-        copy_chunks(src.data(), dst.data_mut(), chunk, &pairs);
-        src_free.give_back(&s.blocks);
-        let s = self.seqs.get_mut(&seq).expect("looked up above");
-        s.blocks = to;
-        s.on_host = to_host;
-        Ok(())
+                (&*host, device)
+            };
+            let pairs = block_pairs(from, src.blocks, to, dst.blocks, layers);
+            copy_chunks(src.data(), dst.data_mut(), src.chunk_len(), &pairs);
+            Ok(())
+        })
     }
 }
 
@@ -391,18 +265,12 @@ impl Backend for CpuBackend {
                 argmax: Vec::new(),
             });
         }
-        let rows = self.admit(steps)?;
+        let rows = self.ledger.admit(steps)?;
         Ok(self.run_model(&rows))
     }
 
     fn release(&mut self, seq: u64) {
-        if let Some(s) = self.seqs.remove(&seq) {
-            if s.on_host {
-                self.host_free.give_back(&s.blocks);
-            } else {
-                self.device_free.give_back(&s.blocks);
-            }
-        }
+        self.ledger.release(seq);
     }
 
     fn swap_out(&mut self, seq: u64) -> Result<(), BackendError> {

@@ -6,15 +6,24 @@
 //! SiLU, and KV blocks that really move between a "device" pool and a "host" pool on swaps. Its
 //! operator entry points ([`bench`]) call the same functions its `forward` calls, so a CPU
 //! calibration times exactly what live mode runs.
+//!
+//! `CudaBackend` (feature `cuda`, module `cuda`) is the same model on an NVIDIA GPU, also f32 and
+//! with the same weights for a seed: cuBLAS GEMMs, NVRTC kernels, a KV pool in GPU memory and a
+//! pinned host pool. [`ledger`] holds the block bookkeeping both share.
 
 pub mod attention;
 pub mod bench;
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod kv;
+pub mod ledger;
 pub mod model;
 pub mod ops;
 
 pub use cpu::{CpuBackend, CpuConfig, Threads};
+#[cfg(feature = "cuda")]
+pub use cuda::{CudaBackend, CudaConfig};
 pub use model::ModelDims;
 
 /// Tokens per KV block.
@@ -64,6 +73,9 @@ pub enum BackendError {
     UnknownSeq(u64),
     #[error("sequence {seq}: {msg}")]
     BadStep { seq: u64, msg: String },
+    /// A device call failed at run time (the CUDA backend): what was being done and the error.
+    #[error("device: {0}")]
+    Device(String),
 }
 
 /// The compute of a serving engine's iterations over a paged KV cache.

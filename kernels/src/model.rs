@@ -155,6 +155,47 @@ impl Weights {
     }
 }
 
+/// One tensor of [`Weights`], as [`random_tensors`] hands it over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tensor {
+    AttnNorm(usize),
+    Wqkv(usize),
+    Wo(usize),
+    MlpNorm(usize),
+    WUp(usize),
+    WDown(usize),
+    Embedding,
+    FinalNorm,
+    LmHead,
+}
+
+/// The tensors of [`Weights::random`]`(d, seed)`, same values, one at a time (a device backend
+/// uploads each and drops it, instead of holding every weight on the host at once).
+pub fn random_tensors<E>(
+    d: &ModelDims,
+    seed: u64,
+    mut each: impl FnMut(Tensor, Vec<f32>) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut rng = Rng::new(seed);
+    let s = |fan_in: usize| 1.0 / (fan_in as f32).sqrt();
+    let norm = |rng: &mut Rng| (0..d.hidden).map(|_| 1.0 + 0.1 * rng.next_f32()).collect();
+    for l in 0..d.layers {
+        each(Tensor::AttnNorm(l), norm(&mut rng))?;
+        each(
+            Tensor::Wqkv(l),
+            rng.fill(d.hidden * d.qkv_width(), s(d.hidden)),
+        )?;
+        let wo = rng.fill(d.heads * d.head_dim() * d.hidden, s(d.hidden));
+        each(Tensor::Wo(l), wo)?;
+        each(Tensor::MlpNorm(l), norm(&mut rng))?;
+        each(Tensor::WUp(l), rng.fill(d.hidden * 2 * d.ffn, s(d.hidden)))?;
+        each(Tensor::WDown(l), rng.fill(d.ffn * d.hidden, s(d.ffn)))?;
+    }
+    each(Tensor::Embedding, rng.fill(d.vocab * d.hidden, 1.0))?;
+    each(Tensor::FinalNorm, norm(&mut rng))?;
+    each(Tensor::LmHead, rng.fill(d.hidden * d.vocab, s(d.hidden)))
+}
+
 /// The token at `position` of sequence `seq`: the backend has no tokenizer, so every sequence's
 /// tokens are a fixed pseudo-random function of its id and position (a prefill of n tokens then a
 /// decode sees exactly the tokens a prefill of n + 1 sees).
@@ -163,4 +204,42 @@ pub fn token_id(seq: u64, position: usize, vocab: usize) -> usize {
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     ((x ^ (x >> 31)) % vocab as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_tensors_are_the_weights_of_random() {
+        let d = ModelDims {
+            layers: 2,
+            hidden: 32,
+            heads: 4,
+            kv_heads: 2,
+            ffn: 48,
+            vocab: 50,
+            max_context_tokens: 64,
+        };
+        let w = Weights::random(&d, 9);
+        let mut seen = 0;
+        random_tensors::<()>(&d, 9, |t, v| {
+            let want = match t {
+                Tensor::AttnNorm(l) => &w.layers[l].attn_norm,
+                Tensor::Wqkv(l) => &w.layers[l].wqkv,
+                Tensor::Wo(l) => &w.layers[l].wo,
+                Tensor::MlpNorm(l) => &w.layers[l].mlp_norm,
+                Tensor::WUp(l) => &w.layers[l].w_up,
+                Tensor::WDown(l) => &w.layers[l].w_down,
+                Tensor::Embedding => &w.embedding,
+                Tensor::FinalNorm => &w.final_norm,
+                Tensor::LmHead => &w.lm_head,
+            };
+            assert_eq!(&v, want, "{t:?}");
+            seen += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, 2 * 6 + 3);
+    }
 }

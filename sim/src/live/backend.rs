@@ -76,6 +76,9 @@ pub fn check_device(device: ExecutorKind) -> Result<()> {
     match device {
         ExecutorKind::Mock => Ok(()),
         ExecutorKind::Cpu => Ok(()),
+        #[cfg(feature = "cuda")]
+        ExecutorKind::Cuda => super::cuda::probe(),
+        #[cfg(not(feature = "cuda"))]
         ExecutorKind::Cuda => Err(SimError::config(super::NO_GPU_EXECUTOR)),
     }
 }
@@ -89,6 +92,8 @@ pub fn open_backend(
     check_device(device)?;
     match device {
         ExecutorKind::Cpu => super::cpu::open(r, threads),
+        #[cfg(feature = "cuda")]
+        ExecutorKind::Cuda => super::cuda::open(r),
         _ => Err(SimError::config(format!(
             "live --device {}: no compute backend",
             device.name()

@@ -8,15 +8,27 @@ use super::backend::{BackendError, ComputeBackend, SeqStep, StepOutput};
 use crate::error::{Result, SimError};
 use crate::scenario::Resolved;
 
-/// [`CpuBackend`] as a [`ComputeBackend`].
-pub struct CpuCompute {
-    backend: CpuBackend,
+/// A `servesim-kernels` [`Backend`] as a [`ComputeBackend`] (the CPU one here, the CUDA one in
+/// `live/cuda.rs`).
+pub struct KernelsCompute<B> {
+    name: &'static str,
+    backend: B,
     steps: Vec<servesim_kernels::SeqStep>,
 }
 
-impl ComputeBackend for CpuCompute {
+impl<B: Backend> KernelsCompute<B> {
+    pub fn new(name: &'static str, backend: B) -> Self {
+        KernelsCompute {
+            name,
+            backend,
+            steps: Vec::new(),
+        }
+    }
+}
+
+impl<B: Backend + Send> ComputeBackend for KernelsCompute<B> {
     fn name(&self) -> &str {
-        "cpu"
+        self.name
     }
     fn forward(&mut self, steps: &[SeqStep]) -> std::result::Result<StepOutput, BackendError> {
         self.steps.clear();
@@ -56,20 +68,20 @@ pub fn dims_of(model: &crate::catalogue::ModelSpec) -> ModelDims {
     }
 }
 
-/// The CPU backend of one replica of `r` (its catalogue model, KV pools of the scenario's
-/// `kv_capacity_blocks` and host pool), on `threads` threads (default: every core).
-pub fn open(r: &Resolved, threads: Option<u32>) -> Result<Box<dyn ComputeBackend>> {
+/// The model dimensions a `servesim-kernels` backend (`which`: "CPU" or "CUDA", `device`: the
+/// `--device` name) can run for `r`: one shard, 16-token blocks, Llama-style blocks.
+pub fn runnable_dims(r: &Resolved, which: &str, device: &str) -> Result<ModelDims> {
     let s = &r.scenario;
-    let bad = |m: String| Err(SimError::config(format!("live --device cpu: {m}")));
+    let bad = |m: String| Err(SimError::config(format!("live --device {device}: {m}")));
     if s.tp != 1 || s.pp != 1 {
         return bad(format!(
-            "the CPU backend runs one shard (tp = 1, pp = 1), the scenario has tp = {}, pp = {}",
+            "the {which} backend runs one shard (tp = 1, pp = 1), the scenario has tp = {}, pp = {}",
             s.tp, s.pp
         ));
     }
     if s.memory.block_tokens as usize != servesim_kernels::BLOCK_TOKENS {
         return bad(format!(
-            "the CPU backend's KV blocks hold {} tokens; set [memory] block_tokens = {}",
+            "the {which} backend's KV blocks hold {} tokens; set [memory] block_tokens = {}",
             servesim_kernels::BLOCK_TOKENS,
             servesim_kernels::BLOCK_TOKENS
         ));
@@ -77,27 +89,36 @@ pub fn open(r: &Resolved, threads: Option<u32>) -> Result<Box<dyn ComputeBackend
     let m = &r.model;
     if !m.gated_mlp || m.learned_positions {
         return bad(format!(
-            "model `{}`: the CPU backend runs Llama-style blocks (gated MLP, rotary positions); try cpu-small-4x512",
+            "model `{}`: the {which} backend runs Llama-style blocks (gated MLP, rotary positions); try cpu-small-4x512",
             s.model
         ));
     }
-    let dims = dims_of(m);
+    Ok(dims_of(m))
+}
+
+/// What a backend that cannot be built says, with the scenario keys that size its pools.
+pub fn open_failed(r: &Resolved, device: &str, e: impl std::fmt::Display) -> SimError {
+    let s = &r.scenario;
+    SimError::config(format!(
+        "live --device {device}: model `{}`: {e} (device pool: [memory] kv_capacity_blocks = {}; host pool: [memory] host_kv_bytes = {} B, 32 GiB unless set)",
+        s.model, r.kv_capacity_blocks, s.memory.host_kv_bytes
+    ))
+}
+
+/// The CPU backend of one replica of `r` (its catalogue model, KV pools of the scenario's
+/// `kv_capacity_blocks` and host pool), on `threads` threads (default: every core).
+pub fn open(r: &Resolved, threads: Option<u32>) -> Result<Box<dyn ComputeBackend>> {
+    let dims = runnable_dims(r, "CPU", "cpu")?;
     let host_bytes = r.host_kv_blocks as usize * dims.block_bytes();
     let cfg = CpuConfig {
         dims,
         threads: threads.unwrap_or(0) as usize,
-        seed: s.seed,
+        seed: r.scenario.seed,
         device_blocks: r.kv_capacity_blocks as usize,
         host_bytes,
     };
     match CpuBackend::new(&cfg) {
-        Ok(backend) => Ok(Box::new(CpuCompute {
-            backend,
-            steps: Vec::new(),
-        })),
-        Err(e) => bad(format!(
-            "model `{}`: {e} (device pool: [memory] kv_capacity_blocks = {}; host pool: [memory] host_kv_bytes = {} B, 32 GiB unless set)",
-            s.model, r.kv_capacity_blocks, s.memory.host_kv_bytes
-        )),
+        Ok(backend) => Ok(Box::new(KernelsCompute::new("cpu", backend))),
+        Err(e) => Err(open_failed(r, "cpu", e)),
     }
 }

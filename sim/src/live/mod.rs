@@ -20,6 +20,8 @@
 pub mod backend;
 pub mod compare;
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod fidelity;
 
 pub use backend::{
@@ -45,7 +47,7 @@ use crate::scenario::Resolved;
 use crate::vocab::time::{Ns, ns_to_s};
 
 /// The message of `servesim live` without `--mock` in this build.
-pub const NO_GPU_EXECUTOR: &str = "live GPU executor not built / no CUDA driver found; use --mock to exercise the driver (`servesim live SCENARIO --mock --time-scale 0.1`)";
+pub const NO_GPU_EXECUTOR: &str = "live GPU executor not built (rebuild with `cargo build --release --features cuda`) / no CUDA driver found; use --mock to exercise the driver (`servesim live SCENARIO --mock --time-scale 0.1`)";
 
 /// Smallest and largest `--time-scale`: within them every scaled wait of a run that fits the
 /// simulator's 64-bit nanosecond clock is a representable wall-clock duration.
