@@ -11,7 +11,7 @@ use crate::engine::{
 };
 use crate::error::{Result, SimError};
 use crate::exec::{Executor, SimExecutor};
-use crate::metrics::{Collector, Summary, summarize};
+use crate::metrics::{Collector, Summary, summarize, summarize_streamed};
 use crate::policy::{PolicyEntry, PolicyEnv, lookup};
 use crate::profile::ExtrapolationCounter;
 use crate::scenario::{Resolved, SyntheticLengths, TraceSource};
@@ -21,7 +21,7 @@ use crate::vocab::time::Ns;
 use crate::vocab::time::ns_to_s;
 
 pub struct RunOutput {
-    /// Completed requests, sorted by id.
+    /// Completed requests, sorted by id; empty when the run kept no rows (see [`Rows`]).
     pub completions: Vec<Completion>,
     pub stats: RunStats,
     pub summary: Summary,
@@ -45,6 +45,16 @@ pub fn expected_requests(r: &Resolved) -> Option<u64> {
     }
 }
 
+/// Whether a run keeps every completed request's row ([`RunOutput::completions`], needed for
+/// `requests.csv` and exact percentiles) or only streaming statistics
+/// ([`crate::metrics::streaming`]: percentiles from a sketch, memory independent of the number
+/// of requests but for the stability rule's 24 bytes per request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rows {
+    Keep,
+    Stream,
+}
+
 /// Run the simulation. `progress` is called with the number of completed requests.
 pub fn run(r: &Resolved, progress: Option<Box<dyn FnMut(u64)>>) -> Result<RunOutput> {
     run_with(r, progress, true)
@@ -57,10 +67,34 @@ pub fn run_with(
     progress: Option<Box<dyn FnMut(u64)>>,
     fast_forward: bool,
 ) -> Result<RunOutput> {
+    run_rows(r, progress, fast_forward, Rows::Keep)
+}
+
+/// [`run_with`], keeping the per-request rows or not.
+pub fn run_rows(
+    r: &Resolved,
+    progress: Option<Box<dyn FnMut(u64)>>,
+    fast_forward: bool,
+    rows: Rows,
+) -> Result<RunOutput> {
     if fast_forward {
-        drive(r, progress, &mut sim_executor, &mut VirtualClock, None)
+        drive_rows(
+            r,
+            progress,
+            &mut sim_executor,
+            &mut VirtualClock,
+            None,
+            rows,
+        )
     } else {
-        drive(r, progress, &mut sim_executor, &mut SteppingClock, None)
+        drive_rows(
+            r,
+            progress,
+            &mut sim_executor,
+            &mut SteppingClock,
+            None,
+            rows,
+        )
     }
 }
 
@@ -78,9 +112,10 @@ pub fn run_interruptible(
     r: &Resolved,
     progress: Option<Box<dyn FnMut(u64)>>,
     fast_forward: bool,
+    rows: Rows,
 ) -> Result<(RunOutput, bool)> {
     let mut clock = crate::interrupt::InterruptibleClock::new(fast_forward);
-    let out = drive(r, progress, &mut sim_executor, &mut clock, None)?;
+    let out = drive_rows(r, progress, &mut sim_executor, &mut clock, None, rows)?;
     Ok((out, clock.stopped()))
 }
 
@@ -128,6 +163,18 @@ pub fn drive(
     clock: &mut dyn Clock,
     on_iteration: Option<&mut IterationTap<'_>>,
 ) -> Result<RunOutput> {
+    drive_rows(r, progress, make_executor, clock, on_iteration, Rows::Keep)
+}
+
+/// [`drive`], keeping the per-request rows or not.
+pub fn drive_rows(
+    r: &Resolved,
+    progress: Option<Box<dyn FnMut(u64)>>,
+    make_executor: &mut ExecutorFactory<'_>,
+    clock: &mut dyn Clock,
+    on_iteration: Option<&mut IterationTap<'_>>,
+    rows: Rows,
+) -> Result<RunOutput> {
     let s = &r.scenario;
     let entry = lookup(&s.scheduler.policy)?;
     // Off-grid queries of profile-based models (summary.json `profile_extrapolations`).
@@ -148,7 +195,13 @@ pub fn drive(
     let mut tap = Tap {
         collector: Collector {
             completions: Vec::new(),
+            streamed: (rows == Rows::Stream).then(|| {
+                crate::metrics::streaming::Streamed::new(
+                    s.slo.as_ref().map(|o| (o.ttft_s, o.tpot_s)),
+                )
+            }),
             on_progress: progress,
+            done: 0,
         },
         on_iteration,
         kv_timeline: Vec::new(),
@@ -182,16 +235,22 @@ pub fn drive(
     .map_err(|e| locate_request_error(e, &r.trace))?;
     let mut completions = std::mem::take(&mut tap.collector.completions);
     completions.sort_unstable_by_key(|c| c.id); // ids are unique
-    let mut summary = summarize(&s.name, &s.scheduler.policy, s.seed, &completions, &stats);
+    let mut summary = match &mut tap.collector.streamed {
+        Some(st) => summarize_streamed(&s.name, &s.scheduler.policy, s.seed, st, &stats),
+        None => {
+            let mut summary = summarize(&s.name, &s.scheduler.policy, s.seed, &completions, &stats);
+            if let Some(slo) = &s.slo {
+                summary.goodput = Some(crate::metrics::goodput(
+                    &completions,
+                    slo.ttft_s,
+                    slo.tpot_s,
+                ));
+            }
+            summary
+        }
+    };
     if r.uses_profile() {
         summary.profile_extrapolations = Some(extrapolations.report());
-    }
-    if let Some(slo) = &s.slo {
-        summary.goodput = Some(crate::metrics::goodput(
-            &completions,
-            slo.ttft_s,
-            slo.tpot_s,
-        ));
     }
     Ok(RunOutput {
         completions,
@@ -500,10 +559,7 @@ mod tests {
     #[test]
     fn kv_timeline_stops_at_its_row_cap() {
         let mut tap = Tap {
-            collector: Collector {
-                completions: Vec::new(),
-                on_progress: None,
-            },
+            collector: Collector::default(),
             on_iteration: None,
             kv_timeline: Vec::new(),
             kv_max_rows: 4,

@@ -147,6 +147,11 @@ pub(super) fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
             }
         })),
         !a.no_fast_forward,
+        if a.no_requests_csv {
+            crate::run::Rows::Stream
+        } else {
+            crate::run::Rows::Keep
+        },
     );
     pb.finish_and_clear();
     let (output, partial) = result?;
