@@ -55,6 +55,13 @@ pub enum Rows {
     Stream,
 }
 
+impl Rows {
+    /// [`Rows::Keep`] when `keep`, else [`Rows::Stream`].
+    pub fn keep_if(keep: bool) -> Rows {
+        if keep { Rows::Keep } else { Rows::Stream }
+    }
+}
+
 /// Run the simulation. `progress` is called with the number of completed requests.
 pub fn run(r: &Resolved, progress: Option<Box<dyn FnMut(u64)>>) -> Result<RunOutput> {
     run_with(r, progress, true)
@@ -235,20 +242,7 @@ pub fn drive_rows(
     .map_err(|e| locate_request_error(e, &r.trace))?;
     let mut completions = std::mem::take(&mut tap.collector.completions);
     completions.sort_unstable_by_key(|c| c.id); // ids are unique
-    let mut summary = match &mut tap.collector.streamed {
-        Some(st) => summarize_streamed(&s.name, &s.scheduler.policy, s.seed, st, &stats),
-        None => {
-            let mut summary = summarize(&s.name, &s.scheduler.policy, s.seed, &completions, &stats);
-            if let Some(slo) = &s.slo {
-                summary.goodput = Some(crate::metrics::goodput(
-                    &completions,
-                    slo.ttft_s,
-                    slo.tpot_s,
-                ));
-            }
-            summary
-        }
-    };
+    let mut summary = summary_of(r, tap.collector.streamed.as_mut(), &completions, &stats);
     if r.uses_profile() {
         summary.profile_extrapolations = Some(extrapolations.report());
     }
@@ -259,6 +253,24 @@ pub fn drive_rows(
         kv_timeline: (r.kv_timeline_interval_ns > 0).then_some(tap.kv_timeline),
         kv_timeline_cut_at_ns: tap.kv_cut_at_ns,
     })
+}
+
+/// The run's summary, from its rows or its streaming statistics, with goodput under `[slo]`.
+fn summary_of(
+    r: &Resolved,
+    streamed: Option<&mut crate::metrics::streaming::Streamed>,
+    completions: &[Completion],
+    stats: &RunStats,
+) -> Summary {
+    let s = &r.scenario;
+    if let Some(st) = streamed {
+        return summarize_streamed(&s.name, &s.scheduler.policy, s.seed, st, stats);
+    }
+    let mut summary = summarize(&s.name, &s.scheduler.policy, s.seed, completions, stats);
+    if let Some(slo) = &s.slo {
+        summary.goodput = Some(crate::metrics::goodput(completions, slo.ttft_s, slo.tpot_s));
+    }
+    summary
 }
 
 /// Every replica's policy, executor and memory, group by group (a homogeneous cluster is one

@@ -59,11 +59,7 @@ pub fn bench_cmd(a: BenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     if a.big {
         scenarios.extend(BIG_SCENARIOS.iter().map(PathBuf::from));
     }
-    let rows = if a.no_rows || a.big {
-        crate::run::Rows::Stream
-    } else {
-        crate::run::Rows::Keep
-    };
+    let rows = crate::run::Rows::keep_if(!(a.no_rows || a.big));
     writeln!(
         out,
         "{:<40}{:>10}{:>12}{:>14}{:>14}{:>14}{:>12}{:>10}",

@@ -132,11 +132,7 @@ pub(super) fn sweep_cmd(
     // Ctrl-C is checked between runs too (a run not yet started is skipped: `None`), so a sweep
     // of many short runs stops promptly.
     // Without requests.csv no run needs its rows: streaming summaries.
-    let rows = if a.no_requests_csv {
-        crate::run::Rows::Stream
-    } else {
-        crate::run::Rows::Keep
-    };
+    let rows = crate::run::Rows::keep_if(!a.no_requests_csv);
     let results: Vec<Option<crate::error::Result<(crate::run::RunOutput, bool)>>> =
         pool.install(|| {
             crate::interrupt::par_map_until(&runs, &crate::interrupt::interrupted, &|r| {
