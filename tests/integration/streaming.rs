@@ -137,3 +137,71 @@ fn no_requests_csv_marks_sketched_percentiles() {
         }
     }
 }
+
+/// `sweep --no-requests-csv` streams too: the same sweep.csv as with rows but for the
+/// percentile cells (within α), and every run's summary says its percentiles are sketched.
+#[test]
+fn sweep_without_requests_csv_streams() {
+    let w = Workdir::new();
+    let sc = workspace_root().join("scenarios/fastserve_opt13b_sharegpt.toml");
+    let sweep = |out: &str, no_rows: bool| {
+        let dir = w.path(out);
+        let mut args = vec![
+            "sweep".into(),
+            sc.clone().into_os_string(),
+            "--policies".into(),
+            "vllm".into(),
+            "--num-requests".into(),
+            "120".into(),
+            "--no-plots".into(),
+            "--out".into(),
+            dir.clone().into_os_string(),
+            "--quiet".into(),
+        ];
+        if no_rows {
+            args.push("--no-requests-csv".into());
+        }
+        let r = cli(args);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        dir
+    };
+    let (exact, streamed) = (sweep("exact", false), sweep("streamed", true));
+    let table = |d: &std::path::Path| {
+        let text = std::fs::read_to_string(d.join("sweep.csv")).unwrap();
+        let rows: Vec<Vec<String>> = text
+            .lines()
+            .map(|l| l.split(',').map(str::to_owned).collect())
+            .collect();
+        rows
+    };
+    let (e, s) = (table(&exact), table(&streamed));
+    assert_eq!(e.len(), s.len());
+    assert_eq!(e[0], s[0]);
+    let header = &e[0];
+    for (re, rs) in e.iter().zip(&s).skip(1) {
+        for (k, name) in header.iter().enumerate() {
+            let percentile = ["_p50_s", "_p95_s", "_p99_s"]
+                .iter()
+                .any(|p| name.ends_with(p));
+            if percentile && !name.starts_with("itl") {
+                let (x, y): (f64, f64) = (re[k].parse().unwrap(), rs[k].parse().unwrap());
+                assert!(
+                    (x - y).abs() <= ALPHA * x * (1.0 + 1e-9) + 1e-9,
+                    "{name}: {x} vs {y}"
+                );
+            } else if name.ends_with("_mean_s") {
+                let (x, y): (f64, f64) = (re[k].parse().unwrap(), rs[k].parse().unwrap());
+                // Equal but for rounding: at most one unit in the last printed decimal.
+                assert!((x - y).abs() <= 1e-9 * x + 1.5e-9, "{name}: {x} vs {y}");
+            } else {
+                assert_eq!(re[k], rs[k], "{name}");
+            }
+        }
+    }
+    let runs = std::fs::read_dir(streamed.join("runs")).unwrap();
+    for run in runs {
+        let run = run.unwrap().path();
+        assert!(!run.join("requests.csv").exists());
+        assert_eq!(read_summary(&run)["percentiles"], "sketch(alpha=0.01)");
+    }
+}
