@@ -119,6 +119,15 @@ pub fn run_interruptible(
     r: &Resolved,
     progress: Option<Box<dyn FnMut(u64)>>,
     fast_forward: bool,
+) -> Result<(RunOutput, bool)> {
+    run_interruptible_rows(r, progress, fast_forward, Rows::Keep)
+}
+
+/// [`run_interruptible`], keeping the per-request rows or not.
+pub fn run_interruptible_rows(
+    r: &Resolved,
+    progress: Option<Box<dyn FnMut(u64)>>,
+    fast_forward: bool,
     rows: Rows,
 ) -> Result<(RunOutput, bool)> {
     let mut clock = crate::interrupt::InterruptibleClock::new(fast_forward);

@@ -278,9 +278,7 @@ fn probe(
                     num_requests: a.num_requests,
                     ..Default::default()
                 });
-                let run = r.and_then(|r| {
-                    crate::run::run_interruptible(&r, None, true, crate::run::Rows::Keep)
-                });
+                let run = r.and_then(|r| crate::run::run_interruptible(&r, None, true));
                 let run = run.ok().map(|(o, _)| o);
                 let check = RunCheck {
                     seed,

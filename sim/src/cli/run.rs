@@ -139,7 +139,7 @@ pub(super) fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
     );
     let pb2 = pb.clone();
     let started = Instant::now(); // allow-wall-clock: timing.json only, outside the simulation
-    let result = crate::run::run_interruptible(
+    let result = crate::run::run_interruptible_rows(
         &resolved,
         Some(Box::new(move |n| {
             if n % 1024 == 0 {

@@ -136,7 +136,7 @@ pub(super) fn sweep_cmd(
     let results: Vec<Option<crate::error::Result<(crate::run::RunOutput, bool)>>> =
         pool.install(|| {
             crate::interrupt::par_map_until(&runs, &crate::interrupt::interrupted, &|r| {
-                let o = crate::run::run_interruptible(&r.resolved, None, true, rows);
+                let o = crate::run::run_interruptible_rows(&r.resolved, None, true, rows);
                 pb.inc(1);
                 o
             })
