@@ -11,7 +11,7 @@ use crate::engine::{
 };
 use crate::error::{Result, SimError};
 use crate::exec::{Executor, SimExecutor};
-use crate::metrics::{Collector, Summary, summarize};
+use crate::metrics::{Collector, Summary, summarize, summarize_streamed};
 use crate::policy::{PolicyEntry, PolicyEnv, lookup};
 use crate::profile::ExtrapolationCounter;
 use crate::scenario::{Resolved, SyntheticLengths, TraceSource};
@@ -21,7 +21,7 @@ use crate::vocab::time::Ns;
 use crate::vocab::time::ns_to_s;
 
 pub struct RunOutput {
-    /// Completed requests, sorted by id.
+    /// Completed requests, sorted by id; empty when the run kept no rows (see [`Rows`]).
     pub completions: Vec<Completion>,
     pub stats: RunStats,
     pub summary: Summary,
@@ -45,6 +45,23 @@ pub fn expected_requests(r: &Resolved) -> Option<u64> {
     }
 }
 
+/// Whether a run keeps every completed request's row ([`RunOutput::completions`], needed for
+/// `requests.csv` and exact percentiles) or only streaming statistics
+/// ([`crate::metrics::streaming`]: percentiles from a sketch, memory independent of the number
+/// of requests but for the stability rule's 24 bytes per request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rows {
+    Keep,
+    Stream,
+}
+
+impl Rows {
+    /// [`Rows::Keep`] when `keep`, else [`Rows::Stream`].
+    pub fn keep_if(keep: bool) -> Rows {
+        if keep { Rows::Keep } else { Rows::Stream }
+    }
+}
+
 /// Run the simulation. `progress` is called with the number of completed requests.
 pub fn run(r: &Resolved, progress: Option<Box<dyn FnMut(u64)>>) -> Result<RunOutput> {
     run_with(r, progress, true)
@@ -57,10 +74,34 @@ pub fn run_with(
     progress: Option<Box<dyn FnMut(u64)>>,
     fast_forward: bool,
 ) -> Result<RunOutput> {
+    run_rows(r, progress, fast_forward, Rows::Keep)
+}
+
+/// [`run_with`], keeping the per-request rows or not.
+pub fn run_rows(
+    r: &Resolved,
+    progress: Option<Box<dyn FnMut(u64)>>,
+    fast_forward: bool,
+    rows: Rows,
+) -> Result<RunOutput> {
     if fast_forward {
-        drive(r, progress, &mut sim_executor, &mut VirtualClock, None)
+        drive_rows(
+            r,
+            progress,
+            &mut sim_executor,
+            &mut VirtualClock,
+            None,
+            rows,
+        )
     } else {
-        drive(r, progress, &mut sim_executor, &mut SteppingClock, None)
+        drive_rows(
+            r,
+            progress,
+            &mut sim_executor,
+            &mut SteppingClock,
+            None,
+            rows,
+        )
     }
 }
 
@@ -79,8 +120,18 @@ pub fn run_interruptible(
     progress: Option<Box<dyn FnMut(u64)>>,
     fast_forward: bool,
 ) -> Result<(RunOutput, bool)> {
+    run_interruptible_rows(r, progress, fast_forward, Rows::Keep)
+}
+
+/// [`run_interruptible`], keeping the per-request rows or not.
+pub fn run_interruptible_rows(
+    r: &Resolved,
+    progress: Option<Box<dyn FnMut(u64)>>,
+    fast_forward: bool,
+    rows: Rows,
+) -> Result<(RunOutput, bool)> {
     let mut clock = crate::interrupt::InterruptibleClock::new(fast_forward);
-    let out = drive(r, progress, &mut sim_executor, &mut clock, None)?;
+    let out = drive_rows(r, progress, &mut sim_executor, &mut clock, None, rows)?;
     Ok((out, clock.stopped()))
 }
 
@@ -128,6 +179,18 @@ pub fn drive(
     clock: &mut dyn Clock,
     on_iteration: Option<&mut IterationTap<'_>>,
 ) -> Result<RunOutput> {
+    drive_rows(r, progress, make_executor, clock, on_iteration, Rows::Keep)
+}
+
+/// [`drive`], keeping the per-request rows or not.
+pub fn drive_rows(
+    r: &Resolved,
+    progress: Option<Box<dyn FnMut(u64)>>,
+    make_executor: &mut ExecutorFactory<'_>,
+    clock: &mut dyn Clock,
+    on_iteration: Option<&mut IterationTap<'_>>,
+    rows: Rows,
+) -> Result<RunOutput> {
     let s = &r.scenario;
     let entry = lookup(&s.scheduler.policy)?;
     // Off-grid queries of profile-based models (summary.json `profile_extrapolations`).
@@ -148,7 +211,13 @@ pub fn drive(
     let mut tap = Tap {
         collector: Collector {
             completions: Vec::new(),
+            streamed: (rows == Rows::Stream).then(|| {
+                crate::metrics::streaming::Streamed::new(
+                    s.slo.as_ref().map(|o| (o.ttft_s, o.tpot_s)),
+                )
+            }),
             on_progress: progress,
+            done: 0,
         },
         on_iteration,
         kv_timeline: Vec::new(),
@@ -182,16 +251,9 @@ pub fn drive(
     .map_err(|e| locate_request_error(e, &r.trace))?;
     let mut completions = std::mem::take(&mut tap.collector.completions);
     completions.sort_unstable_by_key(|c| c.id); // ids are unique
-    let mut summary = summarize(&s.name, &s.scheduler.policy, s.seed, &completions, &stats);
+    let mut summary = summary_of(r, tap.collector.streamed.as_mut(), &completions, &stats);
     if r.uses_profile() {
         summary.profile_extrapolations = Some(extrapolations.report());
-    }
-    if let Some(slo) = &s.slo {
-        summary.goodput = Some(crate::metrics::goodput(
-            &completions,
-            slo.ttft_s,
-            slo.tpot_s,
-        ));
     }
     Ok(RunOutput {
         completions,
@@ -200,6 +262,24 @@ pub fn drive(
         kv_timeline: (r.kv_timeline_interval_ns > 0).then_some(tap.kv_timeline),
         kv_timeline_cut_at_ns: tap.kv_cut_at_ns,
     })
+}
+
+/// The run's summary, from its rows or its streaming statistics, with goodput under `[slo]`.
+fn summary_of(
+    r: &Resolved,
+    streamed: Option<&mut crate::metrics::streaming::Streamed>,
+    completions: &[Completion],
+    stats: &RunStats,
+) -> Summary {
+    let s = &r.scenario;
+    if let Some(st) = streamed {
+        return summarize_streamed(&s.name, &s.scheduler.policy, s.seed, st, stats);
+    }
+    let mut summary = summarize(&s.name, &s.scheduler.policy, s.seed, completions, stats);
+    if let Some(slo) = &s.slo {
+        summary.goodput = Some(crate::metrics::goodput(completions, slo.ttft_s, slo.tpot_s));
+    }
+    summary
 }
 
 /// Every replica's policy, executor and memory, group by group (a homogeneous cluster is one
@@ -512,10 +592,7 @@ mod tests {
     #[test]
     fn kv_timeline_stops_at_its_row_cap() {
         let mut tap = Tap {
-            collector: Collector {
-                completions: Vec::new(),
-                on_progress: None,
-            },
+            collector: Collector::default(),
             on_iteration: None,
             kv_timeline: Vec::new(),
             kv_max_rows: 4,

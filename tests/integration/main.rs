@@ -56,6 +56,7 @@ mod shape;
 mod shards;
 mod slo;
 mod stability;
+mod streaming;
 mod support;
 mod swap_modes;
 mod traces;

@@ -20,7 +20,20 @@ pub struct BenchArgs {
     /// No progress bar on stderr (it is drawn only when stderr is a terminal).
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Keep no per-request rows (as `run --no-requests-csv`): streaming summaries.
+    #[arg(long)]
+    pub no_rows: bool,
+    /// Add the 10⁷-request cases (scenarios/bench_10m_vllm.toml, bench_10m_skipjoin.toml: 64
+    /// replicas, minutes each); implies --no-rows.
+    #[arg(long)]
+    pub big: bool,
 }
+
+/// The scenarios `bench --big` adds.
+pub const BIG_SCENARIOS: [&str; 2] = [
+    "scenarios/bench_10m_vllm.toml",
+    "scenarios/bench_10m_skipjoin.toml",
+];
 
 /// Peak resident set size of this process in bytes (Linux `VmHWM`), if known.
 pub fn peak_rss_bytes() -> Option<u64> {
@@ -38,11 +51,15 @@ struct Figures {
 }
 
 pub fn bench_cmd(a: BenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let scenarios = if a.scenarios.is_empty() {
+    let mut scenarios = if a.scenarios.is_empty() && !a.big {
         vec![PathBuf::from("scenarios/bench_vllm_azure_conv_10k.toml")]
     } else {
         a.scenarios
     };
+    if a.big {
+        scenarios.extend(BIG_SCENARIOS.iter().map(PathBuf::from));
+    }
+    let rows = crate::run::Rows::keep_if(!(a.no_rows || a.big));
     writeln!(
         out,
         "{:<40}{:>10}{:>12}{:>14}{:>14}{:>14}{:>12}{:>10}",
@@ -67,7 +84,7 @@ pub fn bench_cmd(a: BenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         let mut best: Option<(f64, Figures)> = None;
         for _ in 0..a.repeat.max(1) {
             let t = Instant::now();
-            let o = crate::run::run(&resolved, None)?;
+            let o = crate::run::run_rows(&resolved, None, true, rows)?;
             let w = t.elapsed().as_secs_f64();
             let f = Figures {
                 requests: o.summary.requests,

@@ -148,7 +148,7 @@ pub(super) fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
     );
     let pb2 = pb.clone();
     let started = Instant::now(); // allow-wall-clock: timing.json only, outside the simulation
-    let result = crate::run::run_interruptible(
+    let result = crate::run::run_interruptible_rows(
         &resolved,
         Some(Box::new(move |n| {
             if n % 1024 == 0 {
@@ -156,6 +156,7 @@ pub(super) fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
             }
         })),
         !a.no_fast_forward,
+        crate::run::Rows::keep_if(!a.no_requests_csv),
     );
     pb.finish_and_clear();
     let (output, partial) = result?;
@@ -169,14 +170,7 @@ pub(super) fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
         partial,
         !a.no_requests_csv,
     )?;
-    if let Some(t) = output.kv_timeline_cut_at_ns {
-        writeln!(
-            err,
-            "warning: kv_timeline.csv holds its first {} rows only (samples from {} s on were left out); raise [output] kv_timeline_interval_s",
-            crate::run::KV_TIMELINE_MAX_ROWS,
-            crate::vocab::time::ns_to_s(t)
-        )?;
-    }
+    warn_kv_cut(&output, err)?;
     if partial {
         return Err(Interrupted(format!(
             "{} stopped the run after {} completed requests; partial results in {} (summary.json \"partial\": true, PARTIAL)",
@@ -192,6 +186,19 @@ pub(super) fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
             out,
             "simulated in {wall_s:.3} s wall; outputs in {}",
             dir.display()
+        )?;
+    }
+    Ok(())
+}
+
+/// The warning when `kv_timeline.csv` reached its row cap.
+fn warn_kv_cut(output: &crate::run::RunOutput, err: &mut dyn Write) -> std::io::Result<()> {
+    if let Some(t) = output.kv_timeline_cut_at_ns {
+        writeln!(
+            err,
+            "warning: kv_timeline.csv holds its first {} rows only (samples from {} s on were left out); raise [output] kv_timeline_interval_s",
+            crate::run::KV_TIMELINE_MAX_ROWS,
+            crate::vocab::time::ns_to_s(t)
         )?;
     }
     Ok(())

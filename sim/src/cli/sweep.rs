@@ -131,10 +131,12 @@ pub(super) fn sweep_cmd(
     let started = Instant::now(); // allow-wall-clock: timing.json only, outside the simulation
     // Ctrl-C is checked between runs too (a run not yet started is skipped: `None`), so a sweep
     // of many short runs stops promptly.
+    // Without requests.csv no run needs its rows: streaming summaries.
+    let rows = crate::run::Rows::keep_if(!a.no_requests_csv);
     let results: Vec<Option<crate::error::Result<(crate::run::RunOutput, bool)>>> =
         pool.install(|| {
             crate::interrupt::par_map_until(&runs, &crate::interrupt::interrupted, &|r| {
-                let o = crate::run::run_interruptible(&r.resolved, None, true);
+                let o = crate::run::run_interruptible_rows(&r.resolved, None, true, rows);
                 pb.inc(1);
                 o
             })

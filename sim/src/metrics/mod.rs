@@ -3,25 +3,35 @@
 
 use serde::Serialize;
 
+pub mod sketch;
 pub mod stability;
+pub mod streaming;
 
 use crate::engine::{Completion, Observer, RunStats};
 use crate::trace::stats::quantile;
 use crate::vocab::sketch::GapSketch;
 use crate::vocab::time::ns_to_s;
 
-/// Collects completions (compact, 128 bytes each).
+/// Collects completions (compact, 128 bytes each), or, with `streamed` set, folds each into
+/// streaming statistics and keeps no row.
 #[derive(Default)]
 pub struct Collector {
     pub completions: Vec<Completion>,
+    pub streamed: Option<streaming::Streamed>,
     pub on_progress: Option<Box<dyn FnMut(u64)>>,
+    /// Completions seen.
+    pub done: u64,
 }
 
 impl Observer for Collector {
     fn on_completion(&mut self, c: &Completion) {
-        self.completions.push(*c);
+        match &mut self.streamed {
+            Some(s) => s.add(c),
+            None => self.completions.push(*c),
+        }
+        self.done += 1;
         if let Some(f) = &mut self.on_progress {
-            f(self.completions.len() as u64);
+            f(self.done);
         }
     }
 }
@@ -182,6 +192,11 @@ pub struct Summary {
     pub preemptions: u64,
     pub throughput_requests_per_s: f64,
     pub throughput_output_tokens_per_s: f64,
+    /// How the percentiles of `jct_s` … `queue_s` were computed: absent when exact (from every
+    /// request's row), `"sketch(alpha=0.01)"` when the run kept no rows (`--no-requests-csv`):
+    /// within 1 % relative error of the exact ones (`metrics::sketch`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub percentiles: Option<String>,
     pub jct_s: Option<Dist>,
     pub ttft_s: Option<Dist>,
     pub tpot_s: Option<Dist>,
@@ -214,8 +229,55 @@ pub fn summarize(
     let col = |f: &dyn Fn(&RequestMetrics) -> Option<f64>| {
         Dist::of(ms.iter().filter_map(f).collect::<Vec<f64>>())
     };
-    let span_s = ns_to_s(stats.makespan_ns.saturating_sub(stats.first_arrival_ns));
     let out_tokens: u64 = completions.iter().map(|c| c.output_tokens as u64).sum();
+    let mut s = base_summary(
+        scenario,
+        policy,
+        seed,
+        stats,
+        completions.len() as u64,
+        out_tokens,
+    );
+    s.jct_s = col(&|m| Some(m.jct_s));
+    s.ttft_s = col(&|m| Some(m.ttft_s));
+    s.tpot_s = col(&|m| m.tpot_s);
+    s.per_token_latency_s = col(&|m| Some(m.per_token_s));
+    s.queue_s = col(&|m| Some(m.queue_s));
+    s.stability = stability::stability(completions);
+    s
+}
+
+/// [`summarize`] from streaming statistics (a run that kept no rows): percentiles from the
+/// sketches (`percentiles` says so), goodput when `st` has `[slo]` targets.
+pub fn summarize_streamed(
+    scenario: &str,
+    policy: &str,
+    seed: u64,
+    st: &mut streaming::Streamed,
+    stats: &RunStats,
+) -> Summary {
+    let mut s = base_summary(scenario, policy, seed, stats, st.requests, st.output_tokens);
+    s.jct_s = Dist::of_values(&st.jct_s);
+    s.ttft_s = Dist::of_values(&st.ttft_s);
+    s.tpot_s = Dist::of_values(&st.tpot_s);
+    s.per_token_latency_s = Dist::of_values(&st.per_token_s);
+    s.queue_s = Dist::of_values(&st.queue_s);
+    s.goodput = st.goodput();
+    s.stability = st.take_stability();
+    s.percentiles = Some(sketch::describe());
+    s
+}
+
+/// The summary without the per-request distributions and the stability verdict.
+fn base_summary(
+    scenario: &str,
+    policy: &str,
+    seed: u64,
+    stats: &RunStats,
+    requests: u64,
+    out_tokens: u64,
+) -> Summary {
+    let span_s = ns_to_s(stats.makespan_ns.saturating_sub(stats.first_arrival_ns));
     let rate = |x: f64| if span_s > 0.0 { x / span_s } else { 0.0 };
     let per_ns = |x: u128| {
         if stats.makespan_ns > 0 {
@@ -228,19 +290,20 @@ pub fn summarize(
         scenario: scenario.to_string(),
         policy: policy.to_string(),
         seed,
-        requests: completions.len() as u64,
+        requests,
         makespan_s: ns_to_s(stats.makespan_ns),
         iterations: stats.iterations,
         events: stats.events,
         preemptions: stats.replicas.iter().map(|r| r.preemptions).sum(),
-        throughput_requests_per_s: rate(completions.len() as f64),
+        throughput_requests_per_s: rate(requests as f64),
         throughput_output_tokens_per_s: rate(out_tokens as f64),
-        jct_s: col(&|m| Some(m.jct_s)),
-        ttft_s: col(&|m| Some(m.ttft_s)),
-        tpot_s: col(&|m| m.tpot_s),
+        percentiles: None,
+        jct_s: None,
+        ttft_s: None,
+        tpot_s: None,
         itl_s: Dist::of_sketch(&stats.itl),
-        per_token_latency_s: col(&|m| Some(m.per_token_s)),
-        queue_s: col(&|m| Some(m.queue_s)),
+        per_token_latency_s: None,
+        queue_s: None,
         replicas: stats
             .replicas
             .iter()
@@ -273,7 +336,7 @@ pub fn summarize(
             .collect(),
         profile_extrapolations: None,
         goodput: None,
-        stability: stability::stability(completions),
+        stability: None,
     }
 }
 

@@ -89,54 +89,71 @@ pub struct Stability {
     pub stable: bool,
 }
 
+/// One request's time (arrival or finish) and output tokens, packed into 12 bytes: a run that
+/// keeps no per-request rows still keeps two of these per request for this rule.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, packed(4))]
+pub struct WorkPoint {
+    t: Ns,
+    w: u32,
+}
+
+impl WorkPoint {
+    pub fn new(t: Ns, w: u32) -> Self {
+        WorkPoint { t, w }
+    }
+    fn key(self) -> (Ns, u32) {
+        (self.t, self.w)
+    }
+    fn t(self) -> Ns {
+        self.t
+    }
+}
+
 /// The stability of a run from its completions (any order); `None` when it cannot be judged.
 pub fn stability(completions: &[Completion]) -> Option<Stability> {
-    // (time, output tokens) by arrival and by finish.
-    let mut by_arrival: Vec<(Ns, f64)> = completions
+    let by_arrival = completions
         .iter()
-        .map(|c| (c.arrival_ns, f64::from(c.output_tokens)))
+        .map(|c| WorkPoint::new(c.arrival_ns, c.output_tokens))
         .collect();
-    let mut by_finish: Vec<(Ns, f64)> = completions
+    let by_finish = completions
         .iter()
-        .map(|c| (c.finish_ns, f64::from(c.output_tokens)))
+        .map(|c| WorkPoint::new(c.finish_ns, c.output_tokens))
         .collect();
-    by_arrival.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
-    by_finish.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    stability_of(by_arrival, by_finish)
+}
+
+/// [`stability`] from every completed request's (arrival, output tokens) and (finish, output
+/// tokens), in any order (sorted here, in place).
+pub fn stability_of(
+    mut by_arrival: Vec<WorkPoint>,
+    mut by_finish: Vec<WorkPoint>,
+) -> Option<Stability> {
+    // By time, then tokens (the order of the (time, f64 tokens) pairs this rule always used).
+    by_arrival.sort_unstable_by_key(|p| p.key());
+    by_finish.sort_unstable_by_key(|p| p.key());
     let n = by_arrival.len();
     if n < 2 {
         return None;
     }
     let k = n / TRIM_DIVISOR;
     let (lo, hi) = (k, n - 1 - k);
-    let arrival_span_ns = by_arrival[hi].0 - by_arrival[lo].0;
+    let arrival_span_ns = by_arrival[hi].t() - by_arrival[lo].t();
     if arrival_span_ns == 0 {
         return None;
     }
     // Cumulative work against time, over the window, by arrival and by finish; the achieved
     // rate scales the offered one by the ratio of their least-squares slopes.
-    let cumulative = |v: &[(Ns, f64)]| {
-        let mut sum = 0.0;
-        v[lo..=hi]
-            .iter()
-            .map(|x| {
-                sum += x.1;
-                (ns_to_s(x.0 - v[lo].0), sum)
-            })
-            .collect::<Vec<_>>()
-    };
-    let offered_work_per_s = slope(&cumulative(&by_arrival));
-    let served_work_per_s = slope(&cumulative(&by_finish));
+    let offered_work_per_s = slope(|| cumulative(&by_arrival[lo..=hi]));
+    let served_work_per_s = slope(|| cumulative(&by_finish[lo..=hi]));
     let offered = (hi - lo) as f64 / ns_to_s(arrival_span_ns);
     // Completions all at one instant (slope 0 by convention): as fast as the clock resolves.
-    let achieved = if served_work_per_s > 0.0 || by_finish[hi].0 > by_finish[lo].0 {
+    let achieved = if served_work_per_s > 0.0 || by_finish[hi].t() > by_finish[lo].t() {
         offered * served_work_per_s / offered_work_per_s
     } else {
         offered
     };
-    let growth = in_system_slope(
-        &by_arrival.iter().map(|x| x.0).collect::<Vec<_>>(),
-        &by_finish.iter().map(|x| x.0).collect::<Vec<_>>(),
-    );
+    let growth = in_system_slope(&by_arrival, &by_finish);
     Some(Stability {
         offered_rate_per_s: offered,
         achieved_rate_per_s: achieved,
@@ -146,32 +163,44 @@ pub fn stability(completions: &[Completion]) -> Option<Stability> {
     })
 }
 
+/// The cumulative work of `v` against the time since its first point (s).
+fn cumulative(v: &[WorkPoint]) -> impl Iterator<Item = (f64, f64)> + '_ {
+    let t0 = v[0].t();
+    let mut sum = 0.0;
+    v.iter().map(move |x| {
+        sum += f64::from(x.key().1);
+        (ns_to_s(x.t() - t0), sum)
+    })
+}
+
 /// Least-squares slope (requests/s) of the number of requests in the system just after each
 /// of the last ⌈N/2⌉ arrivals (0-based ⌊N/2⌋ … N−1), from the sorted arrival and finish times.
 /// A request finishing exactly at an arrival instant has left. 0 when those arrivals share one
 /// instant.
-fn in_system_slope(arrivals: &[Ns], finishes: &[Ns]) -> f64 {
+fn in_system_slope(arrivals: &[WorkPoint], finishes: &[WorkPoint]) -> f64 {
     let n = arrivals.len();
     let first = n / 2;
-    let t0 = arrivals[first];
-    let mut done = 0;
-    let mut pts = Vec::with_capacity(n - first);
-    for (i, &a) in arrivals.iter().enumerate().skip(first) {
-        while done < n && finishes[done] <= a {
-            done += 1;
-        }
-        pts.push((ns_to_s(a - t0), (i + 1 - done) as f64));
-    }
-    slope(&pts)
+    let t0 = arrivals[first].t();
+    slope(|| {
+        let mut done = 0;
+        arrivals.iter().enumerate().skip(first).map(move |(i, a)| {
+            let a = a.t();
+            while done < n && finishes[done].t() <= a {
+                done += 1;
+            }
+            (ns_to_s(a - t0), (i + 1 - done) as f64)
+        })
+    })
 }
 
-/// Least-squares slope of `(x, y)` points; 0 when every x is equal.
-fn slope(pts: &[(f64, f64)]) -> f64 {
-    let m = pts.len() as f64;
-    let mx = pts.iter().map(|p| p.0).sum::<f64>() / m;
-    let my = pts.iter().map(|p| p.1).sum::<f64>() / m;
-    let sxx: f64 = pts.iter().map(|p| (p.0 - mx) * (p.0 - mx)).sum();
-    let sxy: f64 = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+/// Least-squares slope of the `(x, y)` points `pts()` yields (each call yields them all
+/// again, so none are stored); 0 when every x is equal.
+fn slope<I: Iterator<Item = (f64, f64)>>(pts: impl Fn() -> I) -> f64 {
+    let m = pts().count() as f64;
+    let mx = pts().map(|p| p.0).sum::<f64>() / m;
+    let my = pts().map(|p| p.1).sum::<f64>() / m;
+    let sxx: f64 = pts().map(|p| (p.0 - mx) * (p.0 - mx)).sum();
+    let sxy: f64 = pts().map(|p| (p.0 - mx) * (p.1 - my)).sum();
     if sxx > 0.0 { sxy / sxx } else { 0.0 }
 }
 
