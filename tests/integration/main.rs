@@ -22,7 +22,9 @@
 //!   130/143, no half-written directory), and the debris of a killed sweep cleaned up;
 //! - [`outputs`]: output paths never lose a user's files (`--force`, inputs, scenario names).
 //! - [`itl`]: inter-token latency, per request and pooled, hand-computed and against exact gaps.
+//! - [`capacity_speed`]: `capacity`'s early stop keeps every verdict; its outputs do not depend on `--jobs`.
 
+mod capacity_speed;
 mod chunked;
 mod chunked_switch;
 mod cli;
