@@ -179,6 +179,9 @@ pub(super) fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
     }
     if !a.quiet {
         write!(out, "{}", crate::metrics::table(&output.summary))?;
+        if let Some(note) = super::list::overridden_defaults(&resolved.scenario.scheduler) {
+            writeln!(out, "{note}")?;
+        }
         writeln!(
             out,
             "simulated in {wall_s:.3} s wall; outputs in {}",
