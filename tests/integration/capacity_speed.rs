@@ -18,8 +18,11 @@ fn capacity(w: &Workdir, out: &str, scenario: &str, args: &[&str]) -> (String, s
     (csv, serde_json::from_str(&json).unwrap())
 }
 
-/// Per policy: its capacity, bracket and, per probe, (rate, counted, meets_target).
-fn verdicts(j: &serde_json::Value) -> Vec<(String, Vec<(f64, bool, bool)>)> {
+/// One probe's verdict: (rate, counted, meets_target).
+type Verdict = (f64, bool, bool);
+
+/// Per policy: its capacity, bracket and every probe's verdict.
+fn verdicts(j: &serde_json::Value) -> Vec<(String, Vec<Verdict>)> {
     j["policies"]
         .as_array()
         .unwrap()
