@@ -155,6 +155,26 @@ struct Tap<'a, 'b> {
     kv_cut_at_ns: Option<Ns>,
 }
 
+impl<'a, 'b> Tap<'a, 'b> {
+    fn new(
+        progress: Option<Box<dyn FnMut(u64)>>,
+        on_iteration: Option<&'a mut IterationTap<'b>>,
+        on_completion: Option<&'a mut CompletionTap<'b>>,
+    ) -> Self {
+        Tap {
+            collector: Collector {
+                completions: Vec::new(),
+                on_progress: progress,
+            },
+            on_iteration,
+            on_completion,
+            kv_timeline: Vec::new(),
+            kv_max_rows: KV_TIMELINE_MAX_ROWS,
+            kv_cut_at_ns: None,
+        }
+    }
+}
+
 impl Observer for Tap<'_, '_> {
     fn on_completion(&mut self, c: &Completion) {
         self.collector.on_completion(c);
@@ -213,17 +233,7 @@ pub fn drive_watched<'a, 'b>(
         s.seed,
         &mut || reference_outputs(r),
     )?;
-    let mut tap = Tap {
-        collector: Collector {
-            completions: Vec::new(),
-            on_progress: progress,
-        },
-        on_iteration,
-        on_completion,
-        kv_timeline: Vec::new(),
-        kv_max_rows: KV_TIMELINE_MAX_ROWS,
-        kv_cut_at_ns: None,
-    };
+    let mut tap = Tap::new(progress, on_iteration, on_completion);
     check_trace_file(r)?;
     let mut lengths = Vec::new();
     let mut trace: Box<dyn Iterator<Item = Result<TraceRow>> + '_> = match &r.trace {
