@@ -19,6 +19,9 @@
 
 use serde::Serialize;
 
+mod early_stop;
+pub use early_stop::{EarlyStop, StoppedEarly, certain_miss, unrun_bound};
+
 use crate::error::{Result, SimError};
 use crate::metrics::Summary;
 use crate::metrics::stability::Stability;
@@ -209,8 +212,14 @@ pub struct RunCheck {
     pub seed: u64,
     /// The run ended with an error (e.g. the engine's overload check).
     pub failed: bool,
-    /// The run's stability (`None`: failed, or too few requests to judge).
+    /// The run's stability (`None`: failed, stopped early, or too few requests to judge).
     pub stability: Option<Stability>,
+    /// The run was ended (or skipped) once the probe's miss was certain ([`EarlyStop`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_early: Option<StoppedEarly>,
+    /// Requests it had completed when it was ended early.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completed_requests: Option<u64>,
 }
 
 impl RunCheck {
@@ -229,6 +238,12 @@ pub struct Probe {
 }
 
 impl Probe {
+    /// Whether the probe was cut short once its miss was certain: its figure is then a bound
+    /// (a lower one for a latency, an upper one for goodput) that misses the target.
+    pub fn stopped_early(&self) -> bool {
+        self.runs.iter().any(|r| r.stopped_early.is_some())
+    }
+
     /// Every run finished and is stable.
     pub fn stable(&self) -> bool {
         self.runs.iter().all(RunCheck::counts)
@@ -350,6 +365,94 @@ pub fn search<T>(
     }
 }
 
+/// The rate [`search`] probes after the verdicts `history` (`None`: it has finished). Pure
+/// arithmetic: the search is replayed on the verdicts.
+fn next_rate(
+    start_rate: f64,
+    rel_precision: f64,
+    max_probes: usize,
+    history: &[bool],
+) -> Option<f64> {
+    let mut seen = 0;
+    let mut next = None;
+    search(
+        start_rate,
+        &|v: &bool| *v,
+        rel_precision,
+        max_probes,
+        &mut |r| {
+            seen += 1;
+            match history.get(seen - 1) {
+                Some(&v) => v,
+                None => {
+                    next = next.or(Some(r));
+                    false
+                }
+            }
+        },
+    );
+    next
+}
+
+/// [`search`] that probes up to `width` rates at once: the next rate and, speculatively, the
+/// rates the search would probe next after either verdict (breadth first). The search then
+/// follows the verdicts as [`search`] does; the speculative probes off its path are dropped, so
+/// the result (the probes on the path, in order) is the same for every `width`, provided `eval`
+/// gives the same measurement for the same rate. `eval_batch` measures several rates (e.g. in
+/// parallel); `on_probe` sees each probe of the path as it is taken.
+pub fn search_speculative<T: Clone>(
+    start_rate: f64,
+    meets: &dyn Fn(&T) -> bool,
+    rel_precision: f64,
+    max_probes: usize,
+    width: usize,
+    eval_batch: &mut dyn FnMut(&[f64]) -> Vec<T>,
+    on_probe: &mut dyn FnMut(f64, &T),
+) -> Capacity<T> {
+    let plan = |h: &[bool]| next_rate(start_rate, rel_precision, max_probes, h);
+    let mut measured: Vec<(f64, T)> = Vec::new();
+    let mut history: Vec<bool> = Vec::new();
+    let lookup = |m: &[(f64, T)], r: f64| {
+        m.iter()
+            .find(|(x, _)| x.to_bits() == r.to_bits())
+            .map(|p| p.1.clone())
+    };
+    while let Some(rate) = plan(&history) {
+        if let Some(v) = lookup(&measured, rate) {
+            on_probe(rate, &v);
+            history.push(meets(&v));
+            continue;
+        }
+        // Breadth first over the verdicts to come: the rates not measured yet.
+        let mut rates = Vec::new();
+        let mut level = vec![history.clone()];
+        while rates.len() < width.max(1) && !level.is_empty() {
+            let mut deeper = Vec::new();
+            for h in level {
+                let Some(r) = plan(&h) else { continue };
+                if rates.len() < width.max(1)
+                    && lookup(&measured, r).is_none()
+                    && !rates.contains(&r)
+                {
+                    rates.push(r);
+                }
+                for v in [true, false] {
+                    let mut g = h.clone();
+                    g.push(v);
+                    deeper.push(g);
+                }
+            }
+            level = deeper;
+        }
+        let values = eval_batch(&rates);
+        measured.extend(rates.into_iter().zip(values));
+    }
+    // Replay the path on the measurements: the same result `search` gives.
+    search(start_rate, meets, rel_precision, max_probes, &mut |r| {
+        lookup(&measured, r).expect("every rate on the path was measured")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,6 +472,48 @@ mod tests {
         assert!((c.rate_per_s - 2.0).abs() < 0.003, "{}", c.rate_per_s);
         let c = search(10.0, &le1, 0.001, 60, &mut f);
         assert!((c.rate_per_s - 2.0).abs() < 0.003, "{}", c.rate_per_s);
+    }
+
+    #[test]
+    fn speculative_search_gives_the_sequential_result_for_every_width() {
+        let f = |r: f64| {
+            if r < 3.0 {
+                1.0 / (3.0 - r)
+            } else {
+                f64::INFINITY
+            }
+        };
+        let le1 = |v: &f64| *v <= 1.0;
+        for start in [0.5, 1.0, 10.0, 1e-3] {
+            let seq = search(start, &le1, 0.01, 40, &mut |r| f(r));
+            for width in [1, 2, 3, 7, 16] {
+                let mut calls = 0;
+                let mut path = Vec::new();
+                let c = search_speculative(
+                    start,
+                    &le1,
+                    0.01,
+                    40,
+                    width,
+                    &mut |rs: &[f64]| {
+                        calls += 1;
+                        assert!(rs.len() <= width);
+                        rs.iter().map(|&r| f(r)).collect()
+                    },
+                    &mut |r, _| path.push(r),
+                );
+                assert_eq!(c, seq, "start {start} width {width}");
+                let rates: Vec<f64> = seq.probes.iter().map(|p| p.0).collect();
+                assert_eq!(path, rates);
+                if width >= 3 {
+                    assert!(
+                        calls < seq.probes.len(),
+                        "{calls} batches for {}",
+                        seq.probes.len()
+                    );
+                }
+            }
+        }
     }
 
     #[test]
@@ -405,6 +550,8 @@ mod tests {
         RunCheck {
             seed,
             failed: false,
+            stopped_early: None,
+            completed_requests: None,
             stability: stable.map(|stable| Stability {
                 offered_rate_per_s: 2.0,
                 achieved_rate_per_s: achieved,
@@ -445,6 +592,8 @@ mod tests {
             seed: 0,
             failed: true,
             stability: None,
+            stopped_early: None,
+            completed_requests: None,
         };
         assert_eq!(probe(0.1, vec![failed]).miss_reason(&t), Some("unstable"));
         // The search stops at the last counted rate: stable up to 2 req/s, statistic always met.

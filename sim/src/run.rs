@@ -135,6 +135,56 @@ pub fn run_interruptible_rows(
     Ok((out, clock.stopped()))
 }
 
+/// Sees every completion of a run and may end it before its next event: `capacity` stops a probe
+/// run once its verdict is certain ([`crate::capacity::EarlyStop`]). Lives in the run driver, not
+/// the engine: the engine only sees a [`Clock`] that says stop.
+pub trait Watch {
+    fn on_completion(&mut self, c: &Completion);
+    /// Whether to end the run now (asked before every event).
+    fn stop(&self) -> bool;
+}
+
+/// [`run_interruptible`] (fast-forwarding) that `watch` can also end: returns what finished,
+/// whether Ctrl-C stopped it and whether `watch` did.
+pub fn run_watched(r: &Resolved, watch: &mut dyn Watch) -> Result<(RunOutput, bool, bool)> {
+    let cell = std::cell::RefCell::new(watch);
+    let mut clock = WatchClock {
+        inner: crate::interrupt::InterruptibleClock::new(true),
+        watch: &cell,
+        stopped: false,
+    };
+    let mut on_completion = |c: &Completion| cell.borrow_mut().on_completion(c);
+    let out = drive_watched(
+        r,
+        None,
+        &mut sim_executor,
+        &mut clock,
+        None,
+        Some(&mut on_completion),
+    )?;
+    Ok((out, clock.inner.stopped(), clock.stopped))
+}
+
+/// The interruptible virtual clock, also ended by a [`Watch`].
+struct WatchClock<'a, 'w> {
+    inner: crate::interrupt::InterruptibleClock,
+    watch: &'a std::cell::RefCell<&'w mut dyn Watch>,
+    stopped: bool,
+}
+
+impl Clock for WatchClock<'_, '_> {
+    fn advance(&mut self, t: Ns) -> Option<Ns> {
+        if self.watch.borrow().stop() {
+            self.stopped = true;
+            return None;
+        }
+        self.inner.advance(t)
+    }
+    fn fast_forward(&self) -> bool {
+        true
+    }
+}
+
 /// Builds one replica's executor (given the run's profile-extrapolation counter).
 pub type ExecutorFactory<'a> =
     dyn FnMut(&Resolved, Arc<ExtrapolationCounter>) -> Result<Box<dyn Executor>> + 'a;
@@ -142,19 +192,51 @@ pub type ExecutorFactory<'a> =
 /// Receives every iteration: `(replica, start_ns, end_ns, shape)`.
 pub type IterationTap<'a> = dyn FnMut(u32, Ns, Ns, &BatchShape) + 'a;
 
-/// Collects completions and forwards iterations to an optional tap.
+/// Receives every completion.
+pub type CompletionTap<'a> = dyn FnMut(&Completion) + 'a;
+
+/// Collects completions and forwards iterations (and completions) to optional taps.
 struct Tap<'a, 'b> {
     collector: Collector,
     on_iteration: Option<&'a mut IterationTap<'b>>,
+    on_completion: Option<&'a mut CompletionTap<'b>>,
     kv_timeline: Vec<KvSample>,
     /// Cap on `kv_timeline` ([`KV_TIMELINE_MAX_ROWS`]) and the first instant left out past it.
     kv_max_rows: usize,
     kv_cut_at_ns: Option<Ns>,
 }
 
+impl<'a, 'b> Tap<'a, 'b> {
+    fn new(
+        progress: Option<Box<dyn FnMut(u64)>>,
+        on_iteration: Option<&'a mut IterationTap<'b>>,
+        on_completion: Option<&'a mut CompletionTap<'b>>,
+        rows: Rows,
+        slo: Option<(f64, f64)>,
+    ) -> Self {
+        Tap {
+            collector: Collector {
+                completions: Vec::new(),
+                streamed: (rows == Rows::Stream)
+                    .then(|| crate::metrics::streaming::Streamed::new(slo)),
+                on_progress: progress,
+                done: 0,
+            },
+            on_iteration,
+            on_completion,
+            kv_timeline: Vec::new(),
+            kv_max_rows: KV_TIMELINE_MAX_ROWS,
+            kv_cut_at_ns: None,
+        }
+    }
+}
+
 impl Observer for Tap<'_, '_> {
     fn on_completion(&mut self, c: &Completion) {
         self.collector.on_completion(c);
+        if let Some(f) = &mut self.on_completion {
+            f(c);
+        }
     }
     fn on_iteration(&mut self, replica: u32, start_ns: Ns, end_ns: Ns, shape: &BatchShape) {
         if let Some(f) = &mut self.on_iteration {
@@ -179,7 +261,7 @@ pub fn drive(
     clock: &mut dyn Clock,
     on_iteration: Option<&mut IterationTap<'_>>,
 ) -> Result<RunOutput> {
-    drive_rows(r, progress, make_executor, clock, on_iteration, Rows::Keep)
+    drive_full(r, progress, make_executor, clock, on_iteration, None, Rows::Keep)
 }
 
 /// [`drive`], keeping the per-request rows or not.
@@ -191,8 +273,33 @@ pub fn drive_rows(
     on_iteration: Option<&mut IterationTap<'_>>,
     rows: Rows,
 ) -> Result<RunOutput> {
-    let s = &r.scenario;
-    let entry = lookup(&s.scheduler.policy)?;
+    drive_full(r, progress, make_executor, clock, on_iteration, None, rows)
+}
+
+/// [`drive`] with a completion tap too.
+pub fn drive_watched<'a, 'b>(
+    r: &Resolved,
+    progress: Option<Box<dyn FnMut(u64)>>,
+    make_executor: &mut ExecutorFactory<'_>,
+    clock: &mut dyn Clock,
+    on_iteration: Option<&'a mut IterationTap<'b>>,
+    on_completion: Option<&'a mut CompletionTap<'b>>,
+) -> Result<RunOutput> {
+    let keep = Rows::Keep;
+    drive_full(r, progress, make_executor, clock, on_iteration, on_completion, keep)
+}
+
+/// [`drive`] with a completion tap, keeping the per-request rows or not.
+fn drive_full<'a, 'b>(
+    r: &Resolved,
+    progress: Option<Box<dyn FnMut(u64)>>,
+    make_executor: &mut ExecutorFactory<'_>,
+    clock: &mut dyn Clock,
+    on_iteration: Option<&'a mut IterationTap<'b>>,
+    on_completion: Option<&'a mut CompletionTap<'b>>,
+    rows: Rows,
+) -> Result<RunOutput> {
+    let (s, entry) = (&r.scenario, lookup(&r.scenario.scheduler.policy)?);
     // Off-grid queries of profile-based models (summary.json `profile_extrapolations`).
     let extrapolations = Arc::new(ExtrapolationCounter::default());
     let parts = build_replicas(r, entry, make_executor, &extrapolations)?;
@@ -208,22 +315,8 @@ pub fn drive_rows(
         s.seed,
         &mut || reference_outputs(r),
     )?;
-    let mut tap = Tap {
-        collector: Collector {
-            completions: Vec::new(),
-            streamed: (rows == Rows::Stream).then(|| {
-                crate::metrics::streaming::Streamed::new(
-                    s.slo.as_ref().map(|o| (o.ttft_s, o.tpot_s)),
-                )
-            }),
-            on_progress: progress,
-            done: 0,
-        },
-        on_iteration,
-        kv_timeline: Vec::new(),
-        kv_max_rows: KV_TIMELINE_MAX_ROWS,
-        kv_cut_at_ns: None,
-    };
+    let slo = s.slo.as_ref().map(|o| (o.ttft_s, o.tpot_s));
+    let mut tap = Tap::new(progress, on_iteration, on_completion, rows, slo);
     check_trace_file(r)?;
     let mut lengths = Vec::new();
     let mut trace: Box<dyn Iterator<Item = Result<TraceRow>> + '_> = match &r.trace {
@@ -594,6 +687,7 @@ mod tests {
         let mut tap = Tap {
             collector: Collector::default(),
             on_iteration: None,
+            on_completion: None,
             kv_timeline: Vec::new(),
             kv_max_rows: 4,
             kv_cut_at_ns: None,

@@ -22,13 +22,17 @@
 //!   130/143, no half-written directory), and the debris of a killed sweep cleaned up;
 //! - [`outputs`]: output paths never lose a user's files (`--force`, inputs, scenario names).
 //! - [`itl`]: inter-token latency, per request and pooled, hand-computed and against exact gaps.
+//! - [`capacity_speed`]: `capacity`'s early stop keeps every verdict; its outputs do not depend on `--jobs`.
+//! - [`defaults_note`]: `run` names a batch limit the scenario sets away from its default.
 
+mod capacity_speed;
 mod chunked;
 mod chunked_switch;
 mod cli;
 mod cli_flags;
 mod cli_scenario;
 mod cluster;
+mod defaults_note;
 mod determinism;
 mod exec_check;
 mod exit_codes;

@@ -335,7 +335,7 @@ fn capacity_writes_csv_and_bar_plot() {
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(
             lines[0],
-            "policy,capacity_rate_per_s,probes,bracket,limit_rate_per_s,achieved_rate_per_s,unstable_probes,limit_reason"
+            "policy,capacity_rate_per_s,probes,bracket,limit_rate_per_s,achieved_rate_per_s,unstable_probes,limit_reason,stopped_early_probes"
         );
         assert!(lines[1].starts_with("vllm,") && lines[2].starts_with("fcfs,"));
         let rate: f64 = lines[1].split(',').nth(1).unwrap().parse().unwrap();

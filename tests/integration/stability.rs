@@ -137,7 +137,7 @@ fn capacity_counts_only_stable_rates() {
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(
         lines[0],
-        "policy,capacity_rate_per_s,probes,bracket,limit_rate_per_s,achieved_rate_per_s,unstable_probes,limit_reason"
+        "policy,capacity_rate_per_s,probes,bracket,limit_rate_per_s,achieved_rate_per_s,unstable_probes,limit_reason,stopped_early_probes"
     );
     let row: Vec<&str> = lines[1].split(',').collect();
     let rate: f64 = row[1].parse().unwrap();

@@ -54,10 +54,15 @@ pub struct CapacityArgs {
     /// holding an input or the current directory).
     #[arg(long)]
     pub force: bool,
-    /// Parallel runs: the seeds at one rate run in parallel (default, or 0: number of CPUs; at
-    /// most the number of seeds and 1024).
+    /// Parallel probes (default, or 0: number of CPUs; at most 1024): the policies are searched
+    /// in parallel, and threads left over probe the rates the bisection may need next. The
+    /// results do not depend on it.
     #[arg(long, short = 'j')]
     pub jobs: Option<usize>,
+    /// Run every seed of every probe to its end, even once the probe's miss is certain (the
+    /// verdicts are the same; the figures of missed probes are then the statistics, not bounds).
+    #[arg(long)]
+    pub no_early_stop: bool,
     /// No progress lines on stderr (one per probed rate, written only when stderr is a
     /// terminal).
     #[arg(long, short = 'q')]
@@ -97,33 +102,35 @@ pub fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> 
         )?),
         None => None,
     };
+    let threads = thread_count(a.jobs, usize::MAX);
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(thread_count(a.jobs, a.seeds.len()))
+        .num_threads(threads)
         .build()?;
+    // Threads left over by the policies probe rates ahead of the search.
+    let width = threads.div_ceil(policies.len()).max(1);
     let mut csv = String::from(CSV_HEADER);
     csv.push('\n');
     write_header(out, &target, &a.seeds)?;
+    // The policies' searches run in parallel; each is sequential and deterministic, so the
+    // results do not depend on --jobs.
+    let show = super::show_progress(a.quiet);
+    let found: Vec<Option<Capacity<Probe>>> = pool.install(|| {
+        crate::interrupt::par_map_until(&policies, &crate::interrupt::interrupted, &|p| {
+            search_policy(&pool, width, (&a, &loaded, &target), p, start, show)
+        })
+    });
+    if crate::interrupt::interrupted() {
+        return Err(Interrupted(format!(
+            "{} stopped `capacity` during its probes; nothing was written",
+            crate::interrupt::signal_name()
+        ))
+        .into());
+    }
     let mut first: Option<f64> = None;
     let mut bars = Vec::new();
     let mut searches = Vec::new();
-    for p in &policies {
-        let show = super::show_progress(a.quiet);
-        let mut eval = |rate: f64| {
-            let pr = probe(&pool, &a, &loaded, p, &target, rate);
-            if show && !crate::interrupt::interrupted() {
-                eprintln!("{}", probe_line(p, rate, &pr, &target));
-            }
-            pr
-        };
-        let meets = |p: &Probe| p.miss_reason(&target).is_none();
-        let c = crate::capacity::search(start, &meets, a.precision, 40, &mut eval);
-        if crate::interrupt::interrupted() {
-            return Err(Interrupted(format!(
-                "{} stopped `capacity` during its probes; nothing was written",
-                crate::interrupt::signal_name()
-            ))
-            .into());
-        }
+    for (p, c) in policies.iter().zip(found) {
+        let c = c.expect("every search ran when not interrupted");
         writeln!(out, "{}", policy_line(p, &c, &target, &mut first))?;
         let rejected = unstable_probes(&c, &target);
         csv += &csv_row(p, &c, &target);
@@ -143,6 +150,43 @@ pub fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> 
         )?;
     }
     Ok(())
+}
+
+/// The search of one policy, a progress line per probe on stderr when `show`. Up to `width`
+/// rates are probed at once on `pool` ([`crate::capacity::search_speculative`]: the result does
+/// not depend on `width`).
+fn search_policy(
+    pool: &rayon::ThreadPool,
+    width: usize,
+    (a, loaded, target): (&CapacityArgs, &Loaded, &Target),
+    p: &str,
+    start: f64,
+    show: bool,
+) -> Capacity<Probe> {
+    use rayon::prelude::*;
+    let mut eval_batch = |rates: &[f64]| -> Vec<Probe> {
+        pool.install(|| {
+            rates
+                .par_iter()
+                .map(|&r| probe(a, loaded, p, target, r))
+                .collect()
+        })
+    };
+    let mut on_probe = |rate: f64, pr: &Probe| {
+        if show && !crate::interrupt::interrupted() {
+            eprintln!("{}", probe_line(p, rate, pr, target));
+        }
+    };
+    let meets = |pr: &Probe| pr.miss_reason(target).is_none();
+    crate::capacity::search_speculative(
+        start,
+        &meets,
+        a.precision,
+        40,
+        width,
+        &mut eval_batch,
+        &mut on_probe,
+    )
 }
 
 /// The checks on the flags alone, before the scenario is read.
@@ -249,55 +293,115 @@ fn write_header(out: &mut dyn Write, target: &Target, seeds: &[u64]) -> anyhow::
     Ok(())
 }
 
-/// One probe of policy `p` at `rate`: every seed run (in parallel on `pool`), their mean figure
-/// and stability checks; an empty probe once interrupted.
-fn probe(
-    pool: &rayon::ThreadPool,
+/// One probe of policy `p` at `rate`: every seed run in turn, their mean figure and stability
+/// checks; an empty probe once interrupted. Unless `--no-early-stop`, a run ends, and the seeds
+/// after it are skipped, once the probe's miss is certain ([`crate::capacity::EarlyStop`]).
+fn probe(a: &CapacityArgs, loaded: &Loaded, p: &str, target: &Target, rate: f64) -> Probe {
+    use crate::capacity::{RunCheck, StoppedEarly, certain_miss};
+    let mut values: Vec<f64> = Vec::new();
+    let mut runs = Vec::new();
+    for &seed in &a.seeds {
+        if crate::interrupt::interrupted() {
+            return Probe {
+                value: f64::NAN,
+                runs: Vec::new(),
+            };
+        }
+        if !a.no_early_stop && certain_miss(target, &values, a.seeds.len()) {
+            values.push(crate::capacity::unrun_bound(target));
+            runs.push(RunCheck {
+                seed,
+                failed: false,
+                stability: None,
+                stopped_early: Some(StoppedEarly::Skipped),
+                completed_requests: None,
+            });
+            continue;
+        }
+        let (value, check) = probe_run(a, loaded, p, target, rate, seed, &values);
+        values.push(value);
+        runs.push(check);
+    }
+    Probe {
+        value: values.iter().sum::<f64>() / values.len() as f64,
+        runs,
+    }
+}
+
+/// One seed's run of a probe (`earlier`: the figures of the probe's seeds before it): its figure
+/// (a bound when it was ended early) and its check.
+fn probe_run(
     a: &CapacityArgs,
     loaded: &Loaded,
     p: &str,
     target: &Target,
     rate: f64,
-) -> Probe {
-    use crate::capacity::RunCheck;
-    use rayon::prelude::*;
-    if crate::interrupt::interrupted() {
-        return Probe {
-            value: f64::NAN,
-            runs: Vec::new(),
-        };
-    }
-    let measured: Vec<(f64, RunCheck)> = pool.install(|| {
-        a.seeds
-            .par_iter()
-            .map(|&seed| {
-                let r = loaded.clone().resolve(&Overrides {
-                    policy: Some(p.to_owned()),
-                    rate_per_s: Some(rate),
-                    seed: Some(seed),
-                    num_requests: a.num_requests,
-                    ..Default::default()
-                });
-                let run = r.and_then(|r| crate::run::run_interruptible(&r, None, true));
-                let run = run.ok().map(|(o, _)| o);
-                let check = RunCheck {
-                    seed,
-                    failed: run.is_none(),
-                    stability: run.as_ref().and_then(|o| o.summary.stability),
-                };
-                (target.measure(run.as_ref()), check)
-            })
-            .collect()
+    seed: u64,
+    earlier: &[f64],
+) -> (f64, crate::capacity::RunCheck) {
+    use crate::capacity::{EarlyStop, RunCheck, StoppedEarly};
+    let r = loaded.clone().resolve(&Overrides {
+        policy: Some(p.to_owned()),
+        rate_per_s: Some(rate),
+        seed: Some(seed),
+        num_requests: a.num_requests,
+        ..Default::default()
     });
-    Probe {
-        value: measured.iter().map(|m| m.0).sum::<f64>() / measured.len() as f64,
-        runs: measured.into_iter().map(|m| m.1).collect(),
+    let total = r.as_ref().ok().and_then(crate::run::expected_requests);
+    let (run, stopped) = match (r, total) {
+        (Ok(r), Some(n)) if !a.no_early_stop => {
+            let mut watch = EarlyStop::new(target, earlier, a.seeds.len(), n as usize);
+            let run = crate::run::run_watched(&r, &mut watch);
+            let bound = watch.bound();
+            match run {
+                Ok((o, _, true)) => (Some(o), Some(bound)),
+                Ok((o, _, false)) => (Some(o), None),
+                Err(_) => (None, None),
+            }
+        }
+        (r, _) => (
+            r.and_then(|r| crate::run::run_interruptible(&r, None, true))
+                .ok()
+                .map(|(o, _)| o),
+            None,
+        ),
+    };
+    if let (Some(bound), Some(o)) = (stopped, &run) {
+        let check = RunCheck {
+            seed,
+            failed: false,
+            stability: None,
+            stopped_early: Some(StoppedEarly::Target),
+            completed_requests: Some(o.completions.len() as u64),
+        };
+        return (bound, check);
     }
+    let check = RunCheck {
+        seed,
+        failed: run.is_none(),
+        stability: run.as_ref().and_then(|o| o.summary.stability),
+        stopped_early: None,
+        completed_requests: None,
+    };
+    (target.measure(run.as_ref()), check)
 }
 
 /// The progress line of one probe: policy, rate, figure, whether it meets the target, and
-/// whether every seed's run finished and is stable.
+/// whether every seed's run finished and is stable (or how it was stopped early).
 fn probe_line(p: &str, rate: f64, pr: &Probe, target: &Target) -> String {
+    if pr.stopped_early() {
+        let bound = match target {
+            Target::Latency(_) => ">=",
+            Target::Goodput(_) => "<=",
+        };
+        return format!(
+            "  probe {p} at {} req/s: {} {bound} {}, misses the target for certain, stopped early ({})",
+            crate::error::num(rate),
+            figure_name(target),
+            crate::error::num(pr.value),
+            stopped_note(pr)
+        );
+    }
     let failed = pr.runs.iter().filter(|r| r.failed).count();
     let stable = match (pr.stable(), failed) {
         (true, _) => "stable".to_string(),
@@ -309,15 +413,36 @@ fn probe_line(p: &str, rate: f64, pr: &Probe, target: &Target) -> String {
     } else {
         "misses"
     };
-    let figure = match target {
-        Target::Latency(s) => format!("{}({})", s.stat, s.metric),
-        Target::Goodput(_) => "goodput".to_string(),
-    };
     format!(
-        "  probe {p} at {} req/s: {figure} = {}, {meets} the target, {stable}",
+        "  probe {p} at {} req/s: {} = {}, {meets} the target, {stable}",
         crate::error::num(rate),
+        figure_name(target),
         crate::error::num(pr.value)
     )
+}
+
+/// The probed figure's name, e.g. `mean(per_token_s)` or `goodput`.
+fn figure_name(target: &Target) -> String {
+    match target {
+        Target::Latency(s) => format!("{}({})", s.stat, s.metric),
+        Target::Goodput(_) => "goodput".to_string(),
+    }
+}
+
+/// How a probe was stopped early, e.g. `seed 0 ended after 812 requests, seeds 1, 2 skipped`.
+fn stopped_note(pr: &Probe) -> String {
+    use crate::capacity::StoppedEarly;
+    let mut parts = Vec::new();
+    for r in &pr.runs {
+        match (r.stopped_early, r.completed_requests) {
+            (Some(StoppedEarly::Target), Some(n)) => {
+                parts.push(format!("seed {} ended after {n} requests", r.seed))
+            }
+            (Some(StoppedEarly::Skipped), _) => parts.push(format!("seed {} skipped", r.seed)),
+            _ => {}
+        }
+    }
+    parts.join(", ")
 }
 
 /// One policy's line of the table (no newline): its capacity, probes, ratio to the first
@@ -410,7 +535,7 @@ fn write_outputs(
 }
 
 /// Columns of `capacity.csv`.
-pub const CSV_HEADER: &str = "policy,capacity_rate_per_s,probes,bracket,limit_rate_per_s,achieved_rate_per_s,unstable_probes,limit_reason";
+pub const CSV_HEADER: &str = "policy,capacity_rate_per_s,probes,bracket,limit_rate_per_s,achieved_rate_per_s,unstable_probes,limit_reason,stopped_early_probes";
 
 /// Probes whose figure met the target but which did not count because a run was unstable or
 /// failed.
@@ -424,7 +549,8 @@ fn unstable_probes(c: &Capacity<Probe>, target: &Target) -> usize {
 /// One policy's `capacity.csv` line (no newline): the search result; the mean achieved
 /// completion rate at the capacity rate (empty when no rate met the target); how many probes
 /// the stability rule rejected; why the rate bounding the answer failed (`target`, `unstable`,
-/// `target+unstable`; empty for an `above` bracket, whose bound met the target).
+/// `target+unstable`; empty for an `above` bracket, whose bound met the target; a probe stopped
+/// early misses on `target`, its stability unknown); how many probes were stopped early.
 fn csv_row(policy: &str, c: &Capacity<Probe>, target: &Target) -> String {
     let at = |rate: f64| c.probes.iter().find(|(r, _)| *r == rate).map(|(_, p)| p);
     let achieved = match c.bracket {
@@ -436,7 +562,7 @@ fn csv_row(policy: &str, c: &Capacity<Probe>, target: &Target) -> String {
         _ => at(c.limit_rate_per_s).and_then(|p| p.miss_reason(target)),
     };
     format!(
-        "{},{:.6},{},{},{},{},{},{}",
+        "{},{:.6},{},{},{},{},{},{},{}",
         policy,
         c.rate_per_s,
         c.probes.len(),
@@ -444,7 +570,8 @@ fn csv_row(policy: &str, c: &Capacity<Probe>, target: &Target) -> String {
         c.limit_rate_per_s,
         achieved.map(|x| format!("{x:.6}")).unwrap_or_default(),
         unstable_probes(c, target),
-        reason.unwrap_or_default()
+        reason.unwrap_or_default(),
+        c.probes.iter().filter(|(_, p)| p.stopped_early()).count()
     )
 }
 
@@ -462,14 +589,20 @@ fn summary_json(
                 .probes
                 .iter()
                 .map(|(rate, probe)| {
-                    serde_json::json!({
+                    let mut j = serde_json::json!({
                         "rate_per_s": rate,
                         "value": probe.value,
                         "meets_target": target.meets(probe.value),
                         "stable": probe.stable(),
                         "counted": probe.miss_reason(target).is_none(),
                         "runs": probe.runs,
-                    })
+                    });
+                    if probe.stopped_early() {
+                        // The value is a bound and the stability of the runs unknown.
+                        j["stable"] = serde_json::Value::Null;
+                        j["stopped_early"] = serde_json::Value::Bool(true);
+                    }
+                    j
                 })
                 .collect();
             serde_json::json!({

@@ -27,6 +27,34 @@ pub enum ListWhat {
 /// Where the `[scheduler]` defaults come from (the same words as the README).
 pub const SCHEDULER_DEFAULTS: &str = "max_batch_size 256 and max_batch_tokens 2048 follow vLLM's defaults (max_num_seqs, max_num_batched_tokens); FastServe's scenarios use max_batch_size 16, which moves capacity a lot: compare runs at the same values";
 
+/// The `[scheduler]` defaults (`max_num_seqs` and `max_num_batched_tokens` of vLLM).
+pub const DEFAULT_MAX_BATCH_SIZE: u32 = 256;
+pub const DEFAULT_MAX_BATCH_TOKENS: u32 = 2048;
+
+/// The run summary's note, when the scenario sets a `[scheduler]` value that differs from its
+/// default (these move results a lot): the values, the defaults and where they come from.
+pub(super) fn overridden_defaults(s: &crate::scenario::SchedulerSpec) -> Option<String> {
+    let mut set = Vec::new();
+    if s.max_batch_size != DEFAULT_MAX_BATCH_SIZE {
+        set.push(format!(
+            "max_batch_size {} (default {DEFAULT_MAX_BATCH_SIZE}, vLLM's max_num_seqs)",
+            s.max_batch_size
+        ));
+    }
+    if s.max_batch_tokens != DEFAULT_MAX_BATCH_TOKENS {
+        set.push(format!(
+            "max_batch_tokens {} (default {DEFAULT_MAX_BATCH_TOKENS}, vLLM's max_num_batched_tokens)",
+            s.max_batch_tokens
+        ));
+    }
+    (!set.is_empty()).then(|| {
+        format!(
+            "note: the scenario sets {}; this moves capacity and latency a lot: compare runs at the same values",
+            set.join(" and ")
+        )
+    })
+}
+
 pub(super) fn list_cmd(a: ListArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     match (&a.what, a.json) {
         (Some(ListWhat::Policy { name }), json) => policy_cmd(name, json, out),
@@ -101,8 +129,8 @@ fn everything_json() -> serde_json::Value {
         "models": cat.models.keys().collect::<Vec<_>>(),
         "gpus": cat.gpus.keys().collect::<Vec<_>>(),
         "scheduler_defaults": {
-            "max_batch_size": 256,
-            "max_batch_tokens": 2048,
+            "max_batch_size": DEFAULT_MAX_BATCH_SIZE,
+            "max_batch_tokens": DEFAULT_MAX_BATCH_TOKENS,
             "note": SCHEDULER_DEFAULTS,
         },
     })
@@ -118,8 +146,8 @@ fn policy_cmd(name: &str, json: bool, out: &mut dyn Write) -> anyhow::Result<()>
         crate::policy::lookup(name).map_err(|e| SimError::config(format!("list policy: {e}")))?;
     let env = crate::policy::PolicyEnv {
         limits: crate::policy::Limits {
-            max_batch_size: 256,
-            max_batch_tokens: 2048,
+            max_batch_size: DEFAULT_MAX_BATCH_SIZE,
+            max_batch_tokens: DEFAULT_MAX_BATCH_TOKENS,
             max_context_tokens: 2048,
         },
         cost: std::sync::Arc::new(crate::cost::constant::ConstantCost {

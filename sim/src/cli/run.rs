@@ -181,12 +181,7 @@ pub(super) fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
         .into());
     }
     if !a.quiet {
-        write!(out, "{}", crate::metrics::table(&output.summary))?;
-        writeln!(
-            out,
-            "simulated in {wall_s:.3} s wall; outputs in {}",
-            dir.display()
-        )?;
+        write_summary(out, &output, &resolved, wall_s, &dir)?;
     }
     Ok(())
 }
@@ -201,6 +196,27 @@ fn warn_kv_cut(output: &crate::run::RunOutput, err: &mut dyn Write) -> std::io::
             crate::vocab::time::ns_to_s(t)
         )?;
     }
+    Ok(())
+}
+
+/// `run`'s stdout: the summary table, a note on any `[scheduler]` default the scenario
+/// overrides, and the wall time and output directory.
+fn write_summary(
+    out: &mut dyn Write,
+    output: &crate::run::RunOutput,
+    resolved: &crate::scenario::Resolved,
+    wall_s: f64,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    write!(out, "{}", crate::metrics::table(&output.summary))?;
+    if let Some(note) = super::list::overridden_defaults(&resolved.scenario.scheduler) {
+        writeln!(out, "{note}")?;
+    }
+    writeln!(
+        out,
+        "simulated in {wall_s:.3} s wall; outputs in {}",
+        dir.display()
+    )?;
     Ok(())
 }
 
