@@ -261,7 +261,15 @@ pub fn drive(
     clock: &mut dyn Clock,
     on_iteration: Option<&mut IterationTap<'_>>,
 ) -> Result<RunOutput> {
-    drive_full(r, progress, make_executor, clock, on_iteration, None, Rows::Keep)
+    drive_full(
+        r,
+        progress,
+        make_executor,
+        clock,
+        on_iteration,
+        None,
+        Rows::Keep,
+    )
 }
 
 /// [`drive`], keeping the per-request rows or not.
@@ -286,7 +294,15 @@ pub fn drive_watched<'a, 'b>(
     on_completion: Option<&'a mut CompletionTap<'b>>,
 ) -> Result<RunOutput> {
     let keep = Rows::Keep;
-    drive_full(r, progress, make_executor, clock, on_iteration, on_completion, keep)
+    drive_full(
+        r,
+        progress,
+        make_executor,
+        clock,
+        on_iteration,
+        on_completion,
+        keep,
+    )
 }
 
 /// [`drive`] with a completion tap, keeping the per-request rows or not.

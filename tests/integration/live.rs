@@ -398,7 +398,7 @@ fn compare_refuses_swapped_mismatched_garbage_and_partial_dirs() {
     let path = w.path("live_bad/iterations.csv");
     let text = std::fs::read_to_string(&path).unwrap();
     let mut lines: Vec<String> = text.lines().map(String::from).collect();
-    lines[2] = "1,0,0.5,0.25,x,1,8,0,0,1,".into();
+    lines[2] = "1,0,0.5,0.25,x,1,8,0,0,1,,".into();
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
     fails(
         "sim",

@@ -120,6 +120,45 @@ fn title(a: &FidelityArgs, first: &Resolved, device: ExecutorKind) -> String {
     )
 }
 
+/// Simulate, execute live and compare one policy at one rate, into `runs/<cell>/` of `dir`;
+/// `None` when Ctrl-C stopped a run (its outputs are kept, marked partial).
+fn run_cell(
+    dir: &crate::output::StagedDir,
+    policy: &str,
+    rate: f64,
+    r: &Resolved,
+    opts: &LiveOptions,
+) -> anyhow::Result<Option<Cell>> {
+    let sub = format!("runs/{}", Cell::dir_name(policy, rate));
+    let started = std::time::Instant::now(); // allow-wall-clock: timing.json only
+    let (sim, cut) = crate::run::run_interruptible(r, None, true)?;
+    let config = crate::run::config_json(r);
+    let timing = timing_json(&sim, started.elapsed().as_secs_f64());
+    let sim_sub = format!("{sub}/sim");
+    crate::output::write_run_files(dir, &sim_sub, &sim, &config, &timing, cut, true)?;
+    if cut {
+        return Ok(None);
+    }
+    let live = crate::live::run_live(r, opts)?;
+    crate::live::write_live_files(dir, &format!("{sub}/live"), &live, &config, opts)?;
+    if live.partial {
+        return Ok(None);
+    }
+    let (sim_dir, live_dir) = (
+        dir.path().join(&sub).join("sim"),
+        dir.path().join(&sub).join("live"),
+    );
+    let rows = crate::live::compare::compare(&sim_dir, &live_dir)?;
+    let csv = crate::live::compare::compare_csv(&rows);
+    dir.write(&format!("{sub}/compare.csv"), csv.as_bytes())?;
+    Ok(Some(Cell {
+        policy: policy.to_string(),
+        rate_per_s: rate,
+        requests: live.run.summary.requests,
+        rows,
+    }))
+}
+
 pub(super) fn fidelity_cmd(a: FidelityArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let device = match a.device {
         Device::Mock => ExecutorKind::Mock,
@@ -148,43 +187,14 @@ pub(super) fn fidelity_cmd(a: FidelityArgs, out: &mut dyn Write) -> anyhow::Resu
     let mut done = Vec::new();
     let mut stopped = false;
     for (policy, rate, r) in &cells {
-        let sub = format!("runs/{}", Cell::dir_name(policy, *rate));
         pb.set_message(format!("{policy} at {rate} req/s"));
-        let started = std::time::Instant::now(); // allow-wall-clock: timing.json only
-        let (sim, cut) = crate::run::run_interruptible(r, None, true)?;
-        let config = crate::run::config_json(r);
-        crate::output::write_run_files(
-            &dir,
-            &format!("{sub}/sim"),
-            &sim,
-            &config,
-            &timing_json(&sim, started.elapsed().as_secs_f64()),
-            cut,
-            true,
-        )?;
-        if cut {
-            stopped = true;
-            break;
+        match run_cell(&dir, policy, *rate, r, &opts)? {
+            Some(cell) => done.push(cell),
+            None => {
+                stopped = true;
+                break;
+            }
         }
-        let live = crate::live::run_live(r, &opts)?;
-        crate::live::write_live_files(&dir, &format!("{sub}/live"), &live, &config, &opts)?;
-        if live.partial {
-            stopped = true;
-            break;
-        }
-        let (sim_dir, live_dir) = (
-            dir.path().join(&sub).join("sim"),
-            dir.path().join(&sub).join("live"),
-        );
-        let rows = crate::live::compare::compare(&sim_dir, &live_dir)?;
-        let csv = crate::live::compare::compare_csv(&rows);
-        dir.write(&format!("{sub}/compare.csv"), csv.as_bytes())?;
-        done.push(Cell {
-            policy: policy.clone(),
-            rate_per_s: *rate,
-            requests: live.run.summary.requests,
-            rows,
-        });
         pb.inc(1);
     }
     pb.finish_and_clear();

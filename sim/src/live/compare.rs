@@ -199,70 +199,80 @@ pub fn read_iterations_csv(path: &Path) -> Result<Vec<IterationRow>> {
     }
     let mut rows = Vec::new();
     for (i, line) in lines.enumerate() {
-        let line_no = i as u64 + 2;
-        if line.is_empty() {
-            return Err(SimError::Input {
-                path: path.to_path_buf(),
-                line: line_no,
-                field: "row".into(),
-                msg: "empty line".into(),
-            });
-        }
-        let cells: Vec<&str> = line.split(',').collect();
-        if cells.len() != header.len() {
-            return Err(SimError::Input {
-                path: path.to_path_buf(),
-                line: line_no,
-                field: "row".into(),
-                msg: format!("{} fields, expected {}", cells.len(), header.len()),
-            });
-        }
-        let bad = |k: usize, what: &str| SimError::Input {
-            path: path.to_path_buf(),
-            line: line_no,
-            field: header[k].to_string(),
-            msg: format!("`{}` is not {what}", crate::error::echo(cells[k])),
-        };
-        let mut times = [0.0f64; 3];
-        let mut row = IterationRow {
-            duration_s: 0.0,
-            prefill_tokens: 0,
-            predicted_s: None,
-        };
-        for (k, cell) in cells.iter().enumerate() {
-            let seconds = || {
-                cell.parse::<f64>()
-                    .ok()
-                    .filter(|x| x.is_finite() && *x >= 0.0)
-                    .ok_or_else(|| bad(k, "a finite number of seconds ≥ 0"))
-            };
-            if (2..=4).contains(&k) {
-                times[k - 2] = seconds()?;
-            } else if header[k] == "predicted_s" {
-                // Empty: no model predicted this iteration.
-                row.predicted_s = if cell.is_empty() {
-                    None
-                } else {
-                    Some(seconds()?)
-                };
-            } else if header[k] == "checksum" && cell.is_empty() {
-                // No checksum: the mock executor computes nothing.
-            } else {
-                let n = cell
-                    .parse::<u64>()
-                    .map_err(|_| bad(k, "a non-negative integer"))?;
-                if header[k] == "prefill_tokens" {
-                    row.prefill_tokens = n;
-                }
-            }
-        }
-        if times[1] < times[0] {
-            return Err(bad(3, "≥ start_s"));
-        }
-        row.duration_s = times[2];
-        rows.push(row);
+        rows.push(parse_iteration_row(path, &header, i as u64 + 2, line)?);
     }
     Ok(rows)
+}
+
+/// One data line of `iterations.csv` (line number `line_no`), checked as [`read_iterations_csv`]
+/// says.
+fn parse_iteration_row(
+    path: &Path,
+    header: &[&str],
+    line_no: u64,
+    line: &str,
+) -> Result<IterationRow> {
+    if line.is_empty() {
+        return Err(SimError::Input {
+            path: path.to_path_buf(),
+            line: line_no,
+            field: "row".into(),
+            msg: "empty line".into(),
+        });
+    }
+    let cells: Vec<&str> = line.split(',').collect();
+    if cells.len() != header.len() {
+        return Err(SimError::Input {
+            path: path.to_path_buf(),
+            line: line_no,
+            field: "row".into(),
+            msg: format!("{} fields, expected {}", cells.len(), header.len()),
+        });
+    }
+    let bad = |k: usize, what: &str| SimError::Input {
+        path: path.to_path_buf(),
+        line: line_no,
+        field: header[k].to_string(),
+        msg: format!("`{}` is not {what}", crate::error::echo(cells[k])),
+    };
+    let mut times = [0.0f64; 3];
+    let mut row = IterationRow {
+        duration_s: 0.0,
+        prefill_tokens: 0,
+        predicted_s: None,
+    };
+    for (k, cell) in cells.iter().enumerate() {
+        let seconds = || {
+            cell.parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite() && *x >= 0.0)
+                .ok_or_else(|| bad(k, "a finite number of seconds ≥ 0"))
+        };
+        if (2..=4).contains(&k) {
+            times[k - 2] = seconds()?;
+        } else if header[k] == "predicted_s" {
+            // Empty: no model predicted this iteration.
+            row.predicted_s = if cell.is_empty() {
+                None
+            } else {
+                Some(seconds()?)
+            };
+        } else if header[k] == "checksum" && cell.is_empty() {
+            // No checksum: the mock executor computes nothing.
+        } else {
+            let n = cell
+                .parse::<u64>()
+                .map_err(|_| bad(k, "a non-negative integer"))?;
+            if header[k] == "prefill_tokens" {
+                row.prefill_tokens = n;
+            }
+        }
+    }
+    if times[1] < times[0] {
+        return Err(bad(3, "≥ start_s"));
+    }
+    row.duration_s = times[2];
+    Ok(row)
 }
 
 /// The cost model against the measurement on the very batches that ran: for the live run's
