@@ -216,7 +216,8 @@ pub fn main_with_args(args: Vec<OsString>, out: &mut dyn Write, err: &mut dyn Wr
             1
         }
         Err(e) => {
-            let _ = writeln!(err, "error: {e:#}");
+            let msg = servesim::error::one_line(&format!("{e:#}"));
+            let _ = writeln!(err, "error: {msg}");
             2
         }
     }

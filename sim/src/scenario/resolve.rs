@@ -173,9 +173,19 @@ impl Loaded {
             max_context_tokens: sch.max_context_tokens.unwrap_or(model.max_context_tokens),
         };
         let l = &s.limits;
-        if !(l.max_sim_s.is_finite() && l.max_sim_s > 0.0) || l.max_events == 0 || l.max_queue == 0
-        {
-            return Err(self.err_at(&["limits"], "[limits]: every limit must be > 0"));
+        if !(l.max_sim_s.is_finite() && l.max_sim_s >= 1e-9) {
+            return Err(self.err_at(
+                &["limits", "max_sim_s"],
+                format!(
+                    "[limits] max_sim_s must be a finite number of seconds ≥ 1e-9, got {}",
+                    crate::error::num(l.max_sim_s)
+                ),
+            ));
+        }
+        for (key, v) in [("max_events", l.max_events), ("max_queue", l.max_queue)] {
+            if v == 0 {
+                return Err(self.err_at(&["limits", key], format!("[limits] {key} must be ≥ 1")));
+            }
         }
         if !(l.overload_window_s.is_finite() && l.overload_window_s >= 0.0) {
             return Err(self.err_at(
