@@ -11,6 +11,9 @@ use crate::cost::analytic::{AnalyticCost, AnalyticParams};
 use crate::cost::profile::ProfileTables;
 use crate::error::{Result, SimError};
 
+/// Shortest iteration a cost model may be given (the engine's clock step, 1 ns).
+const MIN_ITERATION_S: f64 = 1e-9;
+
 /// What `[cost]` resolves to besides the model choice: the analytic model's parameters, or the
 /// profile model's tables and directory (see [`Resolved`](super::Resolved)).
 type CostParts = (
@@ -216,18 +219,30 @@ impl Loaded {
         let mut cost_profile = None;
         let analytic_params = match &s.cost {
             CostSpec::Constant { iteration_s } => {
-                if !(iteration_s.is_finite() && *iteration_s >= 0.0) {
+                if !(iteration_s.is_finite() && *iteration_s >= MIN_ITERATION_S) {
                     return Err(self.err_at(
                         &["cost", "iteration_s"],
                         format!(
-                            "[cost] iteration_s must be a finite number ≥ 0, got {iteration_s}"
+                            "[cost] iteration_s must be a finite number of seconds ≥ 1e-9 (the simulator's 1 ns clock step; an iteration takes time), got {}",
+                            crate::error::num(*iteration_s)
                         ),
                     ));
                 }
                 None
             }
             CostSpec::Linear(lc) => {
-                lc.validate().map_err(|e| self.wrap(e))?;
+                lc.validate().map_err(|e| {
+                    // "[cost] KEY must …" names the key; other messages blame [cost].
+                    let msg = e.to_string();
+                    let key = msg
+                        .strip_prefix("[cost] ")
+                        .and_then(|m| m.split(' ').next())
+                        .filter(|k| k.chars().all(|c| c.is_alphanumeric() || c == '_'));
+                    match key {
+                        Some(k) => self.err_at(&["cost", k], msg.clone()),
+                        None => self.err_at(&["cost"], msg.clone()),
+                    }
+                })?;
                 None
             }
             CostSpec::Analytic { params } => {

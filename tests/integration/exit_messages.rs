@@ -1,0 +1,283 @@
+//! Regression tests of the second adversarial round: error messages in the user's terms (no Rust
+//! type names), zero-time iterations, ambiguous trace headers, catalogue names that redefine
+//! built-in ones, and `bench` checking every scenario before printing its table.
+
+use std::ffi::OsString;
+
+use crate::exit_codes::{BASE, os};
+use crate::support::{CliResult, Workdir, cli};
+
+fn run_text(w: &Workdir, text: &str) -> CliResult {
+    let p = w.write("s.toml", text);
+    cli([
+        "run".into(),
+        os(&p),
+        "--out".into(),
+        os(&w.path("out")),
+        "--quiet".into(),
+    ])
+}
+
+/// Exit 2 with one line holding every `want`, and no output directory.
+fn assert_refused(w: &Workdir, r: &CliResult, want: &[&str]) {
+    assert_eq!(r.code, 2, "stderr: {}", r.stderr);
+    assert_eq!(r.stderr.trim_end().lines().count(), 1, "{}", r.stderr);
+    for s in want {
+        assert!(r.stderr.contains(s), "`{s}` missing from: {}", r.stderr);
+    }
+    assert!(!w.path("out").exists(), "a refused run wrote its output");
+}
+
+/// Rust type names (`u32`, `usize`, `as i128`, `f64`) were echoed from serde; the range in words
+/// is what the user needs.
+#[test]
+fn serde_messages_name_ranges_not_rust_types() {
+    let w = Workdir::new();
+    for (line, value, want) in [
+        (
+            "max_batch_size = 8",
+            "max_batch_size = -1",
+            "expected a whole number from 0 to 4294967295",
+        ),
+        (
+            "max_batch_size = 8",
+            "max_batch_size = 99999999999",
+            "expected a whole number from 0 to 4294967295",
+        ),
+        (
+            "rate_per_s = 5.0",
+            "rate_per_s = 99999999999999999999",
+            "expected a number",
+        ),
+    ] {
+        let r = run_text(&w, &BASE.replace(line, value));
+        assert_refused(&w, &r, &[want]);
+        for rust in ["u32", "u64", "usize", "i128", "f64"] {
+            assert!(!r.stderr.contains(rust), "{rust} in: {}", r.stderr);
+        }
+    }
+    // A NaN in a synth length spec was "invalid type: null, expected f64".
+    let r = cli([
+        "trace".into(),
+        "synth".into(),
+        "--rate".into(),
+        "1".into(),
+        "--num".into(),
+        "3".into(),
+        "--input".into(),
+        "lognormal:mean=nan,sigma=1".into(),
+        "--output".into(),
+        "fixed:value=2".into(),
+        "--out".into(),
+        os(&w.path("t.csv")),
+    ]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("`mean=nan`") && r.stderr.contains("expected a finite number"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("f64") && !r.stderr.contains("null"));
+    // A shard manifest with a negative count.
+    let d = w.path("shard");
+    std::fs::create_dir(&d).unwrap();
+    std::fs::write(
+        d.join("shard.json"),
+        r#"{"format":1,"shard":-1,"shards":2}"#,
+    )
+    .unwrap();
+    let r = cli(["merge".into(), os(&d), "--out".into(), os(&w.path("m"))]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("expected a whole number from 0 to") && !r.stderr.contains("usize"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// The simulated-time guard printed "passed 0s" for a limit under half a second, and did not say
+/// how to lift it; the other limits were all blamed on "[limits]".
+#[test]
+fn guard_messages_name_the_limit_and_its_value() {
+    let w = Workdir::new();
+    let r = run_text(
+        &w,
+        &BASE.replace("max_sim_s = 100000.0", "max_sim_s = 0.25"),
+    );
+    assert_refused(&w, &r, &["[limits] max_sim_s = 0.25 s"]);
+    let r = run_text(&w, &BASE.replace("max_queue = 1000", "max_queue = 0"));
+    assert_refused(&w, &r, &["line", "[limits] max_queue must be ≥ 1"]);
+    let r = run_text(
+        &w,
+        &BASE.replace("max_sim_s = 100000.0", "max_sim_s = 1e-320"),
+    );
+    assert_refused(&w, &r, &["[limits] max_sim_s must be", "9.99989e-321"]);
+}
+
+/// `iteration_s = 0`, a denormal one and an all-zero linear model were rounded up to 1 ns per
+/// iteration without a word.
+#[test]
+fn zero_time_iterations_are_refused_naming_the_key() {
+    let w = Workdir::new();
+    for (cost, want) in [
+        ("iteration_s = 0", "[cost] iteration_s must be"),
+        ("iteration_s = 1e-320", "got 9.99989e-321"),
+        ("iteration_s = -0.0", "[cost] iteration_s must be"),
+    ] {
+        let r = run_text(&w, &BASE.replace("iteration_s = 0.01", cost));
+        assert_refused(&w, &r, &["s.toml: line 25", want]);
+    }
+    let linear = |a: &str, b: &str| {
+        format!(
+            "model = \"linear\"\na_s = {a}\nb_s_per_token = {b}\nc_s_per_token_sq = 0\nd_s_per_request = 0\ne_s_per_context_token = 0"
+        )
+    };
+    let r = run_text(
+        &w,
+        &BASE.replace(
+            "model = \"constant\"\niteration_s = 0.01",
+            &linear("0", "0"),
+        ),
+    );
+    assert_refused(
+        &w,
+        &r,
+        &["s.toml: line 23", "the cheapest iteration", "takes 0 s"],
+    );
+    let r = run_text(
+        &w,
+        &BASE.replace(
+            "model = \"constant\"\niteration_s = 0.01",
+            &linear("0.01", "1e-320"),
+        ),
+    );
+    assert_refused(&w, &r, &["s.toml: line 26", "[cost] b_s_per_token"]);
+    // The smallest valid values still run.
+    let r = run_text(
+        &w,
+        &BASE.replace("iteration_s = 0.01", "iteration_s = 1e-9"),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+/// A trace with both the canonical and Vidur's length columns used the canonical ones silently.
+#[test]
+fn a_trace_with_two_column_sets_is_ambiguous() {
+    let w = Workdir::new();
+    let t = w.write(
+        "t.csv",
+        "arrival_s,input_tokens,output_tokens,arrived_at,num_prefill_tokens,num_decode_tokens\n0,4,4,0,8,8\n",
+    );
+    let r = cli(["trace".into(), "stats".into(), os(&t)]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    for want in [
+        "t.csv:1",
+        "`input_tokens,output_tokens`",
+        "`num_prefill_tokens,num_decode_tokens`",
+    ] {
+        assert!(r.stderr.contains(want), "{want}: {}", r.stderr);
+    }
+    let text = BASE
+        .lines()
+        .filter(|l| {
+            ![
+                "arrival",
+                "rate_per_s",
+                "cv",
+                "input_lengths",
+                "output_lengths",
+            ]
+            .iter()
+            .any(|k| l.starts_with(&format!("{k} =")))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("[trace]", "[trace]\nfile = \"t.csv\"");
+    let r = run_text(&w, &text);
+    assert_refused(
+        &w,
+        &r,
+        &[
+            "t.csv:1",
+            "`arrival_s,input_tokens,output_tokens` and `arrived_at,",
+        ],
+    );
+}
+
+/// A catalogue file's `[models.opt-13b]` replaced the built-in OPT-13B for every scenario that
+/// named it.
+#[test]
+fn catalogue_files_cannot_redefine_names() {
+    let w = Workdir::new();
+    let model = |name: &str| {
+        format!(
+            "[models.{name}]\nlayers = 2\nhidden = 64\nheads = 4\nkv_heads = 4\nffn = 128\ngated_mlp = false\nvocab = 100\ndtype_bytes = 2\nmax_context_tokens = 4096\ntied_embeddings = true\nlearned_positions = true\n"
+        )
+    };
+    let with_cat = BASE.replace(
+        "replicas = 1\n",
+        "replicas = 1\ncatalogue_files = [\"cat.toml\"]\n",
+    );
+    for (cat, want) in [
+        (
+            model("opt-13b"),
+            "cat.toml: line 1: [models.opt-13b] redefines the built-in model `opt-13b`",
+        ),
+        (
+            format!("\n{}", model("\"OPT-13B\"")),
+            "cat.toml: line 2: [models.OPT-13B] redefines the built-in model `opt-13b`",
+        ),
+        (
+            format!("{}{}", model("mine"), model("MINE")),
+            "redefines model `mine`, defined earlier",
+        ),
+        (
+            "[gpus.h200]\nflops_per_s = 1e15\nhbm_bytes_per_s = 1e12\nmemory_bytes = 85899345920\npcie_generation = 4\npcie_bytes_per_s = 3e10\nnvlink_bytes_per_s = 3e11\n".to_string(),
+            "[gpus.h200] redefines the built-in GPU `h200`",
+        ),
+    ] {
+        w.write("cat.toml", &cat);
+        let r = run_text(&w, &with_cat);
+        assert_refused(&w, &r, &[want]);
+    }
+    // A new name is still welcome.
+    w.write("cat.toml", model("mine"));
+    let r = run_text(&w, &with_cat);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+/// `bench` printed its table header and then failed on the second scenario.
+#[test]
+fn bench_checks_every_scenario_before_printing() {
+    let w = Workdir::new();
+    let good = w.write("good.toml", BASE);
+    let bad = w.write("bad.toml", BASE.replace("tp = 1", "tp = 0"));
+    let args: Vec<OsString> = vec![
+        "bench".into(),
+        os(&good),
+        os(&bad),
+        "--repeat".into(),
+        "1".into(),
+        "--quiet".into(),
+    ];
+    let r = cli(args);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stdout.is_empty(), "printed before failing: {}", r.stdout);
+    assert!(r.stderr.contains("bad.toml"), "{}", r.stderr);
+}
+
+/// `servesim-calibrate` printed errors as they came (a newline in a path broke the line).
+#[test]
+fn calibrate_errors_are_one_line() {
+    let argv: Vec<OsString> = vec![
+        "servesim-calibrate".into(),
+        "fit".into(),
+        "/nonexistent/a\nb".into(),
+    ];
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = servesim_calibrate::cli::main_with_args(argv, &mut out, &mut err);
+    let err = String::from_utf8_lossy(&err);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("a\\nb"), "{err}");
+}
