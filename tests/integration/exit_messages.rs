@@ -281,3 +281,37 @@ fn calibrate_errors_are_one_line() {
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(err.contains("a\\nb"), "{err}");
 }
+
+/// `live --mock --time-scale 1e-6` asked for 30 ns waits: the run came out 14× longer than the
+/// simulation, silently. A warning is the answer (not a refusal): whether the clock keeps up
+/// depends on the batches the run forms and on the machine's load, which only the run measures.
+#[test]
+fn live_runs_too_fast_for_the_clock_say_so() {
+    let w = Workdir::new();
+    let p = w.write(
+        "s.toml",
+        BASE.replace("num_requests = 5", "num_requests = 20"),
+    );
+    let r = cli([
+        "live".into(),
+        os(&p),
+        "--mock".into(),
+        "--time-scale".into(),
+        "1e-6".into(),
+        "--out".into(),
+        os(&w.path("out")),
+        "--quiet".into(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.starts_with("warning: ") && r.stderr.contains("--time-scale 1e-6"),
+        "{}",
+        r.stderr
+    );
+    let summary = crate::support::read_summary(&w.path("out"));
+    let warnings = summary["live"]["warnings"]
+        .as_array()
+        .expect("live.warnings");
+    assert!(!warnings.is_empty());
+    assert_eq!(warnings.len(), r.stderr.lines().count());
+}

@@ -221,7 +221,11 @@ fn timing_json(output: &crate::run::RunOutput, wall_s: f64) -> serde_json::Value
     })
 }
 
-pub(super) fn live_cmd(a: LiveArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+pub(super) fn live_cmd(
+    a: LiveArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<()> {
     use crate::live::{CtrlC, ExecutorKind, LiveOptions, run_live, write_live};
     let device = match (a.mock, a.device) {
         (true, _) | (_, Device::Mock) => ExecutorKind::Mock,
@@ -256,6 +260,9 @@ pub(super) fn live_cmd(a: LiveArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         run_live(&resolved, &opts)?
     };
     let dir = write_live(staged, &output, &crate::run::config_json(&resolved), &opts)?;
+    for w in &output.warnings {
+        writeln!(err, "warning: {w}")?;
+    }
     if !a.quiet {
         write!(out, "{}", crate::metrics::table(&output.run.summary))?;
         if output.partial {
