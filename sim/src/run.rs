@@ -186,6 +186,7 @@ pub fn drive(
     if r.uses_profile() {
         summary.profile_extrapolations = Some(extrapolations.report());
     }
+    summary.warnings = r.warnings.clone();
     if let Some(slo) = &s.slo {
         summary.goodput = Some(crate::metrics::goodput(
             &completions,

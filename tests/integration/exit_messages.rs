@@ -315,3 +315,32 @@ fn live_runs_too_fast_for_the_clock_say_so() {
     assert!(!warnings.is_empty());
     assert_eq!(warnings.len(), r.stderr.lines().count());
 }
+
+/// `kv_capacity_blocks = 1e8` on one A100-40GB ran as if the memory were there, without a word.
+/// It stays a (teaching) override, with a warning on stderr and in summary.json.
+#[test]
+fn kv_capacity_beyond_the_gpu_memory_is_a_warning() {
+    let w = Workdir::new();
+    let text = BASE.replace("[memory]\n", "[memory]\nkv_capacity_blocks = 100000000\n");
+    let r = run_text(&w, &text);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let want = "line 18: [memory] kv_capacity_blocks = 100000000 is more than twice the";
+    assert!(
+        r.stderr.starts_with("warning: ") && r.stderr.contains(want),
+        "{}",
+        r.stderr
+    );
+    let summary = crate::support::read_summary(&w.path("out"));
+    let warnings = summary["warnings"].as_array().expect("warnings");
+    assert_eq!(warnings.len(), 1);
+    assert!(warnings[0].as_str().unwrap().starts_with("line 18: "));
+    // A value the memory holds, and no override at all, say nothing.
+    for text in [
+        BASE.replace("[memory]\n", "[memory]\nkv_capacity_blocks = 100\n"),
+        BASE.to_string(),
+    ] {
+        let r = run_text(&w, &text.replace("hostile", "quiet"));
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert!(r.stderr.is_empty(), "{}", r.stderr);
+    }
+}

@@ -160,6 +160,10 @@ pub(super) fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
         partial,
         !a.no_requests_csv,
     )?;
+    // After the run: a failed run's stderr stays its one error line.
+    for w in &resolved.warnings {
+        writeln!(err, "warning: {}: {w}", resolved.scenario_path.display())?;
+    }
     if let Some(t) = output.kv_timeline_cut_at_ns {
         writeln!(
             err,
@@ -260,6 +264,9 @@ pub(super) fn live_cmd(
         run_live(&resolved, &opts)?
     };
     let dir = write_live(staged, &output, &crate::run::config_json(&resolved), &opts)?;
+    for w in &resolved.warnings {
+        writeln!(err, "warning: {}: {w}", resolved.scenario_path.display())?;
+    }
     for w in &output.warnings {
         writeln!(err, "warning: {w}")?;
     }

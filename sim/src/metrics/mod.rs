@@ -201,6 +201,10 @@ pub struct Summary {
     /// Whether the run kept up with its arrivals ([`stability::stability`]; `null` with fewer
     /// than two requests or one arrival instant).
     pub stability: Option<stability::Stability>,
+    /// What makes the scenario doubtful though valid (e.g. a `kv_capacity_blocks` override the
+    /// GPU memory cannot hold); absent when there is nothing to say.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 pub fn summarize(
@@ -274,6 +278,7 @@ pub fn summarize(
         profile_extrapolations: None,
         goodput: None,
         stability: stability::stability(completions),
+        warnings: Vec::new(),
     }
 }
 
