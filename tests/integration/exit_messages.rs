@@ -344,3 +344,53 @@ fn kv_capacity_beyond_the_gpu_memory_is_a_warning() {
         assert!(r.stderr.is_empty(), "{}", r.stderr);
     }
 }
+
+/// `trace synth --rate 1e300` reported "requested mean rate 1000000…(300 digits).0000 req/s".
+#[test]
+fn synth_reports_huge_rates_in_scientific_notation() {
+    let w = Workdir::new();
+    let r = cli([
+        "trace".into(),
+        "synth".into(),
+        "--rate".into(),
+        "1e300".into(),
+        "--num".into(),
+        "2".into(),
+        "--input".into(),
+        "fixed:value=1".into(),
+        "--output".into(),
+        "fixed:value=1".into(),
+        "--out".into(),
+        os(&w.path("t.csv")),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("rate 1e300 req/s"), "{}", r.stdout);
+}
+
+/// A directory given as a trace was reported as "field `header`: Is a directory (os error 21)".
+#[test]
+fn a_directory_as_a_trace_says_so() {
+    let w = Workdir::new();
+    let d = w.path("traces");
+    std::fs::create_dir(&d).unwrap();
+    for args in [
+        vec!["trace".into(), "stats".into(), os(&d)],
+        vec![
+            "trace".into(),
+            "import".into(),
+            "vidur".into(),
+            os(&d),
+            "--out".into(),
+            os(&w.path("t.csv")),
+        ],
+    ] {
+        let r = cli(args);
+        assert_eq!(r.code, 2, "{}", r.stderr);
+        assert!(
+            r.stderr.contains("is a directory; expected a CSV file"),
+            "{}",
+            r.stderr
+        );
+        assert!(!w.path("t.csv").exists());
+    }
+}

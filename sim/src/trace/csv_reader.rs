@@ -103,6 +103,9 @@ pub(crate) fn open_csv_untrimmed(path: &Path) -> Result<(CsvReader, Vec<String>)
 
 fn open_csv_trimming(path: &Path, trim: csv::Trim) -> Result<(CsvReader, Vec<String>)> {
     let f = File::open(path).map_err(|e| io_err(path, format!("cannot open: {e}")))?;
+    if f.metadata().is_ok_and(|m| m.is_dir()) {
+        return Err(io_err(path, "is a directory; expected a CSV file"));
+    }
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
