@@ -280,6 +280,22 @@ fn calibrate_errors_are_one_line() {
     assert_eq!(code, 2, "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(err.contains("a\\nb"), "{err}");
+    // `plan --gpus 0` printed a plan for no GPU.
+    let argv: Vec<OsString> = [
+        "servesim-calibrate",
+        "plan",
+        "--model",
+        "opt-13b",
+        "--gpus",
+        "0",
+    ]
+    .into_iter()
+    .map(Into::into)
+    .collect();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = servesim_calibrate::cli::main_with_args(argv, &mut out, &mut err);
+    assert_eq!(code, 2, "{}", String::from_utf8_lossy(&err));
+    assert!(out.is_empty());
 }
 
 /// `live --mock --time-scale 1e-6` asked for 30 ns waits: the run came out 14× longer than the
