@@ -187,13 +187,10 @@ pub fn drive(
         summary.profile_extrapolations = Some(extrapolations.report());
     }
     summary.warnings = r.warnings.clone();
-    if let Some(slo) = &s.slo {
-        summary.goodput = Some(crate::metrics::goodput(
-            &completions,
-            slo.ttft_s,
-            slo.tpot_s,
-        ));
-    }
+    let goodput = |slo: &crate::scenario::SloSpec| {
+        crate::metrics::goodput(&completions, slo.ttft_s, slo.tpot_s)
+    };
+    summary.goodput = s.slo.as_ref().map(goodput);
     Ok(RunOutput {
         completions,
         stats,
