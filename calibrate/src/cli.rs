@@ -102,8 +102,8 @@ pub struct PlanArgs {
     /// Catalogue GPU the plan is sized for (memory, time estimate).
     #[arg(long, default_value = "h100-80gb")]
     pub gpu: String,
-    /// GPUs visible (all-reduce shapes need `tp` of them).
-    #[arg(long, default_value_t = 1)]
+    /// GPUs visible (≥ 1; all-reduce shapes need `tp` of them).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub gpus: u32,
     /// A small plan (coarse grids).
     #[arg(long)]
@@ -216,7 +216,8 @@ pub fn main_with_args(args: Vec<OsString>, out: &mut dyn Write, err: &mut dyn Wr
             1
         }
         Err(e) => {
-            let _ = writeln!(err, "error: {e:#}");
+            let msg = servesim::error::one_line(&format!("{e:#}"));
+            let _ = writeln!(err, "error: {msg}");
             2
         }
     }

@@ -210,7 +210,9 @@ impl Catalogue {
         Catalogue { models, gpus }
     }
 
-    /// Add the `[models.NAME]` and `[gpus.NAME]` tables of a user file; same names replace.
+    /// Add the `[models.NAME]` and `[gpus.NAME]` tables of a user file. A name already defined
+    /// (built in, by an earlier file, or twice in this one, case-blind) is an error: a silently
+    /// replaced `opt-13b` would change every result that names it.
     pub fn extend_from_file(&mut self, path: &Path) -> Result<()> {
         let text = crate::input::read_text(path, crate::input::MAX_CONFIG_BYTES).map_err(|e| {
             SimError::Io {
@@ -237,15 +239,47 @@ impl Catalogue {
                 },
             }
         };
+        let builtin = Catalogue::builtin();
+        let taken = |table: &str, name: &str, builtin_has: bool| {
+            let what = if table == "models" { "model" } else { "GPU" };
+            let lower = crate::error::echo(&name.to_lowercase());
+            let before = if builtin_has {
+                format!("the built-in {what} `{lower}`")
+            } else {
+                format!("{what} `{lower}`, defined earlier (names are case-blind)")
+            };
+            let msg = format!(
+                "[{table}.{}] redefines {before}; give yours another name",
+                crate::error::echo(name)
+            );
+            match table_line(&text, table, name) {
+                Some(line) => SimError::Scenario {
+                    path: path.to_path_buf(),
+                    msg: format!("line {line}: {msg}"),
+                },
+                None => SimError::Scenario {
+                    path: path.to_path_buf(),
+                    msg,
+                },
+            }
+        };
         for (k, v) in extra.models {
             v.validate()
                 .map_err(|(field, msg)| bad("models", &k, field, msg))?;
-            self.models.insert(k.to_lowercase(), v);
+            let key = k.to_lowercase();
+            if self.models.contains_key(&key) {
+                return Err(taken("models", &k, builtin.models.contains_key(&key)));
+            }
+            self.models.insert(key, v);
         }
         for (k, v) in extra.gpus {
             v.validate()
                 .map_err(|(field, msg)| bad("gpus", &k, field, msg))?;
-            self.gpus.insert(k.to_lowercase(), v);
+            let key = k.to_lowercase();
+            if self.gpus.contains_key(&key) {
+                return Err(taken("gpus", &k, builtin.gpus.contains_key(&key)));
+            }
+            self.gpus.insert(key, v);
         }
         Ok(())
     }
@@ -269,6 +303,22 @@ impl Catalogue {
             ))
         })
     }
+}
+
+/// The 1-based line of the `[table.name]` header of a catalogue file (`None` when the table is
+/// written some other way, e.g. with dotted keys).
+fn table_line(text: &str, table: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .position(|l| {
+            l.trim()
+                .strip_prefix('[')
+                .and_then(|l| l.strip_suffix(']'))
+                .and_then(|inner| inner.split_once('.'))
+                .is_some_and(|(t, n)| {
+                    t.trim() == table && n.trim().trim_matches(['"', '\'']) == name
+                })
+        })
+        .map(|i| i as u64 + 1)
 }
 
 /// The 1-based line of `field = …` inside the `[table.name]` header of a catalogue file (a plain

@@ -171,18 +171,47 @@ pub fn plain_serde(msg: &str) -> String {
         rest = &tail[end..];
     }
     out.push_str(rest);
+    // serde_json/toml print an out-of-range integer literal as "integer `N` as i128".
+    out = out.replace(" as i128", "").replace(" as u128", "");
+    // Longer names first: `expected u64` must not be caught by a shorter prefix.
     for (ty, words) in [
-        ("u8", "an integer"),
-        ("u16", "an integer"),
-        ("u32", "an integer"),
-        ("u64", "an integer"),
-        ("usize", "an integer"),
-        ("i64", "an integer"),
+        ("usize", "a whole number from 0 to 18446744073709551615"),
+        ("u64", "a whole number from 0 to 18446744073709551615"),
+        ("u32", "a whole number from 0 to 4294967295"),
+        ("u16", "a whole number from 0 to 65535"),
+        ("u8", "a whole number from 0 to 255"),
+        (
+            "i64",
+            "a whole number from -9223372036854775808 to 9223372036854775807",
+        ),
+        ("i32", "a whole number from -2147483648 to 2147483647"),
         ("f64", "a number"),
         ("f32", "a number"),
     ] {
-        out = out.replace(&format!("expected {ty}"), &format!("expected {words}"));
+        out = replace_word(
+            &out,
+            &format!("expected {ty}"),
+            &format!("expected {words}"),
+        );
     }
+    out
+}
+
+/// `s` with every `from` that is not followed by an identifier character replaced by `to`.
+fn replace_word(s: &str, from: &str, to: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find(from) {
+        let after = &rest[i + from.len()..];
+        out.push_str(&rest[..i]);
+        if after.starts_with(|c: char| c.is_alphanumeric() || c == '_') {
+            out.push_str(from);
+        } else {
+            out.push_str(to);
+        }
+        rest = after;
+    }
+    out.push_str(rest);
     out
 }
 
@@ -212,7 +241,19 @@ mod tests {
         );
         assert_eq!(
             plain_serde("invalid type: string \"x\", expected u32"),
-            "invalid type: string \"x\", expected an integer"
+            "invalid type: string \"x\", expected a whole number from 0 to 4294967295"
+        );
+        assert_eq!(
+            plain_serde("invalid value: integer `-1`, expected usize"),
+            "invalid value: integer `-1`, expected a whole number from 0 to 18446744073709551615"
+        );
+        assert_eq!(
+            plain_serde("invalid type: integer `99999999999999999999` as i128, expected f64"),
+            "invalid type: integer `99999999999999999999`, expected a number"
+        );
+        assert_eq!(
+            plain_serde("expected u8"),
+            "expected a whole number from 0 to 255"
         );
         assert_eq!(
             plain_serde("expected enum CostSpec"),

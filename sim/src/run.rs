@@ -364,6 +364,7 @@ fn drive_full<'a, 'b>(
     if r.uses_profile() {
         summary.profile_extrapolations = Some(extrapolations.report());
     }
+    summary.warnings = r.warnings.clone();
     Ok(RunOutput {
         completions,
         stats,

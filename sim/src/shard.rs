@@ -315,8 +315,10 @@ fn read_manifest(dir: &Path) -> Result<Loaded> {
             },
         )
     })?;
-    let m: Manifest = serde_json::from_str(&text)
-        .map_err(|e| io(&p, format!("not a valid shard manifest: {e}")))?;
+    let m: Manifest = serde_json::from_str(&text).map_err(|e| {
+        let msg = crate::error::plain_serde(&e.to_string());
+        io(&p, format!("not a valid shard manifest: {msg}"))
+    })?;
     if m.format != FORMAT {
         return Err(io(
             &p,

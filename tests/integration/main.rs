@@ -15,7 +15,7 @@
 //!   the exit status of failed sweep runs, did-you-mean, `list --json`, completions;
 //! - [`exit_codes`]: the fuzz corpus and hostile scenarios through every entry point (exit codes
 //!   0, 1, 2 or 130 only, no panic); [`exit_regressions`]: the regression tests of the crashes
-//!   they found;
+//!   they found; [`exit_messages`]: messages in user terms and the inputs refused in the second round;
 //! - [`fuzz`]: byte fuzzing of every reader of user files; [`overload`]: overload detection and
 //!   streaming in bounded memory;
 //! - [`interrupt`]: Ctrl-C and SIGTERM during `run` and `sweep` in a real child process (exit
@@ -36,6 +36,7 @@ mod defaults_note;
 mod determinism;
 mod exec_check;
 mod exit_codes;
+mod exit_messages;
 mod exit_regressions;
 mod fuzz;
 mod golden;

@@ -122,7 +122,10 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("fit-vidur: {e:#}");
+            eprintln!(
+                "fit-vidur: {}",
+                servesim::error::one_line(&format!("{e:#}"))
+            );
             ExitCode::from(2)
         }
     }

@@ -60,6 +60,14 @@ pub fn bench_cmd(a: BenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         scenarios.extend(BIG_SCENARIOS.iter().map(PathBuf::from));
     }
     let rows = crate::run::Rows::keep_if(!(a.no_rows || a.big));
+    // Every scenario is checked before the table starts: a bad file fails with its error alone.
+    let mut resolved_all = Vec::with_capacity(scenarios.len());
+    for path in &scenarios {
+        resolved_all.push(load(path)?.resolve(&Overrides {
+            num_requests: a.num_requests,
+            ..Default::default()
+        })?);
+    }
     writeln!(
         out,
         "{:<40}{:>10}{:>12}{:>14}{:>14}{:>14}{:>12}{:>10}",
@@ -72,13 +80,9 @@ pub fn bench_cmd(a: BenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         "peak_rss_MB",
         "ff_share"
     )?;
-    let runs = scenarios.len() as u64 * u64::from(a.repeat.max(1));
+    let runs = resolved_all.len() as u64 * u64::from(a.repeat.max(1));
     let pb = super::progress_bar(Some(runs), "runs", a.quiet);
-    for path in scenarios {
-        let resolved = load(&path)?.resolve(&Overrides {
-            num_requests: a.num_requests,
-            ..Default::default()
-        })?;
+    for resolved in resolved_all {
         // Only the figures of the fastest run are kept (not its output), so that peak RSS is that
         // of one run whatever --repeat.
         let mut best: Option<(f64, Figures)> = None;

@@ -252,7 +252,7 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Resul
             Ok(())
         }
         Command::Bench(a) => bench::bench_cmd(a, out),
-        Command::Live(a) => run::live_cmd(a, out),
+        Command::Live(a) => run::live_cmd(a, out, err),
         Command::Compare(a) => run::compare_cmd(a, out),
         Command::Fidelity(a) => fidelity::fidelity_cmd(a, out),
         Command::Trace(a) => trace::trace_cmd(a, out),

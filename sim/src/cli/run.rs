@@ -116,6 +116,27 @@ pub struct CompareArgs {
     pub allow_partial: bool,
 }
 
+/// A finished run's warnings on stderr (after the run: a failed run's stderr stays its one error
+/// line): the scenario's, and a `kv_timeline.csv` cut at its row limit.
+fn print_warnings(
+    err: &mut dyn Write,
+    resolved: &crate::scenario::Resolved,
+    kv_cut_at_ns: Option<u64>,
+) -> std::io::Result<()> {
+    for w in &resolved.warnings {
+        writeln!(err, "warning: {}: {w}", resolved.scenario_path.display())?;
+    }
+    if let Some(t) = kv_cut_at_ns {
+        writeln!(
+            err,
+            "warning: kv_timeline.csv holds its first {} rows only (samples from {} s on were left out); raise [output] kv_timeline_interval_s",
+            crate::run::KV_TIMELINE_MAX_ROWS,
+            crate::vocab::time::ns_to_s(t)
+        )?;
+    }
+    Ok(())
+}
+
 pub(super) fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
     // Installed first and kept until the outputs are written: a Ctrl-C at any point stops the
     // simulation (if still running) instead of killing the process mid-way, so the output
@@ -170,7 +191,7 @@ pub(super) fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
         partial,
         !a.no_requests_csv,
     )?;
-    warn_kv_cut(&output, err)?;
+    print_warnings(err, &resolved, output.kv_timeline_cut_at_ns)?;
     if partial {
         return Err(Interrupted(format!(
             "{} stopped the run after {} completed requests; partial results in {} (summary.json \"partial\": true, PARTIAL)",
@@ -182,19 +203,6 @@ pub(super) fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
     }
     if !a.quiet {
         write_summary(out, &output, &resolved, wall_s, &dir)?;
-    }
-    Ok(())
-}
-
-/// The warning when `kv_timeline.csv` reached its row cap.
-fn warn_kv_cut(output: &crate::run::RunOutput, err: &mut dyn Write) -> std::io::Result<()> {
-    if let Some(t) = output.kv_timeline_cut_at_ns {
-        writeln!(
-            err,
-            "warning: kv_timeline.csv holds its first {} rows only (samples from {} s on were left out); raise [output] kv_timeline_interval_s",
-            crate::run::KV_TIMELINE_MAX_ROWS,
-            crate::vocab::time::ns_to_s(t)
-        )?;
     }
     Ok(())
 }
@@ -253,7 +261,11 @@ pub(super) fn timing_json(output: &crate::run::RunOutput, wall_s: f64) -> serde_
     })
 }
 
-pub(super) fn live_cmd(a: LiveArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+pub(super) fn live_cmd(
+    a: LiveArgs,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<()> {
     use crate::live::{CtrlC, ExecutorKind, LiveOptions, run_live, write_live};
     let device = match (a.mock, a.device) {
         (true, _) | (_, Device::Mock) => ExecutorKind::Mock,
@@ -292,6 +304,10 @@ pub(super) fn live_cmd(a: LiveArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         run_live(&resolved, &opts)?
     };
     let dir = write_live(staged, &output, &crate::run::config_json(&resolved), &opts)?;
+    print_warnings(err, &resolved, None)?;
+    for w in &output.warnings {
+        writeln!(err, "warning: {w}")?;
+    }
     if !a.quiet {
         write!(out, "{}", crate::metrics::table(&output.run.summary))?;
         if output.partial {

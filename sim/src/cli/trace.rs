@@ -338,11 +338,17 @@ fn synth_cmd(a: SynthArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     write!(out, "wrote {count} requests to {}", a.out.display())?;
     if !a.lengths_only {
         let last = last_ns as f64 / 1e9;
+        let rate = arrivals.mean_rate_per_s();
+        // Huge rates in scientific notation (never a 300-digit expansion).
+        let rate = if rate < 1e9 {
+            format!("{rate:.4}")
+        } else {
+            crate::error::num(rate)
+        };
         write!(
             out,
-            " ({} arrivals, requested mean rate {:.4} req/s, last arrival {last:.3} s)",
+            " ({} arrivals, requested mean rate {rate} req/s, last arrival {last:.3} s)",
             ArrivalProcess::NAMES[process as usize],
-            arrivals.mean_rate_per_s()
         )?;
     }
     writeln!(

@@ -33,11 +33,22 @@ impl LinearCost {
             ("d_s_per_request", self.d_s_per_request),
             ("e_s_per_context_token", self.e_s_per_context_token),
         ] {
-            if !v.is_finite() || v < 0.0 {
+            if !v.is_finite() || v < 0.0 || (v != 0.0 && !v.is_normal()) {
                 return Err(SimError::config(format!(
-                    "cost.{k} must be a finite number ≥ 0, got {v}"
+                    "[cost] {k} must be 0 or a finite number ≥ 2.2e-308, got {}",
+                    crate::error::num(v)
                 )));
             }
+        }
+        // The cheapest iterations: one prefill token, or one decode over one context token.
+        let cheapest_s = self.a_s
+            + (self.b_s_per_token + self.c_s_per_token_sq)
+                .min(self.d_s_per_request + self.e_s_per_context_token);
+        if cheapest_s < 1e-9 {
+            return Err(SimError::config(format!(
+                "[cost] linear: the cheapest iteration (a_s + the smaller of b_s_per_token + c_s_per_token_sq and d_s_per_request + e_s_per_context_token) takes {} s; it must take ≥ 1e-9 s (the simulator's 1 ns clock step; an iteration takes time)",
+                crate::error::num(cheapest_s)
+            )));
         }
         Ok(())
     }

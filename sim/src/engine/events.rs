@@ -79,7 +79,8 @@ impl Sim {
             let n = self.next_sample_ns / step + 1;
             if n.saturating_mul(self.replicas.len() as u64) > MAX_KV_SAMPLES {
                 return Err(SimError::Limit(format!(
-                    "kv_timeline would exceed {MAX_KV_SAMPLES} rows; raise [output] kv_timeline_interval_s (or set it to 0)"
+                    "kv_timeline would exceed {MAX_KV_SAMPLES} samples (rows × replicas) with [output] kv_timeline_interval_s = {} s; raise it (or set it to 0 for no kv_timeline)",
+                    crate::error::num(step as f64 / 1e9)
                 )));
             }
             for (i, rep) in self.replicas.iter().enumerate() {

@@ -299,15 +299,16 @@ impl Sim {
     fn check_guards(&self, now: Ns) -> Result<()> {
         if self.stats.events > self.cfg.guards.max_events {
             return Err(SimError::Limit(format!(
-                "stopped after {} events at t={:.3}s (limits.max_events); the run is too long or overloaded",
+                "stopped after {} events at t={}s: the run is too long or overloaded (raise [limits] max_events = {} to let it go on)",
                 self.cfg.guards.max_events,
-                ns_to_s(now)
+                crate::error::num(ns_to_s(now)),
+                self.cfg.guards.max_events
             )));
         }
         if now > self.cfg.guards.max_sim_ns {
             return Err(SimError::Limit(format!(
-                "simulated time passed {:.0}s (limits.max_sim_s); the run is overloaded or too long",
-                ns_to_s(self.cfg.guards.max_sim_ns)
+                "simulated time passed [limits] max_sim_s = {} s: the run is overloaded or too long (raise [limits] max_sim_s to let it go on)",
+                crate::error::num(ns_to_s(self.cfg.guards.max_sim_ns))
             )));
         }
         Ok(())

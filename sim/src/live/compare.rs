@@ -70,7 +70,10 @@ pub const SAME_SCENARIO_FIELDS: [&str; 10] = [
 fn read_json(path: &Path) -> Result<serde_json::Value> {
     let text =
         crate::input::read_text(path, crate::input::MAX_CONFIG_BYTES).map_err(|e| io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| io(path, format!("not valid JSON: {e}")))
+    serde_json::from_str(&text).map_err(|e| {
+        let msg = crate::error::plain_serde(&e.to_string());
+        io(path, format!("not valid JSON: {msg}"))
+    })
 }
 
 /// Whether a run directory holds a partial run (a `PARTIAL` file or `"partial": true` in

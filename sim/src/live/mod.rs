@@ -34,7 +34,7 @@ pub use crate::interrupt::CtrlC;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::cost::{BatchShape, CostModel};
@@ -122,6 +122,11 @@ pub struct WallClock {
     stop: Arc<AtomicBool>,
     origin: Option<(Instant, Ns)>,
     stopped: bool,
+    /// Scenario ns during which some event was overdue (stamped after its time: the driver ran
+    /// behind).
+    late_ns: u64,
+    /// The last time stamped.
+    last_ns: Ns,
 }
 
 impl WallClock {
@@ -131,11 +136,36 @@ impl WallClock {
             stop,
             origin: None,
             stopped: false,
+            late_ns: 0,
+            last_ns: 0,
         }
     }
     /// Whether the stop flag ended the run.
     pub fn stopped(&self) -> bool {
         self.stopped
+    }
+
+    /// A warning when events were overdue for more than 10% of the run's span in all: the
+    /// driver could not keep up with the (scaled) scenario times, so every later time moved too.
+    pub fn warning(&self, mock: bool) -> Option<String> {
+        let t0 = self.origin.map(|(_, t0)| t0)?;
+        let span_s = ns_to_s(self.last_ns.saturating_sub(t0));
+        let late_s = ns_to_s(self.late_ns);
+        if late_s <= span_s * (LAG_WARN_RATIO - 1.0) {
+            return None;
+        }
+        Some(format!(
+            "events ran {} s behind their scenario times in all ({}% of the {} s run): the driver could not keep up at --time-scale {}, so the run's times are stretched{}",
+            crate::error::num(late_s),
+            crate::error::num((late_s / span_s.max(1e-12) * 100.0).min(1e6)),
+            crate::error::num(span_s),
+            crate::error::num(self.scale),
+            if mock {
+                " (use a larger --time-scale)"
+            } else {
+                ""
+            }
+        ))
     }
 }
 
@@ -153,7 +183,12 @@ impl Clock for WallClock {
             return None;
         }
         let real = t0.saturating_add(wall_to_ns(start.elapsed(), self.scale));
-        Some(t.max(real))
+        let stamped = t.max(real);
+        // Times and stamps only grow: the measure of the union of the [t, stamped] intervals.
+        let from = t.max(self.last_ns);
+        self.late_ns = self.late_ns.saturating_add(stamped.saturating_sub(from));
+        self.last_ns = self.last_ns.max(stamped);
+        Some(stamped)
     }
 }
 
@@ -164,6 +199,7 @@ pub struct MockExecutor {
     cost: Box<dyn CostModel>,
     scale: f64,
     note: Option<NoteSlot>,
+    lag: Arc<Lag>,
 }
 
 impl MockExecutor {
@@ -172,6 +208,7 @@ impl MockExecutor {
             cost,
             scale,
             note: None,
+            lag: Arc::default(),
         }
     }
 
@@ -179,6 +216,58 @@ impl MockExecutor {
     pub fn with_note(mut self, note: NoteSlot) -> Self {
         self.note = Some(note);
         self
+    }
+
+    /// Add this executor's iterations to `lag`.
+    pub fn with_lag(mut self, lag: Arc<Lag>) -> Self {
+        self.lag = lag;
+        self
+    }
+}
+
+/// The mock executor's iterations, summed: what the cost model asked for and what the wall clock
+/// gave (both in scenario ns). A wait shorter than the clock and the driver can honour (a tiny
+/// `--time-scale`) comes out longer, and stretches the whole run.
+#[derive(Debug, Default)]
+pub struct Lag {
+    iterations: AtomicU64,
+    model_ns: AtomicU64,
+    measured_ns: AtomicU64,
+}
+
+/// A live run is flagged when its iterations took this much longer than the cost model's times.
+const LAG_WARN_RATIO: f64 = 1.10;
+
+impl Lag {
+    fn add(&self, model_s: f64, measured_ns: Ns) {
+        self.iterations.fetch_add(1, Ordering::Relaxed);
+        let model_ns = (model_s * 1e9).round().min(u64::MAX as f64 / 4.0) as u64;
+        self.model_ns.fetch_add(model_ns, Ordering::Relaxed);
+        self.measured_ns.fetch_add(measured_ns, Ordering::Relaxed);
+    }
+
+    /// A warning when the iterations ran more than 10% over the cost model's times.
+    pub fn warning(&self, scale: f64) -> Option<String> {
+        let n = self.iterations.load(Ordering::Relaxed);
+        let model_s = self.model_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let measured_s = self.measured_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        if n == 0 || measured_s <= model_s * LAG_WARN_RATIO {
+            return None;
+        }
+        let mean_model_s = model_s / n as f64;
+        // Wall time lost per iteration, and the scale at which it is ~1% of an iteration.
+        let lost_wall_s = (measured_s - model_s) / n as f64 * scale;
+        let suggested = (lost_wall_s * 100.0 / mean_model_s.max(1e-12)).min(MAX_TIME_SCALE);
+        Some(format!(
+            "iterations took {}× the cost model's times ({} s instead of {} s in all): at --time-scale {} a mean iteration of {} s lasts {} s of wall time, too short for the wall clock to honour; the timings of this run are stretched (use --time-scale {} or more)",
+            crate::error::num(measured_s / model_s.max(1e-12)),
+            crate::error::num(measured_s),
+            crate::error::num(model_s),
+            crate::error::num(scale),
+            crate::error::num(mean_model_s),
+            crate::error::num(mean_model_s * scale),
+            crate::error::num(suggested.max(scale))
+        ))
     }
 }
 
@@ -205,14 +294,18 @@ impl Executor for MockExecutor {
             });
         };
         // Ctrl-C / SIGTERM cut a long (scaled) iteration short; the run then stops, partial.
-        wait_until(Some(deadline), &crate::interrupt::interrupted);
+        let full = wait_until(Some(deadline), &crate::interrupt::interrupted);
+        let measured = wall_to_ns(start.elapsed(), self.scale).max(1);
+        if full {
+            self.lag.add(s, measured);
+        }
         if let Some(Ok(mut slot)) = self.note.as_ref().map(|n| n.lock()) {
             *slot = Some(IterationNote {
                 checksum: None,
                 predicted_s: Some(s),
             });
         }
-        Ok(wall_to_ns(start.elapsed(), self.scale).max(1))
+        Ok(measured)
     }
 }
 
@@ -247,6 +340,8 @@ pub struct LiveOutput {
     pub partial: bool,
     /// Wall seconds the run took.
     pub wall_s: f64,
+    /// What makes the run's timings doubtful (printed on stderr, `live.warnings` in summary.json).
+    pub warnings: Vec<String>,
 }
 
 /// Run a resolved scenario live, on the backend `opts.executor` names.
@@ -286,6 +381,7 @@ pub fn run_live_with(
             predicted_s: n.predicted_s,
         })
     };
+    let lag = Arc::new(Lag::default());
     let started = Instant::now();
     let run = crate::run::drive(
         r,
@@ -294,7 +390,9 @@ pub fn run_live_with(
             if mock {
                 let cost = g.cost_model_counted(Some(x))?;
                 return Ok(Box::new(
-                    MockExecutor::new(cost, scale).with_note(note.clone()),
+                    MockExecutor::new(cost, scale)
+                        .with_note(note.clone())
+                        .with_lag(lag.clone()),
                 ));
             }
             let predictor = Predictor {
@@ -316,6 +414,11 @@ pub fn run_live_with(
         iterations,
         partial: clock.stopped(),
         wall_s,
+        warnings: lag
+            .warning(scale)
+            .into_iter()
+            .chain(clock.warning(mock))
+            .collect(),
     })
 }
 
@@ -395,6 +498,7 @@ pub fn write_live_files(
         "time_scale": opts.time_scale,
         "wall_s": out.wall_s,
         "partial": out.partial,
+        "warnings": out.warnings,
     });
     dir.write(&at("summary.json"), pretty_json(&summary).as_bytes())?;
     let mut config = config.clone();

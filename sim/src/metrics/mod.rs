@@ -216,6 +216,10 @@ pub struct Summary {
     /// Whether the run kept up with its arrivals ([`stability::stability`]; `null` with fewer
     /// than two requests or one arrival instant).
     pub stability: Option<stability::Stability>,
+    /// What makes the scenario doubtful though valid (e.g. a `kv_capacity_blocks` override the
+    /// GPU memory cannot hold); absent when there is nothing to say.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 pub fn summarize(
@@ -337,6 +341,7 @@ fn base_summary(
         profile_extrapolations: None,
         goodput: None,
         stability: None,
+        warnings: Vec::new(),
     }
 }
 

@@ -11,6 +11,9 @@ use crate::cost::analytic::{AnalyticCost, AnalyticParams};
 use crate::cost::profile::ProfileTables;
 use crate::error::{Result, SimError};
 
+/// Shortest iteration a cost model may be given (the engine's clock step, 1 ns).
+const MIN_ITERATION_S: f64 = 1e-9;
+
 /// What `[cost]` resolves to besides the model choice: the analytic model's parameters, or the
 /// profile model's tables and directory (see [`Resolved`](super::Resolved)).
 type CostParts = (
@@ -154,13 +157,15 @@ impl Loaded {
     }
 
     /// `[memory]` checked and the KV blocks per replica (`kv_capacity_blocks` or the memory
-    /// arithmetic); also checks `[scheduler] max_context_tokens`.
+    /// arithmetic), with a warning when a `kv_capacity_blocks` override is over twice what the
+    /// GPU memory holds (a teaching override, so not an error); also checks `[scheduler]
+    /// max_context_tokens`.
     pub(super) fn resolve_kv_capacity(
         &self,
         s: &Scenario,
         model: &ModelSpec,
         gpu: &GpuSpec,
-    ) -> Result<u32> {
+    ) -> Result<(u32, Option<String>)> {
         let sch = &s.scheduler;
         let m = &s.memory;
         if m.block_tokens == 0 {
@@ -188,6 +193,21 @@ impl Loaded {
         // computed KV capacity, not the checks that the utilization is a fraction and that the
         // weights fit.
         let computed = kv_blocks_from_memory(model, gpu, s.tp, s.pp, m);
+        // Far above only: a few blocks over is a common teaching round number (1000 for 906).
+        let over = |b: u32, holds: u32| {
+            (u64::from(b) > 2 * u64::from(holds)).then(|| {
+                let at = super::load::line_of_key(&self.text, &["memory", "kv_capacity_blocks"])
+                    .map(|l| format!("line {l}: "))
+                    .unwrap_or_default();
+                format!(
+                    "{at}[memory] kv_capacity_blocks = {b} is more than twice the {holds} KV blocks {} GPU memory holds ({} × {}, tp × pp = {}); the run models memory the hardware does not have",
+                    if holds == 0 { "that" } else { "this" },
+                    s.model,
+                    s.gpu,
+                    s.tp * s.pp
+                )
+            })
+        };
         Ok(match (m.kv_capacity_blocks, computed) {
             (Some(0), _) => {
                 return Err(self.err_at(
@@ -195,13 +215,13 @@ impl Loaded {
                     "[memory] kv_capacity_blocks must be ≥ 1",
                 ));
             }
-            (Some(b), Ok(_)) => b,
-            (Some(b), Err(e)) if e.starts_with(NO_BLOCK_ROOM) => b,
+            (Some(b), Ok(holds)) => (b, over(b, holds)),
+            (Some(b), Err(e)) if e.starts_with(NO_BLOCK_ROOM) => (b, over(b, 0)),
             (_, Err(e)) if e.contains("gpu_memory_utilization") => {
                 return Err(self.err_at(&["memory", "gpu_memory_utilization"], e));
             }
             (_, Err(e)) => return Err(self.err_at(&["model"], e)),
-            (None, Ok(b)) => b,
+            (None, Ok(b)) => (b, None),
         })
     }
 
@@ -216,18 +236,30 @@ impl Loaded {
         let mut cost_profile = None;
         let analytic_params = match &s.cost {
             CostSpec::Constant { iteration_s } => {
-                if !(iteration_s.is_finite() && *iteration_s >= 0.0) {
+                if !(iteration_s.is_finite() && *iteration_s >= MIN_ITERATION_S) {
                     return Err(self.err_at(
                         &["cost", "iteration_s"],
                         format!(
-                            "[cost] iteration_s must be a finite number ≥ 0, got {iteration_s}"
+                            "[cost] iteration_s must be a finite number of seconds ≥ 1e-9 (the simulator's 1 ns clock step; an iteration takes time), got {}",
+                            crate::error::num(*iteration_s)
                         ),
                     ));
                 }
                 None
             }
             CostSpec::Linear(lc) => {
-                lc.validate().map_err(|e| self.wrap(e))?;
+                lc.validate().map_err(|e| {
+                    // "[cost] KEY must …" names the key; other messages blame [cost].
+                    let msg = e.to_string();
+                    let key = msg
+                        .strip_prefix("[cost] ")
+                        .and_then(|m| m.split(' ').next())
+                        .filter(|k| k.chars().all(|c| c.is_alphanumeric() || c == '_'));
+                    match key {
+                        Some(k) => self.err_at(&["cost", k], msg.clone()),
+                        None => self.err_at(&["cost"], msg.clone()),
+                    }
+                })?;
                 None
             }
             CostSpec::Analytic { params } => {

@@ -25,7 +25,16 @@ impl Loaded {
         let (model, gpu) = self.model_and_gpu(&s)?;
         let trace = self.resolve_trace(&s.trace, trace_from_cli)?;
         let (limits, guards) = self.resolve_limits(&s, &model)?;
-        let kv_capacity_blocks = self.resolve_kv_capacity(&s, &model, &gpu)?;
+        let (kv_capacity_blocks, kv_warning) = self.resolve_kv_capacity(&s, &model, &gpu)?;
+        let mut warnings: Vec<String> = Vec::new();
+        for w in kv_warning
+            .into_iter()
+            .chain(groups.iter().flat_map(|g| g.warnings.iter().cloned()))
+        {
+            if !warnings.contains(&w) {
+                warnings.push(w);
+            }
+        }
         let entry = self.lookup_policy(&s)?;
         let predictor = self.resolve_predictor(&s, entry)?;
         let (analytic_params, cost_profile) = self.resolve_cost(&s, &model, &gpu)?;
@@ -65,6 +74,7 @@ impl Loaded {
             router_params: serde_json::Value::Null,
             analytic_params,
             predictor,
+            warnings,
         };
         self.resolve_policy_params(&s, entry, &mut resolved)?;
         self.resolve_router_params(&s, &mut resolved)?;
@@ -173,9 +183,19 @@ impl Loaded {
             max_context_tokens: sch.max_context_tokens.unwrap_or(model.max_context_tokens),
         };
         let l = &s.limits;
-        if !(l.max_sim_s.is_finite() && l.max_sim_s > 0.0) || l.max_events == 0 || l.max_queue == 0
-        {
-            return Err(self.err_at(&["limits"], "[limits]: every limit must be > 0"));
+        if !(l.max_sim_s.is_finite() && l.max_sim_s >= 1e-9) {
+            return Err(self.err_at(
+                &["limits", "max_sim_s"],
+                format!(
+                    "[limits] max_sim_s must be a finite number of seconds ≥ 1e-9, got {}",
+                    crate::error::num(l.max_sim_s)
+                ),
+            ));
+        }
+        for (key, v) in [("max_events", l.max_events), ("max_queue", l.max_queue)] {
+            if v == 0 {
+                return Err(self.err_at(&["limits", key], format!("[limits] {key} must be ≥ 1")));
+            }
         }
         if !(l.overload_window_s.is_finite() && l.overload_window_s >= 0.0) {
             return Err(self.err_at(

@@ -83,6 +83,9 @@ pub struct Resolved {
     pub analytic_params: Option<AnalyticParams>,
     /// The predictor the policy sees (forced, named, or the policy's default).
     pub predictor: String,
+    /// What is valid but doubtful in the scenario (the groups' included): printed on stderr and
+    /// kept in `summary.json` `warnings`.
+    pub warnings: Vec<String>,
 }
 
 impl Resolved {

@@ -103,6 +103,9 @@ pub(crate) fn open_csv_untrimmed(path: &Path) -> Result<(CsvReader, Vec<String>)
 
 fn open_csv_trimming(path: &Path, trim: csv::Trim) -> Result<(CsvReader, Vec<String>)> {
     let f = File::open(path).map_err(|e| io_err(path, format!("cannot open: {e}")))?;
+    if f.metadata().is_ok_and(|m| m.is_dir()) {
+        return Err(io_err(path, "is a directory; expected a CSV file"));
+    }
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
@@ -183,8 +186,31 @@ pub(crate) fn locate(
     need_arrival: bool,
 ) -> Result<(Columns, Option<usize>, usize, usize)> {
     let find = |n: &str| headers.iter().position(|h| h == n);
-    for f in formats {
+    let set = |f: &Columns| {
+        if need_arrival {
+            format!("{},{},{}", f.arrival, f.input, f.output)
+        } else {
+            format!("{},{}", f.input, f.output)
+        }
+    };
+    for (k, f) in formats.iter().enumerate() {
         if let (Some(i), Some(o)) = (find(f.input), find(f.output)) {
+            // A header with two formats' columns is ambiguous: which lengths are meant?
+            if let Some(g) = formats[k + 1..]
+                .iter()
+                .find(|g| find(g.input).is_some() && find(g.output).is_some())
+            {
+                return Err(input_err(
+                    path,
+                    1,
+                    "header",
+                    format!(
+                        "the header has both `{}` and `{}` columns; keep one set (which lengths are meant is ambiguous)",
+                        set(f),
+                        set(g)
+                    ),
+                ));
+            }
             let a = find(f.arrival);
             if need_arrival && a.is_none() {
                 return Err(input_err(
@@ -201,17 +227,7 @@ pub(crate) fn locate(
             return Ok((*f, a, i, o));
         }
     }
-    let wanted = formats
-        .iter()
-        .map(|f| {
-            if need_arrival {
-                format!("{},{},{}", f.arrival, f.input, f.output)
-            } else {
-                format!("{},{}", f.input, f.output)
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("` or `");
+    let wanted = formats.iter().map(set).collect::<Vec<_>>().join("` or `");
     let missing = formats
         .iter()
         .flat_map(|f| [f.input, f.output])

@@ -370,6 +370,9 @@ impl LengthDist {
             let value = if let Ok(u) = v.parse::<u64>() {
                 serde_json::Value::from(u)
             } else if let Ok(f) = v.parse::<f64>() {
+                if !f.is_finite() {
+                    return Err(format!("`{k}={v}` in `{s}`: expected a finite number"));
+                }
                 serde_json::Value::from(f)
             } else {
                 return Err(format!("`{k}={v}` in `{s}`: expected a number"));
@@ -379,7 +382,7 @@ impl LengthDist {
             }
         }
         let d: LengthDist = serde_json::from_value(serde_json::Value::Object(map))
-            .map_err(|e| format!("`{s}`: {e}"))?;
+            .map_err(|e| format!("`{s}`: {}", crate::error::plain_serde(&e.to_string())))?;
         d.validate()?;
         Ok(d)
     }

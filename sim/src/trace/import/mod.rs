@@ -273,7 +273,7 @@ fn parse_element<T: DeserializeOwned>(
         )
     })?;
     serde_json::from_str::<T>(text).map_err(|err| {
-        let msg = err.to_string();
+        let msg = crate::error::plain_serde(&err.to_string());
         let msg = match msg.rfind(" at line ") {
             Some(i) => msg[..i].to_string(),
             None => msg,
