@@ -144,6 +144,10 @@ pub struct RunArgs {
     /// A small plan (coarse grids; for smoke runs).
     #[arg(long)]
     pub quick: bool,
+    /// `--device cpu`: read twice the last-level cache before every timed call (cold caches;
+    /// by default operators are timed back to back, warm).
+    #[arg(long)]
+    pub cold_cache: bool,
     /// Timed repetitions per shape (≥ 20).
     #[arg(long)]
     pub repeats: Option<u32>,

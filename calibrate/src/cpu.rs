@@ -35,6 +35,33 @@ pub struct CpuOptions {
     pub cell_s: f64,
     /// Fewest timed calls per cell and round.
     pub min_samples: u32,
+    /// Bytes read from a scratch buffer before every timed call, to evict the operator's weights,
+    /// KV and activations from the caches (0, the default: timed back to back, warm). Neither is
+    /// what a real iteration sees: its weights and KV exceed the last-level cache only in part.
+    /// Measured on cpu-small-4x512 (results/fidelity/README.md): warm operators add up to 15–42 %
+    /// less than real decode iterations, flushed ones to far more (decode attention × 3.6).
+    pub flush_bytes: usize,
+}
+
+/// Twice the last-level cache (from sysfs), or 64 MiB when it cannot be read: what
+/// `--cold-cache` sets [`CpuOptions::flush_bytes`] to.
+pub fn default_flush_bytes() -> usize {
+    let llc = (0..8)
+        .filter_map(|i| {
+            let dir = format!("/sys/devices/system/cpu/cpu0/cache/index{i}");
+            let size = std::fs::read_to_string(format!("{dir}/size")).ok()?;
+            let size = size.trim();
+            let (num, mult) = match size.strip_suffix('K') {
+                Some(n) => (n, 1usize << 10),
+                None => match size.strip_suffix('M') {
+                    Some(n) => (n, 1 << 20),
+                    None => (size, 1),
+                },
+            };
+            num.parse::<usize>().ok().map(|n| n * mult)
+        })
+        .max();
+    llc.map_or(64 << 20, |b| (2 * b).clamp(8 << 20, 1 << 30))
 }
 
 impl CpuOptions {
@@ -46,6 +73,7 @@ impl CpuOptions {
             warmup: 3,
             cell_s: 0.1,
             min_samples: 7,
+            flush_bytes: 0,
         }
     }
     pub fn quick(threads: usize, seed: u64) -> CpuOptions {
@@ -129,7 +157,9 @@ pub fn estimate_s(items: &[PlanItem], o: &CpuOptions) -> f64 {
         .map(|i| {
             let t = estimate_call_s(&i.kernel);
             let set_up = 0.002 + setup_bytes(&i.kernel) / 2e9;
-            set_up + o.warmup as f64 * t + o.cell_s.max(o.min_samples as f64 * t)
+            // A cache flush writes its buffer at about 10 GB/s before each timed call.
+            let flush = o.flush_bytes as f64 / 1e10;
+            set_up + o.warmup as f64 * t + o.cell_s.max(o.min_samples as f64 * (t + flush))
         })
         .sum();
     o.rounds as f64 * per_round + OVERHEAD_PROBE_S
@@ -234,16 +264,41 @@ impl Cell {
     }
 }
 
-/// Warm-up calls, then timed calls for the time box (at least `min_samples`): seconds per call.
+/// Evicts the caches by reading a buffer larger than them ([`CpuOptions::flush_bytes`]).
+struct Flush(Vec<u64>);
+
+impl Flush {
+    fn new(bytes: usize) -> Flush {
+        // Distinct values, so that the pages are really backed (not the shared zero page).
+        Flush((0..bytes as u64 / 8).collect())
+    }
+    fn run(&mut self) {
+        // One read per 64-byte line brings the line in, clean: it evicts without a write-back,
+        // as a real iteration's read-only weights and KV evict one another.
+        let mut sum = 0u64;
+        for x in self.0.iter().step_by(8) {
+            sum = sum.wrapping_add(*x);
+        }
+        std::hint::black_box(sum);
+    }
+}
+
+/// Warm-up calls, then timed calls for the time box (at least `min_samples`), each after a cache
+/// flush when `o.flush_bytes` > 0 (the flush is not timed, but counts against the time box):
+/// seconds per call.
 fn time_calls(run: &mut dyn FnMut(), o: &CpuOptions) -> Vec<f64> {
     for _ in 0..o.warmup {
         run();
     }
+    let mut flush = (o.flush_bytes > 0).then(|| Flush::new(o.flush_bytes));
     let start = Instant::now();
     let mut v = Vec::new();
     while (v.len() < o.min_samples as usize || start.elapsed().as_secs_f64() < o.cell_s)
         && v.len() < MAX_SAMPLES
     {
+        if let Some(f) = flush.as_mut() {
+            f.run();
+        }
         let t = Instant::now();
         run();
         v.push(t.elapsed().as_secs_f64());

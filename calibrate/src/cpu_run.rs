@@ -133,6 +133,9 @@ pub fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
 /// The timing options and plan items of `run --device cpu` after the flags' overrides.
 fn run_settings(a: &RunArgs, mut items: Vec<PlanItem>) -> Result<(CpuOptions, Vec<PlanItem>)> {
     let mut o = options(a.quick, a.threads, a.seed);
+    if a.cold_cache {
+        o.flush_bytes = crate::cpu::default_flush_bytes();
+    }
     if let Some(w) = a.warmup {
         o.warmup = w;
     }
@@ -198,6 +201,14 @@ fn cpu_meta(a: &RunArgs, o: &CpuOptions, r: &CpuReport, wall_s: f64) -> Meta {
             "timing: {} rounds over the whole grid; per cell and round {} warm-up calls then timed calls for {:.3} s (at least {}); time_s = median of the round medians; min_s/max_s over all calls",
             o.rounds, o.warmup, o.cell_s, o.min_samples
         ),
+        if o.flush_bytes > 0 {
+            format!(
+                "cold caches (--cold-cache): {} MiB read before every timed call (twice the last-level cache)",
+                o.flush_bytes >> 20
+            )
+        } else {
+            "warm caches: timed calls back to back".into()
+        },
         format!(
             "drift reference: 512×512×512 GEMM median {:.1} µs before the grid, {:.1} µs after ({:+.0} %)",
             g0 * 1e6,
