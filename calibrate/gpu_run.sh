@@ -6,7 +6,7 @@
 #   3. a reduced calibration (--quick) of Llama-2-7B at TP 1 into OUT/profile;
 #   4. the fidelity check: scenarios/gpu_fidelity_llama7b.toml (200 requests, one load) live on
 #      the CUDA backend and in the simulator with [cost] model = "profile" on OUT/profile, and
-#      `servesim compare` of the two.
+#      `servesim fidelity --device cuda` of the two (fidelity.md, with the model on the live batches).
 # Everything goes into one folder: OUT if set, else results/gpu-run/<UTC time>/.
 #
 # Usage: calibrate/gpu_run.sh
@@ -113,10 +113,7 @@ sed -e "s|\"\\.\\./|\"$repo/|g" \
     -e "s|^path = .*|path = \"$OUT/profile\"|" \
     -e "s|^gpu = .*|gpu = \"$gpu\"|" \
     scenarios/gpu_fidelity_llama7b.toml >"$scenario"
-step "live --device cuda (200 requests)" \
-    "$bin" live "$scenario" --device cuda --out "$OUT/live" --force
-step "simulate with the measured profile" "$bin" run "$scenario" --out "$OUT/sim" --force
-compare() { "$bin" compare "$OUT/sim" "$OUT/live" --out "$OUT/compare.csv" | tee "$OUT/compare.txt"; }
-step "compare sim vs live" compare
+fidelity() { "$bin" fidelity "$scenario" --device cuda --out "$OUT/fidelity" --force | tee "$OUT/fidelity.txt"; }
+step "fidelity: live --device cuda vs simulated on the measured profile (200 requests)" fidelity
 
-log "done: $OUT (compare.txt: simulator vs live errors; profile/: the measured profile)"
+log "done: $OUT (fidelity/fidelity.md: simulator vs live errors, per batch too; profile/: the measured profile)"
