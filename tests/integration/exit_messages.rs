@@ -410,3 +410,27 @@ fn a_directory_as_a_trace_says_so() {
         assert!(!w.path("t.csv").exists());
     }
 }
+
+/// A `max_context_tokens` above the model's own limit ran without a word; it stays allowed (a
+/// what-if), with a warning naming the line, the model and its limit.
+#[test]
+fn a_context_above_the_models_limit_is_a_warning() {
+    let w = Workdir::new();
+    let text = BASE.replace("max_context_tokens = 2048", "max_context_tokens = 100000");
+    let r = run_text(&w, &text);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.starts_with("warning: ")
+            && r.stderr
+                .contains("[scheduler] max_context_tokens = 100000 is above model")
+            && r.stderr.contains("line 31: "),
+        "{}",
+        r.stderr
+    );
+    let summary = crate::support::read_summary(&w.path("out"));
+    assert_eq!(summary["warnings"].as_array().map(Vec::len), Some(1));
+    // The model's own limit says nothing.
+    let r = run_text(&w, &BASE.replace("hostile", "quiet"));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.is_empty(), "{}", r.stderr);
+}

@@ -282,6 +282,8 @@ fn capacity_rejects_bad_flags() {
         ("--precision", "-0.1"),
         ("--precision", "NaN"),
         ("--precision", "1"),
+        ("--precision", "1e-300"),
+        ("--precision", "0.00009"),
         ("--start-rate", "NaN"),
         ("--start-rate", "inf"),
         ("--start-rate", "-1"),

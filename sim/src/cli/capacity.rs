@@ -40,7 +40,7 @@ pub struct CapacityArgs {
     /// First rate probed (default: the scenario's rate).
     #[arg(long)]
     pub start_rate: Option<f64>,
-    /// Stop when the bracket is within this relative width.
+    /// Stop when the bracket is within this relative width (from 1e-4 to below 1).
     #[arg(long, default_value_t = 0.01)]
     pub precision: f64,
     /// Override the number of requests.
@@ -189,15 +189,20 @@ fn search_policy(
     )
 }
 
+/// The finest `--precision`: after at most `MAX_BRACKET_STEPS + 1` bracketing probes, the
+/// bisection halves a bracket of relative width 1 to 2⁻¹⁴ < 10⁻⁴ in 14 more, within the 40-probe
+/// budget; a finer target would end on the budget with the bracket still wider than asked.
+pub const MIN_PRECISION: f64 = 1e-4;
+
 /// The checks on the flags alone, before the scenario is read.
 fn check_flags(a: &CapacityArgs) -> anyhow::Result<()> {
     use crate::error::num;
     if a.seeds.is_empty() {
         return Err(SimError::config("--seeds needs at least one seed").into());
     }
-    if !(a.precision > 0.0 && a.precision < 1.0) {
+    if !(a.precision >= MIN_PRECISION && a.precision < 1.0) {
         return Err(SimError::config(format!(
-            "--precision must be a relative width in (0, 1), e.g. 0.01, got {}",
+            "--precision must be a relative width from {MIN_PRECISION:e} (what the probe budget can always reach) to below 1, e.g. 0.01, got {}",
             num(a.precision)
         ))
         .into());
