@@ -27,22 +27,9 @@ impl Loaded {
         let (limits, guards) = self.resolve_limits(&s, &model)?;
         let (kv_capacity_blocks, kv_warning) = self.resolve_kv_capacity(&s, &model, &gpu)?;
         let mut warnings: Vec<String> = Vec::new();
-        let context_warning = s
-            .scheduler
-            .max_context_tokens
-            .filter(|&c| c > model.max_context_tokens)
-            .map(|c| {
-                let at = super::load::line_of_key(&self.text, &["scheduler", "max_context_tokens"])
-                    .map(|l| format!("line {l}: "))
-                    .unwrap_or_default();
-                format!(
-                    "{at}[scheduler] max_context_tokens = {c} is above model `{}`'s own limit of {} tokens; the run admits contexts the model was not built for",
-                    s.model, model.max_context_tokens
-                )
-            });
         for w in kv_warning
             .into_iter()
-            .chain(context_warning)
+            .chain(self.context_warning(&s, &model))
             .chain(groups.iter().flat_map(|g| g.warnings.iter().cloned()))
         {
             if !warnings.contains(&w) {
@@ -171,6 +158,21 @@ impl Loaded {
             )));
         }
         Ok((model, gpu))
+    }
+
+    /// A warning when `[scheduler] max_context_tokens` is above the model's own limit (allowed: a
+    /// what-if).
+    fn context_warning(&self, s: &Scenario, model: &ModelSpec) -> Option<String> {
+        let c = s.scheduler.max_context_tokens?;
+        (c > model.max_context_tokens).then(|| {
+            let at = super::load::line_of_key(&self.text, &["scheduler", "max_context_tokens"])
+                .map(|l| format!("line {l}: "))
+                .unwrap_or_default();
+            format!(
+                "{at}[scheduler] max_context_tokens = {c} is above model `{}`'s own limit of {} tokens; the run admits contexts the model was not built for",
+                s.model, model.max_context_tokens
+            )
+        })
     }
 
     /// `[slo]`, `[scheduler]` batch limits and `[limits]`: the policy's [`Limits`] and the
