@@ -434,3 +434,30 @@ fn a_context_above_the_models_limit_is_a_warning() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stderr.is_empty(), "{}", r.stderr);
 }
+
+/// `sweep` printed none of the scenario's warnings (`run` does): each is printed once, however many
+/// runs share it.
+#[test]
+fn a_sweep_prints_each_scenario_warning_once() {
+    let w = Workdir::new();
+    let text = BASE.replace("max_context_tokens = 2048", "max_context_tokens = 100000");
+    let p = w.write("s.toml", &text);
+    let r = cli([
+        "sweep".into(),
+        os(&p),
+        "--policies".into(),
+        "vllm,srpt".into(),
+        "--no-plots".into(),
+        "--quiet".into(),
+        "--out".into(),
+        os(&w.path("out")),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", r.stderr);
+    assert!(
+        lines[0].starts_with("warning: ") && lines[0].contains("max_context_tokens = 100000"),
+        "{}",
+        r.stderr
+    );
+}

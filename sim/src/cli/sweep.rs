@@ -180,6 +180,7 @@ pub(super) fn sweep_cmd(
         crate::plot::plot_sweep_noting(dir.path(), &dir.path().join("plots"), &opts)?;
     }
     let path = dir.commit()?;
+    print_scenario_warnings(err, &a.scenario, &runs)?;
     writeln!(
         out,
         "{} runs ({} failed) in {wall_s:.2} s wall on {} threads; sweep.csv in {}",
@@ -296,6 +297,23 @@ fn check_trace_files(runs: &[SweepRun]) -> anyhow::Result<()> {
         };
         if read_once {
             crate::run::check_trace_file(&r.resolved)?;
+        }
+    }
+    Ok(())
+}
+
+/// The scenario's warnings (valid but doubtful settings, as `run` prints them), each once over all
+/// runs of the sweep; every run's `summary.json` also lists its own.
+fn print_scenario_warnings(
+    err: &mut dyn Write,
+    scenario: &std::path::Path,
+    runs: &[SweepRun],
+) -> std::io::Result<()> {
+    let mut seen: Vec<&String> = Vec::new();
+    for w in runs.iter().flat_map(|r| r.resolved.warnings.iter()) {
+        if !seen.contains(&w) {
+            seen.push(w);
+            writeln!(err, "warning: {}: {w}", scenario.display())?;
         }
     }
     Ok(())
