@@ -84,25 +84,14 @@ pub fn run_rows(
     fast_forward: bool,
     rows: Rows,
 ) -> Result<RunOutput> {
-    if fast_forward {
-        drive_rows(
-            r,
-            progress,
-            &mut sim_executor,
-            &mut VirtualClock,
-            None,
-            rows,
-        )
+    let (mut virtual_clock, mut stepping_clock) = (VirtualClock, SteppingClock);
+    let clock: &mut dyn Clock = if fast_forward {
+        &mut virtual_clock
     } else {
-        drive_rows(
-            r,
-            progress,
-            &mut sim_executor,
-            &mut SteppingClock,
-            None,
-            rows,
-        )
-    }
+        &mut stepping_clock
+    };
+    let executor = &mut sim_executor;
+    drive_full(r, progress, executor, clock, None, None, rows)
 }
 
 /// The simulator's executor of one replica: its group's cost model and pipeline.
@@ -131,7 +120,7 @@ pub fn run_interruptible_rows(
     rows: Rows,
 ) -> Result<(RunOutput, bool)> {
     let mut clock = crate::interrupt::InterruptibleClock::new(fast_forward);
-    let out = drive_rows(r, progress, &mut sim_executor, &mut clock, None, rows)?;
+    let out = drive_full(r, progress, &mut sim_executor, &mut clock, None, None, rows)?;
     Ok((out, clock.stopped()))
 }
 
@@ -154,13 +143,14 @@ pub fn run_watched(r: &Resolved, watch: &mut dyn Watch) -> Result<(RunOutput, bo
         stopped: false,
     };
     let mut on_completion = |c: &Completion| cell.borrow_mut().on_completion(c);
-    let out = drive_watched(
+    let out = drive_full(
         r,
         None,
         &mut sim_executor,
         &mut clock,
         None,
         Some(&mut on_completion),
+        Rows::Keep,
     )?;
     Ok((out, clock.inner.stopped(), clock.stopped))
 }
@@ -269,39 +259,6 @@ pub fn drive(
         on_iteration,
         None,
         Rows::Keep,
-    )
-}
-
-/// [`drive`], keeping the per-request rows or not.
-pub fn drive_rows(
-    r: &Resolved,
-    progress: Option<Box<dyn FnMut(u64)>>,
-    make_executor: &mut ExecutorFactory<'_>,
-    clock: &mut dyn Clock,
-    on_iteration: Option<&mut IterationTap<'_>>,
-    rows: Rows,
-) -> Result<RunOutput> {
-    drive_full(r, progress, make_executor, clock, on_iteration, None, rows)
-}
-
-/// [`drive`] with a completion tap too.
-pub fn drive_watched<'a, 'b>(
-    r: &Resolved,
-    progress: Option<Box<dyn FnMut(u64)>>,
-    make_executor: &mut ExecutorFactory<'_>,
-    clock: &mut dyn Clock,
-    on_iteration: Option<&'a mut IterationTap<'b>>,
-    on_completion: Option<&'a mut CompletionTap<'b>>,
-) -> Result<RunOutput> {
-    let keep = Rows::Keep;
-    drive_full(
-        r,
-        progress,
-        make_executor,
-        clock,
-        on_iteration,
-        on_completion,
-        keep,
     )
 }
 
