@@ -217,15 +217,7 @@ fn check_flags(a: &CapacityArgs) -> anyhow::Result<()> {
         .into());
     }
     check_num_requests(a.num_requests)?;
-    if a.policies.iter().any(|p| p.trim().is_empty()) {
-        return Err(SimError::config(
-            "--policies has an empty entry: give comma-separated policy names, e.g. vllm,fcfs",
-        )
-        .into());
-    }
-    for p in &a.policies {
-        super::check_policy_flag("--policies", p)?;
-    }
+    super::check_policy_list(&a.policies)?;
     Ok(())
 }
 

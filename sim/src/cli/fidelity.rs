@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use super::Interrupted;
-use super::run::{Device, check_flags, timing_json};
+use super::run::{Device, timing_json};
 use crate::error::SimError;
 use crate::live::fidelity::{Cell, fidelity_csv, fidelity_markdown};
 use crate::live::{ExecutorKind, LiveOptions};
@@ -53,6 +53,8 @@ pub struct FidelityArgs {
 
 /// Every (policy, rate) of the command, resolved before anything runs.
 fn cells(a: &FidelityArgs) -> anyhow::Result<Vec<(String, f64, Resolved)>> {
+    super::check_policy_list(&a.policies)?;
+    super::check_rate_list(&a.rates)?;
     // Loaded once per resolution (resolving consumes it).
     let base = load(&a.scenario)?.resolve(&Overrides::default())?;
     let policies = if a.policies.is_empty() {
@@ -87,19 +89,10 @@ fn cells(a: &FidelityArgs) -> anyhow::Result<Vec<(String, f64, Resolved)>> {
                 num_requests: a.num_requests,
                 ..Default::default()
             };
-            check_flags(&o).map_err(|e| flag_blame(e, "--policies/--rates"))?;
             out.push((p.clone(), r, load(&a.scenario)?.resolve(&o)?));
         }
     }
     Ok(out)
-}
-
-fn flag_blame(e: SimError, flags: &str) -> SimError {
-    SimError::config(
-        e.to_string()
-            .replace("--policy:", &format!("{flags}:"))
-            .replace("--rate ", "--rates "),
-    )
 }
 
 fn title(a: &FidelityArgs, first: &Resolved, device: ExecutorKind) -> String {

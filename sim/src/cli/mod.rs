@@ -301,6 +301,29 @@ pub fn progress_bar(total: Option<u64>, unit: &str, quiet: bool) -> indicatif::P
     pb
 }
 
+/// `--policies` values: no empty entry, every name a known policy (the flag blamed).
+fn check_policy_list(policies: &[String]) -> Result<(), SimError> {
+    if policies.iter().any(|p| p.trim().is_empty()) {
+        return Err(SimError::config(
+            "--policies has an empty entry: give comma-separated policy names, e.g. vllm,fcfs",
+        ));
+    }
+    policies
+        .iter()
+        .try_for_each(|p| check_policy_flag("--policies", p))
+}
+
+/// `--rates` values: each a finite number of requests/s > 0.
+fn check_rate_list(rates: &[f64]) -> Result<(), SimError> {
+    match rates.iter().find(|r| !(r.is_finite() && **r > 0.0)) {
+        Some(r) => Err(SimError::config(format!(
+            "--rates: every rate must be a finite number of requests/s > 0, got {}",
+            crate::error::num(*r)
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// A policy name given with `flag`: an error naming the flag (and the closest known name) when
 /// no policy has it.
 fn check_policy_flag(flag: &str, name: &str) -> Result<(), SimError> {

@@ -229,7 +229,7 @@ fn write_summary(
 }
 
 /// The checks on `run`'s flags alone: `--rate`, `--num-requests`, and `--policy` (a known name).
-pub(super) fn check_flags(o: &Overrides) -> Result<(), SimError> {
+fn check_flags(o: &Overrides) -> Result<(), SimError> {
     check_rate(o.rate_per_s)?;
     check_num_requests(o.num_requests)?;
     if let Some(p) = &o.policy {

@@ -208,15 +208,7 @@ fn flag_axes(a: &SweepArgs) -> anyhow::Result<Vec<crate::sweep::FlagAxis>> {
     use crate::sweep::FlagAxis;
     let mut axes = Vec::new();
     if !a.policies.is_empty() {
-        if a.policies.iter().any(|p| p.trim().is_empty()) {
-            return Err(crate::error::SimError::config(
-                "--policies has an empty entry: give comma-separated policy names, e.g. vllm,fcfs",
-            )
-            .into());
-        }
-        for p in &a.policies {
-            super::check_policy_flag("--policies", p)?;
-        }
+        super::check_policy_list(&a.policies)?;
         axes.push(FlagAxis {
             flag: "--policies",
             axis: "policy",
@@ -224,13 +216,7 @@ fn flag_axes(a: &SweepArgs) -> anyhow::Result<Vec<crate::sweep::FlagAxis>> {
         });
     }
     if !a.rates.is_empty() {
-        if let Some(r) = a.rates.iter().find(|r| !(r.is_finite() && **r > 0.0)) {
-            return Err(crate::error::SimError::config(format!(
-                "--rates: every rate must be a finite number of requests/s > 0, got {}",
-                crate::error::num(*r)
-            ))
-            .into());
-        }
+        super::check_rate_list(&a.rates)?;
         axes.push(FlagAxis {
             flag: "--rates",
             axis: "rate",

@@ -405,21 +405,27 @@ pub fn compare(sim: &Path, live: &Path) -> Result<Vec<CompareRow>> {
     Ok(rows)
 }
 
+impl CompareRow {
+    /// The row's `compare.csv` cells (the columns of [`COMPARE_HEADER`]), without a newline.
+    pub fn csv_cells(&self) -> String {
+        format!(
+            "{},{},{:.9},{:.9},{:.9},{:.6}",
+            self.metric,
+            self.stat,
+            self.sim,
+            self.live,
+            self.abs_error(),
+            self.rel_error()
+        )
+    }
+}
+
 /// `compare.csv` text.
 pub fn compare_csv(rows: &[CompareRow]) -> String {
     let mut s = String::from(COMPARE_HEADER);
     s.push('\n');
     for r in rows {
-        let _ = writeln!(
-            s,
-            "{},{},{:.9},{:.9},{:.9},{:.6}",
-            r.metric,
-            r.stat,
-            r.sim,
-            r.live,
-            r.abs_error(),
-            r.rel_error()
-        );
+        let _ = writeln!(s, "{}", r.csv_cells());
     }
     s
 }

@@ -31,6 +31,7 @@ impl Cell {
     }
 }
 
+/// `policy,rate_per_s`, then the columns of [`super::compare::COMPARE_HEADER`].
 pub const FIDELITY_HEADER: &str = "policy,rate_per_s,metric,stat,sim,live,abs_error,rel_error";
 
 /// `fidelity.csv`: every comparison row of every cell.
@@ -39,18 +40,7 @@ pub fn fidelity_csv(cells: &[Cell]) -> String {
     s.push('\n');
     for c in cells {
         for r in &c.rows {
-            let _ = writeln!(
-                s,
-                "{},{},{},{},{:.9},{:.9},{:.9},{:.6}",
-                c.policy,
-                c.rate_per_s,
-                r.metric,
-                r.stat,
-                r.sim,
-                r.live,
-                r.abs_error(),
-                r.rel_error()
-            );
+            let _ = writeln!(s, "{},{},{}", c.policy, c.rate_per_s, r.csv_cells());
         }
     }
     s
