@@ -144,8 +144,12 @@ pub struct RunArgs {
     /// A small plan (coarse grids; for smoke runs).
     #[arg(long)]
     pub quick: bool,
-    /// `--device cpu`: read twice the last-level cache before every timed call (cold caches;
-    /// by default operators are timed back to back, warm).
+    /// `--device cpu`: time each operator alone, back to back (by default the iteration
+    /// operators are timed inside real forward passes, as live mode runs them).
+    #[arg(long)]
+    pub isolated: bool,
+    /// `--device cpu`: time operators alone and read twice the last-level cache before every
+    /// timed call (cold caches; implies --isolated).
     #[arg(long)]
     pub cold_cache: bool,
     /// Timed repetitions per shape (≥ 20).

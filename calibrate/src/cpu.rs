@@ -16,6 +16,7 @@ use servesim::profile::{CopyVariant, Measurement};
 use servesim_kernels::bench::{AttnBench, CopyBench, GemmBench, SmallOpsBench};
 use servesim_kernels::{Backend, CpuBackend, CpuConfig, ModelDims, SeqStep, Threads};
 
+use crate::cpu_forward::Samples;
 use crate::plan::{Kernel, PlanConfig, PlanItem, work};
 
 /// The copy variant the CPU measures: one `memcpy` per chunk (both pools are RAM).
@@ -41,6 +42,9 @@ pub struct CpuOptions {
     /// Measured on cpu-small-4x512 (results/fidelity/README.md): warm operators add up to 15–42 %
     /// less than real decode iterations, flushed ones to far more (decode attention × 3.6).
     pub flush_bytes: usize,
+    /// Time the iteration operators inside real forward passes ([`crate::cpu_forward`], the
+    /// default) rather than one by one in isolation (copies are always isolated).
+    pub in_forward: bool,
 }
 
 /// Twice the last-level cache (from sysfs), or 64 MiB when it cannot be read: what
@@ -69,11 +73,14 @@ impl CpuOptions {
         CpuOptions {
             threads,
             seed,
-            rounds: 3,
+            // Five rounds: on a shared 2-core machine single cells swing by 20–30 % from round to
+            // round; the median of five is steadier than of three.
+            rounds: 5,
             warmup: 3,
             cell_s: 0.1,
             min_samples: 7,
             flush_bytes: 0,
+            in_forward: true,
         }
     }
     pub fn quick(threads: usize, seed: u64) -> CpuOptions {
@@ -88,7 +95,7 @@ impl CpuOptions {
 }
 
 /// Most timed calls per cell and round (µs-scale operators fill their time box quickly).
-const MAX_SAMPLES: usize = 2000;
+pub(crate) const MAX_SAMPLES: usize = 2000;
 
 /// The plan's settings on the CPU: grids a few-core machine measures in minutes.
 pub fn cpu_plan_config(model: &ModelSpec, quick: bool) -> PlanConfig {
@@ -151,9 +158,14 @@ pub fn estimate_call_s(k: &Kernel) -> f64 {
 }
 
 /// Estimated seconds of a CPU calibration of `items`.
-pub fn estimate_s(items: &[PlanItem], o: &CpuOptions) -> f64 {
+pub fn estimate_s(model: &ModelSpec, items: &[PlanItem], o: &CpuOptions) -> f64 {
+    let fwd = |i: &PlanItem| o.in_forward && crate::cpu_forward::in_forward(i.op);
+    let fwd_items: Vec<PlanItem> = items.iter().filter(|i| fwd(i)).cloned().collect();
+    let g = crate::cpu_forward::grid(&fwd_items, model.max_context_tokens as usize);
+    let in_forward_s = crate::cpu_forward::estimate_s(&g.cells, model, o);
     let per_round: f64 = items
         .iter()
+        .filter(|i| !fwd(i))
         .map(|i| {
             let t = estimate_call_s(&i.kernel);
             let set_up = 0.002 + setup_bytes(&i.kernel) / 2e9;
@@ -162,7 +174,7 @@ pub fn estimate_s(items: &[PlanItem], o: &CpuOptions) -> f64 {
             set_up + o.warmup as f64 * t + o.cell_s.max(o.min_samples as f64 * (t + flush))
         })
         .sum();
-    o.rounds as f64 * per_round + OVERHEAD_PROBE_S
+    o.rounds as f64 * per_round + in_forward_s + OVERHEAD_PROBE_S
 }
 
 /// Bytes a cell's set-up fills with random values (attention pools, copy sources).
@@ -209,6 +221,8 @@ pub struct CpuReport {
     pub unsteady_cells: Vec<String>,
     /// Cells measured.
     pub cells: usize,
+    /// In-forward timing: the median seconds per forward outside every timed stage.
+    pub forward_other_s: Option<f64>,
 }
 
 /// The CPU's model name from `/proc/cpuinfo` (Linux), else `unknown CPU`.
@@ -306,7 +320,7 @@ fn time_calls(run: &mut dyn FnMut(), o: &CpuOptions) -> Vec<f64> {
     v
 }
 
-fn median(v: &[f64]) -> f64 {
+pub(crate) fn median(v: &[f64]) -> f64 {
     crate::gpu::summarize(v).map_or(f64::NAN, |s| s.0)
 }
 
@@ -316,54 +330,62 @@ fn reference_gemm_s(threads: &Threads, o: &CpuOptions) -> f64 {
     median(&time_calls(&mut || b.run(), o))
 }
 
-/// Per item: each round's median, and min, max and count over all samples.
-#[derive(Debug, Clone)]
-struct Acc {
-    medians: Vec<f64>,
-    min_s: f64,
-    max_s: f64,
-    n: u32,
+/// The isolated items timed one cell at a time through the operator entry points, in order.
+fn measure_isolated(
+    model: &ModelSpec,
+    items: &[PlanItem],
+    o: &CpuOptions,
+    threads: &Threads,
+    progress: crate::gpu::Progress<'_>,
+) -> Result<Vec<Samples>> {
+    let dims = dims_of(model);
+    let mut acc = vec![Samples::default(); items.len()];
+    let total = items.len() * o.rounds as usize;
+    for round in 0..o.rounds as usize {
+        for (i, item) in items.iter().enumerate() {
+            let seed = o.seed ^ ((i as u64) << 8) ^ round as u64;
+            let mut cell = Cell::build(&item.kernel, &dims, threads, seed)?;
+            let s = time_calls(&mut || cell.run(), o);
+            acc[i].add_round(&s);
+            progress(round * items.len() + i, total, item, median(&s));
+        }
+    }
+    Ok(acc)
 }
 
-/// Time every item `o.rounds` times through the CPU backend's operator entry points.
+/// Time every item `o.rounds` times: the iteration operators inside real forward passes
+/// ([`crate::cpu_forward`]) unless `o.in_forward` is off, the rest through the backend's
+/// operator entry points one cell at a time.
 pub fn measure(
     model: &ModelSpec,
     items: &[PlanItem],
     o: &CpuOptions,
     progress: crate::gpu::Progress<'_>,
 ) -> Result<(CpuReport, Vec<Measurement>)> {
-    let dims = dims_of(model);
     let threads = Threads::new(o.threads)?;
     let ref0 = reference_gemm_s(&threads, o);
-    let mut acc = vec![
-        Acc {
-            medians: Vec::new(),
-            min_s: f64::INFINITY,
-            max_s: 0.0,
-            n: 0,
-        };
-        items.len()
-    ];
-    let total = items.len() * o.rounds as usize;
-    for round in 0..o.rounds as usize {
-        for (i, item) in items.iter().enumerate() {
-            let seed = o.seed ^ ((i as u64) << 8) ^ round as u64;
-            let mut cell = Cell::build(&item.kernel, &dims, &threads, seed)?;
-            let s = time_calls(&mut || cell.run(), o);
-            let a = &mut acc[i];
-            a.medians.push(median(&s));
-            a.min_s = s.iter().copied().fold(a.min_s, f64::min);
-            a.max_s = s.iter().copied().fold(a.max_s, f64::max);
-            a.n += s.len() as u32;
-            progress(round * items.len() + i, total, item, median(&s));
-        }
-    }
+    let fwd = |i: &PlanItem| o.in_forward && crate::cpu_forward::in_forward(i.op);
+    let (fwd_items, iso_items): (Vec<PlanItem>, Vec<PlanItem>) =
+        items.iter().cloned().partition(|i| fwd(i));
+    let iso_acc = measure_isolated(model, &iso_items, o, &threads, &mut *progress)?;
+    let (fwd_acc, other_s) = if fwd_items.is_empty() {
+        (Vec::new(), None)
+    } else {
+        let (acc, other) = crate::cpu_forward::measure(model, &fwd_items, o, progress)?;
+        (acc, Some(other))
+    };
     let ref1 = reference_gemm_s(&threads, o);
+    let (mut fwd_acc, mut iso_acc) = (fwd_acc.into_iter(), iso_acc.into_iter());
     let mut unsteady = Vec::new();
     let rows = items
         .iter()
-        .zip(&acc)
-        .map(|(item, a)| {
+        .map(|item| {
+            let a = if fwd(item) {
+                fwd_acc.next()
+            } else {
+                iso_acc.next()
+            };
+            let a = a.expect("one sample set per item");
             let (lo, hi) = a
                 .medians
                 .iter()
@@ -371,16 +393,7 @@ pub fn measure(
             if hi > 1.25 * lo {
                 unsteady.push(format!("{} x={} y={}", item.op.name(), item.x, item.y));
             }
-            Measurement {
-                op: item.op,
-                x: item.x,
-                y: item.y,
-                time_s: median(&a.medians),
-                min_s: Some(a.min_s),
-                max_s: Some(a.max_s),
-                repeats: Some(a.n),
-                source: "measured".into(),
-            }
+            crate::cpu_forward::row(item, &a)
         })
         .collect();
     let report = CpuReport {
@@ -389,6 +402,7 @@ pub fn measure(
         reference_gemm_s: (ref0, ref1),
         unsteady_cells: unsteady,
         cells: items.len(),
+        forward_other_s: other_s,
     };
     Ok((report, rows))
 }
@@ -450,4 +464,84 @@ pub fn iteration_overhead_s(
         }
     }
     Ok(median(&diffs).max(0.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use servesim::catalogue::Catalogue;
+    use servesim::profile::Op;
+
+    fn item(op: Op, x: u64, y: u64, kernel: Kernel) -> PlanItem {
+        PlanItem { op, x, y, kernel }
+    }
+
+    /// Both timing methods give one positive row per item, in the items' order; copies are
+    /// timed alone either way.
+    #[test]
+    fn in_forward_and_isolated_timing_each_give_every_row() {
+        let model = Catalogue::builtin()
+            .model("cpu-tiny-2x256")
+            .unwrap()
+            .clone();
+        let d = dims_of(&model);
+        let (heads, kv_heads, head_dim) = (d.heads as u32, d.kv_heads as u32, 64);
+        let items = vec![
+            item(
+                Op::Qkv,
+                2,
+                0,
+                Kernel::Gemm {
+                    m: 2,
+                    n: d.qkv_width() as u32,
+                    k: 256,
+                },
+            ),
+            item(
+                Op::AttnDecode,
+                2,
+                32,
+                Kernel::AttnDecode {
+                    batch: 2,
+                    context: 32,
+                    heads,
+                    kv_heads,
+                    head_dim,
+                    block_tokens: 16,
+                },
+            ),
+            item(
+                Op::H2dPinnedMemcpy,
+                2,
+                4096,
+                Kernel::Copy {
+                    host_to_device: true,
+                    variant: CPU_COPY_VARIANT,
+                    chunks: 2,
+                    chunk_bytes: 4096,
+                },
+            ),
+        ];
+        for in_forward in [true, false] {
+            let o = CpuOptions {
+                rounds: 1,
+                warmup: 1,
+                cell_s: 0.0,
+                min_samples: 2,
+                in_forward,
+                ..CpuOptions::quick(1, 5)
+            };
+            let mut seen = 0;
+            let (report, rows) = measure(&model, &items, &o, &mut |_, _, _, _| seen += 1).unwrap();
+            assert_eq!(rows.len(), 3);
+            for (r, i) in rows.iter().zip(&items) {
+                assert_eq!((r.op, r.x, r.y), (i.op, i.x, i.y));
+                assert!(r.time_s > 0.0 && r.repeats == Some(2), "{r:?}");
+            }
+            // In-forward: one copy cell and one forward cell (decode of 2 at context 32 serves
+            // both qkv and attention); isolated: three cells.
+            assert_eq!(seen, if in_forward { 2 } else { 3 });
+            assert_eq!(report.forward_other_s.is_some(), in_forward);
+        }
+    }
 }

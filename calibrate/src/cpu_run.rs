@@ -53,7 +53,7 @@ fn print_ops(out: &mut dyn Write, items: &[PlanItem]) -> Result<()> {
 
 /// `calibrate plan --device cpu`.
 pub fn plan_cmd(a: &PlanArgs, out: &mut dyn Write) -> Result<()> {
-    let (_, items) = cpu_plan(&a.model, a.tp, a.quick)?;
+    let (model, items) = cpu_plan(&a.model, a.tp, a.quick)?;
     if let Some(p) = &a.out {
         servesim::output::check_file_dest(p, &[])?;
     }
@@ -68,7 +68,7 @@ pub fn plan_cmd(a: &PlanArgs, out: &mut dyn Write) -> Result<()> {
         o.warmup,
         o.cell_s,
         o.min_samples,
-        estimate_s(&items, &o)
+        estimate_s(&model, &items, &o)
     )?;
     print_ops(out, &items)?;
     if let Some(p) = &a.out {
@@ -108,7 +108,7 @@ pub fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
         a.model,
         crate::cpu::cpu_name(),
         o.rounds,
-        estimate_s(&items, &o)
+        estimate_s(&model, &items, &o)
     )?;
     let started = Instant::now();
     let mut progress = |i: usize, n: usize, item: &PlanItem, median: f64| {
@@ -117,7 +117,15 @@ pub fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     let (report, rows) = measure(&model, &items, &o, &mut progress)?;
     let meta = cpu_meta(&a, &o, &report, started.elapsed().as_secs_f64());
     let mut p = crate::fitting::fit_profile(meta, rows, 0.0, Vec::new(), Some(CPU_COPY_VARIANT))?;
-    set_overhead(&mut p, &a.model, &model, &o)?;
+    match report.forward_other_s {
+        Some(s) => {
+            p.fit.iteration_overhead_s = (s * 1e7).round() / 1e7;
+            p.fit.notes = vec![
+                "iteration_overhead_s is measured: the median, over every timed forward of the in-forward grid, of its time outside the timed operators (block admission, embedding lookup, final norm, checksum, argmax)".into(),
+            ];
+        }
+        None => set_overhead(&mut p, &a.model, &model, &o)?,
+    }
     p.meta.measurement.wall_s = Some((started.elapsed().as_secs_f64() * 10.0).round() / 10.0);
     let dest = p.write(&dest, &replace)?;
     writeln!(
@@ -136,6 +144,8 @@ fn run_settings(a: &RunArgs, mut items: Vec<PlanItem>) -> Result<(CpuOptions, Ve
     if a.cold_cache {
         o.flush_bytes = crate::cpu::default_flush_bytes();
     }
+    // A cache flush only makes sense between isolated calls.
+    o.in_forward = !(a.isolated || a.cold_cache);
     if let Some(w) = a.warmup {
         o.warmup = w;
     }
@@ -201,13 +211,22 @@ fn cpu_meta(a: &RunArgs, o: &CpuOptions, r: &CpuReport, wall_s: f64) -> Meta {
             "timing: {} rounds over the whole grid; per cell and round {} warm-up calls then timed calls for {:.3} s (at least {}); time_s = median of the round medians; min_s/max_s over all calls",
             o.rounds, o.warmup, o.cell_s, o.min_samples
         ),
-        if o.flush_bytes > 0 {
+        if o.in_forward {
+            format!(
+                "in-forward timing: the iteration operators are timed inside real CpuBackend::forward calls (decode forwards of each attn_decode cell's sequences × context, prefill forwards of each attn_prefill cell, decode forwards at context {} or prefills for other GEMM sizes; the same step repeated, KV rewound between calls); copies alone{}",
+                crate::cpu_forward::FILL_CONTEXT,
+                r.forward_other_s.map_or(String::new(), |s| format!(
+                    "; median time per forward outside the timed operators {:.1} µs",
+                    s * 1e6
+                ))
+            )
+        } else if o.flush_bytes > 0 {
             format!(
                 "cold caches (--cold-cache): {} MiB read before every timed call (twice the last-level cache)",
                 o.flush_bytes >> 20
             )
         } else {
-            "warm caches: timed calls back to back".into()
+            "isolated timing, warm caches: each operator alone, timed calls back to back".into()
         },
         format!(
             "drift reference: 512×512×512 GEMM median {:.1} µs before the grid, {:.1} µs after ({:+.0} %)",

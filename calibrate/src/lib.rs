@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod compare;
 pub mod cpu;
+pub mod cpu_forward;
 pub mod cpu_run;
 pub mod fitting;
 pub mod gpu;

@@ -63,6 +63,15 @@ fn a_tiny_cpu_calibration_writes_a_profile_servesim_runs_with() {
     assert!(p.meta.provenance.sources[0].contains("2 threads"));
     assert_eq!(p.fit.swap_variant, Some(CopyVariant::PinnedMemcpy));
     assert!(p.fit.iteration_overhead_s >= 0.0 && p.fit.iteration_overhead_s < 1.0);
+    // Timed inside real forward passes by default; the overhead is their time outside the
+    // operators, from the same forwards.
+    let notes = p.meta.provenance.notes.join("\n");
+    assert!(notes.contains("in-forward timing"), "{notes}");
+    assert!(
+        p.fit.notes[0].contains("in-forward grid"),
+        "{:?}",
+        p.fit.notes
+    );
     for op in Op::ITERATION {
         assert!(p.op_fit(op).is_some(), "{op:?}");
         assert!(p.rows_of(op).count() > 0, "{op:?}");

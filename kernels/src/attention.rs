@@ -65,8 +65,18 @@ pub fn write_kv(pool: &mut KvPool, layer: usize, qkv: &[f32], seqs: &[SeqRows], 
 }
 
 enum Task {
-    Decode(usize),
-    Tile { seq: usize, head: usize, i0: usize },
+    /// One decode token's query heads of one KV head group (GQA), so a batch's decode work splits
+    /// into sequences × KV heads: even with one sequence, or contexts of very different lengths,
+    /// every thread gets a share (as GPU paged-attention kernels split by sequence and head).
+    Decode {
+        seq: usize,
+        group: usize,
+    },
+    Tile {
+        seq: usize,
+        head: usize,
+        i0: usize,
+    },
 }
 
 /// Attention of every new token of the batch over its sequence's cached and new keys in `layer`
@@ -82,7 +92,7 @@ pub fn attention(
     let mut tasks = Vec::new();
     for (i, s) in seqs.iter().enumerate() {
         if s.new == 1 {
-            tasks.push(Task::Decode(i));
+            tasks.extend((0..h.kv_heads).map(|group| Task::Decode { seq: i, group }));
         } else {
             for head in 0..h.heads {
                 for i0 in (0..s.new).step_by(TILE_ROWS) {
@@ -92,15 +102,16 @@ pub fn attention(
         }
     }
     let run = |t: &Task| match *t {
-        Task::Decode(i) => {
-            let s = &seqs[i];
+        Task::Decode { seq, group } => {
+            let s = &seqs[seq];
             let w = h.qkv_width();
             let q = &qkv[s.row0 * w..s.row0 * w + h.heads * h.head_dim];
+            let cols = h.group() * h.head_dim;
             (
                 s.row0,
-                0,
-                h.heads * h.head_dim,
-                decode_one(pool, layer, q, &s.table, s.cached + 1, h),
+                group * cols,
+                cols,
+                decode_one(pool, layer, q, &s.table, s.cached + 1, h, group),
             )
         }
         Task::Tile { seq, head, i0 } => {
@@ -123,9 +134,9 @@ pub fn attention(
     }
 }
 
-/// One decode token (`q` = all its query heads) over `ctx` keys of a sequence's blocks, compiled
-/// for AVX2 + FMA when the CPU has them (the default x86-64 target only has SSE2, and this loop
-/// is where a decode step reads the whole KV cache).
+/// One decode token's query heads of KV head `g` (`q` = all its query heads) over `ctx` keys of a
+/// sequence's blocks: `[group, head_dim]`. Compiled for AVX2 + FMA when the CPU has them (the
+/// default x86-64 target only has SSE2, and this loop is where a decode step reads the KV cache).
 fn decode_one(
     pool: &KvPool,
     layer: usize,
@@ -133,13 +144,14 @@ fn decode_one(
     table: &[u32],
     ctx: usize,
     h: Heads,
+    g: usize,
 ) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports every feature `decode_avx2` is compiled for (checked above).
-        return unsafe { decode_avx2(pool, layer, q, table, ctx, h) };
+        return unsafe { decode_avx2(pool, layer, q, table, ctx, h, g) };
     }
-    decode_body(pool, layer, q, table, ctx, h)
+    decode_body(pool, layer, q, table, ctx, h, g)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -151,8 +163,9 @@ fn decode_avx2(
     table: &[u32],
     ctx: usize,
     h: Heads,
+    g: usize,
 ) -> Vec<f32> {
-    decode_body(pool, layer, q, table, ctx, h)
+    decode_body(pool, layer, q, table, ctx, h, g)
 }
 
 #[inline(always)]
@@ -163,43 +176,37 @@ fn decode_body(
     table: &[u32],
     ctx: usize,
     h: Heads,
+    g: usize,
 ) -> Vec<f32> {
     let (hd, group) = (h.head_dim, h.group());
     let scale = 1.0 / (hd as f32).sqrt();
     let data = pool.data();
-    let mut out = vec![0.0f32; h.heads * hd];
+    let mut out = vec![0.0f32; group * hd];
     let mut s = vec![0.0f32; group * ctx];
     let blocks = ctx.div_ceil(BLOCK_TOKENS);
-    for g in 0..h.kv_heads {
-        for (bi, &b) in table[..blocks].iter().enumerate() {
-            let base = bi * BLOCK_TOKENS;
-            let n = BLOCK_TOKENS.min(ctx - base);
-            let off = pool.row_offset(layer, 0, b as usize, g, 0);
-            for j in 0..n {
-                let k = &data[off + j * hd..off + (j + 1) * hd];
-                for hh in 0..group {
-                    let qh = &q[(g * group + hh) * hd..(g * group + hh + 1) * hd];
-                    s[hh * ctx + base + j] = dot(qh, k) * scale;
-                }
+    for (bi, &b) in table[..blocks].iter().enumerate() {
+        let base = bi * BLOCK_TOKENS;
+        let n = BLOCK_TOKENS.min(ctx - base);
+        let off = pool.row_offset(layer, 0, b as usize, g, 0);
+        for j in 0..n {
+            let k = &data[off + j * hd..off + (j + 1) * hd];
+            for hh in 0..group {
+                let qh = &q[(g * group + hh) * hd..(g * group + hh + 1) * hd];
+                s[hh * ctx + base + j] = dot(qh, k) * scale;
             }
         }
-        for hh in 0..group {
-            softmax(&mut s[hh * ctx..(hh + 1) * ctx]);
-        }
-        for (bi, &b) in table[..blocks].iter().enumerate() {
-            let base = bi * BLOCK_TOKENS;
-            let n = BLOCK_TOKENS.min(ctx - base);
-            let off = pool.row_offset(layer, 1, b as usize, g, 0);
-            for j in 0..n {
-                let v = &data[off + j * hd..off + (j + 1) * hd];
-                for hh in 0..group {
-                    let head = g * group + hh;
-                    axpy(
-                        &mut out[head * hd..(head + 1) * hd],
-                        s[hh * ctx + base + j],
-                        v,
-                    );
-                }
+    }
+    for hh in 0..group {
+        softmax(&mut s[hh * ctx..(hh + 1) * ctx]);
+    }
+    for (bi, &b) in table[..blocks].iter().enumerate() {
+        let base = bi * BLOCK_TOKENS;
+        let n = BLOCK_TOKENS.min(ctx - base);
+        let off = pool.row_offset(layer, 1, b as usize, g, 0);
+        for j in 0..n {
+            let v = &data[off + j * hd..off + (j + 1) * hd];
+            for hh in 0..group {
+                axpy(&mut out[hh * hd..(hh + 1) * hd], s[hh * ctx + base + j], v);
             }
         }
     }

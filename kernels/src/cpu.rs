@@ -1,6 +1,7 @@
 //! [`CpuBackend`]: the [`Backend`] on the CPU, f32, on its own rayon pool of an explicit size.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::attention::{Heads, SeqRows, attention, write_kv};
 use crate::kv::{KvPool, block_pairs, copy_chunks};
@@ -58,6 +59,47 @@ pub struct CpuConfig {
     pub host_bytes: usize,
 }
 
+/// Seconds the last [`Backend::forward`] spent in each stage, summed over the layers, measured
+/// with a monotonic clock around each operator call (calibration times operators inside real
+/// forward passes with it, where weights and KV compete for the caches as in live mode).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StageTimes {
+    pub qkv_s: f64,
+    pub out_proj_s: f64,
+    pub mlp_up_s: f64,
+    pub mlp_down_s: f64,
+    /// Two RMSNorms, RoPE and the gated SiLU per layer (what `SmallOpsBench` runs).
+    pub small_ops_s: f64,
+    /// The new tokens' K/V writes and the attention, prefill and decode rows together.
+    pub attention_s: f64,
+    pub lm_head_s: f64,
+    /// The whole call, including what no stage covers (block admission, embedding lookup,
+    /// final norm, checksum, argmax).
+    pub total_s: f64,
+}
+
+impl StageTimes {
+    /// `total_s` minus every stage: the time outside the profiled operators.
+    pub fn other_s(&self) -> f64 {
+        self.total_s
+            - (self.qkv_s
+                + self.out_proj_s
+                + self.mlp_up_s
+                + self.mlp_down_s
+                + self.small_ops_s
+                + self.attention_s
+                + self.lm_head_s)
+    }
+}
+
+/// Run `f`, add its seconds to `acc`.
+fn timed<R>(acc: &mut f64, f: impl FnOnce() -> R) -> R {
+    let t = Instant::now();
+    let r = f();
+    *acc += t.elapsed().as_secs_f64();
+    r
+}
+
 /// Per-token buffers of one forward pass, reused across iterations.
 #[derive(Debug, Default)]
 struct Scratch {
@@ -80,6 +122,7 @@ pub struct CpuBackend {
     ledger: Ledger,
     scratch: Scratch,
     logits: Vec<f32>,
+    stages: StageTimes,
 }
 
 impl CpuBackend {
@@ -104,6 +147,7 @@ impl CpuBackend {
             ),
             scratch: Scratch::default(),
             logits: Vec::new(),
+            stages: StageTimes::default(),
             dims: d.clone(),
         })
     }
@@ -132,6 +176,26 @@ impl CpuBackend {
     pub fn last_logits(&self) -> &[f32] {
         &self.logits
     }
+    /// Where the last forward's time went.
+    pub fn last_stage_times(&self) -> StageTimes {
+        self.stages
+    }
+
+    /// Calibration: hold KV for `steps` as if they had run (blocks admitted, filled with
+    /// pseudo-random values so that reads touch real memory), without computing them. All or
+    /// none, like `forward`.
+    pub fn prime(&mut self, steps: &[SeqStep], seed: u64) -> Result<(), BackendError> {
+        let rows = self.ledger.admit(steps)?;
+        let blocks: Vec<u32> = rows.iter().flat_map(|r| r.table.iter().copied()).collect();
+        self.device.randomize_blocks(&blocks, seed);
+        Ok(())
+    }
+
+    /// Calibration: forget every token of `seq` after the first `tokens` (freeing blocks it no
+    /// longer needs), so that the same step can run again at the same context.
+    pub fn rewind(&mut self, seq: u64, tokens: usize) -> Result<(), BackendError> {
+        self.ledger.rewind(seq, tokens)
+    }
     fn heads(&self) -> Heads {
         Heads {
             heads: self.dims.heads,
@@ -159,10 +223,16 @@ impl CpuBackend {
             }
         }
         let n = self.threads.count();
-        let (weights, device) = (&self.weights, &mut self.device);
+        let (weights, device, st) = (&self.weights, &mut self.device, &mut self.stages);
         self.threads.install(|| {
             for (layer, lw) in weights.layers.iter().enumerate() {
-                layer_forward(sc, lw, device, layer, seqs, &positions, heads, &d, n);
+                let kv = LayerKv {
+                    pool: &mut *device,
+                    layer,
+                    seqs,
+                    positions: &positions,
+                };
+                layer_forward(sc, lw, kv, heads, &d, n, st);
             }
         });
         // The last row of each sequence through the final norm and the LM head.
@@ -175,17 +245,20 @@ impl CpuBackend {
         rms_norm(&last, &weights.final_norm, &mut normed);
         self.logits.resize(seqs.len() * d.vocab, 0.0);
         let logits = &mut self.logits;
-        self.threads.install(|| {
-            linear(
-                &normed,
-                seqs.len(),
-                d.hidden,
-                &weights.lm_head,
-                d.vocab,
-                logits,
-                false,
-                n,
-            )
+        let lm_s = &mut self.stages.lm_head_s;
+        timed(lm_s, || {
+            self.threads.install(|| {
+                linear(
+                    &normed,
+                    seqs.len(),
+                    d.hidden,
+                    &weights.lm_head,
+                    d.vocab,
+                    logits,
+                    false,
+                    n,
+                )
+            })
         });
         let checksum = self.logits.iter().map(|&v| v as f64).sum();
         let argmax = seqs
@@ -212,20 +285,26 @@ impl CpuBackend {
     }
 }
 
-/// One decoder layer over the batch's rows (residual adds fused into the output GEMMs).
-#[allow(clippy::too_many_arguments)]
+/// One layer's view of the KV pool and the batch's sequences.
+struct LayerKv<'a> {
+    pool: &'a mut KvPool,
+    layer: usize,
+    seqs: &'a [SeqRows],
+    positions: &'a [usize],
+}
+
+/// One decoder layer over the batch's rows (residual adds fused into the output GEMMs), each
+/// operator's seconds added to its stage in `st`.
 fn layer_forward(
     sc: &mut Scratch,
     lw: &crate::model::LayerWeights,
-    pool: &mut KvPool,
-    layer: usize,
-    seqs: &[SeqRows],
-    positions: &[usize],
+    kv: LayerKv<'_>,
     h: Heads,
     d: &ModelDims,
     threads: usize,
+    st: &mut StageTimes,
 ) {
-    let t = positions.len();
+    let t = kv.positions.len();
     let (hidden, qw, ffn) = (d.hidden, h.qkv_width(), d.ffn);
     let aw = h.heads * h.head_dim;
     sc.h.resize(t * hidden, 0.0);
@@ -233,27 +312,36 @@ fn layer_forward(
     sc.attn.resize(t * aw, 0.0);
     sc.gu.resize(t * 2 * ffn, 0.0);
     sc.act.resize(t * ffn, 0.0);
-    rms_norm(&sc.x, &lw.attn_norm, &mut sc.h);
-    linear(&sc.h, t, hidden, &lw.wqkv, qw, &mut sc.qkv, false, threads);
-    rope(&mut sc.qkv, positions, h.heads, h.kv_heads, h.head_dim);
-    write_kv(pool, layer, &sc.qkv, seqs, h);
-    attention(pool, layer, &sc.qkv, seqs, h, &mut sc.attn);
-    linear(&sc.attn, t, aw, &lw.wo, hidden, &mut sc.x, true, threads);
-    rms_norm(&sc.x, &lw.mlp_norm, &mut sc.h);
-    linear(
-        &sc.h,
-        t,
-        hidden,
-        &lw.w_up,
-        2 * ffn,
+    let (x, hh, qkv, attn, gu, act) = (
+        &mut sc.x,
+        &mut sc.h,
+        &mut sc.qkv,
+        &mut sc.attn,
         &mut sc.gu,
-        false,
-        threads,
+        &mut sc.act,
     );
-    silu_gate(&sc.gu, ffn, &mut sc.act);
-    linear(
-        &sc.act, t, ffn, &lw.w_down, hidden, &mut sc.x, true, threads,
-    );
+    timed(&mut st.small_ops_s, || rms_norm(x, &lw.attn_norm, hh));
+    timed(&mut st.qkv_s, || {
+        linear(hh, t, hidden, &lw.wqkv, qw, qkv, false, threads)
+    });
+    timed(&mut st.small_ops_s, || {
+        rope(qkv, kv.positions, h.heads, h.kv_heads, h.head_dim)
+    });
+    timed(&mut st.attention_s, || {
+        write_kv(kv.pool, kv.layer, qkv, kv.seqs, h);
+        attention(kv.pool, kv.layer, qkv, kv.seqs, h, attn);
+    });
+    timed(&mut st.out_proj_s, || {
+        linear(attn, t, aw, &lw.wo, hidden, x, true, threads)
+    });
+    timed(&mut st.small_ops_s, || rms_norm(x, &lw.mlp_norm, hh));
+    timed(&mut st.mlp_up_s, || {
+        linear(hh, t, hidden, &lw.w_up, 2 * ffn, gu, false, threads)
+    });
+    timed(&mut st.small_ops_s, || silu_gate(gu, ffn, act));
+    timed(&mut st.mlp_down_s, || {
+        linear(act, t, ffn, &lw.w_down, hidden, x, true, threads)
+    });
 }
 
 impl Backend for CpuBackend {
@@ -265,8 +353,12 @@ impl Backend for CpuBackend {
                 argmax: Vec::new(),
             });
         }
+        let start = Instant::now();
+        self.stages = StageTimes::default();
         let rows = self.ledger.admit(steps)?;
-        Ok(self.run_model(&rows))
+        let out = self.run_model(&rows);
+        self.stages.total_s = start.elapsed().as_secs_f64();
+        Ok(out)
     }
 
     fn release(&mut self, seq: u64) {

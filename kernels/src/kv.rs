@@ -86,6 +86,21 @@ impl KvPool {
             *v = rng.next_f32();
         }
     }
+    /// Fill every layer's K and V chunks of `blocks` with random values.
+    pub fn randomize_blocks(&mut self, blocks: &[u32], seed: u64) {
+        let mut rng = Rng::new(seed);
+        let n = self.chunk_len();
+        for layer in 0..self.layers {
+            for kv in 0..2 {
+                for &b in blocks {
+                    let o = self.chunk_offset(layer, kv, b as usize);
+                    for v in &mut self.data[o..o + n] {
+                        *v = rng.next_f32();
+                    }
+                }
+            }
+        }
+    }
     /// Write `row` (head_dim values) as token `slot` of KV head `head` in `block`.
     pub fn write_row(&mut self, at: (usize, usize, usize), head: usize, slot: usize, row: &[f32]) {
         let (layer, kv, block) = at;

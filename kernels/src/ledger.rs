@@ -133,6 +133,30 @@ impl Ledger {
         Ok(())
     }
 
+    /// Keep only the first `tokens` tokens of a device-resident `seq`, freeing the blocks past
+    /// them (calibration re-runs a step at the same context this way).
+    pub fn rewind(&mut self, seq: u64, tokens: usize) -> Result<(), BackendError> {
+        let s = self
+            .seqs
+            .get_mut(&seq)
+            .ok_or(BackendError::UnknownSeq(seq))?;
+        if s.on_host || tokens > s.tokens {
+            return Err(BackendError::BadStep {
+                seq,
+                msg: format!(
+                    "cannot rewind to {tokens} tokens (it holds {}{})",
+                    s.tokens,
+                    if s.on_host { ", on the host" } else { "" }
+                ),
+            });
+        }
+        let keep = tokens.div_ceil(BLOCK_TOKENS);
+        let freed = s.blocks.split_off(keep);
+        s.tokens = tokens;
+        self.device_free.give_back(&freed);
+        Ok(())
+    }
+
     /// The sequence is done: free its blocks in whichever pool holds them. Unknown: ignored.
     pub fn release(&mut self, seq: u64) {
         if let Some(s) = self.seqs.remove(&seq) {

@@ -21,7 +21,7 @@ pub mod ledger;
 pub mod model;
 pub mod ops;
 
-pub use cpu::{CpuBackend, CpuConfig, Threads};
+pub use cpu::{CpuBackend, CpuConfig, StageTimes, Threads};
 #[cfg(feature = "cuda")]
 pub use cuda::{CudaBackend, CudaConfig};
 pub use model::ModelDims;
