@@ -59,11 +59,18 @@ pub fn plan_cmd(a: &PlanArgs, out: &mut dyn Write) -> Result<()> {
     }
     let o = options(a.quick, 0, 0);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let fwd: Vec<PlanItem> = (items.iter())
+        .filter(|i| crate::cpu_forward::in_forward(i.op))
+        .cloned()
+        .collect();
+    let cells = crate::cpu_forward::grid(&fwd, model.max_context_tokens as usize).cells;
     writeln!(
         out,
-        "plan for {} tp1 on the CPU ({threads} threads): {} shapes, {} rounds of {} warm-up calls + {:.2} s (≥ {} calls) each, estimated {:.0} s",
+        "plan for {} tp1 on the CPU ({threads} threads): {} shapes ({} timed inside {} forward cells, the rest alone), {} rounds of {} warm-up calls + {:.2} s (≥ {} calls) each, estimated {:.0} s",
         a.model,
         items.len(),
+        fwd.len(),
+        cells.len(),
         o.rounds,
         o.warmup,
         o.cell_s,
