@@ -461,3 +461,57 @@ fn a_sweep_prints_each_scenario_warning_once() {
         r.stderr
     );
 }
+
+/// Errors inside a `[[replica_groups]]` entry named no line (`count = 0`, an unknown GPU, `pp`),
+/// or the line of the top-level key the entry overrides (`tp`): each names the entry's own key,
+/// first on the line as every scenario error. An unknown model or GPU names its line too.
+#[test]
+fn replica_group_errors_name_the_entrys_line() {
+    let w = Workdir::new();
+    // BASE is 43 lines; the second entry's first key is line 49.
+    let groups = |second: &str| {
+        format!("{BASE}\n[[replica_groups]]\ncount = 1\n\n[[replica_groups]]\n{second}\n")
+    };
+    for (second, want) in [
+        (
+            "count = 0",
+            "line 49: [[replica_groups]] #2: `count` must be ≥ 1",
+        ),
+        (
+            "count = 1\ngpu = \"nope\"",
+            "line 50: [[replica_groups]] #2 (1 × nope tp 1 pp 1): unknown GPU `nope`",
+        ),
+        (
+            "count = 1\ntp = 3",
+            "line 50: [[replica_groups]] #2 (1 × a100-40gb tp 3 pp 1): tp = 3 does not divide",
+        ),
+        (
+            "count = 1\ntp = 0",
+            "line 50: [[replica_groups]] #2 (1 × a100-40gb tp 0 pp 1): `tp` must be ≥ 1",
+        ),
+        (
+            "count = 1\npp = 200",
+            "line 50: [[replica_groups]] #2 (1 × a100-40gb tp 1 pp 200): pp = 200 does not divide",
+        ),
+        (
+            "count = 1\ncolour = 3",
+            "line 50, column 1: unknown field `colour`",
+        ),
+    ] {
+        let r = run_text(&w, &groups(second));
+        assert_refused(&w, &r, &["s.toml: ", want]);
+    }
+    let r = run_text(
+        &w,
+        &groups("count = 1").replace("replicas = 1", "replicas = 2"),
+    );
+    assert_refused(
+        &w,
+        &r,
+        &["s.toml: line 7: give either `replicas` or `[[replica_groups]]`"],
+    );
+    let r = run_text(&w, &BASE.replace("gpu = \"a100-40gb\"", "gpu = \"nope\""));
+    assert_refused(&w, &r, &["s.toml: line 4: unknown GPU `nope`"]);
+    let r = run_text(&w, &BASE.replace("model = \"opt-13b\"", "model = \"nope\""));
+    assert_refused(&w, &r, &["s.toml: line 3: unknown model `nope`"]);
+}

@@ -53,7 +53,12 @@
 //!   increasing EWT (at most `max_batch_size` per boundary), overlapped with compute. The
 //!   reserve and the no-ping-pong rule are borrowed from FastServe's code (ALISE gives neither).
 //!   Because EWT is a prefix sum of non-negative times over the ranking, its order *is* the
-//!   ranking: EWT adds no information to the order, only a time scale;
+//!   ranking: EWT adds no information to the order, only a time scale. So without aging the
+//!   offload runs in ranking order over the resident requests only
+//!   ([`super::ranked_offload`]), and the ranking is kept in order and re-keyed only for the
+//!   requests that ran or moved: a boundary's work does not grow with the queue (an overloaded
+//!   run reaches the overload error quickly). With aging every key moves with time, and each
+//!   boundary re-ranks every request (O(n log n) in the queue length);
 //! - **KV quantization** (`kv_offload_bits = 8`, the default; 16 ablates it): the paper gives
 //!   neither bit-width nor granularity nor trigger. **8 bits is our assumption** (the milder of
 //!   the usual INT8/INT4 choices). We quantize only the *offloaded* KV (GPU KV stays FP16, so
@@ -83,8 +88,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    OffloadTarget, Ranking, chunk_budget, record_chunking, remaining_key_s, score_offload,
+    KeyedRanking, OffloadTarget, Ranking, chunk_budget, record_chunking, remaining_key_s,
+    score_offload,
 };
+use super::ranked_offload::{Resident, ranked_offload};
 use super::{
     Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice, ReplicaView, parse_params,
 };
@@ -179,7 +186,14 @@ pub struct Alise {
     /// Tokens per iteration under chunked prefill (`None`: whole prefills).
     chunk_budget: Option<u32>,
     cost: Arc<dyn CostModel>,
+    /// `aging_weight > 0`: every key moves with time, so all are re-ranked at each boundary.
     ranking: Ranking,
+    /// `aging_weight = 0`: the key is the remaining time, a function of the request's own state,
+    /// kept in order and re-keyed only when the request may have changed, so a boundary costs
+    /// O((batch + looked-at + resident) · log n), not O(queue · log queue).
+    keyed: KeyedRanking,
+    /// The requests that may hold KV (swap candidates of the keyed path).
+    resident: Resident,
     ewt: Vec<f64>,
     taken: Vec<bool>,
     /// Each request's [`remaining_key_s`] (a function of its own state only), recomputed only
@@ -197,6 +211,8 @@ impl Alise {
             chunk_budget: None,
             cost,
             ranking: Ranking::default(),
+            keyed: KeyedRanking::default(),
+            resident: Resident::default(),
             ewt: Vec::new(),
             taken: Vec::new(),
             remaining_s: Vec::new(),
@@ -219,6 +235,83 @@ impl Alise {
         });
     }
 
+    /// Without aging the key is the remaining time alone: the keyed ranking applies.
+    fn keyed(&self) -> bool {
+        self.p.aging_weight == 0.0
+    }
+
+    /// Whether the EWT memory manager acts on this replica.
+    fn offloads(&self, view: &ReplicaView) -> bool {
+        self.p.offload == AliseOffload::Ewt
+            && self.p.preemption == PreemptionChoice::Swap
+            && view.host_capacity_blocks() > 0
+    }
+
+    fn offload_target(view: &ReplicaView, free_after: u32) -> OffloadTarget {
+        OffloadTarget {
+            free_after,
+            reserve: view.limits.max_batch_size,
+            window: usize::MAX,
+        }
+    }
+
+    /// [`Policy::schedule`] without aging: the keyed ranking, and the offload over the resident
+    /// requests only (EWT is monotone in the ranking, so the ranking order is its order).
+    fn schedule_keyed(&mut self, view: &ReplicaView, plan: &mut Plan) {
+        let cost = self.cost.as_ref();
+        let free_after =
+            self.keyed
+                .rank_and_form(view, plan, self.p.preemption, self.chunk_budget, |s| {
+                    remaining_key_s(cost, view.req(s))
+                });
+        if self.offloads(view) {
+            ranked_offload(
+                view,
+                plan,
+                &self.keyed,
+                &mut self.resident,
+                Self::offload_target(view, free_after),
+                &mut self.taken,
+            );
+            // Swapped out or in: re-key them at the next boundary.
+            for &(s, _) in &plan.preempt {
+                self.keyed.touch(s);
+            }
+            for &s in &plan.swap_in {
+                self.keyed.touch(s);
+            }
+        }
+        self.resident.note_plan(plan);
+    }
+
+    /// [`Policy::schedule`] with aging: every request re-keyed and re-ranked.
+    fn schedule_aging(&mut self, view: &ReplicaView, plan: &mut Plan) {
+        self.refresh_remaining(view);
+        let w = self.p.aging_weight;
+        let remaining_s = &self.remaining_s;
+        let free_after =
+            self.ranking
+                .rank_and_form(view, plan, self.p.preemption, self.chunk_budget, |s| {
+                    let r = view.req(s);
+                    let waited = ns_to_s(view.now_ns.saturating_sub(r.last_run_end_ns));
+                    remaining_s[s as usize] - w * waited
+                });
+        if self.offloads(view) {
+            self.estimate_ewt(view);
+            score_offload(
+                view,
+                plan,
+                self.ranking.order(),
+                &self.ewt,
+                Self::offload_target(view, free_after),
+                &mut self.taken,
+            );
+        }
+        self.dirty.extend(plan.run.iter().map(|r| r.slot));
+        self.dirty.extend(plan.preempt.iter().map(|p| p.0));
+        self.dirty.extend_from_slice(&plan.swap_in);
+    }
+
     /// Estimated waiting time (s) of every request of the last ranking, in ranking order.
     fn estimate_ewt(&mut self, view: &ReplicaView) {
         let b = view.limits.max_batch_size.max(1) as f64;
@@ -239,54 +332,40 @@ impl Policy for Alise {
         self.chunk_budget.is_some()
     }
     fn on_arrival(&mut self, s: Slot, view: &ReplicaView) -> Result<()> {
+        let key = remaining_key_s(self.cost.as_ref(), view.req(s));
+        if self.keyed() {
+            self.keyed.add(view, s, key);
+            return Ok(());
+        }
         self.ranking.add(s);
         if self.remaining_s.len() <= s as usize {
             self.remaining_s.resize(s as usize + 1, 0.0);
         }
-        self.remaining_s[s as usize] = remaining_key_s(self.cost.as_ref(), view.req(s));
+        self.remaining_s[s as usize] = key;
         Ok(())
     }
     fn schedule(&mut self, view: &ReplicaView, plan: &mut Plan) {
         plan.clear();
-        self.refresh_remaining(view);
-        let w = self.p.aging_weight;
-        let remaining_s = &self.remaining_s;
-        let free_after =
-            self.ranking
-                .rank_and_form(view, plan, self.p.preemption, self.chunk_budget, |s| {
-                    let r = view.req(s);
-                    let waited = ns_to_s(view.now_ns.saturating_sub(r.last_run_end_ns));
-                    remaining_s[s as usize] - w * waited
-                });
-
-        if self.p.offload == AliseOffload::Ewt
-            && self.p.preemption == PreemptionChoice::Swap
-            && view.host_capacity_blocks() > 0
-        {
-            self.estimate_ewt(view);
-            score_offload(
-                view,
-                plan,
-                self.ranking.order(),
-                &self.ewt,
-                OffloadTarget {
-                    free_after,
-                    reserve: view.limits.max_batch_size,
-                    window: usize::MAX,
-                },
-                &mut self.taken,
-            );
+        if self.keyed() {
+            self.schedule_keyed(view, plan);
+        } else {
+            self.schedule_aging(view, plan);
         }
-        self.dirty.extend(plan.run.iter().map(|r| r.slot));
-        self.dirty.extend(plan.preempt.iter().map(|p| p.0));
-        self.dirty.extend_from_slice(&plan.swap_in);
     }
     fn on_finish(&mut self, s: Slot) {
-        self.ranking.remove(s);
+        if self.keyed() {
+            self.keyed.remove(s);
+        } else {
+            self.ranking.remove(s);
+        }
     }
     fn describe(&self, s: Slot) -> PolicyInfo {
         PolicyInfo {
-            priority: self.ranking.last_key(s),
+            priority: if self.keyed() {
+                self.keyed.last_key(s)
+            } else {
+                self.ranking.last_key(s)
+            },
             ..Default::default()
         }
     }

@@ -358,7 +358,14 @@ impl Ranking {
 
 /// A key of [`KeyedRanking`]: ordered like [`Ranking`] sorts (`f64::total_cmp`, then trace id).
 #[derive(Debug, Clone, Copy)]
-struct RankKey(f64, u64, Slot);
+pub struct RankKey(f64, u64, Slot);
+
+impl RankKey {
+    /// The request this key ranks.
+    pub fn slot(&self) -> Slot {
+        self.2
+    }
+}
 
 impl PartialEq for RankKey {
     fn eq(&self, o: &Self) -> bool {
@@ -443,6 +450,16 @@ impl KeyedRanking {
     /// The key request `s` had at the last ranking.
     pub fn last_key(&self, s: Slot) -> f64 {
         self.key.get(s as usize).copied().unwrap_or(0.0)
+    }
+
+    /// The unfinished requests, highest priority first.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = Slot> + '_ {
+        self.set.iter().map(|k| k.2)
+    }
+
+    /// The place of active request `s` in the ranking (smaller: ranked ahead).
+    pub fn rank_key(&self, s: Slot) -> RankKey {
+        RankKey(self.key[s as usize], self.id[s as usize], s)
     }
 
     /// Re-key the requests that may have changed (those of the last plans).
@@ -614,7 +631,7 @@ fn by_score(scores: &[f64], a: usize, b: usize) -> std::cmp::Ordering {
 
 /// Mark the plan's members and preempted requests in `taken`; the host blocks left free once
 /// the plan's swap-outs are copied.
-fn mark_plan(view: &ReplicaView, plan: &Plan, taken: &mut Vec<bool>) -> i64 {
+pub(super) fn mark_plan(view: &ReplicaView, plan: &Plan, taken: &mut Vec<bool>) -> i64 {
     if taken.len() < view.slot_capacity() {
         taken.resize(view.slot_capacity(), false);
     }

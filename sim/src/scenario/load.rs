@@ -44,25 +44,57 @@ pub fn check_name(name: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// 1-based line of a key in TOML `text`, by its path (tables, then the key): the key's line,
-/// or the line of the deepest table of the path that is present (`None` when none is, or the
-/// text does not parse).
+/// 1-based line of a key in TOML `text`, by its path (tables, then the key; a number steps into
+/// an array of tables such as `[[replica_groups]]`, from 0): the key's line, or the line of the
+/// deepest table of the path that is present (`None` when none is, or the text does not parse).
 pub fn line_of_key(text: &str, path: &[&str]) -> Option<usize> {
-    let doc = toml::de::DeTable::parse(text).ok()?;
-    let mut table = doc.get_ref();
-    let mut line = None;
-    for seg in path {
-        let Some((k, v)) = table.iter().find(|(k, _)| k.get_ref().as_ref() == *seg) else {
-            break;
-        };
-        let start = k.span().start.min(text.len());
-        line = Some(text[..start].matches('\n').count() + 1);
-        match v.get_ref() {
-            toml::de::DeValue::Table(t) => table = t,
-            _ => break,
-        }
+    walk_key(text, path).map(|(line, _)| line)
+}
+
+/// [`line_of_key`] only when the whole path is present.
+pub fn line_of_exact_key(text: &str, path: &[&str]) -> Option<usize> {
+    walk_key(text, path).and_then(|(line, whole)| whole.then_some(line))
+}
+
+/// The line [`line_of_key`] gives, and whether every segment of `path` was found.
+fn walk_key(text: &str, path: &[&str]) -> Option<(usize, bool)> {
+    use toml::de::{DeTable, DeValue};
+    type Found<'a, 'i> = Option<(Option<usize>, &'a DeValue<'i>)>;
+    fn find<'a, 'i>(t: &'a DeTable<'i>, seg: &str) -> Found<'a, 'i> {
+        let (k, v) = t.iter().find(|(k, _)| k.get_ref().as_ref() == seg)?;
+        Some((Some(k.span().start), v.get_ref()))
     }
-    line
+    let doc = DeTable::parse(text).ok()?;
+    let line_at = |start: usize| text[..start.min(text.len())].matches('\n').count() + 1;
+    let mut line = None;
+    let mut cur: Option<&DeValue> = None;
+    for seg in path {
+        let next = match cur {
+            None => find(doc.get_ref(), seg),
+            Some(DeValue::Table(t)) => find(t, seg),
+            // An entry of an array of tables: the line of its first key (a `[[…]]` header has
+            // no span of its own).
+            Some(DeValue::Array(items)) => {
+                let item = seg.parse::<usize>().ok().and_then(|i| items.get(i));
+                item.map(|item| {
+                    let first = match item.get_ref() {
+                        DeValue::Table(t) => t.iter().map(|(k, _)| k.span().start).min(),
+                        _ => Some(item.span().start),
+                    };
+                    (first, item.get_ref())
+                })
+            }
+            Some(_) => None,
+        };
+        let Some((start, v)) = next else {
+            return line.map(|l| (l, false));
+        };
+        if let Some(start) = start {
+            line = Some(line_at(start));
+        }
+        cur = Some(v);
+    }
+    line.map(|l| (l, true))
 }
 
 /// The key of `table` that `check` rejects on its own (each key tried alone, the others left
@@ -83,6 +115,9 @@ pub struct Loaded {
     pub scenario: Scenario,
     /// The scenario file's text (to name the line of a key in errors).
     pub text: std::sync::Arc<str>,
+    /// While one `[[replica_groups]]` entry is resolved: its index (from 0), so that errors
+    /// about its `gpu`, `tp`, `pp` and `count` name the entry's lines.
+    pub group: Option<usize>,
 }
 
 pub fn load(path: &Path) -> Result<Loaded> {
@@ -117,6 +152,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded> {
             .unwrap_or_else(|| PathBuf::from(".")),
         scenario,
         text: text.into(),
+        group: None,
     })
 }
 
@@ -139,10 +175,34 @@ impl Loaded {
     /// An error about the key at `path` (tables, then the key): names its line when the file
     /// has it.
     pub(super) fn err_at(&self, path: &[&str], msg: impl Into<String>) -> SimError {
-        match line_of_key(&self.text, path) {
+        match self.line_of(path) {
             Some(line) => self.err(format!("line {line}: {}", msg.into())),
             None => self.err(msg),
         }
+    }
+
+    /// A catalogue error (`Config`) about the key at `path`, with its line ([`Loaded::err_at`]).
+    pub(super) fn wrap_at(&self, path: &[&str], e: SimError) -> SimError {
+        match e {
+            SimError::Config(m) => self.err_at(path, m),
+            other => other,
+        }
+    }
+
+    /// The line of the key at `path`; while a `[[replica_groups]]` entry is resolved, a
+    /// top-level `gpu`, `tp`, `pp` or `replicas` is the entry's own key when it has one.
+    fn line_of(&self, path: &[&str]) -> Option<usize> {
+        if let (Some(i), [key]) = (self.group, path) {
+            let key = if *key == "replicas" { "count" } else { *key };
+            if matches!(key, "gpu" | "tp" | "pp" | "count") {
+                let i = i.to_string();
+                let own = line_of_exact_key(&self.text, &["replica_groups", &i, key]);
+                if own.is_some() {
+                    return own;
+                }
+            }
+        }
+        line_of_key(&self.text, path)
     }
 
     /// An error of a parameter table (`[SECTION.NAME]`) from its parser: the message with the

@@ -117,8 +117,14 @@ impl Loaded {
         for f in &s.catalogue_files {
             cat.extend_from_file(&self.rel(f))?;
         }
-        let model = cat.model(&s.model).map_err(|e| self.wrap(e))?.clone();
-        let gpu = cat.gpu(&s.gpu).map_err(|e| self.wrap(e))?.clone();
+        let model = cat
+            .model(&s.model)
+            .map_err(|e| self.wrap_at(&["model"], e))?
+            .clone();
+        let gpu = cat
+            .gpu(&s.gpu)
+            .map_err(|e| self.wrap_at(&["gpu"], e))?
+            .clone();
         for (k, v) in [("tp", s.tp), ("pp", s.pp), ("replicas", s.replicas)] {
             if v == 0 {
                 return Err(self.err_at(&[k], format!("`{k}` must be ≥ 1")));

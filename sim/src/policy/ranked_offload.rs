@@ -1,0 +1,138 @@
+//! [`super::common::score_offload`] for a score that is monotone in the ranking (ALISE's EWT: a
+//! prefix sum of non-negative remaining times over the ranking, so ordering by EWT, ties by
+//! position, *is* the ranking order), over a [`KeyedRanking`] and the short list of requests that
+//! may hold KV ([`Resident`]) instead of a scan of the whole ranking.
+//!
+//! Same decisions as `score_offload` with `window = usize::MAX`: swap-out candidates are the
+//! GPU-resident requests ranked below the first left-out request without GPU KV, lowest-ranked
+//! first; swap-in candidates the host-resident ones, highest-ranked first. The work per boundary
+//! is O(resident · log resident + looked-at) instead of O(queue) — the queue of an overloaded
+//! replica grows without bound, the resident requests are bounded by the GPU and host pools.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use super::common::{KeyedRanking, OffloadTarget, RankKey, mark_plan};
+use super::{Plan, PreemptMode, ReplicaView};
+use crate::vocab::request::{KvLoc, Slot};
+
+/// The slots that may hold KV on the GPU or the host (or have a copy in flight): every request
+/// that was in a plan, until it is found with no KV (finished, or preempted by recompute).
+#[derive(Debug, Default)]
+pub struct Resident {
+    slots: Vec<Slot>,
+    member: Vec<bool>,
+}
+
+impl Resident {
+    /// Add the slots of `plan` (after it was formed: they are the only ones whose KV can move).
+    pub fn note_plan(&mut self, plan: &Plan) {
+        let slots = plan.run.iter().map(|r| r.slot);
+        let slots = slots.chain(plan.preempt.iter().map(|p| p.0));
+        for s in slots.chain(plan.swap_in.iter().copied()) {
+            let i = s as usize;
+            if self.member.len() <= i {
+                self.member.resize(i + 1, false);
+            }
+            if !self.member[i] {
+                self.member[i] = true;
+                self.slots.push(s);
+            }
+        }
+    }
+
+    /// Drop the slots that hold no KV any more; the rest, in no particular order.
+    fn prune(&mut self, view: &ReplicaView) -> &[Slot] {
+        let member = &mut self.member;
+        self.slots.retain(|&s| {
+            let keep = view.reqs.contains(s)
+                && (view.req(s).kv_loc != KvLoc::None || view.req(s).in_flight());
+            member[s as usize] = keep;
+            keep
+        });
+        &self.slots
+    }
+}
+
+/// Proactive offloading after the batch of `plan` was formed from `ranking` (see the module
+/// docs and [`super::common::score_offload`], whose decisions this reproduces).
+pub fn ranked_offload(
+    view: &ReplicaView,
+    plan: &mut Plan,
+    ranking: &KeyedRanking,
+    resident: &mut Resident,
+    target: OffloadTarget,
+    taken: &mut Vec<bool>,
+) {
+    let OffloadTarget {
+        free_after,
+        reserve,
+        window: _,
+    } = target;
+    let mut host_free = mark_plan(view, plan, taken);
+    let blocked = ranking
+        .iter()
+        .find(|&s| !taken[s as usize] && matches!(view.req(s).kv_loc, KvLoc::None | KvLoc::Host));
+    let blocked_need = blocked.map_or(0, |s| view.extra_blocks_for_next(s)) as i64;
+    let mut deficit = reserve as i64 + blocked_need - free_after as i64;
+    let resident = resident.prune(view);
+    let mut swapped_out = false;
+    if deficit > 0 {
+        // GPU-resident, ranked below `blocked`, not in a micro-batch in the pipeline; popped
+        // lowest-ranked first (a heap: only the few popped cost a log).
+        let floor = blocked.map(|b| ranking.rank_key(b));
+        let mut out: BinaryHeap<RankKey> = resident
+            .iter()
+            .filter(|&&s| {
+                let r = view.req(s);
+                !taken[s as usize] && r.kv_loc == KvLoc::Gpu && !r.in_flight()
+            })
+            .map(|&s| ranking.rank_key(s))
+            .filter(|k| floor.is_none_or(|f| *k > f))
+            .collect();
+        while deficit > 0 {
+            let Some(k) = out.pop() else {
+                break;
+            };
+            let s = k.slot();
+            let r = view.req(s);
+            let need = view.host_blocks_for(r.blocks) as i64;
+            if r.blocks == 0 || need > host_free {
+                continue;
+            }
+            plan.preempt.push((s, PreemptMode::Swap));
+            taken[s as usize] = true;
+            host_free -= need;
+            deficit -= r.blocks as i64;
+            swapped_out = true;
+        }
+    }
+    if !swapped_out {
+        // Host-resident, popped highest-ranked first.
+        let mut cand: BinaryHeap<Reverse<RankKey>> = resident
+            .iter()
+            .filter(|&&s| !taken[s as usize] && view.req(s).kv_loc == KvLoc::Host)
+            .map(|&s| Reverse(ranking.rank_key(s)))
+            .collect();
+        let mut free = free_after as i64;
+        for _ in 0..view.limits.max_batch_size {
+            let Some(Reverse(k)) = cand.pop() else {
+                break;
+            };
+            let s = k.slot();
+            let need = view.swap_in_blocks(s) as i64;
+            let keep = reserve as i64 + if Some(s) == blocked { 0 } else { blocked_need };
+            if free < keep + need {
+                break;
+            }
+            plan.swap_in.push(s);
+            free -= need;
+        }
+    }
+    for item in &plan.run {
+        taken[item.slot as usize] = false;
+    }
+    for &(s, _) in &plan.preempt {
+        taken[s as usize] = false;
+    }
+}
