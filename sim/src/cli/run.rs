@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use super::{Interrupted, check_num_requests, progress_bar};
+use super::{Interrupted, check_num_requests, request_progress};
 use crate::error::SimError;
 use crate::scenario::{Overrides, load};
 
@@ -137,6 +137,10 @@ fn print_warnings(
     Ok(())
 }
 
+/// `run` moves its progress bar once per this many completed requests (a simulated request takes
+/// about a microsecond: the bar still moves thousands of times a second on a long run).
+const RUN_PROGRESS_EVERY: u64 = 1024;
+
 pub(super) fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
     // Installed first and kept until the outputs are written: a Ctrl-C at any point stops the
     // simulation (if still running) instead of killing the process mid-way, so the output
@@ -162,20 +166,16 @@ pub(super) fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
         &dest,
         &crate::output::Replace::new(a.force, resolved.input_paths()),
     )?;
-    let pb = progress_bar(
-        crate::run::expected_requests(&resolved),
-        "requests",
+    let (pb, progress) = request_progress(
+        || crate::run::count_requests(&resolved),
+        RUN_PROGRESS_EVERY,
+        "simulated",
         a.quiet,
     );
-    let pb2 = pb.clone();
     let started = Instant::now(); // allow-wall-clock: timing.json only, outside the simulation
     let result = crate::run::run_interruptible_rows(
         &resolved,
-        Some(Box::new(move |n| {
-            if n % 1024 == 0 {
-                pb2.set_position(n)
-            }
-        })),
+        progress,
         !a.no_fast_forward,
         crate::run::Rows::keep_if(!a.no_requests_csv),
     );
@@ -266,7 +266,7 @@ pub(super) fn live_cmd(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    use crate::live::{CtrlC, ExecutorKind, LiveOptions, run_live, write_live};
+    use crate::live::{CtrlC, ExecutorKind, LiveOptions, run_live_progress, write_live};
     let device = match (a.mock, a.device) {
         (true, _) | (_, Device::Mock) => ExecutorKind::Mock,
         (_, Device::Cpu) => ExecutorKind::Cpu,
@@ -301,7 +301,16 @@ pub(super) fn live_cmd(
     };
     let output = {
         let _ctrl_c = CtrlC::install();
-        run_live(&resolved, &opts)?
+        // Live requests finish in wall-clock time: the bar moves at every one.
+        let (pb, progress) = request_progress(
+            || crate::run::count_requests(&resolved),
+            1,
+            "scenario time",
+            a.quiet,
+        );
+        let result = run_live_progress(&resolved, &opts, progress);
+        pb.finish_and_clear();
+        result?
     };
     let dir = write_live(staged, &output, &crate::run::config_json(&resolved), &opts)?;
     print_warnings(err, &resolved, None)?;
