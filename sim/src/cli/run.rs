@@ -39,7 +39,8 @@ pub struct RunArgs {
     /// holding an input or the current directory).
     #[arg(long)]
     pub force: bool,
-    /// Do not print the summary table.
+    /// Do not print the summary table, and draw no progress bar on stderr (it is drawn only when
+    /// stderr is a terminal).
     #[arg(long)]
     pub quiet: bool,
     /// Do not write requests.csv (huge runs; summary.json is still exact over every request).
@@ -89,7 +90,8 @@ pub struct LiveArgs {
     /// Number of requests (synthetic), or the first N rows of a file trace.
     #[arg(long, value_name = "N")]
     pub num_requests: Option<u64>,
-    /// Do not print the summary table.
+    /// Do not print the summary table, and draw no progress bar on stderr (it is drawn only when
+    /// stderr is a terminal).
     #[arg(long)]
     pub quiet: bool,
 }
