@@ -268,7 +268,7 @@ pub(super) fn live_cmd(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    use crate::live::{CtrlC, ExecutorKind, LiveOptions, run_live_progress, write_live};
+    use crate::live::{ExecutorKind, LiveOptions, write_live};
     let device = match (a.mock, a.device) {
         (true, _) | (_, Device::Mock) => ExecutorKind::Mock,
         (_, Device::Cpu) => ExecutorKind::Cpu,
@@ -301,19 +301,7 @@ pub(super) fn live_cmd(
         threads: a.threads,
         stop: Default::default(),
     };
-    let output = {
-        let _ctrl_c = CtrlC::install();
-        // Live requests finish in wall-clock time: the bar moves at every one.
-        let (pb, progress) = request_progress(
-            || crate::run::count_requests(&resolved),
-            1,
-            "scenario time",
-            a.quiet,
-        );
-        let result = run_live_progress(&resolved, &opts, progress);
-        pb.finish_and_clear();
-        result?
-    };
+    let output = live_with_progress(&resolved, &opts, a.quiet)?;
     let dir = write_live(staged, &output, &crate::run::config_json(&resolved), &opts)?;
     print_warnings(err, &resolved, None)?;
     for w in &output.warnings {
@@ -347,6 +335,25 @@ pub(super) fn live_cmd(
         .into());
     }
     Ok(())
+}
+
+/// The live run (Ctrl-C stops it), with its progress bar while it runs: live requests finish in
+/// wall-clock time, so the bar moves at every one.
+fn live_with_progress(
+    resolved: &crate::scenario::Resolved,
+    opts: &crate::live::LiveOptions,
+    quiet: bool,
+) -> crate::error::Result<crate::live::LiveOutput> {
+    let _ctrl_c = crate::live::CtrlC::install();
+    let (pb, progress) = request_progress(
+        || crate::run::count_requests(resolved),
+        1,
+        "scenario time",
+        quiet,
+    );
+    let result = crate::live::run_live_progress(resolved, opts, progress);
+    pb.finish_and_clear();
+    result
 }
 
 pub(super) fn compare_cmd(a: CompareArgs, out: &mut dyn Write) -> anyhow::Result<()> {
