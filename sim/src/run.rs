@@ -45,6 +45,17 @@ pub fn expected_requests(r: &Resolved) -> Option<u64> {
     }
 }
 
+/// [`expected_requests`], counting the rows of a trace file read without a row limit (one pass
+/// over the file; `None` when it cannot be read: the run itself reports why).
+pub fn count_requests(r: &Resolved) -> Option<u64> {
+    match &r.trace {
+        TraceSource::File {
+            path, limit: None, ..
+        } => scan_trace(path).ok().map(|s| s.rows),
+        _ => expected_requests(r),
+    }
+}
+
 /// Whether a run keeps every completed request's row ([`RunOutput::completions`], needed for
 /// `requests.csv` and exact percentiles) or only streaming statistics
 /// ([`crate::metrics::streaming`]: percentiles from a sketch, memory independent of the number
@@ -62,25 +73,54 @@ impl Rows {
     }
 }
 
-/// Run the simulation. `progress` is called with the number of completed requests.
-pub fn run(r: &Resolved, progress: Option<Box<dyn FnMut(u64)>>) -> Result<RunOutput> {
+/// Hears how far a run has got: the number of completed requests and the simulated time of the
+/// latest completion, once every `every` completions. It lives in the run driver (the engine
+/// knows nothing of it) and costs one counter comparison per completion between reports; a run
+/// without one pays nothing. The CLI draws its progress bar from it.
+pub struct Progress {
+    every: u64,
+    done: u64,
+    next: u64,
+    report: Box<dyn FnMut(u64, Ns)>,
+}
+
+impl Progress {
+    /// Call `report(completed, finish_ns)` at the `every`-th completion and each `every` after it
+    /// (`every` of 0 counts as 1: every completion).
+    pub fn every(every: u64, report: impl FnMut(u64, Ns) + 'static) -> Progress {
+        let every = every.max(1);
+        Progress {
+            every,
+            done: 0,
+            next: every,
+            report: Box::new(report),
+        }
+    }
+
+    fn on_completion(&mut self, finish_ns: Ns) {
+        self.done += 1;
+        if self.done >= self.next {
+            self.next = self.done.saturating_add(self.every);
+            (self.report)(self.done, finish_ns);
+        }
+    }
+}
+
+/// Run the simulation, reporting to `progress` (if any) as requests complete.
+pub fn run(r: &Resolved, progress: Option<Progress>) -> Result<RunOutput> {
     run_with(r, progress, true)
 }
 
 /// [`run`], choosing whether runs of identical decode iterations are fast-forwarded (`false`
 /// steps every iteration as its own event: the reference path; outputs are identical).
-pub fn run_with(
-    r: &Resolved,
-    progress: Option<Box<dyn FnMut(u64)>>,
-    fast_forward: bool,
-) -> Result<RunOutput> {
+pub fn run_with(r: &Resolved, progress: Option<Progress>, fast_forward: bool) -> Result<RunOutput> {
     run_rows(r, progress, fast_forward, Rows::Keep)
 }
 
 /// [`run_with`], keeping the per-request rows or not.
 pub fn run_rows(
     r: &Resolved,
-    progress: Option<Box<dyn FnMut(u64)>>,
+    progress: Option<Progress>,
     fast_forward: bool,
     rows: Rows,
 ) -> Result<RunOutput> {
@@ -106,7 +146,7 @@ fn sim_executor(r: &Resolved, x: Arc<ExtrapolationCounter>) -> Result<Box<dyn Ex
 /// stopped (then the output covers only the completed requests).
 pub fn run_interruptible(
     r: &Resolved,
-    progress: Option<Box<dyn FnMut(u64)>>,
+    progress: Option<Progress>,
     fast_forward: bool,
 ) -> Result<(RunOutput, bool)> {
     run_interruptible_rows(r, progress, fast_forward, Rows::Keep)
@@ -115,7 +155,7 @@ pub fn run_interruptible(
 /// [`run_interruptible`], keeping the per-request rows or not.
 pub fn run_interruptible_rows(
     r: &Resolved,
-    progress: Option<Box<dyn FnMut(u64)>>,
+    progress: Option<Progress>,
     fast_forward: bool,
     rows: Rows,
 ) -> Result<(RunOutput, bool)> {
@@ -188,6 +228,7 @@ pub type CompletionTap<'a> = dyn FnMut(&Completion) + 'a;
 /// Collects completions and forwards iterations (and completions) to optional taps.
 struct Tap<'a, 'b> {
     collector: Collector,
+    progress: Option<Progress>,
     on_iteration: Option<&'a mut IterationTap<'b>>,
     on_completion: Option<&'a mut CompletionTap<'b>>,
     kv_timeline: Vec<KvSample>,
@@ -198,7 +239,7 @@ struct Tap<'a, 'b> {
 
 impl<'a, 'b> Tap<'a, 'b> {
     fn new(
-        progress: Option<Box<dyn FnMut(u64)>>,
+        progress: Option<Progress>,
         on_iteration: Option<&'a mut IterationTap<'b>>,
         on_completion: Option<&'a mut CompletionTap<'b>>,
         rows: Rows,
@@ -209,9 +250,8 @@ impl<'a, 'b> Tap<'a, 'b> {
                 completions: Vec::new(),
                 streamed: (rows == Rows::Stream)
                     .then(|| crate::metrics::streaming::Streamed::new(slo)),
-                on_progress: progress,
-                done: 0,
             },
+            progress,
             on_iteration,
             on_completion,
             kv_timeline: Vec::new(),
@@ -224,6 +264,9 @@ impl<'a, 'b> Tap<'a, 'b> {
 impl Observer for Tap<'_, '_> {
     fn on_completion(&mut self, c: &Completion) {
         self.collector.on_completion(c);
+        if let Some(p) = &mut self.progress {
+            p.on_completion(c.finish_ns);
+        }
         if let Some(f) = &mut self.on_completion {
             f(c);
         }
@@ -246,7 +289,7 @@ impl Observer for Tap<'_, '_> {
 /// driver uses it to run the very same policies, KV accounting and metrics in wall-clock time.
 pub fn drive(
     r: &Resolved,
-    progress: Option<Box<dyn FnMut(u64)>>,
+    progress: Option<Progress>,
     make_executor: &mut ExecutorFactory<'_>,
     clock: &mut dyn Clock,
     on_iteration: Option<&mut IterationTap<'_>>,
@@ -265,7 +308,7 @@ pub fn drive(
 /// [`drive`] with a completion tap, keeping the per-request rows or not.
 fn drive_full<'a, 'b>(
     r: &Resolved,
-    progress: Option<Box<dyn FnMut(u64)>>,
+    progress: Option<Progress>,
     make_executor: &mut ExecutorFactory<'_>,
     clock: &mut dyn Clock,
     on_iteration: Option<&'a mut IterationTap<'b>>,
@@ -654,12 +697,37 @@ pub fn config_json(r: &Resolved) -> serde_json::Value {
 mod tests {
     use super::*;
 
+    /// A `Progress` of every N reports at the N-th completion and each N after it, with the count
+    /// and that completion's finish time; of 0 or 1, at every completion.
+    #[test]
+    fn progress_reports_once_every_n_completions() {
+        use std::cell::RefCell;
+        use std::rc::Rc;
+        let heard = Rc::new(RefCell::new(Vec::new()));
+        let h = heard.clone();
+        let mut p = Progress::every(4, move |done, t| h.borrow_mut().push((done, t)));
+        for i in 1..=10 {
+            p.on_completion(i * 100);
+        }
+        assert_eq!(*heard.borrow(), vec![(4, 400), (8, 800)]);
+        for every in [0, 1] {
+            let h = Rc::new(RefCell::new(0u64));
+            let h2 = h.clone();
+            let mut p = Progress::every(every, move |done, _| *h2.borrow_mut() = done);
+            for i in 1..=3 {
+                p.on_completion(i);
+                assert_eq!(*h.borrow(), i);
+            }
+        }
+    }
+
     /// Past its cap the KV timeline keeps no more rows (memory stays bounded) and remembers
     /// the first instant it left out; under the cap it keeps every row.
     #[test]
     fn kv_timeline_stops_at_its_row_cap() {
         let mut tap = Tap {
             collector: Collector::default(),
+            progress: None,
             on_iteration: None,
             on_completion: None,
             kv_timeline: Vec::new(),

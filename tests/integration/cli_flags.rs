@@ -150,8 +150,9 @@ fn servesim_piped(w: &Workdir, args: &[&str]) -> (Option<i32>, String, String) {
     (o.status.code(), text(o.stdout), text(o.stderr))
 }
 
-/// Progress is drawn only on a terminal: through pipes, `run`, `sweep`, `capacity` and `trace
-/// synth` print exactly what they print in-process (stdout), and nothing on stderr.
+/// Progress is drawn only on a terminal: through pipes, `run`, `sweep`, `capacity`, `trace synth`
+/// and `live --mock` print exactly what they print in-process (stdout), and nothing on stderr
+/// (`live`: at most its timing warnings, which depend on the machine's load).
 #[test]
 fn progress_stays_off_a_stderr_that_is_not_a_terminal() {
     if let Some(args) = std::env::var_os(CHILD_ENV) {
@@ -201,6 +202,23 @@ fn progress_stays_off_a_stderr_that_is_not_a_terminal() {
         assert_eq!(stderr, "", "{args:?}");
         assert!(!stdout.contains(['\r', '\x1b']), "{args:?}: {stdout:?}");
     }
+    live_mock_prints_no_progress(&w);
+    // `run`'s stdout through pipes is its in-process stdout but for the last line (wall time and
+    // output directory).
+    let (_, piped, _) = servesim_piped(&w, commands[0]);
+    let args: [std::ffi::OsString; 4] = [
+        "run".into(),
+        w.path("sweep.toml").into(),
+        "--out".into(),
+        w.path("run-inproc").into(),
+    ];
+    let inproc = cli(args).stdout;
+    let body = |s: &str| s.rsplit_once("simulated in ").map(|x| x.0.to_string());
+    let piped = piped
+        .split_once("... ")
+        .map_or(piped.clone(), |x| x.1.into());
+    assert!(inproc.starts_with("scenario "), "{inproc}");
+    assert_eq!(body(&piped), body(&inproc));
     // Capacity's stdout (no wall times) is byte for byte what it prints in-process (after the
     // test harness's own lines, which end in "... ").
     let (_, piped, _) = servesim_piped(&w, commands[2]);
@@ -209,6 +227,29 @@ fn progress_stays_off_a_stderr_that_is_not_a_terminal() {
     let inproc = cli(args).stdout;
     assert!(inproc.starts_with("SLO: "), "{inproc}");
     assert_eq!(piped.split_once("... ").map(|x| x.1), Some(inproc.as_str()));
+}
+
+/// `live --mock` through pipes: no progress on stdout or stderr, whose lines can only be the
+/// run's timing warnings (they depend on the machine's load).
+fn live_mock_prints_no_progress(w: &Workdir) {
+    let live = [
+        "live",
+        "sweep.toml",
+        "--mock",
+        "--time-scale",
+        "0.01",
+        "--out",
+        "live",
+    ];
+    let (code, stdout, stderr) = servesim_piped(w, &live);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.lines().all(|l| l.starts_with("warning: ")),
+        "{stderr:?}"
+    );
+    assert!(!stderr.contains(['\r', '\x1b']), "{stderr:?}");
+    assert!(!stdout.contains(['\r', '\x1b']), "{stdout:?}");
+    assert!(stdout.contains("ran live (mock executor"), "{stdout}");
 }
 
 /// A misspelt name gets the closest known one; a name from a flag blames the flag.

@@ -121,6 +121,7 @@ fn run_cell(
     rate: f64,
     r: &Resolved,
     opts: &LiveOptions,
+    progress: Option<crate::run::Progress>,
 ) -> anyhow::Result<Option<Cell>> {
     let sub = format!("runs/{}", Cell::dir_name(policy, rate));
     let started = std::time::Instant::now(); // allow-wall-clock: timing.json only
@@ -132,7 +133,7 @@ fn run_cell(
     if cut {
         return Ok(None);
     }
-    let live = crate::live::run_live(r, opts)?;
+    let live = crate::live::run_live_progress(r, opts, progress)?;
     crate::live::write_live_files(dir, &format!("{sub}/live"), &live, &config, opts)?;
     if live.partial {
         return Ok(None);
@@ -149,6 +150,23 @@ fn run_cell(
         rate_per_s: rate,
         requests: live.run.summary.requests,
         rows,
+    }))
+}
+
+/// The live run of one cell moves the message of the bar of cells: `CELL: N/TOTAL requests live`
+/// (`None` when the bar is hidden).
+fn cell_progress(
+    pb: &indicatif::ProgressBar,
+    cell: String,
+    r: &Resolved,
+) -> Option<crate::run::Progress> {
+    if pb.is_hidden() {
+        return None;
+    }
+    let total = crate::run::count_requests(r).map_or_else(String::new, |n| format!("/{n}"));
+    let pb = pb.clone();
+    Some(crate::run::Progress::every(1, move |done, _| {
+        pb.set_message(format!("{cell}: {done}{total} requests live"))
     }))
 }
 
@@ -180,8 +198,9 @@ pub(super) fn fidelity_cmd(a: FidelityArgs, out: &mut dyn Write) -> anyhow::Resu
     let mut done = Vec::new();
     let mut stopped = false;
     for (policy, rate, r) in &cells {
-        pb.set_message(format!("{policy} at {rate} req/s"));
-        match run_cell(&dir, policy, *rate, r, &opts)? {
+        let cell = format!("{policy} at {rate} req/s");
+        pb.set_message(cell.clone());
+        match run_cell(&dir, policy, *rate, r, &opts, cell_progress(&pb, cell, r))? {
             Some(cell) => done.push(cell),
             None => {
                 stopped = true;

@@ -301,6 +301,31 @@ pub fn progress_bar(total: Option<u64>, unit: &str, quiet: bool) -> indicatif::P
     pb
 }
 
+/// A progress bar of one run's completed requests (out of `total`, called only when the bar is
+/// shown: it may read the trace) with the scenario time of the latest completion
+/// (`"{time} s {clock}"`), and the [`crate::run::Progress`] that moves it every `every`
+/// completions. Unless [`show_progress`]: a hidden bar and no `Progress` (the run pays nothing).
+pub fn request_progress(
+    total: impl FnOnce() -> Option<u64>,
+    every: u64,
+    clock: &'static str,
+    quiet: bool,
+) -> (indicatif::ProgressBar, Option<crate::run::Progress>) {
+    if !show_progress(quiet) {
+        return (indicatif::ProgressBar::hidden(), None);
+    }
+    let pb = progress_bar(total(), "requests", quiet);
+    let bar = pb.clone();
+    let progress = crate::run::Progress::every(every, move |done, t_ns| {
+        bar.set_position(done);
+        bar.set_message(format!(
+            "{:.1} s {clock}",
+            crate::vocab::time::ns_to_s(t_ns)
+        ));
+    });
+    (pb, Some(progress))
+}
+
 /// `--policies` values: no empty entry, every name a known policy (the flag blamed).
 fn check_policy_list(policies: &[String]) -> Result<(), SimError> {
     if policies.iter().any(|p| p.trim().is_empty()) {

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use super::{Interrupted, check_num_requests, progress_bar};
+use super::{Interrupted, check_num_requests, request_progress};
 use crate::error::SimError;
 use crate::scenario::{Overrides, load};
 
@@ -39,7 +39,8 @@ pub struct RunArgs {
     /// holding an input or the current directory).
     #[arg(long)]
     pub force: bool,
-    /// Do not print the summary table.
+    /// Do not print the summary table, and draw no progress bar on stderr (it is drawn only when
+    /// stderr is a terminal).
     #[arg(long)]
     pub quiet: bool,
     /// Do not write requests.csv (huge runs; summary.json is still exact over every request).
@@ -89,7 +90,8 @@ pub struct LiveArgs {
     /// Number of requests (synthetic), or the first N rows of a file trace.
     #[arg(long, value_name = "N")]
     pub num_requests: Option<u64>,
-    /// Do not print the summary table.
+    /// Do not print the summary table, and draw no progress bar on stderr (it is drawn only when
+    /// stderr is a terminal).
     #[arg(long)]
     pub quiet: bool,
 }
@@ -137,6 +139,10 @@ fn print_warnings(
     Ok(())
 }
 
+/// `run` moves its progress bar once per this many completed requests (a simulated request takes
+/// about a microsecond: the bar still moves thousands of times a second on a long run).
+const RUN_PROGRESS_EVERY: u64 = 1024;
+
 pub(super) fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Result<()> {
     // Installed first and kept until the outputs are written: a Ctrl-C at any point stops the
     // simulation (if still running) instead of killing the process mid-way, so the output
@@ -162,20 +168,16 @@ pub(super) fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
         &dest,
         &crate::output::Replace::new(a.force, resolved.input_paths()),
     )?;
-    let pb = progress_bar(
-        crate::run::expected_requests(&resolved),
-        "requests",
+    let (pb, progress) = request_progress(
+        || crate::run::count_requests(&resolved),
+        RUN_PROGRESS_EVERY,
+        "simulated",
         a.quiet,
     );
-    let pb2 = pb.clone();
     let started = Instant::now(); // allow-wall-clock: timing.json only, outside the simulation
     let result = crate::run::run_interruptible_rows(
         &resolved,
-        Some(Box::new(move |n| {
-            if n % 1024 == 0 {
-                pb2.set_position(n)
-            }
-        })),
+        progress,
         !a.no_fast_forward,
         crate::run::Rows::keep_if(!a.no_requests_csv),
     );
@@ -266,7 +268,7 @@ pub(super) fn live_cmd(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    use crate::live::{CtrlC, ExecutorKind, LiveOptions, run_live, write_live};
+    use crate::live::{ExecutorKind, LiveOptions, write_live};
     let device = match (a.mock, a.device) {
         (true, _) | (_, Device::Mock) => ExecutorKind::Mock,
         (_, Device::Cpu) => ExecutorKind::Cpu,
@@ -299,10 +301,7 @@ pub(super) fn live_cmd(
         threads: a.threads,
         stop: Default::default(),
     };
-    let output = {
-        let _ctrl_c = CtrlC::install();
-        run_live(&resolved, &opts)?
-    };
+    let output = live_with_progress(&resolved, &opts, a.quiet)?;
     let dir = write_live(staged, &output, &crate::run::config_json(&resolved), &opts)?;
     print_warnings(err, &resolved, None)?;
     for w in &output.warnings {
@@ -336,6 +335,25 @@ pub(super) fn live_cmd(
         .into());
     }
     Ok(())
+}
+
+/// The live run (Ctrl-C stops it), with its progress bar while it runs: live requests finish in
+/// wall-clock time, so the bar moves at every one.
+fn live_with_progress(
+    resolved: &crate::scenario::Resolved,
+    opts: &crate::live::LiveOptions,
+    quiet: bool,
+) -> crate::error::Result<crate::live::LiveOutput> {
+    let _ctrl_c = crate::live::CtrlC::install();
+    let (pb, progress) = request_progress(
+        || crate::run::count_requests(resolved),
+        1,
+        "scenario time",
+        quiet,
+    );
+    let result = crate::live::run_live_progress(resolved, opts, progress);
+    pb.finish_and_clear();
+    result
 }
 
 pub(super) fn compare_cmd(a: CompareArgs, out: &mut dyn Write) -> anyhow::Result<()> {

@@ -42,7 +42,7 @@ use crate::engine::Clock;
 use crate::error::{Result, SimError};
 use crate::exec::Executor;
 use crate::output::{StagedDir, pretty_json, replicas_csv, requests_csv};
-use crate::run::RunOutput;
+use crate::run::{Progress, RunOutput};
 use crate::scenario::Resolved;
 use crate::vocab::time::{Ns, ns_to_s};
 
@@ -346,8 +346,22 @@ pub struct LiveOutput {
 
 /// Run a resolved scenario live, on the backend `opts.executor` names.
 pub fn run_live(r: &Resolved, opts: &LiveOptions) -> Result<LiveOutput> {
+    run_live_progress(r, opts, None)
+}
+
+/// [`run_live`], reporting to `progress` as requests complete.
+pub fn run_live_progress(
+    r: &Resolved,
+    opts: &LiveOptions,
+    progress: Option<Progress>,
+) -> Result<LiveOutput> {
     let (device, threads) = (opts.executor, opts.threads);
-    run_live_with(r, opts, &mut |g| backend::open_backend(device, g, threads))
+    drive_live(
+        r,
+        opts,
+        &mut |g| backend::open_backend(device, g, threads),
+        progress,
+    )
 }
 
 /// Opens the compute backend of one replica (given its group's resolved scenario).
@@ -358,6 +372,16 @@ pub fn run_live_with(
     r: &Resolved,
     opts: &LiveOptions,
     open: &mut BackendFactory<'_>,
+) -> Result<LiveOutput> {
+    drive_live(r, opts, open, None)
+}
+
+/// [`run_live_with`], reporting to `progress`.
+fn drive_live(
+    r: &Resolved,
+    opts: &LiveOptions,
+    open: &mut BackendFactory<'_>,
+    progress: Option<Progress>,
 ) -> Result<LiveOutput> {
     check_options(opts.executor, opts.time_scale)?;
     let scale = opts.time_scale;
@@ -385,7 +409,7 @@ pub fn run_live_with(
     let started = Instant::now();
     let run = crate::run::drive(
         r,
-        None,
+        progress,
         &mut |g, x| -> Result<Box<dyn Executor>> {
             if mock {
                 let cost = g.cost_model_counted(Some(x))?;

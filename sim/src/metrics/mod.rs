@@ -18,9 +18,6 @@ use crate::vocab::time::ns_to_s;
 pub struct Collector {
     pub completions: Vec<Completion>,
     pub streamed: Option<streaming::Streamed>,
-    pub on_progress: Option<Box<dyn FnMut(u64)>>,
-    /// Completions seen.
-    pub done: u64,
 }
 
 impl Observer for Collector {
@@ -28,10 +25,6 @@ impl Observer for Collector {
         match &mut self.streamed {
             Some(s) => s.add(c),
             None => self.completions.push(*c),
-        }
-        self.done += 1;
-        if let Some(f) = &mut self.on_progress {
-            f(self.done);
         }
     }
 }
