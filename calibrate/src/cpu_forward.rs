@@ -209,27 +209,7 @@ pub fn grid(items: &[PlanItem], max_context: usize) -> Grid {
                     cached: y,
                 }
             }),
-            op => {
-                let decode = |c: Shape| matches!(c, Shape::Decode { batch, .. } if batch == x);
-                let prefill = |c: Shape| {
-                    op != Op::LmHead && matches!(c, Shape::Prefill { chunk, .. } if chunk == x)
-                };
-                let k = find(&cells, &decode).or_else(|| find(&cells, &prefill));
-                Some(k.unwrap_or_else(|| {
-                    let s = if op == Op::LmHead || x <= decode_max {
-                        Shape::Decode {
-                            batch: x,
-                            context: fill_context,
-                        }
-                    } else {
-                        Shape::Prefill {
-                            chunk: x,
-                            cached: 0,
-                        }
-                    };
-                    cell_index(&mut cells, s)
-                }))
-            }
+            op => Some(token_cell(&mut cells, op, x, decode_max, fill_context)),
         };
         source.push(k);
     }
@@ -245,6 +225,37 @@ pub fn grid(items: &[PlanItem], max_context: usize) -> Grid {
         reference,
         source,
     }
+}
+
+/// The cell a GEMM, small-operator or LM-head item of size `x` samples (before references):
+/// a decode of `x` sequences, else a prefill of an `x`-token chunk (not for the LM head, whose
+/// size is rows), else one added (a decode at the fill context up to the decode grid's largest
+/// batch and for the LM head, a prefill of `x` tokens beyond).
+fn token_cell(
+    cells: &mut Vec<Shape>,
+    op: Op,
+    x: usize,
+    decode_max: usize,
+    fill_context: usize,
+) -> usize {
+    let decode = |c: &Shape| matches!(*c, Shape::Decode { batch, .. } if batch == x);
+    let prefill =
+        |c: &Shape| op != Op::LmHead && matches!(*c, Shape::Prefill { chunk, .. } if chunk == x);
+    let found = (cells.iter().position(decode)).or_else(|| cells.iter().position(prefill));
+    found.unwrap_or_else(|| {
+        let s = if op == Op::LmHead || x <= decode_max {
+            Shape::Decode {
+                batch: x,
+                context: fill_context,
+            }
+        } else {
+            Shape::Prefill {
+                chunk: x,
+                cached: 0,
+            }
+        };
+        cell_index(cells, s)
+    })
 }
 
 /// Seconds of one forward in every stage but attention.

@@ -204,6 +204,27 @@ fn set_overhead(p: &mut Profile, name: &str, model: &ModelSpec, o: &CpuOptions) 
     Ok(())
 }
 
+/// The `meta.toml` note on how the operators were timed.
+fn timing_note(o: &CpuOptions, r: &CpuReport) -> String {
+    if o.in_forward {
+        format!(
+            "in-forward timing: the iteration operators are timed inside real CpuBackend::forward calls (decode forwards of each attn_decode cell's sequences × context, prefill forwards of each attn_prefill cell, GEMMs, small operators and LM head from the reference cell of their size (same batch at the smallest context; decode forwards at context {} or prefills for sizes the grid lacks), attention charged what a forward took beyond its reference's other operators; the same step repeated, KV rewound between calls); copies alone{}",
+            crate::cpu_forward::FILL_CONTEXT,
+            r.forward_other_s.map_or(String::new(), |s| format!(
+                "; median time per forward outside the timed operators {:.1} µs",
+                s * 1e6
+            ))
+        )
+    } else if o.flush_bytes > 0 {
+        format!(
+            "cold caches (--cold-cache): {} MiB read before every timed call (twice the last-level cache)",
+            o.flush_bytes >> 20
+        )
+    } else {
+        "isolated timing, warm caches: each operator alone, timed calls back to back".into()
+    }
+}
+
 /// `meta.toml` of a CPU run.
 fn cpu_meta(a: &RunArgs, o: &CpuOptions, r: &CpuReport, wall_s: f64) -> Meta {
     let (g0, g1) = r.reference_gemm_s;
@@ -218,23 +239,7 @@ fn cpu_meta(a: &RunArgs, o: &CpuOptions, r: &CpuReport, wall_s: f64) -> Meta {
             "timing: {} rounds over the whole grid; per cell and round {} warm-up calls then timed calls for {:.3} s (at least {}); time_s = median of the round medians; min_s/max_s over all calls",
             o.rounds, o.warmup, o.cell_s, o.min_samples
         ),
-        if o.in_forward {
-            format!(
-                "in-forward timing: the iteration operators are timed inside real CpuBackend::forward calls (decode forwards of each attn_decode cell's sequences × context, prefill forwards of each attn_prefill cell, decode forwards at context {} or prefills for other GEMM sizes; the same step repeated, KV rewound between calls); copies alone{}",
-                crate::cpu_forward::FILL_CONTEXT,
-                r.forward_other_s.map_or(String::new(), |s| format!(
-                    "; median time per forward outside the timed operators {:.1} µs",
-                    s * 1e6
-                ))
-            )
-        } else if o.flush_bytes > 0 {
-            format!(
-                "cold caches (--cold-cache): {} MiB read before every timed call (twice the last-level cache)",
-                o.flush_bytes >> 20
-            )
-        } else {
-            "isolated timing, warm caches: each operator alone, timed calls back to back".into()
-        },
+        timing_note(o, r),
         format!(
             "drift reference: 512×512×512 GEMM median {:.1} µs before the grid, {:.1} µs after ({:+.0} %)",
             g0 * 1e6,
