@@ -7,13 +7,11 @@
 //! process as usual. (Staging directories of a process killed outright, e.g. by SIGKILL, are
 //! removed by the next command writing the same output: see [`crate::staging`].)
 
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use crate::engine::Clock;
 use crate::vocab::time::Ns;
 
-/// Set by the signal handler that [`CtrlC`] installs.
-static SIGINT_RAISED: AtomicBool = AtomicBool::new(false);
 /// The signal that raised the flag (0 before any).
 static SIGNAL: AtomicI32 = AtomicI32::new(0);
 
@@ -22,7 +20,13 @@ const SIGTERM: i32 = 15;
 
 /// Whether Ctrl-C (or SIGTERM) arrived since the current [`CtrlC`] guard was installed.
 pub fn interrupted() -> bool {
-    SIGINT_RAISED.load(Ordering::Relaxed)
+    crate::input::stop_requested()
+}
+
+/// Whether Ctrl-C or SIGTERM arrived since the last [`CtrlC`] guard was installed, even after
+/// that guard is gone (a command that failed because of it exits as the signal asks).
+pub fn signal_seen() -> bool {
+    SIGNAL.load(Ordering::Relaxed) != 0
 }
 
 /// What stopped the command, in the user's words: "Ctrl-C" or "SIGTERM".
@@ -51,7 +55,7 @@ unsafe extern "C" {
 #[cfg(unix)]
 extern "C" fn on_signal(sig: i32) {
     SIGNAL.store(sig, Ordering::SeqCst);
-    SIGINT_RAISED.store(true, Ordering::SeqCst);
+    crate::input::set_stop_requested(true);
     // A second signal of the same kind kills the process as usual (signal() is
     // async-signal-safe).
     // SAFETY: restores the default disposition (SIG_DFL = 0) of the signal.
@@ -66,7 +70,7 @@ pub struct CtrlC(());
 
 impl CtrlC {
     pub fn install() -> CtrlC {
-        SIGINT_RAISED.store(false, Ordering::SeqCst);
+        crate::input::set_stop_requested(false);
         SIGNAL.store(0, Ordering::SeqCst);
         #[cfg(unix)]
         // SAFETY: the handler only stores to atomics and calls signal(), all async-signal-safe.
@@ -86,7 +90,7 @@ impl Drop for CtrlC {
             signal(SIGINT, 0);
             signal(SIGTERM, 0);
         }
-        SIGINT_RAISED.store(false, Ordering::SeqCst);
+        crate::input::set_stop_requested(false);
     }
 }
 

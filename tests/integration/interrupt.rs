@@ -435,3 +435,42 @@ fn sigterm_cuts_a_long_live_mock_iteration_short() {
     assert_eq!(code, Some(143), "exit code; stderr: {stderr}");
     assert!(w.path("lv/PARTIAL").is_file(), "stderr: {stderr}");
 }
+
+/// A trace that is a named pipe nobody writes to used to block its open through SIGTERM (the
+/// first signal only raised the flag): the open now gives up on the signal, exit 143, nothing
+/// left behind.
+#[cfg(unix)]
+#[test]
+fn sigterm_ends_a_wait_for_a_named_pipe_trace() {
+    be_servesim_if_child();
+    let w = Workdir::new();
+    long_scenario(&w, "");
+    let fifo = w.path("trace.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status();
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: mkfifo is not available");
+        return;
+    }
+    std::fs::create_dir(w.path("results")).unwrap();
+    let child = spawn_servesim(
+        "sigterm_ends_a_wait_for_a_named_pipe_trace",
+        &w,
+        &[
+            "run",
+            "scenario.toml",
+            "--trace",
+            "trace.fifo",
+            "--out",
+            "results/run",
+            "--quiet",
+        ],
+    );
+    let (code, stderr) = send_signal(child, Duration::from_millis(300), "TERM");
+    assert_eq!(code, Some(143), "exit code; stderr: {stderr}");
+    assert!(
+        stderr.contains("interrupted") && stderr.contains("named pipe"),
+        "stderr: {stderr}"
+    );
+    assert!(!w.path("results/run").exists());
+    assert_eq!(hidden_entries(&w.path("results")), Vec::<String>::new());
+}

@@ -192,6 +192,16 @@ pub fn main_with_args(args: Vec<OsString>, out: &mut dyn Write, err: &mut dyn Wr
         Err(e) if e.downcast_ref::<calibrate::Forwarded>().is_some() => {
             e.downcast_ref::<calibrate::Forwarded>().map_or(2, |f| f.0)
         }
+        // Any other failure after Ctrl-C or SIGTERM (e.g. an input given up on) exits as the
+        // signal asks.
+        Err(e) if crate::interrupt::signal_seen() => {
+            let _ = writeln!(
+                err,
+                "interrupted: {}",
+                crate::error::one_line(&e.to_string())
+            );
+            crate::interrupt::exit_code()
+        }
         Err(e) => {
             let _ = writeln!(err, "error: {}", crate::error::one_line(&e.to_string()));
             2

@@ -102,7 +102,7 @@ pub(crate) fn open_csv_untrimmed(path: &Path) -> Result<(CsvReader, Vec<String>)
 }
 
 fn open_csv_trimming(path: &Path, trim: csv::Trim) -> Result<(CsvReader, Vec<String>)> {
-    let f = File::open(path).map_err(|e| io_err(path, format!("cannot open: {e}")))?;
+    let f = crate::input::open_file(path).map_err(|e| io_err(path, format!("cannot open: {e}")))?;
     if f.metadata().is_ok_and(|m| m.is_dir()) {
         return Err(io_err(path, "is a directory; expected a CSV file"));
     }

@@ -17,7 +17,6 @@ pub mod tokenizer;
 pub mod vidur;
 
 use std::fmt::Write as _;
-use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
@@ -309,7 +308,7 @@ where
     T: DeserializeOwned,
     F: Fn(T) -> Option<(String, String)>,
 {
-    let f = File::open(path).map_err(|e| io_err(path, format!("cannot open: {e}")))?;
+    let f = crate::input::open_file(path).map_err(|e| io_err(path, format!("cannot open: {e}")))?;
     let f = CountingReader {
         inner: f,
         read: 0,
