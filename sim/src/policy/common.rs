@@ -616,6 +616,11 @@ pub fn score_offload(
             free -= need;
         }
     }
+    unmark_plan(plan, taken);
+}
+
+/// Undo [`mark_plan`]'s marks.
+pub(super) fn unmark_plan(plan: &Plan, taken: &mut [bool]) {
     for item in &plan.run {
         taken[item.slot as usize] = false;
     }

@@ -12,7 +12,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use super::common::{KeyedRanking, OffloadTarget, RankKey, mark_plan};
+use super::common::{KeyedRanking, OffloadTarget, RankKey, mark_plan, unmark_plan};
 use super::{Plan, PreemptMode, ReplicaView};
 use crate::vocab::request::{KvLoc, Slot};
 
@@ -129,10 +129,5 @@ pub fn ranked_offload(
             free -= need;
         }
     }
-    for item in &plan.run {
-        taken[item.slot as usize] = false;
-    }
-    for &(s, _) in &plan.preempt {
-        taken[s as usize] = false;
-    }
+    unmark_plan(plan, taken);
 }
