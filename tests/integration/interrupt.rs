@@ -409,12 +409,27 @@ fn ctrl_c_during_capacity_stops_its_probes_and_exits_130() {
 }
 
 /// A live mock iteration scaled to hours used to sleep through SIGTERM and Ctrl-C (its wait did
-/// not look at the flag); it now stops at once, partial.
+/// not look at the flag); it now stops at once. Nothing had finished, so nothing is written and
+/// the earlier live run in the same `--out` stays as it was (it used to be replaced by an empty
+/// partial run).
 #[test]
 fn sigterm_cuts_a_long_live_mock_iteration_short() {
     be_servesim_if_child();
     let w = Workdir::new();
     long_scenario(&w, "");
+    let earlier = crate::support::cli([
+        "live",
+        w.path("scenario.toml").to_str().unwrap(),
+        "--mock",
+        "--time-scale",
+        "1e-6",
+        "--num-requests",
+        "3",
+        "--out",
+        w.path("lv").to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_eq!(earlier.code, 0, "{}", earlier.stderr);
     let child = spawn_servesim(
         "sigterm_cuts_a_long_live_mock_iteration_short",
         &w,
@@ -433,7 +448,12 @@ fn sigterm_cuts_a_long_live_mock_iteration_short() {
     );
     let (code, stderr) = send_signal(child, Duration::from_millis(300), "TERM");
     assert_eq!(code, Some(143), "exit code; stderr: {stderr}");
-    assert!(w.path("lv/PARTIAL").is_file(), "stderr: {stderr}");
+    assert!(
+        stderr.contains("before anything finished"),
+        "stderr: {stderr}"
+    );
+    assert!(!w.path("lv/PARTIAL").exists(), "stderr: {stderr}");
+    assert_eq!(read_summary(&w.path("lv"))["requests"], 3);
 }
 
 /// A trace that is a named pipe nobody writes to used to block its open through SIGTERM (the

@@ -210,6 +210,9 @@ pub(super) fn fidelity_cmd(a: FidelityArgs, out: &mut dyn Write) -> anyhow::Resu
         pb.inc(1);
     }
     pb.finish_and_clear();
+    if stopped && done.is_empty() {
+        return Err(super::stopped_before_anything("the fidelity runs", &dest));
+    }
     let md = fidelity_markdown(&title(&a, first, device), &done);
     dir.write("fidelity.csv", fidelity_csv(&done).as_bytes())?;
     dir.write("fidelity.md", md.as_bytes())?;

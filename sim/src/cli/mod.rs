@@ -218,6 +218,17 @@ pub const INTERRUPTED_EXIT_CODE: i32 = 130;
 #[derive(Debug)]
 struct Interrupted(String);
 
+/// A signal stopped `what` before anything finished: nothing is written and an existing `dest`
+/// stays as it was (a partial output with nothing in it would only have replaced earlier results).
+fn stopped_before_anything(what: &str, dest: &std::path::Path) -> anyhow::Error {
+    Interrupted(format!(
+        "{} stopped {what} before anything finished; nothing written ({} left as it was)",
+        crate::interrupt::signal_name(),
+        dest.display()
+    ))
+    .into()
+}
+
 impl std::fmt::Display for Interrupted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)

@@ -183,6 +183,9 @@ pub(super) fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
     );
     pb.finish_and_clear();
     let (output, partial) = result?;
+    if partial && output.summary.requests == 0 {
+        return Err(super::stopped_before_anything("the run", &dest));
+    }
     let wall_s = started.elapsed().as_secs_f64();
     let timing = timing_json(&output, wall_s);
     let dir = crate::output::write_run_with(
@@ -302,6 +305,9 @@ pub(super) fn live_cmd(
         stop: Default::default(),
     };
     let output = live_with_progress(&resolved, &opts, a.quiet)?;
+    if output.partial && output.run.summary.requests == 0 {
+        return Err(super::stopped_before_anything("the live run", &dest));
+    }
     let dir = write_live(staged, &output, &crate::run::config_json(&resolved), &opts)?;
     print_warnings(err, &resolved, None)?;
     for w in &output.warnings {
