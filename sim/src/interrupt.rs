@@ -50,6 +50,23 @@ pub fn exit_code() -> i32 {
 #[cfg(unix)]
 unsafe extern "C" {
     fn signal(signum: i32, handler: usize) -> usize;
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Send the signal that raised the flag (SIGINT or SIGTERM) on to child process `pid`: a command
+/// that runs another program passes the user's stop request on instead of leaving it orphaned.
+pub fn forward_to(pid: u32) {
+    #[cfg(unix)]
+    if let Ok(pid) = i32::try_from(pid) {
+        let sig = match SIGNAL.load(Ordering::Relaxed) {
+            SIGTERM => SIGTERM,
+            _ => SIGINT,
+        };
+        // SAFETY: kill() has no memory-safety preconditions; a stale pid only fails.
+        unsafe {
+            kill(pid, sig);
+        }
+    }
 }
 
 #[cfg(unix)]

@@ -494,3 +494,39 @@ fn sigterm_ends_a_wait_for_a_named_pipe_trace() {
     assert!(!w.path("results/run").exists());
     assert_eq!(hidden_entries(&w.path("results")), Vec::<String>::new());
 }
+
+/// `servesim calibrate` runs the `servesim-calibrate` binary: SIGTERM to servesim alone used to
+/// kill only servesim, and the orphaned calibration wrote its profile afterwards. The signal is
+/// now passed on: exit 143, no profile, ever.
+#[test]
+fn sigterm_to_calibrate_stops_the_calibration_too() {
+    be_servesim_if_child();
+    let w = Workdir::new();
+    let child = spawn_servesim(
+        "sigterm_to_calibrate_stops_the_calibration_too",
+        &w,
+        &[
+            "calibrate",
+            "run",
+            "--device",
+            "cpu",
+            "--quick",
+            "--model",
+            "cpu-tiny-2x256",
+            "--out",
+            "prof",
+        ],
+    );
+    let (code, stderr) = send_signal(child, Duration::from_millis(1500), "TERM");
+    if stderr.contains("cargo build --release --workspace") {
+        eprintln!("skipped: the servesim-calibrate binary is not built");
+        return;
+    }
+    assert_eq!(code, Some(143), "exit code; stderr: {stderr}");
+    assert!(
+        stderr.contains("stopped the calibration"),
+        "stderr: {stderr}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!w.path("prof").exists(), "stderr: {stderr}");
+}

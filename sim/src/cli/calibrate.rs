@@ -59,13 +59,31 @@ pub fn calibrate_cmd(args: Vec<OsString>) -> anyhow::Result<()> {
     let me = std::env::current_exe()
         .map_err(|e| anyhow::anyhow!("cannot locate the servesim executable: {e}"))?;
     let exe = find_calibrate(&me).map_err(anyhow::Error::msg)?;
-    let status = std::process::Command::new(&exe)
+    // A signal to servesim alone (e.g. `kill PID`) reaches the calibration too, instead of
+    // leaving it running on, writing its profile after servesim said it stopped.
+    let _ctrl_c = crate::interrupt::CtrlC::install();
+    let mut child = std::process::Command::new(&exe)
         .args(&args)
-        .status()
+        .spawn()
         .map_err(|e| anyhow::anyhow!("cannot run {}: {e}", exe.display()))?;
+    let mut forwarded = false;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if crate::interrupt::interrupted() && !forwarded {
+            crate::interrupt::forward_to(child.id());
+            forwarded = true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     match status.code() {
         Some(0) => Ok(()),
         Some(code) => Err(Forwarded(code).into()),
+        None if forwarded => Err(anyhow::anyhow!(
+            "{} stopped the calibration; nothing written",
+            crate::interrupt::signal_name()
+        )),
         None => Err(anyhow::anyhow!(
             "{} was terminated by a signal",
             exe.display()
