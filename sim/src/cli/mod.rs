@@ -44,7 +44,8 @@ pub enum Command {
     /// on any error no output directory is left behind. An existing DIR is replaced only if
     /// servesim wrote it (or it is empty), unless --force. Ctrl-C stops the simulation and writes
     /// the requests that finished, marked partial (summary.json "partial": true and a PARTIAL
-    /// file), then exits 130 (SIGTERM: the same, exit 143); a second Ctrl-C kills the process.
+    /// file; nothing, and an existing DIR stays, when none had finished), then exits 130
+    /// (SIGTERM: the same, exit 143); a second Ctrl-C kills the process.
     Run(RunArgs),
     /// Run the cartesian product of a scenario's [sweep] axes in parallel; write sweep.csv and
     /// every run's outputs under runs/.
