@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 
 pub use super::chunking::{chunk_budget, chunk_step, record_chunking};
+use super::swap_passes::{SwapInRoom, swap_in_while_room, swap_out_while_short};
 use super::{Plan, PreemptMode, PreemptionChoice, ReplicaView};
 use crate::cost::{BatchShape, CostModel};
 use crate::vocab::request::{KvLoc, Request, Slot};
@@ -576,45 +577,28 @@ pub fn score_offload(
         reserve,
         window,
     } = target;
-    let mut host_free = mark_plan(view, plan, taken);
+    let host_free = mark_plan(view, plan, taken);
     let blocked = order.iter().position(|&s| {
         !taken[s as usize] && matches!(view.req(s).kv_loc, KvLoc::None | KvLoc::Host)
     });
     let blocked_need = blocked.map_or(0, |i| view.extra_blocks_for_next(order[i])) as i64;
-    let mut deficit = reserve as i64 + blocked_need - free_after as i64;
+    let deficit = reserve as i64 + blocked_need - free_after as i64;
     let floor = blocked.map_or(0, |i| i + 1);
     let mut swapped_out = false;
     if deficit > 0 {
-        for i in swap_out_candidates(view, order, scores, floor, taken) {
-            if deficit <= 0 {
-                break;
-            }
-            let s = order[i];
-            let r = view.req(s);
-            let need = view.host_blocks_for(r.blocks) as i64;
-            if r.blocks == 0 || need > host_free {
-                continue;
-            }
-            plan.preempt.push((s, PreemptMode::Swap));
-            taken[s as usize] = true;
-            host_free -= need;
-            deficit -= r.blocks as i64;
-            swapped_out = true;
-        }
+        let cand = swap_out_candidates(view, order, scores, floor, taken);
+        let cand = cand.into_iter().map(|i| order[i]);
+        swapped_out = swap_out_while_short(view, plan, taken, cand, deficit, host_free);
     }
     if !swapped_out {
         let cand = swap_in_candidates(view, order, scores, window, taken);
-        let mut free = free_after as i64;
-        for &i in cand.iter().take(view.limits.max_batch_size as usize) {
-            let s = order[i];
-            let need = view.swap_in_blocks(s) as i64;
-            let keep = reserve as i64 + if Some(i) == blocked { 0 } else { blocked_need };
-            if free < keep + need {
-                break;
-            }
-            plan.swap_in.push(s);
-            free -= need;
-        }
+        let room = SwapInRoom {
+            free_after,
+            reserve,
+            blocked: blocked.map(|i| order[i]),
+            blocked_need,
+        };
+        swap_in_while_room(view, plan, cand.into_iter().map(|i| order[i]), room);
     }
     unmark_plan(plan, taken);
 }

@@ -19,6 +19,7 @@ pub mod sarathi;
 pub mod sjf;
 pub mod skip_join_mlfq;
 pub mod srpt;
+mod swap_passes;
 pub mod vllm;
 pub mod vllm_v1;
 

@@ -13,7 +13,8 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use super::common::{KeyedRanking, OffloadTarget, RankKey, mark_plan, unmark_plan};
-use super::{Plan, PreemptMode, ReplicaView};
+use super::swap_passes::{SwapInRoom, swap_in_while_room, swap_out_while_short};
+use super::{Plan, ReplicaView};
 use crate::vocab::request::{KvLoc, Slot};
 
 /// The slots that may hold KV on the GPU or the host (or have a copy in flight): every request
@@ -69,12 +70,12 @@ pub fn ranked_offload(
         reserve,
         window: _,
     } = target;
-    let mut host_free = mark_plan(view, plan, taken);
+    let host_free = mark_plan(view, plan, taken);
     let blocked = ranking
         .iter()
         .find(|&s| !taken[s as usize] && matches!(view.req(s).kv_loc, KvLoc::None | KvLoc::Host));
     let blocked_need = blocked.map_or(0, |s| view.extra_blocks_for_next(s)) as i64;
-    let mut deficit = reserve as i64 + blocked_need - free_after as i64;
+    let deficit = reserve as i64 + blocked_need - free_after as i64;
     let resident = resident.prune(view);
     let mut swapped_out = false;
     if deficit > 0 {
@@ -90,22 +91,9 @@ pub fn ranked_offload(
             .map(|&s| ranking.rank_key(s))
             .filter(|k| floor.is_none_or(|f| *k > f))
             .collect();
-        while deficit > 0 {
-            let Some(k) = out.pop() else {
-                break;
-            };
-            let s = k.slot();
-            let r = view.req(s);
-            let need = view.host_blocks_for(r.blocks) as i64;
-            if r.blocks == 0 || need > host_free {
-                continue;
-            }
-            plan.preempt.push((s, PreemptMode::Swap));
-            taken[s as usize] = true;
-            host_free -= need;
-            deficit -= r.blocks as i64;
-            swapped_out = true;
-        }
+        // Popped lazily: only the few swapped out (or skipped) cost a log.
+        let cand = std::iter::from_fn(|| out.pop().map(|k| k.slot()));
+        swapped_out = swap_out_while_short(view, plan, taken, cand, deficit, host_free);
     }
     if !swapped_out {
         // Host-resident, popped highest-ranked first.
@@ -114,20 +102,14 @@ pub fn ranked_offload(
             .filter(|&&s| !taken[s as usize] && view.req(s).kv_loc == KvLoc::Host)
             .map(|&s| Reverse(ranking.rank_key(s)))
             .collect();
-        let mut free = free_after as i64;
-        for _ in 0..view.limits.max_batch_size {
-            let Some(Reverse(k)) = cand.pop() else {
-                break;
-            };
-            let s = k.slot();
-            let need = view.swap_in_blocks(s) as i64;
-            let keep = reserve as i64 + if Some(s) == blocked { 0 } else { blocked_need };
-            if free < keep + need {
-                break;
-            }
-            plan.swap_in.push(s);
-            free -= need;
-        }
+        let cand = std::iter::from_fn(|| cand.pop().map(|Reverse(k)| k.slot()));
+        let room = SwapInRoom {
+            free_after,
+            reserve,
+            blocked,
+            blocked_need,
+        };
+        swap_in_while_room(view, plan, cand, room);
     }
     unmark_plan(plan, taken);
 }

@@ -1,0 +1,71 @@
+//! The swap-out and swap-in passes of proactive offloading, shared by the score-ordered
+//! ([`super::common::score_offload`]) and rank-ordered ([`super::ranked_offload`]) versions,
+//! which differ only in how they order their candidates.
+
+use super::{Plan, PreemptMode, ReplicaView};
+use crate::vocab::request::Slot;
+
+/// Swap out `candidates` in order (skipping those without blocks or without host room) until
+/// `deficit` GPU blocks are freed or they run out; `host_free` is the host room. Whether any was
+/// swapped out.
+pub(crate) fn swap_out_while_short(
+    view: &ReplicaView,
+    plan: &mut Plan,
+    taken: &mut [bool],
+    candidates: impl Iterator<Item = Slot>,
+    mut deficit: i64,
+    mut host_free: i64,
+) -> bool {
+    let mut swapped_out = false;
+    for s in candidates {
+        if deficit <= 0 {
+            break;
+        }
+        let r = view.req(s);
+        let need = view.host_blocks_for(r.blocks) as i64;
+        if r.blocks == 0 || need > host_free {
+            continue;
+        }
+        plan.preempt.push((s, PreemptMode::Swap));
+        taken[s as usize] = true;
+        host_free -= need;
+        deficit -= r.blocks as i64;
+        swapped_out = true;
+    }
+    swapped_out
+}
+
+/// The GPU room a swap-in pass keeps: `reserve` free blocks plus, for every candidate but the
+/// left-out request `blocked` itself, that request's `blocked_need`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SwapInRoom {
+    pub free_after: u32,
+    pub reserve: u32,
+    pub blocked: Option<Slot>,
+    pub blocked_need: i64,
+}
+
+/// Swap in `candidates` in order, at most `max_batch_size`, while the GPU keeps `room`; the first
+/// one that does not fit stops the pass.
+pub(crate) fn swap_in_while_room(
+    view: &ReplicaView,
+    plan: &mut Plan,
+    candidates: impl Iterator<Item = Slot>,
+    room: SwapInRoom,
+) {
+    let mut free = room.free_after as i64;
+    for s in candidates.take(view.limits.max_batch_size as usize) {
+        let need = view.swap_in_blocks(s) as i64;
+        let keep = room.reserve as i64
+            + if Some(s) == room.blocked {
+                0
+            } else {
+                room.blocked_need
+            };
+        if free < keep + need {
+            break;
+        }
+        plan.swap_in.push(s);
+        free -= need;
+    }
+}
