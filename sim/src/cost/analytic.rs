@@ -116,8 +116,8 @@ pub struct AnalyticCost {
     /// `linear_layer_s(t)` by token count and the LM head's time by request count: the two smooth
     /// rooflines of every iteration, remembered instead of recomputed (same values: the same
     /// function of the same argument).
-    linear_s_by_tokens: Memo,
-    head_s_by_requests: Memo,
+    linear_s_by_tokens: Memo<1>,
+    head_s_by_requests: Memo<1>,
 }
 
 /// Table sizes (larger batches are computed directly).
@@ -277,7 +277,7 @@ impl CostModel for AnalyticCost {
         let tokens = s.tokens() as f64;
         let linear = self
             .linear_s_by_tokens
-            .get_or(s.tokens() as usize, || self.linear_layer_s(tokens));
+            .get_f64_or(s.tokens() as usize, || self.linear_layer_s(tokens));
         let layer = linear
             + self.prefill_attention_layer_s(s.prefill_attention_sq() as f64)
             + self
@@ -287,7 +287,7 @@ impl CostModel for AnalyticCost {
         let requests = s.requests() as u64;
         let head = self
             .head_s_by_requests
-            .get_or(requests as usize, || self.head_s(requests));
+            .get_f64_or(requests as usize, || self.head_s(requests));
         let t = self.model.layers as f64 * layer + head + p.iteration_overhead_s;
         if !t.is_finite() {
             return Err(SimError::Cost {

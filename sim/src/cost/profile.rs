@@ -22,11 +22,11 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::memo::{Memo, SliceMemo};
+use super::memo::{Memo, OnceMemo};
 use super::{BatchShape, CostModel};
 use crate::catalogue::ModelSpec;
 use crate::error::{Result, SimError};
-use crate::profile::table::{Table1, Table2};
+use crate::profile::table::{Table1, Table2, Table2Line};
 use crate::profile::{ExtrapolationCounter, Op, OpFit, OpSet, Profile};
 
 /// How the `profile` model combines the fit with the measurements.
@@ -66,14 +66,13 @@ pub struct ProfileTables {
     /// operators; the all-reduces) and on its request count only (the LM head), each with the
     /// set of operators it evaluated off their grid: remembered instead of re-interpolated at
     /// every iteration (the same function of the same argument, so the same bits).
-    gemms_s_by_tokens: Memo,
-    allreduce_s_by_tokens: Memo,
-    head_s_by_requests: Memo,
-    outside_by_tokens: Memo,
-    outside_by_requests: Memo,
-    /// Decode attention's ratio rows (one per measured context) at each whole number of
-    /// sequences: a run queries a few batch sizes at ever-changing contexts.
-    decode_rows_by_sequences: SliceMemo,
+    /// Per token count: the layer's GEMMs and small operators, the all-reduces, the off-grid set.
+    by_tokens: Memo<3>,
+    /// Per request count: the LM head, its off-grid set.
+    by_requests: Memo<2>,
+    /// Decode attention's ratio table along each whole number of sequences: a run queries a few
+    /// batch sizes at ever-changing contexts.
+    decode_lines_by_sequences: OnceMemo<Table2Line>,
 }
 
 /// Table sizes (larger batches are computed directly).
@@ -172,12 +171,9 @@ impl ProfileTables {
             tp,
             mode,
             iteration_overhead_s: overhead,
-            gemms_s_by_tokens: Memo::new(TOKEN_TABLE),
-            allreduce_s_by_tokens: Memo::new(TOKEN_TABLE),
-            head_s_by_requests: Memo::new(REQUEST_TABLE),
-            outside_by_tokens: Memo::new(TOKEN_TABLE),
-            outside_by_requests: Memo::new(REQUEST_TABLE),
-            decode_rows_by_sequences: SliceMemo::new(REQUEST_TABLE),
+            by_tokens: Memo::new(TOKEN_TABLE),
+            by_requests: Memo::new(REQUEST_TABLE),
+            decode_lines_by_sequences: OnceMemo::new(REQUEST_TABLE),
         })
     }
 
@@ -238,14 +234,16 @@ impl ProfileTables {
         let per_seq = context_tokens / sequences;
         let (r, inside) = match &m.ratio {
             Ratio::Two(t) => {
-                let rows = (sequences.fract() == 0.0)
+                // A whole number of sequences (the cast is exact below 2⁵³; NaN casts to 0).
+                let whole = sequences as usize;
+                let line = (whole as f64 == sequences)
                     .then(|| {
-                        self.decode_rows_by_sequences
-                            .get(sequences as usize, || t.row_values(sequences))
+                        self.decode_lines_by_sequences
+                            .get(whole, || t.line(sequences))
                     })
                     .flatten();
-                match rows {
-                    Some(rows) => t.eval_rows(rows, sequences, per_seq),
+                match line {
+                    Some(line) => line.eval(per_seq),
                     None => t.eval(sequences, per_seq),
                 }
             }
@@ -276,19 +274,14 @@ impl ProfileTables {
         let mut out = OpSet::default();
         let (tokens, requests) = (s.tokens() as usize, s.requests() as usize);
         let t = tokens as f64;
-        let token_terms = || {
+        let [gemms, allreduce, outside_tokens] = self.by_tokens.get_or(tokens, || {
             let mut o = OpSet::default();
             let (layer, allreduce) = self.token_terms_s(t, &mut o);
-            (layer, allreduce, o.bits())
-        };
-        let mut layer = self.gemms_s_by_tokens.get_or(tokens, || token_terms().0);
-        let allreduce = self
-            .allreduce_s_by_tokens
-            .get_or(tokens, || token_terms().1);
-        out = out.union(OpSet::from_bits(
-            self.outside_by_tokens
-                .get_bits_or(tokens, || token_terms().2),
-        ));
+            [layer.to_bits(), allreduce.to_bits(), o.bits()]
+        });
+        let mut layer = f64::from_bits(gemms);
+        let allreduce = f64::from_bits(allreduce);
+        out = out.union(OpSet::from_bits(outside_tokens));
         layer += self.prefill_s(
             s.prefill_tokens as f64,
             s.prefill_attention_sq() as f64,
@@ -302,16 +295,13 @@ impl ProfileTables {
         if self.tp > 1 {
             layer += allreduce;
         }
-        let head_terms = || {
+        let [head, outside_requests] = self.by_requests.get_or(requests, || {
             let mut o = OpSet::default();
             let head = self.op_1d(Op::LmHead, requests as f64, &mut o);
-            (head, o.bits())
-        };
-        let head = self.head_s_by_requests.get_or(requests, || head_terms().0);
-        out = out.union(OpSet::from_bits(
-            self.outside_by_requests
-                .get_bits_or(requests, || head_terms().1),
-        ));
+            [head.to_bits(), o.bits()]
+        });
+        let head = f64::from_bits(head);
+        out = out.union(OpSet::from_bits(outside_requests));
         (self.layers * layer + head + self.iteration_overhead_s, out)
     }
 }

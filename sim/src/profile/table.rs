@@ -129,20 +129,33 @@ impl Table2 {
         self.eval_by(x, y, |i| self.rows[i].1.value(x))
     }
 
-    /// Each row's value at `x`: for a caller that queries one `x` at many `y`
-    /// ([`Table2::eval_rows`]).
-    pub fn row_values(&self, x: f64) -> Box<[f64]> {
-        self.rows.iter().map(|r| r.1.value(x)).collect()
-    }
-
-    /// [`Table2::eval`] with `values` = [`Table2::row_values`]`(x)`: the same result, without
-    /// interpolating along `x` again.
-    pub fn eval_rows(&self, values: &[f64], x: f64, y: f64) -> (f64, bool) {
-        self.eval_by(x, y, |i| values[i])
+    /// The table along one `x`: for a caller that queries one `x` at many `y` (decode attention at
+    /// a fixed number of sequences and ever-changing contexts). [`Table2Line::eval`] gives
+    /// [`Table2::eval`]'s result bit for bit without interpolating along `x` again.
+    pub fn line(&self, x: f64) -> Table2Line {
+        let n = self.rows.len();
+        let (y_lo, y_hi) = self.y_range();
+        let inside = (0..n)
+            .map(|i| {
+                if i == 0 {
+                    return self.rows[0].1.covers(x);
+                }
+                let (a, b) = (&self.rows[i - 1].1, &self.rows[i].1);
+                let lo = a.range().0.min(b.range().0);
+                let hi = a.range().1.max(b.range().1);
+                x >= lo * (1.0 - EDGE_SLACK) && x <= hi * (1.0 + EDGE_SLACK)
+            })
+            .collect();
+        Table2Line {
+            ys: self.rows.iter().map(|r| r.0).collect(),
+            values: self.rows.iter().map(|r| r.1.value(x)).collect(),
+            inside,
+            last_covers: self.rows[n - 1].1.covers(x),
+            y_inside: (y_lo * (1.0 - EDGE_SLACK), y_hi * (1.0 + EDGE_SLACK)),
+        }
     }
 
     /// [`Table2::eval`] with row `i`'s value at `x` given by `value(i)`.
-    #[inline]
     fn eval_by(&self, x: f64, y: f64, value: impl Fn(usize) -> f64) -> (f64, bool) {
         let n = self.rows.len();
         let (y_lo, y_hi) = self.y_range();
@@ -163,6 +176,41 @@ impl Table2 {
         let hi = a.range().1.max(b.range().1);
         let inside = x >= lo * (1.0 - EDGE_SLACK) && x <= hi * (1.0 + EDGE_SLACK);
         (v, inside)
+    }
+}
+
+/// [`Table2`] at one `x` ([`Table2::line`]): each row's value there, and for each pair of
+/// neighbouring rows whether `x` lies in their bounding box (index `i` for rows `i − 1` and `i`;
+/// index 0 for the first row alone).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table2Line {
+    ys: Box<[f64]>,
+    values: Box<[f64]>,
+    inside: Box<[bool]>,
+    last_covers: bool,
+    /// The rows' `y` range widened by the edge slack.
+    y_inside: (f64, f64),
+}
+
+impl Table2Line {
+    /// `(value, inside)` at `y`, equal bit for bit to [`Table2::eval`] at this line's `x`.
+    #[inline]
+    pub fn eval(&self, y: f64) -> (f64, bool) {
+        let n = self.ys.len();
+        let last = n - 1;
+        let y_inside = y >= self.y_inside.0 && y <= self.y_inside.1;
+        if y <= self.ys[0] || n == 1 {
+            return (self.values[0], self.inside[0] && y_inside);
+        }
+        if y >= self.ys[last] {
+            return (self.values[last], self.last_covers && y_inside);
+        }
+        // First row above `y`: 1 ≤ i ≤ n − 1 here.
+        let i = self.ys.partition_point(|&r| r <= y).clamp(1, last);
+        let (ya, yb) = (self.ys[i - 1], self.ys[i]);
+        let w = (y - ya) / (yb - ya);
+        let (va, vb) = (self.values[i - 1], self.values[i]);
+        (va + (vb - va) * w, self.inside[i])
     }
 }
 
@@ -212,5 +260,50 @@ mod tests {
         assert_eq!(t.eval(2.0, 5.0), (2.0, false));
         assert_eq!(t.eval(2.0, 40.0), (12.0, false));
         assert_eq!(t.eval(2.0, 30.0), (12.0, true));
+    }
+
+    #[test]
+    fn a_line_of_table2_gives_its_values_bit_for_bit() {
+        // Uneven rows, including a single-point row and x ranges that do not line up.
+        let mut points = vec![(1.0, 33.0, 0.9), (7.0, 33.0, 1.3), (64.0, 33.0, 1.1)];
+        points.extend([(2.0, 100.0, 1.7), (3.0, 100.0, 0.6), (40.0, 100.0, 1.05)]);
+        points.extend([(5.0, 700.0, 1.2)]);
+        points.extend([(1.0, 4096.0, 0.95), (128.0, 4096.0, 1.4)]);
+        let t = Table2::new(points).unwrap();
+        let xs = [
+            0.5, 1.0, 2.0, 3.0, 4.5, 5.0, 7.0, 40.0, 63.9, 64.0, 100.0, 128.0, 500.0,
+        ];
+        let ys = [
+            0.0,
+            1.0,
+            32.999,
+            33.0,
+            33.0000001,
+            60.0,
+            100.0,
+            350.5,
+            699.0,
+            700.0,
+            701.0,
+            4000.0,
+            4096.0,
+            4096.0000001,
+            9000.0,
+        ];
+        for x in xs {
+            let line = t.line(x);
+            for y in ys {
+                let (a, b) = (t.eval(x, y), line.eval(y));
+                assert_eq!(
+                    (a.0.to_bits(), a.1),
+                    (b.0.to_bits(), b.1),
+                    "x = {x}, y = {y}"
+                );
+            }
+        }
+        let one = Table2::new(vec![(1.0, 10.0, 2.0), (3.0, 10.0, 4.0)]).unwrap();
+        for y in ys {
+            assert_eq!(one.eval(2.0, y), one.line(2.0).eval(y), "y = {y}");
+        }
     }
 }
