@@ -235,6 +235,10 @@ pub struct Probe {
     /// The figure averaged over seeds ([`Target::measure`]).
     pub value: f64,
     pub runs: Vec<RunCheck>,
+    /// The first run that failed for a reason other than overload (e.g. a rate too low for the
+    /// simulated clock): such a probe measured nothing, and `capacity` stops with this reason.
+    #[serde(skip)]
+    pub failure: Option<String>,
 }
 
 impl Probe {
@@ -564,7 +568,11 @@ mod tests {
     #[test]
     fn a_probe_counts_only_when_every_run_is_stable() {
         let t = Target::Latency(Slo::parse("per_token_s=0.3").unwrap());
-        let probe = |value, runs| Probe { value, runs };
+        let probe = |value, runs| Probe {
+            value,
+            runs,
+            failure: None,
+        };
         // Met, both seeds stable: counted; achieved = (2.0 + 1.9) / 2 = 1.95.
         let p = probe(
             0.1,

@@ -62,7 +62,14 @@ fn read(path: &Path) -> Result<Table> {
             .map(|(h, v)| format!("{h}={v}"))
             .collect::<Vec<_>>()
             .join(" ");
-        if let Some(first) = lines.get(&key) {
+        // Duplicates by value: `1` and `1.0` (or `1e0`) are the same point.
+        let same = headers[1..n_axes]
+            .iter()
+            .zip(rec.iter().skip(1))
+            .map(|(h, v)| format!("{h}={}", numeric_form(v)))
+            .collect::<Vec<_>>()
+            .join(" ");
+        if let Some(first) = lines.get(&same) {
             return Err(SimError::Input {
                 path: path.to_path_buf(),
                 line,
@@ -73,10 +80,18 @@ fn read(path: &Path) -> Result<Table> {
                 ),
             });
         }
-        lines.insert(key.clone(), line);
+        lines.insert(same, line);
         rows.insert(key, rec.iter().map(str::to_string).collect());
     }
     Ok((headers, rows))
+}
+
+/// A cell as a number when it is a finite one (`1`, `1.0`, `1e0` → `1`), else as written.
+fn numeric_form(v: &str) -> String {
+    match v.parse::<f64>() {
+        Ok(x) if x.is_finite() => format!("{:e}", x + 0.0),
+        _ => v.to_string(),
+    }
 }
 
 fn close(a: &str, b: &str, rel_tol: f64) -> bool {

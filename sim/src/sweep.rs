@@ -39,7 +39,9 @@ pub struct SweepRun {
 }
 
 impl SweepRun {
-    /// Directory name under `runs/`.
+    /// Directory name under `runs/`: the index, then each axis value with characters other than
+    /// ASCII letters, digits and `.` replaced by `_`; a name longer than [`MAX_DIR_NAME_BYTES`]
+    /// is cut and ends in `~` and a hash of the whole name (unique, deterministic).
     pub fn dir_name(&self) -> String {
         let mut s = format!("{:04}", self.index);
         for (_, v) in &self.axes {
@@ -52,15 +54,79 @@ impl SweepRun {
                 }
             }));
         }
+        if s.len() > MAX_DIR_NAME_BYTES {
+            let hash = fnv1a(s.as_bytes());
+            s.truncate(MAX_DIR_NAME_BYTES - 17);
+            let _ = write!(s, "~{hash:016x}");
+        }
         s
     }
 }
 
+/// Longest run directory name (file systems allow 255 bytes).
+pub const MAX_DIR_NAME_BYTES: usize = 120;
+
+/// FNV-1a, 64 bits: a short deterministic digest for cut names.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// An axis value as text (in `sweep.csv`, run names and messages). Floats print as TOML writes
+/// them (`0.5`, `2.0`) when that takes at most [`MAX_PLAIN_FLOAT_CHARS`] characters, otherwise in
+/// the shortest exponent form that reads back exactly (`1e-30`, `1.5e300`).
 fn value_text(v: &toml::Value) -> String {
     match v {
         toml::Value::String(s) => s.clone(),
+        toml::Value::Float(f) => {
+            let plain = v.to_string();
+            if plain.len() <= MAX_PLAIN_FLOAT_CHARS {
+                plain
+            } else {
+                format!("{f:e}")
+            }
+        }
         other => other.to_string(),
     }
+}
+
+/// Longest float written out in full in an axis label (`1e21` is `1000000000000000000000.0`).
+const MAX_PLAIN_FLOAT_CHARS: usize = 24;
+
+/// What makes two axis values the same run: numbers compare by value (`1`, `1.0` and `1e0` are
+/// one value), everything else by its text.
+#[derive(PartialEq, Eq, Hash)]
+enum ValueKey {
+    Int(i64),
+    FloatBits(u64),
+    Text(u8, String),
+}
+
+fn value_key(v: &toml::Value) -> ValueKey {
+    match v {
+        toml::Value::Integer(i) => ValueKey::Int(*i),
+        // Integral floats in i64's range compare with integers (−0.0 and 0.0 are both 0).
+        toml::Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.2e18 => ValueKey::Int(*f as i64),
+        toml::Value::Float(f) if f.is_nan() => ValueKey::FloatBits(f64::NAN.to_bits()),
+        toml::Value::Float(f) => ValueKey::FloatBits(f.to_bits()),
+        toml::Value::String(s) => ValueKey::Text(0, s.clone()),
+        toml::Value::Boolean(b) => ValueKey::Text(1, b.to_string()),
+        other => ValueKey::Text(2, other.to_string()),
+    }
+}
+
+/// The first value equal to an earlier one: (its 0-based position, the earlier one's). Hashed:
+/// linear in the number of values.
+fn first_repeat(vals: &[toml::Value]) -> Option<(usize, usize)> {
+    let mut seen = std::collections::HashMap::with_capacity(vals.len());
+    for (i, v) in vals.iter().enumerate() {
+        if let Some(&first) = seen.get(&value_key(v)) {
+            return Some((i, first));
+        }
+        seen.insert(value_key(v), i);
+    }
+    None
 }
 
 fn set_path(root: &mut toml::Table, path: &str, v: toml::Value) -> std::result::Result<(), String> {
@@ -107,18 +173,21 @@ pub fn expand(path: &Path, base: &Overrides, flags: &[FlagAxis]) -> Result<Vec<S
     let mut root: toml::Table =
         toml::from_str(&text).map_err(|e| err(toml_error_message(&text, &e)))?;
     let file_text: std::sync::Arc<str> = text.as_str().into();
-    // The file as written first: its unknown keys and wrong types are reported with its own lines
-    // (the runs below parse generated text).
-    crate::scenario::parse(path, &text)?;
     let mut sweep = match root.remove("sweep") {
         None => toml::Table::new(),
         Some(toml::Value::Table(t)) => t,
         Some(_) => return Err(err("`sweep` must be a table of axes".into())),
     };
+    // Cheap checks first: the run count bounds all the per-value work that follows.
     apply_flag_axes(&mut sweep, flags).map_err(SimError::config)?;
     let axes = sweep_axes(&sweep).map_err(&err)?;
-    check_axes(&axes).map_err(&err)?;
     let total = run_count(&axes).map_err(&err)?;
+    // The file as written: its unknown keys and wrong types are reported with its own lines
+    // (the runs below parse generated text).
+    crate::scenario::parse(path, &text)?;
+    check_axes(&axes).map_err(&err)?;
+    check_flag_repeats(flags).map_err(SimError::config)?;
+    check_values(&axes).map_err(&err)?;
     let mut runs = Vec::with_capacity(total);
     for index in 0..total {
         let mut t = root.clone();
@@ -151,7 +220,7 @@ pub fn expand(path: &Path, base: &Overrides, flags: &[FlagAxis]) -> Result<Vec<S
     Ok(runs)
 }
 
-/// The `[sweep]` axes, checked (non-empty arrays of distinct scalars), in run order: `policy`,
+/// The `[sweep]` axes, checked (non-empty arrays of scalars), in run order: `policy`,
 /// `rate`, `seed`, then the others by name.
 fn sweep_axes(sweep: &toml::Table) -> std::result::Result<Vec<(String, Vec<toml::Value>)>, String> {
     let mut names: Vec<String> = sweep.keys().cloned().collect();
@@ -170,17 +239,6 @@ fn sweep_axes(sweep: &toml::Table) -> std::result::Result<Vec<(String, Vec<toml:
         };
         if vals.iter().any(|v| v.is_table() || v.is_array()) {
             return Err(format!("[sweep] `{n}`: values must be scalars"));
-        }
-        if let Some((i, v)) = vals
-            .iter()
-            .enumerate()
-            .find(|(i, v)| vals[..*i].contains(v))
-        {
-            return Err(format!(
-                "[sweep] `{n}`: value {} (position {}) is listed twice; each run would be repeated",
-                crate::error::echo(&value_text(v)),
-                i + 1
-            ));
         }
         axes.push((n, vals));
     }
@@ -202,19 +260,6 @@ fn apply_flag_axes(sweep: &mut toml::Table, flags: &[FlagAxis]) -> std::result::
                 f.flag
             ));
         }
-        if let Some((i, v)) = f
-            .values
-            .iter()
-            .enumerate()
-            .find(|(i, v)| f.values[..*i].contains(v))
-        {
-            return Err(format!(
-                "{} lists {} twice (position {}); each run would be repeated",
-                f.flag,
-                crate::error::echo(&value_text(v)),
-                i + 1
-            ));
-        }
         sweep.insert(f.axis.to_string(), toml::Value::Array(f.values.clone()));
     }
     Ok(())
@@ -231,30 +276,94 @@ fn overlap(a: &str, b: &str) -> bool {
 }
 
 /// Two axes that set the same field (`rate` and `trace.rate_per_s`), or one a table that holds
-/// the other (`memory` and `memory.block_tokens`), would silently override each other.
+/// the other (`memory` and `memory.block_tokens`), would silently override each other. Hashed:
+/// linear in the total length of the axes' paths.
 fn check_axes(axes: &[(String, Vec<toml::Value>)]) -> std::result::Result<(), String> {
-    for (i, (a, _)) in axes.iter().enumerate() {
-        for (b, _) in &axes[i + 1..] {
-            let (pa, pb) = (axis_path(a), axis_path(b));
-            let inside = |outer: &str, inner: &str| {
-                inner
-                    .strip_prefix(outer)
-                    .is_some_and(|rest| rest.starts_with('.'))
-            };
-            if pa == pb {
+    let mut by_path: std::collections::HashMap<&str, &str> =
+        std::collections::HashMap::with_capacity(axes.len());
+    for (a, _) in axes {
+        if let Some(b) = by_path.insert(axis_path(a), a) {
+            return Err(format!(
+                "[sweep] axes `{b}` and `{a}` both set `{}`; keep one",
+                axis_path(a)
+            ));
+        }
+    }
+    for (a, _) in axes {
+        let pa = axis_path(a);
+        for (i, _) in pa.match_indices('.') {
+            if let Some(b) = by_path.get(&pa[..i]) {
                 return Err(format!(
-                    "[sweep] axes `{a}` and `{b}` both set `{pa}`; keep one"
-                ));
-            }
-            if inside(pa, pb) || inside(pb, pa) {
-                return Err(format!(
-                    "[sweep] axes `{a}` and `{b}` overlap (`{pa}` and `{pb}`: one holds the other); keep one"
+                    "[sweep] axes `{b}` and `{a}` overlap (`{}` and `{pa}`: one holds the other); keep one",
+                    &pa[..i]
                 ));
             }
         }
     }
     Ok(())
 }
+
+/// A value a flag lists twice (`--rates 1,1.0`), named by the flag.
+fn check_flag_repeats(flags: &[FlagAxis]) -> std::result::Result<(), String> {
+    for f in flags {
+        if let Some((i, _)) = first_repeat(&f.values) {
+            return Err(format!(
+                "{} lists {} twice (position {}); each run would be repeated",
+                f.flag,
+                crate::error::echo(&value_text(&f.values[i])),
+                i + 1
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Each axis lists each value once, numbers by value (`1` and `1.0` would repeat a run), and a
+/// rate axis stays within [`MIN_RATE_PER_S`]..=[`MAX_RATE_PER_S`].
+fn check_values(axes: &[(String, Vec<toml::Value>)]) -> std::result::Result<(), String> {
+    for (n, vals) in axes {
+        if let Some((i, first)) = first_repeat(vals) {
+            let (v, w) = (value_text(&vals[i]), value_text(&vals[first]));
+            let same = if v == w {
+                format!(", first at position {}", first + 1)
+            } else {
+                format!(
+                    ", the same number as {} (position {})",
+                    crate::error::echo(&w),
+                    first + 1
+                )
+            };
+            return Err(format!(
+                "[sweep] `{n}`: value {} (position {}) is listed twice{same}; each run would be repeated",
+                crate::error::echo(&v),
+                i + 1
+            ));
+        }
+        if axis_path(n) != "trace.rate_per_s" {
+            continue;
+        }
+        let bad = vals.iter().enumerate().find_map(|(i, v)| {
+            let r = v.as_float().or_else(|| v.as_integer().map(|i| i as f64))?;
+            (!(MIN_RATE_PER_S..=MAX_RATE_PER_S).contains(&r)).then_some((i, r))
+        });
+        if let Some((i, r)) = bad {
+            return Err(format!(
+                "[sweep] `{n}`: rate {} (position {}) is outside {} to {} requests/s",
+                crate::error::num(r),
+                i + 1,
+                crate::error::num(MIN_RATE_PER_S),
+                crate::error::num(MAX_RATE_PER_S)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The lowest arrival rate a sweep, `fidelity` or `capacity` flag takes (one request per 11.6
+/// days: below it arrivals outrun the simulated clock's limits).
+pub const MIN_RATE_PER_S: f64 = 1e-6;
+/// The highest (a billion requests/s is beyond any cluster).
+pub const MAX_RATE_PER_S: f64 = 1e9;
 
 /// The number of runs (the product of the axes' lengths), at most [`MAX_RUNS`].
 fn run_count(axes: &[(String, Vec<toml::Value>)]) -> std::result::Result<usize, String> {
@@ -280,12 +389,17 @@ fn run_count(axes: &[(String, Vec<toml::Value>)]) -> std::result::Result<usize, 
 /// Most runs one sweep may expand to (every run is resolved up front).
 pub const MAX_RUNS: usize = 100_000;
 
-fn describe(point: &[(String, String)]) -> String {
-    point
+/// `axis=value, …` for messages: values echoed safely, at most 8 axes named.
+pub fn describe(point: &[(String, String)]) -> String {
+    let mut parts: Vec<String> = point
         .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+        .take(8)
+        .map(|(k, v)| crate::error::echo(&format!("{k}={v}")))
+        .collect();
+    if point.len() > 8 {
+        parts.push(format!("… {} axes in all", point.len()));
+    }
+    parts.join(", ")
 }
 
 /// Columns of `sweep.csv` after the axes (a `goodput` column goes before `error` when the

@@ -24,6 +24,7 @@
 //! - [`itl`]: inter-token latency, per request and pooled, hand-computed and against exact gaps.
 //! - [`capacity_speed`]: `capacity`'s early stop keeps every verdict; its outputs do not depend on `--jobs`.
 //! - [`defaults_note`]: `run` names a batch limit the scenario sets away from its default.
+//! - [`sweep_axes`]: hostile sweep axes, rate flags, run labels, failed capacity probes.
 
 mod capacity_speed;
 mod chunked;
@@ -64,4 +65,5 @@ mod stability;
 mod streaming;
 mod support;
 mod swap_modes;
+mod sweep_axes;
 mod traces;

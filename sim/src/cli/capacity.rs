@@ -69,28 +69,33 @@ pub struct CapacityArgs {
     pub quiet: bool,
 }
 
-/// Highest rate `capacity` starts probing at (a billion requests/s is beyond any cluster).
-const MAX_START_RATE_PER_S: f64 = 1e9;
+/// `--start-rate`, else the scenario's rate, else 1: within the rates a sweep takes.
+fn start_rate(a: &CapacityArgs, loaded: &Loaded) -> anyhow::Result<f64> {
+    use crate::error::num;
+    use crate::sweep::{MAX_RATE_PER_S, MIN_RATE_PER_S};
+    let start = a
+        .start_rate
+        .or(loaded.scenario.trace.rate_per_s)
+        .unwrap_or(1.0);
+    if !(MIN_RATE_PER_S..=MAX_RATE_PER_S).contains(&start) {
+        return Err(SimError::config(format!(
+            "--start-rate (or the scenario's rate_per_s) must be a number of requests/s from {} to {}, got {}",
+            num(MIN_RATE_PER_S),
+            num(MAX_RATE_PER_S),
+            num(start)
+        ))
+        .into());
+    }
+    Ok(start)
+}
 
 pub fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    use crate::error::num;
     check_flags(&a)?;
     let loaded = load(&a.scenario)?;
     let target = parse_target(&a, &loaded)?;
     let policies = chosen_policies(&a, &loaded)?;
     let inputs = validate_policies(&a, &loaded, &policies)?;
-    let start = a
-        .start_rate
-        .or(loaded.scenario.trace.rate_per_s)
-        .unwrap_or(1.0);
-    if !(start.is_finite() && start > 0.0 && start <= MAX_START_RATE_PER_S) {
-        return Err(SimError::config(format!(
-            "--start-rate (or the scenario's rate_per_s) must be a number of requests/s in (0, {}], got {}",
-            num(MAX_START_RATE_PER_S),
-            num(start)
-        ))
-        .into());
-    }
+    let start = start_rate(&a, &loaded)?;
     // Ctrl-C stops the probe under way and skips the rest (each probe checks it before its
     // runs); then nothing is written.
     let _ctrl_c = crate::interrupt::CtrlC::install();
@@ -126,11 +131,15 @@ pub fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> 
         ))
         .into());
     }
+    let mut found: Vec<Capacity<Probe>> = found
+        .into_iter()
+        .map(|c| c.expect("every search ran when not interrupted"))
+        .collect();
+    settle_failures(&policies, &mut found)?;
     let mut first: Option<f64> = None;
     let mut bars = Vec::new();
     let mut searches = Vec::new();
     for (p, c) in policies.iter().zip(found) {
-        let c = c.expect("every search ran when not interrupted");
         writeln!(out, "{}", policy_line(p, &c, &target, &mut first))?;
         let rejected = unstable_probes(&c, &target);
         csv += &csv_row(p, &c, &target);
@@ -148,6 +157,49 @@ pub fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> 
         write_outputs(
             staged, &csv, &target, &a.seeds, &searches, &loaded, &bars, &setup, out,
         )?;
+    }
+    Ok(())
+}
+
+/// A probe on a search's path whose run failed for a reason other than overload measured
+/// nothing: counting it as a missed target would report a capacity no run supports. When every
+/// such probe lies below every measured one of a search that never met the target (a rate too
+/// low for `[limits] max_sim_s`), the capacity is below the lowest rate measured, which becomes
+/// the bound; any other failed probe (in policy, then probe order) is the error, and nothing is
+/// written.
+fn settle_failures(policies: &[String], found: &mut [Capacity<Probe>]) -> anyhow::Result<()> {
+    for (p, c) in policies.iter().zip(found.iter_mut()) {
+        let Some((rate, why)) = c
+            .probes
+            .iter()
+            .find_map(|(r, pr)| pr.failure.as_ref().map(|w| (*r, w)))
+        else {
+            continue;
+        };
+        let highest_failed = c
+            .probes
+            .iter()
+            .filter(|(_, pr)| pr.failure.is_some())
+            .map(|(r, _)| *r)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let lowest_measured = c
+            .probes
+            .iter()
+            .filter(|(_, pr)| pr.failure.is_none())
+            .map(|(r, _)| *r)
+            .fold(f64::INFINITY, f64::min);
+        if c.bracket == Bracket::Below
+            && lowest_measured.is_finite()
+            && highest_failed < lowest_measured
+        {
+            c.limit_rate_per_s = lowest_measured;
+            continue;
+        }
+        return Err(SimError::config(format!(
+            "the probe of {p} at {} req/s failed ({why}); a failed run is not a missed target: choose another --start-rate, or fix the scenario",
+            crate::error::num(rate)
+        ))
+        .into());
     }
     Ok(())
 }
@@ -199,6 +251,14 @@ fn check_flags(a: &CapacityArgs) -> anyhow::Result<()> {
     use crate::error::num;
     if a.seeds.is_empty() {
         return Err(SimError::config("--seeds needs at least one seed").into());
+    }
+    let mut seen = std::collections::HashSet::with_capacity(a.seeds.len());
+    if let Some((i, s)) = a.seeds.iter().enumerate().find(|(_, s)| !seen.insert(**s)) {
+        return Err(SimError::config(format!(
+            "--seeds lists {s} twice (position {}); a probe would average the same run twice",
+            i + 1
+        ))
+        .into());
     }
     if !(a.precision >= MIN_PRECISION && a.precision < 1.0) {
         return Err(SimError::config(format!(
@@ -297,11 +357,13 @@ fn probe(a: &CapacityArgs, loaded: &Loaded, p: &str, target: &Target, rate: f64)
     use crate::capacity::{RunCheck, StoppedEarly, certain_miss};
     let mut values: Vec<f64> = Vec::new();
     let mut runs = Vec::new();
+    let mut failure = None;
     for &seed in &a.seeds {
         if crate::interrupt::interrupted() {
             return Probe {
                 value: f64::NAN,
                 runs: Vec::new(),
+                failure: None,
             };
         }
         if !a.no_early_stop && certain_miss(target, &values, a.seeds.len()) {
@@ -315,18 +377,24 @@ fn probe(a: &CapacityArgs, loaded: &Loaded, p: &str, target: &Target, rate: f64)
             });
             continue;
         }
-        let (value, check) = probe_run(a, loaded, p, target, rate, seed, &values);
+        let (value, check, why) = probe_run(a, loaded, p, target, rate, seed, &values);
         values.push(value);
         runs.push(check);
+        if let Some(why) = why {
+            failure.get_or_insert(format!("seed {seed}: {why}"));
+        }
     }
     Probe {
         value: values.iter().sum::<f64>() / values.len() as f64,
         runs,
+        failure,
     }
 }
 
 /// One seed's run of a probe (`earlier`: the figures of the probe's seeds before it): its figure
-/// (a bound when it was ended early) and its check.
+/// (a bound when it was ended early), its check, and why it failed when that was not overload
+/// (a failed run that the engine's overload check ended is a missed target; any other failure
+/// means the probe measured nothing).
 fn probe_run(
     a: &CapacityArgs,
     loaded: &Loaded,
@@ -335,7 +403,7 @@ fn probe_run(
     rate: f64,
     seed: u64,
     earlier: &[f64],
-) -> (f64, crate::capacity::RunCheck) {
+) -> (f64, crate::capacity::RunCheck, Option<String>) {
     use crate::capacity::{EarlyStop, RunCheck, StoppedEarly};
     let r = loaded.clone().resolve(&Overrides {
         policy: Some(p.to_owned()),
@@ -351,18 +419,22 @@ fn probe_run(
             let run = crate::run::run_watched(&r, &mut watch);
             let bound = watch.bound();
             match run {
-                Ok((o, _, true)) => (Some(o), Some(bound)),
-                Ok((o, _, false)) => (Some(o), None),
-                Err(_) => (None, None),
+                Ok((o, _, true)) => (Ok(o), Some(bound)),
+                Ok((o, _, false)) => (Ok(o), None),
+                Err(e) => (Err(e), None),
             }
         }
         (r, _) => (
             r.and_then(|r| crate::run::run_interruptible(&r, None, true))
-                .ok()
                 .map(|(o, _)| o),
             None,
         ),
     };
+    let why = match &run {
+        Err(e) if !is_overload(e) => Some(crate::error::one_line(&e.to_string())),
+        _ => None,
+    };
+    let run = run.ok();
     if let (Some(bound), Some(o)) = (stopped, &run) {
         let check = RunCheck {
             seed,
@@ -371,7 +443,7 @@ fn probe_run(
             stopped_early: Some(StoppedEarly::Target),
             completed_requests: Some(o.completions.len() as u64),
         };
-        return (bound, check);
+        return (bound, check, None);
     }
     let check = RunCheck {
         seed,
@@ -380,7 +452,13 @@ fn probe_run(
         stopped_early: None,
         completed_requests: None,
     };
-    (target.measure(run.as_ref()), check)
+    (target.measure(run.as_ref()), check, why)
+}
+
+/// A run ended by the engine's overload guards (`[limits] max_queue` or the overload detector),
+/// whose messages start with `overloaded`.
+fn is_overload(e: &SimError) -> bool {
+    matches!(e, SimError::Limit(m) if m.starts_with("overloaded"))
 }
 
 /// The progress line of one probe: policy, rate, figure, whether it meets the target, and
@@ -458,10 +536,16 @@ fn policy_line(p: &str, c: &Capacity<Probe>, target: &Target, first: &mut Option
         Bracket::Closed => (format!("{:.4}", c.rate_per_s), String::new()),
         Bracket::Below => (
             format!("< {}", num(c.limit_rate_per_s)),
-            format!(
-                "  below the lowest probed rate {} req/s (every probe missed the target)",
-                num(c.limit_rate_per_s)
-            ),
+            match c.probes.iter().find_map(|(_, pr)| pr.failure.as_ref()) {
+                None => format!(
+                    "  below the lowest probed rate {} req/s (every probe missed the target)",
+                    num(c.limit_rate_per_s)
+                ),
+                Some(why) => format!(
+                    "  below the lowest rate measured, {} req/s (every measured probe missed the target; lower probes failed: {why})",
+                    num(c.limit_rate_per_s)
+                ),
+            },
         ),
         Bracket::Above => (
             format!("> {}", num(c.limit_rate_per_s)),

@@ -74,11 +74,6 @@ fn cells(a: &FidelityArgs) -> anyhow::Result<Vec<(String, f64, Resolved)>> {
             return Err(SimError::config(format!("--policies lists `{p}` twice")).into());
         }
     }
-    for (i, r) in rates.iter().enumerate() {
-        if rates[..i].contains(r) {
-            return Err(SimError::config(format!("--rates lists {r} twice")).into());
-        }
-    }
     let mut out = Vec::new();
     for p in &policies {
         for &r in &rates {

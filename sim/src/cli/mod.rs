@@ -362,13 +362,34 @@ fn check_policy_list(policies: &[String]) -> Result<(), SimError> {
 
 /// `--rates` values: each a finite number of requests/s > 0.
 fn check_rate_list(rates: &[f64]) -> Result<(), SimError> {
-    match rates.iter().find(|r| !(r.is_finite() && **r > 0.0)) {
-        Some(r) => Err(SimError::config(format!(
+    use crate::error::num;
+    use crate::sweep::{MAX_RATE_PER_S, MIN_RATE_PER_S};
+    if let Some(r) = rates.iter().find(|r| !(r.is_finite() && **r > 0.0)) {
+        return Err(SimError::config(format!(
             "--rates: every rate must be a finite number of requests/s > 0, got {}",
-            crate::error::num(*r)
-        ))),
-        None => Ok(()),
+            num(*r)
+        )));
     }
+    if let Some(r) = rates
+        .iter()
+        .find(|r| !(MIN_RATE_PER_S..=MAX_RATE_PER_S).contains(*r))
+    {
+        return Err(SimError::config(format!(
+            "--rates: every rate must be from {} to {} requests/s, got {}",
+            num(MIN_RATE_PER_S),
+            num(MAX_RATE_PER_S),
+            num(*r)
+        )));
+    }
+    // Hashed: a long list costs linear time. `-0.0` cannot occur (rates are > 0).
+    let mut seen = std::collections::HashSet::with_capacity(rates.len());
+    if let Some(r) = rates.iter().find(|r| !seen.insert(r.to_bits())) {
+        return Err(SimError::config(format!(
+            "--rates lists {} twice; each run would be repeated",
+            num(*r)
+        )));
+    }
+    Ok(())
 }
 
 /// A policy name given with `flag`: an error naming the flag (and the closest known name) when

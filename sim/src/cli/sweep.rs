@@ -257,8 +257,8 @@ fn failure_note(runs: &[SweepRun], outcomes: &Outcomes, failed: usize) -> Option
             let e = crate::error::one_line(e);
             let kind = e.split(':').next().unwrap_or_default().to_string();
             if reasons.len() < 3 && !kinds.contains(&kind) {
-                let point: Vec<String> = r.axes.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                reasons.push(format!("run {} ({}): {e}", r.index, point.join(", ")));
+                let point = crate::sweep::describe(&r.axes);
+                reasons.push(format!("run {} ({point}): {e}", r.index));
                 kinds.push(kind);
             }
         }
@@ -377,6 +377,7 @@ fn flatten_results(
 
 /// `--cdf-rate` must be the rate of some run (checked before any run starts).
 fn check_cdf_rate(cdf_rate: Option<f64>, runs: &[SweepRun]) -> anyhow::Result<()> {
+    use crate::error::num;
     let Some(want) = cdf_rate else { return Ok(()) };
     let mut rates: Vec<f64> = runs
         .iter()
@@ -390,9 +391,15 @@ fn check_cdf_rate(cdf_rate: Option<f64>, runs: &[SweepRun]) -> anyhow::Result<()
     {
         return Ok(());
     }
-    let list: Vec<String> = rates.iter().map(|r| r.to_string()).collect();
+    // At most 10 rates named, each with 6 significant digits (a rate such as 1e-300 would
+    // otherwise print 300 digits).
+    let mut list: Vec<String> = rates.iter().take(10).map(|&r| num(r)).collect();
+    if rates.len() > 10 {
+        list.push(format!("… {} in all", rates.len()));
+    }
     Err(crate::error::SimError::config(format!(
-        "--cdf-rate {want} is not a rate of this sweep (its rates: {})",
+        "--cdf-rate {} is not a rate of this sweep (its rates: {})",
+        num(want),
         list.join(", ")
     ))
     .into())

@@ -19,9 +19,16 @@ pub struct Cell {
 }
 
 impl Cell {
-    /// `<policy>-r<rate>`: the cell's directory under `runs/`.
+    /// `<policy>-r<rate>`: the cell's directory under `runs/`. The rate is written in full
+    /// (`1.5`, `2`) up to 24 characters, beyond that in the shortest exponent form that reads
+    /// back exactly (`1e-30`), so the name stays short, unique and deterministic.
     pub fn dir_name(policy: &str, rate_per_s: f64) -> String {
-        format!("{policy}-r{rate_per_s}")
+        let plain = format!("{rate_per_s}");
+        if plain.len() <= 24 {
+            format!("{policy}-r{plain}")
+        } else {
+            format!("{policy}-r{rate_per_s:e}")
+        }
     }
 
     fn row(&self, metric: &str, stat: &str) -> Option<&CompareRow> {
@@ -141,5 +148,8 @@ mod tests {
                 .starts_with("vllm,1.5,jct_s,p99,10.0")
         );
         assert_eq!(Cell::dir_name("vllm", 1.5), "vllm-r1.5");
+        assert_eq!(Cell::dir_name("vllm", 2.0), "vllm-r2");
+        assert_eq!(Cell::dir_name("vllm", 1e300), "vllm-r1e300");
+        assert_eq!(Cell::dir_name("vllm", 1.25e-300), "vllm-r1.25e-300");
     }
 }

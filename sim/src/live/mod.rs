@@ -60,7 +60,8 @@ pub fn check_time_scale(x: f64) -> Result<()> {
         Ok(())
     } else {
         Err(SimError::config(format!(
-            "--time-scale must be a finite number from {MIN_TIME_SCALE:e} to {MAX_TIME_SCALE:e} (wall seconds per scenario second), got {x:e}"
+            "--time-scale must be a finite number from {MIN_TIME_SCALE:e} to {MAX_TIME_SCALE:e} (wall seconds per scenario second), got {}",
+            crate::error::num(x)
         )))
     }
 }

@@ -126,7 +126,18 @@ fn trim(x: f64, d: usize) -> String {
     }
 }
 
-/// The human table.
+/// `x` with `d` decimals while that stays short (|x| < 10¹²), else in [`crate::error::num`]'s
+/// 6 significant digits (`4.2e300`).
+fn fixed(x: f64, d: usize) -> String {
+    if x.is_finite() && x.abs() < 1e12 {
+        format!("{x:.d$}")
+    } else {
+        crate::error::num(x)
+    }
+}
+
+/// The human table. Token columns are 10 characters wide, wider when a cell needs it (a
+/// column of 4·10⁹-token requests stays separated).
 pub fn table(s: &TraceStats) -> String {
     let mut t = String::new();
     let _ = writeln!(t, "{:<18}{}", "file", s.file.display());
@@ -137,29 +148,43 @@ pub fn table(s: &TraceStats) -> String {
         }
         Some(a) => {
             let opt = |v: Option<f64>, d: usize| match v {
-                Some(x) => format!("{x:.d$}"),
+                Some(x) => fixed(x, d),
                 None => "n/a".into(),
             };
-            let _ = writeln!(t, "{:<18}{:.3} s", "duration", a.duration_s);
+            let _ = writeln!(t, "{:<18}{} s", "duration", fixed(a.duration_s, 3));
             let _ = writeln!(t, "{:<18}{} req/s", "mean rate", opt(a.mean_rate_per_s, 4));
             let _ = writeln!(t, "{:<18}{}", "inter-arrival CV", opt(a.interarrival_cv, 3));
         }
     }
+    let rows: Vec<(&str, [String; 5])> = [("input", &s.input_tokens), ("output", &s.output_tokens)]
+        .into_iter()
+        .map(|(name, d)| {
+            let cells = [
+                format!("{:.2}", d.mean),
+                trim(d.p50, 2),
+                trim(d.p90, 2),
+                trim(d.p99, 2),
+                trim(d.max, 0),
+            ];
+            (name, cells)
+        })
+        .collect();
+    let longest = rows
+        .iter()
+        .flat_map(|(_, c)| c.iter().map(String::len))
+        .max()
+        .unwrap_or(0);
+    let w = (longest + 1).max(10);
     let _ = writeln!(
         t,
-        "{:<8}{:>10}{:>10}{:>10}{:>10}{:>10}",
+        "{:<8}{:>w$}{:>w$}{:>w$}{:>w$}{:>w$}",
         "tokens", "mean", "p50", "p90", "p99", "max"
     );
-    for (name, d) in [("input", &s.input_tokens), ("output", &s.output_tokens)] {
+    for (name, c) in &rows {
         let _ = writeln!(
             t,
-            "{:<8}{:>10.2}{:>10}{:>10}{:>10}{:>10}",
-            name,
-            d.mean,
-            trim(d.p50, 2),
-            trim(d.p90, 2),
-            trim(d.p99, 2),
-            trim(d.max, 0)
+            "{:<8}{:>w$}{:>w$}{:>w$}{:>w$}{:>w$}",
+            name, c[0], c[1], c[2], c[3], c[4]
         );
     }
     t

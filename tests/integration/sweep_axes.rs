@@ -1,0 +1,302 @@
+//! Sweep axes, rate flags and run labels under hostile values: a sweep far over the run limit
+//! fails at once (the duplicate check used to be quadratic), numbers repeat by value (`1`,
+//! `1.0`), absurd rates are refused naming the flag or key, run directory names stay short and
+//! unique, `capacity` never reports failed probes as missed targets, and `check` refuses a
+//! golden file with the same numeric point twice.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::cli::{GOOD_ROWS, HEADER, assert_user_error, scenario, synthetic_scenario};
+use crate::support::{CliResult, Workdir, cli};
+
+fn sweep_in(w: &Workdir, extra: &[&str]) -> CliResult {
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "sweep".into(),
+        w.path("scenario.toml").into(),
+        "--out".into(),
+        w.path("results/run").into(),
+        "--quiet".into(),
+        "--no-plots".into(),
+    ];
+    args.extend(extra.iter().map(Into::into));
+    cli(args)
+}
+
+/// A million seeds times half a million batch sizes: the old duplicate check compared every pair
+/// before counting the runs (minutes); now the count fails first. Not timed: a generous timeout
+/// only keeps a regression from hanging the suite.
+#[test]
+fn a_sweep_far_over_the_run_limit_fails_before_any_per_value_work() {
+    let w = Workdir::new();
+    w.write("trace.csv", format!("{HEADER}{GOOD_ROWS}"));
+    let seeds: Vec<String> = (0..1_000_000).map(|i| i.to_string()).collect();
+    let sizes: Vec<String> = (1..=500_000).map(|i| i.to_string()).collect();
+    let extra = format!(
+        "\n[sweep]\nseed = [{}]\n\"scheduler.max_batch_size\" = [{}]\n",
+        seeds.join(","),
+        sizes.join(",")
+    );
+    w.write("scenario.toml", scenario("vllm", &extra));
+    let args: Vec<std::ffi::OsString> = vec![
+        "sweep".into(),
+        w.path("scenario.toml").into(),
+        "--out".into(),
+        w.path("results/run").into(),
+        "--quiet".into(),
+    ];
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(cli(args));
+    });
+    let r = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the sweep should fail at once on its run count");
+    assert_user_error(
+        &w,
+        &r,
+        &[
+            "seed (1000000) × scheduler.max_batch_size (500000) = 500000000000 runs",
+            "above the limit of 100000 runs",
+        ],
+    );
+}
+
+#[test]
+fn numbers_repeat_by_value_in_sweep_axes_and_flags() {
+    let w = Workdir::new();
+    w.write("trace.csv", format!("{HEADER}{GOOD_ROWS}"));
+    for (axis, needle) in [
+        (
+            "rate = [1, 1.0]",
+            "`rate`: value 1.0 (position 2) is listed twice, the same number as 1 (position 1)",
+        ),
+        (
+            "rate = [0.5, 2, 5e-1]",
+            "`rate`: value 0.5 (position 3) is listed twice, first at position 1",
+        ),
+        (
+            "\"scheduler.max_batch_size\" = [16, 32, 1.6e1]",
+            "value 16.0 (position 3) is listed twice, the same number as 16 (position 1)",
+        ),
+    ] {
+        w.write(
+            "scenario.toml",
+            synthetic_scenario("arrival = \"poisson\"\nrate_per_s = 1.0\nnum_requests = 3")
+                .replace("[scheduler]", &format!("[sweep]\n{axis}\n\n[scheduler]")),
+        );
+        let r = sweep_in(&w, &[]);
+        assert_user_error(&w, &r, &[needle]);
+    }
+    w.write("scenario.toml", scenario("vllm", ""));
+    let r = sweep_in(&w, &["--rates", "1,1e0"]);
+    assert_user_error(&w, &r, &["--rates lists 1 twice"]);
+    let r = sweep_in(&w, &["--rates", "0.5,.5"]);
+    assert_user_error(&w, &r, &["--rates lists 0.5 twice"]);
+}
+
+/// `--rates 1e300` failed with "File name too long (os error 36)"; 1e-300 was labelled
+/// `rate=0.0.00000e299`. Rates are bounded and the flag or key is named.
+#[test]
+fn absurd_rates_are_refused_naming_the_flag_or_key() {
+    let w = Workdir::new();
+    w.write("trace.csv", format!("{HEADER}{GOOD_ROWS}"));
+    w.write("scenario.toml", scenario("vllm", ""));
+    for rate in ["1e300", "1e-300", "2e9"] {
+        let r = sweep_in(&w, &["--rates", rate]);
+        assert_user_error(&w, &r, &["--rates: every rate must be from 1e-6 to 1e9"]);
+    }
+    w.write(
+        "scenario.toml",
+        scenario("vllm", "\n[sweep]\nrate = [1, 1e300]\n"),
+    );
+    let r = sweep_in(&w, &[]);
+    assert_user_error(
+        &w,
+        &r,
+        &["[sweep] `rate`: rate 1e300 (position 2) is outside 1e-6 to 1e9 requests/s"],
+    );
+    let r = cli([
+        "fidelity".into(),
+        w.path("scenario.toml").into_os_string(),
+        "--rates".into(),
+        "1e300".into(),
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("--rates: every rate must be from"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// Ordinary values keep their labels; long floats are written in exponent form and a long
+/// string value is cut with a hash, so every run directory name stays under 255 bytes.
+#[test]
+fn run_directory_names_stay_short_unique_and_readable() {
+    let w = Workdir::new();
+    w.write("trace.csv", format!("{HEADER}{GOOD_ROWS}"));
+    let long = format!("{}trace.csv", "./".repeat(150));
+    w.write(
+        "scenario.toml",
+        scenario(
+            "vllm",
+            "\n[sweep]\n\"cost.iteration_s\" = [0.1, 2.0, 1e-5, 1.2345678901234567e-8]\n",
+        ),
+    );
+    let r = sweep_in(&w, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let names = |w: &Workdir| {
+        let mut v: Vec<String> = std::fs::read_dir(w.path("results/run/runs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        names(&w),
+        [
+            "0000-0.1",
+            "0001-2.0",
+            "0002-0.00001",
+            "0003-1.2345678901234567e_8",
+        ]
+    );
+    w.write(
+        "scenario.toml",
+        scenario(
+            "vllm",
+            &format!("\n[sweep]\n\"trace.file\" = [\"trace.csv\", \"{long}\"]\n"),
+        ),
+    );
+    std::fs::remove_dir_all(w.path("results/run")).unwrap();
+    let r = sweep_in(&w, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let names = names(&w);
+    assert_eq!(names[0], "0000-trace.csv");
+    assert_eq!(names[1].len(), 120, "{}", names[1]);
+    assert!(names[1].starts_with("0001-._._._"), "{}", names[1]);
+    assert!(names[1].as_bytes()[103] == b'~', "{}", names[1]);
+}
+
+/// `--start-rate 1e-300` exited 0 with "every probe missed the target" while every run had
+/// failed. A start rate out of range is a flag error; a probe whose runs fail for a reason other
+/// than overload stops `capacity` with that reason and writes nothing.
+#[test]
+fn capacity_never_counts_failed_probes_as_missed_targets() {
+    let w = Workdir::new();
+    w.write(
+        "scenario.toml",
+        synthetic_scenario("arrival = \"poisson\"\nrate_per_s = 1.0\nnum_requests = 20"),
+    );
+    let capacity = |extra: &[&str]| {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "capacity".into(),
+            w.path("scenario.toml").into(),
+            "--slo".into(),
+            "jct_s=10".into(),
+            "--seeds".into(),
+            "0".into(),
+            "--out".into(),
+            w.path("results/run").into(),
+        ];
+        args.extend(extra.iter().map(Into::into));
+        cli(args)
+    };
+    for rate in ["1e-300", "1e300", "1e-7"] {
+        let r = capacity(&["--start-rate", rate]);
+        assert_user_error(
+            &w,
+            &r,
+            &[
+                "--start-rate (or the scenario's rate_per_s) must be a number of requests/s from 1e-6 to 1e9",
+            ],
+        );
+    }
+    // 20 requests at 1e-5 req/s arrive over about 2e6 s; with max_sim_s = 1e5 every run fails.
+    w.write(
+        "scenario.toml",
+        synthetic_scenario("arrival = \"poisson\"\nrate_per_s = 1.0\nnum_requests = 20")
+            .replace("[scheduler]", "[limits]\nmax_sim_s = 100000\n\n[scheduler]"),
+    );
+    let r = capacity(&["--start-rate", "1e-5"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .starts_with("error: the probe of vllm at 1e-5 req/s failed (seed 0: ")
+            && r.stderr.contains("max_sim_s")
+            && r.stderr.contains("a failed run is not a missed target"),
+        "{}",
+        r.stderr
+    );
+    assert!(!w.path("results/run").exists());
+}
+
+/// `check` took a golden file whose rows `1` and `1.0` are the same point.
+#[test]
+fn check_refuses_a_golden_file_with_the_same_numeric_point_twice() {
+    let w = Workdir::new();
+    let csv = "run,policy,rate,seed,requests,jct_mean_s\n0,vllm,1,0,2,0.5\n1,vllm,1.0,0,2,0.5\n";
+    w.write("golden.csv", csv);
+    std::fs::create_dir_all(w.path("sweep")).unwrap();
+    w.write("sweep/sweep.csv", &csv[..csv.rfind("1,vllm").unwrap()]);
+    let r = cli([
+        "check".into(),
+        w.path("sweep").into_os_string(),
+        "--golden".into(),
+        w.path("golden.csv").into_os_string(),
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("golden.csv:3: field `(row)`: duplicate point `policy=vllm rate=1.0 seed=0`: the same axis values as line 2"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// `trace stats` on 4·10⁹-token requests kept its columns apart; 1e300-s arrivals printed a
+/// 300-digit duration; `--time-scale 0` said "got 0e0".
+#[test]
+fn numbers_print_with_a_sensible_precision() {
+    let w = Workdir::new();
+    w.write(
+        "big.csv",
+        "arrival_s,input_tokens,output_tokens\n0,4000000000,4000000001\n1e300,4000000002,3\n",
+    );
+    let r = cli([
+        "trace".into(),
+        "stats".into(),
+        w.path("big.csv").into_os_string(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains("duration          1e300 s\n"),
+        "{}",
+        r.stdout
+    );
+    let input = r.stdout.lines().find(|l| l.starts_with("input")).unwrap();
+    let cells: Vec<&str> = input.split_whitespace().collect();
+    assert_eq!(
+        cells,
+        [
+            "input",
+            "4000000001.00",
+            "4000000001",
+            "4000000001.8",
+            "4000000001.98",
+            "4000000002"
+        ]
+    );
+    w.write("trace.csv", format!("{HEADER}{GOOD_ROWS}"));
+    w.write("scenario.toml", scenario("vllm", ""));
+    let r = cli([
+        "live".into(),
+        w.path("scenario.toml").into_os_string(),
+        "--mock".into(),
+        "--time-scale".into(),
+        "0".into(),
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("got 0\n"), "{}", r.stderr);
+}
