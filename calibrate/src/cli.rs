@@ -75,6 +75,9 @@ pub enum Command {
         /// Print every measured shape, not a sample per operator.
         #[arg(long)]
         all_points: bool,
+        /// Replace the output file if it exists (it is refused otherwise).
+        #[arg(long)]
+        force: bool,
     },
     /// Compare the analytic model and a reference profile (default: the shipped Vidur import of
     /// the same GPU, model and TP) with a measured profile's points.
@@ -88,6 +91,9 @@ pub enum Command {
         /// Also write the Markdown here.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+        /// Replace the output file if it exists (it is refused otherwise).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -114,6 +120,9 @@ pub struct PlanArgs {
     /// Write the plan as CSV.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Replace the --out file if it exists (it is refused otherwise).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -258,6 +267,7 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
             measured,
             reference,
             out: file,
+            force,
         } => {
             let p = Profile::load(&measured)?;
             let reference = reference.unwrap_or_else(|| {
@@ -274,9 +284,16 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
                     crate::compare::compare_markdown(&[(measured.display().to_string(), p)])?
                 )
             };
+            if let Some(f) = &file {
+                servesim::output::check_file_dest(
+                    f,
+                    &[measured.clone(), reference.clone()],
+                    force,
+                )?;
+            }
             write!(out, "{md}")?;
             if let Some(f) = file {
-                servesim::output::write_file(&f, md.as_bytes(), &[measured, reference])?;
+                servesim::output::write_file(&f, md.as_bytes(), &[measured, reference], force)?;
             }
             Ok(())
         }
@@ -284,31 +301,8 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
             profile,
             png,
             all_points,
-        } => {
-            let p = Profile::load(&profile)?;
-            let png = png.unwrap_or_else(|| {
-                PathBuf::from("results/calibrate").join(format!(
-                    "{}-{}-tp{}.png",
-                    p.meta.gpu, p.meta.model, p.meta.tp
-                ))
-            });
-            // Checked before the report is printed: a .png file, never inside the profile.
-            if png
-                .extension()
-                .is_none_or(|x| !x.eq_ignore_ascii_case("png"))
-            {
-                anyhow::bail!("{}: --png must name a .png file", png.display());
-            }
-            servesim::output::check_file_dest(&png, std::slice::from_ref(&profile))?;
-            write!(
-                out,
-                "{}",
-                crate::report::text_report(&profile, &p, all_points)
-            )?;
-            crate::report::plot_report(&p, &png)?;
-            writeln!(out, "\nplot: {}", png.display())?;
-            Ok(())
-        }
+            force,
+        } => crate::report::report_cmd(&profile, png, all_points, force, out),
     }
 }
 
@@ -327,7 +321,7 @@ fn plan_cmd(a: PlanArgs, out: &mut dyn Write) -> Result<()> {
     let items = plan(&model, a.tp, &cfg)?;
     if let Some(p) = &a.out {
         // Checked before the plan is printed.
-        servesim::output::check_file_dest(p, &[])?;
+        servesim::output::check_file_dest(p, &[], a.force)?;
     }
     writeln!(
         out,
@@ -357,7 +351,7 @@ fn plan_cmd(a: PlanArgs, out: &mut dyn Write) -> Result<()> {
         )?;
     }
     if let Some(p) = a.out {
-        servesim::output::write_file(&p, plan_csv(&items, &gpu).as_bytes(), &[])?;
+        servesim::output::write_file(&p, plan_csv(&items, &gpu).as_bytes(), &[], a.force)?;
         writeln!(out, "wrote {}", p.display())?;
     }
     Ok(())
@@ -681,7 +675,7 @@ fn import_cmd(a: ImportArgs, out: &mut dyn Write) -> Result<()> {
                     path.display()
                 );
             }
-            servesim::output::write_file(&path, md.as_bytes(), std::slice::from_ref(&data))?;
+            servesim::output::write_file(&path, md.as_bytes(), std::slice::from_ref(&data), true)?;
             writeln!(out, "wrote {}", path.display())?;
         }
     }

@@ -55,7 +55,7 @@ fn print_ops(out: &mut dyn Write, items: &[PlanItem]) -> Result<()> {
 pub fn plan_cmd(a: &PlanArgs, out: &mut dyn Write) -> Result<()> {
     let (model, items) = cpu_plan(&a.model, a.tp, a.quick)?;
     if let Some(p) = &a.out {
-        servesim::output::check_file_dest(p, &[])?;
+        servesim::output::check_file_dest(p, &[], a.force)?;
     }
     let o = options(a.quick, 0, 0);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -84,7 +84,7 @@ pub fn plan_cmd(a: &PlanArgs, out: &mut dyn Write) -> Result<()> {
             let (op, k, t) = (i.op.name(), describe(&i.kernel), estimate_call_s(&i.kernel));
             s += &format!("{op},{},{},{k},{t:.3e}\n", i.x, i.y);
         }
-        servesim::output::write_file(p, s.as_bytes(), &[])?;
+        servesim::output::write_file(p, s.as_bytes(), &[], a.force)?;
         writeln!(out, "wrote {}", p.display())?;
     }
     Ok(())

@@ -291,6 +291,38 @@ fn panel_caption(p: &Profile, op: Op, f: &OpFit, over: &str) -> String {
     )
 }
 
+/// `servesim-calibrate report`: the text report on `out` and the plot into `png` (default
+/// results/calibrate/GPU-MODEL-tpK.png), which replaces an existing file only with `force`.
+pub fn report_cmd(
+    profile: &Path,
+    png: Option<std::path::PathBuf>,
+    all_points: bool,
+    force: bool,
+    out: &mut dyn std::io::Write,
+) -> Result<()> {
+    let p = Profile::load(profile)?;
+    let png = png.unwrap_or_else(|| {
+        std::path::PathBuf::from("results/calibrate").join(format!(
+            "{}-{}-tp{}.png",
+            p.meta.gpu, p.meta.model, p.meta.tp
+        ))
+    });
+    // Checked before the report is printed: a .png file, never inside the profile.
+    if png
+        .extension()
+        .is_none_or(|x| !x.eq_ignore_ascii_case("png"))
+    {
+        anyhow::bail!("{}: --png must name a .png file", png.display());
+    }
+    servesim::output::check_file_dest(&png, std::slice::from_ref(&profile.to_path_buf()), force)?;
+    write!(out, "{}", text_report(profile, &p, all_points))?;
+    let staged = servesim::output::StagedFile::new(&png, force)?;
+    plot_report(&p, staged.path())?;
+    staged.commit()?;
+    writeln!(out, "\nplot: {}", png.display())?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -94,6 +94,11 @@ fn numeric_form(v: &str) -> String {
     }
 }
 
+/// Whether `path` reads as a golden file: a `sweep.csv` (a `requests` column, one row per point).
+pub fn is_golden(path: &Path) -> bool {
+    read(path).is_ok()
+}
+
 fn close(a: &str, b: &str, rel_tol: f64) -> bool {
     if a == b {
         return true;

@@ -4,6 +4,7 @@
 use std::io::Read;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Set by the Ctrl-C / SIGTERM handler that [`crate::interrupt`] installs; cleared when a new
 /// guard is installed. Kept here, below every reader, so that a blocking open can give up on it.
@@ -20,35 +21,98 @@ pub fn stop_requested() -> bool {
     STOP.load(Ordering::Relaxed)
 }
 
-/// Open `path` for reading. A named pipe (FIFO) is opened on a helper thread, because opening
-/// one blocks until a writer opens the other end: the caller waits for it, but gives up with an
-/// `Interrupted` error when Ctrl-C or SIGTERM arrives (otherwise a pipe nobody writes to would
-/// hang the command past its signals).
-pub fn open_file(path: &Path) -> std::io::Result<std::fs::File> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo()) {
-            let (tx, rx) = std::sync::mpsc::channel();
-            let p = path.to_path_buf();
-            std::thread::spawn(move || {
-                let _ = tx.send(std::fs::File::open(p));
-            });
-            loop {
-                match rx.recv_timeout(std::time::Duration::from_millis(50)) {
-                    Ok(r) => return r,
-                    Err(_) if stop_requested() => {
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::Interrupted,
-                            "interrupted while waiting for a writer on this named pipe",
-                        ));
-                    }
-                    Err(_) => {}
-                }
-            }
+/// Most bytes of a pipe or FIFO input kept in memory (see [`open_file`]).
+pub const MAX_PIPE_BYTES: u64 = 1 << 30;
+
+/// An opened input: a file, or the bytes of a pipe read earlier in this process.
+pub enum Opened {
+    File(std::fs::File),
+    Buffered(std::io::Cursor<Arc<[u8]>>),
+}
+
+impl Read for Opened {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Opened::File(f) => f.read(buf),
+            Opened::Buffered(c) => c.read(buf),
         }
     }
-    std::fs::File::open(path)
+}
+
+impl Opened {
+    /// Whether it is a directory (which opens on Unix but cannot be read).
+    pub fn is_dir(&self) -> bool {
+        matches!(self, Opened::File(f) if f.metadata().is_ok_and(|m| m.is_dir()))
+    }
+}
+
+/// The contents of the pipes and FIFOs read so far, by (device, inode): a command reads its
+/// trace more than once (rows counted, arrivals rescaled, first arrival checked, then the run),
+/// and a pipe (`--trace <(cat f.csv)`, a named pipe) yields its bytes only once.
+static PIPES: Mutex<Vec<PipeBytes>> = Mutex::new(Vec::new());
+
+/// A pipe's (device, inode) and its contents.
+type PipeBytes = ((u64, u64), Arc<[u8]>);
+
+/// Open `path` for reading. A pipe or named pipe (FIFO) is read whole into memory the first time
+/// (at most [`MAX_PIPE_BYTES`]; more is an error that says to use a file) and served from there
+/// every later time in this process. Opening a FIFO blocks until a writer opens the other end, so
+/// it is opened on a helper thread: the caller waits for it, but gives up with an `Interrupted`
+/// error when Ctrl-C or SIGTERM arrives (otherwise a pipe nobody writes to would hang the command
+/// past its signals).
+pub fn open_file(path: &Path) -> std::io::Result<Opened> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        if let Ok(m) = std::fs::metadata(path)
+            && m.file_type().is_fifo()
+        {
+            let key = (m.dev(), m.ino());
+            let pipes = PIPES.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((_, bytes)) = pipes.iter().find(|(k, _)| *k == key) {
+                return Ok(Opened::Buffered(std::io::Cursor::new(bytes.clone())));
+            }
+            drop(pipes);
+            let bytes = read_pipe(path)?;
+            PIPES
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((key, bytes.clone()));
+            return Ok(Opened::Buffered(std::io::Cursor::new(bytes)));
+        }
+    }
+    std::fs::File::open(path).map(Opened::File)
+}
+
+/// The whole contents of the pipe or FIFO `path` (see [`open_file`]).
+#[cfg(unix)]
+fn read_pipe(path: &Path) -> std::io::Result<Arc<[u8]>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = path.to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::File::open(p));
+    });
+    let f = loop {
+        match rx.recv_timeout(std::time::Duration::from_millis(50)) {
+            Ok(r) => break r?,
+            Err(_) if stop_requested() => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::Interrupted,
+                    "interrupted while waiting for a writer on this named pipe",
+                ));
+            }
+            Err(_) => {}
+        }
+    };
+    let mut buf = Vec::new();
+    f.take(MAX_PIPE_BYTES + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > MAX_PIPE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "a pipe input is kept in memory (it is read more than once) and this one holds more than {} MiB; write it to a file and give that instead",
+            MAX_PIPE_BYTES >> 20
+        )));
+    }
+    Ok(buf.into())
 }
 
 /// Scenarios, catalogues, profile metadata: small TOML files.

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use crate::error::Result;
 use crate::metrics::request_metrics;
 use crate::run::RunOutput;
-pub use crate::staging::{Replace, StagedDir, StagedFile, check_dest, check_file_dest, write_file};
+pub use crate::staging::{
+    Replace, StagedDir, StagedFile, check_dest, check_file_dest, first_line_is, write_file,
+};
 use crate::vocab::time::ns_to_s;
 
 pub const REQUESTS_HEADER: &str = "id,arrival_s,input_tokens,output_tokens,first_token_s,finish_s,jct_s,ttft_s,tpot_s,queue_s,preemptions,replica,predicted_output_tokens,priority_at_finish,demotions,promotions,swap_out_bytes,swap_in_bytes,swap_stall_s,recomputed_tokens,itl_max_s,itl_p99_s";

@@ -8,14 +8,18 @@
 //! - Anything else — a directory of the user's, a file, a symlink — is refused with an error that
 //!   names `--force`; with `--force` it is replaced.
 //! - Never, even with `--force`: a destination that holds one of the command's inputs (a scenario,
-//!   trace, profile, shard…) or the current directory, or a path with no directory name (`.`,
-//!   `..`, `/`).
-//! - One writer per destination: a lock file `.NAME.servesim-lock` (created exclusively, holding
-//!   the writer's PID) makes a second concurrent writer fail at once with a clear error; the first
-//!   finishes intact.
-//! - Debris of killed processes (staging directories, set-aside old outputs and locks whose PID no
-//!   longer runs) is removed the next time the same destination is written; a set-aside old output
-//!   whose replacement never arrived is put back.
+//!   trace, profile, shard…) or the current directory, a device, FIFO or socket, or a path with
+//!   no directory name (`.`, `..`, `/`).
+//! - One writer per destination: a lock file `.NAME.servesim-lock` with an advisory lock (`flock`,
+//!   released by the kernel when its holder dies) makes a second concurrent writer fail at once
+//!   with a clear error; the first finishes intact. A lock file left by a killed writer is taken
+//!   over, whatever process its PID now names.
+//! - Debris of killed processes (staging directories and set-aside old outputs whose PID no longer
+//!   runs) is removed the next time the same destination is written, but only when it holds the
+//!   marker file; a set-aside old output whose replacement never arrived is put back.
+//! - A single-file output ([`StagedFile`]) never replaces an existing file unless asked to
+//!   (`--force`, or a command's own file of the expected kind), never a directory, device or FIFO,
+//!   and replaces a symbolic link itself, never the file it points to.
 //!
 //! A replaced destination is first renamed aside (`.NAME.servesim-old-PID-N`), the staging
 //! directory renamed into place, and only then the old one deleted.
@@ -25,6 +29,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Result, SimError};
+
+mod file;
+#[cfg(test)]
+mod tests;
+
+pub use file::{StagedFile, check_file_dest, first_line_is, write_file};
 
 /// The file servesim writes into every output directory; only a directory holding it (or an
 /// empty one) is replaced without `--force`.
@@ -136,6 +146,12 @@ pub fn check_dest(dest: &Path, replace: &Replace) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(io(dest, format!("cannot inspect the output path: {e}"))),
     };
+    if !(meta.is_dir() || meta.is_file() || meta.file_type().is_symlink()) {
+        return Err(io(
+            dest,
+            "the output path is a device, FIFO or socket; servesim never replaces one, even with --force: choose another --out",
+        ));
+    }
     let guard = dest.canonicalize().unwrap_or_else(|_| dest.to_path_buf());
     if let Some(input) = held_input(dest, &replace.inputs) {
         return Err(io(
@@ -218,10 +234,18 @@ fn pid_of(suffix: &str) -> Option<u32> {
     suffix.split('-').next()?.parse().ok()
 }
 
-/// Remove the debris that killed writers of `parent/name` left: staging directories and files
-/// (`.NAME.servesim-tmp-PID-N`, and the older `.NAME.tmp-PID`), set-aside old outputs
-/// (`.NAME.servesim-old-PID-N`: put back when the destination is missing, else deleted) and locks,
-/// each only when its PID no longer runs.
+/// Whether `path` is a directory (not a symlink to one) holding the [`MARKER_FILE`]: only such
+/// staging or set-aside debris is servesim's to delete.
+fn marked_dir(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
+        && std::fs::symlink_metadata(path.join(MARKER_FILE)).is_ok_and(|m| m.is_file())
+}
+
+/// Remove the debris that killed writers of `parent/name` left: staging directories
+/// (`.NAME.servesim-tmp-PID-N`, and the older `.NAME.tmp-PID`) and set-aside old outputs
+/// (`.NAME.servesim-old-PID-N`: put back when the destination is missing, else deleted), each
+/// only when its PID no longer runs and it holds the [`MARKER_FILE`] (a directory of the user's
+/// that happens to have such a name is left alone, with one note on stderr).
 fn clean_debris(parent: &Path, name: &str) {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
@@ -250,7 +274,22 @@ fn clean_debris(parent: &Path, name: &str) {
             let _ = std::fs::rename(&path, &dest);
             continue;
         }
-        remove_any(&path);
+        if marked_dir(&path) {
+            remove_any(&path);
+        } else {
+            note_unmarked(&path);
+        }
+    }
+}
+
+/// Say once per process that a debris-like path was kept because servesim did not write it.
+fn note_unmarked(path: &Path) {
+    static NOTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !NOTED.swap(true, Ordering::Relaxed) {
+        eprintln!(
+            "note: kept {}: it looks like a leftover of an interrupted servesim command but has no {MARKER_FILE} file, so it may be yours; delete it if it is not",
+            path.display()
+        );
     }
 }
 
@@ -267,56 +306,81 @@ fn remove_any(path: &Path) {
     }
 }
 
-/// The lock of one destination, held by one writer: a file created exclusively, holding
-/// "PID N". Released (removed) on drop when it still holds this writer's token.
+/// Device and inode of a file (to tell whether a path still names an open file).
+#[cfg(unix)]
+fn identity(m: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (m.dev(), m.ino())
+}
+#[cfg(not(unix))]
+fn identity(_: &std::fs::Metadata) -> (u64, u64) {
+    (0, 0)
+}
+
+/// The lock of one destination, held by one writer: the file `.NAME.servesim-lock` with an
+/// advisory lock (`flock`) on it, holding "PID-N" for the error message of a second writer. The
+/// kernel releases the advisory lock when its holder dies however it dies, so a lock file left by
+/// a killed writer is simply taken over, even when its PID now belongs to another process. On
+/// drop the file is removed (while still locked) and then unlocked.
 struct Lock {
     path: PathBuf,
-    token: String,
+    file: std::fs::File,
 }
 
 impl Lock {
     fn take(parent: &Path, name: &str, dest: &Path, token: &str) -> Result<Lock> {
         let path = parent.join(format!(".{name}.servesim-lock"));
-        for _ in 0..3 {
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Ok(mut f) => {
-                    f.write_all(token.as_bytes()).map_err(|e| io(&path, e))?;
-                    return Ok(Lock {
-                        path,
-                        token: token.to_string(),
-                    });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let holder = std::fs::read_to_string(&path).unwrap_or_default();
-                    match pid_of(holder.trim()) {
-                        Some(pid) if !process_alive(pid) => {
-                            // A killed writer's lock: take it over.
-                            let _ = std::fs::remove_file(&path);
-                        }
-                        Some(pid) => {
-                            return Err(io(
-                                dest,
-                                format!(
-                                    "another servesim command (pid {pid}) is writing this output right now; wait for it to finish or choose another --out (lock file {})",
-                                    path.display()
-                                ),
-                            ));
-                        }
-                        // Being written this instant by its creator: wait a moment.
-                        None => std::thread::sleep(std::time::Duration::from_millis(20)),
-                    }
-                }
-                Err(e) => return Err(io(&path, format!("cannot create the lock file: {e}"))),
+        for _ in 0..5 {
+            if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.is_file()) {
+                return Err(io(
+                    &path,
+                    "the lock path exists and is not a regular file (a symbolic link, directory…); remove it",
+                ));
             }
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|e| io(&path, format!("cannot create the lock file: {e}")))?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                    let who =
+                        pid_of(holder.trim()).map_or(String::new(), |p| format!(" (pid {p})"));
+                    return Err(io(
+                        dest,
+                        format!(
+                            "another servesim command{who} is writing this output right now; wait for it to finish or choose another --out (lock file {})",
+                            path.display()
+                        ),
+                    ));
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(io(&path, format!("cannot lock: {e}")));
+                }
+            }
+            // The previous holder may have removed the file between our open and our lock: the
+            // lock counts only while the path still names the locked file.
+            let same = match (file.metadata(), std::fs::symlink_metadata(&path)) {
+                (Ok(a), Ok(b)) => identity(&a) == identity(&b),
+                _ => false,
+            };
+            if !same {
+                continue;
+            }
+            let mut f = &file;
+            f.set_len(0)
+                .and_then(|()| f.write_all(token.as_bytes()))
+                .map_err(|e| io(&path, e))?;
+            return Ok(Lock { path, file });
         }
         Err(io(
             dest,
             format!(
-                "cannot take the output lock {}; if no servesim command is running, delete it",
+                "cannot take the output lock {}: other commands keep replacing it",
                 path.display()
             ),
         ))
@@ -325,9 +389,14 @@ impl Lock {
 
 impl Drop for Lock {
     fn drop(&mut self) {
-        if std::fs::read_to_string(&self.path).is_ok_and(|t| t == self.token) {
+        let ours = match (self.file.metadata(), std::fs::symlink_metadata(&self.path)) {
+            (Ok(a), Ok(b)) => identity(&a) == identity(&b),
+            _ => false,
+        };
+        if ours {
             let _ = std::fs::remove_file(&self.path);
         }
+        let _ = self.file.unlock();
     }
 }
 
@@ -461,273 +530,5 @@ impl Drop for StagedDir {
                 let _ = std::fs::remove_dir(d);
             }
         }
-    }
-}
-
-/// One output file being written: bytes go to a hidden temporary sibling that
-/// [`StagedFile::commit`] renames into place; dropped without `commit` (any error), the temporary
-/// is removed, so a failed command never leaves a partial file behind. An existing file is
-/// replaced (as `-o` does elsewhere), except an input of the command or a directory.
-pub struct StagedFile {
-    tmp: PathBuf,
-    dest: PathBuf,
-    writer: Option<std::io::BufWriter<std::fs::File>>,
-}
-
-/// Check that the file `dest` may be written: not a directory, and not one of `inputs` (the files
-/// the command reads; commands call this before their work starts).
-pub fn check_file_dest(dest: &Path, inputs: &[PathBuf]) -> Result<()> {
-    split(dest, "file")?;
-    match std::fs::symlink_metadata(dest) {
-        Ok(m) if m.is_dir() => {
-            return Err(io(dest, "the output path is a directory; give a file name"));
-        }
-        Ok(m) if !m.is_file() => {
-            return Err(io(
-                dest,
-                "the output path exists and is not a regular file (a symbolic link, device, FIFO or socket); give the path of a regular file",
-            ));
-        }
-        _ => {}
-    }
-    if let Some(input) = inside_input(dest, inputs) {
-        return Err(io(
-            dest,
-            format!(
-                "refusing to write inside {}, an input directory of this command; choose another output file",
-                input.display()
-            ),
-        ));
-    }
-    if let Some(input) = held_input(dest, inputs) {
-        return Err(io(
-            dest,
-            format!(
-                "refusing to overwrite {}: it is an input of this command; choose another output file",
-                input.display()
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// Write `bytes` to the file `dest` atomically (staged, then renamed), after checking that it is
-/// none of `inputs` (see [`check_file_dest`]).
-pub fn write_file(dest: &Path, bytes: &[u8], inputs: &[PathBuf]) -> Result<PathBuf> {
-    check_file_dest(dest, inputs)?;
-    let mut f = StagedFile::new(dest)?;
-    f.write_all(bytes)?;
-    f.commit()
-}
-
-impl StagedFile {
-    /// Stage `dest` (see [`check_file_dest`] for the inputs check the command makes first).
-    pub fn new(dest: &Path) -> Result<Self> {
-        check_file_dest(dest, &[])?;
-        let (parent, name) = split(dest, "file")?;
-        std::fs::create_dir_all(&parent).map_err(|e| io(&parent, format!("cannot create: {e}")))?;
-        clean_debris(&parent, &name);
-        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-        let tmp = parent.join(format!(".{name}.servesim-tmp-{}-{seq}", std::process::id()));
-        let f = std::fs::File::create(&tmp).map_err(|e| io(&tmp, format!("cannot create: {e}")))?;
-        Ok(StagedFile {
-            tmp,
-            dest: dest.to_path_buf(),
-            writer: Some(std::io::BufWriter::with_capacity(1 << 16, f)),
-        })
-    }
-
-    /// Append bytes to the temporary file.
-    pub fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
-        let w = self.writer.as_mut().expect("writer lives until commit");
-        w.write_all(bytes).map_err(|e| io(&self.tmp, e))
-    }
-
-    /// Flush, sync and rename the temporary file onto `dest` (replacing it).
-    pub fn commit(mut self) -> Result<PathBuf> {
-        let w = self.writer.take().expect("writer lives until commit");
-        let f = w
-            .into_inner()
-            .map_err(|e| io(&self.tmp, e.error().to_string()))?;
-        f.sync_all().map_err(|e| io(&self.tmp, e))?;
-        drop(f);
-        std::fs::rename(&self.tmp, &self.dest).map_err(|e| io(&self.dest, e))?;
-        Ok(self.dest.clone())
-    }
-}
-
-impl Drop for StagedFile {
-    fn drop(&mut self) {
-        if self.writer.is_some() || self.tmp.exists() {
-            self.writer = None;
-            let _ = std::fs::remove_file(&self.tmp);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tempdir() -> PathBuf {
-        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-        let d = std::env::temp_dir().join(format!(
-            "servesim-staging-test-{}-{seq}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-
-    /// A PID that no running process has: a child that has exited and been reaped.
-    fn dead_pid() -> u32 {
-        let mut c = std::process::Command::new("true").spawn().unwrap();
-        let pid = c.id();
-        c.wait().unwrap();
-        pid
-    }
-
-    #[test]
-    fn a_second_writer_of_the_same_destination_fails_and_the_first_finishes_intact() {
-        let d = tempdir();
-        let dest = d.join("out");
-        let a = StagedDir::new(&dest, &Replace::default()).unwrap();
-        a.write("x", b"first").unwrap();
-        let msg = StagedDir::new(&dest, &Replace::default())
-            .err()
-            .expect("the second writer is refused")
-            .to_string();
-        assert!(msg.contains("another servesim command"), "{msg}");
-        a.commit().unwrap();
-        assert_eq!(std::fs::read(dest.join("x")).unwrap(), b"first");
-        // The lock went with the first writer: a third may write now.
-        let c = StagedDir::new(&dest, &Replace::default()).unwrap();
-        c.write("x", b"third").unwrap();
-        c.commit().unwrap();
-        assert_eq!(std::fs::read(dest.join("x")).unwrap(), b"third");
-        let left: Vec<_> = std::fs::read_dir(&d)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(left, vec![std::ffi::OsString::from("out")]);
-        std::fs::remove_dir_all(&d).unwrap();
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn debris_of_dead_writers_is_cleaned_and_a_set_aside_output_put_back() {
-        let d = tempdir();
-        let pid = dead_pid();
-        for n in [
-            format!(".out.servesim-tmp-{pid}-3"),
-            format!(".out.tmp-{pid}"),
-            format!(".other.servesim-tmp-{pid}-1"),
-            format!(".out.servesim-tmp-{}-999", std::process::id()),
-        ] {
-            std::fs::create_dir_all(d.join(&n)).unwrap();
-            std::fs::write(d.join(&n).join("junk"), "x").unwrap();
-        }
-        // A writer killed between setting the old output aside and moving its own into place.
-        let aside = d.join(format!(".out.servesim-old-{pid}-4"));
-        std::fs::create_dir_all(&aside).unwrap();
-        std::fs::write(aside.join(MARKER_FILE), MARKER_TEXT).unwrap();
-        std::fs::write(aside.join("summary.json"), "old").unwrap();
-        std::fs::write(d.join(".out.servesim-lock"), format!("{pid}-4")).unwrap();
-        let dest = d.join("out");
-        let s = StagedDir::new(&dest, &Replace::default()).unwrap();
-        // The old output is back in place until the new one replaces it.
-        assert_eq!(
-            std::fs::read_to_string(dest.join("summary.json")).unwrap(),
-            "old"
-        );
-        s.commit().unwrap();
-        let mut left: Vec<String> = std::fs::read_dir(&d)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        left.sort();
-        assert_eq!(
-            left,
-            vec![
-                format!(".other.servesim-tmp-{pid}-1"),
-                format!(".out.servesim-tmp-{}-999", std::process::id()),
-                "out".to_string(),
-            ],
-            "only other destinations' debris and a live process's staging remain"
-        );
-        assert!(!dest.join("summary.json").exists());
-        std::fs::remove_dir_all(&d).unwrap();
-    }
-
-    #[test]
-    fn only_servesim_outputs_and_empty_directories_are_replaced_without_force() {
-        let d = tempdir();
-        let user = d.join("mine");
-        std::fs::create_dir_all(&user).unwrap();
-        std::fs::write(user.join("thesis.tex"), "precious").unwrap();
-        let msg = StagedDir::new(&user, &Replace::default())
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(msg.contains("--force"), "{msg}");
-        assert!(user.join("thesis.tex").exists());
-        let file = d.join("file");
-        std::fs::write(&file, "precious").unwrap();
-        assert!(StagedDir::new(&file, &Replace::default()).is_err());
-        assert_eq!(std::fs::read_to_string(&file).unwrap(), "precious");
-        let empty = d.join("empty");
-        std::fs::create_dir_all(&empty).unwrap();
-        StagedDir::new(&empty, &Replace::default())
-            .unwrap()
-            .commit()
-            .unwrap();
-        assert!(empty.join(MARKER_FILE).is_file());
-        // Written by servesim now: replaced without --force.
-        StagedDir::new(&empty, &Replace::default())
-            .unwrap()
-            .commit()
-            .unwrap();
-        // --force replaces the user's directory and the file.
-        StagedDir::new(&user, &Replace::new(true, []))
-            .unwrap()
-            .commit()
-            .unwrap();
-        assert!(!user.join("thesis.tex").exists());
-        StagedDir::new(&file, &Replace::new(true, []))
-            .unwrap()
-            .commit()
-            .unwrap();
-        assert!(file.join(MARKER_FILE).is_file());
-        std::fs::remove_dir_all(&d).unwrap();
-    }
-
-    #[test]
-    fn inputs_are_never_replaced_even_with_force() {
-        let d = tempdir();
-        let shard = d.join("s0");
-        StagedDir::new(&shard, &Replace::default())
-            .unwrap()
-            .commit()
-            .unwrap();
-        let msg = StagedDir::new(&shard, &Replace::new(true, [shard.clone()]))
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(msg.contains("an input directory of this command"), "{msg}");
-        let inner = shard.join("scenario.toml");
-        std::fs::write(&inner, "x").unwrap();
-        assert!(StagedDir::new(&shard, &Replace::new(true, [inner.clone()])).is_err());
-        assert!(StagedDir::new(&d, &Replace::new(true, [inner.clone()])).is_err());
-        assert!(inner.exists());
-        // A file output onto its own input.
-        let msg = check_file_dest(&inner, std::slice::from_ref(&inner))
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(msg.contains("an input of this command"), "{msg}");
-        for bad in [".", "..", "/"] {
-            assert!(StagedDir::new(Path::new(bad), &Replace::new(true, [])).is_err());
-        }
-        std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -48,6 +48,7 @@ fn text_opts(strict: bool) -> &'static TextImport {
         shuffle_seed: strict.then_some(7),
         num: strict.then_some(3),
         allow_truncated: !strict,
+        replace: false,
     };
     if strict {
         STRICT.get_or_init(|| make(true))
@@ -100,10 +101,14 @@ const READERS: &[Reader] = &[
             .map_err(|e| e.to_string())
     }),
     ("import azure", |p, o| {
-        azure::import(p, o).map(|_| ()).map_err(|e| e.to_string())
+        azure::import(p, o, false)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }),
     ("import vidur", |p, o| {
-        vidur::import(p, o).map(|_| ()).map_err(|e| e.to_string())
+        vidur::import(p, o, false)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }),
     ("scenario", |p, _| {
         scenario::load(p)

@@ -20,7 +20,8 @@
 //!   streaming in bounded memory;
 //! - [`interrupt`]: Ctrl-C and SIGTERM during `run` and `sweep` in a real child process (exit
 //!   130/143, no half-written directory), and the debris of a killed sweep cleaned up;
-//! - [`outputs`]: output paths never lose a user's files (`--force`, inputs, scenario names).
+//! - [`outputs`]: output paths never lose a user's files (`--force`, inputs, scenario names);
+//!   [`clobber`]: debris-like names, existing files under single-file outputs, stale locks, pipes.
 //! - [`itl`]: inter-token latency, per request and pooled, hand-computed and against exact gaps.
 //! - [`capacity_speed`]: `capacity`'s early stop keeps every verdict; its outputs do not depend on `--jobs`.
 //! - [`defaults_note`]: `run` names a batch limit the scenario sets away from its default.
@@ -32,6 +33,7 @@ mod chunked_switch;
 mod cli;
 mod cli_flags;
 mod cli_scenario;
+mod clobber;
 mod cluster;
 mod defaults_note;
 mod determinism;

@@ -96,6 +96,7 @@ fn importers_on_fixtures() {
         &s(&fixture("sharegpt_small.json")),
         "-o",
         &s(&out),
+        "--force",
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(stdout.contains("read 6 complete conversations"), "{stdout}");
@@ -115,6 +116,7 @@ fn importers_on_fixtures() {
         "--no-shuffle",
         "-o",
         &s(&out),
+        "--force",
     ]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 4);
@@ -126,6 +128,7 @@ fn importers_on_fixtures() {
         &s(&fixture("azure_small.csv")),
         "-o",
         &s(&out),
+        "--force",
     ]);
     assert_eq!(code, 0, "{err}");
     let v = stats_json(&out);
@@ -139,6 +142,7 @@ fn importers_on_fixtures() {
         &s(&fixture("vidur_arrivals.csv")),
         "-o",
         &s(&out),
+        "--force",
     ]);
     assert_eq!(code, 0, "{err}");
     // An imported trace runs as a scenario's trace file (checked by the canonical reader).
@@ -405,6 +409,7 @@ fn synth_writes_exactly_the_scenarios_synthetic_trace() {
         "5",
         "-o",
         &s(&out),
+        "--force",
     ]);
     assert_eq!(code, 0, "{err}");
     let from_scenario = scenario_requests(
@@ -432,6 +437,7 @@ output_lengths = { dist = "zipf", n = 500, s = 1.1 }"#,
         "5",
         "-o",
         &s(&out),
+        "--force",
     ]);
     assert_eq!(code, 0, "{err}");
     let from_scenario = scenario_requests(
@@ -469,6 +475,7 @@ output_lengths = { dist = "zipf", n = 500, s = 1.1 }"#,
         "5",
         "-o",
         &s(&out),
+        "--force",
     ]);
     assert_eq!(code, 0, "{err}");
     let rows = trace_rows(&out);
@@ -558,6 +565,7 @@ fn gamma_arrivals_rate_and_cv_within_two_percent() {
             "100000",
             "-o",
             &s(&out),
+            "--force",
         ]);
         assert_eq!(code, 0, "{err}");
         let v = stats_json(&out);

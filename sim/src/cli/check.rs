@@ -36,27 +36,7 @@ pub(super) fn check_cmd(
         return Err(SimError::config("--rel-tol must be a finite number ≥ 0").into());
     }
     if a.bless {
-        let bytes = std::fs::read(&actual).map_err(|e| SimError::Io {
-            path: actual.clone(),
-            msg: format!("cannot read: {e}"),
-        })?;
-        // A golden file is a sweep.csv copy: never bless onto a scenario, a summary.json, ….
-        if a.golden.exists() && a.golden.extension().is_none_or(|x| x != "csv") {
-            return Err(SimError::Io {
-                path: a.golden.clone(),
-                msg: "--golden with --bless must be a .csv file (a copy of sweep.csv); refusing to overwrite another kind of file".into(),
-            }
-            .into());
-        }
-        // Staged: blessing a file with itself (or an error half-way) never truncates it.
-        crate::output::write_file(&a.golden, &bytes, &[])?;
-        writeln!(
-            out,
-            "blessed {} from {}",
-            a.golden.display(),
-            actual.display()
-        )?;
-        return Ok(());
+        return bless(&a, &actual, out);
     }
     let crate::check::Comparison {
         moved,
@@ -88,4 +68,45 @@ pub(super) fn check_cmd(
         )?;
         Err(Regression.into())
     }
+}
+
+/// `check --bless`: copy the sweep's `sweep.csv` (`actual`) onto the golden file.
+fn bless(a: &CheckArgs, actual: &std::path::Path, out: &mut dyn Write) -> anyhow::Result<()> {
+    let bytes = std::fs::read(actual).map_err(|e| SimError::Io {
+        path: actual.to_path_buf(),
+        msg: format!("cannot read: {e}"),
+    })?;
+    // A golden file is a sweep.csv copy: never bless onto a scenario, a summary.json, ….
+    if a.golden.exists() && a.golden.extension().is_none_or(|x| x != "csv") {
+        return Err(SimError::Io {
+            path: a.golden.clone(),
+            msg: "--golden with --bless must be a .csv file (a copy of sweep.csv); refusing to overwrite another kind of file".into(),
+        }
+        .into());
+    }
+    // The intended overwrite: only of a regular file that reads as a golden sweep.csv or has
+    // the sweep's header.
+    if std::fs::symlink_metadata(&a.golden).is_ok() {
+        crate::output::check_file_dest(&a.golden, &[], true)?;
+        let same_header = std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|t| t.lines().next())
+            .is_some_and(|h| crate::output::first_line_is(&a.golden, h));
+        if !same_header && !crate::check::is_golden(&a.golden) {
+            return Err(SimError::Io {
+                path: a.golden.clone(),
+                msg: "exists and is not a golden sweep.csv (no `requests` column or unreadable rows, and another header than the sweep's); refusing to overwrite it: choose another --golden, or delete it first".into(),
+            }
+            .into());
+        }
+    }
+    // Staged: blessing a file with itself (or an error half-way) never truncates it.
+    crate::output::write_file(&a.golden, &bytes, &[], true)?;
+    writeln!(
+        out,
+        "blessed {} from {}",
+        a.golden.display(),
+        actual.display()
+    )?;
+    Ok(())
 }

@@ -110,9 +110,13 @@ pub struct CompareArgs {
     pub sim_dir: PathBuf,
     /// A directory written by `servesim live`.
     pub live_dir: PathBuf,
-    /// Where to write compare.csv (default LIVE_DIR/compare.csv).
+    /// Where to write compare.csv (default LIVE_DIR/compare.csv). An existing file is replaced
+    /// only if it is a compare.csv (its header), unless --force.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Replace an existing --out file even if it is not a compare.csv.
+    #[arg(long)]
+    pub force: bool,
     /// Compare even when a run is partial (stopped by Ctrl-C); the output says so.
     #[arg(long)]
     pub allow_partial: bool,
@@ -387,8 +391,11 @@ pub(super) fn compare_cmd(a: CompareArgs, out: &mut dyn Write) -> anyhow::Result
             .map(|f| a.live_dir.join(f)),
         )
         .collect();
-    crate::output::check_file_dest(&dest, &inputs)?;
-    let mut f = crate::output::StagedFile::new(&dest)?;
+    // A compare.csv (this command's own output, e.g. from an earlier compare) is replaced.
+    let replace =
+        a.force || crate::output::first_line_is(&dest, crate::live::compare::COMPARE_HEADER);
+    crate::output::check_file_dest(&dest, &inputs, replace)?;
+    let mut f = crate::output::StagedFile::new(&dest, replace)?;
     f.write_all(compare_csv(&rows).as_bytes())?;
     let dest = f.commit()?;
     write!(out, "{}", compare_table(&rows))?;

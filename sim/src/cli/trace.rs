@@ -113,6 +113,9 @@ pub struct TextArgs {
     /// before the break instead of failing.
     #[arg(long)]
     pub allow_truncated: bool,
+    /// Replace the output file if it exists (it is refused otherwise).
+    #[arg(long)]
+    pub force: bool,
     /// No progress bar on stderr (it is drawn only when stderr is a terminal).
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -125,6 +128,9 @@ pub struct CsvArgs {
     /// Output canonical CSV.
     #[arg(short = 'o', long = "out", value_name = "CSV")]
     pub out: PathBuf,
+    /// Replace the output file if it exists (it is refused otherwise).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -175,6 +181,9 @@ pub struct SynthArgs {
     /// Output CSV.
     #[arg(short = 'o', long = "out", value_name = "CSV")]
     pub out: PathBuf,
+    /// Replace the output file if it exists (it is refused otherwise).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -225,21 +234,22 @@ fn text_import(a: &TextArgs) -> anyhow::Result<TextImport> {
         shuffle_seed: (!a.no_shuffle).then_some(a.seed),
         num: a.num,
         allow_truncated: a.allow_truncated,
+        replace: a.force,
     })
 }
 
 fn import_cmd(source: ImportSource, out: &mut dyn Write) -> anyhow::Result<()> {
     let started = Instant::now(); // allow-wall-clock: timing.json only, outside the simulation
-    let (input, dest, tokenizer_file) = match &source {
+    let (input, dest, tokenizer_file, force) = match &source {
         ImportSource::Sharegpt(a) | ImportSource::Alpaca(a) => {
-            (&a.input, &a.out, a.tokenizer_file.clone())
+            (&a.input, &a.out, a.tokenizer_file.clone(), a.force)
         }
-        ImportSource::Azure(a) | ImportSource::Vidur(a) => (&a.input, &a.out, None),
+        ImportSource::Azure(a) | ImportSource::Vidur(a) => (&a.input, &a.out, None, a.force),
     };
     let inputs: Vec<PathBuf> = std::iter::once(input.clone())
         .chain(tokenizer_file)
         .collect();
-    crate::output::check_file_dest(dest, &inputs)?;
+    crate::output::check_file_dest(dest, &inputs, force)?;
     let text = match source {
         ImportSource::Sharegpt(a) => {
             let pb = bytes_bar(&a.input, a.quiet);
@@ -257,8 +267,8 @@ fn import_cmd(source: ImportSource, out: &mut dyn Write) -> anyhow::Result<()> {
             pb.finish_and_clear();
             r?.lines("rows")
         }
-        ImportSource::Azure(a) => import::azure::import(&a.input, &a.out)?.lines(),
-        ImportSource::Vidur(a) => import::vidur::import(&a.input, &a.out)?.lines(),
+        ImportSource::Azure(a) => import::azure::import(&a.input, &a.out, a.force)?.lines(),
+        ImportSource::Vidur(a) => import::vidur::import(&a.input, &a.out, a.force)?.lines(),
     };
     write!(out, "{text}")?;
     writeln!(out, "took {:.2} s", started.elapsed().as_secs_f64())?;
@@ -293,7 +303,7 @@ fn synth_cmd(a: SynthArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         .into());
     }
     let inputs: Vec<PathBuf> = a.replay.iter().chain(&a.lengths_file).cloned().collect();
-    crate::output::check_file_dest(&a.out, &inputs)?;
+    crate::output::check_file_dest(&a.out, &inputs, a.force)?;
     let process = arrival_process(&a)?;
     let pairs: Vec<LengthPair>;
     let lengths = match (&a.lengths_file, &a.input, &a.output) {
@@ -326,7 +336,7 @@ fn synth_cmd(a: SynthArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     // drops it, which removes the temporary, so no partial file is left.
     let _ctrl_c = crate::interrupt::CtrlC::install();
     let pb = super::progress_bar(Some(a.num), "requests", a.quiet);
-    let mut f = crate::output::StagedFile::new(&a.out)?;
+    let mut f = crate::output::StagedFile::new(&a.out, a.force)?;
     f.write_all(if a.lengths_only {
         b"input_tokens,output_tokens\n"
     } else {

@@ -6,7 +6,6 @@
 //!
 //! Every problem is reported with the file, the 1-based line and the field.
 
-use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
@@ -52,7 +51,7 @@ pub(crate) fn input_err(path: &Path, line: u64, field: &str, msg: impl Into<Stri
 /// Open a CSV file and return its reader and (BOM-stripped, trimmed) header names, after
 /// rejecting an empty file and duplicated header names.
 /// A CSV reader over a user file, bounded per line.
-pub(crate) type CsvReader = csv::Reader<BufReader<LineLimited<File>>>;
+pub(crate) type CsvReader = csv::Reader<BufReader<LineLimited<crate::input::Opened>>>;
 
 /// Longest line a CSV input may have (a file without line ends, such as `/dev/zero` or a binary,
 /// would otherwise be read into memory whole).
@@ -103,7 +102,7 @@ pub(crate) fn open_csv_untrimmed(path: &Path) -> Result<(CsvReader, Vec<String>)
 
 fn open_csv_trimming(path: &Path, trim: csv::Trim) -> Result<(CsvReader, Vec<String>)> {
     let f = crate::input::open_file(path).map_err(|e| io_err(path, format!("cannot open: {e}")))?;
-    if f.metadata().is_ok_and(|m| m.is_dir()) {
+    if f.is_dir() {
         return Err(io_err(path, "is a directory; expected a CSV file"));
     }
     let mut rdr = csv::ReaderBuilder::new()

@@ -69,6 +69,7 @@ mod tests {
             shuffle_seed: None,
             num: None,
             allow_truncated: false,
+            replace: true,
         };
         let r = import(&src, &out, &opts).unwrap();
         assert_eq!((r.rows, r.written), (3, 3));

@@ -160,7 +160,7 @@ pub fn parse_timestamp(s: &str) -> Option<i128> {
 }
 
 /// Import an Azure trace CSV into `arrival_s,input_tokens,output_tokens` at `out`.
-pub fn import(path: &Path, out: &Path) -> Result<CsvReport> {
+pub fn import(path: &Path, out: &Path, replace: bool) -> Result<CsvReport> {
     let (mut rdr, headers) = open_csv(path)?;
     let find = |n: &str| column(path, &headers, n);
     let (ti, ci, gi) = (find(TIMESTAMP)?, find(CONTEXT)?, find(GENERATED)?);
@@ -219,7 +219,7 @@ pub fn import(path: &Path, out: &Path) -> Result<CsvReport> {
         ));
     }
     let (out_of_order, shifted) = normalise_arrivals(&mut rows);
-    write_trace(out, &shifted, 6)?;
+    write_trace(out, &shifted, 6, replace)?;
     Ok(CsvReport {
         rows: read,
         dropped_zero,
@@ -335,7 +335,7 @@ mod import_tests {
     fn azure_fixtures() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("a.csv");
-        let r = import(&fixture("azure_small.csv"), &out).unwrap();
+        let r = import(&fixture("azure_small.csv"), &out, true).unwrap();
         assert_eq!(
             (r.rows, r.written, r.dropped_zero, r.out_of_order),
             (5, 4, 1, 0)
@@ -345,7 +345,7 @@ mod import_tests {
             "arrival_s,input_tokens,output_tokens\n0.000000,374,44\n4.314579,396,109\n4.319410,879,7\n13.319411,2000,1\n"
         );
         // 2024 format with a UTC offset, one row out of order.
-        let r = import(&fixture("azure_2024_small.csv"), &out).unwrap();
+        let r = import(&fixture("azure_2024_small.csv"), &out, true).unwrap();
         assert_eq!((r.written, r.out_of_order), (3, 1));
         assert_eq!(
             std::fs::read_to_string(&out).unwrap(),

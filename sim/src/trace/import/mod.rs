@@ -145,6 +145,8 @@ pub struct TextImport {
     pub num: Option<usize>,
     /// Keep the complete prefix of a truncated file instead of failing.
     pub allow_truncated: bool,
+    /// Replace an existing output file (`--force`).
+    pub replace: bool,
 }
 
 /// What a text import did.
@@ -366,7 +368,7 @@ where
     report.written = kept.len() as u64;
     report.input_mean = kept.iter().map(|p| p.0 as f64).sum::<f64>() / kept.len() as f64;
     report.output_mean = kept.iter().map(|p| p.1 as f64).sum::<f64>() / kept.len() as f64;
-    write_lengths(out, &kept)?;
+    write_lengths(out, &kept, opts.replace)?;
     Ok(report)
 }
 
@@ -451,8 +453,8 @@ fn check_kept(path: &Path, kept: &[(u32, u32)], report: &TextReport, what: &str)
 }
 
 /// Write `input_tokens,output_tokens` rows atomically.
-pub fn write_lengths(out: &Path, pairs: &[(u32, u32)]) -> Result<()> {
-    let mut f = StagedFile::new(out)?;
+pub fn write_lengths(out: &Path, pairs: &[(u32, u32)], replace: bool) -> Result<()> {
+    let mut f = StagedFile::new(out, replace)?;
     let mut s = String::with_capacity(pairs.len() * 10 + 32);
     s.push_str("input_tokens,output_tokens\n");
     for (i, o) in pairs {
@@ -465,8 +467,13 @@ pub fn write_lengths(out: &Path, pairs: &[(u32, u32)]) -> Result<()> {
 
 /// Write `arrival_s,input_tokens,output_tokens` rows atomically; arrivals are integer
 /// nanoseconds, printed with `decimals` decimals (rounded half up).
-pub fn write_trace(out: &Path, rows: &[(u64, u32, u32)], decimals: u32) -> Result<()> {
-    let mut f = StagedFile::new(out)?;
+pub fn write_trace(
+    out: &Path,
+    rows: &[(u64, u32, u32)],
+    decimals: u32,
+    replace: bool,
+) -> Result<()> {
+    let mut f = StagedFile::new(out, replace)?;
     let mut s = String::with_capacity(rows.len() * 24 + 40);
     s.push_str("arrival_s,input_tokens,output_tokens\n");
     for &(ns, i, o) in rows {

@@ -100,6 +100,7 @@ mod tests {
             shuffle_seed: seed,
             num,
             allow_truncated: false,
+            replace: true,
         }
     }
 

@@ -16,7 +16,7 @@ use crate::error::Result;
 use crate::trace::csv_reader::{VIDUR, csv_err, header_list, input_err, open_csv, parse_seconds};
 
 /// Import a Vidur trace CSV at `path` into a canonical CSV at `out`.
-pub fn import(path: &Path, out: &Path) -> Result<CsvReport> {
+pub fn import(path: &Path, out: &Path, replace: bool) -> Result<CsvReport> {
     let (mut rdr, headers) = open_csv(path)?;
     let (pi, di, ai) = columns(path, &headers)?;
     let mut rows = Vec::new();
@@ -77,13 +77,13 @@ pub fn import(path: &Path, out: &Path) -> Result<CsvReport> {
     };
     if ai.is_some() {
         let (out_of_order, shifted) = normalise_arrivals(&mut rows);
-        write_trace(out, &shifted, 9)?;
+        write_trace(out, &shifted, 9, replace)?;
         report.out_of_order = out_of_order;
         report.duration_s = shifted.last().map(|r| r.0 as f64 / 1e9);
         report.first_arrival = if out_of_order == 0 { first_text } else { None };
     } else {
         let pairs: Vec<(u32, u32)> = rows.iter().map(|r| (r.1, r.2)).collect();
-        write_lengths(out, &pairs)?;
+        write_lengths(out, &pairs, replace)?;
     }
     Ok(report)
 }
@@ -121,13 +121,13 @@ mod tests {
     fn vidur_fixtures() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("v.csv");
-        let r = import(&fixture("vidur_arrivals.csv"), &out).unwrap();
+        let r = import(&fixture("vidur_arrivals.csv"), &out, true).unwrap();
         assert_eq!((r.rows, r.written, r.dropped_zero), (3, 3, 0));
         assert_eq!(
             std::fs::read_to_string(&out).unwrap(),
             "arrival_s,input_tokens,output_tokens\n0.000000000,374,44\n4.314579000,396,109\n4.500000000,879,7\n"
         );
-        let r = import(&fixture("vidur_lengths.csv"), &out).unwrap();
+        let r = import(&fixture("vidur_lengths.csv"), &out, true).unwrap();
         assert_eq!(r.written, 3);
         assert_eq!(
             std::fs::read_to_string(&out).unwrap(),

@@ -1,0 +1,304 @@
+//! Outputs never delete or overwrite a user's files, second round: debris-like directories
+//! servesim did not write are kept, single-file outputs refuse an existing file unless `--force`,
+//! a stale lock naming a live unrelated process (PID 1) does not block an output, and a trace
+//! given as a pipe or named pipe is read once.
+#![cfg(unix)]
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::support::{CliResult, Workdir, cli};
+
+const TRACE: &str = "arrival_s,input_tokens,output_tokens\n0,4,2\n0.05,4,1\n0.1,8,3\n";
+
+const SCENARIO: &str = r#"name = "clobber"
+model = "opt-13b"
+gpu = "a100-40gb"
+
+[trace]
+file = "trace.csv"
+
+[memory]
+kv_capacity_blocks = 1000
+
+[cost]
+model = "constant"
+iteration_s = 0.1
+
+[scheduler]
+policy = "vllm"
+"#;
+
+fn setup() -> Workdir {
+    let w = Workdir::new();
+    w.write("trace.csv", TRACE);
+    w.write("scenario.toml", SCENARIO);
+    w
+}
+
+fn run(args: &[&dyn AsRef<std::ffi::OsStr>]) -> CliResult {
+    cli(args
+        .iter()
+        .map(|a| OsString::from(a.as_ref()))
+        .collect::<Vec<_>>())
+}
+
+fn assert_refused(r: &CliResult, needle: &str) {
+    assert_eq!(r.code, 2, "exit code; stderr: {}", r.stderr);
+    assert!(
+        r.stderr.starts_with("error: ") && r.stderr.lines().count() == 1,
+        "one error line: {:?}",
+        r.stderr
+    );
+    assert!(r.stderr.contains(needle), "{:?} lacks {needle:?}", r.stderr);
+}
+
+/// A PID that no running process has: a child that has exited and been reaped.
+fn dead_pid() -> u32 {
+    let mut c = std::process::Command::new("true").spawn().unwrap();
+    let pid = c.id();
+    c.wait().unwrap();
+    pid
+}
+
+#[test]
+fn directories_named_like_debris_are_kept_unless_servesim_wrote_them() {
+    let w = setup();
+    let pid = dead_pid();
+    let mine = [
+        format!(".out.servesim-tmp-{pid}-0"),
+        format!(".out.tmp-{pid}"),
+        format!(".t.csv.servesim-tmp-{pid}-0"),
+    ];
+    for n in &mine {
+        std::fs::create_dir(w.path(n)).unwrap();
+        w.write(&format!("{n}/thesis.tex"), "precious");
+    }
+    // Real debris of a killed run (it holds the marker) is still removed.
+    let debris = format!(".out.servesim-tmp-{pid}-1");
+    std::fs::create_dir(w.path(&debris)).unwrap();
+    w.write(&format!("{debris}/.servesim-output"), "x");
+    let sc = w.path("scenario.toml");
+    let r = run(&[&"run", &sc, &"--out", &w.path("out"), &"--quiet"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run(&[
+        &"trace",
+        &"synth",
+        &"--rate",
+        &"1",
+        &"--input",
+        &"fixed:value=4",
+        &"--output",
+        &"fixed:value=2",
+        &"--num",
+        &"3",
+        &"-o",
+        &w.path("t.csv"),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for n in &mine {
+        assert_eq!(
+            std::fs::read_to_string(w.path(n).join("thesis.tex")).unwrap(),
+            "precious",
+            "{n}"
+        );
+    }
+    assert!(!w.path(&debris).exists());
+}
+
+fn synth(out: &Path, extra: &[&str]) -> CliResult {
+    let mut args: Vec<OsString> = [
+        "trace",
+        "synth",
+        "--rate",
+        "1",
+        "--input",
+        "fixed:value=4",
+        "--output",
+        "fixed:value=2",
+        "--num",
+        "3",
+        "-o",
+    ]
+    .map(OsString::from)
+    .to_vec();
+    args.push(out.into());
+    args.extend(extra.iter().map(OsString::from));
+    cli(args)
+}
+
+#[test]
+fn single_file_outputs_refuse_an_existing_file_unless_forced() {
+    let w = setup();
+    let mine = w.write("mine.csv", "precious");
+    assert_refused(&synth(&mine, &[]), "--force");
+    let vidur = w.write(
+        "vidur.csv",
+        "arrived_at,num_prefill_tokens,num_decode_tokens\n0,4,2\n",
+    );
+    let r = run(&[&"trace", &"import", &"vidur", &vidur, &"-o", &mine]);
+    assert_refused(&r, "--force");
+    let (code, err) = calibrate(&[&"plan", &"--model", &"llama-2-7b", &"--out", &mine]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read_to_string(&mine).unwrap(), "precious");
+    // --force replaces the file itself.
+    assert_eq!(synth(&mine, &["--force"]).code, 0);
+    assert!(
+        std::fs::read_to_string(&mine)
+            .unwrap()
+            .starts_with("arrival_s,")
+    );
+    let r = run(&[
+        &"trace", &"import", &"vidur", &vidur, &"-o", &mine, &"--force",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let names: Vec<String> = std::fs::read_dir(w.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".servesim-"))
+        .collect();
+    assert!(names.is_empty(), "left behind: {names:?}");
+}
+
+/// Run `servesim-calibrate ARGS…` in-process; returns (exit code, stderr).
+fn calibrate(args: &[&dyn AsRef<std::ffi::OsStr>]) -> (i32, String) {
+    let mut argv: Vec<OsString> = vec!["servesim-calibrate".into()];
+    argv.extend(args.iter().map(|a| OsString::from(a.as_ref())));
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = servesim_calibrate::cli::main_with_args(argv, &mut out, &mut err);
+    (code, String::from_utf8_lossy(&err).into_owned())
+}
+
+#[test]
+fn bless_overwrites_only_a_golden_file() {
+    let w = setup();
+    let sweep = w.write("sweep.csv", "rate,requests,mean_jct_s\n1,3,0.5\n");
+    let other = w.write("notes.csv", "name,phone\nann,123\n");
+    let r = run(&[&"check", &sweep, &"--golden", &other, &"--bless"]);
+    assert_refused(&r, "not a golden sweep.csv");
+    assert_eq!(
+        std::fs::read_to_string(&other).unwrap(),
+        "name,phone\nann,123\n"
+    );
+    let golden = w.write("golden.csv", "rate,requests,mean_jct_s\n1,3,0.4\n");
+    let r = run(&[&"check", &sweep, &"--golden", &golden, &"--bless"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        std::fs::read(&golden).unwrap(),
+        std::fs::read(&sweep).unwrap()
+    );
+    // A new golden file is created.
+    let fresh = w.path("fresh.csv");
+    let r = run(&[&"check", &sweep, &"--golden", &fresh, &"--bless"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+#[test]
+fn a_stale_lock_naming_a_live_unrelated_process_does_not_block_the_output() {
+    let w = setup();
+    // PID 1 always runs, and is no servesim command.
+    w.write(".out.servesim-lock", "1-0");
+    w.write(".t.csv.servesim-lock", "1-0");
+    let sc = w.path("scenario.toml");
+    let r = run(&[&"run", &sc, &"--out", &w.path("out"), &"--quiet"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(w.path("out/summary.json").is_file());
+    assert_eq!(synth(&w.path("t.csv"), &[]).code, 0);
+    assert!(!w.path(".out.servesim-lock").exists());
+    assert!(!w.path(".t.csv.servesim-lock").exists());
+}
+
+/// `run --trace PIPE` in a thread; when it does not finish in time, the pipe gets a writer that
+/// closes at once (ending the wait of an open that blocked), and the test fails.
+fn run_with_trace(w: &Workdir, trace: &Path, out: &str) -> CliResult {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let args: Vec<OsString> = vec![
+        "run".into(),
+        w.path("scenario.toml").into(),
+        "--trace".into(),
+        trace.into(),
+        "--out".into(),
+        w.path(out).into(),
+        "--quiet".into(),
+    ];
+    std::thread::spawn(move || {
+        let _ = tx.send(cli(args));
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(r) => r,
+        Err(_) => {
+            let _ = std::fs::OpenOptions::new().write(true).open(trace);
+            panic!("run --trace {} hung", trace.display());
+        }
+    }
+}
+
+#[test]
+fn a_trace_from_a_named_pipe_or_a_pipe_is_read_once() {
+    let w = setup();
+    let r = run(&[
+        &"run",
+        &w.path("scenario.toml"),
+        &"--out",
+        &w.path("from-file"),
+        &"--quiet",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let expected = std::fs::read(w.path("from-file/requests.csv")).unwrap();
+    let fifo = w.path("trace.fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if made.is_ok_and(|s| s.success()) {
+        let f = fifo.clone();
+        let writer = std::thread::spawn(move || {
+            std::fs::write(f, TRACE).unwrap();
+        });
+        let r = run_with_trace(&w, &fifo, "from-fifo");
+        writer.join().unwrap();
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert_eq!(
+            std::fs::read(w.path("from-fifo/requests.csv")).unwrap(),
+            expected
+        );
+    }
+    // `--trace <(cat trace.csv)`: an anonymous pipe as /dev/fd/N.
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    let path = std::path::PathBuf::from(format!(
+        "/dev/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&reader)
+    ));
+    let feeder = std::thread::spawn(move || {
+        use std::io::Write;
+        writer.write_all(TRACE.as_bytes()).unwrap();
+    });
+    let r = run_with_trace(&w, &path, "from-pipe");
+    feeder.join().unwrap();
+    drop(reader);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        std::fs::read(w.path("from-pipe/requests.csv")).unwrap(),
+        expected
+    );
+}
+
+#[test]
+fn a_fifo_is_never_replaced_by_an_output_directory_even_with_force() {
+    let w = setup();
+    let fifo = w.path("out.fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: mkfifo is not available");
+        return;
+    }
+    let sc = w.path("scenario.toml");
+    let r = run(&[&"run", &sc, &"--out", &fifo, &"--quiet", &"--force"]);
+    assert_refused(&r, "device, FIFO or socket");
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+}
