@@ -73,10 +73,35 @@ fn read(path: &Path) -> Result<Table> {
                 ),
             });
         }
+        check_metric_cells(path, line, &headers[n_axes..], rec.iter().skip(n_axes))?;
         lines.insert(key.clone(), line);
         rows.insert(key, rec.iter().map(str::to_string).collect());
     }
     Ok((headers, rows))
+}
+
+/// A metric cell that reads as a number must be a finite one: `NaN` or `inf` is a bad field
+/// (it can equal nothing within a tolerance), not a value that moved.
+fn check_metric_cells<'a>(
+    path: &Path,
+    line: u64,
+    headers: &[String],
+    cells: impl Iterator<Item = &'a str>,
+) -> Result<()> {
+    for (h, c) in headers.iter().zip(cells) {
+        if c.trim().parse::<f64>().is_ok_and(|v| !v.is_finite()) {
+            return Err(SimError::Input {
+                path: path.to_path_buf(),
+                line,
+                field: crate::error::echo(h),
+                msg: format!(
+                    "`{}` is not a finite number; a sweep.csv holds finite values or empty cells",
+                    crate::error::echo(c)
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn close(a: &str, b: &str, rel_tol: f64) -> bool {

@@ -24,6 +24,8 @@
 //! - [`itl`]: inter-token latency, per request and pooled, hand-computed and against exact gaps.
 //! - [`capacity_speed`]: `capacity`'s early stop keeps every verdict; its outputs do not depend on `--jobs`.
 //! - [`defaults_note`]: `run` names a batch limit the scenario sets away from its default.
+//! - [`profile_inputs`]: absurd calibration profiles, over-long synthetic lengths and repeated
+//!   request ids in `compare`, refused with the file, line and field.
 
 mod capacity_speed;
 mod chunked;
@@ -56,6 +58,7 @@ mod parallelism;
 mod policies;
 mod policies_mlfq;
 mod policies_size;
+mod profile_inputs;
 mod queueing;
 mod shape;
 mod shards;
