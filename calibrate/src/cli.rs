@@ -319,6 +319,12 @@ fn plan_cmd(a: PlanArgs, out: &mut dyn Write) -> Result<()> {
     if a.device.as_deref().is_some_and(crate::cpu_run::is_cpu) {
         return crate::cpu_run::plan_cmd(&a, out);
     }
+    if crate::cpu_run::is_cpu(&a.gpu) {
+        anyhow::bail!(
+            "--gpu {}: the catalogue device `cpu` is measured by the CPU backend; plan it with --device cpu",
+            a.gpu
+        );
+    }
     let cat = Catalogue::builtin();
     let model = cat.model(&a.model)?.clone();
     let gpu = cat.gpu(&a.gpu)?.clone();

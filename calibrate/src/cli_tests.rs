@@ -100,6 +100,9 @@ fn plan_device_is_cpu_or_a_gpu() {
         assert_eq!(code, 0, "{d}: {text}");
         assert!(text.contains("GPU time"), "{d}: {text}");
     }
+    let (code, text) = calib(&["plan", "--model", "llama-2-7b", "--gpu", "cpu"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("--device cpu"), "{text}");
     let (code, text) = calib(&["plan", "--model", "llama-2-7b", "--device", "bogus"]);
     assert_eq!(code, 2, "{text}");
     assert!(

@@ -25,12 +25,17 @@ pub struct Moved {
 
 type Table = (Vec<String>, BTreeMap<String, Vec<String>>);
 
+/// The largest `sweep.csv` (or golden file) `check` reads: one row per run, so far above any
+/// real sweep; a wrong path (`/dev/zero`, a binary) is an error, not a hang.
+pub const MAX_SWEEP_CSV_BYTES: u64 = 256 << 20;
+
 fn read(path: &Path) -> Result<Table> {
     let io = |e: &dyn std::fmt::Display| SimError::Io {
         path: path.to_path_buf(),
         msg: e.to_string(),
     };
-    let mut rdr = csv::Reader::from_path(path).map_err(|e| io(&e))?;
+    let bytes = crate::input::read_bytes(path, MAX_SWEEP_CSV_BYTES).map_err(|e| io(&e))?;
+    let mut rdr = csv::Reader::from_reader(bytes.as_slice());
     let headers: Vec<String> = rdr
         .headers()
         .map_err(|e| io(&e))?

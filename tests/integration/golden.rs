@@ -227,4 +227,14 @@ fn check_rejects_non_finite_cells_as_bad_fields() {
             "{bad}: {err}"
         );
     }
+    // A wrong path is refused within a bound, not read forever.
+    #[cfg(unix)]
+    for (actual, gold) in [
+        (golden.to_str().unwrap(), "/dev/zero"),
+        ("/dev/zero", golden.to_str().unwrap()),
+    ] {
+        let (code, _out, err) = cli(&["check", actual, "--golden", gold]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("/dev/zero: larger than 256 MiB"), "{err}");
+    }
 }

@@ -36,10 +36,13 @@ pub(super) fn check_cmd(
         return Err(SimError::config("--rel-tol must be a finite number ≥ 0").into());
     }
     if a.bless {
-        let bytes = std::fs::read(&actual).map_err(|e| SimError::Io {
-            path: actual.clone(),
-            msg: format!("cannot read: {e}"),
-        })?;
+        let bytes =
+            crate::input::read_bytes(&actual, crate::check::MAX_SWEEP_CSV_BYTES).map_err(|e| {
+                SimError::Io {
+                    path: actual.clone(),
+                    msg: format!("cannot read: {e}"),
+                }
+            })?;
         // A golden file is a sweep.csv copy: never bless onto a scenario, a summary.json, ….
         if a.golden.exists() && a.golden.extension().is_none_or(|x| x != "csv") {
             return Err(SimError::Io {

@@ -342,7 +342,9 @@ fn check_request_id(
 /// The `jct_s`, `ttft_s` and `tpot_s` columns of a run directory's `requests.csv`.
 fn request_columns(dir: &Path) -> Result<[Vec<f64>; 3]> {
     let path = dir.join("requests.csv");
-    let mut rd = csv::Reader::from_path(&path).map_err(|e| io(&path, e))?;
+    let bytes =
+        crate::input::read_bytes(&path, crate::input::MAX_DATA_BYTES).map_err(|e| io(&path, e))?;
+    let mut rd = csv::Reader::from_reader(bytes.as_slice());
     let headers = rd.headers().map_err(|e| io(&path, e))?.clone();
     let col = |name: &str| {
         headers

@@ -62,7 +62,7 @@ pub fn parse_measurements(text: &str, path: &Path) -> Result<Vec<Measurement>> {
     check_header(&mut rdr, path)?;
     let mut rows = Vec::new();
     for rec in rdr.records() {
-        let rec = rec.map_err(|e| io(path, e))?;
+        let rec = rec.map_err(|e| csv_error(path, e))?;
         let line = rec.position().map_or(rows.len() as u64 + 2, |p| p.line());
         if rows.len() == validate::MAX_ROWS {
             return Err(io(
@@ -79,6 +79,23 @@ pub fn parse_measurements(text: &str, path: &Path) -> Result<Vec<Measurement>> {
     }
     validate::check_duplicates(&rows, path)?;
     Ok(rows.into_iter().map(|(_, r)| r).collect())
+}
+
+/// A row with another number of cells than the header names its line; other CSV errors as is.
+fn csv_error(path: &Path, e: csv::Error) -> SimError {
+    match e.kind() {
+        csv::ErrorKind::UnequalLengths {
+            pos: Some(pos),
+            expected_len,
+            len,
+        } => SimError::Input {
+            path: path.to_path_buf(),
+            line: pos.line(),
+            field: "(row)".into(),
+            msg: format!("{len} cells, the header has {expected_len}"),
+        },
+        _ => io(path, e),
+    }
 }
 
 /// The header row must be exactly [`MEASUREMENTS_HEADER`] (cells trimmed).

@@ -331,3 +331,15 @@ fn dates_are_checked_on_the_calendar() {
         assert!(!is_date(d), "{d}");
     }
 }
+
+#[test]
+fn a_row_with_another_cell_count_names_its_line() {
+    let e = load_error_after(
+        MEASUREMENTS_FILE,
+        with_rows("qkv,32,0,1e-3,,,,measured,extra\n"),
+    );
+    assert!(
+        e.contains("measurements.csv:4: field `(row)`: 9 cells, the header has 8"),
+        "{e}"
+    );
+}
