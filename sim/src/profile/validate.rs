@@ -163,6 +163,16 @@ pub fn check_meta(m: &Meta, path: &Path, text: &str) -> Result<()> {
         return Err(bad(Some("device"), key, "must be ≥ 1".into()));
     }
     check_measurement_info(m, &bad)?;
+    check_op_tables(m, path, text, &bad)
+}
+
+/// `meta.toml` `[grid.<op>]` and `[fit.<op>]`: known operators, finite residuals.
+fn check_op_tables(
+    m: &Meta,
+    path: &Path,
+    text: &str,
+    bad: &dyn Fn(Option<&str>, &str, String) -> SimError,
+) -> Result<()> {
     let tables = (m.grid.keys().map(|k| ("grid", k))).chain(m.fit.keys().map(|k| ("fit", k)));
     for (table, name) in tables {
         if Op::parse(name).is_none() {
