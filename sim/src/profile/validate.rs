@@ -144,12 +144,12 @@ pub fn check_meta(m: &Meta, path: &Path, text: &str) -> Result<()> {
             ),
         ));
     }
-    if !["measured", "vidur-import"].contains(&m.source.as_str()) {
+    if !["measured", "vidur-import", "synthetic"].contains(&m.source.as_str()) {
         return Err(bad(
             None,
             "source",
             format!(
-                "`{}`: must be `measured` or `vidur-import`",
+                "`{}`: must be `measured`, `vidur-import` or `synthetic`",
                 crate::error::echo(&m.source)
             ),
         ));
@@ -301,11 +301,11 @@ pub fn check_row(r: &Measurement, line: u64, path: &Path) -> Result<()> {
         s.strip_prefix(p)
             .is_some_and(|rest| !rest.trim().is_empty())
     };
-    if !(s == "measured" || named("vidur:") || named("derived:")) {
+    if !(s == "measured" || s == "synthetic" || named("vidur:") || named("derived:")) {
         return Err(bad(
             "source",
             format!(
-                "`{}`: must be `measured`, `vidur:<file>` or `derived:<how>`",
+                "`{}`: must be `measured`, `synthetic`, `vidur:<file>` or `derived:<how>`",
                 crate::error::echo(s)
             ),
         ));
