@@ -114,8 +114,9 @@ pub struct PlanArgs {
     /// A small plan (coarse grids).
     #[arg(long)]
     pub quick: bool,
-    /// `cpu`: the CPU backend's plan and estimate (--gpu is ignored).
-    #[arg(long)]
+    /// `cpu`: the CPU backend's plan and estimate (--gpu is ignored); `cuda`, `gpu` or a CUDA
+    /// device ordinal: the GPU plan (the default).
+    #[arg(long, value_parser = crate::flags::plan_device)]
     pub device: Option<String>,
     /// Write the plan as CSV.
     #[arg(long, value_name = "FILE")]
@@ -144,8 +145,8 @@ pub struct RunArgs {
     /// CUDA device ordinal, or `cpu` for the CPU backend (servesim-kernels).
     #[arg(long, default_value = "0")]
     pub device: String,
-    /// Threads of the CPU backend (`--device cpu`; 0 = every core).
-    #[arg(long, default_value_t = 0)]
+    /// Threads of the CPU backend (`--device cpu`; 0 = every core; at most 1024).
+    #[arg(long, default_value_t = 0, value_parser = crate::flags::threads)]
     pub threads: usize,
     /// `--device cpu`: milliseconds of timed calls per shape and round (default 100, quick 30).
     #[arg(long, value_name = "MS")]
@@ -161,13 +162,15 @@ pub struct RunArgs {
     /// timed call (cold caches; implies --isolated).
     #[arg(long)]
     pub cold_cache: bool,
-    /// Timed repetitions per shape (≥ 20).
-    #[arg(long)]
+    /// Timed repetitions per shape: on a GPU 20 to 100000 (the median of at least 20 runs); with
+    /// `--device cpu` 1 to 100000, the fewest timed calls per shape over all rounds.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub repeats: Option<u32>,
-    #[arg(long)]
+    /// Untimed calls per shape before the timed ones, 0 to 10000.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=10_000))]
     pub warmup: Option<u32>,
-    /// Largest token count of the GEMM grid.
-    #[arg(long)]
+    /// Largest token count of the GEMM grid, 1 to 1048576.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
     pub max_tokens: Option<u32>,
     /// Only these operators (comma-separated names, e.g. qkv,attn_decode).
     #[arg(long, value_delimiter = ',')]
@@ -178,8 +181,8 @@ pub struct RunArgs {
     /// Seed of the random inputs and block placements.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Date written into meta.toml (default: today, UTC).
-    #[arg(long)]
+    /// Date written into meta.toml, YYYY-MM-DD (default: today, UTC).
+    #[arg(long, value_parser = crate::flags::date)]
     pub date: Option<String>,
 }
 
@@ -197,8 +200,8 @@ pub struct ImportArgs {
     pub model: Option<String>,
     #[arg(long)]
     pub tp: Option<u32>,
-    /// Date written into meta.toml (default: an existing profile's, else today).
-    #[arg(long)]
+    /// Date written into meta.toml, YYYY-MM-DD (default: an existing profile's, else today).
+    #[arg(long, value_parser = crate::flags::date)]
     pub date: Option<String>,
     /// Write nothing; exit 1 if the files on disk differ from what the import produces.
     #[arg(long)]
@@ -310,6 +313,12 @@ fn plan_cmd(a: PlanArgs, out: &mut dyn Write) -> Result<()> {
     if a.device.as_deref().is_some_and(crate::cpu_run::is_cpu) {
         return crate::cpu_run::plan_cmd(&a, out);
     }
+    if crate::cpu_run::is_cpu(&a.gpu) {
+        anyhow::bail!(
+            "--gpu {}: the catalogue device `cpu` is measured by the CPU backend; plan it with --device cpu",
+            a.gpu
+        );
+    }
     let cat = Catalogue::builtin();
     let model = cat.model(&a.model)?.clone();
     let gpu = cat.gpu(&a.gpu)?.clone();
@@ -408,6 +417,12 @@ pub(crate) fn progress_line(
 fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
     let ordinal: usize = (a.device.parse())
         .with_context(|| format!("--device {}: a CUDA device ordinal or `cpu`", a.device))?;
+    if let Some(r) = a.repeats.filter(|&r| r < crate::plan::MIN_GPU_REPEATS) {
+        anyhow::bail!(
+            "--repeats {r}: a GPU run times every shape at least {} times (its median is recorded)",
+            crate::plan::MIN_GPU_REPEATS
+        );
+    }
     let cat = Catalogue::builtin();
     let model = cat.model(&a.model)?.clone();
     // Fail fast (exit 2, no panic) without the cuda feature or without a driver.
@@ -585,7 +600,12 @@ pub fn fastest_copy_variant(
 
 fn fit_cmd(dir: &Path, dest: Option<&Path>, force: bool, out: &mut dyn Write) -> Result<()> {
     let p = crate::fitting::load_for_fit(dir)?;
-    let mut fitted = crate::fitting::refit(&p)?;
+    let mut fitted = crate::fitting::refit(&p).with_context(|| {
+        format!(
+            "{}: cannot fit",
+            dir.join(servesim::profile::MEASUREMENTS_FILE).display()
+        )
+    })?;
     if fitted.fit.swap_variant.is_none()
         && let Ok(m) = Catalogue::builtin().model(&p.meta.model)
     {
@@ -740,48 +760,5 @@ fn print_fit_errors(out: &mut dyn Write, p: &Profile) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn civil_dates_by_hand() {
-        assert_eq!(civil_date(0), "1970-01-01");
-        assert_eq!(civil_date(19_723), "2024-01-01");
-        assert_eq!(civil_date(20_513), "2026-03-01");
-        assert_eq!(today().len(), 10);
-    }
-
-    #[test]
-    fn plan_prints_a_summary_and_writes_csv() {
-        let dir = tempfile::tempdir().unwrap();
-        let csv = dir.path().join("plan.csv");
-        let mut out = Vec::new();
-        let mut err = Vec::new();
-        let code = main_with_args(
-            [
-                "servesim-calibrate",
-                "plan",
-                "--model",
-                "opt-13b",
-                "--quick",
-                "--out",
-                csv.to_str().unwrap(),
-            ]
-            .map(OsString::from)
-            .to_vec(),
-            &mut out,
-            &mut err,
-        );
-        let text = String::from_utf8(out).unwrap();
-        assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
-        assert!(
-            text.contains("attn_decode") && text.contains("estimated"),
-            "{text}"
-        );
-        assert!(
-            std::fs::read_to_string(&csv)
-                .unwrap()
-                .starts_with("op,x,y,kernel")
-        );
-    }
-}
+#[path = "cli_tests.rs"]
+mod tests;

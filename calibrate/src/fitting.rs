@@ -148,7 +148,7 @@ pub fn nnls_relative(
     best.map(|(_, t)| t)
 }
 
-fn fit_roofline(points: &[(f64, f64, f64)]) -> Result<OpFit> {
+fn fit_roofline(op: Op, points: &[(f64, f64, f64)]) -> Result<OpFit> {
     // For a fixed latency L, (t − L)² = slope²·x² + floor² is linear in (slope², floor²): solve
     // that by non-negative least squares, and search L on a grid (then a finer one around the
     // best), scoring each candidate by the mean |ln(fitted / measured)|.
@@ -193,7 +193,13 @@ fn fit_roofline(points: &[(f64, f64, f64)]) -> Result<OpFit> {
             consider(v.exp(), &mut best);
         }
     }
-    let (_, f, _) = best.context("roofline fit failed")?;
+    let (_, f, _) = best.with_context(|| {
+        format!(
+            "`{}`: the roofline fit failed over {}: no latency gives a finite error (times too small or too far apart to square)",
+            op.name(),
+            shapes(points)
+        )
+    })?;
     let p = f.params();
     Ok(OpFit::Roofline {
         latency_s: round_sig(p[0].1, SIG_DIGITS),
@@ -202,26 +208,56 @@ fn fit_roofline(points: &[(f64, f64, f64)]) -> Result<OpFit> {
     })
 }
 
+/// `N shapes (x a–b, y c–d)` of merged points, for errors.
+fn shapes(points: &[(f64, f64, f64)]) -> String {
+    let range = |f: fn(&(f64, f64, f64)) -> f64| {
+        let lo = points.iter().map(f).fold(f64::INFINITY, f64::min);
+        let hi = points.iter().map(f).fold(f64::NEG_INFINITY, f64::max);
+        format!("{lo}–{hi}")
+    };
+    format!(
+        "{} shape(s) (x {}, y {})",
+        points.len(),
+        range(|p| p.0),
+        range(|p| p.1)
+    )
+}
+
 /// Fit one operator's form to its rows.
 pub fn fit_op(op: Op, rows: &[&Measurement]) -> Result<OpFit> {
     let points = merge_points(rows);
     if points.is_empty() {
         bail!("`{}`: no measurements to fit", op.name());
     }
+    if let Some(p) = points.iter().find(|p| !(p.2.is_finite() && p.2 > 0.0)) {
+        bail!(
+            "`{}`: the time at x = {}, y = {} is {} s; every time must be a finite number > 0",
+            op.name(),
+            p.0,
+            p.1,
+            p.2
+        );
+    }
     let targets: Vec<f64> = points.iter().map(|p| p.2).collect();
     let lin = |features: Vec<Vec<f64>>, required: &[usize]| -> Result<Vec<f64>> {
         nnls_relative(&features, &targets, required)
             .map(|t| t.into_iter().map(|v| round_sig(v, SIG_DIGITS)).collect())
             .with_context(|| {
+                let why = if op.form() == Form::Copy {
+                    "every subset of coefficients with a positive bandwidth term is singular or gives a negative coefficient (copies need shapes with different x·y)"
+                } else {
+                    "the least-squares system is singular for every subset of coefficients"
+                };
                 format!(
-                    "`{}`: the least-squares fit failed ({} points)",
+                    "`{}`: the `{}` fit failed over {}: {why}",
                     op.name(),
-                    points.len()
+                    op.form().name(),
+                    shapes(&points)
                 )
             })
     };
     Ok(match op.form() {
-        Form::Roofline => fit_roofline(&points)?,
+        Form::Roofline => fit_roofline(op, &points)?,
         Form::Linear => {
             let th = lin(points.iter().map(|p| vec![1.0, p.0]).collect(), &[])?;
             OpFit::Linear {
@@ -394,9 +430,15 @@ pub fn load_for_fit(dir: &Path) -> Result<Profile> {
         return Ok(Profile::load(dir)?);
     }
     let meta_path = dir.join(servesim::profile::META_FILE);
-    let text = std::fs::read_to_string(&meta_path)
-        .with_context(|| format!("cannot read {}", meta_path.display()))?;
-    let meta: Meta = toml::from_str(&text).with_context(|| format!("{}", meta_path.display()))?;
+    let text = servesim::input::read_text(&meta_path, servesim::input::MAX_CONFIG_BYTES)
+        .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", meta_path.display()))?;
+    let meta: Meta = toml::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {}",
+            meta_path.display(),
+            servesim::error::toml_error_message(&text, &e)
+        )
+    })?;
     if meta.schema_version != SCHEMA_VERSION {
         bail!(
             "{}: schema version {} (this build reads {SCHEMA_VERSION})",
@@ -404,9 +446,9 @@ pub fn load_for_fit(dir: &Path) -> Result<Profile> {
             meta.schema_version
         );
     }
+    servesim::profile::validate::check_meta(&meta, &meta_path, &text)?;
     let m_path = dir.join(servesim::profile::MEASUREMENTS_FILE);
-    let text = std::fs::read_to_string(&m_path)
-        .with_context(|| format!("cannot read {}", m_path.display()))?;
+    let text = servesim::profile::read_measurements_text(&m_path)?;
     let rows = servesim::profile::parse_measurements(&text, &m_path)?;
     Ok(Profile {
         meta,

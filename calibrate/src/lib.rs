@@ -10,6 +10,7 @@ pub mod cpu;
 pub mod cpu_forward;
 pub mod cpu_run;
 pub mod fitting;
+pub mod flags;
 pub mod gpu;
 pub mod import;
 pub mod plan;

@@ -85,9 +85,9 @@ impl PlanConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.repeats < 20 {
+        if self.repeats < MIN_GPU_REPEATS {
             bail!(
-                "repeats must be ≥ 20 (the median of at least 20 runs), got {}",
+                "repeats must be ≥ {MIN_GPU_REPEATS} (the median of at least {MIN_GPU_REPEATS} runs), got {}",
                 self.repeats
             );
         }
@@ -100,6 +100,9 @@ impl PlanConfig {
         Ok(())
     }
 }
+
+/// The fewest timed repetitions per shape of a GPU measurement.
+pub const MIN_GPU_REPEATS: u32 = 20;
 
 /// KV tokens that fit on the TP group next to the weights (90% of memory, 1 GiB reserve per GPU).
 pub fn kv_capacity_tokens(model: &ModelSpec, tp: u32, gpu_memory_bytes: u64) -> u64 {

@@ -25,12 +25,17 @@ pub struct Moved {
 
 type Table = (Vec<String>, BTreeMap<String, Vec<String>>);
 
+/// The largest `sweep.csv` (or golden file) `check` reads: one row per run, so far above any
+/// real sweep; a wrong path (`/dev/zero`, a binary) is an error, not a hang.
+pub const MAX_SWEEP_CSV_BYTES: u64 = 256 << 20;
+
 fn read(path: &Path) -> Result<Table> {
     let io = |e: &dyn std::fmt::Display| SimError::Io {
         path: path.to_path_buf(),
         msg: e.to_string(),
     };
-    let mut rdr = csv::Reader::from_path(path).map_err(|e| io(&e))?;
+    let bytes = crate::input::read_bytes(path, MAX_SWEEP_CSV_BYTES).map_err(|e| io(&e))?;
+    let mut rdr = csv::Reader::from_reader(bytes.as_slice());
     let headers: Vec<String> = rdr
         .headers()
         .map_err(|e| io(&e))?
@@ -80,6 +85,7 @@ fn read(path: &Path) -> Result<Table> {
                 ),
             });
         }
+        check_metric_cells(path, line, &headers[n_axes..], rec.iter().skip(n_axes))?;
         lines.insert(same, line);
         rows.insert(key, rec.iter().map(str::to_string).collect());
     }
@@ -97,6 +103,30 @@ fn numeric_form(v: &str) -> String {
 /// Whether `path` reads as a golden file: a `sweep.csv` (a `requests` column, one row per point).
 pub fn is_golden(path: &Path) -> bool {
     read(path).is_ok()
+}
+
+/// A metric cell that reads as a number must be a finite one: `NaN` or `inf` is a bad field
+/// (it can equal nothing within a tolerance), not a value that moved.
+fn check_metric_cells<'a>(
+    path: &Path,
+    line: u64,
+    headers: &[String],
+    cells: impl Iterator<Item = &'a str>,
+) -> Result<()> {
+    for (h, c) in headers.iter().zip(cells) {
+        if c.trim().parse::<f64>().is_ok_and(|v| !v.is_finite()) {
+            return Err(SimError::Input {
+                path: path.to_path_buf(),
+                line,
+                field: crate::error::echo(h),
+                msg: format!(
+                    "`{}` is not a finite number; a sweep.csv holds finite values or empty cells",
+                    crate::error::echo(c)
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn close(a: &str, b: &str, rel_tol: f64) -> bool {

@@ -191,3 +191,50 @@ fn check_notes_columns_the_golden_file_lacks_and_compares_the_rest_by_name() {
         "{err}"
     );
 }
+
+/// A `NaN` (or `inf`) in the golden file is a bad field (exit 2, file, line and column), not a
+/// regression of every run (NaN equals nothing).
+#[test]
+fn check_rejects_non_finite_cells_as_bad_fields() {
+    let tmp = tempfile::tempdir().unwrap();
+    let golden = root().join("results/golden/golden_small.csv");
+    let text = std::fs::read_to_string(&golden).unwrap();
+    let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+    let col = header.iter().position(|h| *h == "jct_mean_s").unwrap();
+    for bad in ["NaN", "inf", "-infinity"] {
+        let edited: String = text
+            .lines()
+            .enumerate()
+            .map(|(i, l)| {
+                let mut cells: Vec<String> = l.split(',').map(str::to_string).collect();
+                if i == 2 {
+                    cells[col] = bad.into();
+                }
+                cells.join(",") + "\n"
+            })
+            .collect();
+        let nan = tmp.path().join("nan.csv");
+        std::fs::write(&nan, edited).unwrap();
+        let (code, _out, err) = cli(&[
+            "check",
+            golden.to_str().unwrap(),
+            "--golden",
+            nan.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 2, "{bad}: {err}");
+        assert!(
+            err.contains("nan.csv:3: field `jct_mean_s`") && err.contains("not a finite number"),
+            "{bad}: {err}"
+        );
+    }
+    // A wrong path is refused within a bound, not read forever.
+    #[cfg(unix)]
+    for (actual, gold) in [
+        (golden.to_str().unwrap(), "/dev/zero"),
+        ("/dev/zero", golden.to_str().unwrap()),
+    ] {
+        let (code, _out, err) = cli(&["check", actual, "--golden", gold]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("/dev/zero: larger than 256 MiB"), "{err}");
+    }
+}

@@ -26,6 +26,8 @@
 //! - [`capacity_speed`]: `capacity`'s early stop keeps every verdict; its outputs do not depend on `--jobs`.
 //! - [`defaults_note`]: `run` names a batch limit the scenario sets away from its default.
 //! - [`sweep_axes`]: hostile sweep axes, rate flags, run labels, failed capacity probes.
+//! - [`profile_inputs`]: absurd calibration profiles, over-long synthetic lengths and repeated
+//!   request ids in `compare`, refused with the file, line and field.
 
 mod capacity_speed;
 mod chunked;
@@ -59,6 +61,7 @@ mod parallelism;
 mod policies;
 mod policies_mlfq;
 mod policies_size;
+mod profile_inputs;
 mod queueing;
 mod shape;
 mod shards;

@@ -72,10 +72,13 @@ pub(super) fn check_cmd(
 
 /// `check --bless`: copy the sweep's `sweep.csv` (`actual`) onto the golden file.
 fn bless(a: &CheckArgs, actual: &std::path::Path, out: &mut dyn Write) -> anyhow::Result<()> {
-    let bytes = std::fs::read(actual).map_err(|e| SimError::Io {
-        path: actual.to_path_buf(),
-        msg: format!("cannot read: {e}"),
-    })?;
+    let bytes =
+        crate::input::read_bytes(actual, crate::check::MAX_SWEEP_CSV_BYTES).map_err(|e| {
+            SimError::Io {
+                path: actual.to_path_buf(),
+                msg: format!("cannot read: {e}"),
+            }
+        })?;
     // A golden file is a sweep.csv copy: never bless onto a scenario, a summary.json, ….
     if a.golden.exists() && a.golden.extension().is_none_or(|x| x != "csv") {
         return Err(SimError::Io {

@@ -311,10 +311,40 @@ pub fn iteration_model_rows(rows: &[IterationRow]) -> Vec<CompareRow> {
     out
 }
 
+/// A request's `id` must be a whole number that no earlier line of the file had (`seen`: id →
+/// line): one request per row, or the comparison would count a request twice.
+fn check_request_id(
+    path: &Path,
+    line: u64,
+    cell: &str,
+    seen: &mut std::collections::HashMap<u64, u64>,
+) -> Result<()> {
+    let bad = |msg: String| SimError::Input {
+        path: path.to_path_buf(),
+        line,
+        field: "id".into(),
+        msg,
+    };
+    let id = cell.trim().parse::<u64>().map_err(|_| {
+        bad(format!(
+            "`{}` is not a request id (a whole number ≥ 0)",
+            crate::error::echo(cell)
+        ))
+    })?;
+    if let Some(first) = seen.insert(id, line) {
+        return Err(bad(format!(
+            "duplicate request id {id} (also on line {first}): a requests.csv has one row per request"
+        )));
+    }
+    Ok(())
+}
+
 /// The `jct_s`, `ttft_s` and `tpot_s` columns of a run directory's `requests.csv`.
 fn request_columns(dir: &Path) -> Result<[Vec<f64>; 3]> {
     let path = dir.join("requests.csv");
-    let mut rd = csv::Reader::from_path(&path).map_err(|e| io(&path, e))?;
+    let bytes =
+        crate::input::read_bytes(&path, crate::input::MAX_DATA_BYTES).map_err(|e| io(&path, e))?;
+    let mut rd = csv::Reader::from_reader(bytes.as_slice());
     let headers = rd.headers().map_err(|e| io(&path, e))?.clone();
     let col = |name: &str| {
         headers
@@ -323,10 +353,13 @@ fn request_columns(dir: &Path) -> Result<[Vec<f64>; 3]> {
             .ok_or_else(|| io(&path, format!("no `{name}` column")))
     };
     let idx = [col("jct_s")?, col("ttft_s")?, col("tpot_s")?];
+    let id_col = col("id")?;
+    let mut seen: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
     let mut out: [Vec<f64>; 3] = Default::default();
     for rec in rd.records() {
         let rec = rec.map_err(|e| io(&path, e))?;
         let line = rec.position().map_or(0, |p| p.line());
+        check_request_id(&path, line, rec.get(id_col).unwrap_or(""), &mut seen)?;
         for (k, &i) in idx.iter().enumerate() {
             let cell = rec.get(i).unwrap_or("");
             if cell.is_empty() {

@@ -36,11 +36,12 @@ mod extrapolation;
 mod op;
 mod read;
 mod schema;
+pub mod validate;
 mod write;
 
 pub use extrapolation::{ExtrapolationCounter, ExtrapolationReport};
 pub use op::{CopyVariant, Form, Op, OpSet};
-pub use read::parse_measurements;
+pub use read::{parse_measurements, read_measurements_text};
 pub use schema::{
     DeviceInfo, FitFile, GridInfo, Measurement, MeasurementInfo, Meta, Profile, Provenance,
     Residuals,
@@ -181,23 +182,6 @@ impl OpFit {
                 ("bytes_per_s", bytes_per_s),
             ],
         }
-    }
-
-    fn validate(&self) -> std::result::Result<(), String> {
-        for (k, v) in self.params() {
-            let ok = if k == "bytes_per_s" {
-                v.is_finite() && v > 0.0
-            } else {
-                v.is_finite() && v >= 0.0
-            };
-            if !ok {
-                return Err(format!(
-                    "`{k}` must be a finite number {} 0, got {v}",
-                    if k == "bytes_per_s" { ">" } else { "≥" }
-                ));
-            }
-        }
-        Ok(())
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use super::validate;
 use super::{
     FIT_FILE, FitFile, MEASUREMENTS_FILE, MEASUREMENTS_HEADER, META_FILE, Measurement, Meta, Op,
     Profile, SCHEMA_VERSION,
@@ -28,28 +29,73 @@ fn check_version(path: &Path, v: u32) -> Result<()> {
     Ok(())
 }
 
-fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+/// A TOML file of the profile, parsed, with its text (for the lines of later errors).
+fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<(T, String)> {
     let text = crate::input::read_text(path, crate::input::MAX_CONFIG_BYTES)
         .map_err(|e| io(path, format!("cannot read: {e}")))?;
-    toml::from_str(&text).map_err(|e| SimError::Scenario {
+    let v = toml::from_str(&text).map_err(|e| SimError::Scenario {
         path: path.to_path_buf(),
         msg: crate::error::toml_error_message(&text, &e),
+    })?;
+    Ok((v, text))
+}
+
+/// Read a profile's `measurements.csv` within [`validate::MAX_MEASUREMENTS_BYTES`].
+pub fn read_measurements_text(path: &Path) -> Result<String> {
+    crate::input::read_text(path, validate::MAX_MEASUREMENTS_BYTES).map_err(|e| {
+        io(
+            path,
+            format!(
+                "cannot read: {e} (a profile's measurements.csv is at most {} MiB)",
+                validate::MAX_MEASUREMENTS_BYTES >> 20
+            ),
+        )
     })
 }
 
-/// Parse `measurements.csv` text (`path` only names it in errors).
+/// Parse `measurements.csv` text (`path` only names it in errors): every row within its bounds,
+/// at most [`validate::MAX_ROWS`] rows, no `measured` shape twice.
 pub fn parse_measurements(text: &str, path: &Path) -> Result<Vec<Measurement>> {
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
         .from_reader(text.as_bytes());
     check_header(&mut rdr, path)?;
     let mut rows = Vec::new();
-    for (i, rec) in rdr.records().enumerate() {
-        let line = i as u64 + 2;
-        let rec = rec.map_err(|e| io(path, e))?;
-        rows.push(parse_row(&rec, line, path)?);
+    for rec in rdr.records() {
+        let rec = rec.map_err(|e| csv_error(path, e))?;
+        let line = rec.position().map_or(rows.len() as u64 + 2, |p| p.line());
+        if rows.len() == validate::MAX_ROWS {
+            return Err(io(
+                path,
+                format!(
+                    "more than {} rows (line {line}); a calibration writes a few thousand",
+                    validate::MAX_ROWS
+                ),
+            ));
+        }
+        let r = parse_row(&rec, line, path)?;
+        validate::check_row(&r, line, path)?;
+        rows.push((line, r));
     }
-    Ok(rows)
+    validate::check_duplicates(&rows, path)?;
+    Ok(rows.into_iter().map(|(_, r)| r).collect())
+}
+
+/// A row with another number of cells than the header names its line; other CSV errors as is.
+fn csv_error(path: &Path, e: csv::Error) -> SimError {
+    match e.kind() {
+        csv::ErrorKind::UnequalLengths {
+            pos: Some(pos),
+            expected_len,
+            len,
+        } => SimError::Input {
+            path: path.to_path_buf(),
+            line: pos.line(),
+            field: "(row)".into(),
+            msg: format!("{len} cells, the header has {expected_len}"),
+        },
+        _ => io(path, e),
+    }
 }
 
 /// The header row must be exactly [`MEASUREMENTS_HEADER`] (cells trimmed).
@@ -143,17 +189,12 @@ impl Profile {
             ));
         }
         let meta_path = dir.join(META_FILE);
-        let meta: Meta = read_toml(&meta_path)?;
+        let (meta, meta_text): (Meta, _) = read_toml(&meta_path)?;
         check_version(&meta_path, meta.schema_version)?;
+        validate::check_meta(&meta, &meta_path, &meta_text)?;
         let fit_path = dir.join(FIT_FILE);
-        let fit: FitFile = read_toml(&fit_path)?;
+        let (fit, fit_text): (FitFile, _) = read_toml(&fit_path)?;
         check_version(&fit_path, fit.schema_version)?;
-        if !(fit.iteration_overhead_s.is_finite() && fit.iteration_overhead_s >= 0.0) {
-            return Err(io(
-                &fit_path,
-                "iteration_overhead_s must be a finite number ≥ 0",
-            ));
-        }
         for (name, f) in &fit.ops {
             let op = Op::parse(name).ok_or_else(|| {
                 io(
@@ -174,12 +215,10 @@ impl Profile {
                     ),
                 ));
             }
-            f.validate()
-                .map_err(|m| io(&fit_path, format!("[ops.{name}]: {m}")))?;
         }
+        validate::check_fit(&fit, &fit_path, &fit_text)?;
         let m_path = dir.join(MEASUREMENTS_FILE);
-        let text = crate::input::read_text(&m_path, crate::input::MAX_DATA_BYTES)
-            .map_err(|e| io(&m_path, format!("cannot read: {e}")))?;
+        let text = read_measurements_text(&m_path)?;
         let rows = parse_measurements(&text, &m_path)?;
         Ok(Profile { meta, fit, rows })
     }

@@ -204,3 +204,142 @@ fn counter_reports_by_operator() {
     assert_eq!(r.by_operator["h2d_pinned_gather"], 1);
     assert!(!r.by_operator.contains_key("qkv"));
 }
+
+/// A written sample profile whose `file` is `edit`ed; the load error.
+fn load_error_after(file: &str, edit: impl Fn(String) -> String) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("p");
+    sample().write(&dest, &Default::default()).unwrap();
+    let text = std::fs::read_to_string(dest.join(file)).unwrap();
+    let edited = edit(text.clone());
+    assert_ne!(edited, text, "the edit changed nothing");
+    std::fs::write(dest.join(file), edited).unwrap();
+    Profile::load(&dest).unwrap_err().to_string()
+}
+
+fn with_rows(extra: &str) -> impl Fn(String) -> String + '_ {
+    move |t| format!("{t}{extra}")
+}
+
+#[test]
+fn absurd_fit_values_name_file_line_field_and_range() {
+    let e = load_error_after(FIT_FILE, |t| {
+        t.replace(
+            "iteration_overhead_s = 0.002",
+            "iteration_overhead_s = 1e300",
+        )
+    });
+    assert!(
+        e.contains(
+            "fit.toml:3: field `iteration_overhead_s`: must be a number from 0 to 10 s, got 1e300"
+        ),
+        "{e}"
+    );
+    let e = load_error_after(FIT_FILE, |t| {
+        t.replace("slope_s = 0.00000001", "slope_s = 1e300")
+    });
+    assert!(
+        e.contains("field `ops.qkv.slope_s`: must be a number from 0 to 1000 s"),
+        "{e}"
+    );
+    assert!(e.contains("fit.toml:"), "{e}");
+    let e = load_error_after(FIT_FILE, |t| {
+        t.replace("bytes_per_s = 20000000000.0", "bytes_per_s = 1e-300")
+    });
+    assert!(
+        e.contains("field `ops.h2d_pinned_gather.bytes_per_s`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn absurd_measurements_name_line_field_and_range() {
+    let e = load_error_after(MEASUREMENTS_FILE, with_rows("qkv,32,0,1e300,,,,measured\n"));
+    assert!(
+        e.contains(
+            "measurements.csv:4: field `time_s`: must be a number from 1e-12 to 1000 s, got 1e300"
+        ),
+        "{e}"
+    );
+    let e = load_error_after(MEASUREMENTS_FILE, with_rows("qkv,32,0,1e-3,,,0,measured\n"));
+    assert!(e.contains(":4: field `repeats`: must be ≥ 1"), "{e}");
+    let e = load_error_after(MEASUREMENTS_FILE, with_rows("qkv,32,0,1e-3,,,,bogus\n"));
+    assert!(
+        e.contains(":4: field `source`: `bogus`: must be `measured`"),
+        "{e}"
+    );
+    let e = load_error_after(
+        MEASUREMENTS_FILE,
+        with_rows("qkv,32,0,1e-3,2e-3,,,measured\n"),
+    );
+    assert!(e.contains(":4: field `min_s`: must be ≤ time_s"), "{e}");
+    let e = load_error_after(
+        MEASUREMENTS_FILE,
+        with_rows("qkv,32,0,1e-3,,,,measured\nqkv,32,0,2e-3,,,,measured\n"),
+    );
+    assert!(
+        e.contains(
+            ":5: field `(row)`: duplicate measured row: `qkv` at x = 32, y = 0 is already on line 4"
+        ),
+        "{e}"
+    );
+    // Imported and derived rows may repeat a shape (Vidur's files hold repeated runs).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(MEASUREMENTS_FILE);
+    let text = format!(
+        "{MEASUREMENTS_HEADER}\nqkv,32,0,1e-3,,,,vidur:mlp.csv\nqkv,32,0,1e-3,,,,vidur:mlp.csv\n"
+    );
+    assert_eq!(parse_measurements(&text, &path).unwrap().len(), 2);
+}
+
+#[test]
+fn oversized_measurements_and_bad_meta_are_refused() {
+    let big = format!("qkv,32,0,1e-3,,,,vidur:{}\n", "x".repeat(1 << 20));
+    let e = load_error_after(MEASUREMENTS_FILE, |t| format!("{t}{}", big.repeat(17)));
+    assert!(
+        e.contains("larger than 16 MiB") && e.contains("at most 16 MiB"),
+        "{e}"
+    );
+    let e = load_error_after(META_FILE, |t| {
+        t.replace("created = \"2026-01-01\"", "created = \"not a date\"")
+    });
+    assert!(
+        e.contains("meta.toml:") && e.contains("field `created`"),
+        "{e}"
+    );
+    let e = load_error_after(META_FILE, |t| t.replace("tp = 1", "tp = 0"));
+    assert!(e.contains("field `tp`: must be from 1 to 1024"), "{e}");
+    let e = load_error_after(META_FILE, |t| t.replace("repeats = 20", "repeats = 0"));
+    assert!(
+        e.contains("field `measurement.repeats`: must be ≥ 1"),
+        "{e}"
+    );
+}
+
+#[test]
+fn dates_are_checked_on_the_calendar() {
+    use super::validate::is_date;
+    assert!(is_date("2024-02-29") && is_date("2026-12-07"));
+    for d in [
+        "2023-02-29",
+        "2026-13-01",
+        "2026-04-31",
+        "not a date",
+        "2026-1-01",
+        "+026-01-01",
+    ] {
+        assert!(!is_date(d), "{d}");
+    }
+}
+
+#[test]
+fn a_row_with_another_cell_count_names_its_line() {
+    let e = load_error_after(
+        MEASUREMENTS_FILE,
+        with_rows("qkv,32,0,1e-3,,,,measured,extra\n"),
+    );
+    assert!(
+        e.contains("measurements.csv:4: field `(row)`: 9 cells, the header has 8"),
+        "{e}"
+    );
+}

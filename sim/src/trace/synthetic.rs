@@ -440,7 +440,7 @@ impl LengthDist {
                 LogNormal::new(mean.ln() - sigma * sigma / 2.0, *sigma)
                     .map_err(|e| SimError::config(format!("lognormal: {e}")))?,
                 *min,
-                max.unwrap_or(u32::MAX),
+                *max,
             ),
             LengthDist::Zipf { n, s } => Sampler::Zipf(
                 Zipf::new(*n as f64, *s).map_err(|e| SimError::config(format!("zipf: {e}")))?,
@@ -452,21 +452,30 @@ impl LengthDist {
 enum Sampler {
     Fixed(u32),
     Uniform(u32, u32),
-    LogNormal(LogNormal<f64>, u32, u32),
+    /// The distribution, `min` and `max` (a draw above the longest length without a `max` is
+    /// an error, not a silent cap).
+    LogNormal(LogNormal<f64>, u32, Option<u32>),
     Zipf(Zipf<f64>),
 }
 
 impl Sampler {
-    fn sample(&self, rng: &mut ChaCha8Rng) -> u32 {
-        match self {
+    fn sample(&self, rng: &mut ChaCha8Rng) -> Result<u32> {
+        Ok(match self {
             Sampler::Fixed(v) => *v,
             Sampler::Uniform(lo, hi) => rng.random_range(*lo..=*hi),
             Sampler::LogNormal(d, lo, hi) => {
                 let x = d.sample(rng).round();
-                (x.clamp(*lo as f64, *hi as f64)) as u32
+                if hi.is_none() && x > u32::MAX as f64 {
+                    return Err(SimError::config(format!(
+                        "lognormal: drew a length of {} tokens, more than the longest, {}; lower `mean` or `sigma`, or set `max`",
+                        crate::error::num(x),
+                        u32::MAX
+                    )));
+                }
+                (x.clamp(*lo as f64, hi.unwrap_or(u32::MAX) as f64)) as u32
             }
             Sampler::Zipf(d) => d.sample(rng) as u32,
-        }
+        })
     }
 }
 
@@ -542,8 +551,8 @@ impl<'a> Synthetic<'a> {
             LengthGen::Parametric(i, o) => {
                 for _ in 0..MAX_REDRAWS {
                     let p = LengthPair {
-                        input_tokens: i.sample(&mut self.picks),
-                        output_tokens: o.sample(&mut self.picks),
+                        input_tokens: i.sample(&mut self.picks)?,
+                        output_tokens: o.sample(&mut self.picks)?,
                     };
                     if self
                         .max_total
