@@ -8,8 +8,9 @@
 //! - Anything else — a directory of the user's, a file, a symlink — is refused with an error that
 //!   names `--force`; with `--force` it is replaced.
 //! - Never, even with `--force`: a destination that holds one of the command's inputs (a scenario,
-//!   trace, profile, shard…) or the current directory, a device, FIFO or socket, or a path with
-//!   no directory name (`.`, `..`, `/`).
+//!   trace, profile, shard…) or the current directory, a device, FIFO or socket, a path with no
+//!   directory name (`.`, `..`, `/`), or a directory servesim did not write that is top-level,
+//!   the home directory (or above it), shared (sticky bit), a mount point or a git working tree.
 //! - One writer per destination: a lock file `.NAME.servesim-lock` with an advisory lock (`flock`,
 //!   released by the kernel when its holder dies) makes a second concurrent writer fail at once
 //!   with a clear error; the first finishes intact. A lock file left by a killed writer is taken
@@ -174,6 +175,14 @@ pub fn check_dest(dest: &Path, replace: &Replace) -> Result<()> {
         if dest.join(MARKER_FILE).is_file() {
             return Ok(());
         }
+        if let Some(why) = protected_dir(&guard, &meta) {
+            return Err(io(
+                dest,
+                format!(
+                    "refusing to replace the output directory, even with --force: it is {why}; choose another --out (e.g. a new directory inside it)"
+                ),
+            ));
+        }
         let empty = std::fs::read_dir(dest)
             .map_err(|e| io(dest, format!("cannot list the output directory: {e}")))?
             .next()
@@ -199,6 +208,41 @@ pub fn check_dest(dest: &Path, replace: &Replace) -> Result<()> {
             "the output path exists and is not a directory; choose another --out, or pass --force to replace it"
         },
     ))
+}
+
+/// Why `dir` (canonical, not a servesim output) must never be replaced, even with `--force`: a
+/// top-level directory (`/tmp`, `/home`, …), the home directory or one above it, a shared
+/// directory with the sticky bit (`/var/tmp`), a mount point, or a git working tree. Replacing
+/// one would delete other people's or other programs' files, and lose its mode and owner.
+fn protected_dir(dir: &Path, meta: &std::fs::Metadata) -> Option<&'static str> {
+    if dir.components().count() <= 2 {
+        return Some("a top-level directory");
+    }
+    if let Some(home) = std::env::var_os("HOME").and_then(|h| Path::new(&h).canonicalize().ok())
+        && within(&home, dir)
+    {
+        return Some("the home directory or one that holds it");
+    }
+    if dir.join(".git").exists() {
+        return Some("a git working tree");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if meta.mode() & 0o1000 != 0 {
+            return Some("a shared directory (its sticky bit is set, as on /tmp)");
+        }
+        let parent_dev = dir
+            .parent()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map(|m| m.dev());
+        if parent_dev.is_some_and(|d| d != meta.dev()) {
+            return Some("a mount point");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = meta;
+    None
 }
 
 /// Whether process `pid` is running (on Unix: `kill(pid, 0)` succeeds or fails with EPERM).

@@ -302,3 +302,37 @@ fn a_fifo_is_never_replaced_by_an_output_directory_even_with_force() {
             .is_fifo()
     );
 }
+
+/// `--force` never replaces a shared directory (sticky bit, as on /tmp) or a git working tree:
+/// `live --out /tmp --force` used to delete everything in /tmp and recreate it as 0755.
+#[test]
+fn force_never_replaces_a_shared_directory_or_a_git_tree() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = setup();
+    let shared = w.path("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::write(shared.join("someone-elses.txt"), "keep me").unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let scenario = w.path("scenario.toml");
+    let r = run(&[&"run", &scenario, &"--out", &shared, &"--force", &"--quiet"]);
+    assert_refused(&r, "sticky bit");
+    assert_eq!(
+        std::fs::read_to_string(shared.join("someone-elses.txt")).unwrap(),
+        "keep me"
+    );
+    let mode = std::fs::metadata(&shared).unwrap().permissions().mode();
+    assert_eq!(mode & 0o7777, 0o1777, "mode kept");
+
+    let repo = w.path("repo");
+    std::fs::create_dir_all(repo.join(".git")).unwrap();
+    std::fs::write(repo.join("main.rs"), "fn main() {}").unwrap();
+    let r = run(&[&"run", &scenario, &"--out", &repo, &"--force", &"--quiet"]);
+    assert_refused(&r, "git working tree");
+    assert!(repo.join("main.rs").is_file() && repo.join(".git").is_dir());
+
+    // A new directory inside the shared one is fine.
+    let inside = shared.join("out");
+    let r = run(&[&"run", &scenario, &"--out", &inside, &"--quiet"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(inside.join("summary.json").is_file());
+}
