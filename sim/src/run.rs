@@ -45,13 +45,19 @@ pub fn expected_requests(r: &Resolved) -> Option<u64> {
     }
 }
 
-/// [`expected_requests`], counting the rows of a trace file read without a row limit (one pass
-/// over the file; `None` when it cannot be read: the run itself reports why).
+/// [`expected_requests`], counting the rows of a trace file (one pass over the file; at most the
+/// row limit, so a limit above the file's rows is not taken for the total; `None` when it cannot
+/// be read: the run itself reports why).
 pub fn count_requests(r: &Resolved) -> Option<u64> {
     match &r.trace {
-        TraceSource::File {
-            path, limit: None, ..
-        } => scan_trace(path).ok().map(|s| s.rows),
+        TraceSource::File { path, limit, .. } => {
+            let mut n = 0;
+            for row in crate::trace::csv_reader::TraceCsv::open(path, None, *limit).ok()? {
+                row.ok()?;
+                n += 1;
+            }
+            Some(n)
+        }
         _ => expected_requests(r),
     }
 }
@@ -696,6 +702,35 @@ pub fn config_json(r: &Resolved) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The progress total of a trace file is its number of rows, capped by the row limit: a
+    /// limit above the file's rows used to be taken for the total, so the bar stopped short.
+    #[test]
+    fn the_request_total_of_a_trace_file_is_its_rows_capped_by_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let trace = dir.path().join("t.csv");
+        std::fs::write(
+            &trace,
+            "arrival_s,input_tokens,output_tokens\n0,4,2\n1,4,2\n2,4,2\n",
+        )
+        .unwrap();
+        let text = "name = \"t\"\nmodel = \"opt-13b\"\ngpu = \"a100-40gb\"\n[trace]\nfile = \"t.csv\"\n[cost]\nmodel = \"analytic\"\n[scheduler]\npolicy = \"vllm\"\n";
+        let path = dir.path().join("s.toml");
+        let total = |limit: Option<u64>| {
+            let o = crate::scenario::Overrides {
+                num_requests: limit,
+                ..Default::default()
+            };
+            let r = crate::scenario::parse(&path, text)
+                .unwrap()
+                .resolve(&o)
+                .unwrap();
+            count_requests(&r)
+        };
+        assert_eq!(total(None), Some(3));
+        assert_eq!(total(Some(2)), Some(2));
+        assert_eq!(total(Some(1000)), Some(3));
+    }
 
     /// A `Progress` of every N reports at the N-th completion and each N after it, with the count
     /// and that completion's finish time; of 0 or 1, at every completion.
