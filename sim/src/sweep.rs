@@ -30,6 +30,37 @@ fn axis_path(name: &str) -> &str {
     }
 }
 
+/// A parse error of a sweep point's generated text, placed at the `[sweep]` axis of the user's
+/// file whose value it is about ("line 4, column 8" of text the user never saw becomes
+/// "line 33 ([sweep] seed)"); other errors unchanged.
+fn to_file_lines(
+    e: SimError,
+    generated: &str,
+    file_text: &str,
+    axes: &[(String, Vec<toml::Value>)],
+) -> SimError {
+    let SimError::Scenario { path, msg } = e else {
+        return e;
+    };
+    let place = msg.strip_prefix("line ").and_then(|rest| {
+        let (line, rest) = rest.split_once(", column ")?;
+        let (_, tail) = rest.split_once(": ")?;
+        let text_line = generated
+            .lines()
+            .nth(line.parse::<usize>().ok()?.checked_sub(1)?)?;
+        let key = text_line.split('=').next()?.trim().trim_matches('"');
+        let (name, _) = axes
+            .iter()
+            .find(|(name, _)| axis_path(name).rsplit('.').next() == Some(key))?;
+        let at = crate::scenario::line_of_key(file_text, &["sweep", name.as_str()])?;
+        Some(format!("line {at} ([sweep] {name}): {tail}"))
+    });
+    SimError::Scenario {
+        path,
+        msg: place.unwrap_or(msg),
+    }
+}
+
 /// One point of a sweep.
 pub struct SweepRun {
     pub index: usize,
@@ -207,7 +238,8 @@ pub fn expand(path: &Path, base: &Overrides, flags: &[FlagAxis]) -> Result<Vec<S
             other => other,
         };
         let generated = toml::to_string(&t).map_err(|e| err(e.to_string()))?;
-        let mut loaded = crate::scenario::parse(path, &generated).map_err(at_point)?;
+        let mut loaded = crate::scenario::parse(path, &generated)
+            .map_err(|e| at_point(to_file_lines(e, &generated, &text, &axes)))?;
         // Semantic errors name lines of the user's file, not of the generated text.
         loaded.text = file_text.clone();
         let resolved = loaded.resolve(base).map_err(at_point)?;

@@ -300,3 +300,17 @@ fn numbers_print_with_a_sensible_precision() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("got 0\n"), "{}", r.stderr);
 }
+
+/// A sweep value of the wrong type is reported at its `[sweep]` key in the user's file, not at a
+/// line and column of the text generated for the sweep point.
+#[test]
+fn a_sweep_value_of_the_wrong_type_names_its_axis_line() {
+    let w = Workdir::new();
+    w.write("trace.csv", format!("{HEADER}{GOOD_ROWS}"));
+    let text = scenario("vllm", "\n[sweep]\nrate = [1.0]\nseed = [true]\n");
+    let line = text.lines().position(|l| l == "seed = [true]").unwrap() + 1;
+    w.write("scenario.toml", text);
+    let r = sweep_in(&w, &[]);
+    let needle = format!("line {line} ([sweep] seed): invalid type: boolean");
+    assert_user_error(&w, &r, &[&needle]);
+}
