@@ -100,6 +100,41 @@ fn timed<R>(acc: &mut f64, f: impl FnOnce() -> R) -> R {
     r
 }
 
+/// `MemAvailable` of `/proc/meminfo` in bytes (`None` where there is none).
+fn available_memory_bytes() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// Refuse a model whose weights and KV pools would not fit in the memory available (the
+/// allocation would succeed on an overcommitting system and the process be killed while it
+/// fills the weights): one clear error instead.
+fn check_fits_in_memory(
+    d: &ModelDims,
+    blocks: usize,
+    available: Option<usize>,
+) -> Result<(), BackendError> {
+    let gib = |b: usize| b as f64 / (1u64 << 30) as f64;
+    let weights = d.weight_bytes();
+    let kv = blocks.checked_mul(d.block_bytes());
+    let need = weights.zip(kv).and_then(|(w, k)| w.checked_add(k));
+    match (need, available) {
+        (None, _) => Err(BackendError::Config(
+            "the model's weights and KV pools do not fit in memory (their size overflows)".into(),
+        )),
+        (Some(n), Some(a)) if n > a / 10 * 9 => Err(BackendError::Config(format!(
+            "the CPU backend needs {:.1} GiB (weights {:.1} GiB in f32, KV pools {:.1} GiB) and {:.1} GiB of memory is available: choose a smaller model (e.g. cpu-small-4x512) or fewer KV blocks",
+            gib(n),
+            gib(weights.unwrap_or(0)),
+            gib(kv.unwrap_or(0)),
+            gib(a)
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Per-token buffers of one forward pass, reused across iterations.
 #[derive(Debug, Default)]
 struct Scratch {
@@ -133,6 +168,7 @@ impl CpuBackend {
             return Err(BackendError::Config("device_blocks must be ≥ 1".into()));
         }
         let host_blocks = cfg.host_bytes / d.block_bytes();
+        check_fits_in_memory(d, cfg.device_blocks + host_blocks, available_memory_bytes())?;
         let hd = d.head_dim();
         Ok(CpuBackend {
             weights: Weights::random(d, cfg.seed),
@@ -371,5 +407,35 @@ impl Backend for CpuBackend {
 
     fn swap_in(&mut self, seq: u64) -> Result<(), BackendError> {
         self.swap(seq, false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A model larger than the available memory is refused before anything is allocated.
+    #[test]
+    fn a_model_larger_than_the_available_memory_is_refused() {
+        let d = ModelDims {
+            layers: 32,
+            hidden: 4096,
+            heads: 32,
+            kv_heads: 32,
+            ffn: 11008,
+            vocab: 32000,
+            max_context_tokens: 4096,
+        };
+        let gib = 1usize << 30;
+        let e = check_fits_in_memory(&d, 100, Some(8 * gib)).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("needs 26.7 GiB (weights 25.1 GiB")
+                && msg.contains("8.0 GiB of memory is available"),
+            "{msg}"
+        );
+        assert!(check_fits_in_memory(&d, 100, Some(64 * gib)).is_ok());
+        assert!(check_fits_in_memory(&d, 100, None).is_ok());
+        assert!(check_fits_in_memory(&d, usize::MAX, Some(64 * gib)).is_err());
     }
 }

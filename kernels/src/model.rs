@@ -33,6 +33,26 @@ impl ModelDims {
         2 * self.layers * self.chunk_floats() * 4
     }
 
+    /// Bytes of all weights in f32 (as [`Weights::random`] allocates them); `None` on overflow.
+    pub fn weight_bytes(&self) -> Option<usize> {
+        let per_layer = [
+            self.hidden.checked_mul(self.qkv_width())?,
+            self.heads
+                .checked_mul(self.head_dim())?
+                .checked_mul(self.hidden)?,
+            self.hidden.checked_mul(self.ffn)?.checked_mul(3)?,
+            self.hidden.checked_mul(2)?,
+        ]
+        .into_iter()
+        .try_fold(0usize, |a, b| a.checked_add(b))?;
+        let embeddings = self.vocab.checked_mul(self.hidden)?.checked_mul(2)?;
+        self.layers
+            .checked_mul(per_layer)?
+            .checked_add(embeddings)?
+            .checked_add(self.hidden)?
+            .checked_mul(4)
+    }
+
     pub fn validate(&self) -> Result<(), BackendError> {
         let bad = |m: String| Err(BackendError::Config(m));
         if self.layers == 0 || self.hidden == 0 || self.heads == 0 || self.kv_heads == 0 {
@@ -241,5 +261,24 @@ mod tests {
         })
         .unwrap();
         assert_eq!(seen, 2 * 6 + 3);
+    }
+
+    #[test]
+    fn weight_bytes_counts_what_random_allocates() {
+        let d = ModelDims {
+            layers: 3,
+            hidden: 64,
+            heads: 8,
+            kv_heads: 2,
+            ffn: 96,
+            vocab: 70,
+            max_context_tokens: 64,
+        };
+        assert_eq!(d.weight_bytes(), Some(Weights::random(&d, 1).bytes()));
+        let huge = ModelDims {
+            vocab: usize::MAX / 2,
+            ..d
+        };
+        assert_eq!(huge.weight_bytes(), None);
     }
 }
