@@ -405,6 +405,19 @@ pub fn merge(shard_dirs: &[PathBuf], out: &Path, plots: bool, force: bool) -> Re
     let total = first.m.runs_total;
     let by_index = shards_by_index(&shards)?;
     let rows = runs_in_order(&shards, n, total)?;
+    // Every run directory is checked before anything is written.
+    for (i, slot) in rows.iter().enumerate() {
+        let (row, s) = slot.expect("every run was checked present");
+        if let Some(d) = &row.dir {
+            let name = Path::new(d);
+            if name.components().count() != 1 || d.contains(['/', '\\']) || d.starts_with('.') {
+                return Err(io(&s.dir, format!("run {i}: invalid run directory `{d}`")));
+            }
+            no_symlink(&s.dir.join("runs"))?;
+            no_symlink(&s.dir.join("runs").join(d))?;
+            check_run_files(&s.dir.join("runs").join(d))?;
+        }
+    }
     let staged = StagedDir::new(out, &replace)?;
     let mut csv = first.m.header.clone();
     csv.push('\n');
@@ -416,12 +429,6 @@ pub fn merge(shard_dirs: &[PathBuf], out: &Path, plots: bool, force: bool) -> Re
         csv.push('\n');
         match &row.dir {
             Some(d) => {
-                let name = Path::new(d);
-                if name.components().count() != 1 || d.contains(['/', '\\']) || d.starts_with('.') {
-                    return Err(io(&s.dir, format!("run {i}: invalid run directory `{d}`")));
-                }
-                no_symlink(&s.dir.join("runs"))?;
-                no_symlink(&s.dir.join("runs").join(d))?;
                 copy_dir(
                     &s.dir.join("runs").join(d),
                     &staged.path().join("runs").join(d),
@@ -547,6 +554,58 @@ fn runs_in_order(
         }
     }
     Ok(rows)
+}
+
+/// The keys every run's `summary.json` has (a partial run's too).
+const SUMMARY_KEYS: [&str; 4] = ["policy", "requests", "makespan_s", "jct_s"];
+
+/// Check the files of a shard's run directory that merge copies: `summary.json` is a run
+/// summary, and `requests.csv` (when the run wrote one) has the requests header and rows of as
+/// many cells.
+fn check_run_files(run_dir: &Path) -> Result<()> {
+    let p = run_dir.join("summary.json");
+    no_symlink(&p)?;
+    let text = crate::input::read_text(&p, crate::input::MAX_DATA_BYTES).map_err(|e| io(&p, e))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        let msg = crate::error::plain_serde(&e.to_string());
+        io(
+            &p,
+            format!("not a run summary: {msg}; the shard was edited or is corrupt"),
+        )
+    })?;
+    if let Some(k) = SUMMARY_KEYS.iter().find(|k| v.get(**k).is_none()) {
+        return Err(io(
+            &p,
+            format!("not a run summary (no `{k}`); the shard was edited or is corrupt"),
+        ));
+    }
+    let p = run_dir.join("requests.csv");
+    no_symlink(&p)?;
+    let file = match std::fs::File::open(&p) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(&p, e)),
+    };
+    let cells = crate::output::REQUESTS_HEADER.split(',').count();
+    let corrupt = |line: usize, what: &str| {
+        io(
+            &p,
+            format!("line {line}: {what}; the shard was edited or is corrupt"),
+        )
+    };
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(file));
+    match lines.next() {
+        Some(Ok(h)) if h == crate::output::REQUESTS_HEADER => {}
+        Some(Err(e)) => return Err(io(&p, e)),
+        _ => return Err(corrupt(1, "expected the requests.csv header")),
+    }
+    for (i, line) in lines.enumerate() {
+        let line = line.map_err(|e| corrupt(i + 2, &e.to_string()))?;
+        if line.split(',').count() != cells {
+            return Err(corrupt(i + 2, &format!("expected {cells} cells")));
+        }
+    }
+    Ok(())
 }
 
 /// Copy a directory tree of plain files.

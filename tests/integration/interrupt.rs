@@ -530,3 +530,77 @@ fn sigterm_to_calibrate_stops_the_calibration_too() {
     std::thread::sleep(Duration::from_secs(3));
     assert!(!w.path("prof").exists(), "stderr: {stderr}");
 }
+
+/// A Ctrl-C after every run of a sweep finished (while it drew its plots) used to be swallowed:
+/// exit 0. The outputs are complete, so they stay, and the sweep exits 130 saying so.
+#[test]
+fn ctrl_c_after_the_sweep_runs_keeps_the_complete_output_and_exits_130() {
+    be_servesim_if_child();
+    let w = Workdir::new();
+    w.write("lengths.csv", "input_tokens,output_tokens\n1,20\n");
+    w.write(
+        "scenario.toml",
+        r#"name = "late"
+model = "opt-13b"
+gpu = "a100-40gb"
+
+[trace]
+arrival = "poisson"
+rate_per_s = 50.0
+lengths_file = "lengths.csv"
+num_requests = 30000
+
+[cost]
+model = "constant"
+iteration_s = 0.001
+
+[scheduler]
+policy = "fcfs"
+
+[sweep]
+seed = [1, 2, 3, 4, 5, 6]
+"#,
+    );
+    std::fs::create_dir(w.path("results")).unwrap();
+    let mut child = spawn_servesim(
+        "ctrl_c_after_the_sweep_runs_keeps_the_complete_output_and_exits_130",
+        &w,
+        &[
+            "sweep",
+            "scenario.toml",
+            "--out",
+            "results/sweep",
+            "--jobs",
+            "2",
+        ],
+    );
+    // sweep.csv appears in the staging directory once every run finished, before the plots.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let staged_csv = || {
+        hidden_entries(&w.path("results"))
+            .iter()
+            .any(|n| w.path("results").join(n).join("sweep.csv").exists())
+    };
+    while !staged_csv() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the sweep ended before it was seen writing its outputs"
+        );
+        assert!(Instant::now() < deadline, "no staged sweep.csv after 120 s");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let pid = child.id().to_string();
+    let status = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "stderr: {stderr}");
+    assert!(
+        stderr.contains("Ctrl-C arrived after the sweep had finished")
+            && stderr.contains("complete"),
+        "stderr: {stderr}"
+    );
+    assert!(w.path("results/sweep/sweep.csv").is_file());
+    assert!(w.path("results/sweep/plots/jct_cdf.svg").is_file());
+    assert_eq!(hidden_entries(&w.path("results")), Vec::<String>::new());
+}

@@ -26,6 +26,7 @@
 //! - [`capacity_speed`]: `capacity`'s early stop keeps every verdict; its outputs do not depend on `--jobs`.
 //! - [`defaults_note`]: `run` names a batch limit the scenario sets away from its default.
 //! - [`sweep_axes`]: hostile sweep axes, rate flags, run labels, failed capacity probes.
+//! - [`plot_inputs`]: `plot` with over-long series names and unplottable sweep or KV files.
 //! - [`profile_inputs`]: absurd calibration profiles, over-long synthetic lengths and repeated
 //!   request ids in `compare`, refused with the file, line and field.
 
@@ -58,6 +59,7 @@ mod micro;
 mod outputs;
 mod overload;
 mod parallelism;
+mod plot_inputs;
 mod policies;
 mod policies_mlfq;
 mod policies_size;

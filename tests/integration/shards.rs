@@ -1,5 +1,5 @@
 //! Sharded sweeps: `sweep --shard I/3` × 3 + `merge` equals the unsharded sweep byte for byte,
-//! and `merge` refuses edited `shard.json` rows and symbolic links in a shard.
+//! and `merge` refuses edited `shard.json` rows, garbage run files and symbolic links in a shard.
 
 use std::path::{Path, PathBuf};
 
@@ -337,6 +337,45 @@ fn merge_refuses_edited_rows_and_symlinks() {
         true,
     );
     fails(&d, &["has a run directory but its `csv` records an error"]);
+    // Garbage in a run's files: summary.json, an empty or garbled requests.csv.
+    for (name, file, text, words) in [
+        (
+            "sum_x",
+            "summary.json",
+            "x",
+            &["summary.json", "not a run summary"][..],
+        ),
+        (
+            "sum_obj",
+            "summary.json",
+            "{}",
+            &["summary.json", "no `policy`"][..],
+        ),
+        (
+            "req_empty",
+            "requests.csv",
+            "",
+            &["requests.csv", "line 1", "header"][..],
+        ),
+        (
+            "req_garbled",
+            "requests.csv",
+            "HEADER\n1,2\n",
+            &["requests.csv", "line 2", "cells"][..],
+        ),
+    ] {
+        let d = w.path(name);
+        copy_tree(&w.path("shard0"), &d);
+        let run = std::fs::read_dir(d.join("runs"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let text = text.replace("HEADER", servesim::output::REQUESTS_HEADER);
+        std::fs::write(run.join(file), text).unwrap();
+        fails(&d, words);
+    }
     // Symbolic links: the shard directory, and a file under runs/ pointing outside.
     #[cfg(unix)]
     {

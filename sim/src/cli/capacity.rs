@@ -152,13 +152,17 @@ pub fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> 
         });
         searches.push((p.clone(), c));
     }
-    if let Some(staged) = staged {
-        let setup = plot_setup(&loaded, a.num_requests, &a.seeds);
-        write_outputs(
-            staged, &csv, &target, &a.seeds, &searches, &loaded, &bars, &setup, out,
-        )?;
-    }
-    Ok(())
+    let written = match staged {
+        Some(staged) => {
+            let setup = plot_setup(&loaded, a.num_requests, &a.seeds);
+            let dir = write_outputs(
+                staged, &csv, &target, &a.seeds, &searches, &loaded, &bars, &setup, out,
+            )?;
+            dir.display().to_string()
+        }
+        None => "the table above".to_string(),
+    };
+    super::signal_after_outputs("`capacity`", &written)
 }
 
 /// A probe on a search's path whose run failed for a reason other than overload measured
@@ -593,7 +597,7 @@ fn write_outputs(
     bars: &[crate::plot::CapacityBar],
     setup: &str,
     out: &mut dyn Write,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<PathBuf> {
     staged.write("capacity.csv", csv.as_bytes())?;
     let json = summary_json(target, seeds, searches);
     staged.write(
@@ -612,7 +616,7 @@ fn write_outputs(
         "capacity.csv, capacity.json, capacity.png and capacity.svg in {}",
         path.display()
     )?;
-    Ok(())
+    Ok(path)
 }
 
 /// Columns of `capacity.csv`.

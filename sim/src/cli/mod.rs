@@ -230,6 +230,20 @@ fn stopped_before_anything(what: &str, dest: &std::path::Path) -> anyhow::Error 
     .into()
 }
 
+/// After a command committed its outputs: a signal that arrived once its work was done (while
+/// it wrote or drew its outputs) leaves them complete, and the command still exits as the signal
+/// asks, saying so.
+fn signal_after_outputs(what: &str, outputs: &dyn std::fmt::Display) -> anyhow::Result<()> {
+    if crate::interrupt::interrupted() {
+        return Err(Interrupted(format!(
+            "{} arrived after {what} had finished; its outputs ({outputs}) are complete",
+            crate::interrupt::signal_name(),
+        ))
+        .into());
+    }
+    Ok(())
+}
+
 impl std::fmt::Display for Interrupted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)

@@ -213,7 +213,7 @@ pub(super) fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
     if !a.quiet {
         write_summary(out, &output, &resolved, wall_s, &dir)?;
     }
-    Ok(())
+    super::signal_after_outputs("the run", &dir.display())
 }
 
 /// `run`'s stdout: the summary table, a note on any `[scheduler]` default the scenario

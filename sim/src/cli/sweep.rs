@@ -189,6 +189,7 @@ pub(super) fn sweep_cmd(
         pool.current_num_threads(),
         path.display()
     )?;
+    super::signal_after_outputs("the sweep", &path.display())?;
     match failures {
         Some(note) if a.allow_failures => {
             writeln!(err, "warning: {note}")?;

@@ -37,13 +37,17 @@ pub fn read_kv_timeline(path: &Path) -> Result<Vec<KvSample>> {
     let mut lines = text.lines().enumerate();
     match lines.next() {
         Some((_, h)) if h.trim_end_matches('\r') == KV_TIMELINE_HEADER => {}
-        other => {
+        None => {
             return Err(perr(
                 path,
-                format!(
-                    "line 1: expected header `{KV_TIMELINE_HEADER}`, got `{}`",
-                    other.map_or("", |(_, h)| h)
-                ),
+                format!("empty file: expected header `{KV_TIMELINE_HEADER}` on line 1"),
+            ));
+        }
+        Some((_, h)) => {
+            let h: String = h.chars().take(80).collect();
+            return Err(perr(
+                path,
+                format!("line 1: expected header `{KV_TIMELINE_HEADER}`, got `{h}`"),
             ));
         }
     }

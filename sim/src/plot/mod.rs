@@ -169,6 +169,9 @@ pub fn plot_dir(dir: &Path, opts: &SweepPlotOptions) -> Result<(Vec<PathBuf>, Op
     let kv = dir.join("kv_timeline.csv");
     if kv.is_file() {
         let samples = read_kv_timeline(&kv)?;
+        if samples.is_empty() {
+            return Err(perr(&kv, "nothing to plot: no samples under the header"));
+        }
         written.extend(kv::plot_kv_usage_of_run(dir, &samples, &plots)?);
     }
     Ok((written, note))

@@ -279,15 +279,7 @@ pub fn draw_side_legend<DB: DrawingBackend>(
             // Markers take pixel positions relative to the area: draw them on the area itself.
             draw_marker(area, (19, y), &st, en.hollow)?;
         }
-        let mut label = en.label.clone();
-        while label.chars().count() > 1
-            && area
-                .estimate_text_size(&label, &font)
-                .is_ok_and(|s| s.0 as i32 > room)
-        {
-            label.pop();
-            label = format!("{}…", label.trim_end_matches('…'));
-        }
+        let label = fit_text(area, &en.label, &font, room.max(0) as u32);
         let style = font.clone().pos(Pos::new(HPos::Left, VPos::Center));
         area.draw(&Text::new(label, (40, y), style))
             .map_err(|x| e(&x))?;
@@ -310,11 +302,14 @@ pub fn draw_title<DB: DrawingBackend>(
             .color(&color)
             .pos(Pos::new(HPos::Center, VPos::Top))
     };
+    let title_font = TextStyle::from(("sans-serif", 20).into_font());
+    let title = fit_text(root, title, &title_font, w.saturating_sub(20));
     root.draw(&Text::new(title, (w as i32 / 2, 8), centred(20, BLACK)))
         .map_err(|x| e(&x))?;
     let mut y = 34;
     let font = TextStyle::from(("sans-serif", 13).into_font());
     for line in wrap(root, setup, &font, w.saturating_sub(40)) {
+        let line = fit_text(root, &line, &font, w.saturating_sub(20));
         root.draw(&Text::new(
             line,
             (w as i32 / 2, y),
@@ -324,6 +319,38 @@ pub fn draw_title<DB: DrawingBackend>(
         y += 17;
     }
     Ok(y + 4)
+}
+
+/// The most characters a drawn label keeps before it is measured: longer names are cut to this
+/// many first, so that fitting never measures an arbitrarily long string.
+const LABEL_MAX_CHARS: usize = 120;
+
+/// `text` as drawn within `room` pixels in `font`: whole when it fits, else its longest prefix
+/// that fits with `…` appended (at least one character and `…`). The number of measurements is
+/// bounded (a binary search over at most [`LABEL_MAX_CHARS`] characters).
+pub fn fit_text<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    text: &str,
+    font: &TextStyle,
+    room: u32,
+) -> String {
+    let fits = |s: &str| area.estimate_text_size(s, font).is_ok_and(|d| d.0 <= room);
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() <= LABEL_MAX_CHARS && fits(text) {
+        return text.to_string();
+    }
+    let cut = |k: usize| chars[..k].iter().collect::<String>() + "…";
+    // The longest prefix length in 1..=hi whose cut fits (1 when none does).
+    let (mut lo, mut hi) = (1, chars.len().min(LABEL_MAX_CHARS));
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if fits(&cut(mid)) {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    cut(lo.min(chars.len()))
 }
 
 /// `text` split into lines at ` · ` so that each fits `width` pixels in `font` (a part wider

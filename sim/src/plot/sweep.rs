@@ -86,7 +86,17 @@ fn read_sweep(path: &Path) -> Result<(Vec<Row>, Vec<String>, Option<String>)> {
     for rec in rdr.records() {
         let rec = rec.map_err(|e| perr(path, e))?;
         let line = rec.position().map_or(0, |p| p.line());
-        let run: usize = rec[0].parse().map_err(|e| perr(path, e))?;
+        let run: usize = rec[0].trim().parse().map_err(|_| {
+            let cell: String = rec[0].chars().take(40).collect();
+            perr(
+                path,
+                format!(
+                    "line {line}, column `{}`: expected a run index (a non-negative integer), got `{}`",
+                    headers[0],
+                    cell.escape_debug()
+                ),
+            )
+        })?;
         let mut series = Vec::new();
         let mut rate = None;
         let mut seed = None;
@@ -123,6 +133,9 @@ fn read_sweep(path: &Path) -> Result<(Vec<Row>, Vec<String>, Option<String>)> {
             metrics,
             unstable,
         });
+    }
+    if rows.is_empty() {
+        return Err(perr(path, "nothing to plot: no rows under the header"));
     }
     let note = skipped.note(path);
     Ok((rows, axes, note))
