@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::cost::BatchShape;
+use crate::cost::{BatchShape, CostModel};
 use crate::engine::{
     Clock, Completion, EngineConfig, KvSample, Observer, ReplicaParts, RunStats, SteppingClock,
     VirtualClock, simulate_clocked,
@@ -136,15 +136,30 @@ pub fn run_rows(
     } else {
         &mut stepping_clock
     };
-    let executor = &mut sim_executor;
+    let executor = &mut sim_executors();
     drive_full(r, progress, executor, clock, None, None, rows)
 }
 
-/// The simulator's executor of one replica: its group's cost model and pipeline.
-fn sim_executor(r: &Resolved, x: Arc<ExtrapolationCounter>) -> Result<Box<dyn Executor>> {
-    Ok(Box::new(
-        SimExecutor::new(r.cost_model_counted(Some(x))?).with_pipeline(r.pipeline),
-    ))
+/// The simulator's executors, one per replica: its group's cost model and pipeline. The replicas
+/// of one group share one cost model (a pure function of the batch), so its memo tables exist
+/// once per group, not once per replica: 65,536 replicas would otherwise hold gigabytes of them.
+fn sim_executors() -> impl FnMut(&Resolved, Arc<ExtrapolationCounter>) -> Result<Box<dyn Executor>>
+{
+    // The group last built for (replicas are built group by group) and its model.
+    let mut last: Option<(*const Resolved, Arc<dyn CostModel>)> = None;
+    move |r: &Resolved, x: Arc<ExtrapolationCounter>| {
+        let cost = match &last {
+            Some((g, cost)) if std::ptr::eq(*g, r) => cost.clone(),
+            _ => {
+                let cost: Arc<dyn CostModel> = r.cost_model_counted(Some(x))?.into();
+                last = Some((r as *const Resolved, cost.clone()));
+                cost
+            }
+        };
+        let executor: Box<dyn Executor> =
+            Box::new(SimExecutor::new(Box::new(cost)).with_pipeline(r.pipeline));
+        Ok(executor)
+    }
 }
 
 /// [`run`] that Ctrl-C can stop (with a [`crate::interrupt::CtrlC`] guard installed): the run
@@ -166,7 +181,15 @@ pub fn run_interruptible_rows(
     rows: Rows,
 ) -> Result<(RunOutput, bool)> {
     let mut clock = crate::interrupt::InterruptibleClock::new(fast_forward);
-    let out = drive_full(r, progress, &mut sim_executor, &mut clock, None, None, rows)?;
+    let out = drive_full(
+        r,
+        progress,
+        &mut sim_executors(),
+        &mut clock,
+        None,
+        None,
+        rows,
+    )?;
     Ok((out, clock.stopped()))
 }
 
@@ -192,7 +215,7 @@ pub fn run_watched(r: &Resolved, watch: &mut dyn Watch) -> Result<(RunOutput, bo
     let out = drive_full(
         r,
         None,
-        &mut sim_executor,
+        &mut sim_executors(),
         &mut clock,
         None,
         Some(&mut on_completion),

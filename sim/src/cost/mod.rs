@@ -93,6 +93,16 @@ pub trait CostModel: Send + Sync {
     fn iteration_s(&self, shape: &BatchShape) -> Result<f64>;
 }
 
+/// One model shared by several replicas (a group's replicas share their memo tables).
+impl<C: CostModel + ?Sized> CostModel for std::sync::Arc<C> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn iteration_s(&self, shape: &BatchShape) -> Result<f64> {
+        (**self).iteration_s(shape)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

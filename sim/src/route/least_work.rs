@@ -8,9 +8,12 @@
 //! join-shortest-work-queue router (`least-outstanding` is the request-count version). With the
 //! `oracle` predictor it knows the true remaining work. Ties go to the lowest index.
 //!
-//! Cost: O(unfinished requests in the cluster) per arrival. The two cost-model queries per request
-//! (a prefill of p tokens, a decode at context c; p, c ≤ the context limit) are memoised in tables
-//! filled on first use, so a query is a table lookup with exactly the cost model's value.
+//! Cost: O(replicas) per arrival plus O(unfinished requests) of each replica whose requests
+//! changed since the previous arrival (a replica's sum is cached with its
+//! [`super::ReplicaLoad::requests_version`], so an unchanged replica's sum is reused with the same
+//! bits). The two cost-model queries per request (a prefill of p tokens, a decode at context c;
+//! p, c ≤ the context limit) are memoised in tables filled on first use, so a query is a table
+//! lookup with exactly the cost model's value.
 
 use std::sync::Arc;
 
@@ -45,6 +48,10 @@ pub struct LeastWork {
     /// NaN until first used.
     prefill_s: Vec<f64>,
     decode_s: Vec<f64>,
+    /// Per replica: the requests' version and their summed work at it.
+    sums: Vec<(u64, f64)>,
+    /// Requests priced so far (the cost of routing, for tests).
+    priced: u64,
 }
 
 impl LeastWork {
@@ -55,6 +62,8 @@ impl LeastWork {
             cost,
             prefill_s: vec![f64::NAN; n],
             decode_s: vec![f64::NAN; n],
+            sums: Vec::new(),
+            priced: 0,
         }
     }
 
@@ -120,7 +129,22 @@ impl Router for LeastWork {
         "least-work"
     }
     fn route(&mut self, _req: &Incoming, cluster: &ClusterView) -> usize {
-        cluster.argmin_by(|r| r.requests().map(|q| self.remaining_s(q)).sum::<f64>())
+        if self.sums.len() != cluster.replicas() {
+            // Version 0 with work NaN: no slab has changed yet, and NaN is never reused.
+            self.sums = vec![(0, f64::NAN); cluster.replicas()];
+        }
+        let mut sums = std::mem::take(&mut self.sums);
+        let best = cluster.argmin_by_index(|i, r| {
+            let (version, sum) = &mut sums[i];
+            if *version != r.requests_version() || sum.is_nan() {
+                *version = r.requests_version();
+                self.priced += r.outstanding() as u64;
+                *sum = r.requests().map(|q| self.remaining_s(q)).sum::<f64>();
+            }
+            *sum
+        });
+        self.sums = sums;
+        best
     }
 }
 
@@ -160,6 +184,33 @@ mod tests {
         // An empty replica has no work.
         let c = cluster(vec![(0, vec![req(0, 10, 2, 1)]), (0, vec![])]);
         assert_eq!(pick(&mut r, &c), 1);
+    }
+
+    #[test]
+    fn unchanged_replicas_are_not_repriced_and_choices_match_a_fresh_router() {
+        let mut r = LeastWork::new(linear(), 2048);
+        let mut c = cluster(vec![
+            (0, vec![req(0, 100, 50, 0), req(1, 10, 5, 0)]),
+            (0, vec![req(2, 10, 15, 5), req(3, 10, 25, 5)]),
+            (0, vec![req(4, 10, 40, 9)]),
+        ]);
+        // Work: replica 0 ≈ 0.57 s, replica 1 ≈ 0.30 s, replica 2 ≈ 0.31 s.
+        assert_eq!(pick(&mut r, &c), 1);
+        assert_eq!(r.priced, 5);
+        // Nothing changed: every sum is reused.
+        assert_eq!(pick(&mut r, &c), 1);
+        assert_eq!(r.priced, 5);
+        // Replica 1's first request is predicted far longer (written through the slab): only
+        // replica 1 is repriced, and the choice is that of a router without a cache.
+        c.0[1].reqs.get_mut(0).predicted_output_tokens = 400;
+        let fresh = pick(&mut LeastWork::new(linear(), 2048), &c);
+        assert_eq!((pick(&mut r, &c), fresh), (2, 2));
+        assert_eq!(r.priced, 7);
+        // A long request added to replica 2 reprices replica 2 only.
+        c.0[2].reqs.insert(req(5, 10, 900, 0));
+        let fresh = pick(&mut LeastWork::new(linear(), 2048), &c);
+        assert_eq!((pick(&mut r, &c), fresh), (0, 0));
+        assert_eq!(r.priced, 9);
     }
 
     #[test]

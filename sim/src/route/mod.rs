@@ -74,6 +74,11 @@ impl<'a> ReplicaLoad<'a> {
     pub fn host_used_blocks(&self) -> u32 {
         self.host.used_blocks()
     }
+    /// Changes whenever the replica's requests change (added, removed or written): an aggregate
+    /// of [`Self::requests`] computed at one version holds until the version changes.
+    pub fn requests_version(&self) -> u64 {
+        self.reqs.version()
+    }
     /// Every unfinished request of the replica, in slot order (use it for order-independent
     /// aggregates; O(unfinished requests)).
     pub fn requests(&self) -> impl Iterator<Item = &'a Request> + 'a {
@@ -106,10 +111,17 @@ impl<'a> ClusterView<'a> {
     }
     /// The replica with the smallest `key`; ties (and incomparable keys) go to the lowest index.
     pub fn argmin_by<K: PartialOrd>(&self, mut key: impl FnMut(ReplicaLoad<'a>) -> K) -> usize {
+        self.argmin_by_index(|_, r| key(r))
+    }
+    /// [`Self::argmin_by`] with a key that also sees the replica's index.
+    pub fn argmin_by_index<K: PartialOrd>(
+        &self,
+        mut key: impl FnMut(usize, ReplicaLoad<'a>) -> K,
+    ) -> usize {
         let mut best = 0;
-        let mut best_key = key(self.replica(0));
+        let mut best_key = key(0, self.replica(0));
         for r in 1..self.replicas() {
-            let k = key(self.replica(r));
+            let k = key(r, self.replica(r));
             if k < best_key {
                 best = r;
                 best_key = k;

@@ -230,10 +230,14 @@ pub struct Slab {
     items: Vec<Option<Request>>,
     free: Vec<Slot>,
     len: usize,
+    /// Bumped by every mutable access: equal versions of one slab mean unchanged requests (what
+    /// a router caches its per-replica aggregates by).
+    version: u64,
 }
 
 impl Slab {
     pub fn insert(&mut self, r: Request) -> Slot {
+        self.version += 1;
         self.len += 1;
         if let Some(s) = self.free.pop() {
             self.items[s as usize] = Some(r);
@@ -244,6 +248,7 @@ impl Slab {
         }
     }
     pub fn remove(&mut self, s: Slot) -> Request {
+        self.version += 1;
         let r = self.items[s as usize]
             .take()
             .expect("engine bug: removing an empty slot");
@@ -257,12 +262,14 @@ impl Slab {
             .expect("engine bug: reading an empty slot")
     }
     pub fn get_mut(&mut self, s: Slot) -> &mut Request {
+        self.version += 1;
         self.items[s as usize]
             .as_mut()
             .expect("engine bug: writing an empty slot")
     }
     /// The request in slot `s`, if any (one lookup for checking and writing).
     pub fn try_get_mut(&mut self, s: Slot) -> Option<&mut Request> {
+        self.version += 1;
         self.items.get_mut(s as usize).and_then(|r| r.as_mut())
     }
     pub fn contains(&self, s: Slot) -> bool {
@@ -270,6 +277,10 @@ impl Slab {
     }
     pub fn len(&self) -> usize {
         self.len
+    }
+    /// Changes whenever a request is added, removed or may have been written.
+    pub fn version(&self) -> u64 {
+        self.version
     }
     /// One more than the largest slot ever handed out (size of per-slot side tables).
     pub fn capacity_hint(&self) -> usize {

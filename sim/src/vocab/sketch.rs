@@ -8,8 +8,9 @@
 //! error α of that estimate, so each quantile is within α of the true sample at its rank. Zero
 //! gaps (impossible in the engine, whose iterations last ≥ 1 ns) have their own exact bucket.
 //! The mean is exact (integer sum), and so are the count, minimum and maximum. Memory is one
-//! `u64` per bucket up to the largest gap: ≈ ln(x_max) / ln γ, about 1 400 buckets (11 KiB)
-//! for gaps up to 10⁹ s. Insertion is O(1); merging is element-wise addition, so the sketch of
+//! `u64` per bucket from the smallest gap's bucket to the largest's: a few dozen for gaps within
+//! a factor 2 of each other, at most ≈ ln(x_max) / ln γ, about 1 400 buckets (11 KiB) for gaps
+//! up to 10⁹ s. Insertion is O(1); merging is element-wise addition, so the sketch of
 //! several replicas merged in any order is the sketch of all their gaps; a weighted insertion
 //! (`add(x, w)`) equals `w` insertions of `x`.
 
@@ -30,8 +31,10 @@ fn gamma() -> f64 {
 /// documentation for its error bound).
 #[derive(Debug, Clone, Default)]
 pub struct GapSketch {
-    /// `buckets[i]`: gaps in (γ^(i−1), γ^i].
+    /// `buckets[j]`: gaps in (γ^(i−1), γ^i] for i = `base` + j (from the smallest bucket added
+    /// to: a replica's sketch holds only the range of its own gaps).
     buckets: Vec<u64>,
+    base: usize,
     zeros: u64,
     count: u64,
     sum: u128,
@@ -43,9 +46,8 @@ pub struct GapSketch {
 
 impl PartialEq for GapSketch {
     fn eq(&self, o: &Self) -> bool {
-        // Trailing empty buckets do not change the value.
-        let trim = |b: &[u64]| b.len() - b.iter().rev().take_while(|&&c| c == 0).count();
-        self.buckets[..trim(&self.buckets)] == o.buckets[..trim(&o.buckets)]
+        // Leading and trailing empty buckets do not change the value.
+        self.nonzero() == o.nonzero()
             && (self.zeros, self.count, self.sum, self.max) == (o.zeros, o.count, o.sum, o.max)
     }
 }
@@ -53,6 +55,30 @@ impl PartialEq for GapSketch {
 impl Eq for GapSketch {}
 
 impl GapSketch {
+    /// The index of the first nonempty bucket and the buckets from it to the last nonempty one.
+    fn nonzero(&self) -> (usize, &[u64]) {
+        let Some(first) = self.buckets.iter().position(|&c| c != 0) else {
+            return (0, &[]);
+        };
+        let end = self.buckets.len() - self.buckets.iter().rev().take_while(|&&c| c == 0).count();
+        (self.base + first, &self.buckets[first..end])
+    }
+
+    /// Make bucket `i` (a global index) part of `buckets`; returns its position there.
+    fn slot(&mut self, i: usize) -> usize {
+        if self.buckets.is_empty() {
+            self.base = i;
+            self.buckets.push(0);
+        } else if i < self.base {
+            let grow = self.base - i;
+            self.buckets.splice(0..0, std::iter::repeat_n(0, grow));
+            self.base = i;
+        } else if i - self.base >= self.buckets.len() {
+            self.buckets.resize(i - self.base + 1, 0);
+        }
+        i - self.base
+    }
+
     /// The bucket of a gap x ≥ 1: ⌈ln x / ln γ⌉.
     #[cfg(test)]
     fn bucket(x: Ns) -> usize {
@@ -97,8 +123,8 @@ impl GapSketch {
         self.max = self.max.max(x);
         let (lo, hi, i) = self.last;
         if lo < x && x <= hi {
-            // `i` < buckets.len(): it was added to before.
-            self.buckets[i] += weight;
+            // Bucket `i` is in `buckets`: it was added to before.
+            self.buckets[i - self.base] += weight;
         } else {
             self.add_new(x, weight);
         }
@@ -113,19 +139,20 @@ impl GapSketch {
         }
         let (lo, hi, i) = Self::bucket_range(x);
         self.last = (lo, hi, i);
-        if i >= self.buckets.len() {
-            self.buckets.resize(i + 1, 0);
-        }
-        self.buckets[i] += weight;
+        let j = self.slot(i);
+        self.buckets[j] += weight;
     }
 
     /// Add every gap of `other`.
     pub fn merge(&mut self, other: &GapSketch) {
-        if other.buckets.len() > self.buckets.len() {
-            self.buckets.resize(other.buckets.len(), 0);
-        }
-        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
-            *a += b;
+        let (first, counts) = other.nonzero();
+        if let Some(last) = counts.len().checked_sub(1) {
+            // Both ends first: at most one move of the buckets.
+            self.slot(first);
+            let at = self.slot(first + last) - last;
+            for (a, b) in self.buckets[at..].iter_mut().zip(counts) {
+                *a += b;
+            }
         }
         self.zeros += other.zeros;
         self.count += other.count;
@@ -160,8 +187,9 @@ impl GapSketch {
         }
         let mut seen = self.zeros;
         let g = gamma();
-        for (i, &c) in self.buckets.iter().enumerate() {
+        for (j, &c) in self.buckets.iter().enumerate() {
             seen += c;
+            let i = self.base + j;
             if seen >= rank {
                 // Never above the exact maximum (the top bucket's estimate may exceed it).
                 return Some((2.0 * g.powi(i as i32) / (g + 1.0)).min(self.max as f64));
@@ -314,6 +342,35 @@ mod tests {
                 e.exp() as Ns
             })
             .collect()
+    }
+
+    /// A replica's sketch holds the bucket range of its own gaps (10 ms gaps: ~20 buckets, not
+    /// the ~820 from 1 ns up), and merging sketches of disjoint ranges (either way round) equals
+    /// adding every gap to one sketch.
+    #[test]
+    fn a_sketch_holds_only_the_range_of_its_gaps() {
+        let mut s = GapSketch::default();
+        for x in [10_000_000, 12_000_000, 9_000_000] {
+            s.add(x, 1);
+        }
+        assert!(s.buckets.len() < 40, "{}", s.buckets.len());
+        let mut t = GapSketch::default();
+        t.add(2_000_000_000, 1);
+        t.add(5, 2);
+        let mut all = GapSketch::default();
+        for (x, w) in [(10_000_000, 1), (5, 2), (12_000_000, 1), (2_000_000_000, 1)] {
+            all.add(x, w);
+        }
+        all.add(9_000_000, 1);
+        let (mut st, mut ts) = (s.clone(), t.clone());
+        st.merge(&t);
+        ts.merge(&s);
+        for m in [&st, &ts] {
+            assert_eq!(*m, all);
+            for q in [0.0, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0] {
+                assert_eq!(m.quantile_ns(q), all.quantile_ns(q), "{q}");
+            }
+        }
     }
 
     #[test]
