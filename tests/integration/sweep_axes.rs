@@ -230,6 +230,7 @@ fn capacity_never_counts_failed_probes_as_missed_targets() {
         "{}",
         r.stderr
     );
+    assert_eq!(r.stdout, "", "a failed capacity prints no table header");
     assert!(!w.path("results/run").exists());
 }
 

@@ -115,7 +115,6 @@ pub fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> 
     let width = threads.div_ceil(policies.len()).max(1);
     let mut csv = String::from(CSV_HEADER);
     csv.push('\n');
-    write_header(out, &target, &a.seeds)?;
     // The policies' searches run in parallel; each is sequential and deterministic, so the
     // results do not depend on --jobs.
     let show = super::show_progress(a.quiet);
@@ -136,6 +135,8 @@ pub fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> 
         .map(|c| c.expect("every search ran when not interrupted"))
         .collect();
     settle_failures(&policies, &mut found)?;
+    // Printed once the searches succeeded: a failed capacity prints its error alone.
+    write_header(out, &target, &a.seeds)?;
     let mut first: Option<f64> = None;
     let mut bars = Vec::new();
     let mut searches = Vec::new();
