@@ -126,7 +126,34 @@ impl Table2 {
     /// `(value, inside)`: inside when `y` lies within the rows and `x` within the x range spanned
     /// by the two bracketing rows together (the bounding box of the neighbouring measurements).
     pub fn eval(&self, x: f64, y: f64) -> (f64, bool) {
-        self.eval_by(x, y, |i| self.rows[i].1.value(x))
+        let n = self.rows.len();
+        let (y_lo, y_hi) = self.y_range();
+        let y_inside = y >= y_lo * (1.0 - EDGE_SLACK) && y <= y_hi * (1.0 + EDGE_SLACK);
+        if y <= y_lo || n == 1 {
+            return (
+                self.rows[0].1.value(x),
+                self.rows[0].1.covers(x) && y_inside,
+            );
+        }
+        if y >= y_hi {
+            return (
+                self.rows[n - 1].1.value(x),
+                self.rows[n - 1].1.covers(x) && y_inside,
+            );
+        }
+        let i = self.rows.partition_point(|r| r.0 <= y);
+        let (ya, yb) = (self.rows[i - 1].0, self.rows[i].0);
+        let w = (y - ya) / (yb - ya);
+        let (va, vb) = (self.rows[i - 1].1.value(x), self.rows[i].1.value(x));
+        (va + (vb - va) * w, self.bracket_covers(i, x))
+    }
+
+    /// Whether `x` lies in the bounding box of rows `i − 1` and `i` together.
+    fn bracket_covers(&self, i: usize, x: f64) -> bool {
+        let (a, b) = (&self.rows[i - 1].1, &self.rows[i].1);
+        let lo = a.range().0.min(b.range().0);
+        let hi = a.range().1.max(b.range().1);
+        x >= lo * (1.0 - EDGE_SLACK) && x <= hi * (1.0 + EDGE_SLACK)
     }
 
     /// The table along one `x`: for a caller that queries one `x` at many `y` (decode attention at
@@ -138,12 +165,10 @@ impl Table2 {
         let inside = (0..n)
             .map(|i| {
                 if i == 0 {
-                    return self.rows[0].1.covers(x);
+                    self.rows[0].1.covers(x)
+                } else {
+                    self.bracket_covers(i, x)
                 }
-                let (a, b) = (&self.rows[i - 1].1, &self.rows[i].1);
-                let lo = a.range().0.min(b.range().0);
-                let hi = a.range().1.max(b.range().1);
-                x >= lo * (1.0 - EDGE_SLACK) && x <= hi * (1.0 + EDGE_SLACK)
             })
             .collect();
         Table2Line {
@@ -153,29 +178,6 @@ impl Table2 {
             last_covers: self.rows[n - 1].1.covers(x),
             y_inside: (y_lo * (1.0 - EDGE_SLACK), y_hi * (1.0 + EDGE_SLACK)),
         }
-    }
-
-    /// [`Table2::eval`] with row `i`'s value at `x` given by `value(i)`.
-    fn eval_by(&self, x: f64, y: f64, value: impl Fn(usize) -> f64) -> (f64, bool) {
-        let n = self.rows.len();
-        let (y_lo, y_hi) = self.y_range();
-        let y_inside = y >= y_lo * (1.0 - EDGE_SLACK) && y <= y_hi * (1.0 + EDGE_SLACK);
-        if y <= y_lo || n == 1 {
-            return (value(0), self.rows[0].1.covers(x) && y_inside);
-        }
-        if y >= y_hi {
-            return (value(n - 1), self.rows[n - 1].1.covers(x) && y_inside);
-        }
-        let i = self.rows.partition_point(|r| r.0 <= y);
-        let (ya, a) = (&self.rows[i - 1].0, &self.rows[i - 1].1);
-        let (yb, b) = (&self.rows[i].0, &self.rows[i].1);
-        let w = (y - ya) / (yb - ya);
-        let (va, vb) = (value(i - 1), value(i));
-        let v = va + (vb - va) * w;
-        let lo = a.range().0.min(b.range().0);
-        let hi = a.range().1.max(b.range().1);
-        let inside = x >= lo * (1.0 - EDGE_SLACK) && x <= hi * (1.0 + EDGE_SLACK);
-        (v, inside)
     }
 }
 
