@@ -90,6 +90,15 @@ fn an_overloaded_run_that_meets_a_mean_slo_is_unstable() {
         "{text}"
     );
     assert_eq!(col(lines[2], "stable"), "false");
+    // stderr names the unstable run (and only it).
+    assert!(
+        r.stderr
+            .contains("warning: 1 of 2 runs did not keep up with their arrivals")
+            && r.stderr.contains("0001-6.0")
+            && !r.stderr.contains("0000-2.0"),
+        "{}",
+        r.stderr
+    );
     // summary.json carries the same figures.
     let run6 = std::fs::read_dir(dir.join("runs"))
         .unwrap()
@@ -102,6 +111,37 @@ fn an_overloaded_run_that_meets_a_mean_slo_is_unstable() {
         s["stability"]["achieved_rate_per_s"].as_f64().unwrap(),
         5.0
     ));
+}
+
+/// `run` says on stderr when the finished run was unstable (exit 0: the outputs are complete),
+/// with the rates of the rule (λ = 6: 5 of 6 req/s served), and says nothing at λ = 2.
+#[test]
+fn run_warns_when_the_run_did_not_keep_up() {
+    let w = Workdir::new();
+    let sc = w.write("s.toml", scenario(""));
+    let run = |rate: &str| {
+        cli([
+            "run".into(),
+            sc.clone().into_os_string(),
+            "--rate".into(),
+            rate.into(),
+            "--out".into(),
+            w.path(&format!("r{rate}")).into_os_string(),
+        ])
+    };
+    let r = run("6");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "warning: the run did not keep up with its arrivals (unstable): it served 5.000 req/s of this mix against 6.000 offered"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(read_summary(&w.path("r6"))["stability"]["stable"], false);
+    let r = run("2");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stderr.contains("did not keep up"), "{}", r.stderr);
 }
 
 /// `capacity --slo per_token_s=1` from 1 req/s: without the rule the search took the mean

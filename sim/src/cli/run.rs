@@ -127,10 +127,14 @@ pub struct CompareArgs {
 fn print_warnings(
     err: &mut dyn Write,
     resolved: &crate::scenario::Resolved,
+    summary: &crate::metrics::Summary,
     kv_cut_at_ns: Option<u64>,
 ) -> std::io::Result<()> {
     for w in &resolved.warnings {
         writeln!(err, "warning: {}: {w}", resolved.scenario_path.display())?;
+    }
+    if let Some(w) = summary.stability.as_ref().and_then(|st| st.warning()) {
+        writeln!(err, "warning: {w}")?;
     }
     if let Some(t) = kv_cut_at_ns {
         writeln!(
@@ -200,7 +204,12 @@ pub(super) fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
         partial,
         !a.no_requests_csv,
     )?;
-    print_warnings(err, &resolved, output.kv_timeline_cut_at_ns)?;
+    print_warnings(
+        err,
+        &resolved,
+        &output.summary,
+        output.kv_timeline_cut_at_ns,
+    )?;
     if partial {
         return Err(Interrupted(format!(
             "{} stopped the run after {} completed requests; partial results in {} (summary.json \"partial\": true, PARTIAL)",
@@ -313,7 +322,7 @@ pub(super) fn live_cmd(
         return Err(super::stopped_before_anything("the live run", &dest));
     }
     let dir = write_live(staged, &output, &crate::run::config_json(&resolved), &opts)?;
-    print_warnings(err, &resolved, None)?;
+    print_warnings(err, &resolved, &output.run.summary, None)?;
     for w in &output.warnings {
         writeln!(err, "warning: {w}")?;
     }

@@ -181,6 +181,9 @@ pub(super) fn sweep_cmd(
     }
     let path = dir.commit()?;
     print_scenario_warnings(err, &a.scenario, &runs)?;
+    if let Some(note) = unstable_note(&runs, &outcomes) {
+        writeln!(err, "warning: {note}")?;
+    }
     writeln!(
         out,
         "{} runs ({} failed) in {wall_s:.2} s wall on {} threads; sweep.csv in {}",
@@ -304,6 +307,31 @@ fn print_scenario_warnings(
         }
     }
     Ok(())
+}
+
+/// The warning for the runs judged unstable (they did not keep up with their arrivals): how
+/// many, and the first few by label.
+fn unstable_note(runs: &[SweepRun], outcomes: &Outcomes) -> Option<String> {
+    let unstable: Vec<String> = runs
+        .iter()
+        .zip(outcomes)
+        .filter(|(_, o)| matches!(o, Ok(s) if s.stability.is_some_and(|st| !st.stable)))
+        .map(|(r, _)| r.dir_name())
+        .collect();
+    if unstable.is_empty() {
+        return None;
+    }
+    const SHOWN: usize = 5;
+    let more = match unstable.len().saturating_sub(SHOWN) {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
+    Some(format!(
+        "{} of {} runs did not keep up with their arrivals (sweep.csv `stable` = false; their latencies include a queue that grew for as long as the trace lasted): {}{more}",
+        unstable.len(),
+        runs.len(),
+        unstable[..unstable.len().min(SHOWN)].join(", ")
+    ))
 }
 
 /// Each finished run's outputs into `runs/<run>/` of the staged sweep directory (`requests.csv`

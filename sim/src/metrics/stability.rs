@@ -110,6 +110,20 @@ impl WorkPoint {
     }
 }
 
+impl Stability {
+    /// The warning a finished run prints when it did not keep up with its arrivals (`None` when
+    /// it did): its latencies then measure a queue that grew for as long as the trace lasted.
+    pub fn warning(&self) -> Option<String> {
+        if self.stable {
+            return None;
+        }
+        Some(format!(
+            "the run did not keep up with its arrivals (unstable): it served {:.3} req/s of this mix against {:.3} offered, and the number in the system grew {:.3} req/s over the last half of the trace, so its latencies grow with the trace's length; lower the rate, or find the highest stable one with `servesim capacity` (summary.json \"stability\")",
+            self.achieved_rate_per_s, self.offered_rate_per_s, self.queue_growth_per_s,
+        ))
+    }
+}
+
 /// The stability of a run from its completions (any order); `None` when it cannot be judged.
 pub fn stability(completions: &[Completion]) -> Option<Stability> {
     let by_arrival = completions
