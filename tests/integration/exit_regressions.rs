@@ -373,3 +373,34 @@ fn block_tokens_are_bounded() {
         r.stderr
     );
 }
+
+/// `--num-requests 18446744073709551615` at a few req/s simulated until `[limits] max_sim_s`
+/// stopped it (a minute and 400 MB for `fidelity`); arrivals that certainly outlast the limit
+/// are refused before anything runs (the rule's edges: `run::tests`).
+#[test]
+fn arrivals_that_outlast_max_sim_s_are_refused_up_front() {
+    let w = Workdir::new();
+    let p = w.write("s.toml", BASE);
+    for sub in ["run", "fidelity"] {
+        let mut args: Vec<OsString> = vec![sub.into(), os(&p)];
+        if sub == "fidelity" {
+            args.extend(["--device".into(), "mock".into()]);
+        }
+        args.extend([
+            "--num-requests".into(),
+            "18446744073709551615".into(),
+            "--out".into(),
+            os(&w.path("out")),
+        ]);
+        let r = cli(args);
+        crate::cli::assert_user_error(
+            &w,
+            &r,
+            &[
+                "18446744073709551615 requests arriving at 5 req/s span about 3.68935e18 s",
+                "past [limits] max_sim_s = 100000 s",
+            ],
+        );
+        assert!(!w.path("out").exists(), "{sub}");
+    }
+}

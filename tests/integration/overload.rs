@@ -264,6 +264,57 @@ fn a_slowly_overloaded_alise_run_ends_with_the_overload_error() {
     assert!(!out.exists(), "an output directory was left behind");
 }
 
+/// SRPT on quickstart's ShareGPT lengths at 2.2 req/s, about 1.5× what the replica serves of
+/// that mix: it completes short requests at nearly the arrival rate (about 1.1× fewer requests
+/// than arrive per window, under the 1.25× request-count bound, so it used to run to the end of
+/// any trace) while the long ones pile up; counted in output tokens it completes about two
+/// thirds of the arriving work, and the check fires once the queue passes the floor (lowered
+/// to 1,000 here).
+#[test]
+fn srpt_completing_short_requests_is_called_overloaded_by_its_work() {
+    let w = Workdir::new();
+    let scen = w.write(
+        "scenario.toml",
+        std::fs::read_to_string(crate::support::workspace_root().join("scenarios/quickstart.toml"))
+            .unwrap()
+            .replace(
+                "../traces/",
+                &format!("{}/traces/", crate::support::workspace_root().display()),
+            )
+            .replace("rate_per_s = 1.0", "rate_per_s = 2.2")
+            .replace("num_requests = 1000", "num_requests = 30000")
+            .replace("policy = \"vllm\"", "policy = \"srpt\"")
+            + "\n[limits]\noverload_min_queue = 1000\n",
+    );
+    let out = w.path("run");
+    let r = cli([
+        "run".as_ref(),
+        scen.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+        "--quiet".as_ref(),
+    ]);
+    assert_eq!(r.code, 2, "stderr: {}", r.stderr);
+    let e = r.stderr.trim_end();
+    assert!(
+        e.starts_with("error: overloaded: replica 0's queue grew from ")
+            && e.contains("output tok/s) against arrivals of"),
+        "{e}"
+    );
+    // The requests served per second are within 1.25× of those arriving; the tokens are not.
+    let nums: Vec<f64> = e
+        .split("it served ")
+        .nth(1)
+        .unwrap()
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let (served, served_tok, offered, offered_tok) = (nums[0], nums[1], nums[2], nums[3]);
+    assert!(offered < 1.25 * served, "{e}");
+    assert!(offered_tok >= 1.25 * served_tok, "{e}");
+    assert!(!out.exists(), "an output directory was left behind");
+}
+
 /// A busy but stable replica is never called overloaded, even with the most sensitive settings:
 /// Poisson arrivals at 90 % of a 10 req/s capacity (batch 1, constant 0.1 s iterations, one
 /// output token), a 0.1 s window and a floor of one request, over 20,000 requests.

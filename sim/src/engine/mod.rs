@@ -328,6 +328,7 @@ impl Sim {
             predicted,
         ));
         rep.stats.requests += 1;
+        rep.arrived_tokens += row.output_tokens as u64;
         self.stats.requests += 1;
         let view = view!(rep, now, limits);
         rep.policy.on_arrival(slot, &view)?;
@@ -407,6 +408,8 @@ impl Sim {
             time_ns: now,
             arrivals: rep.stats.requests,
             completions: rep.completed,
+            arrived_tokens: rep.arrived_tokens,
+            completed_tokens: rep.completed_tokens,
             busy_ns: rep.stats.busy_ns,
             queue: rep.reqs.len(),
         };

@@ -58,6 +58,10 @@ pub(super) struct Replica {
     pub(super) id: u32,
     /// Requests that finished here.
     pub(super) completed: u64,
+    /// Output tokens of the requests that arrived here, and of those that finished here (the
+    /// overload check's measure of work).
+    pub(super) arrived_tokens: u64,
+    pub(super) completed_tokens: u64,
     pub(super) overload: OverloadWatch,
     /// Every token gap (ITL) emitted here, for the run's ITL quantiles.
     pub(super) itl: GapSketch,
@@ -107,6 +111,8 @@ impl Replica {
             transfer_log: observer.wants_memory().then(Vec::new),
             id,
             completed: 0,
+            arrived_tokens: 0,
+            completed_tokens: 0,
             overload: OverloadWatch::default(),
             itl: GapSketch::default(),
             exec,
@@ -169,6 +175,7 @@ impl Replica {
             b.push_event(req.id, KvEventKind::Finish, req.blocks, req.host_blocks);
         }
         self.completed += 1;
+        self.completed_tokens += req.output_tokens as u64;
         self.kv.free(req.blocks);
         self.policy.on_finish(s);
         predictor.observe(req.input_tokens, req.output_tokens);

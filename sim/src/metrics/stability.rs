@@ -52,8 +52,9 @@
 //!
 //! The engine's early overload check (`[limits] overload_window_s`, `overload_min_queue`; see
 //! `engine/overload.rs`) is a different, coarser tool: it aborts a run *while it runs* once a
-//! replica has been saturated with arrivals ≥ 1.25 × completions for three windows and holds
-//! ≥ 10⁴ requests, so that a grossly overloaded run does not spend hours on a queue nobody reads.
+//! replica has been saturated with arrivals ≥ 1.25 × completions (in requests or output tokens)
+//! for three windows and holds ≥ 10⁴ requests, so that a grossly overloaded run does not spend
+//! hours on a queue nobody reads.
 //! Such a run ends with an error (empty metric cells, and a failed probe for `capacity`). Every
 //! overload it lets finish (a finite trace whose queue stays under 10⁴, or an excess under 25 %)
 //! is judged here.

@@ -88,3 +88,24 @@ fn kv_timeline_stops_at_its_row_cap() {
     assert_eq!(tap.kv_timeline[3].time_ns, 3);
     assert_eq!(tap.kv_cut_at_ns, Some(4));
 }
+
+/// Arrivals are refused up front only when their span certainly passes `max_sim_s`: the mean
+/// span n/λ less 10 standard deviations (√n·cv/λ).
+#[test]
+fn only_arrivals_that_certainly_outlast_max_sim_s_are_refused() {
+    let s = 1_000_000_000;
+    let ok = |a, rate, cv, n, max_s: u64| check_arrival_span(a, rate, cv, n, max_s * s).is_ok();
+    // Constant gaps: exact (1,000 requests at 10 req/s span 100 s).
+    assert!(ok(ArrivalProcess::Constant, 10.0, 0.0, 1000, 100));
+    assert!(!ok(ArrivalProcess::Constant, 10.0, 0.0, 1000, 99));
+    // Poisson: 10⁶ requests at 1 req/s: 10⁶ s ± 1,000: refused below 990,000 s.
+    assert!(ok(ArrivalProcess::Poisson, 1.0, 0.0, 1_000_000, 990_000));
+    assert!(!ok(ArrivalProcess::Poisson, 1.0, 0.0, 1_000_000, 989_999));
+    // Gamma with cv 10: ± 10,000 s: refused below 900,000 s.
+    assert!(ok(ArrivalProcess::Gamma, 1.0, 10.0, 1_000_000, 900_000));
+    assert!(!ok(ArrivalProcess::Gamma, 1.0, 10.0, 1_000_000, 899_999));
+    // A few requests: the deviation covers everything.
+    assert!(ok(ArrivalProcess::Poisson, 1.0, 0.0, 100, 1));
+    // Replayed arrivals are not judged.
+    assert!(ok(ArrivalProcess::Replay, 1e-6, 0.0, u64::MAX, 1));
+}
