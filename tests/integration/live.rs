@@ -415,3 +415,43 @@ fn compare_refuses_swapped_mismatched_garbage_and_partial_dirs() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("PARTIAL:"), "{}", r.stdout);
 }
+
+/// At `--time-scale 1e-6` every wall microsecond of the driver's own work is a scenario second:
+/// quickstart at 1000 req/s passed `[limits] max_sim_s` (lowered here to 10⁵ s) with an error
+/// that blamed the scenario ("overloaded or too long"); the error now says the driver ran
+/// behind its scaled schedule and to raise `--time-scale`.
+#[test]
+fn a_time_scale_too_small_for_the_driver_is_named_as_the_cause() {
+    let _guard = serial();
+    let w = Workdir::new();
+    let root = crate::support::workspace_root();
+    let sc = w.write(
+        "s.toml",
+        std::fs::read_to_string(root.join("scenarios/quickstart.toml"))
+            .unwrap()
+            .replace("../traces/", &format!("{}/traces/", root.display()))
+            + "\n[limits]\nmax_sim_s = 100000.0\n",
+    );
+    let r = cli([
+        "live".into(),
+        sc.into_os_string(),
+        "--mock".into(),
+        "--time-scale".into(),
+        "1e-6".into(),
+        "--rate".into(),
+        "1000".into(),
+        "--out".into(),
+        w.path("live").into_os_string(),
+        "--quiet".into(),
+    ]);
+    crate::cli::assert_user_error(
+        &w,
+        &r,
+        &[
+            "[limits] max_sim_s = 100000 s",
+            "likely because events ran",
+            "behind their scenario times",
+            "use a larger --time-scale",
+        ],
+    );
+}

@@ -432,7 +432,8 @@ fn drive_live(
         },
         &mut clock,
         Some(&mut tap),
-    )?;
+    )
+    .map_err(|e| explain_lag(e, &clock, &lag, scale, mock))?;
     let wall_s = started.elapsed().as_secs_f64();
     Ok(LiveOutput {
         run,
@@ -445,6 +446,18 @@ fn drive_live(
             .chain(clock.warning(mock))
             .collect(),
     })
+}
+
+/// A run stopped by a `[limits]` guard while the driver ran behind the scaled schedule (at a tiny
+/// `--time-scale` every wall microsecond of the driver's own work is seconds of scenario time,
+/// which can feed on itself: `[limits] max_sim_s` passed after 2.6 s of wall time at 1e-6): the
+/// lag, not the scenario, is the likely cause; the error says so.
+fn explain_lag(e: SimError, clock: &WallClock, lag: &Lag, scale: f64, mock: bool) -> SimError {
+    let why = clock.warning(mock).or_else(|| lag.warning(scale));
+    match (e, why) {
+        (SimError::Limit(msg), Some(w)) => SimError::Limit(format!("{msg}; likely because {w}")),
+        (e, _) => e,
+    }
 }
 
 /// Columns of `iterations.csv`.
