@@ -97,6 +97,9 @@ pub fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
     }
     let (model, items) = cpu_plan(&a.model, a.tp, a.quick)?;
     let (o, items) = run_settings(&a, items)?;
+    // Every run builds the whole model at some point (in-forward cells or the overhead probe):
+    // a model too big for this machine is refused before minutes of other cells.
+    servesim_kernels::cpu::check_weights_fit(&crate::cpu::dims_of(&model))?;
     let dest = a.out.clone().unwrap_or_else(|| {
         crate::import::profile_dir(
             &crate::import::default_profiles_dir(),

@@ -196,6 +196,9 @@ fn cpu_plan_prints_an_estimate_and_bad_cpu_runs_exit_2() {
         ),
         (&["--model", "opt-13b"][..], "Llama-style"),
         (&["--model", "nope"][..], "unknown model"),
+        // 70e9 f32 weights (261 GiB): refused before any cell is timed (the copy and isolated
+        // operator cells used to run first, for minutes).
+        (&["--model", "llama-2-70b"][..], "choose a smaller model"),
         (
             &["--model", "cpu-tiny-2x256", "--cell-ms=-1"][..],
             "--cell-ms",

@@ -108,6 +108,12 @@ fn available_memory_bytes() -> Option<usize> {
     kib.checked_mul(1024)
 }
 
+/// [`CpuBackend::new`]'s memory check for the model's weights alone (and one KV block), for a
+/// caller that wants to refuse a model too big for this machine before other work.
+pub fn check_weights_fit(d: &ModelDims) -> Result<(), BackendError> {
+    check_fits_in_memory(d, 1, available_memory_bytes())
+}
+
 /// Refuse a model whose weights and KV pools would not fit in the memory available (the
 /// allocation would succeed on an overcommitting system and the process be killed while it
 /// fills the weights): one clear error instead.
