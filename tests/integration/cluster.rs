@@ -6,6 +6,8 @@
 //!   run of its half of the trace (the replicas never interact).
 //! - The four routers' choices on a hand-made 6-request trace, derived in the comments.
 //! - Unknown routers and router parameters are user errors.
+//! - A load-aware router over 4,096 replicas reads O(log replicas) replica loads per decision,
+//!   plus the replicas whose load changed since its previous one.
 
 use std::path::Path;
 
@@ -307,4 +309,50 @@ fn many_replicas_share_their_cost_models_memo_tables() {
     assert_eq!(read_requests(&w.path("out")).len(), n);
     let grown = peak_rss_bytes().saturating_sub(before);
     assert!(grown < 256 << 20, "peak memory grew by {grown} bytes");
+}
+
+/// Routing cost over a wide cluster: `least-outstanding`, `least-kv` and `least-work` over 4,096
+/// replicas rescore only the replicas whose load changed since their previous decision (every
+/// replica at the first), so the replica loads they read stay within 4·log2(replicas) per decision
+/// plus the changed ones. A scan of every replica per arrival reads 4,096 per decision.
+#[test]
+fn load_aware_routers_read_few_replicas_per_decision() {
+    let n: u64 = 4096;
+    // 12,000 requests, one every 0.25 ms: hundreds of replicas busy at once.
+    let rows: Vec<(u64, u32, u32)> = (0..12_000u64)
+        .map(|i| (i, 16 + (i % 97) as u32, 2 + (i % 31) as u32))
+        .collect();
+    let w = Workdir::new();
+    let mut trace = String::from("arrival_s,input_tokens,output_tokens\n");
+    for (i, input, output) in &rows {
+        trace += &format!("{}.{:07},{input},{output}\n", i / 4000, (i % 4000) * 2500);
+    }
+    w.write("t.csv", trace);
+    for router in ["least-outstanding", "least-kv", "least-work"] {
+        let text = format!(
+            "name = \"wide\"\nmodel = \"llama-2-7b\"\ngpu = \"a100-80gb\"\nreplicas = {n}\n\
+             router = \"{router}\"\n[trace]\nfile = \"t.csv\"\n[cost]\nmodel = \"analytic\"\n\
+             [scheduler]\npolicy = \"vllm\"\n[output]\nkv_timeline_interval_s = 0\n"
+        );
+        let path = w.write("wide.toml", &text);
+        let r = servesim::scenario::parse(Path::new(&path), &text)
+            .and_then(|l| l.resolve(&servesim::scenario::Overrides::default()))
+            .unwrap();
+        let o = servesim::run::run(&r, None).unwrap();
+        let st = &o.stats;
+        assert_eq!(st.requests, rows.len() as u64);
+        let log2_n = 63 - n.leading_zeros() as u64;
+        let bound = st.requests * 4 * log2_n + st.route_changed;
+        assert!(
+            st.route_loads_read <= bound,
+            "{router}: {} loads read, bound {bound}",
+            st.route_loads_read
+        );
+        // Not vacuous: the changed replicas are a small fraction of a scan per decision.
+        assert!(
+            st.route_changed < st.requests * n / 20,
+            "{router}: {} changed",
+            st.route_changed
+        );
+    }
 }

@@ -152,6 +152,7 @@ pub fn simulate_clocked(
     if parts.is_empty() {
         return Err(SimError::config("at least one replica is needed"));
     }
+    let n = parts.len();
     let mut sim = Sim {
         cfg: *cfg,
         heap: BinaryHeap::new(),
@@ -166,6 +167,9 @@ pub fn simulate_clocked(
             .collect(),
         stats: RunStats::default(),
         router,
+        // Before the first decision every replica counts as changed.
+        changed: (0..n as u32).collect(),
+        changed_mark: vec![true; n],
         fast_forward: clock.fast_forward(),
         ff_alloc: Vec::new(),
         ff_top: Vec::new(),
@@ -211,6 +215,11 @@ struct Sim {
     replicas: Vec<Replica>,
     stats: RunStats,
     router: Box<dyn Router>,
+    /// Replicas whose load may have changed since the router's previous decision (each once:
+    /// `changed_mark[r]` says whether `r` is listed). Every event but an arrival touches only its
+    /// own replica, and an arrival only the replica it joins, so marking those is enough.
+    changed: Vec<u32>,
+    changed_mark: Vec<bool>,
     /// Whether runs of identical decode iterations may be fast-forwarded.
     fast_forward: bool,
     /// Scratch: blocks each repeated iteration of a fast-forward allocates.
@@ -290,9 +299,19 @@ impl Sim {
                     }
                 }
             }
+            if class != CLASS_ARRIVAL {
+                self.mark_changed(r);
+            }
             self.stats.makespan_ns = self.stats.makespan_ns.max(now);
         }
         Ok(())
+    }
+
+    /// Tell the router's next decision that replica `r`'s load may have changed.
+    fn mark_changed(&mut self, r: u32) {
+        if !std::mem::replace(&mut self.changed_mark[r as usize], true) {
+            self.changed.push(r);
+        }
     }
 
     /// Fail the run when it passed [`Guards::max_events`] or [`Guards::max_sim_ns`].
@@ -318,6 +337,7 @@ impl Sim {
         let limits = self.cfg.limits;
         let total = self.check_row(&row)?;
         let (r, predicted) = self.route(now, &row, predictor)?;
+        self.mark_changed(r);
         self.check_fits(r, &row, total)?;
         let rep = &mut self.replicas[r as usize];
         let slot = rep.reqs.insert(Request::new(
@@ -438,9 +458,14 @@ impl Sim {
             input_tokens: row.input_tokens,
             predicted_output_tokens: predicted,
         };
-        let r = self
-            .router
-            .route(&incoming, &ClusterView::new(&self.replicas, now));
+        let view = ClusterView::with_changed(&self.replicas, now, &self.changed);
+        let r = self.router.route(&incoming, &view);
+        self.stats.route_loads_read += view.loads_read();
+        self.stats.route_changed += self.changed.len() as u64;
+        for &c in &self.changed {
+            self.changed_mark[c as usize] = false;
+        }
+        self.changed.clear();
         if r >= self.replicas.len() {
             return Err(SimError::config(format!(
                 "router `{}` sent request {} to replica {r}, but there are {} replicas",

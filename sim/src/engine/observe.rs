@@ -152,6 +152,10 @@ pub struct RunStats {
     /// Iterations handled by fast-forward rather than as their own event (a speed statistic, not
     /// an output: everything else is identical either way).
     pub fast_forwarded_iterations: u64,
+    /// Replica loads the router read, over every decision (a speed statistic, not an output).
+    pub route_loads_read: u64,
+    /// Replicas reported changed to the router, over every decision (every replica at the first).
+    pub route_changed: u64,
     /// Every gap between consecutive output tokens of every request (ITL, vLLM's pooled
     /// definition), the replicas' sketches merged in replica order.
     pub itl: crate::vocab::sketch::GapSketch,

@@ -6,6 +6,7 @@
 //! not been admitted yet: under bursts it can pile requests onto a replica whose KV is momentarily
 //! empty. That is the known weakness of the signal, kept on purpose (compare `least-outstanding`).
 
+use super::min_tree::Scores;
 use super::{ClusterView, Incoming, NoParams, Router, RouterEntry, RouterEnv, parse_params};
 use crate::error::Result;
 
@@ -20,18 +21,21 @@ fn build(
     _env: &RouterEnv,
 ) -> Result<(Box<dyn Router>, serde_json::Value)> {
     let (_, json) = parse_params::<NoParams>("least-kv", table)?;
-    Ok((Box::new(LeastKv), json))
+    Ok((Box::new(LeastKv::default()), json))
 }
 
+/// Keeps every replica's score in a tournament tree, rescoring only the changed replicas.
 #[derive(Debug, Default, Clone)]
-pub struct LeastKv;
+pub struct LeastKv {
+    scores: Scores,
+}
 
 impl Router for LeastKv {
     fn name(&self) -> &'static str {
         "least-kv"
     }
     fn route(&mut self, _req: &Incoming, cluster: &ClusterView) -> usize {
-        cluster.argmin_by(|r| r.kv_used_fraction())
+        self.scores.argmin(cluster, |_, r| r.kv_used_fraction())
     }
 }
 
@@ -51,6 +55,6 @@ mod tests {
             ),
             (10, vec![]),
         ]);
-        assert_eq!(pick(&mut LeastKv, &c), 1);
+        assert_eq!(pick(&mut LeastKv::default(), &c), 1);
     }
 }

@@ -4,6 +4,7 @@
 //! and, counting pending requests, Vidur's `lor` global scheduler). Ties go to the lowest replica
 //! index.
 
+use super::min_tree::Scores;
 use super::{ClusterView, Incoming, NoParams, Router, RouterEntry, RouterEnv, parse_params};
 use crate::error::Result;
 
@@ -18,18 +19,21 @@ fn build(
     _env: &RouterEnv,
 ) -> Result<(Box<dyn Router>, serde_json::Value)> {
     let (_, json) = parse_params::<NoParams>("least-outstanding", table)?;
-    Ok((Box::new(LeastOutstanding), json))
+    Ok((Box::new(LeastOutstanding::default()), json))
 }
 
+/// Keeps every replica's score in a tournament tree, rescoring only the changed replicas.
 #[derive(Debug, Default, Clone)]
-pub struct LeastOutstanding;
+pub struct LeastOutstanding {
+    scores: Scores,
+}
 
 impl Router for LeastOutstanding {
     fn name(&self) -> &'static str {
         "least-outstanding"
     }
     fn route(&mut self, _req: &Incoming, cluster: &ClusterView) -> usize {
-        cluster.argmin_by(|r| r.outstanding())
+        self.scores.argmin(cluster, |_, r| r.outstanding() as f64)
     }
 }
 
@@ -46,8 +50,8 @@ mod tests {
             (95, vec![req(2, 1000, 1000, 5)]),
             (0, vec![req(3, 10, 10, 0)]),
         ]);
-        assert_eq!(pick(&mut LeastOutstanding, &c), 1);
+        assert_eq!(pick(&mut LeastOutstanding::default(), &c), 1);
         let empty = cluster(vec![(0, vec![]), (0, vec![])]);
-        assert_eq!(pick(&mut LeastOutstanding, &empty), 0);
+        assert_eq!(pick(&mut LeastOutstanding::default(), &empty), 0);
     }
 }

@@ -8,15 +8,17 @@
 //! join-shortest-work-queue router (`least-outstanding` is the request-count version). With the
 //! `oracle` predictor it knows the true remaining work. Ties go to the lowest index.
 //!
-//! Cost: O(replicas) per arrival plus O(unfinished requests) of each replica whose requests
-//! changed since the previous arrival (a replica's sum is cached with its
-//! [`super::ReplicaLoad::requests_version`], so an unchanged replica's sum is reused with the same
-//! bits). The two cost-model queries per request (a prefill of p tokens, a decode at context c;
+//! Cost: O(log replicas) per replica whose load changed since the previous arrival
+//! ([`super::ClusterView::changed`]; the sums sit in a [`super::min_tree::MinTree`]), plus
+//! O(unfinished requests) of each of those whose requests changed (a replica's sum is cached with
+//! its [`super::ReplicaLoad::requests_version`], so an unchanged replica's sum is reused with the
+//! same bits; a changed one is re-added in slot order, never adjusted by a difference). The two cost-model queries per request (a prefill of p tokens, a decode at context c;
 //! p, c ≤ the context limit) are memoised in tables filled on first use, so a query is a table
 //! lookup with exactly the cost model's value.
 
 use std::sync::Arc;
 
+use super::min_tree::Scores;
 use super::{ClusterView, Incoming, NoParams, Router, RouterEntry, RouterEnv, parse_params};
 use crate::cost::{BatchShape, CostModel};
 use crate::error::Result;
@@ -50,6 +52,8 @@ pub struct LeastWork {
     decode_s: Vec<f64>,
     /// Per replica: the requests' version and their summed work at it.
     sums: Vec<(u64, f64)>,
+    /// The sums in a tournament tree.
+    scores: Scores,
     /// Requests priced so far (the cost of routing, for tests).
     priced: u64,
 }
@@ -63,6 +67,7 @@ impl LeastWork {
             prefill_s: vec![f64::NAN; n],
             decode_s: vec![f64::NAN; n],
             sums: Vec::new(),
+            scores: Scores::default(),
             priced: 0,
         }
     }
@@ -134,7 +139,8 @@ impl Router for LeastWork {
             self.sums = vec![(0, f64::NAN); cluster.replicas()];
         }
         let mut sums = std::mem::take(&mut self.sums);
-        let best = cluster.argmin_by_index(|i, r| {
+        let mut scores = std::mem::take(&mut self.scores);
+        let best = scores.argmin(cluster, |i, r| {
             let (version, sum) = &mut sums[i];
             if *version != r.requests_version() || sum.is_nan() {
                 *version = r.requests_version();
@@ -144,6 +150,7 @@ impl Router for LeastWork {
             *sum
         });
         self.sums = sums;
+        self.scores = scores;
         best
     }
 }

@@ -8,6 +8,11 @@
 //! it. Routers are deterministic: ties go to the lowest replica index, and nothing here may use a
 //! random source other than a seeded stream of its own.
 //!
+//! Cost: the view also names the replicas whose load may have changed since the router's previous
+//! decision ([`ClusterView::changed`]: the replica each arrival joined and every replica that had
+//! an event). The load-aware routers keep their scores in a [`min_tree::MinTree`] and rescore only
+//! those, so a decision costs O(changed · log replicas), not O(replicas).
+//!
 //! | router | picks the replica with |
 //! |---|---|
 //! | `round-robin` (default) | the next index in turn (0, 1, …, N−1, 0, …), whatever the load |
@@ -18,8 +23,10 @@
 pub mod least_kv;
 pub mod least_outstanding;
 pub mod least_work;
+pub mod min_tree;
 pub mod round_robin;
 
+use std::cell::Cell;
 use std::sync::Arc;
 
 use crate::cost::CostModel;
@@ -96,18 +103,46 @@ pub(crate) trait LoadSource {
 pub struct ClusterView<'a> {
     src: &'a dyn LoadSource,
     pub now_ns: Ns,
+    changed: Option<&'a [u32]>,
+    /// Replica loads read through [`Self::replica`] (the cost of the decision).
+    reads: Cell<u64>,
 }
 
 impl<'a> ClusterView<'a> {
+    /// A view that does not know which replicas changed ([`Self::changed`] is `None`).
     pub(crate) fn new(src: &'a dyn LoadSource, now_ns: Ns) -> Self {
-        ClusterView { src, now_ns }
+        ClusterView {
+            src,
+            now_ns,
+            changed: None,
+            reads: Cell::new(0),
+        }
+    }
+    /// A view whose replicas other than `changed` (each listed at most once) have the loads they
+    /// had at the router's previous decision.
+    pub(crate) fn with_changed(src: &'a dyn LoadSource, now_ns: Ns, changed: &'a [u32]) -> Self {
+        ClusterView {
+            changed: Some(changed),
+            ..Self::new(src, now_ns)
+        }
     }
     /// Number of replicas (≥ 1).
     pub fn replicas(&self) -> usize {
         self.src.count()
     }
     pub fn replica(&self, r: usize) -> ReplicaLoad<'a> {
+        self.reads.set(self.reads.get() + 1);
         self.src.load(r)
+    }
+    /// The replicas whose load (requests, KV pools, `busy`) may have changed since this router's
+    /// previous decision, each once, in no particular order; `None` when unknown (any may have
+    /// changed). Every other replica's load is as the previous decision saw it.
+    pub fn changed(&self) -> Option<&'a [u32]> {
+        self.changed
+    }
+    /// How many replica loads [`Self::replica`] has handed out.
+    pub(crate) fn loads_read(&self) -> u64 {
+        self.reads.get()
     }
     /// The replica with the smallest `key`; ties (and incomparable keys) go to the lowest index.
     pub fn argmin_by<K: PartialOrd>(&self, mut key: impl FnMut(ReplicaLoad<'a>) -> K) -> usize {
@@ -293,7 +328,87 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod tests {
+    use super::testing::{cluster, incoming, req};
     use super::*;
+
+    /// The load-aware routers told which replicas changed pick what a fresh router scanning
+    /// every replica picks, over random changes (requests added, removed and advanced, KV blocks
+    /// taken and freed; few distinct loads, so ties are frequent), and read only the changed
+    /// replicas' loads.
+    #[test]
+    fn routers_told_what_changed_pick_as_a_full_scan() {
+        let linear: crate::cost::linear::LinearCost = toml::from_str(
+            "a_s = 0.01\nb_s_per_token = 0.0001\nc_s_per_token_sq = 0.0\nd_s_per_request = 0.0\ne_s_per_context_token = 0.000001",
+        )
+        .unwrap();
+        let env = RouterEnv {
+            cost: Arc::new(linear),
+            replicas: 37,
+            max_context_tokens: 2048,
+        };
+        for name in ["least-outstanding", "least-kv", "least-work"] {
+            let build = lookup(name).unwrap().build;
+            let mut router = build(None, &env).unwrap().0;
+            let mut c = cluster((0..37).map(|_| (0, vec![])).collect());
+            let mut slots: Vec<Vec<_>> = vec![Vec::new(); 37];
+            let mut x = 7u64;
+            let mut next = move |m: u64| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (x >> 33) % m
+            };
+            let mut changed: Vec<u32> = (0..37).collect();
+            for step in 0..600 {
+                let view = ClusterView::with_changed(&c, 0, &changed);
+                let got = router.route(&incoming(), &view);
+                assert_eq!(
+                    view.loads_read(),
+                    changed.len() as u64,
+                    "{name} step {step}"
+                );
+                let fresh = build(None, &env)
+                    .unwrap()
+                    .0
+                    .route(&incoming(), &ClusterView::new(&c, 0));
+                assert_eq!(got, fresh, "{name} step {step}");
+                changed.clear();
+                for _ in 0..next(4) {
+                    let r = next(37) as usize;
+                    let f = &mut c.0[r];
+                    match next(5) {
+                        0 | 1 => slots[r].push(f.reqs.insert(req(
+                            step,
+                            1 + next(3) as u32 * 10,
+                            1 + next(3) as u32 * 5,
+                            0,
+                        ))),
+                        2 if !slots[r].is_empty() => {
+                            let k = next(slots[r].len() as u64) as usize;
+                            let s = slots[r].swap_remove(k);
+                            f.reqs.remove(s);
+                        }
+                        3 if !slots[r].is_empty() => {
+                            let s = slots[r][next(slots[r].len() as u64) as usize];
+                            let q = f.reqs.get_mut(s);
+                            q.generated_tokens =
+                                (q.generated_tokens + 1).min(q.predicted_output_tokens);
+                            q.kv_tokens = q.input_tokens + q.generated_tokens - 1;
+                            q.kv_loc = crate::vocab::request::KvLoc::Gpu;
+                        }
+                        _ => {
+                            let used = f.kv.used_blocks();
+                            f.kv.free(used);
+                            assert!(f.kv.try_alloc(next(4) as u32 * 25));
+                        }
+                    }
+                    if !changed.contains(&(r as u32)) {
+                        changed.push(r as u32);
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn registry_names_are_unique_and_default_exists() {
