@@ -172,6 +172,7 @@ impl Window for SliceWindow<'_> {
 /// [`form_priority_batch`] over a [`Window`] of the ranking: candidates are taken from the front
 /// and eviction victims from the back. The formation ends when the batch is full, the window is
 /// empty, or no block is free and none can be freed (nothing left can join).
+#[inline]
 pub(super) fn form_priority_batch_from(
     view: &ReplicaView,
     order: &mut impl Window,

@@ -2,8 +2,8 @@
 //! key (smaller first, ties by arrival), and the batch formed in that order
 //! ([`super::common::form_priority_batch`]).
 
-use std::collections::BTreeSet;
 use std::collections::btree_set;
+use std::collections::{BTreeSet, BinaryHeap};
 
 use super::common::{Misfit, Window, evictable, form_priority_batch, form_priority_batch_from};
 use super::{Plan, PreemptionChoice, ReplicaView};
@@ -121,17 +121,19 @@ impl Ord for RankKey {
 /// [`Ranking`] for a key that is a function of the request's own state only (SRPT's remaining
 /// time), kept in an ordered set: a key is recomputed only when its request may have changed
 /// (it ran, was preempted, arrived), so a boundary costs O((batch + looked-at) · log n) instead of
-/// re-keying and sorting every unfinished request. Eviction victims are found in the index of the
-/// requests that may hold GPU KV, so the requests looked at are bounded by the batch and the GPU
-/// pool, not by the queue. Same order, same keys, same plans.
+/// re-keying and sorting every unfinished request. Eviction victims are searched among the
+/// requests that may hold GPU KV only, so the requests looked at are bounded by the batch and the
+/// GPU pool, not by the queue. Same order, same keys, same plans.
 #[derive(Debug, Default)]
 pub struct KeyedRanking {
     set: BTreeSet<RankKey>,
     /// The requests that may hold KV on the GPU (a superset: those whose KV was on the GPU, being
-    /// copied to it, or in the pipeline when last re-keyed), in ranking order: the eviction
-    /// victims are searched here, not in the whole ranking.
-    gpu: BTreeSet<RankKey>,
+    /// copied to it, or in the pipeline when last re-keyed), in no particular order: the
+    /// eviction victims are searched here, not in the whole ranking.
+    gpu: Vec<Slot>,
     in_gpu: Vec<bool>,
+    /// Scratch for the victim heap of a batch formation.
+    heap: Vec<RankKey>,
     /// Entries of the ranking and of `gpu` the last batch formation looked at.
     looked_at: usize,
     /// Key in the set of each slot (valid while the slot is active).
@@ -169,12 +171,7 @@ impl KeyedRanking {
     pub fn remove(&mut self, s: Slot) {
         let i = s as usize;
         if self.active.get(i).copied().unwrap_or(false) {
-            let k = RankKey(self.key[i], self.id[i], s);
-            self.set.remove(&k);
-            if self.in_gpu[i] {
-                self.gpu.remove(&k);
-                self.in_gpu[i] = false;
-            }
+            self.set.remove(&RankKey(self.key[i], self.id[i], s));
             self.active[i] = false;
         }
     }
@@ -225,20 +222,17 @@ impl KeyedRanking {
                 continue;
             }
             let id = self.id[i];
-            let old = RankKey(self.key[i], id, s);
-            self.set.remove(&old);
-            if self.in_gpu[i] {
-                self.gpu.remove(&old);
-            }
+            self.set.remove(&RankKey(self.key[i], id, s));
             let k = key(s);
             self.key[i] = k;
             self.set.insert(RankKey(k, id, s));
+            let r = view.req(s);
             // Only a plan puts KV on the GPU, and every request of a plan is re-keyed here.
-            self.in_gpu[i] = may_hold_gpu_kv(view.req(s));
-            if self.in_gpu[i] {
-                self.gpu.insert(RankKey(k, id, s));
+            if !self.in_gpu[i] && may_hold_gpu_kv(r) {
+                self.in_gpu[i] = true;
+                self.gpu.push(s);
             }
-            if view.req(s).in_flight() {
+            if r.in_flight() {
                 // Its micro-batch is still in the pipeline: it changes when that batch ends.
                 self.keep.push(s);
             }
@@ -258,7 +252,21 @@ impl KeyedRanking {
         key: impl Fn(Slot) -> f64,
     ) -> u32 {
         self.refresh(view, &key);
-        let mut window = KeyedWindow::new(&self.set, &self.gpu);
+        let mut window = KeyedWindow {
+            front: self.set.iter(),
+            gpu: &mut self.gpu,
+            in_gpu: &mut self.in_gpu,
+            active: &self.active,
+            key: &self.key,
+            id: &self.id,
+            cur: None,
+            back: None,
+            done: false,
+            buf: std::mem::take(&mut self.heap),
+            heap: None,
+            resident: None,
+            looked_at: 0,
+        };
         let free = form_priority_batch_from(
             view,
             &mut window,
@@ -269,6 +277,7 @@ impl KeyedRanking {
             plan,
         );
         self.looked_at = window.looked_at;
+        self.heap = window.into_buf();
         self.dirty.extend(plan.run.iter().map(|r| r.slot));
         self.dirty.extend(plan.preempt.iter().map(|p| p.0));
         free
@@ -303,58 +312,79 @@ fn may_hold_gpu_kv(r: &Request) -> bool {
     r.in_flight() || matches!(r.kv_loc, KvLoc::Gpu | KvLoc::SwappingIn)
 }
 
-/// [`Window`] over a [`KeyedRanking`]: candidates from the ranking, victims from its index of the
-/// requests that may hold GPU KV, walked from the back once per formation.
+/// [`Window`] over a [`KeyedRanking`]: candidates from the ranking, victims from a heap of the
+/// requests with GPU KV, built the first time the formation needs one.
 struct KeyedWindow<'a> {
     front: btree_set::Iter<'a, RankKey>,
-    /// Not yet walked from the back.
-    gpu: btree_set::Iter<'a, RankKey>,
+    /// The requests that may hold GPU KV ([`KeyedRanking`]'s `gpu`) and their flags.
+    gpu: &'a mut Vec<Slot>,
+    in_gpu: &'a mut [bool],
+    active: &'a [bool],
+    key: &'a [f64],
+    id: &'a [u64],
     /// The last candidate taken.
-    cur: Option<RankKey>,
+    cur: Option<&'a RankKey>,
     /// The window ends above this request (the last victim).
     back: Option<RankKey>,
     done: bool,
-    /// The lowest-ranked request of `gpu` below `back` with GPU KV out of the pipeline, once
-    /// searched (`Some(None)`: there is none).
+    /// Scratch for `heap`.
+    buf: Vec<RankKey>,
+    /// The requests with GPU KV out of the pipeline not yet walked, lowest-ranked on top.
+    heap: Option<BinaryHeap<RankKey>>,
+    /// The lowest-ranked of them below `back`, once searched (`Some(None)`: there is none).
     resident: Option<Option<RankKey>>,
     looked_at: usize,
 }
 
-impl<'a> KeyedWindow<'a> {
-    fn new(set: &'a BTreeSet<RankKey>, gpu: &'a BTreeSet<RankKey>) -> Self {
-        KeyedWindow {
-            front: set.iter(),
-            gpu: gpu.iter(),
-            cur: None,
-            back: None,
-            done: false,
-            resident: None,
-            looked_at: 0,
+impl KeyedWindow<'_> {
+    /// The heap of the requests with GPU KV out of the pipeline (dropping from `gpu` those that
+    /// cannot hold GPU KV any more: only a plan brings them back, and re-adds them).
+    fn heap(&mut self, view: &ReplicaView) -> &mut BinaryHeap<RankKey> {
+        if self.heap.is_none() {
+            let mut buf = std::mem::take(&mut self.buf);
+            buf.clear();
+            let (in_gpu, active) = (&mut *self.in_gpu, self.active);
+            self.looked_at += self.gpu.len();
+            self.gpu.retain(|&s| {
+                let keep = active[s as usize] && may_hold_gpu_kv(view.req(s));
+                in_gpu[s as usize] = keep;
+                keep
+            });
+            for &s in self.gpu.iter() {
+                let r = view.req(s);
+                if r.kv_loc == KvLoc::Gpu && !r.in_flight() {
+                    let i = s as usize;
+                    buf.push(RankKey(self.key[i], self.id[i], s));
+                }
+            }
+            self.heap = Some(BinaryHeap::from(buf));
         }
+        self.heap.as_mut().expect("built above")
     }
 
     /// The lowest-ranked request of the window with GPU KV, out of the pipeline.
     fn lowest_resident(&mut self, view: &ReplicaView) -> Option<RankKey> {
         if self.resident.is_none() {
-            let mut found = None;
-            while let Some(&g) = self.gpu.next_back() {
-                self.looked_at += 1;
-                if self.cur.is_some_and(|c| g <= c) {
-                    // Every request left in `gpu` is above the window's front.
-                    break;
-                }
-                let r = view.req(g.slot());
-                if r.kv_loc == KvLoc::Gpu && !r.in_flight() {
-                    found = Some(g);
-                    break;
-                }
+            let cur = self.cur;
+            // Popped in ranking order from the bottom: those at or above the front end the search
+            // (and are no longer in the window, nor ever will be).
+            let popped = self.heap(view).pop();
+            self.looked_at += usize::from(popped.is_some());
+            let found = popped.filter(|&g| cur.is_none_or(|c| g > *c));
+            if found.is_none() {
+                self.heap(view).clear();
             }
             self.resident = Some(found);
         }
-        // Past the front: no longer in the window (and nor is anything ranked above it in `gpu`).
+        // Past the front: no longer in the window (and nor is any request ranked above it).
         self.resident
             .flatten()
-            .filter(|&g| self.cur.is_none_or(|c| g > c))
+            .filter(|&g| self.cur.is_none_or(|c| g > *c))
+    }
+
+    /// The victim scratch, for the next formation.
+    fn into_buf(self) -> Vec<RankKey> {
+        self.heap.map_or(self.buf, BinaryHeap::into_vec)
     }
 }
 
@@ -364,7 +394,7 @@ impl Window for KeyedWindow<'_> {
             return None;
         }
         let k = match self.front.next() {
-            Some(&k) if self.back.is_none_or(|b| k < b) => k,
+            Some(k) if self.back.is_none_or(|b| *k < b) => k,
             _ => {
                 self.done = true;
                 return None;
@@ -534,6 +564,6 @@ mod tests {
             work.push(looked_at);
         }
         assert_eq!(work[0], work[1], "work per boundary: {work:?}");
-        assert!(work[1] <= 2 * 16 + 2, "work per boundary: {work:?}");
+        assert!(work[1] <= 3 * 16 + 2, "work per boundary: {work:?}");
     }
 }
