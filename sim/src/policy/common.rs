@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 
 pub use super::chunking::{chunk_budget, chunk_step, record_chunking};
+pub use super::ranking::{KeyedRanking, RankKey, Ranking};
 use super::swap_passes::{SwapInRoom, swap_in_while_room, swap_out_while_short};
 use super::{Plan, PreemptMode, PreemptionChoice, ReplicaView};
 use crate::cost::{BatchShape, CostModel};
@@ -104,9 +105,14 @@ pub fn form_priority_batch(
     chunk_budget: Option<u32>,
     plan: &mut Plan,
 ) -> u32 {
+    let mut window = SliceWindow {
+        order,
+        front: 0,
+        back: order.len(),
+    };
     form_priority_batch_from(
         view,
-        order.iter().copied(),
+        &mut window,
         misfit,
         preemption,
         defer_new,
@@ -115,12 +121,61 @@ pub fn form_priority_batch(
     )
 }
 
-/// [`form_priority_batch`] over the ranking as a double-ended iterator (highest priority first):
-/// candidates are taken from the front and eviction victims from the back, so the work is
-/// proportional to the requests looked at, not to the length of the ranking.
-pub fn form_priority_batch_from(
+/// The candidates a batch formation has left: the ranking (highest priority first) between the
+/// last candidate taken from the front and the last request considered for eviction from the back.
+pub(super) trait Window {
+    /// The next candidate from the front; `None` once the window is empty.
+    fn next_candidate(&mut self) -> Option<Slot>;
+    /// The lowest-ranked request of the window that can be evicted ([`evictable`]); the window
+    /// then ends above it. `None` if there is none: the window is then empty.
+    fn pop_victim(&mut self, view: &ReplicaView) -> Option<Slot>;
+    /// True only if no request of the window has its KV on the GPU and is out of the pipeline:
+    /// then every runnable candidate left needs blocks, and none can be freed by eviction.
+    fn no_resident_left(&mut self, view: &ReplicaView) -> bool;
+}
+
+/// Whether `s` can be preempted to give up GPU blocks.
+pub(super) fn evictable(view: &ReplicaView, s: Slot) -> bool {
+    let r = view.req(s);
+    r.blocks > 0 && r.kv_loc == KvLoc::Gpu && !r.in_flight()
+}
+
+/// [`Window`] over a ranking given as a slice: victims are searched by walking the back.
+struct SliceWindow<'a> {
+    order: &'a [Slot],
+    front: usize,
+    back: usize,
+}
+
+impl Window for SliceWindow<'_> {
+    fn next_candidate(&mut self) -> Option<Slot> {
+        (self.front < self.back).then(|| {
+            self.front += 1;
+            self.order[self.front - 1]
+        })
+    }
+    fn pop_victim(&mut self, view: &ReplicaView) -> Option<Slot> {
+        while self.back > self.front {
+            self.back -= 1;
+            let v = self.order[self.back];
+            if evictable(view, v) {
+                return Some(v);
+            }
+        }
+        None
+    }
+    fn no_resident_left(&mut self, _view: &ReplicaView) -> bool {
+        false
+    }
+}
+
+/// [`form_priority_batch`] over a [`Window`] of the ranking: candidates are taken from the front
+/// and eviction victims from the back. The formation ends when the batch is full, the window is
+/// empty, or no block is free and none can be freed (nothing left can join).
+#[inline]
+pub(super) fn form_priority_batch_from(
     view: &ReplicaView,
-    mut order: impl DoubleEndedIterator<Item = Slot>,
+    order: &mut impl Window,
     misfit: Misfit,
     preemption: PreemptionChoice,
     defer_new: bool,
@@ -134,12 +189,16 @@ pub fn form_priority_batch_from(
     let mut has_prefill = false;
     // Blocks of swap-outs started here: free when their copies complete, not for this batch.
     let mut freeing: u32 = 0;
-    // `order` yields the candidates not yet looked at and not yet considered for eviction.
     loop {
         if plan.run.len() >= limits.max_batch_size as usize {
             break;
         }
-        let Some(s) = order.next() else {
+        // Every runnable candidate left needs at least one block (it holds none on the GPU):
+        // none can join, and no eviction can happen, so the plan is final.
+        if free == 0 && order.no_resident_left(view) {
+            break;
+        }
+        let Some(s) = order.next_candidate() else {
             break;
         };
         let r = view.req(s);
@@ -167,7 +226,7 @@ pub fn form_priority_batch_from(
         let need = view.extra_blocks_for_chunk(s, step.0);
         evict_lower(
             view,
-            &mut order,
+            order,
             preemption,
             need,
             (&mut free, &mut freeing),
@@ -194,7 +253,7 @@ pub fn form_priority_batch_from(
 /// are free or freeing; `room` = (free, freeing by swap-outs started here).
 fn evict_lower(
     view: &ReplicaView,
-    order: &mut impl DoubleEndedIterator<Item = Slot>,
+    order: &mut impl Window,
     preemption: PreemptionChoice,
     need: u32,
     room: (&mut u32, &mut u32),
@@ -202,19 +261,17 @@ fn evict_lower(
 ) {
     let (free, freeing) = room;
     while need > *free + *freeing {
-        let Some(v) = order.next_back() else {
+        let Some(v) = order.pop_victim(view) else {
             break;
         };
-        let vr = view.req(v);
-        if vr.blocks > 0 && vr.kv_loc == KvLoc::Gpu && !vr.in_flight() {
-            let mode = preemption.mode_for(view, v);
-            plan.preempt.push((v, mode));
-            if mode == PreemptMode::Swap {
-                // The blocks free when the copy completes: not usable for this batch.
-                *freeing += vr.blocks;
-            } else {
-                *free += vr.blocks;
-            }
+        let blocks = view.req(v).blocks;
+        let mode = preemption.mode_for(view, v);
+        plan.preempt.push((v, mode));
+        if mode == PreemptMode::Swap {
+            // The blocks free when the copy completes: not usable for this batch.
+            *freeing += blocks;
+        } else {
+            *free += blocks;
         }
     }
 }
@@ -277,264 +334,6 @@ pub fn remaining_time_s(cost: &dyn CostModel, r: &Request) -> f64 {
         total += decodes as f64 * cost.iteration_s(&b).unwrap_or(0.0);
     }
     total
-}
-
-/// The unfinished requests of a ranking policy (SRPT, ALISE, LTR): re-ranked at every boundary by a
-/// key (smaller first, ties by arrival), with the last key kept for the per-request output.
-#[derive(Debug, Default)]
-pub struct Ranking {
-    active: Vec<Slot>,
-    keys: Vec<(f64, u64, Slot)>,
-    order: Vec<Slot>,
-    last_key: Vec<f64>,
-}
-
-impl Ranking {
-    pub fn add(&mut self, s: Slot) {
-        self.active.push(s);
-    }
-
-    pub fn remove(&mut self, s: Slot) {
-        if let Some(i) = self.active.iter().position(|&x| x == s) {
-            self.active.swap_remove(i);
-        }
-    }
-
-    /// The requests in the order of the last ranking (highest priority first).
-    pub fn order(&self) -> &[Slot] {
-        &self.order
-    }
-
-    /// The unfinished requests, in no particular order.
-    pub fn active(&self) -> &[Slot] {
-        &self.active
-    }
-
-    /// The key request `s` had at the last ranking.
-    pub fn last_key(&self, s: Slot) -> f64 {
-        self.last_key.get(s as usize).copied().unwrap_or(0.0)
-    }
-
-    /// Rank every unfinished request by `key` (smaller first, ties by arrival) and record each
-    /// one's key; `self.order` holds the ranking.
-    fn rank(&mut self, view: &ReplicaView, key: impl Fn(Slot) -> f64) {
-        self.keys.clear();
-        self.keys
-            .extend(self.active.iter().map(|&s| (key(s), view.req(s).id, s)));
-        self.keys
-            .sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        self.order.clear();
-        self.order.extend(self.keys.iter().map(|k| k.2));
-        if self.last_key.len() < view.slot_capacity() {
-            self.last_key.resize(view.slot_capacity(), 0.0);
-        }
-        for &(k, _, s) in &self.keys {
-            self.last_key[s as usize] = k;
-        }
-    }
-
-    /// Rank every unfinished request by `key` and fill `plan` in that order, skipping misfits and
-    /// evicting lower-ranked resident requests by `preemption` when KV blocks run out. Returns
-    /// the GPU blocks left free (see [`form_priority_batch`]).
-    pub fn rank_and_form(
-        &mut self,
-        view: &ReplicaView,
-        plan: &mut Plan,
-        preemption: PreemptionChoice,
-        chunk_budget: Option<u32>,
-        key: impl Fn(Slot) -> f64,
-    ) -> u32 {
-        self.rank(view, key);
-        form_priority_batch(
-            view,
-            &self.order,
-            Misfit::Skip,
-            preemption,
-            false,
-            chunk_budget,
-            plan,
-        )
-    }
-}
-
-/// A key of [`KeyedRanking`]: ordered like [`Ranking`] sorts (`f64::total_cmp`, then trace id).
-#[derive(Debug, Clone, Copy)]
-pub struct RankKey(f64, u64, Slot);
-
-impl RankKey {
-    /// The request this key ranks.
-    pub fn slot(&self) -> Slot {
-        self.2
-    }
-}
-
-impl PartialEq for RankKey {
-    fn eq(&self, o: &Self) -> bool {
-        self.cmp(o) == std::cmp::Ordering::Equal
-    }
-}
-impl Eq for RankKey {}
-impl PartialOrd for RankKey {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for RankKey {
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        self.0
-            .total_cmp(&o.0)
-            .then(self.1.cmp(&o.1))
-            .then(self.2.cmp(&o.2))
-    }
-}
-
-/// [`Ranking`] for a key that is a function of the request's own state only (SRPT's remaining
-/// time), kept in an ordered set: a key is recomputed only when its request may have changed
-/// (it ran, was preempted, arrived), so a boundary costs O((batch + looked-at) · log n) instead of
-/// re-keying and sorting every unfinished request. Same order, same keys, same plans.
-#[derive(Debug, Default)]
-pub struct KeyedRanking {
-    set: std::collections::BTreeSet<RankKey>,
-    /// Key in the set of each slot (valid while the slot is active).
-    key: Vec<f64>,
-    /// Trace id of each slot's request.
-    id: Vec<u64>,
-    active: Vec<bool>,
-    /// Slots whose state may have changed since their key was computed.
-    dirty: Vec<Slot>,
-    /// Scratch for the dirty slots kept for the next boundary (in a micro-batch in flight).
-    keep: Vec<Slot>,
-}
-
-impl KeyedRanking {
-    fn insert(&mut self, view: &ReplicaView, s: Slot, k: f64) {
-        let i = s as usize;
-        if self.key.len() <= i {
-            self.key.resize(i + 1, 0.0);
-            self.id.resize(i + 1, 0);
-            self.active.resize(i + 1, false);
-        }
-        self.key[i] = k;
-        self.id[i] = view.req(s).id;
-        self.active[i] = true;
-        self.set.insert(RankKey(k, self.id[i], s));
-    }
-
-    /// Request `s` arrived with key `k`.
-    pub fn add(&mut self, view: &ReplicaView, s: Slot, k: f64) {
-        self.insert(view, s, k);
-    }
-
-    /// Request `s` finished.
-    pub fn remove(&mut self, s: Slot) {
-        let i = s as usize;
-        if self.active.get(i).copied().unwrap_or(false) {
-            self.set.remove(&RankKey(self.key[i], self.id[i], s));
-            self.active[i] = false;
-        }
-    }
-
-    /// The key of request `s` may have changed for a reason other than running or being
-    /// preempted: re-key it at the next boundary.
-    pub fn touch(&mut self, s: Slot) {
-        self.dirty.push(s);
-    }
-
-    pub fn len(&self) -> usize {
-        self.set.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.set.is_empty()
-    }
-
-    /// The key request `s` had at the last ranking.
-    pub fn last_key(&self, s: Slot) -> f64 {
-        self.key.get(s as usize).copied().unwrap_or(0.0)
-    }
-
-    /// The unfinished requests, highest priority first.
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = Slot> + '_ {
-        self.set.iter().map(|k| k.2)
-    }
-
-    /// The place of active request `s` in the ranking (smaller: ranked ahead).
-    pub fn rank_key(&self, s: Slot) -> RankKey {
-        RankKey(self.key[s as usize], self.id[s as usize], s)
-    }
-
-    /// Re-key the requests that may have changed (those of the last plans).
-    fn refresh(&mut self, view: &ReplicaView, key: &impl Fn(Slot) -> f64) {
-        let mut dirty = std::mem::take(&mut self.dirty);
-        dirty.sort_unstable();
-        dirty.dedup();
-        self.keep.clear();
-        for &s in &dirty {
-            let i = s as usize;
-            if !self.active.get(i).copied().unwrap_or(false) {
-                continue;
-            }
-            let id = self.id[i];
-            self.set.remove(&RankKey(self.key[i], id, s));
-            let k = key(s);
-            self.key[i] = k;
-            self.set.insert(RankKey(k, id, s));
-            if view.req(s).in_flight() {
-                // Its micro-batch is still in the pipeline: it changes when that batch ends.
-                self.keep.push(s);
-            }
-        }
-        dirty.clear();
-        dirty.extend_from_slice(&self.keep);
-        self.dirty = dirty;
-    }
-
-    /// [`Ranking::rank_and_form`], re-keying only the requests that may have changed.
-    pub fn rank_and_form(
-        &mut self,
-        view: &ReplicaView,
-        plan: &mut Plan,
-        preemption: PreemptionChoice,
-        chunk_budget: Option<u32>,
-        key: impl Fn(Slot) -> f64,
-    ) -> u32 {
-        self.refresh(view, &key);
-        let free = form_priority_batch_from(
-            view,
-            self.set.iter().map(|k| k.2),
-            Misfit::Skip,
-            preemption,
-            false,
-            chunk_budget,
-            plan,
-        );
-        self.dirty.extend(plan.run.iter().map(|r| r.slot));
-        self.dirty.extend(plan.preempt.iter().map(|p| p.0));
-        free
-    }
-
-    /// Fast-forward: when the batch holds every unfinished request, the ranking can reorder it but
-    /// not change it (the engine checks that its blocks fit).
-    pub fn steady(&self, batch: &[Slot]) -> Option<super::Steady> {
-        (batch.len() == self.set.len()).then_some(super::Steady::UNBOUNDED)
-    }
-
-    /// After a fast-forward: rank as the last repeated boundary did (the view holds the state at
-    /// that boundary) and put the batch (every unfinished request) in that order.
-    pub fn rerank_batch(
-        &mut self,
-        view: &ReplicaView,
-        batch: &mut [Slot],
-        key: impl Fn(Slot) -> f64,
-    ) {
-        self.dirty.extend_from_slice(batch);
-        self.refresh(view, &key);
-        for (b, k) in batch.iter_mut().zip(self.set.iter()) {
-            *b = k.2;
-        }
-        // They run again: re-key them at the next boundary.
-        self.dirty.extend_from_slice(batch);
-    }
 }
 
 /// Memory target and swap-in window of [`score_offload`].
@@ -671,90 +470,4 @@ fn swap_in_candidates(
         .collect();
     cand.sort_by(|a, b| by_score(scores, *a, *b));
     cand
-}
-
-#[cfg(test)]
-mod tests {
-    use std::cell::Cell;
-
-    use super::*;
-    use crate::policy::Limits;
-    use crate::swap::KvOffload;
-    use crate::vocab::KvPool;
-    use crate::vocab::request::{Request, Slab};
-
-    fn view<'a>(reqs: &'a Slab, kv: &'a KvPool, host: &'a KvPool) -> ReplicaView<'a> {
-        ReplicaView {
-            reqs,
-            kv,
-            host,
-            offload: KvOffload::default(),
-            now_ns: 0,
-            limits: Limits {
-                max_batch_size: 16,
-                max_batch_tokens: 2048,
-                max_context_tokens: 4096,
-            },
-        }
-    }
-
-    /// With 5000 waiting requests (keys with many ties), [`KeyedRanking`] forms the same plans and
-    /// keeps the same keys as the re-sorting [`Ranking`], boundary after boundary as batches
-    /// finish, while evaluating the key only for the last plan's requests: the work per boundary
-    /// does not grow with the queue.
-    #[test]
-    fn keyed_ranking_matches_ranking_and_rekeys_only_the_last_plan() {
-        let n = 5000u32;
-        let mut reqs = Slab::default();
-        for i in 0..n as u64 {
-            let p = 1 + (i * 7919 % 97) as u32;
-            reqs.insert(Request::new(i, 0, 10, p, p));
-        }
-        let (kv, host) = (KvPool::new(100_000, 16), KvPool::new(0, 16));
-        let mut reference = Ranking::default();
-        let mut keyed = KeyedRanking::default();
-        let key = |v: &ReplicaView, s: Slot| v.req(s).predicted_output_tokens as f64;
-        {
-            let v = view(&reqs, &kv, &host);
-            for s in 0..n {
-                reference.add(s);
-                keyed.add(&v, s, key(&v, s));
-            }
-        }
-        let mut last = 0usize;
-        for boundary in 0..50 {
-            let v = view(&reqs, &kv, &host);
-            let (mut want, mut got) = (Plan::default(), Plan::default());
-            reference.rank_and_form(&v, &mut want, PreemptionChoice::Recompute, None, |s| {
-                key(&v, s)
-            });
-            let calls = Cell::new(0usize);
-            keyed.rank_and_form(&v, &mut got, PreemptionChoice::Recompute, None, |s| {
-                calls.set(calls.get() + 1);
-                key(&v, s)
-            });
-            assert_eq!(got.run, want.run, "boundary {boundary}");
-            assert_eq!(got.run.len(), 16);
-            assert!(
-                calls.get() <= last,
-                "boundary {boundary}: {} keys",
-                calls.get()
-            );
-            for s in 0..n {
-                if reqs.contains(s) {
-                    assert_eq!(keyed.last_key(s), reference.last_key(s));
-                }
-            }
-            // Every other boundary the batch finishes; otherwise it stays (and is re-keyed).
-            if boundary % 2 == 1 {
-                for item in &got.run {
-                    reference.remove(item.slot);
-                    keyed.remove(item.slot);
-                    reqs.remove(item.slot);
-                }
-            }
-            last = got.run.len();
-        }
-        assert_eq!(keyed.len(), reference.active().len());
-    }
 }

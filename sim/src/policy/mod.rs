@@ -15,6 +15,7 @@ pub mod fcfs_swap;
 pub mod ltr;
 pub mod mlfq;
 pub mod ranked_offload;
+pub mod ranking;
 pub mod sarathi;
 pub mod sjf;
 pub mod skip_join_mlfq;

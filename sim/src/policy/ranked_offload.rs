@@ -23,6 +23,9 @@ use crate::vocab::request::{KvLoc, Slot};
 pub struct Resident {
     slots: Vec<Slot>,
     member: Vec<bool>,
+    /// Scratch for the swap-out and swap-in candidates (kept to avoid an allocation per boundary).
+    out: Vec<RankKey>,
+    into: Vec<Reverse<RankKey>>,
 }
 
 impl Resident {
@@ -42,8 +45,8 @@ impl Resident {
         }
     }
 
-    /// Drop the slots that hold no KV any more; the rest, in no particular order.
-    fn prune(&mut self, view: &ReplicaView) -> &[Slot] {
+    /// Drop the slots that hold no KV any more; the rest stay, in no particular order.
+    fn prune(&mut self, view: &ReplicaView) {
         let member = &mut self.member;
         self.slots.retain(|&s| {
             let keep = view.reqs.contains(s)
@@ -51,7 +54,6 @@ impl Resident {
             member[s as usize] = keep;
             keep
         });
-        &self.slots
     }
 }
 
@@ -76,33 +78,44 @@ pub fn ranked_offload(
         .find(|&s| !taken[s as usize] && matches!(view.req(s).kv_loc, KvLoc::None | KvLoc::Host));
     let blocked_need = blocked.map_or(0, |s| view.extra_blocks_for_next(s)) as i64;
     let deficit = reserve as i64 + blocked_need - free_after as i64;
-    let resident = resident.prune(view);
+    resident.prune(view);
     let mut swapped_out = false;
     if deficit > 0 {
         // GPU-resident, ranked below `blocked`, not in a micro-batch in the pipeline; popped
         // lowest-ranked first (a heap: only the few popped cost a log).
         let floor = blocked.map(|b| ranking.rank_key(b));
-        let mut out: BinaryHeap<RankKey> = resident
-            .iter()
-            .filter(|&&s| {
-                let r = view.req(s);
-                !taken[s as usize] && r.kv_loc == KvLoc::Gpu && !r.in_flight()
-            })
-            .map(|&s| ranking.rank_key(s))
-            .filter(|k| floor.is_none_or(|f| *k > f))
-            .collect();
+        let mut out = std::mem::take(&mut resident.out);
+        out.clear();
+        out.extend(
+            resident
+                .slots
+                .iter()
+                .filter(|&&s| {
+                    let r = view.req(s);
+                    !taken[s as usize] && r.kv_loc == KvLoc::Gpu && !r.in_flight()
+                })
+                .map(|&s| ranking.rank_key(s))
+                .filter(|k| floor.is_none_or(|f| *k > f)),
+        );
+        let mut heap = BinaryHeap::from(out);
         // Popped lazily: only the few swapped out (or skipped) cost a log.
-        let cand = std::iter::from_fn(|| out.pop().map(|k| k.slot()));
+        let cand = std::iter::from_fn(|| heap.pop().map(|k| k.slot()));
         swapped_out = swap_out_while_short(view, plan, taken, cand, deficit, host_free);
+        resident.out = heap.into_vec();
     }
     if !swapped_out {
         // Host-resident, popped highest-ranked first.
-        let mut cand: BinaryHeap<Reverse<RankKey>> = resident
-            .iter()
-            .filter(|&&s| !taken[s as usize] && view.req(s).kv_loc == KvLoc::Host)
-            .map(|&s| Reverse(ranking.rank_key(s)))
-            .collect();
-        let cand = std::iter::from_fn(|| cand.pop().map(|Reverse(k)| k.slot()));
+        let mut into = std::mem::take(&mut resident.into);
+        into.clear();
+        into.extend(
+            resident
+                .slots
+                .iter()
+                .filter(|&&s| !taken[s as usize] && view.req(s).kv_loc == KvLoc::Host)
+                .map(|&s| Reverse(ranking.rank_key(s))),
+        );
+        let mut heap = BinaryHeap::from(into);
+        let cand = std::iter::from_fn(|| heap.pop().map(|Reverse(k)| k.slot()));
         let room = SwapInRoom {
             free_after,
             reserve,
@@ -110,6 +123,7 @@ pub fn ranked_offload(
             blocked_need,
         };
         swap_in_while_room(view, plan, cand, room);
+        resident.into = heap.into_vec();
     }
     unmark_plan(plan, taken);
 }
