@@ -329,7 +329,12 @@ fn live_runs_too_fast_for_the_clock_say_so() {
         .as_array()
         .expect("live.warnings");
     assert!(!warnings.is_empty());
-    assert_eq!(warnings.len(), r.stderr.lines().count());
+    // Each live warning once; a stretched run may also be unstable (its own warning line).
+    let lines = r.stderr.lines();
+    assert_eq!(
+        warnings.len(),
+        lines.filter(|l| !l.contains("did not keep up")).count()
+    );
 }
 
 /// `kv_capacity_blocks = 1e8` on one A100-40GB ran as if the memory were there, without a word.
