@@ -107,6 +107,11 @@ impl Mlfq {
     /// Start following a stepwise fast-forward lazily (the order is the batch).
     pub(super) fn lazy_begin(&mut self) {
         let max_level = self.max_level();
+        // Every queued request runs at each boundary followed.
+        self.ensure_ran(self.state.len());
+        for &s in &self.order {
+            self.ran[s as usize] = true;
+        }
         let lz = &mut self.lazy;
         lz.active = true;
         lz.parity = false;
@@ -278,6 +283,7 @@ impl Mlfq {
         lz.finish();
         (lz.into, lz.out, lz.tail) = (into, out, tail);
         self.next_order = std::mem::replace(&mut self.order, next);
+        self.rebuild_ran_order();
     }
 
     /// Queue an arrival (its state set) at the back of its level. While a run is followed lazily
@@ -326,5 +332,6 @@ impl Mlfq {
             }
         }
         lz.finish();
+        self.rebuild_ran_order();
     }
 }
