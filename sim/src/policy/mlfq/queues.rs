@@ -33,49 +33,29 @@ impl Mlfq {
         let mut count = [0u32; LEVEL_CAP as usize + 2];
         let mut leaving = [0u32; LEVEL_CAP as usize + 1];
         let mut top = 0usize;
+        // The same for `ran_order`: the batch members that had run leave it.
+        let mut ran_leaving = [0u32; LEVEL_CAP as usize + 1];
+        self.ensure_ran(self.state.len());
         let mut new_states = std::mem::take(&mut self.new_states);
         new_states.clear();
         for &s in batch {
             let st = self.charged(s, duration_ns, now, max_level, &kv_tokens);
-            leaving[self.state[s as usize].level as usize] += 1;
+            let old = self.state[s as usize].level as usize;
+            leaving[old] += 1;
+            ran_leaving[old] += self.ran[s as usize] as u32;
             new_states.push(st);
             count[st.level as usize + 1] += 1;
             top = top.max(st.level as usize);
         }
         // Old runs: level p is `self.order[start[p]..start[p + 1]]` (the order is sorted by level),
-        // and `self.ran_order[ran_start[p]..ran_start[p + 1]]`, which `ran_leaving[p]` members of
-        // the batch leave.
+        // and `self.ran_order[ran_start[p]..ran_start[p + 1]]`.
         let start = self.order_lens.starts(top);
         let ran_start = self.ran_lens.starts(top);
-        self.ensure_ran(self.state.len());
-        let mut ran_leaving = [0u32; LEVEL_CAP as usize + 1];
-        for &s in batch {
-            if self.ran[s as usize] {
-                ran_leaving[self.state[s as usize].level as usize] += 1;
-            }
-        }
         for (&s, st) in batch.iter().zip(&new_states) {
             self.state[s as usize] = *st;
         }
         self.new_states = new_states;
-        // Group by new level (counting sort): `count[p]..count[p + 1]` is level p's group.
-        for p in 1..=top + 1 {
-            count[p] += count[p - 1];
-        }
-        let mut fill = count;
-        self.requeued.clear();
-        self.requeued.resize(batch.len(), 0);
-        let reverses = self.cfg.requeue_reverses_batch;
-        for &s in batch {
-            let p = self.state[s as usize].level as usize;
-            self.requeued[fill[p] as usize] = s;
-            fill[p] += 1;
-        }
-        if reverses {
-            for p in 0..=top {
-                self.requeued[count[p] as usize..count[p + 1] as usize].reverse();
-            }
-        }
+        self.group_requeued(batch, &mut count, top);
         self.mark_taken(batch, true);
         let groups = Groups {
             requeued: &self.requeued,
@@ -105,6 +85,29 @@ impl Mlfq {
             let joined = count[p + 1] - count[p];
             self.order_lens.0[p] = self.order_lens.0[p] + joined - leaving[p];
             self.ran_lens.0[p] = self.ran_lens.0[p] + joined - ran_leaving[p];
+        }
+    }
+
+    /// Group `batch` (its new states set) by new level into `self.requeued` (counting sort:
+    /// `count[p + 1]` holds level p's size on entry, `count[p]..count[p + 1]` is its group on
+    /// return), each group in requeue order.
+    fn group_requeued(&mut self, batch: &[Slot], count: &mut [u32], top: usize) {
+        for p in 1..=top + 1 {
+            count[p] += count[p - 1];
+        }
+        let mut fill = [0u32; LEVEL_CAP as usize + 2];
+        fill.copy_from_slice(count);
+        self.requeued.clear();
+        self.requeued.resize(batch.len(), 0);
+        for &s in batch {
+            let p = self.state[s as usize].level as usize;
+            self.requeued[fill[p] as usize] = s;
+            fill[p] += 1;
+        }
+        if self.cfg.requeue_reverses_batch {
+            for p in 0..=top {
+                self.requeued[count[p] as usize..count[p + 1] as usize].reverse();
+            }
         }
     }
 

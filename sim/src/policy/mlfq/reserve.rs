@@ -231,12 +231,7 @@ impl Mlfq {
     ) -> (i64, bool) {
         let mut freed_now: i64 = 0;
         let mut host_blocked = false;
-        if self.taken.len() < view.slot_capacity() {
-            self.taken.resize(view.slot_capacity(), false);
-        }
-        for item in &plan.run {
-            self.taken[item.slot as usize] = true;
-        }
+        self.mark_run(view, plan, true);
         let mut host_free = view.host_free_blocks() as i64;
         // Swap out queued GPU-resident requests from the lowest priority up (they have run:
         // `ran_order` holds them all).
@@ -298,10 +293,18 @@ impl Mlfq {
             self.taken[s as usize] = false;
             plan.run.remove(i);
         }
-        for item in &plan.run {
-            self.taken[item.slot as usize] = false;
-        }
+        self.mark_run(view, plan, false);
         (freed_now, host_blocked)
+    }
+
+    /// Mark (or unmark) the plan's batch members in `taken`.
+    fn mark_run(&mut self, view: &ReplicaView, plan: &Plan, on: bool) {
+        if self.taken.len() < view.slot_capacity() {
+            self.taken.resize(view.slot_capacity(), false);
+        }
+        for item in &plan.run {
+            self.taken[item.slot as usize] = on;
+        }
     }
 
     /// `defer`: when the host refused a swap-out, the requests that wait for memory leave
