@@ -327,12 +327,6 @@ impl Mlfq {
         }
     }
 
-    /// Both queues' level lengths counted anew (after rebuilding `order`).
-    fn recount_levels(&mut self) {
-        self.order_lens.recount(&self.order, &self.state);
-        self.ran_lens.recount(&self.ran_order, &self.state);
-    }
-
     fn has_run(&self, s: Slot) -> bool {
         self.ran.get(s as usize) == Some(&true)
     }
@@ -343,19 +337,6 @@ impl Mlfq {
             self.ran.resize(n, false);
             self.arrival_seq.resize(n, 0);
         }
-    }
-
-    /// `ran_order` rebuilt from `order`, and the level lengths counted (after a rebuild of
-    /// `order` that looked at every entry).
-    fn rebuild_ran_order(&mut self) {
-        let ran = &self.ran;
-        self.ran_order.clear();
-        self.ran_order.extend(
-            self.order
-                .iter()
-                .filter(|&&x| ran.get(x as usize) == Some(&true)),
-        );
-        self.recount_levels();
     }
 
     /// Mark `batch` (queued, in `order` sorted by arrival: `fifo`) as having run.

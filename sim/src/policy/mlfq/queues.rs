@@ -169,6 +169,7 @@ impl LevelLens {
     }
 
     /// Count the levels of `seq` anew.
+    #[cfg(test)]
     pub(super) fn recount(&mut self, seq: &[Slot], state: &[State]) {
         self.0 = [0; LEVEL_CAP as usize + 1];
         for &s in seq {

@@ -8,6 +8,25 @@ use crate::vocab::request::{Request, Slab};
 const MS: Ns = 1_000_000;
 
 impl Mlfq {
+    /// Both queues' level lengths counted anew (after rebuilding `order`).
+    fn recount_levels(&mut self) {
+        self.order_lens.recount(&self.order, &self.state);
+        self.ran_lens.recount(&self.ran_order, &self.state);
+    }
+
+    /// `ran_order` rebuilt from `order`, and the level lengths counted (after a rebuild of
+    /// `order` that looked at every entry).
+    fn rebuild_ran_order(&mut self) {
+        let ran = &self.ran;
+        self.ran_order.clear();
+        self.ran_order.extend(
+            self.order
+                .iter()
+                .filter(|&&x| ran.get(x as usize) == Some(&true)),
+        );
+        self.recount_levels();
+    }
+
     /// Queue `s` (its state set) at the back of its level as an arrival does; `has_run`: it ran
     /// before (it joins `ran_order`).
     fn enqueue_for_test(&mut self, s: Slot, has_run: bool) {
