@@ -3,7 +3,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 
-use super::{Demotion, LEVEL_CAP, Mlfq};
+use super::{Demotion, LEVEL_CAP, LevelLens, Mlfq};
 use crate::vocab::request::Slot;
 use crate::vocab::time::Ns;
 
@@ -107,6 +107,8 @@ impl Mlfq {
     /// Start following a stepwise fast-forward lazily (the order is the batch).
     pub(super) fn lazy_begin(&mut self) {
         let max_level = self.max_level();
+        // Every queued request runs at each boundary followed (marked in `ran` below).
+        self.ensure_ran(self.state.len());
         let lz = &mut self.lazy;
         lz.active = true;
         lz.parity = false;
@@ -129,6 +131,7 @@ impl Mlfq {
                 from = i + 1;
             }
             lz.since_ns[s as usize] = 0;
+            self.ran[s as usize] = true;
             if st.level < max_level {
                 let threshold = quantum_i64(self.quantum_ns_table[st.level as usize])
                     .saturating_sub(st.attained_ns.min(i64::MAX as Ns) as i64);
@@ -239,11 +242,13 @@ impl Mlfq {
         into.clear();
         let state = &mut self.state;
         let hist = &mut self.hist;
+        let mut lens = LevelLens::new();
         for p in 0..lz.levels.len() {
             let q = &lz.levels[p];
             if q.is_empty() && into.is_empty() {
                 continue;
             }
+            let before = next.len();
             out.clear();
             tail.clear();
             let quantum = self.quantum_ns_table[p];
@@ -272,12 +277,34 @@ impl Mlfq {
             }
             next.extend_from_slice(&into);
             next.extend(tail.iter().rev());
+            lens.0[p] = (next.len() - before) as u32;
             std::mem::swap(&mut into, &mut out);
         }
         debug_assert!(into.is_empty(), "nobody is demoted past the last level");
+        let fresh = lz.fresh_slots.len();
         lz.finish();
         (lz.into, lz.out, lz.tail) = (into, out, tail);
         self.next_order = std::mem::replace(&mut self.order, next);
+        self.written_back(lens, fresh);
+    }
+
+    /// The lazy levels were written back into `order` (level lengths `lens`): every request in
+    /// it but the `fresh` arrivals ran.
+    fn written_back(&mut self, lens: LevelLens, fresh: usize) {
+        self.ran_lens = lens.clone();
+        self.order_lens = lens;
+        if fresh == 0 {
+            self.ran_order.clone_from(&self.order);
+            return;
+        }
+        self.ran_order.clear();
+        for &s in &self.order {
+            if self.ran.get(s as usize) == Some(&true) {
+                self.ran_order.push(s);
+            } else {
+                self.ran_lens.0[self.state[s as usize].level as usize] -= 1;
+            }
+        }
     }
 
     /// Queue an arrival (its state set) at the back of its level. While a run is followed lazily
@@ -303,7 +330,9 @@ impl Mlfq {
         }
         let lz = &mut self.lazy;
         self.order.clear();
+        let mut lens = LevelLens::new();
         for (p, q) in lz.levels.iter_mut().enumerate() {
+            lens.0[p] = q.len() as u32;
             if q.is_empty() {
                 continue;
             }
@@ -325,6 +354,8 @@ impl Mlfq {
                 st.last_step_ns = lz.last_ns;
             }
         }
+        let fresh = lz.fresh_slots.len();
         lz.finish();
+        self.written_back(lens, fresh);
     }
 }

@@ -132,6 +132,7 @@ use crate::error::{Result, SimError};
 use crate::vocab::request::{KvLoc, Slot};
 use crate::vocab::time::Ns;
 use lazy::Lazy;
+use queues::LevelLens;
 
 /// Unbounded levels are capped here (quantum 2^63 × base is beyond any run).
 const LEVEL_CAP: u32 = 63;
@@ -179,6 +180,24 @@ pub struct Mlfq {
     order: Vec<Slot>,
     /// Scratch for rebuilding `order` (double buffer).
     next_order: Vec<Slot>,
+    /// Per level, its length in `order` (where each level's run starts, without a search).
+    order_lens: LevelLens,
+    /// Per level, its length in `ran_order`.
+    ran_lens: LevelLens,
+    /// Per slot: the request is in `ran_order` (it ran at least once since it arrived).
+    ran: Vec<bool>,
+    /// The subsequence of `order` of the requests that ran at least once: every request that
+    /// holds KV or is not new is in it. The scans that pass over new requests (deferred, or
+    /// looking for KV) walk it instead of `order`, so their work does not grow with the queue of
+    /// requests that never ran.
+    ran_order: Vec<Slot>,
+    /// Scratch for rebuilding `ran_order`.
+    next_ran: Vec<Slot>,
+    /// Per slot: arrival sequence number (`fifo` keeps `order` sorted by it).
+    arrival_seq: Vec<u64>,
+    arrivals: u64,
+    /// Queue entries the batch and memory scans looked at (a work count for tests).
+    scanned: u64,
     /// Scratch: requeued requests grouped by their new level.
     requeued: Vec<Slot>,
     promote_buf: Vec<Slot>,
@@ -213,6 +232,14 @@ impl Mlfq {
             iterations: 0,
             order: Vec::new(),
             next_order: Vec::new(),
+            order_lens: LevelLens::new(),
+            ran_lens: LevelLens::new(),
+            ran: Vec::new(),
+            ran_order: Vec::new(),
+            next_ran: Vec::new(),
+            arrival_seq: Vec::new(),
+            arrivals: 0,
+            scanned: 0,
             requeued: Vec::new(),
             promote_buf: Vec::new(),
             taken: Vec::new(),
@@ -277,22 +304,65 @@ impl Mlfq {
 
     /// Put `s` (its state set) at the back of its level.
     fn push_back(&mut self, s: Slot) {
-        let level = self.state[s as usize].level;
-        let state = &self.state;
-        let at = self
-            .order
-            .partition_point(|&x| state[x as usize].level <= level);
+        let level = self.state[s as usize].level as usize;
+        let at = self.order_lens.start(level + 1);
         self.order.insert(at, s);
+        self.order_lens.0[level] += 1;
     }
 
     fn remove_from_order(&mut self, s: Slot) {
-        let level = self.state[s as usize].level;
-        let state = &self.state;
-        let from = self
-            .order
-            .partition_point(|&x| state[x as usize].level < level);
+        let level = self.state[s as usize].level as usize;
+        let from = self.order_lens.start(level);
         if let Some(i) = self.order[from..].iter().position(|&x| x == s) {
             self.order.remove(from + i);
+            self.order_lens.0[level] -= 1;
+        }
+        if self.has_run(s) {
+            self.ran[s as usize] = false;
+            let from = self.ran_lens.start(level);
+            if let Some(i) = self.ran_order[from..].iter().position(|&x| x == s) {
+                self.ran_order.remove(from + i);
+                self.ran_lens.0[level] -= 1;
+            }
+        }
+    }
+
+    fn has_run(&self, s: Slot) -> bool {
+        self.ran.get(s as usize) == Some(&true)
+    }
+
+    /// Per-slot tables for slots below `n`.
+    fn ensure_ran(&mut self, n: usize) {
+        if self.ran.len() < n {
+            self.ran.resize(n, false);
+            self.arrival_seq.resize(n, 0);
+        }
+    }
+
+    /// Mark `batch` (queued, in `order` sorted by arrival: `fifo`) as having run.
+    fn mark_ran_fifo(&mut self, batch: &[Slot]) {
+        self.ensure_ran(self.state.len());
+        for &s in batch {
+            if self.ran[s as usize] {
+                continue;
+            }
+            self.ran[s as usize] = true;
+            let seq = &self.arrival_seq;
+            let at = self
+                .ran_order
+                .partition_point(|&x| seq[x as usize] < seq[s as usize]);
+            self.ran_order.insert(at, s);
+            self.ran_lens.0[self.state[s as usize].level as usize] += 1;
+        }
+    }
+
+    /// The queue that the scans for requests that are not new walk: `ran_order` when new requests
+    /// are passed over anyway, else `order`.
+    fn scan_order(&self, skip_new: bool) -> &[Slot] {
+        if skip_new {
+            &self.ran_order
+        } else {
+            &self.order
         }
     }
 
@@ -361,7 +431,9 @@ impl Mlfq {
         self.mark_taken(&buf, true);
         let reset = self.cfg.reset_attained_on_promotion;
         for &s in &buf {
+            let has_run = self.has_run(s);
             let st = &mut self.state[s as usize];
+            let from = st.level as usize;
             if st.level > 0 {
                 st.promotions += 1;
                 self.hist[st.level as usize].promotions_out += 1;
@@ -370,22 +442,59 @@ impl Mlfq {
             if reset {
                 st.attained_ns = 0;
             }
+            self.order_lens.0[from] -= 1;
+            self.order_lens.0[0] += 1;
+            if has_run {
+                self.ran_lens.0[from] -= 1;
+                self.ran_lens.0[0] += 1;
+            }
         }
         // As `requeue_batch`: pushed one at a time to the front of level 0 in queue order with
         // `requeue_reverses_batch` (so the last one pushed comes first), else in reverse order.
-        let mut next = std::mem::take(&mut self.next_order);
-        next.clear();
-        if self.cfg.requeue_reverses_batch {
-            next.extend(buf.iter().rev());
-        } else {
-            next.extend_from_slice(&buf);
-        }
+        let reverses = self.cfg.requeue_reverses_batch;
         let taken = &self.taken;
-        next.extend(self.order.iter().filter(|&&x| !taken[x as usize]));
-        self.next_order = std::mem::replace(&mut self.order, next);
+        let all = |_: &Slot| true;
+        to_front(
+            &mut self.order,
+            &mut self.next_order,
+            &buf,
+            reverses,
+            taken,
+            all,
+        );
+        let ran = &self.ran;
+        let has_run = |&x: &Slot| ran.get(x as usize) == Some(&true);
+        to_front(
+            &mut self.ran_order,
+            &mut self.next_ran,
+            &buf,
+            reverses,
+            taken,
+            has_run,
+        );
         self.mark_taken(&buf, false);
         self.promote_buf = buf;
     }
+}
+
+/// `seq` with the members of `front` (marked in `taken`) that pass `keep` moved to its front, in
+/// their order or (`reverse`) reversed, the others keeping theirs (`next`: scratch).
+fn to_front(
+    seq: &mut Vec<Slot>,
+    next: &mut Vec<Slot>,
+    front: &[Slot],
+    reverse: bool,
+    taken: &[bool],
+    keep: impl Fn(&Slot) -> bool,
+) {
+    next.clear();
+    if reverse {
+        next.extend(front.iter().rev().filter(|&s| keep(s)));
+    } else {
+        next.extend(front.iter().filter(|&s| keep(s)));
+    }
+    next.extend(seq.iter().filter(|&&x| !taken[x as usize]));
+    std::mem::swap(seq, next);
 }
 
 impl Mlfq {
@@ -403,9 +512,11 @@ impl Mlfq {
             self.schedule_reserve(view, plan, defer_new);
             return;
         }
+        // Deferred new requests are neither candidates nor victims (they hold no KV): the batch
+        // formed over the requests that ran is the same.
         let free_after = form_priority_batch(
             view,
-            &self.order,
+            self.scan_order(defer_new),
             misfit,
             self.preemption(),
             defer_new,
@@ -453,6 +564,10 @@ impl Policy for Mlfq {
             promotions: 0,
         };
         self.hist[level as usize].arrivals += 1;
+        self.ensure_ran(s as usize + 1);
+        self.ran[s as usize] = false;
+        self.arrival_seq[s as usize] = self.arrivals;
+        self.arrivals += 1;
         self.enqueue_arrival(s);
         Ok(())
     }
@@ -504,6 +619,7 @@ impl Policy for Mlfq {
                 st.attained_ns += duration_ns;
                 st.last_step_ns = view.now_ns;
             }
+            self.mark_ran_fifo(batch);
             return;
         }
         self.requeue_batch(batch, duration_ns, view.now_ns, |s| view.req(s).kv_tokens);

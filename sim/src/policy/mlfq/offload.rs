@@ -107,7 +107,12 @@ impl Mlfq {
         let blocked_need = blocked.map_or(0, |i| view.extra_blocks_for_next(self.order[i]));
         let deficit = reserve as i64 + blocked_need as i64 - free_after as i64;
         let floor = blocked.map_or(0, |i| i + 1);
-        let swapped_out = deficit > 0 && self.swap_out_below(view, plan, floor, deficit);
+        // The victims hold KV, so have run: walk `ran_order` down to its part below `floor`.
+        let ran_floor = self.order[..floor]
+            .iter()
+            .filter(|&&s| self.has_run(s))
+            .count();
+        let swapped_out = deficit > 0 && self.swap_out_below(view, plan, ran_floor, deficit);
         if !swapped_out {
             self.swap_in_front(view, plan, free_after, reserve);
         }
@@ -144,13 +149,14 @@ impl Mlfq {
         self.taken = taken;
     }
 
-    /// Swap out GPU-resident requests outside the batch from the lowest priority up to `floor`
-    /// (those the host can take) until `deficit` blocks are made; whether any was.
+    /// Swap out GPU-resident requests outside the batch from the lowest priority up to
+    /// `ran_order[ran_floor]` (those the host can take) until `deficit` blocks are made; whether
+    /// any was.
     fn swap_out_below(
         &mut self,
         view: &ReplicaView,
         plan: &mut Plan,
-        floor: usize,
+        ran_floor: usize,
         mut deficit: i64,
     ) -> bool {
         let mut host_free = view.host_free_blocks();
@@ -158,10 +164,11 @@ impl Mlfq {
         for item in &plan.run {
             self.taken[item.slot as usize] = true;
         }
-        for &s in self.order[floor..].iter().rev() {
+        for &s in self.ran_order[ran_floor..].iter().rev() {
             if deficit <= 0 {
                 break;
             }
+            self.scanned += 1;
             let r = view.req(s);
             if self.taken[s as usize] || r.kv_loc != KvLoc::Gpu || r.in_flight() {
                 continue;

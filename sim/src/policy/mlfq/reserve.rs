@@ -56,10 +56,7 @@ impl Mlfq {
             && plan.preempt.is_empty()
             && plan.swap_in.is_empty()
             && !self.popped.is_empty()
-            && self
-                .order
-                .iter()
-                .all(|&s| !view.req(s).in_transfer() && !view.req(s).in_flight())
+            && self.nothing_in_progress(view)
         {
             plan.clear();
             self.unstick(view, plan, defer_new);
@@ -71,12 +68,21 @@ impl Mlfq {
         }
     }
 
+    /// Whether no queued request is being copied or in a batch in flight. Copies are of requests
+    /// that ran (`ran_order`, usually short: the answer is mostly found there); only a request in
+    /// flight for its first iteration (pipeline parallelism) needs the whole order.
+    fn nothing_in_progress(&self, view: &ReplicaView) -> bool {
+        let idle = |&s: &Slot| !view.req(s).in_transfer() && !view.req(s).in_flight();
+        self.ran_order.iter().all(idle) && self.order.iter().all(idle)
+    }
+
     /// Nothing can run and no copy is in flight: with `defer`, the GPU and the host are full and
     /// every GPU-resident request needs a new block (the code would crash here). The
     /// lowest-priority resident request is recomputed and its blocks go to the resident requests
     /// in priority order; without any resident request, the boundary is planned with `recompute`.
     fn unstick(&mut self, view: &ReplicaView, plan: &mut Plan, defer_new: bool) {
-        let victim = self.order.iter().rev().copied().find(|&s| {
+        // Resident requests have run: `ran_order` holds them all.
+        let victim = self.ran_order.iter().rev().copied().find(|&s| {
             let r = view.req(s);
             r.kv_loc == KvLoc::Gpu && r.blocks > 0 && !r.in_flight()
         });
@@ -87,7 +93,7 @@ impl Mlfq {
         plan.preempt.push((v, PreemptMode::Recompute));
         let mut free = view.free_blocks() as i64 + view.req(v).blocks as i64;
         let mut tokens_left = self.tokens_left(plan);
-        for &s in &self.order {
+        for &s in &self.ran_order {
             if plan.run.len() >= view.limits.max_batch_size as usize {
                 break;
             }
@@ -174,10 +180,13 @@ impl Mlfq {
         let b = limits.max_batch_size as usize;
         let (mut prefill_tokens, mut has_prefill) = (0u64, false);
         let mut tokens_left = self.cfg.chunk_size.unwrap_or(0);
-        for &s in &self.order {
+        let mut looked = 0u64;
+        // Deferred new requests are passed over: walk the requests that ran.
+        for &s in self.scan_order(defer_new) {
             if plan.run.len() >= b {
                 break;
             }
+            looked += 1;
             let r = view.req(s);
             if !r.runnable() || r.in_flight() || (defer_new && r.is_new()) {
                 continue;
@@ -204,6 +213,7 @@ impl Mlfq {
             }
             plan.run_on_demand(s);
         }
+        self.scanned += looked;
         self.popped.clear();
         self.popped.extend(plan.run.iter().map(|i| i.slot));
     }
@@ -221,19 +231,16 @@ impl Mlfq {
     ) -> (i64, bool) {
         let mut freed_now: i64 = 0;
         let mut host_blocked = false;
-        if self.taken.len() < view.slot_capacity() {
-            self.taken.resize(view.slot_capacity(), false);
-        }
-        for item in &plan.run {
-            self.taken[item.slot as usize] = true;
-        }
+        self.mark_run(view, plan, true);
         let mut host_free = view.host_free_blocks() as i64;
-        // Swap out queued GPU-resident requests from the lowest priority up.
-        for i in (0..self.order.len()).rev() {
+        // Swap out queued GPU-resident requests from the lowest priority up (they have run:
+        // `ran_order` holds them all).
+        for i in (0..self.ran_order.len()).rev() {
             if deficit <= 0 {
                 break;
             }
-            let s = self.order[i];
+            self.scanned += 1;
+            let s = self.ran_order[i];
             let r = view.req(s);
             if self.taken[s as usize] || r.kv_loc != KvLoc::Gpu || r.in_flight() || r.blocks == 0 {
                 continue;
@@ -286,10 +293,18 @@ impl Mlfq {
             self.taken[s as usize] = false;
             plan.run.remove(i);
         }
-        for item in &plan.run {
-            self.taken[item.slot as usize] = false;
-        }
+        self.mark_run(view, plan, false);
         (freed_now, host_blocked)
+    }
+
+    /// Mark (or unmark) the plan's batch members in `taken`.
+    fn mark_run(&mut self, view: &ReplicaView, plan: &Plan, on: bool) {
+        if self.taken.len() < view.slot_capacity() {
+            self.taken.resize(view.slot_capacity(), false);
+        }
+        for item in &plan.run {
+            self.taken[item.slot as usize] = on;
+        }
     }
 
     /// `defer`: when the host refused a swap-out, the requests that wait for memory leave
@@ -305,7 +320,8 @@ impl Mlfq {
         for &s in &self.popped {
             self.taken[s as usize] = true;
         }
-        for &s in &self.order {
+        // Only GPU-resident requests qualify: they have run.
+        for &s in &self.ran_order {
             if plan.run.len() >= b {
                 break;
             }

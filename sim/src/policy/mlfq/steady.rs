@@ -33,15 +33,12 @@ impl FastForward for Mlfq {
             });
         }
         let max_service_ns = self.service_left(batch);
-        let until_ns = self.order[batch.len()..]
-            .iter()
-            .map(|&s| {
-                self.state[s as usize]
-                    .last_step_ns
-                    .saturating_add(threshold_ns)
-            })
-            .min()
-            .unwrap_or(Ns::MAX);
+        // `fifo` has no starvation promotion, so no deadline.
+        let until_ns = if self.cfg.fifo {
+            Ns::MAX
+        } else {
+            self.starvation_deadline_ns(batch.len(), threshold_ns)
+        };
         let offloading =
             self.cfg.preemption == PreemptionChoice::Swap && view.host_capacity_blocks() > 0;
         let proactive = offloading
@@ -158,6 +155,17 @@ impl FastForward for Mlfq {
             }
         }
         batch.copy_from_slice(&self.order[..batch.len()]);
+        // The batch (a prefix of the order) has run: its members that had run before are the
+        // front of `ran_order`, which now starts with the whole batch.
+        self.ensure_ran(self.state.len());
+        let before = batch.iter().filter(|&&s| self.ran[s as usize]).count();
+        self.ran_order.splice(..before, batch.iter().copied());
+        for &s in batch.iter() {
+            if !self.ran[s as usize] {
+                self.ran[s as usize] = true;
+                self.ran_lens.0[self.state[s as usize].level as usize] += 1;
+            }
+        }
     }
 }
 
@@ -178,6 +186,19 @@ impl Mlfq {
         } else {
             0
         }
+    }
+
+    /// When the first request of `order[from..]` reaches the starvation threshold.
+    fn starvation_deadline_ns(&self, from: usize, threshold_ns: Ns) -> Ns {
+        self.order[from..]
+            .iter()
+            .map(|&s| {
+                self.state[s as usize]
+                    .last_step_ns
+                    .saturating_add(threshold_ns)
+            })
+            .min()
+            .unwrap_or(Ns::MAX)
     }
 
     /// The most service any batch member can get before it passes its quantum (`Ns::MAX`: all

@@ -7,6 +7,55 @@ use crate::vocab::request::{Request, Slab};
 
 const MS: Ns = 1_000_000;
 
+impl Mlfq {
+    /// Both queues' level lengths counted anew (after rebuilding `order`).
+    fn recount_levels(&mut self) {
+        self.order_lens.recount(&self.order, &self.state);
+        self.ran_lens.recount(&self.ran_order, &self.state);
+    }
+
+    /// `ran_order` rebuilt from `order`, and the level lengths counted (after a rebuild of
+    /// `order` that looked at every entry).
+    fn rebuild_ran_order(&mut self) {
+        let ran = &self.ran;
+        self.ran_order.clear();
+        self.ran_order.extend(
+            self.order
+                .iter()
+                .filter(|&&x| ran.get(x as usize) == Some(&true)),
+        );
+        self.recount_levels();
+    }
+
+    /// Queue `s` (its state set) at the back of its level as an arrival does; `has_run`: it ran
+    /// before (it joins `ran_order`).
+    fn enqueue_for_test(&mut self, s: Slot, has_run: bool) {
+        self.ensure_ran(s as usize + 1);
+        self.arrival_seq[s as usize] = self.arrivals;
+        self.arrivals += 1;
+        self.ran[s as usize] = has_run;
+        self.push_back(s);
+        if has_run {
+            self.rebuild_ran_order();
+        }
+    }
+
+    /// `ran_order` is the subsequence of `order` of the requests marked as having run.
+    fn assert_ran_order(&self) {
+        let want: Vec<Slot> = self
+            .order
+            .iter()
+            .copied()
+            .filter(|&s| self.has_run(s))
+            .collect();
+        assert_eq!(self.ran_order, want);
+        let (mut lens, mut ran_lens) = (LevelLens::new(), LevelLens::new());
+        lens.recount(&self.order, &self.state);
+        ran_lens.recount(&self.ran_order, &self.state);
+        assert_eq!((&self.order_lens, &self.ran_lens), (&lens, &ran_lens));
+    }
+}
+
 fn req(id: u64) -> Request {
     Request {
         generated_tokens: 50,
@@ -44,7 +93,7 @@ fn setup(offload: Offload) -> (Mlfq, Slab, KvPool, KvPool, Ns) {
             last_step_ns,
             ..State::default()
         };
-        m.push_back(s);
+        m.enqueue_for_test(s, true);
     }
     let mut kv = KvPool::new(40, 16);
     assert!(kv.try_alloc(40));
@@ -262,13 +311,19 @@ fn requeue_batch_matches_a_full_rebuild_and_touches_only_the_batch() {
                 attained_ns: rand(m.quantum_ns(level) + 1),
                 ..State::default()
             });
-            m.push_back(s);
+            m.enqueue_for_test(s, rand(2) == 0);
         }
         let old = m.order.clone();
         let batch: Vec<Slot> = old.iter().copied().filter(|_| rand(3) == 0).collect();
         let kv_tokens = rand(2000) as u32;
         m.requeue_batch(&batch, rand(30 * MS), 1, |_| kv_tokens);
         assert_eq!(m.order, requeue_reference(&m, &old, &batch));
+        assert!(batch.iter().all(|&s| m.has_run(s)));
+        m.assert_ran_order();
+        if let Some(&s) = m.order.get(rand(m.order.len() as u64) as usize) {
+            m.remove_from_order(s);
+            m.assert_ran_order();
+        }
     }
 }
 
@@ -320,7 +375,7 @@ fn memory_case(
             last_step_ns: 10_000 * MS,
             ..State::default()
         };
-        m.push_back(s);
+        m.enqueue_for_test(s, !matches!(mem, Mem::New));
     }
     (m, reqs, kv, host)
 }
@@ -443,7 +498,7 @@ fn code_checks_starvation_after_forming_the_batch() {
             last_step_ns: 7_000 * MS,
             ..State::default()
         };
-        m.push_back(1);
+        m.enqueue_for_test(1, true);
         let mut plan = Plan::default();
         m.schedule(&view_b(&reqs, &kv, &host, 1), &mut plan);
         assert_eq!(run_slots(&plan), vec![want], "{check:?}");
@@ -493,4 +548,41 @@ fn host_full_deadlock_recomputes_only_the_lowest_resident() {
     m.schedule(&view_b(&reqs, &kv, &host, 2), &mut plan);
     assert_eq!(plan.preempt, vec![(2, PreemptMode::Recompute)]);
     assert_eq!(run_slots(&plan), vec![1]);
+}
+
+/// A boundary's batch and memory scans look only at requests that have run while new ones are
+/// deferred (host pool < 10 % free): with B = 4, four resident requests behind and between a
+/// growing queue of new ones, a full GPU and a nearly full host, the entries looked at stay the
+/// same as the new requests grow tenfold, and so does the plan (`skip-join-mlfq` and `fcfs-swap`,
+/// both `batch_memory = "reserve"`). A scan of the whole queue looked at over 1,000 entries.
+#[test]
+fn deferred_new_requests_cost_nothing_per_boundary() {
+    use Mem::*;
+    for fifo in [false, true] {
+        let mut looked = Vec::new();
+        for new in [1_000, 10_000] {
+            let mut mems = vec![New; new / 2];
+            mems.extend([Gpu(10), Gpu(10), Gpu(10), Gpu(10)]);
+            mems.extend(vec![New; new / 2]);
+            mems.push(Host(95));
+            let (mut m, reqs, kv, host) = memory_case(&mems, 40, 100, |c| {
+                c.fifo = fifo;
+                if fifo {
+                    c.max_levels = 1;
+                    c.requeue_reverses_batch = false;
+                }
+            });
+            let v = view_b(&reqs, &kv, &host, 4);
+            let mut plan = Plan::default();
+            m.schedule(&v, &mut plan);
+            let resident: Vec<Slot> = (0..4).map(|i| (new / 2 + i) as Slot).collect();
+            assert_eq!(run_slots(&plan), resident, "fifo {fifo}");
+            m.on_iteration_end(&resident, 10 * MS, &v);
+            m.assert_ran_order();
+            m.schedule(&v, &mut plan);
+            looked.push(m.scanned);
+        }
+        assert_eq!(looked[0], looked[1], "fifo {fifo}");
+        assert!(looked[1] < 100, "fifo {fifo}: looked at {}", looked[1]);
+    }
 }
