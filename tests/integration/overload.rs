@@ -224,6 +224,33 @@ fn overload_is_detected_early_for_every_policy() {
     }
 }
 
+/// `run` of quickstart.toml with `policy`, `rate_per_s`, `num_requests` and `extra` text
+/// appended, into `w/run` (`--quiet`).
+fn run_quickstart(
+    w: &Workdir,
+    policy: &str,
+    rate: &str,
+    requests: &str,
+    extra: &str,
+) -> crate::support::CliResult {
+    let root = crate::support::workspace_root();
+    let text = std::fs::read_to_string(root.join("scenarios/quickstart.toml"))
+        .unwrap()
+        .replace("../traces/", &format!("{}/traces/", root.display()))
+        .replace("rate_per_s = 1.0", &format!("rate_per_s = {rate}"))
+        .replace("num_requests = 1000", &format!("num_requests = {requests}"))
+        .replace("policy = \"vllm\"", &format!("policy = \"{policy}\""))
+        + extra;
+    let scen = w.write("scenario.toml", text);
+    cli([
+        "run".as_ref(),
+        scen.as_os_str(),
+        "--out".as_ref(),
+        w.path("run").as_os_str(),
+        "--quiet".as_ref(),
+    ])
+}
+
 /// ALISE (speculative shortest-job-first with EWT swapping) slowly overloaded: quickstart's
 /// ShareGPT lengths at 3 req/s, about twice what the replica serves, so the queue passes the 10⁴
 /// floor only after about 7,000 s of simulated time (some 200,000 iterations). ALISE used to
@@ -233,26 +260,8 @@ fn overload_is_detected_early_for_every_policy() {
 #[test]
 fn a_slowly_overloaded_alise_run_ends_with_the_overload_error() {
     let w = Workdir::new();
-    let scen = w.write(
-        "scenario.toml",
-        std::fs::read_to_string(crate::support::workspace_root().join("scenarios/quickstart.toml"))
-            .unwrap()
-            .replace(
-                "../traces/",
-                &format!("{}/traces/", crate::support::workspace_root().display()),
-            )
-            .replace("rate_per_s = 1.0", "rate_per_s = 3.0")
-            .replace("num_requests = 1000", "num_requests = 100000")
-            .replace("policy = \"vllm\"", "policy = \"alise\""),
-    );
     let out = w.path("run");
-    let r = cli([
-        "run".as_ref(),
-        scen.as_os_str(),
-        "--out".as_ref(),
-        out.as_os_str(),
-        "--quiet".as_ref(),
-    ]);
+    let r = run_quickstart(&w, "alise", "3.0", "100000", "");
     assert_eq!(r.code, 2, "stderr: {}", r.stderr);
     let e = r.stderr.trim_end();
     assert_eq!(e.lines().count(), 1, "{e}");
@@ -273,27 +282,14 @@ fn a_slowly_overloaded_alise_run_ends_with_the_overload_error() {
 #[test]
 fn srpt_completing_short_requests_is_called_overloaded_by_its_work() {
     let w = Workdir::new();
-    let scen = w.write(
-        "scenario.toml",
-        std::fs::read_to_string(crate::support::workspace_root().join("scenarios/quickstart.toml"))
-            .unwrap()
-            .replace(
-                "../traces/",
-                &format!("{}/traces/", crate::support::workspace_root().display()),
-            )
-            .replace("rate_per_s = 1.0", "rate_per_s = 2.2")
-            .replace("num_requests = 1000", "num_requests = 30000")
-            .replace("policy = \"vllm\"", "policy = \"srpt\"")
-            + "\n[limits]\noverload_min_queue = 1000\n",
-    );
     let out = w.path("run");
-    let r = cli([
-        "run".as_ref(),
-        scen.as_os_str(),
-        "--out".as_ref(),
-        out.as_os_str(),
-        "--quiet".as_ref(),
-    ]);
+    let r = run_quickstart(
+        &w,
+        "srpt",
+        "2.2",
+        "30000",
+        "\n[limits]\noverload_min_queue = 1000\n",
+    );
     assert_eq!(r.code, 2, "stderr: {}", r.stderr);
     let e = r.stderr.trim_end();
     assert!(
