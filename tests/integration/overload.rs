@@ -204,7 +204,7 @@ fn overload_is_detected_early_for_every_policy() {
         assert_eq!(e.lines().count(), 1, "{policy}: {e}");
         for needle in [
             "error: overloaded: replica 0's queue grew from ",
-            "output tok/s) against arrivals of ",
+            "req/s against arrivals of ",
             "limits.overload_window_s",
         ] {
             assert!(e.contains(needle), "{policy}: {e:?} lacks {needle:?}");
