@@ -112,15 +112,38 @@ impl WorkPoint {
 }
 
 impl Stability {
+    /// The throughput check: achieved ≥ [`MIN_ACHIEVED_FRACTION`] × offered.
+    fn serves_enough(&self) -> bool {
+        self.achieved_rate_per_s >= MIN_ACHIEVED_FRACTION * self.offered_rate_per_s
+    }
+
+    /// The queue-trend check: growth ≤ [`MAX_QUEUE_GROWTH_FRACTION`] × offered.
+    fn queue_steady(&self) -> bool {
+        self.queue_growth_per_s <= MAX_QUEUE_GROWTH_FRACTION * self.offered_rate_per_s
+    }
+
     /// The warning a finished run prints when it did not keep up with its arrivals (`None` when
-    /// it did): its latencies then measure a queue that grew for as long as the trace lasted.
+    /// it did), naming the check(s) it failed: its latencies then grow with the trace's length.
     pub fn warning(&self) -> Option<String> {
         if self.stable {
             return None;
         }
+        let mut failed = Vec::new();
+        if !self.serves_enough() {
+            failed.push(format!(
+                "it served {:.3} req/s of this mix against {:.3} offered",
+                self.achieved_rate_per_s, self.offered_rate_per_s
+            ));
+        }
+        if !self.queue_steady() {
+            failed.push(format!(
+                "the number in the system grew {:.3} req/s over the last half of the trace (of {:.3} offered)",
+                self.queue_growth_per_s, self.offered_rate_per_s
+            ));
+        }
         Some(format!(
-            "the run did not keep up with its arrivals (unstable): it served {:.3} req/s of this mix against {:.3} offered, and the number in the system grew {:.3} req/s over the last half of the trace, so its latencies grow with the trace's length; lower the rate, or find the highest stable one with `servesim capacity` (summary.json \"stability\")",
-            self.achieved_rate_per_s, self.offered_rate_per_s, self.queue_growth_per_s,
+            "the run did not keep up with its arrivals (unstable): {}, so its latencies grow with the trace's length; lower the rate, or find the highest stable one with `servesim capacity` (summary.json \"stability\")",
+            failed.join(", and ")
         ))
     }
 }
@@ -169,13 +192,14 @@ pub fn stability_of(
         offered
     };
     let growth = in_system_slope(&by_arrival, &by_finish);
-    Some(Stability {
+    let mut st = Stability {
         offered_rate_per_s: offered,
         achieved_rate_per_s: achieved,
         queue_growth_per_s: growth,
-        stable: achieved >= MIN_ACHIEVED_FRACTION * offered
-            && growth <= MAX_QUEUE_GROWTH_FRACTION * offered,
-    })
+        stable: false,
+    };
+    st.stable = st.serves_enough() && st.queue_steady();
+    Some(st)
 }
 
 /// The cumulative work of `v` against the time since its first point (s).
@@ -222,6 +246,42 @@ fn slope<I: Iterator<Item = (f64, f64)>>(pts: impl Fn() -> I) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The warning names only the check that failed: a negative queue trend is not called growth.
+    #[test]
+    fn the_warning_names_the_failed_checks() {
+        let st = |achieved, growth| Stability {
+            offered_rate_per_s: 2.0,
+            achieved_rate_per_s: achieved,
+            queue_growth_per_s: growth,
+            stable: false,
+        };
+        let w = st(1.0, -0.2).warning().unwrap();
+        assert!(
+            w.contains("it served 1.000 req/s of this mix against 2.000 offered"),
+            "{w}"
+        );
+        assert!(!w.contains("grew"), "{w}");
+        let w = st(2.0, 0.5).warning().unwrap();
+        assert!(!w.contains("it served"), "{w}");
+        assert!(
+            w.contains("grew 0.500 req/s over the last half of the trace"),
+            "{w}"
+        );
+        let w = st(1.0, 0.5).warning().unwrap();
+        assert!(
+            w.contains("it served") && w.contains(", and the number in the system grew"),
+            "{w}"
+        );
+        assert!(
+            Stability {
+                stable: true,
+                ..st(2.0, 0.0)
+            }
+            .warning()
+            .is_none()
+        );
+    }
 
     const S: Ns = 1_000_000_000;
 
