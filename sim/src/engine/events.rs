@@ -4,7 +4,7 @@ use std::cmp::Reverse;
 
 use super::{KvSample, Observer, Sim, TraceRow};
 use crate::error::{Result, SimError};
-use crate::vocab::request::{KvLoc, Slot};
+use crate::vocab::request::Slot;
 use crate::vocab::time::{Ns, ns_to_s};
 
 /// Paces the event loop. The simulator uses [`VirtualClock`]: each event is handled at its own
@@ -84,27 +84,16 @@ impl Sim {
                 )));
             }
             for (i, rep) in self.replicas.iter().enumerate() {
-                let (mut running, mut waiting, mut swapped) = (0u32, 0u32, 0u32);
-                for q in rep.reqs.iter() {
-                    if q.in_batch {
-                        running += 1;
-                    } else if matches!(
-                        q.kv_loc,
-                        KvLoc::Host | KvLoc::SwappingIn | KvLoc::SwappingOut
-                    ) {
-                        swapped += 1;
-                    } else {
-                        waiting += 1;
-                    }
-                }
+                let counts = rep.reqs.state_counts();
+                debug_assert_eq!(counts, rep.reqs.recount_states());
                 observer.on_kv_sample(&KvSample {
                     time_ns: self.next_sample_ns,
                     replica: i as u32,
                     gpu_blocks_used: rep.kv.used_blocks(),
                     host_blocks_used: rep.host.used_blocks(),
-                    running,
-                    waiting,
-                    swapped,
+                    running: counts.running,
+                    waiting: counts.waiting,
+                    swapped: counts.swapped,
                 });
             }
             match self.next_sample_ns.checked_add(step) {

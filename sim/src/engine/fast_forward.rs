@@ -380,12 +380,12 @@ impl Replica {
                 i += 1;
                 continue;
             }
-            let q = self.reqs.get_mut(s);
-            if let Some(g) = ff_token_gaps(q, first_token_ns, gaps) {
+            let mut q = self.reqs.get_mut(s);
+            if let Some(g) = ff_token_gaps(&mut q, first_token_ns, gaps) {
                 self.itl.add(g, 1);
             }
             // Its later block crossing in the current window is no longer needed.
-            let at = next_crossing(q, m + 1, block_tokens as u64);
+            let at = next_crossing(&q, m + 1, block_tokens as u64);
             if at < window_lo + bt {
                 alloc[at - window_lo] -= 1;
             }
@@ -403,6 +403,7 @@ impl Replica {
             if q.first_token_ns.is_none() {
                 q.first_token_ns = Some(first_token_ns);
             }
+            drop(q);
             self.batch.remove(i);
             self.complete(r, s, cur_end, predictor, observer);
         }
@@ -448,8 +449,8 @@ impl Replica {
         let mut run = GapRun::default();
         for i in 0..self.batch.len() {
             let s = self.batch[i];
-            let q = self.reqs.get_mut(s);
-            if let Some(g) = ff_token_gaps(q, first_token_ns, gaps) {
+            let mut q = self.reqs.get_mut(s);
+            if let Some(g) = ff_token_gaps(&mut q, first_token_ns, gaps) {
                 run.push(&mut self.itl, g, 1);
             }
             q.attained_ns += service_ns;

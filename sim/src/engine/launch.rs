@@ -257,7 +257,7 @@ impl Sim {
         let rep = &mut self.replicas[r as usize];
         rep.account_usage(now);
         rep.transfers_in_flight -= 1;
-        let req = rep.reqs.get_mut(s);
+        let mut req = rep.reqs.get_mut(s);
         match req.kv_loc {
             KvLoc::SwappingOut => {
                 rep.kv.free(req.blocks);
@@ -291,7 +291,7 @@ impl Sim {
         let mut run = GapRun::default();
         for i in 0..rep.batch.len() {
             let s = rep.batch[i];
-            let req = rep.reqs.get_mut(s);
+            let mut req = rep.reqs.get_mut(s);
             req.in_batch = false;
             req.attained_ns += dur;
             req.kv_tokens = req.kv_tokens_after_step();
@@ -318,6 +318,7 @@ impl Sim {
                 req.blocks as u64 >= blocks_for_tokens(req.kv_tokens as u64, self.cfg.block_tokens)
             );
             if req.generated_tokens >= req.output_tokens {
+                drop(req);
                 rep.complete(r, s, now, predictor, observer);
             } else {
                 if req.generated_tokens >= req.predicted_output_tokens {
@@ -347,7 +348,7 @@ impl Replica {
             if !self.reqs.contains(s) {
                 return Err(plan_err(format!("preempts unknown slot {s}")));
             }
-            let req = self.reqs.get_mut(s);
+            let mut req = self.reqs.get_mut(s);
             if req.in_transfer() {
                 return Err(plan_err(format!(
                     "preempts request {} while its KV is being copied",
@@ -366,14 +367,13 @@ impl Replica {
                 PreemptMode::Swap if req.kv_loc == KvLoc::Gpu && host_room => {
                     let ok = self.host.try_alloc(host_need);
                     debug_assert!(ok, "host room was checked");
-                    let req = self.reqs.get_mut(s);
                     req.host_blocks = host_need;
                     req.offloaded_gpu_blocks = req.blocks;
+                    drop(req);
                     let (_, end) = self.start_transfer(s, Direction::DeviceToHost, now)?;
                     transfers.push((end, s));
                     copies.add_swap_out(end);
-                    let req = self.reqs.get_mut(s);
-                    req.preemptions += 1;
+                    self.reqs.get_mut(s).preemptions += 1;
                     self.stats.preemptions += 1;
                 }
                 PreemptMode::Swap if req.kv_loc == KvLoc::Host => {}
@@ -449,7 +449,7 @@ impl Replica {
         for i in 0..self.plan.run.len() {
             let item = self.plan.run[i];
             let s = item.slot;
-            let Some(req) = self.reqs.try_get_mut(s) else {
+            let Some(mut req) = self.reqs.try_get_mut(s) else {
                 return Err(plan_err(format!("runs unknown slot {s}")));
             };
             if req.in_batch {
@@ -462,12 +462,12 @@ impl Replica {
                 )));
             }
             req.in_batch = true;
+            let on_host = req.kv_loc == KvLoc::Host;
+            let need = req.offloaded_gpu_blocks;
+            drop(req);
             self.batch.push(s);
-            let req = if req.kv_loc != KvLoc::Host {
-                req
-            } else {
+            if on_host {
                 // Reactive swap-in: the iteration waits for the copy.
-                let need = req.offloaded_gpu_blocks;
                 if !self.kv.try_alloc(need) {
                     self.release_batch();
                     return Err(plan_err(format!(
@@ -479,9 +479,10 @@ impl Replica {
                 let (start, end) = self.start_transfer(s, Direction::HostToDevice, now)?;
                 transfers.push((end, s));
                 copies.add_swap_in(start, end);
-                self.reqs.get_mut(s)
-            };
-            if let Err(msg) = take_step(req, item.prefill_chunk_tokens, &mut shape) {
+            }
+            let mut req = self.reqs.get_mut(s);
+            if let Err(msg) = take_step(&mut req, item.prefill_chunk_tokens, &mut shape) {
+                drop(req);
                 self.release_batch();
                 return Err(plan_err(msg));
             }
@@ -493,6 +494,7 @@ impl Replica {
                 if !self.kv.try_alloc(extra) {
                     let id = req.id;
                     let free = self.kv.free_blocks();
+                    drop(req);
                     self.release_batch();
                     return Err(plan_err(format!(
                         "request {id} needs {extra} more KV blocks but only {free} are free"

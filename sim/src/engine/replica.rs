@@ -259,7 +259,7 @@ impl Replica {
             };
             b.push_event(req.id, kind, blocks, host_blocks);
         }
-        let req = self.reqs.get_mut(s);
+        let mut req = self.reqs.get_mut(s);
         req.kv_ready_ns = end;
         match dir {
             Direction::DeviceToHost => {

@@ -517,7 +517,7 @@ mod tests {
         assert!(kv.try_alloc(2 * resident));
         for i in 0..resident {
             let s = reqs.insert(Request::new(i as u64, 0, 16, 100, 20 + i));
-            let r = reqs.get_mut(s);
+            let mut r = reqs.get_mut(s);
             (r.generated_tokens, r.kv_tokens, r.blocks, r.kv_loc) = (16, 32, 2, KvLoc::Gpu);
         }
         for i in 0..queued {

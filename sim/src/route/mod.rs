@@ -390,7 +390,7 @@ mod tests {
                         }
                         3 if !slots[r].is_empty() => {
                             let s = slots[r][next(slots[r].len() as u64) as usize];
-                            let q = f.reqs.get_mut(s);
+                            let mut q = f.reqs.get_mut(s);
                             q.generated_tokens =
                                 (q.generated_tokens + 1).min(q.predicted_output_tokens);
                             q.kv_tokens = q.input_tokens + q.generated_tokens - 1;

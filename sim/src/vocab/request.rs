@@ -222,6 +222,86 @@ impl Request {
     pub fn started(&self) -> bool {
         self.generated_tokens > 0
     }
+    /// Its column in a KV sample: running (in the batch), swapped (KV on or moving to or from
+    /// the host) or waiting.
+    #[inline]
+    pub fn sample_state(&self) -> SampleState {
+        if self.in_batch {
+            SampleState::Running
+        } else if matches!(
+            self.kv_loc,
+            KvLoc::Host | KvLoc::SwappingIn | KvLoc::SwappingOut
+        ) {
+            SampleState::Swapped
+        } else {
+            SampleState::Waiting
+        }
+    }
+}
+
+/// A request's column in a KV sample (see [`Request::sample_state`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SampleState {
+    Running = 0,
+    Swapped = 1,
+    Waiting = 2,
+}
+
+/// How many of a slab's requests are in each [`SampleState`], kept as they change so that a KV
+/// sample costs O(1) rather than a pass over a queue that may hold millions.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StateCounts {
+    pub running: u32,
+    pub swapped: u32,
+    pub waiting: u32,
+}
+
+impl StateCounts {
+    #[inline]
+    fn slot(&mut self, s: SampleState) -> &mut u32 {
+        match s {
+            SampleState::Running => &mut self.running,
+            SampleState::Swapped => &mut self.swapped,
+            SampleState::Waiting => &mut self.waiting,
+        }
+    }
+    #[inline]
+    fn add(&mut self, s: SampleState) {
+        *self.slot(s) += 1;
+    }
+    #[inline]
+    fn sub(&mut self, s: SampleState) {
+        *self.slot(s) -= 1;
+    }
+}
+
+/// Write access to one request of a slab; when it ends, the slab's [`StateCounts`] follow the
+/// request's new state.
+pub struct RequestMut<'a> {
+    req: &'a mut Request,
+    counts: &'a mut StateCounts,
+}
+
+impl std::ops::Deref for RequestMut<'_> {
+    type Target = Request;
+    #[inline]
+    fn deref(&self) -> &Request {
+        self.req
+    }
+}
+
+impl std::ops::DerefMut for RequestMut<'_> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut Request {
+        self.req
+    }
+}
+
+impl Drop for RequestMut<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.counts.add(self.req.sample_state());
+    }
 }
 
 /// A slab of requests with slot reuse; iteration order is never used on a decision path.
@@ -230,6 +310,7 @@ pub struct Slab {
     items: Vec<Option<Request>>,
     free: Vec<Slot>,
     len: usize,
+    counts: StateCounts,
     /// Bumped by every mutable access: equal versions of one slab mean unchanged requests (what
     /// a router caches its per-replica aggregates by).
     version: u64,
@@ -239,6 +320,7 @@ impl Slab {
     pub fn insert(&mut self, r: Request) -> Slot {
         self.version += 1;
         self.len += 1;
+        self.counts.add(r.sample_state());
         if let Some(s) = self.free.pop() {
             self.items[s as usize] = Some(r);
             s
@@ -252,6 +334,7 @@ impl Slab {
         let r = self.items[s as usize]
             .take()
             .expect("engine bug: removing an empty slot");
+        self.counts.sub(r.sample_state());
         self.free.push(s);
         self.len -= 1;
         r
@@ -261,22 +344,44 @@ impl Slab {
             .as_ref()
             .expect("engine bug: reading an empty slot")
     }
-    pub fn get_mut(&mut self, s: Slot) -> &mut Request {
+    pub fn get_mut(&mut self, s: Slot) -> RequestMut<'_> {
         self.version += 1;
-        self.items[s as usize]
+        let req = self.items[s as usize]
             .as_mut()
-            .expect("engine bug: writing an empty slot")
+            .expect("engine bug: writing an empty slot");
+        self.counts.sub(req.sample_state());
+        RequestMut {
+            req,
+            counts: &mut self.counts,
+        }
     }
     /// The request in slot `s`, if any (one lookup for checking and writing).
-    pub fn try_get_mut(&mut self, s: Slot) -> Option<&mut Request> {
+    pub fn try_get_mut(&mut self, s: Slot) -> Option<RequestMut<'_>> {
         self.version += 1;
-        self.items.get_mut(s as usize).and_then(|r| r.as_mut())
+        let req = self.items.get_mut(s as usize).and_then(|r| r.as_mut())?;
+        self.counts.sub(req.sample_state());
+        Some(RequestMut {
+            req,
+            counts: &mut self.counts,
+        })
     }
     pub fn contains(&self, s: Slot) -> bool {
         self.items.get(s as usize).is_some_and(|r| r.is_some())
     }
     pub fn len(&self) -> usize {
         self.len
+    }
+    /// How many requests are running, swapped and waiting (what a KV sample reports).
+    pub fn state_counts(&self) -> StateCounts {
+        self.counts
+    }
+    /// The same counts by a pass over every request (what the kept counts must equal).
+    pub fn recount_states(&self) -> StateCounts {
+        let mut c = StateCounts::default();
+        for r in self.iter() {
+            c.add(r.sample_state());
+        }
+        c
     }
     /// Changes whenever a request is added, removed or may have been written.
     pub fn version(&self) -> u64 {
@@ -292,5 +397,54 @@ impl Slab {
     /// Every request, in slot order (for order-independent aggregates such as a router's load).
     pub fn iter(&self) -> impl Iterator<Item = &Request> {
         self.items.iter().flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{RngExt, SeedableRng};
+
+    /// The kept counts equal a recount after every insert, remove and write, whatever the
+    /// writes do to a request's batch flag and KV location.
+    #[test]
+    fn kept_state_counts_match_a_recount() {
+        let locs = [
+            KvLoc::None,
+            KvLoc::Gpu,
+            KvLoc::SwappingOut,
+            KvLoc::Host,
+            KvLoc::SwappingIn,
+        ];
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let mut slab = Slab::default();
+        let mut live: Vec<Slot> = Vec::new();
+        let mut seen = [false; 3];
+        for i in 0..20_000u64 {
+            match rng.random_range(0..10) {
+                0..=2 => live.push(slab.insert(Request::new(i, 0, 10, 10, 10))),
+                3 if !live.is_empty() => {
+                    let k = rng.random_range(0..live.len());
+                    slab.remove(live.swap_remove(k));
+                }
+                _ if !live.is_empty() => {
+                    let s = live[rng.random_range(0..live.len())];
+                    let mut q = slab.get_mut(s);
+                    q.in_batch = rng.random_bool(0.3);
+                    q.kv_loc = locs[rng.random_range(0..locs.len())];
+                    seen[q.sample_state() as usize] = true;
+                    if rng.random_bool(0.5) {
+                        drop(q);
+                        let mut q = slab.try_get_mut(s).unwrap();
+                        q.in_batch = !q.in_batch;
+                    }
+                }
+                _ => {}
+            }
+            assert_eq!(slab.state_counts(), slab.recount_states(), "after step {i}");
+        }
+        assert_eq!(seen, [true; 3]);
+        let c = slab.state_counts();
+        assert_eq!((c.running + c.swapped + c.waiting) as usize, slab.len());
     }
 }
