@@ -103,7 +103,13 @@ pub fn ranked_offload(
         swapped_out = swap_out_while_short(view, plan, taken, cand, deficit, host_free);
         resident.out = heap.into_vec();
     }
-    if !swapped_out {
+    let room = SwapInRoom {
+        free_after,
+        reserve,
+        blocked,
+        blocked_need,
+    };
+    if !swapped_out && swap_in_may_fit(view, room) {
         // Host-resident, popped highest-ranked first.
         let mut into = std::mem::take(&mut resident.into);
         into.clear();
@@ -116,14 +122,94 @@ pub fn ranked_offload(
         );
         let mut heap = BinaryHeap::from(into);
         let cand = std::iter::from_fn(|| heap.pop().map(|Reverse(k)| k.slot()));
-        let room = SwapInRoom {
-            free_after,
-            reserve,
-            blocked,
-            blocked_need,
-        };
         swap_in_while_room(view, plan, cand, room);
         resident.into = heap.into_vec();
     }
     unmark_plan(plan, taken);
+}
+
+/// Whether any host-resident request could pass [`swap_in_while_room`]'s first test: one that is
+/// not `blocked` needs at least `reserve + blocked_need` free blocks, `blocked` itself (when it
+/// is on the host) `reserve` plus its own blocks. When neither fits, the pass would stop at its
+/// first candidate, so the candidates need not be ranked at all (the usual case while a queue
+/// waits for memory: the host list can hold hundreds of requests).
+fn swap_in_may_fit(view: &ReplicaView, room: SwapInRoom) -> bool {
+    let free = room.free_after as i64;
+    let reserve = room.reserve as i64;
+    free >= reserve + room.blocked_need
+        || room.blocked.is_some_and(|b| {
+            view.req(b).kv_loc == KvLoc::Host && free >= reserve + view.swap_in_blocks(b) as i64
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{RngExt, SeedableRng};
+
+    use super::*;
+    use crate::policy::Limits;
+    use crate::swap::KvOffload;
+    use crate::vocab::KvPool;
+    use crate::vocab::request::{Request, Slab};
+
+    /// Whenever [`swap_in_may_fit`] says no, the swap-in pass over every host-resident request,
+    /// in any order, swaps in nothing: skipping it changes no plan.
+    #[test]
+    fn a_skipped_swap_in_pass_would_have_swapped_in_nothing() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let (kv, host) = (KvPool::new(1000, 16), KvPool::new(1000, 16));
+        let mut skipped = 0;
+        for case in 0..2000 {
+            let mut reqs = Slab::default();
+            let mut slots = Vec::new();
+            for i in 0..rng.random_range(1..8u64) {
+                let s = reqs.insert(Request::new(i, 0, 16, 50, 50));
+                let mut r = reqs.get_mut(s);
+                r.kv_loc = if rng.random_bool(0.7) {
+                    KvLoc::Host
+                } else {
+                    KvLoc::None
+                };
+                r.offloaded_gpu_blocks = rng.random_range(0..6);
+                slots.push(s);
+            }
+            let view = ReplicaView {
+                reqs: &reqs,
+                kv: &kv,
+                host: &host,
+                offload: KvOffload::default(),
+                now_ns: 0,
+                limits: Limits {
+                    max_batch_size: 16,
+                    max_batch_tokens: 2048,
+                    max_context_tokens: 4096,
+                },
+            };
+            let blocked = rng
+                .random_bool(0.8)
+                .then(|| slots[rng.random_range(0..slots.len())]);
+            let room = SwapInRoom {
+                free_after: rng.random_range(0..12),
+                reserve: rng.random_range(0..6),
+                blocked,
+                blocked_need: blocked.map_or(0, |b| view.extra_blocks_for_next(b)) as i64,
+            };
+            if swap_in_may_fit(&view, room) {
+                continue;
+            }
+            skipped += 1;
+            let on_host = slots
+                .iter()
+                .copied()
+                .filter(|&s| view.req(s).kv_loc == KvLoc::Host);
+            let mut order: Vec<Slot> = on_host.collect();
+            if rng.random_bool(0.5) {
+                order.reverse();
+            }
+            let mut plan = Plan::default();
+            swap_in_while_room(&view, &mut plan, order.into_iter(), room);
+            assert!(plan.swap_in.is_empty(), "case {case}: {room:?}");
+        }
+        assert!(skipped > 200, "only {skipped} skipped cases");
+    }
 }
