@@ -314,6 +314,9 @@ impl Observer for Tap<'_, '_> {
             self.kv_cut_at_ns = Some(sample.time_ns);
         }
     }
+    fn wants_kv_samples(&self) -> bool {
+        self.kv_cut_at_ns.is_none()
+    }
 }
 
 /// [`run`] with the executors, the clock and an iteration tap supplied by the caller: the live

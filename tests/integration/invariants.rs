@@ -245,6 +245,16 @@ impl Observer for Recorder {
 }
 
 fn simulate_case(case: &Case) -> Result<(RunStats, Recorder), String> {
+    let mut rec = Recorder::default();
+    let stats = simulate_case_with(case, 0, &mut rec)?;
+    Ok((stats, rec))
+}
+
+fn simulate_case_with(
+    case: &Case,
+    kv_sample_interval_ns: Ns,
+    observer: &mut dyn Observer,
+) -> Result<RunStats, String> {
     let limits = case.limits();
     let cost: Arc<dyn CostModel> = Arc::new(ConstantCost {
         iteration_s: case.iteration_s,
@@ -277,14 +287,64 @@ fn simulate_case(case: &Case) -> Result<(RunStats, Recorder), String> {
         block_tokens: case.block_tokens,
         limits,
         guards: Guards::default(),
-        kv_sample_interval_ns: 0,
+        kv_sample_interval_ns,
     };
     let trace = case.trace();
     let mut rows = trace.iter().map(|r| Ok(*r));
-    let mut rec = Recorder::default();
-    let stats =
-        simulate(&cfg, &mut rows, parts, &mut Oracle, &mut rec).map_err(|e| e.to_string())?;
-    Ok((stats, rec))
+    simulate(&cfg, &mut rows, parts, &mut Oracle, observer).map_err(|e| e.to_string())
+}
+
+/// Records the run and takes KV samples until it holds `cap` of them.
+struct CappedSamples {
+    rec: Recorder,
+    samples: usize,
+    cap: usize,
+}
+
+impl Observer for CappedSamples {
+    fn on_completion(&mut self, c: &Completion) {
+        self.rec.on_completion(c);
+    }
+    fn on_iteration(&mut self, replica: u32, start_ns: Ns, end_ns: Ns, shape: &BatchShape) {
+        self.rec.on_iteration(replica, start_ns, end_ns, shape);
+    }
+    fn on_kv_sample(&mut self, _sample: &servesim::engine::KvSample) {
+        self.samples += 1;
+    }
+    fn wants_kv_samples(&self) -> bool {
+        self.samples < self.cap
+    }
+}
+
+/// Once the observer wants no more KV samples (`run` caps kv_timeline.csv) the engine produces
+/// none, whatever the run's length and replica count, and the run itself is unchanged.
+#[test]
+fn kv_samples_stop_when_the_observer_wants_no_more() {
+    let case = Case {
+        pol: Pol::Vllm {
+            watermark_frac: 0.01,
+        },
+        replicas: 3,
+        block_tokens: 16,
+        extra_blocks: 40,
+        max_batch_size: 4,
+        max_batch_tokens: 2048,
+        iteration_s: 0.01,
+        rows: (0..60)
+            .map(|i| (i % 5, 8 + i as u32 % 20, 10 + i as u32 % 25))
+            .collect(),
+    };
+    let (_, plain) = simulate_case(&case).unwrap();
+    // A sample every tenth of an iteration: thousands of instants over the run.
+    let mut capped = CappedSamples {
+        rec: Recorder::default(),
+        samples: 0,
+        cap: 30,
+    };
+    simulate_case_with(&case, 1_000_000, &mut capped).unwrap();
+    assert_eq!(capped.samples, 30);
+    assert_eq!(capped.rec.completions, plain.completions);
+    assert_eq!(capped.rec.iterations, plain.iterations);
 }
 
 // Long on purpose: a checklist of invariants over one run, one commented block each, sharing its indexes.

@@ -76,6 +76,11 @@ impl Sim {
             return Ok(());
         }
         while self.next_sample_ns < t || (inclusive && self.next_sample_ns == t) {
+            if !observer.wants_kv_samples() {
+                // None for the rest of the run: fast-forward windows need not stop at samples.
+                self.next_sample_ns = Ns::MAX;
+                return Ok(());
+            }
             let n = self.next_sample_ns / step + 1;
             if n.saturating_mul(self.replicas.len() as u64) > MAX_KV_SAMPLES {
                 return Err(SimError::Limit(format!(

@@ -41,6 +41,11 @@ pub trait Observer {
     /// [`EngineConfig::kv_sample_interval_ns`](super::EngineConfig::kv_sample_interval_ns): the state after every event stamped ≤ that time.
     /// Samples cover `0, I, 2I, …` up to the last event; they add no events to the run.
     fn on_kv_sample(&mut self, _sample: &KvSample) {}
+    /// Whether more KV samples are wanted: once it says no, the engine produces none for the
+    /// rest of the run (a capped timeline costs nothing past its cap).
+    fn wants_kv_samples(&self) -> bool {
+        true
+    }
     /// Whether to build [`Observer::on_memory`] snapshots and [`Observer::on_transfer`] records
     /// (O(requests) per iteration; off for ordinary runs).
     fn wants_memory(&self) -> bool {

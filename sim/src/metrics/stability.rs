@@ -148,6 +148,26 @@ impl Stability {
     }
 }
 
+/// A trace whose arrivals span fewer than this many mean JCTs is short for the rule: its middle
+/// window's completions are still shifted by about one JCT against its arrivals, so it can fail
+/// the throughput check without an overload (see the module docs).
+pub const SHORT_TRACE_JCTS: f64 = 20.0;
+
+/// [`Stability::warning`] for a run of `requests` requests with mean JCT `jct_mean_s`, with a
+/// caveat when the trace is too short for the rule to tell an overload from its own drain.
+pub fn run_warning(st: &Stability, requests: u64, jct_mean_s: Option<f64>) -> Option<String> {
+    let w = st.warning()?;
+    let span_s = requests as f64 / st.offered_rate_per_s;
+    Some(match jct_mean_s {
+        Some(jct) if span_s < SHORT_TRACE_JCTS * jct => format!(
+            "{w}. Caveat: the arrivals span about {} s, under {SHORT_TRACE_JCTS} mean JCTs ({} s each), too short to tell an overload from the trace's own drain; run more requests to be sure",
+            crate::error::num(span_s),
+            crate::error::num(jct)
+        ),
+        _ => w,
+    })
+}
+
 /// The stability of a run from its completions (any order); `None` when it cannot be judged.
 pub fn stability(completions: &[Completion]) -> Option<Stability> {
     let by_arrival = completions
@@ -280,6 +300,20 @@ mod tests {
             }
             .warning()
             .is_none()
+        );
+        // 100 requests at 2 req/s span 50 s: short against a 10 s mean JCT, not against 1 s.
+        let short = run_warning(&st(1.0, -0.2), 100, Some(10.0)).unwrap();
+        assert!(
+            short.contains("Caveat: the arrivals span about 50 s, under 20 mean JCTs (10 s each)"),
+            "{short}"
+        );
+        assert_eq!(
+            run_warning(&st(1.0, -0.2), 100, Some(1.0)),
+            st(1.0, -0.2).warning()
+        );
+        assert_eq!(
+            run_warning(&st(1.0, -0.2), 100, None),
+            st(1.0, -0.2).warning()
         );
     }
 

@@ -81,12 +81,15 @@ fn kv_timeline_stops_at_its_row_cap() {
     }
     assert_eq!(tap.kv_timeline.len(), 4);
     assert_eq!(tap.kv_cut_at_ns, None);
+    assert!(tap.wants_kv_samples());
     for t in 4..10 {
         tap.on_kv_sample(&sample(t));
     }
     assert_eq!(tap.kv_timeline.len(), 4);
     assert_eq!(tap.kv_timeline[3].time_ns, 3);
     assert_eq!(tap.kv_cut_at_ns, Some(4));
+    // The engine stops sampling then (a run over many replicas pays nothing past the cap).
+    assert!(!tap.wants_kv_samples());
 }
 
 /// Arrivals are refused up front only when their span certainly passes `max_sim_s`: the mean
