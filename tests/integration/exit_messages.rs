@@ -96,7 +96,8 @@ fn serde_messages_name_ranges_not_rust_types() {
 }
 
 /// The simulated-time guard printed "passed 0s" for a limit under half a second, and did not say
-/// how to lift it; the other limits were all blamed on "[limits]".
+/// how to lift it, nor whether the trace outlasted it or the queue did ("overloaded or too
+/// long"); the other limits were all blamed on "[limits]".
 #[test]
 fn guard_messages_name_the_limit_and_its_value() {
     let w = Workdir::new();
@@ -104,7 +105,28 @@ fn guard_messages_name_the_limit_and_its_value() {
         &w,
         &BASE.replace("max_sim_s = 100000.0", "max_sim_s = 0.25"),
     );
-    assert_refused(&w, &r, &["[limits] max_sim_s = 0.25 s"]);
+    // 5 arrivals at 5 req/s go past 0.25 s: the trace itself is too long for the limit.
+    assert_refused(
+        &w,
+        &r,
+        &[
+            "[limits] max_sim_s = 0.25 s",
+            "requests were still arriving",
+        ],
+    );
+    // All 5 arrive within milliseconds, the 4 decode steps take 40 ms: unfinished at 0.02 s.
+    let text = BASE
+        .replace("max_sim_s = 100000.0", "max_sim_s = 0.02")
+        .replace("rate_per_s = 5.0", "rate_per_s = 5000.0");
+    let r = run_text(&w, &text);
+    assert_refused(
+        &w,
+        &r,
+        &[
+            "max_sim_s = 0.02 s",
+            "requests were unfinished though the last arrived at t=",
+        ],
+    );
     let r = run_text(&w, &BASE.replace("max_queue = 1000", "max_queue = 0"));
     assert_refused(&w, &r, &["line", "[limits] max_queue must be ≥ 1"]);
     let r = run_text(

@@ -325,12 +325,28 @@ impl Sim {
             )));
         }
         if now > self.cfg.guards.max_sim_ns {
-            return Err(SimError::Limit(format!(
-                "simulated time passed [limits] max_sim_s = {} s: the run is overloaded or too long (raise [limits] max_sim_s to let it go on)",
-                crate::error::num(ns_to_s(self.cfg.guards.max_sim_ns))
-            )));
+            return Err(SimError::Limit(self.max_sim_message()));
         }
         Ok(())
+    }
+
+    /// Why simulated time passed `[limits] max_sim_s`: arrivals still to come (the trace is
+    /// longer than the limit: an arrival pending at this point comes after it, since arrivals
+    /// go first among equal times), or requests left unfinished after the last arrival.
+    fn max_sim_message(&self) -> String {
+        let limit = crate::error::num(ns_to_s(self.cfg.guards.max_sim_ns));
+        let unfinished: usize = self.replicas.iter().map(|r| r.reqs.len()).sum();
+        let why = match &self.pending {
+            Some(next) => format!(
+                "requests were still arriving (the next at t={} s, {unfinished} unfinished): the trace is longer than the limit; use fewer requests or a higher rate, or raise [limits] max_sim_s",
+                crate::error::num(ns_to_s(next.arrival_ns))
+            ),
+            None => format!(
+                "{unfinished} requests were unfinished though the last arrived at t={} s: the run is overloaded or drains slowly (raise [limits] max_sim_s to let it go on)",
+                crate::error::num(ns_to_s(self.last_arrival_ns))
+            ),
+        };
+        format!("simulated time passed [limits] max_sim_s = {limit} s while {why}")
     }
 
     fn arrive(&mut self, now: Ns, row: TraceRow, predictor: &mut dyn Predictor) -> Result<()> {

@@ -160,7 +160,7 @@ pub fn run_warning(st: &Stability, requests: u64, jct_mean_s: Option<f64>) -> Op
     let span_s = requests as f64 / st.offered_rate_per_s;
     Some(match jct_mean_s {
         Some(jct) if span_s < SHORT_TRACE_JCTS * jct => format!(
-            "{w}. Caveat: the arrivals span about {} s, under {SHORT_TRACE_JCTS} mean JCTs ({} s each), too short to tell an overload from the trace's own drain; run more requests to be sure",
+            "{w}. Caveat: the arrivals span about {} s, under {SHORT_TRACE_JCTS} mean JCTs ({} s each): a trace this short is judged mostly on its own drain, so run more requests to confirm",
             crate::error::num(span_s),
             crate::error::num(jct)
         ),
