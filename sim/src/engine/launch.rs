@@ -10,7 +10,7 @@ use crate::predict::{Predictor, extend_prediction};
 use crate::swap::Direction;
 use crate::swap::timing::StepCopies;
 use crate::vocab::kv::{blocks_for_tokens, extra_blocks_for};
-use crate::vocab::request::{KvLoc, Request, Slab, Slot};
+use crate::vocab::request::{KvLoc, Request, SampleState, Slab, Slot};
 use crate::vocab::sketch::GapRun;
 use crate::vocab::time::{Ns, duration_ns_ceil, ns_to_s};
 
@@ -291,7 +291,8 @@ impl Sim {
         let mut run = GapRun::default();
         for i in 0..rep.batch.len() {
             let s = rep.batch[i];
-            let mut req = rep.reqs.get_mut(s);
+            // Out of the batch with its KV on the GPU: waiting (or finished, below).
+            let req = rep.reqs.get_mut_moving(s, SampleState::Waiting);
             req.in_batch = false;
             req.attained_ns += dur;
             req.kv_tokens = req.kv_tokens_after_step();
@@ -318,7 +319,6 @@ impl Sim {
                 req.blocks as u64 >= blocks_for_tokens(req.kv_tokens as u64, self.cfg.block_tokens)
             );
             if req.generated_tokens >= req.output_tokens {
-                drop(req);
                 rep.complete(r, s, now, predictor, observer);
             } else {
                 if req.generated_tokens >= req.predicted_output_tokens {
@@ -449,7 +449,7 @@ impl Replica {
         for i in 0..self.plan.run.len() {
             let item = self.plan.run[i];
             let s = item.slot;
-            let Some(mut req) = self.reqs.try_get_mut(s) else {
+            let Some(req) = self.reqs.try_get(s) else {
                 return Err(plan_err(format!("runs unknown slot {s}")));
             };
             if req.in_batch {
@@ -461,13 +461,14 @@ impl Replica {
                     req.id
                 )));
             }
+            let req = self.reqs.get_mut_moving(s, SampleState::Running);
             req.in_batch = true;
-            let on_host = req.kv_loc == KvLoc::Host;
-            let need = req.offloaded_gpu_blocks;
-            drop(req);
             self.batch.push(s);
-            if on_host {
+            let req = if req.kv_loc != KvLoc::Host {
+                req
+            } else {
                 // Reactive swap-in: the iteration waits for the copy.
+                let need = req.offloaded_gpu_blocks;
                 if !self.kv.try_alloc(need) {
                     self.release_batch();
                     return Err(plan_err(format!(
@@ -479,10 +480,9 @@ impl Replica {
                 let (start, end) = self.start_transfer(s, Direction::HostToDevice, now)?;
                 transfers.push((end, s));
                 copies.add_swap_in(start, end);
-            }
-            let mut req = self.reqs.get_mut(s);
-            if let Err(msg) = take_step(&mut req, item.prefill_chunk_tokens, &mut shape) {
-                drop(req);
+                self.reqs.get_mut_moving(s, SampleState::Running)
+            };
+            if let Err(msg) = take_step(req, item.prefill_chunk_tokens, &mut shape) {
                 self.release_batch();
                 return Err(plan_err(msg));
             }
@@ -494,7 +494,6 @@ impl Replica {
                 if !self.kv.try_alloc(extra) {
                     let id = req.id;
                     let free = self.kv.free_blocks();
-                    drop(req);
                     self.release_batch();
                     return Err(plan_err(format!(
                         "request {id} needs {extra} more KV blocks but only {free} are free"

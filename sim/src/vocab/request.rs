@@ -6,6 +6,7 @@ use super::time::Ns;
 
 /// Where a request's KV cache is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum KvLoc {
     /// No KV anywhere (not started, or preempted by recompute): the next iteration is a prefill.
     None,
@@ -226,29 +227,32 @@ impl Request {
     /// the host) or waiting.
     #[inline]
     pub fn sample_state(&self) -> SampleState {
+        // Indexed by `KvLoc` (declaration order): None, Gpu, SwappingOut, Host, SwappingIn.
+        const BY_LOC: [SampleState; 5] = [
+            SampleState::Waiting,
+            SampleState::Waiting,
+            SampleState::Swapped,
+            SampleState::Swapped,
+            SampleState::Swapped,
+        ];
         if self.in_batch {
             SampleState::Running
-        } else if matches!(
-            self.kv_loc,
-            KvLoc::Host | KvLoc::SwappingIn | KvLoc::SwappingOut
-        ) {
-            SampleState::Swapped
         } else {
-            SampleState::Waiting
+            BY_LOC[self.kv_loc as usize]
         }
     }
 }
 
 /// A request's column in a KV sample (see [`Request::sample_state`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum SampleState {
     Running = 0,
     Swapped = 1,
     Waiting = 2,
 }
 
-/// How many of a slab's requests are in each [`SampleState`], kept as they change so that a KV
-/// sample costs O(1) rather than a pass over a queue that may hold millions.
+/// How many of a slab's requests are in each [`SampleState`] (what a KV sample reports).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct StateCounts {
     pub running: u32,
@@ -256,30 +260,13 @@ pub struct StateCounts {
     pub waiting: u32,
 }
 
-impl StateCounts {
-    #[inline]
-    fn slot(&mut self, s: SampleState) -> &mut u32 {
-        match s {
-            SampleState::Running => &mut self.running,
-            SampleState::Swapped => &mut self.swapped,
-            SampleState::Waiting => &mut self.waiting,
-        }
-    }
-    #[inline]
-    fn add(&mut self, s: SampleState) {
-        *self.slot(s) += 1;
-    }
-    #[inline]
-    fn sub(&mut self, s: SampleState) {
-        *self.slot(s) -= 1;
-    }
-}
-
-/// Write access to one request of a slab; when it ends, the slab's [`StateCounts`] follow the
-/// request's new state.
+/// Write access to one request of a slab; when it ends, the slab's counts per [`SampleState`]
+/// follow the request's new state (kept as they change, so that a KV sample costs O(1) rather
+/// than a pass over a queue that may hold millions).
 pub struct RequestMut<'a> {
     req: &'a mut Request,
-    counts: &'a mut StateCounts,
+    counts: &'a mut [u32; 3],
+    before: SampleState,
 }
 
 impl std::ops::Deref for RequestMut<'_> {
@@ -300,7 +287,11 @@ impl std::ops::DerefMut for RequestMut<'_> {
 impl Drop for RequestMut<'_> {
     #[inline]
     fn drop(&mut self) {
-        self.counts.add(self.req.sample_state());
+        let after = self.req.sample_state();
+        if after != self.before {
+            self.counts[self.before as usize] -= 1;
+            self.counts[after as usize] += 1;
+        }
     }
 }
 
@@ -310,7 +301,8 @@ pub struct Slab {
     items: Vec<Option<Request>>,
     free: Vec<Slot>,
     len: usize,
-    counts: StateCounts,
+    /// Requests per [`SampleState`].
+    counts: [u32; 3],
     /// Bumped by every mutable access: equal versions of one slab mean unchanged requests (what
     /// a router caches its per-replica aggregates by).
     version: u64,
@@ -320,7 +312,7 @@ impl Slab {
     pub fn insert(&mut self, r: Request) -> Slot {
         self.version += 1;
         self.len += 1;
-        self.counts.add(r.sample_state());
+        self.counts[r.sample_state() as usize] += 1;
         if let Some(s) = self.free.pop() {
             self.items[s as usize] = Some(r);
             s
@@ -334,7 +326,7 @@ impl Slab {
         let r = self.items[s as usize]
             .take()
             .expect("engine bug: removing an empty slot");
-        self.counts.sub(r.sample_state());
+        self.counts[r.sample_state() as usize] -= 1;
         self.free.push(s);
         self.len -= 1;
         r
@@ -344,25 +336,43 @@ impl Slab {
             .as_ref()
             .expect("engine bug: reading an empty slot")
     }
+    /// The request in slot `s`, if any.
+    pub fn try_get(&self, s: Slot) -> Option<&Request> {
+        self.items.get(s as usize).and_then(|r| r.as_ref())
+    }
+    /// Write access for a caller that leaves the request in state `to` (counted so now): the
+    /// engine's hot paths (a request joins the batch, its iteration ends) pay no guard.
+    #[inline]
+    pub fn get_mut_moving(&mut self, s: Slot, to: SampleState) -> &mut Request {
+        self.version += 1;
+        let req = self.items[s as usize]
+            .as_mut()
+            .expect("engine bug: writing an empty slot");
+        self.counts[req.sample_state() as usize] -= 1;
+        self.counts[to as usize] += 1;
+        req
+    }
     pub fn get_mut(&mut self, s: Slot) -> RequestMut<'_> {
         self.version += 1;
         let req = self.items[s as usize]
             .as_mut()
             .expect("engine bug: writing an empty slot");
-        self.counts.sub(req.sample_state());
+        let before = req.sample_state();
         RequestMut {
             req,
             counts: &mut self.counts,
+            before,
         }
     }
     /// The request in slot `s`, if any (one lookup for checking and writing).
     pub fn try_get_mut(&mut self, s: Slot) -> Option<RequestMut<'_>> {
         self.version += 1;
         let req = self.items.get_mut(s as usize).and_then(|r| r.as_mut())?;
-        self.counts.sub(req.sample_state());
+        let before = req.sample_state();
         Some(RequestMut {
             req,
             counts: &mut self.counts,
+            before,
         })
     }
     pub fn contains(&self, s: Slot) -> bool {
@@ -373,13 +383,22 @@ impl Slab {
     }
     /// How many requests are running, swapped and waiting (what a KV sample reports).
     pub fn state_counts(&self) -> StateCounts {
-        self.counts
+        let [running, swapped, waiting] = self.counts;
+        StateCounts {
+            running,
+            swapped,
+            waiting,
+        }
     }
     /// The same counts by a pass over every request (what the kept counts must equal).
     pub fn recount_states(&self) -> StateCounts {
         let mut c = StateCounts::default();
         for r in self.iter() {
-            c.add(r.sample_state());
+            match r.sample_state() {
+                SampleState::Running => c.running += 1,
+                SampleState::Swapped => c.swapped += 1,
+                SampleState::Waiting => c.waiting += 1,
+            }
         }
         c
     }
@@ -433,10 +452,17 @@ mod tests {
                     q.in_batch = rng.random_bool(0.3);
                     q.kv_loc = locs[rng.random_range(0..locs.len())];
                     seen[q.sample_state() as usize] = true;
+                    drop(q);
                     if rng.random_bool(0.5) {
-                        drop(q);
                         let mut q = slab.try_get_mut(s).unwrap();
                         q.in_batch = !q.in_batch;
+                    } else {
+                        // A write that declares the state it leaves.
+                        let mut probe = slab.get(s).clone();
+                        probe.in_batch = rng.random_bool(0.5);
+                        probe.kv_loc = locs[rng.random_range(0..locs.len())];
+                        let q = slab.get_mut_moving(s, probe.sample_state());
+                        (q.in_batch, q.kv_loc) = (probe.in_batch, probe.kv_loc);
                     }
                 }
                 _ => {}
