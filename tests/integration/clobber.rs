@@ -10,30 +10,12 @@ use std::time::Duration;
 
 use crate::support::{CliResult, Workdir, cli};
 
-const TRACE: &str = "arrival_s,input_tokens,output_tokens\n0,4,2\n0.05,4,1\n0.1,8,3\n";
-
-const SCENARIO: &str = r#"name = "clobber"
-model = "opt-13b"
-gpu = "a100-40gb"
-
-[trace]
-file = "trace.csv"
-
-[memory]
-kv_capacity_blocks = 1000
-
-[cost]
-model = "constant"
-iteration_s = 0.1
-
-[scheduler]
-policy = "vllm"
-"#;
+use crate::outputs::{TRACE, scenario};
 
 fn setup() -> Workdir {
     let w = Workdir::new();
     w.write("trace.csv", TRACE);
-    w.write("scenario.toml", SCENARIO);
+    w.write("scenario.toml", &scenario("clobber", ""));
     w
 }
 

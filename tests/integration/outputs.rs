@@ -10,10 +10,10 @@ use std::path::Path;
 
 use crate::support::{CliResult, Workdir, cli};
 
-const TRACE: &str = "arrival_s,input_tokens,output_tokens\n0,4,2\n0.05,4,1\n0.1,8,3\n";
+pub(crate) const TRACE: &str = "arrival_s,input_tokens,output_tokens\n0,4,2\n0.05,4,1\n0.1,8,3\n";
 
 /// A small valid scenario named `name` over `trace.csv` next to it, with `extra` appended.
-fn scenario(name: &str, extra: &str) -> String {
+pub(crate) fn scenario(name: &str, extra: &str) -> String {
     format!(
         r#"name = "{name}"
 model = "opt-13b"

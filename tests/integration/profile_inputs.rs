@@ -105,11 +105,9 @@ fn absurd_profile_values_are_named_at_load_time() {
     );
 }
 
-/// A log-normal length above 2³² − 1 used to be capped there silently.
-#[test]
-fn synthetic_lengths_beyond_the_longest_are_an_error() {
-    let w = Workdir::new();
-    let r = cli([
+/// `trace synth` of 3 requests at 1 req/s with input lengths `input` and 4 output tokens.
+fn synth_inputs(w: &Workdir, input: &str) -> crate::support::CliResult {
+    cli([
         "trace",
         "synth",
         "--rate",
@@ -117,12 +115,19 @@ fn synthetic_lengths_beyond_the_longest_are_an_error() {
         "--num",
         "3",
         "--input",
-        "lognormal:mean=1e30,sigma=0",
+        input,
         "--output",
         "fixed:value=4",
         "-o",
         w.path("t.csv").to_str().unwrap(),
-    ]);
+    ])
+}
+
+/// A log-normal length above 2³² − 1 used to be capped there silently.
+#[test]
+fn synthetic_lengths_beyond_the_longest_are_an_error() {
+    let w = Workdir::new();
+    let r = synth_inputs(&w, "lognormal:mean=1e30,sigma=0");
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(
         r.stderr.contains("lognormal: drew a length of 1e30 tokens") && r.stderr.contains("`max`"),
@@ -131,20 +136,7 @@ fn synthetic_lengths_beyond_the_longest_are_an_error() {
     );
     assert!(!w.path("t.csv").exists());
     // With `max` the cap is what the user asked for.
-    let r = cli([
-        "trace",
-        "synth",
-        "--rate",
-        "1",
-        "--num",
-        "3",
-        "--input",
-        "lognormal:mean=1e30,sigma=0,max=4096",
-        "--output",
-        "fixed:value=4",
-        "-o",
-        w.path("t.csv").to_str().unwrap(),
-    ]);
+    let r = synth_inputs(&w, "lognormal:mean=1e30,sigma=0,max=4096");
     assert_eq!(r.code, 0, "{}", r.stderr);
 }
 

@@ -147,8 +147,6 @@ mod tests {
     use rand::{RngExt, SeedableRng};
 
     use super::*;
-    use crate::policy::Limits;
-    use crate::swap::KvOffload;
     use crate::vocab::KvPool;
     use crate::vocab::request::{Request, Slab};
 
@@ -173,18 +171,7 @@ mod tests {
                 r.offloaded_gpu_blocks = rng.random_range(0..6);
                 slots.push(s);
             }
-            let view = ReplicaView {
-                reqs: &reqs,
-                kv: &kv,
-                host: &host,
-                offload: KvOffload::default(),
-                now_ns: 0,
-                limits: Limits {
-                    max_batch_size: 16,
-                    max_batch_tokens: 2048,
-                    max_context_tokens: 4096,
-                },
-            };
+            let view = crate::policy::ranking::tests::view(&reqs, &kv, &host);
             let blocked = rng
                 .random_bool(0.8)
                 .then(|| slots[rng.random_range(0..slots.len())]);

@@ -423,7 +423,7 @@ impl Window for KeyedWindow<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::cell::Cell;
 
     use super::*;
@@ -432,7 +432,8 @@ mod tests {
     use crate::vocab::KvPool;
     use crate::vocab::request::{Request, Slab};
 
-    fn view<'a>(reqs: &'a Slab, kv: &'a KvPool, host: &'a KvPool) -> ReplicaView<'a> {
+    /// A view at t = 0 with a batch cap of 16 and 2,048 tokens (also for other policies' tests).
+    pub(crate) fn view<'a>(reqs: &'a Slab, kv: &'a KvPool, host: &'a KvPool) -> ReplicaView<'a> {
         ReplicaView {
             reqs,
             kv,
