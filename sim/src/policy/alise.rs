@@ -88,10 +88,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    KeyedRanking, OffloadTarget, Ranking, chunk_budget, record_chunking, remaining_key_s,
-    score_offload,
+    KeyedRanking, OffloadTarget, Ranking, chunk_budget, record_chunking, score_offload,
 };
 use super::ranked_offload::{Resident, ranked_offload};
+use super::remaining::Remaining;
 use super::{
     Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice, ReplicaView, parse_params,
 };
@@ -185,7 +185,8 @@ pub struct Alise {
     p: Params,
     /// Tokens per iteration under chunked prefill (`None`: whole prefills).
     chunk_budget: Option<u32>,
-    cost: Arc<dyn CostModel>,
+    /// Remaining-time keys (memoised decode times).
+    remaining: Remaining,
     /// `aging_weight > 0`: every key moves with time, so all are re-ranked at each boundary.
     ranking: Ranking,
     /// `aging_weight = 0`: the key is the remaining time, a function of the request's own state,
@@ -209,7 +210,7 @@ impl Alise {
         Alise {
             p,
             chunk_budget: None,
-            cost,
+            remaining: Remaining::new(cost),
             ranking: Ranking::default(),
             keyed: KeyedRanking::default(),
             resident: Resident::default(),
@@ -223,14 +224,14 @@ impl Alise {
     /// Bring `remaining_s` up to date for the requests of the last plans (a request in a
     /// micro-batch still in the pipeline changes when that batch ends: it stays dirty).
     fn refresh_remaining(&mut self, view: &ReplicaView) {
-        let cost = self.cost.as_ref();
+        let remaining = &self.remaining;
         let remaining_s = &mut self.remaining_s;
         self.dirty.retain(|&s| {
             if !view.reqs.contains(s) {
                 return false;
             }
             let r = view.req(s);
-            remaining_s[s as usize] = remaining_key_s(cost, r);
+            remaining_s[s as usize] = remaining.key_s(r);
             r.in_flight()
         });
     }
@@ -258,11 +259,11 @@ impl Alise {
     /// [`Policy::schedule`] without aging: the keyed ranking, and the offload over the resident
     /// requests only (EWT is monotone in the ranking, so the ranking order is its order).
     fn schedule_keyed(&mut self, view: &ReplicaView, plan: &mut Plan) {
-        let cost = self.cost.as_ref();
+        let remaining = &self.remaining;
         let free_after =
             self.keyed
                 .rank_and_form(view, plan, self.p.preemption, self.chunk_budget, |s| {
-                    remaining_key_s(cost, view.req(s))
+                    remaining.key_s(view.req(s))
                 });
         if self.offloads(view) {
             ranked_offload(
@@ -332,7 +333,7 @@ impl Policy for Alise {
         self.chunk_budget.is_some()
     }
     fn on_arrival(&mut self, s: Slot, view: &ReplicaView) -> Result<()> {
-        let key = remaining_key_s(self.cost.as_ref(), view.req(s));
+        let key = self.remaining.key_s(view.req(s));
         if self.keyed() {
             self.keyed.add(view, s, key);
             return Ok(());

@@ -297,22 +297,40 @@ fn rest_of_prefill(r: &Request) -> BatchShape {
 /// estimates (in floating point `c + 6·c < 7·c` for c = 0.01 s, which ordered such ties either
 /// way instead of by arrival).
 pub fn remaining_time_ns(cost: &dyn CostModel, r: &Request) -> u64 {
-    let ns = |b: &BatchShape| {
-        cost.iteration_s(b)
-            .ok()
-            .and_then(crate::vocab::time::duration_ns_ceil)
-            .unwrap_or(0)
-    };
+    remaining_time_ns_with(cost, r, |context| decode_ns(cost, context))
+}
+
+/// The time of one decode step of a lone request at `context` tokens, rounded up to whole
+/// nanoseconds (0 if the cost model fails).
+pub fn decode_ns(cost: &dyn CostModel, context: u32) -> u64 {
+    let mut b = BatchShape::default();
+    b.add_decode(context);
+    batch_ns(cost, &b)
+}
+
+fn batch_ns(cost: &dyn CostModel, b: &BatchShape) -> u64 {
+    cost.iteration_s(b)
+        .ok()
+        .and_then(crate::vocab::time::duration_ns_ceil)
+        .unwrap_or(0)
+}
+
+/// [`remaining_time_ns`] with the decode step's time at a context length from `decode_ns`
+/// (which must equal [`decode_ns`]; e.g. a memo of it).
+pub fn remaining_time_ns_with(
+    cost: &dyn CostModel,
+    r: &Request,
+    decode_ns: impl FnOnce(u32) -> u64,
+) -> u64 {
     let mut total: u64 = 0;
     let mut decodes = r.predicted_output_tokens.saturating_sub(r.generated_tokens);
     if r.in_prefill() {
-        total = ns(&rest_of_prefill(r));
+        total = batch_ns(cost, &rest_of_prefill(r));
         decodes = decodes.saturating_sub(1);
     }
     if decodes > 0 {
-        let mut b = BatchShape::default();
-        b.add_decode(r.input_tokens + r.generated_tokens.max(1));
-        total = total.saturating_add((decodes as u64).saturating_mul(ns(&b)));
+        let step_ns = decode_ns(r.input_tokens + r.generated_tokens.max(1));
+        total = total.saturating_add((decodes as u64).saturating_mul(step_ns));
     }
     total
 }

@@ -16,6 +16,7 @@ pub mod ltr;
 pub mod mlfq;
 pub mod ranked_offload;
 pub mod ranking;
+pub mod remaining;
 pub mod sarathi;
 pub mod sjf;
 pub mod skip_join_mlfq;

@@ -22,7 +22,8 @@
 
 use std::sync::Arc;
 
-use super::common::{KeyedRanking, chunk_budget, record_chunking, remaining_key_s};
+use super::common::{KeyedRanking, chunk_budget, record_chunking};
+use super::remaining::Remaining;
 use super::{
     FastForward, Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice, ReplicaView,
     Steady, parse_params,
@@ -89,7 +90,8 @@ fn build(
 }
 
 pub struct Srpt {
-    cost: Arc<dyn CostModel>,
+    /// Remaining-time keys (memoised decode times).
+    remaining: Remaining,
     preemption: PreemptionChoice,
     /// Tokens per iteration under chunked prefill (`None`: whole prefills).
     chunk_budget: Option<u32>,
@@ -99,7 +101,7 @@ pub struct Srpt {
 impl Srpt {
     pub fn new(cost: Arc<dyn CostModel>, preemption: PreemptionChoice) -> Self {
         Srpt {
-            cost,
+            remaining: Remaining::new(cost),
             preemption,
             chunk_budget: None,
             ranking: KeyedRanking::default(),
@@ -115,16 +117,16 @@ impl Policy for Srpt {
         self.chunk_budget.is_some()
     }
     fn on_arrival(&mut self, s: Slot, view: &ReplicaView) -> Result<()> {
-        let k = remaining_key_s(self.cost.as_ref(), view.req(s));
+        let k = self.remaining.key_s(view.req(s));
         self.ranking.add(view, s, k);
         Ok(())
     }
     fn schedule(&mut self, view: &ReplicaView, plan: &mut Plan) {
         plan.clear();
-        let cost = self.cost.as_ref();
+        let remaining = &self.remaining;
         self.ranking
             .rank_and_form(view, plan, self.preemption, self.chunk_budget, |s| {
-                remaining_key_s(cost, view.req(s))
+                remaining.key_s(view.req(s))
             });
     }
     fn fast_forward(&mut self) -> Option<&mut dyn FastForward> {
@@ -156,8 +158,8 @@ impl FastForward for Srpt {
         _service_ns: Ns,
         view: &ReplicaView,
     ) {
-        let cost = self.cost.as_ref();
+        let remaining = &self.remaining;
         self.ranking
-            .rerank_batch(view, batch, |s| remaining_key_s(cost, view.req(s)));
+            .rerank_batch(view, batch, |s| remaining.key_s(view.req(s)));
     }
 }
