@@ -87,6 +87,10 @@ impl Ranking {
     }
 }
 
+/// Most repeats [`KeyedRanking::steady`] checks ahead (its work is the batch size times this;
+/// an arrival ends a fast-forward early anyway).
+pub const STEADY_LOOKAHEAD: u32 = 16;
+
 /// A key of [`KeyedRanking`]: ordered like [`Ranking`] sorts (`f64::total_cmp`, then trace id).
 #[derive(Debug, Clone, Copy)]
 pub struct RankKey(f64, u64, Slot);
@@ -283,10 +287,47 @@ impl KeyedRanking {
         free
     }
 
-    /// Fast-forward: when the batch holds every unfinished request, the ranking can reorder it but
-    /// not change it (the engine checks that its blocks fit).
-    pub fn steady(&self, batch: &[Slot]) -> Option<super::Steady> {
-        (batch.len() == self.set.len()).then_some(super::Steady::UNBOUNDED)
+    /// Fast-forward. When the batch holds every unfinished request, the ranking can reorder it
+    /// but not change it (the engine checks that its blocks fit). When it is full (the batch cap)
+    /// and holds the ranking's first entries, the same set is formed again at each following
+    /// boundary for as long as every member's key then (`key_after(s, m)`: its key after `m`
+    /// more decode steps) still ranks ahead of the first request left out, whose key does not
+    /// move while it waits: up to [`STEADY_LOOKAHEAD`] repeats are checked one by one (no
+    /// assumption that keys only fall). Memory is the engine's check, as in stepping: a batch
+    /// whose blocks fit evicts nobody.
+    pub fn steady(
+        &self,
+        batch: &[Slot],
+        max_batch_size: u32,
+        key_after: impl Fn(Slot, u32) -> f64,
+    ) -> Option<super::Steady> {
+        if batch.len() == self.set.len() {
+            return Some(super::Steady::UNBOUNDED);
+        }
+        if batch.len() != max_batch_size as usize {
+            return None;
+        }
+        let mut ranked = self.set.iter();
+        for &s in batch {
+            if ranked.next()?.2 != s {
+                return None;
+            }
+        }
+        let first_left_out = *ranked.next()?;
+        let mut repeats = 0;
+        while repeats < STEADY_LOOKAHEAD {
+            let m = repeats + 1;
+            let ahead =
+                |&s: &Slot| RankKey(key_after(s, m), self.id[s as usize], s) < first_left_out;
+            if !batch.iter().all(ahead) {
+                break;
+            }
+            repeats = m;
+        }
+        (repeats > 0).then_some(super::Steady {
+            max_iterations: repeats as u64,
+            ..super::Steady::UNBOUNDED
+        })
     }
 
     /// After a fast-forward: rank as the last repeated boundary did (the view holds the state at

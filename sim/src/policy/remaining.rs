@@ -48,6 +48,19 @@ impl Remaining {
         ns_to_s(self.ns(r))
     }
 
+    /// [`Remaining::key_s`] of decoding request `r` after `m` more decode steps (its state then,
+    /// without building it).
+    pub fn key_s_after(&self, r: &Request, m: u32) -> f64 {
+        debug_assert!(!r.in_prefill());
+        let generated = r.generated_tokens.saturating_add(m);
+        let decodes = r.predicted_output_tokens.saturating_sub(generated);
+        if decodes == 0 {
+            return ns_to_s(0);
+        }
+        let step = self.step_ns(r.input_tokens.saturating_add(generated.max(1)));
+        ns_to_s((decodes as u64).saturating_mul(step))
+    }
+
     fn step_ns(&self, context: u32) -> u64 {
         let i = context as usize;
         if i >= MEMO_CONTEXT_CAP {
@@ -109,6 +122,16 @@ mod tests {
                 rem.key_s(&r),
                 super::super::common::remaining_key_s(cost.as_ref(), &r)
             );
+            if generated == 0 {
+                continue;
+            }
+            // After m more decode steps: the key of the request in that state.
+            for m in [1, 2, 7, 40, 60] {
+                let mut later = r.clone();
+                later.generated_tokens += m;
+                later.kv_tokens += m;
+                assert_eq!(rem.key_s_after(&r, m), rem.key_s(&later), "m = {m}");
+            }
         }
     }
 }

@@ -146,9 +146,15 @@ impl Policy for Srpt {
 
 impl FastForward for Srpt {
     /// The remaining-time key of a request is a function of its own state only, so with every
-    /// request in the batch the plan's set cannot change between events.
-    fn steady(&self, batch: &[Slot], _view: &ReplicaView) -> Option<Steady> {
-        self.ranking.steady(batch)
+    /// request in the batch the plan's set cannot change between events; with a full batch of
+    /// the best-ranked requests it stays while their keys after each step still rank ahead of
+    /// the first waiting request's ([`KeyedRanking::steady`]).
+    fn steady(&self, batch: &[Slot], view: &ReplicaView) -> Option<Steady> {
+        let remaining = &self.remaining;
+        self.ranking
+            .steady(batch, view.limits.max_batch_size, |s, m| {
+                remaining.key_s_after(view.req(s), m)
+            })
     }
 
     fn on_steady_iterations(
