@@ -402,69 +402,70 @@ impl Mlfq {
         let threshold_ns = (self.cfg.starvation_threshold_s * 1e9).round() as Ns;
         self.promote_buf.clear();
         self.mark_taken(skip, true);
-        for s in self.order.iter() {
-            let st = &self.state[s as usize];
-            if now.saturating_sub(st.last_step_ns) >= threshold_ns && !self.taken[s as usize] {
+        // One pass finds, marks and promotes (their places in the levels change below).
+        let reset = self.cfg.reset_attained_on_promotion;
+        let mut from_levels = 0u64;
+        for (p, q) in self.order.levels() {
+            for &s in q.as_slice() {
+                let st = &mut self.state[s as usize];
+                if now.saturating_sub(st.last_step_ns) < threshold_ns || self.taken[s as usize] {
+                    continue;
+                }
+                self.taken[s as usize] = true;
                 self.promote_buf.push(s);
+                from_levels |= 1 << p;
+                if p > 0 {
+                    st.promotions += 1;
+                    self.hist[p].promotions_out += 1;
+                }
+                st.level = 0;
+                if reset {
+                    st.attained_ns = 0;
+                }
             }
         }
+        // The batch was marked only to be passed over (none of it was promoted).
         self.mark_taken(skip, false);
         if self.promote_buf.is_empty() {
             return;
         }
         let buf = std::mem::take(&mut self.promote_buf);
-        self.mark_taken(&buf, true);
-        // The levels the promoted requests leave (each of them passed over once).
-        let mut from_levels = [false; LEVEL_CAP as usize + 1];
-        for &s in &buf {
-            from_levels[self.state[s as usize].level as usize] = true;
-        }
+        // The levels the promoted requests left lose them (each walked once).
         let taken = &self.taken;
-        for p in (0..from_levels.len()).filter(|&p| from_levels[p]) {
+        for p in (0..=LEVEL_CAP as usize).filter(|&p| from_levels >> p & 1 == 1) {
             self.order.retain(p, taken);
             self.ran_order.retain(p, taken);
-        }
-        let reset = self.cfg.reset_attained_on_promotion;
-        for &s in &buf {
-            let st = &mut self.state[s as usize];
-            if st.level > 0 {
-                st.promotions += 1;
-                self.hist[st.level as usize].promotions_out += 1;
-            }
-            st.level = 0;
-            if reset {
-                st.attained_ns = 0;
-            }
         }
         // As `requeue_batch`: pushed one at a time to the front of level 0 in queue order with
         // `requeue_reverses_batch` (so the last one pushed comes first), else in reverse order.
         let reverses = self.cfg.requeue_reverses_batch;
-        to_front(&mut self.order, &buf, reverses, |_| true);
+        let group = &mut self.requeued;
+        to_front(&mut self.order, &buf, reverses, |_| true, group);
         let ran = &self.ran;
-        to_front(&mut self.ran_order, &buf, reverses, |s| {
-            ran.get(s as usize) == Some(&true)
-        });
+        let has_run = |s: Slot| ran.get(s as usize) == Some(&true);
+        to_front(&mut self.ran_order, &buf, reverses, has_run, group);
         self.mark_taken(&buf, false);
         self.promote_buf = buf;
     }
 }
 
-/// Push the members of `front` that pass `keep` to the front of level 0 one at a time, in their
-/// order (`reverse`: so that they end up reversed) or in reverse order (they keep theirs).
-fn to_front(seq: &mut Levels, front: &[Slot], reverse: bool, keep: impl Fn(Slot) -> bool) {
-    let q = seq.level_mut(0);
+/// Put the members of `front` that pass `keep` at the front of level 0, as pushing them there
+/// one at a time in their order (`reverse`: so that they end up reversed) or in reverse order
+/// (they keep theirs) would (`group`: scratch).
+fn to_front(
+    seq: &mut Levels,
+    front: &[Slot],
+    reverse: bool,
+    keep: impl Fn(Slot) -> bool,
+    group: &mut Vec<Slot>,
+) {
+    group.clear();
     if reverse {
-        front
-            .iter()
-            .filter(|&&s| keep(s))
-            .for_each(|&s| q.push_front(s));
+        group.extend(front.iter().rev().copied().filter(|&s| keep(s)));
     } else {
-        front
-            .iter()
-            .rev()
-            .filter(|&&s| keep(s))
-            .for_each(|&s| q.push_front(s));
+        group.extend(front.iter().copied().filter(|&s| keep(s)));
     }
+    seq.requeue_level(0, 0, &[], group);
 }
 
 impl Mlfq {

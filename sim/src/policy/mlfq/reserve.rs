@@ -70,10 +70,12 @@ impl Mlfq {
 
     /// Whether no queued request is being copied or in a batch in flight. Copies are of requests
     /// that ran (`ran_order`, usually short: the answer is mostly found there); only a request in
-    /// flight for its first iteration (pipeline parallelism) needs the whole order.
+    /// flight for its first iteration (pipeline parallelism) needs the whole order, and only
+    /// while some request of the replica is in a batch in flight (the slab counts them).
     fn nothing_in_progress(&self, view: &ReplicaView) -> bool {
-        let idle = |s: Slot| !view.req(s).in_transfer() && !view.req(s).in_flight();
-        !self.ran_order.any(|s| !idle(s)) && !self.order.any(|s| !idle(s))
+        let busy = |s: Slot| view.req(s).in_transfer() || view.req(s).in_flight();
+        !self.ran_order.any(busy)
+            && (view.reqs.state_counts().running == 0 || !self.order.any(busy))
     }
 
     /// Nothing can run and no copy is in flight: with `defer`, the GPU and the host are full and

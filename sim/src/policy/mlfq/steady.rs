@@ -38,7 +38,7 @@ impl FastForward for Mlfq {
         let until_ns = if self.cfg.fifo {
             Ns::MAX
         } else {
-            self.starvation_deadline_ns(batch.len(), threshold_ns)
+            self.starvation_deadline_ns(batch.len(), threshold_ns, view.now_ns)
         };
         let offloading =
             self.cfg.preemption == PreemptionChoice::Swap && view.host_capacity_blocks() > 0;
@@ -192,17 +192,22 @@ impl Mlfq {
         }
     }
 
-    /// When the first request of `order[from..]` reaches the starvation threshold.
-    fn starvation_deadline_ns(&self, from: usize, threshold_ns: Ns) -> Ns {
-        self.order
-            .iter_from(from)
-            .map(|s| {
-                self.state[s as usize]
-                    .last_step_ns
-                    .saturating_add(threshold_ns)
-            })
-            .min()
-            .unwrap_or(Ns::MAX)
+    /// When the first request of `order[from..]` reaches the starvation threshold — or, once
+    /// one has reached it by `now_ns`, that request's time: any time not after `now_ns` stops a
+    /// repeat before it starts (the first boundary it could start at is the end of the
+    /// iteration under way), so the rest of a long queue of idle requests is not scanned.
+    fn starvation_deadline_ns(&self, from: usize, threshold_ns: Ns, now_ns: Ns) -> Ns {
+        let mut first = Ns::MAX;
+        for s in self.order.iter_from(from) {
+            let at = self.state[s as usize]
+                .last_step_ns
+                .saturating_add(threshold_ns);
+            if at <= now_ns {
+                return at;
+            }
+            first = first.min(at);
+        }
+        first
     }
 
     /// The most service any batch member can get before it passes its quantum (`Ns::MAX`: all
