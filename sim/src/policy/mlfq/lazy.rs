@@ -1,9 +1,10 @@
 //! Lazy following of a stepwise fast-forward (see [`Lazy`]).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 
-use super::{Demotion, LEVEL_CAP, LevelLens, Mlfq};
+use super::levels::{Level, empty_levels};
+use super::{Demotion, Mlfq};
 use crate::vocab::request::Slot;
 use crate::vocab::time::Ns;
 
@@ -22,7 +23,7 @@ pub(super) fn quantum_i64(q: Ns) -> i64 {
 #[derive(Default, Clone)]
 pub(super) struct Lazy {
     pub(super) active: bool,
-    pub(super) levels: Vec<VecDeque<Slot>>,
+    pub(super) levels: Vec<Level>,
     pub(super) rev: Vec<bool>,
     pub(super) parity: bool,
     /// Summed durations of the boundaries followed (every request ran in each).
@@ -115,21 +116,14 @@ impl Mlfq {
         lz.service_ns = 0;
         lz.steps = 0;
         if lz.levels.is_empty() {
-            lz.levels = (0..=LEVEL_CAP).map(|_| VecDeque::new()).collect();
-            lz.rev = vec![false; LEVEL_CAP as usize + 1];
+            lz.levels = empty_levels();
+            lz.rev = vec![false; lz.levels.len()];
         }
         lz.ensure_slots(self.state.len());
         let mut heap = std::mem::take(&mut lz.heap).into_vec();
         heap.clear();
-        // The order is sorted by level: each level is one run of it.
-        let mut from = 0;
-        for (i, &s) in self.order.iter().enumerate() {
+        for s in self.order.iter() {
             let st = &self.state[s as usize];
-            if i + 1 == self.order.len() || self.state[self.order[i + 1] as usize].level != st.level
-            {
-                lz.levels[st.level as usize].extend(&self.order[from..=i]);
-                from = i + 1;
-            }
             lz.since_ns[s as usize] = 0;
             self.ran[s as usize] = true;
             if st.level < max_level {
@@ -142,6 +136,9 @@ impl Mlfq {
             }
         }
         lz.heap = BinaryHeap::from(heap);
+        // The levels move to the lazy state (empty ones come back: `Lazy::finish` emptied them);
+        // `order` stays empty until they are written back.
+        self.order.swap_levels(&mut lz.levels);
     }
 
     /// One boundary of the lazily followed fast-forward: what [`Mlfq::requeue_batch`] does with
@@ -234,21 +231,20 @@ impl Mlfq {
     pub(super) fn requeue_lazy(&mut self, duration_ns: Ns, now: Ns) {
         let max_level = self.max_level() as usize;
         let lz = &mut self.lazy;
-        let mut next = std::mem::take(&mut self.next_order);
-        next.clear();
+        self.order.clear();
+        let mut next = std::mem::take(&mut self.flat);
         let mut into = std::mem::take(&mut lz.into);
         let mut out = std::mem::take(&mut lz.out);
         let mut tail = std::mem::take(&mut lz.tail);
         into.clear();
         let state = &mut self.state;
         let hist = &mut self.hist;
-        let mut lens = LevelLens::new();
         for p in 0..lz.levels.len() {
             let q = &lz.levels[p];
             if q.is_empty() && into.is_empty() {
                 continue;
             }
-            let before = next.len();
+            next.clear();
             out.clear();
             tail.clear();
             let quantum = self.quantum_ns_table[p];
@@ -277,33 +273,44 @@ impl Mlfq {
             }
             next.extend_from_slice(&into);
             next.extend(tail.iter().rev());
-            lens.0[p] = (next.len() - before) as u32;
+            self.order.level_mut(p).extend_from_slice(&next);
+            self.order.sync(p);
             std::mem::swap(&mut into, &mut out);
         }
         debug_assert!(into.is_empty(), "nobody is demoted past the last level");
         let fresh = lz.fresh_slots.len();
         lz.finish();
         (lz.into, lz.out, lz.tail) = (into, out, tail);
-        self.next_order = std::mem::replace(&mut self.order, next);
-        self.written_back(lens, fresh);
+        self.flat = next;
+        self.written_back(fresh);
     }
 
-    /// The lazy levels were written back into `order` (level lengths `lens`): every request in
-    /// it but the `fresh` arrivals ran.
-    fn written_back(&mut self, lens: LevelLens, fresh: usize) {
-        self.ran_lens = lens.clone();
-        self.order_lens = lens;
-        if fresh == 0 {
-            self.ran_order.clone_from(&self.order);
-            return;
-        }
+    /// The lazy levels were written back into `order`: every request in it but the `fresh`
+    /// arrivals ran.
+    fn written_back(&mut self, fresh: usize) {
         self.ran_order.clear();
-        for &s in &self.order {
-            if self.ran.get(s as usize) == Some(&true) {
-                self.ran_order.push(s);
-            } else {
-                self.ran_lens.0[self.state[s as usize].level as usize] -= 1;
+        let ran = &self.ran;
+        for (p, q) in self.order.levels() {
+            let to = self.ran_order.level_mut(p);
+            if fresh == 0 {
+                to.extend_from_slice(q.as_slice());
+                continue;
             }
+            // Copied run by run of requests that ran.
+            let mut rest = q.as_slice();
+            while !rest.is_empty() {
+                let n = rest
+                    .iter()
+                    .take_while(|&&s| ran.get(s as usize) == Some(&true))
+                    .count();
+                to.extend_from_slice(&rest[..n]);
+                let skip = rest[n..]
+                    .iter()
+                    .take_while(|&&s| ran.get(s as usize) != Some(&true))
+                    .count();
+                rest = &rest[n + skip..];
+            }
+            self.ran_order.sync(p);
         }
     }
 
@@ -329,22 +336,16 @@ impl Mlfq {
             return;
         }
         let lz = &mut self.lazy;
-        self.order.clear();
-        let mut lens = LevelLens::new();
+        // The levels come back from the lazy state (`order` holds the empty ones meanwhile),
+        // each read in its current direction.
+        debug_assert_eq!(self.order.len(), 0);
         for (p, q) in lz.levels.iter_mut().enumerate() {
-            lens.0[p] = q.len() as u32;
-            if q.is_empty() {
-                continue;
-            }
             if lz.rev[p] ^ lz.parity {
-                self.order.extend(q.iter().rev());
-            } else {
-                let (a, b) = q.as_slices();
-                self.order.extend_from_slice(a);
-                self.order.extend_from_slice(b);
+                q.as_mut_slice().reverse();
             }
         }
-        for &s in &self.order {
+        self.order.swap_levels(&mut lz.levels);
+        for s in self.order.iter() {
             if lz.fresh[s as usize] {
                 continue;
             }
@@ -356,6 +357,6 @@ impl Mlfq {
         }
         let fresh = lz.fresh_slots.len();
         lz.finish();
-        self.written_back(lens, fresh);
+        self.written_back(fresh);
     }
 }

@@ -106,6 +106,7 @@
 //! and starvation promotions out of it (these policies only).
 
 mod lazy;
+mod levels;
 mod offload;
 mod params;
 mod queues;
@@ -114,7 +115,6 @@ mod steady;
 #[cfg(test)]
 mod tests;
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 
 pub use params::{
@@ -122,7 +122,7 @@ pub use params::{
     min_iteration_s,
 };
 
-use super::common::{Misfit, chunk_budget, chunk_step, form_priority_batch};
+use super::common::{Misfit, chunk_budget, chunk_step, form_priority_batch_from};
 use super::{
     FastForward, LevelCounts, Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice,
     ReplicaView, Steady, parse_params,
@@ -132,7 +132,7 @@ use crate::error::{Result, SimError};
 use crate::vocab::request::{KvLoc, Slot};
 use crate::vocab::time::Ns;
 use lazy::Lazy;
-use queues::LevelLens;
+use levels::Levels;
 
 /// Unbounded levels are capped here (quantum 2^63 × base is beyond any run).
 const LEVEL_CAP: u32 = 63;
@@ -175,33 +175,27 @@ pub struct Mlfq {
     cost: Arc<dyn CostModel>,
     state: Vec<State>,
     iterations: u64,
-    /// Every queued request in priority order: level 0 first, front of each level first (so
-    /// sorted by level). The levels are its runs of equal `State::level`.
-    order: Vec<Slot>,
-    /// Scratch for rebuilding `order` (double buffer).
-    next_order: Vec<Slot>,
-    /// Per level, its length in `order` (where each level's run starts, without a search).
-    order_lens: LevelLens,
-    /// Per level, its length in `ran_order`.
-    ran_lens: LevelLens,
+    /// Every queued request in priority order: level 0 first, front of each level first; level
+    /// p is the deque of `State::level` p.
+    order: Levels,
     /// Per slot: the request is in `ran_order` (it ran at least once since it arrived).
     ran: Vec<bool>,
     /// The subsequence of `order` of the requests that ran at least once: every request that
     /// holds KV or is not new is in it. The scans that pass over new requests (deferred, or
     /// looking for KV) walk it instead of `order`, so their work does not grow with the queue of
     /// requests that never ran.
-    ran_order: Vec<Slot>,
-    /// Scratch for rebuilding `ran_order`.
-    next_ran: Vec<Slot>,
+    ran_order: Levels,
+    /// Scratch: `order` as one slice (`offload = "paper"`), or a level being rebuilt.
+    flat: Vec<Slot>,
     /// Per slot: arrival sequence number (`fifo` keeps `order` sorted by it).
     arrival_seq: Vec<u64>,
     arrivals: u64,
     /// Queue entries the batch and memory scans looked at (a work count for tests).
     scanned: u64,
-    /// Scratch: requeued requests grouped by their new level.
-    requeued: Vec<Slot>,
     promote_buf: Vec<Slot>,
     taken: Vec<bool>,
+    /// Scratch: requeued requests grouped by their new level.
+    requeued: Vec<Slot>,
     /// Scratch for [`Mlfq::requeue_batch`]: the batch's new states.
     new_states: Vec<State>,
     /// Queue entries [`Mlfq::requeue_batch`] looked at one by one (bulk copies aside): a work
@@ -230,19 +224,16 @@ impl Mlfq {
             cost,
             state: Vec::new(),
             iterations: 0,
-            order: Vec::new(),
-            next_order: Vec::new(),
-            order_lens: LevelLens::new(),
-            ran_lens: LevelLens::new(),
+            order: Levels::default(),
             ran: Vec::new(),
-            ran_order: Vec::new(),
-            next_ran: Vec::new(),
+            ran_order: Levels::default(),
+            flat: Vec::new(),
             arrival_seq: Vec::new(),
             arrivals: 0,
             scanned: 0,
-            requeued: Vec::new(),
             promote_buf: Vec::new(),
             taken: Vec::new(),
+            requeued: Vec::new(),
             new_states: Vec::new(),
             requeue_touched: 0,
             lazy: Lazy {
@@ -305,25 +296,17 @@ impl Mlfq {
     /// Put `s` (its state set) at the back of its level.
     fn push_back(&mut self, s: Slot) {
         let level = self.state[s as usize].level as usize;
-        let at = self.order_lens.start(level + 1);
-        self.order.insert(at, s);
-        self.order_lens.0[level] += 1;
+        self.order.push_back(level, s);
     }
 
+    /// Take `s` out of the queues (searched from the front of its level, where a request that
+    /// just ran is).
     fn remove_from_order(&mut self, s: Slot) {
         let level = self.state[s as usize].level as usize;
-        let from = self.order_lens.start(level);
-        if let Some(i) = self.order[from..].iter().position(|&x| x == s) {
-            self.order.remove(from + i);
-            self.order_lens.0[level] -= 1;
-        }
+        self.order.remove(level, s);
         if self.has_run(s) {
             self.ran[s as usize] = false;
-            let from = self.ran_lens.start(level);
-            if let Some(i) = self.ran_order[from..].iter().position(|&x| x == s) {
-                self.ran_order.remove(from + i);
-                self.ran_lens.0[level] -= 1;
-            }
+            self.ran_order.remove(level, s);
         }
     }
 
@@ -348,17 +331,19 @@ impl Mlfq {
             }
             self.ran[s as usize] = true;
             let seq = &self.arrival_seq;
-            let at = self
+            let q = self
                 .ran_order
+                .level_mut(self.state[s as usize].level as usize);
+            let at = q
+                .as_slice()
                 .partition_point(|&x| seq[x as usize] < seq[s as usize]);
-            self.ran_order.insert(at, s);
-            self.ran_lens.0[self.state[s as usize].level as usize] += 1;
+            q.insert(at, s);
         }
     }
 
     /// The queue that the scans for requests that are not new walk: `ran_order` when new requests
     /// are passed over anyway, else `order`.
-    fn scan_order(&self, skip_new: bool) -> &[Slot] {
+    fn scan_order(&self, skip_new: bool) -> &Levels {
         if skip_new {
             &self.ran_order
         } else {
@@ -417,84 +402,70 @@ impl Mlfq {
         let threshold_ns = (self.cfg.starvation_threshold_s * 1e9).round() as Ns;
         self.promote_buf.clear();
         self.mark_taken(skip, true);
-        for &s in &self.order {
-            let st = &self.state[s as usize];
-            if now.saturating_sub(st.last_step_ns) >= threshold_ns && !self.taken[s as usize] {
+        // One pass finds, marks and promotes (their places in the levels change below).
+        let reset = self.cfg.reset_attained_on_promotion;
+        let mut from_levels = 0u64;
+        for (p, q) in self.order.levels() {
+            for &s in q.as_slice() {
+                let st = &mut self.state[s as usize];
+                if now.saturating_sub(st.last_step_ns) < threshold_ns || self.taken[s as usize] {
+                    continue;
+                }
+                self.taken[s as usize] = true;
                 self.promote_buf.push(s);
+                from_levels |= 1 << p;
+                if p > 0 {
+                    st.promotions += 1;
+                    self.hist[p].promotions_out += 1;
+                }
+                st.level = 0;
+                if reset {
+                    st.attained_ns = 0;
+                }
             }
         }
+        // The batch was marked only to be passed over (none of it was promoted).
         self.mark_taken(skip, false);
         if self.promote_buf.is_empty() {
             return;
         }
         let buf = std::mem::take(&mut self.promote_buf);
-        self.mark_taken(&buf, true);
-        let reset = self.cfg.reset_attained_on_promotion;
-        for &s in &buf {
-            let has_run = self.has_run(s);
-            let st = &mut self.state[s as usize];
-            let from = st.level as usize;
-            if st.level > 0 {
-                st.promotions += 1;
-                self.hist[st.level as usize].promotions_out += 1;
-            }
-            st.level = 0;
-            if reset {
-                st.attained_ns = 0;
-            }
-            self.order_lens.0[from] -= 1;
-            self.order_lens.0[0] += 1;
-            if has_run {
-                self.ran_lens.0[from] -= 1;
-                self.ran_lens.0[0] += 1;
-            }
+        // The levels the promoted requests left lose them (each walked once).
+        let taken = &self.taken;
+        for p in (0..=LEVEL_CAP as usize).filter(|&p| from_levels >> p & 1 == 1) {
+            self.order.retain(p, taken);
+            self.ran_order.retain(p, taken);
         }
         // As `requeue_batch`: pushed one at a time to the front of level 0 in queue order with
         // `requeue_reverses_batch` (so the last one pushed comes first), else in reverse order.
         let reverses = self.cfg.requeue_reverses_batch;
-        let taken = &self.taken;
-        let all = |_: &Slot| true;
-        to_front(
-            &mut self.order,
-            &mut self.next_order,
-            &buf,
-            reverses,
-            taken,
-            all,
-        );
+        let group = &mut self.requeued;
+        to_front(&mut self.order, &buf, reverses, |_| true, group);
         let ran = &self.ran;
-        let has_run = |&x: &Slot| ran.get(x as usize) == Some(&true);
-        to_front(
-            &mut self.ran_order,
-            &mut self.next_ran,
-            &buf,
-            reverses,
-            taken,
-            has_run,
-        );
+        let has_run = |s: Slot| ran.get(s as usize) == Some(&true);
+        to_front(&mut self.ran_order, &buf, reverses, has_run, group);
         self.mark_taken(&buf, false);
         self.promote_buf = buf;
     }
 }
 
-/// `seq` with the members of `front` (marked in `taken`) that pass `keep` moved to its front, in
-/// their order or (`reverse`) reversed, the others keeping theirs (`next`: scratch).
+/// Put the members of `front` that pass `keep` at the front of level 0, as pushing them there
+/// one at a time in their order (`reverse`: so that they end up reversed) or in reverse order
+/// (they keep theirs) would (`group`: scratch).
 fn to_front(
-    seq: &mut Vec<Slot>,
-    next: &mut Vec<Slot>,
+    seq: &mut Levels,
     front: &[Slot],
     reverse: bool,
-    taken: &[bool],
-    keep: impl Fn(&Slot) -> bool,
+    keep: impl Fn(Slot) -> bool,
+    group: &mut Vec<Slot>,
 ) {
-    next.clear();
+    group.clear();
     if reverse {
-        next.extend(front.iter().rev().filter(|&s| keep(s)));
+        group.extend(front.iter().rev().copied().filter(|&s| keep(s)));
     } else {
-        next.extend(front.iter().filter(|&s| keep(s)));
+        group.extend(front.iter().copied().filter(|&s| keep(s)));
     }
-    next.extend(seq.iter().filter(|&&x| !taken[x as usize]));
-    std::mem::swap(seq, next);
+    seq.requeue_level(0, 0, &[], group);
 }
 
 impl Mlfq {
@@ -514,9 +485,9 @@ impl Mlfq {
         }
         // Deferred new requests are neither candidates nor victims (they hold no KV): the batch
         // formed over the requests that ran is the same.
-        let free_after = form_priority_batch(
+        let free_after = form_priority_batch_from(
             view,
-            self.scan_order(defer_new),
+            &mut self.scan_order(defer_new).window(),
             misfit,
             self.preemption(),
             defer_new,
@@ -603,7 +574,11 @@ impl Policy for Mlfq {
             // fresh arrivals.
             debug_assert_eq!(
                 batch.len() + self.lazy.fresh_slots.len(),
-                self.lazy.levels.iter().map(VecDeque::len).sum::<usize>()
+                self.lazy
+                    .levels
+                    .iter()
+                    .map(levels::Level::len)
+                    .sum::<usize>()
             );
             self.requeue_lazy(duration_ns, view.now_ns);
             return;

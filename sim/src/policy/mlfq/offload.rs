@@ -49,7 +49,7 @@ impl Mlfq {
         let (mut level, mut q_prefix, mut q_level) = (0u32, 0.0f64, self.quantum_s(0));
         let (mut n_prev, mut s_prev) = (0.0f64, 0.0f64);
         let (mut n_same, mut a_same, mut qa_same) = (0.0f64, 0.0f64, 0.0f64);
-        for &s in &self.order {
+        for s in self.order.iter() {
             let st = self.state[s as usize];
             while level < st.level {
                 // Order is level by level: fold the finished level into the "previous" sums.
@@ -100,17 +100,19 @@ impl Mlfq {
         // GPU): memory is made for it and never given to anyone below it.
         let blocked = {
             let mut in_plan = plan_members(&plan.run, &self.taken);
-            self.order.iter().position(|&s| {
+            self.order.iter().enumerate().find(|&(_, s)| {
                 !in_plan(s) && matches!(view.req(s).kv_loc, KvLoc::None | KvLoc::Host)
             })
         };
-        let blocked_need = blocked.map_or(0, |i| view.extra_blocks_for_next(self.order[i]));
+        let blocked_need = blocked.map_or(0, |(_, s)| view.extra_blocks_for_next(s));
         let deficit = reserve as i64 + blocked_need as i64 - free_after as i64;
-        let floor = blocked.map_or(0, |i| i + 1);
+        let floor = blocked.map_or(0, |(i, _)| i + 1);
         // The victims hold KV, so have run: walk `ran_order` down to its part below `floor`.
-        let ran_floor = self.order[..floor]
+        let ran_floor = self
+            .order
             .iter()
-            .filter(|&&s| self.has_run(s))
+            .take(floor)
+            .filter(|&s| self.has_run(s))
             .count();
         let swapped_out = deficit > 0 && self.swap_out_below(view, plan, ran_floor, deficit);
         if !swapped_out {
@@ -131,10 +133,12 @@ impl Mlfq {
     ) {
         self.enst_s(view);
         let mut taken = std::mem::take(&mut self.taken);
+        self.flat.clear();
+        self.flat.extend(self.order.iter());
         score_offload(
             view,
             plan,
-            &self.order,
+            &self.flat,
             &self.scores,
             OffloadTarget {
                 free_after,
@@ -164,11 +168,13 @@ impl Mlfq {
         for item in &plan.run {
             self.taken[item.slot as usize] = true;
         }
-        for &s in self.ran_order[ran_floor..].iter().rev() {
+        let below = self.ran_order.len() - ran_floor;
+        let mut looked = 0;
+        for s in self.ran_order.iter_rev().take(below) {
             if deficit <= 0 {
                 break;
             }
-            self.scanned += 1;
+            looked += 1;
             let r = view.req(s);
             if self.taken[s as usize] || r.kv_loc != KvLoc::Gpu || r.in_flight() {
                 continue;
@@ -184,6 +190,7 @@ impl Mlfq {
             deficit -= r.blocks as i64;
             swapped_out = true;
         }
+        self.scanned += looked;
         for item in &plan.run {
             self.taken[item.slot as usize] = false;
         }
@@ -202,7 +209,7 @@ impl Mlfq {
         let mut in_plan = plan_members(&plan.run, &self.taken);
         let mut free = free_after as i64;
         let mut quota = view.limits.max_batch_size;
-        for &s in &self.order {
+        for s in self.order.iter() {
             if quota == 0 {
                 break;
             }

@@ -11,12 +11,11 @@ impl Mlfq {
     /// order. `kv_tokens(s)` is the request's KV length after the iteration (paper-mode demotion
     /// sizes the next iteration from it).
     ///
-    /// The new order is, level by level, that level's requeued requests followed by its other
-    /// members in their old order. Only the levels up to the highest new level of the batch
-    /// change (demotion only lowers priority, so that covers every batch member's old level too):
-    /// that prefix is rebuilt from runs found by binary search and copied in bulk; within a level
-    /// that held batch members, only the entries up to its last batch member are looked at one by
-    /// one (they were requeued at its front, so that is usually a few).
+    /// Each level becomes its requeued requests followed by its other members in their old order.
+    /// The batch leaves its old levels from their fronts: only the entries up to a level's last
+    /// batch member are looked at (they were requeued at its front, so that is usually a few), and
+    /// the requeued requests take the places they left, or are pushed in front of them. Nothing
+    /// else moves.
     pub(super) fn requeue_batch(
         &mut self,
         batch: &[Slot],
@@ -28,13 +27,12 @@ impl Mlfq {
             return;
         }
         let max_level = self.max_level();
-        // New states (written back once the old order's level runs are found), how many requests
-        // land at each new level, and how many leave each old level.
-        let mut count = [0u32; LEVEL_CAP as usize + 2];
+        // How many batch members leave each old level, of `order` and of `ran_order`, how many
+        // land at each new level (`count[p + 1]`), and the lowest level either reaches.
         let mut leaving = [0u32; LEVEL_CAP as usize + 1];
-        let mut top = 0usize;
-        // The same for `ran_order`: the batch members that had run leave it.
         let mut ran_leaving = [0u32; LEVEL_CAP as usize + 1];
+        let mut count = [0u32; LEVEL_CAP as usize + 2];
+        let mut top = 0usize;
         self.ensure_ran(self.state.len());
         let mut new_states = std::mem::take(&mut self.new_states);
         new_states.clear();
@@ -43,54 +41,37 @@ impl Mlfq {
             let old = self.state[s as usize].level as usize;
             leaving[old] += 1;
             ran_leaving[old] += self.ran[s as usize] as u32;
-            new_states.push(st);
             count[st.level as usize + 1] += 1;
-            top = top.max(st.level as usize);
+            top = top.max(st.level as usize).max(old);
+            new_states.push(st);
         }
-        // Old runs: level p is `self.order[start[p]..start[p + 1]]` (the order is sorted by level),
-        // and `self.ran_order[ran_start[p]..ran_start[p + 1]]`.
-        let start = self.order_lens.starts(top);
-        let ran_start = self.ran_lens.starts(top);
         for (&s, st) in batch.iter().zip(&new_states) {
             self.state[s as usize] = *st;
         }
         self.new_states = new_states;
         self.group_requeued(batch, &mut count, top);
         self.mark_taken(batch, true);
-        let groups = Groups {
-            requeued: &self.requeued,
-            count: &count,
-            taken: &self.taken,
-            top,
-        };
-        self.requeue_touched += splice(
-            &mut self.order,
-            &mut self.next_order,
-            &groups,
-            &start,
-            &leaving,
-        );
-        splice(
-            &mut self.ran_order,
-            &mut self.next_ran,
-            &groups,
-            &ran_start,
-            &ran_leaving,
-        );
+        let taken = &self.taken;
+        for p in 0..=top {
+            let group = &self.requeued[count[p] as usize..count[p + 1] as usize];
+            if leaving[p] > 0 || !group.is_empty() {
+                self.requeue_touched += self.order.requeue_level(p, leaving[p], taken, group);
+            }
+            if ran_leaving[p] > 0 || !group.is_empty() {
+                self.ran_order
+                    .requeue_level(p, ran_leaving[p], taken, group);
+            }
+        }
         self.mark_taken(batch, false);
         for &s in batch {
             self.ran[s as usize] = true;
-        }
-        for p in 0..=top {
-            let joined = count[p + 1] - count[p];
-            self.order_lens.0[p] = self.order_lens.0[p] + joined - leaving[p];
-            self.ran_lens.0[p] = self.ran_lens.0[p] + joined - ran_leaving[p];
         }
     }
 
     /// Group `batch` (its new states set) by new level into `self.requeued` (counting sort:
     /// `count[p + 1]` holds level p's size on entry, `count[p]..count[p + 1]` is its group on
-    /// return), each group in requeue order.
+    /// return), each group in requeue order: one at a time to the front in batch order (so
+    /// reversed) with `requeue_reverses_batch`, else in batch order.
     fn group_requeued(&mut self, batch: &[Slot], count: &mut [u32], top: usize) {
         for p in 1..=top + 1 {
             count[p] += count[p - 1];
@@ -142,91 +123,4 @@ impl Mlfq {
         }
         st
     }
-}
-
-/// Per level, how many entries of a queue sorted by level hold it: level p's run starts at the
-/// sum of the lengths before it.
-#[derive(Clone, Debug, PartialEq)]
-pub(super) struct LevelLens(pub(super) [u32; LEVEL_CAP as usize + 1]);
-
-impl LevelLens {
-    pub(super) fn new() -> Self {
-        LevelLens([0; LEVEL_CAP as usize + 1])
-    }
-
-    /// Where level `p`'s run starts (`p` up to `LEVEL_CAP + 1`: the end).
-    pub(super) fn start(&self, p: usize) -> usize {
-        self.0[..p].iter().map(|&n| n as usize).sum()
-    }
-
-    /// Where each level's run starts, for levels `..=top + 1`.
-    fn starts(&self, top: usize) -> [usize; LEVEL_CAP as usize + 2] {
-        let mut start = [0usize; LEVEL_CAP as usize + 2];
-        for p in 0..=top {
-            start[p + 1] = start[p] + self.0[p] as usize;
-        }
-        start
-    }
-
-    /// Count the levels of `seq` anew.
-    #[cfg(test)]
-    pub(super) fn recount(&mut self, seq: &[Slot], state: &[State]) {
-        self.0 = [0; LEVEL_CAP as usize + 1];
-        for &s in seq {
-            self.0[state[s as usize].level as usize] += 1;
-        }
-    }
-}
-
-/// The requeued batch grouped by new level: level p's group is
-/// `requeued[count[p]..count[p + 1]]`; `taken` marks the batch; levels `..=top` change.
-struct Groups<'a> {
-    requeued: &'a [Slot],
-    count: &'a [u32],
-    taken: &'a [bool],
-    top: usize,
-}
-
-/// Rebuild the prefix of `seq` (a queue sorted by level) holding levels `..=top`: level by level,
-/// its requeued requests, then its other members in their old order (`leaving[p]` batch members
-/// are skipped in its old run `start[p]..start[p + 1]`). Returns the entries looked at one by one
-/// (the rest of each run is copied in bulk).
-fn splice(
-    seq: &mut Vec<Slot>,
-    next: &mut Vec<Slot>,
-    groups: &Groups,
-    start: &[usize],
-    leaving: &[u32],
-) -> u64 {
-    let bound = start[groups.top + 1];
-    let mut touched = 0u64;
-    next.clear();
-    for p in 0..=groups.top {
-        next.extend_from_slice(
-            &groups.requeued[groups.count[p] as usize..groups.count[p + 1] as usize],
-        );
-        let run = &seq[start[p]..start[p + 1]];
-        let mut left = leaving[p];
-        let mut i = 0;
-        while left > 0 && i < run.len() {
-            let x = run[i];
-            if groups.taken[x as usize] {
-                left -= 1;
-            } else {
-                next.push(x);
-            }
-            i += 1;
-        }
-        touched += i as u64;
-        next.extend_from_slice(&run[i..]);
-    }
-    if next.len() == bound && 2 * bound <= seq.len() {
-        seq[..bound].copy_from_slice(next);
-    } else {
-        // The shorter copy: the rest after the new prefix, and the two swap. (`ran_order` also
-        // grows here when batch members ran for the first time.)
-        next.extend_from_slice(&seq[bound..]);
-        std::mem::swap(seq, next);
-    }
-    touched
 }

@@ -70,10 +70,12 @@ impl Mlfq {
 
     /// Whether no queued request is being copied or in a batch in flight. Copies are of requests
     /// that ran (`ran_order`, usually short: the answer is mostly found there); only a request in
-    /// flight for its first iteration (pipeline parallelism) needs the whole order.
+    /// flight for its first iteration (pipeline parallelism) needs the whole order, and only
+    /// while some request of the replica is in a batch in flight (the slab counts them).
     fn nothing_in_progress(&self, view: &ReplicaView) -> bool {
-        let idle = |&s: &Slot| !view.req(s).in_transfer() && !view.req(s).in_flight();
-        self.ran_order.iter().all(idle) && self.order.iter().all(idle)
+        let busy = |s: Slot| view.req(s).in_transfer() || view.req(s).in_flight();
+        !self.ran_order.any(busy)
+            && (view.reqs.state_counts().running == 0 || !self.order.any(busy))
     }
 
     /// Nothing can run and no copy is in flight: with `defer`, the GPU and the host are full and
@@ -82,7 +84,7 @@ impl Mlfq {
     /// in priority order; without any resident request, the boundary is planned with `recompute`.
     fn unstick(&mut self, view: &ReplicaView, plan: &mut Plan, defer_new: bool) {
         // Resident requests have run: `ran_order` holds them all.
-        let victim = self.ran_order.iter().rev().copied().find(|&s| {
+        let victim = self.ran_order.iter_rev().find(|&s| {
             let r = view.req(s);
             r.kv_loc == KvLoc::Gpu && r.blocks > 0 && !r.in_flight()
         });
@@ -93,7 +95,7 @@ impl Mlfq {
         plan.preempt.push((v, PreemptMode::Recompute));
         let mut free = view.free_blocks() as i64 + view.req(v).blocks as i64;
         let mut tokens_left = self.tokens_left(plan);
-        for &s in &self.ran_order {
+        for s in self.ran_order.iter() {
             if plan.run.len() >= view.limits.max_batch_size as usize {
                 break;
             }
@@ -181,38 +183,37 @@ impl Mlfq {
         let (mut prefill_tokens, mut has_prefill) = (0u64, false);
         let mut tokens_left = self.cfg.chunk_size.unwrap_or(0);
         let mut looked = 0u64;
-        // Deferred new requests are passed over: walk the requests that ran.
-        for &s in self.scan_order(defer_new) {
+        let (chunked, misfit) = (self.cfg.chunk_size.is_some(), self.cfg.misfit);
+        // Deferred new requests are passed over: walk the requests that ran. (`true`: stop.)
+        self.scan_order(defer_new).any(|s| {
             if plan.run.len() >= b {
-                break;
+                return true;
             }
             looked += 1;
             let r = view.req(s);
             if !r.runnable() || r.in_flight() || (defer_new && r.is_new()) {
-                continue;
+                return false;
             }
-            if self.cfg.chunk_size.is_some() {
+            if chunked {
                 // Chunked prefill: one token budget; a spent budget ends the batch.
                 let Some((chunk, tokens)) = chunk_step(r, tokens_left) else {
-                    break;
+                    return true;
                 };
                 tokens_left -= tokens;
                 plan.run_chunk(s, chunk);
-                continue;
+                return false;
             }
             if r.needs_prefill() {
                 let t = r.prefill_tokens() as u64;
                 if has_prefill && prefill_tokens + t > limits.max_batch_tokens as u64 {
-                    match self.cfg.misfit {
-                        MisfitRule::Stop => break,
-                        MisfitRule::Skip => continue,
-                    }
+                    return misfit == MisfitRule::Stop;
                 }
                 has_prefill = true;
                 prefill_tokens += t;
             }
             plan.run_on_demand(s);
-        }
+            false
+        });
         self.scanned += looked;
         self.popped.clear();
         self.popped.extend(plan.run.iter().map(|i| i.slot));
@@ -235,15 +236,15 @@ impl Mlfq {
         let mut host_free = view.host_free_blocks() as i64;
         // Swap out queued GPU-resident requests from the lowest priority up (they have run:
         // `ran_order` holds them all).
-        for i in (0..self.ran_order.len()).rev() {
+        let mut looked = 0;
+        self.ran_order.any_rev(|s| {
             if deficit <= 0 {
-                break;
+                return true;
             }
-            self.scanned += 1;
-            let s = self.ran_order[i];
+            looked += 1;
             let r = view.req(s);
             if self.taken[s as usize] || r.kv_loc != KvLoc::Gpu || r.in_flight() || r.blocks == 0 {
-                continue;
+                return false;
             }
             match self.evict_mode(view, s, &mut host_free, host_full) {
                 Some(mode) => {
@@ -255,7 +256,9 @@ impl Mlfq {
                 }
                 None => host_blocked = true,
             }
-        }
+            false
+        });
+        self.scanned += looked;
         // Then drop batch members from its tail, swapping out the GPU-resident ones. A
         // GPU-resident member the host cannot take (`defer`) stays in the batch (dropping it
         // would free nothing) and the next one up is tried; once the host refused a
@@ -321,7 +324,7 @@ impl Mlfq {
             self.taken[s as usize] = true;
         }
         // Only GPU-resident requests qualify: they have run.
-        for &s in &self.ran_order {
+        for s in self.ran_order.iter() {
             if plan.run.len() >= b {
                 break;
             }
@@ -363,16 +366,17 @@ impl Mlfq {
         for &s in &self.popped {
             self.taken[s as usize] = true;
         }
-        for &s in &self.order {
+        let taken = &self.taken;
+        self.order.any(|s| {
             if quota == 0 {
-                break;
+                return true;
             }
-            if self.taken[s as usize] {
-                continue;
+            if taken[s as usize] {
+                return false;
             }
             quota -= 1;
             if view.req(s).kv_loc != KvLoc::Host {
-                continue;
+                return false;
             }
             let theirs = view.swap_in_blocks(s) as i64;
             if avail >= wanted + theirs && free >= theirs {
@@ -380,7 +384,8 @@ impl Mlfq {
                 avail -= theirs;
                 free -= theirs;
             }
-        }
+            false
+        });
         for &s in &self.popped {
             self.taken[s as usize] = false;
         }

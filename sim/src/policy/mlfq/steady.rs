@@ -10,7 +10,8 @@ impl FastForward for Mlfq {
     /// reaches the starvation threshold, and proactive offloading keeps its reserve without a swap.
     fn steady(&self, batch: &[Slot], view: &ReplicaView) -> Option<Steady> {
         debug_assert!(!self.lazy.active, "schedule wrote the lazy state back");
-        if batch.len() > self.order.len() || self.order[..batch.len()] != *batch {
+        let queued = self.order.len();
+        if batch.len() > queued || !self.order.starts_with(batch) {
             return None;
         }
         let threshold_ns = (self.cfg.starvation_threshold_s * 1e9).round() as Ns;
@@ -18,7 +19,7 @@ impl FastForward for Mlfq {
             return None;
         }
         let reserve_floor = self.reserve_floor(view);
-        if batch.len() == self.order.len() && !self.cfg.fifo {
+        if batch.len() == queued && !self.cfg.fifo {
             // The batch holds every request: demotions and requeues reorder it but cannot change
             // it (nobody is left out, nobody waits to be promoted, no swap has a candidate); the
             // engine checks memory. Followed step by step.
@@ -37,7 +38,7 @@ impl FastForward for Mlfq {
         let until_ns = if self.cfg.fifo {
             Ns::MAX
         } else {
-            self.starvation_deadline_ns(batch.len(), threshold_ns)
+            self.starvation_deadline_ns(batch.len(), threshold_ns, view.now_ns)
         };
         let offloading =
             self.cfg.preemption == PreemptionChoice::Swap && view.host_capacity_blocks() > 0;
@@ -54,10 +55,11 @@ impl FastForward for Mlfq {
             // No swap-out while free blocks cover the reserve plus what the first request left
             // out without GPU memory needs; no swap-in became possible (free blocks only shrink).
             let reserve = view.limits.max_batch_size.max(self.cfg.min_free_blocks);
-            let blocked = self.order[batch.len()..]
-                .iter()
-                .find(|&&s| matches!(view.req(s).kv_loc, KvLoc::None | KvLoc::Host));
-            let need = blocked.map_or(0, |&s| view.extra_blocks_for_next(s));
+            let blocked = self
+                .order
+                .iter_from(batch.len())
+                .find(|&s| matches!(view.req(s).kv_loc, KvLoc::None | KvLoc::Host));
+            let need = blocked.map_or(0, |s| view.extra_blocks_for_next(s));
             let min = reserve.saturating_add(need);
             if view.free_blocks() < min {
                 return None;
@@ -113,14 +115,12 @@ impl FastForward for Mlfq {
                         *o = s;
                     }
                 } else {
-                    let (a, b) = q.as_slices();
-                    out[..a.len()].copy_from_slice(a);
-                    out[a.len()..].copy_from_slice(b);
+                    out.copy_from_slice(q.as_slice());
                 }
                 i += q.len();
             }
         } else {
-            batch.copy_from_slice(&self.order[..batch.len()]);
+            self.order.copy_prefix(batch);
         }
     }
 
@@ -141,30 +141,34 @@ impl FastForward for Mlfq {
         // Each requeue puts the batch back at the front of its levels, reversed when
         // `requeue_reverses_batch`: the batch is a prefix of the order, i.e. whole levels and the
         // front of one, so an odd number of requeues reverses each level's batch segment.
-        if self.cfg.requeue_reverses_batch && iterations % 2 == 1 {
-            let prefix = &mut self.order[..batch.len()];
-            let mut from = 0;
-            while from < prefix.len() {
-                let level = self.state[prefix[from] as usize].level;
-                let len = prefix[from..]
-                    .iter()
-                    .take_while(|&&x| self.state[x as usize].level == level)
-                    .count();
-                prefix[from..from + len].reverse();
-                from += len;
-            }
-        }
-        batch.copy_from_slice(&self.order[..batch.len()]);
-        // The batch (a prefix of the order) has run: its members that had run before are the
-        // front of `ran_order`, which now starts with the whole batch.
+        let reverse = self.cfg.requeue_reverses_batch && iterations % 2 == 1;
         self.ensure_ran(self.state.len());
-        let before = batch.iter().filter(|&&s| self.ran[s as usize]).count();
-        self.ran_order.splice(..before, batch.iter().copied());
-        for &s in batch.iter() {
-            if !self.ran[s as usize] {
-                self.ran[s as usize] = true;
-                self.ran_lens.0[self.state[s as usize].level as usize] += 1;
+        let mut left = batch.len();
+        let mut i = 0;
+        for p in self.order.numbers() {
+            if left == 0 {
+                break;
             }
+            let q = self.order.level_mut(p);
+            let k = left.min(q.len());
+            if reverse {
+                q.as_mut_slice()[..k].reverse();
+            }
+            // The batch has run: its members that had run before are the front of the level in
+            // `ran_order`, which now starts with the level's whole batch segment.
+            let segment = &mut batch[i..i + k];
+            segment.copy_from_slice(&q.as_slice()[..k]);
+            let ran = &mut self.ran;
+            let before = segment.iter().filter(|&&s| ran[s as usize]).count();
+            let rq = self.ran_order.level_mut(p);
+            rq.drop_front(before);
+            for &s in segment.iter().rev() {
+                rq.push_front(s);
+                ran[s as usize] = true;
+            }
+            self.ran_order.sync(p);
+            left -= k;
+            i += k;
         }
     }
 }
@@ -188,17 +192,22 @@ impl Mlfq {
         }
     }
 
-    /// When the first request of `order[from..]` reaches the starvation threshold.
-    fn starvation_deadline_ns(&self, from: usize, threshold_ns: Ns) -> Ns {
-        self.order[from..]
-            .iter()
-            .map(|&s| {
-                self.state[s as usize]
-                    .last_step_ns
-                    .saturating_add(threshold_ns)
-            })
-            .min()
-            .unwrap_or(Ns::MAX)
+    /// When the first request of `order[from..]` reaches the starvation threshold — or, once
+    /// one has reached it by `now_ns`, that request's time: any time not after `now_ns` stops a
+    /// repeat before it starts (the first boundary it could start at is the end of the
+    /// iteration under way), so the rest of a long queue of idle requests is not scanned.
+    fn starvation_deadline_ns(&self, from: usize, threshold_ns: Ns, now_ns: Ns) -> Ns {
+        let mut first = Ns::MAX;
+        for s in self.order.iter_from(from) {
+            let at = self.state[s as usize]
+                .last_step_ns
+                .saturating_add(threshold_ns);
+            if at <= now_ns {
+                return at;
+            }
+            first = first.min(at);
+        }
+        first
     }
 
     /// The most service any batch member can get before it passes its quantum (`Ns::MAX`: all

@@ -8,27 +8,8 @@ use crate::vocab::request::{Request, Slab};
 const MS: Ns = 1_000_000;
 
 impl Mlfq {
-    /// Both queues' level lengths counted anew (after rebuilding `order`).
-    fn recount_levels(&mut self) {
-        self.order_lens.recount(&self.order, &self.state);
-        self.ran_lens.recount(&self.ran_order, &self.state);
-    }
-
-    /// `ran_order` rebuilt from `order`, and the level lengths counted (after a rebuild of
-    /// `order` that looked at every entry).
-    fn rebuild_ran_order(&mut self) {
-        let ran = &self.ran;
-        self.ran_order.clear();
-        self.ran_order.extend(
-            self.order
-                .iter()
-                .filter(|&&x| ran.get(x as usize) == Some(&true)),
-        );
-        self.recount_levels();
-    }
-
     /// Queue `s` (its state set) at the back of its level as an arrival does; `has_run`: it ran
-    /// before (it joins `ran_order`).
+    /// before (it joins `ran_order`, at the back of its level there too).
     fn enqueue_for_test(&mut self, s: Slot, has_run: bool) {
         self.ensure_ran(s as usize + 1);
         self.arrival_seq[s as usize] = self.arrivals;
@@ -36,23 +17,28 @@ impl Mlfq {
         self.ran[s as usize] = has_run;
         self.push_back(s);
         if has_run {
-            self.rebuild_ran_order();
+            self.ran_order
+                .push_back(self.state[s as usize].level as usize, s);
         }
     }
 
-    /// `ran_order` is the subsequence of `order` of the requests marked as having run.
+    /// Each level of `order` holds requests of that level, and `ran_order` is, level by level,
+    /// the subsequence of `order` of the requests marked as having run.
     fn assert_ran_order(&self) {
-        let want: Vec<Slot> = self
-            .order
-            .iter()
-            .copied()
-            .filter(|&s| self.has_run(s))
-            .collect();
-        assert_eq!(self.ran_order, want);
-        let (mut lens, mut ran_lens) = (LevelLens::new(), LevelLens::new());
-        lens.recount(&self.order, &self.state);
-        ran_lens.recount(&self.ran_order, &self.state);
-        assert_eq!((&self.order_lens, &self.ran_lens), (&lens, &ran_lens));
+        for (p, q) in self.order.levels() {
+            assert!(
+                q.iter()
+                    .all(|&s| self.state[s as usize].level as usize == p)
+            );
+        }
+        let want: Vec<Slot> = self.order.iter().filter(|&s| self.has_run(s)).collect();
+        assert_eq!(self.ran_order.to_vec(), want);
+        for (p, q) in self.ran_order.levels() {
+            assert!(
+                q.iter()
+                    .all(|&s| self.state[s as usize].level as usize == p)
+            );
+        }
     }
 }
 
@@ -171,7 +157,8 @@ fn lazy_requeue_equals_write_back_then_requeue() {
         let mut eager = m.clone();
         eager.materialize();
         eager.requeue_batch(&batch, dur, now, |_| 0);
-        assert_eq!(lazy.order, eager.order);
+        assert_eq!(lazy.order.to_vec(), eager.order.to_vec());
+        lazy.assert_ran_order();
         for s in 0..lazy.state.len() {
             let (a, b) = (lazy.state[s], eager.state[s]);
             assert_eq!(
@@ -272,9 +259,9 @@ fn requeue_batch_matches_a_full_rebuild_and_touches_only_the_batch() {
             m.push_back(s);
         }
         let batch: Vec<Slot> = (0..17).collect();
-        let old = m.order.clone();
+        let old = m.order.to_vec();
         m.requeue_batch(&batch, 10 * MS, 20 * MS, |_| 0);
-        assert_eq!(m.order, requeue_reference(&m, &old, &batch));
+        assert_eq!(m.order.to_vec(), requeue_reference(&m, &old, &batch));
         assert!(
             m.requeue_touched <= batch.len() as u64,
             "looked at {} queue entries for a batch of {}",
@@ -313,14 +300,14 @@ fn requeue_batch_matches_a_full_rebuild_and_touches_only_the_batch() {
             });
             m.enqueue_for_test(s, rand(2) == 0);
         }
-        let old = m.order.clone();
+        let old = m.order.to_vec();
         let batch: Vec<Slot> = old.iter().copied().filter(|_| rand(3) == 0).collect();
         let kv_tokens = rand(2000) as u32;
         m.requeue_batch(&batch, rand(30 * MS), 1, |_| kv_tokens);
-        assert_eq!(m.order, requeue_reference(&m, &old, &batch));
+        assert_eq!(m.order.to_vec(), requeue_reference(&m, &old, &batch));
         assert!(batch.iter().all(|&s| m.has_run(s)));
         m.assert_ran_order();
-        if let Some(&s) = m.order.get(rand(m.order.len() as u64) as usize) {
+        if let Some(&s) = m.order.to_vec().get(rand(m.order.len() as u64) as usize) {
             m.remove_from_order(s);
             m.assert_ran_order();
         }
@@ -523,7 +510,7 @@ fn fcfs_swap_keeps_arrival_order() {
         m.schedule(&view_b(&reqs, &kv, &host, 2), &mut plan);
         assert_eq!(run_slots(&plan), vec![0, 1]);
         m.on_iteration_end(&[0, 1], 10 * MS, &view_b(&reqs, &kv, &host, 2));
-        assert_eq!(m.order, vec![0, 1, 2]);
+        assert_eq!(m.order.to_vec(), vec![0, 1, 2]);
     }
     m.on_finish(0);
     reqs.remove(0);
@@ -584,5 +571,125 @@ fn deferred_new_requests_cost_nothing_per_boundary() {
         }
         assert_eq!(looked[0], looked[1], "fifo {fifo}");
         assert!(looked[1] < 100, "fifo {fifo}: looked at {}", looked[1]);
+    }
+}
+
+/// The work of a requeue, an arrival and a finish does not grow with the queue: with 1,000 or
+/// 10,000 requests queued at levels 0–3 (a quarter of them have run), a batch of 16 from the
+/// front of level 0 (8 of which pass their quantum and go to level 1) is requeued, a request
+/// arrives at level 0 and two batch members finish, and the queue entries looked at, written or
+/// shifted are the same. (The flat order shifted every entry behind level 0 for an arrival
+/// (`Vec::insert`) and copied whole levels at each requeue: thousands of entries at 10,000.)
+#[test]
+fn requeue_arrival_and_finish_work_does_not_grow_with_the_queue() {
+    let cost = Arc::new(ConstantCost { iteration_s: 0.01 });
+    for reverses in [true, false] {
+        let mut cfg = Params::default()
+            .resolve(false, cost.as_ref(), "mlfq")
+            .unwrap();
+        cfg.requeue_reverses_batch = reverses;
+        let mut work = Vec::new();
+        for n in [1_000, 10_000] {
+            let mut m = Mlfq::new(cfg.clone(), cost.clone(), "mlfq");
+            m.state.resize(n + 1, State::default());
+            for s in 0..n as Slot {
+                m.state[s as usize] = State {
+                    level: if s < 16 { 0 } else { s % 4 },
+                    attained_ns: if s < 8 { 9 * MS } else { 0 },
+                    ..State::default()
+                };
+                m.enqueue_for_test(s, s < 16 || s % 4 == 0);
+            }
+            let count = |m: &Mlfq| m.requeue_touched + m.order.work + m.ran_order.work;
+            let before = count(&m);
+            let batch: Vec<Slot> = (0..16).collect();
+            m.requeue_batch(&batch, 5 * MS, 20 * MS, |_| 0);
+            m.enqueue_arrival(n as Slot);
+            m.on_finish(3);
+            m.on_finish(12);
+            work.push(count(&m) - before);
+            m.assert_ran_order();
+            assert_eq!(m.state[3].level, 1);
+            assert_eq!(m.order.len(), n - 1);
+        }
+        assert_eq!(work[0], work[1], "reverses {reverses}");
+        assert!(work[1] < 100, "reverses {reverses}: {}", work[1]);
+    }
+}
+
+/// A [`levels::Level`] behaves as a double-ended queue (against `VecDeque`, 20,000 random
+/// operations: joins at both ends, drops from the front — which reclaim the room in front —,
+/// removals and insertions inside, `retain`), and `Levels::requeue_level` as taking the batch
+/// out of the level and pushing the group at its front.
+#[test]
+fn level_is_a_deque() {
+    use std::collections::VecDeque;
+    let mut x: u64 = 0x1234_5678_9abc_def1;
+    let mut rand = |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    let mut level = levels::Level::default();
+    let mut model: VecDeque<Slot> = VecDeque::new();
+    for next in 0..20_000 as Slot {
+        let len = model.len() as u64;
+        match rand(8) {
+            0 | 1 => {
+                level.push_back(next);
+                model.push_back(next);
+            }
+            2 | 3 => {
+                level.push_front(next);
+                model.push_front(next);
+            }
+            4 => {
+                let n = rand(len + 1) as usize;
+                level.drop_front(n);
+                model.drain(..n);
+            }
+            5 if len > 0 => {
+                let i = rand(len) as usize;
+                level.remove(i);
+                model.remove(i);
+            }
+            6 => {
+                let i = rand(len + 1) as usize;
+                level.insert(i, next);
+                model.insert(i, next);
+            }
+            _ => {
+                let m = 2 + rand(5) as Slot;
+                level.retain(|&s| s % m != 0 || s % 3 == 0);
+                model.retain(|&s| s % m != 0 || s % 3 == 0);
+            }
+        }
+        assert!(level.iter().eq(model.iter()));
+    }
+    let mut m = Mlfq::new(
+        Params::default()
+            .resolve(false, &ConstantCost { iteration_s: 0.01 }, "mlfq")
+            .unwrap(),
+        Arc::new(ConstantCost { iteration_s: 0.01 }),
+        "mlfq",
+    );
+    for _ in 0..2_000 {
+        let n = rand(12) as Slot;
+        m.order.clear();
+        for s in 0..n {
+            m.order.push_back(0, s);
+        }
+        let mut taken = vec![false; 100];
+        let out: Vec<Slot> = (0..n).filter(|_| rand(2) == 0).collect();
+        for &s in &out {
+            taken[s as usize] = true;
+        }
+        let group: Vec<Slot> = (50..50 + rand(8) as Slot).collect();
+        m.order.requeue_level(0, out.len() as u32, &taken, &group);
+        let mut want = group.clone();
+        want.extend((0..n).filter(|s| !out.contains(s)));
+        assert_eq!(m.order.to_vec(), want);
+        assert_eq!(m.order.len(), want.len());
     }
 }

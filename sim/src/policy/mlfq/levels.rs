@@ -1,0 +1,534 @@
+//! A queue sorted by level: one double-ended queue per level, read level by level (the flat
+//! priority order).
+
+use super::super::ReplicaView;
+use super::super::common::{Window, evictable};
+use super::LEVEL_CAP;
+use crate::vocab::request::Slot;
+
+/// One level: a double-ended queue kept in one slice, `buf[start..]` (the room before `start`
+/// takes requests pushed at the front). Unlike a ring buffer it always reads as one slice, so a
+/// scan over many short levels pays little per level.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Level {
+    buf: Vec<Slot>,
+    start: usize,
+}
+
+impl Level {
+    #[inline]
+    pub(super) fn as_slice(&self) -> &[Slot] {
+        &self.buf[self.start..]
+    }
+
+    #[inline]
+    pub(super) fn as_mut_slice(&mut self) -> &mut [Slot] {
+        &mut self.buf[self.start..]
+    }
+
+    #[inline]
+    pub(super) fn len(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    #[inline]
+    pub(super) fn is_empty(&self) -> bool {
+        self.buf.len() == self.start
+    }
+
+    pub(super) fn iter(&self) -> std::slice::Iter<'_, Slot> {
+        self.as_slice().iter()
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.buf.clear();
+        self.start = 0;
+    }
+
+    pub(super) fn push_back(&mut self, s: Slot) {
+        self.buf.push(s);
+    }
+
+    pub(super) fn extend_from_slice(&mut self, from: &[Slot]) {
+        self.buf.extend_from_slice(from);
+    }
+
+    pub(super) fn push_front(&mut self, s: Slot) {
+        if self.start == 0 {
+            self.make_front_room(1);
+        }
+        self.start -= 1;
+        self.buf[self.start] = s;
+    }
+
+    /// At least `n` free places in front, as many as the level holds (amortized O(1) a push).
+    #[cold]
+    fn make_front_room(&mut self, n: usize) {
+        let room = n.max(self.len()).max(4);
+        let mut buf = Vec::with_capacity(room + 2 * self.len());
+        buf.resize(room, 0);
+        buf.extend_from_slice(self.as_slice());
+        self.buf = buf;
+        self.start = room;
+    }
+
+    /// Drop the first `n` requests.
+    pub(super) fn drop_front(&mut self, n: usize) {
+        self.start += n;
+        debug_assert!(self.start <= self.buf.len());
+        if self.start == self.buf.len() {
+            self.clear();
+        } else if self.start > 2 * self.len() + 16 {
+            // Reclaim the room in front (it grows as requests leave from the front and others
+            // join at the back), keeping as much as the level holds: O(len), after more than
+            // len requests left.
+            let len = self.len();
+            self.buf.copy_within(self.start.., len);
+            self.buf.truncate(2 * len);
+            self.start = len;
+        }
+    }
+
+    /// Remove the request at position `i` (shifting the shorter side).
+    pub(super) fn remove(&mut self, i: usize) {
+        let len = self.len();
+        debug_assert!(i < len);
+        if i < len / 2 {
+            let at = self.start;
+            self.buf.copy_within(at..at + i, at + 1);
+            self.drop_front(1);
+        } else {
+            self.buf.remove(self.start + i);
+            if self.is_empty() {
+                self.clear();
+            }
+        }
+    }
+
+    /// Insert `s` at position `i`.
+    pub(super) fn insert(&mut self, i: usize, s: Slot) {
+        self.buf.insert(self.start + i, s);
+    }
+
+    pub(super) fn retain(&mut self, f: impl FnMut(&Slot) -> bool) {
+        self.buf.drain(..self.start);
+        self.start = 0;
+        self.buf.retain(f);
+    }
+}
+
+/// Requests in priority order: level 0 first, each level front to back. Each level is its own
+/// [`Level`], so a request joins the front or back of its level, and leaves near the front of it,
+/// at a cost that does not grow with the other levels or with the rest of its own.
+#[derive(Clone, Debug)]
+pub(super) struct Levels {
+    q: Vec<Level>,
+    /// Bit p set: level p may hold requests (clear: it is empty). The reads visit only these.
+    mask: u64,
+    /// Entries that joins and removals wrote or looked at (a work count for tests): 1 for a
+    /// join, and for a removal the entries searched plus those shifted to close the gap.
+    pub(super) work: u64,
+}
+
+impl Default for Levels {
+    fn default() -> Self {
+        Levels {
+            q: empty_levels(),
+            mask: 0,
+            work: 0,
+        }
+    }
+}
+
+/// One empty [`Level`] per level.
+pub(super) fn empty_levels() -> Vec<Level> {
+    (0..=LEVEL_CAP).map(|_| Level::default()).collect()
+}
+
+// One mask bit per level.
+const _: () = assert!(LEVEL_CAP == u64::BITS - 1);
+
+/// The levels whose bits are set in a mask: from the highest priority (lowest bit) with `next`,
+/// from the lowest with `next_back`.
+struct Bits(u64);
+
+impl Iterator for Bits {
+    type Item = usize;
+    #[inline]
+    fn next(&mut self) -> Option<usize> {
+        (self.0 != 0).then(|| {
+            let p = self.0.trailing_zeros() as usize;
+            self.0 &= self.0 - 1;
+            p
+        })
+    }
+}
+
+impl DoubleEndedIterator for Bits {
+    #[inline]
+    fn next_back(&mut self) -> Option<usize> {
+        (self.0 != 0).then(|| {
+            let p = (u64::BITS - 1 - self.0.leading_zeros()) as usize;
+            self.0 &= !(1 << p);
+            p
+        })
+    }
+}
+
+impl Levels {
+    /// The levels that may hold requests, with their numbers, in priority order.
+    #[inline]
+    pub(super) fn levels(&self) -> impl DoubleEndedIterator<Item = (usize, &Level)> {
+        Bits(self.mask).map(|p| (p, &self.q[p]))
+    }
+
+    /// The numbers of the levels that may hold requests, in priority order.
+    pub(super) fn numbers(&self) -> impl DoubleEndedIterator<Item = usize> + use<> {
+        Bits(self.mask)
+    }
+
+    /// Level `p` to change in place; [`Levels::sync`] after it if that may have emptied it.
+    pub(super) fn level_mut(&mut self, p: usize) -> &mut Level {
+        self.mask |= 1 << p;
+        &mut self.q[p]
+    }
+
+    /// Note whether level `p` is empty.
+    pub(super) fn sync(&mut self, p: usize) {
+        if self.q[p].is_empty() {
+            self.mask &= !(1 << p);
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.levels().map(|(_, q)| q.len()).sum()
+    }
+
+    pub(super) fn push_back(&mut self, p: usize, s: Slot) {
+        self.work += 1;
+        self.level_mut(p).push_back(s);
+    }
+
+    /// Remove `s` from level `p`, searched from its front; whether it was there.
+    pub(super) fn remove(&mut self, p: usize, s: Slot) -> bool {
+        let q = &mut self.q[p];
+        let Some(i) = q.iter().position(|&x| x == s) else {
+            return false;
+        };
+        self.work += (i + 1 + i.min(q.len() - 1 - i)) as u64;
+        q.remove(i);
+        self.sync(p);
+        true
+    }
+
+    /// Level `p` without the requests marked in `gone` (the level walked once).
+    pub(super) fn retain(&mut self, p: usize, gone: &[bool]) {
+        self.q[p].retain(|&x| !gone[x as usize]);
+        self.sync(p);
+    }
+
+    /// Level `p` loses its first `n` requests marked in `taken` (searched from its front) and
+    /// gets `group` at its front; its other requests keep their order. Returns the entries
+    /// looked at.
+    pub(super) fn requeue_level(
+        &mut self,
+        p: usize,
+        n: u32,
+        taken: &[bool],
+        group: &[Slot],
+    ) -> u64 {
+        let q = &mut self.q[p];
+        let (looked, gone) = free_front(q.as_mut_slice(), n, taken);
+        // The first `gone` places are free: the group's last ones go there and the rest in front
+        // of them, or the free places left over go.
+        let k = group.len();
+        if k >= gone {
+            q.as_mut_slice()[..gone].copy_from_slice(&group[k - gone..]);
+            let more = k - gone;
+            if more > 0 {
+                if q.start < more {
+                    q.make_front_room(more);
+                }
+                q.start -= more;
+                let at = q.start;
+                q.buf[at..at + more].copy_from_slice(&group[..more]);
+            }
+        } else {
+            let extra = gone - k;
+            q.as_mut_slice()[extra..gone].copy_from_slice(group);
+            q.drop_front(extra);
+        }
+        self.work += k as u64;
+        if q.is_empty() {
+            self.mask &= !(1 << p);
+        } else {
+            self.mask |= 1 << p;
+        }
+        looked
+    }
+
+    pub(super) fn clear(&mut self) {
+        for p in Bits(self.mask) {
+            self.q[p].clear();
+        }
+        self.mask = 0;
+    }
+
+    /// Every request in priority order.
+    pub(super) fn iter(&self) -> Iter<'_> {
+        Iter {
+            q: &self.q,
+            mask: self.mask,
+            cur: [].iter(),
+        }
+    }
+
+    /// Every request from the lowest priority up.
+    pub(super) fn iter_rev(&self) -> RevIter<'_> {
+        RevIter {
+            q: &self.q,
+            mask: self.mask,
+            cur: [].iter(),
+        }
+    }
+
+    /// The requests from flat position `from` on, in priority order.
+    pub(super) fn iter_from(&self, mut from: usize) -> Iter<'_> {
+        let mut it = self.iter();
+        while it.mask != 0 {
+            let p = it.mask.trailing_zeros() as usize;
+            it.mask &= it.mask - 1;
+            let q = self.q[p].as_slice();
+            if from < q.len() {
+                it.cur = q[from..].iter();
+                break;
+            }
+            from -= q.len();
+        }
+        it
+    }
+
+    /// Call `f` on every request in priority order until it returns true; whether it did.
+    /// (Plain slice loops, one a level: the hot scans use this.)
+    #[inline]
+    pub(super) fn any(&self, mut f: impl FnMut(Slot) -> bool) -> bool {
+        for (_, q) in self.levels() {
+            for &s in q.as_slice() {
+                if f(s) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// [`Levels::any`] from the lowest priority up.
+    #[inline]
+    pub(super) fn any_rev(&self, mut f: impl FnMut(Slot) -> bool) -> bool {
+        for (_, q) in self.levels().rev() {
+            for &s in q.as_slice().iter().rev() {
+                if f(s) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// The first `out.len()` requests in priority order, into `out` (there are that many).
+    pub(super) fn copy_prefix(&self, out: &mut [Slot]) {
+        let mut i = 0;
+        for (_, q) in self.levels() {
+            if i == out.len() {
+                return;
+            }
+            let q = q.as_slice();
+            let n = q.len().min(out.len() - i);
+            out[i..i + n].copy_from_slice(&q[..n]);
+            i += n;
+        }
+        debug_assert_eq!(i, out.len());
+    }
+
+    /// Whether the order starts with `prefix`.
+    pub(super) fn starts_with(&self, mut prefix: &[Slot]) -> bool {
+        for (_, q) in self.levels() {
+            if prefix.is_empty() {
+                return true;
+            }
+            let q = q.as_slice();
+            let n = q.len().min(prefix.len());
+            if q[..n] != prefix[..n] {
+                return false;
+            }
+            prefix = &prefix[n..];
+        }
+        prefix.is_empty()
+    }
+
+    /// Exchange the levels with `other` (one [`Level`] per level).
+    pub(super) fn swap_levels(&mut self, other: &mut Vec<Level>) {
+        debug_assert_eq!(other.len(), self.q.len());
+        std::mem::swap(&mut self.q, other);
+        self.mask = 0;
+        for (p, q) in self.q.iter().enumerate() {
+            if !q.is_empty() {
+                self.mask |= 1 << p;
+            }
+        }
+    }
+
+    /// The flat order as a vector.
+    #[cfg(test)]
+    pub(super) fn to_vec(&self) -> Vec<Slot> {
+        self.iter().collect()
+    }
+
+    /// A [`Window`] over the whole order, for [`super::super::common::form_priority_batch_from`].
+    pub(super) fn window(&self) -> LevelsWindow<'_> {
+        let end = (u64::BITS - self.mask.leading_zeros()) as usize;
+        LevelsWindow {
+            q: &self.q[..end],
+            front: 0,
+            back: self.len(),
+            front_at: (0, 0),
+            back_at: (end, 0),
+        }
+    }
+}
+
+/// Make the first `n` requests of `q` marked in `taken` its first ones, the others before the
+/// n-th keeping their order behind them; returns the entries looked at and how many were found
+/// (they are `q[..found]` then).
+fn free_front(q: &mut [Slot], n: u32, taken: &[bool]) -> (u64, usize) {
+    if n == 0 {
+        return (0, 0);
+    }
+    let (mut end, mut left) = (0, n);
+    for &x in q.iter() {
+        end += 1;
+        if taken[x as usize] {
+            left -= 1;
+            if left == 0 {
+                break;
+            }
+        }
+    }
+    let found = (n - left) as usize;
+    let mut others = end - found;
+    let (mut w, mut r) = (end, end);
+    while others > 0 {
+        r -= 1;
+        let x = q[r];
+        if !taken[x as usize] {
+            w -= 1;
+            q[w] = x;
+            others -= 1;
+        }
+    }
+    (end as u64, found)
+}
+
+/// [`Window`] over [`Levels`]: the candidates are taken from the front and the victims searched
+/// from the back, as over a flat slice. `front`/`back` are flat positions (the window is
+/// `front..back`); `front_at` is where flat position `front` is (level, index; possibly one
+/// past a level's end), `back_at` is just past flat position `back - 1`.
+pub(super) struct LevelsWindow<'a> {
+    q: &'a [Level],
+    front: usize,
+    back: usize,
+    front_at: (usize, usize),
+    back_at: (usize, usize),
+}
+
+impl Window for LevelsWindow<'_> {
+    fn next_candidate(&mut self) -> Option<Slot> {
+        if self.front >= self.back {
+            return None;
+        }
+        let (mut p, mut i) = self.front_at;
+        while i >= self.q[p].len() {
+            p += 1;
+            i = 0;
+        }
+        self.front += 1;
+        self.front_at = (p, i + 1);
+        Some(self.q[p].as_slice()[i])
+    }
+
+    fn pop_victim(&mut self, view: &ReplicaView) -> Option<Slot> {
+        while self.back > self.front {
+            let (mut p, mut i) = self.back_at;
+            while i == 0 {
+                p -= 1;
+                i = self.q[p].len();
+            }
+            i -= 1;
+            self.back -= 1;
+            self.back_at = (p, i);
+            let v = self.q[p].as_slice()[i];
+            if evictable(view, v) {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    fn no_resident_left(&mut self, _view: &ReplicaView) -> bool {
+        false
+    }
+}
+
+/// [`Levels::iter`]: the levels' slices one after the other.
+pub(super) struct Iter<'a> {
+    q: &'a [Level],
+    /// The levels not read yet.
+    mask: u64,
+    cur: std::slice::Iter<'a, Slot>,
+}
+
+impl Iterator for Iter<'_> {
+    type Item = Slot;
+
+    #[inline]
+    fn next(&mut self) -> Option<Slot> {
+        loop {
+            if let Some(&s) = self.cur.next() {
+                return Some(s);
+            }
+            if self.mask == 0 {
+                return None;
+            }
+            let p = self.mask.trailing_zeros() as usize;
+            self.mask &= self.mask - 1;
+            self.cur = self.q[p].iter();
+        }
+    }
+}
+
+/// [`Levels::iter_rev`]: the levels' slices one after the other, from the back.
+pub(super) struct RevIter<'a> {
+    q: &'a [Level],
+    /// The levels not read yet.
+    mask: u64,
+    cur: std::slice::Iter<'a, Slot>,
+}
+
+impl Iterator for RevIter<'_> {
+    type Item = Slot;
+
+    #[inline]
+    fn next(&mut self) -> Option<Slot> {
+        loop {
+            if let Some(&s) = self.cur.next_back() {
+                return Some(s);
+            }
+            if self.mask == 0 {
+                return None;
+            }
+            let p = (u64::BITS - 1 - self.mask.leading_zeros()) as usize;
+            self.mask &= !(1 << p);
+            self.cur = self.q[p].iter();
+        }
+    }
+}
