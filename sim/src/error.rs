@@ -313,23 +313,22 @@ pub fn one_line(msg: &str) -> String {
     while i < chars.len() {
         let c = chars[i];
         if c.is_ascii_digit() {
+            // A number: digits, and a fraction if a digit follows its point.
             let start = i;
             while i < chars.len() && chars[i].is_ascii_digit() {
                 i += 1;
             }
-            let run: String = chars[start..i].iter().collect();
-            if run.len() > 20 {
-                let exp = run.len() - 1;
-                out.push_str(&format!("{}.{}e{exp}", &run[..1], &run[1..6]));
-                // A fraction after a long integer part adds nothing at this precision.
-                if i < chars.len() && chars[i] == '.' {
+            if i + 1 < chars.len() && chars[i] == '.' && chars[i + 1].is_ascii_digit() {
+                i += 1;
+                while i < chars.len() && chars[i].is_ascii_digit() {
                     i += 1;
-                    while i < chars.len() && chars[i].is_ascii_digit() {
-                        i += 1;
-                    }
                 }
-            } else {
-                out.push_str(&run);
+            }
+            let token: String = chars[start..i].iter().collect();
+            match token.parse::<f64>() {
+                // The whole expansion of a huge or tiny float: 6 significant digits.
+                Ok(v) if token.len() > 20 => out.push_str(&num(v)),
+                _ => out.push_str(&token),
             }
             continue;
         }
@@ -382,8 +381,15 @@ mod one_line_tests {
         );
         assert_eq!(
             one_line(&big),
-            "invalid type: floating point 1.00000e308, expected u32"
+            "invalid type: floating point 1e308, expected u32"
         );
+        // Tiny floats expand to long fractions: "0.0.00000e99" once came out of 1e-100.
+        assert_eq!(
+            one_line(&format!("got {}, want more", 1e-100)),
+            "got 1e-100, want more"
+        );
+        assert_eq!(one_line(&format!("got {}", 1e-20)), "got 1e-20");
+        assert_eq!(one_line(&format!("got {}", 1.25e22)), "got 1.25e22");
         assert_eq!(
             one_line("line 12, column 3: 12345678901234567890"),
             "line 12, column 3: 12345678901234567890"

@@ -308,10 +308,18 @@ impl Observer for Tap<'_, '_> {
         }
     }
     fn on_kv_sample(&mut self, sample: &KvSample) {
+        if self.kv_cut_at_ns.is_some() {
+            return;
+        }
         if self.kv_timeline.len() < self.kv_max_rows {
             self.kv_timeline.push(*sample);
-        } else if self.kv_cut_at_ns.is_none() {
-            self.kv_cut_at_ns = Some(sample.time_ns);
+        } else {
+            // Whole instants only: the rows of this instant's first replicas go too.
+            let t = sample.time_ns;
+            while self.kv_timeline.last().is_some_and(|r| r.time_ns == t) {
+                self.kv_timeline.pop();
+            }
+            self.kv_cut_at_ns = Some(t);
         }
     }
     fn wants_kv_samples(&self) -> bool {

@@ -330,13 +330,17 @@ impl Sim {
         Ok(())
     }
 
-    /// Why simulated time passed `[limits] max_sim_s`: arrivals still to come (the trace is
-    /// longer than the limit: an arrival pending at this point comes after it, since arrivals
-    /// go first among equal times), or requests left unfinished after the last arrival.
+    /// Why simulated time passed `[limits] max_sim_s`: arrivals due after it (the trace is
+    /// longer than the limit), or requests left unfinished with every arrival due by then in (a
+    /// live driver running behind may still hold one due earlier).
     fn max_sim_message(&self) -> String {
         let limit = crate::error::num(ns_to_s(self.cfg.guards.max_sim_ns));
         let unfinished: usize = self.replicas.iter().map(|r| r.reqs.len()).sum();
-        let why = match &self.pending {
+        let later = self
+            .pending
+            .as_ref()
+            .filter(|next| next.arrival_ns > self.cfg.guards.max_sim_ns);
+        let why = match later {
             Some(next) => format!(
                 "requests were still arriving (the next at t={} s, {unfinished} unfinished): the trace is longer than the limit; use fewer requests or a higher rate, or raise [limits] max_sim_s",
                 crate::error::num(ns_to_s(next.arrival_ns))

@@ -220,7 +220,10 @@ impl Replica {
         let bytes = self.offload.wire_bytes(fp16_bytes);
         let secs = self.swap.transfer_s(dir, bytes, blocks) + self.offload.quant_s(fp16_bytes);
         let dur = duration_ns_ceil(secs).ok_or_else(|| {
-            SimError::config(format!("swap model returned an invalid time {secs} s"))
+            SimError::config(format!(
+                "the swap model gives a copy of {blocks} KV blocks ({bytes} bytes) a time of {} s, which the simulated clock cannot hold: check the scenario's [swap] bandwidths (h2d_bytes_per_s, d2h_bytes_per_s), per-block and latency terms, or its swap profile",
+                crate::error::num(secs)
+            ))
         })?;
         let k = match dir {
             Direction::DeviceToHost => 0,

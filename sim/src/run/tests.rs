@@ -90,6 +90,25 @@ fn kv_timeline_stops_at_its_row_cap() {
     assert_eq!(tap.kv_cut_at_ns, Some(4));
     // The engine stops sampling then (a run over many replicas pays nothing past the cap).
     assert!(!tap.wants_kv_samples());
+    // With several replicas the cap keeps whole instants: 3 replicas, a cap of 4 rows keeps
+    // instant 0 only (instant 1 had one of its three rows in when the cap was reached).
+    tap.kv_timeline.clear();
+    tap.kv_cut_at_ns = None;
+    for t in 0..3 {
+        for replica in 0..3 {
+            tap.on_kv_sample(&KvSample {
+                replica,
+                ..sample(t)
+            });
+        }
+    }
+    let kept: Vec<(Ns, u32)> = tap
+        .kv_timeline
+        .iter()
+        .map(|r| (r.time_ns, r.replica))
+        .collect();
+    assert_eq!(kept, vec![(0, 0), (0, 1), (0, 2)]);
+    assert_eq!(tap.kv_cut_at_ns, Some(1));
 }
 
 /// Arrivals are refused up front only when their span certainly passes `max_sim_s`: the mean
