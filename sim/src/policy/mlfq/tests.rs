@@ -230,6 +230,13 @@ fn requeue_reference(m: &Mlfq, old: &[Slot], batch: &[Slot]) -> Vec<Slot> {
     out
 }
 
+/// `mlfq`'s default configuration with `requeue_reverses_batch` set.
+fn mlfq_config(cost: &dyn CostModel, reverses: bool) -> Config {
+    let mut cfg = Params::default().resolve(false, cost, "mlfq").unwrap();
+    cfg.requeue_reverses_batch = reverses;
+    cfg
+}
+
 /// Requeueing a batch of 17 in front of a queue of 10,000 looks at the batch's entries only
 /// (the rest of the changed prefix moves by bulk copy): the work of a boundary does not grow
 /// with the queue. Random small queues and batches (prefix or not) give the rebuilt order.
@@ -237,10 +244,7 @@ fn requeue_reference(m: &Mlfq, old: &[Slot], batch: &[Slot]) -> Vec<Slot> {
 fn requeue_batch_matches_a_full_rebuild_and_touches_only_the_batch() {
     let cost = Arc::new(ConstantCost { iteration_s: 0.01 });
     for reverses in [true, false] {
-        let mut cfg = Params::default()
-            .resolve(false, cost.as_ref(), "mlfq")
-            .unwrap();
-        cfg.requeue_reverses_batch = reverses;
+        let cfg = mlfq_config(cost.as_ref(), reverses);
         let mut m = Mlfq::new(cfg.clone(), cost.clone(), "mlfq");
         let n: Slot = 10_000;
         m.state.resize(n as usize, State::default());
@@ -584,10 +588,7 @@ fn deferred_new_requests_cost_nothing_per_boundary() {
 fn requeue_arrival_and_finish_work_does_not_grow_with_the_queue() {
     let cost = Arc::new(ConstantCost { iteration_s: 0.01 });
     for reverses in [true, false] {
-        let mut cfg = Params::default()
-            .resolve(false, cost.as_ref(), "mlfq")
-            .unwrap();
-        cfg.requeue_reverses_batch = reverses;
+        let cfg = mlfq_config(cost.as_ref(), reverses);
         let mut work = Vec::new();
         for n in [1_000, 10_000] {
             let mut m = Mlfq::new(cfg.clone(), cost.clone(), "mlfq");
