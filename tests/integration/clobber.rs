@@ -15,7 +15,7 @@ use crate::outputs::{TRACE, scenario};
 fn setup() -> Workdir {
     let w = Workdir::new();
     w.write("trace.csv", TRACE);
-    w.write("scenario.toml", &scenario("clobber", ""));
+    w.write("scenario.toml", scenario("clobber", ""));
     w
 }
 
