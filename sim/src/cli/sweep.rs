@@ -321,13 +321,28 @@ fn unstable_note(runs: &[SweepRun], outcomes: &Outcomes) -> Option<String> {
     if unstable.is_empty() {
         return None;
     }
+    let on_drain = outcomes
+        .iter()
+        .filter(|o| {
+            matches!(o, Ok(s) if s.stability.is_some_and(|st| s.jct_s.as_ref().is_some_and(|j| {
+                crate::metrics::stability::judged_on_drain(&st, s.requests, j.mean)
+            })))
+        })
+        .count();
+    let caveat = match on_drain {
+        0 => String::new(),
+        n => format!(
+            " ({n} of them failed only the throughput check with arrivals spanning under {} mean JCTs: judged mostly on their own drain, so run more requests to confirm)",
+            crate::metrics::stability::SHORT_TRACE_JCTS
+        ),
+    };
     const SHOWN: usize = 5;
     let more = match unstable.len().saturating_sub(SHOWN) {
         0 => String::new(),
         n => format!(" and {n} more"),
     };
     Some(format!(
-        "{} of {} runs did not keep up with their arrivals (sweep.csv `stable` = false; their latencies include a queue that grew for as long as the trace lasted): {}{more}",
+        "{} of {} runs did not keep up with their arrivals (sweep.csv `stable` = false; their latencies include a queue that grew for as long as the trace lasted): {}{more}{caveat}",
         unstable.len(),
         runs.len(),
         unstable[..unstable.len().min(SHOWN)].join(", ")

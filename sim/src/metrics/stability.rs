@@ -161,13 +161,21 @@ pub fn run_warning(st: &Stability, requests: u64, jct_mean_s: Option<f64>) -> Op
     let w = st.warning()?;
     let span_s = requests as f64 / st.offered_rate_per_s;
     Some(match jct_mean_s {
-        Some(jct) if st.queue_steady() && span_s < SHORT_TRACE_JCTS * jct => format!(
+        Some(jct) if judged_on_drain(st, requests, jct) => format!(
             "{w}. Caveat: the arrivals span about {} s, under {SHORT_TRACE_JCTS} mean JCTs ({} s each), and the queue did not grow: a trace this short is judged mostly on its own drain, so run more requests to confirm",
             crate::error::num(span_s),
             crate::error::num(jct)
         ),
         _ => w,
     })
+}
+
+/// Whether an unstable run failed only the throughput check on a trace whose arrivals span under
+/// [`SHORT_TRACE_JCTS`] mean JCTs (`jct_mean_s`): its verdict may come from its own drain.
+pub fn judged_on_drain(st: &Stability, requests: u64, jct_mean_s: f64) -> bool {
+    !st.stable
+        && st.queue_steady()
+        && (requests as f64 / st.offered_rate_per_s) < SHORT_TRACE_JCTS * jct_mean_s
 }
 
 /// The stability of a run from its completions (any order); `None` when it cannot be judged.
