@@ -404,3 +404,37 @@ fn arrivals_that_outlast_max_sim_s_are_refused_up_front() {
         assert!(!w.path("out").exists(), "{sub}");
     }
 }
+
+/// A GPU from `catalogue_files` has no fitted analytic parameters: the error said to give all of
+/// them in `[cost.params]`, and still refused when they were all given. Now they are used, and a
+/// missing one is named.
+#[test]
+fn a_catalogue_gpu_takes_its_analytic_parameters_from_cost_params() {
+    let w = Workdir::new();
+    w.write(
+        "cat.toml",
+        &format!(
+            "{MODEL}\n[gpus.gx]\nflops_per_s = 3.12e14\nhbm_bytes_per_s = 2.0e12\nmemory_bytes = 85899345920\npcie_generation = 4\npcie_bytes_per_s = 2.5e10\nnvlink_bytes_per_s = 3.0e11\n"
+        ),
+    );
+    let params = "gemm_compute_eff = 0.72\ngemm_memory_eff = 0.79\ngemm_latency_s = 3.3e-5\nattn_prefill_eff = 0.2\nattn_prefill_latency_s = 2.2e-5\nattn_decode_eff = 0.91\nattn_decode_latency_s = 6e-6\nattn_decode_s_per_request = 1.1e-6\nelementwise_eff = 0.48\nlayer_overhead_s = 8.7e-6\nlayer_s_per_token = 0.0\niteration_overhead_s = 0.004\nallreduce_latency_s = 4.8e-5\nallreduce_eff = 0.58\n";
+    let text = |params: &str| {
+        scenario_on("m", "")
+            .replace("gpu = \"a100-40gb\"", "gpu = \"gx\"")
+            .replace(
+                "model = \"constant\"\niteration_s = 0.01",
+                &format!("model = \"analytic\"\n\n[cost.params]\n{params}"),
+            )
+    };
+    let r = run_scenario(&w, &text(params));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run_scenario(&w, &text(&params.replace("gemm_memory_eff = 0.79\n", "")));
+    crate::cli::assert_user_error(
+        &w,
+        &r,
+        &[
+            "no fitted analytic parameters for GPU `gx`",
+            "missing field `gemm_memory_eff`",
+        ],
+    );
+}

@@ -72,12 +72,20 @@ pub fn analytic_params_for(
     let fits: BTreeMap<String, toml::Table> =
         toml::from_str(ANALYTIC_FIT_TOML).expect("built-in analytic_fit.toml is valid (tested)");
     let key = gpu.to_lowercase();
-    let mut table = fits.get(&key).cloned().ok_or_else(|| {
+    let no_fit = || {
         format!(
             "no fitted analytic parameters for GPU `{gpu}` (fitted: {}); give all of them in [cost.params]",
             fits.keys().cloned().collect::<Vec<_>>().join(", ")
         )
-    })?;
+    };
+    // A GPU without a fit (e.g. one from `catalogue_files`) takes its parameters from
+    // [cost.params] alone.
+    let fitted = fits.get(&key);
+    let mut table = match (fitted, overrides) {
+        (Some(t), _) => t.clone(),
+        (None, Some(_)) => toml::Table::new(),
+        (None, None) => return Err(no_fit()),
+    };
     table.retain(|k, _| !k.starts_with("fit_"));
     if let Some(o) = overrides {
         let o = o
@@ -87,9 +95,13 @@ pub fn analytic_params_for(
             table.insert(k.clone(), v.clone());
         }
     }
-    let p: AnalyticParams = toml::Value::Table(table)
-        .try_into()
-        .map_err(|e: toml::de::Error| format!("[cost.params]: {}", e.message().trim()))?;
+    let p: AnalyticParams =
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| match fitted {
+                Some(_) => format!("[cost.params]: {}", e.message().trim()),
+                None => format!("{}: {}", no_fit(), e.message().trim()),
+            })?;
     p.validate().map_err(|e| e.to_string())?;
     Ok(p)
 }
