@@ -413,7 +413,7 @@ fn a_catalogue_gpu_takes_its_analytic_parameters_from_cost_params() {
     let w = Workdir::new();
     w.write(
         "cat.toml",
-        &format!(
+        format!(
             "{MODEL}\n[gpus.gx]\nflops_per_s = 3.12e14\nhbm_bytes_per_s = 2.0e12\nmemory_bytes = 85899345920\npcie_generation = 4\npcie_bytes_per_s = 2.5e10\nnvlink_bytes_per_s = 3.0e11\n"
         ),
     );
