@@ -328,11 +328,27 @@ pub fn remaining_time_ns_with(
         total = batch_ns(cost, &rest_of_prefill(r));
         decodes = decodes.saturating_sub(1);
     }
-    if decodes > 0 {
-        let step_ns = decode_ns(r.input_tokens + r.generated_tokens.max(1));
-        total = total.saturating_add((decodes as u64).saturating_mul(step_ns));
+    total.saturating_add(decode_rest_ns(
+        r.input_tokens,
+        r.generated_tokens,
+        decodes,
+        decode_ns,
+    ))
+}
+
+/// The decode part of [`remaining_time_ns`]: `decodes` steps of a request with `input` prompt
+/// tokens that has generated `generated`, each timed at its current context by `decode_ns`
+/// (which must equal [`decode_ns`]).
+pub fn decode_rest_ns(
+    input: u32,
+    generated: u32,
+    decodes: u32,
+    decode_ns: impl FnOnce(u32) -> u64,
+) -> u64 {
+    if decodes == 0 {
+        return 0;
     }
-    total
+    (decodes as u64).saturating_mul(decode_ns(input + generated.max(1)))
 }
 
 /// Estimated remaining execution time of `r` on its own (batch size 1), from the cost model and

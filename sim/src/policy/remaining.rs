@@ -7,7 +7,7 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use super::common::{decode_ns, remaining_time_ns_with};
+use super::common::{decode_ns, decode_rest_ns, remaining_time_ns_with};
 use crate::cost::CostModel;
 use crate::vocab::request::Request;
 use crate::vocab::time::ns_to_s;
@@ -34,10 +34,6 @@ impl Remaining {
         }
     }
 
-    pub fn cost(&self) -> &dyn CostModel {
-        self.cost.as_ref()
-    }
-
     /// [`super::common::remaining_time_ns`] of `r`.
     pub fn ns(&self, r: &Request) -> u64 {
         remaining_time_ns_with(self.cost.as_ref(), r, |context| self.step_ns(context))
@@ -54,11 +50,9 @@ impl Remaining {
         debug_assert!(!r.in_prefill());
         let generated = r.generated_tokens.saturating_add(m);
         let decodes = r.predicted_output_tokens.saturating_sub(generated);
-        if decodes == 0 {
-            return ns_to_s(0);
-        }
-        let step = self.step_ns(r.input_tokens.saturating_add(generated.max(1)));
-        ns_to_s((decodes as u64).saturating_mul(step))
+        ns_to_s(decode_rest_ns(r.input_tokens, generated, decodes, |c| {
+            self.step_ns(c)
+        }))
     }
 
     fn step_ns(&self, context: u32) -> u64 {
