@@ -260,6 +260,17 @@ pub struct StateCounts {
     pub waiting: u32,
 }
 
+impl From<[u32; 3]> for StateCounts {
+    /// Counts indexed by [`SampleState`].
+    fn from([running, swapped, waiting]: [u32; 3]) -> Self {
+        StateCounts {
+            running,
+            swapped,
+            waiting,
+        }
+    }
+}
+
 /// Write access to one request of a slab; when it ends, the slab's counts per [`SampleState`]
 /// follow the request's new state (kept as they change, so that a KV sample costs O(1) rather
 /// than a pass over a queue that may hold millions).
@@ -364,17 +375,6 @@ impl Slab {
             before,
         }
     }
-    /// The request in slot `s`, if any (one lookup for checking and writing).
-    pub fn try_get_mut(&mut self, s: Slot) -> Option<RequestMut<'_>> {
-        self.version += 1;
-        let req = self.items.get_mut(s as usize).and_then(|r| r.as_mut())?;
-        let before = req.sample_state();
-        Some(RequestMut {
-            req,
-            counts: &mut self.counts,
-            before,
-        })
-    }
     pub fn contains(&self, s: Slot) -> bool {
         self.items.get(s as usize).is_some_and(|r| r.is_some())
     }
@@ -383,24 +383,15 @@ impl Slab {
     }
     /// How many requests are running, swapped and waiting (what a KV sample reports).
     pub fn state_counts(&self) -> StateCounts {
-        let [running, swapped, waiting] = self.counts;
-        StateCounts {
-            running,
-            swapped,
-            waiting,
-        }
+        StateCounts::from(self.counts)
     }
     /// The same counts by a pass over every request (what the kept counts must equal).
     pub fn recount_states(&self) -> StateCounts {
-        let mut c = StateCounts::default();
+        let mut c = [0u32; 3];
         for r in self.iter() {
-            match r.sample_state() {
-                SampleState::Running => c.running += 1,
-                SampleState::Swapped => c.swapped += 1,
-                SampleState::Waiting => c.waiting += 1,
-            }
+            c[r.sample_state() as usize] += 1;
         }
-        c
+        StateCounts::from(c)
     }
     /// Changes whenever a request is added, removed or may have been written.
     pub fn version(&self) -> u64 {
@@ -454,7 +445,7 @@ mod tests {
                     seen[q.sample_state() as usize] = true;
                     drop(q);
                     if rng.random_bool(0.5) {
-                        let mut q = slab.try_get_mut(s).unwrap();
+                        let mut q = slab.get_mut(s);
                         q.in_batch = !q.in_batch;
                     } else {
                         // A write that declares the state it leaves.
