@@ -133,12 +133,7 @@ fn print_warnings(
     for w in &resolved.warnings {
         writeln!(err, "warning: {}: {w}", resolved.scenario_path.display())?;
     }
-    let jct_mean_s = summary.jct_s.as_ref().map(|d| d.mean);
-    let warning = summary
-        .stability
-        .as_ref()
-        .and_then(|st| crate::metrics::stability::run_warning(st, summary.requests, jct_mean_s));
-    if let Some(w) = warning {
+    if let Some(w) = summary.stability_warning() {
         writeln!(err, "warning: {w}")?;
     }
     if let Some(t) = kv_cut_at_ns {

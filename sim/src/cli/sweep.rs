@@ -323,11 +323,7 @@ fn unstable_note(runs: &[SweepRun], outcomes: &Outcomes) -> Option<String> {
     }
     let on_drain = outcomes
         .iter()
-        .filter(|o| {
-            matches!(o, Ok(s) if s.stability.is_some_and(|st| s.jct_s.as_ref().is_some_and(|j| {
-                crate::metrics::stability::judged_on_drain(&st, s.requests, j.mean)
-            })))
-        })
+        .filter(|o| matches!(o, Ok(s) if s.judged_on_drain()))
         .count();
     let caveat = match on_drain {
         0 => String::new(),

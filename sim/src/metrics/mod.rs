@@ -215,6 +215,24 @@ pub struct Summary {
     pub warnings: Vec<String>,
 }
 
+impl Summary {
+    /// The warning of a run that did not keep up, with its short-trace caveat
+    /// ([`stability::run_warning`]); `None` for a stable or unjudged run.
+    pub fn stability_warning(&self) -> Option<String> {
+        let st = self.stability.as_ref()?;
+        stability::run_warning(st, self.requests, self.jct_s.as_ref().map(|d| d.mean))
+    }
+
+    /// Whether the run was judged unstable mostly on its own drain
+    /// ([`stability::judged_on_drain`]).
+    pub fn judged_on_drain(&self) -> bool {
+        match (&self.stability, &self.jct_s) {
+            (Some(st), Some(jct)) => stability::judged_on_drain(st, self.requests, jct.mean),
+            _ => false,
+        }
+    }
+}
+
 pub fn summarize(
     scenario: &str,
     policy: &str,
