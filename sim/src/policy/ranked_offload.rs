@@ -109,7 +109,7 @@ pub fn ranked_offload(
         blocked,
         blocked_need,
     };
-    if !swapped_out && swap_in_may_fit(view, room) {
+    if !swapped_out && room.may_fit_any(view) {
         // Host-resident, popped highest-ranked first.
         let mut into = std::mem::take(&mut resident.into);
         into.clear();
@@ -128,20 +128,6 @@ pub fn ranked_offload(
     unmark_plan(plan, taken);
 }
 
-/// Whether any host-resident request could pass [`swap_in_while_room`]'s first test: one that is
-/// not `blocked` needs at least `reserve + blocked_need` free blocks, `blocked` itself (when it
-/// is on the host) `reserve` plus its own blocks. When neither fits, the pass would stop at its
-/// first candidate, so the candidates need not be ranked at all (the usual case while a queue
-/// waits for memory: the host list can hold hundreds of requests).
-fn swap_in_may_fit(view: &ReplicaView, room: SwapInRoom) -> bool {
-    let free = room.free_after as i64;
-    let reserve = room.reserve as i64;
-    free >= reserve + room.blocked_need
-        || room.blocked.is_some_and(|b| {
-            view.req(b).kv_loc == KvLoc::Host && free >= reserve + view.swap_in_blocks(b) as i64
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use rand::{RngExt, SeedableRng};
@@ -150,7 +136,7 @@ mod tests {
     use crate::vocab::KvPool;
     use crate::vocab::request::{Request, Slab};
 
-    /// Whenever [`swap_in_may_fit`] says no, the swap-in pass over every host-resident request,
+    /// Whenever [`SwapInRoom::may_fit_any`] says no, the swap-in pass over every host-resident request,
     /// in any order, swaps in nothing: skipping it changes no plan.
     #[test]
     fn a_skipped_swap_in_pass_would_have_swapped_in_nothing() {
@@ -181,7 +167,7 @@ mod tests {
                 blocked,
                 blocked_need: blocked.map_or(0, |b| view.extra_blocks_for_next(b)) as i64,
             };
-            if swap_in_may_fit(&view, room) {
+            if room.may_fit_any(&view) {
                 continue;
             }
             skipped += 1;

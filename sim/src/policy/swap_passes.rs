@@ -3,7 +3,7 @@
 //! which differ only in how they order their candidates.
 
 use super::{Plan, PreemptMode, ReplicaView};
-use crate::vocab::request::Slot;
+use crate::vocab::request::{KvLoc, Slot};
 
 /// Swap out `candidates` in order (skipping those without blocks or without host room) until
 /// `deficit` GPU blocks are freed or they run out; `host_free` is the host room. Whether any was
@@ -45,6 +45,34 @@ pub(crate) struct SwapInRoom {
     pub blocked_need: i64,
 }
 
+impl SwapInRoom {
+    /// The free blocks a swap-in of `s` must leave: `reserve`, plus `blocked_need` unless `s` is
+    /// `blocked` itself.
+    fn keep(&self, s: Slot) -> i64 {
+        self.reserve as i64
+            + if Some(s) == self.blocked {
+                0
+            } else {
+                self.blocked_need
+            }
+    }
+
+    /// Whether any host-resident request could pass [`swap_in_while_room`]'s first test: one
+    /// that is not `blocked` needs at least `reserve + blocked_need` free blocks, `blocked`
+    /// itself (when it is on the host) its [`SwapInRoom::keep`] plus its own blocks. When
+    /// neither fits, the pass would stop at its first candidate, so the candidates need not be
+    /// ranked at all (the usual case while a queue waits for memory: the host list can hold
+    /// hundreds of requests).
+    pub(crate) fn may_fit_any(&self, view: &ReplicaView) -> bool {
+        let free = self.free_after as i64;
+        free >= self.reserve as i64 + self.blocked_need
+            || self.blocked.is_some_and(|b| {
+                view.req(b).kv_loc == KvLoc::Host
+                    && free >= self.keep(b) + view.swap_in_blocks(b) as i64
+            })
+    }
+}
+
 /// Swap in `candidates` in order, at most `max_batch_size`, while the GPU keeps `room`; the first
 /// one that does not fit stops the pass.
 pub(crate) fn swap_in_while_room(
@@ -56,13 +84,7 @@ pub(crate) fn swap_in_while_room(
     let mut free = room.free_after as i64;
     for s in candidates.take(view.limits.max_batch_size as usize) {
         let need = view.swap_in_blocks(s) as i64;
-        let keep = room.reserve as i64
-            + if Some(s) == room.blocked {
-                0
-            } else {
-                room.blocked_need
-            };
-        if free < keep + need {
+        if free < room.keep(s) + need {
             break;
         }
         plan.swap_in.push(s);
