@@ -57,8 +57,13 @@
 //!   offload runs in ranking order over the resident requests only
 //!   ([`super::ranked_offload`]), and the ranking is kept in order and re-keyed only for the
 //!   requests that ran or moved: a boundary's work does not grow with the queue (an overloaded
-//!   run reaches the overload error quickly). With aging every key moves with time, and each
-//!   boundary re-ranks every request (O(n log n) in the queue length);
+//!   run reaches the overload error quickly). With aging the same holds: the ranking is kept in
+//!   the time-invariant form `remaining_s + aging_weight × last_run_end_s`, which orders the
+//!   requests at every boundary as `remaining_s − aging_weight × waited_s` does (the term
+//!   `aging_weight × now` is common to all) and moves only when the request runs. Float rounding
+//!   of the two forms can differ, so requests whose priorities tie to within about 1e-15 relative
+//!   may be ordered differently than a re-sort at each boundary would; `priority_at_finish` in
+//!   `requests.csv` reports the time-invariant key;
 //! - **KV quantization** (`kv_offload_bits = 8`, the default; 16 ablates it): the paper gives
 //!   neither bit-width nor granularity nor trigger. **8 bits is our assumption** (the milder of
 //!   the usual INT8/INT4 choices). We quantize only the *offloaded* KV (GPU KV stays FP16, so
@@ -87,9 +92,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::common::{
-    KeyedRanking, OffloadTarget, Ranking, chunk_budget, record_chunking, score_offload,
-};
+use super::common::{KeyedRanking, OffloadTarget, chunk_budget, record_chunking};
 use super::ranked_offload::{Resident, ranked_offload};
 use super::remaining::Remaining;
 use super::{
@@ -97,7 +100,7 @@ use super::{
 };
 use crate::cost::CostModel;
 use crate::error::{Result, SimError};
-use crate::vocab::request::Slot;
+use crate::vocab::request::{Request, Slot};
 use crate::vocab::time::ns_to_s;
 
 pub const ENTRY: PolicyEntry = PolicyEntry {
@@ -187,22 +190,14 @@ pub struct Alise {
     chunk_budget: Option<u32>,
     /// Remaining-time keys (memoised decode times).
     remaining: Remaining,
-    /// `aging_weight > 0`: every key moves with time, so all are re-ranked at each boundary.
-    ranking: Ranking,
-    /// `aging_weight = 0`: the key is the remaining time, a function of the request's own state,
-    /// kept in order and re-keyed only when the request may have changed, so a boundary costs
-    /// O((batch + looked-at + resident) · log n), not O(queue · log queue).
+    /// The ranking, kept in order: a request's key is a function of its own state (remaining
+    /// time, and with aging the end of its last run), re-keyed only when the request may have
+    /// changed, so a boundary costs O((batch + looked-at + resident) · log n), not
+    /// O(queue · log queue).
     keyed: KeyedRanking,
-    /// The requests that may hold KV (swap candidates of the keyed path).
+    /// The requests that may hold KV (swap candidates).
     resident: Resident,
-    ewt: Vec<f64>,
     taken: Vec<bool>,
-    /// Each request's [`remaining_key_s`] (a function of its own state only), recomputed only
-    /// for the requests that may have changed: the cost-model calls per boundary are O(batch),
-    /// not O(queue).
-    remaining_s: Vec<f64>,
-    /// Requests whose state may have changed since their `remaining_s` was computed.
-    dirty: Vec<Slot>,
 }
 
 impl Alise {
@@ -211,34 +206,24 @@ impl Alise {
             p,
             chunk_budget: None,
             remaining: Remaining::new(cost),
-            ranking: Ranking::default(),
             keyed: KeyedRanking::default(),
             resident: Resident::default(),
-            ewt: Vec::new(),
             taken: Vec::new(),
-            remaining_s: Vec::new(),
-            dirty: Vec::new(),
         }
     }
 
-    /// Bring `remaining_s` up to date for the requests of the last plans (a request in a
-    /// micro-batch still in the pipeline changes when that batch ends: it stays dirty).
-    fn refresh_remaining(&mut self, view: &ReplicaView) {
-        let remaining = &self.remaining;
-        let remaining_s = &mut self.remaining_s;
-        self.dirty.retain(|&s| {
-            if !view.reqs.contains(s) {
-                return false;
-            }
-            let r = view.req(s);
-            remaining_s[s as usize] = remaining.key_s(r);
-            r.in_flight()
-        });
-    }
-
-    /// Without aging the key is the remaining time alone: the keyed ranking applies.
-    fn keyed(&self) -> bool {
-        self.p.aging_weight == 0.0
+    /// The ranking key of `r`: its estimated remaining time, plus with aging
+    /// `aging_weight × last_run_end_s`. At any boundary `now` this orders requests exactly as
+    /// `remaining_s − aging_weight × (now − last_run_end_s)` (the documented priority) does,
+    /// because `aging_weight × now` is common to all, and it does not move while the request
+    /// waits.
+    fn key_s(remaining: &Remaining, aging_weight: f64, r: &Request) -> f64 {
+        let key = remaining.key_s(r);
+        if aging_weight == 0.0 {
+            key
+        } else {
+            key + aging_weight * ns_to_s(r.last_run_end_ns)
+        }
     }
 
     /// Whether the EWT memory manager acts on this replica.
@@ -255,15 +240,29 @@ impl Alise {
             window: usize::MAX,
         }
     }
+}
 
-    /// [`Policy::schedule`] without aging: the keyed ranking, and the offload over the resident
-    /// requests only (EWT is monotone in the ranking, so the ranking order is its order).
-    fn schedule_keyed(&mut self, view: &ReplicaView, plan: &mut Plan) {
-        let remaining = &self.remaining;
+impl Policy for Alise {
+    fn name(&self) -> &'static str {
+        "alise"
+    }
+    fn chunks_prefill(&self) -> bool {
+        self.chunk_budget.is_some()
+    }
+    fn on_arrival(&mut self, s: Slot, view: &ReplicaView) -> Result<()> {
+        let key = Self::key_s(&self.remaining, self.p.aging_weight, view.req(s));
+        self.keyed.add(view, s, key);
+        Ok(())
+    }
+    /// The keyed ranking, and the offload over the resident requests only (EWT is monotone in
+    /// the ranking, so the ranking order is its order).
+    fn schedule(&mut self, view: &ReplicaView, plan: &mut Plan) {
+        plan.clear();
+        let (remaining, w) = (&self.remaining, self.p.aging_weight);
         let free_after =
             self.keyed
                 .rank_and_form(view, plan, self.p.preemption, self.chunk_budget, |s| {
-                    remaining.key_s(view.req(s))
+                    Self::key_s(remaining, w, view.req(s))
                 });
         if self.offloads(view) {
             ranked_offload(
@@ -284,90 +283,77 @@ impl Alise {
         }
         self.resident.note_plan(plan);
     }
-
-    /// [`Policy::schedule`] with aging: every request re-keyed and re-ranked.
-    fn schedule_aging(&mut self, view: &ReplicaView, plan: &mut Plan) {
-        self.refresh_remaining(view);
-        let w = self.p.aging_weight;
-        let remaining_s = &self.remaining_s;
-        let free_after =
-            self.ranking
-                .rank_and_form(view, plan, self.p.preemption, self.chunk_budget, |s| {
-                    let r = view.req(s);
-                    let waited = ns_to_s(view.now_ns.saturating_sub(r.last_run_end_ns));
-                    remaining_s[s as usize] - w * waited
-                });
-        if self.offloads(view) {
-            self.estimate_ewt(view);
-            score_offload(
-                view,
-                plan,
-                self.ranking.order(),
-                &self.ewt,
-                Self::offload_target(view, free_after),
-                &mut self.taken,
-            );
-        }
-        self.dirty.extend(plan.run.iter().map(|r| r.slot));
-        self.dirty.extend(plan.preempt.iter().map(|p| p.0));
-        self.dirty.extend_from_slice(&plan.swap_in);
+    fn on_finish(&mut self, s: Slot) {
+        self.keyed.remove(s);
     }
-
-    /// Estimated waiting time (s) of every request of the last ranking, in ranking order.
-    fn estimate_ewt(&mut self, view: &ReplicaView) {
-        let b = view.limits.max_batch_size.max(1) as f64;
-        let mut ahead = 0.0;
-        self.ewt.clear();
-        for &s in self.ranking.order() {
-            self.ewt.push(ahead / b);
-            ahead += self.remaining_s[s as usize];
+    fn describe(&self, s: Slot) -> PolicyInfo {
+        PolicyInfo {
+            priority: self.keyed.last_key(s),
+            ..Default::default()
         }
     }
 }
 
-impl Policy for Alise {
-    fn name(&self) -> &'static str {
-        "alise"
-    }
-    fn chunks_prefill(&self) -> bool {
-        self.chunk_budget.is_some()
-    }
-    fn on_arrival(&mut self, s: Slot, view: &ReplicaView) -> Result<()> {
-        let key = self.remaining.key_s(view.req(s));
-        if self.keyed() {
-            self.keyed.add(view, s, key);
-            return Ok(());
+#[cfg(test)]
+mod tests {
+    use super::super::common::form_priority_batch;
+    use super::*;
+    use crate::cost::linear::LinearCost;
+    use crate::policy::ranking::tests::view;
+    use crate::vocab::KvPool;
+    use crate::vocab::request::Slab;
+
+    /// With aging, the kept-in-order ranking orders the waiting requests exactly as the
+    /// documented priority `remaining_s − aging_weight × (now − last_run_end_s)` evaluated at the
+    /// boundary does (here re-sorted from scratch), and forms the batch of that order.
+    #[test]
+    fn aging_keeps_the_order_of_the_priority_at_the_boundary() {
+        let cost: LinearCost = toml::from_str(
+            "a_s = 0.01\nb_s_per_token = 0.0001\nc_s_per_token_sq = 0.0\nd_s_per_request = 0.0\ne_s_per_context_token = 0.000001",
+        )
+        .unwrap();
+        let w = 0.7;
+        let p = Params {
+            aging_weight: w,
+            ..Params::default()
+        };
+        let mut alise = Alise::new(p, Arc::new(cost));
+        let (n, now_ns) = (3000u64, 5_000_000_000_000);
+        let mut reqs = Slab::default();
+        for i in 0..n {
+            let (input, output) = (1 + (i * 7919 % 120) as u32, 2 + (i * 104_729 % 300) as u32);
+            let mut r = Request::new(i, i * 1_000_000, input, output, output);
+            // Some were preempted by recompute after generating a few tokens; all last ran (or
+            // arrived) at scattered times before `now`.
+            r.generated_tokens = (i % 5) as u32;
+            r.last_run_end_ns = (i * 2_654_435_761) % now_ns;
+            reqs.insert(r);
         }
-        self.ranking.add(s);
-        if self.remaining_s.len() <= s as usize {
-            self.remaining_s.resize(s as usize + 1, 0.0);
+        let (kv, host) = (KvPool::new(1_000_000, 16), KvPool::new(0, 16));
+        let mut v = view(&reqs, &kv, &host);
+        for s in 0..n as Slot {
+            alise.on_arrival(s, &v).unwrap();
         }
-        self.remaining_s[s as usize] = key;
-        Ok(())
-    }
-    fn schedule(&mut self, view: &ReplicaView, plan: &mut Plan) {
-        plan.clear();
-        if self.keyed() {
-            self.schedule_keyed(view, plan);
-        } else {
-            self.schedule_aging(view, plan);
-        }
-    }
-    fn on_finish(&mut self, s: Slot) {
-        if self.keyed() {
-            self.keyed.remove(s);
-        } else {
-            self.ranking.remove(s);
-        }
-    }
-    fn describe(&self, s: Slot) -> PolicyInfo {
-        PolicyInfo {
-            priority: if self.keyed() {
-                self.keyed.last_key(s)
-            } else {
-                self.ranking.last_key(s)
-            },
-            ..Default::default()
-        }
+        v.now_ns = now_ns;
+        let mut plan = Plan::default();
+        alise.schedule(&v, &mut plan);
+        assert_eq!(
+            alise.keyed.len(),
+            n as usize,
+            "aging ranks in the kept-in-order ranking"
+        );
+        let priority = |s: Slot| {
+            let r = v.req(s);
+            alise.remaining.key_s(r) - w * ns_to_s(now_ns - r.last_run_end_ns)
+        };
+        let mut want: Vec<Slot> = (0..n as Slot).collect();
+        want.sort_by(|&a, &b| priority(a).total_cmp(&priority(b)).then(a.cmp(&b)));
+        let got: Vec<Slot> = alise.keyed.iter().collect();
+        assert_eq!(got, want);
+        let mut reference = Plan::default();
+        let (preemption, misfit) = (PreemptionChoice::Swap, super::super::common::Misfit::Skip);
+        form_priority_batch(&v, &want, misfit, preemption, false, None, &mut reference);
+        assert_eq!(plan.run, reference.run);
+        assert_eq!(plan.run.len(), 16);
     }
 }

@@ -3,7 +3,9 @@
 use std::collections::VecDeque;
 
 pub use super::chunking::{chunk_budget, chunk_step, record_chunking};
-pub use super::ranking::{KeyedRanking, RankKey, Ranking};
+#[cfg(test)]
+pub use super::ranking::Ranking;
+pub use super::ranking::{KeyedRanking, RankKey};
 use super::swap_passes::{SwapInRoom, swap_in_while_room, swap_out_while_short};
 use super::{Plan, PreemptMode, PreemptionChoice, ReplicaView};
 use crate::cost::{BatchShape, CostModel};
@@ -96,6 +98,7 @@ pub enum Misfit {
 /// space runs low). With a `chunk_budget` ([`chunk_budget`]) decodes and prefill chunks share that
 /// many tokens: a prefill that does not fit whole runs the chunk that does, and the batch ends when
 /// the budget is spent.
+#[cfg(test)]
 pub fn form_priority_batch(
     view: &ReplicaView,
     order: &[Slot],
@@ -141,12 +144,14 @@ pub(super) fn evictable(view: &ReplicaView, s: Slot) -> bool {
 }
 
 /// [`Window`] over a ranking given as a slice: victims are searched by walking the back.
+#[cfg(test)]
 struct SliceWindow<'a> {
     order: &'a [Slot],
     front: usize,
     back: usize,
 }
 
+#[cfg(test)]
 impl Window for SliceWindow<'_> {
     fn next_candidate(&mut self) -> Option<Slot> {
         (self.front < self.back).then(|| {

@@ -5,12 +5,16 @@
 use std::collections::btree_set;
 use std::collections::{BTreeSet, BinaryHeap};
 
-use super::common::{Misfit, Window, evictable, form_priority_batch, form_priority_batch_from};
+#[cfg(test)]
+use super::common::form_priority_batch;
+use super::common::{Misfit, Window, evictable, form_priority_batch_from};
 use super::{Plan, PreemptionChoice, ReplicaView};
 use crate::vocab::request::{KvLoc, Request, Slot};
 
-/// The unfinished requests of a ranking policy (SRPT, ALISE, LTR): re-ranked at every boundary by a
-/// key (smaller first, ties by arrival), with the last key kept for the per-request output.
+/// The unfinished requests of a ranking policy re-ranked at every boundary by a key (smaller
+/// first, ties by arrival), with the last key kept for the per-request output: the reference that
+/// [`KeyedRanking`] is tested against (the policies use [`KeyedRanking`]).
+#[cfg(test)]
 #[derive(Debug, Default)]
 pub struct Ranking {
     active: Vec<Slot>,
@@ -19,6 +23,7 @@ pub struct Ranking {
     last_key: Vec<f64>,
 }
 
+#[cfg(test)]
 impl Ranking {
     pub fn add(&mut self, s: Slot) {
         self.active.push(s);
