@@ -25,7 +25,7 @@
 //! A replaced destination is first renamed aside (`.NAME.servesim-old-PID-N`), the staging
 //! directory renamed into place, and only then the old one deleted.
 
-use std::io::Write;
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -274,6 +274,20 @@ fn process_alive(pid: u32) -> bool {
 }
 
 /// The PID in a staging name's suffix `PID` or `PID-N`.
+/// Whether a lock file holds what servesim writes there: nothing yet (just created), or a
+/// writer's "PID-N" token (kept by a killed writer).
+fn written_by_servesim(mut file: &std::fs::File) -> bool {
+    let mut text = String::new();
+    if (&mut file).take(64).read_to_string(&mut text).is_err() || text.len() >= 64 {
+        return false;
+    }
+    let text = text.trim();
+    text.is_empty()
+        || text
+            .split_once('-')
+            .is_some_and(|(p, n)| p.parse::<u32>().is_ok() && n.parse::<u64>().is_ok())
+}
+
 fn pid_of(suffix: &str) -> Option<u32> {
     suffix.split('-').next()?.parse().ok()
 }
@@ -415,8 +429,15 @@ impl Lock {
             if !same {
                 continue;
             }
+            if !written_by_servesim(&file) {
+                return Err(io(
+                    &path,
+                    "this file is in the way of servesim's output lock and was not written by servesim; rename or remove it",
+                ));
+            }
             let mut f = &file;
             f.set_len(0)
+                .and_then(|()| f.rewind())
                 .and_then(|()| f.write_all(token.as_bytes()))
                 .map_err(|e| io(&path, e))?;
             return Ok(Lock { path, file });

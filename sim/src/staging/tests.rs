@@ -210,3 +210,36 @@ fn a_staged_file_never_replaces_a_file_unless_allowed() {
     assert_eq!(left, ["f.csv", "g.csv"]);
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// A file named like the lock but holding something else is the user's: refused, kept as it
+/// was, and no output is written.
+#[test]
+fn a_users_file_named_like_the_lock_is_kept() {
+    let d = tempdir();
+    let lock = d.join(".out.servesim-lock");
+    std::fs::write(&lock, "my notes\n").unwrap();
+    let dest = d.join("out");
+    let msg = StagedDir::new(&dest, &Replace::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("not written by servesim"), "{msg}");
+    assert_eq!(std::fs::read_to_string(&lock).unwrap(), "my notes\n");
+    assert_eq!(
+        std::fs::read_dir(&d).unwrap().count(),
+        1,
+        "only the user's file"
+    );
+    // A lock file a killed writer left (its token, longer than the new one) is taken over and
+    // holds exactly the new writer's token while held.
+    std::fs::write(&lock, "4000000000-123456789").unwrap();
+    let s = StagedDir::new(&dest, &Replace::default()).unwrap();
+    let held = std::fs::read_to_string(&lock).unwrap();
+    assert!(
+        held.starts_with(&format!("{}-", std::process::id())),
+        "{held}"
+    );
+    assert!(!held.contains('\0'), "{held:?}");
+    s.commit().unwrap();
+    std::fs::remove_dir_all(&d).unwrap();
+}
