@@ -688,7 +688,9 @@ fn fit_lengths(
         if kept.is_empty() {
             return Err(crate::error::SimError::Io {
                 path: path.to_path_buf(),
-                msg: format!("no row fits the model context of {max_context_tokens} tokens"),
+                msg: format!(
+                    "no row fits the context limit of {max_context_tokens} tokens (`[scheduler] max_context_tokens`, by default the model's own)"
+                ),
             });
         }
         return Ok(kept);
@@ -699,7 +701,7 @@ fn fit_lengths(
             line: i as u64 + 2,
             field: "input_tokens".into(),
             msg: format!(
-                "input + output = {} tokens exceeds the model context of {max_context_tokens} tokens (set `drop_over_context = true` in [trace] to skip such rows)",
+                "input + output = {} tokens exceeds the context limit of {max_context_tokens} tokens (`[scheduler] max_context_tokens`, by default the model's own; set `drop_over_context = true` in [trace] to skip such rows)",
                 lengths[i].input_tokens as u64 + lengths[i].output_tokens as u64
             ),
         });

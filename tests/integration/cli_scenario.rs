@@ -170,6 +170,17 @@ fn memory_physics_is_checked_with_a_kv_capacity_override() {
             &["max_context_tokens"][..],
         ),
         (
+            scenario("vllm", "max_context_tokens = 1\n"),
+            &["max_context_tokens must be ≥ 2", "line "][..],
+        ),
+        (
+            scenario("vllm", "max_context_tokens = 2\n"),
+            &[
+                "exceeds the context limit of 2 tokens",
+                "[scheduler] max_context_tokens",
+            ][..],
+        ),
+        (
             scenario("vllm", "").replace(
                 "kv_capacity_blocks = 1000",
                 "kv_capacity_blocks = 1000\nblock_tokens = 4000000000",

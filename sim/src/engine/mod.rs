@@ -396,7 +396,7 @@ impl Sim {
             return Err(SimError::Request {
                 id: row.id,
                 msg: format!(
-                    "input + output = {total} tokens exceeds the model context of {} tokens",
+                    "input + output = {total} tokens exceeds the context limit of {} tokens (`[scheduler] max_context_tokens`, by default the model's own)",
                     limits.max_context_tokens
                 ),
             });

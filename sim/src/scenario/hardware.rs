@@ -195,10 +195,10 @@ impl Loaded {
                 ),
             ));
         }
-        if sch.max_context_tokens == Some(0) {
+        if sch.max_context_tokens.is_some_and(|c| c < 2) {
             return Err(self.err_at(
                 &["scheduler", "max_context_tokens"],
-                "[scheduler] max_context_tokens must be ≥ 1",
+                "[scheduler] max_context_tokens must be ≥ 2 (a request has at least one input and one output token)",
             ));
         }
         // The memory arithmetic runs even with `kv_capacity_blocks`: the override replaces the
