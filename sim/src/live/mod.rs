@@ -148,7 +148,9 @@ impl WallClock {
 
     /// A warning when events were overdue for more than 10% of the run's span in all: the
     /// driver could not keep up with the (scaled) scenario times, so every later time moved too.
-    pub fn warning(&self, mock: bool) -> Option<String> {
+    /// With several `replicas` their iterations run one after another (see the module docs), which
+    /// a larger time scale does not cure: the advice says so instead.
+    pub fn warning(&self, mock: bool, replicas: u32) -> Option<String> {
         let t0 = self.origin.map(|(_, t0)| t0)?;
         let span_s = ns_to_s(self.last_ns.saturating_sub(t0));
         let late_s = ns_to_s(self.late_ns);
@@ -161,10 +163,14 @@ impl WallClock {
             crate::error::num((late_s / span_s.max(1e-12) * 100.0).min(1e6)),
             crate::error::num(span_s),
             crate::error::num(self.scale),
-            if mock {
-                " (use a larger --time-scale)"
+            if replicas > 1 {
+                format!(
+                    "; live mode runs the iterations of the {replicas} replicas one after another, so replicas busy at the same time fall behind at any --time-scale: compare live and simulated timings with one replica"
+                )
+            } else if mock {
+                " (use a larger --time-scale)".to_string()
             } else {
-                ""
+                String::new()
             }
         ))
     }
@@ -433,7 +439,7 @@ fn drive_live(
         &mut clock,
         Some(&mut tap),
     )
-    .map_err(|e| explain_lag(e, &clock, &lag, scale, mock))?;
+    .map_err(|e| explain_lag(e, &clock, &lag, (scale, mock, r.scenario.replicas)))?;
     let wall_s = started.elapsed().as_secs_f64();
     Ok(LiveOutput {
         run,
@@ -443,7 +449,7 @@ fn drive_live(
         warnings: lag
             .warning(scale)
             .into_iter()
-            .chain(clock.warning(mock))
+            .chain(clock.warning(mock, r.scenario.replicas))
             .collect(),
     })
 }
@@ -452,8 +458,9 @@ fn drive_live(
 /// `--time-scale` every wall microsecond of the driver's own work is seconds of scenario time,
 /// which can feed on itself: `[limits] max_sim_s` passed after 2.6 s of wall time at 1e-6): the
 /// lag, not the scenario, is the likely cause; the error says so.
-fn explain_lag(e: SimError, clock: &WallClock, lag: &Lag, scale: f64, mock: bool) -> SimError {
-    let why = clock.warning(mock).or_else(|| lag.warning(scale));
+fn explain_lag(e: SimError, clock: &WallClock, lag: &Lag, run: (f64, bool, u32)) -> SimError {
+    let (scale, mock, replicas) = run;
+    let why = clock.warning(mock, replicas).or_else(|| lag.warning(scale));
     match (e, why) {
         (SimError::Limit(msg), Some(w)) => SimError::Limit(format!("{msg}; likely because {w}")),
         (e, _) => e,
@@ -549,4 +556,29 @@ pub fn write_live_files(
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A driver that ran 50 s behind over a 100 s run: with one mock replica the advice is a
+    /// larger time scale; with several replicas it names their serialisation instead, which a
+    /// larger time scale does not cure.
+    #[test]
+    fn lag_advice_names_serialised_replicas() {
+        let mut clock = WallClock::new(0.01, Arc::default());
+        clock.origin = Some((Instant::now(), 0));
+        clock.last_ns = 100_000_000_000;
+        clock.late_ns = 50_000_000_000;
+        let one = clock.warning(true, 1).unwrap();
+        assert!(one.ends_with("(use a larger --time-scale)"), "{one}");
+        let four = clock.warning(true, 4).unwrap();
+        assert!(
+            four.contains("the 4 replicas one after another") && !four.contains("use a larger"),
+            "{four}"
+        );
+        clock.late_ns = 5_000_000_000;
+        assert_eq!(clock.warning(true, 4), None);
+    }
 }
