@@ -561,6 +561,7 @@ mod tests {
                 achieved_rate_per_s: achieved,
                 queue_growth_per_s: 0.0,
                 stable,
+                unstable_replica: None,
             }),
         }
     }

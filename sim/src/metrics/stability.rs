@@ -46,7 +46,11 @@
 //!
 //! With equal output lengths the throughput check is a plain request count too.
 //!
-//! A run is `stable` when it passes both. With fewer than two requests, or all arrivals (after
+//! A run is `stable` when it passes both, and, in a cluster, when every replica with at least
+//! [`MIN_REPLICA_REQUESTS`] completions passes both over the requests routed to it: a slow
+//! replica behind a round-robin router falls behind while the others keep up, and the
+//! cluster-wide figures average it away (3 × H200 + 1 × A100 at 6 req/s: cluster queue growth
+//! 0.088 req/s against 0.31 allowed, the A100 replica served 1.40 of its 1.53 req/s). With fewer than two requests, or all arrivals (after
 //! trimming) at one instant, there is no rate to compare: the run is not judged (`None`, empty
 //! cells; `capacity` counts it).
 //!
@@ -73,7 +77,7 @@ pub const MAX_QUEUE_GROWTH_FRACTION: f64 = 0.05;
 pub const TRIM_DIVISOR: usize = 20;
 
 /// One line stating the rule (capacity's table and `--help`, capacity.csv's notes).
-pub const RULE: &str = "stable = achieved >= 0.95 x offered (middle 90% of arrivals and of completions, weighted by output tokens) and the number in system, sampled at each arrival of the last half of the trace, grows by at most 0.05 x offered per second";
+pub const RULE: &str = "stable = achieved >= 0.95 x offered (middle 90% of arrivals and of completions, weighted by output tokens) and the number in system, sampled at each arrival of the last half of the trace, grows by at most 0.05 x offered per second; in a cluster, also over each replica's own requests (replicas with >= 200 completions)";
 
 /// `summary.json` `stability`.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
@@ -86,9 +90,26 @@ pub struct Stability {
     /// Least-squares slope of the number of requests in the system over the last half of the
     /// arrivals (requests/s; positive: growing).
     pub queue_growth_per_s: f64,
-    /// Both checks passed.
+    /// Both checks passed, for the whole run and for every replica judged on its own.
     pub stable: bool,
+    /// The first replica that failed the rule on its own requests while the whole run passed
+    /// (multi-replica runs; replicas with at least [`MIN_REPLICA_REQUESTS`] completions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unstable_replica: Option<ReplicaStability>,
 }
+
+/// One replica judged by the same rule on the requests routed to it.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct ReplicaStability {
+    pub replica: u32,
+    pub offered_rate_per_s: f64,
+    pub achieved_rate_per_s: f64,
+    pub queue_growth_per_s: f64,
+}
+
+/// Fewest completions a replica needs to be judged on its own: below this its slopes are too
+/// noisy (the whole run is still judged).
+pub const MIN_REPLICA_REQUESTS: usize = 200;
 
 /// One request's time (arrival or finish) and output tokens, packed into 12 bytes: a run that
 /// keeps no per-request rows still keeps two of these per request for this rule.
@@ -128,6 +149,28 @@ impl Stability {
         if self.stable {
             return None;
         }
+        if let Some(r) = self.unstable_replica {
+            let own = Stability {
+                offered_rate_per_s: r.offered_rate_per_s,
+                achieved_rate_per_s: r.achieved_rate_per_s,
+                queue_growth_per_s: r.queue_growth_per_s,
+                stable: false,
+                unstable_replica: None,
+            };
+            return Some(format!(
+                "replica {} did not keep up with the requests routed to it (unstable, though the cluster as a whole passed): {}, so its requests' latencies grow with the trace's length; route less to it, or lower the rate (summary.json \"stability\")",
+                r.replica,
+                own.failed_checks()
+            ));
+        }
+        Some(format!(
+            "the run did not keep up with its arrivals (unstable): {}, so its latencies grow with the trace's length; lower the rate, or find the highest stable one with `servesim capacity` (summary.json \"stability\")",
+            self.failed_checks()
+        ))
+    }
+
+    /// The checks that failed, in words.
+    fn failed_checks(&self) -> String {
         let mut failed = Vec::new();
         if !self.serves_enough() {
             failed.push(format!(
@@ -141,10 +184,7 @@ impl Stability {
                 self.queue_growth_per_s, self.offered_rate_per_s
             ));
         }
-        Some(format!(
-            "the run did not keep up with its arrivals (unstable): {}, so its latencies grow with the trace's length; lower the rate, or find the highest stable one with `servesim capacity` (summary.json \"stability\")",
-            failed.join(", and ")
-        ))
+        failed.join(", and ")
     }
 }
 
@@ -174,21 +214,70 @@ pub fn run_warning(st: &Stability, requests: u64, jct_mean_s: Option<f64>) -> Op
 /// [`SHORT_TRACE_JCTS`] mean JCTs (`jct_mean_s`): its verdict may come from its own drain.
 pub fn judged_on_drain(st: &Stability, requests: u64, jct_mean_s: f64) -> bool {
     !st.stable
+        && st.unstable_replica.is_none()
         && st.queue_steady()
         && (requests as f64 / st.offered_rate_per_s) < SHORT_TRACE_JCTS * jct_mean_s
 }
 
 /// The stability of a run from its completions (any order); `None` when it cannot be judged.
 pub fn stability(completions: &[Completion]) -> Option<Stability> {
-    let by_arrival = completions
-        .iter()
-        .map(|c| WorkPoint::new(c.arrival_ns, c.output_tokens))
-        .collect();
-    let by_finish = completions
-        .iter()
-        .map(|c| WorkPoint::new(c.finish_ns, c.output_tokens))
-        .collect();
-    stability_of(by_arrival, by_finish)
+    let mut points = RunPoints::default();
+    for c in completions {
+        points.add(c);
+    }
+    points.judge()
+}
+
+/// What the rule keeps of each completion: its arrival and finish [`WorkPoint`]s, per replica.
+#[derive(Debug, Clone, Default)]
+pub struct RunPoints {
+    /// Per replica: (by arrival, by finish).
+    per_replica: Vec<(Vec<WorkPoint>, Vec<WorkPoint>)>,
+}
+
+impl RunPoints {
+    pub fn add(&mut self, c: &Completion) {
+        let r = c.replica as usize;
+        if self.per_replica.len() <= r {
+            self.per_replica.resize_with(r + 1, Default::default);
+        }
+        let (a, f) = &mut self.per_replica[r];
+        a.push(WorkPoint::new(c.arrival_ns, c.output_tokens));
+        f.push(WorkPoint::new(c.finish_ns, c.output_tokens));
+    }
+
+    /// The run's verdict: the rule over all completions, and, when that passes in a
+    /// multi-replica run, over each replica's own (the first that fails makes the run unstable:
+    /// a replica falling behind in a cluster whose others keep up passes the cluster-wide rule).
+    pub fn judge(self) -> Option<Stability> {
+        let many = self.per_replica.len() > 1;
+        let mut failing = None;
+        let (mut all_a, mut all_f) = (Vec::new(), Vec::new());
+        for (i, (mut a, mut f)) in self.per_replica.into_iter().enumerate() {
+            if many && failing.is_none() && a.len() >= MIN_REPLICA_REQUESTS {
+                failing = stability_sorted(&mut a, &mut f)
+                    .filter(|st| !st.stable)
+                    .map(|st| ReplicaStability {
+                        replica: i as u32,
+                        offered_rate_per_s: st.offered_rate_per_s,
+                        achieved_rate_per_s: st.achieved_rate_per_s,
+                        queue_growth_per_s: st.queue_growth_per_s,
+                    });
+            }
+            if all_a.is_empty() {
+                (all_a, all_f) = (a, f);
+            } else {
+                all_a.append(&mut a);
+                all_f.append(&mut f);
+            }
+        }
+        let mut st = stability_of(all_a, all_f)?;
+        if st.stable && failing.is_some() {
+            st.stable = false;
+            st.unstable_replica = failing;
+        }
+        Some(st)
+    }
 }
 
 /// [`stability`] from every completed request's (arrival, output tokens) and (finish, output
@@ -196,6 +285,14 @@ pub fn stability(completions: &[Completion]) -> Option<Stability> {
 pub fn stability_of(
     mut by_arrival: Vec<WorkPoint>,
     mut by_finish: Vec<WorkPoint>,
+) -> Option<Stability> {
+    stability_sorted(&mut by_arrival, &mut by_finish)
+}
+
+/// [`stability_of`] over slices (sorted here, in place).
+fn stability_sorted(
+    by_arrival: &mut [WorkPoint],
+    by_finish: &mut [WorkPoint],
 ) -> Option<Stability> {
     // By time, then tokens (the order of the (time, f64 tokens) pairs this rule always used).
     by_arrival.sort_unstable_by_key(|p| p.key());
@@ -221,12 +318,13 @@ pub fn stability_of(
     } else {
         offered
     };
-    let growth = in_system_slope(&by_arrival, &by_finish);
+    let growth = in_system_slope(by_arrival, by_finish);
     let mut st = Stability {
         offered_rate_per_s: offered,
         achieved_rate_per_s: achieved,
         queue_growth_per_s: growth,
         stable: false,
+        unstable_replica: None,
     };
     st.stable = st.serves_enough() && st.queue_steady();
     Some(st)
@@ -285,6 +383,7 @@ mod tests {
             achieved_rate_per_s: achieved,
             queue_growth_per_s: growth,
             stable: false,
+            unstable_replica: None,
         };
         let w = st(1.0, -0.2).warning().unwrap();
         assert!(
@@ -488,5 +587,52 @@ mod tests {
         assert_eq!(stability(&[]), None);
         assert_eq!(stability(&[req(0, S)]), None);
         assert_eq!(stability(&[req(S, 2 * S), req(S, 3 * S)]), None);
+    }
+
+    /// Two replicas, 300 requests each at 1 req/s: replica 0 serves each in 0.5 s; replica 1
+    /// serves at 0.93× its arrival rate (its queue grows). The whole run passes (it serves about
+    /// 0.965 of what arrives), replica 1 does not, and the run is
+    /// unstable naming it. With 150 requests per replica (under the minimum) no replica is
+    /// judged, and one replica alone is judged as the whole run only.
+    #[test]
+    fn a_replica_falling_behind_makes_a_passing_cluster_unstable() {
+        let cluster = |n: u64| -> Vec<Completion> {
+            let mut c = Vec::new();
+            for i in 0..n {
+                c.push(req(i * S, i * S + S / 2));
+                // Served one after another, 1.075 s each: finish of the i-th = (i + 1) × 1.075 s.
+                let mut r = req(i * S + S / 3, (i + 1) * (S + 3 * S / 40));
+                r.replica = 1;
+                c.push(r);
+            }
+            c
+        };
+        let whole = |c: &[Completion]| {
+            let mut all = c.to_vec();
+            for r in &mut all {
+                r.replica = 0;
+            }
+            stability(&all).unwrap()
+        };
+        let c = cluster(300);
+        let s = stability(&c).unwrap();
+        assert!(whole(&c).stable, "{:?}", whole(&c));
+        assert!(!s.stable);
+        let r = s.unstable_replica.unwrap();
+        assert_eq!(r.replica, 1);
+        assert!(r.achieved_rate_per_s < 0.95 * r.offered_rate_per_s, "{r:?}");
+        // The cluster-wide figures are those of the whole run.
+        assert_eq!(
+            (s.offered_rate_per_s, s.queue_growth_per_s),
+            (whole(&c).offered_rate_per_s, whole(&c).queue_growth_per_s)
+        );
+        let w = s.warning().unwrap();
+        assert!(
+            w.starts_with("replica 1 did not keep up with the requests routed to it"),
+            "{w}"
+        );
+        assert!(!judged_on_drain(&s, 600, 1.0));
+        let c = cluster(150);
+        assert_eq!(stability(&c).unwrap(), whole(&c));
     }
 }

@@ -9,7 +9,7 @@
 //! [`super::sketch::ALPHA`] of the exact ones.
 
 use super::sketch::ValueSketch;
-use super::stability::{WorkPoint, stability_of};
+use super::stability::RunPoints;
 use super::{Dist, Goodput, RequestMetrics, meets_slo, request_metrics};
 use crate::engine::Completion;
 
@@ -26,8 +26,7 @@ pub struct Streamed {
     /// `[slo]` targets (TTFT, TPOT) and how many requests met them.
     pub slo: Option<(f64, f64)>,
     pub slo_met: u64,
-    by_arrival: Vec<WorkPoint>,
-    by_finish: Vec<WorkPoint>,
+    points: RunPoints,
 }
 
 impl Streamed {
@@ -56,10 +55,7 @@ impl Streamed {
         {
             self.slo_met += 1;
         }
-        self.by_arrival
-            .push(WorkPoint::new(c.arrival_ns, c.output_tokens));
-        self.by_finish
-            .push(WorkPoint::new(c.finish_ns, c.output_tokens));
+        self.points.add(c);
     }
 
     /// Goodput against the `[slo]` targets (`None` without them).
@@ -81,10 +77,7 @@ impl Streamed {
 
     /// The stability verdict (consumes the kept points).
     pub fn take_stability(&mut self) -> Option<super::stability::Stability> {
-        stability_of(
-            std::mem::take(&mut self.by_arrival),
-            std::mem::take(&mut self.by_finish),
-        )
+        std::mem::take(&mut self.points).judge()
     }
 }
 
