@@ -562,6 +562,7 @@ mod tests {
                 queue_growth_per_s: 0.0,
                 stable,
                 unstable_replica: None,
+                tolerance: crate::metrics::stability::MAX_QUEUE_GROWTH_FRACTION,
             }),
         }
     }
