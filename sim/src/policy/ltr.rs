@@ -124,7 +124,7 @@ impl Ltr {
     pub fn new(p: Params) -> Self {
         Ltr {
             p,
-            ranking: KeyedRanking::default(),
+            ranking: KeyedRanking::jumping(),
             state: Vec::new(),
             in_batch: Vec::new(),
             tick: 0,

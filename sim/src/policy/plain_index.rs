@@ -168,7 +168,7 @@ mod tests {
     fn form_both(reqs: &Slab, kv: &KvPool, host: &KvPool, n: u32) -> (Plan, Plan, usize, usize) {
         let v = view(reqs, kv, host);
         let key = |s| v.req(s).predicted_output_tokens as f64;
-        let (mut reference, mut keyed) = (Ranking::default(), KeyedRanking::default());
+        let (mut reference, mut keyed) = (Ranking::default(), KeyedRanking::jumping());
         for s in 0..n {
             reference.add(s);
             keyed.add(&v, s, key(s));

@@ -128,13 +128,16 @@ impl Ord for RankKey {
 /// (it ran, was preempted, arrived), so a boundary costs O((batch + looked-at) · log n) instead of
 /// re-keying and sorting every unfinished request. Eviction victims are searched among the
 /// requests that may hold GPU KV only, so the requests looked at are bounded by the batch and the
-/// GPU pool, not by the queue; and once no GPU block is free, runs of candidates that can
-/// neither join nor cause an eviction are jumped over ([`PlainIndex`]). Same order, same keys,
-/// same plans.
+/// GPU pool, not by the queue; and, for a [`KeyedRanking::jumping`] one, once no GPU block is
+/// free, runs of candidates that can neither join nor cause an eviction are jumped over
+/// ([`PlainIndex`]). Same order, same keys, same plans.
 #[derive(Debug, Default)]
 pub struct KeyedRanking {
     set: BTreeSet<RankKey>,
-    /// The same requests, plain ones by the blocks they need apart from the others.
+    /// Whether `plain` is kept ([`KeyedRanking::jumping`]).
+    jumps: bool,
+    /// The same requests, plain ones by the blocks they need apart from the others (empty
+    /// unless `jumps`).
     plain: PlainIndex,
     /// Scratch for the plain-candidate search of a batch formation.
     skipper: Skipper,
@@ -159,6 +162,19 @@ pub struct KeyedRanking {
 }
 
 impl KeyedRanking {
+    /// A ranking that also keeps the index of its plain requests ([`PlainIndex`]), so that a
+    /// formation with no free GPU block jumps over the runs of candidates that can neither join
+    /// nor cause an eviction. For policies whose bursts rank many new requests ahead of the
+    /// resident ones (ltr's boosted class). It costs two more ordered-set updates per request
+    /// whose key or class changes: SRPT's and ALISE's keys change at every step of every
+    /// request that runs, so they do without (their formations walk, as before).
+    pub fn jumping() -> Self {
+        KeyedRanking {
+            jumps: true,
+            ..KeyedRanking::default()
+        }
+    }
+
     fn insert(&mut self, view: &ReplicaView, s: Slot, k: f64) {
         let i = s as usize;
         if self.key.len() <= i {
@@ -171,7 +187,9 @@ impl KeyedRanking {
         self.id[i] = view.req(s).id;
         self.active[i] = true;
         self.set.insert(RankKey(k, self.id[i], s));
-        self.plain.insert(view, RankKey(k, self.id[i], s));
+        if self.jumps {
+            self.plain.insert(view, RankKey(k, self.id[i], s));
+        }
     }
 
     /// Request `s` arrived with key `k`.
@@ -184,7 +202,9 @@ impl KeyedRanking {
         let i = s as usize;
         if self.active.get(i).copied().unwrap_or(false) {
             self.set.remove(&RankKey(self.key[i], self.id[i], s));
-            self.plain.remove(RankKey(self.key[i], self.id[i], s));
+            if self.jumps {
+                self.plain.remove(RankKey(self.key[i], self.id[i], s));
+            }
             self.active[i] = false;
         }
     }
@@ -241,7 +261,9 @@ impl KeyedRanking {
                 self.set.insert(new);
             }
             self.key[i] = new.0;
-            self.plain.update(view, old, new);
+            if self.jumps {
+                self.plain.update(view, old, new);
+            }
             let r = view.req(s);
             // Only a plan puts KV on the GPU, and every request of a plan is re-keyed here.
             if !self.in_gpu[i] && may_hold_gpu_kv(r) {
