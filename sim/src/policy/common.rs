@@ -135,6 +135,11 @@ pub(super) trait Window {
     /// True only if no request of the window has its KV on the GPU and is out of the pipeline:
     /// then every runnable candidate left needs blocks, and none can be freed by eviction.
     fn no_resident_left(&mut self, view: &ReplicaView) -> bool;
+    /// No GPU block is free and `max_no_op_need` are freeing: the window may pass over
+    /// candidates with no KV anywhere, out of the pipeline, that need `1..=max_no_op_need` blocks
+    /// (they cannot join, and make nobody be evicted). Only when misfits are skipped, with no
+    /// chunk budget and no deferred new request.
+    fn pass_no_ops(&mut self, _max_no_op_need: u32) {}
 }
 
 /// Whether `s` can be preempted to give up GPU blocks.
@@ -194,6 +199,7 @@ pub(super) fn form_priority_batch_from(
     let mut has_prefill = false;
     // Blocks of swap-outs started here: free when their copies complete, not for this batch.
     let mut freeing: u32 = 0;
+    let may_pass = misfit == Misfit::Skip && chunk_budget.is_none() && !defer_new;
     loop {
         if plan.run.len() >= limits.max_batch_size as usize {
             break;
@@ -202,6 +208,9 @@ pub(super) fn form_priority_batch_from(
         // none can join, and no eviction can happen, so the plan is final.
         if free == 0 && order.no_resident_left(view) {
             break;
+        }
+        if may_pass && free == 0 && freeing > 0 {
+            order.pass_no_ops(freeing);
         }
         let Some(s) = order.next_candidate() else {
             break;

@@ -38,7 +38,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use std::collections::BTreeSet;
+use std::collections::VecDeque;
 
 use super::common::KeyedRanking;
 use super::{
@@ -112,19 +112,23 @@ pub struct Ltr {
     in_batch: Vec<bool>,
     /// Boundaries so far.
     tick: u64,
-    /// `(due, slot)` of every request that is not boosted: the starvation deadlines.
-    deadlines: BTreeSet<(u64, Slot)>,
+    /// `(due, slot)` of every request that is not boosted (the starvation deadlines), in the
+    /// order they were set, which is the order of `due` (always the boundary count then plus
+    /// `starvation_iterations`). An entry whose request has another `due` since (it ran, was
+    /// boosted or finished) is stale, and dropped when it reaches the front: a deadline costs
+    /// O(1), where an ordered set cost O(log n) per request run.
+    deadlines: VecDeque<(u64, Slot)>,
 }
 
 impl Ltr {
     pub fn new(p: Params) -> Self {
         Ltr {
             p,
-            ranking: KeyedRanking::default(),
+            ranking: KeyedRanking::jumping(),
             state: Vec::new(),
             in_batch: Vec::new(),
             tick: 0,
-            deadlines: BTreeSet::new(),
+            deadlines: VecDeque::new(),
         }
     }
 
@@ -139,13 +143,12 @@ impl Ltr {
     /// Request `s` was reset at boundary `t` (idle 0): its deadline follows.
     fn reset(&mut self, s: Slot, t: u64) {
         let st = &mut self.state[s as usize];
-        if let Some(d) = st.due.take() {
-            self.deadlines.remove(&(d, s));
-        }
+        st.due = None;
         if st.boost_left == 0 && self.p.starvation {
             let d = t.saturating_add(self.p.starvation_iterations as u64);
+            debug_assert!(self.deadlines.back().is_none_or(|b| b.0 <= d));
             st.due = Some(d);
-            self.deadlines.insert((d, s));
+            self.deadlines.push_back((d, s));
         }
     }
 }
@@ -183,9 +186,13 @@ impl Policy for Ltr {
             st.boost_left = st.boost_left.saturating_sub(1);
             self.reset(s, t);
         }
-        while let Some(&(d, s)) = self.deadlines.first() {
+        while let Some(&(d, s)) = self.deadlines.front() {
             if d > t {
                 break;
+            }
+            self.deadlines.pop_front();
+            if self.state[s as usize].due != Some(d) {
+                continue; // Stale.
             }
             debug_assert!(!self.in_batch[s as usize], "the batch's deadlines moved on");
             let st = &mut self.state[s as usize];
@@ -201,9 +208,7 @@ impl Policy for Ltr {
     fn on_iteration_end(&mut self, _batch: &[Slot], _d: Ns, _view: &ReplicaView) {}
     fn on_finish(&mut self, s: Slot) {
         self.ranking.remove(s);
-        if let Some(d) = self.state[s as usize].due.take() {
-            self.deadlines.remove(&(d, s));
-        }
+        self.state[s as usize].due = None;
     }
     fn describe(&self, s: Slot) -> PolicyInfo {
         let st = self.state[s as usize];

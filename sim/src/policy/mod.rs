@@ -14,6 +14,7 @@ pub mod fcfs;
 pub mod fcfs_swap;
 pub mod ltr;
 pub mod mlfq;
+mod plain_index;
 pub mod ranked_offload;
 pub mod ranking;
 pub mod remaining;

@@ -8,6 +8,7 @@ use std::collections::{BTreeSet, BinaryHeap};
 #[cfg(test)]
 use super::common::form_priority_batch;
 use super::common::{Misfit, Window, evictable, form_priority_batch_from};
+use super::plain_index::{PlainIndex, SKIP_AFTER, Skipper};
 use super::{Plan, PreemptionChoice, ReplicaView};
 use crate::vocab::request::{KvLoc, Request, Slot};
 
@@ -132,10 +133,19 @@ impl Ord for RankKey {
 /// (it ran, was preempted, arrived), so a boundary costs O((batch + looked-at) · log n) instead of
 /// re-keying and sorting every unfinished request. Eviction victims are searched among the
 /// requests that may hold GPU KV only, so the requests looked at are bounded by the batch and the
-/// GPU pool, not by the queue. Same order, same keys, same plans.
+/// GPU pool, not by the queue; and, for a [`KeyedRanking::jumping`] one, once no GPU block is
+/// free, runs of candidates that can neither join nor cause an eviction are jumped over
+/// ([`PlainIndex`]). Same order, same keys, same plans.
 #[derive(Debug, Default)]
 pub struct KeyedRanking {
     set: BTreeSet<RankKey>,
+    /// Whether `plain` is kept ([`KeyedRanking::jumping`]).
+    jumps: bool,
+    /// The same requests, plain ones by the blocks they need apart from the others (empty
+    /// unless `jumps`).
+    plain: PlainIndex,
+    /// Scratch for the plain-candidate search of a batch formation.
+    skipper: Skipper,
     /// The requests that may hold KV on the GPU (a superset: those whose KV was on the GPU, being
     /// copied to it, or in the pipeline when last re-keyed), in no particular order: the
     /// eviction victims are searched here, not in the whole ranking.
@@ -157,6 +167,19 @@ pub struct KeyedRanking {
 }
 
 impl KeyedRanking {
+    /// A ranking that also keeps the index of its plain requests ([`PlainIndex`]), so that a
+    /// formation with no free GPU block jumps over the runs of candidates that can neither join
+    /// nor cause an eviction. For policies whose bursts rank many new requests ahead of the
+    /// resident ones (ltr's boosted class). It costs two more ordered-set updates per request
+    /// whose key or class changes: SRPT's and ALISE's keys change at every step of every
+    /// request that runs, so they do without (their formations walk, as before).
+    pub fn jumping() -> Self {
+        KeyedRanking {
+            jumps: true,
+            ..KeyedRanking::default()
+        }
+    }
+
     fn insert(&mut self, view: &ReplicaView, s: Slot, k: f64) {
         let i = s as usize;
         if self.key.len() <= i {
@@ -169,6 +192,9 @@ impl KeyedRanking {
         self.id[i] = view.req(s).id;
         self.active[i] = true;
         self.set.insert(RankKey(k, self.id[i], s));
+        if self.jumps {
+            self.plain.insert(view, RankKey(k, self.id[i], s));
+        }
     }
 
     /// Request `s` arrived with key `k`.
@@ -181,6 +207,9 @@ impl KeyedRanking {
         let i = s as usize;
         if self.active.get(i).copied().unwrap_or(false) {
             self.set.remove(&RankKey(self.key[i], self.id[i], s));
+            if self.jumps {
+                self.plain.remove(RankKey(self.key[i], self.id[i], s));
+            }
             self.active[i] = false;
         }
     }
@@ -230,11 +259,16 @@ impl KeyedRanking {
             if !self.active.get(i).copied().unwrap_or(false) {
                 continue;
             }
-            let id = self.id[i];
-            self.set.remove(&RankKey(self.key[i], id, s));
-            let k = key(s);
-            self.key[i] = k;
-            self.set.insert(RankKey(k, id, s));
+            let old = RankKey(self.key[i], self.id[i], s);
+            let new = RankKey(key(s), self.id[i], s);
+            if new != old {
+                self.set.remove(&old);
+                self.set.insert(new);
+            }
+            self.key[i] = new.0;
+            if self.jumps {
+                self.plain.update(view, old, new);
+            }
             let r = view.req(s);
             // Only a plan puts KV on the GPU, and every request of a plan is re-keyed here.
             if !self.in_gpu[i] && may_hold_gpu_kv(r) {
@@ -261,8 +295,13 @@ impl KeyedRanking {
         key: impl Fn(Slot) -> f64,
     ) -> u32 {
         self.refresh(view, &key);
+        self.skipper.clear();
         let mut window = KeyedWindow {
-            front: self.set.iter(),
+            set: &self.set,
+            front: self.set.range(..),
+            plain: &self.plain,
+            skipper: std::mem::take(&mut self.skipper),
+            plain_run: 0,
             gpu: &mut self.gpu,
             in_gpu: &mut self.in_gpu,
             active: &self.active,
@@ -286,6 +325,7 @@ impl KeyedRanking {
             plan,
         );
         self.looked_at = window.looked_at;
+        self.skipper = std::mem::take(&mut window.skipper);
         self.heap = window.into_buf();
         self.dirty.extend(plan.run.iter().map(|r| r.slot));
         self.dirty.extend(plan.preempt.iter().map(|p| p.0));
@@ -361,7 +401,13 @@ fn may_hold_gpu_kv(r: &Request) -> bool {
 /// [`Window`] over a [`KeyedRanking`]: candidates from the ranking, victims from a heap of the
 /// requests with GPU KV, built the first time the formation needs one.
 struct KeyedWindow<'a> {
-    front: btree_set::Iter<'a, RankKey>,
+    set: &'a BTreeSet<RankKey>,
+    /// The candidates not taken yet (and, past `back`, those out of the window).
+    front: btree_set::Range<'a, RankKey>,
+    plain: &'a PlainIndex,
+    skipper: Skipper,
+    /// Consecutive plain candidates taken last ([`SKIP_AFTER`] of them start the jumps).
+    plain_run: u32,
     /// The requests that may hold GPU KV ([`KeyedRanking`]'s `gpu`) and their flags.
     gpu: &'a mut Vec<Slot>,
     in_gpu: &'a mut [bool],
@@ -448,7 +494,34 @@ impl Window for KeyedWindow<'_> {
         };
         self.looked_at += 1;
         self.cur = Some(k);
+        if self.plain_run < SKIP_AFTER {
+            self.plain_run = if self.plain.is_plain(k.slot()) {
+                self.plain_run + 1
+            } else {
+                0
+            };
+        }
         Some(k.slot())
+    }
+
+    fn pass_no_ops(&mut self, max_no_op_need: u32) {
+        // Jumping costs a few look-ups: only after a run of plain candidates (then for the rest
+        // of the formation).
+        let Some(&cur) = self.cur else { return };
+        if self.done || self.plain_run < SKIP_AFTER {
+            return;
+        }
+        let next = self.skipper.next_relevant(
+            self.plain,
+            cur,
+            max_no_op_need.saturating_add(1),
+            &mut self.looked_at,
+        );
+        match next {
+            Some(k) => self.front = self.set.range(k..),
+            // Only no-ops are left.
+            None => self.done = true,
+        }
     }
 
     fn pop_victim(&mut self, view: &ReplicaView) -> Option<Slot> {
