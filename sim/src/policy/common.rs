@@ -348,6 +348,7 @@ pub fn remaining_time_ns_with(
 /// The decode part of [`remaining_time_ns`]: `decodes` steps of a request with `input` prompt
 /// tokens that has generated `generated`, each timed at its current context by `decode_ns`
 /// (which must equal [`decode_ns`]).
+#[inline]
 pub fn decode_rest_ns(
     input: u32,
     generated: u32,

@@ -71,6 +71,7 @@ const MAX_TABLE: usize = 1 << 16;
 const UNKNOWN: u64 = u64::MAX;
 
 /// `table[i]`, computed by `f(i)` on first use; `f(i)` each time beyond the table.
+#[inline]
 fn memo(table: &mut [u64], i: u32, f: impl FnOnce(u32) -> u64) -> u64 {
     match table.get_mut(i as usize) {
         Some(t) if *t != UNKNOWN => *t,
@@ -95,6 +96,7 @@ struct ReplicaWork {
 
 impl ReplicaWork {
     /// Slot `i`'s price becomes `ns`.
+    #[inline]
     fn set(&mut self, i: usize, ns: u64) {
         if self.price_ns.len() <= i {
             self.price_ns.resize(i + 1, 0);
@@ -133,23 +135,26 @@ impl LeastWork {
     }
 
     /// [`crate::policy::common::remaining_time_ns`] of `r`, memoised.
+    #[inline]
     pub fn remaining_ns(&mut self, r: &Request) -> u64 {
         self.priced += 1;
         let cost = self.cost.as_ref();
         let decode_table = &mut self.decode_ns;
         let decode = |c| memo(decode_table, c, |c| common::decode_ns(cost, c));
-        if !r.needs_prefill() {
+        if r.mid_prefill {
+            // A chunked prefill under way (rare): the rest of it, attending to the chunks done.
             return remaining_time_ns_with(cost, r, decode);
         }
-        // A whole (re-)prefill: the rest of the prefill is all of it, with no KV to attend to.
-        let prefill = memo(&mut self.prefill_ns, r.prefill_tokens(), |p| {
-            common::prefill_ns(cost, p)
-        });
-        let decodes = r
-            .predicted_output_tokens
-            .saturating_sub(r.generated_tokens)
-            .saturating_sub(1);
-        prefill.saturating_add(decode_rest_ns(
+        let mut decodes = r.predicted_output_tokens.saturating_sub(r.generated_tokens);
+        let mut total = 0;
+        if r.needs_prefill() {
+            // A whole (re-)prefill: the rest of the prefill is all of it, with no KV yet.
+            total = memo(&mut self.prefill_ns, r.prefill_tokens(), |p| {
+                common::prefill_ns(cost, p)
+            });
+            decodes = decodes.saturating_sub(1);
+        }
+        total.saturating_add(decode_rest_ns(
             r.input_tokens,
             r.generated_tokens,
             decodes,
@@ -169,12 +174,17 @@ impl LeastWork {
                 }
             }
             _ => {
-                w.price_ns.clear();
-                w.total_ns = 0;
+                w.price_ns.fill(0);
+                let mut total_ns = 0;
                 for (s, q) in r.requests_by_slot() {
-                    let ns = self.remaining_ns(q);
-                    w.set(s as usize, ns);
+                    let (i, ns) = (s as usize, self.remaining_ns(q));
+                    if w.price_ns.len() <= i {
+                        w.price_ns.resize(i + 1, 0);
+                    }
+                    w.price_ns[i] = ns;
+                    total_ns += ns as u128;
                 }
+                w.total_ns = total_ns;
             }
         }
         w.mark = Some(r.requests_mark());
