@@ -174,6 +174,11 @@ pub fn simulate_clocked(
         ff_alloc: Vec::new(),
         ff_top: Vec::new(),
     };
+    if sim.router.reads_request_changes() {
+        for rep in &mut sim.replicas {
+            rep.reqs.keep_change_log();
+        }
+    }
     sim.run(trace, predictor, observer, clock)?;
     for rep in &mut sim.replicas {
         if let Some(b) = &mut rep.exec {

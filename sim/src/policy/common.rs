@@ -322,6 +322,15 @@ pub fn decode_ns(cost: &dyn CostModel, context: u32) -> u64 {
     batch_ns(cost, &b)
 }
 
+/// The time of a lone whole prefill of `tokens` tokens (no KV yet), rounded up to whole
+/// nanoseconds (0 if the cost model fails): [`remaining_time_ns`]'s prefill part for a request
+/// that [`Request::needs_prefill`] with `tokens` = its [`Request::prefill_tokens`].
+pub fn prefill_ns(cost: &dyn CostModel, tokens: u32) -> u64 {
+    let mut b = BatchShape::default();
+    b.add_prefill_chunk(tokens, 0);
+    batch_ns(cost, &b)
+}
+
 fn batch_ns(cost: &dyn CostModel, b: &BatchShape) -> u64 {
     cost.iteration_s(b)
         .ok()
@@ -353,6 +362,7 @@ pub fn remaining_time_ns_with(
 /// The decode part of [`remaining_time_ns`]: `decodes` steps of a request with `input` prompt
 /// tokens that has generated `generated`, each timed at its current context by `decode_ns`
 /// (which must equal [`decode_ns`]).
+#[inline]
 pub fn decode_rest_ns(
     input: u32,
     generated: u32,
@@ -363,25 +373,6 @@ pub fn decode_rest_ns(
         return 0;
     }
     (decodes as u64).saturating_mul(decode_ns(input + generated.max(1)))
-}
-
-/// Estimated remaining execution time of `r` on its own (batch size 1), from the cost model and
-/// the request's *predicted* output length: the rest of its (re-)prefill if it is in prefill, plus its
-/// remaining decode iterations at its current context length. Floating-point form (the
-/// `least-work` router's estimate); the policies rank by [`remaining_time_ns`].
-pub fn remaining_time_s(cost: &dyn CostModel, r: &Request) -> f64 {
-    let mut total = 0.0;
-    let mut decodes = r.predicted_output_tokens.saturating_sub(r.generated_tokens);
-    if r.in_prefill() {
-        total += cost.iteration_s(&rest_of_prefill(r)).unwrap_or(0.0);
-        decodes = decodes.saturating_sub(1);
-    }
-    if decodes > 0 {
-        let mut b = BatchShape::default();
-        b.add_decode(r.input_tokens + r.generated_tokens.max(1));
-        total += decodes as f64 * cost.iteration_s(&b).unwrap_or(0.0);
-    }
-    total
 }
 
 /// Memory target and swap-in window of [`score_offload`].

@@ -1,28 +1,51 @@
 //! `least-work` — join the replica with the smallest *predicted outstanding work*: the sum, over
 //! its unfinished requests, of the scenario cost model's remaining time of each request on its own
 //! (its (re-)prefill if no KV is resident, plus its remaining decode iterations at its current
-//! context), from the request's **predicted** output length
-//! ([`crate::policy::common::remaining_time_s`], the estimate SRPT, SJF and ALISE rank by). The
+//! context), from the request's **predicted** output length, in integer nanoseconds
+//! ([`crate::policy::common::remaining_time_ns`], the estimate SRPT, SJF and ALISE rank by). The
 //! batch-size-1 times overstate how long a batched replica takes, but every replica is priced the
 //! same way, so the ranking is that of the outstanding tokens weighted by their cost — a
 //! join-shortest-work-queue router (`least-outstanding` is the request-count version). With the
 //! `oracle` predictor it knows the true remaining work. Ties go to the lowest index.
 //!
+//! **Exact sums, kept per changed request.** A replica's work is the sum of its requests'
+//! integer nanoseconds in a `u128` (it cannot overflow: at most 2³² slots of at most 2⁶⁴ ns).
+//! Integer addition is exact and order-free, so a sum kept by adding each changed request's new
+//! price and subtracting its old one equals a fresh sum over the requests, bit for bit, whatever
+//! order the changes came in: the decision is a function of the true sums only. (The tree
+//! compares the sums converted once to `f64`, which is exact below 2⁵³ ns ≈ 104 days of work;
+//! beyond, sums that round to the same `f64` tie and go to the lowest index.) Sums of `f64`
+//! seconds, what this router kept before, are not exact (`a + b − a ≠ b`), so every change of a
+//! replica forced a re-sum of all its requests in slot order: O(requests) per arrival, quadratic
+//! in a burst where every arrival changes the replica it joins. Keeping exact `f64` sums instead
+//! (a wide fixed-point accumulator of every `f64` price) would keep the old per-request prices
+//! but needs a multi-word accumulator; integer nanoseconds reuse the policies' estimate and
+//! round each request's decode steps as the engine times them.
+//!
+//! **Which requests changed** comes from the replica's request change log
+//! ([`super::ReplicaLoad::requests_changed_since`]): the router keeps, per replica, each slot's
+//! price and the log mark they were taken at, and a decision re-prices only the slots logged since
+//! (requests added, removed or written). It re-sums the replica when the log restarted since, or
+//! lists more slots than the replica has requests (a re-sum is then no dearer).
+//!
 //! Cost: O(log replicas) per replica whose load changed since the previous arrival
-//! ([`super::ClusterView::changed`]; the sums sit in a [`super::min_tree::MinTree`]), plus
-//! O(unfinished requests) of each of those whose requests changed (a replica's sum is cached with
-//! its [`super::ReplicaLoad::requests_version`], so an unchanged replica's sum is reused with the
-//! same bits; a changed one is re-added in slot order, never adjusted by a difference). The two cost-model queries per request (a prefill of p tokens, a decode at context c;
-//! p, c ≤ the context limit) are memoised in tables filled on first use, so a query is a table
-//! lookup with exactly the cost model's value.
+//! ([`super::ClusterView::changed`]; the sums sit in a [`super::min_tree::MinTree`]), plus one
+//! pricing per logged change of its requests — each a write the engine made anyway, so amortised
+//! O(1) per engine write; a burst of n arrivals costs O(n log replicas), not O(n²). The two
+//! cost-model queries per request (a whole prefill of p tokens, a decode at context c; p, c ≤ the
+//! context limit) are memoised in tables filled on first use, so a query is a table lookup with
+//! exactly the cost model's nanoseconds.
 
 use std::sync::Arc;
 
 use super::min_tree::Scores;
-use super::{ClusterView, Incoming, NoParams, Router, RouterEntry, RouterEnv, parse_params};
-use crate::cost::{BatchShape, CostModel};
+use super::{
+    ClusterView, Incoming, NoParams, ReplicaLoad, Router, RouterEntry, RouterEnv, parse_params,
+};
+use crate::cost::CostModel;
 use crate::error::Result;
-use crate::vocab::request::Request;
+use crate::policy::common::{self, decode_rest_ns, remaining_time_ns_with};
+use crate::vocab::request::{ChangeMark, Request};
 
 pub const ENTRY: RouterEntry = RouterEntry {
     name: "least-work",
@@ -41,17 +64,56 @@ fn build(
     ))
 }
 
-/// Largest memo table (entries); longer contexts query the cost model directly.
+/// Largest memo table (entries); longer prompts and contexts query the cost model directly.
 const MAX_TABLE: usize = 1 << 16;
+
+/// Marks a memo entry not computed yet (no cost-model time rounds to it).
+const UNKNOWN: u64 = u64::MAX;
+
+/// `table[i]`, computed by `f(i)` on first use; `f(i)` each time beyond the table.
+#[inline]
+fn memo(table: &mut [u64], i: u32, f: impl FnOnce(u32) -> u64) -> u64 {
+    match table.get_mut(i as usize) {
+        Some(t) if *t != UNKNOWN => *t,
+        Some(t) => {
+            *t = f(i);
+            *t
+        }
+        None => f(i),
+    }
+}
+
+/// One replica's work as last priced.
+#[derive(Debug, Clone, Default)]
+struct ReplicaWork {
+    /// The replica's change-log mark when it was last priced (`None`: never).
+    mark: Option<ChangeMark>,
+    /// Each slot's price then (0: no request).
+    price_ns: Vec<u64>,
+    /// Their sum: the replica's work.
+    total_ns: u128,
+}
+
+impl ReplicaWork {
+    /// Slot `i`'s price becomes `ns`.
+    #[inline]
+    fn set(&mut self, i: usize, ns: u64) {
+        if self.price_ns.len() <= i {
+            self.price_ns.resize(i + 1, 0);
+        }
+        self.total_ns = self.total_ns - self.price_ns[i] as u128 + ns as u128;
+        self.price_ns[i] = ns;
+    }
+}
 
 pub struct LeastWork {
     cost: Arc<dyn CostModel>,
-    /// `prefill_s[p]`: one prefill of p tokens alone; `decode_s[c]`: one decode at context c;
-    /// NaN until first used.
-    prefill_s: Vec<f64>,
-    decode_s: Vec<f64>,
-    /// Per replica: the requests' version and their summed work at it.
-    sums: Vec<(u64, f64)>,
+    /// `prefill_ns[p]`: one whole prefill of p tokens alone; `decode_ns[c]`: one decode at
+    /// context c; [`UNKNOWN`] until first used.
+    prefill_ns: Vec<u64>,
+    decode_ns: Vec<u64>,
+    /// Per replica: its requests' prices and their sum.
+    replicas: Vec<ReplicaWork>,
     /// The sums in a tournament tree.
     scores: Scores,
     /// Requests priced so far (the cost of routing, for tests).
@@ -64,68 +126,69 @@ impl LeastWork {
         let n = (max_context_tokens as usize + 1).min(MAX_TABLE);
         LeastWork {
             cost,
-            prefill_s: vec![f64::NAN; n],
-            decode_s: vec![f64::NAN; n],
-            sums: Vec::new(),
+            prefill_ns: vec![UNKNOWN; n],
+            decode_ns: vec![UNKNOWN; n],
+            replicas: Vec::new(),
             scores: Scores::default(),
             priced: 0,
         }
     }
 
-    fn prefill_uncached(&self, tokens: u32) -> f64 {
-        let mut b = BatchShape::default();
-        b.add_prefill(tokens);
-        self.cost.iteration_s(&b).unwrap_or(0.0)
-    }
-
-    fn decode_uncached(&self, context: u32) -> f64 {
-        let mut b = BatchShape::default();
-        b.add_decode(context);
-        self.cost.iteration_s(&b).unwrap_or(0.0)
-    }
-
-    fn prefill(&mut self, tokens: u32) -> f64 {
-        match self.prefill_s.get(tokens as usize) {
-            Some(t) if !t.is_nan() => *t,
-            Some(_) => {
-                let t = self.prefill_uncached(tokens);
-                self.prefill_s[tokens as usize] = t;
-                t
-            }
-            None => self.prefill_uncached(tokens),
+    /// [`crate::policy::common::remaining_time_ns`] of `r`, memoised.
+    #[inline]
+    pub fn remaining_ns(&mut self, r: &Request) -> u64 {
+        self.priced += 1;
+        let cost = self.cost.as_ref();
+        let decode_table = &mut self.decode_ns;
+        let decode = |c| memo(decode_table, c, |c| common::decode_ns(cost, c));
+        if r.mid_prefill {
+            // A chunked prefill under way (rare): the rest of it, attending to the chunks done.
+            return remaining_time_ns_with(cost, r, decode);
         }
-    }
-
-    fn decode(&mut self, context: u32) -> f64 {
-        match self.decode_s.get(context as usize) {
-            Some(t) if !t.is_nan() => *t,
-            Some(_) => {
-                let t = self.decode_uncached(context);
-                self.decode_s[context as usize] = t;
-                t
-            }
-            None => self.decode_uncached(context),
-        }
-    }
-
-    /// [`crate::policy::common::remaining_time_s`], memoised.
-    pub fn remaining_s(&mut self, r: &Request) -> f64 {
-        let mut total = 0.0;
         let mut decodes = r.predicted_output_tokens.saturating_sub(r.generated_tokens);
+        let mut total = 0;
         if r.needs_prefill() {
-            total += self.prefill(r.prefill_tokens());
-            decodes = decodes.saturating_sub(1);
-        } else if r.in_prefill() {
-            // A chunked prefill under way: the rest of it, attending to the chunks done.
-            let mut b = BatchShape::default();
-            b.add_prefill_chunk(r.prefill_left(), r.kv_tokens);
-            total += self.cost.iteration_s(&b).unwrap_or(0.0);
+            // A whole (re-)prefill: the rest of the prefill is all of it, with no KV yet.
+            total = memo(&mut self.prefill_ns, r.prefill_tokens(), |p| {
+                common::prefill_ns(cost, p)
+            });
             decodes = decodes.saturating_sub(1);
         }
-        if decodes > 0 {
-            total += decodes as f64 * self.decode(r.input_tokens + r.generated_tokens.max(1));
+        total.saturating_add(decode_rest_ns(
+            r.input_tokens,
+            r.generated_tokens,
+            decodes,
+            decode,
+        ))
+    }
+
+    /// Bring `w` up to date with replica load `r` and return its work: re-price the slots the
+    /// replica's change log lists since `w`'s mark, or every request when the log cannot tell or
+    /// lists more slots than there are requests.
+    fn update(&mut self, w: &mut ReplicaWork, r: ReplicaLoad) -> u128 {
+        match w.mark.and_then(|m| r.requests_changed_since(m)) {
+            Some(slots) if slots.len() <= r.outstanding() => {
+                for &s in slots {
+                    let ns = r.request(s).map_or(0, |q| self.remaining_ns(q));
+                    w.set(s as usize, ns);
+                }
+            }
+            _ => {
+                w.price_ns.fill(0);
+                let mut total_ns = 0;
+                for (s, q) in r.requests_by_slot() {
+                    let (i, ns) = (s as usize, self.remaining_ns(q));
+                    if w.price_ns.len() <= i {
+                        w.price_ns.resize(i + 1, 0);
+                    }
+                    w.price_ns[i] = ns;
+                    total_ns += ns as u128;
+                }
+                w.total_ns = total_ns;
+            }
         }
-        total
+        w.mark = Some(r.requests_mark());
+        w.total_ns
     }
 }
 
@@ -133,23 +196,18 @@ impl Router for LeastWork {
     fn name(&self) -> &'static str {
         "least-work"
     }
+    fn reads_request_changes(&self) -> bool {
+        true
+    }
     fn route(&mut self, _req: &Incoming, cluster: &ClusterView) -> usize {
-        if self.sums.len() != cluster.replicas() {
-            // Version 0 with work NaN: no slab has changed yet, and NaN is never reused.
-            self.sums = vec![(0, f64::NAN); cluster.replicas()];
+        if self.replicas.len() != cluster.replicas() {
+            self.replicas = vec![ReplicaWork::default(); cluster.replicas()];
         }
-        let mut sums = std::mem::take(&mut self.sums);
+        let mut replicas = std::mem::take(&mut self.replicas);
         let mut scores = std::mem::take(&mut self.scores);
-        let best = scores.argmin(cluster, |i, r| {
-            let (version, sum) = &mut sums[i];
-            if *version != r.requests_version() || sum.is_nan() {
-                *version = r.requests_version();
-                self.priced += r.outstanding() as u64;
-                *sum = r.requests().map(|q| self.remaining_s(q)).sum::<f64>();
-            }
-            *sum
-        });
-        self.sums = sums;
+        // `as f64` rounds to nearest: monotone, and exact below 2^53 ns.
+        let best = scores.argmin(cluster, |i, r| self.update(&mut replicas[i], r) as f64);
+        self.replicas = replicas;
         self.scores = scores;
         best
     }
@@ -157,10 +215,11 @@ impl Router for LeastWork {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{cluster, pick, req};
+    use super::super::testing::{cluster, incoming, pick, req};
     use super::*;
     use crate::cost::linear::LinearCost;
-    use crate::policy::common::remaining_time_s;
+    use crate::policy::common::remaining_time_ns;
+    use crate::vocab::request::KvLoc;
 
     fn linear() -> Arc<dyn CostModel> {
         // 10 ms + 0.1 ms per prefill token + 1 µs per context token.
@@ -194,7 +253,7 @@ mod tests {
     }
 
     #[test]
-    fn unchanged_replicas_are_not_repriced_and_choices_match_a_fresh_router() {
+    fn only_changed_requests_are_repriced_and_choices_match_a_fresh_router() {
         let mut r = LeastWork::new(linear(), 2048);
         let mut c = cluster(vec![
             (0, vec![req(0, 100, 50, 0), req(1, 10, 5, 0)]),
@@ -208,41 +267,112 @@ mod tests {
         assert_eq!(pick(&mut r, &c), 1);
         assert_eq!(r.priced, 5);
         // Replica 1's first request is predicted far longer (written through the slab): only
-        // replica 1 is repriced, and the choice is that of a router without a cache.
+        // that request is repriced, and the choice is that of a router without a cache.
         c.0[1].reqs.get_mut(0).predicted_output_tokens = 400;
         let fresh = pick(&mut LeastWork::new(linear(), 2048), &c);
         assert_eq!((pick(&mut r, &c), fresh), (2, 2));
-        assert_eq!(r.priced, 7);
-        // A long request added to replica 2 reprices replica 2 only.
+        assert_eq!(r.priced, 6);
+        // A long request added to replica 2 is the only one priced.
         c.0[2].reqs.insert(req(5, 10, 900, 0));
         let fresh = pick(&mut LeastWork::new(linear(), 2048), &c);
         assert_eq!((pick(&mut r, &c), fresh), (0, 0));
-        assert_eq!(r.priced, 9);
+        assert_eq!(r.priced, 7);
+        // A request removed from replica 0 prices nothing.
+        c.0[0].reqs.remove(0);
+        let fresh = pick(&mut LeastWork::new(linear(), 2048), &c);
+        assert_eq!((pick(&mut r, &c), fresh), (0, 0));
+        assert_eq!(r.priced, 7);
+    }
+
+    /// Every arrival at t = 0 joins a replica before any request finishes (a burst): each
+    /// arrival, and each write of a started iteration, is priced once, not its replica's whole
+    /// queue again (O(n), not O(n²)); the kept sums equal fresh sums and the choices a fresh
+    /// router's at every step, across restarts of the replicas' change logs.
+    #[test]
+    fn a_burst_prices_each_change_once_and_keeps_exact_sums() {
+        let mut r = LeastWork::new(linear(), 2048);
+        let mut c = cluster(vec![(0, vec![]); 3]);
+        let n = 1500u64;
+        let mut changed: Vec<u32> = (0..3).collect();
+        let start = c.0[0].reqs.change_mark();
+        let mut writes = 0;
+        for k in 0..n {
+            let view = ClusterView::with_changed(&c, 0, &changed);
+            let got = r.route(&incoming(), &view);
+            let fresh = pick(&mut LeastWork::new(linear(), 2048), &c);
+            assert_eq!(got, fresh, "arrival {k}");
+            for (w, f) in r.replicas.iter().zip(&c.0) {
+                let sum: u128 = f
+                    .reqs
+                    .iter()
+                    .map(|q| remaining_time_ns(linear().as_ref(), q) as u128)
+                    .sum();
+                assert_eq!(w.total_ns, sum, "arrival {k}");
+            }
+            let f = &mut c.0[got];
+            f.reqs.insert(req(
+                k,
+                10 + (k % 7) as u32 * 30,
+                5 + (k % 11) as u32 * 20,
+                0,
+            ));
+            // Every other arrival the replica starts an iteration: its first requests are
+            // written (more writes than the change log holds, so it restarts).
+            if k % 2 == 0 {
+                for s in 0..f.reqs.capacity_hint().min(4) as u32 {
+                    let mut q = f.reqs.get_mut(s);
+                    q.generated_tokens = 1;
+                    q.kv_tokens = q.input_tokens;
+                    writes += 1;
+                }
+            }
+            changed = vec![got as u32];
+        }
+        assert!(c.0[0].reqs.changed_since(start).is_none());
+        // One pricing per arrival and per write, plus re-sums, each after more logged changes
+        // than requests. The old router re-summed the chosen replica at every arrival:
+        // ≈ n² / 6 ≈ 375,000.
+        assert!(r.priced <= 2 * (n + writes), "{} priced", r.priced);
     }
 
     #[test]
     fn tables_equal_the_policies_estimate_exactly() {
         let cost = linear();
         let mut w = LeastWork::new(cost.clone(), 64);
-        // Inside and outside the tabulated range (context 64).
+        // Inside and outside the tabulated range (context 64), a chunked prefill under way
+        // (`chunk`: its first chunk's tokens) and a recompute-preempted request.
         // Twice: the first pass fills the tables, the second reads them.
-        for (input, predicted, generated) in [
-            (1, 1, 0),
-            (10, 30, 0),
-            (10, 30, 7),
-            (40, 20, 20),
-            (40, 20, 30),
-            (60, 100, 50),
-            (500, 9, 0),
-            (500, 9, 3),
+        for (input, predicted, generated, chunk) in [
+            (1, 1, 0, 0),
+            (10, 30, 0, 0),
+            (10, 30, 7, 0),
+            (40, 20, 20, 0),
+            (40, 20, 30, 0),
+            (60, 100, 50, 0),
+            (500, 9, 0, 0),
+            (500, 9, 3, 0),
+            (500, 9, 0, 128),
+            (30, 9, 0, 16),
         ]
         .repeat(2)
         {
-            let r = req(0, input, predicted, generated);
+            let mut r = req(0, input, predicted, generated);
+            if chunk > 0 {
+                (r.kv_tokens, r.mid_prefill, r.kv_loc) = (chunk, true, KvLoc::Gpu);
+            }
             assert_eq!(
-                w.remaining_s(&r).to_bits(),
-                remaining_time_s(cost.as_ref(), &r).to_bits(),
-                "{input} {predicted} {generated}"
+                w.remaining_ns(&r),
+                remaining_time_ns(cost.as_ref(), &r),
+                "{input} {predicted} {generated} {chunk}"
+            );
+            // Re-prefill after a recompute preemption: KV gone, tokens kept.
+            r.kv_tokens = 0;
+            r.mid_prefill = false;
+            r.kv_loc = KvLoc::None;
+            assert_eq!(
+                w.remaining_ns(&r),
+                remaining_time_ns(cost.as_ref(), &r),
+                "{input} {predicted} {generated} {chunk} recomputed"
             );
         }
     }

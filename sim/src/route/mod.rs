@@ -32,7 +32,7 @@ use std::sync::Arc;
 use crate::cost::CostModel;
 use crate::error::{Result, SimError};
 use crate::vocab::KvPool;
-use crate::vocab::request::{Request, Slab};
+use crate::vocab::request::{ChangeMark, Request, Slab, Slot};
 use crate::vocab::time::Ns;
 
 /// The router used when a scenario names none (and the behaviour of servesim before routers).
@@ -81,15 +81,32 @@ impl<'a> ReplicaLoad<'a> {
     pub fn host_used_blocks(&self) -> u32 {
         self.host.used_blocks()
     }
-    /// Changes whenever the replica's requests change (added, removed or written): an aggregate
-    /// of [`Self::requests`] computed at one version holds until the version changes.
-    pub fn requests_version(&self) -> u64 {
-        self.reqs.version()
-    }
     /// Every unfinished request of the replica, in slot order (use it for order-independent
     /// aggregates; O(unfinished requests)).
     pub fn requests(&self) -> impl Iterator<Item = &'a Request> + 'a {
         self.reqs.iter()
+    }
+    /// [`Self::requests`] with their slots.
+    pub fn requests_by_slot(&self) -> impl Iterator<Item = (Slot, &'a Request)> + 'a {
+        self.reqs.iter_slots()
+    }
+    /// The request in `slot`, if any.
+    pub fn request(&self, slot: Slot) -> Option<&'a Request> {
+        self.reqs.try_get(slot)
+    }
+    /// Where the replica's request change log ends now: keep it to ask
+    /// [`Self::requests_changed_since`] at a later decision.
+    pub fn requests_mark(&self) -> ChangeMark {
+        self.reqs.change_mark()
+    }
+    /// The slots whose request was added, removed or written since `mark` (in order, with
+    /// repeats; every other slot is as it was then), or `None` when that is no longer known
+    /// (any request may have changed, or the log is not kept: see
+    /// [`Router::reads_request_changes`]). An aggregate of [`Self::requests`] kept per slot is
+    /// brought up to date by re-reading these slots only; the log is O(slots) long, and a
+    /// reader that fell so far behind that it got `None` pays O(slots) for as many logged writes.
+    pub fn requests_changed_since(&self, mark: ChangeMark) -> Option<&'a [Slot]> {
+        self.reqs.changed_since(mark)
     }
 }
 
@@ -171,6 +188,12 @@ pub trait Router: Send {
     fn name(&self) -> &'static str;
     /// The replica (index < `cluster.replicas()`) that `req` joins.
     fn route(&mut self, req: &Incoming, cluster: &ClusterView) -> usize;
+    /// Whether it reads [`ReplicaLoad::requests_changed_since`]: the engine then keeps a change
+    /// log of every replica's requests (a cost on every request write, which the other routers
+    /// do not pay; without it the answer is always `None`).
+    fn reads_request_changes(&self) -> bool {
+        false
+    }
 }
 
 /// Context a router constructor may use.
@@ -296,6 +319,7 @@ pub(crate) mod testing {
                 .into_iter()
                 .map(|(used, rs)| {
                     let mut reqs = Slab::default();
+                    reqs.keep_change_log();
                     for r in rs {
                         reqs.insert(r);
                     }
