@@ -4,13 +4,17 @@
 //! onto the destination at the end, so an error or Ctrl-C never leaves a partial result. The
 //! rules for an existing destination:
 //!
-//! - A directory servesim wrote (it holds the [`MARKER_FILE`]) or an empty directory is replaced.
+//! - A directory servesim wrote (it holds the [`MARKER_FILE`], which lists the entries servesim
+//!   wrote at its top level) or an empty directory is replaced — unless it now holds entries the
+//!   marker does not list (the user's notes, a `.git`, another command's output written inside
+//!   it): then only with `--force`. A marker servesim did not write (empty, other text) counts
+//!   as no marker.
 //! - Anything else — a directory of the user's, a file, a symlink — is refused with an error that
 //!   names `--force`; with `--force` it is replaced.
 //! - Never, even with `--force`: a destination that holds one of the command's inputs (a scenario,
 //!   trace, profile, shard…) or the current directory, a device, FIFO or socket, a path with no
-//!   directory name (`.`, `..`, `/`), or a directory servesim did not write that is top-level,
-//!   the home directory (or above it), shared (sticky bit), a mount point or a git working tree.
+//!   directory name (`.`, `..`, `/`), or a directory that is top-level, the home directory (or
+//!   above it), shared (sticky bit), a mount point or a git working tree, whatever marker it holds.
 //! - One writer per destination: a lock file `.NAME.servesim-lock` with an advisory lock (`flock`,
 //!   released by the kernel when its holder dies) makes a second concurrent writer fail at once
 //!   with a clear error; the first finishes intact. A lock file left by a killed writer is taken
@@ -41,8 +45,60 @@ pub use file::{StagedFile, check_file_dest, first_line_is, write_file};
 /// empty one) is replaced without `--force`.
 pub const MARKER_FILE: &str = ".servesim-output";
 
-/// The marker's text (constant: outputs stay byte-identical between runs).
+/// The marker's text, followed by [`MARKER_LIST`] and the names of the entries servesim wrote at
+/// the top level of the directory, one per line, sorted (outputs stay byte-identical between
+/// runs).
 const MARKER_TEXT: &str = "This directory was written by servesim. servesim replaces it when asked to write the same output again;\nit refuses to replace a directory without this file unless given --force.\n";
+/// Entries other servesim commands add to an output directory (`compare`'s `compare.csv`,
+/// `plot`'s `plots/`): servesim's too.
+const ADDED_BY_COMMANDS: [&str; 2] = ["compare.csv", "plots"];
+/// The line before the list of entries in the marker.
+const MARKER_LIST: &str = "Entries written by servesim (any other entry is yours, and servesim then refuses to replace this directory without --force):\n";
+
+/// What the marker of directory `dir` says servesim wrote there: `None` when it has no marker,
+/// or one servesim did not write (empty, other text, or an older servesim's without the list).
+fn marker_entries(dir: &Path) -> Option<Vec<String>> {
+    let path = dir.join(MARKER_FILE);
+    if !std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+        return None;
+    }
+    let mut text = String::new();
+    let file = std::fs::File::open(&path).ok()?;
+    file.take(1 << 20).read_to_string(&mut text).ok()?;
+    let list = text.strip_prefix(MARKER_TEXT)?.strip_prefix(MARKER_LIST)?;
+    Some(list.lines().map(String::from).collect())
+}
+
+/// Up to five names, quoted, and how many more.
+fn name_list(names: &[String]) -> String {
+    let shown: Vec<String> = names
+        .iter()
+        .take(5)
+        .map(|n| format!("`{}`", n.escape_debug()))
+        .collect();
+    match names.len() {
+        n if n > 5 => format!("{} and {} more", shown.join(", "), n - 5),
+        _ => shown.join(", "),
+    }
+}
+
+/// The entries of directory `dir` (a servesim output) that its marker does not list: files the
+/// user added (notes, a `.git`, another command's output written inside it).
+fn foreign_entries(dir: &Path, written: &[String]) -> Result<Vec<String>> {
+    let mut foreign = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(|e| io(dir, format!("cannot list: {e}")))? {
+        let name = e.map_err(|e| io(dir, e))?.file_name();
+        let name = name.to_string_lossy();
+        if name != MARKER_FILE
+            && !ADDED_BY_COMMANDS.contains(&name.as_ref())
+            && !written.iter().any(|w| *w == name)
+        {
+            foreign.push(name.into_owned());
+        }
+    }
+    foreign.sort();
+    Ok(foreign)
+}
 
 /// What a command may replace at its output path.
 #[derive(Debug, Clone, Default)]
@@ -172,30 +228,7 @@ pub fn check_dest(dest: &Path, replace: &Replace) -> Result<()> {
         ));
     }
     if meta.is_dir() {
-        if dest.join(MARKER_FILE).is_file() {
-            return Ok(());
-        }
-        if let Some(why) = protected_dir(&guard, &meta) {
-            return Err(io(
-                dest,
-                format!(
-                    "refusing to replace the output directory, even with --force: it is {why}; choose another --out (e.g. a new directory inside it)"
-                ),
-            ));
-        }
-        let empty = std::fs::read_dir(dest)
-            .map_err(|e| io(dest, format!("cannot list the output directory: {e}")))?
-            .next()
-            .is_none();
-        if empty || replace.force {
-            return Ok(());
-        }
-        return Err(io(
-            dest,
-            format!(
-                "the output directory exists and was not written by servesim (no {MARKER_FILE} file); choose another --out, or pass --force to replace it and everything in it"
-            ),
-        ));
+        return check_dest_dir(dest, &guard, &meta, replace);
     }
     if replace.force {
         return Ok(());
@@ -207,6 +240,50 @@ pub fn check_dest(dest: &Path, replace: &Replace) -> Result<()> {
         } else {
             "the output path exists and is not a directory; choose another --out, or pass --force to replace it"
         },
+    ))
+}
+
+/// [`check_dest`] for an existing directory (`guard`: its canonical path).
+fn check_dest_dir(
+    dest: &Path,
+    guard: &Path,
+    meta: &std::fs::Metadata,
+    replace: &Replace,
+) -> Result<()> {
+    if let Some(why) = protected_dir(guard, meta) {
+        return Err(io(
+            dest,
+            format!(
+                "refusing to replace the output directory, even with --force: it is {why}; choose another --out (e.g. a new directory inside it)"
+            ),
+        ));
+    }
+    if let Some(written) = marker_entries(dest) {
+        let foreign = foreign_entries(dest, &written)?;
+        if foreign.is_empty() || replace.force {
+            return Ok(());
+        }
+        return Err(io(
+            dest,
+            format!(
+                "the output directory was written by servesim but now also holds {}, which servesim did not write there; move {}, choose another --out, or pass --force to replace it and everything in it",
+                name_list(&foreign),
+                if foreign.len() == 1 { "it" } else { "them" }
+            ),
+        ));
+    }
+    let empty = std::fs::read_dir(dest)
+        .map_err(|e| io(dest, format!("cannot list the output directory: {e}")))?
+        .next()
+        .is_none();
+    if empty || replace.force {
+        return Ok(());
+    }
+    Err(io(
+        dest,
+        format!(
+            "the output directory exists and was not written by servesim (no {MARKER_FILE} file listing what servesim wrote there); choose another --out, or pass --force to replace it and everything in it"
+        ),
     ))
 }
 
@@ -533,6 +610,18 @@ impl StagedDir {
         Ok(dir)
     }
 
+    /// The marker with the list of what was written (the staged directory's top-level entries).
+    fn write_marker(&self) -> Result<()> {
+        let mut names = foreign_entries(&self.tmp, &[])?;
+        names.retain(|n| !n.contains('\n'));
+        let mut text = format!("{MARKER_TEXT}{MARKER_LIST}");
+        for n in names {
+            text.push_str(&n);
+            text.push('\n');
+        }
+        self.write(MARKER_FILE, text.as_bytes())
+    }
+
     /// The temporary directory being filled.
     pub fn path(&self) -> &Path {
         &self.tmp
@@ -556,6 +645,7 @@ impl StagedDir {
     /// Replace `dest` with the staged directory: the old destination (checked again) is renamed
     /// aside, the staged directory renamed into place, then the old one deleted.
     pub fn commit(mut self) -> Result<PathBuf> {
+        self.write_marker()?;
         check_dest(&self.dest, &self.replace)?;
         let aside = self
             .parent

@@ -318,3 +318,83 @@ fn force_never_replaces_a_shared_directory_or_a_git_tree() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(inside.join("summary.json").is_file());
 }
+
+/// A marker file does not make any directory servesim's (adversarial round 6): an empty or
+/// copied `.servesim-output` in a git working tree leaves it protected even with `--force`; a
+/// servesim output that now also holds the user's files (notes, another command's output written
+/// inside it) is replaced only with `--force`; and no file output may take a bookkeeping name.
+#[test]
+fn a_marker_does_not_override_what_servesim_did_not_write() {
+    let w = setup();
+    let out = w.path("out");
+    let go = |extra: &[&str]| {
+        let mut args: Vec<OsString> = vec![
+            "run".into(),
+            w.path("scenario.toml").into(),
+            "--quiet".into(),
+            "--out".into(),
+            out.clone().into(),
+        ];
+        args.extend(extra.iter().map(OsString::from));
+        cli(args)
+    };
+    // A project (git working tree) with an empty marker: refused even with --force.
+    std::fs::create_dir_all(out.join(".git")).unwrap();
+    w.write("out/main.py", "print(1)");
+    w.write("out/.servesim-output", "");
+    assert_refused(&go(&[]), "git working tree");
+    assert_refused(&go(&["--force"]), "git working tree");
+    assert_eq!(
+        std::fs::read_to_string(out.join("main.py")).unwrap(),
+        "print(1)"
+    );
+    std::fs::remove_dir_all(&out).unwrap();
+    // A real output, then the user's notes inside it: refused, kept; --force replaces.
+    let r = go(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let marker = std::fs::read_to_string(out.join(".servesim-output")).unwrap();
+    assert!(marker.contains("\nsummary.json\n"), "{marker}");
+    w.write("out/NOTES.md", "mine");
+    assert_refused(
+        &go(&[]),
+        "now also holds `NOTES.md`, which servesim did not write",
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("NOTES.md")).unwrap(),
+        "mine"
+    );
+    // Another output written inside it (what a nested command leaves) counts the same.
+    std::fs::remove_file(out.join("NOTES.md")).unwrap();
+    std::fs::create_dir(out.join("quick")).unwrap();
+    assert_refused(&go(&[]), "`quick`");
+    assert!(out.join("quick").is_dir());
+    let r = go(&["--force"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!out.join("quick").exists());
+    // The marker copied into a plain folder of the user's does not make it replaceable either.
+    std::fs::create_dir(w.path("proj")).unwrap();
+    w.write("proj/data.txt", "keep");
+    std::fs::copy(
+        out.join(".servesim-output"),
+        w.path("proj/.servesim-output"),
+    )
+    .unwrap();
+    let r = run(&[
+        &"run",
+        &w.path("scenario.toml"),
+        &"--quiet",
+        &"--out",
+        &w.path("proj"),
+    ]);
+    assert_refused(&r, "`data.txt`");
+    // A file output named like the marker or a lock is refused.
+    let r = run(&[
+        &"trace",
+        &"synth",
+        &"--num",
+        &"3",
+        &"-o",
+        &w.path("proj/.servesim-output"),
+    ]);
+    assert_refused(&r, "name servesim keeps for its own bookkeeping");
+}

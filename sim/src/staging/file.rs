@@ -29,7 +29,15 @@ pub struct StagedFile {
 /// absent unless `replace` (`--force`, or the command's own file of the expected kind). Commands
 /// call it before their work starts; [`StagedFile`] checks again.
 pub fn check_file_dest(dest: &Path, inputs: &[PathBuf], replace: bool) -> Result<()> {
-    split(dest, "file")?;
+    let (_, name) = split(dest, "file")?;
+    if reserved_name(&name) {
+        return Err(io(
+            dest,
+            format!(
+                "`{name}` is a name servesim keeps for its own bookkeeping (output markers, locks, staging); choose another output file name"
+            ),
+        ));
+    }
     match std::fs::symlink_metadata(dest) {
         Ok(m) if m.is_dir() => {
             return Err(io(dest, "the output path is a directory; give a file name"));
@@ -180,4 +188,13 @@ pub fn first_line_is(path: &Path, line: &str) -> bool {
             .split(|&b| b == b'\n')
             .next()
             .is_some_and(|l| l.strip_suffix(b"\r").unwrap_or(l) == line.as_bytes())
+}
+
+/// Names servesim gives its own bookkeeping files: the output marker, locks and staging or
+/// set-aside directories. A file output of that name would pass for one of them.
+fn reserved_name(name: &str) -> bool {
+    name == MARKER_FILE
+        || name.ends_with(".servesim-lock")
+        || name.contains(".servesim-tmp-")
+        || name.contains(".servesim-old-")
 }

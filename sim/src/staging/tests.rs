@@ -66,7 +66,11 @@ fn debris_of_dead_writers_is_cleaned_and_a_set_aside_output_put_back() {
     // A writer killed between setting the old output aside and moving its own into place.
     let aside = d.join(format!(".out.servesim-old-{pid}-4"));
     std::fs::create_dir_all(&aside).unwrap();
-    std::fs::write(aside.join(MARKER_FILE), MARKER_TEXT).unwrap();
+    std::fs::write(
+        aside.join(MARKER_FILE),
+        format!("{MARKER_TEXT}{MARKER_LIST}summary.json\n"),
+    )
+    .unwrap();
     std::fs::write(aside.join("summary.json"), "old").unwrap();
     std::fs::write(d.join(".out.servesim-lock"), format!("{pid}-4")).unwrap();
     let dest = d.join("out");
