@@ -160,7 +160,19 @@ fn first_repeat(vals: &[toml::Value]) -> Option<(usize, usize)> {
     None
 }
 
+/// Most dotted parts in a sweep axis key (the deepest scenario key, `policies.NAME.KEY`, has 3; a
+/// deeper one would only build a nesting that the scenario then rejects, or overflow the stack).
+const MAX_AXIS_DEPTH: usize = 16;
+
 fn set_path(root: &mut toml::Table, path: &str, v: toml::Value) -> std::result::Result<(), String> {
+    let depth = path.split('.').count();
+    if depth > MAX_AXIS_DEPTH {
+        let shown: String = path.chars().take(60).collect();
+        return Err(format!(
+            "sweep axis `{}…` has {depth} dotted parts; a scenario key has at most {MAX_AXIS_DEPTH}",
+            shown.escape_debug()
+        ));
+    }
     let mut parts = path.split('.').peekable();
     let mut t = root;
     while let Some(p) = parts.next() {

@@ -315,3 +315,16 @@ fn a_sweep_value_of_the_wrong_type_names_its_axis_line() {
     let needle = format!("line {line} ([sweep] seed): invalid type: boolean");
     assert_user_error(&w, &r, &[&needle]);
 }
+
+/// A sweep axis key 30,000 dotted parts deep overflowed the stack (exit 134) while the nested
+/// tables it built were processed; keys are now bounded in depth first.
+#[test]
+fn a_deeply_dotted_sweep_axis_is_refused() {
+    let w = Workdir::new();
+    w.write("trace.csv", format!("{HEADER}{GOOD_ROWS}"));
+    let key = format!("policies.vllm{}", ".a".repeat(30_000));
+    let extra = format!("\n[sweep]\n\"{key}\" = [1, 2]\n");
+    w.write("scenario.toml", scenario("vllm", &extra));
+    let r = sweep_in(&w, &[]);
+    assert_user_error(&w, &r, &["sweep axis", "30002 dotted parts", "at most 16"]);
+}
