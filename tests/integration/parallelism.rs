@@ -198,7 +198,7 @@ fn non_preemptive_policies_keep_micro_batches_within_the_cap_at_pp4() {
     );
     for policy in ["fcfs", "sjf", "sjf-oracle"] {
         let out = w.path(policy);
-        let r = cli(&[
+        let r = cli([
             "run",
             s.to_str().unwrap(),
             "--policy",
