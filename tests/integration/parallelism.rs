@@ -1,7 +1,8 @@
 //! Parallelism inside a replica and across hardware: TP = 2 vs TP = 1 iteration time against the
 //! analytic formula (the sharded work halves, the replicated element-wise work does not, two ring
 //! all-reduces per layer are added), the reproduction shapes' KV capacity against the vLLM paper,
-//! pipeline parallelism by hand, heterogeneous `[[replica_groups]]`, and bad pipeline tables.
+//! pipeline parallelism by hand (and micro-batches within the cap at pp = 4), heterogeneous
+//! `[[replica_groups]]`, and bad pipeline tables.
 
 use crate::cluster::{MS, halves_workdir, run_ok, run_to, timeline};
 use crate::support::{Row, Workdir, cli, read_requests, read_summary, workspace_root};
@@ -170,6 +171,51 @@ fn pipeline_keeps_two_micro_batches_in_flight_by_hand() {
         "{}",
         busy("two-out")
     );
+}
+
+/// Pipeline parallelism, pp = 4, with micro-batches of at most 2 requests (servesim issue 16).
+/// Five requests at t = 0, the fifth with a 2,000-token prompt; a constant 400 ms iteration (100 ms
+/// a stage) and a send of 1 ms per token. The first stage takes {A, B}, then {C, D} (120 ms a
+/// stage each), then E alone (2.1 s a stage): both small micro-batches leave the pipeline while
+/// E holds the first stage, so when it frees (t = 2.34 s) four admitted requests are out of the
+/// pipeline. The non-preemptive policies ran all four in one micro-batch, which the engine
+/// rejected (exit 2); now A and B run and C and D take the next micro-batch, so every request
+/// finishes and C and D after A and B.
+#[test]
+fn non_preemptive_policies_keep_micro_batches_within_the_cap_at_pp4() {
+    let w = Workdir::new();
+    w.write(
+        "t.csv",
+        "arrival_s,input_tokens,output_tokens\n0,10,4\n0,10,4\n0,10,4\n0,10,4\n0,2000,4\n",
+    );
+    let s = w.write(
+        "s.toml",
+        "name = \"pp4\"\nmodel = \"opt-13b\"\ngpu = \"a100-80gb\"\npp = 4\n\n\
+         [trace]\nfile = \"t.csv\"\n\n[memory]\nblock_tokens = 16\nkv_capacity_blocks = 1000\n\n\
+         [pipeline]\nsend_latency_s = 0.0\nsend_bytes_per_s = 10240000.0\n\n\
+         [cost]\nmodel = \"constant\"\niteration_s = 0.4\n\n\
+         [scheduler]\npolicy = \"fcfs\"\nmax_batch_size = 2\nmax_batch_tokens = 2048\n",
+    );
+    for policy in ["fcfs", "sjf", "sjf-oracle"] {
+        let out = w.path(policy);
+        let r = cli([
+            "run",
+            s.to_str().unwrap(),
+            "--policy",
+            policy,
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ]);
+        assert_eq!(r.code, 0, "{policy}: {}", r.stderr);
+        let rows = read_requests(&out);
+        let finish: Vec<u64> = rows.iter().map(|r| r.finish_ns).collect();
+        assert_eq!(finish.len(), 5, "{policy}");
+        assert!(
+            finish[0] == finish[1] && finish[1] < finish[2] && finish[2] == finish[3],
+            "{policy}: {finish:?}"
+        );
+    }
 }
 
 // Long on purpose: the cluster run and the two single-replica runs it is compared with.

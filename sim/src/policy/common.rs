@@ -16,6 +16,11 @@ use crate::vocab::request::{KvLoc, Request, Slot};
 /// running request — possibly itself — and put it at the front of `waiting`. Returns the blocks
 /// left free after serving the survivors. `running` keeps only the survivors.
 ///
+/// Only the first `max_batch_size` survivors out of the pipeline are served (those that
+/// [`run_all_not_in_flight`] runs): with pipeline parallelism the requests of several
+/// micro-batches may be back at once, more than one micro-batch holds; the rest stay admitted,
+/// need no block this iteration, and run in a later micro-batch.
+///
 /// (vLLM v0 `scheduler.py _schedule`: `victim = self.running.pop()`, `waiting.appendleft`.)
 pub fn make_room_for_decodes(
     view: &ReplicaView,
@@ -23,9 +28,11 @@ pub fn make_room_for_decodes(
     waiting: &mut VecDeque<Slot>,
     plan: &mut Plan,
 ) -> u32 {
+    let cap = view.limits.max_batch_size as usize;
     let mut free = view.free_blocks();
+    let mut served = 0;
     let mut i = 0;
-    while i < running.len() {
+    while i < running.len() && served < cap {
         let s = running[i];
         // A request in a micro-batch still in the pipeline neither runs nor can be preempted.
         if view.req(s).in_flight() {
@@ -35,6 +42,7 @@ pub fn make_room_for_decodes(
         let need = view.extra_blocks_for_next(s);
         if need <= free {
             free -= need;
+            served += 1;
             i += 1;
             continue;
         }
@@ -52,12 +60,14 @@ pub fn make_room_for_decodes(
     free
 }
 
-/// Run every request of `running` that is not in an in-flight micro-batch.
+/// Run the requests of `running` that are not in an in-flight micro-batch, in order, at most
+/// `max_batch_size` of them (with pipeline parallelism more may be out of the pipeline at once:
+/// the rest run in a later micro-batch).
 pub fn run_all_not_in_flight(view: &ReplicaView, running: &[Slot], plan: &mut Plan) {
-    for &s in running {
-        if !view.req(s).in_flight() {
-            plan.run_on_demand(s);
-        }
+    let cap = view.limits.max_batch_size as usize;
+    let out_of_pipeline = running.iter().filter(|&&s| !view.req(s).in_flight());
+    for &s in out_of_pipeline.take(cap) {
+        plan.run_on_demand(s);
     }
 }
 
@@ -509,4 +519,89 @@ fn swap_in_candidates(
         .collect();
     cand.sort_by(|a, b| by_score(scores, *a, *b));
     cand
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::cost::constant::ConstantCost;
+    use crate::policy::ranking::tests::view;
+    use crate::policy::{Policy, fcfs, sjf};
+    use crate::vocab::KvPool;
+    use crate::vocab::request::Slab;
+
+    /// Put `plan`'s requests in a micro-batch that enters the pipeline.
+    fn launch(reqs: &mut Slab, plan: &Plan) {
+        for item in &plan.run {
+            reqs.get_mut(item.slot).in_batch = true;
+        }
+    }
+
+    /// The micro-batch of `plan` leaves the pipeline: each request has its prompt's KV (10
+    /// tokens, one block) and its first token.
+    fn land(reqs: &mut Slab, plan: &Plan) {
+        for item in &plan.run {
+            let mut r = reqs.get_mut(item.slot);
+            r.in_batch = false;
+            (r.kv_tokens, r.generated_tokens, r.kv_loc) = (10, 1, KvLoc::Gpu);
+            r.blocks = r.blocks.max(1);
+        }
+    }
+
+    fn ids(reqs: &Slab, plan: &Plan) -> Vec<u64> {
+        plan.run.iter().map(|i| reqs.get(i.slot).id).collect()
+    }
+
+    /// Pipeline parallelism with a batch cap of 16 per micro-batch: 24 requests arrive; the first
+    /// micro-batch admits 16, the next (the first still in the pipeline) the other 8. When both
+    /// leave the pipeline before the first stage frees, 24 admitted requests are out of it: the
+    /// plan runs 16 of them, highest priority (arrival order) first, preempts nobody, and the
+    /// next micro-batch (those 16 in flight) runs the other 8. The old code ran all 24.
+    fn micro_batches_back_together(policy: &mut dyn Policy) {
+        let mut reqs = Slab::default();
+        let (kv, host) = (KvPool::new(10_000, 16), KvPool::new(0, 16));
+        for i in 0..24 {
+            let s = reqs.insert(Request::new(i, 0, 10, 5, 5));
+            policy.on_arrival(s, &view(&reqs, &kv, &host)).unwrap();
+        }
+        let (mut first, mut second, mut plan) = (Plan::default(), Plan::default(), Plan::default());
+        policy.schedule(&view(&reqs, &kv, &host), &mut first);
+        assert_eq!(first.run.len(), 16);
+        launch(&mut reqs, &first);
+        policy.schedule(&view(&reqs, &kv, &host), &mut second);
+        assert_eq!(second.run.len(), 8);
+        launch(&mut reqs, &second);
+        land(&mut reqs, &first);
+        land(&mut reqs, &second);
+        policy.schedule(&view(&reqs, &kv, &host), &mut plan);
+        assert_eq!(
+            ids(&reqs, &plan),
+            (0..16).collect::<Vec<_>>(),
+            "{}",
+            policy.name()
+        );
+        assert!(plan.preempt.is_empty());
+        launch(&mut reqs, &plan);
+        policy.schedule(&view(&reqs, &kv, &host), &mut plan);
+        assert_eq!(
+            ids(&reqs, &plan),
+            (16..24).collect::<Vec<_>>(),
+            "{}",
+            policy.name()
+        );
+    }
+
+    #[test]
+    fn fcfs_and_sjf_cap_a_micro_batch_when_several_come_back_at_once() {
+        let limits = view(&Slab::default(), &KvPool::new(0, 16), &KvPool::new(0, 16)).limits;
+        let reserve = fcfs::Params {
+            reserve: fcfs::Reserve::Oracle,
+        };
+        micro_batches_back_together(&mut fcfs::Fcfs::new(reserve, limits));
+        micro_batches_back_together(&mut fcfs::Fcfs::new(fcfs::Params::default(), limits));
+        let cost = Arc::new(ConstantCost { iteration_s: 0.01 });
+        micro_batches_back_together(&mut sjf::Sjf::new(cost));
+    }
 }

@@ -5,7 +5,9 @@
 //! order while the batch has room (`max_batch_size`), the prefill-token budget (`max_batch_tokens`)
 //! allows, and the KV pool can hold the request's *reservation*; admission stops at the first
 //! request that does not fit (no back-filling). Prefills and decodes share an iteration
-//! (selective batching). Admitted requests run to completion.
+//! (selective batching). Admitted requests run to completion. With pipeline parallelism the
+//! requests of several micro-batches may leave the pipeline before the first stage frees: the
+//! plan runs at most `max_batch_size` of them, in arrival order, and the rest the next micro-batch.
 //!
 //! | parameter | values | meaning |
 //! |---|---|---|

@@ -5,7 +5,9 @@
 //! Waiting requests are ordered by their predicted job time at arrival
 //! ([`super::common::remaining_time_ns`], integer nanoseconds), shortest first, ties by arrival.
 //! Every iteration runs all admitted requests and admits waiting ones in that order while the
-//! batch, prefill-token budget and KV blocks allow, stopping at the first that does not fit.
+//! batch, prefill-token budget and KV blocks allow, stopping at the first that does not fit
+//! (with pipeline parallelism, at most `max_batch_size` admitted requests out of the pipeline run,
+//! shortest first, as in `fcfs`).
 //! Admitted requests run to completion, with KV allocated on demand; when blocks run out, the
 //! admitted request with the longest predicted job is preempted by recompute and returns to the
 //! waiting queue (vLLM's rule, with "latest arrival" replaced by "lowest priority").
