@@ -193,14 +193,16 @@ impl Stability {
         let mut failed = Vec::new();
         if !self.serves_enough() {
             failed.push(format!(
-                "it served {:.3} req/s of this mix against {:.3} offered",
-                self.achieved_rate_per_s, self.offered_rate_per_s
+                "it served {} req/s of this mix against {} offered",
+                rate(self.achieved_rate_per_s),
+                rate(self.offered_rate_per_s)
             ));
         }
         if !self.queue_steady() {
             failed.push(format!(
-                "the number in the system grew {:.3} req/s over the last half of the trace (of {:.3} offered)",
-                self.queue_growth_per_s, self.offered_rate_per_s
+                "the number in the system grew {} req/s over the last half of the trace (of {} offered)",
+                rate(self.queue_growth_per_s),
+                rate(self.offered_rate_per_s)
             ));
         }
         let mut text = failed.join(", and ");
@@ -211,6 +213,16 @@ impl Stability {
             ));
         }
         text
+    }
+}
+
+/// A rate for a warning: three decimals in the usual range, else a short exponent form (a
+/// 3-request trace spanning 10⁶ s offers 2e-6 req/s, not "0.000").
+fn rate(x: f64) -> String {
+    if x == 0.0 || (0.01..1e6).contains(&x.abs()) {
+        format!("{x:.3}")
+    } else {
+        crate::error::num(x)
     }
 }
 
@@ -689,5 +701,16 @@ mod tests {
             w.contains("(more than the 1.5 % shortfall a trace of this length allows)"),
             "{w}"
         );
+    }
+
+    /// Rates outside the usual range keep their figures (a 3-request trace spanning 10⁶ s).
+    #[test]
+    fn tiny_and_huge_rates_are_printed_with_their_figures() {
+        assert_eq!(rate(5.0), "5.000");
+        assert_eq!(rate(-0.2), "-0.200");
+        assert_eq!(rate(0.0), "0.000");
+        assert_ne!(rate(2e-6), "0.000");
+        assert!(rate(2e-6).contains('2'), "{}", rate(2e-6));
+        assert!(!rate(1e9).contains(".000"), "{}", rate(1e9));
     }
 }
