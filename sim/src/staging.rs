@@ -82,6 +82,12 @@ fn name_list(names: &[String]) -> String {
     }
 }
 
+/// Whether `dir` holds a marker servesim wrote (it is a servesim output, perhaps with the user's
+/// files added).
+pub fn is_servesim_output(dir: &Path) -> bool {
+    marker_entries(dir).is_some()
+}
+
 /// The entries of directory `dir` (a servesim output) that its marker does not list: files the
 /// user added (notes, a `.git`, another command's output written inside it).
 fn foreign_entries(dir: &Path, written: &[String]) -> Result<Vec<String>> {

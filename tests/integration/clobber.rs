@@ -398,3 +398,32 @@ fn a_marker_does_not_override_what_servesim_did_not_write() {
     ]);
     assert_refused(&r, "name servesim keeps for its own bookkeeping");
 }
+
+/// `plot DIR` on a folder servesim did not write, whose `plots/` holds the user's files, refuses
+/// instead of replacing them; on a servesim output it (re)draws.
+#[test]
+fn plot_keeps_a_users_plots_folder() {
+    let w = setup();
+    let r = run(&[
+        &"run",
+        &w.path("scenario.toml"),
+        &"--quiet",
+        &"--out",
+        &w.path("run1"),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    std::fs::create_dir_all(w.path("mine/plots")).unwrap();
+    for f in ["kv_timeline.csv", "summary.json", "config.json"] {
+        std::fs::copy(w.path("run1").join(f), w.path("mine").join(f)).unwrap();
+    }
+    w.write("mine/plots/kv_usage.png", "my figure");
+    assert_refused(&run(&[&"plot", &w.path("mine")]), "may be yours");
+    assert_eq!(
+        std::fs::read_to_string(w.path("mine/plots/kv_usage.png")).unwrap(),
+        "my figure"
+    );
+    for _ in 0..2 {
+        let r = run(&[&"plot", &w.path("run1")]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+}

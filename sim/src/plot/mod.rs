@@ -142,7 +142,8 @@ fn both_sized(
 
 /// `servesim plot DIR`: the sweep plots when DIR has `sweep.csv`, and the KV usage plot when it
 /// has `kv_timeline.csv` (silently skipped when it does not), into `DIR/plots/`. A directory
-/// with neither `sweep.csv` nor `summary.json` is an error. Returns the files written and a note
+/// with neither `sweep.csv` nor `summary.json` is an error, and so is a `DIR/plots/` holding
+/// files when DIR is not a servesim output (they may be the user's). Returns the files written and a note
 /// when values of `sweep.csv` were left out (see [`plot_sweep_noting`]).
 pub fn plot_dir(dir: &Path, opts: &SweepPlotOptions) -> Result<(Vec<PathBuf>, Option<String>)> {
     let plots = dir.join("plots");
@@ -150,6 +151,13 @@ pub fn plot_dir(dir: &Path, opts: &SweepPlotOptions) -> Result<(Vec<PathBuf>, Op
         return Err(perr(
             &plots,
             "exists and is not a directory; the plots go into DIR/plots/: move or rename it",
+        ));
+    }
+    let occupied = std::fs::read_dir(&plots).is_ok_and(|mut d| d.next().is_some());
+    if occupied && !crate::staging::is_servesim_output(dir) {
+        return Err(perr(
+            &plots,
+            "already holds files, and this directory was not written by servesim, so they may be yours: plotting would replace any of the same name; move them, or plot a copy of the data",
         ));
     }
     let is_sweep = dir.join("sweep.csv").is_file();
