@@ -54,7 +54,10 @@ impl Mlfq {
         self.reserve_pass(view, plan, defer_new, self.cfg.host_full);
         // A plan of recompute preemptions alone frees blocks that nothing uses: the replica would
         // idle for ever as well.
-        let idle = plan.preempt.iter().all(|&(_, m)| m == PreemptMode::Recompute);
+        let idle = plan
+            .preempt
+            .iter()
+            .all(|&(_, m)| m == PreemptMode::Recompute);
         if plan.run.is_empty()
             && idle
             && plan.swap_in.is_empty()
@@ -458,4 +461,3 @@ fn fit_chunk(view: &ReplicaView, s: Slot, chunk: u32, tokens: u32, free: i64) ->
     let c = (chunk as i64).min(room.max(1)) as u32;
     (c, c)
 }
-
