@@ -250,43 +250,26 @@ impl Mlfq {
         &mut self,
         view: &ReplicaView,
         plan: &mut Plan,
-        mut deficit: i64,
+        deficit: i64,
         reserve: i64,
         host_full: HostFull,
     ) -> (i64, bool) {
-        let mut freed_now: i64 = 0;
-        let mut host_blocked = false;
-        let guard = self.recompute_guard(view, plan);
+        let mut room = Room {
+            deficit,
+            freed_now: 0,
+            host_blocked: false,
+            host_free: view.host_free_blocks() as i64,
+            guard: self.recompute_guard(view, plan),
+        };
         self.mark_run(view, plan, true);
-        let mut host_free = view.host_free_blocks() as i64;
-        // Swap out queued GPU-resident requests from the lowest priority up (they have run:
-        // `ran_order` holds them all).
-        let mut looked = 0;
-        self.ran_order.any_rev(|s| {
-            if deficit <= 0 {
-                return true;
-            }
-            looked += 1;
-            let r = view.req(s);
-            if self.taken[s as usize] || r.kv_loc != KvLoc::Gpu || r.in_flight() || r.blocks == 0 {
-                return false;
-            }
-            match self.evict_mode(view, s, &mut host_free, host_full) {
-                Some(PreemptMode::Recompute) if !self.may_recompute(s, guard) => {
-                    host_blocked = true;
-                }
-                Some(mode) => {
-                    plan.preempt.push((s, mode));
-                    deficit -= r.blocks as i64;
-                    if mode == PreemptMode::Recompute {
-                        freed_now += r.blocks as i64;
-                    }
-                }
-                None => host_blocked = true,
-            }
-            false
-        });
-        self.scanned += looked;
+        self.evict_queued(view, plan, &mut room, host_full);
+        let Room {
+            mut deficit,
+            mut freed_now,
+            mut host_blocked,
+            mut host_free,
+            guard,
+        } = room;
         // Then drop batch members from its tail, swapping out the GPU-resident ones. A
         // GPU-resident member the host cannot take (`defer`) stays in the batch (dropping it
         // would free nothing) and the next one up is tried; once the host refused a
@@ -356,6 +339,43 @@ impl Mlfq {
     /// accumulate: chunked prefills cannot evict one another in a cycle.
     fn may_recompute(&self, s: Slot, guard: Option<u64>) -> bool {
         guard.is_none_or(|g| self.arrival_seq[s as usize] > g)
+    }
+
+    /// Swap out (or recompute) queued GPU-resident requests from the lowest priority up until
+    /// `room.deficit` is covered (they have run: `ran_order` holds them all).
+    fn evict_queued(
+        &mut self,
+        view: &ReplicaView,
+        plan: &mut Plan,
+        room: &mut Room,
+        host_full: HostFull,
+    ) {
+        let mut looked = 0;
+        self.ran_order.any_rev(|s| {
+            if room.deficit <= 0 {
+                return true;
+            }
+            looked += 1;
+            let r = view.req(s);
+            if self.taken[s as usize] || r.kv_loc != KvLoc::Gpu || r.in_flight() || r.blocks == 0 {
+                return false;
+            }
+            match self.evict_mode(view, s, &mut room.host_free, host_full) {
+                Some(PreemptMode::Recompute) if !self.may_recompute(s, room.guard) => {
+                    room.host_blocked = true;
+                }
+                Some(mode) => {
+                    plan.preempt.push((s, mode));
+                    room.deficit -= r.blocks as i64;
+                    if mode == PreemptMode::Recompute {
+                        room.freed_now += r.blocks as i64;
+                    }
+                }
+                None => room.host_blocked = true,
+            }
+            false
+        });
+        self.scanned += looked;
     }
 
     /// Mark (or unmark) the plan's batch members in `taken`.
@@ -460,4 +480,15 @@ fn fit_chunk(view: &ReplicaView, s: Slot, chunk: u32, tokens: u32, free: i64) ->
     let room = (r.blocks as i64 + free.max(0)) * view.block_tokens() as i64 - r.kv_tokens as i64;
     let c = (chunk as i64).min(room.max(1)) as u32;
     (c, c)
+}
+
+/// What [`Mlfq::make_room`] still has to free and what it freed so far.
+struct Room {
+    deficit: i64,
+    /// Blocks that recompute preemptions free at once.
+    freed_now: i64,
+    /// The host refused a swap-out, or `may_recompute` spared a victim.
+    host_blocked: bool,
+    host_free: i64,
+    guard: Option<u64>,
 }
