@@ -709,7 +709,7 @@ fn chunked_recompute_spares_the_earliest_arrival() {
         c.chunk_size = Some(16);
     });
     for s in [0, 1] {
-        let r = reqs.get_mut(s);
+        let mut r = reqs.get_mut(s);
         (r.generated_tokens, r.kv_tokens, r.mid_prefill) = (0, 80, true);
     }
     m.order.remove(0, 0);
