@@ -7,6 +7,7 @@
 //! - [`memory`]: hand-computed swap timings of the KV memory hierarchy; [`memory_props`]: its
 //!   property tests; [`kv_timeline`]: KV usage sampling;
 //! - [`policies`]: every policy finishes every request, fast-forward equals stepping;
+//!   [`mlfq_chunked`]: chunked-prefill MLFQ bursts that used to stall or livelock;
 //!   [`policies_mlfq`] and [`policies_size`]: hand-computed scenarios of each policy mechanism;
 //! - [`cluster`]: replicas and routers; [`parallelism`]: tensor and pipeline parallelism and
 //!   replica groups; [`shards`]: sharded sweeps and `merge`;
@@ -56,6 +57,7 @@ mod live_backend;
 mod memory;
 mod memory_props;
 mod micro;
+mod mlfq_chunked;
 mod outputs;
 mod overload;
 mod parallelism;

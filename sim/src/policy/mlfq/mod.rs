@@ -88,6 +88,20 @@
 //! recomputed, its blocks going to the resident requests in priority order. Without a host pool
 //! (or with `preemption = "recompute"`) every eviction is a recompute.
 //!
+//! **Chunked prefill and recompute** (`batch_memory = "reserve"`, servesim's rule; the code has no
+//! chunked prefill). A prefill under way holds the blocks of its chunks so far; MLFQ rotates the
+//! batch among many such requests and demotion keeps moving the one with the most progress to the
+//! lowest priority, so evicting "the lowest priority first" by recompute threw chunks away for
+//! ever (a burst could preempt at every iteration and finish nothing). So, with chunked prefill, a
+//! request is preempted by recompute only for a batch member that holds KV, needs more blocks and
+//! **arrived before it**; a request yet to start takes no one's KV by recompute (it waits for free
+//! blocks, or a swap). The earliest unfinished arrival that holds KV then never loses it, so its
+//! chunks accumulate and it finishes: the run always moves on. A victim the rule spares is passed
+//! over (a batch member it spares leaves the batch with its KV), and the places freed go to the
+//! GPU-resident requests that fit (as under `host_full = "defer"`). When nothing at all can run
+//! (see `host_full`), the victim is the latest arrival among the resident requests and a prefill
+//! chunk shrinks to the blocks there are, so that the boundary always runs something.
+//!
 //! **The paper's q1** (`preset = "paper"`). What is known of the paper's words
 //! (`shared/docs/fidelity-facts.md` §5, secondary notes of arXiv v3 §4 and NSDI'26 Algorithm 1):
 //! quanta q1 < … < qn with "each level's quantum 2× the previous one", "q1 set to the minimum

@@ -3,7 +3,7 @@
 //! and swaps in ahead of time (LLMServe/FastServe `fastserve/scheduler.py`). See the policy header
 //! for each rule and where servesim departs from the code.
 
-use super::super::{Plan, PreemptMode, PreemptionChoice, ReplicaView};
+use super::super::{Plan, PreemptMode, PreemptionChoice, ReplicaView, RunItem};
 use super::{HostFull, MisfitRule, Mlfq, Offload, chunk_step};
 use crate::vocab::request::{KvLoc, Slot};
 
@@ -52,8 +52,14 @@ impl Mlfq {
         defer_new: bool,
     ) {
         self.reserve_pass(view, plan, defer_new, self.cfg.host_full);
+        // A plan of recompute preemptions alone frees blocks that nothing uses: the replica would
+        // idle for ever as well.
+        let idle = plan
+            .preempt
+            .iter()
+            .all(|&(_, m)| m == PreemptMode::Recompute);
         if plan.run.is_empty()
-            && plan.preempt.is_empty()
+            && idle
             && plan.swap_in.is_empty()
             && !self.popped.is_empty()
             && self.nothing_in_progress(view)
@@ -80,18 +86,35 @@ impl Mlfq {
 
     /// Nothing can run and no copy is in flight: with `defer`, the GPU and the host are full and
     /// every GPU-resident request needs a new block (the code would crash here). The
-    /// lowest-priority resident request is recomputed and its blocks go to the resident requests
-    /// in priority order; without any resident request, the boundary is planned with `recompute`.
+    /// lowest-priority resident request (under chunked prefill: the latest arrival, see
+    /// [`Mlfq::may_recompute`]) is recomputed and its blocks go to the resident requests in
+    /// priority order, a prefill chunk shrinking to the blocks left; without any resident
+    /// request, the boundary is planned with `recompute`.
     fn unstick(&mut self, view: &ReplicaView, plan: &mut Plan, defer_new: bool) {
         // Resident requests have run: `ran_order` holds them all.
-        let victim = self.ran_order.iter_rev().find(|&s| {
+        let evictable = |s: Slot| {
             let r = view.req(s);
             r.kv_loc == KvLoc::Gpu && r.blocks > 0 && !r.in_flight()
-        });
+        };
+        let victim = if self.cfg.chunk_size.is_some() {
+            let seq = &self.arrival_seq;
+            self.ran_order
+                .iter()
+                .filter(|&s| evictable(s))
+                .max_by_key(|&s| seq[s as usize])
+        } else {
+            self.ran_order.iter_rev().find(|&s| evictable(s))
+        };
         let Some(v) = victim else {
             self.reserve_pass(view, plan, defer_new, HostFull::Recompute);
             return;
         };
+        self.give_blocks_of(view, plan, v);
+    }
+
+    /// Recompute `v` and run the GPU-resident requests in priority order in the blocks it frees,
+    /// a prefill chunk shrinking to the blocks left (a smaller chunk still moves on).
+    fn give_blocks_of(&mut self, view: &ReplicaView, plan: &mut Plan, v: Slot) {
         plan.preempt.push((v, PreemptMode::Recompute));
         let mut free = view.free_blocks() as i64 + view.req(v).blocks as i64;
         let mut tokens_left = self.tokens_left(plan);
@@ -106,6 +129,7 @@ impl Mlfq {
             let Some((chunk, tokens)) = self.step_for(view, s, tokens_left) else {
                 break;
             };
+            let (chunk, tokens) = fit_chunk(view, s, chunk, tokens, free);
             let n = view.extra_blocks_for_chunk(s, chunk) as i64;
             if n <= free {
                 free -= n;
@@ -226,39 +250,26 @@ impl Mlfq {
         &mut self,
         view: &ReplicaView,
         plan: &mut Plan,
-        mut deficit: i64,
+        deficit: i64,
         reserve: i64,
         host_full: HostFull,
     ) -> (i64, bool) {
-        let mut freed_now: i64 = 0;
-        let mut host_blocked = false;
+        let mut room = Room {
+            deficit,
+            freed_now: 0,
+            host_blocked: false,
+            host_free: view.host_free_blocks() as i64,
+            guard: self.recompute_guard(view, plan),
+        };
         self.mark_run(view, plan, true);
-        let mut host_free = view.host_free_blocks() as i64;
-        // Swap out queued GPU-resident requests from the lowest priority up (they have run:
-        // `ran_order` holds them all).
-        let mut looked = 0;
-        self.ran_order.any_rev(|s| {
-            if deficit <= 0 {
-                return true;
-            }
-            looked += 1;
-            let r = view.req(s);
-            if self.taken[s as usize] || r.kv_loc != KvLoc::Gpu || r.in_flight() || r.blocks == 0 {
-                return false;
-            }
-            match self.evict_mode(view, s, &mut host_free, host_full) {
-                Some(mode) => {
-                    plan.preempt.push((s, mode));
-                    deficit -= r.blocks as i64;
-                    if mode == PreemptMode::Recompute {
-                        freed_now += r.blocks as i64;
-                    }
-                }
-                None => host_blocked = true,
-            }
-            false
-        });
-        self.scanned += looked;
+        self.evict_queued(view, plan, &mut room, host_full);
+        let Room {
+            mut deficit,
+            mut freed_now,
+            mut host_blocked,
+            mut host_free,
+            guard,
+        } = room;
         // Then drop batch members from its tail, swapping out the GPU-resident ones. A
         // GPU-resident member the host cannot take (`defer`) stays in the batch (dropping it
         // would free nothing) and the next one up is tried; once the host refused a
@@ -278,6 +289,11 @@ impl Mlfq {
             let n = view.extra_blocks_for_item(&plan.run[i]) as i64;
             if r.kv_loc == KvLoc::Gpu && r.blocks > 0 && !r.in_flight() {
                 match self.evict_mode(view, s, &mut host_free, host_full) {
+                    Some(PreemptMode::Recompute) if !self.may_recompute(s, guard) => {
+                        // Dropped with its KV kept (frees nothing).
+                        host_blocked = true;
+                        deficit -= n;
+                    }
                     Some(mode) => {
                         plan.preempt.push((s, mode));
                         deficit -= n + r.blocks as i64;
@@ -298,6 +314,68 @@ impl Mlfq {
         }
         self.mark_run(view, plan, false);
         (freed_now, host_blocked)
+    }
+
+    /// Under chunked prefill, the smallest arrival number of the batch members that hold KV and
+    /// need more blocks: only a request that arrived after it may be preempted by recompute for
+    /// them (`u64::MAX` when there is none: a request yet to start takes no one's KV by
+    /// recompute). `None`: no such rule, without chunking.
+    fn recompute_guard(&self, view: &ReplicaView, plan: &Plan) -> Option<u64> {
+        self.cfg.chunk_size?;
+        let started = |i: &&RunItem| view.req(i.slot).blocks > 0;
+        let min = plan
+            .run
+            .iter()
+            .filter(started)
+            .filter(|i| view.extra_blocks_for_item(i) > 0)
+            .map(|i| self.arrival_seq[i.slot as usize])
+            .min();
+        Some(min.unwrap_or(u64::MAX))
+    }
+
+    /// Whether `s` may be preempted by recompute for a batch whose [`Mlfq::recompute_guard`] is
+    /// `guard`: the earliest arrival among the members that need blocks must precede it. The
+    /// earliest unfinished arrival therefore never loses its KV by recompute, and its chunks
+    /// accumulate: chunked prefills cannot evict one another in a cycle.
+    fn may_recompute(&self, s: Slot, guard: Option<u64>) -> bool {
+        guard.is_none_or(|g| self.arrival_seq[s as usize] > g)
+    }
+
+    /// Swap out (or recompute) queued GPU-resident requests from the lowest priority up until
+    /// `room.deficit` is covered (they have run: `ran_order` holds them all).
+    fn evict_queued(
+        &mut self,
+        view: &ReplicaView,
+        plan: &mut Plan,
+        room: &mut Room,
+        host_full: HostFull,
+    ) {
+        let mut looked = 0;
+        self.ran_order.any_rev(|s| {
+            if room.deficit <= 0 {
+                return true;
+            }
+            looked += 1;
+            let r = view.req(s);
+            if self.taken[s as usize] || r.kv_loc != KvLoc::Gpu || r.in_flight() || r.blocks == 0 {
+                return false;
+            }
+            match self.evict_mode(view, s, &mut room.host_free, host_full) {
+                Some(PreemptMode::Recompute) if !self.may_recompute(s, room.guard) => {
+                    room.host_blocked = true;
+                }
+                Some(mode) => {
+                    plan.preempt.push((s, mode));
+                    room.deficit -= r.blocks as i64;
+                    if mode == PreemptMode::Recompute {
+                        room.freed_now += r.blocks as i64;
+                    }
+                }
+                None => room.host_blocked = true,
+            }
+            false
+        });
+        self.scanned += looked;
     }
 
     /// Mark (or unmark) the plan's batch members in `taken`.
@@ -390,4 +468,27 @@ impl Mlfq {
             self.taken[s as usize] = false;
         }
     }
+}
+
+/// `(chunk, tokens)` of `s`'s step cut, for a prefill chunk, to the tokens that the request's
+/// blocks and `free` more hold (at least one token; a decode is kept as it is).
+fn fit_chunk(view: &ReplicaView, s: Slot, chunk: u32, tokens: u32, free: i64) -> (u32, u32) {
+    if chunk == 0 {
+        return (chunk, tokens);
+    }
+    let r = view.req(s);
+    let room = (r.blocks as i64 + free.max(0)) * view.block_tokens() as i64 - r.kv_tokens as i64;
+    let c = (chunk as i64).min(room.max(1)) as u32;
+    (c, c)
+}
+
+/// What [`Mlfq::make_room`] still has to free and what it freed so far.
+struct Room {
+    deficit: i64,
+    /// Blocks that recompute preemptions free at once.
+    freed_now: i64,
+    /// The host refused a swap-out, or `may_recompute` spared a victim.
+    host_blocked: bool,
+    host_free: i64,
+    guard: Option<u64>,
 }

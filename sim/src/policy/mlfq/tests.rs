@@ -694,3 +694,32 @@ fn level_is_a_deque() {
         assert_eq!(m.order.len(), want.len());
     }
 }
+
+/// Chunked prefill (16-token chunks), no host pool: two prefills under way, 80 of 100 prompt
+/// tokens each in 5 blocks, on a full 10-block GPU. 0 arrived first but was demoted (level 3);
+/// 1 (level 0) pops first and its next chunk needs a sixth block. The old rule recomputed the
+/// lowest priority, 0, for it — and demotion keeps the request with the most chunks at the
+/// bottom, so this repeated for ever in a burst. Now 0 is spared (it arrived before 1), 1 leaves
+/// the batch with its KV, nothing else fits, and the boundary recomputes the latest arrival, 1,
+/// so that 0 runs its chunk: the earliest arrival never loses its chunks.
+#[test]
+fn chunked_recompute_spares_the_earliest_arrival() {
+    use Mem::*;
+    let (mut m, mut reqs, kv, host) = memory_case(&[Gpu(5), Gpu(5)], 10, 0, |c| {
+        c.chunk_size = Some(16);
+    });
+    for s in [0, 1] {
+        let mut r = reqs.get_mut(s);
+        (r.generated_tokens, r.kv_tokens, r.mid_prefill) = (0, 80, true);
+    }
+    m.order.remove(0, 0);
+    m.ran_order.remove(0, 0);
+    m.state[0].level = 3;
+    m.push_back(0);
+    m.ran_order.push_back(3, 0);
+    let mut plan = Plan::default();
+    m.schedule(&view_b(&reqs, &kv, &host, 2), &mut plan);
+    assert_eq!(plan.preempt, vec![(1, PreemptMode::Recompute)]);
+    assert_eq!(run_slots(&plan), vec![0]);
+    assert_eq!(plan.run[0].prefill_chunk_tokens, 16);
+}
