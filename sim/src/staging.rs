@@ -82,6 +82,28 @@ fn name_list(names: &[String]) -> String {
     }
 }
 
+/// Mark `dir` (which servesim just filled) as servesim's: a marker listing its entries (`plot`'s
+/// `plots/` in a directory servesim did not write, so that it can be redrawn).
+pub fn mark_dir(dir: &Path) -> Result<()> {
+    let mut text = format!("{MARKER_TEXT}{MARKER_LIST}");
+    for n in foreign_entries(dir, &[])? {
+        if !n.contains('\n') {
+            text.push_str(&n);
+            text.push('\n');
+        }
+    }
+    let path = dir.join(MARKER_FILE);
+    std::fs::write(&path, text).map_err(|e| io(&path, e))
+}
+
+/// Whether `dir` holds a marker servesim wrote and nothing the marker does not list.
+pub fn only_servesim_entries(dir: &Path) -> Result<bool> {
+    match marker_entries(dir) {
+        Some(written) => Ok(foreign_entries(dir, &written)?.is_empty()),
+        None => Ok(false),
+    }
+}
+
 /// Whether `dir` holds a marker servesim wrote (it is a servesim output, perhaps with the user's
 /// files added).
 pub fn is_servesim_output(dir: &Path) -> bool {

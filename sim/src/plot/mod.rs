@@ -143,7 +143,8 @@ fn both_sized(
 /// `servesim plot DIR`: the sweep plots when DIR has `sweep.csv`, and the KV usage plot when it
 /// has `kv_timeline.csv` (silently skipped when it does not), into `DIR/plots/`. A directory
 /// with neither `sweep.csv` nor `summary.json` is an error, and so is a `DIR/plots/` holding
-/// files when DIR is not a servesim output (they may be the user's). Returns the files written and a note
+/// files when DIR is not a servesim output and an earlier `plot` did not write them all (they
+/// may be the user's; `plot` marks the `plots/` it fills there). Returns the files written and a note
 /// when values of `sweep.csv` were left out (see [`plot_sweep_noting`]).
 pub fn plot_dir(dir: &Path, opts: &SweepPlotOptions) -> Result<(Vec<PathBuf>, Option<String>)> {
     let plots = dir.join("plots");
@@ -154,7 +155,10 @@ pub fn plot_dir(dir: &Path, opts: &SweepPlotOptions) -> Result<(Vec<PathBuf>, Op
         ));
     }
     let occupied = std::fs::read_dir(&plots).is_ok_and(|mut d| d.next().is_some());
-    if occupied && !crate::staging::is_servesim_output(dir) {
+    if occupied
+        && !crate::staging::is_servesim_output(dir)
+        && !crate::staging::only_servesim_entries(&plots)?
+    {
         return Err(perr(
             &plots,
             "already holds files, and this directory was not written by servesim, so they may be yours: plotting would replace any of the same name; move them, or plot a copy of the data",
@@ -181,6 +185,9 @@ pub fn plot_dir(dir: &Path, opts: &SweepPlotOptions) -> Result<(Vec<PathBuf>, Op
             return Err(perr(&kv, "nothing to plot: no samples under the header"));
         }
         written.extend(kv::plot_kv_usage_of_run(dir, &samples, &plots)?);
+    }
+    if !written.is_empty() && !crate::staging::is_servesim_output(dir) {
+        crate::staging::mark_dir(&plots)?;
     }
     Ok((written, note))
 }
