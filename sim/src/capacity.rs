@@ -59,16 +59,22 @@ impl Slo {
         })
     }
 
-    /// The bounded statistic of a run (infinite when the run has none).
-    pub fn value(&self, s: &Summary) -> f64 {
-        let d = match self.metric.as_str() {
+    /// The distribution of the bounded metric in a run (`None` when no request has it: TPOT
+    /// with one-token outputs only).
+    pub fn dist<'a>(&self, s: &'a Summary) -> Option<&'a crate::metrics::Dist> {
+        match self.metric.as_str() {
             "jct_s" => &s.jct_s,
             "ttft_s" => &s.ttft_s,
             "tpot_s" => &s.tpot_s,
             "per_token_s" => &s.per_token_latency_s,
             _ => &s.queue_s,
-        };
-        d.as_ref()
+        }
+        .as_ref()
+    }
+
+    /// The bounded statistic of a run (infinite when the run has none).
+    pub fn value(&self, s: &Summary) -> f64 {
+        self.dist(s)
             .map(|d| match self.stat.as_str() {
                 "p50" => d.p50,
                 "p90" => d.p90,

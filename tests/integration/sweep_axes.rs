@@ -328,3 +328,23 @@ fn a_deeply_dotted_sweep_axis_is_refused() {
     let r = sweep_in(&w, &[]);
     assert_user_error(&w, &r, &["sweep axis", "30002 dotted parts", "at most 16"]);
 }
+
+/// `capacity --slo tpot_s=…` on a trace whose every request has one output token: no run has a
+/// TPOT, which used to count as a missed target at every probe ("below 3.05e-5 req/s"); now the
+/// probe is a failure that says why, and nothing is written.
+#[test]
+fn capacity_on_a_statistic_no_request_has_is_an_error() {
+    let w = Workdir::new();
+    let rows: String = (0..40).map(|i| format!("{}.0,8,1\n", i)).collect();
+    w.write("trace.csv", format!("{HEADER}{rows}"));
+    w.write("scenario.toml", scenario("vllm", ""));
+    let r = cli([
+        "capacity".into(),
+        w.path("scenario.toml").into_os_string(),
+        "--slo".into(),
+        "tpot_s=0.1".into(),
+        "--out".into(),
+        w.path("cap").into_os_string(),
+    ]);
+    assert_user_error(&w, &r, &["has a `tpot_s`", "at least two output tokens"]);
+}

@@ -440,6 +440,19 @@ fn probe_run(
         _ => None,
     };
     let run = run.ok();
+    // A statistic no request has (TPOT of one-token outputs) is not a missed target either.
+    let why = why.or_else(|| match (target, &run) {
+        (Target::Latency(slo), Some(o))
+            if !o.completions.is_empty() && slo.dist(&o.summary).is_none() =>
+        {
+            Some(format!(
+                "none of its {} requests has a `{}` (TPOT needs at least two output tokens)",
+                o.completions.len(),
+                slo.metric
+            ))
+        }
+        _ => None,
+    });
     if let (Some(bound), Some(o)) = (stopped, &run) {
         let check = RunCheck {
             seed,
