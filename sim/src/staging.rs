@@ -82,9 +82,9 @@ fn name_list(names: &[String]) -> String {
     }
 }
 
-/// Mark `dir` (which servesim just filled) as servesim's: a marker listing its entries (`plot`'s
-/// `plots/` in a directory servesim did not write, so that it can be redrawn).
-pub fn mark_dir(dir: &Path) -> Result<()> {
+/// The marker of directory `dir` as servesim has just filled it: [`MARKER_TEXT`],
+/// [`MARKER_LIST`] and its top-level entries.
+fn marker_text(dir: &Path) -> Result<String> {
     let mut text = format!("{MARKER_TEXT}{MARKER_LIST}");
     for n in foreign_entries(dir, &[])? {
         if !n.contains('\n') {
@@ -92,6 +92,13 @@ pub fn mark_dir(dir: &Path) -> Result<()> {
             text.push('\n');
         }
     }
+    Ok(text)
+}
+
+/// Mark `dir` (which servesim just filled) as servesim's: a marker listing its entries (`plot`'s
+/// `plots/` in a directory servesim did not write, so that it can be redrawn).
+pub fn mark_dir(dir: &Path) -> Result<()> {
+    let text = marker_text(dir)?;
     let path = dir.join(MARKER_FILE);
     std::fs::write(&path, text).map_err(|e| io(&path, e))
 }
@@ -378,7 +385,6 @@ fn process_alive(pid: u32) -> bool {
     }
 }
 
-/// The PID in a staging name's suffix `PID` or `PID-N`.
 /// Whether a lock file holds what servesim writes there: nothing yet (just created), or a
 /// writer's "PID-N" token (kept by a killed writer).
 fn written_by_servesim(mut file: &std::fs::File) -> bool {
@@ -393,6 +399,7 @@ fn written_by_servesim(mut file: &std::fs::File) -> bool {
             .is_some_and(|(p, n)| p.parse::<u32>().is_ok() && n.parse::<u64>().is_ok())
 }
 
+/// The PID in a staging name's suffix `PID` or `PID-N`.
 fn pid_of(suffix: &str) -> Option<u32> {
     suffix.split('-').next()?.parse().ok()
 }
@@ -640,14 +647,7 @@ impl StagedDir {
 
     /// The marker with the list of what was written (the staged directory's top-level entries).
     fn write_marker(&self) -> Result<()> {
-        let mut names = foreign_entries(&self.tmp, &[])?;
-        names.retain(|n| !n.contains('\n'));
-        let mut text = format!("{MARKER_TEXT}{MARKER_LIST}");
-        for n in names {
-            text.push_str(&n);
-            text.push('\n');
-        }
-        self.write(MARKER_FILE, text.as_bytes())
+        self.write(MARKER_FILE, marker_text(&self.tmp)?.as_bytes())
     }
 
     /// The temporary directory being filled.

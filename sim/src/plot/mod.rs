@@ -154,11 +154,9 @@ pub fn plot_dir(dir: &Path, opts: &SweepPlotOptions) -> Result<(Vec<PathBuf>, Op
             "exists and is not a directory; the plots go into DIR/plots/: move or rename it",
         ));
     }
+    let servesims = crate::staging::is_servesim_output(dir);
     let occupied = std::fs::read_dir(&plots).is_ok_and(|mut d| d.next().is_some());
-    if occupied
-        && !crate::staging::is_servesim_output(dir)
-        && !crate::staging::only_servesim_entries(&plots)?
-    {
+    if occupied && !servesims && !crate::staging::only_servesim_entries(&plots)? {
         return Err(perr(
             &plots,
             "already holds files, and this directory was not written by servesim, so they may be yours: plotting would replace any of the same name; move them, or plot a copy of the data",
@@ -186,7 +184,7 @@ pub fn plot_dir(dir: &Path, opts: &SweepPlotOptions) -> Result<(Vec<PathBuf>, Op
         }
         written.extend(kv::plot_kv_usage_of_run(dir, &samples, &plots)?);
     }
-    if !written.is_empty() && !crate::staging::is_servesim_output(dir) {
+    if !written.is_empty() && !servesims {
         crate::staging::mark_dir(&plots)?;
     }
     Ok((written, note))
