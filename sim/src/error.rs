@@ -125,9 +125,41 @@ pub fn num(x: f64) -> String {
     }
 }
 
-/// Input text echoed in an error message: control characters (newlines, escapes, NUL, …) shown
-/// escaped so a message stays one line and cannot drive the terminal; long text cut at 80
-/// characters.
+/// Whether printing `c` could drive a terminal or rearrange a line: control characters and the
+/// invisible formatting characters (bidirectional overrides and isolates, zero-width characters,
+/// the byte-order mark).
+pub fn is_unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{2069}'
+                | '\u{FEFF}'
+        )
+}
+
+/// Push `c` to `out`, escaped if [`is_unsafe_char`]: `\n`, `\r`, `\t`, `\xHH` below U+0100,
+/// `\uHHHH` above (as C, Python and JSON write them).
+pub fn push_escaped(out: &mut String, c: char) {
+    use std::fmt::Write as _;
+    if !is_unsafe_char(c) {
+        out.push(c);
+        return;
+    }
+    let _ = match c {
+        '\n' => write!(out, "\\n"),
+        '\r' => write!(out, "\\r"),
+        '\t' => write!(out, "\\t"),
+        c if (c as u32) < 0x100 => write!(out, "\\x{:02x}", c as u32),
+        c => write!(out, "\\u{:04x}", c as u32),
+    };
+}
+
+/// Input text echoed in an error message: unsafe characters (newlines, escapes, NUL,
+/// bidirectional overrides, …) shown escaped so a message stays one line and cannot drive or
+/// reorder the terminal; long text cut at 80 characters.
 pub fn echo(s: &str) -> String {
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
@@ -135,11 +167,7 @@ pub fn echo(s: &str) -> String {
             out.push('…');
             break;
         }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
+        push_escaped(&mut out, c);
     }
     out
 }
@@ -273,7 +301,8 @@ mod tests {
 
     #[test]
     fn control_characters_are_escaped() {
-        assert_eq!(echo("a\nb\x1b[31m\0"), "a\\nb\\u{1b}[31m\\u{0}");
+        assert_eq!(echo("a\nb\x1b[31m\0"), "a\\nb\\x1b[31m\\x00");
+        assert_eq!(echo("a\u{202e}b\u{feff}"), "a\\u202eb\\ufeff");
         assert_eq!(echo(&"x".repeat(100)).chars().count(), 81);
     }
 }
@@ -332,11 +361,7 @@ pub fn one_line(msg: &str) -> String {
             }
             continue;
         }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
+        push_escaped(&mut out, c);
         i += 1;
     }
     let n = out.chars().count();
@@ -373,7 +398,7 @@ mod one_line_tests {
     fn control_bytes_huge_numbers_and_long_echoes_are_tamed() {
         assert_eq!(
             one_line("t.csv:3: got 10\u{1b}[31mRED\u{7}\n"),
-            "t.csv:3: got 10\\u{1b}[31mRED\\u{7}"
+            "t.csv:3: got 10\\x1b[31mRED\\x07"
         );
         let big = format!(
             "invalid type: floating point {}.0, expected u32",

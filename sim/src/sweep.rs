@@ -173,6 +173,11 @@ fn set_path(root: &mut toml::Table, path: &str, v: toml::Value) -> std::result::
             shown.escape_debug()
         ));
     }
+    if path.split('.').next() == Some("sweep") {
+        return Err(format!(
+            "sweep axis `{path}` sets a key of [sweep] itself, which no run reads"
+        ));
+    }
     let mut parts = path.split('.').peekable();
     let mut t = root;
     while let Some(p) = parts.next() {

@@ -235,6 +235,26 @@ fn bad_rate_flag() {
     }
 }
 
+/// A seed above i64::MAX was accepted by `run --seed` (and recorded in config.json) although no
+/// scenario can hold it; every seed flag now has the scenario's range.
+#[test]
+fn seed_flags_beyond_a_scenario_seed_are_refused() {
+    let w = Workdir::new();
+    w.write("trace.csv", format!("{HEADER}{GOOD_ROWS}"));
+    w.write("scenario.toml", scenario("vllm", ""));
+    let r = run_in(&w, &["--seed", "9223372036854775808"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("'--seed <SEED>'"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("not in 0..=9223372036854775807"),
+        "{}",
+        r.stderr
+    );
+    assert_no_output(&w);
+    let r = run_in(&w, &["--seed", "9223372036854775807"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
 #[test]
 fn bom_and_crlf_trace_is_accepted() {
     let w = Workdir::new();

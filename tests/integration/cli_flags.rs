@@ -90,6 +90,15 @@ fn bad_sweep_axis_flags_blame_the_flag() {
             assert!(r.stderr.contains(n), "{args:?}: no {n:?} in {}", r.stderr);
         }
     }
+    // Out of a scenario seed's range: clap's usage error (with its hint line).
+    let r = sweep_in(&w, &["--seeds", "18446744073709551615"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("'--seeds <SEEDS>'"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("not in 0..=9223372036854775807"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -378,6 +387,17 @@ fn list_json_and_list_policy() {
     }
     let r = cli(["list", "policy", "vllm"]);
     assert!(r.stdout.contains("watermark_frac = 0.01"), "{}", r.stdout);
+    assert!(!r.stdout.contains("chunked_prefill"), "{}", r.stdout);
+    // Chunked prefill is optional (off) in these: `list policy` shows it, and its chunk size.
+    for name in ["srpt", "alise", "mlfq", "skip-join-mlfq"] {
+        let r = cli(["list", "policy", name]);
+        assert!(
+            r.stdout.contains("  chunked_prefill = false\n"),
+            "{}",
+            r.stdout
+        );
+        assert!(r.stdout.contains("  chunk_size = 2048\n"), "{}", r.stdout);
+    }
     let r = cli(["list", "policy", "sarathy"]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("did you mean `sarathi`?"), "{}", r.stderr);

@@ -211,7 +211,7 @@ fn error_messages_are_in_the_users_terms() {
         ),
         (
             scenario("vl\\u001b[31mlm", ""),
-            vec!["unknown policy `vl\\u{1b}[31mlm`"],
+            vec!["unknown policy `vl\\x1b[31mlm`"],
             vec!["\u{1b}"],
         ),
         (
@@ -364,7 +364,7 @@ fn ignored_values_are_errors_and_echoes_are_tamed() {
     let r = run_in(&w, &[]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(
-        !r.stderr.trim_end().chars().any(char::is_control) && r.stderr.contains("\\u{1b}"),
+        !r.stderr.trim_end().chars().any(char::is_control) && r.stderr.contains("\\x1b"),
         "{:?}",
         r.stderr
     );

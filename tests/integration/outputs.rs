@@ -260,8 +260,12 @@ fn scenario_names_are_identifiers_not_paths() {
         (abs.display().to_string(), "path separator"),
         ("a/b".into(), "path separator"),
         ("a\\\\b".into(), "path separator"),
-        ("tab\\there".into(), "control character"),
-        ("nul\\u0000x".into(), "control character"),
+        ("tab\\there".into(), "control or formatting character \\t"),
+        (
+            "nul\\u0000x".into(),
+            "control or formatting character \\x00",
+        ),
+        ("rtl\\u202Ex".into(), "formatting character \\u202e"),
         (long.clone(), "longer than 100 characters"),
         ("".into(), "empty"),
         ("a b".into(), "` `"),
@@ -277,7 +281,9 @@ fn scenario_names_are_identifiers_not_paths() {
             r.stderr
         );
         assert!(
-            !r.stderr.chars().any(|c| c.is_control() && c != '\n'),
+            !r.stderr
+                .chars()
+                .any(|c| servesim::error::is_unsafe_char(c) && c != '\n'),
             "control bytes echoed: {:?}",
             r.stderr
         );

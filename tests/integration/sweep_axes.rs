@@ -329,6 +329,17 @@ fn a_deeply_dotted_sweep_axis_is_refused() {
     assert_user_error(&w, &r, &["sweep axis", "30002 dotted parts", "at most 16"]);
 }
 
+/// A sweep axis on a key of `[sweep]` itself (`"sweep.x"`) ran identical points, exit 0.
+#[test]
+fn a_sweep_axis_inside_sweep_is_refused() {
+    let w = Workdir::new();
+    w.write("trace.csv", format!("{HEADER}{GOOD_ROWS}"));
+    let extra = "\n[sweep]\n\"sweep.x\" = [1, 2]\n";
+    w.write("scenario.toml", scenario("vllm", extra));
+    let r = sweep_in(&w, &[]);
+    assert_user_error(&w, &r, &["sweep axis `sweep.x`", "no run reads"]);
+}
+
 /// `capacity --slo tpot_s=…` on a trace whose every request has one output token: no run has a
 /// TPOT, which used to count as a missed target at every probe ("below 3.05e-5 req/s"); now the
 /// probe is a failure that says why, and nothing is written.

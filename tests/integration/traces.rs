@@ -129,6 +129,7 @@ fn importers_on_fixtures() {
         "-o",
         &s(&out),
         "--force",
+        "--quiet",
     ]);
     assert_eq!(code, 0, "{err}");
     let v = stats_json(&out);
@@ -143,6 +144,7 @@ fn importers_on_fixtures() {
         "-o",
         &s(&out),
         "--force",
+        "-q",
     ]);
     assert_eq!(code, 0, "{err}");
     // An imported trace runs as a scenario's trace file (checked by the canonical reader).

@@ -34,7 +34,8 @@ pub struct CapacityArgs {
         long,
         value_delimiter = ',',
         default_value = "0,1,2",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        value_parser = super::seed_parser()
     )]
     pub seeds: Vec<u64>,
     /// First rate probed (default: the scenario's rate).

@@ -31,7 +31,7 @@ pub struct FidelityArgs {
     #[arg(long, value_name = "N")]
     pub num_requests: Option<u64>,
     /// Seed of every run.
-    #[arg(long)]
+    #[arg(long, value_parser = super::seed_parser())]
     pub seed: Option<u64>,
     /// The compute backend that executes the live runs.
     #[arg(long, value_enum, default_value_t = Device::Cpu)]

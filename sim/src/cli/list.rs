@@ -139,6 +139,28 @@ fn everything_json() -> serde_json::Value {
 /// The iteration time that cost-model-derived defaults are shown for.
 const SHOWN_ITERATION_S: f64 = 0.1;
 
+/// Policies whose chunked prefill is optional leave `chunked_prefill` (off) and `chunk_size`
+/// (unset: `max_batch_tokens`) out of their resolved parameters, so that runs without it record
+/// what they always did; `list policy` shows both with their defaults.
+fn show_optional_chunking(
+    e: &crate::policy::PolicyEntry,
+    env: &crate::policy::PolicyEnv,
+    params: &mut serde_json::Value,
+) {
+    let Some(m) = params.as_object_mut() else {
+        return;
+    };
+    if m.contains_key("chunked_prefill") {
+        return;
+    }
+    let mut on = toml::Table::new();
+    on.insert("chunked_prefill".into(), toml::Value::Boolean(true));
+    if (e.build)(Some(&toml::Value::Table(on)), env).is_ok() {
+        m.insert("chunked_prefill".into(), false.into());
+        m.insert("chunk_size".into(), env.limits.max_batch_tokens.into());
+    }
+}
+
 /// `list policy NAME`: the entry, and its parameters as its constructor resolves them from an
 /// empty `[policies.NAME]` table.
 fn policy_cmd(name: &str, json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -154,11 +176,12 @@ fn policy_cmd(name: &str, json: bool, out: &mut dyn Write) -> anyhow::Result<()>
             iteration_s: SHOWN_ITERATION_S,
         }),
     };
-    let params = (e.build)(None, &env)
+    let mut params = (e.build)(None, &env)
         .map(|(_, p)| p)
         .unwrap_or(serde_json::Value::Null);
+    show_optional_chunking(e, &env, &mut params);
     let note = format!(
-        "defaults derived from the cost model are shown for a constant {SHOWN_ITERATION_S} s iteration and a 2048-token context; config.json of a run has the values it used"
+        "defaults derived from the cost model are shown for a constant {SHOWN_ITERATION_S} s iteration, a 2048-token context and max_batch_tokens = {DEFAULT_MAX_BATCH_TOKENS}; config.json of a run has the values it used"
     );
     if json {
         let v = serde_json::json!({

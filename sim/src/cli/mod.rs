@@ -363,6 +363,12 @@ pub fn request_progress(
 }
 
 /// `--policies` values: no empty entry, every name a known policy (the flag blamed).
+/// Parser of seed flags: a seed must fit a scenario's `seed` (a TOML integer), so that a run's
+/// recorded seed can be put back into its scenario.
+pub(crate) fn seed_parser() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(0..=i64::MAX as u64)
+}
+
 fn check_policy_list(policies: &[String]) -> Result<(), SimError> {
     if policies.iter().any(|p| p.trim().is_empty()) {
         return Err(SimError::config(

@@ -26,7 +26,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "REQ_PER_S")]
     pub rate: Option<f64>,
     /// Seed of every random stream.
-    #[arg(long)]
+    #[arg(long, value_parser = super::seed_parser())]
     pub seed: Option<u64>,
     /// Number of requests (synthetic), or the first N rows of a file trace.
     #[arg(long, value_name = "N")]
@@ -85,7 +85,7 @@ pub struct LiveArgs {
     #[arg(long, value_name = "REQ_PER_S")]
     pub rate: Option<f64>,
     /// Seed of every random stream.
-    #[arg(long)]
+    #[arg(long, value_parser = super::seed_parser())]
     pub seed: Option<u64>,
     /// Number of requests (synthetic), or the first N rows of a file trace.
     #[arg(long, value_name = "N")]

@@ -64,7 +64,8 @@ pub struct SweepArgs {
         long,
         value_delimiter = ',',
         value_name = "SEEDS",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        value_parser = super::seed_parser()
     )]
     pub seeds: Vec<u64>,
     /// Exit 0 even when some runs failed (they are still recorded in sweep.csv's `error`

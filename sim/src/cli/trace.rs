@@ -131,6 +131,9 @@ pub struct CsvArgs {
     /// Replace the output file if it exists (it is refused otherwise).
     #[arg(long)]
     pub force: bool,
+    /// Accepted like every command's --quiet; these importers draw no progress bar.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 #[derive(Debug, clap::Args)]

@@ -14,7 +14,10 @@ pub const MAX_NAME_CHARS: usize = 100;
 /// digits and `-_.+@=,`, not starting with `.`, at most [`MAX_NAME_CHARS`] characters. So no path
 /// separators, no `..`, no absolute path, no control characters.
 pub fn check_name(name: &str) -> std::result::Result<(), String> {
-    let shown: String = name.chars().take(40).flat_map(char::escape_debug).collect();
+    let mut shown = String::new();
+    for c in name.chars().take(40) {
+        crate::error::push_escaped(&mut shown, c);
+    }
     if name.is_empty() {
         return Err("the scenario name is empty; give an identifier such as \"my_study\"".into());
     }
@@ -36,7 +39,10 @@ pub fn check_name(name: &str) -> std::result::Result<(), String> {
             "the scenario name \"{shown}\" contains {}; names become directories under results/: use letters, digits and - _ . + @ = , only",
             match c {
                 '/' | '\\' => "a path separator".to_string(),
-                c if c.is_control() => format!("the control character {}", c.escape_default()),
+                c if crate::error::is_unsafe_char(c) => format!(
+                    "the control or formatting character {}",
+                    crate::error::echo(&c.to_string())
+                ),
                 c => format!("`{c}`"),
             }
         ));

@@ -86,8 +86,8 @@ fn days_in_month(y: i64, m: i64) -> i64 {
 }
 
 /// Nanoseconds since 1970-01-01 UTC of `YYYY-MM-DD[ T]HH:MM:SS[.fraction][Z|±HH:MM|±HHMM]`: a
-/// real calendar date (Feb 29 in leap years only), hours 0–23, minutes 0–59, seconds 0–60 (a
-/// leap second), and a UTC offset within ±23:59.
+/// real calendar date (Feb 29 in leap years only), hours 0–23, minutes 0–59, seconds 0–59 (60
+/// only as a leap second, at 23:59:60 UTC), and a UTC offset within ±23:59.
 pub fn parse_timestamp(s: &str) -> Option<i128> {
     let b = s.trim().as_bytes();
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
@@ -155,6 +155,10 @@ pub fn parse_timestamp(s: &str) -> Option<i128> {
         }
         _ => return None,
     };
+    // A leap second is the 61st second of the last minute of a UTC day (23:59:60 UTC), nowhere else.
+    if sec == 60 && (h * 3600 + mi * 60 - offset_s).rem_euclid(86_400) != 86_340 {
+        return None;
+    }
     let secs = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec - offset_s;
     Some(secs as i128 * 1_000_000_000 + frac_ns as i128)
 }
@@ -299,6 +303,8 @@ mod tests {
             "2024-02-29 00:00:00",
             "2000-02-29 00:00:00",
             "2023-12-31 23:59:60",
+            "2016-12-31 23:59:60Z",
+            "2017-01-01 00:59:60+01:00",
             "2023-11-16 18:15:46+23:59",
             "2023-11-16 18:15:46-2359",
         ] {
@@ -320,6 +326,9 @@ mod tests {
             "2023-11-16 18:15:46+24:00",
             "2023-11-16 18:15:46-12:60",
             "2023-11-16 18:15:46+2400",
+            "2023-11-16 18:15:60",
+            "2023-12-31 23:58:60",
+            "2023-12-31 23:59:60+01:00",
         ] {
             assert!(parse_timestamp(bad).is_none(), "{bad}");
         }
