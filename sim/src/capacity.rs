@@ -226,6 +226,12 @@ pub struct RunCheck {
     /// Requests it had completed when it was ended early.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub completed_requests: Option<u64>,
+    /// Unstable on a trace whose arrivals span under [`SHORT_TRACE_JCTS`] mean JCTs: the verdict
+    /// may be the ramp-up, not an overload ([`crate::metrics::stability::short_trace`]).
+    ///
+    /// [`SHORT_TRACE_JCTS`]: crate::metrics::stability::SHORT_TRACE_JCTS
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub short_trace: bool,
 }
 
 impl RunCheck {
@@ -562,6 +568,7 @@ mod tests {
             failed: false,
             stopped_early: None,
             completed_requests: None,
+            short_trace: false,
             stability: stable.map(|stable| Stability {
                 offered_rate_per_s: 2.0,
                 achieved_rate_per_s: achieved,
@@ -610,6 +617,7 @@ mod tests {
             stability: None,
             stopped_early: None,
             completed_requests: None,
+            short_trace: false,
         };
         assert_eq!(probe(0.1, vec![failed]).miss_reason(&t), Some("unstable"));
         // The search stops at the last counted rate: stable up to 2 req/s, statistic always met.

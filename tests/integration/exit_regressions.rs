@@ -438,3 +438,58 @@ fn a_catalogue_gpu_takes_its_analytic_parameters_from_cost_params() {
         ],
     );
 }
+
+/// Step times in the wrong unit (`[pipeline] send_latency_s = 1e300`, a constant or analytic
+/// iteration of ~1e300 s, `[swap] latency_s = 1e300`) passed validation and failed mid-run with
+/// no file or line ("pipeline send time 1e300 s is invalid"); each is now refused up front at its
+/// table's line.
+#[test]
+fn step_times_in_the_wrong_unit_are_refused_at_their_line() {
+    let w = Workdir::new();
+    let analytic = "[cost]\nmodel = \"analytic\"\n";
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "pp = 1\n",
+            "pp = 2\n",
+            "\n[pipeline]\nsend_latency_s = 1e300\n",
+            "[pipeline] a stage-to-stage send",
+        ),
+        (
+            "iteration_s = 0.01\n",
+            "iteration_s = 1e300\n",
+            "",
+            "[cost] model `constant` gives an iteration of 1e300 s",
+        ),
+        (
+            "[cost]\nmodel = \"constant\"\niteration_s = 0.01\n",
+            analytic,
+            "\n[cost.params]\ngemm_compute_eff = 1e-300\n",
+            "[cost] model `analytic` gives an iteration of",
+        ),
+        (
+            "pp = 1\n",
+            "pp = 1\n",
+            "\n[swap]\nlatency_s = 1e300\n",
+            "[swap] the swap model gives a copy of",
+        ),
+    ];
+    for (from, to, extra, needle) in cases {
+        let text = format!("{}{extra}", BASE.replace(from, to));
+        let key_line = |key: &str| text.lines().position(|l| l.starts_with(key)).unwrap() + 1;
+        let table = needle.split(']').next().unwrap().to_string() + "]";
+        let r = run_scenario(&w, &text);
+        assert_eq!(r.code, 2, "{needle}: {}", r.stderr);
+        assert!(r.stderr.contains(needle), "{}", r.stderr);
+        assert!(r.stderr.contains("at most 1000000 s"), "{}", r.stderr);
+        let line = format!("s.toml: line {}: ", key_line(&table));
+        let line = if table == "[pipeline]" {
+            format!("s.toml: line {}: ", key_line("send_latency_s"))
+        } else {
+            line
+        };
+        assert!(r.stderr.contains(&line), "{line}: {}", r.stderr);
+        assert!(!w.path("out").exists());
+    }
+    // The same values where sane run.
+    assert_eq!(run_scenario(&w, BASE).code, 0);
+}

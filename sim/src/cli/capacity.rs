@@ -143,7 +143,7 @@ pub fn capacity_cmd(a: CapacityArgs, out: &mut dyn Write) -> anyhow::Result<()> 
     let mut searches = Vec::new();
     for (p, c) in policies.iter().zip(found) {
         writeln!(out, "{}", policy_line(p, &c, &target, &mut first))?;
-        let rejected = unstable_probes(&c, &target);
+        let (rejected, _) = unstable_probes(&c, &target);
         csv += &csv_row(p, &c, &target);
         csv.push('\n');
         bars.push(crate::plot::CapacityBar {
@@ -380,6 +380,7 @@ fn probe(a: &CapacityArgs, loaded: &Loaded, p: &str, target: &Target, rate: f64)
                 stability: None,
                 stopped_early: Some(StoppedEarly::Skipped),
                 completed_requests: None,
+                short_trace: false,
             });
             continue;
         }
@@ -461,15 +462,26 @@ fn probe_run(
             stability: None,
             stopped_early: Some(StoppedEarly::Target),
             completed_requests: Some(o.completions.len() as u64),
+            short_trace: false,
         };
         return (bound, check, None);
     }
+    let short_trace = run.as_ref().is_some_and(|o| {
+        let s = &o.summary;
+        match (&s.stability, &s.jct_s) {
+            (Some(st), Some(jct)) => {
+                crate::metrics::stability::short_trace(st, s.requests, jct.mean)
+            }
+            _ => false,
+        }
+    });
     let check = RunCheck {
         seed,
         failed: run.is_none(),
         stability: run.as_ref().and_then(|o| o.summary.stability),
         stopped_early: None,
         completed_requests: None,
+        short_trace,
     };
     (target.measure(run.as_ref()), check, why)
 }
@@ -574,10 +586,14 @@ fn policy_line(p: &str, c: &Capacity<Probe>, target: &Target, first: &mut Option
             ),
         ),
     };
-    let rejected = unstable_probes(c, target);
-    let rejected_note = match rejected {
-        0 => String::new(),
-        n => format!("  ({n} probe(s) met the target but were unstable)"),
+    let (rejected, short) = unstable_probes(c, target);
+    let rejected_note = match (rejected, short) {
+        (0, _) => String::new(),
+        (n, 0) => format!("  ({n} probe(s) met the target but were unstable)"),
+        (n, m) => format!(
+            "  ({n} probe(s) met the target but were unstable, {m} of them on arrivals spanning under {} mean JCTs, which may be the ramp-up rather than an overload: rerun with a larger --num-requests)",
+            crate::metrics::stability::SHORT_TRACE_JCTS
+        ),
     };
     format!(
         "{:<18}{:>16}{:>10}{}{}{}",
@@ -639,11 +655,18 @@ pub const CSV_HEADER: &str = "policy,capacity_rate_per_s,probes,bracket,limit_ra
 
 /// Probes whose figure met the target but which did not count because a run was unstable or
 /// failed.
-fn unstable_probes(c: &Capacity<Probe>, target: &Target) -> usize {
-    c.probes
+fn unstable_probes(c: &Capacity<Probe>, target: &Target) -> (usize, usize) {
+    let rejected: Vec<&Probe> = c
+        .probes
         .iter()
         .filter(|(_, p)| p.miss_reason(target) == Some("unstable"))
-        .count()
+        .map(|(_, p)| p)
+        .collect();
+    let short = rejected
+        .iter()
+        .filter(|p| p.runs.iter().any(|r| r.short_trace))
+        .count();
+    (rejected.len(), short)
 }
 
 /// One policy's `capacity.csv` line (no newline): the search result; the mean achieved
@@ -669,7 +692,7 @@ fn csv_row(policy: &str, c: &Capacity<Probe>, target: &Target) -> String {
         c.bracket.as_str(),
         c.limit_rate_per_s,
         achieved.map(|x| format!("{x:.6}")).unwrap_or_default(),
-        unstable_probes(c, target),
+        unstable_probes(c, target).0,
         reason.unwrap_or_default(),
         c.probes.iter().filter(|(_, p)| p.stopped_early()).count()
     )
@@ -710,7 +733,7 @@ fn summary_json(
                 "capacity_rate_per_s": c.rate_per_s,
                 "bracket": c.bracket.as_str(),
                 "limit_rate_per_s": c.limit_rate_per_s,
-                "unstable_probes": unstable_probes(c, target),
+                "unstable_probes": unstable_probes(c, target).0,
                 "probes": probes,
             })
         })

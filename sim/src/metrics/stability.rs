@@ -244,6 +244,11 @@ pub fn run_warning(st: &Stability, requests: u64, jct_mean_s: Option<f64>) -> Op
             crate::error::num(span_s),
             crate::error::num(jct)
         ),
+        Some(jct) if short_trace(st, requests, jct) => format!(
+            "{w}. Caveat: the arrivals span about {} s, under {SHORT_TRACE_JCTS} mean JCTs ({} s each): the number in the system may still have been rising to its steady level when they ended, which the rule cannot tell from an overload, so run more requests to confirm",
+            crate::error::num(span_s),
+            crate::error::num(jct)
+        ),
         _ => w,
     })
 }
@@ -251,10 +256,14 @@ pub fn run_warning(st: &Stability, requests: u64, jct_mean_s: Option<f64>) -> Op
 /// Whether an unstable run failed only the throughput check on a trace whose arrivals span under
 /// [`SHORT_TRACE_JCTS`] mean JCTs (`jct_mean_s`): its verdict may come from its own drain.
 pub fn judged_on_drain(st: &Stability, requests: u64, jct_mean_s: f64) -> bool {
-    !st.stable
-        && st.unstable_replica.is_none()
-        && st.queue_steady()
-        && (requests as f64 / st.offered_rate_per_s) < SHORT_TRACE_JCTS * jct_mean_s
+    st.unstable_replica.is_none() && st.queue_steady() && short_trace(st, requests, jct_mean_s)
+}
+
+/// Whether an unstable run's arrivals span under [`SHORT_TRACE_JCTS`] mean JCTs (`jct_mean_s`):
+/// its last half may still be the ramp-up to a steady level (in a large cluster, or with long
+/// requests), which looks like a growing queue; only a longer trace tells the two apart.
+pub fn short_trace(st: &Stability, requests: u64, jct_mean_s: f64) -> bool {
+    !st.stable && (requests as f64 / st.offered_rate_per_s) < SHORT_TRACE_JCTS * jct_mean_s
 }
 
 /// The stability of a run from its completions (any order); `None` when it cannot be judged.
@@ -465,9 +474,19 @@ mod tests {
             run_warning(&st(1.0, -0.2), 100, None),
             st(1.0, -0.2).warning()
         );
-        // A queue that grew is no drain artefact: no caveat, however short the trace.
+        // A queue that grew is no drain artefact, but on a short trace it may be the ramp-up (a
+        // large cluster still filling: adversarial case 06, no caveat before): the caveat says so.
+        let ramp = run_warning(&st(1.0, 0.5), 100, Some(10.0)).unwrap();
+        assert!(ramp.starts_with(&st(1.0, 0.5).warning().unwrap()), "{ramp}");
+        assert!(
+            ramp.contains("under 20 mean JCTs (10 s each): the number in the system may still"),
+            "{ramp}"
+        );
+        assert!(!judged_on_drain(&st(1.0, 0.5), 100, 10.0));
+        assert!(short_trace(&st(1.0, 0.5), 100, 10.0));
+        // A long trace keeps the plain verdict.
         assert_eq!(
-            run_warning(&st(1.0, 0.5), 100, Some(10.0)),
+            run_warning(&st(1.0, 0.5), 100, Some(1.0)),
             st(1.0, 0.5).warning()
         );
     }

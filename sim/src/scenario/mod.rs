@@ -9,6 +9,7 @@ mod resolve;
 mod resolved;
 mod schema;
 mod tables;
+mod time_scales;
 mod trace_source;
 
 pub use hardware::{analytic_params_for, kv_blocks_from_memory};

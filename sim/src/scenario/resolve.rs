@@ -79,6 +79,7 @@ impl Loaded {
         };
         self.resolve_policy_params(&s, entry, &mut resolved)?;
         self.resolve_router_params(&s, &mut resolved)?;
+        self.check_time_scales(&resolved)?;
         Ok(resolved)
     }
 
