@@ -300,6 +300,21 @@ mod tests {
     }
 
     #[test]
+    fn type_errors_name_their_key() {
+        let text = "name = \"x\"\ntp = nan\n";
+        let e = toml::from_str::<std::collections::BTreeMap<String, u32>>(text).unwrap_err();
+        let m = toml_error_message(text, &e);
+        assert!(
+            m.starts_with("line 1, column 8: `name`: invalid type"),
+            "{m}"
+        );
+        assert_eq!(value_key("a.b = 1", 6), Some("a.b"));
+        assert_eq!(value_key("x = { y = 1 }", 10), Some("y"));
+        assert_eq!(value_key("x = [1, nan]", 8), Some("x"));
+        assert_eq!(value_key("[table]", 3), None);
+    }
+
+    #[test]
     fn control_characters_are_escaped() {
         assert_eq!(echo("a\nb\x1b[31m\0"), "a\\nb\\x1b[31m\\x00");
         assert_eq!(echo("a\u{202e}b\u{feff}"), "a\\u202eb\\ufeff");
@@ -310,7 +325,21 @@ mod tests {
 /// Longest error line printed (longer ones are cut in the middle: an echoed 100 KB value).
 pub const MAX_MESSAGE_CHARS: usize = 1000;
 
-/// Turn a TOML error into "line N, column C: message".
+/// The key of the `key = value` line (or inline-table entry) whose value starts at byte `at` of
+/// `text` (the span of a type error), if the error is in a value of that form.
+fn value_key(text: &str, at: usize) -> Option<&str> {
+    let at = at.min(text.len());
+    let start = text.get(..at)?.rfind('\n').map_or(0, |i| i + 1);
+    let line = text.get(start..at)?;
+    // In an inline table, the innermost key before the value.
+    let inner = line.rfind(['{', ',']).map_or(line, |i| &line[i + 1..]);
+    let (key, _) = inner.split_once('=').or_else(|| line.split_once('='))?;
+    let key = key.trim();
+    (!key.is_empty() && !key.starts_with('#') && !key.contains(['{', '['])).then_some(key)
+}
+
+/// Turn a TOML error into "line N, column C: message" ("line N, column C: `key`: message" for a
+/// value of the wrong type or range).
 pub fn toml_error_message(text: &str, e: &toml::de::Error) -> String {
     match e.span() {
         Some(span) => {
@@ -325,7 +354,12 @@ pub fn toml_error_message(text: &str, e: &toml::de::Error) -> String {
                     msg = format!("duplicate key `{}`", echo(key));
                 }
             }
-            format!("line {line}, column {col}: {msg}")
+            match value_key(text, span.start) {
+                Some(key) if msg.starts_with("invalid ") => {
+                    format!("line {line}, column {col}: `{}`: {msg}", echo(key))
+                }
+                _ => format!("line {line}, column {col}: {msg}"),
+            }
         }
         None => plain_serde(e.message().trim()),
     }

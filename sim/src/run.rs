@@ -399,7 +399,7 @@ fn drive_full<'a, 'b>(
         &mut tap,
         clock,
     )
-    .map_err(|e| locate_request_error(e, &r.trace))?;
+    .map_err(|e| locate_request_error(e, r))?;
     let mut completions = std::mem::take(&mut tap.collector.completions);
     completions.sort_unstable_by_key(|c| c.id); // ids are unique
     let mut summary = summary_of(r, tap.collector.streamed.as_mut(), &completions, &stats);
@@ -634,8 +634,28 @@ fn synthetic<'a>(
 }
 
 /// A rejected request of a trace file is reported at its file and line (request ids are 0-based
-/// data rows; every supported trace has one record per line after the header).
-fn locate_request_error(e: crate::error::SimError, trace: &TraceSource) -> crate::error::SimError {
+/// data rows; every supported trace has one record per line after the header); one of a
+/// synthetic trace at the scenario's `[trace]`, naming where its lengths came from.
+fn locate_request_error(e: crate::error::SimError, r: &Resolved) -> crate::error::SimError {
+    let trace = &r.trace;
+    if let (crate::error::SimError::Request { id, msg }, TraceSource::Synthetic { lengths, .. }) =
+        (&e, trace)
+    {
+        let from = match lengths {
+            SyntheticLengths::File(p) => format!("lengths drawn from {}", p.display()),
+            SyntheticLengths::Parametric { .. } => {
+                "lengths drawn from input_lengths and output_lengths".to_string()
+            }
+        };
+        let text = std::fs::read_to_string(&r.scenario_path).unwrap_or_default();
+        let at = crate::scenario::line_of_key(&text, &["trace"])
+            .map(|l| format!("line {l}: "))
+            .unwrap_or_default();
+        return crate::error::SimError::Scenario {
+            path: r.scenario_path.clone(),
+            msg: format!("{at}[trace]: synthetic request {id} ({from}): {msg}"),
+        };
+    }
     match (e, trace) {
         (crate::error::SimError::Request { id, msg }, TraceSource::File { path, .. }) => {
             crate::error::SimError::Input {

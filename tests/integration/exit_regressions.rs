@@ -493,3 +493,23 @@ fn step_times_in_the_wrong_unit_are_refused_at_their_line() {
     // The same values where sane run.
     assert_eq!(run_scenario(&w, BASE).code, 0);
 }
+
+/// A synthetic request that no replica's KV pool can hold was reported as "request N: needs …"
+/// with no file, line or hint of where its lengths came from.
+#[test]
+fn a_synthetic_request_that_never_fits_names_the_trace_table() {
+    let w = Workdir::new();
+    let text = BASE.replace(
+        "block_tokens = 16\n",
+        "block_tokens = 16\nkv_capacity_blocks = 1\n",
+    );
+    let line = text.lines().position(|l| l == "[trace]").unwrap() + 1;
+    let r = run_scenario(&w, &text);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let needle = format!(
+        "s.toml: line {line}: [trace]: synthetic request 0 (lengths drawn from input_lengths and output_lengths): needs"
+    );
+    assert!(r.stderr.contains(&needle), "{}", r.stderr);
+    assert!(r.stderr.contains("more KV memory"), "{}", r.stderr);
+    assert!(!w.path("out").exists());
+}

@@ -239,6 +239,41 @@ fn ctrl_c_during_run_writes_a_complete_directory_marked_partial_and_exits_130() 
     assert_eq!(hidden_entries(&w.path("results")), Vec::<String>::new());
 }
 
+/// A rerun cut short replaced a complete earlier run in the same `--out` with its partial results
+/// (adversarial round 6, case 18); the complete run is now kept and nothing is written.
+#[test]
+fn ctrl_c_during_a_rerun_keeps_the_earlier_complete_run() {
+    be_servesim_if_child();
+    let w = Workdir::new();
+    long_scenario(&w, "");
+    let dir = w.path("run");
+    let r = crate::support::cli([
+        "run".into(),
+        w.path("scenario.toml").into_os_string(),
+        "--out".into(),
+        dir.clone().into_os_string(),
+        "--quiet".into(),
+        "--num-requests".into(),
+        "3".into(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let before = std::fs::read(dir.join("summary.json")).unwrap();
+    let child = spawn_servesim(
+        "ctrl_c_during_a_rerun_keeps_the_earlier_complete_run",
+        &w,
+        &["run", "scenario.toml", "--out", "run", "--quiet"],
+    );
+    let (code, stderr) = interrupt(child, Duration::from_millis(300));
+    assert_eq!(code, Some(130), "exit code; stderr: {stderr}");
+    assert!(
+        stderr.contains("holds an earlier complete run, kept as it was"),
+        "stderr: {stderr}"
+    );
+    assert_eq!(std::fs::read(dir.join("summary.json")).unwrap(), before);
+    assert!(!dir.join("PARTIAL").exists());
+    assert_eq!(hidden_entries(w.dir.path()), Vec::<String>::new());
+}
+
 #[test]
 fn ctrl_c_during_sweep_writes_nothing_and_exits_130() {
     be_servesim_if_child();

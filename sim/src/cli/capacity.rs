@@ -466,22 +466,13 @@ fn probe_run(
         };
         return (bound, check, None);
     }
-    let short_trace = run.as_ref().is_some_and(|o| {
-        let s = &o.summary;
-        match (&s.stability, &s.jct_s) {
-            (Some(st), Some(jct)) => {
-                crate::metrics::stability::short_trace(st, s.requests, jct.mean)
-            }
-            _ => false,
-        }
-    });
     let check = RunCheck {
         seed,
         failed: run.is_none(),
         stability: run.as_ref().and_then(|o| o.summary.stability),
         stopped_early: None,
         completed_requests: None,
-        short_trace,
+        short_trace: run.as_ref().is_some_and(|o| o.summary.short_trace()),
     };
     (target.measure(run.as_ref()), check, why)
 }

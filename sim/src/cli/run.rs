@@ -191,8 +191,8 @@ pub(super) fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
     );
     pb.finish_and_clear();
     let (output, partial) = result?;
-    if partial && output.summary.requests == 0 {
-        return Err(super::stopped_before_anything("the run", &dest));
+    if partial {
+        check_partial_write(output.summary.requests, &dest)?;
     }
     let wall_s = started.elapsed().as_secs_f64();
     let timing = timing_json(&output, wall_s);
@@ -223,6 +223,24 @@ pub(super) fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
         write_summary(out, &output, &resolved, wall_s, &dir)?;
     }
     super::signal_after_outputs("the run", &dir.display())
+}
+
+/// A run cut short after `requests` completed writes nothing when none did, or when `dest` holds
+/// a complete earlier run (a `summary.json` and no `PARTIAL` file): a rerun cut short would
+/// replace complete results with fewer, which rerunning reproduces.
+fn check_partial_write(requests: u64, dest: &std::path::Path) -> anyhow::Result<()> {
+    if requests == 0 {
+        return Err(super::stopped_before_anything("the run", dest));
+    }
+    if dest.join("summary.json").is_file() && !dest.join("PARTIAL").exists() {
+        return Err(Interrupted(format!(
+            "{} stopped the run after {requests} completed requests; {} holds an earlier complete run, kept as it was (the partial results were not written; give another --out to keep them)",
+            crate::interrupt::signal_name(),
+            dest.display()
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 /// `run`'s stdout: the summary table, a note on any `[scheduler]` default the scenario

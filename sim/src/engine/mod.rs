@@ -428,7 +428,7 @@ impl Sim {
             return Err(SimError::Request {
                 id: row.id,
                 msg: format!(
-                    "needs {max_blocks} KV blocks ({} tokens) but replica {r} holds only {} blocks ({} tokens); it can never run",
+                    "needs {max_blocks} KV blocks ({} tokens) but replica {r} holds only {} blocks ({} tokens); it can never run (shorter requests, or more KV memory: [memory], tp, a larger GPU)",
                     total - 1,
                     rep.kv.capacity_blocks(),
                     rep.kv.capacity_blocks() as u64 * self.cfg.block_tokens as u64

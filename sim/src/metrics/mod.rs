@@ -223,6 +223,15 @@ impl Summary {
         stability::run_warning(st, self.requests, self.jct_s.as_ref().map(|d| d.mean))
     }
 
+    /// Whether the run is unstable on arrivals spanning under
+    /// [`stability::SHORT_TRACE_JCTS`] mean JCTs ([`stability::short_trace`]).
+    pub fn short_trace(&self) -> bool {
+        match (&self.stability, &self.jct_s) {
+            (Some(st), Some(jct)) => stability::short_trace(st, self.requests, jct.mean),
+            _ => false,
+        }
+    }
+
     /// Whether the run was judged unstable mostly on its own drain
     /// ([`stability::judged_on_drain`]).
     pub fn judged_on_drain(&self) -> bool {

@@ -211,16 +211,19 @@ pub fn import(path: &Path, out: &Path, replace: bool) -> Result<CsvReport> {
         rows.push((t, i, o));
     }
     if rows.is_empty() {
-        return Err(input_err(
-            path,
-            2,
-            TIMESTAMP,
-            if read == 0 {
-                "the trace has a header but no rows".to_string()
-            } else {
-                format!("none of the {read} rows has ≥ 1 input and ≥ 1 output token")
-            },
-        ));
+        // Every row was dropped for 0 tokens: blame the token columns, not the timestamp.
+        let (field, msg) = if read == 0 {
+            (
+                TIMESTAMP.to_string(),
+                "the trace has a header but no rows".to_string(),
+            )
+        } else {
+            (
+                format!("{CONTEXT},{GENERATED}"),
+                format!("none of the {read} rows has ≥ 1 input and ≥ 1 output token"),
+            )
+        };
+        return Err(input_err(path, 2, &field, msg));
     }
     let (out_of_order, shifted) = normalise_arrivals(&mut rows);
     write_trace(out, &shifted, 6, replace)?;
@@ -360,5 +363,21 @@ mod import_tests {
             std::fs::read_to_string(&out).unwrap(),
             "arrival_s,input_tokens,output_tokens\n0.000000,100,20\n0.010000,4808,10\n0.510000,3180,8\n"
         );
+    }
+
+    /// Rows all dropped for 0 tokens blamed the timestamp column.
+    #[test]
+    fn rows_without_tokens_blame_the_token_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.csv");
+        std::fs::write(
+            &input,
+            "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,0,0\n",
+        )
+        .unwrap();
+        let e = import(&input, &dir.path().join("a.csv"), true).unwrap_err();
+        let m = e.to_string();
+        assert!(m.contains("ContextTokens,GeneratedTokens"), "{m}");
+        assert!(m.contains("none of the 1 rows"), "{m}");
     }
 }
