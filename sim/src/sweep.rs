@@ -53,6 +53,10 @@ fn to_file_lines(
             .iter()
             .find(|(name, _)| axis_path(name).rsplit('.').next() == Some(key))?;
         let at = crate::scenario::line_of_key(file_text, &["sweep", name.as_str()])?;
+        // The key the TOML message names is the axis's own: named once, as the axis.
+        let tail = tail
+            .strip_prefix(&format!("`{}`: ", crate::error::echo(key)))
+            .unwrap_or(tail);
         Some(format!("line {at} ([sweep] {name}): {tail}"))
     });
     SimError::Scenario {
@@ -178,21 +182,55 @@ fn set_path(root: &mut toml::Table, path: &str, v: toml::Value) -> std::result::
             "sweep axis `{path}` sets a key of [sweep] itself, which no run reads"
         ));
     }
-    let mut parts = path.split('.').peekable();
+    if path.split('.').any(str::is_empty) {
+        return Err(format!(
+            "sweep axis `{}` has an empty part; write dotted keys such as `scheduler.max_batch_size`",
+            crate::error::echo(path)
+        ));
+    }
+    let parts: Vec<&str> = path.split('.').collect();
+    let (last, inner) = parts.split_last().expect("split gives one part at least");
     let mut t = root;
-    while let Some(p) = parts.next() {
-        if parts.peek().is_none() {
-            t.insert(p.to_string(), v);
-            return Ok(());
+    let mut i = 0;
+    while i < inner.len() {
+        let p = inner[i];
+        let next = inner.get(i + 1).copied().unwrap_or(last);
+        if !t.contains_key(p) && next.parse::<usize>().is_ok() {
+            return Err(format!(
+                "sweep axis `{path}`: the scenario has no `{p}` whose entry {next} it could set"
+            ));
         }
         let entry = t
             .entry(p.to_string())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        // An array of tables (`[[replica_groups]]`) is entered by a 0-based index part.
+        let entry = match entry {
+            toml::Value::Array(items) => {
+                i += 1;
+                let at = next.parse::<usize>().ok().filter(|&n| n < items.len());
+                let Some(n) = at else {
+                    return Err(format!(
+                        "sweep axis `{path}`: `{p}` has {} entries; follow it by an index from 0 to {}",
+                        items.len(),
+                        items.len().saturating_sub(1)
+                    ));
+                };
+                if i == inner.len() {
+                    return Err(format!(
+                        "sweep axis `{path}` replaces a whole entry of `{p}`; name one of its keys"
+                    ));
+                }
+                &mut items[n]
+            }
+            other => other,
+        };
         t = entry
             .as_table_mut()
             .ok_or_else(|| format!("sweep axis `{path}`: `{p}` is not a table"))?;
+        i += 1;
     }
-    Err(format!("sweep axis `{path}` is empty"))
+    t.insert(last.to_string(), v);
+    Ok(())
 }
 
 /// A sweep axis given on the command line (`--policies`, `--rates`, `--seeds`): it replaces the

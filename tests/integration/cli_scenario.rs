@@ -210,6 +210,16 @@ fn error_messages_are_in_the_users_terms() {
             vec!["struct", "Params"],
         ),
         (
+            scenario("vllm", "\n[[policies.vllm]]\nwatermark_frac = 0.1\n"),
+            vec!["[policies.vllm]: expected a table of parameters, got an array"],
+            vec!["expected a number"],
+        ),
+        (
+            scenario("vllm", "\n[routers]\nround-robin = [1]\n"),
+            vec!["[routers.round-robin]: expected a table of parameters, got an array"],
+            vec![],
+        ),
+        (
             scenario("vl\\u001b[31mlm", ""),
             vec!["unknown policy `vl\\x1b[31mlm`"],
             vec!["\u{1b}"],

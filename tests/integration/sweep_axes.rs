@@ -329,6 +329,56 @@ fn a_deeply_dotted_sweep_axis_is_refused() {
     assert_user_error(&w, &r, &["sweep axis", "30002 dotted parts", "at most 16"]);
 }
 
+/// Axis keys with an empty part (`"."`, `"a..b"`) were reported as "unknown field ``" at a line
+/// of generated text; an axis into `[[replica_groups]]` built a table the scenario then rejected
+/// ("invalid type: map, expected a sequence"). Empty parts are refused, and a 0-based index part
+/// enters an array of tables.
+#[test]
+fn sweep_axes_index_arrays_and_refuse_empty_parts() {
+    let w = Workdir::new();
+    w.write("trace.csv", format!("{HEADER}{GOOD_ROWS}"));
+    let groups = "\n[[replica_groups]]\ncount = 1\n[[replica_groups]]\ncount = 1\n";
+    let cases: &[(&str, &str)] = &[
+        ("\".\"", "sweep axis `.` has an empty part"),
+        ("\"a..b\"", "sweep axis `a..b` has an empty part"),
+        (
+            "\"replica_groups.2.count\"",
+            "`replica_groups` has 2 entries; follow it by an index from 0 to 1",
+        ),
+        (
+            "\"replica_groups.0\"",
+            "replaces a whole entry of `replica_groups`",
+        ),
+        (
+            "\"replica_groups.x.count\"",
+            "`replica_groups` has 2 entries",
+        ),
+    ];
+    for (key, needle) in cases {
+        let extra = format!("{groups}\n[sweep]\n{key} = [1, 2]\n");
+        w.write("scenario.toml", scenario("vllm", &extra));
+        assert_user_error(&w, &sweep_in(&w, &[]), &[needle]);
+    }
+    let extra = "\n[sweep]\n\"replica_groups.0.count\" = [1, 2]\n";
+    w.write("scenario.toml", scenario("vllm", extra));
+    assert_user_error(
+        &w,
+        &sweep_in(&w, &[]),
+        &["the scenario has no `replica_groups`"],
+    );
+    let extra = format!("{groups}\n[sweep]\n\"replica_groups.1.count\" = [1, 3]\n");
+    w.write("scenario.toml", scenario("vllm", &extra));
+    let r = sweep_in(&w, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for (run, replicas) in [("0000-1", 2), ("0001-3", 4)] {
+        let summary =
+            std::fs::read_to_string(w.path(&format!("results/run/runs/{run}/summary.json")))
+                .expect("summary.json");
+        let v: serde_json::Value = serde_json::from_str(&summary).unwrap();
+        assert_eq!(v["replicas"].as_array().unwrap().len(), replicas, "{run}");
+    }
+}
+
 /// A sweep axis on a key of `[sweep]` itself (`"sweep.x"`) ran identical points, exit 0.
 #[test]
 fn a_sweep_axis_inside_sweep_is_refused() {

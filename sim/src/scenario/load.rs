@@ -213,6 +213,28 @@ impl Loaded {
 
     /// An error of a parameter table (`[SECTION.NAME]`) from its parser: the message with the
     /// line of the key at fault (found by [`blame_key`]) or of the table.
+    /// `[SECTION.NAME]` must be a table: an array (`[[policies.vllm]]`) or a plain value there
+    /// would otherwise be read positionally or fail with a type error about its first field.
+    pub(super) fn expect_table(&self, section: &str, name: &str, v: &toml::Value) -> Result<()> {
+        let got = match v {
+            toml::Value::Table(_) => return Ok(()),
+            toml::Value::Array(_) => format!(
+                "an array (`[[{section}.{name}]]` or `{name} = [...]`: write one `[{section}.{name}]` table)"
+            ),
+            toml::Value::String(_) => "a string".to_string(),
+            toml::Value::Boolean(_) => "a boolean".to_string(),
+            toml::Value::Datetime(_) => "a date".to_string(),
+            toml::Value::Integer(_) | toml::Value::Float(_) => "a number".to_string(),
+        };
+        Err(self.err_at(
+            &[section, name],
+            format!(
+                "[{section}.{}]: expected a table of parameters, got {got}",
+                crate::error::echo(name)
+            ),
+        ))
+    }
+
     pub(super) fn table_err(
         &self,
         section: &str,

@@ -47,6 +47,7 @@ impl Loaded {
             crate::predict::check_name(k)
                 .map_err(|e| self.err_at(&["predictors", k], format!("[predictors.{k}]: {e}")))?;
             let check = |t: &toml::Value| crate::predict::check_params(k, t);
+            self.expect_table("predictors", k, v)?;
             check(v).map_err(|e| self.table_err("predictors", k, v, e, &check))?;
         }
         Ok(predictor)
@@ -69,6 +70,7 @@ impl Loaded {
         for (k, v) in &s.policies {
             let build = crate::policy::lookup(k).map_err(|e| self.wrap(e))?.build;
             let check = |t: &toml::Value| build(Some(t), &env).map(|_| ());
+            self.expect_table("policies", k, v)?;
             check(v).map_err(|e| self.table_err("policies", k, v, e, &check))?;
         }
         let (_, policy_params) =
@@ -126,6 +128,7 @@ impl Loaded {
         for (k, v) in &s.routers {
             let build = crate::route::lookup(k).map_err(|e| self.wrap(e))?.build;
             let check = |t: &toml::Value| build(Some(t), &router_env).map(|_| ());
+            self.expect_table("routers", k, v)?;
             check(v).map_err(|e| self.table_err("routers", k, v, e, &check))?;
         }
         let (_, router_params) =
