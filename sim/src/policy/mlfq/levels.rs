@@ -187,6 +187,11 @@ impl Levels {
         Bits(self.mask)
     }
 
+    /// Level `p` (empty when it holds nobody).
+    pub(super) fn level(&self, p: usize) -> &Level {
+        &self.q[p]
+    }
+
     /// Level `p` to change in place; [`Levels::sync`] after it if that may have emptied it.
     pub(super) fn level_mut(&mut self, p: usize) -> &mut Level {
         self.mask |= 1 << p;

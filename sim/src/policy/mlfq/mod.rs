@@ -42,7 +42,7 @@
 //! iteration waiting for the copy), `proactive` / `code` (FastServe's code: keep
 //! `max(max_batch_size, min_free_blocks)` blocks free, swap queued requests in ahead of their
 //! turn), `paper` (FastServe's paper: the same reserve, swaps ordered by ENST = min(T_promote,
-//! T_execute), largest out first, smallest in first; see [`Mlfq::enst_s`]; goes with
+//! T_execute), largest out first, smallest in first; see module `enst`; goes with
 //! `batch_memory = "evict"`). Proactive copies overlap compute on the copy engines.
 //!
 //! **`batch_memory = "evict"`** — a candidate that needs KV blocks takes them, as it joins the
@@ -119,11 +119,16 @@
 //! `summary.json` `replicas[].mlfq_levels`: per level, arrivals that joined it, demotions into it
 //! and starvation promotions out of it (these policies only).
 
+mod enst;
+#[cfg(test)]
+mod enst_tests;
 mod lazy;
 mod levels;
 mod offload;
 mod params;
 mod queues;
+#[cfg(test)]
+mod reference;
 mod reserve;
 mod steady;
 #[cfg(test)]
@@ -199,7 +204,8 @@ pub struct Mlfq {
     /// looking for KV) walk it instead of `order`, so their work does not grow with the queue of
     /// requests that never ran.
     ran_order: Levels,
-    /// Scratch: `order` as one slice (`offload = "paper"`), or a level being rebuilt.
+    /// Scratch: `order` as one slice (the tests' reference `offload = "paper"` pass), or a level
+    /// being rebuilt.
     flat: Vec<Slot>,
     /// Per slot: arrival sequence number (`fifo` keeps `order` sorted by it).
     arrival_seq: Vec<u64>,
@@ -219,7 +225,12 @@ pub struct Mlfq {
     lazy: Lazy,
     /// `quantum_ns(p)` for every level (computed once: it is on every iteration's path).
     quantum_ns_table: Vec<Ns>,
-    scores: Vec<f64>,
+    /// `offload = "paper"`: the ENST of the requests that hold KV, in priority order (scratch).
+    scored: Vec<enst::Scored>,
+    /// Scratch: the swap candidates of [`Mlfq::paper_offload`].
+    cand: Vec<enst::Scored>,
+    /// Queue entries the ENST pass looked at one by one (a work count for tests).
+    enst_looked: u64,
     /// Per level: arrivals, demotions into it, starvation promotions out of it (`summary.json`).
     hist: Vec<LevelCounts>,
     /// Scratch: the batch popped at the last boundary (`batch_memory = "reserve"`).
@@ -255,7 +266,9 @@ impl Mlfq {
                 ..Lazy::default()
             },
             quantum_ns_table: Vec::new(),
-            scores: Vec::new(),
+            scored: Vec::new(),
+            cand: Vec::new(),
+            enst_looked: 0,
             hist: (0..=LEVEL_CAP)
                 .map(|level| LevelCounts {
                     level,
