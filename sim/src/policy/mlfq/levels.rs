@@ -89,6 +89,14 @@ impl Level {
         }
     }
 
+    /// Keep the first `n` requests.
+    pub(super) fn truncate(&mut self, n: usize) {
+        self.buf.truncate(self.start + n);
+        if self.is_empty() {
+            self.clear();
+        }
+    }
+
     /// Remove the request at position `i` (shifting the shorter side).
     pub(super) fn remove(&mut self, i: usize) {
         let len = self.len();
