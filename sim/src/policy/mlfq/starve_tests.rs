@@ -160,7 +160,8 @@ fn starvation_check_matches_the_full_scan_reference() {
 
 /// A burst of 10,000 requests: once they are all idle past the threshold, each check (one per
 /// boundary) looks at the batch and the few that ran since the last check, not at the queue
-/// (the reference looks at every request at every check).
+/// (the reference looks at every request at every check); the requeue after it finds the batch
+/// behind the block from the back of level 0, not by walking the block.
 #[test]
 fn starvation_check_work_does_not_grow_with_the_queue() {
     let cost = Arc::new(ConstantCost { iteration_s: 0.01 });
@@ -195,5 +196,11 @@ fn starvation_check_work_does_not_grow_with_the_queue() {
         // the threshold (10 boundaries of 4).
         assert!(m.starve_looked < 199 * 60, "looked at {}", m.starve_looked);
         assert!(reference.starve_looked > 200 * 9_000);
+        // The check leaves the batch behind the block: the requeue finds it from the back.
+        assert!(
+            m.requeue_touched < 200 * 50,
+            "requeue looked at {}",
+            m.requeue_touched
+        );
     }
 }
