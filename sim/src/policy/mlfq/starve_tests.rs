@@ -174,7 +174,7 @@ fn starvation_check_work_does_not_grow_with_the_queue() {
         cfg.requeue_reverses_batch = reverses;
         let mut m = Mlfq::new(cfg.clone(), cost.clone(), "skip-join-mlfq");
         for s in 0..10_000 {
-            arrive(&mut m, s, (s % 4) as u32, 0);
+            arrive(&mut m, s, s % 4, 0);
         }
         let mut reference = m.clone();
         let mut now = 400 * MS;
