@@ -108,6 +108,8 @@ impl Mlfq {
     /// Start following a stepwise fast-forward lazily (the order is the batch).
     pub(super) fn lazy_begin(&mut self) {
         let max_level = self.max_level();
+        // Every request moves at each boundary followed.
+        self.dissolve_block();
         // Every queued request runs at each boundary followed (marked in `ran` below).
         self.ensure_ran(self.state.len());
         let lz = &mut self.lazy;

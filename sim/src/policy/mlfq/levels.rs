@@ -89,6 +89,14 @@ impl Level {
         }
     }
 
+    /// Keep the first `n` requests.
+    pub(super) fn truncate(&mut self, n: usize) {
+        self.buf.truncate(self.start + n);
+        if self.is_empty() {
+            self.clear();
+        }
+    }
+
     /// Remove the request at position `i` (shifting the shorter side).
     pub(super) fn remove(&mut self, i: usize) {
         let len = self.len();
@@ -187,6 +195,11 @@ impl Levels {
         Bits(self.mask)
     }
 
+    /// Level `p` (empty when it holds nobody).
+    pub(super) fn level(&self, p: usize) -> &Level {
+        &self.q[p]
+    }
+
     /// Level `p` to change in place; [`Levels::sync`] after it if that may have emptied it.
     pub(super) fn level_mut(&mut self, p: usize) -> &mut Level {
         self.mask |= 1 << p;
@@ -227,7 +240,7 @@ impl Levels {
         self.sync(p);
     }
 
-    /// Level `p` loses its first `n` requests marked in `taken` (searched from its front) and
+    /// Level `p` loses its `n` requests marked in `taken` (searched as [`free_ends`] does) and
     /// gets `group` at its front; its other requests keep their order. Returns the entries
     /// looked at.
     pub(super) fn requeue_level(
@@ -238,7 +251,11 @@ impl Levels {
         group: &[Slot],
     ) -> u64 {
         let q = &mut self.q[p];
-        let (looked, gone) = free_front(q.as_mut_slice(), n, taken);
+        let (looked, gone, back_gone) = free_ends(q.as_mut_slice(), n, taken);
+        if back_gone > 0 {
+            let len = q.len();
+            q.truncate(len - back_gone);
+        }
         // The first `gone` places are free: the group's last ones go there and the rest in front
         // of them, or the free places left over go.
         let k = group.len();
@@ -397,36 +414,53 @@ impl Levels {
     }
 }
 
-/// Make the first `n` requests of `q` marked in `taken` its first ones, the others before the
-/// n-th keeping their order behind them; returns the entries looked at and how many were found
-/// (they are `q[..found]` then).
-fn free_front(q: &mut [Slot], n: u32, taken: &[bool]) -> (u64, usize) {
-    if n == 0 {
-        return (0, 0);
-    }
-    let (mut end, mut left) = (0, n);
-    for &x in q.iter() {
-        end += 1;
-        if taken[x as usize] {
-            left -= 1;
-            if left == 0 {
-                break;
+/// Find the `n` requests of `q` marked in `taken` (or all there are), searched from its front
+/// and, once the front search has passed `2n + 16` entries without finding them all, from both
+/// ends in turn (a starvation check leaves the batch behind the promoted block: at the back).
+/// Those found from the front become `q`'s first ones (the others before them keep their order
+/// behind them), those found from the back its last ones (the others after them keep their
+/// order in front of them). Returns the entries looked at and how many were found from the
+/// front and from the back.
+fn free_ends(q: &mut [Slot], n: u32, taken: &[bool]) -> (u64, usize, usize) {
+    let len = q.len();
+    let front_only = 2 * n as usize + 16;
+    let (mut a, mut b, mut left) = (0, 0, n);
+    let (mut found_front, mut found_back) = (0, 0);
+    while left > 0 && a + b < len {
+        if a >= front_only && a - front_only >= b {
+            b += 1;
+            if taken[q[len - b] as usize] {
+                (found_back, left) = (found_back + 1, left - 1);
+            }
+        } else {
+            a += 1;
+            if taken[q[a - 1] as usize] {
+                (found_front, left) = (found_front + 1, left - 1);
             }
         }
     }
-    let found = (n - left) as usize;
-    let mut others = end - found;
-    let (mut w, mut r) = (end, end);
+    // Front: the others right-aligned in `q[..a]`.
+    let (mut w, mut r, mut others) = (a, a, a - found_front);
     while others > 0 {
         r -= 1;
-        let x = q[r];
-        if !taken[x as usize] {
+        if !taken[q[r] as usize] {
             w -= 1;
-            q[w] = x;
+            q[w] = q[r];
             others -= 1;
         }
     }
-    (end as u64, found)
+    // Back: the others left-aligned in `q[len - b..]`.
+    let (mut w, mut others) = (len - b, b - found_back);
+    let mut r = len - b;
+    while others > 0 {
+        if !taken[q[r] as usize] {
+            q[w] = q[r];
+            w += 1;
+            others -= 1;
+        }
+        r += 1;
+    }
+    ((a + b) as u64, found_front, found_back)
 }
 
 /// [`Window`] over [`Levels`]: the candidates are taken from the front and the victims searched

@@ -42,7 +42,7 @@
 //! iteration waiting for the copy), `proactive` / `code` (FastServe's code: keep
 //! `max(max_batch_size, min_free_blocks)` blocks free, swap queued requests in ahead of their
 //! turn), `paper` (FastServe's paper: the same reserve, swaps ordered by ENST = min(T_promote,
-//! T_execute), largest out first, smallest in first; see [`Mlfq::enst_s`]; goes with
+//! T_execute), largest out first, smallest in first; see module `enst`; goes with
 //! `batch_memory = "evict"`). Proactive copies overlap compute on the copy engines.
 //!
 //! **`batch_memory = "evict"`** — a candidate that needs KV blocks takes them, as it joins the
@@ -119,12 +119,20 @@
 //! `summary.json` `replicas[].mlfq_levels`: per level, arrivals that joined it, demotions into it
 //! and starvation promotions out of it (these policies only).
 
+mod enst;
+#[cfg(test)]
+mod enst_tests;
 mod lazy;
 mod levels;
 mod offload;
 mod params;
 mod queues;
+#[cfg(test)]
+mod reference;
 mod reserve;
+mod starve;
+#[cfg(test)]
+mod starve_tests;
 mod steady;
 #[cfg(test)]
 mod tests;
@@ -199,14 +207,19 @@ pub struct Mlfq {
     /// looking for KV) walk it instead of `order`, so their work does not grow with the queue of
     /// requests that never ran.
     ran_order: Levels,
-    /// Scratch: `order` as one slice (`offload = "paper"`), or a level being rebuilt.
+    /// Scratch: `order` as one slice (the tests' reference `offload = "paper"` pass), or a level
+    /// being rebuilt.
     flat: Vec<Slot>,
     /// Per slot: arrival sequence number (`fifo` keeps `order` sorted by it).
     arrival_seq: Vec<u64>,
     arrivals: u64,
     /// Queue entries the batch and memory scans looked at (a work count for tests).
     scanned: u64,
-    promote_buf: Vec<Slot>,
+    /// The requests the last starvation check promoted (see module `starve`).
+    block: starve::Block,
+    starve: starve::Scratch,
+    /// Queue entries the starvation checks looked at one by one (a work count for tests).
+    starve_looked: u64,
     taken: Vec<bool>,
     /// Scratch: requeued requests grouped by their new level.
     requeued: Vec<Slot>,
@@ -219,7 +232,12 @@ pub struct Mlfq {
     lazy: Lazy,
     /// `quantum_ns(p)` for every level (computed once: it is on every iteration's path).
     quantum_ns_table: Vec<Ns>,
-    scores: Vec<f64>,
+    /// `offload = "paper"`: the ENST of the requests that hold KV, in priority order (scratch).
+    scored: Vec<enst::Scored>,
+    /// Scratch: the swap candidates of [`Mlfq::paper_offload`].
+    cand: Vec<enst::Scored>,
+    /// Queue entries the ENST pass looked at one by one (a work count for tests).
+    enst_looked: u64,
     /// Per level: arrivals, demotions into it, starvation promotions out of it (`summary.json`).
     hist: Vec<LevelCounts>,
     /// Scratch: the batch popped at the last boundary (`batch_memory = "reserve"`).
@@ -245,7 +263,9 @@ impl Mlfq {
             arrival_seq: Vec::new(),
             arrivals: 0,
             scanned: 0,
-            promote_buf: Vec::new(),
+            block: starve::Block::default(),
+            starve: starve::Scratch::default(),
+            starve_looked: 0,
             taken: Vec::new(),
             requeued: Vec::new(),
             new_states: Vec::new(),
@@ -255,7 +275,9 @@ impl Mlfq {
                 ..Lazy::default()
             },
             quantum_ns_table: Vec::new(),
-            scores: Vec::new(),
+            scored: Vec::new(),
+            cand: Vec::new(),
+            enst_looked: 0,
             hist: (0..=LEVEL_CAP)
                 .map(|level| LevelCounts {
                     level,
@@ -316,6 +338,7 @@ impl Mlfq {
     /// Take `s` out of the queues (searched from the front of its level, where a request that
     /// just ran is).
     fn remove_from_order(&mut self, s: Slot) {
+        self.leave_block(s);
         let level = self.state[s as usize].level as usize;
         self.order.remove(level, s);
         if self.has_run(s) {
@@ -333,6 +356,7 @@ impl Mlfq {
         if self.ran.len() < n {
             self.ran.resize(n, false);
             self.arrival_seq.resize(n, 0);
+            self.block.member.resize(n, false);
         }
     }
 
@@ -405,81 +429,6 @@ impl Mlfq {
         b.add_decode(context);
         self.cost.iteration_s(&b).unwrap_or(0.0)
     }
-
-    /// Promote every queued request idle for at least the starvation threshold, but those of
-    /// `skip` (the batch just formed, with `starvation_check = "after-batch"`).
-    fn starvation_check(&mut self, now: Ns, skip: &[Slot]) {
-        if self.cfg.fifo {
-            return;
-        }
-        // Nearest, not truncated: 1.001 s × 1e9 = 1000999999.9999999 must not fire 1 ns early.
-        let threshold_ns = (self.cfg.starvation_threshold_s * 1e9).round() as Ns;
-        self.promote_buf.clear();
-        self.mark_taken(skip, true);
-        // One pass finds, marks and promotes (their places in the levels change below).
-        let reset = self.cfg.reset_attained_on_promotion;
-        let mut from_levels = 0u64;
-        for (p, q) in self.order.levels() {
-            for &s in q.as_slice() {
-                let st = &mut self.state[s as usize];
-                if now.saturating_sub(st.last_step_ns) < threshold_ns || self.taken[s as usize] {
-                    continue;
-                }
-                self.taken[s as usize] = true;
-                self.promote_buf.push(s);
-                from_levels |= 1 << p;
-                if p > 0 {
-                    st.promotions += 1;
-                    self.hist[p].promotions_out += 1;
-                }
-                st.level = 0;
-                if reset {
-                    st.attained_ns = 0;
-                }
-            }
-        }
-        // The batch was marked only to be passed over (none of it was promoted).
-        self.mark_taken(skip, false);
-        if self.promote_buf.is_empty() {
-            return;
-        }
-        let buf = std::mem::take(&mut self.promote_buf);
-        // The levels the promoted requests left lose them (each walked once).
-        let taken = &self.taken;
-        for p in (0..=LEVEL_CAP as usize).filter(|&p| from_levels >> p & 1 == 1) {
-            self.order.retain(p, taken);
-            self.ran_order.retain(p, taken);
-        }
-        // As `requeue_batch`: pushed one at a time to the front of level 0 in queue order with
-        // `requeue_reverses_batch` (so the last one pushed comes first), else in reverse order.
-        let reverses = self.cfg.requeue_reverses_batch;
-        let group = &mut self.requeued;
-        to_front(&mut self.order, &buf, reverses, |_| true, group);
-        let ran = &self.ran;
-        let has_run = |s: Slot| ran.get(s as usize) == Some(&true);
-        to_front(&mut self.ran_order, &buf, reverses, has_run, group);
-        self.mark_taken(&buf, false);
-        self.promote_buf = buf;
-    }
-}
-
-/// Put the members of `front` that pass `keep` at the front of level 0, as pushing them there
-/// one at a time in their order (`reverse`: so that they end up reversed) or in reverse order
-/// (they keep theirs) would (`group`: scratch).
-fn to_front(
-    seq: &mut Levels,
-    front: &[Slot],
-    reverse: bool,
-    keep: impl Fn(Slot) -> bool,
-    group: &mut Vec<Slot>,
-) {
-    group.clear();
-    if reverse {
-        group.extend(front.iter().rev().copied().filter(|&s| keep(s)));
-    } else {
-        group.extend(front.iter().copied().filter(|&s| keep(s)));
-    }
-    seq.requeue_level(0, 0, &[], group);
 }
 
 impl Mlfq {
@@ -551,6 +500,7 @@ impl Policy for Mlfq {
         self.hist[level as usize].arrivals += 1;
         self.ensure_ran(s as usize + 1);
         self.ran[s as usize] = false;
+        debug_assert!(!self.block.member[s as usize]);
         self.arrival_seq[s as usize] = self.arrivals;
         self.arrivals += 1;
         self.enqueue_arrival(s);

@@ -1,11 +1,9 @@
 //! Memory management: proactive offloading (FastServe's `reserve_free_blocks`, or the paper's
-//! ENST order).
+//! ENST order, module `enst`).
 
-use super::super::common::{OffloadTarget, score_offload};
 use super::super::{Plan, PreemptMode, PreemptionChoice, ReplicaView, RunItem};
 use super::{Mlfq, Offload};
 use crate::vocab::request::{KvLoc, Slot};
-use crate::vocab::time::ns_to_s;
 
 /// For the requests of the order met front to back: whether each is in `run` (formed from the
 /// order in order, so a subsequence of it: the two are walked together) or marked in `taken`.
@@ -24,55 +22,6 @@ fn plan_members<'a>(run: &'a [RunItem], taken: &'a [bool]) -> impl FnMut(Slot) -
 impl Mlfq {
     pub(super) fn preemption(&self) -> PreemptionChoice {
         self.cfg.preemption
-    }
-
-    /// Estimated Next Scheduled Time (seconds from now) of every request of `self.order`, into
-    /// `self.scores` (FastServe paper §KV-cache management; `shared/docs/scheduling-papers.md`
-    /// §1.5). For request i at level p_i, with B = `max_batch_size`, q_k the level quanta and
-    /// a_j the service j attained at its current level:
-    ///
-    /// - `T_promote(i) = max(0, α − idle_i)` (α = `starvation_threshold_s`, idle on the
-    ///   starvation clock); ∞ at level 0, where promotion changes nothing;
-    /// - `T_execute(i, j)` for every j ahead of i in priority order: the time j runs before it
-    ///   drops below i assuming it never finishes — `(q_{p_j} − a_j) + Σ_{p_j<k<p_i} q_k` for
-    ///   `p_j < p_i` (the paper's `Σ_{k=p_j}^{p_i−1} q_k` with j's quantum already used at its
-    ///   own level taken off, our refinement), and `q_{p_i} − a_j` for j ahead in i's own level
-    ///   (0 in the paper's formula, which would make a level's members indistinguishable);
-    /// - `T_execute(i) = (1/B) Σ_j T_execute(i, j)`; `ENST(i) = min(T_promote, T_execute)`.
-    ///
-    /// O(requests) with running sums: `Σ_j T(i,j) = n_prev·Q(p_i) − Σ_prev (Q(p_j) + a_j) +
-    /// n_same·q_{p_i} − Σ_same a_j`, `Q(p) = Σ_{k<p} q_k`.
-    pub fn enst_s(&mut self, view: &ReplicaView) {
-        self.scores.clear();
-        let b = view.limits.max_batch_size.max(1) as f64;
-        let alpha = self.cfg.starvation_threshold_s;
-        let (mut level, mut q_prefix, mut q_level) = (0u32, 0.0f64, self.quantum_s(0));
-        let (mut n_prev, mut s_prev) = (0.0f64, 0.0f64);
-        let (mut n_same, mut a_same, mut qa_same) = (0.0f64, 0.0f64, 0.0f64);
-        for s in self.order.iter() {
-            let st = self.state[s as usize];
-            while level < st.level {
-                // Order is level by level: fold the finished level into the "previous" sums.
-                n_prev += n_same;
-                s_prev += qa_same;
-                (n_same, a_same, qa_same) = (0.0, 0.0, 0.0);
-                q_prefix += q_level;
-                level += 1;
-                q_level = self.quantum_s(level);
-            }
-            let a = ns_to_s(st.attained_ns).min(q_level);
-            let sum = n_prev * q_prefix - s_prev + n_same * q_level - a_same;
-            let t_execute = sum.max(0.0) / b;
-            let t_promote = if st.level == 0 {
-                f64::INFINITY
-            } else {
-                (alpha - ns_to_s(view.now_ns.saturating_sub(st.last_step_ns))).max(0.0)
-            };
-            self.scores.push(t_execute.min(t_promote));
-            n_same += 1.0;
-            a_same += a;
-            qa_same += q_prefix + a;
-        }
     }
 
     /// Proactive offloading after the batch is formed (see [`Offload`]).
@@ -121,36 +70,6 @@ impl Mlfq {
         for &(s, _) in &plan.preempt {
             self.taken[s as usize] = false;
         }
-    }
-
-    /// `offload = "paper"`: the scores of [`Self::enst_s`] pick who is swapped out and in.
-    fn paper_offload(
-        &mut self,
-        view: &ReplicaView,
-        plan: &mut Plan,
-        free_after: u32,
-        reserve: u32,
-    ) {
-        self.enst_s(view);
-        let mut taken = std::mem::take(&mut self.taken);
-        self.flat.clear();
-        self.flat.extend(self.order.iter());
-        score_offload(
-            view,
-            plan,
-            &self.flat,
-            &self.scores,
-            OffloadTarget {
-                free_after,
-                reserve,
-                window: match self.cfg.swap_in_window {
-                    0 => usize::MAX,
-                    w => w as usize,
-                },
-            },
-            &mut taken,
-        );
-        self.taken = taken;
     }
 
     /// Swap out GPU-resident requests outside the batch from the lowest priority up to

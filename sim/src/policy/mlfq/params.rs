@@ -106,7 +106,7 @@ pub enum Offload {
     Proactive,
     /// FastServe paper: the same reserve, but swaps are ordered by the Estimated Next Scheduled
     /// Time `ENST = min(T_promote, T_execute)` — largest ENST swapped out first, smallest swapped
-    /// in first — overlapped with compute ([`Mlfq::enst_s`], [`super::common::score_offload`]).
+    /// in first — overlapped with compute (module `enst`).
     Paper,
 }
 

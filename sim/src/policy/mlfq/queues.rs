@@ -26,6 +26,9 @@ impl Mlfq {
         if batch.is_empty() {
             return;
         }
+        for &s in batch {
+            self.leave_block(s);
+        }
         let max_level = self.max_level();
         // How many batch members leave each old level, of `order` and of `ran_order`, how many
         // land at each new level (`count[p + 1]`), and the lowest level either reaches.

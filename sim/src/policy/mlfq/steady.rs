@@ -134,6 +134,9 @@ impl FastForward for Mlfq {
         self.materialize();
         self.iterations += iterations;
         for &s in batch.iter() {
+            self.leave_block(s);
+        }
+        for &s in batch.iter() {
             let st = &mut self.state[s as usize];
             st.attained_ns += service_ns;
             st.last_step_ns = view.now_ns;

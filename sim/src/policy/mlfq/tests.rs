@@ -10,7 +10,7 @@ const MS: Ns = 1_000_000;
 impl Mlfq {
     /// Queue `s` (its state set) at the back of its level as an arrival does; `has_run`: it ran
     /// before (it joins `ran_order`, at the back of its level there too).
-    fn enqueue_for_test(&mut self, s: Slot, has_run: bool) {
+    pub(super) fn enqueue_for_test(&mut self, s: Slot, has_run: bool) {
         self.ensure_ran(s as usize + 1);
         self.arrival_seq[s as usize] = self.arrivals;
         self.arrivals += 1;
@@ -180,11 +180,16 @@ fn lazy_requeue_equals_write_back_then_requeue() {
 #[test]
 fn enst_by_hand() {
     let (mut m, reqs, kv, host, now) = setup(Offload::Paper);
-    m.enst_s(&view(&reqs, &kv, &host, now));
+    let v = view(&reqs, &kv, &host, now);
+    let scores = m.enst_s(&v);
     let want = [0.0, 0.003, 0.028, 0.010];
-    for (got, want) in m.scores.iter().zip(want) {
-        assert!((got - want).abs() < 1e-12, "{:?} vs {want:?}", m.scores);
+    for (got, want) in scores.iter().zip(want) {
+        assert!((got - want).abs() < 1e-12, "{scores:?} vs {want:?}");
     }
+    // The pass over the requests that hold KV gives the same scores (all four hold KV).
+    m.enst_scored(&v, &[false; 4]);
+    let fast: Vec<f64> = m.scored.iter().map(|c| c.score).collect();
+    assert_eq!(fast, scores);
 }
 
 /// With 0 and 1 in the batch and no free block, the reserve (B = 2 blocks) needs one
