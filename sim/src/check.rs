@@ -29,6 +29,19 @@ type Table = (Vec<String>, BTreeMap<String, Vec<String>>);
 /// real sweep; a wrong path (`/dev/zero`, a binary) is an error, not a hang.
 pub const MAX_SWEEP_CSV_BYTES: u64 = 256 << 20;
 
+/// Where the metrics of a `sweep.csv` header start (its `requests` column): after `run` and the
+/// axes. A file whose first column is not `run`, or without `requests` after it, is no sweep.csv
+/// (nor a golden file `check --bless` may replace).
+pub fn sweep_axes_end(headers: &[String]) -> std::result::Result<usize, String> {
+    if headers.first().map(String::as_str) != Some("run") {
+        return Err("not a sweep.csv (its first column is not `run`)".into());
+    }
+    headers
+        .iter()
+        .position(|h| h == "requests")
+        .ok_or_else(|| "not a sweep.csv (no `requests` column)".into())
+}
+
 fn read(path: &Path) -> Result<Table> {
     let io = |e: &dyn std::fmt::Display| SimError::Io {
         path: path.to_path_buf(),
@@ -42,10 +55,7 @@ fn read(path: &Path) -> Result<Table> {
         .iter()
         .map(str::to_string)
         .collect();
-    let n_axes = headers
-        .iter()
-        .position(|h| h == "requests")
-        .ok_or_else(|| io(&"not a sweep.csv (no `requests` column)"))?;
+    let n_axes = sweep_axes_end(&headers).map_err(|m| io(&m))?;
     for (i, h) in headers.iter().enumerate() {
         if headers[..i].contains(h) {
             return Err(SimError::Input {

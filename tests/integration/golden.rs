@@ -238,3 +238,52 @@ fn check_rejects_non_finite_cells_as_bad_fields() {
         assert!(err.contains("/dev/zero: larger than 256 MiB"), "{err}");
     }
 }
+
+/// A CSV whose first column is `requests` made `check` and `plot` panic (exit 101, a slice
+/// index); `check --bless` overwrote an ordinary CSV with a `requests` column further right; and
+/// it blessed a golden file inside the sweep output it read, which the next sweep deleted. A
+/// sweep.csv (or golden file) starts with `run`, and a golden file is kept outside its sweep.
+#[test]
+fn check_and_plot_refuse_files_that_are_no_sweep_csv_and_bless_outside_the_sweep() {
+    let tmp = tempfile::tempdir().unwrap();
+    let golden = root().join("results/golden/golden_small.csv");
+    let g = golden.to_str().unwrap();
+    let one = tmp.path().join("one.csv");
+    std::fs::write(&one, "requests\n5\n").unwrap();
+    let o = one.to_str().unwrap();
+    for (actual, gold) in [(g, o), (o, g)] {
+        let (code, _out, err) = cli(&["check", actual, "--golden", gold]);
+        assert_eq!(code, 2, "{err}");
+        assert!(
+            err.contains("one.csv: not a sweep.csv (its first column is not `run`)"),
+            "{err}"
+        );
+    }
+    let sw = tmp.path().join("sw");
+    std::fs::create_dir(&sw).unwrap();
+    std::fs::write(sw.join("sweep.csv"), "requests,x\n5,1\n").unwrap();
+    let (code, _out, err) = cli(&["plot", sw.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("its first column is not `run`"), "{err}");
+    // An ordinary CSV with a `requests` column is not a golden file to overwrite.
+    let servers = tmp.path().join("servers.csv");
+    let text = "date,host,requests,owner\n2026-01-01,web1,5000,alice\n";
+    std::fs::write(&servers, text).unwrap();
+    let (code, _out, err) = cli(&["check", g, "--golden", servers.to_str().unwrap(), "--bless"]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(std::fs::read_to_string(&servers).unwrap(), text);
+    // Blessing inside the sweep directory it checks is refused.
+    let exp = tmp.path().join("exp");
+    sweep(&root().join("scenarios/golden_small.toml"), &exp, "2");
+    let inside = exp.join("runs/golden.csv");
+    let (code, _out, err) = cli(&[
+        "check",
+        exp.to_str().unwrap(),
+        "--golden",
+        inside.to_str().unwrap(),
+        "--bless",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("inside the sweep output"), "{err}");
+    assert!(!inside.exists());
+}

@@ -79,6 +79,22 @@ fn bless(a: &CheckArgs, actual: &std::path::Path, out: &mut dyn Write) -> anyhow
                 msg: format!("cannot read: {e}"),
             }
         })?;
+    // Never inside the sweep output it checks: the next sweep to that directory replaces it.
+    let parent = a.golden.parent().filter(|p| !p.as_os_str().is_empty());
+    let parent = std::fs::canonicalize(parent.unwrap_or(std::path::Path::new(".")));
+    let sweep_dir = std::fs::canonicalize(actual.parent().unwrap_or(std::path::Path::new(".")));
+    if let (Ok(parent), Ok(sweep_dir), true) = (parent, sweep_dir, a.sweep.is_dir())
+        && parent.starts_with(&sweep_dir)
+    {
+        return Err(SimError::Io {
+            path: a.golden.clone(),
+            msg: format!(
+                "--golden is inside the sweep output {} it checks, which the next sweep to that directory replaces; keep the golden file outside it (e.g. beside the scenario)",
+                a.sweep.display()
+            ),
+        }
+        .into());
+    }
     // A golden file is a sweep.csv copy: never bless onto a scenario, a summary.json, ….
     if a.golden.exists() && a.golden.extension().is_none_or(|x| x != "csv") {
         return Err(SimError::Io {
@@ -98,7 +114,7 @@ fn bless(a: &CheckArgs, actual: &std::path::Path, out: &mut dyn Write) -> anyhow
         if !same_header && !crate::check::is_golden(&a.golden) {
             return Err(SimError::Io {
                 path: a.golden.clone(),
-                msg: "exists and is not a golden sweep.csv (no `requests` column or unreadable rows, and another header than the sweep's); refusing to overwrite it: choose another --golden, or delete it first".into(),
+                msg: "exists and is not a golden sweep.csv (first column not `run`, no `requests` column or unreadable rows, and another header than the sweep's); refusing to overwrite it: choose another --golden, or delete it first".into(),
             }
             .into());
         }

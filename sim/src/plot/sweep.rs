@@ -76,10 +76,7 @@ fn read_sweep(path: &Path) -> Result<(Vec<Row>, Vec<String>, Option<String>)> {
         .iter()
         .map(str::to_string)
         .collect();
-    let first_metric = headers
-        .iter()
-        .position(|h| h == "requests")
-        .ok_or_else(|| perr(path, "not a sweep.csv (no `requests` column)"))?;
+    let first_metric = crate::check::sweep_axes_end(&headers).map_err(|m| perr(path, m))?;
     let axes: Vec<String> = headers[1..first_metric].to_vec();
     let mut rows = Vec::new();
     let mut skipped = Skipped::default();
