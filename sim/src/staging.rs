@@ -223,7 +223,16 @@ fn held_input<'a>(dest: &Path, inputs: &'a [PathBuf]) -> Option<&'a PathBuf> {
 /// Commands call it before their work starts, so a refusal costs nothing; [`StagedDir`] checks
 /// again when it replaces the destination.
 pub fn check_dest(dest: &Path, replace: &Replace) -> Result<()> {
-    split(dest, "directory")?;
+    let (_, name) = split(dest, "directory")?;
+    if file::reserved_name(&name) {
+        return Err(io(
+            dest,
+            format!(
+                "`{}` is a name servesim keeps for its own bookkeeping (output markers, locks, staging); choose another --out",
+                crate::error::echo(&name)
+            ),
+        ));
+    }
     if let Some(input) = inside_input(dest, &replace.inputs) {
         return Err(io(
             dest,

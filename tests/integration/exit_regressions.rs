@@ -513,3 +513,33 @@ fn a_synthetic_request_that_never_fits_names_the_trace_table() {
     assert!(r.stderr.contains("more KV memory"), "{}", r.stderr);
     assert!(!w.path("out").exists());
 }
+
+/// Output directories named like servesim's staging, set-aside or lock entries
+/// (`.o.servesim-tmp-…`, `.o.servesim-old-…`, the older `.o.tmp-PID`, `.o.servesim-lock`) were
+/// accepted, and the next `--out o` then deleted or moved them as debris.
+#[test]
+fn output_directories_may_not_take_bookkeeping_names() {
+    let w = Workdir::new();
+    for name in [
+        ".o.servesim-tmp-99999-0",
+        ".o.servesim-old-99999-0",
+        ".o.tmp-99999",
+        ".o.servesim-lock",
+    ] {
+        let r = cli([
+            "run".into(),
+            os(&w.write("s.toml", BASE)),
+            "--out".into(),
+            os(&w.path(name)),
+            "--quiet".into(),
+        ]);
+        assert_eq!(r.code, 2, "{name}: {}", r.stderr);
+        assert!(
+            r.stderr
+                .contains("name servesim keeps for its own bookkeeping"),
+            "{}",
+            r.stderr
+        );
+        assert!(!w.path(name).exists(), "{name}");
+    }
+}

@@ -34,7 +34,8 @@ pub fn check_file_dest(dest: &Path, inputs: &[PathBuf], replace: bool) -> Result
         return Err(io(
             dest,
             format!(
-                "`{name}` is a name servesim keeps for its own bookkeeping (output markers, locks, staging); choose another output file name"
+                "`{}` is a name servesim keeps for its own bookkeeping (output markers, locks, staging); choose another output file name",
+                crate::error::echo(&name)
             ),
         ));
     }
@@ -191,10 +192,12 @@ pub fn first_line_is(path: &Path, line: &str) -> bool {
 }
 
 /// Names servesim gives its own bookkeeping files: the output marker, locks and staging or
-/// set-aside directories. A file output of that name would pass for one of them.
-fn reserved_name(name: &str) -> bool {
+/// set-aside directories (and the older `.NAME.tmp-PID` staging). An output of that name would
+/// pass for one of them, and be cleaned up as debris.
+pub(super) fn reserved_name(name: &str) -> bool {
     name == MARKER_FILE
         || name.ends_with(".servesim-lock")
         || name.contains(".servesim-tmp-")
         || name.contains(".servesim-old-")
+        || (name.starts_with('.') && name.contains(".tmp-"))
 }
