@@ -231,8 +231,13 @@ fn capacity_reports_an_open_bracket() {
     let w = Workdir::new();
     let sc = capacity_scenario(&w);
     // A target met at every rate still closes its bracket where the runs stop being stable
-    // (capacity counts only stable runs); one request cannot be judged unstable, so with one
-    // request the bracket stays open above.
+    // (capacity counts only stable runs); two one-token requests served in 1 ns each stay
+    // stable at any rate probed, so their bracket stays open above. (One request cannot be
+    // judged at all: an error, `capacity_on_a_trace_too_short_to_judge_is_an_error`.)
+    let fast = w.write(
+        "fast.toml",
+        "name = \"fast\"\nmodel = \"opt-13b\"\ngpu = \"a100-40gb\"\n[trace]\narrival = \"poisson\"\nrate_per_s = 1.0\ninput_lengths = { dist = \"fixed\", value = 4 }\noutput_lengths = { dist = \"fixed\", value = 1 }\nnum_requests = 2\n[cost]\nmodel = \"constant\"\niteration_s = 1e-9\n[scheduler]\npolicy = \"vllm\"\n",
+    );
     for (slo, bracket, words, requests) in [
         (
             "per_token_s=1e-9",
@@ -246,13 +251,14 @@ fn capacity_reports_an_open_bracket() {
             "per_token_s=1e9",
             "above",
             "above the highest probed rate 1048576 req/s (the bracket never closed)",
-            "1",
+            "2",
         ),
     ] {
         let dir = w.path(bracket);
+        let scenario = if bracket == "above" { &fast } else { &sc };
         let r = cli([
             "capacity",
-            sc.to_str().unwrap(),
+            scenario.to_str().unwrap(),
             "--slo",
             slo,
             "--seeds",

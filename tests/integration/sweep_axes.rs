@@ -409,3 +409,23 @@ fn capacity_on_a_statistic_no_request_has_is_an_error() {
     ]);
     assert_user_error(&w, &r, &["has a `tpot_s`", "at least two output tokens"]);
 }
+
+/// `capacity --num-requests 1`: a run of one request cannot be judged, which counted as stable
+/// at every rate and answered "> 1048576 req/s"; now the probe fails saying why.
+#[test]
+fn capacity_on_a_trace_too_short_to_judge_is_an_error() {
+    let w = Workdir::new();
+    w.write("trace.csv", format!("{HEADER}{GOOD_ROWS}"));
+    w.write("scenario.toml", scenario("vllm", ""));
+    let r = cli([
+        "capacity".into(),
+        w.path("scenario.toml").into_os_string(),
+        "--slo".into(),
+        "jct_s=30".into(),
+        "--num-requests".into(),
+        "1".into(),
+        "--out".into(),
+        w.path("cap").into_os_string(),
+    ]);
+    assert_user_error(&w, &r, &["too few to judge whether it kept up"]);
+}
