@@ -163,6 +163,12 @@ fn io(path: &Path, e: impl std::fmt::Display) -> SimError {
 /// Distinguishes the staging paths of one process (tests run many commands in one process).
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// `dest` without a trailing `/` or `/.` (`--out o/.`, `--out LINK/`): the directory entry the
+/// output replaces is `o` (a link itself, not what it points to), as every check assumes.
+fn without_trailing_dots(dest: &Path) -> PathBuf {
+    dest.components().collect()
+}
+
 /// `dest`'s parent (`.` when it has none) and its final component.
 fn split(dest: &Path, what: &str) -> Result<(PathBuf, String)> {
     let name = match dest.file_name() {
@@ -223,6 +229,7 @@ fn held_input<'a>(dest: &Path, inputs: &'a [PathBuf]) -> Option<&'a PathBuf> {
 /// Commands call it before their work starts, so a refusal costs nothing; [`StagedDir`] checks
 /// again when it replaces the destination.
 pub fn check_dest(dest: &Path, replace: &Replace) -> Result<()> {
+    let dest = &without_trailing_dots(dest);
     let (_, name) = split(dest, "directory")?;
     if file::reserved_name(&name) {
         return Err(io(
@@ -620,6 +627,7 @@ impl StagedDir {
     /// Check `dest` (see [`check_dest`]), take its lock, clean debris of killed writers and create
     /// the staging directory with the marker file.
     pub fn new(dest: &Path, replace: &Replace) -> Result<Self> {
+        let dest = &without_trailing_dots(dest);
         check_dest(dest, replace)?;
         let (parent, name) = split(dest, "directory")?;
         let created = create_parents(&parent)?;

@@ -543,3 +543,43 @@ fn output_directories_may_not_take_bookkeeping_names() {
         assert!(!w.path(name).exists(), "{name}");
     }
 }
+
+/// `--out o/.` ran the whole job and then failed with "Device or resource busy (os error 16)";
+/// `--out LINK/ --force` with "Not a directory (os error 20)". A trailing `/` or `/.` names the
+/// entry itself: `o/.` replaces `o`, and `LINK/` is the link (refused without --force).
+#[cfg(unix)]
+#[test]
+fn trailing_slashes_and_dots_in_out_name_the_entry_itself() {
+    let w = Workdir::new();
+    let s = w.write("s.toml", BASE);
+    let run_to = |out: &str, force: bool| {
+        let mut args: Vec<OsString> = vec!["run".into(), os(&s), "--out".into(), os(&w.path(out))];
+        args.push("--quiet".into());
+        if force {
+            args.push("--force".into());
+        }
+        cli(args)
+    };
+    assert_eq!(run_to("o", false).code, 0);
+    let r = run_to("o/.", false);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(w.path("o/summary.json").is_file());
+    std::fs::create_dir(w.path("target")).unwrap();
+    std::os::unix::fs::symlink(w.path("target"), w.path("link")).unwrap();
+    let r = run_to("link/", false);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("the output path is a symbolic link"),
+        "{}",
+        r.stderr
+    );
+    let r = run_to("link/", true);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(w.path("link/summary.json").is_file());
+    assert!(
+        std::fs::read_dir(w.path("target"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+}
