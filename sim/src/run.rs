@@ -657,6 +657,11 @@ fn locate_request_error(e: crate::error::SimError, r: &Resolved) -> crate::error
         };
     }
     match (e, trace) {
+        // A setting found wrong during the run: the scenario's.
+        (crate::error::SimError::Config(msg), _) => crate::error::SimError::Scenario {
+            path: r.scenario_path.clone(),
+            msg,
+        },
         (crate::error::SimError::Request { id, msg }, TraceSource::File { path, .. }) => {
             crate::error::SimError::Input {
                 path: path.clone(),

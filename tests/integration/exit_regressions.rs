@@ -583,3 +583,27 @@ fn trailing_slashes_and_dots_in_out_name_the_entry_itself() {
             .is_none()
     );
 }
+
+/// fcfs's default reservation (the whole context limit) larger than the KV pool was reported as
+/// "request 0: fcfs reservation of N KV blocks exceeds …", with no file or setting (or blaming
+/// a trace row); now it names the scenario and the settings at fault.
+#[test]
+fn an_fcfs_reservation_larger_than_the_pool_names_the_settings() {
+    let w = Workdir::new();
+    let text = BASE
+        .replace("policy = \"vllm\"", "policy = \"fcfs\"")
+        .replace(
+            "block_tokens = 16\n",
+            "block_tokens = 16\nkv_capacity_blocks = 100\n",
+        );
+    let r = run_scenario(&w, &text);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("s.toml: [policies.fcfs] reserve = \"max\" reserves the whole context limit")
+            && r.stderr
+                .contains("max_context_tokens = 2048: 128 KV blocks), but a replica holds 100"),
+        "{}",
+        r.stderr
+    );
+}

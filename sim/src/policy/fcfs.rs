@@ -103,12 +103,19 @@ impl Policy for Fcfs {
     fn on_arrival(&mut self, s: Slot, view: &ReplicaView) -> Result<()> {
         let need = view.blocks_for_tokens(self.reservation_tokens(view, s));
         if need > view.capacity_blocks() {
-            return Err(SimError::Request {
-                id: view.req(s).id,
-                msg: format!(
-                    "fcfs reservation of {need} KV blocks exceeds the replica's {} blocks",
-                    view.capacity_blocks()
-                ),
+            let cap = view.capacity_blocks();
+            return Err(match self.params.reserve {
+                // The same for every request: a setting, not a row, is at fault.
+                Reserve::Max => SimError::config(format!(
+                    "[policies.fcfs] reserve = \"max\" reserves the whole context limit for each request ([scheduler] max_context_tokens = {}: {need} KV blocks), but a replica holds {cap} blocks; set reserve = \"oracle\", lower max_context_tokens, or give the replicas more KV memory ([memory])",
+                    self.limits.max_context_tokens
+                )),
+                Reserve::Oracle => SimError::Request {
+                    id: view.req(s).id,
+                    msg: format!(
+                        "fcfs reservation of its known length ([policies.fcfs] reserve = \"oracle\": {need} KV blocks) exceeds the replica's {cap} blocks"
+                    ),
+                },
             });
         }
         self.waiting.push_back(s);
