@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 
 pub use super::chunking::{chunk_budget, chunk_step, record_chunking};
+use super::plain_index::NoOps;
 #[cfg(test)]
 pub use super::ranking::Ranking;
 pub use super::ranking::{KeyedRanking, RankKey};
@@ -145,11 +146,10 @@ pub(super) trait Window {
     /// True only if no request of the window has its KV on the GPU and is out of the pipeline:
     /// then every runnable candidate left needs blocks, and none can be freed by eviction.
     fn no_resident_left(&mut self, view: &ReplicaView) -> bool;
-    /// No GPU block is free and `max_no_op_need` are freeing: the window may pass over
-    /// candidates with no KV anywhere, out of the pipeline, that need `1..=max_no_op_need` blocks
-    /// (they cannot join, and make nobody be evicted). Only when misfits are skipped, with no
-    /// chunk budget and no deferred new request.
-    fn pass_no_ops(&mut self, _max_no_op_need: u32) {}
+    /// The window may pass over the plain candidates that are no-ops under `no_ops` (they
+    /// cannot join, and make nobody be evicted: [`NoOps`]). Only when misfits are skipped, with
+    /// no chunk budget and no deferred new request.
+    fn pass_no_ops(&mut self, _no_ops: &NoOps) {}
 }
 
 /// Whether `s` can be preempted to give up GPU blocks.
@@ -219,8 +219,14 @@ pub(super) fn form_priority_batch_from(
         if free == 0 && order.no_resident_left(view) {
             break;
         }
-        if may_pass && free == 0 && freeing > 0 {
-            order.pass_no_ops(freeing);
+        if may_pass {
+            let tokens_left = limits.max_batch_tokens as i64 - prefill_tokens as i64;
+            order.pass_no_ops(&NoOps {
+                tokens_left: has_prefill.then_some(tokens_left),
+                free,
+                freeing,
+                block_tokens: view.block_tokens(),
+            });
         }
         let Some(s) = order.next_candidate() else {
             break;
