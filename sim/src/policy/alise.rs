@@ -38,7 +38,7 @@
 //!   first iteration falls from 118 s to 48 s (w = 1: 12 s); past saturation large weights make
 //!   aged requests preempt one another (1.5 req/s, w = 10: 0.41 req/s served instead of 1.50);
 //! - a request that outlives its prediction follows the engine's rule
-//!   (`generated + max(16, prediction/2)`);
+//!   (`generated + max(16, prediction/2)`, at most what the context leaves);
 //! - the default predictor is `history` (k nearest completed requests by input length), the
 //!   realistic stand-in for ALISE's retrieval predictor;
 //! - batch formation skips requests that do not fit; KV pressure preempts resident requests of

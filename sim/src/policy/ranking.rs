@@ -134,7 +134,8 @@ impl Ord for RankKey {
 /// re-keying and sorting every unfinished request. Eviction victims are searched among the
 /// requests that may hold GPU KV only, so the requests looked at are bounded by the batch and the
 /// GPU pool, not by the queue; and, for a [`KeyedRanking::jumping`] one, runs of candidates that
-/// can neither join nor cause an eviction are jumped over ([`PlainIndex`]). Same order, same keys, same plans.
+/// can neither join nor cause an eviction are jumped over ([`PlainIndex`]). Same order, same keys,
+/// same plans.
 #[derive(Debug, Default)]
 pub struct KeyedRanking {
     set: BTreeSet<RankKey>,
