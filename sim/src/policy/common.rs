@@ -220,13 +220,8 @@ pub(super) fn form_priority_batch_from(
             break;
         }
         if may_pass {
-            let tokens_left = limits.max_batch_tokens as i64 - prefill_tokens as i64;
-            order.pass_no_ops(&NoOps {
-                tokens_left: has_prefill.then_some(tokens_left),
-                free,
-                freeing,
-                block_tokens: view.block_tokens(),
-            });
+            let prefills = has_prefill.then_some(prefill_tokens);
+            order.pass_no_ops(&no_ops(view, prefills, free, freeing));
         }
         let Some(s) = order.next_candidate() else {
             break;
@@ -277,6 +272,18 @@ pub(super) fn form_priority_batch_from(
         plan.run_chunk(s, step.0);
     }
     free
+}
+
+/// The no-op candidates of a formation whose batch holds `prefills` prefill tokens (`None`: no
+/// prefill yet) with `free` GPU blocks free and `freeing` on their way out.
+fn no_ops(view: &ReplicaView, prefills: Option<u64>, free: u32, freeing: u32) -> NoOps {
+    let max_batch_tokens = view.limits.max_batch_tokens as i64;
+    NoOps {
+        tokens_left: prefills.map(|p| max_batch_tokens - p as i64),
+        free,
+        freeing,
+        block_tokens: view.block_tokens(),
+    }
 }
 
 /// Evict resident requests from the back of `order` (lowest priority first) until `need` blocks
