@@ -1,7 +1,8 @@
 //! Hand-computed scenarios of the size-based and predicted-length policies, with exact
 //! timestamps: srpt-oracle's preemption at the next iteration boundary and ties by arrival,
 //! FastServe's three-job illustration, non-preemptive sjf-oracle, vllm-ltr's starvation boost,
-//! ALISE without and with aging, and the predictors (`noisy` with σ = 0, the misprediction rule).
+//! ALISE without and with aging, and the predictors (`noisy` with σ = 0, the misprediction rule,
+//! predictions bounded by the context).
 //! Conventions, cost models and the scenario builder: [`crate::policies`].
 
 use crate::policies::{
@@ -378,4 +379,55 @@ fn misprediction_rule_shows_in_requests_csv() {
         seen += 1;
     }
     assert_eq!(seen, truth.len());
+}
+
+/// `requests.csv` of `out`: (id, input, output, predicted output) per request.
+fn predictions(out: &servesim::run::RunOutput) -> Vec<(usize, u32, u32, u32)> {
+    let csv = servesim::output::requests_csv(out);
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let cols = [
+        col("id"),
+        col("input_tokens"),
+        col("output_tokens"),
+        col("predicted_output_tokens"),
+    ];
+    lines
+        .map(|line| {
+            let f: Vec<&str> = line.split(',').collect();
+            let v = |c: usize| f[cols[c]].parse::<u32>().unwrap();
+            (v(0) as usize, v(1), v(2), v(3))
+        })
+        .collect()
+}
+
+/// A request can never produce more tokens than the context (2,048) leaves after its prompt,
+/// and no prediction says more: `noisy` with σ = 0 and bias = 22 (e^22 × the truth, past
+/// u32::MAX) predicts `2048 − input` for each request of a burst (it predicted u32::MAX). And an
+/// extended
+/// prediction is bounded too: bias = ln 0.75 predicts 1,470 of 1,960 true tokens, extended at
+/// 1,470 to 1,470 + 735 = 2,205, bounded to 2,048 − 48 = 2,000.
+#[test]
+fn predictions_are_bounded_by_the_context() {
+    let rows: Vec<Row> = (0..12u32).map(|i| (0, 48 + 100 * i, 5 + i)).collect();
+    let out = Scn::new("srpt", CONST_10MS)
+        .batch(4)
+        .predictor("noisy")
+        .table("[predictors.noisy]\nsigma = 0.0\nbias = 22.0")
+        .try_run(&rows)
+        .unwrap();
+    for (i, input, output, predicted) in predictions(&out) {
+        assert_eq!((input, output), (rows[i].1, rows[i].2));
+        assert_eq!(predicted, 2048 - input, "request {i}");
+    }
+    let out = Scn::new("srpt", CONST_10MS)
+        .predictor("noisy")
+        .table(&format!(
+            "[predictors.noisy]\nsigma = 0.0\nbias = {:?}",
+            0.75f64.ln()
+        ))
+        .try_run(&[(0, 48, 1960)])
+        .unwrap();
+    assert_eq!(predictions(&out), [(0, 48, 1960, 2000)]);
 }

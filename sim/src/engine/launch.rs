@@ -6,7 +6,7 @@ use crate::cost::BatchShape;
 use crate::error::{Result, SimError};
 use crate::exec::{ExecBatch, ExecItem, KvEventKind};
 use crate::policy::{PreemptMode, ReplicaView};
-use crate::predict::{Predictor, extend_prediction};
+use crate::predict::{Predictor, bound_by_context, extend_prediction};
 use crate::swap::Direction;
 use crate::swap::timing::StepCopies;
 use crate::vocab::kv::{blocks_for_tokens, extra_blocks_for};
@@ -322,8 +322,10 @@ impl Sim {
                 rep.complete(r, s, now, predictor, observer);
             } else {
                 if req.generated_tokens >= req.predicted_output_tokens {
-                    req.predicted_output_tokens =
+                    let extended =
                         extend_prediction(req.generated_tokens, req.predicted_output_tokens);
+                    req.predicted_output_tokens =
+                        bound_by_context(extended, req.input_tokens, limits.max_context_tokens);
                 }
                 rep.survivors.push(s);
             }

@@ -19,7 +19,7 @@ use crate::vocab::time::{Ns, ns_to_s};
 use crate::error::{Result, SimError};
 use crate::exec::Executor;
 use crate::policy::{Limits, Policy, ReplicaView};
-use crate::predict::Predictor;
+use crate::predict::{Predictor, bound_by_context};
 use crate::route::{ClusterView, Incoming, Router};
 use crate::swap::timing::SwapTiming;
 use crate::swap::{KvOffload, SwapModel};
@@ -477,6 +477,8 @@ impl Sim {
         predictor: &mut dyn Predictor,
     ) -> Result<(u32, u32)> {
         let predicted = predictor.predict(row.input_tokens, row.output_tokens);
+        let max_context_tokens = self.cfg.limits.max_context_tokens;
+        let predicted = bound_by_context(predicted, row.input_tokens, max_context_tokens);
         let incoming = Incoming {
             id: row.id,
             arrival_ns: row.arrival_ns,

@@ -38,7 +38,7 @@
 //!   first iteration falls from 118 s to 48 s (w = 1: 12 s); past saturation large weights make
 //!   aged requests preempt one another (1.5 req/s, w = 10: 0.41 req/s served instead of 1.50);
 //! - a request that outlives its prediction follows the engine's rule
-//!   (`generated + max(16, prediction/2)`);
+//!   (`generated + max(16, prediction/2)`, at most what the context leaves);
 //! - the default predictor is `history` (k nearest completed requests by input length), the
 //!   realistic stand-in for ALISE's retrieval predictor;
 //! - batch formation skips requests that do not fit; KV pressure preempts resident requests of
@@ -206,7 +206,7 @@ impl Alise {
             p,
             chunk_budget: None,
             remaining: Remaining::new(cost),
-            keyed: KeyedRanking::default(),
+            keyed: KeyedRanking::jumping(),
             resident: Resident::default(),
             taken: Vec::new(),
         }
@@ -302,6 +302,29 @@ mod tests {
     use crate::policy::ranking::tests::view;
     use crate::vocab::KvPool;
     use crate::vocab::request::Slab;
+
+    /// In a burst (here with aging) the formation jumps over the requests whose prefill the
+    /// batch's token budget has no room for: it looks at a few dozen entries of a 20,000-request
+    /// queue (the walk looked at every one).
+    #[test]
+    fn a_burst_formation_jumps_over_token_budget_skips() {
+        let cost = Arc::new(crate::cost::constant::ConstantCost { iteration_s: 0.01 });
+        let p = Params {
+            aging_weight: 1.0,
+            ..Params::default()
+        };
+        let mut alise = Alise::new(p, cost);
+        let reqs = crate::policy::ranking::tests::token_skip_burst(20_000);
+        let (kv, host) = (KvPool::new(100_000, 16), KvPool::new(0, 16));
+        let v = view(&reqs, &kv, &host);
+        for s in 0..20_000 {
+            alise.on_arrival(s, &v).unwrap();
+        }
+        let mut plan = Plan::default();
+        alise.schedule(&v, &mut plan);
+        assert_eq!(plan.run.len(), 1);
+        assert!(alise.keyed.looked_at() < 100, "{}", alise.keyed.looked_at());
+    }
 
     /// With aging, the kept-in-order ranking orders the waiting requests exactly as the
     /// documented priority `remaining_s − aging_weight × (now − last_run_end_s)` evaluated at the

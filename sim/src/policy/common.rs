@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 
 pub use super::chunking::{chunk_budget, chunk_step, record_chunking};
+use super::plain_index::NoOps;
 #[cfg(test)]
 pub use super::ranking::Ranking;
 pub use super::ranking::{KeyedRanking, RankKey};
@@ -145,11 +146,10 @@ pub(super) trait Window {
     /// True only if no request of the window has its KV on the GPU and is out of the pipeline:
     /// then every runnable candidate left needs blocks, and none can be freed by eviction.
     fn no_resident_left(&mut self, view: &ReplicaView) -> bool;
-    /// No GPU block is free and `max_no_op_need` are freeing: the window may pass over
-    /// candidates with no KV anywhere, out of the pipeline, that need `1..=max_no_op_need` blocks
-    /// (they cannot join, and make nobody be evicted). Only when misfits are skipped, with no
-    /// chunk budget and no deferred new request.
-    fn pass_no_ops(&mut self, _max_no_op_need: u32) {}
+    /// The window may pass over the plain candidates that are no-ops under `no_ops` (they
+    /// cannot join, and make nobody be evicted: [`NoOps`]). Only when misfits are skipped, with
+    /// no chunk budget and no deferred new request.
+    fn pass_no_ops(&mut self, _no_ops: &NoOps) {}
 }
 
 /// Whether `s` can be preempted to give up GPU blocks.
@@ -219,8 +219,9 @@ pub(super) fn form_priority_batch_from(
         if free == 0 && order.no_resident_left(view) {
             break;
         }
-        if may_pass && free == 0 && freeing > 0 {
-            order.pass_no_ops(freeing);
+        if may_pass {
+            let prefills = has_prefill.then_some(prefill_tokens);
+            order.pass_no_ops(&no_ops(view, prefills, free, freeing));
         }
         let Some(s) = order.next_candidate() else {
             break;
@@ -271,6 +272,18 @@ pub(super) fn form_priority_batch_from(
         plan.run_chunk(s, step.0);
     }
     free
+}
+
+/// The no-op candidates of a formation whose batch holds `prefills` prefill tokens (`None`: no
+/// prefill yet) with `free` GPU blocks free and `freeing` on their way out.
+fn no_ops(view: &ReplicaView, prefills: Option<u64>, free: u32, freeing: u32) -> NoOps {
+    let max_batch_tokens = view.limits.max_batch_tokens as i64;
+    NoOps {
+        tokens_left: prefills.map(|p| max_batch_tokens - p as i64),
+        free,
+        freeing,
+        block_tokens: view.block_tokens(),
+    }
 }
 
 /// Evict resident requests from the back of `order` (lowest priority first) until `need` blocks

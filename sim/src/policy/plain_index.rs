@@ -1,40 +1,188 @@
 //! The requests of a [`super::KeyedRanking`] a batch formation may pass over without looking.
 //!
-//! A *plain* request has no KV anywhere (new, or preempted by recompute) and is out of the
-//! pipeline: its next step needs `need ≥ 1` GPU blocks, a number that changes only when it runs
-//! (every request of a plan is re-keyed, and re-classified, before the next formation). While a
-//! formation has no free GPU block and `freeing` blocks on their way out (swap-outs it started),
-//! a plain candidate with `need ≤ freeing` is a no-op: it cannot join, and it makes nobody be
-//! evicted ([`super::common::form_priority_batch_from`]). In a burst nearly the whole queue is
-//! such candidates between the batch's few residents; [`Skipper`] finds the next candidate that is
-//! not a no-op in O(log n) instead of walking them.
+//! Two kinds of requests keep the GPU blocks their next step needs until they run (every request
+//! of a plan is re-keyed, and re-classified, before the next formation):
+//! - a *plain* request has no KV anywhere and holds no block (new, or preempted by recompute) and
+//!   is out of the pipeline: its next step is a whole prefill of `prefill_tokens` tokens, which
+//!   needs `⌈prefill_tokens / block_tokens⌉` blocks;
+//! - a *swapped* request has its KV on the host (the copy done), holds no GPU block, is past its
+//!   prefill and out of the pipeline: its next step is a decode that needs the blocks of its KV
+//!   and the next token.
+//!
+//! In a formation ([`super::common::form_priority_batch_from`], misfits skipped, whole prefills)
+//! such a candidate is a *no-op* — it neither joins nor makes anyone be evicted, the walk just
+//! skips it — when ([`NoOps`])
+//! - it is plain, the batch holds a prefill, and its prefill would exceed the tokens left; or
+//! - it needs more blocks than are free, but no more than are free plus freeing (swap-outs the
+//!   formation started: their blocks are not usable for this batch, but no eviction is needed).
+//!
+//! In a burst nearly the whole queue is no-ops. [`PlainIndex`] keeps the plain requests in
+//! ranking order per range of prefill tokens and the swapped ones per range of blocks needed
+//! ([`RangeTree`]), so the first candidate that is not a no-op — a plain one whose prefill tokens
+//! lie in one of at most two ranges, a swapped one whose need lies in one of two ranges, or any
+//! other request — is found with O(levels) ordered-set look-ups instead of walking the no-ops.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound::{Excluded, Unbounded};
 
 use super::ReplicaView;
 use super::ranking::RankKey;
 use crate::vocab::request::{KvLoc, Slot};
 
-/// The ranked requests split into the plain ones, by the blocks their next step needs, and the
-/// others; both in ranking order.
+/// Ranges of values per tree node, level to level.
+const FANOUT: u64 = 4;
+/// Levels of a [`RangeTree`]: level `k` groups values by `FANOUT^k`; the top one is searched
+/// group by group (groups of 1,024).
+const LEVELS: usize = 6;
+
+/// How a ranked request was classified when last re-keyed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Other,
+    /// Plain, with these prefill tokens.
+    Plain(u32),
+    /// Swapped, needing these GPU blocks.
+    Swapped(u32),
+}
+
+/// Ranked requests by a value (below `u32::MAX`), in ranking order per value range: the requests
+/// with values in any range are a union of O(levels · FANOUT) ordered sets.
+#[derive(Debug)]
+struct RangeTree {
+    /// `levels[k]`: the requests by `value / FANOUT^k`.
+    levels: Vec<BTreeMap<u32, BTreeSet<RankKey>>>,
+}
+
+impl Default for RangeTree {
+    fn default() -> Self {
+        RangeTree {
+            levels: (0..LEVELS).map(|_| BTreeMap::new()).collect(),
+        }
+    }
+}
+
+impl RangeTree {
+    fn insert(&mut self, value: u32, k: RankKey) {
+        let mut g = value;
+        for level in &mut self.levels {
+            level.entry(g).or_default().insert(k);
+            g /= FANOUT as u32;
+        }
+    }
+
+    fn remove(&mut self, value: u32, k: RankKey) {
+        let mut g = value;
+        for level in &mut self.levels {
+            if let Some(b) = level.get_mut(&g) {
+                b.remove(&k);
+                if b.is_empty() {
+                    level.remove(&g);
+                }
+            }
+            g /= FANOUT as u32;
+        }
+    }
+
+    /// Every set of the tree that holds requests with values in `[lo, hi]` (no two overlapping).
+    fn for_each_node(&self, (lo, hi): (u64, u64), f: &mut impl FnMut(&BTreeSet<RankKey>)) {
+        // Values are below `u32::MAX`: every group index fits a u32.
+        let (mut l, mut h) = (lo, hi.saturating_add(1).min(u32::MAX as u64));
+        let (top, below) = self.levels.split_last().expect("LEVELS > 0");
+        for level in below {
+            while l < h && l % FANOUT != 0 {
+                if let Some(b) = level.get(&(l as u32)) {
+                    f(b);
+                }
+                l += 1;
+            }
+            while l < h && h % FANOUT != 0 {
+                h -= 1;
+                if let Some(b) = level.get(&(h as u32)) {
+                    f(b);
+                }
+            }
+            if l >= h {
+                return;
+            }
+            (l, h) = (l / FANOUT, h / FANOUT);
+        }
+        if l < h {
+            top.range(l as u32..=(h - 1) as u32).for_each(|(_, b)| f(b));
+        }
+    }
+}
+
+/// The ranked requests split into the plain ones, by their prefill tokens, the swapped ones, by
+/// the blocks they need, and the others; each in ranking order.
 #[derive(Debug, Default)]
 pub(super) struct PlainIndex {
-    /// Blocks each plain slot's next step needs; 0 for the others.
-    need: Vec<u32>,
-    by_need: BTreeMap<u32, BTreeSet<RankKey>>,
+    /// Class of each ranked slot.
+    class: Vec<Class>,
+    plain: RangeTree,
+    swapped: RangeTree,
     others: BTreeSet<RankKey>,
 }
 
+/// What makes a plain or swapped candidate a no-op at this point of a formation (see the module
+/// docs).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct NoOps {
+    /// Prefill tokens the batch has room for, once it holds a prefill (`None` before); negative
+    /// if its prefills already exceed the budget.
+    pub tokens_left: Option<i64>,
+    /// GPU blocks free.
+    pub free: u32,
+    /// GPU blocks on their way out (swap-outs started by the formation).
+    pub freeing: u32,
+    pub block_tokens: u32,
+}
+
+impl NoOps {
+    /// The ranges (inclusive, at most two) of blocks needed by the candidates that are not
+    /// no-ops for memory: they fit the free blocks, or need more than are free and freeing (an
+    /// eviction, or the end of the formation).
+    fn relevant_needs(&self) -> [Option<(u64, u64)>; 2] {
+        let (free, freeing) = (self.free as u64, self.freeing as u64);
+        if freeing == 0 {
+            return [Some((0, u64::MAX)), None];
+        }
+        [Some((0, free)), Some((free + freeing + 1, u64::MAX))]
+    }
+
+    /// The ranges (inclusive, at most two) of prefill tokens of the plain candidates that are
+    /// not no-ops: the prefill fits the tokens left and its need is a relevant one.
+    fn relevant_tokens(&self) -> [Option<(u64, u64)>; 2] {
+        let cap = match self.tokens_left {
+            None => u64::MAX,
+            Some(t) if t < 0 => return [None, None],
+            Some(t) => t as u64,
+        };
+        // ⌈tokens / bt⌉ ≤ n ⟺ tokens ≤ n · bt.
+        let bt = self.block_tokens as u64;
+        self.relevant_needs().map(|range| {
+            let (lo, hi) = range?;
+            let lo = if lo == 0 { 0 } else { (lo - 1) * bt + 1 };
+            let hi = hi.saturating_mul(bt).min(cap);
+            (lo <= hi).then_some((lo, hi))
+        })
+    }
+}
+
 impl PlainIndex {
-    /// The blocks plain request `s` needs for its next step; 0 if it is not plain.
-    fn classify(view: &ReplicaView, s: Slot) -> u32 {
+    /// The class of request `s` in `view`.
+    fn classify(view: &ReplicaView, s: Slot) -> Class {
         let r = view.req(s);
-        if r.kv_loc == KvLoc::None && !r.in_flight() {
-            view.extra_blocks_for_next(s)
-        } else {
-            0
+        if r.in_flight() || r.blocks > 0 {
+            return Class::Other;
+        }
+        let value = match r.kv_loc {
+            KvLoc::None if r.kv_tokens == 0 => Class::Plain(r.prefill_tokens()),
+            KvLoc::Host if !r.in_prefill() => Class::Swapped(view.extra_blocks_for_next(s)),
+            _ => return Class::Other,
+        };
+        match value {
+            Class::Plain(v) | Class::Swapped(v) if v == u32::MAX => Class::Other,
+            c => c,
         }
     }
 
@@ -43,115 +191,74 @@ impl PlainIndex {
         self.put(k, Self::classify(view, k.slot()));
     }
 
-    fn put(&mut self, k: RankKey, need: u32) {
+    fn put(&mut self, k: RankKey, class: Class) {
         let i = k.slot() as usize;
-        if self.need.len() <= i {
-            self.need.resize(i + 1, 0);
+        if self.class.len() <= i {
+            self.class.resize(i + 1, Class::Other);
         }
-        self.need[i] = need;
-        if need > 0 {
-            self.by_need.entry(need).or_default().insert(k);
-        } else {
-            self.others.insert(k);
+        self.class[i] = class;
+        match class {
+            Class::Other => _ = self.others.insert(k),
+            Class::Plain(v) => self.plain.insert(v, k),
+            Class::Swapped(v) => self.swapped.insert(v, k),
         }
     }
 
     /// Ranked request `k` left the ranking.
     pub(super) fn remove(&mut self, k: RankKey) {
-        let need = self.need[k.slot() as usize];
-        if need == 0 {
-            self.others.remove(&k);
-            return;
-        }
-        if let Some(b) = self.by_need.get_mut(&need) {
-            b.remove(&k);
-            if b.is_empty() {
-                self.by_need.remove(&need);
-            }
+        match self.class[k.slot() as usize] {
+            Class::Other => _ = self.others.remove(&k),
+            Class::Plain(v) => self.plain.remove(v, k),
+            Class::Swapped(v) => self.swapped.remove(v, k),
         }
     }
 
     /// Ranked request `old` may have changed: it is now `new` (the same request).
     pub(super) fn update(&mut self, view: &ReplicaView, old: RankKey, new: RankKey) {
-        let need = Self::classify(view, new.slot());
-        if new != old || need != self.need[new.slot() as usize] {
+        let class = Self::classify(view, new.slot());
+        if new != old || class != self.class[new.slot() as usize] {
             self.remove(old);
-            self.put(new, need);
+            self.put(new, class);
         }
     }
 
-    /// Whether `s` was plain when last classified.
+    /// Whether `s` was plain or swapped when last classified.
     pub(super) fn is_plain(&self, s: Slot) -> bool {
-        self.need.get(s as usize).is_some_and(|&n| n > 0)
-    }
-}
-
-/// Consecutive plain candidates a formation walks before [`Skipper`] starts to jump (below this,
-/// walking is cheaper than the bucket heads).
-pub(super) const SKIP_AFTER: u32 = 32;
-
-/// One formation's search for the next candidate that is not a no-op: the first request of each
-/// bucket of plain requests that needs more than `freeing` blocks, ranked below the current
-/// candidate, in a heap (a k-way merge), and the others looked up directly.
-#[derive(Debug, Default)]
-pub(super) struct Skipper {
-    heads: BinaryHeap<Reverse<(RankKey, u32)>>,
-    /// The smallest need the heads were taken for; `None` before the first search.
-    lo: Option<u32>,
-}
-
-impl Skipper {
-    /// Ready for a new formation (the heap keeps its allocation).
-    pub(super) fn clear(&mut self) {
-        self.heads.clear();
-        self.lo = None;
+        self.class
+            .get(s as usize)
+            .is_some_and(|&c| c != Class::Other)
     }
 
-    /// The first request ranked below `cur` that is not a plain one needing `1..lo` blocks;
-    /// `looked_at` counts the index look-ups.
+    /// The first request ranked below `cur` that is not a no-op under `no_ops`; `looked_at`
+    /// counts the ordered-set look-ups.
     pub(super) fn next_relevant(
-        &mut self,
-        idx: &PlainIndex,
+        &self,
         cur: RankKey,
-        lo: u32,
+        no_ops: &NoOps,
         looked_at: &mut usize,
     ) -> Option<RankKey> {
         let after = (Excluded(cur), Unbounded);
-        if self.lo.is_none_or(|l| lo < l) {
-            self.heads.clear();
-            for (&need, b) in idx.by_need.range(lo..) {
-                *looked_at += 1;
-                if let Some(&k) = b.range(after).next() {
-                    self.heads.push(Reverse((k, need)));
-                }
-            }
-            self.lo = Some(lo);
-        }
-        let plain = loop {
-            let Some(&Reverse((k, need))) = self.heads.peek() else {
-                break None;
-            };
-            if need < lo {
-                // Needs no more than is freeing now: a no-op from here on.
-                self.heads.pop();
-            } else if k <= cur {
-                self.heads.pop();
-                *looked_at += 1;
-                if let Some(&k) = idx.by_need.get(&need).and_then(|b| b.range(after).next()) {
-                    self.heads.push(Reverse((k, need)));
-                }
-            } else {
-                break Some(k);
+        *looked_at += 1;
+        let mut best = self.others.range(after).next().copied();
+        let mut consider = |set: &BTreeSet<RankKey>| {
+            *looked_at += 1;
+            if let Some(&k) = set.range(after).next() {
+                best = Some(best.map_or(k, |b| b.min(k)));
             }
         };
-        *looked_at += 1;
-        let other = idx.others.range(after).next().copied();
-        match (plain, other) {
-            (Some(p), Some(o)) => Some(p.min(o)),
-            (p, o) => p.or(o),
+        for range in no_ops.relevant_tokens().into_iter().flatten() {
+            self.plain.for_each_node(range, &mut consider);
         }
+        for range in no_ops.relevant_needs().into_iter().flatten() {
+            self.swapped.for_each_node(range, &mut consider);
+        }
+        best
     }
 }
+
+/// Consecutive plain or swapped candidates a formation walks before it starts to jump (below
+/// this, walking is cheaper than the look-ups).
+pub(super) const SKIP_AFTER: u32 = 32;
 
 #[cfg(test)]
 mod tests {
@@ -280,5 +387,151 @@ mod tests {
             jumped += usize::from(looked_at < reach);
         }
         assert!(jumped > 10, "few formations jumped: {jumped}");
+    }
+
+    /// `queued` requests ranked by `make(i)`'s prediction ahead of 24 resident ones (2 blocks
+    /// each, ranked last), with `free` GPU blocks; one formation of both rankings.
+    fn boundary(
+        queued: u32,
+        free: u32,
+        make: impl Fn(u32) -> Request,
+    ) -> (Plan, Plan, usize, usize) {
+        let residents = 24u32;
+        let mut reqs = Slab::default();
+        for i in 0..queued {
+            reqs.insert(make(i));
+        }
+        for i in 0..residents {
+            reqs.insert(resident((queued + i) as u64, 1000 + i));
+        }
+        let mut kv = KvPool::new(2 * residents + free, 16);
+        assert!(kv.try_alloc(2 * residents));
+        let host = KvPool::new(100_000, 16);
+        form_both(&reqs, &kv, &host, queued + residents)
+    }
+
+    /// Asserts that both rankings form the same plan at boundaries of 2,000 and 20,000 queued
+    /// requests, and that the keyed one looks at no more than `bound` entries (the walk looks at
+    /// about all of them).
+    fn work_does_not_grow(
+        free: u32,
+        bound: usize,
+        make: impl Fn(u32) -> Request + Copy,
+    ) -> Vec<Plan> {
+        let (mut work, mut plans) = (Vec::new(), Vec::new());
+        for queued in [2_000, 20_000] {
+            let (got, want, looked_at, _) = boundary(queued, free, make);
+            assert_eq!(got.run, want.run);
+            assert_eq!(got.preempt, want.preempt);
+            work.push(looked_at);
+            plans.push(got);
+        }
+        assert!(work[1] <= bound, "work per boundary: {work:?}");
+        plans
+    }
+
+    /// Token-budget skips (srpt with history predictions in a burst): a 2,000-token prompt ranks
+    /// first; after it the batch has 48 tokens left, so the 300-token prompts queued behind it
+    /// are skipped (the old walk looked at every one), and one 10-token prompt in 500 fits
+    /// until the budget is spent.
+    #[test]
+    fn token_budget_skips_are_jumped_over() {
+        let plans = work_does_not_grow(10_000, 200, |i| {
+            let input = match i {
+                0 => 2000,
+                _ if i % 500 == 7 => 10,
+                _ => 300,
+            };
+            Request::new(i as u64, 0, input, 100, 1 + i % 900)
+        });
+        // The long prompt, four short ones, and 11 residents (decodes: no prefill tokens).
+        assert_eq!(plans[0].run.len(), 16);
+        assert!(plans[0].preempt.is_empty());
+    }
+
+    /// Memory skips with free blocks (alise with reactive swapping in a burst): 5 blocks are
+    /// free; the first request needs 10, so it swaps out 3 residents (6 blocks freeing) and is
+    /// skipped; the queue behind it — new prompts and swapped-out requests that need 6 to 11
+    /// blocks — neither fits nor evicts, and the residents fill the batch.
+    #[test]
+    fn memory_skips_with_free_blocks_are_jumped_over() {
+        let plans = work_does_not_grow(5, 200, |i| {
+            let mut r = Request::new(
+                i as u64,
+                0,
+                if i == 0 { 160 } else { 100 },
+                100,
+                1 + i % 900,
+            );
+            if i % 3 == 1 {
+                (r.generated_tokens, r.kv_tokens, r.kv_loc) = (5, 104, KvLoc::Host);
+            }
+            r
+        });
+        assert_eq!(plans[0].run.len(), 16);
+        assert_eq!(plans[0].preempt.len(), 3);
+    }
+
+    /// A random request for [`jumps_form_the_same_plans_with_budgets_and_swaps`]: new (most),
+    /// preempted by recompute, resident, swapped out, or being copied in; prompts mostly of 200 to
+    /// 1,500 tokens against the 2,048-token budget, some short. Returns it and the GPU blocks it holds.
+    fn random_request(i: u32, next: &mut impl FnMut(u64) -> u64) -> (Request, u32) {
+        let input = if next(8) == 0 {
+            1 + next(40)
+        } else {
+            200 + next(1300)
+        } as u32;
+        let mut r = Request::new(i as u64, 0, input, 3000, 1 + next(60) as u32);
+        let g = 1 + next(30) as u32;
+        match next(20) {
+            0..=2 => {
+                r.blocks = (input + g).div_ceil(16);
+                (r.generated_tokens, r.kv_tokens, r.kv_loc) = (g, input + g - 1, KvLoc::Gpu);
+            }
+            3..=4 => (r.generated_tokens, r.kv_tokens, r.kv_loc) = (g, input + g, KvLoc::Host),
+            5 => r.generated_tokens = g,
+            6 => r.kv_loc = KvLoc::SwappingIn,
+            _ => {}
+        }
+        if matches!(r.kv_loc, KvLoc::Gpu | KvLoc::SwappingIn) && next(4) > 0 {
+            // Most of the others rank below the queue (runs of plain candidates start jumps).
+            r.predicted_output_tokens += 60;
+        }
+        let held = r.blocks;
+        (r, held)
+    }
+
+    /// Random boundaries where most of the queue is new requests of random prompt lengths (token
+    /// budget skips), with random free blocks, swapped-out requests, and host pools that allow
+    /// swap-outs or force recompute: the keyed formation, jumps included, forms the plans of the
+    /// walk over the re-sorted ranking (`form_priority_batch`, kept as the reference).
+    #[test]
+    fn jumps_form_the_same_plans_with_budgets_and_swaps() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |m: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % m
+        };
+        let mut jumped = 0;
+        for case in 0..400 {
+            let n = 50 + next(600) as u32;
+            let mut reqs = Slab::default();
+            let mut used = 0;
+            for i in 0..n {
+                let (r, held) = random_request(i, &mut next);
+                used += held;
+                reqs.insert(r);
+            }
+            let mut kv = KvPool::new(used + next(150) as u32, 16);
+            assert!(kv.try_alloc(used));
+            let host = KvPool::new(next(100) as u32, 16);
+            let (got, want, looked_at, reach) = form_both(&reqs, &kv, &host, n);
+            assert_eq!(got.run, want.run, "case {case}");
+            assert_eq!(got.preempt, want.preempt, "case {case}");
+            jumped += usize::from(looked_at < reach);
+        }
+        assert!(jumped > 40, "few formations jumped: {jumped}");
     }
 }

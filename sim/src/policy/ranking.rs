@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, BinaryHeap};
 #[cfg(test)]
 use super::common::form_priority_batch;
 use super::common::{Misfit, Window, evictable, form_priority_batch_from};
-use super::plain_index::{PlainIndex, SKIP_AFTER, Skipper};
+use super::plain_index::{NoOps, PlainIndex, SKIP_AFTER};
 use super::{Plan, PreemptionChoice, ReplicaView};
 use crate::vocab::request::{KvLoc, Request, Slot};
 
@@ -133,9 +133,9 @@ impl Ord for RankKey {
 /// (it ran, was preempted, arrived), so a boundary costs O((batch + looked-at) · log n) instead of
 /// re-keying and sorting every unfinished request. Eviction victims are searched among the
 /// requests that may hold GPU KV only, so the requests looked at are bounded by the batch and the
-/// GPU pool, not by the queue; and, for a [`KeyedRanking::jumping`] one, once no GPU block is
-/// free, runs of candidates that can neither join nor cause an eviction are jumped over
-/// ([`PlainIndex`]). Same order, same keys, same plans.
+/// GPU pool, not by the queue; and, for a [`KeyedRanking::jumping`] one, runs of candidates that
+/// can neither join nor cause an eviction are jumped over ([`PlainIndex`]). Same order, same keys,
+/// same plans.
 #[derive(Debug, Default)]
 pub struct KeyedRanking {
     set: BTreeSet<RankKey>,
@@ -144,8 +144,6 @@ pub struct KeyedRanking {
     /// The same requests, plain ones by the blocks they need apart from the others (empty
     /// unless `jumps`).
     plain: PlainIndex,
-    /// Scratch for the plain-candidate search of a batch formation.
-    skipper: Skipper,
     /// The requests that may hold KV on the GPU (a superset: those whose KV was on the GPU, being
     /// copied to it, or in the pipeline when last re-keyed), in no particular order: the
     /// eviction victims are searched here, not in the whole ranking.
@@ -167,12 +165,12 @@ pub struct KeyedRanking {
 }
 
 impl KeyedRanking {
-    /// A ranking that also keeps the index of its plain requests ([`PlainIndex`]), so that a
-    /// formation with no free GPU block jumps over the runs of candidates that can neither join
-    /// nor cause an eviction. For policies whose bursts rank many new requests ahead of the
-    /// resident ones (ltr's boosted class). It costs two more ordered-set updates per request
-    /// whose key or class changes: SRPT's and ALISE's keys change at every step of every
-    /// request that runs, so they do without (their formations walk, as before).
+    /// A ranking that also keeps the index of its plain and swapped requests ([`PlainIndex`]),
+    /// so that a formation jumps over the runs of candidates that can neither join nor cause an
+    /// eviction (prefills the token budget has no room for; needs above the free blocks but
+    /// within those freeing). For the policies whose bursts queue many such requests (srpt,
+    /// alise, ltr). It costs one more ordered-set update per re-keyed request (the small set of
+    /// the others), and a few more when a request changes class (runs, or is preempted).
     pub fn jumping() -> Self {
         KeyedRanking {
             jumps: true,
@@ -275,8 +273,10 @@ impl KeyedRanking {
                 self.in_gpu[i] = true;
                 self.gpu.push(s);
             }
-            if r.in_flight() {
-                // Its micro-batch is still in the pipeline: it changes when that batch ends.
+            // Its micro-batch is still in the pipeline: it changes when that batch ends. Or its
+            // KV is being copied: re-classified until the copy is done (a swapped request can
+            // then be jumped over).
+            if r.in_flight() || (self.jumps && r.in_transfer()) {
                 self.keep.push(s);
             }
         }
@@ -295,12 +295,10 @@ impl KeyedRanking {
         key: impl Fn(Slot) -> f64,
     ) -> u32 {
         self.refresh(view, &key);
-        self.skipper.clear();
         let mut window = KeyedWindow {
             set: &self.set,
             front: self.set.range(..),
             plain: &self.plain,
-            skipper: std::mem::take(&mut self.skipper),
             plain_run: 0,
             gpu: &mut self.gpu,
             in_gpu: &mut self.in_gpu,
@@ -325,7 +323,6 @@ impl KeyedRanking {
             plan,
         );
         self.looked_at = window.looked_at;
-        self.skipper = std::mem::take(&mut window.skipper);
         self.heap = window.into_buf();
         self.dirty.extend(plan.run.iter().map(|r| r.slot));
         self.dirty.extend(plan.preempt.iter().map(|p| p.0));
@@ -405,7 +402,6 @@ struct KeyedWindow<'a> {
     /// The candidates not taken yet (and, past `back`, those out of the window).
     front: btree_set::Range<'a, RankKey>,
     plain: &'a PlainIndex,
-    skipper: Skipper,
     /// Consecutive plain candidates taken last ([`SKIP_AFTER`] of them start the jumps).
     plain_run: u32,
     /// The requests that may hold GPU KV ([`KeyedRanking`]'s `gpu`) and their flags.
@@ -504,19 +500,14 @@ impl Window for KeyedWindow<'_> {
         Some(k.slot())
     }
 
-    fn pass_no_ops(&mut self, max_no_op_need: u32) {
+    fn pass_no_ops(&mut self, no_ops: &NoOps) {
         // Jumping costs a few look-ups: only after a run of plain candidates (then for the rest
         // of the formation).
         let Some(&cur) = self.cur else { return };
         if self.done || self.plain_run < SKIP_AFTER {
             return;
         }
-        let next = self.skipper.next_relevant(
-            self.plain,
-            cur,
-            max_no_op_need.saturating_add(1),
-            &mut self.looked_at,
-        );
+        let next = self.plain.next_relevant(cur, no_ops, &mut self.looked_at);
         match next {
             Some(k) => self.front = self.set.range(k..),
             // Only no-ops are left.
@@ -565,6 +556,18 @@ pub(crate) mod tests {
                 max_context_tokens: 4096,
             },
         }
+    }
+
+    /// A burst of `queued` new requests at t = 0 with equal predictions: a 2,000-token prompt
+    /// first (by arrival), then 300-token ones that the 2,048-token batch budget has no room for
+    /// once it runs.
+    pub(crate) fn token_skip_burst(queued: u64) -> Slab {
+        let mut reqs = Slab::default();
+        for i in 0..queued {
+            let input = if i == 0 { 2000 } else { 300 };
+            reqs.insert(Request::new(i, 0, input, 100, 100));
+        }
+        reqs
     }
 
     /// With 5000 waiting requests (keys with many ties), [`KeyedRanking`] forms the same plans and

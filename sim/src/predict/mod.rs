@@ -12,6 +12,12 @@
 //! **Outliving a prediction** (engine rule, all predictors): when a request has generated as many
 //! tokens as predicted and is not finished, its prediction becomes
 //! `generated + max(16, prediction / 2)` ([`extend_prediction`]).
+//!
+//! **Bounded by the context** (engine rule, all predictors): a request of `input` prompt tokens
+//! can produce at most `max_context_tokens − input` output tokens (the engine refuses a longer
+//! one), so every prediction, at arrival and when extended, is at most that
+//! ([`bound_by_context`]). Without the bound a saturating predictor (`noisy` with a large bias,
+//! `history` with a huge `cold_start_tokens`) predicted u32::MAX tokens for every request.
 
 pub mod rank_noise;
 
@@ -38,6 +44,14 @@ pub trait Predictor: Send {
 /// The documented rule for a request that outlives its prediction.
 pub fn extend_prediction(generated: u32, predicted: u32) -> u32 {
     generated.saturating_add(16.max(predicted / 2))
+}
+
+/// `predicted` bounded by the output tokens the context leaves a request of `input` prompt
+/// tokens (at least 1).
+pub fn bound_by_context(predicted: u32, input: u32, max_context_tokens: u32) -> u32 {
+    predicted
+        .min(max_context_tokens.saturating_sub(input))
+        .max(1)
 }
 
 /// Knows the true output length.
