@@ -4,10 +4,10 @@
 //! onto the destination at the end, so an error or Ctrl-C never leaves a partial result. The
 //! rules for an existing destination:
 //!
-//! - A directory servesim wrote (it holds the [`MARKER_FILE`], which lists the entries servesim
-//!   wrote at its top level) or an empty directory is replaced — unless it now holds entries the
-//!   marker does not list (the user's notes, a `.git`, another command's output written inside
-//!   it): then only with `--force`. A marker servesim did not write (empty, other text) counts
+//! - A directory servesim wrote (it holds the [`MARKER_FILE`], which lists every path servesim
+//!   wrote in it, see [`marker`]) or an empty directory is replaced — unless it now holds files
+//!   or directories, at any depth, the marker does not list (the user's notes, a `.git`, another
+//!   command's output written inside it): then only with `--force`. A marker servesim did not write (empty, other text) counts
 //!   as no marker.
 //! - Anything else — a directory of the user's, a file, a symlink — is refused with an error that
 //!   names `--force`; with `--force` it is replaced.
@@ -36,104 +36,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::error::{Result, SimError};
 
 mod file;
+mod marker;
 #[cfg(test)]
 mod tests;
 
 pub use file::{StagedFile, check_file_dest, first_line_is, write_file};
-
-/// The file servesim writes into every output directory; only a directory holding it (or an
-/// empty one) is replaced without `--force`.
-pub const MARKER_FILE: &str = ".servesim-output";
-
-/// The marker's text, followed by [`MARKER_LIST`] and the names of the entries servesim wrote at
-/// the top level of the directory, one per line, sorted (outputs stay byte-identical between
-/// runs).
-const MARKER_TEXT: &str = "This directory was written by servesim. servesim replaces it when asked to write the same output again;\nit refuses to replace a directory without this file unless given --force.\n";
-/// Entries other servesim commands add to an output directory (`compare`'s `compare.csv`,
-/// `plot`'s `plots/`): servesim's too.
-const ADDED_BY_COMMANDS: [&str; 2] = ["compare.csv", "plots"];
-/// The line before the list of entries in the marker.
-const MARKER_LIST: &str = "Entries written by servesim (any other entry is yours, and servesim then refuses to replace this directory without --force):\n";
-
-/// What the marker of directory `dir` says servesim wrote there: `None` when it has no marker,
-/// or one servesim did not write (empty, other text, or an older servesim's without the list).
-fn marker_entries(dir: &Path) -> Option<Vec<String>> {
-    let path = dir.join(MARKER_FILE);
-    if !std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
-        return None;
-    }
-    let mut text = String::new();
-    let file = std::fs::File::open(&path).ok()?;
-    file.take(1 << 20).read_to_string(&mut text).ok()?;
-    let list = text.strip_prefix(MARKER_TEXT)?.strip_prefix(MARKER_LIST)?;
-    Some(list.lines().map(String::from).collect())
-}
-
-/// Up to five names, quoted, and how many more.
-fn name_list(names: &[String]) -> String {
-    let shown: Vec<String> = names
-        .iter()
-        .take(5)
-        .map(|n| format!("`{}`", n.escape_debug()))
-        .collect();
-    match names.len() {
-        n if n > 5 => format!("{} and {} more", shown.join(", "), n - 5),
-        _ => shown.join(", "),
-    }
-}
-
-/// The marker of directory `dir` as servesim has just filled it: [`MARKER_TEXT`],
-/// [`MARKER_LIST`] and its top-level entries.
-fn marker_text(dir: &Path) -> Result<String> {
-    let mut text = format!("{MARKER_TEXT}{MARKER_LIST}");
-    for n in foreign_entries(dir, &[])? {
-        if !n.contains('\n') {
-            text.push_str(&n);
-            text.push('\n');
-        }
-    }
-    Ok(text)
-}
-
-/// Mark `dir` (which servesim just filled) as servesim's: a marker listing its entries (`plot`'s
-/// `plots/` in a directory servesim did not write, so that it can be redrawn).
-pub fn mark_dir(dir: &Path) -> Result<()> {
-    let text = marker_text(dir)?;
-    let path = dir.join(MARKER_FILE);
-    std::fs::write(&path, text).map_err(|e| io(&path, e))
-}
-
-/// Whether `dir` holds a marker servesim wrote and nothing the marker does not list.
-pub fn only_servesim_entries(dir: &Path) -> Result<bool> {
-    match marker_entries(dir) {
-        Some(written) => Ok(foreign_entries(dir, &written)?.is_empty()),
-        None => Ok(false),
-    }
-}
-
-/// Whether `dir` holds a marker servesim wrote (it is a servesim output, perhaps with the user's
-/// files added).
-pub fn is_servesim_output(dir: &Path) -> bool {
-    marker_entries(dir).is_some()
-}
-
-/// The entries of directory `dir` (a servesim output) that its marker does not list: files the
-/// user added (notes, a `.git`, another command's output written inside it).
-fn foreign_entries(dir: &Path, written: &[String]) -> Result<Vec<String>> {
-    let mut foreign = Vec::new();
-    for e in std::fs::read_dir(dir).map_err(|e| io(dir, format!("cannot list: {e}")))? {
-        let name = e.map_err(|e| io(dir, e))?.file_name();
-        let name = name.to_string_lossy();
-        if name != MARKER_FILE
-            && !ADDED_BY_COMMANDS.contains(&name.as_ref())
-            && !written.iter().any(|w| *w == name)
-        {
-            foreign.push(name.into_owned());
-        }
-    }
-    foreign.sort();
-    Ok(foreign)
-}
+#[cfg(test)]
+use marker::{Listing, MARKER_LIST, MARKER_MAX_BYTES, MARKER_PATHS, marker_listing_within};
+pub use marker::{MARKER_FILE, add_to_marker, is_servesim_output, mark_dir, only_servesim_entries};
+use marker::{MARKER_TEXT, foreign_entries, marker_listing, marker_text, name_list};
 
 /// What a command may replace at its output path.
 #[derive(Debug, Clone, Default)]
@@ -309,7 +220,7 @@ fn check_dest_dir(
             ),
         ));
     }
-    if let Some(written) = marker_entries(dest) {
+    if let Some(written) = marker_listing(dest) {
         let foreign = foreign_entries(dest, &written)?;
         if foreign.is_empty() || replace.force {
             return Ok(());

@@ -427,3 +427,161 @@ fn plot_keeps_a_users_plots_folder() {
         assert_eq!(r.code, 0, "{}", r.stderr);
     }
 }
+
+/// The first run directory of sweep output `out`.
+fn first_run(out: &Path) -> String {
+    let mut runs: Vec<String> = std::fs::read_dir(out.join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    runs.sort();
+    format!("runs/{}", runs[0])
+}
+
+/// Adversarial round 7, 01: the user's files below the top level of a servesim output — notes in
+/// a run directory of a sweep, a figure in its `plots/`, a whole run written inside it, a figure
+/// in a run's `plots/` — were deleted silently by a rerun. Each is refused and kept now, and
+/// `--force` replaces.
+#[test]
+fn a_rerun_keeps_files_added_below_the_top_level_unless_forced() {
+    let w = setup();
+    w.write(
+        "scenario.toml",
+        scenario("clobber", "\n[sweep]\nseed = [1, 2]\n"),
+    );
+    let sc = w.path("scenario.toml");
+    let exp = w.path("exp");
+    let sweep = |force: bool| {
+        let f: &dyn AsRef<std::ffi::OsStr> = if force { &"--force" } else { &"--quiet" };
+        run(&[&"sweep", &sc, &"--out", &exp, f])
+    };
+    assert_eq!(sweep(false).code, 0);
+    assert!(exp.join("plots").is_dir(), "the sweep draws its plots");
+    let notes = format!("{}/notes.md", first_run(&exp));
+    for added in [notes.as_str(), "plots/my_fig.png", "runs/quick"] {
+        if added == "runs/quick" {
+            let r = run(&[&"run", &sc, &"--out", &exp.join(added), &"--quiet"]);
+            assert_eq!(r.code, 0, "{}", r.stderr);
+        } else {
+            std::fs::create_dir_all(exp.join(added).parent().unwrap()).unwrap();
+            w.write(&format!("exp/{added}"), "precious");
+        }
+        assert_refused(
+            &sweep(false),
+            &format!("now also holds `{added}`, which servesim did not write there"),
+        );
+        assert!(exp.join(added).exists(), "{added} is kept");
+        let r = sweep(true);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert!(!exp.join(added).exists(), "--force replaced {added}");
+    }
+    // The same in a run's own `plots/` (after `plot`, which the marker records).
+    let o = w.path("o");
+    let rerun = || run(&[&"run", &sc, &"--out", &o, &"--quiet"]);
+    assert_eq!(rerun().code, 0);
+    assert_eq!(run(&[&"plot", &o]).code, 0);
+    assert_eq!(rerun().code, 0, "plot's files are servesim's");
+    assert_eq!(run(&[&"plot", &o]).code, 0);
+    w.write("o/plots/mine.png", "precious");
+    assert_refused(&rerun(), "`plots/mine.png`");
+    assert!(o.join("plots/mine.png").is_file());
+}
+
+/// `plot DIR` and `compare`'s default `LIVE_DIR/compare.csv` add their files to the marker, so a
+/// rerun still replaces the output without `--force`.
+#[test]
+fn a_rerun_after_plot_or_compare_replaces_without_force() {
+    let w = setup();
+    w.write(
+        "scenario.toml",
+        scenario("clobber", "\n[sweep]\nseed = [1, 2]\n"),
+    );
+    let sc = w.path("scenario.toml");
+    let exp = w.path("exp");
+    let sweep = || run(&[&"sweep", &sc, &"--out", &exp, &"--quiet", &"--no-plots"]);
+    assert_eq!(sweep().code, 0);
+    let r = run(&[&"plot", &exp]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let marker = std::fs::read_to_string(exp.join(".servesim-output")).unwrap();
+    assert!(marker.contains("\nplots\nplots/"), "{marker}");
+    let r = sweep();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!exp.join("plots").exists());
+    // compare into a live run's directory.
+    w.write("scenario.toml", scenario("clobber", ""));
+    let sim = w.path("sim");
+    let live = w.path("live");
+    assert_eq!(run(&[&"run", &sc, &"--out", &sim, &"--quiet"]).code, 0);
+    let live_run = || {
+        let r = run(&[
+            &"live",
+            &sc,
+            &"--mock",
+            &"--time-scale",
+            &"0.0001",
+            &"--out",
+            &live,
+            &"--quiet",
+        ]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    };
+    live_run();
+    let r = run(&[&"compare", &sim, &live]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let marker = std::fs::read_to_string(live.join(".servesim-output")).unwrap();
+    assert!(marker.contains("\ncompare.csv\n"), "{marker}");
+    live_run();
+    assert!(!live.join("compare.csv").exists());
+}
+
+/// A directory written by the previous release (a marker listing its top-level names) is
+/// replaced as before: only its top level is checked.
+#[test]
+fn an_output_of_the_previous_release_is_replaced_as_before() {
+    let w = setup();
+    let sc = w.path("scenario.toml");
+    let o = w.path("o");
+    assert_eq!(run(&[&"run", &sc, &"--out", &o, &"--quiet"]).code, 0);
+    let marker = std::fs::read_to_string(o.join(".servesim-output")).unwrap();
+    let (text, _) = marker.split_once("Paths written by servesim").unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(&o)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".servesim-output")
+        .collect();
+    names.sort();
+    let old = format!(
+        "{text}Entries written by servesim (any other entry is yours, and servesim then refuses to replace this directory without --force):\n{}\n",
+        names.join("\n")
+    );
+    std::fs::write(o.join(".servesim-output"), old).unwrap();
+    std::fs::create_dir(o.join("plots")).unwrap();
+    w.write("o/plots/kv_usage.png", "drawn by an older plot");
+    w.write("o/compare.csv", "written by an older compare");
+    let r = run(&[&"run", &sc, &"--out", &o, &"--quiet"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!o.join("compare.csv").exists());
+}
+
+/// A symbolic link inside an output (here in `plots/`) is reported as the user's entry, never
+/// followed: `--force` removes the link, not what it points to.
+#[test]
+fn a_symlink_inside_an_output_is_reported_not_followed() {
+    let w = setup();
+    let sc = w.path("scenario.toml");
+    let o = w.path("o");
+    let rerun = |f: &str| run(&[&"run", &sc, &"--out", &o, &f]);
+    assert_eq!(rerun("--quiet").code, 0);
+    assert_eq!(run(&[&"plot", &o]).code, 0);
+    std::fs::create_dir(w.path("elsewhere")).unwrap();
+    w.write("elsewhere/thesis.tex", "precious");
+    std::os::unix::fs::symlink(w.path("elsewhere"), o.join("plots/link")).unwrap();
+    assert_refused(&rerun("--quiet"), "now also holds `plots/link`,");
+    assert!(o.join("plots/link").is_symlink());
+    assert_eq!(rerun("--force").code, 0);
+    assert!(!o.join("plots").exists());
+    assert_eq!(
+        std::fs::read_to_string(w.path("elsewhere/thesis.tex")).unwrap(),
+        "precious"
+    );
+}

@@ -404,6 +404,7 @@ pub(super) fn compare_cmd(a: CompareArgs, out: &mut dyn Write) -> anyhow::Result
             dir.display()
         )?;
     }
+    let default_dest = a.out.is_none();
     let dest = a.out.unwrap_or_else(|| a.live_dir.join("compare.csv"));
     // The sim directory, and the files compare reads from the live one (compare.csv goes there).
     let inputs: Vec<PathBuf> = std::iter::once(a.sim_dir.clone())
@@ -425,6 +426,10 @@ pub(super) fn compare_cmd(a: CompareArgs, out: &mut dyn Write) -> anyhow::Result
     let mut f = crate::output::StagedFile::new(&dest, replace)?;
     f.write_all(compare_csv(&rows).as_bytes())?;
     let dest = f.commit()?;
+    if default_dest {
+        // LIVE_DIR/compare.csv joins LIVE_DIR's marker, if it is a servesim output.
+        crate::staging::add_to_marker(&a.live_dir, std::slice::from_ref(&dest))?;
+    }
     write!(out, "{}", compare_table(&rows))?;
     writeln!(out, "written to {}", dest.display())?;
     Ok(())

@@ -144,7 +144,8 @@ fn both_sized(
 /// has `kv_timeline.csv` (silently skipped when it does not), into `DIR/plots/`. A directory
 /// with neither `sweep.csv` nor `summary.json` is an error, and so is a `DIR/plots/` holding
 /// files when DIR is not a servesim output and an earlier `plot` did not write them all (they
-/// may be the user's; `plot` marks the `plots/` it fills there). Returns the files written and a note
+/// may be the user's; `plot` adds the files it writes to the marker of the servesim output, or
+/// marks the `plots/` it fills elsewhere). Returns the files written and a note
 /// when values of `sweep.csv` were left out (see [`plot_sweep_noting`]).
 pub fn plot_dir(dir: &Path, opts: &SweepPlotOptions) -> Result<(Vec<PathBuf>, Option<String>)> {
     let plots = dir.join("plots");
@@ -184,7 +185,8 @@ pub fn plot_dir(dir: &Path, opts: &SweepPlotOptions) -> Result<(Vec<PathBuf>, Op
         }
         written.extend(kv::plot_kv_usage_of_run(dir, &samples, &plots)?);
     }
-    if !written.is_empty() && !servesims {
+    // In a servesim output the files join its marker; elsewhere `plots/` gets its own.
+    if !written.is_empty() && !crate::staging::add_to_marker(dir, &written)? {
         crate::staging::mark_dir(&plots)?;
     }
     Ok((written, note))

@@ -247,3 +247,165 @@ fn a_users_file_named_like_the_lock_is_kept() {
     s.commit().unwrap();
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// Writes each of `files` (paths relative to `dir`) with its directories.
+fn tree(dir: &Path, files: &[&str]) {
+    for f in files {
+        let p = dir.join(f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, "precious").unwrap();
+    }
+}
+
+/// Adversarial round 7, 01: files below the top level of an output (notes in a run directory,
+/// a figure in `plots/`, another output written inside) were deleted silently on rerun.
+#[test]
+fn the_marker_lists_every_path_and_unlisted_ones_are_found_at_any_depth() {
+    let d = tempdir();
+    let out = d.join("out");
+    let s = StagedDir::new(&out, &Replace::default()).unwrap();
+    s.write("runs/0000-a/summary.json", b"{}").unwrap();
+    s.write("runs/0000-a/.servesim-output", b"x").unwrap();
+    s.write("sweep.csv", b"x").unwrap();
+    s.commit().unwrap();
+    let marker = std::fs::read_to_string(out.join(MARKER_FILE)).unwrap();
+    let list =
+        "runs\nruns/0000-a\nruns/0000-a/.servesim-output\nruns/0000-a/summary.json\nsweep.csv\n";
+    assert_eq!(marker, format!("{MARKER_TEXT}{MARKER_PATHS}{list}"));
+    assert!(only_servesim_entries(&out).unwrap());
+    tree(
+        &out,
+        &[
+            "runs/0000-a/notes.md",
+            "plots/my_fig.png",
+            "runs/quick/summary.json",
+            "runs/quick/deep/x",
+        ],
+    );
+    let foreign = |out: &Path| foreign_entries(out, &marker_listing(out).unwrap()).unwrap();
+    // An unlisted directory is reported whole, not descended into.
+    assert_eq!(
+        foreign(&out),
+        ["plots", "runs/0000-a/notes.md", "runs/quick"]
+    );
+    assert!(!only_servesim_entries(&out).unwrap());
+    let msg = StagedDir::new(&out, &Replace::default())
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        msg.contains("now also holds `plots`, `runs/0000-a/notes.md`, `runs/quick`, which servesim did not write there"),
+        "{msg}"
+    );
+    assert!(out.join("runs/0000-a/notes.md").is_file());
+    // What a command adds (with its directories) joins the list.
+    assert!(add_to_marker(&out, &[out.join("plots/my_fig.png")]).unwrap());
+    assert_eq!(foreign(&out), ["runs/0000-a/notes.md", "runs/quick"]);
+    let marker = std::fs::read_to_string(out.join(MARKER_FILE)).unwrap();
+    assert!(
+        marker.contains(&format!("{MARKER_PATHS}plots\nplots/my_fig.png\nruns\n")),
+        "{marker}"
+    );
+    StagedDir::new(&out, &Replace::new(true, []))
+        .unwrap()
+        .commit()
+        .unwrap();
+    assert!(!out.join("runs").exists());
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn a_symlink_inside_an_output_is_an_entry_never_followed() {
+    let d = tempdir();
+    let out = d.join("out");
+    let elsewhere = d.join("elsewhere");
+    tree(&elsewhere, &["thesis.tex", "sub/data.csv"]);
+    let s = StagedDir::new(&out, &Replace::default()).unwrap();
+    s.write("runs/r/summary.json", b"{}").unwrap();
+    s.commit().unwrap();
+    std::os::unix::fs::symlink(&elsewhere, out.join("runs/r/link")).unwrap();
+    let listing = marker_listing(&out).unwrap();
+    assert_eq!(foreign_entries(&out, &listing).unwrap(), ["runs/r/link"]);
+    let msg = StagedDir::new(&out, &Replace::default())
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(msg.contains("`runs/r/link`"), "{msg}");
+    // A listed directory that is now a symlink is not descended into (what it points to is not
+    // the output's), and replacing the output removes the link only.
+    std::fs::remove_dir_all(out.join("runs/r")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, out.join("runs/r")).unwrap();
+    assert!(foreign_entries(&out, &listing).unwrap().is_empty());
+    StagedDir::new(&out, &Replace::default())
+        .unwrap()
+        .commit()
+        .unwrap();
+    assert!(elsewhere.join("thesis.tex").is_file() && elsewhere.join("sub/data.csv").is_file());
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn a_marker_cut_short_or_too_long_is_no_marker_and_a_big_sweeps_fits() {
+    let d = tempdir();
+    let out = d.join("out");
+    let s = StagedDir::new(&out, &Replace::default()).unwrap();
+    s.write("a/b", b"x").unwrap();
+    s.commit().unwrap();
+    let text = std::fs::read_to_string(out.join(MARKER_FILE)).unwrap();
+    let len = text.len() as u64;
+    assert!(marker_listing_within(&out, len).is_some());
+    assert!(marker_listing_within(&out, len - 1).is_none());
+    std::fs::write(out.join(MARKER_FILE), &text[..text.len() - 2]).unwrap();
+    assert!(!is_servesim_output(&out));
+    assert!(StagedDir::new(&out, &Replace::default()).is_err());
+    // A sweep of 100,000 runs: each run's directory and its four files.
+    let per_run: usize = [
+        "",
+        "/config.json",
+        "/replicas.csv",
+        "/requests.csv",
+        "/summary.json",
+    ]
+    .iter()
+    .map(|f| format!("runs/99999-some_policy-12.5-seed-1234567-max_batch_size-256{f}\n").len())
+    .sum();
+    assert!(100_000 * per_run as u64 <= MARKER_MAX_BYTES);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// A directory written by the previous release (its marker lists top-level names) is checked as
+/// before: top level only, `plots/` and `compare.csv` taken as servesim's.
+#[test]
+fn a_marker_of_the_previous_format_is_checked_at_the_top_level_only() {
+    let d = tempdir();
+    let out = d.join("out");
+    tree(
+        &out,
+        &[
+            "runs/r/summary.json",
+            "runs/r/notes.md",
+            "plots/mine.png",
+            "compare.csv",
+        ],
+    );
+    let old = format!("{MARKER_TEXT}{MARKER_LIST}runs\n");
+    std::fs::write(out.join(MARKER_FILE), &old).unwrap();
+    assert!(matches!(marker_listing(&out), Some(Listing::Top(_))));
+    assert!(only_servesim_entries(&out).unwrap());
+    assert!(add_to_marker(&out, &[out.join("plots/new.png")]).unwrap());
+    assert_eq!(std::fs::read_to_string(out.join(MARKER_FILE)).unwrap(), old);
+    tree(&out, &["NOTES.md"]);
+    let msg = StagedDir::new(&out, &Replace::default())
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(msg.contains("now also holds `NOTES.md`,"), "{msg}");
+    std::fs::remove_file(out.join("NOTES.md")).unwrap();
+    StagedDir::new(&out, &Replace::default())
+        .unwrap()
+        .commit()
+        .unwrap();
+    assert!(!out.join("plots").exists());
+    std::fs::remove_dir_all(&d).unwrap();
+}
