@@ -642,10 +642,8 @@ fn locate_request_error(e: crate::error::SimError, r: &Resolved) -> crate::error
         (&e, trace)
     {
         let from = match lengths {
-            SyntheticLengths::File(p) => format!("lengths drawn from {}", p.display()),
-            SyntheticLengths::Parametric { .. } => {
-                "lengths drawn from input_lengths and output_lengths".to_string()
-            }
+            SyntheticLengths::File(p) => p.display().to_string(),
+            SyntheticLengths::Parametric { .. } => "input_lengths and output_lengths".into(),
         };
         let text = std::fs::read_to_string(&r.scenario_path).unwrap_or_default();
         let at = crate::scenario::line_of_key(&text, &["trace"])
@@ -653,7 +651,7 @@ fn locate_request_error(e: crate::error::SimError, r: &Resolved) -> crate::error
             .unwrap_or_default();
         return crate::error::SimError::Scenario {
             path: r.scenario_path.clone(),
-            msg: format!("{at}[trace]: synthetic request {id} ({from}): {msg}"),
+            msg: format!("{at}[trace]: synthetic request {id} (lengths drawn from {from}): {msg}"),
         };
     }
     match (e, trace) {

@@ -270,7 +270,11 @@ fn request_larger_than_kv_capacity() {
         scenario("fcfs", "").replace("kv_capacity_blocks = 1000", "kv_capacity_blocks = 100"),
     );
     let r = run_in(&w, &[]);
-    assert_user_error(&w, &r, &["request 0", "reservation", "128"]);
+    assert_user_error(
+        &w,
+        &r,
+        &["reserve = \"max\"", "128 KV blocks", "holds 100 blocks"],
+    );
 }
 
 /// A synthetic rate so low that the first arrival is past the nanosecond clock said only

@@ -458,15 +458,7 @@ fn probe_run(
         }
         _ => None,
     });
-    // A run that finished unjudged (one request, or one arrival instant) would count as stable
-    // at any rate: the search would never close its bracket.
-    let why = why.or_else(|| match &run {
-        Some(o) if stopped.is_none() && o.summary.stability.is_none() => Some(format!(
-            "its {} request(s) are too few to judge whether it kept up (that needs two arrival instants or more); give a longer trace or --num-requests",
-            o.completions.len()
-        )),
-        _ => None,
-    });
+    let why = why.or_else(|| unjudged(run.as_ref().filter(|_| stopped.is_none())));
     if let (Some(bound), Some(o)) = (stopped, &run) {
         let check = RunCheck {
             seed,
@@ -487,6 +479,16 @@ fn probe_run(
         short_trace: run.as_ref().is_some_and(|o| o.summary.short_trace()),
     };
     (target.measure(run.as_ref()), check, why)
+}
+
+/// Why a run that finished unjudged (one request, or one arrival instant) cannot count: it would
+/// count as stable at any rate, and the search would never close its bracket.
+fn unjudged(run: Option<&crate::run::RunOutput>) -> Option<String> {
+    let o = run.filter(|o| o.summary.stability.is_none())?;
+    Some(format!(
+        "its {} request(s) are too few to judge whether it kept up (that needs two arrival instants or more); give a longer trace or --num-requests",
+        o.completions.len()
+    ))
 }
 
 /// A run ended by the engine's overload guards (`[limits] max_queue` or the overload detector),

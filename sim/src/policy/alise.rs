@@ -202,11 +202,19 @@ pub struct Alise {
 
 impl Alise {
     pub fn new(p: Params, cost: Arc<dyn CostModel>) -> Self {
+        // With aging every request is preempted again and again, and a burst's formation would
+        // walk the queue at every boundary: the jump index pays for itself there. Without aging
+        // it only costs (about +65 % instructions on ordinary load, as for srpt).
+        let keyed = if p.aging_weight > 0.0 {
+            KeyedRanking::jumping()
+        } else {
+            KeyedRanking::default()
+        };
         Alise {
             p,
             chunk_budget: None,
             remaining: Remaining::new(cost),
-            keyed: KeyedRanking::jumping(),
+            keyed,
             resident: Resident::default(),
             taken: Vec::new(),
         }

@@ -104,7 +104,10 @@ impl Srpt {
             remaining: Remaining::new(cost),
             preemption,
             chunk_budget: None,
-            ranking: KeyedRanking::jumping(),
+            // The jump index over no-op candidates costs +65 % instructions on ordinary
+            // load (bench_sharegpt_srpt, 20k requests: 7.59 → 12.50 G); srpt's bursts walk
+            // the queue at about 1 s per 30k requests, so it walks.
+            ranking: KeyedRanking::default(),
         }
     }
 }
@@ -167,36 +170,5 @@ impl FastForward for Srpt {
         let remaining = &self.remaining;
         self.ranking
             .rerank_batch(view, batch, |s| remaining.key_s(view.req(s)));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cost::constant::ConstantCost;
-    use crate::policy::ranking::tests::{token_skip_burst, view};
-    use crate::vocab::KvPool;
-
-    /// In a burst the formation jumps over the requests whose prefill the batch's token budget
-    /// has no room for: it looks at a few dozen entries of a 20,000-request queue (the walk
-    /// looked at every one).
-    #[test]
-    fn a_burst_formation_jumps_over_token_budget_skips() {
-        let cost = Arc::new(ConstantCost { iteration_s: 0.01 });
-        let mut srpt = Srpt::new(cost, PreemptionChoice::Swap);
-        let reqs = token_skip_burst(20_000);
-        let (kv, host) = (KvPool::new(100_000, 16), KvPool::new(0, 16));
-        let v = view(&reqs, &kv, &host);
-        for s in 0..20_000 {
-            srpt.on_arrival(s, &v).unwrap();
-        }
-        let mut plan = Plan::default();
-        srpt.schedule(&v, &mut plan);
-        assert_eq!(plan.run.len(), 1);
-        assert!(
-            srpt.ranking.looked_at() < 100,
-            "{}",
-            srpt.ranking.looked_at()
-        );
     }
 }
