@@ -607,3 +607,21 @@ fn an_fcfs_reservation_larger_than_the_pool_names_the_settings() {
         r.stderr
     );
 }
+
+/// Control characters from the user's inputs (here an output path) reached stdout raw ("outputs
+/// in o␛[32m…"); reports now escape them as error lines do.
+#[test]
+fn reports_escape_control_characters_from_inputs() {
+    let w = Workdir::new();
+    let r = cli([
+        "run".into(),
+        os(&w.write("s.toml", BASE)),
+        "--out".into(),
+        os(&w.path("o\u{1b}[32m\u{202e}x")),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("o\\x1b[32m\\u202ex"), "{}", r.stdout);
+    let unsafe_char = |c: char| servesim::error::is_unsafe_char(c) && c != '\n' && c != '\t';
+    assert!(!r.stdout.chars().any(unsafe_char), "{:?}", r.stdout);
+    assert!(!r.stderr.chars().any(unsafe_char), "{:?}", r.stderr);
+}

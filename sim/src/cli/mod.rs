@@ -4,6 +4,7 @@ mod bench;
 pub mod calibrate;
 mod capacity;
 mod check;
+mod escape;
 mod fidelity;
 mod list;
 mod merge;
@@ -171,6 +172,8 @@ pub fn parse_or_report<C: Parser>(
 /// Parse `args` (program name first) and run. Returns the process exit code: 0 on success, 2 on
 /// any user error (printed as one line on `err`).
 pub fn main_with_args(args: Vec<OsString>, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let (mut out, mut err) = (escape::Escaping::new(out), escape::Escaping::new(err));
+    let (out, err): (&mut dyn Write, &mut dyn Write) = (&mut out, &mut err);
     let cli = match parse_or_report::<Cli>(args, out, err) {
         Ok(c) => c,
         Err(code) => return code,
