@@ -124,6 +124,7 @@ pub(super) fn sweep_cmd(
     let mut inputs: Vec<PathBuf> = runs.iter().flat_map(|r| r.resolved.input_paths()).collect();
     inputs.sort();
     inputs.dedup();
+    let stamps = input_stamps(&inputs);
     let dir = crate::output::StagedDir::new(&dest, &crate::output::Replace::new(a.force, inputs))?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(thread_count(a.jobs, runs.len()))
@@ -151,6 +152,7 @@ pub(super) fn sweep_cmd(
         ))
         .into());
     }
+    check_inputs_unchanged(&stamps)?;
     let wall_s = started.elapsed().as_secs_f64();
     let (outcomes, failed) = write_runs(&dir, &runs, results, a.no_requests_csv)?;
     let failures = failure_note(&runs, &outcomes, failed);
@@ -202,6 +204,38 @@ pub(super) fn sweep_cmd(
         Some(note) => Err(RunsFailed(format!(
             "{note}; sweep.csv's `error` column has every reason (--allow-failures exits 0)"
         ))
+        .into()),
+        None => Ok(()),
+    }
+}
+
+/// Each input's size and modification time (`None` where it cannot be read).
+type Stamps = Vec<(PathBuf, Option<(u64, std::time::SystemTime)>)>;
+
+/// The [`Stamps`] of the sweep's inputs before its runs read them: every run opens its trace,
+/// lengths and profile files itself.
+fn input_stamps(inputs: &[PathBuf]) -> Stamps {
+    inputs
+        .iter()
+        .map(|p| {
+            let m = std::fs::metadata(p).ok();
+            (
+                p.clone(),
+                m.and_then(|m| Some((m.len(), m.modified().ok()?))),
+            )
+        })
+        .collect()
+}
+
+/// An input replaced or edited while the runs read it would mix two versions in one sweep.csv:
+/// the sweep then writes nothing.
+fn check_inputs_unchanged(before: &Stamps) -> anyhow::Result<()> {
+    let after = input_stamps(&before.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>());
+    match before.iter().zip(&after).find(|(b, a)| b.1 != a.1) {
+        Some(((p, _), _)) => Err(crate::error::SimError::Io {
+            path: p.clone(),
+            msg: "changed while the sweep ran (its size or modification time): its runs may have read different versions, so nothing was written; rerun the sweep".into(),
+        }
         .into()),
         None => Ok(()),
     }
@@ -444,4 +478,26 @@ fn check_cdf_rate(cdf_rate: Option<f64>, runs: &[SweepRun]) -> anyhow::Result<()
         list.join(", ")
     ))
     .into())
+}
+
+#[cfg(test)]
+mod tests {
+    /// A trace replaced while a sweep's runs read it mixed two traces in one sweep.csv, exit 0
+    /// (adversarial round 7, case 15); an input whose size or time changed now fails the sweep.
+    #[test]
+    fn an_input_changed_during_the_runs_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let trace = dir.path().join("len.csv");
+        std::fs::write(&trace, "input_tokens,output_tokens\n4,2\n").unwrap();
+        let stamps = super::input_stamps(std::slice::from_ref(&trace));
+        assert!(super::check_inputs_unchanged(&stamps).is_ok());
+        std::fs::write(&trace, "input_tokens,output_tokens\n1000,900\n").unwrap();
+        let e = super::check_inputs_unchanged(&stamps)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("len.csv") && e.contains("changed while the sweep ran"),
+            "{e}"
+        );
+    }
 }
