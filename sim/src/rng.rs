@@ -15,6 +15,21 @@ pub enum Stream {
     Shuffle = 4,
 }
 
+/// xorshift64 for tests: a fixed, dependency-free stream of pseudo-random numbers.
+#[cfg(test)]
+pub(crate) struct XorShift(pub u64);
+
+#[cfg(test)]
+impl XorShift {
+    /// The next number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
 pub fn stream(seed: u64, s: Stream) -> ChaCha8Rng {
     let mut r = ChaCha8Rng::seed_from_u64(seed);
     r.set_stream(s as u64);

@@ -142,15 +142,7 @@ fn held_input<'a>(dest: &Path, inputs: &'a [PathBuf]) -> Option<&'a PathBuf> {
 pub fn check_dest(dest: &Path, replace: &Replace) -> Result<()> {
     let dest = &without_trailing_dots(dest);
     let (_, name) = split(dest, "directory")?;
-    if file::reserved_name(&name) {
-        return Err(io(
-            dest,
-            format!(
-                "`{}` is a name servesim keeps for its own bookkeeping (output markers, locks, staging); choose another --out",
-                crate::error::echo(&name)
-            ),
-        ));
-    }
+    file::refuse_reserved(dest, &name, "--out")?;
     if let Some(input) = inside_input(dest, &replace.inputs) {
         return Err(io(
             dest,
@@ -573,7 +565,7 @@ impl StagedDir {
         Ok(dir)
     }
 
-    /// The marker with the list of what was written (the staged directory's top-level entries).
+    /// The marker with the list of what was written (every path in the staged directory).
     fn write_marker(&self) -> Result<()> {
         self.write(MARKER_FILE, marker_text(&self.tmp)?.as_bytes())
     }

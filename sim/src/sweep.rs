@@ -169,7 +169,8 @@ fn first_repeat(vals: &[toml::Value]) -> Option<(usize, usize)> {
 const MAX_AXIS_DEPTH: usize = 16;
 
 fn set_path(root: &mut toml::Table, path: &str, v: toml::Value) -> std::result::Result<(), String> {
-    let depth = path.split('.').count();
+    let parts: Vec<&str> = path.split('.').collect();
+    let depth = parts.len();
     if depth > MAX_AXIS_DEPTH {
         let shown: String = path.chars().take(60).collect();
         return Err(format!(
@@ -177,18 +178,17 @@ fn set_path(root: &mut toml::Table, path: &str, v: toml::Value) -> std::result::
             shown.escape_debug()
         ));
     }
-    if path.split('.').next() == Some("sweep") {
+    if parts[0] == "sweep" {
         return Err(format!(
             "sweep axis `{path}` sets a key of [sweep] itself, which no run reads"
         ));
     }
-    if path.split('.').any(str::is_empty) {
+    if parts.iter().any(|p| p.is_empty()) {
         return Err(format!(
             "sweep axis `{}` has an empty part; write dotted keys such as `scheduler.max_batch_size`",
             crate::error::echo(path)
         ));
     }
-    let parts: Vec<&str> = path.split('.').collect();
     let (last, inner) = parts.split_last().expect("split gives one part at least");
     let mut t = root;
     let mut i = 0;

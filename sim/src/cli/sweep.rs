@@ -215,24 +215,20 @@ type Stamps = Vec<(PathBuf, Option<(u64, std::time::SystemTime)>)>;
 /// The [`Stamps`] of the sweep's inputs before its runs read them: every run opens its trace,
 /// lengths and profile files itself.
 fn input_stamps(inputs: &[PathBuf]) -> Stamps {
-    inputs
-        .iter()
-        .map(|p| {
-            let m = std::fs::metadata(p).ok();
-            (
-                p.clone(),
-                m.and_then(|m| Some((m.len(), m.modified().ok()?))),
-            )
-        })
-        .collect()
+    inputs.iter().map(|p| (p.clone(), stamp(p))).collect()
+}
+
+/// The size and modification time of `p` (`None` where it cannot be read).
+fn stamp(p: &std::path::Path) -> Option<(u64, std::time::SystemTime)> {
+    let m = std::fs::metadata(p).ok()?;
+    Some((m.len(), m.modified().ok()?))
 }
 
 /// An input replaced or edited while the runs read it would mix two versions in one sweep.csv:
 /// the sweep then writes nothing.
 fn check_inputs_unchanged(before: &Stamps) -> anyhow::Result<()> {
-    let after = input_stamps(&before.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>());
-    match before.iter().zip(&after).find(|(b, a)| b.1 != a.1) {
-        Some(((p, _), _)) => Err(crate::error::SimError::Io {
+    match before.iter().find(|(p, was)| stamp(p) != *was) {
+        Some((p, _)) => Err(crate::error::SimError::Io {
             path: p.clone(),
             msg: "changed while the sweep ran (its size or modification time): its runs may have read different versions, so nothing was written; rerun the sweep".into(),
         }
@@ -263,20 +259,11 @@ fn flag_axes(a: &SweepArgs) -> anyhow::Result<Vec<crate::sweep::FlagAxis>> {
         });
     }
     if !a.seeds.is_empty() {
-        let mut values = Vec::new();
-        for &s in &a.seeds {
-            let v = i64::try_from(s).map_err(|_| {
-                crate::error::SimError::config(format!(
-                    "--seeds: seed {s} is above the largest seed a scenario can hold, {}",
-                    i64::MAX
-                ))
-            })?;
-            values.push(v.into());
-        }
         axes.push(FlagAxis {
             flag: "--seeds",
             axis: "seed",
-            values,
+            // `seed_parser` keeps every seed within a scenario seed's range (0..=i64::MAX).
+            values: a.seeds.iter().map(|&s| (s as i64).into()).collect(),
         });
     }
     Ok(axes)

@@ -347,13 +347,8 @@ mod tests {
     /// formation, jumps included, forms the plans of the re-sorting one.
     #[test]
     fn jumps_form_the_same_plans_as_the_walk() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = |m: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % m
-        };
+        let mut rng = crate::rng::XorShift(0x2545_f491_4f6c_dd1d);
+        let mut next = |m: u64| rng.below(m);
         let mut jumped = 0;
         for case in 0..300 {
             let n = 50 + next(400) as u32;
@@ -507,13 +502,8 @@ mod tests {
     /// walk over the re-sorted ranking (`form_priority_batch`, kept as the reference).
     #[test]
     fn jumps_form_the_same_plans_with_budgets_and_swaps() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = |m: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % m
-        };
+        let mut rng = crate::rng::XorShift(0x9e37_79b9_7f4a_7c15);
+        let mut next = |m: u64| rng.below(m);
         let mut jumped = 0;
         for case in 0..400 {
             let n = 50 + next(600) as u32;

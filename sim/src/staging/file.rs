@@ -30,15 +30,7 @@ pub struct StagedFile {
 /// call it before their work starts; [`StagedFile`] checks again.
 pub fn check_file_dest(dest: &Path, inputs: &[PathBuf], replace: bool) -> Result<()> {
     let (_, name) = split(dest, "file")?;
-    if reserved_name(&name) {
-        return Err(io(
-            dest,
-            format!(
-                "`{}` is a name servesim keeps for its own bookkeeping (output markers, locks, staging); choose another output file name",
-                crate::error::echo(&name)
-            ),
-        ));
-    }
+    refuse_reserved(dest, &name, "output file name")?;
     match std::fs::symlink_metadata(dest) {
         Ok(m) if m.is_dir() => {
             return Err(io(dest, "the output path is a directory; give a file name"));
@@ -191,10 +183,25 @@ pub fn first_line_is(path: &Path, line: &str) -> bool {
             .is_some_and(|l| l.strip_suffix(b"\r").unwrap_or(l) == line.as_bytes())
 }
 
+/// Refuse an output `dest` named `name` when that is a [`reserved_name`]; `instead` says what
+/// to choose (`output file name`, `--out`).
+pub(super) fn refuse_reserved(dest: &Path, name: &str, instead: &str) -> Result<()> {
+    if !reserved_name(name) {
+        return Ok(());
+    }
+    Err(io(
+        dest,
+        format!(
+            "`{}` is a name servesim keeps for its own bookkeeping (output markers, locks, staging); choose another {instead}",
+            crate::error::echo(name)
+        ),
+    ))
+}
+
 /// Names servesim gives its own bookkeeping files: the output marker, locks and staging or
 /// set-aside directories (and the older `.NAME.tmp-PID` staging). An output of that name would
 /// pass for one of them, and be cleaned up as debris.
-pub(super) fn reserved_name(name: &str) -> bool {
+fn reserved_name(name: &str) -> bool {
     name == MARKER_FILE
         || name.ends_with(".servesim-lock")
         || name.contains(".servesim-tmp-")

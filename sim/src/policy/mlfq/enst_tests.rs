@@ -5,23 +5,12 @@ use super::enst::repeat_add;
 use super::*;
 use crate::cost::constant::ConstantCost;
 use crate::policy::{Limits, RunItem};
+use crate::rng::XorShift as Rng;
 use crate::swap::KvOffload;
 use crate::vocab::KvPool;
 use crate::vocab::request::{Request, Slab};
 
 const MS: Ns = 1_000_000;
-
-/// xorshift64: pseudo-random numbers below `n`.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
-    }
-}
 
 fn naive_add(mut x: f64, c: f64, k: u64) -> f64 {
     for _ in 0..k {

@@ -6,23 +6,12 @@
 use super::*;
 use crate::cost::constant::ConstantCost;
 use crate::policy::Limits;
+use crate::rng::XorShift as Rng;
 use crate::swap::KvOffload;
 use crate::vocab::KvPool;
 use crate::vocab::request::Slab;
 
 const MS: Ns = 1_000_000;
-
-/// xorshift64: pseudo-random numbers below `n`.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
-    }
-}
 
 /// What `on_arrival` does to the queues, without a view.
 fn arrive(m: &mut Mlfq, s: Slot, level: u32, now: Ns) {

@@ -111,13 +111,8 @@ fn lazy_requeue_equals_write_back_then_requeue() {
     let cfg = Params::default()
         .resolve(true, cost.as_ref(), "skip-join-mlfq")
         .unwrap();
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut rand = |n: u64| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % n
-    };
+    let mut x = crate::rng::XorShift(0x9e37_79b9_7f4a_7c15);
+    let mut rand = |n: u64| x.below(n);
     for _ in 0..300 {
         let mut m = Mlfq::new(cfg.clone(), cost.clone(), "skip-join-mlfq");
         let queued = 1 + rand(14) as usize;
@@ -278,13 +273,8 @@ fn requeue_batch_matches_a_full_rebuild_and_touches_only_the_batch() {
             batch.len()
         );
     }
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut rand = |n: u64| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % n
-    };
+    let mut x = crate::rng::XorShift(0x2545_f491_4f6c_dd1d);
+    let mut rand = |n: u64| x.below(n);
     for _ in 0..500 {
         let mut cfg = Params {
             preset: if rand(2) == 0 {
@@ -630,13 +620,8 @@ fn requeue_arrival_and_finish_work_does_not_grow_with_the_queue() {
 #[test]
 fn level_is_a_deque() {
     use std::collections::VecDeque;
-    let mut x: u64 = 0x1234_5678_9abc_def1;
-    let mut rand = |n: u64| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % n
-    };
+    let mut x = crate::rng::XorShift(0x1234_5678_9abc_def1);
+    let mut rand = |n: u64| x.below(n);
     let mut level = levels::Level::default();
     let mut model: VecDeque<Slot> = VecDeque::new();
     for next in 0..20_000 as Slot {
