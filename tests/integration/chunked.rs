@@ -10,7 +10,9 @@
 
 use std::path::Path;
 
-use crate::support::{Row, Workdir, cli, read_column, run_with_trace as run_in};
+use crate::support::{
+    Row, Workdir, cli, read_column, read_summary, run_with_trace as run_in, workspace_root,
+};
 
 const MS: u64 = 1_000_000;
 const POLICIES: [&str; 2] = ["sarathi", "vllm-v1"];
@@ -298,4 +300,50 @@ fn a_token_gap_spans_a_chunked_re_prefill() {
             );
         }
     }
+}
+
+/// `vllm-v1` with pipeline parallelism (4 micro-batches in flight) and a KV pool that holds about
+/// one long ShareGPT conversation: the oldest running request used to evict itself whenever the
+/// younger ones were all in flight, lose its KV, come back and do it again — a livelock (150
+/// requests: > 10⁸ events and 4·10⁷ preemptions, never ending). It now waits for a younger one to
+/// come back; the 150 requests end in under 10⁵ events.
+#[test]
+fn vllm_v1_with_pipeline_stages_and_a_tight_pool_runs_to_the_end() {
+    let w = Workdir::new();
+    let lengths = workspace_root().join("traces/sharegpt_vllm_opt.csv");
+    let text = format!(
+        r#"name = "v1pp4"
+model = "opt-13b"
+gpu = "a100-40gb"
+pp = 4
+[trace]
+arrival = "poisson"
+rate_per_s = 0.5
+lengths_file = {lengths:?}
+num_requests = 150
+[cost]
+model = "analytic"
+[scheduler]
+policy = "vllm-v1"
+max_batch_size = 64
+max_batch_tokens = 256
+[memory]
+kv_capacity_blocks = 130
+[limits]
+max_events = 1000000
+"#
+    );
+    let s = w.write("s.toml", text);
+    let out = w.path("out");
+    let r = cli([
+        "run".as_ref(),
+        s.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+        "--quiet".as_ref(),
+        "--no-requests-csv".as_ref(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let summary = read_summary(&out);
+    assert_eq!(summary["requests"], 150, "{summary}");
 }
