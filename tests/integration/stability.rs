@@ -144,6 +144,46 @@ fn run_warns_when_the_run_did_not_keep_up() {
     assert!(!r.stderr.contains("did not keep up"), "{}", r.stderr);
 }
 
+/// A run too short to judge is not judged: λ = 6 (unstable with 60 requests, above) on 19
+/// requests says nothing and writes `"stability": null`; three requests, the last two 1 ns
+/// apart, were "unstable: grew 1e9 req/s".
+#[test]
+fn a_run_of_too_few_requests_is_not_judged() {
+    let w = Workdir::new();
+    let sc = w.write("s.toml", scenario(""));
+    let out = w.path("o");
+    let r = cli([
+        "run".into(),
+        sc.into_os_string(),
+        "--num-requests".into(),
+        "19".into(),
+        "--out".into(),
+        out.clone().into_os_string(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stderr.contains("did not keep up"), "{}", r.stderr);
+    assert!(read_summary(&out)["stability"].is_null());
+    let text = scenario("").replace(
+        "arrival = \"constant\"\nrate_per_s = 6.0\nnum_requests = 60\ninput_lengths = { dist = \"fixed\", value = 4 }\noutput_lengths = { dist = \"fixed\", value = 2 }",
+        "file = \"t.csv\"",
+    );
+    assert!(text.contains("t.csv"), "{text}");
+    w.write(
+        "t.csv",
+        "arrival_s,input_tokens,output_tokens\n0,4,2\n1e6,4,2\n1000000.000000001,4,2\n",
+    );
+    let sc = w.write("t.toml", text);
+    let r = cli([
+        "run".into(),
+        sc.into_os_string(),
+        "--out".into(),
+        w.path("t").into_os_string(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stderr.contains("did not keep up"), "{}", r.stderr);
+    assert!(read_summary(&w.path("t"))["stability"].is_null());
+}
+
 /// `capacity --slo per_token_s=1` from 1 req/s: without the rule the search took the mean
 /// per-token latency alone and reported 7.19 req/s (mean JCT = 0.2 + (0.2 − 1/λ) × 29.5 reaches
 /// 2 s at 1/λ = 0.2 − 1.8/29.5, λ = 7.19), though the server serves 5. With it a rate counts

@@ -481,13 +481,14 @@ fn probe_run(
     (target.measure(run.as_ref()), check, why)
 }
 
-/// Why a run that finished unjudged (one request, or one arrival instant) cannot count: it would
-/// count as stable at any rate, and the search would never close its bracket.
+/// Why a run that finished unjudged (too few requests, or one arrival instant) cannot count: it
+/// would count as stable at any rate, and the search would never close its bracket.
 fn unjudged(run: Option<&crate::run::RunOutput>) -> Option<String> {
     let o = run.filter(|o| o.summary.stability.is_none())?;
     Some(format!(
-        "its {} request(s) are too few to judge whether it kept up (that needs two arrival instants or more); give a longer trace or --num-requests",
-        o.completions.len()
+        "its {} request(s) are too few to judge whether it kept up (that needs {} requests or more, over two arrival instants or more); give a longer trace or --num-requests",
+        o.completions.len(),
+        crate::metrics::stability::MIN_JUDGED_REQUESTS
     ))
 }
 

@@ -207,7 +207,7 @@ pub struct Summary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub goodput: Option<Goodput>,
     /// Whether the run kept up with its arrivals ([`stability::stability`]; `null` with fewer
-    /// than two requests or one arrival instant).
+    /// than [`stability::MIN_JUDGED_REQUESTS`] requests or one arrival instant).
     pub stability: Option<stability::Stability>,
     /// What makes the scenario doubtful though valid (e.g. a `kv_capacity_blocks` override the
     /// GPU memory cannot hold); absent when there is nothing to say.

@@ -50,9 +50,9 @@
 //! [`MIN_REPLICA_REQUESTS`] completions passes both over the requests routed to it: a slow
 //! replica behind a round-robin router falls behind while the others keep up, and the
 //! cluster-wide figures average it away (3 × H200 + 1 × A100 at 6 req/s: cluster queue growth
-//! 0.088 req/s against 0.31 allowed, the A100 replica served 1.40 of its 1.53 req/s). With fewer than two requests, or all arrivals (after
-//! trimming) at one instant, there is no rate to compare: the run is not judged (`None`, empty
-//! cells; `capacity` counts it).
+//! 0.088 req/s against 0.31 allowed, the A100 replica served 1.40 of its 1.53 req/s). With fewer than [`MIN_JUDGED_REQUESTS`] requests, or all arrivals
+//! (after trimming) at one instant, there is no rate to compare: the run is not judged (`None`,
+//! empty cells; `capacity` fails such a probe).
 //!
 //! The engine's early overload check (`[limits] overload_window_s`, `overload_min_queue`; see
 //! `engine/overload.rs`) is a different, coarser tool: it aborts a run *while it runs* once a
@@ -88,6 +88,11 @@ pub fn tolerance(requests: usize) -> f64 {
 }
 /// Requests left out at each end of the throughput spans: ⌊N / TRIM_DIVISOR⌋ (5 %).
 pub const TRIM_DIVISOR: usize = 20;
+
+/// Fewest requests a run is judged on. Below it the trimming keeps every request and the queue
+/// trend is fitted on at most nine arrivals: three requests, the last two 1 ns apart, "grew
+/// 10⁹ req/s". Such runs are not judged.
+pub const MIN_JUDGED_REQUESTS: usize = TRIM_DIVISOR;
 
 /// One line stating the rule (capacity's table and `--help`, capacity.csv's notes).
 pub const RULE: &str = "stable = achieved >= (1 - tol) x offered (middle 90% of arrivals and of completions, weighted by output tokens) and the number in system, sampled at each arrival of the last half of the trace, grows by at most tol x offered per second, tol = 3/sqrt(N) within [1%, 5%] for N requests; in a cluster, also over each replica's own requests (replicas with >= 200 completions)";
@@ -346,7 +351,7 @@ fn stability_sorted(
     by_arrival.sort_unstable_by_key(|p| p.key());
     by_finish.sort_unstable_by_key(|p| p.key());
     let n = by_arrival.len();
-    if n < 2 {
+    if n < MIN_JUDGED_REQUESTS {
         return None;
     }
     let k = n / TRIM_DIVISOR;
@@ -519,10 +524,10 @@ mod tests {
 
     #[test]
     fn a_server_keeping_up_is_stable() {
-        // Arrivals at 0, 1, 2, 3 s, each served in 0.5 s. N = 4 < 20: nothing trimmed.
-        // offered = 3 gaps / (3 − 0) s = 1; achieved = 3 / (3.5 − 0.5) = 1.
-        // Number in system just after each arrival: 1, 1, 1, 1 → slope 0.
-        let c: Vec<_> = (0..4).map(|i| req(i * S, i * S + S / 2)).collect();
+        // Arrivals at 0, 1, …, 19 s, each served in 0.5 s. N = 20: k = 1 trimmed at each end.
+        // offered = 17 gaps / (18 − 1) s = 1; achieved = 1 × (finishes 1.5 … 18.5 s: slope 1).
+        // Number in system just after each arrival: 1 → slope 0.
+        let c: Vec<_> = (0..20).map(|i| req(i * S, i * S + S / 2)).collect();
         let s = stability(&c).unwrap();
         assert_eq!(s.offered_rate_per_s, 1.0);
         assert_eq!(s.achieved_rate_per_s, 1.0);
@@ -532,16 +537,16 @@ mod tests {
 
     #[test]
     fn a_server_at_half_the_arrival_rate_is_not() {
-        // Arrivals at 0, 1, 2, 3 s; one server taking 2 s each, in order: finishes 2, 4, 6, 8.
-        // offered = 3 / 3 = 1 req/s; achieved = 3 / (8 − 2) = 0.5 < 0.95.
-        // Last half: arrivals 3 and 4 (t = 2, 3 s). In system after arrival 3 at t = 2: 3
-        // arrived − 1 finished (at 2, ≤ 2) = 2; after arrival 4 at t = 3: 4 − 1 = 3.
-        // Slope = 1 req/s > 0.05 × 1.
-        let c: Vec<_> = (0..4).map(|i| req(i * S, 2 * (i + 1) * S)).collect();
+        // Arrivals at 0, 1, …, 19 s; one server taking 2 s each, in order: finishes 2, 4, …, 40.
+        // Trimmed (k = 1): offered = 17 / 17 = 1 req/s; finishes 4 … 36 s, 2 s apart →
+        // achieved = 0.5 < 0.95. Last half: arrivals 10 … 19 at t = i s, in system after each
+        // i + 1 − ⌊i/2⌋ = 6, 7, 7, 8, 8, 9, 9, 10, 10, 11: least-squares slope 42.5 / 82.5 =
+        // 17/33 req/s > 0.05 × 1.
+        let c: Vec<_> = (0..20).map(|i| req(i * S, 2 * (i + 1) * S)).collect();
         let s = stability(&c).unwrap();
         assert_eq!(s.offered_rate_per_s, 1.0);
-        assert_eq!(s.achieved_rate_per_s, 0.5);
-        assert_eq!(s.queue_growth_per_s, 1.0);
+        assert!((s.achieved_rate_per_s - 0.5).abs() < 1e-12, "{s:?}");
+        assert!((s.queue_growth_per_s - 17.0 / 33.0).abs() < 1e-12, "{s:?}");
         assert!(!s.stable);
     }
 
@@ -647,6 +652,23 @@ mod tests {
         assert_eq!(stability(&[]), None);
         assert_eq!(stability(&[req(0, S)]), None);
         assert_eq!(stability(&[req(S, 2 * S), req(S, 3 * S)]), None);
+        let same_instant: Vec<_> = (0..40).map(|i| req(S, (2 + i) * S)).collect();
+        assert_eq!(stability(&same_instant), None);
+        // Three requests, the last two 1 ns apart: no verdict (was "grew 10⁹ req/s").
+        let three = [
+            req(0, S),
+            req(1000 * S, 1001 * S),
+            req(1000 * S + 1, 1002 * S),
+        ];
+        assert_eq!(stability(&three), None);
+        // One a second, each served in 0.5 s: judged (stable) from 20 requests on.
+        let steady = |n: u64| -> Vec<_> { (0..n).map(|i| req(i * S, i * S + S / 2)).collect() };
+        assert_eq!(stability(&steady(MIN_JUDGED_REQUESTS as u64 - 1)), None);
+        assert!(
+            stability(&steady(MIN_JUDGED_REQUESTS as u64))
+                .unwrap()
+                .stable
+        );
     }
 
     /// Two replicas, 300 requests each at 1 req/s: replica 0 serves each in 0.5 s; replica 1
