@@ -243,8 +243,18 @@ pub(crate) fn locate(
     ))
 }
 
+/// `s` as a whole number ≥ 0: an integer, or a number written with a fraction or exponent
+/// that is whole (`10.0`, `1e3`: tables exported through floating point write counts so).
+pub(crate) fn whole_number(s: &str) -> Option<u64> {
+    if let Ok(v) = s.parse::<u64>() {
+        return Some(v);
+    }
+    let f: f64 = s.parse().ok()?;
+    (f.is_finite() && f >= 0.0 && f.fract() == 0.0 && f <= u64::MAX as f64).then_some(f as u64)
+}
+
 pub(crate) fn parse_tokens(path: &Path, line: u64, field: &str, s: &str) -> Result<u32> {
-    let v: u64 = s.parse().map_err(|_| {
+    let v = whole_number(s).ok_or_else(|| {
         input_err(
             path,
             line,

@@ -528,16 +528,7 @@ pub(crate) fn parse_count(path: &Path, line: u64, field: &str, s: &str) -> Resul
             format!("expected a whole number of tokens, got `{s}`"),
         )
     };
-    let v: u64 = match s.parse::<u64>() {
-        Ok(v) => v,
-        Err(_) => {
-            let f: f64 = s.parse().map_err(|_| bad())?;
-            if !(f.is_finite() && f >= 0.0 && f.fract() == 0.0) {
-                return Err(bad());
-            }
-            f as u64
-        }
-    };
+    let v = super::csv_reader::whole_number(s).ok_or_else(bad)?;
     u32::try_from(v).map_err(|_| bad())
 }
 
