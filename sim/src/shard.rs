@@ -16,7 +16,9 @@
 //! The fingerprint is a 64-bit FNV-1a hash of every run's axis values and resolved configuration
 //! (`config.json` without the scenario file's path, so shards may be started from different
 //! directories), servesim's version included: shards of different scenarios, `--num-requests`
-//! or builds do not merge.
+//! or builds do not merge. `shard.json` also lists the sweep's data files (traces, lengths,
+//! profiles, catalogues) with a hash of their bytes, compared as a set (paths may differ between
+//! hosts): shards run on two versions of one trace do not merge either.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -80,16 +82,18 @@ impl Shard {
         format!("sweep-shard-{}-of-{}", self.index, self.count)
     }
 
-    /// Fix what the whole sweep looks like, then keep only this shard's runs in `runs`.
-    pub fn select(self, runs: &mut Vec<SweepRun>) -> ShardInfo {
+    /// Fix what the whole sweep looks like (its inputs' contents included), then keep only this
+    /// shard's runs in `runs`.
+    pub fn select(self, runs: &mut Vec<SweepRun>) -> Result<ShardInfo> {
         let info = ShardInfo {
             shard: self,
             runs_total: runs.len(),
             fingerprint: fingerprint(runs),
             header: csv_header(runs),
+            inputs: input_hashes(runs)?,
         };
         runs.retain(|r| self.owns(r.index));
-        info
+        Ok(info)
     }
 }
 
@@ -106,6 +110,7 @@ pub struct ShardInfo {
     pub runs_total: usize,
     pub fingerprint: String,
     pub header: String,
+    pub inputs: Vec<InputHash>,
 }
 
 impl ShardInfo {
@@ -129,6 +134,7 @@ impl ShardInfo {
             runs_total: self.runs_total,
             fingerprint: self.fingerprint.clone(),
             header: self.header.clone(),
+            inputs: self.inputs.clone(),
             wall_s,
             rows: runs
                 .iter()
@@ -157,6 +163,9 @@ pub struct Manifest {
     pub runs_total: usize,
     pub fingerprint: String,
     pub header: String,
+    /// The sweep's data files (traces, lengths, profiles, catalogues) and hashes of their bytes.
+    #[serde(default)]
+    pub inputs: Vec<InputHash>,
     /// Wall time of the shard's runs (informational; not compared).
     pub wall_s: f64,
     pub rows: Vec<ManifestRow>,
@@ -171,6 +180,76 @@ pub struct ManifestRow {
     pub dir: Option<String>,
     /// Its exact `sweep.csv` line, without the newline.
     pub csv: String,
+}
+
+/// One data file of a sweep (as the scenario names it, resolved) and the 64-bit FNV-1a hash of its
+/// bytes (`-` for what is not a regular file, e.g. a pipe, which two shards cannot share).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputHash {
+    pub file: String,
+    pub fnv1a64: String,
+}
+
+/// The data files every run of the sweep reads (not the scenario files: their meaning is in the
+/// fingerprint), each hashed once: the fingerprint sees a trace's path, not its contents, so
+/// shards run on two versions of one trace merged.
+pub fn input_hashes(runs: &[SweepRun]) -> Result<Vec<InputHash>> {
+    let mut files: Vec<PathBuf> = runs
+        .iter()
+        .flat_map(|r| {
+            let scenario = r.resolved.scenario_path.clone();
+            r.resolved
+                .input_paths()
+                .into_iter()
+                .filter(move |p| *p != scenario)
+        })
+        .collect();
+    files.sort();
+    files.dedup();
+    files.iter().map(|p| hash_file(p)).collect()
+}
+
+/// [`InputHash`] of `path`.
+fn hash_file(path: &Path) -> Result<InputHash> {
+    use std::io::Read;
+    let io = |e: std::io::Error| crate::trace::csv_reader::io_err(path, e);
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let regular = std::fs::metadata(path).map_err(io)?.is_file();
+    if regular {
+        let mut f = std::fs::File::open(path).map_err(io)?;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf).map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            fnv1a(&mut h, &buf[..n]);
+        }
+    }
+    Ok(InputHash {
+        file: path.display().to_string(),
+        fnv1a64: if regular {
+            format!("{h:016x}")
+        } else {
+            "-".into()
+        },
+    })
+}
+
+/// The first input of `b` whose contents no input of `a` has (`None` when both hold the same
+/// contents; where the files sit may differ between machines).
+fn differing_input<'a>(a: &[InputHash], b: &'a [InputHash]) -> Option<&'a InputHash> {
+    let mut ha: Vec<&str> = a.iter().map(|i| i.fnv1a64.as_str()).collect();
+    let mut hb: Vec<&str> = b.iter().map(|i| i.fnv1a64.as_str()).collect();
+    ha.sort_unstable();
+    hb.sort_unstable();
+    if ha == hb {
+        return None;
+    }
+    b.iter()
+        .find(|i| !ha.contains(&i.fnv1a64.as_str()))
+        .or_else(|| b.first())
 }
 
 /// 64-bit FNV-1a (stable across builds and platforms, unlike `std`'s hasher).
@@ -495,6 +574,14 @@ fn shards_by_index(shards: &[Loaded]) -> Result<Vec<Option<&Loaded>>> {
         }
         if s.m.header != first.m.header {
             return Err(mismatch(s, "sweep.csv headers"));
+        }
+        if let Some(i) = differing_input(&first.m.inputs, &s.m.inputs) {
+            return Err(SimError::config(format!(
+                "{} and {} read different contents of the sweep's inputs ({} in the second differs from every input of the first): rerun the shards on the same files",
+                first.dir.display(),
+                s.dir.display(),
+                i.file
+            )));
         }
         if let Some(other) = by_index[s.m.shard] {
             return Err(SimError::config(format!(

@@ -396,3 +396,67 @@ fn merge_refuses_edited_rows_and_symlinks() {
         fails(&d, &["summary.json", "symbolic link"]);
     }
 }
+
+/// Shards run on two versions of one trace do not merge: the fingerprint sees the trace's path,
+/// not its contents, so shard 0 on a trace and shard 1 after the file was replaced merged into
+/// one sweep.csv of two traces, exit 0. `shard.json` now hashes the sweep's data files.
+#[test]
+fn shards_run_on_different_contents_of_a_trace_do_not_merge() {
+    let w = Workdir::new();
+    let lengths = |n: usize| -> String {
+        let mut t = "input_tokens,output_tokens\n".to_string();
+        for i in 0..200 {
+            t.push_str(&format!("{},{}\n", 20 + (i * 7 + n) % 90, 5 + i % 30));
+        }
+        t
+    };
+    let lpath = w.write("lengths.csv", lengths(0));
+    let s = w.write(
+        "sweep.toml",
+        SWEEP.replace("LENGTHS", &lpath.display().to_string()),
+    );
+    let s = s.to_str().unwrap();
+    let shard = |i: usize| {
+        let dir = w.path(&format!("s{i}"));
+        let r = sweep(&[
+            s,
+            "--shard",
+            &format!("{i}/2"),
+            "--out",
+            dir.to_str().unwrap(),
+        ]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        dir
+    };
+    let s0 = shard(0);
+    w.write("lengths.csv", lengths(1));
+    let s1 = shard(1);
+    let out = w.path("merged");
+    let r = cli([
+        "merge".as_ref(),
+        s0.as_os_str(),
+        s1.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr
+            .contains("read different contents of the sweep's inputs")
+            && r.stderr.contains("lengths.csv"),
+        "{}",
+        r.stderr
+    );
+    assert!(!out.exists());
+    // The same contents again: the shards merge.
+    w.write("lengths.csv", lengths(0));
+    let s1 = shard(1);
+    let r = cli([
+        "merge".as_ref(),
+        s0.as_os_str(),
+        s1.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}

@@ -114,7 +114,7 @@ pub(super) fn sweep_cmd(
         .unwrap_or_default();
     check_trace_files(&runs)?;
     check_cdf_rate(a.cdf_rate, &runs)?;
-    let shard = a.shard.map(|s| s.select(&mut runs));
+    let shard = a.shard.map(|s| s.select(&mut runs)).transpose()?;
     let default_dir = shard
         .as_ref()
         .map_or("sweep".into(), |s| s.shard.dir_name());
