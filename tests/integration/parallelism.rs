@@ -356,3 +356,47 @@ fn bad_pipeline_tables_are_user_errors() {
         assert!(!w.path("out").exists());
     }
 }
+
+/// Pipeline parallelism with `[swap] reactive = "overlap"`: a micro-batch held back by its
+/// swap-in copy was overtaken by the one launched after it, whose end event then finished the
+/// first batch (flights leave in launch order) while its copy was still running: "engine bug:
+/// transfer completed for a request in state Gpu" (exit 101), for every swapping policy at pp ≥ 2.
+/// Micro-batches now leave the last stage in launch order; each policy runs to the end.
+#[test]
+fn overlapped_swap_ins_keep_micro_batches_in_order() {
+    let lengths = workspace_root().join("traces/sharegpt_vllm_opt.csv");
+    for policy in ["mlfq", "ltr", "fcfs-swap"] {
+        let w = Workdir::new();
+        let text = format!(
+            r#"name = "pp-overlap"
+model = "opt-13b"
+gpu = "a100-40gb"
+pp = 2
+[trace]
+arrival = "poisson"
+rate_per_s = 8.0
+lengths_file = {lengths:?}
+num_requests = 300
+[cost]
+model = "analytic"
+[scheduler]
+policy = "{policy}"
+max_batch_size = 16
+[swap]
+reactive = "overlap"
+"#
+        );
+        let s = w.write("s.toml", text);
+        let out = w.path("out");
+        let r = cli([
+            "run".as_ref(),
+            s.as_os_str(),
+            "--out".as_ref(),
+            out.as_os_str(),
+            "--quiet".as_ref(),
+        ]);
+        assert_eq!(r.code, 0, "{policy}: {}", r.stderr);
+        let rows = read_requests(&out);
+        assert_eq!(rows.len(), 300, "{policy}");
+    }
+}

@@ -233,6 +233,11 @@ impl Sim {
             (crate::swap::timing::Reactive::Overlap, Some((_, b))) => t.max(b),
             _ => t,
         };
+        // The last stage emits micro-batches in launch order: one held back by its copy under
+        // `overlap` (whose stages do not wait for it) holds back the ones behind it. The end
+        // events pop flights in that order; an overtaking one finished the earlier batch while
+        // its swap-in was still copying.
+        let exit = rep.flights.back().map_or(exit, |f| exit.max(f.exit_ns));
         if exit > ungated {
             rep.charge_stall(exit - ungated);
         }
@@ -244,6 +249,7 @@ impl Sim {
         rep.flights.push_back(Flight {
             batch,
             start_ns: now,
+            exit_ns: exit,
         });
         rep.stage0_busy = true;
         rep.busy = true;

@@ -21,6 +21,8 @@ use crate::vocab::time::{Ns, duration_ns_ceil};
 pub(super) struct Flight {
     pub(super) batch: Vec<Slot>,
     pub(super) start_ns: Ns,
+    /// When its tokens come out of the last stage (flights leave in launch order).
+    pub(super) exit_ns: Ns,
 }
 
 pub(super) struct Replica {
