@@ -334,7 +334,8 @@ fn marked_dir(path: &Path) -> bool {
 /// (`.NAME.servesim-tmp-PID-N`, and the older `.NAME.tmp-PID`) and set-aside old outputs
 /// (`.NAME.servesim-old-PID-N`: put back when the destination is missing, else deleted), each
 /// only when its PID no longer runs and it holds the [`MARKER_FILE`] (a directory of the user's
-/// that happens to have such a name is left alone, with one note on stderr).
+/// that happens to have such a name is left alone, with one note on stderr, control characters
+/// of its name escaped).
 fn clean_debris(parent: &Path, name: &str) {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
@@ -358,16 +359,18 @@ fn clean_debris(parent: &Path, name: &str) {
         if process_alive(pid) {
             continue;
         }
+        if !marked_dir(&path) {
+            // Yours, or an output of yours set aside by --force: kept where it is (moved onto
+            // the destination, the next --force would delete it).
+            note_unmarked(&path);
+            continue;
+        }
         let dest = parent.join(name);
         if is_old && std::fs::symlink_metadata(&dest).is_err() {
             let _ = std::fs::rename(&path, &dest);
             continue;
         }
-        if marked_dir(&path) {
-            remove_any(&path);
-        } else {
-            note_unmarked(&path);
-        }
+        remove_any(&path);
     }
 }
 
@@ -375,9 +378,12 @@ fn clean_debris(parent: &Path, name: &str) {
 fn note_unmarked(path: &Path) {
     static NOTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if !NOTED.swap(true, Ordering::Relaxed) {
+        let mut shown = String::new();
+        for c in path.display().to_string().chars() {
+            crate::error::push_escaped(&mut shown, c);
+        }
         eprintln!(
-            "note: kept {}: it looks like a leftover of an interrupted servesim command but has no {MARKER_FILE} file, so it may be yours; delete it if it is not",
-            path.display()
+            "note: kept {shown}: it looks like a leftover of an interrupted servesim command but has no {MARKER_FILE} file, so it may be yours; delete it if it is not"
         );
     }
 }

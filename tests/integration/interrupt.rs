@@ -240,7 +240,8 @@ fn ctrl_c_during_run_writes_a_complete_directory_marked_partial_and_exits_130() 
 }
 
 /// A rerun cut short replaced a complete earlier run in the same `--out` with its partial results
-/// (adversarial round 6, case 18); the complete run is now kept and nothing is written.
+/// (adversarial round 6, case 18), and a run cut short replaced a complete sweep (round 8, case
+/// 02); the complete output is now kept and nothing is written.
 #[test]
 fn ctrl_c_during_a_rerun_keeps_the_earlier_complete_run() {
     be_servesim_if_child();
@@ -266,12 +267,34 @@ fn ctrl_c_during_a_rerun_keeps_the_earlier_complete_run() {
     let (code, stderr) = interrupt(child, Duration::from_millis(300));
     assert_eq!(code, Some(130), "exit code; stderr: {stderr}");
     assert!(
-        stderr.contains("holds an earlier complete run, kept as it was"),
+        stderr.contains("holds an earlier complete servesim output, kept as it was"),
         "stderr: {stderr}"
     );
     assert_eq!(std::fs::read(dir.join("summary.json")).unwrap(), before);
     assert!(!dir.join("PARTIAL").exists());
     assert_eq!(hidden_entries(w.dir.path()), Vec::<String>::new());
+    let r = crate::support::cli([
+        "sweep".into(),
+        w.path("scenario.toml").into_os_string(),
+        "--out".into(),
+        w.path("sw").into_os_string(),
+        "--quiet".into(),
+        "--no-plots".into(),
+        "--num-requests".into(),
+        "3".into(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let before = std::fs::read(w.path("sw/sweep.csv")).unwrap();
+    let child = spawn_servesim(
+        "ctrl_c_during_a_rerun_keeps_the_earlier_complete_run",
+        &w,
+        &["run", "scenario.toml", "--out", "sw", "--quiet"],
+    );
+    let (code, stderr) = interrupt(child, Duration::from_millis(300));
+    assert_eq!(code, Some(130), "exit code; stderr: {stderr}");
+    assert!(stderr.contains("kept as it was"), "stderr: {stderr}");
+    assert_eq!(std::fs::read(w.path("sw/sweep.csv")).unwrap(), before);
+    assert!(!w.path("sw/summary.json").exists());
 }
 
 #[test]

@@ -192,7 +192,7 @@ pub(super) fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
     pb.finish_and_clear();
     let (output, partial) = result?;
     if partial {
-        check_partial_write(output.summary.requests, &dest)?;
+        check_partial_write("the run", output.summary.requests, &dest)?;
     }
     let wall_s = started.elapsed().as_secs_f64();
     let timing = timing_json(&output, wall_s);
@@ -226,15 +226,23 @@ pub(super) fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
 }
 
 /// A run cut short after `requests` completed writes nothing when none did, or when `dest` holds
-/// a complete earlier run (a `summary.json` and no `PARTIAL` file): a rerun cut short would
-/// replace complete results with fewer, which rerunning reproduces.
-fn check_partial_write(requests: u64, dest: &std::path::Path) -> anyhow::Result<()> {
+/// a complete earlier servesim output (a run, sweep, capacity search, merge…: no `PARTIAL`
+/// file): a rerun cut short would replace complete results with fewer, which rerunning
+/// reproduces. `what` names the command ("the run", "the live run").
+pub(super) fn check_partial_write(
+    what: &str,
+    requests: u64,
+    dest: &std::path::Path,
+) -> anyhow::Result<()> {
     if requests == 0 {
-        return Err(super::stopped_before_anything("the run", dest));
+        return Err(super::stopped_before_anything(what, dest));
     }
-    if dest.join("summary.json").is_file() && !dest.join("PARTIAL").exists() {
+    let complete = (crate::staging::is_servesim_output(dest)
+        || dest.join("summary.json").is_file())
+        && !dest.join("PARTIAL").exists();
+    if complete {
         return Err(Interrupted(format!(
-            "{} stopped the run after {requests} completed requests; {} holds an earlier complete run, kept as it was (the partial results were not written; give another --out to keep them)",
+            "{} stopped {what} after {requests} completed requests; {} holds an earlier complete servesim output, kept as it was (the partial results were not written; give another --out to keep them)",
             crate::interrupt::signal_name(),
             dest.display()
         ))
@@ -336,8 +344,8 @@ pub(super) fn live_cmd(
         stop: Default::default(),
     };
     let output = live_with_progress(&resolved, &opts, a.quiet)?;
-    if output.partial && output.run.summary.requests == 0 {
-        return Err(super::stopped_before_anything("the live run", &dest));
+    if output.partial {
+        check_partial_write("the live run", output.run.summary.requests, &dest)?;
     }
     let dir = write_live(staged, &output, &crate::run::config_json(&resolved), &opts)?;
     print_warnings(err, &resolved, &output.run.summary, None)?;

@@ -101,6 +101,27 @@ fn debris_of_dead_writers_is_cleaned_and_a_set_aside_output_put_back() {
     std::fs::remove_dir_all(&d).unwrap();
 }
 
+/// A directory of the user's named like a set-aside old output, without the marker, was moved
+/// onto the missing destination, which `--force` then replaced (round 8, case 01): it is kept
+/// where it is.
+#[test]
+fn an_unmarked_set_aside_name_is_not_put_back() {
+    let d = tempdir();
+    let pid = dead_pid();
+    let users = d.join(format!(".out.servesim-old-{pid}-0"));
+    std::fs::create_dir_all(&users).unwrap();
+    std::fs::write(users.join("thesis.txt"), "precious").unwrap();
+    let dest = d.join("out");
+    let s = StagedDir::new(&dest, &Replace::new(true, [])).unwrap();
+    s.commit().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(users.join("thesis.txt")).unwrap(),
+        "precious"
+    );
+    assert!(!dest.join("thesis.txt").exists());
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
 #[test]
 fn only_servesim_outputs_and_empty_directories_are_replaced_without_force() {
     let d = tempdir();
