@@ -74,10 +74,38 @@ fn io(path: &Path, e: impl std::fmt::Display) -> SimError {
 /// Distinguishes the staging paths of one process (tests run many commands in one process).
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
-/// `dest` without a trailing `/` or `/.` (`--out o/.`, `--out LINK/`): the directory entry the
-/// output replaces is `o` (a link itself, not what it points to), as every check assumes.
-fn without_trailing_dots(dest: &Path) -> PathBuf {
-    dest.components().collect()
+/// `dest` as the directory entry the output replaces: without a trailing `/` or `/.` (`--out
+/// o/.`, `--out LINK/`: the entry is `o`, a link itself, not what it points to), and with a
+/// parent that climbs out of a named folder (`o/../o`) resolved physically: the staging path
+/// ran through `o`, which replacing `o` moves away (the output vanished into debris). Such a
+/// parent must exist.
+fn without_trailing_dots(dest: &Path) -> Result<PathBuf> {
+    use std::path::Component;
+    let d: PathBuf = dest.components().collect();
+    let parent = d.parent().unwrap_or(Path::new(""));
+    let mut named = false;
+    let climbs = parent.components().any(|c| match c {
+        Component::Normal(_) => {
+            named = true;
+            false
+        }
+        Component::ParentDir => named,
+        _ => false,
+    });
+    if !climbs {
+        return Ok(d);
+    }
+    let (parent, name) = split(&d, "directory")?;
+    match parent.canonicalize() {
+        Ok(p) => Ok(p.join(name)),
+        Err(e) => Err(io(
+            dest,
+            format!(
+                "its folder {} (through `..`) cannot be resolved: {e}; give the output path without `..`",
+                parent.display()
+            ),
+        )),
+    }
 }
 
 /// `dest`'s parent (`.` when it has none) and its final component.
@@ -140,7 +168,7 @@ fn held_input<'a>(dest: &Path, inputs: &'a [PathBuf]) -> Option<&'a PathBuf> {
 /// Commands call it before their work starts, so a refusal costs nothing; [`StagedDir`] checks
 /// again when it replaces the destination.
 pub fn check_dest(dest: &Path, replace: &Replace) -> Result<()> {
-    let dest = &without_trailing_dots(dest);
+    let dest = &without_trailing_dots(dest)?;
     let (_, name) = split(dest, "directory")?;
     file::refuse_reserved(dest, &name, "--out")?;
     if let Some(input) = inside_input(dest, &replace.inputs) {
@@ -536,7 +564,7 @@ impl StagedDir {
     /// Check `dest` (see [`check_dest`]), take its lock, clean debris of killed writers and create
     /// the staging directory with the marker file.
     pub fn new(dest: &Path, replace: &Replace) -> Result<Self> {
-        let dest = &without_trailing_dots(dest);
+        let dest = &without_trailing_dots(dest)?;
         check_dest(dest, replace)?;
         let (parent, name) = split(dest, "directory")?;
         let created = create_parents(&parent)?;

@@ -430,3 +430,36 @@ fn a_marker_of_the_previous_format_is_checked_at_the_top_level_only() {
     assert!(!out.join("plots").exists());
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// `--out o/../o` over a servesim output `o`: the staging path ran through `o`, which the commit
+/// set aside, so the output vanished into debris with a false "another process" message (round
+/// 8, case 14). The parent is now resolved first; a parent through `..` that does not exist is
+/// refused.
+#[test]
+fn a_parent_through_the_output_itself_is_resolved_first() {
+    let d = tempdir();
+    let o = d.join("o");
+    let s = StagedDir::new(&o, &Replace::default()).unwrap();
+    s.write("summary.json", b"old").unwrap();
+    s.commit().unwrap();
+    let s = StagedDir::new(&o.join("..").join("o"), &Replace::default()).unwrap();
+    s.write("summary.json", b"new").unwrap();
+    s.commit().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(o.join("summary.json")).unwrap(),
+        "new"
+    );
+    let mut left: Vec<String> = std::fs::read_dir(&d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, vec!["o".to_string()]);
+    let msg = StagedDir::new(&d.join("x").join("..").join("y"), &Replace::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("without `..`"), "{msg}");
+    assert!(!d.join("x").exists() && !d.join("y").exists());
+    std::fs::remove_dir_all(&d).unwrap();
+}
