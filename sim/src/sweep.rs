@@ -195,7 +195,7 @@ fn set_path(root: &mut toml::Table, path: &str, v: toml::Value) -> std::result::
     while i < inner.len() {
         let p = inner[i];
         let next = inner.get(i + 1).copied().unwrap_or(last);
-        if !t.contains_key(p) && next.parse::<usize>().is_ok() {
+        if !t.contains_key(p) && index_part(next).is_some() {
             return Err(format!(
                 "sweep axis `{path}`: the scenario has no `{p}` whose entry {next} it could set"
             ));
@@ -207,10 +207,10 @@ fn set_path(root: &mut toml::Table, path: &str, v: toml::Value) -> std::result::
         let entry = match entry {
             toml::Value::Array(items) => {
                 i += 1;
-                let at = next.parse::<usize>().ok().filter(|&n| n < items.len());
+                let at = index_part(next).filter(|&n| n < items.len());
                 let Some(n) = at else {
                     return Err(format!(
-                        "sweep axis `{path}`: `{p}` has {} entries; follow it by an index from 0 to {}",
+                        "sweep axis `{path}`: `{p}` has {} entries; follow it by an index from 0 to {} (digits only, no leading zero: two spellings of one entry would be two axes setting one key)",
                         items.len(),
                         items.len().saturating_sub(1)
                     ));
@@ -231,6 +231,13 @@ fn set_path(root: &mut toml::Table, path: &str, v: toml::Value) -> std::result::
     }
     t.insert(last.to_string(), v);
     Ok(())
+}
+
+/// An index part of a sweep key (`replica_groups.1.count`) in its one spelling: digits without
+/// a leading zero (`01` and `+1` named entry 1 too, so two axes could set one key unseen).
+fn index_part(s: &str) -> Option<usize> {
+    let canonical = s == "0" || (!s.starts_with('0') && s.bytes().all(|b| b.is_ascii_digit()));
+    canonical.then(|| s.parse().ok()).flatten()
 }
 
 /// A sweep axis given on the command line (`--policies`, `--rates`, `--seeds`): it replaces the

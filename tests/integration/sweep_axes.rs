@@ -332,7 +332,7 @@ fn a_deeply_dotted_sweep_axis_is_refused() {
 /// Axis keys with an empty part (`"."`, `"a..b"`) were reported as "unknown field ``" at a line
 /// of generated text; an axis into `[[replica_groups]]` built a table the scenario then rejected
 /// ("invalid type: map, expected a sequence"). Empty parts are refused, and a 0-based index part
-/// enters an array of tables.
+/// (digits, no leading zero) enters an array of tables.
 #[test]
 fn sweep_axes_index_arrays_and_refuse_empty_parts() {
     let w = Workdir::new();
@@ -353,6 +353,10 @@ fn sweep_axes_index_arrays_and_refuse_empty_parts() {
             "\"replica_groups.x.count\"",
             "`replica_groups` has 2 entries",
         ),
+        // Another spelling of entry 1 (with `"replica_groups.1.count"` both axes ran, one
+        // ignored: round 8, case 05).
+        ("\"replica_groups.01.count\"", "no leading zero"),
+        ("\"replica_groups.+1.count\"", "no leading zero"),
     ];
     for (key, needle) in cases {
         let extra = format!("{groups}\n[sweep]\n{key} = [1, 2]\n");
