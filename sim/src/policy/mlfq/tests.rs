@@ -15,6 +15,7 @@ impl Mlfq {
         self.arrival_seq[s as usize] = self.arrivals;
         self.arrivals += 1;
         self.ran[s as usize] = has_run;
+        self.resident_stale();
         self.push_back(s);
         if has_run {
             self.ran_order
