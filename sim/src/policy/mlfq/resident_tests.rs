@@ -303,3 +303,62 @@ fn eviction_does_not_look_at_host_resident_requests() {
     assert_eq!(looked[0], looked[1]);
     assert!(looked[1] < 10, "looked at {}", looked[1]);
 }
+
+/// `host_full = "defer"` with the host full: B = 2, queue [0 host, N host, 1–4 GPU 10 blocks
+/// each] on a full 40-block GPU and a full host pool. The batch pops 0 and the next host-resident
+/// request; nobody can be swapped out, so the batch's places go to the GPU-resident requests
+/// (the backfill). The backfill's walk looks at the same few entries for N = 1,000 and 10,000
+/// (the walk of `ran_order` passed every host-resident one), and the plan is the reference's.
+#[test]
+fn backfill_does_not_look_at_host_resident_requests() {
+    use super::tests::{Mem, memory_case, view_b};
+    let mut looked = Vec::new();
+    for n in [1_000usize, 10_000] {
+        let mut mems = vec![Mem::Host(7); n + 1];
+        mems.extend([Mem::Gpu(10); 4]);
+        let (mut m, reqs, kv, host) = memory_case(&mems, 40, 7 * (n as u32 + 1), |_| {});
+        let v = view_b(&reqs, &kv, &host, 2);
+        let mut want = m.clone();
+        want.walk_ran_order = true;
+        let (mut plan, mut plan_want) = (Plan::default(), Plan::default());
+        m.schedule(&v, &mut plan);
+        want.schedule(&v, &mut plan_want);
+        assert_eq!(plan.run, plan_want.run);
+        assert_eq!(plan.preempt, plan_want.preempt);
+        assert!(!plan.run.is_empty() && plan.preempt.is_empty());
+        assert!(want.backfill_looked > n as u64, "{}", want.backfill_looked);
+        looked.push(m.backfill_looked);
+    }
+    assert_eq!(looked[0], looked[1]);
+    assert!(looked[1] < 10, "looked at {}", looked[1]);
+}
+
+/// `host_full = "defer"`: once the host refused a victim and has no room for even a one-block
+/// one, the eviction walk ends (every later victim would be refused). B = 2, queue [0 new,
+/// 1..=K GPU 7 blocks each, then one host-resident request filling the host pool] on a full
+/// GPU: the walk looks at the same entries for K = 100 and 1,000 (it looked at all K), and the
+/// plan is the reference's.
+#[test]
+fn full_host_ends_the_eviction_walk() {
+    use super::tests::{Mem, memory_case, view_b};
+    let mut looked = Vec::new();
+    for k in [100usize, 1_000] {
+        let mut mems = vec![Mem::New];
+        mems.extend(vec![Mem::Gpu(7); k]);
+        mems.push(Mem::Host(7));
+        let (mut m, reqs, kv, host) = memory_case(&mems, 7 * k as u32, 7, |_| {});
+        let v = view_b(&reqs, &kv, &host, 2);
+        let mut want = m.clone();
+        want.walk_ran_order = true;
+        let (mut plan, mut plan_want) = (Plan::default(), Plan::default());
+        m.schedule(&v, &mut plan);
+        want.schedule(&v, &mut plan_want);
+        assert_eq!(plan.run, plan_want.run);
+        assert_eq!(plan.preempt, plan_want.preempt);
+        assert!(!plan.run.is_empty() && plan.preempt.is_empty());
+        assert!(want.scanned > k as u64, "{}", want.scanned);
+        looked.push(m.scanned);
+    }
+    assert_eq!(looked[0], looked[1]);
+    assert!(looked[1] < 10, "looked at {}", looked[1]);
+}
