@@ -290,6 +290,7 @@ impl Mlfq {
     /// The lazy levels were written back into `order`: every request in it but the `fresh`
     /// arrivals ran.
     fn written_back(&mut self, fresh: usize) {
+        self.resident_stale();
         self.ran_order.clear();
         let ran = &self.ran;
         for (p, q) in self.order.levels() {

@@ -118,6 +118,39 @@ impl Level {
         self.buf.insert(self.start + i, s);
     }
 
+    /// Of the first `n` requests, keep those `keep` says (in order); the others stay as they
+    /// are. O(n).
+    pub(super) fn retain_first(&mut self, n: usize, keep: impl Fn(Slot) -> bool) {
+        let q = self.as_mut_slice();
+        let mut w = n;
+        for r in (0..n).rev() {
+            let s = q[r];
+            if keep(s) {
+                w -= 1;
+                q[w] = s;
+            }
+        }
+        self.drop_front(w);
+    }
+
+    /// Of the last `n` requests, keep those `keep` says (in order); the others stay as they are.
+    /// O(n).
+    pub(super) fn retain_last(&mut self, n: usize, keep: impl Fn(Slot) -> bool) {
+        let from = self.buf.len() - n;
+        let mut w = from;
+        for r in from..self.buf.len() {
+            let s = self.buf[r];
+            if keep(s) {
+                self.buf[w] = s;
+                w += 1;
+            }
+        }
+        self.buf.truncate(w);
+        if self.is_empty() {
+            self.clear();
+        }
+    }
+
     pub(super) fn retain(&mut self, f: impl FnMut(&Slot) -> bool) {
         self.buf.drain(..self.start);
         self.start = 0;
@@ -340,7 +373,7 @@ impl Levels {
     }
 
     /// [`Levels::any`] from the lowest priority up.
-    #[inline]
+    #[cfg(test)]
     pub(super) fn any_rev(&self, mut f: impl FnMut(Slot) -> bool) -> bool {
         for (_, q) in self.levels().rev() {
             for &s in q.as_slice().iter().rev() {

@@ -130,6 +130,9 @@ mod queues;
 #[cfg(test)]
 mod reference;
 mod reserve;
+mod resident;
+#[cfg(test)]
+mod resident_tests;
 mod starve;
 #[cfg(test)]
 mod starve_tests;
@@ -207,6 +210,23 @@ pub struct Mlfq {
     /// looking for KV) walk it instead of `order`, so their work does not grow with the queue of
     /// requests that never ran.
     ran_order: Levels,
+    /// The subsequence of `ran_order` of the requests that may hold GPU blocks (all that do, and
+    /// some that no longer do): what the `batch_memory = "reserve"` eviction walks (module
+    /// `resident`).
+    resident: Levels,
+    /// Per slot: the request is in `resident` (meaningful while `res_valid`).
+    res: Vec<bool>,
+    /// `resident` follows `ran_order` (else it is rebuilt before its next walk).
+    res_valid: bool,
+    /// Rebuilds of `resident`, and `ran_order` entries its swap-in joins looked at (work counts
+    /// for tests).
+    res_rebuilds: u64,
+    res_looked: u64,
+    /// Queue entries [`Mlfq::backfill_resident`] looked at (a work count for tests).
+    backfill_looked: u64,
+    /// Tests: evict by the reference walk of the whole `ran_order` instead of `resident`.
+    #[cfg(test)]
+    walk_ran_order: bool,
     /// Scratch: `order` as one slice (the tests' reference `offload = "paper"` pass), or a level
     /// being rebuilt.
     flat: Vec<Slot>,
@@ -259,6 +279,14 @@ impl Mlfq {
             order: Levels::default(),
             ran: Vec::new(),
             ran_order: Levels::default(),
+            resident: Levels::default(),
+            res: Vec::new(),
+            res_valid: false,
+            res_rebuilds: 0,
+            res_looked: 0,
+            backfill_looked: 0,
+            #[cfg(test)]
+            walk_ran_order: false,
             flat: Vec::new(),
             arrival_seq: Vec::new(),
             arrivals: 0,
@@ -342,6 +370,7 @@ impl Mlfq {
         let level = self.state[s as usize].level as usize;
         self.order.remove(level, s);
         if self.has_run(s) {
+            self.resident_remove(s, level);
             self.ran[s as usize] = false;
             self.ran_order.remove(level, s);
         }
@@ -355,6 +384,7 @@ impl Mlfq {
     fn ensure_ran(&mut self, n: usize) {
         if self.ran.len() < n {
             self.ran.resize(n, false);
+            self.res.resize(n, false);
             self.arrival_seq.resize(n, 0);
             self.block.member.resize(n, false);
         }
@@ -363,6 +393,7 @@ impl Mlfq {
     /// Mark `batch` (queued, in `order` sorted by arrival: `fifo`) as having run.
     fn mark_ran_fifo(&mut self, batch: &[Slot]) {
         self.ensure_ran(self.state.len());
+        self.resident_join_fifo(batch);
         for &s in batch {
             if self.ran[s as usize] {
                 continue;
@@ -500,6 +531,7 @@ impl Policy for Mlfq {
         self.hist[level as usize].arrivals += 1;
         self.ensure_ran(s as usize + 1);
         self.ran[s as usize] = false;
+        self.res[s as usize] = false;
         debug_assert!(!self.block.member[s as usize]);
         self.arrival_seq[s as usize] = self.arrivals;
         self.arrivals += 1;
@@ -518,6 +550,7 @@ impl Policy for Mlfq {
             self.starvation_check(view.now_ns, &[]);
         }
         self.form_batch(view, plan);
+        self.resident_join_swap_ins(plan);
         if check && self.cfg.starvation_check == StarvationCheck::AfterBatch {
             // FastServe's `get_next_batch` ends with `prevent_starvation` over the queues the
             // batch was popped from: the batch's members are not promoted.

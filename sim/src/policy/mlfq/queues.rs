@@ -34,6 +34,7 @@ impl Mlfq {
         // land at each new level (`count[p + 1]`), and the lowest level either reaches.
         let mut leaving = [0u32; LEVEL_CAP as usize + 1];
         let mut ran_leaving = [0u32; LEVEL_CAP as usize + 1];
+        let mut res_leaving = [0u32; LEVEL_CAP as usize + 1];
         let mut count = [0u32; LEVEL_CAP as usize + 2];
         let mut top = 0usize;
         self.ensure_ran(self.state.len());
@@ -44,6 +45,7 @@ impl Mlfq {
             let old = self.state[s as usize].level as usize;
             leaving[old] += 1;
             ran_leaving[old] += self.ran[s as usize] as u32;
+            res_leaving[old] += self.res[s as usize] as u32;
             count[st.level as usize + 1] += 1;
             top = top.max(st.level as usize).max(old);
             new_states.push(st);
@@ -64,10 +66,15 @@ impl Mlfq {
                 self.ran_order
                     .requeue_level(p, ran_leaving[p], taken, group);
             }
+            // The batch holds GPU blocks: it is (again) in `resident`, at its level's front.
+            if self.res_valid && (res_leaving[p] > 0 || !group.is_empty()) {
+                self.resident.requeue_level(p, res_leaving[p], taken, group);
+            }
         }
         self.mark_taken(batch, false);
         for &s in batch {
             self.ran[s as usize] = true;
+            self.res[s as usize] = true;
         }
     }
 

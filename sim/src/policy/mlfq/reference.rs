@@ -4,9 +4,12 @@
 //! request looked at by each starvation check.
 
 use super::super::common::{OffloadTarget, score_offload};
-use super::super::{Plan, ReplicaView};
+use super::super::{Plan, PreemptMode, ReplicaView};
+use super::HostFull;
 use super::levels::Levels;
+use super::reserve::Room;
 use super::{LEVEL_CAP, Mlfq};
+use crate::vocab::request::KvLoc;
 use crate::vocab::request::Slot;
 use crate::vocab::time::{Ns, ns_to_s};
 
@@ -132,6 +135,7 @@ impl Mlfq {
         let has_run = |s: Slot| ran.get(s as usize) == Some(&true);
         to_front(&mut self.ran_order, &buf, reverses, has_run, group);
         self.mark_taken(&buf, false);
+        self.resident_stale();
     }
 }
 
@@ -152,4 +156,43 @@ fn to_front(
         group.extend(front.iter().copied().filter(|&s| keep(s)));
     }
     seq.requeue_level(0, 0, &[], group);
+}
+
+impl Mlfq {
+    /// [`Mlfq::evict_queued`] as a walk of the whole `ran_order` from the back (the requests off
+    /// the GPU looked at one by one): the reference the tests check `resident` against.
+    pub(super) fn evict_queued_by_ran_order(
+        &mut self,
+        view: &ReplicaView,
+        plan: &mut Plan,
+        room: &mut Room,
+        host_full: HostFull,
+    ) {
+        let mut looked = 0;
+        self.ran_order.any_rev(|s| {
+            if room.deficit <= 0 {
+                return true;
+            }
+            looked += 1;
+            let r = view.req(s);
+            if self.taken[s as usize] || r.kv_loc != KvLoc::Gpu || r.in_flight() || r.blocks == 0 {
+                return false;
+            }
+            match self.evict_mode(view, s, &mut room.host_free, host_full) {
+                Some(PreemptMode::Recompute) if !self.may_recompute(s, room.guard) => {
+                    room.host_blocked = true;
+                }
+                Some(mode) => {
+                    plan.preempt.push((s, mode));
+                    room.deficit -= r.blocks as i64;
+                    if mode == PreemptMode::Recompute {
+                        room.freed_now += r.blocks as i64;
+                    }
+                }
+                None => room.host_blocked = true,
+            }
+            false
+        });
+        self.scanned += looked;
+    }
 }

@@ -20,7 +20,7 @@ impl Mlfq {
     /// How a victim gives up its GPU blocks: swap when the host pool takes it, else by
     /// `host_full` (`None` = defer: it is not evicted). Without a host pool, or with
     /// `preemption = "recompute"`, by recompute.
-    fn evict_mode(
+    pub(super) fn evict_mode(
         &self,
         view: &ReplicaView,
         s: Slot,
@@ -337,45 +337,8 @@ impl Mlfq {
     /// `guard`: the earliest arrival among the members that need blocks must precede it. The
     /// earliest unfinished arrival therefore never loses its KV by recompute, and its chunks
     /// accumulate: chunked prefills cannot evict one another in a cycle.
-    fn may_recompute(&self, s: Slot, guard: Option<u64>) -> bool {
+    pub(super) fn may_recompute(&self, s: Slot, guard: Option<u64>) -> bool {
         guard.is_none_or(|g| self.arrival_seq[s as usize] > g)
-    }
-
-    /// Swap out (or recompute) queued GPU-resident requests from the lowest priority up until
-    /// `room.deficit` is covered (they have run: `ran_order` holds them all).
-    fn evict_queued(
-        &mut self,
-        view: &ReplicaView,
-        plan: &mut Plan,
-        room: &mut Room,
-        host_full: HostFull,
-    ) {
-        let mut looked = 0;
-        self.ran_order.any_rev(|s| {
-            if room.deficit <= 0 {
-                return true;
-            }
-            looked += 1;
-            let r = view.req(s);
-            if self.taken[s as usize] || r.kv_loc != KvLoc::Gpu || r.in_flight() || r.blocks == 0 {
-                return false;
-            }
-            match self.evict_mode(view, s, &mut room.host_free, host_full) {
-                Some(PreemptMode::Recompute) if !self.may_recompute(s, room.guard) => {
-                    room.host_blocked = true;
-                }
-                Some(mode) => {
-                    plan.preempt.push((s, mode));
-                    room.deficit -= r.blocks as i64;
-                    if mode == PreemptMode::Recompute {
-                        room.freed_now += r.blocks as i64;
-                    }
-                }
-                None => room.host_blocked = true,
-            }
-            false
-        });
-        self.scanned += looked;
     }
 
     /// Mark (or unmark) the plan's batch members in `taken`.
@@ -385,46 +348,6 @@ impl Mlfq {
         }
         for item in &plan.run {
             self.taken[item.slot as usize] = on;
-        }
-    }
-
-    /// `defer`: when the host refused a swap-out, the requests that wait for memory leave
-    /// their batch places to queued requests below them whose KV is already on the GPU (in
-    /// priority order, size limit only: they are decodes), so that the GPU-resident work
-    /// goes on and frees memory — the code has no such case (it crashes on a full pool).
-    fn backfill_resident(&mut self, view: &ReplicaView, plan: &mut Plan, free: &mut i64) {
-        let b = view.limits.max_batch_size as usize;
-        let mut tokens_left = self.tokens_left(plan);
-        for &(s, _) in &plan.preempt {
-            self.taken[s as usize] = true;
-        }
-        for &s in &self.popped {
-            self.taken[s as usize] = true;
-        }
-        // Only GPU-resident requests qualify: they have run.
-        for s in self.ran_order.iter() {
-            if plan.run.len() >= b {
-                break;
-            }
-            let r = view.req(s);
-            if self.taken[s as usize] || r.kv_loc != KvLoc::Gpu || !r.runnable() {
-                continue;
-            }
-            let Some((chunk, tokens)) = self.step_for(view, s, tokens_left) else {
-                break;
-            };
-            let n = view.extra_blocks_for_chunk(s, chunk) as i64;
-            if n <= *free {
-                *free -= n;
-                tokens_left -= tokens;
-                plan.run_chunk(s, chunk);
-            }
-        }
-        for &(s, _) in &plan.preempt {
-            self.taken[s as usize] = false;
-        }
-        for &s in &self.popped {
-            self.taken[s as usize] = false;
         }
     }
 
@@ -483,12 +406,12 @@ fn fit_chunk(view: &ReplicaView, s: Slot, chunk: u32, tokens: u32, free: i64) ->
 }
 
 /// What [`Mlfq::make_room`] still has to free and what it freed so far.
-struct Room {
-    deficit: i64,
+pub(super) struct Room {
+    pub(super) deficit: i64,
     /// Blocks that recompute preemptions free at once.
-    freed_now: i64,
+    pub(super) freed_now: i64,
     /// The host refused a swap-out, or `may_recompute` spared a victim.
-    host_blocked: bool,
-    host_free: i64,
-    guard: Option<u64>,
+    pub(super) host_blocked: bool,
+    pub(super) host_free: i64,
+    pub(super) guard: Option<u64>,
 }

@@ -204,6 +204,7 @@ impl Mlfq {
         }
         self.mark_taken(skip, false);
         self.starve = x;
+        self.resident_stale();
     }
 
     /// Sort level 0's F and R, and the batch members in its block, into those promoted and those

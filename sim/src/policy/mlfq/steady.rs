@@ -170,6 +170,20 @@ impl FastForward for Mlfq {
                 ran[s as usize] = true;
             }
             self.ran_order.sync(p);
+            // So in `resident` (its members of the segment are the front of its level).
+            let res = &mut self.res;
+            if self.res_valid {
+                let before = segment.iter().filter(|&&s| res[s as usize]).count();
+                let rq = self.resident.level_mut(p);
+                rq.drop_front(before);
+                for &s in segment.iter().rev() {
+                    rq.push_front(s);
+                }
+                self.resident.sync(p);
+            }
+            for &s in segment.iter() {
+                res[s as usize] = true;
+            }
             left -= k;
             i += k;
         }

@@ -15,6 +15,7 @@ impl Mlfq {
         self.arrival_seq[s as usize] = self.arrivals;
         self.arrivals += 1;
         self.ran[s as usize] = has_run;
+        self.resident_stale();
         self.push_back(s);
         if has_run {
             self.ran_order
@@ -316,7 +317,7 @@ fn requeue_batch_matches_a_full_rebuild_and_touches_only_the_batch() {
 /// Where a test request's KV is: resident on the GPU (blocks), on the host (GPU blocks it takes
 /// back), or nowhere yet (a new 100-token prompt: 7 blocks of 16 tokens).
 #[derive(Clone, Copy)]
-enum Mem {
+pub(super) enum Mem {
     Gpu(u32),
     Host(u32),
     New,
@@ -326,7 +327,7 @@ enum Mem {
 /// started one needs no new block for its next token: 101 tokens ≤ 7 × 16), on a GPU pool of
 /// `gpu_blocks` holding the resident ones and a host pool of `host_blocks` holding the offloaded
 /// ones; `max_batch_size` = `b`. Preset `code` with `edit` applied.
-fn memory_case(
+pub(super) fn memory_case(
     mems: &[Mem],
     gpu_blocks: u32,
     host_blocks: u32,
@@ -366,7 +367,12 @@ fn memory_case(
     (m, reqs, kv, host)
 }
 
-fn view_b<'a>(reqs: &'a Slab, kv: &'a KvPool, host: &'a KvPool, b: u32) -> ReplicaView<'a> {
+pub(super) fn view_b<'a>(
+    reqs: &'a Slab,
+    kv: &'a KvPool,
+    host: &'a KvPool,
+    b: u32,
+) -> ReplicaView<'a> {
     let mut v = view(reqs, kv, host, 10_000 * MS);
     v.limits.max_batch_size = b;
     v
