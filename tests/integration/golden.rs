@@ -286,4 +286,16 @@ fn check_and_plot_refuse_files_that_are_no_sweep_csv_and_bless_outside_the_sweep
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("inside the sweep output"), "{err}");
     assert!(!inside.exists());
+    // Also through folders that do not exist yet (round 8, case 11: blessed, creating them).
+    let deep = exp.join("newdir/a/b/g.csv");
+    let (code, _out, err) = cli(&[
+        "check",
+        exp.to_str().unwrap(),
+        "--golden",
+        deep.to_str().unwrap(),
+        "--bless",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("inside the sweep output"), "{err}");
+    assert!(!exp.join("newdir").exists());
 }

@@ -70,6 +70,28 @@ pub(super) fn check_cmd(
     }
 }
 
+/// Where directory `p` is or will be once created: its deepest existing ancestor resolved
+/// through symbolic links, with the missing components after it (`exp/new/a` inside the sweep
+/// `exp` was not placed at all while `new` did not exist, and the golden file was written there).
+fn resolve_to_be(p: &std::path::Path) -> Option<std::path::PathBuf> {
+    let mut missing = Vec::new();
+    let mut at = p;
+    loop {
+        if let Ok(c) = std::fs::canonicalize(at) {
+            return Some(missing.iter().rev().fold(c, |c, m| c.join(m)));
+        }
+        let name = at.file_name()?;
+        if name == ".." {
+            return None;
+        }
+        missing.push(name.to_os_string());
+        at = at
+            .parent()
+            .filter(|q| !q.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+    }
+}
+
 /// `check --bless`: copy the sweep's `sweep.csv` (`actual`) onto the golden file.
 fn bless(a: &CheckArgs, actual: &std::path::Path, out: &mut dyn Write) -> anyhow::Result<()> {
     let bytes =
@@ -81,9 +103,9 @@ fn bless(a: &CheckArgs, actual: &std::path::Path, out: &mut dyn Write) -> anyhow
         })?;
     // Never inside the sweep output it checks: the next sweep to that directory replaces it.
     let parent = a.golden.parent().filter(|p| !p.as_os_str().is_empty());
-    let parent = std::fs::canonicalize(parent.unwrap_or(std::path::Path::new(".")));
+    let parent = resolve_to_be(parent.unwrap_or(std::path::Path::new(".")));
     let sweep_dir = std::fs::canonicalize(actual.parent().unwrap_or(std::path::Path::new(".")));
-    if let (Ok(parent), Ok(sweep_dir), true) = (parent, sweep_dir, a.sweep.is_dir())
+    if let (Some(parent), Ok(sweep_dir), true) = (parent, sweep_dir, a.sweep.is_dir())
         && parent.starts_with(&sweep_dir)
     {
         return Err(SimError::Io {
