@@ -201,6 +201,8 @@ pub fn plain_serde(msg: &str) -> String {
     out.push_str(rest);
     // serde_json/toml print an out-of-range integer literal as "integer `N` as i128".
     out = out.replace(" as i128", "").replace(" as u128", "");
+    // toml's own text for an integer past u64.
+    out = out.replace("u64 value was too large", "the number is too large");
     // Longer names first: `expected u64` must not be caught by a shorter prefix.
     for (ty, words) in [
         ("usize", "a whole number from 0 to 18446744073709551615"),

@@ -242,17 +242,72 @@ fn seed_flags_beyond_a_scenario_seed_are_refused() {
     let w = Workdir::new();
     w.write("trace.csv", format!("{HEADER}{GOOD_ROWS}"));
     w.write("scenario.toml", scenario("vllm", ""));
-    let r = run_in(&w, &["--seed", "9223372036854775808"]);
-    assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("'--seed <SEED>'"), "{}", r.stderr);
-    assert!(
-        r.stderr.contains("not in 0..=9223372036854775807"),
-        "{}",
-        r.stderr
-    );
-    assert_no_output(&w);
+    for bad in ["9223372036854775808", "-1", "0x10"] {
+        let r = run_in(&w, &["--seed", bad]);
+        assert_eq!(r.code, 2, "{}", r.stderr);
+        assert!(r.stderr.contains("'--seed <SEED>'"), "{}", r.stderr);
+        // Not Rust's "invalid digit found in string" (round 8, case 07).
+        assert!(
+            r.stderr.contains(&format!(
+                "expected a whole number from 0 to 9223372036854775807, got `{bad}`"
+            )),
+            "{}",
+            r.stderr
+        );
+        assert_no_output(&w);
+    }
     let r = run_in(&w, &["--seed", "9223372036854775807"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
+    // Nor from the scenario, which ran it (round 8, case 07).
+    std::fs::remove_dir_all(w.path("results")).unwrap();
+    w.write(
+        "scenario.toml",
+        format!("seed = 9223372036854775808\n{}", scenario("vllm", "")),
+    );
+    let r = run_in(&w, &[]);
+    assert_user_error(
+        &w,
+        &r,
+        &[
+            "line 1",
+            "seed must be a whole number from 0 to 9223372036854775807",
+        ],
+    );
+}
+
+/// Parameter tables (round 8, case 07): an unknown key was blamed on the line and name of a key
+/// before it that fails only alone (`chunk_size` without chunked prefill); `[policies.srpt-oracle]`
+/// errors named `[policies.srpt]`; `list policy mlfq` listed `skip_join`, which no table may set.
+#[test]
+fn parameter_errors_name_the_key_and_table_at_fault() {
+    let w = Workdir::new();
+    w.write("trace.csv", format!("{HEADER}{GOOD_ROWS}"));
+    let mlfq = "\n[policies.mlfq]\nchunk_size = 16\nskip_join = false\n";
+    w.write("scenario.toml", scenario("mlfq", mlfq));
+    let r = run_in(&w, &[]);
+    assert_user_error(
+        &w,
+        &r,
+        &["line 20: [policies.mlfq] `skip_join`: unknown field `skip_join`"],
+    );
+    let oracle = "\n[policies.srpt-oracle]\nchunk_size = 16\n";
+    w.write("scenario.toml", scenario("srpt-oracle", oracle));
+    let r = run_in(&w, &[]);
+    assert_user_error(
+        &w,
+        &r,
+        &["[policies.srpt-oracle] chunk_size needs chunked_prefill = true"],
+    );
+    let r = cli(["list", "policy", "mlfq"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stdout.contains("skip_join"), "{}", r.stdout);
+    assert!(r.stdout.contains("  chunk_size = "), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("chunk_size applies with chunked_prefill = true"),
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]

@@ -95,10 +95,13 @@ fn bad_sweep_axis_flags_blame_the_flag() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("'--seeds <SEEDS>'"), "{}", r.stderr);
     assert!(
-        r.stderr.contains("not in 0..=9223372036854775807"),
+        r.stderr
+            .contains("expected a whole number from 0 to 9223372036854775807"),
         "{}",
         r.stderr
     );
+    let r = sweep_in(&w, &["--seeds", ","]);
+    assert!(r.stderr.contains("an empty seed"), "{}", r.stderr);
 }
 
 #[test]

@@ -139,6 +139,27 @@ fn everything_json() -> serde_json::Value {
 /// The iteration time that cost-model-derived defaults are shown for.
 const SHOWN_ITERATION_S: f64 = 0.1;
 
+/// Leave out of the listed parameters those a `[policies.NAME]` table may not set (recorded in
+/// `config.json` but fixed by the policy, e.g. mlfq's `skip_join`, which `skip-join-mlfq` sets):
+/// listed, they read as settable and the scenario then refused them.
+fn drop_unsettable(
+    e: &crate::policy::PolicyEntry,
+    env: &crate::policy::PolicyEnv,
+    params: &mut serde_json::Value,
+) {
+    let Some(m) = params.as_object_mut() else {
+        return;
+    };
+    m.retain(|k, _| {
+        let mut one = toml::Table::new();
+        one.insert(k.clone(), toml::Value::Boolean(false));
+        match (e.build)(Some(&toml::Value::Table(one)), env) {
+            Err(err) => !err.to_string().contains("unknown field"),
+            Ok(_) => true,
+        }
+    });
+}
+
 /// Policies whose chunked prefill is optional leave `chunked_prefill` (off) and `chunk_size`
 /// (unset: `max_batch_tokens`) out of their resolved parameters, so that runs without it record
 /// what they always did; `list policy` shows both with their defaults.
@@ -179,9 +200,10 @@ fn policy_cmd(name: &str, json: bool, out: &mut dyn Write) -> anyhow::Result<()>
     let mut params = (e.build)(None, &env)
         .map(|(_, p)| p)
         .unwrap_or(serde_json::Value::Null);
+    drop_unsettable(e, &env, &mut params);
     show_optional_chunking(e, &env, &mut params);
     let note = format!(
-        "defaults derived from the cost model are shown for a constant {SHOWN_ITERATION_S} s iteration, a 2048-token context and max_batch_tokens = {DEFAULT_MAX_BATCH_TOKENS}; config.json of a run has the values it used"
+        "defaults derived from the cost model or the scenario are shown for a constant {SHOWN_ITERATION_S} s iteration, a 2048-token context, max_batch_size = {DEFAULT_MAX_BATCH_SIZE} and max_batch_tokens = {DEFAULT_MAX_BATCH_TOKENS}; chunk_size applies with chunked_prefill = true; config.json of a run has the values it used"
     );
     if json {
         let v = serde_json::json!({

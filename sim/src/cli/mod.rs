@@ -368,8 +368,24 @@ pub fn request_progress(
 /// `--policies` values: no empty entry, every name a known policy (the flag blamed).
 /// Parser of seed flags: a seed must fit a scenario's `seed` (a TOML integer), so that a run's
 /// recorded seed can be put back into its scenario.
-pub(crate) fn seed_parser() -> clap::builder::RangedU64ValueParser<u64> {
-    clap::value_parser!(u64).range(0..=i64::MAX as u64)
+pub(crate) fn seed_parser() -> fn(&str) -> Result<u64, String> {
+    parse_seed
+}
+
+/// A seed flag's value: a whole number from 0 to [`crate::scenario::MAX_SEED`], said in those
+/// words (clap's integer parser answered `-1` with "invalid digit found in string").
+fn parse_seed(s: &str) -> Result<u64, String> {
+    let max = crate::scenario::MAX_SEED;
+    match s.trim().parse::<u64>() {
+        Ok(v) if v <= max => Ok(v),
+        _ if s.trim().is_empty() => {
+            Err(format!("an empty seed; give whole numbers from 0 to {max}"))
+        }
+        _ => Err(format!(
+            "expected a whole number from 0 to {max}, got `{}`",
+            crate::error::echo(s)
+        )),
+    }
 }
 
 fn check_policy_list(policies: &[String]) -> Result<(), SimError> {

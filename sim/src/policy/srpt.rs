@@ -46,7 +46,7 @@ pub const ENTRY: PolicyEntry = PolicyEntry {
 pub const ORACLE_ENTRY: PolicyEntry = PolicyEntry {
     name: "srpt-oracle",
     summary: "srpt with the oracle predictor (the preemptive bound)",
-    build,
+    build: build_oracle,
     default_predictor: "oracle",
     forced_predictor: Some("oracle"),
     reactive: crate::swap::timing::Reactive::Layerwise,
@@ -81,8 +81,24 @@ fn build(
     table: Option<&toml::Value>,
     env: &PolicyEnv,
 ) -> Result<(Box<dyn Policy>, serde_json::Value)> {
-    let (p, mut json) = parse_params::<Params>("srpt", table)?;
-    let budget = chunk_budget("srpt", p.chunked_prefill, p.chunk_size, env.limits)?;
+    build_named("srpt", table, env)
+}
+
+/// `srpt-oracle`: errors name its own table.
+fn build_oracle(
+    table: Option<&toml::Value>,
+    env: &PolicyEnv,
+) -> Result<(Box<dyn Policy>, serde_json::Value)> {
+    build_named("srpt-oracle", table, env)
+}
+
+fn build_named(
+    name: &str,
+    table: Option<&toml::Value>,
+    env: &PolicyEnv,
+) -> Result<(Box<dyn Policy>, serde_json::Value)> {
+    let (p, mut json) = parse_params::<Params>(name, table)?;
+    let budget = chunk_budget(name, p.chunked_prefill, p.chunk_size, env.limits)?;
     record_chunking(&mut json, budget);
     let mut policy = Srpt::new(env.cost.clone(), p.preemption);
     policy.chunk_budget = budget;

@@ -104,13 +104,27 @@ fn walk_key(text: &str, path: &[&str]) -> Option<(usize, bool)> {
 }
 
 /// The key of `table` that `check` rejects on its own (each key tried alone, the others left
-/// at their defaults): names the key a parameter parser's message leaves out.
-fn blame_key(table: &toml::Value, check: &dyn Fn(&toml::Value) -> Result<()>) -> Option<String> {
-    table.as_table()?.iter().find_map(|(k, v)| {
+/// at their defaults): names the key a parameter parser's message leaves out. Of several, the
+/// one whose own error is the table's error `msg` (`unknown field `skip_join`` blamed the
+/// valid-alone-but-not-here `chunk_size` before it).
+fn blame_key(
+    table: &toml::Value,
+    check: &dyn Fn(&toml::Value) -> Result<()>,
+    msg: &str,
+) -> Option<String> {
+    let mut first = None;
+    for (k, v) in table.as_table()? {
         let mut one = toml::Table::new();
         one.insert(k.clone(), v.clone());
-        check(&toml::Value::Table(one)).is_err().then(|| k.clone())
-    })
+        let Err(e) = check(&toml::Value::Table(one)) else {
+            continue;
+        };
+        if e.to_string() == msg {
+            return Some(k.clone());
+        }
+        first.get_or_insert_with(|| k.clone());
+    }
+    first
 }
 
 /// A loaded scenario with its base directory.
@@ -247,7 +261,7 @@ impl Loaded {
             SimError::Config(m) | SimError::Scenario { msg: m, .. } => m,
             other => return other,
         };
-        match blame_key(table, check) {
+        match blame_key(table, check, &msg) {
             Some(k) => {
                 let msg = msg.replacen(
                     &format!("[{section}.{name}]:"),

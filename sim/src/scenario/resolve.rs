@@ -1,7 +1,7 @@
 //! [`Loaded::resolve`]: CLI overrides applied, then every table checked and turned into the parts
 //! of a [`Resolved`], in a fixed order (the first error found is the one reported).
 
-use super::{Loaded, MAX_REPLICAS, Overrides, Resolved, Scenario, TraceSpec};
+use super::{Loaded, MAX_REPLICAS, MAX_SEED, Overrides, Resolved, Scenario, TraceSpec};
 use crate::catalogue::{Catalogue, GpuSpec, ModelSpec};
 use crate::engine::Guards;
 use crate::error::Result;
@@ -22,6 +22,15 @@ impl Loaded {
             self.scenario.pp = first.scenario.pp;
         }
         let s = self.scenario.clone();
+        if s.seed > MAX_SEED {
+            return Err(self.err_at(
+                &["seed"],
+                format!(
+                    "seed must be a whole number from 0 to {MAX_SEED} (what --seed, --seeds and a [sweep] seed axis can give), got {}",
+                    s.seed
+                ),
+            ));
+        }
         let (model, gpu) = self.model_and_gpu(&s)?;
         let trace = self.resolve_trace(&s.trace, trace_from_cli)?;
         let (limits, guards) = self.resolve_limits(&s, &model)?;

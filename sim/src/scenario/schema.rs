@@ -119,6 +119,10 @@ fn one() -> u32 {
     1
 }
 
+/// The largest seed: TOML integers (a `[sweep]` seed axis, the scenario a sweep writes for each
+/// run) hold up to `i64::MAX`.
+pub const MAX_SEED: u64 = i64::MAX as u64;
+
 /// Most replicas one scenario may have (`replicas`, or the sum of the `[[replica_groups]]`
 /// counts): every replica holds its own engine state, so the count is bounded before anything is
 /// allocated (65,536 replicas take about 250 MB).
