@@ -456,3 +456,50 @@ fn a_time_scale_too_small_for_the_driver_is_named_as_the_cause() {
         ],
     );
 }
+
+/// Two requests 1e5 s apart: a live run collects no KV timeline (it writes no
+/// `kv_timeline.csv`; at the default 1 s interval it kept 1e5 samples per replica, 166 MB for
+/// 2.5e7 s); and with `[limits] max_sim_s` under the second arrival, the error says the trace is
+/// longer than the limit, not that the driver's lag likely caused it (no lag moves an arrival).
+#[test]
+fn live_keeps_no_kv_timeline_and_a_trace_past_the_limit_is_not_blamed_on_lag() {
+    let _serial = serial();
+    let w = Workdir::new();
+    w.write(
+        "trace.csv",
+        "arrival_s,input_tokens,output_tokens\n0,10,10\n100000,10,10\n",
+    );
+    let sc = w.write("s.toml", SCENARIO);
+    let resolved = load(&sc).unwrap().resolve(&Overrides::default()).unwrap();
+    assert!(resolved.kv_timeline_interval_ns > 0);
+    let opts = LiveOptions {
+        executor: ExecutorKind::Mock,
+        threads: None,
+        time_scale: 1e-6,
+        stop: Arc::default(),
+    };
+    let out = run_live(&resolved, &opts).unwrap();
+    assert_eq!(out.run.summary.requests, 2);
+    assert!(out.run.kv_timeline.is_none());
+    let short = w.write(
+        "short.toml",
+        format!("{SCENARIO}\n[limits]\nmax_sim_s = 50000.0\n"),
+    );
+    let r = cli([
+        "live".into(),
+        short.into_os_string(),
+        "--mock".into(),
+        "--time-scale".into(),
+        "1e-6".into(),
+        "--out".into(),
+        w.path("live").into_os_string(),
+        "--quiet".into(),
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("the trace is longer than the limit")
+            && !r.stderr.contains("likely because"),
+        "{}",
+        r.stderr
+    );
+}
