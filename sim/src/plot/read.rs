@@ -165,8 +165,7 @@ pub(super) fn read_sweep(path: &Path) -> Result<Sweep> {
                     "duplicate point `{}`: the same axis values as line {first}; a sweep.csv has one row per point (the plots would average the two as if they were seeds)",
                     crate::error::echo(&shown(axes, &rec))
                 ),
-            }
-            .into());
+            });
         }
         let mut series = Vec::new();
         let (mut rate, mut seed) = (None, None);

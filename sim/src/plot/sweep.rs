@@ -128,7 +128,7 @@ pub fn plot_sweep_noting(
     let sweep = read_sweep(&sweep_dir.join("sweep.csv"))?;
     let rows = &sweep.rows;
     let cdf_rate =
-        cdf_rate(&rows, opts.cdf_rate_per_s).map_err(|m| perr(&sweep_dir.join("sweep.csv"), m))?;
+        cdf_rate(rows, opts.cdf_rate_per_s).map_err(|m| perr(&sweep_dir.join("sweep.csv"), m))?;
     std::fs::create_dir_all(plots_dir).map_err(|e| perr(plots_dir, e))?;
     let seeds: BTreeSet<u64> = rows
         .iter()
@@ -416,7 +416,7 @@ mod tests {
     fn row(i: usize, rate: f64, unstable: bool) -> Row {
         Row {
             run: i,
-            series: if i % 2 == 0 { "a" } else { "b" }.into(),
+            series: if i.is_multiple_of(2) { "a" } else { "b" }.into(),
             seed: None,
             rate: Some(rate),
             metrics: vec![Some(1.0)],
