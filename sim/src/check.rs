@@ -263,24 +263,7 @@ fn compare_holding(actual: &Path, golden: &Path, rel_tol: f64) -> Result<(Compar
     ra.sort_unstable_by(|a, b| a.key.cmp(&b.key));
     let gold = SweepReader::open(golden)?;
     let hg = gold.headers.clone();
-    let mut moved = Vec::new();
-    let axes = |h: &[String]| h[..h.iter().position(|c| c == "requests").unwrap_or(0)].to_vec();
-    if axes(&ha) != axes(&hg) {
-        moved.push(Moved {
-            point: "(header)".into(),
-            column: "axes".into(),
-            golden: axes(&hg).join(","),
-            actual: axes(&ha).join(","),
-        });
-    }
-    for h in hg.iter().filter(|h| !ha.contains(h)) {
-        moved.push(Moved {
-            point: "(header)".into(),
-            column: h.clone(),
-            golden: "present".into(),
-            actual: "missing".into(),
-        });
-    }
+    let mut moved = header_moves(&ha, &hg);
     let unchecked_columns: Vec<String> = ha.iter().filter(|h| !hg.contains(h)).cloned().collect();
     if !moved.is_empty() {
         gold.rows(|_, _| Ok(()))?;
@@ -342,6 +325,30 @@ fn compare_holding(actual: &Path, golden: &Path, rel_tol: f64) -> Result<(Compar
         },
         held,
     ))
+}
+
+/// The differences of the sweep's header `ha` from the golden one `hg`: other axes, golden
+/// columns the sweep lacks.
+fn header_moves(ha: &[String], hg: &[String]) -> Vec<Moved> {
+    let mut moved = Vec::new();
+    let axes = |h: &[String]| h[..h.iter().position(|c| c == "requests").unwrap_or(0)].to_vec();
+    if axes(ha) != axes(hg) {
+        moved.push(Moved {
+            point: "(header)".into(),
+            column: "axes".into(),
+            golden: axes(hg).join(","),
+            actual: axes(ha).join(","),
+        });
+    }
+    for h in hg.iter().filter(|h| !ha.contains(h)) {
+        moved.push(Moved {
+            point: "(header)".into(),
+            column: h.clone(),
+            golden: "present".into(),
+            actual: "missing".into(),
+        });
+    }
+    moved
 }
 
 fn held_bytes(rows: &[Row]) -> usize {
