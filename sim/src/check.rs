@@ -9,7 +9,7 @@
 //! file was blessed, e.g. the stability columns) is not a regression: it is listed as not
 //! compared, and the other columns are still checked; re-bless to include it.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::Path;
 
 use crate::error::{Result, SimError};
@@ -22,8 +22,6 @@ pub struct Moved {
     pub golden: String,
     pub actual: String,
 }
-
-type Table = (Vec<String>, BTreeMap<String, Vec<String>>);
 
 /// The largest `sweep.csv` (or golden file) `check` reads: one row per run, so far above any
 /// real sweep; a wrong path (`/dev/zero`, a binary) is an error, not a hang.
@@ -42,68 +40,154 @@ pub fn sweep_axes_end(headers: &[String]) -> std::result::Result<usize, String> 
         .ok_or_else(|| "not a sweep.csv (no `requests` column)".into())
 }
 
-fn read(path: &Path) -> Result<Table> {
-    let io = |e: &dyn std::fmt::Display| SimError::Io {
+/// A reader of `path` that fails once it has given more than `max_bytes` (a FIFO, a device).
+struct Bounded<R> {
+    inner: R,
+    left: u64,
+    max_bytes: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.left = self.left.checked_sub(n as u64).ok_or_else(|| {
+            std::io::Error::other(format!(
+                "larger than {} MiB; is this the right file?",
+                self.max_bytes >> 20
+            ))
+        })?;
+        Ok(n)
+    }
+}
+
+/// A sweep.csv (or golden file) read row by row, never whole (a 240 MB file held as bytes,
+/// then as a `String` per cell, took 3.2 GB), its header checked on opening (first column
+/// `run`, a `requests` column, no column twice).
+struct SweepReader<'a> {
+    path: &'a Path,
+    rdr: csv::Reader<std::io::BufReader<Bounded<crate::input::Opened>>>,
+    headers: Vec<String>,
+    n_axes: usize,
+}
+
+fn io_err(path: &Path, e: &dyn std::fmt::Display) -> SimError {
+    SimError::Io {
         path: path.to_path_buf(),
         msg: e.to_string(),
-    };
-    let bytes = crate::input::read_bytes(path, MAX_SWEEP_CSV_BYTES).map_err(|e| io(&e))?;
-    let mut rdr = csv::Reader::from_reader(bytes.as_slice());
-    let headers: Vec<String> = rdr
-        .headers()
-        .map_err(|e| io(&e))?
-        .iter()
-        .map(str::to_string)
-        .collect();
-    let n_axes = sweep_axes_end(&headers).map_err(|m| io(&m))?;
-    for (i, h) in headers.iter().enumerate() {
-        if headers[..i].contains(h) {
-            return Err(SimError::Input {
-                path: path.to_path_buf(),
-                line: 1,
-                field: crate::error::echo(h),
-                msg: "column given twice in the header".into(),
-            });
+    }
+}
+
+impl<'a> SweepReader<'a> {
+    fn open(path: &'a Path) -> Result<SweepReader<'a>> {
+        let max_bytes = MAX_SWEEP_CSV_BYTES;
+        if std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() > max_bytes) {
+            let msg = format!(
+                "larger than {} MiB; is this the right file?",
+                max_bytes >> 20
+            );
+            return Err(io_err(path, &msg));
+        }
+        let inner = crate::input::open_file(path).map_err(|e| io_err(path, &e))?;
+        let bounded = Bounded {
+            inner,
+            left: max_bytes,
+            max_bytes,
+        };
+        let buf = std::io::BufReader::with_capacity(1 << 16, bounded);
+        let mut rdr = csv::Reader::from_reader(buf);
+        let headers: Vec<String> = rdr
+            .headers()
+            .map_err(|e| io_err(path, &e))?
+            .iter()
+            .map(str::to_string)
+            .collect();
+        let n_axes = sweep_axes_end(&headers).map_err(|m| io_err(path, &m))?;
+        for (i, h) in headers.iter().enumerate() {
+            if headers[..i].contains(h) {
+                return Err(SimError::Input {
+                    path: path.to_path_buf(),
+                    line: 1,
+                    field: crate::error::echo(h),
+                    msg: "column given twice in the header".into(),
+                });
+            }
+        }
+        Ok(SweepReader {
+            path,
+            rdr,
+            headers,
+            n_axes,
+        })
+    }
+
+    /// Each row (no two with the same axis values, finite metric cells) given to `each` with
+    /// its key (`axis=value` joined by spaces), in file order.
+    fn rows(mut self, mut each: impl FnMut(&str, &csv::StringRecord) -> Result<()>) -> Result<()> {
+        let (path, headers, n_axes) = (self.path, &self.headers, self.n_axes);
+        let mut lines: HashMap<Box<str>, u64> = HashMap::new();
+        let mut rec = csv::StringRecord::new();
+        while self
+            .rdr
+            .read_record(&mut rec)
+            .map_err(|e| io_err(path, &e))?
+        {
+            let line = rec.position().map_or(0, |p| p.line());
+            let pairs = || headers[1..n_axes].iter().zip(rec.iter().skip(1));
+            let key = pairs().map(|(h, v)| format!("{h}={v}"));
+            let key = key.collect::<Vec<_>>().join(" ");
+            // Duplicates by value: `1` and `1.0` (or `1e0`) are the same point.
+            let same = pairs().map(|(h, v)| format!("{h}={}", numeric_form(v)));
+            let same = same.collect::<Vec<_>>().join(" ");
+            if let Some(first) = lines.get(same.as_str()) {
+                return Err(SimError::Input {
+                    path: path.to_path_buf(),
+                    line,
+                    field: "(row)".into(),
+                    msg: format!(
+                        "duplicate point `{}`: the same axis values as line {first}; a sweep.csv has one row per point",
+                        crate::error::echo(&key)
+                    ),
+                });
+            }
+            check_metric_cells(path, line, &headers[n_axes..], rec.iter().skip(n_axes))?;
+            lines.insert(same.into(), line);
+            each(&key, &rec)?;
+        }
+        Ok(())
+    }
+}
+
+/// One row of the sweep, held compactly: its cells in one string.
+struct Row {
+    key: Box<str>,
+    text: Box<str>,
+    /// Where each cell of `text` ends.
+    ends: Box<[u32]>,
+}
+
+impl Row {
+    fn new(key: &str, rec: &csv::StringRecord) -> Row {
+        let mut text = String::with_capacity(rec.as_slice().len());
+        let mut ends = Vec::with_capacity(rec.len());
+        for c in rec {
+            text.push_str(c);
+            ends.push(u32::try_from(text.len()).expect("a row under MAX_SWEEP_CSV_BYTES"));
+        }
+        Row {
+            key: key.into(),
+            text: text.into(),
+            ends: ends.into(),
         }
     }
-    let mut rows: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut lines: BTreeMap<String, u64> = BTreeMap::new();
-    for rec in rdr.records() {
-        let rec = rec.map_err(|e| io(&e))?;
-        let line = rec.position().map_or(0, |p| p.line());
-        let key = headers[1..n_axes]
-            .iter()
-            .zip(rec.iter().skip(1))
-            .map(|(h, v)| format!("{h}={v}"))
-            .collect::<Vec<_>>()
-            .join(" ");
-        // Duplicates by value: `1` and `1.0` (or `1e0`) are the same point.
-        let same = headers[1..n_axes]
-            .iter()
-            .zip(rec.iter().skip(1))
-            .map(|(h, v)| format!("{h}={}", numeric_form(v)))
-            .collect::<Vec<_>>()
-            .join(" ");
-        if let Some(first) = lines.get(&same) {
-            return Err(SimError::Input {
-                path: path.to_path_buf(),
-                line,
-                field: "(row)".into(),
-                msg: format!(
-                    "duplicate point `{}`: the same axis values as line {first}; a sweep.csv has one row per point",
-                    crate::error::echo(&key)
-                ),
-            });
-        }
-        check_metric_cells(path, line, &headers[n_axes..], rec.iter().skip(n_axes))?;
-        lines.insert(same, line);
-        rows.insert(key, rec.iter().map(str::to_string).collect());
+
+    fn cell(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.text[start..self.ends[i] as usize]
     }
-    Ok((headers, rows))
 }
 
 /// A cell as a number when it is a finite one (`1`, `1.0`, `1e0` → `1`), else as written.
-fn numeric_form(v: &str) -> String {
+pub(crate) fn numeric_form(v: &str) -> String {
     match v.parse::<f64>() {
         Ok(x) if x.is_finite() => format!("{:e}", x + 0.0),
         _ => v.to_string(),
@@ -112,7 +196,9 @@ fn numeric_form(v: &str) -> String {
 
 /// Whether `path` reads as a golden file: a `sweep.csv` (a `requests` column, one row per point).
 pub fn is_golden(path: &Path) -> bool {
-    read(path).is_ok()
+    SweepReader::open(path)
+        .and_then(|r| r.rows(|_, _| Ok(())))
+        .is_ok()
 }
 
 /// A metric cell that reads as a number must be a finite one: `NaN` or `inf` is a bad field
@@ -158,18 +244,100 @@ pub struct Comparison {
     pub unchecked_columns: Vec<String>,
 }
 
-/// Compare `actual` with `golden` on the golden file's columns.
+/// Compare `actual` with `golden` on the golden file's columns: the sweep is held (compactly,
+/// sorted by key), the golden file streamed past it.
 pub fn compare(actual: &Path, golden: &Path, rel_tol: f64) -> Result<Comparison> {
-    let (ha, ra) = read(actual)?;
-    let (hg, rg) = read(golden)?;
+    compare_holding(actual, golden, rel_tol).map(|(c, _)| c)
+}
+
+/// [`compare`], with the bytes of row text it held (the sweep's cells and keys; the golden
+/// file's rows are never held).
+fn compare_holding(actual: &Path, golden: &Path, rel_tol: f64) -> Result<(Comparison, usize)> {
+    let mut ra: Vec<Row> = Vec::new();
+    let sweep = SweepReader::open(actual)?;
+    let ha = sweep.headers.clone();
+    sweep.rows(|key, rec| {
+        ra.push(Row::new(key, rec));
+        Ok(())
+    })?;
+    ra.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    let gold = SweepReader::open(golden)?;
+    let hg = gold.headers.clone();
+    let mut moved = header_moves(&ha, &hg);
+    let unchecked_columns: Vec<String> = ha.iter().filter(|h| !hg.contains(h)).cloned().collect();
+    if !moved.is_empty() {
+        gold.rows(|_, _| Ok(()))?;
+        let held = held_bytes(&ra);
+        return Ok((
+            Comparison {
+                moved,
+                unchecked_columns,
+            },
+            held,
+        ));
+    }
+    // Each golden column's position in the sweep.
+    let at: Vec<usize> = hg
+        .iter()
+        .map(|h| ha.iter().position(|x| x == h).expect("checked above"))
+        .collect();
+    let mut matched = vec![false; ra.len()];
+    gold.rows(|key, g| {
+        let Ok(i) = ra.binary_search_by(|r| (*r.key).cmp(key)) else {
+            moved.push(Moved {
+                point: key.into(),
+                column: "(row)".into(),
+                golden: "present".into(),
+                actual: "missing".into(),
+            });
+            return Ok(());
+        };
+        matched[i] = true;
+        let a = &ra[i];
+        for (i, h) in hg.iter().enumerate().skip(1) {
+            if !close(a.cell(at[i]), &g[i], rel_tol) {
+                moved.push(Moved {
+                    point: key.into(),
+                    column: h.clone(),
+                    golden: g[i].to_string(),
+                    actual: a.cell(at[i]).to_string(),
+                });
+            }
+        }
+        Ok(())
+    })?;
+    // In the golden file's key order (its rows were streamed in file order); stable, so each
+    // point's columns stay in header order.
+    moved.sort_by(|a, b| a.point.cmp(&b.point));
+    for (r, _) in ra.iter().zip(&matched).filter(|(_, m)| !**m) {
+        moved.push(Moved {
+            point: r.key.to_string(),
+            column: "(row)".into(),
+            golden: "missing".into(),
+            actual: "present".into(),
+        });
+    }
+    let held = held_bytes(&ra);
+    Ok((
+        Comparison {
+            moved,
+            unchecked_columns,
+        },
+        held,
+    ))
+}
+
+/// The differences of the sweep's header `ha` from the golden one `hg`: other axes, golden
+/// columns the sweep lacks.
+fn header_moves(ha: &[String], hg: &[String]) -> Vec<Moved> {
     let mut moved = Vec::new();
     let axes = |h: &[String]| h[..h.iter().position(|c| c == "requests").unwrap_or(0)].to_vec();
-    if axes(&ha) != axes(&hg) {
+    if axes(ha) != axes(hg) {
         moved.push(Moved {
             point: "(header)".into(),
             column: "axes".into(),
-            golden: axes(&hg).join(","),
-            actual: axes(&ha).join(","),
+            golden: axes(hg).join(","),
+            actual: axes(ha).join(","),
         });
     }
     for h in hg.iter().filter(|h| !ha.contains(h)) {
@@ -180,54 +348,13 @@ pub fn compare(actual: &Path, golden: &Path, rel_tol: f64) -> Result<Comparison>
             actual: "missing".into(),
         });
     }
-    let unchecked_columns: Vec<String> = ha.iter().filter(|h| !hg.contains(h)).cloned().collect();
-    if !moved.is_empty() {
-        return Ok(Comparison {
-            moved,
-            unchecked_columns,
-        });
-    }
-    // Each golden column's position in the sweep.
-    let at: Vec<usize> = hg
-        .iter()
-        .map(|h| ha.iter().position(|x| x == h).expect("checked above"))
-        .collect();
-    for (k, g) in &rg {
-        match ra.get(k) {
-            None => moved.push(Moved {
-                point: k.clone(),
-                column: "(row)".into(),
-                golden: "present".into(),
-                actual: "missing".into(),
-            }),
-            Some(a) => {
-                for (i, h) in hg.iter().enumerate().skip(1) {
-                    if !close(&a[at[i]], &g[i], rel_tol) {
-                        moved.push(Moved {
-                            point: k.clone(),
-                            column: h.clone(),
-                            golden: g[i].clone(),
-                            actual: a[at[i]].clone(),
-                        });
-                    }
-                }
-            }
-        }
-    }
-    for k in ra.keys() {
-        if !rg.contains_key(k) {
-            moved.push(Moved {
-                point: k.clone(),
-                column: "(row)".into(),
-                golden: "missing".into(),
-                actual: "present".into(),
-            });
-        }
-    }
-    Ok(Comparison {
-        moved,
-        unchecked_columns,
-    })
+    moved
+}
+
+fn held_bytes(rows: &[Row]) -> usize {
+    rows.iter()
+        .map(|r| r.key.len() + r.text.len() + 4 * r.ends.len())
+        .sum()
 }
 
 /// A readable report of moved points.
@@ -244,4 +371,46 @@ pub fn report(moved: &[Moved]) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `check` holds the sweep's rows in one string each (plus their keys and cell ends) and
+    /// streams the golden file: for a sweep compared with itself, the bytes held stay under the
+    /// file's size plus each row's key and 4 bytes per cell. It used to hold both files whole as bytes and
+    /// again as one `String` per cell (3.2 GB for a 240 MB sweep.csv).
+    #[test]
+    fn check_holds_one_compact_copy_of_the_sweep() {
+        let dir = std::env::temp_dir().join(format!("servesim-check-held-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sweep.csv");
+        let mut text = String::from("run,policy,rate,requests,jct_mean_s,error\n");
+        for i in 0..5000 {
+            text += &format!("{i},fcfs,{},100,{}.25,\n", i + 1, i % 97);
+        }
+        std::fs::write(&path, &text).unwrap();
+        let (c, held) = compare_holding(&path, &path, 0.0).unwrap();
+        assert!(c.moved.is_empty(), "{:?}", c.moved);
+        // Each row's cells (under its line's length), its key (`policy=fcfs rate=5000`: at most
+        // 21 bytes) and 4 bytes per cell end.
+        let bound = text.len() + 5000 * (21 + 4 * 6);
+        assert!(held <= bound, "held {held} B of a {} B file", text.len());
+        // A moved value is still found, in the golden file's key order.
+        let golden = dir.join("golden.csv");
+        std::fs::write(
+            &golden,
+            text.replace("\n7,fcfs,8,100,7.25,", "\n7,fcfs,8,100,7.5,"),
+        )
+        .unwrap();
+        let c = compare(&path, &golden, 0.0).unwrap();
+        assert_eq!(c.moved.len(), 1);
+        assert_eq!(c.moved[0].point, "policy=fcfs rate=8");
+        assert_eq!(
+            (c.moved[0].golden.as_str(), c.moved[0].actual.as_str()),
+            ("7.5", "7.25")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -456,3 +456,129 @@ fn a_time_scale_too_small_for_the_driver_is_named_as_the_cause() {
         ],
     );
 }
+
+/// Two requests 1e5 s apart: a live run collects no KV timeline (it writes no
+/// `kv_timeline.csv`; at the default 1 s interval it kept 1e5 samples per replica, 166 MB for
+/// 2.5e7 s); and with `[limits] max_sim_s` under the second arrival, the error says the trace is
+/// longer than the limit, not that the driver's lag likely caused it (no lag moves an arrival).
+#[test]
+fn live_keeps_no_kv_timeline_and_a_trace_past_the_limit_is_not_blamed_on_lag() {
+    let _serial = serial();
+    let w = Workdir::new();
+    w.write(
+        "trace.csv",
+        "arrival_s,input_tokens,output_tokens\n0,10,10\n100000,10,10\n",
+    );
+    let sc = w.write("s.toml", SCENARIO);
+    let resolved = load(&sc).unwrap().resolve(&Overrides::default()).unwrap();
+    assert!(resolved.kv_timeline_interval_ns > 0);
+    let opts = LiveOptions {
+        executor: ExecutorKind::Mock,
+        threads: None,
+        time_scale: 1e-6,
+        stop: Arc::default(),
+    };
+    let out = run_live(&resolved, &opts).unwrap();
+    assert_eq!(out.run.summary.requests, 2);
+    assert!(out.run.kv_timeline.is_none());
+    let short = w.write(
+        "short.toml",
+        format!("{SCENARIO}\n[limits]\nmax_sim_s = 50000.0\n"),
+    );
+    let r = cli([
+        "live".into(),
+        short.into_os_string(),
+        "--mock".into(),
+        "--time-scale".into(),
+        "1e-6".into(),
+        "--out".into(),
+        w.path("live").into_os_string(),
+        "--quiet".into(),
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("the trace is longer than the limit")
+            && !r.stderr.contains("likely because"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// `compare` judges the configurations each run recorded, not their spelling: the same trace
+/// file spelt `trace.csv` and `../trace.csv` (from another scenario directory) is the same trace
+/// (it was refused as "different scenarios"), while another `max_batch_size` is refused naming
+/// `resolved.limits.max_batch_size` (it was compared); a requests.csv cut short of the
+/// requests its summary.json counts is refused with both counts, and a `jct_s` that is not
+/// `finish_s − arrival_s` with its file, line and column (both were compared silently).
+#[test]
+fn compare_checks_resolved_configs_row_counts_and_jcts_not_trace_spelling() {
+    let _serial = serial();
+    let w = setup();
+    run_sim(&w);
+    std::fs::create_dir(w.path("sub")).unwrap();
+    let other = SCENARIO.replace("file = \"trace.csv\"", "file = \"../trace.csv\"");
+    let live = |name: &str, scenario: &str| {
+        let sc = w.write(&format!("sub/{name}.toml"), scenario);
+        let r = cli([
+            "live".into(),
+            sc.into_os_string(),
+            "--mock".into(),
+            "--time-scale".into(),
+            "0.01".into(),
+            "--out".into(),
+            w.path(name).into_os_string(),
+            "--quiet".into(),
+        ]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    };
+    let compare = |b: &str| {
+        cli([
+            "compare".into(),
+            w.path("sim").into_os_string(),
+            w.path(b).into_os_string(),
+            "--out".into(),
+            w.path("compare.csv").into_os_string(),
+        ])
+    };
+    live("live", &other);
+    let r = compare("live");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    live("live_b4", &format!("{other}max_batch_size = 4\n"));
+    let r = compare("live_b4");
+    assert_eq!(r.code, 2, "{}", r.stdout);
+    assert!(
+        r.stderr
+            .contains("different configurations: `resolved.limits.max_batch_size` is 4")
+            || r.stderr
+                .contains("`resolved.limits.max_batch_size` is 256 in"),
+        "{}",
+        r.stderr
+    );
+    // requests.csv cut to 3 of its 8 rows.
+    let path = w.path("live/requests.csv");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    std::fs::write(&path, lines[..4].join("\n") + "\n").unwrap();
+    let r = compare("live");
+    assert_eq!(r.code, 2, "{}", r.stdout);
+    assert!(
+        r.stderr.contains("requests.csv: holds 3 requests but")
+            && r.stderr.contains("summary.json counts 8"),
+        "{}",
+        r.stderr
+    );
+    // One jct_s of 1e300.
+    let mut cells: Vec<String> = lines[2].split(',').map(String::from).collect();
+    cells[6] = "1e300".into();
+    let mut edited: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+    edited[2] = cells.join(",");
+    std::fs::write(&path, edited.join("\n") + "\n").unwrap();
+    let r = compare("live");
+    assert_eq!(r.code, 2, "{}", r.stdout);
+    assert!(
+        r.stderr
+            .contains("requests.csv:3: field `jct_s`: `1e300` is not finish_s − arrival_s"),
+        "{}",
+        r.stderr
+    );
+}

@@ -93,3 +93,82 @@ fn plot_refuses_unplottable_sweep_and_kv_files_naming_them() {
         r.stderr
     );
 }
+
+/// A hand-edited sweep.csv: values at or below zero or under 1e-6 in a log-axis column are drawn
+/// at the axis floor with one warning naming the first one's line and column (they were drawn
+/// there silently), a run's invalid `config.json` is named in a
+/// warning (it was ignored silently), and two rows with the same axis values are refused with the
+/// line of each (they were averaged as if they were seeds).
+#[test]
+fn plot_warns_of_log_floor_values_and_bad_config_and_refuses_duplicate_points() {
+    let w = Workdir::new();
+    let dir = w.path("sw");
+    std::fs::create_dir_all(dir.join("runs/0000-vllm-0.5")).unwrap();
+    std::fs::write(
+        dir.join("runs/0000-vllm-0.5/config.json"),
+        "{\"scenario\": 3",
+    )
+    .unwrap();
+    let csv = sweep_csv("fcfs")
+        .replacen(",5,20,", ",-1e299,20,", 1)
+        .replacen(",7,28,", ",1e-320,28,", 1);
+    std::fs::write(dir.join("sweep.csv"), &csv).unwrap();
+    let r = plot_within_a_minute(&dir);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let warnings: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("warning:"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{}", r.stderr);
+    assert!(
+        warnings[0].contains(
+            "drew 2 value(s) at or below zero or under 1e-6 at the bottom of their log axis"
+        ) && warnings[0].contains("line 2, column `jct_mean_s`, `-1e299`"),
+        "{}",
+        warnings[0]
+    );
+    assert!(
+        warnings[1].contains("0000-vllm-0.5/config.json: line 1, column 14: not valid JSON"),
+        "{}",
+        warnings[1]
+    );
+    // The same point twice (fcfs at 0.5 written as `0.50`).
+    let dup = csv.replacen("\n3,fcfs,1,", "\n3,fcfs,0.50,", 1);
+    std::fs::write(dir.join("sweep.csv"), dup).unwrap();
+    let r = plot_within_a_minute(&dir);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("sweep.csv:5: field `(row)`: duplicate point `policy=fcfs rate=0.50`: the same axis values as line 4"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// A series with more rates than a figure draws is merged into bins, and `plot` says so in one
+/// line (drawing each of 100k points took most of a 30 s `plot`).
+#[test]
+fn plot_merges_a_series_of_many_rates_into_bins_and_says_so() {
+    let w = Workdir::new();
+    let dir = w.path("sw");
+    std::fs::create_dir(&dir).unwrap();
+    let mut csv = format!("{HEADER}\n");
+    for i in 0..5000 {
+        csv += &format!(
+            "{i},vllm,{},200,400.0,{},4,0.03,0.03,0,true,\n",
+            i + 1,
+            1 + i % 7
+        );
+    }
+    std::fs::write(dir.join("sweep.csv"), csv).unwrap();
+    let r = plot_within_a_minute(&dir);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("series `vllm` has 5000 rates, more than the 1000 a figure draws per series"),
+        "{}",
+        r.stderr
+    );
+    let svg = std::fs::read_to_string(dir.join("plots/jct_mean_vs_rate.svg")).unwrap();
+    assert!(svg.len() < 1_500_000, "{} bytes", svg.len());
+}

@@ -566,39 +566,58 @@ fn plot_leaves_out_non_finite_sweep_values_and_says_so_once() {
 }
 
 /// Zero and negative values on a log axis, all-equal values, and values spanning 1e-300..1e300
-/// plot without hanging or panicking, and without a warning (they are finite).
+/// plot without hanging or panicking; values a log axis cannot show as written (at or below
+/// or under 1e-6: drawn at its floor) get one warning line.
 #[test]
 fn plot_survives_degenerate_and_extreme_ranges() {
-    for (what, rows, jcts) in [
+    let zero = "at or below zero or under 1e-6 at the bottom of their log axis";
+    let tiny = zero;
+    for (what, rows, jcts, warned) in [
         (
             "zero and negative on log axes",
             "0,vllm,1,1,10,0,-1,-5,0,\n1,vllm,2,1,10,0,0,0,-3,\n",
             &["0", "-1", "0"][..],
+            &[zero][..],
         ),
         (
             "all equal",
             "0,vllm,7,1,10,3,3,3,1,\n1,vllm,7,2,10,3,3,3,1,\n",
             &["3", "3"][..],
+            &[][..],
         ),
         (
             "1e-300..1e300",
             "0,vllm,1e-300,1,10,1e-300,1e-300,1e-300,1e-300,\n1,vllm,1e300,1,10,1e300,1e300,1e300,1e300,\n",
             &["1e-300", "1e300"][..],
+            &[tiny][..],
         ),
         (
             "all equal and huge",
             "0,vllm,1e300,1,10,1e300,1e300,1e300,1e300,\n",
             &["1e300"][..],
+            &[][..],
         ),
         (
             "all equal and tiny",
             "0,vllm,1e-300,1,10,1e-300,1e-300,1e-300,1e-300,\n",
             &["1e-300", "5e-324"][..],
+            &[tiny][..],
         ),
     ] {
         let (r, w) = plot_sweep_dir(rows, jcts);
         assert_eq!(r.code, 0, "{what}: {}", r.stderr);
-        assert!(r.stderr.is_empty(), "{what}: {}", r.stderr);
+        assert_eq!(
+            r.stderr.lines().count(),
+            warned.len(),
+            "{what}: {}",
+            r.stderr
+        );
+        for (line, text) in r.stderr.lines().zip(warned) {
+            assert!(
+                line.starts_with("warning: ") && line.contains(text),
+                "{what}: {line}"
+            );
+        }
         assert!(w.path("plots/jct_mean_vs_rate.png").is_file(), "{what}");
         assert!(w.path("plots/jct_cdf.png").is_file(), "{what}");
     }

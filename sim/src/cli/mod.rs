@@ -278,8 +278,8 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Resul
             let opts = crate::plot::SweepPlotOptions {
                 cdf_rate_per_s: cdf_rate,
             };
-            let (files, note) = crate::plot::plot_dir(&dir, &opts)?;
-            if let Some(note) = note {
+            let (files, notes) = crate::plot::plot_dir(&dir, &opts)?;
+            for note in notes {
                 writeln!(err, "warning: {note}")?;
             }
             writeln!(

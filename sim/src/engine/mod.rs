@@ -24,6 +24,10 @@ use crate::route::{ClusterView, Incoming, Router};
 use crate::swap::timing::SwapTiming;
 use crate::swap::{KvOffload, SwapModel};
 
+/// What the `[limits] max_sim_s` error says when the trace's next arrival is past the limit
+/// (live mode tells it from a limit its own lag reached).
+pub const TRACE_OUTLASTS_LIMIT: &str = "the trace is longer than the limit";
+
 /// Bounds that end a run with an error instead of a hang or an out-of-memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Guards {
@@ -347,7 +351,7 @@ impl Sim {
             .filter(|next| next.arrival_ns > self.cfg.guards.max_sim_ns);
         let why = match later {
             Some(next) => format!(
-                "requests were still arriving (the next at t={} s, {unfinished} unfinished): the trace is longer than the limit; use fewer requests or a higher rate, or raise [limits] max_sim_s",
+                "requests were still arriving (the next at t={} s, {unfinished} unfinished): {TRACE_OUTLASTS_LIMIT}; use fewer requests or a higher rate, or raise [limits] max_sim_s",
                 crate::error::num(ns_to_s(next.arrival_ns))
             ),
             None => format!(

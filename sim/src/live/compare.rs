@@ -7,7 +7,8 @@
 //! Before comparing it checks that the two directories are what they claim ([`check_dirs`]): the
 //! first a simulated run, the second a live one (`config.json` has a `live` table and the
 //! directory an `iterations.csv`, parsed strictly); both `config.json` files describe the same
-//! scenario on the fields that decide the workload and the system ([`SAME_SCENARIO_FIELDS`]);
+//! scenario on the fields that decide the workload and the system ([`SAME_SCENARIO_FIELDS`], trace
+//! paths made canonical) and the same resolved configuration ([`SAME_RESOLVED_KEYS`]);
 //! and neither is a partial run unless the caller allows it.
 
 use std::fmt::Write as _;
@@ -125,10 +126,12 @@ pub fn check_dirs(sim: &Path, live: &Path, allow_partial: bool) -> Result<DirChe
     }
     for field in SAME_SCENARIO_FIELDS {
         let get = |cfg: &serde_json::Value| {
-            field
-                .split('.')
-                .fold(&cfg["scenario"], |v, k| &v[k])
-                .clone()
+            let v = field.split('.').fold(&cfg["scenario"], |v, k| &v[k]);
+            if field == "trace" {
+                canonical_trace(v, cfg)
+            } else {
+                v.clone()
+            }
         };
         let (a, b) = (get(&sim_cfg), get(&live_cfg));
         if a != b {
@@ -148,6 +151,7 @@ pub fn check_dirs(sim: &Path, live: &Path, allow_partial: bool) -> Result<DirChe
             )));
         }
     }
+    check_resolved(sim, &sim_cfg, live, &live_cfg)?;
     check_iterations_csv(&live.join("iterations.csv"))?;
     let mut check = DirCheck::default();
     for dir in [sim, live] {
@@ -163,6 +167,106 @@ pub fn check_dirs(sim: &Path, live: &Path, allow_partial: bool) -> Result<DirChe
         }
     }
     Ok(check)
+}
+
+/// The keys of `config.json`'s `resolved` table that must be equal too: what the scheduler may
+/// hold and do (batch limits, KV pool sizes, the output predictor, the policy's and router's
+/// resolved parameters). Two runs that differ there differ in their schedules, not in their cost
+/// models. (The cost model's parameters, `analytic_params`, may differ: they are what is judged.)
+pub const SAME_RESOLVED_KEYS: [&str; 7] = [
+    "limits",
+    "kv_capacity_blocks",
+    "host_kv_blocks",
+    "predictor",
+    "policy_params",
+    "router",
+    "router_params",
+];
+
+/// `config.json`'s `scenario.trace` with each path in it (`file`, `lengths_file`, …) made
+/// canonical: relative to the scenario file's directory (as servesim read it), symlinks
+/// resolved; a path that does not resolve is left as written. The same trace file spelt two ways
+/// is the same trace.
+fn canonical_trace(trace: &serde_json::Value, cfg: &serde_json::Value) -> serde_json::Value {
+    let mut t = trace.clone();
+    let base = cfg["scenario_file"]
+        .as_str()
+        .and_then(|f| Path::new(f).parent())
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    if let Some(map) = t.as_object_mut() {
+        for (k, v) in map.iter_mut() {
+            let Some(p) = v.as_str().filter(|_| k.ends_with("file")) else {
+                continue;
+            };
+            if let Ok(c) = std::fs::canonicalize(base.join(p)) {
+                *v = serde_json::Value::String(c.to_string_lossy().into_owned());
+            }
+        }
+    }
+    t
+}
+
+/// The path (`a.b.c`, `[i]` for array items) of the first place where `a` and `b` differ, with
+/// the two values there.
+fn first_difference<'v>(
+    path: String,
+    a: &'v serde_json::Value,
+    b: &'v serde_json::Value,
+) -> Option<(String, &'v serde_json::Value, &'v serde_json::Value)> {
+    use serde_json::Value;
+    match (a, b) {
+        _ if a == b => None,
+        (Value::Object(x), Value::Object(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            keys.into_iter().find_map(|k| {
+                let (p, q) = (
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                );
+                first_difference(format!("{path}.{k}"), p, q)
+            })
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .find_map(|(i, (p, q))| first_difference(format!("{path}[{i}]"), p, q)),
+        _ => Some((path, a, b)),
+    }
+}
+
+/// Refuse two runs whose `config.json` `resolved` tables differ on [`SAME_RESOLVED_KEYS`],
+/// naming the first key that differs and its two values.
+fn check_resolved(
+    sim: &Path,
+    sim_cfg: &serde_json::Value,
+    live: &Path,
+    live_cfg: &serde_json::Value,
+) -> Result<()> {
+    for key in SAME_RESOLVED_KEYS {
+        let (a, b) = (&sim_cfg["resolved"][key], &live_cfg["resolved"][key]);
+        let Some((at, a, b)) = first_difference(format!("resolved.{key}"), a, b) else {
+            continue;
+        };
+        let show = |v: &serde_json::Value| match v {
+            serde_json::Value::Null => "absent".to_string(),
+            v => crate::error::echo(&v.to_string()),
+        };
+        return Err(SimError::config(format!(
+            "compare: {} and {} are runs of different configurations: `{at}` is {} in {} but {} in {} (compared: resolved {}); their schedules differ, so their timings say nothing of the cost model",
+            sim.display(),
+            live.display(),
+            show(a),
+            sim.join("config.json").display(),
+            show(b),
+            live.join("config.json").display(),
+            SAME_RESOLVED_KEYS.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 /// One row of a live run's `iterations.csv`, as [`compare`] uses it.
@@ -354,12 +458,16 @@ fn request_columns(dir: &Path) -> Result<[Vec<f64>; 3]> {
     };
     let idx = [col("jct_s")?, col("ttft_s")?, col("tpot_s")?];
     let id_col = col("id")?;
+    let span = (col("arrival_s").ok(), col("finish_s").ok());
     let mut seen: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
     let mut out: [Vec<f64>; 3] = Default::default();
     for rec in rd.records() {
         let rec = rec.map_err(|e| io(&path, e))?;
         let line = rec.position().map_or(0, |p| p.line());
         check_request_id(&path, line, rec.get(id_col).unwrap_or(""), &mut seen)?;
+        if let (Some(a), Some(f)) = span {
+            check_jct(&path, line, [rec.get(a), rec.get(f), rec.get(idx[0])])?;
+        }
         for (k, &i) in idx.iter().enumerate() {
             let cell = rec.get(i).unwrap_or("");
             if cell.is_empty() {
@@ -384,7 +492,54 @@ fn request_columns(dir: &Path) -> Result<[Vec<f64>; 3]> {
             "holds no requests (header only): nothing to compare",
         ));
     }
+    check_request_count(dir, seen.len() as u64)?;
     Ok(out)
+}
+
+/// A row's `jct_s` must be its `finish_s − arrival_s` (within the rounding of 9 decimals): a
+/// hand-edited or corrupted cell would move the comparison silently. `cells` are arrival,
+/// finish, jct; a cell that is empty or not a number is judged elsewhere.
+fn check_jct(path: &Path, line: u64, cells: [Option<&str>; 3]) -> Result<()> {
+    let num = |c: Option<&str>| c.and_then(|c| c.trim().parse::<f64>().ok());
+    let (Some(a), Some(f), Some(j)) = (num(cells[0]), num(cells[1]), num(cells[2])) else {
+        return Ok(());
+    };
+    let want = f - a;
+    if !j.is_finite() || (j - want).abs() <= 2e-9 + 1e-12 * f.abs().max(a.abs()) {
+        return Ok(());
+    }
+    Err(SimError::Input {
+        path: path.to_path_buf(),
+        line,
+        field: "jct_s".into(),
+        msg: format!(
+            "`{}` is not finish_s − arrival_s ({} − {} = {}): a requests.csv written by servesim has them agree",
+            crate::error::echo(cells[2].unwrap_or("")),
+            crate::error::num(f),
+            crate::error::num(a),
+            crate::error::num(want)
+        ),
+    })
+}
+
+/// The rows of `dir/requests.csv` must be the requests `dir/summary.json` counts (`requests`):
+/// a file cut short (or padded) would be compared as if it were the run.
+fn check_request_count(dir: &Path, rows: u64) -> Result<()> {
+    let path = dir.join("summary.json");
+    let summary = read_json(&path)?;
+    let Some(n) = summary["requests"].as_u64() else {
+        return Ok(());
+    };
+    if n == rows {
+        return Ok(());
+    }
+    Err(io(
+        &dir.join("requests.csv"),
+        format!(
+            "holds {rows} requests but {} counts {n}: the file was cut short or edited; rerun the run, or compare a complete copy",
+            path.display()
+        ),
+    ))
 }
 
 /// Mean iteration time (s) from a run directory's `summary.json`.
@@ -442,14 +597,24 @@ impl CompareRow {
     /// The row's `compare.csv` cells (the columns of [`COMPARE_HEADER`]), without a newline.
     pub fn csv_cells(&self) -> String {
         format!(
-            "{},{},{:.9},{:.9},{:.9},{:.6}",
+            "{},{},{},{},{},{}",
             self.metric,
             self.stat,
-            self.sim,
-            self.live,
-            self.abs_error(),
-            self.rel_error()
+            fixed(self.sim, 9),
+            fixed(self.live, 9),
+            fixed(self.abs_error(), 9),
+            fixed(self.rel_error(), 6)
         )
+    }
+}
+
+/// `x` with `decimals` decimals, or in scientific notation (as many significant digits) when it
+/// is 1e12 or more in magnitude: a 1e300 JCT printed 300 digits.
+fn fixed(x: f64, decimals: usize) -> String {
+    if x.is_finite() && x.abs() >= 1e12 {
+        format!("{x:.decimals$e}")
+    } else {
+        format!("{x:.decimals$}")
     }
 }
 
@@ -472,13 +637,47 @@ pub fn compare_table(rows: &[CompareRow]) -> String {
     for r in rows {
         let _ = writeln!(
             s,
-            "{:<12} {:<12} {:>12.6} {:>12.6} {:>8.2}%",
+            "{:<12} {:<12} {:>12} {:>12} {:>8}%",
             r.metric,
             r.stat,
-            r.sim,
-            r.live,
-            r.rel_error() * 100.0
+            fixed(r.sim, 6),
+            fixed(r.live, 6),
+            fixed(r.rel_error() * 100.0, 2)
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Numbers print with their usual decimals, and in scientific notation from 1e12 on (a
+    /// 1e300 JCT printed as a 300-digit number).
+    #[test]
+    fn huge_numbers_print_in_scientific_notation() {
+        let row = |live: f64| CompareRow {
+            metric: "jct_s".into(),
+            stat: "mean".into(),
+            sim: 11.5,
+            live,
+        };
+        let t = compare_table(&[row(12.0), row(1e300)]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            lines[1],
+            "jct_s        mean            11.500000    12.000000     4.35%"
+        );
+        assert!(
+            lines[2].len() < 80 && lines[2].contains("1.000000e300"),
+            "{}",
+            lines[2]
+        );
+        let csv = compare_csv(&[row(1e300)]);
+        assert!(csv.len() < 200 && csv.contains("1.000000000e300"), "{csv}");
+        assert_eq!(
+            row(12.0).csv_cells(),
+            "jct_s,mean,11.500000000,12.000000000,0.500000000,0.043478"
+        );
+    }
 }

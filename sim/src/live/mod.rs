@@ -391,6 +391,14 @@ fn drive_live(
     progress: Option<Progress>,
 ) -> Result<LiveOutput> {
     check_options(opts.executor, opts.time_scale)?;
+    // Live runs write no `kv_timeline.csv`: collecting its samples (one per replica and
+    // `[output] kv_timeline_interval_s` of scenario time, up to 5M rows, 166 MB for two requests
+    // 2.5e7 s apart) only cost memory.
+    let without_kv = Resolved {
+        kv_timeline_interval_ns: 0,
+        ..r.clone()
+    };
+    let r = &without_kv;
     let scale = opts.time_scale;
     let mock = opts.executor == ExecutorKind::Mock;
     let mut clock = WallClock::new(scale, opts.stop.clone());
@@ -457,11 +465,18 @@ fn drive_live(
 /// A run stopped by a `[limits]` guard while the driver ran behind the scaled schedule (at a tiny
 /// `--time-scale` every wall microsecond of the driver's own work is seconds of scenario time,
 /// which can feed on itself: `[limits] max_sim_s` passed after 2.6 s of wall time at 1e-6): the
-/// lag, not the scenario, is the likely cause; the error says so.
+/// lag, not the scenario, is the likely cause; the error says so. Not when the trace's own
+/// arrival times pass the limit: no lag moves those, so the engine's message (the trace is longer
+/// than the limit) is what happened, and the lag, if any, follows as an aside.
 fn explain_lag(e: SimError, clock: &WallClock, lag: &Lag, run: (f64, bool, u32)) -> SimError {
     let (scale, mock, replicas) = run;
     let why = clock.warning(mock, replicas).or_else(|| lag.warning(scale));
     match (e, why) {
+        (SimError::Limit(msg), Some(w)) if msg.contains(crate::engine::TRACE_OUTLASTS_LIMIT) => {
+            SimError::Limit(format!(
+                "{msg} (separately, the run's timings are doubtful: {w})"
+            ))
+        }
         (SimError::Limit(msg), Some(w)) => SimError::Limit(format!("{msg}; likely because {w}")),
         (e, _) => e,
     }

@@ -24,6 +24,7 @@ use crate::error::{Result, SimError};
 mod capacity;
 mod figure;
 mod kv;
+mod read;
 mod setup;
 pub mod style;
 mod sweep;
@@ -145,9 +146,9 @@ fn both_sized(
 /// with neither `sweep.csv` nor `summary.json` is an error, and so is a `DIR/plots/` holding
 /// files when DIR is not a servesim output and an earlier `plot` did not write them all (they
 /// may be the user's; `plot` adds the files it writes to the marker of the servesim output, or
-/// marks the `plots/` it fills elsewhere). Returns the files written and a note
-/// when values of `sweep.csv` were left out (see [`plot_sweep_noting`]).
-pub fn plot_dir(dir: &Path, opts: &SweepPlotOptions) -> Result<(Vec<PathBuf>, Option<String>)> {
+/// marks the `plots/` it fills elsewhere). Returns the files written and one note
+/// line per thing the plots left out or changed (see [`plot_sweep_noting`]).
+pub fn plot_dir(dir: &Path, opts: &SweepPlotOptions) -> Result<(Vec<PathBuf>, Vec<String>)> {
     let plots = dir.join("plots");
     if std::fs::symlink_metadata(&plots).is_ok_and(|m| !m.is_dir()) {
         return Err(perr(
@@ -171,11 +172,11 @@ pub fn plot_dir(dir: &Path, opts: &SweepPlotOptions) -> Result<(Vec<PathBuf>, Op
         ));
     }
     let mut written = Vec::new();
-    let mut note = None;
+    let mut notes = Vec::new();
     if is_sweep {
         let (files, n) = plot_sweep_noting(dir, &plots, opts)?;
         written.extend(files);
-        note = n;
+        notes = n;
     }
     let kv = dir.join("kv_timeline.csv");
     if kv.is_file() {
@@ -189,5 +190,5 @@ pub fn plot_dir(dir: &Path, opts: &SweepPlotOptions) -> Result<(Vec<PathBuf>, Op
     if !written.is_empty() && !crate::staging::add_to_marker(dir, &written)? {
         crate::staging::mark_dir(&plots)?;
     }
-    Ok((written, note))
+    Ok((written, notes))
 }

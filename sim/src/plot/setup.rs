@@ -15,6 +15,9 @@ pub struct SweepSetup {
     pub tpot_s: Option<f64>,
     /// Number of seeds per point (the error bars span them).
     pub seeds: usize,
+    /// One line per run `config.json` that is there but unreadable, not JSON, or without a
+    /// `scenario` object (its run is left out of the setup line).
+    pub notes: Vec<String>,
 }
 
 /// The base name of the path at `v` (a JSON string), if any.
@@ -140,20 +143,25 @@ fn seeds_part(seeds: &BTreeSet<u64>) -> String {
 }
 
 /// The setup of the sweep in `sweep_dir`, from the `config.json` of its runs (`runs/*/`) and the
-/// `seeds` of its rows. Missing or unreadable files leave their parts out (never an error).
+/// `seeds` of its rows. Missing files leave their parts out; an invalid one also gets a note
+/// (never an error: the figures are drawn without it).
 pub fn sweep_setup(sweep_dir: &Path, seeds: &BTreeSet<u64>) -> SweepSetup {
     let mut scenarios = Vec::new();
+    let mut notes = Vec::new();
     if let Ok(rd) = std::fs::read_dir(sweep_dir.join("runs")) {
         let mut dirs: Vec<_> = rd.flatten().map(|e| e.path()).collect();
         dirs.sort();
         for d in dirs {
-            let Ok(text) = crate::input::read_text(&d.join("config.json"), 1 << 22) else {
+            let path = d.join("config.json");
+            if !path.exists() {
                 continue;
-            };
-            if let Ok(v) = serde_json::from_str::<Value>(&text)
-                && let Some(s) = v.get("scenario")
-            {
-                scenarios.push(s.clone());
+            }
+            match run_scenario(&path) {
+                Ok(s) => scenarios.push(s),
+                Err(e) => notes.push(format!(
+                    "{}: {e}; the figures' setup line leaves this run out",
+                    path.display()
+                )),
             }
         }
     }
@@ -181,6 +189,28 @@ pub fn sweep_setup(sweep_dir: &Path, seeds: &BTreeSet<u64>) -> SweepSetup {
         line: parts.join(" · "),
         tpot_s,
         seeds: seeds.len(),
+        notes,
+    }
+}
+
+/// The `scenario` object of a run's `config.json` at `path`, or why not ("line L, column C: …"
+/// for JSON that does not parse).
+fn run_scenario(path: &Path) -> std::result::Result<Value, String> {
+    let text = crate::input::read_text(path, 1 << 22).map_err(|e| format!("unreadable: {e}"))?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| {
+        let what = e.to_string();
+        let what = what.split(" at line ").next().unwrap_or(&what).to_string();
+        format!(
+            "line {}, column {}: not valid JSON ({what})",
+            e.line(),
+            e.column()
+        )
+    })?;
+    match v.get("scenario") {
+        Some(s) if s.is_object() => Ok(s.clone()),
+        _ => {
+            Err("line 1, column 1: no `scenario` object (not a servesim run's config.json)".into())
+        }
     }
 }
 

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use super::figure::{Curve, RateFigure, draw_cdf, draw_rate_figure};
+use super::read::{Row, Sweep, read_sweep};
 use super::setup::{SweepSetup, sweep_setup};
 use super::style::{SeriesStyle, styles_for};
 use super::{PLOT_MAX_ABS, both, perr, register_font};
@@ -20,129 +21,12 @@ pub struct SweepPlotOptions {
     pub cdf_rate_per_s: Option<f64>,
 }
 
-/// One row of sweep.csv.
-#[derive(Debug, Clone)]
-struct Row {
-    run: usize,
-    series: String,
-    seed: Option<String>,
-    rate: Option<f64>,
-    metrics: BTreeMap<String, Option<f64>>,
-    /// Its `stable` cell is `false` (see [`crate::metrics::stability`]; a sweep.csv without the
-    /// column, or a run that cannot be judged, counts as stable).
-    unstable: bool,
-}
-
-/// Values of `sweep.csv` that [`read_sweep`] left out: how many, and where the first one was.
-#[derive(Debug, Default)]
-struct Skipped {
-    count: u64,
-    first: Option<(u64, String, String)>,
-}
-
-impl Skipped {
-    /// `text` parsed as a plottable number: `None` (and counted) when it is a number that is
-    /// not finite or beyond ±[`PLOT_MAX_ABS`]; `None` (not counted) when it is not a number.
-    fn parse(&mut self, text: &str, line: u64, column: &str) -> Option<f64> {
-        let v: f64 = text.trim().parse().ok()?;
-        if v.is_finite() && v.abs() <= PLOT_MAX_ABS {
-            return Some(v);
-        }
-        self.count += 1;
-        if self.first.is_none() {
-            self.first = Some((line, column.to_string(), text.to_string()));
-        }
-        None
-    }
-
-    /// The one-line note for stderr, when anything was skipped.
-    fn note(&self, path: &Path) -> Option<String> {
-        let (line, column, text) = self.first.as_ref()?;
-        let text: String = text.chars().take(40).collect();
-        Some(format!(
-            "{}: left {} value(s) out of the plots that are not finite or beyond ±1e300 (first: line {line}, column `{column}`, `{}`)",
-            path.display(),
-            self.count,
-            text.escape_debug()
-        ))
-    }
-}
-
-fn read_sweep(path: &Path) -> Result<(Vec<Row>, Vec<String>, Option<String>)> {
-    let mut rdr = csv::Reader::from_path(path).map_err(|e| perr(path, e))?;
-    let headers: Vec<String> = rdr
-        .headers()
-        .map_err(|e| perr(path, e))?
-        .iter()
-        .map(str::to_string)
-        .collect();
-    let first_metric = crate::check::sweep_axes_end(&headers).map_err(|m| perr(path, m))?;
-    let axes: Vec<String> = headers[1..first_metric].to_vec();
-    let mut rows = Vec::new();
-    let mut skipped = Skipped::default();
-    for rec in rdr.records() {
-        let rec = rec.map_err(|e| perr(path, e))?;
-        let line = rec.position().map_or(0, |p| p.line());
-        let run: usize = rec[0].trim().parse().map_err(|_| {
-            let cell: String = rec[0].chars().take(40).collect();
-            perr(
-                path,
-                format!(
-                    "line {line}, column `{}`: expected a run index (a non-negative integer), got `{}`",
-                    headers[0],
-                    cell.escape_debug()
-                ),
-            )
-        })?;
-        let mut series = Vec::new();
-        let mut rate = None;
-        let mut seed = None;
-        for (i, a) in axes.iter().enumerate() {
-            let v = &rec[i + 1];
-            match a.as_str() {
-                "rate" => rate = skipped.parse(v, line, a),
-                "seed" => seed = Some(v.to_string()),
-                _ => series.push(if axes.len() > 3 {
-                    format!("{a}={v}")
-                } else {
-                    v.to_string()
-                }),
-            }
-        }
-        let metrics = headers[first_metric..]
-            .iter()
-            .enumerate()
-            .map(|(k, h)| (h.clone(), skipped.parse(&rec[first_metric + k], line, h)))
-            .collect();
-        let unstable = headers
-            .iter()
-            .position(|h| h == "stable")
-            .is_some_and(|i| rec.get(i) == Some("false"));
-        rows.push(Row {
-            run,
-            series: if series.is_empty() {
-                "all".into()
-            } else {
-                series.join(" ")
-            },
-            seed,
-            rate,
-            metrics,
-            unstable,
-        });
-    }
-    if rows.is_empty() {
-        return Err(perr(path, "nothing to plot: no rows under the header"));
-    }
-    let note = skipped.note(path);
-    Ok((rows, axes, note))
-}
-
 /// The series in order of first appearance in `sweep.csv` (the sweep's order).
 fn series_order(rows: &[Row]) -> Vec<String> {
+    let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
     let mut out: Vec<String> = Vec::new();
     for r in rows {
-        if !out.contains(&r.series) {
+        if seen.insert(&r.series) {
             out.push(r.series.clone());
         }
     }
@@ -150,10 +34,14 @@ fn series_order(rows: &[Row]) -> Vec<String> {
 }
 
 /// (x, mean, min, max, unstable) per series and rate of `metric`, the series in sweep order.
-fn curves(rows: &[Row], metric: &str) -> Vec<(String, Curve)> {
+fn curves(sweep: &Sweep, metric: &str) -> Vec<(String, Curve)> {
+    let Some(m) = sweep.metrics.iter().position(|h| h == metric) else {
+        return Vec::new();
+    };
+    let rows = &sweep.rows;
     let mut acc: BTreeMap<String, BTreeMap<u64, Vec<(f64, bool)>>> = BTreeMap::new();
     for r in rows {
-        if let (Some(x), Some(Some(y))) = (r.rate, r.metrics.get(metric)) {
+        if let (Some(x), Some(Some(y))) = (r.rate, r.metrics.get(m)) {
             acc.entry(r.series.clone())
                 .or_default()
                 .entry(x.to_bits())
@@ -176,9 +64,50 @@ fn curves(rows: &[Row], metric: &str) -> Vec<(String, Curve)> {
             })
             .collect();
         c.sort_by(|a, b| a.0.total_cmp(&b.0));
-        out.push((s, c));
+        out.push((s, bin_curve(c, MAX_DRAWN_RATES)));
     }
     out
+}
+
+/// The most rates a figure draws per series (the plot is under 1,000 pixels wide); a series
+/// with more is merged into this many bins (see [`bin_curve`]) and `plot` says so.
+pub(super) const MAX_DRAWN_RATES: usize = 1000;
+
+/// `c` (sorted by x) when it has at most `max` points; else merged into `max` bins of equal
+/// rate width: each bin's point at the mean of its rates and of their means, its bar from the
+/// lowest minimum to the highest maximum, unstable when any point in it is. Drawing 100k points
+/// (a segment and a marker each, twice: PNG and SVG) took most of a `plot` of a 100k-row sweep.
+fn bin_curve(c: Curve, max: usize) -> Curve {
+    if c.len() <= max || max == 0 {
+        return c;
+    }
+    let (x0, x1) = (c[0].0, c[c.len() - 1].0);
+    let width = (x1 - x0) / max as f64;
+    let mut bins: Vec<(f64, f64, f64, f64, bool, usize)> = Vec::new();
+    let mut last = usize::MAX;
+    for (x, mean, lo, hi, unstable) in c {
+        let k = if width > 0.0 {
+            (((x - x0) / width) as usize).min(max - 1)
+        } else {
+            0
+        };
+        if k != last {
+            bins.push((0.0, 0.0, f64::INFINITY, f64::NEG_INFINITY, false, 0));
+            last = k;
+        }
+        let b = bins.last_mut().expect("pushed above");
+        *b = (
+            b.0 + x,
+            b.1 + mean,
+            b.2.min(lo),
+            b.3.max(hi),
+            b.4 || unstable,
+            b.5 + 1,
+        );
+    }
+    bins.into_iter()
+        .map(|(x, mean, lo, hi, unstable, n)| (x / n as f64, mean / n as f64, lo, hi, unstable))
+        .collect()
 }
 
 /// Write every plot of sweep directory `sweep_dir` into `plots_dir`. Returns the files written.
@@ -186,40 +115,70 @@ pub fn plot_sweep(sweep_dir: &Path, plots_dir: &Path) -> Result<Vec<PathBuf>> {
     plot_sweep_noting(sweep_dir, plots_dir, &SweepPlotOptions::default()).map(|(files, _)| files)
 }
 
-/// [`plot_sweep`] with `opts`, also returning a note when values of `sweep.csv` were left out of
-/// the plots (not finite, or beyond ±1e300).
+/// [`plot_sweep`] with `opts`, also returning one note line per kind of value of `sweep.csv`
+/// left out of the plots (not finite, beyond ±1e300, at or below zero on a log axis) or drawn at
+/// a log axis's floor, per series merged into bins (over [`MAX_DRAWN_RATES`] rates), and per
+/// run `config.json` that the setup line had to leave out.
 pub fn plot_sweep_noting(
     sweep_dir: &Path,
     plots_dir: &Path,
     opts: &SweepPlotOptions,
-) -> Result<(Vec<PathBuf>, Option<String>)> {
+) -> Result<(Vec<PathBuf>, Vec<String>)> {
     register_font();
-    let (rows, _axes, note) = read_sweep(&sweep_dir.join("sweep.csv"))?;
+    let sweep = read_sweep(&sweep_dir.join("sweep.csv"))?;
+    let rows = &sweep.rows;
     let cdf_rate =
-        cdf_rate(&rows, opts.cdf_rate_per_s).map_err(|m| perr(&sweep_dir.join("sweep.csv"), m))?;
+        cdf_rate(rows, opts.cdf_rate_per_s).map_err(|m| perr(&sweep_dir.join("sweep.csv"), m))?;
     std::fs::create_dir_all(plots_dir).map_err(|e| perr(plots_dir, e))?;
     let seeds: BTreeSet<u64> = rows
         .iter()
         .filter_map(|r| r.seed.as_deref()?.parse().ok())
         .collect();
     let setup = sweep_setup(sweep_dir, &seeds);
-    let names = series_order(&rows);
+    let mut notes = sweep.notes.clone();
+    notes.extend(binned_note(rows, &sweep_dir.join("sweep.csv")));
+    notes.extend(setup.notes.iter().cloned());
+    let names = series_order(rows);
     let styles: BTreeMap<String, SeriesStyle> =
         names.iter().cloned().zip(styles_for(&names)).collect();
     let mut written = Vec::new();
     if rows.iter().any(|r| r.rate.is_some()) {
-        written.extend(plot_rate_curves(&rows, &setup, &styles, plots_dir)?);
+        written.extend(plot_rate_curves(&sweep, &setup, &styles, plots_dir)?);
     }
     written.extend(plot_jct_cdf(
-        &rows, cdf_rate, &setup, &styles, sweep_dir, plots_dir,
+        rows, cdf_rate, &setup, &styles, sweep_dir, plots_dir,
     )?);
-    Ok((written, note))
+    Ok((written, notes))
+}
+
+/// The note when a series has more than [`MAX_DRAWN_RATES`] rates (its curves are merged into
+/// bins, see [`bin_curve`]).
+fn binned_note(rows: &[Row], path: &Path) -> Option<String> {
+    let mut per_series: BTreeMap<&str, BTreeSet<u64>> = BTreeMap::new();
+    for r in rows {
+        if let Some(x) = r.rate {
+            per_series
+                .entry(&r.series)
+                .or_default()
+                .insert((x + 0.0).to_bits());
+        }
+    }
+    let (name, rates) = per_series
+        .into_iter()
+        .max_by_key(|(_, rates)| rates.len())
+        .filter(|(_, rates)| rates.len() > MAX_DRAWN_RATES)?;
+    Some(format!(
+        "{}: series `{}` has {} rates, more than the {MAX_DRAWN_RATES} a figure draws per series: neighbouring rates are merged into {MAX_DRAWN_RATES} bins of equal width (each bin's mean, its bar from the lowest to the highest value)",
+        path.display(),
+        crate::error::echo(name),
+        rates.len()
+    ))
 }
 
 /// The metric-versus-rate plots (mean JCT, p99 JCT, per-token latency, ITL, and goodput when
 /// the sweep has it) of a sweep with a `rate` axis. Returns the files written.
 fn plot_rate_curves(
-    rows: &[Row],
+    sweep: &Sweep,
     setup: &SweepSetup,
     styles: &BTreeMap<String, SeriesStyle>,
     plots_dir: &Path,
@@ -275,7 +234,7 @@ fn plot_rate_curves(
             None,
         ),
     ] {
-        let data = curves(rows, metric);
+        let data = curves(sweep, metric);
         if data.is_empty() {
             continue;
         }
@@ -327,15 +286,33 @@ fn cdf_rate(rows: &[Row], asked: Option<f64>) -> std::result::Result<Option<(f64
             )),
         };
     }
+    Ok(stable_pick(rows, &rates).0)
+}
+
+/// The highest rate of `rates` at which every series has runs and all are stable (`true`), else
+/// the lowest rate (`false`); with the rows looked at (each once: the rows are grouped by rate in
+/// one pass, not filtered again per rate, which was quadratic in a sweep of 100k rates).
+fn stable_pick(rows: &[Row], rates: &[f64]) -> (Option<(f64, bool)>, usize) {
     let names = series_order(rows);
+    let mut at: BTreeMap<u64, (BTreeSet<&str>, bool)> = BTreeMap::new();
+    let mut looked = 0;
+    for r in rows {
+        looked += 1;
+        if let Some(x) = r.rate {
+            let g = at.entry((x + 0.0).to_bits()).or_default();
+            g.0.insert(&r.series);
+            g.1 |= r.unstable;
+        }
+    }
     let all_stable = |r: f64| {
-        let at: Vec<&Row> = rows.iter().filter(|x| x.rate == Some(r)).collect();
-        names.iter().all(|n| at.iter().any(|x| &x.series == n)) && at.iter().all(|x| !x.unstable)
+        at.get(&(r + 0.0).to_bits())
+            .is_some_and(|(series, unstable)| !unstable && series.len() == names.len())
     };
-    Ok(match rates.iter().rev().find(|&&r| all_stable(r)) {
+    let pick = match rates.iter().rev().find(|&&r| all_stable(r)) {
         Some(&r) => Some((r, true)),
         None => rates.first().map(|&r| (r, false)),
-    })
+    };
+    (pick, looked)
 }
 
 /// The run directories under `sweep_dir/runs/` by run index (the number their name starts with).
@@ -430,4 +407,62 @@ fn plot_jct_cdf(
         &|a| draw_cdf(a, &title, &line, &cdf, styles),
         &|a| draw_cdf(a, &title, &line, &cdf, styles),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(i: usize, rate: f64, unstable: bool) -> Row {
+        Row {
+            run: i,
+            series: if i.is_multiple_of(2) { "a" } else { "b" }.into(),
+            seed: None,
+            rate: Some(rate),
+            metrics: vec![Some(1.0)],
+            unstable,
+        }
+    }
+
+    /// The CDF rate's choice looks at each row once (it filtered every row again per rate:
+    /// 10^10 looks for a 100k-rate sweep), and still picks the highest all-stable rate.
+    #[test]
+    fn cdf_rate_looks_at_each_row_once() {
+        let rows: Vec<Row> = (0..4000)
+            .map(|i| row(i, (i / 2) as f64, i >= 3000))
+            .collect();
+        let all = rates(&rows);
+        let (pick, looked) = stable_pick(&rows, &all);
+        assert_eq!(looked, rows.len());
+        assert_eq!(pick, Some((1499.0, true)));
+        // Series `b` only at rate 3: the highest rate with every series.
+        let mut one: Vec<Row> = (0..10).map(|i| row(2 * i, i as f64, false)).collect();
+        one.push(row(1, 3.0, false));
+        assert_eq!(stable_pick(&one, &rates(&one)).0, Some((3.0, true)));
+        let bad: Vec<Row> = (0..10).map(|i| row(i, i as f64, true)).collect();
+        assert_eq!(stable_pick(&bad, &rates(&bad)).0, Some((0.0, false)));
+    }
+
+    /// A curve of more than `max` points becomes `max` bins keeping the extremes of each.
+    #[test]
+    fn bin_curve_keeps_extremes_within_max_points() {
+        let c: Curve = (0..10_000)
+            .map(|i| {
+                (
+                    i as f64,
+                    1.0,
+                    1.0 - (i == 77) as u8 as f64 * 0.5,
+                    1.0 + (i == 9_999) as u8 as f64,
+                    i == 5,
+                )
+            })
+            .collect();
+        let b = bin_curve(c.clone(), 1000);
+        assert_eq!(b.len(), 1000);
+        assert_eq!(b.iter().map(|p| p.2).fold(f64::MAX, f64::min), 0.5);
+        assert_eq!(b.iter().map(|p| p.3).fold(f64::MIN, f64::max), 2.0);
+        assert_eq!(b.iter().filter(|p| p.4).count(), 1);
+        assert_eq!(b[0].0, 4.5);
+        assert_eq!(bin_curve(c[..1000].to_vec(), 1000).len(), 1000);
+    }
 }

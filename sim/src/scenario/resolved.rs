@@ -47,7 +47,8 @@ pub enum SyntheticLengths {
     },
 }
 
-/// Everything a run needs, validated.
+/// Everything a run needs, validated (cloned by live mode, which turns the KV timeline off).
+#[derive(Clone)]
 pub struct Resolved {
     pub scenario: Scenario,
     pub scenario_path: PathBuf,
