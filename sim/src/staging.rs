@@ -43,7 +43,9 @@ mod tests;
 pub use file::{StagedFile, check_file_dest, first_line_is, write_file};
 #[cfg(test)]
 use marker::{Listing, MARKER_LIST, MARKER_MAX_BYTES, MARKER_PATHS, marker_listing_within};
-pub use marker::{MARKER_FILE, add_to_marker, is_servesim_output, mark_dir, only_servesim_entries};
+pub use marker::{
+    MARKER_FILE, add_to_marker, is_servesim_output, mark_dir, only_servesim_entries, unlisted_under,
+};
 use marker::{MARKER_TEXT, foreign_entries, marker_listing, marker_text, name_list};
 
 /// What a command may replace at its output path.

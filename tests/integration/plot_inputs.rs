@@ -172,3 +172,51 @@ fn plot_merges_a_series_of_many_rates_into_bins_and_says_so() {
     let svg = std::fs::read_to_string(dir.join("plots/jct_mean_vs_rate.svg")).unwrap();
     assert!(svg.len() < 1_500_000, "{} bytes", svg.len());
 }
+
+/// Round 8, cases 15 and 09: `plot` in a servesim run output replaced a user's
+/// `plots/kv_usage.png` (the marker showed servesim never wrote it) and then listed it as
+/// servesim's; a run without kv_timeline.csv "wrote 0 plot files in DIR/plots", which did not exist.
+#[test]
+fn plot_keeps_files_the_marker_does_not_list_and_says_when_there_is_nothing_to_plot() {
+    let w = Workdir::new();
+    let scenario = crate::support::workspace_root().join("scenarios/quickstart.toml");
+    let run = |out: &str, extra: &[&str]| {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "run".into(),
+            scenario.clone().into(),
+            "--num-requests".into(),
+            "20".into(),
+            "--quiet".into(),
+            "--out".into(),
+            w.path(out).into(),
+        ];
+        args.extend(extra.iter().map(Into::into));
+        let r = cli(args);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    };
+    run("o", &[]);
+    let mine = w.path("o/plots/kv_usage.png");
+    std::fs::create_dir_all(mine.parent().unwrap()).unwrap();
+    std::fs::write(&mine, "my figure").unwrap();
+    let r = cli(["plot".into(), w.path("o").into_os_string()]);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr
+            .contains("`plots/kv_usage.png` that servesim did not write"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(std::fs::read_to_string(&mine).unwrap(), "my figure");
+    // Without the user's file, plot draws and the rerun replaces the output.
+    std::fs::remove_dir_all(w.path("o/plots")).unwrap();
+    let r = cli(["plot".into(), w.path("o").into_os_string()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    run("o", &[]);
+    // A run with no kv_timeline.csv has nothing to plot.
+    run("n", &["--no-requests-csv"]);
+    std::fs::remove_file(w.path("n/kv_timeline.csv")).unwrap();
+    let r = cli(["plot".into(), w.path("n").into_os_string()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.starts_with("nothing to plot in "), "{}", r.stdout);
+    assert!(!w.path("n/plots").exists());
+}

@@ -424,7 +424,7 @@ fn plot_draws_kv_usage_from_kv_timeline_and_skips_it_without() {
     std::fs::remove_file(dir.join("kv_timeline.csv")).unwrap();
     let r = cli(["plot".into(), dir.clone().into_os_string()]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stdout.starts_with("0 plot files"), "{}", r.stdout);
+    assert!(r.stdout.starts_with("nothing to plot in "), "{}", r.stdout);
     assert!(!dir.join("plots/kv_usage.png").exists());
     // With the fixture.
     std::fs::write(dir.join("kv_timeline.csv"), KV_FIXTURE).unwrap();

@@ -282,12 +282,21 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Resul
             for note in notes {
                 writeln!(err, "warning: {note}")?;
             }
-            writeln!(
-                out,
-                "{} plot files in {}",
-                files.len(),
-                dir.join("plots").display()
-            )?;
+            if files.is_empty() {
+                // Not an error (a script may plot every run directory), but no `plots/` either.
+                writeln!(
+                    out,
+                    "nothing to plot in {}: a run is plotted from its kv_timeline.csv, which this one does not have (a sweep's runs, `live` and runs with [output] kv_timeline_interval_s = 0 write none)",
+                    dir.display()
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "{} plot files in {}",
+                    files.len(),
+                    dir.join("plots").display()
+                )?;
+            }
             Ok(())
         }
         Command::Bench(a) => bench::bench_cmd(a, out),

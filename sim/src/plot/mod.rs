@@ -164,6 +164,23 @@ pub fn plot_dir(dir: &Path, opts: &SweepPlotOptions) -> Result<(Vec<PathBuf>, Ve
             "already holds files, and this directory was not written by servesim, so they may be yours: plotting would replace any of the same name; move them, or plot a copy of the data",
         ));
     }
+    // In a servesim output, what its marker does not list is the user's (round 8, case 15: a
+    // `plots/kv_usage.png` of theirs was replaced and then listed as servesim's).
+    let foreign = crate::staging::unlisted_under(dir, "plots")?;
+    if servesims && !foreign.is_empty() {
+        return Err(perr(
+            &plots,
+            &format!(
+                "holds {} that servesim did not write, so they may be yours: plotting would replace any of the same name and count them as servesim's; move them, or plot a copy of the data",
+                foreign
+                    .iter()
+                    .take(3)
+                    .map(|f| format!("`{}`", crate::error::echo(f)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
     let is_sweep = dir.join("sweep.csv").is_file();
     if !is_sweep && !dir.join("summary.json").is_file() {
         return Err(perr(

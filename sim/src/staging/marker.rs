@@ -151,6 +151,33 @@ pub(super) fn foreign_entries(dir: &Path, written: &Listing) -> Result<Vec<Strin
     }
 }
 
+/// The paths under `dir/sub` (`sub` itself when it is unlisted) that the marker of servesim output
+/// `dir` does not list: what a user put among servesim's files there (`plots/my_fig.png`, or a
+/// `plots/kv_usage.png` of their own in a run that drew none). Empty without `dir/sub`, and for
+/// a marker of the previous format or none (the caller decides about those).
+pub fn unlisted_under(dir: &Path, sub: &str) -> Result<Vec<String>> {
+    let Some(Listing::Paths(text)) = marker_listing(dir) else {
+        return Ok(Vec::new());
+    };
+    let at = dir.join(sub);
+    if std::fs::symlink_metadata(&at).is_err() {
+        return Ok(Vec::new());
+    }
+    let listed: HashSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(sub)?.strip_prefix('/'))
+        .collect();
+    if !std::fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir()) {
+        return Ok(vec![sub.to_string()]);
+    }
+    // An unlisted `sub` is the user's, with everything in it.
+    let sub_listed = text.lines().any(|l| l == sub);
+    Ok(unlisted_paths(&at, sub_listed.then_some(&listed))?
+        .into_iter()
+        .map(|p| join_rel(sub, &p))
+        .collect())
+}
+
 /// A marker's text listing `paths` (sorted, each once).
 fn marker_of(mut paths: Vec<String>) -> String {
     paths.sort();
