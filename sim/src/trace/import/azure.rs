@@ -155,12 +155,43 @@ pub fn parse_timestamp(s: &str) -> Option<i128> {
         }
         _ => return None,
     };
-    // A leap second is the 61st second of the last minute of a UTC day (23:59:60 UTC), nowhere else.
-    if sec == 60 && (h * 3600 + mi * 60 - offset_s).rem_euclid(86_400) != 86_340 {
-        return None;
+    let minute_s = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 - offset_s;
+    if sec == 60 {
+        // A leap second is the 61st second of 23:59 UTC on a day that had one (IERS, 1972–2016);
+        // it is taken as the last nanosecond of that day, so that it sorts before the next
+        // day's first second (23:59:60.5 was read as the next day's 00:00:00.5).
+        if minute_s.rem_euclid(86_400) != 86_340
+            || !LEAP_SECOND_DAYS.contains(&day_key(minute_s.div_euclid(86_400)))
+        {
+            return None;
+        }
+        return Some((minute_s + 59) as i128 * 1_000_000_000 + 999_999_999);
     }
-    let secs = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec - offset_s;
-    Some(secs as i128 * 1_000_000_000 + frac_ns as i128)
+    Some((minute_s + sec) as i128 * 1_000_000_000 + frac_ns as i128)
+}
+
+/// The UTC days that ended in a leap second (IERS Bulletin C; none after 2016), as
+/// `year × 10,000 + month × 100 + day`.
+const LEAP_SECOND_DAYS: [i64; 27] = [
+    19720630, 19721231, 19731231, 19741231, 19751231, 19761231, 19771231, 19781231,
+    19791231, 19810630, 19820630, 19830630, 19850630, 19871231, 19891231, 19901231,
+    19920630, 19930630, 19940630, 19951231, 19970630, 19981231, 20051231, 20081231,
+    20120630, 20150630, 20161231,
+];
+
+/// Day number `day` (days since 1970-01-01) as `year × 10,000 + month × 100 + day` (the
+/// inverse of [`days_from_civil`]).
+fn day_key(day: i64) -> i64 {
+    let z = day + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    y * 10_000 + m * 100 + d
 }
 
 /// Import an Azure trace CSV into `arrival_s,input_tokens,output_tokens` at `out`.
@@ -305,8 +336,8 @@ mod tests {
         for good in [
             "2024-02-29 00:00:00",
             "2000-02-29 00:00:00",
-            "2023-12-31 23:59:60",
             "2016-12-31 23:59:60Z",
+            "1972-06-30 23:59:60",
             "2017-01-01 00:59:60+01:00",
             "2023-11-16 18:15:46+23:59",
             "2023-11-16 18:15:46-2359",
@@ -332,9 +363,26 @@ mod tests {
             "2023-11-16 18:15:60",
             "2023-12-31 23:58:60",
             "2023-12-31 23:59:60+01:00",
+            // No leap second on these days (round 8, case 10).
+            "2023-12-31 23:59:60",
+            "2023-06-30 23:59:60",
+            "2016-06-30 23:59:60",
         ] {
             assert!(parse_timestamp(bad).is_none(), "{bad}");
         }
+        // A leap second sorts after 23:59:59.x and before the next day (was 00:00:00.5).
+        let leap = parse_timestamp("2016-12-31 23:59:60.5").unwrap();
+        assert!(leap > parse_timestamp("2016-12-31 23:59:59.9999").unwrap());
+        assert!(leap < parse_timestamp("2017-01-01 00:00:00.2").unwrap());
+        for day in [-1, 0, 59, 10_956, 17_166, 19_723, 2_932_896] {
+            let k = day_key(day);
+            assert_eq!(
+                days_from_civil(k / 10_000, k / 100 % 100, k % 100),
+                day,
+                "{k}"
+            );
+        }
+        assert_eq!(day_key(17_166), 20161231);
     }
 }
 
