@@ -129,7 +129,7 @@ fn sweep_gains_a_goodput_column_only_with_slo() {
     );
     for (a, b) in lines_with[1..].iter().zip(&lines_without[1..]) {
         // Same row with the goodput cell inserted before the (empty) error cell.
-        assert_eq!(*a, format!("{},0.500000000,", b.trim_end_matches(',')));
+        assert_eq!(*a, format!("{b}0.500000000,"));
     }
 }
 
@@ -231,12 +231,12 @@ fn capacity_reports_an_open_bracket() {
     let w = Workdir::new();
     let sc = capacity_scenario(&w);
     // A target met at every rate still closes its bracket where the runs stop being stable
-    // (capacity counts only stable runs); two one-token requests served in 1 ns each stay
-    // stable at any rate probed, so their bracket stays open above. (One request cannot be
-    // judged at all: an error, `capacity_on_a_trace_too_short_to_judge_is_an_error`.)
+    // (capacity counts only stable runs); twenty one-token requests served in 1 ns each stay
+    // stable at any rate probed, so their bracket stays open above. (Fewer than 20 requests
+    // cannot be judged at all: an error, `capacity_on_a_trace_too_short_to_judge_is_an_error`.)
     let fast = w.write(
         "fast.toml",
-        "name = \"fast\"\nmodel = \"opt-13b\"\ngpu = \"a100-40gb\"\n[trace]\narrival = \"poisson\"\nrate_per_s = 1.0\ninput_lengths = { dist = \"fixed\", value = 4 }\noutput_lengths = { dist = \"fixed\", value = 1 }\nnum_requests = 2\n[cost]\nmodel = \"constant\"\niteration_s = 1e-9\n[scheduler]\npolicy = \"vllm\"\n",
+        "name = \"fast\"\nmodel = \"opt-13b\"\ngpu = \"a100-40gb\"\n[trace]\narrival = \"poisson\"\nrate_per_s = 1.0\ninput_lengths = { dist = \"fixed\", value = 4 }\noutput_lengths = { dist = \"fixed\", value = 1 }\nnum_requests = 20\n[cost]\nmodel = \"constant\"\niteration_s = 1e-9\n[scheduler]\npolicy = \"vllm\"\n",
     );
     for (slo, bracket, words, requests) in [
         (
@@ -251,7 +251,7 @@ fn capacity_reports_an_open_bracket() {
             "per_token_s=1e9",
             "above",
             "above the highest probed rate 1048576 req/s (the bracket never closed)",
-            "2",
+            "20",
         ),
     ] {
         let dir = w.path(bracket);
