@@ -26,6 +26,8 @@ pub struct Resident {
     /// Scratch for the swap-out and swap-in candidates (kept to avoid an allocation per boundary).
     out: Vec<RankKey>,
     into: Vec<Reverse<RankKey>>,
+    /// Swap-out candidates put on the heap so far (the work a test counts).
+    out_candidates: u64,
 }
 
 impl Resident {
@@ -92,11 +94,19 @@ pub fn ranked_offload(
                 .iter()
                 .filter(|&&s| {
                     let r = view.req(s);
-                    !taken[s as usize] && r.kv_loc == KvLoc::Gpu && !r.in_flight()
+                    // One the pass would skip whatever came before it (no blocks, or more host
+                    // room than there is now: the room only shrinks) is left off the heap, so a
+                    // full host pool costs no pops (round 8, case 13).
+                    !taken[s as usize]
+                        && r.kv_loc == KvLoc::Gpu
+                        && !r.in_flight()
+                        && r.blocks > 0
+                        && view.host_blocks_for(r.blocks) as i64 <= host_free
                 })
                 .map(|&s| ranking.rank_key(s))
                 .filter(|k| floor.is_none_or(|f| *k > f)),
         );
+        resident.out_candidates += out.len() as u64;
         let mut heap = BinaryHeap::from(out);
         // Popped lazily: only the few swapped out (or skipped) cost a log.
         let cand = std::iter::from_fn(|| heap.pop().map(|k| k.slot()));
@@ -133,8 +143,48 @@ mod tests {
     use rand::{RngExt, SeedableRng};
 
     use super::*;
+    use crate::policy::PreemptMode;
     use crate::vocab::KvPool;
     use crate::vocab::request::{Request, Slab};
+
+    /// With the host pool too full for any resident request, the swap-out pass swaps out nothing
+    /// and puts no candidate on its heap: a full host pool costs no pops per boundary (round 8,
+    /// case 13: 2,000 GPU-resident requests were heaped and popped at every boundary).
+    #[test]
+    fn a_full_host_pool_heaps_no_swap_out_candidate() {
+        let n = 2000u32;
+        let mut reqs = Slab::default();
+        for i in 0..n as u64 {
+            let s = reqs.insert(Request::new(i, 0, 60, 50, 50));
+            if i + 1 < n as u64 {
+                let mut r = reqs.get_mut(s);
+                r.kv_loc = KvLoc::Gpu;
+                r.blocks = 4;
+            }
+        }
+        let (mut kv, host) = (KvPool::new(4 * n, 16), KvPool::new(1, 16));
+        assert!(kv.try_alloc(4 * (n - 1)));
+        let v = crate::policy::ranking::tests::view(&reqs, &kv, &host);
+        let mut ranking = KeyedRanking::default();
+        // The waiting request ranks first, every resident one below it.
+        ranking.add(&v, n - 1, 0.0);
+        let mut all = Plan::default();
+        for s in 0..n - 1 {
+            ranking.add(&v, s, 1.0 + s as f64);
+            all.preempt.push((s, PreemptMode::Swap));
+        }
+        let mut resident = Resident::default();
+        resident.note_plan(&all);
+        let target = OffloadTarget {
+            free_after: kv.free_blocks(),
+            reserve: 16,
+            window: usize::MAX,
+        };
+        let (mut plan, mut taken) = (Plan::default(), Vec::new());
+        ranked_offload(&v, &mut plan, &ranking, &mut resident, target, &mut taken);
+        assert!(plan.preempt.is_empty() && plan.swap_in.is_empty());
+        assert_eq!(resident.out_candidates, 0);
+    }
 
     /// Whenever [`SwapInRoom::may_fit_any`] says no, the swap-in pass over every host-resident request,
     /// in any order, swaps in nothing: skipping it changes no plan.
