@@ -170,7 +170,7 @@ pub fn plot_dir(dir: &Path, opts: &SweepPlotOptions) -> Result<(Vec<PathBuf>, Ve
     if servesims && !foreign.is_empty() {
         return Err(perr(
             &plots,
-            &format!(
+            format!(
                 "holds {} that servesim did not write, so they may be yours: plotting would replace any of the same name and count them as servesim's; move them, or plot a copy of the data",
                 foreign
                     .iter()
