@@ -78,7 +78,7 @@ impl Mlfq {
     /// that ran (`ran_order`, usually short: the answer is mostly found there); only a request in
     /// flight for its first iteration (pipeline parallelism) needs the whole order, and only
     /// while some request of the replica is in a batch in flight (the slab counts them).
-    fn nothing_in_progress(&self, view: &ReplicaView) -> bool {
+    pub(super) fn nothing_in_progress(&self, view: &ReplicaView) -> bool {
         let busy = |s: Slot| view.req(s).in_transfer() || view.req(s).in_flight();
         !self.ran_order.any(busy)
             && (view.reqs.state_counts().running == 0 || !self.order.any(busy))
@@ -148,6 +148,30 @@ impl Mlfq {
             }
         }
         self.scanned += looked;
+    }
+
+    /// `batch_memory = "evict"` under chunked prefill, when the formation ran nothing and
+    /// nothing is in progress: the latest arrival among the GPU-resident requests is recomputed
+    /// and its blocks go to the others in priority order ([`Mlfq::give_blocks_of`]); if that
+    /// runs nothing, [`Mlfq::run_what_fits`].
+    pub(super) fn unstick_chunked(&mut self, view: &ReplicaView, plan: &mut Plan) {
+        plan.clear();
+        let seq = &self.arrival_seq;
+        let victim = self
+            .ran_order
+            .iter()
+            .filter(|&s| {
+                let r = view.req(s);
+                r.kv_loc == KvLoc::Gpu && r.blocks > 0 && !r.in_flight()
+            })
+            .max_by_key(|&s| seq[s as usize]);
+        if let Some(v) = victim {
+            self.give_blocks_of(view, plan, v);
+        }
+        if plan.run.is_empty() {
+            plan.clear();
+            self.run_what_fits(view, plan);
+        }
     }
 
     /// Recompute `v` and run the GPU-resident requests in priority order in the blocks it frees,
