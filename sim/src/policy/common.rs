@@ -223,6 +223,7 @@ impl Window for SliceWindow<'_> {
 /// still does not fit is skipped whatever `misfit` says (the ones below may fit).
 #[inline]
 #[allow(clippy::too_many_arguments)]
+// Long on purpose: one candidate loop whose limits (size, tokens, blocks, guard) read in order.
 pub(super) fn form_priority_batch_from(
     view: &ReplicaView,
     order: &mut impl Window,
@@ -288,17 +289,16 @@ pub(super) fn form_priority_batch_from(
             (&mut free, &mut freeing),
             plan,
         );
-        let mut step = step;
-        if need > free && guard.is_some() {
-            step = shrink_chunk(view, s, step, free);
-            need = view.extra_blocks_for_chunk(s, step.0);
-        }
+        let step = if need > free && guard.is_some() {
+            shrink_chunk(view, s, step, free, &mut need)
+        } else {
+            step
+        };
         if need > free {
-            match misfit {
-                _ if guard.is_some() => continue,
-                Misfit::Stop => break,
-                Misfit::Skip => continue,
+            if guard.is_some() || misfit == Misfit::Skip {
+                continue;
             }
+            break;
         }
         free -= need;
         tokens_left -= step.1;
@@ -363,8 +363,15 @@ fn evict_lower(
 }
 
 /// `(chunk, tokens)` of candidate `s`'s step, a prefill chunk cut to the tokens that its blocks
-/// and `free` more hold (unchanged when not even one token fits, or for a decode).
-fn shrink_chunk(view: &ReplicaView, s: Slot, step: (u32, u32), free: u32) -> (u32, u32) {
+/// and `free` more hold (unchanged when not even one token fits, or for a decode); `need` becomes
+/// the blocks of the step returned.
+fn shrink_chunk(
+    view: &ReplicaView,
+    s: Slot,
+    step: (u32, u32),
+    free: u32,
+    need: &mut u32,
+) -> (u32, u32) {
     if step.0 == 0 {
         return step;
     }
@@ -375,6 +382,7 @@ fn shrink_chunk(view: &ReplicaView, s: Slot, step: (u32, u32), free: u32) -> (u3
         return step;
     }
     let c = (step.0 as u64).min(room) as u32;
+    *need = view.extra_blocks_for_chunk(s, c);
     (c, c)
 }
 
