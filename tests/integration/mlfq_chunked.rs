@@ -143,3 +143,90 @@ fn swap_burst_with_a_full_host_pool_runs_to_the_end() {
         );
     }
 }
+
+/// A ShareGPT burst (prompt, output tokens; all at t = 0): its first `n` rows as trace rows.
+fn sharegpt_burst(n: usize) -> String {
+    include_str!("../fixtures/sharegpt_burst_200.csv")
+        .lines()
+        .skip(1)
+        .take(n)
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// Round 8, 12 (deadlock): `host_full = "recompute"` with the code preset's reserve, 140 KV blocks
+/// (the largest request needs 128) and the default host pool. A decode that needed no block was
+/// dropped from the batch by the recompute guard (dropping it freed nothing) and skipped by the
+/// back-fill; the plan then recomputed it and ran nothing: "nothing to run while 187 requests are
+/// unfinished (free KV blocks: 140)".
+#[test]
+fn reserve_with_host_full_recompute_never_plans_nothing() {
+    let rows = sharegpt_burst(200);
+    for policy in ["mlfq", "skip-join-mlfq"] {
+        let text = format!(
+            r#"name = "mlfq-chunked-deadlock"
+model = "opt-13b"
+gpu = "a100-80gb"
+
+[trace]
+file = "trace.csv"
+
+[cost]
+model = "analytic"
+
+[scheduler]
+policy = "{policy}"
+max_batch_size = 16
+
+[memory]
+kv_capacity_blocks = 140
+
+[policies.{policy}]
+chunked_prefill = true
+host_full = "recompute"
+"#
+        );
+        run_all(&text, &rows, 200);
+    }
+}
+
+/// Round 8, 03 (livelock): `batch_memory = "evict"`, 16-token chunks, 200 KV blocks, no host
+/// pool. Each candidate took the blocks of the lowest-priority prefill under way by recompute,
+/// and demotion kept rotating which one that was: 100 requests ran 30 simulated days and
+/// ended "overloaded"; here they must end within 10⁶ events (the fix: about 3·10⁵).
+#[test]
+fn evict_with_small_chunks_and_recompute_runs_to_the_end() {
+    let rows = sharegpt_burst(100);
+    for policy in ["mlfq", "skip-join-mlfq"] {
+        let text = format!(
+            r#"name = "mlfq-chunked-evict"
+model = "opt-13b"
+gpu = "a100-40gb"
+
+[trace]
+file = "trace.csv"
+
+[cost]
+model = "analytic"
+
+[scheduler]
+policy = "{policy}"
+max_batch_size = 16
+max_batch_tokens = 2048
+
+[memory]
+kv_capacity_blocks = 200
+host_kv_bytes = 0
+
+[limits]
+max_events = 1000000
+
+[policies.{policy}]
+chunked_prefill = true
+chunk_size = 16
+batch_memory = "evict"
+"#
+        );
+        run_all(&text, &rows, 100);
+    }
+}

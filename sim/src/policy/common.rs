@@ -131,6 +131,7 @@ pub fn form_priority_batch(
         preemption,
         defer_new,
         chunk_budget,
+        None,
         plan,
     )
 }
@@ -150,6 +151,26 @@ pub(super) trait Window {
     /// cannot join, and make nobody be evicted: [`NoOps`]). Only when misfits are skipped, with
     /// no chunk budget and no deferred new request.
     fn pass_no_ops(&mut self, _no_ops: &NoOps) {}
+    /// The victim [`Window::pop_victim`] just returned is not evicted after all: the window
+    /// ends below it again (it may still be a candidate). Only formations with a
+    /// [`RecomputeGuard`] call it; by default it stays out of the window.
+    fn keep_victim(&mut self) {}
+}
+
+/// Under chunked prefill (`mlfq`, `skip-join-mlfq`): per slot, its arrival sequence number. A
+/// candidate may take a victim's KV by recompute only if it holds KV itself and arrived before
+/// the victim, so that prefills under way cannot throw one another's chunks away in a cycle
+/// (see the `mlfq` module's "Chunked prefill and recompute").
+#[derive(Clone, Copy)]
+pub(super) struct RecomputeGuard<'a> {
+    pub(super) arrival_seq: &'a [u64],
+}
+
+impl RecomputeGuard<'_> {
+    /// Whether candidate `c` may preempt `v` by recompute.
+    fn allows(&self, view: &ReplicaView, c: Slot, v: Slot) -> bool {
+        view.req(c).blocks > 0 && self.arrival_seq[c as usize] < self.arrival_seq[v as usize]
+    }
 }
 
 /// Whether `s` can be preempted to give up GPU blocks.
@@ -187,12 +208,22 @@ impl Window for SliceWindow<'_> {
     fn no_resident_left(&mut self, _view: &ReplicaView) -> bool {
         false
     }
+    fn keep_victim(&mut self) {
+        self.back += 1;
+    }
 }
 
 /// [`form_priority_batch`] over a [`Window`] of the ranking: candidates are taken from the front
 /// and eviction victims from the back. The formation ends when the batch is full, the window is
 /// empty, or no block is free and none can be freed (nothing left can join).
+///
+/// With a `guard` ([`RecomputeGuard`]): a victim the guard spares is passed over (it keeps its
+/// KV and leaves the window) when the candidate holds KV, and ends the candidate's evictions
+/// when it holds none; a prefill chunk shrinks to the blocks it could get; a candidate that
+/// still does not fit is skipped whatever `misfit` says (the ones below may fit).
 #[inline]
+#[allow(clippy::too_many_arguments)]
+// Long on purpose: one candidate loop whose limits (size, tokens, blocks, guard) read in order.
 pub(super) fn form_priority_batch_from(
     view: &ReplicaView,
     order: &mut impl Window,
@@ -200,6 +231,7 @@ pub(super) fn form_priority_batch_from(
     preemption: PreemptionChoice,
     defer_new: bool,
     chunk_budget: Option<u32>,
+    guard: Option<RecomputeGuard<'_>>,
     plan: &mut Plan,
 ) -> u32 {
     let limits = view.limits;
@@ -248,20 +280,25 @@ pub(super) fn form_priority_batch_from(
             }
             None => (0, 0),
         };
-        let need = view.extra_blocks_for_chunk(s, step.0);
+        let mut need = view.extra_blocks_for_chunk(s, step.0);
         evict_lower(
             view,
             order,
-            preemption,
+            (preemption, guard.map(|g| (g, s))),
             need,
             (&mut free, &mut freeing),
             plan,
         );
+        let step = if need > free && guard.is_some() {
+            shrink_chunk(view, s, step, free, &mut need)
+        } else {
+            step
+        };
         if need > free {
-            match misfit {
-                Misfit::Stop => break,
-                Misfit::Skip => continue,
+            if guard.is_some() || misfit == Misfit::Skip {
+                continue;
             }
+            break;
         }
         free -= need;
         tokens_left -= step.1;
@@ -288,21 +325,33 @@ fn no_ops(view: &ReplicaView, prefills: Option<u64>, free: u32, freeing: u32) ->
 
 /// Evict resident requests from the back of `order` (lowest priority first) until `need` blocks
 /// are free or freeing; `room` = (free, freeing by swap-outs started here).
+/// `how` = the preemption choice and, with a guard, the guard and the candidate.
 fn evict_lower(
     view: &ReplicaView,
     order: &mut impl Window,
-    preemption: PreemptionChoice,
+    how: (PreemptionChoice, Option<(RecomputeGuard<'_>, Slot)>),
     need: u32,
     room: (&mut u32, &mut u32),
     plan: &mut Plan,
 ) {
     let (free, freeing) = room;
+    let (preemption, guard) = how;
     while need > *free + *freeing {
         let Some(v) = order.pop_victim(view) else {
             break;
         };
         let blocks = view.req(v).blocks;
         let mode = preemption.mode_for(view, v);
+        if let Some((g, c)) = guard
+            && mode == PreemptMode::Recompute
+            && !g.allows(view, c, v)
+        {
+            if view.req(c).blocks > 0 {
+                continue;
+            }
+            order.keep_victim();
+            break;
+        }
         plan.preempt.push((v, mode));
         if mode == PreemptMode::Swap {
             // The blocks free when the copy completes: not usable for this batch.
@@ -311,6 +360,30 @@ fn evict_lower(
             *free += blocks;
         }
     }
+}
+
+/// `(chunk, tokens)` of candidate `s`'s step, a prefill chunk cut to the tokens that its blocks
+/// and `free` more hold (unchanged when not even one token fits, or for a decode); `need` becomes
+/// the blocks of the step returned.
+fn shrink_chunk(
+    view: &ReplicaView,
+    s: Slot,
+    step: (u32, u32),
+    free: u32,
+    need: &mut u32,
+) -> (u32, u32) {
+    if step.0 == 0 {
+        return step;
+    }
+    let r = view.req(s);
+    let room = (r.blocks as u64 + free as u64) * view.block_tokens() as u64;
+    let room = room.saturating_sub(r.kv_tokens as u64);
+    if room == 0 {
+        return step;
+    }
+    let c = (step.0 as u64).min(room) as u32;
+    *need = view.extra_blocks_for_chunk(s, c);
+    (c, c)
 }
 
 /// [`remaining_time_ns`] in seconds: the key SRPT and ALISE rank by. Equal nanosecond counts give

@@ -320,6 +320,7 @@ impl KeyedRanking {
             preemption,
             false,
             chunk_budget,
+            None,
             plan,
         );
         self.looked_at = window.looked_at;

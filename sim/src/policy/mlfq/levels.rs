@@ -544,6 +544,12 @@ impl Window for LevelsWindow<'_> {
     fn no_resident_left(&mut self, _view: &ReplicaView) -> bool {
         false
     }
+
+    fn keep_victim(&mut self) {
+        // `pop_victim` left `back_at` on the victim: just past it again.
+        self.back += 1;
+        self.back_at.1 += 1;
+    }
 }
 
 /// [`Levels::iter`]: the levels' slices one after the other.

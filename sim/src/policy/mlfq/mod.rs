@@ -100,7 +100,23 @@
 //! over (a batch member it spares leaves the batch with its KV), and the places freed go to the
 //! GPU-resident requests that fit (as under `host_full = "defer"`). When nothing at all can run
 //! (see `host_full`), the victim is the latest arrival among the resident requests and a prefill
-//! chunk shrinks to the blocks there are, so that the boundary always runs something.
+//! chunk shrinks to the blocks there are, so that the boundary always runs something. A member
+//! the rule spares that needs no block stays in the batch (dropping it freed nothing, and the
+//! back-fill passes over the popped batch: the plan could end up empty; round 8, 12), and if
+//! the boundary still runs nothing, whatever fits in the free blocks runs in priority order, off
+//! the GPU or not ([`Mlfq::run_what_fits`]).
+//!
+//! The same rule holds under `batch_memory = "evict"` (and so the paper preset), where a
+//! candidate takes blocks from the lowest-priority resident requests as it joins
+//! ([`super::common::RecomputeGuard`]; before, 16-token chunks at 200 blocks preempted at nearly
+//! every iteration and 100 requests never finished; round 8, 03): a candidate holding KV passes
+//! over the victims that arrived before it (they keep their KV and sit out this iteration), a
+//! candidate yet to start takes no one's KV by recompute, a prefill chunk shrinks to the blocks
+//! it got, and a candidate that still does not fit is skipped whatever `misfit` says. Each
+//! recompute then serves an earlier arrival that runs in the same iteration, so the requests'
+//! progress in arrival order only grows. A boundary at which nothing runs and nothing is in
+//! progress falls back as under `reserve` (the latest resident arrival is recomputed for the
+//! others; then what fits).
 //!
 //! **The paper's q1** (`preset = "paper"`). What is known of the paper's words
 //! (`shared/docs/fidelity-facts.md` §5, secondary notes of arXiv v3 §4 and NSDI'26 Algorithm 1):
@@ -147,7 +163,7 @@ pub use params::{
     min_iteration_s,
 };
 
-use super::common::{Misfit, chunk_budget, chunk_step, form_priority_batch_from};
+use super::common::{Misfit, RecomputeGuard, chunk_budget, chunk_step, form_priority_batch_from};
 use super::{
     FastForward, LevelCounts, Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice,
     ReplicaView, Steady, parse_params,
@@ -479,15 +495,32 @@ impl Mlfq {
         }
         // Deferred new requests are neither candidates nor victims (they hold no KV): the batch
         // formed over the requests that ran is the same.
-        let free_after = form_priority_batch_from(
+        let guard = self.cfg.chunk_size.map(|_| RecomputeGuard {
+            arrival_seq: &self.arrival_seq,
+        });
+        let mut free_after = form_priority_batch_from(
             view,
             &mut self.scan_order(defer_new).window(),
             misfit,
             self.preemption(),
             defer_new,
             self.cfg.chunk_size,
+            guard,
             plan,
         );
+        if guard.is_some()
+            && plan.run.is_empty()
+            && plan.preempt.is_empty()
+            && self.order.iter().next().is_some()
+            && self.nothing_in_progress(view)
+        {
+            // The guard kept every candidate from memory (each needs blocks that only a
+            // recompute the guard forbids would free): as under `batch_memory = "reserve"`.
+            self.unstick_chunked(view, plan);
+            let used: u32 = plan.run.iter().map(|i| view.extra_blocks_for_item(i)).sum();
+            let freed: u32 = plan.preempt.iter().map(|&(s, _)| view.req(s).blocks).sum();
+            free_after = (view.free_blocks() + freed).saturating_sub(used);
+        }
         self.proactive(view, plan, free_after);
     }
 }

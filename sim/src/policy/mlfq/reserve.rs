@@ -78,7 +78,7 @@ impl Mlfq {
     /// that ran (`ran_order`, usually short: the answer is mostly found there); only a request in
     /// flight for its first iteration (pipeline parallelism) needs the whole order, and only
     /// while some request of the replica is in a batch in flight (the slab counts them).
-    fn nothing_in_progress(&self, view: &ReplicaView) -> bool {
+    pub(super) fn nothing_in_progress(&self, view: &ReplicaView) -> bool {
         let busy = |s: Slot| view.req(s).in_transfer() || view.req(s).in_flight();
         !self.ran_order.any(busy)
             && (view.reqs.state_counts().running == 0 || !self.order.any(busy))
@@ -89,7 +89,9 @@ impl Mlfq {
     /// lowest-priority resident request (under chunked prefill: the latest arrival, see
     /// [`Mlfq::may_recompute`]) is recomputed and its blocks go to the resident requests in
     /// priority order, a prefill chunk shrinking to the blocks left; without any resident
-    /// request, the boundary is planned with `recompute`.
+    /// request, the boundary is planned with `recompute`. If that still runs nothing, the plan
+    /// is [`Mlfq::run_what_fits`] (before, such a boundary ended the run with "nothing to run";
+    /// round 8, 12).
     fn unstick(&mut self, view: &ReplicaView, plan: &mut Plan, defer_new: bool) {
         // Resident requests have run: `ran_order` holds them all.
         let evictable = |s: Slot| {
@@ -105,11 +107,71 @@ impl Mlfq {
         } else {
             self.ran_order.iter_rev().find(|&s| evictable(s))
         };
-        let Some(v) = victim else {
-            self.reserve_pass(view, plan, defer_new, HostFull::Recompute);
-            return;
-        };
-        self.give_blocks_of(view, plan, v);
+        match victim {
+            Some(v) => self.give_blocks_of(view, plan, v),
+            None => self.reserve_pass(view, plan, defer_new, HostFull::Recompute),
+        }
+        if plan.run.is_empty() {
+            // The freed blocks serve no resident request: run, without evicting anyone, what
+            // fits in the free blocks in priority order (a swap-in or a prefill chunk).
+            plan.clear();
+            self.run_what_fits(view, plan);
+        }
+    }
+
+    /// The last resort of [`Mlfq::unstick`]: every runnable request in priority order whose
+    /// next step fits in the free blocks (a prefill chunk shrinking to them) joins the batch,
+    /// its KV on the GPU or not (a host-resident one is swapped in on demand).
+    pub(super) fn run_what_fits(&mut self, view: &ReplicaView, plan: &mut Plan) {
+        let mut free = view.free_blocks() as i64;
+        let mut tokens_left = self.tokens_left(plan);
+        let b = view.limits.max_batch_size as usize;
+        let mut looked = 0u64;
+        for s in self.order.iter() {
+            if plan.run.len() >= b || free <= 0 {
+                break;
+            }
+            looked += 1;
+            let r = view.req(s);
+            if !r.runnable() || r.in_flight() {
+                continue;
+            }
+            let Some((chunk, tokens)) = self.step_for(view, s, tokens_left) else {
+                break;
+            };
+            let (chunk, tokens) = fit_chunk(view, s, chunk, tokens, free);
+            let n = view.extra_blocks_for_chunk(s, chunk) as i64;
+            if n <= free {
+                free -= n;
+                tokens_left -= tokens;
+                plan.run_chunk(s, chunk);
+            }
+        }
+        self.scanned += looked;
+    }
+
+    /// `batch_memory = "evict"` under chunked prefill, when the formation ran nothing and
+    /// nothing is in progress: the latest arrival among the GPU-resident requests is recomputed
+    /// and its blocks go to the others in priority order ([`Mlfq::give_blocks_of`]); if that
+    /// runs nothing, [`Mlfq::run_what_fits`].
+    pub(super) fn unstick_chunked(&mut self, view: &ReplicaView, plan: &mut Plan) {
+        plan.clear();
+        let seq = &self.arrival_seq;
+        let victim = self
+            .ran_order
+            .iter()
+            .filter(|&s| {
+                let r = view.req(s);
+                r.kv_loc == KvLoc::Gpu && r.blocks > 0 && !r.in_flight()
+            })
+            .max_by_key(|&s| seq[s as usize]);
+        if let Some(v) = victim {
+            self.give_blocks_of(view, plan, v);
+        }
+        if plan.run.is_empty() {
+            plan.clear();
+            self.run_what_fits(view, plan);
+        }
     }
 
     /// Recompute `v` and run the GPU-resident requests in priority order in the blocks it frees,
@@ -290,8 +352,13 @@ impl Mlfq {
             if r.kv_loc == KvLoc::Gpu && r.blocks > 0 && !r.in_flight() {
                 match self.evict_mode(view, s, &mut host_free, host_full) {
                     Some(PreemptMode::Recompute) if !self.may_recompute(s, guard) => {
-                        // Dropped with its KV kept (frees nothing).
                         host_blocked = true;
+                        if n == 0 {
+                            // It needs no block: dropping it would free nothing and leave its
+                            // place empty (it once left the plan empty: round 8, 12).
+                            continue;
+                        }
+                        // Dropped with its KV kept (frees nothing).
                         deficit -= n;
                     }
                     Some(mode) => {
