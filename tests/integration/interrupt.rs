@@ -363,9 +363,17 @@ fn a_killed_sweep_leaves_debris_that_the_next_sweep_to_the_same_output_removes()
             "1",
         ],
     );
-    // Wait until the sweep has claimed its output (lock and staging directory), then SIGKILL it.
+    // Wait until the sweep has claimed its output (lock and staging directory with its marker:
+    // killed before the marker, the directory is not recognisably servesim's and is kept), then
+    // SIGKILL it.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while hidden_entries(&w.path("results")).len() < 2 {
+    let staged = || {
+        hidden_entries(&w.path("results")).iter().any(|e| {
+            e.starts_with(".sweep.servesim-tmp-")
+                && w.path("results").join(e).join(".servesim-output").is_file()
+        })
+    };
+    while hidden_entries(&w.path("results")).len() < 2 || !staged() {
         assert!(
             Instant::now() < deadline,
             "the sweep never staged its output"

@@ -574,7 +574,7 @@ struct SynthCase {
 fn synth_strategy() -> impl Strategy<Value = SynthCase> {
     (
         pol_strategy(),
-        any::<u64>(),
+        0..=servesim::scenario::MAX_SEED,
         1u32..=3,
         prop_oneof![Just(1u32), Just(4), Just(16)],
         0u32..=16,

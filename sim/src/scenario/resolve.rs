@@ -22,15 +22,7 @@ impl Loaded {
             self.scenario.pp = first.scenario.pp;
         }
         let s = self.scenario.clone();
-        if s.seed > MAX_SEED {
-            return Err(self.err_at(
-                &["seed"],
-                format!(
-                    "seed must be a whole number from 0 to {MAX_SEED} (what --seed, --seeds and a [sweep] seed axis can give), got {}",
-                    s.seed
-                ),
-            ));
-        }
+        self.check_seed(s.seed)?;
         let (model, gpu) = self.model_and_gpu(&s)?;
         let trace = self.resolve_trace(&s.trace, trace_from_cli)?;
         let (limits, guards) = self.resolve_limits(&s, &model)?;
@@ -90,6 +82,19 @@ impl Loaded {
         self.resolve_router_params(&s, &mut resolved)?;
         self.check_time_scales(&resolved)?;
         Ok(resolved)
+    }
+
+    /// The seed within what a flag or a sweep axis can give (a TOML integer).
+    fn check_seed(&self, seed: u64) -> Result<()> {
+        if seed <= MAX_SEED {
+            return Ok(());
+        }
+        Err(self.err_at(
+            &["seed"],
+            format!(
+                "seed must be a whole number from 0 to {MAX_SEED} (what --seed, --seeds and a [sweep] seed axis can give), got {seed}"
+            ),
+        ))
     }
 
     /// The CLI overrides, written into the scenario; whether `--trace` replaced `[trace]` (its

@@ -136,18 +136,35 @@ impl Mlfq {
             if !r.runnable() || r.in_flight() {
                 continue;
             }
-            let Some((chunk, tokens)) = self.step_for(view, s, tokens_left) else {
+            if self
+                .add_if_fits(view, plan, s, &mut tokens_left, &mut free)
+                .is_none()
+            {
                 break;
-            };
-            let (chunk, tokens) = fit_chunk(view, s, chunk, tokens, free);
-            let n = view.extra_blocks_for_chunk(s, chunk) as i64;
-            if n <= free {
-                free -= n;
-                tokens_left -= tokens;
-                plan.run_chunk(s, chunk);
             }
         }
         self.scanned += looked;
+    }
+
+    /// Run `s`'s next step (a prefill chunk shrinking to the `free` blocks) if its blocks fit;
+    /// `None` when the token budget has no room for a step (the caller stops there).
+    fn add_if_fits(
+        &self,
+        view: &ReplicaView,
+        plan: &mut Plan,
+        s: Slot,
+        tokens_left: &mut u32,
+        free: &mut i64,
+    ) -> Option<()> {
+        let (chunk, tokens) = self.step_for(view, s, *tokens_left)?;
+        let (chunk, tokens) = fit_chunk(view, s, chunk, tokens, *free);
+        let n = view.extra_blocks_for_chunk(s, chunk) as i64;
+        if n <= *free {
+            *free -= n;
+            *tokens_left -= tokens;
+            plan.run_chunk(s, chunk);
+        }
+        Some(())
     }
 
     /// `batch_memory = "evict"` under chunked prefill, when the formation ran nothing and
@@ -188,15 +205,11 @@ impl Mlfq {
             if s == v || r.kv_loc != KvLoc::Gpu || !r.runnable() {
                 continue;
             }
-            let Some((chunk, tokens)) = self.step_for(view, s, tokens_left) else {
+            if self
+                .add_if_fits(view, plan, s, &mut tokens_left, &mut free)
+                .is_none()
+            {
                 break;
-            };
-            let (chunk, tokens) = fit_chunk(view, s, chunk, tokens, free);
-            let n = view.extra_blocks_for_chunk(s, chunk) as i64;
-            if n <= free {
-                free -= n;
-                tokens_left -= tokens;
-                plan.run_chunk(s, chunk);
             }
         }
     }

@@ -157,17 +157,21 @@ pub fn parse_timestamp(s: &str) -> Option<i128> {
     };
     let minute_s = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 - offset_s;
     if sec == 60 {
-        // A leap second is the 61st second of 23:59 UTC on a day that had one (IERS, 1972–2016);
-        // it is taken as the last nanosecond of that day, so that it sorts before the next
-        // day's first second (23:59:60.5 was read as the next day's 00:00:00.5).
-        if minute_s.rem_euclid(86_400) != 86_340
-            || !LEAP_SECOND_DAYS.contains(&day_key(minute_s.div_euclid(86_400)))
-        {
-            return None;
-        }
-        return Some((minute_s + 59) as i128 * 1_000_000_000 + 999_999_999);
+        return leap_second_ns(minute_s);
     }
     Some((minute_s + sec) as i128 * 1_000_000_000 + frac_ns as i128)
+}
+
+/// A leap second in the minute starting at Unix second `minute_s`: the 61st second of 23:59 UTC
+/// on a day that had one (IERS, 1972–2016), taken as the last nanosecond of that day so that it
+/// sorts before the next day's first second (23:59:60.5 was read as the next day's 00:00:00.5).
+fn leap_second_ns(minute_s: i64) -> Option<i128> {
+    if minute_s.rem_euclid(86_400) != 86_340
+        || !LEAP_SECOND_DAYS.contains(&day_key(minute_s.div_euclid(86_400)))
+    {
+        return None;
+    }
+    Some((minute_s + 59) as i128 * 1_000_000_000 + 999_999_999)
 }
 
 /// The UTC days that ended in a leap second (IERS Bulletin C; none after 2016), as
