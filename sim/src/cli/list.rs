@@ -202,11 +202,11 @@ fn policy_cmd(name: &str, json: bool, out: &mut dyn Write) -> anyhow::Result<()>
         .unwrap_or(serde_json::Value::Null);
     drop_unsettable(e, &env, &mut params);
     show_optional_chunking(e, &env, &mut params);
-    let chunking = params
-        .get("chunked_prefill")
-        .is_some_and(|v| v == false)
-        .then_some("; chunk_size applies with chunked_prefill = true")
-        .unwrap_or_default();
+    let chunking = if params.get("chunked_prefill").is_some_and(|v| v == false) {
+        "; chunk_size applies with chunked_prefill = true"
+    } else {
+        ""
+    };
     let note = format!(
         "defaults derived from the cost model or the scenario are shown for a constant {SHOWN_ITERATION_S} s iteration, a 2048-token context, max_batch_size = {DEFAULT_MAX_BATCH_SIZE} and max_batch_tokens = {DEFAULT_MAX_BATCH_TOKENS}{chunking}; config.json of a run has the values it used"
     );
