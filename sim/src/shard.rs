@@ -195,19 +195,15 @@ pub struct InputHash {
 /// fingerprint), each hashed once: the fingerprint sees a trace's path, not its contents, so
 /// shards run on two versions of one trace merged.
 pub fn input_hashes(runs: &[SweepRun]) -> Result<Vec<InputHash>> {
-    let mut files: Vec<PathBuf> = runs
+    let scenarios: std::collections::HashSet<&Path> = runs
         .iter()
-        .flat_map(|r| {
-            let scenario = r.resolved.scenario_path.clone();
-            r.resolved
-                .input_paths()
-                .into_iter()
-                .filter(move |p| *p != scenario)
-        })
+        .map(|r| r.resolved.scenario_path.as_path())
         .collect();
-    files.sort();
-    files.dedup();
-    files.iter().map(|p| hash_file(p)).collect()
+    crate::sweep::input_files(runs)
+        .iter()
+        .filter(|p| !scenarios.contains(p.as_path()))
+        .map(|p| hash_file(p))
+        .collect()
 }
 
 /// [`InputHash`] of `path`.

@@ -594,6 +594,16 @@ fn csv_cell(s: &str) -> String {
 }
 
 /// `sweep.csv` text from the runs and their outcomes (summary, or the error that ended the run).
+/// Every file the runs read (scenario files, traces, lengths, profiles, catalogues), sorted,
+/// each once.
+pub fn input_files(runs: &[SweepRun]) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<std::path::PathBuf> =
+        runs.iter().flat_map(|r| r.resolved.input_paths()).collect();
+    files.sort();
+    files.dedup();
+    files
+}
+
 pub fn sweep_csv(runs: &[SweepRun], outcomes: &[std::result::Result<Summary, String>]) -> String {
     let mut s = csv_header(runs);
     s.push('\n');

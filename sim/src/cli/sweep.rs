@@ -121,9 +121,7 @@ pub(super) fn sweep_cmd(
     let dest = a
         .out
         .unwrap_or_else(|| PathBuf::from("results").join(&name).join(default_dir));
-    let mut inputs: Vec<PathBuf> = runs.iter().flat_map(|r| r.resolved.input_paths()).collect();
-    inputs.sort();
-    inputs.dedup();
+    let inputs = crate::sweep::input_files(&runs);
     let stamps = input_stamps(&inputs);
     let dir = crate::output::StagedDir::new(&dest, &crate::output::Replace::new(a.force, inputs))?;
     let pool = rayon::ThreadPoolBuilder::new()
