@@ -134,7 +134,7 @@ fn importers_on_fixtures() {
     assert_eq!(code, 0, "{err}");
     let v = stats_json(&out);
     assert_eq!(v["requests"], 4);
-    assert_eq!(v["arrivals"]["duration_s"].as_f64().unwrap(), 13.319411);
+    assert_eq!(v["arrivals"]["duration_s"].as_f64().unwrap(), 13.3194105);
 
     let (code, _, err) = cli([
         "trace",

@@ -2,10 +2,11 @@
 //! `TIMESTAMP,ContextTokens,GeneratedTokens`, timestamps like `2023-11-16 18:15:46.6805900`
 //! (optionally with `T`, a `Z` or a `±HH:MM` offset).
 //!
-//! Output: `arrival_s` = seconds from the first arrival (6 decimals, rounded half up from the
-//! exact nanosecond difference), `input_tokens` = ContextTokens, `output_tokens` =
-//! GeneratedTokens. Rows with a zero count are dropped (servesim needs ≥ 1 token of each) and
-//! counted; rows out of time order are sorted (stably) and counted.
+//! Output: `arrival_s` = seconds from the first arrival with 9 decimals, the exact nanosecond
+//! difference as the Vidur importer writes it (the traces' timestamps have 7; digits past the
+//! ninth are dropped), `input_tokens` = ContextTokens, `output_tokens` = GeneratedTokens. Rows
+//! with a zero count are dropped (servesim needs ≥ 1 token of each) and counted; rows out of
+//! time order are sorted (stably) and counted.
 
 use std::path::{Path, PathBuf};
 
@@ -260,7 +261,7 @@ pub fn import(path: &Path, out: &Path, replace: bool) -> Result<CsvReport> {
         return Err(input_err(path, 2, &field, msg));
     }
     let (out_of_order, shifted) = normalise_arrivals(&mut rows);
-    write_trace(out, &shifted, 6, replace)?;
+    write_trace(out, &shifted, 9, replace)?;
     Ok(CsvReport {
         rows: read,
         dropped_zero,
@@ -405,14 +406,35 @@ mod import_tests {
         );
         assert_eq!(
             std::fs::read_to_string(&out).unwrap(),
-            "arrival_s,input_tokens,output_tokens\n0.000000,374,44\n4.314579,396,109\n4.319410,879,7\n13.319411,2000,1\n"
+            "arrival_s,input_tokens,output_tokens\n0.000000000,374,44\n4.314579000,396,109\n4.319410000,879,7\n13.319410500,2000,1\n"
         );
         // 2024 format with a UTC offset, one row out of order.
         let r = import(&fixture("azure_2024_small.csv"), &out, true).unwrap();
         assert_eq!((r.written, r.out_of_order), (3, 1));
         assert_eq!(
             std::fs::read_to_string(&out).unwrap(),
-            "arrival_s,input_tokens,output_tokens\n0.000000,100,20\n0.010000,4808,10\n0.510000,3180,8\n"
+            "arrival_s,input_tokens,output_tokens\n0.000000000,100,20\n0.010000000,4808,10\n0.510000000,3180,8\n"
+        );
+    }
+
+    /// The importer wrote 6 decimals: arrivals 300 ns apart became simultaneous and 100 ns
+    /// timestamps lost their last digit.
+    #[test]
+    fn arrivals_keep_every_nanosecond() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, out) = (dir.path().join("t.csv"), dir.path().join("a.csv"));
+        std::fs::write(
+            &src,
+            "TIMESTAMP,ContextTokens,GeneratedTokens\n\
+             2023-11-16 18:15:46.6805900,1,1\n\
+             2023-11-16 18:15:46.6805903,2,2\n\
+             2023-11-16 18:15:46.680590301,3,3\n",
+        )
+        .unwrap();
+        import(&src, &out, true).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "arrival_s,input_tokens,output_tokens\n0.000000000,1,1\n0.000000300,2,2\n0.000000301,3,3\n"
         );
     }
 
