@@ -426,10 +426,34 @@ fn capacity_on_a_trace_too_short_to_judge_is_an_error() {
         w.path("scenario.toml").into_os_string(),
         "--slo".into(),
         "jct_s=30".into(),
-        "--num-requests".into(),
-        "1".into(),
         "--out".into(),
         w.path("cap").into_os_string(),
     ]);
     assert_user_error(&w, &r, &["too few to judge whether it kept up"]);
+}
+
+/// `capacity --num-requests 2..19` ran its first probe and then failed as unjudged; the flag is
+/// now refused before anything runs.
+#[test]
+fn capacity_refuses_num_requests_too_few_to_judge() {
+    let w = Workdir::new();
+    w.write("trace.csv", format!("{HEADER}{GOOD_ROWS}"));
+    w.write("scenario.toml", scenario("vllm", ""));
+    for n in ["1", "19"] {
+        let r = cli([
+            "capacity".into(),
+            w.path("scenario.toml").into_os_string(),
+            "--slo".into(),
+            "jct_s=30".into(),
+            "--num-requests".into(),
+            n.into(),
+            "--out".into(),
+            w.path("cap").into_os_string(),
+        ]);
+        assert_user_error(
+            &w,
+            &r,
+            &[&format!("--num-requests {n}"), "needs 20 requests"],
+        );
+    }
 }

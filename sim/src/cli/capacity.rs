@@ -44,7 +44,7 @@ pub struct CapacityArgs {
     /// Stop when the bracket is within this relative width (from 1e-4 to below 1).
     #[arg(long, default_value_t = 0.01)]
     pub precision: f64,
-    /// Override the number of requests.
+    /// Override the number of requests (≥ 20: fewer cannot tell whether a probe kept up).
     #[arg(long)]
     pub num_requests: Option<u64>,
     /// Write capacity.csv and the bar plot capacity.png / capacity.svg into DIR (atomically). An
@@ -286,6 +286,13 @@ fn check_flags(a: &CapacityArgs) -> anyhow::Result<()> {
         .into());
     }
     check_num_requests(a.num_requests)?;
+    let least = crate::metrics::stability::MIN_JUDGED_REQUESTS as u64;
+    if let Some(n) = a.num_requests.filter(|&n| n < least) {
+        return Err(SimError::config(format!(
+            "--num-requests {n}: capacity judges whether each probe kept up, which needs {least} requests or more"
+        ))
+        .into());
+    }
     super::check_policy_list(&a.policies)?;
     Ok(())
 }
