@@ -78,9 +78,9 @@ static SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// `dest` as the directory entry the output replaces: without a trailing `/` or `/.` (`--out
 /// o/.`, `--out LINK/`: the entry is `o`, a link itself, not what it points to), and with a
-/// parent that climbs out of a named folder (`o/../o`) resolved physically: the staging path
-/// ran through `o`, which replacing `o` moves away (the output vanished into debris). Such a
-/// parent must exist.
+/// parent that runs through a symlink or climbs with `..` (`o/../o`, `P/o` with `P -> o/..`)
+/// resolved physically: the staging path ran through `o`, which replacing `o` moves away (the
+/// output vanished into debris). A parent through `..` must exist.
 fn without_trailing_dots(dest: &Path) -> Result<PathBuf> {
     use std::path::Component;
     let d: PathBuf = dest.components().collect();
@@ -94,12 +94,13 @@ fn without_trailing_dots(dest: &Path) -> Result<PathBuf> {
         Component::ParentDir => named,
         _ => false,
     });
-    if !climbs {
-        return Ok(d);
-    }
     let (parent, name) = split(&d, "directory")?;
     match parent.canonicalize() {
+        // A parent that is what it says (no link, no `..`) keeps the path as given (messages
+        // name it as the user wrote it).
+        Ok(p) if std::path::absolute(&parent).is_ok_and(|a| a == p) => Ok(d),
         Ok(p) => Ok(p.join(name)),
+        Err(_) if !climbs => Ok(d),
         Err(e) => Err(io(
             dest,
             format!(

@@ -298,4 +298,16 @@ fn check_and_plot_refuse_files_that_are_no_sweep_csv_and_bless_outside_the_sweep
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("inside the sweep output"), "{err}");
     assert!(!exp.join("newdir").exists());
+    // And with a `..` after a folder that does not exist (round 9, case 03: blessed as `exp/g.csv`).
+    let undone = exp.join("newdir/../g.csv");
+    let (code, _out, err) = cli(&[
+        "check",
+        exp.to_str().unwrap(),
+        "--golden",
+        undone.to_str().unwrap(),
+        "--bless",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("inside the sweep output"), "{err}");
+    assert!(!exp.join("newdir").exists() && !exp.join("g.csv").exists());
 }

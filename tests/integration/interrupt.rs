@@ -670,3 +670,68 @@ seed = [1, 2, 3, 4, 5, 6]
     assert!(w.path("results/sweep/plots/jct_cdf.svg").is_file());
     assert_eq!(hidden_entries(&w.path("results")), Vec::<String>::new());
 }
+
+/// `fidelity` cut short replaced a complete earlier output at `--out` with its partial table
+/// (adversarial round 9, case 02); the earlier output is now kept, as `run` and `live` keep it.
+#[test]
+fn ctrl_c_during_fidelity_keeps_an_earlier_complete_output() {
+    be_servesim_if_child();
+    let w = Workdir::new();
+    w.write(
+        "f.toml",
+        "name = \"f\"\nmodel = \"opt-13b\"\ngpu = \"a100-40gb\"\n[trace]\narrival = \"poisson\"\n\
+         rate_per_s = 20.0\nnum_requests = 40\ninput_lengths = { dist = \"fixed\", value = 64 }\n\
+         output_lengths = { dist = \"fixed\", value = 32 }\n[cost]\nmodel = \"analytic\"\n\
+         [scheduler]\npolicy = \"vllm\"\n",
+    );
+    let r = crate::support::cli([
+        "run".into(),
+        w.path("f.toml").into_os_string(),
+        "--out".into(),
+        w.path("fo").into_os_string(),
+        "--quiet".into(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let before = std::fs::read(w.path("fo/summary.json")).unwrap();
+    // The first cell (200 req/s) takes about a second of wall time on the mock device, the
+    // second (1 req/s) about 40 s: interrupted once the first is compared.
+    let child = spawn_servesim(
+        "ctrl_c_during_fidelity_keeps_an_earlier_complete_output",
+        &w,
+        &[
+            "fidelity",
+            "f.toml",
+            "--device",
+            "mock",
+            "--policies",
+            "vllm",
+            "--rates",
+            "200,1",
+            "--out",
+            "fo",
+            "--quiet",
+        ],
+    );
+    let first_cell_done = || {
+        hidden_entries(w.dir.path()).iter().any(|n| {
+            let runs = w.dir.path().join(n).join("runs");
+            std::fs::read_dir(runs).is_ok_and(|mut cells| {
+                cells.any(|c| c.unwrap().path().join("compare.csv").is_file())
+            })
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !first_cell_done() {
+        assert!(Instant::now() < deadline, "the first cell took over 120 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, stderr) = interrupt(child, Duration::ZERO);
+    assert_eq!(code, Some(130), "exit code; stderr: {stderr}");
+    assert!(
+        stderr.contains("after 1 of 2 policy/rate cells") && stderr.contains("kept as it was"),
+        "stderr: {stderr}"
+    );
+    assert_eq!(std::fs::read(w.path("fo/summary.json")).unwrap(), before);
+    assert!(!w.path("fo/PARTIAL").exists() && !w.path("fo/fidelity.csv").exists());
+    assert_eq!(hidden_entries(w.dir.path()), Vec::<String>::new());
+}

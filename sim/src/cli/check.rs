@@ -73,18 +73,26 @@ pub(super) fn check_cmd(
 /// Where directory `p` is or will be once created: its deepest existing ancestor resolved
 /// through symbolic links, with the missing components after it (`exp/new/a` inside the sweep
 /// `exp` was not placed at all while `new` did not exist, and the golden file was written there).
+/// A `..` after a missing folder undoes it, as creating the folders would (`exp/new/../g`
+/// is `exp/g`: it used to place nothing either).
 fn resolve_to_be(p: &std::path::Path) -> Option<std::path::PathBuf> {
     let mut missing = Vec::new();
+    let mut undo = 0usize;
     let mut at = p;
     loop {
-        if let Ok(c) = std::fs::canonicalize(at) {
+        if let Ok(mut c) = std::fs::canonicalize(at) {
+            for _ in 0..undo {
+                c = c.parent()?.to_path_buf();
+            }
             return Some(missing.iter().rev().fold(c, |c, m| c.join(m)));
         }
-        let name = at.file_name()?;
-        if name == ".." {
-            return None;
+        let name = at.file_name();
+        match name {
+            None if at.ends_with("..") => undo += 1,
+            None => return None,
+            Some(_) if undo > 0 => undo -= 1,
+            Some(n) => missing.push(n.to_os_string()),
         }
-        missing.push(name.to_os_string());
         at = at
             .parent()
             .filter(|q| !q.as_os_str().is_empty())

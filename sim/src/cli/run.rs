@@ -192,7 +192,12 @@ pub(super) fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
     pb.finish_and_clear();
     let (output, partial) = result?;
     if partial {
-        check_partial_write("the run", output.summary.requests, &dest)?;
+        check_partial_write(
+            "the run",
+            output.summary.requests,
+            "completed requests",
+            &dest,
+        )?;
     }
     let wall_s = started.elapsed().as_secs_f64();
     let timing = timing_json(&output, wall_s);
@@ -225,16 +230,17 @@ pub(super) fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> a
     super::signal_after_outputs("the run", &dir.display())
 }
 
-/// A run cut short after `requests` completed writes nothing when none did, or when `dest` holds
-/// a complete earlier servesim output (a run, sweep, capacity search, merge…: no `PARTIAL`
-/// file): a rerun cut short would replace complete results with fewer, which rerunning
-/// reproduces. `what` names the command ("the run", "the live run").
+/// A run cut short after `done` `units` (completed requests, finished cells) writes nothing when
+/// none were, or when `dest` holds a complete earlier servesim output (a run, sweep, capacity
+/// search, merge, fidelity table…: no `PARTIAL` file): a rerun cut short would replace complete
+/// results with fewer, which rerunning reproduces. `what` names the command ("the run").
 pub(super) fn check_partial_write(
     what: &str,
-    requests: u64,
+    done: u64,
+    units: &str,
     dest: &std::path::Path,
 ) -> anyhow::Result<()> {
-    if requests == 0 {
+    if done == 0 {
         return Err(super::stopped_before_anything(what, dest));
     }
     let complete = (crate::staging::is_servesim_output(dest)
@@ -242,7 +248,7 @@ pub(super) fn check_partial_write(
         && !dest.join("PARTIAL").exists();
     if complete {
         return Err(Interrupted(format!(
-            "{} stopped {what} after {requests} completed requests; {} holds an earlier complete servesim output, kept as it was (the partial results were not written; give another --out to keep them)",
+            "{} stopped {what} after {done} {units}; {} holds an earlier complete servesim output, kept as it was (the partial results were not written; give another --out to keep them)",
             crate::interrupt::signal_name(),
             dest.display()
         ))
@@ -345,7 +351,12 @@ pub(super) fn live_cmd(
     };
     let output = live_with_progress(&resolved, &opts, a.quiet)?;
     if output.partial {
-        check_partial_write("the live run", output.run.summary.requests, &dest)?;
+        check_partial_write(
+            "the live run",
+            output.run.summary.requests,
+            "completed requests",
+            &dest,
+        )?;
     }
     let dir = write_live(staged, &output, &crate::run::config_json(&resolved), &opts)?;
     print_warnings(err, &resolved, &output.run.summary, None)?;

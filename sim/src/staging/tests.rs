@@ -463,3 +463,46 @@ fn a_parent_through_the_output_itself_is_resolved_first() {
     assert!(!d.join("x").exists() && !d.join("y").exists());
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// The same through a symlinked parent: `P -> o/..` with `--out P/o`, and a user's folder `d`
+/// holding `up -> ..` with `--out d/up/d`: only a literal `..` was resolved, and the output
+/// vanished into debris the same way (round 9, 01).
+#[test]
+fn a_symlinked_parent_through_the_output_itself_is_resolved_first() {
+    let d = tempdir();
+    let o = d.join("o");
+    let s = StagedDir::new(&o, &Replace::default()).unwrap();
+    s.write("summary.json", b"old").unwrap();
+    s.commit().unwrap();
+    std::os::unix::fs::symlink("o/..", d.join("P")).unwrap();
+    let s = StagedDir::new(&d.join("P").join("o"), &Replace::default()).unwrap();
+    s.write("summary.json", b"new").unwrap();
+    s.commit().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(o.join("summary.json")).unwrap(),
+        "new"
+    );
+    std::fs::create_dir(d.join("u")).unwrap();
+    std::fs::write(d.join("u").join("thesis.txt"), b"x").unwrap();
+    std::os::unix::fs::symlink("..", d.join("u").join("up")).unwrap();
+    let force = Replace {
+        force: true,
+        ..Replace::default()
+    };
+    // `u/up/u` is `u` itself: replacing it with --force is what the user asked for, and the
+    // new output must then be there, not lost in debris.
+    let s = StagedDir::new(&d.join("u").join("up").join("u"), &force).unwrap();
+    s.write("summary.json", b"forced").unwrap();
+    s.commit().unwrap();
+    let mut left: Vec<String> = std::fs::read_dir(&d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["P", "o", "u"]);
+    assert_eq!(
+        std::fs::read_to_string(d.join("u").join("summary.json")).unwrap(),
+        "forced"
+    );
+    std::fs::remove_dir_all(&d).unwrap();
+}
