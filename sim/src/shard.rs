@@ -199,15 +199,37 @@ pub fn input_hashes(runs: &[SweepRun]) -> Result<Vec<InputHash>> {
         .iter()
         .map(|r| r.resolved.scenario_path.as_path())
         .collect();
+    // Named from the scenario's folder where they lie under it: the same on every machine that
+    // holds the same checkout, so that the shards' files can be compared one by one.
+    let base = runs
+        .first()
+        .and_then(|r| r.resolved.scenario_path.parent())
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
+        .and_then(|p| p.canonicalize().ok());
     crate::sweep::input_files(runs)
         .iter()
         .filter(|p| !scenarios.contains(p.as_path()))
-        .map(|p| hash_file(p))
+        .map(|p| hash_file(p, base.as_deref()))
         .collect()
 }
 
-/// [`InputHash`] of `path`.
-fn hash_file(path: &Path) -> Result<InputHash> {
+/// `path` as shard.json names it: relative to `base` where it lies under it, else as given.
+fn input_name(path: &Path, base: Option<&Path>) -> String {
+    let under = path.canonicalize().ok().and_then(|c| {
+        let rel = c.strip_prefix(base?).ok()?.to_path_buf();
+        Some(rel.display().to_string())
+    });
+    under.unwrap_or_else(|| path.display().to_string())
+}
+
+/// [`InputHash`] of `path` (named by [`input_name`]).
+fn hash_file(path: &Path, base: Option<&Path>) -> Result<InputHash> {
     use std::io::Read;
     let io = |e: std::io::Error| crate::trace::csv_reader::io_err(path, e);
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -224,7 +246,7 @@ fn hash_file(path: &Path) -> Result<InputHash> {
         }
     }
     Ok(InputHash {
-        file: path.display().to_string(),
+        file: input_name(path, base),
         fnv1a64: if regular {
             format!("{h:016x}")
         } else {
@@ -233,9 +255,20 @@ fn hash_file(path: &Path) -> Result<InputHash> {
     })
 }
 
-/// The first input of `b` whose contents no input of `a` has (`None` when both hold the same
-/// contents; where the files sit may differ between machines).
+/// The first input of `b` that differs from `a`'s: with the same file names, the first whose
+/// contents differ from its namesake's (two traces' contents swapped merged: round 9, 10); else
+/// (the files sit elsewhere on another machine) the first whose contents no input of `a` has.
+/// `None` when both read the same.
 fn differing_input<'a>(a: &[InputHash], b: &'a [InputHash]) -> Option<&'a InputHash> {
+    if file_names(a) == file_names(b) {
+        let by_name: std::collections::HashMap<&str, &str> = a
+            .iter()
+            .map(|i| (i.file.as_str(), i.fnv1a64.as_str()))
+            .collect();
+        return b
+            .iter()
+            .find(|i| by_name.get(i.file.as_str()) != Some(&i.fnv1a64.as_str()));
+    }
     let mut ha: Vec<&str> = a.iter().map(|i| i.fnv1a64.as_str()).collect();
     let mut hb: Vec<&str> = b.iter().map(|i| i.fnv1a64.as_str()).collect();
     ha.sort_unstable();
@@ -246,6 +279,13 @@ fn differing_input<'a>(a: &[InputHash], b: &'a [InputHash]) -> Option<&'a InputH
     b.iter()
         .find(|i| !ha.contains(&i.fnv1a64.as_str()))
         .or_else(|| b.first())
+}
+
+/// The names of `inputs`' files, sorted.
+fn file_names(inputs: &[InputHash]) -> Vec<&str> {
+    let mut n: Vec<&str> = inputs.iter().map(|i| i.file.as_str()).collect();
+    n.sort_unstable();
+    n
 }
 
 /// 64-bit FNV-1a (stable across builds and platforms, unlike `std`'s hasher).

@@ -460,3 +460,66 @@ fn shards_run_on_different_contents_of_a_trace_do_not_merge() {
     ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
 }
+
+/// Two traces whose contents were swapped between the shards merged: the hashes were compared as
+/// a set, without their files' names (round 9, 10). With the same names, each file must hold
+/// what it held.
+#[test]
+fn shards_whose_traces_swapped_contents_do_not_merge() {
+    let w = Workdir::new();
+    let (a, b) = ("0,10,5\n1,20,5\n", "0,30,7\n2,40,9\n");
+    w.write(
+        "a.csv",
+        format!("arrival_s,input_tokens,output_tokens\n{a}"),
+    );
+    w.write(
+        "b.csv",
+        format!("arrival_s,input_tokens,output_tokens\n{b}"),
+    );
+    let s = w.write(
+        "s.toml",
+        "name = \"sw\"\nmodel = \"opt-13b\"\ngpu = \"a100-40gb\"\n[trace]\nfile = \"a.csv\"\n\
+         [cost]\nmodel = \"analytic\"\n[scheduler]\npolicy = \"vllm\"\n\
+         [sweep]\n\"trace.file\" = [\"a.csv\", \"b.csv\"]\n",
+    );
+    let shard = |i: usize| {
+        let dir = w.path(&format!("s{i}"));
+        let spec = format!("{i}/2");
+        let r = sweep(&[
+            s.to_str().unwrap(),
+            "--shard",
+            &spec,
+            "--out",
+            dir.to_str().unwrap(),
+        ]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        dir
+    };
+    let s0 = shard(0);
+    w.write(
+        "a.csv",
+        format!("arrival_s,input_tokens,output_tokens\n{b}"),
+    );
+    w.write(
+        "b.csv",
+        format!("arrival_s,input_tokens,output_tokens\n{a}"),
+    );
+    let s1 = shard(1);
+    let out = w.path("merged");
+    let r = cli([
+        "merge".as_ref(),
+        s0.as_os_str(),
+        s1.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr
+            .contains("read different contents of the sweep's inputs")
+            && r.stderr.contains("a.csv"),
+        "{}",
+        r.stderr
+    );
+    assert!(!out.exists());
+}

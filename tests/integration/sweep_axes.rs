@@ -256,6 +256,37 @@ fn check_refuses_a_golden_file_with_the_same_numeric_point_twice() {
     );
 }
 
+/// Seeds above 2⁵³ were one point when compared through f64: a valid sweep ran every run, then
+/// failed its plot step as "duplicate point", naming a staging file that no longer existed
+/// (round 9, 08).
+#[test]
+fn seeds_above_two_to_the_53_are_distinct_points() {
+    let w = Workdir::new();
+    w.write("trace.csv", format!("{HEADER}{GOOD_ROWS}"));
+    w.write(
+        "scenario.toml",
+        scenario(
+            "vllm",
+            "\n[sweep]\nseed = [9007199254740992, 9007199254740993]\n",
+        ),
+    );
+    let r = cli([
+        "sweep".into(),
+        w.path("scenario.toml").into_os_string(),
+        "--out".into(),
+        w.path("sw").into_os_string(),
+        "--quiet".into(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = cli([
+        "check".into(),
+        w.path("sw").into_os_string(),
+        "--golden".into(),
+        w.path("sw/sweep.csv").into_os_string(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
 /// `trace stats` on 4·10⁹-token requests kept its columns apart; 1e300-s arrivals printed a
 /// 300-digit duration; `--time-scale 0` said "got 0e0".
 #[test]
