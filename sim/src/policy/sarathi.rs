@@ -287,6 +287,8 @@ impl FastForward for Sarathi {
     /// shrink and the head stays the same). Pass 1 preempts while no block is free before a
     /// decode is visited: every repeat must leave a block free (then the pool never runs dry
     /// within a pass). The running order (by arrival) does not change, nor does the batch's.
+    /// (A decode-only plan already admitted nobody at this boundary, so the two set checks hold
+    /// whenever the engine asks; they are kept so the rule does not rest on that.)
     fn steady(&self, batch: &[Slot], view: &ReplicaView) -> Option<Steady> {
         if batch.len() != self.running.len() {
             return None;

@@ -245,7 +245,9 @@ impl FastForward for VllmV1 {
     /// cannot be admitted: no budget left after the decodes, `running` full, or its first chunk's
     /// blocks do not fit now (until an arrival or a completion, free blocks only shrink, the budget
     /// left and the head stay the same). The decodes preempt only when their blocks do not fit,
-    /// which the engine checks; the running order (by admission) does not change.
+    /// which the engine checks; the running order (by admission) does not change. (A decode-only
+    /// plan already admitted nobody at this boundary, so the checks hold whenever the engine
+    /// asks; they are kept so the rule does not rest on that.)
     fn steady(&self, batch: &[Slot], view: &ReplicaView) -> Option<Steady> {
         if batch.len() != self.running.len() {
             return None;
