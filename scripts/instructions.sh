@@ -23,5 +23,7 @@ work() { # NAME ARGS...
 work vllm-sharegpt-20k   run scenarios/bench_sharegpt_vllm.toml --num-requests 20000
 work skipjoin-sharegpt-20k run scenarios/bench_sharegpt_skipjoin.toml --num-requests 20000
 work srpt-sharegpt-20k   run scenarios/bench_sharegpt_srpt.toml --num-requests 20000
+work sarathi-sharegpt-20k run scenarios/bench_sharegpt_sarathi.toml --num-requests 20000
+work vllm-v1-sharegpt-20k run scenarios/bench_sharegpt_vllm_v1.toml --num-requests 20000
 work vllm-azure-conv-10k run scenarios/bench_vllm_azure_conv_10k.toml
 work cluster-16x-20k     run scenarios/cluster_1m_16x.toml --num-requests 20000

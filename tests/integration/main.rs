@@ -7,6 +7,7 @@
 //! - [`memory`]: hand-computed swap timings of the KV memory hierarchy; [`memory_props`]: its
 //!   property tests; [`kv_timeline`]: KV usage sampling;
 //! - [`policies`]: every policy finishes every request, fast-forward equals stepping;
+//!   [`ff_chunked`]: the same differential test for the chunked-prefill policies;
 //!   [`mlfq_chunked`]: chunked-prefill MLFQ bursts that used to stall or livelock;
 //!   [`policies_mlfq`] and [`policies_size`]: hand-computed scenarios of each policy mechanism;
 //! - [`cluster`]: replicas and routers; [`parallelism`]: tensor and pipeline parallelism and
@@ -45,6 +46,7 @@ mod exec_check;
 mod exit_codes;
 mod exit_messages;
 mod exit_regressions;
+mod ff_chunked;
 mod fuzz;
 mod golden;
 mod interrupt;

@@ -43,16 +43,16 @@ pub(crate) struct Scn {
     policy: String,
     cost: String,
     batch: u32,
-    max_batch_tokens: u32,
-    max_context_tokens: u32,
+    pub(crate) max_batch_tokens: u32,
+    pub(crate) max_context_tokens: u32,
     kv_blocks: u32,
     /// Host memory for swapped-out KV (`None`: the scenario default; 0 disables swapping, so
     /// every preemption is by recompute).
     host_kv_bytes: Option<u64>,
     replicas: u32,
     /// Pipeline stages per replica.
-    pp: u32,
-    seed: u64,
+    pub(crate) pp: u32,
+    pub(crate) seed: u64,
     predictor: Option<String>,
     /// Extra TOML tables (`[policies.NAME]`, `[predictors.NAME]`).
     tables: String,
@@ -338,15 +338,15 @@ fn case_strategy() -> impl Strategy<Value = Case> {
         )
 }
 
-const COSTS: [&str; 3] = [
+pub(crate) const COSTS: [&str; 3] = [
     LINEAR,
     CONST_10MS,
     "model = \"linear\"\na_s = 0.004\nb_s_per_token = 0.00013\nc_s_per_token_sq = 1e-8\nd_s_per_request = 0.0007\ne_s_per_context_token = 0.000011\n",
 ];
 
-const CONTEXT: u32 = 512;
+pub(crate) const CONTEXT: u32 = 512;
 
-fn blocks(tokens: u32) -> u32 {
+pub(crate) fn blocks(tokens: u32) -> u32 {
     tokens.div_ceil(16)
 }
 
@@ -452,7 +452,7 @@ fn every_policy_finishes_every_request_exactly_once() {
 }
 
 /// A property-test runner with `SERVESIM_POLICY_CASES` cases (`default` when unset).
-fn policy_runner(default: u32) -> TestRunner {
+pub(crate) fn policy_runner(default: u32) -> TestRunner {
     TestRunner::new(PtConfig {
         cases: std::env::var("SERVESIM_POLICY_CASES")
             .ok()
@@ -465,7 +465,10 @@ fn policy_runner(default: u32) -> TestRunner {
 
 /// A fast-forwarded run against the stepping reference: completions, statistics, summary and KV
 /// timeline identical (the fast-forward counter aside). Returns the iterations fast-forwarded.
-fn fast_equals_step(mut fast: RunOutput, step: &RunOutput) -> Result<u64, TestCaseError> {
+pub(crate) fn fast_equals_step(
+    mut fast: RunOutput,
+    step: &RunOutput,
+) -> Result<u64, TestCaseError> {
     prop_assert_eq!(step.stats.fast_forwarded_iterations, 0);
     let forwarded = fast.stats.fast_forwarded_iterations;
     fast.stats.fast_forwarded_iterations = 0;
@@ -483,7 +486,7 @@ fn fast_equals_step(mut fast: RunOutput, step: &RunOutput) -> Result<u64, TestCa
 /// random cases as above run once fast-forwarded and once stepping every iteration as its own
 /// event; completions (every timestamp, counter, prediction and priority), run statistics and the
 /// summary must be identical. The policies that implement fast-forward (fcfs, vllm, mlfq,
-/// skip-join-mlfq, srpt, sjf) must actually have fast-forwarded somewhere, so the comparison is not vacuous.
+/// skip-join-mlfq, srpt, sjf, sarathi, vllm-v1) must actually have fast-forwarded somewhere, so the comparison is not vacuous.
 /// 24 cases per policy; `SERVESIM_POLICY_CASES=N` runs N.
 #[test]
 fn fast_forward_is_identical_to_stepping_every_iteration() {
@@ -519,6 +522,8 @@ fn fast_forward_is_identical_to_stepping_every_iteration() {
                 | "srpt-oracle"
                 | "sjf"
                 | "sjf-oracle"
+                | "sarathi"
+                | "vllm-v1"
         ) {
             assert!(
                 forwarded.get() > 0,

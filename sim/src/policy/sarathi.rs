@@ -49,7 +49,8 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{insert_by_arrival, remove_slot};
 use super::{
-    Limits, Plan, Policy, PolicyEntry, PolicyEnv, PreemptMode, ReplicaView, RunItem, parse_params,
+    FastForward, Limits, Plan, Policy, PolicyEntry, PolicyEnv, PreemptMode, ReplicaView, RunItem,
+    Steady, parse_params,
 };
 use crate::error::{Result, SimError};
 use crate::vocab::request::Slot;
@@ -269,7 +270,96 @@ impl Policy for Sarathi {
         }
     }
 
+    fn fast_forward(&mut self) -> Option<&mut dyn FastForward> {
+        Some(self)
+    }
+
     fn on_finish(&mut self, s: Slot) {
         remove_slot(&mut self.running, s);
+    }
+}
+
+impl FastForward for Sarathi {
+    /// Steady when the decode-only `batch` is every running request (so there is no partial
+    /// prefill to chunk: the budget always has room for one, as τ > `max_num_seqs`) and the
+    /// waiting head cannot be admitted: the running set is full, or the whole prompt's blocks
+    /// plus the watermark do not fit now (until an arrival or a completion, free blocks only
+    /// shrink and the head stays the same). Pass 1 preempts while no block is free before a
+    /// decode is visited: every repeat must leave a block free (then the pool never runs dry
+    /// within a pass). The running order (by arrival) does not change, nor does the batch's.
+    /// (A decode-only plan already admitted nobody at this boundary, so the two set checks hold
+    /// whenever the engine asks; they are kept so the rule does not rest on that.)
+    fn steady(&self, batch: &[Slot], view: &ReplicaView) -> Option<Steady> {
+        if batch.len() != self.running.len() {
+            return None;
+        }
+        if let Some(&s) = self.waiting.front()
+            && self.running.len() < self.p.max_num_seqs as usize
+        {
+            let need = view.blocks_for_tokens(view.req(s).prefill_tokens() as u64);
+            if view.free_blocks() >= need + self.watermark_blocks(view) {
+                return None;
+            }
+        }
+        Some(Steady {
+            min_free_blocks: 1,
+            ..Steady::UNBOUNDED
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::policy::ranking::tests::view;
+    use crate::vocab::KvPool;
+    use crate::vocab::request::{KvLoc, Request, Slab};
+
+    /// A decoding request holding `blocks` blocks of 16 tokens.
+    fn decoding(reqs: &mut Slab, id: u64, blocks: u32) -> Slot {
+        let mut r = Request::new(id, 0, 16 * blocks, 100, 100);
+        (r.kv_tokens, r.generated_tokens) = (16 * blocks, 1);
+        (r.blocks, r.kv_loc) = (blocks, KvLoc::Gpu);
+        reqs.insert(r)
+    }
+
+    /// Two running decodes, a waiting 64-token prompt (4 blocks), a pool of 10 blocks.
+    fn setup(max_num_seqs: Option<u32>, used_blocks: u32) -> (Slab, KvPool, Sarathi, Vec<Slot>) {
+        let mut reqs = Slab::default();
+        let batch = vec![decoding(&mut reqs, 0, 2), decoding(&mut reqs, 1, 2)];
+        let waiting = reqs.insert(Request::new(2, 0, 64, 10, 10));
+        let mut kv = KvPool::new(10, 16);
+        assert!(kv.try_alloc(used_blocks));
+        let host = KvPool::new(0, 16);
+        let params = Params {
+            max_num_seqs,
+            ..Params::default()
+        };
+        let mut p = Sarathi::new(resolve(&params, view(&reqs, &kv, &host).limits).unwrap());
+        p.running = batch.clone();
+        p.waiting.push_back(waiting);
+        (reqs, kv, p, batch)
+    }
+
+    /// Steady only when the waiting prompt cannot be admitted (running set full, or its blocks do
+    /// not fit), the batch is every running request, and each repeat keeps a block free (pass 1
+    /// preempts when none is).
+    #[test]
+    fn steady_only_while_nobody_can_be_admitted() {
+        let host = KvPool::new(0, 16);
+        // 6 free blocks ≥ the prompt's 4: admitted at the next boundary.
+        let (reqs, kv, p, batch) = setup(None, 4);
+        assert_eq!(p.steady(&batch, &view(&reqs, &kv, &host)), None);
+        // The running set is full (max_num_seqs = 2).
+        let (reqs, kv, p, batch) = setup(Some(2), 4);
+        let steady = p.steady(&batch, &view(&reqs, &kv, &host)).unwrap();
+        assert_eq!(steady.min_free_blocks, 1);
+        // 3 free blocks < 4.
+        let (reqs, kv, p, batch) = setup(None, 7);
+        assert!(p.steady(&batch, &view(&reqs, &kv, &host)).is_some());
+        // A running request left out of the batch.
+        let (reqs, kv, p, batch) = setup(Some(2), 4);
+        assert_eq!(p.steady(&batch[..1], &view(&reqs, &kv, &host)), None);
     }
 }

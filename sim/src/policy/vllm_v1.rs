@@ -53,7 +53,10 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 
 use super::common::remove_slot;
-use super::{Limits, Plan, Policy, PolicyEntry, PolicyEnv, PreemptMode, ReplicaView, parse_params};
+use super::{
+    FastForward, Limits, Plan, Policy, PolicyEntry, PolicyEnv, PreemptMode, ReplicaView, Steady,
+    parse_params,
+};
 use crate::error::{Result, SimError};
 use crate::vocab::request::Slot;
 
@@ -227,8 +230,46 @@ impl Policy for VllmV1 {
         }
     }
 
+    fn fast_forward(&mut self) -> Option<&mut dyn FastForward> {
+        Some(self)
+    }
+
     fn on_finish(&mut self, s: Slot) {
         remove_slot(&mut self.running, s);
+    }
+}
+
+impl FastForward for VllmV1 {
+    /// Steady when the decode-only `batch` is the whole `running` list (each decode takes one
+    /// token of the budget, so the same list is served at every boundary) and the waiting head
+    /// cannot be admitted: no budget left after the decodes, `running` full, or its first chunk's
+    /// blocks do not fit now (until an arrival or a completion, free blocks only shrink, the budget
+    /// left and the head stay the same). The decodes preempt only when their blocks do not fit,
+    /// which the engine checks; the running order (by admission) does not change. (A decode-only
+    /// plan already admitted nobody at this boundary, so the checks hold whenever the engine
+    /// asks; they are kept so the rule does not rest on that.)
+    fn steady(&self, batch: &[Slot], view: &ReplicaView) -> Option<Steady> {
+        if batch.len() != self.running.len() {
+            return None;
+        }
+        let budget = self
+            .p
+            .max_num_batched_tokens
+            .checked_sub(batch.len() as u32)?;
+        if let Some(&s) = self.waiting.front()
+            && budget > 0
+            && self.running.len() < self.p.max_num_seqs as usize
+        {
+            let r = view.req(s);
+            let want = self.want(r.prefill_left(), budget);
+            let need = view
+                .blocks_for_tokens((r.kv_tokens + want) as u64)
+                .saturating_sub(r.blocks);
+            if need <= view.free_blocks() {
+                return None;
+            }
+        }
+        Some(Steady::UNBOUNDED)
     }
 }
 
@@ -272,6 +313,65 @@ mod tests {
         assert_eq!(plan.run.len(), 1);
         assert_eq!(plan.run[0].slot, old);
         assert_eq!(p.waiting.front(), Some(&young));
+    }
+
+    /// Steady only when the batch is the whole running list and the waiting head cannot be
+    /// admitted: no budget left after the decodes, `running` full, or its first chunk's blocks
+    /// do not fit.
+    #[test]
+    fn steady_only_while_nobody_can_be_admitted() {
+        let mut reqs = Slab::default();
+        let batch = vec![
+            decoding(&mut reqs, 0, 2, false),
+            decoding(&mut reqs, 1, 2, false),
+        ];
+        let waiting = reqs.insert(Request::new(2, 0, 64, 10, 10));
+        let host = KvPool::new(0, 16);
+        let pool = |used: u32| {
+            let mut kv = KvPool::new(10, 16);
+            assert!(kv.try_alloc(used));
+            kv
+        };
+        let policy = |p: Params, kv: &KvPool| {
+            let limits = view(&reqs, kv, &host).limits;
+            let mut v1 = VllmV1::new(resolve(&p, limits).unwrap());
+            v1.running = batch.clone();
+            v1.waiting.push_back(waiting);
+            v1
+        };
+        // 6 free blocks: the 64-token prompt (4 blocks) is admitted at the next boundary.
+        let kv = pool(4);
+        let p = policy(Params::default(), &kv);
+        assert_eq!(p.steady(&batch, &view(&reqs, &kv, &host)), None);
+        assert_eq!(p.steady(&batch[..1], &view(&reqs, &kv, &host)), None);
+        // With a 16-token threshold its first chunk needs 1 block: 1 free block admits it.
+        let kv = pool(9);
+        let p = policy(Params::default(), &kv);
+        assert!(p.steady(&batch, &view(&reqs, &kv, &host)).is_some());
+        let threshold = Params {
+            long_prefill_token_threshold: 16,
+            ..Params::default()
+        };
+        let p = policy(threshold, &kv);
+        assert_eq!(p.steady(&batch, &view(&reqs, &kv, &host)), None);
+        // The decodes spend the budget, or `running` is full.
+        let kv = pool(4);
+        for full in [
+            Params {
+                max_num_batched_tokens: Some(2),
+                ..Params::default()
+            },
+            Params {
+                max_num_seqs: Some(2),
+                ..Params::default()
+            },
+        ] {
+            let p = policy(full, &kv);
+            assert_eq!(
+                p.steady(&batch, &view(&reqs, &kv, &host)),
+                Some(Steady::UNBOUNDED)
+            );
+        }
     }
 
     #[test]

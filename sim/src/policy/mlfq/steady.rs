@@ -33,6 +33,13 @@ impl FastForward for Mlfq {
                 ..Steady::UNBOUNDED
             });
         }
+        if self.cfg.chunk_size.is_some() && self.cfg.batch_memory == BatchMemory::Reserve {
+            // Under chunked prefill, `reserve_free_blocks` may recompute a queued request only
+            // for batch members that need blocks at this boundary and arrived before it (the
+            // recompute guard): a decode crossing into a new block later can let the popped
+            // request left out now evict a queued one and join. Not steady.
+            return None;
+        }
         let max_service_ns = self.service_left(batch);
         // `fifo` has no starvation promotion, so no deadline.
         let until_ns = if self.cfg.fifo {
