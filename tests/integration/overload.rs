@@ -224,6 +224,47 @@ fn overload_is_detected_early_for_every_policy() {
     }
 }
 
+/// Pipeline parallelism: a pipeline whose requests are all in micro-batches in flight (the KV
+/// cache full) leaves its first stage idle, so the watch never saw it saturated (69 % busy at
+/// 40× overload) and such runs went to their end (srpt: 100,000 requests in 27 s; round 9, 12).
+/// Its busy time is now the time with a micro-batch in flight.
+#[test]
+fn overload_is_detected_early_under_pipeline_parallelism() {
+    let lengths = crate::support::workspace_root().join("traces/sharegpt_vllm_opt.csv");
+    for policy in servesim::policy::policy_names() {
+        let w = Workdir::new();
+        let text = format!(
+            "name = \"overload\"\nmodel = \"opt-13b\"\ngpu = \"a100-40gb\"\npp = 2\n\
+             [trace]\narrival = \"poisson\"\nrate_per_s = 200.0\nnum_requests = 100000\n\
+             lengths_file = \"{}\"\n[cost]\nmodel = \"analytic\"\n\
+             [scheduler]\npolicy = \"{policy}\"\nmax_batch_size = 256\n",
+            lengths.display()
+        );
+        let scen = w.write("scenario.toml", text);
+        let r = cli([
+            "run".as_ref(),
+            scen.as_os_str(),
+            "--out".as_ref(),
+            w.path("run").as_os_str(),
+            "--quiet".as_ref(),
+            "--no-requests-csv".as_ref(),
+        ]);
+        assert_eq!(r.code, 2, "{policy}: stderr: {}", r.stderr);
+        let e = r.stderr.trim_end();
+        assert!(
+            e.contains("error: overloaded: replica 0's queue grew from "),
+            "{policy}: {e}"
+        );
+        let end_s: f64 = e
+            .split("s to ")
+            .nth(1)
+            .and_then(|s| s.split('s').next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{policy}: no `s to …s` in {e:?}"));
+        assert!(end_s < 120.0, "{policy}: detected at t={end_s}s: {e}");
+    }
+}
+
 /// `run` of quickstart.toml with `policy`, `rate_per_s`, `num_requests` and `extra` text
 /// appended, into `w/run` (`--quiet`).
 fn run_quickstart(

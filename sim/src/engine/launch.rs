@@ -246,6 +246,9 @@ impl Sim {
         observer.on_iteration(r, now, exit, shape);
         rep.report_memory(r, now, exit, self.cfg.block_tokens, observer);
         let batch = std::mem::take(&mut rep.batch);
+        if rep.flights.is_empty() {
+            rep.occupied_since_ns = now;
+        }
         rep.flights.push_back(Flight {
             batch,
             start_ns: now,

@@ -279,6 +279,9 @@ impl Sim {
                         .flights
                         .pop_front()
                         .expect("a pipeline end has a micro-batch in flight");
+                    if rep.flights.is_empty() {
+                        rep.occupied_ns += now - rep.occupied_since_ns;
+                    }
                     rep.batch = f.batch;
                     rep.iter_start_ns = f.start_ns;
                     self.finish_iteration(r, now, predictor, observer);
@@ -459,7 +462,7 @@ impl Sim {
             completions: rep.completed,
             arrived_tokens: rep.arrived_tokens,
             completed_tokens: rep.completed_tokens,
-            busy_ns: rep.stats.busy_ns,
+            busy_ns: rep.saturated_ns(now),
             queue: rep.reqs.len(),
         };
         if let Some(msg) = rep.overload.on_arrival(

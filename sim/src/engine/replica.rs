@@ -54,6 +54,12 @@ pub(super) struct Replica {
     pub(super) stage_free_ns: Vec<Ns>,
     /// The first stage is still working on the last micro-batch.
     pub(super) stage0_busy: bool,
+    /// Time with a micro-batch in the pipeline, up to `occupied_since_ns` (pipelines only): the
+    /// overload watch's busy time, since a first stage waiting for requests held by micro-batches
+    /// in flight is as saturated as a busy one.
+    pub(super) occupied_ns: Ns,
+    /// When the pipeline last went from empty to holding a micro-batch.
+    pub(super) occupied_since_ns: Ns,
     pub(super) offload: KvOffload,
     /// Copies queued since the last flush (kept only when the observer wants memory records).
     pub(super) transfer_log: Option<Vec<TransferRecord>>,
@@ -107,6 +113,8 @@ impl Replica {
             usage_at_ns: 0,
             pipeline,
             flights: std::collections::VecDeque::new(),
+            occupied_ns: 0,
+            occupied_since_ns: 0,
             stage_free_ns: vec![0; pipeline.stages.max(1) as usize],
             stage0_busy: false,
             offload: p.offload,
@@ -126,6 +134,22 @@ impl Replica {
         self.stats.iterations += 1;
         self.stats.busy_ns += busy_ns;
         self.stats.batch_requests_sum += requests;
+    }
+
+    /// The overload watch's busy time at `now`: compute time with one stage, time with a
+    /// micro-batch in flight with several (the first stage idles while the requests it could run
+    /// are all in flight, e.g. when the KV cache is full: 69 % busy at 40× overload, so the
+    /// watch never saw a saturated pipeline and such runs went to their end).
+    pub(super) fn saturated_ns(&self, now: Ns) -> Ns {
+        if self.pipeline.stages <= 1 {
+            return self.stats.busy_ns;
+        }
+        let open = if self.flights.is_empty() {
+            0
+        } else {
+            now.saturating_sub(self.occupied_since_ns)
+        };
+        self.occupied_ns + open
     }
 
     /// The batch's iteration waits `stall` beyond its compute for copies (its reactive swap-ins;
