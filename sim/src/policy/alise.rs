@@ -48,7 +48,10 @@
 //!   `EWT(r) = Σ_{q ranked ahead of r} remaining_s(q) / max_batch_size` — the work queued ahead
 //!   of r, shared by a full batch (the analogue of FastServe's `T_execute`). After the batch is
 //!   formed, [`super::common::score_offload`] keeps `max_batch_size` GPU blocks free plus the
-//!   blocks of the best-ranked request left out, swapping out non-batch resident requests by
+//!   blocks of the best-ranked request left out (with pipeline parallelism, one in none of the
+//!   micro-batches: a request in flight holds its blocks and is not waiting for memory; counting
+//!   it made the swap-in pass undo the formation's swap-outs at every other boundary, see
+//!   [`super::ranked_offload`]), swapping out non-batch resident requests by
 //!   decreasing EWT, and at boundaries with no swap-out swaps host-resident requests in by
 //!   increasing EWT (at most `max_batch_size` per boundary), overlapped with compute. The
 //!   reserve and the no-ping-pong rule are borrowed from FastServe's code (ALISE gives neither).

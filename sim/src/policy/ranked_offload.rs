@@ -5,7 +5,15 @@
 //!
 //! Same decisions as `score_offload` with `window = usize::MAX`: swap-out candidates are the
 //! GPU-resident requests ranked below the first left-out request without GPU KV, lowest-ranked
-//! first; swap-in candidates the host-resident ones, highest-ranked first. The work per boundary
+//! first; swap-in candidates the host-resident ones, highest-ranked first. One difference, with
+//! pipeline parallelism only: a request in a micro-batch still in the pipeline is not *left out*
+//! (it is in a batch, and holds the blocks of its step), so it is never the request the reserve
+//! is kept for. A prefill in flight (no KV location yet, its next step needing no block) taken as
+//! that request made the reserve look met, and the swap-in pass brought back the request the
+//! formation had just swapped out to make room for the one really left out, which swapped it out
+//! again at the next boundary, and so on (alise, pp 4, 130 blocks, 3,000 requests at once with a
+//! slow pipeline send: 2.8 M preemptions; round 8, case 06). With pp = 1 nothing is in flight
+//! when the policy decides, and the decisions are `score_offload`'s. The work per boundary
 //! is O(resident · log resident + looked-at) instead of O(queue) — the queue of an overloaded
 //! replica grows without bound, the resident requests are bounded by the GPU and host pools.
 
@@ -75,9 +83,12 @@ pub fn ranked_offload(
         window: _,
     } = target;
     let host_free = mark_plan(view, plan, taken);
-    let blocked = ranking
-        .iter()
-        .find(|&s| !taken[s as usize] && matches!(view.req(s).kv_loc, KvLoc::None | KvLoc::Host));
+    // The best-ranked request left out of the batch (not in a plan, not in the pipeline) with no
+    // KV on the GPU: the reserve keeps room for its next step.
+    let blocked = ranking.iter().find(|&s| {
+        let r = view.req(s);
+        !taken[s as usize] && !r.in_flight() && matches!(r.kv_loc, KvLoc::None | KvLoc::Host)
+    });
     let blocked_need = blocked.map_or(0, |s| view.extra_blocks_for_next(s)) as i64;
     let deficit = reserve as i64 + blocked_need - free_after as i64;
     resident.prune(view);
@@ -184,6 +195,50 @@ mod tests {
         ranked_offload(&v, &mut plan, &ranking, &mut resident, target, &mut taken);
         assert!(plan.preempt.is_empty() && plan.swap_in.is_empty());
         assert_eq!(resident.out_candidates, 0);
+    }
+
+    /// With pipeline parallelism: the best-ranked request is a prefill in flight (no KV
+    /// location yet, its blocks held), the next one a new request the free blocks cannot hold,
+    /// and a request swapped out for it waits on the host. The reserve is kept for the new
+    /// request, not for the one in flight, so the host request is not swapped back in (it was,
+    /// and the formation swapped it out again at the next boundary: round 8, case 06).
+    #[test]
+    fn a_request_in_flight_is_not_the_left_out_one() {
+        let mut reqs = Slab::default();
+        let in_flight = reqs.insert(Request::new(0, 0, 320, 50, 50));
+        {
+            let mut r = reqs.get_mut(in_flight);
+            (r.blocks, r.in_batch) = (20, true);
+        }
+        let waiting = reqs.insert(Request::new(1, 0, 480, 50, 50));
+        let on_host = reqs.insert(Request::new(2, 0, 64, 50, 50));
+        {
+            let mut r = reqs.get_mut(on_host);
+            (r.kv_loc, r.generated_tokens, r.offloaded_gpu_blocks) = (KvLoc::Host, 10, 5);
+            (r.kv_tokens, r.host_blocks) = (73, 3);
+        }
+        let (mut kv, host) = (KvPool::new(40, 16), KvPool::new(100, 16));
+        assert!(kv.try_alloc(20));
+        let v = crate::policy::ranking::tests::view(&reqs, &kv, &host);
+        let mut ranking = KeyedRanking::default();
+        for (s, key) in [(in_flight, 0.0), (waiting, 1.0), (on_host, 2.0)] {
+            ranking.add(&v, s, key);
+        }
+        let mut resident = Resident::default();
+        resident.note_plan(&Plan {
+            preempt: vec![(on_host, PreemptMode::Swap)],
+            ..Plan::default()
+        });
+        let target = OffloadTarget {
+            free_after: kv.free_blocks(),
+            reserve: 4,
+            window: usize::MAX,
+        };
+        let (mut plan, mut taken) = (Plan::default(), Vec::new());
+        ranked_offload(&v, &mut plan, &ranking, &mut resident, target, &mut taken);
+        assert_eq!(v.extra_blocks_for_next(waiting), 30);
+        assert!(plan.swap_in.is_empty(), "{:?}", plan.swap_in);
+        assert!(plan.preempt.is_empty(), "{:?}", plan.preempt);
     }
 
     /// Whenever [`SwapInRoom::may_fit_any`] says no, the swap-in pass over every host-resident request,
