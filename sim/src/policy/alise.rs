@@ -97,6 +97,8 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{KeyedRanking, OffloadTarget, chunk_budget, record_chunking};
 use super::ranked_offload::{Resident, ranked_offload};
+#[cfg(test)]
+use super::ranked_offload_ref::reference_offload;
 use super::remaining::Remaining;
 use super::{
     Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice, ReplicaView, parse_params,
@@ -201,6 +203,11 @@ pub struct Alise {
     /// The requests that may hold KV (swap candidates).
     resident: Resident,
     taken: Vec<bool>,
+    /// Tests: offload with the reference (the list walk the indexes replaced).
+    #[cfg(test)]
+    use_reference: bool,
+    #[cfg(test)]
+    reference: super::ranked_offload_ref::Resident,
 }
 
 impl Alise {
@@ -220,6 +227,10 @@ impl Alise {
             keyed,
             resident: Resident::default(),
             taken: Vec::new(),
+            #[cfg(test)]
+            use_reference: false,
+            #[cfg(test)]
+            reference: Default::default(),
         }
     }
 
@@ -263,6 +274,9 @@ impl Policy for Alise {
     fn on_arrival(&mut self, s: Slot, view: &ReplicaView) -> Result<()> {
         let key = Self::key_s(&self.remaining, self.p.aging_weight, view.req(s));
         self.keyed.add(view, s, key);
+        if self.offloads(view) {
+            self.resident.note_arrival(s);
+        }
         Ok(())
     }
     /// The keyed ranking, and the offload over the resident requests only (EWT is monotone in
@@ -276,12 +290,28 @@ impl Policy for Alise {
                     Self::key_s(remaining, w, view.req(s))
                 });
         if self.offloads(view) {
+            let target = Self::offload_target(view, free_after);
+            #[cfg(test)]
+            if self.use_reference {
+                let (keyed, taken) = (&self.keyed, &mut self.taken);
+                reference_offload(view, plan, keyed, &mut self.reference, target, taken);
+            } else {
+                ranked_offload(
+                    view,
+                    plan,
+                    &self.keyed,
+                    &mut self.resident,
+                    target,
+                    &mut self.taken,
+                );
+            }
+            #[cfg(not(test))]
             ranked_offload(
                 view,
                 plan,
                 &self.keyed,
                 &mut self.resident,
-                Self::offload_target(view, free_after),
+                target,
                 &mut self.taken,
             );
             // Swapped out or in: re-key them at the next boundary.
@@ -291,11 +321,14 @@ impl Policy for Alise {
             for &s in &plan.swap_in {
                 self.keyed.touch(s);
             }
+            self.resident.note_plan(plan);
+            #[cfg(test)]
+            self.reference.note_plan(plan);
         }
-        self.resident.note_plan(plan);
     }
     fn on_finish(&mut self, s: Slot) {
         self.keyed.remove(s);
+        self.resident.note_finish(s);
     }
     fn describe(&self, s: Slot) -> PolicyInfo {
         PolicyInfo {
@@ -304,6 +337,9 @@ impl Policy for Alise {
         }
     }
 }
+
+#[cfg(test)]
+mod offload_tests;
 
 #[cfg(test)]
 mod tests {
