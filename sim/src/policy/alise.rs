@@ -57,7 +57,7 @@
 //!   reserve and the no-ping-pong rule are borrowed from FastServe's code (ALISE gives neither).
 //!   Because EWT is a prefix sum of non-negative times over the ranking, its order *is* the
 //!   ranking: EWT adds no information to the order, only a time scale. So without aging the
-//!   offload runs in ranking order over the resident requests only
+//!   offload runs in ranking order over indexes of the requests it looks at
 //!   ([`super::ranked_offload`]), and the ranking is kept in order and re-keyed only for the
 //!   requests that ran or moved: a boundary's work does not grow with the queue (an overloaded
 //!   run reaches the overload error quickly). With aging the same holds: the ranking is kept in

@@ -1,7 +1,11 @@
 //! [`super::common::score_offload`] for a score that is monotone in the ranking (ALISE's EWT: a
 //! prefix sum of non-negative remaining times over the ranking, so ordering by EWT, ties by
-//! position, *is* the ranking order), over a [`KeyedRanking`] and the short list of requests that
-//! may hold KV ([`Resident`]) instead of a scan of the whole ranking.
+//! position, *is* the ranking order), over a [`KeyedRanking`] and ordered indexes of the requests
+//! it looks at ([`Resident`]: those waiting with no KV, those on the host, the swap-out
+//! candidates), kept up to date from the requests that may have changed, instead of a scan of
+//! the whole ranking or of every request holding KV. A boundary costs O((plan + changed +
+//! looked-at) · log n): with thousands of requests holding KV (a burst at `max_batch_size` 1,
+//! round 8 case 13) the work no longer grows with them.
 //!
 //! Same decisions as `score_offload` with `window = usize::MAX`: swap-out candidates are the
 //! GPU-resident requests ranked below the first left-out request without GPU KV, lowest-ranked
@@ -13,9 +17,7 @@
 //! formation had just swapped out to make room for the one really left out, which swapped it out
 //! again at the next boundary, and so on (alise, pp 4, 130 blocks, 3,000 requests at once with a
 //! slow pipeline send: 2.8 M preemptions; round 8, case 06). With pp = 1 nothing is in flight
-//! when the policy decides, and the decisions are `score_offload`'s. The work per boundary
-//! is O(resident · log resident + looked-at) instead of O(queue) — the queue of an overloaded
-//! replica grows without bound, the resident requests are bounded by the GPU and host pools.
+//! when the policy decides, and the decisions are `score_offload`'s.
 
 use std::collections::{BTreeMap, BTreeSet};
 
