@@ -36,7 +36,13 @@
 //!   leaves the mean untouched. `scenarios/alise_aging_ablation.toml` (5,000 requests, seeds
 //!   0–2): at 1.25 req/s mean JCT is 10.97 s for w = 0 and 0.1 alike while the longest wait for a
 //!   first iteration falls from 118 s to 48 s (w = 1: 12 s); past saturation large weights make
-//!   aged requests preempt one another (1.5 req/s, w = 10: 0.41 req/s served instead of 1.50);
+//!   aged requests preempt one another (1.5 req/s, w = 10: 0.41 req/s served instead of 1.50).
+//!   So does a long queue with a small KV pool at any weight: running resets a request's credit
+//!   and puts it behind every request that waited longer, so aged requests take turns of one
+//!   iteration, a preemption per token (3,000 ShareGPT requests at once, 130 blocks, w = 0.1:
+//!   ≈ 10⁶ preemptions for 10⁶ tokens, against 10⁴ at w = 0; with a slow pipeline send and a full
+//!   host pool the turns are recomputes and the burst takes 127 simulated days instead of 1.5).
+//!   This is the priority as documented, not a livelock (each turn yields a token);
 //! - a request that outlives its prediction follows the engine's rule
 //!   (`generated + max(16, prediction/2)`, at most what the context leaves);
 //! - the default predictor is `history` (k nearest completed requests by input length), the
@@ -48,13 +54,16 @@
 //!   `EWT(r) = Σ_{q ranked ahead of r} remaining_s(q) / max_batch_size` — the work queued ahead
 //!   of r, shared by a full batch (the analogue of FastServe's `T_execute`). After the batch is
 //!   formed, [`super::common::score_offload`] keeps `max_batch_size` GPU blocks free plus the
-//!   blocks of the best-ranked request left out, swapping out non-batch resident requests by
+//!   blocks of the best-ranked request left out (with pipeline parallelism, one in none of the
+//!   micro-batches: a request in flight holds its blocks and is not waiting for memory; counting
+//!   it made the swap-in pass undo the formation's swap-outs at every other boundary, see
+//!   [`super::ranked_offload`]), swapping out non-batch resident requests by
 //!   decreasing EWT, and at boundaries with no swap-out swaps host-resident requests in by
 //!   increasing EWT (at most `max_batch_size` per boundary), overlapped with compute. The
 //!   reserve and the no-ping-pong rule are borrowed from FastServe's code (ALISE gives neither).
 //!   Because EWT is a prefix sum of non-negative times over the ranking, its order *is* the
 //!   ranking: EWT adds no information to the order, only a time scale. So without aging the
-//!   offload runs in ranking order over the resident requests only
+//!   offload runs in ranking order over indexes of the requests it looks at
 //!   ([`super::ranked_offload`]), and the ranking is kept in order and re-keyed only for the
 //!   requests that ran or moved: a boundary's work does not grow with the queue (an overloaded
 //!   run reaches the overload error quickly). With aging the same holds: the ranking is kept in
@@ -94,6 +103,8 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{KeyedRanking, OffloadTarget, chunk_budget, record_chunking};
 use super::ranked_offload::{Resident, ranked_offload};
+#[cfg(test)]
+use super::ranked_offload_ref::reference_offload;
 use super::remaining::Remaining;
 use super::{
     Plan, Policy, PolicyEntry, PolicyEnv, PolicyInfo, PreemptionChoice, ReplicaView, parse_params,
@@ -198,6 +209,11 @@ pub struct Alise {
     /// The requests that may hold KV (swap candidates).
     resident: Resident,
     taken: Vec<bool>,
+    /// Tests: offload with the reference (the list walk the indexes replaced).
+    #[cfg(test)]
+    use_reference: bool,
+    #[cfg(test)]
+    reference: super::ranked_offload_ref::Resident,
 }
 
 impl Alise {
@@ -217,6 +233,10 @@ impl Alise {
             keyed,
             resident: Resident::default(),
             taken: Vec::new(),
+            #[cfg(test)]
+            use_reference: false,
+            #[cfg(test)]
+            reference: Default::default(),
         }
     }
 
@@ -260,6 +280,9 @@ impl Policy for Alise {
     fn on_arrival(&mut self, s: Slot, view: &ReplicaView) -> Result<()> {
         let key = Self::key_s(&self.remaining, self.p.aging_weight, view.req(s));
         self.keyed.add(view, s, key);
+        if self.offloads(view) {
+            self.resident.note_arrival(s);
+        }
         Ok(())
     }
     /// The keyed ranking, and the offload over the resident requests only (EWT is monotone in
@@ -273,12 +296,28 @@ impl Policy for Alise {
                     Self::key_s(remaining, w, view.req(s))
                 });
         if self.offloads(view) {
+            let target = Self::offload_target(view, free_after);
+            #[cfg(test)]
+            if self.use_reference {
+                let (keyed, taken) = (&self.keyed, &mut self.taken);
+                reference_offload(view, plan, keyed, &mut self.reference, target, taken);
+            } else {
+                ranked_offload(
+                    view,
+                    plan,
+                    &self.keyed,
+                    &mut self.resident,
+                    target,
+                    &mut self.taken,
+                );
+            }
+            #[cfg(not(test))]
             ranked_offload(
                 view,
                 plan,
                 &self.keyed,
                 &mut self.resident,
-                Self::offload_target(view, free_after),
+                target,
                 &mut self.taken,
             );
             // Swapped out or in: re-key them at the next boundary.
@@ -288,11 +327,14 @@ impl Policy for Alise {
             for &s in &plan.swap_in {
                 self.keyed.touch(s);
             }
+            self.resident.note_plan(plan);
+            #[cfg(test)]
+            self.reference.note_plan(plan);
         }
-        self.resident.note_plan(plan);
     }
     fn on_finish(&mut self, s: Slot) {
         self.keyed.remove(s);
+        self.resident.note_finish(s);
     }
     fn describe(&self, s: Slot) -> PolicyInfo {
         PolicyInfo {
@@ -301,6 +343,9 @@ impl Policy for Alise {
         }
     }
 }
+
+#[cfg(test)]
+mod offload_tests;
 
 #[cfg(test)]
 mod tests {

@@ -16,6 +16,8 @@ pub mod ltr;
 pub mod mlfq;
 mod plain_index;
 pub mod ranked_offload;
+#[cfg(test)]
+mod ranked_offload_ref;
 pub mod ranking;
 pub mod remaining;
 pub mod sarathi;

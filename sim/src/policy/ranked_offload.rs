@@ -1,61 +1,266 @@
 //! [`super::common::score_offload`] for a score that is monotone in the ranking (ALISE's EWT: a
 //! prefix sum of non-negative remaining times over the ranking, so ordering by EWT, ties by
-//! position, *is* the ranking order), over a [`KeyedRanking`] and the short list of requests that
-//! may hold KV ([`Resident`]) instead of a scan of the whole ranking.
+//! position, *is* the ranking order), over a [`KeyedRanking`] and ordered indexes of the requests
+//! it looks at ([`Resident`]: those waiting with no KV, those on the host, the swap-out
+//! candidates), kept up to date from the requests that may have changed, instead of a scan of
+//! the whole ranking or of every request holding KV. A boundary costs O((plan + changed +
+//! looked-at) · log n): with thousands of requests holding KV (a burst at `max_batch_size` 1,
+//! round 8 case 13) the work no longer grows with them.
 //!
 //! Same decisions as `score_offload` with `window = usize::MAX`: swap-out candidates are the
 //! GPU-resident requests ranked below the first left-out request without GPU KV, lowest-ranked
-//! first; swap-in candidates the host-resident ones, highest-ranked first. The work per boundary
-//! is O(resident · log resident + looked-at) instead of O(queue) — the queue of an overloaded
-//! replica grows without bound, the resident requests are bounded by the GPU and host pools.
+//! first; swap-in candidates the host-resident ones, highest-ranked first. One difference, with
+//! pipeline parallelism only: a request in a micro-batch still in the pipeline is not *left out*
+//! (it is in a batch, and holds the blocks of its step), so it is never the request the reserve
+//! is kept for. A prefill in flight (no KV location yet, its next step needing no block) taken as
+//! that request made the reserve look met, and the swap-in pass brought back the request the
+//! formation had just swapped out to make room for the one really left out, which swapped it out
+//! again at the next boundary, and so on (alise, pp 4, 130 blocks, 3,000 requests at once with a
+//! slow pipeline send: 2.8 M preemptions; round 8, case 06). With pp = 1 nothing is in flight
+//! when the policy decides, and the decisions are `score_offload`'s.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::common::{KeyedRanking, OffloadTarget, RankKey, mark_plan, unmark_plan};
-use super::swap_passes::{SwapInRoom, swap_in_while_room, swap_out_while_short};
-use super::{Plan, ReplicaView};
+use super::swap_passes::{SwapInRoom, swap_in_while_room};
+use super::{Plan, PreemptMode, ReplicaView};
 use crate::vocab::request::{KvLoc, Slot};
 
-/// The slots that may hold KV on the GPU or the host (or have a copy in flight): every request
-/// that was in a plan, until it is found with no KV (finished, or preempted by recompute).
+/// Where a request waits, for the left-out and swap-in searches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waits {
+    /// No KV anywhere, out of the pipeline (new, or preempted by recompute).
+    Empty,
+    /// KV on the host only.
+    Host,
+}
+
+/// The requests an offload looks at, kept by rank in ordered sets brought up to date from the
+/// requests that may have changed, so that a boundary costs O((plan + changed) · log n) instead
+/// of a walk of every request that holds KV.
+///
+/// Only a plan moves KV (runs, swaps, preempts) or changes a key ([`KeyedRanking`] re-keys the
+/// members of the last plans), so a request is re-classified when it was in the last plan, while
+/// it is in the pipeline or has a copy in flight (its state moves without a plan), and when it
+/// arrives. The swap-out index, needed only at boundaries short of memory, is brought up to date
+/// only then (the requests that may have changed since wait in `stale`).
 #[derive(Debug, Default)]
 pub struct Resident {
-    slots: Vec<Slot>,
-    member: Vec<bool>,
-    /// Scratch for the swap-out and swap-in candidates (kept to avoid an allocation per boundary).
-    out: Vec<RankKey>,
-    into: Vec<Reverse<RankKey>>,
-    /// Swap-out candidates put on the heap so far (the work a test counts).
-    out_candidates: u64,
+    /// Requests to re-classify at the next boundary, and whether each is listed.
+    watch: Vec<Slot>,
+    watched: Vec<bool>,
+    /// Requests to re-classify before the next swap-out pass, and whether each is listed.
+    stale: Vec<Slot>,
+    is_stale: Vec<bool>,
+    /// Requests with no KV, out of the pipeline; and those with KV on the host only.
+    empty: BTreeSet<RankKey>,
+    host: BTreeSet<RankKey>,
+    /// Per slot: which of `empty` and `host` holds it, under which key.
+    waits: Vec<Option<(Waits, RankKey)>>,
+    /// GPU-resident requests with blocks, out of the pipeline (the swap-out candidates), with
+    /// the count of each number of blocks they hold (the smallest says whether any fits the host).
+    gpu: BTreeSet<RankKey>,
+    gpu_blocks: BTreeMap<u32, u32>,
+    /// Per slot: its key in `gpu` and its blocks there.
+    in_gpu: Vec<Option<(RankKey, u32)>>,
+    /// Entries looked at (listed requests re-classified, index entries visited) so far: the work
+    /// a test counts.
+    looked_at: u64,
+    keep: Vec<Slot>,
+}
+
+/// Put `s` in `list` unless `flag` says it is there.
+fn list(list: &mut Vec<Slot>, flag: &mut Vec<bool>, s: Slot) {
+    let i = s as usize;
+    if flag.len() <= i {
+        flag.resize(i + 1, false);
+    }
+    if !flag[i] {
+        flag[i] = true;
+        list.push(s);
+    }
 }
 
 impl Resident {
+    /// Request `s` arrived (it waits with no KV).
+    pub fn note_arrival(&mut self, s: Slot) {
+        list(&mut self.watch, &mut self.watched, s);
+    }
+
     /// Add the slots of `plan` (after it was formed: they are the only ones whose KV can move).
     pub fn note_plan(&mut self, plan: &Plan) {
         let slots = plan.run.iter().map(|r| r.slot);
         let slots = slots.chain(plan.preempt.iter().map(|p| p.0));
         for s in slots.chain(plan.swap_in.iter().copied()) {
-            let i = s as usize;
-            if self.member.len() <= i {
-                self.member.resize(i + 1, false);
-            }
-            if !self.member[i] {
-                self.member[i] = true;
-                self.slots.push(s);
-            }
+            list(&mut self.watch, &mut self.watched, s);
         }
     }
 
-    /// Drop the slots that hold no KV any more; the rest stay, in no particular order.
-    fn prune(&mut self, view: &ReplicaView) {
-        let member = &mut self.member;
-        self.slots.retain(|&s| {
-            let keep = view.reqs.contains(s)
-                && (view.req(s).kv_loc != KvLoc::None || view.req(s).in_flight());
-            member[s as usize] = keep;
-            keep
-        });
+    /// Request `s` finished: it leaves every index (its slot may be reused).
+    pub fn note_finish(&mut self, s: Slot) {
+        if self.waits.get(s as usize).is_some_and(Option::is_some) {
+            self.set_waits(s, None);
+        }
+        if self.in_gpu.get(s as usize).is_some_and(Option::is_some) {
+            self.set_gpu(s, None);
+        }
+    }
+
+    /// Entries looked at so far.
+    pub fn looked_at(&self) -> u64 {
+        self.looked_at
+    }
+
+    fn set_waits(&mut self, s: Slot, new: Option<(Waits, RankKey)>) {
+        let i = s as usize;
+        if self.waits.len() <= i {
+            self.waits.resize(i + 1, None);
+        }
+        let old = self.waits[i];
+        if old == new {
+            return;
+        }
+        match old {
+            Some((Waits::Empty, k)) => self.empty.remove(&k),
+            Some((Waits::Host, k)) => self.host.remove(&k),
+            None => false,
+        };
+        match new {
+            Some((Waits::Empty, k)) => self.empty.insert(k),
+            Some((Waits::Host, k)) => self.host.insert(k),
+            None => false,
+        };
+        self.waits[i] = new;
+    }
+
+    fn set_gpu(&mut self, s: Slot, new: Option<(RankKey, u32)>) {
+        let i = s as usize;
+        if self.in_gpu.len() <= i {
+            self.in_gpu.resize(i + 1, None);
+        }
+        let old = self.in_gpu[i];
+        if old == new {
+            return;
+        }
+        if let Some((k, b)) = old {
+            self.gpu.remove(&k);
+            let n = self.gpu_blocks.get_mut(&b).expect("counted when added");
+            *n -= 1;
+            if *n == 0 {
+                self.gpu_blocks.remove(&b);
+            }
+        }
+        if let Some((k, b)) = new {
+            self.gpu.insert(k);
+            *self.gpu_blocks.entry(b).or_insert(0) += 1;
+        }
+        self.in_gpu[i] = new;
+    }
+
+    /// Re-classify the listed requests (after the ranking re-keyed them); those still in the
+    /// pipeline or with a copy in flight stay listed, every one waits for the swap-out index.
+    fn classify(&mut self, view: &ReplicaView, ranking: &KeyedRanking) {
+        let mut watch = std::mem::take(&mut self.watch);
+        self.looked_at += watch.len() as u64;
+        self.keep.clear();
+        for &s in &watch {
+            self.watched[s as usize] = false;
+            if !view.reqs.contains(s) {
+                self.set_waits(s, None);
+                continue;
+            }
+            let r = view.req(s);
+            let waits = match r.kv_loc {
+                KvLoc::None if !r.in_flight() => Some(Waits::Empty),
+                KvLoc::Host => Some(Waits::Host),
+                _ => None,
+            };
+            // The usual case (a decode on the GPU, waiting nowhere) touches no index.
+            let listed = self.waits.get(s as usize).is_some_and(Option::is_some);
+            if waits.is_some() || listed {
+                self.set_waits(s, waits.map(|w| (w, ranking.rank_key(s))));
+            }
+            if r.in_flight() || r.in_transfer() {
+                self.keep.push(s);
+            }
+            list(&mut self.stale, &mut self.is_stale, s);
+        }
+        watch.clear();
+        for &s in &self.keep {
+            self.watched[s as usize] = true;
+        }
+        watch.extend_from_slice(&self.keep);
+        self.watch = watch;
+    }
+
+    /// Bring the swap-out index up to date.
+    fn refresh_gpu(&mut self, view: &ReplicaView, ranking: &KeyedRanking) {
+        let stale = std::mem::take(&mut self.stale);
+        self.looked_at += stale.len() as u64;
+        for &s in &stale {
+            self.is_stale[s as usize] = false;
+            let new = view.reqs.contains(s).then(|| view.req(s)).and_then(|r| {
+                let candidate = r.kv_loc == KvLoc::Gpu && !r.in_flight() && r.blocks > 0;
+                candidate.then(|| (ranking.rank_key(s), r.blocks))
+            });
+            self.set_gpu(s, new);
+        }
+        self.stale = stale;
+        self.stale.clear();
+    }
+
+    /// The best-ranked request left out of `plan` (not taken, not in the pipeline) with no KV on
+    /// the GPU.
+    fn left_out(&mut self, view: &ReplicaView, taken: &[bool]) -> Option<RankKey> {
+        let mut looked = 0;
+        let mut first = |set: &BTreeSet<RankKey>| {
+            set.iter()
+                .inspect(|_| looked += 1)
+                .find(|k| !taken[k.slot() as usize] && !view.req(k.slot()).in_flight())
+                .copied()
+        };
+        let (empty, host) = (first(&self.empty), first(&self.host));
+        self.looked_at += looked;
+        match (empty, host) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Swap out GPU-resident requests ranked below `floor`, lowest-ranked first (skipping those
+    /// taken, or without host room), until `deficit` blocks are freed; whether any was.
+    fn swap_out(
+        &mut self,
+        view: &ReplicaView,
+        plan: &mut Plan,
+        taken: &mut [bool],
+        floor: Option<RankKey>,
+        (mut deficit, mut host_free): (i64, i64),
+    ) -> bool {
+        let Some(&smallest) = self.gpu_blocks.keys().next() else {
+            return false;
+        };
+        // The host room only shrinks: once the smallest candidate does not fit, none does.
+        let min_need = view.host_blocks_for(smallest) as i64;
+        let mut swapped_out = false;
+        for k in self.gpu.iter().rev() {
+            if deficit <= 0 || min_need > host_free || floor.is_some_and(|f| *k <= f) {
+                break;
+            }
+            self.looked_at += 1;
+            let s = k.slot();
+            let r = view.req(s);
+            let need = view.host_blocks_for(r.blocks) as i64;
+            if taken[s as usize] || need > host_free {
+                continue;
+            }
+            plan.preempt.push((s, PreemptMode::Swap));
+            taken[s as usize] = true;
+            host_free -= need;
+            deficit -= r.blocks as i64;
+            swapped_out = true;
+        }
+        swapped_out
     }
 }
 
@@ -74,44 +279,18 @@ pub fn ranked_offload(
         reserve,
         window: _,
     } = target;
+    resident.classify(view, ranking);
     let host_free = mark_plan(view, plan, taken);
-    let blocked = ranking
-        .iter()
-        .find(|&s| !taken[s as usize] && matches!(view.req(s).kv_loc, KvLoc::None | KvLoc::Host));
+    // The best-ranked request left out of the batch (not in a plan, not in the pipeline) with no
+    // KV on the GPU: the reserve keeps room for its next step.
+    let floor = resident.left_out(view, taken);
+    let blocked = floor.map(|k| k.slot());
     let blocked_need = blocked.map_or(0, |s| view.extra_blocks_for_next(s)) as i64;
     let deficit = reserve as i64 + blocked_need - free_after as i64;
-    resident.prune(view);
     let mut swapped_out = false;
     if deficit > 0 {
-        // GPU-resident, ranked below `blocked`, not in a micro-batch in the pipeline; popped
-        // lowest-ranked first (a heap: only the few popped cost a log).
-        let floor = blocked.map(|b| ranking.rank_key(b));
-        let mut out = std::mem::take(&mut resident.out);
-        out.clear();
-        out.extend(
-            resident
-                .slots
-                .iter()
-                .filter(|&&s| {
-                    let r = view.req(s);
-                    // One the pass would skip whatever came before it (no blocks, or more host
-                    // room than there is now: the room only shrinks) is left off the heap, so a
-                    // full host pool costs no pops (round 8, case 13).
-                    !taken[s as usize]
-                        && r.kv_loc == KvLoc::Gpu
-                        && !r.in_flight()
-                        && r.blocks > 0
-                        && view.host_blocks_for(r.blocks) as i64 <= host_free
-                })
-                .map(|&s| ranking.rank_key(s))
-                .filter(|k| floor.is_none_or(|f| *k > f)),
-        );
-        resident.out_candidates += out.len() as u64;
-        let mut heap = BinaryHeap::from(out);
-        // Popped lazily: only the few swapped out (or skipped) cost a log.
-        let cand = std::iter::from_fn(|| heap.pop().map(|k| k.slot()));
-        swapped_out = swap_out_while_short(view, plan, taken, cand, deficit, host_free);
-        resident.out = heap.into_vec();
+        resident.refresh_gpu(view, ranking);
+        swapped_out = resident.swap_out(view, plan, taken, floor, (deficit, host_free));
     }
     let room = SwapInRoom {
         free_after,
@@ -120,20 +299,12 @@ pub fn ranked_offload(
         blocked_need,
     };
     if !swapped_out && room.may_fit_any(view) {
-        // Host-resident, popped highest-ranked first.
-        let mut into = std::mem::take(&mut resident.into);
-        into.clear();
-        into.extend(
-            resident
-                .slots
-                .iter()
-                .filter(|&&s| !taken[s as usize] && view.req(s).kv_loc == KvLoc::Host)
-                .map(|&s| Reverse(ranking.rank_key(s))),
-        );
-        let mut heap = BinaryHeap::from(into);
-        let cand = std::iter::from_fn(|| heap.pop().map(|Reverse(k)| k.slot()));
+        // Host-resident, highest-ranked first.
+        let mut looked = 0;
+        let cand = resident.host.iter().inspect(|_| looked += 1);
+        let cand = cand.map(|k| k.slot()).filter(|&s| !taken[s as usize]);
         swap_in_while_room(view, plan, cand, room);
-        resident.into = heap.into_vec();
+        resident.looked_at += looked;
     }
     unmark_plan(plan, taken);
 }
@@ -148,10 +319,10 @@ mod tests {
     use crate::vocab::request::{Request, Slab};
 
     /// With the host pool too full for any resident request, the swap-out pass swaps out nothing
-    /// and puts no candidate on its heap: a full host pool costs no pops per boundary (round 8,
-    /// case 13: 2,000 GPU-resident requests were heaped and popped at every boundary).
+    /// and looks at no candidate: a full host pool costs nothing per boundary (round 8, case 13:
+    /// 2,000 GPU-resident requests were heaped and popped at every boundary).
     #[test]
-    fn a_full_host_pool_heaps_no_swap_out_candidate() {
+    fn a_full_host_pool_costs_no_swap_out_candidate() {
         let n = 2000u32;
         let mut reqs = Slab::default();
         for i in 0..n as u64 {
@@ -174,6 +345,7 @@ mod tests {
             all.preempt.push((s, PreemptMode::Swap));
         }
         let mut resident = Resident::default();
+        resident.note_arrival(n - 1);
         resident.note_plan(&all);
         let target = OffloadTarget {
             free_after: kv.free_blocks(),
@@ -183,7 +355,58 @@ mod tests {
         let (mut plan, mut taken) = (Plan::default(), Vec::new());
         ranked_offload(&v, &mut plan, &ranking, &mut resident, target, &mut taken);
         assert!(plan.preempt.is_empty() && plan.swap_in.is_empty());
-        assert_eq!(resident.out_candidates, 0);
+        // The next boundary (nothing changed) looks at the waiting request only.
+        let before = resident.looked_at();
+        ranked_offload(&v, &mut plan, &ranking, &mut resident, target, &mut taken);
+        assert!(plan.preempt.is_empty() && plan.swap_in.is_empty());
+        assert_eq!(resident.looked_at() - before, 1);
+    }
+
+    /// With pipeline parallelism: the best-ranked request is a prefill in flight (no KV
+    /// location yet, its blocks held), the next one a new request the free blocks cannot hold,
+    /// and a request swapped out for it waits on the host. The reserve is kept for the new
+    /// request, not for the one in flight, so the host request is not swapped back in (it was,
+    /// and the formation swapped it out again at the next boundary: round 8, case 06).
+    #[test]
+    fn a_request_in_flight_is_not_the_left_out_one() {
+        let mut reqs = Slab::default();
+        let in_flight = reqs.insert(Request::new(0, 0, 320, 50, 50));
+        {
+            let mut r = reqs.get_mut(in_flight);
+            (r.blocks, r.in_batch) = (20, true);
+        }
+        let waiting = reqs.insert(Request::new(1, 0, 480, 50, 50));
+        let on_host = reqs.insert(Request::new(2, 0, 64, 50, 50));
+        {
+            let mut r = reqs.get_mut(on_host);
+            (r.kv_loc, r.generated_tokens, r.offloaded_gpu_blocks) = (KvLoc::Host, 10, 5);
+            (r.kv_tokens, r.host_blocks) = (73, 3);
+        }
+        let (mut kv, host) = (KvPool::new(40, 16), KvPool::new(100, 16));
+        assert!(kv.try_alloc(20));
+        let v = crate::policy::ranking::tests::view(&reqs, &kv, &host);
+        let mut ranking = KeyedRanking::default();
+        for (s, key) in [(in_flight, 0.0), (waiting, 1.0), (on_host, 2.0)] {
+            ranking.add(&v, s, key);
+        }
+        let mut resident = Resident::default();
+        for s in [in_flight, waiting] {
+            resident.note_arrival(s);
+        }
+        resident.note_plan(&Plan {
+            preempt: vec![(on_host, PreemptMode::Swap)],
+            ..Plan::default()
+        });
+        let target = OffloadTarget {
+            free_after: kv.free_blocks(),
+            reserve: 4,
+            window: usize::MAX,
+        };
+        let (mut plan, mut taken) = (Plan::default(), Vec::new());
+        ranked_offload(&v, &mut plan, &ranking, &mut resident, target, &mut taken);
+        assert_eq!(v.extra_blocks_for_next(waiting), 30);
+        assert!(plan.swap_in.is_empty(), "{:?}", plan.swap_in);
+        assert!(plan.preempt.is_empty(), "{:?}", plan.preempt);
     }
 
     /// Whenever [`SwapInRoom::may_fit_any`] says no, the swap-in pass over every host-resident request,

@@ -148,7 +148,7 @@ mod reference;
 mod reserve;
 mod resident;
 #[cfg(test)]
-mod resident_tests;
+pub(crate) mod resident_tests;
 mod starve;
 #[cfg(test)]
 mod starve_tests;

@@ -40,17 +40,18 @@ impl Mlfq {
     }
 }
 
-struct Engine {
-    reqs: Slab,
-    kv: KvPool,
-    host: KvPool,
-    now: Ns,
-    b: u32,
-    next_id: u64,
+/// A small engine for policy tests: arrivals, batches, swaps and copies that end at random.
+pub(crate) struct Engine {
+    pub(crate) reqs: Slab,
+    pub(crate) kv: KvPool,
+    pub(crate) host: KvPool,
+    pub(crate) now: Ns,
+    pub(crate) b: u32,
+    pub(crate) next_id: u64,
 }
 
 impl Engine {
-    fn view(&self) -> ReplicaView<'_> {
+    pub(crate) fn view(&self) -> ReplicaView<'_> {
         ReplicaView {
             reqs: &self.reqs,
             kv: &self.kv,
@@ -66,7 +67,7 @@ impl Engine {
     }
 
     /// Copies in flight end (each with probability 3/4).
-    fn end_copies(&mut self, x: &mut XorShift) {
+    pub(crate) fn end_copies(&mut self, x: &mut XorShift) {
         let slots: Vec<Slot> = self.reqs.iter_slots().map(|(s, _)| s).collect();
         for s in slots {
             let mut r = self.reqs.get_mut(s);
@@ -83,7 +84,7 @@ impl Engine {
         }
     }
 
-    fn preempt(&mut self, plan: &Plan) {
+    pub(crate) fn preempt(&mut self, plan: &Plan) {
         for &(s, mode) in &plan.preempt {
             let mut r = self.reqs.get_mut(s);
             let hb = KvOffload::default().host_blocks_for(r.blocks);
@@ -105,7 +106,7 @@ impl Engine {
 
     /// Run the plan's batch (a member without the blocks it needs is left out); returns the
     /// survivors and the finished.
-    fn run(&mut self, plan: &Plan) -> (Vec<Slot>, Vec<Slot>) {
+    pub(crate) fn run(&mut self, plan: &Plan) -> (Vec<Slot>, Vec<Slot>) {
         let (mut survivors, mut done) = (Vec::new(), Vec::new());
         for item in &plan.run {
             let s = item.slot;
