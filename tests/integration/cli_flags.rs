@@ -3,7 +3,7 @@
 //! servesim's own checks, "did you mean" for unknown names, `list --json`, `list policy NAME`
 //! and shell completions.
 
-use crate::cli::synthetic_scenario;
+use crate::cli::{GOOD_ROWS, HEADER, scenario, synthetic_scenario};
 use crate::support::{CliResult, Workdir, cli};
 
 /// `servesim sweep W/sweep.toml --out W/out --no-plots ARGS…`.
@@ -457,4 +457,49 @@ fn a_misspelt_required_key_is_named_with_its_line() {
     );
     assert!(!r.stderr.contains("missing field"), "{}", r.stderr);
     assert!(!out.exists());
+}
+
+/// Bad integer and float flag values printed Rust's parse error ("invalid digit found in string",
+/// "invalid float literal") in clap's three-line form (round 9, 11): now one line in words.
+#[test]
+fn bad_number_flags_are_one_line_in_words() {
+    let w = Workdir::new();
+    w.write("trace.csv", format!("{HEADER}{GOOD_ROWS}"));
+    w.write("scenario.toml", scenario("vllm", ""));
+    let s = w.path("scenario.toml");
+    let s = s.to_str().unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["run", s, "--num-requests", "-1"],
+            "'--num-requests <N>': expected a whole number (digits only",
+        ),
+        (
+            &["run", s, "--num-requests", "1e3"],
+            "'--num-requests <N>': expected a whole number",
+        ),
+        (
+            &["run", s, "--rate", "1,5"],
+            "'--rate <REQ_PER_S>': expected a number, like 2, 0.5 or 1e3",
+        ),
+        (
+            &["sweep", s, "--jobs", "x"],
+            "'--jobs <N>': expected a whole number",
+        ),
+        (
+            &["run", s, "--num-requests", "99999999999999999999999"],
+            "too large for this flag",
+        ),
+    ];
+    for (args, needle) in cases {
+        let r = cli(args.iter().copied());
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        assert_eq!(
+            r.stderr.trim_end().lines().count(),
+            1,
+            "{args:?}: {}",
+            r.stderr
+        );
+        assert!(r.stderr.contains(needle), "{args:?}: {}", r.stderr);
+        assert!(!r.stderr.contains("invalid digit") && !r.stderr.contains("float literal"));
+    }
 }

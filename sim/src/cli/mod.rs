@@ -159,7 +159,7 @@ pub fn parse_or_report<C: Parser>(
 ) -> Result<C, i32> {
     C::try_parse_from(args).map_err(|e| {
         let code = if e.use_stderr() { 2 } else { 0 };
-        let text = e.render().to_string();
+        let text = value_error_line(&e).unwrap_or_else(|| e.render().to_string());
         let _ = if code == 0 {
             write!(out, "{text}")
         } else {
@@ -167,6 +167,49 @@ pub fn parse_or_report<C: Parser>(
         };
         code
     })
+}
+
+/// A bad flag value as one line in words (clap printed Rust's "invalid digit found in string" or
+/// "invalid float literal", then a blank line and a pointer to `--help`); `None` for other
+/// errors (a missing or unknown argument keeps clap's usage lines).
+fn value_error_line(e: &clap::Error) -> Option<String> {
+    use clap::error::ErrorKind;
+    use std::num::IntErrorKind;
+    if !matches!(
+        e.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        return None;
+    }
+    let text = e.render().to_string();
+    let mut lines = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("For more information"));
+    let mut line = lines.next()?.to_string();
+    let source = std::error::Error::source(e);
+    let words = if let Some(p) = source.and_then(|s| s.downcast_ref::<std::num::ParseIntError>()) {
+        Some(match p.kind() {
+            IntErrorKind::Empty => "an empty value; give a whole number",
+            IntErrorKind::PosOverflow | IntErrorKind::NegOverflow => {
+                "a whole number too large for this flag"
+            }
+            _ => "expected a whole number (digits only: no sign, decimal point or exponent)",
+        })
+    } else if source.is_some_and(|s| s.is::<std::num::ParseFloatError>()) {
+        Some("expected a number, like 2, 0.5 or 1e3")
+    } else {
+        None
+    };
+    if let (Some(words), Some(cut)) = (words, line.rfind("': ")) {
+        line.truncate(cut + 3);
+        line.push_str(words);
+    }
+    for l in lines {
+        line.push_str(if l.starts_with("tip:") { "; " } else { " " });
+        line.push_str(l);
+    }
+    Some(line + "\n")
 }
 
 /// Parse `args` (program name first) and run. Returns the process exit code: 0 on success, 2 on
