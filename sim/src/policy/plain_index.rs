@@ -1,13 +1,17 @@
 //! The requests of a [`super::KeyedRanking`] a batch formation may pass over without looking.
 //!
-//! Two kinds of requests keep the GPU blocks their next step needs until they run (every request
-//! of a plan is re-keyed, and re-classified, before the next formation):
+//! Three kinds of requests keep the GPU blocks their next step needs until they run or are
+//! evicted (every request of a plan is re-keyed, and re-classified, before the next formation):
 //! - a *plain* request has no KV anywhere and holds no block (new, or preempted by recompute) and
 //!   is out of the pipeline: its next step is a whole prefill of `prefill_tokens` tokens, which
 //!   needs `⌈prefill_tokens / block_tokens⌉` blocks;
 //! - a *swapped* request has its KV on the host (the copy done), holds no GPU block, is past its
 //!   prefill and out of the pipeline: its next step is a decode that needs the blocks of its KV
-//!   and the next token.
+//!   and the next token;
+//! - a *resident* one that needs a block has its KV on the GPU, is past its prefill and out of
+//!   the pipeline, and its next token starts a new block: its next step is a decode that needs
+//!   that block (a resident one whose next token fits its blocks joins whenever there is room:
+//!   it is never a no-op).
 //!
 //! In a formation ([`super::common::form_priority_batch_from`], misfits skipped, whole prefills)
 //! such a candidate is a *no-op* — it neither joins nor makes anyone be evicted, the walk just
@@ -16,11 +20,14 @@
 //! - it needs more blocks than are free, but no more than are free plus freeing (swap-outs the
 //!   formation started: their blocks are not usable for this batch, but no eviction is needed).
 //!
-//! In a burst nearly the whole queue is no-ops. [`PlainIndex`] keeps the plain requests in
-//! ranking order per range of prefill tokens and the swapped ones per range of blocks needed
+//! In a burst nearly the whole queue is no-ops; with a large GPU pool, so are the many resident
+//! requests left out of the batch whose next token needs a block once the formation has started a
+//! swap-out (ltr with its starvation rule boosts swapped-out and new requests above them).
+//! [`PlainIndex`] keeps the plain requests in ranking order per range of prefill tokens and the
+//! swapped and block-needing resident ones (*decodes*) per range of blocks needed
 //! ([`RangeTree`]), so the first candidate that is not a no-op — a plain one whose prefill tokens
-//! lie in one of at most two ranges, a swapped one whose need lies in one of two ranges, or any
-//! other request — is found with O(levels) ordered-set look-ups instead of walking the no-ops.
+//! lie in one of at most two ranges, a decode whose need lies in one of two ranges, or any other
+//! request — is found with O(levels) ordered-set look-ups instead of walking the no-ops.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound::{Excluded, Unbounded};
@@ -41,8 +48,8 @@ enum Class {
     Other,
     /// Plain, with these prefill tokens.
     Plain(u32),
-    /// Swapped, needing these GPU blocks.
-    Swapped(u32),
+    /// Swapped, or resident needing a block: a decode needing these GPU blocks (≥ 1).
+    Decode(u32),
 }
 
 /// Ranked requests by a value (below `u32::MAX`), in ranking order per value range: the requests
@@ -112,18 +119,18 @@ impl RangeTree {
     }
 }
 
-/// The ranked requests split into the plain ones, by their prefill tokens, the swapped ones, by
-/// the blocks they need, and the others; each in ranking order.
+/// The ranked requests split into the plain ones, by their prefill tokens, the decodes (swapped,
+/// or resident needing a block), by the blocks they need, and the others; each in ranking order.
 #[derive(Debug, Default)]
 pub(super) struct PlainIndex {
     /// Class of each ranked slot.
     class: Vec<Class>,
     plain: RangeTree,
-    swapped: RangeTree,
+    decodes: RangeTree,
     others: BTreeSet<RankKey>,
 }
 
-/// What makes a plain or swapped candidate a no-op at this point of a formation (see the module
+/// What makes a plain or decode candidate a no-op at this point of a formation (see the module
 /// docs).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct NoOps {
@@ -172,16 +179,24 @@ impl PlainIndex {
     /// The class of request `s` in `view`.
     fn classify(view: &ReplicaView, s: Slot) -> Class {
         let r = view.req(s);
-        if r.in_flight() || r.blocks > 0 {
+        if r.in_flight() {
             return Class::Other;
         }
         let value = match r.kv_loc {
-            KvLoc::None if r.kv_tokens == 0 => Class::Plain(r.prefill_tokens()),
-            KvLoc::Host if !r.in_prefill() => Class::Swapped(view.extra_blocks_for_next(s)),
+            KvLoc::None if r.kv_tokens == 0 && r.blocks == 0 => Class::Plain(r.prefill_tokens()),
+            KvLoc::Host if r.blocks == 0 && !r.in_prefill() => {
+                Class::Decode(view.extra_blocks_for_next(s))
+            }
+            KvLoc::Gpu if r.blocks > 0 && !r.in_prefill() => {
+                match view.extra_blocks_for_next(s) {
+                    0 => return Class::Other,
+                    need => Class::Decode(need),
+                }
+            }
             _ => return Class::Other,
         };
         match value {
-            Class::Plain(v) | Class::Swapped(v) if v == u32::MAX => Class::Other,
+            Class::Plain(v) | Class::Decode(v) if v == u32::MAX => Class::Other,
             c => c,
         }
     }
@@ -200,7 +215,7 @@ impl PlainIndex {
         match class {
             Class::Other => _ = self.others.insert(k),
             Class::Plain(v) => self.plain.insert(v, k),
-            Class::Swapped(v) => self.swapped.insert(v, k),
+            Class::Decode(v) => self.decodes.insert(v, k),
         }
     }
 
@@ -209,7 +224,7 @@ impl PlainIndex {
         match self.class[k.slot() as usize] {
             Class::Other => _ = self.others.remove(&k),
             Class::Plain(v) => self.plain.remove(v, k),
-            Class::Swapped(v) => self.swapped.remove(v, k),
+            Class::Decode(v) => self.decodes.remove(v, k),
         }
     }
 
@@ -222,7 +237,7 @@ impl PlainIndex {
         }
     }
 
-    /// Whether `s` was plain or swapped when last classified.
+    /// Whether `s` was plain or a decode when last classified.
     pub(super) fn is_plain(&self, s: Slot) -> bool {
         self.class
             .get(s as usize)
@@ -250,13 +265,13 @@ impl PlainIndex {
             self.plain.for_each_node(range, &mut consider);
         }
         for range in no_ops.relevant_needs().into_iter().flatten() {
-            self.swapped.for_each_node(range, &mut consider);
+            self.decodes.for_each_node(range, &mut consider);
         }
         best
     }
 }
 
-/// Consecutive plain or swapped candidates a formation walks before it starts to jump (below
+/// Consecutive plain or decode candidates a formation walks before it starts to jump (below
 /// this, walking is cheaper than the look-ups).
 pub(super) const SKIP_AFTER: u32 = 32;
 
