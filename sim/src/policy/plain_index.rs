@@ -187,12 +187,10 @@ impl PlainIndex {
             KvLoc::Host if r.blocks == 0 && !r.in_prefill() => {
                 Class::Decode(view.extra_blocks_for_next(s))
             }
-            KvLoc::Gpu if r.blocks > 0 && !r.in_prefill() => {
-                match view.extra_blocks_for_next(s) {
-                    0 => return Class::Other,
-                    need => Class::Decode(need),
-                }
-            }
+            KvLoc::Gpu if r.blocks > 0 && !r.in_prefill() => match view.extra_blocks_for_next(s) {
+                0 => return Class::Other,
+                need => Class::Decode(need),
+            },
             _ => return Class::Other,
         };
         match value {
@@ -281,7 +279,7 @@ mod tests {
     use super::super::ranking::tests::view;
     use super::super::{Plan, PreemptionChoice};
     use crate::vocab::KvPool;
-    use crate::vocab::request::{KvLoc, Request, Slab};
+    use crate::vocab::request::{KvLoc, Request, Slab, Slot};
 
     /// Forms one batch with [`KeyedRanking`] and with the re-sorting [`Ranking`] (ranked by
     /// predicted output length) over `reqs`; returns both plans, the entries the keyed
@@ -538,5 +536,159 @@ mod tests {
             jumped += usize::from(looked_at < reach);
         }
         assert!(jumped > 40, "few formations jumped: {jumped}");
+    }
+
+    /// A boundary with no free block where the first candidate (swapped out, needing 3 blocks)
+    /// evicts the two lowest residents by swap (4 blocks freeing), then `queued` requests that
+    /// can neither join nor evict: new 20-token prompts (2 blocks) and resident requests whose
+    /// next token starts a block (1 block), interleaved; then residents that fit (decodes
+    /// within their blocks) fill the batch.
+    fn resident_no_ops_boundary(queued: u32) -> (Plan, Plan, usize, usize) {
+        let mut reqs = Slab::default();
+        let mut held = 0;
+        for i in 0..queued {
+            let predicted = 2 + (i / 2) % 50;
+            let mut r = Request::new(i as u64, 0, 20, 100, predicted);
+            if i == 0 {
+                (r.generated_tokens, r.kv_tokens, r.kv_loc) = (14, 34, KvLoc::Host);
+                r.predicted_output_tokens = 1;
+            } else if i % 2 == 1 {
+                // 32 tokens in 2 blocks: the next one needs a third.
+                r.input_tokens = 16;
+                (r.generated_tokens, r.kv_tokens, r.blocks, r.kv_loc) = (16, 32, 2, KvLoc::Gpu);
+                held += 2;
+            }
+            reqs.insert(r);
+        }
+        let residents = 24u32;
+        for i in 0..residents {
+            reqs.insert(resident((queued + i) as u64, 1000 + i));
+        }
+        let mut kv = KvPool::new(held + 2 * residents, 16);
+        assert!(kv.try_alloc(held + 2 * residents));
+        let host = KvPool::new(1_000_000, 16);
+        form_both(&reqs, &kv, &host, queued + residents)
+    }
+
+    /// The resident requests that need a block once a swap-out is freeing blocks are jumped over
+    /// like the plain ones, and the victims come from the ordered residents: the work of such a
+    /// boundary does not grow with the resident requests queued (the old formation walked them
+    /// all, and built a heap of every resident request). ltr with starvation, a large GPU pool
+    /// and a burst (adv8 08) formed such batches at nearly every boundary.
+    #[test]
+    fn resident_no_ops_are_jumped_over() {
+        let mut work = Vec::new();
+        for queued in [2_000, 20_000] {
+            let (got, want, looked_at, _) = resident_no_ops_boundary(queued);
+            assert_eq!(got.run, want.run);
+            assert_eq!(got.preempt, want.preempt);
+            assert_eq!(got.run.len(), 16);
+            assert_eq!(got.preempt.len(), 2);
+            work.push(looked_at);
+        }
+        assert_eq!(work[0], work[1], "work per boundary: {work:?}");
+        assert!(work[1] <= 200, "work per boundary: {work:?}");
+    }
+
+    /// One step of a mini engine: copies started at the last boundary land (no re-key asked
+    /// for: a jumping ranking re-keys the requests being copied until they land), then `plan`
+    /// runs (prefill or decode; a swapped-out one is copied in) and evicts (swap or recompute).
+    /// Returns the slots that finished.
+    fn step(reqs: &mut Slab, kv: &mut KvPool, live: &[Slot], plan: &Plan) -> Vec<Slot> {
+        for &s in live {
+            let mut r = reqs.get_mut(s);
+            match r.kv_loc {
+                KvLoc::SwappingOut => {
+                    kv.free(r.blocks);
+                    (r.blocks, r.kv_loc) = (0, KvLoc::Host);
+                }
+                KvLoc::SwappingIn => r.kv_loc = KvLoc::Gpu,
+                _ => {}
+            }
+        }
+        for &(v, mode) in &plan.preempt {
+            let mut r = reqs.get_mut(v);
+            if mode == super::super::PreemptMode::Swap {
+                r.kv_loc = KvLoc::SwappingOut;
+            } else {
+                kv.free(r.blocks);
+                (r.blocks, r.kv_tokens, r.kv_loc) = (0, 0, KvLoc::None);
+            }
+        }
+        let mut done = Vec::new();
+        for item in &plan.run {
+            let mut r = reqs.get_mut(item.slot);
+            let need = r
+                .kv_tokens_after_next()
+                .div_ceil(16)
+                .saturating_sub(r.blocks);
+            assert!(kv.try_alloc(need));
+            r.blocks += need;
+            r.kv_tokens = if r.in_prefill() {
+                r.prefill_tokens()
+            } else {
+                r.kv_tokens + 1
+            };
+            r.generated_tokens += 1;
+            r.kv_loc = if r.kv_loc == KvLoc::Host {
+                KvLoc::SwappingIn
+            } else {
+                KvLoc::Gpu
+            };
+            if r.generated_tokens >= r.output_tokens && r.kv_loc == KvLoc::Gpu {
+                kv.free(r.blocks);
+                done.push(item.slot);
+            }
+        }
+        done
+    }
+
+    /// Boundary after boundary of a small replica under memory pressure (random arrivals,
+    /// prompts and lengths; keys that change as requests run; swap-outs and swap-ins that land a
+    /// boundary later; recompute when there is no host pool), the jumping [`KeyedRanking`] —
+    /// its index and its ordered residents kept up by re-keying only the last plans and the
+    /// copies in flight — forms the plans of the re-sorting [`Ranking`].
+    #[test]
+    fn the_kept_up_index_forms_the_same_plans_boundary_after_boundary() {
+        let mut rng = crate::rng::XorShift(0x1234_5678_9abc_def1);
+        let mut next = |m: u64| rng.below(m);
+        let mut preempted = 0;
+        for case in 0..60 {
+            let mut reqs = Slab::default();
+            let mut kv = KvPool::new(30 + next(150) as u32, 16);
+            let host = KvPool::new(if next(3) == 0 { 0 } else { 1_000_000 }, 16);
+            let (mut reference, mut keyed) = (Ranking::default(), KeyedRanking::jumping());
+            let key = |r: &Request| r.predicted_output_tokens.saturating_sub(r.generated_tokens);
+            let mut live: Vec<Slot> = Vec::new();
+            for boundary in 0..120u64 {
+                for _ in 0..next(if boundary < 20 { 12 } else { 3 }) {
+                    let (input, output) = (1 + next(200) as u32, 1 + next(40) as u32);
+                    let id = boundary * 100 + live.len() as u64;
+                    let s = reqs.insert(Request::new(id, 0, input, output, 1 + next(40) as u32));
+                    let v = view(&reqs, &kv, &host);
+                    reference.add(s);
+                    keyed.add(&v, s, key(v.req(s)) as f64);
+                    live.push(s);
+                }
+                let plan = {
+                    let v = view(&reqs, &kv, &host);
+                    let k = |s| key(v.req(s)) as f64;
+                    let (mut want, mut got) = (Plan::default(), Plan::default());
+                    reference.rank_and_form(&v, &mut want, PreemptionChoice::Swap, None, k);
+                    keyed.rank_and_form(&v, &mut got, PreemptionChoice::Swap, None, k);
+                    assert_eq!(got.run, want.run, "case {case} boundary {boundary}");
+                    assert_eq!(got.preempt, want.preempt, "case {case} boundary {boundary}");
+                    got
+                };
+                preempted += plan.preempt.len();
+                for s in step(&mut reqs, &mut kv, &live, &plan) {
+                    reference.remove(s);
+                    keyed.remove(s);
+                    reqs.remove(s);
+                    live.retain(|&l| l != s);
+                }
+            }
+        }
+        assert!(preempted > 500, "few preemptions: {preempted}");
     }
 }
