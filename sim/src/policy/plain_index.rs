@@ -10,8 +10,8 @@
 //!   and the next token;
 //! - a *resident* one that needs a block has its KV on the GPU, is past its prefill and out of
 //!   the pipeline, and its next token starts a new block: its next step is a decode that needs
-//!   that block (a resident one whose next token fits its blocks joins whenever there is room:
-//!   it is never a no-op).
+//!   that one block (a resident one whose next token fits its blocks joins whenever there is
+//!   room: it is never a no-op).
 //!
 //! In a formation ([`super::common::form_priority_batch_from`], misfits skipped, whole prefills)
 //! such a candidate is a *no-op* — it neither joins nor makes anyone be evicted, the walk just
@@ -24,10 +24,13 @@
 //! requests left out of the batch whose next token needs a block once the formation has started a
 //! swap-out (ltr with its starvation rule boosts swapped-out and new requests above them).
 //! [`PlainIndex`] keeps the plain requests in ranking order per range of prefill tokens and the
-//! swapped and block-needing resident ones (*decodes*) per range of blocks needed
-//! ([`RangeTree`]), so the first candidate that is not a no-op — a plain one whose prefill tokens
-//! lie in one of at most two ranges, a decode whose need lies in one of two ranges, or any other
-//! request — is found with O(levels) ordered-set look-ups instead of walking the no-ops.
+//! swapped ones per range of blocks needed ([`RangeTree`]), and the block-needing resident ones
+//! in ranking order (one set: a request that runs goes in and out of it every `block_tokens`
+//! steps, so it must cost no more than the set of the others), so the first candidate that is
+//! not a no-op — a plain one whose prefill tokens lie in one of at most two ranges, a swapped one
+//! whose need lies in one of two ranges, a block-needing resident one when one block is not a
+//! no-op, or any other request — is found with O(levels) ordered-set look-ups instead of walking
+//! the no-ops.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound::{Excluded, Unbounded};
@@ -48,8 +51,10 @@ enum Class {
     Other,
     /// Plain, with these prefill tokens.
     Plain(u32),
-    /// Swapped, or resident needing a block: a decode needing these GPU blocks (≥ 1).
-    Decode(u32),
+    /// Swapped, needing these GPU blocks.
+    Swapped(u32),
+    /// Resident, its next token needing one more block.
+    NeedsBlock,
 }
 
 /// Ranked requests by a value (below `u32::MAX`), in ranking order per value range: the requests
@@ -119,18 +124,20 @@ impl RangeTree {
     }
 }
 
-/// The ranked requests split into the plain ones, by their prefill tokens, the decodes (swapped,
-/// or resident needing a block), by the blocks they need, and the others; each in ranking order.
+/// The ranked requests split into the plain ones, by their prefill tokens, the swapped ones, by
+/// the blocks they need, the resident ones that need a block, and the others; each in ranking
+/// order.
 #[derive(Debug, Default)]
 pub(super) struct PlainIndex {
     /// Class of each ranked slot.
     class: Vec<Class>,
     plain: RangeTree,
-    decodes: RangeTree,
+    swapped: RangeTree,
+    needs_block: BTreeSet<RankKey>,
     others: BTreeSet<RankKey>,
 }
 
-/// What makes a plain or decode candidate a no-op at this point of a formation (see the module
+/// What makes a plain, swapped or block-needing candidate a no-op at this point of a formation (see the module
 /// docs).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct NoOps {
@@ -185,16 +192,16 @@ impl PlainIndex {
         let value = match r.kv_loc {
             KvLoc::None if r.kv_tokens == 0 && r.blocks == 0 => Class::Plain(r.prefill_tokens()),
             KvLoc::Host if r.blocks == 0 && !r.in_prefill() => {
-                Class::Decode(view.extra_blocks_for_next(s))
+                Class::Swapped(view.extra_blocks_for_next(s))
             }
-            KvLoc::Gpu if r.blocks > 0 && !r.in_prefill() => match view.extra_blocks_for_next(s) {
-                0 => return Class::Other,
-                need => Class::Decode(need),
-            },
+            // (A decode needs at most one more block: any other need is walked.)
+            KvLoc::Gpu if r.blocks > 0 && !r.in_prefill() && view.extra_blocks_for_next(s) == 1 => {
+                Class::NeedsBlock
+            }
             _ => return Class::Other,
         };
         match value {
-            Class::Plain(v) | Class::Decode(v) if v == u32::MAX => Class::Other,
+            Class::Plain(v) | Class::Swapped(v) if v == u32::MAX => Class::Other,
             c => c,
         }
     }
@@ -213,7 +220,8 @@ impl PlainIndex {
         match class {
             Class::Other => _ = self.others.insert(k),
             Class::Plain(v) => self.plain.insert(v, k),
-            Class::Decode(v) => self.decodes.insert(v, k),
+            Class::Swapped(v) => self.swapped.insert(v, k),
+            Class::NeedsBlock => _ = self.needs_block.insert(k),
         }
     }
 
@@ -222,7 +230,8 @@ impl PlainIndex {
         match self.class[k.slot() as usize] {
             Class::Other => _ = self.others.remove(&k),
             Class::Plain(v) => self.plain.remove(v, k),
-            Class::Decode(v) => self.decodes.remove(v, k),
+            Class::Swapped(v) => self.swapped.remove(v, k),
+            Class::NeedsBlock => _ = self.needs_block.remove(&k),
         }
     }
 
@@ -235,7 +244,7 @@ impl PlainIndex {
         }
     }
 
-    /// Whether `s` was plain or a decode when last classified.
+    /// Whether `s` was plain, swapped or needing a block when last classified.
     pub(super) fn is_plain(&self, s: Slot) -> bool {
         self.class
             .get(s as usize)
@@ -262,14 +271,22 @@ impl PlainIndex {
         for range in no_ops.relevant_tokens().into_iter().flatten() {
             self.plain.for_each_node(range, &mut consider);
         }
-        for range in no_ops.relevant_needs().into_iter().flatten() {
-            self.decodes.for_each_node(range, &mut consider);
+        let needs = no_ops.relevant_needs();
+        for range in needs.into_iter().flatten() {
+            self.swapped.for_each_node(range, &mut consider);
+        }
+        if needs
+            .into_iter()
+            .flatten()
+            .any(|(lo, hi)| lo <= 1 && 1 <= hi)
+        {
+            consider(&self.needs_block);
         }
         best
     }
 }
 
-/// Consecutive plain or decode candidates a formation walks before it starts to jump (below
+/// Consecutive plain, swapped or block-needing candidates a formation walks before it starts to jump (below
 /// this, walking is cheaper than the look-ups).
 pub(super) const SKIP_AFTER: u32 = 32;
 
