@@ -1,13 +1,17 @@
 //! The requests of a [`super::KeyedRanking`] a batch formation may pass over without looking.
 //!
-//! Two kinds of requests keep the GPU blocks their next step needs until they run (every request
-//! of a plan is re-keyed, and re-classified, before the next formation):
+//! Three kinds of requests keep the GPU blocks their next step needs until they run or are
+//! evicted (every request of a plan is re-keyed, and re-classified, before the next formation):
 //! - a *plain* request has no KV anywhere and holds no block (new, or preempted by recompute) and
 //!   is out of the pipeline: its next step is a whole prefill of `prefill_tokens` tokens, which
 //!   needs `⌈prefill_tokens / block_tokens⌉` blocks;
 //! - a *swapped* request has its KV on the host (the copy done), holds no GPU block, is past its
 //!   prefill and out of the pipeline: its next step is a decode that needs the blocks of its KV
-//!   and the next token.
+//!   and the next token;
+//! - a *resident* one that needs a block has its KV on the GPU, is past its prefill and out of
+//!   the pipeline, and its next token starts a new block: its next step is a decode that needs
+//!   that one block (a resident one whose next token fits its blocks joins whenever there is
+//!   room: it is never a no-op).
 //!
 //! In a formation ([`super::common::form_priority_batch_from`], misfits skipped, whole prefills)
 //! such a candidate is a *no-op* — it neither joins nor makes anyone be evicted, the walk just
@@ -16,11 +20,17 @@
 //! - it needs more blocks than are free, but no more than are free plus freeing (swap-outs the
 //!   formation started: their blocks are not usable for this batch, but no eviction is needed).
 //!
-//! In a burst nearly the whole queue is no-ops. [`PlainIndex`] keeps the plain requests in
-//! ranking order per range of prefill tokens and the swapped ones per range of blocks needed
-//! ([`RangeTree`]), so the first candidate that is not a no-op — a plain one whose prefill tokens
-//! lie in one of at most two ranges, a swapped one whose need lies in one of two ranges, or any
-//! other request — is found with O(levels) ordered-set look-ups instead of walking the no-ops.
+//! In a burst nearly the whole queue is no-ops; with a large GPU pool, so are the many resident
+//! requests left out of the batch whose next token needs a block once the formation has started a
+//! swap-out (ltr with its starvation rule boosts swapped-out and new requests above them).
+//! [`PlainIndex`] keeps the plain requests in ranking order per range of prefill tokens and the
+//! swapped ones per range of blocks needed ([`RangeTree`]), and the block-needing resident ones
+//! in ranking order (one set: a request that runs goes in and out of it every `block_tokens`
+//! steps, so it must cost no more than the set of the others), so the first candidate that is
+//! not a no-op — a plain one whose prefill tokens lie in one of at most two ranges, a swapped one
+//! whose need lies in one of two ranges, a block-needing resident one when one block is not a
+//! no-op, or any other request — is found with O(levels) ordered-set look-ups instead of walking
+//! the no-ops.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound::{Excluded, Unbounded};
@@ -43,6 +53,8 @@ enum Class {
     Plain(u32),
     /// Swapped, needing these GPU blocks.
     Swapped(u32),
+    /// Resident, its next token needing one more block.
+    NeedsBlock,
 }
 
 /// Ranked requests by a value (below `u32::MAX`), in ranking order per value range: the requests
@@ -113,17 +125,19 @@ impl RangeTree {
 }
 
 /// The ranked requests split into the plain ones, by their prefill tokens, the swapped ones, by
-/// the blocks they need, and the others; each in ranking order.
+/// the blocks they need, the resident ones that need a block, and the others; each in ranking
+/// order.
 #[derive(Debug, Default)]
 pub(super) struct PlainIndex {
     /// Class of each ranked slot.
     class: Vec<Class>,
     plain: RangeTree,
     swapped: RangeTree,
+    needs_block: BTreeSet<RankKey>,
     others: BTreeSet<RankKey>,
 }
 
-/// What makes a plain or swapped candidate a no-op at this point of a formation (see the module
+/// What makes a plain, swapped or block-needing candidate a no-op at this point of a formation (see the module
 /// docs).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct NoOps {
@@ -172,12 +186,18 @@ impl PlainIndex {
     /// The class of request `s` in `view`.
     fn classify(view: &ReplicaView, s: Slot) -> Class {
         let r = view.req(s);
-        if r.in_flight() || r.blocks > 0 {
+        if r.in_flight() {
             return Class::Other;
         }
         let value = match r.kv_loc {
-            KvLoc::None if r.kv_tokens == 0 => Class::Plain(r.prefill_tokens()),
-            KvLoc::Host if !r.in_prefill() => Class::Swapped(view.extra_blocks_for_next(s)),
+            KvLoc::None if r.kv_tokens == 0 && r.blocks == 0 => Class::Plain(r.prefill_tokens()),
+            KvLoc::Host if r.blocks == 0 && !r.in_prefill() => {
+                Class::Swapped(view.extra_blocks_for_next(s))
+            }
+            // (A decode needs at most one more block: any other need is walked.)
+            KvLoc::Gpu if r.blocks > 0 && !r.in_prefill() && view.extra_blocks_for_next(s) == 1 => {
+                Class::NeedsBlock
+            }
             _ => return Class::Other,
         };
         match value {
@@ -201,6 +221,7 @@ impl PlainIndex {
             Class::Other => _ = self.others.insert(k),
             Class::Plain(v) => self.plain.insert(v, k),
             Class::Swapped(v) => self.swapped.insert(v, k),
+            Class::NeedsBlock => _ = self.needs_block.insert(k),
         }
     }
 
@@ -210,6 +231,7 @@ impl PlainIndex {
             Class::Other => _ = self.others.remove(&k),
             Class::Plain(v) => self.plain.remove(v, k),
             Class::Swapped(v) => self.swapped.remove(v, k),
+            Class::NeedsBlock => _ = self.needs_block.remove(&k),
         }
     }
 
@@ -222,7 +244,7 @@ impl PlainIndex {
         }
     }
 
-    /// Whether `s` was plain or swapped when last classified.
+    /// Whether `s` was plain, swapped or needing a block when last classified.
     pub(super) fn is_plain(&self, s: Slot) -> bool {
         self.class
             .get(s as usize)
@@ -249,14 +271,22 @@ impl PlainIndex {
         for range in no_ops.relevant_tokens().into_iter().flatten() {
             self.plain.for_each_node(range, &mut consider);
         }
-        for range in no_ops.relevant_needs().into_iter().flatten() {
+        let needs = no_ops.relevant_needs();
+        for range in needs.into_iter().flatten() {
             self.swapped.for_each_node(range, &mut consider);
+        }
+        if needs
+            .into_iter()
+            .flatten()
+            .any(|(lo, hi)| lo <= 1 && 1 <= hi)
+        {
+            consider(&self.needs_block);
         }
         best
     }
 }
 
-/// Consecutive plain or swapped candidates a formation walks before it starts to jump (below
+/// Consecutive plain, swapped or block-needing candidates a formation walks before it starts to jump (below
 /// this, walking is cheaper than the look-ups).
 pub(super) const SKIP_AFTER: u32 = 32;
 
@@ -266,7 +296,7 @@ mod tests {
     use super::super::ranking::tests::view;
     use super::super::{Plan, PreemptionChoice};
     use crate::vocab::KvPool;
-    use crate::vocab::request::{KvLoc, Request, Slab};
+    use crate::vocab::request::{KvLoc, Request, Slab, Slot};
 
     /// Forms one batch with [`KeyedRanking`] and with the re-sorting [`Ranking`] (ranked by
     /// predicted output length) over `reqs`; returns both plans, the entries the keyed
@@ -523,5 +553,159 @@ mod tests {
             jumped += usize::from(looked_at < reach);
         }
         assert!(jumped > 40, "few formations jumped: {jumped}");
+    }
+
+    /// A boundary with no free block where the first candidate (swapped out, needing 3 blocks)
+    /// evicts the two lowest residents by swap (4 blocks freeing), then `queued` requests that
+    /// can neither join nor evict: new 20-token prompts (2 blocks) and resident requests whose
+    /// next token starts a block (1 block), interleaved; then residents that fit (decodes
+    /// within their blocks) fill the batch.
+    fn resident_no_ops_boundary(queued: u32) -> (Plan, Plan, usize, usize) {
+        let mut reqs = Slab::default();
+        let mut held = 0;
+        for i in 0..queued {
+            let predicted = 2 + (i / 2) % 50;
+            let mut r = Request::new(i as u64, 0, 20, 100, predicted);
+            if i == 0 {
+                (r.generated_tokens, r.kv_tokens, r.kv_loc) = (14, 34, KvLoc::Host);
+                r.predicted_output_tokens = 1;
+            } else if i % 2 == 1 {
+                // 32 tokens in 2 blocks: the next one needs a third.
+                r.input_tokens = 16;
+                (r.generated_tokens, r.kv_tokens, r.blocks, r.kv_loc) = (16, 32, 2, KvLoc::Gpu);
+                held += 2;
+            }
+            reqs.insert(r);
+        }
+        let residents = 24u32;
+        for i in 0..residents {
+            reqs.insert(resident((queued + i) as u64, 1000 + i));
+        }
+        let mut kv = KvPool::new(held + 2 * residents, 16);
+        assert!(kv.try_alloc(held + 2 * residents));
+        let host = KvPool::new(1_000_000, 16);
+        form_both(&reqs, &kv, &host, queued + residents)
+    }
+
+    /// The resident requests that need a block once a swap-out is freeing blocks are jumped over
+    /// like the plain ones, and the victims come from the ordered residents: the work of such a
+    /// boundary does not grow with the resident requests queued (the old formation walked them
+    /// all, and built a heap of every resident request). ltr with starvation, a large GPU pool
+    /// and a burst (adv8 08) formed such batches at nearly every boundary.
+    #[test]
+    fn resident_no_ops_are_jumped_over() {
+        let mut work = Vec::new();
+        for queued in [2_000, 20_000] {
+            let (got, want, looked_at, _) = resident_no_ops_boundary(queued);
+            assert_eq!(got.run, want.run);
+            assert_eq!(got.preempt, want.preempt);
+            assert_eq!(got.run.len(), 16);
+            assert_eq!(got.preempt.len(), 2);
+            work.push(looked_at);
+        }
+        assert_eq!(work[0], work[1], "work per boundary: {work:?}");
+        assert!(work[1] <= 200, "work per boundary: {work:?}");
+    }
+
+    /// One step of a mini engine: copies started at the last boundary land (no re-key asked
+    /// for: a jumping ranking re-keys the requests being copied until they land), then `plan`
+    /// runs (prefill or decode; a swapped-out one is copied in) and evicts (swap or recompute).
+    /// Returns the slots that finished.
+    fn step(reqs: &mut Slab, kv: &mut KvPool, live: &[Slot], plan: &Plan) -> Vec<Slot> {
+        for &s in live {
+            let mut r = reqs.get_mut(s);
+            match r.kv_loc {
+                KvLoc::SwappingOut => {
+                    kv.free(r.blocks);
+                    (r.blocks, r.kv_loc) = (0, KvLoc::Host);
+                }
+                KvLoc::SwappingIn => r.kv_loc = KvLoc::Gpu,
+                _ => {}
+            }
+        }
+        for &(v, mode) in &plan.preempt {
+            let mut r = reqs.get_mut(v);
+            if mode == super::super::PreemptMode::Swap {
+                r.kv_loc = KvLoc::SwappingOut;
+            } else {
+                kv.free(r.blocks);
+                (r.blocks, r.kv_tokens, r.kv_loc) = (0, 0, KvLoc::None);
+            }
+        }
+        let mut done = Vec::new();
+        for item in &plan.run {
+            let mut r = reqs.get_mut(item.slot);
+            let need = r
+                .kv_tokens_after_next()
+                .div_ceil(16)
+                .saturating_sub(r.blocks);
+            assert!(kv.try_alloc(need));
+            r.blocks += need;
+            r.kv_tokens = if r.in_prefill() {
+                r.prefill_tokens()
+            } else {
+                r.kv_tokens + 1
+            };
+            r.generated_tokens += 1;
+            r.kv_loc = if r.kv_loc == KvLoc::Host {
+                KvLoc::SwappingIn
+            } else {
+                KvLoc::Gpu
+            };
+            if r.generated_tokens >= r.output_tokens && r.kv_loc == KvLoc::Gpu {
+                kv.free(r.blocks);
+                done.push(item.slot);
+            }
+        }
+        done
+    }
+
+    /// Boundary after boundary of a small replica under memory pressure (random arrivals,
+    /// prompts and lengths; keys that change as requests run; swap-outs and swap-ins that land a
+    /// boundary later; recompute when there is no host pool), the jumping [`KeyedRanking`] —
+    /// its index and its ordered residents kept up by re-keying only the last plans and the
+    /// copies in flight — forms the plans of the re-sorting [`Ranking`].
+    #[test]
+    fn the_kept_up_index_forms_the_same_plans_boundary_after_boundary() {
+        let mut rng = crate::rng::XorShift(0x1234_5678_9abc_def1);
+        let mut next = |m: u64| rng.below(m);
+        let mut preempted = 0;
+        for case in 0..60 {
+            let mut reqs = Slab::default();
+            let mut kv = KvPool::new(30 + next(150) as u32, 16);
+            let host = KvPool::new(if next(3) == 0 { 0 } else { 1_000_000 }, 16);
+            let (mut reference, mut keyed) = (Ranking::default(), KeyedRanking::jumping());
+            let key = |r: &Request| r.predicted_output_tokens.saturating_sub(r.generated_tokens);
+            let mut live: Vec<Slot> = Vec::new();
+            for boundary in 0..120u64 {
+                for _ in 0..next(if boundary < 20 { 12 } else { 3 }) {
+                    let (input, output) = (1 + next(200) as u32, 1 + next(40) as u32);
+                    let id = boundary * 100 + live.len() as u64;
+                    let s = reqs.insert(Request::new(id, 0, input, output, 1 + next(40) as u32));
+                    let v = view(&reqs, &kv, &host);
+                    reference.add(s);
+                    keyed.add(&v, s, key(v.req(s)) as f64);
+                    live.push(s);
+                }
+                let plan = {
+                    let v = view(&reqs, &kv, &host);
+                    let k = |s| key(v.req(s)) as f64;
+                    let (mut want, mut got) = (Plan::default(), Plan::default());
+                    reference.rank_and_form(&v, &mut want, PreemptionChoice::Swap, None, k);
+                    keyed.rank_and_form(&v, &mut got, PreemptionChoice::Swap, None, k);
+                    assert_eq!(got.run, want.run, "case {case} boundary {boundary}");
+                    assert_eq!(got.preempt, want.preempt, "case {case} boundary {boundary}");
+                    got
+                };
+                preempted += plan.preempt.len();
+                for s in step(&mut reqs, &mut kv, &live, &plan) {
+                    reference.remove(s);
+                    keyed.remove(s);
+                    reqs.remove(s);
+                    live.retain(|&l| l != s);
+                }
+            }
+        }
+        assert!(preempted > 500, "few preemptions: {preempted}");
     }
 }

@@ -144,11 +144,18 @@ pub struct KeyedRanking {
     /// The same requests, plain ones by the blocks they need apart from the others (empty
     /// unless `jumps`).
     plain: PlainIndex,
-    /// The requests that may hold KV on the GPU (a superset: those whose KV was on the GPU, being
-    /// copied to it, or in the pipeline when last re-keyed), in no particular order: the
-    /// eviction victims are searched here, not in the whole ranking.
+    /// Not jumping: the requests that may hold KV on the GPU (a superset: those whose KV was on
+    /// the GPU, being copied to it, or in the pipeline when last re-keyed), in no particular
+    /// order: the eviction victims are searched here, not in the whole ranking.
     gpu: Vec<Slot>,
     in_gpu: Vec<bool>,
+    /// Jumping: the requests with their KV on the GPU and out of the pipeline, in ranking order,
+    /// as re-keyed (exact at a formation: a request's KV moves only when it is in a plan, and a
+    /// request being copied or in flight is re-keyed at every boundary until it lands), so that a
+    /// victim is one look-up where building the heap of `gpu` costs O(residents) per formation.
+    /// `resident_key[s]`: its key in the set, if it is in.
+    resident: BTreeSet<RankKey>,
+    resident_key: Vec<Option<RankKey>>,
     /// Scratch for the victim heap of a batch formation.
     heap: Vec<RankKey>,
     /// Entries of the ranking and of `gpu` the last batch formation looked at.
@@ -185,6 +192,7 @@ impl KeyedRanking {
             self.id.resize(i + 1, 0);
             self.active.resize(i + 1, false);
             self.in_gpu.resize(i + 1, false);
+            self.resident_key.resize(i + 1, None);
         }
         self.key[i] = k;
         self.id[i] = view.req(s).id;
@@ -192,6 +200,22 @@ impl KeyedRanking {
         self.set.insert(RankKey(k, self.id[i], s));
         if self.jumps {
             self.plain.insert(view, RankKey(k, self.id[i], s));
+            self.place_resident(view.req(s), RankKey(k, self.id[i], s));
+        }
+    }
+
+    /// Jumping: put request `k` in `resident` or out of it, by its state in `r`.
+    fn place_resident(&mut self, r: &Request, k: RankKey) {
+        let i = k.slot() as usize;
+        let want = (r.kv_loc == KvLoc::Gpu && !r.in_flight()).then_some(k);
+        if self.resident_key[i] != want {
+            if let Some(old) = self.resident_key[i] {
+                self.resident.remove(&old);
+            }
+            if let Some(new) = want {
+                self.resident.insert(new);
+            }
+            self.resident_key[i] = want;
         }
     }
 
@@ -207,6 +231,9 @@ impl KeyedRanking {
             self.set.remove(&RankKey(self.key[i], self.id[i], s));
             if self.jumps {
                 self.plain.remove(RankKey(self.key[i], self.id[i], s));
+                if let Some(k) = self.resident_key[i].take() {
+                    self.resident.remove(&k);
+                }
             }
             self.active[i] = false;
         }
@@ -264,12 +291,12 @@ impl KeyedRanking {
                 self.set.insert(new);
             }
             self.key[i] = new.0;
+            let r = view.req(s);
             if self.jumps {
                 self.plain.update(view, old, new);
-            }
-            let r = view.req(s);
-            // Only a plan puts KV on the GPU, and every request of a plan is re-keyed here.
-            if !self.in_gpu[i] && may_hold_gpu_kv(r) {
+                self.place_resident(r, new);
+            } else if !self.in_gpu[i] && may_hold_gpu_kv(r) {
+                // Only a plan puts KV on the GPU, and every request of a plan is re-keyed here.
                 self.in_gpu[i] = true;
                 self.gpu.push(s);
             }
@@ -302,6 +329,7 @@ impl KeyedRanking {
             plain_run: 0,
             gpu: &mut self.gpu,
             in_gpu: &mut self.in_gpu,
+            ordered: self.jumps.then_some(&self.resident),
             active: &self.active,
             key: &self.key,
             id: &self.id,
@@ -408,6 +436,8 @@ struct KeyedWindow<'a> {
     /// The requests that may hold GPU KV ([`KeyedRanking`]'s `gpu`) and their flags.
     gpu: &'a mut Vec<Slot>,
     in_gpu: &'a mut [bool],
+    /// [`KeyedRanking`]'s `resident` when jumping (then `gpu` and the heap are not used).
+    ordered: Option<&'a BTreeSet<RankKey>>,
     active: &'a [bool],
     key: &'a [f64],
     id: &'a [u64],
@@ -455,14 +485,25 @@ impl KeyedWindow<'_> {
     fn lowest_resident(&mut self, view: &ReplicaView) -> Option<RankKey> {
         if self.resident.is_none() {
             let cur = self.cur;
-            // Popped in ranking order from the bottom: those at or above the front end the search
-            // (and are no longer in the window, nor ever will be).
-            let popped = self.heap(view).pop();
-            self.looked_at += usize::from(popped.is_some());
-            let found = popped.filter(|&g| cur.is_none_or(|c| g > *c));
-            if found.is_none() {
-                self.heap(view).clear();
-            }
+            let found = if let Some(ordered) = self.ordered {
+                // The last one above the window's back (the last victim).
+                self.looked_at += 1;
+                let below = match self.back {
+                    Some(b) => ordered.range(..b).next_back(),
+                    None => ordered.last(),
+                };
+                below.copied().filter(|&g| cur.is_none_or(|c| g > *c))
+            } else {
+                // Popped in ranking order from the bottom: those at or above the front end the
+                // search (and are no longer in the window, nor ever will be).
+                let popped = self.heap(view).pop();
+                self.looked_at += usize::from(popped.is_some());
+                let found = popped.filter(|&g| cur.is_none_or(|c| g > *c));
+                if found.is_none() {
+                    self.heap(view).clear();
+                }
+                found
+            };
             self.resident = Some(found);
         }
         // Past the front: no longer in the window (and nor is any request ranked above it).
