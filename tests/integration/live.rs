@@ -581,4 +581,31 @@ fn compare_checks_resolved_configs_row_counts_and_jcts_not_trace_spelling() {
         "{}",
         r.stderr
     );
+    // A row with one field too many: servesim's FILE:LINE form, not the csv crate's "record 1
+    // (line: 2, byte: …)"; and a summary count of `8.0` skipped the row-count check (round 9, 07).
+    edited[2] = lines[2].to_string() + ",extra";
+    std::fs::write(&path, edited.join("\n") + "\n").unwrap();
+    let r = compare("live");
+    assert_eq!(r.code, 2, "{}", r.stdout);
+    assert!(
+        r.stderr.contains("requests.csv:3: field `(row)`: row has") && !r.stderr.contains("byte:"),
+        "{}",
+        r.stderr
+    );
+    std::fs::write(&path, lines[..4].join("\n") + "\n").unwrap();
+    let spath = w.path("live/summary.json");
+    let summary = std::fs::read_to_string(&spath).unwrap();
+    std::fs::write(
+        &spath,
+        summary.replace("\"requests\": 8,", "\"requests\": 8.0,"),
+    )
+    .unwrap();
+    let r = compare("live");
+    assert_eq!(r.code, 2, "{}", r.stdout);
+    assert!(
+        r.stderr
+            .contains("summary.json: `requests` must be the run's number of requests (a whole number), got 8.0"),
+        "{}",
+        r.stderr
+    );
 }

@@ -462,7 +462,7 @@ fn request_columns(dir: &Path) -> Result<[Vec<f64>; 3]> {
     let mut seen: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
     let mut out: [Vec<f64>; 3] = Default::default();
     for rec in rd.records() {
-        let rec = rec.map_err(|e| io(&path, e))?;
+        let rec = rec.map_err(|e| crate::trace::csv_reader::csv_err(&path, 0, "(row)", e))?;
         let line = rec.position().map_or(0, |p| p.line());
         check_request_id(&path, line, rec.get(id_col).unwrap_or(""), &mut seen)?;
         if let (Some(a), Some(f)) = span {
@@ -527,8 +527,16 @@ fn check_jct(path: &Path, line: u64, cells: [Option<&str>; 3]) -> Result<()> {
 fn check_request_count(dir: &Path, rows: u64) -> Result<()> {
     let path = dir.join("summary.json");
     let summary = read_json(&path)?;
+    // A count that is missing or not a whole number cannot vouch for the file (`40.0` skipped the
+    // check: round 9, 07).
     let Some(n) = summary["requests"].as_u64() else {
-        return Ok(());
+        return Err(io(
+            &path,
+            format!(
+                "`requests` must be the run's number of requests (a whole number), got {}; rerun the run, or compare a complete copy",
+                crate::error::echo(&summary["requests"].to_string())
+            ),
+        ));
     };
     if n == rows {
         return Ok(());
