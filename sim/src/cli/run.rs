@@ -351,12 +351,8 @@ pub(super) fn live_cmd(
     };
     let output = live_with_progress(&resolved, &opts, a.quiet)?;
     if output.partial {
-        check_partial_write(
-            "the live run",
-            output.run.summary.requests,
-            "completed requests",
-            &dest,
-        )?;
+        let done = output.run.summary.requests;
+        check_partial_write("the live run", done, "completed requests", &dest)?;
     }
     let dir = write_live(staged, &output, &crate::run::config_json(&resolved), &opts)?;
     print_warnings(err, &resolved, &output.run.summary, None)?;
