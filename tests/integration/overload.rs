@@ -183,6 +183,15 @@ max_queue = 20000
     )
 }
 
+/// The end of the window that tripped the overload error `e` ("… (t=A s to B s) …"), in s.
+fn detected_at_s(policy: &str, e: &str) -> f64 {
+    e.split("s to ")
+        .nth(1)
+        .and_then(|s| s.split('s').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{policy}: no `s to …s` in {e:?}"))
+}
+
 /// Every policy: an overloaded run ends with the overload error after a few seconds of simulated
 /// time (three 1 s windows once the queue holds 10⁴ requests), long before `max_queue`; the
 /// work is bounded by the simulated time the run covers, not by the trace.
@@ -210,12 +219,7 @@ fn overload_is_detected_early_for_every_policy() {
             assert!(e.contains(needle), "{policy}: {e:?} lacks {needle:?}");
         }
         // "… (t=A s to B s) …": the window that tripped it ends well before 20 s.
-        let end_s: f64 = e
-            .split("s to ")
-            .nth(1)
-            .and_then(|s| s.split('s').next())
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("{policy}: no `s to …s` in {e:?}"));
+        let end_s = detected_at_s(policy, e);
         assert!(end_s < 20.0, "{policy}: detected at t={end_s}s: {e}");
         assert!(
             !out.exists(),
@@ -255,12 +259,7 @@ fn overload_is_detected_early_under_pipeline_parallelism() {
             e.contains("error: overloaded: replica 0's queue grew from "),
             "{policy}: {e}"
         );
-        let end_s: f64 = e
-            .split("s to ")
-            .nth(1)
-            .and_then(|s| s.split('s').next())
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("{policy}: no `s to …s` in {e:?}"));
+        let end_s = detected_at_s(policy, e);
         assert!(end_s < 120.0, "{policy}: detected at t={end_s}s: {e}");
     }
 }

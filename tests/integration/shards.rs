@@ -46,6 +46,17 @@ fn sweep(args: &[&str]) -> crate::support::CliResult {
     cli(v)
 }
 
+/// `servesim merge S0 S1 --out OUT`.
+fn merge_two(s0: &Path, s1: &Path, out: &Path) -> crate::support::CliResult {
+    cli([
+        "merge".as_ref(),
+        s0.as_os_str(),
+        s1.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ])
+}
+
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -432,13 +443,7 @@ fn shards_run_on_different_contents_of_a_trace_do_not_merge() {
     w.write("lengths.csv", lengths(1));
     let s1 = shard(1);
     let out = w.path("merged");
-    let r = cli([
-        "merge".as_ref(),
-        s0.as_os_str(),
-        s1.as_os_str(),
-        "--out".as_ref(),
-        out.as_os_str(),
-    ]);
+    let r = merge_two(&s0, &s1, &out);
     assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
     assert!(
         r.stderr
@@ -451,13 +456,7 @@ fn shards_run_on_different_contents_of_a_trace_do_not_merge() {
     // The same contents again: the shards merge.
     w.write("lengths.csv", lengths(0));
     let s1 = shard(1);
-    let r = cli([
-        "merge".as_ref(),
-        s0.as_os_str(),
-        s1.as_os_str(),
-        "--out".as_ref(),
-        out.as_os_str(),
-    ]);
+    let r = merge_two(&s0, &s1, &out);
     assert_eq!(r.code, 0, "{}", r.stderr);
 }
 
@@ -506,13 +505,7 @@ fn shards_whose_traces_swapped_contents_do_not_merge() {
     );
     let s1 = shard(1);
     let out = w.path("merged");
-    let r = cli([
-        "merge".as_ref(),
-        s0.as_os_str(),
-        s1.as_os_str(),
-        "--out".as_ref(),
-        out.as_os_str(),
-    ]);
+    let r = merge_two(&s0, &s1, &out);
     assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
     assert!(
         r.stderr
