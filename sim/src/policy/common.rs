@@ -155,6 +155,11 @@ pub(super) trait Window {
     /// ends below it again (it may still be a candidate). Only formations with a
     /// [`RecomputeGuard`] call it; by default it stays out of the window.
     fn keep_victim(&mut self) {}
+    /// Pass over the candidates up to the next one that holds KV: called when a candidate holding
+    /// no KV could neither join nor evict (no block free, and the next victim is one the
+    /// [`RecomputeGuard`] spares), so that every candidate holding no KV after it until the next
+    /// one that holds KV is a no-op too. By default none are passed over.
+    fn pass_kvless(&mut self, _view: &ReplicaView) {}
 }
 
 /// Under chunked prefill (`mlfq`, `skip-join-mlfq`): per slot, its arrival sequence number. A
@@ -281,7 +286,7 @@ pub(super) fn form_priority_batch_from(
             None => (0, 0),
         };
         let mut need = view.extra_blocks_for_chunk(s, step.0);
-        evict_lower(
+        let spared = evict_lower(
             view,
             order,
             (preemption, guard.map(|g| (g, s))),
@@ -295,6 +300,11 @@ pub(super) fn form_priority_batch_from(
             step
         };
         if need > free {
+            if spared && free == 0 {
+                // Until something changes, each candidate holding no KV meets the same spared
+                // victim with no block free: a no-op.
+                order.pass_kvless(view);
+            }
             if guard.is_some() || misfit == Misfit::Skip {
                 continue;
             }
@@ -325,7 +335,9 @@ fn no_ops(view: &ReplicaView, prefills: Option<u64>, free: u32, freeing: u32) ->
 
 /// Evict resident requests from the back of `order` (lowest priority first) until `need` blocks
 /// are free or freeing; `room` = (free, freeing by swap-outs started here).
-/// `how` = the preemption choice and, with a guard, the guard and the candidate.
+/// `how` = the preemption choice and, with a guard, the guard and the candidate. Returns true
+/// when the evictions ended at a victim the guard spares for a candidate holding no KV (the
+/// victim stays the window's next one).
 fn evict_lower(
     view: &ReplicaView,
     order: &mut impl Window,
@@ -333,7 +345,7 @@ fn evict_lower(
     need: u32,
     room: (&mut u32, &mut u32),
     plan: &mut Plan,
-) {
+) -> bool {
     let (free, freeing) = room;
     let (preemption, guard) = how;
     while need > *free + *freeing {
@@ -350,7 +362,7 @@ fn evict_lower(
                 continue;
             }
             order.keep_victim();
-            break;
+            return true;
         }
         plan.preempt.push((v, mode));
         if mode == PreemptMode::Swap {
@@ -360,6 +372,7 @@ fn evict_lower(
             *free += blocks;
         }
     }
+    false
 }
 
 /// `(chunk, tokens)` of candidate `s`'s step, a prefill chunk cut to the tokens that its blocks

@@ -443,6 +443,23 @@ impl Levels {
             back: self.len(),
             front_at: (0, 0),
             back_at: (end, 0),
+            ran: None,
+            ran_seen: 0,
+            looked: 0,
+            passed: 0,
+        }
+    }
+
+    /// [`Levels::window`] that can pass over the requests that never ran ([`Window::pass_kvless`]):
+    /// `ran_order` is the subsequence of this order of the slots marked in `ran`.
+    pub(super) fn window_with_ran<'a>(
+        &'a self,
+        ran: &'a [bool],
+        ran_order: &'a Levels,
+    ) -> LevelsWindow<'a> {
+        LevelsWindow {
+            ran: Some((ran, ran_order)),
+            ..self.window()
         }
     }
 }
@@ -506,6 +523,14 @@ pub(super) struct LevelsWindow<'a> {
     back: usize,
     front_at: (usize, usize),
     back_at: (usize, usize),
+    /// Per slot whether it ran, and the subsequence of the order that ran (`ran_order`): lets
+    /// [`Window::pass_kvless`] pass over the rest of a level in which nobody that ran is left.
+    ran: Option<(&'a [bool], &'a Levels)>,
+    /// The candidates taken from level `front_at.0` that ran.
+    ran_seen: usize,
+    /// Candidates taken, and entries passed over one by one (work counts for tests).
+    pub(super) looked: usize,
+    pub(super) passed: usize,
 }
 
 impl Window for LevelsWindow<'_> {
@@ -517,10 +542,48 @@ impl Window for LevelsWindow<'_> {
         while i >= self.q[p].len() {
             p += 1;
             i = 0;
+            self.ran_seen = 0;
         }
         self.front += 1;
         self.front_at = (p, i + 1);
-        Some(self.q[p].as_slice()[i])
+        self.looked += 1;
+        let s = self.q[p].as_slice()[i];
+        if let Some((ran, _)) = self.ran
+            && ran.get(s as usize) == Some(&true)
+        {
+            self.ran_seen += 1;
+        }
+        Some(s)
+    }
+
+    fn pass_kvless(&mut self, view: &ReplicaView) {
+        let Some((ran, ran_order)) = self.ran else {
+            return;
+        };
+        while self.front < self.back {
+            let (p, i) = self.front_at;
+            let Some(q) = self.q.get(p) else {
+                return;
+            };
+            let ran_here = ran_order.q.get(p).map_or(0, Level::len);
+            if i < q.len() && ran_here > self.ran_seen {
+                // Someone that ran is left in level `p`: pass over its entries one by one.
+                let s = q.as_slice()[i];
+                let has_run = ran.get(s as usize) == Some(&true);
+                if has_run && view.req(s).blocks > 0 {
+                    return;
+                }
+                self.ran_seen += has_run as usize;
+                self.front += 1;
+                self.front_at = (p, i + 1);
+                self.passed += 1;
+                continue;
+            }
+            // Nobody that ran (nobody that may hold KV) is left in the rest of level `p`.
+            self.front = (self.front + q.len().saturating_sub(i)).min(self.back);
+            self.front_at = (p + 1, 0);
+            self.ran_seen = 0;
+        }
     }
 
     fn pop_victim(&mut self, view: &ReplicaView) -> Option<Slot> {

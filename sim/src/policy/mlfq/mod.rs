@@ -138,6 +138,8 @@
 mod enst;
 #[cfg(test)]
 mod enst_tests;
+#[cfg(test)]
+mod evict_pass_tests;
 mod lazy;
 mod levels;
 mod offload;
@@ -240,6 +242,12 @@ pub struct Mlfq {
     res_looked: u64,
     /// Queue entries [`Mlfq::backfill_resident`] looked at (a work count for tests).
     backfill_looked: u64,
+    /// Candidates the `batch_memory = "evict"` formations took (a work count for tests).
+    candidates_looked: u64,
+    candidates_passed: u64,
+    /// Tests: form `evict` batches without passing over requests that never ran.
+    #[cfg(test)]
+    no_pass_kvless: bool,
     /// Tests: evict by the reference walk of the whole `ran_order` instead of `resident`.
     #[cfg(test)]
     walk_ran_order: bool,
@@ -301,6 +309,10 @@ impl Mlfq {
             res_rebuilds: 0,
             res_looked: 0,
             backfill_looked: 0,
+            candidates_looked: 0,
+            candidates_passed: 0,
+            #[cfg(test)]
+            no_pass_kvless: false,
             #[cfg(test)]
             walk_ran_order: false,
             flat: Vec::new(),
@@ -390,6 +402,15 @@ impl Mlfq {
             self.ran[s as usize] = false;
             self.ran_order.remove(level, s);
         }
+    }
+
+    #[cfg(test)]
+    fn no_pass_kvless(&self) -> bool {
+        self.no_pass_kvless
+    }
+    #[cfg(not(test))]
+    fn no_pass_kvless(&self) -> bool {
+        false
     }
 
     fn has_run(&self, s: Slot) -> bool {
@@ -498,9 +519,16 @@ impl Mlfq {
         let guard = self.cfg.chunk_size.map(|_| RecomputeGuard {
             arrival_seq: &self.arrival_seq,
         });
+        let mut window = match guard {
+            // Under the guard a candidate holding no KV (it never ran) may be passed over.
+            Some(_) if !defer_new && !self.no_pass_kvless() => {
+                self.order.window_with_ran(&self.ran, &self.ran_order)
+            }
+            _ => self.scan_order(defer_new).window(),
+        };
         let mut free_after = form_priority_batch_from(
             view,
-            &mut self.scan_order(defer_new).window(),
+            &mut window,
             misfit,
             self.preemption(),
             defer_new,
@@ -508,6 +536,9 @@ impl Mlfq {
             guard,
             plan,
         );
+        let (looked, passed) = (window.looked, window.passed);
+        self.candidates_looked += looked as u64;
+        self.candidates_passed += passed as u64;
         if guard.is_some()
             && plan.run.is_empty()
             && plan.preempt.is_empty()

@@ -1,0 +1,135 @@
+//! `batch_memory = "evict"` with chunked prefill: once a candidate holding no KV can neither
+//! join nor evict (no block free, the next victim spared by the recompute guard), the formation
+//! passes over the candidates holding no KV up to the next one that holds KV
+//! ([`super::super::common::Window::pass_kvless`]) instead of taking each as a candidate.
+
+use super::resident_tests::Engine;
+use super::tests::{Mem, memory_case, view_b};
+use super::*;
+use crate::cost::constant::ConstantCost;
+use crate::rng::XorShift;
+use crate::vocab::KvPool;
+use crate::vocab::request::{Request, Slab};
+
+const MS: Ns = 1_000_000;
+const BLOCK_TOKENS: u32 = 16;
+
+fn chunked_evict(cfg: &mut Config) {
+    cfg.chunk_size = Some(256);
+    cfg.batch_memory = BatchMemory::Evict;
+}
+
+/// B = 16, queue [0, 1 GPU 7 blocks, N new, N + 2, N + 3 GPU 7 blocks] on a full GPU, no host:
+/// the new requests need blocks and may not take the last ones' by recompute (they hold no
+/// KV). The batch is 0, 1, N + 2, N + 3 and nobody is preempted, for N = 1,000 and 10,000 as
+/// in the reference formation, which took every new request as a candidate; the formation
+/// takes the same 5 candidates for both N.
+#[test]
+fn kvless_candidates_are_passed_over() {
+    let mut looked = Vec::new();
+    for n in [1_000usize, 10_000] {
+        let mut mems = vec![Mem::Gpu(7); 2];
+        mems.extend(vec![Mem::New; n]);
+        mems.extend([Mem::Gpu(7); 2]);
+        let (mut m, reqs, kv, host) = memory_case(&mems, 28, 0, chunked_evict);
+        let v = view_b(&reqs, &kv, &host, 16);
+        let mut want = m.clone();
+        want.no_pass_kvless = true;
+        let (mut plan, mut plan_want) = (Plan::default(), Plan::default());
+        m.schedule(&v, &mut plan);
+        want.schedule(&v, &mut plan_want);
+        assert_eq!(plan.run, plan_want.run);
+        assert_eq!(plan.preempt, plan_want.preempt);
+        let run: Vec<Slot> = plan.run.iter().map(|i| i.slot).collect();
+        assert_eq!(run, [0, 1, n as Slot + 2, n as Slot + 3]);
+        assert!(plan.preempt.is_empty());
+        assert!(
+            want.candidates_looked > n as u64,
+            "{}",
+            want.candidates_looked
+        );
+        looked.push(m.candidates_looked);
+    }
+    assert_eq!(looked[0], looked[1]);
+    assert!(looked[1] < 10, "looked at {}", looked[1]);
+}
+
+/// A random configuration of `skip-join-mlfq` with chunked prefill and `batch_memory = "evict"`.
+fn random_config(x: &mut XorShift, cost: &dyn CostModel) -> Config {
+    let mut cfg = Params::default()
+        .resolve(true, cost, "skip-join-mlfq")
+        .unwrap();
+    cfg.batch_memory = BatchMemory::Evict;
+    cfg.chunk_size = Some([16, 64, 256][x.below(3) as usize]);
+    if x.below(2) == 0 {
+        cfg.host_full = HostFull::Recompute;
+    }
+    if x.below(4) == 0 {
+        (cfg.fifo, cfg.max_levels, cfg.requeue_reverses_batch) = (true, 1, false);
+    }
+    if x.below(2) == 0 {
+        cfg.starvation_period_iterations = 1 + x.below(20);
+        cfg.starvation_threshold_s = 0.05 + 0.05 * x.below(6) as f64;
+    }
+    cfg
+}
+
+/// Seeded random runs of a small engine (arrivals, batches, swaps, copies that end at random,
+/// finishes, starvation promotions): the formation that passes over candidates holding no KV
+/// and the reference that takes each as a candidate make the same plan at every boundary.
+/// 200 runs of 150 boundaries; the passing happens.
+#[test]
+fn passing_over_kvless_candidates_plans_as_the_reference() {
+    let cost = Arc::new(ConstantCost { iteration_s: 0.01 });
+    let mut x = XorShift(0x0e71_c7ab_1e55_9a5e);
+    let mut passed = 0;
+    for case in 0..200 {
+        let cfg = random_config(&mut x, cost.as_ref());
+        let mut a = Mlfq::new(cfg.clone(), cost.clone(), "skip-join-mlfq");
+        let mut b = Mlfq::new(cfg, cost.clone(), "skip-join-mlfq");
+        b.no_pass_kvless = true;
+        let mut e = Engine {
+            reqs: Slab::default(),
+            kv: KvPool::new(20 + x.below(60) as u32, BLOCK_TOKENS),
+            host: KvPool::new([0, 20, 300][x.below(3) as usize], BLOCK_TOKENS),
+            now: 0,
+            b: 2 + x.below(14) as u32,
+            next_id: 0,
+        };
+        let (mut pa, mut pb) = (Plan::default(), Plan::default());
+        for step in 0..150 {
+            e.now += 10 * MS;
+            e.end_copies(&mut x);
+            for _ in 0..x.below(6) {
+                let r = Request::new(
+                    e.next_id,
+                    e.now,
+                    1 + x.below(300) as u32,
+                    1 + x.below(40) as u32,
+                    40,
+                );
+                e.next_id += 1;
+                let s = e.reqs.insert(r);
+                a.on_arrival(s, &e.view()).unwrap();
+                b.on_arrival(s, &e.view()).unwrap();
+            }
+            a.schedule(&e.view(), &mut pa);
+            b.schedule(&e.view(), &mut pb);
+            let at = format!("case {case} step {step}");
+            assert_eq!(pa.run, pb.run, "{at}");
+            assert_eq!(pa.preempt, pb.preempt, "{at}");
+            assert_eq!(pa.swap_in, pb.swap_in, "{at}");
+            e.preempt(&pa);
+            let (survivors, done) = e.run(&pa);
+            for s in done {
+                a.on_finish(s);
+                b.on_finish(s);
+            }
+            a.on_iteration_end(&survivors, 10 * MS, &e.view());
+            b.on_iteration_end(&survivors, 10 * MS, &e.view());
+        }
+        passed += a.candidates_passed;
+        assert!(a.candidates_looked < b.candidates_looked || a.candidates_passed == 0);
+    }
+    assert!(passed > 1000, "only {passed} passed over");
+}
