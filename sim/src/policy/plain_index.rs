@@ -135,6 +135,12 @@ pub(super) struct PlainIndex {
     swapped: RangeTree,
     needs_block: BTreeSet<RankKey>,
     others: BTreeSet<RankKey>,
+    /// Whether block-needing resident requests are told apart from the others (only under
+    /// memory pressure, [`PlainIndex::index_needs_block`]: a running request changes class every
+    /// `block_tokens` steps, two ordered-set updates each time).
+    needs_block_on: bool,
+    /// Class changes so far (re-keyed requests moved from one set to another).
+    pub(super) moves: usize,
 }
 
 /// What makes a plain, swapped or block-needing candidate a no-op at this point of a formation (see the module
@@ -184,7 +190,7 @@ impl NoOps {
 
 impl PlainIndex {
     /// The class of request `s` in `view`.
-    fn classify(view: &ReplicaView, s: Slot) -> Class {
+    fn classify(&self, view: &ReplicaView, s: Slot) -> Class {
         let r = view.req(s);
         if r.in_flight() {
             return Class::Other;
@@ -195,7 +201,12 @@ impl PlainIndex {
                 Class::Swapped(view.extra_blocks_for_next(s))
             }
             // (A decode needs at most one more block: any other need is walked.)
-            KvLoc::Gpu if r.blocks > 0 && !r.in_prefill() && view.extra_blocks_for_next(s) == 1 => {
+            KvLoc::Gpu
+                if self.needs_block_on
+                    && r.blocks > 0
+                    && !r.in_prefill()
+                    && view.extra_blocks_for_next(s) == 1 =>
+            {
                 Class::NeedsBlock
             }
             _ => return Class::Other,
@@ -208,7 +219,36 @@ impl PlainIndex {
 
     /// Ranked request `k` was put in the ranking (in its state in `view`).
     pub(super) fn insert(&mut self, view: &ReplicaView, k: RankKey) {
-        self.put(k, Self::classify(view, k.slot()));
+        self.put(k, self.classify(view, k.slot()));
+    }
+
+    /// Tell the block-needing resident requests apart from the others (`on`), or stop. Turning
+    /// it on re-classifies `gpu`'s requests (a superset of those with KV on the GPU; `key_of`:
+    /// a ranked one's key): a request's state changes only when it is re-keyed, so this is the
+    /// class it would have been given then.
+    pub(super) fn index_needs_block(
+        &mut self,
+        view: &ReplicaView,
+        on: bool,
+        gpu: &[Slot],
+        key_of: impl Fn(Slot) -> Option<RankKey>,
+    ) {
+        self.needs_block_on = on;
+        if !on {
+            for k in std::mem::take(&mut self.needs_block) {
+                self.class[k.slot() as usize] = Class::Other;
+                self.others.insert(k);
+            }
+            return;
+        }
+        for &s in gpu {
+            let Some(k) = key_of(s) else { continue };
+            if self.class[s as usize] == Class::Other && self.classify(view, s) == Class::NeedsBlock
+            {
+                self.others.remove(&k);
+                self.put(k, Class::NeedsBlock);
+            }
+        }
     }
 
     fn put(&mut self, k: RankKey, class: Class) {
@@ -237,8 +277,9 @@ impl PlainIndex {
 
     /// Ranked request `old` may have changed: it is now `new` (the same request).
     pub(super) fn update(&mut self, view: &ReplicaView, old: RankKey, new: RankKey) {
-        let class = Self::classify(view, new.slot());
+        let class = self.classify(view, new.slot());
         if new != old || class != self.class[new.slot() as usize] {
+            self.moves += 1;
             self.remove(old);
             self.put(new, class);
         }
@@ -669,7 +710,7 @@ mod tests {
     fn the_kept_up_index_forms_the_same_plans_boundary_after_boundary() {
         let mut rng = crate::rng::XorShift(0x1234_5678_9abc_def1);
         let mut next = |m: u64| rng.below(m);
-        let mut preempted = 0;
+        let (mut preempted, mut switches) = (0, 0);
         for case in 0..60 {
             let mut reqs = Slab::default();
             let mut kv = KvPool::new(30 + next(150) as u32, 16);
@@ -705,7 +746,44 @@ mod tests {
                     live.retain(|&l| l != s);
                 }
             }
+            switches += keyed.switches_and_moves().0;
         }
         assert!(preempted > 500, "few preemptions: {preempted}");
+        // The memory watch went on and off (its indexes built from the requests as they were).
+        assert!(
+            switches > 60,
+            "few switches of the memory watch: {switches}"
+        );
+    }
+
+    /// Ordinary load (a GPU pool far from full): a running request is not moved in and out of
+    /// the block-needing class every 16 steps (two ordered-set updates each time; the old index
+    /// made 9 moves per request over 60 boundaries), only out of the plain ones when it starts.
+    #[test]
+    fn running_requests_stay_put_without_memory_pressure() {
+        let (mut reqs, mut kv) = (Slab::default(), KvPool::new(1000, 16));
+        let host = KvPool::new(1_000_000, 16);
+        let (mut reference, mut keyed) = (Ranking::default(), KeyedRanking::jumping());
+        let mut live = Vec::new();
+        for i in 0..8 {
+            let s = reqs.insert(Request::new(i, 0, 20, 100, 1 + i as u32));
+            reference.add(s);
+            keyed.add(&view(&reqs, &kv, &host), s, (1 + i) as f64);
+            live.push(s);
+        }
+        for boundary in 0..60 {
+            let plan = {
+                let v = view(&reqs, &kv, &host);
+                let k = |s| v.req(s).predicted_output_tokens as f64;
+                let (mut want, mut got) = (Plan::default(), Plan::default());
+                reference.rank_and_form(&v, &mut want, PreemptionChoice::Swap, None, k);
+                keyed.rank_and_form(&v, &mut got, PreemptionChoice::Swap, None, k);
+                assert_eq!(got.run, want.run, "boundary {boundary}");
+                assert_eq!(got.run.len(), 8);
+                got
+            };
+            assert!(step(&mut reqs, &mut kv, &live, &plan).is_empty());
+        }
+        assert_eq!(keyed.switches_and_moves(), (0, 8));
     }
 }

@@ -144,18 +144,24 @@ pub struct KeyedRanking {
     /// The same requests, plain ones by the blocks they need apart from the others (empty
     /// unless `jumps`).
     plain: PlainIndex,
-    /// Not jumping: the requests that may hold KV on the GPU (a superset: those whose KV was on
-    /// the GPU, being copied to it, or in the pipeline when last re-keyed), in no particular
-    /// order: the eviction victims are searched here, not in the whole ranking.
+    /// The requests that may hold KV on the GPU (a superset: those whose KV was on the GPU, being
+    /// copied to it, or in the pipeline when last re-keyed), in no particular order: unless
+    /// `exact`, the eviction victims are searched here, not in the whole ranking.
     gpu: Vec<Slot>,
     in_gpu: Vec<bool>,
-    /// Jumping: the requests with their KV on the GPU and out of the pipeline, in ranking order,
+    /// Jumping under memory pressure (`exact`; empty otherwise): the requests with their KV on
+    /// the GPU and out of the pipeline, in ranking order,
     /// as re-keyed (exact at a formation: a request's KV moves only when it is in a plan, and a
     /// request being copied or in flight is re-keyed at every boundary until it lands), so that a
     /// victim is one look-up where building the heap of `gpu` costs O(residents) per formation.
     /// `resident_key[s]`: its key in the set, if it is in.
     resident: BTreeSet<RankKey>,
     resident_key: Vec<Option<RankKey>>,
+    /// Jumping: whether `resident` is kept and `plain` tells the block-needing resident requests
+    /// apart ([`KeyedRanking::watch_memory`]).
+    exact: bool,
+    /// Times `exact` changed.
+    switches: usize,
     /// Scratch for the victim heap of a batch formation.
     heap: Vec<RankKey>,
     /// Entries of the ranking and of `gpu` the last batch formation looked at.
@@ -200,8 +206,52 @@ impl KeyedRanking {
         self.set.insert(RankKey(k, self.id[i], s));
         if self.jumps {
             self.plain.insert(view, RankKey(k, self.id[i], s));
-            self.place_resident(view.req(s), RankKey(k, self.id[i], s));
+            if self.exact {
+                self.place_resident(view.req(s), RankKey(k, self.id[i], s));
+            }
         }
+    }
+
+    /// Jumping: keep the ordered residents and the block-needing class only under memory
+    /// pressure (from a formation that starts with no free GPU block until one that starts with
+    /// more than 1/8 of the pool free). Without it a
+    /// formation needs few victims and meets few block-needing no-ops, and a running request
+    /// moves in and out of that class every `block_tokens` steps (ordinary ltr load: +16 %
+    /// instructions). Turning it on indexes the requests of `gpu` as they are now, which is
+    /// what keeping them up at re-keying would have given.
+    fn watch_memory(&mut self, view: &ReplicaView) {
+        let (free, cap) = (
+            view.kv.free_blocks() as u64,
+            view.kv.capacity_blocks() as u64,
+        );
+        let want = if self.exact {
+            8 * free <= cap
+        } else {
+            free == 0
+        };
+        if want == self.exact {
+            return;
+        }
+        (self.exact, self.switches) = (want, self.switches + 1);
+        if !want {
+            for k in std::mem::take(&mut self.resident) {
+                self.resident_key[k.slot() as usize] = None;
+            }
+        } else {
+            let (in_gpu, active) = (&mut self.in_gpu, &self.active);
+            self.gpu.retain(|&s| {
+                let keep = active[s as usize] && may_hold_gpu_kv(view.req(s));
+                in_gpu[s as usize] = keep;
+                keep
+            });
+            for j in 0..self.gpu.len() {
+                let s = self.gpu[j];
+                self.place_resident(view.req(s), self.rank_key(s));
+            }
+        }
+        let (key, id) = (&self.key, &self.id);
+        let key_of = |s: Slot| Some(RankKey(key[s as usize], id[s as usize], s));
+        self.plain.index_needs_block(view, want, &self.gpu, key_of);
     }
 
     /// Jumping: put request `k` in `resident` or out of it, by its state in `r`.
@@ -263,6 +313,13 @@ impl KeyedRanking {
         self.looked_at
     }
 
+    /// Times the memory watch switched ([`KeyedRanking::watch_memory`]) and requests moved
+    /// between classes of the index so far.
+    #[cfg(test)]
+    pub(super) fn switches_and_moves(&self) -> (usize, usize) {
+        (self.switches, self.plain.moves)
+    }
+
     /// The unfinished requests, highest priority first.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = Slot> + '_ {
         self.set.iter().map(|k| k.2)
@@ -294,8 +351,11 @@ impl KeyedRanking {
             let r = view.req(s);
             if self.jumps {
                 self.plain.update(view, old, new);
-                self.place_resident(r, new);
-            } else if !self.in_gpu[i] && may_hold_gpu_kv(r) {
+                if self.exact {
+                    self.place_resident(r, new);
+                }
+            }
+            if !self.in_gpu[i] && may_hold_gpu_kv(r) {
                 // Only a plan puts KV on the GPU, and every request of a plan is re-keyed here.
                 self.in_gpu[i] = true;
                 self.gpu.push(s);
@@ -322,6 +382,9 @@ impl KeyedRanking {
         key: impl Fn(Slot) -> f64,
     ) -> u32 {
         self.refresh(view, &key);
+        if self.jumps {
+            self.watch_memory(view);
+        }
         let mut window = KeyedWindow {
             set: &self.set,
             front: self.set.range(..),
@@ -329,7 +392,7 @@ impl KeyedRanking {
             plain_run: 0,
             gpu: &mut self.gpu,
             in_gpu: &mut self.in_gpu,
-            ordered: self.jumps.then_some(&self.resident),
+            ordered: self.exact.then_some(&self.resident),
             active: &self.active,
             key: &self.key,
             id: &self.id,
@@ -436,7 +499,7 @@ struct KeyedWindow<'a> {
     /// The requests that may hold GPU KV ([`KeyedRanking`]'s `gpu`) and their flags.
     gpu: &'a mut Vec<Slot>,
     in_gpu: &'a mut [bool],
-    /// [`KeyedRanking`]'s `resident` when jumping (then `gpu` and the heap are not used).
+    /// [`KeyedRanking`]'s `resident` when kept (then `gpu` and the heap are not used).
     ordered: Option<&'a BTreeSet<RankKey>>,
     active: &'a [bool],
     key: &'a [f64],
