@@ -5,7 +5,7 @@
 use super::*;
 use crate::cost::constant::ConstantCost;
 use crate::policy::PreemptMode;
-use crate::policy::mlfq::resident_tests::Engine;
+use crate::policy::mlfq::resident_tests::{Engine, assert_same_plans};
 use crate::rng::XorShift;
 use crate::vocab::KvPool;
 use crate::vocab::request::{KvLoc, Slab};
@@ -46,24 +46,14 @@ fn indexed_offload_plans_as_the_list_walk() {
             e.end_copies(&mut x);
             for _ in 0..x.below(4) {
                 let predicted = 1 + x.below(60) as u32;
-                let r = Request::new(
-                    e.next_id,
-                    e.now,
-                    1 + x.below(150) as u32,
-                    1 + x.below(40) as u32,
-                    predicted,
-                );
-                e.next_id += 1;
-                let s = e.reqs.insert(r);
+                let s = e.arrive(1 + x.below(150) as u32, 1 + x.below(40) as u32, predicted);
                 a.on_arrival(s, &e.view()).unwrap();
                 b.on_arrival(s, &e.view()).unwrap();
             }
             a.schedule(&e.view(), &mut pa);
             b.schedule(&e.view(), &mut pb);
             let at = format!("case {case} step {step}");
-            assert_eq!(pa.run, pb.run, "{at}");
-            assert_eq!(pa.preempt, pb.preempt, "{at}");
-            assert_eq!(pa.swap_in, pb.swap_in, "{at}");
+            assert_same_plans(&pa, &pb, &at);
             swaps_in += pa.swap_in.len();
             swaps_out += pa.preempt.len();
             e.preempt(&pa);

@@ -3,15 +3,14 @@
 //! passes over the candidates holding no KV up to the next one that holds KV
 //! ([`super::super::common::Window::pass_kvless`]) instead of taking each as a candidate.
 
-use super::resident_tests::Engine;
+use super::resident_tests::{Engine, step_pair};
 use super::tests::{Mem, memory_case, view_b};
 use super::*;
 use crate::cost::constant::ConstantCost;
 use crate::rng::XorShift;
 use crate::vocab::KvPool;
-use crate::vocab::request::{Request, Slab};
+use crate::vocab::request::Slab;
 
-const MS: Ns = 1_000_000;
 const BLOCK_TOKENS: u32 = 16;
 
 fn chunked_evict(cfg: &mut Config) {
@@ -98,35 +97,9 @@ fn passing_over_kvless_candidates_plans_as_the_reference() {
         };
         let (mut pa, mut pb) = (Plan::default(), Plan::default());
         for step in 0..150 {
-            e.now += 10 * MS;
-            e.end_copies(&mut x);
-            for _ in 0..x.below(6) {
-                let r = Request::new(
-                    e.next_id,
-                    e.now,
-                    1 + x.below(300) as u32,
-                    1 + x.below(40) as u32,
-                    40,
-                );
-                e.next_id += 1;
-                let s = e.reqs.insert(r);
-                a.on_arrival(s, &e.view()).unwrap();
-                b.on_arrival(s, &e.view()).unwrap();
-            }
-            a.schedule(&e.view(), &mut pa);
-            b.schedule(&e.view(), &mut pb);
             let at = format!("case {case} step {step}");
-            assert_eq!(pa.run, pb.run, "{at}");
-            assert_eq!(pa.preempt, pb.preempt, "{at}");
-            assert_eq!(pa.swap_in, pb.swap_in, "{at}");
-            e.preempt(&pa);
-            let (survivors, done) = e.run(&pa);
-            for s in done {
-                a.on_finish(s);
-                b.on_finish(s);
-            }
-            a.on_iteration_end(&survivors, 10 * MS, &e.view());
-            b.on_iteration_end(&survivors, 10 * MS, &e.view());
+            let (pair, plans) = ((&mut a, &mut b), (&mut pa, &mut pb));
+            step_pair(&mut e, pair, plans, &mut x, (6, 300), &at);
         }
         passed += a.candidates_passed;
         assert!(a.candidates_looked < b.candidates_looked || a.candidates_passed == 0);

@@ -152,6 +152,52 @@ impl Engine {
         }
         (survivors, done)
     }
+
+    /// A new request arriving now: `input` and `output` tokens, `predicted` output.
+    pub(crate) fn arrive(&mut self, input: u32, output: u32, predicted: u32) -> Slot {
+        let r = Request::new(self.next_id, self.now, input, output, predicted);
+        self.next_id += 1;
+        self.reqs.insert(r)
+    }
+}
+
+/// Two policies given the same boundary planned alike (`at` names the boundary).
+pub(crate) fn assert_same_plans(pa: &Plan, pb: &Plan, at: &str) {
+    assert_eq!(pa.run, pb.run, "{at}");
+    assert_eq!(pa.preempt, pb.preempt, "{at}");
+    assert_eq!(pa.swap_in, pb.swap_in, "{at}");
+}
+
+/// One 10 ms boundary of two MLFQ policies on `e` (a differential run): copies end at random,
+/// up to `max_arrivals − 1` requests arrive (prompts of 1…`max_prompt` tokens), both plan
+/// alike into `pa`/`pb`, the plan runs and its finishes and survivors reach both.
+pub(crate) fn step_pair(
+    e: &mut Engine,
+    (a, b): (&mut Mlfq, &mut Mlfq),
+    (pa, pb): (&mut Plan, &mut Plan),
+    x: &mut XorShift,
+    (max_arrivals, max_prompt): (u64, u64),
+    at: &str,
+) {
+    e.now += 10 * MS;
+    e.end_copies(x);
+    for _ in 0..x.below(max_arrivals) {
+        let input = 1 + x.below(max_prompt) as u32;
+        let s = e.arrive(input, 1 + x.below(40) as u32, 40);
+        a.on_arrival(s, &e.view()).unwrap();
+        b.on_arrival(s, &e.view()).unwrap();
+    }
+    a.schedule(&e.view(), pa);
+    b.schedule(&e.view(), pb);
+    assert_same_plans(pa, pb, at);
+    e.preempt(pa);
+    let (survivors, done) = e.run(pa);
+    for s in done {
+        a.on_finish(s);
+        b.on_finish(s);
+    }
+    a.on_iteration_end(&survivors, 10 * MS, &e.view());
+    b.on_iteration_end(&survivors, 10 * MS, &e.view());
 }
 
 /// A random configuration of `skip-join-mlfq` with `batch_memory = "reserve"`.
@@ -202,37 +248,10 @@ fn resident_walk_evicts_as_the_ran_order_walk() {
         };
         let (mut pa, mut pb) = (Plan::default(), Plan::default());
         for step in 0..150 {
-            e.now += 10 * MS;
-            e.end_copies(&mut x);
-            for _ in 0..x.below(4) {
-                let r = Request::new(
-                    e.next_id,
-                    e.now,
-                    1 + x.below(150) as u32,
-                    1 + x.below(40) as u32,
-                    40,
-                );
-                e.next_id += 1;
-                let s = e.reqs.insert(r);
-                a.on_arrival(s, &e.view()).unwrap();
-                b.on_arrival(s, &e.view()).unwrap();
-            }
-            a.schedule(&e.view(), &mut pa);
-            b.schedule(&e.view(), &mut pb);
             let at = format!("case {case} step {step}");
-            assert_eq!(pa.run, pb.run, "{at}");
-            assert_eq!(pa.preempt, pb.preempt, "{at}");
-            assert_eq!(pa.swap_in, pb.swap_in, "{at}");
-            a.assert_resident(&e.view());
+            let (pair, plans) = ((&mut a, &mut b), (&mut pa, &mut pb));
+            step_pair(&mut e, pair, plans, &mut x, (4, 150), &at);
             evictions += pa.preempt.len();
-            e.preempt(&pa);
-            let (survivors, done) = e.run(&pa);
-            for s in done {
-                a.on_finish(s);
-                b.on_finish(s);
-            }
-            a.on_iteration_end(&survivors, 10 * MS, &e.view());
-            b.on_iteration_end(&survivors, 10 * MS, &e.view());
             a.assert_resident(&e.view());
         }
     }
