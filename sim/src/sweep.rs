@@ -660,3 +660,48 @@ pub fn axis_map(r: &SweepRun) -> BTreeMap<&str, &str> {
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect()
 }
+
+/// The axes (by name) whose values changed no result: at each point of the other axes, every
+/// run that finished gave the same `sweep.csv` metric cells, and at least one point had two
+/// such runs. Most likely a key no run reads (a parameter of a policy, router or predictor the
+/// runs do not use; a `gpu`, `tp` or `pp` that every replica group sets), or one that does not
+/// bind in these runs (a cap never reached, a seed that nothing draws from).
+pub fn inert_axes(
+    runs: &[SweepRun],
+    outcomes: &[std::result::Result<Summary, String>],
+) -> Vec<String> {
+    let Some(first) = runs.first() else {
+        return Vec::new();
+    };
+    (0..first.axes.len())
+        .filter(|&k| axis_changes_nothing(runs, outcomes, k))
+        .map(|k| first.axes[k].0.clone())
+        .collect()
+}
+
+/// Whether axis `k` is inert (see [`inert_axes`]). Two runs at one point of the other axes
+/// differ in axis `k` (sweep points are distinct).
+fn axis_changes_nothing(
+    runs: &[SweepRun],
+    outcomes: &[std::result::Result<Summary, String>],
+    k: usize,
+) -> bool {
+    let mut seen: BTreeMap<Vec<&str>, String> = BTreeMap::new();
+    let mut compared = false;
+    for (r, o) in runs.iter().zip(outcomes) {
+        let Ok(sum) = o else { continue };
+        let others: Vec<&str> = (r.axes.iter().enumerate())
+            .filter(|&(i, _)| i != k)
+            .map(|(_, (_, v))| v.as_str())
+            .collect();
+        let cells = metric_cells(sum, has_goodput(r)).join(",");
+        match seen.get(&others) {
+            Some(prev) if *prev != cells => return false,
+            Some(_) => compared = true,
+            None => {
+                seen.insert(others, cells);
+            }
+        }
+    }
+    compared
+}

@@ -488,3 +488,26 @@ fn capacity_refuses_num_requests_too_few_to_judge() {
         );
     }
 }
+
+/// An axis whose values change nothing (a parameter of a policy the runs do not use, a seed on a
+/// trace file that nothing draws from) is named in a warning; one that changes results is not.
+/// Was: identical rows under different labels, no warning.
+#[test]
+fn an_axis_that_changes_no_result_is_named_in_a_warning() {
+    let w = Workdir::new();
+    w.write("trace.csv", format!("{HEADER}0,4,2\n0,4,2\n0,4,2\n"));
+    let extra = "\n[sweep]\nseed = [1, 2]\n\"policies.fcfs.reserve\" = [\"max\", \"oracle\"]\n\"scheduler.max_batch_size\" = [1, 8]\n";
+    w.write("scenario.toml", scenario("vllm", extra));
+    let r = sweep_in(&w, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let warned = |axis: &str| {
+        r.stderr.lines().any(|l| {
+            l.starts_with(&format!(
+                "warning: sweep axis `{axis}`: its values gave identical results"
+            ))
+        })
+    };
+    assert!(warned("seed"), "{}", r.stderr);
+    assert!(warned("policies.fcfs.reserve"), "{}", r.stderr);
+    assert!(!warned("scheduler.max_batch_size"), "{}", r.stderr);
+}

@@ -185,6 +185,12 @@ pub(super) fn sweep_cmd(
     if let Some(note) = unstable_note(&runs, &outcomes) {
         writeln!(err, "warning: {note}")?;
     }
+    for axis in crate::sweep::inert_axes(&runs, &outcomes) {
+        writeln!(
+            err,
+            "warning: sweep axis `{axis}`: its values gave identical results at every point of the other axes: no run reads it (a key of a policy, router or predictor these runs do not use, or a `gpu`, `tp` or `pp` that every replica group sets), or it does not bind here (a cap never reached, a seed nothing draws from)"
+        )?;
+    }
     writeln!(
         out,
         "{} runs ({} failed) in {wall_s:.2} s wall on {} threads; sweep.csv in {}",

@@ -45,6 +45,9 @@
 //!   0.036), and starvation, which counts miss, is what the work-weighted throughput catches.
 //!
 //! With equal output lengths the throughput check is a plain request count too.
+//! When the window's completions all share one instant (a burst served in one batch), there is
+//! no served slope: the achieved rate is the window's requests over the time from its first
+//! arrival to that instant.
 //!
 //! A run is `stable` when it passes both, and, in a cluster, when every replica with at least
 //! [`MIN_REPLICA_REQUESTS`] completions passes both over the requests routed to it: a slow
@@ -365,11 +368,14 @@ fn stability_sorted(
     let offered_work_per_s = slope(|| cumulative(&by_arrival[lo..=hi]));
     let served_work_per_s = slope(|| cumulative(&by_finish[lo..=hi]));
     let offered = (hi - lo) as f64 / ns_to_s(arrival_span_ns);
-    // Completions all at one instant (slope 0 by convention): as fast as the clock resolves.
     let achieved = if served_work_per_s > 0.0 || by_finish[hi].t() > by_finish[lo].t() {
         offered * served_work_per_s / offered_work_per_s
     } else {
-        offered
+        // The window's completions all at one instant (no served slope): its requests were
+        // served between its first arrival and that instant (a burst batched together is not
+        // served "as fast as it arrived").
+        let served_span_ns = by_finish[hi].t().saturating_sub(by_arrival[lo].t());
+        (hi - lo) as f64 / ns_to_s(served_span_ns.max(arrival_span_ns))
     };
     let growth = in_system_slope(by_arrival, by_finish);
     let mut st = Stability {
@@ -520,6 +526,21 @@ mod tests {
             itl_max_ns: 0,
             itl_p99_ns: 0,
         }
+    }
+
+    /// 19 arrivals 1 ns apart and one at 1,000 s; the burst is served in two batches (1 s,
+    /// 2 s). The trimmed window's completions share one instant: served over ≈ 2 s, not "as
+    /// fast as the clock resolves" (was `stable`, achieved = offered = 10⁹ req/s).
+    #[test]
+    fn a_burst_completing_at_one_instant_is_not_served_at_its_arrival_rate() {
+        let mut c: Vec<_> = (0..19)
+            .map(|i| req(i, if i == 0 { S } else { 2 * S }))
+            .collect();
+        c.push(req(1000 * S, 1001 * S));
+        let s = stability(&c).unwrap();
+        assert!((s.offered_rate_per_s - 1e9).abs() < 1.0, "{s:?}");
+        assert!((s.achieved_rate_per_s - 17.0 / 2.0).abs() < 1e-6, "{s:?}");
+        assert!(!s.stable);
     }
 
     #[test]
