@@ -129,26 +129,12 @@ fn value_text(v: &toml::Value) -> String {
 /// Longest float written out in full in an axis label (`1e21` is `1000000000000000000000.0`).
 const MAX_PLAIN_FLOAT_CHARS: usize = 24;
 
-/// What makes two axis values the same run: numbers compare by value (`1`, `1.0` and `1e0` are
-/// one value), everything else by its text.
-#[derive(PartialEq, Eq, Hash)]
-enum ValueKey {
-    Int(i64),
-    FloatBits(u64),
-    Text(u8, String),
-}
-
-fn value_key(v: &toml::Value) -> ValueKey {
-    match v {
-        toml::Value::Integer(i) => ValueKey::Int(*i),
-        // Integral floats in i64's range compare with integers (−0.0 and 0.0 are both 0).
-        toml::Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.2e18 => ValueKey::Int(*f as i64),
-        toml::Value::Float(f) if f.is_nan() => ValueKey::FloatBits(f64::NAN.to_bits()),
-        toml::Value::Float(f) => ValueKey::FloatBits(f.to_bits()),
-        toml::Value::String(s) => ValueKey::Text(0, s.clone()),
-        toml::Value::Boolean(b) => ValueKey::Text(1, b.to_string()),
-        other => ValueKey::Text(2, other.to_string()),
-    }
+/// What makes two axis values the same run: what `sweep.csv` and its readers (`plot`, `check`,
+/// `merge`) take for the same point, i.e. the value's text read as a number when it is one (`1`,
+/// `1.0` and `1e0` are one value; so are the strings `"1"` and `"1.0"`, which sweep.csv cannot tell
+/// apart), else the text itself.
+fn value_key(v: &toml::Value) -> String {
+    crate::check::numeric_form(&value_text(v))
 }
 
 /// The first value equal to an earlier one: (its 0-based position, the earlier one's). Hashed:
@@ -420,6 +406,12 @@ fn check_values(axes: &[(String, Vec<toml::Value>)]) -> std::result::Result<(), 
             let (v, w) = (value_text(&vals[i]), value_text(&vals[first]));
             let same = if v == w {
                 format!(", first at position {}", first + 1)
+            } else if vals[i].is_str() && vals[first].is_str() {
+                format!(
+                    ", the same number as {} (position {}): sweep.csv and the commands reading it could not tell the two apart",
+                    crate::error::echo(&w),
+                    first + 1
+                )
             } else {
                 format!(
                     ", the same number as {} (position {})",

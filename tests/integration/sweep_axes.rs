@@ -79,6 +79,12 @@ fn numbers_repeat_by_value_in_sweep_axes_and_flags() {
             "\"scheduler.max_batch_size\" = [16, 32, 1.6e1]",
             "value 16.0 (position 3) is listed twice, the same number as 16 (position 1)",
         ),
+        // File names that read as one number: sweep.csv could not tell the two rows apart (they
+        // ran, then the plot step refused the sweep as a duplicate point).
+        (
+            "\"trace.lengths_file\" = [\"1\", \"1.0\"]",
+            "value 1.0 (position 2) is listed twice, the same number as 1 (position 1): sweep.csv and the commands reading it could not tell the two apart",
+        ),
     ] {
         w.write(
             "scenario.toml",

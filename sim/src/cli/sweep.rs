@@ -178,7 +178,8 @@ pub(super) fn sweep_cmd(
         let opts = crate::plot::SweepPlotOptions {
             cdf_rate_per_s: a.cdf_rate,
         };
-        crate::plot::plot_sweep_noting(dir.path(), &dir.path().join("plots"), &opts)?;
+        crate::plot::plot_sweep_noting(dir.path(), &dir.path().join("plots"), &opts)
+            .map_err(|e| at_dest(e, dir.path(), &dest))?;
     }
     let path = dir.commit()?;
     print_scenario_warnings(err, &a.scenario, &runs)?;
@@ -210,6 +211,38 @@ pub(super) fn sweep_cmd(
         ))
         .into()),
         None => Ok(()),
+    }
+}
+
+/// An error about a file of the staged sweep names it where the sweep was to be written (the
+/// staging directory is removed on error).
+fn at_dest(
+    e: crate::error::SimError,
+    staged: &std::path::Path,
+    dest: &std::path::Path,
+) -> crate::error::SimError {
+    use crate::error::SimError;
+    let rebase = |p: PathBuf| match p.strip_prefix(staged) {
+        Ok(rel) => dest.join(rel),
+        Err(_) => p,
+    };
+    match e {
+        SimError::Io { path, msg } => SimError::Io {
+            path: rebase(path),
+            msg,
+        },
+        SimError::Input {
+            path,
+            line,
+            field,
+            msg,
+        } => SimError::Input {
+            path: rebase(path),
+            line,
+            field,
+            msg,
+        },
+        other => other,
     }
 }
 
