@@ -40,32 +40,12 @@ pub fn sweep_axes_end(headers: &[String]) -> std::result::Result<usize, String> 
         .ok_or_else(|| "not a sweep.csv (no `requests` column)".into())
 }
 
-/// A reader of `path` that fails once it has given more than `max_bytes` (a FIFO, a device).
-struct Bounded<R> {
-    inner: R,
-    left: u64,
-    max_bytes: u64,
-}
-
-impl<R: std::io::Read> std::io::Read for Bounded<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.left = self.left.checked_sub(n as u64).ok_or_else(|| {
-            std::io::Error::other(format!(
-                "larger than {} MiB; is this the right file?",
-                self.max_bytes >> 20
-            ))
-        })?;
-        Ok(n)
-    }
-}
-
 /// A sweep.csv (or golden file) read row by row, never whole (a 240 MB file held as bytes,
 /// then as a `String` per cell, took 3.2 GB), its header checked on opening (first column
 /// `run`, a `requests` column, no column twice).
 struct SweepReader<'a> {
     path: &'a Path,
-    rdr: csv::Reader<std::io::BufReader<Bounded<crate::input::Opened>>>,
+    rdr: csv::Reader<std::io::BufReader<crate::input::Bounded<crate::input::Opened>>>,
     headers: Vec<String>,
     n_axes: usize,
 }
@@ -79,21 +59,8 @@ fn io_err(path: &Path, e: &dyn std::fmt::Display) -> SimError {
 
 impl<'a> SweepReader<'a> {
     fn open(path: &'a Path) -> Result<SweepReader<'a>> {
-        let max_bytes = MAX_SWEEP_CSV_BYTES;
-        if std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() > max_bytes) {
-            let msg = format!(
-                "larger than {} MiB; is this the right file?",
-                max_bytes >> 20
-            );
-            return Err(io_err(path, &msg));
-        }
-        let inner = crate::input::open_file(path).map_err(|e| io_err(path, &e))?;
-        let bounded = Bounded {
-            inner,
-            left: max_bytes,
-            max_bytes,
-        };
-        let buf = std::io::BufReader::with_capacity(1 << 16, bounded);
+        let buf =
+            crate::input::open_bounded(path, MAX_SWEEP_CSV_BYTES).map_err(|e| io_err(path, &e))?;
         let mut rdr = csv::Reader::from_reader(buf);
         let headers: Vec<String> = rdr
             .headers()

@@ -336,6 +336,11 @@ fn no_symlink(path: &Path) -> Result<()> {
             path,
             "is a symbolic link; merge reads only the files a shard wrote (replace the link with the real file or directory)",
         )),
+        // A named pipe would block the merge until something wrote to it.
+        Ok(m) if !m.is_file() && !m.is_dir() => Err(io(
+            path,
+            "is not a regular file (a named pipe, socket or device); merge reads only the files a shard wrote",
+        )),
         _ => Ok(()),
     }
 }
@@ -420,16 +425,14 @@ fn read_manifest(dir: &Path) -> Result<Loaded> {
     no_symlink(dir)?;
     let p = dir.join("shard.json");
     no_symlink(&p)?;
-    let text = std::fs::read_to_string(&p).map_err(|e| {
-        io(
+    if !p.exists() {
+        return Err(io(
             dir,
-            if e.kind() == std::io::ErrorKind::NotFound {
-                "not a sweep shard directory (no shard.json); write shards with `servesim sweep --shard I/N`".to_string()
-            } else {
-                format!("cannot read shard.json: {e}")
-            },
-        )
-    })?;
+            "not a sweep shard directory (no shard.json); write shards with `servesim sweep --shard I/N`",
+        ));
+    }
+    let text = crate::input::read_text(&p, crate::input::MAX_DATA_BYTES)
+        .map_err(|e| io(dir, format!("cannot read shard.json: {e}")))?;
     let m: Manifest = serde_json::from_str(&text).map_err(|e| {
         let msg = crate::error::plain_serde(&e.to_string());
         io(&p, format!("not a valid shard manifest: {msg}"))
@@ -474,7 +477,8 @@ fn read_manifest(dir: &Path) -> Result<Loaded> {
     // The shard's own sweep.csv holds the same lines.
     let csv_path = dir.join("sweep.csv");
     no_symlink(&csv_path)?;
-    let csv = std::fs::read_to_string(&csv_path).map_err(|e| io(&csv_path, e))?;
+    let csv = crate::input::read_text(&csv_path, crate::check::MAX_SWEEP_CSV_BYTES)
+        .map_err(|e| io(&csv_path, e))?;
     let mut expected = m.header.clone();
     expected.push('\n');
     for row in &m.rows {
@@ -704,11 +708,12 @@ fn check_run_files(run_dir: &Path) -> Result<()> {
     }
     let p = run_dir.join("requests.csv");
     no_symlink(&p)?;
-    let file = match std::fs::File::open(&p) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io(&p, e)),
-    };
+    if !p.exists() {
+        return Ok(());
+    }
+    let file =
+        crate::input::open_bounded(&p, crate::input::MAX_DATA_BYTES).map_err(|e| io(&p, e))?;
+    let file = crate::trace::csv_reader::LineLimited::new(file);
     let cells = crate::output::REQUESTS_HEADER.split(',').count();
     let corrupt = |line: usize, what: &str| {
         io(
@@ -748,7 +753,7 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
         let src = e.path();
         let dst = to.join(e.file_name());
         let ft = e.file_type().map_err(|err| io(&src, err))?;
-        if ft.is_symlink() {
+        if !ft.is_file() && !ft.is_dir() {
             no_symlink(&src)?;
         }
         if ft.is_dir() {

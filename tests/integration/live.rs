@@ -582,6 +582,68 @@ fn compare_checks_resolved_configs_row_counts_and_jcts_not_trace_spelling() {
         r.stderr
     );
     ragged_rows_and_fractional_counts(&w, &lines, &compare);
+    times_and_iteration_counts(&w, &lines, &compare);
+}
+
+/// Round 10: a row with a `jct_s` whose `arrival_s` is empty skipped the jct check (a mean JCT
+/// moved by 400 %), a finish before the arrival with a consistent negative `jct_s` was
+/// compared, and an `iterations.csv` cut short (or header only) was compared as the run (its
+/// `batch_s` error went from 293 % to 0.19 %). `lines`: the live run's requests.csv as written.
+fn times_and_iteration_counts(
+    w: &Workdir,
+    lines: &[&str],
+    compare: &dyn Fn(&str) -> crate::support::CliResult,
+) {
+    let spath = w.path("live/summary.json");
+    let summary = std::fs::read_to_string(&spath).unwrap();
+    std::fs::write(
+        &spath,
+        summary.replace("\"requests\": 8.0,", "\"requests\": 8,"),
+    )
+    .unwrap();
+    let path = w.path("live/requests.csv");
+    let edit = |f: &dyn Fn(&mut Vec<String>)| {
+        let mut cells: Vec<String> = lines[2].split(',').map(String::from).collect();
+        f(&mut cells);
+        let mut edited: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        edited[2] = cells.join(",");
+        std::fs::write(&path, edited.join("\n") + "\n").unwrap();
+        compare("live")
+    };
+    let r = edit(&|c| {
+        c[1] = String::new();
+        c[6] = "500".into();
+    });
+    assert_eq!(r.code, 2, "{}", r.stdout);
+    let want = "requests.csv:3: field `arrival_s`: empty in a row with a jct_s";
+    assert!(r.stderr.contains(want), "{}", r.stderr);
+    let r = edit(&|c| {
+        let finish: f64 = c[5].parse().unwrap();
+        c[1] = format!("{}", finish + 1000.0);
+        c[6] = "-1000".into();
+    });
+    assert_eq!(r.code, 2, "{}", r.stdout);
+    let want = "requests.csv:3: field `finish_s`: ";
+    assert!(
+        r.stderr.contains(want) && r.stderr.contains("is before arrival_s"),
+        "{}",
+        r.stderr
+    );
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    assert_eq!(compare("live").code, 0);
+    let ipath = w.path("live/iterations.csv");
+    let iters = std::fs::read_to_string(&ipath).unwrap();
+    let n = iters.lines().count() - 1;
+    let head: Vec<&str> = iters.lines().take(3).collect();
+    std::fs::write(&ipath, head.join("\n") + "\n").unwrap();
+    let r = compare("live");
+    assert_eq!(r.code, 2, "{}", r.stdout);
+    let want = "iterations.csv: holds 2 iterations but";
+    assert!(
+        r.stderr.contains(want) && r.stderr.contains(&format!("summary.json counts {n}")),
+        "{}",
+        r.stderr
+    );
 }
 
 /// A requests.csv row with one field too many: servesim's FILE:LINE form, not the csv crate's

@@ -152,7 +152,8 @@ pub fn check_dirs(sim: &Path, live: &Path, allow_partial: bool) -> Result<DirChe
         }
     }
     check_resolved(sim, &sim_cfg, live, &live_cfg)?;
-    check_iterations_csv(&live.join("iterations.csv"))?;
+    let rows = check_iterations_csv(&live.join("iterations.csv"))?;
+    check_row_count(live, "iterations.csv", "iterations", rows)?;
     let mut check = DirCheck::default();
     for dir in [sim, live] {
         let summary = read_json(&dir.join("summary.json"))?;
@@ -476,12 +477,15 @@ fn request_columns(dir: &Path) -> Result<[Vec<f64>; 3]> {
             out[k].push(
                 cell.parse::<f64>()
                     .ok()
-                    .filter(|x| x.is_finite())
+                    .filter(|x| x.is_finite() && *x >= 0.0)
                     .ok_or_else(|| SimError::Input {
                         path: path.clone(),
                         line,
                         field: ["jct_s", "ttft_s", "tpot_s"][k].into(),
-                        msg: format!("`{}` is not a finite number", crate::error::echo(cell)),
+                        msg: format!(
+                            "`{}` is not a latency in seconds (a finite number ≥ 0)",
+                            crate::error::echo(cell)
+                        ),
                     })?,
             );
         }
@@ -498,43 +502,86 @@ fn request_columns(dir: &Path) -> Result<[Vec<f64>; 3]> {
 
 /// A row's `jct_s` must be its `finish_s − arrival_s` (within the rounding of 9 decimals): a
 /// hand-edited or corrupted cell would move the comparison silently. `cells` are arrival,
-/// finish, jct; a cell that is empty or not a number is judged elsewhere.
+/// finish, jct. A row with a `jct_s` (a finished request) needs both times, finite, not
+/// negative, and the finish not before the arrival; a `jct_s` that is not a number is reported
+/// by the caller.
 fn check_jct(path: &Path, line: u64, cells: [Option<&str>; 3]) -> Result<()> {
-    let num = |c: Option<&str>| c.and_then(|c| c.trim().parse::<f64>().ok());
-    let (Some(a), Some(f), Some(j)) = (num(cells[0]), num(cells[1]), num(cells[2])) else {
+    let jct = cells[2].unwrap_or("").trim();
+    if jct.is_empty() {
+        return Ok(());
+    }
+    let bad = |field: &str, msg: String| SimError::Input {
+        path: path.to_path_buf(),
+        line,
+        field: field.into(),
+        msg,
+    };
+    let time = |k: usize, field: &str| -> Result<f64> {
+        let c = cells[k].unwrap_or("");
+        (c.trim().parse::<f64>().ok())
+            .filter(|x| x.is_finite() && *x >= 0.0)
+            .ok_or_else(|| {
+                bad(
+                    field,
+                    match c.trim() {
+                        "" => "empty in a row with a jct_s (a finished request has both times)"
+                            .to_string(),
+                        c => format!(
+                            "`{}` is not a time in seconds (a finite number ≥ 0)",
+                            crate::error::echo(c)
+                        ),
+                    },
+                )
+            })
+    };
+    let (a, f) = (time(0, "arrival_s")?, time(1, "finish_s")?);
+    if f < a {
+        return Err(bad(
+            "finish_s",
+            format!(
+                "{} is before arrival_s {}: a request finishes after it arrives",
+                crate::error::num(f),
+                crate::error::num(a)
+            ),
+        ));
+    }
+    let Ok(j) = jct.parse::<f64>() else {
         return Ok(());
     };
     let want = f - a;
     if !j.is_finite() || (j - want).abs() <= 2e-9 + 1e-12 * f.abs().max(a.abs()) {
         return Ok(());
     }
-    Err(SimError::Input {
-        path: path.to_path_buf(),
-        line,
-        field: "jct_s".into(),
-        msg: format!(
+    Err(bad(
+        "jct_s",
+        format!(
             "`{}` is not finish_s − arrival_s ({} − {} = {}): a requests.csv written by servesim has them agree",
-            crate::error::echo(cells[2].unwrap_or("")),
+            crate::error::echo(jct),
             crate::error::num(f),
             crate::error::num(a),
             crate::error::num(want)
         ),
-    })
+    ))
 }
 
 /// The rows of `dir/requests.csv` must be the requests `dir/summary.json` counts (`requests`):
 /// a file cut short (or padded) would be compared as if it were the run.
 fn check_request_count(dir: &Path, rows: u64) -> Result<()> {
+    check_row_count(dir, "requests.csv", "requests", rows)
+}
+
+/// The rows of `dir/FILE` must be what `dir/summary.json`'s `key` counts.
+fn check_row_count(dir: &Path, file: &str, key: &str, rows: u64) -> Result<()> {
     let path = dir.join("summary.json");
     let summary = read_json(&path)?;
     // A count that is missing or not a whole number cannot vouch for the file (`40.0` skipped the
     // check: round 9, 07).
-    let Some(n) = summary["requests"].as_u64() else {
+    let Some(n) = summary[key].as_u64() else {
         return Err(io(
             &path,
             format!(
-                "`requests` must be the run's number of requests (a whole number), got {}; rerun the run, or compare a complete copy",
-                crate::error::echo(&summary["requests"].to_string())
+                "`{key}` must be the run's number of {key} (a whole number), got {}; rerun the run, or compare a complete copy",
+                crate::error::echo(&summary[key].to_string())
             ),
         ));
     };
@@ -542,9 +589,9 @@ fn check_request_count(dir: &Path, rows: u64) -> Result<()> {
         return Ok(());
     }
     Err(io(
-        &dir.join("requests.csv"),
+        &dir.join(file),
         format!(
-            "holds {rows} requests but {} counts {n}: the file was cut short or edited; rerun the run, or compare a complete copy",
+            "holds {rows} {key} but {} counts {n}: the file was cut short or edited; rerun the run, or compare a complete copy",
             path.display()
         ),
     ))

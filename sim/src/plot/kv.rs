@@ -30,10 +30,13 @@ pub struct KvSample {
     pub swapped: u64,
 }
 
+/// Most bytes of a `kv_timeline.csv` read: a run writes at most
+/// [`crate::run::KV_TIMELINE_MAX_ROWS`] rows of well under 100 bytes each.
+const KV_TIMELINE_MAX_BYTES: u64 = 1 << 30;
+
 /// Parse `kv_timeline.csv`; the header must be [`KV_TIMELINE_HEADER`]. Errors name the line.
 pub fn read_kv_timeline(path: &Path) -> Result<Vec<KvSample>> {
-    let text =
-        crate::input::read_text(path, crate::input::MAX_DATA_BYTES).map_err(|e| perr(path, e))?;
+    let text = crate::input::read_text(path, KV_TIMELINE_MAX_BYTES).map_err(|e| perr(path, e))?;
     let mut lines = text.lines().enumerate();
     match lines.next() {
         Some((_, h)) if h.trim_end_matches('\r') == KV_TIMELINE_HEADER => {}

@@ -137,7 +137,9 @@ fn shown(axes: &[String], rec: &csv::StringRecord) -> String {
 /// Read `path` (a sweep.csv): an error when it is no sweep.csv, has no rows, a bad run index, or
 /// two rows with the same axis values (`1` and `1.0` are the same value).
 pub(super) fn read_sweep(path: &Path) -> Result<Sweep> {
-    let mut rdr = csv::Reader::from_path(path).map_err(|e| perr(path, e))?;
+    let buf = crate::input::open_bounded(path, crate::check::MAX_SWEEP_CSV_BYTES)
+        .map_err(|e| perr(path, e))?;
+    let mut rdr = csv::Reader::from_reader(buf);
     let headers: Vec<String> = rdr
         .headers()
         .map_err(|e| perr(path, e))?

@@ -331,9 +331,11 @@ fn run_dirs(sweep_dir: &Path) -> BTreeMap<usize, PathBuf> {
 
 /// The finite `jct_s` values of `dir/requests.csv`, sorted (none when unreadable).
 fn read_jcts(dir: &Path) -> Vec<f64> {
-    let Ok(mut rdr) = csv::Reader::from_path(dir.join("requests.csv")) else {
+    let Ok(f) = crate::input::open_bounded(&dir.join("requests.csv"), crate::input::MAX_DATA_BYTES)
+    else {
         return Vec::new();
     };
+    let mut rdr = csv::Reader::from_reader(crate::trace::csv_reader::LineLimited::new(f));
     let col = rdr
         .headers()
         .ok()
