@@ -17,8 +17,10 @@
 //! (`config.json` without the scenario file's path, so shards may be started from different
 //! directories), servesim's version included: shards of different scenarios, `--num-requests`
 //! or builds do not merge. `shard.json` also lists the sweep's data files (traces, lengths,
-//! profiles, catalogues) with a hash of their bytes, compared as a set (paths may differ between
-//! hosts): shards run on two versions of one trace do not merge either.
+//! profiles, catalogues) with a hash of their bytes, each named by its real path relative to the
+//! scenario's real folder (`../traces/x.csv`) and compared with its namesake (as a set only when
+//! the names differ, i.e. the files sit elsewhere on another host): shards run on two versions
+//! of one trace do not merge either.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -219,13 +221,31 @@ pub fn input_hashes(runs: &[SweepRun]) -> Result<Vec<InputHash>> {
         .collect()
 }
 
-/// `path` as shard.json names it: relative to `base` where it lies under it, else as given.
+/// `path` as shard.json names it: its real path relative to `base` (the scenario's real folder),
+/// with `..` where it lies outside it (the shipped scenarios read `../traces/…`), so that shards
+/// started from other directories or machines with the same checkout name it alike; as given
+/// when it cannot be resolved.
 fn input_name(path: &Path, base: Option<&Path>) -> String {
-    let under = path.canonicalize().ok().and_then(|c| {
-        let rel = c.strip_prefix(base?).ok()?.to_path_buf();
-        Some(rel.display().to_string())
-    });
-    under.unwrap_or_else(|| path.display().to_string())
+    let rel = path
+        .canonicalize()
+        .ok()
+        .and_then(|c| Some(relative_to(&c, base?)));
+    rel.unwrap_or_else(|| path.display().to_string())
+}
+
+/// `path` relative to `base` (both absolute and resolved), with `..` for the parts of `base`
+/// it does not share.
+fn relative_to(path: &Path, base: &Path) -> String {
+    let (p, b): (Vec<_>, Vec<_>) = (path.components().collect(), base.components().collect());
+    let common = p.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let mut rel = PathBuf::new();
+    for _ in common..b.len() {
+        rel.push("..");
+    }
+    for c in &p[common..] {
+        rel.push(c);
+    }
+    rel.display().to_string()
 }
 
 /// [`InputHash`] of `path` (named by [`input_name`]).
