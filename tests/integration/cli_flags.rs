@@ -468,7 +468,23 @@ fn bad_number_flags_are_one_line_in_words() {
     w.write("scenario.toml", scenario("vllm", ""));
     let s = w.path("scenario.toml");
     let s = s.to_str().unwrap();
-    let cases: [(&[&str], &str); 5] = [
+    let d = w.path("nothing");
+    let d = d.to_str().unwrap();
+    // Round 10, 04: clap's five-line "unexpected argument '-1'" and Rust's range syntax.
+    let cases: [(&[&str], &str); 9] = [
+        (
+            &["check", d, "--golden", s, "--rel-tol", "-1"],
+            "--rel-tol must be",
+        ),
+        (&["plot", d, "--cdf-rate", "-1"], "plot:"),
+        (
+            &["bench", s, "--repeat", "0"],
+            "'--repeat <REPEAT>': expected a whole number of at least 1",
+        ),
+        (
+            &["live", s, "--threads", "-2"],
+            "'--threads <N>': expected a whole number from 1 to 4096",
+        ),
         (
             &["run", s, "--num-requests", "-1"],
             "'--num-requests <N>': expected a whole number (digits only",
@@ -501,5 +517,6 @@ fn bad_number_flags_are_one_line_in_words() {
         );
         assert!(r.stderr.contains(needle), "{args:?}: {}", r.stderr);
         assert!(!r.stderr.contains("invalid digit") && !r.stderr.contains("float literal"));
+        assert!(!r.stderr.contains("..="), "{args:?}: {}", r.stderr);
     }
 }

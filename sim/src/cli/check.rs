@@ -8,6 +8,7 @@ use super::Regression;
 use crate::error::SimError;
 
 #[derive(Debug, clap::Args)]
+#[command(allow_negative_numbers = true)]
 pub struct CheckArgs {
     /// A sweep directory (or its sweep.csv).
     pub sweep: PathBuf,

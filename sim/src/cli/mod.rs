@@ -69,6 +69,7 @@ pub enum Command {
     /// kv_usage.png/.svg: GPU and host KV blocks in use over time, per replica (summed beyond 4
     /// replicas); without that file the KV plot is skipped. Titles name the setup (model, GPUs,
     /// trace, requests, seeds, what the error bars are) from the runs' config.json.
+    #[command(allow_negative_numbers = true)]
     Plot {
         /// A directory written by `servesim sweep` or `servesim run`.
         dir: PathBuf,
@@ -204,6 +205,17 @@ fn value_error_line(e: &clap::Error) -> Option<String> {
     if let (Some(words), Some(cut)) = (words, line.rfind("': ")) {
         line.truncate(cut + 3);
         line.push_str(words);
+    } else if let Some((head, range)) = line.split_once(" is not in ") {
+        // clap's range check speaks Rust ("0 is not in 1..=4294967295").
+        let (lo, hi) = range.split_once("..").unwrap_or((range, ""));
+        let hi = hi.trim_start_matches('=');
+        let words = match hi.parse::<u64>() {
+            Ok(h) if h < u64::from(u32::MAX) => format!("expected a whole number from {lo} to {h}"),
+            _ => format!("expected a whole number of at least {lo}"),
+        };
+        let cut = head.rfind("': ").map_or(head.len(), |c| c + 3);
+        line.truncate(cut);
+        line.push_str(&words);
     }
     for l in lines {
         line.push_str(if l.starts_with("tip:") { "; " } else { " " });

@@ -194,10 +194,16 @@ pub(super) fn sweep_cmd(
     }
     writeln!(
         out,
-        "{} runs ({} failed) in {wall_s:.2} s wall on {} threads; sweep.csv in {}",
+        "{} run{} ({} failed) in {wall_s:.2} s wall on {} thread{}; sweep.csv in {}",
         runs.len(),
+        if runs.len() == 1 { "" } else { "s" },
         failed,
         pool.current_num_threads(),
+        if pool.current_num_threads() == 1 {
+            ""
+        } else {
+            "s"
+        },
         path.display()
     )?;
     super::signal_after_outputs("the sweep", &path.display())?;

@@ -358,7 +358,8 @@ impl Sim {
                 crate::error::num(ns_to_s(next.arrival_ns))
             ),
             None => format!(
-                "{unfinished} requests were unfinished though the last arrived at t={} s: the run is overloaded or drains slowly (raise [limits] max_sim_s to let it go on)",
+                "{unfinished} request{} unfinished though the last arrived at t={} s: the run is overloaded or drains slowly (raise [limits] max_sim_s to let it go on)",
+                if unfinished == 1 { " was" } else { "s were" },
                 crate::error::num(ns_to_s(self.last_arrival_ns))
             ),
         };
