@@ -259,6 +259,10 @@ pub struct Mlfq {
     arrivals: u64,
     /// Queue entries the batch and memory scans looked at (a work count for tests).
     scanned: u64,
+    /// Batch members whose extra KV blocks `reserve_pass` computed, and queue entries the
+    /// proactive swap-in walk looked at (work counts for tests).
+    blocks_looked: u64,
+    ahead_looked: u64,
     /// The requests the last starvation check promoted (see module `starve`).
     block: starve::Block,
     starve: starve::Scratch,
@@ -319,6 +323,8 @@ impl Mlfq {
             arrival_seq: Vec::new(),
             arrivals: 0,
             scanned: 0,
+            blocks_looked: 0,
+            ahead_looked: 0,
             block: starve::Block::default(),
             starve: starve::Scratch::default(),
             starve_looked: 0,

@@ -234,6 +234,7 @@ impl Mlfq {
         } else {
             0
         };
+        self.blocks_looked += plan.run.len() as u64;
         let need: i64 = plan
             .run
             .iter()
@@ -252,15 +253,22 @@ impl Mlfq {
         //    from swap-outs still copying) waits for the next boundary; the code's iteration
         //    would wait for the copies instead.
         let mut free = view.free_blocks() as i64 + freed_now;
-        plan.run.retain(|item| {
-            let n = view.extra_blocks_for_item(item) as i64;
-            if n <= free {
-                free -= n;
-                true
-            } else {
-                false
-            }
-        });
+        if !swap_out_needed && need <= free {
+            // The batch is the popped one and its whole need is free: the walk below would keep
+            // every member (each prefix of the need fits), so it is skipped.
+            free -= need;
+        } else {
+            self.blocks_looked += plan.run.len() as u64;
+            plan.run.retain(|item| {
+                let n = view.extra_blocks_for_item(item) as i64;
+                if n <= free {
+                    free -= n;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
         if host_blocked && plan.run.len() < b {
             self.backfill_resident(view, plan, &mut free);
         }
@@ -440,6 +448,11 @@ impl Mlfq {
         mut avail: i64,
         mut free: i64,
     ) {
+        if self.popped.len() == self.order.len() {
+            // Every queued request was popped: none is left to swap in (the walk below would
+            // pass over them all).
+            return;
+        }
         let mut quota = view.limits.max_batch_size;
         if self.taken.len() < view.slot_capacity() {
             self.taken.resize(view.slot_capacity(), false);
@@ -448,10 +461,12 @@ impl Mlfq {
             self.taken[s as usize] = true;
         }
         let taken = &self.taken;
+        let mut looked = 0u64;
         self.order.any(|s| {
             if quota == 0 {
                 return true;
             }
+            looked += 1;
             if taken[s as usize] {
                 return false;
             }
@@ -467,6 +482,7 @@ impl Mlfq {
             }
             false
         });
+        self.ahead_looked += looked;
         for &s in &self.popped {
             self.taken[s as usize] = false;
         }
