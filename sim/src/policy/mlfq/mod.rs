@@ -280,6 +280,8 @@ pub struct Mlfq {
     lazy: Lazy,
     /// `quantum_ns(p)` for every level (computed once: it is on every iteration's path).
     quantum_ns_table: Vec<Ns>,
+    /// `quantum_s(p)` for every level (skip-join places each arrival by comparing with them).
+    quantum_s_table: Vec<f64>,
     /// `offload = "paper"`: the ENST of the requests that hold KV, in priority order (scratch).
     scored: Vec<enst::Scored>,
     /// Scratch: the swap candidates of [`Mlfq::paper_offload`].
@@ -337,6 +339,7 @@ impl Mlfq {
                 ..Lazy::default()
             },
             quantum_ns_table: Vec::new(),
+            quantum_s_table: Vec::new(),
             scored: Vec::new(),
             cand: Vec::new(),
             enst_looked: 0,
@@ -354,6 +357,7 @@ impl Mlfq {
     }
 
     fn with_quantum_table(mut self) -> Self {
+        self.quantum_s_table = (0..=LEVEL_CAP).map(|p| self.quantum_s(p)).collect();
         self.quantum_ns_table = (0..=LEVEL_CAP).map(|p| self.quantum_ns(p)).collect();
         self
     }
@@ -372,7 +376,10 @@ impl Mlfq {
 
     /// Quantum of level `p` in seconds.
     pub fn quantum_s(&self, p: u32) -> f64 {
-        self.cfg.base_quantum_s * self.cfg.ratio.powi(p as i32)
+        match self.quantum_s_table.get(p as usize) {
+            Some(&q) => q,
+            None => self.cfg.base_quantum_s * self.cfg.ratio.powi(p as i32),
+        }
     }
 
     /// Quantum of level `p` in whole nanoseconds (nearest; saturating), the unit attained service

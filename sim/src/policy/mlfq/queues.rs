@@ -26,8 +26,10 @@ impl Mlfq {
         if batch.is_empty() {
             return;
         }
-        for &s in batch {
-            self.leave_block(s);
+        if self.block.len > 0 {
+            for &s in batch {
+                self.leave_block(s);
+            }
         }
         let max_level = self.max_level();
         // How many batch members leave each old level, of `order` and of `ran_order`, how many
