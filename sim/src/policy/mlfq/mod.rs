@@ -271,8 +271,6 @@ pub struct Mlfq {
     taken: Vec<bool>,
     /// Scratch: requeued requests grouped by their new level.
     requeued: Vec<Slot>,
-    /// Scratch for [`Mlfq::requeue_batch`]: the batch's new states.
-    new_states: Vec<State>,
     /// Queue entries [`Mlfq::requeue_batch`] looked at one by one (bulk copies aside): a work
     /// count for tests.
     requeue_touched: u64,
@@ -332,7 +330,6 @@ impl Mlfq {
             starve_looked: 0,
             taken: Vec::new(),
             requeued: Vec::new(),
-            new_states: Vec::new(),
             requeue_touched: 0,
             lazy: Lazy {
                 bound_ns: i64::MAX,
