@@ -197,11 +197,12 @@ impl Sim {
         let (mut cur_start, mut cur_end) = (start, end);
         let mut service_ns: Ns = 0;
         let mut repeats: u64 = 0;
-        let mut window_lo = usize::MAX;
+        // `ff_bounds` counted the first window's allocations (boundaries 1..=B).
+        let mut window_lo = 1;
         let mut gaps = SharedGaps::default();
         self.ff_top.clear();
         for m in 1..=b.horizon {
-            if window_lo == usize::MAX || m >= window_lo + bt {
+            if m >= window_lo + bt {
                 window_lo = m;
                 fill_window(&mut self.ff_alloc, rep, m, block_tokens);
             }
@@ -256,7 +257,8 @@ impl Sim {
     }
 
     /// The bounds of a fast-forward of replica `r`'s batch (`None`: no repeat is possible), and
-    /// the repeats' shape in `shape`.
+    /// the repeats' shape in `shape`. With `Some`, `Sim::ff_alloc` holds the first allocation
+    /// window's counts (what `fill_window` at boundary 1 counts, found in the same walk).
     fn ff_bounds(&mut self, r: u32, start: Ns, end: Ns, shape: &mut BatchShape) -> Option<Bounds> {
         let limits = self.cfg.limits;
         let next_event_ns = self.heap.peek().map_or(Ns::MAX, |Reverse(e)| e.0);
@@ -278,11 +280,21 @@ impl Sim {
         // `through_completions`) nor, otherwise, a request finishing (`strict`).
         let (mut strict, mut loose) = (MAX_REPEATS, MAX_REPEATS);
         let mut next_finish = usize::MAX;
+        let block_tokens = self.cfg.block_tokens as u64;
+        let alloc = &mut self.ff_alloc;
+        alloc.clear();
+        alloc.resize(block_tokens as usize, 0);
+        // The batch is the plan's, in its order.
+        debug_assert!(rep.plan.run.iter().map(|i| i.slot).eq(rep.batch.iter().copied()));
         for item in &rep.plan.run {
             let q = rep.reqs.get(item.slot);
             // A partial prefill chunk emits nothing and is never repeated as a decode.
             if item.reserve_blocks > q.blocks || q.kv_tokens_after_step() < q.prefill_tokens() {
                 return None;
+            }
+            let at = next_crossing(q, 1, block_tokens);
+            if at <= block_tokens as usize {
+                alloc[at - 1] += 1;
             }
             let left = |stop_at: u32| stop_at.saturating_sub(q.generated_tokens + 1) as usize;
             if q.output_tokens <= q.predicted_output_tokens {
