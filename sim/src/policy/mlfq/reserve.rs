@@ -283,7 +283,10 @@ impl Mlfq {
         let b = limits.max_batch_size as usize;
         let (mut prefill_tokens, mut has_prefill) = (0u64, false);
         let mut tokens_left = self.cfg.chunk_size.unwrap_or(0);
-        debug_assert!(plan.run.is_empty(), "the batch is popped into an empty plan");
+        debug_assert!(
+            plan.run.is_empty(),
+            "the batch is popped into an empty plan"
+        );
         let (mut looked, mut need) = (0u64, 0i64);
         let (chunked, misfit) = (self.cfg.chunk_size.is_some(), self.cfg.misfit);
         // Deferred new requests are passed over: walk the requests that ran. (`true`: stop.)
