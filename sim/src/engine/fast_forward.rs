@@ -64,34 +64,17 @@ fn fill_window(alloc: &mut Vec<u32>, rep: &Replica, m: usize, block_tokens: u64)
 /// then `kv_tokens_after_next() + m − 1` KV tokens and `generated_tokens + m` tokens at
 /// boundary m (the end of the m-th iteration). The repeat launched at boundary m must not follow
 /// a prediction being reached (`loose`, with `through_completions`) nor, otherwise, a request
-/// finishing (`strict`). The same walk counts the first allocation window into `alloc` (what
-/// [`fill_window`] at boundary 1 counts).
-fn plan_repeats(
-    rep: &Replica,
-    alloc: &mut Vec<u32>,
-    block_tokens: u64,
-) -> Option<(usize, usize, usize)> {
+/// finishing (`strict`).
+fn plan_repeats(rep: &Replica) -> Option<(usize, usize, usize)> {
     let (mut strict, mut loose) = (MAX_REPEATS, MAX_REPEATS);
     let mut next_finish = usize::MAX;
-    alloc.clear();
-    alloc.resize(block_tokens as usize, 0);
-    // The batch is the plan's, in its order.
-    debug_assert!(
-        rep.plan
-            .run
-            .iter()
-            .map(|i| i.slot)
-            .eq(rep.batch.iter().copied())
-    );
-    for item in &rep.plan.run {
+    // Back to front (the mins do not depend on the order): a chunking policy's partial
+    // prefill chunks come after its decodes, and end the walk at once.
+    for item in rep.plan.run.iter().rev() {
         let q = rep.reqs.get(item.slot);
         // A partial prefill chunk emits nothing and is never repeated as a decode.
         if item.reserve_blocks > q.blocks || q.kv_tokens_after_step() < q.prefill_tokens() {
             return None;
-        }
-        let at = next_crossing(q, 1, block_tokens);
-        if at <= block_tokens as usize {
-            alloc[at - 1] += 1;
         }
         let left = |stop_at: u32| stop_at.saturating_sub(q.generated_tokens + 1) as usize;
         if q.output_tokens <= q.predicted_output_tokens {
@@ -245,12 +228,11 @@ impl Sim {
         let (mut cur_start, mut cur_end) = (start, end);
         let mut service_ns: Ns = 0;
         let mut repeats: u64 = 0;
-        // `ff_bounds` counted the first window's allocations (boundaries 1..=B).
-        let mut window_lo = 1;
+        let mut window_lo = usize::MAX;
         let mut gaps = SharedGaps::default();
         self.ff_top.clear();
         for m in 1..=b.horizon {
-            if m >= window_lo + bt {
+            if window_lo == usize::MAX || m >= window_lo + bt {
                 window_lo = m;
                 fill_window(&mut self.ff_alloc, rep, m, block_tokens);
             }
@@ -305,8 +287,7 @@ impl Sim {
     }
 
     /// The bounds of a fast-forward of replica `r`'s batch (`None`: no repeat is possible), and
-    /// the repeats' shape in `shape`. With `Some`, `Sim::ff_alloc` holds the first allocation
-    /// window's counts (what `fill_window` at boundary 1 counts, found in the same walk).
+    /// the repeats' shape in `shape`.
     fn ff_bounds(&mut self, r: u32, start: Ns, end: Ns, shape: &mut BatchShape) -> Option<Bounds> {
         let limits = self.cfg.limits;
         let next_event_ns = self.heap.peek().map_or(Ns::MAX, |Reverse(e)| e.0);
@@ -321,8 +302,7 @@ impl Sim {
         if end >= next_event_ns {
             return None;
         }
-        let (strict, loose, mut next_finish) =
-            plan_repeats(rep, &mut self.ff_alloc, self.cfg.block_tokens as u64)?;
+        let (strict, loose, mut next_finish) = plan_repeats(rep)?;
         let steady = {
             let view = view!(rep, start, limits);
             rep.policy.fast_forward()?.steady(&rep.batch, &view)?
