@@ -58,6 +58,37 @@ fn fill_window(alloc: &mut Vec<u32>, rep: &Replica, m: usize, block_tokens: u64)
     }
 }
 
+/// What the plan's members allow (with `Some`): the most repeats, `(strict, loose)`, and the
+/// boundary at which the first one finishes (`usize::MAX`: none); `None` when a member cannot
+/// repeat. The records stay as they were at the plan's first run until the end: request q has
+/// then `kv_tokens_after_next() + m − 1` KV tokens and `generated_tokens + m` tokens at
+/// boundary m (the end of the m-th iteration). The repeat launched at boundary m must not follow
+/// a prediction being reached (`loose`, with `through_completions`) nor, otherwise, a request
+/// finishing (`strict`).
+fn plan_repeats(rep: &Replica) -> Option<(usize, usize, usize)> {
+    let (mut strict, mut loose) = (MAX_REPEATS, MAX_REPEATS);
+    let mut next_finish = usize::MAX;
+    // Back to front (the mins do not depend on the order): a chunking policy's partial
+    // prefill chunks come after its decodes, and end the walk at once.
+    for item in rep.plan.run.iter().rev() {
+        let q = rep.reqs.get(item.slot);
+        // A partial prefill chunk emits nothing and is never repeated as a decode.
+        if item.reserve_blocks > q.blocks || q.kv_tokens_after_step() < q.prefill_tokens() {
+            return None;
+        }
+        let left = |stop_at: u32| stop_at.saturating_sub(q.generated_tokens + 1) as usize;
+        if q.output_tokens <= q.predicted_output_tokens {
+            strict = strict.min(left(q.output_tokens));
+            next_finish = next_finish.min((q.output_tokens - q.generated_tokens) as usize);
+        } else {
+            let l = left(q.predicted_output_tokens);
+            strict = strict.min(l);
+            loose = loose.min(l);
+        }
+    }
+    (loose > 0).then_some((strict, loose, next_finish))
+}
+
 /// The requests finishing at boundary `m`: their blocks free first (`free`), and they allocate
 /// nothing for the repeat (`need`). Returns how many finish and when the next one finishes.
 fn count_finishing(
@@ -271,32 +302,7 @@ impl Sim {
         if end >= next_event_ns {
             return None;
         }
-        // The records stay as they were at the plan's first run until the end: request q has
-        // then `kv_tokens_after_next() + m − 1` KV tokens and `generated_tokens + m` tokens at
-        // boundary m (the end of the m-th iteration). Repeats the requests allow: the repeat
-        // launched at boundary m must not follow a prediction being reached (`loose`, with
-        // `through_completions`) nor, otherwise, a request finishing (`strict`).
-        let (mut strict, mut loose) = (MAX_REPEATS, MAX_REPEATS);
-        let mut next_finish = usize::MAX;
-        for item in &rep.plan.run {
-            let q = rep.reqs.get(item.slot);
-            // A partial prefill chunk emits nothing and is never repeated as a decode.
-            if item.reserve_blocks > q.blocks || q.kv_tokens_after_step() < q.prefill_tokens() {
-                return None;
-            }
-            let left = |stop_at: u32| stop_at.saturating_sub(q.generated_tokens + 1) as usize;
-            if q.output_tokens <= q.predicted_output_tokens {
-                strict = strict.min(left(q.output_tokens));
-                next_finish = next_finish.min((q.output_tokens - q.generated_tokens) as usize);
-            } else {
-                let l = left(q.predicted_output_tokens);
-                strict = strict.min(l);
-                loose = loose.min(l);
-            }
-        }
-        if loose == 0 {
-            return None;
-        }
+        let (strict, loose, mut next_finish) = plan_repeats(rep)?;
         let steady = {
             let view = view!(rep, start, limits);
             rep.policy.fast_forward()?.steady(&rep.batch, &view)?

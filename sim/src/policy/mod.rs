@@ -116,15 +116,17 @@ impl<'a> ReplicaView<'a> {
     /// Extra blocks request `s` needs to run a step with a prefill chunk of `chunk` tokens (0:
     /// its whole next step, as [`ReplicaView::extra_blocks_for_next`]).
     pub fn extra_blocks_for_chunk(&self, s: Slot, chunk: u32) -> u32 {
-        if chunk == 0 {
-            return self.extra_blocks_for_next(s);
-        }
-        let r = self.req(s);
-        extra_blocks_for(
-            r.kv_tokens as u64 + chunk as u64,
-            r.blocks,
-            self.kv.block_tokens(),
-        )
+        self.extra_blocks_of(self.req(s), chunk)
+    }
+    /// [`ReplicaView::extra_blocks_for_chunk`] of request `r` (already looked up).
+    #[inline]
+    pub fn extra_blocks_of(&self, r: &Request, chunk: u32) -> u32 {
+        let tokens = if chunk == 0 {
+            r.kv_tokens_after_next() as u64
+        } else {
+            r.kv_tokens as u64 + chunk as u64
+        };
+        extra_blocks_for(tokens, r.blocks, self.kv.block_tokens())
     }
     /// [`ReplicaView::extra_blocks_for_chunk`] of a planned item.
     pub fn extra_blocks_for_item(&self, item: &RunItem) -> u32 {

@@ -234,6 +234,7 @@ impl Mlfq {
         let max_level = self.max_level() as usize;
         let lz = &mut self.lazy;
         self.order.clear();
+        self.ran_order.clear();
         let mut next = std::mem::take(&mut self.flat);
         let mut into = std::mem::take(&mut lz.into);
         let mut out = std::mem::take(&mut lz.out);
@@ -274,17 +275,21 @@ impl Mlfq {
                 q.iter().rev().for_each(|&s| visit(s));
             }
             next.extend_from_slice(&into);
+            // Every request followed lazily ran; the fresh arrivals (the level's tail) did not.
+            let ran = next.len();
             next.extend(tail.iter().rev());
             self.order.level_mut(p).extend_from_slice(&next);
             self.order.sync(p);
+            self.ran_order.level_mut(p).extend_from_slice(&next[..ran]);
+            self.ran_order.sync(p);
             std::mem::swap(&mut into, &mut out);
         }
         debug_assert!(into.is_empty(), "nobody is demoted past the last level");
-        let fresh = lz.fresh_slots.len();
         lz.finish();
         (lz.into, lz.out, lz.tail) = (into, out, tail);
         self.flat = next;
-        self.written_back(fresh);
+        // `ran_order` was written with `order` (what `written_back` finds by a walk).
+        self.resident_stale();
     }
 
     /// The lazy levels were written back into `order`: every request in it but the `fresh`

@@ -259,6 +259,10 @@ pub struct Mlfq {
     arrivals: u64,
     /// Queue entries the batch and memory scans looked at (a work count for tests).
     scanned: u64,
+    /// Batch members whose extra KV blocks `reserve_pass` computed, and queue entries the
+    /// proactive swap-in walk looked at (work counts for tests).
+    blocks_looked: u64,
+    ahead_looked: u64,
     /// The requests the last starvation check promoted (see module `starve`).
     block: starve::Block,
     starve: starve::Scratch,
@@ -267,8 +271,6 @@ pub struct Mlfq {
     taken: Vec<bool>,
     /// Scratch: requeued requests grouped by their new level.
     requeued: Vec<Slot>,
-    /// Scratch for [`Mlfq::requeue_batch`]: the batch's new states.
-    new_states: Vec<State>,
     /// Queue entries [`Mlfq::requeue_batch`] looked at one by one (bulk copies aside): a work
     /// count for tests.
     requeue_touched: u64,
@@ -276,6 +278,8 @@ pub struct Mlfq {
     lazy: Lazy,
     /// `quantum_ns(p)` for every level (computed once: it is on every iteration's path).
     quantum_ns_table: Vec<Ns>,
+    /// `quantum_s(p)` for every level (skip-join places each arrival by comparing with them).
+    quantum_s_table: Vec<f64>,
     /// `offload = "paper"`: the ENST of the requests that hold KV, in priority order (scratch).
     scored: Vec<enst::Scored>,
     /// Scratch: the swap candidates of [`Mlfq::paper_offload`].
@@ -319,18 +323,20 @@ impl Mlfq {
             arrival_seq: Vec::new(),
             arrivals: 0,
             scanned: 0,
+            blocks_looked: 0,
+            ahead_looked: 0,
             block: starve::Block::default(),
             starve: starve::Scratch::default(),
             starve_looked: 0,
             taken: Vec::new(),
             requeued: Vec::new(),
-            new_states: Vec::new(),
             requeue_touched: 0,
             lazy: Lazy {
                 bound_ns: i64::MAX,
                 ..Lazy::default()
             },
             quantum_ns_table: Vec::new(),
+            quantum_s_table: Vec::new(),
             scored: Vec::new(),
             cand: Vec::new(),
             enst_looked: 0,
@@ -348,6 +354,7 @@ impl Mlfq {
     }
 
     fn with_quantum_table(mut self) -> Self {
+        self.quantum_s_table = (0..=LEVEL_CAP).map(|p| self.quantum_s(p)).collect();
         self.quantum_ns_table = (0..=LEVEL_CAP).map(|p| self.quantum_ns(p)).collect();
         self
     }
@@ -366,7 +373,10 @@ impl Mlfq {
 
     /// Quantum of level `p` in seconds.
     pub fn quantum_s(&self, p: u32) -> f64 {
-        self.cfg.base_quantum_s * self.cfg.ratio.powi(p as i32)
+        match self.quantum_s_table.get(p as usize) {
+            Some(&q) => q,
+            None => self.cfg.base_quantum_s * self.cfg.ratio.powi(p as i32),
+        }
     }
 
     /// Quantum of level `p` in whole nanoseconds (nearest; saturating), the unit attained service

@@ -26,8 +26,10 @@ impl Mlfq {
         if batch.is_empty() {
             return;
         }
-        for &s in batch {
-            self.leave_block(s);
+        if self.block.len > 0 {
+            for &s in batch {
+                self.leave_block(s);
+            }
         }
         let max_level = self.max_level();
         // How many batch members leave each old level, of `order` and of `ran_order`, how many
@@ -38,8 +40,6 @@ impl Mlfq {
         let mut count = [0u32; LEVEL_CAP as usize + 2];
         let mut top = 0usize;
         self.ensure_ran(self.state.len());
-        let mut new_states = std::mem::take(&mut self.new_states);
-        new_states.clear();
         for &s in batch {
             let st = self.charged(s, duration_ns, now, max_level, &kv_tokens);
             let old = self.state[s as usize].level as usize;
@@ -48,12 +48,9 @@ impl Mlfq {
             res_leaving[old] += self.res[s as usize] as u32;
             count[st.level as usize + 1] += 1;
             top = top.max(st.level as usize).max(old);
-            new_states.push(st);
+            // Only `s`'s own state is read for it: it is written back at once.
+            self.state[s as usize] = st;
         }
-        for (&s, st) in batch.iter().zip(&new_states) {
-            self.state[s as usize] = *st;
-        }
-        self.new_states = new_states;
         self.group_requeued(batch, &mut count, top);
         self.mark_taken(batch, true);
         let taken = &self.taken;
@@ -71,8 +68,8 @@ impl Mlfq {
                 self.resident.requeue_level(p, res_leaving[p], taken, group);
             }
         }
-        self.mark_taken(batch, false);
         for &s in batch {
+            self.taken[s as usize] = false;
             self.ran[s as usize] = true;
             self.res[s as usize] = true;
         }

@@ -225,7 +225,7 @@ impl Mlfq {
     ) {
         let limits = view.limits;
         let b = limits.max_batch_size as usize;
-        self.pop_batch(view, plan, defer_new);
+        let need = self.pop_batch(view, plan, defer_new);
         // 2. `reserve_free_blocks(batch)`.
         let swap = self.cfg.preemption == PreemptionChoice::Swap && view.host_capacity_blocks() > 0;
         let proactive = swap && self.cfg.offload == Offload::Proactive;
@@ -234,11 +234,6 @@ impl Mlfq {
         } else {
             0
         };
-        let need: i64 = plan
-            .run
-            .iter()
-            .map(|i| view.extra_blocks_for_item(i) as i64)
-            .sum();
         let avail = view.free_blocks() as i64 + self.swapping_out_blocks(view) as i64;
         let deficit = reserve + need - avail;
         let swap_out_needed = deficit > 0;
@@ -252,15 +247,22 @@ impl Mlfq {
         //    from swap-outs still copying) waits for the next boundary; the code's iteration
         //    would wait for the copies instead.
         let mut free = view.free_blocks() as i64 + freed_now;
-        plan.run.retain(|item| {
-            let n = view.extra_blocks_for_item(item) as i64;
-            if n <= free {
-                free -= n;
-                true
-            } else {
-                false
-            }
-        });
+        if !swap_out_needed && need <= free {
+            // The batch is the popped one and its whole need is free: the walk below would keep
+            // every member (each prefix of the need fits), so it is skipped.
+            free -= need;
+        } else {
+            self.blocks_looked += plan.run.len() as u64;
+            plan.run.retain(|item| {
+                let n = view.extra_blocks_for_item(item) as i64;
+                if n <= free {
+                    free -= n;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
         if host_blocked && plan.run.len() < b {
             self.backfill_resident(view, plan, &mut free);
         }
@@ -275,13 +277,17 @@ impl Mlfq {
 
     /// 1. `get_next_batch`: pop by priority with only the size and token checks (a new prefill
     ///    is set aside while the host pool is short; a request whose KV is being copied cannot
-    ///    run here and is passed over).
-    fn pop_batch(&mut self, view: &ReplicaView, plan: &mut Plan, defer_new: bool) {
+    ///    run here and is passed over). Returns the extra KV blocks the popped batch needs.
+    fn pop_batch(&mut self, view: &ReplicaView, plan: &mut Plan, defer_new: bool) -> i64 {
         let limits = view.limits;
         let b = limits.max_batch_size as usize;
         let (mut prefill_tokens, mut has_prefill) = (0u64, false);
         let mut tokens_left = self.cfg.chunk_size.unwrap_or(0);
-        let mut looked = 0u64;
+        debug_assert!(
+            plan.run.is_empty(),
+            "the batch is popped into an empty plan"
+        );
+        let (mut looked, mut need) = (0u64, 0i64);
         let (chunked, misfit) = (self.cfg.chunk_size.is_some(), self.cfg.misfit);
         // Deferred new requests are passed over: walk the requests that ran. (`true`: stop.)
         self.scan_order(defer_new).any(|s| {
@@ -299,6 +305,7 @@ impl Mlfq {
                     return true;
                 };
                 tokens_left -= tokens;
+                need += view.extra_blocks_of(r, chunk) as i64;
                 plan.run_chunk(s, chunk);
                 return false;
             }
@@ -310,12 +317,15 @@ impl Mlfq {
                 has_prefill = true;
                 prefill_tokens += t;
             }
+            need += view.extra_blocks_of(r, 0) as i64;
             plan.run_on_demand(s);
             false
         });
         self.scanned += looked;
+        self.blocks_looked += plan.run.len() as u64;
         self.popped.clear();
         self.popped.extend(plan.run.iter().map(|i| i.slot));
+        need
     }
 
     /// The swap-outs of `reserve_free_blocks` when the batch's need + the reserve exceed the
@@ -440,6 +450,11 @@ impl Mlfq {
         mut avail: i64,
         mut free: i64,
     ) {
+        if self.popped.len() == self.order.len() {
+            // Every queued request was popped: none is left to swap in (the walk below would
+            // pass over them all).
+            return;
+        }
         let mut quota = view.limits.max_batch_size;
         if self.taken.len() < view.slot_capacity() {
             self.taken.resize(view.slot_capacity(), false);
@@ -448,10 +463,12 @@ impl Mlfq {
             self.taken[s as usize] = true;
         }
         let taken = &self.taken;
+        let mut looked = 0u64;
         self.order.any(|s| {
             if quota == 0 {
                 return true;
             }
+            looked += 1;
             if taken[s as usize] {
                 return false;
             }
@@ -467,6 +484,7 @@ impl Mlfq {
             }
             false
         });
+        self.ahead_looked += looked;
         for &s in &self.popped {
             self.taken[s as usize] = false;
         }

@@ -719,3 +719,25 @@ fn chunked_recompute_spares_the_earliest_arrival() {
     assert_eq!(run_slots(&plan), vec![0]);
     assert_eq!(plan.run[0].prefill_chunk_tokens, 16);
 }
+
+/// `reserve_pass` when the popped batch fits: N = 50 GPU-resident requests (7 blocks each, their
+/// next token fits) all popped (B = 64) with 300 blocks free. Each member's extra blocks are
+/// computed once (the walk that drops members whose blocks are not free would keep them all),
+/// and the swap-in window is not walked (every queued request is in the batch). With B = 2 the
+/// window is walked (the queue goes on after the batch).
+#[test]
+fn reserve_pass_counts_a_fitting_batch_once_and_skips_an_empty_window() {
+    use Mem::*;
+    let n = 50;
+    let (mut m, reqs, kv, host) = memory_case(&vec![Gpu(7); n], 7 * n as u32 + 300, 100, |_| {});
+    let mut plan = Plan::default();
+    m.schedule(&view_b(&reqs, &kv, &host, 64), &mut plan);
+    assert_eq!(run_slots(&plan), (0..n as Slot).collect::<Vec<_>>());
+    assert!(plan.preempt.is_empty() && plan.swap_in.is_empty());
+    assert_eq!(m.blocks_looked, n as u64);
+    assert_eq!(m.ahead_looked, 0);
+    m.schedule(&view_b(&reqs, &kv, &host, 2), &mut plan);
+    assert_eq!(run_slots(&plan), vec![0, 1]);
+    assert_eq!(m.blocks_looked, n as u64 + 2);
+    assert!(m.ahead_looked > 2, "{}", m.ahead_looked);
+}
