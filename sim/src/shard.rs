@@ -15,8 +15,9 @@
 //!
 //! The fingerprint is a 64-bit FNV-1a hash of every run's axis values and resolved configuration
 //! (`config.json` without the scenario file's path, so shards may be started from different
-//! directories), servesim's version included: shards of different scenarios, `--num-requests`
-//! or builds do not merge. `shard.json` also lists the sweep's data files (traces, lengths,
+//! directories), servesim's version and the git commit it was built from (`sim/build.rs`)
+//! included: shards of different scenarios, `--num-requests` or builds do not merge (two builds
+//! of one commit with different uncommitted changes are not told apart). `shard.json` also lists the sweep's data files (traces, lengths,
 //! profiles, catalogues) with a hash of their bytes, each named by its real path relative to the
 //! scenario's real folder (`../traces/x.csv`) and compared with its namesake (as a set only when
 //! the names differ, i.e. the files sit elsewhere on another host): shards run on two versions
@@ -319,6 +320,8 @@ fn fnv1a(h: &mut u64, bytes: &[u8]) {
 /// Fingerprint of an expanded sweep: every run's index, axis values and resolved configuration.
 pub fn fingerprint(runs: &[SweepRun]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    // The build too: two builds of one version may give different results.
+    fnv1a(&mut h, env!("SERVESIM_BUILD").as_bytes());
     for r in runs {
         let mut cfg = crate::run::config_json(&r.resolved);
         if let Some(o) = cfg.as_object_mut() {
