@@ -30,13 +30,28 @@ fn gamma() -> f64 {
 const POW_LO: i32 = -2000;
 const POW_HI: i32 = 2000;
 
-/// γ^i for i = `POW_LO` ..= `POW_HI` (32 KiB), the powers [`ValueSketch::index_computed`] uses: a
-/// value's bucket is a binary search, without a logarithm or a power.
-fn powers() -> &'static [f64] {
-    static POWERS: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+/// 2^±`LOG2_SPAN` lies beyond γ^±2000.
+const LOG2_SPAN: usize = 64;
+
+/// Powers of γ, for a value's bucket without a logarithm or a power.
+struct Powers {
+    /// γ^i for i = `POW_LO` ..= `POW_HI` (32 KiB), the powers [`ValueSketch::index_computed`]
+    /// uses.
+    p: Vec<f64>,
+    /// `by_log2[e + LOG2_SPAN]`: the first entry of `p` ≥ 2^e (`p.len()` if none).
+    by_log2: Vec<usize>,
+}
+
+fn powers() -> &'static Powers {
+    static POWERS: std::sync::OnceLock<Powers> = std::sync::OnceLock::new();
     POWERS.get_or_init(|| {
         let g = gamma();
-        (POW_LO..=POW_HI).map(|i| g.powi(i)).collect()
+        let p: Vec<f64> = (POW_LO..=POW_HI).map(|i| g.powi(i)).collect();
+        let span = LOG2_SPAN as i32;
+        let by_log2 = (-span..=span)
+            .map(|e| p.partition_point(|&q| q < 2f64.powi(e)))
+            .collect();
+        Powers { p, by_log2 }
     })
 }
 
@@ -59,10 +74,13 @@ impl ValueSketch {
     /// The bucket index of x > 0: ⌈ln x / ln γ⌉, corrected so that γ^(i−1) < x ≤ γ^i holds with
     /// the same powers the estimate uses.
     fn index(x: f64) -> i32 {
-        let p = powers();
+        let Powers { p, by_log2 } = powers();
         if x > p[0] && x <= p[p.len() - 1] {
-            // The first i with x ≤ γ^i (above POW_LO: x > γ^POW_LO).
-            return POW_LO + p.partition_point(|&q| q < x) as i32;
+            // The first i with x ≤ γ^i (above POW_LO: x > γ^POW_LO), among the powers from the
+            // first ≥ 2^e to the first ≥ 2^(e+1), 2^e ≤ x < 2^(e+1) (x is a normal number).
+            let e = ((x.to_bits() >> 52) & 0x7ff) as usize - 1023 + LOG2_SPAN;
+            let (lo, hi) = (by_log2[e], (by_log2[e + 1] + 1).min(p.len()));
+            return POW_LO + (lo + p[lo..hi].partition_point(|&q| q < x)) as i32;
         }
         Self::index_computed(x)
     }

@@ -68,8 +68,9 @@ pub fn run_all_not_in_flight(view: &ReplicaView, running: &[Slot], plan: &mut Pl
     let cap = view.limits.max_batch_size as usize;
     if view.none_in_flight() {
         // The first `cap`, without reading any request.
+        let first = &running[..running.len().min(cap)];
         plan.run
-            .extend(running.iter().take(cap).map(|&s| RunItem::on_demand(s)));
+            .extend(first.iter().map(|&s| RunItem::on_demand(s)));
         return;
     }
     let out_of_pipeline = running.iter().filter(|&&s| !view.req(s).in_flight());

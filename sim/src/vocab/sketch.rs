@@ -28,18 +28,28 @@ fn gamma() -> f64 {
     (1.0 + ALPHA) / (1.0 - ALPHA)
 }
 
-/// ⌊γ^i⌋ for the buckets i = 0, 1, … whose ⌊γ^i⌋ is below 2⁵³, from the powers
-/// [`GapSketch::bucket_range_computed`] uses (about 1 800 entries, 14 KiB): a gap's bucket is a
-/// binary search, without a logarithm or a power.
-fn bucket_tops() -> &'static [Ns] {
-    static TOPS: OnceLock<Vec<Ns>> = OnceLock::new();
+/// The tops of the gap buckets, for a bucket lookup without a logarithm or a power.
+struct BucketTops {
+    /// ⌊γ^i⌋ for the buckets i = 0, 1, … whose ⌊γ^i⌋ is below 2⁵³, from the powers
+    /// [`GapSketch::bucket_range_computed`] uses (about 1 800 entries, 14 KiB).
+    tops: Vec<Ns>,
+    /// `by_log2[e]`: the first bucket whose top is ≥ 2^e (`tops.len()` if none), e = 0..=64.
+    by_log2: Vec<usize>,
+}
+
+fn bucket_tops() -> &'static BucketTops {
+    static TOPS: OnceLock<BucketTops> = OnceLock::new();
     TOPS.get_or_init(|| {
         let g = gamma();
-        (0..)
+        let tops: Vec<Ns> = (0..)
             .map(|i| g.powi(i).floor())
             .take_while(|&top| top < (1u64 << 53) as f64)
             .map(|top| top as Ns)
-            .collect()
+            .collect();
+        let by_log2 = (0..=64u32)
+            .map(|e| tops.partition_point(|&t| (t as u128) < 1u128 << e))
+            .collect();
+        BucketTops { tops, by_log2 }
     })
 }
 
@@ -108,12 +118,15 @@ impl GapSketch {
     /// x > ⌊γ^(i−1)⌋: (lo, hi] = (⌊γ^(i−1)⌋, ⌊γ^i⌋] (lo = 0 for i = 0). Buckets reaching 2⁵³
     /// get the empty range (0, 0].
     fn bucket_range(x: Ns) -> (Ns, Ns, usize) {
-        let tops = bucket_tops();
+        let BucketTops { tops, by_log2 } = bucket_tops();
         if x == 0 || x > tops[tops.len() - 1] {
             return Self::bucket_range_computed(x);
         }
-        // γ^(i−1) < x ≤ γ^i ⇔ ⌊γ^(i−1)⌋ < x ≤ ⌊γ^i⌋ for an integer x < 2⁵³: the first top ≥ x.
-        let i = tops.partition_point(|&t| t < x);
+        // γ^(i−1) < x ≤ γ^i ⇔ ⌊γ^(i−1)⌋ < x ≤ ⌊γ^i⌋ for an integer x < 2⁵³: the first top ≥ x,
+        // among the tops from the first ≥ 2^e to the first ≥ 2^(e+1), 2^e ≤ x < 2^(e+1).
+        let e = x.ilog2() as usize;
+        let (lo, hi) = (by_log2[e], (by_log2[e + 1] + 1).min(tops.len()));
+        let i = lo + tops[lo..hi].partition_point(|&t| t < x);
         (if i == 0 { 0 } else { tops[i - 1] }, tops[i], i)
     }
 
@@ -460,7 +473,7 @@ mod tests {
     /// 2⁶⁴ (past the table's end, where the computation answers).
     #[test]
     fn table_buckets_equal_computed_buckets() {
-        let tops = bucket_tops();
+        let tops = &bucket_tops().tops;
         assert!(tops.len() > 1_000, "{} buckets", tops.len());
         let mut xs: Vec<Ns> = (1..100_000).collect();
         for &t in tops {
