@@ -49,9 +49,43 @@ impl Clock for SteppingClock {
     }
 }
 
-/// `(time, class, seq, replica, slot)`: the total order of events; `slot` names the request of a
-/// transfer event.
-pub(super) type Event = (Ns, u8, u64, u32, Slot);
+/// An event: its time; its class and push order packed as `class << 56 | seq`; its replica; the
+/// request of a transfer event. Events are ordered by (time, class, seq): `seq` is unique, so
+/// this is the order of the whole tuple, compared as two integers.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Event(pub(super) Ns, u64, pub(super) u32, pub(super) Slot);
+
+impl Event {
+    pub(super) fn new(t: Ns, class: u8, seq: u64, replica: u32, slot: Slot) -> Self {
+        debug_assert!(seq < 1 << 56, "event sequence number overflow");
+        Event(t, (class as u64) << 56 | seq, replica, slot)
+    }
+    pub(super) fn class(&self) -> u8 {
+        (self.1 >> 56) as u8
+    }
+}
+
+impl Ord for Event {
+    #[inline]
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.0, self.1).cmp(&(o.0, o.1))
+    }
+}
+
+impl PartialOrd for Event {
+    #[inline]
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+impl PartialEq for Event {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o).is_eq()
+    }
+}
+
+impl Eq for Event {}
 
 pub(super) const CLASS_ARRIVAL: u8 = 0;
 pub(super) const CLASS_TRANSFER: u8 = 1;
@@ -114,7 +148,8 @@ impl Sim {
     }
 
     pub(super) fn push_slot(&mut self, t: Ns, class: u8, replica: u32, slot: Slot) {
-        self.heap.push(Reverse((t, class, self.seq, replica, slot)));
+        self.heap
+            .push(Reverse(Event::new(t, class, self.seq, replica, slot)));
         self.seq += 1;
     }
 

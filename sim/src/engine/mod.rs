@@ -247,7 +247,8 @@ impl Sim {
         clock: &mut dyn Clock,
     ) -> Result<()> {
         self.pull_arrival(trace)?;
-        while let Some(Reverse((t, class, _, r, slot))) = self.heap.pop() {
+        while let Some(Reverse(e)) = self.heap.pop() {
+            let (t, class, r, slot) = (e.0, e.class(), e.2, e.3);
             let Some(now) = clock.advance(t) else {
                 break;
             };

@@ -26,6 +26,35 @@ fn gamma() -> f64 {
     (1.0 + ALPHA) / (1.0 - ALPHA)
 }
 
+/// The smallest and largest power of γ in [`powers`] (γ^±2000 ≈ 2·10^±17 seconds).
+const POW_LO: i32 = -2000;
+const POW_HI: i32 = 2000;
+
+/// 2^±`LOG2_SPAN` lies beyond γ^±2000.
+const LOG2_SPAN: usize = 64;
+
+/// Powers of γ, for a value's bucket without a logarithm or a power.
+struct Powers {
+    /// γ^i for i = `POW_LO` ..= `POW_HI` (32 KiB), the powers [`ValueSketch::index_computed`]
+    /// uses.
+    p: Vec<f64>,
+    /// `by_log2[e + LOG2_SPAN]`: the first entry of `p` ≥ 2^e (`p.len()` if none).
+    by_log2: Vec<usize>,
+}
+
+fn powers() -> &'static Powers {
+    static POWERS: std::sync::OnceLock<Powers> = std::sync::OnceLock::new();
+    POWERS.get_or_init(|| {
+        let g = gamma();
+        let p: Vec<f64> = (POW_LO..=POW_HI).map(|i| g.powi(i)).collect();
+        let span = LOG2_SPAN as i32;
+        let by_log2 = (-span..=span)
+            .map(|e| p.partition_point(|&q| q < 2f64.powi(e)))
+            .collect();
+        Powers { p, by_log2 }
+    })
+}
+
 /// See the module documentation.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ValueSketch {
@@ -45,6 +74,20 @@ impl ValueSketch {
     /// The bucket index of x > 0: ⌈ln x / ln γ⌉, corrected so that γ^(i−1) < x ≤ γ^i holds with
     /// the same powers the estimate uses.
     fn index(x: f64) -> i32 {
+        let Powers { p, by_log2 } = powers();
+        if x > p[0] && x <= p[p.len() - 1] {
+            // The first i with x ≤ γ^i (above POW_LO: x > γ^POW_LO), among the powers from the
+            // first ≥ 2^e to the first ≥ 2^(e+1), 2^e ≤ x < 2^(e+1) (x is a normal number).
+            let e = ((x.to_bits() >> 52) & 0x7ff) as usize - 1023 + LOG2_SPAN;
+            let (lo, hi) = (by_log2[e], (by_log2[e + 1] + 1).min(p.len()));
+            return POW_LO + (lo + p[lo..hi].partition_point(|&q| q < x)) as i32;
+        }
+        Self::index_computed(x)
+    }
+
+    /// [`ValueSketch::index`] from ln x and powers of γ (what the table of [`powers`] answers
+    /// without them, inside its range).
+    fn index_computed(x: f64) -> i32 {
         let g = gamma();
         let mut i = (x.ln() / g.ln()).ceil() as i32;
         while x <= g.powi(i - 1) {
@@ -242,6 +285,33 @@ mod tests {
                 let j = ValueSketch::index(x);
                 assert!(g.powi(j - 1) < x && x <= g.powi(j), "{x}");
             }
+        }
+    }
+
+    /// The table's bucket of a value is the one computed from ln x and powers of γ: at every
+    /// power of γ in the table and beyond, its neighbours, and random values of every magnitude.
+    #[test]
+    fn table_index_equals_computed_index() {
+        let g = gamma();
+        let mut xs = Vec::new();
+        for i in POW_LO - 50..POW_HI + 50 {
+            let b = g.powi(i);
+            xs.extend([
+                b,
+                b.next_up(),
+                b.next_down(),
+                b * (1.0 + 1e-9),
+                b * (1.0 - 1e-9),
+            ]);
+        }
+        let mut r = crate::rng::XorShift(0x2545_f491_4f6c_dd1d);
+        for _ in 0..200_000 {
+            let e = r.below(120) as i32 - 60;
+            xs.push((1.0 + r.below(1 << 40) as f64 / (1u64 << 40) as f64) * 10f64.powi(e));
+        }
+        xs.extend([f64::MIN_POSITIVE, 1e-300, 1e300, f64::MAX]);
+        for x in xs {
+            assert_eq!(ValueSketch::index(x), ValueSketch::index_computed(x), "{x}");
         }
     }
 

@@ -8,7 +8,7 @@ use super::plain_index::NoOps;
 pub use super::ranking::Ranking;
 pub use super::ranking::{KeyedRanking, RankKey};
 use super::swap_passes::{SwapInRoom, swap_in_while_room, swap_out_while_short};
-use super::{Plan, PreemptMode, PreemptionChoice, ReplicaView};
+use super::{Plan, PreemptMode, PreemptionChoice, ReplicaView, RunItem};
 use crate::cost::{BatchShape, CostModel};
 use crate::vocab::request::{KvLoc, Request, Slot};
 
@@ -66,6 +66,13 @@ pub fn make_room_for_decodes(
 /// the rest run in a later micro-batch).
 pub fn run_all_not_in_flight(view: &ReplicaView, running: &[Slot], plan: &mut Plan) {
     let cap = view.limits.max_batch_size as usize;
+    if view.none_in_flight() {
+        // The first `cap`, without reading any request.
+        let first = &running[..running.len().min(cap)];
+        plan.run
+            .extend(first.iter().map(|&s| RunItem::on_demand(s)));
+        return;
+    }
     let out_of_pipeline = running.iter().filter(|&&s| !view.req(s).in_flight());
     for &s in out_of_pipeline.take(cap) {
         plan.run_on_demand(s);

@@ -81,6 +81,13 @@ impl<'a> ReplicaView<'a> {
     pub fn host_capacity_blocks(&self) -> u32 {
         self.host.capacity_blocks()
     }
+    /// Whether no request is in a micro-batch still in the pipeline ([`Request::in_flight`]):
+    /// always so on a single-stage replica, where a policy decides only between iterations.
+    /// O(1): the slab keeps its count of requests in a batch.
+    #[inline]
+    pub fn none_in_flight(&self) -> bool {
+        self.reqs.state_counts().running == 0
+    }
     /// Whether request `s` can be swapped out now (resident, not in flight, host room).
     pub fn can_swap_out(&self, s: Slot) -> bool {
         let r = self.req(s);
@@ -175,6 +182,18 @@ pub struct RunItem {
     pub prefill_chunk_tokens: u32,
 }
 
+impl RunItem {
+    /// Run `s` with its blocks allocated on demand, its whole prefill if it is in one.
+    #[inline]
+    pub fn on_demand(s: Slot) -> Self {
+        RunItem {
+            slot: s,
+            reserve_blocks: 0,
+            prefill_chunk_tokens: 0,
+        }
+    }
+}
+
 /// A policy's decision for one iteration boundary. Buffers are reused between iterations.
 #[derive(Debug, Default, Clone)]
 pub struct Plan {
@@ -191,11 +210,7 @@ impl Plan {
         self.swap_in.clear();
     }
     pub fn run_on_demand(&mut self, s: Slot) {
-        self.run.push(RunItem {
-            slot: s,
-            reserve_blocks: 0,
-            prefill_chunk_tokens: 0,
-        });
+        self.run.push(RunItem::on_demand(s));
     }
     /// Run `s` on demand with a prefill chunk of `chunk` tokens (0 = whole prefill, or a decode).
     pub fn run_chunk(&mut self, s: Slot, chunk: u32) {

@@ -16,6 +16,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::sync::OnceLock;
 
 use super::time::Ns;
 
@@ -25,6 +26,31 @@ pub const ALPHA: f64 = 0.01;
 /// γ = (1 + α) / (1 − α).
 fn gamma() -> f64 {
     (1.0 + ALPHA) / (1.0 - ALPHA)
+}
+
+/// The tops of the gap buckets, for a bucket lookup without a logarithm or a power.
+struct BucketTops {
+    /// ⌊γ^i⌋ for the buckets i = 0, 1, … whose ⌊γ^i⌋ is below 2⁵³, from the powers
+    /// [`GapSketch::bucket_range_computed`] uses (about 1 800 entries, 14 KiB).
+    tops: Vec<Ns>,
+    /// `by_log2[e]`: the first bucket whose top is ≥ 2^e (`tops.len()` if none), e = 0..=64.
+    by_log2: Vec<usize>,
+}
+
+fn bucket_tops() -> &'static BucketTops {
+    static TOPS: OnceLock<BucketTops> = OnceLock::new();
+    TOPS.get_or_init(|| {
+        let g = gamma();
+        let tops: Vec<Ns> = (0..)
+            .map(|i| g.powi(i).floor())
+            .take_while(|&top| top < (1u64 << 53) as f64)
+            .map(|top| top as Ns)
+            .collect();
+        let by_log2 = (0..=64u32)
+            .map(|e| tops.partition_point(|&t| (t as u128) < 1u128 << e))
+            .collect();
+        BucketTops { tops, by_log2 }
+    })
 }
 
 /// A mergeable, deterministic streaming quantile sketch of gaps in nanoseconds (see the module
@@ -92,6 +118,21 @@ impl GapSketch {
     /// x > ⌊γ^(i−1)⌋: (lo, hi] = (⌊γ^(i−1)⌋, ⌊γ^i⌋] (lo = 0 for i = 0). Buckets reaching 2⁵³
     /// get the empty range (0, 0].
     fn bucket_range(x: Ns) -> (Ns, Ns, usize) {
+        let BucketTops { tops, by_log2 } = bucket_tops();
+        if x == 0 || x > tops[tops.len() - 1] {
+            return Self::bucket_range_computed(x);
+        }
+        // γ^(i−1) < x ≤ γ^i ⇔ ⌊γ^(i−1)⌋ < x ≤ ⌊γ^i⌋ for an integer x < 2⁵³: the first top ≥ x,
+        // among the tops from the first ≥ 2^e to the first ≥ 2^(e+1), 2^e ≤ x < 2^(e+1).
+        let e = x.ilog2() as usize;
+        let (lo, hi) = (by_log2[e], (by_log2[e + 1] + 1).min(tops.len()));
+        let i = lo + tops[lo..hi].partition_point(|&t| t < x);
+        (if i == 0 { 0 } else { tops[i - 1] }, tops[i], i)
+    }
+
+    /// [`GapSketch::bucket_range`] computed from ln x and powers of γ (what the table of
+    /// [`bucket_tops`] answers without them, up to its last bucket).
+    fn bucket_range_computed(x: Ns) -> (Ns, Ns, usize) {
         let g = gamma();
         let i = ((x as f64).ln() / g.ln()).ceil();
         let mut i = i.max(0.0) as usize;
@@ -425,6 +466,32 @@ mod tests {
             }
         }
         assert_eq!(w, r);
+    }
+
+    /// The table's bucket of a gap is the one computed from ln x and powers of γ: every gap up
+    /// to 10⁵, every top of a bucket and its neighbours, and random gaps of every magnitude up to
+    /// 2⁶⁴ (past the table's end, where the computation answers).
+    #[test]
+    fn table_buckets_equal_computed_buckets() {
+        let tops = &bucket_tops().tops;
+        assert!(tops.len() > 1_000, "{} buckets", tops.len());
+        let mut xs: Vec<Ns> = (1..100_000).collect();
+        for &t in tops {
+            xs.extend([t.saturating_sub(1).max(1), t, t + 1]);
+        }
+        let mut r = crate::rng::XorShift(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..200_000 {
+            let bits = r.below(64) as u32;
+            xs.push(r.below(u64::MAX) >> (63 - bits).min(63) | 1);
+        }
+        xs.push(Ns::MAX);
+        for x in xs {
+            assert_eq!(
+                GapSketch::bucket_range(x),
+                GapSketch::bucket_range_computed(x),
+                "gap {x}"
+            );
+        }
     }
 
     #[test]
