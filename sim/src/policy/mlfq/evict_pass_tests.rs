@@ -106,3 +106,62 @@ fn passing_over_kvless_candidates_plans_as_the_reference() {
     }
     assert!(passed > 1000, "only {passed} passed over");
 }
+
+/// The passing reads only the requests that ran in the levels it passes through (to find the
+/// next one holding KV), not the new ones between them: B = 16, queue [0, 1 GPU 7 blocks,
+/// N new, N + 2, N + 3 GPU 7 blocks] on a full GPU reads 1 request for N = 1,000 and 10,000;
+/// the reference walk read each of the N new ones but the first (taken as a candidate).
+#[test]
+fn passing_reads_only_requests_that_ran() {
+    for n in [1_000usize, 10_000] {
+        let mut mems = vec![Mem::Gpu(7); 2];
+        mems.extend(vec![Mem::New; n]);
+        mems.extend([Mem::Gpu(7); 2]);
+        let (mut m, reqs, kv, host) = memory_case(&mems, 28, 0, chunked_evict);
+        let v = view_b(&reqs, &kv, &host, 16);
+        let mut walk = m.clone();
+        walk.walk_kvless = true;
+        let (mut plan, mut plan_walk) = (Plan::default(), Plan::default());
+        m.schedule(&v, &mut plan);
+        walk.schedule(&v, &mut plan_walk);
+        assert_eq!(plan.run, plan_walk.run);
+        assert_eq!(plan.preempt, plan_walk.preempt);
+        assert_eq!(m.candidates_looked, walk.candidates_looked);
+        assert!(walk.kvless_read >= n as u64 - 1, "{}", walk.kvless_read);
+        assert!(m.kvless_read <= 2, "read {}", m.kvless_read);
+    }
+}
+
+/// Seeded random runs as in [`passing_over_kvless_candidates_plans_as_the_reference`]: the
+/// passing that reads only the requests that ran and the reference walk that reads each entry
+/// take the same candidates and make the same plan at every boundary.
+#[test]
+fn passing_by_ran_order_plans_as_the_walk() {
+    let cost = Arc::new(ConstantCost { iteration_s: 0.01 });
+    let mut x = XorShift(0x05ca_1ab1_e0dd_ba11);
+    let (mut read, mut walk_read) = (0, 0);
+    for case in 0..200 {
+        let cfg = random_config(&mut x, cost.as_ref());
+        let mut a = Mlfq::new(cfg.clone(), cost.clone(), "skip-join-mlfq");
+        let mut b = Mlfq::new(cfg, cost.clone(), "skip-join-mlfq");
+        b.walk_kvless = true;
+        let mut e = Engine {
+            reqs: Slab::default(),
+            kv: KvPool::new(20 + x.below(60) as u32, BLOCK_TOKENS),
+            host: KvPool::new([0, 20, 300][x.below(3) as usize], BLOCK_TOKENS),
+            now: 0,
+            b: 2 + x.below(14) as u32,
+            next_id: 0,
+        };
+        let (mut pa, mut pb) = (Plan::default(), Plan::default());
+        for step in 0..150 {
+            let at = format!("case {case} step {step}");
+            let (pair, plans) = ((&mut a, &mut b), (&mut pa, &mut pb));
+            step_pair(&mut e, pair, plans, &mut x, (6, 300), &at);
+        }
+        assert_eq!(a.candidates_looked, b.candidates_looked, "case {case}");
+        (read, walk_read) = (read + a.kvless_read, walk_read + b.kvless_read);
+    }
+    assert!(walk_read > 1000, "only {walk_read} passed over");
+    assert!(2 * read < walk_read, "read {read} of {walk_read}");
+}

@@ -447,6 +447,9 @@ impl Levels {
             ran_seen: 0,
             looked: 0,
             passed: 0,
+            read: 0,
+            #[cfg(test)]
+            walk_kvless: false,
         }
     }
 
@@ -528,9 +531,14 @@ pub(super) struct LevelsWindow<'a> {
     ran: Option<(&'a [bool], &'a Levels)>,
     /// The candidates taken from level `front_at.0` that ran.
     ran_seen: usize,
-    /// Candidates taken, and entries passed over one by one (work counts for tests).
+    /// Candidates taken, entries passed over, and requests read to pass them (work counts for
+    /// tests).
     pub(super) looked: usize,
     pub(super) passed: usize,
+    pub(super) read: usize,
+    /// Tests: pass over by the reference walk, each entry read.
+    #[cfg(test)]
+    pub(super) walk_kvless: bool,
 }
 
 impl Window for LevelsWindow<'_> {
@@ -557,30 +565,38 @@ impl Window for LevelsWindow<'_> {
     }
 
     fn pass_kvless(&mut self, view: &ReplicaView) {
-        let Some((ran, ran_order)) = self.ran else {
+        let Some((_ran, ran_order)) = self.ran else {
             return;
         };
+        #[cfg(test)]
+        if self.walk_kvless {
+            return self.pass_kvless_by_walk(view, _ran, ran_order);
+        }
         while self.front < self.back {
             let (p, i) = self.front_at;
             let Some(q) = self.q.get(p) else {
                 return;
             };
-            let ran_here = ran_order.q.get(p).map_or(0, Level::len);
-            if i < q.len() && ran_here > self.ran_seen {
-                // Someone that ran is left in level `p`: pass over its entries one by one.
-                let s = q.as_slice()[i];
-                let has_run = ran.get(s as usize) == Some(&true);
-                if has_run && view.req(s).blocks > 0 {
+            let q = q.as_slice();
+            let rest = q.len().saturating_sub(i);
+            // Those of level `p` that ran, from the first one at or after `i` on.
+            let ran_q = ran_order.q.get(p).map_or(&[][..], Level::as_slice);
+            let ran_rest = ran_q.get(self.ran_seen..).unwrap_or(&[]);
+            if rest > 0 && !ran_rest.is_empty() {
+                let hit = ran_rest.iter().position(|&s| view.req(s).blocks > 0);
+                self.read += hit.map_or(ran_rest.len(), |j| j + 1);
+                if let Some(j) = hit {
+                    // The next one that holds KV: passed to it (or to the window's end).
+                    let k = find_slot(&q[i..], ran_rest[j]).min(self.back - self.front);
+                    self.front += k;
+                    self.front_at = (p, i + k);
+                    self.ran_seen += j;
+                    self.passed += k;
                     return;
                 }
-                self.ran_seen += has_run as usize;
-                self.front += 1;
-                self.front_at = (p, i + 1);
-                self.passed += 1;
-                continue;
             }
-            // Nobody that ran (nobody that may hold KV) is left in the rest of level `p`.
-            self.front = (self.front + q.len().saturating_sub(i)).min(self.back);
+            // Nobody that holds KV is left in the rest of level `p`.
+            self.front = (self.front + rest).min(self.back);
             self.front_at = (p + 1, 0);
             self.ran_seen = 0;
         }
@@ -613,6 +629,54 @@ impl Window for LevelsWindow<'_> {
         self.back += 1;
         self.back_at.1 += 1;
     }
+}
+
+impl LevelsWindow<'_> {
+    /// [`Window::pass_kvless`] as it was: the entries passed over one by one, each read (the
+    /// tests' reference).
+    #[cfg(test)]
+    fn pass_kvless_by_walk(&mut self, view: &ReplicaView, ran: &[bool], ran_order: &Levels) {
+        while self.front < self.back {
+            let (p, i) = self.front_at;
+            let Some(q) = self.q.get(p) else {
+                return;
+            };
+            let ran_here = ran_order.q.get(p).map_or(0, Level::len);
+            if i < q.len() && ran_here > self.ran_seen {
+                // Someone that ran is left in level `p`: pass over its entries one by one.
+                let s = q.as_slice()[i];
+                let has_run = ran.get(s as usize) == Some(&true);
+                if has_run && view.req(s).blocks > 0 {
+                    return;
+                }
+                self.ran_seen += has_run as usize;
+                self.front += 1;
+                self.front_at = (p, i + 1);
+                self.passed += 1;
+                self.read += 1;
+                continue;
+            }
+            // Nobody that ran (nobody that may hold KV) is left in the rest of level `p`.
+            self.front = (self.front + q.len().saturating_sub(i)).min(self.back);
+            self.front_at = (p + 1, 0);
+            self.ran_seen = 0;
+        }
+    }
+}
+
+/// The place of `t` in `q` (`q.len()` if it is not there): the slots compared in blocks, with no
+/// request read.
+fn find_slot(q: &[Slot], t: Slot) -> usize {
+    const BLOCK: usize = 32;
+    let mut blocks = q.chunks_exact(BLOCK);
+    let mut at = 0;
+    for b in blocks.by_ref() {
+        if b.iter().fold(false, |any, &x| any | (x == t)) {
+            break;
+        }
+        at += BLOCK;
+    }
+    at + q[at..].iter().position(|&x| x == t).unwrap_or(q.len() - at)
 }
 
 /// [`Levels::iter`]: the levels' slices one after the other.

@@ -245,9 +245,15 @@ pub struct Mlfq {
     /// Candidates the `batch_memory = "evict"` formations took (a work count for tests).
     candidates_looked: u64,
     candidates_passed: u64,
+    /// Requests those formations read to pass over candidates holding no KV (a work count for
+    /// tests).
+    kvless_read: u64,
     /// Tests: form `evict` batches without passing over requests that never ran.
     #[cfg(test)]
     no_pass_kvless: bool,
+    /// Tests: pass over them by the reference walk, reading each.
+    #[cfg(test)]
+    walk_kvless: bool,
     /// Tests: evict by the reference walk of the whole `ran_order` instead of `resident`.
     #[cfg(test)]
     walk_ran_order: bool,
@@ -315,8 +321,11 @@ impl Mlfq {
             backfill_looked: 0,
             candidates_looked: 0,
             candidates_passed: 0,
+            kvless_read: 0,
             #[cfg(test)]
             no_pass_kvless: false,
+            #[cfg(test)]
+            walk_kvless: false,
             #[cfg(test)]
             walk_ran_order: false,
             flat: Vec::new(),
@@ -421,6 +430,17 @@ impl Mlfq {
     #[cfg(not(test))]
     fn no_pass_kvless(&self) -> bool {
         false
+    }
+
+    /// The `evict` formation's window over `order` that can pass over candidates holding no KV.
+    fn kvless_window(&self) -> levels::LevelsWindow<'_> {
+        #[allow(unused_mut)]
+        let mut w = self.order.window_with_ran(&self.ran, &self.ran_order);
+        #[cfg(test)]
+        {
+            w.walk_kvless = self.walk_kvless;
+        }
+        w
     }
 
     fn has_run(&self, s: Slot) -> bool {
@@ -531,9 +551,7 @@ impl Mlfq {
         });
         let mut window = match guard {
             // Under the guard a candidate holding no KV (it never ran) may be passed over.
-            Some(_) if !defer_new && !self.no_pass_kvless() => {
-                self.order.window_with_ran(&self.ran, &self.ran_order)
-            }
+            Some(_) if !defer_new && !self.no_pass_kvless() => self.kvless_window(),
             _ => self.scan_order(defer_new).window(),
         };
         let mut free_after = form_priority_batch_from(
@@ -546,9 +564,10 @@ impl Mlfq {
             guard,
             plan,
         );
-        let (looked, passed) = (window.looked, window.passed);
+        let (looked, passed, read) = (window.looked, window.passed, window.read);
         self.candidates_looked += looked as u64;
         self.candidates_passed += passed as u64;
+        self.kvless_read += read as u64;
         if guard.is_some()
             && plan.run.is_empty()
             && plan.preempt.is_empty()
