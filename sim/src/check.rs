@@ -103,7 +103,7 @@ impl<'a> SweepReader<'a> {
             let key = pairs().map(|(h, v)| format!("{h}={v}"));
             let key = key.collect::<Vec<_>>().join(" ");
             // Duplicates by value: `1` and `1.0` (or `1e0`) are the same point.
-            let same = pairs().map(|(h, v)| format!("{h}={}", numeric_form(v)));
+            let same = pairs().map(|(h, v)| format!("{h}={}", crate::sweep::numeric_form(v)));
             let same = same.collect::<Vec<_>>().join(" ");
             if let Some(first) = lines.get(same.as_str()) {
                 return Err(SimError::Input {
@@ -150,19 +150,6 @@ impl Row {
     fn cell(&self, i: usize) -> &str {
         let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
         &self.text[start..self.ends[i] as usize]
-    }
-}
-
-/// A cell as a number when it is a finite one (`1`, `1.0`, `1e0` → `1`), else as written.
-pub(crate) fn numeric_form(v: &str) -> String {
-    // Integers exactly (seeds reach 2⁶³ − 1: through f64, 2⁵³ and 2⁵³ + 1 were one point).
-    if let Ok(i) = v.parse::<i128>() {
-        return i.to_string();
-    }
-    match v.parse::<f64>() {
-        Ok(x) if x.is_finite() && x.fract() == 0.0 && x.abs() < 1e38 => (x as i128).to_string(),
-        Ok(x) if x.is_finite() => format!("{:e}", x),
-        _ => v.to_string(),
     }
 }
 
@@ -352,7 +339,7 @@ mod tests {
     /// Cells compared through f64 made seeds 2⁵³ and 2⁵³ + 1 one point (round 9, 08).
     #[test]
     fn numeric_form_keeps_integers_exact() {
-        let f = numeric_form;
+        let f = crate::sweep::numeric_form;
         assert_eq!(f("1"), f("1.0"));
         assert_eq!(f("1"), f("1e0"));
         assert_eq!(f("-0.0"), f("0"));

@@ -134,7 +134,7 @@ const MAX_PLAIN_FLOAT_CHARS: usize = 24;
 /// `1.0` and `1e0` are one value; so are the strings `"1"` and `"1.0"`, which sweep.csv cannot tell
 /// apart), else the text itself.
 fn value_key(v: &toml::Value) -> String {
-    crate::check::numeric_form(&value_text(v))
+    numeric_form(&value_text(v))
 }
 
 /// The first value equal to an earlier one: (its 0-based position, the earlier one's). Hashed:
@@ -696,4 +696,17 @@ fn axis_changes_nothing(
         }
     }
     compared
+}
+
+/// A cell (of `sweep.csv`, or an axis value's text) as a number when it is a finite one (`1`, `1.0`, `1e0` → `1`), else as written.
+pub(crate) fn numeric_form(v: &str) -> String {
+    // Integers exactly (seeds reach 2⁶³ − 1: through f64, 2⁵³ and 2⁵³ + 1 were one point).
+    if let Ok(i) = v.parse::<i128>() {
+        return i.to_string();
+    }
+    match v.parse::<f64>() {
+        Ok(x) if x.is_finite() && x.fract() == 0.0 && x.abs() < 1e38 => (x as i128).to_string(),
+        Ok(x) if x.is_finite() => format!("{:e}", x),
+        _ => v.to_string(),
+    }
 }

@@ -157,7 +157,7 @@ pub(super) fn read_sweep(path: &Path) -> Result<Sweep> {
         let line = rec.position().map_or(0, |p| p.line());
         let run = run_index(path, line, &headers[0], &rec[0])?;
         let point = rec.iter().skip(1).take(axes.len());
-        let point: Vec<String> = point.map(crate::check::numeric_form).collect();
+        let point: Vec<String> = point.map(crate::sweep::numeric_form).collect();
         if let Some(first) = points.insert(point.join("\u{1f}"), line) {
             return Err(SimError::Input {
                 path: path.to_path_buf(),
