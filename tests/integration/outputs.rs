@@ -540,7 +540,7 @@ fn endless_inputs_are_refused_within_a_bound() {
     let w = setup("");
     let sc = w.path("scenario.toml");
     let r = run(&[&"run", &"/dev/zero", &"--out", &w.path("o"), &"--quiet"]);
-    assert_refused(&r, "larger than 16 MiB");
+    assert_refused(&r, "a NUL byte at offset 0: not a text file");
     let r = run(&[
         &"run",
         &sc,
