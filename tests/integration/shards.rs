@@ -481,20 +481,7 @@ fn shards_whose_traces_swapped_contents_do_not_merge() {
          [cost]\nmodel = \"analytic\"\n[scheduler]\npolicy = \"vllm\"\n\
          [sweep]\n\"trace.file\" = [\"a.csv\", \"b.csv\"]\n",
     );
-    let shard = |i: usize| {
-        let dir = w.path(&format!("s{i}"));
-        let spec = format!("{i}/2");
-        let r = sweep(&[
-            s.to_str().unwrap(),
-            "--shard",
-            &spec,
-            "--out",
-            dir.to_str().unwrap(),
-        ]);
-        assert_eq!(r.code, 0, "{}", r.stderr);
-        dir
-    };
-    let s0 = shard(0);
+    let s0 = half_of_two(&w, &s, 0);
     w.write(
         "a.csv",
         format!("arrival_s,input_tokens,output_tokens\n{b}"),
@@ -503,7 +490,7 @@ fn shards_whose_traces_swapped_contents_do_not_merge() {
         "b.csv",
         format!("arrival_s,input_tokens,output_tokens\n{a}"),
     );
-    let s1 = shard(1);
+    let s1 = half_of_two(&w, &s, 1);
     let out = w.path("merged");
     let r = merge_two(&s0, &s1, &out);
     assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
@@ -536,23 +523,10 @@ fn swapped_traces_outside_the_scenario_folder_do_not_merge_however_spelt() {
          [cost]\nmodel = \"analytic\"\n[scheduler]\npolicy = \"vllm\"\n\
          [sweep]\n\"trace.file\" = [\"../data/a.csv\", \"../data/b.csv\"]\n",
     );
-    let shard = |i: usize, scenario: &Path| {
-        let dir = w.path(&format!("s{i}"));
-        let spec = format!("{i}/2");
-        let r = sweep(&[
-            scenario.to_str().unwrap(),
-            "--shard",
-            &spec,
-            "--out",
-            dir.to_str().unwrap(),
-        ]);
-        assert_eq!(r.code, 0, "{}", r.stderr);
-        dir
-    };
-    let s0 = shard(0, &w.path("exp/s.toml"));
+    let s0 = half_of_two(&w, &w.path("exp/s.toml"), 0);
     w.write("data/a.csv", format!("{header}{b}"));
     w.write("data/b.csv", format!("{header}{a}"));
-    let s1 = shard(1, &w.path("exp/../exp/./s.toml"));
+    let s1 = half_of_two(&w, &w.path("exp/../exp/./s.toml"), 1);
     let manifest = std::fs::read_to_string(s1.join("shard.json")).unwrap();
     assert!(manifest.contains("\"../data/a.csv\""), "{manifest}");
     let out = w.path("merged");
@@ -565,4 +539,19 @@ fn swapped_traces_outside_the_scenario_folder_do_not_merge_however_spelt() {
         r.stderr
     );
     assert!(!out.exists());
+}
+
+/// `sweep SCENARIO --shard I/2 --out W/sI` (which must succeed); its directory.
+fn half_of_two(w: &Workdir, scenario: &Path, i: usize) -> PathBuf {
+    let dir = w.path(&format!("s{i}"));
+    let spec = format!("{i}/2");
+    let r = sweep(&[
+        scenario.to_str().unwrap(),
+        "--shard",
+        &spec,
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    dir
 }
