@@ -140,14 +140,21 @@ pub fn read_text(path: &Path, max_bytes: u64) -> Result<String, String> {
 
 /// The bytes of `path` (at most `max_bytes`), refusing a NUL byte when `text`.
 fn read_checked(path: &Path, max_bytes: u64, text: bool) -> Result<Vec<u8>, String> {
-    if std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() > max_bytes) {
+    let size = std::fs::metadata(path)
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| m.len());
+    if size.is_some_and(|n| n > max_bytes) {
         return Err(too_large(max_bytes));
     }
     let mut f = open_file(path)
         .map_err(|e| e.to_string())?
         .take(max_bytes + 1);
-    let mut buf = Vec::new();
-    let mut chunk = vec![0u8; 1 << 20];
+    // A file's whole size at once (growing by doubling held up to twice the file at its peak).
+    let mut buf = Vec::with_capacity(size.map_or(0, |n| n as usize + 1));
+    // Under glibc's mmap threshold (128 KiB): freeing a larger chunk raises the threshold, and the
+    // run's later large vectors then grew on the heap (+17 MB peak RSS at 10⁶ requests).
+    let mut chunk = [0u8; 1 << 16];
     loop {
         let n = match f.read(&mut chunk) {
             Ok(0) => break,

@@ -80,7 +80,7 @@ fn hash_file(path: &Path, base: Option<&Path>) -> Result<InputHash> {
     let regular = std::fs::metadata(path).map_err(io)?.is_file();
     if regular {
         let mut f = std::fs::File::open(path).map_err(io)?;
-        let mut buf = vec![0u8; 1 << 20];
+        let mut buf = [0u8; 1 << 16]; // under glibc's mmap threshold (see input::read_checked)
         loop {
             let n = f.read(&mut buf).map_err(io)?;
             if n == 0 {
