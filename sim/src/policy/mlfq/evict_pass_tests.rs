@@ -165,3 +165,62 @@ fn passing_by_ran_order_plans_as_the_walk() {
     assert!(walk_read > 1000, "only {walk_read} passed over");
     assert!(2 * read < walk_read, "read {read} of {walk_read}");
 }
+
+/// The victim search reads only the requests that ran (only they can hold KV), not the new ones
+/// behind them: B = 16, queue [0, 1 GPU 7 blocks, N new] on a full GPU; the first new candidate
+/// needs blocks and searches a victim from the back. It reads at most 2 requests for N = 1,000
+/// and 10,000; the reference walk of the window from the back read each of the N new ones but
+/// the first (the candidate).
+#[test]
+fn victim_search_reads_only_requests_that_ran() {
+    for n in [1_000usize, 10_000] {
+        let mut mems = vec![Mem::Gpu(7); 2];
+        mems.extend(vec![Mem::New; n]);
+        let (mut m, reqs, kv, host) = memory_case(&mems, 14, 0, chunked_evict);
+        let v = view_b(&reqs, &kv, &host, 16);
+        let mut walk = m.clone();
+        walk.walk_victims = true;
+        let (mut plan, mut plan_walk) = (Plan::default(), Plan::default());
+        m.schedule(&v, &mut plan);
+        walk.schedule(&v, &mut plan_walk);
+        assert_eq!(plan.run, plan_walk.run);
+        assert_eq!(plan.preempt, plan_walk.preempt);
+        assert_eq!(m.candidates_looked, walk.candidates_looked);
+        assert!(walk.victims_read >= n as u64 - 1, "{}", walk.victims_read);
+        assert!(m.victims_read <= 2, "read {}", m.victims_read);
+    }
+}
+
+/// Seeded random runs as in [`passing_by_ran_order_plans_as_the_walk`] (host pools of 0, 20 and
+/// 300 blocks): the victim search among the requests that ran and the reference walk of the
+/// window from the back take the same victims and make the same plan at every boundary.
+#[test]
+fn victim_search_by_ran_order_plans_as_the_walk() {
+    let cost = Arc::new(ConstantCost { iteration_s: 0.01 });
+    let mut x = XorShift(0x0dd_f00d_5eed_1e55);
+    let (mut read, mut walk_read) = (0, 0);
+    for case in 0..200 {
+        let cfg = random_config(&mut x, cost.as_ref());
+        let mut a = Mlfq::new(cfg.clone(), cost.clone(), "skip-join-mlfq");
+        let mut b = Mlfq::new(cfg, cost.clone(), "skip-join-mlfq");
+        b.walk_victims = true;
+        let mut e = Engine {
+            reqs: Slab::default(),
+            kv: KvPool::new(20 + x.below(60) as u32, BLOCK_TOKENS),
+            host: KvPool::new([0, 20, 300][x.below(3) as usize], BLOCK_TOKENS),
+            now: 0,
+            b: 2 + x.below(14) as u32,
+            next_id: 0,
+        };
+        let (mut pa, mut pb) = (Plan::default(), Plan::default());
+        for step in 0..150 {
+            let at = format!("case {case} step {step}");
+            let (pair, plans) = ((&mut a, &mut b), (&mut pa, &mut pb));
+            step_pair(&mut e, pair, plans, &mut x, (6, 300), &at);
+        }
+        assert_eq!(a.candidates_looked, b.candidates_looked, "case {case}");
+        (read, walk_read) = (read + a.victims_read, walk_read + b.victims_read);
+    }
+    assert!(walk_read > 1000, "only {walk_read} read");
+    assert!(2 * read < walk_read, "read {read} of {walk_read}");
+}

@@ -6,6 +6,10 @@ use super::super::common::{Window, evictable};
 use super::LEVEL_CAP;
 use crate::vocab::request::Slot;
 
+#[cfg(test)]
+#[path = "levels_walk.rs"]
+mod levels_walk;
+
 /// One level: a double-ended queue kept in one slice, `buf[start..]` (the room before `start`
 /// takes requests pushed at the front). Unlike a ring buffer it always reads as one slice, so a
 /// scan over many short levels pays little per level.
@@ -448,8 +452,12 @@ impl Levels {
             looked: 0,
             passed: 0,
             read: 0,
+            ran_back: 0,
+            victim_read: 0,
             #[cfg(test)]
             walk_kvless: false,
+            #[cfg(test)]
+            walk_victims: false,
         }
     }
 
@@ -536,9 +544,16 @@ pub(super) struct LevelsWindow<'a> {
     pub(super) looked: usize,
     pub(super) passed: usize,
     pub(super) read: usize,
-    /// Tests: pass over by the reference walk, each entry read.
+    /// With `ran`: the requests of level `back_at.0` that ran before `back_at.1` (how many of
+    /// `ran_order`'s level are left to the victim search).
+    ran_back: usize,
+    /// Requests the victim search read (a work count for tests).
+    pub(super) victim_read: usize,
+    /// Tests: pass over, and search victims, by the reference walks, each entry read.
     #[cfg(test)]
     pub(super) walk_kvless: bool,
+    #[cfg(test)]
+    pub(super) walk_victims: bool,
 }
 
 impl Window for LevelsWindow<'_> {
@@ -603,19 +618,41 @@ impl Window for LevelsWindow<'_> {
     }
 
     fn pop_victim(&mut self, view: &ReplicaView) -> Option<Slot> {
+        let Some((_ran, ran_order)) = self.ran else {
+            return self.pop_victim_by_walk(view);
+        };
+        #[cfg(test)]
+        if self.walk_victims {
+            return self.pop_victim_by_walk(view);
+        }
+        // Only a request that ran can hold KV: search those of each level from the back, then
+        // find the victim's place in the level with a slot search that reads no request.
         while self.back > self.front {
             let (mut p, mut i) = self.back_at;
             while i == 0 {
                 p -= 1;
                 i = self.q[p].len();
+                self.ran_back = ran_order.q.get(p).map_or(0, Level::len);
             }
-            i -= 1;
-            self.back -= 1;
-            self.back_at = (p, i);
-            let v = self.q[p].as_slice()[i];
-            if evictable(view, v) {
-                return Some(v);
+            let ran_q = ran_order.q.get(p).map_or(&[][..], Level::as_slice);
+            let ran_q = &ran_q[..self.ran_back.min(ran_q.len())];
+            let hit = ran_q.iter().rposition(|&v| evictable(view, v));
+            self.victim_read += hit.map_or(ran_q.len(), |j| ran_q.len() - j);
+            let q = &self.q[p].as_slice()[..i];
+            let k = hit.map_or(0, |j| rfind_slot(q, ran_q[j]));
+            if i - k > self.back - self.front {
+                // The victim (if any) is in front of the window: nobody left to evict.
+                self.back = self.front;
+                return None;
             }
+            self.back -= i - k;
+            self.back_at = (p, k);
+            if let Some(j) = hit {
+                // `back_at` is on the victim (`keep_victim` moves it just past it again).
+                self.ran_back = j;
+                return Some(ran_q[j]);
+            }
+            self.ran_back = 0;
         }
         None
     }
@@ -628,39 +665,30 @@ impl Window for LevelsWindow<'_> {
         // `pop_victim` left `back_at` on the victim: just past it again.
         self.back += 1;
         self.back_at.1 += 1;
+        self.ran_back += 1;
     }
 }
 
 impl LevelsWindow<'_> {
-    /// [`Window::pass_kvless`] as it was: the entries passed over one by one, each read (the
-    /// tests' reference).
-    #[cfg(test)]
-    fn pass_kvless_by_walk(&mut self, view: &ReplicaView, ran: &[bool], ran_order: &Levels) {
-        while self.front < self.back {
-            let (p, i) = self.front_at;
-            let Some(q) = self.q.get(p) else {
-                return;
-            };
-            let ran_here = ran_order.q.get(p).map_or(0, Level::len);
-            if i < q.len() && ran_here > self.ran_seen {
-                // Someone that ran is left in level `p`: pass over its entries one by one.
-                let s = q.as_slice()[i];
-                let has_run = ran.get(s as usize) == Some(&true);
-                if has_run && view.req(s).blocks > 0 {
-                    return;
-                }
-                self.ran_seen += has_run as usize;
-                self.front += 1;
-                self.front_at = (p, i + 1);
-                self.passed += 1;
-                self.read += 1;
-                continue;
+    /// [`Window::pop_victim`] by a walk of the window from the back, each entry read (without
+    /// `ran`; with it, the tests' reference).
+    fn pop_victim_by_walk(&mut self, view: &ReplicaView) -> Option<Slot> {
+        while self.back > self.front {
+            let (mut p, mut i) = self.back_at;
+            while i == 0 {
+                p -= 1;
+                i = self.q[p].len();
             }
-            // Nobody that ran (nobody that may hold KV) is left in the rest of level `p`.
-            self.front = (self.front + q.len().saturating_sub(i)).min(self.back);
-            self.front_at = (p + 1, 0);
-            self.ran_seen = 0;
+            i -= 1;
+            self.back -= 1;
+            self.back_at = (p, i);
+            self.victim_read += 1;
+            let v = self.q[p].as_slice()[i];
+            if evictable(view, v) {
+                return Some(v);
+            }
         }
+        None
     }
 }
 
@@ -677,6 +705,20 @@ fn find_slot(q: &[Slot], t: Slot) -> usize {
         at += BLOCK;
     }
     at + q[at..].iter().position(|&x| x == t).unwrap_or(q.len() - at)
+}
+
+/// The place of `t` in `q` searched from the back (0 if it is not there): the slots compared in
+/// blocks, with no request read.
+fn rfind_slot(q: &[Slot], t: Slot) -> usize {
+    const BLOCK: usize = 32;
+    let mut end = q.len();
+    for b in q.rchunks_exact(BLOCK) {
+        if b.iter().fold(false, |any, &x| any | (x == t)) {
+            break;
+        }
+        end -= BLOCK;
+    }
+    q[..end].iter().rposition(|&x| x == t).unwrap_or(0)
 }
 
 /// [`Levels::iter`]: the levels' slices one after the other.

@@ -248,12 +248,17 @@ pub struct Mlfq {
     /// Requests those formations read to pass over candidates holding no KV (a work count for
     /// tests).
     kvless_read: u64,
+    /// Requests their victim searches read (a work count for tests).
+    victims_read: u64,
     /// Tests: form `evict` batches without passing over requests that never ran.
     #[cfg(test)]
     no_pass_kvless: bool,
     /// Tests: pass over them by the reference walk, reading each.
     #[cfg(test)]
     walk_kvless: bool,
+    /// Tests: search victims by the reference walk of the window from the back, reading each.
+    #[cfg(test)]
+    walk_victims: bool,
     /// Tests: evict by the reference walk of the whole `ran_order` instead of `resident`.
     #[cfg(test)]
     walk_ran_order: bool,
@@ -322,10 +327,13 @@ impl Mlfq {
             candidates_looked: 0,
             candidates_passed: 0,
             kvless_read: 0,
+            victims_read: 0,
             #[cfg(test)]
             no_pass_kvless: false,
             #[cfg(test)]
             walk_kvless: false,
+            #[cfg(test)]
+            walk_victims: false,
             #[cfg(test)]
             walk_ran_order: false,
             flat: Vec::new(),
@@ -439,6 +447,7 @@ impl Mlfq {
         #[cfg(test)]
         {
             w.walk_kvless = self.walk_kvless;
+            w.walk_victims = self.walk_victims;
         }
         w
     }
@@ -565,9 +574,11 @@ impl Mlfq {
             plan,
         );
         let (looked, passed, read) = (window.looked, window.passed, window.read);
+        let victim_read = window.victim_read;
         self.candidates_looked += looked as u64;
         self.candidates_passed += passed as u64;
         self.kvless_read += read as u64;
+        self.victims_read += victim_read as u64;
         if guard.is_some()
             && plan.run.is_empty()
             && plan.preempt.is_empty()
