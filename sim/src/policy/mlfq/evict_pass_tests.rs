@@ -79,31 +79,15 @@ fn random_config(x: &mut XorShift, cost: &dyn CostModel) -> Config {
 /// 200 runs of 150 boundaries; the passing happens.
 #[test]
 fn passing_over_kvless_candidates_plans_as_the_reference() {
-    let cost = Arc::new(ConstantCost { iteration_s: 0.01 });
-    let mut x = XorShift(0x0e71_c7ab_1e55_9a5e);
     let mut passed = 0;
-    for case in 0..200 {
-        let cfg = random_config(&mut x, cost.as_ref());
-        let mut a = Mlfq::new(cfg.clone(), cost.clone(), "skip-join-mlfq");
-        let mut b = Mlfq::new(cfg, cost.clone(), "skip-join-mlfq");
-        b.no_pass_kvless = true;
-        let mut e = Engine {
-            reqs: Slab::default(),
-            kv: KvPool::new(20 + x.below(60) as u32, BLOCK_TOKENS),
-            host: KvPool::new([0, 20, 300][x.below(3) as usize], BLOCK_TOKENS),
-            now: 0,
-            b: 2 + x.below(14) as u32,
-            next_id: 0,
-        };
-        let (mut pa, mut pb) = (Plan::default(), Plan::default());
-        for step in 0..150 {
-            let at = format!("case {case} step {step}");
-            let (pair, plans) = ((&mut a, &mut b), (&mut pa, &mut pb));
-            step_pair(&mut e, pair, plans, &mut x, (6, 300), &at);
-        }
-        passed += a.candidates_passed;
-        assert!(a.candidates_looked < b.candidates_looked || a.candidates_passed == 0);
-    }
+    random_pairs(
+        0x0e71_c7ab_1e55_9a5e,
+        |b| b.no_pass_kvless = true,
+        |_, a, b| {
+            passed += a.candidates_passed;
+            assert!(a.candidates_looked < b.candidates_looked || a.candidates_passed == 0);
+        },
+    );
     assert!(passed > 1000, "only {passed} passed over");
 }
 
@@ -117,16 +101,7 @@ fn passing_reads_only_requests_that_ran() {
         let mut mems = vec![Mem::Gpu(7); 2];
         mems.extend(vec![Mem::New; n]);
         mems.extend([Mem::Gpu(7); 2]);
-        let (mut m, reqs, kv, host) = memory_case(&mems, 28, 0, chunked_evict);
-        let v = view_b(&reqs, &kv, &host, 16);
-        let mut walk = m.clone();
-        walk.walk_kvless = true;
-        let (mut plan, mut plan_walk) = (Plan::default(), Plan::default());
-        m.schedule(&v, &mut plan);
-        walk.schedule(&v, &mut plan_walk);
-        assert_eq!(plan.run, plan_walk.run);
-        assert_eq!(plan.preempt, plan_walk.preempt);
-        assert_eq!(m.candidates_looked, walk.candidates_looked);
+        let (m, walk) = one_pair(&mems, 28, |w| w.walk_kvless = true);
         assert!(walk.kvless_read >= n as u64 - 1, "{}", walk.kvless_read);
         assert!(m.kvless_read <= 2, "read {}", m.kvless_read);
     }
@@ -137,31 +112,15 @@ fn passing_reads_only_requests_that_ran() {
 /// take the same candidates and make the same plan at every boundary.
 #[test]
 fn passing_by_ran_order_plans_as_the_walk() {
-    let cost = Arc::new(ConstantCost { iteration_s: 0.01 });
-    let mut x = XorShift(0x05ca_1ab1_e0dd_ba11);
     let (mut read, mut walk_read) = (0, 0);
-    for case in 0..200 {
-        let cfg = random_config(&mut x, cost.as_ref());
-        let mut a = Mlfq::new(cfg.clone(), cost.clone(), "skip-join-mlfq");
-        let mut b = Mlfq::new(cfg, cost.clone(), "skip-join-mlfq");
-        b.walk_kvless = true;
-        let mut e = Engine {
-            reqs: Slab::default(),
-            kv: KvPool::new(20 + x.below(60) as u32, BLOCK_TOKENS),
-            host: KvPool::new([0, 20, 300][x.below(3) as usize], BLOCK_TOKENS),
-            now: 0,
-            b: 2 + x.below(14) as u32,
-            next_id: 0,
-        };
-        let (mut pa, mut pb) = (Plan::default(), Plan::default());
-        for step in 0..150 {
-            let at = format!("case {case} step {step}");
-            let (pair, plans) = ((&mut a, &mut b), (&mut pa, &mut pb));
-            step_pair(&mut e, pair, plans, &mut x, (6, 300), &at);
-        }
-        assert_eq!(a.candidates_looked, b.candidates_looked, "case {case}");
-        (read, walk_read) = (read + a.kvless_read, walk_read + b.kvless_read);
-    }
+    random_pairs(
+        0x05ca_1ab1_e0dd_ba11,
+        |b| b.walk_kvless = true,
+        |case, a, b| {
+            assert_eq!(a.candidates_looked, b.candidates_looked, "case {case}");
+            (read, walk_read) = (read + a.kvless_read, walk_read + b.kvless_read);
+        },
+    );
     assert!(walk_read > 1000, "only {walk_read} passed over");
     assert!(2 * read < walk_read, "read {read} of {walk_read}");
 }
@@ -176,16 +135,7 @@ fn victim_search_reads_only_requests_that_ran() {
     for n in [1_000usize, 10_000] {
         let mut mems = vec![Mem::Gpu(7); 2];
         mems.extend(vec![Mem::New; n]);
-        let (mut m, reqs, kv, host) = memory_case(&mems, 14, 0, chunked_evict);
-        let v = view_b(&reqs, &kv, &host, 16);
-        let mut walk = m.clone();
-        walk.walk_victims = true;
-        let (mut plan, mut plan_walk) = (Plan::default(), Plan::default());
-        m.schedule(&v, &mut plan);
-        walk.schedule(&v, &mut plan_walk);
-        assert_eq!(plan.run, plan_walk.run);
-        assert_eq!(plan.preempt, plan_walk.preempt);
-        assert_eq!(m.candidates_looked, walk.candidates_looked);
+        let (m, walk) = one_pair(&mems, 14, |w| w.walk_victims = true);
         assert!(walk.victims_read >= n as u64 - 1, "{}", walk.victims_read);
         assert!(m.victims_read <= 2, "read {}", m.victims_read);
     }
@@ -196,14 +146,30 @@ fn victim_search_reads_only_requests_that_ran() {
 /// window from the back take the same victims and make the same plan at every boundary.
 #[test]
 fn victim_search_by_ran_order_plans_as_the_walk() {
-    let cost = Arc::new(ConstantCost { iteration_s: 0.01 });
-    let mut x = XorShift(0x0dd_f00d_5eed_1e55);
     let (mut read, mut walk_read) = (0, 0);
+    random_pairs(
+        0x0dd_f00d_5eed_1e55,
+        |b| b.walk_victims = true,
+        |case, a, b| {
+            assert_eq!(a.candidates_looked, b.candidates_looked, "case {case}");
+            (read, walk_read) = (read + a.victims_read, walk_read + b.victims_read);
+        },
+    );
+    assert!(walk_read > 1000, "only {walk_read} read");
+    assert!(2 * read < walk_read, "read {read} of {walk_read}");
+}
+
+/// 200 seeded random runs of 150 boundaries of the small engine (host pools of 0, 20 and 300
+/// blocks): the formation under test and the reference (`reference` switches it on) must make
+/// the same plan at every boundary; `each` sees both after each run.
+fn random_pairs(seed: u64, reference: fn(&mut Mlfq), mut each: impl FnMut(usize, &Mlfq, &Mlfq)) {
+    let cost = Arc::new(ConstantCost { iteration_s: 0.01 });
+    let mut x = XorShift(seed);
     for case in 0..200 {
         let cfg = random_config(&mut x, cost.as_ref());
         let mut a = Mlfq::new(cfg.clone(), cost.clone(), "skip-join-mlfq");
         let mut b = Mlfq::new(cfg, cost.clone(), "skip-join-mlfq");
-        b.walk_victims = true;
+        reference(&mut b);
         let mut e = Engine {
             reqs: Slab::default(),
             kv: KvPool::new(20 + x.below(60) as u32, BLOCK_TOKENS),
@@ -218,9 +184,23 @@ fn victim_search_by_ran_order_plans_as_the_walk() {
             let (pair, plans) = ((&mut a, &mut b), (&mut pa, &mut pb));
             step_pair(&mut e, pair, plans, &mut x, (6, 300), &at);
         }
-        assert_eq!(a.candidates_looked, b.candidates_looked, "case {case}");
-        (read, walk_read) = (read + a.victims_read, walk_read + b.victims_read);
+        each(case, &a, &b);
     }
-    assert!(walk_read > 1000, "only {walk_read} read");
-    assert!(2 * read < walk_read, "read {read} of {walk_read}");
+}
+
+/// One formation on the queue `mems` (a full GPU of `kv_blocks`, B = 16) by the formation under
+/// test and the reference (`reference` switches it on): the same plan and candidates; both
+/// returned for their work counts.
+fn one_pair(mems: &[Mem], kv_blocks: u32, reference: fn(&mut Mlfq)) -> (Mlfq, Mlfq) {
+    let (mut m, reqs, kv, host) = memory_case(mems, kv_blocks, 0, chunked_evict);
+    let v = view_b(&reqs, &kv, &host, 16);
+    let mut walk = m.clone();
+    reference(&mut walk);
+    let (mut plan, mut plan_walk) = (Plan::default(), Plan::default());
+    m.schedule(&v, &mut plan);
+    walk.schedule(&v, &mut plan_walk);
+    assert_eq!(plan.run, plan_walk.run);
+    assert_eq!(plan.preempt, plan_walk.preempt);
+    assert_eq!(m.candidates_looked, walk.candidates_looked);
+    (m, walk)
 }
