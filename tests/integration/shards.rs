@@ -426,19 +426,7 @@ fn shards_run_on_different_contents_of_a_trace_do_not_merge() {
         "sweep.toml",
         SWEEP.replace("LENGTHS", &lpath.display().to_string()),
     );
-    let s = s.to_str().unwrap();
-    let shard = |i: usize| {
-        let dir = w.path(&format!("s{i}"));
-        let r = sweep(&[
-            s,
-            "--shard",
-            &format!("{i}/2"),
-            "--out",
-            dir.to_str().unwrap(),
-        ]);
-        assert_eq!(r.code, 0, "{}", r.stderr);
-        dir
-    };
+    let shard = |i: usize| half_of_two(&w, &s, i);
     let s0 = shard(0);
     w.write("lengths.csv", lengths(1));
     let s1 = shard(1);
