@@ -573,6 +573,7 @@ mod tests {
                 offered_rate_per_s: 2.0,
                 achieved_rate_per_s: achieved,
                 queue_growth_per_s: 0.0,
+                queue_growth_se_per_s: 0.0,
                 stable,
                 unstable_replica: None,
                 tolerance: crate::metrics::stability::MAX_QUEUE_GROWTH_FRACTION,
