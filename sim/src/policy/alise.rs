@@ -261,6 +261,24 @@ impl Alise {
             && view.host_capacity_blocks() > 0
     }
 
+    /// The EWT offload toward `target` free blocks ([`ranked_offload`]; under test, the list walk
+    /// it replaced when `use_reference` is set).
+    fn offload(&mut self, view: &ReplicaView, plan: &mut Plan, target: OffloadTarget) {
+        #[cfg(test)]
+        if self.use_reference {
+            let (keyed, taken) = (&self.keyed, &mut self.taken);
+            reference_offload(view, plan, keyed, &mut self.reference, target, taken);
+            return;
+        }
+        ranked_offload(
+            view,
+            plan,
+            &self.keyed,
+            &mut self.resident,
+            target,
+            &mut self.taken,
+        );
+    }
     fn offload_target(view: &ReplicaView, free_after: u32) -> OffloadTarget {
         OffloadTarget {
             free_after,
@@ -297,29 +315,7 @@ impl Policy for Alise {
                 });
         if self.offloads(view) {
             let target = Self::offload_target(view, free_after);
-            #[cfg(test)]
-            if self.use_reference {
-                let (keyed, taken) = (&self.keyed, &mut self.taken);
-                reference_offload(view, plan, keyed, &mut self.reference, target, taken);
-            } else {
-                ranked_offload(
-                    view,
-                    plan,
-                    &self.keyed,
-                    &mut self.resident,
-                    target,
-                    &mut self.taken,
-                );
-            }
-            #[cfg(not(test))]
-            ranked_offload(
-                view,
-                plan,
-                &self.keyed,
-                &mut self.resident,
-                target,
-                &mut self.taken,
-            );
+            self.offload(view, plan, target);
             // Swapped out or in: re-key them at the next boundary.
             for &(s, _) in &plan.preempt {
                 self.keyed.touch(s);
