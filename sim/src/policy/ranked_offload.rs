@@ -22,8 +22,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::common::{KeyedRanking, OffloadTarget, RankKey, mark_plan, unmark_plan};
-use super::swap_passes::{SwapInRoom, swap_in_while_room};
-use super::{Plan, PreemptMode, ReplicaView};
+use super::swap_passes::{SwapInRoom, swap_in_while_room, swap_out_one};
+use super::{Plan, ReplicaView};
 use crate::vocab::request::{KvLoc, Slot};
 
 /// Where a request waits, for the left-out and swap-in searches.
@@ -249,16 +249,9 @@ impl Resident {
             }
             self.looked_at += 1;
             let s = k.slot();
-            let r = view.req(s);
-            let need = view.host_blocks_for(r.blocks) as i64;
-            if taken[s as usize] || need > host_free {
-                continue;
+            if !taken[s as usize] {
+                swapped_out |= swap_out_one(view, plan, taken, s, (&mut deficit, &mut host_free));
             }
-            plan.preempt.push((s, PreemptMode::Swap));
-            taken[s as usize] = true;
-            host_free -= need;
-            deficit -= r.blocks as i64;
-            swapped_out = true;
         }
         swapped_out
     }

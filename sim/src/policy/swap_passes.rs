@@ -21,18 +21,33 @@ pub(crate) fn swap_out_while_short(
         if deficit <= 0 {
             break;
         }
-        let r = view.req(s);
-        let need = view.host_blocks_for(r.blocks) as i64;
-        if r.blocks == 0 || need > host_free {
-            continue;
+        if view.req(s).blocks > 0 {
+            swapped_out |= swap_out_one(view, plan, taken, s, (&mut deficit, &mut host_free));
         }
-        plan.preempt.push((s, PreemptMode::Swap));
-        taken[s as usize] = true;
-        host_free -= need;
-        deficit -= r.blocks as i64;
-        swapped_out = true;
     }
     swapped_out
+}
+
+/// Swap out `s` if its blocks fit the host room `host_free`: plan the swap, mark it taken, and
+/// charge its blocks to `deficit` (GPU blocks still to free) and its host blocks to `host_free`.
+/// Whether it was.
+pub(crate) fn swap_out_one(
+    view: &ReplicaView,
+    plan: &mut Plan,
+    taken: &mut [bool],
+    s: Slot,
+    (deficit, host_free): (&mut i64, &mut i64),
+) -> bool {
+    let blocks = view.req(s).blocks;
+    let need = view.host_blocks_for(blocks) as i64;
+    if need > *host_free {
+        return false;
+    }
+    plan.preempt.push((s, PreemptMode::Swap));
+    taken[s as usize] = true;
+    *host_free -= need;
+    *deficit -= blocks as i64;
+    true
 }
 
 /// The GPU room a swap-in pass keeps: `reserve` free blocks plus, for every candidate but the
