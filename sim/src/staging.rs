@@ -267,7 +267,7 @@ fn check_dest_dir(
     Err(io(
         dest,
         format!(
-            "the output directory exists and was not written by servesim (no {MARKER_FILE} file listing what servesim wrote there); choose another --out, or pass --force to replace it and everything in it"
+            "the output directory exists and was not written by servesim (it has no {MARKER_FILE} file listing what servesim wrote there, or that file is not in the form servesim writes); choose another --out, or pass --force to replace it and everything in it"
         ),
     ))
 }

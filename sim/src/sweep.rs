@@ -249,6 +249,8 @@ pub fn expand(path: &Path, base: &Overrides, flags: &[FlagAxis]) -> Result<Vec<S
         path: path.to_path_buf(),
         msg,
     };
+    // An error about a `[sweep]` axis names the axis's line.
+    let axis_err = |msg: String| err(with_axis_line(&text, msg));
     let mut root: toml::Table =
         toml::from_str(&text).map_err(|e| err(toml_error_message(&text, &e)))?;
     let file_text: std::sync::Arc<str> = text.as_str().into();
@@ -259,14 +261,14 @@ pub fn expand(path: &Path, base: &Overrides, flags: &[FlagAxis]) -> Result<Vec<S
     };
     // Cheap checks first: the run count bounds all the per-value work that follows.
     apply_flag_axes(&mut sweep, flags).map_err(SimError::config)?;
-    let axes = sweep_axes(&sweep).map_err(&err)?;
+    let axes = sweep_axes(&sweep).map_err(&axis_err)?;
     let total = run_count(&axes).map_err(&err)?;
     // The file as written: its unknown keys and wrong types are reported with its own lines
     // (the runs below parse generated text).
     crate::scenario::parse(path, &text)?;
-    check_axes(&axes).map_err(&err)?;
+    check_axes(&axes).map_err(&axis_err)?;
     check_flag_repeats(flags).map_err(SimError::config)?;
-    check_values(&axes).map_err(&err)?;
+    check_values(&axes).map_err(&axis_err)?;
     let mut runs = Vec::with_capacity(total);
     for index in 0..total {
         let mut t = root.clone();
@@ -279,6 +281,10 @@ pub fn expand(path: &Path, base: &Overrides, flags: &[FlagAxis]) -> Result<Vec<S
             point[k] = (name.clone(), value_text(v));
         }
         let at_point = |e: SimError| match e {
+            // A scenario without axes is one run: no point to name.
+            SimError::Scenario { path, msg } if point.is_empty() => {
+                SimError::Scenario { path, msg }
+            }
             SimError::Scenario { path, msg } => SimError::Scenario {
                 path,
                 msg: format!("sweep point {index} ({}): {msg}", describe(&point)),
@@ -298,6 +304,19 @@ pub fn expand(path: &Path, base: &Overrides, flags: &[FlagAxis]) -> Result<Vec<S
         });
     }
     Ok(runs)
+}
+
+/// `msg` about the `[sweep]` axis it names first (`[sweep] `NAME`…` or `[sweep] axes `NAME`…`)
+/// with that axis's line in `text` in front, when the file has it (an axis from a flag has none).
+fn with_axis_line(text: &str, msg: String) -> String {
+    let name = msg
+        .strip_prefix("[sweep] ")
+        .and_then(|rest| rest.split('`').nth(1))
+        .map(str::to_string);
+    match name.and_then(|n| crate::scenario::line_of_exact_key(text, &["sweep", &n])) {
+        Some(line) => format!("line {line}: {msg}"),
+        None => msg,
+    }
 }
 
 /// The `[sweep]` axes, checked (non-empty arrays of scalars), in run order: `policy`,

@@ -235,6 +235,26 @@ fn bad_rate_flag() {
     }
 }
 
+/// An unknown or missing argument is one line too (clap printed its message, a tip, a usage line
+/// and a pointer to `--help` on six lines), and a 27-digit value is tamed like a scenario's.
+#[test]
+fn usage_errors_are_one_line() {
+    let w = Workdir::new();
+    w.write("trace.csv", format!("{HEADER}{GOOD_ROWS}"));
+    w.write("scenario.toml", scenario("vllm", ""));
+    let r = run_in(&w, &["--bogus"]);
+    assert_user_error(&w, &r, &["'--bogus'", "usage: servesim run"]);
+    let r = cli(["run"]);
+    assert_user_error(&w, &r, &["<SCENARIO>", "usage: servesim run"]);
+    let r = run_in(&w, &["--seed", "123456789012345678901234567"]);
+    assert_user_error(&w, &r, &["--seed", "1.23457e26"]);
+    assert!(
+        !r.stderr.contains("123456789012345678901234567"),
+        "{}",
+        r.stderr
+    );
+}
+
 /// A seed above i64::MAX was accepted by `run --seed` (and recorded in config.json) although no
 /// scenario can hold it; every seed flag now has the scenario's range.
 #[test]

@@ -585,3 +585,38 @@ fn a_symlink_inside_an_output_is_reported_not_followed() {
         "precious"
     );
 }
+
+/// The shipped profile directories carry a marker in the current form, listing exactly their
+/// files, so that the README's rebuild commands (`calibrate import-vidur`, `calibrate run --out
+/// calibrate/profiles/...`) replace them without `--force`: their markers had only the header
+/// (an early format no release reads as servesim's), and every rebuild was refused.
+#[test]
+fn the_shipped_profiles_are_replaceable_outputs() {
+    let root = crate::support::workspace_root().join("calibrate/profiles");
+    let mut dirs = Vec::new();
+    let mut stack = vec![root];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name() == Some(".servesim-output".as_ref()) {
+                dirs.push(d.clone());
+            }
+        }
+    }
+    assert!(dirs.len() >= 3, "{dirs:?}");
+    let w = setup();
+    for (i, d) in dirs.iter().enumerate() {
+        let copy = w.path(&format!("p{i}"));
+        std::fs::create_dir(&copy).unwrap();
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            std::fs::copy(&p, copy.join(p.file_name().unwrap())).unwrap();
+        }
+        let r = run(&[&"run", &w.path("scenario.toml"), &"--out", &copy]);
+        assert_eq!(r.code, 0, "{}: {}", d.display(), r.stderr);
+        assert!(copy.join("summary.json").is_file());
+        assert!(!copy.join("fit.toml").exists());
+    }
+}

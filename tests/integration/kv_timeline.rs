@@ -130,7 +130,7 @@ fn kv_timeline_csv_through_the_cli() {
     ] {
         let (code, _, e) = run_with(extra);
         assert_eq!(code, 2, "{extra}");
-        assert!(e.contains(field), "{extra}: {e}");
+        assert!(e.contains(field) && e.contains(": line "), "{extra}: {e}");
     }
 }
 

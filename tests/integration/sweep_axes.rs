@@ -86,13 +86,13 @@ fn numbers_repeat_by_value_in_sweep_axes_and_flags() {
             "value 1.0 (position 2) is listed twice, the same number as 1 (position 1): sweep.csv and the commands reading it could not tell the two apart",
         ),
     ] {
-        w.write(
-            "scenario.toml",
-            synthetic_scenario("arrival = \"poisson\"\nrate_per_s = 1.0\nnum_requests = 3")
-                .replace("[scheduler]", &format!("[sweep]\n{axis}\n\n[scheduler]")),
-        );
+        let text = synthetic_scenario("arrival = \"poisson\"\nrate_per_s = 1.0\nnum_requests = 3")
+            .replace("[scheduler]", &format!("[sweep]\n{axis}\n\n[scheduler]"));
+        // The error names the axis's line (it named none).
+        let line = text.lines().position(|l| l == axis).unwrap() + 1;
+        w.write("scenario.toml", &text);
         let r = sweep_in(&w, &[]);
-        assert_user_error(&w, &r, &[needle]);
+        assert_user_error(&w, &r, &[needle, &format!(": line {line}: [sweep] ")]);
     }
     w.write("scenario.toml", scenario("vllm", ""));
     let r = sweep_in(&w, &["--rates", "1,1e0"]);

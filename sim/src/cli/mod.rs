@@ -160,19 +160,36 @@ pub fn parse_or_report<C: Parser>(
 ) -> Result<C, i32> {
     C::try_parse_from(args).map_err(|e| {
         let code = if e.use_stderr() { 2 } else { 0 };
-        let text = value_error_line(&e).unwrap_or_else(|| e.render().to_string());
         let _ = if code == 0 {
-            write!(out, "{text}")
+            write!(out, "{}", e.render())
         } else {
-            write!(err, "{text}")
+            let text = value_error_line(&e).unwrap_or_else(|| usage_error_line(&e));
+            writeln!(err, "{}", crate::error::one_line(&text))
         };
         code
     })
 }
 
+/// Any other usage error (an unknown or missing argument) as one line: clap's message, its tip
+/// and its usage joined by "; " (its pointer to `--help` left out: the usage line names the
+/// command).
+fn usage_error_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let parts: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+        .map(|l| match l.strip_prefix("Usage:") {
+            Some(rest) => format!("usage:{rest}"),
+            None => l.to_string(),
+        })
+        .collect();
+    parts.join("; ")
+}
+
 /// A bad flag value as one line in words (clap printed Rust's "invalid digit found in string" or
 /// "invalid float literal", then a blank line and a pointer to `--help`); `None` for other
-/// errors (a missing or unknown argument keeps clap's usage lines).
+/// errors ([`usage_error_line`]).
 fn value_error_line(e: &clap::Error) -> Option<String> {
     use clap::error::ErrorKind;
     use std::num::IntErrorKind;
@@ -221,7 +238,7 @@ fn value_error_line(e: &clap::Error) -> Option<String> {
         line.push_str(if l.starts_with("tip:") { "; " } else { " " });
         line.push_str(l);
     }
-    Some(line + "\n")
+    Some(line)
 }
 
 /// Parse `args` (program name first) and run. Returns the process exit code: 0 on success, 2 on

@@ -13,7 +13,7 @@ mod time_scales;
 mod trace_source;
 
 pub use hardware::{analytic_params_for, kv_blocks_from_memory};
-pub use load::{Loaded, MAX_NAME_CHARS, check_name, line_of_key, load, parse};
+pub use load::{Loaded, MAX_NAME_CHARS, check_name, line_of_exact_key, line_of_key, load, parse};
 pub use resolved::{Resolved, SyntheticLengths, TraceSource};
 pub use schema::{
     CostSpec, DEFAULT_KV_TIMELINE_INTERVAL_S, LimitsSpec, MAX_BLOCK_TOKENS, MAX_REPLICAS, MAX_SEED,

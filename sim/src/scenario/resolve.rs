@@ -51,7 +51,14 @@ impl Loaded {
         let swap = self.resolve_swap(&s, &gpu, kv_layout, stage_layers)?;
         let swap_profile = self.swap_profile(&model, &s, kv_layout)?;
         let pipeline = self.resolve_pipeline(&s, &model)?;
-        let offload = crate::swap::KvOffload::resolve(&s.swap).map_err(|e| self.wrap(e))?;
+        let offload = crate::swap::KvOffload::resolve(&s.swap).map_err(|e| {
+            let key = if e.to_string().contains("kv_offload_bits") {
+                "kv_offload_bits"
+            } else {
+                "kv_quant_s_per_byte"
+            };
+            self.wrap_at(&["swap", key], e)
+        })?;
         let kv_timeline_interval_ns = self.kv_timeline_interval_ns(&s)?;
         let mut resolved = Resolved {
             scenario: s.clone(),
