@@ -673,8 +673,8 @@ pub fn axis_map(r: &SweepRun) -> BTreeMap<&str, &str> {
 }
 
 /// The axes (by name) whose values changed no result: at each point of the other axes, every
-/// run that finished gave the same `sweep.csv` metric cells, and at least one point had two
-/// such runs. Most likely a key no run reads (a parameter of a policy, router or predictor the
+/// run gave the same `sweep.csv` metric cells (or failed with the same error), and at least one
+/// point had two runs. Most likely a key no run reads (a parameter of a policy, router or predictor the
 /// runs do not use; a `gpu`, `tp` or `pp` that every replica group sets), or one that does not
 /// bind in these runs (a cap never reached, a seed that nothing draws from).
 pub fn inert_axes(
@@ -700,12 +700,15 @@ fn axis_changes_nothing(
     let mut seen: BTreeMap<Vec<&str>, String> = BTreeMap::new();
     let mut compared = false;
     for (r, o) in runs.iter().zip(outcomes) {
-        let Ok(sum) = o else { continue };
+        // A failed run counts with its error: an axis value that made a run fail changed it.
+        let cells = match o {
+            Ok(sum) => metric_cells(sum, has_goodput(r)).join(","),
+            Err(e) => format!("error: {e}"),
+        };
         let others: Vec<&str> = (r.axes.iter().enumerate())
             .filter(|&(i, _)| i != k)
             .map(|(_, (_, v))| v.as_str())
             .collect();
-        let cells = metric_cells(sum, has_goodput(r)).join(",");
         match seen.get(&others) {
             Some(prev) if *prev != cells => return false,
             Some(_) => compared = true,

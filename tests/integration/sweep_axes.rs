@@ -517,3 +517,23 @@ fn an_axis_that_changes_no_result_is_named_in_a_warning() {
     assert!(warned("policies.fcfs.reserve"), "{}", r.stderr);
     assert!(!warned("scheduler.max_batch_size"), "{}", r.stderr);
 }
+
+/// A value that makes a run fail changed that run: the axis is not "inert" (failed runs were
+/// left out, so `limits.max_sim_s = [1e-3, 1e5]` was warned about as changing nothing while its
+/// first value failed the run).
+#[test]
+fn an_axis_that_fails_a_run_is_not_called_inert() {
+    let w = Workdir::new();
+    w.write("trace.csv", format!("{HEADER}0,4,2\n1,4,2\n2,4,2\n"));
+    let extra = "\n[sweep]\n\"limits.max_sim_s\" = [0.5, 1e5, 1e6]\n";
+    w.write("scenario.toml", scenario("vllm", extra));
+    let r = sweep_in(&w, &["--allow-failures"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("1 of 3 runs failed"), "{}", r.stderr);
+    assert!(
+        !r.stderr
+            .contains("sweep axis `limits.max_sim_s`: its values gave identical"),
+        "{}",
+        r.stderr
+    );
+}

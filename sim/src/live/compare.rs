@@ -447,9 +447,10 @@ fn check_request_id(
 /// The `jct_s`, `ttft_s` and `tpot_s` columns of a run directory's `requests.csv`.
 fn request_columns(dir: &Path) -> Result<[Vec<f64>; 3]> {
     let path = dir.join("requests.csv");
-    let bytes =
-        crate::input::read_bytes(&path, crate::input::MAX_DATA_BYTES).map_err(|e| io(&path, e))?;
-    let mut rd = csv::Reader::from_reader(bytes.as_slice());
+    // As text: a NUL byte (`/dev/zero`, a sparse file) fails at once, not after gigabytes.
+    let text =
+        crate::input::read_text(&path, crate::input::MAX_DATA_BYTES).map_err(|e| io(&path, e))?;
+    let mut rd = csv::Reader::from_reader(text.as_bytes());
     let headers = rd.headers().map_err(|e| io(&path, e))?.clone();
     let col = |name: &str| {
         headers
