@@ -82,7 +82,7 @@ fn passing_over_kvless_candidates_plans_as_the_reference() {
     let mut passed = 0;
     random_pairs(
         0x0e71_c7ab_1e55_9a5e,
-        |b| b.no_pass_kvless = true,
+        [|_| {}, |b| b.no_pass_kvless = true],
         |_, a, b| {
             passed += a.candidates_passed;
             assert!(a.candidates_looked < b.candidates_looked || a.candidates_passed == 0);
@@ -115,7 +115,10 @@ fn passing_by_ran_order_plans_as_the_walk() {
     let (mut read, mut walk_read) = (0, 0);
     random_pairs(
         0x05ca_1ab1_e0dd_ba11,
-        |b| b.walk_kvless = true,
+        [
+            |a| a.victims_by_ran_order = true,
+            |b| (b.victims_by_ran_order, b.walk_kvless) = (true, true),
+        ],
         |case, a, b| {
             assert_eq!(a.candidates_looked, b.candidates_looked, "case {case}");
             (read, walk_read) = (read + a.kvless_read, walk_read + b.kvless_read);
@@ -149,7 +152,10 @@ fn victim_search_by_ran_order_plans_as_the_walk() {
     let (mut read, mut walk_read) = (0, 0);
     random_pairs(
         0x0dd_f00d_5eed_1e55,
-        |b| b.walk_victims = true,
+        [
+            |a| a.victims_by_ran_order = true,
+            |b| (b.victims_by_ran_order, b.walk_victims) = (true, true),
+        ],
         |case, a, b| {
             assert_eq!(a.candidates_looked, b.candidates_looked, "case {case}");
             (read, walk_read) = (read + a.victims_read, walk_read + b.victims_read);
@@ -160,16 +166,21 @@ fn victim_search_by_ran_order_plans_as_the_walk() {
 }
 
 /// 200 seeded random runs of 150 boundaries of the small engine (host pools of 0, 20 and 300
-/// blocks): the formation under test and the reference (`reference` switches it on) must make
+/// blocks): the formation under test and the reference (`setup` switches them on) must make
 /// the same plan at every boundary; `each` sees both after each run.
-fn random_pairs(seed: u64, reference: fn(&mut Mlfq), mut each: impl FnMut(usize, &Mlfq, &Mlfq)) {
+pub(super) fn random_pairs(
+    seed: u64,
+    setup: [fn(&mut Mlfq); 2],
+    mut each: impl FnMut(usize, &Mlfq, &Mlfq),
+) {
     let cost = Arc::new(ConstantCost { iteration_s: 0.01 });
     let mut x = XorShift(seed);
     for case in 0..200 {
         let cfg = random_config(&mut x, cost.as_ref());
         let mut a = Mlfq::new(cfg.clone(), cost.clone(), "skip-join-mlfq");
         let mut b = Mlfq::new(cfg, cost.clone(), "skip-join-mlfq");
-        reference(&mut b);
+        setup[0](&mut a);
+        setup[1](&mut b);
         let mut e = Engine {
             reqs: Slab::default(),
             kv: KvPool::new(20 + x.below(60) as u32, BLOCK_TOKENS),
@@ -183,6 +194,8 @@ fn random_pairs(seed: u64, reference: fn(&mut Mlfq), mut each: impl FnMut(usize,
             let at = format!("case {case} step {step}");
             let (pair, plans) = ((&mut a, &mut b), (&mut pa, &mut pb));
             step_pair(&mut e, pair, plans, &mut x, (6, 300), &at);
+            a.assert_resident(&e.view());
+            b.assert_resident(&e.view());
         }
         each(case, &a, &b);
     }

@@ -124,7 +124,7 @@ impl Level {
 
     /// Of the first `n` requests, keep those `keep` says (in order); the others stay as they
     /// are. O(n).
-    pub(super) fn retain_first(&mut self, n: usize, keep: impl Fn(Slot) -> bool) {
+    pub(super) fn retain_first(&mut self, n: usize, mut keep: impl FnMut(Slot) -> bool) {
         let q = self.as_mut_slice();
         let mut w = n;
         for r in (0..n).rev() {
@@ -139,7 +139,7 @@ impl Level {
 
     /// Of the last `n` requests, keep those `keep` says (in order); the others stay as they are.
     /// O(n).
-    pub(super) fn retain_last(&mut self, n: usize, keep: impl Fn(Slot) -> bool) {
+    pub(super) fn retain_last(&mut self, n: usize, mut keep: impl FnMut(Slot) -> bool) {
         let from = self.buf.len() - n;
         let mut w = from;
         for r in from..self.buf.len() {
@@ -454,6 +454,8 @@ impl Levels {
             read: 0,
             ran_back: 0,
             victim_read: 0,
+            read_low: [u32::MAX; LEVEL_CAP as usize + 1],
+            read_high: [0; LEVEL_CAP as usize + 1],
             #[cfg(test)]
             walk_kvless: false,
             #[cfg(test)]
@@ -536,6 +538,8 @@ pub(super) struct LevelsWindow<'a> {
     back_at: (usize, usize),
     /// Per slot whether it ran, and the subsequence of the order that ran (`ran_order`): lets
     /// [`Window::pass_kvless`] pass over the rest of a level in which nobody that ran is left.
+    /// (Or any subsequence holding every request of the order with GPU blocks, and its marks:
+    /// `resident`, module `evict_victims`.)
     ran: Option<(&'a [bool], &'a Levels)>,
     /// The candidates taken from level `front_at.0` that ran.
     ran_seen: usize,
@@ -549,6 +553,10 @@ pub(super) struct LevelsWindow<'a> {
     ran_back: usize,
     /// Requests the victim search read (a work count for tests).
     pub(super) victim_read: usize,
+    /// Per level of `ran_order`: the lowest index the victim search read (`u32::MAX`: none), and
+    /// the end of the indexes [`Window::pass_kvless`] read (module `evict_victims` prunes them).
+    pub(super) read_low: [u32; LEVEL_CAP as usize + 1],
+    pub(super) read_high: [u32; LEVEL_CAP as usize + 1],
     /// Tests: pass over, and search victims, by the reference walks, each entry read.
     #[cfg(test)]
     pub(super) walk_kvless: bool,
@@ -600,6 +608,8 @@ impl Window for LevelsWindow<'_> {
             if rest > 0 && !ran_rest.is_empty() {
                 let hit = ran_rest.iter().position(|&s| view.req(s).blocks > 0);
                 self.read += hit.map_or(ran_rest.len(), |j| j + 1);
+                let high = self.ran_seen + hit.map_or(ran_rest.len(), |j| j + 1);
+                self.read_high[p] = self.read_high[p].max(high as u32);
                 if let Some(j) = hit {
                     // The next one that holds KV: passed to it (or to the window's end).
                     let k = find_slot(&q[i..], ran_rest[j]).min(self.back - self.front);
@@ -638,6 +648,8 @@ impl Window for LevelsWindow<'_> {
             let ran_q = &ran_q[..self.ran_back.min(ran_q.len())];
             let hit = ran_q.iter().rposition(|&v| evictable(view, v));
             self.victim_read += hit.map_or(ran_q.len(), |j| ran_q.len() - j);
+            let low = &mut self.read_low[p];
+            *low = (*low).min(hit.unwrap_or(0) as u32);
             let q = &self.q[p].as_slice()[..i];
             let k = hit.map_or(0, |j| rfind_slot(q, ran_q[j]));
             if i - k > self.back - self.front {

@@ -140,6 +140,9 @@ mod enst;
 mod enst_tests;
 #[cfg(test)]
 mod evict_pass_tests;
+mod evict_victims;
+#[cfg(test)]
+mod evict_victims_tests;
 mod lazy;
 mod levels;
 mod offload;
@@ -262,6 +265,9 @@ pub struct Mlfq {
     /// Tests: evict by the reference walk of the whole `ran_order` instead of `resident`.
     #[cfg(test)]
     walk_ran_order: bool,
+    /// Tests: `evict` formations search victims in `ran_order`, not `resident`.
+    #[cfg(test)]
+    victims_by_ran_order: bool,
     /// Scratch: `order` as one slice (the tests' reference `offload = "paper"` pass), or a level
     /// being rebuilt.
     flat: Vec<Slot>,
@@ -336,6 +342,8 @@ impl Mlfq {
             walk_victims: false,
             #[cfg(test)]
             walk_ran_order: false,
+            #[cfg(test)]
+            victims_by_ran_order: false,
             flat: Vec::new(),
             arrival_seq: Vec::new(),
             arrivals: 0,
@@ -438,18 +446,6 @@ impl Mlfq {
     #[cfg(not(test))]
     fn no_pass_kvless(&self) -> bool {
         false
-    }
-
-    /// The `evict` formation's window over `order` that can pass over candidates holding no KV.
-    fn kvless_window(&self) -> levels::LevelsWindow<'_> {
-        #[allow(unused_mut)]
-        let mut w = self.order.window_with_ran(&self.ran, &self.ran_order);
-        #[cfg(test)]
-        {
-            w.walk_kvless = self.walk_kvless;
-            w.walk_victims = self.walk_victims;
-        }
-        w
     }
 
     fn has_run(&self, s: Slot) -> bool {
@@ -558,11 +554,8 @@ impl Mlfq {
         let guard = self.cfg.chunk_size.map(|_| RecomputeGuard {
             arrival_seq: &self.arrival_seq,
         });
-        let mut window = match guard {
-            // Under the guard a candidate holding no KV (it never ran) may be passed over.
-            Some(_) if !defer_new && !self.no_pass_kvless() => self.kvless_window(),
-            _ => self.scan_order(defer_new).window(),
-        };
+        // Under the guard a candidate holding no KV may be passed over.
+        let mut window = self.evict_window(guard.is_some(), defer_new);
         let mut free_after = form_priority_batch_from(
             view,
             &mut window,
@@ -574,12 +567,15 @@ impl Mlfq {
             plan,
         );
         let (looked, passed, read) = (window.looked, window.passed, window.read);
-        let victim_read = window.victim_read;
+        let (victim_read, walks) = (window.victim_read, (window.read_low, window.read_high));
+        let guarded = guard.is_some();
+        let n = victim_read + read + looked.saturating_sub(plan.run.len());
+        self.after_evict_walks(view, &walks, n);
         self.candidates_looked += looked as u64;
         self.candidates_passed += passed as u64;
         self.kvless_read += read as u64;
         self.victims_read += victim_read as u64;
-        if guard.is_some()
+        if guarded
             && plan.run.is_empty()
             && plan.preempt.is_empty()
             && self.order.iter().next().is_some()

@@ -63,7 +63,7 @@ impl Mlfq {
             .take(floor)
             .filter(|&s| self.has_run(s))
             .count();
-        let swapped_out = deficit > 0 && self.swap_out_below(view, plan, ran_floor, deficit);
+        let swapped_out = deficit > 0 && self.swap_out_for_reserve(view, plan, ran_floor, deficit);
         if !swapped_out {
             self.swap_in_front(view, plan, free_after, reserve);
         }
@@ -75,7 +75,7 @@ impl Mlfq {
     /// Swap out GPU-resident requests outside the batch from the lowest priority up to
     /// `ran_order[ran_floor]` (those the host can take) until `deficit` blocks are made; whether
     /// any was.
-    fn swap_out_below(
+    pub(super) fn swap_out_below(
         &mut self,
         view: &ReplicaView,
         plan: &mut Plan,

@@ -22,7 +22,7 @@ use super::{HostFull, LEVEL_CAP};
 use crate::vocab::request::{KvLoc, Request, Slot};
 
 /// A request that cannot hold GPU blocks again until it runs or is swapped in.
-fn off_gpu(r: &Request) -> bool {
+pub(super) fn off_gpu(r: &Request) -> bool {
     matches!(r.kv_loc, KvLoc::Host | KvLoc::SwappingOut)
         || (r.kv_loc == KvLoc::None && r.blocks == 0)
 }
@@ -34,7 +34,7 @@ impl Mlfq {
     }
 
     /// Rebuild `resident` from `ran_order` and the requests' KV.
-    fn rebuild_resident(&mut self, view: &ReplicaView) {
+    pub(super) fn rebuild_resident(&mut self, view: &ReplicaView) {
         self.resident.clear();
         if self.res.len() < self.ran.len() {
             self.res.resize(self.ran.len(), false);
@@ -174,7 +174,7 @@ impl Mlfq {
 
     /// Drop from `resident` the requests a walk unmarked: per level, `walked[p]` = (how many of
     /// its first — `from_back`: last — entries the walk passed, whether it unmarked any).
-    fn drop_walked(&mut self, walked: &[(usize, bool)], from_back: bool) {
+    pub(super) fn drop_walked(&mut self, walked: &[(usize, bool)], from_back: bool) {
         for (p, &(n, dropped)) in walked.iter().enumerate() {
             if dropped {
                 let res = &self.res;

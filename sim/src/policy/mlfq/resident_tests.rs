@@ -15,7 +15,7 @@ const BLOCK_TOKENS: u32 = 16;
 impl Mlfq {
     /// While `resident` is up to date: it is `ran_order` filtered by `res`, and holds every
     /// request of `ran_order` that is GPU-resident with blocks.
-    fn assert_resident(&self, view: &ReplicaView) {
+    pub(super) fn assert_resident(&self, view: &ReplicaView) {
         if !self.res_valid {
             return;
         }
