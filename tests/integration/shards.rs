@@ -543,3 +543,36 @@ fn half_of_two(w: &Workdir, scenario: &Path, i: usize) -> PathBuf {
     assert_eq!(r.code, 0, "{}", r.stderr);
     dir
 }
+
+/// A calibration profile is a directory input: its files are hashed too. Shards run against two
+/// measurements of one profile merged (shard.json listed the directory with hash "-"), and the
+/// merged row of the second was another model's result.
+#[test]
+fn shards_run_on_different_profile_measurements_do_not_merge() {
+    let w = Workdir::new();
+    let prof = w.path("prof");
+    copy_tree(
+        &workspace_root().join("calibrate/profiles/a100-80gb/llama-2-7b/tp1"),
+        &prof,
+    );
+    let s = w.write(
+        "s.toml",
+        "name = \"pf\"\nmodel = \"llama-2-7b\"\ngpu = \"a100-80gb\"\n[trace]\narrival = \"poisson\"\nrate_per_s = 4.0\nnum_requests = 30\ninput_lengths = { dist = \"fixed\", value = 64 }\noutput_lengths = { dist = \"fixed\", value = 16 }\n[cost]\nmodel = \"profile\"\npath = \"prof\"\n[scheduler]\npolicy = \"vllm\"\n[sweep]\nseed = [0, 1]\n",
+    );
+    let s0 = half_of_two(&w, &s, 0);
+    let csv = prof.join("measurements.csv");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    std::fs::write(&csv, text.replacen('\n', "\n\n", 1)).unwrap();
+    let s1 = half_of_two(&w, &s, 1);
+    let out = w.path("merged");
+    let r = merge_two(&s0, &s1, &out);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr
+            .contains("read different contents of the sweep's inputs")
+            && r.stderr.contains("prof"),
+        "{}",
+        r.stderr
+    );
+    assert!(!out.exists());
+}

@@ -77,21 +77,42 @@ fn hash_file(path: &Path, base: Option<&Path>) -> Result<InputHash> {
     use std::io::Read;
     let io = |e: std::io::Error| crate::trace::csv_reader::io_err(path, e);
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let regular = std::fs::metadata(path).map_err(io)?.is_file();
-    if regular {
-        let mut f = std::fs::File::open(path).map_err(io)?;
+    let meta = std::fs::metadata(path).map_err(io)?;
+    let hash_one = |h: &mut u64, file: &Path| -> Result<()> {
+        let io = |e: std::io::Error| crate::trace::csv_reader::io_err(file, e);
+        let mut f = std::fs::File::open(file).map_err(io)?;
         let mut buf = [0u8; 1 << 16]; // under glibc's mmap threshold (see input::read_checked)
         loop {
             let n = f.read(&mut buf).map_err(io)?;
             if n == 0 {
-                break;
+                return Ok(());
             }
-            fnv1a(&mut h, &buf[..n]);
+            fnv1a(h, &buf[..n]);
+        }
+    };
+    if meta.is_file() {
+        hash_one(&mut h, path)?;
+    } else if meta.is_dir() {
+        // A directory input (a calibration profile): its files' names and contents, by name
+        // (shards run against two different profiles merged: round 11).
+        let mut names: Vec<_> = std::fs::read_dir(path)
+            .map_err(io)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<std::io::Result<_>>()
+            .map_err(io)?;
+        names.sort();
+        for name in names {
+            let file = path.join(&name);
+            fnv1a(&mut h, name.as_encoded_bytes());
+            fnv1a(&mut h, &[0]);
+            if std::fs::metadata(&file).is_ok_and(|m| m.is_file()) {
+                hash_one(&mut h, &file)?;
+            }
         }
     }
     Ok(InputHash {
         file: input_name(path, base),
-        fnv1a64: if regular {
+        fnv1a64: if meta.is_file() || meta.is_dir() {
             format!("{h:016x}")
         } else {
             "-".into()
