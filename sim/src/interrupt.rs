@@ -1,4 +1,5 @@
-//! Ctrl-C (SIGINT) and SIGTERM for the commands that run simulations: `run`, `sweep` and `live`.
+//! Ctrl-C (SIGINT) and SIGTERM for the commands that run simulations (`run`, `sweep`, `live`) or
+//! copy them (`merge`).
 //!
 //! While a [`CtrlC`] guard is alive, the first SIGINT or SIGTERM only raises a flag; the engine's
 //! clocks ([`InterruptibleClock`] for `run` and `sweep`, the live [`crate::live::WallClock`]) check

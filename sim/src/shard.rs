@@ -37,6 +37,18 @@ mod inputs;
 pub use inputs::InputHash;
 use inputs::{differing_input, fnv1a, input_hashes};
 
+/// An error once Ctrl-C or SIGTERM arrived (the merge's staging directory is then removed and
+/// the command exits 130 or 143).
+fn stop_if_interrupted() -> Result<()> {
+    if crate::interrupt::interrupted() {
+        return Err(SimError::config(format!(
+            "{} stopped the merge before it finished; nothing was written",
+            crate::interrupt::signal_name()
+        )));
+    }
+    Ok(())
+}
+
 /// Version of the `shard.json` format.
 pub const FORMAT: u32 = 1;
 
@@ -437,6 +449,7 @@ pub fn merge(shard_dirs: &[PathBuf], out: &Path, plots: bool, force: bool) -> Re
     csv.push('\n');
     let mut failed = 0;
     for (i, slot) in rows.iter().enumerate() {
+        stop_if_interrupted()?;
         let (row, s) = slot.expect("every run was checked present");
         debug_assert_eq!(row.run, i);
         csv.push_str(&row.csv);
@@ -469,6 +482,7 @@ pub fn merge(shard_dirs: &[PathBuf], out: &Path, plots: bool, force: bool) -> Re
     if plots {
         crate::plot::plot_sweep(staged.path(), &staged.path().join("plots"))?;
     }
+    stop_if_interrupted()?;
     let dir = staged.commit()?;
     Ok(MergeReport {
         dir,

@@ -23,6 +23,8 @@ pub struct MergeArgs {
 }
 
 pub fn merge_cmd(a: MergeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    // Ctrl-C or SIGTERM stops the copying between runs and removes the staging directory.
+    let _ctrl_c = crate::interrupt::CtrlC::install();
     let r = crate::shard::merge(&a.shards, &a.out, !a.no_plots, a.force)?;
     writeln!(
         out,
