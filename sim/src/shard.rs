@@ -152,6 +152,7 @@ impl ShardInfo {
             shards: self.shard.count,
             runs_total: self.runs_total,
             fingerprint: self.fingerprint.clone(),
+            build: Some(env!("SERVESIM_BUILD").to_string()),
             header: self.header.clone(),
             inputs: self.inputs.clone(),
             wall_s,
@@ -181,6 +182,9 @@ pub struct Manifest {
     pub shards: usize,
     pub runs_total: usize,
     pub fingerprint: String,
+    /// The servesim build (git commit) that ran the shard (absent in shards of older builds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<String>,
     pub header: String,
     /// The sweep's data files (traces, lengths, profiles, catalogues) and hashes of their bytes.
     #[serde(default)]
@@ -516,6 +520,20 @@ fn shards_by_index(shards: &[Loaded]) -> Result<Vec<Option<&Loaded>>> {
             return Err(mismatch(
                 s,
                 &format!("run counts {total} and {}", s.m.runs_total),
+            ));
+        }
+        if s.m.build != first.m.build {
+            let name = |b: &Option<String>| {
+                let b = b.as_deref().filter(|b| !b.is_empty());
+                b.unwrap_or("(unrecorded)").to_string()
+            };
+            return Err(mismatch(
+                s,
+                &format!(
+                    "servesim builds {} and {}",
+                    name(&first.m.build),
+                    name(&s.m.build)
+                ),
             ));
         }
         if s.m.fingerprint != first.m.fingerprint {

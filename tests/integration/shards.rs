@@ -576,3 +576,33 @@ fn shards_run_on_different_profile_measurements_do_not_merge() {
     );
     assert!(!out.exists());
 }
+
+/// Shards of two servesim builds are refused naming the builds (the refusal blamed the
+/// scenario: "scenario fingerprints differ", and shard.json recorded no build).
+#[test]
+fn shards_of_two_builds_are_refused_naming_the_builds() {
+    let w = Workdir::new();
+    let lpath = w.write("lengths.csv", "input_tokens,output_tokens\n20,5\n30,6\n");
+    let s = w.write(
+        "sweep.toml",
+        SWEEP.replace("LENGTHS", &lpath.display().to_string()),
+    );
+    let s0 = half_of_two(&w, &s, 0);
+    let s1 = half_of_two(&w, &s, 1);
+    let manifest = s1.join("shard.json");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let build = v["build"].as_str().unwrap().to_string();
+    let other = format!("\"build\": \"{build}x\"");
+    std::fs::write(
+        &manifest,
+        text.replace(&format!("\"build\": \"{build}\""), &other),
+    )
+    .unwrap();
+    let out = w.path("merged");
+    let r = merge_two(&s0, &s1, &out);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("servesim builds"), "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("{build}x")), "{}", r.stderr);
+    assert!(!out.exists());
+}
