@@ -220,3 +220,62 @@ fn plot_keeps_files_the_marker_does_not_list_and_says_when_there_is_nothing_to_p
     assert!(r.stdout.starts_with("nothing to plot in "), "{}", r.stdout);
     assert!(!w.path("n/plots").exists());
 }
+
+/// The JCT CDF reads each run's requests.csv whole: a file cut short (3 of 200 rows) or with a
+/// garbled `jct_s` is refused naming it; the CDF was drawn from what was left, exit 0.
+#[test]
+fn plot_refuses_a_cut_short_or_garbled_requests_csv() {
+    let w = Workdir::new();
+    let dir = w.path("sw");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("sweep.csv"), sweep_csv("fcfs")).unwrap();
+    let rows = |n: usize, bad: bool| {
+        let mut t = "id,arrival_s,finish_s,jct_s\n".to_string();
+        for i in 0..n {
+            let jct = if bad && i == 1 {
+                "x".into()
+            } else {
+                format!("{}", 1.0 + i as f64)
+            };
+            t += &format!("{i},0,{jct},{jct}\n");
+        }
+        t
+    };
+    for (i, name) in [
+        "0000-vllm-0.5",
+        "0001-vllm-1.0",
+        "0002-fcfs-0.5",
+        "0003-fcfs-1.0",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let run = dir.join("runs").join(name);
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::write(run.join("summary.json"), "{\"requests\": 200}\n").unwrap();
+        std::fs::write(
+            run.join("requests.csv"),
+            rows(if i == 1 { 3 } else { 200 }, false),
+        )
+        .unwrap();
+    }
+    let r = plot_within_a_minute(&dir);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("0001-vllm-1.0/requests.csv") && r.stderr.contains("holds 3 requests"),
+        "{}",
+        r.stderr
+    );
+    let run = dir.join("runs/0001-vllm-1.0");
+    std::fs::write(run.join("requests.csv"), rows(200, true)).unwrap();
+    let r = plot_within_a_minute(&dir);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("line 3: `jct_s` must be a number"),
+        "{}",
+        r.stderr
+    );
+    std::fs::write(run.join("requests.csv"), rows(200, false)).unwrap();
+    let r = plot_within_a_minute(&dir);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}

@@ -129,6 +129,7 @@ pub fn plot_sweep_noting(
     let rows = &sweep.rows;
     let cdf_rate =
         cdf_rate(rows, opts.cdf_rate_per_s).map_err(|m| perr(&sweep_dir.join("sweep.csv"), m))?;
+    let cdf = cdf_data(rows, cdf_rate, sweep_dir)?;
     std::fs::create_dir_all(plots_dir).map_err(|e| perr(plots_dir, e))?;
     let seeds: BTreeSet<u64> = rows
         .iter()
@@ -145,9 +146,7 @@ pub fn plot_sweep_noting(
     if rows.iter().any(|r| r.rate.is_some()) {
         written.extend(plot_rate_curves(&sweep, &setup, &styles, plots_dir)?);
     }
-    written.extend(plot_jct_cdf(
-        rows, cdf_rate, &setup, &styles, sweep_dir, plots_dir,
-    )?);
+    written.extend(plot_jct_cdf(&cdf, cdf_rate, &setup, &styles, plots_dir)?);
     Ok((written, notes))
 }
 
@@ -329,39 +328,68 @@ fn run_dirs(sweep_dir: &Path) -> BTreeMap<usize, PathBuf> {
     names
 }
 
-/// The finite `jct_s` values of `dir/requests.csv`, sorted (none when unreadable).
-fn read_jcts(dir: &Path) -> Vec<f64> {
-    let Ok(f) = crate::input::open_bounded(&dir.join("requests.csv"), crate::input::MAX_DATA_BYTES)
-    else {
-        return Vec::new();
-    };
+/// The `jct_s` values of `dir/requests.csv`, sorted (none when the run wrote no requests.csv).
+/// Each row needs a number in `jct_s` (one a plot cannot place is left out), and the rows must
+/// be the requests `dir/summary.json` counts: a cut-short or garbled file was drawn as a CDF of what was left (20 of 200 rows).
+fn read_jcts(dir: &Path) -> Result<Vec<f64>> {
+    let path = dir.join("requests.csv");
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let f = crate::input::open_bounded(&path, crate::input::MAX_DATA_BYTES)
+        .map_err(|e| perr(&path, e))?;
     let mut rdr = csv::Reader::from_reader(crate::trace::csv_reader::LineLimited::new(f));
     let col = rdr
         .headers()
         .ok()
-        .and_then(|h| h.iter().position(|c| c == "jct_s"));
-    let Some(col) = col else { return Vec::new() };
-    let mut v: Vec<f64> = rdr
-        .records()
-        .flatten()
-        .filter_map(|rec| rec.get(col).and_then(|x| x.parse().ok()))
-        .filter(|x: &f64| x.is_finite() && x.abs() <= PLOT_MAX_ABS)
-        .collect();
+        .and_then(|h| h.iter().position(|c| c == "jct_s"))
+        .ok_or_else(|| perr(&path, "no `jct_s` column"))?;
+    let mut v: Vec<f64> = Vec::new();
+    let mut rows: u64 = 0;
+    for rec in rdr.records() {
+        let rec = rec.map_err(|e| perr(&path, e))?;
+        rows += 1;
+        let cell = rec.get(col).unwrap_or("");
+        let x = cell.parse::<f64>().map_err(|_| {
+            let line = rec.position().map_or(0, |p| p.line());
+            perr(
+                &path,
+                format!(
+                    "line {line}: `jct_s` must be a number, got {}",
+                    crate::error::echo(cell)
+                ),
+            )
+        })?;
+        // Values a plot cannot place (non-finite, beyond the plot's range) are left out.
+        if x.is_finite() && x.abs() <= PLOT_MAX_ABS {
+            v.push(x);
+        }
+    }
+    let summary_path = dir.join("summary.json");
+    let counted = crate::input::read_text(&summary_path, crate::input::MAX_CONFIG_BYTES)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|j| j["requests"].as_u64());
+    if let Some(n) = counted.filter(|&n| n != rows) {
+        return Err(perr(
+            &path,
+            format!(
+                "holds {rows} requests but {} counts {n}: the file was cut short or edited; rerun the run, or plot a complete copy",
+                summary_path.display()
+            ),
+        ));
+    }
     v.sort_by(f64::total_cmp);
-    v
+    Ok(v)
 }
 
-/// The JCT CDF per series at `pick` (rate, whether it was chosen as the highest all-stable
-/// one), first run (lowest seed) of each series, read from the runs' `requests.csv` under
-/// `sweep_dir/runs/`. Returns the files written (none when no run has a `requests.csv`).
-fn plot_jct_cdf(
-    rows: &[Row],
-    pick: Option<(f64, bool)>,
-    setup: &SweepSetup,
-    styles: &BTreeMap<String, SeriesStyle>,
-    sweep_dir: &Path,
-    plots_dir: &Path,
-) -> Result<Vec<PathBuf>> {
+/// Per series, its JCTs (sorted), and the seeds of the runs they come from.
+type CdfData = (Vec<(String, Vec<f64>)>, BTreeSet<String>);
+
+/// The JCTs the CDF at `pick` draws: the first run (lowest seed) of each series at that rate,
+/// read from the runs' `requests.csv` under `sweep_dir/runs/` (read, and checked, before any
+/// plot is written).
+fn cdf_data(rows: &[Row], pick: Option<(f64, bool)>, sweep_dir: &Path) -> Result<CdfData> {
     let dirs = run_dirs(sweep_dir);
     let mut cdf: Vec<(String, Vec<f64>)> = Vec::new();
     let mut seeds: BTreeSet<String> = BTreeSet::new();
@@ -372,12 +400,24 @@ fn plot_jct_cdf(
         let Some(dir) = dirs.get(&r.run) else {
             continue;
         };
-        let v = read_jcts(dir);
+        let v = read_jcts(dir)?;
         if !v.is_empty() {
             cdf.push((r.series.clone(), v));
             seeds.extend(r.seed.clone());
         }
     }
+    Ok((cdf, seeds))
+}
+
+/// The JCT CDF per series at `pick` (rate, whether it was chosen as the highest all-stable
+/// one) from [`cdf_data`]. Returns the files written (none when no run has a `requests.csv`).
+fn plot_jct_cdf(
+    (cdf, seeds): &CdfData,
+    pick: Option<(f64, bool)>,
+    setup: &SweepSetup,
+    styles: &BTreeMap<String, SeriesStyle>,
+    plots_dir: &Path,
+) -> Result<Vec<PathBuf>> {
     if cdf.is_empty() {
         return Ok(Vec::new());
     }
