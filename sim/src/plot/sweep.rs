@@ -446,8 +446,8 @@ fn plot_jct_cdf(
     both(
         plots_dir,
         "jct_cdf",
-        &|a| draw_cdf(a, &title, &line, &cdf, styles),
-        &|a| draw_cdf(a, &title, &line, &cdf, styles),
+        &|a| draw_cdf(a, &title, &line, cdf, styles),
+        &|a| draw_cdf(a, &title, &line, cdf, styles),
     )
 }
 
