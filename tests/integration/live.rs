@@ -407,6 +407,22 @@ fn compare_refuses_swapped_mismatched_garbage_and_partial_dirs() {
     );
     std::fs::write(&path, "iteration,replica\n0,0\n").unwrap();
     fails("sim", "live_bad", &["iterations.csv:1: field `header`"]);
+    // A ttft_s that is not first_token_s − arrival_s (it moved the TTFT comparison silently).
+    copy("live", "live_ttft");
+    let path = w.path("live_ttft/requests.csv");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    let header: Vec<&str> = lines[0].split(',').collect();
+    let k = header.iter().position(|h| *h == "ttft_s").unwrap();
+    let mut cells: Vec<String> = lines[1].split(',').map(String::from).collect();
+    cells[k] = "9.5".into();
+    lines[1] = cells.join(",");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    fails(
+        "sim",
+        "live_ttft",
+        &["requests.csv:2: field `ttft_s`", "first_token_s − arrival_s"],
+    );
     // A requests.csv of NUL bytes (a sparse file) fails at its first byte (it was read whole:
     // /dev/zero took 17.8 s and 4.2 GB).
     copy("live", "live_nul");

@@ -461,6 +461,7 @@ fn request_columns(dir: &Path) -> Result<[Vec<f64>; 3]> {
     let idx = [col("jct_s")?, col("ttft_s")?, col("tpot_s")?];
     let id_col = col("id")?;
     let span = (col("arrival_s").ok(), col("finish_s").ok());
+    let first_token = col("first_token_s").ok();
     let mut seen: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
     let mut out: [Vec<f64>; 3] = Default::default();
     for rec in rd.records() {
@@ -468,7 +469,12 @@ fn request_columns(dir: &Path) -> Result<[Vec<f64>; 3]> {
         let line = rec.position().map_or(0, |p| p.line());
         check_request_id(&path, line, rec.get(id_col).unwrap_or(""), &mut seen)?;
         if let (Some(a), Some(f)) = span {
-            check_jct(&path, line, [rec.get(a), rec.get(f), rec.get(idx[0])])?;
+            let names = ["arrival_s", "finish_s", "jct_s"];
+            check_jct(&path, line, [rec.get(a), rec.get(f), rec.get(idx[0])], names)?;
+        }
+        if let (Some(a), Some(t)) = (span.0, first_token) {
+            let names = ["arrival_s", "first_token_s", "ttft_s"];
+            check_jct(&path, line, [rec.get(a), rec.get(t), rec.get(idx[1])], names)?;
         }
         for (k, &i) in idx.iter().enumerate() {
             let cell = rec.get(i).unwrap_or("");
@@ -501,12 +507,13 @@ fn request_columns(dir: &Path) -> Result<[Vec<f64>; 3]> {
     Ok(out)
 }
 
-/// A row's `jct_s` must be its `finish_s − arrival_s` (within the rounding of 9 decimals): a
-/// hand-edited or corrupted cell would move the comparison silently. `cells` are arrival,
-/// finish, jct. A row with a `jct_s` (a finished request) needs both times, finite, not
+/// A row's `jct_s` must be its `finish_s − arrival_s`, and its `ttft_s` its `first_token_s −
+/// arrival_s` (within the rounding of 9 decimals): a hand-edited or corrupted cell would move
+/// the comparison silently. `cells` are the start, end and span cells that `names` name (arrival,
+/// finish, jct). A row with a `jct_s` (a finished request) needs both times, finite, not
 /// negative, and the finish not before the arrival; a `jct_s` that is not a number is reported
 /// by the caller.
-fn check_jct(path: &Path, line: u64, cells: [Option<&str>; 3]) -> Result<()> {
+fn check_jct(path: &Path, line: u64, cells: [Option<&str>; 3], names: [&str; 3]) -> Result<()> {
     let jct = cells[2].unwrap_or("").trim();
     if jct.is_empty() {
         return Ok(());
@@ -525,8 +532,10 @@ fn check_jct(path: &Path, line: u64, cells: [Option<&str>; 3]) -> Result<()> {
                 bad(
                     field,
                     match c.trim() {
-                        "" => "empty in a row with a jct_s (a finished request has both times)"
-                            .to_string(),
+                        "" => format!(
+                            "empty in a row with a {} (such a request has both times)",
+                            names[2]
+                        ),
                         c => format!(
                             "`{}` is not a time in seconds (a finite number ≥ 0)",
                             crate::error::echo(c)
@@ -535,13 +544,14 @@ fn check_jct(path: &Path, line: u64, cells: [Option<&str>; 3]) -> Result<()> {
                 )
             })
     };
-    let (a, f) = (time(0, "arrival_s")?, time(1, "finish_s")?);
+    let (a, f) = (time(0, names[0])?, time(1, names[1])?);
     if f < a {
         return Err(bad(
-            "finish_s",
+            names[1],
             format!(
-                "{} is before arrival_s {}: a request finishes after it arrives",
+                "{} is before {} {}: a request's times do not go back",
                 crate::error::num(f),
+                names[0],
                 crate::error::num(a)
             ),
         ));
@@ -554,10 +564,12 @@ fn check_jct(path: &Path, line: u64, cells: [Option<&str>; 3]) -> Result<()> {
         return Ok(());
     }
     Err(bad(
-        "jct_s",
+        names[2],
         format!(
-            "`{}` is not finish_s − arrival_s ({} − {} = {}): a requests.csv written by servesim has them agree",
+            "`{}` is not {} − {} ({} − {} = {}): a requests.csv written by servesim has them agree",
             crate::error::echo(jct),
+            names[1],
+            names[0],
             crate::error::num(f),
             crate::error::num(a),
             crate::error::num(want)
