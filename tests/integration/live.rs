@@ -341,6 +341,7 @@ fn compare_sim_with_mock_live_gives_small_errors() {
 /// are named as such), runs of the same scenario (the differing field named), a strictly parsed
 /// iterations.csv (file, line and column in the error), and no partial run unless
 /// `--allow-partial` (then the output says so).
+// Long on purpose: one case per way a pair of run directories can be wrong, on one fixture.
 #[test]
 fn compare_refuses_swapped_mismatched_garbage_and_partial_dirs() {
     let _serial = serial();
@@ -421,7 +422,10 @@ fn compare_refuses_swapped_mismatched_garbage_and_partial_dirs() {
     fails(
         "sim",
         "live_ttft",
-        &["requests.csv:2: field `ttft_s`", "first_token_s − arrival_s"],
+        &[
+            "requests.csv:2: field `ttft_s`",
+            "first_token_s − arrival_s",
+        ],
     );
     // A requests.csv of NUL bytes (a sparse file) fails at its first byte (it was read whole:
     // /dev/zero took 17.8 s and 4.2 GB).

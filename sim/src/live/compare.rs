@@ -470,11 +470,21 @@ fn request_columns(dir: &Path) -> Result<[Vec<f64>; 3]> {
         check_request_id(&path, line, rec.get(id_col).unwrap_or(""), &mut seen)?;
         if let (Some(a), Some(f)) = span {
             let names = ["arrival_s", "finish_s", "jct_s"];
-            check_jct(&path, line, [rec.get(a), rec.get(f), rec.get(idx[0])], names)?;
+            check_jct(
+                &path,
+                line,
+                [rec.get(a), rec.get(f), rec.get(idx[0])],
+                names,
+            )?;
         }
         if let (Some(a), Some(t)) = (span.0, first_token) {
             let names = ["arrival_s", "first_token_s", "ttft_s"];
-            check_jct(&path, line, [rec.get(a), rec.get(t), rec.get(idx[1])], names)?;
+            check_jct(
+                &path,
+                line,
+                [rec.get(a), rec.get(t), rec.get(idx[1])],
+                names,
+            )?;
         }
         for (k, &i) in idx.iter().enumerate() {
             let cell = rec.get(i).unwrap_or("");

@@ -51,14 +51,7 @@ impl Loaded {
         let swap = self.resolve_swap(&s, &gpu, kv_layout, stage_layers)?;
         let swap_profile = self.swap_profile(&model, &s, kv_layout)?;
         let pipeline = self.resolve_pipeline(&s, &model)?;
-        let offload = crate::swap::KvOffload::resolve(&s.swap).map_err(|e| {
-            let key = if e.to_string().contains("kv_offload_bits") {
-                "kv_offload_bits"
-            } else {
-                "kv_quant_s_per_byte"
-            };
-            self.wrap_at(&["swap", key], e)
-        })?;
+        let offload = self.kv_offload(&s.swap)?;
         let kv_timeline_interval_ns = self.kv_timeline_interval_ns(&s)?;
         let mut resolved = Resolved {
             scenario: s.clone(),
@@ -89,6 +82,18 @@ impl Loaded {
         self.resolve_router_params(&s, &mut resolved)?;
         self.check_time_scales(&resolved)?;
         Ok(resolved)
+    }
+
+    /// The `[swap]` quantization keys, an error naming the key's line.
+    fn kv_offload(&self, spec: &crate::swap::SwapSpec) -> Result<crate::swap::KvOffload> {
+        crate::swap::KvOffload::resolve(spec).map_err(|e| {
+            let key = if e.to_string().contains("kv_offload_bits") {
+                "kv_offload_bits"
+            } else {
+                "kv_quant_s_per_byte"
+            };
+            self.wrap_at(&["swap", key], e)
+        })
     }
 
     /// The seed within what a flag or a sweep axis can give (a TOML integer).
