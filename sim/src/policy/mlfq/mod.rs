@@ -143,6 +143,9 @@ mod evict_pass_tests;
 mod evict_victims;
 #[cfg(test)]
 mod evict_victims_tests;
+mod fit0;
+#[cfg(test)]
+mod fit0_tests;
 mod lazy;
 mod levels;
 mod offload;
@@ -243,6 +246,14 @@ pub struct Mlfq {
     /// for tests).
     res_rebuilds: u64,
     res_looked: u64,
+    /// The subsequence of `resident` of the requests not known to need a new block for their
+    /// next step (module `fit0`), its per-slot membership, whether it follows `resident`, and
+    /// its rebuilds (a work count for tests).
+    fit0: Levels,
+    f0: Vec<bool>,
+    fit_valid: bool,
+    fit_rebuilds: u64,
+    fit_walks: u64,
     /// Queue entries [`Mlfq::backfill_resident`] looked at (a work count for tests).
     backfill_looked: u64,
     /// Candidates the `batch_memory = "evict"` formations took (a work count for tests).
@@ -329,6 +340,11 @@ impl Mlfq {
             res_valid: false,
             res_rebuilds: 0,
             res_looked: 0,
+            fit0: Levels::default(),
+            f0: Vec::new(),
+            fit_valid: false,
+            fit_rebuilds: 0,
+            fit_walks: 0,
             backfill_looked: 0,
             candidates_looked: 0,
             candidates_passed: 0,
@@ -632,6 +648,11 @@ impl Policy for Mlfq {
         self.ensure_ran(s as usize + 1);
         self.ran[s as usize] = false;
         self.res[s as usize] = false;
+        if self.in_fit0(s) {
+            // A reused slot still in `fit0`: rebuilt before its next walk.
+            self.f0[s as usize] = false;
+            self.fit_valid = false;
+        }
         debug_assert!(!self.block.member[s as usize]);
         self.arrival_seq[s as usize] = self.arrivals;
         self.arrivals += 1;

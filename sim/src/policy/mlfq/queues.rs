@@ -37,6 +37,7 @@ impl Mlfq {
         let mut leaving = [0u32; LEVEL_CAP as usize + 1];
         let mut ran_leaving = [0u32; LEVEL_CAP as usize + 1];
         let mut res_leaving = [0u32; LEVEL_CAP as usize + 1];
+        let mut fit_leaving = [0u32; LEVEL_CAP as usize + 1];
         let mut count = [0u32; LEVEL_CAP as usize + 2];
         let mut top = 0usize;
         self.ensure_ran(self.state.len());
@@ -46,6 +47,7 @@ impl Mlfq {
             leaving[old] += 1;
             ran_leaving[old] += self.ran[s as usize] as u32;
             res_leaving[old] += self.res[s as usize] as u32;
+            fit_leaving[old] += self.in_fit0(s) as u32;
             count[st.level as usize + 1] += 1;
             top = top.max(st.level as usize).max(old);
             // Only `s`'s own state is read for it: it is written back at once.
@@ -67,11 +69,18 @@ impl Mlfq {
             if self.res_valid && (res_leaving[p] > 0 || !group.is_empty()) {
                 self.resident.requeue_level(p, res_leaving[p], taken, group);
             }
+            // And in `fit0` (its next token may fit its blocks).
+            if self.fit_valid && (fit_leaving[p] > 0 || !group.is_empty()) {
+                self.fit0.requeue_level(p, fit_leaving[p], taken, group);
+            }
         }
         for &s in batch {
             self.taken[s as usize] = false;
             self.ran[s as usize] = true;
             self.res[s as usize] = true;
+        }
+        for &s in batch {
+            self.set_fit0(s, true);
         }
     }
 

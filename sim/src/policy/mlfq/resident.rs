@@ -31,6 +31,7 @@ impl Mlfq {
     /// `resident` no longer follows `ran_order`: rebuilt at the next walk.
     pub(super) fn resident_stale(&mut self) {
         self.res_valid = false;
+        self.fit_valid = false;
     }
 
     /// Rebuild `resident` from `ran_order` and the requests' KV.
@@ -51,11 +52,13 @@ impl Mlfq {
             self.resident.sync(p);
         }
         self.res_rebuilds += 1;
+        self.fit_valid = false;
         self.res_valid = true;
     }
 
     /// `s` (queued, it ran) leaves the queues: it leaves `resident` too.
     pub(super) fn resident_remove(&mut self, s: Slot, level: usize) {
+        self.fit0_remove(s, level);
         if self.res.get(s as usize) == Some(&true) {
             self.res[s as usize] = false;
             if self.res_valid {
@@ -67,6 +70,7 @@ impl Mlfq {
     /// `fifo`: the batch (it ran) joins `resident` at its places by arrival.
     pub(super) fn resident_join_fifo(&mut self, batch: &[Slot]) {
         for &s in batch {
+            self.fit0_join_fifo(s);
             if self.res_valid && !self.res[s as usize] {
                 let p = self.state[s as usize].level as usize;
                 let seq = &self.arrival_seq;
@@ -87,7 +91,11 @@ impl Mlfq {
             return;
         }
         for &s in &plan.swap_in {
-            if !self.has_run(s) || self.res[s as usize] {
+            if !self.has_run(s) {
+                continue;
+            }
+            self.fit0_join_swap_in(s);
+            if self.res[s as usize] {
                 continue;
             }
             let p = self.state[s as usize].level as usize;
@@ -215,6 +223,12 @@ impl Mlfq {
         let reference = self.walk_ran_order;
         #[cfg(not(test))]
         let reference = false;
+        if !reference && *free <= 0 && self.cfg.chunk_size.is_none() {
+            // Only a request needing no new block can join: `fit0` holds them all.
+            self.backfill_fit0(view, plan, *free);
+            self.untake_preempted_popped(plan);
+            return;
+        }
         let order = if reference {
             &self.ran_order
         } else {
@@ -249,6 +263,11 @@ impl Mlfq {
         }
         self.backfill_looked += walked.iter().map(|w| w.0 as u64).sum::<u64>();
         self.drop_walked(&walked, false);
+        self.untake_preempted_popped(plan);
+    }
+
+    /// Unmark in `taken` the plan's preemptions and the popped batch.
+    fn untake_preempted_popped(&mut self, plan: &Plan) {
         for &(s, _) in &plan.preempt {
             self.taken[s as usize] = false;
         }
