@@ -111,7 +111,7 @@ pub(super) fn batch_repeats(rep: &Replica) -> (usize, usize) {
 
 /// The requests finishing at boundary `m`: their blocks free first (`free`), and they allocate
 /// nothing for the repeat (`need`). Returns how many finish and when the next one finishes.
-fn count_finishing(
+pub(super) fn count_finishing(
     rep: &Replica,
     m: usize,
     block_tokens: u32,
@@ -238,7 +238,7 @@ pub(super) struct Run {
     /// Summed durations of the iterations that ended at the boundaries passed in this segment.
     pub(super) service_ns: Ns,
     pub(super) repeats: u64,
-    window_lo: usize,
+    pub(super) window_lo: usize,
     gaps: SharedGaps,
     /// The end of the segment's first iteration (its members' boundary 1).
     pub(super) first_token_ns: Ns,
@@ -275,8 +275,14 @@ impl Run {
 pub(super) enum Stop {
     /// The run is over.
     Done,
-    /// At boundary `m` (with `need` blocks for its decodes), the arrival `slot` joins the batch.
-    Absorb { m: usize, slot: Slot, need: u32 },
+    /// At boundary `m`, the arrival `slot` joins the batch: `need` blocks for its decodes,
+    /// `finished` requests finish there first.
+    Absorb {
+        m: usize,
+        slot: Slot,
+        need: u32,
+        finished: usize,
+    },
 }
 
 impl Sim {
@@ -307,8 +313,15 @@ impl Sim {
         loop {
             match self.ff_segment(r, &mut run, &b, &mut shape, trace, predictor, observer)? {
                 Stop::Done => break,
-                Stop::Absorb { m, slot, need } => {
-                    b = self.ff_absorb(r, m, slot, need, &mut run, b, &mut shape, observer)?;
+                Stop::Absorb {
+                    m,
+                    slot,
+                    need,
+                    finished,
+                } => {
+                    let at = (m, slot, need, finished);
+                    let sh = &mut shape;
+                    b = self.ff_absorb(r, at, &mut run, b, sh, predictor, observer)?;
                 }
             }
         }
@@ -356,17 +369,10 @@ impl Sim {
             if b.stop(run.cur_end, run.service_ns, dur, self.stats.events, &guards) {
                 let events = self.stats.events;
                 if b.absorbs
-                    && m != run.next_finish
                     && !b.stop_besides_events(run.cur_end, run.service_ns, dur, events, &guards)
                 {
-                    let (at, next_sample_ns) = (run.cur_end, b.next_sample_ns);
-                    let slot =
-                        self.ff_take_arrival(r, at, next_sample_ns, trace, predictor, observer)?;
-                    if let Some(slot) = slot
-                        && self.ff_may_absorb(r, run.cur_end, slot, need, steady)
-                    {
-                        return Ok(Stop::Absorb { m, slot, need });
-                    }
+                    let at = (m, need, b.next_sample_ns);
+                    return self.ff_try_absorb(r, at, run, steady, trace, predictor, observer);
                 }
                 break;
             }
@@ -420,8 +426,11 @@ impl Sim {
         } else {
             self.next_sample_ns
         };
+        // An arrival by the first boundary stops the run there, unless it may be taken in.
+        let may_absorb = self.absorbing();
+        let arrival_first = end >= next_event_ns && may_absorb && self.arrival_by(end);
         let rep = &mut self.replicas[r as usize];
-        if end >= next_event_ns {
+        if end >= next_event_ns && !arrival_first {
             return None;
         }
         let (strict, loose, mut next_finish) = plan_repeats(rep)?;
@@ -435,6 +444,10 @@ impl Sim {
         let completions = steady.stepwise && steady.through_completions;
         if !completions {
             next_finish = usize::MAX;
+        }
+        let absorbs = completions && may_absorb;
+        if arrival_first && !absorbs {
+            return None;
         }
         let horizon = if completions { loose } else { strict }
             .min(steady.max_iterations.min(MAX_REPEATS as u64) as usize);
@@ -454,10 +467,6 @@ impl Sim {
                 shape.add_decode(rep.reqs.get(s).kv_tokens_after_next());
             }
         }
-        let absorbs = steady.stepwise
-            && steady.through_completions
-            && self.replicas.len() == 1
-            && !self.router.reads_request_changes();
         Some(Bounds {
             next_event_ns,
             next_sample_ns,
@@ -485,7 +494,7 @@ impl Replica {
     /// time, the service so far and the first token's time; `gaps`: the largest shared token
     /// gaps so far.
     #[allow(clippy::too_many_arguments)]
-    fn ff_finish(
+    pub(super) fn ff_finish(
         &mut self,
         r: u32,
         m: usize,

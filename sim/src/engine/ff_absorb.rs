@@ -8,7 +8,7 @@
 
 use std::cmp::Reverse;
 
-use super::fast_forward::{Bounds, Run, batch_repeats};
+use super::fast_forward::{Bounds, Run, Stop, batch_repeats, count_finishing};
 use super::replica::Replica;
 use super::{CLASS_ARRIVAL, Observer, Sim};
 use crate::cost::BatchShape;
@@ -58,15 +58,73 @@ impl Sim {
         Ok((to == r).then_some(slot))
     }
 
+    /// Whether a run may take arrivals in at all: one replica (the arrival goes to it, and no
+    /// other replica's load is read while its records wait to be brought up to date), and a
+    /// router that does not read request changes.
+    pub(super) fn absorbing(&self) -> bool {
+        self.replicas.len() == 1 && !self.router.reads_request_changes()
+    }
+
+    /// Whether the next event is an arrival at or before `t`.
+    pub(super) fn arrival_by(&self, t: Ns) -> bool {
+        self.heap
+            .peek()
+            .is_some_and(|Reverse(e)| e.class() == CLASS_ARRIVAL && e.0 <= t)
+    }
+
+    /// The boundary `m` of segment `run` (`at`: `m`, the blocks `need` of its decodes, the next
+    /// KV sample's time) is stopped by the next event: if that is an arrival, handle it, and if
+    /// it joins the batch there (after the requests finishing there), say so.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn ff_try_absorb(
+        &mut self,
+        r: u32,
+        at: (usize, u32, Ns),
+        run: &Run,
+        steady: Steady,
+        trace: &mut dyn Iterator<Item = Result<TraceRow>>,
+        predictor: &mut dyn Predictor,
+        observer: &mut dyn Observer,
+    ) -> Result<Stop> {
+        let (m, mut need, next_sample_ns) = at;
+        let now = run.cur_end;
+        let slot = self.ff_take_arrival(r, now, next_sample_ns, trace, predictor, observer)?;
+        let Some(slot) = slot else {
+            return Ok(Stop::Done);
+        };
+        let rep = &self.replicas[r as usize];
+        let mut free = rep.kv.free_blocks();
+        let mut finished = 0;
+        if m == run.next_finish {
+            let bt = self.cfg.block_tokens;
+            (finished, _) = count_finishing(rep, m, bt, &mut need, &mut free);
+            if finished == rep.batch.len() {
+                return Ok(Stop::Done);
+            }
+        }
+        Ok(if self.ff_may_absorb(r, now, slot, need, free, steady) {
+            Stop::Absorb {
+                m,
+                slot,
+                need,
+                finished,
+            }
+        } else {
+            Stop::Done
+        })
+    }
+
     /// Whether arrival `s` joins replica `r`'s batch at the boundary `now` (the batch's decodes
-    /// need `need` blocks there): nothing else happens by then, the policy adds it and changes
-    /// nothing else, and the blocks of the whole popped batch fit with the policy's reserve.
-    pub(super) fn ff_may_absorb(
+    /// need `need` blocks there, `free` are free once those finishing there are done): nothing
+    /// else happens by then, the policy adds it and changes nothing else, and the blocks of the
+    /// whole popped batch fit with the policy's reserve.
+    fn ff_may_absorb(
         &mut self,
         r: u32,
         now: Ns,
         s: Slot,
         need: u32,
+        free: u32,
         steady: Steady,
     ) -> bool {
         if self.heap.peek().is_some_and(|Reverse(e)| e.0 <= now) {
@@ -76,7 +134,6 @@ impl Sim {
         let rep = &mut self.replicas[r as usize];
         let q = rep.reqs.get(s);
         let total = need + extra_blocks_for(q.prefill_tokens() as u64, q.blocks, block_tokens);
-        let free = rep.kv.free_blocks();
         if total > free || free - total < steady.min_free_blocks {
             return false;
         }
@@ -88,20 +145,21 @@ impl Sim {
     }
 
     /// Pass boundary `m` of the segment `run` (at `run.cur_end`) as stepping would, with arrival
-    /// `s` joining the batch (`need`: blocks of the decodes there), launch the iteration with
-    /// its prefill and start the next segment (`run` reset to it); returns that segment's bounds.
+    /// `s` joining the batch (`at`: `m`, `s`, the blocks `need` of the decodes there and how
+    /// many requests finish there first), launch the iteration with its prefill and start the
+    /// next segment (`run` reset to it); returns that segment's bounds.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn ff_absorb(
         &mut self,
         r: u32,
-        m: usize,
-        s: Slot,
-        need: u32,
+        at: (usize, Slot, u32, usize),
         run: &mut Run,
         b: Bounds,
         shape: &mut BatchShape,
+        predictor: &mut dyn Predictor,
         observer: &mut dyn Observer,
     ) -> Result<Bounds> {
+        let (m, s, need, finished) = at;
         let (limits, block_tokens) = (self.cfg.limits, self.cfg.block_tokens);
         let now = run.cur_end;
         let dur = now - run.cur_start;
@@ -117,6 +175,23 @@ impl Sim {
         run.service_ns += dur;
         if m >= 2 {
             run.gaps_repeat(rep, &mut self.ff_top, dur);
+        }
+        if finished > 0 {
+            let window = (run.window_lo, &mut self.ff_alloc[..]);
+            let times = (now, run.service_ns, run.first_token_ns);
+            let gaps = &self.ff_top[..];
+            rep.ff_finish(
+                r,
+                m,
+                finished,
+                window,
+                times,
+                gaps,
+                block_tokens,
+                shape,
+                predictor,
+                observer,
+            );
         }
         run.flush_gaps(rep);
         {

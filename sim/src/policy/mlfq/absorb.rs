@@ -31,10 +31,16 @@ impl Mlfq {
     /// the reserve are free (no swap-out, no swap-in: nobody is left out).
     pub(super) fn may_absorb(&self, batch_len: usize, s: Slot, view: &ReplicaView) -> bool {
         let lz = &self.lazy;
-        lz.active
+        let only_arrival = if lz.active {
+            lz.fresh_slots.len() == 1 && lz.fresh_slots[0] == s
+        } else {
+            // The run's first boundary (the lazy state begins there): it is the back of its
+            // level in `order`, and the batch is everyone else.
+            let p = self.state[s as usize].level as usize;
+            self.order.level(p).as_slice().last() == Some(&s) && self.order.len() == batch_len + 1
+        };
+        only_arrival
             && self.absorbs()
-            && lz.fresh_slots.len() == 1
-            && lz.fresh_slots[0] == s
             && batch_len < view.limits.max_batch_size as usize
             && !self.defers_new(view)
     }
@@ -59,17 +65,25 @@ impl Mlfq {
     ) {
         let p = self.state[s as usize].level as usize;
         // Queued after the last boundary: the back of its level.
-        let lz = &mut self.lazy;
-        let q = &mut lz.levels[p];
-        if lz.rev[p] ^ lz.parity {
-            debug_assert_eq!(q.as_slice().first(), Some(&s));
-            q.drop_front(1);
+        if self.lazy.active {
+            let lz = &mut self.lazy;
+            let q = &mut lz.levels[p];
+            if lz.rev[p] ^ lz.parity {
+                debug_assert_eq!(q.as_slice().first(), Some(&s));
+                q.drop_front(1);
+            } else {
+                debug_assert_eq!(q.as_slice().last(), Some(&s));
+                q.truncate(q.len() - 1);
+            }
+            lz.fresh[s as usize] = false;
+            lz.fresh_slots.clear();
         } else {
-            debug_assert_eq!(q.as_slice().last(), Some(&s));
+            // The run's first boundary: the others move to the lazy state (`on_steady_step`).
+            let q = self.order.level_mut(p);
             q.truncate(q.len() - 1);
+            self.order.sync(p);
+            self.lazy_begin();
         }
-        lz.fresh[s as usize] = false;
-        lz.fresh_slots.clear();
         self.lazy_step(duration_ns, now, kv_tokens);
         let max_level = self.max_level();
         let lz = &mut self.lazy;
@@ -107,5 +121,18 @@ impl Mlfq {
             }
         }
         debug_assert!(out.next().is_none());
+    }
+}
+
+impl Mlfq {
+    /// `steady_order` before the lazy state begins, with one arrival queued since the batch was
+    /// formed (the latest, at the back of its level): the order without it.
+    pub(super) fn order_without_newest(&self, batch: &mut [Slot]) {
+        let newest = self.arrivals - 1;
+        let seq = &self.arrival_seq;
+        let others = self.order.iter().filter(|&s| seq[s as usize] != newest);
+        for (o, s) in batch.iter_mut().zip(others) {
+            *o = s;
+        }
     }
 }

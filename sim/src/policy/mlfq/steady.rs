@@ -144,6 +144,9 @@ impl FastForward for Mlfq {
                 }
                 i += q.len();
             }
+        } else if self.order.len() > batch.len() {
+            // The run's first boundary, with an arrival the batch does not hold.
+            self.order_without_newest(batch);
         } else {
             self.order.copy_prefix(batch);
         }
