@@ -21,8 +21,6 @@ const MAX_REPEATS: usize = 1 << 20;
 /// What bounds one segment of a fast-forward, found before its first repeat.
 pub(super) struct Bounds {
     pub(super) next_event_ns: Ns,
-    /// The next KV sample's time (`Ns::MAX`: none).
-    pub(super) next_sample_ns: Ns,
     pub(super) steady: Steady,
     /// Most repeats.
     pub(super) horizon: usize,
@@ -222,8 +220,7 @@ impl Bounds {
         events: u64,
         guards: &Guards,
     ) -> bool {
-        cur_end > self.next_sample_ns
-            || cur_end >= self.steady.until_ns
+        cur_end >= self.steady.until_ns
             || cur_end > guards.max_sim_ns
             || events >= guards.max_events
             || service_ns.saturating_add(dur) > self.steady.max_service_ns
@@ -358,6 +355,11 @@ impl Sim {
         let (bt32, block_tokens) = (self.cfg.block_tokens, self.cfg.block_tokens as u64);
         let bt = block_tokens as usize;
         for m in 1..=b.horizon {
+            if run.cur_end < b.next_event_ns && run.cur_end > self.next_sample_ns {
+                // A KV sample at T shows the state after every event stamped ≤ T: before this
+                // boundary (no other event comes first), as the iteration end's event takes it.
+                self.sample_through(run.cur_end, false, observer)?;
+            }
             let rep = &mut self.replicas[r as usize];
             if run.window_lo == usize::MAX || m >= run.window_lo + bt {
                 run.window_lo = m;
@@ -371,7 +373,7 @@ impl Sim {
                 if b.absorbs
                     && !b.stop_besides_events(run.cur_end, run.service_ns, dur, events, &guards)
                 {
-                    let at = (m, need, b.next_sample_ns);
+                    let at = (m, need);
                     return self.ff_try_absorb(r, at, run, steady, trace, predictor, observer);
                 }
                 break;
@@ -419,13 +421,6 @@ impl Sim {
     fn ff_bounds(&mut self, r: u32, start: Ns, end: Ns, shape: &mut BatchShape) -> Option<Bounds> {
         let limits = self.cfg.limits;
         let next_event_ns = self.heap.peek().map_or(Ns::MAX, |Reverse(e)| e.0);
-        // A KV sample at T shows the state after every event stamped ≤ T: no repeated iteration
-        // may end after a pending sample time (the sample is taken at the next real event).
-        let next_sample_ns = if self.cfg.kv_sample_interval_ns == 0 {
-            Ns::MAX
-        } else {
-            self.next_sample_ns
-        };
         // An arrival by the first boundary stops the run there, unless it may be taken in.
         let may_absorb = self.absorbing();
         let arrival_first = end >= next_event_ns && may_absorb && self.arrival_by(end);
@@ -469,7 +464,6 @@ impl Sim {
         }
         Some(Bounds {
             next_event_ns,
-            next_sample_ns,
             steady,
             horizon,
             next_finish,

@@ -24,14 +24,13 @@ use crate::vocab::time::Ns;
 const MAX_REPEATS: usize = 1 << 20;
 
 impl Sim {
-    /// When the next event is an arrival at or before the boundary `cur_end` (and before the
-    /// next KV sample, `next_sample_ns`): handle it as the event loop would. Returns its slot if
-    /// it went to replica `r`.
+    /// When the next event is an arrival at or before the boundary `cur_end`: handle it as the
+    /// event loop would (the KV samples due before it first). Returns its slot if it went to
+    /// replica `r`.
     pub(super) fn ff_take_arrival(
         &mut self,
         r: u32,
         cur_end: Ns,
-        next_sample_ns: Ns,
         trace: &mut dyn Iterator<Item = Result<TraceRow>>,
         predictor: &mut dyn Predictor,
         observer: &mut dyn Observer,
@@ -39,7 +38,7 @@ impl Sim {
         let Some(&Reverse(e)) = self.heap.peek() else {
             return Ok(None);
         };
-        if e.class() != CLASS_ARRIVAL || e.0 > cur_end || e.0 >= next_sample_ns {
+        if e.class() != CLASS_ARRIVAL || e.0 > cur_end {
             return Ok(None);
         }
         self.heap.pop();
@@ -72,23 +71,23 @@ impl Sim {
             .is_some_and(|Reverse(e)| e.class() == CLASS_ARRIVAL && e.0 <= t)
     }
 
-    /// The boundary `m` of segment `run` (`at`: `m`, the blocks `need` of its decodes, the next
-    /// KV sample's time) is stopped by the next event: if that is an arrival, handle it, and if
+    /// The boundary `m` of segment `run` (`at`: `m` and the blocks `need` of its decodes) is
+    /// stopped by the next event: if that is an arrival, handle it, and if
     /// it joins the batch there (after the requests finishing there), say so.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn ff_try_absorb(
         &mut self,
         r: u32,
-        at: (usize, u32, Ns),
+        at: (usize, u32),
         run: &Run,
         steady: Steady,
         trace: &mut dyn Iterator<Item = Result<TraceRow>>,
         predictor: &mut dyn Predictor,
         observer: &mut dyn Observer,
     ) -> Result<Stop> {
-        let (m, mut need, next_sample_ns) = at;
+        let (m, mut need) = at;
         let now = run.cur_end;
-        let slot = self.ff_take_arrival(r, now, next_sample_ns, trace, predictor, observer)?;
+        let slot = self.ff_take_arrival(r, now, trace, predictor, observer)?;
         let Some(slot) = slot else {
             return Ok(Stop::Done);
         };
