@@ -108,6 +108,12 @@ pub trait FastForward {
     /// [`FastForward::on_steady_step`] keeps it up to date).
     fn steady_order(&mut self, _batch: &mut [Slot]) {}
 
+    /// Whether [`FastForward::may_absorb`] may ever say yes (so that the engine looks for an
+    /// arrival to take in before the first repeat only for such a policy).
+    fn takes_arrivals(&self) -> bool {
+        false
+    }
+
     /// With [`Steady::stepwise`] and [`Steady::through_completions`], at a boundary (at
     /// `view.now_ns`) before which request `s` arrived (reported through
     /// [`Policy::on_arrival`](super::Policy::on_arrival) during the run): whether the next

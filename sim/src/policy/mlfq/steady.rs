@@ -113,6 +113,10 @@ impl FastForward for Mlfq {
         };
     }
 
+    fn takes_arrivals(&self) -> bool {
+        self.absorbs()
+    }
+
     fn may_absorb(&self, batch_len: usize, s: Slot, view: &ReplicaView) -> bool {
         Mlfq::may_absorb(self, batch_len, s, view)
     }
