@@ -470,8 +470,10 @@ pub(crate) fn fast_equals_step(
     step: &RunOutput,
 ) -> Result<u64, TestCaseError> {
     prop_assert_eq!(step.stats.fast_forwarded_iterations, 0);
+    prop_assert_eq!(step.stats.ff_absorbed_arrivals, 0);
     let forwarded = fast.stats.fast_forwarded_iterations;
     fast.stats.fast_forwarded_iterations = 0;
+    fast.stats.ff_absorbed_arrivals = 0;
     prop_assert_eq!(&fast.kv_timeline, &step.kv_timeline);
     prop_assert_eq!(&fast.completions, &step.completions);
     prop_assert_eq!(&fast.stats, &step.stats);
@@ -536,14 +538,17 @@ fn fast_forward_is_identical_to_stepping_every_iteration() {
 
 /// Differential test of MLFQ's stepwise fast-forward, which — when the batch holds every queued
 /// request — also starts at an iteration that prefilled some of them and carries on through
-/// completions (issue "Performance"). Cases are shaped for that regime: a batch limit above the
-/// request count, sparse arrivals (gaps up to 2 s, so the batch drains and refills), short outputs
-/// (completions inside runs), and KV from tight to ample. Every MLFQ preset, offload mode, level
-/// cap and host size; outputs must equal stepping every iteration. `SERVESIM_POLICY_CASES=N` runs N.
+/// completions (issue "Performance"), and takes in an arrival that joins the batch of everyone
+/// without stopping (`code` preset). Cases are shaped for that regime: a batch limit above the
+/// request count, sparse arrivals (gaps up to 2 s, so the batch drains and refills, or up to
+/// 150 ms, so arrivals come while a batch runs), short outputs (completions inside runs), and KV
+/// from tight to ample. Every MLFQ preset, offload mode, level cap and host size; outputs must
+/// equal stepping every iteration, and some runs must have taken arrivals in.
+/// `SERVESIM_POLICY_CASES=N` runs N.
 #[test]
 fn mlfq_fast_forward_through_prefills_and_completions_is_identical_to_stepping() {
     let row = (
-        prop_oneof![Just(0u64), 0u64..2_000 * MS],
+        prop_oneof![Just(0u64), 0u64..2_000 * MS, 0u64..150 * MS],
         1u32..=200,
         1u32..=60,
     );
@@ -557,6 +562,7 @@ fn mlfq_fast_forward_through_prefills_and_completions_is_identical_to_stepping()
     );
     let mut runner = policy_runner(48);
     let forwarded = std::cell::Cell::new(0u64);
+    let absorbed = std::cell::Cell::new(0u64);
     let result = runner.run(&strategy, |(gaps, policy, knob, extra_kv, cost, host)| {
         let mut t = 0;
         let rows: Vec<Row> = gaps
@@ -583,6 +589,7 @@ fn mlfq_fast_forward_through_prefills_and_completions_is_identical_to_stepping()
         scn.max_context_tokens = CONTEXT;
         scn.host_kv_bytes = [Some(0), Some(40 << 20), None][host];
         let (fast, step) = scn.try_run_both(&rows).map_err(TestCaseError::fail)?;
+        absorbed.set(absorbed.get() + fast.stats.ff_absorbed_arrivals);
         forwarded.set(forwarded.get() + fast_equals_step(fast, &step)?);
         Ok(())
     });
@@ -590,4 +597,5 @@ fn mlfq_fast_forward_through_prefills_and_completions_is_identical_to_stepping()
         panic!("MLFQ fast-forward differs from stepping: {e}");
     }
     assert!(forwarded.get() > 0, "no case fast-forwarded");
+    assert!(absorbed.get() > 0, "no run of repeats took an arrival in");
 }

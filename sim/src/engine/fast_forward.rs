@@ -13,20 +13,21 @@ use crate::vocab::kv::extra_blocks_for;
 use crate::vocab::request::{KvLoc, Request};
 use crate::vocab::sketch::GapRun;
 use crate::vocab::time::Ns;
+use crate::vocab::{TraceRow, request::Slot};
 
 /// Scratch bound per fast-forward (the next one continues from there).
 const MAX_REPEATS: usize = 1 << 20;
 
-/// What bounds one fast-forward, found before its first repeat.
-struct Bounds {
-    next_event_ns: Ns,
-    /// The next KV sample's time (`Ns::MAX`: none).
-    next_sample_ns: Ns,
-    steady: Steady,
+/// What bounds one segment of a fast-forward, found before its first repeat.
+pub(super) struct Bounds {
+    pub(super) next_event_ns: Ns,
+    pub(super) steady: Steady,
     /// Most repeats.
-    horizon: usize,
+    pub(super) horizon: usize,
     /// The boundary at which the next request finishes (`usize::MAX`: none is followed).
-    next_finish: usize,
+    pub(super) next_finish: usize,
+    /// An arrival that stops a repeat may be taken into the run (see `ff_absorb.rs`).
+    pub(super) absorbs: bool,
 }
 
 /// Blocks the repeat at boundary m allocates: request q with `a` KV tokens after the first
@@ -76,22 +77,39 @@ fn plan_repeats(rep: &Replica) -> Option<(usize, usize, usize)> {
         if item.reserve_blocks > q.blocks || q.kv_tokens_after_step() < q.prefill_tokens() {
             return None;
         }
-        let left = |stop_at: u32| stop_at.saturating_sub(q.generated_tokens + 1) as usize;
-        if q.output_tokens <= q.predicted_output_tokens {
-            strict = strict.min(left(q.output_tokens));
-            next_finish = next_finish.min((q.output_tokens - q.generated_tokens) as usize);
-        } else {
-            let l = left(q.predicted_output_tokens);
-            strict = strict.min(l);
-            loose = loose.min(l);
-        }
+        member_repeats(q, &mut strict, &mut loose, &mut next_finish);
     }
     (loose > 0).then_some((strict, loose, next_finish))
 }
 
+/// [`plan_repeats`]' bounds for member `q`.
+#[inline]
+fn member_repeats(q: &Request, strict: &mut usize, loose: &mut usize, next_finish: &mut usize) {
+    let left = |stop_at: u32| stop_at.saturating_sub(q.generated_tokens + 1) as usize;
+    if q.output_tokens <= q.predicted_output_tokens {
+        *strict = (*strict).min(left(q.output_tokens));
+        *next_finish = (*next_finish).min((q.output_tokens - q.generated_tokens) as usize);
+    } else {
+        let l = left(q.predicted_output_tokens);
+        *strict = (*strict).min(l);
+        *loose = (*loose).min(l);
+    }
+}
+
+/// [`plan_repeats`] for a batch whose members all decode or prefill a whole prompt (a segment
+/// after an absorbed arrival): `(loose, next_finish)`.
+pub(super) fn batch_repeats(rep: &Replica) -> (usize, usize) {
+    let (mut strict, mut loose) = (MAX_REPEATS, MAX_REPEATS);
+    let mut next_finish = usize::MAX;
+    for &s in &rep.batch {
+        member_repeats(rep.reqs.get(s), &mut strict, &mut loose, &mut next_finish);
+    }
+    (loose, next_finish)
+}
+
 /// The requests finishing at boundary `m`: their blocks free first (`free`), and they allocate
 /// nothing for the repeat (`need`). Returns how many finish and when the next one finishes.
-fn count_finishing(
+pub(super) fn count_finishing(
     rep: &Replica,
     m: usize,
     block_tokens: u32,
@@ -190,12 +208,78 @@ impl Bounds {
     /// `service_ns` of repeated service; the last iteration took `dur`; `events` so far).
     fn stop(&self, cur_end: Ns, service_ns: Ns, dur: Ns, events: u64, guards: &Guards) -> bool {
         cur_end >= self.next_event_ns
-            || cur_end > self.next_sample_ns
-            || cur_end >= self.steady.until_ns
+            || self.stop_besides_events(cur_end, service_ns, dur, events, guards)
+    }
+
+    /// [`Bounds::stop`] but for the next event.
+    fn stop_besides_events(
+        &self,
+        cur_end: Ns,
+        service_ns: Ns,
+        dur: Ns,
+        events: u64,
+        guards: &Guards,
+    ) -> bool {
+        cur_end >= self.steady.until_ns
             || cur_end > guards.max_sim_ns
             || events >= guards.max_events
             || service_ns.saturating_add(dur) > self.steady.max_service_ns
     }
+}
+
+/// The state of a fast-forward between boundaries (one segment: from the iteration launched at
+/// its start; an absorbed arrival starts a new segment, see `ff_absorb.rs`).
+pub(super) struct Run {
+    pub(super) cur_start: Ns,
+    pub(super) cur_end: Ns,
+    /// Summed durations of the iterations that ended at the boundaries passed in this segment.
+    pub(super) service_ns: Ns,
+    pub(super) repeats: u64,
+    pub(super) window_lo: usize,
+    gaps: SharedGaps,
+    /// The end of the segment's first iteration (its members' boundary 1).
+    pub(super) first_token_ns: Ns,
+    pub(super) next_finish: usize,
+    /// An arrival was taken into the run (the batch's records were brought up to date then).
+    pub(super) absorbed: bool,
+}
+
+impl Run {
+    /// A repeat of `dur` ended at a boundary m ≥ 2 of the segment.
+    pub(super) fn gaps_repeat(&mut self, rep: &mut Replica, top: &mut Vec<Ns>, dur: Ns) {
+        self.gaps.repeat(rep, top, dur);
+    }
+    /// The segment's shared gaps go to the run sketch.
+    pub(super) fn flush_gaps(&mut self, rep: &mut Replica) {
+        self.gaps.run.flush(&mut rep.itl);
+    }
+    pub(super) fn new(start: Ns, end: Ns, next_finish: usize) -> Self {
+        Run {
+            cur_start: start,
+            cur_end: end,
+            service_ns: 0,
+            repeats: 0,
+            window_lo: usize::MAX,
+            gaps: SharedGaps::default(),
+            first_token_ns: end,
+            next_finish,
+            absorbed: false,
+        }
+    }
+}
+
+/// Where a segment of repeats stopped.
+pub(super) enum Stop {
+    /// The run is over.
+    Done,
+    /// At boundary `m`, the arrival `slot` joins the batch: `need` blocks for its decodes,
+    /// `finished` requests finish there first.
+    Absorb {
+        m: usize,
+        slot: Slot,
+        need: u32,
+        finished: usize,
+    },
 }
 
 impl Sim {
@@ -203,9 +287,10 @@ impl Sim {
     /// `end`) is repeated, iteration by iteration but without events, policy calls or plan
     /// checks, while nothing could make the next boundary decide differently: no other event
     /// comes first, nobody finishes or outlives its prediction, the KV blocks of the next step fit
-    /// and the policy's [`crate::policy::Steady`] bounds hold. Each repeated iteration still gets
-    /// its own cost-model time, observer call, event count and KV accounting, so every output is
-    /// identical to stepping. Returns the end of the last iteration launched.
+    /// and the policy's [`crate::policy::Steady`] bounds hold. An arrival that the policy would
+    /// simply add to the batch is taken in ([`Sim::ff_absorb`]). Each repeated iteration still
+    /// gets its own cost-model time, observer call, event count and KV accounting, so every
+    /// output is identical to stepping. Returns the end of the last iteration launched.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn fast_forward(
         &mut self,
@@ -213,37 +298,88 @@ impl Sim {
         start: Ns,
         end: Ns,
         mut shape: BatchShape,
+        trace: &mut dyn Iterator<Item = Result<TraceRow>>,
         predictor: &mut dyn Predictor,
         observer: &mut dyn Observer,
     ) -> Result<Ns> {
-        let Some(b) = self.ff_bounds(r, start, end, &mut shape) else {
+        let Some(mut b) = self.ff_bounds(r, start, end, &mut shape) else {
             return Ok(end);
         };
+        let mut run = Run::new(start, end, b.next_finish);
+        self.ff_top.clear();
+        loop {
+            match self.ff_segment(r, &mut run, &b, &mut shape, trace, predictor, observer)? {
+                Stop::Done => break,
+                Stop::Absorb {
+                    m,
+                    slot,
+                    need,
+                    finished,
+                } => {
+                    let at = (m, slot, need, finished);
+                    let sh = &mut shape;
+                    b = self.ff_absorb(r, at, &mut run, b, sh, predictor, observer)?;
+                }
+            }
+        }
+        let (limits, bt32) = (self.cfg.limits, self.cfg.block_tokens);
+        let rep = &mut self.replicas[r as usize];
+        run.gaps.run.flush(&mut rep.itl);
+        if run.repeats == 0 {
+            if run.absorbed
+                && let Some(ff) = rep.policy.fast_forward()
+            {
+                ff.steady_order(&mut rep.batch);
+            }
+            return Ok(run.cur_end);
+        }
+        let times = (run.service_ns, run.cur_start, run.first_token_ns);
+        rep.ff_commit(run.repeats, times, &self.ff_top, b.steady, limits, bt32);
+        Ok(run.cur_end)
+    }
+
+    /// The repeats of one segment of a fast-forward, from `run`'s state, until a bound stops
+    /// them or an arrival is to join the batch.
+    #[allow(clippy::too_many_arguments)]
+    fn ff_segment(
+        &mut self,
+        r: u32,
+        run: &mut Run,
+        b: &Bounds,
+        shape: &mut BatchShape,
+        trace: &mut dyn Iterator<Item = Result<TraceRow>>,
+        predictor: &mut dyn Predictor,
+        observer: &mut dyn Observer,
+    ) -> Result<Stop> {
         let (limits, guards, steady) = (self.cfg.limits, self.cfg.guards, b.steady);
         let (bt32, block_tokens) = (self.cfg.block_tokens, self.cfg.block_tokens as u64);
-        let mut next_finish = b.next_finish;
-        let rep = &mut self.replicas[r as usize];
-        let first_token_ns = end;
         let bt = block_tokens as usize;
-        let (mut cur_start, mut cur_end) = (start, end);
-        let mut service_ns: Ns = 0;
-        let mut repeats: u64 = 0;
-        let mut window_lo = usize::MAX;
-        let mut gaps = SharedGaps::default();
-        self.ff_top.clear();
         for m in 1..=b.horizon {
-            if window_lo == usize::MAX || m >= window_lo + bt {
-                window_lo = m;
+            if run.cur_end < b.next_event_ns && run.cur_end > self.next_sample_ns {
+                // A KV sample at T shows the state after every event stamped ≤ T: before this
+                // boundary (no other event comes first), as the iteration end's event takes it.
+                self.sample_through(run.cur_end, false, observer)?;
+            }
+            let rep = &mut self.replicas[r as usize];
+            if run.window_lo == usize::MAX || m >= run.window_lo + bt {
+                run.window_lo = m;
                 fill_window(&mut self.ff_alloc, rep, m, block_tokens);
             }
-            let mut need = self.ff_alloc[m - window_lo];
-            let dur = cur_end - cur_start;
+            let mut need = self.ff_alloc[m - run.window_lo];
+            let dur = run.cur_end - run.cur_start;
             let mut free = rep.kv.free_blocks();
-            if b.stop(cur_end, service_ns, dur, self.stats.events, &guards) {
+            if b.stop(run.cur_end, run.service_ns, dur, self.stats.events, &guards) {
+                let events = self.stats.events;
+                if b.absorbs
+                    && !b.stop_besides_events(run.cur_end, run.service_ns, dur, events, &guards)
+                {
+                    let at = (m, need);
+                    return self.ff_try_absorb(r, at, run, steady, trace, predictor, observer);
+                }
                 break;
             }
             // Requests finishing at this boundary (only with `through_completions`).
-            let finishing = m == next_finish;
+            let finishing = m == run.next_finish;
             let (mut finished, mut next_after) = (0usize, usize::MAX);
             if finishing {
                 (finished, next_after) = count_finishing(rep, m, bt32, &mut need, &mut free);
@@ -254,36 +390,30 @@ impl Sim {
             if need > free || free - need < steady.min_free_blocks {
                 break;
             }
-            self.stats.count_repeat(cur_end);
-            service_ns += dur;
-            repeats += 1;
-            rep.account_usage(cur_end);
+            self.stats.count_repeat(run.cur_end);
+            run.service_ns += dur;
+            run.repeats += 1;
+            rep.account_usage(run.cur_end);
             if m >= 2 {
-                gaps.repeat(rep, &mut self.ff_top, dur);
+                run.gaps.repeat(rep, &mut self.ff_top, dur);
             }
             if finishing {
-                let window = (window_lo, &mut self.ff_alloc[..]);
-                let times = (cur_end, service_ns, first_token_ns);
+                let window = (run.window_lo, &mut self.ff_alloc[..]);
+                let times = (run.cur_end, run.service_ns, run.first_token_ns);
                 let gaps = &self.ff_top[..];
                 rep.ff_finish(
-                    r, m, finished, window, times, gaps, bt32, &mut shape, predictor, observer,
+                    r, m, finished, window, times, gaps, bt32, shape, predictor, observer,
                 );
-                next_finish = next_after;
+                run.next_finish = next_after;
             }
             if steady.stepwise {
-                rep.ff_policy_step(cur_end, limits, repeats, dur);
+                rep.ff_policy_step(run.cur_end, limits, run.repeats, dur);
             }
-            let e = rep.ff_step(r, cur_end, need, &mut shape, observer)?;
+            let e = rep.ff_step(r, run.cur_end, need, shape, observer)?;
             self.stats.iterations += 1;
-            (cur_start, cur_end) = (cur_end, e);
+            (run.cur_start, run.cur_end) = (run.cur_end, e);
         }
-        gaps.run.flush(&mut rep.itl);
-        if repeats == 0 {
-            return Ok(end);
-        }
-        let times = (service_ns, cur_start, first_token_ns);
-        rep.ff_commit(repeats, times, &self.ff_top, steady, limits, bt32);
-        Ok(cur_end)
+        Ok(Stop::Done)
     }
 
     /// The bounds of a fast-forward of replica `r`'s batch (`None`: no repeat is possible), and
@@ -291,15 +421,16 @@ impl Sim {
     fn ff_bounds(&mut self, r: u32, start: Ns, end: Ns, shape: &mut BatchShape) -> Option<Bounds> {
         let limits = self.cfg.limits;
         let next_event_ns = self.heap.peek().map_or(Ns::MAX, |Reverse(e)| e.0);
-        // A KV sample at T shows the state after every event stamped ≤ T: no repeated iteration
-        // may end after a pending sample time (the sample is taken at the next real event).
-        let next_sample_ns = if self.cfg.kv_sample_interval_ns == 0 {
-            Ns::MAX
-        } else {
-            self.next_sample_ns
-        };
+        // An arrival by the first boundary stops the run there, unless it may be taken in.
+        let may_absorb = self.absorbing();
+        let arrival_first = end >= next_event_ns && may_absorb && self.arrival_by(end);
         let rep = &mut self.replicas[r as usize];
-        if end >= next_event_ns {
+        let arrival_first = arrival_first
+            && rep
+                .policy
+                .fast_forward()
+                .is_some_and(|ff| ff.takes_arrivals());
+        if end >= next_event_ns && !arrival_first {
             return None;
         }
         let (strict, loose, mut next_finish) = plan_repeats(rep)?;
@@ -313,6 +444,10 @@ impl Sim {
         let completions = steady.stepwise && steady.through_completions;
         if !completions {
             next_finish = usize::MAX;
+        }
+        let absorbs = completions && may_absorb;
+        if arrival_first && !absorbs {
+            return None;
         }
         let horizon = if completions { loose } else { strict }
             .min(steady.max_iterations.min(MAX_REPEATS as u64) as usize);
@@ -334,10 +469,10 @@ impl Sim {
         }
         Some(Bounds {
             next_event_ns,
-            next_sample_ns,
             steady,
             horizon,
             next_finish,
+            absorbs,
         })
     }
 }
@@ -358,7 +493,7 @@ impl Replica {
     /// time, the service so far and the first token's time; `gaps`: the largest shared token
     /// gaps so far.
     #[allow(clippy::too_many_arguments)]
-    fn ff_finish(
+    pub(super) fn ff_finish(
         &mut self,
         r: u32,
         m: usize,
@@ -449,7 +584,35 @@ impl Replica {
         limits: Limits,
         block_tokens: u32,
     ) {
-        let (service_ns, cur_start, first_token_ns) = times;
+        let (service_ns, cur_start, _) = times;
+        self.commit_records(repeats, times, gaps, block_tokens);
+        self.iter_start_ns = cur_start;
+        let view = view!(self, cur_start, limits);
+        if let Some(ff) = self.policy.fast_forward() {
+            if steady.stepwise {
+                ff.steady_order(&mut self.batch);
+            } else {
+                ff.on_steady_iterations(&mut self.batch, repeats, service_ns, &view);
+            }
+        }
+    }
+}
+
+impl Replica {
+    /// The batch's records as stepping leaves them at the `repeats`-th boundary of a segment
+    /// (each member decodes next, its next block allocated). `times`: the service through that
+    /// boundary, its time and the first token's time; `gaps`: the largest shared token gaps.
+    /// Inlined: its walk is the fast-forward's per-member cost (out of line it costs vllm's
+    /// benchmark +2 % instructions).
+    #[inline(always)]
+    pub(super) fn commit_records(
+        &mut self,
+        repeats: u64,
+        times: (Ns, Ns, Ns),
+        gaps: &[Ns],
+        block_tokens: u32,
+    ) {
+        let (service_ns, boundary_ns, first_token_ns) = times;
         let k = repeats as u32;
         // Boundary 1's gaps, mostly equal: each run of equal ones goes to the sketch at once.
         let mut run = GapRun::default();
@@ -460,7 +623,7 @@ impl Replica {
                 run.push(&mut self.itl, g, 1);
             }
             q.attained_ns += service_ns;
-            q.last_run_end_ns = cur_start;
+            q.last_run_end_ns = boundary_ns;
             q.kv_tokens = q.kv_tokens_after_next() + k - 1;
             // A last prefill chunk in the first run completed its prompt: it decodes now.
             q.mid_prefill = false;
@@ -472,15 +635,6 @@ impl Replica {
             q.blocks += extra_blocks_for(q.kv_tokens as u64 + 1, q.blocks, block_tokens);
         }
         run.flush(&mut self.itl);
-        self.iter_start_ns = cur_start;
-        let view = view!(self, cur_start, limits);
-        if let Some(ff) = self.policy.fast_forward() {
-            if steady.stepwise {
-                ff.steady_order(&mut self.batch);
-            } else {
-                ff.on_steady_iterations(&mut self.batch, repeats, service_ns, &view);
-            }
-        }
     }
 }
 

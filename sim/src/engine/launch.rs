@@ -9,6 +9,7 @@ use crate::policy::{PreemptMode, ReplicaView};
 use crate::predict::{Predictor, bound_by_context, extend_prediction};
 use crate::swap::Direction;
 use crate::swap::timing::StepCopies;
+use crate::vocab::TraceRow;
 use crate::vocab::kv::{blocks_for_tokens, extra_blocks_for};
 use crate::vocab::request::{KvLoc, Request, SampleState, Slab, Slot};
 use crate::vocab::sketch::GapRun;
@@ -19,6 +20,7 @@ impl Sim {
         &mut self,
         r: u32,
         now: Ns,
+        trace: &mut dyn Iterator<Item = Result<TraceRow>>,
         predictor: &mut dyn Predictor,
         observer: &mut dyn Observer,
     ) -> Result<()> {
@@ -87,9 +89,8 @@ impl Sim {
             }
             return self.launch_micro_batch(r, now, compute, copies, &shape, pipeline, observer);
         }
-        self.launch_single(
-            r, now, compute, copies, transfers, shape, predictor, observer,
-        )
+        let io = (transfers, shape);
+        self.launch_single(r, now, compute, copies, io, trace, predictor, observer)
     }
 
     /// Nothing to run: queue the plan's copies, and fail if the replica could never run again.
@@ -129,11 +130,12 @@ impl Sim {
         now: Ns,
         compute: Ns,
         copies: StepCopies,
-        transfers: Vec<(Ns, Slot)>,
-        shape: BatchShape,
+        formed: (Vec<(Ns, Slot)>, BatchShape),
+        trace: &mut dyn Iterator<Item = Result<TraceRow>>,
         predictor: &mut dyn Predictor,
         observer: &mut dyn Observer,
     ) -> Result<()> {
+        let (transfers, shape) = formed;
         let block_tokens = self.cfg.block_tokens;
         let rep = &mut self.replicas[r as usize];
         let overflow = || SimError::Limit("simulated time overflowed u64 nanoseconds".into());
@@ -163,7 +165,7 @@ impl Sim {
             self.push_slot(t, CLASS_TRANSFER, r, s);
         }
         let end = if repeatable {
-            self.fast_forward(r, now, end, shape, predictor, observer)?
+            self.fast_forward(r, now, end, shape, trace, predictor, observer)?
         } else {
             end
         };

@@ -96,6 +96,7 @@ macro_rules! view {
 
 mod events;
 mod fast_forward;
+mod ff_absorb;
 mod launch;
 mod observe;
 mod replica;
@@ -289,26 +290,26 @@ impl Sim {
                     let rep = &mut self.replicas[r as usize];
                     rep.busy = rep.stage0_busy;
                     if !rep.busy {
-                        self.start_iteration(r, now, predictor, observer)?;
+                        self.start_iteration(r, now, trace, predictor, observer)?;
                     }
                 }
                 CLASS_END => {
                     self.finish_iteration(r, now, predictor, observer);
-                    self.start_iteration(r, now, predictor, observer)?;
+                    self.start_iteration(r, now, trace, predictor, observer)?;
                 }
                 CLASS_STAGE_FREE => {
                     let rep = &mut self.replicas[r as usize];
                     rep.stage0_busy = false;
                     rep.busy = rep.flights.len() >= rep.pipeline.stages as usize;
                     if !rep.busy {
-                        self.start_iteration(r, now, predictor, observer)?;
+                        self.start_iteration(r, now, trace, predictor, observer)?;
                     }
                 }
                 _ => {
                     let rep = &mut self.replicas[r as usize];
                     rep.kick_pending = false;
                     if !rep.busy {
-                        self.start_iteration(r, now, predictor, observer)?;
+                        self.start_iteration(r, now, trace, predictor, observer)?;
                     }
                 }
             }
@@ -367,7 +368,13 @@ impl Sim {
         format!("simulated time passed [limits] max_sim_s = {limit} s while {why}")
     }
 
-    fn arrive(&mut self, now: Ns, row: TraceRow, predictor: &mut dyn Predictor) -> Result<()> {
+    /// Take in an arriving request: returns its replica and slot.
+    fn arrive(
+        &mut self,
+        now: Ns,
+        row: TraceRow,
+        predictor: &mut dyn Predictor,
+    ) -> Result<(u32, crate::vocab::request::Slot)> {
         let limits = self.cfg.limits;
         let total = self.check_row(&row)?;
         let (r, predicted) = self.route(now, &row, predictor)?;
@@ -392,7 +399,7 @@ impl Sim {
             rep.kick_pending = true;
             self.push(now, CLASS_KICK, r);
         }
-        Ok(())
+        Ok((r, slot))
     }
 
     /// The checks on an arriving row that need no replica: lengths ≥ 1 and within the model's

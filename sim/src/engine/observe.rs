@@ -157,6 +157,9 @@ pub struct RunStats {
     /// Iterations handled by fast-forward rather than as their own event (a speed statistic, not
     /// an output: everything else is identical either way).
     pub fast_forwarded_iterations: u64,
+    /// Arrivals a fast-forward took into its batch without stopping (a speed statistic, not an
+    /// output).
+    pub ff_absorbed_arrivals: u64,
     /// Replica loads the router read, over every decision (a speed statistic, not an output).
     pub route_loads_read: u64,
     /// Replicas reported changed to the router, over every decision (every replica at the first).

@@ -135,6 +135,7 @@
 //! `summary.json` `replicas[].mlfq_levels`: per level, arrivals that joined it, demotions into it
 //! and starvation promotions out of it (these policies only).
 
+mod absorb;
 mod enst;
 #[cfg(test)]
 mod enst_tests;

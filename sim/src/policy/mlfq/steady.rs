@@ -105,11 +105,33 @@ impl FastForward for Mlfq {
     }
 
     fn on_steady_begin(&mut self, max_service_ns: Ns) {
-        self.lazy.bound_ns = max_service_ns.min(i64::MAX as Ns) as i64;
+        // A run that may take in arrivals goes on past the next event: every threshold counts.
+        self.lazy.bound_ns = if self.absorbs() {
+            i64::MAX
+        } else {
+            max_service_ns.min(i64::MAX as Ns) as i64
+        };
+    }
+
+    fn takes_arrivals(&self) -> bool {
+        self.absorbs()
+    }
+
+    fn may_absorb(&self, batch_len: usize, s: Slot, view: &ReplicaView) -> bool {
+        Mlfq::may_absorb(self, batch_len, s, view)
+    }
+
+    fn on_steady_absorb(&mut self, s: Slot, repeat: u64, duration_ns: Ns, view: &ReplicaView) {
+        self.lazy_absorb(s, duration_ns, view.now_ns, |x| {
+            view.req(x).kv_tokens_after_next() + repeat as u32 - 1
+        });
     }
 
     fn steady_order(&mut self, batch: &mut [Slot]) {
-        if self.lazy.active {
+        if self.lazy.active && !self.lazy.fresh_slots.is_empty() {
+            // An arrival the run did not take in is queued too: the batch is the others.
+            self.lazy_order_without_fresh(batch);
+        } else if self.lazy.active {
             let lz = &self.lazy;
             let mut i = 0;
             for (p, q) in lz.levels.iter().enumerate() {
@@ -126,6 +148,9 @@ impl FastForward for Mlfq {
                 }
                 i += q.len();
             }
+        } else if self.order.len() > batch.len() {
+            // The run's first boundary, with an arrival the batch does not hold.
+            self.order_without_newest(batch);
         } else {
             self.order.copy_prefix(batch);
         }
