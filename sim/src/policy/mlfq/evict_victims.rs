@@ -18,7 +18,8 @@
 //! twice the walks it replaces; until then they walk `ran_order` as before. The entries the walks
 //! read that are off the GPU are dropped after the formation.
 
-use super::super::{Plan, PreemptMode, ReplicaView};
+use super::super::swap_passes::swap_out_one;
+use super::super::{Plan, ReplicaView};
 use super::levels::LevelsWindow;
 use super::resident::off_gpu;
 use super::{LEVEL_CAP, Mlfq};
@@ -145,7 +146,7 @@ impl Mlfq {
             left -= q.len();
         }
         let mut below = self.resident.len() - above;
-        let mut host_free = view.host_free_blocks();
+        let mut host_free = i64::from(view.host_free_blocks());
         let mut swapped_out = false;
         for item in &plan.run {
             self.taken[item.slot as usize] = true;
@@ -167,15 +168,13 @@ impl Mlfq {
                 if self.taken[s as usize] || r.kv_loc != KvLoc::Gpu || r.in_flight() {
                     continue;
                 }
-                let host_need = view.host_blocks_for(r.blocks);
-                if host_need > host_free {
-                    continue;
-                }
-                plan.preempt.push((s, PreemptMode::Swap));
-                self.taken[s as usize] = true;
-                host_free -= host_need;
-                deficit -= r.blocks as i64;
-                swapped_out = true;
+                swapped_out |= swap_out_one(
+                    view,
+                    plan,
+                    &mut self.taken,
+                    s,
+                    (&mut deficit, &mut host_free),
+                );
             }
         }
         self.scanned += walked.iter().map(|w| w.0 as u64).sum::<u64>();

@@ -1,7 +1,8 @@
 //! Memory management: proactive offloading (FastServe's `reserve_free_blocks`, or the paper's
 //! ENST order, module `enst`).
 
-use super::super::{Plan, PreemptMode, PreemptionChoice, ReplicaView, RunItem};
+use super::super::swap_passes::swap_out_one;
+use super::super::{Plan, PreemptionChoice, ReplicaView, RunItem};
 use super::{Mlfq, Offload};
 use crate::vocab::request::{KvLoc, Slot};
 
@@ -82,7 +83,7 @@ impl Mlfq {
         ran_floor: usize,
         mut deficit: i64,
     ) -> bool {
-        let mut host_free = view.host_free_blocks();
+        let mut host_free = i64::from(view.host_free_blocks());
         let mut swapped_out = false;
         for item in &plan.run {
             self.taken[item.slot as usize] = true;
@@ -99,15 +100,13 @@ impl Mlfq {
                 continue;
             }
             // Only for the few GPU-resident candidates: most of a long queue holds no KV.
-            let host_need = view.host_blocks_for(r.blocks);
-            if host_need > host_free {
-                continue;
-            }
-            plan.preempt.push((s, PreemptMode::Swap));
-            self.taken[s as usize] = true;
-            host_free -= host_need;
-            deficit -= r.blocks as i64;
-            swapped_out = true;
+            swapped_out |= swap_out_one(
+                view,
+                plan,
+                &mut self.taken,
+                s,
+                (&mut deficit, &mut host_free),
+            );
         }
         self.scanned += looked;
         for item in &plan.run {
