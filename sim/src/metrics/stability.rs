@@ -441,16 +441,19 @@ fn in_system_slope(arrivals: &[WorkPoint], finishes: &[WorkPoint]) -> (f64, f64)
     let n = arrivals.len();
     let first = n / 2;
     let t0 = arrivals[first].t();
-    let fit = fit_line(|| {
-        let mut done = 0;
-        arrivals.iter().enumerate().skip(first).map(move |(i, a)| {
-            let a = a.t();
-            while done < n && finishes[done].t() <= a {
-                done += 1;
-            }
-            (ns_to_s(a - t0), (i + 1 - done) as f64)
-        })
-    });
+    let fit = fit_line(
+        || {
+            let mut done = 0;
+            arrivals.iter().enumerate().skip(first).map(move |(i, a)| {
+                let a = a.t();
+                while done < n && finishes[done].t() <= a {
+                    done += 1;
+                }
+                (ns_to_s(a - t0), (i + 1 - done) as f64)
+            })
+        },
+        true,
+    );
     (fit.slope, fit.slope_se)
 }
 
@@ -464,11 +467,11 @@ struct LineFit {
 /// Least-squares slope of the `(x, y)` points `pts()` yields (each call yields them all
 /// again, so none are stored); 0 when every x is equal.
 fn slope<I: Iterator<Item = (f64, f64)>>(pts: impl Fn() -> I) -> f64 {
-    fit_line(pts).slope
+    fit_line(pts, false).slope
 }
 
-/// [`slope`] with its standard error.
-fn fit_line<I: Iterator<Item = (f64, f64)>>(pts: impl Fn() -> I) -> LineFit {
+/// [`slope`], and its standard error when `with_se` (one more pass over the points; 0 without).
+fn fit_line<I: Iterator<Item = (f64, f64)>>(pts: impl Fn() -> I, with_se: bool) -> LineFit {
     let m = pts().count() as f64;
     let mx = pts().map(|p| p.0).sum::<f64>() / m;
     let my = pts().map(|p| p.1).sum::<f64>() / m;
@@ -481,7 +484,7 @@ fn fit_line<I: Iterator<Item = (f64, f64)>>(pts: impl Fn() -> I) -> LineFit {
         };
     }
     let slope = sxy / sxx;
-    let slope_se = if m > 2.0 {
+    let slope_se = if with_se && m > 2.0 {
         let rss: f64 = pts()
             .map(|p| {
                 let r = p.1 - my - slope * (p.0 - mx);
