@@ -399,6 +399,7 @@ fn compare_refuses_swapped_mismatched_garbage_and_partial_dirs() {
     let path = w.path("live_bad/iterations.csv");
     let text = std::fs::read_to_string(&path).unwrap();
     let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    let unmutated = lines.clone();
     lines[2] = "1,0,0.5,0.25,x,1,8,0,0,1,,".into();
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
     fails(
@@ -406,6 +407,30 @@ fn compare_refuses_swapped_mismatched_garbage_and_partial_dirs() {
         "live_bad",
         &["iterations.csv:3: field `duration_s`", "`x`"],
     );
+    // A repeated row, a duration that is not end − start, a batch size that is not the sum
+    // (each was accepted: the means compared would have moved silently).
+    let good = unmutated;
+    let with_cell = |row: usize, col: usize, v: &str| {
+        let mut lines = good.clone();
+        let mut cells: Vec<String> = lines[row].split(',').map(String::from).collect();
+        cells[col] = v.into();
+        lines[row] = cells.join(",");
+        lines
+    };
+    let mut repeated = good.clone();
+    repeated.insert(2, good[1].clone());
+    let bad_rows = [
+        (repeated, "iterations.csv:3: field `iteration`"),
+        (
+            with_cell(1, 4, "7.5"),
+            "iterations.csv:2: field `duration_s`",
+        ),
+        (with_cell(1, 9, "99"), "iterations.csv:2: field `requests`"),
+    ];
+    for (rows, words) in bad_rows {
+        std::fs::write(&path, rows.join("\n") + "\n").unwrap();
+        fails("sim", "live_bad", &[words]);
+    }
     std::fs::write(&path, "iteration,replica\n0,0\n").unwrap();
     fails("sim", "live_bad", &["iterations.csv:1: field `header`"]);
     // A ttft_s that is not first_token_s − arrival_s (it moved the TTFT comparison silently).

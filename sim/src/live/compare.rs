@@ -344,6 +344,7 @@ fn parse_iteration_row(
         msg: format!("`{}` is not {what}", crate::error::echo(cells[k])),
     };
     let mut times = [0.0f64; 3];
+    let mut ints = std::collections::HashMap::new();
     let mut row = IterationRow {
         duration_s: 0.0,
         prefill_tokens: 0,
@@ -374,13 +375,44 @@ fn parse_iteration_row(
             if header[k] == "prefill_tokens" {
                 row.prefill_tokens = n;
             }
+            ints.insert(header[k], (k, n));
         }
     }
     if times[1] < times[0] {
         return Err(bad(3, "≥ start_s"));
     }
+    row_consistent(&ints, &times, line_no).map_err(|(k, what)| bad(k, &what))?;
     row.duration_s = times[2];
     Ok(row)
+}
+
+/// Whether one `iterations.csv` row agrees with itself and its place (line `line_no`): its
+/// `iteration` is its 0-based row index (a repeated, dropped or moved row shows), `duration_s`
+/// is `end_s − start_s` (each written to the nanosecond, so within 2 ns and rounding) and `requests` is
+/// `prefill_requests + decode_requests`. `Err`: the column and what its cell is not.
+fn row_consistent(
+    ints: &std::collections::HashMap<&str, (usize, u64)>,
+    times: &[f64; 3],
+    line_no: u64,
+) -> std::result::Result<(), (usize, String)> {
+    let get = |name: &str| ints.get(name).copied().unwrap_or((0, 0));
+    let (k, iteration) = get("iteration");
+    if iteration != line_no - 2 {
+        return Err((
+            k,
+            format!("{} (the row index of line {line_no})", line_no - 2),
+        ));
+    }
+    let rounding_s = 2e-9 + 4.0 * f64::EPSILON * times[1];
+    if (times[2] - (times[1] - times[0])).abs() > rounding_s {
+        return Err((4, "end_s − start_s".into()));
+    }
+    let (k, requests) = get("requests");
+    let sum = get("prefill_requests").1 + get("decode_requests").1;
+    if requests != sum {
+        return Err((k, format!("prefill_requests + decode_requests ({sum})")));
+    }
+    Ok(())
 }
 
 /// The cost model against the measurement on the very batches that ran: for the live run's
