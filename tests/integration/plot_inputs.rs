@@ -279,3 +279,45 @@ fn plot_refuses_a_cut_short_or_garbled_requests_csv() {
     let r = plot_within_a_minute(&dir);
     assert_eq!(r.code, 0, "{}", r.stderr);
 }
+
+/// A named pipe where plot reads sweep.csv, summary.json or kv_timeline.csv is refused naming
+/// it (round 11, 07: a FIFO sweep.csv was "not a sweep directory (no sweep.csv)", a FIFO
+/// kv_timeline.csv gave "nothing to plot" and exit 0).
+#[test]
+fn plot_refuses_a_named_pipe_in_place_of_its_inputs() {
+    let w = Workdir::new();
+    let scenario = crate::support::workspace_root().join("scenarios/quickstart.toml");
+    let r = cli([
+        "run".into(),
+        scenario.into_os_string(),
+        "--num-requests".into(),
+        "20".into(),
+        "--quiet".into(),
+        "--out".into(),
+        w.path("o").into_os_string(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    std::fs::create_dir_all(w.path("s")).unwrap();
+    for (dir, file) in [
+        ("o", "kv_timeline.csv"),
+        ("s", "sweep.csv"),
+        ("s", "summary.json"),
+    ] {
+        let fifo = w.path(dir).join(file);
+        let _ = std::fs::remove_file(&fifo);
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if !made.is_ok_and(|s| s.success()) {
+            eprintln!("skipped: mkfifo is not available");
+            return;
+        }
+        let r = plot_within_a_minute(&w.path(dir));
+        assert_eq!(r.code, 2, "{file}: {}{}", r.stdout, r.stderr);
+        assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+        assert!(r.stderr.contains(file), "{}", r.stderr);
+        assert!(r.stderr.contains("not a regular file"), "{}", r.stderr);
+        if file == "sweep.csv" {
+            std::fs::remove_file(&fifo).unwrap();
+        }
+    }
+    assert!(!w.path("o/plots").exists());
+}

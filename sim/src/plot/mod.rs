@@ -44,6 +44,20 @@ fn perr(path: &Path, e: impl std::fmt::Display) -> SimError {
     }
 }
 
+/// Whether the input file `path` is there: `false` when nothing is, an error when something
+/// other than a regular file is (a pipe would block or be misreported as missing).
+fn present(path: &Path) -> Result<bool> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(true),
+        Ok(_) => Err(perr(
+            path,
+            "is not a regular file (a directory, named pipe, socket or device); plot reads only the files a run or sweep wrote",
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(perr(path, e)),
+    }
+}
+
 /// Register the embedded font once (idempotent).
 pub fn register_font() {
     static ONCE: std::sync::Once = std::sync::Once::new();
@@ -181,8 +195,8 @@ pub fn plot_dir(dir: &Path, opts: &SweepPlotOptions) -> Result<(Vec<PathBuf>, Ve
             ),
         ));
     }
-    let is_sweep = dir.join("sweep.csv").is_file();
-    if !is_sweep && !dir.join("summary.json").is_file() {
+    let is_sweep = present(&dir.join("sweep.csv"))?;
+    if !is_sweep && !present(&dir.join("summary.json"))? {
         return Err(perr(
             dir,
             "not a sweep directory (no sweep.csv) or a run directory (no summary.json)",
@@ -196,7 +210,7 @@ pub fn plot_dir(dir: &Path, opts: &SweepPlotOptions) -> Result<(Vec<PathBuf>, Ve
         notes = n;
     }
     let kv = dir.join("kv_timeline.csv");
-    if kv.is_file() {
+    if present(&kv)? {
         let samples = read_kv_timeline(&kv)?;
         if samples.is_empty() {
             return Err(perr(&kv, "nothing to plot: no samples under the header"));
