@@ -494,8 +494,8 @@ fn shards_whose_traces_swapped_contents_do_not_merge() {
 
 /// The same with the traces outside the scenario's folder (the shipped layout, `../traces/`) and
 /// the scenario spelt differently by the two shards: the inputs were named as given, so the names
-/// differed and the hashes were compared as a set again (round 10, 02). They are now named from
-/// the scenario's real folder (`../data/a.csv`) alike.
+/// differed and the hashes were compared as a set again (round 10, 02). They are now named as
+/// the scenario gives them, from its folder (`../data/a.csv`), alike.
 #[test]
 fn swapped_traces_outside_the_scenario_folder_do_not_merge_however_spelt() {
     let w = Workdir::new();
@@ -527,6 +527,71 @@ fn swapped_traces_outside_the_scenario_folder_do_not_merge_however_spelt() {
         r.stderr
     );
     assert!(!out.exists());
+}
+
+/// Round 11, 03: inputs were named by their real paths, so (a) two symbolic links re-pointed at
+/// each other's targets between the shards gave the same names and hashes, and (b) an absolute
+/// trace path named from scenario copies at two depths gave two names (the hashes were then
+/// compared as a set): both merged swapped results. Names are now the links' own paths and the
+/// absolute path as given.
+#[test]
+fn swapped_symlinked_or_absolute_traces_do_not_merge() {
+    let w = Workdir::new();
+    let header = "arrival_s,input_tokens,output_tokens\n";
+    let (a, b) = ("0,10,5\n1,20,5\n", "0,30,7\n2,40,9\n");
+    for d in ["data", "exp", "c1/exp", "c2/deep/er/exp"] {
+        std::fs::create_dir_all(w.path(d)).unwrap();
+    }
+    w.write("data/A.csv", format!("{header}{a}"));
+    w.write("data/B.csv", format!("{header}{b}"));
+    let scenario = |dir: &str| {
+        format!(
+            "name = \"sw\"\nmodel = \"opt-13b\"\ngpu = \"a100-40gb\"\n[trace]\nfile = \"{dir}/a.csv\"\n\
+             [cost]\nmodel = \"analytic\"\n[scheduler]\npolicy = \"vllm\"\n\
+             [sweep]\n\"trace.file\" = [\"{dir}/a.csv\", \"{dir}/b.csv\"]\n"
+        )
+    };
+    let refused = |s0: &Path, s1: &Path| {
+        let out = w.path("merged");
+        let r = merge_two(s0, s1, &out);
+        assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+        assert!(
+            r.stderr
+                .contains("read different contents of the sweep's inputs"),
+            "{}",
+            r.stderr
+        );
+        assert!(!out.exists());
+    };
+    let link = |name: &str, target: &str| {
+        let at = w.path(&format!("data/{name}"));
+        let _ = std::fs::remove_file(&at);
+        std::os::unix::fs::symlink(target, at).unwrap();
+    };
+    // (a) Links re-pointed between the shards.
+    w.write("exp/s.toml", scenario("../data"));
+    link("a.csv", "A.csv");
+    link("b.csv", "B.csv");
+    let s0 = half_of_two(&w, &w.path("exp/s.toml"), 0);
+    link("a.csv", "B.csv");
+    link("b.csv", "A.csv");
+    let s1 = half_of_two(&w, &w.path("exp/s.toml"), 1);
+    refused(&s0, &s1);
+    // (b) Absolute paths, the scenario copied at two depths, the contents swapped between.
+    let data = w.path("data");
+    let abs = scenario(data.to_str().unwrap());
+    w.write("c1/exp/s.toml", &abs);
+    w.write("c2/deep/er/exp/s.toml", &abs);
+    link("a.csv", "A.csv");
+    link("b.csv", "B.csv");
+    let s0 = half_of_two(&w, &w.path("c1/exp/s.toml"), 0);
+    link("a.csv", "B.csv");
+    link("b.csv", "A.csv");
+    let s1 = half_of_two(&w, &w.path("c2/deep/er/exp/s.toml"), 1);
+    let manifest = std::fs::read_to_string(s1.join("shard.json")).unwrap();
+    let named = format!("\"{}\"", data.join("a.csv").display());
+    assert!(manifest.contains(&named), "{manifest}");
+    refused(&s0, &s1);
 }
 
 /// `sweep SCENARIO --shard I/2 --out W/sI` (which must succeed); its directory.

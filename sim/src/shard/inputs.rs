@@ -1,5 +1,5 @@
-//! The data files a sweep reads, as `shard.json` lists them: each named from the scenario's real
-//! folder and hashed, so that `merge` can tell shards that read different contents.
+//! The data files a sweep reads, as `shard.json` lists them: each named as the scenario gives it
+//! and hashed, so that `merge` can tell shards that read different contents.
 
 use std::path::{Path, PathBuf};
 
@@ -25,9 +25,9 @@ pub(super) fn input_hashes(runs: &[SweepRun]) -> Result<Vec<InputHash>> {
         .iter()
         .map(|r| r.resolved.scenario_path.as_path())
         .collect();
-    // Named from the scenario's folder where they lie under it: the same on every machine that
-    // holds the same checkout, so that the shards' files can be compared one by one.
-    let base = runs
+    // Named as the scenario spells them: the same on every machine and from every working
+    // directory that holds the same checkout, so that the shards' files can be compared one by one.
+    let folder = runs
         .first()
         .and_then(|r| r.resolved.scenario_path.parent())
         .map(|p| {
@@ -36,44 +36,51 @@ pub(super) fn input_hashes(runs: &[SweepRun]) -> Result<Vec<InputHash>> {
             } else {
                 p
             }
-        })
-        .and_then(|p| p.canonicalize().ok());
+        });
     crate::sweep::input_files(runs)
         .iter()
         .filter(|p| !scenarios.contains(p.as_path()))
-        .map(|p| hash_file(p, base.as_deref()))
+        .map(|p| hash_file(p, folder))
         .collect()
 }
 
-/// `path` as shard.json names it: its real path relative to `base` (the scenario's real folder),
-/// with `..` where it lies outside it (the shipped scenarios read `../traces/…`), so that shards
-/// started from other directories or machines with the same checkout name it alike; as given
-/// when it cannot be resolved.
-fn input_name(path: &Path, base: Option<&Path>) -> String {
-    let rel = path
-        .canonicalize()
-        .ok()
-        .and_then(|c| Some(relative_to(&c, base?)));
-    rel.unwrap_or_else(|| path.display().to_string())
+/// `path` as shard.json names it: as the scenario gives it, relative to the scenario's folder
+/// `folder` (the shipped scenarios read `../traces/…`), or absolute when the scenario gives it so;
+/// `.` and `dir/..` removed, but symbolic links not followed: a link re-pointed between two
+/// shards reads other contents under the same name, and that must show (round 11: names were
+/// real paths, so two swapped links, or one absolute path named from scenario copies at two
+/// depths, merged swapped results).
+fn input_name(path: &Path, folder: Option<&Path>) -> String {
+    let given = folder
+        .and_then(|f| path.strip_prefix(f).ok())
+        .filter(|rest| rest.is_relative())
+        .unwrap_or(path);
+    lexical(given).display().to_string()
 }
 
-/// `path` relative to `base` (both absolute and resolved), with `..` for the parts of `base`
-/// it does not share.
-fn relative_to(path: &Path, base: &Path) -> String {
-    let (p, b): (Vec<_>, Vec<_>) = (path.components().collect(), base.components().collect());
-    let common = p.iter().zip(&b).take_while(|(x, y)| x == y).count();
-    let mut rel = PathBuf::new();
-    for _ in common..b.len() {
-        rel.push("..");
+/// `path` without `.` components and with each `name/..` pair removed (no file system access).
+fn lexical(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            c => out.push(c),
+        }
     }
-    for c in &p[common..] {
-        rel.push(c);
+    if out.as_os_str().is_empty() {
+        out.push(".");
     }
-    rel.display().to_string()
+    out
 }
 
 /// [`InputHash`] of `path` (named by [`input_name`]).
-fn hash_file(path: &Path, base: Option<&Path>) -> Result<InputHash> {
+fn hash_file(path: &Path, folder: Option<&Path>) -> Result<InputHash> {
     use std::io::Read;
     let io = |e: std::io::Error| crate::trace::csv_reader::io_err(path, e);
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -111,7 +118,7 @@ fn hash_file(path: &Path, base: Option<&Path>) -> Result<InputHash> {
         }
     }
     Ok(InputHash {
-        file: input_name(path, base),
+        file: input_name(path, folder),
         fnv1a64: if meta.is_file() || meta.is_dir() {
             format!("{h:016x}")
         } else {
