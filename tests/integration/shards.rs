@@ -448,6 +448,31 @@ fn shards_run_on_different_contents_of_a_trace_do_not_merge() {
     assert_eq!(r.code, 0, "{}", r.stderr);
 }
 
+/// A two-point sweep over the traces `{dir}/a.csv` and `{dir}/b.csv` (vllm, analytic cost).
+fn two_trace_sweep(dir: &str) -> String {
+    format!(
+        "name = \"sw\"\nmodel = \"opt-13b\"\ngpu = \"a100-40gb\"\n[trace]\nfile = \"{dir}/a.csv\"\n\
+         [cost]\nmodel = \"analytic\"\n[scheduler]\npolicy = \"vllm\"\n\
+         [sweep]\n\"trace.file\" = [\"{dir}/a.csv\", \"{dir}/b.csv\"]\n"
+    )
+}
+
+/// `merge s0 s1 --out W/merged` fails (exit 2) as shards that read different inputs, naming
+/// `word`, and writes nothing.
+fn assert_merge_refused_for_inputs(w: &Workdir, s0: &Path, s1: &Path, word: &str) {
+    let out = w.path("merged");
+    let r = merge_two(s0, s1, &out);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr
+            .contains("read different contents of the sweep's inputs")
+            && r.stderr.contains(word),
+        "{}",
+        r.stderr
+    );
+    assert!(!out.exists());
+}
+
 /// Two traces whose contents were swapped between the shards merged: the hashes were compared as
 /// a set, without their files' names (round 9, 10). With the same names, each file must hold
 /// what it held.
@@ -463,12 +488,7 @@ fn shards_whose_traces_swapped_contents_do_not_merge() {
         "b.csv",
         format!("arrival_s,input_tokens,output_tokens\n{b}"),
     );
-    let s = w.write(
-        "s.toml",
-        "name = \"sw\"\nmodel = \"opt-13b\"\ngpu = \"a100-40gb\"\n[trace]\nfile = \"a.csv\"\n\
-         [cost]\nmodel = \"analytic\"\n[scheduler]\npolicy = \"vllm\"\n\
-         [sweep]\n\"trace.file\" = [\"a.csv\", \"b.csv\"]\n",
-    );
+    let s = w.write("s.toml", two_trace_sweep("."));
     let s0 = half_of_two(&w, &s, 0);
     w.write(
         "a.csv",
@@ -479,17 +499,7 @@ fn shards_whose_traces_swapped_contents_do_not_merge() {
         format!("arrival_s,input_tokens,output_tokens\n{a}"),
     );
     let s1 = half_of_two(&w, &s, 1);
-    let out = w.path("merged");
-    let r = merge_two(&s0, &s1, &out);
-    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
-    assert!(
-        r.stderr
-            .contains("read different contents of the sweep's inputs")
-            && r.stderr.contains("a.csv"),
-        "{}",
-        r.stderr
-    );
-    assert!(!out.exists());
+    assert_merge_refused_for_inputs(&w, &s0, &s1, "a.csv");
 }
 
 /// The same with the traces outside the scenario's folder (the shipped layout, `../traces/`) and
@@ -505,28 +515,14 @@ fn swapped_traces_outside_the_scenario_folder_do_not_merge_however_spelt() {
     std::fs::create_dir(w.path("exp")).unwrap();
     w.write("data/a.csv", format!("{header}{a}"));
     w.write("data/b.csv", format!("{header}{b}"));
-    w.write(
-        "exp/s.toml",
-        "name = \"sw\"\nmodel = \"opt-13b\"\ngpu = \"a100-40gb\"\n[trace]\nfile = \"../data/a.csv\"\n\
-         [cost]\nmodel = \"analytic\"\n[scheduler]\npolicy = \"vllm\"\n\
-         [sweep]\n\"trace.file\" = [\"../data/a.csv\", \"../data/b.csv\"]\n",
-    );
+    w.write("exp/s.toml", two_trace_sweep("../data"));
     let s0 = half_of_two(&w, &w.path("exp/s.toml"), 0);
     w.write("data/a.csv", format!("{header}{b}"));
     w.write("data/b.csv", format!("{header}{a}"));
     let s1 = half_of_two(&w, &w.path("exp/../exp/./s.toml"), 1);
     let manifest = std::fs::read_to_string(s1.join("shard.json")).unwrap();
     assert!(manifest.contains("\"../data/a.csv\""), "{manifest}");
-    let out = w.path("merged");
-    let r = merge_two(&s0, &s1, &out);
-    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
-    assert!(
-        r.stderr
-            .contains("read different contents of the sweep's inputs"),
-        "{}",
-        r.stderr
-    );
-    assert!(!out.exists());
+    assert_merge_refused_for_inputs(&w, &s0, &s1, "a.csv");
 }
 
 /// Round 11, 03: inputs were named by their real paths, so (a) two symbolic links re-pointed at
@@ -544,42 +540,23 @@ fn swapped_symlinked_or_absolute_traces_do_not_merge() {
     }
     w.write("data/A.csv", format!("{header}{a}"));
     w.write("data/B.csv", format!("{header}{b}"));
-    let scenario = |dir: &str| {
-        format!(
-            "name = \"sw\"\nmodel = \"opt-13b\"\ngpu = \"a100-40gb\"\n[trace]\nfile = \"{dir}/a.csv\"\n\
-             [cost]\nmodel = \"analytic\"\n[scheduler]\npolicy = \"vllm\"\n\
-             [sweep]\n\"trace.file\" = [\"{dir}/a.csv\", \"{dir}/b.csv\"]\n"
-        )
-    };
-    let refused = |s0: &Path, s1: &Path| {
-        let out = w.path("merged");
-        let r = merge_two(s0, s1, &out);
-        assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
-        assert!(
-            r.stderr
-                .contains("read different contents of the sweep's inputs"),
-            "{}",
-            r.stderr
-        );
-        assert!(!out.exists());
-    };
     let link = |name: &str, target: &str| {
         let at = w.path(&format!("data/{name}"));
         let _ = std::fs::remove_file(&at);
         std::os::unix::fs::symlink(target, at).unwrap();
     };
     // (a) Links re-pointed between the shards.
-    w.write("exp/s.toml", scenario("../data"));
+    w.write("exp/s.toml", two_trace_sweep("../data"));
     link("a.csv", "A.csv");
     link("b.csv", "B.csv");
     let s0 = half_of_two(&w, &w.path("exp/s.toml"), 0);
     link("a.csv", "B.csv");
     link("b.csv", "A.csv");
     let s1 = half_of_two(&w, &w.path("exp/s.toml"), 1);
-    refused(&s0, &s1);
+    assert_merge_refused_for_inputs(&w, &s0, &s1, "a.csv");
     // (b) Absolute paths, the scenario copied at two depths, the contents swapped between.
     let data = w.path("data");
-    let abs = scenario(data.to_str().unwrap());
+    let abs = two_trace_sweep(data.to_str().unwrap());
     w.write("c1/exp/s.toml", &abs);
     w.write("c2/deep/er/exp/s.toml", &abs);
     link("a.csv", "A.csv");
@@ -591,7 +568,7 @@ fn swapped_symlinked_or_absolute_traces_do_not_merge() {
     let manifest = std::fs::read_to_string(s1.join("shard.json")).unwrap();
     let named = format!("\"{}\"", data.join("a.csv").display());
     assert!(manifest.contains(&named), "{manifest}");
-    refused(&s0, &s1);
+    assert_merge_refused_for_inputs(&w, &s0, &s1, "a.csv");
 }
 
 /// `sweep SCENARIO --shard I/2 --out W/sI` (which must succeed); its directory.
