@@ -25,6 +25,7 @@
 //! - [`outputs`]: output paths never lose a user's files (`--force`, inputs, scenario names);
 //!   [`clobber`]: debris-like names, existing files under single-file outputs, stale locks, pipes.
 //! - [`itl`]: inter-token latency, per request and pooled, hand-computed and against exact gaps.
+//! - [`bench_targets`]: `bench --targets` prints every performance target with its bound.
 //! - [`capacity_speed`]: `capacity`'s early stop keeps every verdict; its outputs do not depend on `--jobs`.
 //! - [`defaults_note`]: `run` names a batch limit the scenario sets away from its default.
 //! - [`sweep_axes`]: hostile sweep axes, rate flags, run labels, failed capacity probes.
@@ -32,6 +33,7 @@
 //! - [`profile_inputs`]: absurd calibration profiles, over-long synthetic lengths and repeated
 //!   request ids in `compare`, refused with the file, line and field.
 
+mod bench_targets;
 mod capacity_speed;
 mod chunked;
 mod chunked_switch;

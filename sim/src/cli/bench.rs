@@ -27,6 +27,13 @@ pub struct BenchArgs {
     /// replicas, minutes each); implies --no-rows.
     #[arg(long)]
     pub big: bool,
+    /// Measure the performance targets instead: each target's workload against its bound
+    /// (profile/analytic cost ratio, 10⁶ skip-join, sweep --jobs 2 speed-up; with --big the
+    /// 10⁷-request runs), one row each with the verdict; the scenarios are those in scenarios/
+    /// (of the working directory, else of the checkout servesim was built from). --num-requests
+    /// scales every workload (no verdict then).
+    #[arg(long, conflicts_with = "scenarios", conflicts_with = "no_rows")]
+    pub targets: bool,
 }
 
 /// The scenarios `bench --big` adds.
@@ -43,14 +50,59 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-struct Figures {
+/// What one timed run did (its output itself is dropped).
+pub(super) struct Figures {
     requests: u64,
     iterations: u64,
     events: u64,
     fast_forwarded: u64,
+    /// Filled in by whoever knows which runs the process's peak covers.
+    pub(super) peak_rss_bytes: Option<u64>,
+}
+
+impl Figures {
+    /// The share of iterations fast-forward handled.
+    pub(super) fn ff_share(&self) -> f64 {
+        self.fast_forwarded as f64 / self.iterations.max(1) as f64
+    }
+}
+
+/// The fastest of `repeat` runs of `resolved` (wall time in seconds, and its figures); `each`
+/// is called after every run.
+pub(super) fn best_of(
+    resolved: &crate::scenario::Resolved,
+    repeat: u32,
+    rows: crate::run::Rows,
+    each: &mut dyn FnMut(),
+) -> anyhow::Result<(f64, Figures)> {
+    // Only the figures of the fastest run are kept (not its output), so that peak RSS is that
+    // of one run whatever the repeat count.
+    let mut best: Option<(f64, Figures)> = None;
+    for _ in 0..repeat.max(1) {
+        let t = Instant::now();
+        let o = crate::run::run_rows(resolved, None, true, rows)?;
+        let w = t.elapsed().as_secs_f64();
+        let f = Figures {
+            requests: o.summary.requests,
+            iterations: o.stats.iterations,
+            events: o.stats.events,
+            fast_forwarded: o.stats.fast_forwarded_iterations,
+            peak_rss_bytes: None,
+        };
+        drop(o);
+        each();
+        if best.as_ref().is_none_or(|(b, _)| w < *b) {
+            best = Some((w, f));
+        }
+    }
+    Ok(best.expect("at least one repeat"))
 }
 
 pub fn bench_cmd(a: BenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    if a.targets {
+        let flags = (a.big, a.quiet);
+        return super::bench_targets::bench_targets(a.repeat, a.num_requests, flags, out);
+    }
     let mut scenarios = if a.scenarios.is_empty() && !a.big {
         vec![PathBuf::from("scenarios/bench_vllm_azure_conv_10k.toml")]
     } else {
@@ -83,26 +135,7 @@ pub fn bench_cmd(a: BenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let runs = resolved_all.len() as u64 * u64::from(a.repeat.max(1));
     let pb = super::progress_bar(Some(runs), "runs", a.quiet);
     for resolved in resolved_all {
-        // Only the figures of the fastest run are kept (not its output), so that peak RSS is that
-        // of one run whatever --repeat.
-        let mut best: Option<(f64, Figures)> = None;
-        for _ in 0..a.repeat.max(1) {
-            let t = Instant::now();
-            let o = crate::run::run_rows(&resolved, None, true, rows)?;
-            let w = t.elapsed().as_secs_f64();
-            let f = Figures {
-                requests: o.summary.requests,
-                iterations: o.stats.iterations,
-                events: o.stats.events,
-                fast_forwarded: o.stats.fast_forwarded_iterations,
-            };
-            drop(o);
-            pb.inc(1);
-            if best.as_ref().is_none_or(|(b, _)| w < *b) {
-                best = Some((w, f));
-            }
-        }
-        let (w, o) = best.expect("at least one repeat");
+        let (w, o) = best_of(&resolved, a.repeat, rows, &mut || pb.inc(1))?;
         let rss = peak_rss_bytes().map(|b| b as f64 / 1e6).unwrap_or(f64::NAN);
         // Drawn above the progress bar, which is redrawn below it.
         pb.suspend(|| -> std::io::Result<()> {
@@ -116,7 +149,7 @@ pub fn bench_cmd(a: BenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                 o.iterations as f64 / w,
                 o.events as f64 / w,
                 rss,
-                o.fast_forwarded as f64 / o.iterations.max(1) as f64
+                o.ff_share()
             )
         })?;
     }

@@ -1,6 +1,7 @@
 //! The command line. `main` only calls [`main_with_args`]; tests call it in-process.
 
 mod bench;
+mod bench_targets;
 pub mod calibrate;
 mod capacity;
 mod check;
