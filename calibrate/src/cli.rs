@@ -485,7 +485,7 @@ fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
     let dest = a.out.unwrap_or_else(|| {
         crate::import::profile_dir(&profiles_root(), &gpu_name, &a.model.to_lowercase(), a.tp)
     });
-    let dest = p.write(&dest, &servesim::output::Replace::new(a.force, []))?;
+    let dest = p.write(&dest, &servesim::output::Replace::profile(a.force, []))?;
     writeln!(out, "measured in {wall_s:.0} s; wrote {}\n", dest.display())?;
     write!(out, "{}", crate::report::text_report(&dest, &p, false))?;
     Ok(())
@@ -629,7 +629,7 @@ fn fit_cmd(dir: &Path, dest: Option<&Path>, force: bool, out: &mut dyn Write) ->
     } else {
         vec![dir.to_path_buf()]
     };
-    let dest = fitted.write(dest, &servesim::output::Replace::new(force, inputs))?;
+    let dest = fitted.write(dest, &servesim::output::Replace::profile(force, inputs))?;
     writeln!(out, "wrote {}\n", dest.display())?;
     write!(out, "{}", crate::report::text_report(&dest, &fitted, false))?;
     Ok(())
@@ -668,7 +668,7 @@ fn import_cmd(a: ImportArgs, out: &mut dyn Write) -> Result<()> {
         } else {
             p.write(
                 &dir,
-                &servesim::output::Replace::new(a.force, [data.clone()]),
+                &servesim::output::Replace::profile(a.force, [data.clone()]),
             )?;
             writeln!(out, "wrote {}", dir.display())?;
             print_fit_errors(out, &p)?;

@@ -108,7 +108,7 @@ pub fn run_cmd(a: RunArgs, out: &mut dyn Write, err: &mut dyn Write) -> Result<(
             1,
         )
     });
-    let replace = servesim::output::Replace::new(a.force, []);
+    let replace = servesim::output::Replace::profile(a.force, []);
     // Refuse a destination we may not replace before minutes of measuring.
     servesim::output::check_dest(&dest, &replace)?;
     writeln!(

@@ -55,6 +55,9 @@ pub struct Replace {
     pub force: bool,
     /// The files and directories the command reads: never deleted, even with `force`.
     pub inputs: Vec<PathBuf>,
+    /// The command writes a calibration profile, so it may replace one servesim wrote; other
+    /// commands need `force` for that (a `run --out` typo deleted a measured profile).
+    pub profile: bool,
 }
 
 impl Replace {
@@ -62,6 +65,14 @@ impl Replace {
         Replace {
             force,
             inputs: inputs.into_iter().collect(),
+            profile: false,
+        }
+    }
+    /// [`Replace::new`] for a command that writes a calibration profile.
+    pub fn profile(force: bool, inputs: impl IntoIterator<Item = PathBuf>) -> Self {
+        Replace {
+            profile: true,
+            ..Replace::new(force, inputs)
         }
     }
 }
@@ -244,6 +255,12 @@ fn check_dest_dir(
         ));
     }
     if let Some(written) = marker_listing(dest) {
+        if !replace.profile && !replace.force && written.is_profile() {
+            return Err(io(
+                dest,
+                "the output directory is a calibration profile servesim wrote (it lists meta.toml), which only `servesim calibrate` replaces; choose another --out, or pass --force to replace it and everything in it",
+            ));
+        }
         let foreign = foreign_entries(dest, &written)?;
         if foreign.is_empty() || replace.force {
             return Ok(());

@@ -589,9 +589,11 @@ fn a_symlink_inside_an_output_is_reported_not_followed() {
 /// The shipped profile directories carry a marker in the current form, listing exactly their
 /// files, so that the README's rebuild commands (`calibrate import-vidur`, `calibrate run --out
 /// calibrate/profiles/...`) replace them without `--force`: their markers had only the header
-/// (an early format no release reads as servesim's), and every rebuild was refused.
+/// (an early format no release reads as servesim's), and every rebuild was refused. Only
+/// `calibrate` replaces them so: `run --out` a profile (a typo) replaced it silently (round 12,
+/// 05), and now needs `--force`.
 #[test]
-fn the_shipped_profiles_are_replaceable_outputs() {
+fn the_shipped_profiles_are_replaceable_by_calibrate_only() {
     let root = crate::support::workspace_root().join("calibrate/profiles");
     let mut dirs = Vec::new();
     let mut stack = vec![root];
@@ -614,7 +616,27 @@ fn the_shipped_profiles_are_replaceable_outputs() {
             let p = e.unwrap().path();
             std::fs::copy(&p, copy.join(p.file_name().unwrap())).unwrap();
         }
+        let argv: Vec<std::ffi::OsString> = vec![
+            "servesim-calibrate".into(),
+            "fit".into(),
+            d.into(),
+            "--out".into(),
+            copy.clone().into(),
+        ];
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let code = servesim_calibrate::cli::main_with_args(argv, &mut out, &mut err);
+        let err = String::from_utf8_lossy(&err);
+        assert_eq!(code, 0, "{}: {err}", d.display());
         let r = run(&[&"run", &w.path("scenario.toml"), &"--out", &copy]);
+        assert_refused(&r, "calibration profile");
+        assert!(copy.join("meta.toml").is_file());
+        let r = run(&[
+            &"run",
+            &w.path("scenario.toml"),
+            &"--out",
+            &copy,
+            &"--force",
+        ]);
         assert_eq!(r.code, 0, "{}: {}", d.display(), r.stderr);
         assert!(copy.join("summary.json").is_file());
         assert!(!copy.join("fit.toml").exists());

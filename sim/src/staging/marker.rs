@@ -28,6 +28,8 @@ const ADDED_BY_COMMANDS: [&str; 2] = ["compare.csv", "plots"];
 pub(super) const MARKER_LIST: &str = "Entries written by servesim (any other entry is yours, and servesim then refuses to replace this directory without --force):\n";
 /// The line before the list of every path servesim wrote.
 pub(super) const MARKER_PATHS: &str = "Paths written by servesim, relative to this directory (any other file or directory in it is yours, and servesim then refuses to replace this directory without --force):\n";
+/// The file that makes an output directory a calibration profile.
+const PROFILE_META: &str = "meta.toml";
 /// The largest marker read: a sweep of 100,000 runs lists 5 paths per run (its directory and
 /// four files), 500,000 lines; 128 MiB leaves each about 260 bytes. A longer marker (or one cut
 /// short) counts as no marker.
@@ -42,6 +44,15 @@ pub(super) enum Listing {
 }
 
 impl Listing {
+    /// Whether servesim wrote a calibration profile here (its `meta.toml`; no other output has
+    /// one).
+    pub(super) fn is_profile(&self) -> bool {
+        match self {
+            Listing::Top(names) => names.iter().any(|n| n == PROFILE_META),
+            Listing::Paths(text) => text.lines().any(|l| l == PROFILE_META),
+        }
+    }
+
     /// The paths of a [`Listing::Paths`], for lookup (`None` for the previous format).
     fn paths(&self) -> Option<HashSet<&str>> {
         match self {
