@@ -1,5 +1,5 @@
-//! Ctrl-C (SIGINT) and SIGTERM for the commands that run simulations (`run`, `sweep`, `live`) or
-//! copy them (`merge`).
+//! Ctrl-C (SIGINT) and SIGTERM for the commands that run simulations (`run`, `sweep`, `live`),
+//! copy them (`merge`) or draw them (`plot`, between figures).
 //!
 //! While a [`CtrlC`] guard is alive, the first SIGINT or SIGTERM only raises a flag; the engine's
 //! clocks ([`InterruptibleClock`] for `run` and `sweep`, the live [`crate::live::WallClock`]) check

@@ -378,6 +378,33 @@ fn marked_dir(path: &Path) -> bool {
         && std::fs::symlink_metadata(path.join(MARKER_FILE)).is_ok_and(|m| m.is_file())
 }
 
+/// Remove the temporary figures a killed `plot` left in `plots` (`.NAME.servesim-tmp-PID.png`
+/// or `.svg`, and the older `.tmp-PID-NAME.png`/`.svg`): regular files whose PID no longer runs.
+/// The next `plot` took them for the user's and refused to draw (round 12, 06).
+pub fn clean_plot_debris(plots: &Path) {
+    let Ok(entries) = std::fs::read_dir(plots) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let Some(stem) = file
+            .strip_suffix(".png")
+            .or_else(|| file.strip_suffix(".svg"))
+        else {
+            continue;
+        };
+        let pid = if let Some((_, pid)) = stem.rsplit_once(".servesim-tmp-") {
+            pid.parse::<u32>().ok()
+        } else {
+            stem.strip_prefix(".tmp-").and_then(pid_of)
+        };
+        let regular = e.file_type().is_ok_and(|t| t.is_file());
+        if stem.starts_with('.') && regular && pid.is_some_and(|p| !process_alive(p)) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Remove the debris that killed writers of `parent/name` left: staging directories
 /// (`.NAME.servesim-tmp-PID-N`, and the older `.NAME.tmp-PID`) and set-aside old outputs
 /// (`.NAME.servesim-old-PID-N`: put back when the destination is missing, else deleted), each

@@ -642,3 +642,35 @@ fn the_shipped_profiles_are_replaceable_by_calibrate_only() {
         assert!(!copy.join("fit.toml").exists());
     }
 }
+
+/// A `plot` killed mid-figure left its hidden temporary figure in `plots/`, and every later
+/// `plot` of that output refused it as possibly the user's (round 12, 06): a dead process's
+/// temporary figures (either naming) are removed; a live one's, or a file of that look that is
+/// not a regular file, is not.
+#[test]
+fn plot_removes_the_temporary_figures_of_a_killed_plot() {
+    let w = setup();
+    let out = w.path("o");
+    let r = run(&[&"run", &w.path("scenario.toml"), &"--out", &out]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(run(&[&"plot", &out]).code, 0);
+    let pid = dead_pid();
+    let debris = [
+        format!(".kv_usage.servesim-tmp-{pid}.png"),
+        format!(".tmp-{pid}-kv_usage.svg"),
+    ];
+    for d in &debris {
+        std::fs::write(out.join("plots").join(d), "half a figure").unwrap();
+    }
+    let r = run(&[&"plot", &out]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for d in &debris {
+        assert!(!out.join("plots").join(d).exists(), "{d} left");
+    }
+    // This process runs: its name is not debris, and it is not servesim's to list.
+    let live = format!(".kv_usage.servesim-tmp-{}.png", std::process::id());
+    std::fs::write(out.join("plots").join(&live), "mine").unwrap();
+    let r = run(&[&"plot", &out]);
+    assert_refused(&r, &live);
+    assert!(out.join("plots").join(&live).is_file());
+}

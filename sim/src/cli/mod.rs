@@ -348,6 +348,8 @@ fn dispatch(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> anyhow::Resul
         Command::Check(a) => check::check_cmd(a, out, err),
         Command::Capacity(a) => capacity::capacity_cmd(a, out),
         Command::Plot { dir, cdf_rate } => {
+            // Ctrl-C stops between figures: those drawn are kept and listed, none half-drawn.
+            let _ctrl_c = crate::interrupt::CtrlC::install();
             let opts = crate::plot::SweepPlotOptions {
                 cdf_rate_per_s: cdf_rate,
             };

@@ -117,6 +117,27 @@ type PlotResult = std::result::Result<(), String>;
 type PngDraw<'a> = &'a dyn for<'b> Fn(&DrawingArea<BitMapBackend<'b>, Shift>) -> PlotResult;
 type SvgDraw<'a> = &'a dyn for<'b> Fn(&DrawingArea<SVGBackend<'b>, Shift>) -> PlotResult;
 
+thread_local! {
+    /// The figures [`both_sized`] has put in place since [`plot_dir`] began on this thread: they
+    /// join the output's marker even when the plot stops part-way (an error or Ctrl-C), so that
+    /// the next `plot` does not take them for the user's.
+    static DRAWN: std::cell::RefCell<Vec<PathBuf>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An error when Ctrl-C or SIGTERM asked the command to stop (checked between figures).
+fn stop_if_interrupted(dir: &Path) -> Result<()> {
+    if crate::interrupt::interrupted() {
+        return Err(perr(
+            dir,
+            format!(
+                "{} stopped the plot; the figures drawn before it are in place",
+                crate::interrupt::signal_name()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// `DIR/NAME.png` and `DIR/NAME.svg`, each drawn into a hidden temporary sibling (same
 /// extension, which the bitmap encoder needs) and renamed into place.
 fn both(dir: &Path, name: &str, f: PngDraw, g: SvgDraw) -> Result<Vec<PathBuf>> {
@@ -133,9 +154,10 @@ fn both_sized(
     let pid = std::process::id();
     let png = dir.join(format!("{name}.png"));
     let svg = dir.join(format!("{name}.svg"));
-    let png_tmp = dir.join(format!(".tmp-{pid}-{name}.png"));
-    let svg_tmp = dir.join(format!(".tmp-{pid}-{name}.svg"));
+    let png_tmp = dir.join(format!(".{name}.servesim-tmp-{pid}.png"));
+    let svg_tmp = dir.join(format!(".{name}.servesim-tmp-{pid}.svg"));
     let drawn = (|| {
+        stop_if_interrupted(dir)?;
         {
             let area = BitMapBackend::new(&png_tmp, size).into_drawing_area();
             f(&area).map_err(|e| perr(&png, e))?;
@@ -144,8 +166,12 @@ fn both_sized(
             let area = SVGBackend::new(&svg_tmp, size).into_drawing_area();
             g(&area).map_err(|e| perr(&svg, e))?;
         }
+        stop_if_interrupted(dir)?;
         std::fs::rename(&png_tmp, &png).map_err(|e| perr(&png, e))?;
-        std::fs::rename(&svg_tmp, &svg).map_err(|e| perr(&svg, e))
+        DRAWN.with(|d| d.borrow_mut().push(png.clone()));
+        std::fs::rename(&svg_tmp, &svg).map_err(|e| perr(&svg, e))?;
+        DRAWN.with(|d| d.borrow_mut().push(svg.clone()));
+        Ok(())
     })();
     if drawn.is_err() {
         let _ = std::fs::remove_file(&png_tmp);
@@ -170,6 +196,7 @@ pub fn plot_dir(dir: &Path, opts: &SweepPlotOptions) -> Result<(Vec<PathBuf>, Ve
             "exists and is not a directory; the plots go into DIR/plots/: move or rename it",
         ));
     }
+    crate::staging::clean_plot_debris(&plots);
     let servesims = crate::staging::is_servesim_output(dir);
     let occupied = std::fs::read_dir(&plots).is_ok_and(|mut d| d.next().is_some());
     if occupied && !servesims && !crate::staging::only_servesim_entries(&plots)? {
@@ -202,12 +229,26 @@ pub fn plot_dir(dir: &Path, opts: &SweepPlotOptions) -> Result<(Vec<PathBuf>, Ve
             "not a sweep directory (no sweep.csv) or a run directory (no summary.json)",
         ));
     }
-    let mut written = Vec::new();
+    DRAWN.with(|d| d.borrow_mut().clear());
+    let plotted = plot_each(dir, &plots, is_sweep, opts);
+    let written = DRAWN.with(|d| std::mem::take(&mut *d.borrow_mut()));
+    // In a servesim output the files join its marker; elsewhere `plots/` gets its own.
+    if !written.is_empty() && !crate::staging::add_to_marker(dir, &written)? {
+        crate::staging::mark_dir(&plots)?;
+    }
+    Ok((written, plotted?))
+}
+
+/// The figures of [`plot_dir`] (the sweep's, then the KV usage), into `plots`; the notes.
+fn plot_each(
+    dir: &Path,
+    plots: &Path,
+    is_sweep: bool,
+    opts: &SweepPlotOptions,
+) -> Result<Vec<String>> {
     let mut notes = Vec::new();
     if is_sweep {
-        let (files, n) = plot_sweep_noting(dir, &plots, opts)?;
-        written.extend(files);
-        notes = n;
+        notes = plot_sweep_noting(dir, plots, opts)?.1;
     }
     let kv = dir.join("kv_timeline.csv");
     if present(&kv)? {
@@ -215,11 +256,7 @@ pub fn plot_dir(dir: &Path, opts: &SweepPlotOptions) -> Result<(Vec<PathBuf>, Ve
         if samples.is_empty() {
             return Err(perr(&kv, "nothing to plot: no samples under the header"));
         }
-        written.extend(kv::plot_kv_usage_of_run(dir, &samples, &plots)?);
+        kv::plot_kv_usage_of_run(dir, &samples, plots)?;
     }
-    // In a servesim output the files join its marker; elsewhere `plots/` gets its own.
-    if !written.is_empty() && !crate::staging::add_to_marker(dir, &written)? {
-        crate::staging::mark_dir(&plots)?;
-    }
-    Ok((written, notes))
+    Ok(notes)
 }
