@@ -577,6 +577,7 @@ mod tests {
                 stable,
                 unstable_replica: None,
                 tolerance: crate::metrics::stability::MAX_QUEUE_GROWTH_FRACTION,
+                queue_window_s: 0.0,
             }),
         }
     }

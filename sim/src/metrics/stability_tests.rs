@@ -13,6 +13,7 @@ fn the_warning_names_the_failed_checks() {
         stable: false,
         unstable_replica: None,
         tolerance: MAX_QUEUE_GROWTH_FRACTION,
+        queue_window_s: 50.0,
     };
     let w = st(1.0, -0.2).warning().unwrap();
     assert!(
@@ -215,6 +216,67 @@ fn a_queue_growing_only_at_the_end_is_caught_by_the_trend() {
     assert!((s.queue_growth_se_per_s - se).abs() < 1e-12, "{s:?}");
     assert!(s.queue_growth_per_s > 0.05 + SE_ALLOWANCE * se);
     assert!(!s.stable);
+}
+
+/// The growth's standard error is printed to the growth's three decimals (it was printed to six
+/// significant digits below 0.01: "17.882 ± 0.00488941"), and in short exponent form when it
+/// would round to 0.000 (round 12, 07).
+#[test]
+fn the_growth_and_its_standard_error_share_their_precision() {
+    let st = |se| Stability {
+        offered_rate_per_s: 2.0,
+        achieved_rate_per_s: 2.0,
+        queue_growth_per_s: 17.882,
+        queue_growth_se_per_s: se,
+        stable: false,
+        unstable_replica: None,
+        tolerance: MAX_QUEUE_GROWTH_FRACTION,
+        queue_window_s: 50.0,
+    };
+    for (se, shown) in [
+        (0.00488941, "17.882 ± 0.005 req/s"),
+        (0.012, "17.882 ± 0.012 req/s"),
+        (9.10231e-5, "17.882 ± 9.1e-5 req/s"),
+        (0.0, "17.882 req/s"),
+    ] {
+        let w = st(se).warning().unwrap();
+        assert!(w.contains(&format!("grew {shown} over")), "{w}");
+    }
+}
+
+/// Ten bursts of 100 requests at irregular (Poisson) instants over 814 s, on one server taking
+/// 1.2 s each in order: 1,200 s of work (147 % load), 322 requests queued at the last arrival.
+/// The count in the system is a staircase that scatters by whole bursts about its line, so
+/// twice the slope's standard error exceeded the growth beyond the tolerance and the uncapped
+/// allowance judged this run stable (round 12, 01). The allowance is at most two requests over
+/// the window, and the run is unstable.
+#[test]
+fn a_bursty_overload_is_not_forgiven_as_scatter() {
+    const BURSTS_MS: [u64; 10] = [
+        0, 2_530, 59_623, 177_903, 227_153, 474_421, 509_845, 747_047, 801_752, 814_086,
+    ];
+    let mut c = Vec::new();
+    let mut free_ns: Ns = 0;
+    for at_ms in BURSTS_MS {
+        for _ in 0..100 {
+            let arrival = at_ms * 1_000_000;
+            let finish = free_ns.max(arrival) + 12 * S / 10;
+            free_ns = finish;
+            c.push(req(arrival, finish));
+        }
+    }
+    let s = stability(&c).unwrap();
+    let bound = s.tolerance * s.offered_rate_per_s;
+    assert!(s.queue_growth_per_s > bound, "{s:?}");
+    assert!(
+        s.queue_growth_per_s <= bound + SE_ALLOWANCE * s.queue_growth_se_per_s,
+        "the uncapped allowance would pass it: {s:?}"
+    );
+    assert!(
+        s.queue_growth_per_s > bound + SE_ALLOWANCE_MAX_REQUESTS / s.queue_window_s,
+        "{s:?}"
+    );
+    assert!(!s.stable, "{s:?}");
 }
 
 #[test]
