@@ -471,9 +471,11 @@ pub(crate) fn fast_equals_step(
 ) -> Result<u64, TestCaseError> {
     prop_assert_eq!(step.stats.fast_forwarded_iterations, 0);
     prop_assert_eq!(step.stats.ff_absorbed_arrivals, 0);
+    prop_assert_eq!(step.stats.ff_absorbing_boundaries, 0);
     let forwarded = fast.stats.fast_forwarded_iterations;
     fast.stats.fast_forwarded_iterations = 0;
     fast.stats.ff_absorbed_arrivals = 0;
+    fast.stats.ff_absorbing_boundaries = 0;
     prop_assert_eq!(&fast.kv_timeline, &step.kv_timeline);
     prop_assert_eq!(&fast.completions, &step.completions);
     prop_assert_eq!(&fast.stats, &step.stats);
@@ -539,11 +541,15 @@ fn fast_forward_is_identical_to_stepping_every_iteration() {
 /// Differential test of MLFQ's stepwise fast-forward, which — when the batch holds every queued
 /// request — also starts at an iteration that prefilled some of them and carries on through
 /// completions (issue "Performance"), and takes in an arrival that joins the batch of everyone
-/// without stopping (`code` preset). Cases are shaped for that regime: a batch limit above the
-/// request count, sparse arrivals (gaps up to 2 s, so the batch drains and refills, or up to
-/// 150 ms, so arrivals come while a batch runs), short outputs (completions inside runs), and KV
-/// from tight to ample. Every MLFQ preset, offload mode, level cap and host size; outputs must
-/// equal stepping every iteration, and some runs must have taken arrivals in.
+/// without stopping (`code` preset), several at one boundary too. Cases are shaped for that
+/// regime: a batch limit above the request count, sparse arrivals (gaps up to 2 s, so the batch
+/// drains and refills, or up to 150 ms, so arrivals come while a batch runs, or 0, so several
+/// arrive together), short outputs (completions inside runs), and KV from tight to ample; in half
+/// the cases arrivals together may overrun the token budget, in a quarter the batch limit
+/// (mutating either check of `Mlfq::may_absorb` fails the test). Every
+/// MLFQ preset, offload mode, level cap and host size; outputs must equal stepping every
+/// iteration, some runs must have taken arrivals in and some must have taken several in at one
+/// boundary.
 /// `SERVESIM_POLICY_CASES=N` runs N.
 #[test]
 fn mlfq_fast_forward_through_prefills_and_completions_is_identical_to_stepping() {
@@ -559,11 +565,13 @@ fn mlfq_fast_forward_through_prefills_and_completions_is_identical_to_stepping()
         0u32..40,
         0usize..3,
         0usize..3,
+        0usize..4,
     );
     let mut runner = policy_runner(48);
     let forwarded = std::cell::Cell::new(0u64);
     let absorbed = std::cell::Cell::new(0u64);
-    let result = runner.run(&strategy, |(gaps, policy, knob, extra_kv, cost, host)| {
+    let several = std::cell::Cell::new(0u64);
+    let result = runner.run(&strategy, |(gaps, policy, knob, extra_kv, cost, host, lim)| {
         let mut t = 0;
         let rows: Vec<Row> = gaps
             .into_iter()
@@ -581,15 +589,22 @@ fn mlfq_fast_forward_through_prefills_and_completions_is_identical_to_stepping()
             [0, 3][(knob / 8 % 2) as usize],
         );
         let need = rows.iter().map(|r| blocks(r.1 + r.2 - 1)).max().unwrap();
+        // Room for everyone, or arrivals together may overrun the token budget (the longest
+        // prompt fits alone) or the batch limit.
+        let (batch, batch_tokens) = [(64, 2048), (64, 200), (64, 200), (6, 2048)][lim];
         let mut scn = Scn::new(policy, COSTS[cost])
-            .batch(64)
+            .batch(batch)
             .kv(need + extra_kv)
             .table(&table)
             .table("[output]\nkv_timeline_interval_s = 0.25");
         scn.max_context_tokens = CONTEXT;
+        scn.max_batch_tokens = batch_tokens;
         scn.host_kv_bytes = [Some(0), Some(40 << 20), None][host];
         let (fast, step) = scn.try_run_both(&rows).map_err(TestCaseError::fail)?;
         absorbed.set(absorbed.get() + fast.stats.ff_absorbed_arrivals);
+        // More arrivals than boundaries taking them in: some boundary took several.
+        let extra = fast.stats.ff_absorbed_arrivals - fast.stats.ff_absorbing_boundaries;
+        several.set(several.get() + extra);
         forwarded.set(forwarded.get() + fast_equals_step(fast, &step)?);
         Ok(())
     });
@@ -598,4 +613,8 @@ fn mlfq_fast_forward_through_prefills_and_completions_is_identical_to_stepping()
     }
     assert!(forwarded.get() > 0, "no case fast-forwarded");
     assert!(absorbed.get() > 0, "no run of repeats took an arrival in");
+    assert!(
+        several.get() > 0,
+        "no run of repeats took several arrivals in at one boundary"
+    );
 }

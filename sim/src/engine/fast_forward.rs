@@ -9,11 +9,11 @@ use crate::cost::BatchShape;
 use crate::error::{Result, SimError};
 use crate::policy::{Limits, ReplicaView, Steady};
 use crate::predict::Predictor;
+use crate::vocab::TraceRow;
 use crate::vocab::kv::extra_blocks_for;
 use crate::vocab::request::{KvLoc, Request};
 use crate::vocab::sketch::GapRun;
 use crate::vocab::time::Ns;
-use crate::vocab::{TraceRow, request::Slot};
 
 /// Scratch bound per fast-forward (the next one continues from there).
 const MAX_REPEATS: usize = 1 << 20;
@@ -272,11 +272,10 @@ impl Run {
 pub(super) enum Stop {
     /// The run is over.
     Done,
-    /// At boundary `m`, the arrival `slot` joins the batch: `need` blocks for its decodes,
-    /// `finished` requests finish there first.
+    /// At boundary `m`, the arrivals in `Sim::ff_joining` join the batch: `need` blocks for its
+    /// decodes, `finished` requests finish there first.
     Absorb {
         m: usize,
-        slot: Slot,
         need: u32,
         finished: usize,
     },
@@ -288,7 +287,7 @@ impl Sim {
     /// checks, while nothing could make the next boundary decide differently: no other event
     /// comes first, nobody finishes or outlives its prediction, the KV blocks of the next step fit
     /// and the policy's [`crate::policy::Steady`] bounds hold. An arrival that the policy would
-    /// simply add to the batch is taken in ([`Sim::ff_absorb`]). Each repeated iteration still
+    /// simply add to the batch is taken in ([`Sim::ff_absorb`]), several at one boundary too. Each repeated iteration still
     /// gets its own cost-model time, observer call, event count and KV accounting, so every
     /// output is identical to stepping. Returns the end of the last iteration launched.
     #[allow(clippy::too_many_arguments)]
@@ -310,13 +309,8 @@ impl Sim {
         loop {
             match self.ff_segment(r, &mut run, &b, &mut shape, trace, predictor, observer)? {
                 Stop::Done => break,
-                Stop::Absorb {
-                    m,
-                    slot,
-                    need,
-                    finished,
-                } => {
-                    let at = (m, slot, need, finished);
+                Stop::Absorb { m, need, finished } => {
+                    let at = (m, need, finished);
                     let sh = &mut shape;
                     b = self.ff_absorb(r, at, &mut run, b, sh, predictor, observer)?;
                 }

@@ -1,8 +1,8 @@
-//! A fast-forward taking in an arrival. When the next event is an arrival before the next
-//! boundary and the policy would simply add the newcomer to the batch there (MLFQ's batch of
-//! everyone: [`crate::policy::FastForward::may_absorb`]), the arrival is handled here exactly as
+//! A fast-forward taking in arrivals. When the next events are arrivals before the next
+//! boundary and the policy would simply add the newcomers to the batch there (MLFQ's batch of
+//! everyone: [`crate::policy::FastForward::may_absorb`]), the arrivals are handled here exactly as
 //! the event loop would, the boundary is passed as stepping would pass it — the batch's records
-//! brought up to date, the newcomer's prefill launched with everyone's decodes — and a new
+//! brought up to date, the newcomers' prefills launched with everyone's decodes — and a new
 //! segment of repeats follows, without the policy writing its lazy state back, scheduling or
 //! checking the plan.
 
@@ -72,8 +72,9 @@ impl Sim {
     }
 
     /// The boundary `m` of segment `run` (`at`: `m` and the blocks `need` of its decodes) is
-    /// stopped by the next event: if that is an arrival, handle it, and if
-    /// it joins the batch there (after the requests finishing there), say so.
+    /// stopped by the next event: if that is an arrival, handle it and every other arrival by
+    /// the boundary (into `Sim::ff_joining`), and if they all join the batch there (after the
+    /// requests finishing there), say so.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn ff_try_absorb(
         &mut self,
@@ -87,10 +88,25 @@ impl Sim {
     ) -> Result<Stop> {
         let (m, mut need) = at;
         let now = run.cur_end;
-        let slot = self.ff_take_arrival(r, now, trace, predictor, observer)?;
-        let Some(slot) = slot else {
+        let mut joining = std::mem::take(&mut self.ff_joining);
+        joining.clear();
+        while self.arrival_by(now) {
+            match self.ff_take_arrival(r, now, trace, predictor, observer) {
+                Ok(Some(s)) => joining.push(s),
+                Ok(None) => {
+                    joining.clear();
+                    break;
+                }
+                Err(e) => {
+                    self.ff_joining = joining;
+                    return Err(e);
+                }
+            }
+        }
+        self.ff_joining = joining;
+        if self.ff_joining.is_empty() {
             return Ok(Stop::Done);
-        };
+        }
         let rep = &self.replicas[r as usize];
         let mut free = rep.kv.free_blocks();
         let mut finished = 0;
@@ -101,64 +117,55 @@ impl Sim {
                 return Ok(Stop::Done);
             }
         }
-        Ok(if self.ff_may_absorb(r, now, slot, need, free, steady) {
-            Stop::Absorb {
-                m,
-                slot,
-                need,
-                finished,
-            }
+        Ok(if self.ff_may_absorb(r, now, need, free, steady) {
+            Stop::Absorb { m, need, finished }
         } else {
             Stop::Done
         })
     }
 
-    /// Whether arrival `s` joins replica `r`'s batch at the boundary `now` (the batch's decodes
-    /// need `need` blocks there, `free` are free once those finishing there are done): nothing
-    /// else happens by then, the policy adds it and changes nothing else, and the blocks of the
-    /// whole popped batch fit with the policy's reserve.
-    fn ff_may_absorb(
-        &mut self,
-        r: u32,
-        now: Ns,
-        s: Slot,
-        need: u32,
-        free: u32,
-        steady: Steady,
-    ) -> bool {
+    /// Whether the arrivals `Sim::ff_joining` join replica `r`'s batch at the boundary `now` (the
+    /// batch's decodes need `need` blocks there, `free` are free once those finishing there are
+    /// done): nothing else happens by then, the policy adds them and changes nothing else, and
+    /// the blocks of the whole popped batch fit with the policy's reserve.
+    fn ff_may_absorb(&mut self, r: u32, now: Ns, need: u32, free: u32, steady: Steady) -> bool {
         if self.heap.peek().is_some_and(|Reverse(e)| e.0 <= now) {
             return false;
         }
         let (limits, block_tokens) = (self.cfg.limits, self.cfg.block_tokens);
         let rep = &mut self.replicas[r as usize];
-        let q = rep.reqs.get(s);
-        let total = need + extra_blocks_for(q.prefill_tokens() as u64, q.blocks, block_tokens);
-        if total > free || free - total < steady.min_free_blocks {
+        let prefills = self.ff_joining.iter().map(|&s| {
+            let q = rep.reqs.get(s);
+            extra_blocks_for(q.prefill_tokens() as u64, q.blocks, block_tokens) as u64
+        });
+        let total = need as u64 + prefills.sum::<u64>();
+        if total > free as u64 || free as u64 - total < steady.min_free_blocks as u64 {
             return false;
         }
         let batch_len = rep.batch.len();
         let view = view!(rep, now, limits);
+        let joining = &self.ff_joining[..];
         rep.policy
             .fast_forward()
-            .is_some_and(|ff| ff.may_absorb(batch_len, s, &view))
+            .is_some_and(|ff| ff.may_absorb(batch_len, joining, &view))
     }
 
-    /// Pass boundary `m` of the segment `run` (at `run.cur_end`) as stepping would, with arrival
-    /// `s` joining the batch (`at`: `m`, `s`, the blocks `need` of the decodes there and how
-    /// many requests finish there first), launch the iteration with its prefill and start the
-    /// next segment (`run` reset to it); returns that segment's bounds.
+    /// Pass boundary `m` of the segment `run` (at `run.cur_end`) as stepping would, with the
+    /// arrivals `Sim::ff_joining` joining the batch (`at`: `m`, the blocks `need` of the decodes
+    /// there and how many requests finish there first), launch the iteration with their
+    /// prefills and start the next segment (`run` reset to it); returns that segment's bounds.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn ff_absorb(
         &mut self,
         r: u32,
-        at: (usize, Slot, u32, usize),
+        at: (usize, u32, usize),
         run: &mut Run,
         b: Bounds,
         shape: &mut BatchShape,
         predictor: &mut dyn Predictor,
         observer: &mut dyn Observer,
     ) -> Result<Bounds> {
-        let (m, s, need, finished) = at;
+        let (m, need, finished) = at;
         let (limits, block_tokens) = (self.cfg.limits, self.cfg.block_tokens);
         let now = run.cur_end;
         let dur = now - run.cur_start;
@@ -167,7 +174,8 @@ impl Sim {
         self.stats.events += 1;
         self.check_guards(now)?;
         self.stats.makespan_ns = self.stats.makespan_ns.max(now);
-        self.stats.ff_absorbed_arrivals += 1;
+        self.stats.ff_absorbed_arrivals += self.ff_joining.len() as u64;
+        self.stats.ff_absorbing_boundaries += 1;
         self.mark_changed(r);
         let rep = &mut self.replicas[r as usize];
         rep.account_usage(now);
@@ -193,15 +201,16 @@ impl Sim {
             );
         }
         run.flush_gaps(rep);
+        let joining = &self.ff_joining[..];
         {
             let view = view!(rep, now, limits);
             if let Some(ff) = rep.policy.fast_forward() {
-                ff.on_steady_absorb(s, m as u64, dur, &view);
+                ff.on_steady_absorb(joining, m as u64, dur, &view);
             }
         }
         let times = (run.service_ns, now, run.first_token_ns);
         rep.commit_records(m as u64, times, &self.ff_top, block_tokens);
-        let end = rep.ff_join(r, s, now, need, block_tokens, shape, observer)?;
+        let end = rep.ff_join(r, joining, now, need, block_tokens, shape, observer)?;
         self.stats.iterations += 1;
         let rep = &self.replicas[r as usize];
         let (loose, next_finish) = batch_repeats(rep);
@@ -221,13 +230,13 @@ impl Sim {
 
 impl Replica {
     /// Launch at boundary `now` the iteration of the batch's decodes (`need` new blocks; `shape`
-    /// their repeat) with arrival `s`'s whole prefill, as `form_batch` and `launch_single` do;
-    /// leaves in `shape` the decodes that repeat it. Returns its end.
+    /// their repeat) with the whole prefills of `arrivals`, as `form_batch` and `launch_single`
+    /// do; leaves in `shape` the decodes that repeat it. Returns its end.
     #[allow(clippy::too_many_arguments)]
     fn ff_join(
         &mut self,
         r: u32,
-        s: Slot,
+        arrivals: &[Slot],
         now: Ns,
         need: u32,
         block_tokens: u32,
@@ -235,20 +244,26 @@ impl Replica {
         observer: &mut dyn Observer,
     ) -> Result<Ns> {
         shape.decode_context_tokens += self.batch.len() as u64;
-        let q = self.reqs.get_mut_moving(s, SampleState::Running);
-        q.in_batch = true;
-        q.step_tokens = q.prefill_left();
-        let prompt = q.step_tokens;
-        let extra = extra_blocks_for(prompt as u64, q.blocks, block_tokens);
-        q.blocks += extra;
-        if q.first_scheduled_ns.is_none() {
-            q.first_scheduled_ns = Some(now);
-        }
-        let ok = self.kv.try_alloc(need + extra);
-        debug_assert!(ok, "free blocks were checked");
-        self.batch.push(s);
         let mut launched = *shape;
-        launched.add_prefill_chunk(prompt, 0);
+        let mut blocks = need;
+        for &s in arrivals {
+            let q = self.reqs.get_mut_moving(s, SampleState::Running);
+            q.in_batch = true;
+            q.step_tokens = q.prefill_left();
+            let prompt = q.step_tokens;
+            let extra = extra_blocks_for(prompt as u64, q.blocks, block_tokens);
+            q.blocks += extra;
+            blocks += extra;
+            if q.first_scheduled_ns.is_none() {
+                q.first_scheduled_ns = Some(now);
+            }
+            self.batch.push(s);
+            launched.add_prefill_chunk(prompt, 0);
+            // Its repeats: everyone decodes, the newcomer's context its prompt + the new token.
+            shape.add_decode(prompt);
+        }
+        let ok = self.kv.try_alloc(blocks);
+        debug_assert!(ok, "free blocks were checked");
         let d = self.executor.run_iteration(&launched)?;
         let end = now
             .checked_add(d)
@@ -257,8 +272,6 @@ impl Replica {
         self.count_iteration(d, launched.requests() as u64);
         observer.on_iteration(r, now, end, &launched);
         self.report_memory(r, now, end, block_tokens, observer);
-        // Its repeats: everyone decodes, the newcomer's context its prompt + the new token.
-        shape.add_decode(prompt);
         Ok(end)
     }
 }

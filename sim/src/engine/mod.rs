@@ -178,6 +178,7 @@ pub fn simulate_clocked(
         fast_forward: clock.fast_forward(),
         ff_alloc: Vec::new(),
         ff_top: Vec::new(),
+        ff_joining: Vec::new(),
     };
     if sim.router.reads_request_changes() {
         for rep in &mut sim.replicas {
@@ -237,6 +238,9 @@ struct Sim {
     /// Scratch: the largest gaps of a fast-forward's repeats, ascending (see
     /// `Sim::fast_forward`).
     ff_top: Vec<Ns>,
+    /// Scratch: the arrivals a fast-forward takes in at one boundary, in arrival order (see
+    /// `ff_absorb.rs`).
+    ff_joining: Vec<crate::vocab::request::Slot>,
 }
 
 impl Sim {

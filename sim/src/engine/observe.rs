@@ -160,6 +160,8 @@ pub struct RunStats {
     /// Arrivals a fast-forward took into its batch without stopping (a speed statistic, not an
     /// output).
     pub ff_absorbed_arrivals: u64,
+    /// Boundaries at which a fast-forward took arrivals in (one or more each; a speed statistic).
+    pub ff_absorbing_boundaries: u64,
     /// Replica loads the router read, over every decision (a speed statistic, not an output).
     pub route_loads_read: u64,
     /// Replicas reported changed to the router, over every decision (every replica at the first).

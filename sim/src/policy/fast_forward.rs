@@ -115,17 +115,25 @@ pub trait FastForward {
     }
 
     /// With [`Steady::stepwise`] and [`Steady::through_completions`], at a boundary (at
-    /// `view.now_ns`) before which request `s` arrived (reported through
-    /// [`Policy::on_arrival`](super::Policy::on_arrival) during the run): whether the next
-    /// [`Policy::schedule`](super::Policy::schedule) would run `s` with the `batch_len` requests
-    /// of the batch and change nothing else, provided the popped batch's KV blocks (the arrival's
-    /// prefill included) leave [`Steady::min_free_blocks`] free, which the engine checks. `false`
-    /// (the default): the engine stops the run there.
-    fn may_absorb(&self, _batch_len: usize, _s: Slot, _view: &ReplicaView) -> bool {
+    /// `view.now_ns`) before which the requests `arrivals` (one or more, in arrival order) arrived
+    /// (reported through [`Policy::on_arrival`](super::Policy::on_arrival) during the run):
+    /// whether the next [`Policy::schedule`](super::Policy::schedule) would run them all with the
+    /// `batch_len` requests of the batch and change nothing else, provided the popped batch's KV
+    /// blocks (the arrivals' prefills included) leave [`Steady::min_free_blocks`] free, which the
+    /// engine checks. `false` (the default): the engine stops the run there.
+    fn may_absorb(&self, _batch_len: usize, _arrivals: &[Slot], _view: &ReplicaView) -> bool {
         false
     }
 
     /// After [`FastForward::may_absorb`] said yes: what [`FastForward::on_steady_step`] does at
-    /// this boundary, with `s` joining the batch (it has not run yet) and followed from now on.
-    fn on_steady_absorb(&mut self, _s: Slot, _repeat: u64, _duration_ns: Ns, _view: &ReplicaView) {}
+    /// this boundary, with `arrivals` joining the batch (they have not run yet) and followed from
+    /// now on.
+    fn on_steady_absorb(
+        &mut self,
+        _arrivals: &[Slot],
+        _repeat: u64,
+        _duration_ns: Ns,
+        _view: &ReplicaView,
+    ) {
+    }
 }

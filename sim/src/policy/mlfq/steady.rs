@@ -117,12 +117,18 @@ impl FastForward for Mlfq {
         self.absorbs()
     }
 
-    fn may_absorb(&self, batch_len: usize, s: Slot, view: &ReplicaView) -> bool {
-        Mlfq::may_absorb(self, batch_len, s, view)
+    fn may_absorb(&self, batch_len: usize, arrivals: &[Slot], view: &ReplicaView) -> bool {
+        Mlfq::may_absorb(self, batch_len, arrivals, view)
     }
 
-    fn on_steady_absorb(&mut self, s: Slot, repeat: u64, duration_ns: Ns, view: &ReplicaView) {
-        self.lazy_absorb(s, duration_ns, view.now_ns, |x| {
+    fn on_steady_absorb(
+        &mut self,
+        arrivals: &[Slot],
+        repeat: u64,
+        duration_ns: Ns,
+        view: &ReplicaView,
+    ) {
+        self.lazy_absorb(arrivals, duration_ns, view.now_ns, |x| {
             view.req(x).kv_tokens_after_next() + repeat as u32 - 1
         });
     }
@@ -149,7 +155,7 @@ impl FastForward for Mlfq {
                 i += q.len();
             }
         } else if self.order.len() > batch.len() {
-            // The run's first boundary, with an arrival the batch does not hold.
+            // The run's first boundary, with arrivals the batch does not hold.
             self.order_without_newest(batch);
         } else {
             self.order.copy_prefix(batch);
