@@ -284,6 +284,9 @@ pub struct Mlfq {
     /// Tests: search victims by the reference walk of the window from the back, reading each.
     #[cfg(test)]
     walk_victims: bool,
+    /// Tests: the guard's spared victims passed over one victim search at a time.
+    #[cfg(test)]
+    walk_spared: bool,
     /// Tests: evict by the reference walk of the whole `ran_order` instead of `resident`.
     #[cfg(test)]
     walk_ran_order: bool,
@@ -367,6 +370,8 @@ impl Mlfq {
             walk_kvless: false,
             #[cfg(test)]
             walk_victims: false,
+            #[cfg(test)]
+            walk_spared: false,
             #[cfg(test)]
             walk_ran_order: false,
             #[cfg(test)]
