@@ -123,7 +123,8 @@ pub struct CompareArgs {
 }
 
 /// A finished run's warnings on stderr (after the run: a failed run's stderr stays its one error
-/// line): the scenario's, and a `kv_timeline.csv` cut at its row limit.
+/// line): the scenario's, the run's instability or thrash, and a `kv_timeline.csv` cut at its row
+/// limit.
 fn print_warnings(
     err: &mut dyn Write,
     resolved: &crate::scenario::Resolved,
@@ -134,6 +135,9 @@ fn print_warnings(
         writeln!(err, "warning: {}: {w}", resolved.scenario_path.display())?;
     }
     if let Some(w) = summary.stability_warning() {
+        writeln!(err, "warning: {w}")?;
+    }
+    if let Some(w) = summary.thrash_warning() {
         writeln!(err, "warning: {w}")?;
     }
     if let Some(t) = kv_cut_at_ns {

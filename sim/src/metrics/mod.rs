@@ -223,6 +223,26 @@ impl Summary {
         stability::run_warning(st, self.requests, self.jct_s.as_ref().map(|d| d.mean))
     }
 
+    /// The warning of a run whose requests were preempted at least
+    /// [`THRASH_PREEMPTIONS_PER_REQUEST`] times each on average (`None` below that, or with no
+    /// request): memory was over-committed and the policy kept evicting KV it then recomputed or
+    /// copied back. Such a run's events grow faster than its requests (with the square of a
+    /// burst's size under `mlfq`'s `batch_memory = "evict"` and recompute), so it says so rather
+    /// than leaving a slow run unexplained. The stability check cannot: a burst (one arrival
+    /// instant) is not judged.
+    pub fn thrash_warning(&self) -> Option<String> {
+        if self.requests == 0 {
+            return None;
+        }
+        let per_request = self.preemptions as f64 / self.requests as f64;
+        (per_request >= THRASH_PREEMPTIONS_PER_REQUEST).then(|| {
+            format!(
+                "requests were preempted {per_request:.0} times each on average ({} preemptions for {} requests): memory is over-committed and the policy keeps throwing away (or copying out) KV that it needs again, so most of the run's work is redone; such runs slow down faster than their request counts grow (summary.json \"preemptions\"); give the replicas more KV memory or admit fewer requests at once",
+                self.preemptions, self.requests
+            )
+        })
+    }
+
     /// Whether the run is unstable on arrivals spanning under
     /// [`stability::SHORT_TRACE_JCTS`] mean JCTs ([`stability::short_trace`]).
     pub fn short_trace(&self) -> bool {
@@ -241,6 +261,11 @@ impl Summary {
         }
     }
 }
+
+/// Preemptions per request from which a run warns that its policy thrashes
+/// ([`Summary::thrash_warning`]). Healthy runs preempt a request a few times at most; the `mlfq`
+/// evict-and-recompute bursts that thrash preempt it 100 times and more.
+pub const THRASH_PREEMPTIONS_PER_REQUEST: f64 = 20.0;
 
 pub fn summarize(
     scenario: &str,
@@ -453,5 +478,26 @@ mod tests {
         assert_eq!(m.per_token_s, 0.6);
         assert_eq!(m.itl_max_s, Some(0.7));
         assert_eq!(m.itl_p99_s, Some(0.7));
+    }
+
+    #[test]
+    fn thrash_warns_from_twenty_preemptions_per_request() {
+        // A 5,000-request burst of `mlfq` evict + recompute (adversarial round 11, 05) preempted
+        // 558,054 times and said nothing: a burst is not judged for stability.
+        let mut s = summarize("s", "mlfq", 0, &[], &RunStats::default());
+        assert_eq!(s.thrash_warning(), None, "no request: nothing to say");
+        s.requests = 5000;
+        s.preemptions = 558_054;
+        let w = s
+            .thrash_warning()
+            .expect("112 preemptions per request warn");
+        assert!(
+            w.starts_with("requests were preempted 112 times each"),
+            "{w}"
+        );
+        s.preemptions = 99_999;
+        assert_eq!(s.thrash_warning(), None, "19.99 per request: no warning");
+        s.preemptions = 100_000;
+        assert!(s.thrash_warning().is_some(), "20 per request warn");
     }
 }

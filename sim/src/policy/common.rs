@@ -158,6 +158,11 @@ pub(super) trait Window {
     /// cannot join, and make nobody be evicted: [`NoOps`]). Only when misfits are skipped, with
     /// no chunk budget and no deferred new request.
     fn pass_no_ops(&mut self, _no_ops: &NoOps) {}
+    /// [`Window::pop_victim`] passing over (out of the window) every victim whose `seq` is at most
+    /// `after`: the lowest-ranked evictable request of the window that arrived after `after`.
+    fn pop_victim_later(&mut self, view: &ReplicaView, seq: &[u64], after: u64) -> Option<Slot> {
+        pop_later_by_pops(self, view, seq, after)
+    }
     /// The victim [`Window::pop_victim`] just returned is not evicted after all: the window
     /// ends below it again (it may still be a candidate). Only formations with a
     /// [`RecomputeGuard`] call it; by default it stays out of the window.
@@ -182,6 +187,22 @@ impl RecomputeGuard<'_> {
     /// Whether candidate `c` may preempt `v` by recompute.
     fn allows(&self, view: &ReplicaView, c: Slot, v: Slot) -> bool {
         view.req(c).blocks > 0 && self.arrival_seq[c as usize] < self.arrival_seq[v as usize]
+    }
+}
+
+/// [`Window::pop_victim_later`] by one [`Window::pop_victim`] per victim passed over (the
+/// default, and the tests' reference).
+pub(super) fn pop_later_by_pops(
+    w: &mut (impl Window + ?Sized),
+    view: &ReplicaView,
+    seq: &[u64],
+    after: u64,
+) -> Option<Slot> {
+    loop {
+        let v = w.pop_victim(view)?;
+        if seq[v as usize] > after {
+            return Some(v);
+        }
     }
 }
 
@@ -355,8 +376,17 @@ fn evict_lower(
 ) -> bool {
     let (free, freeing) = room;
     let (preemption, guard) = how;
+    // A candidate holding KV passes over every victim the guard spares when every eviction is a
+    // recompute (no host room for even one block): the window may skip them without reading.
+    let no_swap = preemption == PreemptionChoice::Recompute
+        || view.host_blocks_for(1) > view.host_free_blocks();
+    let later = guard.filter(|&(_, c)| no_swap && view.req(c).blocks > 0);
     while need > *free + *freeing {
-        let Some(v) = order.pop_victim(view) else {
+        let v = match later {
+            Some((g, c)) => order.pop_victim_later(view, g.arrival_seq, g.arrival_seq[c as usize]),
+            None => order.pop_victim(view),
+        };
+        let Some(v) = v else {
             break;
         };
         let blocks = view.req(v).blocks;

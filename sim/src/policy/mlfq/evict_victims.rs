@@ -60,6 +60,7 @@ impl Mlfq {
         {
             w.walk_kvless = self.walk_kvless;
             w.walk_victims = self.walk_victims;
+            w.walk_spared = self.walk_spared;
         }
         w
     }

@@ -5,18 +5,37 @@ use super::super::ReplicaView;
 use super::super::common::{Window, evictable};
 use super::LEVEL_CAP;
 use crate::vocab::request::Slot;
+use std::cell::Cell;
 
 #[cfg(test)]
 #[path = "levels_walk.rs"]
 mod levels_walk;
 
+#[path = "levels_spared.rs"]
+mod levels_spared;
+use levels_spared::{find_slot, rfind_slot};
+
 /// One level: a double-ended queue kept in one slice, `buf[start..]` (the room before `start`
 /// takes requests pushed at the front). Unlike a ring buffer it always reads as one slice, so a
 /// scan over many short levels pays little per level.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub(super) struct Level {
     buf: Vec<Slot>,
     start: usize,
+    /// At least the largest arrival sequence number of the requests it holds (`u64::MAX`:
+    /// unknown): set by the victim search that read them all (module `levels_spared`), reset
+    /// by every change that may add a request (a removal leaves it an upper bound).
+    seq_bound: Cell<u64>,
+}
+
+impl Default for Level {
+    fn default() -> Self {
+        Level {
+            buf: Vec::new(),
+            start: 0,
+            seq_bound: Cell::new(u64::MAX),
+        }
+    }
 }
 
 impl Level {
@@ -27,6 +46,7 @@ impl Level {
 
     #[inline]
     pub(super) fn as_mut_slice(&mut self) -> &mut [Slot] {
+        self.seq_bound.set(u64::MAX);
         &mut self.buf[self.start..]
     }
 
@@ -50,14 +70,17 @@ impl Level {
     }
 
     pub(super) fn push_back(&mut self, s: Slot) {
+        self.seq_bound.set(u64::MAX);
         self.buf.push(s);
     }
 
     pub(super) fn extend_from_slice(&mut self, from: &[Slot]) {
+        self.seq_bound.set(u64::MAX);
         self.buf.extend_from_slice(from);
     }
 
     pub(super) fn push_front(&mut self, s: Slot) {
+        self.seq_bound.set(u64::MAX);
         if self.start == 0 {
             self.make_front_room(1);
         }
@@ -119,13 +142,15 @@ impl Level {
 
     /// Insert `s` at position `i`.
     pub(super) fn insert(&mut self, i: usize, s: Slot) {
+        self.seq_bound.set(u64::MAX);
         self.buf.insert(self.start + i, s);
     }
 
     /// Of the first `n` requests, keep those `keep` says (in order); the others stay as they
     /// are. O(n).
     pub(super) fn retain_first(&mut self, n: usize, mut keep: impl FnMut(Slot) -> bool) {
-        let q = self.as_mut_slice();
+        // Only removes: `seq_bound` stays a bound.
+        let q = &mut self.buf[self.start..];
         let mut w = n;
         for r in (0..n).rev() {
             let s = q[r];
@@ -460,6 +485,8 @@ impl Levels {
             walk_kvless: false,
             #[cfg(test)]
             walk_victims: false,
+            #[cfg(test)]
+            walk_spared: false,
         }
     }
 
@@ -562,6 +589,9 @@ pub(super) struct LevelsWindow<'a> {
     pub(super) walk_kvless: bool,
     #[cfg(test)]
     pub(super) walk_victims: bool,
+    /// Tests: pass over the victims a guard spares one [`Window::pop_victim`] at a time.
+    #[cfg(test)]
+    pub(super) walk_spared: bool,
 }
 
 impl Window for LevelsWindow<'_> {
@@ -669,6 +699,10 @@ impl Window for LevelsWindow<'_> {
         None
     }
 
+    fn pop_victim_later(&mut self, view: &ReplicaView, seq: &[u64], after: u64) -> Option<Slot> {
+        self.pop_later(view, seq, after)
+    }
+
     fn no_resident_left(&mut self, _view: &ReplicaView) -> bool {
         false
     }
@@ -702,35 +736,6 @@ impl LevelsWindow<'_> {
         }
         None
     }
-}
-
-/// The place of `t` in `q` (`q.len()` if it is not there): the slots compared in blocks, with no
-/// request read.
-fn find_slot(q: &[Slot], t: Slot) -> usize {
-    const BLOCK: usize = 32;
-    let mut blocks = q.chunks_exact(BLOCK);
-    let mut at = 0;
-    for b in blocks.by_ref() {
-        if b.iter().fold(false, |any, &x| any | (x == t)) {
-            break;
-        }
-        at += BLOCK;
-    }
-    at + q[at..].iter().position(|&x| x == t).unwrap_or(q.len() - at)
-}
-
-/// The place of `t` in `q` searched from the back (0 if it is not there): the slots compared in
-/// blocks, with no request read.
-fn rfind_slot(q: &[Slot], t: Slot) -> usize {
-    const BLOCK: usize = 32;
-    let mut end = q.len();
-    for b in q.rchunks_exact(BLOCK) {
-        if b.iter().fold(false, |any, &x| any | (x == t)) {
-            break;
-        }
-        end -= BLOCK;
-    }
-    q[..end].iter().rposition(|&x| x == t).unwrap_or(0)
 }
 
 /// [`Levels::iter`]: the levels' slices one after the other.
