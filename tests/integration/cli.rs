@@ -295,6 +295,30 @@ fn seed_flags_beyond_a_scenario_seed_are_refused() {
     );
 }
 
+/// `defer_new_below_host_free_frac` outside [0, 1] (round 12, 08): NaN or a negative value
+/// turned deferral off silently, and one above 1 stalled every run with a host pool ("produced
+/// an invalid plan … the run would never end"), naming no file, line or key.
+#[test]
+fn a_deferral_fraction_outside_zero_to_one_is_refused_at_its_line() {
+    let w = Workdir::new();
+    w.write("trace.csv", format!("{HEADER}{GOOD_ROWS}"));
+    for policy in ["skip-join-mlfq", "mlfq", "fcfs-swap"] {
+        for v in ["nan", "-1", "1.5", "inf"] {
+            let table = format!("\n[policies.{policy}]\ndefer_new_below_host_free_frac = {v}\n");
+            w.write("scenario.toml", scenario(policy, &table));
+            let r = run_in(&w, &[]);
+            assert_user_error(
+                &w,
+                &r,
+                &[
+                    "line 19: ",
+                    &format!("[policies.{policy}] defer_new_below_host_free_frac must be"),
+                ],
+            );
+        }
+    }
+}
+
 /// Parameter tables (round 8, case 07): an unknown key was blamed on the line and name of a key
 /// before it that fails only alone (`chunk_size` without chunked prefill); `[policies.srpt-oracle]`
 /// errors named `[policies.srpt]`; `list policy mlfq` listed `skip_join`, which no table may set.

@@ -256,6 +256,15 @@ impl Config {
         if !(c.starvation_threshold_s.is_finite() && c.starvation_threshold_s > 0.0) {
             return Err(bad("starvation_threshold_s must be > 0".into()));
         }
+        let frac = c.defer_new_below_host_free_frac;
+        if !(0.0..=1.0).contains(&frac) {
+            // NaN or below 0 turned deferral off silently; above 1 deferred every new request
+            // while the host held anything, and the run stalled (round 12, 08).
+            return Err(bad(format!(
+                "defer_new_below_host_free_frac must be a fraction of the host pool in [0, 1], got {}",
+                crate::error::num(frac)
+            )));
+        }
         if c.starvation_period_iterations == 0 {
             return Err(bad("starvation_period_iterations must be ≥ 1".into()));
         }
