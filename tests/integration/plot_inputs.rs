@@ -275,6 +275,27 @@ fn plot_refuses_a_cut_short_or_garbled_requests_csv() {
         "{}",
         r.stderr
     );
+    // Without summary.json's integer count, the run's `requests` in sweep.csv decides (round 12,
+    // 02: a missing summary.json, `200.0` or `"200"` skipped the check).
+    std::fs::write(run.join("requests.csv"), rows(20, false)).unwrap();
+    for summary in [
+        None,
+        Some("{\"requests\": 200.0}\n"),
+        Some("{\"requests\": \"200\"}\n"),
+    ] {
+        match summary {
+            None => std::fs::remove_file(run.join("summary.json")).unwrap(),
+            Some(text) => std::fs::write(run.join("summary.json"), text).unwrap(),
+        }
+        let r = plot_within_a_minute(&dir);
+        assert_eq!(r.code, 2, "{summary:?}: {}", r.stderr);
+        assert!(
+            r.stderr
+                .contains("holds 20 requests but its `requests` in sweep.csv counts 200"),
+            "{}",
+            r.stderr
+        );
+    }
     std::fs::write(run.join("requests.csv"), rows(200, false)).unwrap();
     let r = plot_within_a_minute(&dir);
     assert_eq!(r.code, 0, "{}", r.stderr);

@@ -532,6 +532,12 @@ fn plot_sweep_dir(rows: &str, jcts: &[&str]) -> (crate::support::CliResult, Work
     for run in 0..rows.lines().count() {
         std::fs::create_dir_all(w.path(&format!("runs/{run}-vllm"))).unwrap();
         w.write(&format!("runs/{run}-vllm/requests.csv"), &req);
+        // The count plot checks requests.csv against (sweep.csv's `requests` is that of the
+        // rows under test).
+        w.write(
+            &format!("runs/{run}-vllm/summary.json"),
+            format!("{{\"requests\": {}}}\n", jcts.len()),
+        );
     }
     let r = cli(["plot".into(), w.dir.path().as_os_str().to_owned()]);
     (r, w)
@@ -670,7 +676,7 @@ fn one_decade_sweep() -> Workdir {
             for seed in [0, 1] {
                 let stable = !(p == "fcfs" && rate == 3);
                 csv.push_str(&format!(
-                    "{run},{p},{rate},{seed},10,{jct},{jct},0.05,{stable},\n"
+                    "{run},{p},{rate},{seed},3,{jct},{jct},0.05,{stable},\n"
                 ));
                 let dir = format!("runs/{run:04}-{p}-{rate}-{seed}");
                 std::fs::create_dir_all(w.path(&dir)).unwrap();

@@ -129,7 +129,8 @@ pub fn plot_sweep_noting(
     let rows = &sweep.rows;
     let cdf_rate =
         cdf_rate(rows, opts.cdf_rate_per_s).map_err(|m| perr(&sweep_dir.join("sweep.csv"), m))?;
-    let cdf = cdf_data(rows, cdf_rate, sweep_dir)?;
+    let requests_col = sweep.metrics.iter().position(|m| m == "requests");
+    let cdf = cdf_data(rows, requests_col, cdf_rate, sweep_dir)?;
     std::fs::create_dir_all(plots_dir).map_err(|e| perr(plots_dir, e))?;
     let seeds: BTreeSet<u64> = rows
         .iter()
@@ -330,8 +331,10 @@ fn run_dirs(sweep_dir: &Path) -> BTreeMap<usize, PathBuf> {
 
 /// The `jct_s` values of `dir/requests.csv`, sorted (none when the run wrote no requests.csv).
 /// Each row needs a number in `jct_s` (one a plot cannot place is left out), and the rows must
-/// be the requests `dir/summary.json` counts: a cut-short or garbled file was drawn as a CDF of what was left (20 of 200 rows).
-fn read_jcts(dir: &Path) -> Result<Vec<f64>> {
+/// be the requests `dir/summary.json` counts (or, when that file cannot say, the run's
+/// `requests` in sweep.csv, `listed`): a cut-short or garbled file was drawn as a CDF of what
+/// was left (20 of 200 rows), also when summary.json was missing or its count not an integer.
+fn read_jcts(dir: &Path, listed: Option<f64>) -> Result<Vec<f64>> {
     let path = dir.join("requests.csv");
     if !path.exists() {
         return Ok(Vec::new());
@@ -370,12 +373,25 @@ fn read_jcts(dir: &Path) -> Result<Vec<f64>> {
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
         .and_then(|j| j["requests"].as_u64());
-    if let Some(n) = counted.filter(|&n| n != rows) {
+    let (n, source) = match (counted, listed) {
+        (Some(n), _) => (n as f64, summary_path.display().to_string()),
+        (None, Some(x)) => (x, "its `requests` in sweep.csv".to_string()),
+        (None, None) => {
+            return Err(perr(
+                &path,
+                format!(
+                    "cannot be checked: {} gives no request count and sweep.csv has no `requests` column; rerun the run, or plot a complete copy",
+                    summary_path.display()
+                ),
+            ));
+        }
+    };
+    if n != rows as f64 {
         return Err(perr(
             &path,
             format!(
-                "holds {rows} requests but {} counts {n}: the file was cut short or edited; rerun the run, or plot a complete copy",
-                summary_path.display()
+                "holds {rows} requests but {source} counts {}: the file was cut short or edited; rerun the run, or plot a complete copy",
+                crate::error::num(n)
             ),
         ));
     }
@@ -389,7 +405,12 @@ type CdfData = (Vec<(String, Vec<f64>)>, BTreeSet<String>);
 /// The JCTs the CDF at `pick` draws: the first run (lowest seed) of each series at that rate,
 /// read from the runs' `requests.csv` under `sweep_dir/runs/` (read, and checked, before any
 /// plot is written).
-fn cdf_data(rows: &[Row], pick: Option<(f64, bool)>, sweep_dir: &Path) -> Result<CdfData> {
+fn cdf_data(
+    rows: &[Row],
+    requests_col: Option<usize>,
+    pick: Option<(f64, bool)>,
+    sweep_dir: &Path,
+) -> Result<CdfData> {
     let dirs = run_dirs(sweep_dir);
     let mut cdf: Vec<(String, Vec<f64>)> = Vec::new();
     let mut seeds: BTreeSet<String> = BTreeSet::new();
@@ -400,7 +421,8 @@ fn cdf_data(rows: &[Row], pick: Option<(f64, bool)>, sweep_dir: &Path) -> Result
         let Some(dir) = dirs.get(&r.run) else {
             continue;
         };
-        let v = read_jcts(dir)?;
+        let listed = requests_col.and_then(|k| r.metrics.get(k).copied().flatten());
+        let v = read_jcts(dir, listed)?;
         if !v.is_empty() {
             cdf.push((r.series.clone(), v));
             seeds.extend(r.seed.clone());
