@@ -65,40 +65,8 @@ impl Mlfq {
             self.state[s as usize] = st;
         }
         self.group_requeued(batch, &mut count, top);
-        let mut marked = false;
-        let mut from = 0usize;
-        for p in 0..=top {
-            let n = leaving[p] as usize;
-            let group = count[p] as usize..count[p + 1] as usize;
-            if n == 0 && group.is_empty() {
-                continue;
-            }
-            let seg = match sorted {
-                true => &batch[from..from + n],
-                false => &[][..],
-            };
-            from += n;
-            let stay = sorted && moved >> p & 1 == 0;
-            let valid = [true, true, self.res_valid, self.fit_valid];
-            let counts = [leaving[p], ran_leaving[p], res_leaving[p], fit_leaving[p]];
-            // Unrolled: each queue's own `requeue_one` (its `match` folds away).
-            macro_rules! one {
-                ($i:literal) => {
-                    if valid[$i] && (counts[$i] > 0 || !group.is_empty()) {
-                        let g = group.clone();
-                        let m = (counts[$i], stay);
-                        let touched = self.requeue_one($i, p, seg, m, g, batch, &mut marked);
-                        if $i == 0 {
-                            self.requeue_touched += touched;
-                        }
-                    }
-                };
-            }
-            one!(0);
-            one!(1);
-            one!(2);
-            one!(3);
-        }
+        let leaving = [&leaving, &ran_leaving, &res_leaving, &fit_leaving];
+        let marked = self.requeue_levels(batch, (sorted, moved), top, &count, leaving);
         for &s in batch {
             self.ran[s as usize] = true;
             self.res[s as usize] = true;
@@ -113,6 +81,56 @@ impl Mlfq {
         }
     }
 
+    /// Requeue `batch` (grouped by new level in `self.requeued`, `count` as
+    /// [`Mlfq::group_requeued`] leaves it) at levels `0..=top` of each queue:
+    /// `leaving[i][p]` of its members leave level p of queue i ([`Mlfq::requeue_one`]; `sorted`
+    /// and `moved` as `requeue_batch` found them). Returns whether the batch was marked in
+    /// `taken`.
+    fn requeue_levels(
+        &mut self,
+        batch: &[Slot],
+        (sorted, moved): (bool, u64),
+        top: usize,
+        count: &[u32],
+        leaving: [&[u32; LEVEL_CAP as usize + 1]; 4],
+    ) -> bool {
+        let mut marked = false;
+        let mut from = 0usize;
+        for p in 0..=top {
+            let n = leaving[0][p] as usize;
+            let group = count[p] as usize..count[p + 1] as usize;
+            if n == 0 && group.is_empty() {
+                continue;
+            }
+            let seg = match sorted {
+                true => &batch[from..from + n],
+                false => &[][..],
+            };
+            from += n;
+            let stay = sorted && moved >> p & 1 == 0;
+            let valid = [true, true, self.res_valid, self.fit_valid];
+            let counts = [leaving[0][p], leaving[1][p], leaving[2][p], leaving[3][p]];
+            // Unrolled: each queue's own `requeue_one` (its `match` folds away).
+            macro_rules! one {
+                ($i:literal) => {
+                    if valid[$i] && (counts[$i] > 0 || !group.is_empty()) {
+                        let g = group.clone();
+                        let m = (counts[$i], stay);
+                        let touched = self.requeue_one(($i, p), seg, m, g, batch, &mut marked);
+                        if $i == 0 {
+                            self.requeue_touched += touched;
+                        }
+                    }
+                };
+            }
+            one!(0);
+            one!(1);
+            one!(2);
+            one!(3);
+        }
+        marked
+    }
+
     /// Requeue at level `p` of queue `i` (`order`, `ran_order`, `resident`, `fit0`) the `m`
     /// batch members that leave it and the group `self.requeued[group]`; returns the entries
     /// looked at. `seg`: the batch members that leave level p of `order`, in batch order (empty
@@ -125,8 +143,7 @@ impl Mlfq {
     #[inline(always)]
     fn requeue_one(
         &mut self,
-        i: usize,
-        p: usize,
+        (i, p): (usize, usize),
         seg: &[Slot],
         (m, stay): (u32, bool),
         group: std::ops::Range<usize>,

@@ -21,7 +21,7 @@ fn prefix_batches_are_requeued_without_marks() {
         let mut m = Mlfq::new(mlfq_config(cost.as_ref(), reverses), cost.clone(), "mlfq");
         let n: Slot = 200;
         for s in 0..n {
-            let level = (s % 5) as u32;
+            let level = s % 5;
             m.state.push(State {
                 level,
                 attained_ns: rand(m.quantum_ns(level)),
