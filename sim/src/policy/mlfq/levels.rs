@@ -15,6 +15,9 @@ mod levels_walk;
 mod levels_spared;
 use levels_spared::{find_slot, rfind_slot};
 
+#[path = "levels_requeue.rs"]
+mod levels_requeue;
+
 /// One level: a double-ended queue kept in one slice, `buf[start..]` (the room before `start`
 /// takes requests pushed at the front). Unlike a ring buffer it always reads as one slice, so a
 /// scan over many short levels pays little per level.
@@ -302,50 +305,6 @@ impl Levels {
         self.sync(p);
     }
 
-    /// Level `p` loses its `n` requests marked in `taken` (searched as [`free_ends`] does) and
-    /// gets `group` at its front; its other requests keep their order. Returns the entries
-    /// looked at.
-    pub(super) fn requeue_level(
-        &mut self,
-        p: usize,
-        n: u32,
-        taken: &[bool],
-        group: &[Slot],
-    ) -> u64 {
-        let q = &mut self.q[p];
-        let (looked, gone, back_gone) = free_ends(q.as_mut_slice(), n, taken);
-        if back_gone > 0 {
-            let len = q.len();
-            q.truncate(len - back_gone);
-        }
-        // The first `gone` places are free: the group's last ones go there and the rest in front
-        // of them, or the free places left over go.
-        let k = group.len();
-        if k >= gone {
-            q.as_mut_slice()[..gone].copy_from_slice(&group[k - gone..]);
-            let more = k - gone;
-            if more > 0 {
-                if q.start < more {
-                    q.make_front_room(more);
-                }
-                q.start -= more;
-                let at = q.start;
-                q.buf[at..at + more].copy_from_slice(&group[..more]);
-            }
-        } else {
-            let extra = gone - k;
-            q.as_mut_slice()[extra..gone].copy_from_slice(group);
-            q.drop_front(extra);
-        }
-        self.work += k as u64;
-        if q.is_empty() {
-            self.mask &= !(1 << p);
-        } else {
-            self.mask |= 1 << p;
-        }
-        looked
-    }
-
     pub(super) fn clear(&mut self) {
         for p in Bits(self.mask) {
             self.q[p].clear();
@@ -502,55 +461,6 @@ impl Levels {
             ..self.window()
         }
     }
-}
-
-/// Find the `n` requests of `q` marked in `taken` (or all there are), searched from its front
-/// and, once the front search has passed `2n + 16` entries without finding them all, from both
-/// ends in turn (a starvation check leaves the batch behind the promoted block: at the back).
-/// Those found from the front become `q`'s first ones (the others before them keep their order
-/// behind them), those found from the back its last ones (the others after them keep their
-/// order in front of them). Returns the entries looked at and how many were found from the
-/// front and from the back.
-fn free_ends(q: &mut [Slot], n: u32, taken: &[bool]) -> (u64, usize, usize) {
-    let len = q.len();
-    let front_only = 2 * n as usize + 16;
-    let (mut a, mut b, mut left) = (0, 0, n);
-    let (mut found_front, mut found_back) = (0, 0);
-    while left > 0 && a + b < len {
-        if a >= front_only && a - front_only >= b {
-            b += 1;
-            if taken[q[len - b] as usize] {
-                (found_back, left) = (found_back + 1, left - 1);
-            }
-        } else {
-            a += 1;
-            if taken[q[a - 1] as usize] {
-                (found_front, left) = (found_front + 1, left - 1);
-            }
-        }
-    }
-    // Front: the others right-aligned in `q[..a]`.
-    let (mut w, mut r, mut others) = (a, a, a - found_front);
-    while others > 0 {
-        r -= 1;
-        if !taken[q[r] as usize] {
-            w -= 1;
-            q[w] = q[r];
-            others -= 1;
-        }
-    }
-    // Back: the others left-aligned in `q[len - b..]`.
-    let (mut w, mut others) = (len - b, b - found_back);
-    let mut r = len - b;
-    while others > 0 {
-        if !taken[q[r] as usize] {
-            q[w] = q[r];
-            w += 1;
-            others -= 1;
-        }
-        r += 1;
-    }
-    ((a + b) as u64, found_front, found_back)
 }
 
 /// [`Window`] over [`Levels`]: the candidates are taken from the front and the victims searched

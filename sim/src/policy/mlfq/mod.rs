@@ -163,6 +163,8 @@ mod offload;
 mod params;
 mod queues;
 #[cfg(test)]
+mod queues_tests;
+#[cfg(test)]
 mod reference;
 mod reserve;
 mod resident;
@@ -316,6 +318,9 @@ pub struct Mlfq {
     /// Queue entries [`Mlfq::requeue_batch`] looked at one by one (bulk copies aside): a work
     /// count for tests.
     requeue_touched: u64,
+    /// Batch members [`Mlfq::requeue_batch`] marked in `taken` to search for them (a work count
+    /// for tests: a batch that leaves its levels from their fronts is not marked).
+    requeue_marks: u64,
     /// Set while a stepwise fast-forward is followed lazily (see [`Lazy`]).
     lazy: Lazy,
     /// `quantum_ns(p)` for every level (computed once: it is on every iteration's path).
@@ -388,6 +393,7 @@ impl Mlfq {
             taken: Vec::new(),
             requeued: Vec::new(),
             requeue_touched: 0,
+            requeue_marks: 0,
             lazy: Lazy {
                 bound_ns: i64::MAX,
                 ..Lazy::default()

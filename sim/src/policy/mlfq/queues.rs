@@ -40,10 +40,21 @@ impl Mlfq {
         let mut fit_leaving = [0u32; LEVEL_CAP as usize + 1];
         let mut count = [0u32; LEVEL_CAP as usize + 2];
         let mut top = 0usize;
+        // Whether the batch goes by old level (it was formed in priority order): then the
+        // members leaving level p are `batch[from[p]..from[p + 1]]`. And bit p of `moved`: a
+        // member left level p for another or came to it from another.
+        let mut sorted = true;
+        let mut prev = 0usize;
+        let mut moved = 0u64;
         self.ensure_ran(self.state.len());
         for &s in batch {
             let st = self.charged(s, duration_ns, now, max_level, &kv_tokens);
             let old = self.state[s as usize].level as usize;
+            sorted &= old >= prev;
+            prev = old;
+            if st.level as usize != old {
+                moved |= 1 << old | 1 << st.level;
+            }
             leaving[old] += 1;
             ran_leaving[old] += self.ran[s as usize] as u32;
             res_leaving[old] += self.res[s as usize] as u32;
@@ -54,34 +65,120 @@ impl Mlfq {
             self.state[s as usize] = st;
         }
         self.group_requeued(batch, &mut count, top);
-        self.mark_taken(batch, true);
-        let taken = &self.taken;
-        for p in 0..=top {
-            let group = &self.requeued[count[p] as usize..count[p + 1] as usize];
-            if leaving[p] > 0 || !group.is_empty() {
-                self.requeue_touched += self.order.requeue_level(p, leaving[p], taken, group);
-            }
-            if ran_leaving[p] > 0 || !group.is_empty() {
-                self.ran_order
-                    .requeue_level(p, ran_leaving[p], taken, group);
-            }
-            // The batch holds GPU blocks: it is (again) in `resident`, at its level's front.
-            if self.res_valid && (res_leaving[p] > 0 || !group.is_empty()) {
-                self.resident.requeue_level(p, res_leaving[p], taken, group);
-            }
-            // And in `fit0` (its next token may fit its blocks).
-            if self.fit_valid && (fit_leaving[p] > 0 || !group.is_empty()) {
-                self.fit0.requeue_level(p, fit_leaving[p], taken, group);
-            }
-        }
+        let leaving = [&leaving, &ran_leaving, &res_leaving, &fit_leaving];
+        let marked = self.requeue_levels(batch, (sorted, moved), top, &count, leaving);
         for &s in batch {
-            self.taken[s as usize] = false;
             self.ran[s as usize] = true;
             self.res[s as usize] = true;
         }
-        for &s in batch {
-            self.set_fit0(s, true);
+        if marked {
+            self.mark_taken(batch, false);
         }
+        if self.fit_valid {
+            for &s in batch {
+                self.set_fit0(s, true);
+            }
+        }
+    }
+
+    /// Requeue `batch` (grouped by new level in `self.requeued`, `count` as
+    /// [`Mlfq::group_requeued`] leaves it) at levels `0..=top` of each queue:
+    /// `leaving[i][p]` of its members leave level p of queue i ([`Mlfq::requeue_one`]; `sorted`
+    /// and `moved` as `requeue_batch` found them). Returns whether the batch was marked in
+    /// `taken`.
+    fn requeue_levels(
+        &mut self,
+        batch: &[Slot],
+        (sorted, moved): (bool, u64),
+        top: usize,
+        count: &[u32],
+        leaving: [&[u32; LEVEL_CAP as usize + 1]; 4],
+    ) -> bool {
+        let mut marked = false;
+        let mut from = 0usize;
+        for p in 0..=top {
+            let n = leaving[0][p] as usize;
+            let group = count[p] as usize..count[p + 1] as usize;
+            if n == 0 && group.is_empty() {
+                continue;
+            }
+            let seg = match sorted {
+                true => &batch[from..from + n],
+                false => &[][..],
+            };
+            from += n;
+            let stay = sorted && moved >> p & 1 == 0;
+            let valid = [true, true, self.res_valid, self.fit_valid];
+            let counts = [leaving[0][p], leaving[1][p], leaving[2][p], leaving[3][p]];
+            // Unrolled: each queue's own `requeue_one` (its `match` folds away).
+            macro_rules! one {
+                ($i:literal) => {
+                    if valid[$i] && (counts[$i] > 0 || !group.is_empty()) {
+                        let g = group.clone();
+                        let m = (counts[$i], stay);
+                        let touched = self.requeue_one(($i, p), seg, m, g, batch, &mut marked);
+                        if $i == 0 {
+                            self.requeue_touched += touched;
+                        }
+                    }
+                };
+            }
+            one!(0);
+            one!(1);
+            one!(2);
+            one!(3);
+        }
+        marked
+    }
+
+    /// Requeue at level `p` of queue `i` (`order`, `ran_order`, `resident`, `fit0`) the `m`
+    /// batch members that leave it and the group `self.requeued[group]`; returns the entries
+    /// looked at. `seg`: the batch members that leave level p of `order`, in batch order (empty
+    /// when the batch does not go by old level). Where the level starts with `seg` (all `m` are
+    /// in it), they are replaced without a search: `stay` (nobody left the level for another or
+    /// came to it) reverses them in place with `requeue_reverses_batch` (the group is `seg`
+    /// reversed) or keeps them (it is `seg`), else the group takes their places
+    /// ([`Levels::requeue_prefix`](super::levels::Levels::requeue_prefix)). Elsewhere the batch is
+    /// marked in `taken` (once, `marked`) and searched for.
+    #[inline(always)]
+    fn requeue_one(
+        &mut self,
+        (i, p): (usize, usize),
+        seg: &[Slot],
+        (m, stay): (u32, bool),
+        group: std::ops::Range<usize>,
+        batch: &[Slot],
+        marked: &mut bool,
+    ) -> u64 {
+        let reverses = self.cfg.requeue_reverses_batch;
+        let q = match i {
+            0 => &mut self.order,
+            1 => &mut self.ran_order,
+            2 => &mut self.resident,
+            _ => &mut self.fit0,
+        };
+        let group = &self.requeued[group];
+        if m as usize == seg.len() && !seg.is_empty() {
+            let done = match stay {
+                true => q.requeue_prefix_in_place(p, seg, reverses),
+                false => q.requeue_prefix(p, seg, group),
+            };
+            if done {
+                return m as u64;
+            }
+        }
+        // (With nobody leaving, the search reads no marks.)
+        if m > 0 && !*marked {
+            *marked = true;
+            self.requeue_marks += batch.len() as u64;
+            if self.taken.len() < self.state.len() {
+                self.taken.resize(self.state.len(), false);
+            }
+            for &s in batch {
+                self.taken[s as usize] = true;
+            }
+        }
+        q.requeue_level(p, m, &self.taken, group)
     }
 
     /// Group `batch` (its new states set) by new level into `self.requeued` (counting sort:
@@ -94,8 +191,10 @@ impl Mlfq {
         }
         let mut fill = [0u32; LEVEL_CAP as usize + 2];
         fill.copy_from_slice(count);
-        self.requeued.clear();
-        self.requeued.resize(batch.len(), 0);
+        // Every place up to `batch.len()` is written below (no need to clear it first).
+        if self.requeued.len() < batch.len() {
+            self.requeued.resize(batch.len(), 0);
+        }
         for &s in batch {
             let p = self.state[s as usize].level as usize;
             self.requeued[fill[p] as usize] = s;

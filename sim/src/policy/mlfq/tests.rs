@@ -25,7 +25,7 @@ impl Mlfq {
 
     /// Each level of `order` holds requests of that level, and `ran_order` is, level by level,
     /// the subsequence of `order` of the requests marked as having run.
-    fn assert_ran_order(&self) {
+    pub(super) fn assert_ran_order(&self) {
         for (p, q) in self.order.levels() {
             assert!(
                 q.iter()
@@ -217,7 +217,7 @@ fn paper_swaps_out_largest_enst_code_swaps_out_last_queued() {
 /// The order `requeue_batch` must give, rebuilt from scratch: level by level, the batch
 /// members now at that level (reversed with `requeue_reverses_batch`), then its other members
 /// in their old order.
-fn requeue_reference(m: &Mlfq, old: &[Slot], batch: &[Slot]) -> Vec<Slot> {
+pub(super) fn requeue_reference(m: &Mlfq, old: &[Slot], batch: &[Slot]) -> Vec<Slot> {
     let mut out = Vec::new();
     for p in 0..=LEVEL_CAP {
         let at = |&&s: &&Slot| m.state[s as usize].level == p;
@@ -232,7 +232,7 @@ fn requeue_reference(m: &Mlfq, old: &[Slot], batch: &[Slot]) -> Vec<Slot> {
 }
 
 /// `mlfq`'s default configuration with `requeue_reverses_batch` set.
-fn mlfq_config(cost: &dyn CostModel, reverses: bool) -> Config {
+pub(super) fn mlfq_config(cost: &dyn CostModel, reverses: bool) -> Config {
     let mut cfg = Params::default().resolve(false, cost, "mlfq").unwrap();
     cfg.requeue_reverses_batch = reverses;
     cfg
