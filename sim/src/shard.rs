@@ -544,10 +544,9 @@ fn shards_by_index(shards: &[Loaded]) -> Result<Vec<Option<&Loaded>>> {
         }
         if let Some(i) = differing_input(&first.m.inputs, &s.m.inputs) {
             return Err(SimError::config(format!(
-                "{} and {} read different contents of the sweep's inputs ({} in the second differs from every input of the first): rerun the shards on the same files",
+                "{} and {} read different contents of the sweep's inputs ({i}): rerun the shards on the same files",
                 first.dir.display(),
                 s.dir.display(),
-                i.file
             )));
         }
         if let Some(other) = by_index[s.m.shard] {

@@ -571,6 +571,26 @@ fn swapped_symlinked_or_absolute_traces_do_not_merge() {
     assert_merge_refused_for_inputs(&w, &s0, &s1, "a.csv");
 }
 
+/// A shard.json edited to list no inputs merged when that shard was given second (its list
+/// named nothing the first lacked) and was refused given first (round 12, 09): refused both ways.
+#[test]
+fn a_shard_listing_fewer_inputs_is_refused_in_either_order() {
+    let w = Workdir::new();
+    let header = "arrival_s,input_tokens,output_tokens\n";
+    w.write("a.csv", format!("{header}0,10,5\n1,20,5\n"));
+    w.write("b.csv", format!("{header}0,30,7\n2,40,9\n"));
+    let s = w.write("s.toml", two_trace_sweep("."));
+    let s0 = half_of_two(&w, &s, 0);
+    let s1 = half_of_two(&w, &s, 1);
+    let manifest = s1.join("shard.json");
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    m["inputs"] = serde_json::json!([]);
+    std::fs::write(&manifest, serde_json::to_string_pretty(&m).unwrap()).unwrap();
+    assert_merge_refused_for_inputs(&w, &s0, &s1, "a.csv of the first is not among");
+    assert_merge_refused_for_inputs(&w, &s1, &s0, "a.csv in the second differs");
+}
+
 /// `sweep SCENARIO --shard I/2 --out W/sI` (which must succeed); its directory.
 fn half_of_two(w: &Workdir, scenario: &Path, i: usize) -> PathBuf {
     let dir = w.path(&format!("s{i}"));

@@ -127,11 +127,13 @@ fn hash_file(path: &Path, folder: Option<&Path>) -> Result<InputHash> {
     })
 }
 
-/// The first input of `b` that differs from `a`'s: with the same file names, the first whose
-/// contents differ from its namesake's (two traces' contents swapped merged: round 9, 10); else
-/// (the files sit elsewhere on another machine) the first whose contents no input of `a` has.
-/// `None` when both read the same.
-pub(super) fn differing_input<'a>(a: &[InputHash], b: &'a [InputHash]) -> Option<&'a InputHash> {
+/// How `b`'s inputs differ from `a`'s, in words naming a file (`None` when both read the
+/// same): with the same file names, the first of `b` whose contents differ from its
+/// namesake's (two traces' contents swapped merged: round 9, 10); else (the files sit
+/// elsewhere on another machine) the first of `b` whose contents no input of `a` has, or the
+/// first of `a` whose contents `b` lacks (a shard listing fewer inputs merged when given
+/// second: round 12, 09).
+pub(super) fn differing_input(a: &[InputHash], b: &[InputHash]) -> Option<String> {
     if file_names(a) == file_names(b) {
         let by_name: std::collections::HashMap<&str, &str> = a
             .iter()
@@ -139,7 +141,8 @@ pub(super) fn differing_input<'a>(a: &[InputHash], b: &'a [InputHash]) -> Option
             .collect();
         return b
             .iter()
-            .find(|i| by_name.get(i.file.as_str()) != Some(&i.fnv1a64.as_str()));
+            .find(|i| by_name.get(i.file.as_str()) != Some(&i.fnv1a64.as_str()))
+            .map(|i| format!("{} in the second differs from the first's", i.file));
     }
     let mut ha: Vec<&str> = a.iter().map(|i| i.fnv1a64.as_str()).collect();
     let mut hb: Vec<&str> = b.iter().map(|i| i.fnv1a64.as_str()).collect();
@@ -148,9 +151,16 @@ pub(super) fn differing_input<'a>(a: &[InputHash], b: &'a [InputHash]) -> Option
     if ha == hb {
         return None;
     }
-    b.iter()
-        .find(|i| !ha.contains(&i.fnv1a64.as_str()))
-        .or_else(|| b.first())
+    if let Some(i) = b.iter().find(|i| !ha.contains(&i.fnv1a64.as_str())) {
+        return Some(format!(
+            "{} in the second differs from every input of the first",
+            i.file
+        ));
+    }
+    Some(match a.iter().find(|i| !hb.contains(&i.fnv1a64.as_str())) {
+        Some(i) => format!("{} of the first is not among the second's inputs", i.file),
+        None => "the two list the same contents a different number of times".to_string(),
+    })
 }
 
 /// The names of `inputs`' files, sorted.
