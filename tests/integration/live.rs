@@ -452,6 +452,28 @@ fn compare_refuses_swapped_mismatched_garbage_and_partial_dirs() {
             "first_token_s − arrival_s",
         ],
     );
+    // Without the columns those checks read, it was not checked at all (round 12, 10).
+    let k = text
+        .lines()
+        .next()
+        .unwrap()
+        .split(',')
+        .position(|h| h == "finish_s")
+        .unwrap();
+    let dropped: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let mut c: Vec<&str> = l.split(',').collect();
+            c.remove(k);
+            c.join(",")
+        })
+        .collect();
+    std::fs::write(&path, dropped.join("\n") + "\n").unwrap();
+    fails(
+        "sim",
+        "live_ttft",
+        &["requests.csv", "no `finish_s` column"],
+    );
     // A requests.csv of NUL bytes (a sparse file) fails at its first byte (it was read whole:
     // /dev/zero took 17.8 s and 4.2 GB).
     copy("live", "live_nul");

@@ -492,32 +492,26 @@ fn request_columns(dir: &Path) -> Result<[Vec<f64>; 3]> {
     };
     let idx = [col("jct_s")?, col("ttft_s")?, col("tpot_s")?];
     let id_col = col("id")?;
-    let span = (col("arrival_s").ok(), col("finish_s").ok());
-    let first_token = col("first_token_s").ok();
+    // Required, as every run writes them: without them the checks below were skipped, and a
+    // requests.csv with both dropped and its latencies scaled compared silently (round 12, 10).
+    let (arrival, finish, first_token) =
+        (col("arrival_s")?, col("finish_s")?, col("first_token_s")?);
     let mut seen: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
     let mut out: [Vec<f64>; 3] = Default::default();
     for rec in rd.records() {
         let rec = rec.map_err(|e| crate::trace::csv_reader::csv_err(&path, 0, "(row)", e))?;
         let line = rec.position().map_or(0, |p| p.line());
         check_request_id(&path, line, rec.get(id_col).unwrap_or(""), &mut seen)?;
-        if let (Some(a), Some(f)) = span {
-            let names = ["arrival_s", "finish_s", "jct_s"];
-            check_jct(
-                &path,
-                line,
-                [rec.get(a), rec.get(f), rec.get(idx[0])],
-                names,
-            )?;
-        }
-        if let (Some(a), Some(t)) = (span.0, first_token) {
-            let names = ["arrival_s", "first_token_s", "ttft_s"];
-            check_jct(
-                &path,
-                line,
-                [rec.get(a), rec.get(t), rec.get(idx[1])],
-                names,
-            )?;
-        }
+        let a = rec.get(arrival);
+        let names = ["arrival_s", "finish_s", "jct_s"];
+        check_jct(&path, line, [a, rec.get(finish), rec.get(idx[0])], names)?;
+        let names = ["arrival_s", "first_token_s", "ttft_s"];
+        check_jct(
+            &path,
+            line,
+            [a, rec.get(first_token), rec.get(idx[1])],
+            names,
+        )?;
         for (k, &i) in idx.iter().enumerate() {
             let cell = rec.get(i).unwrap_or("");
             if cell.is_empty() {
