@@ -177,20 +177,20 @@ pub fn echo(s: &str) -> String {
 pub fn plain_serde(msg: &str) -> String {
     let mut out = String::new();
     let mut rest = msg;
-    while let Some(i) = rest
-        .find("expected struct ")
-        .or_else(|| rest.find("expected enum "))
-    {
+    // An internally tagged enum is a table with a tag key (`{ dist = "fixed", … }`).
+    const NAMED: [(&str, &str); 3] = [
+        ("expected struct ", "expected a table"),
+        ("expected internally tagged enum ", "expected a table"),
+        ("expected enum ", "expected one of the documented values"),
+    ];
+    while let Some(i) = NAMED.iter().filter_map(|(p, _)| rest.find(p)).min() {
         out.push_str(&rest[..i]);
         let after = &rest[i..];
-        let (what, skip) = if after.starts_with("expected struct ") {
-            ("expected a table", "expected struct ".len())
-        } else {
-            (
-                "expected one of the documented values",
-                "expected enum ".len(),
-            )
-        };
+        let (pattern, what) = NAMED
+            .iter()
+            .find(|(p, _)| after.starts_with(p))
+            .expect("a pattern starts at the position found");
+        let skip = pattern.len();
         out.push_str(what);
         let tail = &after[skip..];
         let end = tail
@@ -268,6 +268,11 @@ mod tests {
         assert_eq!(
             plain_serde("invalid type: integer `3`, expected struct VllmParams"),
             "invalid type: integer `3`, expected a table"
+        );
+        // Round 12, 04: `input_lengths = 5`.
+        assert_eq!(
+            plain_serde("invalid type: integer `5`, expected internally tagged enum LengthDist"),
+            "invalid type: integer `5`, expected a table"
         );
         assert_eq!(
             plain_serde("invalid type: string \"x\", expected u32"),

@@ -49,9 +49,15 @@ fn to_file_lines(
             .lines()
             .nth(line.parse::<usize>().ok()?.checked_sub(1)?)?;
         let key = text_line.split('=').next()?.trim().trim_matches('"');
-        let (name, _) = axes
-            .iter()
-            .find(|(name, _)| axis_path(name).rsplit('.').next() == Some(key))?;
+        // A table header the axis created (`"tp.x"` made `[tp]` of a number key): the axis
+        // whose path runs through it.
+        let header = key
+            .strip_prefix('[')
+            .map(|h| h.trim_matches(|c| c == '[' || c == ']').replace('"', ""));
+        let (name, _) = axes.iter().find(|(name, _)| match &header {
+            Some(h) => axis_path(name).starts_with(&format!("{h}.")),
+            None => axis_path(name).rsplit('.').next() == Some(key),
+        })?;
         let at = crate::scenario::line_of_key(file_text, &["sweep", name.as_str()])?;
         // The key the TOML message names is the axis's own: named once, as the axis.
         let tail = tail
@@ -296,7 +302,9 @@ pub fn expand(path: &Path, base: &Overrides, flags: &[FlagAxis]) -> Result<Vec<S
             .map_err(|e| at_point(to_file_lines(e, &generated, &text, &axes)))?;
         // Semantic errors name lines of the user's file, not of the generated text.
         loaded.text = file_text.clone();
-        let resolved = loaded.resolve(base).map_err(at_point)?;
+        let resolved = loaded
+            .resolve(base)
+            .map_err(|e| at_point(at_axis_line(e, &text, &axes)))?;
         runs.push(SweepRun {
             index,
             axes: point,
@@ -304,6 +312,39 @@ pub fn expand(path: &Path, base: &Overrides, flags: &[FlagAxis]) -> Result<Vec<S
         });
     }
     Ok(runs)
+}
+
+/// A semantic error of a sweep point, placed at the `[sweep]` axis whose key it names: the
+/// axis set the value (`[memory] kv_capacity_blocks must be ≥ 1` from
+/// `"memory.kv_capacity_blocks" = [0]` named no line, or the line of the file's own
+/// `kv_capacity_blocks`, which the axis replaced: round 12, 04); other errors unchanged.
+fn at_axis_line(e: SimError, text: &str, axes: &[(String, Vec<toml::Value>)]) -> SimError {
+    let SimError::Scenario { path, msg } = e else {
+        return e;
+    };
+    let bare = msg
+        .strip_prefix("line ")
+        .and_then(|rest| rest.split_once(": "))
+        .filter(|(n, _)| n.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(msg.as_str(), |(_, rest)| rest);
+    let named = axes.iter().find(|(name, _)| {
+        let key = axis_path(name).rsplit('.').next().unwrap_or(name);
+        names_word(bare, key)
+    });
+    let msg = match named.and_then(|(name, _)| {
+        crate::scenario::line_of_key(text, &["sweep", name.as_str()]).map(|at| (name, at))
+    }) {
+        Some((name, at)) => format!("line {at} ([sweep] {name}): {bare}"),
+        None => msg.clone(),
+    };
+    SimError::Scenario { path, msg }
+}
+
+/// Whether `msg` holds `word` with no identifier character on either side.
+fn names_word(msg: &str, word: &str) -> bool {
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    msg.match_indices(word)
+        .any(|(i, _)| !msg[..i].ends_with(ident) && !msg[i + word.len()..].starts_with(ident))
 }
 
 /// `msg` about the `[sweep]` axis it names first (`[sweep] `NAME`…` or `[sweep] axes `NAME`…`)

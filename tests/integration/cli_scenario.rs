@@ -323,10 +323,10 @@ fn semantic_errors_name_the_line_also_in_a_sweep() {
         let r = run_in(&w, &[]);
         assert_user_error(&w, &r, &[needle]);
     }
-    w.write(
-        "scenario.toml",
-        format!("tp = 1\n{}\n[sweep]\ntp = [1, 3]\n", scenario("vllm", "")),
-    );
+    // The axis set the value at fault: its line, not that of the file's own `tp = 1`.
+    let text = format!("tp = 1\n{}\n[sweep]\ntp = [1, 3]\n", scenario("vllm", ""));
+    let axis_line = text.lines().count();
+    w.write("scenario.toml", &text);
     let r = cli([
         "sweep".into(),
         w.path("scenario.toml").into_os_string(),
@@ -336,7 +336,9 @@ fn semantic_errors_name_the_line_also_in_a_sweep() {
     assert_user_error(
         &w,
         &r,
-        &["sweep point 1 (tp=3): line 1: tp = 3 does not divide"],
+        &[&format!(
+            "sweep point 1 (tp=3): line {axis_line} ([sweep] tp): tp = 3 does not divide"
+        )],
     );
 }
 

@@ -537,3 +537,32 @@ fn an_axis_that_fails_a_run_is_not_called_inert() {
         r.stderr
     );
 }
+
+/// Round 12, 04: a sweep point whose axis value fails a semantic check named no line, an axis
+/// through a number key (`tp.x`) was blamed on a line of text the user never saw, and
+/// `input_lengths = 5` showed a Rust type name. Each now names the axis's line.
+#[test]
+fn sweep_point_errors_name_the_axis_line() {
+    let w = Workdir::new();
+    w.write("trace.csv", format!("{HEADER}{GOOD_ROWS}"));
+    for (axis, values, says) in [
+        (
+            "memory.kv_capacity_blocks",
+            "[10, 0]",
+            "kv_capacity_blocks must be ≥ 1",
+        ),
+        ("tp", "[3]", "does not divide"),
+        ("tp.x", "[1]", "expected a whole number"),
+        ("trace.input_lengths", "[5]", "expected a table"),
+    ] {
+        let text = format!(
+            "{}\n[sweep]\n\"{axis}\" = {values}\n",
+            synthetic_scenario("arrival = \"poisson\"\nrate_per_s = 1.0\nnum_requests = 20")
+        );
+        let line = text.lines().count();
+        w.write("scenario.toml", &text);
+        let r = sweep_in(&w, &[]);
+        assert_user_error(&w, &r, &[&format!("line {line} ([sweep] {axis}): "), says]);
+        assert!(!r.stderr.contains("LengthDist"), "{}", r.stderr);
+    }
+}

@@ -122,11 +122,14 @@ thread_local! {
     /// join the output's marker even when the plot stops part-way (an error or Ctrl-C), so that
     /// the next `plot` does not take them for the user's.
     static DRAWN: std::cell::RefCell<Vec<PathBuf>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Whether [`plot_dir`] runs on this thread: only `plot` stops between figures on Ctrl-C
+    /// (a sweep, merge or capacity that finished its runs draws its plots whatever comes).
+    static STOPS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// An error when Ctrl-C or SIGTERM asked the command to stop (checked between figures).
+/// An error when Ctrl-C or SIGTERM asked `plot` to stop (checked between figures).
 fn stop_if_interrupted(dir: &Path) -> Result<()> {
-    if crate::interrupt::interrupted() {
+    if STOPS.with(|s| s.get()) && crate::interrupt::interrupted() {
         return Err(perr(
             dir,
             format!(
@@ -230,7 +233,9 @@ pub fn plot_dir(dir: &Path, opts: &SweepPlotOptions) -> Result<(Vec<PathBuf>, Ve
         ));
     }
     DRAWN.with(|d| d.borrow_mut().clear());
+    STOPS.with(|s| s.set(true));
     let plotted = plot_each(dir, &plots, is_sweep, opts);
+    STOPS.with(|s| s.set(false));
     let written = DRAWN.with(|d| std::mem::take(&mut *d.borrow_mut()));
     // In a servesim output the files join its marker; elsewhere `plots/` gets its own.
     if !written.is_empty() && !crate::staging::add_to_marker(dir, &written)? {
