@@ -161,6 +161,9 @@ mod lazy;
 mod levels;
 mod offload;
 mod params;
+mod pop_skip;
+#[cfg(test)]
+mod pop_skip_tests;
 mod queues;
 #[cfg(test)]
 mod queues_tests;
@@ -337,6 +340,11 @@ pub struct Mlfq {
     hist: Vec<LevelCounts>,
     /// Scratch: the batch popped at the last boundary (`batch_memory = "reserve"`).
     popped: Vec<Slot>,
+    /// The prompts of the queued requests that never ran (module `pop_skip`).
+    new_prompts: pop_skip::NewPrompts,
+    /// Tests: pop by the walk of the whole `order` (the walk before `pop_skip`).
+    #[cfg(test)]
+    pop_by_walk: bool,
     /// This policy's swap-outs whose copy may still be in progress.
     swapping_out: Vec<Slot>,
     /// Scratch: the batch's slots for the starvation check.
@@ -410,6 +418,9 @@ impl Mlfq {
                 })
                 .collect(),
             popped: Vec::new(),
+            new_prompts: pop_skip::NewPrompts::default(),
+            #[cfg(test)]
+            pop_by_walk: false,
             swapping_out: Vec::new(),
             run_buf: Vec::new(),
         }
@@ -677,6 +688,7 @@ impl Policy for Mlfq {
         }
         debug_assert!(!self.block.member[s as usize]);
         self.arrival_seq[s as usize] = self.arrivals;
+        self.new_prompts.push(s, r.input_tokens, self.arrivals);
         self.arrivals += 1;
         self.enqueue_arrival(s);
         Ok(())

@@ -4,7 +4,8 @@
 //! for each rule and where servesim departs from the code.
 
 use super::super::{Plan, PreemptMode, PreemptionChoice, ReplicaView, RunItem};
-use super::{HostFull, MisfitRule, Mlfq, Offload, chunk_step};
+use super::pop_skip::PopWalk;
+use super::{HostFull, Mlfq, Offload};
 use crate::vocab::request::{KvLoc, Slot};
 
 impl Mlfq {
@@ -279,48 +280,23 @@ impl Mlfq {
     ///    is set aside while the host pool is short; a request whose KV is being copied cannot
     ///    run here and is passed over). Returns the extra KV blocks the popped batch needs.
     fn pop_batch(&mut self, view: &ReplicaView, plan: &mut Plan, defer_new: bool) -> i64 {
-        let limits = view.limits;
-        let b = limits.max_batch_size as usize;
-        let (mut prefill_tokens, mut has_prefill) = (0u64, false);
-        let mut tokens_left = self.cfg.chunk_size.unwrap_or(0);
         debug_assert!(
             plan.run.is_empty(),
             "the batch is popped into an empty plan"
         );
-        let (mut looked, mut need) = (0u64, 0i64);
-        let (chunked, misfit) = (self.cfg.chunk_size.is_some(), self.cfg.misfit);
-        // Deferred new requests are passed over: walk the requests that ran. (`true`: stop.)
-        self.scan_order(defer_new).any(|s| {
-            if plan.run.len() >= b {
-                return true;
-            }
-            looked += 1;
-            let r = view.req(s);
-            if !r.runnable() || r.in_flight() || (defer_new && r.is_new()) {
-                return false;
-            }
-            if chunked {
-                // Chunked prefill: one token budget; a spent budget ends the batch.
-                let Some((chunk, tokens)) = chunk_step(r, tokens_left) else {
-                    return true;
-                };
-                tokens_left -= tokens;
-                need += view.extra_blocks_of(r, chunk) as i64;
-                plan.run_chunk(s, chunk);
-                return false;
-            }
-            if r.needs_prefill() {
-                let t = r.prefill_tokens() as u64;
-                if has_prefill && prefill_tokens + t > limits.max_batch_tokens as u64 {
-                    return misfit == MisfitRule::Stop;
-                }
-                has_prefill = true;
-                prefill_tokens += t;
-            }
-            need += view.extra_blocks_of(r, 0) as i64;
-            plan.run_on_demand(s);
-            false
-        });
+        let mut w = PopWalk {
+            prefill_tokens: 0,
+            has_prefill: false,
+            tokens_left: self.cfg.chunk_size.unwrap_or(0),
+            need: 0,
+            looked: 0,
+            defer_new,
+            chunked: self.cfg.chunk_size.is_some(),
+            misfit: self.cfg.misfit,
+        };
+        // Deferred new requests are passed over: walk the requests that ran.
+        self.pop_walk(view, plan, &mut w);
+        let (looked, need) = (w.looked, w.need);
         self.scanned += looked;
         self.blocks_looked += plan.run.len() as u64;
         self.popped.clear();

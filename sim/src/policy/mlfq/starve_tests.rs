@@ -32,6 +32,7 @@ fn arrive(m: &mut Mlfq, s: Slot, level: u32, now: Ns) {
     m.ran[s as usize] = false;
     m.arrival_seq[s as usize] = m.arrivals;
     m.arrivals += 1;
+    m.new_prompts.partial = true;
     m.enqueue_arrival(s);
 }
 

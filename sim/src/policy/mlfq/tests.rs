@@ -14,6 +14,7 @@ impl Mlfq {
         self.ensure_ran(s as usize + 1);
         self.arrival_seq[s as usize] = self.arrivals;
         self.arrivals += 1;
+        self.new_prompts.partial = true;
         self.ran[s as usize] = has_run;
         self.resident_stale();
         self.push_back(s);
