@@ -35,6 +35,12 @@ pub(super) struct NewPrompts {
 }
 
 impl NewPrompts {
+    /// Entries held (tests).
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.heap.len()
+    }
+
     pub(super) fn push(&mut self, s: Slot, input_tokens: u32, seq: u64) {
         self.heap.push(Reverse((input_tokens, s, seq)));
     }
