@@ -29,7 +29,29 @@ struct Target {
     big: bool,
 }
 
+/// The 10⁷-request targets come first, in a fresh heap: after the others (a sweep's threads)
+/// the allocator held enough memory to double their peak RSS.
 const TARGETS: [Target; 6] = [
+    Target {
+        label: "2: 1e7 Azure conv, 64 replicas, vllm",
+        scenarios: &["scenarios/bench_10m_vllm.toml"],
+        requests: None,
+        check: Check::Within {
+            max_s: 60.0,
+            max_mb: 1000.0,
+        },
+        big: true,
+    },
+    Target {
+        label: "2: 1e7 Azure conv, 64 replicas, skip-join",
+        scenarios: &["scenarios/bench_10m_skipjoin.toml"],
+        requests: None,
+        check: Check::Within {
+            max_s: 60.0,
+            max_mb: 1000.0,
+        },
+        big: true,
+    },
     Target {
         label: "1: profile/analytic, Azure conv 10k vllm",
         scenarios: &[
@@ -66,26 +88,6 @@ const TARGETS: [Target; 6] = [
         requests: None,
         check: Check::Speedup { min: 1.9 },
         big: false,
-    },
-    Target {
-        label: "2: 1e7 Azure conv, 64 replicas, vllm",
-        scenarios: &["scenarios/bench_10m_vllm.toml"],
-        requests: None,
-        check: Check::Within {
-            max_s: 60.0,
-            max_mb: 1000.0,
-        },
-        big: true,
-    },
-    Target {
-        label: "2: 1e7 Azure conv, 64 replicas, skip-join",
-        scenarios: &["scenarios/bench_10m_skipjoin.toml"],
-        requests: None,
-        check: Check::Within {
-            max_s: 60.0,
-            max_mb: 1000.0,
-        },
-        big: true,
     },
 ];
 
@@ -233,8 +235,19 @@ fn scenario_path(rel: &str) -> PathBuf {
 }
 
 /// Reset this process's peak RSS (Linux: `VmHWM` starts again from the current RSS), so that
-/// each target reports its own.
+/// each target reports its own; memory the allocator kept from earlier targets is handed back
+/// first (glibc), or it would count in the next target's peak.
 fn reset_peak_rss() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            fn malloc_trim(pad: usize) -> i32;
+        }
+        // SAFETY: malloc_trim only returns free heap memory to the system.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
