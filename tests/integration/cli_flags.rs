@@ -520,3 +520,25 @@ fn bad_number_flags_are_one_line_in_words() {
         assert!(!r.stderr.contains("..="), "{args:?}: {}", r.stderr);
     }
 }
+
+/// Round 12, 03: a flag value holding a newline split clap's line (`12\n` shown as `12 `, with
+/// Rust's "invalid digit found in string"), and other control bytes were dropped (`a\x01b`
+/// shown as `ab`): the value is shown escaped, with the worded reason, on one line.
+#[test]
+fn flag_values_with_control_characters_are_shown_escaped() {
+    for (value, shown) in [
+        ("12\n", "'12\\n'"),
+        ("a\u{1}b", "'a\\x01b'"),
+        ("1\n2", "'1\\n2'"),
+    ] {
+        let r = crate::support::cli(["run", "scenarios/quickstart.toml", "--num-requests", value]);
+        assert_eq!(r.code, 2, "{}", r.stderr);
+        assert_eq!(r.stderr.lines().count(), 1, "{:?}", r.stderr);
+        assert!(r.stderr.contains(shown), "{:?}", r.stderr);
+        assert!(
+            r.stderr.contains("expected a whole number"),
+            "{:?}",
+            r.stderr
+        );
+    }
+}

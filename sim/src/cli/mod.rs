@@ -175,7 +175,7 @@ pub fn parse_or_report<C: Parser>(
 /// and its usage joined by "; " (its pointer to `--help` left out: the usage line names the
 /// command).
 fn usage_error_line(e: &clap::Error) -> String {
-    let text = e.render().to_string();
+    let text = rendered(e);
     let parts: Vec<String> = text
         .lines()
         .map(str::trim)
@@ -186,6 +186,35 @@ fn usage_error_line(e: &clap::Error) -> String {
         })
         .collect();
     parts.join("; ")
+}
+
+/// clap's text of `e` with the bad value's control characters escaped: a newline in it split
+/// the line (`12\n` read as `12 `, and the worded reason was lost) and other control bytes were
+/// dropped (round 12, 03).
+fn rendered(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    let text = e.render().to_string();
+    let Some(ContextValue::String(v)) = e.get(ContextKind::InvalidValue) else {
+        return text;
+    };
+    if !v.chars().any(char::is_control) {
+        return text;
+    }
+    // The value as clap printed it (its rendering drops escape sequences and control bytes):
+    // between `invalid value '` and `' for '`.
+    const OPEN: &str = "invalid value '";
+    let Some(start) = text.find(OPEN).map(|i| i + OPEN.len()) else {
+        return text;
+    };
+    let Some(len) = text[start..].find("' for '") else {
+        return text;
+    };
+    format!(
+        "{}{}{}",
+        &text[..start],
+        crate::error::echo(v),
+        &text[start + len..]
+    )
 }
 
 /// A bad flag value as one line in words (clap printed Rust's "invalid digit found in string" or
@@ -200,7 +229,7 @@ fn value_error_line(e: &clap::Error) -> Option<String> {
     ) {
         return None;
     }
-    let text = e.render().to_string();
+    let text = rendered(e);
     let mut lines = text
         .lines()
         .map(str::trim)
