@@ -590,21 +590,9 @@ impl Window for LevelsWindow<'_> {
             self.victim_read += hit.map_or(ran_q.len(), |j| ran_q.len() - j);
             let low = &mut self.read_low[p];
             *low = (*low).min(hit.unwrap_or(0) as u32);
-            let q = &self.q[p].as_slice()[..i];
-            let k = hit.map_or(0, |j| rfind_slot(q, ran_q[j]));
-            if i - k > self.back - self.front {
-                // The victim (if any) is in front of the window: nobody left to evict.
-                self.back = self.front;
-                return None;
+            if let std::ops::ControlFlow::Break(v) = self.move_back_to(p, i, hit, ran_q) {
+                return v;
             }
-            self.back -= i - k;
-            self.back_at = (p, k);
-            if let Some(j) = hit {
-                // `back_at` is on the victim (`keep_victim` moves it just past it again).
-                self.ran_back = j;
-                return Some(ran_q[j]);
-            }
-            self.ran_back = 0;
         }
         None
     }
@@ -626,6 +614,35 @@ impl Window for LevelsWindow<'_> {
 }
 
 impl LevelsWindow<'_> {
+    /// The back of the window moves down to level `p`, before entry `i`: onto the victim
+    /// `ran_q[hit]` when there is one (`Break(Some)`: `back_at` is on it, `keep_victim` moves it
+    /// just past it again), else to the level's front (`Continue`: search the level above);
+    /// `Break(None)` when the victim or the level's front lies in front of the window (nobody
+    /// left to evict).
+    fn move_back_to(
+        &mut self,
+        p: usize,
+        i: usize,
+        hit: Option<usize>,
+        ran_q: &[Slot],
+    ) -> std::ops::ControlFlow<Option<Slot>> {
+        use std::ops::ControlFlow::{Break, Continue};
+        let q = &self.q[p].as_slice()[..i];
+        let k = hit.map_or(0, |j| rfind_slot(q, ran_q[j]));
+        if i - k > self.back - self.front {
+            self.back = self.front;
+            return Break(None);
+        }
+        self.back -= i - k;
+        self.back_at = (p, k);
+        if let Some(j) = hit {
+            self.ran_back = j;
+            return Break(Some(ran_q[j]));
+        }
+        self.ran_back = 0;
+        Continue(())
+    }
+
     /// [`Window::pop_victim`] by a walk of the window from the back, each entry read (without
     /// `ran`; with it, the tests' reference).
     fn pop_victim_by_walk(&mut self, view: &ReplicaView) -> Option<Slot> {

@@ -69,20 +69,9 @@ impl LevelsWindow<'_> {
                 }
                 _ => None,
             };
-            let q = &self.q[p].as_slice()[..i];
-            let k = hit.map_or(0, |j| rfind_slot(q, ran_q[j]));
-            if i - k > self.back - self.front {
-                // The victim (if any) is in front of the window: nobody left to evict.
-                self.back = self.front;
-                return None;
+            if let std::ops::ControlFlow::Break(v) = self.move_back_to(p, i, hit, ran_q) {
+                return v;
             }
-            self.back -= i - k;
-            self.back_at = (p, k);
-            if let Some(j) = hit {
-                self.ran_back = j;
-                return Some(ran_q[j]);
-            }
-            self.ran_back = 0;
         }
         None
     }
