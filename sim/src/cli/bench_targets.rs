@@ -4,9 +4,8 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
-use super::bench::{Figures, best_of, peak_rss_bytes};
+use super::bench::{Figures, best_of, peak_rss_bytes, wall_s};
 use crate::scenario::{Overrides, load};
 
 /// What one target compares, and its bound.
@@ -215,9 +214,8 @@ fn sweep_wall_s(scenario: &str, requests: Option<u64>, jobs: usize) -> anyhow::R
         allow_failures: true,
         quiet: true,
     };
-    let t = Instant::now();
-    let r = super::sweep::sweep_cmd(args, &mut std::io::sink(), &mut std::io::sink());
-    let w = t.elapsed().as_secs_f64();
+    let (r, w) =
+        wall_s(|| super::sweep::sweep_cmd(args, &mut std::io::sink(), &mut std::io::sink()));
     let _ = std::fs::remove_dir_all(&dir);
     r.map(|()| w)
 }
