@@ -63,6 +63,18 @@ fn pop_skip_plans_as_the_order_walk() {
     assert!(looked_a < looked_b, "{looked_a} vs {looked_b}");
 }
 
+/// An engine with a 1,000-block pool, no host pool and batch limit 8.
+fn burst_engine() -> Engine {
+    Engine {
+        reqs: Slab::default(),
+        kv: KvPool::new(1000, 16),
+        host: KvPool::new(0, 16),
+        now: 0,
+        b: 8,
+        next_id: 0,
+    }
+}
+
 /// A burst: one request, then K whose prompts (400 tokens) do not fit the 512-token budget the
 /// first (400 tokens) leaves; B = 8. The pop takes the first and, the budget left below every
 /// new prompt, looks at no other new request: the same entries for K = 1,000 and 10,000 (the
@@ -77,14 +89,7 @@ fn pop_skip_does_not_walk_new_requests_that_cannot_fit() {
             .unwrap();
         cfg.misfit = MisfitRule::Skip;
         let mut m = Mlfq::new(cfg, cost.clone(), "skip-join-mlfq");
-        let mut e = Engine {
-            reqs: Slab::default(),
-            kv: KvPool::new(1000, 16),
-            host: KvPool::new(0, 16),
-            now: 0,
-            b: 8,
-            next_id: 0,
-        };
+        let mut e = burst_engine();
         for _ in 0..=k {
             let s = e.arrive(400, 10, 10);
             m.on_arrival(s, &e.view()).unwrap();
@@ -115,14 +120,7 @@ fn only_the_skip_pop_keeps_the_prompts_of_new_requests() {
             .unwrap();
         cfg.misfit = misfit;
         let mut m = Mlfq::new(cfg, cost.clone(), "skip-join-mlfq");
-        let mut e = Engine {
-            reqs: Slab::default(),
-            kv: KvPool::new(1000, 16),
-            host: KvPool::new(0, 16),
-            now: 0,
-            b: 8,
-            next_id: 0,
-        };
+        let mut e = burst_engine();
         for _ in 0..100 {
             let s = e.arrive(400, 10, 10);
             m.on_arrival(s, &e.view()).unwrap();
